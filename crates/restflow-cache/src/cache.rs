@@ -1,0 +1,157 @@
+//! Entries read through the lifecycle: a store, and the clock that decides
+//! what each entry is when it is read.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::entry::{Entry, Freshness, Lifetime, Stamps};
+use crate::store::Store;
+
+/// What a key holds when it is read.
+#[derive(Debug)]
+pub enum Lookup<V> {
+    /// A fresh entry.
+    Fresh(Arc<Entry<V>>),
+    /// An entry past its ttl but inside its stale window. `refresh` is
+    /// `true` for the one reader that claimed the entry's refresh.
+    Stale {
+        /// The entry to serve.
+        entry: Arc<Entry<V>>,
+        /// Whether this reader must schedule the refresh.
+        refresh: bool,
+    },
+    /// No usable entry.
+    Miss,
+}
+
+/// A store read through a clock.
+///
+/// Invariant: an expired entry is never served; the read that finds one
+/// removes it (unless a newer entry took its place meanwhile).
+pub struct Cache<V, S> {
+    store: S,
+    clock: Clock,
+    values: PhantomData<fn() -> V>,
+}
+
+impl<V, S: Store<V>> Cache<V, S> {
+    /// A cache over `store` that reads time from `clock`.
+    pub fn new(store: S, clock: Clock) -> Self {
+        Cache {
+            store,
+            clock,
+            values: PhantomData,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Reads `key`, claiming the refresh of a stale entry for at most one
+    /// reader.
+    #[inline]
+    pub fn lookup(&self, key: &[u8]) -> Lookup<V> {
+        let Some(entry) = self.store.get(key) else {
+            return Lookup::Miss;
+        };
+        match entry.stamps().freshness(self.clock.now()) {
+            Freshness::Fresh => Lookup::Fresh(entry),
+            Freshness::Stale => Lookup::Stale {
+                refresh: entry.claim_refresh(),
+                entry,
+            },
+            Freshness::Expired => {
+                let removed = self.store.remove_if_same(key, &entry);
+                drop(removed);
+                Lookup::Miss
+            }
+        }
+    }
+
+    /// Reads `key` without claiming anything: the entry and what it is now,
+    /// or `None` when there is no usable entry.
+    pub fn peek(&self, key: &[u8]) -> Option<(Arc<Entry<V>>, Freshness)> {
+        let entry = self.store.get(key)?;
+        match entry.stamps().freshness(self.clock.now()) {
+            Freshness::Expired => {
+                drop(self.store.remove_if_same(key, &entry));
+                None
+            }
+            freshness => Some((entry, freshness)),
+        }
+    }
+
+    /// Stores `value` under `key`, stamped now with `lifetime`.
+    pub fn insert(&self, key: &[u8], value: V, lifetime: Lifetime) -> Arc<Entry<V>> {
+        let entry = Arc::new(Entry::new(value, Stamps::new(self.clock.now(), lifetime)));
+        self.store.insert(key.into(), Arc::clone(&entry));
+        entry
+    }
+
+    /// Removes the entry under `key`, handing it back to be dropped by the caller.
+    pub fn remove(&self, key: &[u8]) -> Option<Arc<Entry<V>>> {
+        self.store.remove(key)
+    }
+
+    /// Removes every entry, handing them back to be dropped by the caller.
+    pub fn clear(&self) -> Vec<Arc<Entry<V>>> {
+        self.store.drain()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryStore;
+    use crate::timestamp::{Span, Timestamp};
+
+    fn cache() -> Cache<&'static str, MemoryStore<&'static str>> {
+        Cache::new(MemoryStore::new(100), Clock::frozen(Timestamp::from_micros(0)))
+    }
+
+    #[test]
+    fn lookup_walks_fresh_stale_expired() {
+        let cache = cache();
+        let lifetime = Lifetime::new(Span::from_secs(10), Span::from_secs(5));
+        cache.insert(b"k", "v", lifetime);
+        assert!(matches!(cache.lookup(b"k"), Lookup::Fresh(_)));
+        cache.clock().advance(Span::from_secs(10));
+        assert!(matches!(cache.lookup(b"k"), Lookup::Stale { refresh: true, .. }));
+        // Only the first stale reader is asked to refresh.
+        assert!(matches!(cache.lookup(b"k"), Lookup::Stale { refresh: false, .. }));
+        cache.clock().advance(Span::from_secs(5));
+        assert!(matches!(cache.lookup(b"k"), Lookup::Miss));
+        // The expired entry left the store.
+        assert!(cache.store().is_empty());
+    }
+
+    #[test]
+    fn peek_claims_nothing() {
+        let cache = cache();
+        cache.insert(b"k", "v", Lifetime::new(Span::from_secs(1), Span::from_secs(5)));
+        cache.clock().advance(Span::from_secs(2));
+        let (entry, freshness) = cache.peek(b"k").unwrap();
+        assert_eq!(freshness, Freshness::Stale);
+        assert!(entry.claim_refresh());
+        assert!(cache.peek(b"missing").is_none());
+    }
+
+    #[test]
+    fn remove_and_clear() {
+        let cache = cache();
+        cache.insert(b"a", "1", Lifetime::FOREVER);
+        cache.insert(b"b", "2", Lifetime::FOREVER);
+        assert_eq!(*cache.remove(b"a").unwrap().value(), "1");
+        assert!(cache.remove(b"a").is_none());
+        assert_eq!(cache.clear().len(), 1);
+        assert!(matches!(cache.lookup(b"b"), Lookup::Miss));
+    }
+}

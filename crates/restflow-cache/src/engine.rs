@@ -1,0 +1,241 @@
+//! The lifecycle of DESIGN.md §2 end to end: serve fresh entries, serve
+//! stale ones while one background refresh runs, and compute each missing
+//! key once however many callers ask.
+//!
+//! The engine never blocks on its own: followers wait through a closure the
+//! caller supplies (the Python bindings release the GIL in it), and
+//! refreshes run on the [`Refresher`]'s threads through its runner.
+
+use std::sync::Arc;
+
+use crate::cache::{Cache, Lookup};
+use crate::entry::{Entry, Lifetime, Stamps};
+use crate::flight::{Join, Outcome, SingleFlight, Waiter};
+use crate::refresh::Refresher;
+use crate::store::Store;
+
+/// What a call found in the cache and what it did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// A fresh entry was served.
+    Hit,
+    /// No usable entry: the value was computed (by this caller or by the
+    /// one it waited on) and stored.
+    Miss,
+    /// A stale entry was served while one background refresh runs.
+    Stale,
+    /// The cache was skipped on purpose.
+    Bypass,
+    /// A forced recompute replaced the entry.
+    Refresh,
+}
+
+impl Status {
+    /// The bare word clients see (`HIT`, `MISS`, …).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Status::Hit => "HIT",
+            Status::Miss => "MISS",
+            Status::Stale => "STALE",
+            Status::Bypass => "BYPASS",
+            Status::Refresh => "REFRESH",
+        }
+    }
+}
+
+/// A freshly computed value and how long to keep it; `lifetime: None`
+/// means "do not store" (the caller's policy turned it away).
+pub struct Computed<V> {
+    /// The value.
+    pub value: V,
+    /// How long to keep it, or `None` to not store it.
+    pub lifetime: Option<Lifetime>,
+}
+
+/// What a call serves.
+#[derive(Debug)]
+pub struct Served<V> {
+    /// The entry served. For a value that was not stored, an entry that
+    /// lives only as long as this answer.
+    pub entry: Arc<Entry<V>>,
+    /// What happened.
+    pub status: Status,
+    /// Whether the served value is (or was, when computed) in the store.
+    pub stored: bool,
+    /// For [`Status::Stale`]: whether this caller claimed the refresh and
+    /// must call [`Engine::schedule_refresh`].
+    pub refresh_claimed: bool,
+}
+
+/// Why a call did not produce a value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GetError<E> {
+    /// The computation failed; every caller waiting on it gets the error.
+    Compute(E),
+    /// The computation asked for its own key while computing it; waiting
+    /// would never end.
+    Recursive,
+}
+
+/// The outcome followers share: the entry and whether it was stored.
+type Shared<V> = (Arc<Entry<V>>, bool);
+
+/// Store, single-flight and refresher together.
+pub struct Engine<V, E, S> {
+    cache: Cache<V, S>,
+    flights: SingleFlight<Shared<V>, E>,
+    refresher: Refresher,
+}
+
+impl<V, E, S> Engine<V, E, S>
+where
+    V: Send + Sync + 'static,
+    E: Clone + Send + Sync + 'static,
+    S: Store<V> + 'static,
+{
+    /// An engine over `cache` whose refreshes run on `refresher`.
+    pub fn new(cache: Cache<V, S>, refresher: Refresher) -> Self {
+        Engine {
+            cache,
+            flights: SingleFlight::new(),
+            refresher,
+        }
+    }
+
+    /// The cache (store and clock).
+    pub fn cache(&self) -> &Cache<V, S> {
+        &self.cache
+    }
+
+    /// The refresh workers.
+    pub fn refresher(&self) -> &Refresher {
+        &self.refresher
+    }
+
+    /// The in-flight computations.
+    pub fn flights(&self) -> &SingleFlight<Shared<V>, E> {
+        &self.flights
+    }
+
+    /// Serves `key`: a fresh entry as a hit, a stale one as stale (see
+    /// [`Served::refresh_claimed`]), or else computes it once with
+    /// `compute` while concurrent callers for the key wait through `wait`.
+    pub fn get<C, W>(&self, key: &[u8], compute: C, wait: W) -> Result<Served<V>, GetError<E>>
+    where
+        C: FnOnce() -> Result<Computed<V>, E>,
+        W: FnMut(Waiter<Shared<V>, E>) -> Outcome<Shared<V>, E>,
+    {
+        match self.cache.lookup(key) {
+            Lookup::Fresh(entry) => Ok(served(entry, Status::Hit, true)),
+            Lookup::Stale { entry, refresh } => Ok(Served {
+                refresh_claimed: refresh,
+                ..served(entry, Status::Stale, true)
+            }),
+            Lookup::Miss => self.compute_once(key, compute, wait),
+        }
+    }
+
+    /// Computes `key` once for every concurrent caller.
+    pub fn compute_once<C, W>(
+        &self,
+        key: &[u8],
+        compute: C,
+        mut wait: W,
+    ) -> Result<Served<V>, GetError<E>>
+    where
+        C: FnOnce() -> Result<Computed<V>, E>,
+        W: FnMut(Waiter<Shared<V>, E>) -> Outcome<Shared<V>, E>,
+    {
+        let mut compute = Some(compute);
+        loop {
+            match self.flights.join(key) {
+                Join::Leader(guard) => {
+                    // A leader that finished between our lookup and our join
+                    // has stored its value: serve that instead of computing.
+                    if let Lookup::Fresh(entry) = self.cache.lookup(key) {
+                        guard.complete(Ok((Arc::clone(&entry), true)));
+                        return Ok(served(entry, Status::Hit, true));
+                    }
+                    let compute = compute.take().expect("a caller leads at most once");
+                    return match compute() {
+                        Ok(computed) => {
+                            let (entry, stored) = self.keep(key, computed);
+                            guard.complete(Ok((Arc::clone(&entry), stored)));
+                            Ok(served(entry, Status::Miss, stored))
+                        }
+                        Err(error) => {
+                            guard.complete(Err(error.clone()));
+                            Err(GetError::Compute(error))
+                        }
+                    };
+                }
+                Join::Follower(waiter) => {
+                    if waiter.is_own_flight() {
+                        return Err(GetError::Recursive);
+                    }
+                    match wait(waiter) {
+                        Outcome::Value((entry, stored)) => {
+                            return Ok(served(entry, Status::Miss, stored))
+                        }
+                        Outcome::Error(error) => return Err(GetError::Compute(error)),
+                        // The leader vanished: join again, perhaps as leader.
+                        Outcome::Abandoned => continue,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Recomputes `key` now and replaces its entry (or removes it, when the
+    /// new value is not to be stored).
+    pub fn refresh<C>(&self, key: &[u8], compute: C) -> Result<Served<V>, E>
+    where
+        C: FnOnce() -> Result<Computed<V>, E>,
+    {
+        let (entry, stored) = self.keep(key, compute()?);
+        Ok(served(entry, Status::Refresh, stored))
+    }
+
+    /// Queues the background refresh of the stale `entry` under `key`,
+    /// whose claim the caller holds. When the queue is full, or when
+    /// `compute` fails, the claim is released so a later read tries again
+    /// and the stale entry keeps being served until its window ends.
+    pub fn schedule_refresh<C>(self: &Arc<Self>, key: &[u8], entry: Arc<Entry<V>>, compute: C)
+    where
+        C: FnOnce() -> Result<Computed<V>, E> + Send + 'static,
+    {
+        let engine = Arc::clone(self);
+        let key: Box<[u8]> = key.into();
+        let claim = Arc::clone(&entry);
+        let job = Box::new(move || match compute() {
+            Ok(computed) => drop(engine.keep(&key, computed)),
+            Err(_) => entry.release_refresh(),
+        });
+        if let Err(job) = self.refresher.try_spawn(job) {
+            claim.release_refresh();
+            drop(job);
+        }
+    }
+
+    /// Stores a computed value when its policy allows, or removes the key's
+    /// previous entry when it does not.
+    fn keep(&self, key: &[u8], computed: Computed<V>) -> Shared<V> {
+        match computed.lifetime {
+            Some(lifetime) => (self.cache.insert(key, computed.value, lifetime), true),
+            None => {
+                drop(self.cache.remove(key));
+                let stamps = Stamps::new(self.cache.clock().now(), Lifetime::FOREVER);
+                (Arc::new(Entry::new(computed.value, stamps)), false)
+            }
+        }
+    }
+}
+
+fn served<V>(entry: Arc<Entry<V>>, status: Status, stored: bool) -> Served<V> {
+    Served {
+        entry,
+        status,
+        stored,
+        refresh_claimed: false,
+    }
+}

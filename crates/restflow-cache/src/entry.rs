@@ -1,0 +1,177 @@
+//! A stored value and the three instants that decide how it is served.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::timestamp::{Span, Timestamp};
+
+/// How long a new entry is fresh, and how long after that it may still be
+/// served stale while one refresh runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lifetime {
+    /// Time to live; `None` never expires.
+    pub ttl: Option<Span>,
+    /// The stale-while-revalidate window that follows the ttl.
+    pub stale: Span,
+}
+
+impl Lifetime {
+    /// An entry that never expires.
+    pub const FOREVER: Lifetime = Lifetime {
+        ttl: None,
+        stale: Span::ZERO,
+    };
+
+    /// Fresh for `ttl`, then stale for `stale`.
+    pub const fn new(ttl: Span, stale: Span) -> Self {
+        Lifetime {
+            ttl: Some(ttl),
+            stale,
+        }
+    }
+}
+
+/// What an entry is at a given instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// `now < fresh_until`: serve as a hit.
+    Fresh,
+    /// `fresh_until <= now < stale_until`: serve, and refresh in the background.
+    Stale,
+    /// `now >= stale_until`: unusable.
+    Expired,
+}
+
+/// The instants of an entry, fixed when it is stored.
+///
+/// Invariant: `cached_at <= fresh_until <= stale_until` whenever they are set,
+/// and `fresh_until` and `stale_until` are both `None` or both `Some`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamps {
+    /// When the value was stored.
+    pub cached_at: Timestamp,
+    /// When it stops being fresh; `None` for an entry that never expires.
+    pub fresh_until: Option<Timestamp>,
+    /// When it stops being servable at all; `None` for an entry that never expires.
+    pub stale_until: Option<Timestamp>,
+}
+
+impl Stamps {
+    /// The instants of a value stored at `cached_at` with `lifetime`.
+    pub fn new(cached_at: Timestamp, lifetime: Lifetime) -> Self {
+        match lifetime.ttl {
+            None => Stamps {
+                cached_at,
+                fresh_until: None,
+                stale_until: None,
+            },
+            Some(ttl) => {
+                let fresh_until = cached_at.saturating_add(ttl);
+                Stamps {
+                    cached_at,
+                    fresh_until: Some(fresh_until),
+                    stale_until: Some(fresh_until.saturating_add(lifetime.stale)),
+                }
+            }
+        }
+    }
+
+    /// What the entry is at `now`.
+    #[inline]
+    pub fn freshness(&self, now: Timestamp) -> Freshness {
+        match (self.fresh_until, self.stale_until) {
+            (Some(fresh), _) if now < fresh => Freshness::Fresh,
+            (Some(_), Some(stale)) if now < stale => Freshness::Stale,
+            (Some(_), _) => Freshness::Expired,
+            (None, _) => Freshness::Fresh,
+        }
+    }
+}
+
+/// A value with its instants and its refresh claim.
+///
+/// Entries are immutable once stored except for the claim, which makes sure
+/// at most one background refresh runs per stored entry: a refresh replaces
+/// the entry with a new one, whose claim starts free.
+#[derive(Debug)]
+pub struct Entry<V> {
+    value: V,
+    stamps: Stamps,
+    refresh_claimed: AtomicBool,
+}
+
+impl<V> Entry<V> {
+    /// A new entry.
+    pub fn new(value: V, stamps: Stamps) -> Self {
+        Entry {
+            value,
+            stamps,
+            refresh_claimed: AtomicBool::new(false),
+        }
+    }
+
+    /// The stored value.
+    #[inline]
+    pub fn value(&self) -> &V {
+        &self.value
+    }
+
+    /// The entry's instants.
+    #[inline]
+    pub fn stamps(&self) -> &Stamps {
+        &self.stamps
+    }
+
+    /// Takes the right to refresh this entry. Returns `true` for exactly one
+    /// caller until [`Entry::release_refresh`] is called.
+    #[inline]
+    pub fn claim_refresh(&self) -> bool {
+        !self.refresh_claimed.swap(true, Ordering::AcqRel)
+    }
+
+    /// Gives the refresh claim back, after a refresh that failed or could
+    /// not be scheduled, so a later stale read can try again.
+    pub fn release_refresh(&self) {
+        self.refresh_claimed.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_micros(secs * 1_000_000)
+    }
+
+    #[test]
+    fn freshness_follows_the_lifecycle() {
+        let stamps = Stamps::new(at(100), Lifetime::new(Span::from_secs(10), Span::from_secs(5)));
+        assert_eq!(stamps.freshness(at(100)), Freshness::Fresh);
+        assert_eq!(stamps.freshness(Timestamp::from_micros(at(110).as_micros() - 1)), Freshness::Fresh);
+        assert_eq!(stamps.freshness(at(110)), Freshness::Stale);
+        assert_eq!(stamps.freshness(Timestamp::from_micros(at(115).as_micros() - 1)), Freshness::Stale);
+        assert_eq!(stamps.freshness(at(115)), Freshness::Expired);
+    }
+
+    #[test]
+    fn no_stale_window_goes_straight_to_expired() {
+        let stamps = Stamps::new(at(0), Lifetime::new(Span::from_secs(1), Span::ZERO));
+        assert_eq!(stamps.freshness(at(1)), Freshness::Expired);
+    }
+
+    #[test]
+    fn forever_never_expires() {
+        let stamps = Stamps::new(at(0), Lifetime::FOREVER);
+        assert_eq!(stamps.fresh_until, None);
+        assert_eq!(stamps.freshness(Timestamp::from_micros(i64::MAX)), Freshness::Fresh);
+    }
+
+    #[test]
+    fn refresh_claim_is_exclusive_until_released() {
+        let entry = Entry::new((), Stamps::new(at(0), Lifetime::FOREVER));
+        assert!(entry.claim_refresh());
+        assert!(!entry.claim_refresh());
+        entry.release_refresh();
+        assert!(entry.claim_refresh());
+    }
+}

@@ -1,0 +1,528 @@
+//! Canonical, type-tagged encoding of call arguments, and the key strings
+//! built from it.
+//!
+//! Every value is written as a tag byte followed by a self-delimiting body
+//! (fixed-width numbers, length-prefixed text, counted containers), so two
+//! different argument lists never produce the same bytes: `1`, `1.0`, `True`
+//! and `"1"` differ in their tag, and text that contains a separator cannot
+//! end a value early. Unordered containers are written with their items
+//! sorted by their own encoding, so a set or dict encodes the same in every
+//! process whatever its iteration order.
+//!
+//! The bytes key the in-process store directly. [`render`] turns them into
+//! the readable text of a key string, which is injective for the same
+//! reasons; [`digest`] replaces a part too long to keep readable.
+
+use std::fmt::Write as _;
+
+use smallvec::SmallVec;
+use xxhash_rust::xxh3::xxh3_128;
+
+/// Encoded bytes, kept on the stack for the usual short argument lists.
+pub type KeyBytes = SmallVec<[u8; 96]>;
+
+mod tag {
+    pub const NONE: u8 = 0x00;
+    pub const FALSE: u8 = 0x01;
+    pub const TRUE: u8 = 0x02;
+    pub const INT: u8 = 0x03;
+    pub const BIG_INT: u8 = 0x04;
+    pub const FLOAT: u8 = 0x05;
+    pub const STR: u8 = 0x06;
+    pub const BYTES: u8 = 0x07;
+    pub const TUPLE: u8 = 0x08;
+    pub const LIST: u8 = 0x09;
+    pub const DICT: u8 = 0x0A;
+    pub const SET: u8 = 0x0B;
+    pub const FROZEN_SET: u8 = 0x0C;
+    pub const TAGGED: u8 = 0x0D;
+}
+
+/// An ordered container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sequence {
+    /// A tuple.
+    Tuple,
+    /// A list.
+    List,
+}
+
+/// A container whose iteration order carries no meaning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unordered {
+    /// A mapping; each item is a key followed by its value.
+    Dict,
+    /// A mutable set.
+    Set,
+    /// An immutable set.
+    FrozenSet,
+}
+
+/// Writes values in the canonical encoding.
+///
+/// Each `write_*` call appends exactly one value (a container counts as one
+/// value once all of its items are written).
+#[derive(Clone, Debug, Default)]
+pub struct KeyWriter {
+    bytes: KeyBytes,
+}
+
+impl KeyWriter {
+    /// An empty writer.
+    #[inline]
+    pub fn new() -> Self {
+        KeyWriter {
+            bytes: KeyBytes::new(),
+        }
+    }
+
+    /// The bytes written so far.
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The bytes written, by value.
+    #[inline]
+    pub fn into_bytes(self) -> KeyBytes {
+        self.bytes
+    }
+
+    /// How many bytes are written.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether nothing is written.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Appends bytes written by another writer (a value encoded once and
+    /// reused, such as a default argument).
+    #[inline]
+    pub fn write_encoded(&mut self, encoded: &[u8]) {
+        self.bytes.extend_from_slice(encoded);
+    }
+
+    /// Appends bytes that are not a value: a fixed prefix the caller owns,
+    /// which [`render`] is never asked to read.
+    #[inline]
+    pub fn write_prefix(&mut self, prefix: &[u8]) {
+        self.bytes.extend_from_slice(prefix);
+    }
+
+    /// `None` / null.
+    #[inline]
+    pub fn write_none(&mut self) {
+        self.bytes.push(tag::NONE);
+    }
+
+    /// A boolean, distinct from the integers 0 and 1.
+    #[inline]
+    pub fn write_bool(&mut self, value: bool) {
+        self.bytes.push(if value { tag::TRUE } else { tag::FALSE });
+    }
+
+    /// An integer that fits in 64 bits.
+    #[inline]
+    pub fn write_int(&mut self, value: i64) {
+        self.bytes.push(tag::INT);
+        self.bytes.extend_from_slice(&value.to_le_bytes());
+    }
+
+    /// An integer outside the 64-bit range, as its decimal digits (with a
+    /// leading `-` when negative). Values inside the range must use
+    /// [`KeyWriter::write_int`] so each integer has one encoding.
+    pub fn write_big_int(&mut self, decimal: &str) {
+        debug_assert!(decimal.parse::<i64>().is_err(), "use write_int for {decimal}");
+        self.write_len_prefixed(tag::BIG_INT, decimal.as_bytes());
+    }
+
+    /// A float, distinct from an integer of the same value. Every NaN is
+    /// written as the one canonical NaN.
+    #[inline]
+    pub fn write_float(&mut self, value: f64) {
+        let value = if value.is_nan() { f64::NAN } else { value };
+        self.bytes.push(tag::FLOAT);
+        self.bytes.extend_from_slice(&value.to_bits().to_le_bytes());
+    }
+
+    /// Text.
+    #[inline]
+    pub fn write_str(&mut self, value: &str) {
+        self.write_len_prefixed(tag::STR, value.as_bytes());
+    }
+
+    /// Binary data.
+    #[inline]
+    pub fn write_bytes(&mut self, value: &[u8]) {
+        self.write_len_prefixed(tag::BYTES, value);
+    }
+
+    /// Starts an ordered container of `len` items; write the items next.
+    #[inline]
+    pub fn begin_sequence(&mut self, kind: Sequence, len: usize) {
+        self.bytes.push(match kind {
+            Sequence::Tuple => tag::TUPLE,
+            Sequence::List => tag::LIST,
+        });
+        self.write_u32(len);
+    }
+
+    /// An unordered container from its items, each encoded on its own
+    /// writer (for a dict, the key then the value on one writer).
+    pub fn write_unordered(&mut self, kind: Unordered, mut items: Vec<KeyWriter>) {
+        items.sort_unstable_by(|a, b| a.bytes.cmp(&b.bytes));
+        self.bytes.push(match kind {
+            Unordered::Dict => tag::DICT,
+            Unordered::Set => tag::SET,
+            Unordered::FrozenSet => tag::FROZEN_SET,
+        });
+        self.write_u32(items.len());
+        for item in &items {
+            self.bytes.extend_from_slice(&item.bytes);
+        }
+    }
+
+    /// Starts a value of a named type that is written as one inner value
+    /// (a date as its ISO text, an enum member as its value); write that
+    /// inner value next. The name keeps types whose inner values coincide
+    /// apart.
+    pub fn begin_tagged(&mut self, type_name: &str) {
+        self.write_len_prefixed(tag::TAGGED, type_name.as_bytes());
+    }
+
+    #[inline]
+    fn write_u32(&mut self, n: usize) {
+        let n = u32::try_from(n).expect("a key part over 4 GiB");
+        self.bytes.extend_from_slice(&n.to_le_bytes());
+    }
+
+    #[inline]
+    fn write_len_prefixed(&mut self, tag: u8, body: &[u8]) {
+        self.bytes.push(tag);
+        self.write_u32(body.len());
+        self.bytes.extend_from_slice(body);
+    }
+}
+
+/// Bytes that are not a sequence of encoded values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Malformed {
+    /// Where reading stopped.
+    pub offset: usize,
+}
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "malformed key encoding at byte {}", self.offset)
+    }
+}
+
+impl std::error::Error for Malformed {}
+
+/// Renders a run of encoded values as readable text, the values separated
+/// by `,`.
+///
+/// `None` → `N`, booleans → `T`/`F`, integers → `i42`, floats → `f2.5`,
+/// text → `s3:abc` (byte length, then the text), bytes → `b2:00ff`, a tuple
+/// → `t2(i1,i2)`, a list → `l2[i1,i2]`, a dict → `d1{s1:a=i1}`, a set →
+/// `S2{i1,i2}`, a frozenset → `z2{…}`, a named type → `x8:Decimal(s3:1.5)`.
+/// Lengths and counts make every value self-delimiting, so the text is as
+/// collision-free as the bytes.
+pub fn render(encoded: &[u8]) -> Result<String, Malformed> {
+    let mut out = String::with_capacity(encoded.len() + 8);
+    let mut reader = Reader { bytes: encoded, at: 0 };
+    let mut first = true;
+    while !reader.done() {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        reader.render_value(&mut out)?;
+    }
+    Ok(out)
+}
+
+/// A fixed 128-bit digest (xxh3-128) of `bytes` as 32 hex digits.
+///
+/// Stable across processes, hosts and versions of this crate, unlike the
+/// in-memory hashers, so it may be persisted in key strings.
+pub fn digest(bytes: &[u8]) -> String {
+    format!("{:032x}", xxh3_128(bytes))
+}
+
+/// The readable text of `encoded`, or `h` and its digest when the text
+/// would be longer than `max_len` bytes. Never truncates: two different
+/// encodings never share a part.
+pub fn render_part(encoded: &[u8], max_len: usize) -> Result<String, Malformed> {
+    let text = render(encoded)?;
+    if text.len() > max_len {
+        Ok(format!("h{}", digest(encoded)))
+    } else {
+        Ok(text)
+    }
+}
+
+/// Joins the four parts of a key string:
+/// `<namespace>::<function id>::<partition>::<suffix>`.
+pub fn compose(namespace: &str, function_id: &str, partition: &str, suffix: &str) -> String {
+    let mut key = String::with_capacity(
+        namespace.len() + function_id.len() + partition.len() + suffix.len() + 6,
+    );
+    for (n, part) in [namespace, function_id, partition, suffix].iter().enumerate() {
+        if n > 0 {
+            key.push_str("::");
+        }
+        key.push_str(part);
+    }
+    key
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn done(&self) -> bool {
+        self.at >= self.bytes.len()
+    }
+
+    fn malformed(&self) -> Malformed {
+        Malformed { offset: self.at }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&[u8], Malformed> {
+        let end = self.at.checked_add(n).ok_or(self.malformed())?;
+        let slice = self.bytes.get(self.at..end).ok_or(self.malformed())?;
+        self.at = end;
+        Ok(slice)
+    }
+
+    fn u32(&mut self) -> Result<usize, Malformed> {
+        let raw = self.take(4)?;
+        Ok(u32::from_le_bytes(raw.try_into().expect("four bytes")) as usize)
+    }
+
+    fn text(&mut self) -> Result<&str, Malformed> {
+        let len = self.u32()?;
+        let at = self.at;
+        std::str::from_utf8(self.take(len)?).map_err(|_| Malformed { offset: at })
+    }
+
+    fn render_value(&mut self, out: &mut String) -> Result<(), Malformed> {
+        let tag = *self.take(1)?.first().expect("one byte");
+        match tag {
+            tag::NONE => out.push('N'),
+            tag::FALSE => out.push('F'),
+            tag::TRUE => out.push('T'),
+            tag::INT => {
+                let raw = self.take(8)?;
+                let n = i64::from_le_bytes(raw.try_into().expect("eight bytes"));
+                let _ = write!(out, "i{n}");
+            }
+            tag::BIG_INT => {
+                let digits = self.text()?;
+                let _ = write!(out, "i{digits}");
+            }
+            tag::FLOAT => {
+                let raw = self.take(8)?;
+                let f = f64::from_bits(u64::from_le_bytes(raw.try_into().expect("eight bytes")));
+                let _ = write!(out, "f{f:?}");
+            }
+            tag::STR => {
+                let text = self.text()?;
+                let _ = write!(out, "s{}:{text}", text.len());
+            }
+            tag::BYTES => {
+                let len = self.u32()?;
+                let raw = self.take(len)?;
+                let _ = write!(out, "b{len}:");
+                for byte in raw {
+                    let _ = write!(out, "{byte:02x}");
+                }
+            }
+            tag::TUPLE | tag::LIST => {
+                let count = self.u32()?;
+                let (mark, open, close) = if tag == tag::TUPLE {
+                    ('t', '(', ')')
+                } else {
+                    ('l', '[', ']')
+                };
+                let _ = write!(out, "{mark}{count}{open}");
+                for n in 0..count {
+                    if n > 0 {
+                        out.push(',');
+                    }
+                    self.render_value(out)?;
+                }
+                out.push(close);
+            }
+            tag::DICT => {
+                let count = self.u32()?;
+                let _ = write!(out, "d{count}{{");
+                for n in 0..count {
+                    if n > 0 {
+                        out.push(',');
+                    }
+                    self.render_value(out)?;
+                    out.push('=');
+                    self.render_value(out)?;
+                }
+                out.push('}');
+            }
+            tag::SET | tag::FROZEN_SET => {
+                let count = self.u32()?;
+                let mark = if tag == tag::SET { 'S' } else { 'z' };
+                let _ = write!(out, "{mark}{count}{{");
+                for n in 0..count {
+                    if n > 0 {
+                        out.push(',');
+                    }
+                    self.render_value(out)?;
+                }
+                out.push('}');
+            }
+            tag::TAGGED => {
+                let name = self.text()?;
+                let _ = write!(out, "x{}:{name}(", name.len());
+                self.render_value(out)?;
+                out.push(')');
+            }
+            _ => {
+                self.at -= 1;
+                return Err(self.malformed());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(write: impl FnOnce(&mut KeyWriter)) -> KeyWriter {
+        let mut w = KeyWriter::new();
+        write(&mut w);
+        w
+    }
+
+    #[test]
+    fn scalars_of_different_types_never_collide() {
+        let all = [
+            one(|w| w.write_int(1)),
+            one(|w| w.write_float(1.0)),
+            one(|w| w.write_bool(true)),
+            one(|w| w.write_str("1")),
+            one(|w| w.write_none()),
+            one(|w| w.write_str("None")),
+            one(|w| w.write_str("null")),
+            one(|w| w.write_bytes(b"1")),
+        ];
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                assert_ne!(a.as_bytes(), b.as_bytes());
+                assert_ne!(render(a.as_bytes()).unwrap(), render(b.as_bytes()).unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn separators_inside_text_cannot_forge_a_second_value() {
+        // f("a,s1:b") against f("a", "b"), and the same with the key separator.
+        let joined = one(|w| w.write_str("a,s1:b"));
+        let split = one(|w| {
+            w.write_str("a");
+            w.write_str("b");
+        });
+        assert_ne!(render(joined.as_bytes()).unwrap(), render(split.as_bytes()).unwrap());
+        let list = one(|w| {
+            w.begin_sequence(Sequence::List, 2);
+            w.write_int(1);
+            w.write_int(2);
+        });
+        let text = one(|w| w.write_str("1,2"));
+        assert_ne!(render(list.as_bytes()).unwrap(), render(text.as_bytes()).unwrap());
+        let colons = one(|w| w.write_str("a::b||c"));
+        assert_eq!(render(colons.as_bytes()).unwrap(), "s7:a::b||c");
+    }
+
+    #[test]
+    fn unordered_containers_ignore_insertion_order() {
+        let items = |order: &[i64]| {
+            order
+                .iter()
+                .map(|n| one(|w| w.write_int(*n)))
+                .collect::<Vec<_>>()
+        };
+        let a = one(|w| w.write_unordered(Unordered::Set, items(&[3, 1, 2])));
+        let b = one(|w| w.write_unordered(Unordered::Set, items(&[2, 3, 1])));
+        assert_eq!(a.as_bytes(), b.as_bytes());
+        let frozen = one(|w| w.write_unordered(Unordered::FrozenSet, items(&[1, 2, 3])));
+        assert_ne!(a.as_bytes(), frozen.as_bytes());
+        assert_eq!(render(a.as_bytes()).unwrap(), "S3{i1,i2,i3}");
+    }
+
+    #[test]
+    fn renders_every_kind() {
+        let w = one(|w| {
+            w.write_none();
+            w.write_bool(false);
+            w.write_int(-7);
+            w.write_big_int("123456789012345678901234567890");
+            w.write_float(2.5);
+            w.write_bytes(&[0, 255]);
+            w.begin_sequence(Sequence::Tuple, 1);
+            w.write_str("é");
+            let pair = one(|p| {
+                p.write_str("a");
+                p.write_int(1);
+            });
+            w.write_unordered(Unordered::Dict, vec![pair]);
+            w.begin_tagged("Decimal");
+            w.write_str("1.5");
+        });
+        assert_eq!(
+            render(w.as_bytes()).unwrap(),
+            "N,F,i-7,i123456789012345678901234567890,f2.5,b2:00ff,t1(s2:é),d1{s1:a=i1},x7:Decimal(s3:1.5)"
+        );
+    }
+
+    #[test]
+    fn nan_is_canonical() {
+        let a = one(|w| w.write_float(f64::NAN));
+        let b = one(|w| w.write_float(-f64::NAN));
+        assert_eq!(a.as_bytes(), b.as_bytes());
+    }
+
+    #[test]
+    fn long_parts_are_digested_not_truncated() {
+        let a = one(|w| w.write_str(&"x".repeat(300)));
+        let b = one(|w| w.write_str(&format!("{}y", "x".repeat(299))));
+        let (pa, pb) = (render_part(a.as_bytes(), 250).unwrap(), render_part(b.as_bytes(), 250).unwrap());
+        assert_eq!(pa.len(), 33);
+        assert!(pa.starts_with('h'));
+        assert_ne!(pa, pb);
+        // Stable across runs and hosts: a fixed digest of fixed bytes.
+        assert_eq!(digest(b"restflow"), digest(b"restflow"));
+        assert_eq!(digest(b"").len(), 32);
+        let short = one(|w| w.write_int(5));
+        assert_eq!(render_part(short.as_bytes(), 250).unwrap(), "i5");
+    }
+
+    #[test]
+    fn malformed_bytes_are_reported() {
+        assert!(render(&[0xFF]).is_err());
+        assert!(render(&[tag::STR, 10, 0, 0, 0, b'a']).is_err());
+    }
+
+    #[test]
+    fn composes_the_layout() {
+        assert_eq!(compose("ns", "app.f", "", "i5"), "ns::app.f::::i5");
+    }
+}

@@ -1,0 +1,62 @@
+//! # restflow-cache
+//!
+//! The engine behind restflow, a result cache for Django REST Framework
+//! services, usable on its own from Rust.
+//!
+//! An [`Engine`] serves values by key through the lifecycle of a cached
+//! result:
+//!
+//! * **fresh** (`now < cached_at + ttl`): served as [`Status::Hit`];
+//! * **stale** (inside the stale-while-revalidate window that follows): served
+//!   at once as [`Status::Stale`] while exactly one background refresh runs on
+//!   the engine's [`Refresher`];
+//! * **expired** or absent: computed once ([`SingleFlight`]) while every
+//!   concurrent caller for the same key waits for that one computation and
+//!   gets its value or its error ([`Status::Miss`]).
+//!
+//! Time comes from one injectable [`Clock`], so tests freeze and advance it
+//! instead of sleeping. Keys are the canonical, type-tagged bytes written by
+//! [`key::KeyWriter`]; [`key::render`] and [`key::compose`] turn them into
+//! stable key strings. Entries live in a [`Store`]; [`MemoryStore`] is the
+//! bounded in-process one.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use restflow_cache::{
+//!     Cache, Clock, Computed, Engine, Lifetime, MemoryStore, Refresher, Span, Status, Timestamp,
+//! };
+//!
+//! let cache = Cache::new(MemoryStore::new(1_000), Clock::frozen(Timestamp::EPOCH));
+//! let engine: Arc<Engine<String, String, _>> = Arc::new(Engine::new(cache, Refresher::new(1, 64)));
+//! let lifetime = Some(Lifetime::new(Span::from_secs(60), Span::ZERO));
+//! let compute = || Ok(Computed { value: "payload".to_string(), lifetime });
+//!
+//! let first = engine.get(b"user:1", compute, |waiter| waiter.wait()).unwrap();
+//! assert_eq!(first.status, Status::Miss);
+//! let second = engine.get(b"user:1", compute, |waiter| waiter.wait()).unwrap();
+//! assert_eq!(second.status, Status::Hit);
+//! assert_eq!(second.entry.value(), "payload");
+//! ```
+
+#![deny(missing_docs)]
+
+mod cache;
+mod clock;
+mod engine;
+mod entry;
+mod flight;
+pub mod key;
+mod memory;
+mod refresh;
+mod store;
+mod timestamp;
+
+pub use cache::{Cache, Lookup};
+pub use clock::Clock;
+pub use engine::{Computed, Engine, GetError, Served, Status};
+pub use entry::{Entry, Freshness, Lifetime, Stamps};
+pub use flight::{Join, LeaderGuard, Outcome, SingleFlight, Waiter};
+pub use memory::MemoryStore;
+pub use refresh::{Job, Refresher, Runner};
+pub use store::Store;
+pub use timestamp::{Span, Timestamp};

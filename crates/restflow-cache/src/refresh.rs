@@ -1,0 +1,240 @@
+//! The small, bounded pool of threads that runs stale-while-revalidate
+//! refreshes off the caller's path.
+//!
+//! Threads start lazily on the first refresh and are started again in a
+//! process forked after that (a fork copies no threads). A full queue turns
+//! a refresh away instead of blocking the caller: the entry stays stale and
+//! a later read tries again.
+//!
+//! Written here rather than taken from a thread-pool crate because of those
+//! two rules (never block the submitter, rebuild after fork without touching
+//! the parent's state), which general pools do not offer.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+/// A unit of background work.
+pub type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// Counts the jobs accepted and not yet finished, so callers (tests, an
+/// orderly shutdown) can wait for the pool to go idle.
+#[derive(Default)]
+struct Pending {
+    count: AtomicUsize,
+    lock: Mutex<()>,
+    idle: Condvar,
+}
+
+impl Pending {
+    fn done(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _guard = self.lock.lock();
+            self.idle.notify_all();
+        }
+    }
+}
+
+struct Pool {
+    pid: u32,
+    sender: SyncSender<Job>,
+    pending: Arc<Pending>,
+}
+
+/// Runs one job on a worker thread. An embedder uses it to give each job
+/// the context it needs (the bindings attach the thread to Python, so every
+/// store operation a job makes happens under the GIL, as on any other path).
+pub type Runner = fn(Job);
+
+fn run_plain(job: Job) {
+    job()
+}
+
+/// A lazily started pool of `threads` workers with a queue of `capacity` jobs.
+pub struct Refresher {
+    threads: usize,
+    capacity: usize,
+    runner: Runner,
+    pool: Mutex<Option<Pool>>,
+}
+
+impl Refresher {
+    /// A pool that will run at most `threads` jobs at once and queue at
+    /// most `capacity` more. Nothing starts until the first job.
+    pub const fn new(threads: usize, capacity: usize) -> Self {
+        Self::with_runner(threads, capacity, run_plain)
+    }
+
+    /// Like [`Refresher::new`], with every job run through `runner`.
+    pub const fn with_runner(threads: usize, capacity: usize, runner: Runner) -> Self {
+        Refresher {
+            threads,
+            capacity,
+            runner,
+            pool: Mutex::new(None),
+        }
+    }
+
+    /// Queues `job`, starting the workers if this process has none yet.
+    ///
+    /// Never blocks on a full queue: the job is handed back instead, to be
+    /// dropped by the caller (outside any lock of ours).
+    pub fn try_spawn(&self, job: Job) -> Result<(), Job> {
+        let mut pool = self.pool.lock();
+        let pid = std::process::id();
+        if pool.as_ref().is_some_and(|p| p.pid != pid) {
+            // Forked since the workers started: they do not exist here, and
+            // the channel's internals may have been copied mid-operation.
+            std::mem::forget(pool.take());
+        }
+        let pool = match pool.as_mut() {
+            Some(pool) => pool,
+            None => pool.insert(self.start(pid)),
+        };
+        pool.pending.count.fetch_add(1, Ordering::AcqRel);
+        match pool.sender.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+                pool.pending.count.fetch_sub(1, Ordering::AcqRel);
+                Err(job)
+            }
+        }
+    }
+
+    fn start(&self, pid: u32) -> Pool {
+        let (sender, receiver) = mpsc::sync_channel::<Job>(self.capacity);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let pending = Arc::new(Pending::default());
+        for n in 0..self.threads.max(1) {
+            let receiver = Arc::clone(&receiver);
+            let pending = Arc::clone(&pending);
+            let runner = self.runner;
+            thread::Builder::new()
+                .name(format!("restflow-refresh-{n}"))
+                .spawn(move || work(&receiver, &pending, runner))
+                .expect("the OS refused a refresh worker thread");
+        }
+        Pool {
+            pid,
+            sender,
+            pending,
+        }
+    }
+
+    /// Jobs accepted and not finished.
+    pub fn pending(&self) -> usize {
+        self.pool
+            .lock()
+            .as_ref()
+            .map_or(0, |p| p.pending.count.load(Ordering::Acquire))
+    }
+
+    /// Waits until every accepted job has finished, or `timeout` passes.
+    /// Returns whether the pool is idle.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let Some(pending) = self.pool.lock().as_ref().map(|p| Arc::clone(&p.pending)) else {
+            return true;
+        };
+        let deadline = Instant::now() + timeout;
+        let mut guard = pending.lock.lock();
+        while pending.count.load(Ordering::Acquire) > 0 {
+            if pending.idle.wait_until(&mut guard, deadline).timed_out() {
+                return pending.count.load(Ordering::Acquire) == 0;
+            }
+        }
+        true
+    }
+
+    /// Forgets the workers of the parent process in a forked child.
+    ///
+    /// # Safety
+    /// Call only in a child right after `fork`, before any other thread
+    /// exists in it.
+    pub unsafe fn forget_after_fork(&self) {
+        if self.pool.is_locked() {
+            // SAFETY: per the contract, the holder was a parent thread that
+            // does not exist in this process.
+            unsafe { self.pool.force_unlock() };
+        }
+        std::mem::forget(self.pool.lock().take());
+    }
+}
+
+fn work(receiver: &Mutex<Receiver<Job>>, pending: &Pending, runner: Runner) {
+    loop {
+        let job = match receiver.lock().recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        // A panicking job must not take the worker, or the pending count, with it.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner(job)));
+        pending.done();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    #[test]
+    fn runs_jobs_off_thread_and_goes_idle() {
+        let refresher = Refresher::new(2, 16);
+        let ran = Arc::new(AtomicUsize::new(0));
+        for _ in 0..10 {
+            let ran = ran.clone();
+            assert!(refresher
+                .try_spawn(Box::new(move || {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                }))
+                .is_ok());
+        }
+        assert!(refresher.wait_idle(Duration::from_secs(10)));
+        assert_eq!(ran.load(Ordering::SeqCst), 10);
+        assert_eq!(refresher.pending(), 0);
+    }
+
+    #[test]
+    fn a_full_queue_hands_the_job_back() {
+        let refresher = Refresher::new(1, 1);
+        let release = Arc::new(AtomicBool::new(false));
+        let started = Arc::new(AtomicBool::new(false));
+        {
+            let (release, started) = (release.clone(), started.clone());
+            refresher
+                .try_spawn(Box::new(move || {
+                    started.store(true, Ordering::SeqCst);
+                    while !release.load(Ordering::SeqCst) {
+                        thread::yield_now();
+                    }
+                }))
+                .ok()
+                .unwrap();
+        }
+        while !started.load(Ordering::SeqCst) {
+            thread::yield_now();
+        }
+        assert!(refresher.try_spawn(Box::new(|| {})).is_ok()); // fills the queue
+        assert!(refresher.try_spawn(Box::new(|| {})).is_err());
+        release.store(true, Ordering::SeqCst);
+        assert!(refresher.wait_idle(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn a_panicking_job_does_not_wedge_the_pool() {
+        let refresher = Refresher::new(1, 4);
+        refresher.try_spawn(Box::new(|| panic!("job failed"))).ok().unwrap();
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = ran.clone();
+        refresher
+            .try_spawn(Box::new(move || flag.store(true, Ordering::SeqCst)))
+            .ok()
+            .unwrap();
+        assert!(refresher.wait_idle(Duration::from_secs(10)));
+        assert!(ran.load(Ordering::SeqCst));
+    }
+}
