@@ -57,12 +57,16 @@ impl<V, S: Store<V>> Cache<V, S> {
 
     /// Reads `key`, claiming the refresh of a stale entry for at most one
     /// reader.
+    ///
+    /// Freshness is judged on the coarse clock ([`Clock::now_coarse`]): an
+    /// entry may be served up to one scheduler tick (a few milliseconds)
+    /// past its deadline, which saves most of a hit's clock cost.
     #[inline]
     pub fn lookup(&self, key: &[u8]) -> Lookup<V> {
         let Some(entry) = self.store.get(key) else {
             return Lookup::Miss;
         };
-        match entry.stamps().freshness(self.clock.now()) {
+        match entry.stamps().freshness(self.clock.now_coarse()) {
             Freshness::Fresh => Lookup::Fresh(entry),
             Freshness::Stale => Lookup::Stale {
                 refresh: entry.claim_refresh(),
@@ -114,7 +118,10 @@ mod tests {
     use crate::timestamp::{Span, Timestamp};
 
     fn cache() -> Cache<&'static str, MemoryStore<&'static str>> {
-        Cache::new(MemoryStore::new(100), Clock::frozen(Timestamp::from_micros(0)))
+        Cache::new(
+            MemoryStore::new(100),
+            Clock::frozen(Timestamp::from_micros(0)),
+        )
     }
 
     #[test]
@@ -124,9 +131,15 @@ mod tests {
         cache.insert(b"k", "v", lifetime);
         assert!(matches!(cache.lookup(b"k"), Lookup::Fresh(_)));
         cache.clock().advance(Span::from_secs(10));
-        assert!(matches!(cache.lookup(b"k"), Lookup::Stale { refresh: true, .. }));
+        assert!(matches!(
+            cache.lookup(b"k"),
+            Lookup::Stale { refresh: true, .. }
+        ));
         // Only the first stale reader is asked to refresh.
-        assert!(matches!(cache.lookup(b"k"), Lookup::Stale { refresh: false, .. }));
+        assert!(matches!(
+            cache.lookup(b"k"),
+            Lookup::Stale { refresh: false, .. }
+        ));
         cache.clock().advance(Span::from_secs(5));
         assert!(matches!(cache.lookup(b"k"), Lookup::Miss));
         // The expired entry left the store.
@@ -136,7 +149,11 @@ mod tests {
     #[test]
     fn peek_claims_nothing() {
         let cache = cache();
-        cache.insert(b"k", "v", Lifetime::new(Span::from_secs(1), Span::from_secs(5)));
+        cache.insert(
+            b"k",
+            "v",
+            Lifetime::new(Span::from_secs(1), Span::from_secs(5)),
+        );
         cache.clock().advance(Span::from_secs(2));
         let (entry, freshness) = cache.peek(b"k").unwrap();
         assert_eq!(freshness, Freshness::Stale);

@@ -44,6 +44,17 @@ impl Clock {
         }
     }
 
+    /// The current instant at the coarse clock's resolution (see
+    /// [`Timestamp::now_coarse`]); exact when frozen.
+    #[inline]
+    pub fn now_coarse(&self) -> Timestamp {
+        if self.frozen.load(Ordering::Acquire) {
+            Timestamp::from_micros(self.frozen_at.load(Ordering::Acquire))
+        } else {
+            Timestamp::now_coarse()
+        }
+    }
+
     /// Stops the clock at `at`.
     pub fn freeze(&self, at: Timestamp) {
         self.frozen_at.store(at.as_micros(), Ordering::Release);
@@ -83,7 +94,10 @@ mod tests {
         let clock = Clock::frozen(Timestamp::from_micros(1_000));
         assert_eq!(clock.now(), Timestamp::from_micros(1_000));
         assert_eq!(clock.now(), Timestamp::from_micros(1_000));
-        assert_eq!(clock.advance(Span::from_secs(2)), Timestamp::from_micros(2_001_000));
+        assert_eq!(
+            clock.advance(Span::from_secs(2)),
+            Timestamp::from_micros(2_001_000)
+        );
         assert_eq!(clock.now(), Timestamp::from_micros(2_001_000));
     }
 

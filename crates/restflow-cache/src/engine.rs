@@ -78,7 +78,7 @@ pub enum GetError<E> {
 }
 
 /// The outcome followers share: the entry and whether it was stored.
-type Shared<V> = (Arc<Entry<V>>, bool);
+pub type Shared<V> = (Arc<Entry<V>>, bool);
 
 /// Store, single-flight and refresher together.
 pub struct Engine<V, E, S> {
@@ -123,7 +123,7 @@ where
     pub fn get<C, W>(&self, key: &[u8], compute: C, wait: W) -> Result<Served<V>, GetError<E>>
     where
         C: FnOnce() -> Result<Computed<V>, E>,
-        W: FnMut(Waiter<Shared<V>, E>) -> Outcome<Shared<V>, E>,
+        W: FnMut(&Waiter<Shared<V>, E>) -> Outcome<Shared<V>, E>,
     {
         match self.cache.lookup(key) {
             Lookup::Fresh(entry) => Ok(served(entry, Status::Hit, true)),
@@ -144,7 +144,7 @@ where
     ) -> Result<Served<V>, GetError<E>>
     where
         C: FnOnce() -> Result<Computed<V>, E>,
-        W: FnMut(Waiter<Shared<V>, E>) -> Outcome<Shared<V>, E>,
+        W: FnMut(&Waiter<Shared<V>, E>) -> Outcome<Shared<V>, E>,
     {
         let mut compute = Some(compute);
         loop {
@@ -173,7 +173,7 @@ where
                     if waiter.is_own_flight() {
                         return Err(GetError::Recursive);
                     }
-                    match wait(waiter) {
+                    match wait(&waiter) {
                         Outcome::Value((entry, stored)) => {
                             return Ok(served(entry, Status::Miss, stored))
                         }

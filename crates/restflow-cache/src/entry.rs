@@ -145,11 +145,20 @@ mod tests {
 
     #[test]
     fn freshness_follows_the_lifecycle() {
-        let stamps = Stamps::new(at(100), Lifetime::new(Span::from_secs(10), Span::from_secs(5)));
+        let stamps = Stamps::new(
+            at(100),
+            Lifetime::new(Span::from_secs(10), Span::from_secs(5)),
+        );
         assert_eq!(stamps.freshness(at(100)), Freshness::Fresh);
-        assert_eq!(stamps.freshness(Timestamp::from_micros(at(110).as_micros() - 1)), Freshness::Fresh);
+        assert_eq!(
+            stamps.freshness(Timestamp::from_micros(at(110).as_micros() - 1)),
+            Freshness::Fresh
+        );
         assert_eq!(stamps.freshness(at(110)), Freshness::Stale);
-        assert_eq!(stamps.freshness(Timestamp::from_micros(at(115).as_micros() - 1)), Freshness::Stale);
+        assert_eq!(
+            stamps.freshness(Timestamp::from_micros(at(115).as_micros() - 1)),
+            Freshness::Stale
+        );
         assert_eq!(stamps.freshness(at(115)), Freshness::Expired);
     }
 
@@ -163,7 +172,10 @@ mod tests {
     fn forever_never_expires() {
         let stamps = Stamps::new(at(0), Lifetime::FOREVER);
         assert_eq!(stamps.fresh_until, None);
-        assert_eq!(stamps.freshness(Timestamp::from_micros(i64::MAX)), Freshness::Fresh);
+        assert_eq!(
+            stamps.freshness(Timestamp::from_micros(i64::MAX)),
+            Freshness::Fresh
+        );
     }
 
     #[test]

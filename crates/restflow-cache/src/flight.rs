@@ -46,8 +46,10 @@ pub enum Outcome<T, E> {
 /// Invariant: a key is in the map exactly while its leader's
 /// [`LeaderGuard`] is alive; the guard removes it when it completes or drops.
 pub struct SingleFlight<T, E> {
-    flights: Mutex<HashMap<Box<[u8]>, Arc<Flight<T, E>>, Hasher>>,
+    flights: Mutex<FlightMap<T, E>>,
 }
+
+type FlightMap<T, E> = HashMap<Box<[u8]>, Arc<Flight<T, E>>, Hasher>;
 
 /// The result of [`SingleFlight::join`].
 pub enum Join<'a, T, E> {
@@ -117,14 +119,17 @@ impl<T: Clone, E: Clone> SingleFlight<T, E> {
     /// For a process that was just forked: the leaders live in the parent,
     /// so their flights will never finish here, and their locks may have
     /// been copied in a held state. The old map is leaked, not dropped.
-    pub fn forget_all(&self) {
+    ///
+    /// # Safety
+    /// Call only in a child right after `fork`, before any other thread
+    /// exists in it.
+    pub unsafe fn forget_all(&self) {
         let fresh = HashMap::default();
-        // SAFETY-free but deliberate: after fork only this thread exists, so
-        // nobody else can be inside the map lock; force the lock open first
-        // in case a thread of the parent held it at the fork.
+        // After a fork only this thread exists; a lock held by a parent
+        // thread at the fork would never be released here.
         if self.flights.is_locked() {
-            // SAFETY: called only in a freshly forked child, where the thread
-            // that held the lock no longer exists.
+            // SAFETY: per the contract, the thread that held the lock does
+            // not exist in this process.
             unsafe { self.flights.force_unlock() };
         }
         let old = std::mem::replace(&mut *self.flights.lock(), fresh);
@@ -188,17 +193,17 @@ impl<T: Clone, E: Clone> Waiter<T, E> {
     }
 
     /// Blocks until the leader finishes.
-    pub fn wait(self) -> Outcome<T, E> {
+    pub fn wait(&self) -> Outcome<T, E> {
         self.wait_inner(None)
             .expect("an untimed wait always ends with an outcome")
     }
 
     /// Blocks until the leader finishes or `timeout` passes (`None` then).
-    pub fn wait_timeout(self, timeout: Duration) -> Option<Outcome<T, E>> {
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<Outcome<T, E>> {
         self.wait_inner(Some(timeout))
     }
 
-    fn wait_inner(self, timeout: Option<Duration>) -> Option<Outcome<T, E>> {
+    fn wait_inner(&self, timeout: Option<Duration>) -> Option<Outcome<T, E>> {
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
         let mut state = self.flight.state.lock();
         loop {
@@ -308,9 +313,10 @@ mod tests {
     fn forget_all_clears_the_map() {
         let group: SingleFlight<u64, ()> = SingleFlight::new();
         let guard = group.join(b"a");
-        group.forget_all();
+        // SAFETY: no other thread uses the group.
+        unsafe { group.forget_all() };
         assert_eq!(group.in_flight(), 0);
         assert!(matches!(group.join(b"a"), Join::Leader(_)));
-        std::mem::forget(guard);
+        drop(guard);
     }
 }

@@ -114,6 +114,26 @@ impl KeyWriter {
         self.bytes.extend_from_slice(prefix);
     }
 
+    /// Appends a fixed number of bytes without a call into the vector's
+    /// general copy routine (the hot path writes a handful of these).
+    #[inline(always)]
+    fn put<const N: usize>(&mut self, bytes: [u8; N]) {
+        self.bytes.reserve(N);
+        let len = self.bytes.len();
+        // SAFETY: `reserve` made room for N more bytes past `len`, and the
+        // source array cannot overlap the vector.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.bytes.as_mut_ptr().add(len), N);
+            self.bytes.set_len(len + N);
+        }
+    }
+
+    /// Appends a fixed-width prefix the caller owns (see [`KeyWriter::write_prefix`]).
+    #[inline(always)]
+    pub fn write_prefix_word(&mut self, word: u64) {
+        self.put(word.to_le_bytes());
+    }
+
     /// `None` / null.
     #[inline]
     pub fn write_none(&mut self) {
@@ -129,15 +149,19 @@ impl KeyWriter {
     /// An integer that fits in 64 bits.
     #[inline]
     pub fn write_int(&mut self, value: i64) {
-        self.bytes.push(tag::INT);
-        self.bytes.extend_from_slice(&value.to_le_bytes());
+        let mut raw = [tag::INT; 9];
+        raw[1..].copy_from_slice(&value.to_le_bytes());
+        self.put(raw);
     }
 
     /// An integer outside the 64-bit range, as its decimal digits (with a
     /// leading `-` when negative). Values inside the range must use
     /// [`KeyWriter::write_int`] so each integer has one encoding.
     pub fn write_big_int(&mut self, decimal: &str) {
-        debug_assert!(decimal.parse::<i64>().is_err(), "use write_int for {decimal}");
+        debug_assert!(
+            decimal.parse::<i64>().is_err(),
+            "use write_int for {decimal}"
+        );
         self.write_len_prefixed(tag::BIG_INT, decimal.as_bytes());
     }
 
@@ -146,8 +170,9 @@ impl KeyWriter {
     #[inline]
     pub fn write_float(&mut self, value: f64) {
         let value = if value.is_nan() { f64::NAN } else { value };
-        self.bytes.push(tag::FLOAT);
-        self.bytes.extend_from_slice(&value.to_bits().to_le_bytes());
+        let mut raw = [tag::FLOAT; 9];
+        raw[1..].copy_from_slice(&value.to_bits().to_le_bytes());
+        self.put(raw);
     }
 
     /// Text.
@@ -198,14 +223,24 @@ impl KeyWriter {
     #[inline]
     fn write_u32(&mut self, n: usize) {
         let n = u32::try_from(n).expect("a key part over 4 GiB");
-        self.bytes.extend_from_slice(&n.to_le_bytes());
+        self.put(n.to_le_bytes());
     }
 
     #[inline]
     fn write_len_prefixed(&mut self, tag: u8, body: &[u8]) {
-        self.bytes.push(tag);
-        self.write_u32(body.len());
-        self.bytes.extend_from_slice(body);
+        let len = u32::try_from(body.len()).expect("a key part over 4 GiB");
+        let mut head = [tag; 5];
+        head[1..].copy_from_slice(&len.to_le_bytes());
+        self.bytes.reserve(5 + body.len());
+        let at = self.bytes.len();
+        // SAFETY: `reserve` made room for the head and the body past `at`;
+        // neither source overlaps the vector's buffer.
+        unsafe {
+            let dst = self.bytes.as_mut_ptr().add(at);
+            std::ptr::copy_nonoverlapping(head.as_ptr(), dst, 5);
+            std::ptr::copy_nonoverlapping(body.as_ptr(), dst.add(5), body.len());
+            self.bytes.set_len(at + 5 + body.len());
+        }
     }
 }
 
@@ -235,7 +270,10 @@ impl std::error::Error for Malformed {}
 /// collision-free as the bytes.
 pub fn render(encoded: &[u8]) -> Result<String, Malformed> {
     let mut out = String::with_capacity(encoded.len() + 8);
-    let mut reader = Reader { bytes: encoded, at: 0 };
+    let mut reader = Reader {
+        bytes: encoded,
+        at: 0,
+    };
     let mut first = true;
     while !reader.done() {
         if !first {
@@ -273,7 +311,10 @@ pub fn compose(namespace: &str, function_id: &str, partition: &str, suffix: &str
     let mut key = String::with_capacity(
         namespace.len() + function_id.len() + partition.len() + suffix.len() + 6,
     );
-    for (n, part) in [namespace, function_id, partition, suffix].iter().enumerate() {
+    for (n, part) in [namespace, function_id, partition, suffix]
+        .iter()
+        .enumerate()
+    {
         if n > 0 {
             key.push_str("::");
         }
@@ -440,14 +481,20 @@ mod tests {
             w.write_str("a");
             w.write_str("b");
         });
-        assert_ne!(render(joined.as_bytes()).unwrap(), render(split.as_bytes()).unwrap());
+        assert_ne!(
+            render(joined.as_bytes()).unwrap(),
+            render(split.as_bytes()).unwrap()
+        );
         let list = one(|w| {
             w.begin_sequence(Sequence::List, 2);
             w.write_int(1);
             w.write_int(2);
         });
         let text = one(|w| w.write_str("1,2"));
-        assert_ne!(render(list.as_bytes()).unwrap(), render(text.as_bytes()).unwrap());
+        assert_ne!(
+            render(list.as_bytes()).unwrap(),
+            render(text.as_bytes()).unwrap()
+        );
         let colons = one(|w| w.write_str("a::b||c"));
         assert_eq!(render(colons.as_bytes()).unwrap(), "s7:a::b||c");
     }
@@ -504,7 +551,10 @@ mod tests {
     fn long_parts_are_digested_not_truncated() {
         let a = one(|w| w.write_str(&"x".repeat(300)));
         let b = one(|w| w.write_str(&format!("{}y", "x".repeat(299))));
-        let (pa, pb) = (render_part(a.as_bytes(), 250).unwrap(), render_part(b.as_bytes(), 250).unwrap());
+        let (pa, pb) = (
+            render_part(a.as_bytes(), 250).unwrap(),
+            render_part(b.as_bytes(), 250).unwrap(),
+        );
         assert_eq!(pa.len(), 33);
         assert!(pa.starts_with('h'));
         assert_ne!(pa, pb);

@@ -53,7 +53,7 @@ mod timestamp;
 
 pub use cache::{Cache, Lookup};
 pub use clock::Clock;
-pub use engine::{Computed, Engine, GetError, Served, Status};
+pub use engine::{Computed, Engine, GetError, Served, Shared, Status};
 pub use entry::{Entry, Freshness, Lifetime, Stamps};
 pub use flight::{Join, LeaderGuard, Outcome, SingleFlight, Waiter};
 pub use memory::MemoryStore;

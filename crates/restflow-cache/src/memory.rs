@@ -120,7 +120,10 @@ mod tests {
     use crate::timestamp::Timestamp;
 
     fn entry(n: u32) -> Arc<Entry<u32>> {
-        Arc::new(Entry::new(n, Stamps::new(Timestamp::EPOCH, Lifetime::FOREVER)))
+        Arc::new(Entry::new(
+            n,
+            Stamps::new(Timestamp::EPOCH, Lifetime::FOREVER),
+        ))
     }
 
     fn key(n: u32) -> Box<[u8]> {
@@ -133,7 +136,11 @@ mod tests {
             let store = MemoryStore::new(bound);
             for n in 0..(bound as u32 * 10) {
                 store.insert(key(n), entry(n));
-                assert!(store.len() as u64 <= bound, "bound {bound}: {} entries", store.len());
+                assert!(
+                    store.len() as u64 <= bound,
+                    "bound {bound}: {} entries",
+                    store.len()
+                );
             }
             assert!(store.len() > 0);
         }

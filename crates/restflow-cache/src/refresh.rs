@@ -227,7 +227,10 @@ mod tests {
     #[test]
     fn a_panicking_job_does_not_wedge_the_pool() {
         let refresher = Refresher::new(1, 4);
-        refresher.try_spawn(Box::new(|| panic!("job failed"))).ok().unwrap();
+        refresher
+            .try_spawn(Box::new(|| panic!("job failed")))
+            .ok()
+            .unwrap();
         let ran = Arc::new(AtomicBool::new(false));
         let flag = ran.clone();
         refresher

@@ -1,1 +1,184 @@
+//! Python bindings for restflow's engine: conversion and delegation only.
+//!
+//! `restflow.caching` (Python) owns the public API, settings and Django
+//! integration; this module turns Python calls into engine keys, Python
+//! values into stored entries, and engine statuses into `CacheStatus`
+//! members. The lifecycle itself is `restflow-cache`'s.
+//!
+//! GIL discipline: every wait (single-flight followers, idle waits) happens
+//! detached from Python, and no Python code (a user function, `__eq__`, the
+//! drop of a cached value) runs while a Rust lock is held.
 
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use restflow_cache::{Span, Timestamp};
+
+mod encode;
+mod fastpath;
+mod runtime;
+mod signature;
+mod stored;
+mod vectorcall;
+mod wrapper;
+
+use runtime::{Hooks, HOOKS, RUNTIME};
+
+/// Installs the Python objects the engine hands back. Called once by
+/// `restflow.caching` at import.
+#[pyfunction]
+fn install(
+    py: Python<'_>,
+    statuses: Bound<'_, PyTuple>,
+    missing: Py<PyAny>,
+    logger: Py<PyAny>,
+    settings: Py<PyAny>,
+) -> PyResult<()> {
+    let statuses: [Py<PyAny>; 5] = statuses.extract()?;
+    let _ = HOOKS.set(
+        py,
+        Hooks {
+            statuses,
+            missing,
+            logger,
+            settings,
+        },
+    );
+    Ok(())
+}
+
+/// Makes the next call read the settings again.
+#[pyfunction]
+fn reconfigure() {
+    RUNTIME.reconfigure();
+}
+
+/// Drops every entry of every cached function. Returns how many there were.
+#[pyfunction]
+fn clear() -> usize {
+    let drained = RUNTIME.engine.cache().clear();
+    drained.len()
+}
+
+/// How many entries the memory store holds.
+#[pyfunction]
+fn entry_count(py: Python<'_>) -> PyResult<usize> {
+    use restflow_cache::Store;
+    Ok(RUNTIME.ready(py)?.cache().store().len())
+}
+
+/// The memory store's bound.
+#[pyfunction]
+fn max_entries(py: Python<'_>) -> PyResult<u64> {
+    Ok(RUNTIME.ready(py)?.cache().store().max_entries())
+}
+
+/// The engine clock, in seconds since the epoch.
+#[pyfunction]
+fn now() -> f64 {
+    RUNTIME.engine.cache().clock().now().as_micros() as f64 / 1e6
+}
+
+/// Freezes the engine clock at `at` (seconds since the epoch), or at the
+/// current time.
+#[pyfunction]
+#[pyo3(signature = (at=None))]
+fn freeze_clock(at: Option<f64>) {
+    let clock = RUNTIME.engine.cache().clock();
+    let at = at.map_or_else(Timestamp::now_system, |secs| {
+        Timestamp::from_micros((secs * 1e6).round() as i64)
+    });
+    clock.freeze(at);
+}
+
+/// Moves the engine clock forward by `seconds` (freezing it first).
+#[pyfunction]
+fn advance_clock(seconds: f64) -> PyResult<f64> {
+    let span = Span::from_secs_f64(seconds).ok_or_else(|| {
+        pyo3::exceptions::PyValueError::new_err(format!(
+            "the clock only moves forward: advance by seconds >= 0, got {seconds}"
+        ))
+    })?;
+    let now = RUNTIME.engine.cache().clock().advance(span);
+    Ok(now.as_micros() as f64 / 1e6)
+}
+
+/// Lets the engine clock follow the system time again.
+#[pyfunction]
+fn unfreeze_clock() {
+    RUNTIME.engine.cache().clock().unfreeze();
+}
+
+/// Whether the engine clock is frozen.
+#[pyfunction]
+fn clock_is_frozen() -> bool {
+    RUNTIME.engine.cache().clock().is_frozen()
+}
+
+/// Waits (GIL released) until no background refresh is queued or running.
+/// Returns whether that happened within `timeout` seconds.
+#[pyfunction]
+#[pyo3(signature = (timeout=10.0))]
+fn wait_for_refreshes(py: Python<'_>, timeout: f64) -> bool {
+    let timeout = Duration::from_secs_f64(timeout.max(0.0));
+    py.detach(|| RUNTIME.engine.refresher().wait_idle(timeout))
+}
+
+/// Refreshes queued or running.
+#[pyfunction]
+fn pending_refreshes() -> usize {
+    RUNTIME.engine.refresher().pending()
+}
+
+/// Keys being computed right now.
+#[pyfunction]
+fn in_flight() -> usize {
+    RUNTIME.engine.flights().in_flight()
+}
+
+/// Registered with `os.register_at_fork(after_in_child=...)`: the parent's
+/// computations and refresh threads do not exist in the child.
+#[pyfunction]
+fn after_fork_in_child() {
+    // SAFETY: called by Python in the child right after fork, when only the
+    // forking thread exists.
+    unsafe {
+        RUNTIME.engine.flights().forget_all();
+        RUNTIME.engine.refresher().forget_after_fork();
+    }
+}
+
+/// Called at interpreter exit: queued refreshes are dropped, running ones
+/// get `timeout` seconds to finish.
+#[pyfunction]
+#[pyo3(signature = (timeout=1.0))]
+fn shutdown(py: Python<'_>, timeout: f64) {
+    RUNTIME
+        .shutting_down
+        .store(true, std::sync::atomic::Ordering::Release);
+    let timeout = Duration::from_secs_f64(timeout.max(0.0));
+    py.detach(|| RUNTIME.engine.refresher().wait_idle(timeout));
+}
+
+#[pymodule]
+fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<wrapper::CachedWrapper>()?;
+    m.add_class::<fastpath::WithMetadata>()?;
+    m.add_function(wrap_pyfunction!(install, m)?)?;
+    m.add_function(wrap_pyfunction!(reconfigure, m)?)?;
+    m.add_function(wrap_pyfunction!(clear, m)?)?;
+    m.add_function(wrap_pyfunction!(entry_count, m)?)?;
+    m.add_function(wrap_pyfunction!(max_entries, m)?)?;
+    m.add_function(wrap_pyfunction!(now, m)?)?;
+    m.add_function(wrap_pyfunction!(freeze_clock, m)?)?;
+    m.add_function(wrap_pyfunction!(advance_clock, m)?)?;
+    m.add_function(wrap_pyfunction!(unfreeze_clock, m)?)?;
+    m.add_function(wrap_pyfunction!(clock_is_frozen, m)?)?;
+    m.add_function(wrap_pyfunction!(wait_for_refreshes, m)?)?;
+    m.add_function(wrap_pyfunction!(pending_refreshes, m)?)?;
+    m.add_function(wrap_pyfunction!(in_flight, m)?)?;
+    m.add_function(wrap_pyfunction!(after_fork_in_child, m)?)?;
+    m.add_function(wrap_pyfunction!(shutdown, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,113 @@
+"""Hit-path latency of restflow against functools.lru_cache and cachetools.
+
+Run with ``python benches/hit_path.py`` after ``make build`` (or through
+``scripts/bench.sh``). Every contender is timed in the same process, in
+interleaved rounds, and reported as the median ns per call plus the ratio to
+``functools.lru_cache`` measured alongside it: on a shared, noisy machine the
+ratio is what carries over, not the absolute number.
+
+The issue's bars (checked here and printed, never asserted in a unit test):
+
+* restflow ``__call__`` hit <= 1.5x lru_cache for ``f(5)``
+* restflow ``__call__`` hit <= 1.0x lru_cache for ``f(1, "abc", 2.5)``
+* restflow ``get_with_metadata`` hit <= 3x lru_cache
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import platform
+import statistics
+import sys
+import timeit
+
+import cachetools
+
+from restflow.caching import cache_result
+
+ROUNDS = 15
+NUMBER = 200_000
+
+
+def make_contenders(arity: int):
+    if arity == 1:
+
+        def plain(x):
+            return x
+
+        args = (5,)
+    else:
+
+        def plain(a, b, c):
+            return a
+
+        args = (1, "abc", 2.5)
+
+    lru = functools.lru_cache(maxsize=None)(plain)
+    ttl_cache = cachetools.cached(cachetools.TTLCache(maxsize=10_000, ttl=300))(plain)
+    restflow = cache_result(ttl=300)(plain)
+    with_metadata = restflow.get_with_metadata
+    for f in (lru, ttl_cache, restflow, with_metadata):
+        f(*args)  # warm: every timed call is a hit
+    return args, {
+        "plain function call": plain,
+        "functools.lru_cache hit": lru,
+        "cachetools TTLCache hit": ttl_cache,
+        "restflow __call__ hit": restflow,
+        "restflow get_with_metadata hit": with_metadata,
+    }
+
+
+def measure(arity: int, rounds: int, number: int) -> dict[str, float]:
+    args, contenders = make_contenders(arity)
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    # The call expression is compiled per contender so no lambda or
+    # argument unpacking is timed: just `f(5)` or `f(1, "abc", 2.5)`.
+    call = ", ".join(repr(a) for a in args)
+    timers = {
+        name: timeit.Timer(f"f({call})", globals={"f": f}) for name, f in contenders.items()
+    }
+    for _ in range(rounds):
+        for name, timer in timers.items():  # interleaved: noise hits everyone alike
+            samples[name].append(timer.timeit(number) / number * 1e9)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--number", type=int, default=NUMBER)
+    options = parser.parse_args()
+
+    print(f"# {platform.processor() or platform.machine()}, {platform.python_implementation()} "
+          f"{platform.python_version()}, {options.rounds} interleaved rounds x {options.number} calls")
+    bars = {
+        (1, "restflow __call__ hit"): 1.5,
+        (3, "restflow __call__ hit"): 1.0,
+        (1, "restflow get_with_metadata hit"): 3.0,
+        (3, "restflow get_with_metadata hit"): 3.0,
+    }
+    failed = []
+    for arity, label in ((1, 'f(5)'), (3, 'f(1, "abc", 2.5)')):
+        results = measure(arity, options.rounds, options.number)
+        base = results["functools.lru_cache hit"]
+        print(f"\n{label}\n")
+        print("| call | ns/call (median) | x lru_cache | bar |")
+        print("|---|---:|---:|---:|")
+        for name, ns in results.items():
+            ratio = ns / base
+            bar = bars.get((arity, name))
+            mark = ""
+            if bar is not None:
+                mark = f"<= {bar}x " + ("ok" if ratio <= bar else "MISSED")
+                if ratio > bar:
+                    failed.append(f"{label} {name}: {ratio:.2f}x > {bar}x")
+            print(f"| {name} | {ns:.1f} | {ratio:.2f} | {mark} |")
+    if failed:
+        print("\nbars missed:\n  " + "\n  ".join(failed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+//! Python values → the engine's canonical key encoding.
+//!
+//! Exact built-in types are recognised by their type pointer first (the hot
+//! path); everything else goes through a few `isinstance` checks against
+//! the standard types that have a faithful text form. Anything else is
+//! refused: a `repr()` could embed a memory address and silently make every
+//! call a miss, or two different objects equal.
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PySet, PyString, PyTuple, PyType};
+use restflow_cache::key::{KeyWriter, Sequence, Unordered};
+
+/// How deep containers may nest before a value is refused (a guard against
+/// self-referencing containers).
+const MAX_DEPTH: usize = 64;
+
+/// A value the encoder cannot represent faithfully.
+pub struct Unsupported {
+    /// What was found, for the error message.
+    pub what: String,
+}
+
+type Encoded = Result<(), Unsupported>;
+
+struct StdTypes {
+    enum_type: Py<PyType>,
+    datetime: Py<PyType>,
+    date: Py<PyType>,
+    time: Py<PyType>,
+    timedelta: Py<PyType>,
+    decimal: Py<PyType>,
+    uuid: Py<PyType>,
+}
+
+static STD_TYPES: PyOnceLock<StdTypes> = PyOnceLock::new();
+
+fn std_types(py: Python<'_>) -> PyResult<&StdTypes> {
+    STD_TYPES.get_or_try_init(py, || {
+        let get = |module: &str, name: &str| -> PyResult<Py<PyType>> {
+            Ok(py
+                .import(module)?
+                .getattr(name)?
+                .cast_into::<PyType>()?
+                .unbind())
+        };
+        Ok(StdTypes {
+            enum_type: get("enum", "Enum")?,
+            datetime: get("datetime", "datetime")?,
+            date: get("datetime", "date")?,
+            time: get("datetime", "time")?,
+            timedelta: get("datetime", "timedelta")?,
+            decimal: get("decimal", "Decimal")?,
+            uuid: get("uuid", "UUID")?,
+        })
+    })
+}
+
+/// `module.qualname` of a type.
+pub fn type_path(ty: &Bound<'_, PyType>) -> String {
+    let module = ty
+        .module()
+        .map(|m| m.to_string())
+        .unwrap_or_else(|_| "?".to_owned());
+    let qualname = ty
+        .qualname()
+        .map(|q| q.to_string())
+        .unwrap_or_else(|_| "?".to_owned());
+    format!("{module}.{qualname}")
+}
+
+/// Appends `value` to `w`.
+#[inline]
+pub fn write_value(w: &mut KeyWriter, value: &Bound<'_, PyAny>) -> Encoded {
+    write_at_depth(w, value, 0)
+}
+
+fn write_at_depth(w: &mut KeyWriter, value: &Bound<'_, PyAny>, depth: usize) -> Encoded {
+    if depth > MAX_DEPTH {
+        return Err(Unsupported {
+            what: format!("containers nested deeper than {MAX_DEPTH} levels"),
+        });
+    }
+    let ptr = value.as_ptr();
+    // SAFETY: `ptr` is a live object borrowed for the duration of the call;
+    // reading its type pointer and comparing it with the static type objects
+    // is what the `Py*_CheckExact` macros do.
+    let ty = unsafe { ffi::Py_TYPE(ptr) };
+    unsafe {
+        if ty == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
+            return write_int(w, value);
+        }
+        if ty == std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
+            return write_str(w, value.cast_unchecked::<PyString>());
+        }
+        if ptr == ffi::Py_None() {
+            w.write_none();
+            return Ok(());
+        }
+        if ty == std::ptr::addr_of_mut!(ffi::PyBool_Type) {
+            w.write_bool(ptr == ffi::Py_True());
+            return Ok(());
+        }
+        if ty == std::ptr::addr_of_mut!(ffi::PyFloat_Type) {
+            w.write_float(ffi::PyFloat_AS_DOUBLE(ptr));
+            return Ok(());
+        }
+        if ty == std::ptr::addr_of_mut!(ffi::PyTuple_Type) {
+            return write_items(
+                w,
+                Sequence::Tuple,
+                value.cast_unchecked::<PyTuple>().iter(),
+                depth,
+            );
+        }
+        if ty == std::ptr::addr_of_mut!(ffi::PyList_Type) {
+            let list = value.cast_unchecked::<PyList>();
+            return write_items(w, Sequence::List, list.iter(), depth);
+        }
+        if ty == std::ptr::addr_of_mut!(ffi::PyDict_Type) {
+            return write_dict(w, value.cast_unchecked::<PyDict>(), depth);
+        }
+        if ty == std::ptr::addr_of_mut!(ffi::PyBytes_Type) {
+            w.write_bytes(value.cast_unchecked::<PyBytes>().as_bytes());
+            return Ok(());
+        }
+        if ty == std::ptr::addr_of_mut!(ffi::PySet_Type) {
+            let set = value.cast_unchecked::<PySet>();
+            return write_set(w, Unordered::Set, set.iter(), depth);
+        }
+        if ty == std::ptr::addr_of_mut!(ffi::PyFrozenSet_Type) {
+            let set = value.cast_unchecked::<PyFrozenSet>();
+            return write_set(w, Unordered::FrozenSet, set.iter(), depth);
+        }
+    }
+    write_other(w, value, depth)
+}
+
+#[inline]
+fn write_int(w: &mut KeyWriter, value: &Bound<'_, PyAny>) -> Encoded {
+    let mut overflow = 0;
+    // SAFETY: `value` is a live int (or int subclass); the call sets no
+    // error for an out-of-range value, it reports it in `overflow`.
+    let n = unsafe { ffi::PyLong_AsLongLongAndOverflow(value.as_ptr(), &mut overflow) };
+    match overflow {
+        0 if !(n == -1 && unsafe { !ffi::PyErr_Occurred().is_null() }) => w.write_int(n),
+        _ => {
+            // Clear a conversion error, if any, before falling back.
+            let _ = PyErr::take(value.py());
+            let digits = value.str().map_err(|_| unsupported(value))?;
+            w.write_big_int(&digits.to_string_lossy());
+        }
+    }
+    Ok(())
+}
+
+#[inline]
+fn write_str(w: &mut KeyWriter, value: &Bound<'_, PyString>) -> Encoded {
+    match value.to_str() {
+        Ok(text) => w.write_str(text),
+        Err(_) => {
+            // Lone surrogates have no UTF-8 form: keep their exact code
+            // points, under a tag of their own so no valid text can match.
+            let raw = value
+                .call_method1("encode", ("utf-8", "surrogatepass"))
+                .map_err(|_| unsupported(value))?;
+            let raw = raw.cast::<PyBytes>().map_err(|_| unsupported(value))?;
+            w.begin_tagged("str+surrogates");
+            w.write_bytes(raw.as_bytes());
+        }
+    }
+    Ok(())
+}
+
+fn write_items<'py>(
+    w: &mut KeyWriter,
+    kind: Sequence,
+    items: impl ExactSizeIterator<Item = Bound<'py, PyAny>>,
+    depth: usize,
+) -> Encoded {
+    w.begin_sequence(kind, items.len());
+    for item in items {
+        write_at_depth(w, &item, depth + 1)?;
+    }
+    Ok(())
+}
+
+fn write_dict(w: &mut KeyWriter, dict: &Bound<'_, PyDict>, depth: usize) -> Encoded {
+    let mut items = Vec::with_capacity(dict.len());
+    for (key, value) in dict.iter() {
+        let mut pair = KeyWriter::new();
+        write_at_depth(&mut pair, &key, depth + 1)?;
+        write_at_depth(&mut pair, &value, depth + 1)?;
+        items.push(pair);
+    }
+    w.write_unordered(Unordered::Dict, items);
+    Ok(())
+}
+
+fn write_set<'py>(
+    w: &mut KeyWriter,
+    kind: Unordered,
+    items: impl Iterator<Item = Bound<'py, PyAny>>,
+    depth: usize,
+) -> Encoded {
+    let mut encoded = Vec::new();
+    for item in items {
+        let mut one = KeyWriter::new();
+        write_at_depth(&mut one, &item, depth + 1)?;
+        encoded.push(one);
+    }
+    w.write_unordered(kind, encoded);
+    Ok(())
+}
+
+/// Everything that is not an exact built-in type.
+#[cold]
+fn write_other(w: &mut KeyWriter, value: &Bound<'_, PyAny>, depth: usize) -> Encoded {
+    let py = value.py();
+    let types = std_types(py).map_err(|_| unsupported(value))?;
+    let is = |ty: &Py<PyType>| value.is_instance(ty.bind(py)).unwrap_or(false);
+    let text = |v: &Bound<'_, PyAny>| -> Result<String, Unsupported> {
+        Ok(v.str()
+            .map_err(|_| unsupported(v))?
+            .to_string_lossy()
+            .into_owned())
+    };
+
+    if is(&types.enum_type) {
+        // A member is its class and its value: two enums with equal values
+        // stay apart, and the key survives reordering the members.
+        w.begin_tagged(&format!("enum:{}", type_path(&value.get_type())));
+        let inner = value.getattr("value").map_err(|_| unsupported(value))?;
+        return write_at_depth(w, &inner, depth + 1);
+    }
+    // datetime is a subclass of date, so it is checked first.
+    for (ty, name) in [
+        (&types.datetime, "datetime"),
+        (&types.date, "date"),
+        (&types.time, "time"),
+    ] {
+        if value.get_type().is(ty.bind(py)) {
+            w.begin_tagged(name);
+            let iso = value
+                .call_method0("isoformat")
+                .map_err(|_| unsupported(value))?;
+            w.write_str(&text(&iso)?);
+            return Ok(());
+        }
+    }
+    if value.get_type().is(types.timedelta.bind(py)) {
+        w.begin_tagged("timedelta");
+        let parts = ["days", "seconds", "microseconds"].map(|part| {
+            value
+                .getattr(part)
+                .and_then(|v| v.extract::<i64>())
+                .unwrap_or_default()
+        });
+        w.begin_sequence(Sequence::Tuple, 3);
+        for part in parts {
+            w.write_int(part);
+        }
+        return Ok(());
+    }
+    if value.get_type().is(types.decimal.bind(py)) {
+        w.begin_tagged("Decimal");
+        w.write_str(&text(value)?);
+        return Ok(());
+    }
+    if value.get_type().is(types.uuid.bind(py)) {
+        w.begin_tagged("UUID");
+        w.write_str(&text(value)?);
+        return Ok(());
+    }
+    // Subclasses of the built-in value types (named tuples, str enums
+    // without Enum, int subclasses): the class path, then the base value.
+    let base = [
+        ("int", std::ptr::addr_of_mut!(ffi::PyLong_Type)),
+        ("str", std::ptr::addr_of_mut!(ffi::PyUnicode_Type)),
+        ("float", std::ptr::addr_of_mut!(ffi::PyFloat_Type)),
+        ("tuple", std::ptr::addr_of_mut!(ffi::PyTuple_Type)),
+        ("bytes", std::ptr::addr_of_mut!(ffi::PyBytes_Type)),
+    ]
+    .into_iter()
+    .find(|(_, base)| unsafe { ffi::PyObject_TypeCheck(value.as_ptr(), *base) != 0 });
+    if let Some((name, _)) = base {
+        w.begin_tagged(&type_path(&value.get_type()));
+        return match name {
+            "int" => write_int(w, value),
+            "str" => write_str(w, value.cast::<PyString>().map_err(|_| unsupported(value))?),
+            "float" => {
+                w.write_float(value.extract::<f64>().map_err(|_| unsupported(value))?);
+                Ok(())
+            }
+            "tuple" => {
+                let tuple = value.cast::<PyTuple>().map_err(|_| unsupported(value))?;
+                write_items(w, Sequence::Tuple, tuple.iter(), depth)
+            }
+            _ => {
+                let bytes = value.cast::<PyBytes>().map_err(|_| unsupported(value))?;
+                w.write_bytes(bytes.as_bytes());
+                Ok(())
+            }
+        };
+    }
+    Err(unsupported(value))
+}
+
+fn unsupported(value: &Bound<'_, PyAny>) -> Unsupported {
+    Unsupported {
+        what: format!("a value of type '{}'", type_path(&value.get_type())),
+    }
+}

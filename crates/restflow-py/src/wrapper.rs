@@ -1,0 +1,749 @@
+//! `CachedWrapper`: what `@cache_result` returns. It converts a Python call
+//! into a key and delegates to the engine; the lifecycle lives in
+//! `restflow-cache`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use restflow_cache::key::{self, KeyWriter};
+use restflow_cache::{
+    Computed, Entry, Freshness, GetError, Lifetime, Lookup, Outcome, Served, Span, Status,
+};
+
+use crate::encode::type_path;
+use crate::runtime::{hooks, log_error, status_index, SharedErr, RUNTIME};
+use crate::signature::Signature;
+use crate::stored::Stored;
+
+/// Numbers wrappers and classes for the in-process key prefix.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The readable suffix of a key string is digested past this many bytes.
+const MAX_KEY_PART_LENGTH: usize = 250;
+
+/// How often a caller waiting on another's computation wakes to let Python
+/// handle signals (Ctrl-C) while it waits.
+const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The class a method is called on: its number in key bytes, its dotted
+/// path in key strings.
+struct ClassId {
+    number: u64,
+    function_id: String,
+    /// Keeps the type alive so its address is never reused for another.
+    _type: Py<PyType>,
+}
+
+/// How long a computed value is kept.
+enum Ttl {
+    /// The same for every value; `None` never expires.
+    Fixed(Option<Span>),
+}
+
+/// What every view of one decorated function shares.
+struct Core {
+    func: Py<PyAny>,
+    /// `(result, args, kwargs) -> (store, ttl_seconds_or_None)`, built by
+    /// `restflow.caching` from `cache_if`, `cache_unless` and a callable ttl.
+    policy: Option<Py<PyAny>>,
+    ttl: Ttl,
+    /// `None`: the `STALE_WHILE_REVALIDATE` setting.
+    stale: Option<Span>,
+    signature: Signature,
+    number: u64,
+    /// Bumped by `invalidate_all`: older keys become unreachable at once
+    /// and leave the store by eviction.
+    generation: AtomicU64,
+    namespace: String,
+    function_id: String,
+    classes: Mutex<HashMap<usize, Arc<ClassId>>>,
+}
+
+/// A cached function, or a cached method bound to an instance.
+#[pyclass(
+    module = "restflow._engine",
+    name = "CachedWrapper",
+    frozen,
+    dict,
+    weakref
+)]
+pub struct CachedWrapper {
+    /// The entry point CPython calls for `wrapper(...)`; see [`crate::vectorcall`].
+    vectorcall: pyo3::ffi::vectorcallfunc,
+    core: Arc<Core>,
+    /// For a method fetched from an instance: the instance, and the wrapper
+    /// it was fetched through (for `__name__`, `__doc__` and the like).
+    bound: Option<(Py<PyAny>, Py<CachedWrapper>)>,
+}
+
+/// Arguments of one call, with a bound method's instance in front.
+pub(crate) struct Call<'py> {
+    args: Bound<'py, PyTuple>,
+    kwargs: Option<Bound<'py, PyDict>>,
+}
+
+impl Core {
+    fn class_id(&self, first: &Bound<'_, PyAny>) -> PyResult<Arc<ClassId>> {
+        let ty = match first.cast::<PyType>() {
+            Ok(cls) => cls.clone(),
+            Err(_) => first.get_type(),
+        };
+        let address = ty.as_ptr() as usize;
+        if let Some(found) = self.classes.lock().get(&address) {
+            return Ok(Arc::clone(found));
+        }
+        let name: String = self.func.bind(first.py()).getattr("__name__")?.extract()?;
+        let made = Arc::new(ClassId {
+            number: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            function_id: format!("{}.{name}", type_path(&ty)),
+            _type: ty.unbind(),
+        });
+        let found = Arc::clone(self.classes.lock().entry(address).or_insert(made));
+        Ok(found)
+    }
+
+    /// Writes the in-process key of a call: wrapper number, generation and
+    /// class number (fixed width), then the canonical arguments. Returns
+    /// where the arguments start and, for methods, the class.
+    #[inline]
+    fn write_key(
+        &self,
+        w: &mut KeyWriter,
+        call: &Call<'_>,
+    ) -> PyResult<(usize, Option<Arc<ClassId>>)> {
+        let class = if self.signature.method {
+            let first = call.args.get_item(0).map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "{}() missing its first argument ('self' or 'cls')",
+                    self.function_id
+                ))
+            })?;
+            let class = self.class_id(&first)?;
+            self.write_prefix(w, Some(class.number));
+            Some(class)
+        } else {
+            self.write_prefix(w, None);
+            None
+        };
+        let start = w.len();
+        self.signature
+            .write_call(w, &call.args, call.kwargs.as_ref())
+            .map_err(|e| e.into_pyerr(&self.function_id))?;
+        Ok((start, class))
+    }
+
+    /// The fixed-width part of an in-process key: one word of wrapper
+    /// number (high half) and generation (low half), then for methods a
+    /// word of class number. Short, because every byte is hashed and
+    /// compared on every hit. (Generations wrap after 2^32
+    /// `invalidate_all` calls; an entry would have to outlive all of them
+    /// to be seen again.)
+    #[inline]
+    fn write_prefix(&self, w: &mut KeyWriter, class: Option<u64>) {
+        let generation = self.generation.load(Ordering::Acquire) & 0xFFFF_FFFF;
+        w.write_prefix_word((self.number << 32) | generation);
+        if let Some(class) = class {
+            w.write_prefix_word(class);
+        }
+    }
+
+    fn lifetime(&self, stale: Span, ttl: Option<Span>) -> Lifetime {
+        match ttl {
+            Some(ttl) => Lifetime::new(ttl, stale),
+            None => Lifetime::FOREVER,
+        }
+    }
+
+    /// Runs the function and decides whether and how long to keep its value.
+    fn compute(&self, py: Python<'_>, call: &Call<'_>) -> PyResult<Computed<Stored>> {
+        let value = self.func.bind(py).call(&call.args, call.kwargs.as_ref())?;
+        let stale = self.stale.unwrap_or_else(|| RUNTIME.default_stale());
+        let Ttl::Fixed(fixed) = self.ttl;
+        let lifetime = match &self.policy {
+            None => Some(self.lifetime(stale, fixed)),
+            Some(policy) => {
+                let decision = policy
+                    .bind(py)
+                    .call1((&value, &call.args, call.kwargs.as_ref()))?;
+                let (store, ttl): (bool, Option<f64>) = decision.extract()?;
+                if store {
+                    let ttl = match ttl {
+                        None => None,
+                        Some(secs) => Some(Span::from_secs_f64(secs).ok_or_else(|| {
+                            PyValueError::new_err(format!(
+                                "the ttl of {}() came out as {secs}: return a number of seconds \
+                                 >= 0, a timedelta, or None",
+                                self.function_id
+                            ))
+                        })?),
+                    };
+                    Some(self.lifetime(stale, ttl))
+                } else {
+                    None
+                }
+            }
+        };
+        Ok(Computed {
+            value: Stored::new(value.unbind()),
+            lifetime,
+        })
+    }
+}
+
+type PyShared = restflow_cache::Shared<Stored>;
+
+/// Waits for another caller's computation with the GIL released, waking
+/// now and then so Python can deliver signals (Ctrl-C) to the waiter.
+fn wait_detached(
+    py: Python<'_>,
+    waiter: &restflow_cache::Waiter<PyShared, SharedErr>,
+) -> Outcome<PyShared, SharedErr> {
+    loop {
+        if let Some(outcome) = py.detach(|| waiter.wait_timeout(SIGNAL_CHECK_INTERVAL)) {
+            return outcome;
+        }
+        if let Err(interrupt) = py.check_signals() {
+            // This caller gives up; the leader carries on for the others.
+            return Outcome::Error(Arc::new(interrupt));
+        }
+    }
+}
+
+fn raise(py: Python<'_>, error: GetError<SharedErr>, function_id: &str) -> PyErr {
+    match error {
+        GetError::Compute(shared) => shared.clone_ref(py),
+        GetError::Recursive => PyRuntimeError::new_err(format!(
+            "{function_id}() called itself with the same arguments while computing them; \
+             the inner call would wait on the outer one forever"
+        )),
+    }
+}
+
+/// The metadata dict of DESIGN.md §1. Timestamps are present only for a
+/// value that is in the cache.
+fn metadata<'py>(
+    py: Python<'py>,
+    status: Status,
+    entry: Option<&Entry<Stored>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    if let (Status::Hit, Some(entry)) = (status, entry) {
+        // Every hit on an entry reports the same metadata: build it once
+        // and hand out copies (the caller may mutate its dict).
+        let template = entry
+            .value()
+            .hit_metadata(py, || build_metadata(py, Status::Hit, Some(entry)))?;
+        return template.copy();
+    }
+    build_metadata(py, status, entry)
+}
+
+fn build_metadata<'py>(
+    py: Python<'py>,
+    status: Status,
+    entry: Option<&Entry<Stored>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item(
+        intern!(py, "cache_status"),
+        hooks(py)?.statuses[status_index(status)].bind(py),
+    )?;
+    if let Some(entry) = entry {
+        let (cached_at, reset_at) = entry.value().iso(py, entry.stamps());
+        dict.set_item(intern!(py, "cached_at"), cached_at)?;
+        if let Some(reset_at) = reset_at {
+            dict.set_item(intern!(py, "reset_at"), reset_at)?;
+        }
+    }
+    Ok(dict)
+}
+
+impl CachedWrapper {
+    /// The call's arguments, with a bound method's instance in front.
+    #[inline]
+    fn call<'py>(
+        &self,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Call<'py>> {
+        let args = match &self.bound {
+            None => args.clone(),
+            Some((instance, _)) => {
+                let py = args.py();
+                let mut all = Vec::with_capacity(args.len() + 1);
+                all.push(instance.bind(py).clone());
+                all.extend(args.iter());
+                PyTuple::new(py, all)?
+            }
+        };
+        Ok(Call {
+            args,
+            kwargs: kwargs.cloned(),
+        })
+    }
+
+    #[inline]
+    fn key(&self, call: &Call<'_>) -> PyResult<KeyWriter> {
+        let mut w = KeyWriter::new();
+        self.core.write_key(&mut w, call)?;
+        Ok(w)
+    }
+
+    /// The dotted path that names the function.
+    pub(crate) fn function_id_str(&self) -> &str {
+        &self.core.function_id
+    }
+
+    /// HIT, STALE (scheduling the refresh) or MISS, through the engine.
+    #[inline]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        call: &Call<'py>,
+    ) -> PyResult<restflow_cache::Served<Stored>> {
+        let key = self.key(call)?;
+        let engine = RUNTIME.ready(py)?;
+        let lookup = engine.cache().lookup(key.as_bytes());
+        self.resolve(py, key.as_bytes(), lookup, call)
+    }
+
+    /// Finishes a call whose key was looked up: the lifecycle's answer for
+    /// each kind of lookup (the engine's `get`, split at the lookup so the
+    /// vectorcall path can look up before it builds an argument tuple).
+    pub(crate) fn resolve<'py>(
+        &self,
+        py: Python<'py>,
+        key: &[u8],
+        lookup: Lookup<Stored>,
+        call: &Call<'py>,
+    ) -> PyResult<Served<Stored>> {
+        let served = |entry, status| Served {
+            entry,
+            status,
+            stored: true,
+            refresh_claimed: false,
+        };
+        match lookup {
+            Lookup::Fresh(entry) => Ok(served(entry, Status::Hit)),
+            Lookup::Stale { entry, refresh } => {
+                if refresh {
+                    self.schedule_refresh(key, &entry, call);
+                }
+                Ok(served(entry, Status::Stale))
+            }
+            Lookup::Miss => RUNTIME
+                .engine
+                .compute_once(
+                    key,
+                    || self.core.compute(py, call).map_err(Arc::new),
+                    |waiter| wait_detached(py, waiter),
+                )
+                .map_err(|e| raise(py, e, &self.core.function_id)),
+        }
+    }
+
+    /// A new wrapper object, with CPython's fast calling convention switched
+    /// on for the class the first time one is made.
+    fn make(
+        py: Python<'_>,
+        core: Arc<Core>,
+        bound: Option<(Py<PyAny>, Py<CachedWrapper>)>,
+    ) -> PyResult<Bound<'_, CachedWrapper>> {
+        let obj = Bound::new(
+            py,
+            CachedWrapper {
+                vectorcall: crate::vectorcall::entry,
+                core,
+                bound,
+            },
+        )?;
+        crate::vectorcall::enable(&obj, &obj.get().vectorcall);
+        if obj.get().bound.is_none() {
+            let fast = crate::fastpath::WithMetadata::make(py, obj.clone().unbind())?;
+            obj.as_any()
+                .getattr(intern!(py, "__dict__"))?
+                .set_item(intern!(py, "get_with_metadata"), fast)?;
+        }
+        Ok(obj)
+    }
+
+    /// The vectorcall fast path: positional arguments of a plain function,
+    /// looked up straight from CPython's argument array. Anything else, and
+    /// anything but a fresh hit, continues on the general path.
+    #[inline]
+    pub(crate) fn serve_vector<'py>(
+        &self,
+        py: Python<'py>,
+        args: &[*mut pyo3::ffi::PyObject],
+        kwnames: Option<Borrowed<'_, 'py, PyTuple>>,
+        kwvalues: &[*mut pyo3::ffi::PyObject],
+    ) -> PyResult<Served<Stored>> {
+        if kwnames.is_none() && self.bound.is_none() && !self.core.signature.method {
+            let mut w = KeyWriter::new();
+            self.core.write_prefix(&mut w, None);
+            // SAFETY: CPython passes live objects in the argument array.
+            unsafe { self.core.signature.write_positional_raw(py, &mut w, args) }
+                .map_err(|e| e.into_pyerr(&self.core.function_id))?;
+            let engine = RUNTIME.ready(py)?;
+            let lookup = engine.cache().lookup(w.as_bytes());
+            if let Lookup::Fresh(entry) = lookup {
+                return Ok(Served {
+                    entry,
+                    status: Status::Hit,
+                    stored: true,
+                    refresh_claimed: false,
+                });
+            }
+            let call = Call {
+                // SAFETY: as above.
+                args: unsafe { crate::vectorcall::tuple_from_raw(py, args)? },
+                kwargs: None,
+            };
+            return self.resolve(py, w.as_bytes(), lookup, &call);
+        }
+        // SAFETY: as above.
+        let (args, kwargs) =
+            unsafe { crate::vectorcall::to_tuple_and_dict(py, args, kwnames, kwvalues)? };
+        let call = self.call(&args, kwargs.as_ref())?;
+        self.get(py, &call)
+    }
+
+    /// `(value, metadata)` of a served call.
+    #[inline]
+    pub(crate) fn with_metadata<'py>(
+        py: Python<'py>,
+        served: &Served<Stored>,
+    ) -> PyResult<(Py<PyAny>, Bound<'py, PyDict>)> {
+        let entry = served.stored.then_some(&*served.entry);
+        Ok((
+            served.entry.value().value().clone_ref(py),
+            metadata(py, served.status, entry)?,
+        ))
+    }
+
+    #[cold]
+    fn schedule_refresh(&self, key: &[u8], entry: &Arc<Entry<Stored>>, call: &Call<'_>) {
+        let core = Arc::clone(&self.core);
+        let args = call.args.clone().unbind();
+        let kwargs = call.kwargs.as_ref().map(|k| k.clone().unbind());
+        let compute = move || {
+            Python::attach(|py| {
+                let call = Call {
+                    args: args.bind(py).clone(),
+                    kwargs: kwargs.as_ref().map(|k| k.bind(py).clone()),
+                };
+                core.compute(py, &call).map_err(|error| {
+                    log_error(
+                        py,
+                        &format!(
+                            "restflow: background refresh of {}() failed; the stale value is kept",
+                            core.function_id
+                        ),
+                        &error,
+                    );
+                    Arc::new(error)
+                })
+            })
+        };
+        RUNTIME
+            .engine
+            .schedule_refresh(key, Arc::clone(entry), compute);
+    }
+}
+
+#[pymethods]
+impl CachedWrapper {
+    /// Built by `restflow.caching.cache_result`; not meant to be called
+    /// directly.
+    #[staticmethod]
+    #[pyo3(signature = (func, *, signature, method, ttl, stale, policy, namespace, function_id))]
+    #[allow(clippy::too_many_arguments)]
+    fn create<'py>(
+        py: Python<'py>,
+        func: Bound<'py, PyAny>,
+        signature: Bound<'py, PyAny>,
+        method: bool,
+        ttl: Option<f64>,
+        stale: Option<f64>,
+        policy: Option<Bound<'py, PyAny>>,
+        namespace: String,
+        function_id: String,
+    ) -> PyResult<Bound<'py, CachedWrapper>> {
+        let seconds = |what: &str, secs: f64| {
+            Span::from_secs_f64(secs).ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "{what} must be a number of seconds >= 0, got {secs}"
+                ))
+            })
+        };
+        let ttl = ttl.map(|t| seconds("ttl", t)).transpose()?;
+        let stale = stale
+            .map(|s| seconds("stale_while_revalidate", s))
+            .transpose()?;
+        let signature = Signature::new(function_id.clone(), &signature, method)?;
+        let core = Arc::new(Core {
+            func: func.unbind(),
+            policy: policy.map(Bound::unbind),
+            ttl: Ttl::Fixed(ttl),
+            stale,
+            signature,
+            number: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
+            namespace,
+            function_id,
+            classes: Mutex::new(HashMap::new()),
+        });
+        CachedWrapper::make(py, core, None)
+    }
+
+    /// Returns the cached value, computing it on a miss.
+    ///
+    /// (CPython calls [`crate::vectorcall::entry`] instead; this is the
+    /// fallback for callers that use `tp_call`.)
+    #[pyo3(signature = (*args, **kwargs))]
+    fn __call__<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        let call = self.call(args, kwargs)?;
+        let served = self.get(py, &call)?;
+        Ok(served.entry.value().value().clone_ref(py))
+    }
+
+    /// Returns `(value, metadata)`: HIT, MISS or STALE.
+    ///
+    /// (On a plain function, `wrapper.get_with_metadata` finds a
+    /// [`crate::fastpath::WithMetadata`] in the instance dict first, which
+    /// answers the same through vectorcall.)
+    #[pyo3(signature = (*args, **kwargs))]
+    fn get_with_metadata<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<(Py<PyAny>, Bound<'py, PyDict>)> {
+        let call = self.call(args, kwargs)?;
+        let served = self.get(py, &call)?;
+        Self::with_metadata(py, &served)
+    }
+
+    /// Recomputes now and replaces the entry; returns the value.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn refresh<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        Ok(self.refresh_with_metadata(py, args, kwargs)?.0)
+    }
+
+    /// Recomputes now and replaces the entry; returns `(value, metadata)`
+    /// with status REFRESH.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn refresh_with_metadata<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<(Py<PyAny>, Bound<'py, PyDict>)> {
+        let call = self.call(args, kwargs)?;
+        let key = self.key(&call)?;
+        let engine = RUNTIME.ready(py)?;
+        let served = engine
+            .refresh(key.as_bytes(), || {
+                self.core.compute(py, &call).map_err(Arc::new)
+            })
+            .map_err(|shared| shared.clone_ref(py))?;
+        let entry = served.stored.then_some(&*served.entry);
+        Ok((
+            served.entry.value().value().clone_ref(py),
+            metadata(py, Status::Refresh, entry)?,
+        ))
+    }
+
+    /// Runs the function without reading or writing the cache.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn bypass_cache<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        let call = self.call(args, kwargs)?;
+        Ok(self
+            .core
+            .func
+            .bind(py)
+            .call(&call.args, call.kwargs.as_ref())?
+            .unbind())
+    }
+
+    /// Runs the function without reading or writing the cache; returns
+    /// `(value, {"cache_status": BYPASS})`.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn bypass_cache_with_metadata<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<(Py<PyAny>, Bound<'py, PyDict>)> {
+        let value = self.bypass_cache(py, args, kwargs)?;
+        Ok((value, metadata(py, Status::Bypass, None)?))
+    }
+
+    /// The cached value (fresh or stale), or `CACHE_MISSING`. Never runs
+    /// the function.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn get_cache_only<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        let call = self.call(args, kwargs)?;
+        let key = self.key(&call)?;
+        match RUNTIME.ready(py)?.cache().peek(key.as_bytes()) {
+            Some((entry, _)) => Ok(entry.value().value().clone_ref(py)),
+            None => Ok(hooks(py)?.missing.clone_ref(py)),
+        }
+    }
+
+    /// The metadata of the cached entry (status HIT or STALE), or `None`.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn get_cached_metadata<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let call = self.call(args, kwargs)?;
+        let key = self.key(&call)?;
+        match RUNTIME.ready(py)?.cache().peek(key.as_bytes()) {
+            Some((entry, freshness)) => {
+                let status = match freshness {
+                    Freshness::Stale => Status::Stale,
+                    _ => Status::Hit,
+                };
+                Ok(Some(metadata(py, status, Some(&entry))?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The key string of a call:
+    /// `<namespace>::<function id>::<partition>::<arguments>`.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn get_cache_key<'py>(
+        &self,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<String> {
+        let call = self.call(args, kwargs)?;
+        let mut w = KeyWriter::new();
+        let (start, class) = self.core.write_key(&mut w, &call)?;
+        let suffix = key::render_part(&w.as_bytes()[start..], MAX_KEY_PART_LENGTH)
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        let function_id = class
+            .as_ref()
+            .map_or(self.core.function_id.as_str(), |c| c.function_id.as_str());
+        Ok(key::compose(&self.core.namespace, function_id, "", &suffix))
+    }
+
+    /// Drops the entry of one call. Returns whether there was one.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn delete_cache<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<bool> {
+        let call = self.call(args, kwargs)?;
+        let key = self.key(&call)?;
+        let removed = RUNTIME.ready(py)?.cache().remove(key.as_bytes());
+        Ok(removed.is_some())
+    }
+
+    /// Drops every entry of this function at once (O(1)): their keys become
+    /// unreachable and they leave the store by eviction.
+    fn invalidate_all(&self) {
+        self.core.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The undecorated function.
+    #[getter]
+    fn func(&self, py: Python<'_>) -> Py<PyAny> {
+        self.core.func.clone_ref(py)
+    }
+
+    /// The dotted path that names this function in key strings.
+    #[getter]
+    fn function_id(&self) -> &str {
+        &self.core.function_id
+    }
+
+    #[classattr]
+    fn is_cached_function() -> bool {
+        true
+    }
+
+    /// Binds to an instance like a function does, so the wrapper works on
+    /// `APIView.get` and other methods.
+    fn __get__(
+        slf: &Bound<'_, Self>,
+        instance: Option<Bound<'_, PyAny>>,
+        owner: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let _ = owner;
+        let this = slf.get();
+        match instance {
+            Some(instance) if !instance.is_none() && this.core.signature.method => {
+                let unbound = match &this.bound {
+                    Some((_, unbound)) => unbound.clone_ref(slf.py()),
+                    None => slf.clone().unbind(),
+                };
+                let bound = CachedWrapper::make(
+                    slf.py(),
+                    Arc::clone(&this.core),
+                    Some((instance.unbind(), unbound)),
+                )?;
+                Ok(bound.into_any().unbind())
+            }
+            _ => Ok(slf.clone().into_any().unbind()),
+        }
+    }
+
+    /// A bound method answers for the wrapper it came from
+    /// (`__name__`, `__doc__`, `__wrapped__`, …).
+    fn __getattr__(&self, py: Python<'_>, name: &Bound<'_, PyString>) -> PyResult<Py<PyAny>> {
+        match &self.bound {
+            Some((_, unbound)) => Ok(unbound.bind(py).as_any().getattr(name)?.unbind()),
+            None => Err(pyo3::exceptions::PyAttributeError::new_err(format!(
+                "'CachedWrapper' object has no attribute '{name}'"
+            ))),
+        }
+    }
+
+    /// The instance a bound method was fetched from, like a method's `__self__`.
+    #[getter]
+    fn __self__(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.bound
+            .as_ref()
+            .map(|(instance, _)| instance.clone_ref(py))
+    }
+
+    fn __repr__(&self) -> String {
+        match &self.bound {
+            None => format!("<CachedWrapper of {}>", self.core.function_id),
+            Some(_) => format!("<bound CachedWrapper of {}>", self.core.function_id),
+        }
+    }
+}

@@ -1,0 +1,156 @@
+"""``@cache_result``: turns a function into a :class:`CachedWrapper`.
+
+Everything here runs once, when a function is decorated: the parameters are
+checked (so a mistake fails at import, with a message that says what to
+change), the function's signature is read for the engine, and
+``cache_if`` / ``cache_unless`` / a callable ``ttl`` are folded into one
+policy callable. Calls never pass through Python code of ours.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from restflow._engine import CachedWrapper
+from restflow.caching.settings import seconds
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The namespace part of key strings (key constructors will let it change).
+DEFAULT_NAMESPACE = "default"
+
+TtlArg = int | float | timedelta | None | Callable[..., Any]
+
+
+def _check_predicate(name: str, predicate: Callable[..., Any] | None) -> None:
+    if predicate is None:
+        return
+    if not callable(predicate):
+        raise TypeError(f"{name} must be a callable predicate(result, *args, **kwargs); got {predicate!r}")
+    if inspect.iscoroutinefunction(predicate):
+        raise TypeError(f"{name} is an async predicate; on a sync function it must be a plain def")
+
+
+def _signature_spec(func: Callable[..., Any]) -> tuple[list[tuple[str, int, Any, bool]], bool]:
+    """The parameters as the engine reads them, and whether it is a method."""
+    try:
+        parameters = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"cache_result cannot read the signature of {func!r}: {error}") from None
+    spec = [
+        (
+            p.name,
+            int(p.kind),
+            None if p.default is inspect.Parameter.empty else p.default,
+            p.default is not inspect.Parameter.empty,
+        )
+        for p in parameters
+    ]
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    method = bool(parameters) and parameters[0].name in ("self", "cls") and (
+        parameters[0].kind in positional
+    )
+    return spec, method
+
+
+def _policy(
+    ttl: TtlArg,
+    cache_if: Callable[..., Any] | None,
+    cache_unless: Callable[..., Any] | None,
+    function_name: str,
+) -> Callable[[Any, tuple[Any, ...], dict[str, Any] | None], tuple[bool, float | None]] | None:
+    """One callable the engine asks after each computation: store it, and for how long?
+
+    ``None`` when the answer never depends on the result, which keeps the
+    miss path free of Python calls of ours.
+    """
+    if cache_if is None and cache_unless is None and not callable(ttl):
+        return None
+    fixed = None if callable(ttl) else seconds(ttl, name="ttl", allow_none=True)
+
+    def decide(result: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None):
+        kwargs = kwargs or {}
+        if cache_if is not None and not cache_if(result, *args, **kwargs):
+            return False, None
+        if cache_unless is not None and cache_unless(result, *args, **kwargs):
+            return False, None
+        if not callable(ttl):
+            return True, fixed
+        chosen = ttl(result, *args, **kwargs)
+        if inspect.isawaitable(chosen):
+            raise TypeError(f"the ttl of {function_name}() is an async ttl; on a sync function it must be a plain def")
+        return True, seconds(chosen, name=f"the ttl returned for {function_name}()", allow_none=True)
+
+    return decide
+
+
+def cache_result(
+    ttl: TtlArg = 3600,
+    *,
+    stale_while_revalidate: int | float | timedelta | None = None,
+    cache_if: Callable[..., Any] | None = None,
+    cache_unless: Callable[..., Any] | None = None,
+) -> Callable[[Callable[..., Any]], CachedWrapper]:
+    """Caches what a function returns, per distinct call.
+
+    :param ttl: how long a value stays fresh: seconds (int or float), a
+        ``timedelta``, ``None`` (never expires), or a callable
+        ``ttl(result, *args, **kwargs)`` that returns one of those.
+    :param stale_while_revalidate: seconds after the ttl during which the old
+        value is still served (status STALE) while one background refresh
+        runs. ``None`` takes ``CACHE_SETTINGS["STALE_WHILE_REVALIDATE"]``.
+    :param cache_if: ``predicate(result, *args, **kwargs)``; the value is
+        stored only when it is truthy.
+    :param cache_unless: ``predicate(result, *args, **kwargs)``; the value is
+        stored only when it is falsy. Give at most one of the two.
+
+    Arguments are part of the key with their types (``f(1)``, ``f(1.0)`` and
+    ``f("1")`` are three entries) and bound like a call (``f(1)`` and
+    ``f(x=1)`` are one). On a method, ``self``/``cls`` is not part of the
+    key, but its class is, so two subclasses never share entries.
+    """
+    if callable(ttl) and not isinstance(ttl, timedelta):
+        if inspect.iscoroutinefunction(ttl):
+            raise TypeError("ttl is an async ttl; on a sync function it must be a plain def")
+        fixed_ttl = None
+    else:
+        fixed_ttl = seconds(ttl, name="ttl", allow_none=True)
+    stale = seconds(stale_while_revalidate, name="stale_while_revalidate", allow_none=True)
+    if cache_if is not None and cache_unless is not None:
+        raise ValueError("Give cache_if or cache_unless, not both: one predicate decides what is stored.")
+    _check_predicate("cache_if", cache_if)
+    _check_predicate("cache_unless", cache_unless)
+
+    def decorator(func: Callable[..., Any]) -> CachedWrapper:
+        if isinstance(func, (classmethod, staticmethod)):
+            raise TypeError(
+                f"@cache_result must be applied beneath @{type(func).__name__}, "
+                "directly on the function."
+            )
+        if not callable(func):
+            raise TypeError(f"@cache_result decorates functions; got {func!r}")
+        if inspect.iscoroutinefunction(func):
+            raise TypeError(
+                f"{func.__qualname__} is an async def function; cache_result caches sync "
+                "functions in this release."
+            )
+        spec, method = _signature_spec(func)
+        function_id = f"{func.__module__}.{func.__qualname__}"
+        wrapper = CachedWrapper.create(
+            func,
+            signature=spec,
+            method=method,
+            ttl=fixed_ttl,
+            stale=stale,
+            policy=_policy(ttl, cache_if, cache_unless, function_id),
+            namespace=DEFAULT_NAMESPACE,
+            function_id=function_id,
+        )
+        functools.update_wrapper(wrapper, func)
+        return wrapper
+
+    return decorator

@@ -1,0 +1,38 @@
+"""Connects the Rust engine to this package, once per process.
+
+The engine hands back Python objects it cannot make itself (the
+``CacheStatus`` members, ``CACHE_MISSING``, the ``restflow.caching`` logger)
+and asks Python for its settings on first use. A process forked after
+import gets fresh refresh threads and forgets its parent's in-flight
+computations; at exit, queued refreshes are dropped.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+
+from restflow import _engine
+from restflow.caching import settings
+from restflow.caching.status import CACHE_MISSING, CacheStatus
+
+logger = logging.getLogger("restflow.caching")
+
+_installed = False
+
+
+def install() -> None:
+    global _installed
+    if _installed:
+        return
+    _engine.install(
+        (CacheStatus.HIT, CacheStatus.MISS, CacheStatus.STALE, CacheStatus.BYPASS, CacheStatus.REFRESH),
+        CACHE_MISSING,
+        logger,
+        settings.engine_settings,
+    )
+    settings.connect_signals()
+    os.register_at_fork(after_in_child=_engine.after_fork_in_child)
+    atexit.register(_engine.shutdown)
+    _installed = True

@@ -1,0 +1,129 @@
+"""restflow's cache settings: ``RESTFLOW_SETTINGS["CACHE_SETTINGS"]``.
+
+The same place the older pure-Python restflow read its cache settings from.
+They are read lazily, on the first cached call rather than at import, so
+decorated functions can be imported before Django is configured, and read
+again after Django's ``setting_changed`` signal, so ``override_settings``
+works in tests. Outside Django the defaults apply.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from restflow import _engine
+
+#: Every key ``CACHE_SETTINGS`` accepts, with its default.
+DEFAULTS: dict[str, Any] = {
+    # The most entries the in-process memory store keeps; the least
+    # valuable are evicted past it.
+    "MAX_ENTRIES": 10_000,
+    # Seconds an entry may be served stale, while one background refresh
+    # runs, after its ttl ends. 0 turns stale serving off.
+    "STALE_WHILE_REVALIDATE": 0,
+}
+
+_cached: dict[str, Any] | None = None
+
+
+def configuration_error(message: str) -> Exception:
+    """``ImproperlyConfigured`` under Django, ``ValueError`` without it."""
+    try:
+        from django.core.exceptions import ImproperlyConfigured
+    except ImportError:
+        return ValueError(message)
+    return ImproperlyConfigured(message)
+
+
+def seconds(value: Any, *, name: str, allow_none: bool = False) -> float | None:
+    """Reads a duration given as seconds (int or float) or a ``timedelta``."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+        allowed = "seconds (int or float), a timedelta" + (" or None" if allow_none else "")
+        raise TypeError(f"{name} must be {allowed}; got {value!r}")
+    value = float(value)
+    if value < 0 or value != value or value == float("inf"):
+        raise ValueError(f"{name} must be a finite number of seconds >= 0; got {value!r}")
+    return value
+
+
+def _user_settings() -> Mapping[str, Any]:
+    try:
+        from django.conf import settings
+    except ImportError:
+        return {}
+    if not settings.configured:
+        return {}
+    restflow_settings = getattr(settings, "RESTFLOW_SETTINGS", None) or {}
+    if not isinstance(restflow_settings, Mapping):
+        raise configuration_error("RESTFLOW_SETTINGS must be a dict.")
+    cache_settings = restflow_settings.get("CACHE_SETTINGS") or {}
+    if not isinstance(cache_settings, Mapping):
+        raise configuration_error('RESTFLOW_SETTINGS["CACHE_SETTINGS"] must be a dict.')
+    return cache_settings
+
+
+def _validate(user: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(user) - set(DEFAULTS))
+    if unknown:
+        raise configuration_error(
+            f'Unknown RESTFLOW_SETTINGS["CACHE_SETTINGS"] key(s): {", ".join(unknown)}. '
+            f"Allowed keys: {', '.join(sorted(DEFAULTS))}."
+        )
+    merged = {**DEFAULTS, **user}
+    max_entries = merged["MAX_ENTRIES"]
+    if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
+        raise configuration_error(
+            f'RESTFLOW_SETTINGS["CACHE_SETTINGS"]["MAX_ENTRIES"] must be an int >= 1; '
+            f"got {max_entries!r}."
+        )
+    try:
+        merged["STALE_WHILE_REVALIDATE"] = seconds(
+            merged["STALE_WHILE_REVALIDATE"], name="STALE_WHILE_REVALIDATE"
+        )
+    except (TypeError, ValueError) as error:
+        raise configuration_error(
+            f'RESTFLOW_SETTINGS["CACHE_SETTINGS"]["STALE_WHILE_REVALIDATE"]: {error}.'
+        ) from None
+    return merged
+
+
+def cache_settings() -> dict[str, Any]:
+    """The validated settings, read once and kept until they change."""
+    global _cached
+    if _cached is None:
+        _cached = _validate(_user_settings())
+    return _cached
+
+
+def engine_settings() -> tuple[int, float]:
+    """What the engine reads on first use: ``(MAX_ENTRIES, STALE_WHILE_REVALIDATE)``."""
+    current = cache_settings()
+    return current["MAX_ENTRIES"], current["STALE_WHILE_REVALIDATE"]
+
+
+def reload() -> None:
+    """Forgets the settings read so far; the next cached call reads them again."""
+    global _cached
+    _cached = None
+    _engine.reconfigure()
+
+
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == "RESTFLOW_SETTINGS":
+        reload()
+
+
+def connect_signals() -> None:
+    """Follows ``override_settings`` and other setting changes, when Django is installed."""
+    try:
+        from django.core.signals import setting_changed
+    except ImportError:
+        return
+    setting_changed.connect(_on_setting_changed, dispatch_uid="restflow.caching.settings")
