@@ -23,7 +23,6 @@ import sys
 import timeit
 
 import cachetools
-
 from restflow.caching import cache_result
 
 ROUNDS = 15
@@ -65,9 +64,7 @@ def measure(arity: int, rounds: int, number: int) -> dict[str, float]:
     # The call expression is compiled per contender so no lambda or
     # argument unpacking is timed: just `f(5)` or `f(1, "abc", 2.5)`.
     call = ", ".join(repr(a) for a in args)
-    timers = {
-        name: timeit.Timer(f"f({call})", globals={"f": f}) for name, f in contenders.items()
-    }
+    timers = {name: timeit.Timer(f"f({call})", globals={"f": f}) for name, f in contenders.items()}
     for _ in range(rounds):
         for name, timer in timers.items():  # interleaved: noise hits everyone alike
             samples[name].append(timer.timeit(number) / number * 1e9)
@@ -80,8 +77,9 @@ def main() -> int:
     parser.add_argument("--number", type=int, default=NUMBER)
     options = parser.parse_args()
 
-    print(f"# {platform.processor() or platform.machine()}, {platform.python_implementation()} "
-          f"{platform.python_version()}, {options.rounds} interleaved rounds x {options.number} calls")
+    machine = platform.processor() or platform.machine()
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    print(f"# {machine}, {python}, {options.rounds} interleaved rounds x {options.number} calls")
     bars = {
         (1, "restflow __call__ hit"): 1.5,
         (3, "restflow __call__ hit"): 1.0,
@@ -89,7 +87,7 @@ def main() -> int:
         (3, "restflow get_with_metadata hit"): 3.0,
     }
     failed = []
-    for arity, label in ((1, 'f(5)'), (3, 'f(1, "abc", 2.5)')):
+    for arity, label in ((1, "f(5)"), (3, 'f(1, "abc", 2.5)')):
         results = measure(arity, options.rounds, options.number)
         base = results["functools.lru_cache hit"]
         print(f"\n{label}\n")

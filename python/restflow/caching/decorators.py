@@ -30,7 +30,9 @@ def _check_predicate(name: str, predicate: Callable[..., Any] | None) -> None:
     if predicate is None:
         return
     if not callable(predicate):
-        raise TypeError(f"{name} must be a callable predicate(result, *args, **kwargs); got {predicate!r}")
+        raise TypeError(
+            f"{name} must be a callable predicate(result, *args, **kwargs); got {predicate!r}"
+        )
     if inspect.iscoroutinefunction(predicate):
         raise TypeError(f"{name} is an async predicate; on a sync function it must be a plain def")
 
@@ -51,8 +53,10 @@ def _signature_spec(func: Callable[..., Any]) -> tuple[list[tuple[str, int, Any,
         for p in parameters
     ]
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    method = bool(parameters) and parameters[0].name in ("self", "cls") and (
-        parameters[0].kind in positional
+    method = (
+        bool(parameters)
+        and parameters[0].name in ("self", "cls")
+        and (parameters[0].kind in positional)
     )
     return spec, method
 
@@ -82,8 +86,13 @@ def _policy(
             return True, fixed
         chosen = ttl(result, *args, **kwargs)
         if inspect.isawaitable(chosen):
-            raise TypeError(f"the ttl of {function_name}() is an async ttl; on a sync function it must be a plain def")
-        return True, seconds(chosen, name=f"the ttl returned for {function_name}()", allow_none=True)
+            raise TypeError(
+                f"the ttl of {function_name}() is an async ttl; "
+                "on a sync function it must be a plain def"
+            )
+        return True, seconds(
+            chosen, name=f"the ttl returned for {function_name}()", allow_none=True
+        )
 
     return decide
 
@@ -121,7 +130,9 @@ def cache_result(
         fixed_ttl = seconds(ttl, name="ttl", allow_none=True)
     stale = seconds(stale_while_revalidate, name="stale_while_revalidate", allow_none=True)
     if cache_if is not None and cache_unless is not None:
-        raise ValueError("Give cache_if or cache_unless, not both: one predicate decides what is stored.")
+        raise ValueError(
+            "Give cache_if or cache_unless, not both: one predicate decides what is stored."
+        )
     _check_predicate("cache_if", cache_if)
     _check_predicate("cache_unless", cache_unless)
 

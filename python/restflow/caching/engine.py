@@ -27,7 +27,13 @@ def install() -> None:
     if _installed:
         return
     _engine.install(
-        (CacheStatus.HIT, CacheStatus.MISS, CacheStatus.STALE, CacheStatus.BYPASS, CacheStatus.REFRESH),
+        (
+            CacheStatus.HIT,
+            CacheStatus.MISS,
+            CacheStatus.STALE,
+            CacheStatus.BYPASS,
+            CacheStatus.REFRESH,
+        ),
         CACHE_MISSING,
         logger,
         settings.engine_settings,

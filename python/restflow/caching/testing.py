@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from restflow import _engine
 
@@ -33,13 +33,13 @@ class FrozenClock:
 
     def now(self) -> datetime:
         """The engine's current time, as an aware UTC datetime."""
-        return datetime.fromtimestamp(_engine.now(), timezone.utc)
+        return datetime.fromtimestamp(_engine.now(), UTC)
 
     def advance(self, seconds: float | timedelta) -> datetime:
         """Moves the clock forward and returns the new time."""
         if isinstance(seconds, timedelta):
             seconds = seconds.total_seconds()
-        return datetime.fromtimestamp(_engine.advance_clock(float(seconds)), timezone.utc)
+        return datetime.fromtimestamp(_engine.advance_clock(float(seconds)), UTC)
 
     def set(self, when: datetime) -> None:
         """Moves the clock to ``when`` (an aware datetime)."""
