@@ -66,7 +66,9 @@ struct Core {
     classes: Mutex<HashMap<usize, Arc<ClassId>>>,
 }
 
-/// A cached function, or a cached method bound to an instance.
+// A cached function, or a cached method bound to an instance. (A plain
+// comment, not a doc comment: a class docstring would shadow the `__doc__`
+// getter that answers with the wrapped function's docstring.)
 #[pyclass(
     module = "restflow._engine",
     name = "CachedWrapper",
@@ -729,6 +731,33 @@ impl CachedWrapper {
             None => Err(pyo3::exceptions::PyAttributeError::new_err(format!(
                 "'CachedWrapper' object has no attribute '{name}'"
             ))),
+        }
+    }
+
+    /// The wrapped function's docstring (also on a bound method, where a
+    /// class attribute would otherwise answer first).
+    #[getter(__doc__)]
+    fn doc(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let owner = match &slf.get().bound {
+            Some((_, unbound)) => unbound.bind(py).clone().into_any(),
+            None => slf.clone().into_any(),
+        };
+        let dict = owner.getattr(intern!(py, "__dict__"))?;
+        match dict.get_item(intern!(py, "__doc__")) {
+            Ok(doc) => Ok(doc.unbind()),
+            Err(_) => Ok(py.None()),
+        }
+    }
+
+    /// Set by `functools.update_wrapper`; kept in the instance dict.
+    #[setter(__doc__)]
+    fn set_doc(slf: &Bound<'_, Self>, doc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let dict = slf.as_any().getattr(intern!(py, "__dict__"))?;
+        match doc {
+            Some(doc) => dict.set_item(intern!(py, "__doc__"), doc),
+            None => dict.set_item(intern!(py, "__doc__"), py.None()),
         }
     }
 

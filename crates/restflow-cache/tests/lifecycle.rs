@@ -1,0 +1,276 @@
+//! The lifecycle of DESIGN.md §2 through the engine's public API, with a
+//! frozen clock: no test here sleeps to make time pass.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+
+use restflow_cache::{
+    Cache, Clock, Computed, Engine, GetError, Lifetime, MemoryStore, Refresher, Span, Status,
+    Store, Timestamp,
+};
+
+type TestEngine = Engine<u64, String, MemoryStore<u64>>;
+
+const START: i64 = 1_800_000_000_000_000;
+
+fn engine() -> Arc<TestEngine> {
+    let cache = Cache::new(
+        MemoryStore::new(1_000),
+        Clock::frozen(Timestamp::from_micros(START)),
+    );
+    Arc::new(Engine::new(cache, Refresher::new(2, 64)))
+}
+
+fn lifetime(ttl: i64, stale: i64) -> Option<Lifetime> {
+    Some(Lifetime::new(Span::from_secs(ttl), Span::from_secs(stale)))
+}
+
+fn get(engine: &TestEngine, key: &[u8], value: u64, calls: &AtomicUsize) -> (u64, Status) {
+    let served = engine
+        .get(
+            key,
+            || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok(Computed {
+                    value,
+                    lifetime: lifetime(300, 60),
+                })
+            },
+            |waiter| waiter.wait(),
+        )
+        .unwrap();
+    (*served.entry.value(), served.status)
+}
+
+#[test]
+fn fresh_then_stale_then_refreshed_then_expired() {
+    let engine = engine();
+    let calls = AtomicUsize::new(0);
+    assert_eq!(get(&engine, b"k", 1, &calls), (1, Status::Miss));
+    assert_eq!(get(&engine, b"k", 2, &calls), (1, Status::Hit));
+    let first = engine.cache().peek(b"k").unwrap().0;
+    assert_eq!(first.stamps().cached_at, Timestamp::from_micros(START));
+    assert_eq!(
+        first.stamps().fresh_until,
+        Some(Timestamp::from_micros(START + 300_000_000))
+    );
+
+    // One microsecond before the ttl ends: still fresh.
+    engine
+        .cache()
+        .clock()
+        .advance(Span::from_micros(299_999_999));
+    assert_eq!(get(&engine, b"k", 2, &calls), (1, Status::Hit));
+
+    // At the ttl: stale, served at once, and one refresh claimed.
+    engine.cache().clock().advance(Span::from_micros(1));
+    let served = engine
+        .get(
+            b"k",
+            || unreachable!("a stale read never computes inline"),
+            |w| w.wait(),
+        )
+        .unwrap();
+    assert_eq!((*served.entry.value(), served.status), (1, Status::Stale));
+    assert!(served.refresh_claimed);
+    let again = engine.get(b"k", || unreachable!(), |w| w.wait()).unwrap();
+    assert!(!again.refresh_claimed, "only one reader refreshes");
+
+    engine.schedule_refresh(b"k", served.entry.clone(), || {
+        Ok(Computed {
+            value: 2,
+            lifetime: lifetime(300, 60),
+        })
+    });
+    assert!(engine.refresher().wait_idle(Duration::from_secs(10)));
+    assert_eq!(get(&engine, b"k", 3, &calls), (2, Status::Hit));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // Past the refreshed entry's ttl and stale window: a miss.
+    engine.cache().clock().advance(Span::from_secs(360));
+    assert_eq!(get(&engine, b"k", 3, &calls), (3, Status::Miss));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_failed_refresh_keeps_the_stale_entry_and_frees_the_claim() {
+    let engine = engine();
+    let calls = AtomicUsize::new(0);
+    get(&engine, b"k", 1, &calls);
+    engine.cache().clock().advance(Span::from_secs(300));
+    let served = engine.get(b"k", || unreachable!(), |w| w.wait()).unwrap();
+    assert!(served.refresh_claimed);
+    engine.schedule_refresh(b"k", served.entry.clone(), || {
+        Err("backend down".to_string())
+    });
+    assert!(engine.refresher().wait_idle(Duration::from_secs(10)));
+    let after = engine.get(b"k", || unreachable!(), |w| w.wait()).unwrap();
+    assert_eq!((*after.entry.value(), after.status), (1, Status::Stale));
+    assert!(after.refresh_claimed, "the next stale read may try again");
+}
+
+#[test]
+fn exceptions_are_never_cached_and_reach_the_caller() {
+    let engine = engine();
+    let result = engine.get(b"k", || Err("boom".to_string()), |w| w.wait());
+    assert_eq!(result.unwrap_err(), GetError::Compute("boom".to_string()));
+    assert!(engine.cache().store().is_empty());
+    let calls = AtomicUsize::new(0);
+    assert_eq!(get(&engine, b"k", 5, &calls), (5, Status::Miss));
+}
+
+#[test]
+fn a_value_the_policy_turns_away_is_served_but_not_stored() {
+    let engine = engine();
+    let served = engine
+        .get(
+            b"k",
+            || {
+                Ok(Computed {
+                    value: 9,
+                    lifetime: None,
+                })
+            },
+            |w| w.wait(),
+        )
+        .unwrap();
+    assert_eq!(
+        (*served.entry.value(), served.status, served.stored),
+        (9, Status::Miss, false)
+    );
+    assert!(engine.cache().store().is_empty());
+}
+
+#[test]
+fn refresh_replaces_and_never_expiring_entries_stay_fresh() {
+    let engine = engine();
+    let forever = || {
+        Ok(Computed {
+            value: 1,
+            lifetime: Some(Lifetime::FOREVER),
+        })
+    };
+    engine.get(b"k", forever, |w| w.wait()).unwrap();
+    engine
+        .cache()
+        .clock()
+        .advance(Span::from_secs(10 * 365 * 24 * 3600));
+    let hit = engine.get(b"k", || unreachable!(), |w| w.wait()).unwrap();
+    assert_eq!(hit.status, Status::Hit);
+    let refreshed = engine
+        .refresh(b"k", || {
+            Ok::<_, String>(Computed {
+                value: 2,
+                lifetime: lifetime(1, 0),
+            })
+        })
+        .unwrap();
+    assert_eq!(
+        (*refreshed.entry.value(), refreshed.status),
+        (2, Status::Refresh)
+    );
+    // A refresh whose value is turned away removes the old entry.
+    engine
+        .refresh(b"k", || {
+            Ok::<_, String>(Computed {
+                value: 3,
+                lifetime: None,
+            })
+        })
+        .unwrap();
+    assert!(engine.cache().peek(b"k").is_none());
+}
+
+#[test]
+fn concurrent_misses_compute_once_and_share_the_value() {
+    let engine = engine();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(32));
+    let handles: Vec<_> = (0..32)
+        .map(|_| {
+            let (engine, calls, barrier) = (engine.clone(), calls.clone(), barrier.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                let served = engine
+                    .get(
+                        b"cold",
+                        || {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            thread::sleep(Duration::from_millis(100));
+                            Ok(Computed {
+                                value: 7,
+                                lifetime: lifetime(300, 0),
+                            })
+                        },
+                        |w| w.wait(),
+                    )
+                    .unwrap();
+                (*served.entry.value(), served.status)
+            })
+        })
+        .collect();
+    for handle in handles {
+        let (value, status) = handle.join().unwrap();
+        assert_eq!(value, 7);
+        // Waiters report MISS too; a late caller may find the stored value.
+        assert!(matches!(status, Status::Miss | Status::Hit));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn concurrent_misses_share_one_error() {
+    let engine = engine();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(32));
+    let handles: Vec<_> = (0..32)
+        .map(|_| {
+            let (engine, calls, barrier) = (engine.clone(), calls.clone(), barrier.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                engine
+                    .get(
+                        b"cold",
+                        || {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            thread::sleep(Duration::from_millis(100));
+                            Err::<Computed<u64>, _>("boom".to_string())
+                        },
+                        |w| w.wait(),
+                    )
+                    .map(|s| *s.entry.value())
+            })
+        })
+        .collect();
+    let errors = handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|r| *r == Err(GetError::Compute("boom".to_string())))
+        .count();
+    // Callers that arrive after the failure start a computation of their
+    // own; with the barrier and a 100 ms computation all 32 share the first.
+    assert_eq!(errors, 32);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(engine.cache().store().is_empty());
+}
+
+#[test]
+fn a_computation_that_needs_its_own_key_is_refused() {
+    let engine = engine();
+    let inner = engine.clone();
+    let result = engine.get(
+        b"k",
+        || {
+            let nested = inner.get(b"k", || unreachable!(), |w| w.wait());
+            assert_eq!(nested.unwrap_err(), GetError::Recursive);
+            Ok(Computed {
+                value: 1,
+                lifetime: lifetime(1, 0),
+            })
+        },
+        |w| w.wait(),
+    );
+    assert_eq!(result.unwrap().status, Status::Miss);
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite: lint and format checks, the engine's Rust tests
+# (no Python involved), then the Python tests against the built extension.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/bootstrap.sh
+# shellcheck disable=SC1091
+. .venv/bin/activate
+
+echo "== cargo fmt / clippy / ruff"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+ruff check python tests benches examples
+ruff format --check python tests benches examples
+
+echo "== cargo test (engine and bindings crates)"
+cargo test --workspace --quiet
+
+echo "== pytest"
+python -m pytest -q "$@"

@@ -1,0 +1,166 @@
+"""The memory store's bound, settings, the testing helpers and fork safety."""
+
+import gc
+import os
+import subprocess
+import sys
+import weakref
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+from restflow import _engine
+from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
+from restflow.caching.settings import cache_settings
+from restflow.caching.testing import clear_caches, frozen_clock, wait_for_refreshes
+
+
+class Payload:
+    """A value that can be weakly referenced, to watch it being freed."""
+
+    def __init__(self, n):
+        self.n = n
+
+
+def test_max_entries_bounds_the_store_and_frees_evicted_values():
+    bound = 200
+    refs = []
+
+    @cache_result(ttl=600)
+    def make(n):
+        payload = Payload(n)
+        refs.append(weakref.ref(payload))
+        return payload
+
+    with override_settings(RESTFLOW_SETTINGS={"CACHE_SETTINGS": {"MAX_ENTRIES": bound}}):
+        for n in range(bound * 10):
+            make(n)
+            assert _engine.entry_count() <= bound
+        assert _engine.max_entries() <= bound
+        gc.collect()
+        alive = sum(1 for ref in refs if ref() is not None)
+        # Exactly the stored values are alive: evicted ones were released.
+        assert alive == _engine.entry_count()
+        assert 0 < alive <= bound
+    assert _engine.max_entries() == 10_000
+
+
+def test_clear_caches_releases_every_value():
+    @cache_result(ttl=600)
+    def make(n):
+        return Payload(n)
+
+    refs = [weakref.ref(make(n)) for n in range(10)]
+    assert clear_caches() >= 10
+    gc.collect()
+    assert all(ref() is None for ref in refs)
+    assert make.get_cache_only(1) is CACHE_MISSING
+
+
+@pytest.mark.parametrize(
+    ("cache_settings_value", "match"),
+    [
+        ({"NOPE": 1}, "Unknown .*NOPE.*Allowed keys: MAX_ENTRIES, STALE_WHILE_REVALIDATE"),
+        ({"MAX_ENTRIES": 0}, "MAX_ENTRIES.*int >= 1"),
+        ({"MAX_ENTRIES": "10"}, "MAX_ENTRIES.*int >= 1"),
+        ({"STALE_WHILE_REVALIDATE": -1}, "STALE_WHILE_REVALIDATE"),
+        ({"STALE_WHILE_REVALIDATE": "soon"}, "STALE_WHILE_REVALIDATE"),
+    ],
+)
+def test_bad_settings_raise_improperly_configured(cache_settings_value, match):
+    @cache_result(ttl=60)
+    def f(x):
+        return x
+
+    with override_settings(RESTFLOW_SETTINGS={"CACHE_SETTINGS": cache_settings_value}):
+        with pytest.raises(ImproperlyConfigured, match=match):
+            f(1)
+    assert f(1) == 1  # valid again once the override ends
+
+
+def test_settings_follow_override_settings():
+    @cache_result(ttl=10)
+    def f(x):
+        return x
+
+    window = {"CACHE_SETTINGS": {"STALE_WHILE_REVALIDATE": timedelta(seconds=30)}}
+    with override_settings(RESTFLOW_SETTINGS=window), frozen_clock() as clock:
+        assert cache_settings()["STALE_WHILE_REVALIDATE"] == 30
+        f(1)
+        clock.advance(20)
+        assert f.get_with_metadata(1)[1]["cache_status"] is CacheStatus.STALE
+        wait_for_refreshes()
+    assert cache_settings()["STALE_WHILE_REVALIDATE"] == 60
+
+
+def test_defaults_apply_outside_django():
+    script = (
+        "from restflow.caching import cache_result\n"
+        "from restflow.caching.settings import cache_settings\n"
+        "@cache_result(ttl=1)\n"
+        "def f(x): return x\n"
+        "assert f(2) == 2\n"
+        "print(cache_settings())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "{'MAX_ENTRIES': 10000, 'STALE_WHILE_REVALIDATE': 0.0}"
+
+
+def test_frozen_clock_helpers():
+    moment = datetime(2030, 1, 1, tzinfo=UTC)
+
+    @cache_result(ttl=5)
+    def f(x):
+        return x
+
+    with frozen_clock(moment) as clock:
+        assert clock.now() == moment
+        _, meta = f.get_with_metadata(1)
+        assert meta["cached_at"] == "2030-01-01T00:00:00+00:00"
+        assert meta["reset_at"] == "2030-01-01T00:00:05+00:00"
+        assert clock.advance(timedelta(seconds=1.5)) == moment + timedelta(seconds=1.5)
+        _, meta = f.get_with_metadata(2)
+        assert meta["cached_at"] == "2030-01-01T00:00:01.500000+00:00"
+        clock.set(datetime(2031, 1, 1, tzinfo=UTC))
+        assert clock.now().year == 2031
+        with pytest.raises(ValueError, match="aware"):
+            clock.set(datetime(2031, 1, 1))
+    assert not _engine.clock_is_frozen()
+    with pytest.raises(ValueError, match="forward"):
+        _engine.advance_clock(-1)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_process_forked_after_first_use_works():
+    calls = []
+
+    @cache_result(ttl=10, stale_while_revalidate=60)
+    def payload(x):
+        calls.append(x)
+        return len(calls)
+
+    with frozen_clock() as clock:
+        payload(1)
+        clock.advance(11)
+        payload(1)  # starts the refresh workers in the parent
+        wait_for_refreshes()
+        clock.advance(11)
+        pid = os.fork()
+        if pid == 0:  # the child: fresh workers, the parent's entries kept
+            status = 1
+            try:
+                value, meta = payload.get_with_metadata(1)
+                assert meta["cache_status"] is CacheStatus.STALE
+                wait_for_refreshes(5)
+                value2, meta2 = payload.get_with_metadata(1)
+                assert meta2["cache_status"] is CacheStatus.HIT and value2 == value + 1
+                assert payload(2) == value2 + 1
+                status = 0
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
