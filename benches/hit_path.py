@@ -23,6 +23,7 @@ import sys
 import timeit
 
 import cachetools
+
 from restflow.caching import cache_result
 
 ROUNDS = 15

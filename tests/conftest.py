@@ -1,6 +1,7 @@
 """Every test starts with an empty cache and the real clock."""
 
 import pytest
+
 from restflow import _engine
 from restflow.caching.testing import clear_caches, wait_for_refreshes
 

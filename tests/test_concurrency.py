@@ -5,6 +5,7 @@ import threading
 import time
 
 import pytest
+
 from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 

@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
 from restflow.caching import cache_result
 
 computed: list = []

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
+
 from restflow import _engine
 from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
 from restflow.caching.settings import cache_settings

@@ -5,6 +5,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+
 from restflow.caching import CACHE_MISSING, CachedWrapper, CacheStatus, cache_result
 from restflow.caching.testing import frozen_clock
 

@@ -6,6 +6,7 @@ import threading
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
 from restflow.caching import cache_result, set_response_cache_header
 
 _versions = itertools.count(1)

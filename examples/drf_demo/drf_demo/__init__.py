@@ -1,0 +1,1 @@
+"""A small Django REST framework project that shows restflow's cache headers."""
