@@ -107,7 +107,19 @@ impl Core {
             function_id: format!("{}.{name}", type_path(&ty)),
             _type: ty.unbind(),
         });
-        let found = Arc::clone(self.classes.lock().entry(address).or_insert(made));
+        let (found, unused) = {
+            let mut classes = self.classes.lock();
+            match classes.get(&address) {
+                // Another thread named the class first; ours is dropped
+                // below, outside the lock (it holds a Python reference).
+                Some(found) => (Arc::clone(found), Some(made)),
+                None => {
+                    classes.insert(address, Arc::clone(&made));
+                    (made, None)
+                }
+            }
+        };
+        drop(unused);
         Ok(found)
     }
 
