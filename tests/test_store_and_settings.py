@@ -62,7 +62,11 @@ def test_clear_caches_releases_every_value():
 @pytest.mark.parametrize(
     ("cache_settings_value", "match"),
     [
-        ({"NOPE": 1}, "Unknown .*NOPE.*Allowed keys: MAX_ENTRIES, STALE_WHILE_REVALIDATE"),
+        (
+            {"NOPE": 1},
+            "Unknown .*NOPE.*Allowed keys: MAX_ENTRIES, MAX_KEY_PART_LENGTH, "
+            "STALE_WHILE_REVALIDATE",
+        ),
         ({"MAX_ENTRIES": 0}, "MAX_ENTRIES.*int >= 1"),
         ({"MAX_ENTRIES": "10"}, "MAX_ENTRIES.*int >= 1"),
         ({"STALE_WHILE_REVALIDATE": -1}, "STALE_WHILE_REVALIDATE"),
@@ -108,7 +112,9 @@ def test_defaults_apply_outside_django():
     out = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == "{'MAX_ENTRIES': 10000, 'STALE_WHILE_REVALIDATE': 0.0}"
+    assert out.stdout.strip() == (
+        "{'MAX_ENTRIES': 10000, 'STALE_WHILE_REVALIDATE': 0.0, 'MAX_KEY_PART_LENGTH': 250}"
+    )
 
 
 def test_frozen_clock_helpers():

@@ -212,6 +212,17 @@ impl KeyWriter {
         }
     }
 
+    /// A list written with its items sorted by their encodings: for values
+    /// whose list order carries no meaning (the caller's choice; the result
+    /// is a list like any other).
+    pub fn write_sorted_list(&mut self, mut items: Vec<KeyWriter>) {
+        items.sort_unstable_by(|a, b| a.bytes.cmp(&b.bytes));
+        self.begin_sequence(Sequence::List, items.len());
+        for item in &items {
+            self.bytes.extend_from_slice(&item.bytes);
+        }
+    }
+
     /// Starts a value of a named type that is written as one inner value
     /// (a date as its ISO text, an enum member as its value); write that
     /// inner value next. The name keeps types whose inner values coincide

@@ -18,7 +18,8 @@
 //! instead of sleeping. Keys are the canonical, type-tagged bytes written by
 //! [`key::KeyWriter`]; [`key::render`] and [`key::compose`] turn them into
 //! stable key strings. Entries live in a [`Store`]; [`MemoryStore`] is the
-//! bounded in-process one.
+//! bounded in-process one. Invalidation is by [`Scope`] generations, so it
+//! costs the same at any number of entries.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -48,6 +49,7 @@ mod flight;
 pub mod key;
 mod memory;
 mod refresh;
+mod scope;
 mod store;
 mod timestamp;
 
@@ -58,5 +60,6 @@ pub use entry::{Entry, Freshness, Lifetime, Stamps};
 pub use flight::{Join, LeaderGuard, Outcome, SingleFlight, Waiter};
 pub use memory::MemoryStore;
 pub use refresh::{Job, Refresher, Runner};
+pub use scope::{Scope, Scopes};
 pub use store::Store;
 pub use timestamp::{Span, Timestamp};

@@ -73,10 +73,21 @@ pub fn type_path(ty: &Bound<'_, PyType>) -> String {
 /// Appends `value` to `w`.
 #[inline]
 pub fn write_value(w: &mut KeyWriter, value: &Bound<'_, PyAny>) -> Encoded {
-    write_at_depth(w, value, 0)
+    write_at_depth(w, value, 0, false)
 }
 
-fn write_at_depth(w: &mut KeyWriter, value: &Bound<'_, PyAny>, depth: usize) -> Encoded {
+/// Appends `value` to `w` with every list in it sorted by its items'
+/// encodings, for key fields whose lists carry no order (`sort_lists`).
+pub fn write_value_sorting_lists(w: &mut KeyWriter, value: &Bound<'_, PyAny>) -> Encoded {
+    write_at_depth(w, value, 0, true)
+}
+
+fn write_at_depth(
+    w: &mut KeyWriter,
+    value: &Bound<'_, PyAny>,
+    depth: usize,
+    sort: bool,
+) -> Encoded {
     if depth > MAX_DEPTH {
         return Err(Unsupported {
             what: format!("containers nested deeper than {MAX_DEPTH} levels"),
@@ -107,19 +118,18 @@ fn write_at_depth(w: &mut KeyWriter, value: &Bound<'_, PyAny>, depth: usize) -> 
             return Ok(());
         }
         if ty == std::ptr::addr_of_mut!(ffi::PyTuple_Type) {
-            return write_items(
-                w,
-                Sequence::Tuple,
-                value.cast_unchecked::<PyTuple>().iter(),
-                depth,
-            );
+            let tuple = value.cast_unchecked::<PyTuple>();
+            return write_items(w, Sequence::Tuple, tuple.iter(), depth, sort);
         }
         if ty == std::ptr::addr_of_mut!(ffi::PyList_Type) {
             let list = value.cast_unchecked::<PyList>();
-            return write_items(w, Sequence::List, list.iter(), depth);
+            if sort {
+                return write_sorted_list(w, list.iter(), depth);
+            }
+            return write_items(w, Sequence::List, list.iter(), depth, sort);
         }
         if ty == std::ptr::addr_of_mut!(ffi::PyDict_Type) {
-            return write_dict(w, value.cast_unchecked::<PyDict>(), depth);
+            return write_dict(w, value.cast_unchecked::<PyDict>(), depth, sort);
         }
         if ty == std::ptr::addr_of_mut!(ffi::PyBytes_Type) {
             w.write_bytes(value.cast_unchecked::<PyBytes>().as_bytes());
@@ -127,14 +137,14 @@ fn write_at_depth(w: &mut KeyWriter, value: &Bound<'_, PyAny>, depth: usize) -> 
         }
         if ty == std::ptr::addr_of_mut!(ffi::PySet_Type) {
             let set = value.cast_unchecked::<PySet>();
-            return write_set(w, Unordered::Set, set.iter(), depth);
+            return write_set(w, Unordered::Set, set.iter(), depth, sort);
         }
         if ty == std::ptr::addr_of_mut!(ffi::PyFrozenSet_Type) {
             let set = value.cast_unchecked::<PyFrozenSet>();
-            return write_set(w, Unordered::FrozenSet, set.iter(), depth);
+            return write_set(w, Unordered::FrozenSet, set.iter(), depth, sort);
         }
     }
-    write_other(w, value, depth)
+    write_other(w, value, depth, sort)
 }
 
 #[inline]
@@ -178,20 +188,36 @@ fn write_items<'py>(
     kind: Sequence,
     items: impl ExactSizeIterator<Item = Bound<'py, PyAny>>,
     depth: usize,
+    sort: bool,
 ) -> Encoded {
     w.begin_sequence(kind, items.len());
     for item in items {
-        write_at_depth(w, &item, depth + 1)?;
+        write_at_depth(w, &item, depth + 1, sort)?;
     }
     Ok(())
 }
 
-fn write_dict(w: &mut KeyWriter, dict: &Bound<'_, PyDict>, depth: usize) -> Encoded {
+fn write_sorted_list<'py>(
+    w: &mut KeyWriter,
+    items: impl Iterator<Item = Bound<'py, PyAny>>,
+    depth: usize,
+) -> Encoded {
+    let mut encoded = Vec::new();
+    for item in items {
+        let mut one = KeyWriter::new();
+        write_at_depth(&mut one, &item, depth + 1, true)?;
+        encoded.push(one);
+    }
+    w.write_sorted_list(encoded);
+    Ok(())
+}
+
+fn write_dict(w: &mut KeyWriter, dict: &Bound<'_, PyDict>, depth: usize, sort: bool) -> Encoded {
     let mut items = Vec::with_capacity(dict.len());
     for (key, value) in dict.iter() {
         let mut pair = KeyWriter::new();
-        write_at_depth(&mut pair, &key, depth + 1)?;
-        write_at_depth(&mut pair, &value, depth + 1)?;
+        write_at_depth(&mut pair, &key, depth + 1, sort)?;
+        write_at_depth(&mut pair, &value, depth + 1, sort)?;
         items.push(pair);
     }
     w.write_unordered(Unordered::Dict, items);
@@ -203,11 +229,12 @@ fn write_set<'py>(
     kind: Unordered,
     items: impl Iterator<Item = Bound<'py, PyAny>>,
     depth: usize,
+    sort: bool,
 ) -> Encoded {
     let mut encoded = Vec::new();
     for item in items {
         let mut one = KeyWriter::new();
-        write_at_depth(&mut one, &item, depth + 1)?;
+        write_at_depth(&mut one, &item, depth + 1, sort)?;
         encoded.push(one);
     }
     w.write_unordered(kind, encoded);
@@ -216,8 +243,17 @@ fn write_set<'py>(
 
 /// Everything that is not an exact built-in type.
 #[cold]
-fn write_other(w: &mut KeyWriter, value: &Bound<'_, PyAny>, depth: usize) -> Encoded {
+fn write_other(w: &mut KeyWriter, value: &Bound<'_, PyAny>, depth: usize, sort: bool) -> Encoded {
     let py = value.py();
+    // A key field that found nothing (a missing attribute or query
+    // parameter) reports CACHE_MISSING, which no real value can equal.
+    if let Ok(hooks) = crate::runtime::hooks(py) {
+        if value.is(hooks.missing.bind(py)) {
+            w.begin_tagged("missing");
+            w.write_none();
+            return Ok(());
+        }
+    }
     let types = std_types(py).map_err(|_| unsupported(value))?;
     let is = |ty: &Py<PyType>| value.is_instance(ty.bind(py)).unwrap_or(false);
     let text = |v: &Bound<'_, PyAny>| -> Result<String, Unsupported> {
@@ -232,7 +268,7 @@ fn write_other(w: &mut KeyWriter, value: &Bound<'_, PyAny>, depth: usize) -> Enc
         // stay apart, and the key survives reordering the members.
         w.begin_tagged(&format!("enum:{}", type_path(&value.get_type())));
         let inner = value.getattr("value").map_err(|_| unsupported(value))?;
-        return write_at_depth(w, &inner, depth + 1);
+        return write_at_depth(w, &inner, depth + 1, sort);
     }
     // datetime is a subclass of date, so it is checked first.
     for (ty, name) in [
@@ -295,7 +331,7 @@ fn write_other(w: &mut KeyWriter, value: &Bound<'_, PyAny>, depth: usize) -> Enc
             }
             "tuple" => {
                 let tuple = value.cast::<PyTuple>().map_err(|_| unsupported(value))?;
-                write_items(w, Sequence::Tuple, tuple.iter(), depth)
+                write_items(w, Sequence::Tuple, tuple.iter(), depth, sort)
             }
             _ => {
                 let bytes = value.cast::<PyBytes>().map_err(|_| unsupported(value))?;

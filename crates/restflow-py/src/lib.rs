@@ -15,6 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use restflow_cache::{Span, Timestamp};
 
+mod core;
 mod encode;
 mod fastpath;
 mod runtime;
@@ -137,6 +138,30 @@ fn in_flight() -> usize {
     RUNTIME.engine.flights().in_flight()
 }
 
+/// The key string a wrapper renders for these parts: what
+/// `KeyConstructor.generate_key` returns.
+#[pyfunction]
+fn key_string(
+    py: Python<'_>,
+    namespace: &str,
+    function_id: &str,
+    partition_items: Bound<'_, PyTuple>,
+    suffix_items: Bound<'_, PyTuple>,
+) -> PyResult<String> {
+    RUNTIME.ready(py)?;
+    core::items_key_string(namespace, function_id, &partition_items, &suffix_items)
+}
+
+/// Makes every entry of the key constructor `owner`'s versions below
+/// `version` unreachable; returns how many functions' scopes that touched.
+/// One step per cached function, never per entry.
+#[pyfunction]
+fn drop_versions_below(owner: &str, version: u32) -> usize {
+    RUNTIME
+        .scopes
+        .bump_where(|labels| labels.owner == owner && labels.version < version)
+}
+
 /// Registered with `os.register_at_fork(after_in_child=...)`: the parent's
 /// computations and refresh threads do not exist in the child.
 #[pyfunction]
@@ -178,6 +203,8 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(wait_for_refreshes, m)?)?;
     m.add_function(wrap_pyfunction!(pending_refreshes, m)?)?;
     m.add_function(wrap_pyfunction!(in_flight, m)?)?;
+    m.add_function(wrap_pyfunction!(drop_versions_below, m)?)?;
+    m.add_function(wrap_pyfunction!(key_string, m)?)?;
     m.add_function(wrap_pyfunction!(after_fork_in_child, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
     Ok(())

@@ -7,14 +7,14 @@
 //! locks at the fork; the child keeps its entries, and only the flights and
 //! refresh workers (which wait or run detached) are replaced after a fork.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyTuple;
-use restflow_cache::{Cache, Clock, Engine, Job, MemoryStore, Refresher, Span, Status};
+use restflow_cache::{Cache, Clock, Engine, Job, MemoryStore, Refresher, Scopes, Span, Status};
 
 use crate::stored::Stored;
 
@@ -45,10 +45,22 @@ fn run_attached(job: Job) {
     }
 }
 
+/// What a scope (the entries of one function, or of one key identifier)
+/// belongs to, for `KeyConstructor.delete_previous_versions`.
+#[derive(Debug)]
+pub struct ScopeLabels {
+    /// The key constructor's dotted path.
+    pub owner: String,
+    /// The constructor's version.
+    pub version: u32,
+}
+
 pub struct Runtime {
     pub engine: Arc<PyEngine>,
+    pub scopes: Scopes<ScopeLabels>,
     configured: AtomicBool,
     default_stale_micros: AtomicI64,
+    max_key_part_length: AtomicUsize,
     pub shutting_down: AtomicBool,
 }
 
@@ -57,8 +69,10 @@ pub static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| Runtime {
         Cache::new(MemoryStore::new(DEFAULT_MAX_ENTRIES), Clock::system()),
         Refresher::with_runner(REFRESH_THREADS, REFRESH_QUEUE, run_attached),
     )),
+    scopes: Scopes::new(),
     configured: AtomicBool::new(false),
     default_stale_micros: AtomicI64::new(0),
+    max_key_part_length: AtomicUsize::new(250),
     shutting_down: AtomicBool::new(false),
 });
 
@@ -70,7 +84,8 @@ pub struct Hooks {
     pub missing: Py<PyAny>,
     /// `logging.getLogger("restflow.caching")`.
     pub logger: Py<PyAny>,
-    /// Returns `(max_entries, stale_while_revalidate_seconds)` from settings.
+    /// Returns `(max_entries, stale_while_revalidate_seconds,
+    /// max_key_part_length)` from settings.
     pub settings: Py<PyAny>,
 }
 
@@ -108,13 +123,14 @@ impl Runtime {
     #[cold]
     fn configure(&self, py: Python<'_>) -> PyResult<()> {
         let settings = hooks(py)?.settings.call0(py)?;
-        let (max_entries, stale): (u64, f64) = settings.extract(py)?;
+        let (max_entries, stale, max_part): (u64, f64, usize) = settings.extract(py)?;
         let stale = Span::from_secs_f64(stale).ok_or_else(|| {
             PyRuntimeError::new_err("the settings hook returned a negative stale window")
         })?;
         self.engine.cache().store().set_max_entries(max_entries);
         self.default_stale_micros
             .store(stale.as_micros(), Ordering::Release);
+        self.max_key_part_length.store(max_part, Ordering::Release);
         self.configured.store(true, Ordering::Release);
         Ok(())
     }
@@ -122,6 +138,11 @@ impl Runtime {
     /// Makes the next call read the settings again.
     pub fn reconfigure(&self) {
         self.configured.store(false, Ordering::Release);
+    }
+
+    /// Key-string parts longer than this are digested.
+    pub fn max_key_part_length(&self) -> usize {
+        self.max_key_part_length.load(Ordering::Acquire)
     }
 
     /// The stale window of wrappers that did not choose one.

@@ -46,6 +46,15 @@ struct Param {
     name: String,
     kind: Kind,
     default: Default,
+    /// The default object itself, for binding a call to a dict.
+    default_value: Option<Py<PyAny>>,
+}
+
+/// A call assigned to the parameters, before anything is encoded.
+struct Assigned<'py> {
+    slots: Vec<Option<Bound<'py, PyAny>>>,
+    extra_positional: Vec<Bound<'py, PyAny>>,
+    extra_keywords: Vec<(String, Bound<'py, PyAny>)>,
 }
 
 /// The parameters of a decorated function.
@@ -56,6 +65,8 @@ pub struct Signature {
     positional: usize,
     has_var_positional: bool,
     has_var_keyword: bool,
+    var_positional_name: Option<String>,
+    var_keyword_name: Option<String>,
     /// The first parameter is `self` or `cls`: it identifies the class the
     /// call is made on, and is not part of the arguments key.
     pub method: bool,
@@ -96,16 +107,16 @@ impl Signature {
     /// tuples, as `restflow.caching` reads them with `inspect`.
     pub fn new(function: String, spec: &Bound<'_, PyAny>, method: bool) -> PyResult<Self> {
         let mut params = Vec::new();
-        let mut has_var_positional = false;
-        let mut has_var_keyword = false;
+        let mut var_positional_name = None;
+        let mut var_keyword_name = None;
         for item in spec.try_iter()? {
             let (name, kind, default, has_default): (String, u8, Bound<'_, PyAny>, bool) =
                 item?.extract()?;
             match Kind::from_int(kind)? {
-                Kind::VarPositional => has_var_positional = true,
-                Kind::VarKeyword => has_var_keyword = true,
+                Kind::VarPositional => var_positional_name = Some(name),
+                Kind::VarKeyword => var_keyword_name = Some(name),
                 kind => {
-                    let default = if !has_default {
+                    let encoded = if !has_default {
                         Default::Required
                     } else {
                         let mut w = KeyWriter::new();
@@ -117,7 +128,8 @@ impl Signature {
                     params.push(Param {
                         name,
                         kind,
-                        default,
+                        default: encoded,
+                        default_value: has_default.then(|| default.clone().unbind()),
                     });
                 }
             }
@@ -134,8 +146,10 @@ impl Signature {
         Ok(Signature {
             params,
             positional,
-            has_var_positional,
-            has_var_keyword,
+            has_var_positional: var_positional_name.is_some(),
+            has_var_keyword: var_keyword_name.is_some(),
+            var_positional_name,
+            var_keyword_name,
             method,
             function,
         })
@@ -221,15 +235,14 @@ impl Signature {
         Ok(())
     }
 
-    /// Any call: binds like Python does, then writes in parameter order.
-    fn write_bound(
+    /// Assigns a call's arguments to the parameters, as Python would, with
+    /// Python's errors for a call that does not fit.
+    fn assign<'py>(
         &self,
-        w: &mut KeyWriter,
-        args: &Bound<'_, PyTuple>,
-        kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> Result<(), BindError> {
-        let py = args.py();
-        let mut slots: Vec<Option<Bound<'_, PyAny>>> = vec![None; self.params.len()];
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> Result<Assigned<'py>, BindError> {
+        let mut slots: Vec<Option<Bound<'py, PyAny>>> = vec![None; self.params.len()];
         let mut extra_positional = Vec::new();
         for (n, arg) in args.iter().enumerate() {
             if n < self.positional {
@@ -250,7 +263,7 @@ impl Signature {
         let mut extra_keywords = Vec::new();
         if let Some(kwargs) = kwargs {
             for (name, value) in kwargs.iter() {
-                let name_str = name
+                let name = name
                     .cast::<PyString>()
                     .map_err(PyErr::from)?
                     .to_str()?
@@ -258,28 +271,20 @@ impl Signature {
                 let found = self
                     .params
                     .iter()
-                    .position(|p| p.name == name_str && p.kind != Kind::PositionalOnly);
+                    .position(|p| p.name == name && p.kind != Kind::PositionalOnly);
                 match found {
                     Some(n) if slots[n].is_some() => {
                         return Err(PyTypeError::new_err(format!(
-                            "{}() got multiple values for argument '{name_str}'",
+                            "{}() got multiple values for argument '{name}'",
                             self.function
                         ))
                         .into())
                     }
                     Some(n) => slots[n] = Some(value),
-                    None if self.has_var_keyword => {
-                        let mut pair = KeyWriter::new();
-                        pair.write_str(&name_str);
-                        write_value(&mut pair, &value).map_err(|e| BindError::Unsupported {
-                            param: name_str.clone(),
-                            what: e.what,
-                        })?;
-                        extra_keywords.push(pair);
-                    }
+                    None if self.has_var_keyword => extra_keywords.push((name, value)),
                     None => {
                         return Err(PyTypeError::new_err(format!(
-                            "{}() got an unexpected keyword argument '{name_str}'",
+                            "{}() got an unexpected keyword argument '{name}'",
                             self.function
                         ))
                         .into())
@@ -287,26 +292,80 @@ impl Signature {
                 }
             }
         }
-        let _ = py;
-        for (n, slot) in slots.iter().enumerate() {
+        Ok(Assigned {
+            slots,
+            extra_positional,
+            extra_keywords,
+        })
+    }
+
+    /// Any call: binds like Python does, then writes in parameter order.
+    fn write_bound(
+        &self,
+        w: &mut KeyWriter,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> Result<(), BindError> {
+        let assigned = self.assign(args, kwargs)?;
+        for (n, slot) in assigned.slots.iter().enumerate() {
             if n == self.positional && self.has_var_positional {
-                self.write_extra_positional(w, &extra_positional)?;
+                self.write_extra_positional(w, &assigned.extra_positional)?;
             }
             match slot {
-                Some(value) if self.method && n == 0 => {
-                    let _ = value;
-                }
+                Some(_) if self.method && n == 0 => {}
                 Some(value) => write_value(w, value).map_err(|e| self.unsupported(n, e))?,
                 None => self.write_default(w, n)?,
             }
         }
         if self.params.len() == self.positional && self.has_var_positional {
-            self.write_extra_positional(w, &extra_positional)?;
+            self.write_extra_positional(w, &assigned.extra_positional)?;
         }
         if self.has_var_keyword {
-            w.write_unordered(Unordered::Dict, extra_keywords);
+            let mut pairs = Vec::with_capacity(assigned.extra_keywords.len());
+            for (name, value) in &assigned.extra_keywords {
+                let mut pair = KeyWriter::new();
+                pair.write_str(name);
+                write_value(&mut pair, value).map_err(|e| BindError::Unsupported {
+                    param: name.clone(),
+                    what: e.what,
+                })?;
+                pairs.push(pair);
+            }
+            w.write_unordered(Unordered::Dict, pairs);
         }
         Ok(())
+    }
+
+    /// The call as `{parameter: value}` with defaults applied, `*args` as a
+    /// tuple and `**kwargs` as a dict under their own names: what key
+    /// fields read.
+    pub fn bind_to_dict<'py>(
+        &self,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> Result<Bound<'py, PyDict>, BindError> {
+        let py = args.py();
+        let assigned = self.assign(args, kwargs)?;
+        let bound = PyDict::new(py);
+        for (n, slot) in assigned.slots.into_iter().enumerate() {
+            let param = &self.params[n];
+            match (slot, &param.default_value) {
+                (Some(value), _) => bound.set_item(&param.name, value)?,
+                (None, Some(default)) => bound.set_item(&param.name, default.bind(py))?,
+                (None, None) => return Err(self.missing(n).into()),
+            }
+        }
+        if let Some(name) = &self.var_positional_name {
+            bound.set_item(name, PyTuple::new(py, assigned.extra_positional)?)?;
+        }
+        if let Some(name) = &self.var_keyword_name {
+            let extra = PyDict::new(py);
+            for (key, value) in assigned.extra_keywords {
+                extra.set_item(key, value)?;
+            }
+            bound.set_item(name, extra)?;
+        }
+        Ok(bound)
     }
 
     fn write_extra_positional(

@@ -3,68 +3,25 @@
 //! `restflow-cache`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple, PyType};
-use restflow_cache::key::{self, KeyWriter};
-use restflow_cache::{
-    Computed, Entry, Freshness, GetError, Lifetime, Lookup, Outcome, Served, Span, Status,
-};
+use pyo3::types::{PyDict, PyString, PyTuple};
+use restflow_cache::key::KeyWriter;
+use restflow_cache::{Entry, Freshness, GetError, Lookup, Outcome, Served, Span, Status};
 
-use crate::encode::type_path;
-use crate::runtime::{hooks, log_error, status_index, SharedErr, RUNTIME};
+use crate::core::{Call, Core, Fields};
+use crate::runtime::{hooks, log_error, status_index, ScopeLabels, SharedErr, RUNTIME};
 use crate::signature::Signature;
 use crate::stored::Stored;
-
-/// Numbers wrappers and classes for the in-process key prefix.
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-/// The readable suffix of a key string is digested past this many bytes.
-const MAX_KEY_PART_LENGTH: usize = 250;
 
 /// How often a caller waiting on another's computation wakes to let Python
 /// handle signals (Ctrl-C) while it waits.
 const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(50);
-
-/// The class a method is called on: its number in key bytes, its dotted
-/// path in key strings.
-struct ClassId {
-    number: u64,
-    function_id: String,
-    /// Keeps the type alive so its address is never reused for another.
-    _type: Py<PyType>,
-}
-
-/// How long a computed value is kept.
-enum Ttl {
-    /// The same for every value; `None` never expires.
-    Fixed(Option<Span>),
-}
-
-/// What every view of one decorated function shares.
-struct Core {
-    func: Py<PyAny>,
-    /// `(result, args, kwargs) -> (store, ttl_seconds_or_None)`, built by
-    /// `restflow.caching` from `cache_if`, `cache_unless` and a callable ttl.
-    policy: Option<Py<PyAny>>,
-    ttl: Ttl,
-    /// `None`: the `STALE_WHILE_REVALIDATE` setting.
-    stale: Option<Span>,
-    signature: Signature,
-    number: u64,
-    /// Bumped by `invalidate_all`: older keys become unreachable at once
-    /// and leave the store by eviction.
-    generation: AtomicU64,
-    namespace: String,
-    function_id: String,
-    classes: Mutex<HashMap<usize, Arc<ClassId>>>,
-}
 
 // A cached function, or a cached method bound to an instance. (A plain
 // comment, not a doc comment: a class docstring would shadow the `__doc__`
@@ -83,132 +40,6 @@ pub struct CachedWrapper {
     /// For a method fetched from an instance: the instance, and the wrapper
     /// it was fetched through (for `__name__`, `__doc__` and the like).
     bound: Option<(Py<PyAny>, Py<CachedWrapper>)>,
-}
-
-/// Arguments of one call, with a bound method's instance in front.
-pub(crate) struct Call<'py> {
-    args: Bound<'py, PyTuple>,
-    kwargs: Option<Bound<'py, PyDict>>,
-}
-
-impl Core {
-    fn class_id(&self, first: &Bound<'_, PyAny>) -> PyResult<Arc<ClassId>> {
-        let ty = match first.cast::<PyType>() {
-            Ok(cls) => cls.clone(),
-            Err(_) => first.get_type(),
-        };
-        let address = ty.as_ptr() as usize;
-        if let Some(found) = self.classes.lock().get(&address) {
-            return Ok(Arc::clone(found));
-        }
-        let name: String = self.func.bind(first.py()).getattr("__name__")?.extract()?;
-        let made = Arc::new(ClassId {
-            number: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            function_id: format!("{}.{name}", type_path(&ty)),
-            _type: ty.unbind(),
-        });
-        let (found, unused) = {
-            let mut classes = self.classes.lock();
-            match classes.get(&address) {
-                // Another thread named the class first; ours is dropped
-                // below, outside the lock (it holds a Python reference).
-                Some(found) => (Arc::clone(found), Some(made)),
-                None => {
-                    classes.insert(address, Arc::clone(&made));
-                    (made, None)
-                }
-            }
-        };
-        drop(unused);
-        Ok(found)
-    }
-
-    /// Writes the in-process key of a call: wrapper number, generation and
-    /// class number (fixed width), then the canonical arguments. Returns
-    /// where the arguments start and, for methods, the class.
-    #[inline]
-    fn write_key(
-        &self,
-        w: &mut KeyWriter,
-        call: &Call<'_>,
-    ) -> PyResult<(usize, Option<Arc<ClassId>>)> {
-        let class = if self.signature.method {
-            let first = call.args.get_item(0).map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "{}() missing its first argument ('self' or 'cls')",
-                    self.function_id
-                ))
-            })?;
-            let class = self.class_id(&first)?;
-            self.write_prefix(w, Some(class.number));
-            Some(class)
-        } else {
-            self.write_prefix(w, None);
-            None
-        };
-        let start = w.len();
-        self.signature
-            .write_call(w, &call.args, call.kwargs.as_ref())
-            .map_err(|e| e.into_pyerr(&self.function_id))?;
-        Ok((start, class))
-    }
-
-    /// The fixed-width part of an in-process key: one word of wrapper
-    /// number (high half) and generation (low half), then for methods a
-    /// word of class number. Short, because every byte is hashed and
-    /// compared on every hit. (Generations wrap after 2^32
-    /// `invalidate_all` calls; an entry would have to outlive all of them
-    /// to be seen again.)
-    #[inline]
-    fn write_prefix(&self, w: &mut KeyWriter, class: Option<u64>) {
-        let generation = self.generation.load(Ordering::Acquire) & 0xFFFF_FFFF;
-        w.write_prefix_word((self.number << 32) | generation);
-        if let Some(class) = class {
-            w.write_prefix_word(class);
-        }
-    }
-
-    fn lifetime(&self, stale: Span, ttl: Option<Span>) -> Lifetime {
-        match ttl {
-            Some(ttl) => Lifetime::new(ttl, stale),
-            None => Lifetime::FOREVER,
-        }
-    }
-
-    /// Runs the function and decides whether and how long to keep its value.
-    fn compute(&self, py: Python<'_>, call: &Call<'_>) -> PyResult<Computed<Stored>> {
-        let value = self.func.bind(py).call(&call.args, call.kwargs.as_ref())?;
-        let stale = self.stale.unwrap_or_else(|| RUNTIME.default_stale());
-        let Ttl::Fixed(fixed) = self.ttl;
-        let lifetime = match &self.policy {
-            None => Some(self.lifetime(stale, fixed)),
-            Some(policy) => {
-                let decision = policy
-                    .bind(py)
-                    .call1((&value, &call.args, call.kwargs.as_ref()))?;
-                let (store, ttl): (bool, Option<f64>) = decision.extract()?;
-                if store {
-                    let ttl = match ttl {
-                        None => None,
-                        Some(secs) => Some(Span::from_secs_f64(secs).ok_or_else(|| {
-                            PyValueError::new_err(format!(
-                                "the ttl of {}() came out as {secs}: return a number of seconds \
-                                 >= 0, a timedelta, or None",
-                                self.function_id
-                            ))
-                        })?),
-                    };
-                    Some(self.lifetime(stale, ttl))
-                } else {
-                    None
-                }
-            }
-        };
-        Ok(Computed {
-            value: Stored::new(value.unbind()),
-            lifetime,
-        })
-    }
 }
 
 type PyShared = restflow_cache::Shared<Stored>;
@@ -398,7 +229,11 @@ impl CachedWrapper {
         kwnames: Option<Borrowed<'_, 'py, PyTuple>>,
         kwvalues: &[*mut pyo3::ffi::PyObject],
     ) -> PyResult<Served<Stored>> {
-        if kwnames.is_none() && self.bound.is_none() && !self.core.signature.method {
+        if kwnames.is_none()
+            && self.bound.is_none()
+            && !self.core.signature.method
+            && self.core.fields.is_none()
+        {
             let mut w = KeyWriter::new();
             self.core.write_prefix(&mut w, None);
             // SAFETY: CPython passes live objects in the argument array.
@@ -476,7 +311,10 @@ impl CachedWrapper {
     /// Built by `restflow.caching.cache_result`; not meant to be called
     /// directly.
     #[staticmethod]
-    #[pyo3(signature = (func, *, signature, method, ttl, stale, policy, namespace, function_id))]
+    #[pyo3(signature = (
+        func, *, signature, method, ttl, stale, policy, namespace, function_id,
+        owner, version, key_identifier, fields,
+    ))]
     #[allow(clippy::too_many_arguments)]
     fn create<'py>(
         py: Python<'py>,
@@ -488,6 +326,10 @@ impl CachedWrapper {
         policy: Option<Bound<'py, PyAny>>,
         namespace: String,
         function_id: String,
+        owner: String,
+        version: u32,
+        key_identifier: bool,
+        fields: Option<(Bound<'py, PyAny>, Bound<'py, PyAny>, bool)>,
     ) -> PyResult<Bound<'py, CachedWrapper>> {
         let seconds = |what: &str, secs: f64| {
             Span::from_secs_f64(secs).ok_or_else(|| {
@@ -501,16 +343,30 @@ impl CachedWrapper {
             .map(|s| seconds("stale_while_revalidate", s))
             .transpose()?;
         let signature = Signature::new(function_id.clone(), &signature, method)?;
+        let namespace_part = if version == 1 {
+            namespace
+        } else {
+            format!("{namespace}:v{version}")
+        };
+        let scope = RUNTIME.scopes.intern(
+            &format!("{namespace_part}::{function_id}"),
+            ScopeLabels { owner, version },
+        );
         let core = Arc::new(Core {
             func: func.unbind(),
             policy: policy.map(Bound::unbind),
-            ttl: Ttl::Fixed(ttl),
+            ttl,
             stale,
             signature,
-            number: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            generation: AtomicU64::new(0),
-            namespace,
+            scope,
+            namespace: namespace_part,
             function_id,
+            shared_identity: key_identifier,
+            fields: fields.map(|(build, partition, partitioned)| Fields {
+                build: build.unbind(),
+                partition: partition.unbind(),
+                partitioned,
+            }),
             classes: Mutex::new(HashMap::new()),
         });
         CachedWrapper::make(py, core, None)
@@ -658,18 +514,15 @@ impl CachedWrapper {
     #[pyo3(signature = (*args, **kwargs))]
     fn get_cache_key<'py>(
         &self,
+        py: Python<'py>,
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<String> {
+        RUNTIME.ready(py)?;
         let call = self.call(args, kwargs)?;
         let mut w = KeyWriter::new();
-        let (start, class) = self.core.write_key(&mut w, &call)?;
-        let suffix = key::render_part(&w.as_bytes()[start..], MAX_KEY_PART_LENGTH)
-            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-        let function_id = class
-            .as_ref()
-            .map_or(self.core.function_id.as_str(), |c| c.function_id.as_str());
-        Ok(key::compose(&self.core.namespace, function_id, "", &suffix))
+        let layout = self.core.write_key(&mut w, &call)?;
+        self.core.key_string(&w, &layout)
     }
 
     /// Drops the entry of one call. Returns whether there was one.
@@ -689,7 +542,28 @@ impl CachedWrapper {
     /// Drops every entry of this function at once (O(1)): their keys become
     /// unreachable and they leave the store by eviction.
     fn invalidate_all(&self) {
-        self.core.generation.fetch_add(1, Ordering::AcqRel);
+        self.core.scope.bump();
+    }
+
+    /// Drops every entry of one partition at once (O(1)). The arguments
+    /// bind to the function's signature like a call, but only the key
+    /// constructor's partition fields need values; without partition
+    /// fields this drops every entry of the function.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn delete_by_prefix<'py>(
+        &self,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<()> {
+        if !self.core.partitioned() {
+            self.core.scope.bump();
+            return Ok(());
+        }
+        let call = self.call(args, kwargs)?;
+        let mut partition = KeyWriter::new();
+        self.core.write_partition(&mut partition, &call)?;
+        self.core.scope.bump_partition(partition.as_bytes());
+        Ok(())
     }
 
     /// The undecorated function.

@@ -16,12 +16,15 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from restflow._engine import CachedWrapper
+from restflow.caching.key_constructor import (
+    DefaultKeyConstructor,
+    KeyConstructor,
+    register,
+    resolve,
+)
 from restflow.caching.settings import seconds
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-#: The namespace part of key strings (key constructors will let it change).
-DEFAULT_NAMESPACE = "default"
 
 TtlArg = int | float | timedelta | None | Callable[..., Any]
 
@@ -100,6 +103,7 @@ def _policy(
 def cache_result(
     ttl: TtlArg = 3600,
     *,
+    key_constructor: type[KeyConstructor] | KeyConstructor | dict[str, Any] = DefaultKeyConstructor,
     stale_while_revalidate: int | float | timedelta | None = None,
     cache_if: Callable[..., Any] | None = None,
     cache_unless: Callable[..., Any] | None = None,
@@ -109,6 +113,10 @@ def cache_result(
     :param ttl: how long a value stays fresh: seconds (int or float), a
         ``timedelta``, ``None`` (never expires), or a callable
         ``ttl(result, *args, **kwargs)`` that returns one of those.
+    :param key_constructor: which parts of a call make the key: a
+        :class:`KeyConstructor` subclass or instance, a dict of
+        ``InlineKeyConstructor`` arguments, or a dict of key fields. The
+        default keys by every argument.
     :param stale_while_revalidate: seconds after the ttl during which the old
         value is still served (status STALE) while one background refresh
         runs. ``None`` takes ``CACHE_SETTINGS["STALE_WHILE_REVALIDATE"]``.
@@ -135,6 +143,8 @@ def cache_result(
         )
     _check_predicate("cache_if", cache_if)
     _check_predicate("cache_unless", cache_unless)
+    constructor = resolve(key_constructor)
+    meta = type(constructor)._meta
 
     def decorator(func: Callable[..., Any]) -> CachedWrapper:
         if isinstance(func, (classmethod, staticmethod)):
@@ -150,7 +160,10 @@ def cache_result(
                 "functions in this release."
             )
         spec, method = _signature_spec(func)
-        function_id = f"{func.__module__}.{func.__qualname__}"
+        function_id = meta.key_identifier or f"{func.__module__}.{func.__qualname__}"
+        # The default constructor keys by every argument, which the engine
+        # does on its own: no Python runs to build those keys.
+        fields = None if type(constructor) is DefaultKeyConstructor else constructor.compile(func)
         wrapper = CachedWrapper.create(
             func,
             signature=spec,
@@ -158,10 +171,16 @@ def cache_result(
             ttl=fixed_ttl,
             stale=stale,
             policy=_policy(ttl, cache_if, cache_unless, function_id),
-            namespace=DEFAULT_NAMESPACE,
+            namespace=meta.namespace or "default",
             function_id=function_id,
+            owner=type(constructor).owner(),
+            version=meta.version,
+            key_identifier=bool(meta.key_identifier),
+            fields=fields,
         )
         functools.update_wrapper(wrapper, func)
+        wrapper.key_constructor = constructor
+        register(wrapper, constructor)
         return wrapper
 
     return decorator

@@ -24,6 +24,9 @@ DEFAULTS: dict[str, Any] = {
     # Seconds an entry may be served stale, while one background refresh
     # runs, after its ttl ends. 0 turns stale serving off.
     "STALE_WHILE_REVALIDATE": 0,
+    # Parts of a key string (the partition, the arguments) longer than this
+    # many characters are replaced by their 128-bit digest.
+    "MAX_KEY_PART_LENGTH": 250,
 }
 
 _cached: dict[str, Any] | None = None
@@ -83,6 +86,12 @@ def _validate(user: Mapping[str, Any]) -> dict[str, Any]:
             f'RESTFLOW_SETTINGS["CACHE_SETTINGS"]["MAX_ENTRIES"] must be an int >= 1; '
             f"got {max_entries!r}."
         )
+    max_part = merged["MAX_KEY_PART_LENGTH"]
+    if isinstance(max_part, bool) or not isinstance(max_part, int) or max_part < 40:
+        raise configuration_error(
+            f'RESTFLOW_SETTINGS["CACHE_SETTINGS"]["MAX_KEY_PART_LENGTH"] must be an int >= 40 '
+            f"(a digest takes 33); got {max_part!r}."
+        )
     try:
         merged["STALE_WHILE_REVALIDATE"] = seconds(
             merged["STALE_WHILE_REVALIDATE"], name="STALE_WHILE_REVALIDATE"
@@ -102,10 +111,15 @@ def cache_settings() -> dict[str, Any]:
     return _cached
 
 
-def engine_settings() -> tuple[int, float]:
-    """What the engine reads on first use: ``(MAX_ENTRIES, STALE_WHILE_REVALIDATE)``."""
+def engine_settings() -> tuple[int, float, int]:
+    """What the engine reads on first use:
+    ``(MAX_ENTRIES, STALE_WHILE_REVALIDATE, MAX_KEY_PART_LENGTH)``."""
     current = cache_settings()
-    return current["MAX_ENTRIES"], current["STALE_WHILE_REVALIDATE"]
+    return (
+        current["MAX_ENTRIES"],
+        current["STALE_WHILE_REVALIDATE"],
+        current["MAX_KEY_PART_LENGTH"],
+    )
 
 
 def reload() -> None:

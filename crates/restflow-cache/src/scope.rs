@@ -1,0 +1,172 @@
+//! Generations: invalidation that costs the same however many entries
+//! there are.
+//!
+//! Every key starts with its scope's number and generation, and carries the
+//! generation of its partition. Bumping a generation makes every key built
+//! before it unreachable at once; the entries themselves are never looked
+//! for, and leave the store by expiry or eviction. Nothing is ever scanned.
+//!
+//! A scope is what entries are shared under: one cached function, or
+//! several that share a key identifier. Scopes are interned by their
+//! identity string, so two wrappers with one identity share entries and
+//! generations.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+type Hasher = foldhash::fast::RandomState;
+
+/// The generations of one scope.
+#[derive(Debug)]
+pub struct Scope<L> {
+    number: u32,
+    labels: L,
+    generation: AtomicU64,
+    /// Only partitions that were ever dropped are here; an absent
+    /// partition is at generation 0.
+    partitions: Mutex<HashMap<Box<[u8]>, u64, Hasher>>,
+}
+
+impl<L> Scope<L> {
+    /// The scope's number, unique in the process.
+    #[inline]
+    pub fn number(&self) -> u32 {
+        self.number
+    }
+
+    /// What the scope was registered with.
+    pub fn labels(&self) -> &L {
+        &self.labels
+    }
+
+    /// The current generation of the whole scope.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Makes every entry of the scope unreachable.
+    pub fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The current generation of one partition (its encoded values).
+    #[inline]
+    pub fn partition_generation(&self, partition: &[u8]) -> u64 {
+        let partitions = self.partitions.lock();
+        if partitions.is_empty() {
+            return 0;
+        }
+        partitions.get(partition).copied().unwrap_or(0)
+    }
+
+    /// Makes every entry of one partition unreachable.
+    pub fn bump_partition(&self, partition: &[u8]) {
+        *self.partitions.lock().entry(partition.into()).or_insert(0) += 1;
+    }
+
+    /// The first word of every key in the scope: the number in the high
+    /// half, the generation's low 32 bits in the low half. (A generation
+    /// wraps after 2^32 bumps; an entry would have to outlive all of them
+    /// to be reachable again.)
+    #[inline]
+    pub fn key_word(&self) -> u64 {
+        (u64::from(self.number) << 32) | (self.generation() & 0xFFFF_FFFF)
+    }
+}
+
+/// Every scope of the process, by identity.
+#[derive(Debug)]
+pub struct Scopes<L> {
+    next: AtomicU32,
+    by_identity: Mutex<HashMap<String, Arc<Scope<L>>, Hasher>>,
+}
+
+impl<L> Default for Scopes<L> {
+    fn default() -> Self {
+        Scopes {
+            next: AtomicU32::new(1),
+            by_identity: Mutex::new(HashMap::default()),
+        }
+    }
+}
+
+impl<L> Scopes<L> {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The scope of `identity`, registering it with `labels` if it is new
+    /// (the labels of an existing scope are kept).
+    pub fn intern(&self, identity: &str, labels: L) -> Arc<Scope<L>> {
+        let mut scopes = self.by_identity.lock();
+        if let Some(scope) = scopes.get(identity) {
+            return Arc::clone(scope);
+        }
+        let scope = Arc::new(Scope {
+            number: self.next.fetch_add(1, Ordering::Relaxed),
+            labels,
+            generation: AtomicU64::new(0),
+            partitions: Mutex::new(HashMap::default()),
+        });
+        scopes.insert(identity.to_owned(), Arc::clone(&scope));
+        scope
+    }
+
+    /// Bumps every scope whose labels match; returns how many matched.
+    /// Costs one step per scope (per cached function), never per entry.
+    pub fn bump_where(&self, mut matches: impl FnMut(&L) -> bool) -> usize {
+        let scopes: Vec<_> = self.by_identity.lock().values().cloned().collect();
+        let mut bumped = 0;
+        for scope in scopes.iter().filter(|s| matches(&s.labels)) {
+            scope.bump();
+            bumped += 1;
+        }
+        bumped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_identity_one_scope() {
+        let scopes: Scopes<&str> = Scopes::new();
+        let a = scopes.intern("ns::f", "first");
+        let b = scopes.intern("ns::f", "second");
+        let c = scopes.intern("ns::g", "third");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(*b.labels(), "first");
+        assert_ne!(a.number(), c.number());
+    }
+
+    #[test]
+    fn bumps_change_the_key_word_and_partition_generations() {
+        let scopes: Scopes<()> = Scopes::new();
+        let scope = scopes.intern("s", ());
+        let before = scope.key_word();
+        scope.bump();
+        assert_ne!(scope.key_word(), before);
+        assert_eq!(scope.key_word() >> 32, u64::from(scope.number()));
+        assert_eq!(scope.partition_generation(b"tenant-a"), 0);
+        scope.bump_partition(b"tenant-a");
+        scope.bump_partition(b"tenant-a");
+        assert_eq!(scope.partition_generation(b"tenant-a"), 2);
+        assert_eq!(scope.partition_generation(b"tenant-b"), 0);
+    }
+
+    #[test]
+    fn bump_where_touches_only_matching_scopes() {
+        let scopes: Scopes<u32> = Scopes::new();
+        let v1 = scopes.intern("c:v1", 1);
+        let v2 = scopes.intern("c:v2", 2);
+        assert_eq!(scopes.bump_where(|version| *version < 2), 1);
+        assert_eq!(v1.generation(), 1);
+        assert_eq!(v2.generation(), 0);
+    }
+}

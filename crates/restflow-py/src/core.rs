@@ -1,0 +1,394 @@
+//! What every view of one decorated function shares: the function, its
+//! signature, how long its values live, and how a call becomes a key.
+//!
+//! A call becomes a key in one of two ways:
+//!
+//! * **arguments** (the default key constructor): every bound argument,
+//!   encoded straight from the call, with no Python code run;
+//! * **fields** (a key constructor): Python reads the key fields from the
+//!   bound arguments and hands back `(partition_items, suffix_items)`, each
+//!   item `(label, value, hashed, sort_lists)`; the values are encoded here.
+//!
+//! The in-process key is `[scope word][class word?][partition generation?]
+//! [partition][suffix]`: the scope word carries the scope's generation, so
+//! `invalidate_all` is one increment, and the partition's generation comes
+//! from the scope's table, so dropping a partition is one increment too.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple, PyType};
+use restflow_cache::key::{self, KeyWriter, Sequence};
+use restflow_cache::{Computed, Lifetime, Scope, Span};
+
+use crate::encode::{type_path, write_value, write_value_sorting_lists, Unsupported};
+use crate::runtime::{ScopeLabels, RUNTIME};
+use crate::signature::Signature;
+use crate::stored::Stored;
+
+/// Numbers classes for the in-process key.
+static NEXT_CLASS: AtomicU64 = AtomicU64::new(1);
+
+/// The class a method is called on: its number in key bytes, its dotted
+/// path in key strings.
+pub(crate) struct ClassId {
+    number: u64,
+    pub function_id: String,
+    /// Keeps the type alive so its address is never reused for another.
+    _type: Py<PyType>,
+}
+
+/// The Python side of a key constructor.
+pub(crate) struct Fields {
+    /// `build(bound_arguments) -> (partition_items, suffix_items)`.
+    pub build: Py<PyAny>,
+    /// `partition(args, kwargs) -> partition_items`, binding partially:
+    /// what `delete_by_prefix` and `wipe` use.
+    pub partition: Py<PyAny>,
+    /// Whether the constructor has partition fields at all.
+    pub partitioned: bool,
+}
+
+/// Arguments of one call, with a bound method's instance in front.
+pub(crate) struct Call<'py> {
+    pub args: Bound<'py, PyTuple>,
+    pub kwargs: Option<Bound<'py, PyDict>>,
+}
+
+/// Where the parts of a written key are, for rendering its string.
+pub(crate) struct Layout {
+    pub class: Option<Arc<ClassId>>,
+    pub parts: Parts,
+}
+
+pub(crate) enum Parts {
+    /// The arguments start at this offset and run to the end.
+    Arguments(usize),
+    /// Labelled values of the partition and of the suffix.
+    Fields {
+        partition: Vec<(String, Range<usize>)>,
+        suffix: Vec<(String, Range<usize>)>,
+        partition_bytes: Range<usize>,
+        suffix_bytes: Range<usize>,
+    },
+}
+
+pub(crate) struct Core {
+    pub func: Py<PyAny>,
+    /// `(result, args, kwargs) -> (store, ttl_seconds_or_None)`, built by
+    /// `restflow.caching` from `cache_if`, `cache_unless` and a callable ttl.
+    pub policy: Option<Py<PyAny>>,
+    /// The same for every value; `None` never expires.
+    pub ttl: Option<Span>,
+    /// `None`: the `STALE_WHILE_REVALIDATE` setting.
+    pub stale: Option<Span>,
+    pub signature: Signature,
+    pub scope: Arc<Scope<ScopeLabels>>,
+    /// `<namespace>` or `<namespace>:v<version>`.
+    pub namespace: String,
+    /// `module.qualname`, or the constructor's key identifier.
+    pub function_id: String,
+    /// A key identifier names the entries: methods of different classes
+    /// share them too, so no class goes into the key.
+    pub shared_identity: bool,
+    pub fields: Option<Fields>,
+    pub classes: Mutex<HashMap<usize, Arc<ClassId>>>,
+}
+
+impl Core {
+    fn class_id(&self, first: &Bound<'_, PyAny>) -> PyResult<Arc<ClassId>> {
+        let ty = match first.cast::<PyType>() {
+            Ok(cls) => cls.clone(),
+            Err(_) => first.get_type(),
+        };
+        let address = ty.as_ptr() as usize;
+        if let Some(found) = self.classes.lock().get(&address) {
+            return Ok(Arc::clone(found));
+        }
+        let name: String = self.func.bind(first.py()).getattr("__name__")?.extract()?;
+        let made = Arc::new(ClassId {
+            number: NEXT_CLASS.fetch_add(1, Ordering::Relaxed),
+            function_id: format!("{}.{name}", type_path(&ty)),
+            _type: ty.unbind(),
+        });
+        let (found, unused) = {
+            let mut classes = self.classes.lock();
+            match classes.get(&address) {
+                // Another thread named the class first; ours is dropped
+                // below, outside the lock (it holds a Python reference).
+                Some(found) => (Arc::clone(found), Some(made)),
+                None => {
+                    classes.insert(address, Arc::clone(&made));
+                    (made, None)
+                }
+            }
+        };
+        drop(unused);
+        Ok(found)
+    }
+
+    /// The first words of every key of this function: the scope word, and
+    /// for methods the class number.
+    #[inline]
+    pub fn write_prefix(&self, w: &mut KeyWriter, class: Option<&ClassId>) {
+        w.write_prefix_word(self.scope.key_word());
+        if let Some(class) = class {
+            w.write_prefix_word(class.number);
+        }
+    }
+
+    /// Writes the in-process key of a call.
+    pub fn write_key(&self, w: &mut KeyWriter, call: &Call<'_>) -> PyResult<Layout> {
+        let class = if self.signature.method && !self.shared_identity {
+            let first = call.args.get_item(0).map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "{}() missing its first argument ('self' or 'cls')",
+                    self.function_id
+                ))
+            })?;
+            Some(self.class_id(&first)?)
+        } else {
+            None
+        };
+        let Some(fields) = &self.fields else {
+            self.write_prefix(w, class.as_deref());
+            let start = w.len();
+            self.signature
+                .write_call(w, &call.args, call.kwargs.as_ref())
+                .map_err(|e| e.into_pyerr(&self.function_id))?;
+            return Ok(Layout {
+                class,
+                parts: Parts::Arguments(start),
+            });
+        };
+        let py = call.args.py();
+        let bound = self
+            .signature
+            .bind_to_dict(&call.args, call.kwargs.as_ref())
+            .map_err(|e| e.into_pyerr(&self.function_id))?;
+        let built = fields.build.bind(py).call1((bound,))?;
+        let (partition_items, suffix_items): (Bound<'_, PyTuple>, Bound<'_, PyTuple>) =
+            built.extract()?;
+        let mut partition = KeyWriter::new();
+        let partition_labels = self.write_items(&mut partition, &partition_items)?;
+        self.write_prefix(w, class.as_deref());
+        if fields.partitioned {
+            w.write_prefix_word(self.scope.partition_generation(partition.as_bytes()));
+        }
+        let partition_start = w.len();
+        w.write_encoded(partition.as_bytes());
+        let suffix_start = w.len();
+        let suffix_labels = self.write_items(w, &suffix_items)?;
+        // The partition's ranges are relative to its own writer.
+        let partition_labels = partition_labels
+            .into_iter()
+            .map(|(label, r)| (label, r.start + partition_start..r.end + partition_start))
+            .collect();
+        Ok(Layout {
+            class,
+            parts: Parts::Fields {
+                partition: partition_labels,
+                suffix: suffix_labels,
+                partition_bytes: partition_start..suffix_start,
+                suffix_bytes: suffix_start..w.len(),
+            },
+        })
+    }
+
+    fn write_items(
+        &self,
+        w: &mut KeyWriter,
+        items: &Bound<'_, PyTuple>,
+    ) -> PyResult<Vec<(String, Range<usize>)>> {
+        write_items(w, items, &self.function_id)
+    }
+    /// Writes the encoded partition of a partial call (`delete_by_prefix`,
+    /// `wipe`), exactly as [`Core::write_key`] writes it.
+    pub fn write_partition(&self, w: &mut KeyWriter, call: &Call<'_>) -> PyResult<()> {
+        let Some(fields) = &self.fields else {
+            return Ok(());
+        };
+        let items = fields
+            .partition
+            .bind(call.args.py())
+            .call1((&call.args, call.kwargs.as_ref()))?;
+        self.write_items(w, items.cast::<PyTuple>()?)?;
+        Ok(())
+    }
+
+    /// Whether keys have a partition part.
+    pub fn partitioned(&self) -> bool {
+        self.fields.as_ref().is_some_and(|f| f.partitioned)
+    }
+
+    /// The key string of a written key:
+    /// `<namespace>::<function id>::<partition>::<suffix>`.
+    pub fn key_string(&self, w: &KeyWriter, layout: &Layout) -> PyResult<String> {
+        let max = RUNTIME.max_key_part_length();
+        let bytes = w.as_bytes();
+        let function_id = match (&layout.class, self.shared_identity) {
+            (Some(class), false) => class.function_id.as_str(),
+            _ => self.function_id.as_str(),
+        };
+        let malformed = |e: key::Malformed| PyValueError::new_err(e.to_string());
+        let (partition, suffix) = match &layout.parts {
+            Parts::Arguments(start) => (
+                String::new(),
+                key::render_part(&bytes[*start..], max).map_err(malformed)?,
+            ),
+            Parts::Fields {
+                partition,
+                suffix,
+                partition_bytes,
+                suffix_bytes,
+            } => (
+                render_labelled(bytes, partition, &bytes[partition_bytes.clone()], max)
+                    .map_err(malformed)?,
+                render_labelled(bytes, suffix, &bytes[suffix_bytes.clone()], max)
+                    .map_err(malformed)?,
+            ),
+        };
+        Ok(key::compose(
+            &self.namespace,
+            function_id,
+            &partition,
+            &suffix,
+        ))
+    }
+
+    /// Runs the function and decides whether and how long to keep its value.
+    pub fn compute(&self, py: Python<'_>, call: &Call<'_>) -> PyResult<Computed<Stored>> {
+        let value = self.func.bind(py).call(&call.args, call.kwargs.as_ref())?;
+        let stale = self.stale.unwrap_or_else(|| RUNTIME.default_stale());
+        let lifetime = |ttl: Option<Span>| match ttl {
+            Some(ttl) => Lifetime::new(ttl, stale),
+            None => Lifetime::FOREVER,
+        };
+        let lifetime = match &self.policy {
+            None => Some(lifetime(self.ttl)),
+            Some(policy) => {
+                let decision = policy
+                    .bind(py)
+                    .call1((&value, &call.args, call.kwargs.as_ref()))?;
+                let (store, ttl): (bool, Option<f64>) = decision.extract()?;
+                if store {
+                    let ttl = match ttl {
+                        None => None,
+                        Some(secs) => Some(Span::from_secs_f64(secs).ok_or_else(|| {
+                            PyValueError::new_err(format!(
+                                "the ttl of {}() came out as {secs}: return a number of seconds \
+                                 >= 0, a timedelta, or None",
+                                self.function_id
+                            ))
+                        })?),
+                    };
+                    Some(lifetime(ttl))
+                } else {
+                    None
+                }
+            }
+        };
+        Ok(Computed {
+            value: Stored::new(value.unbind()),
+            lifetime,
+        })
+    }
+}
+
+/// Writes labelled items as a counted tuple of `label, value` pairs;
+/// returns each value's label and byte range in `w`. Items are
+/// `(label, value, hashed, sort_lists)` tuples made by the key constructor.
+pub(crate) fn write_items(
+    w: &mut KeyWriter,
+    items: &Bound<'_, PyTuple>,
+    function_id: &str,
+) -> PyResult<Vec<(String, Range<usize>)>> {
+    w.begin_sequence(Sequence::Tuple, items.len());
+    let mut labels = Vec::with_capacity(items.len());
+    for item in items.iter() {
+        let (label, value, hashed, sort_lists): (String, Bound<'_, PyAny>, bool, bool) =
+            item.extract()?;
+        w.write_str(&label);
+        let start = w.len();
+        let encode = |w: &mut KeyWriter| {
+            if sort_lists {
+                write_value_sorting_lists(w, &value)
+            } else {
+                write_value(w, &value)
+            }
+        };
+        let encoded = if hashed {
+            // A hashed field keeps only a fixed digest of its value.
+            let mut full = KeyWriter::new();
+            encode(&mut full).map(|()| w.write_str(&key::digest(full.as_bytes())))
+        } else {
+            encode(w)
+        };
+        encoded.map_err(|Unsupported { what }| {
+            PyTypeError::new_err(format!(
+                "cache_result cannot build a cache key for '{label}' of {}(): it is {what}, \
+                 which has no canonical encoding. Give the key field a normalizer (or a \
+                 path) that turns it into None, bool, int, float, str, bytes, a container \
+                 of those, a date/time, Decimal, UUID or an Enum member.",
+                function_id
+            ))
+        })?;
+        labels.push((label, start..w.len()));
+    }
+    Ok(labels)
+}
+
+/// The key string for labelled items, as a wrapper with these parts would
+/// render it (what `KeyConstructor.generate_key` returns).
+pub(crate) fn items_key_string(
+    namespace: &str,
+    function_id: &str,
+    partition_items: &Bound<'_, PyTuple>,
+    suffix_items: &Bound<'_, PyTuple>,
+) -> PyResult<String> {
+    let max = RUNTIME.max_key_part_length();
+    let malformed = |e: key::Malformed| PyValueError::new_err(e.to_string());
+    let mut partition = KeyWriter::new();
+    let labels = write_items(&mut partition, partition_items, function_id)?;
+    let partition_text = render_labelled(partition.as_bytes(), &labels, partition.as_bytes(), max)
+        .map_err(malformed)?;
+    let mut suffix = KeyWriter::new();
+    let labels = write_items(&mut suffix, suffix_items, function_id)?;
+    let suffix_text =
+        render_labelled(suffix.as_bytes(), &labels, suffix.as_bytes(), max).map_err(malformed)?;
+    Ok(key::compose(
+        namespace,
+        function_id,
+        &partition_text,
+        &suffix_text,
+    ))
+}
+
+/// `label=value,label=value`, or `h` and the digest of the part's bytes
+/// when that is longer than `max` (labels are identifiers and dotted paths,
+/// so `=` and `,` cannot be forged).
+fn render_labelled(
+    bytes: &[u8],
+    labels: &[(String, Range<usize>)],
+    part: &[u8],
+    max: usize,
+) -> Result<String, key::Malformed> {
+    let mut text = String::new();
+    for (n, (label, range)) in labels.iter().enumerate() {
+        if n > 0 {
+            text.push(',');
+        }
+        text.push_str(label);
+        text.push('=');
+        text.push_str(&key::render(&bytes[range.clone()])?);
+    }
+    if text.len() > max {
+        return Ok(format!("h{}", key::digest(part)));
+    }
+    Ok(text)
+}

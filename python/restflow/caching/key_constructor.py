@@ -1,0 +1,356 @@
+"""Key constructors: which parts of a call make its cache key.
+
+::
+
+    class TenantKeyConstructor(KeyConstructor):
+        tenant = RequestValueKeyField("META.HTTP_X_TENANT", partition=True)
+        page = QueryParamsKeyField(["page"])
+
+        class Meta:
+            namespace = "reports"
+            version = 2
+
+    @cache_result(ttl=300, key_constructor=TenantKeyConstructor)
+    def report(request): ...
+
+A key is ``<namespace>::<function id>::<partition>::<suffix>``: partition
+fields form the partition, the others the suffix. Invalidation never scans
+the store: ``delete_by_prefix`` (one partition), ``invalidate_all`` (one
+function) and :meth:`KeyConstructor.wipe` (every function of a constructor)
+each bump a generation that every key carries, so old entries become
+unreachable at once and leave by expiry or eviction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+from restflow import _engine
+from restflow.caching.key_fields import (
+    ArgsKeyField,
+    CacheKeyField,
+    CallShape,
+    KeyFieldError,
+    bind_arguments,
+)
+
+__all__ = ["DefaultKeyConstructor", "InlineKeyConstructor", "KeyConstructor"]
+
+_META_OPTIONS = {"namespace": str, "version": int, "key_identifier": str}
+
+#: Every cached function with its constructor, for ``wipe``.
+_registry: weakref.WeakKeyDictionary[Any, KeyConstructor] = weakref.WeakKeyDictionary()
+_registry_lock = threading.Lock()
+
+
+class Options:
+    """A constructor's ``Meta``: namespace, version and key identifier."""
+
+    def __init__(self, namespace: str = "", version: int = 1, key_identifier: str = "") -> None:
+        self.namespace = namespace
+        self.version = version
+        self.key_identifier = key_identifier
+
+    @property
+    def namespace_part(self) -> str:
+        """The namespace as it stands in key strings."""
+        namespace = self.namespace or "default"
+        return namespace if self.version == 1 else f"{namespace}:v{self.version}"
+
+
+def _read_meta(name: str, meta: type | None, inherited: Options) -> Options:
+    if meta is None:
+        return Options(inherited.namespace, inherited.version, inherited.key_identifier)
+    given = {key: value for key, value in vars(meta).items() if not key.startswith("__")}
+    unknown = sorted(set(given) - set(_META_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"{name}.Meta has unknown option(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(_META_OPTIONS)}."
+        )
+    for option, kind in _META_OPTIONS.items():
+        if option in given and (
+            not isinstance(given[option], kind) or isinstance(given[option], bool)
+        ):
+            raise TypeError(
+                f"{name}.Meta.{option} must be a {kind.__name__}; got {given[option]!r}."
+            )
+    options = Options(
+        given.get("namespace", inherited.namespace),
+        given.get("version", inherited.version),
+        given.get("key_identifier", inherited.key_identifier),
+    )
+    if ":" in options.namespace or options.namespace != options.namespace.strip():
+        raise TypeError(
+            f"{name}.Meta.namespace must not contain ':' or surrounding spaces; "
+            f"got {options.namespace!r}."
+        )
+    if options.version < 1:
+        raise TypeError(f"{name}.Meta.version must be an int >= 1; got {options.version!r}.")
+    if "::" in options.key_identifier:
+        raise TypeError(
+            f"{name}.Meta.key_identifier must not contain '::'; got {options.key_identifier!r}."
+        )
+    return options
+
+
+class KeyConstructorMeta(type):
+    """Collects the :class:`CacheKeyField` attributes of a constructor class,
+    inherited ones first, a subclass's field of the same name winning, and
+    checks its ``Meta``."""
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], attrs: dict[str, Any]):
+        meta = attrs.pop("Meta", None)
+        cls = super().__new__(mcs, name, bases, attrs)
+        fields: dict[str, CacheKeyField] = {}
+        for base in reversed(cls.__mro__[1:]):
+            fields.update(getattr(base, "_declared_fields", {}))
+        fields.update({k: v for k, v in attrs.items() if isinstance(v, CacheKeyField)})
+        cls._declared_fields = dict(sorted(fields.items()))
+        inherited = getattr(cls, "_meta", Options())
+        cls._meta = _read_meta(name, meta, inherited)
+        return cls
+
+
+class KeyConstructor(metaclass=KeyConstructorMeta):
+    """Declares the key of a cached function with key fields (see the module docs)."""
+
+    _declared_fields: ClassVar[dict[str, CacheKeyField]]
+    _meta: ClassVar[Options]
+
+    # -- introspection -------------------------------------------------------
+
+    @classmethod
+    def owner(cls) -> str:
+        """The dotted path that identifies this constructor across versions."""
+        return f"{cls.__module__}.{cls.__qualname__}"
+
+    def get_fields(self) -> dict[str, CacheKeyField]:
+        """The fields, by name."""
+        return dict(self._declared_fields)
+
+    @property
+    def has_only_partition_fields(self) -> bool:
+        """Whether every field is a partition field (the suffix is empty)."""
+        return all(field.partition for field in self._declared_fields.values())
+
+    @property
+    def has_partition_fields(self) -> bool:
+        return any(field.partition for field in self._declared_fields.values())
+
+    def get_function_identifier(self, func: Callable[..., Any]) -> str:
+        """The function part of keys: ``Meta.key_identifier``, or ``module.qualname``
+        (for a method bound to an instance, the instance's class)."""
+        if self._meta.key_identifier:
+            return self._meta.key_identifier
+        receiver = getattr(func, "__self__", None)
+        func = getattr(func, "__func__", getattr(func, "func", func))
+        if receiver is not None:
+            owner = receiver if isinstance(receiver, type) else type(receiver)
+            return f"{owner.__module__}.{owner.__qualname__}.{func.__name__}"
+        return f"{func.__module__}.{func.__qualname__}"
+
+    # -- building keys -------------------------------------------------------
+
+    def _items(
+        self, bound: Mapping[str, Any], shape: CallShape, *, partition: bool
+    ) -> tuple[tuple[str, Any, bool, bool], ...]:
+        items: list[tuple[str, Any, bool, bool]] = []
+        for field in self._declared_fields.values():
+            if field.partition is partition:
+                items.extend(field.items(bound, shape))
+        return tuple(items)
+
+    def _bound(self, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]):
+        target = getattr(func, "__func__", getattr(func, "func", func))
+        receiver = getattr(func, "__self__", None)
+        if receiver is not None:
+            args = (receiver, *args)
+        return bind_arguments(target, args, kwargs), CallShape(inspect.signature(target))
+
+    def build_partition(self, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]):
+        """The partition part of the key of ``func(*args, **kwargs)``."""
+        return self.generate_key(func, args, kwargs).split("::")[2]
+
+    def build_key_prefix(self, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]):
+        """``<namespace>::<function id>::<partition>``: what ``delete_by_prefix`` drops."""
+        return self.generate_key(func, args, kwargs).rsplit("::", 1)[0]
+
+    def generate_key(self, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]):
+        """The key string of ``func(*args, **kwargs)``, as its wrapper renders it."""
+        bound, shape = self._bound(func, args, kwargs)
+        return _engine.key_string(
+            self._meta.namespace_part,
+            self.get_function_identifier(func),
+            self._items(bound, shape, partition=True),
+            self._items(bound, shape, partition=False),
+        )
+
+    def compile(self, func: Callable[..., Any]):
+        """What the engine calls for ``func``: ``(build, partition, partitioned)``.
+
+        Checks every field against ``func``'s signature first, so a field
+        naming a parameter ``func`` does not have fails at decoration.
+        """
+        signature = inspect.signature(func)
+        for field in self._declared_fields.values():
+            field.check(func, signature)
+        shape = CallShape(signature)
+        items = self._items
+
+        def build(bound: dict[str, Any]):
+            return items(bound, shape, partition=True), items(bound, shape, partition=False)
+
+        needed = {
+            name: field_name
+            for field_name, field in self._declared_fields.items()
+            if field.partition
+            for name in field.needs(signature)
+        }
+
+        def partition(args: tuple, kwargs: Mapping[str, Any] | None):
+            bound = signature.bind_partial(*args, **(kwargs or {}))
+            bound.apply_defaults()
+            missing = [name for name in needed if name not in bound.arguments]
+            if missing:
+                raise TypeError(
+                    f"{func.__qualname__}: dropping a partition needs a value for "
+                    + ", ".join(f"{name!r} (partition field {needed[name]!r})" for name in missing)
+                    + "; only partition fields need values."
+                )
+            return items(bound.arguments, shape, partition=True)
+
+        return build, partition, self.has_partition_fields
+
+    # -- invalidation ---------------------------------------------------------
+
+    @classmethod
+    def _wrappers(cls):
+        with _registry_lock:
+            return [w for w, c in list(_registry.items()) if isinstance(c, cls)]
+
+    @classmethod
+    def wipe(cls, *args: Any, **kwargs: Any) -> int:
+        """Drops entries of every function that uses this constructor or a subclass.
+
+        With no arguments, all of their entries; with arguments (bound like a
+        call, only partition fields needed), that partition of each. Costs one
+        step per function, never per entry. Returns how many functions it touched.
+        """
+        wrappers = cls._wrappers()
+        for wrapper in wrappers:
+            if args or kwargs:
+                wrapper.delete_by_prefix(*args, **kwargs)
+            else:
+                wrapper.invalidate_all()
+        return len(wrappers)
+
+    @classmethod
+    def delete_previous_versions(cls) -> int:
+        """Drops the entries this constructor made under lower ``Meta.version``
+        numbers (a constructor sharing the namespace keeps its entries).
+        Version 1 has no predecessors: a no-op. Returns how many functions'
+        entries were dropped."""
+        if cls._meta.version <= 1:
+            return 0
+        return _engine.drop_versions_below(cls.owner(), cls._meta.version)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={field!r}" for name, field in self._declared_fields.items())
+        return f"<{type(self).__name__} {fields}>"
+
+
+def register(wrapper: Any, constructor: KeyConstructor) -> None:
+    """Remembers which constructor a cached function uses, for ``wipe``."""
+    with _registry_lock:
+        _registry[wrapper] = constructor
+
+
+class DefaultKeyConstructor(KeyConstructor):
+    """Every argument of the call (but ``self``/``cls``): what ``cache_result`` uses
+    when no constructor is given. Served by the engine without running Python."""
+
+    arguments = ArgsKeyField("*")
+
+
+_inline_classes: dict[tuple[Any, ...], type[KeyConstructor]] = {}
+_inline_lock = threading.Lock()
+
+
+def InlineKeyConstructor(
+    fields: Mapping[str, CacheKeyField],
+    namespace: str = "",
+    version: int = 1,
+    key_identifier: str = "",
+) -> type[KeyConstructor]:
+    """A :class:`KeyConstructor` subclass from a dict of fields.
+
+    Identical inputs return the same class object, so a constructor built
+    inline in a decorator is the same constructor each time the module is
+    imported.
+    """
+    if not isinstance(fields, Mapping) or not all(
+        isinstance(field, CacheKeyField) for field in fields.values()
+    ):
+        raise ValueError(
+            f"InlineKeyConstructor fields must be a dict of CacheKeyField; got {fields!r}"
+        )
+    identity = (
+        tuple(sorted((name, field.identity()) for name, field in fields.items())),
+        namespace,
+        version,
+        key_identifier,
+    )
+    with _inline_lock:
+        found = _inline_classes.get(identity)
+        if found is not None:
+            return found
+        digest = hashlib.sha256(repr(identity).encode()).hexdigest()[:16]
+        meta = type(
+            "Meta",
+            (),
+            {"namespace": namespace, "version": version, "key_identifier": key_identifier},
+        )
+        attrs: dict[str, Any] = {name: _copy_field(field) for name, field in fields.items()}
+        attrs.update({"Meta": meta, "__module__": __name__})
+        made = KeyConstructorMeta(f"InlineKeyConstructor_{digest}", (KeyConstructor,), attrs)
+        made.__qualname__ = f"InlineKeyConstructor[{digest}]"
+        _inline_classes[identity] = made
+        return made
+
+
+def _copy_field(field: CacheKeyField) -> CacheKeyField:
+    """A field keeps the name it is declared under; an inline constructor gets
+    its own copy so one field object can serve under several names."""
+    import copy
+
+    return copy.copy(field)
+
+
+def resolve(key_constructor: Any) -> KeyConstructor:
+    """What ``cache_result(key_constructor=...)`` accepts, as an instance."""
+    if isinstance(key_constructor, KeyConstructor):
+        return key_constructor
+    if isinstance(key_constructor, type) and issubclass(key_constructor, KeyConstructor):
+        return key_constructor()
+    if isinstance(key_constructor, Mapping):
+        if "fields" in key_constructor:
+            try:
+                return InlineKeyConstructor(**key_constructor)()
+            except TypeError as error:
+                raise ValueError(f"Invalid KeyConstructor arguments: {error}") from None
+        if key_constructor and all(isinstance(f, CacheKeyField) for f in key_constructor.values()):
+            return InlineKeyConstructor(fields=key_constructor)()
+    raise ValueError(
+        f"Invalid KeyConstructor {key_constructor!r}: pass a KeyConstructor subclass or "
+        "instance, a dict of InlineKeyConstructor arguments ({'fields': {...}, 'namespace': ...}) "
+        "or a dict of key fields."
+    )
+
+
+__all__ += ["KeyFieldError"]

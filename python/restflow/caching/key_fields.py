@@ -1,0 +1,533 @@
+"""Key fields: the declarative parts of a cache key.
+
+A field reads one thing from a call (some arguments, a value on the request,
+the query string, the URL kwargs, a constant) and contributes it to the key
+as a small dict, its *payload*. Fields are declared on a
+:class:`~restflow.caching.key_constructor.KeyConstructor`, much like
+serializer fields on a DRF serializer.
+
+Every field takes three options:
+
+``partition``
+    The payload goes into the key's partition part instead of its suffix, so
+    ``delete_by_prefix`` can drop every entry that shares it (all the entries
+    of one tenant, say) in one step.
+``hash_value``
+    Only a fixed 128-bit digest of the value goes into the key (for long or
+    sensitive values).
+``sort_lists``
+    Lists in the value are compared as sets: ``[2, 1]`` and ``[1, 2]`` give
+    one key.
+
+Values are encoded by restflow's engine, type-tagged and canonical; a value
+it cannot represent raises ``TypeError`` naming the field and the parameter.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from restflow.caching.status import CACHE_MISSING
+
+__all__ = [
+    "ArgsKeyField",
+    "CacheKeyField",
+    "ConstantKeyField",
+    "DjangoModelKeyField",
+    "DrfSerializerKeyField",
+    "QueryParamsKeyField",
+    "RequestValueKeyField",
+    "ViewKwargsKeyField",
+]
+
+#: Payload labels are identifiers and dotted paths, which is what keeps the
+#: ``label=value`` text of a key string unambiguous.
+_LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
+
+#: Parameters that are never URL kwargs or call data.
+_RECEIVERS = ("self", "cls")
+
+
+class KeyFieldError(TypeError):
+    """A key field that cannot work on the function it decorates."""
+
+
+class CallShape:
+    """What fields need to know of the function beyond its bound arguments:
+    the names of its ``*args`` and ``**kwargs`` parameters, if any."""
+
+    __slots__ = ("var_keyword", "var_positional")
+
+    def __init__(self, signature: inspect.Signature) -> None:
+        self.var_positional: str | None = None
+        self.var_keyword: str | None = None
+        for parameter in signature.parameters.values():
+            if parameter.kind is parameter.VAR_POSITIONAL:
+                self.var_positional = parameter.name
+            elif parameter.kind is parameter.VAR_KEYWORD:
+                self.var_keyword = parameter.name
+
+    def keyword(self, bound: Mapping[str, Any], name: str) -> Any:
+        """An argument by name, looking in ``**kwargs`` too."""
+        if name in bound:
+            return bound[name]
+        if self.var_keyword is not None:
+            return bound.get(self.var_keyword, {}).get(name, CACHE_MISSING)
+        return CACHE_MISSING
+
+
+def _names(value: str | Iterable[str], what: str) -> tuple[str, ...] | None:
+    """``"*"`` → ``None`` (all); one name or a list of names → a tuple."""
+    if value == "*":
+        return None
+    names = (value,) if isinstance(value, str) else tuple(value)
+    for name in names:
+        if not isinstance(name, str) or not _LABEL.match(name):
+            raise ValueError(f"{what} must be '*', a name or a list of names; got {name!r}")
+    return names
+
+
+def resolve_path(value: Any, path: str | None) -> Any:
+    """Follows a dotted path of attributes (or mapping keys) from ``value``.
+
+    A step that does not exist gives ``CACHE_MISSING``, which is keyed apart
+    from every real value (``None`` included).
+    """
+    if not path:
+        return value
+    for step in path.split("."):
+        if isinstance(value, Mapping):
+            value = value.get(step, CACHE_MISSING)
+        else:
+            value = getattr(value, step, CACHE_MISSING)
+        if value is CACHE_MISSING:
+            return CACHE_MISSING
+    return value
+
+
+def _identity(value: Any) -> Any:
+    """A stable, hashable description of an option, for constructor identity."""
+    if callable(value):
+        return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}"
+    if isinstance(value, (list, tuple)):
+        return tuple(_identity(v) for v in value)
+    return value
+
+
+class CacheKeyField:
+    """Base class of key fields.
+
+    Subclasses implement :meth:`payload`, which reads the bound arguments of
+    a call (a dict of parameter name to value, defaults applied) and returns
+    the dict the field contributes.
+    """
+
+    #: The attribute name on the key constructor; set when the class is made.
+    name: str = ""
+
+    def __init__(
+        self, *, partition: bool = False, hash_value: bool = False, sort_lists: bool = False
+    ) -> None:
+        self.partition = bool(partition)
+        self.hash_value = bool(hash_value)
+        self.sort_lists = bool(sort_lists)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        if not _LABEL.match(name):
+            raise TypeError(f"a key field needs an identifier as its name; got {name!r}")
+        self.name = name
+
+    # -- what subclasses provide ------------------------------------------
+
+    def payload(self, bound: Mapping[str, Any], shape: CallShape) -> dict[str, Any]:
+        """The dict this field contributes for one call's bound arguments."""
+        raise NotImplementedError(f"{type(self).__name__} must implement payload()")
+
+    def check(self, func: Callable[..., Any], signature: inspect.Signature) -> None:
+        """Raises :class:`KeyFieldError` if the field cannot work on ``func``."""
+
+    def options(self) -> tuple[Any, ...]:
+        """What makes two fields of this type equal (for constructor identity)."""
+        return ()
+
+    def needs(self, signature: inspect.Signature) -> set[str]:
+        """The parameters this field reads: what ``delete_by_prefix`` must be
+        given when the field is a partition field."""
+        return set()
+
+    # -- shared behaviour --------------------------------------------------
+
+    def identity(self) -> tuple[Any, ...]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            _identity(self.options()),
+            self.partition,
+            self.hash_value,
+            self.sort_lists,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CacheKeyField) and self.identity() == other.identity()
+
+    def __hash__(self) -> int:
+        return hash(self.identity())
+
+    def get_key_payload(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The dict this field contributes to the key of ``func(*args, **kwargs)``."""
+        shape = CallShape(inspect.signature(func))
+        return self.payload(bind_arguments(func, args, kwargs), shape)
+
+    def items(
+        self, bound: Mapping[str, Any], shape: CallShape
+    ) -> list[tuple[str, Any, bool, bool]]:
+        """The payload as the engine reads it: ``(label, value, hashed, sort_lists)``."""
+        return [
+            (f"{self.name}.{key}", value, self.hash_value, self.sort_lists)
+            for key, value in sorted(self.payload(bound, shape).items())
+        ]
+
+    def __repr__(self) -> str:
+        flags = [f for f in ("partition", "hash_value", "sort_lists") if getattr(self, f)]
+        options = ", ".join([repr(o) for o in self.options()] + [f"{f}=True" for f in flags])
+        return f"{type(self).__name__}({options})"
+
+
+def bind_arguments(
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    *,
+    partial: bool = False,
+) -> dict[str, Any]:
+    """Binds a call like Python does, defaults applied: ``{parameter: value}``."""
+    signature = inspect.signature(func)
+    bind = signature.bind_partial if partial else signature.bind
+    bound = bind(*args, **kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+class ConstantKeyField(CacheKeyField):
+    """A fixed ``{key: value}``: an API version, a serializer revision."""
+
+    def __init__(self, key: str, value: Any, **options: bool) -> None:
+        super().__init__(**options)
+        if not isinstance(key, str) or not _LABEL.match(key):
+            raise ValueError(f"ConstantKeyField key must be an identifier; got {key!r}")
+        self.key, self.value = key, value
+
+    def options(self) -> tuple[Any, ...]:
+        return (self.key, self.value)
+
+    def payload(self, bound: Mapping[str, Any], shape: CallShape) -> dict[str, Any]:
+        return {self.key: self.value}
+
+
+class ArgsKeyField(CacheKeyField):
+    """Arguments of the call: ``"*"`` (all but ``self``/``cls``), a name, or a list of names.
+
+    ``path`` is a dotted attribute path applied to each value
+    (``ArgsKeyField("user", path="id")`` keys by ``user.id``). ``normalizer``
+    is applied to each value (after ``path``); if it raises, the raw value is
+    used.
+    """
+
+    def __init__(
+        self,
+        arguments: str | Iterable[str] = "*",
+        path: str | None = None,
+        normalizer: Callable[[Any], Any] | None = None,
+        **options: bool,
+    ) -> None:
+        super().__init__(**options)
+        self.arguments = _names(arguments, "ArgsKeyField arguments")
+        if path is not None and not _LABEL.match(path):
+            raise ValueError(f"ArgsKeyField path must be a dotted name; got {path!r}")
+        if normalizer is not None and not callable(normalizer):
+            raise TypeError(f"ArgsKeyField normalizer must be callable; got {normalizer!r}")
+        self.path, self.normalizer = path, normalizer
+        self._var_keyword: str | None = None
+
+    def options(self) -> tuple[Any, ...]:
+        return ("*" if self.arguments is None else self.arguments, self.path, self.normalizer)
+
+    def check(self, func: Callable[..., Any], signature: inspect.Signature) -> None:
+        parameters = signature.parameters
+        has_var_keyword = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+        for name in self.arguments or ():
+            if name not in parameters and not has_var_keyword:
+                raise KeyFieldError(
+                    f"ArgsKeyField {self.name!r} names argument {name!r}, but "
+                    f"{func.__qualname__}() has no such parameter "
+                    f"(it takes: {', '.join(parameters) or 'nothing'})."
+                )
+
+    def needs(self, signature: inspect.Signature) -> set[str]:
+        if self.arguments is not None:
+            return {name for name in self.arguments if name in signature.parameters}
+        return {
+            name
+            for name, p in signature.parameters.items()
+            if name not in _RECEIVERS and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        }
+
+    def _value(self, value: Any) -> Any:
+        value = resolve_path(value, self.path)
+        if self.normalizer is not None and value is not CACHE_MISSING:
+            try:
+                value = self.normalizer(value)
+            except Exception:  # a normalizer that cannot handle a value keys it raw
+                pass
+        return value
+
+    def payload(self, bound: Mapping[str, Any], shape: CallShape) -> dict[str, Any]:
+        if self.arguments is None:
+            return {
+                name: self._value(value) for name, value in bound.items() if name not in _RECEIVERS
+            }
+        return {name: self._value(shape.keyword(bound, name)) for name in self.arguments}
+
+
+def find_request(
+    bound: Mapping[str, Any], shape: CallShape, request_arg: str, view_fallback: bool
+) -> Any:
+    """The request of a call: by parameter name or keyword, else ``self.request``."""
+    request = shape.keyword(bound, request_arg)
+    if request is CACHE_MISSING and view_fallback:
+        receiver = bound.get("self")
+        request = getattr(receiver, "request", CACHE_MISSING)
+    return request
+
+
+class _RequestField(CacheKeyField):
+    """What the request-reading fields share: finding the request."""
+
+    def __init__(
+        self, request_arg: str = "request", view_self_request_fallback: bool = True, **options: bool
+    ) -> None:
+        super().__init__(**options)
+        self.request_arg = request_arg
+        self.view_self_request_fallback = bool(view_self_request_fallback)
+
+    def check(self, func: Callable[..., Any], signature: inspect.Signature) -> None:
+        parameters = signature.parameters
+        if self.request_arg in parameters:
+            return
+        if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            return
+        first = next(iter(parameters), None)
+        if self.view_self_request_fallback and first == "self":
+            return
+        raise KeyFieldError(
+            f"{type(self).__name__} {self.name!r} reads the request, but "
+            f"{func.__qualname__}() has no {self.request_arg!r} parameter and is not a view "
+            f"method with self.request. Pass request_arg= to name the parameter."
+        )
+
+    def needs(self, signature: inspect.Signature) -> set[str]:
+        if self.request_arg in signature.parameters:
+            return {self.request_arg}
+        return {"self"} if "self" in signature.parameters else set()
+
+    def request(self, bound: Mapping[str, Any], shape: CallShape) -> Any:
+        request = find_request(bound, shape, self.request_arg, self.view_self_request_fallback)
+        if request is CACHE_MISSING or request is None:
+            raise KeyFieldError(
+                f"{type(self).__name__} {self.name!r} found no request: pass it as "
+                f"{self.request_arg!r} (by position or keyword), or call from a view whose "
+                "self.request is set."
+            )
+        return request
+
+
+class RequestValueKeyField(_RequestField):
+    """A value on the request by dotted path: ``"user.id"``, ``"META.HTTP_X_TENANT"``."""
+
+    def __init__(
+        self,
+        path: str,
+        request_arg: str = "request",
+        view_self_request_fallback: bool = True,
+        **options: bool,
+    ) -> None:
+        super().__init__(request_arg, view_self_request_fallback, **options)
+        if not isinstance(path, str) or not _LABEL.match(path):
+            raise ValueError(f"RequestValueKeyField path must be a dotted name; got {path!r}")
+        self.path = path
+
+    def options(self) -> tuple[Any, ...]:
+        return (self.path, self.request_arg, self.view_self_request_fallback)
+
+    def payload(self, bound: Mapping[str, Any], shape: CallShape) -> dict[str, Any]:
+        return {self.path: resolve_path(self.request(bound, shape), self.path)}
+
+
+class QueryParamsKeyField(_RequestField):
+    """Query parameters: all (``"*"``) or the listed ones; repeated values are sorted.
+
+    Reads DRF's ``request.query_params``, Django's ``request.GET``, or a
+    plain dict passed as the request argument.
+    """
+
+    def __init__(
+        self,
+        params: str | Iterable[str] = "*",
+        request_arg: str = "request",
+        view_self_request_fallback: bool = True,
+        **options: bool,
+    ) -> None:
+        super().__init__(request_arg, view_self_request_fallback, **options)
+        self.params = (
+            None if params == "*" else tuple([params] if isinstance(params, str) else params)
+        )
+
+    def options(self) -> tuple[Any, ...]:
+        return (self.params or "*", self.request_arg, self.view_self_request_fallback)
+
+    @staticmethod
+    def _source(request: Any) -> Any:
+        for attribute in ("query_params", "GET"):
+            source = getattr(request, attribute, None)
+            if source is not None:
+                return source
+        if isinstance(request, Mapping):
+            return request
+        raise KeyFieldError(
+            f"QueryParamsKeyField cannot read query parameters from {type(request).__name__}: "
+            "give it a DRF Request, a Django HttpRequest or a dict."
+        )
+
+    @staticmethod
+    def _values(source: Any, name: str) -> list[str]:
+        if hasattr(source, "getlist"):
+            values = source.getlist(name)
+        else:
+            value = source.get(name, [])
+            values = list(value) if isinstance(value, (list, tuple)) else [value]
+        return sorted(str(v) for v in values)
+
+    def payload(self, bound: Mapping[str, Any], shape: CallShape) -> dict[str, Any]:
+        source = self._source(self.request(bound, shape))
+        names = self.params if self.params is not None else sorted(source.keys())
+        # One entry, the whole query: parameter names are data, not labels.
+        return {"query": {name: self._values(source, name) for name in names}}
+
+
+class ViewKwargsKeyField(CacheKeyField):
+    """A view's URL kwargs: every argument but ``self``, ``cls`` and ``request``
+    (``**kwargs`` flattened), or the listed ones."""
+
+    def __init__(self, arguments: str | Iterable[str] = "*", **options: bool) -> None:
+        super().__init__(**options)
+        self.arguments = _names(arguments, "ViewKwargsKeyField arguments")
+
+    def options(self) -> tuple[Any, ...]:
+        return ("*" if self.arguments is None else self.arguments,)
+
+    def needs(self, signature: inspect.Signature) -> set[str]:
+        names = self.arguments or tuple(signature.parameters)
+        return {
+            name
+            for name in names
+            if name in signature.parameters
+            and name not in (*_RECEIVERS, "request")
+            and signature.parameters[name].kind
+            not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        }
+
+    @staticmethod
+    def _url_kwargs(bound: Mapping[str, Any], shape: CallShape) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for name, value in bound.items():
+            if name in (*_RECEIVERS, "request") or name == shape.var_positional:
+                continue
+            if name == shape.var_keyword:
+                found.update(value)
+            else:
+                found[name] = value
+        return found
+
+    def payload(self, bound: Mapping[str, Any], shape: CallShape) -> dict[str, Any]:
+        kwargs = self._url_kwargs(bound, shape)
+        if self.arguments is None:
+            return {"kwargs": kwargs}
+        return {name: kwargs.get(name, CACHE_MISSING) for name in self.arguments}
+
+
+class _FingerprintField(CacheKeyField):
+    """A fingerprint of a class's fields, computed once per class, so that
+    changing a serializer or a model changes every key built with it."""
+
+    _fingerprints: dict[type, tuple[Any, ...]]
+
+    def __init__(self, target: type | None, **options: bool) -> None:
+        super().__init__(**options)
+        if target is not None:
+            self.validate(target)
+        self.target = target
+        self._fingerprints = {}
+
+    def validate(self, target: Any) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement validate()")
+
+    def fingerprint(self, target: type) -> tuple[Any, ...]:
+        raise NotImplementedError(f"{type(self).__name__} must implement fingerprint()")
+
+    def options(self) -> tuple[Any, ...]:
+        return (self.target,)
+
+    def payload(self, bound: Mapping[str, Any], shape: CallShape) -> dict[str, Any]:
+        if self.target is None:
+            return {}
+        fingerprint = self._fingerprints.get(self.target)
+        if fingerprint is None:  # once per class, not per call
+            fingerprint = self._fingerprints[self.target] = self.fingerprint(self.target)
+        return {"fingerprint": fingerprint}
+
+
+class DrfSerializerKeyField(_FingerprintField):
+    """A fingerprint of a DRF serializer's fields (name, type, source, read/write)."""
+
+    def __init__(self, serializer_class: type | None, **options: bool) -> None:
+        super().__init__(serializer_class, **options)
+
+    def validate(self, target: Any) -> None:
+        from rest_framework.serializers import BaseSerializer
+
+        if not (isinstance(target, type) and issubclass(target, BaseSerializer)):
+            raise ValueError(f"DrfSerializerKeyField needs a DRF serializer class; got {target!r}")
+
+    def fingerprint(self, target: type) -> tuple[Any, ...]:
+        fields = target().fields
+        return (
+            f"{target.__module__}.{target.__qualname__}",
+            tuple(
+                (name, type(field).__name__, str(field.source), field.read_only, field.write_only)
+                for name, field in sorted(fields.items())
+            ),
+        )
+
+
+class DjangoModelKeyField(_FingerprintField):
+    """A fingerprint of a Django model's concrete fields (name and column type)."""
+
+    def __init__(self, model_class: type | None, **options: bool) -> None:
+        super().__init__(model_class, **options)
+
+    def validate(self, target: Any) -> None:
+        from django.db.models import Model
+
+        if not (isinstance(target, type) and issubclass(target, Model)):
+            raise ValueError(f"DjangoModelKeyField needs a Django model class; got {target!r}")
+
+    def fingerprint(self, target: type) -> tuple[Any, ...]:
+        meta = target._meta
+        return (
+            meta.label,
+            tuple((field.name, field.get_internal_type()) for field in meta.concrete_fields),
+        )
