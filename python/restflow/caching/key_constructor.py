@@ -36,7 +36,6 @@ from restflow.caching.key_fields import (
     CacheKeyField,
     CallShape,
     KeyFieldError,
-    bind_arguments,
 )
 
 __all__ = ["DefaultKeyConstructor", "InlineKeyConstructor", "KeyConstructor"]
@@ -157,21 +156,46 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
 
     # -- building keys -------------------------------------------------------
 
-    def _items(
-        self, bound: Mapping[str, Any], shape: CallShape, *, partition: bool
-    ) -> tuple[tuple[str, Any, bool, bool], ...]:
-        items: list[tuple[str, Any, bool, bool]] = []
-        for field in self._declared_fields.values():
-            if field.partition is partition:
-                items.extend(field.items(bound, shape))
-        return tuple(items)
+    def _readers(self, func: Callable[..., Any]):
+        """``(signature, shape, partition readers, suffix readers)`` for ``func``,
+        made once per function."""
+        compiled = self._compiled.get(func)
+        if compiled is None:
+            signature = inspect.signature(func)
+            shape = CallShape(signature)
+            fields = self._declared_fields.values()
+            compiled = (
+                signature,
+                shape,
+                tuple(f.reader(signature, shape) for f in fields if f.partition),
+                tuple(f.reader(signature, shape) for f in fields if not f.partition),
+            )
+            self._compiled[func] = compiled
+        return compiled
+
+    @property
+    def _compiled(self) -> dict[Any, Any]:
+        try:
+            return self.__dict__["_compiled_readers"]
+        except KeyError:
+            return self.__dict__.setdefault("_compiled_readers", weakref.WeakKeyDictionary())
+
+    @staticmethod
+    def _read(readers, bound: Mapping[str, Any]) -> tuple[tuple[str, Any, bool, bool], ...]:
+        items: tuple[tuple[str, Any, bool, bool], ...] = ()
+        for read in readers:
+            items += read(bound)
+        return items
 
     def _bound(self, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]):
         target = getattr(func, "__func__", getattr(func, "func", func))
         receiver = getattr(func, "__self__", None)
         if receiver is not None:
             args = (receiver, *args)
-        return bind_arguments(target, args, kwargs), CallShape(inspect.signature(target))
+        signature, _shape, partition, suffix = self._readers(target)
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return bound.arguments, partition, suffix
 
     def build_partition(self, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]):
         """The partition part of the key of ``func(*args, **kwargs)``."""
@@ -183,12 +207,12 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
 
     def generate_key(self, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]):
         """The key string of ``func(*args, **kwargs)``, as its wrapper renders it."""
-        bound, shape = self._bound(func, args, kwargs)
+        bound, partition, suffix = self._bound(func, args, kwargs)
         return _engine.key_string(
             self._meta.namespace_part,
             self.get_function_identifier(func),
-            self._items(bound, shape, partition=True),
-            self._items(bound, shape, partition=False),
+            self._read(partition, bound),
+            self._read(suffix, bound),
         )
 
     def compile(self, func: Callable[..., Any]):
@@ -200,11 +224,11 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
         signature = inspect.signature(func)
         for field in self._declared_fields.values():
             field.check(func, signature)
-        shape = CallShape(signature)
-        items = self._items
+        signature, _shape, partition_readers, suffix_readers = self._readers(func)
+        read = self._read
 
         def build(bound: dict[str, Any]):
-            return items(bound, shape, partition=True), items(bound, shape, partition=False)
+            return read(partition_readers, bound), read(suffix_readers, bound)
 
         needed = {
             name: field_name
@@ -223,7 +247,7 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
                     + ", ".join(f"{name!r} (partition field {needed[name]!r})" for name in missing)
                     + "; only partition fields need values."
                 )
-            return items(bound.arguments, shape, partition=True)
+            return read(partition_readers, bound.arguments)
 
         return build, partition, self.has_partition_fields
 

@@ -184,12 +184,24 @@ class CacheKeyField:
 
     def items(
         self, bound: Mapping[str, Any], shape: CallShape
-    ) -> list[tuple[str, Any, bool, bool]]:
+    ) -> tuple[tuple[str, Any, bool, bool], ...]:
         """The payload as the engine reads it: ``(label, value, hashed, sort_lists)``."""
-        return [
+        return tuple(
             (f"{self.name}.{key}", value, self.hash_value, self.sort_lists)
             for key, value in sorted(self.payload(bound, shape).items())
-        ]
+        )
+
+    def reader(
+        self, signature: inspect.Signature, shape: CallShape
+    ) -> Callable[[Mapping[str, Any]], tuple[tuple[str, Any, bool, bool], ...]]:
+        """A function from bound arguments to :meth:`items`, made once per
+        decorated function: fields whose items can be worked out ahead of the
+        call override it to skip the payload dict on every call."""
+
+        def read(bound: Mapping[str, Any]) -> tuple[tuple[str, Any, bool, bool], ...]:
+            return self.items(bound, shape)
+
+        return read
 
     def __repr__(self) -> str:
         flags = [f for f in ("partition", "hash_value", "sort_lists") if getattr(self, f)]
@@ -226,6 +238,10 @@ class ConstantKeyField(CacheKeyField):
 
     def payload(self, bound: Mapping[str, Any], shape: CallShape) -> dict[str, Any]:
         return {self.key: self.value}
+
+    def reader(self, signature: inspect.Signature, shape: CallShape):
+        constant = ((f"{self.name}.{self.key}", self.value, self.hash_value, self.sort_lists),)
+        return lambda bound: constant
 
 
 class ArgsKeyField(CacheKeyField):
