@@ -145,7 +145,7 @@ def test_get_cache_key_layout():
     key = lookup.get_cache_key(1)
     namespace, function_id, partition, suffix = key.split("::")
     assert (namespace, function_id, partition) == ("default", f"{__name__}.lookup", "")
-    assert suffix == "i1,F"
+    assert suffix == "arguments.user_id=i1,arguments.verbose=F"
     assert lookup.get_cache_key(user_id=1) == key
 
 

@@ -305,15 +305,37 @@ pub fn digest(bytes: &[u8]) -> String {
 }
 
 /// The readable text of `encoded`, or `h` and its digest when the text
-/// would be longer than `max_len` bytes. Never truncates: two different
-/// encodings never share a part.
+/// would be longer than `max_len` bytes (see [`fit_part`]).
 pub fn render_part(encoded: &[u8], max_len: usize) -> Result<String, Malformed> {
-    let text = render(encoded)?;
+    Ok(fit_part(render(encoded)?, max_len))
+}
+
+/// A key part as it is, or `h` and the digest of its text when it is
+/// longer than `max_len` bytes. Never truncates: the text is injective, so
+/// two different parts never share a digest (short of a 128-bit collision).
+pub fn fit_part(text: String, max_len: usize) -> String {
     if text.len() > max_len {
-        Ok(format!("h{}", digest(encoded)))
+        format!("h{}", digest(text.as_bytes()))
     } else {
-        Ok(text)
+        text
     }
+}
+
+/// The byte range of each value in a run of encoded values.
+pub fn value_ranges(encoded: &[u8]) -> Result<Vec<std::ops::Range<usize>>, Malformed> {
+    let mut reader = Reader {
+        bytes: encoded,
+        at: 0,
+    };
+    let mut ranges = Vec::new();
+    let mut scratch = String::new();
+    while !reader.done() {
+        let start = reader.at;
+        scratch.clear();
+        reader.render_value(&mut scratch)?;
+        ranges.push(start..reader.at);
+    }
+    Ok(ranges)
 }
 
 /// Joins the four parts of a key string:
@@ -574,6 +596,25 @@ mod tests {
         assert_eq!(digest(b"").len(), 32);
         let short = one(|w| w.write_int(5));
         assert_eq!(render_part(short.as_bytes(), 250).unwrap(), "i5");
+        // The digest is of the text, so the same text digests the same
+        // whichever bytes it was rendered from.
+        assert_eq!(
+            fit_part("x".repeat(300), 250),
+            fit_part("x".repeat(300), 250)
+        );
+    }
+
+    #[test]
+    fn value_ranges_split_a_run() {
+        let w = one(|w| {
+            w.write_int(1);
+            w.write_str("ab");
+            w.begin_sequence(Sequence::List, 1);
+            w.write_none();
+        });
+        let ranges = value_ranges(w.as_bytes()).unwrap();
+        assert_eq!(ranges, vec![0..9, 9..16, 16..22]);
+        assert_eq!(render(&w.as_bytes()[ranges[1].clone()]).unwrap(), "s2:ab");
     }
 
     #[test]

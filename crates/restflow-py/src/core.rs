@@ -43,6 +43,107 @@ pub(crate) struct ClassId {
     _type: Py<PyType>,
 }
 
+/// Where a planned key item's value comes from.
+pub(crate) enum Source {
+    /// A named parameter of the function (the plan keeps their positions).
+    Param,
+    /// A constant, encoded once (digested already when the field hashes).
+    Const(KeyWriter),
+}
+
+/// One item of a key the engine can build without calling Python: a field
+/// that reads a named argument or a constant.
+pub(crate) struct PlanItem {
+    pub label: String,
+    pub source: Source,
+    pub hashed: bool,
+    pub sort_lists: bool,
+}
+
+/// The items of a key constructor made only of planned fields, in the
+/// order the Python builder would give them.
+pub(crate) struct Plan {
+    pub partition: Vec<PlanItem>,
+    pub suffix: Vec<PlanItem>,
+    /// The parameter positions the items read, in item order.
+    params: Vec<usize>,
+}
+
+impl Plan {
+    /// How many of the planned parameters belong to the partition (they
+    /// come first).
+    fn partition_params(&self) -> usize {
+        self.partition
+            .iter()
+            .filter(|i| matches!(i.source, Source::Param))
+            .count()
+    }
+
+    /// Builds a plan from Python's `(partition, suffix)` lists of
+    /// `(label, kind, payload, hashed, sort_lists)`, kind `"arg"` (payload:
+    /// the parameter name) or `"const"` (payload: the value).
+    pub fn new(
+        signature: &Signature,
+        spec: &Bound<'_, PyAny>,
+        function_id: &str,
+    ) -> PyResult<Plan> {
+        let (partition, suffix): (Bound<'_, PyAny>, Bound<'_, PyAny>) = spec.extract()?;
+        let mut params = Vec::new();
+        let mut items = |list: &Bound<'_, PyAny>| -> PyResult<Vec<PlanItem>> {
+            let mut out = Vec::new();
+            for item in list.try_iter()? {
+                let (label, kind, payload, hashed, sort_lists): (
+                    String,
+                    String,
+                    Bound<'_, PyAny>,
+                    bool,
+                    bool,
+                ) = item?.extract()?;
+                let source = match kind.as_str() {
+                    "arg" => {
+                        let name: String = payload.extract()?;
+                        let n = signature.param_index(&name).ok_or_else(|| {
+                            PyValueError::new_err(format!("no parameter {name:?} to plan"))
+                        })?;
+                        params.push(n);
+                        Source::Param
+                    }
+                    "const" => {
+                        let mut w = KeyWriter::new();
+                        encode_item(&mut w, &label, &payload, hashed, sort_lists, function_id)?;
+                        Source::Const(w)
+                    }
+                    other => {
+                        return Err(PyValueError::new_err(format!(
+                            "unknown plan item {other:?}"
+                        )))
+                    }
+                };
+                out.push(PlanItem {
+                    label,
+                    source,
+                    hashed,
+                    sort_lists,
+                });
+            }
+            Ok(out)
+        };
+        let partition = items(&partition)?;
+        let suffix = items(&suffix)?;
+        Ok(Plan {
+            partition,
+            suffix,
+            params,
+        })
+    }
+}
+
+/// The suffix of a fields key, waiting for the partition to be written.
+enum Suffix<'a, 'py> {
+    Planned(&'a Plan, Vec<Bound<'py, PyAny>>),
+    Items(Bound<'py, PyTuple>),
+}
+
 /// The Python side of a key constructor.
 pub(crate) struct Fields {
     /// `build(bound_arguments) -> (partition_items, suffix_items)`.
@@ -52,6 +153,8 @@ pub(crate) struct Fields {
     pub partition: Py<PyAny>,
     /// Whether the constructor has partition fields at all.
     pub partitioned: bool,
+    /// Set when every field can be read without Python.
+    pub plan: Option<Plan>,
 }
 
 /// Arguments of one call, with a bound method's instance in front.
@@ -73,8 +176,6 @@ pub(crate) enum Parts {
     Fields {
         partition: Vec<(String, Range<usize>)>,
         suffix: Vec<(String, Range<usize>)>,
-        partition_bytes: Range<usize>,
-        suffix_bytes: Range<usize>,
     },
 }
 
@@ -166,24 +267,43 @@ impl Core {
                 parts: Parts::Arguments(start),
             });
         };
-        let py = call.args.py();
-        let bound = self
-            .signature
-            .bind_to_dict(&call.args, call.kwargs.as_ref())
-            .map_err(|e| e.into_pyerr(&self.function_id))?;
-        let built = fields.build.bind(py).call1((bound,))?;
-        let (partition_items, suffix_items): (Bound<'_, PyTuple>, Bound<'_, PyTuple>) =
-            built.extract()?;
+        // The partition is written first on its own: its generation, looked
+        // up by its bytes, goes in front of it.
         let mut partition = KeyWriter::new();
-        let partition_labels = self.write_items(&mut partition, &partition_items)?;
+        let (partition_labels, suffix) = match &fields.plan {
+            Some(plan) => {
+                let values = self
+                    .signature
+                    .argument(&call.args, call.kwargs.as_ref(), &plan.params)
+                    .map_err(|e| e.into_pyerr(&self.function_id))?;
+                let split = plan.partition_params();
+                let labels = self.write_plan(&mut partition, &plan.partition, &values[..split])?;
+                (labels, Suffix::Planned(plan, values[split..].to_vec()))
+            }
+            None => {
+                let py = call.args.py();
+                let bound = self
+                    .signature
+                    .bind_to_dict(&call.args, call.kwargs.as_ref())
+                    .map_err(|e| e.into_pyerr(&self.function_id))?;
+                let built = fields.build.bind(py).call1((bound,))?;
+                let (partition_items, suffix_items): (Bound<'_, PyTuple>, Bound<'_, PyTuple>) =
+                    built.extract()?;
+                let labels = self.write_items(&mut partition, &partition_items)?;
+                (labels, Suffix::Items(suffix_items))
+            }
+        };
         self.write_prefix(w, class.as_deref());
         if fields.partitioned {
-            w.write_prefix_word(self.scope.partition_generation(partition.as_bytes()));
+            let table_key = partition_table_key(class.as_deref(), partition.as_bytes());
+            w.write_prefix_word(self.scope.partition_generation(&table_key));
         }
         let partition_start = w.len();
         w.write_encoded(partition.as_bytes());
-        let suffix_start = w.len();
-        let suffix_labels = self.write_items(w, &suffix_items)?;
+        let suffix_labels = match suffix {
+            Suffix::Planned(plan, values) => self.write_plan(w, &plan.suffix, &values)?,
+            Suffix::Items(items) => self.write_items(w, &items)?,
+        };
         // The partition's ranges are relative to its own writer.
         let partition_labels = partition_labels
             .into_iter()
@@ -194,10 +314,41 @@ impl Core {
             parts: Parts::Fields {
                 partition: partition_labels,
                 suffix: suffix_labels,
-                partition_bytes: partition_start..suffix_start,
-                suffix_bytes: suffix_start..w.len(),
             },
         })
+    }
+
+    /// Writes planned items exactly as [`write_items`] writes the same
+    /// items coming from Python; `values` are the planned parameters' values
+    /// in item order.
+    fn write_plan(
+        &self,
+        w: &mut KeyWriter,
+        items: &[PlanItem],
+        values: &[Bound<'_, PyAny>],
+    ) -> PyResult<Vec<(String, Range<usize>)>> {
+        w.begin_sequence(Sequence::Tuple, items.len());
+        let mut labels = Vec::with_capacity(items.len());
+        let mut values = values.iter();
+        for item in items {
+            let start = w.len() + 5 + item.label.len();
+            match &item.source {
+                Source::Const(encoded) => w.write_encoded(encoded.as_bytes()),
+                Source::Param => {
+                    let value = values.next().expect("one value per planned parameter");
+                    encode_item(
+                        w,
+                        &item.label,
+                        value,
+                        item.hashed,
+                        item.sort_lists,
+                        &self.function_id,
+                    )?;
+                }
+            }
+            labels.push((item.label.clone(), start..w.len()));
+        }
+        Ok(labels)
     }
 
     fn write_items(
@@ -207,17 +358,30 @@ impl Core {
     ) -> PyResult<Vec<(String, Range<usize>)>> {
         write_items(w, items, &self.function_id)
     }
-    /// Writes the encoded partition of a partial call (`delete_by_prefix`,
-    /// `wipe`), exactly as [`Core::write_key`] writes it.
-    pub fn write_partition(&self, w: &mut KeyWriter, call: &Call<'_>) -> PyResult<()> {
+    /// Drops the partition of a partial call (`delete_by_prefix`, `wipe`):
+    /// for a bound method, in its class only; for a method called on no
+    /// instance, in every class it has been called on.
+    pub fn drop_partition(&self, call: &Call<'_>, bound: bool) -> PyResult<()> {
         let Some(fields) = &self.fields else {
+            self.scope.bump();
             return Ok(());
         };
         let items = fields
             .partition
             .bind(call.args.py())
             .call1((&call.args, call.kwargs.as_ref()))?;
-        self.write_items(w, items.cast::<PyTuple>()?)?;
+        let mut partition = KeyWriter::new();
+        self.write_items(&mut partition, items.cast::<PyTuple>()?)?;
+        let classes: Vec<Option<Arc<ClassId>>> =
+            match (self.signature.method && !self.shared_identity, bound) {
+                (false, _) => vec![None],
+                (true, true) => vec![Some(self.class_id(&call.args.get_item(0)?)?)],
+                (true, false) => self.classes.lock().values().cloned().map(Some).collect(),
+            };
+        for class in classes {
+            let table_key = partition_table_key(class.as_deref(), partition.as_bytes());
+            self.scope.bump_partition(&table_key);
+        }
         Ok(())
     }
 
@@ -237,20 +401,26 @@ impl Core {
         };
         let malformed = |e: key::Malformed| PyValueError::new_err(e.to_string());
         let (partition, suffix) = match &layout.parts {
-            Parts::Arguments(start) => (
-                String::new(),
-                key::render_part(&bytes[*start..], max).map_err(malformed)?,
-            ),
-            Parts::Fields {
-                partition,
-                suffix,
-                partition_bytes,
-                suffix_bytes,
-            } => (
-                render_labelled(bytes, partition, &bytes[partition_bytes.clone()], max)
-                    .map_err(malformed)?,
-                render_labelled(bytes, suffix, &bytes[suffix_bytes.clone()], max)
-                    .map_err(malformed)?,
+            Parts::Arguments(start) => {
+                // Labelled like the default key constructor's items, so
+                // `DefaultKeyConstructor().generate_key` gives this string.
+                let ranges = key::value_ranges(&bytes[*start..]).map_err(malformed)?;
+                let mut labelled: Vec<(String, Range<usize>)> = self
+                    .signature
+                    .value_names()
+                    .into_iter()
+                    .zip(ranges)
+                    .map(|(name, r)| (format!("arguments.{name}"), r.start + start..r.end + start))
+                    .collect();
+                labelled.sort_by(|a, b| a.0.cmp(&b.0));
+                (
+                    String::new(),
+                    render_labelled(bytes, &labelled, max).map_err(malformed)?,
+                )
+            }
+            Parts::Fields { partition, suffix } => (
+                render_labelled(bytes, partition, max).map_err(malformed)?,
+                render_labelled(bytes, suffix, max).map_err(malformed)?,
             ),
         };
         Ok(key::compose(
@@ -313,69 +483,82 @@ pub(crate) fn write_items(
     for item in items.iter() {
         let (label, value, hashed, sort_lists): (String, Bound<'_, PyAny>, bool, bool) =
             item.extract()?;
-        w.write_str(&label);
-        let start = w.len();
-        let encode = |w: &mut KeyWriter| {
-            if sort_lists {
-                write_value_sorting_lists(w, &value)
-            } else {
-                write_value(w, &value)
-            }
-        };
-        let encoded = if hashed {
-            // A hashed field keeps only a fixed digest of its value.
-            let mut full = KeyWriter::new();
-            encode(&mut full).map(|()| w.write_str(&key::digest(full.as_bytes())))
-        } else {
-            encode(w)
-        };
-        encoded.map_err(|Unsupported { what }| {
-            PyTypeError::new_err(format!(
-                "cache_result cannot build a cache key for '{label}' of {}(): it is {what}, \
-                 which has no canonical encoding. Give the key field a normalizer (or a \
-                 path) that turns it into None, bool, int, float, str, bytes, a container \
-                 of those, a date/time, Decimal, UUID or an Enum member.",
-                function_id
-            ))
-        })?;
+        let start = w.len() + 5 + label.len();
+        encode_item(w, &label, &value, hashed, sort_lists, function_id)?;
         labels.push((label, start..w.len()));
     }
     Ok(labels)
 }
 
-/// The key string for labelled items, as a wrapper with these parts would
-/// render it (what `KeyConstructor.generate_key` returns).
-pub(crate) fn items_key_string(
-    namespace: &str,
+/// One labelled item: the label, then the value (or, for a hashed field,
+/// the digest of the value's encoding).
+fn encode_item(
+    w: &mut KeyWriter,
+    label: &str,
+    value: &Bound<'_, PyAny>,
+    hashed: bool,
+    sort_lists: bool,
     function_id: &str,
+) -> PyResult<()> {
+    w.write_str(label);
+    let encode = |w: &mut KeyWriter| {
+        if sort_lists {
+            write_value_sorting_lists(w, value)
+        } else {
+            write_value(w, value)
+        }
+    };
+    let encoded = if hashed {
+        // A hashed field keeps only a fixed digest of its value.
+        let mut full = KeyWriter::new();
+        encode(&mut full).map(|()| w.write_str(&key::digest(full.as_bytes())))
+    } else {
+        encode(w)
+    };
+    encoded.map_err(|Unsupported { what }| {
+        PyTypeError::new_err(format!(
+            "cache_result cannot build a cache key for '{label}' of {function_id}(): it is \
+             {what}, which has no canonical encoding. Give the key field a normalizer (or a \
+             path) that turns it into None, bool, int, float, str, bytes, a container of \
+             those, a date/time, Decimal, UUID or an Enum member."
+        ))
+    })
+}
+
+/// The partition and suffix text of labelled items, as a wrapper with
+/// these parts renders them (what `KeyConstructor.generate_key` uses).
+pub(crate) fn items_key_parts(
     partition_items: &Bound<'_, PyTuple>,
     suffix_items: &Bound<'_, PyTuple>,
-) -> PyResult<String> {
+    function_id: &str,
+) -> PyResult<(String, String)> {
     let max = RUNTIME.max_key_part_length();
     let malformed = |e: key::Malformed| PyValueError::new_err(e.to_string());
     let mut partition = KeyWriter::new();
     let labels = write_items(&mut partition, partition_items, function_id)?;
-    let partition_text = render_labelled(partition.as_bytes(), &labels, partition.as_bytes(), max)
-        .map_err(malformed)?;
+    let partition_text = render_labelled(partition.as_bytes(), &labels, max).map_err(malformed)?;
     let mut suffix = KeyWriter::new();
     let labels = write_items(&mut suffix, suffix_items, function_id)?;
-    let suffix_text =
-        render_labelled(suffix.as_bytes(), &labels, suffix.as_bytes(), max).map_err(malformed)?;
-    Ok(key::compose(
-        namespace,
-        function_id,
-        &partition_text,
-        &suffix_text,
-    ))
+    let suffix_text = render_labelled(suffix.as_bytes(), &labels, max).map_err(malformed)?;
+    Ok((partition_text, suffix_text))
 }
 
-/// `label=value,label=value`, or `h` and the digest of the part's bytes
-/// when that is longer than `max` (labels are identifiers and dotted paths,
-/// so `=` and `,` cannot be forged).
+/// What a partition's generation is kept under: the class (for methods,
+/// so one view class's partitions are dropped apart from another's) and
+/// the partition's encoding.
+fn partition_table_key(class: Option<&ClassId>, partition: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + partition.len());
+    key.extend_from_slice(&class.map_or(0, |c| c.number).to_le_bytes());
+    key.extend_from_slice(partition);
+    key
+}
+
+/// `label=value,label=value`, or `h` and the digest of that text when it
+/// is longer than `max` (labels are identifiers and dotted paths, so `=`
+/// and `,` cannot be forged).
 fn render_labelled(
     bytes: &[u8],
     labels: &[(String, Range<usize>)],
-    part: &[u8],
     max: usize,
 ) -> Result<String, key::Malformed> {
     let mut text = String::new();
@@ -387,8 +570,5 @@ fn render_labelled(
         text.push('=');
         text.push_str(&key::render(&bytes[range.clone()])?);
     }
-    if text.len() > max {
-        return Ok(format!("h{}", key::digest(part)));
-    }
-    Ok(text)
+    Ok(key::fit_part(text, max))
 }

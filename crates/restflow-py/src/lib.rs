@@ -138,18 +138,17 @@ fn in_flight() -> usize {
     RUNTIME.engine.flights().in_flight()
 }
 
-/// The key string a wrapper renders for these parts: what
-/// `KeyConstructor.generate_key` returns.
+/// The partition and suffix text a wrapper renders for these items: what
+/// `KeyConstructor.generate_key` and its helpers use.
 #[pyfunction]
-fn key_string(
+fn key_parts(
     py: Python<'_>,
-    namespace: &str,
     function_id: &str,
     partition_items: Bound<'_, PyTuple>,
     suffix_items: Bound<'_, PyTuple>,
-) -> PyResult<String> {
+) -> PyResult<(String, String)> {
     RUNTIME.ready(py)?;
-    core::items_key_string(namespace, function_id, &partition_items, &suffix_items)
+    core::items_key_parts(&partition_items, &suffix_items, function_id)
 }
 
 /// Makes every entry of the key constructor `owner`'s versions below
@@ -204,7 +203,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pending_refreshes, m)?)?;
     m.add_function(wrap_pyfunction!(in_flight, m)?)?;
     m.add_function(wrap_pyfunction!(drop_versions_below, m)?)?;
-    m.add_function(wrap_pyfunction!(key_string, m)?)?;
+    m.add_function(wrap_pyfunction!(key_parts, m)?)?;
     m.add_function(wrap_pyfunction!(after_fork_in_child, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
     Ok(())

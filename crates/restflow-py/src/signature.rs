@@ -299,6 +299,57 @@ impl Signature {
         })
     }
 
+    /// The parameter names in the order [`Signature::write_call`] writes
+    /// their values (`self`/`cls` left out, `*args` after the positional
+    /// parameters, `**kwargs` last).
+    pub fn value_names(&self) -> Vec<&str> {
+        let mut names = Vec::with_capacity(self.params.len() + 2);
+        for (n, param) in self.params.iter().enumerate() {
+            if n == self.positional {
+                if let Some(name) = &self.var_positional_name {
+                    names.push(name.as_str());
+                }
+            }
+            if !(self.method && n == 0) {
+                names.push(param.name.as_str());
+            }
+        }
+        if self.params.len() == self.positional {
+            if let Some(name) = &self.var_positional_name {
+                names.push(name.as_str());
+            }
+        }
+        if let Some(name) = &self.var_keyword_name {
+            names.push(name.as_str());
+        }
+        names
+    }
+
+    /// The position of the named (non-variadic) parameter `name`.
+    pub fn param_index(&self, name: &str) -> Option<usize> {
+        self.params.iter().position(|p| p.name == name)
+    }
+
+    /// The value a call gives parameter `n`: its argument or its default.
+    pub fn argument<'py>(
+        &self,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+        indices: &[usize],
+    ) -> Result<Vec<Bound<'py, PyAny>>, BindError> {
+        let py = args.py();
+        let assigned = self.assign(args, kwargs)?;
+        let mut values = Vec::with_capacity(indices.len());
+        for &n in indices {
+            match (&assigned.slots[n], &self.params[n].default_value) {
+                (Some(value), _) => values.push(value.clone()),
+                (None, Some(default)) => values.push(default.bind(py).clone()),
+                (None, None) => return Err(self.missing(n).into()),
+            }
+        }
+        Ok(values)
+    }
+
     /// Any call: binds like Python does, then writes in parameter order.
     fn write_bound(
         &self,

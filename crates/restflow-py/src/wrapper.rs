@@ -14,10 +14,18 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use restflow_cache::key::KeyWriter;
 use restflow_cache::{Entry, Freshness, GetError, Lookup, Outcome, Served, Span, Status};
 
-use crate::core::{Call, Core, Fields};
+use crate::core::{Call, Core, Fields, Plan};
 use crate::runtime::{hooks, log_error, status_index, ScopeLabels, SharedErr, RUNTIME};
 use crate::signature::Signature;
 use crate::stored::Stored;
+
+/// `(build, partition, partitioned, plan)` from `KeyConstructor.compile`.
+type FieldsSpec<'py> = (
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    bool,
+    Option<Bound<'py, PyAny>>,
+);
 
 /// How often a caller waiting on another's computation wakes to let Python
 /// handle signals (Ctrl-C) while it waits.
@@ -329,7 +337,7 @@ impl CachedWrapper {
         owner: String,
         version: u32,
         key_identifier: bool,
-        fields: Option<(Bound<'py, PyAny>, Bound<'py, PyAny>, bool)>,
+        fields: Option<FieldsSpec<'py>>,
     ) -> PyResult<Bound<'py, CachedWrapper>> {
         let seconds = |what: &str, secs: f64| {
             Span::from_secs_f64(secs).ok_or_else(|| {
@@ -343,6 +351,19 @@ impl CachedWrapper {
             .map(|s| seconds("stale_while_revalidate", s))
             .transpose()?;
         let signature = Signature::new(function_id.clone(), &signature, method)?;
+        let fields = fields
+            .map(|(build, partition, partitioned, plan)| {
+                let plan = plan
+                    .map(|plan| Plan::new(&signature, &plan, &function_id))
+                    .transpose()?;
+                Ok::<_, PyErr>(Fields {
+                    build: build.unbind(),
+                    partition: partition.unbind(),
+                    partitioned,
+                    plan,
+                })
+            })
+            .transpose()?;
         let namespace_part = if version == 1 {
             namespace
         } else {
@@ -362,11 +383,7 @@ impl CachedWrapper {
             namespace: namespace_part,
             function_id,
             shared_identity: key_identifier,
-            fields: fields.map(|(build, partition, partitioned)| Fields {
-                build: build.unbind(),
-                partition: partition.unbind(),
-                partitioned,
-            }),
+            fields,
             classes: Mutex::new(HashMap::new()),
         });
         CachedWrapper::make(py, core, None)
@@ -560,10 +577,7 @@ impl CachedWrapper {
             return Ok(());
         }
         let call = self.call(args, kwargs)?;
-        let mut partition = KeyWriter::new();
-        self.core.write_partition(&mut partition, &call)?;
-        self.core.scope.bump_partition(partition.as_bytes());
-        Ok(())
+        self.core.drop_partition(&call, self.bound.is_some())
     }
 
     /// The undecorated function.

@@ -173,7 +173,7 @@ def cache_result(
             policy=_policy(ttl, cache_if, cache_unless, function_id),
             namespace=meta.namespace or "default",
             function_id=function_id,
-            owner=type(constructor).owner(),
+            owner=type(constructor)._owner(),
             version=meta.version,
             key_identifier=bool(meta.key_identifier),
             fields=fields,

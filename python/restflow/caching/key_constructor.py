@@ -109,7 +109,15 @@ class KeyConstructorMeta(type):
         fields: dict[str, CacheKeyField] = {}
         for base in reversed(cls.__mro__[1:]):
             fields.update(getattr(base, "_declared_fields", {}))
-        fields.update({k: v for k, v in attrs.items() if isinstance(v, CacheKeyField)})
+        declared = {k: v for k, v in attrs.items() if isinstance(v, CacheKeyField)}
+        base = globals().get("KeyConstructor")
+        for field_name in declared:
+            if base is not None and hasattr(base, field_name):
+                raise TypeError(
+                    f"{name}.{field_name}: a key field cannot be named like the "
+                    f"KeyConstructor attribute {field_name!r}; rename the field."
+                )
+        fields.update(declared)
         cls._declared_fields = dict(sorted(fields.items()))
         inherited = getattr(cls, "_meta", Options())
         cls._meta = _read_meta(name, meta, inherited)
@@ -125,7 +133,7 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
     # -- introspection -------------------------------------------------------
 
     @classmethod
-    def owner(cls) -> str:
+    def _owner(cls) -> str:
         """The dotted path that identifies this constructor across versions."""
         return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -197,29 +205,36 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
         bound.apply_defaults()
         return bound.arguments, partition, suffix
 
+    def _parts(
+        self, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]
+    ) -> tuple[str, str, str, str]:
+        bound, partition, suffix = self._bound(func, args, kwargs)
+        function_id = self.get_function_identifier(func)
+        partition_text, suffix_text = _engine.key_parts(
+            function_id, self._read(partition, bound), self._read(suffix, bound)
+        )
+        return self._meta.namespace_part, function_id, partition_text, suffix_text
+
     def build_partition(self, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]):
         """The partition part of the key of ``func(*args, **kwargs)``."""
-        return self.generate_key(func, args, kwargs).split("::")[2]
+        return self._parts(func, args, kwargs)[2]
 
     def build_key_prefix(self, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]):
         """``<namespace>::<function id>::<partition>``: what ``delete_by_prefix`` drops."""
-        return self.generate_key(func, args, kwargs).rsplit("::", 1)[0]
+        return "::".join(self._parts(func, args, kwargs)[:3])
 
     def generate_key(self, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]):
         """The key string of ``func(*args, **kwargs)``, as its wrapper renders it."""
-        bound, partition, suffix = self._bound(func, args, kwargs)
-        return _engine.key_string(
-            self._meta.namespace_part,
-            self.get_function_identifier(func),
-            self._read(partition, bound),
-            self._read(suffix, bound),
-        )
+        return "::".join(self._parts(func, args, kwargs))
 
     def compile(self, func: Callable[..., Any]):
-        """What the engine calls for ``func``: ``(build, partition, partitioned)``.
+        """What the engine needs for ``func``: ``(build, partition, partitioned, plan)``.
 
         Checks every field against ``func``'s signature first, so a field
-        naming a parameter ``func`` does not have fails at decoration.
+        naming a parameter ``func`` does not have fails at decoration. When
+        every field can say ahead of time what it reads (named arguments,
+        constants), ``plan`` lets the engine build keys without calling
+        ``build``.
         """
         signature = inspect.signature(func)
         for field in self._declared_fields.values():
@@ -249,7 +264,20 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
                 )
             return read(partition_readers, bound.arguments)
 
-        return build, partition, self.has_partition_fields
+        return build, partition, self.has_partition_fields, self._plan(signature)
+
+    def _plan(self, signature: inspect.Signature):
+        plans = {name: field.plan(signature) for name, field in self._declared_fields.items()}
+        if any(plan is None for plan in plans.values()):
+            return None
+        fields = self._declared_fields
+        partition = [
+            item for name, plan in plans.items() if fields[name].partition for item in plan
+        ]
+        suffix = [
+            item for name, plan in plans.items() if not fields[name].partition for item in plan
+        ]
+        return partition, suffix
 
     # -- invalidation ---------------------------------------------------------
 
@@ -282,7 +310,7 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
         entries were dropped."""
         if cls._meta.version <= 1:
             return 0
-        return _engine.drop_versions_below(cls.owner(), cls._meta.version)
+        return _engine.drop_versions_below(cls._owner(), cls._meta.version)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={field!r}" for name, field in self._declared_fields.items())
@@ -324,17 +352,35 @@ def InlineKeyConstructor(
         raise ValueError(
             f"InlineKeyConstructor fields must be a dict of CacheKeyField; got {fields!r}"
         )
-    identity = (
+    described = (
         tuple(sorted((name, field.identity()) for name, field in fields.items())),
         namespace,
         version,
         key_identifier,
     )
+    # Equal inputs, in the strict sense: typed (1, 1.0 and True differ),
+    # callables by object (two lambdas of one name differ), containers by
+    # their contents (so unhashable constants work).
+    identity = _freeze(
+        (
+            tuple(
+                sorted(
+                    (name, type(f), f.options(), f.partition, f.hash_value, f.sort_lists)
+                    for name, f in fields.items()
+                )
+            ),
+            namespace,
+            version,
+            key_identifier,
+        )
+    )
     with _inline_lock:
         found = _inline_classes.get(identity)
         if found is not None:
             return found
-        digest = hashlib.sha256(repr(identity).encode()).hexdigest()[:16]
+        # The owner path must be the same in every process: built from the
+        # printable description, never from object identities.
+        digest = hashlib.sha256(repr(described).encode()).hexdigest()[:16]
         meta = type(
             "Meta",
             (),
@@ -346,6 +392,24 @@ def InlineKeyConstructor(
         made.__qualname__ = f"InlineKeyConstructor[{digest}]"
         _inline_classes[identity] = made
         return made
+
+
+def _freeze(value: Any) -> Any:
+    """A hashable, type-tagged stand-in for ``value``."""
+    if isinstance(value, Mapping):
+        return (
+            "mapping",
+            tuple(sorted(((_freeze(k), _freeze(v)) for k, v in value.items()), key=repr)),
+        )
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_freeze(v) for v in value))
+    if isinstance(value, (set, frozenset)):
+        return (type(value).__name__, tuple(sorted((_freeze(v) for v in value), key=repr)))
+    try:
+        hash(value)
+    except TypeError:
+        return ("unhashable", type(value), id(value))
+    return (type(value), value)
 
 
 def _copy_field(field: CacheKeyField) -> CacheKeyField:

@@ -191,6 +191,13 @@ class CacheKeyField:
             for key, value in sorted(self.payload(bound, shape).items())
         )
 
+    def plan(self, signature: inspect.Signature) -> list[tuple[str, str, Any, bool, bool]] | None:
+        """The field's items as a plan the engine follows without calling
+        Python: ``(label, "arg", parameter name, hashed, sort_lists)`` or
+        ``(label, "const", value, hashed, sort_lists)``, in label order. ``None``
+        when the field needs Python code for each call."""
+        return None
+
     def reader(
         self, signature: inspect.Signature, shape: CallShape
     ) -> Callable[[Mapping[str, Any]], tuple[tuple[str, Any, bool, bool], ...]]:
@@ -242,6 +249,9 @@ class ConstantKeyField(CacheKeyField):
     def reader(self, signature: inspect.Signature, shape: CallShape):
         constant = ((f"{self.name}.{self.key}", self.value, self.hash_value, self.sort_lists),)
         return lambda bound: constant
+
+    def plan(self, signature: inspect.Signature):
+        return [(f"{self.name}.{self.key}", "const", self.value, self.hash_value, self.sort_lists)]
 
 
 class ArgsKeyField(CacheKeyField):
@@ -444,6 +454,17 @@ class ViewKwargsKeyField(CacheKeyField):
 
     def options(self) -> tuple[Any, ...]:
         return ("*" if self.arguments is None else self.arguments,)
+
+    def check(self, func: Callable[..., Any], signature: inspect.Signature) -> None:
+        parameters = signature.parameters
+        if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            return  # URL kwargs may arrive through **kwargs
+        for name in self.arguments or ():
+            if name not in parameters:
+                raise KeyFieldError(
+                    f"ViewKwargsKeyField {self.name!r} names URL kwarg {name!r}, but "
+                    f"{func.__qualname__}() has no such parameter and no **kwargs."
+                )
 
     def needs(self, signature: inspect.Signature) -> set[str]:
         names = self.arguments or tuple(signature.parameters)
