@@ -318,6 +318,41 @@ class ArgsKeyField(CacheKeyField):
             }
         return {name: self._value(shape.keyword(bound, name)) for name in self.arguments}
 
+    def _direct(self, signature: inspect.Signature) -> bool:
+        """Named parameters read as they are: no path, no normalizer."""
+        return (
+            self.arguments is not None
+            and self.path is None
+            and self.normalizer is None
+            and all(
+                name in signature.parameters
+                and signature.parameters[name].kind
+                not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+                for name in self.arguments
+            )
+        )
+
+    def plan(self, signature: inspect.Signature):
+        if not self._direct(signature):
+            return None
+        return [
+            (f"{self.name}.{name}", "arg", name, self.hash_value, self.sort_lists)
+            for name in sorted(self.arguments)
+        ]
+
+    def reader(self, signature: inspect.Signature, shape: CallShape):
+        if not self._direct(signature):
+            return super().reader(signature, shape)
+        # Named parameters read straight from the bound arguments, in label order.
+        plan = tuple((f"{self.name}.{name}", name) for name in sorted(self.arguments))
+        hashed, sort_lists = self.hash_value, self.sort_lists
+        if len(plan) == 1:
+            ((label, name),) = plan
+            return lambda bound: ((label, bound[name], hashed, sort_lists),)
+        return lambda bound: tuple(
+            [(label, bound[name], hashed, sort_lists) for label, name in plan]
+        )
+
 
 def find_request(
     bound: Mapping[str, Any], shape: CallShape, request_arg: str, view_fallback: bool
