@@ -325,6 +325,16 @@ impl Signature {
         names
     }
 
+    /// Checks that a partial call fits the signature (no unknown keyword,
+    /// no extra positional argument); missing arguments are allowed.
+    pub fn check_partial(
+        &self,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> Result<(), BindError> {
+        self.assign(args, kwargs).map(|_| ())
+    }
+
     /// The position of the named (non-variadic) parameter `name`.
     pub fn param_index(&self, name: &str) -> Option<usize> {
         self.params.iter().position(|p| p.name == name)

@@ -572,11 +572,17 @@ impl CachedWrapper {
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<()> {
+        let call = self.call(args, kwargs)?;
         if !self.core.partitioned() {
+            // Nothing to bind to, but a call that could never be made is
+            // still a mistake worth reporting.
+            self.core
+                .signature
+                .check_partial(&call.args, call.kwargs.as_ref())
+                .map_err(|e| e.into_pyerr(&self.core.function_id))?;
             self.core.scope.bump();
             return Ok(());
         }
-        let call = self.call(args, kwargs)?;
         self.core.drop_partition(&call, self.bound.is_some())
     }
 

@@ -432,7 +432,9 @@ class QueryParamsKeyField(_RequestField):
     """Query parameters: all (``"*"``) or the listed ones; repeated values are sorted.
 
     Reads DRF's ``request.query_params``, Django's ``request.GET``, or a
-    plain dict passed as the request argument.
+    plain dict passed as the request argument. Values are keyed as the text
+    a query string carries, so from a plain dict ``1`` and ``"1"`` are one
+    value, as they are in ``?page=1``.
     """
 
     def __init__(
