@@ -450,11 +450,7 @@ impl CachedWrapper {
                 self.core.compute(py, &call).map_err(Arc::new)
             })
             .map_err(|shared| shared.clone_ref(py))?;
-        let entry = served.stored.then_some(&*served.entry);
-        Ok((
-            served.entry.value().value().clone_ref(py),
-            metadata(py, Status::Refresh, entry)?,
-        ))
+        Self::with_metadata(py, &served)
     }
 
     /// Runs the function without reading or writing the cache.
