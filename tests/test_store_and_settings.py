@@ -64,7 +64,8 @@ def test_clear_caches_releases_every_value():
     [
         (
             {"NOPE": 1},
-            "Unknown .*NOPE.*Allowed keys: MAX_ENTRIES, MAX_KEY_PART_LENGTH, "
+            "Unknown .*NOPE.*Allowed keys: DEFAULT_DISPATCHER, DISPATCHER_RAISE_EXCEPTION, "
+            "DISPATCHER_SETTINGS, MAX_ENTRIES, MAX_KEY_PART_LENGTH, "
             "STALE_WHILE_REVALIDATE",
         ),
         ({"MAX_ENTRIES": 0}, "MAX_ENTRIES.*int >= 1"),
@@ -113,7 +114,9 @@ def test_defaults_apply_outside_django():
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == (
-        "{'MAX_ENTRIES': 10000, 'STALE_WHILE_REVALIDATE': 0.0, 'MAX_KEY_PART_LENGTH': 250}"
+        "{'MAX_ENTRIES': 10000, 'STALE_WHILE_REVALIDATE': 0.0, 'MAX_KEY_PART_LENGTH': 250, "
+        "'DEFAULT_DISPATCHER': 'inline', 'DISPATCHER_RAISE_EXCEPTION': False, "
+        "'DISPATCHER_SETTINGS': {}}"
     )
 
 

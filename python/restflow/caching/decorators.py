@@ -107,6 +107,7 @@ def cache_result(
     stale_while_revalidate: int | float | timedelta | None = None,
     cache_if: Callable[..., Any] | None = None,
     cache_unless: Callable[..., Any] | None = None,
+    invalidates_on: list[Any] | None = None,
 ) -> Callable[[Callable[..., Any]], CachedWrapper]:
     """Caches what a function returns, per distinct call.
 
@@ -124,6 +125,8 @@ def cache_result(
         stored only when it is truthy.
     :param cache_unless: ``predicate(result, *args, **kwargs)``; the value is
         stored only when it is falsy. Give at most one of the two.
+    :param invalidates_on: :class:`InvalidationRule` objects: model saves and
+        deletes that drop (or refresh) this function's entries.
 
     Arguments are part of the key with their types (``f(1)``, ``f(1.0)`` and
     ``f("1")`` are three entries) and bound like a call (``f(1)`` and
@@ -181,6 +184,11 @@ def cache_result(
         functools.update_wrapper(wrapper, func)
         wrapper.key_constructor = constructor
         register(wrapper, constructor)
+        if invalidates_on:
+            # Imported here: rules pull in Django's signals and models.
+            from restflow.caching.rules import attach_rules
+
+            attach_rules(wrapper, invalidates_on)
         return wrapper
 
     return decorator

@@ -27,6 +27,12 @@ DEFAULTS: dict[str, Any] = {
     # Parts of a key string (the partition, the arguments) longer than this
     # many characters are replaced by their 128-bit digest.
     "MAX_KEY_PART_LENGTH": 250,
+    # The dispatcher an InvalidationRule uses when it names none.
+    "DEFAULT_DISPATCHER": "inline",
+    # Whether a failing invalidation raises (by default it is logged).
+    "DISPATCHER_RAISE_EXCEPTION": False,
+    # Per-dispatcher options, by dispatcher name.
+    "DISPATCHER_SETTINGS": {},
 }
 
 _cached: dict[str, Any] | None = None
@@ -91,6 +97,24 @@ def _validate(user: Mapping[str, Any]) -> dict[str, Any]:
         raise configuration_error(
             f'RESTFLOW_SETTINGS["CACHE_SETTINGS"]["MAX_KEY_PART_LENGTH"] must be an int >= 40 '
             f"(a digest takes 33); got {max_part!r}."
+        )
+    if not isinstance(merged["DEFAULT_DISPATCHER"], str) or not merged["DEFAULT_DISPATCHER"]:
+        raise configuration_error(
+            'RESTFLOW_SETTINGS["CACHE_SETTINGS"]["DEFAULT_DISPATCHER"] must be a dispatcher name; '
+            f"got {merged['DEFAULT_DISPATCHER']!r}."
+        )
+    if not isinstance(merged["DISPATCHER_RAISE_EXCEPTION"], bool):
+        raise configuration_error(
+            'RESTFLOW_SETTINGS["CACHE_SETTINGS"]["DISPATCHER_RAISE_EXCEPTION"] must be True or '
+            f"False; got {merged['DISPATCHER_RAISE_EXCEPTION']!r}."
+        )
+    dispatcher_settings = merged["DISPATCHER_SETTINGS"]
+    if not isinstance(dispatcher_settings, Mapping) or not all(
+        isinstance(v, Mapping) for v in dispatcher_settings.values()
+    ):
+        raise configuration_error(
+            'RESTFLOW_SETTINGS["CACHE_SETTINGS"]["DISPATCHER_SETTINGS"] must map dispatcher names '
+            f"to dicts of options; got {dispatcher_settings!r}."
         )
     try:
         merged["STALE_WHILE_REVALIDATE"] = seconds(
