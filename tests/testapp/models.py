@@ -11,3 +11,10 @@ class Article(models.Model):
 class Comment(models.Model):
     article = models.ForeignKey(Article, on_delete=models.CASCADE)
     body = models.TextField()
+
+
+class FeaturedArticle(Article):
+    """A proxy: rules on Article must follow its saves (the signal's sender is the proxy)."""
+
+    class Meta:
+        proxy = True

@@ -31,16 +31,17 @@ pub enum Lookup<V> {
 /// removes it (unless a newer entry took its place meanwhile).
 pub struct Cache<V, S> {
     store: S,
-    clock: Clock,
+    clock: Arc<Clock>,
     values: PhantomData<fn() -> V>,
 }
 
 impl<V, S: Store<V>> Cache<V, S> {
-    /// A cache over `store` that reads time from `clock`.
-    pub fn new(store: S, clock: Clock) -> Self {
+    /// A cache over `store` that reads time from `clock` (which other
+    /// caches may share).
+    pub fn new(store: S, clock: impl Into<Arc<Clock>>) -> Self {
         Cache {
             store,
-            clock,
+            clock: clock.into(),
             values: PhantomData,
         }
     }
@@ -53,6 +54,11 @@ impl<V, S: Store<V>> Cache<V, S> {
     /// The clock.
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// The clock, to share with another cache.
+    pub fn shared_clock(&self) -> Arc<Clock> {
+        Arc::clone(&self.clock)
     }
 
     /// Reads `key`, claiming the refresh of a stale entry for at most one

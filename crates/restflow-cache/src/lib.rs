@@ -50,6 +50,7 @@ pub mod key;
 mod memory;
 mod refresh;
 mod scope;
+pub mod shared;
 mod store;
 mod timestamp;
 

@@ -37,6 +37,32 @@ from restflow.caching.status import CACHE_MISSING, CacheStatus
 
 _install()
 
+#: Names whose modules import Django's models, signals or DRF: loaded on
+#: first use, so ``import restflow.caching`` works before Django is set up
+#: and in programs without Django.
+_LAZY = {
+    "cache_response": "restflow.caching.cache_response",
+    "CachedResponseWrapper": "restflow.caching.response_wrapper",
+    "ResponseCacheKeyConstructor": "restflow.caching.response_keys",
+    "InvalidationRule": "restflow.caching.rules",
+    "CacheRegister": "restflow.caching.registry",
+    "Dispatcher": "restflow.caching.dispatchers",
+    "register_dispatcher": "restflow.caching.dispatchers",
+    "registered_dispatcher_names": "restflow.caching.dispatchers",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'restflow.caching' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "CACHE_MISSING",
     "ArgsKeyField",
@@ -54,4 +80,5 @@ __all__ = [
     "ViewKwargsKeyField",
     "cache_result",
     "set_response_cache_header",
+    *_LAZY,
 ]

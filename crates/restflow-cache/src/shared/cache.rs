@@ -1,0 +1,474 @@
+//! The lifecycle of DESIGN.md §2 on a store shared between processes.
+//!
+//! * A hit is one round trip: the entry, its generations and the lock state
+//!   come back together, and the entry is served only if its signature
+//!   checks out and its generations are current.
+//! * A miss computes once across every process: one thread per process
+//!   joins the in-process single-flight, and of those one process takes the
+//!   store's lock (with an expiry, so a holder that dies frees it); the
+//!   others poll the entry with backoff, bounded.
+//! * In the stale window the entry is served at once and one process, the
+//!   one that takes the refresh lock, refreshes it.
+//! * A store that fails is skipped: the value is computed live and the call
+//!   reports BYPASS (or the error, when the caller asks for that), and the
+//!   circuit breaker stops asking a store that is down.
+//!
+//! Call [`SharedCache::get`] without holding any lock of your own: it
+//! blocks on the network and on other processes. The `compute` closure is
+//! called at most once, on the calling thread.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::breaker::Breaker;
+use super::payload::{Decoded, Generations, Rejected, Signer};
+use super::store::{Fetched, KeySet, SharedStore, StoreError};
+use crate::clock::Clock;
+use crate::engine::Status;
+use crate::entry::{Freshness, Lifetime, Stamps};
+use crate::flight::{Join, Outcome, SingleFlight};
+use crate::timestamp::Span;
+
+/// How a shared cache waits and fails.
+#[derive(Clone, Debug)]
+pub struct SharedOptions {
+    /// How long a computation lock lives: the longest a crashed holder can
+    /// keep others waiting, and the longest a refresh may take.
+    pub lock_timeout: Duration,
+    /// How long a process polls another's computation before it computes
+    /// the value itself.
+    pub wait_timeout: Duration,
+    /// Skip a failing store and compute live (`true`), or report the
+    /// failure (`false`).
+    pub bypass_on_failure: bool,
+}
+
+/// A freshly computed value: the value itself, and its serialized form
+/// and lifetime when it is to be stored.
+pub struct Produced<T> {
+    /// The value, handed back to the caller as it is.
+    pub value: T,
+    /// `(serializer flags, bytes)`, or `None` when the value is not stored.
+    pub serialized: Option<(u8, Vec<u8>)>,
+    /// How long to keep it.
+    pub lifetime: Lifetime,
+}
+
+/// What a lookup serves.
+#[derive(Debug)]
+pub enum Answer<T> {
+    /// An entry from the store, still serialized.
+    Stored {
+        /// HIT, STALE, or MISS when it was computed by another caller.
+        status: Status,
+        /// The serializer's flags.
+        flags: u8,
+        /// The serialized value.
+        value: Vec<u8>,
+        /// The entry's instants.
+        stamps: Stamps,
+        /// For STALE: this caller holds the refresh lock and must refresh.
+        refresh_claimed: bool,
+    },
+    /// Computed by this caller (MISS).
+    Computed {
+        /// The value.
+        value: T,
+        /// The stored entry's instants; `None` when it was not stored.
+        stamps: Option<Stamps>,
+    },
+    /// The store failed; the value was computed live (BYPASS).
+    Bypassed {
+        /// The value.
+        value: T,
+        /// Why the store was skipped.
+        error: StoreError,
+    },
+}
+
+/// Why a lookup produced no value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SharedError<E> {
+    /// The computation failed.
+    Compute(E),
+    /// The store failed and the caller asked to be told.
+    Store(StoreError),
+    /// The computation asked for its own key while computing it.
+    Recursive,
+}
+
+/// Counters for monitoring.
+#[derive(Debug, Default)]
+pub struct SharedStats {
+    /// Payloads refused (tampered, foreign, unknown version).
+    pub rejected: AtomicU64,
+    /// Store calls that failed.
+    pub failures: AtomicU64,
+}
+
+/// A shared store read through the lifecycle.
+pub struct SharedCache<S, E> {
+    store: S,
+    signer: Signer,
+    clock: Arc<Clock>,
+    breaker: Breaker,
+    options: SharedOptions,
+    flights: SingleFlight<(), E>,
+    stats: SharedStats,
+}
+
+enum Found<'a> {
+    Usable(Decoded<'a>, Freshness),
+    Nothing,
+}
+
+impl<S: SharedStore, E: Clone> SharedCache<S, E> {
+    /// A cache over `store`, signing with `signer`, reading time from `clock`.
+    pub fn new(
+        store: S,
+        signer: Signer,
+        clock: Arc<Clock>,
+        breaker: Breaker,
+        options: SharedOptions,
+    ) -> Self {
+        SharedCache {
+            store,
+            signer,
+            clock,
+            breaker,
+            options,
+            flights: SingleFlight::new(),
+            stats: SharedStats::default(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &SharedStats {
+        &self.stats
+    }
+
+    /// The in-process single-flight (for fork handling).
+    pub fn flights(&self) -> &SingleFlight<(), E> {
+        &self.flights
+    }
+
+    /// Runs a store call through the circuit breaker.
+    pub fn call<T>(&self, run: impl FnOnce(&S) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        if !self.breaker.allow() {
+            return Err(StoreError::CircuitOpen);
+        }
+        match run(&self.store) {
+            Ok(value) => {
+                self.breaker.succeeded();
+                Ok(value)
+            }
+            Err(error) => {
+                self.breaker.failed();
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                Err(error)
+            }
+        }
+    }
+
+    fn examine<'a>(&self, fetched: &'a Fetched, fallback: Span) -> Found<'a> {
+        let Some(payload) = &fetched.payload else {
+            return Found::Nothing;
+        };
+        let decoded = match self.signer.decode(payload) {
+            Ok(decoded) => decoded,
+            Err(
+                Rejected::Truncated
+                | Rejected::Foreign
+                | Rejected::UnknownVersion
+                | Rejected::BadSignature,
+            ) => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                return Found::Nothing;
+            }
+        };
+        if decoded.generations != fetched.generations {
+            return Found::Nothing;
+        }
+        let now = self.clock.now_coarse();
+        match decoded.stamps.freshness(now) {
+            Freshness::Expired => {
+                // Past the stale window, but maybe inside stale-if-error.
+                let kept_until = decoded
+                    .stamps
+                    .stale_until
+                    .map(|t| t.saturating_add(fallback));
+                if kept_until.is_some_and(|until| now < until) {
+                    Found::Usable(decoded, Freshness::Expired)
+                } else {
+                    Found::Nothing
+                }
+            }
+            freshness => Found::Usable(decoded, freshness),
+        }
+    }
+
+    fn stored<T>(decoded: &Decoded<'_>, status: Status, refresh_claimed: bool) -> Answer<T> {
+        Answer::Stored {
+            status,
+            flags: decoded.flags,
+            value: decoded.value.to_vec(),
+            stamps: decoded.stamps,
+            refresh_claimed,
+        }
+    }
+
+    fn bypass<T>(
+        &self,
+        error: StoreError,
+        compute: impl FnOnce() -> Result<Produced<T>, E>,
+    ) -> Result<Answer<T>, SharedError<E>> {
+        if !self.options.bypass_on_failure {
+            return Err(SharedError::Store(error));
+        }
+        let produced = compute().map_err(SharedError::Compute)?;
+        Ok(Answer::Bypassed {
+            value: produced.value,
+            error,
+        })
+    }
+
+    /// Serves `keys`: see the module documentation. `stale_if_error` is
+    /// how long past its stale window an entry may still be served when the
+    /// recompute fails; `wait` blocks a caller on another thread's
+    /// computation of the same key.
+    pub fn get<T>(
+        &self,
+        keys: &KeySet,
+        stale_if_error: Span,
+        compute: impl FnOnce() -> Result<Produced<T>, E>,
+        mut wait: impl FnMut(&crate::flight::Waiter<(), E>) -> Outcome<(), E>,
+    ) -> Result<Answer<T>, SharedError<E>> {
+        let mut compute = Some(compute);
+        let mut waited = false;
+        loop {
+            let fetched = match self.call(|s| s.fetch(keys)) {
+                Ok(fetched) => fetched,
+                Err(error) => return self.bypass(error, compute.take().expect("computed once")),
+            };
+            let fallback = match self.examine(&fetched, stale_if_error) {
+                Found::Usable(decoded, Freshness::Fresh) => {
+                    let status = if waited { Status::Miss } else { Status::Hit };
+                    return Ok(Self::stored(&decoded, status, false));
+                }
+                Found::Usable(decoded, Freshness::Stale) => {
+                    let token = self.token();
+                    let claimed = self
+                        .call(|s| s.try_lock(&keys.refresh, &token, self.options.lock_timeout))
+                        .unwrap_or(false);
+                    return Ok(Self::stored(&decoded, Status::Stale, claimed));
+                }
+                Found::Usable(decoded, Freshness::Expired) => {
+                    Some(Self::stored::<T>(&decoded, Status::Stale, false))
+                }
+                Found::Nothing => None,
+            };
+            match self.flights.join(keys.data.as_bytes()) {
+                Join::Follower(waiter) => {
+                    if waiter.is_own_flight() {
+                        return Err(SharedError::Recursive);
+                    }
+                    match wait(&waiter) {
+                        Outcome::Value(()) | Outcome::Abandoned => {
+                            waited = true;
+                            continue;
+                        }
+                        Outcome::Error(error) => return Err(SharedError::Compute(error)),
+                    }
+                }
+                Join::Leader(guard) => {
+                    let compute = compute.take().expect("a caller leads at most once");
+                    let answer = self.lead(keys, &fetched, fallback, compute);
+                    match &answer {
+                        Err(SharedError::Compute(error)) => guard.complete(Err(error.clone())),
+                        _ => guard.complete(Ok(())),
+                    }
+                    return answer;
+                }
+            }
+        }
+    }
+
+    /// The one caller in this process that must produce the value: takes
+    /// the store's lock and computes, or polls while another process does.
+    fn lead<T>(
+        &self,
+        keys: &KeySet,
+        fetched: &Fetched,
+        fallback: Option<Answer<T>>,
+        compute: impl FnOnce() -> Result<Produced<T>, E>,
+    ) -> Result<Answer<T>, SharedError<E>> {
+        let token = self.token();
+        let deadline = Instant::now() + self.options.wait_timeout;
+        let mut generations = fetched.generations;
+        let mut backoff = Duration::from_millis(2);
+        loop {
+            let locked =
+                match self.call(|s| s.try_lock(&keys.lock, &token, self.options.lock_timeout)) {
+                    Ok(locked) => locked,
+                    Err(error) => return self.bypass(error, compute),
+                };
+            if locked {
+                return self.compute_locked(keys, &token, generations, fallback, compute);
+            }
+            // Another process computes: wait for its entry, or its lock to go.
+            if Instant::now() >= deadline {
+                // It is taking too long: compute here, without storing over it.
+                let produced = compute().map_err(SharedError::Compute)?;
+                return Ok(Answer::Computed {
+                    value: produced.value,
+                    stamps: None,
+                });
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_millis(50));
+            let again = match self.call(|s| s.fetch(keys)) {
+                Ok(again) => again,
+                Err(error) => return self.bypass(error, compute),
+            };
+            if let Found::Usable(decoded, Freshness::Fresh) = self.examine(&again, Span::ZERO) {
+                return Ok(Self::stored(&decoded, Status::Miss, false));
+            }
+            generations = again.generations;
+        }
+    }
+
+    fn compute_locked<T>(
+        &self,
+        keys: &KeySet,
+        token: &str,
+        generations: Generations,
+        fallback: Option<Answer<T>>,
+        compute: impl FnOnce() -> Result<Produced<T>, E>,
+    ) -> Result<Answer<T>, SharedError<E>> {
+        let produced = compute();
+        let answer = match produced {
+            Ok(produced) => {
+                let stamps = produced.serialized.as_ref().and_then(|(flags, bytes)| {
+                    self.write(&keys.data, *flags, bytes, produced.lifetime, generations)
+                });
+                Ok(Answer::Computed {
+                    value: produced.value,
+                    stamps,
+                })
+            }
+            Err(error) => match fallback {
+                // stale-if-error: the old value, served as STALE.
+                Some(old) => Ok(old),
+                None => Err(SharedError::Compute(error)),
+            },
+        };
+        let _ = self.call(|s| s.unlock(&keys.lock, token));
+        answer
+    }
+
+    /// Signs and stores a value; returns its instants, or `None` when the
+    /// store refused it (the value is still served).
+    pub fn write(
+        &self,
+        key: &str,
+        flags: u8,
+        bytes: &[u8],
+        lifetime: Lifetime,
+        generations: Generations,
+    ) -> Option<Stamps> {
+        self.write_keeping(key, flags, bytes, lifetime, generations, Span::ZERO)
+    }
+
+    /// [`SharedCache::write`], keeping the entry `keep` past its stale
+    /// window (for stale-if-error).
+    pub fn write_keeping(
+        &self,
+        key: &str,
+        flags: u8,
+        bytes: &[u8],
+        lifetime: Lifetime,
+        generations: Generations,
+        keep: Span,
+    ) -> Option<Stamps> {
+        let stamps = Stamps::new(self.clock.now(), lifetime);
+        let payload = self.signer.encode(flags, &stamps, generations, bytes);
+        let ttl = stamps.stale_until.map(|until| {
+            let micros = until.saturating_add(keep).as_micros() - self.clock.now().as_micros();
+            Duration::from_micros(micros.max(1) as u64)
+        });
+        self.call(|s| s.put(key, &payload, ttl))
+            .ok()
+            .map(|()| stamps)
+    }
+
+    /// Computes and overwrites the entry (REFRESH), under the current
+    /// generations.
+    pub fn refresh<T>(
+        &self,
+        keys: &KeySet,
+        keep: Span,
+        compute: impl FnOnce() -> Result<Produced<T>, E>,
+    ) -> Result<Answer<T>, SharedError<E>> {
+        let generations = match self.call(|s| s.fetch(keys)) {
+            Ok(fetched) => fetched.generations,
+            Err(error) => return self.bypass(error, compute),
+        };
+        let produced = compute().map_err(SharedError::Compute)?;
+        let stamps = produced.serialized.as_ref().and_then(|(flags, bytes)| {
+            self.write_keeping(
+                &keys.data,
+                *flags,
+                bytes,
+                produced.lifetime,
+                generations,
+                keep,
+            )
+        });
+        if produced.serialized.is_none() {
+            let _ = self.call(|s| s.delete(&keys.data));
+        }
+        Ok(Answer::Computed {
+            value: produced.value,
+            stamps,
+        })
+    }
+
+    /// Ends a background refresh this caller claimed: stores `produced`
+    /// (if anything) and frees the refresh lock.
+    pub fn finish_refresh(
+        &self,
+        keys: &KeySet,
+        keep: Span,
+        produced: Option<(u8, Vec<u8>, Lifetime)>,
+    ) {
+        if let Some((flags, bytes, lifetime)) = produced {
+            if let Ok(fetched) = self.call(|s| s.fetch(keys)) {
+                self.write_keeping(
+                    &keys.data,
+                    flags,
+                    &bytes,
+                    lifetime,
+                    fetched.generations,
+                    keep,
+                );
+            }
+        }
+        let _ = self.call(|s| s.delete(&keys.refresh));
+    }
+
+    fn token(&self) -> String {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        format!(
+            "{}:{}:{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            self.clock.now().as_micros()
+        )
+    }
+}

@@ -1,0 +1,17 @@
+//! Stores shared between processes and hosts: the payload format, the
+//! circuit breaker, the store trait, the Redis store, and the lifecycle on
+//! top of them.
+
+mod breaker;
+mod cache;
+mod payload;
+#[cfg(feature = "redis")]
+mod redis;
+mod store;
+
+pub use breaker::Breaker;
+pub use cache::{Answer, Produced, SharedCache, SharedError, SharedOptions, SharedStats};
+pub use payload::{Decoded, Generations, Rejected, Signer};
+#[cfg(feature = "redis")]
+pub use redis::{RedisConfig, RedisStore};
+pub use store::{Fetched, KeySet, SharedStore, StoreError};

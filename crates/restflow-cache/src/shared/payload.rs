@@ -1,0 +1,232 @@
+//! What a shared store holds under a key: a versioned header, the
+//! serialized value, and an HMAC-SHA256 tag over both.
+//!
+//! ```text
+//! b"RFC1"  magic and format version          4 bytes
+//! flags    the serializer and future bits    1 byte
+//! cached_at, fresh_until, stale_until        3 x i64 LE (microseconds; i64::MAX = never)
+//! generations                                3 x u64 LE (scope, partition, version)
+//! value                                      the rest, up to the tag
+//! tag      HMAC-SHA256(key, everything above) 32 bytes
+//! ```
+//!
+//! A payload that is too short, carries another magic or version, or fails
+//! the tag is refused before any byte of the value is looked at, so a
+//! tampered or foreign entry is never handed to a deserializer (Python's
+//! `pickle` above all).
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use crate::entry::Stamps;
+use crate::timestamp::Timestamp;
+
+type HmacSha256 = Hmac<Sha256>;
+
+const MAGIC: &[u8; 4] = b"RFC1";
+const HEADER: usize = 4 + 1 + 3 * 8 + 3 * 8;
+const TAG: usize = 32;
+const NEVER: i64 = i64::MAX;
+
+/// The generations an entry was written under; an entry is served only
+/// while all three are still current.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Generations {
+    /// The function's (scope's) generation.
+    pub scope: u64,
+    /// The partition's generation.
+    pub partition: u64,
+    /// The key constructor version's generation.
+    pub version: u64,
+}
+
+/// A payload that checked out.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Decoded<'a> {
+    /// The serializer's flag byte.
+    pub flags: u8,
+    /// The entry's instants.
+    pub stamps: Stamps,
+    /// The generations it was written under.
+    pub generations: Generations,
+    /// The serialized value.
+    pub value: &'a [u8],
+}
+
+/// Why a payload was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejected {
+    /// Too short to hold a header and a tag.
+    Truncated,
+    /// Not written by restflow (another magic).
+    Foreign,
+    /// Written by another format version.
+    UnknownVersion,
+    /// The tag does not match: tampered, or signed with another key.
+    BadSignature,
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Rejected::Truncated => "truncated payload",
+            Rejected::Foreign => "not a restflow payload",
+            Rejected::UnknownVersion => "unknown payload version",
+            Rejected::BadSignature => "payload signature does not match",
+        })
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+/// Signs and checks payloads with one key.
+#[derive(Clone)]
+pub struct Signer {
+    mac: HmacSha256,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signer(..)")
+    }
+}
+
+fn stamp(t: Option<Timestamp>) -> i64 {
+    t.map_or(NEVER, Timestamp::as_micros)
+}
+
+fn unstamp(micros: i64) -> Option<Timestamp> {
+    (micros != NEVER).then_some(Timestamp::from_micros(micros))
+}
+
+fn read_i64(bytes: &[u8], at: usize) -> i64 {
+    i64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"))
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"))
+}
+
+impl Signer {
+    /// A signer with `key` (any length; HMAC hashes long keys).
+    pub fn new(key: &[u8]) -> Self {
+        Signer {
+            mac: HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length"),
+        }
+    }
+
+    /// The payload for `value`.
+    pub fn encode(
+        &self,
+        flags: u8,
+        stamps: &Stamps,
+        generations: Generations,
+        value: &[u8],
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER + value.len() + TAG);
+        out.extend_from_slice(MAGIC);
+        out.push(flags);
+        out.extend_from_slice(&stamps.cached_at.as_micros().to_le_bytes());
+        out.extend_from_slice(&stamp(stamps.fresh_until).to_le_bytes());
+        out.extend_from_slice(&stamp(stamps.stale_until).to_le_bytes());
+        out.extend_from_slice(&generations.scope.to_le_bytes());
+        out.extend_from_slice(&generations.partition.to_le_bytes());
+        out.extend_from_slice(&generations.version.to_le_bytes());
+        out.extend_from_slice(value);
+        let mut mac = self.mac.clone();
+        mac.update(&out);
+        out.extend_from_slice(&mac.finalize().into_bytes());
+        out
+    }
+
+    /// Checks and opens a payload.
+    pub fn decode<'a>(&self, payload: &'a [u8]) -> Result<Decoded<'a>, Rejected> {
+        if payload.len() < 4 {
+            return Err(Rejected::Truncated);
+        }
+        if &payload[..3] != b"RFC" {
+            return Err(Rejected::Foreign);
+        }
+        if payload[3] != MAGIC[3] {
+            return Err(Rejected::UnknownVersion);
+        }
+        if payload.len() < HEADER + TAG {
+            return Err(Rejected::Truncated);
+        }
+        let (body, tag) = payload.split_at(payload.len() - TAG);
+        let mut mac = self.mac.clone();
+        mac.update(body);
+        mac.verify_slice(tag).map_err(|_| Rejected::BadSignature)?;
+        Ok(Decoded {
+            flags: body[4],
+            stamps: Stamps {
+                cached_at: Timestamp::from_micros(read_i64(body, 5)),
+                fresh_until: unstamp(read_i64(body, 13)),
+                stale_until: unstamp(read_i64(body, 21)),
+            },
+            generations: Generations {
+                scope: read_u64(body, 29),
+                partition: read_u64(body, 37),
+                version: read_u64(body, 45),
+            },
+            value: &body[HEADER..],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::Lifetime;
+    use crate::timestamp::Span;
+
+    fn stamps() -> Stamps {
+        Stamps::new(
+            Timestamp::from_micros(1_000),
+            Lifetime::new(Span::from_secs(5), Span::from_secs(1)),
+        )
+    }
+
+    #[test]
+    fn round_trips() {
+        let signer = Signer::new(b"secret");
+        let gens = Generations {
+            scope: 3,
+            partition: 1,
+            version: 7,
+        };
+        let payload = signer.encode(2, &stamps(), gens, b"value bytes");
+        let decoded = signer.decode(&payload).unwrap();
+        assert_eq!(decoded.flags, 2);
+        assert_eq!(decoded.stamps, stamps());
+        assert_eq!(decoded.generations, gens);
+        assert_eq!(decoded.value, b"value bytes");
+        let forever = Stamps::new(Timestamp::EPOCH, Lifetime::FOREVER);
+        let payload = signer.encode(0, &forever, gens, b"");
+        assert_eq!(signer.decode(&payload).unwrap().stamps, forever);
+    }
+
+    #[test]
+    fn every_flipped_byte_is_caught() {
+        let signer = Signer::new(b"secret");
+        let payload = signer.encode(0, &stamps(), Generations::default(), b"pickled");
+        for at in 0..payload.len() {
+            let mut tampered = payload.clone();
+            tampered[at] ^= 0x01;
+            assert!(signer.decode(&tampered).is_err(), "byte {at} not caught");
+        }
+    }
+
+    #[test]
+    fn foreign_short_and_other_key_payloads_are_refused() {
+        let signer = Signer::new(b"secret");
+        assert_eq!(signer.decode(b"{\"json\": 1}"), Err(Rejected::Foreign));
+        assert_eq!(signer.decode(b"RF"), Err(Rejected::Truncated));
+        assert_eq!(signer.decode(b"RFC1short"), Err(Rejected::Truncated));
+        let mut other_version = signer.encode(0, &stamps(), Generations::default(), b"v");
+        other_version[3] = b'9';
+        assert_eq!(signer.decode(&other_version), Err(Rejected::UnknownVersion));
+        let payload = Signer::new(b"other").encode(0, &stamps(), Generations::default(), b"v");
+        assert_eq!(signer.decode(&payload), Err(Rejected::BadSignature));
+    }
+}

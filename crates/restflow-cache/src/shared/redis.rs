@@ -1,0 +1,236 @@
+//! The Redis (and Valkey) store: pooled synchronous connections with
+//! `TCP_NODELAY`, a read timeout on every command, fresh connections after
+//! a fork.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use ::redis::io::tcp::TcpSettings;
+use ::redis::{Client, Connection, ConnectionLike, IntoConnectionInfo, Script, Value};
+use parking_lot::Mutex;
+
+use super::payload::Generations;
+use super::store::{Fetched, KeySet, SharedStore, StoreError};
+
+/// How to reach Redis.
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` (or `rediss://`).
+    pub url: String,
+    /// Connections kept per process.
+    pub pool_size: u32,
+    /// Longest wait for a connection to be made or handed out.
+    pub connect_timeout: Duration,
+    /// Longest wait for any answer.
+    pub read_timeout: Duration,
+}
+
+/// A pooled connection that remembers whether it failed, so the pool
+/// throws it away instead of handing out a socket with an unread reply.
+/// (r2d2 asks `has_broken` when a connection comes back; this is what lets
+/// it say yes after a timeout.)
+pub struct PooledConn {
+    inner: Connection,
+    broken: Cell<bool>,
+}
+
+/// Makes connections for r2d2.
+#[derive(Debug)]
+struct Manager {
+    client: Client,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = PooledConn;
+    type Error = redis::RedisError;
+
+    fn connect(&self) -> Result<PooledConn, redis::RedisError> {
+        let inner = self
+            .client
+            .get_connection_with_timeout(self.connect_timeout)?;
+        inner.set_read_timeout(Some(self.read_timeout))?;
+        inner.set_write_timeout(Some(self.read_timeout))?;
+        Ok(PooledConn {
+            inner,
+            broken: Cell::new(false),
+        })
+    }
+
+    fn is_valid(&self, _conn: &mut PooledConn) -> Result<(), redis::RedisError> {
+        Ok(())
+    }
+
+    fn has_broken(&self, conn: &mut PooledConn) -> bool {
+        conn.broken.get() || !conn.inner.is_open()
+    }
+}
+
+/// A Redis store.
+pub struct RedisStore {
+    config: RedisConfig,
+    client: Client,
+    /// The pool of the process that made it; a forked child makes its own.
+    pool: Mutex<Option<(u32, r2d2::Pool<Manager>)>>,
+    unlock: Script,
+}
+
+fn classify(error: &redis::RedisError) -> StoreError {
+    if error.is_timeout() {
+        StoreError::Timeout(error.to_string())
+    } else if error.is_io_error() || error.is_connection_refusal() || error.is_connection_dropped()
+    {
+        StoreError::Unavailable(error.to_string())
+    } else {
+        StoreError::Protocol(error.to_string())
+    }
+}
+
+impl RedisStore {
+    /// A store for `config`. Nothing is connected until the first command.
+    pub fn new(config: RedisConfig) -> Result<Self, StoreError> {
+        let info = config
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| StoreError::Protocol(format!("bad Redis URL {:?}: {e}", config.url)))?
+            .set_tcp_settings(TcpSettings::default().set_nodelay(true));
+        let client = Client::open(info).map_err(|e| classify(&e))?;
+        Ok(RedisStore {
+            config,
+            client,
+            pool: Mutex::new(None),
+            unlock: Script::new(
+                "if redis.call('get', KEYS[1]) == ARGV[1] then \
+                 return redis.call('del', KEYS[1]) else return 0 end",
+            ),
+        })
+    }
+
+    fn pool(&self) -> r2d2::Pool<Manager> {
+        let mut pool = self.pool.lock();
+        let pid = std::process::id();
+        if let Some((owner, existing)) = pool.as_ref() {
+            if *owner == pid {
+                return existing.clone();
+            }
+            // Forked: the parent's sockets must not be shared, or used.
+            std::mem::forget(pool.take());
+        }
+        let made = r2d2::Pool::builder()
+            .max_size(self.config.pool_size.max(1))
+            .min_idle(Some(0))
+            .connection_timeout(self.config.connect_timeout)
+            .test_on_check_out(false)
+            .build_unchecked(Manager {
+                client: self.client.clone(),
+                connect_timeout: self.config.connect_timeout,
+                read_timeout: self.config.read_timeout,
+            });
+        *pool = Some((pid, made.clone()));
+        made
+    }
+
+    fn with<T>(
+        &self,
+        run: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self
+            .pool()
+            .get()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        match run(&mut conn.inner) {
+            Ok(value) => Ok(value),
+            Err(error) => {
+                conn.broken.set(true);
+                Err(classify(&error))
+            }
+        }
+    }
+}
+
+fn counter(value: &Value) -> Result<u64, StoreError> {
+    match value {
+        Value::Nil => Ok(0),
+        Value::BulkString(bytes) => std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| {
+                StoreError::Protocol("a generation counter that is not a number".into())
+            }),
+        Value::Int(n) => Ok(*n as u64),
+        other => Err(StoreError::Protocol(format!(
+            "unexpected counter {other:?}"
+        ))),
+    }
+}
+
+impl SharedStore for RedisStore {
+    fn fetch(&self, keys: &KeySet) -> Result<Fetched, StoreError> {
+        let mut names: Vec<&str> = vec![&keys.data, &keys.scope, &keys.version, &keys.lock];
+        if let Some(partition) = &keys.partition {
+            names.push(partition);
+        }
+        let values: Vec<Value> = self.with(|c| redis::cmd("MGET").arg(&names).query(c))?;
+        if values.len() != names.len() {
+            return Err(StoreError::Protocol(
+                "MGET answered the wrong number of values".into(),
+            ));
+        }
+        let payload = match &values[0] {
+            Value::Nil => None,
+            Value::BulkString(bytes) => Some(bytes.clone()),
+            other => return Err(StoreError::Protocol(format!("unexpected entry {other:?}"))),
+        };
+        Ok(Fetched {
+            payload,
+            generations: Generations {
+                scope: counter(&values[1])?,
+                version: counter(&values[2])?,
+                partition: match values.get(4) {
+                    Some(value) => counter(value)?,
+                    None => 0,
+                },
+            },
+            locked: !matches!(values[3], Value::Nil),
+        })
+    }
+
+    fn put(&self, key: &str, payload: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
+        self.with(|c| {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(key).arg(payload);
+            if let Some(ttl) = ttl {
+                cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
+            }
+            cmd.query::<()>(c)
+        })
+    }
+
+    fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        self.with(|c| redis::cmd("DEL").arg(key).query::<u64>(c))
+            .map(|n| n > 0)
+    }
+
+    fn bump(&self, key: &str) -> Result<u64, StoreError> {
+        self.with(|c| redis::cmd("INCR").arg(key).query::<u64>(c))
+    }
+
+    fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let answer: Value = self.with(|c| {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(token)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl.as_millis().max(1) as u64)
+                .query(c)
+        })?;
+        Ok(!matches!(answer, Value::Nil))
+    }
+
+    fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
+        self.with(|c| self.unlock.key(key).arg(token).invoke::<()>(c))
+    }
+}

@@ -1,0 +1,294 @@
+//! The shared-store lifecycle against an in-memory fake store, with a
+//! frozen clock.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use restflow_cache::shared::{
+    Answer, Breaker, Fetched, Generations, KeySet, Produced, SharedCache, SharedError,
+    SharedOptions, SharedStore, Signer, StoreError,
+};
+use restflow_cache::{Clock, Lifetime, Span, Status, Timestamp};
+
+#[derive(Default)]
+struct FakeStore {
+    values: Mutex<HashMap<String, Vec<u8>>>,
+    down: AtomicBool,
+    calls: AtomicUsize,
+}
+
+impl FakeStore {
+    fn check(&self) -> Result<(), StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable("down".into()))
+        } else {
+            Ok(())
+        }
+    }
+    fn counter(&self, key: &str) -> u64 {
+        counter(&self.values.lock(), key)
+    }
+}
+
+fn counter(values: &HashMap<String, Vec<u8>>, key: &str) -> u64 {
+    values
+        .get(key)
+        .map_or(0, |v| String::from_utf8_lossy(v).parse().unwrap())
+}
+
+impl SharedStore for FakeStore {
+    fn fetch(&self, keys: &KeySet) -> Result<Fetched, StoreError> {
+        self.check()?;
+        let values = self.values.lock();
+        Ok(Fetched {
+            payload: values.get(&keys.data).cloned(),
+            generations: Generations {
+                scope: counter(&values, &keys.scope),
+                partition: keys.partition.as_deref().map_or(0, |k| counter(&values, k)),
+                version: counter(&values, &keys.version),
+            },
+            locked: values.contains_key(&keys.lock),
+        })
+    }
+    fn put(&self, key: &str, payload: &[u8], _ttl: Option<Duration>) -> Result<(), StoreError> {
+        self.check()?;
+        self.values.lock().insert(key.into(), payload.to_vec());
+        Ok(())
+    }
+    fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        self.check()?;
+        Ok(self.values.lock().remove(key).is_some())
+    }
+    fn bump(&self, key: &str) -> Result<u64, StoreError> {
+        self.check()?;
+        let next = self.counter(key) + 1;
+        self.values
+            .lock()
+            .insert(key.into(), next.to_string().into_bytes());
+        Ok(next)
+    }
+    fn try_lock(&self, key: &str, token: &str, _ttl: Duration) -> Result<bool, StoreError> {
+        self.check()?;
+        let mut values = self.values.lock();
+        if values.contains_key(key) {
+            return Ok(false);
+        }
+        values.insert(key.into(), token.as_bytes().to_vec());
+        Ok(true)
+    }
+    fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
+        self.check()?;
+        let mut values = self.values.lock();
+        if values.get(key).map(Vec::as_slice) == Some(token.as_bytes()) {
+            values.remove(key);
+        }
+        Ok(())
+    }
+}
+
+fn keys() -> KeySet {
+    KeySet {
+        data: "ns::f::::x=i1".into(),
+        scope: "gen:f".into(),
+        partition: None,
+        version: "vgen:c".into(),
+        lock: "lock:f1".into(),
+        refresh: "refresh:f1".into(),
+    }
+}
+
+fn cache(
+    bypass: bool,
+) -> (
+    Arc<FakeStore>,
+    SharedCache<Arc<FakeStore>, String>,
+    Arc<Clock>,
+) {
+    let store = Arc::new(FakeStore::default());
+    let clock = Arc::new(Clock::frozen(Timestamp::from_micros(1_800_000_000_000_000)));
+    let cache = SharedCache::new(
+        Arc::clone(&store),
+        Signer::new(b"key"),
+        Arc::clone(&clock),
+        Breaker::new(3, Duration::from_secs(60)),
+        SharedOptions {
+            lock_timeout: Duration::from_secs(5),
+            wait_timeout: Duration::from_millis(200),
+            bypass_on_failure: bypass,
+        },
+    );
+    (store, cache, clock)
+}
+
+fn produce(value: &str) -> Result<Produced<String>, String> {
+    Ok(Produced {
+        value: value.to_string(),
+        serialized: Some((0, value.as_bytes().to_vec())),
+        lifetime: Lifetime::new(Span::from_secs(10), Span::from_secs(5)),
+    })
+}
+
+fn status<T>(answer: &Answer<T>) -> Status {
+    match answer {
+        Answer::Stored { status, .. } => *status,
+        Answer::Computed { .. } => Status::Miss,
+        Answer::Bypassed { .. } => Status::Bypass,
+    }
+}
+
+fn get(cache: &SharedCache<Arc<FakeStore>, String>, value: &str) -> Answer<String> {
+    cache
+        .get(&keys(), Span::ZERO, || produce(value), |w| w.wait())
+        .unwrap()
+}
+
+#[test]
+fn miss_then_hit_then_stale_with_one_refresh_claim() {
+    let (store, cache, clock) = cache(true);
+    assert_eq!(status(&get(&cache, "v1")), Status::Miss);
+    match get(&cache, "unused") {
+        Answer::Stored { status, value, .. } => {
+            assert_eq!((status, value.as_slice()), (Status::Hit, b"v1".as_slice()))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !store.values.lock().contains_key("lock:f1"),
+        "the lock is released"
+    );
+    clock.advance(Span::from_secs(10));
+    let first = get(&cache, "unused");
+    let second = get(&cache, "unused");
+    assert!(matches!(
+        first,
+        Answer::Stored {
+            status: Status::Stale,
+            refresh_claimed: true,
+            ..
+        }
+    ));
+    assert!(matches!(
+        second,
+        Answer::Stored {
+            status: Status::Stale,
+            refresh_claimed: false,
+            ..
+        }
+    ));
+    cache.finish_refresh(
+        &keys(),
+        Span::ZERO,
+        Some((
+            0,
+            b"v2".to_vec(),
+            Lifetime::new(Span::from_secs(10), Span::ZERO),
+        )),
+    );
+    assert!(matches!(
+        get(&cache, "unused"),
+        Answer::Stored {
+            status: Status::Hit,
+            ..
+        }
+    ));
+    clock.advance(Span::from_secs(10));
+    assert_eq!(status(&get(&cache, "v3")), Status::Miss);
+}
+
+#[test]
+fn a_bumped_generation_makes_the_entry_a_miss() {
+    let (store, cache, _) = cache(true);
+    get(&cache, "v1");
+    store.bump("gen:f").unwrap();
+    match get(&cache, "v2") {
+        Answer::Computed { value, .. } => assert_eq!(value, "v2"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_tampered_or_foreign_payload_is_a_counted_miss() {
+    let (store, cache, _) = cache(true);
+    get(&cache, "v1");
+    store.values.lock().get_mut("ns::f::::x=i1").unwrap()[60] ^= 1;
+    assert_eq!(status(&get(&cache, "v2")), Status::Miss);
+    store.values.lock().insert(
+        "ns::f::::x=i1".into(),
+        b"cos\nsystem\n(S'echo'\ntR.".to_vec(),
+    );
+    assert_eq!(status(&get(&cache, "v3")), Status::Miss);
+    assert_eq!(cache.stats().rejected.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_failing_store_is_bypassed_or_reported_and_the_breaker_opens() {
+    let (store, cache, _) = cache(true);
+    store.down.store(true, Ordering::SeqCst);
+    for _ in 0..5 {
+        assert_eq!(status(&get(&cache, "live")), Status::Bypass);
+    }
+    // Three failures opened the breaker: the last calls never reached the store.
+    assert_eq!(store.calls.load(Ordering::SeqCst), 3);
+    let (store, strict, _) = cache_strict();
+    store.down.store(true, Ordering::SeqCst);
+    let error = strict
+        .get(&keys(), Span::ZERO, || produce("x"), |w| w.wait())
+        .unwrap_err();
+    assert!(matches!(
+        error,
+        SharedError::Store(StoreError::Unavailable(_))
+    ));
+}
+
+fn cache_strict() -> (
+    Arc<FakeStore>,
+    SharedCache<Arc<FakeStore>, String>,
+    Arc<Clock>,
+) {
+    cache(false)
+}
+
+#[test]
+fn stale_if_error_serves_the_old_value_when_the_recompute_fails() {
+    let (_, cache, clock) = cache(true);
+    get(&cache, "old");
+    clock.advance(Span::from_secs(20)); // past ttl 10 + stale 5
+    let failing = || Err::<Produced<String>, _>("backend down".to_string());
+    let served = cache
+        .get(&keys(), Span::from_secs(60), failing, |w| w.wait())
+        .unwrap();
+    match served {
+        Answer::Stored { status, value, .. } => {
+            assert_eq!(
+                (status, value.as_slice()),
+                (Status::Stale, b"old".as_slice())
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let error = cache
+        .get(&keys(), Span::ZERO, failing, |w| w.wait())
+        .unwrap_err();
+    assert_eq!(error, SharedError::Compute("backend down".into()));
+}
+
+#[test]
+fn another_holder_of_the_lock_is_waited_for_then_given_up_on() {
+    let (store, cache, _) = cache(true);
+    store
+        .try_lock("lock:f1", "someone-else", Duration::from_secs(5))
+        .unwrap();
+    // Nobody writes the entry: after wait_timeout the value is computed here
+    // and not stored over the holder's.
+    match get(&cache, "mine") {
+        Answer::Computed { value, stamps } => {
+            assert_eq!(value, "mine");
+            assert!(stamps.is_none());
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,0 +1,167 @@
+"""``@cache_response``: cache what a DRF view renders, with safe defaults.
+
+::
+
+    from restflow.caching.cache_response import cache_response
+
+    class ArticleView(APIView):
+        @cache_response(ttl=60, set_cache_headers=True)
+        def get(self, request, pk):
+            return Response(ArticleSerializer(Article.objects.get(pk=pk)).data)
+
+    @api_view(["GET"])
+    @cache_response(ttl=60)                  # beneath @api_view
+    def article_view(request, pk): ...
+
+It works on ``APIView`` and ``ViewSet`` handlers (router actions and
+``@action`` methods included) and on ``@api_view`` functions. A miss runs the
+view, finalizes and renders its response as DRF would, and stores the
+rendered bytes, the status code and the headers (see
+:mod:`restflow.caching.response_entries`). A hit returns a new
+``django.http.HttpResponse`` with that content, status and headers
+(``Content-Type`` included): the view body, its serializers and the renderer
+do not run.
+
+Safe defaults. Each exists because the unsafe choice serves one client what
+was rendered for another:
+
+1. **Only GET and HEAD use the cache.** Any other method runs the view live
+   (status ``BYPASS``): a handler serving several methods (an ``@action``
+   with ``methods=["get", "post"]``) never answers a POST from a GET's entry.
+2. **Only 2xx responses are stored**, unless ``cache_if`` says otherwise
+   (``cache_if(response, *args, **kwargs)`` replaces the status rule;
+   ``cache_unless`` narrows it). An error is usually about this moment.
+3. **Some responses are never stored**, whatever ``cache_if`` says: those
+   that set cookies, carry ``Vary: *`` or ``Cache-Control: private`` /
+   ``no-store``, and streamed ones. They are returned as they are.
+4. **What was negotiated is part of the key**: the media type DRF chose
+   (``request.accepted_media_type``), the API version (``request.version``),
+   the active language (``get_language()``) and time zone, beside the URL
+   kwargs and query string of :class:`ResponseCacheKeyConstructor`. This is
+   added to any key constructor given.
+5. **The view class is part of the key**: two subclasses sharing one
+   decorated handler never share entries (an ``@api_view`` function is its
+   own view class).
+6. **Authenticated requests are keyed by user**: when ``request.user`` is
+   authenticated, its primary key is part of the key; anonymous requests
+   share entries. An authenticated user without a primary key (a stateless
+   token user) has nothing safe to key by, so its requests run live
+   (``BYPASS``). To share one response among users, cache the payload with
+   ``cache_result`` instead.
+7. **A background refresh renders like the request it replaces**: inside
+   the stale window (``stale_while_revalidate``) the view runs again on an
+   engine thread with the request that found the entry stale, under that
+   request's language and time zone. Other per-request state held in
+   thread-locals is not carried over: turn the stale window off
+   (``stale_while_revalidate=0``) for views that read it.
+
+Concurrent requests for one key run the view once (single-flight); a request
+that waited for a response that may not be stored runs the view itself.
+
+Every :class:`~restflow.caching.CachedWrapper` method is on the wrapper
+(:class:`CachedResponseWrapper`), taking the handler's own arguments:
+``get_cache_key(request, pk=1)``, ``delete_by_prefix(pk=1)`` (the URL kwargs
+are the partition), ``invalidate_all()``. The key of a request depends on
+what DRF negotiated for it, so key-only methods need the request DRF passed
+to the view; methods that run the view (``refresh``, ``bypass_cache``) also
+need a view DRF has initialized (inside a request).
+
+Not supported yet: ``async def`` views (a ``TypeError`` at decoration).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from restflow.caching.decorators import _check_predicate, cache_result
+from restflow.caching.response_keys import ResponseCacheKeyConstructor, with_variant
+from restflow.caching.response_wrapper import (
+    CachedResponseWrapper,
+    HandlerCall,
+    ResponseTtl,
+    is_entry,
+    make_renderer,
+)
+from restflow.caching.settings import seconds
+
+__all__ = ["CachedResponseWrapper", "ResponseCacheKeyConstructor", "cache_response"]
+
+
+def _check_target(func: Any) -> None:
+    if isinstance(func, (classmethod, staticmethod)):
+        raise TypeError(
+            f"@cache_response must be applied beneath @{type(func).__name__}, on the function."
+        )
+    if isinstance(func, type) or hasattr(func, "view_class"):
+        raise TypeError(
+            "@cache_response decorates a view's handler: put it on the APIView/ViewSet method, "
+            "or beneath @api_view on the function, not on a view class or an as_view() result."
+        )
+    if not callable(func):
+        raise TypeError(f"@cache_response decorates view handlers; got {func!r}")
+    if inspect.iscoroutinefunction(func):
+        raise TypeError(
+            f"{func.__qualname__} is an async view: cache_response does not support async "
+            "views yet. Cache the payload with cache_result from a sync view instead."
+        )
+
+
+def cache_response(
+    key_constructor: Any = ResponseCacheKeyConstructor,
+    ttl: int | float | timedelta | Callable[..., Any] | None = 3600,
+    *,
+    stale_while_revalidate: int | float | timedelta | None = None,
+    invalidates_on: list[Any] | None = None,
+    cache_if: Callable[..., Any] | None = None,
+    cache_unless: Callable[..., Any] | None = None,
+    set_cache_headers: bool = False,
+) -> Callable[[Callable[..., Any]], CachedResponseWrapper]:
+    """Caches a DRF view handler's rendered responses (see the module docs).
+
+    :param key_constructor: what keys a response, as for ``cache_result``;
+        by default :class:`ResponseCacheKeyConstructor` (query string and URL
+        kwargs). The negotiated media type, API version, language, time zone
+        and user are always added.
+    :param ttl: seconds, a ``timedelta``, ``None`` (never expires) or a
+        callable ``ttl(response, *args, **kwargs)`` returning one of those.
+    :param stale_while_revalidate: as for ``cache_result``.
+    :param invalidates_on: ``InvalidationRule`` objects, as for ``cache_result``.
+    :param cache_if: ``predicate(response, *args, **kwargs)``: store when
+        truthy; replaces the 2xx rule.
+    :param cache_unless: ``predicate(response, *args, **kwargs)``: do not
+        store when truthy. Give at most one of the two.
+    :param set_cache_headers: write ``X-Cache-status``, ``X-Cached-at`` and
+        ``X-Cache-reset-at`` on every response the handler returns.
+    """
+    if inspect.isfunction(key_constructor):
+        raise TypeError("@cache_response needs its parentheses: @cache_response(...).")
+    if cache_if is not None and cache_unless is not None:
+        raise ValueError(
+            "Give cache_if or cache_unless, not both: one predicate decides what is stored."
+        )
+    _check_predicate("cache_if", cache_if)
+    _check_predicate("cache_unless", cache_unless)
+    response_ttl = None
+    if callable(ttl) and not isinstance(ttl, timedelta):
+        if inspect.iscoroutinefunction(ttl):
+            raise TypeError("ttl is an async ttl; it must be a plain def")
+        response_ttl = ResponseTtl(ttl)
+    else:
+        seconds(ttl, name="ttl", allow_none=True)
+
+    def decorator(func: Callable[..., Any]) -> CachedResponseWrapper:
+        _check_target(func)
+        call = HandlerCall(func)
+        cached = cache_result(
+            response_ttl or ttl,
+            key_constructor=with_variant(key_constructor, call.name),
+            stale_while_revalidate=stale_while_revalidate,
+            cache_if=is_entry,
+            invalidates_on=invalidates_on,
+        )(make_renderer(func, call, cache_if, cache_unless, response_ttl))
+        return CachedResponseWrapper(func, cached, call, set_cache_headers)
+
+    return decorator

@@ -1,0 +1,50 @@
+"""``celery``: the jobs are sent to a Celery task.
+
+The task is ``restflow.caching.tasks.task_run_cache_rules`` (setting
+``TASK_NAME``); a worker finds it with ``app.autodiscover_tasks()`` when
+``restflow.caching`` is in ``INSTALLED_APPS``. When the task is registered
+in this process it is called with ``apply_async`` (so ``task_always_eager``
+works in tests), else sent by name. Requires ``pip install 'restflow-cache[celery]'``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from restflow.caching.dispatchers.base import Dispatcher, require
+from restflow.caching.dispatchers.jobs import Job
+
+TASK_NAME = "restflow.caching.tasks.task_run_cache_rules"
+
+
+class CeleryDispatcher(Dispatcher):
+    """Sends the jobs to one Celery task call (``task_name``, ``queue``)."""
+
+    name = "celery"
+    in_process = False
+    config_keys = frozenset({"task_name", "queue"})
+    default_settings: ClassVar[dict[str, Any]] = {"TASK_NAME": TASK_NAME, "QUEUE": None}
+
+    def validate_config(self) -> None:
+        super().validate_config()
+        require("celery", dispatcher=self.name, extra="celery")
+
+    def batch_key(self) -> tuple[Any, ...]:
+        return (type(self), self.option("task_name"), self.option("queue"))
+
+    def dispatch(self, jobs: Sequence[Job]) -> None:
+        celery = require("celery", dispatcher=self.name, extra="celery")
+        # Registers the shared task with the current app.
+        import restflow.caching.tasks  # noqa: F401
+
+        task_name = self.option("task_name") or TASK_NAME
+        queue = self.option("queue")
+        kwargs = {"jobs": [job.to_payload() for job in jobs], "dispatcher_name": self.name}
+        options = {"queue": queue} if queue else {}
+        app = celery.current_app
+        task = app.tasks.get(task_name)
+        if task is not None:
+            task.apply_async(kwargs=kwargs, **options)
+        else:
+            app.send_task(task_name, kwargs=kwargs, **options)

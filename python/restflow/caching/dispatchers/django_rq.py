@@ -1,0 +1,44 @@
+"""``django_rq``: the jobs are enqueued on an RQ queue.
+
+The worker function is ``restflow.caching.tasks.run_cache_rules`` (setting
+``FUNCTION_PATH``), enqueued by its dotted path so the sending process need
+not import it. Requires ``pip install 'restflow-cache[django-rq]'``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from restflow.caching.dispatchers.base import Dispatcher, require
+from restflow.caching.dispatchers.jobs import Job
+
+FUNCTION_PATH = "restflow.caching.tasks.run_cache_rules"
+
+
+class DjangoRqDispatcher(Dispatcher):
+    """Enqueues the jobs as one RQ job (``queue``, ``function_path``)."""
+
+    name = "django_rq"
+    in_process = False
+    config_keys = frozenset({"queue", "function_path"})
+    default_settings: ClassVar[dict[str, Any]] = {
+        "QUEUE": "default",
+        "FUNCTION_PATH": FUNCTION_PATH,
+    }
+
+    def validate_config(self) -> None:
+        super().validate_config()
+        require("django_rq", dispatcher=self.name, extra="django-rq")
+
+    def batch_key(self) -> tuple[Any, ...]:
+        return (type(self), self.option("queue"), self.option("function_path"))
+
+    def dispatch(self, jobs: Sequence[Job]) -> None:
+        django_rq = require("django_rq", dispatcher=self.name, extra="django-rq")
+        queue = django_rq.get_queue(self.option("queue") or "default")
+        queue.enqueue(
+            self.option("function_path") or FUNCTION_PATH,
+            [job.to_payload() for job in jobs],
+            dispatcher_name=self.name,
+        )

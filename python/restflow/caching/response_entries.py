@@ -1,0 +1,86 @@
+"""What a cached response is, and which responses may become one.
+
+An entry is the plain tuple ``(status_code, content, headers)``: the rendered
+bytes, the status and the header pairs, as the view and DRF's
+``finalize_response`` left them. A tuple of bytes and strings pickles for
+stores that serialize, and shares nothing with the live response, so
+middleware that changes a response later never changes what is cached. It
+never holds a request, a serializer or a queryset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.http import HttpResponse
+from django.utils.cache import has_vary_header
+
+__all__ = ["Entry", "freeze", "may_store", "never_storable", "thaw"]
+
+Entry = tuple[int, bytes, tuple[tuple[str, str], ...]]
+
+#: ``Cache-Control`` directives that forbid a shared cache to keep a response.
+_PRIVATE_DIRECTIVES = frozenset({"private", "no-store"})
+
+
+def freeze(response: Any) -> Entry:
+    """The entry of a rendered, non-streaming response."""
+    return response.status_code, bytes(response.content), tuple(response.items())
+
+
+def thaw(entry: Entry) -> HttpResponse:
+    """A new ``HttpResponse`` with the entry's status, content and headers
+    (``Content-Type`` included): a fresh object per request, so nothing one
+    client's middleware does reaches another's response."""
+    status_code, content, headers = entry
+    return HttpResponse(content, status=status_code, headers=dict(headers))
+
+
+def _cache_control(response: Any) -> set[str]:
+    value = response.get("Cache-Control", "")
+    return {part.split("=", 1)[0].strip().lower() for part in value.split(",") if part.strip()}
+
+
+def never_storable(response: Any) -> str | None:
+    """Why ``response`` may never be stored, whatever ``cache_if`` says, or ``None``.
+
+    These responses would be wrong for the next client, not merely stale:
+    a streamed body cannot be replayed; cookies belong to one client (and an
+    entry keeps no cookies, so a hit would silently drop them); ``Vary: *``
+    says no two requests are alike; ``Cache-Control: private`` or
+    ``no-store`` forbids shared caches to keep the response at all.
+    """
+    if getattr(response, "streaming", False):
+        return "it is streamed"
+    if getattr(response, "cookies", None):
+        return "it sets cookies"
+    if has_vary_header(response, "*"):
+        return "it carries Vary: *"
+    if _cache_control(response) & _PRIVATE_DIRECTIVES:
+        return "its Cache-Control is private or no-store"
+    return None
+
+
+def may_store(
+    response: Any,
+    cache_if: Callable[..., Any] | None,
+    cache_unless: Callable[..., Any] | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> bool:
+    """Whether a rendered response becomes an entry.
+
+    Only 2xx responses by default: an error is usually about this moment (a
+    timeout, a missing row about to be created) and caching it would repeat
+    it for the whole ttl. ``cache_if(response, *args, **kwargs)`` replaces
+    that rule (to cache 404s, say); ``cache_unless`` narrows it. Neither can
+    override :func:`never_storable`.
+    """
+    if never_storable(response) is not None:
+        return False
+    if cache_if is not None:
+        return bool(cache_if(response, *args, **kwargs))
+    if not 200 <= response.status_code < 300:
+        return False
+    return not (cache_unless is not None and cache_unless(response, *args, **kwargs))

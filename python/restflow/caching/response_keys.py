@@ -1,0 +1,156 @@
+"""Keys of cached responses: what the URL says, and what the request negotiated.
+
+Two requests for one URL can still deserve different bodies: one asked for
+JSON and the other for HTML, one reads French and the other German, one is
+Alice's and the other Bob's. :class:`ResponseCacheKeyConstructor` keys what
+the URL says (its query string and URL kwargs); :class:`ResponseVariantKeyField`
+keys the rest, and ``cache_response`` adds it to whatever constructor it is
+given, so a custom constructor cannot forget it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from django.utils import timezone, translation
+
+from restflow.caching.key_constructor import KeyConstructor, KeyConstructorMeta, resolve
+from restflow.caching.key_fields import (
+    CacheKeyField,
+    CallShape,
+    QueryParamsKeyField,
+    ViewKwargsKeyField,
+)
+from restflow.caching.status import CACHE_MISSING
+
+__all__ = [
+    "LOCALE_ATTR",
+    "ResponseCacheKeyConstructor",
+    "ResponseVariantKeyField",
+    "locale_of",
+    "user_of",
+    "with_variant",
+]
+
+#: Where ``cache_response`` stamps the language and time zone a request was
+#: served in: the key reads it, and a background refresh on an engine thread
+#: renders in it.
+LOCALE_ATTR = "_restflow_locale"
+
+#: The field name ``cache_response`` adds to a constructor; a constructor
+#: that declares it itself would lose it, so that is refused.
+VARIANT_FIELD = "response_variant"
+
+
+class ResponseCacheKeyConstructor(KeyConstructor):
+    """What ``cache_response`` keys by default: the URL.
+
+    The query string is hashed (it can be long, and may carry values nobody
+    wants in a key string); the URL kwargs form the partition, so
+    ``delete_by_prefix(pk=3)`` drops every cached variant of one object.
+    Subclass it to add fields or narrow the query parameters.
+    """
+
+    query_params = QueryParamsKeyField("*", hash_value=True)
+    path_params = ViewKwargsKeyField("*", partition=True)
+
+    class Meta:
+        namespace = "ResponseCache"
+
+
+def user_of(request: Any) -> Any:
+    """The user's primary key when the request is authenticated, else ``None``.
+
+    ``CACHE_MISSING`` for an authenticated user without a primary key (a
+    stateless token user, say): there is nothing safe to key it by, so
+    ``cache_response`` serves such a request live.
+    """
+    user = getattr(request, "user", None)
+    if not getattr(user, "is_authenticated", False):
+        return None
+    pk = getattr(user, "pk", None)
+    return CACHE_MISSING if pk is None else pk
+
+
+def locale_of() -> tuple[str | None, str]:
+    """The active language and time zone: DRF renders text and datetimes in them."""
+    return translation.get_language(), timezone.get_current_timezone_name()
+
+
+class ResponseVariantKeyField(CacheKeyField):
+    """What the request negotiated, beyond its URL.
+
+    - the media type DRF's content negotiation picked
+      (``request.accepted_media_type``): JSON and the browsable API differ;
+    - the API version (``request.version``): header and host-name versioning
+      leave the URL as it is;
+    - the active language and time zone;
+    - the user's primary key when the request is authenticated (anonymous
+      requests share entries);
+    - positional URL arguments (unnamed regex groups), which
+      ``ViewKwargsKeyField`` does not see.
+    """
+
+    def __init__(self, request_arg: str = "request", **options: bool) -> None:
+        super().__init__(**options)
+        self.request_arg = request_arg
+
+    def options(self) -> tuple[Any, ...]:
+        return (self.request_arg,)
+
+    def needs(self, signature: inspect.Signature) -> set[str]:
+        # Said explicitly so invalidation rules know the field reads only the request.
+        return {self.request_arg} & set(signature.parameters)
+
+    def payload(self, bound: Mapping[str, Any], shape: CallShape) -> dict[str, Any]:
+        request = shape.keyword(bound, self.request_arg)
+        language, time_zone = getattr(request, LOCALE_ATTR, None) or locale_of()
+        user = user_of(request)
+        return {
+            "media_type": getattr(request, "accepted_media_type", CACHE_MISSING),
+            "version": getattr(request, "version", None),
+            "language": language,
+            "time_zone": time_zone,
+            # An authenticated user without a pk is served live; keying it
+            # as missing keeps a key-only call (get_cache_key) working.
+            "user": user,
+            "url_args": tuple(bound.get(shape.var_positional, ())),
+        }
+
+
+_variants: dict[tuple[type, str], type[KeyConstructor]] = {}
+_variants_lock = threading.Lock()
+
+
+def with_variant(key_constructor: Any, request_arg: str) -> KeyConstructor:
+    """``key_constructor`` (anything ``cache_result`` accepts) plus the variant field.
+
+    The result is a subclass of the given constructor with the same name,
+    ``Meta`` and owner, so ``wipe()`` and ``delete_previous_versions()`` on
+    the given constructor still reach the responses it keys.
+    """
+    base = type(resolve(key_constructor))
+    if VARIANT_FIELD in base._declared_fields:
+        raise TypeError(
+            f"{base.__qualname__} declares a field named {VARIANT_FIELD!r}; cache_response "
+            "adds a field of that name itself: rename yours."
+        )
+    with _variants_lock:
+        made = _variants.get((base, request_arg))
+        if made is None:
+            owner = base._owner()
+            made = KeyConstructorMeta(
+                base.__name__,
+                (base,),
+                {
+                    VARIANT_FIELD: ResponseVariantKeyField(request_arg),
+                    "__module__": base.__module__,
+                    "__qualname__": base.__qualname__,
+                    "_owner": classmethod(lambda cls: owner),
+                },
+            )
+            _variants[(base, request_arg)] = made
+    return made()

@@ -1,0 +1,281 @@
+"""The wrapper ``@cache_response`` returns, and the function it caches.
+
+:class:`CachedResponseWrapper` is what a view calls; it asks a
+:class:`~restflow.caching.CachedWrapper` (``cached_render``) for an entry.
+That wrapper caches :func:`make_renderer`'s function, which runs the real
+handler, finalizes and renders its response as DRF's ``dispatch`` would, and
+returns the entry, or ``None`` for a response that may not be stored. The
+policy (which responses, which keys) is documented in
+:mod:`restflow.caching.cache_response`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from django.utils import timezone, translation
+
+from restflow._engine import CachedWrapper
+from restflow.caching.headers import set_response_cache_header
+from restflow.caching.response_entries import Entry, freeze, may_store, thaw
+from restflow.caching.response_keys import LOCALE_ATTR, locale_of, user_of
+from restflow.caching.status import CACHE_MISSING, CacheStatus
+
+__all__ = [
+    "CACHED_METHODS",
+    "CachedResponseWrapper",
+    "HandlerCall",
+    "ResponseTtl",
+    "is_entry",
+    "make_renderer",
+]
+
+#: Request methods whose responses may be served from the cache.
+CACHED_METHODS = frozenset({"GET", "HEAD"})
+
+#: The live responses rendered for the current call. Set by the wrapper
+#: around its one call into the engine, so a miss returns the response the
+#: view produced (cookies, ``.data`` and all) rather than a copy; empty in
+#: engine threads, whose renders nobody is waiting for.
+_live: ContextVar[list[Any] | None] = ContextVar("restflow_live_responses", default=None)
+
+
+class HandlerCall:
+    """Where a handler's request (and view) are among its arguments."""
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        parameters = list(inspect.signature(func).parameters.values())
+        self.method = bool(parameters) and parameters[0].name == "self"
+        self.index = 1 if self.method else 0
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        if len(parameters) <= self.index or parameters[self.index].kind not in positional:
+            raise TypeError(
+                f"@cache_response decorates view handlers that take the request first: "
+                f"def get(self, request, ...) or def view(request, ...); "
+                f"{func.__qualname__} does not."
+            )
+        self.name = parameters[self.index].name
+
+    def request(self, args: tuple[Any, ...], kwargs: dict[str, Any], offset: int = 0) -> Any:
+        index = self.index - offset
+        if len(args) > index:
+            return args[index]
+        if self.name in kwargs:
+            return kwargs[self.name]
+        raise TypeError(f"a cached view handler was called without its {self.name!r} argument")
+
+    def view(self, args: tuple[Any, ...], request: Any) -> Any:
+        if self.method:
+            return args[0]
+        # An @api_view function runs inside the APIView DRF made for it.
+        context = getattr(request, "parser_context", None) or {}
+        if "view" not in context:
+            raise TypeError(
+                "@cache_response needs the DRF Request of a view; apply it beneath @api_view."
+            )
+        return context["view"]
+
+
+@contextmanager
+def _request_locale(request: Any) -> Iterator[None]:
+    """Runs in the language and time zone of the request that asked, which a
+    background refresh on an engine thread would otherwise lose."""
+    stamped = getattr(request, LOCALE_ATTR, None)
+    if stamped is None or stamped == locale_of():
+        yield
+        return
+    language, time_zone = stamped
+    with translation.override(language), timezone.override(time_zone):
+        yield
+
+
+class ResponseTtl:
+    """A callable ``ttl(response, *args, **kwargs)`` given the live response.
+
+    The engine asks for the ttl with the entry it was given, on the thread
+    that rendered it, right after the render; the render leaves its choice
+    here. Should the two ever not match, the ttl is asked with a response
+    rebuilt from the entry.
+    """
+
+    def __init__(self, ttl: Callable[..., Any]) -> None:
+        self.ttl = ttl
+        self._chosen = threading.local()
+
+    def choose(self, entry: Entry, response: Any, args: tuple, kwargs: dict[str, Any]) -> None:
+        self._chosen.last = (entry, self.ttl(response, *args, **kwargs))
+
+    def __call__(self, entry: Entry, *args: Any, **kwargs: Any) -> Any:
+        last, self._chosen.last = getattr(self._chosen, "last", None), None
+        if last is not None and last[0] is entry:
+            return last[1]
+        return self.ttl(thaw(entry), *args, **kwargs)
+
+
+def make_renderer(
+    func: Callable[..., Any],
+    call: HandlerCall,
+    cache_if: Callable[..., Any] | None,
+    cache_unless: Callable[..., Any] | None,
+    response_ttl: ResponseTtl | None,
+) -> Callable[..., Entry | None]:
+    """The function the engine caches: runs the handler, finalizes and renders
+    its response as DRF's ``dispatch`` would, and returns the entry, or
+    ``None`` for a response that must not be stored (so a request that waited
+    for it runs the view itself instead of sharing it)."""
+
+    @functools.wraps(func)
+    def render(*args: Any, **kwargs: Any) -> Entry | None:
+        request = call.request(args, kwargs)
+        view = call.view(args, request)
+        url_args = args[call.index + 1 :]
+        url_kwargs = {name: value for name, value in kwargs.items() if name != call.name}
+        with _request_locale(request):
+            response = func(*args, **kwargs)
+            response = view.finalize_response(request, response, *url_args, **url_kwargs)
+            if hasattr(response, "render"):
+                response.render()
+        live = _live.get()
+        if live is not None:
+            live.append(response)
+        if not may_store(response, cache_if, cache_unless, args, kwargs):
+            return None
+        entry = freeze(response)
+        if response_ttl is not None:
+            response_ttl.choose(entry, response, args, kwargs)
+        return entry
+
+    return render
+
+
+def is_entry(entry: Entry | None, *args: Any, **kwargs: Any) -> bool:
+    return entry is not None
+
+
+class CachedResponseWrapper:
+    """What ``@cache_response`` returns: a view handler that serves its
+    rendered responses from the cache.
+
+    It binds like the handler (``view.get`` is bound to the view) and has
+    every :class:`~restflow.caching.CachedWrapper` method. Methods that
+    return a value return a response: the live one when this call ran the
+    view, else an ``HttpResponse`` rebuilt from the entry.
+    ``cached_render`` is the underlying ``CachedWrapper``, whose values are
+    the entries.
+    """
+
+    is_cached_function = True
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        cached_render: CachedWrapper,
+        call: HandlerCall,
+        set_cache_headers: bool,
+    ) -> None:
+        functools.update_wrapper(self, func)
+        self.func = func
+        self.cached_render = cached_render
+        self.set_cache_headers = set_cache_headers
+        self.__self__: Any = None
+        self._call = call
+        self._offset = 0
+
+    def __get__(self, instance: Any, owner: type | None = None) -> CachedResponseWrapper:
+        if instance is None or not self._call.method:
+            return self
+        # A copy shares what decorators such as @action set on the handler.
+        bound = object.__new__(type(self))
+        bound.__dict__.update(self.__dict__)
+        bound.cached_render = self.cached_render.__get__(instance, owner)
+        bound.__self__ = instance
+        bound._offset = 1
+        return bound
+
+    @property
+    def key_constructor(self) -> Any:
+        return self.cached_render.key_constructor
+
+    def __repr__(self) -> str:
+        return f"<CachedResponseWrapper of {self.__module__}.{self.__qualname__}>"
+
+    # -- calls that return a response ----------------------------------------
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._serve("get_with_metadata", args, kwargs)[0]
+
+    def get_with_metadata(self, *args: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        return self._serve("get_with_metadata", args, kwargs)
+
+    def refresh(self, *args: Any, **kwargs: Any) -> Any:
+        return self._serve("refresh_with_metadata", args, kwargs)[0]
+
+    def refresh_with_metadata(self, *args: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        return self._serve("refresh_with_metadata", args, kwargs)
+
+    def bypass_cache(self, *args: Any, **kwargs: Any) -> Any:
+        return self._serve("bypass_cache_with_metadata", args, kwargs)[0]
+
+    def bypass_cache_with_metadata(self, *args: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        return self._serve("bypass_cache_with_metadata", args, kwargs)
+
+    def get_cache_only(self, *args: Any, **kwargs: Any) -> Any:
+        """The cached response (fresh or stale) rebuilt, or ``CACHE_MISSING``."""
+        entry = self.cached_render.get_cache_only(*args, **kwargs)
+        return entry if entry is CACHE_MISSING else thaw(entry)
+
+    # -- keys and invalidation: the underlying wrapper's ----------------------
+
+    def get_cached_metadata(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        return self.cached_render.get_cached_metadata(*args, **kwargs)
+
+    def get_cache_key(self, *args: Any, **kwargs: Any) -> str:
+        return self.cached_render.get_cache_key(*args, **kwargs)
+
+    def delete_cache(self, *args: Any, **kwargs: Any) -> bool:
+        return self.cached_render.delete_cache(*args, **kwargs)
+
+    def delete_by_prefix(self, *args: Any, **kwargs: Any) -> None:
+        return self.cached_render.delete_by_prefix(*args, **kwargs)
+
+    def invalidate_all(self) -> None:
+        return self.cached_render.invalidate_all()
+
+    # -- the one path every response call takes --------------------------------
+
+    def _serve(
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, dict[str, Any]]:
+        request = self._call.request(args, kwargs, self._offset)
+        setattr(request, LOCALE_ATTR, locale_of())
+        if method == "get_with_metadata" and not _uses_cache(request):
+            method = "bypass_cache_with_metadata"
+        live: list[Any] = []
+        token = _live.set(live)
+        try:
+            entry, metadata = getattr(self.cached_render, method)(*args, **kwargs)
+        finally:
+            _live.reset(token)
+        if live:
+            response = live[-1]
+        elif entry is not None:
+            response = thaw(entry)
+        else:
+            # Another request rendered this key at the same moment, and its
+            # response may not be stored (it sets cookies, say): not ours to share.
+            response = self._serve("bypass_cache_with_metadata", args, kwargs)[0]
+            metadata = {"cache_status": CacheStatus.MISS}
+        if self.set_cache_headers:
+            set_response_cache_header(response, metadata)
+        return response, metadata
+
+
+def _uses_cache(request: Any) -> bool:
+    """Safe defaults 1 and 6: only GET and HEAD, and only users there is a key for."""
+    return request.method in CACHED_METHODS and user_of(request) is not CACHE_MISSING

@@ -1,0 +1,115 @@
+"""Where invalidation jobs run: in this process, or in a broker's worker.
+
+:func:`run_cache_rules` is the one entry point: the in-process dispatchers
+call it with jobs, and a broker's worker with the payloads the job was sent
+as. Each job names its rule (``"<function path>#<position>"``); a worker
+that has not imported the function's module yet imports it, so workers
+need no particular import order.
+
+* Celery: the task ``restflow.caching.tasks.task_run_cache_rules``, found by
+  ``app.autodiscover_tasks()`` when ``restflow.caching`` is an installed app.
+* django-rq and django-q2: ``restflow.caching.tasks.run_cache_rules``, by path.
+* Dramatiq: call :func:`dramatiq_actor` in a module the worker imports.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from restflow.caching.dispatchers.base import raises
+from restflow.caching.dispatchers.jobs import Job
+from restflow.caching.registry import CacheRegister
+
+__all__ = ["dramatiq_actor", "run_cache_rules", "task_run_cache_rules"]
+
+logger = logging.getLogger("restflow.caching")
+
+
+def run_cache_rules(
+    jobs: Iterable[Job | dict[str, Any]], dispatcher_name: str | None = None
+) -> None:
+    """Runs each job; one that fails does not stop the others.
+
+    A failure is logged, or raised (the first one, once all jobs have run)
+    when its rule's ``raise_exception`` says so, else when the
+    dispatcher's ``RAISE_EXCEPTION`` setting does, else when
+    ``DISPATCHER_RAISE_EXCEPTION`` does. Raising lets a broker retry or
+    record the task as failed.
+    """
+    failures: list[Exception] = []
+    for item in jobs:
+        rule = None
+        try:
+            job = item if isinstance(item, Job) else Job.from_payload(item)
+            bound = job.rule if job.rule is not None else CacheRegister.find(job)
+            rule = bound.rule
+            bound.run(job)
+        except Exception as error:
+            surfaces = rule.raises(dispatcher_name) if rule else raises(None, dispatcher_name)
+            if surfaces:
+                failures.append(error)
+            else:
+                logger.exception(
+                    "restflow: invalidation %s failed (dispatcher %s)",
+                    _name(item),
+                    dispatcher_name,
+                )
+    for extra in failures[1:]:
+        logger.error("restflow: invalidation failed", exc_info=extra)
+    if failures:
+        raise failures[0]
+
+
+def _name(item: Job | dict[str, Any]) -> str:
+    if isinstance(item, Job):
+        return item.rule_id
+    return str(item.get("rule")) if isinstance(item, dict) else repr(item)
+
+
+def task_run_cache_rules(jobs: list[dict[str, Any]], dispatcher_name: str = "celery") -> None:
+    """The Celery task: runs the payloads a ``celery`` dispatcher sent."""
+    run_cache_rules(jobs, dispatcher_name=dispatcher_name)
+
+
+try:
+    from celery import shared_task
+except ImportError:
+    pass
+else:
+    task_run_cache_rules = shared_task(name="restflow.caching.tasks.task_run_cache_rules")(
+        task_run_cache_rules
+    )
+
+
+_actors: dict[str, Any] = {}
+_actors_lock = threading.Lock()
+
+
+def dramatiq_actor(
+    actor_name: str = "restflow.caching.run_cache_rules", queue_name: str = "default"
+) -> Any:
+    """The Dramatiq actor that runs jobs, declared on the current broker on
+    first use. Call it, with the names the sending side uses, in a module
+    the worker imports."""
+    with _actors_lock:
+        actor = _actors.get(actor_name)
+        if actor is None:
+            from restflow.caching.dispatchers.base import require
+
+            dramatiq = require("dramatiq", dispatcher="dramatiq", extra="dramatiq")
+
+            def run(jobs: list[dict[str, Any]], dispatcher_name: str = "dramatiq") -> None:
+                run_cache_rules(jobs, dispatcher_name=dispatcher_name)
+
+            actor = _actors[actor_name] = dramatiq.actor(
+                run, actor_name=actor_name, queue_name=queue_name
+            )
+        elif actor.queue_name != queue_name:
+            raise ValueError(
+                f"The Dramatiq actor {actor_name!r} sends to queue {actor.queue_name!r}; "
+                f"use another actor_name for queue {queue_name!r}."
+            )
+        return actor
