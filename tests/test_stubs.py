@@ -34,10 +34,11 @@ def test_class_members_match():
             # in test_wrapper_api.
             if isinstance(item, ast.FunctionDef) and item.name != "__getattr__":
                 assert hasattr(cls, item.name), f"{node.name}.{item.name} is stubbed but missing"
+        inherited = set(dir(Exception)) if issubclass(cls, BaseException) else set()
         runtime_methods = {
             name
             for name, member in inspect.getmembers(cls)
-            if not name.startswith("_") and callable(member)
+            if not name.startswith("_") and callable(member) and name not in inherited
         }
         stubbed_methods = {item.name for item in node.body if isinstance(item, ast.FunctionDef)}
         assert runtime_methods <= stubbed_methods, runtime_methods - stubbed_methods
@@ -47,7 +48,9 @@ def test_function_parameters_match():
     tree = stub_tree()
     for node in tree.body:
         if isinstance(node, ast.FunctionDef):
-            stub_params = [a.arg for a in node.args.args + node.args.kwonlyargs]
+            stub_params = [
+                a.arg for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+            ]
             runtime = inspect.signature(getattr(_engine, node.name))
             assert stub_params == list(runtime.parameters), node.name
 

@@ -46,6 +46,8 @@ class CachedWrapper(Generic[P, T]):
             | None,
         ]
         | None,
+        backend: str | None = None,
+        stale_if_error: float | None = None,
     ) -> CachedWrapper[P, T]: ...
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T: ...
     def get_with_metadata(self, *args: P.args, **kwargs: P.kwargs) -> tuple[T, Metadata]: ...
@@ -74,11 +76,42 @@ class GetWithMetadata:
 
     def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, Metadata]: ...
 
+class CacheBackendError(Exception):
+    """A shared cache store failed and FAILURE_MODE is "raise"."""
+
+@final
+class SharedBackend:
+    """A Redis store with its signing key, key prefix and serializer."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        signing_key: bytes,
+        key_prefix: str = "",
+        serializer: str = "pickle",
+        pool_size: int = 16,
+        connect_timeout: float = 0.5,
+        read_timeout: float = 0.1,
+        lock_timeout: float = 10.0,
+        wait_timeout: float | None = None,
+        bypass_on_failure: bool = True,
+    ) -> None: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def rejected(self) -> int: ...
+    @property
+    def failures(self) -> int: ...
+    def drop_versions_below(self, owner: str, version: int) -> None: ...
+    def bump(self, key: str) -> int: ...
+
 def install(
     statuses: tuple[Any, Any, Any, Any, Any],
     missing: object,
     logger: Any,
-    settings: Callable[[], tuple[int, float, int]],
+    settings: Callable[[], tuple[int, float, int, bool, float]],
+    backend_for: Callable[[str | None], SharedBackend | None],
 ) -> None: ...
 def reconfigure() -> None: ...
 def clear() -> int: ...

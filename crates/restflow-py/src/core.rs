@@ -199,10 +199,26 @@ pub(crate) struct Core {
     pub shared_identity: bool,
     pub fields: Option<Fields>,
     pub classes: Mutex<HashMap<usize, Arc<ClassId>>>,
+    /// `<namespace>::<function id>`: what entries are shared under.
+    pub identity: String,
+    /// Which store: the `BACKEND` setting, the memory store, or a named one.
+    pub backend: BackendChoice,
+    /// `None`: the `STALE_IF_ERROR` setting.
+    pub stale_if_error: Option<Span>,
+}
+
+/// The store a wrapper uses.
+pub(crate) enum BackendChoice {
+    /// The `BACKEND` setting.
+    Default,
+    /// The in-process memory store, whatever the setting says.
+    Memory,
+    /// A backend spec (`"redis://…"`, `"django:alias"`).
+    Named(String),
 }
 
 impl Core {
-    fn class_id(&self, first: &Bound<'_, PyAny>) -> PyResult<Arc<ClassId>> {
+    pub fn class_id(&self, first: &Bound<'_, PyAny>) -> PyResult<Arc<ClassId>> {
         let ty = match first.cast::<PyType>() {
             Ok(cls) => cls.clone(),
             Err(_) => first.get_type(),
@@ -390,9 +406,34 @@ impl Core {
         self.fields.as_ref().is_some_and(|f| f.partitioned)
     }
 
+    /// Whether calls use the in-process memory store (the hot path asks).
+    #[inline]
+    pub fn uses_memory(&self) -> bool {
+        match self.backend {
+            BackendChoice::Memory => true,
+            BackendChoice::Default => RUNTIME.default_is_memory(),
+            BackendChoice::Named(_) => false,
+        }
+    }
+
     /// The key string of a written key:
     /// `<namespace>::<function id>::<partition>::<suffix>`.
     pub fn key_string(&self, w: &KeyWriter, layout: &Layout) -> PyResult<String> {
+        let (function_id, partition, suffix) = self.key_parts(w, layout)?;
+        Ok(key::compose(
+            &self.namespace,
+            function_id,
+            &partition,
+            &suffix,
+        ))
+    }
+
+    /// The function id, partition text and suffix text of a written key.
+    pub fn key_parts<'a>(
+        &'a self,
+        w: &KeyWriter,
+        layout: &'a Layout,
+    ) -> PyResult<(&'a str, String, String)> {
         let max = RUNTIME.max_key_part_length();
         let bytes = w.as_bytes();
         let function_id = match (&layout.class, self.shared_identity) {
@@ -423,12 +464,38 @@ impl Core {
                 render_labelled(bytes, suffix, max).map_err(malformed)?,
             ),
         };
-        Ok(key::compose(
-            &self.namespace,
-            function_id,
-            &partition,
-            &suffix,
-        ))
+        Ok((function_id, partition, suffix))
+    }
+
+    /// The partition texts a partial call drops, with the function id of
+    /// each class it applies to (see [`Core::drop_partition`]).
+    pub fn partition_texts(&self, call: &Call<'_>, bound: bool) -> PyResult<Vec<(String, String)>> {
+        let Some(fields) = &self.fields else {
+            return Ok(Vec::new());
+        };
+        let items = fields
+            .partition
+            .bind(call.args.py())
+            .call1((&call.args, call.kwargs.as_ref()))?;
+        let mut partition = KeyWriter::new();
+        let labels = self.write_items(&mut partition, items.cast::<PyTuple>()?)?;
+        let text = render_labelled(partition.as_bytes(), &labels, RUNTIME.max_key_part_length())
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let function_ids: Vec<String> =
+            match (self.signature.method && !self.shared_identity, bound) {
+                (false, _) => vec![self.function_id.clone()],
+                (true, true) => vec![self.class_id(&call.args.get_item(0)?)?.function_id.clone()],
+                (true, false) => self
+                    .classes
+                    .lock()
+                    .values()
+                    .map(|c| c.function_id.clone())
+                    .collect(),
+            };
+        Ok(function_ids
+            .into_iter()
+            .map(|f| (f, text.clone()))
+            .collect())
     }
 
     /// Runs the function and decides whether and how long to keep its value.

@@ -81,8 +81,9 @@ unsafe extern "C" fn entry(
     unsafe {
         dispatch::<WithMetadata>(callable, args, nargsf, kwnames, |py, this, a, kn, kv| {
             let wrapper = this.wrapper.bind(py).get();
-            let served = wrapper.serve_vector(py, a, kn, kv)?;
-            Ok(CachedWrapper::with_metadata(py, &served)?
+            Ok(wrapper
+                .serve_vector(py, a, kn, kv)?
+                .with_metadata(py)?
                 .into_pyobject(py)?
                 .into_any()
                 .unbind())

@@ -19,6 +19,7 @@ mod core;
 mod encode;
 mod fastpath;
 mod runtime;
+mod shared;
 mod signature;
 mod stored;
 mod vectorcall;
@@ -35,6 +36,7 @@ fn install(
     missing: Py<PyAny>,
     logger: Py<PyAny>,
     settings: Py<PyAny>,
+    backend_for: Py<PyAny>,
 ) -> PyResult<()> {
     let statuses: [Py<PyAny>; 5] = statuses.extract()?;
     let _ = HOOKS.set(
@@ -44,6 +46,7 @@ fn install(
             missing,
             logger,
             settings,
+            backend_for,
         },
     );
     Ok(())
@@ -171,6 +174,14 @@ fn after_fork_in_child() {
         RUNTIME.engine.flights().forget_all();
         RUNTIME.engine.refresher().forget_after_fork();
     }
+    // Shared stores' sockets are replaced lazily (their pools check the
+    // process id); their in-flight computations belong to the parent.
+    Python::attach(|py| {
+        for backend in RUNTIME.shared_backends(py) {
+            // SAFETY: as above.
+            unsafe { backend.get().cache.flights().forget_all() };
+        }
+    });
 }
 
 /// Called at interpreter exit: queued refreshes are dropped, running ones
@@ -189,6 +200,11 @@ fn shutdown(py: Python<'_>, timeout: f64) {
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<wrapper::CachedWrapper>()?;
     m.add_class::<fastpath::WithMetadata>()?;
+    m.add_class::<shared::SharedBackend>()?;
+    m.add(
+        "CacheBackendError",
+        m.py().get_type::<shared::CacheBackendError>(),
+    )?;
     m.add_function(wrap_pyfunction!(install, m)?)?;
     m.add_function(wrap_pyfunction!(reconfigure, m)?)?;
     m.add_function(wrap_pyfunction!(clear, m)?)?;

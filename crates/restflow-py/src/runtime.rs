@@ -60,7 +60,15 @@ pub struct Runtime {
     pub scopes: Scopes<ScopeLabels>,
     configured: AtomicBool,
     default_stale_micros: AtomicI64,
+    default_stale_if_error_micros: AtomicI64,
     max_key_part_length: AtomicUsize,
+    /// Whether the `BACKEND` setting is the memory store: the hot path's
+    /// only question about backends.
+    default_is_memory: AtomicBool,
+    /// Shared backends by the spec they were resolved from ("" for the
+    /// default); emptied when the settings change.
+    backends:
+        parking_lot::Mutex<std::collections::HashMap<String, Py<crate::shared::SharedBackend>>>,
     pub shutting_down: AtomicBool,
 }
 
@@ -72,7 +80,10 @@ pub static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| Runtime {
     scopes: Scopes::new(),
     configured: AtomicBool::new(false),
     default_stale_micros: AtomicI64::new(0),
+    default_stale_if_error_micros: AtomicI64::new(0),
     max_key_part_length: AtomicUsize::new(250),
+    default_is_memory: AtomicBool::new(true),
+    backends: parking_lot::Mutex::new(std::collections::HashMap::new()),
     shutting_down: AtomicBool::new(false),
 });
 
@@ -85,8 +96,11 @@ pub struct Hooks {
     /// `logging.getLogger("restflow.caching")`.
     pub logger: Py<PyAny>,
     /// Returns `(max_entries, stale_while_revalidate_seconds,
-    /// max_key_part_length)` from settings.
+    /// max_key_part_length, backend_is_memory, stale_if_error_seconds)`
+    /// from settings.
     pub settings: Py<PyAny>,
+    /// `backend_for(spec_or_None) -> SharedBackend | None` (None: memory).
+    pub backend_for: Py<PyAny>,
 }
 
 pub static HOOKS: PyOnceLock<Hooks> = PyOnceLock::new();
@@ -123,10 +137,17 @@ impl Runtime {
     #[cold]
     fn configure(&self, py: Python<'_>) -> PyResult<()> {
         let settings = hooks(py)?.settings.call0(py)?;
-        let (max_entries, stale, max_part): (u64, f64, usize) = settings.extract(py)?;
-        let stale = Span::from_secs_f64(stale).ok_or_else(|| {
-            PyRuntimeError::new_err("the settings hook returned a negative stale window")
-        })?;
+        let (max_entries, stale, max_part, memory, stale_if_error): (u64, f64, usize, bool, f64) =
+            settings.extract(py)?;
+        let span = |secs: f64| {
+            Span::from_secs_f64(secs).ok_or_else(|| {
+                PyRuntimeError::new_err("the settings hook returned a negative window")
+            })
+        };
+        let stale = span(stale)?;
+        self.default_stale_if_error_micros
+            .store(span(stale_if_error)?.as_micros(), Ordering::Release);
+        self.default_is_memory.store(memory, Ordering::Release);
         self.engine.cache().store().set_max_entries(max_entries);
         self.default_stale_micros
             .store(stale.as_micros(), Ordering::Release);
@@ -138,6 +159,52 @@ impl Runtime {
     /// Makes the next call read the settings again.
     pub fn reconfigure(&self) {
         self.configured.store(false, Ordering::Release);
+        let dropped = std::mem::take(&mut *self.backends.lock());
+        drop(dropped);
+    }
+
+    /// Whether wrappers without their own backend use the memory store.
+    #[inline]
+    pub fn default_is_memory(&self) -> bool {
+        self.default_is_memory.load(Ordering::Acquire)
+    }
+
+    /// The stale-if-error window of wrappers that did not choose one.
+    pub fn default_stale_if_error(&self) -> Span {
+        Span::from_micros(self.default_stale_if_error_micros.load(Ordering::Acquire))
+    }
+
+    /// The shared backend for `spec` (`None`: the `BACKEND` setting), or
+    /// `None` for the memory store.
+    pub fn backend(
+        &self,
+        py: Python<'_>,
+        spec: Option<&str>,
+    ) -> PyResult<Option<Py<crate::shared::SharedBackend>>> {
+        let name = spec.unwrap_or("");
+        if let Some(found) = self.backends.lock().get(name) {
+            return Ok(Some(found.clone_ref(py)));
+        }
+        let resolved = hooks(py)?.backend_for.call1(py, (spec,))?;
+        if resolved.is_none(py) {
+            return Ok(None);
+        }
+        let backend: Py<crate::shared::SharedBackend> = resolved.extract(py)?;
+        let previous = self
+            .backends
+            .lock()
+            .insert(name.to_owned(), backend.clone_ref(py));
+        drop(previous);
+        Ok(Some(backend))
+    }
+
+    /// Every shared backend resolved so far.
+    pub fn shared_backends(&self, py: Python<'_>) -> Vec<Py<crate::shared::SharedBackend>> {
+        self.backends
+            .lock()
+            .values()
+            .map(|b| b.clone_ref(py))
+            .collect()
     }
 
     /// Key-string parts longer than this are digested.

@@ -124,8 +124,7 @@ pub unsafe extern "C" fn entry(
     // SAFETY: forwarded from CPython.
     unsafe {
         dispatch::<CachedWrapper>(callable, args, nargsf, kwnames, |py, this, a, kn, kv| {
-            let served = this.serve_vector(py, a, kn, kv)?;
-            Ok(served.entry.value().value().clone_ref(py))
+            Ok(this.serve_vector(py, a, kn, kv)?.value(py))
         })
     }
 }

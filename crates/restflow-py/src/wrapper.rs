@@ -14,7 +14,7 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use restflow_cache::key::KeyWriter;
 use restflow_cache::{Entry, Freshness, GetError, Lookup, Outcome, Served, Span, Status};
 
-use crate::core::{Call, Core, Fields, Plan};
+use crate::core::{BackendChoice, Call, Core, Fields, Plan};
 use crate::runtime::{hooks, log_error, status_index, ScopeLabels, SharedErr, RUNTIME};
 use crate::signature::Signature;
 use crate::stored::Stored;
@@ -117,6 +117,45 @@ fn build_metadata<'py>(
     Ok(dict)
 }
 
+/// What a call served, from the memory store or a shared one.
+pub(crate) enum Reply {
+    Memory(Served<Stored>),
+    Shared(crate::shared::SharedServed),
+}
+
+impl Reply {
+    /// The value.
+    #[inline]
+    pub fn value(&self, py: Python<'_>) -> Py<PyAny> {
+        match self {
+            Reply::Memory(served) => served.entry.value().value().clone_ref(py),
+            Reply::Shared(served) => served.value.clone_ref(py),
+        }
+    }
+
+    /// `(value, metadata)`.
+    #[inline]
+    pub fn with_metadata(self, py: Python<'_>) -> PyResult<(Py<PyAny>, Bound<'_, PyDict>)> {
+        match self {
+            Reply::Memory(served) => CachedWrapper::with_metadata(py, &served),
+            Reply::Shared(served) => {
+                let dict = PyDict::new(py);
+                dict.set_item(
+                    intern!(py, "cache_status"),
+                    hooks(py)?.statuses[status_index(served.status)].bind(py),
+                )?;
+                if let Some(stamps) = served.stamps {
+                    dict.set_item(intern!(py, "cached_at"), stamps.cached_at.to_isoformat())?;
+                    if let Some(reset_at) = stamps.fresh_until {
+                        dict.set_item(intern!(py, "reset_at"), reset_at.to_isoformat())?;
+                    }
+                }
+                Ok((served.value, dict))
+            }
+        }
+    }
+}
+
 impl CachedWrapper {
     /// The call's arguments, with a bound method's instance in front.
     #[inline]
@@ -155,15 +194,31 @@ impl CachedWrapper {
 
     /// HIT, STALE (scheduling the refresh) or MISS, through the engine.
     #[inline]
-    fn get<'py>(
-        &self,
-        py: Python<'py>,
-        call: &Call<'py>,
-    ) -> PyResult<restflow_cache::Served<Stored>> {
-        let key = self.key(call)?;
+    fn get<'py>(&self, py: Python<'py>, call: &Call<'py>) -> PyResult<Reply> {
         let engine = RUNTIME.ready(py)?;
+        if let Some(backend) = self.shared(py)? {
+            return Ok(Reply::Shared(crate::shared::get(
+                py, &self.core, &backend, call,
+            )?));
+        }
+        let key = self.key(call)?;
         let lookup = engine.cache().lookup(key.as_bytes());
         self.resolve(py, key.as_bytes(), lookup, call)
+            .map(Reply::Memory)
+    }
+
+    /// The shared backend this wrapper uses, or `None` for the memory
+    /// store. Call after `RUNTIME.ready`, which reads the `BACKEND` setting.
+    #[inline]
+    fn shared(&self, py: Python<'_>) -> PyResult<Option<Py<crate::shared::SharedBackend>>> {
+        if self.core.uses_memory() {
+            return Ok(None);
+        }
+        let spec = match &self.core.backend {
+            BackendChoice::Named(spec) => Some(spec.as_str()),
+            _ => None,
+        };
+        RUNTIME.backend(py, spec)
     }
 
     /// Finishes a call whose key was looked up: the lifecycle's answer for
@@ -236,33 +291,36 @@ impl CachedWrapper {
         args: &[*mut pyo3::ffi::PyObject],
         kwnames: Option<Borrowed<'_, 'py, PyTuple>>,
         kwvalues: &[*mut pyo3::ffi::PyObject],
-    ) -> PyResult<Served<Stored>> {
+    ) -> PyResult<Reply> {
+        let engine = RUNTIME.ready(py)?;
         if kwnames.is_none()
             && self.bound.is_none()
             && !self.core.signature.method
             && self.core.fields.is_none()
+            && self.core.uses_memory()
         {
             let mut w = KeyWriter::new();
             self.core.write_prefix(&mut w, None);
             // SAFETY: CPython passes live objects in the argument array.
             unsafe { self.core.signature.write_positional_raw(py, &mut w, args) }
                 .map_err(|e| e.into_pyerr(&self.core.function_id))?;
-            let engine = RUNTIME.ready(py)?;
             let lookup = engine.cache().lookup(w.as_bytes());
             if let Lookup::Fresh(entry) = lookup {
-                return Ok(Served {
+                return Ok(Reply::Memory(Served {
                     entry,
                     status: Status::Hit,
                     stored: true,
                     refresh_claimed: false,
-                });
+                }));
             }
             let call = Call {
                 // SAFETY: as above.
                 args: unsafe { crate::vectorcall::tuple_from_raw(py, args)? },
                 kwargs: None,
             };
-            return self.resolve(py, w.as_bytes(), lookup, &call);
+            return self
+                .resolve(py, w.as_bytes(), lookup, &call)
+                .map(Reply::Memory);
         }
         // SAFETY: as above.
         let (args, kwargs) =
@@ -271,7 +329,7 @@ impl CachedWrapper {
         self.get(py, &call)
     }
 
-    /// `(value, metadata)` of a served call.
+    /// `(value, metadata)` of a served call (memory store).
     #[inline]
     pub(crate) fn with_metadata<'py>(
         py: Python<'py>,
@@ -321,7 +379,7 @@ impl CachedWrapper {
     #[staticmethod]
     #[pyo3(signature = (
         func, *, signature, method, ttl, stale, policy, namespace, function_id,
-        owner, version, key_identifier, fields,
+        owner, version, key_identifier, fields, backend = None, stale_if_error = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn create<'py>(
@@ -338,6 +396,8 @@ impl CachedWrapper {
         version: u32,
         key_identifier: bool,
         fields: Option<FieldsSpec<'py>>,
+        backend: Option<String>,
+        stale_if_error: Option<f64>,
     ) -> PyResult<Bound<'py, CachedWrapper>> {
         let seconds = |what: &str, secs: f64| {
             Span::from_secs_f64(secs).ok_or_else(|| {
@@ -369,10 +429,10 @@ impl CachedWrapper {
         } else {
             format!("{namespace}:v{version}")
         };
-        let scope = RUNTIME.scopes.intern(
-            &format!("{namespace_part}::{function_id}"),
-            ScopeLabels { owner, version },
-        );
+        let identity = format!("{namespace_part}::{function_id}");
+        let scope = RUNTIME
+            .scopes
+            .intern(&identity, ScopeLabels { owner, version });
         let core = Arc::new(Core {
             func: func.unbind(),
             policy: policy.map(Bound::unbind),
@@ -385,6 +445,15 @@ impl CachedWrapper {
             shared_identity: key_identifier,
             fields,
             classes: Mutex::new(HashMap::new()),
+            identity,
+            backend: match backend.as_deref() {
+                None => BackendChoice::Default,
+                Some("memory") => BackendChoice::Memory,
+                Some(spec) => BackendChoice::Named(spec.to_owned()),
+            },
+            stale_if_error: stale_if_error
+                .map(|s| seconds("stale_if_error", s))
+                .transpose()?,
         });
         CachedWrapper::make(py, core, None)
     }
@@ -401,8 +470,7 @@ impl CachedWrapper {
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         let call = self.call(args, kwargs)?;
-        let served = self.get(py, &call)?;
-        Ok(served.entry.value().value().clone_ref(py))
+        Ok(self.get(py, &call)?.value(py))
     }
 
     /// Returns `(value, metadata)`: HIT, MISS or STALE.
@@ -418,8 +486,7 @@ impl CachedWrapper {
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<(Py<PyAny>, Bound<'py, PyDict>)> {
         let call = self.call(args, kwargs)?;
-        let served = self.get(py, &call)?;
-        Self::with_metadata(py, &served)
+        self.get(py, &call)?.with_metadata(py)
     }
 
     /// Recomputes now and replaces the entry; returns the value.
@@ -443,8 +510,12 @@ impl CachedWrapper {
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<(Py<PyAny>, Bound<'py, PyDict>)> {
         let call = self.call(args, kwargs)?;
-        let key = self.key(&call)?;
         let engine = RUNTIME.ready(py)?;
+        if let Some(backend) = self.shared(py)? {
+            let served = crate::shared::refresh(py, &self.core, &backend, &call)?;
+            return Reply::Shared(served).with_metadata(py);
+        }
+        let key = self.key(&call)?;
         let served = engine
             .refresh(key.as_bytes(), || {
                 self.core.compute(py, &call).map_err(Arc::new)
@@ -493,8 +564,15 @@ impl CachedWrapper {
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         let call = self.call(args, kwargs)?;
+        let engine = RUNTIME.ready(py)?;
+        if let Some(backend) = self.shared(py)? {
+            return match crate::shared::peek(py, &self.core, &backend, &call)? {
+                Some((value, _, _)) => Ok(value),
+                None => Ok(hooks(py)?.missing.clone_ref(py)),
+            };
+        }
         let key = self.key(&call)?;
-        match RUNTIME.ready(py)?.cache().peek(key.as_bytes()) {
+        match engine.cache().peek(key.as_bytes()) {
             Some((entry, _)) => Ok(entry.value().value().clone_ref(py)),
             None => Ok(hooks(py)?.missing.clone_ref(py)),
         }
@@ -509,8 +587,26 @@ impl CachedWrapper {
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
         let call = self.call(args, kwargs)?;
+        let engine = RUNTIME.ready(py)?;
+        if let Some(backend) = self.shared(py)? {
+            return match crate::shared::peek(py, &self.core, &backend, &call)? {
+                Some((value, stamps, freshness)) => {
+                    let status = match freshness {
+                        Freshness::Fresh => Status::Hit,
+                        _ => Status::Stale,
+                    };
+                    let served = crate::shared::SharedServed {
+                        value,
+                        status,
+                        stamps: Some(stamps),
+                    };
+                    Ok(Some(Reply::Shared(served).with_metadata(py)?.1))
+                }
+                None => Ok(None),
+            };
+        }
         let key = self.key(&call)?;
-        match RUNTIME.ready(py)?.cache().peek(key.as_bytes()) {
+        match engine.cache().peek(key.as_bytes()) {
             Some((entry, freshness)) => {
                 let status = match freshness {
                     Freshness::Stale => Status::Stale,
@@ -547,15 +643,25 @@ impl CachedWrapper {
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<bool> {
         let call = self.call(args, kwargs)?;
+        let engine = RUNTIME.ready(py)?;
+        if let Some(backend) = self.shared(py)? {
+            return crate::shared::delete(py, &self.core, &backend, &call);
+        }
         let key = self.key(&call)?;
-        let removed = RUNTIME.ready(py)?.cache().remove(key.as_bytes());
+        let removed = engine.cache().remove(key.as_bytes());
         Ok(removed.is_some())
     }
 
     /// Drops every entry of this function at once (O(1)): their keys become
-    /// unreachable and they leave the store by eviction.
-    fn invalidate_all(&self) {
+    /// unreachable and they leave the store by eviction (on a shared
+    /// store, in every process).
+    fn invalidate_all(&self, py: Python<'_>) -> PyResult<()> {
         self.core.scope.bump();
+        RUNTIME.ready(py)?;
+        if let Some(backend) = self.shared(py)? {
+            crate::shared::invalidate_all(py, &self.core, &backend)?;
+        }
+        Ok(())
     }
 
     /// Drops every entry of one partition at once (O(1)). The arguments
@@ -565,10 +671,13 @@ impl CachedWrapper {
     #[pyo3(signature = (*args, **kwargs))]
     fn delete_by_prefix<'py>(
         &self,
+        py: Python<'py>,
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<()> {
         let call = self.call(args, kwargs)?;
+        RUNTIME.ready(py)?;
+        let shared = self.shared(py)?;
         if !self.core.partitioned() {
             // Nothing to bind to, but a call that could never be made is
             // still a mistake worth reporting.
@@ -577,9 +686,13 @@ impl CachedWrapper {
                 .check_partial(&call.args, call.kwargs.as_ref())
                 .map_err(|e| e.into_pyerr(&self.core.function_id))?;
             self.core.scope.bump();
-            return Ok(());
+        } else {
+            self.core.drop_partition(&call, self.bound.is_some())?;
         }
-        self.core.drop_partition(&call, self.bound.is_some())
+        if let Some(backend) = shared {
+            crate::shared::delete_by_prefix(py, &self.core, &backend, &call, self.bound.is_some())?;
+        }
+        Ok(())
     }
 
     /// The undecorated function.

@@ -14,7 +14,7 @@
         return set_response_cache_header(Response(value), metadata)
 """
 
-from restflow._engine import CachedWrapper
+from restflow._engine import CacheBackendError, CachedWrapper
 from restflow.caching.decorators import cache_result
 from restflow.caching.engine import install as _install
 from restflow.caching.headers import set_response_cache_header
@@ -66,6 +66,7 @@ def __getattr__(name: str):
 __all__ = [
     "CACHE_MISSING",
     "ArgsKeyField",
+    "CacheBackendError",
     "CacheKeyField",
     "CacheStatus",
     "CachedWrapper",

@@ -22,7 +22,7 @@ from restflow.caching.key_constructor import (
     register,
     resolve,
 )
-from restflow.caching.settings import seconds
+from restflow.caching.settings import seconds, validate_backend
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -108,6 +108,8 @@ def cache_result(
     cache_if: Callable[..., Any] | None = None,
     cache_unless: Callable[..., Any] | None = None,
     invalidates_on: list[Any] | None = None,
+    backend: str | None = None,
+    stale_if_error: int | float | timedelta | None = None,
 ) -> Callable[[Callable[..., Any]], CachedWrapper]:
     """Caches what a function returns, per distinct call.
 
@@ -127,6 +129,11 @@ def cache_result(
         stored only when it is falsy. Give at most one of the two.
     :param invalidates_on: :class:`InvalidationRule` objects: model saves and
         deletes that drop (or refresh) this function's entries.
+    :param backend: where entries live: ``"memory"`` or ``"redis://..."``;
+        ``None`` takes the ``BACKEND`` setting.
+    :param stale_if_error: seconds past the stale window during which the old
+        value is served (STALE) when a recompute raises; ``None`` takes the
+        ``STALE_IF_ERROR`` setting.
 
     Arguments are part of the key with their types (``f(1)``, ``f(1.0)`` and
     ``f("1")`` are three entries) and bound like a call (``f(1)`` and
@@ -140,6 +147,12 @@ def cache_result(
     else:
         fixed_ttl = seconds(ttl, name="ttl", allow_none=True)
     stale = seconds(stale_while_revalidate, name="stale_while_revalidate", allow_none=True)
+    if_error = seconds(stale_if_error, name="stale_if_error", allow_none=True)
+    if backend is not None:
+        try:
+            validate_backend(backend, "backend")
+        except Exception as error:  # ImproperlyConfigured: a parameter, so ValueError
+            raise ValueError(str(error)) from None
     if cache_if is not None and cache_unless is not None:
         raise ValueError(
             "Give cache_if or cache_unless, not both: one predicate decides what is stored."
@@ -180,6 +193,8 @@ def cache_result(
             version=meta.version,
             key_identifier=bool(meta.key_identifier),
             fields=fields,
+            backend=backend,
+            stale_if_error=if_error,
         )
         functools.update_wrapper(wrapper, func)
         wrapper.key_constructor = constructor

@@ -37,6 +37,7 @@ def install() -> None:
         CACHE_MISSING,
         logger,
         settings.engine_settings,
+        settings.backend_for,
     )
     settings.connect_signals()
     os.register_at_fork(after_in_child=_engine.after_fork_in_child)

@@ -310,6 +310,11 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
         entries were dropped."""
         if cls._meta.version <= 1:
             return 0
+        from restflow.caching.settings import backend_for
+
+        shared = backend_for(None)
+        if shared is not None:  # every process's entries, not only this one's
+            shared.drop_versions_below(cls._owner(), cls._meta.version)
         return _engine.drop_versions_below(cls._owner(), cls._meta.version)
 
     def __repr__(self) -> str:

@@ -9,6 +9,8 @@ works in tests. Outside Django the defaults apply.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import numbers
 from collections.abc import Mapping
 from datetime import timedelta
@@ -33,7 +35,32 @@ DEFAULTS: dict[str, Any] = {
     "DISPATCHER_RAISE_EXCEPTION": False,
     # Per-dispatcher options, by dispatcher name.
     "DISPATCHER_SETTINGS": {},
+    # Where entries live: "memory" (this process), or "redis://host:port/db"
+    # / "rediss://..." (shared by every process that names it).
+    "BACKEND": "memory",
+    # Seconds past its stale window an entry is kept, and served (as STALE)
+    # when its recompute raises. 0: off.
+    "STALE_IF_ERROR": 0,
+    # Prepended to every key a shared store holds.
+    "KEY_PREFIX": "",
+    # How values are written to a shared store: "pickle" or "json".
+    "SERIALIZER": "pickle",
+    # The HMAC key that signs shared entries; by default derived from
+    # Django's SECRET_KEY.
+    "SIGNING_KEY": None,
+    # A failing shared store: "bypass" (compute live, report BYPASS, log)
+    # or "raise" (CacheBackendError).
+    "FAILURE_MODE": "bypass",
+    # Shared store connections: pool size and timeouts (seconds).
+    "POOL_SIZE": 16,
+    "CONNECT_TIMEOUT": 0.5,
+    "READ_TIMEOUT": 0.1,
+    # How long a computation lock lives: the longest a crashed process can
+    # hold others up.
+    "LOCK_TIMEOUT": 10,
 }
+
+_BACKEND_SCHEMES = ("memory", "redis://", "rediss://")
 
 _cached: dict[str, Any] | None = None
 
@@ -116,6 +143,7 @@ def _validate(user: Mapping[str, Any]) -> dict[str, Any]:
             'RESTFLOW_SETTINGS["CACHE_SETTINGS"]["DISPATCHER_SETTINGS"] must map dispatcher names '
             f"to dicts of options; got {dispatcher_settings!r}."
         )
+    _validate_backend_settings(merged)
     try:
         merged["STALE_WHILE_REVALIDATE"] = seconds(
             merged["STALE_WHILE_REVALIDATE"], name="STALE_WHILE_REVALIDATE"
@@ -127,6 +155,73 @@ def _validate(user: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def validate_backend(spec: Any, name: str = "BACKEND") -> str:
+    """Checks a backend spec: ``"memory"``, ``"redis://..."`` or ``"rediss://..."``."""
+    if not isinstance(spec, str) or not (
+        spec == "memory" or spec.startswith(("redis://", "rediss://"))
+    ):
+        raise configuration_error(
+            f'{name} must be "memory", "redis://host:port/db" or "rediss://..."; got {spec!r}.'
+        )
+    return spec
+
+
+def _validate_backend_settings(merged: dict[str, Any]) -> None:
+    key = 'RESTFLOW_SETTINGS["CACHE_SETTINGS"]'
+    validate_backend(merged["BACKEND"], f'{key}["BACKEND"]')
+    for name in ("STALE_IF_ERROR", "CONNECT_TIMEOUT", "READ_TIMEOUT", "LOCK_TIMEOUT"):
+        try:
+            merged[name] = seconds(merged[name], name=name)
+        except (TypeError, ValueError) as error:
+            raise configuration_error(f'{key}["{name}"]: {error}.') from None
+    for name in ("CONNECT_TIMEOUT", "READ_TIMEOUT", "LOCK_TIMEOUT"):
+        if merged[name] <= 0:
+            raise configuration_error(f'{key}["{name}"] must be > 0; got {merged[name]!r}.')
+    if merged["SERIALIZER"] not in ("pickle", "json"):
+        raise configuration_error(
+            f'{key}["SERIALIZER"] must be "pickle" or "json"; got {merged["SERIALIZER"]!r}.'
+        )
+    if merged["FAILURE_MODE"] not in ("bypass", "raise"):
+        raise configuration_error(
+            f'{key}["FAILURE_MODE"] must be "bypass" or "raise"; got {merged["FAILURE_MODE"]!r}.'
+        )
+    if not isinstance(merged["KEY_PREFIX"], str) or "::" in merged["KEY_PREFIX"]:
+        raise configuration_error(
+            f'{key}["KEY_PREFIX"] must be a str without "::"; got {merged["KEY_PREFIX"]!r}.'
+        )
+    pool = merged["POOL_SIZE"]
+    if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
+        raise configuration_error(f'{key}["POOL_SIZE"] must be an int >= 1; got {pool!r}.')
+    signing = merged["SIGNING_KEY"]
+    if signing is not None and not (isinstance(signing, (str, bytes)) and signing):
+        raise configuration_error(
+            f'{key}["SIGNING_KEY"] must be a non-empty str or bytes; got {signing!r}.'
+        )
+
+
+def signing_key() -> bytes:
+    """The key that signs shared entries: ``SIGNING_KEY``, or one derived
+    from Django's ``SECRET_KEY`` (never the secret itself)."""
+    configured = cache_settings()["SIGNING_KEY"]
+    if configured is not None:
+        return configured.encode() if isinstance(configured, str) else configured
+    secret = None
+    try:
+        from django.conf import settings
+    except ImportError:
+        pass
+    else:
+        if settings.configured:
+            secret = getattr(settings, "SECRET_KEY", None)
+    if not secret:
+        raise configuration_error(
+            'A shared cache store needs RESTFLOW_SETTINGS["CACHE_SETTINGS"]["SIGNING_KEY"] '
+            "(or Django's SECRET_KEY) to sign its entries."
+        )
+    secret = secret.encode() if isinstance(secret, str) else secret
+    return hmac.new(secret, b"restflow.caching.signing", hashlib.sha256).digest()
+
+
 def cache_settings() -> dict[str, Any]:
     """The validated settings, read once and kept until they change."""
     global _cached
@@ -135,14 +230,39 @@ def cache_settings() -> dict[str, Any]:
     return _cached
 
 
-def engine_settings() -> tuple[int, float, int]:
-    """What the engine reads on first use:
-    ``(MAX_ENTRIES, STALE_WHILE_REVALIDATE, MAX_KEY_PART_LENGTH)``."""
+def engine_settings() -> tuple[int, float, int, bool, float]:
+    """What the engine reads on first use: ``(MAX_ENTRIES,
+    STALE_WHILE_REVALIDATE, MAX_KEY_PART_LENGTH, BACKEND is memory,
+    STALE_IF_ERROR)``."""
     current = cache_settings()
     return (
         current["MAX_ENTRIES"],
         current["STALE_WHILE_REVALIDATE"],
         current["MAX_KEY_PART_LENGTH"],
+        current["BACKEND"] == "memory",
+        current["STALE_IF_ERROR"],
+    )
+
+
+def backend_for(spec: str | None):
+    """The engine's backend for a wrapper's ``backend=`` (``None``: the
+    ``BACKEND`` setting): ``None`` for the memory store, else a shared one
+    made from the settings. The engine keeps what this returns until the
+    settings change."""
+    current = cache_settings()
+    spec = current["BACKEND"] if spec is None else spec
+    if spec == "memory":
+        return None
+    return _engine.SharedBackend(
+        spec,
+        signing_key=signing_key(),
+        key_prefix=current["KEY_PREFIX"],
+        serializer=current["SERIALIZER"],
+        pool_size=current["POOL_SIZE"],
+        connect_timeout=current["CONNECT_TIMEOUT"],
+        read_timeout=current["READ_TIMEOUT"],
+        lock_timeout=current["LOCK_TIMEOUT"],
+        bypass_on_failure=current["FAILURE_MODE"] == "bypass",
     )
 
 

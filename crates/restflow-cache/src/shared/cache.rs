@@ -98,6 +98,9 @@ pub enum SharedError<E> {
     Recursive,
 }
 
+/// An entry read without claiming anything: `(flags, value, stamps, freshness)`.
+pub type Peeked = (u8, Vec<u8>, Stamps, Freshness);
+
 /// Counters for monitoring.
 #[derive(Debug, Default)]
 pub struct SharedStats {
@@ -146,6 +149,11 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     /// The store.
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// Whether a failing store is skipped (else reported).
+    pub fn bypasses_failures(&self) -> bool {
+        self.options.bypass_on_failure
     }
 
     /// The counters.
@@ -288,7 +296,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                 }
                 Join::Leader(guard) => {
                     let compute = compute.take().expect("a caller leads at most once");
-                    let answer = self.lead(keys, &fetched, fallback, compute);
+                    let answer = self.lead(keys, &fetched, fallback, stale_if_error, compute);
                     match &answer {
                         Err(SharedError::Compute(error)) => guard.complete(Err(error.clone())),
                         _ => guard.complete(Ok(())),
@@ -306,6 +314,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         keys: &KeySet,
         fetched: &Fetched,
         fallback: Option<Answer<T>>,
+        keep: Span,
         compute: impl FnOnce() -> Result<Produced<T>, E>,
     ) -> Result<Answer<T>, SharedError<E>> {
         let token = self.token();
@@ -319,7 +328,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                     Err(error) => return self.bypass(error, compute),
                 };
             if locked {
-                return self.compute_locked(keys, &token, generations, fallback, compute);
+                return self.compute_locked(keys, &token, generations, fallback, keep, compute);
             }
             // Another process computes: wait for its entry, or its lock to go.
             if Instant::now() >= deadline {
@@ -349,13 +358,21 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         token: &str,
         generations: Generations,
         fallback: Option<Answer<T>>,
+        keep: Span,
         compute: impl FnOnce() -> Result<Produced<T>, E>,
     ) -> Result<Answer<T>, SharedError<E>> {
         let produced = compute();
         let answer = match produced {
             Ok(produced) => {
                 let stamps = produced.serialized.as_ref().and_then(|(flags, bytes)| {
-                    self.write(&keys.data, *flags, bytes, produced.lifetime, generations)
+                    self.write_keeping(
+                        &keys.data,
+                        *flags,
+                        bytes,
+                        produced.lifetime,
+                        generations,
+                        keep,
+                    )
                 });
                 Ok(Answer::Computed {
                     value: produced.value,
@@ -405,6 +422,21 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         self.call(|s| s.put(key, &payload, ttl))
             .ok()
             .map(|()| stamps)
+    }
+
+    /// The usable entry under `keys`, if any, without claiming or
+    /// computing anything: `(flags, value, stamps, freshness)`.
+    pub fn peek(&self, keys: &KeySet) -> Result<Option<Peeked>, StoreError> {
+        let fetched = self.call(|s| s.fetch(keys))?;
+        Ok(match self.examine(&fetched, Span::ZERO) {
+            Found::Usable(decoded, freshness) => Some((
+                decoded.flags,
+                decoded.value.to_vec(),
+                decoded.stamps,
+                freshness,
+            )),
+            Found::Nothing => None,
+        })
     }
 
     /// Computes and overwrites the entry (REFRESH), under the current

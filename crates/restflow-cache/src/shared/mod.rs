@@ -10,7 +10,7 @@ mod redis;
 mod store;
 
 pub use breaker::Breaker;
-pub use cache::{Answer, Produced, SharedCache, SharedError, SharedOptions, SharedStats};
+pub use cache::{Answer, Peeked, Produced, SharedCache, SharedError, SharedOptions, SharedStats};
 pub use payload::{Decoded, Generations, Rejected, Signer};
 #[cfg(feature = "redis")]
 pub use redis::{RedisConfig, RedisStore};

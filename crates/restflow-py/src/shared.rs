@@ -1,0 +1,626 @@
+//! Cached functions on a store shared between processes (Redis).
+//!
+//! Conversion and delegation, as everywhere in these bindings: values are
+//! serialized here (pickle or JSON, by Python), keys are the key strings
+//! the wrapper renders, and the lifecycle, locks, signatures and faults are
+//! `restflow_cache::shared`'s. Every round trip runs with the GIL
+//! released; the user's function runs attached, on the calling thread.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyTuple};
+use restflow_cache::key::{self, KeyWriter};
+use restflow_cache::shared::{
+    Answer, Breaker, KeySet, Produced, RedisConfig, RedisStore, SharedCache, SharedError,
+    SharedOptions, Signer, StoreError,
+};
+use restflow_cache::{Freshness, Lifetime, Span, Stamps, Status, Timestamp};
+
+use crate::core::{Call, Core, Layout};
+use crate::runtime::{hooks, log_error, SharedErr, RUNTIME};
+
+pyo3::create_exception!(
+    _engine,
+    CacheBackendError,
+    pyo3::exceptions::PyException,
+    "A shared cache store failed (unreachable, timed out, or answered garbage) and \
+     FAILURE_MODE is \"raise\"."
+);
+
+pub type PyShared = SharedCache<RedisStore, SharedErr>;
+
+/// Serializer flags stored in each payload's header.
+const PICKLE: u8 = 0;
+const JSON: u8 = 1;
+
+/// Warnings about a failing store are logged at most this often.
+const WARN_INTERVAL_MICROS: i64 = 60_000_000;
+
+/// A Redis store with its signing key, key prefix and serializer.
+#[pyclass(module = "restflow._engine", name = "SharedBackend", frozen)]
+pub struct SharedBackend {
+    pub cache: Arc<PyShared>,
+    prefix: String,
+    serializer: u8,
+    url: String,
+    last_warning: AtomicI64,
+}
+
+struct Codecs {
+    pickle_dumps: Py<PyAny>,
+    pickle_loads: Py<PyAny>,
+    json_dumps: Py<PyAny>,
+    json_loads: Py<PyAny>,
+}
+
+static CODECS: PyOnceLock<Codecs> = PyOnceLock::new();
+
+fn codecs(py: Python<'_>) -> PyResult<&Codecs> {
+    CODECS.get_or_try_init(py, || {
+        let pickle = py.import("pickle")?;
+        let json = py.import("json")?;
+        Ok(Codecs {
+            pickle_dumps: pickle.getattr("dumps")?.unbind(),
+            pickle_loads: pickle.getattr("loads")?.unbind(),
+            json_dumps: json.getattr("dumps")?.unbind(),
+            json_loads: json.getattr("loads")?.unbind(),
+        })
+    })
+}
+
+fn seconds(what: &str, secs: f64) -> PyResult<Duration> {
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(PyValueError::new_err(format!(
+            "{what} must be a number of seconds > 0, got {secs}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl SharedBackend {
+    fn serialize(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<(u8, Vec<u8>)> {
+        let codecs = codecs(py)?;
+        if self.serializer == JSON {
+            let text: String = codecs.json_dumps.bind(py).call1((value,))?.extract()?;
+            return Ok((JSON, text.into_bytes()));
+        }
+        let bytes = codecs.pickle_dumps.bind(py).call1((value, 5))?;
+        Ok((PICKLE, bytes.cast::<PyBytes>()?.as_bytes().to_vec()))
+    }
+
+    fn deserialize(&self, py: Python<'_>, flags: u8, bytes: &[u8]) -> PyResult<Py<PyAny>> {
+        let codecs = codecs(py)?;
+        let loads = match flags {
+            PICKLE => &codecs.pickle_loads,
+            JSON => &codecs.json_loads,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown serializer flag {other} in a signed payload"
+                )))
+            }
+        };
+        Ok(loads.bind(py).call1((PyBytes::new(py, bytes),))?.unbind())
+    }
+
+    /// Logs a store failure, at most once per interval.
+    fn warn(&self, py: Python<'_>, error: &StoreError) {
+        let now = Timestamp::now_coarse().as_micros();
+        let last = self.last_warning.load(Ordering::Relaxed);
+        if now - last < WARN_INTERVAL_MICROS
+            || self
+                .last_warning
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        if let Ok(hooks) = hooks(py) {
+            let message = format!(
+                "restflow: cache store {} failed ({error}); calls are computed live (BYPASS) \
+                 until it answers again",
+                self.url
+            );
+            let _ = hooks.logger.call_method1(py, "warning", (message,));
+        }
+    }
+}
+
+#[pymethods]
+impl SharedBackend {
+    /// A Redis backend; made by `restflow.caching` from its settings.
+    #[new]
+    #[pyo3(signature = (
+        url, *, signing_key, key_prefix = String::new(), serializer = "pickle",
+        pool_size = 16, connect_timeout = 0.5, read_timeout = 0.1, lock_timeout = 10.0,
+        wait_timeout = None, bypass_on_failure = true,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        url: String,
+        signing_key: &[u8],
+        key_prefix: String,
+        serializer: &str,
+        pool_size: u32,
+        connect_timeout: f64,
+        read_timeout: f64,
+        lock_timeout: f64,
+        wait_timeout: Option<f64>,
+        bypass_on_failure: bool,
+    ) -> PyResult<Self> {
+        let serializer = match serializer {
+            "pickle" => PICKLE,
+            "json" => JSON,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "serializer must be \"pickle\" or \"json\", got {other:?}"
+                )))
+            }
+        };
+        if signing_key.is_empty() {
+            return Err(PyValueError::new_err(
+                "a shared store needs a non-empty signing key",
+            ));
+        }
+        let lock_timeout = seconds("lock_timeout", lock_timeout)?;
+        let store = RedisStore::new(RedisConfig {
+            url: url.clone(),
+            pool_size,
+            connect_timeout: seconds("connect_timeout", connect_timeout)?,
+            read_timeout: seconds("read_timeout", read_timeout)?,
+        })
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let cache = SharedCache::new(
+            store,
+            Signer::new(signing_key),
+            RUNTIME.engine.cache().shared_clock(),
+            Breaker::new(3, Duration::from_secs(1)),
+            SharedOptions {
+                lock_timeout,
+                wait_timeout: match wait_timeout {
+                    Some(secs) => seconds("wait_timeout", secs)?,
+                    None => lock_timeout + Duration::from_secs(1),
+                },
+                bypass_on_failure,
+            },
+        );
+        Ok(SharedBackend {
+            cache: Arc::new(cache),
+            prefix: key_prefix,
+            serializer,
+            url,
+            last_warning: AtomicI64::new(i64::MIN / 2),
+        })
+    }
+
+    /// The store's URL.
+    #[getter]
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Payloads refused so far (tampered, foreign, unknown version).
+    #[getter]
+    fn rejected(&self) -> u64 {
+        self.cache.stats().rejected.load(Ordering::Relaxed)
+    }
+
+    /// Store calls that failed so far.
+    #[getter]
+    fn failures(&self) -> u64 {
+        self.cache.stats().failures.load(Ordering::Relaxed)
+    }
+
+    /// Drops, in every process, the entries the key constructor `owner`
+    /// made under versions below `version` (one counter per version).
+    fn drop_versions_below(&self, py: Python<'_>, owner: &str, version: u32) -> PyResult<()> {
+        for old in 1..version {
+            let key = format!("{}restflow:vgen:{}:{old}", self.prefix, digest(&[owner]));
+            py.detach(|| {
+                self.cache
+                    .call(|s| restflow_cache::shared::SharedStore::bump(s, &key))
+            })
+            .map_err(|e| CacheBackendError::new_err(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Increments a counter key (prefixed); raises `CacheBackendError` if the
+    /// store fails.
+    fn bump(&self, py: Python<'_>, key: &str) -> PyResult<u64> {
+        let key = format!("{}{key}", self.prefix);
+        py.detach(|| {
+            self.cache
+                .call(|s| restflow_cache::shared::SharedStore::bump(s, &key))
+        })
+        .map_err(|e| CacheBackendError::new_err(e.to_string()))
+    }
+}
+
+/// What a call on a shared store serves.
+pub(crate) struct SharedServed {
+    pub value: Py<PyAny>,
+    pub status: Status,
+    pub stamps: Option<Stamps>,
+}
+
+fn digest(parts: &[&str]) -> String {
+    key::digest(parts.join("\u{0}").as_bytes())
+}
+
+impl SharedBackend {
+    /// The counter keys of a function (and of its constructor's version).
+    fn scope_key(&self, core: &Core) -> String {
+        format!("{}restflow:gen:{}", self.prefix, digest(&[&core.identity]))
+    }
+
+    fn version_key(&self, core: &Core) -> String {
+        let labels = core.scope.labels();
+        format!(
+            "{}restflow:vgen:{}:{}",
+            self.prefix,
+            digest(&[&labels.owner]),
+            labels.version
+        )
+    }
+
+    fn partition_key(&self, core: &Core, function_id: &str, partition: &str) -> String {
+        format!(
+            "{}restflow:pgen:{}",
+            self.prefix,
+            digest(&[&core.identity, function_id, partition])
+        )
+    }
+
+    /// The keys one call reads.
+    fn keys(&self, core: &Core, w: &KeyWriter, layout: &Layout) -> PyResult<KeySet> {
+        let (function_id, partition, suffix) = core.key_parts(w, layout)?;
+        let data = format!(
+            "{}{}",
+            self.prefix,
+            key::compose(&core.namespace, function_id, &partition, &suffix)
+        );
+        let hashed = digest(&[&data]);
+        Ok(KeySet {
+            scope: self.scope_key(core),
+            partition: core
+                .partitioned()
+                .then(|| self.partition_key(core, function_id, &partition)),
+            version: self.version_key(core),
+            lock: format!("{}restflow:lock:{hashed}", self.prefix),
+            refresh: format!("{}restflow:refresh:{hashed}", self.prefix),
+            data,
+        })
+    }
+}
+
+/// Arguments of a call that can cross into detached code and back.
+struct OwnedCall {
+    args: Py<PyTuple>,
+    kwargs: Option<Py<PyDict>>,
+}
+
+impl OwnedCall {
+    fn new(call: &Call<'_>) -> Self {
+        OwnedCall {
+            args: call.args.clone().unbind(),
+            kwargs: call.kwargs.as_ref().map(|k| k.clone().unbind()),
+        }
+    }
+
+    fn bind<'py>(&self, py: Python<'py>) -> Call<'py> {
+        Call {
+            args: self.args.bind(py).clone(),
+            kwargs: self.kwargs.as_ref().map(|k| k.bind(py).clone()),
+        }
+    }
+}
+
+/// Runs the function and serializes what is to be stored. A value the
+/// serializer refuses is served but not stored (and logged).
+fn produce(
+    py: Python<'_>,
+    core: &Core,
+    backend: &SharedBackend,
+    call: &OwnedCall,
+) -> Result<Produced<Py<PyAny>>, SharedErr> {
+    let computed = core.compute(py, &call.bind(py)).map_err(Arc::new)?;
+    let value = computed.value.value().clone_ref(py);
+    let serialized = match computed.lifetime {
+        None => None,
+        Some(_) => match backend.serialize(py, value.bind(py)) {
+            Ok(serialized) => Some(serialized),
+            Err(error) => {
+                log_error(
+                    py,
+                    &format!(
+                        "restflow: the value of {}() cannot be serialized; it is served but not \
+                         cached",
+                        core.function_id
+                    ),
+                    &error,
+                );
+                None
+            }
+        },
+    };
+    Ok(Produced {
+        value,
+        serialized,
+        lifetime: computed.lifetime.unwrap_or(Lifetime::FOREVER),
+    })
+}
+
+fn keep(core: &Core) -> Span {
+    core.stale_if_error
+        .unwrap_or_else(|| RUNTIME.default_stale_if_error())
+}
+
+fn raise(py: Python<'_>, error: SharedError<SharedErr>, function_id: &str) -> PyErr {
+    match error {
+        SharedError::Compute(shared) => shared.clone_ref(py),
+        SharedError::Store(store) => CacheBackendError::new_err(store.to_string()),
+        SharedError::Recursive => PyRuntimeError::new_err(format!(
+            "{function_id}() called itself with the same arguments while computing them"
+        )),
+    }
+}
+
+/// HIT, MISS, STALE (refreshing once across processes) or BYPASS.
+pub(crate) fn get(
+    py: Python<'_>,
+    core: &Arc<Core>,
+    backend: &Py<SharedBackend>,
+    call: &Call<'_>,
+) -> PyResult<SharedServed> {
+    let handle = backend.get();
+    let mut w = KeyWriter::new();
+    let layout = core.write_key(&mut w, call)?;
+    let keys = handle.keys(core, &w, &layout)?;
+    let owned = OwnedCall::new(call);
+    let window = keep(core);
+    for _attempt in 0..2 {
+        let answer = py.detach(|| {
+            handle.cache.get(
+                &keys,
+                window,
+                || Python::attach(|py| produce(py, core, handle, &owned)),
+                |waiter| waiter.wait(),
+            )
+        });
+        let answer = answer.map_err(|e| raise(py, e, &core.function_id))?;
+        return match answer {
+            Answer::Stored {
+                status,
+                flags,
+                value,
+                stamps,
+                refresh_claimed,
+            } => match handle.deserialize(py, flags, &value) {
+                Ok(object) => {
+                    if refresh_claimed {
+                        schedule_refresh(py, core, backend, keys.clone(), owned, window);
+                    }
+                    Ok(SharedServed {
+                        value: object,
+                        status,
+                        stamps: Some(stamps),
+                    })
+                }
+                Err(error) => {
+                    // Signed by us, yet unreadable now (the class moved, say):
+                    // a miss. Drop it and compute.
+                    log_error(
+                        py,
+                        &format!(
+                            "restflow: a cached value of {}() could not be deserialized; \
+                             recomputing",
+                            core.function_id
+                        ),
+                        &error,
+                    );
+                    let _ = py.detach(|| {
+                        handle
+                            .cache
+                            .call(|s| restflow_cache::shared::SharedStore::delete(s, &keys.data))
+                    });
+                    continue;
+                }
+            },
+            Answer::Computed { value, stamps } => Ok(SharedServed {
+                value,
+                status: Status::Miss,
+                stamps,
+            }),
+            Answer::Bypassed { value, error } => {
+                handle.warn(py, &error);
+                Ok(SharedServed {
+                    value,
+                    status: Status::Bypass,
+                    stamps: None,
+                })
+            }
+        };
+    }
+    // Twice unreadable: serve a live value rather than loop.
+    let value = core.compute(py, call)?.value.value().clone_ref(py);
+    Ok(SharedServed {
+        value,
+        status: Status::Bypass,
+        stamps: None,
+    })
+}
+
+/// Queues the refresh this process claimed; the claim (a lock in the store)
+/// is released when it ends, however it ends.
+fn schedule_refresh(
+    py: Python<'_>,
+    core: &Arc<Core>,
+    backend: &Py<SharedBackend>,
+    keys: KeySet,
+    call: OwnedCall,
+    window: Span,
+) {
+    let core = Arc::clone(core);
+    let owner = backend.clone_ref(py);
+    let backend = backend.clone_ref(py);
+    let release_keys = keys.clone();
+    let job = Box::new(move || {
+        Python::attach(|py| {
+            let handle = backend.get();
+            let produced = match produce(py, &core, handle, &call) {
+                Ok(produced) => produced
+                    .serialized
+                    .map(|(flags, bytes)| (flags, bytes, produced.lifetime)),
+                Err(error) => {
+                    log_error(
+                        py,
+                        &format!(
+                            "restflow: background refresh of {}() failed; the stale value is kept",
+                            core.function_id
+                        ),
+                        &error,
+                    );
+                    None
+                }
+            };
+            py.detach(|| handle.cache.finish_refresh(&keys, window, produced));
+        })
+    });
+    if let Err(job) = RUNTIME.engine.refresher().try_spawn(job) {
+        // The queue is full: give the claim back so a later read retries.
+        drop(job);
+        let handle = owner.get();
+        py.detach(|| handle.cache.finish_refresh(&release_keys, window, None));
+    }
+}
+
+/// The cached value (fresh or stale) and its instants, without computing.
+pub(crate) fn peek(
+    py: Python<'_>,
+    core: &Core,
+    backend: &Py<SharedBackend>,
+    call: &Call<'_>,
+) -> PyResult<Option<(Py<PyAny>, Stamps, Freshness)>> {
+    let handle = backend.get();
+    let mut w = KeyWriter::new();
+    let layout = core.write_key(&mut w, call)?;
+    let keys = handle.keys(core, &w, &layout)?;
+    match py.detach(|| handle.cache.peek(&keys)) {
+        Ok(Some((flags, bytes, stamps, freshness))) => Ok(handle
+            .deserialize(py, flags, &bytes)
+            .ok()
+            .map(|value| (value, stamps, freshness))),
+        Ok(None) => Ok(None),
+        Err(error) if handle.cache.bypasses_failures() => {
+            handle.warn(py, &error);
+            Ok(None)
+        }
+        Err(error) => Err(CacheBackendError::new_err(error.to_string())),
+    }
+}
+
+/// Recomputes and overwrites (REFRESH).
+pub(crate) fn refresh(
+    py: Python<'_>,
+    core: &Arc<Core>,
+    backend: &Py<SharedBackend>,
+    call: &Call<'_>,
+) -> PyResult<SharedServed> {
+    let handle = backend.get();
+    let mut w = KeyWriter::new();
+    let layout = core.write_key(&mut w, call)?;
+    let keys = handle.keys(core, &w, &layout)?;
+    let owned = OwnedCall::new(call);
+    let window = keep(core);
+    let answer = py
+        .detach(|| {
+            handle.cache.refresh(&keys, window, || {
+                Python::attach(|py| produce(py, core, handle, &owned))
+            })
+        })
+        .map_err(|e| raise(py, e, &core.function_id))?;
+    Ok(match answer {
+        Answer::Computed { value, stamps } => SharedServed {
+            value,
+            status: Status::Refresh,
+            stamps,
+        },
+        Answer::Bypassed { value, error } => {
+            handle.warn(py, &error);
+            SharedServed {
+                value,
+                status: Status::Bypass,
+                stamps: None,
+            }
+        }
+        Answer::Stored { .. } => unreachable!("a refresh always computes"),
+    })
+}
+
+/// Runs a store operation for an invalidation, reporting a failure as
+/// `CacheBackendError` (an invalidation that did not happen must not pass
+/// silently).
+fn invalidate<T: Send>(
+    py: Python<'_>,
+    handle: &SharedBackend,
+    run: impl FnOnce(&RedisStore) -> Result<T, StoreError> + Send,
+) -> PyResult<T> {
+    py.detach(|| handle.cache.call(run))
+        .map_err(|e| CacheBackendError::new_err(e.to_string()))
+}
+
+/// Drops one entry.
+pub(crate) fn delete(
+    py: Python<'_>,
+    core: &Core,
+    backend: &Py<SharedBackend>,
+    call: &Call<'_>,
+) -> PyResult<bool> {
+    let handle = backend.get();
+    let mut w = KeyWriter::new();
+    let layout = core.write_key(&mut w, call)?;
+    let keys = handle.keys(core, &w, &layout)?;
+    invalidate(py, handle, |s| {
+        restflow_cache::shared::SharedStore::delete(s, &keys.data)
+    })
+}
+
+/// Drops every entry of the function, in every process.
+pub(crate) fn invalidate_all(
+    py: Python<'_>,
+    core: &Core,
+    backend: &Py<SharedBackend>,
+) -> PyResult<()> {
+    let handle = backend.get();
+    let key = handle.scope_key(core);
+    invalidate(py, handle, |s| {
+        restflow_cache::shared::SharedStore::bump(s, &key)
+    })
+    .map(drop)
+}
+
+/// Drops the partitions of a partial call, in every process.
+pub(crate) fn delete_by_prefix(
+    py: Python<'_>,
+    core: &Core,
+    backend: &Py<SharedBackend>,
+    call: &Call<'_>,
+    bound: bool,
+) -> PyResult<()> {
+    let handle = backend.get();
+    if !core.partitioned() {
+        return invalidate_all(py, core, backend);
+    }
+    for (function_id, partition) in core.partition_texts(call, bound)? {
+        let key = handle.partition_key(core, &function_id, &partition);
+        invalidate(py, handle, |s| {
+            restflow_cache::shared::SharedStore::bump(s, &key)
+        })?;
+    }
+    Ok(())
+}
