@@ -18,8 +18,21 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     python -m pip install --quiet --disable-pip-version-check --upgrade pip
     python -m pip install --quiet --disable-pip-version-check \
         "maturin>=1.7,<2" "Django>=4.2" "djangorestframework>=3.14" \
-        "pytest>=8" "pytest-django>=4.8" "ruff>=0.6" "cachetools>=5" "celery>=5"
+        "pytest>=8" "pytest-django>=4.8" "ruff>=0.6" "cachetools>=5" "celery>=5" "redis>=5"
     touch "$stamp"
+fi
+
+# redis-server for the Redis tests (they start their own on a free
+# 127.0.0.1 port). Debian's package; installed only when missing.
+if ! command -v redis-server >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+        # Debian starts a system server on install; the tests run their own.
+        (service redis-server stop || true) >/dev/null 2>&1
+    else
+        echo "bootstrap: redis-server is missing; install it (e.g. apt-get install redis-server)" >&2
+    fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -1,0 +1,120 @@
+"""A real redis-server for the Redis tests, on a free 127.0.0.1 port.
+
+The session starts one server and stops it at the end; each test gets an
+empty database and the BACKEND setting pointing at it. Tests that kill or
+pause the server get a server of their own (``own_redis``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+import redis as redis_py
+from django.test import override_settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """One redis-server process on loopback."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed: run ./scripts/bootstrap.sh")
+        self.process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = self.client()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return self
+            except redis_py.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def client(self) -> redis_py.Redis:
+        return redis_py.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGCONT)
+                self.process.terminate()
+                try:
+                    self.process.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(10)
+            self.process = None
+
+    def pause(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+def redis_settings(url: str, **extra):
+    return {"CACHE_SETTINGS": {"BACKEND": url, "STALE_WHILE_REVALIDATE": 60, **extra}}
+
+
+@pytest.fixture
+def redis(redis_server):
+    """An empty database, and the BACKEND setting pointing at it."""
+    client = redis_server.client()
+    client.flushdb()
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(redis_server.url)):
+        yield client
+    client.flushdb()
+
+
+@pytest.fixture
+def own_redis():
+    """A server this test may kill, restart or pause."""
+    server = RedisServer().start()
+    yield server
+    server.stop()

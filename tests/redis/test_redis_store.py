@@ -1,0 +1,383 @@
+"""The Redis store: every wrapper method, shared entries, signatures,
+faults, and computing once across processes. A real redis-server runs on a
+free 127.0.0.1 port for these tests (see conftest)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from restflow.caching import (
+    CACHE_MISSING,
+    ArgsKeyField,
+    CacheBackendError,
+    CacheStatus,
+    KeyConstructor,
+    cache_result,
+)
+from restflow.caching.testing import frozen_clock, wait_for_refreshes
+from tests.redis.conftest import redis_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+calls: list = []
+
+
+@cache_result(ttl=30)
+def profile(user_id, verbose=False):
+    calls.append(user_id)
+    return {"id": user_id, "n": len(calls)}
+
+
+class TenantKey(KeyConstructor):
+    tenant = ArgsKeyField("tenant", partition=True)
+    item = ArgsKeyField("item")
+
+
+@cache_result(ttl=30, key_constructor=TenantKey)
+def report(tenant, item):
+    calls.append((tenant, item))
+    return f"{tenant}/{item}/{len(calls)}"
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls():
+    calls.clear()
+
+
+def status(wrapper, *args):
+    return wrapper.get_with_metadata(*args)[1]["cache_status"]
+
+
+def test_every_wrapper_method(redis):
+    value, meta = profile.get_with_metadata(1)
+    assert meta["cache_status"] is CacheStatus.MISS
+    assert set(meta) == {"cache_status", "cached_at", "reset_at"}
+    again, meta2 = profile.get_with_metadata(1)
+    assert (again, meta2["cache_status"], meta2["cached_at"]) == (
+        value,
+        CacheStatus.HIT,
+        meta["cached_at"],
+    )
+    assert profile(1) == value
+    assert calls == [1]
+    # The entry is in Redis, under the key string, signed.
+    key = profile.get_cache_key(1)
+    assert redis.get(key).startswith(b"RFC1")
+    assert profile.get_cache_only(1) == value
+    assert profile.get_cache_only(2) is CACHE_MISSING
+    assert profile.get_cached_metadata(1) == meta2
+    assert profile.get_cached_metadata(2) is None
+    refreshed, meta3 = profile.refresh_with_metadata(1)
+    assert meta3["cache_status"] is CacheStatus.REFRESH and refreshed["n"] == 2
+    assert profile(1) == refreshed
+    bypassed, meta4 = profile.bypass_cache_with_metadata(1)
+    assert meta4 == {"cache_status": CacheStatus.BYPASS} and bypassed["n"] == 3
+    assert profile(1) == refreshed
+    assert profile.delete_cache(1) is True
+    assert profile.delete_cache(1) is False
+    assert profile.get_cache_only(1) is CACHE_MISSING
+    profile(1)
+    profile(2)
+    profile.invalidate_all()
+    assert profile.get_cache_only(1) is CACHE_MISSING
+    assert profile.get_cache_only(2) is CACHE_MISSING
+
+
+def test_entries_are_shared_with_other_processes(redis, redis_server):
+    profile(7)
+    script = (
+        "import django\nfrom django.conf import settings\n"
+        "settings.configure(SECRET_KEY='restflow-tests-only', "
+        f"RESTFLOW_SETTINGS={redis_settings(redis_server.url)!r})\n"
+        "django.setup()\n"
+        "from tests.redis.test_redis_store import profile\n"
+        "value, meta = profile.get_with_metadata(7)\n"
+        "print(meta['cache_status'], value['n'])\n"
+        "profile.invalidate_all()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.split() == ["HIT", "1"]
+    # ... and the other process's invalidate_all reached this one.
+    assert profile.get_cache_only(7) is CACHE_MISSING
+
+
+def test_partitions_wipe_and_versions(redis):
+    report("a", 1)
+    report("a", 2)
+    report("b", 1)
+    report.delete_by_prefix(tenant="a")
+    assert report.get_cache_only("a", 1) is CACHE_MISSING
+    assert report.get_cache_only("a", 2) is CACHE_MISSING
+    assert report.get_cache_only("b", 1) == "b/1/3"
+    report.delete_by_prefix(tenant="a*")  # data, not a pattern
+    assert report.get_cache_only("b", 1) == "b/1/3"
+    TenantKey.wipe()
+    assert report.get_cache_only("b", 1) is CACHE_MISSING
+
+
+def test_delete_previous_versions_reaches_the_store(redis):
+    def versioned(version):
+        meta = type("Meta", (), {"namespace": "versions", "version": version})
+        cls = type("Versioned", (KeyConstructor,), {"x": ArgsKeyField("x"), "Meta": meta})
+        cls.__qualname__ = "Versioned"
+        return cls
+
+    v1, v2 = versioned(1), versioned(2)
+
+    @cache_result(ttl=30, key_constructor=v1)
+    def old(x):
+        return ("old", x)
+
+    @cache_result(ttl=30, key_constructor=v2)
+    def new(x):
+        return ("new", x)
+
+    old(1)
+    new(1)
+    assert v1.delete_previous_versions() == 0
+    v2.delete_previous_versions()
+    assert old.get_cache_only(1) is CACHE_MISSING
+    assert new.get_cache_only(1) == ("new", 1)
+
+
+def test_stale_window_refreshes_once_and_stale_if_error(redis):
+    failing = {"on": False}
+
+    @cache_result(ttl=10, stale_while_revalidate=5, stale_if_error=60)
+    def fragile(x):
+        calls.append(x)
+        if failing["on"]:
+            raise ConnectionError("upstream down")
+        return len(calls)
+
+    with frozen_clock() as clock:
+        assert fragile(1) == 1
+        clock.advance(11)
+        value, meta = fragile.get_with_metadata(1)
+        assert (value, meta["cache_status"]) == (1, CacheStatus.STALE)
+        wait_for_refreshes()
+        value, meta = fragile.get_with_metadata(1)
+        assert (value, meta["cache_status"]) == (2, CacheStatus.HIT)
+        # Past ttl and stale window, the recompute fails: the old value is
+        # served as STALE (stale-if-error) instead of the exception.
+        failing["on"] = True
+        clock.advance(16)
+        value, meta = fragile.get_with_metadata(1)
+        assert (value, meta["cache_status"]) == (2, CacheStatus.STALE)
+        clock.advance(61)
+        with pytest.raises(ConnectionError):
+            fragile(1)
+
+
+def test_a_flipped_byte_is_a_miss_never_an_unpickle(redis, tmp_path):
+    profile(1)
+    key = profile.get_cache_key(1)
+    payload = bytearray(redis.get(key))
+    payload[len(payload) // 2] ^= 0x01
+    redis.set(key, bytes(payload))
+    value, meta = profile.get_with_metadata(1)
+    assert meta["cache_status"] is CacheStatus.MISS and value["n"] == 2
+    # A foreign value that would run code if unpickled.
+    marker = tmp_path / "pwned"
+    evil = f"cos\nsystem\n(S'touch {marker}'\ntR.".encode()
+    redis.set(key, evil)
+    value, meta = profile.get_with_metadata(1)
+    assert meta["cache_status"] is CacheStatus.MISS and value["n"] == 3
+    assert not marker.exists()
+    # The right header with a wrong signature is refused too.
+    redis.set(key, b"RFC1" + b"\x00" * 100)
+    assert status(profile, 1) is CacheStatus.MISS
+
+
+def test_values_the_serializer_refuses_are_served_uncached(redis, caplog):
+    @cache_result(ttl=30)
+    def unpicklable(x):
+        return lambda: x
+
+    value = unpicklable(1)
+    assert callable(value)
+    assert unpicklable.get_cache_only(1) is CACHE_MISSING
+
+
+def test_json_serializer(redis_server, redis):
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(redis_server.url, SERIALIZER="json")):
+        profile(3)
+        assert redis.get(profile.get_cache_key(3))[53:-32] == b'{"id": 3, "n": 1}'
+        assert profile.get_with_metadata(3) == ({"id": 3, "n": 1}, profile.get_cached_metadata(3))
+
+
+def test_killed_redis_bypasses_and_caching_resumes(own_redis):
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url)):
+        profile(1)
+        assert status(profile, 1) is CacheStatus.HIT
+        own_redis.stop()
+        statuses, errors = [], []
+
+        def load():
+            for _ in range(20):
+                try:
+                    statuses.append(status(profile, 1))
+                except Exception as error:
+                    errors.append(error)
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert errors == []
+        assert set(statuses) == {CacheStatus.BYPASS}
+        own_redis.start()
+        deadline = time.monotonic() + 10
+        while status(profile, 1) is CacheStatus.BYPASS:  # the breaker's cooldown
+            assert time.monotonic() < deadline, "caching did not resume"
+            time.sleep(0.1)
+        assert status(profile, 1) is CacheStatus.HIT
+
+
+def test_a_paused_redis_costs_at_most_the_timeouts(own_redis):
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url)):
+        profile(1)
+        own_redis.pause()
+        try:
+            started = time.monotonic()
+            _, meta = profile.get_with_metadata(1)
+            elapsed = time.monotonic() - started
+        finally:
+            own_redis.resume()
+    assert meta["cache_status"] is CacheStatus.BYPASS
+    # Read timeout 0.1 s (plus the live computation): never a hang.
+    assert elapsed < 2, elapsed
+
+
+def test_failure_mode_raise(own_redis):
+    own_redis.stop()
+    with (
+        override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url, FAILURE_MODE="raise")),
+        pytest.raises(CacheBackendError),
+    ):
+        profile(1)
+    assert calls == []
+
+
+@pytest.mark.parametrize(
+    ("setting", "match"),
+    [
+        ({"BACKEND": "mysql://x"}, "BACKEND"),
+        ({"BACKEND": "redis://127.0.0.1:1/0", "SERIALIZER": "yaml"}, "SERIALIZER"),
+        ({"BACKEND": "redis://127.0.0.1:1/0", "FAILURE_MODE": "ignore"}, "FAILURE_MODE"),
+        ({"BACKEND": "redis://127.0.0.1:1/0", "READ_TIMEOUT": 0}, "READ_TIMEOUT"),
+        ({"BACKEND": "redis://127.0.0.1:1/0", "KEY_PREFIX": "a::b"}, "KEY_PREFIX"),
+        ({"BACKEND": "redis://127.0.0.1:1/0", "POOL_SIZE": 0}, "POOL_SIZE"),
+    ],
+)
+def test_settings_validation(setting, match):
+    with override_settings(RESTFLOW_SETTINGS={"CACHE_SETTINGS": setting}):
+        with pytest.raises(ImproperlyConfigured, match=match):
+            profile(1)
+
+
+def test_a_bad_backend_parameter_fails_at_decoration():
+    with pytest.raises(ValueError, match="backend"):
+        cache_result(backend="memcached://x")
+
+
+def test_the_memory_backend_parameter_overrides_the_setting(redis):
+    @cache_result(ttl=30, backend="memory")
+    def local(x):
+        return x
+
+    local(1)
+    assert redis.keys("*") == []
+
+
+def worker(*args, timeout=60):
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.redis.worker", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process, timeout=60):
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err
+    return out.strip()
+
+
+def test_a_cold_key_computes_once_across_4_processes_of_8_threads(redis, redis_server):
+    start_at = time.time() + 2
+    processes = [worker("cold", redis_server.url, 0.5, 10, start_at) for _ in range(4)]
+    outputs = [finish(p) for p in processes]
+    assert int(redis.get("computations")) == 1
+    statuses = [s for out in outputs for s in out.split(",")]
+    assert len(statuses) == 32
+    assert set(statuses) <= {"MISS", "HIT"}
+
+
+def test_the_stale_refresh_runs_once_across_processes(redis, redis_server):
+    frozen = time.time()
+    assert finish(worker("prime", redis_server.url, 0, 10, frozen)) == "MISS"
+    start_at = time.time() + 2
+    processes = [
+        worker("stale", redis_server.url, 0.3, 10, frozen + 11, start_at) for _ in range(4)
+    ]
+    outputs = [finish(p) for p in processes]
+    assert {s for out in outputs for s in out.split(",")} <= {"STALE", "HIT"}
+    # One prime, one refresh: never one refresh per process.
+    assert int(redis.get("computations")) == 2
+
+
+def test_a_dead_lock_holder_is_taken_over_after_its_lock_expires(redis, redis_server):
+    holder = worker("hold", redis_server.url, 30, 1)
+    assert holder.stdout.readline().strip() == "computing"
+    time.sleep(0.2)  # it holds the lock now
+    holder.kill()
+    holder.wait(10)
+    started = time.monotonic()
+    status_and_pid = finish(worker("get", redis_server.url, 0, 1))
+    waited = time.monotonic() - started
+    status_word, pid = status_and_pid.split()
+    assert status_word == "MISS"
+    assert int(pid) != holder.pid
+    assert int(redis.get("computations")) == 2
+    assert waited < 10
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_process_forked_after_first_use_gets_its_own_connections(redis):
+    profile(1)  # the parent's pool now holds a connection
+    pid = os.fork()
+    if pid == 0:
+        status_code = 1
+        try:
+            assert status(profile, 1) is CacheStatus.HIT
+            assert status(profile, 2) is CacheStatus.MISS
+            status_code = 0
+        finally:
+            os._exit(status_code)
+    _, code = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(code) == 0
+    # The parent's connections still work after the child used its own.
+    assert status(profile, 1) is CacheStatus.HIT
+    assert status(profile, 2) is CacheStatus.HIT
