@@ -179,15 +179,17 @@ fn miss_then_hit_then_stale_with_one_refresh_claim() {
             ..
         }
     ));
-    cache.finish_refresh(
-        &keys(),
-        Span::ZERO,
-        Some((
-            0,
-            b"v2".to_vec(),
-            Lifetime::new(Span::from_secs(10), Span::ZERO),
-        )),
-    );
+    cache
+        .finish_refresh(
+            &keys(),
+            Span::ZERO,
+            Some((
+                0,
+                b"v2".to_vec(),
+                Lifetime::new(Span::from_secs(10), Span::ZERO),
+            )),
+        )
+        .unwrap();
     assert!(matches!(
         get(&cache, "unused"),
         Answer::Stored {

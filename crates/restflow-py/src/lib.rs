@@ -16,6 +16,7 @@ use pyo3::types::PyTuple;
 use restflow_cache::{Span, Timestamp};
 
 mod core;
+mod django_store;
 mod encode;
 mod fastpath;
 mod runtime;

@@ -17,7 +17,7 @@ use pyo3::types::{PyBytes, PyDict, PyTuple};
 use restflow_cache::key::{self, KeyWriter};
 use restflow_cache::shared::{
     Answer, Breaker, KeySet, Produced, RedisConfig, RedisStore, SharedCache, SharedError,
-    SharedOptions, Signer, StoreError,
+    SharedOptions, SharedStore, Signer, StoreError,
 };
 use restflow_cache::{Freshness, Lifetime, Span, Stamps, Status, Timestamp};
 
@@ -32,7 +32,9 @@ pyo3::create_exception!(
      FAILURE_MODE is \"raise\"."
 );
 
-pub type PyShared = SharedCache<RedisStore, SharedErr>;
+/// The store is chosen at run time (Redis or a Django cache); one dynamic
+/// call per round trip costs nothing next to the round trip.
+pub type PyShared = SharedCache<Box<dyn SharedStore>, SharedErr>;
 
 /// Serializer flags stored in each payload's header.
 const PICKLE: u8 = 0;
@@ -166,14 +168,29 @@ impl SharedBackend {
                 "a shared store needs a non-empty signing key",
             ));
         }
+        let store: Box<dyn SharedStore> = match url.strip_prefix("django") {
+            Some(alias) => {
+                let alias = match alias {
+                    "" => "default",
+                    _ => alias.strip_prefix(':').ok_or_else(|| {
+                        PyValueError::new_err(format!(
+                            "a Django backend is \"django\" or \"django:<alias>\", got {url:?}"
+                        ))
+                    })?,
+                };
+                Box::new(crate::django_store::DjangoStore::new(alias.to_owned()))
+            }
+            None => Box::new(
+                RedisStore::new(RedisConfig {
+                    url: url.clone(),
+                    pool_size,
+                    connect_timeout: seconds("connect_timeout", connect_timeout)?,
+                    read_timeout: seconds("read_timeout", read_timeout)?,
+                })
+                .map_err(|e| PyValueError::new_err(e.to_string()))?,
+            ),
+        };
         let lock_timeout = seconds("lock_timeout", lock_timeout)?;
-        let store = RedisStore::new(RedisConfig {
-            url: url.clone(),
-            pool_size,
-            connect_timeout: seconds("connect_timeout", connect_timeout)?,
-            read_timeout: seconds("read_timeout", read_timeout)?,
-        })
-        .map_err(|e| PyValueError::new_err(e.to_string()))?;
         let cache = SharedCache::new(
             store,
             Signer::new(signing_key),
@@ -220,11 +237,8 @@ impl SharedBackend {
     fn drop_versions_below(&self, py: Python<'_>, owner: &str, version: u32) -> PyResult<()> {
         for old in 1..version {
             let key = format!("{}restflow:vgen:{}:{old}", self.prefix, digest(&[owner]));
-            py.detach(|| {
-                self.cache
-                    .call(|s| restflow_cache::shared::SharedStore::bump(s, &key))
-            })
-            .map_err(|e| CacheBackendError::new_err(e.to_string()))?;
+            py.detach(|| self.cache.call(|s| SharedStore::bump(s, &key)))
+                .map_err(|e| CacheBackendError::new_err(e.to_string()))?;
         }
         Ok(())
     }
@@ -233,11 +247,8 @@ impl SharedBackend {
     /// store fails.
     fn bump(&self, py: Python<'_>, key: &str) -> PyResult<u64> {
         let key = format!("{}{key}", self.prefix);
-        py.detach(|| {
-            self.cache
-                .call(|s| restflow_cache::shared::SharedStore::bump(s, &key))
-        })
-        .map_err(|e| CacheBackendError::new_err(e.to_string()))
+        py.detach(|| self.cache.call(|s| SharedStore::bump(s, &key)))
+            .map_err(|e| CacheBackendError::new_err(e.to_string()))
     }
 }
 
@@ -423,11 +434,7 @@ pub(crate) fn get(
                         ),
                         &error,
                     );
-                    let _ = py.detach(|| {
-                        handle
-                            .cache
-                            .call(|s| restflow_cache::shared::SharedStore::delete(s, &keys.data))
-                    });
+                    let _ = py.detach(|| handle.cache.call(|s| SharedStore::delete(s, &keys.data)));
                     continue;
                 }
             },
@@ -488,14 +495,16 @@ fn schedule_refresh(
                     None
                 }
             };
-            py.detach(|| handle.cache.finish_refresh(&keys, window, produced));
+            if let Err(error) = py.detach(|| handle.cache.finish_refresh(&keys, window, produced)) {
+                handle.warn(py, &error);
+            }
         })
     });
     if let Err(job) = RUNTIME.engine.refresher().try_spawn(job) {
         // The queue is full: give the claim back so a later read retries.
         drop(job);
         let handle = owner.get();
-        py.detach(|| handle.cache.finish_refresh(&release_keys, window, None));
+        let _ = py.detach(|| handle.cache.finish_refresh(&release_keys, window, None));
     }
 }
 
@@ -568,7 +577,7 @@ pub(crate) fn refresh(
 fn invalidate<T: Send>(
     py: Python<'_>,
     handle: &SharedBackend,
-    run: impl FnOnce(&RedisStore) -> Result<T, StoreError> + Send,
+    run: impl FnOnce(&Box<dyn SharedStore>) -> Result<T, StoreError> + Send,
 ) -> PyResult<T> {
     py.detach(|| handle.cache.call(run))
         .map_err(|e| CacheBackendError::new_err(e.to_string()))
@@ -585,9 +594,7 @@ pub(crate) fn delete(
     let mut w = KeyWriter::new();
     let layout = core.write_key(&mut w, call)?;
     let keys = handle.keys(core, &w, &layout)?;
-    invalidate(py, handle, |s| {
-        restflow_cache::shared::SharedStore::delete(s, &keys.data)
-    })
+    invalidate(py, handle, |s| SharedStore::delete(s, &keys.data))
 }
 
 /// Drops every entry of the function, in every process.
@@ -598,10 +605,7 @@ pub(crate) fn invalidate_all(
 ) -> PyResult<()> {
     let handle = backend.get();
     let key = handle.scope_key(core);
-    invalidate(py, handle, |s| {
-        restflow_cache::shared::SharedStore::bump(s, &key)
-    })
-    .map(drop)
+    invalidate(py, handle, |s| SharedStore::bump(s, &key)).map(drop)
 }
 
 /// Drops the partitions of a partial call, in every process.
@@ -618,9 +622,7 @@ pub(crate) fn delete_by_prefix(
     }
     for (function_id, partition) in core.partition_texts(call, bound)? {
         let key = handle.partition_key(core, &function_id, &partition);
-        invalidate(py, handle, |s| {
-            restflow_cache::shared::SharedStore::bump(s, &key)
-        })?;
+        invalidate(py, handle, |s| SharedStore::bump(s, &key))?;
     }
     Ok(())
 }

@@ -35,8 +35,9 @@ DEFAULTS: dict[str, Any] = {
     "DISPATCHER_RAISE_EXCEPTION": False,
     # Per-dispatcher options, by dispatcher name.
     "DISPATCHER_SETTINGS": {},
-    # Where entries live: "memory" (this process), or "redis://host:port/db"
-    # / "rediss://..." (shared by every process that names it).
+    # Where entries live: "memory" (this process), "redis://host:port/db" /
+    # "rediss://..." (shared by every process that names it), or "django" /
+    # "django:<alias>" (any cache in CACHES, through Django's cache API).
     "BACKEND": "memory",
     # Seconds past its stale window an entry is kept, and served (as STALE)
     # when its recompute raises. 0: off.
@@ -156,12 +157,16 @@ def _validate(user: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def validate_backend(spec: Any, name: str = "BACKEND") -> str:
-    """Checks a backend spec: ``"memory"``, ``"redis://..."`` or ``"rediss://..."``."""
+    """Checks a backend spec: ``"memory"``, ``"redis://..."``, ``"rediss://..."``,
+    ``"django"`` or ``"django:<alias>"``."""
     if not isinstance(spec, str) or not (
-        spec == "memory" or spec.startswith(("redis://", "rediss://"))
+        spec in ("memory", "django")
+        or spec.startswith(("redis://", "rediss://"))
+        or (spec.startswith("django:") and len(spec) > len("django:"))
     ):
         raise configuration_error(
-            f'{name} must be "memory", "redis://host:port/db" or "rediss://..."; got {spec!r}.'
+            f'{name} must be "memory", "redis://host:port/db", "rediss://...", "django" or '
+            f'"django:<alias>"; got {spec!r}.'
         )
     return spec
 
@@ -244,6 +249,16 @@ def engine_settings() -> tuple[int, float, int, bool, float]:
     )
 
 
+def _check_cache_alias(alias: str) -> None:
+    from django.conf import settings
+
+    if alias not in getattr(settings, "CACHES", {"default": {}}):
+        raise configuration_error(
+            f"The cache backend 'django:{alias}' names no alias in CACHES "
+            f"(aliases: {', '.join(settings.CACHES) or 'none'})."
+        )
+
+
 def backend_for(spec: str | None):
     """The engine's backend for a wrapper's ``backend=`` (``None``: the
     ``BACKEND`` setting): ``None`` for the memory store, else a shared one
@@ -253,6 +268,8 @@ def backend_for(spec: str | None):
     spec = current["BACKEND"] if spec is None else spec
     if spec == "memory":
         return None
+    if spec.startswith("django"):
+        _check_cache_alias(spec.partition(":")[2] or "default")
     return _engine.SharedBackend(
         spec,
         signing_key=signing_key(),

@@ -472,26 +472,34 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     }
 
     /// Ends a background refresh this caller claimed: stores `produced`
-    /// (if anything) and frees the refresh lock.
+    /// (if anything) and frees the refresh lock. Reports a store that
+    /// failed to take the new value (the stale one stays).
     pub fn finish_refresh(
         &self,
         keys: &KeySet,
         keep: Span,
         produced: Option<(u8, Vec<u8>, Lifetime)>,
-    ) {
+    ) -> Result<(), StoreError> {
+        let mut outcome = Ok(());
         if let Some((flags, bytes, lifetime)) = produced {
-            if let Ok(fetched) = self.call(|s| s.fetch(keys)) {
-                self.write_keeping(
-                    &keys.data,
-                    flags,
-                    &bytes,
-                    lifetime,
-                    fetched.generations,
-                    keep,
-                );
-            }
+            outcome = self.call(|s| s.fetch(keys)).and_then(|fetched| {
+                let stamps = Stamps::new(self.clock.now(), lifetime);
+                let payload = self
+                    .signer
+                    .encode(flags, &stamps, fetched.generations, &bytes);
+                let ttl = self.ttl(&stamps, keep);
+                self.call(|s| s.put(&keys.data, &payload, ttl))
+            });
         }
-        let _ = self.call(|s| s.delete(&keys.refresh));
+        let released = self.call(|s| s.delete(&keys.refresh)).map(drop);
+        outcome.and(released)
+    }
+
+    fn ttl(&self, stamps: &Stamps, keep: Span) -> Option<Duration> {
+        stamps.stale_until.map(|until| {
+            let micros = until.saturating_add(keep).as_micros() - self.clock.now().as_micros();
+            Duration::from_micros(micros.max(1) as u64)
+        })
     }
 
     fn token(&self) -> String {

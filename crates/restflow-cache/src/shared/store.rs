@@ -77,6 +77,28 @@ pub trait SharedStore: Send + Sync {
     fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError>;
 }
 
+/// A boxed store (chosen at run time) is a store.
+impl<S: SharedStore + ?Sized> SharedStore for Box<S> {
+    fn fetch(&self, keys: &KeySet) -> Result<Fetched, StoreError> {
+        (**self).fetch(keys)
+    }
+    fn put(&self, key: &str, payload: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
+        (**self).put(key, payload, ttl)
+    }
+    fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        (**self).delete(key)
+    }
+    fn bump(&self, key: &str) -> Result<u64, StoreError> {
+        (**self).bump(key)
+    }
+    fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
+        (**self).try_lock(key, token, ttl)
+    }
+    fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
+        (**self).unlock(key, token)
+    }
+}
+
 /// A shared handle to a store is a store.
 impl<S: SharedStore + ?Sized> SharedStore for std::sync::Arc<S> {
     fn fetch(&self, keys: &KeySet) -> Result<Fetched, StoreError> {
