@@ -296,17 +296,20 @@ def test_bad_parameters_fail_at_decoration(kwargs, error, match):
         cache_result(**kwargs)
 
 
-def test_async_and_misplaced_targets_are_refused_at_decoration():
+def test_async_policies_on_sync_targets_and_misplaced_targets_are_refused():
     async def predicate(result, x):
         return True
 
-    async def target(x):
+    async def ttl(result, x):
+        return 5
+
+    def target(x):
         return x
 
     with pytest.raises(TypeError, match="async predicate"):
-        cache_result(cache_if=predicate)
-    with pytest.raises(TypeError, match="async def"):
-        cache_result()(target)
+        cache_result(cache_if=predicate)(target)
+    with pytest.raises(TypeError, match="async ttl"):
+        cache_result(ttl=ttl)(target)
     with pytest.raises(TypeError, match="beneath @staticmethod"):
         cache_result()(staticmethod(lambda x: x))
 

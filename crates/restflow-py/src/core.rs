@@ -161,6 +161,11 @@ pub(crate) struct Fields {
 pub(crate) struct Call<'py> {
     pub args: Bound<'py, PyTuple>,
     pub kwargs: Option<Bound<'py, PyDict>>,
+    /// Set by the async layer: called with no arguments instead of the
+    /// function, it returns `(value, decision)`, the decision being `None`
+    /// (the wrapper's fixed ttl) or `(store, ttl_seconds_or_None)`, already
+    /// made (its predicates may have been awaited).
+    pub produce: Option<Bound<'py, PyAny>>,
 }
 
 /// Where the parts of a written key are, for rendering its string.
@@ -498,42 +503,56 @@ impl Core {
             .collect())
     }
 
-    /// Runs the function and decides whether and how long to keep its value.
-    pub fn compute(&self, py: Python<'_>, call: &Call<'_>) -> PyResult<Computed<Stored>> {
-        let value = self.func.bind(py).call(&call.args, call.kwargs.as_ref())?;
+    /// A value whose fate was decided already: `None` keeps it for the
+    /// wrapper's fixed ttl, `(store, ttl_seconds_or_None)` says otherwise.
+    pub fn decided(
+        &self,
+        value: Bound<'_, PyAny>,
+        decision: Option<(bool, Option<f64>)>,
+    ) -> PyResult<Computed<Stored>> {
         let stale = self.stale.unwrap_or_else(|| RUNTIME.default_stale());
         let lifetime = |ttl: Option<Span>| match ttl {
             Some(ttl) => Lifetime::new(ttl, stale),
             None => Lifetime::FOREVER,
         };
-        let lifetime = match &self.policy {
+        let lifetime = match decision {
             None => Some(lifetime(self.ttl)),
-            Some(policy) => {
-                let decision = policy
-                    .bind(py)
-                    .call1((&value, &call.args, call.kwargs.as_ref()))?;
-                let (store, ttl): (bool, Option<f64>) = decision.extract()?;
-                if store {
-                    let ttl = match ttl {
-                        None => None,
-                        Some(secs) => Some(Span::from_secs_f64(secs).ok_or_else(|| {
-                            PyValueError::new_err(format!(
-                                "the ttl of {}() came out as {secs}: return a number of seconds \
-                                 >= 0, a timedelta, or None",
-                                self.function_id
-                            ))
-                        })?),
-                    };
-                    Some(lifetime(ttl))
-                } else {
-                    None
-                }
-            }
+            Some((false, _)) => None,
+            Some((true, None)) => Some(Lifetime::FOREVER),
+            Some((true, Some(secs))) => Some(lifetime(Some(
+                Span::from_secs_f64(secs).ok_or_else(|| {
+                    PyValueError::new_err(format!(
+                        "the ttl of {}() came out as {secs}: return a number of seconds >= 0, \
+                         a timedelta, or None",
+                        self.function_id
+                    ))
+                })?,
+            ))),
         };
         Ok(Computed {
             value: Stored::new(value.unbind()),
             lifetime,
         })
+    }
+
+    /// Runs the function and decides whether and how long to keep its value.
+    pub fn compute(&self, py: Python<'_>, call: &Call<'_>) -> PyResult<Computed<Stored>> {
+        if let Some(produce) = &call.produce {
+            let (value, decision): (Bound<'_, PyAny>, Option<(bool, Option<f64>)>) =
+                produce.call0()?.extract()?;
+            return self.decided(value, decision);
+        }
+        let value = self.func.bind(py).call(&call.args, call.kwargs.as_ref())?;
+        let decision = match &self.policy {
+            None => None,
+            Some(policy) => Some(
+                policy
+                    .bind(py)
+                    .call1((&value, &call.args, call.kwargs.as_ref()))?
+                    .extract()?,
+            ),
+        };
+        self.decided(value, decision)
     }
 }
 

@@ -313,6 +313,7 @@ impl SharedBackend {
 struct OwnedCall {
     args: Py<PyTuple>,
     kwargs: Option<Py<PyDict>>,
+    produce: Option<Py<PyAny>>,
 }
 
 impl OwnedCall {
@@ -320,6 +321,7 @@ impl OwnedCall {
         OwnedCall {
             args: call.args.clone().unbind(),
             kwargs: call.kwargs.as_ref().map(|k| k.clone().unbind()),
+            produce: call.produce.as_ref().map(|p| p.clone().unbind()),
         }
     }
 
@@ -327,6 +329,7 @@ impl OwnedCall {
         Call {
             args: self.args.bind(py).clone(),
             kwargs: self.kwargs.as_ref().map(|k| k.bind(py).clone()),
+            produce: self.produce.as_ref().map(|p| p.bind(py).clone()),
         }
     }
 }

@@ -177,6 +177,7 @@ impl CachedWrapper {
         Ok(Call {
             args,
             kwargs: kwargs.cloned(),
+            produce: None,
         })
     }
 
@@ -317,6 +318,7 @@ impl CachedWrapper {
                 // SAFETY: as above.
                 args: unsafe { crate::vectorcall::tuple_from_raw(py, args)? },
                 kwargs: None,
+                produce: None,
             };
             return self
                 .resolve(py, w.as_bytes(), lookup, &call)
@@ -347,11 +349,13 @@ impl CachedWrapper {
         let core = Arc::clone(&self.core);
         let args = call.args.clone().unbind();
         let kwargs = call.kwargs.as_ref().map(|k| k.clone().unbind());
+        let produce = call.produce.as_ref().map(|p| p.clone().unbind());
         let compute = move || {
             Python::attach(|py| {
                 let call = Call {
                     args: args.bind(py).clone(),
                     kwargs: kwargs.as_ref().map(|k| k.bind(py).clone()),
+                    produce: produce.as_ref().map(|p| p.bind(py).clone()),
                 };
                 core.compute(py, &call).map_err(|error| {
                     log_error(
@@ -520,6 +524,123 @@ impl CachedWrapper {
             .refresh(key.as_bytes(), || {
                 self.core.compute(py, &call).map_err(Arc::new)
             })
+            .map_err(|shared| shared.clone_ref(py))?;
+        Self::with_metadata(py, &served)
+    }
+
+    // -- primitives for the async layer (restflow.caching.asynchronous) ----
+
+    /// The memory store's answer without computing: `None` on a miss, else
+    /// `(value, metadata, refresh_claimed)`. A caller that gets
+    /// `refresh_claimed` must end with `_store` or `_release`.
+    #[pyo3(signature = (args, kwargs=None))]
+    fn _peek<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Option<(Py<PyAny>, Bound<'py, PyDict>, bool)>> {
+        let call = self.call(args, kwargs)?;
+        let engine = RUNTIME.ready(py)?;
+        let key = self.key(&call)?;
+        Ok(match engine.cache().lookup(key.as_bytes()) {
+            Lookup::Fresh(entry) => Some((
+                entry.value().value().clone_ref(py),
+                metadata(py, Status::Hit, Some(&entry))?,
+                false,
+            )),
+            Lookup::Stale { entry, refresh } => Some((
+                entry.value().value().clone_ref(py),
+                metadata(py, Status::Stale, Some(&entry))?,
+                refresh,
+            )),
+            Lookup::Miss => None,
+        })
+    }
+
+    /// The in-process key of a call (for the async layer's single-flight).
+    #[pyo3(signature = (args, kwargs=None))]
+    fn _call_key<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+        let call = self.call(args, kwargs)?;
+        let key = self.key(&call)?;
+        Ok(pyo3::types::PyBytes::new(py, key.as_bytes()))
+    }
+
+    /// Stores a value computed by the async layer (memory store) and
+    /// returns its MISS metadata; `decision` as for `_serve`'s producer.
+    #[pyo3(signature = (args, kwargs, value, decision=None))]
+    fn _store<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+        value: Bound<'py, PyAny>,
+        decision: Option<(bool, Option<f64>)>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let call = self.call(args, kwargs)?;
+        let engine = RUNTIME.ready(py)?;
+        let key = self.key(&call)?;
+        let computed = self.core.decided(value, decision)?;
+        let served = engine
+            .refresh(key.as_bytes(), || Ok(computed))
+            .map_err(|shared: SharedErr| shared.clone_ref(py))?;
+        metadata(py, Status::Miss, served.stored.then_some(&*served.entry))
+    }
+
+    /// Gives back the refresh claim `_peek` handed out, after a refresh
+    /// that failed.
+    #[pyo3(signature = (args, kwargs=None))]
+    fn _release<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<()> {
+        let call = self.call(args, kwargs)?;
+        let key = self.key(&call)?;
+        if let Some((entry, _)) = RUNTIME.ready(py)?.cache().peek(key.as_bytes()) {
+            entry.release_refresh();
+        }
+        Ok(())
+    }
+
+    /// Whether this wrapper's calls use the in-process memory store.
+    fn _uses_memory(&self, py: Python<'_>) -> PyResult<bool> {
+        RUNTIME.ready(py)?;
+        Ok(self.core.uses_memory())
+    }
+
+    /// The general path with the computation replaced by `produce` (see
+    /// `Call::produce`): `(value, metadata)`, HIT/MISS/STALE/BYPASS, or
+    /// REFRESH with `refresh=True`. Blocks on the store: the async layer
+    /// calls it from a worker thread.
+    #[pyo3(signature = (produce, args, kwargs=None, refresh=false))]
+    fn _serve<'py>(
+        &self,
+        py: Python<'py>,
+        produce: Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+        refresh: bool,
+    ) -> PyResult<(Py<PyAny>, Bound<'py, PyDict>)> {
+        let mut call = self.call(args, kwargs)?;
+        call.produce = Some(produce);
+        let engine = RUNTIME.ready(py)?;
+        if !refresh {
+            return self.get(py, &call)?.with_metadata(py);
+        }
+        if let Some(backend) = self.shared(py)? {
+            let served = crate::shared::refresh(py, &self.core, &backend, &call)?;
+            return Reply::Shared(served).with_metadata(py);
+        }
+        let key = self.key(&call)?;
+        let served = engine
+            .refresh(key.as_bytes(), || self.core.compute(py, &call).map_err(Arc::new))
             .map_err(|shared| shared.clone_ref(py))?;
         Self::with_metadata(py, &served)
     }

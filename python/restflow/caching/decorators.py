@@ -36,8 +36,19 @@ def _check_predicate(name: str, predicate: Callable[..., Any] | None) -> None:
         raise TypeError(
             f"{name} must be a callable predicate(result, *args, **kwargs); got {predicate!r}"
         )
-    if inspect.iscoroutinefunction(predicate):
-        raise TypeError(f"{name} is an async predicate; on a sync function it must be a plain def")
+
+
+def _refuse_async_policy(
+    ttl: Any, cache_if: Callable[..., Any] | None, cache_unless: Callable[..., Any] | None
+) -> None:
+    """A sync function's policy runs inside the engine, synchronously."""
+    for name, predicate in (("cache_if", cache_if), ("cache_unless", cache_unless)):
+        if predicate is not None and inspect.iscoroutinefunction(predicate):
+            raise TypeError(
+                f"{name} is an async predicate; on a sync function it must be a plain def"
+            )
+    if callable(ttl) and inspect.iscoroutinefunction(ttl):
+        raise TypeError("ttl is an async ttl; on a sync function it must be a plain def")
 
 
 def _signature_spec(func: Callable[..., Any]) -> tuple[list[tuple[str, int, Any, bool]], bool]:
@@ -141,8 +152,6 @@ def cache_result(
     key, but its class is, so two subclasses never share entries.
     """
     if callable(ttl) and not isinstance(ttl, timedelta):
-        if inspect.iscoroutinefunction(ttl):
-            raise TypeError("ttl is an async ttl; on a sync function it must be a plain def")
         fixed_ttl = None
     else:
         fixed_ttl = seconds(ttl, name="ttl", allow_none=True)
@@ -170,11 +179,9 @@ def cache_result(
             )
         if not callable(func):
             raise TypeError(f"@cache_result decorates functions; got {func!r}")
-        if inspect.iscoroutinefunction(func):
-            raise TypeError(
-                f"{func.__qualname__} is an async def function; cache_result caches sync "
-                "functions in this release."
-            )
+        is_async = inspect.iscoroutinefunction(func)
+        if not is_async:
+            _refuse_async_policy(ttl, cache_if, cache_unless)
         spec, method = _signature_spec(func)
         function_id = meta.key_identifier or f"{func.__module__}.{func.__qualname__}"
         # The default constructor keys by every argument, which the engine
@@ -186,7 +193,8 @@ def cache_result(
             method=method,
             ttl=fixed_ttl,
             stale=stale,
-            policy=_policy(ttl, cache_if, cache_unless, function_id),
+            # An async function's policy may await: the async layer decides.
+            policy=None if is_async else _policy(ttl, cache_if, cache_unless, function_id),
             namespace=meta.namespace or "default",
             function_id=function_id,
             owner=type(constructor)._owner(),
@@ -199,6 +207,12 @@ def cache_result(
         functools.update_wrapper(wrapper, func)
         wrapper.key_constructor = constructor
         register(wrapper, constructor)
+        if is_async:
+            from restflow.caching.asynchronous import AsyncCachedWrapper
+
+            wrapper = AsyncCachedWrapper(
+                wrapper, func, ttl=ttl, cache_if=cache_if, cache_unless=cache_unless
+            )
         if invalidates_on:
             # Imported here: rules pull in Django's signals and models.
             from restflow.caching.rules import attach_rules
