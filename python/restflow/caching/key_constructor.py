@@ -294,13 +294,7 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
         call, only partition fields needed), that partition of each. Costs one
         step per function, never per entry. Returns how many functions it touched.
         """
-        wrappers = cls._wrappers()
-        for wrapper in wrappers:
-            if args or kwargs:
-                wrapper.delete_by_prefix(*args, **kwargs)
-            else:
-                wrapper.invalidate_all()
-        return len(wrappers)
+        return cls._wipe_any(*args, **kwargs)
 
     @classmethod
     def delete_previous_versions(cls) -> int:
@@ -316,6 +310,41 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
         if shared is not None:  # every process's entries, not only this one's
             shared.drop_versions_below(cls._owner(), cls._meta.version)
         return _engine.drop_versions_below(cls._owner(), cls._meta.version)
+
+    @classmethod
+    async def awipe(cls, *args: Any, **kwargs: Any) -> int:
+        """:meth:`wipe` without blocking the event loop (shared stores are
+        asked from a worker thread)."""
+        import asyncio
+        import functools
+
+        from restflow.caching.asynchronous import _worker_pool
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            _worker_pool(), functools.partial(cls._wipe_any, *args, **kwargs)
+        )
+
+    @classmethod
+    def _wipe_any(cls, *args: Any, **kwargs: Any) -> int:
+        wrappers = cls._wrappers()
+        for wrapper in wrappers:
+            engine = getattr(wrapper, "_engine", wrapper)  # async wrappers keep one
+            if args or kwargs:
+                engine.delete_by_prefix(*args, **kwargs)
+            else:
+                engine.invalidate_all()
+        return len(wrappers)
+
+    @classmethod
+    async def adelete_previous_versions(cls) -> int:
+        """:meth:`delete_previous_versions` without blocking the event loop."""
+        import asyncio
+
+        from restflow.caching.asynchronous import _worker_pool
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(_worker_pool(), cls.delete_previous_versions)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={field!r}" for name, field in self._declared_fields.items())
