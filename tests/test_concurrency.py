@@ -152,3 +152,43 @@ def test_distinct_keys_do_not_wait_on_each_other(workers):
     results, errors = run_threads(workers, lambda: rendezvous(threading.get_ident()))
     assert errors == []
     assert len(results) == workers
+
+
+def test_stale_if_error_serves_the_kept_value_on_the_memory_store():
+    attempts = []
+
+    @cache_result(ttl=10, stale_while_revalidate=5, stale_if_error=60)
+    def flaky(x):
+        attempts.append(x)
+        if len(attempts) > 1:
+            raise ConnectionError("upstream down")
+        return "old"
+
+    with frozen_clock() as clock:
+        assert flaky(1) == "old"
+        clock.advance(20)  # past ttl and stale window, inside stale-if-error
+        value, meta = flaky.get_with_metadata(1)
+        assert (value, meta["cache_status"]) == ("old", CacheStatus.STALE)
+        clock.advance(60)  # past stale-if-error too: the error surfaces
+        with pytest.raises(ConnectionError):
+            flaky(1)
+    assert len(attempts) == 3
+
+
+def test_stale_if_error_setting_applies_to_functions_without_their_own():
+    from django.test import override_settings
+
+    attempts = []
+
+    @cache_result(ttl=1)
+    def flaky(x):
+        attempts.append(x)
+        if len(attempts) > 1:
+            raise ConnectionError("upstream down")
+        return "old"
+
+    settings = {"CACHE_SETTINGS": {"STALE_IF_ERROR": 30}}
+    with override_settings(RESTFLOW_SETTINGS=settings), frozen_clock() as clock:
+        flaky(1)
+        clock.advance(5)
+        assert flaky.get_with_metadata(1)[1]["cache_status"] is CacheStatus.STALE

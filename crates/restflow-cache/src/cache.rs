@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::entry::{Entry, Freshness, Lifetime, Stamps};
 use crate::store::Store;
+use crate::timestamp::Span;
 
 /// What a key holds when it is read.
 #[derive(Debug)]
@@ -86,15 +87,46 @@ impl<V, S: Store<V>> Cache<V, S> {
         }
     }
 
-    /// Reads `key` without claiming anything: the entry and what it is now,
-    /// or `None` when there is no usable entry.
+    /// [`Cache::lookup`], except that an expired entry still inside `keep`
+    /// past its stale window is kept in the store and handed back beside
+    /// the miss: the value to serve if the recompute fails
+    /// (stale-if-error).
+    pub fn lookup_keeping(&self, key: &[u8], keep: Span) -> (Lookup<V>, Option<Arc<Entry<V>>>) {
+        if keep.is_zero() {
+            return (self.lookup(key), None);
+        }
+        let Some(entry) = self.store.get(key) else {
+            return (Lookup::Miss, None);
+        };
+        let now = self.clock.now_coarse();
+        match entry.stamps().freshness(now) {
+            Freshness::Fresh => (Lookup::Fresh(entry), None),
+            Freshness::Stale => (
+                Lookup::Stale {
+                    refresh: entry.claim_refresh(),
+                    entry,
+                },
+                None,
+            ),
+            Freshness::Expired => {
+                let kept_until = entry.stamps().stale_until.map(|t| t.saturating_add(keep));
+                if kept_until.is_some_and(|until| now < until) {
+                    (Lookup::Miss, Some(entry))
+                } else {
+                    drop(self.store.remove_if_same(key, &entry));
+                    (Lookup::Miss, None)
+                }
+            }
+        }
+    }
+
+    /// Reads `key` without claiming or removing anything: the entry and
+    /// what it is now, or `None` when there is no usable entry (an expired
+    /// entry may be kept for stale-if-error; see [`Cache::lookup_keeping`]).
     pub fn peek(&self, key: &[u8]) -> Option<(Arc<Entry<V>>, Freshness)> {
         let entry = self.store.get(key)?;
         match entry.stamps().freshness(self.clock.now()) {
-            Freshness::Expired => {
-                drop(self.store.remove_if_same(key, &entry));
-                None
-            }
+            Freshness::Expired => None,
             freshness => Some((entry, freshness)),
         }
     }
@@ -121,7 +153,7 @@ impl<V, S: Store<V>> Cache<V, S> {
 mod tests {
     use super::*;
     use crate::memory::MemoryStore;
-    use crate::timestamp::{Span, Timestamp};
+    use crate::timestamp::Timestamp;
 
     fn cache() -> Cache<&'static str, MemoryStore<&'static str>> {
         Cache::new(
@@ -149,6 +181,25 @@ mod tests {
         cache.clock().advance(Span::from_secs(5));
         assert!(matches!(cache.lookup(b"k"), Lookup::Miss));
         // The expired entry left the store.
+        assert!(cache.store().is_empty());
+    }
+
+    #[test]
+    fn lookup_keeping_holds_an_expired_entry_for_stale_if_error() {
+        let cache = cache();
+        cache.insert(
+            b"k",
+            "v",
+            Lifetime::new(Span::from_secs(10), Span::from_secs(5)),
+        );
+        cache.clock().advance(Span::from_secs(20));
+        let (lookup, fallback) = cache.lookup_keeping(b"k", Span::from_secs(60));
+        assert!(matches!(lookup, Lookup::Miss));
+        assert_eq!(*fallback.unwrap().value(), "v");
+        assert!(!cache.store().is_empty(), "kept for stale-if-error");
+        cache.clock().advance(Span::from_secs(60));
+        let (_, fallback) = cache.lookup_keeping(b"k", Span::from_secs(60));
+        assert!(fallback.is_none());
         assert!(cache.store().is_empty());
     }
 

@@ -77,8 +77,9 @@ pub enum GetError<E> {
     Recursive,
 }
 
-/// The outcome followers share: the entry and whether it was stored.
-pub type Shared<V> = (Arc<Entry<V>>, bool);
+/// The outcome followers share: the entry, whether it is stored, and the
+/// status it is served with (MISS, or STALE for a stale-if-error value).
+pub type Shared<V> = (Arc<Entry<V>>, bool, Status);
 
 /// Store, single-flight and refresher together.
 pub struct Engine<V, E, S> {
@@ -131,14 +132,18 @@ where
                 refresh_claimed: refresh,
                 ..served(entry, Status::Stale, true)
             }),
-            Lookup::Miss => self.compute_once(key, compute, wait),
+            Lookup::Miss => self.compute_once(key, None, compute, wait),
         }
     }
 
-    /// Computes `key` once for every concurrent caller.
+    /// Computes `key` once for every concurrent caller. When the
+    /// computation fails and `fallback` (an expired entry kept for
+    /// stale-if-error) is given, every caller is served that entry as
+    /// STALE instead of the error.
     pub fn compute_once<C, W>(
         &self,
         key: &[u8],
+        fallback: Option<Arc<Entry<V>>>,
         compute: C,
         mut wait: W,
     ) -> Result<Served<V>, GetError<E>>
@@ -153,20 +158,26 @@ where
                     // A leader that finished between our lookup and our join
                     // has stored its value: serve that instead of computing.
                     if let Lookup::Fresh(entry) = self.cache.lookup(key) {
-                        guard.complete(Ok((Arc::clone(&entry), true)));
+                        guard.complete(Ok((Arc::clone(&entry), true, Status::Miss)));
                         return Ok(served(entry, Status::Hit, true));
                     }
                     let compute = compute.take().expect("a caller leads at most once");
                     return match compute() {
                         Ok(computed) => {
                             let (entry, stored) = self.keep(key, computed);
-                            guard.complete(Ok((Arc::clone(&entry), stored)));
+                            guard.complete(Ok((Arc::clone(&entry), stored, Status::Miss)));
                             Ok(served(entry, Status::Miss, stored))
                         }
-                        Err(error) => {
-                            guard.complete(Err(error.clone()));
-                            Err(GetError::Compute(error))
-                        }
+                        Err(error) => match fallback {
+                            Some(old) => {
+                                guard.complete(Ok((Arc::clone(&old), true, Status::Stale)));
+                                Ok(served(old, Status::Stale, true))
+                            }
+                            None => {
+                                guard.complete(Err(error.clone()));
+                                Err(GetError::Compute(error))
+                            }
+                        },
                     };
                 }
                 Join::Follower(waiter) => {
@@ -174,8 +185,8 @@ where
                         return Err(GetError::Recursive);
                     }
                     match wait(&waiter) {
-                        Outcome::Value((entry, stored)) => {
-                            return Ok(served(entry, Status::Miss, stored))
+                        Outcome::Value((entry, stored, status)) => {
+                            return Ok(served(entry, status, stored))
                         }
                         Outcome::Error(error) => return Err(GetError::Compute(error)),
                         // The leader vanished: join again, perhaps as leader.
@@ -219,7 +230,7 @@ where
 
     /// Stores a computed value when its policy allows, or removes the key's
     /// previous entry when it does not.
-    fn keep(&self, key: &[u8], computed: Computed<V>) -> Shared<V> {
+    fn keep(&self, key: &[u8], computed: Computed<V>) -> (Arc<Entry<V>>, bool) {
         match computed.lifetime {
             Some(lifetime) => (self.cache.insert(key, computed.value, lifetime), true),
             None => {

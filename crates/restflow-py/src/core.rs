@@ -411,6 +411,13 @@ impl Core {
         self.fields.as_ref().is_some_and(|f| f.partitioned)
     }
 
+    /// How long past its stale window an entry is kept for stale-if-error.
+    #[inline]
+    pub fn stale_if_error_window(&self) -> Span {
+        self.stale_if_error
+            .unwrap_or_else(|| RUNTIME.default_stale_if_error())
+    }
+
     /// Whether calls use the in-process memory store (the hot path asks).
     #[inline]
     pub fn uses_memory(&self) -> bool {

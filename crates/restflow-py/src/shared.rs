@@ -370,8 +370,7 @@ fn produce(
 }
 
 fn keep(core: &Core) -> Span {
-    core.stale_if_error
-        .unwrap_or_else(|| RUNTIME.default_stale_if_error())
+    core.stale_if_error_window()
 }
 
 fn raise(py: Python<'_>, error: SharedError<SharedErr>, function_id: &str) -> PyErr {

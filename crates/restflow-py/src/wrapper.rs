@@ -19,6 +19,9 @@ use crate::runtime::{hooks, log_error, status_index, ScopeLabels, SharedErr, RUN
 use crate::signature::Signature;
 use crate::stored::Stored;
 
+/// `(value, metadata, refresh_claimed)` from `_peek`.
+type Peeked<'py> = (Py<PyAny>, Bound<'py, PyDict>, bool);
+
 /// `(build, partition, partitioned, plan)` from `KeyConstructor.compile`.
 type FieldsSpec<'py> = (
     Bound<'py, PyAny>,
@@ -203,8 +206,10 @@ impl CachedWrapper {
             )?));
         }
         let key = self.key(call)?;
-        let lookup = engine.cache().lookup(key.as_bytes());
-        self.resolve(py, key.as_bytes(), lookup, call)
+        let (lookup, fallback) = engine
+            .cache()
+            .lookup_keeping(key.as_bytes(), self.core.stale_if_error_window());
+        self.resolve(py, key.as_bytes(), lookup, fallback, call)
             .map(Reply::Memory)
     }
 
@@ -230,6 +235,7 @@ impl CachedWrapper {
         py: Python<'py>,
         key: &[u8],
         lookup: Lookup<Stored>,
+        fallback: Option<Arc<Entry<Stored>>>,
         call: &Call<'py>,
     ) -> PyResult<Served<Stored>> {
         let served = |entry, status| Served {
@@ -250,6 +256,7 @@ impl CachedWrapper {
                 .engine
                 .compute_once(
                     key,
+                    fallback,
                     || self.core.compute(py, call).map_err(Arc::new),
                     |waiter| wait_detached(py, waiter),
                 )
@@ -305,7 +312,9 @@ impl CachedWrapper {
             // SAFETY: CPython passes live objects in the argument array.
             unsafe { self.core.signature.write_positional_raw(py, &mut w, args) }
                 .map_err(|e| e.into_pyerr(&self.core.function_id))?;
-            let lookup = engine.cache().lookup(w.as_bytes());
+            let (lookup, fallback) = engine
+                .cache()
+                .lookup_keeping(w.as_bytes(), self.core.stale_if_error_window());
             if let Lookup::Fresh(entry) = lookup {
                 return Ok(Reply::Memory(Served {
                     entry,
@@ -321,7 +330,7 @@ impl CachedWrapper {
                 produce: None,
             };
             return self
-                .resolve(py, w.as_bytes(), lookup, &call)
+                .resolve(py, w.as_bytes(), lookup, fallback, &call)
                 .map(Reply::Memory);
         }
         // SAFETY: as above.
@@ -539,7 +548,7 @@ impl CachedWrapper {
         py: Python<'py>,
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Option<(Py<PyAny>, Bound<'py, PyDict>, bool)>> {
+    ) -> PyResult<Option<Peeked<'py>>> {
         let call = self.call(args, kwargs)?;
         let engine = RUNTIME.ready(py)?;
         let key = self.key(&call)?;
@@ -640,7 +649,9 @@ impl CachedWrapper {
         }
         let key = self.key(&call)?;
         let served = engine
-            .refresh(key.as_bytes(), || self.core.compute(py, &call).map_err(Arc::new))
+            .refresh(key.as_bytes(), || {
+                self.core.compute(py, &call).map_err(Arc::new)
+            })
             .map_err(|shared| shared.clone_ref(py))?;
         Self::with_metadata(py, &served)
     }
