@@ -38,7 +38,7 @@ def test_class_members_match():
         runtime_methods = {
             name
             for name, member in inspect.getmembers(cls)
-            if not name.startswith("_") and callable(member) and name not in inherited
+            if not name.startswith("__") and callable(member) and name not in inherited
         }
         stubbed_methods = {item.name for item in node.body if isinstance(item, ast.FunctionDef)}
         assert runtime_methods <= stubbed_methods, runtime_methods - stubbed_methods
