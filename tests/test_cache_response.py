@@ -510,15 +510,6 @@ def test_a_request_that_waited_for_an_unstorable_response_renders_its_own():
 # --- mistakes fail at decoration ------------------------------------------------
 
 
-def test_async_views_are_refused_at_decoration():
-    with pytest.raises(TypeError, match="async views yet"):
-
-        class AsyncView(APIView):
-            @cache_response()
-            async def get(self, request):
-                return Response({})
-
-
 @pytest.mark.parametrize(
     ("make", "error", "message"),
     [

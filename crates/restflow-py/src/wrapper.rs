@@ -19,9 +19,6 @@ use crate::runtime::{hooks, log_error, status_index, ScopeLabels, SharedErr, RUN
 use crate::signature::Signature;
 use crate::stored::Stored;
 
-/// `(value, metadata, refresh_claimed)` from `_peek`.
-type Peeked<'py> = (Py<PyAny>, Bound<'py, PyDict>, bool);
-
 /// `(build, partition, partitioned, plan)` from `KeyConstructor.compile`.
 type FieldsSpec<'py> = (
     Bound<'py, PyAny>,
@@ -539,32 +536,42 @@ impl CachedWrapper {
 
     // -- primitives for the async layer (restflow.caching.asynchronous) ----
 
-    /// The memory store's answer without computing: `None` on a miss, else
-    /// `(value, metadata, refresh_claimed)`. A caller that gets
-    /// `refresh_claimed` must end with `_store` or `_release`.
+    /// The memory store's answer without computing. On a hit
+    /// `(value, metadata, refresh_claimed, key)` (`key` is set when the
+    /// refresh was claimed: end it with `_store` or `_release`); on a miss,
+    /// the call's key (bytes), for `_store` and `_fallback`.
     #[pyo3(signature = (args, kwargs=None))]
     fn _peek<'py>(
         &self,
         py: Python<'py>,
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Option<Peeked<'py>>> {
+    ) -> PyResult<Bound<'py, PyAny>> {
         let call = self.call(args, kwargs)?;
         let engine = RUNTIME.ready(py)?;
         let key = self.key(&call)?;
-        Ok(match engine.cache().lookup(key.as_bytes()) {
-            Lookup::Fresh(entry) => Some((
+        let bytes = || pyo3::types::PyBytes::new(py, key.as_bytes());
+        // An expired entry inside the stale-if-error window stays, for
+        // `_fallback` to find if the computation fails.
+        let (lookup, _) = engine
+            .cache()
+            .lookup_keeping(key.as_bytes(), self.core.stale_if_error_window());
+        let answer = match lookup {
+            Lookup::Fresh(entry) => (
                 entry.value().value().clone_ref(py),
                 metadata(py, Status::Hit, Some(&entry))?,
                 false,
-            )),
-            Lookup::Stale { entry, refresh } => Some((
+                None,
+            ),
+            Lookup::Stale { entry, refresh } => (
                 entry.value().value().clone_ref(py),
                 metadata(py, Status::Stale, Some(&entry))?,
                 refresh,
-            )),
-            Lookup::Miss => None,
-        })
+                refresh.then(bytes),
+            ),
+            Lookup::Miss => return Ok(bytes().into_any()),
+        };
+        Ok(answer.into_pyobject(py)?.into_any())
     }
 
     /// The in-process key of a call (for the async layer's single-flight).
@@ -580,42 +587,53 @@ impl CachedWrapper {
         Ok(pyo3::types::PyBytes::new(py, key.as_bytes()))
     }
 
-    /// Stores a value computed by the async layer (memory store) and
-    /// returns its MISS metadata; `decision` as for `_serve`'s producer.
-    #[pyo3(signature = (args, kwargs, value, decision=None))]
+    /// Stores, under a key `_peek` gave, a value the async layer computed
+    /// (a key taken before the computation, so an invalidation during it
+    /// is not undone); returns its MISS metadata. `decision` as for
+    /// `_serve`'s producer.
+    #[pyo3(signature = (key, value, decision=None))]
     fn _store<'py>(
         &self,
         py: Python<'py>,
-        args: &Bound<'py, PyTuple>,
-        kwargs: Option<&Bound<'py, PyDict>>,
+        key: &[u8],
         value: Bound<'py, PyAny>,
         decision: Option<(bool, Option<f64>)>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let call = self.call(args, kwargs)?;
         let engine = RUNTIME.ready(py)?;
-        let key = self.key(&call)?;
         let computed = self.core.decided(value, decision)?;
         let served = engine
-            .refresh(key.as_bytes(), || Ok(computed))
+            .refresh(key, || Ok(computed))
             .map_err(|shared: SharedErr| shared.clone_ref(py))?;
         metadata(py, Status::Miss, served.stored.then_some(&*served.entry))
     }
 
-    /// Gives back the refresh claim `_peek` handed out, after a refresh
-    /// that failed.
-    #[pyo3(signature = (args, kwargs=None))]
-    fn _release<'py>(
-        &self,
-        py: Python<'py>,
-        args: &Bound<'py, PyTuple>,
-        kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<()> {
-        let call = self.call(args, kwargs)?;
-        let key = self.key(&call)?;
-        if let Some((entry, _)) = RUNTIME.ready(py)?.cache().peek(key.as_bytes()) {
+    /// Gives back a refresh claim `_peek` handed out, after a refresh that
+    /// failed or was cancelled.
+    fn _release(&self, py: Python<'_>, key: &[u8]) -> PyResult<()> {
+        if let Some((entry, _)) = RUNTIME.ready(py)?.cache().peek(key) {
             entry.release_refresh();
         }
         Ok(())
+    }
+
+    /// The value kept for stale-if-error under `key`, if any, as
+    /// `(value, metadata)` with status STALE.
+    fn _fallback<'py>(
+        &self,
+        py: Python<'py>,
+        key: &[u8],
+    ) -> PyResult<Option<(Py<PyAny>, Bound<'py, PyDict>)>> {
+        let engine = RUNTIME.ready(py)?;
+        let (_, kept) = engine
+            .cache()
+            .lookup_keeping(key, self.core.stale_if_error_window());
+        match kept {
+            Some(entry) => Ok(Some((
+                entry.value().value().clone_ref(py),
+                metadata(py, Status::Stale, Some(&entry))?,
+            ))),
+            None => Ok(None),
+        }
     }
 
     /// Whether this wrapper's calls use the in-process memory store.

@@ -43,6 +43,8 @@ _install()
 _LAZY = {
     "cache_response": "restflow.caching.cache_response",
     "CachedResponseWrapper": "restflow.caching.response_wrapper",
+    "AsyncCachedResponseWrapper": "restflow.caching.response_async",
+    "AsyncCachedWrapper": "restflow.caching.asynchronous",
     "ResponseCacheKeyConstructor": "restflow.caching.response_keys",
     "InvalidationRule": "restflow.caching.rules",
     "CacheRegister": "restflow.caching.registry",

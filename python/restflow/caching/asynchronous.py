@@ -41,10 +41,11 @@ logger = logging.getLogger("restflow.caching")
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
 
-#: In-flight computations, per event loop, by call key.
-_flights: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[bytes, asyncio.Future]] = (
-    weakref.WeakKeyDictionary()
-)
+#: In-flight computations, per event loop, by call key: the future its
+#: waiters await, and the task computing it.
+_flights: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[bytes, tuple[asyncio.Future, asyncio.Task | None]]
+] = weakref.WeakKeyDictionary()
 
 #: Background refresh tasks (kept referenced until done).
 _refreshes: set[asyncio.Task] = set()
@@ -54,7 +55,11 @@ def _worker_pool() -> ThreadPoolExecutor:
     global _executor
     with _executor_lock:
         if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="restflow-async")
+            # Threads are made only as needed. A computation on a shared store
+            # holds one while it runs, so the bound must stay above how many
+            # distinct keys (nested cached calls included) compute at once;
+            # calls of one key share one thread (see _single_flight).
+            _executor = ThreadPoolExecutor(max_workers=256, thread_name_prefix="restflow-async")
         return _executor
 
 
@@ -108,6 +113,9 @@ class AsyncCachedWrapper:
         self._cache_unless = cache_unless
         self._decides = cache_if is not None or cache_unless is not None or callable(ttl)
         functools.update_wrapper(self, func)
+        # Lets asyncio.iscoroutinefunction (and asgiref, Django) see that
+        # calling the wrapper gives an awaitable.
+        self._is_coroutine = asyncio.coroutines._is_coroutine
 
     # -- binding ---------------------------------------------------------
 
@@ -169,29 +177,71 @@ class AsyncCachedWrapper:
         engine = self._engine
         loop = asyncio.get_running_loop()
         if not engine._uses_memory():
+            # One thread per key and loop: the other callers await it.
+            key = engine._call_key(args, kwargs)
             produce = self._producer(loop, args, kwargs)
-            return await self._in_thread(engine._serve, produce, args, kwargs, False)
+
+            async def lead() -> tuple[Any, dict]:
+                return await self._in_thread(engine._serve, produce, args, kwargs, False)
+
+            return await self._single_flight(loop, key, lead, follower_status=None)
         hit = engine._peek(args, kwargs)
-        if hit is not None:
-            value, metadata, claimed = hit
-            if claimed:
-                task = loop.create_task(self._refresh_in_background(args, kwargs))
-                _refreshes.add(task)
-                task.add_done_callback(_refreshes.discard)
-            return value, metadata
-        key = engine._call_key(args, kwargs)
+        if isinstance(hit, bytes):  # a miss: compute once per key
+            key = hit
+
+            async def compute() -> tuple[Any, dict]:
+                try:
+                    value, decision = await self._produce(args, kwargs)
+                except Exception:
+                    kept = engine._fallback(key)  # stale-if-error
+                    if kept is None:
+                        raise
+                    logger.warning(
+                        "restflow: %s() failed; serving the value kept for stale-if-error",
+                        self.__qualname__,
+                        exc_info=True,
+                    )
+                    return kept
+                return value, engine._store(key, value, decision)
+
+            return await self._single_flight(loop, key, compute, CacheStatus.MISS)
+        value, metadata, claimed, key = hit
+        if claimed:
+            task = loop.create_task(self._refresh_in_background(key, args, kwargs))
+            _refreshes.add(task)
+            task.add_done_callback(_refreshes.discard)
+        return value, metadata
+
+    async def _single_flight(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        key: bytes,
+        lead: Callable[[], Any],
+        follower_status: CacheStatus | None,
+    ) -> tuple[Any, dict]:
+        """Runs ``lead()`` once per key and loop; concurrent callers await it.
+        A cancelled leader hands over to a waiter; a task that awaits its
+        own key is refused (it would wait on itself forever)."""
         flights = _flights.setdefault(loop, {})
-        while (leader := flights.get(key)) is not None:
+        current = asyncio.current_task()
+        while (flight := flights.get(key)) is not None:
+            future, leader = flight
+            if leader is not None and leader is current:
+                raise RuntimeError(
+                    f"{self.__qualname__}() called itself with the same arguments while "
+                    "computing them; the inner call would wait on the outer one forever"
+                )
             try:
-                value, metadata = await asyncio.shield(leader)
+                value, metadata = await asyncio.shield(future)
             except _Abandoned:
                 continue  # its task was cancelled: lead, or follow the next one
-            return value, {**metadata, "cache_status": CacheStatus.MISS}
+            if follower_status is None or metadata["cache_status"] is CacheStatus.STALE:
+                return value, metadata
+            return value, {**metadata, "cache_status": follower_status}
         future = loop.create_future()
-        flights[key] = future
+        flights[key] = (future, current)
         try:
-            value, decision = await self._produce(args, kwargs)
-            metadata = engine._store(args, kwargs, value, decision)
+            value, metadata = await lead()
         except asyncio.CancelledError:
             future.set_exception(_Abandoned())
             raise
@@ -202,21 +252,25 @@ class AsyncCachedWrapper:
             future.set_result((value, metadata))
             return value, metadata
         finally:
-            if flights.get(key) is future:
+            if flights.get(key, (None,))[0] is future:
                 del flights[key]
             if future.done() and not future.cancelled():
                 future.exception()  # retrieved: no "never retrieved" warning
 
-    async def _refresh_in_background(self, args: tuple, kwargs: dict) -> None:
+    async def _refresh_in_background(self, key: bytes, args: tuple, kwargs: dict) -> None:
         try:
             value, decision = await self._produce(args, kwargs)
-            self._engine._store(args, kwargs, value, decision)
+            self._engine._store(key, value, decision)
+        except asyncio.CancelledError:
+            # The loop is going away: give the claim back for the next one.
+            self._engine._release(key)
+            raise
         except Exception:
             logger.exception(
                 "restflow: background refresh of %s() failed; the stale value is kept",
                 self.__qualname__,
             )
-            self._engine._release(args, kwargs)
+            self._engine._release(key)
 
     async def _refresh(self, args: tuple, kwargs: dict) -> tuple[Any, dict]:
         engine = self._engine
@@ -224,8 +278,9 @@ class AsyncCachedWrapper:
         if not engine._uses_memory():
             produce = self._producer(loop, args, kwargs)
             return await self._in_thread(engine._serve, produce, args, kwargs, True)
+        key = engine._call_key(args, kwargs)
         value, decision = await self._produce(args, kwargs)
-        metadata = engine._store(args, kwargs, value, decision)
+        metadata = engine._store(key, value, decision)
         return value, {**metadata, "cache_status": CacheStatus.REFRESH}
 
     async def _maybe_thread(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -299,9 +354,12 @@ class _BoundAsyncWrapper:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.__wrapper(self.__self__, *args, **kwargs)
 
+    #: Methods that take no call arguments, so no instance goes in front.
+    _WHOLE_FUNCTION = frozenset({"ainvalidate_all", "invalidate_all", "func"})
+
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.__wrapper, name)
-        if callable(attribute) and name != "func" and not name.startswith("__"):
+        if callable(attribute) and name not in self._WHOLE_FUNCTION and not name.startswith("__"):
             return functools.partial(attribute, self.__self__)
         return attribute
 
@@ -309,6 +367,11 @@ class _BoundAsyncWrapper:
         return f"<bound AsyncCachedWrapper of {self.__wrapper.function_id}>"
 
 
-def wait_for_async_refreshes() -> Any:
-    """Awaitable: finishes when every background refresh task is done."""
-    return asyncio.gather(*list(_refreshes), return_exceptions=True)
+async def wait_for_async_refreshes(timeout: float = 10.0) -> None:
+    """Finishes when every background refresh is done: the tasks on this
+    loop (memory store) and the engine's (shared stores, whose coroutines
+    run on this loop, so the wait happens on a worker thread)."""
+    from restflow.caching.testing import wait_for_refreshes
+
+    await asyncio.gather(*list(_refreshes), return_exceptions=True)
+    await asyncio.get_running_loop().run_in_executor(None, wait_for_refreshes, timeout)

@@ -1,4 +1,4 @@
-"""``@cache_response``: cache what a DRF view renders, with safe defaults.
+"""``@cache_response``: cache what a DRF (or async Django) view renders, with safe defaults.
 
 ::
 
@@ -66,7 +66,48 @@ what DRF negotiated for it, so key-only methods need the request DRF passed
 to the view; methods that run the view (``refresh``, ``bypass_cache``) also
 need a view DRF has initialized (inside a request).
 
-Not supported yet: ``async def`` views (a ``TypeError`` at decoration).
+Async views. On an ``async def`` handler, ``cache_response`` returns an
+:class:`AsyncCachedResponseWrapper` (:mod:`restflow.caching.response_async`),
+which Django awaits like the handler::
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    async def article_view(request, pk): ...   # an async function view
+
+    class ArticleView(View):                    # django.views.View
+        @cache_response(ttl=60)
+        async def get(self, request, pk): ...
+
+DRF's own ``APIView.dispatch`` (DRF 3.x, used by ``APIView``, ``ViewSet`` and
+``@api_view``) calls a handler without awaiting it, so an ``async def``
+handler there raises a ``TypeError`` that says so when it is called. An
+APIView whose ``dispatch`` awaits handlers (adrf's) works: the response is
+finalized and rendered as on a sync APIView. For a plain Django view there
+is no DRF request:
+
+- the response is rendered if it defers rendering (``TemplateResponse``),
+  in a thread as Django's async handler does, before any
+  ``process_template_response`` middleware sees it;
+- nothing negotiated a media type, so the whole ``Accept`` header the client
+  sent is part of the key in its place (safe default 4: the view may choose
+  by it);
+- the user (safe default 6) is loaded with ``await request.auser()``:
+  ``AuthenticationMiddleware``'s lazy ``request.user`` would query the
+  database on the event loop. A lazy ``request.user`` without ``auser`` is
+  loaded in a thread.
+
+Every other default holds as above. ``cache_if``, ``cache_unless`` and a
+callable ``ttl`` may be ``async def`` on an async view (on a sync view they
+are refused at decoration). Memory-store hits are answered on the event
+loop; shared stores make their round trips on worker threads (see
+:mod:`restflow.caching.asynchronous`). The stale window's refresh runs as a
+task on the loop of the request that found the entry stale: a loop that
+closes right after the request (``async_to_sync`` under WSGI) may cancel it.
+The wrapper's methods are the sync ones under ``a``-names, awaited:
+``aget_with_metadata``, ``arefresh(_with_metadata)``,
+``abypass_cache(_with_metadata)``, ``aget_cache_only``,
+``aget_cached_metadata``, ``adelete_cache``, ``adelete_by_prefix``,
+``ainvalidate_all`` and ``aget_cache_key``; the sync names raise a
+``TypeError`` naming the async one (``get_cache_key`` stays sync).
 """
 
 from __future__ import annotations
@@ -77,6 +118,7 @@ from datetime import timedelta
 from typing import Any
 
 from restflow.caching.decorators import _check_predicate, cache_result
+from restflow.caching.response_async import AsyncCachedResponseWrapper, make_async_renderer
 from restflow.caching.response_keys import ResponseCacheKeyConstructor, with_variant
 from restflow.caching.response_wrapper import (
     CachedResponseWrapper,
@@ -87,7 +129,12 @@ from restflow.caching.response_wrapper import (
 )
 from restflow.caching.settings import seconds
 
-__all__ = ["CachedResponseWrapper", "ResponseCacheKeyConstructor", "cache_response"]
+__all__ = [
+    "AsyncCachedResponseWrapper",
+    "CachedResponseWrapper",
+    "ResponseCacheKeyConstructor",
+    "cache_response",
+]
 
 
 def _check_target(func: Any) -> None:
@@ -102,11 +149,17 @@ def _check_target(func: Any) -> None:
         )
     if not callable(func):
         raise TypeError(f"@cache_response decorates view handlers; got {func!r}")
-    if inspect.iscoroutinefunction(func):
-        raise TypeError(
-            f"{func.__qualname__} is an async view: cache_response does not support async "
-            "views yet. Cache the payload with cache_result from a sync view instead."
-        )
+
+
+def _refuse_async_policy(ttl: Any, cache_if: Any, cache_unless: Any) -> None:
+    """A sync view's policy runs synchronously: an ``async def`` predicate's
+    coroutine would always be truthy."""
+    for name, value in (("cache_if", cache_if), ("cache_unless", cache_unless), ("ttl", ttl)):
+        if callable(value) and inspect.iscoroutinefunction(value):
+            raise TypeError(
+                f"{name} is an async def; on a sync view it must be a plain def "
+                "(async ones work on async def views)"
+            )
 
 
 def cache_response(
@@ -135,6 +188,10 @@ def cache_response(
         store when truthy. Give at most one of the two.
     :param set_cache_headers: write ``X-Cache-status``, ``X-Cached-at`` and
         ``X-Cache-reset-at`` on every response the handler returns.
+
+    On an ``async def`` handler the result is an
+    :class:`AsyncCachedResponseWrapper`, and ``cache_if``, ``cache_unless``
+    and ``ttl`` may be ``async def`` too.
     """
     if inspect.isfunction(key_constructor):
         raise TypeError("@cache_response needs its parentheses: @cache_response(...).")
@@ -146,8 +203,6 @@ def cache_response(
     _check_predicate("cache_unless", cache_unless)
     response_ttl = None
     if callable(ttl) and not isinstance(ttl, timedelta):
-        if inspect.iscoroutinefunction(ttl):
-            raise TypeError("ttl is an async ttl; it must be a plain def")
         response_ttl = ResponseTtl(ttl)
     else:
         seconds(ttl, name="ttl", allow_none=True)
@@ -155,13 +210,20 @@ def cache_response(
     def decorator(func: Callable[..., Any]) -> CachedResponseWrapper:
         _check_target(func)
         call = HandlerCall(func)
+        is_async = inspect.iscoroutinefunction(func)
+        if is_async:
+            render = make_async_renderer(func, call, cache_if, cache_unless, response_ttl)
+        else:
+            _refuse_async_policy(ttl, cache_if, cache_unless)
+            render = make_renderer(func, call, cache_if, cache_unless, response_ttl)
         cached = cache_result(
             response_ttl or ttl,
             key_constructor=with_variant(key_constructor, call.name),
             stale_while_revalidate=stale_while_revalidate,
             cache_if=is_entry,
             invalidates_on=invalidates_on,
-        )(make_renderer(func, call, cache_if, cache_unless, response_ttl))
-        return CachedResponseWrapper(func, cached, call, set_cache_headers)
+        )(render)
+        wrapper_class = AsyncCachedResponseWrapper if is_async else CachedResponseWrapper
+        return wrapper_class(func, cached, call, set_cache_headers)
 
     return decorator

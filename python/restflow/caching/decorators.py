@@ -207,17 +207,17 @@ def cache_result(
         functools.update_wrapper(wrapper, func)
         wrapper.key_constructor = constructor
         register(wrapper, constructor)
+        if invalidates_on:
+            # Imported here: rules pull in Django's signals and models.
+            from restflow.caching.rules import attach_rules
+
+            attach_rules(wrapper, invalidates_on)  # rules call the engine's sync methods
         if is_async:
             from restflow.caching.asynchronous import AsyncCachedWrapper
 
             wrapper = AsyncCachedWrapper(
                 wrapper, func, ttl=ttl, cache_if=cache_if, cache_unless=cache_unless
             )
-        if invalidates_on:
-            # Imported here: rules pull in Django's signals and models.
-            from restflow.caching.rules import attach_rules
-
-            attach_rules(wrapper, invalidates_on)
         return wrapper
 
     return decorator

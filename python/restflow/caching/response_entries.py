@@ -10,13 +10,14 @@ never holds a request, a serializer or a queryset.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpResponse
 from django.utils.cache import has_vary_header
 
-__all__ = ["Entry", "freeze", "may_store", "never_storable", "thaw"]
+__all__ = ["Entry", "amay_store", "freeze", "may_store", "never_storable", "thaw"]
 
 Entry = tuple[int, bytes, tuple[tuple[str, str], ...]]
 
@@ -84,3 +85,27 @@ def may_store(
     if not 200 <= response.status_code < 300:
         return False
     return not (cache_unless is not None and cache_unless(response, *args, **kwargs))
+
+
+async def amay_store(
+    response: Any,
+    cache_if: Callable[..., Any] | None,
+    cache_unless: Callable[..., Any] | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> bool:
+    """:func:`may_store` for async views, whose ``cache_if`` and
+    ``cache_unless`` may be ``async def``."""
+    if never_storable(response) is not None:
+        return False
+    if cache_if is not None:
+        return bool(await _resolve(cache_if(response, *args, **kwargs)))
+    if not 200 <= response.status_code < 300:
+        return False
+    return not (
+        cache_unless is not None and await _resolve(cache_unless(response, *args, **kwargs))
+    )
+
+
+async def _resolve(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value

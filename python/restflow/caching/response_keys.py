@@ -11,6 +11,7 @@ given, so a custom constructor cannot forget it.
 from __future__ import annotations
 
 import inspect
+import sys
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -28,8 +29,10 @@ from restflow.caching.status import CACHE_MISSING
 
 __all__ = [
     "LOCALE_ATTR",
+    "USER_ATTR",
     "ResponseCacheKeyConstructor",
     "ResponseVariantKeyField",
+    "is_drf_request",
     "locale_of",
     "user_of",
     "with_variant",
@@ -39,6 +42,13 @@ __all__ = [
 #: served in: the key reads it, and a background refresh on an engine thread
 #: renders in it.
 LOCALE_ATTR = "_restflow_locale"
+
+#: Where the async ``cache_response`` stamps the user of a plain Django
+#: request, fetched with ``await request.auser()``: reading the lazy
+#: ``request.user`` on the event loop would query the database there.
+USER_ATTR = "_restflow_user"
+
+_UNSET = object()
 
 #: The field name ``cache_response`` adds to a constructor; a constructor
 #: that declares it itself would lose it, so that is refused.
@@ -61,14 +71,24 @@ class ResponseCacheKeyConstructor(KeyConstructor):
         namespace = "ResponseCache"
 
 
+def is_drf_request(request: Any) -> bool:
+    """Whether ``request`` is DRF's ``Request`` (without importing DRF: a
+    project that never imported it has none)."""
+    module = sys.modules.get("rest_framework.request")
+    return module is not None and isinstance(request, module.Request)
+
+
 def user_of(request: Any) -> Any:
     """The user's primary key when the request is authenticated, else ``None``.
 
     ``CACHE_MISSING`` for an authenticated user without a primary key (a
     stateless token user, say): there is nothing safe to key it by, so
-    ``cache_response`` serves such a request live.
+    ``cache_response`` serves such a request live. A user the async
+    ``cache_response`` awaited (:data:`USER_ATTR`) is read before ``request.user``.
     """
-    user = getattr(request, "user", None)
+    user = getattr(request, "__dict__", {}).get(USER_ATTR, _UNSET)
+    if user is _UNSET:
+        user = getattr(request, "user", None)
     if not getattr(user, "is_authenticated", False):
         return None
     pk = getattr(user, "pk", None)
@@ -85,6 +105,8 @@ class ResponseVariantKeyField(CacheKeyField):
 
     - the media type DRF's content negotiation picked
       (``request.accepted_media_type``): JSON and the browsable API differ;
+      for a plain Django request, which nothing negotiated for, the whole
+      ``Accept`` header the client sent (the view may choose by it);
     - the API version (``request.version``): header and host-name versioning
       leave the URL as it is;
     - the active language and time zone;
@@ -109,7 +131,7 @@ class ResponseVariantKeyField(CacheKeyField):
         request = shape.keyword(bound, self.request_arg)
         language, time_zone = getattr(request, LOCALE_ATTR, None) or locale_of()
         user = user_of(request)
-        return {
+        payload = {
             "media_type": getattr(request, "accepted_media_type", CACHE_MISSING),
             "version": getattr(request, "version", None),
             "language": language,
@@ -119,6 +141,11 @@ class ResponseVariantKeyField(CacheKeyField):
             "user": user,
             "url_args": tuple(bound.get(shape.var_positional, ())),
         }
+        headers = getattr(request, "headers", None)
+        if not is_drf_request(request) and isinstance(headers, Mapping):
+            # A plain Django view negotiates for itself, if at all: key what it may read.
+            payload["accept"] = headers.get("Accept")
+        return payload
 
 
 _variants: dict[tuple[type, str], type[KeyConstructor]] = {}

@@ -109,7 +109,11 @@ class ResponseTtl:
         self._chosen = threading.local()
 
     def choose(self, entry: Entry, response: Any, args: tuple, kwargs: dict[str, Any]) -> None:
-        self._chosen.last = (entry, self.ttl(response, *args, **kwargs))
+        self.remember(entry, self.ttl(response, *args, **kwargs))
+
+    def remember(self, entry: Entry, chosen: Any) -> None:
+        """Leaves the ttl chosen for ``entry`` (an async view awaits its ttl first)."""
+        self._chosen.last = (entry, chosen)
 
     def __call__(self, entry: Entry, *args: Any, **kwargs: Any) -> Any:
         last, self._chosen.last = getattr(self._chosen, "last", None), None

@@ -1,0 +1,313 @@
+"""``@cache_response`` on ``async def`` views.
+
+:class:`AsyncCachedResponseWrapper` is what ``cache_response`` returns for an
+``async def`` handler. It asks an
+:class:`~restflow.caching.asynchronous.AsyncCachedWrapper` (``cached_render``)
+for an entry; that wrapper caches :func:`make_async_renderer`'s coroutine
+function, which awaits the handler, renders its response and returns the
+entry, or ``None`` for a response that may not be stored. The policy (which
+responses, which keys) is the sync one, documented in
+:mod:`restflow.caching.cache_response`.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.utils.functional import LazyObject, empty
+
+from restflow.caching.headers import set_response_cache_header
+from restflow.caching.response_entries import Entry, _resolve, amay_store, freeze, thaw
+from restflow.caching.response_keys import (
+    LOCALE_ATTR,
+    USER_ATTR,
+    is_drf_request,
+    locale_of,
+    user_of,
+)
+from restflow.caching.response_wrapper import (
+    CachedResponseWrapper,
+    HandlerCall,
+    ResponseTtl,
+    _live,
+    _request_locale,
+    _uses_cache,
+)
+from restflow.caching.status import CACHE_MISSING, CacheStatus
+
+__all__ = ["AsyncCachedResponseWrapper", "make_async_renderer"]
+
+#: Where the wrapper leaves the list a render appends its live response to,
+#: for renders that run outside the caller's context (shared stores run the
+#: coroutine as a new task on the loop, started from a worker thread).
+LIVE_ATTR = "_restflow_live"
+
+_UNSET = object()
+
+
+async def _arender(response: Any) -> Any:
+    """Renders a response with deferred rendering (``TemplateResponse``, DRF's
+    ``Response``) as Django's async handler would: a sync ``render`` runs in
+    a thread, since templates may query the database."""
+    render = getattr(response, "render", None)
+    if not callable(render):
+        return response
+    if iscoroutinefunction(render):
+        rendered = await render()
+    elif getattr(response, "is_rendered", False):
+        return response
+    else:
+        rendered = await sync_to_async(render, thread_sensitive=True)()
+    return response if rendered is None else rendered
+
+
+def make_async_renderer(
+    func: Callable[..., Any],
+    call: HandlerCall,
+    cache_if: Callable[..., Any] | None,
+    cache_unless: Callable[..., Any] | None,
+    response_ttl: ResponseTtl | None,
+) -> Callable[..., Coroutine[Any, Any, Entry | None]]:
+    """The coroutine function the engine caches: awaits the handler, renders
+    its response (after DRF's ``finalize_response`` when the request is
+    DRF's) and returns the entry, or ``None`` for a response that must not
+    be stored."""
+
+    @functools.wraps(func)
+    async def render(*args: Any, **kwargs: Any) -> Entry | None:
+        request = call.request(args, kwargs)
+        with _request_locale(request):
+            response = await func(*args, **kwargs)
+            if is_drf_request(request):
+                # An APIView whose dispatch awaits handlers (adrf, say).
+                view = call.view(args, request)
+                url_args = args[call.index + 1 :]
+                url_kwargs = {name: value for name, value in kwargs.items() if name != call.name}
+                response = view.finalize_response(request, response, *url_args, **url_kwargs)
+            response = await _arender(response)
+        live = _live.get()
+        if live is None:
+            live = getattr(request, LIVE_ATTR, None)
+        if live is not None:
+            live.append(response)
+        if not await amay_store(response, cache_if, cache_unless, args, kwargs):
+            return None
+        entry = freeze(response)
+        if response_ttl is not None:
+            chosen = await _resolve(response_ttl.ttl(response, *args, **kwargs))
+            response_ttl.remember(entry, chosen)
+        return entry
+
+    return render
+
+
+async def _aresolve_user(request: Any) -> None:
+    """Fetches a plain Django request's user without blocking the loop.
+
+    ``AuthenticationMiddleware``'s ``request.user`` is lazy and reads the
+    session and the database when first touched, which Django forbids on the
+    event loop; ``await request.auser()`` is its async twin. The user is
+    stamped on the request for the key (:func:`~.response_keys.user_of`). A
+    DRF request's user is DRF's to authenticate: it is read as it is.
+    """
+    if is_drf_request(request) or USER_ATTR in getattr(request, "__dict__", {}):
+        return
+    auser = getattr(request, "auser", None)
+    if callable(auser):
+        setattr(request, USER_ATTR, await auser())
+        return
+    user = getattr(request, "user", None)
+    if isinstance(user, LazyObject) and user._wrapped is empty:
+        await sync_to_async(user_of, thread_sensitive=True)(request)  # evaluates it
+
+
+def _refuse_sync_name(name: str, async_name: str) -> Callable[..., Any]:
+    def refuse(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"{self.__qualname__} is an async view: use await ...{async_name}() instead of {name}()"
+        )
+
+    refuse.__name__ = refuse.__qualname__ = name
+    return refuse
+
+
+async def _response_of(serving: Coroutine[Any, Any, tuple[Any, dict[str, Any]]]) -> Any:
+    return (await serving)[0]
+
+
+class AsyncCachedResponseWrapper(CachedResponseWrapper):
+    """What ``@cache_response`` returns for an ``async def`` view handler.
+
+    Calling it returns a coroutine (Django sees a coroutine function, so an
+    async class-based view stays async and a function view is awaited). The
+    other methods are the sync wrapper's under ``a``-names, awaited:
+    ``aget_with_metadata``, ``arefresh(_with_metadata)``,
+    ``abypass_cache(_with_metadata)``, ``aget_cache_only``,
+    ``aget_cached_metadata``, ``adelete_cache``, ``adelete_by_prefix``,
+    ``ainvalidate_all`` and ``aget_cache_key``; the sync names raise a
+    ``TypeError`` naming the async one. ``get_cache_key`` stays sync (it does
+    no I/O) but reads ``request.user``: give it a request whose user is
+    loaded, or await ``aget_cache_key``. ``cached_render`` is the underlying
+    ``AsyncCachedWrapper``, whose values are the entries.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Django runs a view, and an async class-based view's handlers, by
+        # whether they are coroutine functions: this object is one.
+        markcoroutinefunction(self)
+
+    def __repr__(self) -> str:
+        return f"<AsyncCachedResponseWrapper of {self.__module__}.{self.__qualname__}>"
+
+    # -- calls that return a response ----------------------------------------
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+        self._refuse_sync_dispatch(args, kwargs)
+        return _response_of(self._aserve("aget_with_metadata", args, kwargs))
+
+    async def aget_with_metadata(self, *args: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        """``(response, metadata)``: HIT, MISS, STALE or BYPASS."""
+        return await self._aserve("aget_with_metadata", args, kwargs)
+
+    async def arefresh(self, *args: Any, **kwargs: Any) -> Any:
+        return (await self._aserve("arefresh_with_metadata", args, kwargs))[0]
+
+    async def arefresh_with_metadata(self, *args: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        """Runs the view now and overwrites the entry: REFRESH."""
+        return await self._aserve("arefresh_with_metadata", args, kwargs)
+
+    async def abypass_cache(self, *args: Any, **kwargs: Any) -> Any:
+        return (await self._aserve("abypass_cache_with_metadata", args, kwargs))[0]
+
+    async def abypass_cache_with_metadata(
+        self, *args: Any, **kwargs: Any
+    ) -> tuple[Any, dict[str, Any]]:
+        """Runs the view live, storing nothing: BYPASS."""
+        return await self._aserve("abypass_cache_with_metadata", args, kwargs)
+
+    async def aget_cache_only(self, *args: Any, **kwargs: Any) -> Any:
+        """The cached response (fresh or stale) rebuilt, or ``CACHE_MISSING``."""
+        async with self._keyed(args, kwargs):
+            entry = await self.cached_render.aget_cache_only(*args, **kwargs)
+        return entry if entry is CACHE_MISSING else thaw(entry)
+
+    # -- keys and invalidation: the underlying wrapper's ----------------------
+
+    async def aget_cached_metadata(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        async with self._keyed(args, kwargs):
+            return await self.cached_render.aget_cached_metadata(*args, **kwargs)
+
+    async def aget_cache_key(self, *args: Any, **kwargs: Any) -> str:
+        """``get_cache_key`` after loading the request's user without blocking."""
+        async with self._keyed(args, kwargs):
+            return self.cached_render.get_cache_key(*args, **kwargs)
+
+    async def adelete_cache(self, *args: Any, **kwargs: Any) -> bool:
+        async with self._keyed(args, kwargs):
+            return await self.cached_render.adelete_cache(*args, **kwargs)
+
+    async def adelete_by_prefix(self, *args: Any, **kwargs: Any) -> None:
+        async with self._keyed(args, kwargs):
+            return await self.cached_render.adelete_by_prefix(*args, **kwargs)
+
+    async def ainvalidate_all(self) -> None:
+        return await self.cached_render.ainvalidate_all()
+
+    # The sync names, refused with the name to use.
+    get_with_metadata = _refuse_sync_name("get_with_metadata", "aget_with_metadata")
+    refresh = _refuse_sync_name("refresh", "arefresh")
+    refresh_with_metadata = _refuse_sync_name("refresh_with_metadata", "arefresh_with_metadata")
+    bypass_cache = _refuse_sync_name("bypass_cache", "abypass_cache")
+    bypass_cache_with_metadata = _refuse_sync_name(
+        "bypass_cache_with_metadata", "abypass_cache_with_metadata"
+    )
+    get_cache_only = _refuse_sync_name("get_cache_only", "aget_cache_only")
+    get_cached_metadata = _refuse_sync_name("get_cached_metadata", "aget_cached_metadata")
+    delete_cache = _refuse_sync_name("delete_cache", "adelete_cache")
+    delete_by_prefix = _refuse_sync_name("delete_by_prefix", "adelete_by_prefix")
+    invalidate_all = _refuse_sync_name("invalidate_all", "ainvalidate_all")
+
+    # -- the one path every response call takes --------------------------------
+
+    async def _aserve(
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, dict[str, Any]]:
+        request = self._call.request(args, kwargs, self._offset)
+        setattr(request, LOCALE_ATTR, locale_of())
+        await _aresolve_user(request)
+        if method == "aget_with_metadata" and not _uses_cache(request):
+            method = "abypass_cache_with_metadata"
+        live: list[Any] = []
+        token = _live.set(live)
+        previous = getattr(request, "__dict__", {}).get(LIVE_ATTR, _UNSET)
+        setattr(request, LIVE_ATTR, live)
+        try:
+            entry, metadata = await getattr(self.cached_render, method)(*args, **kwargs)
+        finally:
+            _live.reset(token)
+            if previous is _UNSET:
+                delattr(request, LIVE_ATTR)
+            else:
+                setattr(request, LIVE_ATTR, previous)
+        if live:
+            response = live[-1]
+        elif entry is not None:
+            response = thaw(entry)
+        else:
+            # Another request rendered this key at the same moment, and its
+            # response may not be stored (it sets cookies, say): not ours to share.
+            response = (await self._aserve("abypass_cache_with_metadata", args, kwargs))[0]
+            metadata = {"cache_status": CacheStatus.MISS}
+        if self.set_cache_headers:
+            set_response_cache_header(response, metadata)
+        return response, metadata
+
+    @asynccontextmanager
+    async def _keyed(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> AsyncIterator[None]:
+        """Around a key-only call: the user loaded, and the caller's language
+        and time zone stamped (a shared store computes the key on a worker
+        thread, where neither is active), unless a served call stamped them."""
+        try:
+            request = self._call.request(args, kwargs, self._offset)
+        except TypeError:  # adelete_by_prefix(pk=1): the partition, no request
+            yield
+            return
+        await _aresolve_user(request)
+        stamp = LOCALE_ATTR not in getattr(request, "__dict__", {LOCALE_ATTR: None})
+        if stamp:
+            setattr(request, LOCALE_ATTR, locale_of())
+        try:
+            yield
+        finally:
+            if stamp:
+                delattr(request, LOCALE_ATTR)
+
+    def _refuse_sync_dispatch(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """DRF's own ``APIView.dispatch`` calls a handler without awaiting it and
+        would fail on the coroutine: say so, with what works instead."""
+        views = sys.modules.get("rest_framework.views")
+        if views is None:
+            return
+        try:
+            request = self._call.request(args, kwargs, self._offset)
+            if not is_drf_request(request):
+                return
+            view = self._call.view((self.__self__, *args) if self._offset else args, request)
+        except (TypeError, IndexError):
+            return  # _aserve reports a call without its request
+        if type(view).dispatch is views.APIView.dispatch:
+            from rest_framework import VERSION
+
+            raise TypeError(
+                f"{self.__qualname__} is an async def handler, and DRF {VERSION}'s "
+                "APIView.dispatch (used by APIView, ViewSet and @api_view) calls handlers "
+                "without awaiting them. Cache an async Django view (django.views.View with "
+                "async def get, or an async def function view), or use an APIView whose "
+                "dispatch awaits async handlers (adrf's)."
+            )

@@ -1,0 +1,824 @@
+"""``@cache_result`` on ``async def`` functions, on the memory store (issue 5).
+
+No pytest-asyncio: every test is a sync function that runs its coroutine with
+``asyncio.run`` (through :func:`run`, which also bounds it in time so a hang
+fails instead of stalling the suite).
+"""
+
+import asyncio
+import inspect
+import logging
+from datetime import datetime, timedelta
+
+import pytest
+from django.test import AsyncClient
+
+from restflow.caching import (
+    CACHE_MISSING,
+    ArgsKeyField,
+    CacheStatus,
+    DefaultKeyConstructor,
+    KeyConstructor,
+    cache_result,
+)
+from restflow.caching.asynchronous import AsyncCachedWrapper, wait_for_async_refreshes
+from restflow.caching.testing import frozen_clock
+from tests import async_views
+
+calls: list = []
+
+
+@cache_result(ttl=60)
+async def lookup(user_id, verbose=False):
+    """Looks a user up."""
+    calls.append((user_id, verbose))
+    await asyncio.sleep(0)
+    return {"id": user_id, "n": len(calls)}
+
+
+class TenantKey(KeyConstructor):
+    tenant = ArgsKeyField("tenant", partition=True)
+    item = ArgsKeyField("item")
+
+
+@cache_result(ttl=60, key_constructor=TenantKey)
+async def report(tenant, item):
+    calls.append((tenant, item))
+    await asyncio.sleep(0)
+    return f"{tenant}/{item}/{len(calls)}"
+
+
+class Profiles:
+    def __init__(self, tag):
+        self.tag = tag
+
+    @cache_result(ttl=60)
+    async def load(self, user_id):
+        calls.append((self.tag, user_id))
+        await asyncio.sleep(0)
+        return {"id": user_id, "by": self.tag, "n": len(calls)}
+
+
+class MoreProfiles(Profiles):
+    pass
+
+
+A_METHODS = [
+    "aget_with_metadata",
+    "arefresh",
+    "arefresh_with_metadata",
+    "abypass_cache",
+    "abypass_cache_with_metadata",
+    "aget_cache_only",
+    "aget_cached_metadata",
+    "adelete_cache",
+    "adelete_by_prefix",
+    "ainvalidate_all",
+]
+SYNC_NAMES = [name[1:] for name in A_METHODS]
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls():
+    calls.clear()
+    async_views.calls.clear()
+
+
+def run(coroutine, timeout=30):
+    """Runs ``coroutine`` on a new loop; a hang fails after ``timeout`` s."""
+    return asyncio.run(asyncio.wait_for(coroutine, timeout))
+
+
+def lifetime(metadata):
+    """reset_at - cached_at of a metadata dict."""
+    return datetime.fromisoformat(metadata["reset_at"]) - datetime.fromisoformat(
+        metadata["cached_at"]
+    )
+
+
+# -- the wrapper ------------------------------------------------------------------
+
+
+def test_cache_result_on_async_def_gives_an_async_wrapper():
+    assert isinstance(lookup, AsyncCachedWrapper)
+    assert lookup.__name__ == "lookup"
+    assert lookup.__doc__ == "Looks a user up."
+    assert inspect.iscoroutinefunction(lookup.func)
+    for name in A_METHODS:
+        assert inspect.iscoroutinefunction(getattr(lookup, name)), name
+
+
+def test_awaiting_returns_the_value_and_a_hit_is_never_a_coroutine():
+    async def main():
+        first = await lookup(1)
+        second = await lookup(1)
+        return first, second
+
+    first, second = run(main())
+    assert first == second == {"id": 1, "n": 1}
+    assert not inspect.isawaitable(second)
+    assert calls == [(1, False)]
+
+
+def test_a_memory_hit_finishes_without_suspending():
+    """A hit on the memory store is answered inline: the coroutine completes
+    on its first step, without ever handing the loop back."""
+
+    async def main():
+        await lookup(1)
+        step = lookup.aget_with_metadata(1)
+        with pytest.raises(StopIteration) as done:
+            step.send(None)
+        return done.value.value
+
+    value, meta = run(main())
+    assert value == {"id": 1, "n": 1}
+    assert meta["cache_status"] is CacheStatus.HIT
+
+
+# -- single-flight ----------------------------------------------------------------
+
+
+def test_100_concurrent_tasks_on_a_cold_key_compute_once():
+    computations = []
+
+    @cache_result(ttl=60)
+    async def slow(x):
+        computations.append(x)
+        await asyncio.sleep(0.1)  # keeps the computation in flight while all tasks arrive
+        return {"x": x}
+
+    async def main():
+        return await asyncio.gather(*(slow.aget_with_metadata(1) for _ in range(100)))
+
+    results = run(main())
+    assert computations == [1]
+    assert len(results) == 100
+    assert all(value == {"x": 1} for value, _ in results)
+    assert {meta["cache_status"] for _, meta in results} == {CacheStatus.MISS}
+    assert len({meta["cached_at"] for _, meta in results}) == 1
+
+
+def test_concurrent_tasks_on_a_raising_key_share_one_exception_and_nothing_is_stored():
+    computations = []
+
+    class Boom(Exception):
+        pass
+
+    @cache_result(ttl=60)
+    async def failing(x):
+        computations.append(x)
+        await asyncio.sleep(0.05)
+        raise Boom(x)
+
+    async def main():
+        results = await asyncio.gather(
+            *(failing.aget_with_metadata(1) for _ in range(20)), return_exceptions=True
+        )
+        return results, await failing.aget_cache_only(1)
+
+    results, cached = run(main())
+    assert computations == [1]
+    assert all(isinstance(result, Boom) for result in results)
+    assert cached is CACHE_MISSING
+
+
+def test_cancelling_the_computing_task_does_not_leave_waiters_hanging():
+    computations = []
+    started = []
+
+    @cache_result(ttl=60)
+    async def slow(x):
+        computations.append(x)
+        started.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(0.2)
+        return ("value", len(computations))
+
+    async def main():
+        leader = asyncio.create_task(slow.aget_with_metadata(1))
+        while not started:
+            await asyncio.sleep(0)
+        waiters = [asyncio.create_task(slow.aget_with_metadata(1)) for _ in range(10)]
+        await asyncio.sleep(0.02)  # every waiter is now awaiting the leader's computation
+        assert computations == [1]
+        leader.cancel()
+        results = await asyncio.wait_for(asyncio.gather(*waiters), timeout=5)
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        return results
+
+    results = run(main())
+    # One waiter took over: one new computation, whose value every waiter gets.
+    assert computations == [1, 1]
+    assert [value for value, _ in results] == [("value", 2)] * 10
+    assert {meta["cache_status"] for _, meta in results} == {CacheStatus.MISS}
+    assert run(slow.aget_with_metadata(1)) == (
+        ("value", 2),
+        {**results[0][1], "cache_status": CacheStatus.HIT},
+    )
+
+
+def test_a_cancelled_waiter_does_not_cancel_the_computation():
+    computations = []
+
+    @cache_result(ttl=60)
+    async def slow(x):
+        computations.append(x)
+        await asyncio.sleep(0.1)
+        return x * 10
+
+    async def main():
+        leader = asyncio.create_task(slow(1))
+        await asyncio.sleep(0.01)
+        waiter = asyncio.create_task(slow(1))
+        other = asyncio.create_task(slow(1))
+        await asyncio.sleep(0.01)
+        waiter.cancel()
+        value = await asyncio.wait_for(leader, timeout=5)
+        return value, await asyncio.wait_for(other, timeout=5), waiter.cancelled()
+
+    assert run(main()) == (10, 10, True)
+    assert computations == [1]
+    assert run(slow.aget_cache_only(1)) == 10
+
+
+def test_a_coroutine_awaiting_itself_with_the_same_arguments_fails_clearly():
+    """As on a sync function (RuntimeError), never a task awaiting its own
+    computation forever."""
+
+    @cache_result(ttl=60)
+    async def recursive(x):
+        return await recursive(x)
+
+    with pytest.raises(RuntimeError, match="called itself with the same arguments"):
+        run(recursive(1), timeout=5)
+
+
+@pytest.mark.parametrize("invalidate", ["ainvalidate_all", "adelete_by_prefix", "awipe"])
+def test_an_invalidation_during_a_computation_is_not_undone(invalidate):
+    """A value computed from data read before an invalidation must not be
+    stored where readers find it after the invalidation (as on sync, whose
+    entry goes under the key the computation started with)."""
+    data = {"title": "old"}
+
+    @cache_result(ttl=60, key_constructor=TenantKey)
+    async def title(tenant, item):
+        seen = data["title"]
+        await asyncio.sleep(0.1)  # the data changes and is invalidated meanwhile
+        return seen
+
+    async def main():
+        computing = asyncio.create_task(title("a", 1))
+        await asyncio.sleep(0.02)
+        data["title"] = "new"
+        if invalidate == "ainvalidate_all":
+            await title.ainvalidate_all()
+        elif invalidate == "adelete_by_prefix":
+            await title.adelete_by_prefix(tenant="a")
+        else:
+            await TenantKey.awipe()
+        assert await computing == "old"
+        return await title.aget_cache_only("a", 1), await title("a", 1)
+
+    cached, served = run(main())
+    assert cached is CACHE_MISSING
+    assert served == "new"
+
+
+# -- every a-method ---------------------------------------------------------------
+
+
+def test_every_a_method():
+    async def main():
+        assert await lookup.aget_cache_only(1) is CACHE_MISSING
+        assert await lookup.aget_cached_metadata(1) is None
+        value, meta = await lookup.aget_with_metadata(1)
+        assert value == {"id": 1, "n": 1}
+        assert meta["cache_status"] is CacheStatus.MISS
+        assert set(meta) == {"cache_status", "cached_at", "reset_at"}
+        assert lifetime(meta) == timedelta(seconds=60)
+        again, meta2 = await lookup.aget_with_metadata(1)
+        assert again == value
+        assert meta2 == {**meta, "cache_status": CacheStatus.HIT}
+        assert await lookup(1) == value
+        assert await lookup(user_id=1) == value  # bound like a call: one entry
+        assert await lookup.aget_cache_only(1) == value
+        assert await lookup.aget_cached_metadata(1) == meta2
+
+        assert await lookup.arefresh(1) == {"id": 1, "n": 2}
+        refreshed, meta3 = await lookup.arefresh_with_metadata(1)
+        assert refreshed == {"id": 1, "n": 3}
+        assert meta3["cache_status"] is CacheStatus.REFRESH
+        assert await lookup.aget_with_metadata(1) == (
+            refreshed,
+            {**meta3, "cache_status": CacheStatus.HIT},
+        )
+
+        assert await lookup.abypass_cache(2) == {"id": 2, "n": 4}
+        bypassed, meta4 = await lookup.abypass_cache_with_metadata(2)
+        assert bypassed == {"id": 2, "n": 5}
+        assert meta4 == {"cache_status": CacheStatus.BYPASS}
+        assert await lookup.aget_cache_only(2) is CACHE_MISSING
+        assert await lookup(1) == refreshed
+
+        assert await lookup.adelete_cache(1) is True
+        assert await lookup.adelete_cache(1) is False
+        assert await lookup.aget_cache_only(1) is CACHE_MISSING
+
+        await lookup(1)
+        await lookup(2)
+        assert await lookup.ainvalidate_all() is None
+        assert await lookup.aget_cache_only(1) is CACHE_MISSING
+        assert await lookup.aget_cache_only(2) is CACHE_MISSING
+
+        await lookup(3)
+        assert await lookup.adelete_by_prefix() is None  # no partition: every entry
+        assert await lookup.aget_cache_only(3) is CACHE_MISSING
+
+    run(main())
+    assert calls == [(1, False)] * 3 + [(2, False)] * 2 + [(1, False), (2, False), (3, False)]
+
+
+def test_get_cache_key_func_and_key_constructor():
+    key = lookup.get_cache_key(1)
+    assert isinstance(key, str)
+    assert key == lookup.get_cache_key(user_id=1)
+    assert key.startswith("default::tests.test_async.lookup::")
+    assert lookup.get_cache_key(2) != key
+    assert isinstance(lookup.key_constructor, DefaultKeyConstructor)
+    assert isinstance(report.key_constructor, TenantKey)
+    assert inspect.iscoroutinefunction(lookup.func)
+    # func is the undecorated function: it neither reads nor writes the cache.
+    assert run(lookup.func(9)) == {"id": 9, "n": 1}
+    assert run(lookup.aget_cache_only(9)) is CACHE_MISSING
+
+
+def test_aget_cached_metadata_walks_hit_stale_gone():
+    async def main():
+        with frozen_clock() as clock:
+            _, meta = await lookup.aget_with_metadata(1)
+            assert await lookup.aget_cached_metadata(1) == {
+                **meta,
+                "cache_status": CacheStatus.HIT,
+            }
+            clock.advance(61)
+            # The test project's STALE_WHILE_REVALIDATE is 60 s.
+            assert await lookup.aget_cached_metadata(1) == {
+                **meta,
+                "cache_status": CacheStatus.STALE,
+            }
+            assert await lookup.aget_cache_only(1) == {"id": 1, "n": 1}
+            clock.advance(60)
+            assert await lookup.aget_cached_metadata(1) is None
+            assert await lookup.aget_cache_only(1) is CACHE_MISSING
+
+    run(main())
+
+
+def test_adelete_by_prefix_and_awipe_drop_partitions():
+    async def main():
+        await report("a", 1)
+        await report("a", 2)
+        await report("b", 1)
+        await report("c", 1)
+        await report.adelete_by_prefix(tenant="a")
+        assert await report.aget_cache_only("a", 1) is CACHE_MISSING
+        assert await report.aget_cache_only("a", 2) is CACHE_MISSING
+        assert await report.aget_cache_only("b", 1) == "b/1/3"
+        assert await TenantKey.awipe(tenant="b") >= 1
+        assert await report.aget_cache_only("b", 1) is CACHE_MISSING
+        assert await report.aget_cache_only("c", 1) == "c/1/4"
+        assert await TenantKey.awipe() >= 1
+        assert await report.aget_cache_only("c", 1) is CACHE_MISSING
+
+    run(main())
+
+
+def test_adelete_previous_versions():
+    def versioned(version):
+        meta = type("Meta", (), {"namespace": "async-versions", "version": version})
+        cls = type("Versioned", (KeyConstructor,), {"x": ArgsKeyField("x"), "Meta": meta})
+        cls.__qualname__ = "Versioned"
+        return cls
+
+    v1, v2 = versioned(1), versioned(2)
+
+    @cache_result(ttl=30, key_constructor=v1)
+    async def old(x):
+        return ("old", x)
+
+    @cache_result(ttl=30, key_constructor=v2)
+    async def new(x):
+        return ("new", x)
+
+    async def main():
+        await old(1)
+        await new(1)
+        assert await v1.adelete_previous_versions() == 0
+        await v2.adelete_previous_versions()
+        return await old.aget_cache_only(1), await new.aget_cache_only(1)
+
+    assert run(main()) == (CACHE_MISSING, ("new", 1))
+
+
+# -- on a method -------------------------------------------------------------------
+
+
+def test_every_a_method_on_a_bound_method():
+    async def main():
+        a, b = Profiles("a"), Profiles("b")
+        assert await a.load.aget_cache_only(1) is CACHE_MISSING
+        value, meta = await a.load.aget_with_metadata(1)
+        assert value == {"id": 1, "by": "a", "n": 1}
+        assert meta["cache_status"] is CacheStatus.MISS
+        # self is not part of the key (its class is).
+        assert await b.load(1) == value
+        assert await Profiles.load(b, 1) == value
+        _, hit = await b.load.aget_with_metadata(1)
+        assert hit == {**meta, "cache_status": CacheStatus.HIT}
+        assert await b.load.aget_cached_metadata(1) == hit
+        assert await b.load.aget_cache_only(1) == value
+        assert await MoreProfiles("m").load(1) == {"id": 1, "by": "m", "n": 2}
+
+        assert await b.load.arefresh(1) == {"id": 1, "by": "b", "n": 3}
+        refreshed, meta2 = await a.load.arefresh_with_metadata(1)
+        assert refreshed == {"id": 1, "by": "a", "n": 4}
+        assert meta2["cache_status"] is CacheStatus.REFRESH
+        assert await b.load(1) == refreshed
+
+        assert await b.load.abypass_cache(1) == {"id": 1, "by": "b", "n": 5}
+        bypassed, meta3 = await b.load.abypass_cache_with_metadata(2)
+        assert bypassed == {"id": 2, "by": "b", "n": 6}
+        assert meta3 == {"cache_status": CacheStatus.BYPASS}
+        assert await a.load.aget_cache_only(2) is CACHE_MISSING
+
+        assert await a.load.adelete_cache(1) is True
+        assert await b.load.adelete_cache(1) is False
+        await a.load(1)
+        # As on a sync method: without partition fields, every entry of the
+        # function goes, the subclass's too.
+        await a.load.adelete_by_prefix()
+        assert await a.load.aget_cache_only(1) is CACHE_MISSING
+        assert await MoreProfiles("n").load.aget_cache_only(1) is CACHE_MISSING
+
+        assert a.load.get_cache_key(1) == Profiles.load.get_cache_key(a, 1)
+        assert a.load.get_cache_key(1) != MoreProfiles("x").load.get_cache_key(1)
+        assert a.load.func is Profiles.load.func
+        assert isinstance(a.load.key_constructor, DefaultKeyConstructor)
+
+    run(main())
+
+
+def test_ainvalidate_all_on_a_bound_method():
+    async def main():
+        profiles = Profiles("a")
+        await profiles.load(1)
+        await profiles.load(2)
+        await profiles.load.ainvalidate_all()
+        return await profiles.load.aget_cache_only(1), await profiles.load.aget_cache_only(2)
+
+    assert run(main()) == (CACHE_MISSING, CACHE_MISSING)
+
+
+# -- the TypeErrors ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SYNC_NAMES)
+def test_a_sync_named_method_names_its_async_counterpart(name):
+    method = getattr(lookup, name)
+    with pytest.raises(TypeError, match=rf"use a{name}\b"):
+        method() if name == "invalidate_all" else method(1)
+    bound = getattr(Profiles("a").load, name)
+    with pytest.raises(TypeError, match=rf"use a{name}\b"):
+        bound() if name == "invalidate_all" else bound(1)
+    assert calls == []
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [("cache_if", "async predicate"), ("cache_unless", "async predicate"), ("ttl", "async ttl")],
+)
+def test_an_async_policy_on_a_sync_function_is_refused_at_decoration(option, message):
+    async def policy(result, *args, **kwargs):
+        return True
+
+    def plain(x):
+        calls.append(x)
+        return x
+
+    with pytest.raises(TypeError, match=message):
+        cache_result(**{option: policy})(plain)
+    assert calls == []
+
+
+# -- async predicates and ttl ------------------------------------------------------
+
+
+def test_an_async_cache_if_decides_what_is_stored():
+    seen = []
+
+    async def only_even(result, x, *, scale=1):
+        seen.append((result, x, scale))
+        await asyncio.sleep(0)
+        return result % 2 == 0
+
+    @cache_result(ttl=60, cache_if=only_even)
+    async def scaled(x, *, scale=1):
+        calls.append(x)
+        return x * scale
+
+    async def main():
+        statuses = []
+        for x in (2, 2, 3, 3):
+            _, meta = await scaled.aget_with_metadata(x)
+            statuses.append(meta["cache_status"])
+        assert await scaled.aget_cache_only(2) == 2
+        assert await scaled.aget_cache_only(3) is CACHE_MISSING
+        assert await scaled(3, scale=2) == 6  # even: stored
+        assert await scaled.aget_cache_only(3, scale=2) == 6
+        return statuses
+
+    assert run(main()) == [CacheStatus.MISS, CacheStatus.HIT, CacheStatus.MISS, CacheStatus.MISS]
+    assert calls == [2, 3, 3, 3]
+    assert seen == [(2, 2, 1), (3, 3, 1), (3, 3, 1), (6, 3, 2)]
+
+
+def test_an_async_cache_unless_decides_what_is_not_stored():
+    async def is_error(result, x):
+        await asyncio.sleep(0)
+        return "error" in result
+
+    @cache_result(ttl=60, cache_unless=is_error)
+    async def fetch(x):
+        calls.append(x)
+        return {"error": "upstream"} if x < 0 else {"ok": x}
+
+    async def main():
+        await fetch(1)
+        await fetch(-1)
+        return (
+            await fetch.aget_cache_only(1),
+            await fetch.aget_cache_only(-1),
+            (await fetch.aget_with_metadata(-1))[1]["cache_status"],
+        )
+
+    assert run(main()) == ({"ok": 1}, CACHE_MISSING, CacheStatus.MISS)
+    assert calls == [1, -1, -1]
+
+
+def test_a_sync_predicate_works_on_an_async_function():
+    @cache_result(ttl=60, cache_if=lambda result, x: result > 0)
+    async def signed(x):
+        calls.append(x)
+        return x
+
+    async def main():
+        await signed(1)
+        await signed(-1)
+        return await signed.aget_cache_only(1), await signed.aget_cache_only(-1)
+
+    assert run(main()) == (1, CACHE_MISSING)
+
+
+def test_an_async_ttl_sets_each_entrys_lifetime():
+    seen = []
+
+    async def ttl_for(result, x):
+        seen.append((result, x))
+        await asyncio.sleep(0)
+        return result["ttl"]
+
+    @cache_result(ttl=ttl_for)
+    async def timed(x):
+        calls.append(x)
+        return {"ttl": timedelta(minutes=2) if x == "td" else x}
+
+    async def main():
+        with frozen_clock() as clock:
+            metas = {x: (await timed.aget_with_metadata(x))[1] for x in (5, 90, "td")}
+            clock.advance(6)
+            after = {x: (await timed.aget_with_metadata(x))[1]["cache_status"] for x in (5, 90)}
+            return metas, after
+
+    metas, after = run(main())
+    assert lifetime(metas[5]) == timedelta(seconds=5)
+    assert lifetime(metas[90]) == timedelta(seconds=90)
+    assert lifetime(metas["td"]) == timedelta(minutes=2)
+    # (The stale 5 s entry's refresh may ask again: only the first three count.)
+    assert seen[:3] == [({"ttl": 5}, 5), ({"ttl": 90}, 90), ({"ttl": timedelta(minutes=2)}, "td")]
+    # 6 s later the 5 s entry is stale (inside the 60 s window), the 90 s one fresh.
+    assert after == {5: CacheStatus.STALE, 90: CacheStatus.HIT}
+
+
+def test_an_async_cache_if_and_an_async_ttl_together():
+    async def positive(result, x):
+        return result > 0
+
+    async def ttl_for(result, x):
+        return result * 10
+
+    @cache_result(ttl=ttl_for, cache_if=positive)
+    async def value(x):
+        calls.append(x)
+        return x
+
+    async def main():
+        _, meta = await value.aget_with_metadata(3)
+        await value(-3)
+        return meta, await value.aget_cache_only(-3)
+
+    meta, missing = run(main())
+    assert lifetime(meta) == timedelta(seconds=30)
+    assert missing is CACHE_MISSING
+
+
+# -- STALE and the refresh task ----------------------------------------------------
+
+
+def test_stale_is_served_at_once_and_refreshed_by_one_task():
+    computations = []
+
+    @cache_result(ttl=10)
+    async def version(x):
+        computations.append(x)
+        await asyncio.sleep(0.05)
+        return len(computations)
+
+    async def main():
+        with frozen_clock() as clock:
+            assert await version(1) == 1
+            clock.advance(11)
+            value, meta = await version.aget_with_metadata(1)
+            assert (value, meta["cache_status"]) == (1, CacheStatus.STALE)
+            assert computations == [1]  # served without waiting on the recompute
+            more = await asyncio.gather(*(version.aget_with_metadata(1) for _ in range(20)))
+            assert {(v, m["cache_status"]) for v, m in more} == {(1, CacheStatus.STALE)}
+            await wait_for_async_refreshes()
+            assert computations == [1, 1]  # one refresh for 21 stale reads
+            value, meta = await version.aget_with_metadata(1)
+            assert (value, meta["cache_status"]) == (2, CacheStatus.HIT)
+            assert lifetime(meta) == timedelta(seconds=10)
+
+    run(main())
+
+
+def test_a_failed_refresh_keeps_the_old_value_logs_and_is_tried_again(caplog):
+    computations = []
+    failing = {"on": False}
+
+    @cache_result(ttl=10)
+    async def fragile(x):
+        computations.append(x)
+        await asyncio.sleep(0)
+        if failing["on"]:
+            raise ConnectionError("upstream down")
+        return len(computations)
+
+    async def main():
+        with frozen_clock() as clock:
+            assert await fragile(1) == 1
+            clock.advance(11)
+            failing["on"] = True
+            value, meta = await fragile.aget_with_metadata(1)
+            assert (value, meta["cache_status"]) == (1, CacheStatus.STALE)
+            await wait_for_async_refreshes()
+            assert computations == [1, 1]
+            value, meta = await fragile.aget_with_metadata(1)
+            assert (value, meta["cache_status"]) == (1, CacheStatus.STALE)
+            assert await fragile.aget_cache_only(1) == 1
+            await wait_for_async_refreshes()
+            # The failure gave the claim back: a later stale read refreshes again.
+            failing["on"] = False
+            await fragile.aget_with_metadata(1)
+            await wait_for_async_refreshes()
+            return await fragile.aget_with_metadata(1)
+
+    with caplog.at_level(logging.ERROR, logger="restflow.caching"):
+        value, meta = run(main())
+    assert (value, meta["cache_status"]) == (len(computations), CacheStatus.HIT)
+    records = [r for r in caplog.records if r.name == "restflow.caching"]
+    assert records, "the failed refresh was not logged on restflow.caching"
+    assert any(r.exc_info and isinstance(r.exc_info[1], ConnectionError) for r in records), records
+    assert "fragile" in records[0].getMessage()
+
+
+def test_a_refresh_task_cancelled_with_its_loop_does_not_block_later_refreshes():
+    """A loop that ends (``asyncio.run`` returning, ``async_to_sync`` per call,
+    a server shutting down) cancels the refresh task it was running: the
+    claim must come back, or the entry is never refreshed again."""
+    computations = []
+
+    @cache_result(ttl=10)
+    async def slow_version(x):
+        computations.append(x)
+        await asyncio.sleep(0.2)
+        return len(computations)
+
+    async def stale_then_leave():
+        value, meta = await slow_version.aget_with_metadata(1)
+        await asyncio.sleep(0.01)  # the refresh has started; the loop ends under it
+        return value, meta["cache_status"]
+
+    async def later():
+        _, first = await slow_version.aget_with_metadata(1)
+        await wait_for_async_refreshes()
+        value, second = await slow_version.aget_with_metadata(1)
+        return first["cache_status"], value, second["cache_status"]
+
+    with frozen_clock() as clock:
+        assert run(slow_version(1)) == 1
+        clock.advance(11)
+        assert run(stale_then_leave()) == (1, CacheStatus.STALE)
+        assert computations == [1, 1]
+        assert run(later()) == (CacheStatus.STALE, 3, CacheStatus.HIT)
+
+
+def test_stale_if_error_on_the_memory_store():
+    """As for a sync function: past ttl and stale window, a recompute that
+    raises serves the kept value as STALE, to the leader and its waiters."""
+    computations = []
+    failing = {"on": False}
+
+    @cache_result(ttl=10, stale_while_revalidate=5, stale_if_error=60)
+    async def fragile(x):
+        computations.append(x)
+        await asyncio.sleep(0.02)
+        if failing["on"]:
+            raise ConnectionError("upstream down")
+        return len(computations)
+
+    async def main():
+        with frozen_clock() as clock:
+            assert await fragile(1) == 1
+            failing["on"] = True
+            clock.advance(16)
+            results = await asyncio.gather(
+                *(fragile.aget_with_metadata(1) for _ in range(5)), return_exceptions=True
+            )
+            clock.advance(61)
+            with pytest.raises(ConnectionError):
+                await fragile(1)
+            return results
+
+    results = run(main())
+    served = [r if isinstance(r, Exception) else (r[0], r[1]["cache_status"]) for r in results]
+    assert served == [(1, CacheStatus.STALE)] * 5
+    assert computations == [1, 1, 1]
+
+
+# -- a Django async view -------------------------------------------------------------
+
+
+@pytest.mark.urls("tests.async_views")
+def test_a_django_async_view_misses_then_hits():
+    async def main():
+        client = AsyncClient()
+        first = await client.get("/async-users/1/")
+        second = await client.get("/async-users/1/")
+        return first, second
+
+    first, second = run(main())
+    assert first.status_code == second.status_code == 200
+    assert first["X-Cache-status"] == "MISS"
+    assert second["X-Cache-status"] == "HIT"
+    assert first.json() == second.json() == {"id": 1, "name": "user 1", "version": 1}
+    assert second["X-Cached-at"] == first["X-Cached-at"]
+    assert async_views.calls == [1]
+
+
+@pytest.mark.urls("tests.async_views")
+def test_concurrent_requests_to_a_django_async_view_compute_once():
+    async def main():
+        client = AsyncClient()
+        return await asyncio.gather(*(client.get("/async-users/2/") for _ in range(10)))
+
+    responses = run(main())
+    assert [r.status_code for r in responses] == [200] * 10
+    assert {r["X-Cache-status"] for r in responses} == {"MISS"}
+    assert async_views.calls == [2]
+
+
+# -- invalidation rules ----------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_invalidation_rule_drops_an_async_functions_entry():
+    from restflow.caching.registry import CacheRegister
+    from restflow.caching.rules import InvalidationRule
+    from tests.testapp.models import Article
+
+    rule = InvalidationRule(Article, field_mapping={"article_id": "pk"})
+
+    @cache_result(ttl=None, invalidates_on=[rule])
+    async def title(article_id):
+        calls.append(article_id)
+        return f"title of {article_id}"
+
+    try:
+        article = Article.objects.create(title="a")
+        assert run(title(article.pk)) == f"title of {article.pk}"
+        article.title = "a2"
+        article.save()
+        assert run(title.aget_cache_only(article.pk)) is CACHE_MISSING
+    finally:
+        CacheRegister.clear()
