@@ -19,6 +19,7 @@ mod core;
 mod django_store;
 mod encode;
 mod fastpath;
+mod loop_io;
 mod runtime;
 mod shared;
 mod signature;
@@ -202,6 +203,8 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<wrapper::CachedWrapper>()?;
     m.add_class::<fastpath::WithMetadata>()?;
     m.add_class::<shared::SharedBackend>()?;
+    m.add_class::<loop_io::LoopConnection>()?;
+    m.add_class::<loop_io::RedisAnswer>()?;
     m.add(
         "CacheBackendError",
         m.py().get_type::<shared::CacheBackendError>(),

@@ -50,6 +50,7 @@ pub struct SharedBackend {
     prefix: String,
     serializer: u8,
     url: String,
+    read_timeout: f64,
     last_warning: AtomicI64,
 }
 
@@ -85,6 +86,12 @@ fn seconds(what: &str, secs: f64) -> PyResult<Duration> {
 }
 
 impl SharedBackend {
+    /// Whether the event loop may fetch for this backend itself (plain
+    /// Redis, and the circuit breaker closed).
+    pub(crate) fn loop_fetches(&self) -> bool {
+        self.url.starts_with("redis://") && !self.cache.breaker_open()
+    }
+
     fn serialize(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<(u8, Vec<u8>)> {
         let codecs = codecs(py)?;
         if self.serializer == JSON {
@@ -210,6 +217,7 @@ impl SharedBackend {
             prefix: key_prefix,
             serializer,
             url,
+            read_timeout,
             last_warning: AtomicI64::new(i64::MIN / 2),
         })
     }
@@ -230,6 +238,39 @@ impl SharedBackend {
     #[getter]
     fn failures(&self) -> u64 {
         self.cache.stats().failures.load(Ordering::Relaxed)
+    }
+
+    /// The value and HIT metadata in a Redis answer the event loop read,
+    /// when it holds a fresh entry that checks out; `None` otherwise (the
+    /// caller then asks the engine).
+    fn fresh_hit<'py>(
+        &self,
+        py: Python<'py>,
+        answer: &crate::loop_io::RedisAnswer,
+    ) -> PyResult<Option<(Py<PyAny>, Bound<'py, PyDict>)>> {
+        let Ok(fetched) = restflow_cache::shared::fetched_from(answer.value.clone()) else {
+            return Ok(None);
+        };
+        let Some((flags, bytes, stamps)) = self.cache.fresh_in(&fetched) else {
+            return Ok(None);
+        };
+        let Ok(value) = self.deserialize(py, flags, &bytes) else {
+            return Ok(None);
+        };
+        let served = SharedServed {
+            value,
+            status: Status::Hit,
+            stamps: Some(stamps),
+        };
+        Ok(Some(
+            crate::wrapper::Reply::Shared(served).with_metadata(py)?,
+        ))
+    }
+
+    /// Longest wait for an answer, in seconds.
+    #[getter]
+    fn read_timeout(&self) -> f64 {
+        self.read_timeout
     }
 
     /// Drops, in every process, the entries the key constructor `owner`
@@ -571,6 +612,19 @@ pub(crate) fn refresh(
         }
         Answer::Stored { .. } => unreachable!("a refresh always computes"),
     })
+}
+
+/// The packed lookup of a call, for the event loop to send itself.
+pub(crate) fn fetch_command(
+    core: &Core,
+    backend: &Py<SharedBackend>,
+    call: &Call<'_>,
+) -> PyResult<Vec<u8>> {
+    let handle = backend.get();
+    let mut w = KeyWriter::new();
+    let layout = core.write_key(&mut w, call)?;
+    let keys = handle.keys(core, &w, &layout)?;
+    Ok(restflow_cache::shared::fetch_command(&keys))
 }
 
 /// Runs a store operation for an invalidation, reporting a failure as

@@ -118,7 +118,7 @@ fn build_metadata<'py>(
 }
 
 /// What a call served, from the memory store or a shared one.
-pub(crate) enum Reply {
+pub enum Reply {
     Memory(Served<Stored>),
     Shared(crate::shared::SharedServed),
 }
@@ -634,6 +634,32 @@ impl CachedWrapper {
             ))),
             None => Ok(None),
         }
+    }
+
+    /// For a shared Redis backend the event loop may drive:
+    /// `(backend, packed lookup)`; `None` otherwise.
+    #[pyo3(signature = (args, kwargs=None))]
+    fn _loop_fetch<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<
+        Option<(
+            Py<crate::shared::SharedBackend>,
+            Bound<'py, pyo3::types::PyBytes>,
+        )>,
+    > {
+        RUNTIME.ready(py)?;
+        let Some(backend) = self.shared(py)? else {
+            return Ok(None);
+        };
+        if !backend.get().loop_fetches() {
+            return Ok(None);
+        }
+        let call = self.call(args, kwargs)?;
+        let command = crate::shared::fetch_command(&self.core, &backend, &call)?;
+        Ok(Some((backend, pyo3::types::PyBytes::new(py, &command))))
     }
 
     /// Whether this wrapper's calls use the in-process memory store.

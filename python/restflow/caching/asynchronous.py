@@ -30,6 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from restflow import _engine
 from restflow.caching.settings import seconds
 from restflow.caching.status import CacheStatus
 
@@ -50,6 +51,11 @@ _flights: weakref.WeakKeyDictionary[
 #: Background refresh tasks (kept referenced until done).
 _refreshes: set[asyncio.Task] = set()
 
+#: Idle loop-driven Redis connections, per event loop, by Redis URL.
+_loop_connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, list[Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
 
 def _worker_pool() -> ThreadPoolExecutor:
     global _executor
@@ -69,6 +75,7 @@ def _forget_pool_after_fork() -> None:
     _executor_lock = threading.Lock()
     _flights.clear()
     _refreshes.clear()
+    _loop_connections.clear()
 
 
 os.register_at_fork(after_in_child=_forget_pool_after_fork)
@@ -177,7 +184,12 @@ class AsyncCachedWrapper:
         engine = self._engine
         loop = asyncio.get_running_loop()
         if not engine._uses_memory():
-            # One thread per key and loop: the other callers await it.
+            # A fresh hit, fetched by the loop itself: no thread hand-off.
+            hit = await _loop_hit(loop, engine, args, kwargs)
+            if hit is not None:
+                return hit
+            # Anything else through the engine, one thread per key and loop:
+            # the other callers await it.
             key = engine._call_key(args, kwargs)
             produce = self._producer(loop, args, kwargs)
 
@@ -341,6 +353,58 @@ class AsyncCachedWrapper:
 
     def __repr__(self) -> str:
         return f"<AsyncCachedWrapper of {self.function_id}>"
+
+
+async def _loop_hit(
+    loop: asyncio.AbstractEventLoop, engine: Any, args: tuple, kwargs: dict
+) -> tuple[Any, dict] | None:
+    """A fresh Redis hit fetched on the loop's own socket (see the engine's
+    ``LoopConnection``), or ``None`` to let the engine answer."""
+    found = engine._loop_fetch(args, kwargs)
+    if found is None:
+        return None
+    backend, command = found
+    idle = _loop_connections.setdefault(loop, {}).setdefault(backend.url, [])
+    if idle:
+        connection = idle.pop()
+    else:
+        try:
+            connection = await loop.run_in_executor(
+                _worker_pool(),
+                _engine.LoopConnection.open,
+                backend.url,
+                max(backend.read_timeout, 0.5),
+            )
+        except Exception:
+            return None  # the engine's path reports the fault
+    answered = loop.create_future()
+    fd = connection.fileno()
+
+    def readable() -> None:
+        try:
+            answer = connection.receive()
+        except Exception as error:
+            loop.remove_reader(fd)
+            if not answered.done():
+                answered.set_exception(error)
+            return
+        if answer is not None:
+            loop.remove_reader(fd)
+            if not answered.done():
+                answered.set_result(answer)
+
+    try:
+        connection.send(command)
+        loop.add_reader(fd, readable)
+        answer = await asyncio.wait_for(answered, backend.read_timeout)
+    except asyncio.CancelledError:
+        loop.remove_reader(fd)  # the answer may still come: the connection is done
+        raise
+    except Exception:
+        loop.remove_reader(fd)
+        return None
+    idle.append(connection)
+    return backend.fresh_hit(answer)
 
 
 class _BoundAsyncWrapper:

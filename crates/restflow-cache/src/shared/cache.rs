@@ -151,6 +151,11 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         &self.store
     }
 
+    /// Whether the circuit breaker is open (the store is being skipped).
+    pub fn breaker_open(&self) -> bool {
+        self.breaker.is_open()
+    }
+
     /// Whether a failing store is skipped (else reported).
     pub fn bypasses_failures(&self) -> bool {
         self.options.bypass_on_failure
@@ -437,6 +442,19 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             )),
             Found::Nothing => None,
         })
+    }
+
+    /// The fresh entry in a lookup's answer, if it has one and it checks
+    /// out: `(flags, value, stamps)`. For callers that fetch on their own
+    /// (an event loop's socket); anything but a fresh hit goes through
+    /// [`SharedCache::get`].
+    pub fn fresh_in(&self, fetched: &Fetched) -> Option<(u8, Vec<u8>, Stamps)> {
+        match self.examine(fetched, Span::ZERO) {
+            Found::Usable(decoded, Freshness::Fresh) => {
+                Some((decoded.flags, decoded.value.to_vec(), decoded.stamps))
+            }
+            _ => None,
+        }
     }
 
     /// Computes and overwrites the entry (REFRESH), under the current

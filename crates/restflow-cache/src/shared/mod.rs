@@ -13,5 +13,5 @@ pub use breaker::Breaker;
 pub use cache::{Answer, Peeked, Produced, SharedCache, SharedError, SharedOptions, SharedStats};
 pub use payload::{Decoded, Generations, Rejected, Signer};
 #[cfg(feature = "redis")]
-pub use redis::{RedisConfig, RedisStore};
+pub use redis::{fetch_command, fetched_from, RedisConfig, RedisStore};
 pub use store::{Fetched, KeySet, SharedStore, StoreError};

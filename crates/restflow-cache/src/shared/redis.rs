@@ -166,35 +166,63 @@ fn counter(value: &Value) -> Result<u64, StoreError> {
     }
 }
 
+/// The names one lookup reads, in the order [`fetched_from`] expects.
+fn fetch_names(keys: &KeySet) -> Vec<&str> {
+    let mut names: Vec<&str> = vec![&keys.data, &keys.scope, &keys.version, &keys.lock];
+    if let Some(partition) = &keys.partition {
+        names.push(partition);
+    }
+    names
+}
+
+/// The lookup of `keys` as a packed Redis command, for a caller that drives
+/// its own socket (an event loop).
+pub fn fetch_command(keys: &KeySet) -> Vec<u8> {
+    redis::cmd("MGET")
+        .arg(fetch_names(keys))
+        .get_packed_command()
+}
+
+/// What a lookup found, from Redis's answer to [`fetch_command`].
+pub fn fetched_from(answer: Value) -> Result<Fetched, StoreError> {
+    match answer {
+        Value::Array(values) => parse_fetched(values, None),
+        other => Err(StoreError::Protocol(format!(
+            "unexpected MGET answer {other:?}"
+        ))),
+    }
+}
+
+fn parse_fetched(values: Vec<Value>, expected: Option<usize>) -> Result<Fetched, StoreError> {
+    if expected.is_some_and(|n| n != values.len()) || !(4..=5).contains(&values.len()) {
+        return Err(StoreError::Protocol(
+            "MGET answered the wrong number of values".into(),
+        ));
+    }
+    let payload = match &values[0] {
+        Value::Nil => None,
+        Value::BulkString(bytes) => Some(bytes.clone()),
+        other => return Err(StoreError::Protocol(format!("unexpected entry {other:?}"))),
+    };
+    Ok(Fetched {
+        payload,
+        generations: Generations {
+            scope: counter(&values[1])?,
+            version: counter(&values[2])?,
+            partition: match values.get(4) {
+                Some(value) => counter(value)?,
+                None => 0,
+            },
+        },
+        locked: !matches!(values[3], Value::Nil),
+    })
+}
+
 impl SharedStore for RedisStore {
     fn fetch(&self, keys: &KeySet) -> Result<Fetched, StoreError> {
-        let mut names: Vec<&str> = vec![&keys.data, &keys.scope, &keys.version, &keys.lock];
-        if let Some(partition) = &keys.partition {
-            names.push(partition);
-        }
+        let names = fetch_names(keys);
         let values: Vec<Value> = self.with(|c| redis::cmd("MGET").arg(&names).query(c))?;
-        if values.len() != names.len() {
-            return Err(StoreError::Protocol(
-                "MGET answered the wrong number of values".into(),
-            ));
-        }
-        let payload = match &values[0] {
-            Value::Nil => None,
-            Value::BulkString(bytes) => Some(bytes.clone()),
-            other => return Err(StoreError::Protocol(format!("unexpected entry {other:?}"))),
-        };
-        Ok(Fetched {
-            payload,
-            generations: Generations {
-                scope: counter(&values[1])?,
-                version: counter(&values[2])?,
-                partition: match values.get(4) {
-                    Some(value) => counter(value)?,
-                    None => 0,
-                },
-            },
-            locked: !matches!(values[3], Value::Nil),
-        })
+        parse_fetched(values, Some(names.len()))
     }
 
     fn put(&self, key: &str, payload: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {

@@ -1,0 +1,91 @@
+"""Async Redis hits fetched on the event loop's own socket."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from restflow.caching import CacheStatus, asynchronous, cache_result
+
+calls: list = []
+
+
+@cache_result(ttl=60)
+async def payload(x):
+    calls.append(x)
+    return {"x": x, "n": len(calls)}
+
+
+@pytest.fixture(autouse=True)
+def _reset():
+    calls.clear()
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_a_fresh_hit_needs_no_worker_thread(redis, monkeypatch):
+    async def scenario():
+        first = await payload.aget_with_metadata(1)
+        assert first[1]["cache_status"] is CacheStatus.MISS
+
+        def no_threads():
+            raise AssertionError("a fresh hit went through a worker thread")
+
+        monkeypatch.setattr(asynchronous, "_worker_pool", no_threads)
+        for _ in range(20):
+            value, meta = await payload.aget_with_metadata(1)
+            assert (value, meta["cache_status"]) == (first[0], CacheStatus.HIT)
+            assert meta["cached_at"] == first[1]["cached_at"]
+
+    run(scenario())
+    assert calls == [1]
+
+
+def test_a_tampered_entry_read_by_the_loop_is_a_miss(redis):
+    async def scenario():
+        await payload(1)
+        await payload(1)  # the loop's connection now exists
+        key = payload.get_cache_key(1)
+        stored = bytearray(redis.get(key))
+        stored[60] ^= 1
+        redis.set(key, bytes(stored))
+        return await payload.aget_with_metadata(1)
+
+    value, meta = run(scenario())
+    assert meta["cache_status"] is CacheStatus.MISS
+    assert value["n"] == 2
+
+
+def test_concurrent_hits_share_the_loops_connections(redis):
+    async def scenario():
+        await payload(1)
+        results = await asyncio.gather(*(payload.aget_with_metadata(1) for _ in range(50)))
+        return {meta["cache_status"] for _, meta in results}
+
+    assert run(scenario()) == {CacheStatus.HIT}
+    assert calls == [1]
+
+
+def test_a_paused_redis_falls_back_within_the_timeouts(own_redis):
+    from django.test import override_settings
+
+    from tests.redis.conftest import redis_settings
+
+    async def scenario():
+        await payload(1)
+        await payload(1)
+        own_redis.pause()
+        try:
+            started = asyncio.get_running_loop().time()
+            _, meta = await payload.aget_with_metadata(1)
+            return meta, asyncio.get_running_loop().time() - started
+        finally:
+            own_redis.resume()
+
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url)):
+        meta, elapsed = run(scenario())
+    assert meta["cache_status"] is CacheStatus.BYPASS
+    assert elapsed < 2, elapsed
