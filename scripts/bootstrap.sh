@@ -18,7 +18,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     python -m pip install --quiet --disable-pip-version-check --upgrade pip
     python -m pip install --quiet --disable-pip-version-check \
         "maturin>=1.7,<2" "Django>=4.2" "djangorestframework>=3.14" \
-        "pytest>=8" "pytest-django>=4.8" "ruff>=0.6" "cachetools>=5" "celery>=5" "redis>=5"
+        "pytest>=8" "pytest-django>=4.8" "ruff>=0.6" "cachetools>=5" "celery>=5" "redis>=5" "adrf>=0.1.9"
     touch "$stamp"
 fi
 
