@@ -3,20 +3,9 @@
 # cashews (memory and Redis) and drf-restflow 2.0.1's async path (LocMem and
 # django-redis, in its own virtualenv), against one redis-server on loopback.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-./scripts/bootstrap.sh >/dev/null
+# shellcheck source=benches/peer_setup.sh
+. "$(dirname "$0")/peer_setup.sh"
 .venv/bin/pip install --quiet --disable-pip-version-check "cashews[redis]>=7"
-if [ ! -x .venvs/drf-restflow/bin/python ]; then
-    python3 -m venv .venvs/drf-restflow
-fi
-.venvs/drf-restflow/bin/pip install --quiet --disable-pip-version-check \
-    "drf-restflow==2.0.1" "Django>=4.2" "djangorestframework>=3.14" "django-redis>=5.4" "redis>=5"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
-server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
-sleep 0.5
-url="redis://127.0.0.1:$port/0"
 out=$(mktemp)
 for _ in 1 2 3; do
     (cd /tmp && "$OLDPWD/.venv/bin/python" "$OLDPWD/benches/async_peer.py" restflow "$url") >>"$out"

@@ -4,20 +4,9 @@
 # redis-py floor (GET + pickle.loads) measured in the same process, against
 # one redis-server this script starts on a free loopback port.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-./scripts/bootstrap.sh >/dev/null
+# shellcheck source=benches/peer_setup.sh
+. "$(dirname "$0")/peer_setup.sh"
 .venv/bin/pip install --quiet --disable-pip-version-check "dogpile.cache>=1.3"
-if [ ! -x .venvs/drf-restflow/bin/python ]; then
-    python3 -m venv .venvs/drf-restflow
-fi
-.venvs/drf-restflow/bin/pip install --quiet --disable-pip-version-check \
-    "drf-restflow==2.0.1" "Django>=4.2" "djangorestframework>=3.14" "django-redis>=5.4" "redis>=5"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
-server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
-sleep 0.5
-url="redis://127.0.0.1:$port/0"
 out=$(mktemp)
 for _ in 1 2 3; do
     (cd /tmp && "$OLDPWD/.venv/bin/python" "$OLDPWD/benches/redis_peer.py" restflow "$url") >>"$out"

@@ -328,6 +328,13 @@ impl SharedBackend {
         )
     }
 
+    /// The keys of one call.
+    fn call_keys(&self, core: &Core, call: &Call<'_>) -> PyResult<KeySet> {
+        let mut w = KeyWriter::new();
+        let layout = core.write_key(&mut w, call)?;
+        self.keys(core, &w, &layout)
+    }
+
     /// The keys one call reads.
     fn keys(&self, core: &Core, w: &KeyWriter, layout: &Layout) -> PyResult<KeySet> {
         let (function_id, partition, suffix) = core.key_parts(w, layout)?;
@@ -432,9 +439,7 @@ pub(crate) fn get(
     call: &Call<'_>,
 ) -> PyResult<SharedServed> {
     let handle = backend.get();
-    let mut w = KeyWriter::new();
-    let layout = core.write_key(&mut w, call)?;
-    let keys = handle.keys(core, &w, &layout)?;
+    let keys = handle.call_keys(core, call)?;
     let owned = OwnedCall::new(call);
     let window = keep(core);
     for _attempt in 0..2 {
@@ -559,9 +564,7 @@ pub(crate) fn peek(
     call: &Call<'_>,
 ) -> PyResult<Option<(Py<PyAny>, Stamps, Freshness)>> {
     let handle = backend.get();
-    let mut w = KeyWriter::new();
-    let layout = core.write_key(&mut w, call)?;
-    let keys = handle.keys(core, &w, &layout)?;
+    let keys = handle.call_keys(core, call)?;
     match py.detach(|| handle.cache.peek(&keys)) {
         Ok(Some((flags, bytes, stamps, freshness))) => Ok(handle
             .deserialize(py, flags, &bytes)
@@ -584,9 +587,7 @@ pub(crate) fn refresh(
     call: &Call<'_>,
 ) -> PyResult<SharedServed> {
     let handle = backend.get();
-    let mut w = KeyWriter::new();
-    let layout = core.write_key(&mut w, call)?;
-    let keys = handle.keys(core, &w, &layout)?;
+    let keys = handle.call_keys(core, call)?;
     let owned = OwnedCall::new(call);
     let window = keep(core);
     let answer = py
@@ -621,9 +622,7 @@ pub(crate) fn fetch_command(
     call: &Call<'_>,
 ) -> PyResult<Vec<u8>> {
     let handle = backend.get();
-    let mut w = KeyWriter::new();
-    let layout = core.write_key(&mut w, call)?;
-    let keys = handle.keys(core, &w, &layout)?;
+    let keys = handle.call_keys(core, call)?;
     Ok(restflow_cache::shared::fetch_command(&keys))
 }
 
@@ -647,9 +646,7 @@ pub(crate) fn delete(
     call: &Call<'_>,
 ) -> PyResult<bool> {
     let handle = backend.get();
-    let mut w = KeyWriter::new();
-    let layout = core.write_key(&mut w, call)?;
-    let keys = handle.keys(core, &w, &layout)?;
+    let keys = handle.call_keys(core, call)?;
     invalidate(py, handle, |s| SharedStore::delete(s, &keys.data))
 }
 

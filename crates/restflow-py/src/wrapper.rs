@@ -337,6 +337,27 @@ impl CachedWrapper {
         self.get(py, &call)
     }
 
+    /// REFRESH: recomputes now and replaces the entry, on whichever store
+    /// the wrapper uses.
+    fn refresh_call<'py>(
+        &self,
+        py: Python<'py>,
+        call: &Call<'py>,
+    ) -> PyResult<(Py<PyAny>, Bound<'py, PyDict>)> {
+        let engine = RUNTIME.ready(py)?;
+        if let Some(backend) = self.shared(py)? {
+            let served = crate::shared::refresh(py, &self.core, &backend, call)?;
+            return Reply::Shared(served).with_metadata(py);
+        }
+        let key = self.key(call)?;
+        let served = engine
+            .refresh(key.as_bytes(), || {
+                self.core.compute(py, call).map_err(Arc::new)
+            })
+            .map_err(|shared| shared.clone_ref(py))?;
+        Self::with_metadata(py, &served)
+    }
+
     /// `(value, metadata)` of a served call (memory store).
     #[inline]
     pub(crate) fn with_metadata<'py>(
@@ -520,18 +541,7 @@ impl CachedWrapper {
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<(Py<PyAny>, Bound<'py, PyDict>)> {
         let call = self.call(args, kwargs)?;
-        let engine = RUNTIME.ready(py)?;
-        if let Some(backend) = self.shared(py)? {
-            let served = crate::shared::refresh(py, &self.core, &backend, &call)?;
-            return Reply::Shared(served).with_metadata(py);
-        }
-        let key = self.key(&call)?;
-        let served = engine
-            .refresh(key.as_bytes(), || {
-                self.core.compute(py, &call).map_err(Arc::new)
-            })
-            .map_err(|shared| shared.clone_ref(py))?;
-        Self::with_metadata(py, &served)
+        self.refresh_call(py, &call)
     }
 
     // -- primitives for the async layer (restflow.caching.asynchronous) ----
@@ -683,21 +693,10 @@ impl CachedWrapper {
     ) -> PyResult<(Py<PyAny>, Bound<'py, PyDict>)> {
         let mut call = self.call(args, kwargs)?;
         call.produce = Some(produce);
-        let engine = RUNTIME.ready(py)?;
-        if !refresh {
-            return self.get(py, &call)?.with_metadata(py);
+        if refresh {
+            return self.refresh_call(py, &call);
         }
-        if let Some(backend) = self.shared(py)? {
-            let served = crate::shared::refresh(py, &self.core, &backend, &call)?;
-            return Reply::Shared(served).with_metadata(py);
-        }
-        let key = self.key(&call)?;
-        let served = engine
-            .refresh(key.as_bytes(), || {
-                self.core.compute(py, &call).map_err(Arc::new)
-            })
-            .map_err(|shared| shared.clone_ref(py))?;
-        Self::with_metadata(py, &served)
+        self.get(py, &call)?.with_metadata(py)
     }
 
     /// Runs the function without reading or writing the cache.

@@ -369,16 +369,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         let produced = compute();
         let answer = match produced {
             Ok(produced) => {
-                let stamps = produced.serialized.as_ref().and_then(|(flags, bytes)| {
-                    self.write_keeping(
-                        &keys.data,
-                        *flags,
-                        bytes,
-                        produced.lifetime,
-                        generations,
-                        keep,
-                    )
-                });
+                let stamps = self.store_produced(&keys.data, &produced, generations, keep);
                 Ok(Answer::Computed {
                     value: produced.value,
                     stamps,
@@ -392,6 +383,19 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         };
         let _ = self.call(|s| s.unlock(&keys.lock, token));
         answer
+    }
+
+    /// Stores a produced value if it is to be stored; its instants, or
+    /// `None` when it was not stored.
+    fn store_produced<T>(
+        &self,
+        key: &str,
+        produced: &Produced<T>,
+        generations: Generations,
+        keep: Span,
+    ) -> Option<Stamps> {
+        let (flags, bytes) = produced.serialized.as_ref()?;
+        self.write_keeping(key, *flags, bytes, produced.lifetime, generations, keep)
     }
 
     /// Signs and stores a value; returns its instants, or `None` when the
@@ -470,16 +474,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             Err(error) => return self.bypass(error, compute),
         };
         let produced = compute().map_err(SharedError::Compute)?;
-        let stamps = produced.serialized.as_ref().and_then(|(flags, bytes)| {
-            self.write_keeping(
-                &keys.data,
-                *flags,
-                bytes,
-                produced.lifetime,
-                generations,
-                keep,
-            )
-        });
+        let stamps = self.store_produced(&keys.data, &produced, generations, keep);
         if produced.serialized.is_none() {
             let _ = self.call(|s| s.delete(&keys.data));
         }
