@@ -192,3 +192,14 @@ def test_keys_do_not_depend_on_the_process_hash_seed():
         )
         keys.add(out.stdout.strip().split("::", 2)[-1])
     assert len(keys) == 1
+
+
+def test_ascii_and_non_ascii_text_encode_as_utf8():
+    assert echo.get_cache_key("abc").endswith("arguments.x=s3:abc")
+    assert echo.get_cache_key("héllo").endswith("arguments.x=s6:héllo")
+    assert echo.get_cache_key("日本").endswith("arguments.x=s6:日本")
+    # A str that is not compact ASCII and one that is, equal text: one entry.
+    built = "".join(["a", "b", "c"])
+    assert echo.get_cache_key(built) == echo.get_cache_key("abc")
+    assert echo("abc") == echo(built)
+    assert computed == ["abc"]

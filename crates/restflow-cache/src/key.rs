@@ -249,7 +249,15 @@ impl KeyWriter {
         unsafe {
             let dst = self.bytes.as_mut_ptr().add(at);
             std::ptr::copy_nonoverlapping(head.as_ptr(), dst, 5);
-            std::ptr::copy_nonoverlapping(body.as_ptr(), dst.add(5), body.len());
+            if body.len() <= 16 {
+                // Short text (the usual argument) is copied inline rather
+                // than through a call to the general memcpy.
+                for (n, byte) in body.iter().enumerate() {
+                    *dst.add(5 + n) = *byte;
+                }
+            } else {
+                std::ptr::copy_nonoverlapping(body.as_ptr(), dst.add(5), body.len());
+            }
             self.bytes.set_len(at + 5 + body.len());
         }
     }

@@ -418,6 +418,23 @@ impl Core {
             .unwrap_or_else(|| RUNTIME.default_stale_if_error())
     }
 
+    /// Whether a call may take the hot path, given the runtime's state bits:
+    /// the memory store, and no stale-if-error window to keep entries for.
+    #[inline]
+    pub fn plain_memory(&self, bits: u8) -> bool {
+        use crate::runtime::state;
+        let memory = match self.backend {
+            BackendChoice::Memory => true,
+            BackendChoice::Default => bits & state::MEMORY != 0,
+            BackendChoice::Named(_) => false,
+        };
+        let no_keep = match self.stale_if_error {
+            Some(keep) => keep.is_zero(),
+            None => bits & state::NO_KEEP != 0,
+        };
+        memory && no_keep && bits & state::CONFIGURED != 0
+    }
+
     /// Whether calls use the in-process memory store (the hot path asks).
     #[inline]
     pub fn uses_memory(&self) -> bool {

@@ -167,6 +167,20 @@ fn write_int(w: &mut KeyWriter, value: &Bound<'_, PyAny>) -> Encoded {
 
 #[inline]
 fn write_str(w: &mut KeyWriter, value: &Bound<'_, PyString>) -> Encoded {
+    let ptr = value.as_ptr();
+    // SAFETY: `ptr` is a live str. A compact ASCII string keeps its bytes
+    // right after its header, and ASCII is UTF-8: read them in place
+    // (what PyUnicode_AsUTF8AndSize returns for it, without the call).
+    unsafe {
+        if ffi::PyUnicode_IS_COMPACT_ASCII(ptr) != 0 {
+            let len = ffi::PyUnicode_GET_LENGTH(ptr) as usize;
+            let data = ffi::PyUnicode_DATA(ptr) as *const u8;
+            w.write_str(std::str::from_utf8_unchecked(std::slice::from_raw_parts(
+                data, len,
+            )));
+            return Ok(());
+        }
+    }
     match value.to_str() {
         Ok(text) => w.write_str(text),
         Err(_) => {

@@ -55,16 +55,24 @@ pub struct ScopeLabels {
     pub version: u32,
 }
 
+/// Bits of [`Runtime::state`]: what the hot path needs to know, in one load.
+pub mod state {
+    /// The settings have been read.
+    pub const CONFIGURED: u8 = 1;
+    /// The `BACKEND` setting is the memory store.
+    pub const MEMORY: u8 = 2;
+    /// The `STALE_IF_ERROR` setting is 0.
+    pub const NO_KEEP: u8 = 4;
+}
+
 pub struct Runtime {
     pub engine: Arc<PyEngine>,
     pub scopes: Scopes<ScopeLabels>,
-    configured: AtomicBool,
+    /// [`state`] bits.
+    state: std::sync::atomic::AtomicU8,
     default_stale_micros: AtomicI64,
     default_stale_if_error_micros: AtomicI64,
     max_key_part_length: AtomicUsize,
-    /// Whether the `BACKEND` setting is the memory store: the hot path's
-    /// only question about backends.
-    default_is_memory: AtomicBool,
     /// Shared backends by the spec they were resolved from ("" for the
     /// default); emptied when the settings change.
     backends:
@@ -78,11 +86,10 @@ pub static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| Runtime {
         Refresher::with_runner(REFRESH_THREADS, REFRESH_QUEUE, run_attached),
     )),
     scopes: Scopes::new(),
-    configured: AtomicBool::new(false),
+    state: std::sync::atomic::AtomicU8::new(0),
     default_stale_micros: AtomicI64::new(0),
     default_stale_if_error_micros: AtomicI64::new(0),
     max_key_part_length: AtomicUsize::new(250),
-    default_is_memory: AtomicBool::new(true),
     backends: parking_lot::Mutex::new(std::collections::HashMap::new()),
     shutting_down: AtomicBool::new(false),
 });
@@ -128,10 +135,16 @@ impl Runtime {
     /// [`Runtime::reconfigure`]).
     #[inline]
     pub fn ready(&self, py: Python<'_>) -> PyResult<&Arc<PyEngine>> {
-        if !self.configured.load(Ordering::Acquire) {
+        if self.state() & state::CONFIGURED == 0 {
             self.configure(py)?;
         }
         Ok(&self.engine)
+    }
+
+    /// The [`state`] bits, in one load.
+    #[inline]
+    pub fn state(&self) -> u8 {
+        self.state.load(Ordering::Acquire)
     }
 
     #[cold]
@@ -145,20 +158,27 @@ impl Runtime {
             })
         };
         let stale = span(stale)?;
+        let keep = span(stale_if_error)?;
         self.default_stale_if_error_micros
-            .store(span(stale_if_error)?.as_micros(), Ordering::Release);
-        self.default_is_memory.store(memory, Ordering::Release);
+            .store(keep.as_micros(), Ordering::Release);
         self.engine.cache().store().set_max_entries(max_entries);
         self.default_stale_micros
             .store(stale.as_micros(), Ordering::Release);
         self.max_key_part_length.store(max_part, Ordering::Release);
-        self.configured.store(true, Ordering::Release);
+        let mut bits = state::CONFIGURED;
+        if memory {
+            bits |= state::MEMORY;
+        }
+        if keep.is_zero() {
+            bits |= state::NO_KEEP;
+        }
+        self.state.store(bits, Ordering::Release);
         Ok(())
     }
 
     /// Makes the next call read the settings again.
     pub fn reconfigure(&self) {
-        self.configured.store(false, Ordering::Release);
+        self.state.store(0, Ordering::Release);
         let dropped = std::mem::take(&mut *self.backends.lock());
         drop(dropped);
     }
@@ -166,7 +186,7 @@ impl Runtime {
     /// Whether wrappers without their own backend use the memory store.
     #[inline]
     pub fn default_is_memory(&self) -> bool {
-        self.default_is_memory.load(Ordering::Acquire)
+        self.state() & state::MEMORY != 0
     }
 
     /// The stale-if-error window of wrappers that did not choose one.

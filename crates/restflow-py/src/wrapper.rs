@@ -297,21 +297,20 @@ impl CachedWrapper {
         kwnames: Option<Borrowed<'_, 'py, PyTuple>>,
         kwvalues: &[*mut pyo3::ffi::PyObject],
     ) -> PyResult<Reply> {
-        let engine = RUNTIME.ready(py)?;
         if kwnames.is_none()
             && self.bound.is_none()
             && !self.core.signature.method
             && self.core.fields.is_none()
-            && self.core.uses_memory()
+            && self.core.plain_memory(RUNTIME.state())
         {
+            let engine = &RUNTIME.engine;
             let mut w = KeyWriter::new();
             self.core.write_prefix(&mut w, None);
             // SAFETY: CPython passes live objects in the argument array.
             unsafe { self.core.signature.write_positional_raw(py, &mut w, args) }
                 .map_err(|e| e.into_pyerr(&self.core.function_id))?;
-            let (lookup, fallback) = engine
-                .cache()
-                .lookup_keeping(w.as_bytes(), self.core.stale_if_error_window());
+            let lookup = engine.cache().lookup(w.as_bytes());
+            let fallback = None;
             if let Lookup::Fresh(entry) = lookup {
                 return Ok(Reply::Memory(Served {
                     entry,
