@@ -1,5 +1,6 @@
 //! The trait a store shared between processes implements.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::payload::Generations;
@@ -77,46 +78,31 @@ pub trait SharedStore: Send + Sync {
     fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError>;
 }
 
-/// A boxed store (chosen at run time) is a store.
-impl<S: SharedStore + ?Sized> SharedStore for Box<S> {
-    fn fetch(&self, keys: &KeySet) -> Result<Fetched, StoreError> {
-        (**self).fetch(keys)
-    }
-    fn put(&self, key: &str, payload: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
-        (**self).put(key, payload, ttl)
-    }
-    fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        (**self).delete(key)
-    }
-    fn bump(&self, key: &str) -> Result<u64, StoreError> {
-        (**self).bump(key)
-    }
-    fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
-        (**self).try_lock(key, token, ttl)
-    }
-    fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
-        (**self).unlock(key, token)
-    }
+/// Forwards every [`SharedStore`] method through a smart pointer, so a
+/// boxed store (chosen at run time) and a shared handle (`Arc`) are stores.
+macro_rules! forward_shared_store {
+    ($($pointer:ident),+) => {$(
+        impl<S: SharedStore + ?Sized> SharedStore for $pointer<S> {
+            fn fetch(&self, keys: &KeySet) -> Result<Fetched, StoreError> {
+                (**self).fetch(keys)
+            }
+            fn put(&self, key: &str, payload: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
+                (**self).put(key, payload, ttl)
+            }
+            fn delete(&self, key: &str) -> Result<bool, StoreError> {
+                (**self).delete(key)
+            }
+            fn bump(&self, key: &str) -> Result<u64, StoreError> {
+                (**self).bump(key)
+            }
+            fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
+                (**self).try_lock(key, token, ttl)
+            }
+            fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
+                (**self).unlock(key, token)
+            }
+        }
+    )+};
 }
 
-/// A shared handle to a store is a store.
-impl<S: SharedStore + ?Sized> SharedStore for std::sync::Arc<S> {
-    fn fetch(&self, keys: &KeySet) -> Result<Fetched, StoreError> {
-        (**self).fetch(keys)
-    }
-    fn put(&self, key: &str, payload: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
-        (**self).put(key, payload, ttl)
-    }
-    fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        (**self).delete(key)
-    }
-    fn bump(&self, key: &str) -> Result<u64, StoreError> {
-        (**self).bump(key)
-    }
-    fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
-        (**self).try_lock(key, token, ttl)
-    }
-    fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
-        (**self).unlock(key, token)
-    }
-}
+forward_shared_store!(Box, Arc);
