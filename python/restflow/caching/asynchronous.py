@@ -85,20 +85,49 @@ class _Abandoned(Exception):
     """The task computing a key was cancelled: a waiter takes over."""
 
 
-async def _resolve(value: Any) -> Any:
+async def resolve(value: Any) -> Any:
+    """``value``, awaited when it is awaitable (async predicates and ttl)."""
     return await value if inspect.isawaitable(value) else value
 
 
-def _refuse(name: str, async_name: str) -> Callable[..., Any]:
-    def refuse(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(
-            f"{self.__qualname__} is an async def function: use {async_name}() instead of {name}()"
-        )
+#: Each sync wrapper method and the async one to use instead.
+SYNC_TO_ASYNC_NAMES = (
+    ("get_with_metadata", "aget_with_metadata"),
+    ("refresh", "arefresh"),
+    ("refresh_with_metadata", "arefresh_with_metadata"),
+    ("bypass_cache", "abypass_cache"),
+    ("bypass_cache_with_metadata", "abypass_cache_with_metadata"),
+    ("get_cache_only", "aget_cache_only"),
+    ("get_cached_metadata", "aget_cached_metadata"),
+    ("delete_cache", "adelete_cache"),
+    ("delete_by_prefix", "adelete_by_prefix"),
+    ("invalidate_all", "ainvalidate_all"),
+)
 
-    refuse.__name__ = name
-    return refuse
+
+def refuses_sync_names(what: str) -> Callable[[type], type]:
+    """Class decorator: every sync-named method raises a ``TypeError`` naming
+    its async counterpart, because calling it would hand back a coroutine (or
+    block the loop) where the caller expects a value."""
+
+    def refusal(name: str, async_name: str) -> Callable[..., Any]:
+        def refuse(self: Any, *args: Any, **kwargs: Any) -> Any:
+            raise TypeError(
+                f"{self.__qualname__} is {what}: use {async_name}() instead of {name}()"
+            )
+
+        refuse.__name__ = refuse.__qualname__ = name
+        return refuse
+
+    def install(cls: type) -> type:
+        for name, async_name in SYNC_TO_ASYNC_NAMES:
+            setattr(cls, name, refusal(name, async_name))
+        return cls
+
+    return install
 
 
+@refuses_sync_names("an async def function")
 class AsyncCachedWrapper:
     """What ``@cache_result`` returns for an ``async def`` function."""
 
@@ -151,12 +180,12 @@ class AsyncCachedWrapper:
         if not self._decides:
             return None
         cache_if, cache_unless = self._cache_if, self._cache_unless
-        if cache_if is not None and not await _resolve(cache_if(value, *args, **kwargs)):
+        if cache_if is not None and not await resolve(cache_if(value, *args, **kwargs)):
             return False, None
-        if cache_unless is not None and await _resolve(cache_unless(value, *args, **kwargs)):
+        if cache_unless is not None and await resolve(cache_unless(value, *args, **kwargs)):
             return False, None
         if callable(self._ttl):
-            chosen = await _resolve(self._ttl(value, *args, **kwargs))
+            chosen = await resolve(self._ttl(value, *args, **kwargs))
             name = f"the ttl returned for {self.__qualname__}()"
             return True, seconds(chosen, name=name, allow_none=True)
         return True, seconds(self._ttl, name="ttl", allow_none=True)
@@ -336,20 +365,6 @@ class AsyncCachedWrapper:
 
     async def ainvalidate_all(self) -> None:
         return await self._maybe_thread(self._engine.invalidate_all)
-
-    # The sync names, refused with the name to use.
-    get_with_metadata = _refuse("get_with_metadata", "aget_with_metadata")
-    refresh = _refuse("refresh", "arefresh")
-    refresh_with_metadata = _refuse("refresh_with_metadata", "arefresh_with_metadata")
-    bypass_cache = _refuse("bypass_cache", "abypass_cache")
-    bypass_cache_with_metadata = _refuse(
-        "bypass_cache_with_metadata", "abypass_cache_with_metadata"
-    )
-    get_cache_only = _refuse("get_cache_only", "aget_cache_only")
-    get_cached_metadata = _refuse("get_cached_metadata", "aget_cached_metadata")
-    delete_cache = _refuse("delete_cache", "adelete_cache")
-    delete_by_prefix = _refuse("delete_by_prefix", "adelete_by_prefix")
-    invalidate_all = _refuse("invalidate_all", "ainvalidate_all")
 
     def __repr__(self) -> str:
         return f"<AsyncCachedWrapper of {self.function_id}>"

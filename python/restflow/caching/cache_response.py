@@ -117,7 +117,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from restflow.caching.decorators import _check_predicate, cache_result
+from restflow.caching.decorators import _check_predicate, _refuse_async_policy, cache_result
 from restflow.caching.response_async import AsyncCachedResponseWrapper, make_async_renderer
 from restflow.caching.response_keys import ResponseCacheKeyConstructor, with_variant
 from restflow.caching.response_wrapper import (
@@ -149,17 +149,6 @@ def _check_target(func: Any) -> None:
         )
     if not callable(func):
         raise TypeError(f"@cache_response decorates view handlers; got {func!r}")
-
-
-def _refuse_async_policy(ttl: Any, cache_if: Any, cache_unless: Any) -> None:
-    """A sync view's policy runs synchronously: an ``async def`` predicate's
-    coroutine would always be truthy."""
-    for name, value in (("cache_if", cache_if), ("cache_unless", cache_unless), ("ttl", ttl)):
-        if callable(value) and inspect.iscoroutinefunction(value):
-            raise TypeError(
-                f"{name} is an async def; on a sync view it must be a plain def "
-                "(async ones work on async def views)"
-            )
 
 
 def cache_response(
@@ -214,7 +203,7 @@ def cache_response(
         if is_async:
             render = make_async_renderer(func, call, cache_if, cache_unless, response_ttl)
         else:
-            _refuse_async_policy(ttl, cache_if, cache_unless)
+            _refuse_async_policy(ttl, cache_if, cache_unless, target="view")
             render = make_renderer(func, call, cache_if, cache_unless, response_ttl)
         cached = cache_result(
             response_ttl or ttl,

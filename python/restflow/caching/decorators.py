@@ -39,16 +39,23 @@ def _check_predicate(name: str, predicate: Callable[..., Any] | None) -> None:
 
 
 def _refuse_async_policy(
-    ttl: Any, cache_if: Callable[..., Any] | None, cache_unless: Callable[..., Any] | None
+    ttl: Any,
+    cache_if: Callable[..., Any] | None,
+    cache_unless: Callable[..., Any] | None,
+    target: str = "function",
 ) -> None:
-    """A sync function's policy runs inside the engine, synchronously."""
-    for name, predicate in (("cache_if", cache_if), ("cache_unless", cache_unless)):
-        if predicate is not None and inspect.iscoroutinefunction(predicate):
+    """A sync target's policy runs synchronously: an ``async def`` predicate's
+    coroutine would always be truthy, an ``async def`` ttl never a number."""
+    for name, value, kind in (
+        ("cache_if", cache_if, "predicate"),
+        ("cache_unless", cache_unless, "predicate"),
+        ("ttl", ttl, "ttl"),
+    ):
+        if callable(value) and inspect.iscoroutinefunction(value):
             raise TypeError(
-                f"{name} is an async predicate; on a sync function it must be a plain def"
+                f"{name} is an async def; on a sync {target} it must be a plain def "
+                f"(an async {kind} works on async def {target}s)"
             )
-    if callable(ttl) and inspect.iscoroutinefunction(ttl):
-        raise TypeError("ttl is an async ttl; on a sync function it must be a plain def")
 
 
 def _signature_spec(func: Callable[..., Any]) -> tuple[list[tuple[str, int, Any, bool]], bool]:

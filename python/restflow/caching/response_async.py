@@ -21,8 +21,9 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.utils.functional import LazyObject, empty
 
+from restflow.caching.asynchronous import refuses_sync_names, resolve
 from restflow.caching.headers import set_response_cache_header
-from restflow.caching.response_entries import Entry, _resolve, amay_store, freeze, thaw
+from restflow.caching.response_entries import Entry, amay_store, freeze, thaw
 from restflow.caching.response_keys import (
     LOCALE_ATTR,
     USER_ATTR,
@@ -99,7 +100,7 @@ def make_async_renderer(
             return None
         entry = freeze(response)
         if response_ttl is not None:
-            chosen = await _resolve(response_ttl.ttl(response, *args, **kwargs))
+            chosen = await resolve(response_ttl.ttl(response, *args, **kwargs))
             response_ttl.remember(entry, chosen)
         return entry
 
@@ -126,20 +127,11 @@ async def _aresolve_user(request: Any) -> None:
         await sync_to_async(user_of, thread_sensitive=True)(request)  # evaluates it
 
 
-def _refuse_sync_name(name: str, async_name: str) -> Callable[..., Any]:
-    def refuse(self: Any, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(
-            f"{self.__qualname__} is an async view: use await ...{async_name}() instead of {name}()"
-        )
-
-    refuse.__name__ = refuse.__qualname__ = name
-    return refuse
-
-
 async def _response_of(serving: Coroutine[Any, Any, tuple[Any, dict[str, Any]]]) -> Any:
     return (await serving)[0]
 
 
+@refuses_sync_names("an async view")
 class AsyncCachedResponseWrapper(CachedResponseWrapper):
     """What ``@cache_response`` returns for an ``async def`` view handler.
 
@@ -218,20 +210,6 @@ class AsyncCachedResponseWrapper(CachedResponseWrapper):
 
     async def ainvalidate_all(self) -> None:
         return await self.cached_render.ainvalidate_all()
-
-    # The sync names, refused with the name to use.
-    get_with_metadata = _refuse_sync_name("get_with_metadata", "aget_with_metadata")
-    refresh = _refuse_sync_name("refresh", "arefresh")
-    refresh_with_metadata = _refuse_sync_name("refresh_with_metadata", "arefresh_with_metadata")
-    bypass_cache = _refuse_sync_name("bypass_cache", "abypass_cache")
-    bypass_cache_with_metadata = _refuse_sync_name(
-        "bypass_cache_with_metadata", "abypass_cache_with_metadata"
-    )
-    get_cache_only = _refuse_sync_name("get_cache_only", "aget_cache_only")
-    get_cached_metadata = _refuse_sync_name("get_cached_metadata", "aget_cached_metadata")
-    delete_cache = _refuse_sync_name("delete_cache", "adelete_cache")
-    delete_by_prefix = _refuse_sync_name("delete_by_prefix", "adelete_by_prefix")
-    invalidate_all = _refuse_sync_name("invalidate_all", "ainvalidate_all")
 
     # -- the one path every response call takes --------------------------------
 

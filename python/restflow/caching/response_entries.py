@@ -10,12 +10,13 @@ never holds a request, a serializer or a queryset.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpResponse
 from django.utils.cache import has_vary_header
+
+from restflow.caching.asynchronous import resolve
 
 __all__ = ["Entry", "amay_store", "freeze", "may_store", "never_storable", "thaw"]
 
@@ -99,13 +100,7 @@ async def amay_store(
     if never_storable(response) is not None:
         return False
     if cache_if is not None:
-        return bool(await _resolve(cache_if(response, *args, **kwargs)))
+        return bool(await resolve(cache_if(response, *args, **kwargs)))
     if not 200 <= response.status_code < 300:
         return False
-    return not (
-        cache_unless is not None and await _resolve(cache_unless(response, *args, **kwargs))
-    )
-
-
-async def _resolve(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
+    return not (cache_unless is not None and await resolve(cache_unless(response, *args, **kwargs)))
