@@ -385,8 +385,10 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         answer
     }
 
-    /// Stores a produced value if it is to be stored; its instants, or
-    /// `None` when it was not stored.
+    /// Signs and stores a produced value if it is to be stored, keeping it
+    /// `keep` past its stale window (for stale-if-error); its instants, or
+    /// `None` when it was not stored (the store refused it, or the policy
+    /// kept it out; the value is served either way).
     fn store_produced<T>(
         &self,
         key: &str,
@@ -395,37 +397,11 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         keep: Span,
     ) -> Option<Stamps> {
         let (flags, bytes) = produced.serialized.as_ref()?;
-        self.write_keeping(key, *flags, bytes, produced.lifetime, generations, keep)
-    }
-
-    /// Signs and stores a value; returns its instants, or `None` when the
-    /// store refused it (the value is still served).
-    pub fn write(
-        &self,
-        key: &str,
-        flags: u8,
-        bytes: &[u8],
-        lifetime: Lifetime,
-        generations: Generations,
-    ) -> Option<Stamps> {
-        self.write_keeping(key, flags, bytes, lifetime, generations, Span::ZERO)
-    }
-
-    /// [`SharedCache::write`], keeping the entry `keep` past its stale
-    /// window (for stale-if-error).
-    pub fn write_keeping(
-        &self,
-        key: &str,
-        flags: u8,
-        bytes: &[u8],
-        lifetime: Lifetime,
-        generations: Generations,
-        keep: Span,
-    ) -> Option<Stamps> {
-        let stamps = Stamps::new(self.clock.now(), lifetime);
-        let payload = self.signer.encode(flags, &stamps, generations, bytes);
+        let now = self.clock.now();
+        let stamps = Stamps::new(now, produced.lifetime);
+        let payload = self.signer.encode(*flags, &stamps, generations, bytes);
         let ttl = stamps.stale_until.map(|until| {
-            let micros = until.saturating_add(keep).as_micros() - self.clock.now().as_micros();
+            let micros = until.saturating_add(keep).as_micros() - now.as_micros();
             Duration::from_micros(micros.max(1) as u64)
         });
         self.call(|s| s.put(key, &payload, ttl))
