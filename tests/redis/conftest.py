@@ -27,13 +27,15 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process on loopback."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, password: str | None = None) -> None:
         self.port = port or free_port()
+        self.password = password
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
@@ -52,6 +54,7 @@ class RedisServer:
                 "no",
                 "--protected-mode",
                 "yes",
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -67,8 +70,10 @@ class RedisServer:
                     raise
                 time.sleep(0.02)
 
-    def client(self) -> redis_py.Redis:
-        return redis_py.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+    def client(self, db: int = 0) -> redis_py.Redis:
+        return redis_py.Redis(
+            host="127.0.0.1", port=self.port, db=db, password=self.password, socket_timeout=2
+        )
 
     def stop(self) -> None:
         if self.process is not None:

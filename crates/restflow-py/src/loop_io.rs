@@ -14,14 +14,15 @@
 //! be driven by Python's event loop.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyConnectionError, PyValueError};
 use pyo3::prelude::*;
-use redis::{ConnectionAddr, IntoConnectionInfo, Value};
+use redis::{IntoConnectionInfo, Value};
+use restflow_cache::shared::lookup::connect_tcp;
 
 /// The largest answer the loop path accepts before calling it garbage.
 const MAX_ANSWER: usize = 64 << 20;
@@ -44,31 +45,6 @@ fn io_error(error: std::io::Error) -> PyErr {
     PyConnectionError::new_err(error.to_string())
 }
 
-/// Sends one command and reads its answer on a blocking stream (the
-/// connection's set-up, before it goes non-blocking).
-fn blocking_command(stream: &mut TcpStream, command: &redis::Cmd) -> PyResult<()> {
-    stream
-        .write_all(&command.get_packed_command())
-        .map_err(io_error)?;
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 512];
-    loop {
-        let n = stream.read(&mut chunk).map_err(io_error)?;
-        if n == 0 {
-            return Err(PyConnectionError::new_err("Redis closed the connection"));
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-        match redis::parse_redis_value(&buffer) {
-            Ok(Value::ServerError(error)) => {
-                return Err(PyConnectionError::new_err(format!("{error:?}")))
-            }
-            Ok(_) => return Ok(()),
-            Err(_) if buffer.len() < MAX_ANSWER => continue,
-            Err(error) => return Err(PyConnectionError::new_err(error.to_string())),
-        }
-    }
-}
-
 #[pymethods]
 impl LoopConnection {
     /// Connects to `url` (blocking: call it from a worker thread), then
@@ -78,45 +54,16 @@ impl LoopConnection {
         let info = url
             .into_connection_info()
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        let (host, port) = match info.addr() {
-            ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
-            _ => {
-                return Err(PyValueError::new_err(
-                    "only redis:// over TCP is driven by the loop",
-                ))
-            }
-        };
-        let redis_info = info.redis_settings();
-        let password = redis_info.password().map(str::to_owned);
-        let username = redis_info.username().map(str::to_owned);
-        let db = redis_info.db();
         let timeout = Duration::from_secs_f64(timeout.max(0.001));
-        py.detach(move || {
-            let address = (host.as_str(), port)
-                .to_socket_addrs()
-                .map_err(io_error)?
-                .next()
-                .ok_or_else(|| PyConnectionError::new_err("no address for the Redis host"))?;
-            let mut stream = TcpStream::connect_timeout(&address, timeout).map_err(io_error)?;
-            stream.set_nodelay(true).map_err(io_error)?;
-            stream.set_read_timeout(Some(timeout)).map_err(io_error)?;
-            if let Some(password) = password {
-                let mut auth = redis::cmd("AUTH");
-                if let Some(username) = username {
-                    auth.arg(username);
-                }
-                blocking_command(&mut stream, auth.arg(password))?;
-            }
-            if db != 0 {
-                blocking_command(&mut stream, redis::cmd("SELECT").arg(db))?;
-            }
-            stream.set_nonblocking(true).map_err(io_error)?;
-            let fd = stream.as_raw_fd();
-            Ok(LoopConnection {
-                stream: Mutex::new(stream),
-                buffer: Mutex::new(Vec::new()),
-                fd,
-            })
+        let stream = py
+            .detach(|| connect_tcp(&info, timeout))
+            .ok_or_else(|| PyValueError::new_err("only redis:// over TCP is driven by the loop"))?
+            .map_err(io_error)?;
+        let fd = stream.as_raw_fd();
+        Ok(LoopConnection {
+            stream: Mutex::new(stream),
+            buffer: Mutex::new(Vec::new()),
+            fd,
         })
     }
 

@@ -145,8 +145,8 @@ impl SharedBackend {
     #[new]
     #[pyo3(signature = (
         url, *, signing_key, key_prefix = String::new(), serializer = "pickle",
-        pool_size = 16, connect_timeout = 0.5, read_timeout = 0.1, lock_timeout = 10.0,
-        wait_timeout = None, bypass_on_failure = true,
+        pool_size = 16, connect_timeout = 0.5, read_timeout = 0.1, read_spin = 0.0001,
+        lock_timeout = 10.0, wait_timeout = None, bypass_on_failure = true,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -157,6 +157,7 @@ impl SharedBackend {
         pool_size: u32,
         connect_timeout: f64,
         read_timeout: f64,
+        read_spin: f64,
         lock_timeout: f64,
         wait_timeout: Option<f64>,
         bypass_on_failure: bool,
@@ -193,6 +194,16 @@ impl SharedBackend {
                     pool_size,
                     connect_timeout: seconds("connect_timeout", connect_timeout)?,
                     read_timeout: seconds("read_timeout", read_timeout)?,
+                    read_spin: match read_spin {
+                        0.0 => Duration::ZERO,
+                        secs if secs > 0.0 => seconds("read_spin", secs)?,
+                        _ => {
+                            return Err(PyValueError::new_err(format!(
+                                "read_spin must be a number of seconds >= 0 (0: never \
+                                 busy-wait), got {read_spin}"
+                            )))
+                        }
+                    },
                 })
                 .map_err(|e| PyValueError::new_err(e.to_string()))?,
             ),

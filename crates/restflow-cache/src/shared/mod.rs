@@ -4,9 +4,12 @@
 
 mod breaker;
 mod cache;
+#[cfg(all(feature = "redis", unix))]
+pub mod lookup;
 mod payload;
 #[cfg(feature = "redis")]
 mod redis;
+pub mod spin;
 mod store;
 
 pub use breaker::Breaker;

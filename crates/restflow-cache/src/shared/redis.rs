@@ -1,6 +1,7 @@
 //! The Redis (and Valkey) store: pooled synchronous connections with
 //! `TCP_NODELAY`, a read timeout on every command, fresh connections after
-//! a fork.
+//! a fork. Over plain TCP, lookups go through their own pool of
+//! [`LookupConnection`]s, which may busy-wait briefly for the answer.
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -9,7 +10,10 @@ use ::redis::io::tcp::TcpSettings;
 use ::redis::{Client, Connection, ConnectionLike, IntoConnectionInfo, Script, Value};
 use parking_lot::Mutex;
 
+#[cfg(unix)]
+use super::lookup::LookupConnection;
 use super::payload::Generations;
+use super::spin::SpinPolicy;
 use super::store::{Fetched, KeySet, SharedStore, StoreError};
 
 /// How to reach Redis.
@@ -23,6 +27,9 @@ pub struct RedisConfig {
     pub connect_timeout: Duration,
     /// Longest wait for any answer.
     pub read_timeout: Duration,
+    /// Longest busy-wait for a lookup's answer before the thread sleeps
+    /// (`Duration::ZERO`: always sleep). See [`super::spin`].
+    pub read_spin: Duration,
 }
 
 /// A pooled connection that remembers whether it failed, so the pool
@@ -67,12 +74,77 @@ impl r2d2::ManageConnection for Manager {
     }
 }
 
+/// Makes lookup connections for r2d2.
+#[cfg(unix)]
+#[derive(Debug)]
+struct LookupManager {
+    client: Client,
+    connect_timeout: Duration,
+}
+
+#[cfg(unix)]
+impl r2d2::ManageConnection for LookupManager {
+    type Connection = LookupConnection;
+    type Error = std::io::Error;
+
+    fn connect(&self) -> Result<LookupConnection, std::io::Error> {
+        LookupConnection::connect(self.client.get_connection_info(), self.connect_timeout)
+            .unwrap_or_else(|| Err(std::io::Error::other("not a plain TCP address")))
+    }
+
+    fn is_valid(&self, _conn: &mut LookupConnection) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+
+    fn has_broken(&self, conn: &mut LookupConnection) -> bool {
+        conn.is_broken()
+    }
+}
+
+/// An r2d2 pool belonging to one process: a forked child that asks for it
+/// gets a new one, and the parent's sockets are neither used nor closed by
+/// the child.
+struct ProcessPool<M: r2d2::ManageConnection> {
+    pool: Mutex<Option<(u32, r2d2::Pool<M>)>>,
+}
+
+impl<M: r2d2::ManageConnection> ProcessPool<M> {
+    fn new() -> Self {
+        ProcessPool {
+            pool: Mutex::new(None),
+        }
+    }
+
+    fn get(&self, config: &RedisConfig, manager: impl FnOnce() -> M) -> r2d2::Pool<M> {
+        let mut pool = self.pool.lock();
+        let pid = std::process::id();
+        if let Some((owner, existing)) = pool.as_ref() {
+            if *owner == pid {
+                return existing.clone();
+            }
+            // Forked: the parent's sockets must not be shared, or used.
+            std::mem::forget(pool.take());
+        }
+        let made = r2d2::Pool::builder()
+            .max_size(config.pool_size.max(1))
+            .min_idle(Some(0))
+            .connection_timeout(config.connect_timeout)
+            .test_on_check_out(false)
+            .build_unchecked(manager());
+        *pool = Some((pid, made.clone()));
+        made
+    }
+}
+
 /// A Redis store.
 pub struct RedisStore {
     config: RedisConfig,
     client: Client,
-    /// The pool of the process that made it; a forked child makes its own.
-    pool: Mutex<Option<(u32, r2d2::Pool<Manager>)>>,
+    pool: ProcessPool<Manager>,
+    /// Lookup connections, when the address is plain TCP.
+    #[cfg(unix)]
+    lookups: Option<ProcessPool<LookupManager>>,
+    spin: SpinPolicy,
     unlock: Script,
 }
 
@@ -97,10 +169,19 @@ impl RedisStore {
             .map_err(|e| StoreError::Protocol(format!("bad Redis URL {:?}: {e}", config.url)))?
             .set_tcp_settings(TcpSettings::default().set_nodelay(true));
         let client = Client::open(info).map_err(|e| classify(&e))?;
+        #[cfg(unix)]
+        let lookups = matches!(
+            client.get_connection_info().addr(),
+            ::redis::ConnectionAddr::Tcp(..)
+        )
+        .then(ProcessPool::new);
         Ok(RedisStore {
+            spin: SpinPolicy::new(config.read_spin),
             config,
             client,
-            pool: Mutex::new(None),
+            pool: ProcessPool::new(),
+            #[cfg(unix)]
+            lookups,
             unlock: Script::new(
                 "if redis.call('get', KEYS[1]) == ARGV[1] then \
                  return redis.call('del', KEYS[1]) else return 0 end",
@@ -109,27 +190,32 @@ impl RedisStore {
     }
 
     fn pool(&self) -> r2d2::Pool<Manager> {
-        let mut pool = self.pool.lock();
-        let pid = std::process::id();
-        if let Some((owner, existing)) = pool.as_ref() {
-            if *owner == pid {
-                return existing.clone();
-            }
-            // Forked: the parent's sockets must not be shared, or used.
-            std::mem::forget(pool.take());
-        }
-        let made = r2d2::Pool::builder()
-            .max_size(self.config.pool_size.max(1))
-            .min_idle(Some(0))
-            .connection_timeout(self.config.connect_timeout)
-            .test_on_check_out(false)
-            .build_unchecked(Manager {
-                client: self.client.clone(),
-                connect_timeout: self.config.connect_timeout,
-                read_timeout: self.config.read_timeout,
-            });
-        *pool = Some((pid, made.clone()));
-        made
+        self.pool.get(&self.config, || Manager {
+            client: self.client.clone(),
+            connect_timeout: self.config.connect_timeout,
+            read_timeout: self.config.read_timeout,
+        })
+    }
+
+    /// Runs one lookup command on a lookup connection; `None` when the
+    /// address is not plain TCP.
+    #[cfg(unix)]
+    fn lookup(&self, packed: &[u8]) -> Option<Result<Value, StoreError>> {
+        let pool = self.lookups.as_ref()?.get(&self.config, || LookupManager {
+            client: self.client.clone(),
+            connect_timeout: self.config.connect_timeout,
+        });
+        Some(match pool.get() {
+            Err(error) => Err(StoreError::Unavailable(error.to_string())),
+            Ok(mut conn) => conn
+                .query(packed, self.config.read_timeout, &self.spin)
+                .map_err(|e| classify(&e)),
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn lookup(&self, _packed: &[u8]) -> Option<Result<Value, StoreError>> {
+        None
     }
 
     fn with<T>(
@@ -221,7 +307,18 @@ fn parse_fetched(values: Vec<Value>, expected: Option<usize>) -> Result<Fetched,
 impl SharedStore for RedisStore {
     fn fetch(&self, keys: &KeySet) -> Result<Fetched, StoreError> {
         let names = fetch_names(keys);
-        let values: Vec<Value> = self.with(|c| redis::cmd("MGET").arg(&names).query(c))?;
+        let command = redis::cmd("MGET").arg(&names).get_packed_command();
+        let values = match self.lookup(&command) {
+            Some(answer) => match answer? {
+                Value::Array(values) => values,
+                other => {
+                    return Err(StoreError::Protocol(format!(
+                        "unexpected MGET answer {other:?}"
+                    )))
+                }
+            },
+            None => self.with(|c| redis::cmd("MGET").arg(&names).query(c))?,
+        };
         parse_fetched(values, Some(names.len()))
     }
 
