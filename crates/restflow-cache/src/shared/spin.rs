@@ -12,23 +12,29 @@
 //! - at most one thread per policy busy-waits at a time (the others sleep),
 //!   so a busy process spends at most one core on it;
 //! - a busy-wait lasts at most the budget;
-//! - after a busy-wait ends without the answer, the next
-//!   [`SKIP_AFTER_MISS`] lookups sleep straight away: a store that answers
-//!   slower than the budget (another host, a loaded server) costs one wasted
-//!   budget per [`SKIP_AFTER_MISS`] + 1 lookups, not one per lookup.
+//! - after a busy-wait ends without the answer, the next lookups sleep
+//!   straight away: 1 of them after one miss, twice as many after each
+//!   further miss in a row, at most [`MAX_PAUSE`]. An answer that arrives
+//!   while busy-waiting ends the streak. So a store that answers slower
+//!   than the budget (another host, a loaded server) costs one wasted budget
+//!   per [`MAX_PAUSE`] + 1 lookups, while a nearby one that misses now and
+//!   then (a noisy machine) loses only a few busy-waits to it.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// Lookups that sleep straight away after a busy-wait that missed.
-pub const SKIP_AFTER_MISS: u32 = 64;
+/// The most lookups that sleep straight away after busy-waits that missed.
+pub const MAX_PAUSE: u32 = 64;
 
 /// Decides whether a lookup may busy-wait for its answer.
 #[derive(Debug)]
 pub struct SpinPolicy {
     budget: Duration,
     spinning: AtomicBool,
+    /// Lookups left in the current pause.
     skip: AtomicU32,
+    /// The length of the last pause; 0 once a busy-wait got its answer.
+    streak: AtomicU32,
 }
 
 /// The right to busy-wait until [`Spin::until`]; given back when dropped.
@@ -46,6 +52,7 @@ impl SpinPolicy {
             budget,
             spinning: AtomicBool::new(false),
             skip: AtomicU32::new(0),
+            streak: AtomicU32::new(0),
         }
     }
 
@@ -84,15 +91,23 @@ impl SpinPolicy {
 }
 
 impl Spin<'_> {
-    /// Whether the busy-wait may go on at `now`. The first `false` records
-    /// the miss: the policy pauses busy-waiting for [`SKIP_AFTER_MISS`]
-    /// lookups.
+    /// Whether the busy-wait may go on at `now`. A `false` records the
+    /// miss and pauses busy-waiting (call it once: the spin is over).
     pub fn may_continue(&self, now: Instant) -> bool {
         if now < self.until {
             return true;
         }
-        self.policy.skip.store(SKIP_AFTER_MISS, Ordering::Relaxed);
+        let policy = self.policy;
+        let pause = (policy.streak.load(Ordering::Relaxed) * 2).clamp(1, MAX_PAUSE);
+        policy.streak.store(pause, Ordering::Relaxed);
+        policy.skip.store(pause, Ordering::Relaxed);
         false
+    }
+
+    /// Records that the answer arrived while busy-waiting: the streak of
+    /// misses, if any, is over.
+    pub fn answered(&self) {
+        self.policy.streak.store(0, Ordering::Relaxed);
     }
 }
 
@@ -132,21 +147,46 @@ mod tests {
         assert!(!spin.may_continue(sent + Duration::from_micros(50)));
     }
 
-    #[test]
-    fn a_miss_pauses_spinning_for_the_next_lookups() {
-        let policy = SpinPolicy::new(Duration::from_micros(50));
+    fn miss(policy: &SpinPolicy) {
         let sent = Instant::now();
-        {
-            let spin = policy.begin(sent).unwrap();
-            assert!(!spin.may_continue(sent + Duration::from_millis(1)));
+        let spin = policy.begin(sent).expect("a spin");
+        assert!(!spin.may_continue(sent + Duration::from_millis(1)));
+    }
+
+    fn sleeps_before_next_spin(policy: &SpinPolicy) -> u32 {
+        let mut slept = 0;
+        while policy.begin(Instant::now()).is_none() {
+            slept += 1;
+            assert!(slept <= MAX_PAUSE, "the pause never ends");
         }
-        for n in 0..SKIP_AFTER_MISS {
-            assert!(
-                policy.begin(sent).is_none(),
-                "lookup {n} spun during the pause"
-            );
+        slept
+    }
+
+    #[test]
+    fn misses_in_a_row_double_the_pause_up_to_the_cap() {
+        let policy = SpinPolicy::new(Duration::from_micros(50));
+        let mut pauses = Vec::new();
+        for _ in 0..9 {
+            miss(&policy);
+            pauses.push(sleeps_before_next_spin(&policy));
         }
-        assert!(policy.begin(sent).is_some(), "spinning did not resume");
+        assert_eq!(pauses, [1, 2, 4, 8, 16, 32, 64, 64, 64]);
+    }
+
+    #[test]
+    fn an_answer_while_spinning_ends_the_streak() {
+        let policy = SpinPolicy::new(Duration::from_micros(50));
+        for _ in 0..4 {
+            miss(&policy);
+            sleeps_before_next_spin(&policy);
+        }
+        let sent = Instant::now();
+        let spin = policy.begin(sent).unwrap();
+        assert!(spin.may_continue(sent));
+        spin.answered();
+        drop(spin);
+        miss(&policy);
+        assert_eq!(sleeps_before_next_spin(&policy), 1);
     }
 
     #[test]
