@@ -11,7 +11,9 @@ times, interleaved over several rounds:
   database (it increments one counter, so it stays flat).
 
 Bar: the restflow hit <= 0.5x the redis-py floor. Run after
-``./scripts/bootstrap.sh``: ``python benches/redis_hit.py``.
+``./scripts/bootstrap.sh``: ``python benches/redis_hit.py``
+(``--read-spin SECONDS`` sets ``READ_SPIN``; ``0`` measures lookups that
+sleep for their answer).
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ PAYLOAD = {
 
 
 def main() -> int:
+    read_spin = 0.0001
+    if sys.argv[1:2] == ["--read-spin"]:
+        read_spin = float(sys.argv[2])
     port = free_port()
     server = subprocess.Popen(
         [
@@ -73,7 +78,7 @@ def main() -> int:
                 time.sleep(0.05)
         settings.configure(
             SECRET_KEY="bench",
-            RESTFLOW_SETTINGS={"CACHE_SETTINGS": {"BACKEND": url}},
+            RESTFLOW_SETTINGS={"CACHE_SETTINGS": {"BACKEND": url, "READ_SPIN": read_spin}},
         )
         django.setup()
         from restflow.caching import ArgsKeyField, KeyConstructor, cache_result
@@ -102,6 +107,7 @@ def main() -> int:
             samples["restflow Redis hit"].append(ours.timeit(500) / 500 * 1e6)
         medians = {name: statistics.median(v) for name, v in samples.items()}
         base = medians["redis-py GET + pickle.loads (floor)"]
+        print(f"READ_SPIN={read_spin}")
         print("| call | us (median) | x floor |\n|---|---:|---:|")
         for name, us in medians.items():
             print(f"| {name} | {us:.1f} | {us / base:.2f} |")

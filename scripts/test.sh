@@ -17,4 +17,6 @@ echo "== cargo test (engine and bindings crates)"
 cargo test --workspace --quiet
 
 echo "== pytest"
-python -m pytest -q "$@"
+# The Redis tests run against every server in tests/redis/conftest.py's
+# SERVERS; here a missing one fails the run instead of being skipped.
+RESTFLOW_REQUIRE_SERVERS=1 python -m pytest -q "$@"

@@ -3,19 +3,37 @@
 The session starts one server and stops it at the end; each test gets an
 empty database and the BACKEND setting pointing at it. Tests that kill or
 pause the server get a server of their own (``own_redis``).
+
+Every test here runs against each server in ``SERVERS``: the system's
+redis-server, Redis 6.0 and Valkey 8.0 (the last two unpacked by
+``scripts/fetch_servers.sh``). A missing one is skipped, unless
+``RESTFLOW_REQUIRE_SERVERS`` is set (``scripts/test.sh`` sets it), when it
+fails the run.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import redis as redis_py
 from django.test import override_settings
+
+_SERVERS_BIN = Path(__file__).resolve().parents[2] / ".venv" / "servers" / "bin"
+
+#: test id -> (the server's binary, or None when missing; the version line
+#: its INFO reports, as (field, version prefix))
+SERVERS = {
+    "redis": (shutil.which("redis-server"), ("redis_version", "")),
+    "redis6": (_SERVERS_BIN / "redis-server-6.0", ("redis_version", "6.0.")),
+    "valkey8": (_SERVERS_BIN / "valkey-server-8.0", ("valkey_version", "8.0.")),
+}
 
 
 def free_port() -> int:
@@ -27,7 +45,10 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process on loopback."""
 
-    def __init__(self, port: int | None = None, *, password: str | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, *, password: str | None = None, binary: str | None = None
+    ) -> None:
+        self.binary = binary or shutil.which("redis-server")
         self.port = port or free_port()
         self.password = password
         self.process: subprocess.Popen | None = None
@@ -38,12 +59,11 @@ class RedisServer:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        binary = shutil.which("redis-server")
-        if binary is None:
+        if self.binary is None:
             raise RuntimeError("redis-server is not installed: run ./scripts/bootstrap.sh")
         self.process = subprocess.Popen(
             [
-                binary,
+                str(self.binary),
                 "--port",
                 str(self.port),
                 "--bind",
@@ -96,9 +116,21 @@ class RedisServer:
         self.process.send_signal(signal.SIGCONT)
 
 
+@pytest.fixture(scope="session", params=list(SERVERS))
+def server_kind(request):
+    """Which server the test runs against (a test id from ``SERVERS``)."""
+    binary, _ = SERVERS[request.param]
+    if binary is None or not Path(binary).exists():
+        why = f"{request.param} server not found ({binary}); run ./scripts/fetch_servers.sh"
+        if os.environ.get("RESTFLOW_REQUIRE_SERVERS"):
+            pytest.fail(why)
+        pytest.skip(why)
+    return request.param
+
+
 @pytest.fixture(scope="session")
-def redis_server():
-    server = RedisServer().start()
+def redis_server(server_kind):
+    server = RedisServer(binary=SERVERS[server_kind][0]).start()
     yield server
     server.stop()
 
@@ -118,8 +150,8 @@ def redis(redis_server):
 
 
 @pytest.fixture
-def own_redis():
+def own_redis(server_kind):
     """A server this test may kill, restart or pause."""
-    server = RedisServer().start()
+    server = RedisServer(binary=SERVERS[server_kind][0]).start()
     yield server
     server.stop()

@@ -8,7 +8,7 @@ import pytest
 from django.test import override_settings
 
 from restflow.caching import CacheStatus, cache_result
-from tests.redis.conftest import RedisServer, redis_settings
+from tests.redis.conftest import SERVERS, RedisServer, redis_settings
 
 calls: list = []
 
@@ -38,8 +38,13 @@ def test_hits_with_and_without_busy_waiting(redis, redis_server, spin):
     assert calls == [1, 2]
 
 
-def test_a_password_and_a_database_reach_the_lookups():
-    server = RedisServer(password="s3cret").start()
+def test_the_server_is_the_one_named(redis, server_kind):
+    field, version = SERVERS[server_kind][1]
+    assert redis.info("server")[field].startswith(version)
+
+
+def test_a_password_and_a_database_reach_the_lookups(server_kind):
+    server = RedisServer(password="s3cret", binary=SERVERS[server_kind][0]).start()
     try:
         url = server.url.removesuffix("/0") + "/3"
         with override_settings(RESTFLOW_SETTINGS=redis_settings(url)):
