@@ -201,9 +201,14 @@ impl RedisStore {
     /// address is not plain TCP.
     #[cfg(unix)]
     fn lookup(&self, packed: &[u8]) -> Option<Result<Value, StoreError>> {
-        let pool = self.lookups.as_ref()?.get(&self.config, || LookupManager {
-            client: self.client.clone(),
-            connect_timeout: self.config.connect_timeout,
+        let pool = self.lookups.as_ref()?.get(&self.config, || {
+            // A new pool: first use, or a forked child, which must not
+            // inherit a spin held by a thread of its parent.
+            self.spin.reset();
+            LookupManager {
+                client: self.client.clone(),
+                connect_timeout: self.config.connect_timeout,
+            }
         });
         Some(match pool.get() {
             Err(error) => Err(StoreError::Unavailable(error.to_string())),
