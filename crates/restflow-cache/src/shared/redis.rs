@@ -276,23 +276,25 @@ pub fn fetch_command(keys: &KeySet) -> Vec<u8> {
 
 /// What a lookup found, from Redis's answer to [`fetch_command`].
 pub fn fetched_from(answer: Value) -> Result<Fetched, StoreError> {
-    match answer {
-        Value::Array(values) => parse_fetched(values, None),
-        other => Err(StoreError::Protocol(format!(
-            "unexpected MGET answer {other:?}"
-        ))),
-    }
+    fetched(answer, None)
 }
 
-fn parse_fetched(values: Vec<Value>, expected: Option<usize>) -> Result<Fetched, StoreError> {
+/// What a lookup found, checking the answer has `expected` values when
+/// the caller knows how many names it asked for.
+fn fetched(answer: Value, expected: Option<usize>) -> Result<Fetched, StoreError> {
+    let Value::Array(mut values) = answer else {
+        return Err(StoreError::Protocol(format!(
+            "unexpected MGET answer {answer:?}"
+        )));
+    };
     if expected.is_some_and(|n| n != values.len()) || !(4..=5).contains(&values.len()) {
         return Err(StoreError::Protocol(
             "MGET answered the wrong number of values".into(),
         ));
     }
-    let payload = match &values[0] {
+    let payload = match std::mem::replace(&mut values[0], Value::Nil) {
         Value::Nil => None,
-        Value::BulkString(bytes) => Some(bytes.clone()),
+        Value::BulkString(bytes) => Some(bytes),
         other => return Err(StoreError::Protocol(format!("unexpected entry {other:?}"))),
     };
     Ok(Fetched {
@@ -313,18 +315,11 @@ impl SharedStore for RedisStore {
     fn fetch(&self, keys: &KeySet) -> Result<Fetched, StoreError> {
         let names = fetch_names(keys);
         let command = redis::cmd("MGET").arg(&names).get_packed_command();
-        let values = match self.lookup(&command) {
-            Some(answer) => match answer? {
-                Value::Array(values) => values,
-                other => {
-                    return Err(StoreError::Protocol(format!(
-                        "unexpected MGET answer {other:?}"
-                    )))
-                }
-            },
-            None => self.with(|c| redis::cmd("MGET").arg(&names).query(c))?,
+        let answer = match self.lookup(&command) {
+            Some(answer) => answer?,
+            None => self.with(|c| c.req_packed_command(&command))?,
         };
-        parse_fetched(values, Some(names.len()))
+        fetched(answer, Some(names.len()))
     }
 
     fn put(&self, key: &str, payload: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {

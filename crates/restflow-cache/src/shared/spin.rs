@@ -56,11 +56,6 @@ impl SpinPolicy {
         }
     }
 
-    /// The longest busy-wait per lookup.
-    pub fn budget(&self) -> Duration {
-        self.budget
-    }
-
     /// The right to busy-wait for an answer sent at `sent`, or `None` when
     /// this lookup should sleep: busy-waiting is off, another thread is
     /// busy-waiting, or a recent busy-wait missed.
