@@ -4,26 +4,35 @@
 //! sleeping, so expiry and stale windows are checked in microseconds of
 //! real time.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use crate::timestamp::{Span, Timestamp};
 
+/// What `Clock::frozen_at` holds while the clock follows the system time.
+const RUNNING: i64 = i64::MIN;
+
 /// Wall-clock time that can be frozen and moved by hand.
 ///
-/// Invariant: while `frozen` is set, `now()` returns exactly the stored
-/// instant, and only `freeze`/`advance` change it.
-#[derive(Debug, Default)]
+/// Invariant: while frozen, `now()` returns exactly the stored instant, and
+/// only `freeze`/`advance` change it. Frozen or not is one atomic word, so a
+/// reader never sees a frozen flag without its instant.
+#[derive(Debug)]
 pub struct Clock {
-    frozen: AtomicBool,
+    /// The frozen instant in microseconds, or [`RUNNING`].
     frozen_at: AtomicI64,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::system()
+    }
 }
 
 impl Clock {
     /// A clock that follows the system time.
     pub const fn system() -> Self {
         Clock {
-            frozen: AtomicBool::new(false),
-            frozen_at: AtomicI64::new(0),
+            frozen_at: AtomicI64::new(RUNNING),
         }
     }
 
@@ -34,54 +43,63 @@ impl Clock {
         clock
     }
 
+    #[inline]
+    fn frozen_at(&self) -> Option<Timestamp> {
+        match self.frozen_at.load(Ordering::Acquire) {
+            RUNNING => None,
+            micros => Some(Timestamp::from_micros(micros)),
+        }
+    }
+
     /// The current instant.
     #[inline]
     pub fn now(&self) -> Timestamp {
-        if self.frozen.load(Ordering::Acquire) {
-            Timestamp::from_micros(self.frozen_at.load(Ordering::Acquire))
-        } else {
-            Timestamp::now_system()
-        }
+        self.frozen_at().unwrap_or_else(Timestamp::now_system)
     }
 
     /// The current instant at the coarse clock's resolution (see
     /// [`Timestamp::now_coarse`]); exact when frozen.
     #[inline]
     pub fn now_coarse(&self) -> Timestamp {
-        if self.frozen.load(Ordering::Acquire) {
-            Timestamp::from_micros(self.frozen_at.load(Ordering::Acquire))
-        } else {
-            Timestamp::now_coarse()
-        }
+        self.frozen_at().unwrap_or_else(Timestamp::now_coarse)
     }
 
     /// Stops the clock at `at`.
     pub fn freeze(&self, at: Timestamp) {
-        self.frozen_at.store(at.as_micros(), Ordering::Release);
-        self.frozen.store(true, Ordering::Release);
+        self.frozen_at
+            .store(at.as_micros().max(RUNNING + 1), Ordering::Release);
     }
 
     /// Moves a frozen clock forward by `by`; a running clock is first
     /// frozen at the current system time.
     pub fn advance(&self, by: Span) -> Timestamp {
-        if !self.is_frozen() {
-            self.freeze(Timestamp::now_system());
+        let mut current = self.frozen_at.load(Ordering::Acquire);
+        loop {
+            let base = match current {
+                RUNNING => Timestamp::now_system().as_micros(),
+                micros => micros,
+            };
+            let next = base.saturating_add(by.as_micros()).max(RUNNING + 1);
+            match self.frozen_at.compare_exchange_weak(
+                current,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Timestamp::from_micros(next),
+                Err(seen) => current = seen,
+            }
         }
-        let micros = self
-            .frozen_at
-            .fetch_add(by.as_micros(), Ordering::AcqRel)
-            .saturating_add(by.as_micros());
-        Timestamp::from_micros(micros)
     }
 
     /// Lets the clock follow the system time again.
     pub fn unfreeze(&self) {
-        self.frozen.store(false, Ordering::Release);
+        self.frozen_at.store(RUNNING, Ordering::Release);
     }
 
     /// Whether the clock is frozen.
     pub fn is_frozen(&self) -> bool {
-        self.frozen.load(Ordering::Acquire)
+        self.frozen_at.load(Ordering::Acquire) != RUNNING
     }
 }
 
@@ -99,6 +117,13 @@ mod tests {
             Timestamp::from_micros(2_001_000)
         );
         assert_eq!(clock.now(), Timestamp::from_micros(2_001_000));
+    }
+
+    #[test]
+    fn a_default_clock_runs() {
+        let clock = Clock::default();
+        assert!(!clock.is_frozen());
+        assert!(clock.now() > Timestamp::from_micros(1_600_000_000_000_000));
     }
 
     #[test]
