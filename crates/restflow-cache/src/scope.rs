@@ -12,10 +12,10 @@
 //! generations.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 type Hasher = foldhash::fast::RandomState;
 
@@ -27,7 +27,10 @@ pub struct Scope<L> {
     generation: AtomicU64,
     /// Only partitions that were ever dropped are here; an absent
     /// partition is at generation 0.
-    partitions: Mutex<HashMap<Box<[u8]>, u64, Hasher>>,
+    partitions: RwLock<HashMap<Box<[u8]>, u64, Hasher>>,
+    /// Set once `partitions` has an entry, so the common case (no
+    /// partition ever dropped) reads one atomic instead of taking a lock.
+    any_dropped: AtomicBool,
 }
 
 impl<L> Scope<L> {
@@ -56,16 +59,16 @@ impl<L> Scope<L> {
     /// The current generation of one partition (its encoded values).
     #[inline]
     pub fn partition_generation(&self, partition: &[u8]) -> u64 {
-        let partitions = self.partitions.lock();
-        if partitions.is_empty() {
+        if !self.any_dropped.load(Ordering::Acquire) {
             return 0;
         }
-        partitions.get(partition).copied().unwrap_or(0)
+        self.partitions.read().get(partition).copied().unwrap_or(0)
     }
 
     /// Makes every entry of one partition unreachable.
     pub fn bump_partition(&self, partition: &[u8]) {
-        *self.partitions.lock().entry(partition.into()).or_insert(0) += 1;
+        *self.partitions.write().entry(partition.into()).or_insert(0) += 1;
+        self.any_dropped.store(true, Ordering::Release);
     }
 
     /// The first word of every key in the scope: the number in the high
@@ -111,7 +114,8 @@ impl<L> Scopes<L> {
             number: self.next.fetch_add(1, Ordering::Relaxed),
             labels,
             generation: AtomicU64::new(0),
-            partitions: Mutex::new(HashMap::default()),
+            partitions: RwLock::new(HashMap::default()),
+            any_dropped: AtomicBool::new(false),
         });
         scopes.insert(identity.to_owned(), Arc::clone(&scope));
         scope
