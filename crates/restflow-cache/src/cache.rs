@@ -70,31 +70,15 @@ impl<V, S: Store<V>> Cache<V, S> {
     /// past its deadline, which saves most of a hit's clock cost.
     #[inline]
     pub fn lookup(&self, key: &[u8]) -> Lookup<V> {
-        let Some(entry) = self.store.get(key) else {
-            return Lookup::Miss;
-        };
-        match entry.stamps().freshness(self.clock.now_coarse()) {
-            Freshness::Fresh => Lookup::Fresh(entry),
-            Freshness::Stale => Lookup::Stale {
-                refresh: entry.claim_refresh(),
-                entry,
-            },
-            Freshness::Expired => {
-                let removed = self.store.remove_if_same(key, &entry);
-                drop(removed);
-                Lookup::Miss
-            }
-        }
+        self.lookup_keeping(key, Span::ZERO).0
     }
 
     /// [`Cache::lookup`], except that an expired entry still inside `keep`
     /// past its stale window is kept in the store and handed back beside
     /// the miss: the value to serve if the recompute fails
     /// (stale-if-error).
+    #[inline]
     pub fn lookup_keeping(&self, key: &[u8], keep: Span) -> (Lookup<V>, Option<Arc<Entry<V>>>) {
-        if keep.is_zero() {
-            return (self.lookup(key), None);
-        }
         let Some(entry) = self.store.get(key) else {
             return (Lookup::Miss, None);
         };
@@ -109,8 +93,11 @@ impl<V, S: Store<V>> Cache<V, S> {
                 None,
             ),
             Freshness::Expired => {
-                let kept_until = entry.stamps().stale_until.map(|t| t.saturating_add(keep));
-                if kept_until.is_some_and(|until| now < until) {
+                if entry
+                    .stamps()
+                    .kept_until(keep)
+                    .is_some_and(|until| now < until)
+                {
                     (Lookup::Miss, Some(entry))
                 } else {
                     drop(self.store.remove_if_same(key, &entry));

@@ -75,6 +75,14 @@ impl Stamps {
         }
     }
 
+    /// When the entry stops being servable even as a fallback: `keep` past
+    /// its stale window (stale-if-error). `None` for an entry that never
+    /// expires.
+    #[inline]
+    pub fn kept_until(&self, keep: Span) -> Option<Timestamp> {
+        self.stale_until.map(|until| until.saturating_add(keep))
+    }
+
     /// What the entry is at `now`.
     #[inline]
     pub fn freshness(&self, now: Timestamp) -> Freshness {

@@ -212,11 +212,11 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         match decoded.stamps.freshness(now) {
             Freshness::Expired => {
                 // Past the stale window, but maybe inside stale-if-error.
-                let kept_until = decoded
+                if decoded
                     .stamps
-                    .stale_until
-                    .map(|t| t.saturating_add(fallback));
-                if kept_until.is_some_and(|until| now < until) {
+                    .kept_until(fallback)
+                    .is_some_and(|until| now < until)
+                {
                     Found::Usable(decoded, Freshness::Expired)
                 } else {
                     Found::Nothing
@@ -397,16 +397,29 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         keep: Span,
     ) -> Option<Stamps> {
         let (flags, bytes) = produced.serialized.as_ref()?;
-        let now = self.clock.now();
-        let stamps = Stamps::new(now, produced.lifetime);
-        let payload = self.signer.encode(*flags, &stamps, generations, bytes);
-        let ttl = stamps.stale_until.map(|until| {
-            let micros = until.saturating_add(keep).as_micros() - now.as_micros();
+        self.put_signed(key, *flags, bytes, produced.lifetime, generations, keep)
+            .ok()
+    }
+
+    /// Signs `bytes` with instants taken now and puts them under `key`,
+    /// for the store to forget once nothing may serve them: `keep` past
+    /// the stale window. Returns the instants.
+    fn put_signed(
+        &self,
+        key: &str,
+        flags: u8,
+        bytes: &[u8],
+        lifetime: Lifetime,
+        generations: Generations,
+        keep: Span,
+    ) -> Result<Stamps, StoreError> {
+        let stamps = Stamps::new(self.clock.now(), lifetime);
+        let payload = self.signer.encode(flags, &stamps, generations, bytes);
+        let ttl = stamps.kept_until(keep).map(|until| {
+            let micros = until.as_micros() - stamps.cached_at.as_micros();
             Duration::from_micros(micros.max(1) as u64)
         });
-        self.call(|s| s.put(key, &payload, ttl))
-            .ok()
-            .map(|()| stamps)
+        self.call(|s| s.put(key, &payload, ttl)).map(|()| stamps)
     }
 
     /// The usable entry under `keys`, if any, without claiming or
@@ -472,23 +485,19 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         let mut outcome = Ok(());
         if let Some((flags, bytes, lifetime)) = produced {
             outcome = self.call(|s| s.fetch(keys)).and_then(|fetched| {
-                let stamps = Stamps::new(self.clock.now(), lifetime);
-                let payload = self
-                    .signer
-                    .encode(flags, &stamps, fetched.generations, &bytes);
-                let ttl = self.ttl(&stamps, keep);
-                self.call(|s| s.put(&keys.data, &payload, ttl))
+                self.put_signed(
+                    &keys.data,
+                    flags,
+                    &bytes,
+                    lifetime,
+                    fetched.generations,
+                    keep,
+                )
+                .map(drop)
             });
         }
         let released = self.call(|s| s.delete(&keys.refresh)).map(drop);
         outcome.and(released)
-    }
-
-    fn ttl(&self, stamps: &Stamps, keep: Span) -> Option<Duration> {
-        stamps.stale_until.map(|until| {
-            let micros = until.saturating_add(keep).as_micros() - self.clock.now().as_micros();
-            Duration::from_micros(micros.max(1) as u64)
-        })
     }
 
     fn token(&self) -> String {
