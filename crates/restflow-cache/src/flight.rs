@@ -146,7 +146,9 @@ impl<T: Clone, E: Clone> LeaderGuard<'_, T, E> {
     pub fn complete(mut self, outcome: Result<T, E>) {
         self.finish(State::Done(outcome));
     }
+}
 
+impl<T, E> LeaderGuard<'_, T, E> {
     fn finish(&mut self, state: State<T, E>) {
         self.completed = true;
         let removed = {
@@ -168,19 +170,7 @@ impl<T: Clone, E: Clone> LeaderGuard<'_, T, E> {
 impl<T, E> Drop for LeaderGuard<'_, T, E> {
     fn drop(&mut self) {
         if !self.completed {
-            self.completed = true;
-            let removed = {
-                let mut flights = self.group.flights.lock();
-                match flights.get(&self.key) {
-                    Some(current) if Arc::ptr_eq(current, &self.flight) => {
-                        flights.remove(&self.key)
-                    }
-                    _ => None,
-                }
-            };
-            drop(removed);
-            *self.flight.state.lock() = State::Abandoned;
-            self.flight.finished.notify_all();
+            self.finish(State::Abandoned);
         }
     }
 }

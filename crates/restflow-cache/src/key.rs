@@ -107,13 +107,6 @@ impl KeyWriter {
         self.bytes.extend_from_slice(encoded);
     }
 
-    /// Appends bytes that are not a value: a fixed prefix the caller owns,
-    /// which [`render`] is never asked to read.
-    #[inline]
-    pub fn write_prefix(&mut self, prefix: &[u8]) {
-        self.bytes.extend_from_slice(prefix);
-    }
-
     /// Appends a fixed number of bytes without a call into the vector's
     /// general copy routine (the hot path writes a handful of these).
     #[inline(always)]
@@ -128,7 +121,8 @@ impl KeyWriter {
         }
     }
 
-    /// Appends a fixed-width prefix the caller owns (see [`KeyWriter::write_prefix`]).
+    /// Appends a fixed-width prefix word the caller owns, which [`render`] is
+    /// never asked to read.
     #[inline(always)]
     pub fn write_prefix_word(&mut self, word: u64) {
         self.put(word.to_le_bytes());
@@ -199,25 +193,28 @@ impl KeyWriter {
 
     /// An unordered container from its items, each encoded on its own
     /// writer (for a dict, the key then the value on one writer).
-    pub fn write_unordered(&mut self, kind: Unordered, mut items: Vec<KeyWriter>) {
-        items.sort_unstable_by(|a, b| a.bytes.cmp(&b.bytes));
+    pub fn write_unordered(&mut self, kind: Unordered, items: Vec<KeyWriter>) {
         self.bytes.push(match kind {
             Unordered::Dict => tag::DICT,
             Unordered::Set => tag::SET,
             Unordered::FrozenSet => tag::FROZEN_SET,
         });
         self.write_u32(items.len());
-        for item in &items {
-            self.bytes.extend_from_slice(&item.bytes);
-        }
+        self.write_sorted(items);
     }
 
     /// A list written with its items sorted by their encodings: for values
     /// whose list order carries no meaning (the caller's choice; the result
     /// is a list like any other).
-    pub fn write_sorted_list(&mut self, mut items: Vec<KeyWriter>) {
-        items.sort_unstable_by(|a, b| a.bytes.cmp(&b.bytes));
+    pub fn write_sorted_list(&mut self, items: Vec<KeyWriter>) {
         self.begin_sequence(Sequence::List, items.len());
+        self.write_sorted(items);
+    }
+
+    /// Appends items in the order of their encodings, so the order they
+    /// came in never shows in the key.
+    fn write_sorted(&mut self, mut items: Vec<KeyWriter>) {
+        items.sort_unstable_by(|a, b| a.bytes.cmp(&b.bytes));
         for item in &items {
             self.bytes.extend_from_slice(&item.bytes);
         }
@@ -310,12 +307,6 @@ pub fn render(encoded: &[u8]) -> Result<String, Malformed> {
 /// in-memory hashers, so it may be persisted in key strings.
 pub fn digest(bytes: &[u8]) -> String {
     format!("{:032x}", xxh3_128(bytes))
-}
-
-/// The readable text of `encoded`, or `h` and its digest when the text
-/// would be longer than `max_len` bytes (see [`fit_part`]).
-pub fn render_part(encoded: &[u8], max_len: usize) -> Result<String, Malformed> {
-    Ok(fit_part(render(encoded)?, max_len))
 }
 
 /// A key part as it is, or `h` and the digest of its text when it is
@@ -593,8 +584,8 @@ mod tests {
         let a = one(|w| w.write_str(&"x".repeat(300)));
         let b = one(|w| w.write_str(&format!("{}y", "x".repeat(299))));
         let (pa, pb) = (
-            render_part(a.as_bytes(), 250).unwrap(),
-            render_part(b.as_bytes(), 250).unwrap(),
+            fit_part(render(a.as_bytes()).unwrap(), 250),
+            fit_part(render(b.as_bytes()).unwrap(), 250),
         );
         assert_eq!(pa.len(), 33);
         assert!(pa.starts_with('h'));
@@ -603,7 +594,7 @@ mod tests {
         assert_eq!(digest(b"restflow"), digest(b"restflow"));
         assert_eq!(digest(b"").len(), 32);
         let short = one(|w| w.write_int(5));
-        assert_eq!(render_part(short.as_bytes(), 250).unwrap(), "i5");
+        assert_eq!(fit_part(render(short.as_bytes()).unwrap(), 250), "i5");
         // The digest is of the text, so the same text digests the same
         // whichever bytes it was rendered from.
         assert_eq!(
