@@ -27,7 +27,7 @@ use restflow_cache::key::{self, KeyWriter, Sequence};
 use restflow_cache::{Computed, Lifetime, Scope, Span};
 
 use crate::encode::{type_path, write_value, write_value_sorting_lists, Unsupported};
-use crate::runtime::{ScopeLabels, RUNTIME};
+use crate::runtime::{log_error, ScopeLabels, RUNTIME};
 use crate::signature::Signature;
 use crate::stored::Stored;
 
@@ -166,6 +166,32 @@ pub(crate) struct Call<'py> {
     /// (the wrapper's fixed ttl) or `(store, ttl_seconds_or_None)`, already
     /// made (its predicates may have been awaited).
     pub produce: Option<Bound<'py, PyAny>>,
+}
+
+/// A [`Call`] that can cross into detached code and back (a background
+/// refresh, a computation run from a store's callback).
+pub(crate) struct OwnedCall {
+    args: Py<PyTuple>,
+    kwargs: Option<Py<PyDict>>,
+    produce: Option<Py<PyAny>>,
+}
+
+impl OwnedCall {
+    pub fn new(call: &Call<'_>) -> Self {
+        OwnedCall {
+            args: call.args.clone().unbind(),
+            kwargs: call.kwargs.as_ref().map(|k| k.clone().unbind()),
+            produce: call.produce.as_ref().map(|p| p.clone().unbind()),
+        }
+    }
+
+    pub fn bind<'py>(&self, py: Python<'py>) -> Call<'py> {
+        Call {
+            args: self.args.bind(py).clone(),
+            kwargs: self.kwargs.as_ref().map(|k| k.bind(py).clone()),
+            produce: self.produce.as_ref().map(|p| p.bind(py).clone()),
+        }
+    }
 }
 
 /// Where the parts of a written key are, for rendering its string.
@@ -557,6 +583,19 @@ impl Core {
             value: Stored::new(value.unbind()),
             lifetime,
         })
+    }
+
+    /// Logs a background refresh that raised (its caller keeps serving the
+    /// stale value).
+    pub fn log_refresh_failure(&self, py: Python<'_>, error: &PyErr) {
+        log_error(
+            py,
+            &format!(
+                "restflow: background refresh of {}() failed; the stale value is kept",
+                self.function_id
+            ),
+            error,
+        );
     }
 
     /// Runs the function and decides whether and how long to keep its value.

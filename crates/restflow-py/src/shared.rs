@@ -13,7 +13,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyDict};
 use restflow_cache::key::{self, KeyWriter};
 use restflow_cache::shared::{
     Answer, Breaker, KeySet, Produced, RedisConfig, RedisStore, SharedCache, SharedError,
@@ -21,7 +21,7 @@ use restflow_cache::shared::{
 };
 use restflow_cache::{Freshness, Lifetime, Span, Stamps, Status, Timestamp};
 
-use crate::core::{Call, Core, Layout};
+use crate::core::{Call, Core, Layout, OwnedCall};
 use crate::runtime::{hooks, log_error, SharedErr, RUNTIME};
 
 pyo3::create_exception!(
@@ -288,19 +288,10 @@ impl SharedBackend {
     /// made under versions below `version` (one counter per version).
     fn drop_versions_below(&self, py: Python<'_>, owner: &str, version: u32) -> PyResult<()> {
         for old in 1..version {
-            let key = format!("{}restflow:vgen:{}:{old}", self.prefix, digest(&[owner]));
-            py.detach(|| self.cache.call(|s| SharedStore::bump(s, &key)))
-                .map_err(|e| CacheBackendError::new_err(e.to_string()))?;
+            let key = self.version_counter(owner, old);
+            invalidate(py, self, |s| SharedStore::bump(s, &key))?;
         }
         Ok(())
-    }
-
-    /// Increments a counter key (prefixed); raises `CacheBackendError` if the
-    /// store fails.
-    fn bump(&self, py: Python<'_>, key: &str) -> PyResult<u64> {
-        let key = format!("{}{key}", self.prefix);
-        py.detach(|| self.cache.call(|s| SharedStore::bump(s, &key)))
-            .map_err(|e| CacheBackendError::new_err(e.to_string()))
     }
 }
 
@@ -323,11 +314,15 @@ impl SharedBackend {
 
     fn version_key(&self, core: &Core) -> String {
         let labels = core.scope.labels();
+        self.version_counter(&labels.owner, labels.version)
+    }
+
+    /// The counter of one version of the key constructor `owner`.
+    fn version_counter(&self, owner: &str, version: u32) -> String {
         format!(
-            "{}restflow:vgen:{}:{}",
+            "{}restflow:vgen:{}:{version}",
             self.prefix,
-            digest(&[&labels.owner]),
-            labels.version
+            digest(&[owner])
         )
     }
 
@@ -368,27 +363,25 @@ impl SharedBackend {
     }
 }
 
-/// Arguments of a call that can cross into detached code and back.
-struct OwnedCall {
-    args: Py<PyTuple>,
-    kwargs: Option<Py<PyDict>>,
-    produce: Option<Py<PyAny>>,
-}
-
-impl OwnedCall {
-    fn new(call: &Call<'_>) -> Self {
-        OwnedCall {
-            args: call.args.clone().unbind(),
-            kwargs: call.kwargs.as_ref().map(|k| k.clone().unbind()),
-            produce: call.produce.as_ref().map(|p| p.clone().unbind()),
-        }
-    }
-
-    fn bind<'py>(&self, py: Python<'py>) -> Call<'py> {
-        Call {
-            args: self.args.bind(py).clone(),
-            kwargs: self.kwargs.as_ref().map(|k| k.bind(py).clone()),
-            produce: self.produce.as_ref().map(|p| p.bind(py).clone()),
+impl SharedBackend {
+    /// What a call that ran the function serves: `status` for a value it
+    /// computed, BYPASS (warned about) when the store failed.
+    fn served(&self, py: Python<'_>, answer: Answer<Py<PyAny>>, status: Status) -> SharedServed {
+        match answer {
+            Answer::Computed { value, stamps } => SharedServed {
+                value,
+                status,
+                stamps,
+            },
+            Answer::Bypassed { value, error } => {
+                self.warn(py, &error);
+                SharedServed {
+                    value,
+                    status: Status::Bypass,
+                    stamps: None,
+                }
+            }
+            Answer::Stored { .. } => unreachable!("a stored answer is served by `get`"),
         }
     }
 }
@@ -428,10 +421,6 @@ fn produce(
     })
 }
 
-fn keep(core: &Core) -> Span {
-    core.stale_if_error_window()
-}
-
 fn raise(py: Python<'_>, error: SharedError<SharedErr>, function_id: &str) -> PyErr {
     match error {
         SharedError::Compute(shared) => shared.clone_ref(py),
@@ -452,7 +441,7 @@ pub(crate) fn get(
     let handle = backend.get();
     let keys = handle.call_keys(core, call)?;
     let owned = OwnedCall::new(call);
-    let window = keep(core);
+    let window = core.stale_if_error_window();
     for _attempt in 0..2 {
         let answer = py.detach(|| {
             handle.cache.get(
@@ -497,19 +486,7 @@ pub(crate) fn get(
                     continue;
                 }
             },
-            Answer::Computed { value, stamps } => Ok(SharedServed {
-                value,
-                status: Status::Miss,
-                stamps,
-            }),
-            Answer::Bypassed { value, error } => {
-                handle.warn(py, &error);
-                Ok(SharedServed {
-                    value,
-                    status: Status::Bypass,
-                    stamps: None,
-                })
-            }
+            computed => Ok(handle.served(py, computed, Status::Miss)),
         };
     }
     // Twice unreadable: serve a live value rather than loop.
@@ -531,26 +508,18 @@ fn schedule_refresh(
     call: OwnedCall,
     window: Span,
 ) {
-    let core = Arc::clone(core);
-    let owner = backend.clone_ref(py);
-    let backend = backend.clone_ref(py);
+    let job_core = Arc::clone(core);
+    let job_backend = backend.clone_ref(py);
     let release_keys = keys.clone();
     let job = Box::new(move || {
         Python::attach(|py| {
-            let handle = backend.get();
-            let produced = match produce(py, &core, handle, &call) {
+            let (core, handle) = (&job_core, job_backend.get());
+            let produced = match produce(py, core, handle, &call) {
                 Ok(produced) => produced
                     .serialized
                     .map(|(flags, bytes)| (flags, bytes, produced.lifetime)),
                 Err(error) => {
-                    log_error(
-                        py,
-                        &format!(
-                            "restflow: background refresh of {}() failed; the stale value is kept",
-                            core.function_id
-                        ),
-                        &error,
-                    );
+                    core.log_refresh_failure(py, &error);
                     None
                 }
             };
@@ -562,7 +531,7 @@ fn schedule_refresh(
     if let Err(job) = RUNTIME.engine.refresher().try_spawn(job) {
         // The queue is full: give the claim back so a later read retries.
         drop(job);
-        let handle = owner.get();
+        let handle = backend.get();
         let _ = py.detach(|| handle.cache.finish_refresh(&release_keys, window, None));
     }
 }
@@ -600,7 +569,7 @@ pub(crate) fn refresh(
     let handle = backend.get();
     let keys = handle.call_keys(core, call)?;
     let owned = OwnedCall::new(call);
-    let window = keep(core);
+    let window = core.stale_if_error_window();
     let answer = py
         .detach(|| {
             handle.cache.refresh(&keys, window, || {
@@ -608,22 +577,7 @@ pub(crate) fn refresh(
             })
         })
         .map_err(|e| raise(py, e, &core.function_id))?;
-    Ok(match answer {
-        Answer::Computed { value, stamps } => SharedServed {
-            value,
-            status: Status::Refresh,
-            stamps,
-        },
-        Answer::Bypassed { value, error } => {
-            handle.warn(py, &error);
-            SharedServed {
-                value,
-                status: Status::Bypass,
-                stamps: None,
-            }
-        }
-        Answer::Stored { .. } => unreachable!("a refresh always computes"),
-    })
+    Ok(handle.served(py, answer, Status::Refresh))
 }
 
 /// The packed lookup of a call, for the event loop to send itself.

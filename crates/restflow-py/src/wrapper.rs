@@ -14,8 +14,8 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use restflow_cache::key::KeyWriter;
 use restflow_cache::{Entry, Freshness, GetError, Lookup, Outcome, Served, Span, Status};
 
-use crate::core::{BackendChoice, Call, Core, Fields, Plan};
-use crate::runtime::{hooks, log_error, status_index, ScopeLabels, SharedErr, RUNTIME};
+use crate::core::{BackendChoice, Call, Core, Fields, OwnedCall, Plan};
+use crate::runtime::{hooks, status_index, ScopeLabels, SharedErr, RUNTIME};
 use crate::signature::Signature;
 use crate::stored::Stored;
 
@@ -373,25 +373,11 @@ impl CachedWrapper {
     #[cold]
     fn schedule_refresh(&self, key: &[u8], entry: &Arc<Entry<Stored>>, call: &Call<'_>) {
         let core = Arc::clone(&self.core);
-        let args = call.args.clone().unbind();
-        let kwargs = call.kwargs.as_ref().map(|k| k.clone().unbind());
-        let produce = call.produce.as_ref().map(|p| p.clone().unbind());
+        let call = OwnedCall::new(call);
         let compute = move || {
             Python::attach(|py| {
-                let call = Call {
-                    args: args.bind(py).clone(),
-                    kwargs: kwargs.as_ref().map(|k| k.bind(py).clone()),
-                    produce: produce.as_ref().map(|p| p.bind(py).clone()),
-                };
-                core.compute(py, &call).map_err(|error| {
-                    log_error(
-                        py,
-                        &format!(
-                            "restflow: background refresh of {}() failed; the stale value is kept",
-                            core.function_id
-                        ),
-                        &error,
-                    );
+                core.compute(py, &call.bind(py)).map_err(|error| {
+                    core.log_refresh_failure(py, &error);
                     Arc::new(error)
                 })
             })
