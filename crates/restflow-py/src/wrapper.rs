@@ -86,35 +86,58 @@ fn metadata<'py>(
     status: Status,
     entry: Option<&Entry<Stored>>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let times = |entry: &Entry<Stored>| entry.value().iso(py, entry.stamps());
     if let (Status::Hit, Some(entry)) = (status, entry) {
         // Every hit on an entry reports the same metadata: build it once
         // and hand out copies (the caller may mutate its dict).
         let template = entry
             .value()
-            .hit_metadata(py, || build_metadata(py, Status::Hit, Some(entry)))?;
+            .hit_metadata(py, || build_metadata(py, Status::Hit, Some(times(entry))))?;
         return template.copy();
     }
-    build_metadata(py, status, entry)
+    build_metadata(py, status, entry.map(times))
 }
 
-fn build_metadata<'py>(
+/// A metadata dict: the status, and for a value in the cache its
+/// `cached_at` and (for one that expires) `reset_at` texts.
+fn build_metadata<'py, T: IntoPyObject<'py>>(
     py: Python<'py>,
     status: Status,
-    entry: Option<&Entry<Stored>>,
+    times: Option<(T, Option<T>)>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     dict.set_item(
         intern!(py, "cache_status"),
         hooks(py)?.statuses[status_index(status)].bind(py),
     )?;
-    if let Some(entry) = entry {
-        let (cached_at, reset_at) = entry.value().iso(py, entry.stamps());
+    if let Some((cached_at, reset_at)) = times {
         dict.set_item(intern!(py, "cached_at"), cached_at)?;
         if let Some(reset_at) = reset_at {
             dict.set_item(intern!(py, "reset_at"), reset_at)?;
         }
     }
     Ok(dict)
+}
+
+/// `(value, metadata)` of a stored entry served as `status`.
+fn entry_reply<'py>(
+    py: Python<'py>,
+    entry: &Entry<Stored>,
+    status: Status,
+) -> PyResult<(Py<PyAny>, Bound<'py, PyDict>)> {
+    Ok((
+        entry.value().value().clone_ref(py),
+        metadata(py, status, Some(entry))?,
+    ))
+}
+
+/// HIT or STALE, for an entry a peek found (a peek never finds an
+/// expired one).
+fn peeked_status(freshness: Freshness) -> Status {
+    match freshness {
+        Freshness::Fresh => Status::Hit,
+        _ => Status::Stale,
+    }
 }
 
 /// What a call served, from the memory store or a shared one.
@@ -139,17 +162,13 @@ impl Reply {
         match self {
             Reply::Memory(served) => CachedWrapper::with_metadata(py, &served),
             Reply::Shared(served) => {
-                let dict = PyDict::new(py);
-                dict.set_item(
-                    intern!(py, "cache_status"),
-                    hooks(py)?.statuses[status_index(served.status)].bind(py),
-                )?;
-                if let Some(stamps) = served.stamps {
-                    dict.set_item(intern!(py, "cached_at"), stamps.cached_at.to_isoformat())?;
-                    if let Some(reset_at) = stamps.fresh_until {
-                        dict.set_item(intern!(py, "reset_at"), reset_at.to_isoformat())?;
-                    }
-                }
+                let times = served.stamps.map(|stamps| {
+                    (
+                        stamps.cached_at.to_isoformat(),
+                        stamps.fresh_until.map(|t| t.to_isoformat()),
+                    )
+                });
+                let dict = build_metadata(py, served.status, times)?;
                 Ok((served.value, dict))
             }
         }
@@ -222,6 +241,34 @@ impl CachedWrapper {
             _ => None,
         };
         RUNTIME.backend(py, spec)
+    }
+
+    /// The cached entry of a call (HIT or STALE), without computing,
+    /// claiming or removing anything.
+    fn peek(&self, py: Python<'_>, call: &Call<'_>) -> PyResult<Option<Reply>> {
+        let engine = RUNTIME.ready(py)?;
+        if let Some(backend) = self.shared(py)? {
+            let peeked = crate::shared::peek(py, &self.core, &backend, call)?;
+            return Ok(peeked.map(|(value, stamps, freshness)| {
+                Reply::Shared(crate::shared::SharedServed {
+                    value,
+                    status: peeked_status(freshness),
+                    stamps: Some(stamps),
+                })
+            }));
+        }
+        let key = self.key(call)?;
+        Ok(engine
+            .cache()
+            .peek(key.as_bytes())
+            .map(|(entry, freshness)| {
+                Reply::Memory(Served {
+                    entry,
+                    status: peeked_status(freshness),
+                    stored: true,
+                    refresh_claimed: false,
+                })
+            }))
     }
 
     /// Finishes a call whose key was looked up: the lifecycle's answer for
@@ -551,21 +598,12 @@ impl CachedWrapper {
         let (lookup, _) = engine
             .cache()
             .lookup_keeping(key.as_bytes(), self.core.stale_if_error_window());
-        let answer = match lookup {
-            Lookup::Fresh(entry) => (
-                entry.value().value().clone_ref(py),
-                metadata(py, Status::Hit, Some(&entry))?,
-                false,
-                None,
-            ),
-            Lookup::Stale { entry, refresh } => (
-                entry.value().value().clone_ref(py),
-                metadata(py, Status::Stale, Some(&entry))?,
-                refresh,
-                refresh.then(bytes),
-            ),
+        let ((value, metadata), refresh) = match lookup {
+            Lookup::Fresh(entry) => (entry_reply(py, &entry, Status::Hit)?, false),
+            Lookup::Stale { entry, refresh } => (entry_reply(py, &entry, Status::Stale)?, refresh),
             Lookup::Miss => return Ok(bytes().into_any()),
         };
+        let answer = (value, metadata, refresh, refresh.then(bytes));
         Ok(answer.into_pyobject(py)?.into_any())
     }
 
@@ -622,13 +660,8 @@ impl CachedWrapper {
         let (_, kept) = engine
             .cache()
             .lookup_keeping(key, self.core.stale_if_error_window());
-        match kept {
-            Some(entry) => Ok(Some((
-                entry.value().value().clone_ref(py),
-                metadata(py, Status::Stale, Some(&entry))?,
-            ))),
-            None => Ok(None),
-        }
+        kept.map(|entry| entry_reply(py, &entry, Status::Stale))
+            .transpose()
     }
 
     /// For a shared Redis backend the event loop may drive:
@@ -724,16 +757,8 @@ impl CachedWrapper {
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         let call = self.call(args, kwargs)?;
-        let engine = RUNTIME.ready(py)?;
-        if let Some(backend) = self.shared(py)? {
-            return match crate::shared::peek(py, &self.core, &backend, &call)? {
-                Some((value, _, _)) => Ok(value),
-                None => Ok(hooks(py)?.missing.clone_ref(py)),
-            };
-        }
-        let key = self.key(&call)?;
-        match engine.cache().peek(key.as_bytes()) {
-            Some((entry, _)) => Ok(entry.value().value().clone_ref(py)),
+        match self.peek(py, &call)? {
+            Some(reply) => Ok(reply.value(py)),
             None => Ok(hooks(py)?.missing.clone_ref(py)),
         }
     }
@@ -747,33 +772,8 @@ impl CachedWrapper {
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
         let call = self.call(args, kwargs)?;
-        let engine = RUNTIME.ready(py)?;
-        if let Some(backend) = self.shared(py)? {
-            return match crate::shared::peek(py, &self.core, &backend, &call)? {
-                Some((value, stamps, freshness)) => {
-                    let status = match freshness {
-                        Freshness::Fresh => Status::Hit,
-                        _ => Status::Stale,
-                    };
-                    let served = crate::shared::SharedServed {
-                        value,
-                        status,
-                        stamps: Some(stamps),
-                    };
-                    Ok(Some(Reply::Shared(served).with_metadata(py)?.1))
-                }
-                None => Ok(None),
-            };
-        }
-        let key = self.key(&call)?;
-        match engine.cache().peek(key.as_bytes()) {
-            Some((entry, freshness)) => {
-                let status = match freshness {
-                    Freshness::Stale => Status::Stale,
-                    _ => Status::Hit,
-                };
-                Ok(Some(metadata(py, status, Some(&entry))?))
-            }
+        match self.peek(py, &call)? {
+            Some(reply) => Ok(Some(reply.with_metadata(py)?.1)),
             None => Ok(None),
         }
     }
