@@ -209,49 +209,56 @@ class AsyncCachedWrapper:
 
     # -- serving -----------------------------------------------------------
 
-    async def _get(self, args: tuple, kwargs: dict) -> tuple[Any, dict]:
+    # A memory hit is served inline by __call__ and aget_with_metadata (no
+    # extra coroutine frame, no loop lookup); the helpers below take the rest.
+
+    async def _shared(self, args: tuple, kwargs: dict) -> tuple[Any, dict]:
+        """A call on a shared store (Redis, Django caches)."""
         engine = self._engine
         loop = asyncio.get_running_loop()
-        if not engine._uses_memory():
-            # A fresh hit, fetched by the loop itself: no thread hand-off.
-            hit = await _loop_hit(loop, engine, args, kwargs)
-            if hit is not None:
-                return hit
-            # Anything else through the engine, one thread per key and loop:
-            # the other callers await it.
-            key = engine._call_key(args, kwargs)
-            produce = self._producer(loop, args, kwargs)
+        # A fresh hit, fetched by the loop itself: no thread hand-off.
+        hit = await _loop_hit(loop, engine, args, kwargs)
+        if hit is not None:
+            return hit
+        # Anything else through the engine, one thread per key and loop:
+        # the other callers await it.
+        key = engine._call_key(args, kwargs)
+        produce = self._producer(loop, args, kwargs)
 
-            async def lead() -> tuple[Any, dict]:
-                return await self._in_thread(engine._serve, produce, args, kwargs, False)
+        async def lead() -> tuple[Any, dict]:
+            return await self._in_thread(engine._serve, produce, args, kwargs, False)
 
-            return await self._single_flight(loop, key, lead, follower_status=None)
-        hit = engine._peek(args, kwargs)
-        if isinstance(hit, bytes):  # a miss: compute once per key
-            key = hit
+        return await self._single_flight(loop, key, lead, follower_status=None)
 
-            async def compute() -> tuple[Any, dict]:
-                try:
-                    value, decision = await self._produce(args, kwargs)
-                except Exception:
-                    kept = engine._fallback(key)  # stale-if-error
-                    if kept is None:
-                        raise
-                    logger.warning(
-                        "restflow: %s() failed; serving the value kept for stale-if-error",
-                        self.__qualname__,
-                        exc_info=True,
-                    )
-                    return kept
-                return value, engine._store(key, value, decision)
+    async def _compute(self, key: bytes, args: tuple, kwargs: dict) -> tuple[Any, dict]:
+        """A memory-store miss of ``key``: computed once per key and loop."""
+        engine = self._engine
 
-            return await self._single_flight(loop, key, compute, CacheStatus.MISS)
-        value, metadata, claimed, key = hit
-        if claimed:
-            task = loop.create_task(self._refresh_in_background(key, args, kwargs))
-            _refreshes.add(task)
-            task.add_done_callback(_refreshes.discard)
-        return value, metadata
+        async def compute() -> tuple[Any, dict]:
+            try:
+                value, decision = await self._produce(args, kwargs)
+            except Exception:
+                kept = engine._fallback(key)  # stale-if-error
+                if kept is None:
+                    raise
+                logger.warning(
+                    "restflow: %s() failed; serving the value kept for stale-if-error",
+                    self.__qualname__,
+                    exc_info=True,
+                )
+                return kept
+            return value, engine._store(key, value, decision)
+
+        loop = asyncio.get_running_loop()
+        return await self._single_flight(loop, key, compute, CacheStatus.MISS)
+
+    def _spawn_refresh(self, key: bytes, args: tuple, kwargs: dict) -> None:
+        """A stale memory hit whose refresh this call claimed: one task on the loop."""
+        task = asyncio.get_running_loop().create_task(
+            self._refresh_in_background(key, args, kwargs)
+        )
+        _refreshes.add(task)
+        task.add_done_callback(_refreshes.discard)
 
     async def _single_flight(
         self,
@@ -332,11 +339,29 @@ class AsyncCachedWrapper:
     # -- the public async API ----------------------------------------------
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return (await self._get(args, kwargs))[0]
+        engine = self._engine
+        if not engine._uses_memory():
+            return (await self._shared(args, kwargs))[0]
+        hit = engine._peek(args, kwargs)
+        if isinstance(hit, bytes):  # a miss: hit is the key
+            return (await self._compute(hit, args, kwargs))[0]
+        value, _, claimed, key = hit
+        if claimed:  # stale, and this call refreshes it
+            self._spawn_refresh(key, args, kwargs)
+        return value
 
     async def aget_with_metadata(self, *args: Any, **kwargs: Any) -> tuple[Any, dict]:
         """``(value, metadata)``: HIT, MISS or STALE."""
-        return await self._get(args, kwargs)
+        engine = self._engine
+        if not engine._uses_memory():
+            return await self._shared(args, kwargs)
+        hit = engine._peek(args, kwargs)
+        if isinstance(hit, bytes):  # a miss: hit is the key
+            return await self._compute(hit, args, kwargs)
+        value, metadata, claimed, key = hit
+        if claimed:  # stale, and this call refreshes it
+            self._spawn_refresh(key, args, kwargs)
+        return value, metadata
 
     async def arefresh(self, *args: Any, **kwargs: Any) -> Any:
         return (await self._refresh(args, kwargs))[0]
