@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from restflow import _engine
-from restflow.caching.settings import seconds
+from restflow.caching.decorators import stored_for
 from restflow.caching.status import CacheStatus
 
 logger = logging.getLogger("restflow.caching")
@@ -139,12 +139,14 @@ class AsyncCachedWrapper:
         func: Callable[..., Any],
         *,
         ttl: Any,
+        fixed_ttl: float | None,
         cache_if: Callable[..., Any] | None,
         cache_unless: Callable[..., Any] | None,
     ) -> None:
         self._engine = engine
         self.func = func
         self._ttl = ttl
+        self._fixed_ttl = fixed_ttl  # ttl in seconds, checked by the decorator
         self._cache_if = cache_if
         self._cache_unless = cache_unless
         self._decides = cache_if is not None or cache_unless is not None or callable(ttl)
@@ -177,6 +179,8 @@ class AsyncCachedWrapper:
     async def _decide(
         self, value: Any, args: tuple, kwargs: dict
     ) -> tuple[bool, float | None] | None:
+        """What ``decorators._policy`` decides for a sync function, with
+        async predicates and ttl awaited."""
         if not self._decides:
             return None
         cache_if, cache_unless = self._cache_if, self._cache_unless
@@ -184,11 +188,9 @@ class AsyncCachedWrapper:
             return False, None
         if cache_unless is not None and await resolve(cache_unless(value, *args, **kwargs)):
             return False, None
-        if callable(self._ttl):
-            chosen = await resolve(self._ttl(value, *args, **kwargs))
-            name = f"the ttl returned for {self.__qualname__}()"
-            return True, seconds(chosen, name=name, allow_none=True)
-        return True, seconds(self._ttl, name="ttl", allow_none=True)
+        if not callable(self._ttl):
+            return True, self._fixed_ttl
+        return stored_for(await resolve(self._ttl(value, *args, **kwargs)), self.function_id)
 
     async def _produce(self, args: tuple, kwargs: dict) -> tuple[Any, Any]:
         value = await self.func(*args, **kwargs)

@@ -117,7 +117,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from restflow.caching.decorators import _check_predicate, _refuse_async_policy, cache_result
+from restflow.caching.decorators import _refuse_async_policy, cache_result, check_policy
 from restflow.caching.response_async import AsyncCachedResponseWrapper, make_async_renderer
 from restflow.caching.response_keys import ResponseCacheKeyConstructor, with_variant
 from restflow.caching.response_wrapper import (
@@ -127,7 +127,6 @@ from restflow.caching.response_wrapper import (
     is_entry,
     make_renderer,
 )
-from restflow.caching.settings import seconds
 
 __all__ = [
     "AsyncCachedResponseWrapper",
@@ -184,17 +183,8 @@ def cache_response(
     """
     if inspect.isfunction(key_constructor):
         raise TypeError("@cache_response needs its parentheses: @cache_response(...).")
-    if cache_if is not None and cache_unless is not None:
-        raise ValueError(
-            "Give cache_if or cache_unless, not both: one predicate decides what is stored."
-        )
-    _check_predicate("cache_if", cache_if)
-    _check_predicate("cache_unless", cache_unless)
-    response_ttl = None
-    if callable(ttl) and not isinstance(ttl, timedelta):
-        response_ttl = ResponseTtl(ttl)
-    else:
-        seconds(ttl, name="ttl", allow_none=True)
+    check_policy(ttl, cache_if, cache_unless)
+    response_ttl = ResponseTtl(ttl) if callable(ttl) else None
 
     def decorator(func: Callable[..., Any]) -> CachedResponseWrapper:
         _check_target(func)

@@ -38,6 +38,26 @@ def _check_predicate(name: str, predicate: Callable[..., Any] | None) -> None:
         )
 
 
+def check_policy(
+    ttl: TtlArg, cache_if: Callable[..., Any] | None, cache_unless: Callable[..., Any] | None
+) -> float | None:
+    """Checks a decorator's ``ttl``, ``cache_if`` and ``cache_unless``, and
+    returns the fixed ttl in seconds (``None`` for a callable ttl)."""
+    if cache_if is not None and cache_unless is not None:
+        raise ValueError(
+            "Give cache_if or cache_unless, not both: one predicate decides what is stored."
+        )
+    _check_predicate("cache_if", cache_if)
+    _check_predicate("cache_unless", cache_unless)
+    return None if callable(ttl) else seconds(ttl, name="ttl", allow_none=True)
+
+
+def stored_for(chosen: Any, function_name: str) -> tuple[bool, float | None]:
+    """The decision once a callable ttl has returned ``chosen``: store, for
+    that long (sync and async policies alike)."""
+    return True, seconds(chosen, name=f"the ttl returned for {function_name}()", allow_none=True)
+
+
 def _refuse_async_policy(
     ttl: Any,
     cache_if: Callable[..., Any] | None,
@@ -86,16 +106,17 @@ def _policy(
     ttl: TtlArg,
     cache_if: Callable[..., Any] | None,
     cache_unless: Callable[..., Any] | None,
+    fixed: float | None,
     function_name: str,
 ) -> Callable[[Any, tuple[Any, ...], dict[str, Any] | None], tuple[bool, float | None]] | None:
     """One callable the engine asks after each computation: store it, and for how long?
 
     ``None`` when the answer never depends on the result, which keeps the
-    miss path free of Python calls of ours.
+    miss path free of Python calls of ours. (An async function's wrapper
+    decides the same way, awaiting: ``AsyncCachedWrapper._decide``.)
     """
     if cache_if is None and cache_unless is None and not callable(ttl):
         return None
-    fixed = None if callable(ttl) else seconds(ttl, name="ttl", allow_none=True)
 
     def decide(result: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None):
         kwargs = kwargs or {}
@@ -111,9 +132,7 @@ def _policy(
                 f"the ttl of {function_name}() is an async ttl; "
                 "on a sync function it must be a plain def"
             )
-        return True, seconds(
-            chosen, name=f"the ttl returned for {function_name}()", allow_none=True
-        )
+        return stored_for(chosen, function_name)
 
     return decide
 
@@ -158,10 +177,7 @@ def cache_result(
     ``f(x=1)`` are one). On a method, ``self``/``cls`` is not part of the
     key, but its class is, so two subclasses never share entries.
     """
-    if callable(ttl) and not isinstance(ttl, timedelta):
-        fixed_ttl = None
-    else:
-        fixed_ttl = seconds(ttl, name="ttl", allow_none=True)
+    fixed_ttl = check_policy(ttl, cache_if, cache_unless)
     stale = seconds(stale_while_revalidate, name="stale_while_revalidate", allow_none=True)
     if_error = seconds(stale_if_error, name="stale_if_error", allow_none=True)
     if backend is not None:
@@ -169,12 +185,6 @@ def cache_result(
             validate_backend(backend, "backend")
         except Exception as error:  # ImproperlyConfigured: a parameter, so ValueError
             raise ValueError(str(error)) from None
-    if cache_if is not None and cache_unless is not None:
-        raise ValueError(
-            "Give cache_if or cache_unless, not both: one predicate decides what is stored."
-        )
-    _check_predicate("cache_if", cache_if)
-    _check_predicate("cache_unless", cache_unless)
     constructor = resolve(key_constructor)
     meta = type(constructor)._meta
 
@@ -194,14 +204,15 @@ def cache_result(
         # The default constructor keys by every argument, which the engine
         # does on its own: no Python runs to build those keys.
         fields = None if type(constructor) is DefaultKeyConstructor else constructor.compile(func)
+        # An async function's policy may await: the async layer decides.
+        policy = None if is_async else _policy(ttl, cache_if, cache_unless, fixed_ttl, function_id)
         wrapper = CachedWrapper.create(
             func,
             signature=spec,
             method=method,
             ttl=fixed_ttl,
             stale=stale,
-            # An async function's policy may await: the async layer decides.
-            policy=None if is_async else _policy(ttl, cache_if, cache_unless, function_id),
+            policy=policy,
             namespace=meta.namespace or "default",
             function_id=function_id,
             owner=type(constructor)._owner(),
@@ -223,7 +234,12 @@ def cache_result(
             from restflow.caching.asynchronous import AsyncCachedWrapper
 
             wrapper = AsyncCachedWrapper(
-                wrapper, func, ttl=ttl, cache_if=cache_if, cache_unless=cache_unless
+                wrapper,
+                func,
+                ttl=ttl,
+                fixed_ttl=fixed_ttl,
+                cache_if=cache_if,
+                cache_unless=cache_unless,
             )
         return wrapper
 
