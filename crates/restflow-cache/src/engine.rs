@@ -126,13 +126,33 @@ where
         C: FnOnce() -> Result<Computed<V>, E>,
         W: FnMut(&Waiter<Shared<V>, E>) -> Outcome<Shared<V>, E>,
     {
-        match self.cache.lookup(key) {
+        self.resolve(key, self.cache.lookup(key), None, compute, wait)
+    }
+
+    /// [`Engine::get`] for a key already looked up (by
+    /// [`Cache::lookup_keeping`], say, or before the caller built its
+    /// arguments): a miss is computed once, and `fallback`, if given, is
+    /// served as STALE should the computation fail.
+    #[inline]
+    pub fn resolve<C, W>(
+        &self,
+        key: &[u8],
+        lookup: Lookup<V>,
+        fallback: Option<Arc<Entry<V>>>,
+        compute: C,
+        wait: W,
+    ) -> Result<Served<V>, GetError<E>>
+    where
+        C: FnOnce() -> Result<Computed<V>, E>,
+        W: FnMut(&Waiter<Shared<V>, E>) -> Outcome<Shared<V>, E>,
+    {
+        match lookup {
             Lookup::Fresh(entry) => Ok(served(entry, Status::Hit, true)),
             Lookup::Stale { entry, refresh } => Ok(Served {
                 refresh_claimed: refresh,
                 ..served(entry, Status::Stale, true)
             }),
-            Lookup::Miss => self.compute_once(key, None, compute, wait),
+            Lookup::Miss => self.compute_once(key, fallback, compute, wait),
         }
     }
 

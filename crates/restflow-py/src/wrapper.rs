@@ -271,9 +271,10 @@ impl CachedWrapper {
             }))
     }
 
-    /// Finishes a call whose key was looked up: the lifecycle's answer for
-    /// each kind of lookup (the engine's `get`, split at the lookup so the
-    /// vectorcall path can look up before it builds an argument tuple).
+    /// Finishes a call whose key was looked up (the engine's `resolve`),
+    /// queueing the refresh of a stale entry this call claimed. Split from
+    /// the lookup so the vectorcall path can look up before it builds an
+    /// argument tuple.
     pub(crate) fn resolve<'py>(
         &self,
         py: Python<'py>,
@@ -282,30 +283,20 @@ impl CachedWrapper {
         fallback: Option<Arc<Entry<Stored>>>,
         call: &Call<'py>,
     ) -> PyResult<Served<Stored>> {
-        let served = |entry, status| Served {
-            entry,
-            status,
-            stored: true,
-            refresh_claimed: false,
-        };
-        match lookup {
-            Lookup::Fresh(entry) => Ok(served(entry, Status::Hit)),
-            Lookup::Stale { entry, refresh } => {
-                if refresh {
-                    self.schedule_refresh(key, &entry, call);
-                }
-                Ok(served(entry, Status::Stale))
-            }
-            Lookup::Miss => RUNTIME
-                .engine
-                .compute_once(
-                    key,
-                    fallback,
-                    || self.core.compute(py, call).map_err(Arc::new),
-                    |waiter| wait_detached(py, waiter),
-                )
-                .map_err(|e| raise(py, e, &self.core.function_id)),
+        let served = RUNTIME
+            .engine
+            .resolve(
+                key,
+                lookup,
+                fallback,
+                || self.core.compute(py, call).map_err(Arc::new),
+                |waiter| wait_detached(py, waiter),
+            )
+            .map_err(|e| raise(py, e, &self.core.function_id))?;
+        if served.refresh_claimed {
+            self.schedule_refresh(key, &served.entry, call);
         }
+        Ok(served)
     }
 
     /// A new wrapper object, with CPython's fast calling convention switched
@@ -356,8 +347,8 @@ impl CachedWrapper {
             // SAFETY: CPython passes live objects in the argument array.
             unsafe { self.core.signature.write_positional_raw(py, &mut w, args) }
                 .map_err(|e| e.into_pyerr(&self.core.function_id))?;
+            // No stale-if-error window on this path: nothing to keep.
             let lookup = engine.cache().lookup(w.as_bytes());
-            let fallback = None;
             if let Lookup::Fresh(entry) = lookup {
                 return Ok(Reply::Memory(Served {
                     entry,
@@ -373,7 +364,7 @@ impl CachedWrapper {
                 produce: None,
             };
             return self
-                .resolve(py, w.as_bytes(), lookup, fallback, &call)
+                .resolve(py, w.as_bytes(), lookup, None, &call)
                 .map(Reply::Memory);
         }
         // SAFETY: as above.
