@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from restflow.caching.dispatchers.base import raises
+from restflow.caching.dispatchers.dramatiq import ACTOR_NAME, DramatiqDispatcher
 from restflow.caching.dispatchers.jobs import Job
 from restflow.caching.registry import CacheRegister
 
@@ -88,18 +89,14 @@ _actors: dict[str, Any] = {}
 _actors_lock = threading.Lock()
 
 
-def dramatiq_actor(
-    actor_name: str = "restflow.caching.run_cache_rules", queue_name: str = "default"
-) -> Any:
+def dramatiq_actor(actor_name: str = ACTOR_NAME, queue_name: str = "default") -> Any:
     """The Dramatiq actor that runs jobs, declared on the current broker on
     first use. Call it, with the names the sending side uses, in a module
     the worker imports."""
     with _actors_lock:
         actor = _actors.get(actor_name)
         if actor is None:
-            from restflow.caching.dispatchers.base import require
-
-            dramatiq = require("dramatiq", dispatcher="dramatiq", extra="dramatiq")
+            dramatiq = DramatiqDispatcher.broker()
 
             def run(jobs: list[dict[str, Any]], dispatcher_name: str = "dramatiq") -> None:
                 run_cache_rules(jobs, dispatcher_name=dispatcher_name)

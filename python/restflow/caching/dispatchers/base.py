@@ -18,12 +18,12 @@ import abc
 import importlib
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from restflow.caching.dispatchers.jobs import Job
 from restflow.caching.settings import cache_settings
 
-__all__ = ["Dispatcher", "raises", "require"]
+__all__ = ["Dispatcher", "Requirement", "raises", "require"]
 
 
 def require(module: str, *, dispatcher: str, extra: str, package: str = "") -> ModuleType:
@@ -35,6 +35,15 @@ def require(module: str, *, dispatcher: str, extra: str, package: str = "") -> M
             f"The {dispatcher!r} dispatcher needs the {package or extra!r} package, "
             f"an optional extra: pip install 'restflow-cache[{extra}]'"
         ) from error
+
+
+class Requirement(NamedTuple):
+    """The broker package a dispatcher imports, and the extra that installs it."""
+
+    module: str
+    extra: str
+    #: The package's name on PyPI, when it is not the extra's.
+    package: str = ""
 
 
 def raises(raise_exception: bool | None, dispatcher_name: str | None) -> bool:
@@ -73,6 +82,8 @@ class Dispatcher(abc.ABC):
     #: Defaults of its ``DISPATCHER_SETTINGS`` block. ``RAISE_EXCEPTION``
     #: (``None``: follow ``DISPATCHER_RAISE_EXCEPTION``) is known to all.
     default_settings: ClassVar[dict[str, Any]] = {}
+    #: The broker package it needs, imported when a rule is bound (see :meth:`broker`).
+    requires: ClassVar[Requirement | None] = None
 
     def __init__(self, **config: Any) -> None:
         self.config = config
@@ -80,8 +91,7 @@ class Dispatcher(abc.ABC):
 
     def validate_config(self) -> None:
         """Checks the rule's ``dispatcher_config`` when the rule is bound, so a
-        typo or a missing broker package fails at import. Subclasses that
-        need a package import it here (see :func:`require`)."""
+        typo or a missing broker package (``requires``) fails at import."""
         unknown = sorted(set(self.config) - set(self.config_keys))
         if unknown:
             allowed = ", ".join(sorted(self.config_keys)) or "none"
@@ -89,6 +99,22 @@ class Dispatcher(abc.ABC):
                 f"dispatcher {self.name!r} got unknown dispatcher_config key(s) "
                 f"{', '.join(unknown)}; it accepts: {allowed}."
             )
+        if self.requires is not None:
+            self.broker()
+
+    @classmethod
+    def broker(cls, module: str | None = None) -> ModuleType:
+        """The package in ``requires`` (or ``module``, one of its modules),
+        imported, or an ``ImportError`` that says which extra installs it."""
+        if cls.requires is None:
+            raise TypeError(f"dispatcher {cls.name!r} requires no broker package")
+        requirement = cls.requires
+        return require(
+            module or requirement.module,
+            dispatcher=cls.name,
+            extra=requirement.extra,
+            package=requirement.package,
+        )
 
     @abc.abstractmethod
     def dispatch(self, jobs: Sequence[Job]) -> None:
@@ -96,14 +122,20 @@ class Dispatcher(abc.ABC):
 
     def batch_key(self) -> tuple[Any, ...]:
         """Rules whose dispatchers give equal keys share one :meth:`dispatch`
-        call when they set ``batch=True``."""
-        return (type(self), repr(sorted(self.config.items())))
+        call when they set ``batch=True``: by default, those whose options
+        (:meth:`option` of each of ``config_keys``) are equal."""
+        return (type(self), repr([(key, self.option(key)) for key in sorted(self.config_keys)]))
 
     def option(self, key: str) -> Any:
-        """A rule's ``dispatcher_config[key]``, else the ``KEY`` setting."""
+        """A rule's ``dispatcher_config[key]``, else the ``KEY`` setting; where
+        that is ``None``, the ``KEY`` of ``default_settings``."""
         if key in self.config:
-            return self.config[key]
-        return self.settings().get(key.upper())
+            value = self.config[key]
+        else:
+            value = self.settings().get(key.upper())
+        if value is None:
+            value = self.default_settings.get(key.upper())
+        return value
 
     @classmethod
     def settings(cls) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from restflow.caching.dispatchers.base import Dispatcher, require
+from restflow.caching.dispatchers.base import Dispatcher, Requirement
 from restflow.caching.dispatchers.jobs import Job
 
 TASK_NAME = "restflow.caching.tasks.task_run_cache_rules"
@@ -25,20 +25,14 @@ class CeleryDispatcher(Dispatcher):
     in_process = False
     config_keys = frozenset({"task_name", "queue"})
     default_settings: ClassVar[dict[str, Any]] = {"TASK_NAME": TASK_NAME, "QUEUE": None}
-
-    def validate_config(self) -> None:
-        super().validate_config()
-        require("celery", dispatcher=self.name, extra="celery")
-
-    def batch_key(self) -> tuple[Any, ...]:
-        return (type(self), self.option("task_name"), self.option("queue"))
+    requires = Requirement("celery", extra="celery")
 
     def dispatch(self, jobs: Sequence[Job]) -> None:
-        celery = require("celery", dispatcher=self.name, extra="celery")
+        celery = self.broker()
         # Registers the shared task with the current app.
         import restflow.caching.tasks  # noqa: F401
 
-        task_name = self.option("task_name") or TASK_NAME
+        task_name = self.option("task_name")
         queue = self.option("queue")
         kwargs = {"jobs": [job.to_payload() for job in jobs], "dispatcher_name": self.name}
         options = {"queue": queue} if queue else {}

@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from restflow.caching.dispatchers.base import Dispatcher, require
+from restflow.caching.dispatchers.base import Dispatcher, Requirement
+from restflow.caching.dispatchers.django_rq import FUNCTION_PATH
 from restflow.caching.dispatchers.jobs import Job
-
-FUNCTION_PATH = "restflow.caching.tasks.run_cache_rules"
 
 
 class DjangoQDispatcher(Dispatcher):
@@ -27,28 +26,15 @@ class DjangoQDispatcher(Dispatcher):
         "GROUP": None,
         "FUNCTION_PATH": FUNCTION_PATH,
     }
-
-    def validate_config(self) -> None:
-        super().validate_config()
-        require("django_q", dispatcher=self.name, extra="django-q", package="django-q2")
-
-    def batch_key(self) -> tuple[Any, ...]:
-        return (
-            type(self),
-            self.option("cluster"),
-            self.option("group"),
-            self.option("function_path"),
-        )
+    requires = Requirement("django_q", extra="django-q", package="django-q2")
 
     def dispatch(self, jobs: Sequence[Job]) -> None:
-        tasks = require(
-            "django_q.tasks", dispatcher=self.name, extra="django-q", package="django-q2"
-        )
+        tasks = self.broker("django_q.tasks")
         options = {
             key: self.option(key) for key in ("cluster", "group") if self.option(key) is not None
         }
         tasks.async_task(
-            self.option("function_path") or FUNCTION_PATH,
+            self.option("function_path"),
             [job.to_payload() for job in jobs],
             dispatcher_name=self.name,
             **options,

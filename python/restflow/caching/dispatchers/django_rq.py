@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from restflow.caching.dispatchers.base import Dispatcher, require
+from restflow.caching.dispatchers.base import Dispatcher, Requirement
 from restflow.caching.dispatchers.jobs import Job
 
 FUNCTION_PATH = "restflow.caching.tasks.run_cache_rules"
@@ -26,19 +26,12 @@ class DjangoRqDispatcher(Dispatcher):
         "QUEUE": "default",
         "FUNCTION_PATH": FUNCTION_PATH,
     }
-
-    def validate_config(self) -> None:
-        super().validate_config()
-        require("django_rq", dispatcher=self.name, extra="django-rq")
-
-    def batch_key(self) -> tuple[Any, ...]:
-        return (type(self), self.option("queue"), self.option("function_path"))
+    requires = Requirement("django_rq", extra="django-rq")
 
     def dispatch(self, jobs: Sequence[Job]) -> None:
-        django_rq = require("django_rq", dispatcher=self.name, extra="django-rq")
-        queue = django_rq.get_queue(self.option("queue") or "default")
+        queue = self.broker().get_queue(self.option("queue"))
         queue.enqueue(
-            self.option("function_path") or FUNCTION_PATH,
+            self.option("function_path"),
             [job.to_payload() for job in jobs],
             dispatcher_name=self.name,
         )

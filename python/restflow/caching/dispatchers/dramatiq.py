@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from restflow.caching.dispatchers.base import Dispatcher, require
+from restflow.caching.dispatchers.base import Dispatcher, Requirement
 from restflow.caching.dispatchers.jobs import Job
 
 ACTOR_NAME = "restflow.caching.run_cache_rules"
@@ -26,18 +26,10 @@ class DramatiqDispatcher(Dispatcher):
     in_process = False
     config_keys = frozenset({"actor_name", "queue"})
     default_settings: ClassVar[dict[str, Any]] = {"ACTOR_NAME": ACTOR_NAME, "QUEUE": "default"}
-
-    def validate_config(self) -> None:
-        super().validate_config()
-        require("dramatiq", dispatcher=self.name, extra="dramatiq")
-
-    def batch_key(self) -> tuple[Any, ...]:
-        return (type(self), self.option("actor_name"), self.option("queue"))
+    requires = Requirement("dramatiq", extra="dramatiq")
 
     def dispatch(self, jobs: Sequence[Job]) -> None:
         from restflow.caching.tasks import dramatiq_actor
 
-        actor = dramatiq_actor(
-            self.option("actor_name") or ACTOR_NAME, self.option("queue") or "default"
-        )
+        actor = dramatiq_actor(self.option("actor_name"), self.option("queue"))
         actor.send([job.to_payload() for job in jobs], self.name)

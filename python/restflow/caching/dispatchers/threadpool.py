@@ -56,7 +56,7 @@ class ThreadPoolDispatcher(Dispatcher):
     def dispatch(self, jobs: Sequence[Job]) -> None:
         from restflow.caching.tasks import run_cache_rules
 
-        future = self._pool(int(self.option("max_workers") or 4)).submit(
+        future = self._pool(int(self.option("max_workers"))).submit(
             run_cache_rules, list(jobs), dispatcher_name=self.name
         )
         with self._lock:
