@@ -292,7 +292,7 @@ impl Core {
 
     /// Writes the in-process key of a call.
     pub fn write_key(&self, w: &mut KeyWriter, call: &Call<'_>) -> PyResult<Layout> {
-        let class = if self.signature.method && !self.shared_identity {
+        let class = if self.keyed_by_class() {
             let first = call.args.get_item(0).map_err(|_| {
                 PyTypeError::new_err(format!(
                     "{}() missing its first argument ('self' or 'cls')",
@@ -405,26 +405,53 @@ impl Core {
     ) -> PyResult<Vec<(String, Range<usize>)>> {
         write_items(w, items, &self.function_id)
     }
-    /// Drops the partition of a partial call (`delete_by_prefix`, `wipe`):
-    /// for a bound method, in its class only; for a method called on no
-    /// instance, in every class it has been called on.
-    pub fn drop_partition(&self, call: &Call<'_>, bound: bool) -> PyResult<()> {
+    /// Whether keys carry the class of a method's instance (a method that
+    /// does not share its key identifier).
+    fn keyed_by_class(&self) -> bool {
+        self.signature.method && !self.shared_identity
+    }
+
+    /// What a partial call (`delete_by_prefix`, `wipe`) drops: its encoded
+    /// partition with the items' labels, and the classes it applies to
+    /// (`None` for a function not keyed by class): for a bound method its
+    /// class, for a method called on no instance every class it has been
+    /// called on. `None` for a function without key fields.
+    #[allow(clippy::type_complexity)]
+    fn partial(
+        &self,
+        call: &Call<'_>,
+        bound: bool,
+    ) -> PyResult<
+        Option<(
+            KeyWriter,
+            Vec<(String, Range<usize>)>,
+            Vec<Option<Arc<ClassId>>>,
+        )>,
+    > {
         let Some(fields) = &self.fields else {
-            self.scope.bump();
-            return Ok(());
+            return Ok(None);
         };
         let items = fields
             .partition
             .bind(call.args.py())
             .call1((&call.args, call.kwargs.as_ref()))?;
         let mut partition = KeyWriter::new();
-        self.write_items(&mut partition, items.cast::<PyTuple>()?)?;
-        let classes: Vec<Option<Arc<ClassId>>> =
-            match (self.signature.method && !self.shared_identity, bound) {
-                (false, _) => vec![None],
-                (true, true) => vec![Some(self.class_id(&call.args.get_item(0)?)?)],
-                (true, false) => self.classes.lock().values().cloned().map(Some).collect(),
-            };
+        let labels = self.write_items(&mut partition, items.cast::<PyTuple>()?)?;
+        let classes = match (self.keyed_by_class(), bound) {
+            (false, _) => vec![None],
+            (true, true) => vec![Some(self.class_id(&call.args.get_item(0)?)?)],
+            (true, false) => self.classes.lock().values().cloned().map(Some).collect(),
+        };
+        Ok(Some((partition, labels, classes)))
+    }
+
+    /// Drops the partition of a partial call (see [`Core::partial`]) in
+    /// this process; the whole scope for a function without key fields.
+    pub fn drop_partition(&self, call: &Call<'_>, bound: bool) -> PyResult<()> {
+        let Some((partition, _, classes)) = self.partial(call, bound)? else {
+            self.scope.bump();
+            return Ok(());
+        };
         for class in classes {
             let table_key = partition_table_key(class.as_deref(), partition.as_bytes());
             self.scope.bump_partition(&table_key);
@@ -523,33 +550,22 @@ impl Core {
     }
 
     /// The partition texts a partial call drops, with the function id of
-    /// each class it applies to (see [`Core::drop_partition`]).
+    /// each class it applies to (see [`Core::partial`]).
     pub fn partition_texts(&self, call: &Call<'_>, bound: bool) -> PyResult<Vec<(String, String)>> {
-        let Some(fields) = &self.fields else {
+        let Some((partition, labels, classes)) = self.partial(call, bound)? else {
             return Ok(Vec::new());
         };
-        let items = fields
-            .partition
-            .bind(call.args.py())
-            .call1((&call.args, call.kwargs.as_ref()))?;
-        let mut partition = KeyWriter::new();
-        let labels = self.write_items(&mut partition, items.cast::<PyTuple>()?)?;
         let text = render_labelled(partition.as_bytes(), &labels, RUNTIME.max_key_part_length())
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        let function_ids: Vec<String> =
-            match (self.signature.method && !self.shared_identity, bound) {
-                (false, _) => vec![self.function_id.clone()],
-                (true, true) => vec![self.class_id(&call.args.get_item(0)?)?.function_id.clone()],
-                (true, false) => self
-                    .classes
-                    .lock()
-                    .values()
-                    .map(|c| c.function_id.clone())
-                    .collect(),
-            };
-        Ok(function_ids
+        Ok(classes
             .into_iter()
-            .map(|f| (f, text.clone()))
+            .map(|class| {
+                let function_id = class.map_or_else(
+                    || self.function_id.clone(),
+                    |class| class.function_id.clone(),
+                );
+                (function_id, text.clone())
+            })
             .collect())
     }
 

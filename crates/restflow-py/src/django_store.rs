@@ -32,10 +32,9 @@ impl DjangoStore {
     /// The alias's cache object for the calling thread (Django keeps one
     /// per thread).
     fn cache<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let caches = CACHES.get_or_try_init(py, || {
-            Ok::<_, PyErr>(py.import("django.core.cache")?.getattr("caches")?.unbind())
-        })?;
-        caches.bind(py).get_item(&self.alias)
+        CACHES
+            .import(py, "django.core.cache", "caches")?
+            .get_item(&self.alias)
     }
 
     fn run<T>(
@@ -75,7 +74,7 @@ fn counter(value: Option<Bound<'_, PyAny>>) -> PyResult<u64> {
 
 impl SharedStore for DjangoStore {
     fn fetch(&self, keys: &KeySet) -> Result<Fetched, StoreError> {
-        self.run(|py, cache| {
+        self.run(|_, cache| {
             let mut names = vec![
                 safe(&keys.data),
                 safe(&keys.scope),
@@ -85,7 +84,7 @@ impl SharedStore for DjangoStore {
             if let Some(partition) = &keys.partition {
                 names.push(safe(partition));
             }
-            let found = cache.call_method1("get_many", (names.clone(),))?;
+            let found = cache.call_method1("get_many", (&names,))?;
             let found = found.cast::<PyDict>()?;
             let get = |name: &String| found.get_item(name);
             let payload = match get(&names[0])? {
@@ -96,7 +95,6 @@ impl SharedStore for DjangoStore {
                 },
                 _ => None,
             };
-            let _ = py;
             Ok(Fetched {
                 payload,
                 generations: Generations {

@@ -144,19 +144,34 @@ pub unsafe fn tuple_from_raw<'py>(
     )
 }
 
-/// The general path's view of a vectorcall: an argument tuple and a dict of
-/// keyword arguments.
+/// The general path's view of a vectorcall: an argument tuple (with
+/// `first`, a bound method's instance, in front) and a dict of keyword
+/// arguments.
 ///
 /// # Safety
 /// Every pointer in `positional` and `kwvalues` is a live object.
 pub unsafe fn to_tuple_and_dict<'py>(
     py: Python<'py>,
+    first: Option<&Bound<'py, PyAny>>,
     positional: &[*mut ffi::PyObject],
     kwnames: Option<Borrowed<'_, 'py, PyTuple>>,
     kwvalues: &[*mut ffi::PyObject],
 ) -> PyResult<(Bound<'py, PyTuple>, Option<Bound<'py, PyDict>>)> {
-    // SAFETY: per the contract.
-    let args = unsafe { tuple_from_raw(py, positional)? };
+    let args = match first {
+        // SAFETY: per the contract.
+        None => unsafe { tuple_from_raw(py, positional)? },
+        Some(first) => {
+            let mut all = Vec::with_capacity(positional.len() + 1);
+            all.push(first.as_borrowed());
+            // SAFETY: per the contract.
+            all.extend(
+                positional
+                    .iter()
+                    .map(|p| unsafe { Borrowed::from_ptr(py, *p) }),
+            );
+            PyTuple::new(py, all)?
+        }
+    };
     let kwargs = match kwnames {
         None => None,
         Some(names) => {

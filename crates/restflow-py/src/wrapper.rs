@@ -367,10 +367,17 @@ impl CachedWrapper {
                 .resolve(py, w.as_bytes(), lookup, None, &call)
                 .map(Reply::Memory);
         }
+        // The instance of a bound method goes straight into the one tuple
+        // built here (`self.call` would build a second).
+        let instance = self.bound.as_ref().map(|(instance, _)| instance.bind(py));
         // SAFETY: as above.
         let (args, kwargs) =
-            unsafe { crate::vectorcall::to_tuple_and_dict(py, args, kwnames, kwvalues)? };
-        let call = self.call(&args, kwargs.as_ref())?;
+            unsafe { crate::vectorcall::to_tuple_and_dict(py, instance, args, kwnames, kwvalues)? };
+        let call = Call {
+            args,
+            kwargs,
+            produce: None,
+        };
         self.get(py, &call)
     }
 
