@@ -22,6 +22,7 @@ from restflow.caching.key_constructor import (
     register,
     resolve,
 )
+from restflow.caching.key_fields import _RECEIVERS
 from restflow.caching.settings import seconds, validate_backend
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -93,13 +94,20 @@ def _signature_spec(func: Callable[..., Any]) -> tuple[list[tuple[str, int, Any,
         )
         for p in parameters
     ]
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    method = (
-        bool(parameters)
-        and parameters[0].name in ("self", "cls")
-        and (parameters[0].kind in positional)
+    return spec, is_method(parameters)
+
+
+def is_method(parameters: list[inspect.Parameter]) -> bool:
+    """Whether the engine takes a function with these parameters for a method:
+    its first parameter is a positional ``self`` or ``cls``, the receiver,
+    which is not part of the key (its class is)."""
+    if not parameters:
+        return False
+    first = parameters[0]
+    return first.name in _RECEIVERS and first.kind in (
+        first.POSITIONAL_ONLY,
+        first.POSITIONAL_OR_KEYWORD,
     )
-    return spec, method
 
 
 def _policy(

@@ -46,6 +46,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from restflow.caching.decorators import is_method
 from restflow.caching.dispatchers.jobs import Change, Job, SignalTypes
 from restflow.caching.key_fields import (
     ArgsKeyField,
@@ -61,7 +62,6 @@ if TYPE_CHECKING:
 
 __all__ = ["InvalidationRule", "attach_rules"]
 
-_RECEIVERS = ("self", "cls")
 _VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 ENTRY = "entry"
@@ -437,9 +437,10 @@ def function_path(wrapper: Any) -> str:
 
 
 def _parameters(wrapper: Any) -> tuple[list[inspect.Parameter], bool]:
-    """The parameters a rule can give values to, and whether it is a method."""
+    """The parameters a rule can give values to, and whether it is a method
+    (decided as the engine decides it)."""
     parameters = list(inspect.signature(wrapper.func).parameters.values())
-    method = bool(parameters) and parameters[0].name in _RECEIVERS
+    method = is_method(parameters)
     return (parameters[1:] if method else parameters), method
 
 
