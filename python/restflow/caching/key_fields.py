@@ -155,8 +155,15 @@ class CacheKeyField:
 
     def needs(self, signature: inspect.Signature) -> set[str]:
         """The parameters this field reads: what ``delete_by_prefix`` must be
-        given when the field is a partition field."""
-        return set()
+        given when the field is a partition field, and what invalidation
+        rules must map. A field that does not say is taken to read every
+        parameter but ``self``/``cls``, ``*args`` and ``**kwargs``; a field
+        that reads none returns an empty set."""
+        return {
+            name
+            for name, p in signature.parameters.items()
+            if name not in _RECEIVERS and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        }
 
     # -- shared behaviour --------------------------------------------------
 
@@ -246,6 +253,9 @@ class ConstantKeyField(CacheKeyField):
     def payload(self, bound: Mapping[str, Any], shape: CallShape) -> dict[str, Any]:
         return {self.key: self.value}
 
+    def needs(self, signature: inspect.Signature) -> set[str]:
+        return set()
+
     def reader(self, signature: inspect.Signature, shape: CallShape):
         constant = ((f"{self.name}.{self.key}", self.value, self.hash_value, self.sort_lists),)
         return lambda bound: constant
@@ -296,11 +306,7 @@ class ArgsKeyField(CacheKeyField):
     def needs(self, signature: inspect.Signature) -> set[str]:
         if self.arguments is not None:
             return {name for name in self.arguments if name in signature.parameters}
-        return {
-            name
-            for name, p in signature.parameters.items()
-            if name not in _RECEIVERS and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        }
+        return super().needs(signature)  # every argument
 
     def _value(self, value: Any) -> Any:
         value = resolve_path(value, self.path)
@@ -554,6 +560,9 @@ class _FingerprintField(CacheKeyField):
 
     def options(self) -> tuple[Any, ...]:
         return (self.target,)
+
+    def needs(self, signature: inspect.Signature) -> set[str]:
+        return set()  # reads the class, not the call
 
     def payload(self, bound: Mapping[str, Any], shape: CallShape) -> dict[str, Any]:
         if self.target is None:

@@ -51,9 +51,6 @@ from restflow.caching.dispatchers.jobs import Change, Job, SignalTypes
 from restflow.caching.key_fields import (
     ArgsKeyField,
     CacheKeyField,
-    ConstantKeyField,
-    DjangoModelKeyField,
-    DrfSerializerKeyField,
 )
 from restflow.caching.status import CACHE_MISSING
 
@@ -452,16 +449,6 @@ def _key_fields(wrapper: Any) -> list[CacheKeyField]:
     return list(get_fields().values())
 
 
-def _reads(field: CacheKeyField, signature: inspect.Signature, everything: set[str]) -> set[str]:
-    """The parameters a key field reads. A custom field that does not say
-    (no ``needs()`` of its own) is taken to read them all."""
-    if isinstance(field, (ConstantKeyField, DrfSerializerKeyField, DjangoModelKeyField)):
-        return set()
-    if type(field).needs is CacheKeyField.needs:
-        return set(everything)
-    return set(field.needs(signature))
-
-
 def _plan(rule: InvalidationRule, wrapper: Any) -> tuple[str, dict[str, Any]]:
     """What the rule drops (see the module documentation), and the filler
     values of parameters the key does not read, so a call binds."""
@@ -469,11 +456,11 @@ def _plan(rule: InvalidationRule, wrapper: Any) -> tuple[str, dict[str, Any]]:
         return INVALIDATOR, {}
     parameters, method = _parameters(wrapper)
     signature = inspect.signature(wrapper.func)
-    everything = {p.name for p in parameters if p.kind not in _VARIADIC}
     fields = _key_fields(wrapper)
     partition = [f for f in fields if f.partition]
-    partition_reads = set().union(*(_reads(f, signature, everything) for f in partition))
-    key_reads = set().union(*(_reads(f, signature, everything) for f in fields))
+    # What each field reads (a custom field that does not say: every parameter).
+    partition_reads = set().union(*(f.needs(signature) for f in partition))
+    key_reads = set().union(*(f.needs(signature) for f in fields))
     mapped = set(rule.field_mapping)
     exact = (
         not method
