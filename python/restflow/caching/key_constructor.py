@@ -23,6 +23,7 @@ unreachable at once and leave by expiry or eviction.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import threading
@@ -164,12 +165,13 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
 
     # -- building keys -------------------------------------------------------
 
-    def _readers(self, func: Callable[..., Any]):
-        """``(signature, shape, partition readers, suffix readers)`` for ``func``,
-        made once per function."""
+    def _readers(self, func: Callable[..., Any], signature: inspect.Signature | None = None):
+        """``(signature, shape, partition readers, suffix readers)`` for ``func``
+        (whose ``signature`` may be given), made once per function."""
         compiled = self._compiled.get(func)
         if compiled is None:
-            signature = inspect.signature(func)
+            if signature is None:
+                signature = inspect.signature(func)
             shape = CallShape(signature)
             fields = self._declared_fields.values()
             compiled = (
@@ -239,7 +241,7 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
         signature = inspect.signature(func)
         for field in self._declared_fields.values():
             field.check(func, signature)
-        signature, _shape, partition_readers, suffix_readers = self._readers(func)
+        signature, _shape, partition_readers, suffix_readers = self._readers(func, signature)
         read = self._read
 
         def build(bound: dict[str, Any]):
@@ -420,7 +422,9 @@ def InlineKeyConstructor(
             (),
             {"namespace": namespace, "version": version, "key_identifier": key_identifier},
         )
-        attrs: dict[str, Any] = {name: _copy_field(field) for name, field in fields.items()}
+        # A field keeps the name it is declared under: each inline constructor
+        # gets its own copy, so one field object can serve under several names.
+        attrs: dict[str, Any] = {name: copy.copy(field) for name, field in fields.items()}
         attrs.update({"Meta": meta, "__module__": __name__})
         made = KeyConstructorMeta(f"InlineKeyConstructor_{digest}", (KeyConstructor,), attrs)
         made.__qualname__ = f"InlineKeyConstructor[{digest}]"
@@ -444,14 +448,6 @@ def _freeze(value: Any) -> Any:
     except TypeError:
         return ("unhashable", type(value), id(value))
     return (type(value), value)
-
-
-def _copy_field(field: CacheKeyField) -> CacheKeyField:
-    """A field keeps the name it is declared under; an inline constructor gets
-    its own copy so one field object can serve under several names."""
-    import copy
-
-    return copy.copy(field)
 
 
 def resolve(key_constructor: Any) -> KeyConstructor:

@@ -227,13 +227,9 @@ def bind_arguments(
     func: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: Mapping[str, Any],
-    *,
-    partial: bool = False,
 ) -> dict[str, Any]:
     """Binds a call like Python does, defaults applied: ``{parameter: value}``."""
-    signature = inspect.signature(func)
-    bind = signature.bind_partial if partial else signature.bind
-    bound = bind(*args, **kwargs)
+    bound = inspect.signature(func).bind(*args, **kwargs)
     bound.apply_defaults()
     return dict(bound.arguments)
 
@@ -543,14 +539,12 @@ class _FingerprintField(CacheKeyField):
     """A fingerprint of a class's fields, computed once per class, so that
     changing a serializer or a model changes every key built with it."""
 
-    _fingerprints: dict[type, tuple[Any, ...]]
-
     def __init__(self, target: type | None, **options: bool) -> None:
         super().__init__(**options)
         if target is not None:
             self.validate(target)
         self.target = target
-        self._fingerprints = {}
+        self._fingerprint: tuple[Any, ...] | None = None  # of target, once computed
 
     def validate(self, target: Any) -> None:
         raise NotImplementedError(f"{type(self).__name__} must implement validate()")
@@ -567,10 +561,9 @@ class _FingerprintField(CacheKeyField):
     def payload(self, bound: Mapping[str, Any], shape: CallShape) -> dict[str, Any]:
         if self.target is None:
             return {}
-        fingerprint = self._fingerprints.get(self.target)
-        if fingerprint is None:  # once per class, not per call
-            fingerprint = self._fingerprints[self.target] = self.fingerprint(self.target)
-        return {"fingerprint": fingerprint}
+        if self._fingerprint is None:  # once per class, not per call
+            self._fingerprint = self.fingerprint(self.target)
+        return {"fingerprint": self._fingerprint}
 
 
 class DrfSerializerKeyField(_FingerprintField):

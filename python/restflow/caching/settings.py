@@ -65,8 +65,6 @@ DEFAULTS: dict[str, Any] = {
     "LOCK_TIMEOUT": 10,
 }
 
-_BACKEND_SCHEMES = ("memory", "redis://", "rediss://")
-
 _cached: dict[str, Any] | None = None
 
 
