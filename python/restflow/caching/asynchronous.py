@@ -151,9 +151,12 @@ class AsyncCachedWrapper:
         self._cache_unless = cache_unless
         self._decides = cache_if is not None or cache_unless is not None or callable(ttl)
         functools.update_wrapper(self, func)
-        # Lets asyncio.iscoroutinefunction (and asgiref, Django) see that
-        # calling the wrapper gives an awaitable.
-        self._is_coroutine = asyncio.coroutines._is_coroutine
+        # Lets inspect.iscoroutinefunction (3.12+), asyncio's, asgiref's and
+        # so Django's see that calling the wrapper gives an awaitable.
+        if hasattr(inspect, "markcoroutinefunction"):  # Python 3.12+
+            inspect.markcoroutinefunction(self)
+        else:  # the marker asyncio.iscoroutinefunction looks for before 3.12
+            self._is_coroutine = asyncio.coroutines._is_coroutine
 
     # -- binding ---------------------------------------------------------
 
