@@ -114,6 +114,18 @@ def test_settings_merge_defaults_with_the_dispatcher_block():
         assert get_dispatcher("threadpool", {"max_workers": 2}).option("max_workers") == 2
 
 
+def test_a_bad_max_workers_setting_is_refused_when_the_dispatcher_is_made():
+    with override_settings(
+        RESTFLOW_SETTINGS={
+            "CACHE_SETTINGS": {"DISPATCHER_SETTINGS": {"threadpool": {"MAX_WORKERS": 0}}}
+        }
+    ):
+        with pytest.raises(
+            ValueError, match=r"max_workers must be an int >= 1; got 0 .*MAX_WORKERS"
+        ):
+            get_dispatcher("threadpool")
+
+
 def test_batch_keys_group_equal_configurations():
     assert get_dispatcher("threadpool").batch_key() == get_dispatcher("threadpool").batch_key()
     assert (

@@ -35,11 +35,15 @@ class ThreadPoolDispatcher(Dispatcher):
 
     def validate_config(self) -> None:
         super().validate_config()
-        workers = self.config.get("max_workers")
-        if workers is not None and (
-            isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
-        ):
-            raise ValueError(f"threadpool max_workers must be an int >= 1; got {workers!r}.")
+        # The value in force: the rule's dispatcher_config, else the
+        # MAX_WORKERS setting, else the default.
+        workers = self.option("max_workers")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(
+                f"threadpool max_workers must be an int >= 1; got {workers!r} (from "
+                "dispatcher_config['max_workers'], else DISPATCHER_SETTINGS['threadpool']"
+                "['MAX_WORKERS'])."
+            )
 
     @classmethod
     def _pool(cls, workers: int) -> ThreadPoolExecutor:
