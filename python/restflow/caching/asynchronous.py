@@ -20,6 +20,7 @@ raises a ``TypeError`` that names the async one.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import logging
@@ -201,10 +202,20 @@ class AsyncCachedWrapper:
 
     def _producer(self, loop: asyncio.AbstractEventLoop, args: tuple, kwargs: dict):
         """What the engine calls on a worker thread: runs the coroutine on
-        the loop and waits for it there (never on the loop thread)."""
+        the loop and waits for it there (never on the loop thread).
+
+        The coroutine runs in a copy of the caller's context, as it would
+        had it been awaited in place: context variables the caller set
+        (``cache_response``'s list of live responses, say) reach it across
+        the thread hop."""
+        context = contextvars.copy_context()
 
         def produce() -> tuple[Any, Any]:
-            return asyncio.run_coroutine_threadsafe(self._produce(args, kwargs), loop).result()
+            coroutine = self._produce(args, kwargs)
+            # call_soon_threadsafe, and the task it makes, take the context
+            # current where it is called: the caller's copy, not the worker's.
+            future = context.copy().run(asyncio.run_coroutine_threadsafe, coroutine, loop)
+            return future.result()
 
         return produce
 

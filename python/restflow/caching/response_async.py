@@ -43,13 +43,6 @@ from restflow.caching.status import CACHE_MISSING, CacheStatus
 
 __all__ = ["AsyncCachedResponseWrapper", "make_async_renderer"]
 
-#: Where the wrapper leaves the list a render appends its live response to,
-#: for renders that run outside the caller's context (shared stores run the
-#: coroutine as a new task on the loop, started from a worker thread).
-LIVE_ATTR = "_restflow_live"
-
-_UNSET = object()
-
 
 async def _arender(response: Any) -> Any:
     """Renders a response with deferred rendering (``TemplateResponse``, DRF's
@@ -92,8 +85,6 @@ def make_async_renderer(
                 response = view.finalize_response(request, response, *url_args, **url_kwargs)
             response = await _arender(response)
         live = _live.get()
-        if live is None:
-            live = getattr(request, LIVE_ATTR, None)
         if live is not None:
             live.append(response)
         if not await amay_store(response, cache_if, cache_unless, args, kwargs):
@@ -223,16 +214,10 @@ class AsyncCachedResponseWrapper(CachedResponseWrapper):
             method = "abypass_cache_with_metadata"
         live: list[Any] = []
         token = _live.set(live)
-        previous = getattr(request, "__dict__", {}).get(LIVE_ATTR, _UNSET)
-        setattr(request, LIVE_ATTR, live)
         try:
             entry, metadata = await getattr(self.cached_render, method)(*args, **kwargs)
         finally:
             _live.reset(token)
-            if previous is _UNSET:
-                delattr(request, LIVE_ATTR)
-            else:
-                setattr(request, LIVE_ATTR, previous)
         if live:
             response = live[-1]
         elif entry is not None:
