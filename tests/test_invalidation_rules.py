@@ -589,14 +589,20 @@ def test_a_rewarm_that_fails_drops_the_entry_and_is_logged(caplog):
     assert title.get_cache_only(a.pk) is CACHE_MISSING
 
 
-def test_rewarm_of_a_partition_drops_it():
-    @cache_result(
-        ttl=None,
-        key_constructor=ByArticle,
-        invalidates_on=[InvalidationRule(Article, field_mapping={"article_id": "pk"}, rewarm=True)],
-    )
-    def page_of(article_id, page=1, size=10):
-        return (article_id, page)
+def test_rewarm_of_a_partition_drops_it_and_says_so(caplog):
+    with caplog.at_level(logging.WARNING, logger="restflow.caching"):
+
+        @cache_result(
+            ttl=None,
+            key_constructor=ByArticle,
+            invalidates_on=[
+                InvalidationRule(Article, field_mapping={"article_id": "pk"}, rewarm=True)
+            ],
+        )
+        def page_of(article_id, page=1, size=10):
+            return (article_id, page)
+
+    assert logged(caplog, "drops the partition instead of recomputing one entry") == 1
 
     a = Article.objects.create(title="a")
     page_of(a.pk, 1)

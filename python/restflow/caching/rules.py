@@ -44,6 +44,7 @@ from __future__ import annotations
 import copy
 import importlib
 import inspect
+import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,8 @@ if TYPE_CHECKING:
     from restflow.caching.dispatchers.base import Dispatcher
 
 __all__ = ["InvalidationRule", "attach_rules"]
+
+logger = logging.getLogger("restflow.caching")
 
 _VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
@@ -355,6 +358,16 @@ class BoundRule:
         self.module = wrapper.func.__module__
         self.model_label = model._meta.label
         self.target, self._placeholders = _plan(rule, wrapper)
+        if rule.rewarm and self.target != ENTRY:
+            # Not an error (the drop is correct), but not what was asked: say so once.
+            logger.warning(
+                "restflow: rule %s has rewarm=True, but its field_mapping does not name every "
+                "argument the key of %s reads, so a change drops the %s instead of "
+                "recomputing one entry.",
+                self.rule_id,
+                self.function,
+                self.target,
+            )
         self._paths = {
             name: _compile_path(model, path) for name, path in rule.field_mapping.items()
         }
