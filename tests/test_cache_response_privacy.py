@@ -142,6 +142,17 @@ def test_a_session_read_before_the_view_does_not_stop_caching(store):
     assert "Cookie" in first["Vary"]
 
 
+def test_a_session_that_cannot_be_watched_is_taken_as_read(store):
+    factory = APIRequestFactory()
+    responses = []
+    for _ in range(2):
+        request = factory.get("/")
+        request.session = {"cart": "someone's"}  # not a Django session: reads go unseen
+        responses.append(served(NewsView, request))
+    assert [r[STATUS] for r in responses] == ["MISS", "MISS"]
+    assert RUNS["news"] == 2
+
+
 # --- the view's own Vary ------------------------------------------------------------
 
 
