@@ -20,6 +20,7 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.sessions.backends.signed_cookies import SessionStore
 from django.contrib.sessions.middleware import SessionMiddleware
+from django.core.cache import caches as django_caches
 from django.http import JsonResponse
 from django.middleware.csrf import get_token
 from django.test import AsyncRequestFactory, override_settings
@@ -54,7 +55,9 @@ def store(request):
     caches = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     backend = {"CACHE_SETTINGS": {"BACKEND": "django:default"}}
     with override_settings(CACHES=caches, RESTFLOW_SETTINGS=backend):
+        django_caches["default"].clear()  # locmem outlives the test that filled it
         yield request.param
+        django_caches["default"].clear()
 
 
 @pytest.fixture(autouse=True)
