@@ -130,13 +130,18 @@ def test_viewset_list_retrieve_and_actions_through_a_router(client):
     assert client.get("/set/5/")[STATUS] == "MISS"
 
 
-def test_head_is_served_from_the_cache_and_never_stores_an_empty_body(client):
+def test_head_uses_the_cache_keyed_apart_from_get(client):
     head = client.head("/articles/1/")
     assert head[STATUS] == "MISS"
+    # A view may render HEAD otherwise (an empty body): a GET never gets that.
     get = client.get("/articles/1/")
-    assert get[STATUS] == "HIT"
+    assert get[STATUS] == "MISS"
     assert body(get)["id"] == 1
-    assert CALLS["ArticleView.get"] == 1
+    assert (client.head("/articles/1/")[STATUS], client.get("/articles/1/")[STATUS]) == (
+        "HIT",
+        "HIT",
+    )
+    assert CALLS["ArticleView.get"] == 2
 
 
 # --- headers ------------------------------------------------------------------

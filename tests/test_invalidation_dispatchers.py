@@ -173,6 +173,36 @@ def test_asyncio_runs_as_a_task_of_the_loop_that_awaits_the_save():
     assert threads[1].startswith("asyncio_"), threads  # the loop's executor, not asgiref's
 
 
+@pytest.mark.parametrize("dispatcher", ["inline", "asyncio", "threadpool"])
+def test_an_async_def_is_rewarmed_with_its_awaited_value_from_an_async_save(dispatcher):
+    """Issue 10, item 14: the rewarm awaits the function wherever it runs."""
+
+    @cache_result(
+        ttl=None,
+        invalidates_on=[
+            InvalidationRule(
+                Article, field_mapping={"article_id": "pk"}, rewarm=True, dispatcher=dispatcher
+            )
+        ],
+    )
+    async def title(article_id):
+        query = Article.objects.filter(pk=article_id).values_list("title", flat=True)
+        return await query.afirst()
+
+    a = Article.objects.create(title="a")
+
+    async def main():
+        assert await title(a.pk) == "a"
+        a.title = "a2"
+        await a.asave()
+        await AsyncIODispatcher.join()
+        await asyncio.to_thread(ThreadPoolDispatcher.join, 5)
+        return await title.aget_with_metadata(a.pk)
+
+    value, metadata = asyncio.run(main())
+    assert (value, metadata["cache_status"]) == ("a2", "HIT")
+
+
 def test_asyncio_runs_inline_where_no_loop_waits():
     title, _ = cached_title(dispatcher="asyncio")
     a = Article.objects.create(title="a")

@@ -8,6 +8,7 @@ import logging
 import threading
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.db import transaction
 from django.test import override_settings
 
@@ -588,14 +589,20 @@ def test_a_rewarm_that_fails_drops_the_entry_and_is_logged(caplog):
     assert title.get_cache_only(a.pk) is CACHE_MISSING
 
 
-def test_rewarm_of_a_partition_drops_it():
-    @cache_result(
-        ttl=None,
-        key_constructor=ByArticle,
-        invalidates_on=[InvalidationRule(Article, field_mapping={"article_id": "pk"}, rewarm=True)],
-    )
-    def page_of(article_id, page=1, size=10):
-        return (article_id, page)
+def test_rewarm_of_a_partition_drops_it_and_says_so(caplog):
+    with caplog.at_level(logging.WARNING, logger="restflow.caching"):
+
+        @cache_result(
+            ttl=None,
+            key_constructor=ByArticle,
+            invalidates_on=[
+                InvalidationRule(Article, field_mapping={"article_id": "pk"}, rewarm=True)
+            ],
+        )
+        def page_of(article_id, page=1, size=10):
+            return (article_id, page)
+
+    assert logged(caplog, "drops the partition instead of recomputing one entry") == 1
 
     a = Article.objects.create(title="a")
     page_of(a.pk, 1)
@@ -603,6 +610,55 @@ def test_rewarm_of_a_partition_drops_it():
     a.save()
     assert page_of.get_cache_only(a.pk, 1) is CACHE_MISSING
     assert page_of.get_cache_only(a.pk, 2) is CACHE_MISSING
+
+
+class ByUser(KeyConstructor):
+    user_id = ArgsKeyField("user_id", partition=True)
+
+
+def test_rewarm_recomputes_an_entry_keyed_only_by_its_partition():
+    """The documented case: the mapping names all the key reads, which is
+    the partition; that one entry is recomputed, not dropped."""
+    calls = []
+
+    @cache_result(
+        ttl=None,
+        key_constructor=ByUser,
+        invalidates_on=[InvalidationRule(Article, field_mapping={"user_id": "pk"}, rewarm=True)],
+    )
+    def title(user_id):
+        calls.append(user_id)
+        return Article.objects.filter(pk=user_id).values_list("title", flat=True).first()
+
+    a, b = Article.objects.create(title="a"), Article.objects.create(title="b")
+    assert (title(a.pk), title(b.pk)) == ("a", "b")
+    assert target_of(title) == ["entry"]
+    a.title = "a2"
+    a.save()
+    assert title.get_cache_only(a.pk) == "a2"  # readers never miss
+    assert title.get_cache_only(b.pk) == "b"
+    assert calls == [a.pk, b.pk, a.pk]
+
+
+def test_rewarm_of_an_async_function_stores_the_awaited_value():
+    calls = []
+
+    @cache_result(
+        ttl=None,
+        invalidates_on=[InvalidationRule(Article, field_mapping={"article_id": "pk"}, rewarm=True)],
+    )
+    async def title(article_id):
+        calls.append(article_id)
+        query = Article.objects.filter(pk=article_id).values_list("title", flat=True)
+        return await query.afirst()
+
+    a = Article.objects.create(title="a")
+    assert async_to_sync(title)(a.pk) == "a"
+    a.title = "a2"
+    a.save()
+    value, metadata = async_to_sync(title.aget_with_metadata)(a.pk)
+    assert (value, metadata["cache_status"]) == ("a2", "HIT")
+    assert calls == [a.pk, a.pk]
 
 
 # -- failures ------------------------------------------------------------------------------

@@ -25,20 +25,30 @@ do not run.
 Safe defaults. Each exists because the unsafe choice serves one client what
 was rendered for another:
 
-1. **Only GET and HEAD use the cache.** Any other method runs the view live
-   (status ``BYPASS``): a handler serving several methods (an ``@action``
-   with ``methods=["get", "post"]``) never answers a POST from a GET's entry.
+1. **Only GET and HEAD use the cache, each from its own entries.** Any
+   other method runs the view live (status ``BYPASS``): a handler serving
+   several methods (an ``@action`` with ``methods=["get", "post"]``) never
+   answers a POST from a GET's entry. The method is part of the key: a view
+   may render HEAD otherwise (an empty body), and a GET never gets that.
 2. **Only 2xx responses are stored**, unless ``cache_if`` says otherwise
    (``cache_if(response, *args, **kwargs)`` replaces the status rule;
    ``cache_unless`` narrows it). An error is usually about this moment.
 3. **Some responses are never stored**, whatever ``cache_if`` says: those
    that set cookies, carry ``Vary: *`` or ``Cache-Control: private`` /
-   ``no-store``, and streamed ones. They are returned as they are.
+   ``no-store``, and streamed ones; those rendered while the view read
+   ``request.session`` (``SessionMiddleware`` adds ``Vary: Cookie`` only
+   after the entry would be stored; reads before the view, by
+   authentication, do not count); and those carrying a CSRF token (Django
+   marked it used: the browsable API's pages, forms). They are returned as
+   they are. See :mod:`restflow.caching.response_privacy`.
 4. **What was negotiated is part of the key**: the media type DRF chose
    (``request.accepted_media_type``), the API version (``request.version``),
-   the active language (``get_language()``) and time zone, beside the URL
-   kwargs and query string of :class:`ResponseCacheKeyConstructor`. This is
-   added to any key constructor given.
+   the active language (``get_language()``) and time zone, the scheme and
+   host (``request.get_host()``: absolute URLs from ``build_absolute_uri``
+   never cross hosts or go from http to https), beside the URL kwargs and
+   query string of :class:`ResponseCacheKeyConstructor` (repeated query
+   parameters in the order sent: ``?sort=a&sort=b`` is not
+   ``?sort=b&sort=a``). This is added to any key constructor given.
 5. **The view class is part of the key**: two subclasses sharing one
    decorated handler never share entries (an ``@api_view`` function is its
    own view class).
@@ -48,7 +58,12 @@ was rendered for another:
    token user) has nothing safe to key by, so its requests run live
    (``BYPASS``). To share one response among users, cache the payload with
    ``cache_result`` instead.
-7. **A background refresh renders like the request it replaces**: inside
+7. **The view's own ``Vary`` is honoured**: an entry whose response says
+   ``Vary: X-Tenant`` records the X-Tenant its request sent, and is served
+   only to requests sending the same; others run the view live (``MISS``,
+   nothing stored). ``Accept`` is keyed already (default 4). To cache every
+   value, key the header too (``RequestValueKeyField("META.HTTP_X_TENANT")``).
+8. **A background refresh renders like the request it replaces**: inside
    the stale window (``stale_while_revalidate``) the view runs again on an
    engine thread with the request that found the entry stale, under that
    request's language and time zone. Other per-request state held in

@@ -233,11 +233,6 @@ def cache_result(
         functools.update_wrapper(wrapper, func)
         wrapper.key_constructor = constructor
         register(wrapper, constructor)
-        if invalidates_on:
-            # Imported here: rules pull in Django's signals and models.
-            from restflow.caching.rules import attach_rules
-
-            attach_rules(wrapper, invalidates_on)  # rules call the engine's sync methods
         if is_async:
             from restflow.caching.asynchronous import AsyncCachedWrapper
 
@@ -249,6 +244,12 @@ def cache_result(
                 cache_if=cache_if,
                 cache_unless=cache_unless,
             )
+        if invalidates_on:
+            # Imported here: rules pull in Django's signals and models. They
+            # get the wrapper the user sees: a rewarm of an async def awaits it.
+            from restflow.caching.rules import attach_rules
+
+            attach_rules(wrapper, invalidates_on)
         return wrapper
 
     return decorator

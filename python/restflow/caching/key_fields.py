@@ -431,12 +431,15 @@ class RequestValueKeyField(_RequestField):
 
 
 class QueryParamsKeyField(_RequestField):
-    """Query parameters: all (``"*"``) or the listed ones; repeated values are sorted.
+    """Query parameters: all (``"*"``) or the listed ones; repeated values in order.
 
     Reads DRF's ``request.query_params``, Django's ``request.GET``, or a
     plain dict passed as the request argument. Values are keyed as the text
     a query string carries, so from a plain dict ``1`` and ``"1"`` are one
-    value, as they are in ``?page=1``.
+    value, as they are in ``?page=1``. A repeated parameter keeps the order
+    the request gave (``?sort=a&sort=b`` is not ``?sort=b&sort=a``: a view
+    may read ``getlist`` in order); ``sort_lists=True`` makes it irrelevant
+    for a view that treats the values as a set.
     """
 
     def __init__(
@@ -474,7 +477,7 @@ class QueryParamsKeyField(_RequestField):
         else:
             value = source.get(name, [])
             values = list(value) if isinstance(value, (list, tuple)) else [value]
-        return sorted(str(v) for v in values)
+        return [str(v) for v in values]
 
     def payload(self, bound: Mapping[str, Any], shape: CallShape) -> dict[str, Any]:
         source = self._source(self.request(bound, shape))

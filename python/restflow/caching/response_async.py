@@ -31,6 +31,7 @@ from restflow.caching.response_keys import (
     locale_of,
     user_of,
 )
+from restflow.caching.response_privacy import private_reason, serves, watching
 from restflow.caching.response_wrapper import (
     CachedResponseWrapper,
     HandlerCall,
@@ -39,7 +40,7 @@ from restflow.caching.response_wrapper import (
     _request_locale,
     _uses_cache,
 )
-from restflow.caching.status import CACHE_MISSING, CacheStatus
+from restflow.caching.status import CacheStatus
 
 __all__ = ["AsyncCachedResponseWrapper", "make_async_renderer"]
 
@@ -75,7 +76,7 @@ def make_async_renderer(
     @functools.wraps(func)
     async def render(*args: Any, **kwargs: Any) -> Entry | None:
         request = call.request(args, kwargs)
-        with _request_locale(request):
+        with _request_locale(request), watching(request) as watch:
             response = await func(*args, **kwargs)
             if is_drf_request(request):
                 # An APIView whose dispatch awaits handlers (adrf, say).
@@ -87,9 +88,11 @@ def make_async_renderer(
         live = _live.get()
         if live is not None:
             live.append(response)
+        if private_reason(request, watch) is not None:
+            return None
         if not await amay_store(response, cache_if, cache_unless, args, kwargs):
             return None
-        entry = freeze(response)
+        entry = freeze(response, request)
         if response_ttl is not None:
             chosen = await resolve(response_ttl.ttl(response, *args, **kwargs))
             response_ttl.remember(entry, chosen)
@@ -178,7 +181,7 @@ class AsyncCachedResponseWrapper(CachedResponseWrapper):
         """The cached response (fresh or stale) rebuilt, or ``CACHE_MISSING``."""
         async with self._keyed(args, kwargs):
             entry = await self.cached_render.aget_cache_only(*args, **kwargs)
-        return entry if entry is CACHE_MISSING else thaw(entry)
+        return self._rebuilt(entry, args, kwargs)
 
     # -- keys and invalidation: the underlying wrapper's ----------------------
 
@@ -220,11 +223,10 @@ class AsyncCachedResponseWrapper(CachedResponseWrapper):
             _live.reset(token)
         if live:
             response = live[-1]
-        elif entry is not None:
+        elif entry is not None and serves(entry, request):
             response = thaw(entry)
         else:
-            # Another request rendered this key at the same moment, and its
-            # response may not be stored (it sets cookies, say): not ours to share.
+            # As in the sync wrapper: a response not stored, or not for this request.
             response = (await self._aserve("abypass_cache_with_metadata", args, kwargs))[0]
             metadata = {"cache_status": CacheStatus.MISS}
         if self.set_cache_headers:

@@ -1,8 +1,10 @@
 """What a cached response is, and which responses may become one.
 
-An entry is the plain tuple ``(status_code, content, headers)``: the rendered
-bytes, the status and the header pairs, as the view and DRF's
-``finalize_response`` left them. A tuple of bytes and strings pickles for
+An entry is the plain tuple ``(status_code, content, headers, vary)``: the
+rendered bytes, the status and the header pairs, as the view and DRF's
+``finalize_response`` left them, and the request header values the
+response's ``Vary`` names (whom it may be served to; see
+:mod:`restflow.caching.response_privacy`). A tuple of bytes and strings pickles for
 stores that serialize, and shares nothing with the live response, so
 middleware that changes a response later never changes what is cached. It
 never holds a request, a serializer or a queryset.
@@ -17,25 +19,31 @@ from django.http import HttpResponse
 from django.utils.cache import has_vary_header
 
 from restflow.caching.asynchronous import resolve
+from restflow.caching.response_privacy import vary_record
 
 __all__ = ["Entry", "amay_store", "freeze", "may_store", "never_storable", "thaw"]
 
-Entry = tuple[int, bytes, tuple[tuple[str, str], ...]]
+Entry = tuple[int, bytes, tuple[tuple[str, str], ...], tuple[tuple[str, str | None], ...]]
 
 #: ``Cache-Control`` directives that forbid a shared cache to keep a response.
 _PRIVATE_DIRECTIVES = frozenset({"private", "no-store"})
 
 
-def freeze(response: Any) -> Entry:
-    """The entry of a rendered, non-streaming response."""
-    return response.status_code, bytes(response.content), tuple(response.items())
+def freeze(response: Any, request: Any) -> Entry:
+    """The entry of a rendered, non-streaming response to ``request``."""
+    return (
+        response.status_code,
+        bytes(response.content),
+        tuple(response.items()),
+        vary_record(response, request),
+    )
 
 
 def thaw(entry: Entry) -> HttpResponse:
     """A new ``HttpResponse`` with the entry's status, content and headers
     (``Content-Type`` included): a fresh object per request, so nothing one
     client's middleware does reaches another's response."""
-    status_code, content, headers = entry
+    status_code, content, headers = entry[:3]
     return HttpResponse(content, status=status_code, headers=dict(headers))
 
 

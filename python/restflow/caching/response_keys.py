@@ -113,7 +113,13 @@ class ResponseVariantKeyField(CacheKeyField):
     - the user's primary key when the request is authenticated (anonymous
       requests share entries);
     - positional URL arguments (unnamed regex groups), which
-      ``ViewKwargsKeyField`` does not see.
+      ``ViewKwargsKeyField`` does not see;
+    - the method: a view may render HEAD differently (an empty body), and a
+      GET must never be served that;
+    - the scheme and host (``request.get_host()``, as ``build_absolute_uri``
+      reads them): absolute URLs rendered for ``http://a`` must never reach
+      ``https://b``. A Host that ``ALLOWED_HOSTS`` refuses is refused here,
+      as any absolute URL would be.
     """
 
     def __init__(self, request_arg: str = "request", **options: bool) -> None:
@@ -140,12 +146,21 @@ class ResponseVariantKeyField(CacheKeyField):
             # as missing keeps a key-only call (get_cache_key) working.
             "user": user,
             "url_args": tuple(bound.get(shape.var_positional, ())),
+            "method": getattr(request, "method", None),
+            "scheme": getattr(request, "scheme", None),
+            "host": _host(request),
         }
         headers = getattr(request, "headers", None)
         if not is_drf_request(request) and isinstance(headers, Mapping):
             # A plain Django view negotiates for itself, if at all: key what it may read.
             payload["accept"] = headers.get("Accept")
         return payload
+
+
+def _host(request: Any) -> str | None:
+    """The host (and port) the request was sent to, validated by Django."""
+    get_host = getattr(request, "get_host", None)
+    return get_host() if callable(get_host) else None
 
 
 _variants: dict[tuple[type, str], type[KeyConstructor]] = {}

@@ -25,6 +25,7 @@ from restflow._engine import CachedWrapper
 from restflow.caching.headers import set_response_cache_header
 from restflow.caching.response_entries import Entry, freeze, may_store, thaw
 from restflow.caching.response_keys import LOCALE_ATTR, locale_of, user_of
+from restflow.caching.response_privacy import private_reason, serves, watching
 from restflow.caching.status import CACHE_MISSING, CacheStatus
 
 __all__ = [
@@ -140,7 +141,7 @@ def make_renderer(
         view = call.view(args, request)
         url_args = args[call.index + 1 :]
         url_kwargs = {name: value for name, value in kwargs.items() if name != call.name}
-        with _request_locale(request):
+        with _request_locale(request), watching(request) as watch:
             response = func(*args, **kwargs)
             response = view.finalize_response(request, response, *url_args, **url_kwargs)
             if hasattr(response, "render"):
@@ -148,9 +149,11 @@ def make_renderer(
         live = _live.get()
         if live is not None:
             live.append(response)
+        if private_reason(request, watch) is not None:
+            return None
         if not may_store(response, cache_if, cache_unless, args, kwargs):
             return None
-        entry = freeze(response)
+        entry = freeze(response, request)
         if response_ttl is not None:
             response_ttl.choose(entry, response, args, kwargs)
         return entry
@@ -230,9 +233,17 @@ class CachedResponseWrapper:
         return self._serve("bypass_cache_with_metadata", args, kwargs)
 
     def get_cache_only(self, *args: Any, **kwargs: Any) -> Any:
-        """The cached response (fresh or stale) rebuilt, or ``CACHE_MISSING``."""
+        """The cached response (fresh or stale) rebuilt, or ``CACHE_MISSING``
+        (also when its ``Vary`` headers do not match this request's)."""
         entry = self.cached_render.get_cache_only(*args, **kwargs)
-        return entry if entry is CACHE_MISSING else thaw(entry)
+        return self._rebuilt(entry, args, kwargs)
+
+    def _rebuilt(self, entry: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The response of a stored entry, if this call's request may have it."""
+        if entry is CACHE_MISSING:
+            return entry
+        request = self._call.request(args, kwargs, self._offset)
+        return thaw(entry) if serves(entry, request) else CACHE_MISSING
 
     # -- keys and invalidation: the underlying wrapper's ----------------------
 
@@ -268,11 +279,12 @@ class CachedResponseWrapper:
             _live.reset(token)
         if live:
             response = live[-1]
-        elif entry is not None:
+        elif entry is not None and serves(entry, request):
             response = thaw(entry)
         else:
             # Another request rendered this key at the same moment, and its
-            # response may not be stored (it sets cookies, say): not ours to share.
+            # response may not be stored (it sets cookies, say), or the entry
+            # varies on a header this request sends otherwise: not ours to share.
             response = self._serve("bypass_cache_with_metadata", args, kwargs)[0]
             metadata = {"cache_status": CacheStatus.MISS}
         if self.set_cache_headers:

@@ -19,10 +19,12 @@ function parameter → attribute path on the instance. What it drops follows
 from the function's key constructor, decided once, at decoration:
 
 * the mapping covers the partition fields and nothing else → that
-  **partition** (``delete_by_prefix``);
+  **partition** (``delete_by_prefix``), unless the partition is all the key
+  reads and the rule rewarms: then it is the one entry below;
 * the mapping gives every argument the key reads → that one **entry**
   (``delete_cache``); with ``rewarm=True`` a cached entry is recomputed
-  (``refresh``) instead, so readers never miss;
+  (``refresh``; ``arefresh``, awaited, for an ``async def``) instead, so
+  readers never miss;
 * the mapping covers the partition fields and only some other arguments →
   that **partition**: the entries of the other arguments cannot be named;
 * otherwise (and for a rule without mapping on a function without
@@ -42,6 +44,7 @@ from __future__ import annotations
 import copy
 import importlib
 import inspect
+import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -58,6 +61,8 @@ if TYPE_CHECKING:
     from restflow.caching.dispatchers.base import Dispatcher
 
 __all__ = ["InvalidationRule", "attach_rules"]
+
+logger = logging.getLogger("restflow.caching")
 
 _VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
@@ -342,6 +347,10 @@ class BoundRule:
     def __init__(self, rule: InvalidationRule, wrapper: Any, model: type, position: int) -> None:
         self.rule = rule
         self.wrapper = wrapper
+        # Dropping needs no await: an async def's deletes go straight to the
+        # engine's sync wrapper, which the async one keeps. Only a rewarm,
+        # which runs the function, must go through the async wrapper.
+        self.engine = getattr(wrapper, "_engine", wrapper) if _is_async(wrapper) else wrapper
         self.model = model
         self.position = position
         self.function = function_path(wrapper)
@@ -349,6 +358,16 @@ class BoundRule:
         self.module = wrapper.func.__module__
         self.model_label = model._meta.label
         self.target, self._placeholders = _plan(rule, wrapper)
+        if rule.rewarm and self.target != ENTRY:
+            # Not an error (the drop is correct), but not what was asked: say so once.
+            logger.warning(
+                "restflow: rule %s has rewarm=True, but its field_mapping does not name every "
+                "argument the key of %s reads, so a change drops the %s instead of "
+                "recomputing one entry.",
+                self.rule_id,
+                self.function,
+                self.target,
+            )
         self._paths = {
             name: _compile_path(model, path) for name, path in rule.field_mapping.items()
         }
@@ -381,7 +400,7 @@ class BoundRule:
 
     def run(self, job: Job) -> None:
         """Does the job's work on the cached function."""
-        wrapper = self.wrapper
+        wrapper = self.engine
         if self.target == INVALIDATOR:
             target, accepted = self.rule._resolved_invalidator()
             instance = job.instance if job.instance is not None else self._load(job.pk)
@@ -400,11 +419,16 @@ class BoundRule:
             wrapper.invalidate_all()
 
     def _rewarm(self, arguments: dict[str, Any]) -> None:
-        wrapper = self.wrapper
+        wrapper = self.engine
         if wrapper.get_cache_only(**arguments) is CACHE_MISSING:
             return
         try:
-            wrapper.refresh(**arguments)
+            if wrapper is self.wrapper:
+                wrapper.refresh(**arguments)
+            else:
+                # The engine's sync refresh would store the coroutine an
+                # async def returns, unawaited: await the value instead.
+                _wait(self.wrapper.arefresh(**arguments))
         except BaseException:
             # Never leave the stale value behind a failed recomputation.
             wrapper.delete_cache(**arguments)
@@ -415,6 +439,12 @@ class BoundRule:
         deleted, an unsaved instance that carries only the primary key."""
         found = self.model._default_manager.filter(pk=pk).first()
         return found if found is not None else self.model(pk=pk)
+
+
+def _is_async(wrapper: Any) -> bool:
+    from restflow.caching.asynchronous import AsyncCachedWrapper
+
+    return isinstance(wrapper, AsyncCachedWrapper)
 
 
 def _wait(awaitable: Any) -> None:
@@ -467,7 +497,12 @@ def _plan(rule: InvalidationRule, wrapper: Any) -> tuple[str, dict[str, Any]]:
         and key_reads <= mapped
         and not any(p.kind in _VARIADIC or p.kind is p.POSITIONAL_ONLY for p in parameters)
     )
-    if partition and partition_reads <= mapped and (mapped <= partition_reads or not exact):
+    # A mapping that names all the key reads names one entry; it drops the
+    # partition instead only when the partition is all the key reads (the
+    # same entry, one step), unless the rule rewarms: then the entry is
+    # recomputed in place, so readers never miss.
+    drop_partition = mapped <= partition_reads and not rule.rewarm
+    if partition and partition_reads <= mapped and (drop_partition or not exact):
         return PARTITION, {}
     if exact:
         fillers = {

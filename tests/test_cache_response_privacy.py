@@ -1,0 +1,409 @@
+"""``cache_response`` never serves one client's response to another (issue 10, item 15).
+
+Each test sends two requests that differ only in what a URL-keyed cache
+would miss (the session, a header the view varies on, the host or scheme,
+a CSRF token on the page, the order of repeated query parameters, the
+method) and checks that the second client gets what was rendered for it.
+The requests go through DRF's ``APIRequestFactory`` and the view's
+``as_view()``, with Django's ``SessionMiddleware`` where the session is the
+point. Every test runs on the memory store and on a Django cache; the Redis
+run (``tests/redis/test_cache_response_privacy_redis.py``) imports them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.contrib.sessions.backends.signed_cookies import SessionStore
+from django.contrib.sessions.middleware import SessionMiddleware
+from django.core.cache import caches as django_caches
+from django.http import JsonResponse
+from django.middleware.csrf import get_token
+from django.test import AsyncRequestFactory, override_settings
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
+from rest_framework.response import Response
+from rest_framework.test import APIRequestFactory
+from rest_framework.views import APIView
+
+from restflow.caching import KeyConstructor, RequestValueKeyField
+from restflow.caching.cache_response import ResponseCacheKeyConstructor, cache_response
+
+STATUS = "X-Cache-status"
+RUNS: Counter = Counter()
+
+SESSIONS = {"SESSION_ENGINE": "django.contrib.sessions.backends.signed_cookies"}
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+    }
+]
+
+
+@pytest.fixture(params=["memory", "django"])
+def store(request):
+    """The store the cached views use: the default memory store, or a Django cache."""
+    if request.param == "memory":
+        yield request.param
+        return
+    caches = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    backend = {"CACHE_SETTINGS": {"BACKEND": "django:default"}}
+    with override_settings(CACHES=caches, RESTFLOW_SETTINGS=backend):
+        django_caches["default"].clear()  # locmem outlives the test that filled it
+        yield request.param
+        django_caches["default"].clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_runs():
+    RUNS.clear()
+    yield
+    RUNS.clear()
+
+
+def body(response) -> dict:
+    return json.loads(response.content)
+
+
+def served(view, request, *, session: bool = False):
+    """The response ``view`` gives ``request`` (through ``SessionMiddleware`` when asked)."""
+    handler = view.as_view()
+    if session:
+        return SessionMiddleware(handler)(request)
+    return handler(request)
+
+
+def session_cookie(**data) -> str:
+    """A signed-cookie session holding ``data``: what a returning visitor sends."""
+    session = SessionStore()
+    session.update(data)
+    session.save()
+    return f"{settings.SESSION_COOKIE_NAME}={session.session_key}"
+
+
+# --- the session -----------------------------------------------------------------
+
+
+class CartView(APIView):
+    """An anonymous page that shows the visitor's cart, kept in the session."""
+
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    def get(self, request):
+        RUNS["cart"] += 1
+        return Response({"cart": request.session.get("cart")})
+
+
+class SessionPeek(BaseAuthentication):
+    """Reads the session before the view runs, as ``SessionAuthentication`` does."""
+
+    def authenticate(self, request):
+        request._request.session.get("_auth_user_id")
+        return None
+
+
+class NewsView(APIView):
+    """The same for every visitor; only authentication looked at the session."""
+
+    renderer_classes = (JSONRenderer,)
+    authentication_classes = (SessionPeek,)
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    def get(self, request):
+        RUNS["news"] += 1
+        return Response({"news": "same for all"})
+
+
+@override_settings(**SESSIONS)
+def test_a_response_that_read_the_session_is_never_shared(store):
+    factory = APIRequestFactory()
+    alice = served(
+        CartView, factory.get("/", HTTP_COOKIE=session_cookie(cart="alice's")), session=True
+    )
+    bob = served(CartView, factory.get("/", HTTP_COOKIE=session_cookie(cart="bob's")), session=True)
+    assert (body(alice), body(bob)) == ({"cart": "alice's"}, {"cart": "bob's"})
+    assert (alice[STATUS], bob[STATUS]) == ("MISS", "MISS")
+    assert RUNS["cart"] == 2
+    # The middleware still sees the session was read, and says so downstream.
+    assert "Cookie" in bob["Vary"]
+
+
+@override_settings(**SESSIONS)
+def test_a_session_read_before_the_view_does_not_stop_caching(store):
+    factory = APIRequestFactory()
+    first = served(NewsView, factory.get("/", HTTP_COOKIE=session_cookie(cart="a")), session=True)
+    second = served(NewsView, factory.get("/", HTTP_COOKIE=session_cookie(cart="b")), session=True)
+    assert (first[STATUS], second[STATUS]) == ("MISS", "HIT")
+    assert RUNS["news"] == 1
+    assert "Cookie" in first["Vary"]
+
+
+def test_a_session_that_cannot_be_watched_is_taken_as_read(store):
+    factory = APIRequestFactory()
+    responses = []
+    for _ in range(2):
+        request = factory.get("/")
+        request.session = {"cart": "someone's"}  # not a Django session: reads go unseen
+        responses.append(served(NewsView, request))
+    assert [r[STATUS] for r in responses] == ["MISS", "MISS"]
+    assert RUNS["news"] == 2
+
+
+# --- the view's own Vary ------------------------------------------------------------
+
+
+class TenantView(APIView):
+    """Says itself that its body depends on the X-Tenant header."""
+
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    def get(self, request):
+        RUNS["tenant"] += 1
+        response = Response({"tenant": request.headers.get("X-Tenant")})
+        response["Vary"] = "X-Tenant"
+        return response
+
+
+class TenantKey(ResponseCacheKeyConstructor):
+    tenant = RequestValueKeyField("META.HTTP_X_TENANT")
+
+
+class KeyedTenantView(APIView):
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(TenantKey, ttl=60, set_cache_headers=True)
+    def get(self, request):
+        RUNS["keyed-tenant"] += 1
+        response = Response({"tenant": request.headers.get("X-Tenant")})
+        response["Vary"] = "X-Tenant"
+        return response
+
+
+def test_a_response_is_served_only_to_requests_its_vary_headers_match(store):
+    factory = APIRequestFactory()
+
+    def ask(tenant):
+        return served(TenantView, factory.get("/", HTTP_X_TENANT=tenant))
+
+    acme, globex = ask("acme"), ask("globex")
+    assert (body(acme), body(globex)) == ({"tenant": "acme"}, {"tenant": "globex"})
+    acme_again, globex_again = ask("acme"), ask("globex")
+    assert (body(acme_again), body(globex_again)) == ({"tenant": "acme"}, {"tenant": "globex"})
+    # The entry is acme's (the first stored); globex is rendered live each time.
+    assert [r[STATUS] for r in (acme, globex, acme_again, globex_again)] == [
+        "MISS",
+        "MISS",
+        "HIT",
+        "MISS",
+    ]
+    assert RUNS["tenant"] == 3
+
+
+def test_a_key_that_reads_the_vary_header_caches_every_variant(store):
+    factory = APIRequestFactory()
+
+    def ask(tenant):
+        return served(KeyedTenantView, factory.get("/", HTTP_X_TENANT=tenant))
+
+    statuses = [ask(t)[STATUS] for t in ("acme", "globex", "acme", "globex")]
+    assert statuses == ["MISS", "MISS", "HIT", "HIT"]
+    assert body(ask("globex")) == {"tenant": "globex"}
+    assert RUNS["keyed-tenant"] == 2
+
+
+# --- Host and scheme -----------------------------------------------------------------
+
+
+class LinksView(APIView):
+    """Links to itself by absolute URL, as DRF's hyperlinked serializers do."""
+
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    def get(self, request):
+        RUNS["links"] += 1
+        return Response({"self": request.build_absolute_uri()})
+
+
+def test_host_and_scheme_are_part_of_the_key(store):
+    factory = APIRequestFactory()
+
+    def ask(host, secure=False):
+        return served(LinksView, factory.get("/links/", HTTP_HOST=host, secure=secure))
+
+    first = ask("localhost")
+    other_host = ask("127.0.0.1")
+    https = ask("localhost", secure=True)
+    assert body(first)["self"] == "http://localhost/links/"
+    assert body(other_host)["self"] == "http://127.0.0.1/links/"
+    assert body(https)["self"] == "https://localhost/links/"
+    assert [r[STATUS] for r in (first, other_host, https)] == ["MISS", "MISS", "MISS"]
+    again = ask("localhost", secure=True)
+    assert (again[STATUS], body(again)["self"]) == ("HIT", "https://localhost/links/")
+    assert RUNS["links"] == 3
+
+
+# --- the CSRF token ---------------------------------------------------------------------
+
+
+class BrowsableView(APIView):
+    renderer_classes = (JSONRenderer, BrowsableAPIRenderer)
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    def get(self, request):
+        RUNS["browsable"] += 1
+        return Response({"title": "hello"})
+
+
+class TokenView(APIView):
+    """Hands the client its CSRF token in the body (for a JavaScript client)."""
+
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    def get(self, request):
+        RUNS["token"] += 1
+        return Response({"csrf": get_token(request)})
+
+
+@override_settings(TEMPLATES=TEMPLATES, STATIC_URL="/static/")
+def test_a_browsable_api_page_carrying_a_csrf_token_is_never_stored(store):
+    factory = APIRequestFactory()
+    pages = [served(BrowsableView, factory.get("/", HTTP_ACCEPT="text/html")) for _ in range(2)]
+    assert [p.status_code for p in pages] == [200, 200]
+    assert b"csrfToken" in pages[1].content
+    assert [p[STATUS] for p in pages] == ["MISS", "MISS"]
+    # The JSON rendering carries no token: it is stored as usual.
+    as_json = [served(BrowsableView, factory.get("/", HTTP_ACCEPT="application/json"))]
+    as_json.append(served(BrowsableView, factory.get("/", HTTP_ACCEPT="application/json")))
+    assert [r[STATUS] for r in as_json] == ["MISS", "HIT"]
+    assert RUNS["browsable"] == 3
+
+
+def test_a_response_built_with_the_csrf_token_is_never_stored(store):
+    factory = APIRequestFactory()
+    first, second = (served(TokenView, factory.get("/")) for _ in range(2))
+    assert (first[STATUS], second[STATUS]) == ("MISS", "MISS")
+    assert body(first)["csrf"] != body(second)["csrf"]
+    assert RUNS["token"] == 2
+
+
+# --- repeated query parameters -------------------------------------------------------------
+
+
+class SortedView(APIView):
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    def get(self, request):
+        RUNS["sorted"] += 1
+        return Response({"sort": request.query_params.getlist("sort")})
+
+
+def test_the_order_of_repeated_query_parameters_is_part_of_the_key(store):
+    factory = APIRequestFactory()
+    ab = served(SortedView, factory.get("/?sort=a&sort=b"))
+    ba = served(SortedView, factory.get("/?sort=b&sort=a"))
+    assert (body(ab), body(ba)) == ({"sort": ["a", "b"]}, {"sort": ["b", "a"]})
+    assert (ab[STATUS], ba[STATUS]) == ("MISS", "MISS")
+    assert served(SortedView, factory.get("/?sort=b&sort=a"))[STATUS] == "HIT"
+    assert RUNS["sorted"] == 2
+
+
+# --- HEAD and GET ------------------------------------------------------------------------
+
+
+class HeadAwareView(APIView):
+    """Skips the expensive body for HEAD, as a view may."""
+
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    def get(self, request):
+        RUNS[request.method] += 1
+        if request.method == "HEAD":
+            return Response(None)
+        return Response({"body": "full"})
+
+
+def test_a_get_never_receives_the_head_render(store):
+    factory = APIRequestFactory()
+    head = served(HeadAwareView, factory.head("/"))
+    get = served(HeadAwareView, factory.get("/"))
+    assert (head[STATUS], get[STATUS]) == ("MISS", "MISS")
+    assert body(get) == {"body": "full"}
+    assert served(HeadAwareView, factory.get("/"))[STATUS] == "HIT"
+    again = served(HeadAwareView, factory.head("/"))
+    assert (again[STATUS], again.content) == ("HIT", head.content)
+    assert (RUNS["HEAD"], RUNS["GET"]) == (1, 1)
+
+
+# --- a custom constructor keeps all of it ---------------------------------------------------
+
+
+class Bare(KeyConstructor):
+    """Keys nothing of its own: every rule above must still hold."""
+
+
+class BareLinksView(APIView):
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(Bare, ttl=60, set_cache_headers=True)
+    def get(self, request):
+        RUNS["bare"] += 1
+        return Response({"self": request.build_absolute_uri(), "m": request.method})
+
+
+def test_a_custom_constructor_still_keys_host_scheme_and_method(store):
+    factory = APIRequestFactory()
+    responses = [
+        served(BareLinksView, factory.get("/", HTTP_HOST="localhost")),
+        served(BareLinksView, factory.get("/", HTTP_HOST="127.0.0.1")),
+        served(BareLinksView, factory.get("/", HTTP_HOST="localhost", secure=True)),
+        served(BareLinksView, factory.head("/", HTTP_HOST="localhost")),
+    ]
+    assert [r[STATUS] for r in responses] == ["MISS"] * 4
+    assert RUNS["bare"] == 4
+
+
+# --- async views: the same rules ---------------------------------------------------------
+
+
+@cache_response(ttl=60, set_cache_headers=True)
+async def async_cart(request):
+    RUNS["async-cart"] += 1
+    cart = await request.session.aget("cart") if "cart" in request.GET else None
+    response = JsonResponse({"cart": cart})
+    response["Vary"] = "X-Tenant"
+    response["X-Host"] = request.build_absolute_uri()
+    return response
+
+
+@override_settings(**SESSIONS)
+def test_an_async_view_keeps_sessions_vary_and_hosts_apart(store):
+    factory = AsyncRequestFactory()
+    view = SessionMiddleware(async_cart)
+
+    async def scenario():
+        plain = [await view(factory.get("/", headers={"X-Tenant": t})) for t in ("a", "b", "a")]
+        hosts = [await view(factory.get("/", HTTP_HOST=h)) for h in ("localhost", "127.0.0.1")]
+        carts = []
+        for cart in ("alice's", "bob's"):
+            visitor = AsyncRequestFactory()
+            visitor.cookies.load(session_cookie(cart=cart))
+            carts.append(await view(visitor.get("/?cart")))
+        return plain, hosts, carts
+
+    plain, hosts, carts = async_to_sync(scenario)()
+    assert [r[STATUS] for r in plain] == ["MISS", "MISS", "HIT"]
+    assert [r[STATUS] for r in hosts] == ["MISS", "MISS"]
+    assert [body(r)["cart"] for r in carts] == ["alice's", "bob's"]
+    assert RUNS["async-cart"] == 6
