@@ -251,3 +251,22 @@ def test_an_entry_of_the_previous_payload_version_is_a_miss(redis):
     assert struct.unpack("<q", body[5:13])[0] > 0  # a real header was copied
     value, status = served(forever, 1)
     assert (value["n"], status) == (2, CacheStatus.MISS)
+
+
+def test_dropping_more_partitions_than_remembered_on_the_memory_store():
+    # The memory store remembers at most MAX_DROPPED_PARTITIONS dropped
+    # partitions per function; one more drops all the function's entries
+    # once, and never brings a dropped partition back.
+    @cache_result(ttl=30, key_constructor=TenantKey, backend="memory")
+    def local(tenant, item):
+        calls.append((tenant, item))
+        return len(calls)
+
+    local("a", 1)
+    local.delete_by_prefix(tenant="a")
+    assert served(local, "a", 1) == (2, CacheStatus.MISS)
+    local.delete_by_prefix(tenant="a")
+    for tenant in range(10_001):
+        local.delete_by_prefix(tenant=f"t{tenant}")
+    assert served(local, "a", 1) == (3, CacheStatus.MISS)
+    assert served(local, "a", 1) == (3, CacheStatus.HIT)
