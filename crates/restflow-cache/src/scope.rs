@@ -223,17 +223,15 @@ mod tests {
         let before: Vec<u64> = (0..20_000)
             .map(|i| scope.partition_generation(&name(i)))
             .collect();
-        let mut seen: Vec<Vec<u64>> = before.iter().map(|g| vec![*g]).collect();
         for i in 0..20_000 {
             scope.bump_partition(&name(i));
-            seen[i].push(scope.partition_generation(&name(i)));
             assert!(scope.remembered_partitions() <= MAX_DROPPED_PARTITIONS);
         }
-        // No partition is back at a generation it was dropped from.
-        for (i, generations) in seen.iter().enumerate() {
-            let now = scope.partition_generation(&name(i));
-            assert!(
-                !generations[..generations.len() - 1].contains(&now),
+        // No partition is back at the generation it was dropped from.
+        for (i, dropped) in before.iter().enumerate() {
+            assert_ne!(
+                scope.partition_generation(&name(i)),
+                *dropped,
                 "partition {i} came back"
             );
         }
