@@ -128,12 +128,26 @@ def test_a_lost_counter_never_revives_entries_without_expiry(redis):
     assert status is CacheStatus.MISS and value != first
 
 
-@pytest.mark.parametrize("policy", ["allkeys-random"])
+def _read(client, keys, times):
+    """Reads `keys` `times` times each (raw GETs: restflow's counters are
+    not touched), so an LFU policy ranks them above a counter read rarely."""
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        for _ in range(times):
+            pipe.get(key)
+    pipe.execute()
+
+
+@pytest.mark.parametrize("policy", ["allkeys-random", "allkeys-lfu"])
 def test_real_eviction_never_undoes_an_invalidation(own_redis, policy):
     # Entries written, invalidated, then Redis runs out of memory and evicts
     # by `policy` until the function's counter is gone. No entry written
-    # before the invalidation may come back.
+    # before the invalidation may come back. For LFU the entries and the
+    # other keys are read often and the counter rarely (lfu-log-factor 0
+    # counts every read), as for a function whose old entries are still
+    # requested: the counter is the coldest key.
     client = own_redis.client()
+    client.config_set("lfu-log-factor", 0)
     with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url)):
 
         @cache_result(ttl=None)
@@ -149,16 +163,19 @@ def test_real_eviction_never_undoes_an_invalidation(own_redis, policy):
             big.invalidate_all()
             big(-1)  # the counter exists again, as on a live site
             (counter,) = counters(client, "gen")
-            epoch = client.get(counter)
+            entries = [big.get_cache_key(x) for x in range(400)]
+            _read(client, entries, 50)
             client.config_set("maxmemory-policy", policy)
             client.config_set("maxmemory", int(client.info("memory")["used_memory"]) + 64 * 1024)
             junk = 0
-            while client.get(counter) == epoch:
-                client.set(f"junk:{attempt}:{junk}", b"j" * 4096)
+            while client.exists(counter):  # EXISTS does not count as a read
+                name = f"junk:{attempt}:{junk}"
+                client.set(name, b"j" * 4096)
+                _read(client, [name], 20)
                 junk += 1
                 assert junk < 20_000, "the counter was never evicted"
             client.config_set("maxmemory", 0)
-            survivors = [x for x in range(400) if client.exists(big.get_cache_key(x))]
+            survivors = [x for x, key in enumerate(entries) if client.exists(key)]
             if survivors:
                 break
         assert survivors, "no entry outlived the counter in 5 runs"
@@ -219,10 +236,12 @@ def test_dropped_partitions_leave_no_counters_behind(redis):
         report.delete_by_prefix(tenant=f"t{tenant}")
     report.delete_by_prefix(tenant="a")
     assert counters(redis, "pgen") == []
-    # A partition in use has a counter, which expires with its entries.
+    # A partition in use has a counter, which expires with its entries:
+    # ttl 30 s + the stale window's 60 s.
     report("b", 1)
     (name,) = counters(redis, "pgen")
-    assert 0 < redis.pttl(name) <= 3_600_000
+    assert redis.pttl(name) == pytest.approx(90_000, abs=2_000)
+    assert redis.pttl(report.get_cache_key("b", 1)) == pytest.approx(90_000, abs=2_000)
 
 
 def test_an_entry_copied_onto_another_key_is_a_miss(redis):
@@ -270,3 +289,24 @@ def test_dropping_more_partitions_than_remembered_on_the_memory_store():
         local.delete_by_prefix(tenant=f"t{tenant}")
     assert served(local, "a", 1) == (3, CacheStatus.MISS)
     assert served(local, "a", 1) == (3, CacheStatus.HIT)
+
+
+def test_a_partition_counter_lives_as_long_as_its_entries(redis):
+    @cache_result(ttl=None, key_constructor=TenantKey)
+    def kept(tenant, item):
+        return item
+
+    @cache_result(ttl=30, key_constructor=TenantKey)
+    def failing(tenant, item):
+        raise ValueError("upstream down")
+
+    kept("a", 1)
+    (name,) = counters(redis, "pgen")
+    assert redis.pttl(name) == -1  # its entry never expires either
+    redis.delete(name)
+    with pytest.raises(ValueError):
+        failing("a", 1)
+    # Nothing was written under it: it lives LOCK_TIMEOUT + WAIT_TIMEOUT
+    # (10 s + 11 s by default), the longest a computation may use it.
+    (name,) = counters(redis, "pgen")
+    assert redis.pttl(name) == pytest.approx(21_000, abs=2_000)
