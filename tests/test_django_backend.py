@@ -178,7 +178,7 @@ def test_a_lost_counter_never_brings_back_retired_entries(alias):
     assert status(report, "a", 1) is CacheStatus.HIT
 
 
-@pytest.mark.parametrize("garbage", ["abc", -1, 10**20, 2**63 - 1, "18446744073709551615"])
+@pytest.mark.parametrize("garbage", ["abc", -1, 10**20, 2**64 - 1, "18446744073709551615"])
 def test_a_corrupt_counter_heals_on_its_own(alias, garbage):
     cache = caches[alias]
     report.invalidate_all()

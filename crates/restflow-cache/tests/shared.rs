@@ -442,3 +442,28 @@ fn epochs_are_canonical_numbers_below_the_limit() {
         assert_eq!(parse_epoch(garbage), None, "{garbage:?}");
     }
 }
+
+#[test]
+fn a_value_an_invalidation_overtakes_is_served_but_not_stored() {
+    // A miss and a forced refresh whose computation sees the function
+    // invalidated: the value is served, and nothing lands in the store.
+    let (store, cache, _) = cache(true);
+    let invalidating = |value: &'static str| {
+        let store = Arc::clone(&store);
+        move || {
+            store.delete("gen:f").unwrap();
+            produce(value)
+        }
+    };
+    let answer = cache
+        .get(&keys(), Span::ZERO, invalidating("v1"), |w| w.wait())
+        .unwrap();
+    assert!(matches!(answer, Answer::Computed { stamps: None, .. }));
+    assert!(!store.values.lock().contains_key("ns::f::::x=i1"));
+    get(&cache, "v2");
+    let answer = cache
+        .refresh(&keys(), Span::ZERO, invalidating("v3"))
+        .unwrap();
+    assert!(matches!(answer, Answer::Computed { stamps: None, .. }));
+    assert_eq!(value_of(&get(&cache, "v4")), (Status::Miss, "v4".into()));
+}
