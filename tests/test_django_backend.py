@@ -205,3 +205,16 @@ def test_an_invalidation_during_a_stale_refresh_is_kept(alias):
     if alias == "db":
         pytest.skip("background refresh needs a database other threads can see")
     check_an_invalidation_during_a_refresh_is_kept()
+
+
+def test_a_partition_counter_expires_with_its_entries(alias):
+    if alias != "locmem":
+        pytest.skip("reads LocMem's expiry table")
+    import time
+
+    cache = caches[alias]
+    report("b", 1)
+    (name,) = stored_keys(alias, "pgen")
+    left = cache._expire_info[cache.make_key(name)] - time.time()
+    # ttl 30 s + the stale window's 60 s, as the entry.
+    assert left == pytest.approx(90, abs=2)

@@ -85,18 +85,15 @@ fn counter(value: Option<Bound<'_, PyAny>>) -> Option<u64> {
         .filter(|epoch| *epoch < EPOCH_LIMIT)
 }
 
-/// The counters of `keys` as the cache names them, with the timeout each
-/// gets when it is started: scope and version, never; the partition's,
-/// `floor`.
-fn counters(keys: &KeySet, floor: Duration) -> Vec<(String, Option<f64>)> {
-    let mut names = vec![(safe(&keys.scope), None), (safe(&keys.version), None)];
-    if let Some(partition) = &keys.partition {
-        names.push((safe(partition), timeout(Some(floor))));
-    }
+/// The counters of `keys` as the cache names them: scope, version, then
+/// the partition's (the only one that expires).
+fn counter_names(keys: &KeySet) -> Vec<String> {
+    let mut names = vec![safe(&keys.scope), safe(&keys.version)];
+    names.extend(keys.partition.as_deref().map(safe));
     names
 }
 
-/// Generations from counters read in [`counters`] order.
+/// Generations from counters read in [`counter_names`] order.
 fn generations_of(epochs: &[Option<u64>]) -> Option<Generations> {
     Some(Generations {
         scope: (*epochs.first()?)?,
@@ -171,26 +168,28 @@ impl SharedStore for DjangoStore {
     }
 
     fn generations(&self, keys: &KeySet, floor: Duration) -> Result<Generations, StoreError> {
-        let counters = counters(keys, floor);
+        let names = counter_names(keys);
         self.run(|_, cache| {
-            let names: Vec<String> = counters.iter().map(|(name, _)| name.clone()).collect();
             let mut epochs = self.epochs(&cache, &names)?;
-            for ((name, timeout), epoch) in counters.iter().zip(epochs.iter_mut()) {
+            for (at, (name, epoch)) in names.iter().zip(epochs.iter_mut()).enumerate() {
                 if epoch.is_some() {
                     continue;
                 }
+                // Scope and version counters never expire; the partition's
+                // lives `floor` unless an entry written under it extends it.
+                let expiry = if at == 2 { timeout(Some(floor)) } else { None };
                 let fresh = fresh_epoch();
                 // Missing: start it, unless another process just did (then
                 // read theirs). Garbage: `add` refuses, so replace it.
                 if !cache
-                    .call_method1("add", (name, fresh, *timeout))?
+                    .call_method1("add", (name, fresh, expiry))?
                     .is_truthy()?
                 {
                     *epoch = counter(Some(cache.call_method1("get", (name,))?));
                     if epoch.is_some() {
                         continue;
                     }
-                    cache.call_method1("set", (name, fresh, *timeout))?;
+                    cache.call_method1("set", (name, fresh, expiry))?;
                 }
                 *epoch = Some(fresh);
             }
@@ -207,9 +206,8 @@ impl SharedStore for DjangoStore {
         payload: &[u8],
         ttl: Option<Duration>,
     ) -> Result<bool, StoreError> {
-        let counters = counters(keys, Duration::ZERO);
+        let names = counter_names(keys);
         self.run(|py, cache| {
-            let names: Vec<String> = counters.into_iter().map(|(name, _)| name).collect();
             if generations_of(&self.epochs(&cache, &names)?) != Some(generations) {
                 return Ok(false);
             }
