@@ -17,6 +17,7 @@ from restflow.caching import (
     cache_result,
 )
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
+from tests.refresh_race import check_an_invalidation_during_a_refresh_is_kept
 
 calls: list = []
 
@@ -138,3 +139,82 @@ def test_an_unknown_alias_is_refused():
     with override_settings(CACHES=CACHES, RESTFLOW_SETTINGS=settings_for("nope")):
         with pytest.raises(ImproperlyConfigured, match="nope"):
             profile(1)
+
+
+def stored_keys(alias: str, kind: str) -> list[str]:
+    """The restflow keys of one kind (gen, pgen, vgen) in the alias's cache,
+    as restflow names them (without Django's version prefix)."""
+    cache = caches[alias]
+    if alias == "db":
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT cache_key FROM rf_cache")
+            made = [row[0] for row in cursor.fetchall()]
+    else:
+        made = list(cache._cache)
+    names = [key.split(":", 2)[2] for key in made]
+    return sorted(name for name in names if name.startswith(f"restflow:{kind}:"))
+
+
+def test_an_entry_copied_onto_another_key_is_a_miss(alias):
+    profile(1)
+    profile(2)
+    cache = caches[alias]
+    cache.set(profile.get_cache_key(2), cache.get(profile.get_cache_key(1)))
+    value, meta = profile.get_with_metadata(2)
+    assert (value["id"], meta["cache_status"]) == (2, CacheStatus.MISS)
+
+
+def test_a_lost_counter_never_brings_back_retired_entries(alias):
+    cache = caches[alias]
+    report("a", 1)
+    report.delete_by_prefix(tenant="a")
+    report.invalidate_all()
+    for kind in ("gen", "pgen"):
+        for name in stored_keys(alias, kind):
+            cache.delete(name)
+    assert status(report, "a", 1) is CacheStatus.MISS
+    assert status(report, "a", 1) is CacheStatus.HIT
+
+
+@pytest.mark.parametrize("garbage", ["abc", -1, 10**20, 2**64 - 1, "18446744073709551615"])
+def test_a_corrupt_counter_heals_on_its_own(alias, garbage):
+    cache = caches[alias]
+    report.invalidate_all()
+    report("a", 1)
+    names = stored_keys(alias, "gen")
+    assert names
+    for name in names:
+        cache.set(name, garbage, None)
+    assert report.get_with_metadata("a", 1)[1]["cache_status"] is CacheStatus.MISS
+    assert report.get_with_metadata("a", 1)[1]["cache_status"] is CacheStatus.HIT
+    report.invalidate_all()
+    assert report.get_with_metadata("a", 1)[1]["cache_status"] is CacheStatus.MISS
+
+
+def test_dropped_partitions_leave_no_counters_behind(alias):
+    report("a", 1)
+    for tenant in range(200):
+        report.delete_by_prefix(tenant=f"t{tenant}")
+    report.delete_by_prefix(tenant="a")
+    assert stored_keys(alias, "pgen") == []
+
+
+def test_an_invalidation_during_a_stale_refresh_is_kept(alias):
+    if alias == "db":
+        pytest.skip("background refresh needs a database other threads can see")
+    check_an_invalidation_during_a_refresh_is_kept()
+
+
+def test_a_partition_counter_expires_with_its_entries(alias):
+    if alias != "locmem":
+        pytest.skip("reads LocMem's expiry table")
+    import time
+
+    cache = caches[alias]
+    report("b", 1)
+    (name,) = stored_keys(alias, "pgen")
+    left = cache._expire_info[cache.make_key(name)] - time.time()
+    # ttl 30 s + the stale window's 60 s, as the entry.
+    assert left == pytest.approx(90, abs=2)

@@ -19,18 +19,36 @@ use parking_lot::{Mutex, RwLock};
 
 type Hasher = foldhash::fast::RandomState;
 
+/// The most dropped partitions a scope remembers. One more, and it forgets
+/// them all and moves every partition to a generation above any handed out
+/// so far: all the scope's entries are dropped once, and memory stays
+/// bounded however many partition values are ever dropped.
+pub const MAX_DROPPED_PARTITIONS: usize = 10_000;
+
 /// The generations of one scope.
 #[derive(Debug)]
 pub struct Scope<L> {
     number: u32,
     labels: L,
     generation: AtomicU64,
-    /// Only partitions that were ever dropped are here; an absent
-    /// partition is at generation 0.
-    partitions: RwLock<HashMap<Box<[u8]>, u64, Hasher>>,
+    /// Only partitions dropped since the last overflow are here; an absent
+    /// partition is at the base generation.
+    partitions: RwLock<Partitions>,
     /// Set once `partitions` has an entry, so the common case (no
     /// partition ever dropped) reads one atomic instead of taking a lock.
     any_dropped: AtomicBool,
+}
+
+/// The generations of dropped partitions.
+///
+/// Invariant: `base` is above every generation a partition had before the
+/// last time `dropped` was cleared, so clearing never brings back a key
+/// built before it (a reader that still holds the scope's old word reads
+/// the new base, which no key was built with).
+#[derive(Debug, Default)]
+struct Partitions {
+    dropped: HashMap<Box<[u8]>, u64, Hasher>,
+    base: u64,
 }
 
 impl<L> Scope<L> {
@@ -62,13 +80,35 @@ impl<L> Scope<L> {
         if !self.any_dropped.load(Ordering::Acquire) {
             return 0;
         }
-        self.partitions.read().get(partition).copied().unwrap_or(0)
+        let partitions = self.partitions.read();
+        partitions
+            .dropped
+            .get(partition)
+            .copied()
+            .unwrap_or(partitions.base)
     }
 
     /// Makes every entry of one partition unreachable.
     pub fn bump_partition(&self, partition: &[u8]) {
-        *self.partitions.write().entry(partition.into()).or_insert(0) += 1;
+        let mut partitions = self.partitions.write();
+        let base = partitions.base;
+        if partitions.dropped.len() >= MAX_DROPPED_PARTITIONS
+            && !partitions.dropped.contains_key(partition)
+        {
+            // Forget them all; the new base retires every key built so far.
+            let highest = partitions.dropped.values().copied().max().unwrap_or(base);
+            partitions.base = highest.max(base) + 1;
+            partitions.dropped.clear();
+        } else {
+            *partitions.dropped.entry(partition.into()).or_insert(base) += 1;
+        }
         self.any_dropped.store(true, Ordering::Release);
+    }
+
+    /// How many dropped partitions the scope remembers (at most
+    /// [`MAX_DROPPED_PARTITIONS`]).
+    pub fn remembered_partitions(&self) -> usize {
+        self.partitions.read().dropped.len()
     }
 
     /// The first word of every key in the scope: the number in the high
@@ -114,7 +154,7 @@ impl<L> Scopes<L> {
             number: self.next.fetch_add(1, Ordering::Relaxed),
             labels,
             generation: AtomicU64::new(0),
-            partitions: RwLock::new(HashMap::default()),
+            partitions: RwLock::new(Partitions::default()),
             any_dropped: AtomicBool::new(false),
         });
         scopes.insert(identity.to_owned(), Arc::clone(&scope));
@@ -172,5 +212,28 @@ mod tests {
         assert_eq!(scopes.bump_where(|version| *version < 2), 1);
         assert_eq!(v1.generation(), 1);
         assert_eq!(v2.generation(), 0);
+    }
+
+    #[test]
+    fn dropped_partitions_are_bounded_and_stay_dropped() {
+        let scopes: Scopes<()> = Scopes::new();
+        let scope = scopes.intern("s", ());
+        let name = |i: usize| format!("tenant-{i}").into_bytes();
+        // Keys built before the drops, and their generations.
+        let before: Vec<u64> = (0..20_000)
+            .map(|i| scope.partition_generation(&name(i)))
+            .collect();
+        for i in 0..20_000 {
+            scope.bump_partition(&name(i));
+            assert!(scope.remembered_partitions() <= MAX_DROPPED_PARTITIONS);
+        }
+        // No partition is back at the generation it was dropped from.
+        for (i, dropped) in before.iter().enumerate() {
+            assert_ne!(
+                scope.partition_generation(&name(i)),
+                *dropped,
+                "partition {i} came back"
+            );
+        }
     }
 }

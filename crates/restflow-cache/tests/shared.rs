@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use restflow_cache::shared::{
-    Answer, Breaker, Fetched, Generations, KeySet, Produced, SharedCache, SharedError,
-    SharedOptions, SharedStore, Signer, StoreError,
+    fresh_epoch, parse_epoch, Answer, Breaker, Fetched, Generations, KeySet, Produced, SharedCache,
+    SharedError, SharedOptions, SharedStore, Signer, StoreError,
 };
 use restflow_cache::{Clock, Lifetime, Span, Status, Timestamp};
 
@@ -29,15 +29,28 @@ impl FakeStore {
             Ok(())
         }
     }
-    fn counter(&self, key: &str) -> u64 {
-        counter(&self.values.lock(), key)
-    }
 }
 
-fn counter(values: &HashMap<String, Vec<u8>>, key: &str) -> u64 {
-    values
-        .get(key)
-        .map_or(0, |v| String::from_utf8_lossy(v).parse().unwrap())
+/// A counter as the store holds it: `None` when missing or garbage.
+fn counter(values: &HashMap<String, Vec<u8>>, key: &str) -> Option<u64> {
+    values.get(key).and_then(|v| parse_epoch(v))
+}
+
+fn counter_names(keys: &KeySet) -> Vec<&str> {
+    let mut names = vec![keys.scope.as_str(), keys.version.as_str()];
+    names.extend(keys.partition.as_deref());
+    names
+}
+
+fn current(values: &HashMap<String, Vec<u8>>, keys: &KeySet) -> Option<Generations> {
+    Some(Generations {
+        scope: counter(values, &keys.scope)?,
+        partition: match &keys.partition {
+            Some(key) => counter(values, key)?,
+            None => 0,
+        },
+        version: counter(values, &keys.version)?,
+    })
 }
 
 impl SharedStore for FakeStore {
@@ -46,11 +59,7 @@ impl SharedStore for FakeStore {
         let values = self.values.lock();
         Ok(Fetched {
             payload: values.get(&keys.data).cloned(),
-            generations: Generations {
-                scope: counter(&values, &keys.scope),
-                partition: keys.partition.as_deref().map_or(0, |k| counter(&values, k)),
-                version: counter(&values, &keys.version),
-            },
+            generations: current(&values, keys),
             locked: values.contains_key(&keys.lock),
         })
     }
@@ -63,13 +72,30 @@ impl SharedStore for FakeStore {
         self.check()?;
         Ok(self.values.lock().remove(key).is_some())
     }
-    fn bump(&self, key: &str) -> Result<u64, StoreError> {
+    fn generations(&self, keys: &KeySet, _floor: Duration) -> Result<Generations, StoreError> {
         self.check()?;
-        let next = self.counter(key) + 1;
-        self.values
-            .lock()
-            .insert(key.into(), next.to_string().into_bytes());
-        Ok(next)
+        let mut values = self.values.lock();
+        for name in counter_names(keys) {
+            if counter(&values, name).is_none() {
+                values.insert(name.into(), fresh_epoch().to_string().into_bytes());
+            }
+        }
+        Ok(current(&values, keys).expect("every counter started"))
+    }
+    fn put_current(
+        &self,
+        keys: &KeySet,
+        generations: Generations,
+        payload: &[u8],
+        _ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        let mut values = self.values.lock();
+        if current(&values, keys) != Some(generations) {
+            return Ok(false);
+        }
+        values.insert(keys.data.clone(), payload.to_vec());
+        Ok(true)
     }
     fn try_lock(&self, key: &str, token: &str, _ttl: Duration) -> Result<bool, StoreError> {
         self.check()?;
@@ -179,10 +205,14 @@ fn miss_then_hit_then_stale_with_one_refresh_claim() {
             ..
         }
     ));
+    let Answer::Stored { generations, .. } = first else {
+        unreachable!()
+    };
     cache
         .finish_refresh(
             &keys(),
             Span::ZERO,
+            generations,
             Some((
                 0,
                 b"v2".to_vec(),
@@ -205,7 +235,7 @@ fn miss_then_hit_then_stale_with_one_refresh_claim() {
 fn a_bumped_generation_makes_the_entry_a_miss() {
     let (store, cache, _) = cache(true);
     get(&cache, "v1");
-    store.bump("gen:f").unwrap();
+    store.delete("gen:f").unwrap();
     match get(&cache, "v2") {
         Answer::Computed { value, .. } => assert_eq!(value, "v2"),
         other => panic!("{other:?}"),
@@ -293,4 +323,147 @@ fn another_holder_of_the_lock_is_waited_for_then_given_up_on() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+fn refreshed(value: &str) -> Option<(u8, Vec<u8>, Lifetime)> {
+    Some((
+        0,
+        value.as_bytes().to_vec(),
+        Lifetime::new(Span::from_secs(10), Span::ZERO),
+    ))
+}
+
+fn value_of(answer: &Answer<String>) -> (Status, String) {
+    match answer {
+        Answer::Stored { status, value, .. } => {
+            (*status, String::from_utf8(value.clone()).unwrap())
+        }
+        Answer::Computed { value, .. } => (Status::Miss, value.clone()),
+        Answer::Bypassed { value, .. } => (Status::Bypass, value.clone()),
+    }
+}
+
+#[test]
+fn an_invalidation_during_a_background_refresh_is_kept() {
+    let (store, cache, clock) = cache(true);
+    get(&cache, "v1");
+    clock.advance(Span::from_secs(10));
+    let Answer::Stored {
+        refresh_claimed: true,
+        generations,
+        ..
+    } = get(&cache, "unused")
+    else {
+        panic!("the stale read claims the refresh")
+    };
+    // The refresh computes; meanwhile the function is invalidated, and
+    // another caller computes and stores the current value.
+    store.delete("gen:f").unwrap();
+    assert_eq!(value_of(&get(&cache, "v3")), (Status::Miss, "v3".into()));
+    cache
+        .finish_refresh(&keys(), Span::ZERO, generations, refreshed("v2"))
+        .unwrap();
+    // The refresh's value (older than the invalidation) went nowhere.
+    assert_eq!(value_of(&get(&cache, "unused")), (Status::Hit, "v3".into()));
+    assert!(
+        !store.values.lock().contains_key("refresh:f1"),
+        "the claim is released"
+    );
+}
+
+#[test]
+fn a_lost_counter_retires_its_entries_and_never_revives_older_ones() {
+    let (store, cache, _) = cache(true);
+    get(&cache, "v1");
+    let retired = store.values.lock()["ns::f::::x=i1"].clone();
+    store.delete("gen:f").unwrap(); // invalidate_all
+    assert_eq!(value_of(&get(&cache, "v2")), (Status::Miss, "v2".into()));
+    // The counter is evicted; the retired entry is put back, as if it had
+    // never been overwritten.
+    store.delete("gen:f").unwrap();
+    store.values.lock().insert("ns::f::::x=i1".into(), retired);
+    assert_eq!(value_of(&get(&cache, "v3")), (Status::Miss, "v3".into()));
+    assert_eq!(value_of(&get(&cache, "v4")), (Status::Hit, "v3".into()));
+}
+
+#[test]
+fn a_corrupt_counter_heals_at_the_next_computation() {
+    for garbage in ["abc", "-1", "100000000000000000000", "007", ""] {
+        let (store, cache, _) = cache(true);
+        get(&cache, "v1");
+        store
+            .values
+            .lock()
+            .insert("vgen:c".into(), garbage.as_bytes().to_vec());
+        assert_eq!(
+            value_of(&get(&cache, "v2")),
+            (Status::Miss, "v2".into()),
+            "{garbage:?}"
+        );
+        assert_eq!(value_of(&get(&cache, "v3")), (Status::Hit, "v2".into()));
+        assert_eq!(cache.stats().failures.load(Ordering::SeqCst), 0);
+    }
+}
+
+#[test]
+fn an_entry_copied_onto_another_key_is_a_miss() {
+    let (store, cache, _) = cache(true);
+    get(&cache, "user one's");
+    let mut other = keys();
+    other.data = "ns::f::::x=i2".into();
+    let copied = store.values.lock()["ns::f::::x=i1"].clone();
+    store.values.lock().insert(other.data.clone(), copied);
+    let answer = cache
+        .get(&other, Span::ZERO, || produce("user two's"), |w| w.wait())
+        .unwrap();
+    assert_eq!(value_of(&answer), (Status::Miss, "user two's".into()));
+    assert_eq!(cache.stats().rejected.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn epochs_are_canonical_numbers_below_the_limit() {
+    for _ in 0..1000 {
+        let epoch = fresh_epoch();
+        assert_eq!(parse_epoch(epoch.to_string().as_bytes()), Some(epoch));
+    }
+    assert_eq!(parse_epoch(b"0"), Some(0));
+    assert_eq!(
+        parse_epoch(b"9999999999999999999"),
+        Some(9_999_999_999_999_999_999)
+    );
+    for garbage in [
+        &b"10000000000000000000"[..],
+        b"-1",
+        b"007",
+        b"",
+        b"1e3",
+        b" 1",
+    ] {
+        assert_eq!(parse_epoch(garbage), None, "{garbage:?}");
+    }
+}
+
+#[test]
+fn a_value_an_invalidation_overtakes_is_served_but_not_stored() {
+    // A miss and a forced refresh whose computation sees the function
+    // invalidated: the value is served, and nothing lands in the store.
+    let (store, cache, _) = cache(true);
+    let invalidating = |value: &'static str| {
+        let store = Arc::clone(&store);
+        move || {
+            store.delete("gen:f").unwrap();
+            produce(value)
+        }
+    };
+    let answer = cache
+        .get(&keys(), Span::ZERO, invalidating("v1"), |w| w.wait())
+        .unwrap();
+    assert!(matches!(answer, Answer::Computed { stamps: None, .. }));
+    assert!(!store.values.lock().contains_key("ns::f::::x=i1"));
+    get(&cache, "v2");
+    let answer = cache
+        .refresh(&keys(), Span::ZERO, invalidating("v3"))
+        .unwrap();
+    assert!(matches!(answer, Answer::Computed { stamps: None, .. }));
+    assert_eq!(value_of(&get(&cache, "v4")), (Status::Miss, "v4".into()));
 }

@@ -16,8 +16,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict};
 use restflow_cache::key::{self, KeyWriter};
 use restflow_cache::shared::{
-    Answer, Breaker, KeySet, Produced, RedisConfig, RedisStore, SharedCache, SharedError,
-    SharedOptions, SharedStore, Signer, StoreError,
+    Answer, Breaker, Generations, KeySet, Produced, RedisConfig, RedisStore, SharedCache,
+    SharedError, SharedOptions, SharedStore, Signer, StoreError,
 };
 use restflow_cache::{Freshness, Lifetime, Span, Stamps, Status, Timestamp};
 
@@ -251,18 +251,19 @@ impl SharedBackend {
         self.cache.stats().failures.load(Ordering::Relaxed)
     }
 
-    /// The value and HIT metadata in a Redis answer the event loop read,
-    /// when it holds a fresh entry that checks out; `None` otherwise (the
-    /// caller then asks the engine).
+    /// The value and HIT metadata in a Redis answer the event loop read for
+    /// the entry `key`, when it holds a fresh entry that checks out; `None`
+    /// otherwise (the caller then asks the engine).
     fn fresh_hit<'py>(
         &self,
         py: Python<'py>,
         answer: &crate::loop_io::RedisAnswer,
+        key: &str,
     ) -> PyResult<Option<(Py<PyAny>, Bound<'py, PyDict>)>> {
         let Ok(fetched) = restflow_cache::shared::fetched_from(answer.value.clone()) else {
             return Ok(None);
         };
-        let Some((flags, bytes, stamps)) = self.cache.fresh_in(&fetched) else {
+        let Some((flags, bytes, stamps)) = self.cache.fresh_in(key, &fetched) else {
             return Ok(None);
         };
         let Ok(value) = self.deserialize(py, flags, &bytes) else {
@@ -288,8 +289,7 @@ impl SharedBackend {
     /// made under versions below `version` (one counter per version).
     fn drop_versions_below(&self, py: Python<'_>, owner: &str, version: u32) -> PyResult<()> {
         for old in 1..version {
-            let key = self.version_counter(owner, old);
-            invalidate(py, self, |s| SharedStore::bump(s, &key))?;
+            retire(py, self, self.version_counter(owner, old))?;
         }
         Ok(())
     }
@@ -459,10 +459,12 @@ pub(crate) fn get(
                 value,
                 stamps,
                 refresh_claimed,
+                generations,
             } => match handle.deserialize(py, flags, &value) {
                 Ok(object) => {
                     if refresh_claimed {
-                        schedule_refresh(py, core, backend, keys.clone(), owned, window);
+                        let claim = (keys.clone(), generations);
+                        schedule_refresh(py, core, backend, claim, owned, window);
                     }
                     Ok(SharedServed {
                         value: object,
@@ -498,13 +500,14 @@ pub(crate) fn get(
     })
 }
 
-/// Queues the refresh this process claimed; the claim (a lock in the store)
-/// is released when it ends, however it ends.
+/// Queues the refresh this process claimed on `keys`, reading the entry
+/// under `generations`; the claim (a lock in the store) is released when it
+/// ends, however it ends.
 fn schedule_refresh(
     py: Python<'_>,
     core: &Arc<Core>,
     backend: &Py<SharedBackend>,
-    keys: KeySet,
+    (keys, generations): (KeySet, Generations),
     call: OwnedCall,
     window: Span,
 ) {
@@ -523,7 +526,12 @@ fn schedule_refresh(
                     None
                 }
             };
-            if let Err(error) = py.detach(|| handle.cache.finish_refresh(&keys, window, produced)) {
+            let finish = || {
+                handle
+                    .cache
+                    .finish_refresh(&keys, window, generations, produced)
+            };
+            if let Err(error) = py.detach(finish) {
                 handle.warn(py, &error);
             }
         })
@@ -532,7 +540,11 @@ fn schedule_refresh(
         // The queue is full: give the claim back so a later read retries.
         drop(job);
         let handle = backend.get();
-        let _ = py.detach(|| handle.cache.finish_refresh(&release_keys, window, None));
+        let _ = py.detach(|| {
+            handle
+                .cache
+                .finish_refresh(&release_keys, window, generations, None)
+        });
     }
 }
 
@@ -580,15 +592,16 @@ pub(crate) fn refresh(
     Ok(handle.served(py, answer, Status::Refresh))
 }
 
-/// The packed lookup of a call, for the event loop to send itself.
+/// The packed lookup of a call, for the event loop to send itself, and
+/// the entry's key (which its answer is checked against).
 pub(crate) fn fetch_command(
     core: &Core,
     backend: &Py<SharedBackend>,
     call: &Call<'_>,
-) -> PyResult<Vec<u8>> {
+) -> PyResult<(Vec<u8>, String)> {
     let handle = backend.get();
     let keys = handle.call_keys(core, call)?;
-    Ok(restflow_cache::shared::fetch_command(&keys))
+    Ok((restflow_cache::shared::fetch_command(&keys), keys.data))
 }
 
 /// Runs a store operation for an invalidation, reporting a failure as
@@ -615,6 +628,13 @@ pub(crate) fn delete(
     invalidate(py, handle, |s| SharedStore::delete(s, &keys.data))
 }
 
+/// Retires the generation counter `counter`, in every process: the entries
+/// written under it are never served again (deleting it is enough; see
+/// `restflow_cache::shared::SharedStore`), and it leaves no key behind.
+fn retire(py: Python<'_>, handle: &SharedBackend, counter: String) -> PyResult<()> {
+    invalidate(py, handle, |s| SharedStore::delete(s, &counter)).map(drop)
+}
+
 /// Drops every entry of the function, in every process.
 pub(crate) fn invalidate_all(
     py: Python<'_>,
@@ -622,8 +642,7 @@ pub(crate) fn invalidate_all(
     backend: &Py<SharedBackend>,
 ) -> PyResult<()> {
     let handle = backend.get();
-    let key = handle.scope_key(core);
-    invalidate(py, handle, |s| SharedStore::bump(s, &key)).map(drop)
+    retire(py, handle, handle.scope_key(core))
 }
 
 /// Drops the partitions of a partial call, in every process.
@@ -639,8 +658,11 @@ pub(crate) fn delete_by_prefix(
         return invalidate_all(py, core, backend);
     }
     for (function_id, partition) in core.partition_texts(call, bound)? {
-        let key = handle.partition_key(core, &function_id, &partition);
-        invalidate(py, handle, |s| SharedStore::bump(s, &key))?;
+        retire(
+            py,
+            handle,
+            handle.partition_key(core, &function_id, &partition),
+        )?;
     }
     Ok(())
 }

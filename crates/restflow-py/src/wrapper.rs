@@ -433,6 +433,14 @@ impl CachedWrapper {
     }
 }
 
+/// What `_loop_fetch` hands the event loop: the backend, the packed
+/// lookup, and the entry's key (its answer is checked against it).
+type LoopFetch<'py> = (
+    Py<crate::shared::SharedBackend>,
+    Bound<'py, pyo3::types::PyBytes>,
+    String,
+);
+
 #[pymethods]
 impl CachedWrapper {
     /// Built by `restflow.caching.cache_result`; not meant to be called
@@ -663,19 +671,14 @@ impl CachedWrapper {
     }
 
     /// For a shared Redis backend the event loop may drive:
-    /// `(backend, packed lookup)`; `None` otherwise.
+    /// `(backend, packed lookup, entry key)`; `None` otherwise.
     #[pyo3(signature = (args, kwargs=None))]
     fn _loop_fetch<'py>(
         &self,
         py: Python<'py>,
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<
-        Option<(
-            Py<crate::shared::SharedBackend>,
-            Bound<'py, pyo3::types::PyBytes>,
-        )>,
-    > {
+    ) -> PyResult<Option<LoopFetch<'py>>> {
         RUNTIME.ready(py)?;
         let Some(backend) = self.shared(py)? else {
             return Ok(None);
@@ -684,8 +687,12 @@ impl CachedWrapper {
             return Ok(None);
         }
         let call = self.call(args, kwargs)?;
-        let command = crate::shared::fetch_command(&self.core, &backend, &call)?;
-        Ok(Some((backend, pyo3::types::PyBytes::new(py, &command))))
+        let (command, key) = crate::shared::fetch_command(&self.core, &backend, &call)?;
+        Ok(Some((
+            backend,
+            pyo3::types::PyBytes::new(py, &command),
+            key,
+        )))
     }
 
     /// Whether this wrapper's calls use the in-process memory store.

@@ -419,7 +419,7 @@ async def _loop_hit(
     found = engine._loop_fetch(args, kwargs)
     if found is None:
         return None
-    backend, command = found
+    backend, command, key = found
     idle = _loop_connections.setdefault(loop, {}).setdefault(backend.url, [])
     if idle:
         connection = idle.pop()
@@ -460,7 +460,7 @@ async def _loop_hit(
         loop.remove_reader(fd)
         return None
     idle.append(connection)
-    return backend.fresh_hit(answer)
+    return backend.fresh_hit(answer, key)
 
 
 class _BoundAsyncWrapper:

@@ -9,6 +9,11 @@
 //!   others poll the entry with backoff, bounded.
 //! * In the stale window the entry is served at once and one process, the
 //!   one that takes the refresh lock, refreshes it.
+//! * Every value is written under the generations read *before* it was
+//!   computed, and only while they are still current
+//!   ([`SharedStore::put_current`]): a value computed before an
+//!   invalidation never lands where reads after it find it, on any path
+//!   (miss, REFRESH, background refresh).
 //! * A store that fails is skipped: the value is computed live and the call
 //!   reports BYPASS (or the error, when the caller asks for that), and the
 //!   circuit breaker stops asking a store that is down.
@@ -70,6 +75,10 @@ pub enum Answer<T> {
         stamps: Stamps,
         /// For STALE: this caller holds the refresh lock and must refresh.
         refresh_claimed: bool,
+        /// The generations the entry was read under: a refresh this caller
+        /// claimed is stored under them ([`SharedCache::finish_refresh`]),
+        /// so an invalidation while it computes is kept.
+        generations: Generations,
     },
     /// Computed by this caller (MISS).
     Computed {
@@ -189,11 +198,12 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         }
     }
 
-    fn examine<'a>(&self, fetched: &'a Fetched, fallback: Span) -> Found<'a> {
+    /// What `fetched`, read from the entry `key`, holds that may be served.
+    fn examine<'a>(&self, key: &str, fetched: &'a Fetched, fallback: Span) -> Found<'a> {
         let Some(payload) = &fetched.payload else {
             return Found::Nothing;
         };
-        let decoded = match self.signer.decode(payload) {
+        let decoded = match self.signer.decode(key, payload) {
             Ok(decoded) => decoded,
             Err(
                 Rejected::Truncated
@@ -205,7 +215,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                 return Found::Nothing;
             }
         };
-        if decoded.generations != fetched.generations {
+        if fetched.generations != Some(decoded.generations) {
             return Found::Nothing;
         }
         let now = self.clock.now_coarse();
@@ -233,6 +243,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             value: decoded.value.to_vec(),
             stamps: decoded.stamps,
             refresh_claimed,
+            generations: decoded.generations,
         }
     }
 
@@ -269,7 +280,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                 Ok(fetched) => fetched,
                 Err(error) => return self.bypass(error, compute.take().expect("computed once")),
             };
-            let fallback = match self.examine(&fetched, stale_if_error) {
+            let fallback = match self.examine(&keys.data, &fetched, stale_if_error) {
                 Found::Usable(decoded, Freshness::Fresh) => {
                     let status = if waited { Status::Miss } else { Status::Hit };
                     return Ok(Self::stored(&decoded, status, false));
@@ -350,7 +361,9 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                 Ok(again) => again,
                 Err(error) => return self.bypass(error, compute),
             };
-            if let Found::Usable(decoded, Freshness::Fresh) = self.examine(&again, Span::ZERO) {
+            if let Found::Usable(decoded, Freshness::Fresh) =
+                self.examine(&keys.data, &again, Span::ZERO)
+            {
                 return Ok(Self::stored(&decoded, Status::Miss, false));
             }
             generations = again.generations;
@@ -361,15 +374,23 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         &self,
         keys: &KeySet,
         token: &str,
-        generations: Generations,
+        generations: Option<Generations>,
         fallback: Option<Answer<T>>,
         keep: Span,
         compute: impl FnOnce() -> Result<Produced<T>, E>,
     ) -> Result<Answer<T>, SharedError<E>> {
+        let generations = match self.current(keys, generations) {
+            Ok(generations) => generations,
+            Err(error) => {
+                let answer = self.bypass(error, compute);
+                let _ = self.call(|s| s.unlock(&keys.lock, token));
+                return answer;
+            }
+        };
         let produced = compute();
         let answer = match produced {
             Ok(produced) => {
-                let stamps = self.store_produced(&keys.data, &produced, generations, keep);
+                let stamps = self.store_produced(keys, &produced, generations, keep);
                 Ok(Answer::Computed {
                     value: produced.value,
                     stamps,
@@ -385,48 +406,72 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         answer
     }
 
+    /// `read`, or else (a counter was missing or unreadable) the
+    /// generations with fresh epochs started for what was missing. Called
+    /// before computing: a value is stored under what was current before
+    /// it was computed.
+    fn current(&self, keys: &KeySet, read: Option<Generations>) -> Result<Generations, StoreError> {
+        match read {
+            Some(generations) => Ok(generations),
+            None => self.call(|s| s.generations(keys, self.counter_floor())),
+        }
+    }
+
+    /// How long a partition counter started for a computation lives if no
+    /// entry extends it: as long as a computation may wait and then hold
+    /// its lock, so the counter outlives the computation it was read for.
+    fn counter_floor(&self) -> Duration {
+        self.options.lock_timeout + self.options.wait_timeout
+    }
+
     /// Signs and stores a produced value if it is to be stored, keeping it
     /// `keep` past its stale window (for stale-if-error); its instants, or
     /// `None` when it was not stored (the store refused it, or the policy
     /// kept it out; the value is served either way).
     fn store_produced<T>(
         &self,
-        key: &str,
+        keys: &KeySet,
         produced: &Produced<T>,
         generations: Generations,
         keep: Span,
     ) -> Option<Stamps> {
         let (flags, bytes) = produced.serialized.as_ref()?;
-        self.put_signed(key, *flags, bytes, produced.lifetime, generations, keep)
+        self.put_signed(keys, *flags, bytes, produced.lifetime, generations, keep)
             .ok()
+            .flatten()
     }
 
-    /// Signs `bytes` with instants taken now and puts them under `key`,
-    /// for the store to forget once nothing may serve them: `keep` past
-    /// the stale window. Returns the instants.
+    /// Signs `bytes` with instants taken now and puts them under
+    /// `keys.data` while `generations` are current, for the store to
+    /// forget once nothing may serve them: `keep` past the stale window.
+    /// Returns the instants, or `None` when a counter moved on (the value
+    /// predates an invalidation and is not stored).
     fn put_signed(
         &self,
-        key: &str,
+        keys: &KeySet,
         flags: u8,
         bytes: &[u8],
         lifetime: Lifetime,
         generations: Generations,
         keep: Span,
-    ) -> Result<Stamps, StoreError> {
+    ) -> Result<Option<Stamps>, StoreError> {
         let stamps = Stamps::new(self.clock.now(), lifetime);
-        let payload = self.signer.encode(flags, &stamps, generations, bytes);
+        let payload = self
+            .signer
+            .encode(&keys.data, flags, &stamps, generations, bytes);
         let ttl = stamps.kept_until(keep).map(|until| {
             let micros = until.as_micros() - stamps.cached_at.as_micros();
             Duration::from_micros(micros.max(1) as u64)
         });
-        self.call(|s| s.put(key, &payload, ttl)).map(|()| stamps)
+        let stored = self.call(|s| s.put_current(keys, generations, &payload, ttl))?;
+        Ok(stored.then_some(stamps))
     }
 
     /// The usable entry under `keys`, if any, without claiming or
     /// computing anything: `(flags, value, stamps, freshness)`.
     pub fn peek(&self, keys: &KeySet) -> Result<Option<Peeked>, StoreError> {
         let fetched = self.call(|s| s.fetch(keys))?;
-        Ok(match self.examine(&fetched, Span::ZERO) {
+        Ok(match self.examine(&keys.data, &fetched, Span::ZERO) {
             Found::Usable(decoded, freshness) => Some((
                 decoded.flags,
                 decoded.value.to_vec(),
@@ -437,12 +482,12 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         })
     }
 
-    /// The fresh entry in a lookup's answer, if it has one and it checks
-    /// out: `(flags, value, stamps)`. For callers that fetch on their own
-    /// (an event loop's socket); anything but a fresh hit goes through
-    /// [`SharedCache::get`].
-    pub fn fresh_in(&self, fetched: &Fetched) -> Option<(u8, Vec<u8>, Stamps)> {
-        match self.examine(fetched, Span::ZERO) {
+    /// The fresh entry in a lookup's answer for the entry `key`, if it has
+    /// one and it checks out: `(flags, value, stamps)`. For callers that
+    /// fetch on their own (an event loop's socket); anything but a fresh
+    /// hit goes through [`SharedCache::get`].
+    pub fn fresh_in(&self, key: &str, fetched: &Fetched) -> Option<(u8, Vec<u8>, Stamps)> {
+        match self.examine(key, fetched, Span::ZERO) {
             Found::Usable(decoded, Freshness::Fresh) => {
                 Some((decoded.flags, decoded.value.to_vec(), decoded.stamps))
             }
@@ -450,20 +495,23 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         }
     }
 
-    /// Computes and overwrites the entry (REFRESH), under the current
-    /// generations.
+    /// Computes and overwrites the entry (REFRESH), under the generations
+    /// current before it computes.
     pub fn refresh<T>(
         &self,
         keys: &KeySet,
         keep: Span,
         compute: impl FnOnce() -> Result<Produced<T>, E>,
     ) -> Result<Answer<T>, SharedError<E>> {
-        let generations = match self.call(|s| s.fetch(keys)) {
-            Ok(fetched) => fetched.generations,
+        let generations = match self
+            .call(|s| s.fetch(keys))
+            .and_then(|fetched| self.current(keys, fetched.generations))
+        {
+            Ok(generations) => generations,
             Err(error) => return self.bypass(error, compute),
         };
         let produced = compute().map_err(SharedError::Compute)?;
-        let stamps = self.store_produced(&keys.data, &produced, generations, keep);
+        let stamps = self.store_produced(keys, &produced, generations, keep);
         if produced.serialized.is_none() {
             let _ = self.call(|s| s.delete(&keys.data));
         }
@@ -474,27 +522,23 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     }
 
     /// Ends a background refresh this caller claimed: stores `produced`
-    /// (if anything) and frees the refresh lock. Reports a store that
-    /// failed to take the new value (the stale one stays).
+    /// (if anything) under `generations`, the ones the stale entry was read
+    /// under when the refresh was claimed ([`Answer::Stored`]), and frees
+    /// the refresh lock. If an invalidation came in between, the value
+    /// (computed, maybe, from data from before it) is not stored. Reports a
+    /// store that failed to take the new value (the stale one stays).
     pub fn finish_refresh(
         &self,
         keys: &KeySet,
         keep: Span,
+        generations: Generations,
         produced: Option<(u8, Vec<u8>, Lifetime)>,
     ) -> Result<(), StoreError> {
         let mut outcome = Ok(());
         if let Some((flags, bytes, lifetime)) = produced {
-            outcome = self.call(|s| s.fetch(keys)).and_then(|fetched| {
-                self.put_signed(
-                    &keys.data,
-                    flags,
-                    &bytes,
-                    lifetime,
-                    fetched.generations,
-                    keep,
-                )
-                .map(drop)
-            });
+            outcome = self
+                .put_signed(keys, flags, &bytes, lifetime, generations, keep)
+                .map(drop);
         }
         let released = self.call(|s| s.delete(&keys.refresh)).map(drop);
         outcome.and(released)

@@ -17,4 +17,4 @@ pub use cache::{Answer, Peeked, Produced, SharedCache, SharedError, SharedOption
 pub use payload::{Decoded, Generations, Rejected, Signer};
 #[cfg(feature = "redis")]
 pub use redis::{fetch_command, fetched_from, RedisConfig, RedisStore};
-pub use store::{Fetched, KeySet, SharedStore, StoreError};
+pub use store::{fresh_epoch, parse_epoch, Fetched, KeySet, SharedStore, StoreError, EPOCH_LIMIT};

@@ -1,19 +1,23 @@
 //! What a shared store holds under a key: a versioned header, the
-//! serialized value, and an HMAC-SHA256 tag over both.
+//! serialized value, and an HMAC-SHA256 tag over both and the key.
 //!
 //! ```text
-//! b"RFC1"  magic and format version          4 bytes
+//! b"RFC2"  magic and format version          4 bytes
 //! flags    the serializer and future bits    1 byte
 //! cached_at, fresh_until, stale_until        3 x i64 LE (microseconds; i64::MAX = never)
 //! generations                                3 x u64 LE (scope, partition, version)
 //! value                                      the rest, up to the tag
-//! tag      HMAC-SHA256(key, everything above) 32 bytes
+//! tag      HMAC-SHA256(signing key,          32 bytes
+//!            len(store key) as u64 LE, store key, everything above)
 //! ```
 //!
 //! A payload that is too short, carries another magic or version, or fails
 //! the tag is refused before any byte of the value is looked at, so a
 //! tampered or foreign entry is never handed to a deserializer (Python's
-//! `pickle` above all).
+//! `pickle` above all). The tag covers the store key the entry was written
+//! under, so an entry copied onto another key (another user's, say) fails
+//! the check there. (Version 1 did not cover the key; its entries are
+//! refused as an unknown version, a miss.)
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -23,7 +27,7 @@ use crate::timestamp::Timestamp;
 
 type HmacSha256 = Hmac<Sha256>;
 
-const MAGIC: &[u8; 4] = b"RFC1";
+const MAGIC: &[u8; 4] = b"RFC2";
 const HEADER: usize = 4 + 1 + 3 * 8 + 3 * 8;
 const TAG: usize = 32;
 const NEVER: i64 = i64::MAX;
@@ -115,9 +119,19 @@ impl Signer {
         }
     }
 
-    /// The payload for `value`.
+    /// The MAC state after the store key, which every tag starts with.
+    fn keyed(&self, key: &str) -> HmacSha256 {
+        let mut mac = self.mac.clone();
+        // The length first, so no key and body split the same bytes two ways.
+        mac.update(&(key.len() as u64).to_le_bytes());
+        mac.update(key.as_bytes());
+        mac
+    }
+
+    /// The payload for `value`, to be stored under `key`.
     pub fn encode(
         &self,
+        key: &str,
         flags: u8,
         stamps: &Stamps,
         generations: Generations,
@@ -133,14 +147,14 @@ impl Signer {
         out.extend_from_slice(&generations.partition.to_le_bytes());
         out.extend_from_slice(&generations.version.to_le_bytes());
         out.extend_from_slice(value);
-        let mut mac = self.mac.clone();
+        let mut mac = self.keyed(key);
         mac.update(&out);
         out.extend_from_slice(&mac.finalize().into_bytes());
         out
     }
 
-    /// Checks and opens a payload.
-    pub fn decode<'a>(&self, payload: &'a [u8]) -> Result<Decoded<'a>, Rejected> {
+    /// Checks and opens a payload read from `key`.
+    pub fn decode<'a>(&self, key: &str, payload: &'a [u8]) -> Result<Decoded<'a>, Rejected> {
         if payload.len() < 4 {
             return Err(Rejected::Truncated);
         }
@@ -154,7 +168,7 @@ impl Signer {
             return Err(Rejected::Truncated);
         }
         let (body, tag) = payload.split_at(payload.len() - TAG);
-        let mut mac = self.mac.clone();
+        let mut mac = self.keyed(key);
         mac.update(body);
         mac.verify_slice(tag).map_err(|_| Rejected::BadSignature)?;
         Ok(Decoded {
@@ -195,38 +209,74 @@ mod tests {
             partition: 1,
             version: 7,
         };
-        let payload = signer.encode(2, &stamps(), gens, b"value bytes");
-        let decoded = signer.decode(&payload).unwrap();
+        let payload = signer.encode("k", 2, &stamps(), gens, b"value bytes");
+        let decoded = signer.decode("k", &payload).unwrap();
         assert_eq!(decoded.flags, 2);
         assert_eq!(decoded.stamps, stamps());
         assert_eq!(decoded.generations, gens);
         assert_eq!(decoded.value, b"value bytes");
         let forever = Stamps::new(Timestamp::EPOCH, Lifetime::FOREVER);
-        let payload = signer.encode(0, &forever, gens, b"");
-        assert_eq!(signer.decode(&payload).unwrap().stamps, forever);
+        let payload = signer.encode("k", 0, &forever, gens, b"");
+        assert_eq!(signer.decode("k", &payload).unwrap().stamps, forever);
     }
 
     #[test]
     fn every_flipped_byte_is_caught() {
         let signer = Signer::new(b"secret");
-        let payload = signer.encode(0, &stamps(), Generations::default(), b"pickled");
+        let payload = signer.encode("k", 0, &stamps(), Generations::default(), b"pickled");
         for at in 0..payload.len() {
             let mut tampered = payload.clone();
             tampered[at] ^= 0x01;
-            assert!(signer.decode(&tampered).is_err(), "byte {at} not caught");
+            assert!(
+                signer.decode("k", &tampered).is_err(),
+                "byte {at} not caught"
+            );
         }
     }
 
     #[test]
     fn foreign_short_and_other_key_payloads_are_refused() {
         let signer = Signer::new(b"secret");
-        assert_eq!(signer.decode(b"{\"json\": 1}"), Err(Rejected::Foreign));
-        assert_eq!(signer.decode(b"RF"), Err(Rejected::Truncated));
-        assert_eq!(signer.decode(b"RFC1short"), Err(Rejected::Truncated));
-        let mut other_version = signer.encode(0, &stamps(), Generations::default(), b"v");
+        assert_eq!(signer.decode("k", b"{\"json\": 1}"), Err(Rejected::Foreign));
+        assert_eq!(signer.decode("k", b"RF"), Err(Rejected::Truncated));
+        assert_eq!(signer.decode("k", b"RFC2short"), Err(Rejected::Truncated));
+        let mut other_version = signer.encode("k", 0, &stamps(), Generations::default(), b"v");
         other_version[3] = b'9';
-        assert_eq!(signer.decode(&other_version), Err(Rejected::UnknownVersion));
-        let payload = Signer::new(b"other").encode(0, &stamps(), Generations::default(), b"v");
-        assert_eq!(signer.decode(&payload), Err(Rejected::BadSignature));
+        assert_eq!(
+            signer.decode("k", &other_version),
+            Err(Rejected::UnknownVersion)
+        );
+        let payload = Signer::new(b"other").encode("k", 0, &stamps(), Generations::default(), b"v");
+        assert_eq!(signer.decode("k", &payload), Err(Rejected::BadSignature));
+    }
+
+    #[test]
+    fn a_payload_moved_to_another_key_is_refused() {
+        let signer = Signer::new(b"secret");
+        let payload = signer.encode("user:1", 0, &stamps(), Generations::default(), b"one's");
+        assert!(signer.decode("user:1", &payload).is_ok());
+        assert_eq!(
+            signer.decode("user:2", &payload),
+            Err(Rejected::BadSignature)
+        );
+        // No key and body split the same bytes two ways.
+        assert_eq!(
+            signer.decode("user:", &payload),
+            Err(Rejected::BadSignature)
+        );
+    }
+
+    #[test]
+    fn a_version_1_payload_is_an_unknown_version() {
+        // Version 1 signed the body alone: whatever its tag, it is refused.
+        let signer = Signer::new(b"secret");
+        let mut old = signer.encode("k", 0, &stamps(), Generations::default(), b"v");
+        old[3] = b'1';
+        let body = old.len() - TAG;
+        let mut mac = signer.mac.clone();
+        mac.update(&old[..body]);
+        let tag = mac.finalize().into_bytes();
+        old[body..].copy_from_slice(&tag);
+        assert_eq!(signer.decode("k", &old), Err(Rejected::UnknownVersion));
     }
 }

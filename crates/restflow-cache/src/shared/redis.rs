@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use super::lookup::LookupConnection;
 use super::payload::Generations;
 use super::spin::SpinPolicy;
-use super::store::{Fetched, KeySet, SharedStore, StoreError};
+use super::store::{fresh_epoch, parse_epoch, Fetched, KeySet, SharedStore, StoreError};
 
 /// How to reach Redis.
 #[derive(Clone, Debug)]
@@ -146,6 +146,61 @@ pub struct RedisStore {
     lookups: Option<ProcessPool<LookupManager>>,
     spin: SpinPolicy,
     unlock: Script,
+    generations: Script,
+    put_current: Script,
+}
+
+/// Reads counters, starting each missing or unreadable one at the epoch
+/// given for it: `KEYS` are counters, `ARGV` holds for each an epoch and an
+/// expiry in milliseconds (0: none). One script, so concurrent callers
+/// agree on one epoch. A counter's text is valid as [`parse_epoch`] reads
+/// it: a number below 10^19 in canonical decimal. (`pcall`: a counter of another type is garbage too;
+/// `SET` replaces it.)
+const GENERATIONS: &str = r"
+local out = {}
+for i, key in ipairs(KEYS) do
+  local v = redis.pcall('get', key)
+  if type(v) ~= 'string' or #v > 19 or not (v == '0' or string.match(v, '^[1-9]%d*$')) then
+    v = ARGV[2 * i - 1]
+    local ttl = tonumber(ARGV[2 * i])
+    if ttl > 0 then redis.call('set', key, v, 'px', ttl) else redis.call('set', key, v) end
+  end
+  out[i] = v
+end
+return out
+";
+
+/// Writes an entry only under current counters: `KEYS` are the entry, the
+/// scope and version counters, and the partition counter if any; `ARGV` the
+/// payload, its expiry in milliseconds (0: none), and the epoch each
+/// counter must hold. The partition counter is made to live at least as
+/// long as the entry. Returns 1 if it wrote, 0 if a counter moved on.
+const PUT_CURRENT: &str = r"
+for i = 2, #KEYS do
+  if redis.pcall('get', KEYS[i]) ~= ARGV[i + 1] then return 0 end
+end
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then
+  redis.call('set', KEYS[1], ARGV[1], 'px', ttl)
+else
+  redis.call('set', KEYS[1], ARGV[1])
+end
+if #KEYS == 4 then
+  local partition = KEYS[4]
+  if ttl == 0 then
+    redis.call('persist', partition)
+  else
+    local left = redis.call('pttl', partition)
+    if left >= 0 and left < ttl then redis.call('pexpire', partition, ttl) end
+  end
+end
+return 1
+";
+
+/// Milliseconds for Redis: at least 1 (0 would mean "no expiry" to the
+/// scripts, and `PX 0` is refused).
+fn millis(ttl: Duration) -> u64 {
+    ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64
 }
 
 fn classify(error: &redis::RedisError) -> StoreError {
@@ -186,6 +241,8 @@ impl RedisStore {
                 "if redis.call('get', KEYS[1]) == ARGV[1] then \
                  return redis.call('del', KEYS[1]) else return 0 end",
             ),
+            generations: Script::new(GENERATIONS),
+            put_current: Script::new(PUT_CURRENT),
         })
     }
 
@@ -241,28 +298,42 @@ impl RedisStore {
     }
 }
 
-fn counter(value: &Value) -> Result<u64, StoreError> {
+/// A counter as `MGET` answers it: `None` when missing or unreadable.
+fn counter(value: &Value) -> Option<u64> {
     match value {
-        Value::Nil => Ok(0),
-        Value::BulkString(bytes) => std::str::from_utf8(bytes)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| {
-                StoreError::Protocol("a generation counter that is not a number".into())
-            }),
-        Value::Int(n) => Ok(*n as u64),
-        other => Err(StoreError::Protocol(format!(
-            "unexpected counter {other:?}"
-        ))),
+        Value::BulkString(bytes) => parse_epoch(bytes),
+        _ => None,
     }
 }
 
-/// The names one lookup reads, in the order [`fetched_from`] expects.
-fn fetch_names(keys: &KeySet) -> Vec<&str> {
-    let mut names: Vec<&str> = vec![&keys.data, &keys.scope, &keys.version, &keys.lock];
+/// The counters of `keys`, in the order the scripts and
+/// [`generations_from`] expect: scope, version, then the partition's.
+fn counter_names(keys: &KeySet) -> Vec<&str> {
+    let mut names: Vec<&str> = vec![&keys.scope, &keys.version];
     if let Some(partition) = &keys.partition {
         names.push(partition);
     }
+    names
+}
+
+/// The generations in counters read in [`counter_names`] order; `None`
+/// when one is missing or unreadable.
+fn generations_from(values: &[Value]) -> Option<Generations> {
+    Some(Generations {
+        scope: counter(values.first()?)?,
+        version: counter(values.get(1)?)?,
+        partition: match values.get(2) {
+            Some(value) => counter(value)?,
+            None => 0,
+        },
+    })
+}
+
+/// The names one lookup reads, in the order [`fetched_from`] expects:
+/// the entry, the lock, then the counters.
+fn fetch_names(keys: &KeySet) -> Vec<&str> {
+    let mut names: Vec<&str> = vec![&keys.data, &keys.lock];
+    names.extend(counter_names(keys));
     names
 }
 
@@ -299,15 +370,8 @@ fn fetched(answer: Value, expected: Option<usize>) -> Result<Fetched, StoreError
     };
     Ok(Fetched {
         payload,
-        generations: Generations {
-            scope: counter(&values[1])?,
-            version: counter(&values[2])?,
-            partition: match values.get(4) {
-                Some(value) => counter(value)?,
-                None => 0,
-            },
-        },
-        locked: !matches!(values[3], Value::Nil),
+        locked: !matches!(values[1], Value::Nil),
+        generations: generations_from(&values[2..]),
     })
 }
 
@@ -338,8 +402,49 @@ impl SharedStore for RedisStore {
             .map(|n| n > 0)
     }
 
-    fn bump(&self, key: &str) -> Result<u64, StoreError> {
-        self.with(|c| redis::cmd("INCR").arg(key).query::<u64>(c))
+    fn generations(&self, keys: &KeySet, floor: Duration) -> Result<Generations, StoreError> {
+        let names = counter_names(keys);
+        let mut invocation = self.generations.prepare_invoke();
+        for name in &names {
+            invocation.key(*name);
+        }
+        invocation
+            .arg(fresh_epoch())
+            .arg(0)
+            .arg(fresh_epoch())
+            .arg(0);
+        if keys.partition.is_some() {
+            invocation.arg(fresh_epoch()).arg(millis(floor));
+        }
+        let answer: Value = self.with(|c| invocation.invoke(c))?;
+        match answer {
+            Value::Array(values) if values.len() == names.len() => generations_from(&values),
+            _ => None,
+        }
+        .ok_or_else(|| StoreError::Protocol("the generations script answered garbage".into()))
+    }
+
+    fn put_current(
+        &self,
+        keys: &KeySet,
+        generations: Generations,
+        payload: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let mut invocation = self.put_current.prepare_invoke();
+        invocation
+            .key(&keys.data)
+            .key(&keys.scope)
+            .key(&keys.version);
+        invocation
+            .arg(payload)
+            .arg(ttl.map_or(0, millis))
+            .arg(generations.scope)
+            .arg(generations.version);
+        if let Some(partition) = &keys.partition {
+            invocation.key(partition).arg(generations.partition);
+        }
+        self.with(|c| invocation.invoke::<u8>(c)).map(|n| n == 1)
     }
 
     fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {

@@ -1,4 +1,18 @@
 //! The trait a store shared between processes implements.
+//!
+//! Generation counters hold *epochs*, not counts: a counter that is missing
+//! or unreadable (evicted, expired, deleted by an invalidation, overwritten
+//! with garbage) starts again at a fresh random epoch, which no entry was
+//! written under. So an invalidation deletes the counter, an eviction of a
+//! counter retires the entries written under it instead of bringing older
+//! ones back, a corrupt counter heals at the next computation, and there is
+//! no count to overflow. Invariants every store keeps:
+//!
+//! - an entry is written only while every counter it was computed under
+//!   still holds that epoch ([`SharedStore::put_current`]), so a value
+//!   computed before an invalidation never lands where later reads find it;
+//! - a missing or unreadable counter is never read as an epoch
+//!   ([`Fetched::generations`] is `None`), so nothing is served under it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,11 +24,14 @@ use super::payload::Generations;
 pub struct KeySet {
     /// The entry.
     pub data: String,
-    /// The function's generation counter.
+    /// The function's generation counter (never expires: one per function).
     pub scope: String,
-    /// The partition's generation counter, for keys with a partition.
+    /// The partition's generation counter, for keys with a partition. It
+    /// expires: it lives as long as the longest-lived entry written under
+    /// it, and at least [`SharedStore::generations`]'s `floor`.
     pub partition: Option<String>,
-    /// The key constructor version's generation counter.
+    /// The key constructor version's generation counter (never expires:
+    /// one per key constructor version).
     pub version: String,
     /// The lock a computation of this key holds.
     pub lock: String,
@@ -27,8 +44,10 @@ pub struct KeySet {
 pub struct Fetched {
     /// The raw payload, if any.
     pub payload: Option<Vec<u8>>,
-    /// The current generations.
-    pub generations: Generations,
+    /// The current generations; `None` when a counter is missing or
+    /// unreadable (then no entry is current, and the next computation
+    /// starts the counter at a fresh epoch).
+    pub generations: Option<Generations>,
     /// Whether some process holds the computation lock.
     pub locked: bool,
 }
@@ -68,14 +87,65 @@ pub trait SharedStore: Send + Sync {
     fn fetch(&self, keys: &KeySet) -> Result<Fetched, StoreError>;
     /// Stores `payload` under `key`, expiring after `ttl` (never when `None`).
     fn put(&self, key: &str, payload: &[u8], ttl: Option<Duration>) -> Result<(), StoreError>;
-    /// Removes `key`; returns whether it existed.
+    /// Removes `key`; returns whether it existed. Removing a generation
+    /// counter retires every entry written under it (an invalidation).
     fn delete(&self, key: &str) -> Result<bool, StoreError>;
-    /// Increments the counter `key` (from 0); returns the new value.
-    fn bump(&self, key: &str) -> Result<u64, StoreError>;
+    /// The generations of `keys`, starting every counter that is missing or
+    /// unreadable at a [`fresh_epoch`] (atomically where the store can: two
+    /// processes then read one epoch). A partition counter made here
+    /// expires after `floor` unless an entry written under it extends it.
+    fn generations(&self, keys: &KeySet, floor: Duration) -> Result<Generations, StoreError>;
+    /// Stores `payload` under `keys.data`, expiring after `ttl` (never when
+    /// `None`), only if the counters of `keys` still hold `generations`
+    /// (atomically where the store can); makes the partition counter live
+    /// at least as long as the entry. Returns whether it stored.
+    fn put_current(
+        &self,
+        keys: &KeySet,
+        generations: Generations,
+        payload: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError>;
     /// Takes the lock `key` for `token` unless someone holds it.
     fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError>;
     /// Releases the lock `key` if `token` still holds it (atomically).
     fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError>;
+}
+
+/// Epochs are below 10^19: nineteen decimal digits at most, so every
+/// store (and a Lua script) can tell a counter from garbage by its text.
+pub const EPOCH_LIMIT: u64 = 10_000_000_000_000_000_000;
+
+/// A new random epoch for a generation counter, below [`EPOCH_LIMIT`].
+/// Random, so that a counter started again after it was lost never takes
+/// a value an entry was written under (one chance in ~2^63).
+pub fn fresh_epoch() -> u64 {
+    let random = getrandom::u64().unwrap_or_else(|_| {
+        // No OS randomness (very early boot, a sandbox): std's hasher keys
+        // are random per process where any source exists; mixed with the
+        // time and pid, still unique in practice.
+        use std::hash::BuildHasher;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        std::collections::hash_map::RandomState::new().hash_one((now, std::process::id()))
+    });
+    random % EPOCH_LIMIT
+}
+
+/// Reads a counter's text: a number below [`EPOCH_LIMIT`] in canonical
+/// decimal (no sign, no leading zero), else `None` (negative, too large,
+/// not a number). Canonical, because the scripts that write under a
+/// counter compare its text.
+pub fn parse_epoch(text: &[u8]) -> Option<u64> {
+    let canonical = text == b"0"
+        || (matches!(text.first(), Some(b'1'..=b'9'))
+            && text.len() <= 19
+            && text.iter().all(u8::is_ascii_digit));
+    if !canonical {
+        return None;
+    }
+    std::str::from_utf8(text).ok()?.parse().ok()
 }
 
 /// Forwards every [`SharedStore`] method through a smart pointer, so a
@@ -92,8 +162,17 @@ macro_rules! forward_shared_store {
             fn delete(&self, key: &str) -> Result<bool, StoreError> {
                 (**self).delete(key)
             }
-            fn bump(&self, key: &str) -> Result<u64, StoreError> {
-                (**self).bump(key)
+            fn generations(&self, keys: &KeySet, floor: Duration) -> Result<Generations, StoreError> {
+                (**self).generations(keys, floor)
+            }
+            fn put_current(
+                &self,
+                keys: &KeySet,
+                generations: Generations,
+                payload: &[u8],
+                ttl: Option<Duration>,
+            ) -> Result<bool, StoreError> {
+                (**self).put_current(keys, generations, payload, ttl)
             }
             fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
                 (**self).try_lock(key, token, ttl)
