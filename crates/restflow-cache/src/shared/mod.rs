@@ -8,6 +8,8 @@ mod cache;
 pub mod lookup;
 mod payload;
 #[cfg(feature = "redis")]
+mod pool;
+#[cfg(feature = "redis")]
 mod redis;
 pub mod spin;
 mod store;
