@@ -163,25 +163,26 @@ fn miss_then_hit_then_stale_with_one_refresh_claim() {
     clock.advance(Span::from_secs(10));
     let first = get(&cache, "unused");
     let second = get(&cache, "unused");
-    assert!(matches!(
-        first,
-        Answer::Stored {
-            status: Status::Stale,
-            refresh_claimed: true,
-            ..
-        }
-    ));
+    let Answer::Stored {
+        status: Status::Stale,
+        refresh_token: Some(token),
+        ..
+    } = first
+    else {
+        panic!("the first stale read claims the refresh: {first:?}")
+    };
     assert!(matches!(
         second,
         Answer::Stored {
             status: Status::Stale,
-            refresh_claimed: false,
+            refresh_token: None,
             ..
         }
     ));
     cache
         .finish_refresh(
             &keys(),
+            &token,
             Span::ZERO,
             Some((
                 0,
@@ -292,5 +293,82 @@ fn another_holder_of_the_lock_is_waited_for_then_given_up_on() {
             assert!(stamps.is_none());
         }
         other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_refresh_that_outlived_its_lock_leaves_the_next_holders_lock_alone() {
+    let (store, cache, clock) = cache(true);
+    get(&cache, "v1");
+    clock.advance(Span::from_secs(10));
+    let Answer::Stored {
+        refresh_token: Some(token),
+        ..
+    } = get(&cache, "unused")
+    else {
+        panic!("the stale read claims the refresh")
+    };
+    // The lock expired while the refresh ran, and another process took it.
+    store
+        .values
+        .lock()
+        .insert("refresh:f1".into(), b"next-holder".to_vec());
+    cache
+        .finish_refresh(&keys(), &token, Span::ZERO, None)
+        .unwrap();
+    assert_eq!(
+        store.values.lock().get("refresh:f1").map(Vec::as_slice),
+        Some(b"next-holder".as_slice())
+    );
+}
+
+#[test]
+fn followers_share_a_value_that_is_not_stored() {
+    let (store, cache, _) = cache(true);
+    let computations = AtomicUsize::new(0);
+    let (joined, follower_waits) = std::sync::mpsc::channel::<()>();
+    let not_stored = |value: &str| {
+        computations.fetch_add(1, Ordering::SeqCst);
+        Ok(Produced {
+            value: value.to_string(),
+            serialized: None,
+            lifetime: Lifetime::new(Span::from_secs(10), Span::ZERO),
+        })
+    };
+    let (cache, store, not_stored) = (&cache, &store, &not_stored);
+    let (leader, follower) = std::thread::scope(|s| {
+        let leader = s.spawn(move || {
+            let compute = || {
+                // Computes only once the follower waits on this flight.
+                follower_waits.recv().unwrap();
+                not_stored("leader's")
+            };
+            cache
+                .get(&keys(), Span::ZERO, compute, |w| w.wait())
+                .unwrap()
+        });
+        let follower = s.spawn(move || {
+            // Joins after the leader (the store's lock is its sign).
+            while !store.values.lock().contains_key("lock:f1") {
+                std::thread::yield_now();
+            }
+            let wait = |w: &restflow_cache::Waiter<_, _>| {
+                joined.send(()).unwrap();
+                w.wait()
+            };
+            cache
+                .get(&keys(), Span::ZERO, || not_stored("follower's"), wait)
+                .unwrap()
+        });
+        (leader.join().unwrap(), follower.join().unwrap())
+    });
+    assert_eq!(computations.load(Ordering::SeqCst), 1);
+    for answer in [leader, follower] {
+        match answer {
+            Answer::Computed { value, stamps } => {
+                assert_eq!((value.as_str(), stamps), ("leader's", None))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

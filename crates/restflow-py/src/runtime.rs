@@ -219,15 +219,6 @@ impl Runtime {
         Ok(Some(backend))
     }
 
-    /// Every shared backend resolved so far.
-    pub fn shared_backends(&self, py: Python<'_>) -> Vec<Py<crate::shared::SharedBackend>> {
-        self.backends
-            .lock()
-            .values()
-            .map(|b| b.clone_ref(py))
-            .collect()
-    }
-
     /// Key-string parts longer than this are digested.
     pub fn max_key_part_length(&self) -> usize {
         self.max_key_part_length.load(Ordering::Acquire)

@@ -36,6 +36,16 @@ pyo3::create_exception!(
 /// call per round trip costs nothing next to the round trip.
 pub type PyShared = SharedCache<Box<dyn SharedStore>, SharedErr>;
 
+/// A computed value as the engine carries it: shared, so that the callers
+/// of a key in this process can all be handed the one value their leader
+/// computed, without the GIL (a `Py` is only cloned attached).
+type Value = Arc<Py<PyAny>>;
+
+/// The value out of an answer, for this caller.
+fn own(py: Python<'_>, value: Value) -> Py<PyAny> {
+    Arc::try_unwrap(value).unwrap_or_else(|shared| shared.clone_ref(py))
+}
+
 /// Serializer flags stored in each payload's header.
 const PICKLE: u8 = 0;
 const JSON: u8 = 1;
@@ -366,17 +376,17 @@ impl SharedBackend {
 impl SharedBackend {
     /// What a call that ran the function serves: `status` for a value it
     /// computed, BYPASS (warned about) when the store failed.
-    fn served(&self, py: Python<'_>, answer: Answer<Py<PyAny>>, status: Status) -> SharedServed {
+    fn served(&self, py: Python<'_>, answer: Answer<Value>, status: Status) -> SharedServed {
         match answer {
             Answer::Computed { value, stamps } => SharedServed {
-                value,
+                value: own(py, value),
                 status,
                 stamps,
             },
             Answer::Bypassed { value, error } => {
                 self.warn(py, &error);
                 SharedServed {
-                    value,
+                    value: own(py, value),
                     status: Status::Bypass,
                     stamps: None,
                 }
@@ -393,7 +403,7 @@ fn produce(
     core: &Core,
     backend: &SharedBackend,
     call: &OwnedCall,
-) -> Result<Produced<Py<PyAny>>, SharedErr> {
+) -> Result<Produced<Value>, SharedErr> {
     let computed = core.compute(py, &call.bind(py)).map_err(Arc::new)?;
     let value = computed.value.value().clone_ref(py);
     let serialized = match computed.lifetime {
@@ -415,7 +425,7 @@ fn produce(
         },
     };
     Ok(Produced {
-        value,
+        value: Arc::new(value),
         serialized,
         lifetime: computed.lifetime.unwrap_or(Lifetime::FOREVER),
     })
@@ -458,11 +468,11 @@ pub(crate) fn get(
                 flags,
                 value,
                 stamps,
-                refresh_claimed,
+                refresh_token,
             } => match handle.deserialize(py, flags, &value) {
                 Ok(object) => {
-                    if refresh_claimed {
-                        schedule_refresh(py, core, backend, keys.clone(), owned, window);
+                    if let Some(token) = refresh_token {
+                        schedule_refresh(py, core, backend, keys.clone(), token, owned, window);
                     }
                     Ok(SharedServed {
                         value: object,
@@ -505,12 +515,13 @@ fn schedule_refresh(
     core: &Arc<Core>,
     backend: &Py<SharedBackend>,
     keys: KeySet,
+    token: String,
     call: OwnedCall,
     window: Span,
 ) {
     let job_core = Arc::clone(core);
     let job_backend = backend.clone_ref(py);
-    let release_keys = keys.clone();
+    let (release_keys, release_token) = (keys.clone(), token.clone());
     let job = Box::new(move || {
         Python::attach(|py| {
             let (core, handle) = (&job_core, job_backend.get());
@@ -523,7 +534,9 @@ fn schedule_refresh(
                     None
                 }
             };
-            if let Err(error) = py.detach(|| handle.cache.finish_refresh(&keys, window, produced)) {
+            let finished =
+                py.detach(|| handle.cache.finish_refresh(&keys, &token, window, produced));
+            if let Err(error) = finished {
                 handle.warn(py, &error);
             }
         })
@@ -532,7 +545,11 @@ fn schedule_refresh(
         // The queue is full: give the claim back so a later read retries.
         drop(job);
         let handle = backend.get();
-        let _ = py.detach(|| handle.cache.finish_refresh(&release_keys, window, None));
+        let _ = py.detach(|| {
+            handle
+                .cache
+                .finish_refresh(&release_keys, &release_token, window, None)
+        });
     }
 }
 

@@ -109,8 +109,19 @@ pub struct RedisStore {
     config: RedisConfig,
     client: Client,
     connections: PerProcess<Connections>,
+    lock: Script,
     unlock: Script,
 }
+
+/// Takes a lock (`KEYS[1]`) for a token (`ARGV[1]`) for `ARGV[2]` ms. A
+/// lock without an expiry is taken over: no restflow holder makes one
+/// (every lock is set with `PX`), so it is left over from something else,
+/// and respecting it would make every caller wait, forever.
+const LOCK_SCRIPT: &str = "\
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end \
+if redis.call('pttl', KEYS[1]) == -1 then \
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end \
+return 0";
 
 fn classify(error: &redis::RedisError) -> StoreError {
     if error.is_timeout() {
@@ -137,6 +148,7 @@ impl RedisStore {
             config,
             client,
             connections: PerProcess::new(),
+            lock: Script::new(LOCK_SCRIPT),
             unlock: Script::new(
                 "if redis.call('get', KEYS[1]) == ARGV[1] then \
                  return redis.call('del', KEYS[1]) else return 0 end",
@@ -309,16 +321,9 @@ impl SharedStore for RedisStore {
     }
 
     fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let answer: Value = self.with(|c| {
-            redis::cmd("SET")
-                .arg(key)
-                .arg(token)
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl.as_millis().max(1) as u64)
-                .query(c)
-        })?;
-        Ok(!matches!(answer, Value::Nil))
+        let millis = ttl.as_millis().max(1) as u64;
+        self.with(|c| self.lock.key(key).arg(token).arg(millis).invoke::<i64>(c))
+            .map(|taken| taken == 1)
     }
 
     fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
