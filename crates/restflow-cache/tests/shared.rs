@@ -17,6 +17,8 @@ use restflow_cache::{Clock, Lifetime, Span, Status, Timestamp};
 struct FakeStore {
     values: Mutex<HashMap<String, Vec<u8>>>,
     down: AtomicBool,
+    /// Writes answered with an error, as Redis does under `noeviction`.
+    refuse_writes: AtomicBool,
     calls: AtomicUsize,
 }
 
@@ -31,6 +33,13 @@ impl FakeStore {
     }
     fn counter(&self, key: &str) -> u64 {
         counter(&self.values.lock(), key)
+    }
+    fn write(&self) -> Result<(), StoreError> {
+        self.check()?;
+        if self.refuse_writes.load(Ordering::SeqCst) {
+            return Err(StoreError::Protocol("OOM command not allowed".into()));
+        }
+        Ok(())
     }
 }
 
@@ -55,7 +64,7 @@ impl SharedStore for FakeStore {
         })
     }
     fn put(&self, key: &str, payload: &[u8], _ttl: Option<Duration>) -> Result<(), StoreError> {
-        self.check()?;
+        self.write()?;
         self.values.lock().insert(key.into(), payload.to_vec());
         Ok(())
     }
@@ -64,7 +73,7 @@ impl SharedStore for FakeStore {
         Ok(self.values.lock().remove(key).is_some())
     }
     fn bump(&self, key: &str) -> Result<u64, StoreError> {
-        self.check()?;
+        self.write()?;
         let next = self.counter(key) + 1;
         self.values
             .lock()
@@ -72,7 +81,7 @@ impl SharedStore for FakeStore {
         Ok(next)
     }
     fn try_lock(&self, key: &str, token: &str, _ttl: Duration) -> Result<bool, StoreError> {
-        self.check()?;
+        self.write()?;
         let mut values = self.values.lock();
         if values.contains_key(key) {
             return Ok(false);
@@ -371,4 +380,26 @@ fn followers_share_a_value_that_is_not_stored() {
             other => panic!("{other:?}"),
         }
     }
+}
+
+#[test]
+fn refused_writes_fail_their_operation_only_and_reads_go_on() {
+    let (store, cache, _) = cache(true);
+    get(&cache, "v1");
+    store.refuse_writes.store(true, Ordering::SeqCst);
+    for _ in 0..5 {
+        assert!(cache.call(|s| s.bump("gen:f")).is_err());
+    }
+    let other = KeySet {
+        data: "ns::f::::x=i2".into(),
+        ..keys()
+    };
+    for _ in 0..5 {
+        let answer = cache
+            .get(&other, Span::ZERO, || produce("v2"), |w| w.wait())
+            .unwrap();
+        assert_eq!(status(&answer), Status::Bypass);
+    }
+    assert!(!cache.breaker_open());
+    assert_eq!(status(&get(&cache, "unused")), Status::Hit);
 }

@@ -139,11 +139,18 @@ impl SharedBackend {
             return;
         }
         if let Ok(hooks) = hooks(py) {
-            let message = format!(
-                "restflow: cache store {} failed ({error}); calls are computed live (BYPASS) \
-                 until it answers again",
-                self.url
-            );
+            let message = match error {
+                StoreError::Protocol(_) => format!(
+                    "restflow: cache store {} refused an operation ({error}); that call is \
+                     computed live (BYPASS), other operations go on",
+                    self.url
+                ),
+                _ => format!(
+                    "restflow: cache store {} failed ({error}); calls are computed live (BYPASS) \
+                     until it answers again",
+                    self.url
+                ),
+            };
             let _ = hooks.logger.call_method1(py, "warning", (message,));
         }
     }

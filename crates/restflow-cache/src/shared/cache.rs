@@ -175,22 +175,26 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         &self.stats
     }
 
-    /// Runs a store call through the circuit breaker.
+    /// Runs a store call through the circuit breaker, which only failures
+    /// to reach the store open (see [`Breaker`]'s scope).
     pub fn call<T>(&self, run: impl FnOnce(&S) -> Result<T, StoreError>) -> Result<T, StoreError> {
         if !self.breaker.allow() {
             return Err(StoreError::CircuitOpen);
         }
-        match run(&self.store) {
-            Ok(value) => {
-                self.breaker.succeeded();
-                Ok(value)
-            }
+        let result = run(&self.store);
+        match &result {
             Err(error) => {
-                self.breaker.failed();
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                Err(error)
+                if error.is_connection_failure() {
+                    self.breaker.failed();
+                } else {
+                    // It answered: reachable, whatever this operation's fate.
+                    self.breaker.succeeded();
+                }
             }
+            Ok(_) => self.breaker.succeeded(),
         }
+        result
     }
 
     fn examine<'a>(&self, fetched: &'a Fetched, fallback: Span) -> Found<'a> {
