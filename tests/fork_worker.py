@@ -5,7 +5,8 @@
 ``backend`` is ``memory`` or a ``redis://`` URL. ``mode``:
 
 * ``threads``: four threads hammer the cache (misses, hits, values that are
-  never stored, invalidations) while the main thread forks;
+  never stored, invalidations) and a fifth runs async calls while the main
+  thread forks;
 * ``queued``: no other user thread; stale refreshes are queued (and running)
   in the background when the main thread forks.
 
@@ -93,7 +94,18 @@ def main() -> int:
         wait_for_refreshes(10)
 
     stop = threading.Event()
+    hammer_errors = []
 
+    def reported(target):
+        def run(*args):
+            try:
+                target(*args)
+            except BaseException as error:
+                hammer_errors.append(error)
+
+        return run
+
+    @reported
     def hammer(seed: int) -> None:
         rng = random.Random(seed)
         while not stop.is_set():
@@ -104,12 +116,26 @@ def main() -> int:
             if rng.random() < 0.01:
                 double.invalidate_all()
 
+    @reported
+    def async_hammer() -> None:
+        # Keeps the async worker pool (and, on Redis, the loop's own
+        # connections) busy at the forks.
+        async def calls() -> None:
+            rng = random.Random(99)
+            while not stop.is_set():
+                keys = [rng.randrange(1_000_000) for _ in range(8)]
+                values = await asyncio.gather(*(adouble(key) for key in keys))
+                assert values == [2 * key for key in keys]
+
+        asyncio.run(calls())
+
     with frozen_clock() as clock:
         for n in range(20):
             slow_double(n)
         hammers = []
         if mode == "threads":
             hammers = [threading.Thread(target=hammer, args=(seed,)) for seed in range(4)]
+            hammers.append(threading.Thread(target=async_hammer))
             for thread in hammers:
                 thread.start()
         failed = 0
@@ -138,6 +164,9 @@ def main() -> int:
         for thread in hammers:
             thread.join()
         wait_for_refreshes(10)
+    if hammer_errors:
+        print(f"the parent's threads failed: {hammer_errors!r}", flush=True)
+        failed += 1
     print(f"done {failed}", flush=True)
     return 1 if failed else 0
 

@@ -15,7 +15,9 @@ pub mod spin;
 mod store;
 
 pub use breaker::Breaker;
-pub use cache::{Answer, Peeked, Produced, SharedCache, SharedError, SharedOptions, SharedStats};
+pub use cache::{
+    Answer, Handoff, Peeked, Produced, SharedCache, SharedError, SharedOptions, SharedStats,
+};
 pub use payload::{Decoded, Generations, Rejected, Signer};
 #[cfg(feature = "redis")]
 pub use redis::{fetch_command, fetched_from, RedisConfig, RedisStore};
