@@ -4,13 +4,13 @@ on the memory store and on a Django cache (Redis: tests/redis/test_locks.py)."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 from django.test import override_settings
 
 from restflow.caching import CacheStatus, cache_result
-from tests.redis.test_locks import run_together
 
 BACKENDS = {
     "memory": {"BACKEND": "memory"},
@@ -32,7 +32,26 @@ def backend(request):
         yield request.param
 
 
-def test_followers_share_a_value_that_cache_if_keeps_out(backend):
+def run_together(count, target):
+    """Runs ``target`` on ``count`` threads released at once; their results."""
+    barrier = threading.Barrier(count, timeout=30)
+    results = [None] * count
+
+    def worker(n):
+        barrier.wait()
+        results[n] = target()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+        assert not thread.is_alive()
+    return results
+
+
+def followers_share_a_value_that_cache_if_keeps_out():
+    """8 callers of a key whose value is never stored: one computation."""
     computations = []
 
     @cache_result(ttl=30, cache_if=lambda value, *args: False)
@@ -45,3 +64,7 @@ def test_followers_share_a_value_that_cache_if_keeps_out(backend):
     assert computations == [1]
     assert [value for value, _ in results] == [{"x": 1, "n": 1}] * 8
     assert {meta["cache_status"] for _, meta in results} == {CacheStatus.MISS}
+
+
+def test_followers_share_a_value_that_cache_if_keeps_out(backend):
+    followers_share_a_value_that_cache_if_keeps_out()

@@ -12,24 +12,7 @@ from django.test import override_settings
 from restflow.caching import CacheStatus, cache_result
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.redis.conftest import redis_settings
-
-
-def run_together(count, target):
-    """Runs ``target`` on ``count`` threads released at once; their results."""
-    barrier = threading.Barrier(count, timeout=30)
-    results = [None] * count
-
-    def worker(n):
-        barrier.wait()
-        results[n] = target()
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-        assert not thread.is_alive()
-    return results
+from tests.test_followers import followers_share_a_value_that_cache_if_keeps_out, run_together
 
 
 class Unpicklable:
@@ -39,18 +22,7 @@ class Unpicklable:
 
 
 def test_followers_share_a_value_that_cache_if_keeps_out(redis):
-    computations = []
-
-    @cache_result(ttl=30, cache_if=lambda value, *args: False)
-    def slow(x):
-        computations.append(x)
-        time.sleep(0.5)  # keeps the computation in flight while all threads arrive
-        return {"x": x, "n": len(computations)}
-
-    results = run_together(8, lambda: slow.get_with_metadata(1))
-    assert computations == [1]
-    assert [value for value, _ in results] == [{"x": 1, "n": 1}] * 8
-    assert {meta["cache_status"] for _, meta in results} == {CacheStatus.MISS}
+    followers_share_a_value_that_cache_if_keeps_out()
     assert not any(key.startswith(b"ns") for key in redis.keys("*"))  # nothing stored
 
 
