@@ -39,7 +39,10 @@ extern "C" fn forked_child() {
 }
 
 /// The current process's fork generation: 0 in the first process, and
-/// different in each child from its parent's.
+/// different in each child from its parent's. The first call registers the
+/// fork handler; an embedder that may fork from a multi-threaded process
+/// calls it once early (at import), so no fork can catch that one-time
+/// registration half done.
 pub fn generation() -> u64 {
     #[cfg(unix)]
     {

@@ -180,6 +180,9 @@ fn shutdown(py: Python<'_>, timeout: f64) {
 
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Registers the engine's fork handler now, at import, rather than on
+    // first use, when another thread could be mid-registration at a fork.
+    restflow_cache::fork::generation();
     m.add_class::<wrapper::CachedWrapper>()?;
     m.add_class::<fastpath::WithMetadata>()?;
     m.add_class::<shared::SharedBackend>()?;
