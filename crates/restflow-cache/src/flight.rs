@@ -9,11 +9,11 @@
 //! Python's GIL, before it blocks.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, ThreadId};
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
+use crate::fork::PerProcess;
 
 type Hasher = foldhash::fast::RandomState;
 
@@ -45,8 +45,10 @@ pub enum Outcome<T, E> {
 ///
 /// Invariant: a key is in the map exactly while its leader's
 /// [`LeaderGuard`] is alive; the guard removes it when it completes or drops.
+/// Each process has its own map (see [`crate::fork`]): in a forked child the
+/// parent's leaders do not exist, and its map is left alone.
 pub struct SingleFlight<T, E> {
-    flights: Mutex<FlightMap<T, E>>,
+    flights: PerProcess<Mutex<FlightMap<T, E>>>,
 }
 
 type FlightMap<T, E> = HashMap<Box<[u8]>, Arc<Flight<T, E>>, Hasher>;
@@ -75,8 +77,20 @@ pub struct Waiter<T, E> {
 impl<T, E> Default for SingleFlight<T, E> {
     fn default() -> Self {
         SingleFlight {
-            flights: Mutex::new(HashMap::default()),
+            flights: PerProcess::new(),
         }
+    }
+}
+
+/// Locks `mutex`. No code panics while holding one of these locks, so a
+/// poisoned one holds consistent data.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<T, E> SingleFlight<T, E> {
+    fn map(&self) -> MutexGuard<'_, FlightMap<T, E>> {
+        lock(self.flights.get_or_init(|| Mutex::new(HashMap::default())))
     }
 }
 
@@ -88,7 +102,7 @@ impl<T: Clone, E: Clone> SingleFlight<T, E> {
 
     /// Becomes the leader for `key`, or a follower of its current leader.
     pub fn join(&self, key: &[u8]) -> Join<'_, T, E> {
-        let mut flights = self.flights.lock();
+        let mut flights = self.map();
         if let Some(flight) = flights.get(key) {
             return Join::Follower(Waiter {
                 flight: Arc::clone(flight),
@@ -111,29 +125,7 @@ impl<T: Clone, E: Clone> SingleFlight<T, E> {
 
     /// How many keys are being computed now.
     pub fn in_flight(&self) -> usize {
-        self.flights.lock().len()
-    }
-
-    /// Forgets every flight without touching it.
-    ///
-    /// For a process that was just forked: the leaders live in the parent,
-    /// so their flights will never finish here, and their locks may have
-    /// been copied in a held state. The old map is leaked, not dropped.
-    ///
-    /// # Safety
-    /// Call only in a child right after `fork`, before any other thread
-    /// exists in it.
-    pub unsafe fn forget_all(&self) {
-        let fresh = HashMap::default();
-        // After a fork only this thread exists; a lock held by a parent
-        // thread at the fork would never be released here.
-        if self.flights.is_locked() {
-            // SAFETY: per the contract, the thread that held the lock does
-            // not exist in this process.
-            unsafe { self.flights.force_unlock() };
-        }
-        let old = std::mem::replace(&mut *self.flights.lock(), fresh);
-        std::mem::forget(old);
+        self.flights.get().map_or(0, |map| lock(map).len())
     }
 }
 
@@ -152,7 +144,7 @@ impl<T, E> LeaderGuard<'_, T, E> {
     fn finish(&mut self, state: State<T, E>) {
         self.completed = true;
         let removed = {
-            let mut flights = self.group.flights.lock();
+            let mut flights = self.group.map();
             match flights.get(&self.key) {
                 Some(current) if Arc::ptr_eq(current, &self.flight) => flights.remove(&self.key),
                 _ => None,
@@ -161,7 +153,7 @@ impl<T, E> LeaderGuard<'_, T, E> {
         // Dropped outside the map lock: the flight may hold the last
         // reference to a value whose drop runs foreign code.
         drop(removed);
-        let previous = std::mem::replace(&mut *self.flight.state.lock(), state);
+        let previous = std::mem::replace(&mut *lock(&self.flight.state), state);
         self.flight.finished.notify_all();
         drop(previous);
     }
@@ -195,22 +187,26 @@ impl<T: Clone, E: Clone> Waiter<T, E> {
 
     fn wait_inner(&self, timeout: Option<Duration>) -> Option<Outcome<T, E>> {
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
-        let mut state = self.flight.state.lock();
+        let mut state = lock(&self.flight.state);
         loop {
             match &*state {
-                State::Running => match deadline {
-                    None => self.flight.finished.wait(&mut state),
-                    Some(deadline) => {
-                        if self
-                            .flight
-                            .finished
-                            .wait_until(&mut state, deadline)
-                            .timed_out()
-                        {
-                            return None;
+                State::Running => {
+                    let finished = &self.flight.finished;
+                    state = match deadline {
+                        None => finished.wait(state).unwrap_or_else(PoisonError::into_inner),
+                        Some(deadline) => {
+                            let left =
+                                deadline.saturating_duration_since(std::time::Instant::now());
+                            if left.is_zero() {
+                                return None;
+                            }
+                            finished
+                                .wait_timeout(state, left)
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .0
                         }
                     }
-                },
+                }
                 State::Done(Ok(value)) => return Some(Outcome::Value(value.clone())),
                 State::Done(Err(error)) => return Some(Outcome::Error(error.clone())),
                 State::Abandoned => return Some(Outcome::Abandoned),
@@ -297,16 +293,5 @@ mod tests {
             panic!("a is in flight")
         };
         assert_eq!(waiter.wait_timeout(Duration::from_millis(1)), None);
-    }
-
-    #[test]
-    fn forget_all_clears_the_map() {
-        let group: SingleFlight<u64, ()> = SingleFlight::new();
-        let guard = group.join(b"a");
-        // SAFETY: no other thread uses the group.
-        unsafe { group.forget_all() };
-        assert_eq!(group.in_flight(), 0);
-        assert!(matches!(group.join(b"a"), Join::Leader(_)));
-        drop(guard);
     }
 }

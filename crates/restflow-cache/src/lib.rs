@@ -46,6 +46,7 @@ mod clock;
 mod engine;
 mod entry;
 mod flight;
+pub mod fork;
 pub mod key;
 mod memory;
 mod refresh;

@@ -2,7 +2,8 @@
 //! refreshes off the caller's path.
 //!
 //! Threads start lazily on the first refresh and are started again in a
-//! process forked after that (a fork copies no threads). A full queue turns
+//! process forked after that (a fork copies no threads; the parent's queue
+//! and workers are left alone, see [`crate::fork`]). A full queue turns
 //! a refresh away instead of blocking the caller: the entry stays stale and
 //! a later read tries again.
 //!
@@ -12,11 +13,11 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use crate::fork::PerProcess;
 
 /// A unit of background work.
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -33,14 +34,20 @@ struct Pending {
 impl Pending {
     fn done(&self) {
         if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let _guard = self.lock.lock();
+            let _guard = lock(&self.lock);
             self.idle.notify_all();
         }
     }
 }
 
+/// Locks `mutex`; jobs run outside these locks, so a poisoned one (which
+/// no code here can cause) still holds consistent data.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One process's workers.
 struct Pool {
-    pid: u32,
     sender: SyncSender<Job>,
     pending: Arc<Pending>,
 }
@@ -59,7 +66,8 @@ pub struct Refresher {
     threads: usize,
     capacity: usize,
     runner: Runner,
-    pool: Mutex<Option<Pool>>,
+    /// This process's workers, once started (see [`crate::fork`]).
+    pool: PerProcess<Mutex<Option<Pool>>>,
 }
 
 impl Refresher {
@@ -75,8 +83,12 @@ impl Refresher {
             threads,
             capacity,
             runner,
-            pool: Mutex::new(None),
+            pool: PerProcess::new(),
         }
+    }
+
+    fn pool(&self) -> MutexGuard<'_, Option<Pool>> {
+        lock(self.pool.get_or_init(|| Mutex::new(None)))
     }
 
     /// Queues `job`, starting the workers if this process has none yet.
@@ -84,16 +96,10 @@ impl Refresher {
     /// Never blocks on a full queue: the job is handed back instead, to be
     /// dropped by the caller (outside any lock of ours).
     pub fn try_spawn(&self, job: Job) -> Result<(), Job> {
-        let mut pool = self.pool.lock();
-        let pid = std::process::id();
-        if pool.as_ref().is_some_and(|p| p.pid != pid) {
-            // Forked since the workers started: they do not exist here, and
-            // the channel's internals may have been copied mid-operation.
-            std::mem::forget(pool.take());
-        }
+        let mut pool = self.pool();
         let pool = match pool.as_mut() {
             Some(pool) => pool,
-            None => pool.insert(self.start(pid)),
+            None => pool.insert(self.start()),
         };
         pool.pending.count.fetch_add(1, Ordering::AcqRel);
         match pool.sender.try_send(job) {
@@ -105,7 +111,7 @@ impl Refresher {
         }
     }
 
-    fn start(&self, pid: u32) -> Pool {
+    fn start(&self) -> Pool {
         let (sender, receiver) = mpsc::sync_channel::<Job>(self.capacity);
         let receiver = Arc::new(Mutex::new(receiver));
         let pending = Arc::new(Pending::default());
@@ -118,17 +124,12 @@ impl Refresher {
                 .spawn(move || work(&receiver, &pending, runner))
                 .expect("the OS refused a refresh worker thread");
         }
-        Pool {
-            pid,
-            sender,
-            pending,
-        }
+        Pool { sender, pending }
     }
 
     /// Jobs accepted and not finished.
     pub fn pending(&self) -> usize {
-        self.pool
-            .lock()
+        self.pool()
             .as_ref()
             .map_or(0, |p| p.pending.count.load(Ordering::Acquire))
     }
@@ -136,37 +137,29 @@ impl Refresher {
     /// Waits until every accepted job has finished, or `timeout` passes.
     /// Returns whether the pool is idle.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
-        let Some(pending) = self.pool.lock().as_ref().map(|p| Arc::clone(&p.pending)) else {
+        let Some(pending) = self.pool().as_ref().map(|p| Arc::clone(&p.pending)) else {
             return true;
         };
         let deadline = Instant::now() + timeout;
-        let mut guard = pending.lock.lock();
+        let mut guard = lock(&pending.lock);
         while pending.count.load(Ordering::Acquire) > 0 {
-            if pending.idle.wait_until(&mut guard, deadline).timed_out() {
-                return pending.count.load(Ordering::Acquire) == 0;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
             }
+            guard = pending
+                .idle
+                .wait_timeout(guard, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
         true
-    }
-
-    /// Forgets the workers of the parent process in a forked child.
-    ///
-    /// # Safety
-    /// Call only in a child right after `fork`, before any other thread
-    /// exists in it.
-    pub unsafe fn forget_after_fork(&self) {
-        if self.pool.is_locked() {
-            // SAFETY: per the contract, the holder was a parent thread that
-            // does not exist in this process.
-            unsafe { self.pool.force_unlock() };
-        }
-        std::mem::forget(self.pool.lock().take());
     }
 }
 
 fn work(receiver: &Mutex<Receiver<Job>>, pending: &Pending, runner: Runner) {
     loop {
-        let job = match receiver.lock().recv() {
+        let job = match lock(receiver).recv() {
             Ok(job) => job,
             Err(_) => return,
         };

@@ -17,6 +17,8 @@ use restflow_cache::{Clock, Lifetime, Span, Status, Timestamp};
 struct FakeStore {
     values: Mutex<HashMap<String, Vec<u8>>>,
     down: AtomicBool,
+    /// Writes answered with an error, as Redis does under `noeviction`.
+    refuse_writes: AtomicBool,
     calls: AtomicUsize,
 }
 
@@ -28,6 +30,13 @@ impl FakeStore {
         } else {
             Ok(())
         }
+    }
+    fn write(&self) -> Result<(), StoreError> {
+        self.check()?;
+        if self.refuse_writes.load(Ordering::SeqCst) {
+            return Err(StoreError::Protocol("OOM command not allowed".into()));
+        }
+        Ok(())
     }
 }
 
@@ -64,7 +73,7 @@ impl SharedStore for FakeStore {
         })
     }
     fn put(&self, key: &str, payload: &[u8], _ttl: Option<Duration>) -> Result<(), StoreError> {
-        self.check()?;
+        self.write()?;
         self.values.lock().insert(key.into(), payload.to_vec());
         Ok(())
     }
@@ -77,6 +86,8 @@ impl SharedStore for FakeStore {
         let mut values = self.values.lock();
         for name in counter_names(keys) {
             if counter(&values, name).is_none() {
+                // Starting a counter is a write.
+                self.write()?;
                 values.insert(name.into(), fresh_epoch().to_string().into_bytes());
             }
         }
@@ -89,7 +100,7 @@ impl SharedStore for FakeStore {
         payload: &[u8],
         _ttl: Option<Duration>,
     ) -> Result<bool, StoreError> {
-        self.check()?;
+        self.write()?;
         let mut values = self.values.lock();
         if current(&values, keys) != Some(generations) {
             return Ok(false);
@@ -98,7 +109,7 @@ impl SharedStore for FakeStore {
         Ok(true)
     }
     fn try_lock(&self, key: &str, token: &str, _ttl: Duration) -> Result<bool, StoreError> {
-        self.check()?;
+        self.write()?;
         let mut values = self.values.lock();
         if values.contains_key(key) {
             return Ok(false);
@@ -189,28 +200,27 @@ fn miss_then_hit_then_stale_with_one_refresh_claim() {
     clock.advance(Span::from_secs(10));
     let first = get(&cache, "unused");
     let second = get(&cache, "unused");
-    assert!(matches!(
-        first,
-        Answer::Stored {
-            status: Status::Stale,
-            refresh_claimed: true,
-            ..
-        }
-    ));
+    let Answer::Stored {
+        status: Status::Stale,
+        refresh_token: Some(token),
+        generations,
+        ..
+    } = first
+    else {
+        panic!("the first stale read claims the refresh: {first:?}")
+    };
     assert!(matches!(
         second,
         Answer::Stored {
             status: Status::Stale,
-            refresh_claimed: false,
+            refresh_token: None,
             ..
         }
     ));
-    let Answer::Stored { generations, .. } = first else {
-        unreachable!()
-    };
     cache
         .finish_refresh(
             &keys(),
+            &token,
             Span::ZERO,
             generations,
             Some((
@@ -343,31 +353,58 @@ fn value_of(answer: &Answer<String>) -> (Status, String) {
     }
 }
 
+/// Stores "v1", lets it go stale and claims its refresh: the claim's
+/// token and the generations the stale entry was read under.
+fn claim_refresh(
+    cache: &SharedCache<Arc<FakeStore>, String>,
+    clock: &Clock,
+) -> (String, Generations) {
+    get(cache, "v1");
+    clock.advance(Span::from_secs(10));
+    match get(cache, "unused") {
+        Answer::Stored {
+            refresh_token: Some(token),
+            generations,
+            ..
+        } => (token, generations),
+        other => panic!("the stale read claims the refresh: {other:?}"),
+    }
+}
+
 #[test]
 fn an_invalidation_during_a_background_refresh_is_kept() {
     let (store, cache, clock) = cache(true);
-    get(&cache, "v1");
-    clock.advance(Span::from_secs(10));
-    let Answer::Stored {
-        refresh_claimed: true,
-        generations,
-        ..
-    } = get(&cache, "unused")
-    else {
-        panic!("the stale read claims the refresh")
-    };
+    let (token, generations) = claim_refresh(&cache, &clock);
     // The refresh computes; meanwhile the function is invalidated, and
     // another caller computes and stores the current value.
     store.delete("gen:f").unwrap();
     assert_eq!(value_of(&get(&cache, "v3")), (Status::Miss, "v3".into()));
     cache
-        .finish_refresh(&keys(), Span::ZERO, generations, refreshed("v2"))
+        .finish_refresh(&keys(), &token, Span::ZERO, generations, refreshed("v2"))
         .unwrap();
     // The refresh's value (older than the invalidation) went nowhere.
     assert_eq!(value_of(&get(&cache, "unused")), (Status::Hit, "v3".into()));
     assert!(
         !store.values.lock().contains_key("refresh:f1"),
         "the claim is released"
+    );
+}
+
+#[test]
+fn a_refresh_that_outlived_its_lock_leaves_the_next_holders_lock_alone() {
+    let (store, cache, clock) = cache(true);
+    let (token, generations) = claim_refresh(&cache, &clock);
+    // The lock expired while the refresh ran, and another process took it.
+    store
+        .values
+        .lock()
+        .insert("refresh:f1".into(), b"next-holder".to_vec());
+    cache
+        .finish_refresh(&keys(), &token, Span::ZERO, generations, None)
+        .unwrap();
+    assert_eq!(
+        store.values.lock().get("refresh:f1").map(Vec::as_slice),
+        Some(b"next-holder".as_slice())
     );
 }
 
@@ -466,4 +503,77 @@ fn a_value_an_invalidation_overtakes_is_served_but_not_stored() {
         .unwrap();
     assert!(matches!(answer, Answer::Computed { stamps: None, .. }));
     assert_eq!(value_of(&get(&cache, "v4")), (Status::Miss, "v4".into()));
+}
+
+#[test]
+fn followers_share_a_value_that_is_not_stored() {
+    let (store, cache, _) = cache(true);
+    let computations = AtomicUsize::new(0);
+    let (joined, follower_waits) = std::sync::mpsc::channel::<()>();
+    let not_stored = |value: &str| {
+        computations.fetch_add(1, Ordering::SeqCst);
+        Ok(Produced {
+            value: value.to_string(),
+            serialized: None,
+            lifetime: Lifetime::new(Span::from_secs(10), Span::ZERO),
+        })
+    };
+    let (cache, store, not_stored) = (&cache, &store, &not_stored);
+    let (leader, follower) = std::thread::scope(|s| {
+        let leader = s.spawn(move || {
+            let compute = || {
+                // Computes only once the follower waits on this flight.
+                follower_waits.recv().unwrap();
+                not_stored("leader's")
+            };
+            cache
+                .get(&keys(), Span::ZERO, compute, |w| w.wait())
+                .unwrap()
+        });
+        let follower = s.spawn(move || {
+            // Joins after the leader (the store's lock is its sign).
+            while !store.values.lock().contains_key("lock:f1") {
+                std::thread::yield_now();
+            }
+            let wait = |w: &restflow_cache::Waiter<_, _>| {
+                joined.send(()).unwrap();
+                w.wait()
+            };
+            cache
+                .get(&keys(), Span::ZERO, || not_stored("follower's"), wait)
+                .unwrap()
+        });
+        (leader.join().unwrap(), follower.join().unwrap())
+    });
+    assert_eq!(computations.load(Ordering::SeqCst), 1);
+    for answer in [leader, follower] {
+        match answer {
+            Answer::Computed { value, stamps } => {
+                assert_eq!((value.as_str(), stamps), ("leader's", None))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn refused_writes_fail_their_operation_only_and_reads_go_on() {
+    let (store, cache, _) = cache(true);
+    get(&cache, "v1");
+    store.refuse_writes.store(true, Ordering::SeqCst);
+    let other = KeySet {
+        data: "ns::f::::x=i2".into(),
+        ..keys()
+    };
+    for _ in 0..5 {
+        assert!(cache.call(|s| s.put(&other.data, b"x", None)).is_err());
+    }
+    for _ in 0..5 {
+        let answer = cache
+            .get(&other, Span::ZERO, || produce("v2"), |w| w.wait())
+            .unwrap();
+        assert_eq!(status(&answer), Status::Bypass);
+    }
+    assert!(!cache.breaker_open());
+    assert_eq!(status(&get(&cache, "unused")), Status::Hit);
 }

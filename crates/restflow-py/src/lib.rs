@@ -166,26 +166,6 @@ fn drop_versions_below(owner: &str, version: u32) -> usize {
         .bump_where(|labels| labels.owner == owner && labels.version < version)
 }
 
-/// Registered with `os.register_at_fork(after_in_child=...)`: the parent's
-/// computations and refresh threads do not exist in the child.
-#[pyfunction]
-fn after_fork_in_child() {
-    // SAFETY: called by Python in the child right after fork, when only the
-    // forking thread exists.
-    unsafe {
-        RUNTIME.engine.flights().forget_all();
-        RUNTIME.engine.refresher().forget_after_fork();
-    }
-    // Shared stores' sockets are replaced lazily (their pools check the
-    // process id); their in-flight computations belong to the parent.
-    Python::attach(|py| {
-        for backend in RUNTIME.shared_backends(py) {
-            // SAFETY: as above.
-            unsafe { backend.get().cache.flights().forget_all() };
-        }
-    });
-}
-
 /// Called at interpreter exit: queued refreshes are dropped, running ones
 /// get `timeout` seconds to finish.
 #[pyfunction]
@@ -200,6 +180,9 @@ fn shutdown(py: Python<'_>, timeout: f64) {
 
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Registers the engine's fork handler now, at import, rather than on
+    // first use, when another thread could be mid-registration at a fork.
+    restflow_cache::fork::generation();
     m.add_class::<wrapper::CachedWrapper>()?;
     m.add_class::<fastpath::WithMetadata>()?;
     m.add_class::<shared::SharedBackend>()?;
@@ -224,7 +207,6 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(in_flight, m)?)?;
     m.add_function(wrap_pyfunction!(drop_versions_below, m)?)?;
     m.add_function(wrap_pyfunction!(key_parts, m)?)?;
-    m.add_function(wrap_pyfunction!(after_fork_in_child, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
     Ok(())
 }

@@ -1,11 +1,12 @@
 //! The process-wide engine the Python package uses, its settings, and the
 //! Python objects it hands back (statuses, the missing sentinel, the logger).
 //!
-//! Invariant (fork safety): every store and flight-map operation made by
-//! these bindings happens while the thread is attached to Python. `os.fork`
-//! runs with the GIL held, so no other thread can be inside one of those
-//! locks at the fork; the child keeps its entries, and only the flights and
-//! refresh workers (which wait or run detached) are replaced after a fork.
+//! Invariant (fork safety): every memory-store operation made by these
+//! bindings happens while the thread is attached to Python. `os.fork` runs
+//! with the GIL held, so no other thread can be inside one of those locks at
+//! the fork and the child keeps its entries. What runs or waits detached
+//! (flights, refresh workers, Redis connections) belongs to one process and
+//! is made afresh in a child (`restflow_cache::fork`).
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -216,15 +217,6 @@ impl Runtime {
             .insert(name.to_owned(), backend.clone_ref(py));
         drop(previous);
         Ok(Some(backend))
-    }
-
-    /// Every shared backend resolved so far.
-    pub fn shared_backends(&self, py: Python<'_>) -> Vec<Py<crate::shared::SharedBackend>> {
-        self.backends
-            .lock()
-            .values()
-            .map(|b| b.clone_ref(py))
-            .collect()
     }
 
     /// Key-string parts longer than this are digested.

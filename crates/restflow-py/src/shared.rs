@@ -36,6 +36,16 @@ pyo3::create_exception!(
 /// call per round trip costs nothing next to the round trip.
 pub type PyShared = SharedCache<Box<dyn SharedStore>, SharedErr>;
 
+/// A computed value as the engine carries it: shared, so that the callers
+/// of a key in this process can all be handed the one value their leader
+/// computed, without the GIL (a `Py` is only cloned attached).
+type Value = Arc<Py<PyAny>>;
+
+/// The value out of an answer, for this caller.
+fn own(py: Python<'_>, value: Value) -> Py<PyAny> {
+    Arc::try_unwrap(value).unwrap_or_else(|shared| shared.clone_ref(py))
+}
+
 /// Serializer flags stored in each payload's header.
 const PICKLE: u8 = 0;
 const JSON: u8 = 1;
@@ -129,11 +139,18 @@ impl SharedBackend {
             return;
         }
         if let Ok(hooks) = hooks(py) {
-            let message = format!(
-                "restflow: cache store {} failed ({error}); calls are computed live (BYPASS) \
-                 until it answers again",
-                self.url
-            );
+            let message = match error {
+                StoreError::Protocol(_) => format!(
+                    "restflow: cache store {} refused an operation ({error}); that call is \
+                     computed live (BYPASS), other operations go on",
+                    self.url
+                ),
+                _ => format!(
+                    "restflow: cache store {} failed ({error}); calls are computed live (BYPASS) \
+                     until it answers again",
+                    self.url
+                ),
+            };
             let _ = hooks.logger.call_method1(py, "warning", (message,));
         }
     }
@@ -366,17 +383,17 @@ impl SharedBackend {
 impl SharedBackend {
     /// What a call that ran the function serves: `status` for a value it
     /// computed, BYPASS (warned about) when the store failed.
-    fn served(&self, py: Python<'_>, answer: Answer<Py<PyAny>>, status: Status) -> SharedServed {
+    fn served(&self, py: Python<'_>, answer: Answer<Value>, status: Status) -> SharedServed {
         match answer {
             Answer::Computed { value, stamps } => SharedServed {
-                value,
+                value: own(py, value),
                 status,
                 stamps,
             },
             Answer::Bypassed { value, error } => {
                 self.warn(py, &error);
                 SharedServed {
-                    value,
+                    value: own(py, value),
                     status: Status::Bypass,
                     stamps: None,
                 }
@@ -393,7 +410,7 @@ fn produce(
     core: &Core,
     backend: &SharedBackend,
     call: &OwnedCall,
-) -> Result<Produced<Py<PyAny>>, SharedErr> {
+) -> Result<Produced<Value>, SharedErr> {
     let computed = core.compute(py, &call.bind(py)).map_err(Arc::new)?;
     let value = computed.value.value().clone_ref(py);
     let serialized = match computed.lifetime {
@@ -415,7 +432,7 @@ fn produce(
         },
     };
     Ok(Produced {
-        value,
+        value: Arc::new(value),
         serialized,
         lifetime: computed.lifetime.unwrap_or(Lifetime::FOREVER),
     })
@@ -458,12 +475,16 @@ pub(crate) fn get(
                 flags,
                 value,
                 stamps,
-                refresh_claimed,
+                refresh_token,
                 generations,
             } => match handle.deserialize(py, flags, &value) {
                 Ok(object) => {
-                    if refresh_claimed {
-                        let claim = (keys.clone(), generations);
+                    if let Some(token) = refresh_token {
+                        let claim = RefreshClaim {
+                            keys: keys.clone(),
+                            token,
+                            generations,
+                        };
                         schedule_refresh(py, core, backend, claim, owned, window);
                     }
                     Ok(SharedServed {
@@ -500,20 +521,35 @@ pub(crate) fn get(
     })
 }
 
-/// Queues the refresh this process claimed on `keys`, reading the entry
-/// under `generations`; the claim (a lock in the store) is released when it
-/// ends, however it ends.
+/// A background refresh this process claimed: what
+/// [`SharedCache::finish_refresh`](restflow_cache::shared::SharedCache::finish_refresh)
+/// needs to store its value and give the claim back.
+struct RefreshClaim {
+    keys: KeySet,
+    /// The refresh lock's owner token.
+    token: String,
+    /// The generations the stale entry was read under.
+    generations: Generations,
+}
+
+/// Queues the refresh this process claimed; the claim (a lock in the
+/// store) is released when it ends, however it ends.
 fn schedule_refresh(
     py: Python<'_>,
     core: &Arc<Core>,
     backend: &Py<SharedBackend>,
-    (keys, generations): (KeySet, Generations),
+    claim: RefreshClaim,
     call: OwnedCall,
     window: Span,
 ) {
     let job_core = Arc::clone(core);
     let job_backend = backend.clone_ref(py);
-    let release_keys = keys.clone();
+    let RefreshClaim {
+        keys,
+        token,
+        generations,
+    } = claim;
+    let (release_keys, release_token) = (keys.clone(), token.clone());
     let job = Box::new(move || {
         Python::attach(|py| {
             let (core, handle) = (&job_core, job_backend.get());
@@ -529,7 +565,7 @@ fn schedule_refresh(
             let finish = || {
                 handle
                     .cache
-                    .finish_refresh(&keys, window, generations, produced)
+                    .finish_refresh(&keys, &token, window, generations, produced)
             };
             if let Err(error) = py.detach(finish) {
                 handle.warn(py, &error);
@@ -543,7 +579,7 @@ fn schedule_refresh(
         let _ = py.detach(|| {
             handle
                 .cache
-                .finish_refresh(&release_keys, window, generations, None)
+                .finish_refresh(&release_keys, &release_token, window, generations, None)
         });
     }
 }

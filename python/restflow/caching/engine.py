@@ -3,15 +3,15 @@
 The engine hands back Python objects it cannot make itself (the
 ``CacheStatus`` members, ``CACHE_MISSING``, the ``restflow.caching`` logger)
 and asks Python for its settings on first use. A process forked after
-import gets fresh refresh threads and forgets its parent's in-flight
-computations; at exit, queued refreshes are dropped.
+import gets fresh refresh threads, connections and in-flight maps of its
+own (the engine notices the fork itself); at exit, queued refreshes are
+dropped.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
-import os
 
 from restflow import _engine
 from restflow.caching import settings
@@ -40,6 +40,5 @@ def install() -> None:
         settings.backend_for,
     )
     settings.connect_signals()
-    os.register_at_fork(after_in_child=_engine.after_fork_in_child)
     atexit.register(_engine.shutdown)
     _installed = True

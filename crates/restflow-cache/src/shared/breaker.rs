@@ -1,20 +1,35 @@
 //! A circuit breaker: while a store is down, calls skip it instead of each
 //! paying its connect timeout; one probe now and then finds out when it is
 //! back.
+//!
+//! Its scope is the connection, not the operation: it counts only failures
+//! that say the store cannot be reached in time (refused, reset, timed out;
+//! see [`StoreError::is_connection_failure`]), and those open it for every
+//! function on the store. An error the store *answered* (a write refused
+//! under `maxmemory` with `noeviction`, a corrupt counter of one function)
+//! fails that operation only and proves the store is reachable: it closes
+//! the breaker like any answer, so every read that can succeed goes on
+//! succeeding.
+//!
+//! [`StoreError::is_connection_failure`]: super::StoreError::is_connection_failure
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Closed (calls go through) until `threshold` failures in a row; then open
-/// for `cooldown`, after which one call at a time may probe.
+/// for `cooldown`, after which one call per cooldown may probe.
+///
+/// The probe is claimed by moving the end of the open period forward, not
+/// by a flag: a prober that never reports back (it hung, or its process
+/// forked without it) only delays the next probe by one cooldown.
 #[derive(Debug)]
 pub struct Breaker {
     threshold: u32,
     cooldown: Duration,
     failures: AtomicU32,
-    /// Nanoseconds after `origin` until which the breaker is open.
+    /// Nanoseconds after `origin` until which the breaker is open; 0 when
+    /// closed.
     open_until: AtomicI64,
-    probing: AtomicBool,
     origin: Instant,
 }
 
@@ -26,7 +41,6 @@ impl Breaker {
             cooldown,
             failures: AtomicU32::new(0),
             open_until: AtomicI64::new(0),
-            probing: AtomicBool::new(false),
             origin: Instant::now(),
         }
     }
@@ -36,7 +50,7 @@ impl Breaker {
     }
 
     /// Whether a call may use the store now. While open, `false`; after the
-    /// cooldown, `true` for one probing caller at a time.
+    /// cooldown, `true` for one probing caller per cooldown.
     pub fn allow(&self) -> bool {
         self.allow_at(Instant::now())
     }
@@ -47,22 +61,29 @@ impl Breaker {
         if until == 0 {
             return true;
         }
-        if self.offset(at) < until {
+        let now = self.offset(at);
+        if now < until {
             return false;
         }
-        !self.probing.swap(true, Ordering::AcqRel)
+        // The first caller past the cooldown probes; the rest see it open.
+        let next = (now + self.cooldown.as_nanos() as i64).max(1);
+        self.open_until
+            .compare_exchange(until, next, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     /// The store answered: close the breaker.
     pub fn succeeded(&self) {
-        self.failures.store(0, Ordering::Release);
-        if self.open_until.swap(0, Ordering::AcqRel) != 0 {
-            self.probing.store(false, Ordering::Release);
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Release);
+        }
+        if self.open_until.load(Ordering::Relaxed) != 0 {
+            self.open_until.store(0, Ordering::Release);
         }
     }
 
-    /// The store failed: count it, and open the breaker at the threshold
-    /// (or again, after a failed probe).
+    /// The store could not be reached: count it, and open the breaker at
+    /// the threshold (or again, after a failed probe).
     pub fn failed(&self) {
         self.failed_at(Instant::now())
     }
@@ -70,10 +91,9 @@ impl Breaker {
     /// [`Breaker::failed`] at a given instant.
     pub fn failed_at(&self, at: Instant) {
         let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
-        if failures >= self.threshold || self.probing.load(Ordering::Acquire) {
+        if failures >= self.threshold || self.open_until.load(Ordering::Acquire) != 0 {
             let until = self.offset(at) + self.cooldown.as_nanos() as i64;
             self.open_until.store(until.max(1), Ordering::Release);
-            self.probing.store(false, Ordering::Release);
         }
     }
 
@@ -107,6 +127,10 @@ mod tests {
         breaker.failed_at(at(1003));
         assert!(!breaker.allow_at(at(1500)), "a failed probe opens it again");
         assert!(breaker.allow_at(at(2004)));
+        assert!(
+            breaker.allow_at(at(3005)),
+            "a probe that never reports back delays the next by one cooldown"
+        );
         breaker.succeeded();
         assert!(
             breaker.allow_at(at(2005)) && breaker.allow_at(at(2005)),

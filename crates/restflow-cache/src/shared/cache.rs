@@ -4,9 +4,10 @@
 //!   come back together, and the entry is served only if its signature
 //!   checks out and its generations are current.
 //! * A miss computes once across every process: one thread per process
-//!   joins the in-process single-flight, and of those one process takes the
-//!   store's lock (with an expiry, so a holder that dies frees it); the
-//!   others poll the entry with backoff, bounded.
+//!   leads the in-process single-flight and hands its answer to the others
+//!   (even a value that is not stored), and of those leaders one process
+//!   takes the store's lock (with an expiry, so a holder that dies frees
+//!   it); the others poll the entry with backoff, bounded.
 //! * In the stale window the entry is served at once and one process, the
 //!   one that takes the refresh lock, refreshes it.
 //! * Every value is written under the generations read *before* it was
@@ -22,6 +23,7 @@
 //! blocks on the network and on other processes. The `compute` closure is
 //! called at most once, on the calling thread.
 
+use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,7 +63,7 @@ pub struct Produced<T> {
 }
 
 /// What a lookup serves.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Answer<T> {
     /// An entry from the store, still serialized.
     Stored {
@@ -73,8 +75,10 @@ pub enum Answer<T> {
         value: Vec<u8>,
         /// The entry's instants.
         stamps: Stamps,
-        /// For STALE: this caller holds the refresh lock and must refresh.
-        refresh_claimed: bool,
+        /// For STALE: the token of the refresh lock this caller took; it
+        /// must refresh, then pass the token to
+        /// [`SharedCache::finish_refresh`].
+        refresh_token: Option<String>,
         /// The generations the entry was read under: a refresh this caller
         /// claimed is stored under them ([`SharedCache::finish_refresh`]),
         /// so an invalidation while it computes is kept.
@@ -119,6 +123,11 @@ pub struct SharedStats {
     pub failures: AtomicU64,
 }
 
+/// What a leader hands the callers of its key in this process that waited
+/// on it: its [`Answer`] (typed per call, since one cache serves values of
+/// any type), or `None` when they should look in the store again.
+pub type Handoff = Option<Arc<dyn Any + Send + Sync>>;
+
 /// A shared store read through the lifecycle.
 pub struct SharedCache<S, E> {
     store: S,
@@ -126,7 +135,7 @@ pub struct SharedCache<S, E> {
     clock: Arc<Clock>,
     breaker: Breaker,
     options: SharedOptions,
-    flights: SingleFlight<(), E>,
+    flights: SingleFlight<Handoff, E>,
     stats: SharedStats,
 }
 
@@ -175,27 +184,26 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         &self.stats
     }
 
-    /// The in-process single-flight (for fork handling).
-    pub fn flights(&self) -> &SingleFlight<(), E> {
-        &self.flights
-    }
-
-    /// Runs a store call through the circuit breaker.
+    /// Runs a store call through the circuit breaker, which only failures
+    /// to reach the store open (see [`Breaker`]'s scope).
     pub fn call<T>(&self, run: impl FnOnce(&S) -> Result<T, StoreError>) -> Result<T, StoreError> {
         if !self.breaker.allow() {
             return Err(StoreError::CircuitOpen);
         }
-        match run(&self.store) {
-            Ok(value) => {
-                self.breaker.succeeded();
-                Ok(value)
-            }
+        let result = run(&self.store);
+        match &result {
             Err(error) => {
-                self.breaker.failed();
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                Err(error)
+                if error.is_connection_failure() {
+                    self.breaker.failed();
+                } else {
+                    // It answered: reachable, whatever this operation's fate.
+                    self.breaker.succeeded();
+                }
             }
+            Ok(_) => self.breaker.succeeded(),
         }
+        result
     }
 
     /// What `fetched`, read from the entry `key`, holds that may be served.
@@ -236,13 +244,17 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         }
     }
 
-    fn stored<T>(decoded: &Decoded<'_>, status: Status, refresh_claimed: bool) -> Answer<T> {
+    fn stored<T>(
+        decoded: &Decoded<'_>,
+        status: Status,
+        refresh_token: Option<String>,
+    ) -> Answer<T> {
         Answer::Stored {
             status,
             flags: decoded.flags,
             value: decoded.value.to_vec(),
             stamps: decoded.stamps,
-            refresh_claimed,
+            refresh_token,
             generations: decoded.generations,
         }
     }
@@ -265,13 +277,13 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     /// Serves `keys`: see the module documentation. `stale_if_error` is
     /// how long past its stale window an entry may still be served when the
     /// recompute fails; `wait` blocks a caller on another thread's
-    /// computation of the same key.
-    pub fn get<T>(
+    /// computation of the same key, whose answer it then shares.
+    pub fn get<T: Clone + Send + Sync + 'static>(
         &self,
         keys: &KeySet,
         stale_if_error: Span,
         compute: impl FnOnce() -> Result<Produced<T>, E>,
-        mut wait: impl FnMut(&crate::flight::Waiter<(), E>) -> Outcome<(), E>,
+        mut wait: impl FnMut(&crate::flight::Waiter<Handoff, E>) -> Outcome<Handoff, E>,
     ) -> Result<Answer<T>, SharedError<E>> {
         let mut compute = Some(compute);
         let mut waited = false;
@@ -283,17 +295,21 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             let fallback = match self.examine(&keys.data, &fetched, stale_if_error) {
                 Found::Usable(decoded, Freshness::Fresh) => {
                     let status = if waited { Status::Miss } else { Status::Hit };
-                    return Ok(Self::stored(&decoded, status, false));
+                    return Ok(Self::stored(&decoded, status, None));
                 }
                 Found::Usable(decoded, Freshness::Stale) => {
                     let token = self.token();
                     let claimed = self
                         .call(|s| s.try_lock(&keys.refresh, &token, self.options.lock_timeout))
                         .unwrap_or(false);
-                    return Ok(Self::stored(&decoded, Status::Stale, claimed));
+                    return Ok(Self::stored(
+                        &decoded,
+                        Status::Stale,
+                        claimed.then_some(token),
+                    ));
                 }
                 Found::Usable(decoded, Freshness::Expired) => {
-                    Some(Self::stored::<T>(&decoded, Status::Stale, false))
+                    Some(Self::stored::<T>(&decoded, Status::Stale, None))
                 }
                 Found::Nothing => None,
             };
@@ -303,10 +319,14 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                         return Err(SharedError::Recursive);
                     }
                     match wait(&waiter) {
-                        Outcome::Value(()) | Outcome::Abandoned => {
+                        Outcome::Value(Some(handed)) => {
+                            if let Some(answer) = handed.downcast_ref::<Answer<T>>() {
+                                return Ok(answer.clone());
+                            }
+                            // A caller of another type led: look again.
                             waited = true;
-                            continue;
                         }
+                        Outcome::Value(None) | Outcome::Abandoned => waited = true,
                         Outcome::Error(error) => return Err(SharedError::Compute(error)),
                     }
                 }
@@ -315,7 +335,11 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                     let answer = self.lead(keys, &fetched, fallback, stale_if_error, compute);
                     match &answer {
                         Err(SharedError::Compute(error)) => guard.complete(Err(error.clone())),
-                        _ => guard.complete(Ok(())),
+                        // Its followers share it, as on the memory store,
+                        // whether or not it was stored (`lead` never claims
+                        // a refresh, so there is no claim to duplicate).
+                        Ok(answer) => guard.complete(Ok(Some(Arc::new(answer.clone())))),
+                        Err(_) => guard.complete(Ok(None)),
                     }
                     return answer;
                 }
@@ -364,7 +388,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             if let Found::Usable(decoded, Freshness::Fresh) =
                 self.examine(&keys.data, &again, Span::ZERO)
             {
-                return Ok(Self::stored(&decoded, Status::Miss, false));
+                return Ok(Self::stored(&decoded, Status::Miss, None));
             }
             generations = again.generations;
         }
@@ -521,15 +545,19 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         })
     }
 
-    /// Ends a background refresh this caller claimed: stores `produced`
-    /// (if anything) under `generations`, the ones the stale entry was read
-    /// under when the refresh was claimed ([`Answer::Stored`]), and frees
-    /// the refresh lock. If an invalidation came in between, the value
-    /// (computed, maybe, from data from before it) is not stored. Reports a
-    /// store that failed to take the new value (the stale one stays).
+    /// Ends a background refresh this caller claimed with `token` (the
+    /// `refresh_token` of its [`Answer::Stored`]): stores `produced` (if
+    /// anything) under `generations`, the ones the stale entry was read
+    /// under when the refresh was claimed (the same answer's
+    /// `generations`), and frees the refresh lock if it still holds it (a
+    /// refresh that outlived its lock must not free the next holder's). If
+    /// an invalidation came in between, the value (computed, maybe, from
+    /// data from before it) is not stored. Reports a store that failed to
+    /// take the new value (the stale one stays).
     pub fn finish_refresh(
         &self,
         keys: &KeySet,
+        token: &str,
         keep: Span,
         generations: Generations,
         produced: Option<(u8, Vec<u8>, Lifetime)>,
@@ -540,7 +568,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                 .put_signed(keys, flags, &bytes, lifetime, generations, keep)
                 .map(drop);
         }
-        let released = self.call(|s| s.delete(&keys.refresh)).map(drop);
+        let released = self.call(|s| s.unlock(&keys.refresh, token));
         outcome.and(released)
     }
 

@@ -8,12 +8,16 @@ mod cache;
 pub mod lookup;
 mod payload;
 #[cfg(feature = "redis")]
+mod pool;
+#[cfg(feature = "redis")]
 mod redis;
 pub mod spin;
 mod store;
 
 pub use breaker::Breaker;
-pub use cache::{Answer, Peeked, Produced, SharedCache, SharedError, SharedOptions, SharedStats};
+pub use cache::{
+    Answer, Handoff, Peeked, Produced, SharedCache, SharedError, SharedOptions, SharedStats,
+};
 pub use payload::{Decoded, Generations, Rejected, Signer};
 #[cfg(feature = "redis")]
 pub use redis::{fetch_command, fetched_from, RedisConfig, RedisStore};

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use ::redis::io::tcp::TcpSettings;
 use ::redis::{Client, Connection, ConnectionLike, IntoConnectionInfo, Script, Value};
-use parking_lot::Mutex;
 
 #[cfg(unix)]
 use super::lookup::LookupConnection;
 use super::payload::Generations;
+use super::pool::{Manage, Pool};
 use super::spin::SpinPolicy;
 use super::store::{fresh_epoch, parse_epoch, Fetched, KeySet, SharedStore, StoreError};
+use crate::fork::PerProcess;
 
 /// How to reach Redis.
 #[derive(Clone, Debug)]
@@ -34,14 +35,12 @@ pub struct RedisConfig {
 
 /// A pooled connection that remembers whether it failed, so the pool
 /// throws it away instead of handing out a socket with an unread reply.
-/// (r2d2 asks `has_broken` when a connection comes back; this is what lets
-/// it say yes after a timeout.)
 pub struct PooledConn {
     inner: Connection,
     broken: Cell<bool>,
 }
 
-/// Makes connections for r2d2.
+/// Makes command connections.
 #[derive(Debug)]
 struct Manager {
     client: Client,
@@ -49,32 +48,30 @@ struct Manager {
     read_timeout: Duration,
 }
 
-impl r2d2::ManageConnection for Manager {
-    type Connection = PooledConn;
-    type Error = redis::RedisError;
+impl Manage for Manager {
+    type Conn = PooledConn;
 
-    fn connect(&self) -> Result<PooledConn, redis::RedisError> {
-        let inner = self
-            .client
-            .get_connection_with_timeout(self.connect_timeout)?;
-        inner.set_read_timeout(Some(self.read_timeout))?;
-        inner.set_write_timeout(Some(self.read_timeout))?;
-        Ok(PooledConn {
-            inner,
-            broken: Cell::new(false),
-        })
+    fn connect(&self) -> Result<PooledConn, StoreError> {
+        let connect = || {
+            let inner = self
+                .client
+                .get_connection_with_timeout(self.connect_timeout)?;
+            inner.set_read_timeout(Some(self.read_timeout))?;
+            inner.set_write_timeout(Some(self.read_timeout))?;
+            Ok(PooledConn {
+                inner,
+                broken: Cell::new(false),
+            })
+        };
+        connect().map_err(|e: redis::RedisError| classify(&e))
     }
 
-    fn is_valid(&self, _conn: &mut PooledConn) -> Result<(), redis::RedisError> {
-        Ok(())
-    }
-
-    fn has_broken(&self, conn: &mut PooledConn) -> bool {
+    fn has_broken(&self, conn: &PooledConn) -> bool {
         conn.broken.get() || !conn.inner.is_open()
     }
 }
 
-/// Makes lookup connections for r2d2.
+/// Makes lookup connections.
 #[cfg(unix)]
 #[derive(Debug)]
 struct LookupManager {
@@ -83,68 +80,36 @@ struct LookupManager {
 }
 
 #[cfg(unix)]
-impl r2d2::ManageConnection for LookupManager {
-    type Connection = LookupConnection;
-    type Error = std::io::Error;
+impl Manage for LookupManager {
+    type Conn = LookupConnection;
 
-    fn connect(&self) -> Result<LookupConnection, std::io::Error> {
+    fn connect(&self) -> Result<LookupConnection, StoreError> {
         LookupConnection::connect(self.client.get_connection_info(), self.connect_timeout)
             .unwrap_or_else(|| Err(std::io::Error::other("not a plain TCP address")))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 
-    fn is_valid(&self, _conn: &mut LookupConnection) -> Result<(), std::io::Error> {
-        Ok(())
-    }
-
-    fn has_broken(&self, conn: &mut LookupConnection) -> bool {
+    fn has_broken(&self, conn: &LookupConnection) -> bool {
         conn.is_broken()
     }
 }
 
-/// An r2d2 pool belonging to one process: a forked child that asks for it
-/// gets a new one, and the parent's sockets are neither used nor closed by
-/// the child.
-struct ProcessPool<M: r2d2::ManageConnection> {
-    pool: Mutex<Option<(u32, r2d2::Pool<M>)>>,
-}
-
-impl<M: r2d2::ManageConnection> ProcessPool<M> {
-    fn new() -> Self {
-        ProcessPool {
-            pool: Mutex::new(None),
-        }
-    }
-
-    fn get(&self, config: &RedisConfig, manager: impl FnOnce() -> M) -> r2d2::Pool<M> {
-        let mut pool = self.pool.lock();
-        let pid = std::process::id();
-        if let Some((owner, existing)) = pool.as_ref() {
-            if *owner == pid {
-                return existing.clone();
-            }
-            // Forked: the parent's sockets must not be shared, or used.
-            std::mem::forget(pool.take());
-        }
-        let made = r2d2::Pool::builder()
-            .max_size(config.pool_size.max(1))
-            .min_idle(Some(0))
-            .connection_timeout(config.connect_timeout)
-            .test_on_check_out(false)
-            .build_unchecked(manager());
-        *pool = Some((pid, made.clone()));
-        made
-    }
+/// One process's connections: a forked child makes its own, and neither
+/// uses nor closes its parent's (see [`crate::fork`]).
+struct Connections {
+    commands: Pool<Manager>,
+    /// Lookup connections, when the address is plain TCP.
+    #[cfg(unix)]
+    lookups: Option<Pool<LookupManager>>,
+    spin: SpinPolicy,
 }
 
 /// A Redis store.
 pub struct RedisStore {
     config: RedisConfig,
     client: Client,
-    pool: ProcessPool<Manager>,
-    /// Lookup connections, when the address is plain TCP.
-    #[cfg(unix)]
-    lookups: Option<ProcessPool<LookupManager>>,
-    spin: SpinPolicy,
+    connections: PerProcess<Connections>,
+    lock: Script,
     unlock: Script,
     generations: Script,
     put_current: Script,
@@ -203,6 +168,16 @@ fn millis(ttl: Duration) -> u64 {
     ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64
 }
 
+/// Takes a lock (`KEYS[1]`) for a token (`ARGV[1]`) for `ARGV[2]` ms. A
+/// lock without an expiry is taken over: no restflow holder makes one
+/// (every lock is set with `PX`), so it is left over from something else,
+/// and respecting it would make every caller wait, forever.
+const LOCK_SCRIPT: &str = "\
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end \
+if redis.call('pttl', KEYS[1]) == -1 then \
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end \
+return 0";
+
 fn classify(error: &redis::RedisError) -> StoreError {
     if error.is_timeout() {
         StoreError::Timeout(error.to_string())
@@ -224,19 +199,11 @@ impl RedisStore {
             .map_err(|e| StoreError::Protocol(format!("bad Redis URL {:?}: {e}", config.url)))?
             .set_tcp_settings(TcpSettings::default().set_nodelay(true));
         let client = Client::open(info).map_err(|e| classify(&e))?;
-        #[cfg(unix)]
-        let lookups = matches!(
-            client.get_connection_info().addr(),
-            ::redis::ConnectionAddr::Tcp(..)
-        )
-        .then(ProcessPool::new);
         Ok(RedisStore {
-            spin: SpinPolicy::new(config.read_spin),
             config,
             client,
-            pool: ProcessPool::new(),
-            #[cfg(unix)]
-            lookups,
+            connections: PerProcess::new(),
+            lock: Script::new(LOCK_SCRIPT),
             unlock: Script::new(
                 "if redis.call('get', KEYS[1]) == ARGV[1] then \
                  return redis.call('del', KEYS[1]) else return 0 end",
@@ -246,11 +213,34 @@ impl RedisStore {
         })
     }
 
-    fn pool(&self) -> r2d2::Pool<Manager> {
-        self.pool.get(&self.config, || Manager {
-            client: self.client.clone(),
-            connect_timeout: self.config.connect_timeout,
-            read_timeout: self.config.read_timeout,
+    /// This process's connections, made on first use.
+    fn connections(&self) -> &Connections {
+        self.connections.get_or_init(|| {
+            let size = self.config.pool_size as usize;
+            let wait = self.config.connect_timeout;
+            let manager = Manager {
+                client: self.client.clone(),
+                connect_timeout: self.config.connect_timeout,
+                read_timeout: self.config.read_timeout,
+            };
+            #[cfg(unix)]
+            let lookups = matches!(
+                self.client.get_connection_info().addr(),
+                ::redis::ConnectionAddr::Tcp(..)
+            )
+            .then(|| {
+                let manager = LookupManager {
+                    client: self.client.clone(),
+                    connect_timeout: self.config.connect_timeout,
+                };
+                Pool::new(manager, size, wait)
+            });
+            Connections {
+                commands: Pool::new(manager, size, wait),
+                #[cfg(unix)]
+                lookups,
+                spin: SpinPolicy::new(self.config.read_spin),
+            }
         })
     }
 
@@ -258,21 +248,12 @@ impl RedisStore {
     /// address is not plain TCP.
     #[cfg(unix)]
     fn lookup(&self, packed: &[u8]) -> Option<Result<Value, StoreError>> {
-        let pool = self.lookups.as_ref()?.get(&self.config, || {
-            // A new pool: first use, or a forked child, which must not
-            // inherit a spin held by a thread of its parent.
-            self.spin.reset();
-            LookupManager {
-                client: self.client.clone(),
-                connect_timeout: self.config.connect_timeout,
-            }
-        });
-        Some(match pool.get() {
-            Err(error) => Err(StoreError::Unavailable(error.to_string())),
-            Ok(mut conn) => conn
-                .query(packed, self.config.read_timeout, &self.spin)
-                .map_err(|e| classify(&e)),
-        })
+        let connections = self.connections();
+        let pool = connections.lookups.as_ref()?;
+        Some(pool.get().and_then(|mut conn| {
+            conn.query(packed, self.config.read_timeout, &connections.spin)
+                .map_err(|e| classify(&e))
+        }))
     }
 
     #[cfg(not(unix))]
@@ -284,10 +265,7 @@ impl RedisStore {
         &self,
         run: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
-        let mut conn = self
-            .pool()
-            .get()
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut conn = self.connections().commands.get()?;
         match run(&mut conn.inner) {
             Ok(value) => Ok(value),
             Err(error) => {
@@ -448,16 +426,9 @@ impl SharedStore for RedisStore {
     }
 
     fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let answer: Value = self.with(|c| {
-            redis::cmd("SET")
-                .arg(key)
-                .arg(token)
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl.as_millis().max(1) as u64)
-                .query(c)
-        })?;
-        Ok(!matches!(answer, Value::Nil))
+        let millis = millis(ttl);
+        self.with(|c| self.lock.key(key).arg(token).arg(millis).invoke::<i64>(c))
+            .map(|taken| taken == 1)
     }
 
     fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {

@@ -83,15 +83,6 @@ impl SpinPolicy {
     pub fn paused_for(&self) -> u32 {
         self.skip.load(Ordering::Relaxed)
     }
-
-    /// Starts afresh: no spin held, no pause. For a forked child, where the
-    /// thread that may have held the spin does not exist; never while
-    /// lookups of this process are running.
-    pub fn reset(&self) {
-        self.spinning.store(false, Ordering::Release);
-        self.skip.store(0, Ordering::Relaxed);
-        self.streak.store(0, Ordering::Relaxed);
-    }
 }
 
 impl Spin<'_> {
@@ -191,25 +182,6 @@ mod tests {
         drop(spin);
         miss(&policy);
         assert_eq!(sleeps_before_next_spin(&policy), 1);
-    }
-
-    #[test]
-    fn reset_frees_a_held_spin_and_ends_the_pause() {
-        let policy = SpinPolicy::new(Duration::from_micros(50));
-        miss(&policy);
-        sleeps_before_next_spin(&policy);
-        miss(&policy);
-        assert_eq!(policy.paused_for(), 2);
-        policy.reset();
-        assert_eq!(policy.paused_for(), 0);
-        // As in a child forked while another thread spun: never given back.
-        std::mem::forget(policy.begin(Instant::now()).expect("a spin"));
-        assert!(policy.begin(Instant::now()).is_none());
-        policy.reset();
-        assert!(policy.begin(Instant::now()).is_some());
-        // The streak is gone too: one miss pauses one lookup again.
-        miss(&policy);
-        assert_eq!(policy.paused_for(), 1);
     }
 
     #[test]

@@ -78,6 +78,15 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+impl StoreError {
+    /// Whether the store could not be reached in time (refused, reset,
+    /// timed out, no connection free), as opposed to an answer it gave for
+    /// one operation. Only these open the circuit breaker.
+    pub fn is_connection_failure(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Timeout(_))
+    }
+}
+
 /// A store several processes share (Redis, a Django cache).
 ///
 /// Each method is one round trip. Implementations time out instead of

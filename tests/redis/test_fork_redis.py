@@ -1,0 +1,12 @@
+"""Fork safety on Redis: see tests/test_fork.py for the scenarios."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_fork import pytestmark, run_forks  # noqa: F401 - applies the skip
+
+
+@pytest.mark.parametrize("mode", ["threads", "queued"])
+def test_children_forked_from_a_busy_redis_cache_work(redis_server, mode):
+    run_forks(redis_server.url, mode, 30)
