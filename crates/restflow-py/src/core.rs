@@ -374,7 +374,8 @@ impl Core {
         items: &[PlanItem],
         values: &[Bound<'_, PyAny>],
     ) -> PyResult<Vec<(String, Range<usize>)>> {
-        w.begin_sequence(Sequence::Tuple, items.len());
+        w.begin_sequence(Sequence::Tuple, items.len())
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
         let mut labels = Vec::with_capacity(items.len());
         let mut values = values.iter();
         for item in items {
@@ -643,7 +644,8 @@ pub(crate) fn write_items(
     items: &Bound<'_, PyTuple>,
     function_id: &str,
 ) -> PyResult<Vec<(String, Range<usize>)>> {
-    w.begin_sequence(Sequence::Tuple, items.len());
+    w.begin_sequence(Sequence::Tuple, items.len())
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
     let mut labels = Vec::with_capacity(items.len());
     for item in items.iter() {
         let (label, value, hashed, sort_lists): (String, Bound<'_, PyAny>, bool, bool) =
@@ -665,7 +667,6 @@ fn encode_item(
     sort_lists: bool,
     function_id: &str,
 ) -> PyResult<()> {
-    w.write_str(label);
     let encode = |w: &mut KeyWriter| {
         if sort_lists {
             write_value_sorting_lists(w, value)
@@ -673,19 +674,27 @@ fn encode_item(
             write_value(w, value)
         }
     };
-    let encoded = if hashed {
-        // A hashed field keeps only a fixed digest of its value.
-        let mut full = KeyWriter::new();
-        encode(&mut full).map(|()| w.write_str(&key::digest(full.as_bytes())))
-    } else {
-        encode(w)
-    };
-    encoded.map_err(|Unsupported { what }| {
+    let encoded = w
+        .write_str(label)
+        .map_err(Unsupported::from)
+        .and_then(|()| {
+            if hashed {
+                // A hashed field keeps only a fixed digest of its value.
+                let mut full = KeyWriter::new();
+                encode(&mut full)?;
+                Ok(w.write_str(&key::digest(full.as_bytes()))?)
+            } else {
+                encode(w)
+            }
+        });
+    encoded.map_err(|unsupported| {
         PyTypeError::new_err(format!(
-            "cache_result cannot build a cache key for '{label}' of {function_id}(): it is \
-             {what}, which has no canonical encoding. Give the key field a normalizer (or a \
-             path) that turns it into None, bool, int, float, str, bytes, a container of \
-             those, a date/time, Decimal, UUID or an Enum member."
+            "cache_result cannot build a cache key for '{label}' of {function_id}(): {}",
+            unsupported.explain(
+                "Give the key field a normalizer (or a path) that turns it into None, bool, \
+                 int, float, str, bytes, a container of those, a date/time, Decimal, UUID or \
+                 an Enum member."
+            )
         ))
     })
 }

@@ -20,6 +20,7 @@ mod django_store;
 mod encode;
 mod fastpath;
 mod loop_io;
+mod moment;
 mod runtime;
 mod shared;
 mod signature;

@@ -76,6 +76,13 @@ fn codecs(py: Python<'_>) -> PyResult<&Codecs> {
     })
 }
 
+/// Whether an error must reach the caller whatever the store path was
+/// doing: a `BaseException` that is not an `Exception` (`KeyboardInterrupt`,
+/// `SystemExit`) is a request to stop, never a bad value to log and skip.
+pub(crate) fn is_interrupt(py: Python<'_>, error: &PyErr) -> bool {
+    !error.is_instance_of::<pyo3::exceptions::PyException>(py)
+}
+
 fn seconds(what: &str, secs: f64) -> PyResult<Duration> {
     if !secs.is_finite() || secs <= 0.0 {
         return Err(PyValueError::new_err(format!(
@@ -265,8 +272,10 @@ impl SharedBackend {
         let Some((flags, bytes, stamps)) = self.cache.fresh_in(&fetched) else {
             return Ok(None);
         };
-        let Ok(value) = self.deserialize(py, flags, &bytes) else {
-            return Ok(None);
+        let value = match self.deserialize(py, flags, &bytes) {
+            Ok(value) => value,
+            Err(error) if is_interrupt(py, &error) => return Err(error),
+            Err(_) => return Ok(None),
         };
         let served = SharedServed {
             value,
@@ -400,6 +409,7 @@ fn produce(
         None => None,
         Some(_) => match backend.serialize(py, value.bind(py)) {
             Ok(serialized) => Some(serialized),
+            Err(error) if is_interrupt(py, &error) => return Err(Arc::new(error)),
             Err(error) => {
                 log_error(
                     py,
@@ -470,6 +480,7 @@ pub(crate) fn get(
                         stamps: Some(stamps),
                     })
                 }
+                Err(error) if is_interrupt(py, &error) => Err(error),
                 Err(error) => {
                     // Signed by us, yet unreadable now (the class moved, say):
                     // a miss. Drop it and compute.
@@ -546,10 +557,13 @@ pub(crate) fn peek(
     let handle = backend.get();
     let keys = handle.call_keys(core, call)?;
     match py.detach(|| handle.cache.peek(&keys)) {
-        Ok(Some((flags, bytes, stamps, freshness))) => Ok(handle
-            .deserialize(py, flags, &bytes)
-            .ok()
-            .map(|value| (value, stamps, freshness))),
+        Ok(Some((flags, bytes, stamps, freshness))) => {
+            match handle.deserialize(py, flags, &bytes) {
+                Ok(value) => Ok(Some((value, stamps, freshness))),
+                Err(error) if is_interrupt(py, &error) => Err(error),
+                Err(_) => Ok(None),
+            }
+        }
         Ok(None) => Ok(None),
         Err(error) if handle.cache.bypasses_failures() => {
             handle.warn(py, &error);
