@@ -236,6 +236,9 @@ pub(crate) struct Core {
     pub backend: BackendChoice,
     /// `None`: the `STALE_IF_ERROR` setting.
     pub stale_if_error: Option<Span>,
+    /// Set once `SERIALIZER="json"` refused a value of this function and
+    /// said so (see `shared::log_json_refusal`).
+    pub json_refusal_logged: std::sync::atomic::AtomicBool,
 }
 
 /// The store a wrapper uses.

@@ -19,6 +19,7 @@ mod core;
 mod django_store;
 mod encode;
 mod fastpath;
+mod json_value;
 mod loop_io;
 mod moment;
 mod runtime;

@@ -99,14 +99,20 @@ impl SharedBackend {
         self.url.starts_with("redis://") && !self.cache.breaker_open()
     }
 
-    fn serialize(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<(u8, Vec<u8>)> {
+    fn serialize(
+        &self,
+        py: Python<'_>,
+        value: &Bound<'_, PyAny>,
+    ) -> Result<(u8, Vec<u8>), Unserializable> {
         let codecs = codecs(py)?;
         if self.serializer == JSON {
+            crate::json_value::check(value).map_err(Unserializable::NotJson)?;
             let text: String = codecs.json_dumps.bind(py).call1((value,))?.extract()?;
             return Ok((JSON, text.into_bytes()));
         }
         let bytes = codecs.pickle_dumps.bind(py).call1((value, 5))?;
-        Ok((PICKLE, bytes.cast::<PyBytes>()?.as_bytes().to_vec()))
+        let bytes = bytes.cast::<PyBytes>().map_err(PyErr::from)?;
+        Ok((PICKLE, bytes.as_bytes().to_vec()))
     }
 
     fn deserialize(&self, py: Python<'_>, flags: u8, bytes: &[u8]) -> PyResult<Py<PyAny>> {
@@ -304,6 +310,43 @@ impl SharedBackend {
     }
 }
 
+/// Why a value is not stored.
+enum Unserializable {
+    /// `SERIALIZER="json"` would not give it back unchanged.
+    NotJson(crate::json_value::Unfaithful),
+    /// The serializer raised.
+    Raised(PyErr),
+}
+
+impl From<PyErr> for Unserializable {
+    fn from(error: PyErr) -> Self {
+        Unserializable::Raised(error)
+    }
+}
+
+/// Logs, once per decorated function (the refusal repeats on every call,
+/// and the first message says all there is), that `SERIALIZER="json"`
+/// refused its value.
+fn log_json_refusal(py: Python<'_>, core: &Core, refused: &crate::json_value::Unfaithful) {
+    if core.json_refusal_logged.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let Ok(hooks) = hooks(py) else { return };
+    let message = format!(
+        "restflow: SERIALIZER=\"json\" cannot store what {}() returned unchanged: {} is a \
+         '{}', which JSON gives back as another type or cannot write. A hit must return what \
+         the function returned, so its values are served but not cached (logged once). Return \
+         only dict (with str keys), list, str, int, float, bool and None, or set \
+         SERIALIZER=\"pickle\".",
+        core.function_id,
+        refused.path(),
+        refused.kind,
+    );
+    if let Err(failure) = hooks.logger.call_method1(py, "error", (message,)) {
+        failure.write_unraisable(py, None);
+    }
+}
+
 /// What a call on a shared store serves.
 pub(crate) struct SharedServed {
     pub value: Py<PyAny>,
@@ -409,8 +452,14 @@ fn produce(
         None => None,
         Some(_) => match backend.serialize(py, value.bind(py)) {
             Ok(serialized) => Some(serialized),
-            Err(error) if is_interrupt(py, &error) => return Err(Arc::new(error)),
-            Err(error) => {
+            Err(Unserializable::NotJson(refused)) => {
+                log_json_refusal(py, core, &refused);
+                None
+            }
+            Err(Unserializable::Raised(error)) if is_interrupt(py, &error) => {
+                return Err(Arc::new(error))
+            }
+            Err(Unserializable::Raised(error)) => {
                 log_error(
                     py,
                     &format!(

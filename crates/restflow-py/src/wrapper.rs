@@ -515,6 +515,7 @@ impl CachedWrapper {
             stale_if_error: stale_if_error
                 .map(|s| seconds("stale_if_error", s))
                 .transpose()?,
+            json_refusal_logged: Default::default(),
         });
         CachedWrapper::make(py, core, None)
     }

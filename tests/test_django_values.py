@@ -1,0 +1,79 @@
+"""Values on the Django-cache store (issue 10, items 13 and 17): with
+SERIALIZER="json" a value is stored exactly or not at all, and an interrupt
+raised while a value is (un)pickled reaches the caller."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.core.cache import caches
+from django.test import override_settings
+
+from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
+from tests.redis.test_key_values_redis import InterruptsWhenPickled, InterruptsWhenUnpickled
+from tests.test_django_backend import alias, settings_for  # noqa: F401 - a fixture
+
+calls: list = []
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls():
+    calls.clear()
+
+
+def test_json_refuses_a_tuple_and_logs_once(alias, caplog):  # noqa: F811
+    @cache_result(ttl=30)
+    def pair(n):
+        calls.append(n)
+        return (n, {"when": None})
+
+    with override_settings(RESTFLOW_SETTINGS=settings_for(alias, SERIALIZER="json")):
+        with caplog.at_level(logging.ERROR, logger="restflow.caching"):
+            for n in (1, 1, 2):
+                value, meta = pair.get_with_metadata(n)
+                assert value == (n, {"when": None}) and type(value) is tuple
+                assert meta["cache_status"] is CacheStatus.MISS
+        assert pair.get_cache_only(1) is CACHE_MISSING
+    assert calls == [1, 1, 2]
+    records = [r for r in caplog.records if 'SERIALIZER="json"' in r.message]
+    assert len(records) == 1
+    assert "the value is a 'builtins.tuple'" in records[0].message
+
+
+def test_json_keeps_plain_values(alias):  # noqa: F811
+    @cache_result(ttl=30)
+    def plain(n):
+        calls.append(n)
+        return {"n": n, "rows": [1, 2.5, "x", None, True]}
+
+    with override_settings(RESTFLOW_SETTINGS=settings_for(alias, SERIALIZER="json")):
+        first = plain(1)
+        value, meta = plain.get_with_metadata(1)
+    assert (value, meta["cache_status"], calls) == (first, CacheStatus.HIT, [1])
+
+
+def test_an_interrupt_while_pickling_reaches_the_caller(alias):  # noqa: F811
+    @cache_result(ttl=30)
+    def make(n):
+        calls.append(n)
+        return InterruptsWhenPickled()
+
+    with pytest.raises(KeyboardInterrupt):
+        make(1)
+    assert make.get_cache_only(1) is CACHE_MISSING
+
+
+def test_an_interrupt_while_unpickling_reaches_the_caller(alias):  # noqa: F811
+    @cache_result(ttl=30)
+    def make(n):
+        calls.append(n)
+        return InterruptsWhenUnpickled()
+
+    make(1)
+    with pytest.raises(KeyboardInterrupt):
+        make(1)
+    with pytest.raises(KeyboardInterrupt):
+        make.get_cache_only(1)
+    assert calls == [1]
+    assert caches[alias].get_many([make.get_cache_key(1)])  # the entry is kept
