@@ -11,7 +11,10 @@ from django.core.cache import caches
 from django.test import override_settings
 
 from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
-from tests.redis.test_key_values_redis import InterruptsWhenPickled, InterruptsWhenUnpickled
+from tests.interrupting_values import (
+    check_an_interrupt_while_pickling_reaches_the_caller,
+    check_an_interrupt_while_unpickling_reaches_the_caller,
+)
 from tests.test_django_backend import alias, settings_for  # noqa: F401 - a fixture
 
 calls: list = []
@@ -54,26 +57,10 @@ def test_json_keeps_plain_values(alias):  # noqa: F811
 
 
 def test_an_interrupt_while_pickling_reaches_the_caller(alias):  # noqa: F811
-    @cache_result(ttl=30)
-    def make(n):
-        calls.append(n)
-        return InterruptsWhenPickled()
-
-    with pytest.raises(KeyboardInterrupt):
-        make(1)
-    assert make.get_cache_only(1) is CACHE_MISSING
+    check_an_interrupt_while_pickling_reaches_the_caller()
 
 
 def test_an_interrupt_while_unpickling_reaches_the_caller(alias):  # noqa: F811
-    @cache_result(ttl=30)
-    def make(n):
-        calls.append(n)
-        return InterruptsWhenUnpickled()
-
-    make(1)
-    with pytest.raises(KeyboardInterrupt):
-        make(1)
-    with pytest.raises(KeyboardInterrupt):
-        make.get_cache_only(1)
-    assert calls == [1]
-    assert caches[alias].get_many([make.get_cache_key(1)])  # the entry is kept
+    check_an_interrupt_while_unpickling_reaches_the_caller(
+        lambda key: bool(caches[alias].get_many([key]))
+    )

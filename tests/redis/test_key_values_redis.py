@@ -16,6 +16,10 @@ import pytest
 from django.test import override_settings
 
 from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
+from tests.interrupting_values import (
+    check_an_interrupt_while_pickling_reaches_the_caller,
+    check_an_interrupt_while_unpickling_reaches_the_caller,
+)
 from tests.redis.conftest import redis_settings
 
 WINTER = (2026, 1, 15, 12, 0)
@@ -66,54 +70,12 @@ def test_datetimes_that_print_alike_are_different_entries(redis, left, right):
     assert len(calls) == 2
 
 
-class InterruptsWhenPickled:
-    """A value whose pickling is interrupted (Ctrl-C while it is written)."""
-
-    def __reduce__(self):
-        raise KeyboardInterrupt
-
-
-def _interrupt():
-    raise KeyboardInterrupt
-
-
-class InterruptsWhenUnpickled:
-    """A value whose unpickling is interrupted (Ctrl-C while it is read)."""
-
-    def __reduce__(self):
-        return (_interrupt, ())
-
-
 def test_an_interrupt_while_pickling_reaches_the_caller(redis):
-    @cache_result(ttl=30)
-    def make(x):
-        calls.append(x)
-        return InterruptsWhenPickled()
-
-    with pytest.raises(KeyboardInterrupt):
-        make(1)
-    assert calls == [1]
-    assert make.get_cache_only(1) is CACHE_MISSING
-    # A refresh stores too: the same.
-    with pytest.raises(KeyboardInterrupt):
-        make.refresh(1)
+    check_an_interrupt_while_pickling_reaches_the_caller()
 
 
 def test_an_interrupt_while_unpickling_reaches_the_caller_and_keeps_the_entry(redis):
-    @cache_result(ttl=30)
-    def make(x):
-        calls.append(x)
-        return InterruptsWhenUnpickled()
-
-    make(1)  # stored: pickling it works, loading it raises
-    key = make.get_cache_key(1)
-    assert redis.exists(key)
-    with pytest.raises(KeyboardInterrupt):
-        make(1)
-    with pytest.raises(KeyboardInterrupt):
-        make.get_cache_only(1)
-    # Interrupted, not corrupt: the entry stays and nothing was recomputed.
-    assert redis.exists(key) and calls == [1]
+    check_an_interrupt_while_unpickling_reaches_the_caller(redis.exists)
 
 
 # -- item 13: SERIALIZER="json" stores a value exactly, or not at all ----------
