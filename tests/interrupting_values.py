@@ -1,13 +1,15 @@
-"""Values whose (un)pickling is interrupted, and the checks every shared
-store (Redis, the Django cache) must pass with them: a ``KeyboardInterrupt``
-raised while a value is written or read reaches the caller, never logged
-and skipped as a bad value (issue 10, item 17)."""
+"""Interrupts in the store path, and the checks every store must pass with
+them: a ``KeyboardInterrupt`` raised while a value is computed, written or
+read reaches the caller, never logged and skipped as a bad value nor
+answered with an older one (issue 10, item 17)."""
 
 from __future__ import annotations
 
 import pytest
+from django.core.cache.backends.base import BaseCache
 
 from restflow.caching import CACHE_MISSING, cache_result
+from restflow.caching.testing import frozen_clock
 
 
 class InterruptsWhenPickled:
@@ -63,3 +65,36 @@ def check_an_interrupt_while_unpickling_reaches_the_caller(stored) -> None:
         make.get_cache_only(1)
     # Interrupted, not corrupt: the entry stays and nothing was recomputed.
     assert stored(key) and calls == [1]
+
+
+class InterruptedCache(BaseCache):
+    """A Django cache whose every call is interrupted (Ctrl-C during a slow
+    memcached or database round trip)."""
+
+    def __init__(self, location=None, params=None):
+        super().__init__(params or {})
+
+    def _interrupt(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    add = get = set = delete = get_many = incr = clear = touch = has_key = _interrupt
+
+
+def check_an_interrupted_recompute_is_not_answered_with_the_stale_value():
+    calls = []
+
+    @cache_result(ttl=10, stale_while_revalidate=0, stale_if_error=100)
+    def flaky(x):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(x)
+        return x
+
+    with frozen_clock() as clock:
+        assert flaky(1) == 1
+        clock.advance(11)
+        # stale-if-error serves the old value for an error, never for Ctrl-C.
+        with pytest.raises(KeyboardInterrupt):
+            flaky(1)
+        with pytest.raises(KeyboardInterrupt):
+            flaky.get_with_metadata(1)

@@ -15,7 +15,7 @@ from tests.interrupting_values import (
     check_an_interrupt_while_pickling_reaches_the_caller,
     check_an_interrupt_while_unpickling_reaches_the_caller,
 )
-from tests.test_django_backend import alias, settings_for  # noqa: F401 - a fixture
+from tests.test_django_backend import CACHES, alias, settings_for  # noqa: F401 - a fixture
 
 calls: list = []
 
@@ -64,3 +64,27 @@ def test_an_interrupt_while_unpickling_reaches_the_caller(alias):  # noqa: F811
     check_an_interrupt_while_unpickling_reaches_the_caller(
         lambda key: bool(caches[alias].get_many([key]))
     )
+
+
+def test_an_interrupt_in_the_django_cache_reaches_the_caller(db):
+    @cache_result(ttl=30)
+    def lookup(n):
+        calls.append(n)
+        return n
+
+    caches_setting = {
+        **CACHES,
+        "interrupted": {"BACKEND": "tests.interrupting_values.InterruptedCache"},
+    }
+    with override_settings(CACHES=caches_setting, RESTFLOW_SETTINGS=settings_for("interrupted")):
+        calls_that_reach_the_store = (
+            lambda: lookup(1),
+            lambda: lookup.get_cache_only(1),
+            lambda: lookup.refresh(1),
+            lookup.invalidate_all,
+        )
+        for call in calls_that_reach_the_store:
+            with pytest.raises(KeyboardInterrupt):
+                call()
+    # Interrupted: the function never ran live in its place.
+    assert calls == []

@@ -14,6 +14,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from restflow.caching import CacheStatus, cache_result
+from tests.interrupting_values import (
+    check_an_interrupted_recompute_is_not_answered_with_the_stale_value,
+)
 
 LONDON = ZoneInfo("Europe/London")
 GMT = timezone(timedelta(0), "GMT")
@@ -189,3 +192,7 @@ def test_a_broker_job_keeps_the_zone_and_fold_its_key_needs(value):
     back = decode(json.loads(json.dumps(encode(value))))
     assert (back, type(back), back.fold) == (value, type(value), value.fold)
     assert zone_of.get_cache_key(back) == zone_of.get_cache_key(value)
+
+
+def test_an_interrupted_recompute_is_not_answered_with_the_stale_value():
+    check_an_interrupted_recompute_is_not_answered_with_the_stale_value()

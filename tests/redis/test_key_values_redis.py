@@ -19,6 +19,7 @@ from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
 from tests.interrupting_values import (
     check_an_interrupt_while_pickling_reaches_the_caller,
     check_an_interrupt_while_unpickling_reaches_the_caller,
+    check_an_interrupted_recompute_is_not_answered_with_the_stale_value,
 )
 from tests.redis.conftest import redis_settings
 
@@ -139,3 +140,7 @@ def test_json_stores_plain_json_values_exactly(redis_server, redis):
         give(1)
         got, meta = give.get_with_metadata(1)
     assert (got, meta["cache_status"], calls) == (value, CacheStatus.HIT, [1])
+
+
+def test_an_interrupted_recompute_is_not_answered_with_the_stale_value(redis):
+    check_an_interrupted_recompute_is_not_answered_with_the_stale_value()

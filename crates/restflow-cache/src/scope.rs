@@ -110,15 +110,33 @@ impl<L> Scopes<L> {
         if let Some(scope) = scopes.get(identity) {
             return Arc::clone(scope);
         }
-        let scope = Arc::new(Scope {
+        let scope = self.make(labels);
+        scopes.insert(identity.to_owned(), Arc::clone(&scope));
+        scope
+    }
+
+    /// A scope of its own for one caller, whatever its identity: for a
+    /// function whose identity other functions can have (a closure made by
+    /// a factory), so its in-process entries are never another's. It is
+    /// registered under `identity` and its number, which no other scope
+    /// has, so [`Scopes::bump_where`] still reaches it.
+    pub fn unique(&self, identity: &str, labels: L) -> Arc<Scope<L>> {
+        let mut scopes = self.by_identity.lock();
+        let scope = self.make(labels);
+        // NUL never appears in an identity string (a namespace and a dotted
+        // path), so this cannot be another scope's identity.
+        scopes.insert(format!("{identity}\0{}", scope.number), Arc::clone(&scope));
+        scope
+    }
+
+    fn make(&self, labels: L) -> Arc<Scope<L>> {
+        Arc::new(Scope {
             number: self.next.fetch_add(1, Ordering::Relaxed),
             labels,
             generation: AtomicU64::new(0),
             partitions: RwLock::new(HashMap::default()),
             any_dropped: AtomicBool::new(false),
-        });
-        scopes.insert(identity.to_owned(), Arc::clone(&scope));
-        scope
+        })
     }
 
     /// Bumps every scope whose labels match; returns how many matched.
@@ -147,6 +165,19 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(*b.labels(), "first");
         assert_ne!(a.number(), c.number());
+    }
+
+    #[test]
+    fn a_unique_scope_is_shared_with_no_one_and_still_bumped_by_label() {
+        let scopes: Scopes<u32> = Scopes::new();
+        let named = scopes.intern("ns::mk.<locals>.f", 1);
+        let a = scopes.unique("ns::mk.<locals>.f", 1);
+        let b = scopes.unique("ns::mk.<locals>.f", 1);
+        assert_ne!(a.number(), b.number());
+        assert_ne!(a.number(), named.number());
+        assert!(Arc::ptr_eq(&named, &scopes.intern("ns::mk.<locals>.f", 1)));
+        assert_eq!(scopes.bump_where(|version| *version == 1), 3);
+        assert_eq!((a.generation(), b.generation()), (1, 1));
     }
 
     #[test]

@@ -239,6 +239,15 @@ pub(crate) struct Core {
     /// Set once `SERIALIZER="json"` refused a value of this function and
     /// said so (see `shared::log_json_refusal`).
     pub json_refusal_logged: std::sync::atomic::AtomicBool,
+    /// For a function whose identity other live functions can have (made
+    /// inside a function, or a lambda): `claim()` registers it as the one
+    /// function that identity's key strings name across processes, or
+    /// raises when another live function holds them. Its memory entries
+    /// are its own anyway (a scope of its own); only key strings, which a
+    /// shared store sees, need the name to be unambiguous.
+    pub claim: Option<Py<PyAny>>,
+    /// Set once `claim` succeeded.
+    pub claimed: pyo3::sync::PyOnceLock<()>,
 }
 
 /// The store a wrapper uses.
@@ -281,6 +290,17 @@ impl Core {
         };
         drop(unused);
         Ok(found)
+    }
+
+    /// Makes sure this function may use key strings: see [`Core::claim`].
+    /// One atomic read once it succeeded.
+    pub fn claim_shared_keys(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(claim) = &self.claim else {
+            return Ok(());
+        };
+        self.claimed
+            .get_or_try_init(py, || claim.call0(py).map(drop))
+            .map(drop)
     }
 
     /// The first words of every key of this function: the scope word, and
@@ -616,6 +636,23 @@ impl Core {
             ),
             error,
         );
+    }
+
+    /// [`Core::compute`] for the engine, which shares the error among the
+    /// callers waiting on it and may answer it with an older value
+    /// (stale-if-error): an interrupt is also parked for this caller, to be
+    /// raised whatever the engine answers (see `crate::interrupt`).
+    pub fn compute_for_engine(
+        &self,
+        py: Python<'_>,
+        call: &Call<'_>,
+    ) -> Result<Computed<Stored>, crate::runtime::SharedErr> {
+        self.compute(py, call).map_err(|error| {
+            if crate::interrupt::is_interrupt(py, &error) {
+                crate::interrupt::park(error.clone_ref(py));
+            }
+            Arc::new(error)
+        })
     }
 
     /// Runs the function and decides whether and how long to keep its value.

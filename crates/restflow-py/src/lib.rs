@@ -19,6 +19,7 @@ mod core;
 mod django_store;
 mod encode;
 mod fastpath;
+mod interrupt;
 mod json_value;
 mod loop_io;
 mod moment;

@@ -22,6 +22,7 @@ use restflow_cache::shared::{
 use restflow_cache::{Freshness, Lifetime, Span, Stamps, Status, Timestamp};
 
 use crate::core::{Call, Core, Layout, OwnedCall};
+use crate::interrupt::{self, is_interrupt};
 use crate::runtime::{hooks, log_error, SharedErr, RUNTIME};
 
 pyo3::create_exception!(
@@ -74,13 +75,6 @@ fn codecs(py: Python<'_>) -> PyResult<&Codecs> {
             json_loads: json.getattr("loads")?.unbind(),
         })
     })
-}
-
-/// Whether an error must reach the caller whatever the store path was
-/// doing: a `BaseException` that is not an `Exception` (`KeyboardInterrupt`,
-/// `SystemExit`) is a request to stop, never a bad value to log and skip.
-pub(crate) fn is_interrupt(py: Python<'_>, error: &PyErr) -> bool {
-    !error.is_instance_of::<pyo3::exceptions::PyException>(py)
 }
 
 fn seconds(what: &str, secs: f64) -> PyResult<Duration> {
@@ -446,7 +440,7 @@ fn produce(
     backend: &SharedBackend,
     call: &OwnedCall,
 ) -> Result<Produced<Py<PyAny>>, SharedErr> {
-    let computed = core.compute(py, &call.bind(py)).map_err(Arc::new)?;
+    let computed = core.compute_for_engine(py, &call.bind(py))?;
     let value = computed.value.value().clone_ref(py);
     let serialized = match computed.lifetime {
         None => None,
@@ -457,7 +451,8 @@ fn produce(
                 None
             }
             Err(Unserializable::Raised(error)) if is_interrupt(py, &error) => {
-                return Err(Arc::new(error))
+                interrupt::park(error.clone_ref(py));
+                return Err(Arc::new(error));
             }
             Err(Unserializable::Raised(error)) => {
                 log_error(
@@ -510,6 +505,7 @@ pub(crate) fn get(
                 |waiter| waiter.wait(),
             )
         });
+        interrupt::raise_parked()?;
         let answer = answer.map_err(|e| raise(py, e, &core.function_id))?;
         return match answer {
             Answer::Stored {
@@ -543,6 +539,7 @@ pub(crate) fn get(
                         &error,
                     );
                     let _ = py.detach(|| handle.cache.call(|s| SharedStore::delete(s, &keys.data)));
+                    interrupt::raise_parked()?;
                     continue;
                 }
             },
@@ -583,7 +580,11 @@ fn schedule_refresh(
                     None
                 }
             };
-            if let Err(error) = py.detach(|| handle.cache.finish_refresh(&keys, window, produced)) {
+            let finished = py.detach(|| handle.cache.finish_refresh(&keys, window, produced));
+            // No caller to hand an interrupt to on the refresh thread: the
+            // refresh just ends (and must not leave it for the next job).
+            let _ = interrupt::take();
+            if let Err(error) = finished {
                 handle.warn(py, &error);
             }
         })
@@ -605,7 +606,9 @@ pub(crate) fn peek(
 ) -> PyResult<Option<(Py<PyAny>, Stamps, Freshness)>> {
     let handle = backend.get();
     let keys = handle.call_keys(core, call)?;
-    match py.detach(|| handle.cache.peek(&keys)) {
+    let peeked = py.detach(|| handle.cache.peek(&keys));
+    interrupt::raise_parked()?;
+    match peeked {
         Ok(Some((flags, bytes, stamps, freshness))) => {
             match handle.deserialize(py, flags, &bytes) {
                 Ok(value) => Ok(Some((value, stamps, freshness))),
@@ -633,13 +636,13 @@ pub(crate) fn refresh(
     let keys = handle.call_keys(core, call)?;
     let owned = OwnedCall::new(call);
     let window = core.stale_if_error_window();
-    let answer = py
-        .detach(|| {
-            handle.cache.refresh(&keys, window, || {
-                Python::attach(|py| produce(py, core, handle, &owned))
-            })
+    let answer = py.detach(|| {
+        handle.cache.refresh(&keys, window, || {
+            Python::attach(|py| produce(py, core, handle, &owned))
         })
-        .map_err(|e| raise(py, e, &core.function_id))?;
+    });
+    interrupt::raise_parked()?;
+    let answer = answer.map_err(|e| raise(py, e, &core.function_id))?;
     Ok(handle.served(py, answer, Status::Refresh))
 }
 
@@ -662,8 +665,9 @@ fn invalidate<T: Send>(
     handle: &SharedBackend,
     run: impl FnOnce(&Box<dyn SharedStore>) -> Result<T, StoreError> + Send,
 ) -> PyResult<T> {
-    py.detach(|| handle.cache.call(run))
-        .map_err(|e| CacheBackendError::new_err(e.to_string()))
+    let done = py.detach(|| handle.cache.call(run));
+    interrupt::raise_parked()?;
+    done.map_err(|e| CacheBackendError::new_err(e.to_string()))
 }
 
 /// Drops one entry.
