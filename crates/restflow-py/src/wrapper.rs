@@ -507,7 +507,7 @@ impl CachedWrapper {
         // A function whose identity other live functions can have keeps its
         // in-process entries to itself (see `Core::claim`).
         let scope = match claim {
-            Some(_) => RUNTIME.scopes.unique(&identity, labels),
+            Some(_) => RUNTIME.scopes.unique(labels),
             None => RUNTIME.scopes.intern(&identity, labels),
         };
         let core = Arc::new(Core {
