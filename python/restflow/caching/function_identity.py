@@ -56,9 +56,20 @@ _REPEATABLE = ("<locals>", "<lambda>")
 _PLAIN_TYPES = (type(None), bool, int, float, str, bytes, Decimal, uuid.UUID)
 _MOMENT_TYPES = (date, datetime, time, timedelta)
 
-#: identity (``<namespace>::<function id>``) -> the function holding it.
+#: identity (``<namespace>::<function id>``) -> the function holding it;
+#: an entry leaves with its function.
 _holders: dict[str, weakref.ref[Callable[..., Any]]] = {}
-_lock = threading.Lock()
+# Re-entrant: a garbage collection run while it is held may call _forget.
+_lock = threading.RLock()
+
+
+def _forget(identity: str) -> Callable[[weakref.ref[Any]], None]:
+    def forget(ref: weakref.ref[Any]) -> None:
+        with _lock:
+            if _holders.get(identity) is ref:
+                del _holders[identity]
+
+    return forget
 
 
 def repeatable(func: Callable[..., Any]) -> bool:
@@ -139,7 +150,7 @@ def claim(identity: str, func: Callable[..., Any], *, method: bool) -> None:
             ref = _holders.get(identity)
             held = None if ref is None else ref()
             if held is None or _interchangeable(held, func, method):
-                _holders[identity] = weakref.ref(func)
+                _holders[identity] = weakref.ref(func, _forget(identity))
                 return
         if attempt == 0:
             # The holder may be garbage kept by a reference cycle; collect
