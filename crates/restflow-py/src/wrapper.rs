@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use restflow_cache::key::KeyWriter;
 use restflow_cache::{Entry, Freshness, GetError, Lookup, Outcome, Served, Span, Status};
@@ -240,7 +241,11 @@ impl CachedWrapper {
             BackendChoice::Named(spec) => Some(spec.as_str()),
             _ => None,
         };
-        RUNTIME.backend(py, spec)
+        let backend = RUNTIME.backend(py, spec)?;
+        if backend.is_some() {
+            self.core.claim_shared_keys(py)?;
+        }
+        Ok(backend)
     }
 
     /// The cached entry of a call (HIT or STALE), without computing,
@@ -283,16 +288,23 @@ impl CachedWrapper {
         fallback: Option<Arc<Entry<Stored>>>,
         call: &Call<'py>,
     ) -> PyResult<Served<Stored>> {
-        let served = RUNTIME
-            .engine
-            .resolve(
-                key,
-                lookup,
-                fallback,
-                || self.core.compute(py, call).map_err(Arc::new),
-                |waiter| wait_detached(py, waiter),
-            )
-            .map_err(|e| raise(py, e, &self.core.function_id))?;
+        // Set when the function ran here, so a hit never looks for a
+        // parked interrupt.
+        let ran = std::cell::Cell::new(false);
+        let served = RUNTIME.engine.resolve(
+            key,
+            lookup,
+            fallback,
+            || {
+                ran.set(true);
+                self.core.compute_for_engine(py, call)
+            },
+            |waiter| wait_detached(py, waiter),
+        );
+        if ran.get() {
+            crate::interrupt::raise_parked()?;
+        }
+        let served = served.map_err(|e| raise(py, e, &self.core.function_id))?;
         if served.refresh_claimed {
             self.schedule_refresh(key, &served.entry, call);
         }
@@ -394,11 +406,9 @@ impl CachedWrapper {
             return Reply::Shared(served).with_metadata(py);
         }
         let key = self.key(call)?;
-        let served = engine
-            .refresh(key.as_bytes(), || {
-                self.core.compute(py, call).map_err(Arc::new)
-            })
-            .map_err(|shared| shared.clone_ref(py))?;
+        let served = engine.refresh(key.as_bytes(), || self.core.compute_for_engine(py, call));
+        crate::interrupt::raise_parked()?;
+        let served = served.map_err(|shared| shared.clone_ref(py))?;
         Self::with_metadata(py, &served)
     }
 
@@ -449,6 +459,7 @@ impl CachedWrapper {
     #[pyo3(signature = (
         func, *, signature, method, ttl, stale, policy, namespace, function_id,
         owner, version, key_identifier, fields, backend = None, stale_if_error = None,
+        claim = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn create<'py>(
@@ -467,6 +478,7 @@ impl CachedWrapper {
         fields: Option<FieldsSpec<'py>>,
         backend: Option<String>,
         stale_if_error: Option<f64>,
+        claim: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, CachedWrapper>> {
         let seconds = |what: &str, secs: f64| {
             Span::from_secs_f64(secs).ok_or_else(|| {
@@ -499,9 +511,13 @@ impl CachedWrapper {
             format!("{namespace}:v{version}")
         };
         let identity = format!("{namespace_part}::{function_id}");
-        let scope = RUNTIME
-            .scopes
-            .intern(&identity, ScopeLabels { owner, version });
+        let labels = ScopeLabels { owner, version };
+        // A function whose identity other live functions can have keeps its
+        // in-process entries to itself (see `Core::claim`).
+        let scope = match claim {
+            Some(_) => RUNTIME.scopes.unique(labels),
+            None => RUNTIME.scopes.intern(&identity, labels),
+        };
         let core = Arc::new(Core {
             func: func.unbind(),
             policy: policy.map(Bound::unbind),
@@ -523,6 +539,9 @@ impl CachedWrapper {
             stale_if_error: stale_if_error
                 .map(|s| seconds("stale_if_error", s))
                 .transpose()?,
+            json_refusal_logged: Default::default(),
+            claim: claim.map(Bound::unbind),
+            claimed: PyOnceLock::new(),
         });
         CachedWrapper::make(py, core, None)
     }

@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from restflow._engine import CachedWrapper
+from restflow.caching.function_identity import claim, function_id_of, repeatable
 from restflow.caching.key_constructor import (
     DefaultKeyConstructor,
     KeyConstructor,
@@ -208,7 +209,14 @@ def cache_result(
         if not is_async:
             _refuse_async_policy(ttl, cache_if, cache_unless)
         spec, method = _signature_spec(func)
-        function_id = meta.key_identifier or f"{func.__module__}.{func.__qualname__}"
+        function_id = meta.key_identifier or function_id_of(func, method=method)
+        # A name other live functions can have: entries of its own in
+        # memory, and a check before its key strings reach a shared store.
+        name_claim = (
+            functools.partial(claim, f"{meta.namespace_part}::{function_id}", func, method=method)
+            if not meta.key_identifier and repeatable(func)
+            else None
+        )
         # The default constructor keys by every argument, which the engine
         # does on its own: no Python runs to build those keys.
         fields = None if type(constructor) is DefaultKeyConstructor else constructor.compile(func)
@@ -229,6 +237,7 @@ def cache_result(
             fields=fields,
             backend=backend,
             stale_if_error=if_error,
+            claim=name_claim,
         )
         functools.update_wrapper(wrapper, func)
         wrapper.key_constructor = constructor

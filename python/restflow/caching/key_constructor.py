@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from restflow import _engine
+from restflow.caching.function_identity import function_id_of
 from restflow.caching.key_fields import (
     ArgsKeyField,
     CacheKeyField,
@@ -161,7 +162,7 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
         if receiver is not None:
             owner = receiver if isinstance(receiver, type) else type(receiver)
             return f"{owner.__module__}.{owner.__qualname__}.{func.__name__}"
-        return f"{func.__module__}.{func.__qualname__}"
+        return function_id_of(func)
 
     # -- building keys -------------------------------------------------------
 

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from restflow.caching.decorators import is_method
 from restflow.caching.dispatchers.jobs import Change, Job, SignalTypes
+from restflow.caching.function_identity import function_id_of
 from restflow.caching.key_fields import (
     ArgsKeyField,
     CacheKeyField,
@@ -460,7 +461,8 @@ def function_path(wrapper: Any) -> str:
     """The cached function's dotted path: its ``function_id`` unless a
     ``Meta.key_identifier`` makes several functions share one."""
     func = wrapper.func
-    return f"{func.__module__}.{func.__qualname__}"
+    method = is_method(list(inspect.signature(func).parameters.values()))
+    return function_id_of(func, method=method)
 
 
 def _parameters(wrapper: Any) -> tuple[list[inspect.Parameter], bool]:

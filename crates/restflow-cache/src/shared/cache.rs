@@ -190,6 +190,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                 self.breaker.succeeded();
                 Ok(value)
             }
+            Err(StoreError::Interrupted) => Err(StoreError::Interrupted),
             Err(error) => {
                 self.breaker.failed();
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
@@ -252,7 +253,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         error: StoreError,
         compute: impl FnOnce() -> Result<Produced<T>, E>,
     ) -> Result<Answer<T>, SharedError<E>> {
-        if !self.options.bypass_on_failure {
+        if !self.options.bypass_on_failure || error == StoreError::Interrupted {
             return Err(SharedError::Store(error));
         }
         let produced = compute().map_err(SharedError::Compute)?;
