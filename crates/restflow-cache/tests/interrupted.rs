@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use restflow_cache::shared::{
-    Breaker, Fetched, KeySet, Produced, SharedCache, SharedError, SharedOptions, SharedStore,
-    Signer, StoreError,
+    Breaker, Fetched, Generations, KeySet, Produced, SharedCache, SharedError, SharedOptions,
+    SharedStore, Signer, StoreError,
 };
 use restflow_cache::{Clock, Lifetime, Span, Timestamp};
 
@@ -34,7 +34,16 @@ impl SharedStore for Interrupted {
     fn delete(&self, _key: &str) -> Result<bool, StoreError> {
         self.call()
     }
-    fn bump(&self, _key: &str) -> Result<u64, StoreError> {
+    fn generations(&self, _keys: &KeySet, _floor: Duration) -> Result<Generations, StoreError> {
+        self.call()
+    }
+    fn put_current(
+        &self,
+        _keys: &KeySet,
+        _generations: Generations,
+        _payload: &[u8],
+        _ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
         self.call()
     }
     fn try_lock(&self, _key: &str, _token: &str, _ttl: Duration) -> Result<bool, StoreError> {
