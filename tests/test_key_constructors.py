@@ -1040,9 +1040,7 @@ def test_the_accepted_key_constructor_forms():
         pass
 
     bad = [
-        42,
         "K",
-        None,
         {},
         {"x": "not a field"},
         {"x": ArgsKeyField("x"), "y": 1},
@@ -1054,6 +1052,9 @@ def test_the_accepted_key_constructor_forms():
     ]
     for value in bad:
         with pytest.raises(ValueError, match="Invalid KeyConstructor"):
+            cache_result(ttl=60, key_constructor=value)
+    for value in (42, None):  # a ttl in the key constructor's place (issue 12)
+        with pytest.raises(TypeError, match="did you mean ttl="):
             cache_result(ttl=60, key_constructor=value)
     with pytest.raises(ValueError, match="CacheKeyField"):
         cache_result(ttl=60, key_constructor={"fields": {"x": "not a field"}})

@@ -118,6 +118,7 @@ from datetime import timedelta
 from typing import Any
 
 from restflow.caching.decorators import _refuse_async_policy, cache_result, check_policy
+from restflow.caching.key_constructor import refuse_ttl_as_constructor
 from restflow.caching.response_async import AsyncCachedResponseWrapper, make_async_renderer
 from restflow.caching.response_keys import ResponseCacheKeyConstructor, with_variant
 from restflow.caching.response_wrapper import (
@@ -151,20 +152,20 @@ def _check_target(func: Any) -> None:
 
 
 def cache_response(
-    key_constructor: Any = ResponseCacheKeyConstructor,
+    key_constructor: Any = None,
     ttl: int | float | timedelta | Callable[..., Any] | None = 3600,
-    *,
-    stale_while_revalidate: int | float | timedelta | None = None,
     invalidates_on: list[Any] | None = None,
     cache_if: Callable[..., Any] | None = None,
     cache_unless: Callable[..., Any] | None = None,
     set_cache_headers: bool = False,
+    *,
+    stale_while_revalidate: int | float | timedelta | None = None,
 ) -> Callable[[Callable[..., Any]], CachedResponseWrapper]:
     """Caches a DRF view handler's rendered responses (see the module docs).
 
     :param key_constructor: what keys a response, as for ``cache_result``;
-        by default :class:`ResponseCacheKeyConstructor` (query string and URL
-        kwargs). The negotiated media type, API version, language, time zone
+        ``None`` (the default) is :class:`ResponseCacheKeyConstructor` (query
+        string and URL kwargs). The negotiated media type, API version, language, time zone
         and user are always added.
     :param ttl: seconds, a ``timedelta``, ``None`` (never expires) or a
         callable ``ttl(response, *args, **kwargs)`` returning one of those.
@@ -183,6 +184,9 @@ def cache_response(
     """
     if inspect.isfunction(key_constructor):
         raise TypeError("@cache_response needs its parentheses: @cache_response(...).")
+    refuse_ttl_as_constructor(key_constructor, "cache_response")
+    if key_constructor is None:
+        key_constructor = ResponseCacheKeyConstructor
     check_policy(ttl, cache_if, cache_unless)
     response_ttl = ResponseTtl(ttl) if callable(ttl) else None
 
@@ -196,8 +200,8 @@ def cache_response(
             _refuse_async_policy(ttl, cache_if, cache_unless, target="view")
             render = make_renderer(func, call, cache_if, cache_unless, response_ttl)
         cached = cache_result(
-            response_ttl or ttl,
             key_constructor=with_variant(key_constructor, call.name),
+            ttl=response_ttl or ttl,
             stale_while_revalidate=stale_while_revalidate,
             cache_if=is_entry,
             invalidates_on=invalidates_on,

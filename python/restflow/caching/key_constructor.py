@@ -29,6 +29,7 @@ import inspect
 import threading
 import weakref
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any, ClassVar
 
 from restflow import _engine
@@ -448,6 +449,27 @@ def _freeze(value: Any) -> Any:
     except TypeError:
         return ("unhashable", type(value), id(value))
     return (type(value), value)
+
+
+def refuse_ttl_as_constructor(value: Any, decorator: str) -> None:
+    """The key constructor is the first positional parameter of ``cache_result``
+    and ``cache_response`` (drf-restflow's order); restflow's first releases
+    put the ttl there. A number, a ``timedelta`` or ``None`` in that place is a
+    ttl written for the old order, and a function is a missing pair of
+    parentheses or a callable ttl: say which, rather than key by it."""
+    if (isinstance(value, (int, float, timedelta)) and not isinstance(value, bool)) or (
+        value is None and decorator == "cache_result"
+    ):
+        raise TypeError(
+            f"{decorator}()'s first positional parameter is key_constructor (as in "
+            f"drf-restflow), and it got {value!r}: did you mean ttl={value!r}?"
+        )
+    if inspect.isfunction(value) or inspect.ismethod(value):
+        raise TypeError(
+            f"{decorator}()'s first positional parameter is key_constructor, and it got "
+            f"the function {value.__qualname__}: write @{decorator}(...) with its "
+            "parentheses, and pass a callable ttl by keyword (ttl=...)."
+        )
 
 
 def resolve(key_constructor: Any) -> KeyConstructor:
