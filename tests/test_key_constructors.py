@@ -898,7 +898,7 @@ def test_subclass_inherits_overrides_and_extends_fields_and_meta():
         ({"namespace": 3}, "namespace"),
         ({"namespace": "a:b"}, "namespace"),
         ({"namespace": "a::b"}, "namespace"),
-        ({"version": "2"}, "version"),
+        ({"version": "two"}, "version"),  # digits ("2") are accepted (issue 12)
         ({"version": True}, "version"),
         ({"version": 0}, "version"),
         ({"version": 2.0}, "version"),
@@ -926,17 +926,21 @@ def test_inline_constructor_identity():
     first = InlineKeyConstructor(fields(), namespace="inline")
     assert issubclass(first, KeyConstructor)
     assert InlineKeyConstructor(fields(), namespace="inline") is first
-    assert InlineKeyConstructor(fields(), "inline", 1, "") is first
+    assert InlineKeyConstructor(fields(), 1, None, None, "inline", "") is first
     assert InlineKeyConstructor(dict(reversed(fields().items())), namespace="inline") is first
     different = [
         InlineKeyConstructor(fields()),
         InlineKeyConstructor(fields(), namespace="other"),
         InlineKeyConstructor(fields(), namespace="inline", version=2),
         InlineKeyConstructor(fields(), namespace="inline", key_identifier="shared"),
-        InlineKeyConstructor({**fields(), "x": ArgsKeyField("x", hash_value=True)}, "inline"),
-        InlineKeyConstructor({**fields(), "x": ArgsKeyField("x", path="id")}, "inline"),
-        InlineKeyConstructor({**fields(), "y": ArgsKeyField("x")}, "inline"),
-        InlineKeyConstructor({"tenant": ArgsKeyField("tenant"), "x": ArgsKeyField("x")}, "inline"),
+        InlineKeyConstructor(
+            {**fields(), "x": ArgsKeyField("x", hash_value=True)}, namespace="inline"
+        ),
+        InlineKeyConstructor({**fields(), "x": ArgsKeyField("x", path="id")}, namespace="inline"),
+        InlineKeyConstructor({**fields(), "y": ArgsKeyField("x")}, namespace="inline"),
+        InlineKeyConstructor(
+            {"tenant": ArgsKeyField("tenant"), "x": ArgsKeyField("x")}, namespace="inline"
+        ),
     ]
     assert len({id(c) for c in [first, *different]}) == len(different) + 1
     assert first._meta.namespace == "inline"

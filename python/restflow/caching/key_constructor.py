@@ -38,11 +38,20 @@ from restflow.caching.key_fields import (
     CacheKeyField,
     CallShape,
     KeyFieldError,
+    overrides_get_key_payload,
 )
 
 __all__ = ["DefaultKeyConstructor", "InlineKeyConstructor", "KeyConstructor"]
 
-_META_OPTIONS = {"namespace": str, "version": int, "key_identifier": str}
+_META_OPTIONS = {
+    "namespace": str,
+    "version": int,
+    "key_identifier": str,
+    # drf-restflow's: accepted and checked. restflow digests every key part
+    # longer than MAX_KEY_PART_LENGTH, always (see Options).
+    "max_key_suffix_length": int,
+    "hash_suffix_on_overflow": bool,
+}
 
 #: Every cached function with its constructor, for ``wipe``.
 _registry: weakref.WeakKeyDictionary[Any, KeyConstructor] = weakref.WeakKeyDictionary()
@@ -50,12 +59,30 @@ _registry_lock = threading.Lock()
 
 
 class Options:
-    """A constructor's ``Meta``: namespace, version and key identifier."""
+    """A constructor's ``Meta``: namespace, version and key identifier.
 
-    def __init__(self, namespace: str = "", version: int = 1, key_identifier: str = "") -> None:
+    ``max_key_suffix_length`` and ``hash_suffix_on_overflow`` are
+    drf-restflow's options, kept as given (``None``: not given): restflow
+    replaces any key part longer than ``MAX_KEY_PART_LENGTH`` by its digest,
+    whatever they say, so no key is ever over-long or truncated.
+    """
+
+    def __init__(
+        self,
+        namespace: str = "",
+        version: int = 1,
+        key_identifier: str = "",
+        max_key_suffix_length: int | None = None,
+        hash_suffix_on_overflow: bool | None = None,
+    ) -> None:
         self.namespace = namespace
         self.version = version
         self.key_identifier = key_identifier
+        self.max_key_suffix_length = max_key_suffix_length
+        self.hash_suffix_on_overflow = hash_suffix_on_overflow
+
+    def values(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _META_OPTIONS}
 
     @property
     def namespace_part(self) -> str:
@@ -64,9 +91,17 @@ class Options:
         return namespace if self.version == 1 else f"{namespace}:v{self.version}"
 
 
+def digit_version(value: Any) -> Any:
+    """drf-restflow accepts a version written as digits (``"2"``): the int it
+    means. Anything else is returned as it is, for the checks to refuse."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return value
+
+
 def _read_meta(name: str, meta: type | None, inherited: Options) -> Options:
     if meta is None:
-        return Options(inherited.namespace, inherited.version, inherited.key_identifier)
+        return Options(**inherited.values())
     given = {key: value for key, value in vars(meta).items() if not key.startswith("__")}
     unknown = sorted(set(given) - set(_META_OPTIONS))
     if unknown:
@@ -74,18 +109,22 @@ def _read_meta(name: str, meta: type | None, inherited: Options) -> Options:
             f"{name}.Meta has unknown option(s) {', '.join(unknown)}; "
             f"allowed: {', '.join(_META_OPTIONS)}."
         )
+    if "version" in given:
+        given["version"] = digit_version(given["version"])
     for option, kind in _META_OPTIONS.items():
         if option in given and (
-            not isinstance(given[option], kind) or isinstance(given[option], bool)
+            not isinstance(given[option], kind)
+            or (kind is not bool and isinstance(given[option], bool))
         ):
             raise TypeError(
                 f"{name}.Meta.{option} must be a {kind.__name__}; got {given[option]!r}."
             )
-    options = Options(
-        given.get("namespace", inherited.namespace),
-        given.get("version", inherited.version),
-        given.get("key_identifier", inherited.key_identifier),
-    )
+    options = Options(**{**inherited.values(), **given})
+    if options.max_key_suffix_length is not None and options.max_key_suffix_length < 1:
+        raise TypeError(
+            f"{name}.Meta.max_key_suffix_length must be an int >= 1; "
+            f"got {options.max_key_suffix_length!r}."
+        )
     if ":" in options.namespace or options.namespace != options.namespace.strip():
         raise TypeError(
             f"{name}.Meta.namespace must not contain ':' or surrounding spaces; "
@@ -144,6 +183,12 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
         return dict(self._declared_fields)
 
     @property
+    def fields(self) -> dict[str, CacheKeyField]:
+        """The declared fields by name, inherited ones included (a subclass's
+        field of the same name wins): drf-restflow's name for :meth:`get_fields`."""
+        return self.get_fields()
+
+    @property
     def has_only_partition_fields(self) -> bool:
         """Whether every field is a partition field (the suffix is empty)."""
         return all(field.partition for field in self._declared_fields.values())
@@ -173,13 +218,13 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
         if compiled is None:
             if signature is None:
                 signature = inspect.signature(func)
-            shape = CallShape(signature)
+            shape = CallShape(signature, func)
             fields = self._declared_fields.values()
             compiled = (
                 signature,
                 shape,
-                tuple(f.reader(signature, shape) for f in fields if f.partition),
-                tuple(f.reader(signature, shape) for f in fields if not f.partition),
+                tuple(_reader(f, signature, shape) for f in fields if f.partition),
+                tuple(_reader(f, signature, shape) for f in fields if not f.partition),
             )
             self._compiled[func] = compiled
         return compiled
@@ -270,7 +315,10 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
         return build, partition, self.has_partition_fields, self._plan(signature)
 
     def _plan(self, signature: inspect.Signature):
-        plans = {name: field.plan(signature) for name, field in self._declared_fields.items()}
+        plans = {
+            name: None if overrides_get_key_payload(field) else field.plan(signature)
+            for name, field in self._declared_fields.items()
+        }
         if any(plan is None for plan in plans.values()):
             return None
         fields = self._declared_fields
@@ -354,6 +402,14 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
         return f"<{type(self).__name__} {fields}>"
 
 
+def _reader(field: CacheKeyField, signature: inspect.Signature, shape: CallShape):
+    """The field's reader; the generic one (which calls ``get_key_payload``)
+    when a subclass overrides that, since a built-in's shortcut would skip it."""
+    if overrides_get_key_payload(field):
+        return CacheKeyField.reader(field, signature, shape)
+    return field.reader(signature, shape)
+
+
 def register(wrapper: Any, constructor: KeyConstructor) -> None:
     """Remembers which constructor a cached function uses, for ``wipe``."""
     with _registry_lock:
@@ -373,15 +429,18 @@ _inline_lock = threading.Lock()
 
 def InlineKeyConstructor(
     fields: Mapping[str, CacheKeyField],
+    version: int | str = 1,
+    max_key_suffix_length: int | None = None,
+    hash_suffix_on_overflow: bool | None = None,
     namespace: str = "",
-    version: int = 1,
     key_identifier: str = "",
 ) -> type[KeyConstructor]:
     """A :class:`KeyConstructor` subclass from a dict of fields.
 
     Identical inputs return the same class object, so a constructor built
     inline in a decorator is the same constructor each time the module is
-    imported.
+    imported. The parameters are ``Meta``'s options, in drf-restflow's
+    positional order; ``version`` may be written as digits (``"2"``).
     """
     if not isinstance(fields, Mapping) or not all(
         isinstance(field, CacheKeyField) for field in fields.values()
@@ -389,6 +448,17 @@ def InlineKeyConstructor(
         raise ValueError(
             f"InlineKeyConstructor fields must be a dict of CacheKeyField; got {fields!r}"
         )
+    version = digit_version(version)
+    # Checked by Meta like the others; they do not change keys, so they are
+    # not part of the owner path below.
+    suffix_options = {
+        name: value
+        for name, value in (
+            ("max_key_suffix_length", max_key_suffix_length),
+            ("hash_suffix_on_overflow", hash_suffix_on_overflow),
+        )
+        if value is not None
+    }
     described = (
         tuple(sorted((name, field.identity()) for name, field in fields.items())),
         namespace,
@@ -409,6 +479,7 @@ def InlineKeyConstructor(
             namespace,
             version,
             key_identifier,
+            tuple(sorted(suffix_options.items())),
         )
     )
     with _inline_lock:
@@ -421,7 +492,12 @@ def InlineKeyConstructor(
         meta = type(
             "Meta",
             (),
-            {"namespace": namespace, "version": version, "key_identifier": key_identifier},
+            {
+                "namespace": namespace,
+                "version": version,
+                "key_identifier": key_identifier,
+                **suffix_options,
+            },
         )
         # A field keeps the name it is declared under: each inline constructor
         # gets its own copy, so one field object can serve under several names.
