@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from django.test import override_settings
 
 import restflow.caching as caching
 from restflow.caching import cache_result
@@ -151,6 +152,39 @@ def test_the_hashing_module():
     from restflow.caching.hashing import hash_string
 
     assert hash_string("abc") == hashlib.sha256(b"abc").hexdigest()
+    with override_settings(RESTFLOW_SETTINGS={"CACHE_SETTINGS": {"KEY_HASH_ALGORITHM": "md5"}}):
+        assert hash_string("abc") == hashlib.md5(b"abc").hexdigest()
+    upper = {"CACHE_SETTINGS": {"KEY_HASH_ALGORITHM": str.upper}}
+    with override_settings(RESTFLOW_SETTINGS=upper):
+        assert hash_string("abc") == "ABC"
+
+
+def test_the_origins_key_settings_are_accepted_and_checked():
+    from django.core.exceptions import ImproperlyConfigured
+
+    from restflow.caching.settings import cache_settings
+
+    origin = {
+        "MAX_KEY_SUFFIX_LENGTH": 120,
+        "HASH_SUFFIX_ON_OVERFLOW": True,
+        "KEY_HASH_ALGORITHM": "blake2b",
+    }
+    with override_settings(RESTFLOW_SETTINGS={"CACHE_SETTINGS": origin}):
+        assert cache_settings()["MAX_KEY_SUFFIX_LENGTH"] == 120
+
+        @cache_result(ttl=60)
+        def f(x):
+            return x
+
+        assert f(1) == 1
+    for key, bad in (
+        ("MAX_KEY_SUFFIX_LENGTH", "long"),
+        ("HASH_SUFFIX_ON_OVERFLOW", 1),
+        ("KEY_HASH_ALGORITHM", "no-such-hash"),
+    ):
+        with override_settings(RESTFLOW_SETTINGS={"CACHE_SETTINGS": {key: bad}}):
+            with pytest.raises(ImproperlyConfigured, match=key):
+                cache_settings()
 
 
 def test_the_dispatchers_module_names():

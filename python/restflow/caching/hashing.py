@@ -7,10 +7,16 @@ and other project code that hashed text with it.
 
 import hashlib
 
+from restflow.caching.settings import cache_settings
+
 __all__ = ["hash_string"]
 
 
-def hash_string(value: str, algorithm: str = "sha256") -> str:
-    """The hex digest of ``value`` (UTF-8) with a ``hashlib`` algorithm;
-    SHA-256 by default, drf-restflow's default ``KEY_HASH_ALGORITHM``."""
+def hash_string(value: str) -> str:
+    """The hex digest of ``value`` (UTF-8) with the ``KEY_HASH_ALGORITHM``
+    setting: a ``hashlib`` name (``"sha256"`` by default) or a callable
+    ``(str) -> str``, as in drf-restflow."""
+    algorithm = cache_settings()["KEY_HASH_ALGORITHM"]
+    if callable(algorithm):
+        return algorithm(value)
     return hashlib.new(algorithm, value.encode("utf-8")).hexdigest()
