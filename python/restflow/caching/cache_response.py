@@ -62,9 +62,12 @@ Every :class:`~restflow.caching.CachedWrapper` method is on the wrapper
 (:class:`CachedResponseWrapper`), taking the handler's own arguments:
 ``get_cache_key(request, pk=1)``, ``delete_by_prefix(pk=1)`` (the URL kwargs
 are the partition), ``invalidate_all()``. The key of a request depends on
-what DRF negotiated for it, so key-only methods need the request DRF passed
-to the view; methods that run the view (``refresh``, ``bypass_cache``) also
-need a view DRF has initialized (inside a request).
+what DRF negotiated for it: given a bare view and a plain Django request
+(``MyView.get.delete_cache(MyView(), request, pk=1)``, drf-restflow's
+documented use outside a request), the request is negotiated as DRF's
+dispatch would (:mod:`restflow.caching.response_negotiation`);
+``bypass_cache`` then just calls the handler. An ``@api_view`` function has
+no view to negotiate with: its methods need the DRF request the view got.
 
 Async views. On an ``async def`` handler, ``cache_response`` returns an
 :class:`AsyncCachedResponseWrapper` (:mod:`restflow.caching.response_async`),
