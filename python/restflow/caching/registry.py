@@ -149,6 +149,11 @@ class CacheRegistry:
                 self._for_class[model] = found
         return found
 
+    def rules(self) -> list[BoundRule]:
+        """Every bound rule, in registration order."""
+        with self._lock:
+            return list(self._by_id.values())
+
     def get_rule(self, rule_id: str) -> BoundRule | None:
         """The rule known by ``rule_id`` (``"<function path>#<position>"``)."""
         return self._by_id.get(rule_id)

@@ -388,12 +388,12 @@ class BoundRule:
         if not self.rule.wants(instance, change, self._watched):
             return None
         job = Job(self.rule_id, self.module, self.model_label, change, rule=self)
+        job.pk = instance.pk  # a broker's top-level pk (drf-restflow's); the invalidator's row
         if self.target == INVALIDATOR:
             # A delete clears the instance's pk at the end of the deletion,
             # before the invalidator runs after the commit: keep a copy.
             deleted = change.signal_type is SignalTypes.POST_DELETE
             job.instance = copy.copy(instance) if deleted else instance
-            job.pk = instance.pk
             return job
         job.kwargs = {name: _read_path(instance, steps) for name, steps in self._paths.items()}
         required = self.rule.require_args
