@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.test import RequestFactory
 from rest_framework import viewsets
 from rest_framework.decorators import api_view
@@ -23,6 +24,7 @@ from rest_framework.test import APIRequestFactory
 from rest_framework.views import APIView
 
 from restflow.caching import CACHE_MISSING, CacheStatus, cache_response
+from tests.response_views_async import AwaitingAPIView
 
 RUNS = {"view": 0, "viewset": 0}
 
@@ -131,3 +133,58 @@ def test_a_function_view_with_a_raw_request_says_what_to_pass(store):
         cached_article.delete_cache(raw(), pk=1)
     with pytest.raises(TypeError, match="DRF Request"):
         cached_article.get_cache_key(raw(), pk=1)
+
+
+# -- async DRF views (an APIView whose dispatch awaits, as adrf's does) -------------------------
+
+
+class AsyncArticleView(AwaitingAPIView):
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    async def get(self, request, pk):
+        RUNS["view"] += 1
+        return Response({"pk": pk, "run": RUNS["view"]})
+
+
+def served_async(pk=1):
+    return async_to_sync(AsyncArticleView.as_view())(APIRequestFactory().get(f"/b/{pk}"), pk=pk)
+
+
+def test_async_methods_outside_dispatch_negotiate_too(store):
+    assert served_async()["X-Cache-status"] == "MISS"
+    handler = AsyncArticleView.get
+
+    async def scenario():
+        found = await handler.aget_cache_only(AsyncArticleView(), raw(query=""), pk=1)
+        bypassed = await handler.abypass_cache(AsyncArticleView(), raw(query=""), pk=1)
+        refreshed = await handler.arefresh(AsyncArticleView(), raw(query=""), pk=1)
+        deleted = await handler.adelete_cache(AsyncArticleView(), raw(query=""), pk=1)
+        return found, bypassed, refreshed, deleted
+
+    found, bypassed, refreshed, deleted = async_to_sync(scenario)()
+    assert found is not CACHE_MISSING
+    assert isinstance(bypassed, Response) and bypassed.data == {"pk": 1, "run": 2}
+    assert body(refreshed) == {"pk": 1, "run": 3}
+    assert deleted is True
+    assert served_async()["X-Cache-status"] == "MISS"
+
+
+def test_drf_restflows_async_example_on_adrf(store):
+    """drf-restflow's cache_response docstring: an adrf APIView with an async handler."""
+    adrf_views = pytest.importorskip("adrf.views")
+
+    class UserMeAPIView(adrf_views.APIView):
+        renderer_classes = (JSONRenderer,)
+        runs = 0
+
+        @cache_response(ttl=60, set_cache_headers=True)
+        async def get(self, request):
+            UserMeAPIView.runs += 1
+            return Response({"runs": UserMeAPIView.runs})
+
+    view = UserMeAPIView.as_view()
+    first = async_to_sync(view)(APIRequestFactory().get("/me"))
+    second = async_to_sync(view)(APIRequestFactory().get("/me"))
+    assert (first["X-Cache-status"], second["X-Cache-status"]) == ("MISS", "HIT")
+    assert body(second) == {"runs": 1}

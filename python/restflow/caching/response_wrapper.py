@@ -230,8 +230,8 @@ class CachedResponseWrapper:
         return self.bypass_cache_with_metadata(*args, **kwargs)[0]
 
     def bypass_cache_with_metadata(self, *args: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
-        if not is_drf_request(self._call.request(args, kwargs, self._offset)):
-            # Outside DRF's dispatch (drf-restflow's documented use): just the handler.
+        if self._outside_dispatch(args, kwargs):
+            # drf-restflow's documented use outside a request: just the handler.
             receiver = (self.__self__,) if self._offset else ()
             return self.func(*receiver, *args, **kwargs), {"cache_status": CacheStatus.BYPASS}
         return self._serve("bypass_cache_with_metadata", args, kwargs)
@@ -264,6 +264,17 @@ class CachedResponseWrapper:
 
     # -- the one path every response call takes --------------------------------
 
+    def _view(self, args: tuple[Any, ...]) -> Any:
+        return self.__self__ if self._offset else (args[0] if self._call.method else None)
+
+    def _outside_dispatch(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Whether the call carries a plain Django request where DRF's dispatch
+        would pass its own (an async handler of a plain Django view takes Django's)."""
+        request = self._call.request(args, kwargs, self._offset)
+        if is_drf_request(request):
+            return False
+        return not self._django_requests or can_negotiate(self._view(args))
+
     def _dispatched(
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -274,7 +285,7 @@ class CachedResponseWrapper:
         request = self._call.request(args, kwargs, self._offset)
         if is_drf_request(request):
             return args, kwargs
-        view = self.__self__ if self._offset else (args[0] if self._call.method else None)
+        view = self._view(args)
         if not can_negotiate(view):
             if self._django_requests:
                 return args, kwargs
