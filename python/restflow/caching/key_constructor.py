@@ -142,22 +142,24 @@ def _read_meta(name: str, meta: type | None, inherited: Options) -> Options:
 class KeyConstructorMeta(type):
     """Collects the :class:`CacheKeyField` attributes of a constructor class,
     inherited ones first, a subclass's field of the same name winning, and
-    checks its ``Meta``."""
+    checks its ``Meta``.
+
+    The fields are taken out of the class namespace (they live in
+    ``_declared_fields``, as in drf-restflow), so a field may be named like a
+    constructor attribute (``fields``, ``namespace``, ``wipe``) without
+    hiding it."""
 
     def __new__(mcs, name: str, bases: tuple[type, ...], attrs: dict[str, Any]):
         meta = attrs.pop("Meta", None)
+        declared = {k: v for k, v in attrs.items() if isinstance(v, CacheKeyField)}
+        for field_name in declared:
+            del attrs[field_name]
         cls = super().__new__(mcs, name, bases, attrs)
+        for field_name, field in declared.items():
+            field.__set_name__(cls, field_name)
         fields: dict[str, CacheKeyField] = {}
         for base in reversed(cls.__mro__[1:]):
             fields.update(getattr(base, "_declared_fields", {}))
-        declared = {k: v for k, v in attrs.items() if isinstance(v, CacheKeyField)}
-        base = globals().get("KeyConstructor")
-        for field_name in declared:
-            if base is not None and hasattr(base, field_name):
-                raise TypeError(
-                    f"{name}.{field_name}: a key field cannot be named like the "
-                    f"KeyConstructor attribute {field_name!r}; rename the field."
-                )
         fields.update(declared)
         cls._declared_fields = dict(sorted(fields.items()))
         inherited = getattr(cls, "_meta", Options())
@@ -187,6 +189,28 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
         """The declared fields by name, inherited ones included (a subclass's
         field of the same name wins): drf-restflow's name for :meth:`get_fields`."""
         return self.get_fields()
+
+    # drf-restflow's views of Meta, kept for code that reads them.
+
+    def get_version(self) -> int:
+        """``Meta.version``."""
+        return self._meta.version
+
+    @property
+    def namespace(self) -> str:
+        """``Meta.namespace`` as drf-restflow wrote it in front of keys: ``"ns::"``,
+        or ``""`` without one."""
+        return f"{self._meta.namespace}::" if self._meta.namespace else ""
+
+    @property
+    def key_identifier(self) -> str:
+        """``Meta.key_identifier``."""
+        return self._meta.key_identifier
+
+    @classmethod
+    def register_wrapper(cls, wrapper: Any) -> None:
+        """Makes :meth:`wipe` reach ``wrapper`` (``cache_result`` does this itself)."""
+        register(wrapper, cls())
 
     @property
     def has_only_partition_fields(self) -> bool:
@@ -270,6 +294,12 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
     def build_key_prefix(self, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]):
         """``<namespace>::<function id>::<partition>``: what ``delete_by_prefix`` drops."""
         return "::".join(self._parts(func, args, kwargs)[:3])
+
+    def build_key_suffix(
+        self, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]
+    ) -> str:
+        """The suffix part of the key of ``func(*args, **kwargs)``: the non-partition fields."""
+        return self._parts(func, args, kwargs)[3]
 
     def generate_key(self, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]):
         """The key string of ``func(*args, **kwargs)``, as its wrapper renders it."""

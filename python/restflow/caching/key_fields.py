@@ -235,6 +235,52 @@ class CacheKeyField:
         shape = CallShape(inspect.signature(func), func)
         return self.payload(bind_arguments(func, args, kwargs), shape)
 
+    def get_cache_key_part(
+        self, func: Callable[..., Any] | None, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> str:
+        """The text this field adds to the key of ``func(*args, **kwargs)``, as
+        restflow's engine encodes it (typed; a digest when ``hash_value``)."""
+        from restflow import _engine
+
+        payload = self.get_key_payload(func, args, kwargs)
+        label = self.name or type(self).__name__
+        items = tuple(
+            (f"{label}.{key}", value, self.hash_value, self.sort_lists)
+            for key, value in sorted(payload.items())
+        )
+        return _engine.key_parts("", (), items)[1]
+
+    def extract_request_object(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        request_arg: str = "request",
+        normalize: bool = False,
+        view_self_request_fallback: bool = True,
+    ) -> Any:
+        """The request of a call, for a field of your own (drf-restflow's
+        helper): the ``request_arg`` keyword, else that parameter by position,
+        else ``self.request`` of a view method (``args[0]``). ``normalize``
+        prefers a DRF request where an object carries one in ``.request``.
+        ``None`` when there is none."""
+        if request_arg in kwargs:
+            found = kwargs[request_arg]
+        else:
+            names = list(inspect.signature(func).parameters)
+            index = names.index(request_arg) if request_arg in names else None
+            if index is not None and index < len(args):
+                found = args[index]
+            elif view_self_request_fallback and args and hasattr(args[0], "request"):
+                found = args[0].request
+            else:
+                return None
+        if normalize and found is not None and not hasattr(found, "query_params"):
+            inner = getattr(found, "request", None)
+            if hasattr(inner, "query_params"):
+                return inner
+        return found
+
     def items(
         self, bound: Mapping[str, Any], shape: CallShape
     ) -> tuple[tuple[str, Any, bool, bool], ...]:
