@@ -251,3 +251,25 @@ def test_a_django_rq_or_django_q_message_drf_restflow_queued(store):
     title(article.pk)
     run_cache_rules([5], {"5": {"article_id": article.pk}}, dispatcher_name="django_rq")
     assert title.get_cache_only(article.pk) is CACHE_MISSING
+
+
+def test_the_registrys_and_the_tasks_origin_entry_points(store):
+    from asgiref.sync import async_to_sync
+
+    from restflow.caching.tasks import arun_cache_rules
+
+    title, _calls = cached_title()
+    article = Article.objects.create(title="a")
+    rule_id = f"{title.func.__module__}.{title.func.__qualname__}#0"
+    for run in (
+        lambda: CacheRegister.run_cache_rules(
+            rule_ids=[rule_id], rule_kwargs={rule_id: {"article_id": article.pk}}
+        ),
+        lambda: async_to_sync(arun_cache_rules)([rule_id], {rule_id: {"article_id": article.pk}}),
+        lambda: CacheRegister.invalidate_for_instance(
+            article, False, CacheRegister.SignalTypes.POST_SAVE
+        ),
+    ):
+        title(article.pk)
+        run()
+        assert title.get_cache_only(article.pk) is CACHE_MISSING

@@ -323,6 +323,32 @@ class CacheRegistry:
         self._schedule(pairs, using)
         return len(pairs)
 
+    def invalidate_for_instance(
+        self,
+        instance: Model,
+        instance_created: bool,
+        signal_type: SignalTypes | str,
+        update_fields: Iterable[str] | None = None,
+    ) -> int:
+        """drf-restflow's name: the rules for one change of ``instance``
+        (see :meth:`invalidate_instances`)."""
+        return self.invalidate_instances(
+            [instance],
+            signal_type=signal_type,
+            created=instance_created,
+            update_fields=update_fields,
+        )
+
+    def run_cache_rules(
+        self, *, rule_ids: Iterable[Any], rule_kwargs: dict[str, Any] | None = None
+    ) -> None:
+        """drf-restflow's entry point: runs rules by id with their arguments
+        (``{rule_id: {parameter: value}}``); see
+        :func:`restflow.caching.tasks.run_cache_rules`."""
+        from restflow.caching.tasks import run_cache_rules
+
+        run_cache_rules(rule_ids=rule_ids, rule_kwargs=rule_kwargs or {})
+
     def _collect(self, instances: Iterable[Any], change: Change) -> list[tuple[BoundRule, Job]]:
         """The jobs of a change, read now; identical jobs once."""
         pairs: list[tuple[BoundRule, Job]] = []

@@ -25,7 +25,7 @@ from restflow.caching.dispatchers.jobs import Job
 from restflow.caching.dispatchers.origin import jobs_from_origin
 from restflow.caching.registry import CacheRegister
 
-__all__ = ["dramatiq_actor", "run_cache_rules", "task_run_cache_rules"]
+__all__ = ["arun_cache_rules", "dramatiq_actor", "run_cache_rules", "task_run_cache_rules"]
 
 logger = logging.getLogger("restflow.caching")
 
@@ -79,6 +79,17 @@ def run_cache_rules(
         logger.error("restflow: invalidation failed", exc_info=extra)
     if failures:
         raise failures[0]
+
+
+async def arun_cache_rules(*args: Any, **kwargs: Any) -> None:
+    """:func:`run_cache_rules` on a worker thread, awaited (drf-restflow's
+    async entry point): the rules touch stores and the database."""
+    import asyncio
+    import functools
+
+    await asyncio.get_running_loop().run_in_executor(
+        None, functools.partial(run_cache_rules, *args, **kwargs)
+    )
 
 
 def _name(item: Job | dict[str, Any]) -> str:
