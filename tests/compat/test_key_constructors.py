@@ -385,3 +385,23 @@ def test_get_cache_key_part_is_the_fields_text_in_the_key():
     assert part != ConstantKeyField("v", "1").get_cache_key_part(None, (), {})  # typed
     hashed = ConstantKeyField("v", "x" * 500, hash_value=True).get_cache_key_part(None, (), {})
     assert len(hashed) < 100
+
+
+class MappedHeaderField(CacheKeyField):
+    """A custom field whose options hold a dict and a set."""
+
+    def __init__(self, aliases, allowed, **kwargs):
+        super().__init__(**kwargs)
+        self.aliases, self.allowed = aliases, allowed
+
+    def get_key_payload(self, func, args, kwargs):
+        return {"n": len(self.aliases)}
+
+
+def test_custom_fields_with_dict_or_set_options_stay_hashable_and_comparable():
+    first = MappedHeaderField({"a": 1}, {"x", "y"})
+    assert hash(first) == hash(MappedHeaderField({"a": 1}, {"y", "x"}))
+    assert first == MappedHeaderField({"a": 1}, {"x", "y"})
+    assert first != MappedHeaderField({"a": 2}, {"x", "y"})
+    made = InlineKeyConstructor(fields={"h": first})
+    assert made is InlineKeyConstructor(fields={"h": MappedHeaderField({"a": 1}, {"x", "y"})})

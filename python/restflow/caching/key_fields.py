@@ -128,6 +128,10 @@ def _identity(value: Any) -> Any:
         return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}"
     if isinstance(value, (list, tuple)):
         return tuple(_identity(v) for v in value)
+    if isinstance(value, Mapping):  # a custom field's options may hold one: kept hashable
+        return tuple(sorted(((k, _identity(v)) for k, v in value.items()), key=repr))
+    if isinstance(value, (set, frozenset)):
+        return tuple(sorted((_identity(v) for v in value), key=repr))
     return value
 
 
