@@ -230,3 +230,26 @@ def test_the_decorator_keeps_its_name_after_the_submodule_is_imported():
         [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True
     )
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_get_key_version_on_sync_and_async_wrappers():
+    from restflow.caching import ArgsKeyField, InlineKeyConstructor
+
+    versioned = InlineKeyConstructor(fields={"x": ArgsKeyField("x")}, version="4")
+
+    @cache_result(versioned, ttl=60)
+    def plain(x):
+        return x
+
+    @cache_result(versioned, ttl=60)
+    async def coroutine(x):
+        return x
+
+    class Holder:
+        @cache_result(ttl=60)
+        async def method(self, x):
+            return x
+
+    assert plain.get_key_version() == 4
+    assert coroutine.get_key_version() == 4
+    assert Holder().method.get_key_version() == 1

@@ -239,6 +239,7 @@ def cache_result(
         )
         functools.update_wrapper(wrapper, func)
         wrapper.key_constructor = constructor
+        wrapper.get_key_version = constructor.get_version  # drf-restflow's name for Meta.version
         register(wrapper, constructor)
         if invalidates_on:
             # Imported here: rules pull in Django's signals and models.
