@@ -273,3 +273,17 @@ def test_the_registrys_and_the_tasks_origin_entry_points(store):
         title(article.pk)
         run()
         assert title.get_cache_only(article.pk) is CACHE_MISSING
+
+
+def test_the_base_modules_helpers():
+    from restflow.caching.dispatchers.base import (
+        DEFAULT_FUNCTION_PATH,
+        get_dispatcher_settings,
+        import_dotted,
+    )
+
+    assert import_dotted(DEFAULT_FUNCTION_PATH) is run_cache_rules
+    assert get_dispatcher_settings("celery") == ORIGIN_SETTINGS[CeleryDispatcher]
+    assert get_dispatcher_settings("compat-outbox") == {"RAISE_EXCEPTION": None}
+    with pytest.raises(ImportError, match="dotted path"):
+        import_dotted("nodots")

@@ -24,7 +24,15 @@ from restflow.caching.dispatchers.jobs import Job
 from restflow.caching.dispatchers.origin import adapt, takes_origin_arguments
 from restflow.caching.settings import cache_settings
 
-__all__ = ["Dispatcher", "Requirement", "raises", "require"]
+__all__ = [
+    "DEFAULT_FUNCTION_PATH",
+    "Dispatcher",
+    "Requirement",
+    "get_dispatcher_settings",
+    "import_dotted",
+    "raises",
+    "require",
+]
 
 
 def require(module: str, *, dispatcher: str, extra: str, package: str = "") -> ModuleType:
@@ -61,6 +69,29 @@ def raises(raise_exception: bool | None, dispatcher_name: str | None) -> bool:
         if configured.get("RAISE_EXCEPTION") is not None:
             return bool(configured["RAISE_EXCEPTION"])
     return bool(settings["DISPATCHER_RAISE_EXCEPTION"])
+
+
+#: The worker function broker dispatchers name by default (drf-restflow's name).
+DEFAULT_FUNCTION_PATH = "restflow.caching.tasks.run_cache_rules"
+
+
+def get_dispatcher_settings(name: str) -> dict[str, Any]:
+    """The settings of the dispatcher registered as ``name``, defaults
+    included (drf-restflow's helper; :meth:`Dispatcher.settings`)."""
+    from restflow.caching.dispatchers import _registry
+
+    registered = _registry.get(name)
+    if registered is not None:
+        return registered.settings()
+    return dict(cache_settings()["DISPATCHER_SETTINGS"].get(name, {}))
+
+
+def import_dotted(path: str) -> Any:
+    """The object at ``"package.module.name"`` (drf-restflow's helper)."""
+    module_name, _, attribute = path.rpartition(".")
+    if not module_name:
+        raise ImportError(f"Invalid dotted path: {path!r}; give 'package.module.name'.")
+    return getattr(importlib.import_module(module_name), attribute)
 
 
 class Dispatcher(abc.ABC):
