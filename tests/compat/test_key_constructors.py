@@ -405,3 +405,12 @@ def test_custom_fields_with_dict_or_set_options_stay_hashable_and_comparable():
     assert first != MappedHeaderField({"a": 2}, {"x", "y"})
     made = InlineKeyConstructor(fields={"h": first})
     assert made is InlineKeyConstructor(fields={"h": MappedHeaderField({"a": 1}, {"x", "y"})})
+
+
+def test_without_a_call_the_prefix_is_the_whole_functions():
+    constructor = Named()
+    assert constructor.build_partition(_report, None, None) == ""
+    prefix = constructor.build_key_prefix(_report, None, None)
+    assert prefix == "reports:v3::report::"
+    request = APIRequestFactory().get("/?fields=a")
+    assert constructor.generate_key(_report, (request, 7), {}).startswith(prefix)

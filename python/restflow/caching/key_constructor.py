@@ -280,15 +280,19 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
     def _parts(
         self, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]
     ) -> tuple[str, str, str, str]:
-        bound, partition, suffix = self._bound(func, args, kwargs)
         function_id = self.get_function_identifier(func)
+        if args is None and kwargs is None:
+            # No call: the function as a whole (drf-restflow's build_key_prefix(f, None, None)).
+            return self._meta.namespace_part, function_id, "", ""
+        bound, partition, suffix = self._bound(func, args, kwargs)
         partition_text, suffix_text = _engine.key_parts(
             function_id, self._read(partition, bound), self._read(suffix, bound)
         )
         return self._meta.namespace_part, function_id, partition_text, suffix_text
 
     def build_partition(self, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]):
-        """The partition part of the key of ``func(*args, **kwargs)``."""
+        """The partition part of the key of ``func(*args, **kwargs)``; ``""``
+        when ``args`` and ``kwargs`` are both ``None`` (no call)."""
         return self._parts(func, args, kwargs)[2]
 
     def build_key_prefix(self, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]):
