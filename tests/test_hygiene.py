@@ -53,6 +53,8 @@ def test_no_outside_host_is_named():
     for path in tracked_files():
         if path.name == "Cargo.lock":  # the registry's checksums, not addresses
             continue
+        if path == Path(__file__).resolve():  # this file's own examples of what it catches
+            continue
         text = text_of(path)
         if text is None:
             continue

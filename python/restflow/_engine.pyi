@@ -17,6 +17,7 @@ class CachedWrapper(Generic[P, T]):
 
     is_cached_function: bool
     key_constructor: Any
+    get_key_version: Callable[[], int]  # set by cache_result: Meta.version
     __wrapped__: Callable[P, T]
     __name__: str
     __qualname__: str

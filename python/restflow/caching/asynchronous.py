@@ -174,6 +174,10 @@ class AsyncCachedWrapper:
     def function_id(self) -> str:
         return self._engine.function_id
 
+    def get_key_version(self) -> int:
+        """``Meta.version`` of the key constructor (drf-restflow's name)."""
+        return self._engine.key_constructor.get_version()
+
     def get_cache_key(self, *args: Any, **kwargs: Any) -> str:
         """The key string of a call (no I/O, so not async)."""
         return self._engine.get_cache_key(*args, **kwargs)
@@ -475,7 +479,7 @@ class _BoundAsyncWrapper:
         return self.__wrapper(self.__self__, *args, **kwargs)
 
     #: Methods that take no call arguments, so no instance goes in front.
-    _WHOLE_FUNCTION = frozenset({"ainvalidate_all", "invalidate_all", "func"})
+    _WHOLE_FUNCTION = frozenset({"ainvalidate_all", "invalidate_all", "func", "get_key_version"})
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.__wrapper, name)
