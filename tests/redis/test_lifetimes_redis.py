@@ -9,7 +9,12 @@ import weakref
 
 import pytest
 
-from restflow.caching import cache_result
+from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
+from restflow.caching.testing import wait_for_refreshes
+from tests.test_async_exit import run_scenario
+
+#: Calls per loop of the ttl=0 tests (each is a round trip).
+CALLS = 300
 
 #: Every `Tracked` object alive, made by a call or by unpickling.
 ALIVE: weakref.WeakSet = weakref.WeakSet()
@@ -46,3 +51,37 @@ def test_values_served_from_redis_are_freed_at_once(redis, entry_point):
     # Nothing holds a value: none may be alive, with no other engine call
     # made in between.
     assert len(ALIVE) == 0
+
+
+@pytest.mark.parametrize("ttl", [0, lambda result, x: 0], ids=["zero", "callable_zero"])
+def test_ttl_zero_on_redis_is_a_miss_on_every_call(redis, ttl):
+    computed = []
+
+    @cache_result(ttl=ttl, stale_while_revalidate=0)
+    def f(x):
+        computed.append(x)
+        return x
+
+    statuses = [f.get_with_metadata(1)[1]["cache_status"] for _ in range(CALLS)]
+    assert statuses == [CacheStatus.MISS] * CALLS
+    assert len(computed) == CALLS
+    assert f.get_cache_only(1) is CACHE_MISSING
+    assert f.get_cached_metadata(1) is None
+
+
+def test_ttl_zero_on_redis_with_a_stale_window_is_stale_after_the_first_call(redis):
+    @cache_result(ttl=0, stale_while_revalidate=60)
+    def f(x):
+        return x
+
+    statuses = [f.get_with_metadata(1)[1]["cache_status"] for _ in range(CALLS)]
+    wait_for_refreshes()
+    assert statuses == [CacheStatus.MISS] + [CacheStatus.STALE] * (CALLS - 1)
+    assert f.get_cached_metadata(1)["cache_status"] is CacheStatus.STALE
+
+
+@pytest.mark.parametrize("ending", ["close", "stop"])
+def test_exit_with_a_redis_computation_in_flight(redis, redis_server, ending):
+    out = run_scenario(redis_server.url, ending)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["exiting"]
