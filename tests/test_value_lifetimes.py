@@ -98,7 +98,15 @@ def _sync_entry_points():
 
         return lambda n: f(n)
 
-    return [plain, keyword, with_metadata, method, not_stored, callable_ttl]
+    def expired(make):
+        # ttl=0: every call finds the entry expired and replaces it.
+        @cache_result(ttl=0)
+        def f(n):
+            return make(n)
+
+        return lambda n: f(n % 8)
+
+    return [plain, keyword, with_metadata, method, not_stored, callable_ttl, expired]
 
 
 @pytest.mark.parametrize("entry_point", _sync_entry_points(), ids=lambda f: f.__name__)
