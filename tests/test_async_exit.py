@@ -64,7 +64,11 @@ def run_scenario(backend: str, ending: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("ending", ["close", "stop"])
-def test_exit_with_a_memory_computation_in_flight(ending):
-    out = run_scenario("memory", ending)
+@pytest.mark.parametrize("backend", ["memory", "django:default"])
+def test_exit_with_a_computation_in_flight(backend, ending):
+    """The memory store computes on the loop itself; the Django-cache store
+    (its LocMem default alias here) waits for the loop on a worker thread,
+    as Redis does."""
+    out = run_scenario(backend, ending)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["exiting"]

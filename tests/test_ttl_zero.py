@@ -15,6 +15,7 @@ import time
 from datetime import datetime
 
 import pytest
+from django.test import override_settings
 
 from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
@@ -34,8 +35,21 @@ def _counted(**options):
     return f, computed
 
 
+@pytest.fixture(params=["memory", "django"])
+def store(request):
+    """The memory store, or the Django-cache store over a LocMem alias.
+    (tests/redis/test_lifetimes_redis.py has the Redis side.)"""
+    if request.param == "memory":
+        yield
+        return
+    caches = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    backend = {"CACHE_SETTINGS": {"BACKEND": "django:default"}}
+    with override_settings(CACHES=caches, RESTFLOW_SETTINGS=backend):
+        yield
+
+
 @pytest.mark.parametrize("ttl", [0, lambda result, x: 0], ids=["zero", "callable_zero"])
-def test_ttl_zero_is_a_miss_on_every_call(ttl):
+def test_ttl_zero_is_a_miss_on_every_call(store, ttl):
     f, computed = _counted(ttl=ttl, stale_while_revalidate=0)
     statuses = [f.get_with_metadata(1)[1]["cache_status"] for _ in range(CALLS)]
     assert statuses == [CacheStatus.MISS] * CALLS
@@ -46,7 +60,7 @@ def test_ttl_zero_is_a_miss_on_every_call(ttl):
     assert f.get_cached_metadata(1) is None
 
 
-def test_ttl_zero_with_a_stale_window_is_stale_after_the_first_call():
+def test_ttl_zero_with_a_stale_window_is_stale_after_the_first_call(store):
     f, _ = _counted(ttl=0, stale_while_revalidate=60)
     statuses = [f.get_with_metadata(1)[1]["cache_status"] for _ in range(CALLS)]
     wait_for_refreshes()

@@ -177,11 +177,12 @@ impl Reply {
     #[inline]
     pub fn with_metadata(self, py: Python<'_>) -> PyResult<(Py<PyAny>, Bound<'_, PyDict>)> {
         match self {
-            Reply::Memory(served) => {
-                let answer = CachedWrapper::with_metadata(py, &served);
-                release(served.entry);
-                answer
-            }
+            // A plain drop, not `release`: here that measured ~8 ns more on
+            // a ~125 ns hit. A hit's entry is the last reference only if
+            // another thread evicted it meanwhile; its decref is then
+            // deferred to the next call that is not a memory hit (every
+            // eviction is made by one), so the delay is bounded.
+            Reply::Memory(served) => CachedWrapper::with_metadata(py, &served),
             Reply::Shared(served) => {
                 let times = served.stamps.map(|stamps| {
                     (
