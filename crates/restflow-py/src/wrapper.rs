@@ -259,7 +259,8 @@ impl CachedWrapper {
     fn get<'py>(&self, py: Python<'py>, call: &Call<'py>) -> PyResult<Reply> {
         let engine = RUNTIME.ready(py)?;
         if let Some(backend) = self.shared(py)? {
-            return crate::vectorcall::attached(|| {
+            // `move`: the backend handle is dropped in there too.
+            return crate::vectorcall::attached(move || {
                 crate::shared::get(py, &self.core, &backend, call).map(Reply::Shared)
             });
         }
