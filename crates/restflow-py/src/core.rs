@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple, PyType};
+use pyo3::{PyTraverseError, PyVisit};
 use restflow_cache::key::{self, KeyWriter, Sequence};
 use restflow_cache::{Computed, Lifetime, Scope, Span};
 
@@ -479,6 +480,29 @@ impl Core {
         for class in classes {
             let table_key = partition_table_key(class.as_deref(), partition.as_bytes());
             self.scope.bump_partition(&table_key);
+        }
+        Ok(())
+    }
+
+    /// Visits the Python objects this core holds, for the garbage collector
+    /// (see `CachedWrapper::__traverse__`, which calls this only while it
+    /// owns the core alone). A class number shared with a key still being
+    /// built, or a table another thread holds locked, is skipped: skipping
+    /// is safe, it only keeps the object for a later collection.
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.func)?;
+        visit.call(&self.policy)?;
+        self.signature.traverse(visit)?;
+        if let Some(fields) = &self.fields {
+            visit.call(&fields.build)?;
+            visit.call(&fields.partition)?;
+        }
+        if let Some(classes) = self.classes.try_lock() {
+            for class in classes.values() {
+                if Arc::strong_count(class) == 1 {
+                    visit.call(&class._type)?;
+                }
+            }
         }
         Ok(())
     }

@@ -8,6 +8,7 @@
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
 use restflow_cache::key::{KeyBytes, KeyWriter, Sequence, Unordered};
 
 use crate::encode::{write_value, Unsupported};
@@ -71,6 +72,17 @@ pub struct Signature {
     /// call is made on, and is not part of the arguments key.
     pub method: bool,
     function: String,
+}
+
+impl Signature {
+    /// Visits the parameters' default objects, for the garbage collector
+    /// (see `Core::traverse`).
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for param in &self.params {
+            visit.call(&param.default_value)?;
+        }
+        Ok(())
+    }
 }
 
 /// Where the arguments of one call failed to encode.

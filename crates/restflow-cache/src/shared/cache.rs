@@ -219,7 +219,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         if fetched.generations != Some(decoded.generations) {
             return Found::Nothing;
         }
-        let now = self.clock.now_coarse();
+        let now = self.clock.now_judging(decoded.stamps.fresh_until);
         match decoded.stamps.freshness(now) {
             Freshness::Expired => {
                 // Past the stale window, but maybe inside stale-if-error.
