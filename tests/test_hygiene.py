@@ -53,6 +53,8 @@ def test_no_outside_host_is_named():
     for path in tracked_files():
         if path.name == "Cargo.lock":  # the registry's checksums, not addresses
             continue
+        if path == Path(__file__).resolve():  # this file's own examples of what it catches
+            continue
         text = text_of(path)
         if text is None:
             continue
@@ -72,15 +74,16 @@ def test_no_script_downloads_by_url():
     assert found == []
 
 
+# The examples are split at "//" so that this file itself names no host.
 @pytest.mark.parametrize(
     "line, outside",
     [
-        ("mirror=http://deb.debian.org/debian", True),
-        ('curl -o x "https://files.example.org/a.whl"', True),
-        ("redis://127.0.0.1:6379/0", False),
-        ("redis://:secret@localhost:6379/0", False),
-        ('repository = "https://example.invalid/restflow"', False),
-        ("rediss://cache.internal.example.com:6380/0", True),
+        ("mirror=http:" + "//mirror.example.net/debian", True),
+        ('curl -o x "https:' + '//files.example.org/a.whl"', True),
+        ("redis:" + "//127.0.0.1:6379/0", False),
+        ("redis:" + "//:secret@localhost:6379/0", False),
+        ('repository = "https:' + '//example.invalid/restflow"', False),
+        ("rediss:" + "//cache.internal.example.com:6380/0", True),
     ],
 )
 def test_the_host_check_itself(line, outside):

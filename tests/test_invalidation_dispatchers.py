@@ -335,7 +335,7 @@ def test_dramatiq_sends_to_the_restflow_actor(monkeypatch):
     title(a.pk)
     a.save()
     [(name, (jobs, dispatcher_name))] = sent
-    assert (name, dispatcher_name) == ("restflow.caching.run_cache_rules", "dramatiq")
+    assert (name, dispatcher_name) == ("restflow.task_run_cache_rules", "dramatiq")
     # The worker's actor is the same function.
     tasks_module.dramatiq_actor().fn(json.loads(json.dumps(jobs)), dispatcher_name)
     assert title.get_cache_only(a.pk) is CACHE_MISSING

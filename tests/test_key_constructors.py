@@ -221,10 +221,13 @@ def test_a_field_may_be_named_like_a_constructor_helper():
     assert parts(item.get_cache_key(Obj(owner=Obj(id=9))))[3] == "owner.item=i9"
 
 
-@pytest.mark.parametrize("name", ["wipe", "generate_key", "get_fields", "compile"])
-def test_a_field_shadowing_a_constructor_method_is_refused_at_class_creation(name):
-    with pytest.raises(TypeError, match=name):
-        type("Shadowing", (KeyConstructor,), {name: ArgsKeyField("x")})
+@pytest.mark.parametrize("name", ["wipe", "generate_key", "get_fields", "compile", "fields"])
+def test_a_field_named_like_a_constructor_method_does_not_hide_it(name):
+    # Fields leave the class namespace (issue 12: as in drf-restflow), so any name works.
+    made = type("Shadowing", (KeyConstructor,), {name: ArgsKeyField("x")})
+    assert callable(getattr(made, name)) or name == "fields"
+    assert made().get_fields()[name].name == name
+    assert made().fields[name].arguments == "x"
 
 
 def test_args_field_normalizer_is_applied_and_a_failing_one_keys_the_raw_value(calls):
@@ -908,7 +911,7 @@ def test_subclass_inherits_overrides_and_extends_fields_and_meta():
         ({"namespace": 3}, "namespace"),
         ({"namespace": "a:b"}, "namespace"),
         ({"namespace": "a::b"}, "namespace"),
-        ({"version": "2"}, "version"),
+        ({"version": "two"}, "version"),  # digits ("2") are accepted (issue 12)
         ({"version": True}, "version"),
         ({"version": 0}, "version"),
         ({"version": 2.0}, "version"),
@@ -936,17 +939,21 @@ def test_inline_constructor_identity():
     first = InlineKeyConstructor(fields(), namespace="inline")
     assert issubclass(first, KeyConstructor)
     assert InlineKeyConstructor(fields(), namespace="inline") is first
-    assert InlineKeyConstructor(fields(), "inline", 1, "") is first
+    assert InlineKeyConstructor(fields(), 1, None, None, "inline", "") is first
     assert InlineKeyConstructor(dict(reversed(fields().items())), namespace="inline") is first
     different = [
         InlineKeyConstructor(fields()),
         InlineKeyConstructor(fields(), namespace="other"),
         InlineKeyConstructor(fields(), namespace="inline", version=2),
         InlineKeyConstructor(fields(), namespace="inline", key_identifier="shared"),
-        InlineKeyConstructor({**fields(), "x": ArgsKeyField("x", hash_value=True)}, "inline"),
-        InlineKeyConstructor({**fields(), "x": ArgsKeyField("x", path="id")}, "inline"),
-        InlineKeyConstructor({**fields(), "y": ArgsKeyField("x")}, "inline"),
-        InlineKeyConstructor({"tenant": ArgsKeyField("tenant"), "x": ArgsKeyField("x")}, "inline"),
+        InlineKeyConstructor(
+            {**fields(), "x": ArgsKeyField("x", hash_value=True)}, namespace="inline"
+        ),
+        InlineKeyConstructor({**fields(), "x": ArgsKeyField("x", path="id")}, namespace="inline"),
+        InlineKeyConstructor({**fields(), "y": ArgsKeyField("x")}, namespace="inline"),
+        InlineKeyConstructor(
+            {"tenant": ArgsKeyField("tenant"), "x": ArgsKeyField("x")}, namespace="inline"
+        ),
     ]
     assert len({id(c) for c in [first, *different]}) == len(different) + 1
     assert first._meta.namespace == "inline"
@@ -1050,9 +1057,7 @@ def test_the_accepted_key_constructor_forms():
         pass
 
     bad = [
-        42,
         "K",
-        None,
         {},
         {"x": "not a field"},
         {"x": ArgsKeyField("x"), "y": 1},
@@ -1064,6 +1069,9 @@ def test_the_accepted_key_constructor_forms():
     ]
     for value in bad:
         with pytest.raises(ValueError, match="Invalid KeyConstructor"):
+            cache_result(ttl=60, key_constructor=value)
+    for value in (42, None):  # a ttl in the key constructor's place (issue 12)
+        with pytest.raises(TypeError, match="did you mean ttl="):
             cache_result(ttl=60, key_constructor=value)
     with pytest.raises(ValueError, match="CacheKeyField"):
         cache_result(ttl=60, key_constructor={"fields": {"x": "not a field"}})

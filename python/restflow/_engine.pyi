@@ -17,6 +17,7 @@ class CachedWrapper(Generic[P, T]):
 
     is_cached_function: bool
     key_constructor: Any
+    get_key_version: Callable[[], int]  # set by cache_result: Meta.version
     __wrapped__: Callable[P, T]
     __name__: str
     __qualname__: str
@@ -48,6 +49,7 @@ class CachedWrapper(Generic[P, T]):
         | None,
         backend: str | None = None,
         stale_if_error: float | None = None,
+        claim: Callable[[], None] | None = None,
     ) -> CachedWrapper[P, T]: ...
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T: ...
     def get_with_metadata(self, *args: P.args, **kwargs: P.kwargs) -> tuple[T, Metadata]: ...

@@ -65,15 +65,17 @@ impl<V, S: Store<V>> Cache<V, S> {
     /// Reads `key`, claiming the refresh of a stale entry for at most one
     /// reader.
     ///
-    /// Freshness is judged on the coarse clock ([`Clock::now_coarse`]): an
-    /// entry may be served up to one scheduler tick (a few milliseconds)
-    /// past its deadline, which saves most of a hit's clock cost.
+    /// Freshness is judged on the coarse clock ([`Clock::now_coarse`]),
+    /// which saves most of a hit's clock cost, except within the coarse
+    /// clock's lag of the entry's deadline, where the precise clock judges
+    /// ([`Clock::now_judging`]): no entry is served fresh past its deadline.
     #[inline]
     pub fn lookup(&self, key: &[u8]) -> Lookup<V> {
         let Some(entry) = self.store.get(key) else {
             return Lookup::Miss;
         };
-        match entry.stamps().freshness(self.clock.now_coarse()) {
+        let now = self.clock.now_judging(entry.stamps().fresh_until);
+        match entry.stamps().freshness(now) {
             Freshness::Fresh => Lookup::Fresh(entry),
             Freshness::Stale => Lookup::Stale {
                 refresh: entry.claim_refresh(),
@@ -100,7 +102,7 @@ impl<V, S: Store<V>> Cache<V, S> {
         let Some(entry) = self.store.get(key) else {
             return (Lookup::Miss, None);
         };
-        let now = self.clock.now_coarse();
+        let now = self.clock.now_judging(entry.stamps().fresh_until);
         match entry.stamps().freshness(now) {
             Freshness::Fresh => (Lookup::Fresh(entry), None),
             Freshness::Stale => (
@@ -130,7 +132,8 @@ impl<V, S: Store<V>> Cache<V, S> {
     /// entry may be kept for stale-if-error; see [`Cache::lookup_keeping`]).
     pub fn peek(&self, key: &[u8]) -> Option<(Arc<Entry<V>>, Freshness)> {
         let entry = self.store.get(key)?;
-        match entry.stamps().freshness(self.clock.now()) {
+        let now = self.clock.now_judging(entry.stamps().fresh_until);
+        match entry.stamps().freshness(now) {
             Freshness::Expired => None,
             freshness => Some((entry, freshness)),
         }
@@ -221,6 +224,18 @@ mod tests {
         assert_eq!(freshness, Freshness::Stale);
         assert!(entry.claim_refresh());
         assert!(cache.peek(b"missing").is_none());
+    }
+
+    #[test]
+    fn a_zero_ttl_is_never_fresh_on_the_real_clock() {
+        let cache = Cache::new(MemoryStore::new(10), Clock::system());
+        for _ in 0..2_000 {
+            cache.insert(b"k", "v", Lifetime::new(Span::ZERO, Span::ZERO));
+            assert!(matches!(cache.lookup(b"k"), Lookup::Miss));
+            cache.insert(b"k", "v", Lifetime::new(Span::ZERO, Span::from_secs(60)));
+            assert!(matches!(cache.lookup(b"k"), Lookup::Stale { .. }));
+            assert_eq!(cache.peek(b"k").unwrap().1, Freshness::Stale);
+        }
     }
 
     #[test]

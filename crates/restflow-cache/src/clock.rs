@@ -64,6 +64,26 @@ impl Clock {
         self.frozen_at().unwrap_or_else(Timestamp::now_coarse)
     }
 
+    /// The instant to judge an entry that stops being fresh at
+    /// `fresh_until` by: the coarse clock while that is more than the
+    /// coarse clock's lag away ([`Timestamp::coarse_lag`]), so the entry is
+    /// fresh on the precise clock too; the precise clock otherwise.
+    ///
+    /// So a deadline is never judged late by up to a tick: an entry with a
+    /// ttl shorter than a tick (`ttl=0` above all, stamped with the precise
+    /// clock) is never served fresh past it, and a lookup agrees with a
+    /// [`Clock::now`] reading at the boundary. Costs a hit one comparison.
+    #[inline]
+    pub fn now_judging(&self, fresh_until: Option<Timestamp>) -> Timestamp {
+        let coarse = self.now_coarse();
+        match fresh_until {
+            Some(deadline) if coarse.saturating_add(Timestamp::coarse_lag()) >= deadline => {
+                self.now()
+            }
+            _ => coarse,
+        }
+    }
+
     /// Stops the clock at `at`.
     pub fn freeze(&self, at: Timestamp) {
         self.frozen_at
@@ -117,6 +137,30 @@ mod tests {
             Timestamp::from_micros(2_001_000)
         );
         assert_eq!(clock.now(), Timestamp::from_micros(2_001_000));
+    }
+
+    #[test]
+    fn near_a_deadline_the_precise_clock_judges() {
+        let clock = Clock::system();
+        let lag = Timestamp::coarse_lag();
+        // A deadline just passed on the precise clock is judged passed,
+        // whatever the coarse clock says.
+        for _ in 0..10_000 {
+            let deadline = Timestamp::now_system();
+            assert!(clock.now_judging(Some(deadline)) >= deadline);
+        }
+        // A far deadline is judged on the coarse clock, which is within
+        // the lag of the precise one.
+        let far = Timestamp::now_system().saturating_add(Span::from_secs(60));
+        let judged = clock.now_judging(Some(far));
+        assert!(judged.saturating_add(lag) >= Timestamp::now_system());
+        // Frozen, it is the frozen instant either way.
+        let frozen = Clock::frozen(Timestamp::from_micros(5));
+        assert_eq!(
+            frozen.now_judging(Some(Timestamp::from_micros(5))),
+            Timestamp::from_micros(5)
+        );
+        assert_eq!(frozen.now_judging(None), Timestamp::from_micros(5));
     }
 
     #[test]

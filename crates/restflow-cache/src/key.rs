@@ -21,6 +21,36 @@ use xxhash_rust::xxh3::xxh3_128;
 /// Encoded bytes, kept on the stack for the usual short argument lists.
 pub type KeyBytes = SmallVec<[u8; 96]>;
 
+/// The longest text or byte string, and the most items in a container,
+/// that one value can have: lengths and counts are written in 32 bits.
+pub const MAX_LEN: usize = u32::MAX as usize;
+
+/// A value too long for the encoding (over [`MAX_LEN`] bytes or items).
+/// Nothing is written for it; the writer must not be used for a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooLong {
+    /// The length found.
+    pub len: usize,
+}
+
+impl std::fmt::Display for TooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} bytes or items, over the {MAX_LEN} (4 GiB) a key part can hold",
+            self.len
+        )
+    }
+}
+
+impl std::error::Error for TooLong {}
+
+/// A length or count as the 32 bits it is written in.
+#[inline(always)]
+fn len_u32(len: usize) -> Result<u32, TooLong> {
+    u32::try_from(len).map_err(|_| TooLong { len })
+}
+
 mod tag {
     pub const NONE: u8 = 0x00;
     pub const FALSE: u8 = 0x01;
@@ -148,15 +178,22 @@ impl KeyWriter {
         self.put(raw);
     }
 
-    /// An integer outside the 64-bit range, as its decimal digits (with a
-    /// leading `-` when negative). Values inside the range must use
-    /// [`KeyWriter::write_int`] so each integer has one encoding.
-    pub fn write_big_int(&mut self, decimal: &str) {
+    /// An integer outside the 64-bit range, as Python's `hex()` prints it
+    /// (`0x1f`, `-0x1f`: lowercase, no leading zeros). Values inside the
+    /// range must use [`KeyWriter::write_int`] so each integer has one
+    /// encoding.
+    ///
+    /// Hex rather than decimal: converting to decimal is quadratic in the
+    /// size of the number (Python caps it at a configurable digit count),
+    /// while hex is linear and has no cap, so every integer has a key and
+    /// the same key in every process.
+    pub fn write_big_int(&mut self, hex: &str) -> Result<(), TooLong> {
         debug_assert!(
-            decimal.parse::<i64>().is_err(),
-            "use write_int for {decimal}"
+            hex.trim_start_matches('-').starts_with("0x")
+                && i64::from_str_radix(&hex.replacen("0x", "", 1), 16).is_err(),
+            "use write_int for {hex}"
         );
-        self.write_len_prefixed(tag::BIG_INT, decimal.as_bytes());
+        self.write_len_prefixed(tag::BIG_INT, hex.as_bytes())
     }
 
     /// A float, distinct from an integer of the same value. Every NaN is
@@ -171,44 +208,53 @@ impl KeyWriter {
 
     /// Text.
     #[inline]
-    pub fn write_str(&mut self, value: &str) {
-        self.write_len_prefixed(tag::STR, value.as_bytes());
+    pub fn write_str(&mut self, value: &str) -> Result<(), TooLong> {
+        self.write_len_prefixed(tag::STR, value.as_bytes())
     }
 
     /// Binary data.
     #[inline]
-    pub fn write_bytes(&mut self, value: &[u8]) {
-        self.write_len_prefixed(tag::BYTES, value);
+    pub fn write_bytes(&mut self, value: &[u8]) -> Result<(), TooLong> {
+        self.write_len_prefixed(tag::BYTES, value)
     }
 
     /// Starts an ordered container of `len` items; write the items next.
     #[inline]
-    pub fn begin_sequence(&mut self, kind: Sequence, len: usize) {
+    pub fn begin_sequence(&mut self, kind: Sequence, len: usize) -> Result<(), TooLong> {
+        let len = len_u32(len)?;
         self.bytes.push(match kind {
             Sequence::Tuple => tag::TUPLE,
             Sequence::List => tag::LIST,
         });
-        self.write_u32(len);
+        self.put(len.to_le_bytes());
+        Ok(())
     }
 
     /// An unordered container from its items, each encoded on its own
     /// writer (for a dict, the key then the value on one writer).
-    pub fn write_unordered(&mut self, kind: Unordered, items: Vec<KeyWriter>) {
+    pub fn write_unordered(
+        &mut self,
+        kind: Unordered,
+        items: Vec<KeyWriter>,
+    ) -> Result<(), TooLong> {
+        let len = len_u32(items.len())?;
         self.bytes.push(match kind {
             Unordered::Dict => tag::DICT,
             Unordered::Set => tag::SET,
             Unordered::FrozenSet => tag::FROZEN_SET,
         });
-        self.write_u32(items.len());
+        self.put(len.to_le_bytes());
         self.write_sorted(items);
+        Ok(())
     }
 
     /// A list written with its items sorted by their encodings: for values
     /// whose list order carries no meaning (the caller's choice; the result
     /// is a list like any other).
-    pub fn write_sorted_list(&mut self, items: Vec<KeyWriter>) {
-        self.begin_sequence(Sequence::List, items.len());
+    pub fn write_sorted_list(&mut self, items: Vec<KeyWriter>) -> Result<(), TooLong> {
+        self.begin_sequence(Sequence::List, items.len())?;
         self.write_sorted(items);
+        Ok(())
     }
 
     /// Appends items in the order of their encodings, so the order they
@@ -224,19 +270,15 @@ impl KeyWriter {
     /// (a date as its ISO text, an enum member as its value); write that
     /// inner value next. The name keeps types whose inner values coincide
     /// apart.
-    pub fn begin_tagged(&mut self, type_name: &str) {
-        self.write_len_prefixed(tag::TAGGED, type_name.as_bytes());
+    pub fn begin_tagged(&mut self, type_name: &str) -> Result<(), TooLong> {
+        self.write_len_prefixed(tag::TAGGED, type_name.as_bytes())
     }
 
+    /// Checks the length before anything is read or written, so a value
+    /// over [`MAX_LEN`] costs nothing and leaves the writer as it was.
     #[inline]
-    fn write_u32(&mut self, n: usize) {
-        let n = u32::try_from(n).expect("a key part over 4 GiB");
-        self.put(n.to_le_bytes());
-    }
-
-    #[inline]
-    fn write_len_prefixed(&mut self, tag: u8, body: &[u8]) {
-        let len = u32::try_from(body.len()).expect("a key part over 4 GiB");
+    fn write_len_prefixed(&mut self, tag: u8, body: &[u8]) -> Result<(), TooLong> {
+        let len = len_u32(body.len())?;
         let mut head = [tag; 5];
         head[1..].copy_from_slice(&len.to_le_bytes());
         self.bytes.reserve(5 + body.len());
@@ -257,6 +299,7 @@ impl KeyWriter {
             }
             self.bytes.set_len(at + 5 + body.len());
         }
+        Ok(())
     }
 }
 
@@ -479,9 +522,25 @@ impl Reader<'_> {
 mod tests {
     use super::*;
 
-    fn one(write: impl FnOnce(&mut KeyWriter)) -> KeyWriter {
+    /// What a test closure returns: nothing, or a fallible write's result
+    /// (which must succeed).
+    trait Done {
+        fn done(self);
+    }
+
+    impl Done for () {
+        fn done(self) {}
+    }
+
+    impl Done for Result<(), TooLong> {
+        fn done(self) {
+            self.expect("a short value fits");
+        }
+    }
+
+    fn one<R: Done>(write: impl FnOnce(&mut KeyWriter) -> R) -> KeyWriter {
         let mut w = KeyWriter::new();
-        write(&mut w);
+        write(&mut w).done();
         w
     }
 
@@ -510,15 +569,15 @@ mod tests {
         // f("a,s1:b") against f("a", "b"), and the same with the key separator.
         let joined = one(|w| w.write_str("a,s1:b"));
         let split = one(|w| {
-            w.write_str("a");
-            w.write_str("b");
+            w.write_str("a").unwrap();
+            w.write_str("b").unwrap();
         });
         assert_ne!(
             render(joined.as_bytes()).unwrap(),
             render(split.as_bytes()).unwrap()
         );
         let list = one(|w| {
-            w.begin_sequence(Sequence::List, 2);
+            w.begin_sequence(Sequence::List, 2).unwrap();
             w.write_int(1);
             w.write_int(2);
         });
@@ -553,22 +612,22 @@ mod tests {
             w.write_none();
             w.write_bool(false);
             w.write_int(-7);
-            w.write_big_int("123456789012345678901234567890");
+            w.write_big_int("0x18ee90ff6c373e0ee4e3f0ad2").unwrap();
             w.write_float(2.5);
-            w.write_bytes(&[0, 255]);
-            w.begin_sequence(Sequence::Tuple, 1);
-            w.write_str("é");
+            w.write_bytes(&[0, 255]).unwrap();
+            w.begin_sequence(Sequence::Tuple, 1).unwrap();
+            w.write_str("é").unwrap();
             let pair = one(|p| {
-                p.write_str("a");
+                p.write_str("a").unwrap();
                 p.write_int(1);
             });
-            w.write_unordered(Unordered::Dict, vec![pair]);
-            w.begin_tagged("Decimal");
-            w.write_str("1.5");
+            w.write_unordered(Unordered::Dict, vec![pair]).unwrap();
+            w.begin_tagged("Decimal").unwrap();
+            w.write_str("1.5").unwrap();
         });
         assert_eq!(
             render(w.as_bytes()).unwrap(),
-            "N,F,i-7,i123456789012345678901234567890,f2.5,b2:00ff,t1(s2:é),d1{s1:a=i1},x7:Decimal(s3:1.5)"
+            "N,F,i-7,i0x18ee90ff6c373e0ee4e3f0ad2,f2.5,b2:00ff,t1(s2:é),d1{s1:a=i1},x7:Decimal(s3:1.5)"
         );
     }
 
@@ -607,8 +666,8 @@ mod tests {
     fn value_ranges_split_a_run() {
         let w = one(|w| {
             w.write_int(1);
-            w.write_str("ab");
-            w.begin_sequence(Sequence::List, 1);
+            w.write_str("ab").unwrap();
+            w.begin_sequence(Sequence::List, 1).unwrap();
             w.write_none();
         });
         let ranges = value_ranges(w.as_bytes()).unwrap();
@@ -620,6 +679,29 @@ mod tests {
     fn malformed_bytes_are_reported() {
         assert!(render(&[0xFF]).is_err());
         assert!(render(&[tag::STR, 10, 0, 0, 0, b'a']).is_err());
+    }
+
+    #[test]
+    fn a_part_over_4_gib_is_refused_not_a_panic() {
+        // The boundary itself: the longest length there is, and one more.
+        assert_eq!(len_u32(MAX_LEN), Ok(u32::MAX));
+        assert_eq!(len_u32(MAX_LEN + 1), Err(TooLong { len: MAX_LEN + 1 }));
+        // A real buffer one byte over: zeroed memory is mapped lazily and the
+        // length is checked before anything reads it, so this costs no RSS.
+        let huge = vec![0u8; MAX_LEN + 1];
+        let mut w = one(|w| w.write_int(1));
+        let before = w.as_bytes().to_vec();
+        assert_eq!(w.write_bytes(&huge), Err(TooLong { len: MAX_LEN + 1 }));
+        // SAFETY: zero bytes are valid UTF-8 (NUL characters).
+        let text = unsafe { std::str::from_utf8_unchecked(&huge) };
+        assert_eq!(w.write_str(text), Err(TooLong { len: MAX_LEN + 1 }));
+        assert_eq!(
+            w.begin_sequence(Sequence::List, MAX_LEN + 1),
+            Err(TooLong { len: MAX_LEN + 1 })
+        );
+        // Nothing was written for the refused values.
+        assert_eq!(w.as_bytes(), &before[..]);
+        assert!(TooLong { len: MAX_LEN + 1 }.to_string().contains("4 GiB"));
     }
 
     #[test]

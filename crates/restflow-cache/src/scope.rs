@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
 
@@ -126,6 +126,10 @@ impl<L> Scope<L> {
 pub struct Scopes<L> {
     next: AtomicU32,
     by_identity: Mutex<HashMap<String, Arc<Scope<L>>, Hasher>>,
+    /// Scopes of their own ([`Scopes::unique`]), held weakly: each goes
+    /// with the function that owns it, so making such functions over and
+    /// over does not grow this registry.
+    own: Mutex<Vec<Weak<Scope<L>>>>,
 }
 
 impl<L> Default for Scopes<L> {
@@ -133,6 +137,7 @@ impl<L> Default for Scopes<L> {
         Scopes {
             next: AtomicU32::new(1),
             by_identity: Mutex::new(HashMap::default()),
+            own: Mutex::new(Vec::new()),
         }
     }
 }
@@ -150,21 +155,42 @@ impl<L> Scopes<L> {
         if let Some(scope) = scopes.get(identity) {
             return Arc::clone(scope);
         }
-        let scope = Arc::new(Scope {
+        let scope = self.make(labels);
+        scopes.insert(identity.to_owned(), Arc::clone(&scope));
+        scope
+    }
+
+    /// A scope of its own for one caller: for a function whose identity
+    /// other functions can have (a closure made by a factory), so its
+    /// in-process entries are never another's. No identity finds it;
+    /// [`Scopes::bump_where`] still reaches it while the caller keeps it.
+    pub fn unique(&self, labels: L) -> Arc<Scope<L>> {
+        let scope = self.make(labels);
+        let mut own = self.own.lock();
+        if own.len() == own.capacity() {
+            // Forget dropped scopes before the vector grows: amortized O(1),
+            // and the vector stays within twice the most ever live at once.
+            own.retain(|weak| weak.strong_count() > 0);
+        }
+        own.push(Arc::downgrade(&scope));
+        scope
+    }
+
+    fn make(&self, labels: L) -> Arc<Scope<L>> {
+        Arc::new(Scope {
             number: self.next.fetch_add(1, Ordering::Relaxed),
             labels,
             generation: AtomicU64::new(0),
             partitions: RwLock::new(Partitions::default()),
             any_dropped: AtomicBool::new(false),
-        });
-        scopes.insert(identity.to_owned(), Arc::clone(&scope));
-        scope
+        })
     }
 
     /// Bumps every scope whose labels match; returns how many matched.
     /// Costs one step per scope (per cached function), never per entry.
     pub fn bump_where(&self, mut matches: impl FnMut(&L) -> bool) -> usize {
-        let scopes: Vec<_> = self.by_identity.lock().values().cloned().collect();
+        let mut scopes: Vec<_> = self.by_identity.lock().values().cloned().collect();
+        scopes.extend(self.own.lock().iter().filter_map(Weak::upgrade));
         let mut bumped = 0;
         for scope in scopes.iter().filter(|s| matches(&s.labels)) {
             scope.bump();
@@ -187,6 +213,27 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(*b.labels(), "first");
         assert_ne!(a.number(), c.number());
+    }
+
+    #[test]
+    fn a_unique_scope_is_shared_with_no_one_and_still_bumped_by_label() {
+        let scopes: Scopes<u32> = Scopes::new();
+        let named = scopes.intern("ns::mk.<locals>.f", 1);
+        let a = scopes.unique(1);
+        let b = scopes.unique(1);
+        assert_ne!(a.number(), b.number());
+        assert_ne!(a.number(), named.number());
+        assert!(Arc::ptr_eq(&named, &scopes.intern("ns::mk.<locals>.f", 1)));
+        assert_eq!(scopes.bump_where(|version| *version == 1), 3);
+        assert_eq!((a.generation(), b.generation()), (1, 1));
+        // A dropped one is gone; making many never grows the registry past
+        // twice the most ever live at once.
+        drop(b);
+        assert_eq!(scopes.bump_where(|version| *version == 1), 2);
+        for _ in 0..1000 {
+            drop(scopes.unique(1));
+        }
+        assert!(scopes.own.lock().len() <= 2 * 2);
     }
 
     #[test]

@@ -48,19 +48,26 @@ impl Timestamp {
     #[inline]
     pub fn now_coarse() -> Self {
         #[cfg(any(target_os = "linux", target_os = "android"))]
-        {
-            let mut ts = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            // SAFETY: `ts` is a valid, writable timespec.
-            if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } == 0 {
-                // time_t and c_long are narrower than i64 on some targets.
-                #[allow(clippy::unnecessary_cast)]
-                return Timestamp(ts.tv_sec as i64 * 1_000_000 + ts.tv_nsec as i64 / 1_000);
-            }
+        if let Some(micros) = coarse_clock(libc::clock_gettime) {
+            return Timestamp(micros);
         }
         Self::now_system()
+    }
+
+    /// How far [`Timestamp::now_coarse`] may trail the precise clock: two of
+    /// its ticks (the tick it is in, and one late update), read once from
+    /// `clock_getres`. Zero where the coarse clock is the precise one.
+    #[inline]
+    pub fn coarse_lag() -> Span {
+        static LAG: std::sync::OnceLock<Span> = std::sync::OnceLock::new();
+        *LAG.get_or_init(|| {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            if let Some(tick) = coarse_clock(libc::clock_getres) {
+                // +1: the resolution in microseconds, rounded up.
+                return Span::from_micros(2 * (tick + 1));
+            }
+            Span::ZERO
+        })
     }
 
     /// `self + span`, saturating at the end of representable time.
@@ -95,6 +102,26 @@ impl Timestamp {
             us => format!("{date_time}.{us:06}+00:00"),
         }
     }
+}
+
+/// `read` (`clock_gettime` or `clock_getres`) of the coarse real-time
+/// clock, in microseconds (truncated); `None` if the call fails.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[inline]
+fn coarse_clock(
+    read: unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> libc::c_int,
+) -> Option<i64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    if unsafe { read(libc::CLOCK_REALTIME_COARSE, &mut ts) } != 0 {
+        return None;
+    }
+    // time_t and c_long are narrower than i64 on some targets.
+    #[allow(clippy::unnecessary_cast)]
+    Some(ts.tv_sec as i64 * 1_000_000 + ts.tv_nsec as i64 / 1_000)
 }
 
 impl fmt::Display for Timestamp {

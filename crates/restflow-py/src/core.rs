@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple, PyType};
+use pyo3::{PyTraverseError, PyVisit};
 use restflow_cache::key::{self, KeyWriter, Sequence};
 use restflow_cache::{Computed, Lifetime, Scope, Span};
 
@@ -236,6 +237,18 @@ pub(crate) struct Core {
     pub backend: BackendChoice,
     /// `None`: the `STALE_IF_ERROR` setting.
     pub stale_if_error: Option<Span>,
+    /// Set once `SERIALIZER="json"` refused a value of this function and
+    /// said so (see `shared::log_json_refusal`).
+    pub json_refusal_logged: std::sync::atomic::AtomicBool,
+    /// For a function whose identity other live functions can have (made
+    /// inside a function, or a lambda): `claim()` registers it as the one
+    /// function that identity's key strings name across processes, or
+    /// raises when another live function holds them. Its memory entries
+    /// are its own anyway (a scope of its own); only key strings, which a
+    /// shared store sees, need the name to be unambiguous.
+    pub claim: Option<Py<PyAny>>,
+    /// Set once `claim` succeeded.
+    pub claimed: pyo3::sync::PyOnceLock<()>,
 }
 
 /// The store a wrapper uses.
@@ -278,6 +291,17 @@ impl Core {
         };
         drop(unused);
         Ok(found)
+    }
+
+    /// Makes sure this function may use key strings: see [`Core::claim`].
+    /// One atomic read once it succeeded.
+    pub fn claim_shared_keys(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(claim) = &self.claim else {
+            return Ok(());
+        };
+        self.claimed
+            .get_or_try_init(py, || claim.call0(py).map(drop))
+            .map(drop)
     }
 
     /// The first words of every key of this function: the scope word, and
@@ -374,7 +398,8 @@ impl Core {
         items: &[PlanItem],
         values: &[Bound<'_, PyAny>],
     ) -> PyResult<Vec<(String, Range<usize>)>> {
-        w.begin_sequence(Sequence::Tuple, items.len());
+        w.begin_sequence(Sequence::Tuple, items.len())
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
         let mut labels = Vec::with_capacity(items.len());
         let mut values = values.iter();
         for item in items {
@@ -455,6 +480,29 @@ impl Core {
         for class in classes {
             let table_key = partition_table_key(class.as_deref(), partition.as_bytes());
             self.scope.bump_partition(&table_key);
+        }
+        Ok(())
+    }
+
+    /// Visits the Python objects this core holds, for the garbage collector
+    /// (see `CachedWrapper::__traverse__`, which calls this only while it
+    /// owns the core alone). A class number shared with a key still being
+    /// built, or a table another thread holds locked, is skipped: skipping
+    /// is safe, it only keeps the object for a later collection.
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.func)?;
+        visit.call(&self.policy)?;
+        self.signature.traverse(visit)?;
+        if let Some(fields) = &self.fields {
+            visit.call(&fields.build)?;
+            visit.call(&fields.partition)?;
+        }
+        if let Some(classes) = self.classes.try_lock() {
+            for class in classes.values() {
+                if Arc::strong_count(class) == 1 {
+                    visit.call(&class._type)?;
+                }
+            }
         }
         Ok(())
     }
@@ -614,6 +662,23 @@ impl Core {
         );
     }
 
+    /// [`Core::compute`] for the engine, which shares the error among the
+    /// callers waiting on it and may answer it with an older value
+    /// (stale-if-error): an interrupt is also parked for this caller, to be
+    /// raised whatever the engine answers (see `crate::interrupt`).
+    pub fn compute_for_engine(
+        &self,
+        py: Python<'_>,
+        call: &Call<'_>,
+    ) -> Result<Computed<Stored>, crate::runtime::SharedErr> {
+        self.compute(py, call).map_err(|error| {
+            if crate::interrupt::is_interrupt(py, &error) {
+                crate::interrupt::park(error.clone_ref(py));
+            }
+            Arc::new(error)
+        })
+    }
+
     /// Runs the function and decides whether and how long to keep its value.
     pub fn compute(&self, py: Python<'_>, call: &Call<'_>) -> PyResult<Computed<Stored>> {
         if let Some(produce) = &call.produce {
@@ -643,7 +708,8 @@ pub(crate) fn write_items(
     items: &Bound<'_, PyTuple>,
     function_id: &str,
 ) -> PyResult<Vec<(String, Range<usize>)>> {
-    w.begin_sequence(Sequence::Tuple, items.len());
+    w.begin_sequence(Sequence::Tuple, items.len())
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
     let mut labels = Vec::with_capacity(items.len());
     for item in items.iter() {
         let (label, value, hashed, sort_lists): (String, Bound<'_, PyAny>, bool, bool) =
@@ -665,7 +731,6 @@ fn encode_item(
     sort_lists: bool,
     function_id: &str,
 ) -> PyResult<()> {
-    w.write_str(label);
     let encode = |w: &mut KeyWriter| {
         if sort_lists {
             write_value_sorting_lists(w, value)
@@ -673,19 +738,27 @@ fn encode_item(
             write_value(w, value)
         }
     };
-    let encoded = if hashed {
-        // A hashed field keeps only a fixed digest of its value.
-        let mut full = KeyWriter::new();
-        encode(&mut full).map(|()| w.write_str(&key::digest(full.as_bytes())))
-    } else {
-        encode(w)
-    };
-    encoded.map_err(|Unsupported { what }| {
+    let encoded = w
+        .write_str(label)
+        .map_err(Unsupported::from)
+        .and_then(|()| {
+            if hashed {
+                // A hashed field keeps only a fixed digest of its value.
+                let mut full = KeyWriter::new();
+                encode(&mut full)?;
+                Ok(w.write_str(&key::digest(full.as_bytes()))?)
+            } else {
+                encode(w)
+            }
+        });
+    encoded.map_err(|unsupported| {
         PyTypeError::new_err(format!(
-            "cache_result cannot build a cache key for '{label}' of {function_id}(): it is \
-             {what}, which has no canonical encoding. Give the key field a normalizer (or a \
-             path) that turns it into None, bool, int, float, str, bytes, a container of \
-             those, a date/time, Decimal, UUID or an Enum member."
+            "cache_result cannot build a cache key for '{label}' of {function_id}(): {}",
+            unsupported.explain(
+                "Give the key field a normalizer (or a path) that turns it into None, bool, \
+                 int, float, str, bytes, a container of those, a date/time, Decimal, UUID or \
+                 an Enum member."
+            )
         ))
     })
 }

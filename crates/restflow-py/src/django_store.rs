@@ -47,10 +47,17 @@ impl DjangoStore {
         op: impl FnOnce(Python<'_>, Bound<'_, PyAny>) -> PyResult<T>,
     ) -> Result<T, StoreError> {
         Python::attach(|py| {
-            let cache = self
-                .cache(py)
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            op(py, cache).map_err(|e| StoreError::Unavailable(e.to_string()))
+            let failed = |error: PyErr| {
+                if crate::interrupt::is_interrupt(py, &error) {
+                    // Not a failing store: the caller gets it back (see
+                    // `crate::interrupt`).
+                    crate::interrupt::park(error);
+                    return StoreError::Interrupted;
+                }
+                StoreError::Unavailable(error.to_string())
+            };
+            let cache = self.cache(py).map_err(failed)?;
+            op(py, cache).map_err(failed)
         })
     }
 }

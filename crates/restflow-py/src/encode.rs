@@ -10,7 +10,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PySet, PyString, PyTuple, PyType};
-use restflow_cache::key::{KeyWriter, Sequence, Unordered};
+use restflow_cache::key::{KeyWriter, Sequence, TooLong, Unordered};
 
 /// How deep containers may nest before a value is refused (a guard against
 /// self-referencing containers).
@@ -20,11 +20,42 @@ const MAX_DEPTH: usize = 64;
 pub struct Unsupported {
     /// What was found, for the error message.
     pub what: String,
+    /// Why a value of a type the encoder knows is refused (too long, a zone
+    /// with no name); `None` for a type it does not know, whose message
+    /// lists the types it does.
+    pub reason: Option<String>,
+}
+
+impl Unsupported {
+    /// The end of an error message about this value: `it is …`, and what
+    /// to do about it (`types` lists what the caller may pass instead).
+    pub fn explain(&self, types: &str) -> String {
+        match &self.reason {
+            Some(reason) => format!("it is {}: {reason}", self.what),
+            None => format!(
+                "it is {}, which has no canonical encoding. {types}",
+                self.what
+            ),
+        }
+    }
+}
+
+impl From<TooLong> for Unsupported {
+    fn from(too_long: TooLong) -> Self {
+        Unsupported {
+            what: format!("a value of {} bytes or items", too_long.len),
+            reason: Some(
+                "a key part holds at most 4 GiB (4294967295 bytes or items). Key it by \
+                 something shorter: an id, or a digest of it (a key field with a normalizer)."
+                    .to_owned(),
+            ),
+        }
+    }
 }
 
 type Encoded = Result<(), Unsupported>;
 
-struct StdTypes {
+pub(crate) struct StdTypes {
     enum_type: Py<PyType>,
     datetime: Py<PyType>,
     date: Py<PyType>,
@@ -32,6 +63,8 @@ struct StdTypes {
     timedelta: Py<PyType>,
     decimal: Py<PyType>,
     uuid: Py<PyType>,
+    pub timezone: Py<PyType>,
+    pub zone_info: Py<PyType>,
 }
 
 static STD_TYPES: PyOnceLock<StdTypes> = PyOnceLock::new();
@@ -53,6 +86,8 @@ fn std_types(py: Python<'_>) -> PyResult<&StdTypes> {
             timedelta: get("datetime", "timedelta")?,
             decimal: get("decimal", "Decimal")?,
             uuid: get("uuid", "UUID")?,
+            timezone: get("datetime", "timezone")?,
+            zone_info: get("zoneinfo", "ZoneInfo")?,
         })
     })
 }
@@ -91,6 +126,10 @@ fn write_at_depth(
     if depth > MAX_DEPTH {
         return Err(Unsupported {
             what: format!("containers nested deeper than {MAX_DEPTH} levels"),
+            reason: Some(format!(
+                "keys nest at most {MAX_DEPTH} levels deep (a guard against a container \
+                 that holds itself); key it by something flatter, such as an id."
+            )),
         });
     }
     let ptr = value.as_ptr();
@@ -132,7 +171,7 @@ fn write_at_depth(
             return write_dict(w, value.cast_unchecked::<PyDict>(), depth, sort);
         }
         if ty == std::ptr::addr_of_mut!(ffi::PyBytes_Type) {
-            w.write_bytes(value.cast_unchecked::<PyBytes>().as_bytes());
+            w.write_bytes(value.cast_unchecked::<PyBytes>().as_bytes())?;
             return Ok(());
         }
         if ty == std::ptr::addr_of_mut!(ffi::PySet_Type) {
@@ -158,8 +197,17 @@ fn write_int(w: &mut KeyWriter, value: &Bound<'_, PyAny>) -> Encoded {
         _ => {
             // Clear a conversion error, if any, before falling back.
             let _ = PyErr::take(value.py());
-            let digits = value.str().map_err(|_| unsupported(value))?;
-            w.write_big_int(&digits.to_string_lossy());
+            // `hex()`, not `str()`: linear in the size of the number and
+            // not capped by `sys.set_int_max_str_digits` (see
+            // `KeyWriter::write_big_int`).
+            // SAFETY: `value` is a live int (or int subclass); the call
+            // returns a new reference or NULL with an exception set.
+            let hex = unsafe {
+                Bound::from_owned_ptr_or_err(value.py(), ffi::PyNumber_ToBase(value.as_ptr(), 16))
+            }
+            .map_err(|_| unsupported(value))?;
+            let hex = hex.cast::<PyString>().map_err(|_| unsupported(value))?;
+            w.write_big_int(hex.to_str().map_err(|_| unsupported(value))?)?;
         }
     }
     Ok(())
@@ -177,12 +225,12 @@ fn write_str(w: &mut KeyWriter, value: &Bound<'_, PyString>) -> Encoded {
             let data = ffi::PyUnicode_DATA(ptr) as *const u8;
             w.write_str(std::str::from_utf8_unchecked(std::slice::from_raw_parts(
                 data, len,
-            )));
+            )))?;
             return Ok(());
         }
     }
     match value.to_str() {
-        Ok(text) => w.write_str(text),
+        Ok(text) => w.write_str(text)?,
         Err(_) => {
             // Lone surrogates have no UTF-8 form: keep their exact code
             // points, under a tag of their own so no valid text can match.
@@ -190,8 +238,8 @@ fn write_str(w: &mut KeyWriter, value: &Bound<'_, PyString>) -> Encoded {
                 .call_method1("encode", ("utf-8", "surrogatepass"))
                 .map_err(|_| unsupported(value))?;
             let raw = raw.cast::<PyBytes>().map_err(|_| unsupported(value))?;
-            w.begin_tagged("str+surrogates");
-            w.write_bytes(raw.as_bytes());
+            w.begin_tagged("str+surrogates")?;
+            w.write_bytes(raw.as_bytes())?;
         }
     }
     Ok(())
@@ -204,7 +252,7 @@ fn write_items<'py>(
     depth: usize,
     sort: bool,
 ) -> Encoded {
-    w.begin_sequence(kind, items.len());
+    w.begin_sequence(kind, items.len())?;
     for item in items {
         write_at_depth(w, &item, depth + 1, sort)?;
     }
@@ -222,7 +270,7 @@ fn write_sorted_list<'py>(
         write_at_depth(&mut one, &item, depth + 1, true)?;
         encoded.push(one);
     }
-    w.write_sorted_list(encoded);
+    w.write_sorted_list(encoded)?;
     Ok(())
 }
 
@@ -234,7 +282,7 @@ fn write_dict(w: &mut KeyWriter, dict: &Bound<'_, PyDict>, depth: usize, sort: b
         write_at_depth(&mut pair, &value, depth + 1, sort)?;
         items.push(pair);
     }
-    w.write_unordered(Unordered::Dict, items);
+    w.write_unordered(Unordered::Dict, items)?;
     Ok(())
 }
 
@@ -251,7 +299,7 @@ fn write_set<'py>(
         write_at_depth(&mut one, &item, depth + 1, sort)?;
         encoded.push(one);
     }
-    w.write_unordered(kind, encoded);
+    w.write_unordered(kind, encoded)?;
     Ok(())
 }
 
@@ -263,7 +311,7 @@ fn write_other(w: &mut KeyWriter, value: &Bound<'_, PyAny>, depth: usize, sort: 
     // parameter) reports CACHE_MISSING, which no real value can equal.
     if let Ok(hooks) = crate::runtime::hooks(py) {
         if value.is(hooks.missing.bind(py)) {
-            w.begin_tagged("missing");
+            w.begin_tagged("missing")?;
             w.write_none();
             return Ok(());
         }
@@ -280,47 +328,51 @@ fn write_other(w: &mut KeyWriter, value: &Bound<'_, PyAny>, depth: usize, sort: 
     if is(&types.enum_type) {
         // A member is its class and its value: two enums with equal values
         // stay apart, and the key survives reordering the members.
-        w.begin_tagged(&format!("enum:{}", type_path(&value.get_type())));
+        w.begin_tagged(&format!("enum:{}", type_path(&value.get_type())))?;
         let inner = value.getattr("value").map_err(|_| unsupported(value))?;
         return write_at_depth(w, &inner, depth + 1, sort);
     }
-    // datetime is a subclass of date, so it is checked first.
+    // Exact types: a datetime is a date too.
     for (ty, name) in [
         (&types.datetime, "datetime"),
         (&types.date, "date"),
         (&types.time, "time"),
     ] {
         if value.get_type().is(ty.bind(py)) {
-            w.begin_tagged(name);
             let iso = value
                 .call_method0("isoformat")
                 .map_err(|_| unsupported(value))?;
-            w.write_str(&text(&iso)?);
-            return Ok(());
+            let iso = text(&iso)?;
+            w.begin_tagged(name)?;
+            if name == "date" {
+                w.write_str(&iso)?;
+                return Ok(());
+            }
+            return crate::moment::write_moment(w, value, &iso, types);
         }
     }
     if value.get_type().is(types.timedelta.bind(py)) {
-        w.begin_tagged("timedelta");
+        w.begin_tagged("timedelta")?;
         let parts = ["days", "seconds", "microseconds"].map(|part| {
             value
                 .getattr(part)
                 .and_then(|v| v.extract::<i64>())
                 .unwrap_or_default()
         });
-        w.begin_sequence(Sequence::Tuple, 3);
+        w.begin_sequence(Sequence::Tuple, 3)?;
         for part in parts {
             w.write_int(part);
         }
         return Ok(());
     }
     if value.get_type().is(types.decimal.bind(py)) {
-        w.begin_tagged("Decimal");
-        w.write_str(&text(value)?);
+        w.begin_tagged("Decimal")?;
+        w.write_str(&text(value)?)?;
         return Ok(());
     }
     if value.get_type().is(types.uuid.bind(py)) {
-        w.begin_tagged("UUID");
-        w.write_str(&text(value)?);
+        w.begin_tagged("UUID")?;
+        w.write_str(&text(value)?)?;
         return Ok(());
     }
     // Subclasses of the built-in value types (named tuples, str enums
@@ -335,7 +387,7 @@ fn write_other(w: &mut KeyWriter, value: &Bound<'_, PyAny>, depth: usize, sort: 
     .into_iter()
     .find(|(_, base)| unsafe { ffi::PyObject_TypeCheck(value.as_ptr(), *base) != 0 });
     if let Some((name, _)) = base {
-        w.begin_tagged(&type_path(&value.get_type()));
+        w.begin_tagged(&type_path(&value.get_type()))?;
         return match name {
             "int" => write_int(w, value),
             "str" => write_str(w, value.cast::<PyString>().map_err(|_| unsupported(value))?),
@@ -349,7 +401,7 @@ fn write_other(w: &mut KeyWriter, value: &Bound<'_, PyAny>, depth: usize, sort: 
             }
             _ => {
                 let bytes = value.cast::<PyBytes>().map_err(|_| unsupported(value))?;
-                w.write_bytes(bytes.as_bytes());
+                w.write_bytes(bytes.as_bytes())?;
                 Ok(())
             }
         };
@@ -357,8 +409,9 @@ fn write_other(w: &mut KeyWriter, value: &Bound<'_, PyAny>, depth: usize, sort: 
     Err(unsupported(value))
 }
 
-fn unsupported(value: &Bound<'_, PyAny>) -> Unsupported {
+pub(crate) fn unsupported(value: &Bound<'_, PyAny>) -> Unsupported {
     Unsupported {
         what: format!("a value of type '{}'", type_path(&value.get_type())),
+        reason: None,
     }
 }

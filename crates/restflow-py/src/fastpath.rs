@@ -11,6 +11,7 @@ use std::sync::atomic::AtomicBool;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::vectorcall::{dispatch, enable, Vectorcall};
 use crate::wrapper::CachedWrapper;
@@ -59,6 +60,18 @@ impl WithMetadata {
         let mut all = vec![wrapper.clone().into_any()];
         all.extend(args.iter());
         Ok(method.call(PyTuple::new(py, all)?, kwargs)?.unbind())
+    }
+
+    /// The wrapper this object is kept in (its `__dict__`) is reachable
+    /// from here: without this, that cycle is invisible to the garbage
+    /// collector and a wrapper nothing else refers to is never freed
+    /// (issue 10, item 3). The wrapper's `__dict__` is cleared by its
+    /// `tp_clear`, which breaks the cycle.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if !crate::vectorcall::written(&self.vectorcall) {
+            return Ok(()); // still being made: nothing to visit yet
+        }
+        visit.call(&self.wrapper)
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {

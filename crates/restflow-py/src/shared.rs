@@ -22,6 +22,7 @@ use restflow_cache::shared::{
 use restflow_cache::{Freshness, Lifetime, Span, Stamps, Status, Timestamp};
 
 use crate::core::{Call, Core, Layout, OwnedCall};
+use crate::interrupt::{self, is_interrupt};
 use crate::runtime::{hooks, log_error, SharedErr, RUNTIME};
 
 pyo3::create_exception!(
@@ -102,14 +103,20 @@ impl SharedBackend {
         self.url.starts_with("redis://") && !self.cache.breaker_open()
     }
 
-    fn serialize(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<(u8, Vec<u8>)> {
+    fn serialize(
+        &self,
+        py: Python<'_>,
+        value: &Bound<'_, PyAny>,
+    ) -> Result<(u8, Vec<u8>), Unserializable> {
         let codecs = codecs(py)?;
         if self.serializer == JSON {
+            crate::json_value::check(value).map_err(Unserializable::NotJson)?;
             let text: String = codecs.json_dumps.bind(py).call1((value,))?.extract()?;
             return Ok((JSON, text.into_bytes()));
         }
         let bytes = codecs.pickle_dumps.bind(py).call1((value, 5))?;
-        Ok((PICKLE, bytes.cast::<PyBytes>()?.as_bytes().to_vec()))
+        let bytes = bytes.cast::<PyBytes>().map_err(PyErr::from)?;
+        Ok((PICKLE, bytes.as_bytes().to_vec()))
     }
 
     fn deserialize(&self, py: Python<'_>, flags: u8, bytes: &[u8]) -> PyResult<Py<PyAny>> {
@@ -283,8 +290,10 @@ impl SharedBackend {
         let Some((flags, bytes, stamps)) = self.cache.fresh_in(key, &fetched) else {
             return Ok(None);
         };
-        let Ok(value) = self.deserialize(py, flags, &bytes) else {
-            return Ok(None);
+        let value = match self.deserialize(py, flags, &bytes) {
+            Ok(value) => value,
+            Err(error) if is_interrupt(py, &error) => return Err(error),
+            Err(_) => return Ok(None),
         };
         let served = SharedServed {
             value,
@@ -309,6 +318,43 @@ impl SharedBackend {
             retire(py, self, self.version_counter(owner, old))?;
         }
         Ok(())
+    }
+}
+
+/// Why a value is not stored.
+enum Unserializable {
+    /// `SERIALIZER="json"` would not give it back unchanged.
+    NotJson(crate::json_value::Unfaithful),
+    /// The serializer raised.
+    Raised(PyErr),
+}
+
+impl From<PyErr> for Unserializable {
+    fn from(error: PyErr) -> Self {
+        Unserializable::Raised(error)
+    }
+}
+
+/// Logs, once per decorated function (the refusal repeats on every call,
+/// and the first message says all there is), that `SERIALIZER="json"`
+/// refused its value.
+fn log_json_refusal(py: Python<'_>, core: &Core, refused: &crate::json_value::Unfaithful) {
+    if core.json_refusal_logged.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let Ok(hooks) = hooks(py) else { return };
+    let message = format!(
+        "restflow: SERIALIZER=\"json\" cannot store what {}() returned unchanged: {} is a \
+         '{}', which JSON gives back as another type or cannot write. A hit must return what \
+         the function returned, so its values are served but not cached (logged once). Return \
+         only dict (with str keys), list, str, int, float, bool and None, or set \
+         SERIALIZER=\"pickle\".",
+        core.function_id,
+        refused.path(),
+        refused.kind,
+    );
+    if let Err(failure) = hooks.logger.call_method1(py, "error", (message,)) {
+        failure.write_unraisable(py, None);
     }
 }
 
@@ -411,13 +457,21 @@ fn produce(
     backend: &SharedBackend,
     call: &OwnedCall,
 ) -> Result<Produced<Value>, SharedErr> {
-    let computed = core.compute(py, &call.bind(py)).map_err(Arc::new)?;
+    let computed = core.compute_for_engine(py, &call.bind(py))?;
     let value = computed.value.value().clone_ref(py);
     let serialized = match computed.lifetime {
         None => None,
         Some(_) => match backend.serialize(py, value.bind(py)) {
             Ok(serialized) => Some(serialized),
-            Err(error) => {
+            Err(Unserializable::NotJson(refused)) => {
+                log_json_refusal(py, core, &refused);
+                None
+            }
+            Err(Unserializable::Raised(error)) if is_interrupt(py, &error) => {
+                interrupt::park(error.clone_ref(py));
+                return Err(Arc::new(error));
+            }
+            Err(Unserializable::Raised(error)) => {
                 log_error(
                     py,
                     &format!(
@@ -468,6 +522,7 @@ pub(crate) fn get(
                 |waiter| waiter.wait(),
             )
         });
+        interrupt::raise_parked()?;
         let answer = answer.map_err(|e| raise(py, e, &core.function_id))?;
         return match answer {
             Answer::Stored {
@@ -493,6 +548,7 @@ pub(crate) fn get(
                         stamps: Some(stamps),
                     })
                 }
+                Err(error) if is_interrupt(py, &error) => Err(error),
                 Err(error) => {
                     // Signed by us, yet unreadable now (the class moved, say):
                     // a miss. Drop it and compute.
@@ -506,6 +562,7 @@ pub(crate) fn get(
                         &error,
                     );
                     let _ = py.detach(|| handle.cache.call(|s| SharedStore::delete(s, &keys.data)));
+                    interrupt::raise_parked()?;
                     continue;
                 }
             },
@@ -567,7 +624,11 @@ fn schedule_refresh(
                     .cache
                     .finish_refresh(&keys, &token, window, generations, produced)
             };
-            if let Err(error) = py.detach(finish) {
+            let finished = py.detach(finish);
+            // No caller to hand an interrupt to on the refresh thread: the
+            // refresh just ends (and must not leave it for the next job).
+            let _ = interrupt::take();
+            if let Err(error) = finished {
                 handle.warn(py, &error);
             }
         })
@@ -593,11 +654,16 @@ pub(crate) fn peek(
 ) -> PyResult<Option<(Py<PyAny>, Stamps, Freshness)>> {
     let handle = backend.get();
     let keys = handle.call_keys(core, call)?;
-    match py.detach(|| handle.cache.peek(&keys)) {
-        Ok(Some((flags, bytes, stamps, freshness))) => Ok(handle
-            .deserialize(py, flags, &bytes)
-            .ok()
-            .map(|value| (value, stamps, freshness))),
+    let peeked = py.detach(|| handle.cache.peek(&keys));
+    interrupt::raise_parked()?;
+    match peeked {
+        Ok(Some((flags, bytes, stamps, freshness))) => {
+            match handle.deserialize(py, flags, &bytes) {
+                Ok(value) => Ok(Some((value, stamps, freshness))),
+                Err(error) if is_interrupt(py, &error) => Err(error),
+                Err(_) => Ok(None),
+            }
+        }
         Ok(None) => Ok(None),
         Err(error) if handle.cache.bypasses_failures() => {
             handle.warn(py, &error);
@@ -618,13 +684,13 @@ pub(crate) fn refresh(
     let keys = handle.call_keys(core, call)?;
     let owned = OwnedCall::new(call);
     let window = core.stale_if_error_window();
-    let answer = py
-        .detach(|| {
-            handle.cache.refresh(&keys, window, || {
-                Python::attach(|py| produce(py, core, handle, &owned))
-            })
+    let answer = py.detach(|| {
+        handle.cache.refresh(&keys, window, || {
+            Python::attach(|py| produce(py, core, handle, &owned))
         })
-        .map_err(|e| raise(py, e, &core.function_id))?;
+    });
+    interrupt::raise_parked()?;
+    let answer = answer.map_err(|e| raise(py, e, &core.function_id))?;
     Ok(handle.served(py, answer, Status::Refresh))
 }
 
@@ -648,8 +714,9 @@ fn invalidate<T: Send>(
     handle: &SharedBackend,
     run: impl FnOnce(&Box<dyn SharedStore>) -> Result<T, StoreError> + Send,
 ) -> PyResult<T> {
-    py.detach(|| handle.cache.call(run))
-        .map_err(|e| CacheBackendError::new_err(e.to_string()))
+    let done = py.detach(|| handle.cache.call(run));
+    interrupt::raise_parked()?;
+    done.map_err(|e| CacheBackendError::new_err(e.to_string()))
 }
 
 /// Drops one entry.

@@ -8,6 +8,7 @@
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
 use restflow_cache::key::{KeyBytes, KeyWriter, Sequence, Unordered};
 
 use crate::encode::{write_value, Unsupported};
@@ -39,7 +40,7 @@ impl Kind {
 enum Default {
     Required,
     Encoded(KeyBytes),
-    Unencodable(String),
+    Unencodable(Unsupported),
 }
 
 struct Param {
@@ -73,12 +74,23 @@ pub struct Signature {
     function: String,
 }
 
+impl Signature {
+    /// Visits the parameters' default objects, for the garbage collector
+    /// (see `Core::traverse`).
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for param in &self.params {
+            visit.call(&param.default_value)?;
+        }
+        Ok(())
+    }
+}
+
 /// Where the arguments of one call failed to encode.
 pub enum BindError {
     /// A Python error to raise as is (a call that does not fit the signature).
     Raise(PyErr),
     /// The argument named `param` has no canonical encoding.
-    Unsupported { param: String, what: String },
+    Unsupported { param: String, value: Unsupported },
 }
 
 impl From<PyErr> for BindError {
@@ -91,12 +103,15 @@ impl BindError {
     pub fn into_pyerr(self, function: &str) -> PyErr {
         match self {
             BindError::Raise(err) => err,
-            BindError::Unsupported { param, what } => PyTypeError::new_err(format!(
+            BindError::Unsupported { param, value } => PyTypeError::new_err(format!(
                 "cache_result cannot build a cache key for argument '{param}' of {function}(): \
-                 it is {what}, which has no canonical encoding. Pass None, bool, int, float, str, \
-                 bytes, a tuple/list/dict/set/frozenset of those, datetime, date, time, \
-                 timedelta, Decimal, UUID or an Enum member, or key the argument another way \
-                 (a key field or a normalizer that turns it into one of those)."
+                 {}",
+                value.explain(
+                    "Pass None, bool, int, float, str, bytes, a tuple/list/dict/set/frozenset \
+                     of those, datetime, date, time, timedelta, Decimal, UUID or an Enum member, \
+                     or key the argument another way (a key field or a normalizer that turns it \
+                     into one of those)."
+                )
             )),
         }
     }
@@ -122,7 +137,7 @@ impl Signature {
                         let mut w = KeyWriter::new();
                         match write_value(&mut w, &default) {
                             Ok(()) => Default::Encoded(w.into_bytes()),
-                            Err(Unsupported { what }) => Default::Unencodable(what),
+                            Err(unsupported) => Default::Unencodable(unsupported),
                         }
                     };
                     params.push(Param {
@@ -222,15 +237,15 @@ impl Signature {
         }
         for n in given..self.params.len() {
             if n == self.positional && self.has_var_positional {
-                w.begin_sequence(Sequence::Tuple, 0);
+                write_empty(w, Sequence::Tuple);
             }
             self.write_default(w, n)?;
         }
         if self.params.len() == self.positional && self.has_var_positional {
-            w.begin_sequence(Sequence::Tuple, 0);
+            write_empty(w, Sequence::Tuple);
         }
         if self.has_var_keyword {
-            w.write_unordered(Unordered::Dict, Vec::new());
+            write_empty_dict(w);
         }
         Ok(())
     }
@@ -385,14 +400,21 @@ impl Signature {
             let mut pairs = Vec::with_capacity(assigned.extra_keywords.len());
             for (name, value) in &assigned.extra_keywords {
                 let mut pair = KeyWriter::new();
-                pair.write_str(name);
-                write_value(&mut pair, value).map_err(|e| BindError::Unsupported {
+                let written = pair
+                    .write_str(name)
+                    .map_err(Unsupported::from)
+                    .and_then(|()| write_value(&mut pair, value));
+                written.map_err(|value| BindError::Unsupported {
                     param: name.clone(),
-                    what: e.what,
+                    value,
                 })?;
                 pairs.push(pair);
             }
-            w.write_unordered(Unordered::Dict, pairs);
+            w.write_unordered(Unordered::Dict, pairs)
+                .map_err(|e| BindError::Unsupported {
+                    param: self.var_keyword_name.clone().unwrap_or_default(),
+                    value: e.into(),
+                })?;
         }
         Ok(())
     }
@@ -434,11 +456,15 @@ impl Signature {
         w: &mut KeyWriter,
         extra: &[Bound<'_, PyAny>],
     ) -> Result<(), BindError> {
-        w.begin_sequence(Sequence::Tuple, extra.len());
+        w.begin_sequence(Sequence::Tuple, extra.len())
+            .map_err(|e| BindError::Unsupported {
+                param: self.var_positional_name.clone().unwrap_or_default(),
+                value: e.into(),
+            })?;
         for (n, value) in extra.iter().enumerate() {
-            write_value(w, value).map_err(|e| BindError::Unsupported {
+            write_value(w, value).map_err(|value| BindError::Unsupported {
                 param: format!("*args[{n}]"),
-                what: e.what,
+                value,
             })?;
         }
         Ok(())
@@ -452,9 +478,12 @@ impl Signature {
                 Ok(())
             }
             Default::Required => Err(self.missing(n).into()),
-            Default::Unencodable(what) => Err(BindError::Unsupported {
+            Default::Unencodable(unsupported) => Err(BindError::Unsupported {
                 param: self.params[n].name.clone(),
-                what: format!("{what} (its default)"),
+                value: Unsupported {
+                    what: format!("{} (its default)", unsupported.what),
+                    reason: unsupported.reason.clone(),
+                },
             }),
         }
     }
@@ -466,10 +495,24 @@ impl Signature {
         ))
     }
 
-    fn unsupported(&self, n: usize, e: Unsupported) -> BindError {
+    fn unsupported(&self, n: usize, value: Unsupported) -> BindError {
         BindError::Unsupported {
             param: self.params[n].name.clone(),
-            what: e.what,
+            value,
         }
     }
+}
+
+/// An empty `*args` tuple.
+#[inline(always)]
+fn write_empty(w: &mut KeyWriter, kind: Sequence) {
+    // Zero items is always within the encoding's limit.
+    let _ = w.begin_sequence(kind, 0);
+}
+
+/// An empty `**kwargs` dict.
+#[inline(always)]
+fn write_empty_dict(w: &mut KeyWriter) {
+    // Zero items is always within the encoding's limit.
+    let _ = w.write_unordered(Unordered::Dict, Vec::new());
 }

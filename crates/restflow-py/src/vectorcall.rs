@@ -37,6 +37,23 @@ impl Vectorcall for CachedWrapper {
     }
 }
 
+/// Whether an object's contents have been written, judged by its
+/// vectorcall `field`, for `__traverse__`.
+///
+/// CPython may run the garbage collector while an object of a
+/// `#[pyclass(dict)]` is being made: the base type's `tp_new` allocates the
+/// instance dict after the object is tracked, and before PyO3 writes its
+/// contents. The collector then traverses an object whose contents are
+/// still the allocator's zeroes (PyO3 0.30 does not guard against this), and
+/// reading an `Arc` or `Py` field there crashes. PyO3 writes the contents in
+/// one piece, so a non-null entry point means every field is set.
+#[inline]
+pub fn written(field: &ffi::vectorcallfunc) -> bool {
+    // SAFETY: reads the field's bytes as an integer, which every bit
+    // pattern is; volatile, so the read is not assumed non-null.
+    unsafe { std::ptr::read_volatile((field as *const ffi::vectorcallfunc).cast::<usize>()) != 0 }
+}
+
 /// Points the class's vectorcall offset at `field` of `obj`.
 pub fn enable<T: Vectorcall>(obj: &Bound<'_, T>, field: &ffi::vectorcallfunc) {
     if T::enabled().load(Ordering::Acquire) {
@@ -54,6 +71,23 @@ pub fn enable<T: Vectorcall>(obj: &Bound<'_, T>, field: &ffi::vectorcallfunc) {
         ffi::PyType_Modified(ty);
     }
     T::enabled().store(true, Ordering::Release);
+}
+
+/// Runs `f` with PyO3 told that the thread is attached to Python.
+///
+/// The vectorcall entry points are entered straight from CPython, not
+/// through a PyO3 trampoline, so PyO3's count of attached frames is 0 there
+/// ([`dispatch`] assumes attachment, for speed): every `Py` dropped on that
+/// path would have its decref deferred until some PyO3 method runs, and a
+/// program that only calls `f(...)` would never free the values its calls
+/// evict, expire or leave unstored (issue 10, item 2). So everything but a
+/// memory hit runs in here. `Python::attach` also drops every decref
+/// deferred so far. It costs `PyGILState_Ensure`/`Release` (~15 ns, measured):
+/// too much for a hit (~57 ns), which drops no Python object (see
+/// `wrapper::release` for the one it may).
+#[inline]
+pub fn attached<R>(f: impl FnOnce() -> R) -> R {
+    Python::attach(|_| f())
 }
 
 /// Splits a vectorcall into what [`CachedWrapper::serve_vector`] takes and

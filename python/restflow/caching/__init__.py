@@ -14,6 +14,9 @@
         return set_response_cache_header(Response(value), metadata)
 """
 
+import sys
+import types
+
 from restflow._engine import CacheBackendError, CachedWrapper
 from restflow.caching.decorators import cache_result
 from restflow.caching.engine import install as _install
@@ -37,6 +40,9 @@ from restflow.caching.status import CACHE_MISSING, CacheStatus
 
 _install()
 
+#: drf-restflow's name for the wrapper of a sync function.
+SyncCachedWrapper = CachedWrapper
+
 #: Names whose modules import Django's models, signals or DRF: loaded on
 #: first use, so ``import restflow.caching`` works before Django is set up
 #: and in programs without Django.
@@ -51,7 +57,29 @@ _LAZY = {
     "Dispatcher": "restflow.caching.dispatchers",
     "register_dispatcher": "restflow.caching.dispatchers",
     "registered_dispatcher_names": "restflow.caching.dispatchers",
+    "AsyncIODispatcher": "restflow.caching.dispatchers",
+    "CeleryDispatcher": "restflow.caching.dispatchers",
+    "DjangoQDispatcher": "restflow.caching.dispatchers",
+    "DjangoRqDispatcher": "restflow.caching.dispatchers",
+    "DramatiqDispatcher": "restflow.caching.dispatchers",
+    "InlineDispatcher": "restflow.caching.dispatchers",
+    "ThreadPoolDispatcher": "restflow.caching.dispatchers",
 }
+
+
+class _Package(types.ModuleType):
+    """This package, keeping the decorator under its name.
+
+    Importing the submodule ``restflow.caching.cache_response`` binds it on
+    the package under the decorator's name, so ``from restflow.caching
+    import cache_response`` would give the module once anything had
+    imported it; the decorator keeps the name instead, as in drf-restflow
+    (the submodule stays in ``sys.modules`` for ``from ... import``)."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if _LAZY.get(name, "").rpartition(".")[2] == name and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
 
 
 def __getattr__(name: str):
@@ -80,8 +108,11 @@ __all__ = [
     "KeyConstructor",
     "QueryParamsKeyField",
     "RequestValueKeyField",
+    "SyncCachedWrapper",
     "ViewKwargsKeyField",
     "cache_result",
     "set_response_cache_header",
     *_LAZY,
 ]
+
+sys.modules[__name__].__class__ = _Package

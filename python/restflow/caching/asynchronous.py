@@ -20,6 +20,7 @@ raises a ``TypeError`` that names the async one.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import functools
 import inspect
@@ -80,6 +81,45 @@ def _forget_pool_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
+#: How often a worker waiting for a coroutine on a loop checks that the
+#: loop can still finish it.
+_LOOP_CHECK_INTERVAL = 0.05
+
+#: Set when the interpreter starts to exit, before it joins the worker
+#: threads (see _result_while_loop_lives).
+_exiting = threading.Event()
+# The hook concurrent.futures uses to stop its own workers at exit: it runs
+# before threads are joined, where `atexit` would run after. Hooks run last
+# registered first, so this one runs before concurrent.futures joins ours.
+getattr(threading, "_register_atexit", lambda hook: None)(_exiting.set)
+
+
+def _result_while_loop_lives(
+    future: concurrent.futures.Future, loop: asyncio.AbstractEventLoop, name: str
+) -> Any:
+    """The result of a coroutine a worker thread started on ``loop``.
+
+    A loop closed (or stopped for good, at interpreter exit) while the
+    coroutine is in flight never finishes it, and a worker waiting in
+    ``future.result()`` would keep the interpreter from exiting (it joins
+    the workers): the worker gives up instead, and the computation fails
+    for everyone waiting on it. A stopped loop that may run again is waited
+    for."""
+    while not future.done():
+        concurrent.futures.wait([future], timeout=_LOOP_CHECK_INTERVAL)
+        if future.done():
+            break
+        closed = loop.is_closed()
+        if closed or _exiting.is_set():
+            if not closed:
+                future.cancel()  # the task is cancelled if the loop runs again
+            why = "was closed" if closed else "stopped as the interpreter exits"
+            raise RuntimeError(
+                f"the event loop running {name}() {why} before the computation finished"
+            )
+    return future.result()
 
 
 class _Abandoned(Exception):
@@ -174,6 +214,10 @@ class AsyncCachedWrapper:
     def function_id(self) -> str:
         return self._engine.function_id
 
+    def get_key_version(self) -> int:
+        """``Meta.version`` of the key constructor (drf-restflow's name)."""
+        return self._engine.key_constructor.get_version()
+
     def get_cache_key(self, *args: Any, **kwargs: Any) -> str:
         """The key string of a call (no I/O, so not async)."""
         return self._engine.get_cache_key(*args, **kwargs)
@@ -214,8 +258,12 @@ class AsyncCachedWrapper:
             coroutine = self._produce(args, kwargs)
             # call_soon_threadsafe, and the task it makes, take the context
             # current where it is called: the caller's copy, not the worker's.
-            future = context.copy().run(asyncio.run_coroutine_threadsafe, coroutine, loop)
-            return future.result()
+            try:
+                future = context.copy().run(asyncio.run_coroutine_threadsafe, coroutine, loop)
+            except RuntimeError:  # the loop is closed already
+                coroutine.close()
+                raise
+            return _result_while_loop_lives(future, loop, self.__qualname__)
 
         return produce
 
@@ -475,7 +523,7 @@ class _BoundAsyncWrapper:
         return self.__wrapper(self.__self__, *args, **kwargs)
 
     #: Methods that take no call arguments, so no instance goes in front.
-    _WHOLE_FUNCTION = frozenset({"ainvalidate_all", "invalidate_all", "func"})
+    _WHOLE_FUNCTION = frozenset({"ainvalidate_all", "invalidate_all", "func", "get_key_version"})
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.__wrapper, name)

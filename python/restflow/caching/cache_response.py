@@ -77,9 +77,12 @@ Every :class:`~restflow.caching.CachedWrapper` method is on the wrapper
 (:class:`CachedResponseWrapper`), taking the handler's own arguments:
 ``get_cache_key(request, pk=1)``, ``delete_by_prefix(pk=1)`` (the URL kwargs
 are the partition), ``invalidate_all()``. The key of a request depends on
-what DRF negotiated for it, so key-only methods need the request DRF passed
-to the view; methods that run the view (``refresh``, ``bypass_cache``) also
-need a view DRF has initialized (inside a request).
+what DRF negotiated for it: given a bare view and a plain Django request
+(``MyView.get.delete_cache(MyView(), request, pk=1)``, drf-restflow's
+documented use outside a request), the request is negotiated as DRF's
+dispatch would (:mod:`restflow.caching.response_negotiation`);
+``bypass_cache`` then just calls the handler. An ``@api_view`` function has
+no view to negotiate with: its methods need the DRF request the view got.
 
 Async views. On an ``async def`` handler, ``cache_response`` returns an
 :class:`AsyncCachedResponseWrapper` (:mod:`restflow.caching.response_async`),
@@ -133,6 +136,7 @@ from datetime import timedelta
 from typing import Any
 
 from restflow.caching.decorators import _refuse_async_policy, cache_result, check_policy
+from restflow.caching.key_constructor import refuse_ttl_as_constructor
 from restflow.caching.response_async import AsyncCachedResponseWrapper, make_async_renderer
 from restflow.caching.response_keys import ResponseCacheKeyConstructor, with_variant
 from restflow.caching.response_wrapper import (
@@ -166,20 +170,20 @@ def _check_target(func: Any) -> None:
 
 
 def cache_response(
-    key_constructor: Any = ResponseCacheKeyConstructor,
+    key_constructor: Any = None,
     ttl: int | float | timedelta | Callable[..., Any] | None = 3600,
-    *,
-    stale_while_revalidate: int | float | timedelta | None = None,
     invalidates_on: list[Any] | None = None,
     cache_if: Callable[..., Any] | None = None,
     cache_unless: Callable[..., Any] | None = None,
     set_cache_headers: bool = False,
+    *,
+    stale_while_revalidate: int | float | timedelta | None = None,
 ) -> Callable[[Callable[..., Any]], CachedResponseWrapper]:
     """Caches a DRF view handler's rendered responses (see the module docs).
 
     :param key_constructor: what keys a response, as for ``cache_result``;
-        by default :class:`ResponseCacheKeyConstructor` (query string and URL
-        kwargs). The negotiated media type, API version, language, time zone
+        ``None`` (the default) is :class:`ResponseCacheKeyConstructor` (query
+        string and URL kwargs). The negotiated media type, API version, language, time zone
         and user are always added.
     :param ttl: seconds, a ``timedelta``, ``None`` (never expires) or a
         callable ``ttl(response, *args, **kwargs)`` returning one of those.
@@ -198,6 +202,9 @@ def cache_response(
     """
     if inspect.isfunction(key_constructor):
         raise TypeError("@cache_response needs its parentheses: @cache_response(...).")
+    refuse_ttl_as_constructor(key_constructor, "cache_response")
+    if key_constructor is None:
+        key_constructor = ResponseCacheKeyConstructor
     check_policy(ttl, cache_if, cache_unless)
     response_ttl = ResponseTtl(ttl) if callable(ttl) else None
 
@@ -211,8 +218,8 @@ def cache_response(
             _refuse_async_policy(ttl, cache_if, cache_unless, target="view")
             render = make_renderer(func, call, cache_if, cache_unless, response_ttl)
         cached = cache_result(
-            response_ttl or ttl,
             key_constructor=with_variant(key_constructor, call.name),
+            ttl=response_ttl or ttl,
             stale_while_revalidate=stale_while_revalidate,
             cache_if=is_entry,
             invalidates_on=invalidates_on,

@@ -16,9 +16,11 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from restflow._engine import CachedWrapper
+from restflow.caching.function_identity import claim, function_id_of, repeatable
 from restflow.caching.key_constructor import (
     DefaultKeyConstructor,
     KeyConstructor,
+    refuse_ttl_as_constructor,
     register,
     resolve,
 )
@@ -146,13 +148,13 @@ def _policy(
 
 
 def cache_result(
-    ttl: TtlArg = 3600,
-    *,
     key_constructor: type[KeyConstructor] | KeyConstructor | dict[str, Any] = DefaultKeyConstructor,
-    stale_while_revalidate: int | float | timedelta | None = None,
+    ttl: TtlArg = 3600,
+    invalidates_on: list[Any] | None = None,
     cache_if: Callable[..., Any] | None = None,
     cache_unless: Callable[..., Any] | None = None,
-    invalidates_on: list[Any] | None = None,
+    *,
+    stale_while_revalidate: int | float | timedelta | None = None,
     backend: str | None = None,
     stale_if_error: int | float | timedelta | None = None,
 ) -> Callable[[Callable[..., Any]], CachedWrapper]:
@@ -180,11 +182,17 @@ def cache_result(
         value is served (STALE) when a recompute raises; ``None`` takes the
         ``STALE_IF_ERROR`` setting.
 
+    The first five parameters may be given by position, in drf-restflow's
+    order (``@cache_result(UserKey, 300)``); a number in the key
+    constructor's place is refused with a ``TypeError`` that suggests
+    ``ttl=``. The others are keyword-only.
+
     Arguments are part of the key with their types (``f(1)``, ``f(1.0)`` and
     ``f("1")`` are three entries) and bound like a call (``f(1)`` and
     ``f(x=1)`` are one). On a method, ``self``/``cls`` is not part of the
     key, but its class is, so two subclasses never share entries.
     """
+    refuse_ttl_as_constructor(key_constructor, "cache_result")
     fixed_ttl = check_policy(ttl, cache_if, cache_unless)
     stale = seconds(stale_while_revalidate, name="stale_while_revalidate", allow_none=True)
     if_error = seconds(stale_if_error, name="stale_if_error", allow_none=True)
@@ -208,7 +216,14 @@ def cache_result(
         if not is_async:
             _refuse_async_policy(ttl, cache_if, cache_unless)
         spec, method = _signature_spec(func)
-        function_id = meta.key_identifier or f"{func.__module__}.{func.__qualname__}"
+        function_id = meta.key_identifier or function_id_of(func, method=method)
+        # A name other live functions can have: entries of its own in
+        # memory, and a check before its key strings reach a shared store.
+        name_claim = (
+            functools.partial(claim, f"{meta.namespace_part}::{function_id}", func, method=method)
+            if not meta.key_identifier and repeatable(func)
+            else None
+        )
         # The default constructor keys by every argument, which the engine
         # does on its own: no Python runs to build those keys.
         fields = None if type(constructor) is DefaultKeyConstructor else constructor.compile(func)
@@ -229,9 +244,11 @@ def cache_result(
             fields=fields,
             backend=backend,
             stale_if_error=if_error,
+            claim=name_claim,
         )
         functools.update_wrapper(wrapper, func)
         wrapper.key_constructor = constructor
+        wrapper.get_key_version = constructor.get_version  # drf-restflow's name for Meta.version
         register(wrapper, constructor)
         if is_async:
             from restflow.caching.asynchronous import AsyncCachedWrapper

@@ -29,19 +29,30 @@ import inspect
 import threading
 import weakref
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any, ClassVar
 
 from restflow import _engine
+from restflow.caching.function_identity import function_id_of
 from restflow.caching.key_fields import (
     ArgsKeyField,
     CacheKeyField,
     CallShape,
     KeyFieldError,
+    overrides_get_key_payload,
 )
 
 __all__ = ["DefaultKeyConstructor", "InlineKeyConstructor", "KeyConstructor"]
 
-_META_OPTIONS = {"namespace": str, "version": int, "key_identifier": str}
+_META_OPTIONS = {
+    "namespace": str,
+    "version": int,
+    "key_identifier": str,
+    # drf-restflow's: accepted and checked. restflow digests every key part
+    # longer than MAX_KEY_PART_LENGTH, always (see Options).
+    "max_key_suffix_length": int,
+    "hash_suffix_on_overflow": bool,
+}
 
 #: Every cached function with its constructor, for ``wipe``.
 _registry: weakref.WeakKeyDictionary[Any, KeyConstructor] = weakref.WeakKeyDictionary()
@@ -49,12 +60,30 @@ _registry_lock = threading.Lock()
 
 
 class Options:
-    """A constructor's ``Meta``: namespace, version and key identifier."""
+    """A constructor's ``Meta``: namespace, version and key identifier.
 
-    def __init__(self, namespace: str = "", version: int = 1, key_identifier: str = "") -> None:
+    ``max_key_suffix_length`` and ``hash_suffix_on_overflow`` are
+    drf-restflow's options, kept as given (``None``: not given): restflow
+    replaces any key part longer than ``MAX_KEY_PART_LENGTH`` by its digest,
+    whatever they say, so no key is ever over-long or truncated.
+    """
+
+    def __init__(
+        self,
+        namespace: str = "",
+        version: int = 1,
+        key_identifier: str = "",
+        max_key_suffix_length: int | None = None,
+        hash_suffix_on_overflow: bool | None = None,
+    ) -> None:
         self.namespace = namespace
         self.version = version
         self.key_identifier = key_identifier
+        self.max_key_suffix_length = max_key_suffix_length
+        self.hash_suffix_on_overflow = hash_suffix_on_overflow
+
+    def values(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _META_OPTIONS}
 
     @property
     def namespace_part(self) -> str:
@@ -63,9 +92,17 @@ class Options:
         return namespace if self.version == 1 else f"{namespace}:v{self.version}"
 
 
+def digit_version(value: Any) -> Any:
+    """drf-restflow accepts a version written as digits (``"2"``): the int it
+    means. Anything else is returned as it is, for the checks to refuse."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return value
+
+
 def _read_meta(name: str, meta: type | None, inherited: Options) -> Options:
     if meta is None:
-        return Options(inherited.namespace, inherited.version, inherited.key_identifier)
+        return Options(**inherited.values())
     given = {key: value for key, value in vars(meta).items() if not key.startswith("__")}
     unknown = sorted(set(given) - set(_META_OPTIONS))
     if unknown:
@@ -73,18 +110,22 @@ def _read_meta(name: str, meta: type | None, inherited: Options) -> Options:
             f"{name}.Meta has unknown option(s) {', '.join(unknown)}; "
             f"allowed: {', '.join(_META_OPTIONS)}."
         )
+    if "version" in given:
+        given["version"] = digit_version(given["version"])
     for option, kind in _META_OPTIONS.items():
         if option in given and (
-            not isinstance(given[option], kind) or isinstance(given[option], bool)
+            not isinstance(given[option], kind)
+            or (kind is not bool and isinstance(given[option], bool))
         ):
             raise TypeError(
                 f"{name}.Meta.{option} must be a {kind.__name__}; got {given[option]!r}."
             )
-    options = Options(
-        given.get("namespace", inherited.namespace),
-        given.get("version", inherited.version),
-        given.get("key_identifier", inherited.key_identifier),
-    )
+    options = Options(**{**inherited.values(), **given})
+    if options.max_key_suffix_length is not None and options.max_key_suffix_length < 1:
+        raise TypeError(
+            f"{name}.Meta.max_key_suffix_length must be an int >= 1; "
+            f"got {options.max_key_suffix_length!r}."
+        )
     if ":" in options.namespace or options.namespace != options.namespace.strip():
         raise TypeError(
             f"{name}.Meta.namespace must not contain ':' or surrounding spaces; "
@@ -102,22 +143,24 @@ def _read_meta(name: str, meta: type | None, inherited: Options) -> Options:
 class KeyConstructorMeta(type):
     """Collects the :class:`CacheKeyField` attributes of a constructor class,
     inherited ones first, a subclass's field of the same name winning, and
-    checks its ``Meta``."""
+    checks its ``Meta``.
+
+    The fields are taken out of the class namespace (they live in
+    ``_declared_fields``, as in drf-restflow), so a field may be named like a
+    constructor attribute (``fields``, ``namespace``, ``wipe``) without
+    hiding it."""
 
     def __new__(mcs, name: str, bases: tuple[type, ...], attrs: dict[str, Any]):
         meta = attrs.pop("Meta", None)
+        declared = {k: v for k, v in attrs.items() if isinstance(v, CacheKeyField)}
+        for field_name in declared:
+            del attrs[field_name]
         cls = super().__new__(mcs, name, bases, attrs)
+        for field_name, field in declared.items():
+            field.__set_name__(cls, field_name)
         fields: dict[str, CacheKeyField] = {}
         for base in reversed(cls.__mro__[1:]):
             fields.update(getattr(base, "_declared_fields", {}))
-        declared = {k: v for k, v in attrs.items() if isinstance(v, CacheKeyField)}
-        base = globals().get("KeyConstructor")
-        for field_name in declared:
-            if base is not None and hasattr(base, field_name):
-                raise TypeError(
-                    f"{name}.{field_name}: a key field cannot be named like the "
-                    f"KeyConstructor attribute {field_name!r}; rename the field."
-                )
         fields.update(declared)
         cls._declared_fields = dict(sorted(fields.items()))
         inherited = getattr(cls, "_meta", Options())
@@ -143,6 +186,34 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
         return dict(self._declared_fields)
 
     @property
+    def fields(self) -> dict[str, CacheKeyField]:
+        """The declared fields by name, inherited ones included (a subclass's
+        field of the same name wins): drf-restflow's name for :meth:`get_fields`."""
+        return self.get_fields()
+
+    # drf-restflow's views of Meta, kept for code that reads them.
+
+    def get_version(self) -> int:
+        """``Meta.version``."""
+        return self._meta.version
+
+    @property
+    def namespace(self) -> str:
+        """``Meta.namespace`` as drf-restflow wrote it in front of keys: ``"ns::"``,
+        or ``""`` without one."""
+        return f"{self._meta.namespace}::" if self._meta.namespace else ""
+
+    @property
+    def key_identifier(self) -> str:
+        """``Meta.key_identifier``."""
+        return self._meta.key_identifier
+
+    @classmethod
+    def register_wrapper(cls, wrapper: Any) -> None:
+        """Makes :meth:`wipe` reach ``wrapper`` (``cache_result`` does this itself)."""
+        register(wrapper, cls())
+
+    @property
     def has_only_partition_fields(self) -> bool:
         """Whether every field is a partition field (the suffix is empty)."""
         return all(field.partition for field in self._declared_fields.values())
@@ -161,7 +232,7 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
         if receiver is not None:
             owner = receiver if isinstance(receiver, type) else type(receiver)
             return f"{owner.__module__}.{owner.__qualname__}.{func.__name__}"
-        return f"{func.__module__}.{func.__qualname__}"
+        return function_id_of(func)
 
     # -- building keys -------------------------------------------------------
 
@@ -172,13 +243,13 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
         if compiled is None:
             if signature is None:
                 signature = inspect.signature(func)
-            shape = CallShape(signature)
+            shape = CallShape(signature, func)
             fields = self._declared_fields.values()
             compiled = (
                 signature,
                 shape,
-                tuple(f.reader(signature, shape) for f in fields if f.partition),
-                tuple(f.reader(signature, shape) for f in fields if not f.partition),
+                tuple(_reader(f, signature, shape) for f in fields if f.partition),
+                tuple(_reader(f, signature, shape) for f in fields if not f.partition),
             )
             self._compiled[func] = compiled
         return compiled
@@ -210,20 +281,30 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
     def _parts(
         self, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]
     ) -> tuple[str, str, str, str]:
-        bound, partition, suffix = self._bound(func, args, kwargs)
         function_id = self.get_function_identifier(func)
+        if args is None and kwargs is None:
+            # No call: the function as a whole (drf-restflow's build_key_prefix(f, None, None)).
+            return self._meta.namespace_part, function_id, "", ""
+        bound, partition, suffix = self._bound(func, args, kwargs)
         partition_text, suffix_text = _engine.key_parts(
             function_id, self._read(partition, bound), self._read(suffix, bound)
         )
         return self._meta.namespace_part, function_id, partition_text, suffix_text
 
     def build_partition(self, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]):
-        """The partition part of the key of ``func(*args, **kwargs)``."""
+        """The partition part of the key of ``func(*args, **kwargs)``; ``""``
+        when ``args`` and ``kwargs`` are both ``None`` (no call)."""
         return self._parts(func, args, kwargs)[2]
 
     def build_key_prefix(self, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]):
         """``<namespace>::<function id>::<partition>``: what ``delete_by_prefix`` drops."""
         return "::".join(self._parts(func, args, kwargs)[:3])
+
+    def build_key_suffix(
+        self, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]
+    ) -> str:
+        """The suffix part of the key of ``func(*args, **kwargs)``: the non-partition fields."""
+        return self._parts(func, args, kwargs)[3]
 
     def generate_key(self, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]):
         """The key string of ``func(*args, **kwargs)``, as its wrapper renders it."""
@@ -269,7 +350,10 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
         return build, partition, self.has_partition_fields, self._plan(signature)
 
     def _plan(self, signature: inspect.Signature):
-        plans = {name: field.plan(signature) for name, field in self._declared_fields.items()}
+        plans = {
+            name: None if overrides_get_key_payload(field) else field.plan(signature)
+            for name, field in self._declared_fields.items()
+        }
         if any(plan is None for plan in plans.values()):
             return None
         fields = self._declared_fields
@@ -353,6 +437,14 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
         return f"<{type(self).__name__} {fields}>"
 
 
+def _reader(field: CacheKeyField, signature: inspect.Signature, shape: CallShape):
+    """The field's reader; the generic one (which calls ``get_key_payload``)
+    when a subclass overrides that, since a built-in's shortcut would skip it."""
+    if overrides_get_key_payload(field):
+        return CacheKeyField.reader(field, signature, shape)
+    return field.reader(signature, shape)
+
+
 def register(wrapper: Any, constructor: KeyConstructor) -> None:
     """Remembers which constructor a cached function uses, for ``wipe``."""
     with _registry_lock:
@@ -372,15 +464,18 @@ _inline_lock = threading.Lock()
 
 def InlineKeyConstructor(
     fields: Mapping[str, CacheKeyField],
+    version: int | str = 1,
+    max_key_suffix_length: int | None = None,
+    hash_suffix_on_overflow: bool | None = None,
     namespace: str = "",
-    version: int = 1,
     key_identifier: str = "",
 ) -> type[KeyConstructor]:
     """A :class:`KeyConstructor` subclass from a dict of fields.
 
     Identical inputs return the same class object, so a constructor built
     inline in a decorator is the same constructor each time the module is
-    imported.
+    imported. The parameters are ``Meta``'s options, in drf-restflow's
+    positional order; ``version`` may be written as digits (``"2"``).
     """
     if not isinstance(fields, Mapping) or not all(
         isinstance(field, CacheKeyField) for field in fields.values()
@@ -388,6 +483,17 @@ def InlineKeyConstructor(
         raise ValueError(
             f"InlineKeyConstructor fields must be a dict of CacheKeyField; got {fields!r}"
         )
+    version = digit_version(version)
+    # Checked by Meta like the others; they do not change keys, so they are
+    # not part of the owner path below.
+    suffix_options = {
+        name: value
+        for name, value in (
+            ("max_key_suffix_length", max_key_suffix_length),
+            ("hash_suffix_on_overflow", hash_suffix_on_overflow),
+        )
+        if value is not None
+    }
     described = (
         tuple(sorted((name, field.identity()) for name, field in fields.items())),
         namespace,
@@ -408,6 +514,7 @@ def InlineKeyConstructor(
             namespace,
             version,
             key_identifier,
+            tuple(sorted(suffix_options.items())),
         )
     )
     with _inline_lock:
@@ -420,7 +527,12 @@ def InlineKeyConstructor(
         meta = type(
             "Meta",
             (),
-            {"namespace": namespace, "version": version, "key_identifier": key_identifier},
+            {
+                "namespace": namespace,
+                "version": version,
+                "key_identifier": key_identifier,
+                **suffix_options,
+            },
         )
         # A field keeps the name it is declared under: each inline constructor
         # gets its own copy, so one field object can serve under several names.
@@ -448,6 +560,27 @@ def _freeze(value: Any) -> Any:
     except TypeError:
         return ("unhashable", type(value), id(value))
     return (type(value), value)
+
+
+def refuse_ttl_as_constructor(value: Any, decorator: str) -> None:
+    """The key constructor is the first positional parameter of ``cache_result``
+    and ``cache_response`` (drf-restflow's order); restflow's first releases
+    put the ttl there. A number, a ``timedelta`` or ``None`` in that place is a
+    ttl written for the old order, and a function is a missing pair of
+    parentheses or a callable ttl: say which, rather than key by it."""
+    if (isinstance(value, (int, float, timedelta)) and not isinstance(value, bool)) or (
+        value is None and decorator == "cache_result"
+    ):
+        raise TypeError(
+            f"{decorator}()'s first positional parameter is key_constructor (as in "
+            f"drf-restflow), and it got {value!r}: did you mean ttl={value!r}?"
+        )
+    if inspect.isfunction(value) or inspect.ismethod(value):
+        raise TypeError(
+            f"{decorator}()'s first positional parameter is key_constructor, and it got "
+            f"the function {value.__qualname__}: write @{decorator}(...) with its "
+            "parentheses, and pass a callable ttl by keyword (ttl=...)."
+        )
 
 
 def resolve(key_constructor: Any) -> KeyConstructor:

@@ -57,11 +57,17 @@ class KeyFieldError(TypeError):
 
 class CallShape:
     """What fields need to know of the function beyond its bound arguments:
-    the names of its ``*args`` and ``**kwargs`` parameters, if any."""
+    the names of its ``*args`` and ``**kwargs`` parameters, if any, and for
+    fields written against ``get_key_payload(func, args, kwargs)``, the
+    function and its signature."""
 
-    __slots__ = ("var_keyword", "var_positional")
+    __slots__ = ("func", "signature", "var_keyword", "var_positional")
 
-    def __init__(self, signature: inspect.Signature) -> None:
+    def __init__(
+        self, signature: inspect.Signature, func: Callable[..., Any] | None = None
+    ) -> None:
+        self.signature = signature
+        self.func = func
         self.var_positional: str | None = None
         self.var_keyword: str | None = None
         for parameter in signature.parameters.values():
@@ -69,6 +75,14 @@ class CallShape:
                 self.var_positional = parameter.name
             elif parameter.kind is parameter.VAR_KEYWORD:
                 self.var_keyword = parameter.name
+
+    def call(self, bound: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The call as ``(args, kwargs)``, rebuilt from its bound arguments:
+        every parameter that can be passed by position is in ``args``
+        (defaults applied), keyword-only ones in ``kwargs``, so ``f(1)`` and
+        ``f(x=1)`` look the same."""
+        rebuilt = inspect.BoundArguments(self.signature, dict(bound))  # type: ignore[arg-type]
+        return rebuilt.args, rebuilt.kwargs
 
     def keyword(self, bound: Mapping[str, Any], name: str) -> Any:
         """An argument by name, looking in ``**kwargs`` too."""
@@ -114,7 +128,15 @@ def _identity(value: Any) -> Any:
         return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', repr(value))}"
     if isinstance(value, (list, tuple)):
         return tuple(_identity(v) for v in value)
+    if isinstance(value, Mapping):  # a custom field's options may hold one: kept hashable
+        return tuple(sorted(((k, _identity(v)) for k, v in value.items()), key=repr))
+    if isinstance(value, (set, frozenset)):
+        return tuple(sorted((_identity(v) for v in value), key=repr))
     return value
+
+
+#: Attributes every field has; a custom field's other public attributes are its options.
+_BASE_ATTRIBUTES = frozenset({"name", "partition", "hash_value", "sort_lists"})
 
 
 class CacheKeyField:
@@ -122,14 +144,17 @@ class CacheKeyField:
 
     Subclasses implement :meth:`payload`, which reads the bound arguments of
     a call (a dict of parameter name to value, defaults applied) and returns
-    the dict the field contributes.
+    the dict the field contributes; or, as in drf-restflow,
+    :meth:`get_key_payload`, which gets the function and the call as
+    ``(args, kwargs)`` (see :meth:`CallShape.call`). Such a field runs Python
+    on every call, and is taken to read every parameter (:meth:`needs`).
     """
 
     #: The attribute name on the key constructor; set when the class is made.
     name: str = ""
 
     def __init__(
-        self, *, partition: bool = False, hash_value: bool = False, sort_lists: bool = False
+        self, partition: bool = False, hash_value: bool = False, *, sort_lists: bool = False
     ) -> None:
         self.partition = bool(partition)
         self.hash_value = bool(hash_value)
@@ -144,14 +169,30 @@ class CacheKeyField:
 
     def payload(self, bound: Mapping[str, Any], shape: CallShape) -> dict[str, Any]:
         """The dict this field contributes for one call's bound arguments."""
-        raise NotImplementedError(f"{type(self).__name__} must implement payload()")
+        if overrides_get_key_payload(self):
+            args, kwargs = shape.call(bound)
+            return self.get_key_payload(shape.func, args, kwargs)
+        raise NotImplementedError(_MISSING_PAYLOAD.format(type(self).__name__))
 
     def check(self, func: Callable[..., Any], signature: inspect.Signature) -> None:
         """Raises :class:`KeyFieldError` if the field cannot work on ``func``."""
 
     def options(self) -> tuple[Any, ...]:
-        """What makes two fields of this type equal (for constructor identity)."""
-        return ()
+        """What makes two fields of this type equal (for constructor identity).
+
+        By default the field's public attributes (``HeaderKeyField("X-Tenant")``
+        and ``HeaderKeyField("X-Region")`` differ), so a custom field need not
+        say; one holding objects without a stable ``repr`` should."""
+        return tuple(
+            sorted(
+                (
+                    (key, value)
+                    for key, value in vars(self).items()
+                    if not key.startswith("_") and key not in _BASE_ATTRIBUTES
+                ),
+                key=lambda item: item[0],
+            )
+        )
 
     def needs(self, signature: inspect.Signature) -> set[str]:
         """The parameters this field reads: what ``delete_by_prefix`` must be
@@ -183,19 +224,78 @@ class CacheKeyField:
         return hash(self.identity())
 
     def get_key_payload(
-        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+        self, func: Callable[..., Any] | None, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """The dict this field contributes to the key of ``func(*args, **kwargs)``."""
-        shape = CallShape(inspect.signature(func))
+        """The dict this field contributes to the key of ``func(*args, **kwargs)``.
+
+        ``func`` may be ``None`` for a field that does not read the call (a
+        constant, a fingerprint). drf-restflow's extension point: a subclass
+        may override this instead of :meth:`payload`."""
+        if type(self).payload is CacheKeyField.payload:
+            # Neither is implemented (or an override called this one).
+            raise NotImplementedError(_MISSING_PAYLOAD.format(type(self).__name__))
+        if func is None:
+            return self.payload({}, CallShape(inspect.Signature()))
+        shape = CallShape(inspect.signature(func), func)
         return self.payload(bind_arguments(func, args, kwargs), shape)
+
+    def get_cache_key_part(
+        self, func: Callable[..., Any] | None, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> str:
+        """The text this field adds to the key of ``func(*args, **kwargs)``, as
+        restflow's engine encodes it (typed; a digest when ``hash_value``)."""
+        from restflow import _engine
+
+        payload = self.get_key_payload(func, args, kwargs)
+        label = self.name or type(self).__name__
+        items = tuple(
+            (f"{label}.{key}", value, self.hash_value, self.sort_lists)
+            for key, value in sorted(payload.items())
+        )
+        return _engine.key_parts("", (), items)[1]
+
+    def extract_request_object(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        request_arg: str = "request",
+        normalize: bool = False,
+        view_self_request_fallback: bool = True,
+    ) -> Any:
+        """The request of a call, for a field of your own (drf-restflow's
+        helper): the ``request_arg`` keyword, else that parameter by position,
+        else ``self.request`` of a view method (``args[0]``). ``normalize``
+        prefers a DRF request where an object carries one in ``.request``.
+        ``None`` when there is none."""
+        if request_arg in kwargs:
+            found = kwargs[request_arg]
+        else:
+            names = list(inspect.signature(func).parameters)
+            index = names.index(request_arg) if request_arg in names else None
+            if index is not None and index < len(args):
+                found = args[index]
+            elif view_self_request_fallback and args and hasattr(args[0], "request"):
+                found = args[0].request
+            else:
+                return None
+        if normalize and found is not None and not hasattr(found, "query_params"):
+            inner = getattr(found, "request", None)
+            if hasattr(inner, "query_params"):
+                return inner
+        return found
 
     def items(
         self, bound: Mapping[str, Any], shape: CallShape
     ) -> tuple[tuple[str, Any, bool, bool], ...]:
         """The payload as the engine reads it: ``(label, value, hashed, sort_lists)``."""
+        if overrides_get_key_payload(self):
+            payload = self.get_key_payload(shape.func, *shape.call(bound))
+        else:
+            payload = self.payload(bound, shape)
         return tuple(
             (f"{self.name}.{key}", value, self.hash_value, self.sort_lists)
-            for key, value in sorted(self.payload(bound, shape).items())
+            for key, value in sorted(payload.items())
         )
 
     def plan(self, signature: inspect.Signature) -> list[tuple[str, str, Any, bool, bool]] | None:
@@ -221,6 +321,19 @@ class CacheKeyField:
         flags = [f for f in ("partition", "hash_value", "sort_lists") if getattr(self, f)]
         options = ", ".join([repr(o) for o in self.options()] + [f"{f}=True" for f in flags])
         return f"{type(self).__name__}({options})"
+
+
+def overrides_get_key_payload(field: CacheKeyField) -> bool:
+    """Whether ``field``'s class overrides ``get_key_payload`` (drf-restflow's
+    extension point), on a built-in field too: then that method makes the
+    payload, on every call, and the field's own shortcuts are not used."""
+    return type(field).get_key_payload is not CacheKeyField.get_key_payload
+
+
+_MISSING_PAYLOAD = (
+    "{} must implement get_key_payload(func, args, kwargs) (or payload(bound, shape)): "
+    "the dict it contributes to the key."
+)
 
 
 def bind_arguments(
@@ -277,7 +390,9 @@ class ArgsKeyField(CacheKeyField):
         **options: bool,
     ) -> None:
         super().__init__(**options)
-        self.arguments = _names(arguments, "ArgsKeyField arguments")
+        #: As given ("*", a name, or a list of names), as drf-restflow keeps it.
+        self.arguments = arguments
+        self._arguments = _names(arguments, "ArgsKeyField arguments")  # None: all
         if path is not None and not _LABEL.match(path):
             raise ValueError(f"ArgsKeyField path must be a dotted name; got {path!r}")
         if normalizer is not None and not callable(normalizer):
@@ -286,12 +401,12 @@ class ArgsKeyField(CacheKeyField):
         self._var_keyword: str | None = None
 
     def options(self) -> tuple[Any, ...]:
-        return ("*" if self.arguments is None else self.arguments, self.path, self.normalizer)
+        return ("*" if self._arguments is None else self._arguments, self.path, self.normalizer)
 
     def check(self, func: Callable[..., Any], signature: inspect.Signature) -> None:
         parameters = signature.parameters
         has_var_keyword = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
-        for name in self.arguments or ():
+        for name in self._arguments or ():
             if name not in parameters and not has_var_keyword:
                 raise KeyFieldError(
                     f"ArgsKeyField {self.name!r} names argument {name!r}, but "
@@ -300,8 +415,8 @@ class ArgsKeyField(CacheKeyField):
                 )
 
     def needs(self, signature: inspect.Signature) -> set[str]:
-        if self.arguments is not None:
-            return {name for name in self.arguments if name in signature.parameters}
+        if self._arguments is not None:
+            return {name for name in self._arguments if name in signature.parameters}
         return super().needs(signature)  # every argument
 
     def _value(self, value: Any) -> Any:
@@ -314,23 +429,23 @@ class ArgsKeyField(CacheKeyField):
         return value
 
     def payload(self, bound: Mapping[str, Any], shape: CallShape) -> dict[str, Any]:
-        if self.arguments is None:
+        if self._arguments is None:
             return {
                 name: self._value(value) for name, value in bound.items() if name not in _RECEIVERS
             }
-        return {name: self._value(shape.keyword(bound, name)) for name in self.arguments}
+        return {name: self._value(shape.keyword(bound, name)) for name in self._arguments}
 
     def _direct(self, signature: inspect.Signature) -> bool:
         """Named parameters read as they are: no path, no normalizer."""
         return (
-            self.arguments is not None
+            self._arguments is not None
             and self.path is None
             and self.normalizer is None
             and all(
                 name in signature.parameters
                 and signature.parameters[name].kind
                 not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-                for name in self.arguments
+                for name in self._arguments
             )
         )
 
@@ -339,14 +454,14 @@ class ArgsKeyField(CacheKeyField):
             return None
         return [
             (f"{self.name}.{name}", "arg", name, self.hash_value, self.sort_lists)
-            for name in sorted(self.arguments)
+            for name in sorted(self._arguments)
         ]
 
     def reader(self, signature: inspect.Signature, shape: CallShape):
         if not self._direct(signature):
             return super().reader(signature, shape)
         # Named parameters read straight from the bound arguments, in label order.
-        plan = tuple((f"{self.name}.{name}", name) for name in sorted(self.arguments))
+        plan = tuple((f"{self.name}.{name}", name) for name in sorted(self._arguments))
         hashed, sort_lists = self.hash_value, self.sort_lists
         if len(plan) == 1:
             ((label, name),) = plan
@@ -450,12 +565,14 @@ class QueryParamsKeyField(_RequestField):
         **options: bool,
     ) -> None:
         super().__init__(request_arg, view_self_request_fallback, **options)
-        self.params = (
+        #: As given ("*", a name, or a list of names), as drf-restflow keeps it.
+        self.params = params
+        self._params = (  # None: all
             None if params == "*" else tuple([params] if isinstance(params, str) else params)
         )
 
     def options(self) -> tuple[Any, ...]:
-        return (self.params or "*", self.request_arg, self.view_self_request_fallback)
+        return (self._params or "*", self.request_arg, self.view_self_request_fallback)
 
     @staticmethod
     def _source(request: Any) -> Any:
@@ -481,7 +598,7 @@ class QueryParamsKeyField(_RequestField):
 
     def payload(self, bound: Mapping[str, Any], shape: CallShape) -> dict[str, Any]:
         source = self._source(self.request(bound, shape))
-        names = self.params if self.params is not None else sorted(source.keys())
+        names = self._params if self._params is not None else sorted(source.keys())
         # One entry, the whole query: parameter names are data, not labels.
         return {"query": {name: self._values(source, name) for name in names}}
 
@@ -492,16 +609,18 @@ class ViewKwargsKeyField(CacheKeyField):
 
     def __init__(self, arguments: str | Iterable[str] = "*", **options: bool) -> None:
         super().__init__(**options)
-        self.arguments = _names(arguments, "ViewKwargsKeyField arguments")
+        #: As given ("*", a name, or a list of names), as drf-restflow keeps it.
+        self.arguments = arguments
+        self._arguments = _names(arguments, "ViewKwargsKeyField arguments")  # None: all
 
     def options(self) -> tuple[Any, ...]:
-        return ("*" if self.arguments is None else self.arguments,)
+        return ("*" if self._arguments is None else self._arguments,)
 
     def check(self, func: Callable[..., Any], signature: inspect.Signature) -> None:
         parameters = signature.parameters
         if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
             return  # URL kwargs may arrive through **kwargs
-        for name in self.arguments or ():
+        for name in self._arguments or ():
             if name not in parameters:
                 raise KeyFieldError(
                     f"ViewKwargsKeyField {self.name!r} names URL kwarg {name!r}, but "
@@ -509,7 +628,7 @@ class ViewKwargsKeyField(CacheKeyField):
                 )
 
     def needs(self, signature: inspect.Signature) -> set[str]:
-        names = self.arguments or tuple(signature.parameters)
+        names = self._arguments or tuple(signature.parameters)
         return {
             name
             for name in names
@@ -533,9 +652,9 @@ class ViewKwargsKeyField(CacheKeyField):
 
     def payload(self, bound: Mapping[str, Any], shape: CallShape) -> dict[str, Any]:
         kwargs = self._url_kwargs(bound, shape)
-        if self.arguments is None:
+        if self._arguments is None:
             return {"kwargs": kwargs}
-        return {name: kwargs.get(name, CACHE_MISSING) for name in self.arguments}
+        return {name: kwargs.get(name, CACHE_MISSING) for name in self._arguments}
 
 
 class _FingerprintField(CacheKeyField):
@@ -580,9 +699,18 @@ class DrfSerializerKeyField(_FingerprintField):
 
         if not (isinstance(target, type) and issubclass(target, BaseSerializer)):
             raise ValueError(f"DrfSerializerKeyField needs a DRF serializer class; got {target!r}")
+        # The fingerprint builds one without arguments: a class that cannot be
+        # fails here, at import, rather than on the first call.
+        try:
+            self._probe = target()  # kept: the fingerprint reads its fields
+        except Exception as error:
+            raise ValueError(
+                f"Failed to initialize serializer class {target.__qualname__}: "
+                f"DrfSerializerKeyField builds it without arguments to read its fields ({error})."
+            ) from error
 
     def fingerprint(self, target: type) -> tuple[Any, ...]:
-        fields = target().fields
+        fields = self._probe.fields
         return (
             f"{target.__module__}.{target.__qualname__}",
             tuple(

@@ -46,9 +46,15 @@ from django.db.models.signals import post_delete, post_save
 
 from restflow.caching.dispatchers.base import Dispatcher
 from restflow.caching.dispatchers.jobs import Change, Job, SignalTypes
-from restflow.caching.rules import BoundRule, InvalidationRule, check_function, function_path
+from restflow.caching.rules import (
+    BoundRule,
+    InvalidationRule,
+    check_function,
+    check_model,
+    function_path,
+)
 
-__all__ = ["CacheRegister", "CacheRegistry"]
+__all__ = ["CacheRegister", "CacheRegistry", "ModelStatus"]
 
 logger = logging.getLogger("restflow.caching")
 
@@ -89,6 +95,7 @@ class CacheRegistry:
         if not isinstance(invalidation_rule, InvalidationRule):
             raise TypeError(f"add() takes an InvalidationRule; got {invalidation_rule!r}.")
         check_function(invalidation_rule, func)
+        check_model(model)
         with self._lock:
             path = function_path(func)
             if position is None:
@@ -141,6 +148,11 @@ class CacheRegistry:
                 )
                 self._for_class[model] = found
         return found
+
+    def rules(self) -> list[BoundRule]:
+        """Every bound rule, in registration order."""
+        with self._lock:
+            return list(self._by_id.values())
 
     def get_rule(self, rule_id: str) -> BoundRule | None:
         """The rule known by ``rule_id`` (``"<function path>#<position>"``)."""
@@ -214,8 +226,10 @@ class CacheRegistry:
         return sum(1 for rules in self._by_model.values() if rules)
 
     def get_status(self) -> dict[str, Any]:
-        """A snapshot for debugging and health checks."""
-        models: dict[str, list[dict[str, Any]]] = {}
+        """A snapshot for debugging and health checks. ``"models"`` is keyed by
+        ``"app_label.ModelName"`` and also answers a bare model name
+        (drf-restflow's key) when one app alone has a model of that name."""
+        models: ModelStatus = ModelStatus()
         with self._lock:
             for model, rules in self._by_model.items():
                 for bound in rules:
@@ -309,6 +323,32 @@ class CacheRegistry:
         self._schedule(pairs, using)
         return len(pairs)
 
+    def invalidate_for_instance(
+        self,
+        instance: Model,
+        instance_created: bool,
+        signal_type: SignalTypes | str,
+        update_fields: Iterable[str] | None = None,
+    ) -> int:
+        """drf-restflow's name: the rules for one change of ``instance``
+        (see :meth:`invalidate_instances`)."""
+        return self.invalidate_instances(
+            [instance],
+            signal_type=signal_type,
+            created=instance_created,
+            update_fields=update_fields,
+        )
+
+    def run_cache_rules(
+        self, *, rule_ids: Iterable[Any], rule_kwargs: dict[str, Any] | None = None
+    ) -> None:
+        """drf-restflow's entry point: runs rules by id with their arguments
+        (``{rule_id: {parameter: value}}``); see
+        :func:`restflow.caching.tasks.run_cache_rules`."""
+        from restflow.caching.tasks import run_cache_rules
+
+        run_cache_rules(rule_ids=rule_ids, rule_kwargs=rule_kwargs or {})
+
     def _collect(self, instances: Iterable[Any], change: Change) -> list[tuple[BoundRule, Job]]:
         """The jobs of a change, read now; identical jobs once."""
         pairs: list[tuple[BoundRule, Job]] = []
@@ -373,6 +413,40 @@ class CacheRegistry:
             ", ".join(bound.rule_id for bound in rules),
             exc_info=error,
         )
+
+
+class ModelStatus(dict):
+    """``get_status()["models"]``: by model label, and by bare model name.
+
+    drf-restflow keyed the status by ``Model.__name__``, which two apps can
+    share; restflow keys it by label, and looks a bare name up among the
+    labels only when exactly one matches. A plain ``dict`` otherwise (equal
+    to one, iterated and serialized by label)."""
+
+    def _label(self, key: object) -> object:
+        if not isinstance(key, str) or "." in key or dict.__contains__(self, key):
+            return key
+        labels = [label for label in self if label.rpartition(".")[2] == key]
+        if len(labels) > 1:
+            raise KeyError(
+                f"{key!r} is ambiguous: {', '.join(sorted(labels))}; ask by 'app_label.Model'."
+            )
+        return labels[0] if labels else key
+
+    def __missing__(self, key: object) -> Any:
+        label = self._label(key)
+        if label == key:
+            raise KeyError(key)
+        return self[label]
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            return dict.__contains__(self, self._label(key))
+        except KeyError:
+            return False
+
+    def get(self, key: object, default: Any = None) -> Any:
+        return self[key] if key in self else default
 
 
 def _resolve_model(model: type | str, strict: bool = False) -> type | None:

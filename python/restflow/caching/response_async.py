@@ -147,6 +147,14 @@ class AsyncCachedResponseWrapper(CachedResponseWrapper):
         # Django runs a view, and an async class-based view's handlers, by
         # whether they are coroutine functions: this object is one.
         markcoroutinefunction(self)
+        # adrf asks inspect.iscoroutinefunction, which before Python 3.12
+        # ignores that mark and takes an object for a function only when it
+        # looks like one: the handler's code, defaults and annotations. Without
+        # them adrf runs the wrapper through sync_to_async, which refuses it.
+        func = self.func
+        self.__code__ = func.__code__
+        self.__defaults__ = func.__defaults__
+        self.__kwdefaults__ = func.__kwdefaults__
 
     def __repr__(self) -> str:
         return f"<AsyncCachedResponseWrapper of {self.__module__}.{self.__qualname__}>"
@@ -175,10 +183,14 @@ class AsyncCachedResponseWrapper(CachedResponseWrapper):
         self, *args: Any, **kwargs: Any
     ) -> tuple[Any, dict[str, Any]]:
         """Runs the view live, storing nothing: BYPASS."""
+        if self._outside_dispatch(args, kwargs):  # a bare DRF view: just the handler
+            receiver = (self.__self__,) if self._offset else ()
+            return await self.func(*receiver, *args, **kwargs), {"cache_status": CacheStatus.BYPASS}
         return await self._aserve("abypass_cache_with_metadata", args, kwargs)
 
     async def aget_cache_only(self, *args: Any, **kwargs: Any) -> Any:
         """The cached response (fresh or stale) rebuilt, or ``CACHE_MISSING``."""
+        args, kwargs = self._dispatched(args, kwargs)
         async with self._keyed(args, kwargs):
             entry = await self.cached_render.aget_cache_only(*args, **kwargs)
         return self._rebuilt(entry, args, kwargs)
@@ -186,15 +198,18 @@ class AsyncCachedResponseWrapper(CachedResponseWrapper):
     # -- keys and invalidation: the underlying wrapper's ----------------------
 
     async def aget_cached_metadata(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        args, kwargs = self._dispatched(args, kwargs)
         async with self._keyed(args, kwargs):
             return await self.cached_render.aget_cached_metadata(*args, **kwargs)
 
     async def aget_cache_key(self, *args: Any, **kwargs: Any) -> str:
         """``get_cache_key`` after loading the request's user without blocking."""
+        args, kwargs = self._dispatched(args, kwargs)
         async with self._keyed(args, kwargs):
             return self.cached_render.get_cache_key(*args, **kwargs)
 
     async def adelete_cache(self, *args: Any, **kwargs: Any) -> bool:
+        args, kwargs = self._dispatched(args, kwargs)
         async with self._keyed(args, kwargs):
             return await self.cached_render.adelete_cache(*args, **kwargs)
 
@@ -210,6 +225,7 @@ class AsyncCachedResponseWrapper(CachedResponseWrapper):
     async def _aserve(
         self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[Any, dict[str, Any]]:
+        args, kwargs = self._dispatched(args, kwargs)
         request = self._call.request(args, kwargs, self._offset)
         setattr(request, LOCALE_ATTR, locale_of())
         await _aresolve_user(request)

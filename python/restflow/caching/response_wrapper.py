@@ -24,7 +24,8 @@ from django.utils import timezone, translation
 from restflow._engine import CachedWrapper
 from restflow.caching.headers import set_response_cache_header
 from restflow.caching.response_entries import Entry, freeze, may_store, thaw
-from restflow.caching.response_keys import LOCALE_ATTR, locale_of, user_of
+from restflow.caching.response_keys import LOCALE_ATTR, is_drf_request, locale_of, user_of
+from restflow.caching.response_negotiation import can_negotiate, negotiate
 from restflow.caching.response_privacy import private_reason, serves, watching
 from restflow.caching.status import CACHE_MISSING, CacheStatus
 
@@ -193,6 +194,8 @@ class CachedResponseWrapper:
         self.__self__: Any = None
         self._call = call
         self._offset = 0
+        # An async handler may be a plain Django view's, whose request is Django's.
+        self._django_requests = inspect.iscoroutinefunction(func)
 
     def __get__(self, instance: Any, owner: type | None = None) -> CachedResponseWrapper:
         if instance is None or not self._call.method:
@@ -227,14 +230,19 @@ class CachedResponseWrapper:
         return self._serve("refresh_with_metadata", args, kwargs)
 
     def bypass_cache(self, *args: Any, **kwargs: Any) -> Any:
-        return self._serve("bypass_cache_with_metadata", args, kwargs)[0]
+        return self.bypass_cache_with_metadata(*args, **kwargs)[0]
 
     def bypass_cache_with_metadata(self, *args: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        if self._outside_dispatch(args, kwargs):
+            # drf-restflow's documented use outside a request: just the handler.
+            receiver = (self.__self__,) if self._offset else ()
+            return self.func(*receiver, *args, **kwargs), {"cache_status": CacheStatus.BYPASS}
         return self._serve("bypass_cache_with_metadata", args, kwargs)
 
     def get_cache_only(self, *args: Any, **kwargs: Any) -> Any:
         """The cached response (fresh or stale) rebuilt, or ``CACHE_MISSING``
         (also when its ``Vary`` headers do not match this request's)."""
+        args, kwargs = self._dispatched(args, kwargs)
         entry = self.cached_render.get_cache_only(*args, **kwargs)
         return self._rebuilt(entry, args, kwargs)
 
@@ -248,12 +256,15 @@ class CachedResponseWrapper:
     # -- keys and invalidation: the underlying wrapper's ----------------------
 
     def get_cached_metadata(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        args, kwargs = self._dispatched(args, kwargs)
         return self.cached_render.get_cached_metadata(*args, **kwargs)
 
     def get_cache_key(self, *args: Any, **kwargs: Any) -> str:
+        args, kwargs = self._dispatched(args, kwargs)
         return self.cached_render.get_cache_key(*args, **kwargs)
 
     def delete_cache(self, *args: Any, **kwargs: Any) -> bool:
+        args, kwargs = self._dispatched(args, kwargs)
         return self.cached_render.delete_cache(*args, **kwargs)
 
     def delete_by_prefix(self, *args: Any, **kwargs: Any) -> None:
@@ -264,9 +275,50 @@ class CachedResponseWrapper:
 
     # -- the one path every response call takes --------------------------------
 
+    def _view(self, args: tuple[Any, ...]) -> Any:
+        return self.__self__ if self._offset else (args[0] if self._call.method else None)
+
+    def _outside_dispatch(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Whether the call carries a plain Django request where DRF's dispatch
+        would pass its own (an async handler of a plain Django view takes Django's)."""
+        request = self._call.request(args, kwargs, self._offset)
+        if is_drf_request(request):
+            return False
+        return not self._django_requests or can_negotiate(self._view(args))
+
+    def _dispatched(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The call as DRF's dispatch makes it: a plain Django request (a test's,
+        a command's) beside a bare view is negotiated first (see
+        :mod:`restflow.caching.response_negotiation`), so the key is the one a
+        served request made, never a key no request has."""
+        request = self._call.request(args, kwargs, self._offset)
+        if is_drf_request(request):
+            return args, kwargs
+        view = self._view(args)
+        if not can_negotiate(view):
+            if self._django_requests:
+                return args, kwargs
+            raise TypeError(
+                f"{self.__qualname__} keys by what DRF negotiated for the request: pass the "
+                "DRF Request the view received, or call it on an APIView/ViewSet handler with "
+                "its view (MyView.get.delete_cache(MyView(), request, pk=1)), which negotiates "
+                f"a plain Django request; got {request!r}."
+            )
+        index = self._call.index - self._offset
+        positional = len(args) > index
+        url_args = args[index + 1 :] if positional else args[index:]
+        url_kwargs = {name: value for name, value in kwargs.items() if name != self._call.name}
+        drf_request = negotiate(view, request, self.__name__, url_args, url_kwargs)
+        if positional:
+            return (*args[:index], drf_request, *args[index + 1 :]), kwargs
+        return args, {**kwargs, self._call.name: drf_request}
+
     def _serve(
         self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[Any, dict[str, Any]]:
+        args, kwargs = self._dispatched(args, kwargs)
         request = self._call.request(args, kwargs, self._offset)
         setattr(request, LOCALE_ATTR, locale_of())
         if method == "get_with_metadata" and not _uses_cache(request):

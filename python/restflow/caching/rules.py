@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from restflow.caching.decorators import is_method
 from restflow.caching.dispatchers.jobs import Change, Job, SignalTypes
+from restflow.caching.function_identity import function_id_of
 from restflow.caching.key_fields import (
     ArgsKeyField,
     CacheKeyField,
@@ -103,7 +104,8 @@ class InvalidationRule:
 
     :param model: a model class, or ``"app_label.ModelName"`` (resolved when
         the apps are loaded). Saves and deletes of its subclasses and
-        proxies count too.
+        proxies count too. Checked when the rule is registered (at
+        decoration), so a rule may be built with a stand-in.
     :param field_mapping: ``{parameter: "attribute.path"}``: where the
         instance keeps each argument of the entries it affects. Map foreign
         keys by their column (``"author_id"``, or ``"author.id"``, which is
@@ -137,41 +139,47 @@ class InvalidationRule:
         the ``atomic`` block with the inline dispatcher, in the worker
         otherwise); ``False``: it is logged; ``None``: the dispatcher's
         ``RAISE_EXCEPTION`` setting, else ``DISPATCHER_RAISE_EXCEPTION``.
+
+    The parameters after ``model`` may be given by position, in
+    drf-restflow's order (``rewarm``, ``field_mapping``, ``require_args``,
+    ``trigger_on_create``, ``watch_fields``, ``invalidate_when``,
+    ``invalidator``, ``dispatcher``, ``dispatcher_config``, ``batch``,
+    ``raise_exception``).
     """
 
     def __init__(
         self,
         model: Any,
+        rewarm: bool = False,
         field_mapping: Mapping[str, str] | None = None,
-        invalidator: Callable[..., Any] | str | None = None,
-        watch_fields: Iterable[str] | str | None = None,
-        invalidate_when: Callable[..., Any] | Mapping[str, Any] | None = None,
         require_args: bool | Iterable[str] = True,
         trigger_on_create: bool = False,
-        rewarm: bool = False,
+        watch_fields: Iterable[str] | str | None = None,
+        invalidate_when: Callable[..., Any] | Mapping[str, Any] | None = None,
+        invalidator: Callable[..., Any] | str | None = None,
         dispatcher: str | type[Dispatcher] | Dispatcher | None = None,
         dispatcher_config: Mapping[str, Any] | None = None,
         batch: bool = False,
         raise_exception: bool | None = None,
     ) -> None:
-        if not (isinstance(model, str) and model.count(".") == 1) and not _is_model(model):
-            raise TypeError(
-                f"InvalidationRule model must be a model class or 'app_label.ModelName'; "
-                f"got {model!r}."
-            )
         if field_mapping and invalidator is not None:
             raise ValueError(
-                "Give an InvalidationRule field_mapping or an invalidator, not both: "
-                "the invalidator does the work itself."
+                "InvalidationRule field_mapping and invalidator are mutually exclusive "
+                "(give one, not both): the invalidator does the work itself."
             )
         if invalidator is not None and rewarm:
             raise ValueError(
                 "rewarm has no effect with an invalidator, which decides what to do itself."
             )
         if invalidator is not None and not callable(invalidator):
-            if not isinstance(invalidator, str) or "." not in invalidator.strip("."):
+            if not isinstance(invalidator, str):
                 raise TypeError(
                     "invalidator must be a callable or its dotted path "
+                    f"('myapp.invalidators.drop_feed'); got {invalidator!r}."
+                )
+            if "." not in invalidator.strip("."):  # drf-restflow's type: ValueError
+                raise ValueError(
+                    "An InvalidationRule invalidator string must be a dotted import path "
                     f"('myapp.invalidators.drop_feed'); got {invalidator!r}."
                 )
         self.model = model
@@ -224,7 +232,7 @@ class InvalidationRule:
                 self.get_dispatcher()
 
     def __repr__(self) -> str:
-        model = self.model if isinstance(self.model, str) else self.model._meta.label
+        model = self.model if isinstance(self.model, str) else _label(self.model)
         how = f"invalidator={self.invalidator!r}" if self.invalidator else f"{self.field_mapping}"
         return f"<InvalidationRule {model} {how}>"
 
@@ -312,6 +320,21 @@ def _is_model(value: Any) -> bool:
     return isinstance(value, type) and issubclass(value, models.Model)
 
 
+def _label(model: Any) -> str:
+    meta = getattr(model, "_meta", None)
+    return getattr(meta, "label", None) or repr(model)
+
+
+def check_model(model: Any) -> None:
+    """A rule's model is checked when the rule is registered (at decoration),
+    not when it is made, as in drf-restflow: a rule may be built with a
+    stand-in, but never wired to one."""
+    if not (isinstance(model, str) and model.count(".") == 1) and not _is_model(model):
+        raise TypeError(
+            f"InvalidationRule model must be a model class or 'app_label.ModelName'; got {model!r}."
+        )
+
+
 def _names(value: Iterable[str] | str | None, what: str) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -385,12 +408,12 @@ class BoundRule:
         if not self.rule.wants(instance, change, self._watched):
             return None
         job = Job(self.rule_id, self.module, self.model_label, change, rule=self)
+        job.pk = instance.pk  # a broker's top-level pk (drf-restflow's); the invalidator's row
         if self.target == INVALIDATOR:
             # A delete clears the instance's pk at the end of the deletion,
             # before the invalidator runs after the commit: keep a copy.
             deleted = change.signal_type is SignalTypes.POST_DELETE
             job.instance = copy.copy(instance) if deleted else instance
-            job.pk = instance.pk
             return job
         job.kwargs = {name: _read_path(instance, steps) for name, steps in self._paths.items()}
         required = self.rule.require_args
@@ -460,7 +483,8 @@ def function_path(wrapper: Any) -> str:
     """The cached function's dotted path: its ``function_id`` unless a
     ``Meta.key_identifier`` makes several functions share one."""
     func = wrapper.func
-    return f"{func.__module__}.{func.__qualname__}"
+    method = is_method(list(inspect.signature(func).parameters.values()))
+    return function_id_of(func, method=method)
 
 
 def _parameters(wrapper: Any) -> tuple[list[inspect.Parameter], bool]:
@@ -556,10 +580,20 @@ def _watched(model: type, names: tuple[str, ...] | None) -> frozenset[str] | Non
     return frozenset(watched)
 
 
+class NotCachedFunctionError(TypeError, AttributeError):
+    """A rule registered for a function that ``cache_result`` did not wrap.
+
+    A ``TypeError`` (a wrong argument), and an ``AttributeError``, which is
+    what drf-restflow raises there and what its users catch."""
+
+
 def check_function(rule: InvalidationRule, wrapper: Any) -> None:
     """The checks that need only the function, made at decoration."""
     if not getattr(wrapper, "is_cached_function", False):
-        raise TypeError(f"{wrapper!r} is not a cached function (decorate it with @cache_result).")
+        raise NotCachedFunctionError(
+            f"Must be a decorated function of `@cache_result`; got {wrapper!r} "
+            "(decorate it with @cache_result first)."
+        )
     parameters, _method = _parameters(wrapper)
     names = {p.name for p in parameters if p.kind not in _VARIADIC}
     takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in parameters)
@@ -597,6 +631,7 @@ def attach_rules(wrapper: Any, rules: Iterable[InvalidationRule]) -> None:
         if not isinstance(rule, InvalidationRule):
             raise TypeError(f"invalidates_on takes InvalidationRule objects; got {rule!r}.")
         check_function(rule, wrapper)
+        check_model(rule.model)
     from restflow.caching.registry import CacheRegister
 
     for position, rule in enumerate(rules):

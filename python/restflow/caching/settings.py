@@ -65,6 +65,18 @@ DEFAULTS: dict[str, Any] = {
     "LOCK_TIMEOUT": 10,
 }
 
+#: drf-restflow's key settings, accepted so its projects' settings need no
+#: change, and checked. They do not change restflow's keys: every key part
+#: longer than MAX_KEY_PART_LENGTH is digested, always (what
+#: HASH_SUFFIX_ON_OVERFLOW=True did). KEY_HASH_ALGORITHM (a hashlib name or
+#: a callable str -> str) is what restflow.caching.hashing.hash_string uses.
+ORIGIN_KEY_SETTINGS: dict[str, Any] = {
+    "MAX_KEY_SUFFIX_LENGTH": 250,
+    "HASH_SUFFIX_ON_OVERFLOW": False,
+    "KEY_HASH_ALGORITHM": "sha256",
+}
+DEFAULTS.update(ORIGIN_KEY_SETTINGS)
+
 _cached: dict[str, Any] | None = None
 
 
@@ -147,6 +159,7 @@ def _validate(user: Mapping[str, Any]) -> dict[str, Any]:
             f"to dicts of options; got {dispatcher_settings!r}."
         )
     _validate_backend_settings(merged)
+    _validate_origin_key_settings(merged)
     try:
         merged["STALE_WHILE_REVALIDATE"] = seconds(
             merged["STALE_WHILE_REVALIDATE"], name="STALE_WHILE_REVALIDATE"
@@ -232,6 +245,26 @@ def signing_key() -> bytes:
         )
     secret = secret.encode() if isinstance(secret, str) else secret
     return hmac.new(secret, b"restflow.caching.signing", hashlib.sha256).digest()
+
+
+def _validate_origin_key_settings(merged: dict[str, Any]) -> None:
+    prefix = 'RESTFLOW_SETTINGS["CACHE_SETTINGS"]'
+    length = merged["MAX_KEY_SUFFIX_LENGTH"]
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise configuration_error(
+            f'{prefix}["MAX_KEY_SUFFIX_LENGTH"] must be an int >= 1; got {length!r}.'
+        )
+    if not isinstance(merged["HASH_SUFFIX_ON_OVERFLOW"], bool):
+        raise configuration_error(
+            f'{prefix}["HASH_SUFFIX_ON_OVERFLOW"] must be True or False; '
+            f"got {merged['HASH_SUFFIX_ON_OVERFLOW']!r}."
+        )
+    algorithm = merged["KEY_HASH_ALGORITHM"]
+    if not callable(algorithm) and algorithm not in hashlib.algorithms_available:
+        raise configuration_error(
+            f'{prefix}["KEY_HASH_ALGORITHM"] must be a hashlib algorithm name (such as '
+            f"'sha256') or a callable str -> str; got {algorithm!r}."
+        )
 
 
 def cache_settings() -> dict[str, Any]:

@@ -22,15 +22,21 @@ from typing import Any
 from restflow.caching.dispatchers.base import raises
 from restflow.caching.dispatchers.dramatiq import ACTOR_NAME, DramatiqDispatcher
 from restflow.caching.dispatchers.jobs import Job
+from restflow.caching.dispatchers.origin import jobs_from_origin
 from restflow.caching.registry import CacheRegister
 
-__all__ = ["dramatiq_actor", "run_cache_rules", "task_run_cache_rules"]
+__all__ = ["arun_cache_rules", "dramatiq_actor", "run_cache_rules", "task_run_cache_rules"]
 
 logger = logging.getLogger("restflow.caching")
 
 
 def run_cache_rules(
-    jobs: Iterable[Job | dict[str, Any]], dispatcher_name: str | None = None
+    jobs: Iterable[Any] = (),
+    rule_kwargs: dict[str, Any] | str | None = None,
+    *,
+    dispatcher_name: str | None = None,
+    context: dict[str, Any] | None = None,
+    rule_ids: Iterable[Any] | None = None,
 ) -> None:
     """Runs each job; one that fails does not stop the others.
 
@@ -39,7 +45,18 @@ def run_cache_rules(
     dispatcher's ``RAISE_EXCEPTION`` setting does, else when
     ``DISPATCHER_RAISE_EXCEPTION`` does. Raising lets a broker retry or
     record the task as failed.
+
+    drf-restflow's form is taken too: ``run_cache_rules(rule_ids,
+    rule_kwargs, dispatcher_name=..., context=...)``, from a custom
+    dispatcher written for it or a message it queued (see
+    :mod:`restflow.caching.dispatchers.origin`).
     """
+    if isinstance(rule_kwargs, str):  # run_cache_rules(jobs, "django_rq")
+        dispatcher_name, rule_kwargs = rule_kwargs, None
+    if rule_ids is not None or rule_kwargs is not None:
+        jobs = jobs_from_origin(
+            jobs if rule_ids is None else rule_ids, rule_kwargs or {}, context or {}
+        )
     failures: list[Exception] = []
     for item in jobs:
         rule = None
@@ -64,15 +81,45 @@ def run_cache_rules(
         raise failures[0]
 
 
+async def arun_cache_rules(*args: Any, **kwargs: Any) -> None:
+    """:func:`run_cache_rules` on a worker thread, awaited (drf-restflow's
+    async entry point): the rules touch stores and the database."""
+    import asyncio
+    import functools
+
+    await asyncio.get_running_loop().run_in_executor(
+        None, functools.partial(run_cache_rules, *args, **kwargs)
+    )
+
+
 def _name(item: Job | dict[str, Any]) -> str:
     if isinstance(item, Job):
         return item.rule_id
     return str(item.get("rule")) if isinstance(item, dict) else repr(item)
 
 
-def task_run_cache_rules(jobs: list[dict[str, Any]], dispatcher_name: str = "celery") -> None:
-    """The Celery task: runs the payloads a ``celery`` dispatcher sent."""
-    run_cache_rules(jobs, dispatcher_name=dispatcher_name)
+def task_run_cache_rules(
+    jobs: list[dict[str, Any]] | None = None,
+    dispatcher_name: str = "celery",
+    *,
+    rule_ids: list[Any] | None = None,
+    rule_kwargs: dict[str, Any] | None = None,
+    **context: Any,
+) -> None:
+    """The Celery task: runs the payloads a ``celery`` dispatcher sent.
+
+    ``context`` is what the message says beside them (``model_label``,
+    ``pk``, ``signal_type``, as drf-restflow's messages did); a message
+    drf-restflow queued (``rule_ids``, ``rule_kwargs``) runs too."""
+    if rule_ids is not None:
+        run_cache_rules(
+            rule_ids=rule_ids,
+            rule_kwargs=rule_kwargs or {},
+            dispatcher_name=dispatcher_name,
+            context=context,
+        )
+    else:
+        run_cache_rules(jobs or [], dispatcher_name=dispatcher_name)
 
 
 try:
@@ -98,8 +145,9 @@ def dramatiq_actor(actor_name: str = ACTOR_NAME, queue_name: str = "default") ->
         if actor is None:
             dramatiq = DramatiqDispatcher.broker()
 
-            def run(jobs: list[dict[str, Any]], dispatcher_name: str = "dramatiq") -> None:
-                run_cache_rules(jobs, dispatcher_name=dispatcher_name)
+            def run(jobs: list[Any], dispatcher_name: Any = "dramatiq") -> None:
+                # (jobs, name), or drf-restflow's (rule_ids, rule_kwargs).
+                run_cache_rules(jobs, dispatcher_name)
 
             actor = _actors[actor_name] = dramatiq.actor(
                 run, actor_name=actor_name, queue_name=queue_name

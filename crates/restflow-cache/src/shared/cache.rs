@@ -192,6 +192,8 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         }
         let result = run(&self.store);
         match &result {
+            // The caller was interrupted: nothing was learnt about the store.
+            Err(StoreError::Interrupted) => {}
             Err(error) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
                 if error.is_connection_failure() {
@@ -226,7 +228,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         if fetched.generations != Some(decoded.generations) {
             return Found::Nothing;
         }
-        let now = self.clock.now_coarse();
+        let now = self.clock.now_judging(decoded.stamps.fresh_until);
         match decoded.stamps.freshness(now) {
             Freshness::Expired => {
                 // Past the stale window, but maybe inside stale-if-error.
@@ -264,7 +266,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         error: StoreError,
         compute: impl FnOnce() -> Result<Produced<T>, E>,
     ) -> Result<Answer<T>, SharedError<E>> {
-        if !self.options.bypass_on_failure {
+        if !self.options.bypass_on_failure || error == StoreError::Interrupted {
             return Err(SharedError::Store(error));
         }
         let produced = compute().map_err(SharedError::Compute)?;

@@ -63,6 +63,11 @@ pub enum StoreError {
     Protocol(String),
     /// The circuit breaker is open: the store was not asked.
     CircuitOpen,
+    /// The caller was interrupted during the call (a signal, such as Ctrl-C
+    /// in Python): not a fault of the store. It is never counted against
+    /// the store and never answered by computing without it: the caller
+    /// wants to stop.
+    Interrupted,
 }
 
 impl std::fmt::Display for StoreError {
@@ -72,6 +77,7 @@ impl std::fmt::Display for StoreError {
             StoreError::Timeout(why) => write!(f, "store timed out: {why}"),
             StoreError::Protocol(why) => write!(f, "store answered garbage: {why}"),
             StoreError::CircuitOpen => f.write_str("store skipped: circuit breaker open"),
+            StoreError::Interrupted => f.write_str("store call interrupted"),
         }
     }
 }

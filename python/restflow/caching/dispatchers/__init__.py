@@ -48,11 +48,23 @@ __all__ = [
     "DramatiqDispatcher",
     "InlineDispatcher",
     "ThreadPoolDispatcher",
+    "UnknownDispatcherError",
     "get_dispatcher",
     "is_registered",
+    "register",
     "register_dispatcher",
     "registered_dispatcher_names",
+    "registered_names",
+    "resolve",
 ]
+
+
+class UnknownDispatcherError(ValueError, KeyError):
+    """A dispatcher name nothing registered: a ``ValueError`` (a wrong
+    setting), and the ``KeyError`` drf-restflow raises for it."""
+
+    __str__ = BaseException.__str__  # the message, not KeyError's repr of it
+
 
 _registry: dict[str, type[Dispatcher]] = {}
 _lock = threading.Lock()
@@ -99,7 +111,7 @@ def get_dispatcher(
             cls = _registry.get(spec)
         if cls is None:
             known = ", ".join(registered_dispatcher_names())
-            raise ValueError(
+            raise UnknownDispatcherError(
                 f"Unknown dispatcher {spec!r}; registered: {known}. "
                 "Register yours with restflow.caching.dispatchers.register_dispatcher."
             )
@@ -121,3 +133,9 @@ for _builtin in (
     DramatiqDispatcher,
 ):
     register_dispatcher(_builtin)
+
+
+# drf-restflow's names in this module (``restflow.caching.dispatchers``).
+register = register_dispatcher
+registered_names = registered_dispatcher_names
+resolve = get_dispatcher

@@ -48,6 +48,7 @@ class AsyncIODispatcher(Dispatcher):
     """Runs the jobs as a task of the awaiting event loop, or inline without one."""
 
     name = "asyncio"
+    config_keys = frozenset()  # takes no options: any dispatcher_config is a mistake
     supports_batching = False
 
     # A loop keeps only weak references to its tasks: hold them until done.

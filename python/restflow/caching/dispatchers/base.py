@@ -21,9 +21,18 @@ from types import ModuleType
 from typing import Any, ClassVar, NamedTuple
 
 from restflow.caching.dispatchers.jobs import Job
+from restflow.caching.dispatchers.origin import adapt, takes_origin_arguments
 from restflow.caching.settings import cache_settings
 
-__all__ = ["Dispatcher", "Requirement", "raises", "require"]
+__all__ = [
+    "DEFAULT_FUNCTION_PATH",
+    "Dispatcher",
+    "Requirement",
+    "get_dispatcher_settings",
+    "import_dotted",
+    "raises",
+    "require",
+]
 
 
 def require(module: str, *, dispatcher: str, extra: str, package: str = "") -> ModuleType:
@@ -62,6 +71,29 @@ def raises(raise_exception: bool | None, dispatcher_name: str | None) -> bool:
     return bool(settings["DISPATCHER_RAISE_EXCEPTION"])
 
 
+#: The worker function broker dispatchers name by default (drf-restflow's name).
+DEFAULT_FUNCTION_PATH = "restflow.caching.tasks.run_cache_rules"
+
+
+def get_dispatcher_settings(name: str) -> dict[str, Any]:
+    """The settings of the dispatcher registered as ``name``, defaults
+    included (drf-restflow's helper; :meth:`Dispatcher.settings`)."""
+    from restflow.caching.dispatchers import _registry
+
+    registered = _registry.get(name)
+    if registered is not None:
+        return registered.settings()
+    return dict(cache_settings()["DISPATCHER_SETTINGS"].get(name, {}))
+
+
+def import_dotted(path: str) -> Any:
+    """The object at ``"package.module.name"`` (drf-restflow's helper)."""
+    module_name, _, attribute = path.rpartition(".")
+    if not module_name:
+        raise ImportError(f"Invalid dotted path: {path!r}; give 'package.module.name'.")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
 class Dispatcher(abc.ABC):
     """Runs the jobs of a change somewhere.
 
@@ -77,13 +109,22 @@ class Dispatcher(abc.ABC):
     supports_batching: ClassVar[bool] = True
     #: Whether jobs stay in this process (and so may carry the instance itself).
     in_process: ClassVar[bool] = True
-    #: The ``dispatcher_config`` keys this dispatcher accepts.
-    config_keys: ClassVar[frozenset[str]] = frozenset()
+    #: The ``dispatcher_config`` keys this dispatcher accepts; ``None`` (a
+    #: dispatcher that declares none, as drf-restflow's did): any, read with
+    #: :meth:`option` or ``self.config``. The built-ins declare theirs.
+    config_keys: ClassVar[frozenset[str] | None] = None
     #: Defaults of its ``DISPATCHER_SETTINGS`` block. ``RAISE_EXCEPTION``
     #: (``None``: follow ``DISPATCHER_RAISE_EXCEPTION``) is known to all.
     default_settings: ClassVar[dict[str, Any]] = {}
     #: The broker package it needs, imported when a rule is bound (see :meth:`broker`).
     requires: ClassVar[Requirement | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        dispatch = cls.__dict__.get("dispatch")
+        if dispatch is not None and takes_origin_arguments(dispatch):
+            # drf-restflow's contract: dispatch(*, rule_ids, rule_kwargs, **context).
+            cls.dispatch = adapt(dispatch)  # type: ignore[method-assign]
 
     def __init__(self, **config: Any) -> None:
         self.config = config
@@ -92,9 +133,9 @@ class Dispatcher(abc.ABC):
     def validate_config(self) -> None:
         """Checks the rule's ``dispatcher_config`` when the rule is bound, so a
         typo or a missing broker package (``requires``) fails at import."""
-        unknown = sorted(set(self.config) - set(self.config_keys))
+        unknown = [] if self.config_keys is None else sorted(set(self.config) - self.config_keys)
         if unknown:
-            allowed = ", ".join(sorted(self.config_keys)) or "none"
+            allowed = ", ".join(sorted(self.config_keys or ())) or "none"
             raise ValueError(
                 f"dispatcher {self.name!r} got unknown dispatcher_config key(s) "
                 f"{', '.join(unknown)}; it accepts: {allowed}."
@@ -124,7 +165,8 @@ class Dispatcher(abc.ABC):
         """Rules whose dispatchers give equal keys share one :meth:`dispatch`
         call when they set ``batch=True``: by default, those whose options
         (:meth:`option` of each of ``config_keys``) are equal."""
-        return (type(self), repr([(key, self.option(key)) for key in sorted(self.config_keys)]))
+        keys = sorted(self.config) if self.config_keys is None else sorted(self.config_keys)
+        return (type(self), repr([(key, self.option(key)) for key in keys]))
 
     def option(self, key: str) -> Any:
         """A rule's ``dispatcher_config[key]``, else the ``KEY`` setting; where

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from restflow.caching.dispatchers.base import Dispatcher, Requirement
-from restflow.caching.dispatchers.jobs import Job
+from restflow.caching.dispatchers.jobs import Job, encode
 
 TASK_NAME = "restflow.caching.tasks.task_run_cache_rules"
 
@@ -34,7 +34,11 @@ class CeleryDispatcher(Dispatcher):
 
         task_name = self.option("task_name")
         queue = self.option("queue")
-        kwargs = {"jobs": [job.to_payload() for job in jobs], "dispatcher_name": self.name}
+        kwargs = {
+            "jobs": [job.to_payload() for job in jobs],
+            "dispatcher_name": self.name,
+            **_change_of(jobs),
+        }
         options = {"queue": queue} if queue else {}
         app = celery.current_app
         task = app.tasks.get(task_name)
@@ -42,3 +46,19 @@ class CeleryDispatcher(Dispatcher):
             task.apply_async(kwargs=kwargs, **options)
         else:
             app.send_task(task_name, kwargs=kwargs, **options)
+
+
+def _change_of(jobs: Sequence[Job]) -> dict[str, Any]:
+    """``model_label``, ``pk`` and ``signal_type`` at the top of the message,
+    as drf-restflow's messages had them (for task routes and monitoring that
+    read them); ``None`` where the jobs of a batch disagree."""
+    fields: dict[str, Any] = {}
+    for name, values in (
+        ("model_label", {job.model for job in jobs}),
+        ("pk", {repr(encode(job.pk)) for job in jobs}),
+        ("signal_type", {job.change.signal_type.value for job in jobs}),
+    ):
+        fields[name] = values.pop() if len(values) == 1 else None
+    if fields["pk"] is not None:
+        fields["pk"] = encode(jobs[0].pk)
+    return fields

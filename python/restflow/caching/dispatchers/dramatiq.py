@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 from restflow.caching.dispatchers.base import Dispatcher, Requirement
 from restflow.caching.dispatchers.jobs import Job
 
-ACTOR_NAME = "restflow.caching.run_cache_rules"
+#: drf-restflow's actor name, so messages it queued find the actor after the deploy.
+ACTOR_NAME = "restflow.task_run_cache_rules"
 
 
 class DramatiqDispatcher(Dispatcher):

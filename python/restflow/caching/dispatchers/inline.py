@@ -17,6 +17,7 @@ class InlineDispatcher(Dispatcher):
     """Runs the jobs at once, on the calling thread."""
 
     name = "inline"
+    config_keys = frozenset()  # takes no options: any dispatcher_config is a mistake
     # Nothing to save by grouping: each job runs where it is.
     supports_batching = False
 

@@ -27,9 +27,10 @@ import enum
 import importlib
 import json
 import uuid
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 __all__ = ["Change", "Job", "SignalTypes", "decode", "encode"]
 
@@ -136,6 +137,37 @@ def _tagged(kind: str, value: Any) -> dict[str, Any]:
     return {_TAG: kind, "v": value}
 
 
+def _encode_moment(kind: str, value: datetime | time) -> dict[str, Any]:
+    """A datetime or time as its text, plus its fold and zone when the text
+    does not say them (the key encoder keys both: see ``moment.rs``)."""
+    zone = value.tzinfo
+    extra: list[Any] | None = None
+    if isinstance(zone, ZoneInfo):
+        extra = ["zoneinfo", zone.key]
+    elif isinstance(zone, timezone):
+        name = zone.tzname(None)
+        if name != timezone(zone.utcoffset(None)).tzname(None):
+            extra = ["timezone", name]
+    if extra is None and not value.fold:
+        return _tagged(kind, value.isoformat())
+    return _tagged(kind, [value.isoformat(), value.fold, *(extra or [None, None])])
+
+
+def _decode_moment(parse: Any) -> Any:
+    def decode_moment(value: str | list[Any]) -> Any:
+        if isinstance(value, str):
+            return parse(value)
+        text, fold, zone_kind, name = value
+        moment = parse(text)
+        if zone_kind == "zoneinfo":
+            moment = moment.replace(tzinfo=ZoneInfo(name))
+        elif zone_kind == "timezone":
+            moment = moment.replace(tzinfo=timezone(moment.utcoffset(), name))
+        return moment.replace(fold=fold)
+
+    return decode_moment
+
+
 def _encode_enum(value: enum.Enum) -> dict[str, Any]:
     kind = type(value)
     return _tagged("enum", [f"{kind.__module__}:{kind.__qualname__}", encode(value.value)])
@@ -148,9 +180,9 @@ _ENCODERS = {
     set: lambda v: _tagged("set", [encode(i) for i in v]),
     frozenset: lambda v: _tagged("frozenset", [encode(i) for i in v]),
     bytes: lambda v: _tagged("bytes", base64.b64encode(v).decode("ascii")),
-    datetime: lambda v: _tagged("datetime", v.isoformat()),
+    datetime: lambda v: _encode_moment("datetime", v),
     date: lambda v: _tagged("date", v.isoformat()),
-    time: lambda v: _tagged("time", v.isoformat()),
+    time: lambda v: _encode_moment("time", v),
     timedelta: lambda v: _tagged("timedelta", [v.days, v.seconds, v.microseconds]),
     Decimal: lambda v: _tagged("decimal", str(v)),
     uuid.UUID: lambda v: _tagged("uuid", str(v)),
@@ -189,9 +221,9 @@ _DECODERS = {
     "set": lambda v: {decode(i) for i in v},
     "frozenset": lambda v: frozenset(decode(i) for i in v),
     "bytes": base64.b64decode,
-    "datetime": datetime.fromisoformat,
+    "datetime": _decode_moment(datetime.fromisoformat),
     "date": date.fromisoformat,
-    "time": time.fromisoformat,
+    "time": _decode_moment(time.fromisoformat),
     "timedelta": lambda v: timedelta(days=v[0], seconds=v[1], microseconds=v[2]),
     "decimal": Decimal,
     "uuid": uuid.UUID,

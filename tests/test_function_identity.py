@@ -1,0 +1,115 @@
+"""Functions whose dotted path repeats (issue 10, item 11): closures made by
+one factory, lambdas, methods of local classes. Each gets entries of its own
+in memory, and key strings of their own or a refusal on a shared store;
+never a silent share. Memory store; the Redis
+version is in tests/redis/test_function_identity_redis.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from restflow.caching import CacheStatus, cache_result
+
+calls: list = []
+
+
+@pytest.fixture(autouse=True)
+def _reset():
+    calls.clear()
+
+
+def rates(currency, scale=1):
+    """A factory of cached functions, as a user writes one."""
+
+    @cache_result(ttl=60)
+    def rate(day):
+        calls.append((currency, day))
+        return f"{currency}:{day * scale}"
+
+    return rate
+
+
+def status(wrapper, *args):
+    return wrapper.get_with_metadata(*args)[1]["cache_status"]
+
+
+def test_closures_over_plain_values_get_their_own_entries():
+    usd, eur = rates("USD"), rates("EUR")
+    assert (usd(1), eur(1)) == ("USD:1", "EUR:1")
+    assert (usd(1), eur(1)) == ("USD:1", "EUR:1")
+    assert status(usd, 1) is status(eur, 1) is CacheStatus.HIT
+    assert calls == [("USD", 1), ("EUR", 1)]
+    # Their key strings differ too, by a digest of the closure's values.
+    assert usd.function_id != eur.function_id
+    assert usd.function_id.startswith(f"{__name__}.rates.<locals>.rate[")
+    assert usd.get_cache_key(1) != eur.get_cache_key(1)
+    assert rates("USD", scale=2).function_id not in (usd.function_id, eur.function_id)
+    # The same factory call made again has the same name.
+    assert rates("USD").function_id == usd.function_id
+
+
+def test_a_closure_is_named_the_same_in_every_process():
+    script = textwrap.dedent(
+        """
+        from tests.test_function_identity import rates
+
+        print(rates("USD").function_id)
+        """
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONHASHSEED": "7"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=root, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == rates("USD").function_id
+
+
+class Client:
+    """Something a closure holds that has no key: a connection, a service."""
+
+    def __init__(self, name):
+        self.name = name
+
+
+def clients(client):
+    @cache_result(ttl=60)
+    def fetch(item):
+        calls.append((client.name, item))
+        return f"{client.name}:{item}"
+
+    return fetch
+
+
+def views(prefix):
+    class View:
+        @cache_result(ttl=60)
+        def get(self, item):
+            calls.append((prefix, item))
+            return f"{prefix}:{item}"
+
+    return View
+
+
+def test_in_memory_every_function_object_has_entries_of_its_own():
+    # Closures over objects, two lambdas of one name, two local classes:
+    # nothing names them apart across processes, but memory needs no name.
+    a, b = clients(Client("a")), clients(Client("b"))
+    assert (a(1), b(1), a(1), b(1)) == ("a:1", "b:1", "a:1", "b:1")
+    first = cache_result(ttl=60)(lambda x: ("first", x))
+    second = cache_result(ttl=60)(lambda x: ("second", x))
+    assert (first(1), second(1), first(1)) == (("first", 1), ("second", 1), ("first", 1))
+    view_a, view_b = views("a"), views("b")
+    assert (view_a().get(1), view_b().get(1), view_a().get(1)) == ("a:1", "b:1", "a:1")
+    assert calls == [("a", 1), ("b", 1), ("a", 1), ("b", 1)]
+    # Each is still dropped on its own.
+    a.invalidate_all()
+    assert (a(1), b(1)) == ("a:1", "b:1")
+    assert calls[-1] == ("a", 1) and len(calls) == 5
