@@ -492,6 +492,9 @@ impl Core {
     pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.func)?;
         visit.call(&self.policy)?;
+        if let Some(claim) = &self.claim {
+            visit.call(claim)?; // a partial holding the function
+        }
         self.signature.traverse(visit)?;
         if let Some(fields) = &self.fields {
             visit.call(&fields.build)?;
