@@ -117,8 +117,8 @@ class ResponseVariantKeyField(CacheKeyField):
     - the method: a view may render HEAD differently (an empty body), and a
       GET must never be served that;
     - the scheme and host (``request.get_host()``, as ``build_absolute_uri``
-      reads them): absolute URLs rendered for ``http://a`` must never reach
-      ``https://b``. A Host that ``ALLOWED_HOSTS`` refuses is refused here,
+      reads them): absolute URLs rendered for one host, or over plain
+      HTTP, must never reach another host, or an HTTPS request. A Host that ``ALLOWED_HOSTS`` refuses is refused here,
       as any absolute URL would be.
     """
 
