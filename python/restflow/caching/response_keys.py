@@ -118,8 +118,9 @@ class ResponseVariantKeyField(CacheKeyField):
       GET must never be served that;
     - the scheme and host (``request.get_host()``, as ``build_absolute_uri``
       reads them): absolute URLs rendered for one host, or over plain
-      HTTP, must never reach another host, or an HTTPS request. A Host that ``ALLOWED_HOSTS`` refuses is refused here,
-      as any absolute URL would be.
+      HTTP, must never reach another host, or an HTTPS request. A Host
+      that ``ALLOWED_HOSTS`` refuses is refused here, as any absolute URL
+      would be.
     """
 
     def __init__(self, request_arg: str = "request", **options: bool) -> None:
