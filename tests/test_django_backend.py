@@ -17,6 +17,10 @@ from restflow.caching import (
     cache_result,
 )
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
+from tests.refresh_claim_race import (
+    DJANGO_GATE,
+    check_an_overtaken_stale_read_does_not_refresh_again,
+)
 from tests.refresh_race import check_an_invalidation_during_a_refresh_is_kept
 
 calls: list = []
@@ -218,3 +222,16 @@ def test_a_partition_counter_expires_with_its_entries(alias):
     left = cache._expire_info[cache.make_key(name)] - time.time()
     # ttl 30 s + the stale window's 60 s, as the entry.
     assert left == pytest.approx(90, abs=2)
+
+
+def test_a_stale_read_overtaken_by_a_whole_refresh_does_not_refresh_again():
+    gated = {"BACKEND": "tests.refresh_claim_race.GatedLocMemCache", "LOCATION": "rf-gated"}
+    with override_settings(CACHES={**CACHES, "gated": gated}):
+        caches["gated"].clear()
+        try:
+            check_an_overtaken_stale_read_does_not_refresh_again(
+                DJANGO_GATE, backend="django:gated"
+            )
+        finally:
+            DJANGO_GATE.release.set()
+            caches["gated"].clear()

@@ -12,6 +12,8 @@ from django.test import override_settings
 from restflow.caching import CacheStatus, cache_result
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.redis.conftest import redis_settings
+from tests.redis.gate_proxy import GateProxy
+from tests.refresh_claim_race import ClaimGate, check_an_overtaken_stale_read_does_not_refresh_again
 from tests.test_followers import followers_share_a_value_that_cache_if_keeps_out, run_together
 
 
@@ -98,3 +100,13 @@ def test_a_slow_refresh_does_not_release_the_next_holders_refresh_lock(redis):
         assert redis.get(key) == b"the-next-holder"
         value, meta = slow.get_with_metadata(1)
         assert (value, meta["cache_status"]) == (2, CacheStatus.HIT)
+
+
+def test_a_stale_read_overtaken_by_a_whole_refresh_does_not_refresh_again(redis_server, redis):
+    gate = ClaimGate()
+    proxy = GateProxy(redis_server.port, gate)
+    try:
+        check_an_overtaken_stale_read_does_not_refresh_again(gate, backend=proxy.url)
+    finally:
+        gate.release.set()
+        proxy.close()

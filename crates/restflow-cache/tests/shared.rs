@@ -20,6 +20,10 @@ struct FakeStore {
     /// Writes answered with an error, as Redis does under `noeviction`.
     refuse_writes: AtomicBool,
     calls: AtomicUsize,
+    /// Runs once, at the next attempt to take a refresh lock, before the
+    /// store looks at the lock: another process's turn between a caller's
+    /// fetch and its claim.
+    before_refresh_claim: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl FakeStore {
@@ -109,6 +113,12 @@ impl SharedStore for FakeStore {
         Ok(true)
     }
     fn try_lock(&self, key: &str, token: &str, _ttl: Duration) -> Result<bool, StoreError> {
+        if key.starts_with("refresh:") {
+            let hook = self.before_refresh_claim.lock().take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
         self.write()?;
         let mut values = self.values.lock();
         if values.contains_key(key) {
@@ -147,18 +157,27 @@ fn cache(
 ) {
     let store = Arc::new(FakeStore::default());
     let clock = Arc::new(Clock::frozen(Timestamp::from_micros(1_800_000_000_000_000)));
-    let cache = SharedCache::new(
-        Arc::clone(&store),
+    let cache = another_process(&store, &clock, bypass);
+    (store, cache, clock)
+}
+
+/// A second cache over the same store and clock: another process.
+fn another_process(
+    store: &Arc<FakeStore>,
+    clock: &Arc<Clock>,
+    bypass: bool,
+) -> SharedCache<Arc<FakeStore>, String> {
+    SharedCache::new(
+        Arc::clone(store),
         Signer::new(b"key"),
-        Arc::clone(&clock),
+        Arc::clone(clock),
         Breaker::new(3, Duration::from_secs(60)),
         SharedOptions {
             lock_timeout: Duration::from_secs(5),
             wait_timeout: Duration::from_millis(200),
             bypass_on_failure: bypass,
         },
-    );
-    (store, cache, clock)
+    )
 }
 
 fn produce(value: &str) -> Result<Produced<String>, String> {
@@ -239,6 +258,62 @@ fn miss_then_hit_then_stale_with_one_refresh_claim() {
     ));
     clock.advance(Span::from_secs(10));
     assert_eq!(status(&get(&cache, "v3")), Status::Miss);
+}
+
+#[test]
+fn a_stale_read_overtaken_by_a_whole_refresh_does_not_refresh_again() {
+    let (store, cache, clock) = cache(true);
+    get(&cache, "v1");
+    clock.advance(Span::from_secs(10));
+    // Between this caller's fetch of the stale entry and its claim, another
+    // process claims the refresh, stores "v2" and frees the refresh lock.
+    let other = Arc::new(another_process(&store, &clock, true));
+    let refreshes = Arc::new(AtomicUsize::new(0));
+    let (other_in_hook, refreshes_in_hook) = (Arc::clone(&other), Arc::clone(&refreshes));
+    *store.before_refresh_claim.lock() = Some(Box::new(move || {
+        let Answer::Stored {
+            refresh_token: Some(token),
+            generations,
+            ..
+        } = get(&other_in_hook, "unused")
+        else {
+            panic!("the other process claims the refresh")
+        };
+        refreshes_in_hook.fetch_add(1, Ordering::SeqCst);
+        // With a stale window, so the next stale period can be claimed.
+        let v2 = (0, b"v2".to_vec(), produce("v2").unwrap().lifetime);
+        other_in_hook
+            .finish_refresh(&keys(), &token, Span::ZERO, generations, Some(v2))
+            .unwrap();
+    }));
+    let overtaken = get(&cache, "unused");
+    assert!(
+        matches!(
+            &overtaken,
+            Answer::Stored {
+                status: Status::Stale,
+                refresh_token: None,
+                ..
+            }
+        ),
+        "the entry it read was refreshed already: no second refresh: {overtaken:?}"
+    );
+    assert_eq!(refreshes.load(Ordering::SeqCst), 1);
+    assert!(
+        !store.values.lock().contains_key("refresh:f1"),
+        "the refresh lock is free"
+    );
+    assert_eq!(value_of(&get(&cache, "unused")), (Status::Hit, "v2".into()));
+    // The next stale period is claimed as before.
+    clock.advance(Span::from_secs(10));
+    assert!(matches!(
+        get(&cache, "unused"),
+        Answer::Stored {
+            status: Status::Stale,
+            refresh_token: Some(_),
+            ..
+        }
+    ));
 }
 
 #[test]

@@ -9,7 +9,8 @@
 //!   takes the store's lock (with an expiry, so a holder that dies frees
 //!   it); the others poll the entry with backoff, bounded.
 //! * In the stale window the entry is served at once and one process, the
-//!   one that takes the refresh lock, refreshes it.
+//!   one that takes the refresh lock while the stale entry it read is still
+//!   the one stored, refreshes it (once per stale period).
 //! * Every value is written under the generations read *before* it was
 //!   computed, and only while they are still current
 //!   ([`SharedStore::put_current`]): a value computed before an
@@ -300,15 +301,8 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                     return Ok(Self::stored(&decoded, status, None));
                 }
                 Found::Usable(decoded, Freshness::Stale) => {
-                    let token = self.token();
-                    let claimed = self
-                        .call(|s| s.try_lock(&keys.refresh, &token, self.options.lock_timeout))
-                        .unwrap_or(false);
-                    return Ok(Self::stored(
-                        &decoded,
-                        Status::Stale,
-                        claimed.then_some(token),
-                    ));
+                    let claimed = self.claim_refresh(keys, &fetched);
+                    return Ok(Self::stored(&decoded, Status::Stale, claimed));
                 }
                 Found::Usable(decoded, Freshness::Expired) => {
                     Some(Self::stored::<T>(&decoded, Status::Stale, None))
@@ -347,6 +341,42 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                 }
             }
         }
+    }
+
+    /// Claims the background refresh of the stale entry in `read`: takes
+    /// the refresh lock, then keeps it (returning its token) only if the
+    /// entry stored is still the one read.
+    ///
+    /// Why the second look: between this caller's fetch and its claim,
+    /// another process may have claimed the refresh, stored the new entry
+    /// and freed the lock; taking the free lock then would refresh a second
+    /// time in one stale period (DESIGN §2 promises one per cluster). The
+    /// look after taking the lock is conclusive: a refresh stores while it
+    /// holds the lock, so one that stored before this claim shows in the
+    /// look, and none stores after it until this holder is done (within
+    /// `lock_timeout`). Checked here rather than by keeping the lock past a
+    /// refresh until its entry goes stale: a lock's expiry runs on the
+    /// store's clock, not the engine's (frozen in tests, skewed between
+    /// hosts), and the next stale period must be claimable at once.
+    /// Costs one more round trip, only for the one caller that takes the
+    /// lock. A store that fails the look gets no refresh (it would fail to
+    /// store it too).
+    fn claim_refresh(&self, keys: &KeySet, read: &Fetched) -> Option<String> {
+        let token = self.token();
+        let locked = self
+            .call(|s| s.try_lock(&keys.refresh, &token, self.options.lock_timeout))
+            .unwrap_or(false);
+        if !locked {
+            return None;
+        }
+        let unchanged = self.call(|s| s.fetch(keys)).is_ok_and(|again| {
+            again.payload == read.payload && again.generations == read.generations
+        });
+        if unchanged {
+            return Some(token);
+        }
+        let _ = self.call(|s| s.unlock(&keys.refresh, &token));
+        None
     }
 
     /// The one caller in this process that must produce the value: takes

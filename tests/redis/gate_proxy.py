@@ -1,0 +1,65 @@
+"""A TCP proxy in front of a test redis-server that holds a refresh claim.
+
+Hand-written (the standard library's sockets, a thread per direction)
+because no maintained package offers a proxy that can stop one command at
+a chosen moment: it forwards bytes untouched, except that a client chunk
+naming a refresh lock first passes a :class:`ClaimGate`."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+from tests.refresh_claim_race import ClaimGate
+
+#: What every refresh-lock name holds; the lookup (MGET) never names one.
+REFRESH_MARKER = b"restflow:refresh:"
+
+
+class GateProxy:
+    """Listens on a free 127.0.0.1 port and forwards to ``upstream_port``."""
+
+    def __init__(self, upstream_port: int, gate: ClaimGate) -> None:
+        self.upstream_port = upstream_port
+        self.gate = gate
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            for sock in (client, upstream):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.sockets.append(sock)
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
+        try:
+            while chunk := source.recv(65536):
+                if from_client and REFRESH_MARKER in chunk:
+                    self.gate.pass_through()
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self.sockets:
+            sock.close()
