@@ -1,6 +1,6 @@
-//! The lifecycle of DESIGN.md §2 end to end: serve fresh entries, serve
-//! stale ones while one background refresh runs, and compute each missing
-//! key once however many callers ask.
+//! The lifecycle the crate documentation describes, end to end: serve
+//! fresh entries, serve stale ones while one background refresh runs, and
+//! compute each missing key once however many callers ask.
 //!
 //! The engine never blocks on its own: followers wait through a closure the
 //! caller supplies (the Python bindings release the GIL in it), and

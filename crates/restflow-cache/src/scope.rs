@@ -106,7 +106,7 @@ impl<L> Scope<L> {
     }
 
     /// How many dropped partitions the scope remembers (at most
-    /// [`MAX_DROPPED_PARTITIONS`]).
+    /// `MAX_DROPPED_PARTITIONS`, 10,000).
     pub fn remembered_partitions(&self) -> usize {
         self.partitions.read().dropped.len()
     }

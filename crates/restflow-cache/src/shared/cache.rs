@@ -1,4 +1,5 @@
-//! The lifecycle of DESIGN.md §2 on a store shared between processes.
+//! The lifecycle of the crate documentation (fresh, stale, expired) on a
+//! store shared between processes.
 //!
 //! * A hit is one round trip: the entry, its generations and the lock state
 //!   come back together, and the entry is served only if its signature
@@ -350,7 +351,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     /// Why the second look: between this caller's fetch and its claim,
     /// another process may have claimed the refresh, stored the new entry
     /// and freed the lock; taking the free lock then would refresh a second
-    /// time in one stale period (DESIGN §2 promises one per cluster). The
+    /// time in one stale period (the lifecycle promises one per cluster). The
     /// look after taking the lock is conclusive: a refresh stores while it
     /// holds the lock, so one that stored before this claim shows in the
     /// look, and none stores after it until this holder is done (within

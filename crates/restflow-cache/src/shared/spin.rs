@@ -37,7 +37,7 @@ pub struct SpinPolicy {
     streak: AtomicU32,
 }
 
-/// The right to busy-wait until [`Spin::until`]; given back when dropped.
+/// The right to busy-wait until a deadline; given back when dropped.
 #[derive(Debug)]
 pub struct Spin<'a> {
     policy: &'a SpinPolicy,
