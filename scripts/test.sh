@@ -13,8 +13,13 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 ruff check python tests benches examples
 ruff format --check python tests benches examples
 
-echo "== cargo test (engine and bindings crates)"
+echo "== cargo test (engine and bindings crates), examples, docs"
 cargo test --workspace --quiet
+# The engine crate's examples must build (tests/test_crate_examples.py and
+# tests/redis/test_crate_examples_redis.py run them), and its documentation
+# must have no broken links.
+cargo build --workspace --examples --quiet
+RUSTDOCFLAGS=-Dwarnings cargo doc -p restflow-cache --no-deps --quiet
 
 echo "== pytest"
 # The Redis tests run against every server in tests/redis/conftest.py's

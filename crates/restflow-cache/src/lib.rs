@@ -21,6 +21,29 @@
 //! bounded in-process one. Invalidation is by [`Scope`] generations, so it
 //! costs the same at any number of entries.
 //!
+//! The same lifecycle across processes and hosts is [`shared::SharedCache`]
+//! over a [`shared::SharedStore`] such as [`shared::RedisStore`] (feature
+//! `redis`, on by default): entries are signed, carry the generations they
+//! were computed under, and one process computes a missing key while the
+//! others wait for it.
+//!
+//! ## Examples
+//!
+//! The crate's `examples/` directory holds two complete programs:
+//!
+//! * `memory`: an [`Engine`] over [`MemoryStore`] on a frozen clock: MISS,
+//!   HIT, STALE with a background refresh once the clock is advanced, and a
+//!   MISS after invalidating the scope.
+//!   `cargo run -p restflow-cache --example memory`
+//! * `redis_two_processes`: a [`shared::SharedCache`] over Redis used by two
+//!   processes (the program starts a second copy of itself): one process's
+//!   stored value is the other's HIT, and an invalidation in one is seen by
+//!   the other.
+//!   `cargo run -p restflow-cache --example redis_two_processes [REDIS_URL]`
+//!   (default `redis://127.0.0.1:6379`, or `RESTFLOW_REDIS_URL`).
+//!
+//! In short:
+//!
 //! ```
 //! use std::sync::Arc;
 //! use restflow_cache::{

@@ -1,0 +1,182 @@
+//! One Redis-backed cache shared by two processes.
+//!
+//! The program is both processes: run without `--child`, it computes and
+//! stores a value (MISS), then starts a second copy of itself with
+//! `--child`, which is served that value from Redis (HIT) and invalidates
+//! the function's entries; back in the first process, the next call is a
+//! MISS again. Each process exits with an error if it sees anything else.
+//!
+//! ```text
+//! cargo run -p restflow-cache --example redis_two_processes [REDIS_URL]
+//! ```
+//!
+//! The URL comes from the first argument, else `RESTFLOW_REDIS_URL`, else
+//! `redis://127.0.0.1:6379`. The example writes a handful of keys under
+//! `restflow-example:` in that database.
+
+use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use restflow_cache::shared::{
+    Answer, Breaker, KeySet, Produced, RedisConfig, RedisStore, SharedCache, SharedOptions,
+    SharedStore, Signer,
+};
+use restflow_cache::{Clock, Lifetime, Span, Status};
+
+const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+
+/// Every key the example writes starts with this.
+const NAMESPACE: &str = "restflow-example";
+
+type Shared = SharedCache<RedisStore, String>;
+
+/// The cache one process holds. Both processes must sign with the same
+/// secret, or each refuses the other's entries (a real service reads it
+/// from its configuration).
+fn open(url: &str) -> Result<Shared, String> {
+    let store = RedisStore::new(RedisConfig {
+        url: url.to_string(),
+        pool_size: 4,
+        connect_timeout: Duration::from_secs(2),
+        read_timeout: Duration::from_secs(2),
+        read_spin: Duration::ZERO,
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(SharedCache::new(
+        store,
+        Signer::new(b"example secret shared by both processes"),
+        Arc::new(Clock::system()),
+        Breaker::new(5, Duration::from_secs(30)),
+        SharedOptions {
+            lock_timeout: Duration::from_secs(10),
+            wait_timeout: Duration::from_secs(10),
+            // Report a store that fails instead of computing live: the
+            // example is about what Redis holds.
+            bypass_on_failure: false,
+        },
+    ))
+}
+
+/// The Redis keys of `get_user(id)`: the entry, the generation counters it
+/// is written under (deleting the function's counter invalidates every
+/// entry of the function), and the locks of its computation and refresh.
+fn user_keys(id: i64) -> KeySet {
+    KeySet {
+        data: format!("{NAMESPACE}:get_user:{id}"),
+        scope: format!("{NAMESPACE}:gen:get_user"),
+        partition: None,
+        version: format!("{NAMESPACE}:vgen:1"),
+        lock: format!("{NAMESPACE}:lock:get_user:{id}"),
+        refresh: format!("{NAMESPACE}:refresh:get_user:{id}"),
+    }
+}
+
+/// Serves `get_user(id)` from the shared cache, computing it in this
+/// process on a miss: `(status, value)`.
+fn get_user(cache: &Shared, id: i64) -> Result<(Status, String), String> {
+    // Counted, so the output shows which computation a value came from.
+    static COMPUTATIONS: AtomicU32 = AtomicU32::new(0);
+    let compute = || {
+        let n = COMPUTATIONS.fetch_add(1, Ordering::Relaxed) + 1;
+        let pid = std::process::id();
+        let value = format!("user {id} (computation {n} in process {pid})");
+        Ok(Produced {
+            serialized: Some((0, value.clone().into_bytes())),
+            value,
+            lifetime: Lifetime::new(Span::from_secs(60), Span::from_secs(30)),
+        })
+    };
+    let answer = cache
+        .get(&user_keys(id), Span::ZERO, compute, |waiter| waiter.wait())
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(match answer {
+        Answer::Stored { status, value, .. } => {
+            (status, String::from_utf8(value).map_err(|e| e.to_string())?)
+        }
+        Answer::Computed { value, .. } => (Status::Miss, value),
+        Answer::Bypassed { value, .. } => (Status::Bypass, value),
+    })
+}
+
+/// Drops every entry of `get_user`, in every process.
+fn invalidate_users(cache: &Shared) -> Result<(), String> {
+    cache
+        .store()
+        .delete(&user_keys(0).scope)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// Serves `get_user(7)`, prints what came back, and fails unless it is
+/// `expected`.
+fn expect(cache: &Shared, role: &str, expected: Status) -> Result<String, String> {
+    let (status, value) = get_user(cache, 7)?;
+    println!("{role}: {} {value:?}", status.as_str());
+    if status != expected {
+        return Err(format!("{role} expected {}", expected.as_str()));
+    }
+    Ok(value)
+}
+
+fn first_process(url: &str) -> Result<(), String> {
+    let cache = open(url)?;
+    // Start from nothing, whatever an earlier run left behind.
+    invalidate_users(&cache)?;
+    let stored = expect(&cache, "first process", Status::Miss)?;
+
+    let child = Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+        .args(["--child", url])
+        .output()
+        .map_err(|e| format!("cannot start the second process: {e}"))?;
+    print!("{}", String::from_utf8_lossy(&child.stdout));
+    eprint!("{}", String::from_utf8_lossy(&child.stderr));
+    if !child.status.success() {
+        return Err(format!("the second process failed: {}", child.status));
+    }
+    let served = String::from_utf8_lossy(&child.stdout);
+    if !served.contains(&format!("{stored:?}")) {
+        return Err("the second process was not served the first one's value".into());
+    }
+
+    let role = "first process, after the invalidation";
+    let recomputed = expect(&cache, role, Status::Miss)?;
+    if recomputed == stored {
+        return Err("the value was not computed again".into());
+    }
+    Ok(())
+}
+
+fn second_process(url: &str) -> Result<(), String> {
+    let cache = open(url)?;
+    expect(&cache, "second process", Status::Hit)?;
+    invalidate_users(&cache)?;
+    println!("second process: invalidated get_user");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let child = args.first().is_some_and(|a| a == "--child");
+    if child {
+        args.remove(0);
+    }
+    let url = args
+        .first()
+        .cloned()
+        .or_else(|| std::env::var("RESTFLOW_REDIS_URL").ok())
+        .unwrap_or_else(|| DEFAULT_URL.to_string());
+    let outcome = if child {
+        second_process(&url)
+    } else {
+        first_process(&url)
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
