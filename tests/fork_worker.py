@@ -39,7 +39,14 @@ CHILD_DEADLINE = 30.0
 def setup(backend: str) -> None:
     settings.configure(
         SECRET_KEY="restflow-fork-tests",
-        RESTFLOW_SETTINGS={"CACHE_SETTINGS": {"BACKEND": backend, "STALE_WHILE_REVALIDATE": 600}},
+        RESTFLOW_SETTINGS={
+            "CACHE_SETTINGS": {
+                "BACKEND": backend,
+                "STALE_WHILE_REVALIDATE": 600,
+                # To reproduce the hang READ_SPIN=0 still shows (README).
+                "READ_SPIN": float(os.environ.get("RESTFLOW_FORK_READ_SPIN", "0.0001")),
+            }
+        },
     )
     django.setup()
 

@@ -1,0 +1,88 @@
+"""The one-view Django/DRF app that benches/saturation.sh serves with gunicorn.
+
+``GET /payload/`` answers a DRF-like payload (~20 fields and a nested list of
+10 items, the one benches/redis_hit.py uses). Where the payload comes from is
+chosen by the environment, so one app serves every row of the table:
+
+* ``BENCH_BACKEND=redis://...`` or ``memory``: from a ``cache_result``
+  function on that store (after the first request, every request is a hit);
+* ``BENCH_BACKEND=none``: built by the view itself, no cache at all (the
+  framework's own cost: the ceiling any cache can reach);
+* ``BENCH_READ_SPIN``: ``READ_SPIN`` in seconds (the Redis lookup busy-wait).
+
+Configured in this module rather than a settings file so the benchmark stays
+one script and one app.
+"""
+
+from __future__ import annotations
+
+import os
+
+import django
+from django.conf import settings
+
+BACKEND = os.environ.get("BENCH_BACKEND", "memory")
+
+settings.configure(
+    SECRET_KEY="restflow-bench-only",
+    DEBUG=False,
+    ALLOWED_HOSTS=["127.0.0.1"],
+    ROOT_URLCONF=__name__,
+    INSTALLED_APPS=[
+        "django.contrib.contenttypes",
+        "django.contrib.auth",
+        "rest_framework",
+        "restflow.caching",
+    ],
+    MIDDLEWARE=[],
+    DATABASES={},
+    REST_FRAMEWORK={
+        "DEFAULT_AUTHENTICATION_CLASSES": [],
+        "DEFAULT_PERMISSION_CLASSES": [],
+        "UNAUTHENTICATED_USER": None,
+        "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    },
+    RESTFLOW_SETTINGS={
+        "CACHE_SETTINGS": {
+            "BACKEND": "memory" if BACKEND == "none" else BACKEND,
+            "READ_SPIN": float(os.environ.get("BENCH_READ_SPIN", "0.0001")),
+        }
+    },
+)
+django.setup()
+
+from django.core.wsgi import get_wsgi_application  # noqa: E402
+from django.urls import path  # noqa: E402
+from rest_framework.decorators import api_view  # noqa: E402
+from rest_framework.response import Response  # noqa: E402
+
+from restflow.caching import cache_result  # noqa: E402
+
+
+def build_payload(n: int) -> dict:
+    """Costless on purpose: the table measures the cache and the framework."""
+    return {
+        **{f"field_{i}": f"value {i}" for i in range(15)},
+        "id": n,
+        "active": True,
+        "score": 9.5,
+        "created": "2026-11-27T04:12:17+00:00",
+        "items": [{"id": i, "name": f"item {i}", "price": i * 1.5} for i in range(10)],
+    }
+
+
+@cache_result(ttl=3600)
+def cached_payload(n: int) -> dict:
+    return build_payload(n)
+
+
+source = build_payload if BACKEND == "none" else cached_payload
+
+
+@api_view(["GET"])
+def payload_view(request):
+    return Response(source(42))
+
+
+urlpatterns = [path("payload/", payload_view)]
+application = get_wsgi_application()
