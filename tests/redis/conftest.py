@@ -167,3 +167,14 @@ def own_redis(server_kind):
     server = RedisServer(binary=SERVERS[server_kind][0]).start()
     yield server
     server.stop()
+
+
+def versioned_constructor(namespace: str, version: int):
+    """A one-field key constructor at ``version`` in ``namespace``, named
+    alike at every version (so versions of one constructor)."""
+    from restflow.caching import ArgsKeyField, KeyConstructor
+
+    meta = type("Meta", (), {"namespace": namespace, "version": version})
+    cls = type("Versioned", (KeyConstructor,), {"x": ArgsKeyField("x"), "Meta": meta})
+    cls.__qualname__ = "Versioned"
+    return cls

@@ -14,7 +14,7 @@ from django.test import override_settings
 
 from restflow.caching import ArgsKeyField, CacheStatus, KeyConstructor, cache_result
 from restflow.caching.settings import signing_key
-from tests.redis.conftest import redis_settings
+from tests.redis.conftest import redis_settings, versioned_constructor
 from tests.refresh_race import check_an_invalidation_during_a_refresh_is_kept
 
 calls: list = []
@@ -98,13 +98,7 @@ def test_a_lost_counter_never_brings_back_retired_entries(redis, kind, drop):
 
 
 def _versioned_pair():
-    def versioned(version):
-        meta = type("Meta", (), {"namespace": "lost-versions", "version": version})
-        cls = type("Versioned", (KeyConstructor,), {"x": ArgsKeyField("x"), "Meta": meta})
-        cls.__qualname__ = "Versioned"
-        return cls
-
-    v1, v2 = versioned(1), versioned(2)
+    v1, v2 = versioned_constructor("lost-versions", 1), versioned_constructor("lost-versions", 2)
 
     @cache_result(ttl=30, key_constructor=v1)
     def old(x):

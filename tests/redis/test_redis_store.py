@@ -24,7 +24,7 @@ from restflow.caching import (
     cache_result,
 )
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
-from tests.redis.conftest import redis_settings
+from tests.redis.conftest import redis_settings, versioned_constructor
 
 ROOT = Path(__file__).resolve().parents[2]
 calls: list = []
@@ -132,13 +132,7 @@ def test_partitions_wipe_and_versions(redis):
 
 
 def test_delete_previous_versions_reaches_the_store(redis):
-    def versioned(version):
-        meta = type("Meta", (), {"namespace": "versions", "version": version})
-        cls = type("Versioned", (KeyConstructor,), {"x": ArgsKeyField("x"), "Meta": meta})
-        cls.__qualname__ = "Versioned"
-        return cls
-
-    v1, v2 = versioned(1), versioned(2)
+    v1, v2 = versioned_constructor("versions", 1), versioned_constructor("versions", 2)
 
     @cache_result(ttl=30, key_constructor=v1)
     def old(x):
