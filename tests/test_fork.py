@@ -41,3 +41,68 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 @pytest.mark.parametrize("mode", ["threads", "queued"])
 def test_children_forked_from_a_busy_memory_cache_work(mode):
     run_forks("memory", mode, 30)
+
+
+def _locks_restflow_keeps():
+    """Every lock restflow keeps for the life of the process, by name."""
+    from restflow.caching import (
+        dispatchers,
+        function_identity,
+        key_constructor,
+        response_keys,
+        tasks,
+    )
+    from restflow.caching.dispatchers.threadpool import ThreadPoolDispatcher
+    from restflow.caching.registry import CacheRegister
+    from restflow.caching.rules import InvalidationRule
+    from tests.testapp.models import Article
+
+    return {
+        "dispatchers": dispatchers._lock,
+        "threadpool": ThreadPoolDispatcher._lock,
+        "key registry": key_constructor._registry_lock,
+        "inline constructors": key_constructor._inline_lock,
+        "function identity": function_identity._lock,
+        "cache register": CacheRegister._lock,
+        "a rule": InvalidationRule(Article)._lock,
+        "response variants": response_keys._variants_lock,
+        "broker actors": tasks._actors_lock,
+    }
+
+
+def test_a_child_forked_while_other_threads_hold_restflow_locks_can_take_them():
+    """A thread inside restflow (registering a function, naming a closure,
+    recording a response's variants) holds one of its locks at the fork:
+    the child must not inherit it locked, or its first use waits forever."""
+    import threading
+
+    locks = _locks_restflow_keeps()
+    held, release = threading.Event(), threading.Event()
+
+    def hold_them_all():
+        for lock in locks.values():
+            lock.acquire()
+        held.set()
+        release.wait()
+        for lock in locks.values():
+            lock.release()
+
+    holder = threading.Thread(target=hold_them_all)
+    holder.start()
+    assert held.wait(30)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        stuck = [name for name, lock in locks.items() if not lock.acquire(timeout=5)]
+        os.write(write, ",".join(stuck).encode() or b"-")
+        os._exit(0)
+    os.close(write)
+    try:
+        answer = os.read(read, 4096).decode()
+    finally:
+        release.set()
+        holder.join()
+        os.waitpid(pid, 0)
+        os.close(read)
+    assert answer == "-", f"locked in the child: {answer}"

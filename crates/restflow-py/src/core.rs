@@ -248,7 +248,7 @@ pub(crate) struct Core {
     /// shared store sees, need the name to be unambiguous.
     pub claim: Option<Py<PyAny>>,
     /// Set once `claim` succeeded.
-    pub claimed: pyo3::sync::PyOnceLock<()>,
+    pub claimed: crate::once::OnceValue<()>,
 }
 
 /// The store a wrapper uses.

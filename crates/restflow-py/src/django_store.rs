@@ -14,8 +14,8 @@
 
 use std::time::Duration;
 
+use crate::once::OnceValue;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict};
 use restflow_cache::key;
 use restflow_cache::shared::{
@@ -27,7 +27,7 @@ pub struct DjangoStore {
     alias: String,
 }
 
-static CACHES: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static CACHES: OnceValue<Py<PyAny>> = OnceValue::new();
 
 impl DjangoStore {
     pub fn new(alias: String) -> Self {

@@ -6,9 +6,9 @@
 //! refused: a `repr()` could embed a memory address and silently make every
 //! call a miss, or two different objects equal.
 
+use crate::once::OnceValue;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PySet, PyString, PyTuple, PyType};
 use restflow_cache::key::{KeyWriter, Sequence, TooLong, Unordered};
 
@@ -67,7 +67,7 @@ pub(crate) struct StdTypes {
     pub zone_info: Py<PyType>,
 }
 
-static STD_TYPES: PyOnceLock<StdTypes> = PyOnceLock::new();
+static STD_TYPES: OnceValue<StdTypes> = OnceValue::new();
 
 fn std_types(py: Python<'_>) -> PyResult<&StdTypes> {
     STD_TYPES.get_or_try_init(py, || {

@@ -55,8 +55,10 @@ impl WithMetadata {
         kwargs: Option<&Bound<'py, pyo3::types::PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         let wrapper = self.wrapper.bind(py);
-        let method = wrapper.as_any().getattr(pyo3::intern!(py, "__class__"))?;
-        let method = method.getattr(pyo3::intern!(py, "get_with_metadata"))?;
+        let method = wrapper
+            .as_any()
+            .getattr(crate::interned!(py, "__class__"))?;
+        let method = method.getattr(crate::interned!(py, "get_with_metadata"))?;
         let mut all = vec![wrapper.clone().into_any()];
         all.extend(args.iter());
         Ok(method.call(PyTuple::new(py, all)?, kwargs)?.unbind())

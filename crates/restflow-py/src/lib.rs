@@ -23,6 +23,7 @@ mod interrupt;
 mod json_value;
 mod loop_io;
 mod moment;
+mod once;
 mod runtime;
 mod shared;
 mod signature;
@@ -36,7 +37,7 @@ use runtime::{Hooks, HOOKS, RUNTIME};
 /// `restflow.caching` at import.
 #[pyfunction]
 fn install(
-    py: Python<'_>,
+    _py: Python<'_>,
     statuses: Bound<'_, PyTuple>,
     missing: Py<PyAny>,
     logger: Py<PyAny>,
@@ -44,16 +45,13 @@ fn install(
     backend_for: Py<PyAny>,
 ) -> PyResult<()> {
     let statuses: [Py<PyAny>; 5] = statuses.extract()?;
-    let _ = HOOKS.set(
-        py,
-        Hooks {
-            statuses,
-            missing,
-            logger,
-            settings,
-            backend_for,
-        },
-    );
+    let _ = HOOKS.set(Hooks {
+        statuses,
+        missing,
+        logger,
+        settings,
+        backend_for,
+    });
     Ok(())
 }
 
@@ -186,6 +184,10 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Registers the engine's fork handler now, at import, rather than on
     // first use, when another thread could be mid-registration at a fork.
     restflow_cache::fork::generation();
+    // Process-wide values made lazily by std's blocking cells are made here,
+    // on the importing thread, for the same reason (see `once`).
+    std::sync::LazyLock::force(&RUNTIME);
+    restflow_cache::Timestamp::coarse_lag();
     m.add_class::<wrapper::CachedWrapper>()?;
     m.add_class::<fastpath::WithMetadata>()?;
     m.add_class::<shared::SharedBackend>()?;

@@ -11,9 +11,9 @@
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 
+use crate::once::OnceValue;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::PyTuple;
 use restflow_cache::{Cache, Clock, Engine, Job, MemoryStore, Refresher, Scopes, Span, Status};
 
@@ -111,10 +111,10 @@ pub struct Hooks {
     pub backend_for: Py<PyAny>,
 }
 
-pub static HOOKS: PyOnceLock<Hooks> = PyOnceLock::new();
+pub static HOOKS: OnceValue<Hooks> = OnceValue::new();
 
-pub fn hooks(py: Python<'_>) -> PyResult<&Hooks> {
-    HOOKS.get(py).ok_or_else(|| {
+pub fn hooks(_py: Python<'_>) -> PyResult<&Hooks> {
+    HOOKS.get().ok_or_else(|| {
         PyRuntimeError::new_err(
             "restflow's engine is not installed: import restflow.caching instead of restflow._engine",
         )

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::once::OnceValue;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict};
 use restflow_cache::key::{self, KeyWriter};
 use restflow_cache::shared::{
@@ -72,7 +72,7 @@ struct Codecs {
     json_loads: Py<PyAny>,
 }
 
-static CODECS: PyOnceLock<Codecs> = PyOnceLock::new();
+static CODECS: OnceValue<Codecs> = OnceValue::new();
 
 fn codecs(py: Python<'_>) -> PyResult<&Codecs> {
     CODECS.get_or_try_init(py, || {

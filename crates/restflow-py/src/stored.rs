@@ -1,8 +1,8 @@
 //! The value the engine stores for Python: the object itself, and its
 //! timestamps as Python strings, made once per entry on first use.
 
+use crate::once::OnceValue;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString};
 use restflow_cache::Stamps;
 
@@ -11,17 +11,17 @@ pub struct Stored {
     value: Py<PyAny>,
     /// `cached_at` and `reset_at` (absent when the entry never expires) as
     /// ISO-8601 strings, so a hit that returns metadata only copies pointers.
-    iso: PyOnceLock<(Py<PyString>, Option<Py<PyString>>)>,
+    iso: OnceValue<(Py<PyString>, Option<Py<PyString>>)>,
     /// The metadata dict of a hit on this entry, copied for each caller.
-    hit_metadata: PyOnceLock<Py<PyDict>>,
+    hit_metadata: OnceValue<Py<PyDict>>,
 }
 
 impl Stored {
     pub fn new(value: Py<PyAny>) -> Self {
         Stored {
             value,
-            iso: PyOnceLock::new(),
-            hit_metadata: PyOnceLock::new(),
+            iso: OnceValue::new(),
+            hit_metadata: OnceValue::new(),
         }
     }
 

@@ -6,11 +6,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::once::OnceValue;
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
-use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use restflow_cache::key::KeyWriter;
@@ -109,13 +108,13 @@ fn build_metadata<'py, T: IntoPyObject<'py>>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     dict.set_item(
-        intern!(py, "cache_status"),
+        crate::interned!(py, "cache_status"),
         hooks(py)?.statuses[status_index(status)].bind(py),
     )?;
     if let Some((cached_at, reset_at)) = times {
-        dict.set_item(intern!(py, "cached_at"), cached_at)?;
+        dict.set_item(crate::interned!(py, "cached_at"), cached_at)?;
         if let Some(reset_at) = reset_at {
-            dict.set_item(intern!(py, "reset_at"), reset_at)?;
+            dict.set_item(crate::interned!(py, "reset_at"), reset_at)?;
         }
     }
     Ok(dict)
@@ -379,8 +378,8 @@ impl CachedWrapper {
         if obj.get().bound.is_none() {
             let fast = crate::fastpath::WithMetadata::make(py, obj.clone().unbind())?;
             obj.as_any()
-                .getattr(intern!(py, "__dict__"))?
-                .set_item(intern!(py, "get_with_metadata"), fast)?;
+                .getattr(crate::interned!(py, "__dict__"))?
+                .set_item(crate::interned!(py, "get_with_metadata"), fast)?;
         }
         Ok(obj)
     }
@@ -583,7 +582,7 @@ impl CachedWrapper {
                 .transpose()?,
             json_refusal_logged: Default::default(),
             claim: claim.map(Bound::unbind),
-            claimed: PyOnceLock::new(),
+            claimed: OnceValue::new(),
         });
         CachedWrapper::make(py, core, None)
     }
@@ -1008,8 +1007,8 @@ impl CachedWrapper {
             Some((_, unbound)) => unbound.bind(py).clone().into_any(),
             None => slf.clone().into_any(),
         };
-        let dict = owner.getattr(intern!(py, "__dict__"))?;
-        match dict.get_item(intern!(py, "__doc__")) {
+        let dict = owner.getattr(crate::interned!(py, "__dict__"))?;
+        match dict.get_item(crate::interned!(py, "__doc__")) {
             Ok(doc) => Ok(doc.unbind()),
             Err(_) => Ok(py.None()),
         }
@@ -1019,10 +1018,10 @@ impl CachedWrapper {
     #[setter(__doc__)]
     fn set_doc(slf: &Bound<'_, Self>, doc: Option<Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
-        let dict = slf.as_any().getattr(intern!(py, "__dict__"))?;
+        let dict = slf.as_any().getattr(crate::interned!(py, "__dict__"))?;
         match doc {
-            Some(doc) => dict.set_item(intern!(py, "__doc__"), doc),
-            None => dict.set_item(intern!(py, "__doc__"), py.None()),
+            Some(doc) => dict.set_item(crate::interned!(py, "__doc__"), doc),
+            None => dict.set_item(crate::interned!(py, "__doc__"), py.None()),
         }
     }
 

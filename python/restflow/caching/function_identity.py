@@ -38,7 +38,6 @@ from __future__ import annotations
 import enum
 import gc
 import hashlib
-import threading
 import uuid
 import weakref
 from collections.abc import Callable
@@ -47,6 +46,7 @@ from decimal import Decimal
 from typing import Any
 
 from restflow import _engine
+from restflow.caching.process_locks import ProcessLock
 
 __all__ = ["claim", "function_id_of", "repeatable"]
 
@@ -60,7 +60,7 @@ _MOMENT_TYPES = (date, datetime, time, timedelta)
 #: an entry leaves with its function.
 _holders: dict[str, weakref.ref[Callable[..., Any]]] = {}
 # Re-entrant: a garbage collection run while it is held may call _forget.
-_lock = threading.RLock()
+_lock = ProcessLock(reentrant=True)
 
 
 def _forget(identity: str) -> Callable[[weakref.ref[Any]], None]:

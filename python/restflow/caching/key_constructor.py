@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import inspect
-import threading
 import weakref
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -41,6 +40,7 @@ from restflow.caching.key_fields import (
     KeyFieldError,
     overrides_get_key_payload,
 )
+from restflow.caching.process_locks import ProcessLock
 
 __all__ = ["DefaultKeyConstructor", "InlineKeyConstructor", "KeyConstructor"]
 
@@ -56,7 +56,7 @@ _META_OPTIONS = {
 
 #: Every cached function with its constructor, for ``wipe``.
 _registry: weakref.WeakKeyDictionary[Any, KeyConstructor] = weakref.WeakKeyDictionary()
-_registry_lock = threading.Lock()
+_registry_lock = ProcessLock()
 
 
 class Options:
@@ -459,7 +459,7 @@ class DefaultKeyConstructor(KeyConstructor):
 
 
 _inline_classes: dict[tuple[Any, ...], type[KeyConstructor]] = {}
-_inline_lock = threading.Lock()
+_inline_lock = ProcessLock()
 
 
 def InlineKeyConstructor(

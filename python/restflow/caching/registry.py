@@ -36,7 +36,6 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
-import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -46,6 +45,7 @@ from django.db.models.signals import post_delete, post_save
 
 from restflow.caching.dispatchers.base import Dispatcher
 from restflow.caching.dispatchers.jobs import Change, Job, SignalTypes
+from restflow.caching.process_locks import ProcessLock
 from restflow.caching.rules import (
     BoundRule,
     InvalidationRule,
@@ -70,7 +70,7 @@ class CacheRegistry:
 
     def __init__(self, name: str = "default") -> None:
         self.name = name
-        self._lock = threading.RLock()
+        self._lock = ProcessLock(reentrant=True)
         self._pending: list[tuple[str, Any, InvalidationRule, int]] = []
         self._by_model: dict[type, list[BoundRule]] = {}
         self._by_id: dict[str, BoundRule] = {}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import inspect
 import sys
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +24,7 @@ from restflow.caching.key_fields import (
     QueryParamsKeyField,
     ViewKwargsKeyField,
 )
+from restflow.caching.process_locks import ProcessLock
 from restflow.caching.status import CACHE_MISSING
 
 __all__ = [
@@ -165,7 +165,7 @@ def _host(request: Any) -> str | None:
 
 
 _variants: dict[tuple[type, str], type[KeyConstructor]] = {}
-_variants_lock = threading.Lock()
+_variants_lock = ProcessLock()
 
 
 def with_variant(key_constructor: Any, request_arg: str) -> KeyConstructor:

@@ -45,7 +45,6 @@ import copy
 import importlib
 import inspect
 import logging
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +55,7 @@ from restflow.caching.key_fields import (
     ArgsKeyField,
     CacheKeyField,
 )
+from restflow.caching.process_locks import ProcessLock
 from restflow.caching.status import CACHE_MISSING
 
 if TYPE_CHECKING:
@@ -217,7 +217,7 @@ class InvalidationRule:
         self.dispatcher_config = dict(dispatcher_config or {})
         self.batch = batch
         self.raise_exception = raise_exception
-        self._lock = threading.Lock()
+        self._lock = ProcessLock()
         self._invalidator: tuple[Callable[..., Any], frozenset[str] | None] | None = None
         self._when_extras = (
             _accepted_extras(invalidate_when) if callable(invalidate_when) else frozenset()

@@ -15,7 +15,6 @@ need no particular import order.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,6 +22,7 @@ from restflow.caching.dispatchers.base import raises
 from restflow.caching.dispatchers.dramatiq import ACTOR_NAME, DramatiqDispatcher
 from restflow.caching.dispatchers.jobs import Job
 from restflow.caching.dispatchers.origin import jobs_from_origin
+from restflow.caching.process_locks import ProcessLock
 from restflow.caching.registry import CacheRegister
 
 __all__ = ["arun_cache_rules", "dramatiq_actor", "run_cache_rules", "task_run_cache_rules"]
@@ -133,7 +133,7 @@ else:
 
 
 _actors: dict[str, Any] = {}
-_actors_lock = threading.Lock()
+_actors_lock = ProcessLock()
 
 
 def dramatiq_actor(actor_name: str = ACTOR_NAME, queue_name: str = "default") -> Any:

@@ -27,7 +27,6 @@ Broker packages are imported only when a rule uses them.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from restflow.caching.dispatchers.asyncio import AsyncIODispatcher
@@ -38,6 +37,7 @@ from restflow.caching.dispatchers.django_rq import DjangoRqDispatcher
 from restflow.caching.dispatchers.dramatiq import DramatiqDispatcher
 from restflow.caching.dispatchers.inline import InlineDispatcher
 from restflow.caching.dispatchers.threadpool import ThreadPoolDispatcher
+from restflow.caching.process_locks import ProcessLock
 
 __all__ = [
     "AsyncIODispatcher",
@@ -67,7 +67,7 @@ class UnknownDispatcherError(ValueError, KeyError):
 
 
 _registry: dict[str, type[Dispatcher]] = {}
-_lock = threading.Lock()
+_lock = ProcessLock()
 
 
 def register_dispatcher(cls: type[Dispatcher]) -> type[Dispatcher]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, ClassVar
 
 from restflow.caching.dispatchers.base import Dispatcher
 from restflow.caching.dispatchers.jobs import Job
+from restflow.caching.process_locks import ProcessLock
 
 logger = logging.getLogger("restflow.caching")
 
@@ -31,7 +31,7 @@ class ThreadPoolDispatcher(Dispatcher):
 
     _pools: ClassVar[dict[tuple[int, int], ThreadPoolExecutor]] = {}
     _pending: ClassVar[set[Future]] = set()
-    _lock = threading.Lock()
+    _lock = ProcessLock()
 
     def validate_config(self) -> None:
         super().validate_config()
