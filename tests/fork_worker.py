@@ -43,6 +43,11 @@ def setup(backend: str) -> None:
             "CACHE_SETTINGS": {
                 "BACKEND": backend,
                 "STALE_WHILE_REVALIDATE": 600,
+                # Hammering threads on a loaded machine can stall a round
+                # trip past the 0.1 s default; a BYPASS there is not what
+                # these scenarios test (their invalidations would raise).
+                "READ_TIMEOUT": 5.0,
+                "CONNECT_TIMEOUT": 5.0,
                 # To reproduce the hang READ_SPIN=0 still shows (README).
                 "READ_SPIN": float(os.environ.get("RESTFLOW_FORK_READ_SPIN", "0.0001")),
             }

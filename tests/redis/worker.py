@@ -28,7 +28,16 @@ def setup(url: str, **extra) -> None:
 def main() -> int:
     scenario, url, *rest = sys.argv[1:]
     lock_timeout = float(rest[1]) if len(rest) > 1 else 10
-    setup(url, LOCK_TIMEOUT=lock_timeout, STALE_WHILE_REVALIDATE=60)
+    # Generous round-trip timeouts: these scenarios are about locks and
+    # refresh claims across processes, and a loaded machine must not turn
+    # them into BYPASS.
+    setup(
+        url,
+        LOCK_TIMEOUT=lock_timeout,
+        STALE_WHILE_REVALIDATE=60,
+        READ_TIMEOUT=5.0,
+        CONNECT_TIMEOUT=5.0,
+    )
     import redis
 
     from restflow.caching import cache_result
