@@ -49,7 +49,7 @@ PAYLOAD = {
 
 
 def main() -> int:
-    read_spin = 0.0001
+    read_spin = 0.0
     if sys.argv[1:2] == ["--read-spin"]:
         read_spin = float(sys.argv[2])
     port = free_port()

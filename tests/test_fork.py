@@ -20,11 +20,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_forks(backend: str, mode: str, forks: int) -> None:
+def run_forks(backend: str, mode: str, forks: int, read_spin: float = 0.0) -> None:
+    env = {**os.environ, "RESTFLOW_FORK_READ_SPIN": str(read_spin)}
     try:
         done = subprocess.run(
             [sys.executable, "-m", "tests.fork_worker", backend, mode, str(forks)],
             cwd=ROOT,
+            env=env,
             capture_output=True,
             text=True,
             timeout=300,

@@ -116,7 +116,7 @@ class SharedBackend:
         pool_size: int = 16,
         connect_timeout: float = 0.5,
         read_timeout: float = 0.1,
-        read_spin: float = 0.0001,
+        read_spin: float = 0.0,
         lock_timeout: float = 10.0,
         wait_timeout: float | None = None,
         bypass_on_failure: bool = True,

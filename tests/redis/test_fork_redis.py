@@ -10,3 +10,9 @@ from tests.test_fork import pytestmark, run_forks  # noqa: F401 - applies the sk
 @pytest.mark.parametrize("mode", ["threads", "queued"])
 def test_children_forked_from_a_busy_redis_cache_work(redis_server, mode):
     run_forks(redis_server.url, mode, 30)
+
+
+def test_children_forked_while_lookups_busy_wait_work(redis_server):
+    """The same with ``READ_SPIN`` on: lookups then go through the
+    busy-wait connections (``shared/spin.rs``), which a child rebuilds too."""
+    run_forks(redis_server.url, "threads", 30, read_spin=0.0001)

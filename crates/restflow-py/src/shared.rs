@@ -169,7 +169,7 @@ impl SharedBackend {
     #[new]
     #[pyo3(signature = (
         url, *, signing_key, key_prefix = String::new(), serializer = "pickle",
-        pool_size = 16, connect_timeout = 0.5, read_timeout = 0.1, read_spin = 0.0001,
+        pool_size = 16, connect_timeout = 0.5, read_timeout = 0.1, read_spin = 0.0,
         lock_timeout = 10.0, wait_timeout = None, bypass_on_failure = true,
     ))]
     #[allow(clippy::too_many_arguments)]

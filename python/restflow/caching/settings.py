@@ -59,7 +59,7 @@ DEFAULTS: dict[str, Any] = {
     # Longest busy-wait (seconds) for a Redis lookup's answer before the
     # thread sleeps; 0: always sleep. Spares a nearby Redis's hit the cost
     # of waking a sleeping thread; paused by itself when answers are slower.
-    "READ_SPIN": 0.0001,
+    "READ_SPIN": 0.0,
     # How long a computation lock lives: the longest a crashed process can
     # hold others up.
     "LOCK_TIMEOUT": 10,
