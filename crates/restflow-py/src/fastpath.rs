@@ -96,6 +96,8 @@ unsafe extern "C" fn entry(
     unsafe {
         dispatch::<WithMetadata>(callable, args, nargsf, kwnames, |py, this, a, kn, kv| {
             let wrapper = this.wrapper.bind(py).get();
+            // `serve_vector`'s contract: `dispatch` passes CPython's live
+            // argument array.
             Ok(wrapper
                 .serve_vector(py, a, kn, kv)?
                 .with_metadata(py)?

@@ -7,10 +7,17 @@
 //! hit must cost about as much as a plain call, so the class also exposes a
 //! vectorcall entry point, which receives CPython's argument array as is.
 //!
-//! PyO3 has no switch for this, so it is done by hand: each object stores
-//! the function pointer in a field, and the type is told that field's
-//! offset the first time an object is made (every object of the class has
-//! the same layout).
+//! PyO3 0.30 has no supported route for this (a `#[pyclass]`'s `__call__`
+//! always becomes `tp_call`; PyO3 sets `tp_vectorcall_offset` only for its
+//! own function types), so it is done by hand: each object stores the
+//! function pointer in a field, and the type is told that field's offset
+//! the first time an object is made (every object of the class has the same
+//! layout), as CPython documents for classes that support vectorcall
+//! (`Py_TPFLAGS_HAVE_VECTORCALL` and `tp_vectorcall_offset`).
+//!
+//! Patching the type once, at first use, is safe only because the GIL
+//! serializes it with every call. On a free-threaded build
+//! (`Py_GIL_DISABLED`) nothing is patched and calls take `tp_call`.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,7 +63,7 @@ pub fn written(field: &ffi::vectorcallfunc) -> bool {
 
 /// Points the class's vectorcall offset at `field` of `obj`.
 pub fn enable<T: Vectorcall>(obj: &Bound<'_, T>, field: &ffi::vectorcallfunc) {
-    if T::enabled().load(Ordering::Acquire) {
+    if cfg!(Py_GIL_DISABLED) || T::enabled().load(Ordering::Acquire) {
         return;
     }
     let offset = (field as *const ffi::vectorcallfunc as isize) - (obj.as_ptr() as isize);
@@ -158,6 +165,8 @@ pub unsafe extern "C" fn entry(
     // SAFETY: forwarded from CPython.
     unsafe {
         dispatch::<CachedWrapper>(callable, args, nargsf, kwnames, |py, this, a, kn, kv| {
+            // `serve_vector`'s contract: `dispatch` passes CPython's live
+            // argument array.
             Ok(this.serve_vector(py, a, kn, kv)?.value(py))
         })
     }

@@ -387,8 +387,13 @@ impl CachedWrapper {
     /// The vectorcall fast path: positional arguments of a plain function,
     /// looked up straight from CPython's argument array. Anything else, and
     /// anything but a fresh hit, continues on the general path.
+    ///
+    /// # Safety
+    /// Every pointer in `args` and `kwvalues` is a live Python object for
+    /// the whole call (CPython's vectorcall argument array), and `kwvalues`
+    /// holds one value per name in `kwnames`.
     #[inline]
-    pub(crate) fn serve_vector<'py>(
+    pub(crate) unsafe fn serve_vector<'py>(
         &self,
         py: Python<'py>,
         args: &[*mut pyo3::ffi::PyObject],
@@ -404,7 +409,7 @@ impl CachedWrapper {
             let engine = &RUNTIME.engine;
             let mut w = KeyWriter::new();
             self.core.write_prefix(&mut w, None);
-            // SAFETY: CPython passes live objects in the argument array.
+            // SAFETY: live objects, per this function's contract.
             unsafe { self.core.signature.write_positional_raw(py, &mut w, args) }
                 .map_err(|e| e.into_pyerr(&self.core.function_id))?;
             // No stale-if-error window on this path: nothing to keep.
