@@ -28,15 +28,19 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from restflow import _engine
 from restflow.caching.decorators import stored_for
 from restflow.caching.status import CacheStatus
 
 logger = logging.getLogger("restflow.caching")
+
+#: The wrapped function's parameters and result, for type checkers.
+P = ParamSpec("P")
+T = TypeVar("T")
 
 #: Threads that make shared-store round trips for async callers; kept apart
 #: from the loop's default executor so the function's own ``to_thread``
@@ -169,7 +173,7 @@ def refuses_sync_names(what: str) -> Callable[[type], type]:
 
 
 @refuses_sync_names("an async def function")
-class AsyncCachedWrapper:
+class AsyncCachedWrapper(Generic[P, T]):
     """What ``@cache_result`` returns for an ``async def`` function."""
 
     is_cached_function = True
@@ -177,7 +181,7 @@ class AsyncCachedWrapper:
     def __init__(
         self,
         engine: Any,
-        func: Callable[..., Any],
+        func: Callable[P, Awaitable[T]],
         *,
         ttl: Any,
         fixed_ttl: float | None,
@@ -218,7 +222,7 @@ class AsyncCachedWrapper:
         """``Meta.version`` of the key constructor (drf-restflow's name)."""
         return self._engine.key_constructor.get_version()
 
-    def get_cache_key(self, *args: Any, **kwargs: Any) -> str:
+    def get_cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """The key string of a call (no I/O, so not async)."""
         return self._engine.get_cache_key(*args, **kwargs)
 
@@ -402,7 +406,7 @@ class AsyncCachedWrapper:
 
     # -- the public async API ----------------------------------------------
 
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
         engine = self._engine
         if not engine._uses_memory():
             return (await self._shared(args, kwargs))[0]
@@ -414,7 +418,7 @@ class AsyncCachedWrapper:
             self._spawn_refresh(key, args, kwargs)
         return value
 
-    async def aget_with_metadata(self, *args: Any, **kwargs: Any) -> tuple[Any, dict]:
+    async def aget_with_metadata(self, *args: P.args, **kwargs: P.kwargs) -> tuple[T, dict]:
         """``(value, metadata)``: HIT, MISS or STALE."""
         engine = self._engine
         if not engine._uses_memory():
@@ -427,17 +431,19 @@ class AsyncCachedWrapper:
             self._spawn_refresh(key, args, kwargs)
         return value, metadata
 
-    async def arefresh(self, *args: Any, **kwargs: Any) -> Any:
+    async def arefresh(self, *args: P.args, **kwargs: P.kwargs) -> T:
         return (await self._refresh(args, kwargs))[0]
 
-    async def arefresh_with_metadata(self, *args: Any, **kwargs: Any) -> tuple[Any, dict]:
+    async def arefresh_with_metadata(self, *args: P.args, **kwargs: P.kwargs) -> tuple[T, dict]:
         """Recomputes now and overwrites the entry: ``(value, metadata)``, REFRESH."""
         return await self._refresh(args, kwargs)
 
-    async def abypass_cache(self, *args: Any, **kwargs: Any) -> Any:
+    async def abypass_cache(self, *args: P.args, **kwargs: P.kwargs) -> T:
         return await self.func(*args, **kwargs)
 
-    async def abypass_cache_with_metadata(self, *args: Any, **kwargs: Any) -> tuple[Any, dict]:
+    async def abypass_cache_with_metadata(
+        self, *args: P.args, **kwargs: P.kwargs
+    ) -> tuple[T, dict]:
         return await self.func(*args, **kwargs), {"cache_status": CacheStatus.BYPASS}
 
     async def aget_cache_only(self, *args: Any, **kwargs: Any) -> Any:
@@ -446,7 +452,7 @@ class AsyncCachedWrapper:
     async def aget_cached_metadata(self, *args: Any, **kwargs: Any) -> dict | None:
         return await self._maybe_thread(self._engine.get_cached_metadata, *args, **kwargs)
 
-    async def adelete_cache(self, *args: Any, **kwargs: Any) -> bool:
+    async def adelete_cache(self, *args: P.args, **kwargs: P.kwargs) -> bool:
         return await self._maybe_thread(self._engine.delete_cache, *args, **kwargs)
 
     async def adelete_by_prefix(self, *args: Any, **kwargs: Any) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
 from restflow._engine import CachedWrapper
 from restflow.caching.function_identity import claim, function_id_of, repeatable
@@ -27,9 +27,29 @@ from restflow.caching.key_constructor import (
 from restflow.caching.key_fields import _RECEIVERS
 from restflow.caching.settings import seconds, validate_backend
 
+if TYPE_CHECKING:
+    from restflow.caching.asynchronous import AsyncCachedWrapper
+
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+T = TypeVar("T")
 
 TtlArg = int | float | timedelta | None | Callable[..., Any]
+
+
+class CacheDecorator(Protocol):
+    """What ``cache_result(...)`` returns, for type checkers: it keeps the
+    decorated function's parameters and return type, so a wrapper's calls
+    and ``get_with_metadata`` are checked like the function's own. An
+    ``async def`` becomes an :class:`AsyncCachedWrapper` (its calls are
+    awaited), anything else a :class:`CachedWrapper`."""
+
+    @overload
+    def __call__(
+        self, func: Callable[P, Coroutine[Any, Any, T]], /
+    ) -> AsyncCachedWrapper[P, T]: ...
+    @overload
+    def __call__(self, func: Callable[P, T], /) -> CachedWrapper[P, T]: ...
 
 
 def _check_predicate(name: str, predicate: Callable[..., Any] | None) -> None:
@@ -157,7 +177,7 @@ def cache_result(
     stale_while_revalidate: int | float | timedelta | None = None,
     backend: str | None = None,
     stale_if_error: int | float | timedelta | None = None,
-) -> Callable[[Callable[..., Any]], CachedWrapper]:
+) -> CacheDecorator:
     """Caches what a function returns, per distinct call.
 
     :param ttl: how long a value stays fresh: seconds (int or float), a
@@ -204,7 +224,7 @@ def cache_result(
     constructor = resolve(key_constructor)
     meta = type(constructor)._meta
 
-    def decorator(func: Callable[..., Any]) -> CachedWrapper:
+    def decorator(func: Callable[..., Any]) -> Any:
         if isinstance(func, (classmethod, staticmethod)):
             raise TypeError(
                 f"@cache_result must be applied beneath @{type(func).__name__}, "
@@ -269,4 +289,4 @@ def cache_result(
             attach_rules(wrapper, invalidates_on)
         return wrapper
 
-    return decorator
+    return decorator  # type: ignore[return-value]  # CacheDecorator's overloads
