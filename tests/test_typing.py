@@ -1,5 +1,5 @@
 """``cache_result`` keeps the decorated function's signature for type
-checkers (ParamSpec): mypy checks tests/typing/cached_calls.py, whose
+checkers (ParamSpec): mypy checks tests/type_checks/cached_calls.py, whose
 revealed types and errors must be exactly the ones below."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "tests" / "typing" / "cached_calls.py"
+SAMPLE = ROOT / "tests" / "type_checks" / "cached_calls.py"
 
 REVEALED = [
     "dict[str, int]",
