@@ -4,6 +4,8 @@ the test; the lines marked ``E:`` must be errors."""
 
 from __future__ import annotations
 
+from typing import reveal_type
+
 from restflow.caching import cache_result
 
 
