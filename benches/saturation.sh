@@ -14,8 +14,14 @@
 # of the medians, and the median of each round's adjacent on/off pair (the
 # pair saw the same load, so it is the steadier figure on a shared machine).
 #
-# Usage: bash benches/saturation.sh      (env: ROUNDS=3 DURATION=10 CONNECTIONS=16 BASELINES=1;
-# BASELINES=0 leaves out the memory and uncached rows)
+# KIND=async measures the other speed trick instead: uvicorn (2 and 4
+# workers) serving an async Django view whose payload comes from an async
+# cache_result function on Redis, with LOOP_SOCKET on (the event loop reads
+# the hit on its own socket) and off (a worker thread does the round trip);
+# same alternation and baselines.
+#
+# Usage: bash benches/saturation.sh      (env: KIND=sync|async ROUNDS=3 DURATION=10
+# CONNECTIONS=16 BASELINES=1; BASELINES=0 leaves out the memory and uncached rows)
 # Needs wrk (Debian's package, installed here when missing and running as
 # root) and gunicorn (pip-installed into .venv when missing). Everything it
 # starts (redis-server on a free 127.0.0.1 port, gunicorn) stops at exit.
@@ -25,10 +31,13 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-16}
 BASELINES=${BASELINES:-1}
+KIND=${KIND:-sync}
 
 ./scripts/bootstrap.sh >/dev/null
 .venv/bin/python -c 'import gunicorn' 2>/dev/null ||
     .venv/bin/pip install --quiet --disable-pip-version-check "gunicorn>=22"
+.venv/bin/python -c 'import uvicorn' 2>/dev/null ||
+    .venv/bin/pip install --quiet --disable-pip-version-check "uvicorn>=0.30"
 if ! command -v wrk >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
@@ -44,10 +53,10 @@ free_port() {
 redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
 redis_pid=$!
-gunicorn_pid=
+server_pid=
 out=$(mktemp)
 cleanup() {
-    [ -n "$gunicorn_pid" ] && kill "$gunicorn_pid" 2>/dev/null || true
+    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
     kill "$redis_pid" 2>/dev/null || true
     wait 2>/dev/null || true
     rm -f "$out"
@@ -66,44 +75,59 @@ for _ in range(200):
         sys.exit(0)
     except OSError:
         time.sleep(0.05)
-sys.exit("saturation.sh: gunicorn did not answer")
+sys.exit("saturation.sh: the server did not answer")
 PY
 }
 
-# run ROW WORKERS BACKEND READ_SPIN: one fresh gunicorn, warm-up, one wrk run.
+# run ROW WORKERS BACKEND SWITCH: one fresh server, warm-up, one wrk run.
+# SWITCH is READ_SPIN (KIND=sync, gunicorn) or LOOP_SOCKET 1/0 (KIND=async,
+# uvicorn).
 run() {
-    local row=$1 workers=$2 backend=$3 spin=$4 port
+    local row=$1 workers=$2 backend=$3 switch=$4 port url
     port=$(free_port)
-    BENCH_BACKEND=$backend BENCH_READ_SPIN=$spin .venv/bin/gunicorn \
-        --workers "$workers" --worker-class sync --bind "127.0.0.1:$port" \
-        --pythonpath benches --log-level warning saturation_app:application &
-    gunicorn_pid=$!
-    local url="http://127.0.0.1:$port/payload/"
+    if [ "$KIND" = async ]; then
+        BENCH_BACKEND=$backend BENCH_LOOP_SOCKET=$switch .venv/bin/uvicorn \
+            --workers "$workers" --host 127.0.0.1 --port "$port" --app-dir benches \
+            --log-level warning --no-access-log saturation_app:asgi_application &
+        url="http://127.0.0.1:$port/apayload/"
+    else
+        BENCH_BACKEND=$backend BENCH_READ_SPIN=$switch .venv/bin/gunicorn \
+            --workers "$workers" --worker-class sync --bind "127.0.0.1:$port" \
+            --pythonpath benches --log-level warning saturation_app:application &
+        url="http://127.0.0.1:$port/payload/"
+    fi
+    server_pid=$!
     ready "$url"
     wrk -t1 -c"$CONNECTIONS" -d1s "$url" >/dev/null
     wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$url" |
         .venv/bin/python benches/saturation_report.py parse "$row" "$workers" >>"$out"
     tail -n 1 "$out"
-    kill "$gunicorn_pid"
-    wait "$gunicorn_pid" 2>/dev/null || true
-    gunicorn_pid=
+    kill "$server_pid"
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=
 }
 
+# The pair compared: (row, switch) on, then off.
+if [ "$KIND" = async ]; then
+    on_row="redis loop-socket" on=1 off_row="redis threads" off=0
+else
+    on_row="redis spin" on=0.0001 off_row="redis no-spin" off=0
+fi
 echo "load before: $(uptime)"
 for round in $(seq "$ROUNDS"); do
     for workers in 2 4; do
         if [ $((round % 2)) = 1 ]; then
-            run "redis spin" "$workers" "$redis_url" 0.0001
-            run "redis no-spin" "$workers" "$redis_url" 0
+            run "$on_row" "$workers" "$redis_url" "$on"
+            run "$off_row" "$workers" "$redis_url" "$off"
         else
-            run "redis no-spin" "$workers" "$redis_url" 0
-            run "redis spin" "$workers" "$redis_url" 0.0001
+            run "$off_row" "$workers" "$redis_url" "$off"
+            run "$on_row" "$workers" "$redis_url" "$on"
         fi
         if [ "$BASELINES" = 1 ]; then
-            run "memory" "$workers" memory 0.0001
-            run "uncached" "$workers" none 0.0001
+            run "memory" "$workers" memory "$off"
+            run "uncached" "$workers" none "$off"
         fi
     done
 done
 echo "load after: $(uptime)"
-.venv/bin/python benches/saturation_report.py table <"$out"
+.venv/bin/python benches/saturation_report.py table "$on_row" "$off_row" <"$out"

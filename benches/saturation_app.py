@@ -9,6 +9,11 @@ chosen by the environment, so one app serves every row of the table:
 * ``BENCH_BACKEND=none``: built by the view itself, no cache at all (the
   framework's own cost: the ceiling any cache can reach);
 * ``BENCH_READ_SPIN``: ``READ_SPIN`` in seconds (the Redis lookup busy-wait).
+* ``BENCH_LOOP_SOCKET``: ``LOOP_SOCKET`` (``1`` or ``0``): whether an async
+  caller's Redis hit is read on the event loop's own socket.
+
+``GET /apayload/`` is the same payload from an ``async def`` Django view and
+an ``async def`` cached function, served by ``asgi_application`` (uvicorn).
 
 Configured in this module rather than a settings file so the benchmark stays
 one script and one app.
@@ -45,13 +50,16 @@ settings.configure(
     RESTFLOW_SETTINGS={
         "CACHE_SETTINGS": {
             "BACKEND": "memory" if BACKEND == "none" else BACKEND,
-            "READ_SPIN": float(os.environ.get("BENCH_READ_SPIN", "0.0001")),
+            "READ_SPIN": float(os.environ.get("BENCH_READ_SPIN", "0")),
+            "LOOP_SOCKET": os.environ.get("BENCH_LOOP_SOCKET", "1") == "1",
         }
     },
 )
 django.setup()
 
+from django.core.asgi import get_asgi_application  # noqa: E402
 from django.core.wsgi import get_wsgi_application  # noqa: E402
+from django.http import JsonResponse  # noqa: E402
 from django.urls import path  # noqa: E402
 from rest_framework.decorators import api_view  # noqa: E402
 from rest_framework.response import Response  # noqa: E402
@@ -76,7 +84,17 @@ def cached_payload(n: int) -> dict:
     return build_payload(n)
 
 
+@cache_result(ttl=3600)
+async def acached_payload(n: int) -> dict:
+    return build_payload(n)
+
+
+async def abuild_payload(n: int) -> dict:
+    return build_payload(n)
+
+
 source = build_payload if BACKEND == "none" else cached_payload
+asource = abuild_payload if BACKEND == "none" else acached_payload
 
 
 @api_view(["GET"])
@@ -84,5 +102,11 @@ def payload_view(request):
     return Response(source(42))
 
 
-urlpatterns = [path("payload/", payload_view)]
+async def apayload_view(request):
+    """No DRF here (its views are sync): Django's own async view."""
+    return JsonResponse(await asource(42))
+
+
+urlpatterns = [path("payload/", payload_view), path("apayload/", apayload_view)]
 application = get_wsgi_application()
+asgi_application = get_asgi_application()

@@ -2,9 +2,11 @@
 
 ``parse ROW WORKERS``: reads one ``wrk --latency`` report on stdin and prints
 one JSON line (row, workers, req/s, p50 and p99 in ms, errors).
-``table``: reads those lines on stdin and prints, per row and worker count,
-the medians over the runs with their range, and the Redis on/off ratios
-(of the medians, and the median of the per-round back-to-back pairs).
+``table [ON_ROW OFF_ROW]``: reads those lines on stdin and prints, per row
+and worker count, the medians over the runs with their range, and the
+on/off ratios of the two rows compared (default ``redis spin`` and
+``redis no-spin``): of the medians, and the median of the per-round
+back-to-back pairs.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def parse(row: str, workers: str) -> None:
     )
 
 
-def table() -> None:
+def table(on_row: str = "redis spin", off_row: str = "redis no-spin") -> None:
     runs = [json.loads(line) for line in sys.stdin if line.strip()]
     groups: dict[tuple[str, int], list[dict]] = {}
     for run in runs:
@@ -64,17 +66,15 @@ def table() -> None:
             medians[row, workers, field] = statistics.median(values)
             cells.append(f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})")
         print(f"| {row} | {workers} | " + " | ".join(cells) + " |")
-    print("\nspin on / off: ratio of the medians; median of the per-round pairs [their range]\n")
+    print(f"\n{on_row} / {off_row}: ratio of the medians; median of the per-round pairs [range]\n")
     print("| workers | req/s | p50 | p99 |")
     print("|---:|---:|---:|---:|")
     for workers in sorted({w for _, w in groups}):
-        on, off = groups.get(("redis spin", workers)), groups.get(("redis no-spin", workers))
+        on, off = groups.get((on_row, workers)), groups.get((off_row, workers))
         if on and off:
             cells = []
             for field in ("rps", "p50", "p99"):
-                of_medians = (
-                    medians["redis spin", workers, field] / medians["redis no-spin", workers, field]
-                )
+                of_medians = medians[on_row, workers, field] / medians[off_row, workers, field]
                 # Round i's on and off runs ran back to back, under the same load.
                 pairs = [a[field] / b[field] for a, b in zip(on, off, strict=True)]
                 spread = f"[{min(pairs):.2f}-{max(pairs):.2f}]"
@@ -89,6 +89,6 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["parse"]:
         parse(*sys.argv[2:4])
     elif sys.argv[1:2] == ["table"]:
-        table()
+        table(*sys.argv[2:4])
     else:
-        sys.exit("usage: saturation_report.py parse ROW WORKERS | table")
+        sys.exit("usage: saturation_report.py parse ROW WORKERS | table [ON_ROW OFF_ROW]")

@@ -89,3 +89,61 @@ def test_a_paused_redis_falls_back_within_the_timeouts(own_redis):
         meta, elapsed = run(scenario())
     assert meta["cache_status"] is CacheStatus.BYPASS
     assert elapsed < 2, elapsed
+
+
+def test_with_loop_socket_off_hits_go_through_a_worker_thread(redis_server, redis):
+    """``LOOP_SOCKET=False``: the loop opens no socket of its own; a hit is
+    still a HIT, fetched by a worker thread like every other round trip."""
+    from django.test import override_settings
+
+    from tests.redis.conftest import redis_settings
+
+    opened = []
+    real_open = asynchronous._engine.LoopConnection.open
+
+    async def scenario():
+        first = await payload.aget_with_metadata(1)
+        hits = [await payload.aget_with_metadata(1) for _ in range(5)]
+        return first, hits
+
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(redis_server.url, LOOP_SOCKET=False)):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(
+                asynchronous._engine,
+                "LoopConnection",
+                type(
+                    "Counting",
+                    (),
+                    {"open": staticmethod(lambda *a: opened.append(a) or real_open(*a))},
+                ),
+            )
+            first, hits = run(scenario())
+    assert first[1]["cache_status"] is CacheStatus.MISS
+    assert [(value, meta["cache_status"]) for value, meta in hits] == [
+        (first[0], CacheStatus.HIT)
+    ] * 5
+    assert opened == []
+    assert calls == [1]
+
+
+def test_with_loop_socket_on_the_loop_opens_its_own_socket(redis_server, redis):
+    """The default, as a control for the test above: the same calls open
+    one loop connection."""
+    opened = []
+    real_open = asynchronous._engine.LoopConnection.open
+
+    async def scenario():
+        await payload.aget_with_metadata(1)
+        return [await payload.aget_with_metadata(1) for _ in range(5)]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            asynchronous._engine,
+            "LoopConnection",
+            type(
+                "Counting", (), {"open": staticmethod(lambda *a: opened.append(a) or real_open(*a))}
+            ),
+        )
+        hits = run(scenario())
+    assert {meta["cache_status"] for _, meta in hits} == {CacheStatus.HIT}
+    assert len(opened) == 1

@@ -280,6 +280,7 @@ def test_failure_mode_raise(own_redis):
         ({"BACKEND": "redis://127.0.0.1:1/0", "READ_SPIN": -1}, "READ_SPIN"),
         ({"BACKEND": "redis://127.0.0.1:1/0", "READ_SPIN": 50}, "READ_SPIN.*in seconds"),
         ({"BACKEND": "redis://127.0.0.1:1/0", "READ_SPIN": "fast"}, "READ_SPIN"),
+        ({"BACKEND": "redis://127.0.0.1:1/0", "LOOP_SOCKET": "yes"}, "LOOP_SOCKET"),
         ({"BACKEND": "redis://127.0.0.1:1/0", "KEY_PREFIX": "a::b"}, "KEY_PREFIX"),
         ({"BACKEND": "redis://127.0.0.1:1/0", "POOL_SIZE": 0}, "POOL_SIZE"),
     ],

@@ -34,6 +34,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 from restflow import _engine
 from restflow.caching.decorators import stored_for
+from restflow.caching.settings import cache_settings
 from restflow.caching.status import CacheStatus
 
 logger = logging.getLogger("restflow.caching")
@@ -285,9 +286,10 @@ class AsyncCachedWrapper(Generic[P, T]):
         engine = self._engine
         loop = asyncio.get_running_loop()
         # A fresh hit, fetched by the loop itself: no thread hand-off.
-        hit = await _loop_hit(loop, engine, args, kwargs)
-        if hit is not None:
-            return hit
+        if cache_settings()["LOOP_SOCKET"]:
+            hit = await _loop_hit(loop, engine, args, kwargs)
+            if hit is not None:
+                return hit
         # Anything else through the engine, one thread per key and loop:
         # the other callers await it.
         key = engine._call_key(args, kwargs)

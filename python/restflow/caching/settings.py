@@ -60,6 +60,10 @@ DEFAULTS: dict[str, Any] = {
     # thread sleeps; 0: always sleep. Spares a nearby Redis's hit the cost
     # of waking a sleeping thread; paused by itself when answers are slower.
     "READ_SPIN": 0.0,
+    # Whether an async caller's Redis hit is read by the event loop itself,
+    # on a non-blocking socket of its own (True), or, like everything else
+    # an async caller asks of a shared store, in a worker thread (False).
+    "LOOP_SOCKET": True,
     # How long a computation lock lives: the longest a crashed process can
     # hold others up.
     "LOCK_TIMEOUT": 10,
@@ -213,6 +217,10 @@ def _validate_backend_settings(merged: dict[str, Any]) -> None:
     if not isinstance(merged["KEY_PREFIX"], str) or "::" in merged["KEY_PREFIX"]:
         raise configuration_error(
             f'{key}["KEY_PREFIX"] must be a str without "::"; got {merged["KEY_PREFIX"]!r}.'
+        )
+    if not isinstance(merged["LOOP_SOCKET"], bool):
+        raise configuration_error(
+            f'{key}["LOOP_SOCKET"] must be True or False; got {merged["LOOP_SOCKET"]!r}.'
         )
     pool = merged["POOL_SIZE"]
     if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
