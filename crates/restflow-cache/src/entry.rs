@@ -84,11 +84,17 @@ impl Stamps {
     }
 
     /// What the entry is at `now`.
+    ///
+    /// An entry stored with a ttl of zero (`fresh_until == cached_at`) is
+    /// never fresh, whatever `now` says: a clock reading behind the stamp
+    /// (a coarse clock that fell behind on a loaded VM, a wall clock stepped
+    /// back) must not turn "never fresh" into a hit. Likewise an empty stale
+    /// window (`stale_until == fresh_until`) is never stale.
     #[inline]
     pub fn freshness(&self, now: Timestamp) -> Freshness {
         match (self.fresh_until, self.stale_until) {
-            (Some(fresh), _) if now < fresh => Freshness::Fresh,
-            (Some(_), Some(stale)) if now < stale => Freshness::Stale,
+            (Some(fresh), _) if now < fresh && fresh > self.cached_at => Freshness::Fresh,
+            (Some(fresh), Some(stale)) if now < stale && stale > fresh => Freshness::Stale,
             (Some(_), _) => Freshness::Expired,
             (None, _) => Freshness::Fresh,
         }
@@ -149,6 +155,17 @@ mod tests {
 
     fn at(secs: i64) -> Timestamp {
         Timestamp::from_micros(secs * 1_000_000)
+    }
+
+    #[test]
+    fn a_zero_ttl_is_never_fresh_even_on_a_clock_behind_its_stamp() {
+        let at = Timestamp::from_micros(1_000_000);
+        let stamps = Stamps::new(at, Lifetime::new(Span::ZERO, Span::from_secs(10)));
+        let behind = Timestamp::from_micros(999_999);
+        assert_eq!(stamps.freshness(behind), Freshness::Stale);
+        assert_eq!(stamps.freshness(at), Freshness::Stale);
+        let no_window = Stamps::new(at, Lifetime::new(Span::ZERO, Span::ZERO));
+        assert_eq!(no_window.freshness(behind), Freshness::Expired);
     }
 
     #[test]
