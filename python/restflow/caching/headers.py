@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from restflow import _engine
 from restflow.caching.settings import cache_settings
@@ -66,8 +65,7 @@ def timestamp(text: Any) -> float | None:
     return datetime.fromisoformat(text).timestamp() if text else None
 
 
-@dataclass(frozen=True)
-class Served:
+class Served(NamedTuple):
     """How one request was answered, as its ``Cache-Status`` tells it."""
 
     #: The metadata of the call (``cache_status``, ``cached_at``, ``reset_at``).

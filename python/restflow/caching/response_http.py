@@ -36,6 +36,7 @@ so in the headers HTTP defines for it:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Mapping
@@ -133,12 +134,31 @@ class HttpSemantics:
 
     @staticmethod
     def _conditional(request: Any, response: Any, cached_at: float) -> Any:
-        if request.method not in ("GET", "HEAD"):
-            return response
         own = response.get("Last-Modified")
         last_modified = parse_http_date_safe(own) if own else None
         if last_modified is None:
-            last_modified = math.floor(cached_at)
-            response["Last-Modified"] = http_date(last_modified)
-        etag = response.get("ETag")
-        return get_conditional_response(request, etag, last_modified, response)
+            last_modified, response["Last-Modified"] = _last_modified(cached_at)
+        if request.method not in ("GET", "HEAD"):
+            return response
+        meta = request.META
+        if not any(name in meta for name in _PRECONDITIONS):
+            return response  # the common request: nothing to evaluate
+        return get_conditional_response(request, response.get("ETag"), last_modified, response)
+
+
+#: The request headers ``get_conditional_response`` evaluates (RFC 9110 §13.1).
+_PRECONDITIONS = (
+    "HTTP_IF_NONE_MATCH",
+    "HTTP_IF_MODIFIED_SINCE",
+    "HTTP_IF_MATCH",
+    "HTTP_IF_UNMODIFIED_SINCE",
+)
+
+
+@functools.lru_cache(maxsize=1024)
+def _last_modified(cached_at: float) -> tuple[int, str]:
+    """``Last-Modified`` of an entry stored at ``cached_at``: whole seconds
+    (HTTP dates have no fraction) and their HTTP-date. Every hit on an entry
+    asks for the same one: formatted once, not per hit."""
+    whole = math.floor(cached_at)
+    return whole, http_date(whole)
