@@ -73,6 +73,19 @@ was rendered for another:
 Concurrent requests for one key run the view once (single-flight); a request
 that waited for a response that may not be stored runs the view itself.
 
+HTTP caching headers (:mod:`restflow.caching.response_http`). Every response
+says how it was answered in ``Cache-Status`` (RFC 9211: ``restflow; hit;
+ttl=12``, ``restflow; fwd=miss; stored``, ``collapsed`` for a request that
+waited for another's render), and one served from an entry says how old it
+is in ``Age``. A stored response carries a strong ``ETag`` of its body
+(hashed once, when stored) and a ``Last-Modified`` of when it was stored; a
+GET or HEAD whose ``If-None-Match`` or ``If-Modified-Since`` matches an
+entry is answered ``304`` from the entry, without running the view. These
+are on by default (``cache_status=False`` / ``conditional=False`` turn them
+off): they describe only the response the client gets. ``Cache-Control`` is
+written only when ``cache_control="public"`` or ``"private"`` is chosen:
+``public`` lets a CDN hand one client's response to every client.
+
 Every :class:`~restflow.caching.CachedWrapper` method is on the wrapper
 (:class:`CachedResponseWrapper`), taking the handler's own arguments:
 ``get_cache_key(request, pk=1)``, ``delete_by_prefix(pk=1)`` (the URL kwargs
