@@ -25,7 +25,7 @@ from django.http import JsonResponse
 from django.test import AsyncRequestFactory, override_settings
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
-from rest_framework.test import APIRequestFactory
+from rest_framework.test import APIClient, APIRequestFactory
 from rest_framework.views import APIView
 
 from restflow.caching import CacheKeyField, cache_result, set_response_cache_header
@@ -249,6 +249,25 @@ def test_a_matching_if_none_match_is_a_304_without_running_the_view(store):
         changed = get(ArticleView, HTTP_IF_NONE_MATCH='"other"')
     assert changed.status_code == 200 and changed["ETag"] == etag
     assert changed.content == miss.content
+
+
+@pytest.mark.urls("tests.response_views")
+def test_the_drf_test_client_gets_a_304_and_the_x_cache_headers_stay(store):
+    from tests.response_views import CALLS
+
+    CALLS.clear()
+    client = APIClient()
+    with frozen_clock(T0) as clock:
+        miss = client.get("/articles/7/")
+        clock.advance(2)
+        not_modified = client.get("/articles/7/", HTTP_IF_NONE_MATCH=miss["ETag"])
+    assert CALLS["ArticleView.get"] == 1 and CALLS["render"] == 1  # no view, no renderer
+    assert not_modified.status_code == 304 and not_modified.content == b""
+    assert not_modified["ETag"] == miss["ETag"]
+    assert not_modified["Cache-Status"] == "restflow; hit; ttl=58"
+    assert not_modified["Age"] == "2"
+    assert not_modified["X-Cache-status"] == "HIT"  # set_cache_headers=True, as before
+    assert not_modified["X-Cached-at"] == miss["X-Cached-at"] == "2026-01-01T00:00:00+00:00"
 
 
 def test_the_etag_is_computed_when_stored_not_per_hit(store, monkeypatch):

@@ -22,6 +22,7 @@ from tests.test_cache_response_http import (
     test_head_is_answered_304_and_other_methods_run_the_view,
     test_if_modified_since_and_if_none_match_wins,
     test_set_response_cache_header_writes_cache_status_when_asked,
+    test_the_drf_test_client_gets_a_304_and_the_x_cache_headers_stay,
     test_the_etag_is_computed_when_stored_not_per_hit,
     test_the_headers_can_be_turned_off,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "test_head_is_answered_304_and_other_methods_run_the_view",
     "test_if_modified_since_and_if_none_match_wins",
     "test_set_response_cache_header_writes_cache_status_when_asked",
+    "test_the_drf_test_client_gets_a_304_and_the_x_cache_headers_stay",
     "test_the_etag_is_computed_when_stored_not_per_hit",
     "test_the_headers_can_be_turned_off",
 ]
