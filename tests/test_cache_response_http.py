@@ -294,6 +294,8 @@ def test_if_modified_since_and_if_none_match_wins(store):
         # If-None-Match is evaluated instead of If-Modified-Since (RFC 9110 §13.1.3).
         both = get(ArticleView, HTTP_IF_MODIFIED_SINCE=T0_HTTP, HTTP_IF_NONE_MATCH='"other"')
         assert both.status_code == 200
+        # A failed If-Match is a 412 (RFC 9110 §13.1.1), also without running the view.
+        assert get(ArticleView, HTTP_IF_MATCH='"other"').status_code == 412
     assert RUNS["article"] == 1
 
 
