@@ -12,6 +12,8 @@ them on Redis.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import hashlib
 import sys
 import threading
@@ -224,6 +226,55 @@ def test_a_request_that_waited_for_another_render_is_collapsed(no_thread_switche
     assert results["leader"]["Cache-Status"] == "restflow; fwd=miss; stored"
     assert results["follower"]["Cache-Status"] == "restflow; fwd=miss; stored; collapsed"
     assert results["follower"].content == results["leader"].content
+
+
+class TaskArrivalField(CacheKeyField):
+    """The async twin of :class:`ArrivalField`: tells the leading task that
+    the task named ``follower`` is being keyed."""
+
+    def payload(self, bound, shape):
+        task = asyncio.current_task()
+        if task is not None and task.get_name() == "follower":
+            ASYNC_EVENTS.get()["follower keyed"].set()
+        return {}
+
+
+class TaskArrivalKey(ResponseCacheKeyConstructor):
+    arrival = TaskArrivalField()
+
+
+#: The events of one test's loop: "leader rendering", "follower keyed".
+ASYNC_EVENTS: contextvars.ContextVar[dict[str, asyncio.Event]] = contextvars.ContextVar("events")
+
+
+@cache_response(TaskArrivalKey, ttl=60)
+async def async_collapsing(request):
+    RUNS["async collapsing"] += 1
+    events = ASYNC_EVENTS.get()
+    events["leader rendering"].set()
+    await asyncio.wait_for(events["follower keyed"].wait(), 30)  # a hang guard
+    return JsonResponse({"run": RUNS["async collapsing"]})
+
+
+def test_an_async_request_that_awaited_another_render_is_collapsed():
+    """Two tasks on one loop, memory store: the follower is keyed and awaits
+    the leader's render without yielding in between, so the leader (waiting
+    for that key) renders only once the follower waits."""
+    factory = AsyncRequestFactory()
+
+    async def both():
+        events = {"leader rendering": asyncio.Event(), "follower keyed": asyncio.Event()}
+        ASYNC_EVENTS.set(events)
+        leader = asyncio.create_task(async_collapsing(factory.get("/")), name="leader")
+        await asyncio.wait_for(events["leader rendering"].wait(), 30)
+        follower = asyncio.create_task(async_collapsing(factory.get("/")), name="follower")
+        return await asyncio.gather(leader, follower)
+
+    leader, follower = async_to_sync(both)()
+    assert RUNS["async collapsing"] == 1
+    assert leader["Cache-Status"] == "restflow; fwd=miss; stored"
+    assert follower["Cache-Status"] == "restflow; fwd=miss; stored; collapsed"
+    assert follower.content == leader.content
 
 
 # --- ETag, Last-Modified and 304 ---------------------------------------------------
