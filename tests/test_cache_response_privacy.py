@@ -20,7 +20,6 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.sessions.backends.signed_cookies import SessionStore
 from django.contrib.sessions.middleware import SessionMiddleware
-from django.core.cache import caches as django_caches
 from django.http import JsonResponse
 from django.middleware.csrf import get_token
 from django.test import AsyncRequestFactory, override_settings
@@ -32,6 +31,7 @@ from rest_framework.views import APIView
 
 from restflow.caching import KeyConstructor, RequestValueKeyField
 from restflow.caching.cache_response import ResponseCacheKeyConstructor, cache_response
+from tests.stores import memory_or_django  # noqa: F401 (the store fixture)
 
 STATUS = "X-Cache-status"
 RUNS: Counter = Counter()
@@ -44,20 +44,6 @@ TEMPLATES = [
         "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
     }
 ]
-
-
-@pytest.fixture(params=["memory", "django"])
-def store(request):
-    """The store the cached views use: the default memory store, or a Django cache."""
-    if request.param == "memory":
-        yield request.param
-        return
-    caches = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-    backend = {"CACHE_SETTINGS": {"BACKEND": "django:default"}}
-    with override_settings(CACHES=caches, RESTFLOW_SETTINGS=backend):
-        django_caches["default"].clear()  # locmem outlives the test that filled it
-        yield request.param
-        django_caches["default"].clear()
 
 
 @pytest.fixture(autouse=True)

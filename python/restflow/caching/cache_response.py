@@ -73,6 +73,19 @@ was rendered for another:
 Concurrent requests for one key run the view once (single-flight); a request
 that waited for a response that may not be stored runs the view itself.
 
+HTTP caching headers (:mod:`restflow.caching.response_http`). Every response
+says how it was answered in ``Cache-Status`` (RFC 9211: ``restflow; hit;
+ttl=12``, ``restflow; fwd=miss; stored``, ``collapsed`` for a request that
+waited for another's render), and one served from an entry says how old it
+is in ``Age``. A stored response carries a strong ``ETag`` of its body
+(hashed once, when stored) and a ``Last-Modified`` of when it was stored; a
+GET or HEAD whose ``If-None-Match`` or ``If-Modified-Since`` matches an
+entry is answered ``304`` from the entry, without running the view. These
+are on by default (``cache_status=False`` / ``conditional=False`` turn them
+off): they describe only the response the client gets. ``Cache-Control`` is
+written only when ``cache_control="public"`` or ``"private"`` is chosen:
+``public`` lets a CDN hand one client's response to every client.
+
 Every :class:`~restflow.caching.CachedWrapper` method is on the wrapper
 (:class:`CachedResponseWrapper`), taking the handler's own arguments:
 ``get_cache_key(request, pk=1)``, ``delete_by_prefix(pk=1)`` (the URL kwargs
@@ -138,6 +151,7 @@ from typing import Any
 from restflow.caching.decorators import _refuse_async_policy, cache_result, check_policy
 from restflow.caching.key_constructor import refuse_ttl_as_constructor
 from restflow.caching.response_async import AsyncCachedResponseWrapper, make_async_renderer
+from restflow.caching.response_http import HttpSemantics
 from restflow.caching.response_keys import ResponseCacheKeyConstructor, with_variant
 from restflow.caching.response_wrapper import (
     CachedResponseWrapper,
@@ -146,6 +160,7 @@ from restflow.caching.response_wrapper import (
     is_entry,
     make_renderer,
 )
+from restflow.caching.settings import seconds
 
 __all__ = [
     "AsyncCachedResponseWrapper",
@@ -169,6 +184,12 @@ def _check_target(func: Any) -> None:
         raise TypeError(f"@cache_response decorates view handlers; got {func!r}")
 
 
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False; got {value!r}")
+    return value
+
+
 def cache_response(
     key_constructor: Any = None,
     ttl: int | float | timedelta | Callable[..., Any] | None = 3600,
@@ -178,6 +199,10 @@ def cache_response(
     set_cache_headers: bool = False,
     *,
     stale_while_revalidate: int | float | timedelta | None = None,
+    stale_if_error: int | float | timedelta | None = None,
+    cache_status: bool = True,
+    conditional: bool = True,
+    cache_control: str | None = None,
 ) -> Callable[[Callable[..., Any]], CachedResponseWrapper]:
     """Caches a DRF view handler's rendered responses (see the module docs).
 
@@ -195,6 +220,20 @@ def cache_response(
         store when truthy. Give at most one of the two.
     :param set_cache_headers: write ``X-Cache-status``, ``X-Cached-at`` and
         ``X-Cache-reset-at`` on every response the handler returns.
+    :param stale_if_error: as for ``cache_result``.
+    :param cache_status: write ``Cache-Status`` (RFC 9211) and, on responses
+        served from an entry, ``Age`` (RFC 9111). On by default: both say
+        only how old the response is and where it came from.
+    :param conditional: give stored responses a strong ``ETag`` of their
+        body and a ``Last-Modified`` of when they were stored, and answer a
+        matching ``If-None-Match`` / ``If-Modified-Since`` with ``304`` from
+        the entry, without running the view. On by default.
+    :param cache_control: ``"public"`` or ``"private"`` writes
+        ``Cache-Control: <that>, max-age=<ttl>`` (with
+        ``stale-while-revalidate`` / ``stale-if-error`` when those windows
+        are on) on responses in the cache. ``None`` (the default) writes
+        none: ``public`` lets a CDN keep the response for everyone, which is
+        wrong for per-user or per-session data. See the module docs.
 
     On an ``async def`` handler the result is an
     :class:`AsyncCachedResponseWrapper`, and ``cache_if``, ``cache_unless``
@@ -207,24 +246,38 @@ def cache_response(
         key_constructor = ResponseCacheKeyConstructor
     check_policy(ttl, cache_if, cache_unless)
     response_ttl = ResponseTtl(ttl) if callable(ttl) else None
+    http = HttpSemantics(
+        cache_status=_flag(cache_status, "cache_status"),
+        conditional=_flag(conditional, "conditional"),
+        cache_control=cache_control,
+        stale_while_revalidate=seconds(
+            stale_while_revalidate, name="stale_while_revalidate", allow_none=True
+        ),
+        stale_if_error=seconds(stale_if_error, name="stale_if_error", allow_none=True),
+    )
 
     def decorator(func: Callable[..., Any]) -> CachedResponseWrapper:
         _check_target(func)
         call = HandlerCall(func)
         is_async = inspect.iscoroutinefunction(func)
         if is_async:
-            render = make_async_renderer(func, call, cache_if, cache_unless, response_ttl)
+            render = make_async_renderer(
+                func, call, cache_if, cache_unless, response_ttl, http.conditional
+            )
         else:
             _refuse_async_policy(ttl, cache_if, cache_unless, target="view")
-            render = make_renderer(func, call, cache_if, cache_unless, response_ttl)
+            render = make_renderer(
+                func, call, cache_if, cache_unless, response_ttl, http.conditional
+            )
         cached = cache_result(
             key_constructor=with_variant(key_constructor, call.name),
             ttl=response_ttl or ttl,
             stale_while_revalidate=stale_while_revalidate,
+            stale_if_error=stale_if_error,
             cache_if=is_entry,
             invalidates_on=invalidates_on,
         )(render)
         wrapper_class = AsyncCachedResponseWrapper if is_async else CachedResponseWrapper
-        return wrapper_class(func, cached, call, set_cache_headers)
+        return wrapper_class(func, cached, call, set_cache_headers, http)
 
     return decorator

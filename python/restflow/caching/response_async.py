@@ -22,8 +22,8 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.utils.functional import LazyObject, empty
 
 from restflow.caching.asynchronous import refuses_sync_names, resolve
-from restflow.caching.headers import set_response_cache_header
 from restflow.caching.response_entries import Entry, amay_store, freeze, thaw
+from restflow.caching.response_http import Served, tag
 from restflow.caching.response_keys import (
     LOCALE_ATTR,
     USER_ATTR,
@@ -36,8 +36,10 @@ from restflow.caching.response_wrapper import (
     CachedResponseWrapper,
     HandlerCall,
     ResponseTtl,
+    _bypass_reason,
     _live,
     _request_locale,
+    _unshared,
     _uses_cache,
 )
 from restflow.caching.status import CacheStatus
@@ -67,6 +69,7 @@ def make_async_renderer(
     cache_if: Callable[..., Any] | None,
     cache_unless: Callable[..., Any] | None,
     response_ttl: ResponseTtl | None,
+    etag: bool = False,
 ) -> Callable[..., Coroutine[Any, Any, Entry | None]]:
     """The coroutine function the engine caches: awaits the handler, renders
     its response (after DRF's ``finalize_response`` when the request is
@@ -92,6 +95,8 @@ def make_async_renderer(
             return None
         if not await amay_store(response, cache_if, cache_unless, args, kwargs):
             return None
+        if etag:
+            tag(response)
         entry = freeze(response, request)
         if response_ttl is not None:
             chosen = await resolve(response_ttl.ttl(response, *args, **kwargs))
@@ -229,8 +234,19 @@ class AsyncCachedResponseWrapper(CachedResponseWrapper):
         request = self._call.request(args, kwargs, self._offset)
         setattr(request, LOCALE_ATTR, locale_of())
         await _aresolve_user(request)
+        forward = None
         if method == "aget_with_metadata" and not _uses_cache(request):
             method = "abypass_cache_with_metadata"
+            forward = _bypass_reason(request)
+        response, served = await self._aanswer(method, args, kwargs, request)
+        if forward is not None:
+            served = Served(served.metadata, served.rendered_here, forward)
+        return self._finish(request, response, served), served.metadata
+
+    async def _aanswer(
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], request: Any
+    ) -> tuple[Any, Served]:
+        """The sync wrapper's ``_answer``, awaited."""
         live: list[Any] = []
         token = _live.set(live)
         try:
@@ -238,16 +254,12 @@ class AsyncCachedResponseWrapper(CachedResponseWrapper):
         finally:
             _live.reset(token)
         if live:
-            response = live[-1]
-        elif entry is not None and serves(entry, request):
-            response = thaw(entry)
-        else:
-            # As in the sync wrapper: a response not stored, or not for this request.
-            response = (await self._aserve("abypass_cache_with_metadata", args, kwargs))[0]
-            metadata = {"cache_status": CacheStatus.MISS}
-        if self.set_cache_headers:
-            set_response_cache_header(response, metadata)
-        return response, metadata
+            return live[-1], Served(metadata, rendered_here=True)
+        if entry is not None and serves(entry, request):
+            return thaw(entry), Served(metadata, rendered_here=False)
+        # As in the sync wrapper: a response not stored, or not for this request.
+        response = (await self._aanswer("abypass_cache_with_metadata", args, kwargs, request))[0]
+        return response, _unshared(entry)
 
     @asynccontextmanager
     async def _keyed(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> AsyncIterator[None]:

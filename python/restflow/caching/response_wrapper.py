@@ -24,6 +24,7 @@ from django.utils import timezone, translation
 from restflow._engine import CachedWrapper
 from restflow.caching.headers import set_response_cache_header
 from restflow.caching.response_entries import Entry, freeze, may_store, thaw
+from restflow.caching.response_http import HttpSemantics, Served, tag
 from restflow.caching.response_keys import LOCALE_ATTR, is_drf_request, locale_of, user_of
 from restflow.caching.response_negotiation import can_negotiate, negotiate
 from restflow.caching.response_privacy import private_reason, serves, watching
@@ -130,11 +131,13 @@ def make_renderer(
     cache_if: Callable[..., Any] | None,
     cache_unless: Callable[..., Any] | None,
     response_ttl: ResponseTtl | None,
+    etag: bool = False,
 ) -> Callable[..., Entry | None]:
     """The function the engine caches: runs the handler, finalizes and renders
     its response as DRF's ``dispatch`` would, and returns the entry, or
     ``None`` for a response that must not be stored (so a request that waited
-    for it runs the view itself instead of sharing it)."""
+    for it runs the view itself instead of sharing it). With ``etag``, a
+    response to be stored gets its ``ETag`` first, so the entry keeps it."""
 
     @functools.wraps(func)
     def render(*args: Any, **kwargs: Any) -> Entry | None:
@@ -154,6 +157,8 @@ def make_renderer(
             return None
         if not may_store(response, cache_if, cache_unless, args, kwargs):
             return None
+        if etag:
+            tag(response)
         entry = freeze(response, request)
         if response_ttl is not None:
             response_ttl.choose(entry, response, args, kwargs)
@@ -186,11 +191,13 @@ class CachedResponseWrapper:
         cached_render: CachedWrapper,
         call: HandlerCall,
         set_cache_headers: bool,
+        http: HttpSemantics,
     ) -> None:
         functools.update_wrapper(self, func)
         self.func = func
         self.cached_render = cached_render
         self.set_cache_headers = set_cache_headers
+        self.http = http
         self.__self__: Any = None
         self._call = call
         self._offset = 0
@@ -321,8 +328,19 @@ class CachedResponseWrapper:
         args, kwargs = self._dispatched(args, kwargs)
         request = self._call.request(args, kwargs, self._offset)
         setattr(request, LOCALE_ATTR, locale_of())
+        forward = None
         if method == "get_with_metadata" and not _uses_cache(request):
             method = "bypass_cache_with_metadata"
+            forward = _bypass_reason(request)
+        response, served = self._answer(method, args, kwargs, request)
+        if forward is not None:
+            served = Served(served.metadata, served.rendered_here, forward)
+        return self._finish(request, response, served), served.metadata
+
+    def _answer(
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], request: Any
+    ) -> tuple[Any, Served]:
+        """The response to ``request`` and how it was found, before headers."""
         live: list[Any] = []
         token = _live.set(live)
         try:
@@ -330,18 +348,35 @@ class CachedResponseWrapper:
         finally:
             _live.reset(token)
         if live:
-            response = live[-1]
-        elif entry is not None and serves(entry, request):
-            response = thaw(entry)
-        else:
-            # Another request rendered this key at the same moment, and its
-            # response may not be stored (it sets cookies, say), or the entry
-            # varies on a header this request sends otherwise: not ours to share.
-            response = self._serve("bypass_cache_with_metadata", args, kwargs)[0]
-            metadata = {"cache_status": CacheStatus.MISS}
+            return live[-1], Served(metadata, rendered_here=True)
+        if entry is not None and serves(entry, request):
+            # Nothing ran here: a hit, or another request's render we waited for.
+            return thaw(entry), Served(metadata, rendered_here=False)
+        # Another request rendered this key at the same moment, and its
+        # response may not be stored (it sets cookies, say), or the entry
+        # varies on a header this request sends otherwise: not ours to share.
+        response = self._answer("bypass_cache_with_metadata", args, kwargs, request)[0]
+        return response, _unshared(entry)
+
+    def _finish(self, request: Any, response: Any, served: Served) -> Any:
+        """The response with its HTTP caching headers (or the 304 it becomes)."""
+        response = self.http.finish(request, response, served)
         if self.set_cache_headers:
-            set_response_cache_header(response, metadata)
-        return response, metadata
+            set_response_cache_header(response, served.metadata)
+        return response
+
+
+def _unshared(entry: Entry | None) -> Served:
+    """How a request was answered that ran the view because the entry it
+    found (or waited for) was not for it: MISS, and why (RFC 9211 §2.2)."""
+    forward = "miss" if entry is None else "vary-miss"
+    return Served({"cache_status": CacheStatus.MISS}, rendered_here=True, forward=forward)
+
+
+def _bypass_reason(request: Any) -> str:
+    """Why a request skips the cache, as RFC 9211 §2.2 names it: its method
+    never uses the cache (``method``), or there is no key for its user."""
+    return "bypass" if request.method in CACHED_METHODS else "method"
 
 
 def _uses_cache(request: Any) -> bool:

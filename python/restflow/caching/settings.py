@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import numbers
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -67,6 +68,9 @@ DEFAULTS: dict[str, Any] = {
     # How long a computation lock lives: the longest a crashed process can
     # hold others up.
     "LOCK_TIMEOUT": 10,
+    # The name cache_response writes in Cache-Status (RFC 9211): an HTTP
+    # token, so a CDN's entries and restflow's can be told apart.
+    "CACHE_STATUS_NAME": "restflow",
 }
 
 #: drf-restflow's key settings, accepted so its projects' settings need no
@@ -82,6 +86,10 @@ ORIGIN_KEY_SETTINGS: dict[str, Any] = {
 DEFAULTS.update(ORIGIN_KEY_SETTINGS)
 
 _cached: dict[str, Any] | None = None
+
+#: An sf-token (RFC 8941 §3.3.4): how RFC 9211 §2 names a cache in
+#: Cache-Status. A token is never quoted, so the header stays simple.
+_TOKEN = re.compile(r"[A-Za-z*][A-Za-z0-9:/!#$%&'*+\-.^_`|~]*")
 
 
 def configuration_error(message: str) -> Exception:
@@ -164,6 +172,13 @@ def _validate(user: Mapping[str, Any]) -> dict[str, Any]:
         )
     _validate_backend_settings(merged)
     _validate_origin_key_settings(merged)
+    name = merged["CACHE_STATUS_NAME"]
+    if not isinstance(name, str) or _TOKEN.fullmatch(name) is None:
+        raise configuration_error(
+            'RESTFLOW_SETTINGS["CACHE_SETTINGS"]["CACHE_STATUS_NAME"] must be an HTTP token '
+            "(a letter or *, then letters, digits and !#$%&'*+-.^_`|~:/; no spaces, commas or "
+            f"semicolons), as Cache-Status (RFC 9211) names caches; got {name!r}."
+        )
     try:
         merged["STALE_WHILE_REVALIDATE"] = seconds(
             merged["STALE_WHILE_REVALIDATE"], name="STALE_WHILE_REVALIDATE"
