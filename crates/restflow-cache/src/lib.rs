@@ -79,7 +79,7 @@ mod store;
 mod timestamp;
 
 pub use cache::{Cache, Lookup};
-pub use clock::Clock;
+pub use clock::{Clock, JUDGING_MARGIN};
 pub use engine::{Computed, Engine, GetError, Served, Shared, Status};
 pub use entry::{Entry, Freshness, Lifetime, Stamps};
 pub use flight::{Join, LeaderGuard, Outcome, SingleFlight, Waiter};
