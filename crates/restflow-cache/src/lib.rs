@@ -66,6 +66,7 @@
 
 mod cache;
 mod clock;
+pub mod early;
 mod engine;
 mod entry;
 mod flight;
@@ -80,6 +81,7 @@ mod timestamp;
 
 pub use cache::{Cache, Lookup};
 pub use clock::Clock;
+pub use early::{Beta, Dice, Early};
 pub use engine::{Computed, Engine, GetError, Served, Shared, Status};
 pub use entry::{Entry, Freshness, Lifetime, Stamps};
 pub use flight::{Join, LeaderGuard, Outcome, SingleFlight, Waiter};

@@ -14,7 +14,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use restflow_cache::key::KeyWriter;
-use restflow_cache::{Entry, Freshness, GetError, Lookup, Outcome, Served, Span, Status};
+use restflow_cache::{Beta, Entry, Freshness, GetError, Lookup, Outcome, Served, Span, Status};
 
 use crate::core::{BackendChoice, Call, Core, Fields, OwnedCall, Plan};
 use crate::runtime::{hooks, status_index, ScopeLabels, SharedErr, RUNTIME};
@@ -501,7 +501,7 @@ impl CachedWrapper {
     #[pyo3(signature = (
         func, *, signature, method, ttl, stale, policy, namespace, function_id,
         owner, version, key_identifier, fields, backend = None, stale_if_error = None,
-        claim = None,
+        claim = None, early_refresh_beta = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn create<'py>(
@@ -521,6 +521,7 @@ impl CachedWrapper {
         backend: Option<String>,
         stale_if_error: Option<f64>,
         claim: Option<Bound<'py, PyAny>>,
+        early_refresh_beta: Option<f64>,
     ) -> PyResult<Bound<'py, CachedWrapper>> {
         let seconds = |what: &str, secs: f64| {
             Span::from_secs_f64(secs).ok_or_else(|| {
@@ -532,6 +533,9 @@ impl CachedWrapper {
         let ttl = ttl.map(|t| seconds("ttl", t)).transpose()?;
         let stale = stale
             .map(|s| seconds("stale_while_revalidate", s))
+            .transpose()?;
+        let early = early_refresh_beta
+            .map(|beta| Beta::new(beta).map_err(PyValueError::new_err))
             .transpose()?;
         let signature = Signature::new(function_id.clone(), &signature, method)?;
         let fields = fields
@@ -582,6 +586,7 @@ impl CachedWrapper {
                 .map(|s| seconds("stale_if_error", s))
                 .transpose()?,
             json_refusal_logged: Default::default(),
+            early,
             claim: claim.map(Bound::unbind),
             claimed: PyOnceLock::new(),
         });
@@ -667,6 +672,8 @@ impl CachedWrapper {
             .lookup_keeping(key.as_bytes(), self.core.stale_if_error_window());
         let ((value, metadata), refresh) = match lookup {
             Lookup::Fresh(entry) => (entry_reply(py, &entry, Status::Hit)?, false),
+            // An early refresh this call drew: a hit, refreshed like a stale one.
+            Lookup::Early(entry) => (entry_reply(py, &entry, Status::Hit)?, true),
             Lookup::Stale { entry, refresh } => (entry_reply(py, &entry, Status::Stale)?, refresh),
             Lookup::Miss => return Ok(bytes().into_any()),
         };

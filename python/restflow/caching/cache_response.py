@@ -178,6 +178,8 @@ def cache_response(
     set_cache_headers: bool = False,
     *,
     stale_while_revalidate: int | float | timedelta | None = None,
+    early_refresh: bool = False,
+    beta: float | None = None,
 ) -> Callable[[Callable[..., Any]], CachedResponseWrapper]:
     """Caches a DRF view handler's rendered responses (see the module docs).
 
@@ -188,6 +190,9 @@ def cache_response(
     :param ttl: seconds, a ``timedelta``, ``None`` (never expires) or a
         callable ``ttl(response, *args, **kwargs)`` returning one of those.
     :param stale_while_revalidate: as for ``cache_result``.
+    :param early_refresh: as for ``cache_result``: refresh a hot response
+        before it expires (XFetch).
+    :param beta: as for ``cache_result`` (with ``early_refresh=True``).
     :param invalidates_on: ``InvalidationRule`` objects, as for ``cache_result``.
     :param cache_if: ``predicate(response, *args, **kwargs)``: store when
         truthy; replaces the 2xx rule.
@@ -221,6 +226,8 @@ def cache_response(
             key_constructor=with_variant(key_constructor, call.name),
             ttl=response_ttl or ttl,
             stale_while_revalidate=stale_while_revalidate,
+            early_refresh=early_refresh,
+            beta=beta,
             cache_if=is_entry,
             invalidates_on=invalidates_on,
         )(render)

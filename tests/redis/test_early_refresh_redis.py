@@ -1,0 +1,38 @@
+"""Probabilistic early refresh (XFetch) on Redis: the scenario of
+tests/test_early_refresh.py, with the same seeded draws and the same
+outcome, since the decision is the engine's whatever the store. The refresh
+is claimed through the store's refresh lock, as a stale entry's is, so one
+process refreshes for the cluster."""
+
+from __future__ import annotations
+
+from restflow.caching import CacheStatus
+from tests.test_early_refresh import (
+    FIRST_EARLY,
+    FIRST_EARLY_BETA_3,
+    STEP,
+    TTL,
+    check_one_refresh_across_threads,
+    check_refreshes_once_at_first_early,
+    run_scenario,
+)
+
+
+def test_a_hit_refreshes_early_at_the_seeded_read_on_redis(redis):
+    # Every read decodes the entry from Redis: that it refreshes early at
+    # all shows the payload kept the measured compute time and beta.
+    check_refreshes_once_at_first_early(run_scenario(early_refresh=True))
+
+
+def test_a_larger_beta_refreshes_earlier_on_redis(redis):
+    seen = run_scenario(early_refresh=True, beta=3.0)
+    assert len(seen) == FIRST_EARLY_BETA_3 < FIRST_EARLY
+
+
+def test_without_early_refresh_nothing_runs_before_expiry_on_redis(redis):
+    seen = run_scenario()
+    assert seen == [(read, CacheStatus.HIT, 1) for read in range(1, TTL // STEP)]
+
+
+def test_one_refresh_however_many_threads_draw_it_on_redis(redis):
+    check_one_refresh_across_threads()
