@@ -14,6 +14,7 @@ draw passes is read ``FIRST_EARLY`` (see ``run_scenario``).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 
@@ -22,6 +23,7 @@ from django.core.cache import caches
 from django.test import override_settings
 
 from restflow.caching import CacheStatus, cache_response, cache_result
+from restflow.caching.asynchronous import _refreshes
 from restflow.caching.testing import frozen_clock, seeded_early_refresh, wait_for_refreshes
 
 TTL = 100
@@ -237,3 +239,37 @@ def check_one_refresh_across_threads(readers: int = 8) -> None:
 
 def test_one_refresh_however_many_threads_draw_it(store):
     check_one_refresh_across_threads()
+
+
+def run_async_scenario() -> list[tuple[int, str, int]]:
+    """``run_scenario`` for an ``async def`` (reads up to FIRST_EARLY)."""
+
+    async def scenario():
+        with frozen_clock() as clock, seeded_early_refresh(SEED):
+            computed = []
+
+            @cache_result(ttl=TTL, stale_while_revalidate=0, early_refresh=True)
+            async def report(n):
+                computed.append(n)
+                clock.advance(COMPUTE)
+                return len(computed)
+
+            await report(1)
+            seen = []
+            for read in range(1, FIRST_EARLY + 1):
+                clock.advance(STEP)
+                _, meta = await report.aget_with_metadata(1)
+                # The refresh, if any, has run: a task on this loop (memory
+                # store) or a job on the engine's threads (shared stores).
+                # (which runs the coroutine on this loop: wait off it).
+                await asyncio.gather(*_refreshes)
+                await asyncio.to_thread(wait_for_refreshes)
+                seen.append((read, meta["cache_status"], len(computed)))
+            return seen
+
+    return asyncio.run(scenario())
+
+
+def test_an_async_function_refreshes_early_at_the_seeded_read(store):
+    # The event loop's computation is timed on the engine clock too.
+    check_refreshes_once_at_first_early(run_async_scenario())

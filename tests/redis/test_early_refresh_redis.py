@@ -14,6 +14,7 @@ from tests.test_early_refresh import (
     TTL,
     check_one_refresh_across_threads,
     check_refreshes_once_at_first_early,
+    run_async_scenario,
     run_scenario,
 )
 
@@ -36,3 +37,8 @@ def test_without_early_refresh_nothing_runs_before_expiry_on_redis(redis):
 
 def test_one_refresh_however_many_threads_draw_it_on_redis(redis):
     check_one_refresh_across_threads()
+
+
+def test_an_async_function_refreshes_early_at_the_seeded_read_on_redis(redis):
+    # Its reads skip the event loop's fresh-hit shortcut, so each draws once.
+    check_refreshes_once_at_first_early(run_async_scenario())

@@ -256,8 +256,11 @@ where
     }
 
     /// Stores a computed value, which took `delta` to compute, when its
-    /// policy allows, or removes the key's previous entry when it does not.
-    fn keep(&self, key: &[u8], computed: Computed<V>, delta: Span) -> (Arc<Entry<V>>, bool) {
+    /// policy allows, or removes the key's previous entry when it does not;
+    /// the entry, and whether it was stored. For a caller that computed on
+    /// its own (an event loop's task); [`Engine::get`] and the others keep
+    /// what they compute themselves.
+    pub fn keep(&self, key: &[u8], computed: Computed<V>, delta: Span) -> (Arc<Entry<V>>, bool) {
         match computed.lifetime {
             Some(lifetime) => (
                 self.cache

@@ -697,21 +697,25 @@ impl CachedWrapper {
     /// Stores, under a key `_peek` gave, a value the async layer computed
     /// (a key taken before the computation, so an invalidation during it
     /// is not undone); returns its MISS metadata. `decision` as for
-    /// `_serve`'s producer.
-    #[pyo3(signature = (key, value, decision=None))]
+    /// `_serve`'s producer; `started`, the engine clock (`now()`) when the
+    /// computation began, times it for early refresh.
+    #[pyo3(signature = (key, value, decision=None, started=None))]
     fn _store<'py>(
         &self,
         py: Python<'py>,
         key: &[u8],
         value: Bound<'py, PyAny>,
         decision: Option<(bool, Option<f64>)>,
+        started: Option<f64>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let engine = RUNTIME.ready(py)?;
         let computed = self.core.decided(value, decision)?;
-        let served = engine
-            .refresh(key, || Ok(computed))
-            .map_err(|shared: SharedErr| shared.clone_ref(py))?;
-        metadata(py, Status::Miss, served.stored.then_some(&*served.entry))
+        let took = started.map_or(Span::ZERO, |started| {
+            let now = engine.cache().clock().now().as_micros();
+            Span::from_micros(now.saturating_sub((started * 1e6).round() as i64))
+        });
+        let (entry, stored) = engine.keep(key, computed, took);
+        metadata(py, Status::Miss, stored.then_some(&*entry))
     }
 
     /// Gives back a refresh claim `_peek` handed out, after a refresh that

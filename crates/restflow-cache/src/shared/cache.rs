@@ -573,10 +573,11 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     /// The fresh entry in a lookup's answer for the entry `key`, if it has
     /// one and it checks out: `(flags, value, stamps)`. For callers that
     /// fetch on their own (an event loop's socket); anything but a fresh
-    /// hit goes through [`SharedCache::get`].
+    /// hit goes through [`SharedCache::get`], and so does an entry that
+    /// refreshes early, whose read must draw (and maybe claim) there, once.
     pub fn fresh_in(&self, key: &str, fetched: &Fetched) -> Option<(u8, Vec<u8>, Stamps)> {
         match self.examine(key, fetched, Span::ZERO) {
-            Found::Usable(decoded, Freshness::Fresh) => {
+            Found::Usable(decoded, Freshness::Fresh) if decoded.stamps.early.is_none() => {
                 Some((decoded.flags, decoded.value.to_vec(), decoded.stamps))
             }
             _ => None,
