@@ -136,6 +136,7 @@ impl<V, S: Store<V>> Cache<V, S> {
         };
         let now = self.clock.now_judging(entry.stamps().fresh_until);
         match entry.stamps().freshness(now) {
+            Freshness::Fresh if entry.stamps().early.is_none() => (Lookup::Fresh(entry), None),
             Freshness::Fresh => (self.fresh_or_early(entry, now), None),
             Freshness::Stale => (
                 Lookup::Stale {

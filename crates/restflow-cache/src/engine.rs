@@ -234,8 +234,8 @@ where
         Ok(served(entry, Status::Refresh, stored))
     }
 
-    /// Queues the background refresh of the stale `entry` under `key`,
-    /// whose claim the caller holds. When the queue is full, or when
+    /// Queues the background refresh of the stale (or early-refreshed)
+    /// `entry` under `key`, whose claim the caller holds. When the queue is full, or when
     /// `compute` fails, the claim is released so a later read tries again
     /// and the stale entry keeps being served until its window ends.
     pub fn schedule_refresh<C>(self: &Arc<Self>, key: &[u8], entry: Arc<Entry<V>>, compute: C)
