@@ -70,7 +70,7 @@ def test_every_wrapper_method(redis):
     assert calls == [1]
     # The entry is in Redis, under the key string, signed.
     key = profile.get_cache_key(1)
-    assert redis.get(key).startswith(b"RFC2")
+    assert redis.get(key).startswith(b"RFC3")
     assert profile.get_cache_only(1) == value
     assert profile.get_cache_only(2) is CACHE_MISSING
     assert profile.get_cached_metadata(1) == meta2
@@ -195,7 +195,7 @@ def test_a_flipped_byte_is_a_miss_never_an_unpickle(redis, tmp_path):
     assert meta["cache_status"] is CacheStatus.MISS and value["n"] == 3
     assert not marker.exists()
     # The right header with a wrong signature is refused too.
-    redis.set(key, b"RFC2" + b"\x00" * 100)
+    redis.set(key, b"RFC3" + b"\x00" * 100)
     assert status(profile, 1) is CacheStatus.MISS
 
 
