@@ -212,7 +212,7 @@ def test_values_the_serializer_refuses_are_served_uncached(redis, caplog):
 def test_json_serializer(redis_server, redis):
     with override_settings(RESTFLOW_SETTINGS=redis_settings(redis_server.url, SERIALIZER="json")):
         profile(3)
-        assert redis.get(profile.get_cache_key(3))[53:-32] == b'{"id": 3, "n": 1}'
+        assert redis.get(profile.get_cache_key(3))[69:-32] == b'{"id": 3, "n": 1}'
         assert profile.get_with_metadata(3) == ({"id": 3, "n": 1}, profile.get_cached_metadata(3))
 
 
