@@ -21,6 +21,9 @@ import threading
 import pytest
 from django.core.cache import caches
 from django.test import override_settings
+from rest_framework.response import Response
+from rest_framework.test import APIRequestFactory
+from rest_framework.views import APIView
 
 from restflow.caching import CacheStatus, cache_response, cache_result
 from restflow.caching.asynchronous import _refreshes
@@ -273,3 +276,29 @@ def run_async_scenario() -> list[tuple[int, str, int]]:
 def test_an_async_function_refreshes_early_at_the_seeded_read(store):
     # The event loop's computation is timed on the engine clock too.
     check_refreshes_once_at_first_early(run_async_scenario())
+
+
+def test_cache_response_refreshes_a_hot_view_early():
+    # A DRF view under cache_response: the request at FIRST_EARLY is
+    # answered from the cache (HIT) and re-renders the view in the
+    # background, as for cache_result.
+    with frozen_clock() as clock, seeded_early_refresh(SEED):
+        rendered = []
+
+        class Report(APIView):
+            @cache_response(ttl=TTL, early_refresh=True, set_cache_headers=True)
+            def get(self, request):
+                rendered.append(request.path)
+                clock.advance(COMPUTE)
+                return Response({"n": len(rendered)})
+
+        view = Report.as_view()
+        assert view(APIRequestFactory().get("/report/"))["X-Cache-status"] == "MISS"
+        seen = []
+        for read in range(1, FIRST_EARLY + 1):
+            clock.advance(STEP)
+            response = view(APIRequestFactory().get("/report/"))
+            wait_for_refreshes()
+            seen.append((read, response["X-Cache-status"], len(rendered)))
+        check_refreshes_once_at_first_early(seen)
+        assert view(APIRequestFactory().get("/report/")).content == b'{"n":2}'
