@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import platform
 import statistics
 import sys
@@ -76,6 +77,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--number", type=int, default=NUMBER)
+    parser.add_argument(
+        "--json", action="store_true", help="also print the medians as one JSON line (report.py)"
+    )
     options = parser.parse_args()
 
     machine = platform.processor() or platform.machine()
@@ -88,8 +92,10 @@ def main() -> int:
         (3, "restflow get_with_metadata hit"): 3.0,
     }
     failed = []
+    everything = {}
     for arity, label in ((1, "f(5)"), (3, 'f(1, "abc", 2.5)')):
         results = measure(arity, options.rounds, options.number)
+        everything[label] = results
         base = results["functools.lru_cache hit"]
         print(f"\n{label}\n")
         print("| call | ns/call (median) | x lru_cache | bar |")
@@ -105,6 +111,12 @@ def main() -> int:
             print(f"| {name} | {ns:.1f} | {ratio:.2f} | {mark} |")
     if failed:
         print("\nbars missed:\n  " + "\n  ".join(failed))
+    if options.json:
+        print(
+            json.dumps(
+                {"bench": "hit_path", "machine": machine, "python": python, "ns": everything}
+            )
+        )
     return 0
 
 

@@ -10,6 +10,7 @@ Run: ``python benches/invalidation.py`` (after ``scripts/bootstrap.sh``).
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import time
@@ -69,6 +70,10 @@ def main() -> int:
     print("|---:|---:|---:|")
     for count, by_prefix, everything in rows:
         print(f"| {count:,} | {by_prefix:.2f} | {everything:.2f} |")
+    if "--json" in sys.argv[1:]:  # one JSON line for benches/report.py
+        fields = ("entries", "delete_by_prefix_us", "invalidate_all_us")
+        table = [dict(zip(fields, row, strict=True)) for row in rows]
+        print(json.dumps({"bench": "invalidation", "rows": table}))
     base, top = rows[0], rows[-1]
     print(
         f"\n1M / 10k: delete_by_prefix {top[1] / base[1]:.2f}x, "

@@ -18,6 +18,7 @@ sleep for their answer).
 
 from __future__ import annotations
 
+import json
 import pickle
 import shutil
 import socket
@@ -111,6 +112,7 @@ def main() -> int:
         print("| call | us (median) | x floor |\n|---|---:|---:|")
         for name, us in medians.items():
             print(f"| {name} | {us:.1f} | {us / base:.2f} |")
+        by_prefix = {}
         print("\n| unrelated keys | delete_by_prefix (us, median) |\n|---:|---:|")
         report("t")
         filled = 0
@@ -127,7 +129,11 @@ def main() -> int:
                 start = time.perf_counter()
                 report.delete_by_prefix(tenant=f"t{n}")
                 times.append((time.perf_counter() - start) * 1e6)
+            by_prefix[target] = statistics.median(times)
             print(f"| {target:,} | {statistics.median(times):.1f} |")
+        if "--json" in sys.argv[1:]:  # one JSON line for benches/report.py
+            row = {"bench": "redis_hit", "read_spin": read_spin, "us": medians}
+            print(json.dumps(row | {"delete_by_prefix_us": by_prefix}))
     finally:
         server.terminate()
         server.wait(10)

@@ -119,7 +119,7 @@ def test_every_a_method_on_redis(redis):
         assert meta["cache_status"] is CacheStatus.MISS
         assert set(meta) == {"cache_status", "cached_at", "reset_at"}
         # The entry is in Redis, under the key string, signed.
-        assert redis.get(profile.get_cache_key(1)).startswith(b"RFC2")
+        assert redis.get(profile.get_cache_key(1)).startswith(b"RFC3")
         again, meta2 = await profile.aget_with_metadata(1)
         assert (again, meta2) == (value, {**meta, "cache_status": CacheStatus.HIT})
         assert await profile(1) == value
@@ -242,7 +242,7 @@ def test_concurrent_tasks_on_a_cold_key_compute_once_on_redis(redis):
     assert len(results) == 100
     assert all(value == {"x": 1} for value, _ in results)
     assert {meta["cache_status"] for _, meta in results} <= {CacheStatus.MISS, CacheStatus.HIT}
-    assert redis.get(slow.get_cache_key(1)).startswith(b"RFC2")
+    assert redis.get(slow.get_cache_key(1)).startswith(b"RFC3")
 
 
 def test_the_loop_keeps_running_while_tasks_wait_on_a_computation_over_redis(redis):

@@ -70,7 +70,7 @@ def test_every_wrapper_method(redis):
     assert calls == [1]
     # The entry is in Redis, under the key string, signed.
     key = profile.get_cache_key(1)
-    assert redis.get(key).startswith(b"RFC2")
+    assert redis.get(key).startswith(b"RFC3")
     assert profile.get_cache_only(1) == value
     assert profile.get_cache_only(2) is CACHE_MISSING
     assert profile.get_cached_metadata(1) == meta2
@@ -195,7 +195,7 @@ def test_a_flipped_byte_is_a_miss_never_an_unpickle(redis, tmp_path):
     assert meta["cache_status"] is CacheStatus.MISS and value["n"] == 3
     assert not marker.exists()
     # The right header with a wrong signature is refused too.
-    redis.set(key, b"RFC2" + b"\x00" * 100)
+    redis.set(key, b"RFC3" + b"\x00" * 100)
     assert status(profile, 1) is CacheStatus.MISS
 
 
@@ -212,7 +212,7 @@ def test_values_the_serializer_refuses_are_served_uncached(redis, caplog):
 def test_json_serializer(redis_server, redis):
     with override_settings(RESTFLOW_SETTINGS=redis_settings(redis_server.url, SERIALIZER="json")):
         profile(3)
-        assert redis.get(profile.get_cache_key(3))[53:-32] == b'{"id": 3, "n": 1}'
+        assert redis.get(profile.get_cache_key(3))[69:-32] == b'{"id": 3, "n": 1}'
         assert profile.get_with_metadata(3) == ({"id": 3, "n": 1}, profile.get_cached_metadata(3))
 
 

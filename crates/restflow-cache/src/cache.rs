@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::clock::Clock;
+use crate::early::Dice;
 use crate::entry::{Entry, Freshness, Lifetime, Stamps};
 use crate::store::Store;
 use crate::timestamp::Span;
@@ -14,6 +15,9 @@ use crate::timestamp::Span;
 pub enum Lookup<V> {
     /// A fresh entry.
     Fresh(Arc<Entry<V>>),
+    /// A fresh entry whose early refresh this reader drew and claimed
+    /// (see [`crate::early`]): serve it as a hit, and refresh it.
+    Early(Arc<Entry<V>>),
     /// An entry past its ttl but inside its stale window. `refresh` is
     /// `true` for the one reader that claimed the entry's refresh.
     Stale {
@@ -33,6 +37,7 @@ pub enum Lookup<V> {
 pub struct Cache<V, S> {
     store: S,
     clock: Arc<Clock>,
+    dice: Arc<Dice>,
     values: PhantomData<fn() -> V>,
 }
 
@@ -43,8 +48,20 @@ impl<V, S: Store<V>> Cache<V, S> {
         Cache {
             store,
             clock: clock.into(),
+            dice: Arc::new(Dice::from_entropy()),
             values: PhantomData,
         }
+    }
+
+    /// This cache, drawing its early refreshes from `dice` (which other
+    /// caches may share; tests seed it).
+    pub fn with_dice(self, dice: Arc<Dice>) -> Self {
+        Cache { dice, ..self }
+    }
+
+    /// The source of early-refresh draws.
+    pub fn dice(&self) -> &Arc<Dice> {
+        &self.dice
     }
 
     /// The store.
@@ -76,7 +93,8 @@ impl<V, S: Store<V>> Cache<V, S> {
         };
         let now = self.clock.now_judging(entry.stamps().fresh_until);
         match entry.stamps().freshness(now) {
-            Freshness::Fresh => Lookup::Fresh(entry),
+            Freshness::Fresh if entry.stamps().early.is_none() => Lookup::Fresh(entry),
+            Freshness::Fresh => self.fresh_or_early(entry, now),
             Freshness::Stale => Lookup::Stale {
                 refresh: entry.claim_refresh(),
                 entry,
@@ -85,6 +103,20 @@ impl<V, S: Store<V>> Cache<V, S> {
                 drop(self.store.remove_if_same(key, &entry));
                 Lookup::Miss
             }
+        }
+    }
+
+    /// A fresh entry that refreshes early, read at `now`: [`Lookup::Early`]
+    /// for the one reader whose draw says refresh and who claims it, else
+    /// [`Lookup::Fresh`]. Out of line, so entries without early refresh
+    /// pay one test on the hit path.
+    #[cold]
+    #[inline(never)]
+    fn fresh_or_early(&self, entry: Arc<Entry<V>>, now: crate::timestamp::Timestamp) -> Lookup<V> {
+        if entry.stamps().refreshes_early(now, &self.dice) && entry.claim_refresh() {
+            Lookup::Early(entry)
+        } else {
+            Lookup::Fresh(entry)
         }
     }
 
@@ -104,7 +136,8 @@ impl<V, S: Store<V>> Cache<V, S> {
         };
         let now = self.clock.now_judging(entry.stamps().fresh_until);
         match entry.stamps().freshness(now) {
-            Freshness::Fresh => (Lookup::Fresh(entry), None),
+            Freshness::Fresh if entry.stamps().early.is_none() => (Lookup::Fresh(entry), None),
+            Freshness::Fresh => (self.fresh_or_early(entry, now), None),
             Freshness::Stale => (
                 Lookup::Stale {
                     refresh: entry.claim_refresh(),
@@ -141,7 +174,20 @@ impl<V, S: Store<V>> Cache<V, S> {
 
     /// Stores `value` under `key`, stamped now with `lifetime`.
     pub fn insert(&self, key: &[u8], value: V, lifetime: Lifetime) -> Arc<Entry<V>> {
-        let entry = Arc::new(Entry::new(value, Stamps::new(self.clock.now(), lifetime)));
+        self.insert_measured(key, value, lifetime, Span::ZERO)
+    }
+
+    /// [`Cache::insert`] for a value that took `delta` to compute, which
+    /// weighs its early refresh.
+    pub fn insert_measured(
+        &self,
+        key: &[u8],
+        value: V,
+        lifetime: Lifetime,
+        delta: Span,
+    ) -> Arc<Entry<V>> {
+        let stamps = Stamps::new(self.clock.now(), lifetime).measured(delta);
+        let entry = Arc::new(Entry::new(value, stamps));
         self.store.insert(key.into(), Arc::clone(&entry));
         entry
     }
@@ -209,6 +255,29 @@ mod tests {
         let (_, fallback) = cache.lookup_keeping(b"k", Span::from_secs(60));
         assert!(fallback.is_none());
         assert!(cache.store().is_empty());
+    }
+
+    #[test]
+    fn a_fresh_read_whose_draw_passes_claims_an_early_refresh() {
+        let cache = cache().with_dice(Arc::new(Dice::seeded(1)));
+        // A beta so large that every draw passes.
+        let lifetime = Lifetime::new(Span::from_secs(10), Span::ZERO)
+            .refreshing_early(crate::early::Beta::new(1e12).unwrap());
+        cache.insert_measured(b"k", "v", lifetime, Span::from_secs(1));
+        cache.clock().advance(Span::from_secs(1));
+        assert!(matches!(cache.lookup(b"k"), Lookup::Early(_)));
+        // The claim is held: the next reader is served fresh.
+        assert!(matches!(cache.lookup(b"k"), Lookup::Fresh(_)));
+        // An entry without early refresh never draws.
+        cache.insert(
+            b"plain",
+            "v",
+            Lifetime::new(Span::from_secs(10), Span::ZERO),
+        );
+        assert!(matches!(cache.lookup(b"plain"), Lookup::Fresh(_)));
+        // Nor does one whose computation took no time.
+        cache.insert_measured(b"instant", "v", lifetime, Span::ZERO);
+        assert!(matches!(cache.lookup(b"instant"), Lookup::Fresh(_)));
     }
 
     #[test]

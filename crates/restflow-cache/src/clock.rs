@@ -131,6 +131,17 @@ impl Clock {
     pub fn is_frozen(&self) -> bool {
         self.frozen_at.load(Ordering::Acquire) != RUNNING
     }
+
+    /// Runs `work` and says how long it took on this clock (an early
+    /// refresh's delta: see [`crate::early`]). A frozen clock that `work`
+    /// advances measures exactly that advance, which is how tests give a
+    /// computation a known duration.
+    pub fn timed<T>(&self, work: impl FnOnce() -> T) -> (T, Span) {
+        let started = self.now();
+        let result = work();
+        let took = self.now().as_micros().saturating_sub(started.as_micros());
+        (result, Span::from_micros(took))
+    }
 }
 
 #[cfg(test)]

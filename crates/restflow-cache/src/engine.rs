@@ -13,6 +13,7 @@ use crate::entry::{Entry, Lifetime, Stamps};
 use crate::flight::{Join, Outcome, SingleFlight, Waiter};
 use crate::refresh::Refresher;
 use crate::store::Store;
+use crate::timestamp::Span;
 
 /// What a call found in the cache and what it did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,8 +63,9 @@ pub struct Served<V> {
     pub status: Status,
     /// Whether the served value is (or was, when computed) in the store.
     pub stored: bool,
-    /// For [`Status::Stale`]: whether this caller claimed the refresh and
-    /// must call [`Engine::schedule_refresh`].
+    /// Whether this caller claimed the entry's background refresh and must
+    /// call [`Engine::schedule_refresh`]: for [`Status::Stale`], and for a
+    /// [`Status::Hit`] whose early refresh it drew ([`crate::early`]).
     pub refresh_claimed: bool,
 }
 
@@ -148,6 +150,10 @@ where
     {
         match lookup {
             Lookup::Fresh(entry) => Ok(served(entry, Status::Hit, true)),
+            Lookup::Early(entry) => Ok(Served {
+                refresh_claimed: true,
+                ..served(entry, Status::Hit, true)
+            }),
             Lookup::Stale { entry, refresh } => Ok(Served {
                 refresh_claimed: refresh,
                 ..served(entry, Status::Stale, true)
@@ -182,13 +188,13 @@ where
                         return Ok(served(entry, Status::Hit, true));
                     }
                     let compute = compute.take().expect("a caller leads at most once");
-                    return match compute() {
-                        Ok(computed) => {
-                            let (entry, stored) = self.keep(key, computed);
+                    return match self.cache.clock().timed(compute) {
+                        (Ok(computed), delta) => {
+                            let (entry, stored) = self.keep(key, computed, delta);
                             guard.complete(Ok((Arc::clone(&entry), stored, Status::Miss)));
                             Ok(served(entry, Status::Miss, stored))
                         }
-                        Err(error) => match fallback {
+                        (Err(error), _) => match fallback {
                             Some(old) => {
                                 guard.complete(Ok((Arc::clone(&old), true, Status::Stale)));
                                 Ok(served(old, Status::Stale, true))
@@ -223,12 +229,13 @@ where
     where
         C: FnOnce() -> Result<Computed<V>, E>,
     {
-        let (entry, stored) = self.keep(key, compute()?);
+        let (computed, delta) = self.cache.clock().timed(compute);
+        let (entry, stored) = self.keep(key, computed?, delta);
         Ok(served(entry, Status::Refresh, stored))
     }
 
-    /// Queues the background refresh of the stale `entry` under `key`,
-    /// whose claim the caller holds. When the queue is full, or when
+    /// Queues the background refresh of the stale (or early-refreshed)
+    /// `entry` under `key`, whose claim the caller holds. When the queue is full, or when
     /// `compute` fails, the claim is released so a later read tries again
     /// and the stale entry keeps being served until its window ends.
     pub fn schedule_refresh<C>(self: &Arc<Self>, key: &[u8], entry: Arc<Entry<V>>, compute: C)
@@ -238,9 +245,9 @@ where
         let engine = Arc::clone(self);
         let key: Box<[u8]> = key.into();
         let claim = Arc::clone(&entry);
-        let job = Box::new(move || match compute() {
-            Ok(computed) => drop(engine.keep(&key, computed)),
-            Err(_) => entry.release_refresh(),
+        let job = Box::new(move || match engine.cache.clock().timed(compute) {
+            (Ok(computed), delta) => drop(engine.keep(&key, computed, delta)),
+            (Err(_), _) => entry.release_refresh(),
         });
         if let Err(job) = self.refresher.try_spawn(job) {
             claim.release_refresh();
@@ -248,11 +255,18 @@ where
         }
     }
 
-    /// Stores a computed value when its policy allows, or removes the key's
-    /// previous entry when it does not.
-    fn keep(&self, key: &[u8], computed: Computed<V>) -> (Arc<Entry<V>>, bool) {
+    /// Stores a computed value, which took `delta` to compute, when its
+    /// policy allows, or removes the key's previous entry when it does not;
+    /// the entry, and whether it was stored. For a caller that computed on
+    /// its own (an event loop's task); [`Engine::get`] and the others keep
+    /// what they compute themselves.
+    pub fn keep(&self, key: &[u8], computed: Computed<V>, delta: Span) -> (Arc<Entry<V>>, bool) {
         match computed.lifetime {
-            Some(lifetime) => (self.cache.insert(key, computed.value, lifetime), true),
+            Some(lifetime) => (
+                self.cache
+                    .insert_measured(key, computed.value, lifetime, delta),
+                true,
+            ),
             None => {
                 drop(self.cache.remove(key));
                 let stamps = Stamps::new(self.cache.clock().now(), Lifetime::FOREVER);

@@ -2,16 +2,20 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::early::{Beta, Dice, Early};
 use crate::timestamp::{Span, Timestamp};
 
-/// How long a new entry is fresh, and how long after that it may still be
-/// served stale while one refresh runs.
+/// How long a new entry is fresh, how long after that it may still be
+/// served stale while one refresh runs, and whether reads refresh it early.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lifetime {
     /// Time to live; `None` never expires.
     pub ttl: Option<Span>,
     /// The stale-while-revalidate window that follows the ttl.
     pub stale: Span,
+    /// Refresh early, with this beta, while fresh (see [`crate::early`]);
+    /// `None` waits for the ttl.
+    pub early: Option<Beta>,
 }
 
 impl Lifetime {
@@ -19,6 +23,7 @@ impl Lifetime {
     pub const FOREVER: Lifetime = Lifetime {
         ttl: None,
         stale: Span::ZERO,
+        early: None,
     };
 
     /// Fresh for `ttl`, then stale for `stale`.
@@ -26,6 +31,15 @@ impl Lifetime {
         Lifetime {
             ttl: Some(ttl),
             stale,
+            early: None,
+        }
+    }
+
+    /// This lifetime, with reads refreshing the entry early (XFetch).
+    pub const fn refreshing_early(self, beta: Beta) -> Self {
+        Lifetime {
+            early: Some(beta),
+            ..self
         }
     }
 }
@@ -53,6 +67,9 @@ pub struct Stamps {
     pub fresh_until: Option<Timestamp>,
     /// When it stops being servable at all; `None` for an entry that never expires.
     pub stale_until: Option<Timestamp>,
+    /// For an entry that refreshes early: its compute time and beta.
+    /// `None` for one that never expires.
+    pub early: Option<Early>,
 }
 
 impl Stamps {
@@ -63,6 +80,7 @@ impl Stamps {
                 cached_at,
                 fresh_until: None,
                 stale_until: None,
+                early: None,
             },
             Some(ttl) => {
                 let fresh_until = cached_at.saturating_add(ttl);
@@ -70,8 +88,32 @@ impl Stamps {
                     cached_at,
                     fresh_until: Some(fresh_until),
                     stale_until: Some(fresh_until.saturating_add(lifetime.stale)),
+                    early: lifetime.early.map(|beta| Early {
+                        delta: Span::ZERO,
+                        beta,
+                    }),
                 }
             }
+        }
+    }
+
+    /// These instants, for a value that took `delta` to compute (what an
+    /// early refresh is weighted by).
+    pub fn measured(self, delta: Span) -> Self {
+        Stamps {
+            early: self.early.map(|early| Early { delta, ..early }),
+            ..self
+        }
+    }
+
+    /// Whether a fresh read at `now` refreshes the entry early, drawing
+    /// from `dice` (see [`crate::early`]). Always `false` for an entry
+    /// stored without early refresh.
+    #[inline]
+    pub fn refreshes_early(&self, now: Timestamp, dice: &Dice) -> bool {
+        match (self.early, self.fresh_until) {
+            (Some(early), Some(expiry)) => early.due(now, expiry, dice),
+            _ => false,
         }
     }
 

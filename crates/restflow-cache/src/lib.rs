@@ -14,6 +14,11 @@
 //!   concurrent caller for the same key waits for that one computation and
 //!   gets its value or its error ([`Status::Miss`]).
 //!
+//! An entry stored with early refresh ([`Lifetime::refreshing_early`]) is
+//! also refreshed in the background while still fresh, by the one reader
+//! whose draw says so ([`early`]: XFetch, weighted by the compute time the
+//! engine measured), and that reader is served a [`Status::Hit`].
+//!
 //! Time comes from one injectable [`Clock`], so tests freeze and advance it
 //! instead of sleeping. Keys are the canonical, type-tagged bytes written by
 //! [`key::KeyWriter`]; [`key::render`] and [`key::compose`] turn them into
@@ -66,6 +71,7 @@
 
 mod cache;
 mod clock;
+pub mod early;
 mod engine;
 mod entry;
 mod flight;
@@ -80,6 +86,7 @@ mod timestamp;
 
 pub use cache::{Cache, Lookup};
 pub use clock::{Clock, JUDGING_MARGIN};
+pub use early::{Beta, Dice, Early};
 pub use engine::{Computed, Engine, GetError, Served, Shared, Status};
 pub use entry::{Entry, Freshness, Lifetime, Stamps};
 pub use flight::{Join, LeaderGuard, Outcome, SingleFlight, Waiter};

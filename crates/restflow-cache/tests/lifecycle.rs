@@ -274,3 +274,51 @@ fn a_computation_that_needs_its_own_key_is_refused() {
     );
     assert_eq!(result.unwrap().status, Status::Miss);
 }
+
+#[test]
+fn early_refresh_serves_a_hit_and_refreshes_with_the_measured_delta() {
+    // Seeded draws and a beta so large every draw passes: the read is
+    // exact whatever the seed.
+    let cache = Cache::new(
+        MemoryStore::new(1_000),
+        Clock::frozen(Timestamp::from_micros(START)),
+    )
+    .with_dice(Arc::new(restflow_cache::Dice::seeded(7)));
+    let engine: Arc<TestEngine> = Arc::new(Engine::new(cache, Refresher::new(1, 8)));
+    let early = Lifetime::new(Span::from_secs(300), Span::ZERO)
+        .refreshing_early(restflow_cache::Beta::new(1e9).unwrap());
+    let compute = |value: u64| {
+        let engine = Arc::clone(&engine);
+        move || {
+            // The computation takes 2 s on the engine's clock.
+            engine.cache().clock().advance(Span::from_secs(2));
+            Ok::<_, String>(Computed {
+                value,
+                lifetime: Some(early),
+            })
+        }
+    };
+    let first = engine.get(b"k", compute(1), |w| w.wait()).unwrap();
+    assert_eq!(first.status, Status::Miss);
+    let delta = first.entry.stamps().early.unwrap().delta;
+    assert_eq!(delta, Span::from_secs(2));
+
+    let hit = engine.get(b"k", compute(2), |w| w.wait()).unwrap();
+    assert_eq!((*hit.entry.value(), hit.status), (1, Status::Hit));
+    assert!(
+        hit.refresh_claimed,
+        "the draw passed: this reader refreshes"
+    );
+    // A second reader finds the claim taken: a plain hit.
+    let again = engine.get(b"k", compute(3), |w| w.wait()).unwrap();
+    assert_eq!((again.status, again.refresh_claimed), (Status::Hit, false));
+
+    engine.schedule_refresh(b"k", Arc::clone(&hit.entry), compute(2));
+    assert!(
+        engine.refresher().wait_idle(Duration::from_secs(30)),
+        "hang guard"
+    );
+    let (entry, _) = engine.cache().peek(b"k").unwrap();
+    assert_eq!(*entry.value(), 2);
+    assert_eq!(entry.stamps().early.unwrap().delta, Span::from_secs(2));
+}

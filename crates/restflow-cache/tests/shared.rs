@@ -652,3 +652,72 @@ fn refused_writes_fail_their_operation_only_and_reads_go_on() {
     assert!(!cache.breaker_open());
     assert_eq!(status(&get(&cache, "unused")), Status::Hit);
 }
+
+#[test]
+fn an_early_refresh_is_claimed_once_across_processes_and_times_its_computation() {
+    let (store, cache, clock) = cache(true);
+    let beta = restflow_cache::Beta::new(1e9).unwrap(); // every draw passes
+    let early = Lifetime::new(Span::from_secs(10), Span::ZERO).refreshing_early(beta);
+    let produce_early = |value: &str| {
+        // The computation takes 1 s on the shared clock.
+        clock.advance(Span::from_secs(1));
+        Ok::<_, String>(Produced {
+            value: value.to_string(),
+            serialized: Some((0, value.as_bytes().to_vec())),
+            lifetime: early,
+        })
+    };
+    let read = |cache: &SharedCache<Arc<FakeStore>, String>| {
+        cache
+            .get(
+                &keys(),
+                Span::ZERO,
+                || produce_early("unused"),
+                |w| w.wait(),
+            )
+            .unwrap()
+    };
+    let stored = cache
+        .get(&keys(), Span::ZERO, || produce_early("v1"), |w| w.wait())
+        .unwrap();
+    let Answer::Computed {
+        stamps: Some(stamps),
+        ..
+    } = stored
+    else {
+        panic!("{stored:?}")
+    };
+    assert_eq!(stamps.early.unwrap().delta, Span::from_secs(1));
+
+    // A fresh read in each of two processes: one claims the early refresh
+    // (and is served a hit), the other finds the refresh lock taken.
+    let other = another_process(&store, &clock, true);
+    let (first, second) = (read(&cache), read(&other));
+    let Answer::Stored {
+        status: Status::Hit,
+        refresh_token: Some(token),
+        generations,
+        ..
+    } = first
+    else {
+        panic!("the first fresh read claims the early refresh: {first:?}")
+    };
+    assert!(matches!(
+        second,
+        Answer::Stored {
+            status: Status::Hit,
+            refresh_token: None,
+            ..
+        }
+    ));
+    // The refresh is timed too: its entry carries the new delta.
+    cache
+        .run_refresh(&keys(), &token, Span::ZERO, generations, || {
+            clock.advance(Span::from_secs(3));
+            Some((0, b"v2".to_vec(), early))
+        })
+        .unwrap();
+    let (_, value, stamps, _) = other.peek(&keys()).unwrap().unwrap();
+    assert_eq!(value, b"v2");
+    assert_eq!(stamps.early.unwrap().delta, Span::from_secs(3));
+}

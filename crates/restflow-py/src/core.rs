@@ -25,7 +25,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 use restflow_cache::key::{self, KeyWriter, Sequence};
-use restflow_cache::{Computed, Lifetime, Scope, Span};
+use restflow_cache::{Beta, Computed, Lifetime, Scope, Span};
 
 use crate::encode::{type_path, write_value, write_value_sorting_lists, Unsupported};
 use crate::runtime::{log_error, ScopeLabels, RUNTIME};
@@ -237,6 +237,8 @@ pub(crate) struct Core {
     pub backend: BackendChoice,
     /// `None`: the `STALE_IF_ERROR` setting.
     pub stale_if_error: Option<Span>,
+    /// `early_refresh=True`: refresh early (XFetch) with this beta.
+    pub early: Option<Beta>,
     /// Set once `SERIALIZER="json"` refused a value of this function and
     /// said so (see `shared::log_json_refusal`).
     pub json_refusal_logged: std::sync::atomic::AtomicBool,
@@ -628,9 +630,10 @@ impl Core {
         decision: Option<(bool, Option<f64>)>,
     ) -> PyResult<Computed<Stored>> {
         let stale = self.stale.unwrap_or_else(|| RUNTIME.default_stale());
-        let lifetime = |ttl: Option<Span>| match ttl {
-            Some(ttl) => Lifetime::new(ttl, stale),
-            None => Lifetime::FOREVER,
+        let lifetime = |ttl: Option<Span>| match (ttl, self.early) {
+            (Some(ttl), Some(beta)) => Lifetime::new(ttl, stale).refreshing_early(beta),
+            (Some(ttl), None) => Lifetime::new(ttl, stale),
+            (None, _) => Lifetime::FOREVER,
         };
         let lifetime = match decision {
             None => Some(lifetime(self.ttl)),

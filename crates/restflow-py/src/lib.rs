@@ -123,6 +123,18 @@ fn clock_is_frozen() -> bool {
     RUNTIME.engine.cache().clock().is_frozen()
 }
 
+/// Restarts the early-refresh draws from `seed`, so a test's outcomes are
+/// exact; `None` seeds them from the system's entropy again.
+#[pyfunction]
+#[pyo3(signature = (seed=None))]
+fn seed_early_refresh(seed: Option<u64>) {
+    let dice = RUNTIME.engine.cache().dice();
+    match seed {
+        Some(seed) => dice.reseed(seed),
+        None => dice.reseed_from_entropy(),
+    }
+}
+
 /// Waits (GIL released) until no background refresh is queued or running.
 /// Returns whether that happened within `timeout` seconds.
 #[pyfunction]
@@ -207,6 +219,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(advance_clock, m)?)?;
     m.add_function(wrap_pyfunction!(unfreeze_clock, m)?)?;
     m.add_function(wrap_pyfunction!(clock_is_frozen, m)?)?;
+    m.add_function(wrap_pyfunction!(seed_early_refresh, m)?)?;
     m.add_function(wrap_pyfunction!(wait_for_refreshes, m)?)?;
     m.add_function(wrap_pyfunction!(pending_refreshes, m)?)?;
     m.add_function(wrap_pyfunction!(in_flight, m)?)?;

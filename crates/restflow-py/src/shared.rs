@@ -246,7 +246,9 @@ impl SharedBackend {
                 },
                 bypass_on_failure,
             },
-        );
+        )
+        // One source of early-refresh draws for every store, which tests seed.
+        .with_dice(Arc::clone(RUNTIME.engine.cache().dice()));
         Ok(SharedBackend {
             cache: Arc::new(cache),
             prefix: key_prefix,
@@ -610,21 +612,25 @@ fn schedule_refresh(
     let job = Box::new(move || {
         Python::attach(|py| {
             let (core, handle) = (&job_core, job_backend.get());
-            let produced = match produce(py, core, handle, &call) {
-                Ok(produced) => produced
-                    .serialized
-                    .map(|(flags, bytes)| (flags, bytes, produced.lifetime)),
-                Err(error) => {
-                    core.log_refresh_failure(py, &error);
-                    None
-                }
+            // The engine times the computation (an early refresh's delta)
+            // and stores what it produced.
+            let compute = || {
+                Python::attach(|py| match produce(py, core, handle, &call) {
+                    Ok(produced) => produced
+                        .serialized
+                        .map(|(flags, bytes)| (flags, bytes, produced.lifetime)),
+                    Err(error) => {
+                        core.log_refresh_failure(py, &error);
+                        None
+                    }
+                })
             };
-            let finish = || {
+            let run = || {
                 handle
                     .cache
-                    .finish_refresh(&keys, &token, window, generations, produced)
+                    .run_refresh(&keys, &token, window, generations, compute)
             };
-            let finished = py.detach(finish);
+            let finished = py.detach(run);
             // No caller to hand an interrupt to on the refresh thread: the
             // refresh just ends (and must not leave it for the next job).
             let _ = interrupt::take();

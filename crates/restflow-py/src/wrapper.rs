@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use restflow_cache::key::KeyWriter;
-use restflow_cache::{Entry, Freshness, GetError, Lookup, Outcome, Served, Span, Status};
+use restflow_cache::{Beta, Entry, Freshness, GetError, Lookup, Outcome, Served, Span, Status};
 
 use crate::core::{BackendChoice, Call, Core, Fields, OwnedCall, Plan};
 use crate::runtime::{hooks, status_index, ScopeLabels, SharedErr, RUNTIME};
@@ -505,7 +505,7 @@ impl CachedWrapper {
     #[pyo3(signature = (
         func, *, signature, method, ttl, stale, policy, namespace, function_id,
         owner, version, key_identifier, fields, backend = None, stale_if_error = None,
-        claim = None,
+        claim = None, early_refresh_beta = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn create<'py>(
@@ -525,6 +525,7 @@ impl CachedWrapper {
         backend: Option<String>,
         stale_if_error: Option<f64>,
         claim: Option<Bound<'py, PyAny>>,
+        early_refresh_beta: Option<f64>,
     ) -> PyResult<Bound<'py, CachedWrapper>> {
         let seconds = |what: &str, secs: f64| {
             Span::from_secs_f64(secs).ok_or_else(|| {
@@ -536,6 +537,9 @@ impl CachedWrapper {
         let ttl = ttl.map(|t| seconds("ttl", t)).transpose()?;
         let stale = stale
             .map(|s| seconds("stale_while_revalidate", s))
+            .transpose()?;
+        let early = early_refresh_beta
+            .map(|beta| Beta::new(beta).map_err(PyValueError::new_err))
             .transpose()?;
         let signature = Signature::new(function_id.clone(), &signature, method)?;
         let fields = fields
@@ -586,6 +590,7 @@ impl CachedWrapper {
                 .map(|s| seconds("stale_if_error", s))
                 .transpose()?,
             json_refusal_logged: Default::default(),
+            early,
             claim: claim.map(Bound::unbind),
             claimed: OnceValue::new(),
         });
@@ -671,6 +676,8 @@ impl CachedWrapper {
             .lookup_keeping(key.as_bytes(), self.core.stale_if_error_window());
         let ((value, metadata), refresh) = match lookup {
             Lookup::Fresh(entry) => (entry_reply(py, &entry, Status::Hit)?, false),
+            // An early refresh this call drew: a hit, refreshed like a stale one.
+            Lookup::Early(entry) => (entry_reply(py, &entry, Status::Hit)?, true),
             Lookup::Stale { entry, refresh } => (entry_reply(py, &entry, Status::Stale)?, refresh),
             Lookup::Miss => return Ok(bytes().into_any()),
         };
@@ -694,21 +701,25 @@ impl CachedWrapper {
     /// Stores, under a key `_peek` gave, a value the async layer computed
     /// (a key taken before the computation, so an invalidation during it
     /// is not undone); returns its MISS metadata. `decision` as for
-    /// `_serve`'s producer.
-    #[pyo3(signature = (key, value, decision=None))]
+    /// `_serve`'s producer; `started`, the engine clock (`now()`) when the
+    /// computation began, times it for early refresh.
+    #[pyo3(signature = (key, value, decision=None, started=None))]
     fn _store<'py>(
         &self,
         py: Python<'py>,
         key: &[u8],
         value: Bound<'py, PyAny>,
         decision: Option<(bool, Option<f64>)>,
+        started: Option<f64>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let engine = RUNTIME.ready(py)?;
         let computed = self.core.decided(value, decision)?;
-        let served = engine
-            .refresh(key, || Ok(computed))
-            .map_err(|shared: SharedErr| shared.clone_ref(py))?;
-        metadata(py, Status::Miss, served.stored.then_some(&*served.entry))
+        let took = started.map_or(Span::ZERO, |started| {
+            let now = engine.cache().clock().now().as_micros();
+            Span::from_micros(now.saturating_sub((started * 1e6).round() as i64))
+        });
+        let (entry, stored) = engine.keep(key, computed, took);
+        metadata(py, Status::Miss, stored.then_some(&*entry))
     }
 
     /// Gives back a refresh claim `_peek` handed out, after a refresh that

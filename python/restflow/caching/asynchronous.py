@@ -305,6 +305,7 @@ class AsyncCachedWrapper(Generic[P, T]):
         engine = self._engine
 
         async def compute() -> tuple[Any, dict]:
+            started = _engine.now()  # the engine times it, for early refresh
             try:
                 value, decision = await self._produce(args, kwargs)
             except Exception:
@@ -317,7 +318,7 @@ class AsyncCachedWrapper(Generic[P, T]):
                     exc_info=True,
                 )
                 return kept
-            return value, engine._store(key, value, decision)
+            return value, engine._store(key, value, decision, started)
 
         loop = asyncio.get_running_loop()
         return await self._single_flight(loop, key, compute, CacheStatus.MISS)
@@ -377,8 +378,9 @@ class AsyncCachedWrapper(Generic[P, T]):
 
     async def _refresh_in_background(self, key: bytes, args: tuple, kwargs: dict) -> None:
         try:
+            started = _engine.now()
             value, decision = await self._produce(args, kwargs)
-            self._engine._store(key, value, decision)
+            self._engine._store(key, value, decision, started)
         except asyncio.CancelledError:
             # The loop is going away: give the claim back for the next one.
             self._engine._release(key)
@@ -397,8 +399,9 @@ class AsyncCachedWrapper(Generic[P, T]):
             produce = self._producer(loop, args, kwargs)
             return await self._in_thread(engine._serve, produce, args, kwargs, True)
         key = engine._call_key(args, kwargs)
+        started = _engine.now()
         value, decision = await self._produce(args, kwargs)
-        metadata = engine._store(key, value, decision)
+        metadata = engine._store(key, value, decision, started)
         return value, {**metadata, "cache_status": CacheStatus.REFRESH}
 
     async def _maybe_thread(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -203,6 +203,8 @@ def cache_response(
     cache_status: bool = True,
     conditional: bool = True,
     cache_control: str | None = None,
+    early_refresh: bool = False,
+    beta: float | None = None,
 ) -> Callable[[Callable[..., Any]], CachedResponseWrapper]:
     """Caches a DRF view handler's rendered responses (see the module docs).
 
@@ -213,6 +215,9 @@ def cache_response(
     :param ttl: seconds, a ``timedelta``, ``None`` (never expires) or a
         callable ``ttl(response, *args, **kwargs)`` returning one of those.
     :param stale_while_revalidate: as for ``cache_result``.
+    :param early_refresh: as for ``cache_result``: refresh a hot response
+        before it expires (XFetch).
+    :param beta: as for ``cache_result`` (with ``early_refresh=True``).
     :param invalidates_on: ``InvalidationRule`` objects, as for ``cache_result``.
     :param cache_if: ``predicate(response, *args, **kwargs)``: store when
         truthy; replaces the 2xx rule.
@@ -274,6 +279,8 @@ def cache_response(
             ttl=response_ttl or ttl,
             stale_while_revalidate=stale_while_revalidate,
             stale_if_error=stale_if_error,
+            early_refresh=early_refresh,
+            beta=beta,
             cache_if=is_entry,
             invalidates_on=invalidates_on,
         )(render)

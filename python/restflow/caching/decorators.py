@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
@@ -167,6 +168,26 @@ def _policy(
     return decide
 
 
+def early_refresh_beta(early_refresh: bool, beta: float | None) -> float | None:
+    """The beta the engine refreshes early with, or ``None`` for no early
+    refresh; refuses, at decoration time, a beta that could not work."""
+    if not isinstance(early_refresh, bool):
+        raise TypeError(f"early_refresh must be True or False, got {early_refresh!r}")
+    if beta is None:
+        return 1.0 if early_refresh else None
+    if not early_refresh:
+        raise ValueError("beta= only applies to early refresh: add early_refresh=True")
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)):
+        raise TypeError(
+            f"beta must be a number greater than 0 (1.0 is the usual choice), got {beta!r}"
+        )
+    if not math.isfinite(beta) or beta <= 0:
+        raise ValueError(
+            f"beta must be a finite number greater than 0 (1.0 is the usual choice); got {beta}"
+        )
+    return float(beta)
+
+
 def cache_result(
     key_constructor: type[KeyConstructor] | KeyConstructor | dict[str, Any] = DefaultKeyConstructor,
     ttl: TtlArg = 3600,
@@ -177,6 +198,8 @@ def cache_result(
     stale_while_revalidate: int | float | timedelta | None = None,
     backend: str | None = None,
     stale_if_error: int | float | timedelta | None = None,
+    early_refresh: bool = False,
+    beta: float | None = None,
 ) -> CacheDecorator:
     """Caches what a function returns, per distinct call.
 
@@ -201,6 +224,12 @@ def cache_result(
     :param stale_if_error: seconds past the stale window during which the old
         value is served (STALE) when a recompute raises; ``None`` takes the
         ``STALE_IF_ERROR`` setting.
+    :param early_refresh: refresh a fresh entry in the background before it
+        expires, with a probability that grows as expiry nears and with how
+        long the function took (XFetch), so a hot key never reaches MISS.
+        The caller still gets HIT.
+    :param beta: how early (``early_refresh=True`` only): above 1.0 (the
+        default) refreshes earlier, below later; a finite number > 0.
 
     The first five parameters may be given by position, in drf-restflow's
     order (``@cache_result(UserKey, 300)``); a number in the key
@@ -216,6 +245,7 @@ def cache_result(
     fixed_ttl = check_policy(ttl, cache_if, cache_unless)
     stale = seconds(stale_while_revalidate, name="stale_while_revalidate", allow_none=True)
     if_error = seconds(stale_if_error, name="stale_if_error", allow_none=True)
+    early_beta = early_refresh_beta(early_refresh, beta)
     if backend is not None:
         try:
             validate_backend(backend, "backend")
@@ -265,6 +295,7 @@ def cache_result(
             backend=backend,
             stale_if_error=if_error,
             claim=name_claim,
+            early_refresh_beta=early_beta,
         )
         functools.update_wrapper(wrapper, func)
         wrapper.key_constructor = constructor

@@ -25,7 +25,13 @@ from datetime import UTC, datetime, timedelta
 
 from restflow import _engine
 
-__all__ = ["FrozenClock", "clear_caches", "frozen_clock", "wait_for_refreshes"]
+__all__ = [
+    "FrozenClock",
+    "clear_caches",
+    "frozen_clock",
+    "seeded_early_refresh",
+    "wait_for_refreshes",
+]
 
 
 class FrozenClock:
@@ -58,6 +64,18 @@ def frozen_clock(at: datetime | None = None) -> Iterator[FrozenClock]:
         yield FrozenClock()
     finally:
         _engine.unfreeze_clock()
+
+
+@contextmanager
+def seeded_early_refresh(seed: int = 0) -> Iterator[None]:
+    """Seeds the draws of ``early_refresh`` for the ``with`` block, so which
+    hit refreshes early is the same on every run (with :func:`frozen_clock`,
+    and a function that advances the clock to take a known time)."""
+    _engine.seed_early_refresh(seed)
+    try:
+        yield
+    finally:
+        _engine.seed_early_refresh(None)
 
 
 def clear_caches() -> int:

@@ -11,7 +11,9 @@
 //!   it); the others poll the entry with backoff, bounded.
 //! * In the stale window the entry is served at once and one process, the
 //!   one that takes the refresh lock while the stale entry it read is still
-//!   the one stored, refreshes it (once per stale period).
+//!   the one stored, refreshes it (once per stale period). An entry stored
+//!   with early refresh ([`crate::early`]) is claimed the same way by a
+//!   fresh read whose draw says so, and served as a hit.
 //! * Every value is written under the generations read *before* it was
 //!   computed, and only while they are still current
 //!   ([`SharedStore::put_current`]): a value computed before an
@@ -34,6 +36,7 @@ use super::breaker::Breaker;
 use super::payload::{Decoded, Generations, Rejected, Signer};
 use super::store::{Fetched, KeySet, SharedStore, StoreError};
 use crate::clock::Clock;
+use crate::early::Dice;
 use crate::engine::Status;
 use crate::entry::{Freshness, Lifetime, Stamps};
 use crate::flight::{Join, Outcome, SingleFlight};
@@ -77,9 +80,10 @@ pub enum Answer<T> {
         value: Vec<u8>,
         /// The entry's instants.
         stamps: Stamps,
-        /// For STALE: the token of the refresh lock this caller took; it
-        /// must refresh, then pass the token to
-        /// [`SharedCache::finish_refresh`].
+        /// For STALE, or a HIT that drew its early refresh: the token of
+        /// the refresh lock this caller took; it must refresh, then pass
+        /// the token to [`SharedCache::run_refresh`] (or
+        /// [`SharedCache::finish_refresh`]).
         refresh_token: Option<String>,
         /// The generations the entry was read under: a refresh this caller
         /// claimed is stored under them ([`SharedCache::finish_refresh`]),
@@ -139,6 +143,7 @@ pub struct SharedCache<S, E> {
     options: SharedOptions,
     flights: SingleFlight<Handoff, E>,
     stats: SharedStats,
+    dice: Arc<Dice>,
 }
 
 enum Found<'a> {
@@ -163,7 +168,14 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             options,
             flights: SingleFlight::new(),
             stats: SharedStats::default(),
+            dice: Arc::new(Dice::from_entropy()),
         }
+    }
+
+    /// This cache, drawing its early refreshes from `dice` (which other
+    /// caches may share; tests seed it).
+    pub fn with_dice(self, dice: Arc<Dice>) -> Self {
+        SharedCache { dice, ..self }
     }
 
     /// The store.
@@ -297,9 +309,16 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                 Err(error) => return self.bypass(error, compute.take().expect("computed once")),
             };
             let fallback = match self.examine(&keys.data, &fetched, stale_if_error) {
+                Found::Usable(decoded, Freshness::Fresh) if waited => {
+                    return Ok(Self::stored(&decoded, Status::Miss, None));
+                }
                 Found::Usable(decoded, Freshness::Fresh) => {
-                    let status = if waited { Status::Miss } else { Status::Hit };
-                    return Ok(Self::stored(&decoded, status, None));
+                    let claimed = if decoded.stamps.early.is_some() && self.draws_early(&decoded) {
+                        self.claim_refresh(keys, &fetched)
+                    } else {
+                        None
+                    };
+                    return Ok(Self::stored(&decoded, Status::Hit, claimed));
                 }
                 Found::Usable(decoded, Freshness::Stale) => {
                     let claimed = self.claim_refresh(keys, &fetched);
@@ -342,6 +361,14 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                 }
             }
         }
+    }
+
+    /// Whether this fresh read of an entry that refreshes early draws its
+    /// refresh (see [`crate::early`]).
+    #[cold]
+    fn draws_early(&self, decoded: &Decoded<'_>) -> bool {
+        let now = self.clock.now_judging(decoded.stamps.fresh_until);
+        decoded.stamps.refreshes_early(now, &self.dice)
     }
 
     /// Claims the background refresh of the stale entry in `read`: takes
@@ -444,10 +471,10 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                 return answer;
             }
         };
-        let produced = compute();
+        let (produced, delta) = self.clock.timed(compute);
         let answer = match produced {
             Ok(produced) => {
-                let stamps = self.store_produced(keys, &produced, generations, keep);
+                let stamps = self.store_produced(keys, &produced, generations, keep, delta);
                 Ok(Answer::Computed {
                     value: produced.value,
                     stamps,
@@ -481,8 +508,9 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         self.options.lock_timeout + self.options.wait_timeout
     }
 
-    /// Signs and stores a produced value if it is to be stored, keeping it
-    /// `keep` past its stale window (for stale-if-error); its instants, or
+    /// Signs and stores a produced value, which took `delta` to compute, if
+    /// it is to be stored, keeping it `keep` past its stale window (for
+    /// stale-if-error); its instants, or
     /// `None` when it was not stored (the store refused it, or the policy
     /// kept it out; the value is served either way).
     fn store_produced<T>(
@@ -491,14 +519,17 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         produced: &Produced<T>,
         generations: Generations,
         keep: Span,
+        delta: Span,
     ) -> Option<Stamps> {
         let (flags, bytes) = produced.serialized.as_ref()?;
-        self.put_signed(keys, *flags, bytes, produced.lifetime, generations, keep)
+        let lifetime = produced.lifetime;
+        self.put_signed(keys, *flags, bytes, (lifetime, delta), generations, keep)
             .ok()
             .flatten()
     }
 
-    /// Signs `bytes` with instants taken now and puts them under
+    /// Signs `bytes` with instants taken now (for a value of `lifetime`
+    /// that took `delta` to compute) and puts them under
     /// `keys.data` while `generations` are current, for the store to
     /// forget once nothing may serve them: `keep` past the stale window.
     /// Returns the instants, or `None` when a counter moved on (the value
@@ -508,11 +539,11 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         keys: &KeySet,
         flags: u8,
         bytes: &[u8],
-        lifetime: Lifetime,
+        (lifetime, delta): (Lifetime, Span),
         generations: Generations,
         keep: Span,
     ) -> Result<Option<Stamps>, StoreError> {
-        let stamps = Stamps::new(self.clock.now(), lifetime);
+        let stamps = Stamps::new(self.clock.now(), lifetime).measured(delta);
         let payload = self
             .signer
             .encode(&keys.data, flags, &stamps, generations, bytes);
@@ -542,10 +573,11 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     /// The fresh entry in a lookup's answer for the entry `key`, if it has
     /// one and it checks out: `(flags, value, stamps)`. For callers that
     /// fetch on their own (an event loop's socket); anything but a fresh
-    /// hit goes through [`SharedCache::get`].
+    /// hit goes through [`SharedCache::get`], and so does an entry that
+    /// refreshes early, whose read must draw (and maybe claim) there, once.
     pub fn fresh_in(&self, key: &str, fetched: &Fetched) -> Option<(u8, Vec<u8>, Stamps)> {
         match self.examine(key, fetched, Span::ZERO) {
-            Found::Usable(decoded, Freshness::Fresh) => {
+            Found::Usable(decoded, Freshness::Fresh) if decoded.stamps.early.is_none() => {
                 Some((decoded.flags, decoded.value.to_vec(), decoded.stamps))
             }
             _ => None,
@@ -567,8 +599,9 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             Ok(generations) => generations,
             Err(error) => return self.bypass(error, compute),
         };
-        let produced = compute().map_err(SharedError::Compute)?;
-        let stamps = self.store_produced(keys, &produced, generations, keep);
+        let (produced, delta) = self.clock.timed(compute);
+        let produced = produced.map_err(SharedError::Compute)?;
+        let stamps = self.store_produced(keys, &produced, generations, keep, delta);
         if produced.serialized.is_none() {
             let _ = self.call(|s| s.delete(&keys.data));
         }
@@ -595,10 +628,26 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         generations: Generations,
         produced: Option<(u8, Vec<u8>, Lifetime)>,
     ) -> Result<(), StoreError> {
+        // Computed by the caller, untimed: an early refresh's delta of 0.
+        self.run_refresh(keys, token, keep, generations, || produced)
+    }
+
+    /// Runs a background refresh this caller claimed with `token`:
+    /// [`SharedCache::finish_refresh`] with what `compute` produces, timed
+    /// (an early refresh's delta).
+    pub fn run_refresh(
+        &self,
+        keys: &KeySet,
+        token: &str,
+        keep: Span,
+        generations: Generations,
+        compute: impl FnOnce() -> Option<(u8, Vec<u8>, Lifetime)>,
+    ) -> Result<(), StoreError> {
+        let (produced, delta) = self.clock.timed(compute);
         let mut outcome = Ok(());
         if let Some((flags, bytes, lifetime)) = produced {
             outcome = self
-                .put_signed(keys, flags, &bytes, lifetime, generations, keep)
+                .put_signed(keys, flags, &bytes, (lifetime, delta), generations, keep)
                 .map(drop);
         }
         let released = self.call(|s| s.unlock(&keys.refresh, token));

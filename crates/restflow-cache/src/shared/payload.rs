@@ -2,10 +2,11 @@
 //! serialized value, and an HMAC-SHA256 tag over both and the key.
 //!
 //! ```text
-//! b"RFC2"  magic and format version          4 bytes
+//! b"RFC3"  magic and format version          4 bytes
 //! flags    the serializer and future bits    1 byte
 //! cached_at, fresh_until, stale_until        3 x i64 LE (microseconds; i64::MAX = never)
 //! generations                                3 x u64 LE (scope, partition, version)
+//! early refresh: delta, beta                 i64 LE (microseconds), f64 LE (0 = off)
 //! value                                      the rest, up to the tag
 //! tag      HMAC-SHA256(signing key,          32 bytes
 //!            len(store key) as u64 LE, store key, everything above)
@@ -18,17 +19,24 @@
 //! under, so an entry copied onto another key (another user's, say) fails
 //! the check there. (Version 1 did not cover the key; its entries are
 //! refused as an unknown version, a miss.)
+//!
+//! Version 2 is version 3 without the early-refresh fields; its entries,
+//! written before early refresh existed, are still read (as entries
+//! that do not refresh early), so an upgrade keeps its cache.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
+use crate::early::{Beta, Early};
 use crate::entry::Stamps;
-use crate::timestamp::Timestamp;
+use crate::timestamp::{Span, Timestamp};
 
 type HmacSha256 = Hmac<Sha256>;
 
-const MAGIC: &[u8; 4] = b"RFC2";
-const HEADER: usize = 4 + 1 + 3 * 8 + 3 * 8;
+const MAGIC: &[u8; 4] = b"RFC3";
+/// The header of version 2, which version 3 extends.
+const HEADER_V2: usize = 4 + 1 + 3 * 8 + 3 * 8;
+const HEADER: usize = HEADER_V2 + 8 + 8;
 const TAG: usize = 32;
 const NEVER: i64 = i64::MAX;
 
@@ -146,6 +154,11 @@ impl Signer {
         out.extend_from_slice(&generations.scope.to_le_bytes());
         out.extend_from_slice(&generations.partition.to_le_bytes());
         out.extend_from_slice(&generations.version.to_le_bytes());
+        let (delta, beta) = stamps
+            .early
+            .map_or((0, 0.0), |e| (e.delta.as_micros(), e.beta.get()));
+        out.extend_from_slice(&delta.to_le_bytes());
+        out.extend_from_slice(&beta.to_le_bytes());
         out.extend_from_slice(value);
         let mut mac = self.keyed(key);
         mac.update(&out);
@@ -161,10 +174,12 @@ impl Signer {
         if &payload[..3] != b"RFC" {
             return Err(Rejected::Foreign);
         }
-        if payload[3] != MAGIC[3] {
-            return Err(Rejected::UnknownVersion);
-        }
-        if payload.len() < HEADER + TAG {
+        let header = match payload[3] {
+            b'3' => HEADER,
+            b'2' => HEADER_V2,
+            _ => return Err(Rejected::UnknownVersion),
+        };
+        if payload.len() < header + TAG {
             return Err(Rejected::Truncated);
         }
         let (body, tag) = payload.split_at(payload.len() - TAG);
@@ -177,22 +192,35 @@ impl Signer {
                 cached_at: Timestamp::from_micros(read_i64(body, 5)),
                 fresh_until: unstamp(read_i64(body, 13)),
                 stale_until: unstamp(read_i64(body, 21)),
+                early: if header == HEADER {
+                    read_early(body)
+                } else {
+                    None
+                },
             },
             generations: Generations {
                 scope: read_u64(body, 29),
                 partition: read_u64(body, 37),
                 version: read_u64(body, 45),
             },
-            value: &body[HEADER..],
+            value: &body[header..],
         })
     }
+}
+
+/// The early-refresh fields of a version 3 header (zero beta: off).
+fn read_early(body: &[u8]) -> Option<Early> {
+    let beta = f64::from_bits(read_u64(body, HEADER_V2 + 8));
+    Beta::new(beta).ok().map(|beta| Early {
+        delta: Span::from_micros(read_i64(body, HEADER_V2)),
+        beta,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::entry::Lifetime;
-    use crate::timestamp::Span;
 
     fn stamps() -> Stamps {
         Stamps::new(
@@ -218,6 +246,42 @@ mod tests {
         let forever = Stamps::new(Timestamp::EPOCH, Lifetime::FOREVER);
         let payload = signer.encode("k", 0, &forever, gens, b"");
         assert_eq!(signer.decode("k", &payload).unwrap().stamps, forever);
+    }
+
+    #[test]
+    fn early_refresh_fields_round_trip() {
+        let signer = Signer::new(b"secret");
+        let lifetime = Lifetime::new(Span::from_secs(5), Span::from_secs(1))
+            .refreshing_early(Beta::new(2.5).unwrap());
+        let early = Stamps::new(Timestamp::from_micros(1_000), lifetime)
+            .measured(Span::from_micros(1_234_567));
+        let payload = signer.encode("k", 0, &early, Generations::default(), b"v");
+        let decoded = signer.decode("k", &payload).unwrap();
+        assert_eq!(decoded.stamps, early);
+        assert_eq!(decoded.value, b"v");
+    }
+
+    #[test]
+    fn a_version_2_payload_is_still_read() {
+        // Version 2: the version 3 header without the early-refresh fields.
+        let signer = Signer::new(b"secret");
+        let gens = Generations {
+            scope: 1,
+            partition: 2,
+            version: 3,
+        };
+        let v3 = signer.encode("k", 4, &stamps(), gens, b"old value");
+        let mut v2 = v3[..HEADER_V2].to_vec();
+        v2[3] = b'2';
+        v2.extend_from_slice(&v3[HEADER..v3.len() - TAG]);
+        let mut mac = signer.keyed("k");
+        mac.update(&v2);
+        v2.extend_from_slice(&mac.finalize().into_bytes());
+        let decoded = signer.decode("k", &v2).unwrap();
+        assert_eq!(decoded.stamps, stamps());
+        assert_eq!(decoded.stamps.early, None);
+        assert_eq!((decoded.flags, decoded.generations), (4, gens));
+        assert_eq!(decoded.value, b"old value");
     }
 
     #[test]
