@@ -1,0 +1,65 @@
+"""Prometheus metrics (issue 15, item 2): the plain collector in one
+process, and gunicorn with two workers in multiprocess mode scraped over
+HTTP (Redis: tests/redis/test_prometheus_redis.py)."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import RequestFactory
+
+from restflow.caching import cache_result
+from tests.prometheus_gunicorn import run_two_workers, samples
+
+pytest.importorskip("prometheus_client")
+pytest.importorskip("gunicorn")
+
+FUNCTION = "tests.prometheus_app.payload"
+
+
+@cache_result(ttl=60)
+def priced(x):
+    return x * 2
+
+
+def test_one_process_collector_reads_running_totals(monkeypatch):
+    from restflow.caching import prometheus, reset_stats
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    before = samples(prometheus.metrics_view(RequestFactory().get("/metrics")).content.decode())
+    priced(1)
+    priced(1)
+    priced(1)
+    reset_stats()  # the exported counters keep running
+    text = prometheus.metrics_view(RequestFactory().get("/metrics")).content.decode()
+    after = samples(text)
+    labels = {"function": priced.function_id, "backend": "memory"}
+
+    def grew(name, **extra):
+        key = (name, tuple(sorted({**labels, **extra}.items())))
+        return after[key] - before.get(key, 0)
+
+    assert grew("restflow_cache_requests_total", status="HIT") == 2
+    assert grew("restflow_cache_requests_total", status="MISS") == 1
+    assert grew("restflow_cache_events_total", event="computations") == 1
+    assert grew("restflow_cache_compute_seconds_count") == 1
+    assert grew("restflow_cache_compute_seconds_bucket", le="+Inf") == 1
+
+
+def test_two_gunicorn_workers_add_up(tmp_path):
+    held, others, scraped = run_two_workers(tmp_path, "memory")
+    assert {answer["pid"] for answer in others} != {held["pid"]}
+    assert len({answer["pid"] for answer in others}) == 1, "worker A was held"
+    # Each worker has its own memory store: one MISS in each.
+    assert held["status"] == "MISS"
+    assert [a["status"] for a in others] == ["MISS"] + ["HIT"] * 4
+
+    def value(name, **labels):
+        return scraped[
+            (name, tuple(sorted({"function": FUNCTION, "backend": "memory", **labels}.items())))
+        ]
+
+    assert value("restflow_cache_requests_total", status="MISS") == 2
+    assert value("restflow_cache_requests_total", status="HIT") == 4
+    assert value("restflow_cache_events_total", event="computations") == 2
+    assert value("restflow_cache_compute_seconds_count") == 2
+    assert value("restflow_cache_compute_seconds_bucket", le="+Inf") == 2
