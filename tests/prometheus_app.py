@@ -5,7 +5,9 @@ workers, prometheus_client's multiprocess mode) and scrapes over HTTP.
 ``GET /hold/`` makes one cached call, then holds its worker until the test
 creates ``$HOLD_DIR/release`` (so the next requests go to the other worker);
 ``GET /metrics`` is restflow's metrics view; ``GET /health/`` touches no
-cache. ``APP_BACKEND``: ``memory`` (default) or a Redis URL.
+cache. ``APP_BACKEND``: ``memory`` (default) or a Redis URL; ``APP_WARM=1``
+makes one cached call at import (in gunicorn's master under ``--preload``:
+counts its workers must not report as theirs).
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ HOLD_DIR = Path(os.environ.get("HOLD_DIR", "."))
 @cache_result(ttl=3600)
 def payload(n: int) -> dict:
     return {"n": n}
+
+
+if os.environ.get("APP_WARM"):
+    payload(99)
 
 
 @api_view(["GET"])

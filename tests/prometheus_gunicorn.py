@@ -47,10 +47,13 @@ def samples(text: str) -> dict[tuple[str, tuple], float]:
     return out
 
 
-def run_two_workers(tmp_path: Path, backend: str) -> tuple[dict, list[dict], dict]:
+def run_two_workers(
+    tmp_path: Path, backend: str, preload: bool = False
+) -> tuple[dict, list[dict], dict]:
     """Serves the app; one request held in worker A, five to worker B, then
     the release of A and a scrape. Returns (held answer, other answers,
-    scraped samples)."""
+    scraped samples). ``preload``: the app is loaded, and makes a cached
+    call, in gunicorn's master before it forks the workers."""
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     port = free_port()
@@ -60,6 +63,7 @@ def run_two_workers(tmp_path: Path, backend: str) -> tuple[dict, list[dict], dic
         "HOLD_DIR": str(tmp_path),
         "APP_BACKEND": backend,
         "PYTHONPATH": str(ROOT),
+        **({"APP_WARM": "1"} if preload else {}),
     }
     server = subprocess.Popen(
         [
@@ -72,6 +76,7 @@ def run_two_workers(tmp_path: Path, backend: str) -> tuple[dict, list[dict], dic
             f"127.0.0.1:{port}",
             "--timeout",
             "120",
+            *(["--preload"] if preload else []),
             "tests.prometheus_app:application",
         ],
         cwd=ROOT,

@@ -45,8 +45,16 @@ def test_one_process_collector_reads_running_totals(monkeypatch):
     assert grew("restflow_cache_compute_seconds_bucket", le="+Inf") == 1
 
 
-def test_two_gunicorn_workers_add_up(tmp_path):
-    held, others, scraped = run_two_workers(tmp_path, "memory")
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """One gunicorn run (two workers, memory store, ``--preload`` with a
+    cached call in the master): its directory and answers."""
+    tmp_path = tmp_path_factory.mktemp("gunicorn")
+    return tmp_path, run_two_workers(tmp_path, "memory", preload=True)
+
+
+def test_two_gunicorn_workers_add_up(served):
+    _, (held, others, scraped) = served
     assert {answer["pid"] for answer in others} != {held["pid"]}
     assert len({answer["pid"] for answer in others}) == 1, "worker A was held"
     # Each worker has its own memory store: one MISS in each.
@@ -58,8 +66,27 @@ def test_two_gunicorn_workers_add_up(tmp_path):
             (name, tuple(sorted({"function": FUNCTION, "backend": "memory", **labels}.items())))
         ]
 
+    # Not 4: the master's call before the fork is not the workers' to report.
     assert value("restflow_cache_requests_total", status="MISS") == 2
     assert value("restflow_cache_requests_total", status="HIT") == 4
     assert value("restflow_cache_events_total", event="computations") == 2
     assert value("restflow_cache_compute_seconds_count") == 2
     assert value("restflow_cache_compute_seconds_bucket", le="+Inf") == 2
+
+
+def test_the_command_reads_every_workers_numbers(served):
+    """`manage.py restflow_cache stats` in a shell beside the server: what
+    the workers folded into the multiprocess directory."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    tmp_path, _ = served
+    out = StringIO()
+    call_command("restflow_cache", "stats", "--metrics-dir", str(tmp_path / "metrics"), stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == f"Statistics of every worker, from {tmp_path / 'metrics'}"
+    row = next(line for line in lines if line.startswith(FUNCTION + " "))
+    cells = row.split()
+    assert cells[1:4] == ["memory", "6", "66.7%"]
+    assert cells[4].endswith(("us", "ms")) and cells[6:8] == ["-", "-"]

@@ -182,17 +182,21 @@ class _Folded:
         # wrapper -> events seen at its last fold; function -> totals folded.
         self.seen: dict[int, int] = {}
         self.folded: dict[tuple[str, str], dict[str, Any]] = {}
+        self.rebase_stores = False
 
     def forget(self) -> None:
         """In a child just forked: what the parent counted is the parent's
-        to report (folded already, or never); the child starts from here."""
+        to report (folded already, or never); the child starts from here.
+
+        Only the functions' counters are read here (atomic loads): a store's
+        baseline is taken at the child's first fold instead, since finding a
+        store may build it, which is no work for a fork hook (its counts
+        before that fold are store errors and waits, not requests)."""
         self.seen.clear()
         self.folded.clear()
+        self.rebase_stores = True
         for wrapper in _stats.tracked():
             self.folded[(wrapper.function_id, id(wrapper))] = wrapper._stats(True)
-        for label, backend in _stats.backends_in_use().items():
-            if backend is not None:
-                self.folded[("", label)] = backend.stats(totals=True)
 
     def flush(self) -> None:
         with self.lock:
@@ -205,6 +209,7 @@ class _Folded:
             for label, backend in _stats.backends_in_use().items():
                 if backend is not None:
                     self._fold_store(label, backend)
+            self.rebase_stores = False
 
     def _delta(self, key: tuple[str, Any], now: dict[str, Any]) -> dict[str, Any]:
         before = self.folded.get(key)
@@ -242,6 +247,8 @@ class _Folded:
                 _add_to_histogram(histogram.labels(function, backend), delta[key])
 
     def _fold_store(self, label: str, backend: Any) -> None:
+        if self.rebase_stores:  # the first fold of a forked child
+            self.folded[("", label)] = backend.stats(totals=True)
         delta = self._delta(("", label), backend.stats(totals=True))
         for name, counter in self.stores.items():
             child = counter.labels(label)  # shown from the first fold, at 0
@@ -276,7 +283,12 @@ def _folded() -> _Folded:
 
 
 def _after_fork_in_child() -> None:
+    # Another thread of the parent may have held these locks at the fork;
+    # the child's copies would stay locked forever.
+    global _install_lock
+    _install_lock = threading.Lock()
     if _folded_metrics is not None:
+        _folded_metrics.lock = threading.Lock()
         _folded_metrics.forget()
 
 
