@@ -7,6 +7,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.test import override_settings
 
 from restflow.caching import cache_result
 from restflow.caching.testing import frozen_clock
@@ -110,3 +111,14 @@ def test_check_memory_and_django(observed_backend):
         assert out.startswith("memory: ok (in this process:")
     else:
         assert "django:locmem: ok (latency " in out
+
+
+def test_check_fails_on_a_backend_that_cannot_be_built():
+    settings = {"CACHE_SETTINGS": {"BACKEND": "django:nowhere"}}
+    out = StringIO()
+    with override_settings(RESTFLOW_SETTINGS=settings), pytest.raises(CommandError) as failure:
+        call_command("restflow_cache", "check", stdout=out)
+    assert str(failure.value).startswith("unreachable: BACKEND setting, ")
+    assert out.getvalue().startswith(
+        "BACKEND setting: NO BACKEND (The cache backend 'django:nowhere' names no alias in CACHES"
+    )

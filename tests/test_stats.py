@@ -200,3 +200,19 @@ def test_async_functions_are_counted():
     }
     assert fetch.stats()["compute"]["count"] == 4
     assert stats()["functions"][fetch.function_id]["calls"] == 5
+
+
+@pytest.mark.urls("tests.response_views")
+def test_cache_response_views_are_counted():
+    from rest_framework.test import APIClient
+
+    from tests.response_views import ArticleView
+
+    view = ArticleView.get
+    view.reset_stats()
+    client = APIClient()
+    assert client.get("/articles/1/")["X-Cache-status"] == "MISS"
+    assert client.get("/articles/1/")["X-Cache-status"] == "HIT"
+    got = view.stats()
+    assert (got["miss"], got["hit"], got["calls"], got["computations"]) == (1, 1, 2, 1)
+    assert stats()["functions"]["tests.response_views.ArticleView.get"]["calls"] == 2

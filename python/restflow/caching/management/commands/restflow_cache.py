@@ -243,11 +243,18 @@ class Command(BaseCommand):
 
     def check(self) -> None:
         _import_functions()
-        backends = statistics.backends_in_use()
-        backends.setdefault(
-            statistics.backend_label(statistics._backend_of(_probe)), statistics._backend_of(_probe)
-        )
+        backends: dict[str, Any] = {}
         failed = []
+        # The default BACKEND (through _probe), then every function's own.
+        for wrapper in [_probe, *statistics.tracked()]:
+            try:
+                backend = wrapper._backend()
+            except Exception as error:  # a backend that cannot be built
+                name = "BACKEND setting" if wrapper is _probe else wrapper.function_id
+                failed.append(name)
+                self.stdout.write(self.style.ERROR(f"{name}: NO BACKEND ({error})"))
+                continue
+            backends.setdefault(statistics.backend_label(backend), backend)
         for label, backend in sorted(backends.items()):
             if backend is None:
                 self.stdout.write(
