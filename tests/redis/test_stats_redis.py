@@ -49,7 +49,7 @@ def test_credentials_stay_out_of_labels():
     from restflow.caching.statistics import backend_label
 
     class Backend:
-        url = "redis://user:secret@cache.internal:6380/2"
+        url = "redis://user:secret@127.0.0.1:6380/2"
 
-    assert backend_label(Backend()) == "redis://cache.internal:6380/2"
+    assert backend_label(Backend()) == "redis://127.0.0.1:6380/2"
     assert backend_label(None) == "memory"

@@ -182,34 +182,43 @@ class _Folded:
         # wrapper -> events seen at its last fold; function -> totals folded.
         self.seen: dict[int, int] = {}
         self.folded: dict[tuple[str, str], dict[str, Any]] = {}
-        self.rebase_stores = False
+        # Set in a forked child: stores whose baseline is still to be read.
+        self.forked = False
+        self.rebased: set[str] = set()
 
     def forget(self) -> None:
         """In a child just forked: what the parent counted is the parent's
         to report (folded already, or never); the child starts from here.
 
         Only the functions' counters are read here (atomic loads): a store's
-        baseline is taken at the child's first fold instead, since finding a
+        baseline is taken at its first fold in the child instead, since finding a
         store may build it, which is no work for a fork hook (its counts
         before that fold are store errors and waits, not requests)."""
         self.seen.clear()
         self.folded.clear()
-        self.rebase_stores = True
+        self.forked = True
+        self.rebased.clear()
         for wrapper in _stats.tracked():
             self.folded[(wrapper.function_id, id(wrapper))] = wrapper._stats(True)
 
     def flush(self) -> None:
+        """Folds what moved. Per request this costs one atomic read per
+        function whose counts did not move; a store is read only when one of
+        its functions moved (its errors, trips and waits come with calls)."""
         with self.lock:
-            for wrapper in _stats.tracked():
+            moved: dict[str, Any] = {}
+            for wrapper in list(_stats._wrappers):
                 events = wrapper._stats_events()
                 if self.seen.get(id(wrapper)) == events:
                     continue
                 self.seen[id(wrapper)] = events
-                self._fold_function(wrapper)
-            for label, backend in _stats.backends_in_use().items():
+                backend = _stats._backend_of(wrapper)
+                label = _stats.backend_label(backend)
+                self._fold_function(wrapper, label)
                 if backend is not None:
-                    self._fold_store(label, backend)
-            self.rebase_stores = False
+                    moved[label] = backend
+            for label, backend in moved.items():
+                self._fold_store(label, backend)
 
     def _delta(self, key: tuple[str, Any], now: dict[str, Any]) -> dict[str, Any]:
         before = self.folded.get(key)
@@ -232,9 +241,8 @@ class _Folded:
                 delta[name] = value - before[name]
         return delta
 
-    def _fold_function(self, wrapper: Any) -> None:
+    def _fold_function(self, wrapper: Any, backend: str) -> None:
         function = wrapper.function_id
-        backend = _stats.backend_label(_stats._backend_of(wrapper))
         delta = self._delta((function, id(wrapper)), wrapper._stats(True))
         for name, status in STATUSES.items():
             if delta[name]:
@@ -247,7 +255,8 @@ class _Folded:
                 _add_to_histogram(histogram.labels(function, backend), delta[key])
 
     def _fold_store(self, label: str, backend: Any) -> None:
-        if self.rebase_stores:  # the first fold of a forked child
+        if self.forked and label not in self.rebased:  # its first fold in a forked child
+            self.rebased.add(label)
             self.folded[("", label)] = backend.stats(totals=True)
         delta = self._delta(("", label), backend.stats(totals=True))
         for name, counter in self.stores.items():

@@ -70,9 +70,11 @@ def backend_label(backend: Any) -> str:
 
 
 def _backend_of(wrapper: Any) -> Any:
+    """The shared backend a wrapper's calls use, or ``None`` for memory
+    (also when the backend cannot be built: ``check`` reports that)."""
     try:
         return wrapper._backend()
-    except Exception:  # a backend that cannot be built is reported by `check`
+    except Exception:
         return None
 
 
@@ -138,27 +140,30 @@ def function_stats(wrapper: Any) -> dict[str, Any]:
     return described
 
 
-def raw_by_function(totals: bool = False) -> dict[str, tuple[str, dict[str, Any]]]:
-    """``{function_id: (backend label, raw counts)}``; wrappers sharing a
-    function id (a function defined again) are added together."""
-    out: dict[str, tuple[str, dict[str, Any]]] = {}
+def _collected(totals: bool) -> tuple[dict[str, tuple[str, dict]], dict[str, tuple[Any, dict]]]:
+    """One pass over the live wrappers: ``{function_id: (backend label, raw
+    counts)}`` (wrappers sharing a function id, a function defined again,
+    added together) and ``{backend label: (backend or None, raw counts of
+    its functions)}``."""
+    functions: dict[str, tuple[str, dict[str, Any]]] = {}
+    backends: dict[str, tuple[Any, dict[str, Any]]] = {}
     for wrapper in tracked():
-        label = backend_label(_backend_of(wrapper))
+        backend = _backend_of(wrapper)
+        label = backend_label(backend)
         raw = wrapper._stats(totals)
-        if wrapper.function_id in out:
-            _add(out[wrapper.function_id][1], raw)
-        else:
-            out[wrapper.function_id] = (label, raw)
-    return out
+        _add(functions.setdefault(wrapper.function_id, (label, {}))[1], raw)
+        _add(backends.setdefault(label, (backend, {}))[1], raw)
+    return functions, backends
+
+
+def raw_by_function(totals: bool = False) -> dict[str, tuple[str, dict[str, Any]]]:
+    """``{function_id: (backend label, raw counts)}`` (see :func:`_collected`)."""
+    return _collected(totals)[0]
 
 
 def backends_in_use() -> dict[str, Any]:
     """``{label: shared backend or None}`` for every backend a live function uses."""
-    found: dict[str, Any] = {}
-    for wrapper in tracked():
-        backend = _backend_of(wrapper)
-        found.setdefault(backend_label(backend), backend)
-    return found
+    return {label: backend for label, (backend, _) in _collected(False)[1].items()}
 
 
 def stats() -> dict[str, Any]:
@@ -171,17 +176,17 @@ def stats() -> dict[str, Any]:
     counts itself (``store_errors``, ``breaker_trips``, ``lock_waits``, and
     the ``lookup`` histogram of its fetch round trips).
     """
-    functions, totals = {}, {}
-    for function_id, (label, raw) in raw_by_function().items():
-        functions[function_id] = {**_described(raw), "backend": label}
-        _add(totals.setdefault(label, {}), raw)
+    collected, by_backend = _collected(False)
+    functions = {
+        function_id: {**_described(raw), "backend": label}
+        for function_id, (label, raw) in collected.items()
+    }
     backends = {}
-    for label, backend in backends_in_use().items():
-        raw = totals.get(label, {})
+    for label, (backend, raw) in by_backend.items():
         if backend is not None:
             own = backend.stats()
             for name in STORE_COUNTERS:
-                raw[name] = raw.get(name, 0) + own[name]
+                raw[name] += own[name]
             raw["lookup"] = own["lookup"]  # the store's own round trips
         backends[label] = _described(raw)
     return {"functions": functions, "backends": backends}
