@@ -53,3 +53,22 @@ def test_credentials_stay_out_of_labels():
 
     assert backend_label(Backend()) == "redis://127.0.0.1:6380/2"
     assert backend_label(None) == "memory"
+
+
+def test_async_calls_on_redis_are_counted(redis):
+    import asyncio
+
+    @cache_result(ttl=30)
+    async def fetch(x):
+        return x
+
+    async def scenario():
+        assert (await fetch.aget_with_metadata(1))[1]["cache_status"] is CacheStatus.MISS
+        # Fetched by the event loop itself, counted and timed by the async layer.
+        assert (await fetch.aget_with_metadata(1))[1]["cache_status"] is CacheStatus.HIT
+        await fetch.abypass_cache(1)
+
+    asyncio.run(scenario())
+    got = fetch.stats()
+    assert (got["miss"], got["hit"], got["bypass"], got["computations"]) == (1, 1, 1, 2)
+    assert got["lookup"]["count"] == 1

@@ -41,9 +41,15 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+try:
+    from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
+    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+except ImportError as missing:  # pragma: no cover - the test environment has it
+    raise ImportError(
+        "restflow.caching.prometheus needs prometheus_client: "
+        "pip install restflow-cache[prometheus]"
+    ) from missing
 
 from restflow.caching import statistics as _stats
 
