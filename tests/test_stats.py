@@ -83,14 +83,19 @@ def test_errors_and_stale_if_error(observed_backend):
         assert (value, meta["cache_status"]) == (1, CacheStatus.STALE)
         with pytest.raises(ValueError):
             flaky(2)  # nothing kept for this one
-    got = counts(flaky, "miss", "stale", "stale_if_error", "errors", "computations", "calls")
+        with pytest.raises(ValueError):
+            flaky.bypass_cache(1)
+    got = counts(
+        flaky, "miss", "stale", "stale_if_error", "bypass", "errors", "computations", "calls"
+    )
     assert got == {
         "miss": 1,
         "stale": 1,
         "stale_if_error": 1,
-        "errors": 2,
-        "computations": 3,
-        "calls": 2,  # the call that raised served nothing
+        "bypass": 0,  # a call that raised served nothing
+        "errors": 3,
+        "computations": 4,
+        "calls": 2,
     }
 
 

@@ -784,13 +784,14 @@ impl CachedWrapper {
         module.call_method1("function_stats", (slf,))
     }
 
-    /// Starts this function's statistics over.
+    /// Starts this function's statistics over (the running totals that
+    /// Prometheus reads keep counting).
     fn reset_stats(&self) {
         self.core.stats.reset();
     }
 
     /// This function's statistics (see `restflow.caching.statistics`): since
-    /// the last `_reset_stats`, or since the start with `totals=True`.
+    /// the last `reset_stats`, or since the start with `totals=True`.
     #[pyo3(signature = (totals=false))]
     fn _stats<'py>(&self, py: Python<'py>, totals: bool) -> PyResult<Bound<'py, PyDict>> {
         crate::stats::read(py, &self.core.stats, totals)
@@ -800,11 +801,6 @@ impl CachedWrapper {
     /// Prometheus flush reads a function's totals only when this moved.
     fn _stats_events(&self) -> u64 {
         self.core.stats.events()
-    }
-
-    /// Starts this function's statistics over (totals keep counting).
-    fn _reset_stats(&self) {
-        self.core.stats.reset();
     }
 
     /// Counts an event the async layer served itself (see
@@ -864,12 +860,14 @@ impl CachedWrapper {
             .bind(py)
             .call(&call.args, call.kwargs.as_ref());
         let stats = &self.core.stats;
-        stats.add(Counter::Bypass);
         stats.add(Counter::Computation);
         stats.observe_compute(started.elapsed());
-        if value.is_err() {
-            stats.add(Counter::Error);
-        }
+        // As for every status: counted for a call that served a value.
+        stats.add(if value.is_ok() {
+            Counter::Bypass
+        } else {
+            Counter::Error
+        });
         Ok(value?.unbind())
     }
 

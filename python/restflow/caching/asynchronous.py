@@ -458,15 +458,16 @@ class AsyncCachedWrapper:
         return await self._refresh(args, kwargs)
 
     async def abypass_cache(self, *args: Any, **kwargs: Any) -> Any:
-        self._engine._record("bypass")
         started = time.perf_counter()
         try:
-            return await self.func(*args, **kwargs)
+            value = await self.func(*args, **kwargs)
         except Exception:
             self._engine._record("errors")
             raise
         finally:
             self._engine._record("compute", time.perf_counter() - started)
+        self._engine._record("bypass")
+        return value
 
     async def abypass_cache_with_metadata(self, *args: Any, **kwargs: Any) -> tuple[Any, dict]:
         return await self.abypass_cache(*args, **kwargs), {"cache_status": CacheStatus.BYPASS}

@@ -108,11 +108,13 @@ def quantile(cumulative: list[tuple[float, int]], total: int, q: float) -> float
     return float("inf")
 
 
-def _described(raw: dict[str, Any]) -> dict[str, Any]:
+def _described(raw: dict[str, Any], store: bool = False) -> dict[str, Any]:
     """Raw engine counts with ``calls``, ``hit_ratio`` and the histograms
     summarised. The hit ratio is the share of calls served from the cache
-    (HIT or STALE); ``None`` before any call."""
-    out = {k: v for k, v in raw.items() if k not in ("compute", "lookup")}
+    (HIT or STALE); ``None`` before any call. The store's own counters are
+    kept only for a backend (``store``): a function's are always 0."""
+    left_out = ("compute", "lookup") if store else ("compute", "lookup", *STORE_COUNTERS)
+    out = {k: v for k, v in raw.items() if k not in left_out}
     calls = sum(raw[s] for s in STATUSES)
     out["calls"] = calls
     out["hit_ratio"] = (raw["hit"] + raw["stale"]) / calls if calls else None
@@ -188,7 +190,7 @@ def stats() -> dict[str, Any]:
             for name in STORE_COUNTERS:
                 raw[name] += own[name]
             raw["lookup"] = own["lookup"]  # the store's own round trips
-        backends[label] = _described(raw)
+        backends[label] = _described(raw, store=True)
     return {"functions": functions, "backends": backends}
 
 
@@ -196,7 +198,7 @@ def reset_stats() -> None:
     """Starts every function's and backend's statistics over. Prometheus
     counters are not reset (they read the engine's running totals)."""
     for wrapper in tracked():
-        wrapper._reset_stats()
+        wrapper.reset_stats()
     for backend in backends_in_use().values():
         if backend is not None:
             backend.reset_stats()
