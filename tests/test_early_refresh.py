@@ -150,6 +150,9 @@ def test_the_refreshed_value_is_served_as_a_hit(store):
         wait_for_refreshes()
         value, meta = report.get_with_metadata(1)
         assert (value, meta["cache_status"]) == (2, CacheStatus.HIT)
+        counts = report.stats()
+        assert (counts["early_refreshes"], counts["background_refreshes"]) == (1, 1)
+        assert counts["hit"] == FIRST_EARLY + 1
 
 
 def test_without_early_refresh_nothing_runs_before_expiry(store):

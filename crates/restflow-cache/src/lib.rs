@@ -81,6 +81,7 @@ mod memory;
 mod refresh;
 mod scope;
 pub mod shared;
+pub mod stats;
 mod store;
 mod timestamp;
 
@@ -93,5 +94,6 @@ pub use flight::{Join, LeaderGuard, Outcome, SingleFlight, Waiter};
 pub use memory::MemoryStore;
 pub use refresh::{Job, Refresher, Runner};
 pub use scope::{Scope, Scopes};
+pub use stats::{Counter, Stats};
 pub use store::Store;
 pub use timestamp::{Span, Timestamp};

@@ -11,7 +11,7 @@ use restflow_cache::shared::{
     fresh_epoch, parse_epoch, Answer, Breaker, Fetched, Generations, KeySet, Produced, SharedCache,
     SharedError, SharedOptions, SharedStore, Signer, StoreError,
 };
-use restflow_cache::{Clock, Lifetime, Span, Status, Timestamp};
+use restflow_cache::{Clock, Counter, Lifetime, Span, Status, Timestamp};
 
 #[derive(Default)]
 struct FakeStore {
@@ -350,6 +350,10 @@ fn a_failing_store_is_bypassed_or_reported_and_the_breaker_opens() {
     }
     // Three failures opened the breaker: the last calls never reached the store.
     assert_eq!(store.calls.load(Ordering::SeqCst), 3);
+    let counted = cache.stats().store.snapshot();
+    assert_eq!(counted.get(Counter::StoreError), 3);
+    assert_eq!(counted.get(Counter::BreakerTrip), 1, "opened once");
+    assert_eq!(counted.lookup.count(), 0, "only answered lookups are timed");
     let (store, strict, _) = cache_strict();
     store.down.store(true, Ordering::SeqCst);
     let error = strict
@@ -408,6 +412,13 @@ fn another_holder_of_the_lock_is_waited_for_then_given_up_on() {
         }
         other => panic!("{other:?}"),
     }
+    let counted = cache.stats().store.snapshot();
+    assert_eq!(
+        counted.get(Counter::LockWait),
+        1,
+        "one wait, however many polls"
+    );
+    assert_eq!(counted.lookup.count(), 1, "the lookup's first fetch");
 }
 
 fn refreshed(value: &str) -> Option<(u8, Vec<u8>, Lifetime)> {

@@ -25,7 +25,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 use restflow_cache::key::{self, KeyWriter, Sequence};
-use restflow_cache::{Beta, Computed, Lifetime, Scope, Span};
+use restflow_cache::{Beta, Computed, Counter, Lifetime, Scope, Span};
 
 use crate::encode::{type_path, write_value, write_value_sorting_lists, Unsupported};
 use crate::runtime::{log_error, ScopeLabels, RUNTIME};
@@ -251,6 +251,8 @@ pub(crate) struct Core {
     pub claim: Option<Py<PyAny>>,
     /// Set once `claim` succeeded.
     pub claimed: crate::once::OnceValue<()>,
+    /// Counts and latencies of this function's calls (`wrapper.stats()`).
+    pub stats: restflow_cache::Stats,
 }
 
 /// The store a wrapper uses.
@@ -685,8 +687,20 @@ impl Core {
         })
     }
 
-    /// Runs the function and decides whether and how long to keep its value.
+    /// Runs the function and decides whether and how long to keep its
+    /// value, counting the computation, its time and its failure.
     pub fn compute(&self, py: Python<'_>, call: &Call<'_>) -> PyResult<Computed<Stored>> {
+        let started = std::time::Instant::now();
+        let computed = self.compute_uncounted(py, call);
+        self.stats.add(Counter::Computation);
+        self.stats.observe_compute(started.elapsed());
+        if computed.is_err() {
+            self.stats.add(Counter::Error);
+        }
+        computed
+    }
+
+    fn compute_uncounted(&self, py: Python<'_>, call: &Call<'_>) -> PyResult<Computed<Stored>> {
         if let Some(produce) = &call.produce {
             let (value, decision): (Bound<'_, PyAny>, Option<(bool, Option<f64>)>) =
                 produce.call0()?.extract()?;

@@ -27,6 +27,7 @@ mod once;
 mod runtime;
 mod shared;
 mod signature;
+mod stats;
 mod stored;
 mod vectorcall;
 mod wrapper;
@@ -226,5 +227,6 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(drop_versions_below, m)?)?;
     m.add_function(wrap_pyfunction!(key_parts, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(stats::stats_bucket_bounds, m)?)?;
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! `restflow_cache::shared`'s. Every round trip runs with the GIL
 //! released; the user's function runs attached, on the calling thread.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use restflow_cache::shared::{
     Answer, Breaker, Generations, KeySet, Produced, RedisConfig, RedisStore, SharedCache,
     SharedError, SharedOptions, SharedStore, Signer, StoreError,
 };
-use restflow_cache::{Freshness, Lifetime, Span, Stamps, Status, Timestamp};
+use restflow_cache::{Counter, Freshness, Lifetime, Span, Stamps, Status, Timestamp};
 
 use crate::core::{Call, Core, Layout, OwnedCall};
 use crate::interrupt::{self, is_interrupt};
@@ -277,6 +277,31 @@ impl SharedBackend {
         self.cache.stats().failures.load(Ordering::Relaxed)
     }
 
+    /// The store's own statistics: `store_errors`, `breaker_trips`,
+    /// `lock_waits`, and the `lookup` histogram (one fetch round trip per
+    /// lookup); since the last `reset_stats`, or since the start with
+    /// `totals=True`.
+    #[pyo3(signature = (totals=false))]
+    fn stats<'py>(&self, py: Python<'py>, totals: bool) -> PyResult<Bound<'py, PyDict>> {
+        crate::stats::read(py, &self.cache.stats().store, totals)
+    }
+
+    /// Facts about the server for `manage.py restflow_cache check`
+    /// (`redis_version`, `maxmemory_policy`, …; none for a Django cache),
+    /// read in one round trip through the circuit breaker. Raises
+    /// `CacheBackendError` when the store cannot be reached.
+    fn server_info(&self, py: Python<'_>) -> PyResult<Vec<(String, String)>> {
+        let cache = &self.cache;
+        let info = py.detach(|| cache.call(|s| s.server_info()));
+        interrupt::raise_parked()?;
+        info.map_err(|error| CacheBackendError::new_err(error.to_string()))
+    }
+
+    /// Starts the store's statistics over (totals keep counting).
+    fn reset_stats(&self) {
+        self.cache.stats().store.reset();
+    }
+
     /// The value and HIT metadata in a Redis answer the event loop read for
     /// the entry `key`, when it holds a fresh entry that checks out; `None`
     /// otherwise (the caller then asks the engine).
@@ -504,12 +529,37 @@ fn raise(py: Python<'_>, error: SharedError<SharedErr>, function_id: &str) -> Py
     }
 }
 
-/// HIT, MISS, STALE (refreshing once across processes) or BYPASS.
+/// HIT, MISS, STALE (refreshing once across processes) or BYPASS, counted
+/// in the function's statistics. A call served from the store without
+/// computing (HIT, STALE) is timed as a lookup: the round trip and the
+/// deserialization, what the caller waited for.
 pub(crate) fn get(
     py: Python<'_>,
     core: &Arc<Core>,
     backend: &Py<SharedBackend>,
     call: &Call<'_>,
+) -> PyResult<SharedServed> {
+    let started = std::time::Instant::now();
+    let ran = AtomicBool::new(false);
+    let served = serve(py, core, backend, call, &ran)?;
+    let stats = &core.stats;
+    stats.add(Counter::of_status(served.status));
+    let ran = ran.load(Ordering::Relaxed);
+    match served.status {
+        Status::Hit | Status::Stale if !ran => stats.observe_lookup(started.elapsed()),
+        // Computed here and failed: the kept value answers.
+        Status::Stale => stats.add(Counter::StaleIfError),
+        _ => {}
+    }
+    Ok(served)
+}
+
+fn serve(
+    py: Python<'_>,
+    core: &Arc<Core>,
+    backend: &Py<SharedBackend>,
+    call: &Call<'_>,
+    ran: &AtomicBool,
 ) -> PyResult<SharedServed> {
     let handle = backend.get();
     let keys = handle.call_keys(core, call)?;
@@ -520,8 +570,14 @@ pub(crate) fn get(
             handle.cache.get(
                 &keys,
                 window,
-                || Python::attach(|py| produce(py, core, handle, &owned)),
-                |waiter| waiter.wait(),
+                || {
+                    ran.store(true, Ordering::Relaxed);
+                    Python::attach(|py| produce(py, core, handle, &owned))
+                },
+                |waiter| {
+                    core.stats.add(Counter::SingleFlightWait);
+                    waiter.wait()
+                },
             )
         });
         interrupt::raise_parked()?;
@@ -537,6 +593,10 @@ pub(crate) fn get(
             } => match handle.deserialize(py, flags, &value) {
                 Ok(object) => {
                     if let Some(token) = refresh_token {
+                        if status == Status::Hit {
+                            // A fresh entry this call drew to refresh early.
+                            core.stats.add(Counter::EarlyRefresh);
+                        }
                         let claim = RefreshClaim {
                             keys: keys.clone(),
                             token,
@@ -601,6 +661,7 @@ fn schedule_refresh(
     call: OwnedCall,
     window: Span,
 ) {
+    core.stats.add(Counter::BackgroundRefresh);
     let job_core = Arc::clone(core);
     let job_backend = backend.clone_ref(py);
     let RefreshClaim {

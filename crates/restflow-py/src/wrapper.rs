@@ -13,7 +13,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use restflow_cache::key::KeyWriter;
-use restflow_cache::{Beta, Entry, Freshness, GetError, Lookup, Outcome, Served, Span, Status};
+use restflow_cache::{
+    Beta, Counter, Entry, Freshness, GetError, Lookup, Outcome, Served, Span, Status,
+};
 
 use crate::core::{BackendChoice, Call, Core, Fields, OwnedCall, Plan};
 use crate::runtime::{hooks, status_index, ScopeLabels, SharedErr, RUNTIME};
@@ -269,6 +271,7 @@ impl CachedWrapper {
             .cache()
             .lookup_keeping(key.as_bytes(), self.core.stale_if_error_window());
         if let Lookup::Fresh(entry) = lookup {
+            self.core.stats.add(Counter::Hit);
             return Ok(Reply::hit(entry));
         }
         self.resolve(py, key.as_bytes(), lookup, fallback, call)
@@ -346,13 +349,25 @@ impl CachedWrapper {
                     ran.set(true);
                     self.core.compute_for_engine(py, call)
                 },
-                |waiter| wait_detached(py, waiter),
+                |waiter| {
+                    self.core.stats.add(Counter::SingleFlightWait);
+                    wait_detached(py, waiter)
+                },
             );
             if ran.get() {
                 crate::interrupt::raise_parked()?;
             }
             let served = served.map_err(|e| raise(py, e, &self.core.function_id))?;
+            self.core.stats.add(Counter::of_status(served.status));
+            if served.status == Status::Stale && ran.get() {
+                // Computed here and failed: the kept value answers.
+                self.core.stats.add(Counter::StaleIfError);
+            }
             if served.refresh_claimed {
+                if served.status == Status::Hit {
+                    // A fresh entry this call drew to refresh early.
+                    self.core.stats.add(Counter::EarlyRefresh);
+                }
                 self.schedule_refresh(key, &served.entry, call);
             }
             Ok(Reply::Memory(served))
@@ -415,6 +430,8 @@ impl CachedWrapper {
             // No stale-if-error window on this path: nothing to keep.
             let lookup = engine.cache().lookup(w.as_bytes());
             if let Lookup::Fresh(entry) = lookup {
+                // The one cost statistics add to a hit: a relaxed increment.
+                self.core.stats.add(Counter::Hit);
                 return Ok(Reply::hit(entry));
             }
             let call = Call {
@@ -449,12 +466,14 @@ impl CachedWrapper {
         let engine = RUNTIME.ready(py)?;
         if let Some(backend) = self.shared(py)? {
             let served = crate::shared::refresh(py, &self.core, &backend, call)?;
+            self.core.stats.add(Counter::of_status(served.status));
             return Reply::Shared(served).with_metadata(py);
         }
         let key = self.key(call)?;
         let served = engine.refresh(key.as_bytes(), || self.core.compute_for_engine(py, call));
         crate::interrupt::raise_parked()?;
         let served = served.map_err(|shared| shared.clone_ref(py))?;
+        self.core.stats.add(Counter::Refresh);
         Self::with_metadata(py, &served)
     }
 
@@ -473,6 +492,7 @@ impl CachedWrapper {
 
     #[cold]
     fn schedule_refresh(&self, key: &[u8], entry: &Arc<Entry<Stored>>, call: &Call<'_>) {
+        self.core.stats.add(Counter::BackgroundRefresh);
         let core = Arc::clone(&self.core);
         let call = OwnedCall::new(call);
         let compute = move || {
@@ -593,6 +613,7 @@ impl CachedWrapper {
             early,
             claim: claim.map(Bound::unbind),
             claimed: OnceValue::new(),
+            stats: Default::default(),
         });
         CachedWrapper::make(py, core, None)
     }
@@ -674,13 +695,20 @@ impl CachedWrapper {
         let (lookup, _) = engine
             .cache()
             .lookup_keeping(key.as_bytes(), self.core.stale_if_error_window());
-        let ((value, metadata), refresh) = match lookup {
-            Lookup::Fresh(entry) => (entry_reply(py, &entry, Status::Hit)?, false),
+        let (entry, status, refresh) = match lookup {
+            Lookup::Fresh(entry) => (entry, Status::Hit, false),
             // An early refresh this call drew: a hit, refreshed like a stale one.
-            Lookup::Early(entry) => (entry_reply(py, &entry, Status::Hit)?, true),
-            Lookup::Stale { entry, refresh } => (entry_reply(py, &entry, Status::Stale)?, refresh),
+            Lookup::Early(entry) => {
+                self.core.stats.add(Counter::EarlyRefresh);
+                (entry, Status::Hit, true)
+            }
+            Lookup::Stale { entry, refresh } => (entry, Status::Stale, refresh),
             Lookup::Miss => return Ok(bytes().into_any()),
         };
+        // What a miss turns into is counted by the async layer, which
+        // computes it.
+        self.core.stats.add(Counter::of_status(status));
+        let (value, metadata) = entry_reply(py, &entry, status)?;
         let answer = (value, metadata, refresh, refresh.then(bytes));
         Ok(answer.into_pyobject(py)?.into_any())
     }
@@ -771,6 +799,48 @@ impl CachedWrapper {
         )))
     }
 
+    /// This function's counts, hit ratio and latency percentiles since
+    /// the last `reset_stats()` (`restflow.caching.statistics.function_stats`:
+    /// the ratios and percentiles are Python's work, the counts the
+    /// engine's).
+    fn stats<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let module = slf.py().import("restflow.caching.statistics")?;
+        module.call_method1("function_stats", (slf,))
+    }
+
+    /// Starts this function's statistics over (the running totals that
+    /// Prometheus reads keep counting).
+    fn reset_stats(&self) {
+        self.core.stats.reset();
+    }
+
+    /// This function's statistics (see `restflow.caching.statistics`): since
+    /// the last `reset_stats`, or since the start with `totals=True`.
+    #[pyo3(signature = (totals=false))]
+    fn _stats<'py>(&self, py: Python<'py>, totals: bool) -> PyResult<Bound<'py, PyDict>> {
+        crate::stats::read(py, &self.core.stats, totals)
+    }
+
+    /// Events counted since the start (see `Stats::events`): the
+    /// Prometheus flush reads a function's totals only when this moved.
+    fn _stats_events(&self) -> u64 {
+        self.core.stats.events()
+    }
+
+    /// Counts an event the async layer served itself (see
+    /// [`crate::stats::record`]).
+    #[pyo3(signature = (event, seconds=None))]
+    fn _record(&self, event: &str, seconds: Option<f64>) -> PyResult<()> {
+        crate::stats::record(&self.core.stats, event, seconds)
+    }
+
+    /// The shared backend this wrapper's calls use, or `None` for the
+    /// memory store.
+    fn _backend(&self, py: Python<'_>) -> PyResult<Option<Py<crate::shared::SharedBackend>>> {
+        RUNTIME.ready(py)?;
+        self.shared(py)
+    }
+
     /// Whether this wrapper's calls use the in-process memory store.
     fn _uses_memory(&self, py: Python<'_>) -> PyResult<bool> {
         RUNTIME.ready(py)?;
@@ -807,12 +877,22 @@ impl CachedWrapper {
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         let call = self.call(args, kwargs)?;
-        Ok(self
+        let started = std::time::Instant::now();
+        let value = self
             .core
             .func
             .bind(py)
-            .call(&call.args, call.kwargs.as_ref())?
-            .unbind())
+            .call(&call.args, call.kwargs.as_ref());
+        let stats = &self.core.stats;
+        stats.add(Counter::Computation);
+        stats.observe_compute(started.elapsed());
+        // As for every status: counted for a call that served a value.
+        stats.add(if value.is_ok() {
+            Counter::Bypass
+        } else {
+            Counter::Error
+        });
+        Ok(value?.unbind())
     }
 
     /// Runs the function without reading or writing the cache; returns

@@ -36,6 +36,7 @@ from restflow.caching.key_fields import (
     RequestValueKeyField,
     ViewKwargsKeyField,
 )
+from restflow.caching.statistics import reset_stats, stats
 from restflow.caching.status import CACHE_MISSING, CacheStatus
 
 _install()
@@ -111,7 +112,9 @@ __all__ = [
     "SyncCachedWrapper",
     "ViewKwargsKeyField",
     "cache_result",
+    "reset_stats",
     "set_response_cache_header",
+    "stats",
     *_LAZY,
 ]
 

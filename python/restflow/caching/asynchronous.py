@@ -27,6 +27,7 @@ import inspect
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -249,6 +250,18 @@ class AsyncCachedWrapper(Generic[P, T]):
         value = await self.func(*args, **kwargs)
         return value, await self._decide(value, args, kwargs)
 
+    async def _produce_counted(self, args: tuple, kwargs: dict) -> tuple[Any, Any]:
+        """``_produce`` run by this layer (not through the engine, which
+        counts its own): counted and timed in the function's statistics."""
+        started = time.perf_counter()
+        try:
+            return await self._produce(args, kwargs)
+        except Exception:
+            self._engine._record("errors")
+            raise
+        finally:
+            self._engine._record("compute", time.perf_counter() - started)
+
     def _producer(self, loop: asyncio.AbstractEventLoop, args: tuple, kwargs: dict):
         """What the engine calls on a worker thread: runs the coroutine on
         the loop and waits for it there (never on the loop thread).
@@ -287,8 +300,11 @@ class AsyncCachedWrapper(Generic[P, T]):
         loop = asyncio.get_running_loop()
         # A fresh hit, fetched by the loop itself: no thread hand-off.
         if cache_settings()["LOOP_SOCKET"]:
+            started = time.perf_counter()
             hit = await _loop_hit(loop, engine, args, kwargs)
             if hit is not None:
+                engine._record("hit")
+                engine._record("lookup", time.perf_counter() - started)
                 return hit
         # Anything else through the engine, one thread per key and loop:
         # the other callers await it.
@@ -307,7 +323,7 @@ class AsyncCachedWrapper(Generic[P, T]):
         async def compute() -> tuple[Any, dict]:
             started = _engine.now()  # the engine times it, for early refresh
             try:
-                value, decision = await self._produce(args, kwargs)
+                value, decision = await self._produce_counted(args, kwargs)
             except Exception:
                 kept = engine._fallback(key)  # stale-if-error
                 if kept is None:
@@ -317,7 +333,10 @@ class AsyncCachedWrapper(Generic[P, T]):
                     self.__qualname__,
                     exc_info=True,
                 )
+                engine._record("stale")
+                engine._record("stale_if_error")
                 return kept
+            engine._record("miss")
             return value, engine._store(key, value, decision, started)
 
         loop = asyncio.get_running_loop()
@@ -325,6 +344,7 @@ class AsyncCachedWrapper(Generic[P, T]):
 
     def _spawn_refresh(self, key: bytes, args: tuple, kwargs: dict) -> None:
         """A stale memory hit whose refresh this call claimed: one task on the loop."""
+        self._engine._record("background_refreshes")
         task = asyncio.get_running_loop().create_task(
             self._refresh_in_background(key, args, kwargs)
         )
@@ -350,13 +370,15 @@ class AsyncCachedWrapper(Generic[P, T]):
                     f"{self.__qualname__}() called itself with the same arguments while "
                     "computing them; the inner call would wait on the outer one forever"
                 )
+            self._engine._record("single_flight_waits")
             try:
                 value, metadata = await asyncio.shield(future)
             except _Abandoned:
                 continue  # its task was cancelled: lead, or follow the next one
-            if follower_status is None or metadata["cache_status"] is CacheStatus.STALE:
-                return value, metadata
-            return value, {**metadata, "cache_status": follower_status}
+            if follower_status is not None and metadata["cache_status"] is not CacheStatus.STALE:
+                metadata = {**metadata, "cache_status": follower_status}
+            self._engine._record(metadata["cache_status"].lower())
+            return value, metadata
         future = loop.create_future()
         flights[key] = (future, current)
         try:
@@ -379,7 +401,7 @@ class AsyncCachedWrapper(Generic[P, T]):
     async def _refresh_in_background(self, key: bytes, args: tuple, kwargs: dict) -> None:
         try:
             started = _engine.now()
-            value, decision = await self._produce(args, kwargs)
+            value, decision = await self._produce_counted(args, kwargs)
             self._engine._store(key, value, decision, started)
         except asyncio.CancelledError:
             # The loop is going away: give the claim back for the next one.
@@ -400,8 +422,9 @@ class AsyncCachedWrapper(Generic[P, T]):
             return await self._in_thread(engine._serve, produce, args, kwargs, True)
         key = engine._call_key(args, kwargs)
         started = _engine.now()
-        value, decision = await self._produce(args, kwargs)
+        value, decision = await self._produce_counted(args, kwargs)
         metadata = engine._store(key, value, decision, started)
+        engine._record("refresh")
         return value, {**metadata, "cache_status": CacheStatus.REFRESH}
 
     async def _maybe_thread(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -444,12 +467,28 @@ class AsyncCachedWrapper(Generic[P, T]):
         return await self._refresh(args, kwargs)
 
     async def abypass_cache(self, *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self.func(*args, **kwargs)
+        started = time.perf_counter()
+        try:
+            value = await self.func(*args, **kwargs)
+        except Exception:
+            self._engine._record("errors")
+            raise
+        finally:
+            self._engine._record("compute", time.perf_counter() - started)
+        self._engine._record("bypass")
+        return value
 
     async def abypass_cache_with_metadata(
         self, *args: P.args, **kwargs: P.kwargs
     ) -> tuple[T, dict]:
-        return await self.func(*args, **kwargs), {"cache_status": CacheStatus.BYPASS}
+        return await self.abypass_cache(*args, **kwargs), {"cache_status": CacheStatus.BYPASS}
+
+    def stats(self) -> dict[str, Any]:
+        """This function's statistics (see :mod:`restflow.caching.statistics`)."""
+        return self._engine.stats()
+
+    def reset_stats(self) -> None:
+        self._engine.reset_stats()
 
     async def aget_cache_only(self, *args: Any, **kwargs: Any) -> Any:
         return await self._maybe_thread(self._engine.get_cache_only, *args, **kwargs)

@@ -27,6 +27,7 @@ from restflow.caching.key_constructor import (
 )
 from restflow.caching.key_fields import _RECEIVERS
 from restflow.caching.settings import seconds, validate_backend
+from restflow.caching.statistics import track
 
 if TYPE_CHECKING:
     from restflow.caching.asynchronous import AsyncCachedWrapper
@@ -301,6 +302,7 @@ def cache_result(
         wrapper.key_constructor = constructor
         wrapper.get_key_version = constructor.get_version  # drf-restflow's name for Meta.version
         register(wrapper, constructor)
+        track(wrapper)
         if is_async:
             from restflow.caching.asynchronous import AsyncCachedWrapper
 

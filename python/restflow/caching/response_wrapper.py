@@ -280,6 +280,13 @@ class CachedResponseWrapper:
     def invalidate_all(self) -> None:
         return self.cached_render.invalidate_all()
 
+    def stats(self) -> dict[str, Any]:
+        """This view's statistics (see :mod:`restflow.caching.statistics`)."""
+        return self.cached_render.stats()
+
+    def reset_stats(self) -> None:
+        self.cached_render.reset_stats()
+
     # -- the one path every response call takes --------------------------------
 
     def _view(self, args: tuple[Any, ...]) -> Any:

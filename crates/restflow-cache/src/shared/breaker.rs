@@ -83,18 +83,22 @@ impl Breaker {
     }
 
     /// The store could not be reached: count it, and open the breaker at
-    /// the threshold (or again, after a failed probe).
-    pub fn failed(&self) {
+    /// the threshold (or again, after a failed probe). Returns whether
+    /// this failure opened a closed breaker (a trip, for the statistics).
+    pub fn failed(&self) -> bool {
         self.failed_at(Instant::now())
     }
 
     /// [`Breaker::failed`] at a given instant.
-    pub fn failed_at(&self, at: Instant) {
+    pub fn failed_at(&self, at: Instant) -> bool {
         let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
-        if failures >= self.threshold || self.open_until.load(Ordering::Acquire) != 0 {
+        let was_open = self.open_until.load(Ordering::Acquire) != 0;
+        if failures >= self.threshold || was_open {
             let until = self.offset(at) + self.cooldown.as_nanos() as i64;
             self.open_until.store(until.max(1), Ordering::Release);
+            return !was_open;
         }
+        false
     }
 
     /// Whether the breaker is open now.
@@ -114,17 +118,23 @@ mod tests {
         let start = breaker.origin;
         let at = |ms: u64| start + Duration::from_millis(ms);
         assert!(breaker.allow_at(at(0)));
-        breaker.failed_at(at(0));
+        assert!(!breaker.failed_at(at(0)), "below the threshold: no trip");
         assert!(
             breaker.allow_at(at(1)),
             "one failure is below the threshold"
         );
-        breaker.failed_at(at(1));
+        assert!(
+            breaker.failed_at(at(1)),
+            "the failure that opens it trips it"
+        );
         assert!(!breaker.allow_at(at(2)));
         assert!(!breaker.allow_at(at(1000)), "still cooling down");
         assert!(breaker.allow_at(at(1002)), "one probe after the cooldown");
         assert!(!breaker.allow_at(at(1003)), "only one probe at a time");
-        breaker.failed_at(at(1003));
+        assert!(
+            !breaker.failed_at(at(1003)),
+            "a failed probe is not a new trip"
+        );
         assert!(!breaker.allow_at(at(1500)), "a failed probe opens it again");
         assert!(breaker.allow_at(at(2004)));
         assert!(

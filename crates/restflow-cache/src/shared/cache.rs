@@ -40,6 +40,7 @@ use crate::early::Dice;
 use crate::engine::Status;
 use crate::entry::{Freshness, Lifetime, Stamps};
 use crate::flight::{Join, Outcome, SingleFlight};
+use crate::stats::{Counter, Stats};
 use crate::timestamp::Span;
 
 /// How a shared cache waits and fails.
@@ -127,6 +128,10 @@ pub struct SharedStats {
     pub rejected: AtomicU64,
     /// Store calls that failed.
     pub failures: AtomicU64,
+    /// The store's statistics: [`Counter::StoreError`],
+    /// [`Counter::BreakerTrip`], [`Counter::LockWait`], and the latency of
+    /// the first fetch of every lookup (one round trip).
+    pub store: Stats,
 }
 
 /// What a leader hands the callers of its key in this process that waited
@@ -210,8 +215,11 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             Err(StoreError::Interrupted) => {}
             Err(error) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                self.stats.store.add(Counter::StoreError);
                 if error.is_connection_failure() {
-                    self.breaker.failed();
+                    if self.breaker.failed() {
+                        self.stats.store.add(Counter::BreakerTrip);
+                    }
                 } else {
                     // It answered: reachable, whatever this operation's fate.
                     self.breaker.succeeded();
@@ -304,7 +312,12 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         let mut compute = Some(compute);
         let mut waited = false;
         loop {
-            let fetched = match self.call(|s| s.fetch(keys)) {
+            let started = Instant::now();
+            let fetched = self.call(|s| s.fetch(keys));
+            if fetched.is_ok() {
+                self.stats.store.observe_lookup(started.elapsed());
+            }
+            let fetched = match fetched {
                 Ok(fetched) => fetched,
                 Err(error) => return self.bypass(error, compute.take().expect("computed once")),
             };
@@ -421,6 +434,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         let deadline = Instant::now() + self.options.wait_timeout;
         let mut generations = fetched.generations;
         let mut backoff = Duration::from_millis(2);
+        let mut waiting = false;
         loop {
             let locked =
                 match self.call(|s| s.try_lock(&keys.lock, &token, self.options.lock_timeout)) {
@@ -431,6 +445,10 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                 return self.compute_locked(keys, &token, generations, fallback, keep, compute);
             }
             // Another process computes: wait for its entry, or its lock to go.
+            if !waiting {
+                waiting = true; // counted once per wait, not per poll
+                self.stats.store.add(Counter::LockWait);
+            }
             if Instant::now() >= deadline {
                 // It is taking too long: compute here, without storing over it.
                 let produced = compute().map_err(SharedError::Compute)?;

@@ -434,4 +434,24 @@ impl SharedStore for RedisStore {
     fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
         self.with(|c| self.unlock.key(key).arg(token).invoke::<()>(c))
     }
+
+    /// `INFO`'s server and memory facts a health check reports: the
+    /// version, and the eviction policy (which decides whether generation
+    /// counters can be evicted; see the README's eviction advice).
+    fn server_info(&self) -> Result<Vec<(String, String)>, StoreError> {
+        const WANTED: [&str; 5] = [
+            "redis_version",
+            "valkey_version",
+            "server_name",
+            "maxmemory",
+            "maxmemory_policy",
+        ];
+        let text: String = self.with(|c| redis::cmd("INFO").query(c))?;
+        Ok(text
+            .lines()
+            .filter_map(|line| line.trim_end().split_once(':'))
+            .filter(|(name, _)| WANTED.contains(name))
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect())
+    }
 }

@@ -125,6 +125,11 @@ pub trait SharedStore: Send + Sync {
     fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError>;
     /// Releases the lock `key` if `token` still holds it (atomically).
     fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError>;
+    /// Facts about the server for a health check (`redis_version`,
+    /// `maxmemory_policy`, …), read in one round trip; none by default.
+    fn server_info(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Epochs are below 10^19: nineteen decimal digits at most, so every
@@ -194,6 +199,9 @@ macro_rules! forward_shared_store {
             }
             fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
                 (**self).unlock(key, token)
+            }
+            fn server_info(&self) -> Result<Vec<(String, String)>, StoreError> {
+                (**self).server_info()
             }
         }
     )+};

@@ -1,0 +1,84 @@
+//! Statistics as Python sees them: plain dicts, read by
+//! `restflow.caching.statistics` (which adds ratios and percentiles) and by the
+//! Prometheus exporter. The counters themselves live in the engine
+//! ([`restflow_cache::stats`]).
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use restflow_cache::stats::{bucket_bound_secs, HistogramSnapshot, Snapshot, BUCKETS};
+use restflow_cache::{Counter, Stats};
+
+/// `{"buckets": [per-bucket counts, +Inf last], "sum": seconds}`.
+fn histogram<'py>(py: Python<'py>, h: &HistogramSnapshot) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("buckets", h.buckets.to_vec())?;
+    dict.set_item("sum", h.sum_nanos as f64 / 1e9)?;
+    Ok(dict)
+}
+
+/// Every counter by name, and the `compute` and `lookup` histograms.
+pub(crate) fn to_dict<'py>(py: Python<'py>, snapshot: &Snapshot) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for counter in Counter::ALL {
+        dict.set_item(counter.as_str(), snapshot.get(counter))?;
+    }
+    dict.set_item("compute", histogram(py, &snapshot.compute)?)?;
+    dict.set_item("lookup", histogram(py, &snapshot.lookup)?)?;
+    Ok(dict)
+}
+
+/// [`to_dict`] of `stats`: since the last reset, or since the start
+/// (`totals`, for exporters that keep monotonic counters).
+pub(crate) fn read<'py>(
+    py: Python<'py>,
+    stats: &Stats,
+    totals: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let snapshot = if totals {
+        stats.totals()
+    } else {
+        stats.snapshot()
+    };
+    to_dict(py, &snapshot)
+}
+
+/// Counts an event a Python layer served itself (the async layer's own
+/// single-flight, a hit the event loop fetched): `event` names a counter
+/// (`hit`, `single_flight_waits`, …), or is `"compute"` (counted, and
+/// timed) or `"lookup"` (timed only) with its `seconds`.
+pub(crate) fn record(stats: &Stats, event: &str, seconds: Option<f64>) -> PyResult<()> {
+    if event == "compute" || event == "lookup" {
+        let seconds = seconds
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "a {event:?} event needs its duration: seconds >= 0"
+                ))
+            })?;
+        let duration = std::time::Duration::from_secs_f64(seconds);
+        if event == "lookup" {
+            stats.observe_lookup(duration);
+        } else {
+            stats.add(Counter::Computation);
+            stats.observe_compute(duration);
+        }
+        return Ok(());
+    }
+    let counter = Counter::from_name(event).ok_or_else(|| {
+        let names: Vec<_> = Counter::ALL.iter().map(|c| c.as_str()).collect();
+        PyValueError::new_err(format!(
+            "unknown statistics event {event:?}; expected \"compute\" or one of {}",
+            names.join(", ")
+        ))
+    })?;
+    stats.add(counter);
+    Ok(())
+}
+
+/// The histograms' finite bucket bounds, in seconds (Prometheus `le`);
+/// a last bucket, +Inf, follows them.
+#[pyfunction]
+pub(crate) fn stats_bucket_bounds() -> Vec<f64> {
+    (0..BUCKETS).map(bucket_bound_secs).collect()
+}

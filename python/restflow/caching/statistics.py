@@ -1,0 +1,204 @@
+"""What the cache did: counts, hit ratio and latencies, per function and per backend.
+
+The engine counts (one relaxed atomic increment per event, kept in Rust);
+this module reads those counts and adds what is arithmetic: the number of
+calls, the hit ratio, and percentiles from the latency histograms.
+
+::
+
+    from restflow.caching import stats, reset_stats
+
+    stats()["functions"]["myapp.payloads.get_user_payload"]["hit_ratio"]
+    get_user_payload.stats()        # the same dict, for one function
+    reset_stats()                   # every function and backend starts over
+
+Latencies: ``compute`` is how long the function ran (every computation:
+misses, refreshes, background refreshes, bypasses). ``lookup`` is how long
+a shared-store lookup took (Redis, Django caches): a memory hit is counted
+but never timed, since reading a clock would cost more than the hit.
+Percentiles are the upper bound of the histogram bucket they fall in
+(buckets double from 1 µs to ~33 s), so ``p99 = 0.000512`` reads "at most
+512 µs".
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from restflow import _engine
+
+#: The statuses a call ends with, as counted.
+STATUSES = ("hit", "miss", "stale", "bypass", "refresh")
+
+#: Counters a store keeps for itself (not per function).
+STORE_COUNTERS = ("store_errors", "breaker_trips", "lock_waits")
+
+#: The histograms' finite bucket bounds in seconds; a +Inf bucket follows.
+BUCKET_BOUNDS: tuple[float, ...] = tuple(_engine.stats_bucket_bounds())
+
+# Every engine wrapper made by cache_result (the Rust CachedWrapper, also
+# under async and cache_response wrappers); weak, so counting never keeps
+# a function alive.
+_wrappers: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def track(wrapper: Any) -> None:
+    """Lists ``wrapper`` (an engine ``CachedWrapper``) in :func:`stats`."""
+    _wrappers.add(wrapper)
+
+
+def tracked() -> list[Any]:
+    """The live engine wrappers, oldest first by function id."""
+    return sorted(_wrappers, key=lambda w: w.function_id)
+
+
+def backend_label(backend: Any) -> str:
+    """``"memory"``, or a shared backend's URL without its credentials
+    (labels end up in dashboards and logs)."""
+    if backend is None:
+        return "memory"
+    url = backend.url
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def _backend_of(wrapper: Any) -> Any:
+    """The shared backend a wrapper's calls use, or ``None`` for memory
+    (also when the backend cannot be built: ``check`` reports that)."""
+    try:
+        return wrapper._backend()
+    except Exception:
+        return None
+
+
+def histogram(raw: dict[str, Any]) -> dict[str, Any]:
+    """A raw histogram (per-bucket counts, sum) as count, sum, p50, p99 and
+    cumulative ``(le, count)`` buckets."""
+    counts = raw["buckets"]
+    total = sum(counts)
+    cumulative, seen = [], 0
+    for bound, n in zip((*BUCKET_BOUNDS, float("inf")), counts, strict=True):
+        seen += n
+        cumulative.append((bound, seen))
+    return {
+        "count": total,
+        "sum": raw["sum"],
+        "p50": quantile(cumulative, total, 0.50),
+        "p99": quantile(cumulative, total, 0.99),
+        "buckets": cumulative,
+    }
+
+
+def quantile(cumulative: list[tuple[float, int]], total: int, q: float) -> float | None:
+    """The upper bound of the bucket holding quantile ``q`` of ``total``
+    observations, from cumulative ``(le, count)`` buckets; ``None`` when empty."""
+    if total == 0:
+        return None
+    rank = max(1, -int(-q * total // 1))  # ceil(q * total), at least 1
+    for bound, seen in cumulative:
+        if seen >= rank:
+            return bound
+    return float("inf")
+
+
+def _described(raw: dict[str, Any], store: bool = False) -> dict[str, Any]:
+    """Raw engine counts with ``calls``, ``hit_ratio`` and the histograms
+    summarised. The hit ratio is the share of calls served from the cache
+    (HIT or STALE); ``None`` before any call. The store's own counters are
+    kept only for a backend (``store``): a function's are always 0."""
+    left_out = ("compute", "lookup") if store else ("compute", "lookup", *STORE_COUNTERS)
+    out = {k: v for k, v in raw.items() if k not in left_out}
+    calls = sum(raw[s] for s in STATUSES)
+    out["calls"] = calls
+    out["hit_ratio"] = (raw["hit"] + raw["stale"]) / calls if calls else None
+    out["compute"] = histogram(raw["compute"])
+    out["lookup"] = histogram(raw["lookup"])
+    return out
+
+
+def _add(into: dict[str, Any], raw: dict[str, Any]) -> None:
+    for name, value in raw.items():
+        if isinstance(value, dict):
+            target = into.setdefault(name, {"buckets": [0] * len(value["buckets"]), "sum": 0.0})
+            target["buckets"] = [
+                a + b for a, b in zip(target["buckets"], value["buckets"], strict=True)
+            ]
+            target["sum"] += value["sum"]
+        else:
+            into[name] = into.get(name, 0) + value
+
+
+def function_stats(wrapper: Any) -> dict[str, Any]:
+    """One function's statistics (what ``wrapper.stats()`` returns)."""
+    described = _described(wrapper._stats())
+    described["backend"] = backend_label(_backend_of(wrapper))
+    return described
+
+
+def _collected(totals: bool) -> tuple[dict[str, tuple[str, dict]], dict[str, tuple[Any, dict]]]:
+    """One pass over the live wrappers: ``{function_id: (backend label, raw
+    counts)}`` (wrappers sharing a function id, a function defined again,
+    added together) and ``{backend label: (backend or None, raw counts of
+    its functions)}``."""
+    functions: dict[str, tuple[str, dict[str, Any]]] = {}
+    backends: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for wrapper in tracked():
+        backend = _backend_of(wrapper)
+        label = backend_label(backend)
+        raw = wrapper._stats(totals)
+        _add(functions.setdefault(wrapper.function_id, (label, {}))[1], raw)
+        _add(backends.setdefault(label, (backend, {}))[1], raw)
+    return functions, backends
+
+
+def raw_by_function(totals: bool = False) -> dict[str, tuple[str, dict[str, Any]]]:
+    """``{function_id: (backend label, raw counts)}`` (see :func:`_collected`)."""
+    return _collected(totals)[0]
+
+
+def backends_in_use() -> dict[str, Any]:
+    """``{label: shared backend or None}`` for every backend a live function uses."""
+    return {label: backend for label, (backend, _) in _collected(False)[1].items()}
+
+
+def stats() -> dict[str, Any]:
+    """Every cached function's statistics since the last :func:`reset_stats`,
+    and per-backend totals::
+
+        {"functions": {function_id: {...}}, "backends": {label: {...}}}
+
+    A backend's entry adds up its functions' counts, plus what the store
+    counts itself (``store_errors``, ``breaker_trips``, ``lock_waits``, and
+    the ``lookup`` histogram of its fetch round trips).
+    """
+    collected, by_backend = _collected(False)
+    functions = {
+        function_id: {**_described(raw), "backend": label}
+        for function_id, (label, raw) in collected.items()
+    }
+    backends = {}
+    for label, (backend, raw) in by_backend.items():
+        if backend is not None:
+            own = backend.stats()
+            for name in STORE_COUNTERS:
+                raw[name] += own[name]
+            raw["lookup"] = own["lookup"]  # the store's own round trips
+        backends[label] = _described(raw, store=True)
+    return {"functions": functions, "backends": backends}
+
+
+def reset_stats() -> None:
+    """Starts every function's and backend's statistics over. Prometheus
+    counters are not reset (they read the engine's running totals)."""
+    for wrapper in tracked():
+        wrapper.reset_stats()
+    for backend in backends_in_use().values():
+        if backend is not None:
+            backend.reset_stats()

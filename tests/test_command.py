@@ -1,0 +1,124 @@
+"""``manage.py restflow_cache`` (issue 15, item 3) on the memory store and a
+Django cache; Redis (and its `check`): tests/redis/test_command_redis.py."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import override_settings
+
+from restflow.caching import cache_result
+from restflow.caching.testing import frozen_clock
+
+
+@cache_result(ttl=60)
+def greeting(name, punctuation="!"):
+    return f"hello {name}{punctuation}"
+
+
+def run(*args, **kwargs) -> str:
+    out = StringIO()
+    call_command("restflow_cache", *args, stdout=out, **kwargs)
+    return out.getvalue()
+
+
+def test_stats_table(observed_backend, monkeypatch):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    greeting("ann")
+    greeting("ann")
+    greeting("ann")
+    greeting("bob")
+    lines = run("stats").splitlines()
+    assert lines[0].startswith("Statistics of this process")
+    assert lines[1].split() == [
+        "function",
+        "backend",
+        "calls",
+        "hit",
+        "ratio",
+        "compute",
+        "p50",
+        "compute",
+        "p99",
+        "lookup",
+        "p50",
+        "lookup",
+        "p99",
+    ]
+    row = next(line for line in lines if line.startswith("tests.test_command.greeting "))
+    cells = row.split()
+    assert cells[1:4] == [observed_backend, "4", "50.0%"]
+    # Two computations: their percentiles are bucket bounds; lookups are
+    # timed on shared stores only.
+    assert cells[4].endswith(("us", "ms")) and cells[5].endswith(("us", "ms"))
+    if observed_backend == "memory":
+        assert cells[6:8] == ["-", "-"]
+    else:
+        assert cells[6].endswith(("us", "ms"))
+
+
+def test_inspect(observed_backend):
+    with frozen_clock() as clock:
+        missing = run("inspect", "tests.test_command.greeting", "'cy'", "punctuation='?'")
+        assert dict(line.split(None, 1) for line in missing.splitlines())["status"] == (
+            "MISSING (no usable entry)"
+        )
+        greeting("cy", punctuation="?")
+        cached_at = clock.now().isoformat()
+        out = run("inspect", "tests.test_command.greeting", "cy", "punctuation='?'")
+    fields = dict(line.split(None, 1) for line in out.splitlines())
+    assert fields["function"] == "tests.test_command.greeting"
+    assert fields["key"] == greeting.get_cache_key("cy", punctuation="?")
+    assert fields["status"] == "HIT"
+    assert fields["cached_at"] == cached_at
+    assert fields["reset_at"] > cached_at
+    assert fields["size"].endswith("bytes (pickled)")
+    assert fields["backend"] == observed_backend
+
+
+def test_inspect_and_wipe_say_what_is_wrong():
+    with pytest.raises(CommandError, match=r"cannot find tests\.nowhere\.f: give its dotted path"):
+        run("inspect", "tests.nowhere.f")
+    with pytest.raises(CommandError, match="is not a cached function"):
+        run("inspect", "tests.test_command.run")
+    with pytest.raises(CommandError, match="one of the two"):
+        run("wipe")
+    with pytest.raises(CommandError, match="one of the two"):
+        run("wipe", "tests.test_command.greeting", "--all")
+
+
+def test_wipe_one_function_and_all(observed_backend):
+    @cache_result(ttl=60)
+    def other(x):
+        return x
+
+    greeting("ann")
+    other(1)
+    out = run("wipe", "tests.test_command.greeting")
+    assert "wiped tests.test_command.greeting" in out
+    assert greeting.get_cached_metadata("ann") is None
+    assert other.get_cached_metadata(1) is not None
+    out = run("wipe", "--all")
+    assert other.get_cached_metadata(1) is None
+    assert ("note: the memory store lives in each process" in out) == (observed_backend == "memory")
+
+
+def test_check_memory_and_django(observed_backend):
+    out = run("check")
+    if observed_backend == "memory":
+        assert out.startswith("memory: ok (in this process:")
+    else:
+        assert "django:locmem: ok (latency " in out
+
+
+def test_check_fails_on_a_backend_that_cannot_be_built():
+    settings = {"CACHE_SETTINGS": {"BACKEND": "django:nowhere"}}
+    out = StringIO()
+    with override_settings(RESTFLOW_SETTINGS=settings), pytest.raises(CommandError) as failure:
+        call_command("restflow_cache", "check", stdout=out)
+    assert str(failure.value).startswith("unreachable: BACKEND setting, ")
+    assert out.getvalue().startswith(
+        "BACKEND setting: NO BACKEND (The cache backend 'django:nowhere' names no alias in CACHES"
+    )

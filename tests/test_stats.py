@@ -1,0 +1,223 @@
+"""Statistics per function and per backend (issue 15, item 1), on the memory
+store and on a Django cache; Redis: tests/redis/test_stats_redis.py."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+import restflow.caching
+from restflow.caching import CacheStatus, cache_result, reset_stats, stats
+from restflow.caching.testing import frozen_clock, wait_for_refreshes
+
+calls: list = []
+
+
+@cache_result(ttl=10, stale_while_revalidate=5)
+def square(x):
+    calls.append(x)
+    return x * x
+
+
+def counts(wrapper, *names):
+    got = wrapper.stats()
+    return {name: got[name] for name in names}
+
+
+def test_the_package_exports_the_functions_not_the_module():
+    assert callable(restflow.caching.stats)
+    assert restflow.caching.stats is stats
+    assert restflow.caching.reset_stats is reset_stats
+
+
+def test_every_status_is_counted(observed_backend):
+    with frozen_clock() as clock:
+        square(2)  # MISS
+        square(2)  # HIT (vectorcall path)
+        assert square.get_with_metadata(2)[1]["cache_status"] is CacheStatus.HIT
+        clock.advance(11)
+        assert square.get_with_metadata(2)[1]["cache_status"] is CacheStatus.STALE
+        wait_for_refreshes()
+        square.refresh(2)
+        square.bypass_cache(2)
+    got = square.stats()
+    assert {k: got[k] for k in ("hit", "miss", "stale", "refresh", "bypass", "calls")} == {
+        "hit": 2,
+        "miss": 1,
+        "stale": 1,
+        "refresh": 1,
+        "bypass": 1,
+        "calls": 6,
+    }
+    # miss + background refresh + refresh + bypass
+    assert got["computations"] == 4
+    assert got["background_refreshes"] == 1
+    assert got["compute"]["count"] == 4
+    assert got["hit_ratio"] == 3 / 6
+    assert got["errors"] == 0
+    assert got["backend"] == observed_backend
+    if observed_backend == "memory":
+        # A memory hit is counted, never timed (a clock read costs more).
+        assert got["lookup"]["count"] == 0
+    else:
+        assert got["lookup"]["count"] == 3  # two hits and the stale read
+
+
+def test_errors_and_stale_if_error(observed_backend):
+    failing = []
+
+    @cache_result(ttl=10, stale_while_revalidate=0, stale_if_error=60)
+    def flaky(x):
+        if failing:
+            raise ValueError("down")
+        return x
+
+    with frozen_clock() as clock:
+        assert flaky(1) == 1
+        clock.advance(11)
+        failing.append(True)
+        value, meta = flaky.get_with_metadata(1)
+        assert (value, meta["cache_status"]) == (1, CacheStatus.STALE)
+        with pytest.raises(ValueError):
+            flaky(2)  # nothing kept for this one
+        with pytest.raises(ValueError):
+            flaky.bypass_cache(1)
+    got = counts(
+        flaky, "miss", "stale", "stale_if_error", "bypass", "errors", "computations", "calls"
+    )
+    assert got == {
+        "miss": 1,
+        "stale": 1,
+        "stale_if_error": 1,
+        "bypass": 0,  # a call that raised served nothing
+        "errors": 3,
+        "computations": 4,
+        "calls": 2,
+    }
+
+
+def test_a_caller_that_waits_on_another_is_counted_once(observed_backend):
+    release = threading.Event()
+
+    @cache_result(ttl=10)
+    def slow(x):
+        assert release.wait(30)
+        return x
+
+    leader = threading.Thread(target=slow, args=(1,))
+    leader.start()
+    follower_status = []
+    follower = threading.Thread(
+        target=lambda: follower_status.append(slow.get_with_metadata(1)[1]["cache_status"])
+    )
+    # Whichever thread joins first computes; the other waits on it.
+    follower.start()
+    deadline = time.monotonic() + 30
+    while slow.stats()["single_flight_waits"] == 0:  # the condition under test
+        assert time.monotonic() < deadline, "the follower never waited"
+        time.sleep(0.001)
+    release.set()
+    leader.join(30)
+    follower.join(30)
+    assert follower_status == [CacheStatus.MISS]
+    assert counts(slow, "miss", "single_flight_waits", "computations") == {
+        "miss": 2,
+        "single_flight_waits": 1,
+        "computations": 1,
+    }
+
+
+def test_reset_and_the_module_level_view(observed_backend):
+    @cache_result(ttl=10)
+    def other(x):
+        return x
+
+    square(3)
+    square(3)
+    other(1)
+    everything = stats()
+    assert everything["functions"][square.function_id]["hit"] == 1
+    assert everything["functions"][other.function_id]["miss"] == 1
+    totals = everything["backends"][observed_backend]
+    assert (totals["hit"], totals["miss"]) == (1, 2)
+    assert totals["compute"]["count"] == 2
+    reset_stats()
+    assert square.stats()["calls"] == 0
+    assert stats()["backends"][observed_backend]["calls"] == 0
+    square(3)
+    assert square.stats()["hit"] == 1
+    other(2)
+    square.reset_stats()
+    assert square.stats()["hit"] == 0
+    assert other.stats()["miss"] == 1, "one wrapper's reset leaves the others"
+
+
+def test_percentiles_are_bucket_bounds():
+    from restflow.caching.statistics import histogram
+
+    buckets = [0] * 27
+    buckets[5] = 98  # <= 32 us
+    buckets[12] = 2  # <= 4.096 ms
+    summary = histogram({"buckets": buckets, "sum": 0.01})
+    assert (summary["count"], summary["p50"], summary["p99"]) == (100, 0.000032, 0.004096)
+    assert summary["buckets"][-1] == (float("inf"), 100)
+    assert histogram({"buckets": [0] * 27, "sum": 0.0})["p50"] is None
+
+
+def test_a_bad_event_name_says_what_to_use():
+    with pytest.raises(ValueError, match=r'unknown statistics event "hits".*hit, miss'):
+        square._record("hits")
+    with pytest.raises(ValueError, match="needs its duration"):
+        square._record("compute")
+
+
+def test_async_functions_are_counted():
+    @cache_result(ttl=10, stale_while_revalidate=5, stale_if_error=60)
+    async def fetch(x):
+        return x
+
+    async def scenario():
+        with frozen_clock() as clock:
+            await fetch(1)  # MISS
+            await fetch(1)  # HIT
+            clock.advance(11)
+            _, meta = await fetch.aget_with_metadata(1)  # STALE, refreshed in the background
+            assert meta["cache_status"] is CacheStatus.STALE
+            await restflow.caching.asynchronous.wait_for_async_refreshes()
+            await fetch.arefresh(1)
+            await fetch.abypass_cache(1)
+
+    asyncio.run(scenario())
+    got = counts(
+        fetch, "hit", "miss", "stale", "refresh", "bypass", "computations", "background_refreshes"
+    )
+    assert got == {
+        "hit": 1,
+        "miss": 1,
+        "stale": 1,
+        "refresh": 1,
+        "bypass": 1,
+        "computations": 4,
+        "background_refreshes": 1,
+    }
+    assert fetch.stats()["compute"]["count"] == 4
+    assert stats()["functions"][fetch.function_id]["calls"] == 5
+
+
+@pytest.mark.urls("tests.response_views")
+def test_cache_response_views_are_counted():
+    from rest_framework.test import APIClient
+
+    from tests.response_views import ArticleView
+
+    view = ArticleView.get
+    view.reset_stats()
+    client = APIClient()
+    assert client.get("/articles/1/")["X-Cache-status"] == "MISS"
+    assert client.get("/articles/1/")["X-Cache-status"] == "HIT"
+    got = view.stats()
+    assert (got["miss"], got["hit"], got["calls"], got["computations"]) == (1, 1, 2, 1)
+    assert stats()["functions"]["tests.response_views.ArticleView.get"]["calls"] == 2
