@@ -237,6 +237,9 @@ pub(crate) struct Core {
     pub backend: BackendChoice,
     /// `None`: the `STALE_IF_ERROR` setting.
     pub stale_if_error: Option<Span>,
+    /// Whether calls on a shared store use its near cache; `None`: the
+    /// `NEAR_CACHE` setting.
+    pub near_cache: Option<bool>,
     /// Set once `SERIALIZER="json"` refused a value of this function and
     /// said so (see `shared::log_json_refusal`).
     pub json_refusal_logged: std::sync::atomic::AtomicBool,

@@ -501,7 +501,7 @@ impl CachedWrapper {
     #[pyo3(signature = (
         func, *, signature, method, ttl, stale, policy, namespace, function_id,
         owner, version, key_identifier, fields, backend = None, stale_if_error = None,
-        claim = None,
+        claim = None, near_cache = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn create<'py>(
@@ -521,6 +521,7 @@ impl CachedWrapper {
         backend: Option<String>,
         stale_if_error: Option<f64>,
         claim: Option<Bound<'py, PyAny>>,
+        near_cache: Option<bool>,
     ) -> PyResult<Bound<'py, CachedWrapper>> {
         let seconds = |what: &str, secs: f64| {
             Span::from_secs_f64(secs).ok_or_else(|| {
@@ -581,6 +582,7 @@ impl CachedWrapper {
             stale_if_error: stale_if_error
                 .map(|s| seconds("stale_if_error", s))
                 .transpose()?,
+            near_cache,
             json_refusal_logged: Default::default(),
             claim: claim.map(Bound::unbind),
             claimed: PyOnceLock::new(),
@@ -744,7 +746,9 @@ impl CachedWrapper {
         let Some(backend) = self.shared(py)? else {
             return Ok(None);
         };
-        if !backend.get().loop_fetches() {
+        // A call that uses the near cache goes through the engine, which
+        // keeps what it reads there (`_near_hit` serves it next time).
+        if !backend.get().loop_fetches() || backend.get().uses_near(&self.core) {
             return Ok(None);
         }
         let call = self.call(args, kwargs)?;
@@ -754,6 +758,32 @@ impl CachedWrapper {
             pyo3::types::PyBytes::new(py, &command),
             key,
         )))
+    }
+
+    /// A fresh hit from the shared backend's near cache, without a round
+    /// trip: `(value, metadata)`, or `None`.
+    #[pyo3(signature = (args, kwargs=None))]
+    fn _near_hit<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Option<(Py<PyAny>, Bound<'py, PyDict>)>> {
+        RUNTIME.ready(py)?;
+        let Some(backend) = self.shared(py)? else {
+            return Ok(None);
+        };
+        let call = self.call(args, kwargs)?;
+        crate::shared::near_hit(py, &self.core, &backend, &call)?
+            .map(|served| Reply::Shared(served).with_metadata(py))
+            .transpose()
+    }
+
+    /// The shared backend this wrapper's calls use (`None`: the memory
+    /// store), for its counters (`near_stats()`, `failures`).
+    fn _backend(&self, py: Python<'_>) -> PyResult<Option<Py<crate::shared::SharedBackend>>> {
+        RUNTIME.ready(py)?;
+        self.shared(py)
     }
 
     /// Whether this wrapper's calls use the in-process memory store.

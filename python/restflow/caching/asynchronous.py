@@ -280,7 +280,11 @@ class AsyncCachedWrapper:
         """A call on a shared store (Redis, Django caches)."""
         engine = self._engine
         loop = asyncio.get_running_loop()
-        # A fresh hit, fetched by the loop itself: no thread hand-off.
+        # A fresh hit in the near cache, or fetched by the loop itself: no
+        # thread hand-off.
+        hit = engine._near_hit(args, kwargs)
+        if hit is not None:
+            return hit
         hit = await _loop_hit(loop, engine, args, kwargs)
         if hit is not None:
             return hit

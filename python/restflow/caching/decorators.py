@@ -157,6 +157,7 @@ def cache_result(
     stale_while_revalidate: int | float | timedelta | None = None,
     backend: str | None = None,
     stale_if_error: int | float | timedelta | None = None,
+    near_cache: bool | None = None,
 ) -> Callable[[Callable[..., Any]], CachedWrapper]:
     """Caches what a function returns, per distinct call.
 
@@ -181,6 +182,11 @@ def cache_result(
     :param stale_if_error: seconds past the stale window during which the old
         value is served (STALE) when a recompute raises; ``None`` takes the
         ``STALE_IF_ERROR`` setting.
+    :param near_cache: on a Redis backend, whether hits are served from the
+        per-process near cache (kept coherent by Redis; see the README);
+        ``None`` takes the ``NEAR_CACHE`` setting. Turn it off for a
+        function whose callers must see another process's change the
+        moment that process's call returns.
 
     The first five parameters may be given by position, in drf-restflow's
     order (``@cache_result(UserKey, 300)``); a number in the key
@@ -196,6 +202,10 @@ def cache_result(
     fixed_ttl = check_policy(ttl, cache_if, cache_unless)
     stale = seconds(stale_while_revalidate, name="stale_while_revalidate", allow_none=True)
     if_error = seconds(stale_if_error, name="stale_if_error", allow_none=True)
+    if near_cache is not None and not isinstance(near_cache, bool):
+        raise TypeError(
+            f"near_cache must be True, False or None (the NEAR_CACHE setting); got {near_cache!r}"
+        )
     if backend is not None:
         try:
             validate_backend(backend, "backend")
@@ -245,6 +255,7 @@ def cache_result(
             backend=backend,
             stale_if_error=if_error,
             claim=name_claim,
+            near_cache=near_cache,
         )
         functools.update_wrapper(wrapper, func)
         wrapper.key_constructor = constructor

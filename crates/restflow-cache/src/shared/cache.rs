@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::breaker::Breaker;
+use super::near::{NearCache, NearEntry};
 use super::payload::{Decoded, Generations, Rejected, Signer};
 use super::store::{Fetched, KeySet, SharedStore, StoreError};
 use crate::clock::Clock;
@@ -287,17 +288,42 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         keys: &KeySet,
         stale_if_error: Span,
         compute: impl FnOnce() -> Result<Produced<T>, E>,
+        wait: impl FnMut(&crate::flight::Waiter<Handoff, E>) -> Outcome<Handoff, E>,
+    ) -> Result<Answer<T>, SharedError<E>> {
+        self.get_near(keys, true, stale_if_error, compute, wait)
+    }
+
+    /// [`SharedCache::get`], using the store's near cache (if it keeps
+    /// one) only when `near` is true: a fresh entry in it is served as a
+    /// HIT without a round trip, and a fresh entry read from the store is
+    /// kept in it. Anything else (stale, expired, absent) goes to the store.
+    pub fn get_near<T: Clone + Send + Sync + 'static>(
+        &self,
+        keys: &KeySet,
+        near: bool,
+        stale_if_error: Span,
+        compute: impl FnOnce() -> Result<Produced<T>, E>,
         mut wait: impl FnMut(&crate::flight::Waiter<Handoff, E>) -> Outcome<Handoff, E>,
     ) -> Result<Answer<T>, SharedError<E>> {
+        let near = if near { self.store.near() } else { None };
+        if let Some(near) = near {
+            if let Some(answer) = self.near_hit(near, keys) {
+                return Ok(answer);
+            }
+        }
         let mut compute = Some(compute);
         let mut waited = false;
         loop {
+            let ticket = near.and_then(NearCache::ticket);
             let fetched = match self.call(|s| s.fetch(keys)) {
                 Ok(fetched) => fetched,
                 Err(error) => return self.bypass(error, compute.take().expect("computed once")),
             };
             let fallback = match self.examine(&keys.data, &fetched, stale_if_error) {
                 Found::Usable(decoded, Freshness::Fresh) => {
+                    if let (Some(near), Some(ticket)) = (near, ticket) {
+                        near.insert(ticket, keys, NearEntry::from(&decoded));
+                    }
                     let status = if waited { Status::Miss } else { Status::Hit };
                     return Ok(Self::stored(&decoded, status, None));
                 }
@@ -341,6 +367,42 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                     return answer;
                 }
             }
+        }
+    }
+
+    /// A fresh entry of the near cache, served as a HIT; `None` when it
+    /// has none for `keys` or it is no longer fresh (a stale one goes
+    /// through the store, so that one refresh runs across processes).
+    fn near_hit<T>(&self, near: &NearCache, keys: &KeySet) -> Option<Answer<T>> {
+        let served = near.get(keys).and_then(|entry| {
+            let now = self.clock.now_judging(entry.stamps.fresh_until);
+            (entry.stamps.freshness(now) == Freshness::Fresh).then(|| Answer::Stored {
+                status: Status::Hit,
+                flags: entry.flags,
+                value: entry.value.clone(),
+                stamps: entry.stamps,
+                refresh_token: None,
+                generations: entry.generations,
+            })
+        });
+        near.record(served.is_some());
+        served
+    }
+
+    /// A fresh entry of the store's near cache for `keys`, without a round
+    /// trip: `(flags, value, stamps)`, or `None` (then ask
+    /// [`SharedCache::get_near`]). For callers that must not block (an
+    /// event loop).
+    pub fn near_fresh(&self, keys: &KeySet) -> Option<(u8, Vec<u8>, Stamps)> {
+        let near = self.store.near()?;
+        match self.near_hit::<()>(near, keys)? {
+            Answer::Stored {
+                flags,
+                value,
+                stamps,
+                ..
+            } => Some((flags, value, stamps)),
+            _ => None,
         }
     }
 
