@@ -423,16 +423,21 @@ impl SharedStore for RedisStore {
         while let Some(ticket) = near.wait_live(deadline) {
             let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let key = format!("{}{n}", near.sync_marker());
-            self.with(|c| {
+            let written = self.with(|c| {
                 redis::cmd("SET")
                     .arg(&key)
                     .arg(1)
                     .arg("PX")
                     .arg(millis(timeout))
                     .query::<()>(c)
-            })?;
-            if near.wait_synced(ticket, &key, deadline) {
-                return Ok(true);
+            });
+            match written {
+                Ok(()) if near.wait_synced(ticket, &key, deadline) => return Ok(true),
+                Ok(()) => {}
+                // A pooled connection that died with the channel fails
+                // once and is replaced: try again, after a pause.
+                Err(error) if std::time::Instant::now() >= deadline => return Err(error),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }
             if std::time::Instant::now() >= deadline {
                 break;
