@@ -16,6 +16,8 @@
 #
 # Usage: bash benches/saturation.sh      (env: ROUNDS=3 DURATION=10 CONNECTIONS=16 BASELINES=1;
 # BASELINES=0 leaves out the memory and uncached rows)
+# ROWS=near instead compares, with 2 workers, Redis with NEAR_CACHE on and
+# off against the uncached view (the near cache's bar: >= 0.95x uncached).
 # Needs wrk (Debian's package, installed here when missing and running as
 # root) and gunicorn (pip-installed into .venv when missing). Everything it
 # starts (redis-server on a free 127.0.0.1 port, gunicorn) stops at exit.
@@ -70,11 +72,14 @@ sys.exit("saturation.sh: gunicorn did not answer")
 PY
 }
 
-# run ROW WORKERS BACKEND READ_SPIN: one fresh gunicorn, warm-up, one wrk run.
+ROWS=${ROWS:-spin}
+
+# run ROW WORKERS BACKEND READ_SPIN [NEAR_CACHE]: one fresh gunicorn, warm-up,
+# one wrk run.
 run() {
-    local row=$1 workers=$2 backend=$3 spin=$4 port
+    local row=$1 workers=$2 backend=$3 spin=$4 near=${5:-0} port
     port=$(free_port)
-    BENCH_BACKEND=$backend BENCH_READ_SPIN=$spin .venv/bin/gunicorn \
+    BENCH_BACKEND=$backend BENCH_READ_SPIN=$spin BENCH_NEAR_CACHE=$near .venv/bin/gunicorn \
         --workers "$workers" --worker-class sync --bind "127.0.0.1:$port" \
         --pythonpath benches --log-level warning saturation_app:application &
     gunicorn_pid=$!
@@ -91,6 +96,12 @@ run() {
 
 echo "load before: $(uptime)"
 for round in $(seq "$ROUNDS"); do
+    if [ "$ROWS" = near ]; then
+        run "redis near" 2 "$redis_url" 0.0001 1
+        run "uncached" 2 none 0.0001
+        run "redis" 2 "$redis_url" 0.0001
+        continue
+    fi
     for workers in 2 4; do
         if [ $((round % 2)) = 1 ]; then
             run "redis spin" "$workers" "$redis_url" 0.0001

@@ -16,7 +16,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict};
 use restflow_cache::key::{self, KeyWriter};
 use restflow_cache::shared::{
-    Answer, Breaker, Generations, KeySet, Produced, RedisConfig, RedisStore, SharedCache,
+    Answer, Breaker, Generations, KeySet, NearMode, Produced, RedisConfig, RedisStore, SharedCache,
     SharedError, SharedOptions, SharedStore, Signer, StoreError,
 };
 use restflow_cache::{Freshness, Lifetime, Span, Stamps, Status, Timestamp};
@@ -104,6 +104,23 @@ impl SharedBackend {
     /// The near cache, if this process has started it (never starts it).
     fn near_started(&self) -> Option<&restflow_cache::shared::NearCache> {
         self.cache.store().near_if_started()
+    }
+
+    /// A fresh hit from the near cache for `keys`, deserialized; `None`
+    /// when it has none (or it no longer deserializes: the store decides).
+    fn near_served(&self, py: Python<'_>, keys: &KeySet) -> PyResult<Option<SharedServed>> {
+        let Some((flags, bytes, stamps)) = self.cache.near_fresh(keys) else {
+            return Ok(None);
+        };
+        match self.deserialize(py, flags, &bytes) {
+            Ok(value) => Ok(Some(SharedServed {
+                value,
+                status: Status::Hit,
+                stamps: Some(stamps),
+            })),
+            Err(error) if is_interrupt(py, &error) => Err(error),
+            Err(_) => Ok(None),
+        }
     }
 
     /// Whether `core`'s calls use the near cache.
@@ -571,14 +588,22 @@ pub(crate) fn get(
 ) -> PyResult<SharedServed> {
     let handle = backend.get();
     let keys = handle.call_keys(core, call)?;
+    let near = handle.uses_near(core);
+    // A near hit first: no round trip, so no need to release the GIL
+    // (the near cache's lock is never held across a wait) or to own the
+    // call for a computation.
+    if near {
+        if let Some(served) = handle.near_served(py, &keys)? {
+            return Ok(served);
+        }
+    }
     let owned = OwnedCall::new(call);
     let window = core.stale_if_error_window();
-    let near = handle.uses_near(core);
     for _attempt in 0..2 {
         let answer = py.detach(|| {
             handle.cache.get_near(
                 &keys,
-                near,
+                if near { NearMode::Fill } else { NearMode::Off },
                 window,
                 || Python::attach(|py| produce(py, core, handle, &owned)),
                 |waiter| waiter.wait(),
@@ -769,18 +794,7 @@ pub(crate) fn near_hit(
         return Ok(None);
     }
     let keys = handle.call_keys(core, call)?;
-    let Some((flags, bytes, stamps)) = handle.cache.near_fresh(&keys) else {
-        return Ok(None);
-    };
-    match handle.deserialize(py, flags, &bytes) {
-        Ok(value) => Ok(Some(SharedServed {
-            value,
-            status: Status::Hit,
-            stamps: Some(stamps),
-        })),
-        Err(error) if is_interrupt(py, &error) => Err(error),
-        Err(_) => Ok(None),
-    }
+    handle.near_served(py, &keys)
 }
 
 /// The packed lookup of a call, for the event loop to send itself, and

@@ -131,6 +131,19 @@ pub struct SharedStats {
 /// any type), or `None` when they should look in the store again.
 pub type Handoff = Option<Arc<dyn Any + Send + Sync>>;
 
+/// How a lookup uses the store's near cache (see [`SharedCache::get_near`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NearMode {
+    /// Neither served from it nor kept in it.
+    Off,
+    /// Served from it when it holds a fresh entry; a fresh entry read from
+    /// the store is kept in it.
+    Serve,
+    /// Not looked up (the caller just did, with
+    /// [`SharedCache::near_fresh`]); a fresh entry read is kept in it.
+    Fill,
+}
+
 /// A shared store read through the lifecycle.
 pub struct SharedCache<S, E> {
     store: S,
@@ -290,23 +303,26 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         compute: impl FnOnce() -> Result<Produced<T>, E>,
         wait: impl FnMut(&crate::flight::Waiter<Handoff, E>) -> Outcome<Handoff, E>,
     ) -> Result<Answer<T>, SharedError<E>> {
-        self.get_near(keys, true, stale_if_error, compute, wait)
+        self.get_near(keys, NearMode::Serve, stale_if_error, compute, wait)
     }
 
     /// [`SharedCache::get`], using the store's near cache (if it keeps
-    /// one) only when `near` is true: a fresh entry in it is served as a
-    /// HIT without a round trip, and a fresh entry read from the store is
-    /// kept in it. Anything else (stale, expired, absent) goes to the store.
+    /// one) as `mode` says: a fresh entry in it is served as a HIT without
+    /// a round trip, and a fresh entry read from the store is kept in it.
+    /// Anything else (stale, expired, absent) goes to the store.
     pub fn get_near<T: Clone + Send + Sync + 'static>(
         &self,
         keys: &KeySet,
-        near: bool,
+        mode: NearMode,
         stale_if_error: Span,
         compute: impl FnOnce() -> Result<Produced<T>, E>,
         mut wait: impl FnMut(&crate::flight::Waiter<Handoff, E>) -> Outcome<Handoff, E>,
     ) -> Result<Answer<T>, SharedError<E>> {
-        let near = if near { self.store.near() } else { None };
-        if let Some(near) = near {
+        let near = match mode {
+            NearMode::Off => None,
+            NearMode::Serve | NearMode::Fill => self.store.near(),
+        };
+        if let (Some(near), NearMode::Serve) = (near, mode) {
             if let Some(answer) = self.near_hit(near, keys) {
                 return Ok(answer);
             }

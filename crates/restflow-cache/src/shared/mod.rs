@@ -19,7 +19,8 @@ mod tracking;
 
 pub use breaker::Breaker;
 pub use cache::{
-    Answer, Handoff, Peeked, Produced, SharedCache, SharedError, SharedOptions, SharedStats,
+    Answer, Handoff, NearMode, Peeked, Produced, SharedCache, SharedError, SharedOptions,
+    SharedStats,
 };
 pub use near::{NearCache, NearCounts, NearEntry, NearStats, Ticket};
 pub use payload::{Decoded, Generations, Rejected, Signer};
