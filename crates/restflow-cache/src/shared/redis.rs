@@ -242,7 +242,13 @@ impl RedisStore {
     /// none). Only over plain TCP (`redis://`): over TLS or a Unix socket
     /// there is no near cache.
     pub fn with_near_cache(mut self, capacity: usize, prefixes: Vec<String>) -> Self {
-        self.near_setting = Some(NearSetting { capacity, prefixes });
+        let tcp = matches!(
+            self.client.get_connection_info().addr(),
+            ::redis::ConnectionAddr::Tcp(..)
+        );
+        if tcp && cfg!(unix) {
+            self.near_setting = Some(NearSetting { capacity, prefixes });
+        }
         self
     }
 
@@ -462,20 +468,13 @@ impl SharedStore for RedisStore {
             // A channel that cannot start (no thread to be had) leaves the
             // cache down: it then serves and keeps nothing.
             #[cfg(unix)]
-            let tracking = matches!(
-                self.client.get_connection_info().addr(),
-                ::redis::ConnectionAddr::Tcp(..)
+            let tracking = Tracking::start(
+                self.client.get_connection_info().clone(),
+                self.config.connect_timeout.max(self.config.read_timeout),
+                setting.prefixes.clone(),
+                Arc::clone(&cache),
             )
-            .then(|| {
-                Tracking::start(
-                    self.client.get_connection_info().clone(),
-                    self.config.connect_timeout.max(self.config.read_timeout),
-                    setting.prefixes.clone(),
-                    Arc::clone(&cache),
-                )
-                .ok()
-            })
-            .flatten();
+            .ok();
             Near {
                 cache,
                 #[cfg(unix)]
