@@ -1,6 +1,6 @@
 //! The near cache: a bounded, per-process copy (L1) of entries read from a
 //! shared store, kept coherent by the store's invalidation messages (Redis
-//! server-assisted client-side caching, see [`super::tracking`]).
+//! server-assisted client-side caching: the store's invalidation channel).
 //!
 //! An L1 entry is the *verified* entry (signature checked, generations
 //! current when read) together with the epochs of the generation counters
