@@ -45,6 +45,8 @@ def setup(backend: str) -> None:
                 "STALE_WHILE_REVALIDATE": 600,
                 # To reproduce the hang READ_SPIN=0 still shows (README).
                 "READ_SPIN": float(os.environ.get("RESTFLOW_FORK_READ_SPIN", "0.0001")),
+                # The near cache's thread and connection, busy at the forks.
+                "NEAR_CACHE": os.environ.get("RESTFLOW_FORK_NEAR_CACHE") == "1",
             }
         },
     )

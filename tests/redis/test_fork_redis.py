@@ -10,3 +10,10 @@ from tests.test_fork import pytestmark, run_forks  # noqa: F401 - applies the sk
 @pytest.mark.parametrize("mode", ["threads", "queued"])
 def test_children_forked_from_a_busy_redis_cache_work(redis_server, mode):
     run_forks(redis_server.url, mode, 30)
+
+
+def test_children_forked_from_a_busy_redis_cache_with_a_near_cache_work(redis_server, monkeypatch):
+    # Its invalidation thread and the hammering threads' near lookups are
+    # mid-call at the forks; each child must build its own.
+    monkeypatch.setenv("RESTFLOW_FORK_NEAR_CACHE", "1")
+    run_forks(redis_server.url, "threads", 20)
