@@ -446,24 +446,33 @@ fn digest(parts: &[&str]) -> String {
     key::digest(parts.join("\u{0}").as_bytes())
 }
 
+/// The digests that name a function's counters (`identity`) and its key
+/// constructor's (`owner`), made once per function.
+pub(crate) fn counter_digests(identity: &str, owner: &str) -> crate::core::CounterDigests {
+    crate::core::CounterDigests {
+        scope: digest(&[identity]),
+        owner: digest(&[owner]),
+    }
+}
+
 impl SharedBackend {
     /// The counter keys of a function (and of its constructor's version).
     fn scope_key(&self, core: &Core) -> String {
-        format!("{}restflow:gen:{}", self.prefix, digest(&[&core.identity]))
+        format!("{}restflow:gen:{}", self.prefix, core.counter_digests.scope)
     }
 
     fn version_key(&self, core: &Core) -> String {
-        let labels = core.scope.labels();
-        self.version_counter(&labels.owner, labels.version)
+        let version = core.scope.labels().version;
+        self.version_counter_of(&core.counter_digests.owner, version)
     }
 
     /// The counter of one version of the key constructor `owner`.
     fn version_counter(&self, owner: &str, version: u32) -> String {
-        format!(
-            "{}restflow:vgen:{}:{version}",
-            self.prefix,
-            digest(&[owner])
-        )
+        self.version_counter_of(&digest(&[owner]), version)
+    }
+
+    fn version_counter_of(&self, owner_digest: &str, version: u32) -> String {
+        format!("{}restflow:vgen:{owner_digest}:{version}", self.prefix)
     }
 
     fn partition_key(&self, core: &Core, function_id: &str, partition: &str) -> String {

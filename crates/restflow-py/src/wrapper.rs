@@ -554,6 +554,7 @@ impl CachedWrapper {
             format!("{namespace}:v{version}")
         };
         let identity = format!("{namespace_part}::{function_id}");
+        let labels_owner = owner.clone();
         let labels = ScopeLabels { owner, version };
         // A function whose identity other live functions can have keeps its
         // in-process entries to itself (see `Core::claim`).
@@ -573,6 +574,7 @@ impl CachedWrapper {
             shared_identity: key_identifier,
             fields,
             classes: Mutex::new(HashMap::new()),
+            counter_digests: crate::shared::counter_digests(&identity, &labels_owner),
             identity,
             backend: match backend.as_deref() {
                 None => BackendChoice::Default,
