@@ -22,6 +22,8 @@
 #
 # Usage: bash benches/saturation.sh      (env: KIND=sync|async ROUNDS=3 DURATION=10
 # CONNECTIONS=16 BASELINES=1; BASELINES=0 leaves out the memory and uncached rows)
+# ROWS=near instead compares, with 2 workers, Redis with NEAR_CACHE on and
+# off against the uncached view (the near cache's bar: >= 0.95x uncached).
 # Needs wrk (Debian's package, installed here when missing and running as
 # root) and gunicorn (pip-installed into .venv when missing). Everything it
 # starts (redis-server on a free 127.0.0.1 port, gunicorn) stops at exit.
@@ -79,19 +81,21 @@ sys.exit("saturation.sh: the server did not answer")
 PY
 }
 
-# run ROW WORKERS BACKEND SWITCH: one fresh server, warm-up, one wrk run.
-# SWITCH is READ_SPIN (KIND=sync, gunicorn) or LOOP_SOCKET 1/0 (KIND=async,
-# uvicorn).
+ROWS=${ROWS:-spin}
+
+# run ROW WORKERS BACKEND SWITCH [NEAR_CACHE]: one fresh server, warm-up, one
+# wrk run. SWITCH is READ_SPIN (KIND=sync, gunicorn) or LOOP_SOCKET 1/0
+# (KIND=async, uvicorn); NEAR_CACHE 1 turns the near cache on.
 run() {
-    local row=$1 workers=$2 backend=$3 switch=$4 port url
+    local row=$1 workers=$2 backend=$3 switch=$4 near=${5:-0} port url
     port=$(free_port)
     if [ "$KIND" = async ]; then
-        BENCH_BACKEND=$backend BENCH_LOOP_SOCKET=$switch .venv/bin/uvicorn \
+        BENCH_BACKEND=$backend BENCH_LOOP_SOCKET=$switch BENCH_NEAR_CACHE=$near .venv/bin/uvicorn \
             --workers "$workers" --host 127.0.0.1 --port "$port" --app-dir benches \
             --log-level warning --no-access-log saturation_app:asgi_application &
         url="http://127.0.0.1:$port/apayload/"
     else
-        BENCH_BACKEND=$backend BENCH_READ_SPIN=$switch .venv/bin/gunicorn \
+        BENCH_BACKEND=$backend BENCH_READ_SPIN=$switch BENCH_NEAR_CACHE=$near .venv/bin/gunicorn \
             --workers "$workers" --worker-class sync --bind "127.0.0.1:$port" \
             --pythonpath benches --log-level warning saturation_app:application &
         url="http://127.0.0.1:$port/payload/"
@@ -115,6 +119,12 @@ else
 fi
 echo "load before: $(uptime)"
 for round in $(seq "$ROUNDS"); do
+    if [ "$ROWS" = near ]; then
+        run "redis near" 2 "$redis_url" 0.0001 1
+        run "uncached" 2 none 0.0001
+        run "redis" 2 "$redis_url" 0.0001
+        continue
+    fi
     for workers in 2 4; do
         if [ $((round % 2)) = 1 ]; then
             run "$on_row" "$workers" "$redis_url" "$on"

@@ -14,6 +14,7 @@ chosen by the environment, so one app serves every row of the table:
 
 ``GET /apayload/`` is the same payload from an ``async def`` Django view and
 an ``async def`` cached function, served by ``asgi_application`` (uvicorn).
+* ``BENCH_NEAR_CACHE=1``: ``NEAR_CACHE`` on (hits from the near cache).
 
 Configured in this module rather than a settings file so the benchmark stays
 one script and one app.
@@ -24,36 +25,22 @@ from __future__ import annotations
 import os
 
 import django
+from bench_django import bench_settings
 from django.conf import settings
 
 BACKEND = os.environ.get("BENCH_BACKEND", "memory")
 
 settings.configure(
-    SECRET_KEY="restflow-bench-only",
-    DEBUG=False,
-    ALLOWED_HOSTS=["127.0.0.1"],
-    ROOT_URLCONF=__name__,
-    INSTALLED_APPS=[
-        "django.contrib.contenttypes",
-        "django.contrib.auth",
-        "rest_framework",
-        "restflow.caching",
-    ],
-    MIDDLEWARE=[],
-    DATABASES={},
-    REST_FRAMEWORK={
-        "DEFAULT_AUTHENTICATION_CLASSES": [],
-        "DEFAULT_PERMISSION_CLASSES": [],
-        "UNAUTHENTICATED_USER": None,
-        "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    },
-    RESTFLOW_SETTINGS={
-        "CACHE_SETTINGS": {
+    **bench_settings(
+        {
             "BACKEND": "memory" if BACKEND == "none" else BACKEND,
             "READ_SPIN": float(os.environ.get("BENCH_READ_SPIN", "0")),
             "LOOP_SOCKET": os.environ.get("BENCH_LOOP_SOCKET", "1") == "1",
-        }
-    },
+            "NEAR_CACHE": os.environ.get("BENCH_NEAR_CACHE") == "1",
+        },
+        __name__,
+        "127.0.0.1",
+    )
 )
 django.setup()
 

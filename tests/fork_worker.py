@@ -50,6 +50,8 @@ def setup(backend: str) -> None:
                 "CONNECT_TIMEOUT": 5.0,
                 # tests/redis/test_fork_redis.py runs the busy-wait path too.
                 "READ_SPIN": float(os.environ.get("RESTFLOW_FORK_READ_SPIN", "0")),
+                # The near cache's thread and connection, busy at the forks.
+                "NEAR_CACHE": os.environ.get("RESTFLOW_FORK_NEAR_CACHE") == "1",
             }
         },
     )

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use restflow_cache::shared::{
-    fresh_epoch, parse_epoch, Answer, Breaker, Fetched, Generations, KeySet, Produced, SharedCache,
-    SharedError, SharedOptions, SharedStore, Signer, StoreError,
+    fresh_epoch, parse_epoch, Answer, Breaker, Fetched, Generations, KeySet, NearCache, NearMode,
+    Produced, SharedCache, SharedError, SharedOptions, SharedStore, Signer, StoreError,
 };
 use restflow_cache::{Clock, Counter, Lifetime, Span, Status, Timestamp};
 
@@ -24,6 +24,11 @@ struct FakeStore {
     /// store looks at the lock: another process's turn between a caller's
     /// fetch and its claim.
     before_refresh_claim: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// The near cache it keeps coherent, when a test gives it one.
+    near: Option<NearCache>,
+    /// Runs once, in the next fetch, after its answer was read: what
+    /// happens while a read is in flight.
+    during_fetch: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl FakeStore {
@@ -70,11 +75,20 @@ impl SharedStore for FakeStore {
     fn fetch(&self, keys: &KeySet) -> Result<Fetched, StoreError> {
         self.check()?;
         let values = self.values.lock();
-        Ok(Fetched {
+        let fetched = Fetched {
             payload: values.get(&keys.data).cloned(),
             generations: current(&values, keys),
             locked: values.contains_key(&keys.lock),
-        })
+        };
+        drop(values);
+        let hook = self.during_fetch.lock().take();
+        if let Some(hook) = hook {
+            hook();
+        }
+        Ok(fetched)
+    }
+    fn near(&self) -> Option<&NearCache> {
+        self.near.as_ref()
     }
     fn put(&self, key: &str, payload: &[u8], _ttl: Option<Duration>) -> Result<(), StoreError> {
         self.write()?;
@@ -731,4 +745,126 @@ fn an_early_refresh_is_claimed_once_across_processes_and_times_its_computation()
     let (_, value, stamps, _) = other.peek(&keys()).unwrap().unwrap();
     assert_eq!(value, b"v2");
     assert_eq!(stamps.early.unwrap().delta, Span::from_secs(3));
+}
+
+/// A cache whose store keeps a live near cache.
+fn near_cache() -> (
+    Arc<FakeStore>,
+    SharedCache<Arc<FakeStore>, String>,
+    Arc<Clock>,
+) {
+    let near = NearCache::new(100, "sync:".into());
+    near.set_live(true);
+    let store = Arc::new(FakeStore {
+        near: Some(near),
+        ..FakeStore::default()
+    });
+    let clock = Arc::new(Clock::frozen(Timestamp::from_micros(1_800_000_000_000_000)));
+    let cache = another_process(&store, &clock, true);
+    (store, cache, clock)
+}
+
+fn near_of(store: &FakeStore) -> &NearCache {
+    store.near.as_ref().expect("a near cache")
+}
+
+fn calls(store: &FakeStore) -> usize {
+    store.calls.load(Ordering::SeqCst)
+}
+
+#[test]
+fn a_fresh_read_is_kept_near_and_served_without_the_store() {
+    let (store, cache, _clock) = near_cache();
+    assert_eq!(status(&get(&cache, "v1")), Status::Miss);
+    let from_store = get(&cache, "unused");
+    let before = calls(&store);
+    let from_near = get(&cache, "unused");
+    assert_eq!(calls(&store), before, "no round trip");
+    let (
+        Answer::Stored {
+            status,
+            value,
+            stamps,
+            ..
+        },
+        Answer::Stored {
+            stamps: stored_stamps,
+            ..
+        },
+    ) = (&from_near, &from_store)
+    else {
+        panic!("{from_near:?} {from_store:?}")
+    };
+    assert_eq!((*status, value.as_slice()), (Status::Hit, b"v1".as_slice()));
+    assert_eq!(stamps, stored_stamps, "the stored instants");
+    assert_eq!(near_of(&store).counts().hits, 1);
+}
+
+#[test]
+fn a_read_in_flight_while_its_key_changes_is_not_kept_near() {
+    let (store, cache, _clock) = near_cache();
+    get(&cache, "v1");
+    let during = Arc::clone(&store);
+    *store.during_fetch.lock() = Some(Box::new(move || {
+        // Another process replaces the entry after this read was answered,
+        // and its invalidation arrives before the answer is kept.
+        near_of(&during).invalidate([keys().data.as_bytes()]);
+    }));
+    assert_eq!(status(&get(&cache, "unused")), Status::Hit);
+    let before = calls(&store);
+    get(&cache, "unused");
+    assert!(calls(&store) > before, "read from the store again");
+}
+
+#[test]
+fn an_invalidated_counter_retires_near_entries() {
+    let (store, cache, _clock) = near_cache();
+    get(&cache, "v1");
+    get(&cache, "unused");
+    store.values.lock().remove(&keys().scope);
+    near_of(&store).invalidate([keys().scope.as_bytes()]);
+    assert_eq!(status(&get(&cache, "v2")), Status::Miss);
+}
+
+#[test]
+fn a_stale_near_entry_goes_through_the_store_and_claims_the_refresh() {
+    let (store, cache, clock) = near_cache();
+    get(&cache, "v1");
+    get(&cache, "unused");
+    clock.advance(Span::from_secs(10));
+    let before = calls(&store);
+    let answer = get(&cache, "unused");
+    assert!(calls(&store) > before, "asked the store");
+    assert!(
+        matches!(
+            answer,
+            Answer::Stored {
+                status: Status::Stale,
+                refresh_token: Some(_),
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+}
+
+#[test]
+fn near_mode_off_neither_serves_nor_keeps() {
+    let (store, cache, _clock) = near_cache();
+    get(&cache, "v1");
+    for _ in 0..2 {
+        let before = calls(&store);
+        let answer = cache
+            .get_near(
+                &keys(),
+                NearMode::Off,
+                Span::ZERO,
+                || produce("x"),
+                |w| w.wait(),
+            )
+            .unwrap();
+        assert_eq!(status(&answer), Status::Hit);
+        assert!(calls(&store) > before);
+    }
+    assert!(near_of(&store).is_empty());
 }

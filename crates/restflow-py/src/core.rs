@@ -211,6 +211,14 @@ pub(crate) enum Parts {
     },
 }
 
+/// See [`Core::counter_digests`].
+pub struct CounterDigests {
+    /// Of the function's identity.
+    pub scope: String,
+    /// Of the key constructor's owner.
+    pub owner: String,
+}
+
 pub(crate) struct Core {
     pub func: Py<PyAny>,
     /// `(result, args, kwargs) -> (store, ttl_seconds_or_None)`, built by
@@ -233,12 +241,19 @@ pub(crate) struct Core {
     pub classes: Mutex<HashMap<usize, Arc<ClassId>>>,
     /// `<namespace>::<function id>`: what entries are shared under.
     pub identity: String,
+    /// The digests that name this function's and its key constructor's
+    /// generation counters in a shared store (see `shared::SharedBackend`):
+    /// computed once, since every shared call names both counters.
+    pub counter_digests: CounterDigests,
     /// Which store: the `BACKEND` setting, the memory store, or a named one.
     pub backend: BackendChoice,
     /// `None`: the `STALE_IF_ERROR` setting.
     pub stale_if_error: Option<Span>,
     /// `early_refresh=True`: refresh early (XFetch) with this beta.
     pub early: Option<Beta>,
+    /// Whether calls on a shared store use its near cache; `None`: the
+    /// `NEAR_CACHE` setting.
+    pub near_cache: Option<bool>,
     /// Set once `SERIALIZER="json"` refused a value of this function and
     /// said so (see `shared::log_json_refusal`).
     pub json_refusal_logged: std::sync::atomic::AtomicBool,

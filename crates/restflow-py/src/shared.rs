@@ -16,7 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use restflow_cache::key::{self, KeyWriter};
 use restflow_cache::shared::{
-    Answer, Breaker, Generations, KeySet, Produced, RedisConfig, RedisStore, SharedCache,
+    Answer, Breaker, Generations, KeySet, NearMode, Produced, RedisConfig, RedisStore, SharedCache,
     SharedError, SharedOptions, SharedStore, Signer, StoreError,
 };
 use restflow_cache::{Counter, Freshness, Lifetime, Span, Stamps, Status, Timestamp};
@@ -58,6 +58,10 @@ const WARN_INTERVAL_MICROS: i64 = 60_000_000;
 #[pyclass(module = "restflow._engine", name = "SharedBackend", frozen)]
 pub struct SharedBackend {
     pub cache: Arc<PyShared>,
+    /// Whether calls use the near cache unless their decorator says
+    /// otherwise (`NEAR_CACHE`); the store keeps one only when
+    /// `near_cache_size` > 0.
+    near_default: bool,
     prefix: String,
     serializer: u8,
     url: String,
@@ -97,6 +101,33 @@ fn seconds(what: &str, secs: f64) -> PyResult<Duration> {
 }
 
 impl SharedBackend {
+    /// The near cache, if this process has started it (never starts it).
+    fn near_started(&self) -> Option<&restflow_cache::shared::NearCache> {
+        self.cache.store().near_if_started()
+    }
+
+    /// A fresh hit from the near cache for `keys`, deserialized; `None`
+    /// when it has none (or it no longer deserializes: the store decides).
+    fn near_served(&self, py: Python<'_>, keys: &KeySet) -> PyResult<Option<SharedServed>> {
+        let Some((flags, bytes, stamps)) = self.cache.near_fresh(keys) else {
+            return Ok(None);
+        };
+        match self.deserialize(py, flags, &bytes) {
+            Ok(value) => Ok(Some(SharedServed {
+                value,
+                status: Status::Hit,
+                stamps: Some(stamps),
+            })),
+            Err(error) if is_interrupt(py, &error) => Err(error),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Whether `core`'s calls use the near cache.
+    pub(crate) fn uses_near(&self, core: &Core) -> bool {
+        core.near_cache.unwrap_or(self.near_default)
+    }
+
     /// Whether the event loop may fetch for this backend itself (plain
     /// Redis, and the circuit breaker closed).
     pub(crate) fn loop_fetches(&self) -> bool {
@@ -171,6 +202,7 @@ impl SharedBackend {
         url, *, signing_key, key_prefix = String::new(), serializer = "pickle",
         pool_size = 16, connect_timeout = 0.5, read_timeout = 0.1, read_spin = 0.0,
         lock_timeout = 10.0, wait_timeout = None, bypass_on_failure = true,
+        near_cache_size = 0, near_cache_default = false,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -185,6 +217,8 @@ impl SharedBackend {
         lock_timeout: f64,
         wait_timeout: Option<f64>,
         bypass_on_failure: bool,
+        near_cache_size: usize,
+        near_cache_default: bool,
     ) -> PyResult<Self> {
         let serializer = match serializer {
             "pickle" => PICKLE,
@@ -229,7 +263,19 @@ impl SharedBackend {
                         }
                     },
                 })
-                .map_err(|e| PyValueError::new_err(e.to_string()))?,
+                .map_err(|e| PyValueError::new_err(e.to_string()))
+                .map(|store| match near_cache_size {
+                    0 => store,
+                    // Only this store's keys are tracked when they share a
+                    // prefix; else every key of the server is.
+                    size => store.with_near_cache(
+                        size,
+                        (!key_prefix.is_empty())
+                            .then(|| key_prefix.clone())
+                            .into_iter()
+                            .collect(),
+                    ),
+                })?,
             ),
         };
         let lock_timeout = seconds("lock_timeout", lock_timeout)?;
@@ -251,6 +297,7 @@ impl SharedBackend {
         .with_dice(Arc::clone(RUNTIME.engine.cache().dice()));
         Ok(SharedBackend {
             cache: Arc::new(cache),
+            near_default: near_cache_default && near_cache_size > 0,
             prefix: key_prefix,
             serializer,
             url,
@@ -332,6 +379,36 @@ impl SharedBackend {
         ))
     }
 
+    /// This process's near cache counters: `hits`, `misses`,
+    /// `invalidations`, `flushes`, `entries` (held now) and `live` (whether
+    /// its invalidation channel is up); `None` when the store keeps no near
+    /// cache or this process has not used it yet.
+    fn near_stats<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(near) = self.near_started() else {
+            return Ok(None);
+        };
+        let counts = near.counts();
+        let stats = PyDict::new(py);
+        stats.set_item("hits", counts.hits)?;
+        stats.set_item("misses", counts.misses)?;
+        stats.set_item("invalidations", counts.invalidations)?;
+        stats.set_item("flushes", counts.flushes)?;
+        stats.set_item("entries", near.len())?;
+        stats.set_item("live", near.is_live())?;
+        Ok(Some(stats))
+    }
+
+    /// Waits, at most `timeout` seconds, until every change the store made
+    /// before this call has reached this process's near cache (starting it
+    /// if need be). Whether it did; `False` when the store keeps none.
+    #[pyo3(signature = (timeout = 5.0))]
+    fn near_sync(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        let timeout = seconds("timeout", timeout)?;
+        let synced = py.detach(|| self.cache.call(|s| s.near_sync(timeout)));
+        interrupt::raise_parked()?;
+        synced.map_err(|e| CacheBackendError::new_err(e.to_string()))
+    }
+
     /// Longest wait for an answer, in seconds.
     #[getter]
     fn read_timeout(&self) -> f64 {
@@ -396,24 +473,33 @@ fn digest(parts: &[&str]) -> String {
     key::digest(parts.join("\u{0}").as_bytes())
 }
 
+/// The digests that name a function's counters (`identity`) and its key
+/// constructor's (`owner`), made once per function.
+pub(crate) fn counter_digests(identity: &str, owner: &str) -> crate::core::CounterDigests {
+    crate::core::CounterDigests {
+        scope: digest(&[identity]),
+        owner: digest(&[owner]),
+    }
+}
+
 impl SharedBackend {
     /// The counter keys of a function (and of its constructor's version).
     fn scope_key(&self, core: &Core) -> String {
-        format!("{}restflow:gen:{}", self.prefix, digest(&[&core.identity]))
+        format!("{}restflow:gen:{}", self.prefix, core.counter_digests.scope)
     }
 
     fn version_key(&self, core: &Core) -> String {
-        let labels = core.scope.labels();
-        self.version_counter(&labels.owner, labels.version)
+        let version = core.scope.labels().version;
+        self.version_counter_of(&core.counter_digests.owner, version)
     }
 
     /// The counter of one version of the key constructor `owner`.
     fn version_counter(&self, owner: &str, version: u32) -> String {
-        format!(
-            "{}restflow:vgen:{}:{version}",
-            self.prefix,
-            digest(&[owner])
-        )
+        self.version_counter_of(&digest(&[owner]), version)
+    }
+
+    fn version_counter_of(&self, owner_digest: &str, version: u32) -> String {
+        format!("{}restflow:vgen:{owner_digest}:{version}", self.prefix)
     }
 
     fn partition_key(&self, core: &Core, function_id: &str, partition: &str) -> String {
@@ -563,12 +649,24 @@ fn serve(
 ) -> PyResult<SharedServed> {
     let handle = backend.get();
     let keys = handle.call_keys(core, call)?;
+    let near = handle.uses_near(core);
+    // A near hit first: no round trip, so no need to release the GIL
+    // (the near cache's lock is never held across a wait) or to own the
+    // call for a computation.
+    if near {
+        if let Some(served) = handle.near_served(py, &keys)? {
+            core.stats.add(Counter::NearHit);
+            return Ok(served);
+        }
+        core.stats.add(Counter::NearMiss);
+    }
     let owned = OwnedCall::new(call);
     let window = core.stale_if_error_window();
     for _attempt in 0..2 {
         let answer = py.detach(|| {
-            handle.cache.get(
+            handle.cache.get_near(
                 &keys,
+                if near { NearMode::Fill } else { NearMode::Off },
                 window,
                 || {
                     ran.store(true, Ordering::Relaxed);
@@ -759,6 +857,28 @@ pub(crate) fn refresh(
     interrupt::raise_parked()?;
     let answer = answer.map_err(|e| raise(py, e, &core.function_id))?;
     Ok(handle.served(py, answer, Status::Refresh))
+}
+
+/// A fresh hit from the backend's near cache, without a round trip (for
+/// the event loop); `None` when the call does not use it or it has none.
+pub(crate) fn near_hit(
+    py: Python<'_>,
+    core: &Core,
+    backend: &Py<SharedBackend>,
+    call: &Call<'_>,
+) -> PyResult<Option<SharedServed>> {
+    let handle = backend.get();
+    if !handle.uses_near(core) {
+        return Ok(None);
+    }
+    let keys = handle.call_keys(core, call)?;
+    let served = handle.near_served(py, &keys)?;
+    // A near miss is counted by the call that goes on to the store.
+    if served.is_some() {
+        core.stats.add(Counter::Hit);
+        core.stats.add(Counter::NearHit);
+    }
+    Ok(served)
 }
 
 /// The packed lookup of a call, for the event loop to send itself, and

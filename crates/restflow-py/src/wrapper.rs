@@ -525,7 +525,7 @@ impl CachedWrapper {
     #[pyo3(signature = (
         func, *, signature, method, ttl, stale, policy, namespace, function_id,
         owner, version, key_identifier, fields, backend = None, stale_if_error = None,
-        claim = None, early_refresh_beta = None,
+        claim = None, early_refresh_beta = None, near_cache = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn create<'py>(
@@ -546,6 +546,7 @@ impl CachedWrapper {
         stale_if_error: Option<f64>,
         claim: Option<Bound<'py, PyAny>>,
         early_refresh_beta: Option<f64>,
+        near_cache: Option<bool>,
     ) -> PyResult<Bound<'py, CachedWrapper>> {
         let seconds = |what: &str, secs: f64| {
             Span::from_secs_f64(secs).ok_or_else(|| {
@@ -581,6 +582,7 @@ impl CachedWrapper {
             format!("{namespace}:v{version}")
         };
         let identity = format!("{namespace_part}::{function_id}");
+        let labels_owner = owner.clone();
         let labels = ScopeLabels { owner, version };
         // A function whose identity other live functions can have keeps its
         // in-process entries to itself (see `Core::claim`).
@@ -600,6 +602,7 @@ impl CachedWrapper {
             shared_identity: key_identifier,
             fields,
             classes: Mutex::new(HashMap::new()),
+            counter_digests: crate::shared::counter_digests(&identity, &labels_owner),
             identity,
             backend: match backend.as_deref() {
                 None => BackendChoice::Default,
@@ -609,6 +612,7 @@ impl CachedWrapper {
             stale_if_error: stale_if_error
                 .map(|s| seconds("stale_if_error", s))
                 .transpose()?,
+            near_cache,
             json_refusal_logged: Default::default(),
             early,
             claim: claim.map(Bound::unbind),
@@ -787,7 +791,9 @@ impl CachedWrapper {
         let Some(backend) = self.shared(py)? else {
             return Ok(None);
         };
-        if !backend.get().loop_fetches() {
+        // A call that uses the near cache goes through the engine, which
+        // keeps what it reads there (`_near_hit` serves it next time).
+        if !backend.get().loop_fetches() || backend.get().uses_near(&self.core) {
             return Ok(None);
         }
         let call = self.call(args, kwargs)?;
@@ -834,8 +840,27 @@ impl CachedWrapper {
         crate::stats::record(&self.core.stats, event, seconds)
     }
 
-    /// The shared backend this wrapper's calls use, or `None` for the
-    /// memory store.
+    /// A fresh hit from the shared backend's near cache, without a round
+    /// trip: `(value, metadata)`, or `None`.
+    #[pyo3(signature = (args, kwargs=None))]
+    fn _near_hit<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Option<(Py<PyAny>, Bound<'py, PyDict>)>> {
+        RUNTIME.ready(py)?;
+        let Some(backend) = self.shared(py)? else {
+            return Ok(None);
+        };
+        let call = self.call(args, kwargs)?;
+        crate::shared::near_hit(py, &self.core, &backend, &call)?
+            .map(|served| Reply::Shared(served).with_metadata(py))
+            .transpose()
+    }
+
+    /// The shared backend this wrapper's calls use (`None`: the memory
+    /// store), for its counters (`near_stats()`, `failures`).
     fn _backend(&self, py: Python<'_>) -> PyResult<Option<Py<crate::shared::SharedBackend>>> {
         RUNTIME.ready(py)?;
         self.shared(py)

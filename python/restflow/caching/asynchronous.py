@@ -298,7 +298,11 @@ class AsyncCachedWrapper(Generic[P, T]):
         """A call on a shared store (Redis, Django caches)."""
         engine = self._engine
         loop = asyncio.get_running_loop()
-        # A fresh hit, fetched by the loop itself: no thread hand-off.
+        # A fresh hit in the near cache, or fetched by the loop itself: no
+        # thread hand-off.
+        hit = engine._near_hit(args, kwargs)
+        if hit is not None:
+            return hit
         if cache_settings()["LOOP_SOCKET"]:
             started = time.perf_counter()
             hit = await _loop_hit(loop, engine, args, kwargs)

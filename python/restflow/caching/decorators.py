@@ -201,6 +201,7 @@ def cache_result(
     stale_if_error: int | float | timedelta | None = None,
     early_refresh: bool = False,
     beta: float | None = None,
+    near_cache: bool | None = None,
 ) -> CacheDecorator:
     """Caches what a function returns, per distinct call.
 
@@ -231,6 +232,11 @@ def cache_result(
         The caller still gets HIT.
     :param beta: how early (``early_refresh=True`` only): above 1.0 (the
         default) refreshes earlier, below later; a finite number > 0.
+    :param near_cache: on a Redis backend, whether hits are served from the
+        per-process near cache (kept coherent by Redis; see the README);
+        ``None`` takes the ``NEAR_CACHE`` setting. Turn it off for a
+        function whose callers must see another process's change the
+        moment that process's call returns.
 
     The first five parameters may be given by position, in drf-restflow's
     order (``@cache_result(UserKey, 300)``); a number in the key
@@ -247,6 +253,10 @@ def cache_result(
     stale = seconds(stale_while_revalidate, name="stale_while_revalidate", allow_none=True)
     if_error = seconds(stale_if_error, name="stale_if_error", allow_none=True)
     early_beta = early_refresh_beta(early_refresh, beta)
+    if near_cache is not None and not isinstance(near_cache, bool):
+        raise TypeError(
+            f"near_cache must be True, False or None (the NEAR_CACHE setting); got {near_cache!r}"
+        )
     if backend is not None:
         try:
             validate_backend(backend, "backend")
@@ -297,6 +307,7 @@ def cache_result(
             stale_if_error=if_error,
             claim=name_claim,
             early_refresh_beta=early_beta,
+            near_cache=near_cache,
         )
         functools.update_wrapper(wrapper, func)
         wrapper.key_constructor = constructor

@@ -71,7 +71,16 @@ DEFAULTS: dict[str, Any] = {
     # The name cache_response writes in Cache-Status (RFC 9211): an HTTP
     # token, so a CDN's entries and restflow's can be told apart.
     "CACHE_STATUS_NAME": "restflow",
+    # A per-process near cache in front of a Redis store, kept coherent by
+    # Redis's invalidation messages: False (off), True (on, at most
+    # NEAR_CACHE_DEFAULT_ENTRIES entries) or an int (on, at most that many
+    # entries). Decorators override it with near_cache=True/False.
+    "NEAR_CACHE": False,
 }
+
+#: The entries a near cache holds at most when ``NEAR_CACHE`` is ``True``
+#: (or off, for the functions that turn it on with ``near_cache=True``).
+NEAR_CACHE_DEFAULT_ENTRIES = 10_000
 
 #: drf-restflow's key settings, accepted so its projects' settings need no
 #: change, and checked. They do not change restflow's keys: every key part
@@ -240,6 +249,12 @@ def _validate_backend_settings(merged: dict[str, Any]) -> None:
     pool = merged["POOL_SIZE"]
     if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
         raise configuration_error(f'{key}["POOL_SIZE"] must be an int >= 1; got {pool!r}.')
+    near = merged["NEAR_CACHE"]
+    if not isinstance(near, bool) and not (isinstance(near, int) and near >= 1):
+        raise configuration_error(
+            f'{key}["NEAR_CACHE"] must be False, True or an int >= 1 (the most entries each '
+            f"process keeps); got {near!r}."
+        )
     signing = merged["SIGNING_KEY"]
     if signing is not None and not (isinstance(signing, (str, bytes)) and signing):
         raise configuration_error(
@@ -344,7 +359,18 @@ def backend_for(spec: str | None):
         read_spin=current["READ_SPIN"],
         lock_timeout=current["LOCK_TIMEOUT"],
         bypass_on_failure=current["FAILURE_MODE"] == "bypass",
+        # Every Redis backend can keep one, made on first use by a function
+        # that uses it; NEAR_CACHE says whether functions do by default.
+        near_cache_size=0 if spec.startswith("django") else _near_cache_size(current["NEAR_CACHE"]),
+        near_cache_default=bool(current["NEAR_CACHE"]),
     )
+
+
+def _near_cache_size(setting: bool | int) -> int:
+    """The most entries a near cache holds, for ``NEAR_CACHE``."""
+    if isinstance(setting, bool):
+        return NEAR_CACHE_DEFAULT_ENTRIES
+    return setting
 
 
 def reload() -> None:

@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::breaker::Breaker;
+use super::near::{NearCache, NearEntry};
 use super::payload::{Decoded, Generations, Rejected, Signer};
 use super::store::{Fetched, KeySet, SharedStore, StoreError};
 use crate::clock::Clock;
@@ -138,6 +139,19 @@ pub struct SharedStats {
 /// on it: its [`Answer`] (typed per call, since one cache serves values of
 /// any type), or `None` when they should look in the store again.
 pub type Handoff = Option<Arc<dyn Any + Send + Sync>>;
+
+/// How a lookup uses the store's near cache (see [`SharedCache::get_near`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NearMode {
+    /// Neither served from it nor kept in it.
+    Off,
+    /// Served from it when it holds a fresh entry; a fresh entry read from
+    /// the store is kept in it.
+    Serve,
+    /// Not looked up (the caller just did, with
+    /// [`SharedCache::near_fresh`]); a fresh entry read is kept in it.
+    Fill,
+}
 
 /// A shared store read through the lifecycle.
 pub struct SharedCache<S, E> {
@@ -307,11 +321,36 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         keys: &KeySet,
         stale_if_error: Span,
         compute: impl FnOnce() -> Result<Produced<T>, E>,
+        wait: impl FnMut(&crate::flight::Waiter<Handoff, E>) -> Outcome<Handoff, E>,
+    ) -> Result<Answer<T>, SharedError<E>> {
+        self.get_near(keys, NearMode::Serve, stale_if_error, compute, wait)
+    }
+
+    /// [`SharedCache::get`], using the store's near cache (if it keeps
+    /// one) as `mode` says: a fresh entry in it is served as a HIT without
+    /// a round trip, and a fresh entry read from the store is kept in it.
+    /// Anything else (stale, expired, absent) goes to the store.
+    pub fn get_near<T: Clone + Send + Sync + 'static>(
+        &self,
+        keys: &KeySet,
+        mode: NearMode,
+        stale_if_error: Span,
+        compute: impl FnOnce() -> Result<Produced<T>, E>,
         mut wait: impl FnMut(&crate::flight::Waiter<Handoff, E>) -> Outcome<Handoff, E>,
     ) -> Result<Answer<T>, SharedError<E>> {
+        let near = match mode {
+            NearMode::Off => None,
+            NearMode::Serve | NearMode::Fill => self.store.near(),
+        };
+        if let (Some(near), NearMode::Serve) = (near, mode) {
+            if let Some(answer) = self.near_hit(near, keys) {
+                return Ok(answer);
+            }
+        }
         let mut compute = Some(compute);
         let mut waited = false;
         loop {
+            let ticket = near.and_then(NearCache::ticket);
             let started = Instant::now();
             let fetched = self.call(|s| s.fetch(keys));
             if fetched.is_ok() {
@@ -331,6 +370,11 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                     } else {
                         None
                     };
+                    // An entry that refreshes early is never kept near: each
+                    // read of it must reach the store to draw its refresh.
+                    if let (Some(near), Some(ticket), None) = (near, ticket, decoded.stamps.early) {
+                        near.insert(ticket, keys, NearEntry::from(&decoded));
+                    }
                     return Ok(Self::stored(&decoded, Status::Hit, claimed));
                 }
                 Found::Usable(decoded, Freshness::Stale) => {
@@ -382,6 +426,42 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     fn draws_early(&self, decoded: &Decoded<'_>) -> bool {
         let now = self.clock.now_judging(decoded.stamps.fresh_until);
         decoded.stamps.refreshes_early(now, &self.dice)
+    }
+
+    /// A fresh entry of the near cache, served as a HIT; `None` when it
+    /// has none for `keys` or it is no longer fresh (a stale one goes
+    /// through the store, so that one refresh runs across processes).
+    fn near_hit<T>(&self, near: &NearCache, keys: &KeySet) -> Option<Answer<T>> {
+        let served = near.get(keys).and_then(|entry| {
+            let now = self.clock.now_judging(entry.stamps.fresh_until);
+            (entry.stamps.freshness(now) == Freshness::Fresh).then(|| Answer::Stored {
+                status: Status::Hit,
+                flags: entry.flags,
+                value: entry.value.clone(),
+                stamps: entry.stamps,
+                refresh_token: None,
+                generations: entry.generations,
+            })
+        });
+        near.record(served.is_some());
+        served
+    }
+
+    /// A fresh entry of the store's near cache for `keys`, without a round
+    /// trip: `(flags, value, stamps)`, or `None` (then ask
+    /// [`SharedCache::get_near`]). For callers that must not block (an
+    /// event loop).
+    pub fn near_fresh(&self, keys: &KeySet) -> Option<(u8, Vec<u8>, Stamps)> {
+        let near = self.store.near()?;
+        match self.near_hit::<()>(near, keys)? {
+            Answer::Stored {
+                flags,
+                value,
+                stamps,
+                ..
+            } => Some((flags, value, stamps)),
+            _ => None,
+        }
     }
 
     /// Claims the background refresh of the stale entry in `read`: takes

@@ -6,6 +6,7 @@ mod breaker;
 mod cache;
 #[cfg(all(feature = "redis", unix))]
 pub mod lookup;
+pub mod near;
 mod payload;
 #[cfg(feature = "redis")]
 mod pool;
@@ -13,11 +14,15 @@ mod pool;
 mod redis;
 pub mod spin;
 mod store;
+#[cfg(all(feature = "redis", unix))]
+mod tracking;
 
 pub use breaker::Breaker;
 pub use cache::{
-    Answer, Handoff, Peeked, Produced, SharedCache, SharedError, SharedOptions, SharedStats,
+    Answer, Handoff, NearMode, Peeked, Produced, SharedCache, SharedError, SharedOptions,
+    SharedStats,
 };
+pub use near::{NearCache, NearCounts, NearEntry, NearStats, Ticket};
 pub use payload::{Decoded, Generations, Rejected, Signer};
 #[cfg(feature = "redis")]
 pub use redis::{fetch_command, fetched_from, RedisConfig, RedisStore};

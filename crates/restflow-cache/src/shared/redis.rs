@@ -4,6 +4,7 @@
 //! [`LookupConnection`]s, which may busy-wait briefly for the answer.
 
 use std::cell::Cell;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::io::tcp::TcpSettings;
@@ -11,10 +12,13 @@ use ::redis::{Client, Connection, ConnectionLike, IntoConnectionInfo, Script, Va
 
 #[cfg(unix)]
 use super::lookup::LookupConnection;
+use super::near::NearCache;
 use super::payload::Generations;
 use super::pool::{Manage, Pool};
 use super::spin::SpinPolicy;
 use super::store::{fresh_epoch, parse_epoch, Fetched, KeySet, SharedStore, StoreError};
+#[cfg(unix)]
+use super::tracking::Tracking;
 use crate::fork::PerProcess;
 
 /// How to reach Redis.
@@ -104,11 +108,27 @@ struct Connections {
     spin: SpinPolicy,
 }
 
+/// What a near cache is made of, in each process that uses it.
+struct NearSetting {
+    capacity: usize,
+    prefixes: Vec<String>,
+}
+
+/// One process's near cache and the channel that keeps it coherent.
+struct Near {
+    cache: Arc<NearCache>,
+    /// Stops the channel's thread when the store is dropped.
+    #[cfg(unix)]
+    _tracking: Option<Tracking>,
+}
+
 /// A Redis store.
 pub struct RedisStore {
     config: RedisConfig,
     client: Client,
     connections: PerProcess<Connections>,
+    near_setting: Option<NearSetting>,
+    near: PerProcess<Near>,
     lock: Script,
     unlock: Script,
     generations: Script,
@@ -210,7 +230,26 @@ impl RedisStore {
             ),
             generations: Script::new(GENERATIONS),
             put_current: Script::new(PUT_CURRENT),
+            near_setting: None,
+            near: PerProcess::new(),
         })
+    }
+
+    /// Keeps a near cache of at most `capacity` entries in each process
+    /// (see [`super::near`]), coherent through Redis's invalidation
+    /// messages for the keys that start with one of `prefixes` (every key
+    /// when empty: give the prefixes of every key this store reads, or
+    /// none). Only over plain TCP (`redis://`): over TLS or a Unix socket
+    /// there is no near cache.
+    pub fn with_near_cache(mut self, capacity: usize, prefixes: Vec<String>) -> Self {
+        let tcp = matches!(
+            self.client.get_connection_info().addr(),
+            ::redis::ConnectionAddr::Tcp(..)
+        );
+        if tcp && cfg!(unix) {
+            self.near_setting = Some(NearSetting { capacity, prefixes });
+        }
+        self
     }
 
     /// This process's connections, made on first use.
@@ -272,6 +311,32 @@ impl RedisStore {
                 conn.broken.set(true);
                 Err(classify(&error))
             }
+        }
+    }
+}
+
+/// Forgets keys in this process's near cache when dropped: after a write
+/// to them has returned (or failed, when it may still have been made), so
+/// this process reads its own writes without waiting for their
+/// invalidation messages.
+struct ForgetAfter<'a, const N: usize> {
+    near: Option<&'a NearCache>,
+    keys: [&'a str; N],
+}
+
+impl<const N: usize> Drop for ForgetAfter<'_, N> {
+    fn drop(&mut self) {
+        if let Some(near) = self.near {
+            near.invalidate(self.keys.iter().map(|key| key.as_bytes()));
+        }
+    }
+}
+
+impl RedisStore {
+    fn forget_after<'a, const N: usize>(&'a self, keys: [&'a str; N]) -> ForgetAfter<'a, N> {
+        ForgetAfter {
+            near: self.near_if_started(),
+            keys,
         }
     }
 }
@@ -354,6 +419,71 @@ fn fetched(answer: Value, expected: Option<usize>) -> Result<Fetched, StoreError
 }
 
 impl SharedStore for RedisStore {
+    fn near_sync(&self, timeout: Duration) -> Result<bool, StoreError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let Some(near) = self.near() else {
+            return Ok(false);
+        };
+        let deadline = std::time::Instant::now() + timeout;
+        // A channel that goes down meanwhile is waited for again.
+        while let Some(ticket) = near.wait_live(deadline) {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let key = format!("{}{n}", near.sync_marker());
+            let written = self.with(|c| {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(1)
+                    .arg("PX")
+                    .arg(millis(timeout))
+                    .query::<()>(c)
+            });
+            match written {
+                Ok(()) if near.wait_synced(ticket, &key, deadline) => return Ok(true),
+                Ok(()) => {}
+                // A pooled connection that died with the channel fails
+                // once and is replaced: try again, after a pause.
+                Err(error) if std::time::Instant::now() >= deadline => return Err(error),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
+        }
+        Ok(false)
+    }
+
+    fn near_if_started(&self) -> Option<&NearCache> {
+        self.near.get().map(|near| &*near.cache)
+    }
+
+    fn near(&self) -> Option<&NearCache> {
+        let setting = self.near_setting.as_ref()?;
+        let near = self.near.get_or_init(|| {
+            let marker = format!(
+                "{}restflow:near-sync:{}:",
+                setting.prefixes.first().map_or("", String::as_str),
+                std::process::id()
+            );
+            let cache = Arc::new(NearCache::new(setting.capacity, marker));
+            // A channel that cannot start (no thread to be had) leaves the
+            // cache down: it then serves and keeps nothing.
+            #[cfg(unix)]
+            let tracking = Tracking::start(
+                self.client.get_connection_info().clone(),
+                self.config.connect_timeout.max(self.config.read_timeout),
+                setting.prefixes.clone(),
+                Arc::clone(&cache),
+            )
+            .ok();
+            Near {
+                cache,
+                #[cfg(unix)]
+                _tracking: tracking,
+            }
+        });
+        Some(&near.cache)
+    }
+
     fn fetch(&self, keys: &KeySet) -> Result<Fetched, StoreError> {
         let names = fetch_names(keys);
         let command = redis::cmd("MGET").arg(&names).get_packed_command();
@@ -365,6 +495,7 @@ impl SharedStore for RedisStore {
     }
 
     fn put(&self, key: &str, payload: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
+        let _forget = self.forget_after([key]);
         self.with(|c| {
             let mut cmd = redis::cmd("SET");
             cmd.arg(key).arg(payload);
@@ -376,6 +507,7 @@ impl SharedStore for RedisStore {
     }
 
     fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        let _forget = self.forget_after([key]);
         self.with(|c| redis::cmd("DEL").arg(key).query::<u64>(c))
             .map(|n| n > 0)
     }
@@ -409,6 +541,7 @@ impl SharedStore for RedisStore {
         payload: &[u8],
         ttl: Option<Duration>,
     ) -> Result<bool, StoreError> {
+        let _forget = self.forget_after([keys.data.as_str()]);
         let mut invocation = self.put_current.prepare_invoke();
         invocation
             .key(&keys.data)

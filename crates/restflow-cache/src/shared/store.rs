@@ -17,6 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::near::NearCache;
 use super::payload::Generations;
 
 /// The keys one lookup reads, in one round trip.
@@ -130,6 +131,27 @@ pub trait SharedStore: Send + Sync {
     fn server_info(&self) -> Result<Vec<(String, String)>, StoreError> {
         Ok(Vec::new())
     }
+    /// This process's near cache, for a store that keeps one coherent
+    /// (see [`super::near`]): [`SharedStore::fetch`] answers are then
+    /// reported to it by the store's invalidation channel, and the store's
+    /// own writes forget what they change in it before they return. Made
+    /// (and its channel started) on first call in each process.
+    fn near(&self) -> Option<&NearCache> {
+        None
+    }
+    /// This process's near cache if [`SharedStore::near`] made it; never
+    /// makes it.
+    fn near_if_started(&self) -> Option<&NearCache> {
+        None
+    }
+    /// Waits, at most `timeout`, until every change the store made before
+    /// this call has reached this process's near cache (a write of a sync
+    /// key, then its invalidation on the channel). Whether it did; `false`
+    /// without a near cache.
+    fn near_sync(&self, timeout: Duration) -> Result<bool, StoreError> {
+        let _ = timeout;
+        Ok(false)
+    }
 }
 
 /// Epochs are below 10^19: nineteen decimal digits at most, so every
@@ -202,6 +224,15 @@ macro_rules! forward_shared_store {
             }
             fn server_info(&self) -> Result<Vec<(String, String)>, StoreError> {
                 (**self).server_info()
+            }
+            fn near(&self) -> Option<&NearCache> {
+                (**self).near()
+            }
+            fn near_if_started(&self) -> Option<&NearCache> {
+                (**self).near_if_started()
+            }
+            fn near_sync(&self, timeout: Duration) -> Result<bool, StoreError> {
+                (**self).near_sync(timeout)
             }
         }
     )+};

@@ -1,0 +1,560 @@
+//! The near cache: a bounded, per-process copy (L1) of entries read from a
+//! shared store, kept coherent by the store's invalidation messages (Redis
+//! server-assisted client-side caching: the store's invalidation channel).
+//!
+//! An L1 entry is the *verified* entry (signature checked, generations
+//! current when read) together with the epochs of the generation counters
+//! it was read under. It is served only while:
+//!
+//! - the invalidation channel is up ([`NearCache::set_live`]): while it is
+//!   down nothing is served and nothing is kept, because a change made
+//!   meanwhile would go unnoticed;
+//! - no invalidation of its key arrived since it was read;
+//! - every counter it was read under is still known here at the same epoch
+//!   (an invalidation of a counter forgets it, retiring every L1 entry
+//!   written under it at once, as in the store).
+//!
+//! Invariants:
+//! - every change of what the store holds for a key that was *read* into
+//!   L1 reaches [`NearCache::invalidate`] (or a flush) on this process's
+//!   channel, in the order the store made it;
+//! - an entry is kept only if nothing that concerns its keys was
+//!   invalidated between the moment before its read was sent
+//!   ([`NearCache::ticket`]) and its insertion ([`NearCache::insert`]):
+//!   otherwise the read may have been answered before the change, and its
+//!   invalidation already consumed, leaving the old value in L1 for good;
+//! - the state lives behind one `std` mutex (see [`crate::fork`]: never a
+//!   `parking_lot` lock on a path used without the GIL); nothing that can
+//!   run foreign code (Python) is done under it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use quick_cache::unsync::Cache as Bounded;
+
+use super::payload::Generations;
+use super::store::KeySet;
+use crate::entry::Stamps;
+
+/// How many invalidated keys are remembered for reads in flight. A read
+/// whose ticket is older than the oldest one remembered is not kept (it
+/// cannot be told safe), which only costs a later round trip.
+const RECENT: usize = 4096;
+
+/// An entry as kept in L1: what [`super::SharedCache`] verified.
+#[derive(Debug)]
+pub struct NearEntry {
+    /// The serializer's flags.
+    pub flags: u8,
+    /// The serialized value.
+    pub value: Vec<u8>,
+    /// The entry's instants.
+    pub stamps: Stamps,
+    /// The generations it was written (and read) under.
+    pub generations: Generations,
+}
+
+impl From<&super::payload::Decoded<'_>> for NearEntry {
+    fn from(decoded: &super::payload::Decoded<'_>) -> Self {
+        NearEntry {
+            flags: decoded.flags,
+            value: decoded.value.to_vec(),
+            stamps: decoded.stamps,
+            generations: decoded.generations,
+        }
+    }
+}
+
+/// Taken before a read is sent: [`NearCache::insert`] keeps its answer
+/// only if nothing that concerns it was invalidated since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ticket {
+    seq: u64,
+}
+
+/// Counters for monitoring (plain relaxed counters).
+#[derive(Debug, Default)]
+pub struct NearStats {
+    /// Lookups served from L1.
+    pub hits: AtomicU64,
+    /// Lookups L1 could not serve (absent, invalidated, not fresh, channel down).
+    pub misses: AtomicU64,
+    /// Keys invalidated by the store's messages or by this process's writes.
+    pub invalidations: AtomicU64,
+    /// Times L1 was emptied (channel lost or re-established, FLUSHALL/FLUSHDB).
+    pub flushes: AtomicU64,
+}
+
+/// A snapshot of [`NearStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NearCounts {
+    /// See [`NearStats::hits`].
+    pub hits: u64,
+    /// See [`NearStats::misses`].
+    pub misses: u64,
+    /// See [`NearStats::invalidations`].
+    pub invalidations: u64,
+    /// See [`NearStats::flushes`].
+    pub flushes: u64,
+}
+
+struct State {
+    /// Whether invalidations are being received.
+    live: bool,
+    /// Bumped by every invalidation and flush.
+    seq: u64,
+    /// The last flush's `seq`: tickets from before it are void.
+    flushed_at: u64,
+    /// `(seq, key hash)` of the last [`RECENT`] invalidated keys, oldest first.
+    recent: VecDeque<(u64, u64)>,
+    entries: Bounded<String, Arc<NearEntry>>,
+    /// The epoch each known counter held when last read.
+    counters: HashMap<String, u64>,
+    /// Hashes of the last sync keys whose invalidation arrived.
+    synced: VecDeque<u64>,
+}
+
+/// A bounded L1 in front of a shared store. See the module documentation.
+pub struct NearCache {
+    capacity: usize,
+    /// Keys starting with it are sync keys (see [`NearCache::wait_synced`]).
+    sync_marker: String,
+    state: Mutex<State>,
+    /// Notified when the channel goes up or down and when a sync key's
+    /// invalidation arrives.
+    changed: Condvar,
+    stats: NearStats,
+}
+
+/// Key hashes are only compared in this process; a collision makes a read
+/// not kept, never a wrong value served.
+fn key_hash(key: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(key.as_bytes())
+}
+
+/// The counters of `keys` with the epochs `generations` gives them.
+fn counters_of(keys: &KeySet, generations: Generations) -> impl Iterator<Item = (&str, u64)> {
+    [
+        Some((keys.scope.as_str(), generations.scope)),
+        Some((keys.version.as_str(), generations.version)),
+        keys.partition
+            .as_deref()
+            .map(|partition| (partition, generations.partition)),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+impl NearCache {
+    /// An L1 of at most `capacity` entries (at least one), down until
+    /// [`NearCache::set_live`]. Invalidations of keys that start with
+    /// `sync_marker` are sync keys' (see [`NearCache::wait_synced`]).
+    pub fn new(capacity: usize, sync_marker: String) -> Self {
+        let capacity = capacity.max(1);
+        NearCache {
+            capacity,
+            sync_marker,
+            changed: Condvar::new(),
+            state: Mutex::new(State {
+                synced: VecDeque::new(),
+                live: false,
+                seq: 0,
+                flushed_at: 0,
+                recent: VecDeque::with_capacity(RECENT),
+                entries: Bounded::new(capacity),
+                counters: HashMap::new(),
+            }),
+            stats: NearStats::default(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding it: a poisoned lock holds good data.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The bound on the number of entries.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &NearStats {
+        &self.stats
+    }
+
+    /// A snapshot of the counters.
+    pub fn counts(&self) -> NearCounts {
+        NearCounts {
+            hits: self.stats.hits.load(Ordering::Relaxed),
+            misses: self.stats.misses.load(Ordering::Relaxed),
+            invalidations: self.stats.invalidations.load(Ordering::Relaxed),
+            flushes: self.stats.flushes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Entries held now.
+    pub fn len(&self) -> usize {
+        self.state().entries.len()
+    }
+
+    /// Whether it holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether invalidations are being received (entries are served).
+    pub fn is_live(&self) -> bool {
+        self.state().live
+    }
+
+    /// The entry for `keys` if L1 may serve it: present, not invalidated,
+    /// read under the counters' current epochs, and the channel up. Its
+    /// freshness is the caller's to judge, and so is counting the lookup
+    /// ([`NearCache::record`]).
+    pub fn get(&self, keys: &KeySet) -> Option<Arc<NearEntry>> {
+        let state = self.state();
+        if !state.live {
+            return None;
+        }
+        let entry = state.entries.get(keys.data.as_str())?;
+        counters_of(keys, entry.generations)
+            .all(|(name, epoch)| state.counters.get(name) == Some(&epoch))
+            .then(|| Arc::clone(entry))
+    }
+
+    /// Counts a lookup as served from L1 (`true`) or not.
+    pub fn record(&self, served: bool) {
+        let counter = if served {
+            &self.stats.hits
+        } else {
+            &self.stats.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Taken before sending a read whose answer may be kept; `None` while
+    /// the channel is down (nothing read then may be kept).
+    pub fn ticket(&self) -> Option<Ticket> {
+        let state = self.state();
+        state.live.then_some(Ticket { seq: state.seq })
+    }
+
+    /// Keeps `entry`, read for `keys` after `ticket` was taken, unless
+    /// something that concerns them was invalidated since (or the channel
+    /// went down). Returns whether it was kept.
+    pub fn insert(&self, ticket: Ticket, keys: &KeySet, entry: NearEntry) -> bool {
+        let entry = Arc::new(entry);
+        let mut state = self.state();
+        if !state.live || ticket.seq < state.flushed_at {
+            return false;
+        }
+        if ticket.seq != state.seq {
+            // Only the invalidations since the ticket matter; if the oldest
+            // remembered is newer than that, some were forgotten.
+            let covered = state
+                .recent
+                .front()
+                .is_some_and(|&(oldest, _)| oldest <= ticket.seq + 1);
+            if !covered {
+                return false;
+            }
+            let mut names = counters_of(keys, entry.generations)
+                .map(|(name, _)| name)
+                .chain([keys.data.as_str()]);
+            let touched = names.any(|name| {
+                let hash = key_hash(name);
+                state
+                    .recent
+                    .iter()
+                    .rev()
+                    .take_while(|&&(seq, _)| seq > ticket.seq)
+                    .any(|&(_, h)| h == hash)
+            });
+            if touched {
+                return false;
+            }
+        }
+        // Counters are few (a function, a version, its partitions); bounded
+        // all the same: forgetting them all only makes L1 read again.
+        if state.counters.len() >= 4 * self.capacity + 64 {
+            state.counters.clear();
+        }
+        for (name, epoch) in counters_of(keys, entry.generations) {
+            if state.counters.get(name) != Some(&epoch) {
+                state.counters.insert(name.to_owned(), epoch);
+            }
+        }
+        state.entries.insert(keys.data.clone(), entry);
+        true
+    }
+
+    /// Forgets `names` (entries or counters): the store changed them.
+    pub fn invalidate<'a>(&self, names: impl IntoIterator<Item = &'a [u8]>) {
+        let mut state = self.state();
+        let mut count = 0;
+        for name in names {
+            count += 1;
+            state.seq += 1;
+            let seq = state.seq;
+            if state.recent.len() == RECENT {
+                state.recent.pop_front();
+            }
+            let Ok(name) = std::str::from_utf8(name) else {
+                // Not a key this cache wrote: nothing to forget, but the
+                // sequence moved on, so reads in flight are still checked.
+                state.recent.push_back((seq, 0));
+                continue;
+            };
+            let hash = key_hash(name);
+            state.recent.push_back((seq, hash));
+            state.entries.remove(name);
+            state.counters.remove(name);
+            if name.starts_with(&self.sync_marker) {
+                if state.synced.len() == 64 {
+                    state.synced.pop_front();
+                }
+                state.synced.push_back(hash);
+                self.changed.notify_all();
+            }
+        }
+        drop(state);
+        self.stats.invalidations.fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// Forgets everything (FLUSHALL/FLUSHDB, or the channel changed state).
+    pub fn flush(&self) {
+        let mut state = self.state();
+        Self::flush_locked(&mut state);
+        drop(state);
+        self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn flush_locked(state: &mut State) {
+        state.seq += 1;
+        state.flushed_at = state.seq;
+        state.recent.clear();
+        state.entries.clear();
+        state.counters.clear();
+    }
+
+    /// Records whether invalidations are being received. Both ways it
+    /// empties L1: going down, because changes will go unseen; coming up,
+    /// because changes made while it was down went unseen.
+    pub fn set_live(&self, live: bool) {
+        let mut state = self.state();
+        Self::flush_locked(&mut state);
+        state.live = live;
+        drop(state);
+        self.changed.notify_all();
+        self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Waits until the channel is up, at most until `deadline`; returns
+    /// its ticket then (`None`: still down).
+    pub fn wait_live(&self, deadline: Instant) -> Option<Ticket> {
+        let mut state = self.state();
+        while !state.live {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        Some(Ticket { seq: state.seq })
+    }
+
+    /// Waits until the invalidation of the sync key `key` (one starting
+    /// with the sync marker, written after `ticket` was taken) arrives on
+    /// the channel that was up at `ticket`, at most until `deadline`.
+    /// True: every change the store made before it wrote `key` has reached
+    /// this cache. False: timed out, or the channel went down meanwhile
+    /// (then try again: coming up empties the cache).
+    pub fn wait_synced(&self, ticket: Ticket, key: &str, deadline: Instant) -> bool {
+        let hash = key_hash(key);
+        let mut state = self.state();
+        loop {
+            if !state.live || state.flushed_at > ticket.seq {
+                return false;
+            }
+            if state.synced.contains(&hash) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// The prefix of sync keys.
+    pub fn sync_marker(&self) -> &str {
+        &self.sync_marker
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::Lifetime;
+    use crate::timestamp::Timestamp;
+
+    fn keys(data: &str, partition: Option<&str>) -> KeySet {
+        KeySet {
+            data: data.into(),
+            scope: "gen".into(),
+            partition: partition.map(Into::into),
+            version: "vgen".into(),
+            lock: "lock".into(),
+            refresh: "refresh".into(),
+        }
+    }
+
+    fn entry(value: &str, scope: u64) -> NearEntry {
+        NearEntry {
+            flags: 0,
+            value: value.as_bytes().to_vec(),
+            stamps: Stamps::new(Timestamp::EPOCH, Lifetime::FOREVER),
+            generations: Generations {
+                scope,
+                version: 1,
+                partition: 0,
+            },
+        }
+    }
+
+    fn live(capacity: usize) -> NearCache {
+        let near = NearCache::new(capacity, "sync:".into());
+        near.set_live(true);
+        near
+    }
+
+    #[test]
+    fn serves_what_it_kept_until_the_key_is_invalidated() {
+        let near = live(10);
+        let k = keys("a", None);
+        assert!(near.insert(near.ticket().unwrap(), &k, entry("x", 1)));
+        assert_eq!(near.get(&k).unwrap().value, b"x");
+        near.invalidate([b"a".as_slice()]);
+        assert!(near.get(&k).is_none());
+        near.record(true);
+        near.record(false);
+        assert_eq!(
+            near.counts(),
+            NearCounts {
+                hits: 1,
+                misses: 1,
+                invalidations: 1,
+                flushes: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_counter_invalidation_retires_every_entry_under_it() {
+        let near = live(10);
+        let (a, b) = (keys("a", Some("p1")), keys("b", Some("p2")));
+        assert!(near.insert(near.ticket().unwrap(), &a, entry("x", 1)));
+        assert!(near.insert(near.ticket().unwrap(), &b, entry("y", 1)));
+        near.invalidate([b"p1".as_slice()]);
+        assert!(near.get(&a).is_none(), "its partition was invalidated");
+        assert!(near.get(&b).is_some(), "another partition is untouched");
+        near.invalidate([b"gen".as_slice()]);
+        assert!(near.get(&b).is_none(), "the function was invalidated");
+    }
+
+    #[test]
+    fn a_read_in_flight_during_an_invalidation_of_its_keys_is_not_kept() {
+        let near = live(10);
+        let k = keys("a", Some("p"));
+        for touched in ["a", "gen", "vgen", "p"] {
+            let ticket = near.ticket().unwrap();
+            near.invalidate([touched.as_bytes()]);
+            assert!(!near.insert(ticket, &k, entry("old", 1)), "{touched}");
+            assert!(near.get(&k).is_none());
+        }
+        // An invalidation of another key does not stop it.
+        let ticket = near.ticket().unwrap();
+        near.invalidate([b"other".as_slice()]);
+        assert!(near.insert(ticket, &k, entry("new", 1)));
+    }
+
+    #[test]
+    fn a_ticket_older_than_the_remembered_invalidations_is_not_kept() {
+        let near = live(10);
+        let ticket = near.ticket().unwrap();
+        let others: Vec<String> = (0..=RECENT).map(|i| format!("o{i}")).collect();
+        near.invalidate(others.iter().map(|o| o.as_bytes()));
+        assert!(!near.insert(ticket, &keys("a", None), entry("x", 1)));
+    }
+
+    #[test]
+    fn nothing_is_served_or_kept_while_down_and_coming_up_starts_empty() {
+        let near = live(10);
+        let k = keys("a", None);
+        let ticket = near.ticket().unwrap();
+        assert!(near.insert(ticket, &k, entry("x", 1)));
+        near.set_live(false);
+        assert!(near.ticket().is_none());
+        assert!(!near.insert(ticket, &k, entry("x", 1)));
+        assert!(near.get(&k).is_none());
+        near.set_live(true);
+        assert!(near.get(&k).is_none(), "up again, but empty");
+        assert!(
+            !near.insert(ticket, &k, entry("x", 1)),
+            "a ticket from before"
+        );
+    }
+
+    #[test]
+    fn a_flush_forgets_everything_and_voids_tickets() {
+        let near = live(10);
+        let k = keys("a", None);
+        let ticket = near.ticket().unwrap();
+        assert!(near.insert(ticket, &k, entry("x", 1)));
+        near.flush();
+        assert!(near.get(&k).is_none());
+        assert!(!near.insert(ticket, &k, entry("x", 1)));
+    }
+
+    #[test]
+    fn a_sync_key_is_seen_only_on_the_channel_it_was_written_under() {
+        let near = live(10);
+        let soon = Instant::now() + std::time::Duration::from_secs(5);
+        let ticket = near.wait_live(soon).unwrap();
+        near.invalidate([b"sync:1".as_slice()]);
+        assert!(near.wait_synced(ticket, "sync:1", soon));
+        let ticket = near.ticket().unwrap();
+        near.set_live(false);
+        near.set_live(true);
+        near.invalidate([b"sync:2".as_slice()]);
+        assert!(
+            !near.wait_synced(ticket, "sync:2", soon),
+            "the channel changed"
+        );
+        let past = Instant::now();
+        let ticket = near.ticket().unwrap();
+        assert!(!near.wait_synced(ticket, "sync:3", past), "never written");
+    }
+
+    #[test]
+    fn bounded() {
+        let near = live(50);
+        for i in 0..500 {
+            let k = keys(&format!("k{i}"), None);
+            near.insert(near.ticket().unwrap(), &k, entry("x", 1));
+        }
+        assert!(near.len() <= 50, "{}", near.len());
+    }
+}

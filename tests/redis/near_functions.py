@@ -1,0 +1,32 @@
+"""Cached functions the near cache tests share between processes: each
+computation takes the next number of a counter in Redis, so every value
+tells which computation made it."""
+
+from __future__ import annotations
+
+import redis as redis_py
+
+from restflow.caching import ArgsKeyField, KeyConstructor, cache_result
+from restflow.caching.settings import cache_settings
+
+
+def _next() -> int:
+    return redis_py.Redis.from_url(cache_settings()["BACKEND"]).incr("near:computations")
+
+
+@cache_result(ttl=60, stale_while_revalidate=60)
+def value(key):
+    return f"{key}:{_next()}"
+
+
+class TenantKey(KeyConstructor):
+    tenant = ArgsKeyField("tenant", partition=True)
+    item = ArgsKeyField("item")
+
+    class Meta:
+        namespace = "near"
+
+
+@cache_result(ttl=60, key_constructor=TenantKey)
+def report(tenant, item):
+    return f"{tenant}/{item}/{_next()}"

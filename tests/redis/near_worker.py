@@ -1,0 +1,82 @@
+"""The second process of the near cache tests (tests/redis/test_near_cache.py).
+
+    python -m tests.redis.near_worker <redis url> <operation>
+
+It uses the functions of ``tests.redis.near_functions`` with the near
+cache on, does one operation, prints a line saying what it saw, and exits.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import django
+from django.conf import settings
+
+
+def main() -> int:
+    url, operation = sys.argv[1:]
+    settings.configure(
+        SECRET_KEY="restflow-tests-only",  # the test project's: one signing key
+        RESTFLOW_SETTINGS={"CACHE_SETTINGS": {"BACKEND": url, "NEAR_CACHE": True}},
+    )
+    django.setup()
+    from tests.redis.near_functions import report, value
+
+    if operation == "refresh":
+        print(value.refresh("k"))
+    elif operation == "delete":
+        print(value.delete_cache("k"))
+    elif operation == "invalidate_all":
+        value.invalidate_all()
+        print("done")
+    elif operation == "delete_by_prefix":
+        report.delete_by_prefix(tenant="a")
+        print("done")
+    elif operation == "get":
+        print(value("k"))
+    elif operation == "fork":
+        return fork_after_first_use()
+    else:
+        raise SystemExit(f"unknown operation {operation!r}")
+    return 0
+
+
+def fork_after_first_use() -> int:
+    """Fills the near cache (its thread and connection running), forks,
+    and checks that the child starts with an empty near cache of its own
+    that fills and serves, and that the parent's still serves."""
+    from tests.redis.near_functions import value
+
+    backend = value._backend()
+    first = value("k")
+    assert backend.near_sync(), "the parent's channel came up"
+    value("k")  # read into the near cache
+    assert value.get_with_metadata("k")[0] == first
+    hits = backend.near_stats()["hits"]
+    assert hits >= 1, backend.near_stats()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            assert backend.near_stats() is None, "the child starts without one"
+            assert value("k") == first, "read from Redis"
+            assert backend.near_sync(), "the child's own channel came up"
+            value("k")  # read into the child's near cache
+            before = backend.near_stats()["hits"]
+            assert value.get_with_metadata("k")[0] == first
+            assert backend.near_stats()["hits"] == before + 1, backend.near_stats()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    assert value.get_with_metadata("k")[0] == first
+    assert backend.near_stats()["hits"] == hits + 1, backend.near_stats()
+    print("forked ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""The near cache (NEAR_CACHE): hits served in process, kept coherent by
+Redis's invalidation messages, against a real redis-server and a second
+process.
+
+A process never serves a value another process changed once that
+process's call has returned *and* the change's invalidation has reached
+this one: ``near_sync()`` waits for exactly that (it writes a sync key
+and waits for its invalidation, which Redis sends after those of every
+earlier change). How long the second part takes is measured in
+benches/near_cache.py, not asserted here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from restflow.caching import CacheStatus, cache_result
+from restflow.caching.testing import frozen_clock, wait_for_refreshes
+from tests.redis.conftest import redis_settings
+from tests.redis.near_functions import report, value
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def other_process(url: str, operation: str) -> str:
+    """Runs ``operation`` in a second process; returns what it printed."""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.redis.near_worker", url, operation],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def near(redis, redis_server):
+    """The NEAR_CACHE setting on, over the test database."""
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(redis_server.url, NEAR_CACHE=True)):
+        yield redis
+
+
+def near_hits(function) -> int:
+    return function._backend().near_stats()["hits"]
+
+
+def warm(function, *args, **kwargs):
+    """Stores the entry and reads it into the near cache; returns it."""
+    first = function(*args, **kwargs)
+    assert function._backend().near_sync(), "the invalidation channel came up"
+    assert function(*args, **kwargs) == first  # read from Redis, kept near
+    before = near_hits(function)
+    assert function.get_with_metadata(*args, **kwargs)[0] == first
+    assert near_hits(function) == before + 1, "served from the near cache"
+    return first
+
+
+def test_a_near_hit_is_a_hit_with_the_stored_metadata(near):
+    first, stored = value.get_with_metadata("k")
+    assert stored["cache_status"] is CacheStatus.MISS
+    assert value._backend().near_sync()
+    from_redis = value.get_with_metadata("k")
+    hits = near_hits(value)
+    counted = value.stats()
+    from_near = value.get_with_metadata("k")
+    assert near_hits(value) == hits + 1
+    assert from_near == from_redis == (first, {**stored, "cache_status": CacheStatus.HIT})
+    # The function's statistics count it too: a HIT, served near.
+    after = value.stats()
+    assert (after["hit"] - counted["hit"], after["near_hits"] - counted["near_hits"]) == (1, 1)
+
+
+def test_off_by_default_and_per_function(redis, redis_server):
+    assert value("k") == value("k")
+    assert value._backend().near_stats() is None, "NEAR_CACHE defaults to False"
+
+    @cache_result(ttl=60, near_cache=True)
+    def opted_in(x):
+        return [x]
+
+    warm(opted_in, 1)
+
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(redis_server.url, NEAR_CACHE=True)):
+
+        @cache_result(ttl=60, near_cache=False)
+        def opted_out(x):
+            return [x]
+
+        opted_out(1)
+        backend = opted_out._backend()
+        assert backend.near_sync()
+        before = backend.near_stats()
+        assert opted_out.get_with_metadata(1)[1]["cache_status"] is CacheStatus.HIT
+        after = backend.near_stats()
+        assert (after["hits"], after["misses"]) == (before["hits"], before["misses"])
+
+
+@pytest.mark.parametrize(
+    ("setting", "match"),
+    [("yes", "NEAR_CACHE"), (0, "NEAR_CACHE"), (-5, "NEAR_CACHE"), (1.5, "NEAR_CACHE")],
+)
+def test_settings_validation(redis_server, setting, match):
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(redis_server.url, NEAR_CACHE=setting)):
+        with pytest.raises(ImproperlyConfigured, match=match):
+            value("k")
+
+
+def test_a_bad_near_cache_parameter_fails_at_decoration():
+    with pytest.raises(TypeError, match="near_cache must be True, False or None"):
+        cache_result(near_cache="on")
+
+
+def test_bounded_by_the_setting(redis, redis_server):
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(redis_server.url, NEAR_CACHE=40)):
+        value("k0")
+        assert value._backend().near_sync()
+        for i in range(200):
+            value(f"k{i}")
+            value(f"k{i}")
+        assert value._backend().near_stats()["entries"] <= 40
+
+
+@pytest.mark.parametrize("operation", ["refresh", "delete", "invalidate_all"])
+def test_a_change_by_another_process_is_never_served_once_received(near, redis_server, operation):
+    old = warm(value, "k")
+    printed = other_process(redis_server.url, operation)
+    assert value._backend().near_sync()
+    served, meta = value.get_with_metadata("k")
+    assert served != old
+    if operation == "refresh":
+        # The other process's new value, read from Redis.
+        assert (served, meta["cache_status"]) == (printed, CacheStatus.HIT)
+    else:
+        assert meta["cache_status"] is CacheStatus.MISS
+
+
+def test_a_partition_dropped_by_another_process_is_never_served_once_received(near, redis_server):
+    old_a = warm(report, "a", 1)
+    old_b = warm(report, "b", 1)
+    assert other_process(redis_server.url, "delete_by_prefix") == "done"
+    assert report._backend().near_sync()
+    hits = near_hits(report)
+    assert report.get_with_metadata("b", 1) == (old_b, report.get_cached_metadata("b", 1))
+    assert near_hits(report) == hits + 1, "another partition stays near"
+    served, meta = report.get_with_metadata("a", 1)
+    assert (served != old_a, meta["cache_status"]) == (True, CacheStatus.MISS)
+
+
+def test_this_process_reads_its_own_writes_at_once(near):
+    old = warm(value, "k")
+    new = value.refresh("k")
+    assert new != old
+    assert value("k") == new, "no wait for the invalidation message"
+    value.invalidate_all()
+    assert value.get_with_metadata("k")[1]["cache_status"] is CacheStatus.MISS
+
+
+def test_a_stale_near_entry_goes_through_the_stale_path(near):
+    with frozen_clock(datetime(2026, 1, 1, tzinfo=UTC)) as clock:
+        old = warm(value, "k")
+        clock.advance(61)  # past ttl=60, inside stale_while_revalidate=60
+        hits = near_hits(value)
+        served, meta = value.get_with_metadata("k")
+        assert (served, meta["cache_status"]) == (old, CacheStatus.STALE)
+        assert near_hits(value) == hits
+        wait_for_refreshes()
+        refreshed, meta = value.get_with_metadata("k")
+        assert (refreshed != old, meta["cache_status"]) == (True, CacheStatus.HIT)
+
+
+def test_flushall_empties_it(near):
+    old = warm(value, "k")
+    near.flushall()
+    near.set("near:computations", 1000)  # new values differ from the old
+    assert value._backend().near_sync()
+    served, meta = value.get_with_metadata("k")
+    assert (served != old, meta["cache_status"]) == (True, CacheStatus.MISS)
+
+
+def test_a_killed_channel_serves_nothing_until_tracking_again(own_redis):
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url, NEAR_CACHE=True)):
+        old = warm(value, "k")
+        backend = value._backend()
+        flushes = backend.near_stats()["flushes"]
+        client = own_redis.client()
+        # The invalidation channel (the one connection whose tracking
+        # matters: see restflow_cache::shared::tracking).
+        assert client.client_kill_filter(_type="pubsub") == 1
+        # A change while the channel is down is never seen as a message.
+        client.delete(value.get_cache_key("k"))
+        assert backend.near_sync(), "tracking again"
+        assert backend.near_stats()["flushes"] >= flushes + 2, "down, then up: emptied"
+        hits = near_hits(value)
+        served, meta = value.get_with_metadata("k")
+        assert (served != old, meta["cache_status"]) == (True, CacheStatus.MISS)
+        assert near_hits(value) == hits
+        assert value("k") == served  # read from Redis again, kept near
+        assert value.get_with_metadata("k")[0] == served
+        assert near_hits(value) == hits + 1, "serving near again"
+
+
+def test_a_restarted_server_is_tracked_again(own_redis):
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url, NEAR_CACHE=True)):
+        old = warm(value, "k")
+        own_redis.stop()
+        own_redis.start()
+        own_redis.client().set("near:computations", 1000)
+        backend = value._backend()
+        assert backend.near_sync(timeout=20), "tracking the new server"
+        hits = near_hits(value)
+        # The old server's lookup connection fails once (BYPASS), then the
+        # value is computed again: never the old one, never served near.
+        statuses = []
+        while not statuses or statuses[-1] is CacheStatus.BYPASS:
+            assert len(statuses) < 5, statuses
+            served, meta = value.get_with_metadata("k")
+            assert served != old
+            statuses.append(meta["cache_status"])
+        assert statuses[-1] is CacheStatus.MISS
+        assert near_hits(value) == hits
+
+
+def test_a_process_forked_after_first_use_has_its_own(redis, redis_server):
+    assert other_process(redis_server.url, "fork") == "forked ok"
+
+
+def test_async_callers_are_served_near(near):
+    @cache_result(ttl=60)
+    async def loaded(x):
+        return [x, value("inner")]
+
+    async def scenario():
+        first = await loaded(1)
+        assert loaded._engine._backend().near_sync()
+        assert await loaded(1) == first  # read from Redis through the engine
+        hits = loaded._engine._backend().near_stats()["hits"]
+        served, meta = await loaded.aget_with_metadata(1)
+        assert (served, meta["cache_status"]) == (first, CacheStatus.HIT)
+        assert loaded._engine._backend().near_stats()["hits"] == hits + 1
+
+    asyncio.run(scenario())
