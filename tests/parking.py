@@ -1,0 +1,107 @@
+"""Knowing, instead of hoping, that callers wait on another's computation.
+
+A single-flight test holds the leader's computation on an event and releases
+it only once every other caller is parked on that computation. A caller
+released a moment too early would arrive after the leader finished and be a
+HIT (or compute again), so "wait a bit" makes such tests flaky on a loaded
+machine and lets them pass without testing anything. These helpers poll (as
+a hang guard, with a generous deadline) for the state itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dis
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from restflow.caching.asynchronous import AsyncCachedWrapper
+
+DEADLINE = 30.0
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
+    """Polls ``condition`` from a thread; raises if it is still false at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not {what} after {timeout} s")
+        time.sleep(0.001)
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
+    """Yields to the loop until ``condition`` holds; raises at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not {what} after {timeout} s")
+        await asyncio.sleep(0)
+
+
+def parked_threads(threads: Iterable[threading.Thread], call: Callable[[], object]) -> int:
+    """How many of ``threads`` are inside a call made by ``call`` (a lambda
+    such as ``lambda: f.get_with_metadata(1)``) with the GIL released.
+
+    Only for the memory store, where that means "waiting on the leader":
+    the engine keeps the GIL from the moment a call enters the wrapper until
+    it parks a follower on the leader's computation (detached), and the
+    only instruction where a thread can hand the GIL over between starting
+    ``call`` and that point is the lambda's own RESUME. This thread holds the
+    GIL while it looks, so a thread it sees at the lambda's CALL is parked.
+    (Shared stores run their round trips detached too: not for them.)
+    """
+    code = call.__code__
+    calls = {i.offset for i in dis.get_instructions(code) if i.opname.startswith("CALL")}
+    frames = sys._current_frames()
+    count = 0
+    for thread in threads:
+        frame = frames.get(thread.ident)
+        if frame is not None and frame.f_code is code and frame.f_lasti in calls:
+            count += 1
+    return count
+
+
+def wait_until_parked(
+    threads: Iterable[threading.Thread], call: Callable[[], object], count: int
+) -> None:
+    """Blocks until ``count`` of ``threads`` wait on the leader (memory store)."""
+    threads = list(threads)
+    wait_until(lambda: parked_threads(threads, call) >= count, f"{count} threads parked")
+
+
+def awaits_a_leader(task: asyncio.Task) -> bool:
+    """Whether ``task`` is suspended as a follower in the async layer's
+    single-flight: awaiting the leader's future, not computing itself."""
+    awaited = task.get_coro()
+    single_flight = AsyncCachedWrapper._single_flight.__code__
+    while awaited is not None and hasattr(awaited, "cr_code"):
+        if awaited.cr_code is single_flight:
+            return isinstance(awaited.cr_await, asyncio.Future)
+        awaited = awaited.cr_await
+    return False
+
+
+async def until_following(tasks: Iterable[asyncio.Task], count: int) -> None:
+    """Yields to the loop until ``count`` of ``tasks`` await a leader."""
+    tasks = list(tasks)
+    await until(
+        lambda: sum(awaits_a_leader(task) for task in tasks) >= count, f"{count} tasks following"
+    )
+
+
+def blocked_on_a_futex(thread: threading.Thread) -> bool:
+    """Whether the kernel has ``thread`` asleep on a futex (a lock or
+    condition variable wait), not waiting for a socket or runnable.
+
+    For shared stores, where a thread is detached during its round trips
+    too: one parked at its call and asleep on a futex after its lookup is
+    waiting on the leader. Linux only (``/proc``); elsewhere it cannot tell
+    and says yes.
+    """
+    try:
+        with open(f"/proc/self/task/{thread.native_id}/wchan") as wchan:
+            return "futex" in wchan.read()
+    except OSError:
+        return True
