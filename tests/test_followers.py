@@ -5,6 +5,7 @@ on the memory store and on a Django cache (Redis: tests/redis/test_locks.py)."""
 from __future__ import annotations
 
 import threading
+from typing import ClassVar
 
 import pytest
 from django.core.cache.backends.locmem import LocMemCache
@@ -29,7 +30,7 @@ CACHES = {
 class LookupRecordingCache(LocMemCache):
     """A LocMemCache that records which threads finished a lookup."""
 
-    looked_up: set[int] = set()
+    looked_up: ClassVar[set[int]] = set()
 
     def get_many(self, keys, version=None):
         found = super().get_many(keys, version)
