@@ -32,12 +32,15 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLI
 
 
 async def until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    """Yields to the loop until ``condition`` holds; raises at the deadline."""
+    """Yields to the loop until ``condition`` holds; raises at the deadline.
+
+    Polls every millisecond rather than spinning the loop: on a shared
+    store the condition may wait on worker threads that need the CPU."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"still not {what} after {timeout} s")
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.001)
 
 
 def parked_threads(threads: Iterable[threading.Thread], call: Callable[[], object]) -> int:
@@ -78,17 +81,43 @@ def awaits_a_leader(task: asyncio.Task) -> bool:
     single_flight = AsyncCachedWrapper._single_flight.__code__
     while awaited is not None and hasattr(awaited, "cr_code"):
         if awaited.cr_code is single_flight:
-            return isinstance(awaited.cr_await, asyncio.Future)
+            # A follower awaits the leader's future (through its iterator);
+            # the leader awaits its own computation, a coroutine.
+            inner = awaited.cr_await
+            return inner is not None and not asyncio.iscoroutine(inner)
         awaited = awaited.cr_await
     return False
 
 
-async def until_following(tasks: Iterable[asyncio.Task], count: int) -> None:
-    """Yields to the loop until ``count`` of ``tasks`` await a leader."""
-    tasks = list(tasks)
-    await until(
-        lambda: sum(awaits_a_leader(task) for task in tasks) >= count, f"{count} tasks following"
-    )
+async def until_following(count: int, tasks: Iterable[asyncio.Task] | None = None) -> None:
+    """Yields to the loop until ``count`` of ``tasks`` (default: every task
+    on the loop, for requests a test client makes) await a leader."""
+    chosen = None if tasks is None else list(tasks)
+
+    def following() -> int:
+        current = asyncio.all_tasks() if chosen is None else chosen
+        return sum(awaits_a_leader(task) for task in current)
+
+    await until(lambda: following() >= count, f"{count} tasks following")
+
+
+class Gate:
+    """Where a computation under test waits while the test holds it closed.
+
+    Open by default, so the code it sits in runs freely in other tests;
+    polled (see :func:`until`) so one gate serves any event loop."""
+
+    def __init__(self) -> None:
+        self.is_open = True
+
+    def close(self) -> None:
+        self.is_open = False
+
+    def open(self) -> None:
+        self.is_open = True
+
+    async def passed(self) -> None:
+        await until(lambda: self.is_open, "the gate opened")
 
 
 def blocked_on_a_futex(thread: threading.Thread) -> bool:
