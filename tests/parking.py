@@ -134,3 +134,26 @@ def blocked_on_a_futex(thread: threading.Thread) -> bool:
             return "futex" in wchan.read()
     except OSError:
         return True
+
+
+def workers_parked_in_the_engine(prefix: str = "restflow-async") -> int:
+    """How many of the async layer's worker threads wait, inside the
+    engine, on another thread's computation: in the engine call their pool
+    made (detached, at its CALL) and asleep on a futex, not on a socket."""
+    from concurrent.futures.thread import _WorkItem
+
+    code = _WorkItem.run.__code__
+    calls = {i.offset for i in dis.get_instructions(code) if i.opname.startswith("CALL")}
+    frames = sys._current_frames()
+    count = 0
+    for thread in threading.enumerate():
+        frame = frames.get(thread.ident)
+        if (
+            thread.name.startswith(prefix)
+            and frame is not None
+            and frame.f_code is code
+            and frame.f_lasti in calls
+            and blocked_on_a_futex(thread)
+        ):
+            count += 1
+    return count
