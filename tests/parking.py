@@ -22,13 +22,16 @@ from restflow.caching.asynchronous import AsyncCachedWrapper
 DEADLINE = 30.0
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    """Polls ``condition`` from a thread; raises if it is still false at the deadline."""
+def wait_until(
+    condition: Callable[[], bool], what: str, timeout: float = DEADLINE, every: float = 0.001
+) -> None:
+    """Polls ``condition`` from a thread (every ``every`` s); raises if it
+    is still false at the deadline."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"still not {what} after {timeout} s")
-        time.sleep(0.001)
+        time.sleep(every)
 
 
 async def until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
@@ -129,9 +132,20 @@ def blocked_on_a_futex(thread: threading.Thread) -> bool:
     waiting on the leader. Linux only (``/proc``); elsewhere it cannot tell
     and says yes.
     """
+    return kernel_wait(thread, "futex")
+
+
+def asleep(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is in a timed sleep (``time.sleep``, Rust's
+    ``thread::sleep``: a backoff, say). Linux only; elsewhere says yes."""
+    return kernel_wait(thread, "nanosleep")
+
+
+def kernel_wait(thread: threading.Thread, where: str) -> bool:
+    """Whether the kernel function ``thread`` sleeps in names ``where``."""
     try:
         with open(f"/proc/self/task/{thread.native_id}/wchan") as wchan:
-            return "futex" in wchan.read()
+            return where in wchan.read()
     except OSError:
         return True
 
