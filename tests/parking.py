@@ -15,6 +15,7 @@ import dis
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable, Iterable
 
 from restflow.caching.asynchronous import AsyncCachedWrapper
@@ -171,3 +172,19 @@ def workers_parked_in_the_engine(prefix: str = "restflow-async") -> int:
         ):
             count += 1
     return count
+
+
+def parked_in(thread: threading.Thread, code: types.CodeType, opname: str) -> bool:
+    """Whether ``thread`` waits on a leader (memory store) from inside a
+    call that ``code`` makes with its only ``opname`` instruction: its
+    innermost frame is there, detached (this thread holds the GIL) and
+    asleep on a futex. As :func:`parked_threads`, for calls that run
+    through library code rather than a test's lambda."""
+    [offset] = [i.offset for i in dis.get_instructions(code) if i.opname == opname]
+    frame = sys._current_frames().get(thread.ident)
+    return (
+        frame is not None
+        and frame.f_code is code
+        and frame.f_lasti == offset
+        and blocked_on_a_futex(thread)
+    )
