@@ -20,7 +20,9 @@ from collections.abc import Callable, Iterable
 
 from restflow.caching.asynchronous import AsyncCachedWrapper
 
-DEADLINE = 30.0
+#: Hang guards: far beyond any wait on a loaded machine, well inside the
+#: 30 s a test's run() allows.
+DEADLINE = 10.0
 
 
 def wait_until(
@@ -121,7 +123,7 @@ class Gate:
         self.is_open = True
 
     async def passed(self) -> None:
-        await until(lambda: self.is_open, "the gate opened")
+        await until(lambda: self.is_open, "the gate opened", timeout=60)
 
 
 def blocked_on_a_futex(thread: threading.Thread) -> bool:
