@@ -57,8 +57,10 @@ def parked_threads(threads: Iterable[threading.Thread], call: Callable[[], objec
     the engine keeps the GIL from the moment a call enters the wrapper until
     it parks a follower on the leader's computation (detached), and the
     only instruction where a thread can hand the GIL over between starting
-    ``call`` and that point is the lambda's own RESUME. This thread holds the
-    GIL while it looks, so a thread it sees at the lambda's CALL is parked.
+    ``call`` and that point is the lambda's own RESUME (CPython checks for a
+    GIL hand-over at RESUME, backward jumps and after a call returns, never
+    between loading the arguments and calling). This thread holds the GIL
+    while it looks, so a thread it sees at the lambda's CALL is parked.
     (Shared stores run their round trips detached too: not for them.)
     """
     code = call.__code__
@@ -156,24 +158,16 @@ def kernel_wait(thread: threading.Thread, where: str) -> bool:
 def workers_parked_in_the_engine(prefix: str = "restflow-async") -> int:
     """How many of the async layer's worker threads wait, inside the
     engine, on another thread's computation: in the engine call their pool
-    made (detached, at its CALL) and asleep on a futex, not on a socket."""
+    made (``self.fn(*self.args, **self.kwargs)``) and asleep on a futex,
+    not on a socket (a shared store's round trip)."""
     from concurrent.futures.thread import _WorkItem
 
     code = _WorkItem.run.__code__
-    calls = {i.offset for i in dis.get_instructions(code) if i.opname.startswith("CALL")}
-    frames = sys._current_frames()
-    count = 0
-    for thread in threading.enumerate():
-        frame = frames.get(thread.ident)
-        if (
-            thread.name.startswith(prefix)
-            and frame is not None
-            and frame.f_code is code
-            and frame.f_lasti in calls
-            and blocked_on_a_futex(thread)
-        ):
-            count += 1
-    return count
+    return sum(
+        parked_in(thread, code, "CALL_FUNCTION_EX")
+        for thread in threading.enumerate()
+        if thread.name.startswith(prefix)
+    )
 
 
 def parked_in(thread: threading.Thread, code: types.CodeType, opname: str) -> bool:
