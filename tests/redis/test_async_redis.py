@@ -25,6 +25,11 @@ from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests import async_views
 from tests.parking import Gate, until, until_following, workers_parked_in_the_engine
 from tests.redis.conftest import redis_settings
+from tests.test_async import (
+    INVALIDATIONS,
+    an_invalidation_during_a_computation_is_not_undone,
+    hundred_tasks_on_a_cold_key_compute_once,
+)
 
 calls: list = []
 
@@ -194,28 +199,7 @@ def test_a_methods_on_a_bound_method_on_redis(redis):
 
 
 def test_concurrent_tasks_on_a_cold_key_compute_once_on_redis(redis):
-    computations = []
-    gate = Gate()
-
-    @cache_result(ttl=30)
-    async def slow(x):
-        computations.append(x)
-        await gate.passed()  # in flight until the 99 others await it
-        return {"x": x}
-
-    async def main():
-        gate.close()
-        tasks = [asyncio.create_task(slow.aget_with_metadata(1)) for _ in range(100)]
-        await until_following(99, tasks)
-        gate.open()
-        return await asyncio.gather(*tasks)
-
-    results = run(main())
-    assert computations == [1]
-    assert len(results) == 100
-    assert all(value == {"x": 1} for value, _ in results)
-    # Every task awaited the one computation: all get its MISS.
-    assert [meta["cache_status"] for _, meta in results] == [CacheStatus.MISS] * 100
+    slow = hundred_tasks_on_a_cold_key_compute_once()
     assert redis.get(slow.get_cache_key(1)).startswith(b"RFC2")
 
 
@@ -517,28 +501,9 @@ def test_stale_if_error_on_redis(redis):
     run(main())
 
 
-def test_an_invalidation_during_a_computation_is_not_undone_on_redis(redis):
-    data = {"title": "old"}
-    read = []
-    gate = Gate()
-
-    @cache_result(ttl=30)
-    async def title(x):
-        read.append(data["title"])
-        await gate.passed()  # the data changes and is invalidated meanwhile
-        return read[-1]
-
-    async def main():
-        gate.close()
-        computing = asyncio.create_task(title(1))
-        await until(lambda: read, "reading the data")
-        data["title"] = "new"
-        await title.ainvalidate_all()
-        gate.open()
-        assert await computing == "old"
-        return await title.aget_cache_only(1), await title(1)
-
-    assert run(main()) == (CACHE_MISSING, "new")
+@pytest.mark.parametrize("invalidate", INVALIDATIONS)
+def test_an_invalidation_during_a_computation_is_not_undone_on_redis(redis, invalidate):
+    an_invalidation_during_a_computation_is_not_undone(invalidate)
 
 
 # -- a Django async view ---------------------------------------------------------------
