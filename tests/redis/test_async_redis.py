@@ -268,6 +268,8 @@ def test_nested_cached_calls_under_load_do_not_deadlock_on_redis(redis):
 
     @cache_result(ttl=30)
     async def part(x):
+        # A slow query: how long it takes decides nothing, only that the
+        # outer computations wait on inner ones while all are in flight.
         await asyncio.sleep(0.01)
         return x
 
