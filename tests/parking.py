@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dis
+import functools
 import sys
 import threading
 import time
@@ -64,7 +65,7 @@ def parked_threads(threads: Iterable[threading.Thread], call: Callable[[], objec
     (Shared stores run their round trips detached too: not for them.)
     """
     code = call.__code__
-    calls = {i.offset for i in dis.get_instructions(code) if i.opname.startswith("CALL")}
+    calls = call_offsets(code)
     frames = sys._current_frames()
     count = 0
     for thread in threads:
@@ -72,6 +73,12 @@ def parked_threads(threads: Iterable[threading.Thread], call: Callable[[], objec
         if frame is not None and frame.f_code is code and frame.f_lasti in calls:
             count += 1
     return count
+
+
+@functools.cache
+def call_offsets(code: types.CodeType) -> frozenset[int]:
+    """Where ``code``'s call instructions are (looked up once per code)."""
+    return frozenset(i.offset for i in dis.get_instructions(code) if i.opname.startswith("CALL"))
 
 
 def wait_until_parked(

@@ -59,12 +59,19 @@ def main() -> int:
         if scenario == "cold":
             # Until every caller of every process waits on this computation.
             processes = int(rest[2])
+            # Deadlines far inside LOCK_TIMEOUT (60 s here): a loaded machine
+            # slows this down, and must not make a waiter take the lock over.
             wait_until(
-                lambda: int(counter.get("waiting") or 0) == processes, "all waiting", every=0.01
+                lambda: int(counter.get("waiting") or 0) == processes,
+                "all waiting",
+                timeout=45,
+                every=0.02,
             )
         elif scenario == "stale":
             # Until the test has every process's stale reads.
-            wait_until(lambda: counter.get("release") is not None, "released", every=0.01)
+            wait_until(
+                lambda: counter.get("release") is not None, "released", timeout=45, every=0.02
+            )
         else:
             time.sleep(pause)
         return {"key": key, "pid": __import__("os").getpid()}
@@ -97,12 +104,14 @@ def main() -> int:
         sleeping = set()
 
         def all_waiting():
-            parked = [t for t in threads if parked_threads([t], call) and blocked_on_a_futex(t)]
-            sleeping.update(t for t in threads if t not in parked and asleep(t))
-            leads = bool(computing) or any(parked_threads([t], call) for t in sleeping)
+            # Frames first (cheap), the kernel's view only for threads in the call.
+            calling = [t for t in threads if parked_threads([t], call)]
+            parked = [t for t in calling if blocked_on_a_futex(t)]
+            sleeping.update(t for t in calling if t not in parked and asleep(t))
+            leads = bool(computing) or any(t in calling for t in sleeping)
             return len(parked) == 7 and leads
 
-        wait_until(all_waiting, "this process's callers waiting", every=0.005)
+        wait_until(all_waiting, "this process's callers waiting", timeout=45, every=0.01)
         counter.incr("waiting")
         for thread in threads:
             thread.join()
