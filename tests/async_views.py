@@ -1,21 +1,23 @@
 """A URLconf with Django async views over an ``async def`` cached payload
 (``@pytest.mark.urls("tests.async_views")`` in tests/test_async.py)."""
 
-import asyncio
 import json
 
 from django.http import HttpResponse
 from django.urls import path
 
 from restflow.caching import cache_result, set_response_cache_header
+from tests.parking import Gate
 
 calls: list[int] = []
+#: Closed by a test that needs the query in flight while other requests arrive.
+gate = Gate()
 
 
 @cache_result(ttl=300)
 async def get_user_payload(user_id: int):
     calls.append(user_id)
-    await asyncio.sleep(0.05)  # a slow query, awaited: keeps the computation in flight
+    await gate.passed()  # a slow query, awaited
     return {"id": user_id, "name": f"user {user_id}", "version": len(calls)}
 
 

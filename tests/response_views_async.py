@@ -25,6 +25,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from restflow.caching.cache_response import cache_response
+from tests.parking import Gate
 
 CALLS: Counter = Counter()
 
@@ -165,17 +166,21 @@ async def ttl_view(request, pk):
 # --- concurrency ---------------------------------------------------------------
 
 
+#: Closed by a test that needs a render in flight while other requests arrive.
+gate = Gate()
+
+
 @cache_response(ttl=60, set_cache_headers=True)
 async def slow_view(request):
     CALLS["slow_view"] += 1
-    await asyncio.sleep(0.05)
+    await gate.passed()
     return JsonResponse({"run": CALLS["slow_view"]})
 
 
 @cache_response(ttl=60, set_cache_headers=True)
 async def slow_cookie_view(request):
     CALLS["slow_cookie_view"] += 1
-    await asyncio.sleep(0.05)
+    await gate.passed()
     response = JsonResponse({"ok": True})
     response.set_cookie("who", request.headers["X-Who"])
     return response

@@ -24,6 +24,7 @@ from restflow.caching import (
 from restflow.caching.asynchronous import AsyncCachedWrapper, wait_for_async_refreshes
 from restflow.caching.testing import frozen_clock
 from tests import async_views
+from tests.parking import Gate, until, until_following
 
 calls: list = []
 
@@ -140,16 +141,26 @@ def test_a_memory_hit_finishes_without_suspending():
 
 
 def test_100_concurrent_tasks_on_a_cold_key_compute_once():
+    hundred_tasks_on_a_cold_key_compute_once()
+
+
+def hundred_tasks_on_a_cold_key_compute_once():
+    """Also on Redis (tests/redis/test_async_redis.py); returns the wrapper."""
     computations = []
+    gate = Gate()
 
     @cache_result(ttl=60)
     async def slow(x):
         computations.append(x)
-        await asyncio.sleep(0.1)  # keeps the computation in flight while all tasks arrive
+        await gate.passed()  # in flight until the 99 others await it
         return {"x": x}
 
     async def main():
-        return await asyncio.gather(*(slow.aget_with_metadata(1) for _ in range(100)))
+        gate.close()
+        tasks = [asyncio.create_task(slow.aget_with_metadata(1)) for _ in range(100)]
+        await until_following(99, tasks)
+        gate.open()
+        return await asyncio.gather(*tasks)
 
     results = run(main())
     assert computations == [1]
@@ -157,10 +168,12 @@ def test_100_concurrent_tasks_on_a_cold_key_compute_once():
     assert all(value == {"x": 1} for value, _ in results)
     assert {meta["cache_status"] for _, meta in results} == {CacheStatus.MISS}
     assert len({meta["cached_at"] for _, meta in results}) == 1
+    return slow
 
 
 def test_concurrent_tasks_on_a_raising_key_share_one_exception_and_nothing_is_stored():
     computations = []
+    gate = Gate()
 
     class Boom(Exception):
         pass
@@ -168,13 +181,15 @@ def test_concurrent_tasks_on_a_raising_key_share_one_exception_and_nothing_is_st
     @cache_result(ttl=60)
     async def failing(x):
         computations.append(x)
-        await asyncio.sleep(0.05)
+        await gate.passed()  # in flight until the 19 others await it
         raise Boom(x)
 
     async def main():
-        results = await asyncio.gather(
-            *(failing.aget_with_metadata(1) for _ in range(20)), return_exceptions=True
-        )
+        gate.close()
+        tasks = [asyncio.create_task(failing.aget_with_metadata(1)) for _ in range(20)]
+        await until_following(19, tasks)
+        gate.open()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
         return results, await failing.aget_cache_only(1)
 
     results, cached = run(main())
@@ -185,23 +200,27 @@ def test_concurrent_tasks_on_a_raising_key_share_one_exception_and_nothing_is_st
 
 def test_cancelling_the_computing_task_does_not_leave_waiters_hanging():
     computations = []
-    started = []
+    gate = Gate()
 
     @cache_result(ttl=60)
     async def slow(x):
         computations.append(x)
-        started.append(asyncio.get_running_loop().time())
-        await asyncio.sleep(0.2)
+        if len(computations) == 1:
+            await asyncio.get_running_loop().create_future()  # until cancelled
+        await gate.passed()  # the waiter that took over, until the 9 others follow it
         return ("value", len(computations))
 
     async def main():
+        gate.close()
         leader = asyncio.create_task(slow.aget_with_metadata(1))
-        while not started:
-            await asyncio.sleep(0)
+        await until(lambda: computations, "computing")
         waiters = [asyncio.create_task(slow.aget_with_metadata(1)) for _ in range(10)]
-        await asyncio.sleep(0.02)  # every waiter is now awaiting the leader's computation
+        await until_following(10, waiters)
         assert computations == [1]
         leader.cancel()
+        await until(lambda: len(computations) == 2, "a waiter taking over")
+        await until_following(9, waiters)
+        gate.open()
         results = await asyncio.wait_for(asyncio.gather(*waiters), timeout=5)
         with pytest.raises(asyncio.CancelledError):
             await leader
@@ -220,20 +239,23 @@ def test_cancelling_the_computing_task_does_not_leave_waiters_hanging():
 
 def test_a_cancelled_waiter_does_not_cancel_the_computation():
     computations = []
+    gate = Gate()
 
     @cache_result(ttl=60)
     async def slow(x):
         computations.append(x)
-        await asyncio.sleep(0.1)
+        await gate.passed()
         return x * 10
 
     async def main():
+        gate.close()
         leader = asyncio.create_task(slow(1))
-        await asyncio.sleep(0.01)
+        await until(lambda: computations, "computing")
         waiter = asyncio.create_task(slow(1))
         other = asyncio.create_task(slow(1))
-        await asyncio.sleep(0.01)
+        await until_following(2, [waiter, other])
         waiter.cancel()
+        gate.open()
         value = await asyncio.wait_for(leader, timeout=5)
         return value, await asyncio.wait_for(other, timeout=5), waiter.cancelled()
 
@@ -254,22 +276,32 @@ def test_a_coroutine_awaiting_itself_with_the_same_arguments_fails_clearly():
         run(recursive(1), timeout=5)
 
 
-@pytest.mark.parametrize("invalidate", ["ainvalidate_all", "adelete_by_prefix", "awipe"])
+INVALIDATIONS = ["ainvalidate_all", "adelete_by_prefix", "awipe"]
+
+
+@pytest.mark.parametrize("invalidate", INVALIDATIONS)
 def test_an_invalidation_during_a_computation_is_not_undone(invalidate):
+    an_invalidation_during_a_computation_is_not_undone(invalidate)
+
+
+def an_invalidation_during_a_computation_is_not_undone(invalidate):
     """A value computed from data read before an invalidation must not be
     stored where readers find it after the invalidation (as on sync, whose
-    entry goes under the key the computation started with)."""
+    entry goes under the key the computation started with). Also on Redis."""
     data = {"title": "old"}
+    read = []
+    gate = Gate()
 
     @cache_result(ttl=60, key_constructor=TenantKey)
     async def title(tenant, item):
-        seen = data["title"]
-        await asyncio.sleep(0.1)  # the data changes and is invalidated meanwhile
-        return seen
+        read.append(data["title"])
+        await gate.passed()  # the data changes and is invalidated meanwhile
+        return read[-1]
 
     async def main():
+        gate.close()
         computing = asyncio.create_task(title("a", 1))
-        await asyncio.sleep(0.02)
+        await until(lambda: read, "reading the data")
         data["title"] = "new"
         if invalidate == "ainvalidate_all":
             await title.ainvalidate_all()
@@ -277,6 +309,7 @@ def test_an_invalidation_during_a_computation_is_not_undone(invalidate):
             await title.adelete_by_prefix(tenant="a")
         else:
             await TenantKey.awipe()
+        gate.open()
         assert await computing == "old"
         return await title.aget_cache_only("a", 1), await title("a", 1)
 
@@ -637,22 +670,26 @@ def test_an_async_cache_if_and_an_async_ttl_together():
 
 def test_stale_is_served_at_once_and_refreshed_by_one_task():
     computations = []
+    gate = Gate()
 
     @cache_result(ttl=10)
     async def version(x):
         computations.append(x)
-        await asyncio.sleep(0.05)
+        await gate.passed()  # the refresh stays in flight during the stale reads
         return len(computations)
 
     async def main():
         with frozen_clock() as clock:
             assert await version(1) == 1
             clock.advance(11)
+            gate.close()
             value, meta = await version.aget_with_metadata(1)
             assert (value, meta["cache_status"]) == (1, CacheStatus.STALE)
             assert computations == [1]  # served without waiting on the recompute
             more = await asyncio.gather(*(version.aget_with_metadata(1) for _ in range(20)))
-            assert {(v, m["cache_status"]) for v, m in more} == {(1, CacheStatus.STALE)}
+            assert [(v, m["cache_status"]) for v, m in more] == [(1, CacheStatus.STALE)] * 20
+            assert computations == [1, 1]  # the one refresh task, still held
+            gate.open()
             await wait_for_async_refreshes()
             assert computations == [1, 1]  # one refresh for 21 stale reads
             value, meta = await version.aget_with_metadata(1)
@@ -711,12 +748,13 @@ def test_a_refresh_task_cancelled_with_its_loop_does_not_block_later_refreshes()
     @cache_result(ttl=10)
     async def slow_version(x):
         computations.append(x)
-        await asyncio.sleep(0.2)
+        if len(computations) == 2:
+            await asyncio.get_running_loop().create_future()  # until its loop ends
         return len(computations)
 
     async def stale_then_leave():
         value, meta = await slow_version.aget_with_metadata(1)
-        await asyncio.sleep(0.01)  # the refresh has started; the loop ends under it
+        await until(lambda: len(computations) == 2, "refreshing")  # the loop ends under it
         return value, meta["cache_status"]
 
     async def later():
@@ -739,10 +777,12 @@ def test_stale_if_error_on_the_memory_store():
     computations = []
     failing = {"on": False}
 
+    gate = Gate()
+
     @cache_result(ttl=10, stale_while_revalidate=5, stale_if_error=60)
     async def fragile(x):
         computations.append(x)
-        await asyncio.sleep(0.02)
+        await gate.passed()  # in flight until the 4 others await it
         if failing["on"]:
             raise ConnectionError("upstream down")
         return len(computations)
@@ -752,9 +792,11 @@ def test_stale_if_error_on_the_memory_store():
             assert await fragile(1) == 1
             failing["on"] = True
             clock.advance(16)
-            results = await asyncio.gather(
-                *(fragile.aget_with_metadata(1) for _ in range(5)), return_exceptions=True
-            )
+            gate.close()
+            tasks = [asyncio.create_task(fragile.aget_with_metadata(1)) for _ in range(5)]
+            await until_following(4, tasks)
+            gate.open()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
             clock.advance(61)
             with pytest.raises(ConnectionError):
                 await fragile(1)
@@ -790,7 +832,13 @@ def test_a_django_async_view_misses_then_hits():
 def test_concurrent_requests_to_a_django_async_view_compute_once():
     async def main():
         client = AsyncClient()
-        return await asyncio.gather(*(client.get("/async-users/2/") for _ in range(10)))
+        async_views.gate.close()
+        try:
+            requests = [asyncio.create_task(client.get("/async-users/2/")) for _ in range(10)]
+            await until_following(9)
+        finally:
+            async_views.gate.open()
+        return await asyncio.gather(*requests)
 
     responses = run(main())
     assert [r.status_code for r in responses] == [200] * 10

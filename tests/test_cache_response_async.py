@@ -34,6 +34,7 @@ from restflow.caching.cache_response import (
 )
 from restflow.caching.testing import frozen_clock
 from tests import response_views_async as views
+from tests.parking import until_following
 from tests.response_views_async import CALLS
 
 pytestmark = pytest.mark.urls("tests.response_views_async")
@@ -389,7 +390,13 @@ def test_an_authenticated_user_without_a_pk_is_served_live():
 def test_concurrent_requests_for_one_key_run_the_view_once():
     async def scenario():
         client = AsyncClient()
-        return await asyncio.gather(*[client.get("/slow/") for _ in range(3)])
+        views.gate.close()
+        try:
+            requests = [asyncio.create_task(client.get("/slow/")) for _ in range(3)]
+            await until_following(2)
+        finally:
+            views.gate.open()
+        return await asyncio.gather(*requests)
 
     responses = run(scenario)
     assert CALLS["slow_view"] == 1
@@ -400,9 +407,16 @@ def test_concurrent_requests_for_one_key_run_the_view_once():
 def test_a_request_that_waited_for_an_unstorable_response_renders_its_own():
     async def scenario():
         client = AsyncClient()
-        return await asyncio.gather(
-            *[client.get("/slow-cookie/", headers={"x-who": who}) for who in "ab"]
-        )
+        views.gate.close()
+        try:
+            requests = [
+                asyncio.create_task(client.get("/slow-cookie/", headers={"x-who": who}))
+                for who in "ab"
+            ]
+            await until_following(1)  # "b" waits on "a"'s render, then renders its own
+        finally:
+            views.gate.open()
+        return await asyncio.gather(*requests)
 
     first, second = run(scenario)
     assert (first.cookies["who"].value, second.cookies["who"].value) == ("a", "b")

@@ -2,15 +2,19 @@
 
 import logging
 import threading
-import time
 
 import pytest
 
 from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
+from tests.parking import wait_until_parked
 
 
-def run_threads(count, target):
+def run_threads(count, target, release=None):
+    """Runs ``target`` on ``count`` threads; their results and errors.
+
+    With ``release`` (an Event the computation waits on), it is set once
+    all but one thread (the leader) wait on the leader's computation."""
     barrier = threading.Barrier(count)
     results, errors = [], []
 
@@ -24,6 +28,9 @@ def run_threads(count, target):
     threads = [threading.Thread(target=worker) for _ in range(count)]
     for thread in threads:
         thread.start()
+    if release is not None:
+        wait_until_parked(threads, target, count - 1)
+        release.set()
     for thread in threads:
         thread.join(30)
         assert not thread.is_alive()
@@ -32,14 +39,15 @@ def run_threads(count, target):
 
 def test_32_threads_on_a_cold_key_compute_once():
     calls = []
+    release = threading.Event()
 
     @cache_result(ttl=60)
     def slow(x):
         calls.append(x)
-        time.sleep(0.2)  # keeps the computation in flight while all threads arrive
+        assert release.wait(30)  # in flight until the 31 others wait on it
         return {"x": x}
 
-    results, errors = run_threads(32, lambda: slow.get_with_metadata(1))
+    results, errors = run_threads(32, lambda: slow.get_with_metadata(1), release)
     assert errors == []
     assert calls == [1]
     assert len(results) == 32
@@ -51,6 +59,7 @@ def test_32_threads_on_a_cold_key_compute_once():
 
 def test_32_threads_on_a_raising_key_share_one_exception():
     calls = []
+    release = threading.Event()
 
     class Boom(Exception):
         pass
@@ -58,10 +67,10 @@ def test_32_threads_on_a_raising_key_share_one_exception():
     @cache_result(ttl=60)
     def failing(x):
         calls.append(x)
-        time.sleep(0.2)
+        assert release.wait(30)  # in flight until the 31 others wait on it
         raise Boom("backend down")
 
-    results, errors = run_threads(32, lambda: failing(1))
+    results, errors = run_threads(32, lambda: failing(1), release)
     assert results == []
     assert len(errors) == 32
     assert all(isinstance(error, Boom) for error in errors)

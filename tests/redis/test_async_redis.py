@@ -6,9 +6,7 @@ for the server fixtures; tests/test_async.py has the memory-store side."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -25,7 +23,13 @@ from restflow.caching import (
 from restflow.caching.asynchronous import wait_for_async_refreshes
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests import async_views
+from tests.parking import Gate, until, until_following, workers_parked_in_the_engine
 from tests.redis.conftest import redis_settings
+from tests.test_async import (
+    INVALIDATIONS,
+    an_invalidation_during_a_computation_is_not_undone,
+    hundred_tasks_on_a_cold_key_compute_once,
+)
 
 calls: list = []
 
@@ -75,37 +79,6 @@ def lifetime(metadata):
     return datetime.fromisoformat(metadata["reset_at"]) - datetime.fromisoformat(
         metadata["cached_at"]
     )
-
-
-class Heartbeat:
-    """A task that records the loop time every 10 ms while it runs."""
-
-    def __init__(self):
-        self.ticks: list[float] = []
-        self._task: asyncio.Task | None = None
-
-    async def _beat(self):
-        while True:
-            self.ticks.append(time.monotonic())
-            await asyncio.sleep(0.01)
-
-    async def __aenter__(self):
-        self._task = asyncio.create_task(self._beat())
-        await asyncio.sleep(0.03)
-        return self
-
-    async def __aexit__(self, *exc):
-        self._task.cancel()
-        try:
-            await self._task
-        except asyncio.CancelledError:
-            pass
-
-    def during(self, start, end):
-        """Ticks in [start, end], and the longest the loop went without one."""
-        inside = [t for t in self.ticks if start <= t <= end]
-        points = [start, *inside, end]
-        return inside, max(b - a for a, b in itertools.pairwise(points))
 
 
 # -- every a-method ------------------------------------------------------------------
@@ -226,73 +199,66 @@ def test_a_methods_on_a_bound_method_on_redis(redis):
 
 
 def test_concurrent_tasks_on_a_cold_key_compute_once_on_redis(redis):
-    computations = []
-
-    @cache_result(ttl=30)
-    async def slow(x):
-        computations.append(x)
-        await asyncio.sleep(0.1)  # keeps the computation in flight while all tasks arrive
-        return {"x": x}
-
-    async def main():
-        return await asyncio.gather(*(slow.aget_with_metadata(1) for _ in range(100)))
-
-    results = run(main())
-    assert computations == [1]
-    assert len(results) == 100
-    assert all(value == {"x": 1} for value, _ in results)
-    assert {meta["cache_status"] for _, meta in results} <= {CacheStatus.MISS, CacheStatus.HIT}
+    slow = hundred_tasks_on_a_cold_key_compute_once()
     assert redis.get(slow.get_cache_key(1)).startswith(b"RFC3")
 
 
 def test_the_loop_keeps_running_while_tasks_wait_on_a_computation_over_redis(redis):
     computations = []
+    gate = Gate()
 
     @cache_result(ttl=30)
     async def slow(x):
         computations.append(x)
-        await asyncio.sleep(0.3)
+        await gate.passed()
         return x
 
     async def main():
-        async with Heartbeat() as heartbeat:
-            started = time.monotonic()
-            results = await asyncio.gather(*(slow(1) for _ in range(20)))
-            ended = time.monotonic()
-        return results, heartbeat.during(started, ended)
+        gate.close()
+        tasks = [asyncio.create_task(slow(1)) for _ in range(20)]
+        # This task runs on the loop while 19 wait and the computation is in
+        # flight: a waiter that blocked the loop would hang it here (and the
+        # computation itself, which runs on the loop too).
+        await until_following(19, tasks)
+        gate.open()
+        return await asyncio.gather(*tasks)
 
-    results, (inside, longest_gap) = run(main())
-    assert results == [1] * 20
+    assert run(main()) == [1] * 20
     assert computations == [1]
-    assert len(inside) >= 10
-    assert longest_gap < 0.1, longest_gap
 
 
 def test_cancelling_the_computing_task_on_redis_does_not_leave_waiters_hanging(redis):
+    """On a shared store the computation runs for a worker thread, which
+    cancelling the task that awaited it does not stop: the waiter that takes
+    over waits on it inside the engine, and every waiter gets its value."""
     computations = []
-    started = []
+    gate = Gate()
 
     @cache_result(ttl=30)
     async def slow(x):
         computations.append(x)
-        started.append(True)
-        await asyncio.sleep(0.2)
+        await gate.passed()
         return ("value", len(computations))
 
     async def main():
+        gate.close()
         leader = asyncio.create_task(slow.aget_with_metadata(1))
-        while not started:
-            await asyncio.sleep(0.001)
+        await until(lambda: computations, "computing")
         waiters = [asyncio.create_task(slow.aget_with_metadata(1)) for _ in range(10)]
-        await asyncio.sleep(0.02)
+        await until_following(10, waiters)
         leader.cancel()
+        # One waiter took over, its worker waits on the first computation;
+        # the 9 others follow it.
+        await until(lambda: workers_parked_in_the_engine() == 1, "a worker waiting")
+        await until_following(9, waiters)
+        gate.open()
         results = await asyncio.wait_for(asyncio.gather(*waiters), timeout=5)
         return results, await slow.aget_with_metadata(1)
 
     results, (value, meta) = run(main())
-    assert 1 <= len(computations) <= 2
-    assert {v for v, _ in results} == {value}
-    assert meta["cache_status"] is CacheStatus.HIT
+    assert computations == [1]
+    assert [(v, m["cache_status"]) for v, m in results] == [(("value", 1), CacheStatus.MISS)] * 10
+    assert (value, meta["cache_status"]) == (("value", 1), CacheStatus.HIT)
 
 
 def test_nested_cached_calls_under_load_do_not_deadlock_on_redis(redis):
@@ -302,6 +268,8 @@ def test_nested_cached_calls_under_load_do_not_deadlock_on_redis(redis):
 
     @cache_result(ttl=30)
     async def part(x):
+        # A slow query: how long it takes decides nothing, only that the
+        # outer computations wait on inner ones while all are in flight.
         await asyncio.sleep(0.01)
         return x
 
@@ -318,7 +286,10 @@ def test_nested_cached_calls_under_load_do_not_deadlock_on_redis(redis):
 # -- a slow store never blocks the loop ------------------------------------------------
 
 
-def test_a_heartbeat_keeps_ticking_while_redis_is_paused(own_redis):
+def test_the_loop_runs_while_a_round_trip_waits_on_a_paused_redis(own_redis):
+    """The lookup waits off the loop: this coroutine runs while it is stuck,
+    and it is what lets the server go on (a lookup that blocked the loop
+    would never see the answer before its 30 s read timeout)."""
     computations = []
 
     @cache_result(ttl=30)
@@ -328,24 +299,47 @@ def test_a_heartbeat_keeps_ticking_while_redis_is_paused(own_redis):
 
     async def main():
         assert await fetch(1) == 2  # the pool holds a connection to the server
-        async with Heartbeat() as heartbeat:
-            own_redis.pause()
-            try:
-                started = time.monotonic()
-                value, meta = await fetch.aget_with_metadata(1)
-                ended = time.monotonic()
-            finally:
-                own_redis.resume()
-        return value, meta, ended - started, heartbeat.during(started, ended)
+        own_redis.pause()
+        try:
+            lookup = asyncio.create_task(fetch.aget_with_metadata(1))
+            await until(lambda: suspended(lookup), "the lookup waiting")
+        finally:
+            own_redis.resume()
+        return await lookup
+
+    settings = redis_settings(own_redis.url, READ_TIMEOUT=30.0)
+    with override_settings(RESTFLOW_SETTINGS=settings):
+        value, meta = run(main())
+    assert (value, meta["cache_status"]) == (2, CacheStatus.HIT)
+    assert computations == [1]
+
+
+def suspended(task):
+    """Whether ``task`` started and now awaits something (not done)."""
+    return not task.done() and task.get_coro().cr_await is not None
+
+
+def test_a_paused_redis_is_bypassed_by_an_async_call(own_redis):
+    computations = []
+
+    @cache_result(ttl=30)
+    async def fetch(x):
+        computations.append(x)
+        return x * 2
+
+    async def main():
+        assert await fetch(1) == 2
+        own_redis.pause()
+        try:
+            return await fetch.aget_with_metadata(1)
+        finally:
+            own_redis.resume()
 
     with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url)):
-        value, meta, elapsed, (inside, longest_gap) = run(main())
+        value, meta = run(main())
+    # Past the read timeout (0.1 s) the call is computed live.
     assert (value, meta["cache_status"]) == (2, CacheStatus.BYPASS)
     assert computations == [1, 1]
-    # The read timeout (0.1 s) passed on a worker thread; the loop kept ticking.
-    assert 0.09 <= elapsed < 2, elapsed
-    assert len(inside) >= 5, inside
-    assert longest_gap < 0.05, longest_gap
 
 
 def test_a_killed_redis_bypasses_and_failure_mode_raise_raises(own_redis):
@@ -416,19 +410,23 @@ def test_async_predicates_and_ttl_on_redis(redis):
 
 def test_stale_on_redis_is_served_at_once_and_refreshed(redis):
     computations = []
+    gate = Gate()
 
     @cache_result(ttl=10)
     async def version(x):
         computations.append(x)
-        await asyncio.sleep(0.05)
+        await gate.passed()  # a refresh stays in flight until the stale read is served
         return len(computations)
 
     async def main():
         with frozen_clock() as clock:
             assert await version(1) == 1
             clock.advance(11)
+            gate.close()
             value, meta = await version.aget_with_metadata(1)
             assert (value, meta["cache_status"]) == (1, CacheStatus.STALE)
+            gate.open()
+            await asyncio.to_thread(wait_for_refreshes)
             await wait_for_async_refreshes()
             value, meta = await version.aget_with_metadata(1)
             assert (value, meta["cache_status"]) == (2, CacheStatus.HIT)
@@ -505,24 +503,9 @@ def test_stale_if_error_on_redis(redis):
     run(main())
 
 
-def test_an_invalidation_during_a_computation_is_not_undone_on_redis(redis):
-    data = {"title": "old"}
-
-    @cache_result(ttl=30)
-    async def title(x):
-        seen = data["title"]
-        await asyncio.sleep(0.1)
-        return seen
-
-    async def main():
-        computing = asyncio.create_task(title(1))
-        await asyncio.sleep(0.03)
-        data["title"] = "new"
-        await title.ainvalidate_all()
-        assert await computing == "old"
-        return await title.aget_cache_only(1), await title(1)
-
-    assert run(main()) == (CACHE_MISSING, "new")
+@pytest.mark.parametrize("invalidate", INVALIDATIONS)
+def test_an_invalidation_during_a_computation_is_not_undone_on_redis(redis, invalidate):
+    an_invalidation_during_a_computation_is_not_undone(invalidate)
 
 
 # -- a Django async view ---------------------------------------------------------------
@@ -532,12 +515,19 @@ def test_an_invalidation_during_a_computation_is_not_undone_on_redis(redis):
 def test_a_django_async_view_on_redis(redis):
     async def main():
         client = AsyncClient()
-        first = await asyncio.gather(*(client.get("/async-users/3/") for _ in range(5)))
+        async_views.gate.close()
+        try:
+            requests = [asyncio.create_task(client.get("/async-users/3/")) for _ in range(5)]
+            await until_following(4)
+        finally:
+            async_views.gate.open()
+        first = await asyncio.gather(*requests)
         second = await client.get("/async-users/3/")
         return first, second
 
     first, second = run(main())
     assert [r.status_code for r in first] == [200] * 5
+    assert [r["X-Cache-status"] for r in first] == ["MISS"] * 5
     assert second["X-Cache-status"] == "HIT"
     assert {r.json()["version"] for r in [*first, second]} == {1}
     assert async_views.calls == [3]

@@ -3,7 +3,9 @@
     python -m tests.redis.worker <scenario> <redis url> [arguments]
 
 Each computation increments ``computations`` in Redis, so the test can
-count them across every process.
+count them across every process. Processes that must act together print
+``ready`` and start on a ``go`` line on stdin, so no scenario depends on
+when a process happened to start.
 """
 
 from __future__ import annotations
@@ -42,30 +44,75 @@ def main() -> int:
 
     from restflow.caching import cache_result
     from restflow.caching.testing import frozen_clock, wait_for_refreshes
+    from tests.parking import asleep, blocked_on_a_futex, parked_threads, wait_until
 
     counter = redis.Redis.from_url(url)
     pause = float(rest[0]) if rest else 0.3
+    computing = []
 
     @cache_result(ttl=10)
     def payload(key):
         counter.incr("computations")
-        time.sleep(pause)
+        computing.append(threading.get_ident())
+        if scenario == "hold":
+            print("computing", flush=True)  # under the lock
+        if scenario == "cold":
+            # Until every caller of every process waits on this computation.
+            processes = int(rest[2])
+            # Deadlines far inside LOCK_TIMEOUT (60 s here): a loaded machine
+            # slows this down, and must not make a waiter take the lock over.
+            wait_until(
+                lambda: int(counter.get("waiting") or 0) == processes,
+                "all waiting",
+                timeout=45,
+                every=0.02,
+            )
+        elif scenario == "stale":
+            # Until the test has every process's stale reads.
+            wait_until(
+                lambda: counter.get("release") is not None, "released", timeout=45, every=0.02
+            )
+        else:
+            time.sleep(pause)
         return {"key": key, "pid": __import__("os").getpid()}
 
+    def go():
+        print("ready", flush=True)
+        line = sys.stdin.readline().strip()
+        assert line == "go", line
+
     if scenario == "cold":
-        # Every thread of every process starts at the same wall-clock time.
-        start_at = float(rest[2])
-        barrier = threading.Barrier(8)
+        started, barrier = threading.Event(), threading.Barrier(8)
         statuses = []
 
         def call():
-            barrier.wait()
-            time.sleep(max(0.0, start_at - time.time()))
-            statuses.append(str(payload.get_with_metadata("cold")[1]["cache_status"]))
+            return payload.get_with_metadata("cold")
 
-        threads = [threading.Thread(target=call) for _ in range(8)]
+        def caller():
+            barrier.wait()
+            started.wait()
+            statuses.append(str(call()[1]["cache_status"]))
+
+        threads = [threading.Thread(target=caller) for _ in range(8)]
         for thread in threads:
             thread.start()
+        go()
+        started.set()
+        # This process's callers all wait once 7 are parked on one of them
+        # (see tests/parking.py), which computes or waits on the lock another
+        # process holds (sleeping between looks: Rust's thread::sleep).
+        sleeping = set()
+
+        def all_waiting():
+            # Frames first (cheap), the kernel's view only for threads in the call.
+            calling = [t for t in threads if parked_threads([t], call)]
+            parked = [t for t in calling if blocked_on_a_futex(t)]
+            sleeping.update(t for t in calling if t not in parked and asleep(t))
+            leads = bool(computing) or any(t in calling for t in sleeping)
+            return len(parked) == 7 and leads
+
+        wait_until(all_waiting, "this process's callers waiting", timeout=45, every=0.01)
+        counter.incr("waiting")
         for thread in threads:
             thread.join()
         print(",".join(statuses))
@@ -77,15 +124,15 @@ def main() -> int:
             if scenario == "prime":
                 print(payload.get_with_metadata("stale")[1]["cache_status"])
                 return 0
-            time.sleep(max(0.0, float(rest[3]) - time.time()))
+            go()
             statuses = [
                 str(payload.get_with_metadata("stale")[1]["cache_status"]) for _ in range(5)
             ]
+            print(",".join(statuses), flush=True)
             wait_for_refreshes()
-        print(",".join(statuses))
     elif scenario == "hold":
-        # Takes the lock and computes slowly: the test kills this process.
-        print("computing", flush=True)
+        # Takes the lock and computes slowly: the test kills this process
+        # once it printed "computing".
         payload("held")
     elif scenario == "get":
         value, metadata = payload.get_with_metadata(rest[2] if len(rest) > 2 else "held")
