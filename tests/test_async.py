@@ -237,6 +237,39 @@ def test_cancelling_the_computing_task_does_not_leave_waiters_hanging():
     )
 
 
+def test_waiters_of_a_cancelled_leader_compute_once_when_the_takeover_never_suspends():
+    """The waiter that takes over from a cancelled leader may finish (and
+    store) before the other waiters wake, if its computation never
+    suspends; they must then be served what it stored, not each compute
+    again (they did: 11 computations)."""
+    computations = []
+
+    @cache_result(ttl=60)
+    async def quick_after_the_first(x):
+        computations.append(x)
+        if len(computations) == 1:
+            await asyncio.get_running_loop().create_future()  # until cancelled
+        return ("value", len(computations))
+
+    async def main():
+        leader = asyncio.create_task(quick_after_the_first.aget_with_metadata(1))
+        await until(lambda: computations, "computing")
+        waiters = [
+            asyncio.create_task(quick_after_the_first.aget_with_metadata(1)) for _ in range(10)
+        ]
+        await until_following(10, waiters)
+        leader.cancel()
+        results = await asyncio.wait_for(asyncio.gather(*waiters), timeout=5)
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        return results
+
+    results = run(main())
+    assert computations == [1, 1]
+    assert [value for value, _ in results] == [("value", 2)] * 10
+    assert [meta["cache_status"] for _, meta in results] == [CacheStatus.MISS] * 10
+
+
 def test_a_cancelled_waiter_does_not_cancel_the_computation():
     computations = []
     gate = Gate()

@@ -343,8 +343,17 @@ class AsyncCachedWrapper(Generic[P, T]):
             engine._record("miss")
             return value, engine._store(key, value, decision, started)
 
+        def recheck() -> tuple[Any, dict] | None:
+            hit = engine._peek(args, kwargs)
+            if isinstance(hit, bytes):  # still a miss
+                return None
+            value, metadata, claimed, refresh_key = hit
+            if claimed:  # stale, and this call refreshes it
+                self._spawn_refresh(refresh_key, args, kwargs)
+            return value, metadata
+
         loop = asyncio.get_running_loop()
-        return await self._single_flight(loop, key, compute, CacheStatus.MISS)
+        return await self._single_flight(loop, key, compute, CacheStatus.MISS, recheck)
 
     def _spawn_refresh(self, key: bytes, args: tuple, kwargs: dict) -> None:
         """A stale memory hit whose refresh this call claimed: one task on the loop."""
@@ -361,13 +370,31 @@ class AsyncCachedWrapper(Generic[P, T]):
         key: bytes,
         lead: Callable[[], Any],
         follower_status: CacheStatus | None,
+        recheck: Callable[[], tuple[Any, dict] | None] | None = None,
     ) -> tuple[Any, dict]:
         """Runs ``lead()`` once per key and loop; concurrent callers await it.
         A cancelled leader hands over to a waiter; a task that awaits its
-        own key is refused (it would wait on itself forever)."""
+        own key is refused (it would wait on itself forever).
+
+        ``recheck()`` looks the key up again for a waiter whose leader was
+        cancelled and that finds no computation to follow: the waiter that
+        took over may already have stored the value (a computation that
+        never suspends finishes before the other waiters wake), and then it
+        is served, not computed again."""
         flights = _flights.setdefault(loop, {})
         current = asyncio.current_task()
-        while (flight := flights.get(key)) is not None:
+        abandoned = False
+        while True:
+            flight = flights.get(key)
+            if flight is None:
+                found = recheck() if abandoned and recheck is not None else None
+                if found is None:
+                    break
+                # (Counted by the lookup that found it.)
+                value, metadata = found
+                if follower_status is not None and metadata["cache_status"] is CacheStatus.HIT:
+                    metadata = {**metadata, "cache_status": follower_status}
+                return value, metadata
             future, leader = flight
             if leader is not None and leader is current:
                 raise RuntimeError(
@@ -378,6 +405,7 @@ class AsyncCachedWrapper(Generic[P, T]):
             try:
                 value, metadata = await asyncio.shield(future)
             except _Abandoned:
+                abandoned = True
                 continue  # its task was cancelled: lead, or follow the next one
             if follower_status is not None and metadata["cache_status"] is not CacheStatus.STALE:
                 metadata = {**metadata, "cache_status": follower_status}
