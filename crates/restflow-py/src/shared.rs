@@ -6,6 +6,7 @@
 //! `restflow_cache::shared`'s. Every round trip runs with the GIL
 //! released; the user's function runs attached, on the calling thread.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +16,10 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use restflow_cache::key::{self, KeyWriter};
+use restflow_cache::shared::cluster::{shard_of, shard_tag, SHARDS};
 use restflow_cache::shared::{
-    Answer, Breaker, Generations, KeySet, Produced, RedisConfig, RedisStore, SharedCache,
-    SharedError, SharedOptions, SharedStore, Signer, StoreError,
+    Answer, Breaker, ClusterConfig, ClusterStore, Generations, KeySet, Produced, RedisConfig,
+    RedisStore, SharedCache, SharedError, SharedOptions, SharedStore, Signer, StoreError,
 };
 use restflow_cache::{Freshness, Lifetime, Span, Stamps, Status, Timestamp};
 
@@ -59,6 +61,8 @@ const WARN_INTERVAL_MICROS: i64 = 60_000_000;
 pub struct SharedBackend {
     pub cache: Arc<PyShared>,
     prefix: String,
+    /// A Redis Cluster: every key carries its shard's hash tag.
+    cluster: bool,
     serializer: u8,
     url: String,
     read_timeout: f64,
@@ -200,7 +204,17 @@ impl SharedBackend {
                 "a shared store needs a non-empty signing key",
             ));
         }
+        let cluster = url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://");
         let store: Box<dyn SharedStore> = match url.strip_prefix("django") {
+            None if cluster => Box::new(
+                ClusterStore::new(ClusterConfig {
+                    url: url.clone(),
+                    pool_size,
+                    connect_timeout: seconds("connect_timeout", connect_timeout)?,
+                    read_timeout: seconds("read_timeout", read_timeout)?,
+                })
+                .map_err(|e| PyValueError::new_err(e.to_string()))?,
+            ),
             Some(alias) => {
                 let alias = match alias {
                     "" => "default",
@@ -237,7 +251,9 @@ impl SharedBackend {
             store,
             Signer::new(signing_key),
             RUNTIME.engine.cache().shared_clock(),
-            Breaker::new(3, Duration::from_secs(1)),
+            // A cluster keeps a breaker per slot (one dead master must not
+            // skip the others): this one must never open for it.
+            Breaker::new(if cluster { u32::MAX } else { 3 }, Duration::from_secs(1)),
             SharedOptions {
                 lock_timeout,
                 wait_timeout: match wait_timeout {
@@ -250,6 +266,7 @@ impl SharedBackend {
         Ok(SharedBackend {
             cache: Arc::new(cache),
             prefix: key_prefix,
+            cluster,
             serializer,
             url,
             read_timeout,
@@ -314,8 +331,26 @@ impl SharedBackend {
     /// Drops, in every process, the entries the key constructor `owner`
     /// made under versions below `version` (one counter per version).
     fn drop_versions_below(&self, py: Python<'_>, owner: &str, version: u32) -> PyResult<()> {
-        for old in 1..version {
-            retire(py, self, self.version_counter(owner, old))?;
+        if !self.cluster {
+            for old in 1..version {
+                retire(py, self, self.version_counter(&self.prefix, owner, old))?;
+            }
+            return Ok(());
+        }
+        // On a cluster each function's shards hold their own copy of the
+        // counter: reach the functions of `owner` this process knows.
+        let mut function_ids = crate::runtime::RUNTIME
+            .scopes
+            .collect_labels(|labels| (labels.owner == owner).then(|| labels.function_id.clone()));
+        function_ids.sort_unstable();
+        function_ids.dedup();
+        for function_id in function_ids {
+            for shard in 0..SHARDS {
+                let head = self.head(&function_id, shard);
+                for old in 1..version {
+                    retire(py, self, self.version_counter(&head, owner, old))?;
+                }
+            }
         }
         Ok(())
     }
@@ -370,31 +405,46 @@ fn digest(parts: &[&str]) -> String {
 }
 
 impl SharedBackend {
-    /// The counter keys of a function (and of its constructor's version).
-    fn scope_key(&self, core: &Core) -> String {
-        format!("{}restflow:gen:{}", self.prefix, digest(&[&core.identity]))
+    /// What every key of one shard of a function starts with: the prefix
+    /// and, on a cluster, the shard's hash tag, so that all the keys one
+    /// lookup reads (entry, lock, counters) hash to one slot. The tag is
+    /// made from the function id (not the identity, which changes with the
+    /// key constructor's version) so that `drop_versions_below` finds the
+    /// shards older versions wrote in. Single-node keys are unchanged.
+    fn head(&self, function_id: &str, shard: u16) -> Cow<'_, str> {
+        if !self.cluster {
+            return Cow::Borrowed(&self.prefix);
+        }
+        let function = digest(&[function_id]);
+        Cow::Owned(format!(
+            "{}{}",
+            self.prefix,
+            shard_tag(&function[..16], shard)
+        ))
     }
 
-    fn version_key(&self, core: &Core) -> String {
+    /// The counter keys of a function (and of its constructor's version).
+    fn scope_key(&self, core: &Core, head: &str) -> String {
+        format!("{head}restflow:gen:{}", digest(&[&core.identity]))
+    }
+
+    fn version_key(&self, core: &Core, head: &str) -> String {
         let labels = core.scope.labels();
-        self.version_counter(&labels.owner, labels.version)
+        self.version_counter(head, &labels.owner, labels.version)
     }
 
     /// The counter of one version of the key constructor `owner`.
-    fn version_counter(&self, owner: &str, version: u32) -> String {
-        format!(
-            "{}restflow:vgen:{}:{version}",
-            self.prefix,
-            digest(&[owner])
-        )
+    fn version_counter(&self, head: &str, owner: &str, version: u32) -> String {
+        format!("{head}restflow:vgen:{}:{version}", digest(&[owner]))
     }
 
-    fn partition_key(&self, core: &Core, function_id: &str, partition: &str) -> String {
-        format!(
-            "{}restflow:pgen:{}",
-            self.prefix,
-            digest(&[&core.identity, function_id, partition])
-        )
+    /// A partition's counter, and the shard it (and every entry of the
+    /// partition) lives in: one partition is dropped with one counter.
+    fn partition_key(&self, core: &Core, function_id: &str, partition: &str) -> (u16, String) {
+        let counter = digest(&[&core.identity, function_id, partition]);
+        let shard = if self.cluster { shard_of(&counter) } else { 0 };
+        let head = self.head(&core.function_id, shard);
+        (shard, format!("{head}restflow:pgen:{counter}"))
     }
 
     /// The keys of one call.
@@ -407,21 +457,28 @@ impl SharedBackend {
     /// The keys one call reads.
     fn keys(&self, core: &Core, w: &KeyWriter, layout: &Layout) -> PyResult<KeySet> {
         let (function_id, partition, suffix) = core.key_parts(w, layout)?;
-        let data = format!(
-            "{}{}",
-            self.prefix,
-            key::compose(&core.namespace, function_id, &partition, &suffix)
-        );
-        let hashed = digest(&[&data]);
+        let composed = key::compose(&core.namespace, function_id, &partition, &suffix);
+        let untagged = format!("{}{composed}", self.prefix);
+        let hashed = digest(&[&untagged]);
+        let (shard, partition) = match core.partitioned() {
+            true => {
+                let (shard, counter) = self.partition_key(core, function_id, &partition);
+                (shard, Some(counter))
+            }
+            false if self.cluster => (shard_of(&hashed), None),
+            false => (0, None),
+        };
+        let head = self.head(&core.function_id, shard);
         Ok(KeySet {
-            scope: self.scope_key(core),
-            partition: core
-                .partitioned()
-                .then(|| self.partition_key(core, function_id, &partition)),
-            version: self.version_key(core),
-            lock: format!("{}restflow:lock:{hashed}", self.prefix),
-            refresh: format!("{}restflow:refresh:{hashed}", self.prefix),
-            data,
+            scope: self.scope_key(core, &head),
+            partition,
+            version: self.version_key(core, &head),
+            lock: format!("{head}restflow:lock:{hashed}"),
+            refresh: format!("{head}restflow:refresh:{hashed}"),
+            data: match self.cluster {
+                true => format!("{head}{composed}"),
+                false => untagged,
+            },
         })
     }
 }
@@ -745,7 +802,13 @@ pub(crate) fn invalidate_all(
     backend: &Py<SharedBackend>,
 ) -> PyResult<()> {
     let handle = backend.get();
-    retire(py, handle, handle.scope_key(core))
+    // On a cluster, one copy of the counter per shard (in its slot).
+    let shards = if handle.cluster { SHARDS } else { 1 };
+    for shard in 0..shards {
+        let head = handle.head(&core.function_id, shard);
+        retire(py, handle, handle.scope_key(core, &head))?;
+    }
+    Ok(())
 }
 
 /// Drops the partitions of a partial call, in every process.
@@ -761,11 +824,8 @@ pub(crate) fn delete_by_prefix(
         return invalidate_all(py, core, backend);
     }
     for (function_id, partition) in core.partition_texts(call, bound)? {
-        retire(
-            py,
-            handle,
-            handle.partition_key(core, &function_id, &partition),
-        )?;
+        let (_, counter) = handle.partition_key(core, &function_id, &partition);
+        retire(py, handle, counter)?;
     }
     Ok(())
 }

@@ -4,6 +4,8 @@
 
 mod breaker;
 mod cache;
+#[cfg(feature = "redis")]
+pub mod cluster;
 #[cfg(all(feature = "redis", unix))]
 pub mod lookup;
 mod payload;
@@ -18,6 +20,8 @@ pub use breaker::Breaker;
 pub use cache::{
     Answer, Handoff, Peeked, Produced, SharedCache, SharedError, SharedOptions, SharedStats,
 };
+#[cfg(feature = "redis")]
+pub use cluster::{ClusterConfig, ClusterStore};
 pub use payload::{Decoded, Generations, Rejected, Signer};
 #[cfg(feature = "redis")]
 pub use redis::{fetch_command, fetched_from, RedisConfig, RedisStore};

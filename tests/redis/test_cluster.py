@@ -1,0 +1,301 @@
+"""The Redis Cluster store (``redis+cluster://``) on a real 3-master cluster.
+
+The module starts one cluster (three ``redis-server --cluster-enabled yes``
+on free 127.0.0.1 ports, joined by ``redis-cli --cluster create``) and
+stops it at the end; the test that kills a master starts its own. Only the
+system redis-server runs these (a cluster costs three servers; the store's
+commands are the single-node store's, tested against every server kind).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis as redis_py
+from django.test import override_settings
+
+from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
+from restflow.caching.settings import validate_backend
+from restflow.caching.testing import frozen_clock, wait_for_refreshes
+from tests.redis.conftest import free_port, redis_settings, versioned_constructor
+from tests.redis.test_redis_store import TenantKey, calls, finish, profile, report, worker
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (the port + 10000) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        try:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+
+
+class Cluster:
+    """Three masters on loopback, every slot assigned, no replicas. A lost
+    master does not stop the others (``cluster-require-full-coverage no``)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.ports = [cluster_port() for _ in range(3)]
+        self.processes: dict[int, subprocess.Popen] = {}
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def client(self, port: int) -> redis_py.Redis:
+        return redis_py.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+
+    def start(self) -> Cluster:
+        binary = shutil.which("redis-server")
+        if binary is None or shutil.which("redis-cli") is None:
+            pytest.fail("redis-server and redis-cli are needed: run ./scripts/bootstrap.sh")
+        for port in self.ports:
+            self.processes[port] = subprocess.Popen(
+                [
+                    binary,
+                    "--port", str(port),
+                    "--bind", "127.0.0.1",
+                    "--save", "",
+                    "--appendonly", "no",
+                    "--dir", str(self.directory),
+                    "--cluster-enabled", "yes",
+                    "--cluster-config-file", f"nodes-{port}.conf",
+                    "--cluster-require-full-coverage", "no",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        for port in self.ports:
+            self._wait(lambda port=port: self.client(port).ping())
+        subprocess.run(
+            ["redis-cli", "--cluster", "create"]
+            + [f"127.0.0.1:{p}" for p in self.ports]
+            + ["--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+        def ready() -> bool:
+            for port in self.ports:
+                info = self.client(port).cluster("info")
+                if info["cluster_state"] != "ok" or int(info["cluster_known_nodes"]) != 3:
+                    return False
+            return True
+
+        self._wait(ready)
+        return self
+
+    @staticmethod
+    def _wait(check) -> None:
+        # A hang guard only: the servers are local and usually ready in ms.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if check():
+                    return
+            except redis_py.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("the cluster did not come up")
+            time.sleep(0.05)
+
+    def kill(self, port: int) -> None:
+        process = self.processes.pop(port)
+        process.kill()
+        process.wait(10)
+
+    def flush(self) -> None:
+        for port in self.processes:
+            self.client(port).flushall()
+
+    def keys(self, port: int) -> list[bytes]:
+        return self.client(port).keys("*")
+
+    def stop(self) -> None:
+        for port in list(self.processes):
+            self.kill(port)
+
+
+@pytest.fixture(scope="module")
+def cluster_nodes(tmp_path_factory):
+    cluster = Cluster(tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster(cluster_nodes):
+    """An empty cluster, and the BACKEND setting pointing at it."""
+    cluster_nodes.flush()
+    calls.clear()
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(cluster_nodes.url)):
+        yield cluster_nodes
+    cluster_nodes.flush()
+
+
+def status(wrapper, *args):
+    return wrapper.get_with_metadata(*args)[1]["cache_status"]
+
+
+def test_the_cluster_schemes_are_backends():
+    for url in ("redis+cluster://a:1,b:2", "rediss+cluster://a:1"):
+        assert validate_backend(url) == url
+
+
+def test_a_bad_cluster_url_says_what_to_write():
+    with override_settings(RESTFLOW_SETTINGS=redis_settings("redis+cluster://127.0.0.1:1/3")):
+        with pytest.raises(ValueError, match="a cluster has only database 0"):
+            profile(1)
+
+
+def test_every_wrapper_method(cluster):
+    value, meta = profile.get_with_metadata(1)
+    assert meta["cache_status"] is CacheStatus.MISS
+    again, meta2 = profile.get_with_metadata(1)
+    assert (again, meta2["cache_status"]) == (value, CacheStatus.HIT)
+    assert profile(1) == value
+    assert calls == [1]
+    assert profile.get_cache_only(1) == value
+    assert profile.get_cache_only(2) is CACHE_MISSING
+    assert profile.get_cached_metadata(1) == meta2
+    refreshed, meta3 = profile.refresh_with_metadata(1)
+    assert meta3["cache_status"] is CacheStatus.REFRESH and refreshed["n"] == 2
+    assert profile(1) == refreshed
+    bypassed, meta4 = profile.bypass_cache_with_metadata(1)
+    assert meta4 == {"cache_status": CacheStatus.BYPASS} and bypassed["n"] == 3
+    assert profile.delete_cache(1) is True
+    assert profile.delete_cache(1) is False
+    assert profile.get_cache_only(1) is CACHE_MISSING
+    # invalidate_all reaches every shard of the function.
+    for user in range(40):
+        profile(user)
+    profile.invalidate_all()
+    assert all(profile.get_cache_only(user) is CACHE_MISSING for user in range(40))
+    assert status(profile, 5) is CacheStatus.MISS
+
+
+def test_partitions_wipe_and_versions(cluster):
+    report("a", 1)
+    report("a", 2)
+    report("b", 1)
+    report.delete_by_prefix(tenant="a")
+    assert report.get_cache_only("a", 1) is CACHE_MISSING
+    assert report.get_cache_only("a", 2) is CACHE_MISSING
+    assert report.get_cache_only("b", 1) == "b/1/3"
+    TenantKey.wipe()
+    assert report.get_cache_only("b", 1) is CACHE_MISSING
+
+    v1, v2 = (
+        versioned_constructor("cluster-versions", 1),
+        versioned_constructor("cluster-versions", 2),
+    )
+
+    @cache_result(ttl=30, key_constructor=v1)
+    def old(x):
+        return ("old", x)
+
+    @cache_result(ttl=30, key_constructor=v2)
+    def new(x):
+        return ("new", x)
+
+    for x in range(20):
+        old(x)
+        new(x)
+    v2.delete_previous_versions()
+    assert all(old.get_cache_only(x) is CACHE_MISSING for x in range(20))
+    assert all(new.get_cache_only(x) == ("new", x) for x in range(20))
+
+
+def test_a_partition_lives_in_one_slot_with_its_counter(cluster):
+    for item in range(10):
+        report("t", item)
+    holders = [port for port in cluster.processes if cluster.keys(port)]
+    assert len(holders) == 1
+    slots = {
+        cluster.client(holders[0]).cluster("keyslot", key.decode())
+        for key in cluster.keys(holders[0])
+    }
+    assert len(slots) == 1
+
+
+def test_a_functions_keys_spread_over_all_three_masters(cluster):
+    for user in range(48):
+        profile(user)
+    per_node = {port: cluster.keys(port) for port in cluster.processes}
+    assert all(keys for keys in per_node.values()), {p: len(k) for p, k in per_node.items()}
+    # Each shard's function counter sits beside its entries: one slot per
+    # lookup, several slots (and every master) per function.
+    counters = [k for keys in per_node.values() for k in keys if b"restflow:gen:" in k]
+    assert len(counters) > 3
+    for port, keys in per_node.items():
+        client = cluster.client(port)
+        entry_slots = {client.cluster("keyslot", k.decode()) for k in keys if b"restflow:" not in k}
+        counter_slots = {client.cluster("keyslot", k.decode()) for k in keys if b":gen:" in k}
+        assert entry_slots <= counter_slots
+
+
+def test_the_stale_window_refreshes_once(cluster):
+    @cache_result(ttl=10, stale_while_revalidate=5)
+    def ticking(x):
+        calls.append(x)
+        return len(calls)
+
+    with frozen_clock() as clock:
+        assert ticking(1) == 1
+        clock.advance(11)
+        value, meta = ticking.get_with_metadata(1)
+        assert (value, meta["cache_status"]) == (1, CacheStatus.STALE)
+        wait_for_refreshes()
+        value, meta = ticking.get_with_metadata(1)
+        assert (value, meta["cache_status"]) == (2, CacheStatus.HIT)
+
+
+def test_a_cold_key_computes_once_across_4_processes_of_8_threads(cluster):
+    start_at = time.time() + 2
+    processes = [worker("cold", cluster.url, 0.5, 10, start_at) for _ in range(4)]
+    outputs = [finish(p) for p in processes]
+    counter = redis_py.cluster.RedisCluster(host="127.0.0.1", port=cluster.ports[0])
+    assert int(counter.get("computations")) == 1
+    statuses = [s for out in outputs for s in out.split(",")]
+    assert len(statuses) == 32
+    assert set(statuses) <= {"MISS", "HIT"}
+
+
+def test_a_dead_master_bypasses_only_its_own_keys(tmp_path):
+    cluster = Cluster(tmp_path).start()
+    try:
+        with override_settings(RESTFLOW_SETTINGS=redis_settings(cluster.url)):
+            # Which master holds each call's keys: the one that gained keys.
+            holder = {}
+            for user in range(24):
+                before = {port: len(cluster.keys(port)) for port in cluster.ports}
+                assert status(profile, user) is CacheStatus.MISS
+                grown = [p for p in cluster.ports if len(cluster.keys(p)) > before[p]]
+                assert len(grown) == 1
+                holder[user] = grown[0]
+            victim = cluster.ports[0]
+            lost = {user for user, port in holder.items() if port == victim}
+            assert lost and len(lost) < 24
+            cluster.kill(victim)
+            # Twice: the second round finds the lost slots skipped (their
+            # breaker is open), and the other masters still answering.
+            for _ in range(2):
+                statuses = {user: status(profile, user) for user in range(24)}
+                assert {u for u, s in statuses.items() if s is CacheStatus.BYPASS} == lost
+                assert {u for u, s in statuses.items() if s is CacheStatus.HIT} == set(
+                    range(24)
+                ) - lost
+    finally:
+        cluster.stop()
