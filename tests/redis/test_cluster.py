@@ -9,6 +9,7 @@ commands are the single-node store's, tested against every server kind).
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -194,3 +195,22 @@ def test_a_dead_master_bypasses_only_its_own_keys(tmp_path):
                 ) - lost
     finally:
         cluster.stop()
+
+
+def test_async_calls_on_a_cluster(cluster):
+    @cache_result(ttl=30)
+    async def loaded(x):
+        calls.append(x)
+        await asyncio.sleep(0)
+        return {"x": x}
+
+    async def scenario():
+        first = await loaded.aget_with_metadata(1)
+        second = await loaded.aget_with_metadata(1)
+        await loaded.ainvalidate_all()
+        third = await loaded.aget_with_metadata(1)
+        return [meta["cache_status"] for _, meta in (first, second, third)]
+
+    statuses = asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert statuses == [CacheStatus.MISS, CacheStatus.HIT, CacheStatus.MISS]
+    assert calls == [1, 1]
