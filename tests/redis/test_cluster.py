@@ -22,6 +22,7 @@ from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.redis.cluster import Cluster
 from tests.redis.conftest import redis_settings, versioned_constructor
 from tests.redis.test_redis_store import TenantKey, calls, finish, profile, report, worker
+from tests.test_fork import run_forks
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +215,9 @@ def test_async_calls_on_a_cluster(cluster):
     statuses = asyncio.run(asyncio.wait_for(scenario(), 30))
     assert statuses == [CacheStatus.MISS, CacheStatus.HIT, CacheStatus.MISS]
     assert calls == [1, 1]
+
+
+def test_children_forked_from_a_busy_cluster_cache_work(cluster):
+    # Each child makes its own cluster connections (tests/test_fork.py has
+    # the scenario: forks while other threads are mid-call).
+    run_forks(cluster.url, "threads", 10)
