@@ -344,15 +344,14 @@ impl SharedBackend {
             .collect_labels(|labels| (labels.owner == owner).then(|| labels.function_id.clone()));
         function_ids.sort_unstable();
         function_ids.dedup();
+        let mut counters = Vec::new();
         for function_id in function_ids {
             for shard in 0..SHARDS {
                 let head = self.head(&function_id, shard);
-                for old in 1..version {
-                    retire(py, self, self.version_counter(&head, owner, old))?;
-                }
+                counters.extend((1..version).map(|old| self.version_counter(&head, owner, old)));
             }
         }
-        Ok(())
+        invalidate(py, self, |s| s.delete_many(&counters)).map(drop)
     }
 }
 
@@ -802,13 +801,14 @@ pub(crate) fn invalidate_all(
     backend: &Py<SharedBackend>,
 ) -> PyResult<()> {
     let handle = backend.get();
-    // On a cluster, one copy of the counter per shard (in its slot).
-    let shards = if handle.cluster { SHARDS } else { 1 };
-    for shard in 0..shards {
-        let head = handle.head(&core.function_id, shard);
-        retire(py, handle, handle.scope_key(core, &head))?;
+    if !handle.cluster {
+        return retire(py, handle, handle.scope_key(core, &handle.prefix));
     }
-    Ok(())
+    // On a cluster, one copy of the counter per shard (in its slot).
+    let counters: Vec<String> = (0..SHARDS)
+        .map(|shard| handle.scope_key(core, &handle.head(&core.function_id, shard)))
+        .collect();
+    invalidate(py, handle, |s| s.delete_many(&counters)).map(drop)
 }
 
 /// Drops the partitions of a partial call, in every process.

@@ -379,6 +379,27 @@ impl SharedStore for ClusterStore {
             .map(|n| n > 0)
     }
 
+    /// One pipelined batch per master (the crate groups the commands by
+    /// node), not one round trip per key. Not through the slot breakers:
+    /// an invalidation tries every key, and fails if one cannot be
+    /// deleted.
+    fn delete_many(&self, keys: &[String]) -> Result<u64, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = ::redis::cluster::cluster_pipe();
+        for key in keys {
+            pipe.cmd("DEL").arg(key);
+        }
+        let mut conn = self.connections().get()?;
+        pipe.query::<Vec<u64>>(&mut conn.inner)
+            .map(|removed| removed.iter().sum())
+            .map_err(|error| {
+                conn.broken.set(true);
+                cluster_classify(&error)
+            })
+    }
+
     fn generations(&self, keys: &KeySet, floor: Duration) -> Result<Generations, StoreError> {
         let names = counter_names(keys);
         let partitioned = keys.partition.is_some();
