@@ -20,7 +20,7 @@ from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
 from restflow.caching.settings import validate_backend
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.redis.cluster import Cluster
-from tests.redis.conftest import redis_settings, versioned_constructor
+from tests.redis.conftest import free_port, redis_settings, versioned_constructor
 from tests.redis.test_redis_store import TenantKey, calls, finish, profile, report, worker
 from tests.test_fork import run_forks
 
@@ -234,3 +234,11 @@ def test_children_forked_from_a_busy_cluster_cache_work(cluster):
     # Each child makes its own cluster connections (tests/test_fork.py has
     # the scenario: forks while other threads are mid-call).
     run_forks(cluster.url, "threads", 10)
+
+
+def test_an_unreachable_cluster_bypasses_without_raising():
+    calls.clear()
+    url = f"redis+cluster://127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(url)):
+        assert {status(profile, user) for user in range(20)} == {CacheStatus.BYPASS}
+        assert calls == list(range(20))

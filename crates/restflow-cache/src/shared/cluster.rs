@@ -15,6 +15,9 @@
 //!   the other masters' slots go on answering. (The caller's store-wide
 //!   breaker must not count a cluster's failures, or one dead master would
 //!   take every slot down with it.)
+//! - **A breaker for the whole cluster** on making connections: when no
+//!   seed node answers, every slot is down, and paying a connect per slot
+//!   would cost each call up to one connect timeout per seed.
 //! - **Scripts without `SCRIPT LOAD`.** The crate loads a missing script on
 //!   every master at once, which fails while one master is down; here a
 //!   `NOSCRIPT` answer is followed by an `EVAL` of the script on that node
@@ -27,12 +30,14 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ::redis::cluster::{ClusterClient, ClusterConnection};
 use ::redis::io::tcp::TcpSettings;
 use ::redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 
+use super::breaker::Breaker;
 use super::payload::Generations;
 use super::pool::{Manage, Pool};
 use super::redis::{
@@ -137,12 +142,19 @@ pub struct PooledCluster {
 struct Manager {
     client: ClusterClient,
     read_timeout: Duration,
+    /// Failures to make any cluster connection (no seed node answers): the
+    /// whole cluster is unreachable, and is skipped as a whole, like a dead
+    /// single Redis, rather than one slot at a time.
+    reachable: Arc<Breaker>,
 }
 
 impl Manage for Manager {
     type Conn = PooledCluster;
 
     fn connect(&self) -> Result<PooledCluster, StoreError> {
+        if !self.reachable.allow() {
+            return Err(StoreError::CircuitOpen);
+        }
         let connect = || {
             let inner = self.client.get_connection()?;
             inner.set_write_timeout(Some(self.read_timeout))?;
@@ -151,7 +163,19 @@ impl Manage for Manager {
                 broken: Cell::new(false),
             })
         };
-        connect().map_err(|e: RedisError| cluster_classify(&e))
+        match connect() {
+            Ok(conn) => {
+                self.reachable.succeeded();
+                Ok(conn)
+            }
+            Err(error) => {
+                let error = cluster_classify(&error);
+                if error.is_connection_failure() {
+                    self.reachable.failed();
+                }
+                Err(error)
+            }
+        }
     }
 
     fn has_broken(&self, conn: &PooledCluster) -> bool {
@@ -223,6 +247,8 @@ pub struct ClusterStore {
     config: ClusterConfig,
     client: ClusterClient,
     connections: PerProcess<Pool<Manager>>,
+    /// Whether any seed node answers (see [`Manager`]).
+    reachable: Arc<Breaker>,
     /// Per slot: 0, or until when (ns after `origin`) it is skipped.
     down_until: Box<[AtomicI64]>,
     origin: Instant,
@@ -270,6 +296,7 @@ impl ClusterStore {
             config,
             client,
             connections: PerProcess::new(),
+            reachable: Arc::new(Breaker::new(3, SLOT_COOLDOWN)),
             down_until: (0..SLOTS).map(|_| AtomicI64::new(0)).collect(),
             origin: Instant::now(),
             lock: Lua::new(LOCK_SCRIPT),
@@ -346,6 +373,7 @@ impl ClusterStore {
             let manager = Manager {
                 client: self.client.clone(),
                 read_timeout: self.config.read_timeout,
+                reachable: Arc::clone(&self.reachable),
             };
             Pool::new(
                 manager,
