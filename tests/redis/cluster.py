@@ -15,6 +15,22 @@ import redis as redis_py
 from tests.redis.conftest import free_port
 
 
+def wait_for(check, what: str, timeout: float = 60) -> None:
+    """Polls servers we do not control (cluster nodes and sentinels gossip
+    every second or so) until ``check`` holds; the deadline is a hang guard
+    only."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except redis_py.RedisError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.05)
+
+
 def cluster_port() -> int:
     """A free port whose cluster bus port (the port + 10000) is free too."""
     while True:
@@ -66,7 +82,7 @@ class Cluster:
                 stderr=subprocess.DEVNULL,
             )  # fmt: skip
         for port in self.ports:
-            self._wait(lambda port=port: self.client(port).ping())
+            wait_for(lambda port=port: self.client(port).ping(), "a cluster node did not start")
         subprocess.run(
             ["redis-cli", "--cluster", "create"]
             + [f"127.0.0.1:{p}" for p in self.ports]
@@ -83,22 +99,8 @@ class Cluster:
                     return False
             return True
 
-        self._wait(ready)
+        wait_for(ready, "the cluster did not come up")
         return self
-
-    @staticmethod
-    def _wait(check) -> None:
-        # A hang guard only: the servers are local and usually ready in ms.
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if check():
-                    return
-            except redis_py.RedisError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("the cluster did not come up")
-            time.sleep(0.05)
 
     def kill(self, port: int) -> None:
         process = self.processes.pop(port)

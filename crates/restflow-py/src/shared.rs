@@ -18,8 +18,8 @@ use pyo3::types::{PyBytes, PyDict};
 use restflow_cache::key::{self, KeyWriter};
 use restflow_cache::shared::cluster::{shard_of, shard_tag, SHARDS};
 use restflow_cache::shared::{
-    Answer, Breaker, ClusterConfig, ClusterStore, Generations, KeySet, Produced, RedisConfig,
-    RedisStore, SharedCache, SharedError, SharedOptions, SharedStore, Signer, StoreError,
+    Answer, Breaker, ClusterStore, Generations, KeySet, Produced, RedisConfig, RedisStore,
+    SentinelStore, SharedCache, SharedError, SharedOptions, SharedStore, Signer, StoreError,
 };
 use restflow_cache::{Freshness, Lifetime, Span, Stamps, Status, Timestamp};
 
@@ -204,17 +204,27 @@ impl SharedBackend {
                 "a shared store needs a non-empty signing key",
             ));
         }
+        let redis = || -> PyResult<RedisConfig> {
+            Ok(RedisConfig {
+                url: url.clone(),
+                pool_size,
+                connect_timeout: seconds("connect_timeout", connect_timeout)?,
+                read_timeout: seconds("read_timeout", read_timeout)?,
+                read_spin: match read_spin {
+                    0.0 => Duration::ZERO,
+                    secs if secs > 0.0 => seconds("read_spin", secs)?,
+                    _ => {
+                        return Err(PyValueError::new_err(format!(
+                            "read_spin must be a number of seconds >= 0 (0: never \
+                             busy-wait), got {read_spin}"
+                        )))
+                    }
+                },
+            })
+        };
+        let bad_url = |e: StoreError| PyValueError::new_err(e.to_string());
         let cluster = url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://");
         let store: Box<dyn SharedStore> = match url.strip_prefix("django") {
-            None if cluster => Box::new(
-                ClusterStore::new(ClusterConfig {
-                    url: url.clone(),
-                    pool_size,
-                    connect_timeout: seconds("connect_timeout", connect_timeout)?,
-                    read_timeout: seconds("read_timeout", read_timeout)?,
-                })
-                .map_err(|e| PyValueError::new_err(e.to_string()))?,
-            ),
             Some(alias) => {
                 let alias = match alias {
                     "" => "default",
@@ -226,25 +236,13 @@ impl SharedBackend {
                 };
                 Box::new(crate::django_store::DjangoStore::new(alias.to_owned()))
             }
-            None => Box::new(
-                RedisStore::new(RedisConfig {
-                    url: url.clone(),
-                    pool_size,
-                    connect_timeout: seconds("connect_timeout", connect_timeout)?,
-                    read_timeout: seconds("read_timeout", read_timeout)?,
-                    read_spin: match read_spin {
-                        0.0 => Duration::ZERO,
-                        secs if secs > 0.0 => seconds("read_spin", secs)?,
-                        _ => {
-                            return Err(PyValueError::new_err(format!(
-                                "read_spin must be a number of seconds >= 0 (0: never \
-                                 busy-wait), got {read_spin}"
-                            )))
-                        }
-                    },
-                })
-                .map_err(|e| PyValueError::new_err(e.to_string()))?,
-            ),
+            None if cluster => Box::new(ClusterStore::new(redis()?).map_err(bad_url)?),
+            None if url.starts_with("redis+sentinel://")
+                || url.starts_with("rediss+sentinel://") =>
+            {
+                Box::new(SentinelStore::new(redis()?).map_err(bad_url)?)
+            }
+            None => Box::new(RedisStore::new(redis()?).map_err(bad_url)?),
         };
         let lock_timeout = seconds("lock_timeout", lock_timeout)?;
         let cache = SharedCache::new(

@@ -41,10 +41,11 @@ use super::breaker::Breaker;
 use super::payload::Generations;
 use super::pool::{Manage, Pool};
 use super::redis::{
-    classify, counter_names, fetch_names, fetched, generations_answer, millis, GENERATIONS,
-    LOCK_SCRIPT, PUT_CURRENT, UNLOCK_SCRIPT,
+    classify, counter_names, fetch_names, fetched, generations_answer, millis, RedisConfig,
+    GENERATIONS, LOCK_SCRIPT, PUT_CURRENT, UNLOCK_SCRIPT,
 };
 use super::store::{fresh_epoch, Fetched, KeySet, SharedStore, StoreError};
+use super::url::Parts;
 use crate::fork::PerProcess;
 
 /// How many shards (hash tags, so slots) one cached function's keys are
@@ -59,21 +60,6 @@ const SLOTS: usize = 16384;
 /// How long a slot that could not be reached is skipped before one call
 /// probes it again.
 const SLOT_COOLDOWN: Duration = Duration::from_secs(1);
-
-/// How to reach a Redis Cluster.
-#[derive(Clone, Debug)]
-pub struct ClusterConfig {
-    /// `redis+cluster://host:port[,host:port…][?query]` (or
-    /// `rediss+cluster://`): seed nodes; the rest is discovered.
-    pub url: String,
-    /// Cluster connections kept per process (each holds one socket per
-    /// master it has talked to).
-    pub pool_size: u32,
-    /// Longest wait for a connection to be made or handed out.
-    pub connect_timeout: Duration,
-    /// Longest wait for any answer.
-    pub read_timeout: Duration,
-}
 
 /// The shard of a function a key belongs to, from a stable text of the
 /// call (its partition's counter name, or its entry's digest): the same on
@@ -100,36 +86,21 @@ fn seed_urls(url: &str) -> Result<Vec<String>, StoreError> {
              rediss+cluster:// for TLS)"
         ))
     };
-    let (scheme, rest) = if let Some(rest) = url.strip_prefix("redis+cluster://") {
-        ("redis", rest)
-    } else if let Some(rest) = url.strip_prefix("rediss+cluster://") {
-        ("rediss", rest)
-    } else {
-        return Err(bad("unknown scheme"));
-    };
-    let (authority, query) = match rest.split_once('?') {
-        Some((authority, query)) => (authority, format!("?{query}")),
-        None => (rest, String::new()),
-    };
-    let (authority, path) = match authority.split_once('/') {
-        Some((authority, path)) => (authority, path),
-        None => (authority, ""),
-    };
-    if !matches!(path, "" | "0") {
+    let parts = super::url::split(url, "cluster").map_err(bad)?;
+    if !matches!(parts.path, "" | "0") {
         return Err(bad("a cluster has only database 0"));
     }
-    let (credentials, hosts) = match authority.rsplit_once('@') {
-        Some((credentials, hosts)) => (format!("{credentials}@"), hosts),
-        None => (String::new(), authority),
-    };
-    let seeds: Vec<String> = hosts
-        .split(',')
+    let Parts {
+        scheme,
+        credentials,
+        query,
+        ..
+    } = &parts;
+    Ok(parts
+        .hosts
+        .iter()
         .map(|host| format!("{scheme}://{credentials}{host}{query}"))
-        .collect();
-    if hosts.split(',').any(str::is_empty) {
-        return Err(bad("an empty host"));
-    }
-    Ok(seeds)
+        .collect())
 }
 
 /// A pooled cluster connection that remembers whether it failed, so the
@@ -244,7 +215,7 @@ impl Lua {
 
 /// A Redis Cluster store.
 pub struct ClusterStore {
-    config: ClusterConfig,
+    config: RedisConfig,
     client: ClusterClient,
     connections: PerProcess<Pool<Manager>>,
     /// Whether any seed node answers (see [`Manager`]).
@@ -276,8 +247,11 @@ fn slot_of(key: &str) -> usize {
 }
 
 impl ClusterStore {
-    /// A store for `config`. Nothing is connected until the first command.
-    pub fn new(config: ClusterConfig) -> Result<Self, StoreError> {
+    /// A store for `config`, whose URL is `redis+cluster://host:port[,host:port…][?query]`
+    /// (or `rediss+cluster://`): seed nodes, the rest is discovered.
+    /// `read_spin` is not used (cluster lookups sleep for their answer).
+    /// Nothing is connected until the first command.
+    pub fn new(config: RedisConfig) -> Result<Self, StoreError> {
         let seeds = seed_urls(&config.url)?;
         let client = ClusterClient::builder(seeds)
             .connection_timeout(config.connect_timeout)

@@ -13,16 +13,22 @@ mod payload;
 mod pool;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod sentinel;
 pub mod spin;
 mod store;
+#[cfg(feature = "redis")]
+mod url;
 
 pub use breaker::Breaker;
 pub use cache::{
     Answer, Handoff, Peeked, Produced, SharedCache, SharedError, SharedOptions, SharedStats,
 };
 #[cfg(feature = "redis")]
-pub use cluster::{ClusterConfig, ClusterStore};
+pub use cluster::ClusterStore;
 pub use payload::{Decoded, Generations, Rejected, Signer};
 #[cfg(feature = "redis")]
 pub use redis::{fetch_command, fetched_from, RedisConfig, RedisStore};
+#[cfg(feature = "redis")]
+pub use sentinel::SentinelStore;
 pub use store::{fresh_epoch, parse_epoch, Fetched, KeySet, SharedStore, StoreError, EPOCH_LIMIT};
