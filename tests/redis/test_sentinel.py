@@ -33,6 +33,9 @@ def sentinels(tmp_path_factory):
     master = RedisServer().start()
     replica = RedisServer()
     replica.start()
+    # Replication writes snapshots to the servers' directory: not ours.
+    for server in (master, replica):
+        server.client().config_set("dir", str(directory))
     replica.client().replicaof("127.0.0.1", master.port)
     ports = [free_port() for _ in range(3)]
     processes = []
