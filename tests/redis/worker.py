@@ -27,6 +27,19 @@ def setup(url: str, **extra) -> None:
     django.setup()
 
 
+def counter_client(url: str):
+    """A redis-py client for the ``computations`` counter: a cluster client
+    for a ``redis+cluster://`` URL (its first seed node)."""
+    import redis
+
+    if "+cluster://" not in url:
+        return redis.Redis.from_url(url)
+    from redis.cluster import RedisCluster
+
+    host, port = url.split("://", 1)[1].split(",")[0].rsplit(":", 1)
+    return RedisCluster(host=host, port=int(port))
+
+
 def main() -> int:
     scenario, url, *rest = sys.argv[1:]
     lock_timeout = float(rest[1]) if len(rest) > 1 else 10
@@ -40,13 +53,11 @@ def main() -> int:
         READ_TIMEOUT=5.0,
         CONNECT_TIMEOUT=5.0,
     )
-    import redis
-
     from restflow.caching import cache_result
     from restflow.caching.testing import frozen_clock, wait_for_refreshes
     from tests.parking import asleep, blocked_on_a_futex, parked_threads, wait_until
 
-    counter = redis.Redis.from_url(url)
+    counter = counter_client(url)
     pause = float(rest[0]) if rest else 0.3
     computing = []
 

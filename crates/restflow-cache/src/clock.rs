@@ -77,7 +77,7 @@ impl Clock {
 
     /// The instant to judge an entry that stops being fresh at
     /// `fresh_until` by: the coarse clock while that is more than
-    /// [`JUDGING_MARGIN`] away, so the entry is fresh on the precise clock
+    /// `JUDGING_MARGIN` away, so the entry is fresh on the precise clock
     /// too; the precise clock otherwise.
     ///
     /// So a deadline is never judged late: an entry with a ttl shorter than

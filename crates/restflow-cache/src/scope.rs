@@ -186,6 +186,18 @@ impl<L> Scopes<L> {
         })
     }
 
+    /// What `pick` takes from the labels of every live scope (a shared
+    /// store names some keys by labels, and reaches every function of a
+    /// key constructor through them). One step per scope.
+    pub fn collect_labels<T>(&self, mut pick: impl FnMut(&L) -> Option<T>) -> Vec<T> {
+        let mut scopes: Vec<_> = self.by_identity.lock().values().cloned().collect();
+        scopes.extend(self.own.lock().iter().filter_map(Weak::upgrade));
+        scopes
+            .iter()
+            .filter_map(|scope| pick(&scope.labels))
+            .collect()
+    }
+
     /// Bumps every scope whose labels match; returns how many matched.
     /// Costs one step per scope (per cached function), never per entry.
     pub fn bump_where(&self, mut matches: impl FnMut(&L) -> bool) -> usize {

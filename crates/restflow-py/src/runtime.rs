@@ -54,6 +54,9 @@ pub struct ScopeLabels {
     pub owner: String,
     /// The constructor's version.
     pub version: u32,
+    /// The function id (a Redis Cluster store names the shards of a
+    /// function's keys after it).
+    pub function_id: String,
 }
 
 /// Bits of [`Runtime::state`]: what the hot path needs to know, in one load.

@@ -6,6 +6,7 @@
 //! `restflow_cache::shared`'s. Every round trip runs with the GIL
 //! released; the user's function runs attached, on the calling thread.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +16,11 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use restflow_cache::key::{self, KeyWriter};
+use restflow_cache::shared::cluster::{shard_of, shard_tag, SHARDS};
 use restflow_cache::shared::{
-    Answer, Breaker, Generations, KeySet, NearMode, Produced, RedisConfig, RedisStore, SharedCache,
-    SharedError, SharedOptions, SharedStore, Signer, StoreError,
+    Answer, Breaker, ClusterStore, Generations, KeySet, NearMode, Produced, RedisConfig,
+    RedisStore, SentinelStore, SharedCache, SharedError, SharedOptions, SharedStore, Signer,
+    StoreError,
 };
 use restflow_cache::{Counter, Freshness, Lifetime, Span, Stamps, Status, Timestamp};
 
@@ -63,6 +66,8 @@ pub struct SharedBackend {
     /// `near_cache_size` > 0.
     near_default: bool,
     prefix: String,
+    /// A Redis Cluster: every key carries its shard's hash tag.
+    cluster: bool,
     serializer: u8,
     url: String,
     read_timeout: f64,
@@ -234,6 +239,26 @@ impl SharedBackend {
                 "a shared store needs a non-empty signing key",
             ));
         }
+        let redis = || -> PyResult<RedisConfig> {
+            Ok(RedisConfig {
+                url: url.clone(),
+                pool_size,
+                connect_timeout: seconds("connect_timeout", connect_timeout)?,
+                read_timeout: seconds("read_timeout", read_timeout)?,
+                read_spin: match read_spin {
+                    0.0 => Duration::ZERO,
+                    secs if secs > 0.0 => seconds("read_spin", secs)?,
+                    _ => {
+                        return Err(PyValueError::new_err(format!(
+                            "read_spin must be a number of seconds >= 0 (0: never \
+                             busy-wait), got {read_spin}"
+                        )))
+                    }
+                },
+            })
+        };
+        let bad_url = |e: StoreError| PyValueError::new_err(e.to_string());
+        let cluster = url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://");
         let store: Box<dyn SharedStore> = match url.strip_prefix("django") {
             Some(alias) => {
                 let alias = match alias {
@@ -246,25 +271,14 @@ impl SharedBackend {
                 };
                 Box::new(crate::django_store::DjangoStore::new(alias.to_owned()))
             }
-            None => Box::new(
-                RedisStore::new(RedisConfig {
-                    url: url.clone(),
-                    pool_size,
-                    connect_timeout: seconds("connect_timeout", connect_timeout)?,
-                    read_timeout: seconds("read_timeout", read_timeout)?,
-                    read_spin: match read_spin {
-                        0.0 => Duration::ZERO,
-                        secs if secs > 0.0 => seconds("read_spin", secs)?,
-                        _ => {
-                            return Err(PyValueError::new_err(format!(
-                                "read_spin must be a number of seconds >= 0 (0: never \
-                                 busy-wait), got {read_spin}"
-                            )))
-                        }
-                    },
-                })
-                .map_err(|e| PyValueError::new_err(e.to_string()))
-                .map(|store| match near_cache_size {
+            None if cluster => Box::new(ClusterStore::new(redis()?).map_err(bad_url)?),
+            None if url.starts_with("redis+sentinel://")
+                || url.starts_with("rediss+sentinel://") =>
+            {
+                Box::new(SentinelStore::new(redis()?).map_err(bad_url)?)
+            }
+            None => Box::new(RedisStore::new(redis()?).map_err(bad_url).map(|store| {
+                match near_cache_size {
                     0 => store,
                     // Only this store's keys are tracked when they share a
                     // prefix; else every key of the server is.
@@ -275,15 +289,17 @@ impl SharedBackend {
                             .into_iter()
                             .collect(),
                     ),
-                })?,
-            ),
+                }
+            })?),
         };
         let lock_timeout = seconds("lock_timeout", lock_timeout)?;
         let cache = SharedCache::new(
             store,
             Signer::new(signing_key),
             RUNTIME.engine.cache().shared_clock(),
-            Breaker::new(3, Duration::from_secs(1)),
+            // A cluster keeps a breaker per slot (one dead master must not
+            // skip the others): this one must never open for it.
+            Breaker::new(if cluster { u32::MAX } else { 3 }, Duration::from_secs(1)),
             SharedOptions {
                 lock_timeout,
                 wait_timeout: match wait_timeout {
@@ -299,6 +315,7 @@ impl SharedBackend {
             cache: Arc::new(cache),
             near_default: near_cache_default && near_cache_size > 0,
             prefix: key_prefix,
+            cluster,
             serializer,
             url,
             read_timeout,
@@ -418,10 +435,27 @@ impl SharedBackend {
     /// Drops, in every process, the entries the key constructor `owner`
     /// made under versions below `version` (one counter per version).
     fn drop_versions_below(&self, py: Python<'_>, owner: &str, version: u32) -> PyResult<()> {
-        for old in 1..version {
-            retire(py, self, self.version_counter(owner, old))?;
+        if !self.cluster {
+            for old in 1..version {
+                retire(py, self, self.version_counter(&self.prefix, owner, old))?;
+            }
+            return Ok(());
         }
-        Ok(())
+        // On a cluster each function's shards hold their own copy of the
+        // counter: reach the functions of `owner` this process knows.
+        let mut function_ids = crate::runtime::RUNTIME
+            .scopes
+            .collect_labels(|labels| (labels.owner == owner).then(|| labels.function_id.clone()));
+        function_ids.sort_unstable();
+        function_ids.dedup();
+        let mut counters = Vec::new();
+        for function_id in function_ids {
+            for shard in 0..SHARDS {
+                let head = self.head(&function_id, shard);
+                counters.extend((1..version).map(|old| self.version_counter(&head, owner, old)));
+            }
+        }
+        invalidate(py, self, |s| s.delete_many(&counters)).map(drop)
     }
 }
 
@@ -483,31 +517,50 @@ pub(crate) fn counter_digests(identity: &str, owner: &str) -> crate::core::Count
 }
 
 impl SharedBackend {
-    /// The counter keys of a function (and of its constructor's version).
-    fn scope_key(&self, core: &Core) -> String {
-        format!("{}restflow:gen:{}", self.prefix, core.counter_digests.scope)
+    /// What every key of one shard of a function starts with: the prefix
+    /// and, on a cluster, the shard's hash tag, so that all the keys one
+    /// lookup reads (entry, lock, counters) hash to one slot. The tag is
+    /// made from the function id (not the identity, which changes with the
+    /// key constructor's version) so that `drop_versions_below` finds the
+    /// shards older versions wrote in. Single-node keys are unchanged.
+    fn head(&self, function_id: &str, shard: u16) -> Cow<'_, str> {
+        if !self.cluster {
+            return Cow::Borrowed(&self.prefix);
+        }
+        let function = digest(&[function_id]);
+        Cow::Owned(format!(
+            "{}{}",
+            self.prefix,
+            shard_tag(&function[..16], shard)
+        ))
     }
 
-    fn version_key(&self, core: &Core) -> String {
+    /// The counter keys of a function (and of its constructor's version).
+    fn scope_key(&self, core: &Core, head: &str) -> String {
+        format!("{head}restflow:gen:{}", core.counter_digests.scope)
+    }
+
+    fn version_key(&self, core: &Core, head: &str) -> String {
         let version = core.scope.labels().version;
-        self.version_counter_of(&core.counter_digests.owner, version)
+        self.version_counter_of(head, &core.counter_digests.owner, version)
     }
 
     /// The counter of one version of the key constructor `owner`.
-    fn version_counter(&self, owner: &str, version: u32) -> String {
-        self.version_counter_of(&digest(&[owner]), version)
+    fn version_counter(&self, head: &str, owner: &str, version: u32) -> String {
+        self.version_counter_of(head, &digest(&[owner]), version)
     }
 
-    fn version_counter_of(&self, owner_digest: &str, version: u32) -> String {
-        format!("{}restflow:vgen:{owner_digest}:{version}", self.prefix)
+    fn version_counter_of(&self, head: &str, owner_digest: &str, version: u32) -> String {
+        format!("{head}restflow:vgen:{owner_digest}:{version}")
     }
 
-    fn partition_key(&self, core: &Core, function_id: &str, partition: &str) -> String {
-        format!(
-            "{}restflow:pgen:{}",
-            self.prefix,
-            digest(&[&core.identity, function_id, partition])
-        )
+    /// A partition's counter, and the shard it (and every entry of the
+    /// partition) lives in: one partition is dropped with one counter.
+    fn partition_key(&self, core: &Core, function_id: &str, partition: &str) -> (u16, String) {
+        let counter = digest(&[&core.identity, function_id, partition]);
+        let shard = if self.cluster { shard_of(&counter) } else { 0 };
+        let head = self.head(&core.function_id, shard);
+        (shard, format!("{head}restflow:pgen:{counter}"))
     }
 
     /// The keys of one call.
@@ -520,21 +573,28 @@ impl SharedBackend {
     /// The keys one call reads.
     fn keys(&self, core: &Core, w: &KeyWriter, layout: &Layout) -> PyResult<KeySet> {
         let (function_id, partition, suffix) = core.key_parts(w, layout)?;
-        let data = format!(
-            "{}{}",
-            self.prefix,
-            key::compose(&core.namespace, function_id, &partition, &suffix)
-        );
-        let hashed = digest(&[&data]);
+        let composed = key::compose(&core.namespace, function_id, &partition, &suffix);
+        let untagged = format!("{}{composed}", self.prefix);
+        let hashed = digest(&[&untagged]);
+        let (shard, partition) = match core.partitioned() {
+            true => {
+                let (shard, counter) = self.partition_key(core, function_id, &partition);
+                (shard, Some(counter))
+            }
+            false if self.cluster => (shard_of(&hashed), None),
+            false => (0, None),
+        };
+        let head = self.head(&core.function_id, shard);
         Ok(KeySet {
-            scope: self.scope_key(core),
-            partition: core
-                .partitioned()
-                .then(|| self.partition_key(core, function_id, &partition)),
-            version: self.version_key(core),
-            lock: format!("{}restflow:lock:{hashed}", self.prefix),
-            refresh: format!("{}restflow:refresh:{hashed}", self.prefix),
-            data,
+            scope: self.scope_key(core, &head),
+            partition,
+            version: self.version_key(core, &head),
+            lock: format!("{head}restflow:lock:{hashed}"),
+            refresh: format!("{head}restflow:refresh:{hashed}"),
+            data: match self.cluster {
+                true => format!("{head}{composed}"),
+                false => untagged,
+            },
         })
     }
 }
@@ -932,7 +992,14 @@ pub(crate) fn invalidate_all(
     backend: &Py<SharedBackend>,
 ) -> PyResult<()> {
     let handle = backend.get();
-    retire(py, handle, handle.scope_key(core))
+    if !handle.cluster {
+        return retire(py, handle, handle.scope_key(core, &handle.prefix));
+    }
+    // On a cluster, one copy of the counter per shard (in its slot).
+    let counters: Vec<String> = (0..SHARDS)
+        .map(|shard| handle.scope_key(core, &handle.head(&core.function_id, shard)))
+        .collect();
+    invalidate(py, handle, |s| s.delete_many(&counters)).map(drop)
 }
 
 /// Drops the partitions of a partial call, in every process.
@@ -948,11 +1015,8 @@ pub(crate) fn delete_by_prefix(
         return invalidate_all(py, core, backend);
     }
     for (function_id, partition) in core.partition_texts(call, bound)? {
-        retire(
-            py,
-            handle,
-            handle.partition_key(core, &function_id, &partition),
-        )?;
+        let (_, counter) = handle.partition_key(core, &function_id, &partition);
+        retire(py, handle, counter)?;
     }
     Ok(())
 }

@@ -583,7 +583,11 @@ impl CachedWrapper {
         };
         let identity = format!("{namespace_part}::{function_id}");
         let labels_owner = owner.clone();
-        let labels = ScopeLabels { owner, version };
+        let labels = ScopeLabels {
+            owner,
+            version,
+            function_id: function_id.clone(),
+        };
         // A function whose identity other live functions can have keeps its
         // in-process entries to itself (see `Core::claim`).
         let scope = match claim {

@@ -221,7 +221,8 @@ def cache_result(
         stored only when it is falsy. Give at most one of the two.
     :param invalidates_on: :class:`InvalidationRule` objects: model saves and
         deletes that drop (or refresh) this function's entries.
-    :param backend: where entries live: ``"memory"`` or ``"redis://..."``;
+    :param backend: where entries live: ``"memory"``, ``"redis://..."``,
+        ``"redis+cluster://..."``, ``"redis+sentinel://..."`` or ``"django[:alias]"``;
         ``None`` takes the ``BACKEND`` setting.
     :param stale_if_error: seconds past the stale window during which the old
         value is served (STALE) when a recompute raises; ``None`` takes the

@@ -37,7 +37,9 @@ DEFAULTS: dict[str, Any] = {
     # Per-dispatcher options, by dispatcher name.
     "DISPATCHER_SETTINGS": {},
     # Where entries live: "memory" (this process), "redis://host:port/db" /
-    # "rediss://..." (shared by every process that names it), or "django" /
+    # "rediss://..." (shared by every process that names it), "redis+cluster://h:p,h:p"
+    # / "rediss+cluster://..." (a Redis Cluster, from seed nodes),
+    # "redis+sentinel://h:p,h:p/<service>[/db]" (the master Sentinel names), or "django" /
     # "django:<alias>" (any cache in CACHES, through Django's cache API).
     "BACKEND": "memory",
     # Seconds past its stale window an entry is kept, and served (as STALE)
@@ -201,15 +203,28 @@ def _validate(user: Mapping[str, Any]) -> dict[str, Any]:
 
 def validate_backend(spec: Any, name: str = "BACKEND") -> str:
     """Checks a backend spec: ``"memory"``, ``"redis://..."``, ``"rediss://..."``,
-    ``"django"`` or ``"django:<alias>"``."""
+    ``"redis+cluster://..."``, ``"rediss+cluster://..."``,
+    ``"redis+sentinel://..."``, ``"rediss+sentinel://..."``, ``"django"`` or
+    ``"django:<alias>"``."""
     if not isinstance(spec, str) or not (
         spec in ("memory", "django")
-        or spec.startswith(("redis://", "rediss://"))
+        or spec.startswith(
+            (
+                "redis://",
+                "rediss://",
+                "redis+cluster://",
+                "rediss+cluster://",
+                "redis+sentinel://",
+                "rediss+sentinel://",
+            )
+        )
         or (spec.startswith("django:") and len(spec) > len("django:"))
     ):
         raise configuration_error(
-            f'{name} must be "memory", "redis://host:port/db", "rediss://...", "django" or '
-            f'"django:<alias>"; got {spec!r}.'
+            f'{name} must be "memory", "redis://host:port/db", "rediss://...", '
+            f'"redis+cluster://host:port[,host:port...]", "rediss+cluster://...", '
+            f'"redis+sentinel://host:port[,host:port...]/<service>[/db]", '
+            f'"rediss+sentinel://...", "django" or "django:<alias>"; got {spec!r}.'
         )
     return spec
 

@@ -141,7 +141,7 @@ pub struct RedisStore {
 /// agree on one epoch. A counter's text is valid as [`parse_epoch`] reads
 /// it: a number below 10^19 in canonical decimal. (`pcall`: a counter of another type is garbage too;
 /// `SET` replaces it.)
-const GENERATIONS: &str = r"
+pub(super) const GENERATIONS: &str = r"
 local out = {}
 for i, key in ipairs(KEYS) do
   local v = redis.pcall('get', key)
@@ -160,7 +160,7 @@ return out
 /// payload, its expiry in milliseconds (0: none), and the epoch each
 /// counter must hold. The partition counter is made to live at least as
 /// long as the entry. Returns 1 if it wrote, 0 if a counter moved on.
-const PUT_CURRENT: &str = r"
+pub(super) const PUT_CURRENT: &str = r"
 for i = 2, #KEYS do
   if redis.pcall('get', KEYS[i]) ~= ARGV[i + 1] then return 0 end
 end
@@ -184,7 +184,7 @@ return 1
 
 /// Milliseconds for Redis: at least 1 (0 would mean "no expiry" to the
 /// scripts, and `PX 0` is refused).
-fn millis(ttl: Duration) -> u64 {
+pub(super) fn millis(ttl: Duration) -> u64 {
     ttl.as_millis().clamp(1, u128::from(u64::MAX)) as u64
 }
 
@@ -192,13 +192,17 @@ fn millis(ttl: Duration) -> u64 {
 /// lock without an expiry is taken over: no restflow holder makes one
 /// (every lock is set with `PX`), so it is left over from something else,
 /// and respecting it would make every caller wait, forever.
-const LOCK_SCRIPT: &str = "\
+pub(super) const LOCK_SCRIPT: &str = "\
 if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end \
 if redis.call('pttl', KEYS[1]) == -1 then \
   redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end \
 return 0";
 
-fn classify(error: &redis::RedisError) -> StoreError {
+/// Releases a lock (`KEYS[1]`) if the token `ARGV[1]` still holds it.
+pub(super) const UNLOCK_SCRIPT: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
+     return redis.call('del', KEYS[1]) else return 0 end";
+
+pub(super) fn classify(error: &redis::RedisError) -> StoreError {
     if error.is_timeout() {
         StoreError::Timeout(error.to_string())
     } else if error.is_io_error() || error.is_connection_refusal() || error.is_connection_dropped()
@@ -224,10 +228,7 @@ impl RedisStore {
             client,
             connections: PerProcess::new(),
             lock: Script::new(LOCK_SCRIPT),
-            unlock: Script::new(
-                "if redis.call('get', KEYS[1]) == ARGV[1] then \
-                 return redis.call('del', KEYS[1]) else return 0 end",
-            ),
+            unlock: Script::new(UNLOCK_SCRIPT),
             generations: Script::new(GENERATIONS),
             put_current: Script::new(PUT_CURRENT),
             near_setting: None,
@@ -351,7 +352,7 @@ fn counter(value: &Value) -> Option<u64> {
 
 /// The counters of `keys`, in the order the scripts and
 /// [`generations_from`] expect: scope, version, then the partition's.
-fn counter_names(keys: &KeySet) -> Vec<&str> {
+pub(super) fn counter_names(keys: &KeySet) -> Vec<&str> {
     let mut names: Vec<&str> = vec![&keys.scope, &keys.version];
     if let Some(partition) = &keys.partition {
         names.push(partition);
@@ -361,7 +362,7 @@ fn counter_names(keys: &KeySet) -> Vec<&str> {
 
 /// The generations in counters read in [`counter_names`] order; `None`
 /// when one is missing or unreadable.
-fn generations_from(values: &[Value]) -> Option<Generations> {
+pub(super) fn generations_from(values: &[Value]) -> Option<Generations> {
     Some(Generations {
         scope: counter(values.first()?)?,
         version: counter(values.get(1)?)?,
@@ -372,9 +373,22 @@ fn generations_from(values: &[Value]) -> Option<Generations> {
     })
 }
 
+/// The generations the generations script answered for `expected`
+/// counters.
+pub(super) fn generations_answer(
+    answer: Value,
+    expected: usize,
+) -> Result<Generations, StoreError> {
+    match answer {
+        Value::Array(values) if values.len() == expected => generations_from(&values),
+        _ => None,
+    }
+    .ok_or_else(|| StoreError::Protocol("the generations script answered garbage".into()))
+}
+
 /// The names one lookup reads, in the order [`fetched_from`] expects:
 /// the entry, the lock, then the counters.
-fn fetch_names(keys: &KeySet) -> Vec<&str> {
+pub(super) fn fetch_names(keys: &KeySet) -> Vec<&str> {
     let mut names: Vec<&str> = vec![&keys.data, &keys.lock];
     names.extend(counter_names(keys));
     names
@@ -395,7 +409,7 @@ pub fn fetched_from(answer: Value) -> Result<Fetched, StoreError> {
 
 /// What a lookup found, checking the answer has `expected` values when
 /// the caller knows how many names it asked for.
-fn fetched(answer: Value, expected: Option<usize>) -> Result<Fetched, StoreError> {
+pub(super) fn fetched(answer: Value, expected: Option<usize>) -> Result<Fetched, StoreError> {
     let Value::Array(mut values) = answer else {
         return Err(StoreError::Protocol(format!(
             "unexpected MGET answer {answer:?}"
@@ -527,11 +541,7 @@ impl SharedStore for RedisStore {
             invocation.arg(fresh_epoch()).arg(millis(floor));
         }
         let answer: Value = self.with(|c| invocation.invoke(c))?;
-        match answer {
-            Value::Array(values) if values.len() == names.len() => generations_from(&values),
-            _ => None,
-        }
-        .ok_or_else(|| StoreError::Protocol("the generations script answered garbage".into()))
+        generations_answer(answer, names.len())
     }
 
     fn put_current(

@@ -106,6 +106,14 @@ pub trait SharedStore: Send + Sync {
     /// Removes `key`; returns whether it existed. Removing a generation
     /// counter retires every entry written under it (an invalidation).
     fn delete(&self, key: &str) -> Result<bool, StoreError>;
+    /// Removes every key of `keys` (an invalidation that retires several
+    /// counters: a Redis Cluster keeps one copy per shard); returns how many
+    /// existed. One [`SharedStore::delete`] per key unless the store can
+    /// batch them.
+    fn delete_many(&self, keys: &[String]) -> Result<u64, StoreError> {
+        keys.iter()
+            .try_fold(0, |removed, key| Ok(removed + u64::from(self.delete(key)?)))
+    }
     /// The generations of `keys`, starting every counter that is missing or
     /// unreadable at a [`fresh_epoch`] (atomically where the store can: two
     /// processes then read one epoch). A partition counter made here
@@ -203,6 +211,9 @@ macro_rules! forward_shared_store {
             }
             fn delete(&self, key: &str) -> Result<bool, StoreError> {
                 (**self).delete(key)
+            }
+            fn delete_many(&self, keys: &[String]) -> Result<u64, StoreError> {
+                (**self).delete_many(keys)
             }
             fn generations(&self, keys: &KeySet, floor: Duration) -> Result<Generations, StoreError> {
                 (**self).generations(keys, floor)

@@ -1,0 +1,508 @@
+//! The Redis Cluster (and Valkey cluster) store: `redis+cluster://` and
+//! `rediss+cluster://`.
+//!
+//! Routing, slot discovery and `MOVED`/`ASK` redirects are the redis
+//! crate's (its synchronous `ClusterConnection`), pooled per process like
+//! [`super::RedisStore`]'s connections and made again after a fork (see
+//! [`crate::fork`]); it starts no thread. What this module adds:
+//!
+//! - **One slot per lookup.** Every key of a [`KeySet`] carries the same
+//!   hash tag (the caller builds them so, see [`shard_tag`]), so a lookup
+//!   is one `MGET` on one node and the scripts run on one node.
+//! - **A breaker per slot.** A dead master must cost only its own keys: its
+//!   slots fail fast (the store answers [`StoreError::CircuitOpen`]) for a
+//!   cooldown after a failure to reach them, then one call probes, while
+//!   the other masters' slots go on answering. (The caller's store-wide
+//!   breaker must not count a cluster's failures, or one dead master would
+//!   take every slot down with it.)
+//! - **A breaker for the whole cluster** on making connections: when no
+//!   seed node answers, every slot is down, and paying a connect per slot
+//!   would cost each call up to one connect timeout per seed.
+//! - **Scripts without `SCRIPT LOAD`.** The crate loads a missing script on
+//!   every master at once, which fails while one master is down; here a
+//!   `NOSCRIPT` answer is followed by an `EVAL` of the script on that node
+//!   only (which also caches it there).
+//!
+//! Invariants: a slot's breaker is closed (0) or holds the instant (ns
+//! after `origin`) until which the slot is skipped; only failures to reach
+//! the node ([`StoreError::is_connection_failure`], cluster-down answers)
+//! open it, and any answer closes it.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ::redis::cluster::{ClusterClient, ClusterConnection};
+use ::redis::io::tcp::TcpSettings;
+use ::redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
+
+use super::breaker::Breaker;
+use super::payload::Generations;
+use super::pool::{Manage, Pool};
+use super::redis::{
+    classify, counter_names, fetch_names, fetched, generations_answer, millis, RedisConfig,
+    GENERATIONS, LOCK_SCRIPT, PUT_CURRENT, UNLOCK_SCRIPT,
+};
+use super::store::{fresh_epoch, Fetched, KeySet, SharedStore, StoreError};
+use super::url::Parts;
+use crate::fork::PerProcess;
+
+/// How many shards (hash tags, so slots) one cached function's keys are
+/// spread over: enough that a function is not one hot slot, few enough
+/// that invalidating the whole function (deleting one counter per shard)
+/// stays a constant, small cost.
+pub const SHARDS: u16 = 16;
+
+/// The slots of a Redis Cluster.
+const SLOTS: usize = 16384;
+
+/// How long a slot that could not be reached is skipped before one call
+/// probes it again.
+const SLOT_COOLDOWN: Duration = Duration::from_secs(1);
+
+/// The shard of a function a key belongs to, from a stable text of the
+/// call (its partition's counter name, or its entry's digest): the same on
+/// every host and process.
+pub fn shard_of(text: &str) -> u16 {
+    (xxhash_rust::xxh3::xxh3_64(text.as_bytes()) % u64::from(SHARDS)) as u16
+}
+
+/// The hash tag of one shard of a function: `{<function>:<shard>}`. Every
+/// key a lookup reads carries it, right after the key prefix, so they hash
+/// to one slot. `function` is a stable digest of the function's identity
+/// (a collision only puts two functions in the same slots).
+pub fn shard_tag(function: &str, shard: u16) -> String {
+    format!("{{{function}:{shard}}}")
+}
+
+/// The seed node URLs of a `redis+cluster://` URL, each a `redis://` (or
+/// `rediss://`) URL with the same credentials and query.
+fn seed_urls(url: &str) -> Result<Vec<String>, StoreError> {
+    let bad = |why: &str| {
+        StoreError::Protocol(format!(
+            "bad Redis Cluster URL {url:?}: {why} (expected \
+             redis+cluster://[user:password@]host:port[,host:port...][?options], or \
+             rediss+cluster:// for TLS)"
+        ))
+    };
+    let parts = super::url::split(url, "cluster").map_err(bad)?;
+    if !matches!(parts.path, "" | "0") {
+        return Err(bad("a cluster has only database 0"));
+    }
+    let Parts {
+        scheme,
+        credentials,
+        query,
+        ..
+    } = &parts;
+    Ok(parts
+        .hosts
+        .iter()
+        .map(|host| format!("{scheme}://{credentials}{host}{query}"))
+        .collect())
+}
+
+/// A pooled cluster connection that remembers whether it failed, so the
+/// pool makes a fresh one (a fresh slot map too) instead of reusing it.
+pub struct PooledCluster {
+    inner: ClusterConnection,
+    broken: Cell<bool>,
+}
+
+struct Manager {
+    client: ClusterClient,
+    read_timeout: Duration,
+    /// Failures to make any cluster connection (no seed node answers): the
+    /// whole cluster is unreachable, and is skipped as a whole, like a dead
+    /// single Redis, rather than one slot at a time.
+    reachable: Arc<Breaker>,
+}
+
+impl Manage for Manager {
+    type Conn = PooledCluster;
+
+    fn connect(&self) -> Result<PooledCluster, StoreError> {
+        if !self.reachable.allow() {
+            return Err(StoreError::CircuitOpen);
+        }
+        let connect = || {
+            let inner = self.client.get_connection()?;
+            inner.set_write_timeout(Some(self.read_timeout))?;
+            Ok(PooledCluster {
+                inner,
+                broken: Cell::new(false),
+            })
+        };
+        match connect() {
+            Ok(conn) => {
+                self.reachable.succeeded();
+                Ok(conn)
+            }
+            Err(error) => {
+                let error = cluster_classify(&error);
+                if error.is_connection_failure() {
+                    self.reachable.failed();
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn has_broken(&self, conn: &PooledCluster) -> bool {
+        conn.broken.get()
+    }
+}
+
+/// Like [`classify`], with a cluster's own ways of being unreachable: no
+/// connection to the slot's node, or the cluster saying it cannot serve
+/// the slot now (`CLUSTERDOWN`, `TRYAGAIN`, `MASTERDOWN` after the crate's
+/// retries).
+fn cluster_classify(error: &RedisError) -> StoreError {
+    let unreachable = error.kind() == ErrorKind::ClusterConnectionNotFound
+        || matches!(
+            error.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::ClusterDown
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::MasterDown
+            )
+        );
+    if unreachable {
+        StoreError::Unavailable(error.to_string())
+    } else {
+        classify(error)
+    }
+}
+
+/// A Lua script, sent as `EVALSHA` and, on `NOSCRIPT`, as `EVAL` to the
+/// same node.
+struct Lua {
+    code: &'static str,
+    hash: String,
+}
+
+impl Lua {
+    fn new(code: &'static str) -> Self {
+        Lua {
+            code,
+            hash: ::redis::Script::new(code).get_hash().to_owned(),
+        }
+    }
+
+    /// Runs the script on the node of `keys` (which share one slot), with
+    /// `args` added by `push_args`.
+    fn run<T: ::redis::FromRedisValue>(
+        &self,
+        conn: &mut ClusterConnection,
+        keys: &[&str],
+        push_args: impl Fn(&mut Cmd),
+    ) -> ::redis::RedisResult<T> {
+        let command = |name: &str, body: &str| {
+            let mut cmd = ::redis::cmd(name);
+            cmd.arg(body).arg(keys.len()).arg(keys);
+            push_args(&mut cmd);
+            cmd
+        };
+        match command("EVALSHA", &self.hash).query(conn) {
+            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                command("EVAL", self.code).query(conn)
+            }
+            answer => answer,
+        }
+    }
+}
+
+/// A Redis Cluster store.
+pub struct ClusterStore {
+    config: RedisConfig,
+    client: ClusterClient,
+    connections: PerProcess<Pool<Manager>>,
+    /// Whether any seed node answers (see [`Manager`]).
+    reachable: Arc<Breaker>,
+    /// Per slot: 0, or until when (ns after `origin`) it is skipped.
+    down_until: Box<[AtomicI64]>,
+    origin: Instant,
+    lock: Lua,
+    unlock: Lua,
+    generations: Lua,
+    put_current: Lua,
+}
+
+/// The slot of `key`: CRC16 (XMODEM) of its hash tag, as Redis Cluster
+/// computes it. Written here because the redis crate keeps the number to
+/// itself; it is only used to pick the slot's breaker.
+fn slot_of(key: &str) -> usize {
+    let bytes = key.as_bytes();
+    let tagged = bytes
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let inside = &bytes[open + 1..];
+            let close = inside.iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &inside[..close])
+        })
+        .unwrap_or(bytes);
+    usize::from(crc16::State::<crc16::XMODEM>::calculate(tagged)) % SLOTS
+}
+
+impl ClusterStore {
+    /// A store for `config`, whose URL is `redis+cluster://host:port[,host:port…][?query]`
+    /// (or `rediss+cluster://`): seed nodes, the rest is discovered.
+    /// `read_spin` is not used (cluster lookups sleep for their answer).
+    /// Nothing is connected until the first command.
+    pub fn new(config: RedisConfig) -> Result<Self, StoreError> {
+        let seeds = seed_urls(&config.url)?;
+        let client = ClusterClient::builder(seeds)
+            .connection_timeout(config.connect_timeout)
+            .response_timeout(config.read_timeout)
+            .tcp_settings(TcpSettings::default().set_nodelay(true))
+            // Enough to follow a MOVED and then an ASK during resharding;
+            // few, because each retry against a dead node costs a connect.
+            .retries(2)
+            .min_retry_wait(5)
+            .max_retry_wait(50)
+            .build()
+            .map_err(|e| {
+                StoreError::Protocol(format!("bad Redis Cluster URL {:?}: {e}", config.url))
+            })?;
+        Ok(ClusterStore {
+            config,
+            client,
+            connections: PerProcess::new(),
+            reachable: Arc::new(Breaker::new(3, SLOT_COOLDOWN)),
+            down_until: (0..SLOTS).map(|_| AtomicI64::new(0)).collect(),
+            origin: Instant::now(),
+            lock: Lua::new(LOCK_SCRIPT),
+            unlock: Lua::new(UNLOCK_SCRIPT),
+            generations: Lua::new(GENERATIONS),
+            put_current: Lua::new(PUT_CURRENT),
+        })
+    }
+
+    fn now(&self) -> i64 {
+        self.origin.elapsed().as_nanos() as i64
+    }
+
+    /// Whether `slot` may be asked now: closed, or past its cooldown (then
+    /// one caller per cooldown probes it).
+    fn allow(&self, slot: usize) -> bool {
+        let cell = &self.down_until[slot];
+        let until = cell.load(Ordering::Acquire);
+        if until == 0 {
+            return true;
+        }
+        let now = self.now();
+        now >= until
+            && cell
+                .compare_exchange(
+                    until,
+                    now + SLOT_COOLDOWN.as_nanos() as i64,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+    }
+
+    /// Runs `run` on a pooled connection for the slot of `key`, through
+    /// that slot's breaker.
+    fn with<T>(
+        &self,
+        key: &str,
+        run: impl FnOnce(&mut ClusterConnection) -> ::redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let slot = slot_of(key);
+        if !self.allow(slot) {
+            return Err(StoreError::CircuitOpen);
+        }
+        let answer = self.connections().get().and_then(|mut conn| {
+            run(&mut conn.inner).map_err(|error| {
+                let error = cluster_classify(&error);
+                if error.is_connection_failure() {
+                    conn.broken.set(true);
+                }
+                error
+            })
+        });
+        let cell = &self.down_until[slot];
+        match &answer {
+            Err(error) if error.is_connection_failure() => {
+                cell.store(
+                    (self.now() + SLOT_COOLDOWN.as_nanos() as i64).max(1),
+                    Ordering::Release,
+                );
+            }
+            _ => {
+                if cell.load(Ordering::Relaxed) != 0 {
+                    cell.store(0, Ordering::Release);
+                }
+            }
+        }
+        answer
+    }
+
+    /// This process's connections, made on first use.
+    fn connections(&self) -> &Pool<Manager> {
+        self.connections.get_or_init(|| {
+            let manager = Manager {
+                client: self.client.clone(),
+                read_timeout: self.config.read_timeout,
+                reachable: Arc::clone(&self.reachable),
+            };
+            Pool::new(
+                manager,
+                self.config.pool_size as usize,
+                self.config.connect_timeout,
+            )
+        })
+    }
+}
+
+impl SharedStore for ClusterStore {
+    fn fetch(&self, keys: &KeySet) -> Result<Fetched, StoreError> {
+        let names = fetch_names(keys);
+        let answer: Value = self.with(&keys.data, |c| ::redis::cmd("MGET").arg(&names).query(c))?;
+        fetched(answer, Some(names.len()))
+    }
+
+    fn put(&self, key: &str, payload: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
+        self.with(key, |c| {
+            let mut cmd = ::redis::cmd("SET");
+            cmd.arg(key).arg(payload);
+            if let Some(ttl) = ttl {
+                cmd.arg("PX").arg(millis(ttl));
+            }
+            cmd.query::<()>(c)
+        })
+    }
+
+    fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        self.with(key, |c| ::redis::cmd("DEL").arg(key).query::<u64>(c))
+            .map(|n| n > 0)
+    }
+
+    /// One pipelined batch per master (the crate groups the commands by
+    /// node), not one round trip per key. Not through the slot breakers:
+    /// an invalidation tries every key, and fails if one cannot be
+    /// deleted.
+    fn delete_many(&self, keys: &[String]) -> Result<u64, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = ::redis::cluster::cluster_pipe();
+        for key in keys {
+            pipe.cmd("DEL").arg(key);
+        }
+        let mut conn = self.connections().get()?;
+        pipe.query::<Vec<u64>>(&mut conn.inner)
+            .map(|removed| removed.iter().sum())
+            .map_err(|error| {
+                conn.broken.set(true);
+                cluster_classify(&error)
+            })
+    }
+
+    fn generations(&self, keys: &KeySet, floor: Duration) -> Result<Generations, StoreError> {
+        let names = counter_names(keys);
+        let partitioned = keys.partition.is_some();
+        let answer: Value = self.with(&keys.scope, |c| {
+            self.generations.run(c, &names, |cmd| {
+                cmd.arg(fresh_epoch()).arg(0).arg(fresh_epoch()).arg(0);
+                if partitioned {
+                    cmd.arg(fresh_epoch()).arg(millis(floor));
+                }
+            })
+        })?;
+        generations_answer(answer, names.len())
+    }
+
+    fn put_current(
+        &self,
+        keys: &KeySet,
+        generations: Generations,
+        payload: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let mut names: Vec<&str> = vec![&keys.data, &keys.scope, &keys.version];
+        if let Some(partition) = &keys.partition {
+            names.push(partition);
+        }
+        let partitioned = keys.partition.is_some();
+        self.with(&keys.data, |c| {
+            self.put_current.run::<u8>(c, &names, |cmd| {
+                cmd.arg(payload)
+                    .arg(ttl.map_or(0, millis))
+                    .arg(generations.scope)
+                    .arg(generations.version);
+                if partitioned {
+                    cmd.arg(generations.partition);
+                }
+            })
+        })
+        .map(|n| n == 1)
+    }
+
+    fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let millis = millis(ttl);
+        self.with(key, |c| {
+            self.lock.run::<i64>(c, &[key], |cmd| {
+                cmd.arg(token).arg(millis);
+            })
+        })
+        .map(|taken| taken == 1)
+    }
+
+    fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
+        self.with(key, |c| {
+            self.unlock.run::<()>(c, &[key], |cmd| {
+                cmd.arg(token);
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_urls_keep_credentials_and_options() {
+        assert_eq!(
+            seed_urls("redis+cluster://u:p@a:1,b:2?protocol=resp3").unwrap(),
+            vec![
+                "redis://u:p@a:1?protocol=resp3",
+                "redis://u:p@b:2?protocol=resp3"
+            ]
+        );
+        assert_eq!(
+            seed_urls("rediss+cluster://a:1/0").unwrap(),
+            vec!["rediss://a:1"]
+        );
+        for bad in [
+            "redis+cluster://a:1/2",
+            "redis+cluster://a:1,,b:2",
+            "redis://a:1",
+        ] {
+            assert!(seed_urls(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn slots_follow_the_hash_tag() {
+        // Values from CLUSTER KEYSLOT.
+        assert_eq!(slot_of("foo"), 12182);
+        assert_eq!(slot_of("{user1000}.following"), slot_of("user1000"));
+        assert_eq!(slot_of("a{}b"), slot_of("a{}b"));
+        let tag = shard_tag("f00d", 3);
+        assert_eq!(
+            slot_of(&format!("p:{tag}gen")),
+            slot_of(&format!("{tag}data"))
+        );
+    }
+
+    #[test]
+    fn shards_are_stable_and_in_range() {
+        assert_eq!(shard_of("x"), shard_of("x"));
+        assert!((0..200).all(|i| shard_of(&i.to_string()) < SHARDS));
+    }
+}

@@ -1,0 +1,106 @@
+"""The Redis Sentinel store (``redis+sentinel://``): a master, a replica and
+three sentinels on free 127.0.0.1 ports (the system redis-server; started
+for the module, stopped after). Killing the master: calls BYPASS, then
+resume on the promoted replica without a restart."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import pytest
+import redis as redis_py
+from django.test import override_settings
+
+from restflow.caching import CacheStatus
+from restflow.caching.settings import validate_backend
+from tests.redis.cluster import wait_for
+from tests.redis.conftest import RedisServer, free_port, redis_settings
+from tests.redis.test_redis_store import calls, profile
+from tests.test_fork import run_forks
+
+SERVICE = "restflow-test"
+
+
+def status(*args):
+    return profile.get_with_metadata(*args)[1]["cache_status"]
+
+
+@pytest.fixture(scope="module")
+def sentinels(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("sentinel")
+    master = RedisServer().start()
+    replica = RedisServer()
+    replica.start()
+    # Replication writes snapshots to the servers' directory: not ours.
+    for server in (master, replica):
+        server.client().config_set("dir", str(directory))
+    replica.client().replicaof("127.0.0.1", master.port)
+    ports = [free_port() for _ in range(3)]
+    processes = []
+    for port in ports:
+        conf = directory / f"sentinel-{port}.conf"
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
+            f"sentinel monitor {SERVICE} 127.0.0.1 {master.port} 2\n"
+            f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+            f"sentinel failover-timeout {SERVICE} 10000\n"
+        )
+        processes.append(
+            subprocess.Popen(
+                [shutil.which("redis-server"), str(conf), "--sentinel"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+
+    def ready() -> bool:
+        for port in ports:
+            known = redis_py.Redis(port=port, socket_timeout=2).sentinel_master(SERVICE)
+            if known["num-other-sentinels"] < 2 or known["num-slaves"] < 1:
+                return False
+        return replica.client().info("replication")["master_link_status"] == "up"
+
+    wait_for(ready, "the sentinels did not find each other and the replica")
+    url = "redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in ports) + f"/{SERVICE}/0"
+    try:
+        yield master, replica, url
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait(10)
+        master.stop()
+        replica.stop()
+
+
+def test_the_sentinel_schemes_are_backends():
+    for url in ("redis+sentinel://a:1,b:2/main", "rediss+sentinel://a:1/main/0"):
+        assert validate_backend(url) == url
+
+
+def test_children_forked_from_a_busy_sentinel_cache_work(sentinels):
+    # Each child asks the sentinels and connects itself (tests/test_fork.py).
+    run_forks(sentinels[2], "threads", 10)
+
+
+def test_a_failover_is_followed_without_a_restart(sentinels):
+    master, replica, url = sentinels
+    calls.clear()
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(url)):
+        assert status(1) is CacheStatus.MISS
+        assert status(1) is CacheStatus.HIT
+        assert master.client().get(profile.get_cache_key(1)) is not None
+        master.client().wait(1, 5000)  # the replica has the entry too
+        master.process.kill()
+        master.process.wait(10)
+        # The master is gone: BYPASS (no exception), until the sentinels
+        # promote the replica; then the entry is served from it.
+        statuses = [status(1)]
+        while statuses[-1] is CacheStatus.BYPASS:
+            assert len(statuses) < 600, "no failover within a minute"
+            time.sleep(0.1)  # the sentinels' failover takes seconds
+            statuses.append(status(1))
+        assert statuses[0] is CacheStatus.BYPASS
+        assert statuses[-1] is CacheStatus.HIT
+        assert replica.client().info("replication")["role"] == "master"
