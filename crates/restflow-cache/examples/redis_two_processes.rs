@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use restflow_cache::shared::{
-    Answer, Breaker, KeySet, Produced, RedisConfig, RedisStore, SharedCache, SharedOptions,
-    SharedStore, Signer,
+    Answer, Breaker, FunctionKeys, KeySet, KeySpace, Produced, RedisConfig, RedisStore,
+    SharedCache, SharedOptions, Signer,
 };
 use restflow_cache::{Clock, Lifetime, Span, Status};
 
@@ -59,18 +59,24 @@ fn open(url: &str) -> Result<Shared, String> {
     ))
 }
 
+/// How the example names its keys: everything under `NAMESPACE:` (on a
+/// Redis Cluster, pass `true` and every key gets its slot's hash tag).
+fn key_space() -> KeySpace {
+    KeySpace::new(format!("{NAMESPACE}:"), false)
+}
+
+/// The function `get_user`, as the key space names it: its id, the
+/// identity its entries are shared under, and the key constructor (and its
+/// version) that keys it.
+fn get_user_function() -> FunctionKeys {
+    FunctionKeys::new("get_user", "get_user", "example", 1)
+}
+
 /// The Redis keys of `get_user(id)`: the entry, the generation counters it
-/// is written under (deleting the function's counter invalidates every
+/// is written under (retiring the function's counter invalidates every
 /// entry of the function), and the locks of its computation and refresh.
 fn user_keys(id: i64) -> KeySet {
-    KeySet {
-        data: format!("{NAMESPACE}:get_user:{id}"),
-        scope: format!("{NAMESPACE}:gen:get_user"),
-        partition: None,
-        version: format!("{NAMESPACE}:vgen:1"),
-        lock: format!("{NAMESPACE}:lock:get_user:{id}"),
-        refresh: format!("{NAMESPACE}:refresh:get_user:{id}"),
-    }
+    key_space().call(&get_user_function(), &format!("get_user:{id}"), None)
 }
 
 /// Serves `get_user(id)` from the shared cache, computing it in this
@@ -102,11 +108,8 @@ fn get_user(cache: &Shared, id: i64) -> Result<(Status, String), String> {
 
 /// Drops every entry of `get_user`, in every process.
 fn invalidate_users(cache: &Shared) -> Result<(), String> {
-    cache
-        .store()
-        .delete(&user_keys(0).scope)
-        .map(drop)
-        .map_err(|e| e.to_string())
+    let counters = key_space().function_counters(&get_user_function());
+    cache.retire(&counters).map_err(|e| e.to_string())
 }
 
 /// Serves `get_user(7)`, prints what came back, and fails unless it is

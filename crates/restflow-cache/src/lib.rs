@@ -43,7 +43,9 @@
 //! * `redis_two_processes`: a [`shared::SharedCache`] over Redis used by two
 //!   processes (the program starts a second copy of itself): one process's
 //!   stored value is the other's HIT, and an invalidation in one is seen by
-//!   the other.
+//!   the other. Its keys are named by [`shared::KeySpace`], the schema
+//!   every restflow process shares (entries, locks, generation counters,
+//!   cluster hash tags), and invalidated with [`shared::SharedCache::retire`].
 //!   `cargo run -p restflow-cache --example redis_two_processes [REDIS_URL]`
 //!   (default `redis://127.0.0.1:6379`, or `RESTFLOW_REDIS_URL`).
 //!

@@ -25,6 +25,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 use restflow_cache::key::{self, KeyWriter, Sequence};
+use restflow_cache::shared::FunctionKeys;
 use restflow_cache::{Beta, Computed, Counter, Lifetime, Scope, Span};
 
 use crate::encode::{type_path, write_value, write_value_sorting_lists, Unsupported};
@@ -211,14 +212,6 @@ pub(crate) enum Parts {
     },
 }
 
-/// See [`Core::counter_digests`].
-pub struct CounterDigests {
-    /// Of the function's identity.
-    pub scope: String,
-    /// Of the key constructor's owner.
-    pub owner: String,
-}
-
 pub(crate) struct Core {
     pub func: Py<PyAny>,
     /// `(result, args, kwargs) -> (store, ttl_seconds_or_None)`, built by
@@ -239,12 +232,9 @@ pub(crate) struct Core {
     pub shared_identity: bool,
     pub fields: Option<Fields>,
     pub classes: Mutex<HashMap<usize, Arc<ClassId>>>,
-    /// `<namespace>::<function id>`: what entries are shared under.
-    pub identity: String,
-    /// The digests that name this function's and its key constructor's
-    /// generation counters in a shared store (see `shared::SharedBackend`):
-    /// computed once, since every shared call names both counters.
-    pub counter_digests: CounterDigests,
+    /// How this function's keys and counters are named in a shared store
+    /// (the digests computed once, since every shared call names them).
+    pub keys: FunctionKeys,
     /// Which store: the `BACKEND` setting, the memory store, or a named one.
     pub backend: BackendChoice,
     /// `None`: the `STALE_IF_ERROR` setting.

@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use pyo3::exceptions::{PyConnectionError, PyValueError};
 use pyo3::prelude::*;
 use redis::{IntoConnectionInfo, Value};
-use restflow_cache::shared::lookup::connect_tcp;
+use restflow_cache::shared::connect_tcp;
 
 /// The largest answer the loop path accepts before calling it garbage.
 const MAX_ANSWER: usize = 64 << 20;

@@ -6,7 +6,6 @@
 //! `restflow_cache::shared`'s. Every round trip runs with the GIL
 //! released; the user's function runs attached, on the calling thread.
 
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +15,8 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use restflow_cache::key::{self, KeyWriter};
-use restflow_cache::shared::cluster::{shard_of, shard_tag, SHARDS};
 use restflow_cache::shared::{
-    Answer, Breaker, ClusterStore, Generations, KeySet, NearMode, Produced, RedisConfig,
+    Answer, Breaker, ClusterStore, Generations, KeySet, KeySpace, NearMode, Produced, RedisConfig,
     RedisStore, SentinelStore, SharedCache, SharedError, SharedOptions, SharedStore, Signer,
     StoreError,
 };
@@ -65,9 +63,8 @@ pub struct SharedBackend {
     /// otherwise (`NEAR_CACHE`); the store keeps one only when
     /// `near_cache_size` > 0.
     near_default: bool,
-    prefix: String,
-    /// A Redis Cluster: every key carries its shard's hash tag.
-    cluster: bool,
+    /// How keys are named (the prefix; hash tags on a cluster).
+    keys: KeySpace,
     serializer: u8,
     url: String,
     read_timeout: f64,
@@ -314,8 +311,7 @@ impl SharedBackend {
         Ok(SharedBackend {
             cache: Arc::new(cache),
             near_default: near_cache_default && near_cache_size > 0,
-            prefix: key_prefix,
-            cluster,
+            keys: KeySpace::new(key_prefix, cluster),
             serializer,
             url,
             read_timeout,
@@ -435,27 +431,22 @@ impl SharedBackend {
     /// Drops, in every process, the entries the key constructor `owner`
     /// made under versions below `version` (one counter per version).
     fn drop_versions_below(&self, py: Python<'_>, owner: &str, version: u32) -> PyResult<()> {
-        if !self.cluster {
-            for old in 1..version {
-                retire(py, self, self.version_counter(&self.prefix, owner, old))?;
-            }
-            return Ok(());
-        }
         // On a cluster each function's shards hold their own copy of the
         // counter: reach the functions of `owner` this process knows.
-        let mut function_ids = crate::runtime::RUNTIME
-            .scopes
-            .collect_labels(|labels| (labels.owner == owner).then(|| labels.function_id.clone()));
+        let mut function_ids = match self.keys.is_cluster() {
+            true => crate::runtime::RUNTIME.scopes.collect_labels(|labels| {
+                (labels.owner == owner).then(|| labels.function_id.clone())
+            }),
+            false => Vec::new(),
+        };
         function_ids.sort_unstable();
         function_ids.dedup();
-        let mut counters = Vec::new();
-        for function_id in function_ids {
-            for shard in 0..SHARDS {
-                let head = self.head(&function_id, shard);
-                counters.extend((1..version).map(|old| self.version_counter(&head, owner, old)));
-            }
-        }
-        invalidate(py, self, |s| s.delete_many(&counters)).map(drop)
+        let counters = self.keys.version_counters_below(
+            owner,
+            version,
+            function_ids.iter().map(String::as_str),
+        );
+        invalidate(py, self, |cache| cache.retire(&counters))
     }
 }
 
@@ -503,66 +494,7 @@ pub(crate) struct SharedServed {
     pub stamps: Option<Stamps>,
 }
 
-fn digest(parts: &[&str]) -> String {
-    key::digest(parts.join("\u{0}").as_bytes())
-}
-
-/// The digests that name a function's counters (`identity`) and its key
-/// constructor's (`owner`), made once per function.
-pub(crate) fn counter_digests(identity: &str, owner: &str) -> crate::core::CounterDigests {
-    crate::core::CounterDigests {
-        scope: digest(&[identity]),
-        owner: digest(&[owner]),
-    }
-}
-
 impl SharedBackend {
-    /// What every key of one shard of a function starts with: the prefix
-    /// and, on a cluster, the shard's hash tag, so that all the keys one
-    /// lookup reads (entry, lock, counters) hash to one slot. The tag is
-    /// made from the function id (not the identity, which changes with the
-    /// key constructor's version) so that `drop_versions_below` finds the
-    /// shards older versions wrote in. Single-node keys are unchanged.
-    fn head(&self, function_id: &str, shard: u16) -> Cow<'_, str> {
-        if !self.cluster {
-            return Cow::Borrowed(&self.prefix);
-        }
-        let function = digest(&[function_id]);
-        Cow::Owned(format!(
-            "{}{}",
-            self.prefix,
-            shard_tag(&function[..16], shard)
-        ))
-    }
-
-    /// The counter keys of a function (and of its constructor's version).
-    fn scope_key(&self, core: &Core, head: &str) -> String {
-        format!("{head}restflow:gen:{}", core.counter_digests.scope)
-    }
-
-    fn version_key(&self, core: &Core, head: &str) -> String {
-        let version = core.scope.labels().version;
-        self.version_counter_of(head, &core.counter_digests.owner, version)
-    }
-
-    /// The counter of one version of the key constructor `owner`.
-    fn version_counter(&self, head: &str, owner: &str, version: u32) -> String {
-        self.version_counter_of(head, &digest(&[owner]), version)
-    }
-
-    fn version_counter_of(&self, head: &str, owner_digest: &str, version: u32) -> String {
-        format!("{head}restflow:vgen:{owner_digest}:{version}")
-    }
-
-    /// A partition's counter, and the shard it (and every entry of the
-    /// partition) lives in: one partition is dropped with one counter.
-    fn partition_key(&self, core: &Core, function_id: &str, partition: &str) -> (u16, String) {
-        let counter = digest(&[&core.identity, function_id, partition]);
-        let shard = if self.cluster { shard_of(&counter) } else { 0 };
-        let head = self.head(&core.function_id, shard);
-        (shard, format!("{head}restflow:pgen:{counter}"))
-    }
-
     /// The keys of one call.
     fn call_keys(&self, core: &Core, call: &Call<'_>) -> PyResult<KeySet> {
         let mut w = KeyWriter::new();
@@ -574,28 +506,10 @@ impl SharedBackend {
     fn keys(&self, core: &Core, w: &KeyWriter, layout: &Layout) -> PyResult<KeySet> {
         let (function_id, partition, suffix) = core.key_parts(w, layout)?;
         let composed = key::compose(&core.namespace, function_id, &partition, &suffix);
-        let untagged = format!("{}{composed}", self.prefix);
-        let hashed = digest(&[&untagged]);
-        let (shard, partition) = match core.partitioned() {
-            true => {
-                let (shard, counter) = self.partition_key(core, function_id, &partition);
-                (shard, Some(counter))
-            }
-            false if self.cluster => (shard_of(&hashed), None),
-            false => (0, None),
-        };
-        let head = self.head(&core.function_id, shard);
-        Ok(KeySet {
-            scope: self.scope_key(core, &head),
-            partition,
-            version: self.version_key(core, &head),
-            lock: format!("{head}restflow:lock:{hashed}"),
-            refresh: format!("{head}restflow:refresh:{hashed}"),
-            data: match self.cluster {
-                true => format!("{head}{composed}"),
-                false => untagged,
-            },
-        })
+        let partition = core
+            .partitioned()
+            .then_some((function_id, partition.as_str()));
+        Ok(self.keys.call(&core.keys, &composed, partition))
     }
 }
 
@@ -959,9 +873,9 @@ pub(crate) fn fetch_command(
 fn invalidate<T: Send>(
     py: Python<'_>,
     handle: &SharedBackend,
-    run: impl FnOnce(&Box<dyn SharedStore>) -> Result<T, StoreError> + Send,
+    run: impl FnOnce(&PyShared) -> Result<T, StoreError> + Send,
 ) -> PyResult<T> {
-    let done = py.detach(|| handle.cache.call(run));
+    let done = py.detach(|| run(&handle.cache));
     interrupt::raise_parked()?;
     done.map_err(|e| CacheBackendError::new_err(e.to_string()))
 }
@@ -975,14 +889,14 @@ pub(crate) fn delete(
 ) -> PyResult<bool> {
     let handle = backend.get();
     let keys = handle.call_keys(core, call)?;
-    invalidate(py, handle, |s| SharedStore::delete(s, &keys.data))
+    invalidate(py, handle, |cache| cache.delete(&keys))
 }
 
 /// Retires the generation counter `counter`, in every process: the entries
 /// written under it are never served again (deleting it is enough; see
 /// `restflow_cache::shared::SharedStore`), and it leaves no key behind.
 fn retire(py: Python<'_>, handle: &SharedBackend, counter: String) -> PyResult<()> {
-    invalidate(py, handle, |s| SharedStore::delete(s, &counter)).map(drop)
+    invalidate(py, handle, |cache| cache.retire(&[counter]))
 }
 
 /// Drops every entry of the function, in every process.
@@ -992,14 +906,9 @@ pub(crate) fn invalidate_all(
     backend: &Py<SharedBackend>,
 ) -> PyResult<()> {
     let handle = backend.get();
-    if !handle.cluster {
-        return retire(py, handle, handle.scope_key(core, &handle.prefix));
-    }
-    // On a cluster, one copy of the counter per shard (in its slot).
-    let counters: Vec<String> = (0..SHARDS)
-        .map(|shard| handle.scope_key(core, &handle.head(&core.function_id, shard)))
-        .collect();
-    invalidate(py, handle, |s| s.delete_many(&counters)).map(drop)
+    // One counter, or one per shard on a cluster (each in its slot).
+    let counters = handle.keys.function_counters(&core.keys);
+    invalidate(py, handle, |cache| cache.retire(&counters))
 }
 
 /// Drops the partitions of a partial call, in every process.
@@ -1015,7 +924,9 @@ pub(crate) fn delete_by_prefix(
         return invalidate_all(py, core, backend);
     }
     for (function_id, partition) in core.partition_texts(call, bound)? {
-        let (_, counter) = handle.partition_key(core, &function_id, &partition);
+        let counter = handle
+            .keys
+            .partition_counter(&core.keys, &function_id, &partition);
         retire(py, handle, counter)?;
     }
     Ok(())

@@ -13,6 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use restflow_cache::key::KeyWriter;
+use restflow_cache::shared::FunctionKeys;
 use restflow_cache::{
     Beta, Counter, Entry, Freshness, GetError, Lookup, Outcome, Served, Span, Status,
 };
@@ -594,6 +595,7 @@ impl CachedWrapper {
             Some(_) => RUNTIME.scopes.unique(labels),
             None => RUNTIME.scopes.intern(&identity, labels),
         };
+        let keys = FunctionKeys::new(&function_id, &identity, &labels_owner, version);
         let core = Arc::new(Core {
             func: func.unbind(),
             policy: policy.map(Bound::unbind),
@@ -606,8 +608,7 @@ impl CachedWrapper {
             shared_identity: key_identifier,
             fields,
             classes: Mutex::new(HashMap::new()),
-            counter_digests: crate::shared::counter_digests(&identity, &labels_owner),
-            identity,
+            keys,
             backend: match backend.as_deref() {
                 None => BackendChoice::Default,
                 Some("memory") => BackendChoice::Memory,

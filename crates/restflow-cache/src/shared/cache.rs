@@ -244,6 +244,20 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         result
     }
 
+    /// Drops the entry of `keys`, in every process; whether it existed.
+    pub fn delete(&self, keys: &KeySet) -> Result<bool, StoreError> {
+        self.call(|store| store.delete(&keys.data))
+    }
+
+    /// Retires generation counters ([`super::KeySpace::function_counters`],
+    /// [`super::KeySpace::partition_counter`],
+    /// [`super::KeySpace::version_counters_below`]), in every process: no
+    /// entry written under them is served again, and the next computation
+    /// starts each counter afresh. Costs the same at any number of entries.
+    pub fn retire(&self, counters: &[String]) -> Result<(), StoreError> {
+        self.call(|store| store.delete_many(counters)).map(drop)
+    }
+
     /// What `fetched`, read from the entry `key`, holds that may be served.
     fn examine<'a>(&self, key: &str, fetched: &'a Fetched, fallback: Span) -> Found<'a> {
         let Some(payload) = &fetched.payload else {

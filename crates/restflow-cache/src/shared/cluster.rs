@@ -48,11 +48,7 @@ use super::store::{fresh_epoch, Fetched, KeySet, SharedStore, StoreError};
 use super::url::Parts;
 use crate::fork::PerProcess;
 
-/// How many shards (hash tags, so slots) one cached function's keys are
-/// spread over: enough that a function is not one hot slot, few enough
-/// that invalidating the whole function (deleting one counter per shard)
-/// stays a constant, small cost.
-pub const SHARDS: u16 = 16;
+pub use super::keyspace::{shard_of, shard_tag, SHARDS};
 
 /// The slots of a Redis Cluster.
 const SLOTS: usize = 16384;
@@ -60,21 +56,6 @@ const SLOTS: usize = 16384;
 /// How long a slot that could not be reached is skipped before one call
 /// probes it again.
 const SLOT_COOLDOWN: Duration = Duration::from_secs(1);
-
-/// The shard of a function a key belongs to, from a stable text of the
-/// call (its partition's counter name, or its entry's digest): the same on
-/// every host and process.
-pub fn shard_of(text: &str) -> u16 {
-    (xxhash_rust::xxh3::xxh3_64(text.as_bytes()) % u64::from(SHARDS)) as u16
-}
-
-/// The hash tag of one shard of a function: `{<function>:<shard>}`. Every
-/// key a lookup reads carries it, right after the key prefix, so they hash
-/// to one slot. `function` is a stable digest of the function's identity
-/// (a collision only puts two functions in the same slots).
-pub fn shard_tag(function: &str, shard: u16) -> String {
-    format!("{{{function}:{shard}}}")
-}
 
 /// The seed node URLs of a `redis+cluster://` URL, each a `redis://` (or
 /// `rediss://`) URL with the same credentials and query.

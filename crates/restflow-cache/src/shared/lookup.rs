@@ -202,3 +202,7 @@ fn wait_for(fd: RawFd, events: libc::c_short, deadline: Instant) -> io::Result<(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "lookup_tests.rs"]
+mod tests;

@@ -6,8 +6,9 @@ mod breaker;
 mod cache;
 #[cfg(feature = "redis")]
 pub mod cluster;
+pub mod keyspace;
 #[cfg(all(feature = "redis", unix))]
-pub mod lookup;
+mod lookup;
 pub mod near;
 mod payload;
 #[cfg(feature = "redis")]
@@ -16,7 +17,8 @@ mod pool;
 mod redis;
 #[cfg(feature = "redis")]
 mod sentinel;
-pub mod spin;
+#[cfg(feature = "redis")]
+mod spin;
 mod store;
 #[cfg(all(feature = "redis", unix))]
 mod tracking;
@@ -30,6 +32,11 @@ pub use cache::{
 };
 #[cfg(feature = "redis")]
 pub use cluster::ClusterStore;
+pub use keyspace::{FunctionKeys, KeySpace};
+/// For the Python bindings' event-loop socket only; not part of the API.
+#[cfg(all(feature = "redis", unix))]
+#[doc(hidden)]
+pub use lookup::connect_tcp;
 pub use near::{NearCache, NearCounts, NearEntry, NearStats, Ticket};
 pub use payload::{Decoded, Generations, Rejected, Signer};
 #[cfg(feature = "redis")]

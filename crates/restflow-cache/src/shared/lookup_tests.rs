@@ -1,16 +1,16 @@
 //! Lookup connections against a scripted TCP server on loopback: answers
 //! whole, in pieces, never, garbled or cut off; the set-up commands; and
-//! what the spin policy learns from each.
-#![cfg(all(feature = "redis", unix))]
+//! what the spin policy learns from each. (Unit tests of a private module,
+//! kept in their own file for their length.)
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use super::LookupConnection;
+use crate::shared::spin::SpinPolicy;
 use redis::{IntoConnectionInfo, Value};
-use restflow_cache::shared::lookup::LookupConnection;
-use restflow_cache::shared::spin::SpinPolicy;
 
 /// One step of what the fake server does on its single connection.
 enum Step {
