@@ -23,7 +23,7 @@ use restflow_cache::shared::{
     Answer, Breaker, FunctionKeys, KeySet, KeySpace, Produced, RedisConfig, RedisStore,
     SharedCache, SharedOptions, Signer,
 };
-use restflow_cache::{Clock, Lifetime, Span, Status};
+use restflow_cache::{Clock, Lifetime, Refresher, Span, Status};
 
 const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 
@@ -32,10 +32,13 @@ const NAMESPACE: &str = "restflow-example";
 
 type Shared = SharedCache<RedisStore, String>;
 
+/// Runs background refreshes (one thread, up to 64 queued).
+static REFRESHER: Refresher = Refresher::new(1, 64);
+
 /// The cache one process holds. Both processes must sign with the same
 /// secret, or each refuses the other's entries (a real service reads it
 /// from its configuration).
-fn open(url: &str) -> Result<Shared, String> {
+fn open(url: &str) -> Result<Arc<Shared>, String> {
     let store = RedisStore::new(RedisConfig {
         url: url.to_string(),
         pool_size: 4,
@@ -44,7 +47,7 @@ fn open(url: &str) -> Result<Shared, String> {
         read_spin: Duration::ZERO,
     })
     .map_err(|e| e.to_string())?;
-    Ok(SharedCache::new(
+    Ok(Arc::new(SharedCache::new(
         store,
         Signer::new(b"example secret shared by both processes"),
         Arc::new(Clock::system()),
@@ -56,7 +59,7 @@ fn open(url: &str) -> Result<Shared, String> {
             // example is about what Redis holds.
             bypass_on_failure: false,
         },
-    ))
+    )))
 }
 
 /// How the example names its keys: everything under `NAMESPACE:` (on a
@@ -81,10 +84,10 @@ fn user_keys(id: i64) -> KeySet {
 
 /// Serves `get_user(id)` from the shared cache, computing it in this
 /// process on a miss: `(status, value)`.
-fn get_user(cache: &Shared, id: i64) -> Result<(Status, String), String> {
+fn get_user(cache: &Arc<Shared>, id: i64) -> Result<(Status, String), String> {
     // Counted, so the output shows which computation a value came from.
     static COMPUTATIONS: AtomicU32 = AtomicU32::new(0);
-    let compute = || {
+    let compute = move || {
         let n = COMPUTATIONS.fetch_add(1, Ordering::Relaxed) + 1;
         let pid = std::process::id();
         let value = format!("user {id} (computation {n} in process {pid})");
@@ -94,8 +97,10 @@ fn get_user(cache: &Shared, id: i64) -> Result<(Status, String), String> {
             lifetime: Lifetime::new(Span::from_secs(60), Span::from_secs(30)),
         })
     };
+    // A stale read is served at once and its refresh runs on `REFRESHER`
+    // (the engine takes and releases the refresh claim).
     let answer = cache
-        .get(&user_keys(id), Span::ZERO, compute, |waiter| waiter.wait())
+        .get_refreshing(&REFRESHER, &user_keys(id), Span::ZERO, compute)
         .map_err(|e| format!("{e:?}"))?;
     Ok(match answer {
         Answer::Stored { status, value, .. } => {
@@ -107,14 +112,14 @@ fn get_user(cache: &Shared, id: i64) -> Result<(Status, String), String> {
 }
 
 /// Drops every entry of `get_user`, in every process.
-fn invalidate_users(cache: &Shared) -> Result<(), String> {
+fn invalidate_users(cache: &Arc<Shared>) -> Result<(), String> {
     let counters = key_space().function_counters(&get_user_function());
     cache.retire(&counters).map_err(|e| e.to_string())
 }
 
 /// Serves `get_user(7)`, prints what came back, and fails unless it is
 /// `expected`.
-fn expect(cache: &Shared, role: &str, expected: Status) -> Result<String, String> {
+fn expect(cache: &Arc<Shared>, role: &str, expected: Status) -> Result<String, String> {
     let (status, value) = get_user(cache, 7)?;
     println!("{role}: {} {value:?}", status.as_str());
     if status != expected {

@@ -868,3 +868,123 @@ fn near_mode_off_neither_serves_nor_keeps() {
     }
     assert!(near_of(&store).is_empty());
 }
+
+// --- Refreshes the engine drives (shared::background) ---------------------
+
+use restflow_cache::shared::RefreshClaim;
+use restflow_cache::Refresher;
+
+fn refreshing(
+    cache: &Arc<SharedCache<Arc<FakeStore>, String>>,
+    refresher: &Refresher,
+    value: &'static str,
+) -> (Status, String) {
+    let answer = cache
+        .get_refreshing(refresher, &keys(), Span::ZERO, move || produce(value))
+        .unwrap();
+    value_of(&answer)
+}
+
+#[test]
+fn get_refreshing_refreshes_a_stale_entry_in_the_background_and_releases_the_claim() {
+    let (store, cache, clock) = cache(true);
+    let cache = Arc::new(cache);
+    let refresher = Refresher::new(1, 8);
+    assert_eq!(
+        refreshing(&cache, &refresher, "v1"),
+        (Status::Miss, "v1".into())
+    );
+    clock.advance(Span::from_secs(10));
+    // Stale: served at once, and the refresh runs on the refresher.
+    assert_eq!(
+        refreshing(&cache, &refresher, "v2"),
+        (Status::Stale, "v1".into())
+    );
+    assert!(refresher.wait_idle(Duration::from_secs(10)));
+    assert!(
+        !store.values.lock().contains_key("refresh:f1"),
+        "the claim is released"
+    );
+    assert_eq!(
+        refreshing(&cache, &refresher, "v3"),
+        (Status::Hit, "v2".into())
+    );
+}
+
+#[test]
+fn a_failed_background_refresh_keeps_the_stale_value_and_releases_the_claim() {
+    let (store, cache, clock) = cache(true);
+    let cache = Arc::new(cache);
+    let refresher = Refresher::new(1, 8);
+    refreshing(&cache, &refresher, "v1");
+    clock.advance(Span::from_secs(10));
+    let answer = cache
+        .get_refreshing(&refresher, &keys(), Span::ZERO, || Err("down".to_string()))
+        .unwrap();
+    assert_eq!(value_of(&answer), (Status::Stale, "v1".into()));
+    assert!(refresher.wait_idle(Duration::from_secs(10)));
+    assert!(!store.values.lock().contains_key("refresh:f1"));
+    // The next stale read claims (and runs) the refresh again.
+    assert_eq!(
+        refreshing(&cache, &refresher, "v2"),
+        (Status::Stale, "v1".into())
+    );
+    assert!(refresher.wait_idle(Duration::from_secs(10)));
+    assert_eq!(
+        refreshing(&cache, &refresher, "v3"),
+        (Status::Hit, "v2".into())
+    );
+}
+
+#[test]
+fn a_refresh_the_full_queue_refuses_gives_its_claim_back_at_once() {
+    let (store, cache, clock) = cache(true);
+    let cache = Arc::new(cache);
+    // One worker, held by a job; one queue slot, taken by another.
+    let refresher = Refresher::new(1, 1);
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    refresher
+        .try_spawn(Box::new(move || {
+            started_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+        }))
+        .unwrap_or_else(|_| panic!("the first job is taken"));
+    started_rx.recv().unwrap();
+    refresher
+        .try_spawn(Box::new(|| {}))
+        .unwrap_or_else(|_| panic!("the queue has one slot"));
+    let (token, generations) = claim_refresh(&cache, &clock);
+    assert!(store.values.lock().contains_key("refresh:f1"));
+    let claim = RefreshClaim {
+        keys: keys(),
+        token,
+        keep: Span::ZERO,
+        generations,
+    };
+    let (finished_tx, finished_rx) = std::sync::mpsc::channel();
+    let queued = cache.spawn_refresh(
+        |job| refresher.try_spawn(job),
+        claim,
+        || refreshed("never"),
+        move |outcome| finished_tx.send(outcome).unwrap(),
+    );
+    assert!(!queued);
+    assert!(
+        !store.values.lock().contains_key("refresh:f1"),
+        "given back"
+    );
+    assert!(finished_rx.try_recv().is_err(), "the refused job never ran");
+    release_tx.send(()).unwrap();
+    assert!(refresher.wait_idle(Duration::from_secs(10)));
+    // Nothing was stored: the entry is still v1, and the next stale read
+    // claims the refresh again.
+    assert!(matches!(
+        get(&cache, "unused"),
+        Answer::Stored {
+            status: Status::Stale,
+            refresh_token: Some(_),
+            ..
+        }
+    ));
+}

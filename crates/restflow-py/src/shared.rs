@@ -16,11 +16,11 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use restflow_cache::key::{self, KeyWriter};
 use restflow_cache::shared::{
-    Answer, Breaker, ClusterStore, Generations, KeySet, KeySpace, NearMode, Produced, RedisConfig,
-    RedisStore, SentinelStore, SharedCache, SharedError, SharedOptions, SharedStore, Signer,
+    Answer, Breaker, ClusterStore, KeySet, KeySpace, NearMode, Produced, RedisConfig, RedisStore,
+    RefreshClaim, SentinelStore, SharedCache, SharedError, SharedOptions, SharedStore, Signer,
     StoreError,
 };
-use restflow_cache::{Counter, Freshness, Lifetime, Span, Stamps, Status, Timestamp};
+use restflow_cache::{Counter, Freshness, Lifetime, Stamps, Status, Timestamp};
 
 use crate::core::{Call, Core, Layout, OwnedCall};
 use crate::interrupt::{self, is_interrupt};
@@ -672,9 +672,10 @@ fn serve(
                         let claim = RefreshClaim {
                             keys: keys.clone(),
                             token,
+                            keep: window,
                             generations,
                         };
-                        schedule_refresh(py, core, backend, claim, owned, window);
+                        schedule_refresh(py, core, backend, claim, owned);
                     }
                     Ok(SharedServed {
                         value: object,
@@ -712,76 +713,60 @@ fn serve(
     })
 }
 
-/// A background refresh this process claimed: what
-/// [`SharedCache::finish_refresh`](restflow_cache::shared::SharedCache::finish_refresh)
-/// needs to store its value and give the claim back.
-struct RefreshClaim {
-    keys: KeySet,
-    /// The refresh lock's owner token.
-    token: String,
-    /// The generations the stale entry was read under.
-    generations: Generations,
-}
-
-/// Queues the refresh this process claimed; the claim (a lock in the
-/// store) is released when it ends, however it ends.
+/// Queues the refresh this process claimed; the engine releases the claim
+/// (a lock in the store) when it ends, however it ends.
 fn schedule_refresh(
     py: Python<'_>,
     core: &Arc<Core>,
     backend: &Py<SharedBackend>,
     claim: RefreshClaim,
     call: OwnedCall,
-    window: Span,
 ) {
     core.stats.add(Counter::BackgroundRefresh);
-    let job_core = Arc::clone(core);
-    let job_backend = backend.clone_ref(py);
-    let RefreshClaim {
-        keys,
-        token,
-        generations,
-    } = claim;
-    let (release_keys, release_token) = (keys.clone(), token.clone());
-    let job = Box::new(move || {
+    let (job_core, job_backend) = (Arc::clone(core), backend.clone_ref(py));
+    // The engine times the computation (an early refresh's delta) and
+    // stores what it produced.
+    let compute = move || {
         Python::attach(|py| {
             let (core, handle) = (&job_core, job_backend.get());
-            // The engine times the computation (an early refresh's delta)
-            // and stores what it produced.
-            let compute = || {
-                Python::attach(|py| match produce(py, core, handle, &call) {
-                    Ok(produced) => produced
-                        .serialized
-                        .map(|(flags, bytes)| (flags, bytes, produced.lifetime)),
-                    Err(error) => {
-                        core.log_refresh_failure(py, &error);
-                        None
-                    }
-                })
-            };
-            let run = || {
-                handle
-                    .cache
-                    .run_refresh(&keys, &token, window, generations, compute)
-            };
-            let finished = py.detach(run);
+            match produce(py, core, handle, &call) {
+                Ok(produced) => produced
+                    .serialized
+                    .map(|(flags, bytes)| (flags, bytes, produced.lifetime)),
+                Err(error) => {
+                    core.log_refresh_failure(py, &error);
+                    None
+                }
+            }
+        })
+    };
+    let report_backend = backend.clone_ref(py);
+    let finished = move |outcome: Result<(), StoreError>| {
+        Python::attach(|py| {
             // No caller to hand an interrupt to on the refresh thread: the
             // refresh just ends (and must not leave it for the next job).
             let _ = interrupt::take();
-            if let Err(error) = finished {
-                handle.warn(py, &error);
+            if let Err(error) = outcome {
+                report_backend.get().warn(py, &error);
             }
         })
-    });
-    if let Err(job) = RUNTIME.engine.refresher().try_spawn(job) {
-        // The queue is full: give the claim back so a later read retries.
-        drop(job);
-        let handle = backend.get();
-        let _ = py.detach(|| {
-            handle
-                .cache
-                .finish_refresh(&release_keys, &release_token, window, generations, None)
-        });
-    }
+    };
+    // Refresh jobs run attached (see `runtime`); the store calls of this
+    // one run detached, as on every other path.
+    let spawn = |job: restflow_cache::Job| {
+        RUNTIME
+            .engine
+            .refresher()
+            .try_spawn(Box::new(move || Python::attach(|py| py.detach(job))))
+            .map_err(|refused| {
+                // The queue is full: its Python objects are freed now,
+                // attached, rather than deferred to the next attach.
+                Python::attach(|_| drop(refused));
+                Box::new(|| {}) as restflow_cache::Job
+            })
+    };
+    let handle = backend.get();
+    py.detach(|| handle.cache.spawn_refresh(spawn, claim, compute, finished));
 }
 
 /// The cached value (fresh or stale) and its instants, without computing.

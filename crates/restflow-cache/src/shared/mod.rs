@@ -2,6 +2,7 @@
 //! circuit breaker, the store trait, the Redis store, and the lifecycle on
 //! top of them.
 
+mod background;
 mod breaker;
 mod cache;
 #[cfg(feature = "redis")]
@@ -25,6 +26,7 @@ mod tracking;
 #[cfg(feature = "redis")]
 mod url;
 
+pub use background::{RefreshClaim, Refreshed};
 pub use breaker::Breaker;
 pub use cache::{
     Answer, Handoff, NearMode, Peeked, Produced, SharedCache, SharedError, SharedOptions,
