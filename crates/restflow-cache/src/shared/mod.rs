@@ -6,6 +6,7 @@ mod breaker;
 mod cache;
 #[cfg(feature = "redis")]
 pub mod cluster;
+pub mod hot;
 #[cfg(all(feature = "redis", unix))]
 pub mod lookup;
 pub mod near;
@@ -30,7 +31,8 @@ pub use cache::{
 };
 #[cfg(feature = "redis")]
 pub use cluster::ClusterStore;
-pub use near::{NearCache, NearCounts, NearEntry, NearStats, Ticket};
+pub use hot::{Hot, HotCache};
+pub use near::{Epoch, NearCache, NearCounts, NearEntry, NearStats, Ticket};
 pub use payload::{Decoded, Generations, Rejected, Signer};
 #[cfg(feature = "redis")]
 pub use redis::{fetch_command, fetched_from, RedisConfig, RedisStore};
