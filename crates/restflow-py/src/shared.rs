@@ -149,14 +149,21 @@ impl SharedBackend {
 
     /// A HIT from the hot layer for the call key `key`: the near cache's
     /// entry, already deserialized, while nothing can have changed it.
+    ///
+    /// Safe on the vectorcall path (PyO3 unaware that the thread is
+    /// attached): it drops no `Py`, unless the copy was evicted meanwhile.
     #[inline]
-    fn hot_served(&self, py: Python<'_>, key: &[u8]) -> Option<SharedServed> {
+    pub(crate) fn hot_served(&self, py: Python<'_>, key: &[u8]) -> Option<SharedServed> {
         let hit = self.cache.hot_hit(self.hot.as_ref()?, key)?;
-        Some(SharedServed {
+        let served = SharedServed {
             value: hit.value().value.clone_ref(py),
             status: Status::Hit,
             stamps: Some(*hit.stamps()),
-        })
+        };
+        if let Some(last) = Arc::into_inner(hit) {
+            drop_attached(last);
+        }
+        Some(served)
     }
 
     /// Keeps `value`, deserialized from a near entry served or kept after
@@ -531,6 +538,15 @@ fn log_json_refusal(py: Python<'_>, core: &Core, refused: &crate::json_value::Un
     if let Err(failure) = hooks.logger.call_method1(py, "error", (message,)) {
         failure.write_unraisable(py, None);
     }
+}
+
+/// Drops a hot copy evicted while it was being served: its value is a
+/// Python object, dropped with PyO3 told the thread is attached (see
+/// [`crate::vectorcall::attached`]).
+#[cold]
+#[inline(never)]
+fn drop_attached<T>(last: T) {
+    crate::vectorcall::attached(|| drop(last));
 }
 
 /// What a call on a shared store serves.
