@@ -23,7 +23,10 @@ def main() -> int:
         RESTFLOW_SETTINGS={"CACHE_SETTINGS": {"BACKEND": url, "NEAR_CACHE": True}},
     )
     django.setup()
-    from tests.redis.near_functions import report, value
+    if operation == "delete_previous_versions":
+        # This process's constructor is version 2 (read at import).
+        os.environ["NEAR_KEY_VERSION"] = "2"
+    from tests.redis.near_functions import VersionedKey, report, value
 
     if operation == "refresh":
         print(value.refresh("k"))
@@ -34,6 +37,9 @@ def main() -> int:
         print("done")
     elif operation == "delete_by_prefix":
         report.delete_by_prefix(tenant="a")
+        print("done")
+    elif operation == "delete_previous_versions":
+        VersionedKey.delete_previous_versions()
         print("done")
     elif operation == "get":
         print(value("k"))

@@ -28,7 +28,7 @@ from django.test import override_settings
 from restflow.caching import CacheStatus, cache_result
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.redis.conftest import redis_settings
-from tests.redis.near_functions import boxed, report, value
+from tests.redis.near_functions import boxed, report, value, versioned
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -163,6 +163,16 @@ def test_a_partition_dropped_by_another_process_is_never_served_once_received(ne
     assert near_hits(report) == hits + 1, "another partition stays near"
     served, meta = report.get_with_metadata("a", 1)
     assert (served != old_a, meta["cache_status"]) == (True, CacheStatus.MISS)
+
+
+def test_a_version_dropped_by_another_process_is_never_served_once_received(near, redis_server):
+    old = warm(versioned, "k")
+    assert other_process(redis_server.url, "delete_previous_versions") == "done"
+    assert versioned._backend().near_sync()
+    hits = near_hits(versioned)
+    served, meta = versioned.get_with_metadata("k")
+    assert (served != old, meta["cache_status"]) == (True, CacheStatus.MISS)
+    assert near_hits(versioned) == hits
 
 
 def test_this_process_reads_its_own_writes_at_once(near):
