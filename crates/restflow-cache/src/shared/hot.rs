@@ -17,7 +17,7 @@
 //! - an entry is inserted only with an epoch read before a near lookup that
 //!   served its entry, or before the ticket of a read the near cache kept;
 //! - it holds at most as many entries as the near cache (its bound);
-//! - it is the memory store's map (see [`crate::memory`]): values leave it
+//! - it is the memory store's map (`crate::memory`): values leave it
 //!   outside its shard locks, and, as for the memory store, an embedder
 //!   whose values run foreign code on drop (Python) uses it only attached
 //!   to that runtime, which also keeps it safe across `fork` (the map's
