@@ -4,6 +4,8 @@ tells which computation made it."""
 
 from __future__ import annotations
 
+import os
+
 import redis as redis_py
 
 from restflow.caching import ArgsKeyField, KeyConstructor, cache_result
@@ -30,3 +32,36 @@ class TenantKey(KeyConstructor):
 @cache_result(ttl=60, key_constructor=TenantKey)
 def report(tenant, item):
     return f"{tenant}/{item}/{_next()}"
+
+
+class Boxed:
+    """A value that can be weakly referenced (the hot layer's tests)."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def __eq__(self, other):
+        return isinstance(other, Boxed) and other.text == self.text
+
+    __hash__ = None
+
+
+@cache_result(ttl=60)
+def boxed(key):
+    return Boxed(f"{key}:{_next()}")
+
+
+class VersionedKey(KeyConstructor):
+    """Version 1 here; version 2 in a worker run for ``delete_previous_versions``
+    (``NEAR_KEY_VERSION``), which retires version 1's entries everywhere."""
+
+    item = ArgsKeyField("item")
+
+    class Meta:
+        namespace = "near-versioned"
+        version = int(os.environ.get("NEAR_KEY_VERSION", "1"))
+
+
+@cache_result(ttl=60, key_constructor=VersionedKey)
+def versioned(item):
+    return f"{item}:{_next()}"

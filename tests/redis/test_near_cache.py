@@ -13,9 +13,11 @@ benches/near_cache.py, not asserted here.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import subprocess
 import sys
+import weakref
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from django.test import override_settings
 from restflow.caching import CacheStatus, cache_result
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.redis.conftest import redis_settings
-from tests.redis.near_functions import report, value
+from tests.redis.near_functions import boxed, report, value, versioned
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,13 +60,17 @@ def near_hits(function) -> int:
 
 
 def warm(function, *args, **kwargs):
-    """Stores the entry and reads it into the near cache; returns it."""
+    """Stores the entry and reads it into the near cache (and its hot
+    layer); returns it. Later hits are served from the hot layer: the one
+    deserialized object, as a memory hit serves it."""
     first = function(*args, **kwargs)
     assert function._backend().near_sync(), "the invalidation channel came up"
-    assert function(*args, **kwargs) == first  # read from Redis, kept near
+    kept = function(*args, **kwargs)  # read from Redis, kept near (and hot)
+    assert kept == first
     before = near_hits(function)
-    assert function.get_with_metadata(*args, **kwargs)[0] == first
-    assert near_hits(function) == before + 1, "served from the near cache"
+    assert function.get_with_metadata(*args, **kwargs)[0] is kept
+    assert function(*args, **kwargs) is kept
+    assert near_hits(function) == before + 2, "served from the hot layer"
     return first
 
 
@@ -159,6 +165,16 @@ def test_a_partition_dropped_by_another_process_is_never_served_once_received(ne
     assert (served != old_a, meta["cache_status"]) == (True, CacheStatus.MISS)
 
 
+def test_a_version_dropped_by_another_process_is_never_served_once_received(near, redis_server):
+    old = warm(versioned, "k")
+    assert other_process(redis_server.url, "delete_previous_versions") == "done"
+    assert versioned._backend().near_sync()
+    hits = near_hits(versioned)
+    served, meta = versioned.get_with_metadata("k")
+    assert (served != old, meta["cache_status"]) == (True, CacheStatus.MISS)
+    assert near_hits(versioned) == hits
+
+
 def test_this_process_reads_its_own_writes_at_once(near):
     old = warm(value, "k")
     new = value.refresh("k")
@@ -171,7 +187,12 @@ def test_this_process_reads_its_own_writes_at_once(near):
 def test_a_stale_near_entry_goes_through_the_stale_path(near):
     with frozen_clock(datetime(2026, 1, 1, tzinfo=UTC)) as clock:
         old = warm(value, "k")
-        clock.advance(61)  # past ttl=60, inside stale_while_revalidate=60
+        kept = value("k")
+        clock.advance(59.999)
+        hits = near_hits(value)
+        assert value.get_with_metadata("k")[0] is kept, "still fresh: served hot"
+        assert near_hits(value) == hits + 1
+        clock.advance(1.001)  # past ttl=60, inside stale_while_revalidate=60
         hits = near_hits(value)
         served, meta = value.get_with_metadata("k")
         assert (served, meta["cache_status"]) == (old, CacheStatus.STALE)
@@ -250,5 +271,44 @@ def test_async_callers_are_served_near(near):
         served, meta = await loaded.aget_with_metadata(1)
         assert (served, meta["cache_status"]) == (first, CacheStatus.HIT)
         assert loaded._engine._backend().near_stats()["hits"] == hits + 1
+        # Later hits are served from the hot layer: the same object.
+        again, meta = await loaded.aget_with_metadata(1)
+        assert (again is served, meta["cache_status"]) == (True, CacheStatus.HIT)
+        assert loaded._engine._backend().near_stats()["hits"] == hits + 2
 
     asyncio.run(scenario())
+
+
+def test_later_near_hits_serve_one_object_with_the_stored_metadata(near):
+    """The hot layer: a near hit after the first serves the object the
+    first deserialized (no key strings, lock, copy or unpickling), with
+    the same status and metadata as any near hit."""
+    first, stored = value.get_with_metadata("k")
+    assert value._backend().near_sync()
+    kept, from_redis = value.get_with_metadata("k")
+    assert kept == first
+    counted = value.stats()
+    hits = near_hits(value)
+    for _ in range(3):
+        served, meta = value.get_with_metadata("k")
+        assert served is kept
+        assert meta == from_redis == {**stored, "cache_status": CacheStatus.HIT}
+    assert near_hits(value) == hits + 3
+    after = value.stats()
+    assert (after["hit"] - counted["hit"], after["near_hits"] - counted["near_hits"]) == (3, 3)
+
+
+def test_the_hot_layer_is_bounded_by_the_setting_and_frees_what_it_evicts(redis, redis_server):
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(redis_server.url, NEAR_CACHE=40)):
+        boxed("k0")
+        assert boxed._backend().near_sync()
+        held = weakref.ref(boxed("k0"))  # read from Redis, kept hot
+        gc.collect()
+        assert held() is not None, "the hot layer holds it"
+        # Others read again and again, so that they, not it, stay.
+        for i in range(1, 400):
+            for _ in range(4):
+                boxed(f"k{i}")
+        gc.collect()
+        assert held() is None, "evicted from the hot layer, and freed"
+        assert boxed._backend().near_stats()["entries"] <= 40

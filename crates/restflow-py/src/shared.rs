@@ -16,9 +16,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use restflow_cache::key::{self, KeyWriter};
 use restflow_cache::shared::{
-    Answer, Breaker, ClusterStore, KeySet, KeySpace, NearMode, Produced, RedisConfig, RedisStore,
-    RefreshClaim, SentinelStore, SharedCache, SharedError, SharedOptions, SharedStore, Signer,
-    StoreError,
+    Answer, Breaker, ClusterStore, Epoch, HotCache, KeySet, KeySpace, NearMode, Produced,
+    RedisConfig, RedisStore, RefreshClaim, SentinelStore, SharedCache, SharedError, SharedOptions,
+    SharedStore, Signer, StoreError,
 };
 use restflow_cache::{Counter, Freshness, Lifetime, Stamps, Status, Timestamp};
 
@@ -65,6 +65,11 @@ pub struct SharedBackend {
     near_default: bool,
     /// How keys are named (the prefix; hash tags on a cluster).
     keys: KeySpace,
+    /// Deserialized copies of near-cache entries by in-process call key,
+    /// so a near hit costs what a memory hit costs (see
+    /// `restflow_cache::shared::hot`); with a near cache only. Used only
+    /// attached (its values are Python objects; see its invariants).
+    hot: Option<HotCache<Py<PyAny>>>,
     serializer: u8,
     url: String,
     read_timeout: f64,
@@ -108,18 +113,27 @@ impl SharedBackend {
         self.cache.store().near_if_started()
     }
 
-    /// A fresh hit from the near cache for `keys`, deserialized; `None`
-    /// when it has none (or it no longer deserializes: the store decides).
-    fn near_served(&self, py: Python<'_>, keys: &KeySet) -> PyResult<Option<SharedServed>> {
-        let Some((flags, bytes, stamps)) = self.cache.near_fresh(keys) else {
+    /// A fresh hit from the near cache for `keys`, deserialized (and kept
+    /// in the hot layer under the call key `key`); `None` when it has none
+    /// (or it no longer deserializes: the store decides).
+    fn near_served(
+        &self,
+        py: Python<'_>,
+        key: &[u8],
+        keys: &KeySet,
+    ) -> PyResult<Option<SharedServed>> {
+        let Some((flags, bytes, stamps, seen)) = self.cache.near_fresh_seen(keys) else {
             return Ok(None);
         };
         match self.deserialize(py, flags, &bytes) {
-            Ok(value) => Ok(Some(SharedServed {
-                value,
-                status: Status::Hit,
-                stamps: Some(stamps),
-            })),
+            Ok(value) => {
+                self.keep_hot(py, key, seen, &value, stamps);
+                Ok(Some(SharedServed {
+                    value,
+                    status: Status::Hit,
+                    stamps: Some(stamps),
+                }))
+            }
             Err(error) if is_interrupt(py, &error) => Err(error),
             Err(_) => Ok(None),
         }
@@ -128,6 +142,34 @@ impl SharedBackend {
     /// Whether `core`'s calls use the near cache.
     pub(crate) fn uses_near(&self, core: &Core) -> bool {
         core.near_cache.unwrap_or(self.near_default)
+    }
+
+    /// A HIT from the hot layer for the call key `key`: the near cache's
+    /// entry, already deserialized, while nothing can have changed it.
+    ///
+    /// Safe on the vectorcall path (PyO3 unaware that the thread is
+    /// attached): it drops no `Py`, unless the copy was evicted meanwhile.
+    #[inline]
+    pub(crate) fn hot_served(&self, py: Python<'_>, key: &[u8]) -> Option<SharedServed> {
+        let hit = self.cache.hot_hit(self.hot.as_ref()?, key)?;
+        let served = SharedServed {
+            value: hit.value().value.clone_ref(py),
+            status: Status::Hit,
+            stamps: Some(*hit.stamps()),
+        };
+        if let Some(last) = Arc::into_inner(hit) {
+            drop_attached(last);
+        }
+        Some(served)
+    }
+
+    /// Keeps `value`, deserialized from a near entry served or kept after
+    /// the near cache read `seen`, in the hot layer. Attached (`py`): what
+    /// it evicts is a Python object, dropped here.
+    fn keep_hot(&self, py: Python<'_>, key: &[u8], seen: Epoch, value: &Py<PyAny>, stamps: Stamps) {
+        if let Some(hot) = &self.hot {
+            hot.insert(key, seen, value.clone_ref(py), stamps);
+        }
     }
 
     /// Whether the event loop may fetch for this backend itself (plain
@@ -312,6 +354,8 @@ impl SharedBackend {
             cache: Arc::new(cache),
             near_default: near_cache_default && near_cache_size > 0,
             keys: KeySpace::new(key_prefix, cluster),
+            // As bounded as the near cache it copies.
+            hot: (near_cache_size > 0).then(|| HotCache::new(near_cache_size)),
             serializer,
             url,
             read_timeout,
@@ -487,6 +531,15 @@ fn log_json_refusal(py: Python<'_>, core: &Core, refused: &crate::json_value::Un
     }
 }
 
+/// Drops a hot copy evicted while it was being served: its value is a
+/// Python object, dropped with PyO3 told the thread is attached (see
+/// [`crate::vectorcall::attached`]).
+#[cold]
+#[inline(never)]
+fn drop_attached<T>(last: T) {
+    crate::vectorcall::attached(|| drop(last));
+}
+
 /// What a call on a shared store serves.
 pub(crate) struct SharedServed {
     pub value: Py<PyAny>,
@@ -496,7 +549,7 @@ pub(crate) struct SharedServed {
 
 impl SharedBackend {
     /// The keys of one call.
-    fn call_keys(&self, core: &Core, call: &Call<'_>) -> PyResult<KeySet> {
+    pub(crate) fn call_keys(&self, core: &Core, call: &Call<'_>) -> PyResult<KeySet> {
         let mut w = KeyWriter::new();
         let layout = core.write_key(&mut w, call)?;
         self.keys(core, &w, &layout)
@@ -599,9 +652,22 @@ pub(crate) fn get(
     backend: &Py<SharedBackend>,
     call: &Call<'_>,
 ) -> PyResult<SharedServed> {
+    let handle = backend.get();
+    let mut w = KeyWriter::new();
+    let layout = core.write_key(&mut w, call)?;
+    let near = handle.uses_near(core);
+    // A hot hit first: as a memory hit, counted and not timed.
+    if near {
+        if let Some(served) = handle.hot_served(py, w.as_bytes()) {
+            core.stats.add(Counter::Hit);
+            core.stats.add(Counter::NearHit);
+            return Ok(served);
+        }
+    }
     let started = std::time::Instant::now();
     let ran = AtomicBool::new(false);
-    let served = serve(py, core, backend, call, &ran)?;
+    let keys = handle.keys(core, &w, &layout)?;
+    let served = serve(py, core, backend, call, (w.as_bytes(), &keys), near, &ran)?;
     let stats = &core.stats;
     stats.add(Counter::of_status(served.status));
     let ran = ran.load(Ordering::Relaxed);
@@ -614,21 +680,23 @@ pub(crate) fn get(
     Ok(served)
 }
 
+/// [`get`] past the hot layer, for the call whose in-process key and store
+/// keys are `key` and `keys`.
 fn serve(
     py: Python<'_>,
     core: &Arc<Core>,
     backend: &Py<SharedBackend>,
     call: &Call<'_>,
+    (key, keys): (&[u8], &KeySet),
+    near: bool,
     ran: &AtomicBool,
 ) -> PyResult<SharedServed> {
     let handle = backend.get();
-    let keys = handle.call_keys(core, call)?;
-    let near = handle.uses_near(core);
     // A near hit first: no round trip, so no need to release the GIL
     // (the near cache's lock is never held across a wait) or to own the
     // call for a computation.
     if near {
-        if let Some(served) = handle.near_served(py, &keys)? {
+        if let Some(served) = handle.near_served(py, key, keys)? {
             core.stats.add(Counter::NearHit);
             return Ok(served);
         }
@@ -638,8 +706,8 @@ fn serve(
     let window = core.stale_if_error_window();
     for _attempt in 0..2 {
         let answer = py.detach(|| {
-            handle.cache.get_near(
-                &keys,
+            handle.cache.get_near_kept(
+                keys,
                 if near { NearMode::Fill } else { NearMode::Off },
                 window,
                 || {
@@ -653,7 +721,7 @@ fn serve(
             )
         });
         interrupt::raise_parked()?;
-        let answer = answer.map_err(|e| raise(py, e, &core.function_id))?;
+        let (answer, kept) = answer.map_err(|e| raise(py, e, &core.function_id))?;
         return match answer {
             Answer::Stored {
                 status,
@@ -664,6 +732,9 @@ fn serve(
                 generations,
             } => match handle.deserialize(py, flags, &value) {
                 Ok(object) => {
+                    if let Some(seen) = kept {
+                        handle.keep_hot(py, key, seen, &object, stamps);
+                    }
                     if let Some(token) = refresh_token {
                         if status == Status::Hit {
                             // A fresh entry this call drew to refresh early.
@@ -830,8 +901,12 @@ pub(crate) fn near_hit(
     if !handle.uses_near(core) {
         return Ok(None);
     }
-    let keys = handle.call_keys(core, call)?;
-    let served = handle.near_served(py, &keys)?;
+    let mut w = KeyWriter::new();
+    let layout = core.write_key(&mut w, call)?;
+    let served = match handle.hot_served(py, w.as_bytes()) {
+        Some(served) => Some(served),
+        None => handle.near_served(py, w.as_bytes(), &handle.keys(core, &w, &layout)?)?,
+    };
     // A near miss is counted by the call that goes on to the store.
     if served.is_some() {
         core.stats.add(Counter::Hit);

@@ -443,6 +443,16 @@ impl CachedWrapper {
             };
             return self.resolve(py, w.as_bytes(), lookup, None, &call);
         }
+        if kwnames.is_none()
+            && self.bound.is_none()
+            && !self.core.signature.method
+            && self.core.fields.is_none()
+        {
+            // SAFETY: live objects, per this function's contract.
+            if let Some(served) = unsafe { self.hot_vector(py, args)? } {
+                return Ok(Reply::Shared(served));
+            }
+        }
         // The instance of a bound method goes straight into the one tuple
         // built here (`self.call` would build a second).
         let instance = self.bound.as_ref().map(|(instance, _)| instance.bind(py));
@@ -455,6 +465,47 @@ impl CachedWrapper {
             produce: None,
         };
         self.get(py, &call)
+    }
+
+    /// A hit from a shared store's hot layer (see `SharedBackend::hot_served`)
+    /// for positional arguments straight from CPython's argument array,
+    /// keyed as the general path keys them (`write_key` writes the same
+    /// bytes); `None`: go the general way.
+    ///
+    /// # Safety
+    /// As [`CachedWrapper::serve_vector`]'s. Out of line, so the memory
+    /// hit path before it stays small.
+    #[inline(never)]
+    unsafe fn hot_vector(
+        &self,
+        py: Python<'_>,
+        args: &[*mut pyo3::ffi::PyObject],
+    ) -> PyResult<Option<crate::shared::SharedServed>> {
+        use crate::runtime::state;
+        if RUNTIME.state() & state::CONFIGURED == 0 {
+            return Ok(None);
+        }
+        // A `Bound`, so the handle's decref is made here and now (the
+        // thread is attached; PyO3 does not know it on this path, see
+        // `crate::vectorcall::attached`).
+        let Some(backend) = self.shared(py)?.map(|b| b.into_bound(py)) else {
+            return Ok(None);
+        };
+        let handle = backend.get();
+        if !handle.uses_near(&self.core) {
+            return Ok(None);
+        }
+        let mut w = KeyWriter::new();
+        self.core.write_prefix(&mut w, None);
+        // SAFETY: live objects, per this function's contract.
+        unsafe { self.core.signature.write_positional_raw(py, &mut w, args) }
+            .map_err(|e| e.into_pyerr(&self.core.function_id))?;
+        let served = handle.hot_served(py, w.as_bytes());
+        if served.is_some() {
+            self.core.stats.add(Counter::Hit);
+            self.core.stats.add(Counter::NearHit);
+        }
+        Ok(served)
     }
 
     /// REFRESH: recomputes now and replaces the entry, on whichever store

@@ -33,13 +33,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::breaker::Breaker;
-use super::near::{NearCache, NearEntry};
+use super::hot::{Hot, HotCache};
+use super::near::{Epoch, NearCache, NearEntry};
 use super::payload::{Decoded, Generations, Rejected, Signer};
 use super::store::{Fetched, KeySet, SharedStore, StoreError};
 use crate::clock::Clock;
 use crate::early::Dice;
 use crate::engine::Status;
-use crate::entry::{Freshness, Lifetime, Stamps};
+use crate::entry::{Entry, Freshness, Lifetime, Stamps};
 use crate::flight::{Join, Outcome, SingleFlight};
 use crate::stats::{Counter, Stats};
 use crate::timestamp::Span;
@@ -350,20 +351,38 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         mode: NearMode,
         stale_if_error: Span,
         compute: impl FnOnce() -> Result<Produced<T>, E>,
-        mut wait: impl FnMut(&crate::flight::Waiter<Handoff, E>) -> Outcome<Handoff, E>,
+        wait: impl FnMut(&crate::flight::Waiter<Handoff, E>) -> Outcome<Handoff, E>,
     ) -> Result<Answer<T>, SharedError<E>> {
+        self.get_near_kept(keys, mode, stale_if_error, compute, wait)
+            .map(|(answer, _)| answer)
+    }
+
+    /// [`SharedCache::get_near`], also saying whether the answer is an
+    /// entry the near cache served or kept: then the near cache's epoch
+    /// read before (see [`NearCache::epoch`]), under which a copy of it
+    /// may be served ([`super::hot`]).
+    pub fn get_near_kept<T: Clone + Send + Sync + 'static>(
+        &self,
+        keys: &KeySet,
+        mode: NearMode,
+        stale_if_error: Span,
+        compute: impl FnOnce() -> Result<Produced<T>, E>,
+        mut wait: impl FnMut(&crate::flight::Waiter<Handoff, E>) -> Outcome<Handoff, E>,
+    ) -> Result<(Answer<T>, Option<Epoch>), SharedError<E>> {
         let near = match mode {
             NearMode::Off => None,
             NearMode::Serve | NearMode::Fill => self.store.near(),
         };
         if let (Some(near), NearMode::Serve) = (near, mode) {
+            let seen = near.epoch();
             if let Some(answer) = self.near_hit(near, keys) {
-                return Ok(answer);
+                return Ok((answer, Some(seen)));
             }
         }
         let mut compute = Some(compute);
         let mut waited = false;
         loop {
+            let seen = near.map(NearCache::epoch);
             let ticket = near.and_then(NearCache::ticket);
             let started = Instant::now();
             let fetched = self.call(|s| s.fetch(keys));
@@ -372,11 +391,14 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             }
             let fetched = match fetched {
                 Ok(fetched) => fetched,
-                Err(error) => return self.bypass(error, compute.take().expect("computed once")),
+                Err(error) => {
+                    let answer = self.bypass(error, compute.take().expect("computed once"));
+                    return answer.map(|answer| (answer, None));
+                }
             };
             let fallback = match self.examine(&keys.data, &fetched, stale_if_error) {
                 Found::Usable(decoded, Freshness::Fresh) if waited => {
-                    return Ok(Self::stored(&decoded, Status::Miss, None));
+                    return Ok((Self::stored(&decoded, Status::Miss, None), None));
                 }
                 Found::Usable(decoded, Freshness::Fresh) => {
                     let claimed = if decoded.stamps.early.is_some() && self.draws_early(&decoded) {
@@ -386,14 +408,18 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                     };
                     // An entry that refreshes early is never kept near: each
                     // read of it must reach the store to draw its refresh.
-                    if let (Some(near), Some(ticket), None) = (near, ticket, decoded.stamps.early) {
-                        near.insert(ticket, keys, NearEntry::from(&decoded));
-                    }
-                    return Ok(Self::stored(&decoded, Status::Hit, claimed));
+                    let kept = match (near, ticket, decoded.stamps.early) {
+                        (Some(near), Some(ticket), None) => {
+                            near.insert(ticket, keys, NearEntry::from(&decoded))
+                        }
+                        _ => false,
+                    };
+                    let answer = Self::stored(&decoded, Status::Hit, claimed);
+                    return Ok((answer, seen.filter(|_| kept)));
                 }
                 Found::Usable(decoded, Freshness::Stale) => {
                     let claimed = self.claim_refresh(keys, &fetched);
-                    return Ok(Self::stored(&decoded, Status::Stale, claimed));
+                    return Ok((Self::stored(&decoded, Status::Stale, claimed), None));
                 }
                 Found::Usable(decoded, Freshness::Expired) => {
                     Some(Self::stored::<T>(&decoded, Status::Stale, None))
@@ -408,7 +434,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                     match wait(&waiter) {
                         Outcome::Value(Some(handed)) => {
                             if let Some(answer) = handed.downcast_ref::<Answer<T>>() {
-                                return Ok(answer.clone());
+                                return Ok((answer.clone(), None));
                             }
                             // A caller of another type led: look again.
                             waited = true;
@@ -428,7 +454,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                         Ok(answer) => guard.complete(Ok(Some(Arc::new(answer.clone())))),
                         Err(_) => guard.complete(Ok(None)),
                     }
-                    return answer;
+                    return answer.map(|answer| (answer, None));
                 }
             }
         }
@@ -466,16 +492,41 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     /// [`SharedCache::get_near`]). For callers that must not block (an
     /// event loop).
     pub fn near_fresh(&self, keys: &KeySet) -> Option<(u8, Vec<u8>, Stamps)> {
+        self.near_fresh_seen(keys)
+            .map(|(flags, value, stamps, _)| (flags, value, stamps))
+    }
+
+    /// [`SharedCache::near_fresh`], with the near cache's epoch read before
+    /// the lookup: a copy of the value may be served while it holds (see
+    /// [`super::hot`]).
+    pub fn near_fresh_seen(&self, keys: &KeySet) -> Option<(u8, Vec<u8>, Stamps, Epoch)> {
         let near = self.store.near()?;
+        let seen = near.epoch();
         match self.near_hit::<()>(near, keys)? {
             Answer::Stored {
                 flags,
                 value,
                 stamps,
                 ..
-            } => Some((flags, value, stamps)),
+            } => Some((flags, value, stamps, seen)),
             _ => None,
         }
+    }
+
+    /// The copy under the call key `key` in `hot` if it may be served as a
+    /// HIT now (see [`super::hot`]), counted as a near hit. Needs this
+    /// process's near cache started: a forked child's copies from its
+    /// parent are never served.
+    #[inline]
+    pub fn hot_hit<V: Send + Sync>(
+        &self,
+        hot: &HotCache<V>,
+        key: &[u8],
+    ) -> Option<Arc<Entry<Hot<V>>>> {
+        let near = self.store.near_if_started()?;
+        let hit = hot.get(key, near, &self.clock)?;
+        near.record(true);
+        Some(hit)
     }
 
     /// Claims the background refresh of the stale entry in `read`: takes

@@ -7,6 +7,7 @@ mod breaker;
 mod cache;
 #[cfg(feature = "redis")]
 pub mod cluster;
+pub mod hot;
 pub mod keyspace;
 #[cfg(all(feature = "redis", unix))]
 mod lookup;
@@ -34,12 +35,13 @@ pub use cache::{
 };
 #[cfg(feature = "redis")]
 pub use cluster::ClusterStore;
+pub use hot::{Hot, HotCache};
 pub use keyspace::{FunctionKeys, KeySpace};
 /// For the Python bindings' event-loop socket only; not part of the API.
 #[cfg(all(feature = "redis", unix))]
 #[doc(hidden)]
 pub use lookup::connect_tcp;
-pub use near::{NearCache, NearCounts, NearEntry, NearStats, Ticket};
+pub use near::{Epoch, NearCache, NearCounts, NearEntry, NearStats, Ticket};
 pub use payload::{Decoded, Generations, Rejected, Signer};
 #[cfg(feature = "redis")]
 pub use redis::{fetch_command, fetched_from, RedisConfig, RedisStore};

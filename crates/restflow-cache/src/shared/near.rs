@@ -23,6 +23,14 @@
 //!   ([`NearCache::ticket`]) and its insertion ([`NearCache::insert`]):
 //!   otherwise the read may have been answered before the change, and its
 //!   invalidation already consumed, leaving the old value in L1 for good;
+//! - [`NearCache::epoch`] changes, under the state's lock and after the
+//!   change it announces, with every event that can make an entry
+//!   unservable (an invalidation, a flush, the channel going up or down,
+//!   the counters forgotten); epochs of different near caches of one
+//!   process lineage never coincide (a forked child makes its own). So a
+//!   copy made from an entry served or kept after the epoch was read is
+//!   as good as the entry while the epoch is unchanged (see
+//!   [`super::hot`]);
 //! - the state lives behind one `std` mutex (see [`crate::fork`]: never a
 //!   `parking_lot` lock on a path used without the GIL); nothing that can
 //!   run foreign code (Python) is done under it.
@@ -73,6 +81,17 @@ impl From<&super::payload::Decoded<'_>> for NearEntry {
 pub struct Ticket {
     seq: u64,
 }
+
+/// What [`NearCache::epoch`] reads: equal epochs mean nothing that can make
+/// an entry unservable happened in between.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Epoch(u64);
+
+/// Where the next near cache's epochs start. Each takes 2^32 epochs of its
+/// own, so a near cache made later in this process (or in a forked child,
+/// which inherits the counter) never reads an epoch an earlier one read: a
+/// copy made under the parent's cache is never valid under the child's.
+static NEXT_EPOCH_BASE: AtomicU64 = AtomicU64::new(0);
 
 /// Counters for monitoring (plain relaxed counters).
 #[derive(Debug, Default)]
@@ -126,6 +145,8 @@ pub struct NearCache {
     /// invalidation arrives.
     changed: Condvar,
     stats: NearStats,
+    /// See [`NearCache::epoch`]; bumped only under `state`'s lock.
+    epoch: AtomicU64,
 }
 
 /// Key hashes are only compared in this process; a collision makes a read
@@ -167,7 +188,21 @@ impl NearCache {
                 counters: HashMap::new(),
             }),
             stats: NearStats::default(),
+            epoch: AtomicU64::new(NEXT_EPOCH_BASE.fetch_add(1 << 32, Ordering::Relaxed)),
         }
+    }
+
+    /// The current epoch. Read it *before* a lookup ([`NearCache::get`])
+    /// or a read's [`NearCache::ticket`]: if that entry was served or kept,
+    /// a copy of it may be served for as long as the epoch reads the same.
+    #[inline]
+    pub fn epoch(&self) -> Epoch {
+        Epoch(self.epoch.load(Ordering::Acquire))
+    }
+
+    /// Announces a change made under the state's lock (held: `_state`).
+    fn bump(&self, _state: &mut State) {
+        self.epoch.fetch_add(1, Ordering::Release);
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -281,6 +316,7 @@ impl NearCache {
         // all the same: forgetting them all only makes L1 read again.
         if state.counters.len() >= 4 * self.capacity + 64 {
             state.counters.clear();
+            self.bump(&mut state);
         }
         for (name, epoch) in counters_of(keys, entry.generations) {
             if state.counters.get(name) != Some(&epoch) {
@@ -320,6 +356,7 @@ impl NearCache {
                 self.changed.notify_all();
             }
         }
+        self.bump(&mut state);
         drop(state);
         self.stats.invalidations.fetch_add(count, Ordering::Relaxed);
     }
@@ -328,6 +365,7 @@ impl NearCache {
     pub fn flush(&self) {
         let mut state = self.state();
         Self::flush_locked(&mut state);
+        self.bump(&mut state);
         drop(state);
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);
     }
@@ -347,6 +385,7 @@ impl NearCache {
         let mut state = self.state();
         Self::flush_locked(&mut state);
         state.live = live;
+        self.bump(&mut state);
         drop(state);
         self.changed.notify_all();
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);
