@@ -7,6 +7,10 @@ mod cache;
 #[cfg(feature = "redis")]
 pub mod cluster;
 #[cfg(all(feature = "redis", unix))]
+mod cluster_near;
+#[cfg(all(feature = "redis", unix))]
+mod follow;
+#[cfg(all(feature = "redis", unix))]
 pub mod lookup;
 pub mod near;
 mod payload;
@@ -16,6 +20,8 @@ mod pool;
 mod redis;
 #[cfg(feature = "redis")]
 mod sentinel;
+#[cfg(all(feature = "redis", unix))]
+mod sentinel_near;
 pub mod spin;
 mod store;
 #[cfg(all(feature = "redis", unix))]
