@@ -25,7 +25,7 @@
 //!
 //! The near cache (optional, [`ClusterStore::with_near_cache`]) has one
 //! invalidation channel per master and a lane per slot: see
-//! [`super::cluster_near`].
+//! `shared/cluster_near.rs`.
 //!
 //! Invariants: a slot's breaker is closed (0) or holds the instant (ns
 //! after `origin`) until which the slot is skipped; only failures to reach
@@ -307,7 +307,7 @@ impl ClusterStore {
     /// Keeps a near cache of at most `capacity` entries in each process,
     /// coherent through each master's invalidation messages for the keys
     /// that start with one of `prefixes` (every key when empty); see
-    /// [`super::cluster_near`]. Only over plain TCP (`redis+cluster://`):
+    /// `shared/cluster_near.rs`. Only over plain TCP (`redis+cluster://`):
     /// over TLS there is no near cache.
     pub fn with_near_cache(mut self, capacity: usize, prefixes: Vec<String>) -> Self {
         use ::redis::{ConnectionAddr, IntoConnectionInfo};

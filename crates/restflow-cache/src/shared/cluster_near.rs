@@ -372,6 +372,106 @@ mod tests {
         Value::BulkString(text.as_bytes().to_vec())
     }
 
+    use crate::entry::{Lifetime, Stamps};
+    use crate::shared::payload::Generations;
+    use crate::shared::store::KeySet;
+    use crate::timestamp::Timestamp;
+
+    /// A topology with no thread, whose channels go to closed ports (they
+    /// retry in the background; the test reports their state itself).
+    fn topology() -> Arc<Topology> {
+        let seed = ::redis::IntoConnectionInfo::into_connection_info("redis://127.0.0.1:1")
+            .expect("a URL");
+        Arc::new(Topology {
+            state: Mutex::new(State {
+                owners: vec![None; SLOTS],
+                nodes: HashMap::new(),
+                next_id: 0,
+            }),
+            prompt: Prompt::default(),
+            near: Arc::new(NearCache::with_lanes(10, "sync:".into(), SLOTS, slot_of)),
+            seed,
+            seeds: Vec::new(),
+            timeout: Duration::from_millis(50),
+            prefixes: Vec::new(),
+        })
+    }
+
+    fn keys(tag: &str) -> KeySet {
+        let name = |what: &str| format!("{{{tag}}}{what}");
+        KeySet {
+            data: name("data"),
+            scope: name("gen"),
+            partition: None,
+            version: name("vgen"),
+            lock: name("lock"),
+            refresh: name("refresh"),
+        }
+    }
+
+    fn keep(near: &NearCache, keys: &KeySet) -> bool {
+        let entry = crate::shared::NearEntry {
+            flags: 0,
+            value: b"x".to_vec(),
+            stamps: Stamps::new(Timestamp::EPOCH, Lifetime::FOREVER),
+            generations: Generations {
+                scope: 1,
+                version: 1,
+                partition: 0,
+            },
+        };
+        near.ticket()
+            .is_some_and(|ticket| near.insert(ticket, keys, entry))
+    }
+
+    /// Reports the channel of `address` as its node's current one would.
+    fn channel(topology: &Topology, address: &str, live: bool) {
+        let address: Arc<str> = address.into();
+        let id = topology.state().nodes[&address].id;
+        topology.channel(&address, id, live);
+    }
+
+    #[test]
+    fn a_slot_serves_only_under_its_owners_live_channel() {
+        let topology = topology();
+        let near = Arc::clone(&topology.near);
+        let (a, b) = (keys("a"), keys("b"));
+        let (slot_a, slot_b) = (slot_of(&a.data), slot_of(&b.data));
+        assert_ne!(slot_a, slot_b);
+        let first: Arc<str> = "127.0.0.1:1".into();
+        let second: Arc<str> = "127.0.0.1:2".into();
+        let mut owners = vec![Some(Arc::clone(&first)); SLOTS];
+        owners[slot_b] = Some(Arc::clone(&second));
+        topology.apply(owners.clone());
+        assert!(!keep(&near, &a), "no channel is up yet");
+        channel(&topology, &first, true);
+        channel(&topology, &second, true);
+        assert!(keep(&near, &a) && keep(&near, &b));
+        // The second master's channel drops: only its slot stops.
+        channel(&topology, &second, false);
+        assert!(near.get(&b).is_none());
+        assert!(near.get(&a).is_some());
+        channel(&topology, &second, true);
+        assert!(keep(&near, &b));
+        // A's slot moves to the second master: dropped, served under it.
+        owners[slot_a] = Some(Arc::clone(&second));
+        topology.apply(owners.clone());
+        assert!(near.get(&a).is_none(), "its owner changed");
+        assert!(near.get(&b).is_some(), "an unmoved slot keeps its entries");
+        assert!(keep(&near, &a), "the new owner's channel is up");
+        // A slot moves to a master with no channel yet: not served until it is up.
+        let third: Arc<str> = "127.0.0.1:3".into();
+        owners[slot_a] = Some(Arc::clone(&third));
+        topology.apply(owners);
+        assert!(near.get(&a).is_none() && !keep(&near, &a));
+        channel(&topology, &third, true);
+        assert!(keep(&near, &a));
+        // A stale report from a channel that was replaced is ignored.
+        let stale_id = topology.state().nodes[&third].id + 100;
+        topology.channel(&third, stale_id, false);
+        assert!(near.get(&a).is_some());
+    }
+
     #[test]
     fn a_slot_map_names_each_slots_master() {
         let answer = Value::Array(vec![

@@ -9,7 +9,7 @@
 //! BYPASS, and its probe once a second is what finds the new master).
 //!
 //! The near cache (optional, [`SentinelStore::with_near_cache`]) follows
-//! the master too: see [`super::sentinel_near`].
+//! the master too: see `shared/sentinel_near.rs`.
 //!
 //! Invariant: `current` holds the store of the last master the sentinels
 //! named, or nothing; it is per process (a forked child asks the sentinels
@@ -159,7 +159,7 @@ impl SentinelStore {
     /// coherent through the current master's invalidation messages for the
     /// keys that start with one of `prefixes` (every key when empty); on a
     /// failover it is emptied, and serves again once the channel to the new
-    /// master is up (see [`super::sentinel_near`]). Only over plain TCP
+    /// master is up (see `shared/sentinel_near.rs`). Only over plain TCP
     /// (`redis+sentinel://`): over TLS there is no near cache.
     pub fn with_near_cache(mut self, capacity: usize, prefixes: Vec<String>) -> Self {
         if self.parts.scheme == "redis" && cfg!(unix) {
