@@ -4,7 +4,8 @@
 //! Routing, slot discovery and `MOVED`/`ASK` redirects are the redis
 //! crate's (its synchronous `ClusterConnection`), pooled per process like
 //! [`super::RedisStore`]'s connections and made again after a fork (see
-//! [`crate::fork`]); it starts no thread. What this module adds:
+//! [`crate::fork`]); it starts no thread (only the optional near cache does). What
+//! this module adds:
 //!
 //! - **One slot per lookup.** Every key of a [`KeySet`] carries the same
 //!   hash tag (the caller builds them so, see [`shard_tag`]), so a lookup
