@@ -66,21 +66,7 @@ class Cluster:
         if binary is None or shutil.which("redis-cli") is None:
             raise RuntimeError("redis-server and redis-cli are needed: run ./scripts/bootstrap.sh")
         for port in self.ports:
-            self.processes[port] = subprocess.Popen(
-                [
-                    binary,
-                    "--port", str(port),
-                    "--bind", "127.0.0.1",
-                    "--save", "",
-                    "--appendonly", "no",
-                    "--dir", str(self.directory),
-                    "--cluster-enabled", "yes",
-                    "--cluster-config-file", f"nodes-{port}.conf",
-                    "--cluster-require-full-coverage", "no",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+            self.spawn(port)
         for port in self.ports:
             wait_for(lambda port=port: self.client(port).ping(), "a cluster node did not start")
         subprocess.run(
@@ -101,6 +87,31 @@ class Cluster:
 
         wait_for(ready, "the cluster did not come up")
         return self
+
+    def spawn(self, port: int) -> None:
+        """Starts the node on ``port`` (again, after ``kill``: it keeps its
+        slots from its cluster config file, not its data)."""
+        binary = shutil.which("redis-server")
+        self.processes[port] = subprocess.Popen(
+            [
+                binary,
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self.directory),
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", f"nodes-{port}.conf",
+                "--cluster-require-full-coverage", "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def restart(self, port: int) -> None:
+        """Starts a killed node again and waits until it answers."""
+        self.spawn(port)
+        wait_for(lambda: self.client(port).ping(), "a cluster node did not start again")
 
     def kill(self, port: int) -> None:
         process = self.processes.pop(port)

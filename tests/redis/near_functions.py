@@ -7,13 +7,21 @@ from __future__ import annotations
 import os
 
 import redis as redis_py
+import redis.cluster
 
 from restflow.caching import ArgsKeyField, KeyConstructor, cache_result
 from restflow.caching.settings import cache_settings
 
 
 def _next() -> int:
-    return redis_py.Redis.from_url(cache_settings()["BACKEND"]).incr("near:computations")
+    url = cache_settings()["BACKEND"]
+    if url.startswith("redis+cluster://"):
+        seeds = [seed.rsplit(":", 1) for seed in url.removeprefix("redis+cluster://").split(",")]
+        nodes = [redis_py.cluster.ClusterNode(host, int(port)) for host, port in seeds]
+        client = redis_py.cluster.RedisCluster(startup_nodes=nodes)
+    else:
+        client = redis_py.Redis.from_url(url)
+    return client.incr("near:computations")
 
 
 @cache_result(ttl=60, stale_while_revalidate=60)

@@ -1,9 +1,11 @@
 """The second process of the near cache tests (tests/redis/test_near_cache.py).
 
-    python -m tests.redis.near_worker <redis url> <operation>
+    python -m tests.redis.near_worker <redis url> <operation> [<keys>]
 
-It uses the functions of ``tests.redis.near_functions`` with the near
-cache on, does one operation, prints a line saying what it saw, and exits.
+<keys>: how many keys ``k0``, ``k1``… refresh/delete/get act on (else
+the one key ``k``; their values are printed comma-separated). It uses
+the functions of ``tests.redis.near_functions`` with the near cache on,
+does one operation, prints a line saying what it saw, and exits.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from django.conf import settings
 
 
 def main() -> int:
-    url, operation = sys.argv[1:]
+    url, operation, *count = sys.argv[1:]
+    keys = [f"k{i}" for i in range(int(count[0]))] if count else ["k"]
     settings.configure(
         SECRET_KEY="restflow-tests-only",  # the test project's: one signing key
         RESTFLOW_SETTINGS={"CACHE_SETTINGS": {"BACKEND": url, "NEAR_CACHE": True}},
@@ -29,9 +32,9 @@ def main() -> int:
     from tests.redis.near_functions import VersionedKey, report, value
 
     if operation == "refresh":
-        print(value.refresh("k"))
+        print(",".join(value.refresh(key) for key in keys))
     elif operation == "delete":
-        print(value.delete_cache("k"))
+        print(",".join(str(value.delete_cache(key)) for key in keys))
     elif operation == "invalidate_all":
         value.invalidate_all()
         print("done")
@@ -42,7 +45,7 @@ def main() -> int:
         VersionedKey.delete_previous_versions()
         print("done")
     elif operation == "get":
-        print(value("k"))
+        print(",".join(value(key) for key in keys))
     elif operation == "fork":
         return fork_after_first_use()
     else:

@@ -33,11 +33,12 @@ from tests.redis.near_functions import boxed, report, value, versioned
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def other_process(url: str, operation: str) -> str:
-    """Runs ``operation`` in a second process; returns what it printed."""
+def other_process(url: str, operation: str, *args: str) -> str:
+    """Runs ``operation`` in a second process (tests/redis/near_worker.py);
+    returns what it printed."""
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     done = subprocess.run(
-        [sys.executable, "-m", "tests.redis.near_worker", url, operation],
+        [sys.executable, "-m", "tests.redis.near_worker", url, operation, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -13,7 +13,7 @@ import pytest
 import redis as redis_py
 from django.test import override_settings
 
-from restflow.caching import CacheStatus
+from restflow.caching import CacheStatus, cache_result
 from restflow.caching.settings import validate_backend
 from tests.redis.cluster import wait_for
 from tests.redis.conftest import RedisServer, free_port, redis_settings
@@ -21,6 +21,12 @@ from tests.redis.test_redis_store import calls, profile
 from tests.test_fork import run_forks
 
 SERVICE = "restflow-test"
+
+
+@cache_result(ttl=60, near_cache=True)
+def near_value(key):
+    calls.append(key)
+    return f"{key}:{len(calls)}"
 
 
 def status(*args):
@@ -84,14 +90,27 @@ def test_children_forked_from_a_busy_sentinel_cache_work(sentinels):
     run_forks(sentinels[2], "threads", 10)
 
 
+def near_status(key):
+    return near_value.get_with_metadata(key)[1]["cache_status"]
+
+
 def test_a_failover_is_followed_without_a_restart(sentinels):
+    # One failover (they are slow): the plain store and the near cache
+    # (``near_value``, NEAR_CACHE on) both follow it.
     master, replica, url = sentinels
     calls.clear()
     with override_settings(RESTFLOW_SETTINGS=redis_settings(url)):
         assert status(1) is CacheStatus.MISS
         assert status(1) is CacheStatus.HIT
         assert master.client().get(profile.get_cache_key(1)) is not None
-        master.client().wait(1, 5000)  # the replica has the entry too
+        old = {key: near_value(key) for key in ("kept", "changed")}
+        backend = near_value._backend()
+        assert backend.near_sync(timeout=20), "the channel to the master came up"
+        assert {key: near_value(key) for key in old} == old  # kept near
+        hits = backend.near_stats()["hits"]
+        assert {key: near_value(key) for key in old} == old
+        assert backend.near_stats()["hits"] == hits + 2, "served near"
+        master.client().wait(1, 5000)  # the replica has the entries too
         master.process.kill()
         master.process.wait(10)
         # The master is gone: BYPASS (no exception), until the sentinels
@@ -104,3 +123,15 @@ def test_a_failover_is_followed_without_a_restart(sentinels):
         assert statuses[0] is CacheStatus.BYPASS
         assert statuses[-1] is CacheStatus.HIT
         assert replica.client().info("replication")["role"] == "master"
+        # A change on the promoted master: never the old value from L1.
+        replica.client().delete(near_value.get_cache_key("changed"))
+        wait_for(lambda: near_status("kept") is not CacheStatus.BYPASS, "the near function follows")
+        served, meta = near_value.get_with_metadata("changed")
+        assert (served != old["changed"], meta["cache_status"]) == (True, CacheStatus.MISS)
+        # Near hits resume on the promoted master, once its channel is up.
+        assert backend.near_sync(timeout=20), "the channel to the new master came up"
+        again = {key: near_value(key) for key in old}  # read from it, kept near
+        assert again["kept"] == old["kept"]
+        hits = backend.near_stats()["hits"]
+        assert {key: near_value(key) for key in old} == again
+        assert backend.near_stats()["hits"] == hits + 2, "served near again"

@@ -297,6 +297,22 @@ impl SharedBackend {
             })
         };
         let bad_url = |e: StoreError| PyValueError::new_err(e.to_string());
+        // Only this store's keys are tracked when they share a prefix; else
+        // every key of the server is.
+        let prefixes: Vec<String> = (!key_prefix.is_empty())
+            .then(|| key_prefix.clone())
+            .into_iter()
+            .collect();
+        // Every Redis store has `with_near_cache(size, prefixes)`.
+        macro_rules! near {
+            ($store:expr) => {{
+                let store = $store;
+                match near_cache_size {
+                    0 => store,
+                    size => store.with_near_cache(size, prefixes.clone()),
+                }
+            }};
+        }
         let cluster = url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://");
         let store: Box<dyn SharedStore> = match url.strip_prefix("django") {
             Some(alias) => {
@@ -310,26 +326,13 @@ impl SharedBackend {
                 };
                 Box::new(crate::django_store::DjangoStore::new(alias.to_owned()))
             }
-            None if cluster => Box::new(ClusterStore::new(redis()?).map_err(bad_url)?),
+            None if cluster => Box::new(near!(ClusterStore::new(redis()?).map_err(bad_url)?)),
             None if url.starts_with("redis+sentinel://")
                 || url.starts_with("rediss+sentinel://") =>
             {
-                Box::new(SentinelStore::new(redis()?).map_err(bad_url)?)
+                Box::new(near!(SentinelStore::new(redis()?).map_err(bad_url)?))
             }
-            None => Box::new(RedisStore::new(redis()?).map_err(bad_url).map(|store| {
-                match near_cache_size {
-                    0 => store,
-                    // Only this store's keys are tracked when they share a
-                    // prefix; else every key of the server is.
-                    size => store.with_near_cache(
-                        size,
-                        (!key_prefix.is_empty())
-                            .then(|| key_prefix.clone())
-                            .into_iter()
-                            .collect(),
-                    ),
-                }
-            })?),
+            None => Box::new(near!(RedisStore::new(redis()?).map_err(bad_url)?)),
         };
         let lock_timeout = seconds("lock_timeout", lock_timeout)?;
         let cache = SharedCache::new(

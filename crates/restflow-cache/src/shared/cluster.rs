@@ -4,7 +4,8 @@
 //! Routing, slot discovery and `MOVED`/`ASK` redirects are the redis
 //! crate's (its synchronous `ClusterConnection`), pooled per process like
 //! [`super::RedisStore`]'s connections and made again after a fork (see
-//! [`crate::fork`]); it starts no thread. What this module adds:
+//! [`crate::fork`]); it starts no thread (only the optional near cache does). What
+//! this module adds:
 //!
 //! - **One slot per lookup.** Every key of a [`KeySet`] carries the same
 //!   hash tag (the caller builds them so, see [`shard_tag`]), so a lookup
@@ -23,6 +24,10 @@
 //!   `NOSCRIPT` answer is followed by an `EVAL` of the script on that node
 //!   only (which also caches it there).
 //!
+//! The near cache (optional, [`ClusterStore::with_near_cache`]) has one
+//! invalidation channel per master and a lane per slot: see
+//! `shared/cluster_near.rs`.
+//!
 //! Invariants: a slot's breaker is closed (0) or holds the instant (ns
 //! after `origin`) until which the slot is skipped; only failures to reach
 //! the node ([`StoreError::is_connection_failure`], cluster-down answers)
@@ -38,11 +43,16 @@ use ::redis::io::tcp::TcpSettings;
 use ::redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 
 use super::breaker::Breaker;
+#[cfg(unix)]
+use super::cluster_near::ClusterNear;
+#[cfg(unix)]
+use super::follow::{started, Follows};
+use super::near::NearCache;
 use super::payload::Generations;
 use super::pool::{Manage, Pool};
 use super::redis::{
-    classify, counter_names, fetch_names, fetched, generations_answer, millis, RedisConfig,
-    GENERATIONS, LOCK_SCRIPT, PUT_CURRENT, UNLOCK_SCRIPT,
+    classify, counter_names, fetch_names, fetched, generations_answer, millis, ForgetAfter,
+    RedisConfig, GENERATIONS, LOCK_SCRIPT, PUT_CURRENT, UNLOCK_SCRIPT,
 };
 use super::store::{fresh_epoch, Fetched, KeySet, SharedStore, StoreError};
 use super::url::Parts;
@@ -194,9 +204,21 @@ impl Lua {
     }
 }
 
+/// What the near cache is made of, in each process that uses it.
+struct NearSetting {
+    capacity: usize,
+    prefixes: Vec<String>,
+    /// The first seed's settings (credentials, database), for every node.
+    seed: ::redis::ConnectionInfo,
+    seeds: Vec<(String, u16)>,
+}
+
 /// A Redis Cluster store.
 pub struct ClusterStore {
     config: RedisConfig,
+    near_setting: Option<NearSetting>,
+    #[cfg(unix)]
+    near: PerProcess<Option<ClusterNear>>,
     client: ClusterClient,
     connections: PerProcess<Pool<Manager>>,
     /// Whether any seed node answers (see [`Manager`]).
@@ -213,7 +235,7 @@ pub struct ClusterStore {
 /// The slot of `key`: CRC16 (XMODEM) of its hash tag, as Redis Cluster
 /// computes it. Written here because the redis crate keeps the number to
 /// itself; it is only used to pick the slot's breaker.
-fn slot_of(key: &str) -> usize {
+pub(super) fn slot_of(key: &str) -> usize {
     let bytes = key.as_bytes();
     let tagged = bytes
         .iter()
@@ -249,6 +271,9 @@ impl ClusterStore {
             })?;
         Ok(ClusterStore {
             config,
+            near_setting: None,
+            #[cfg(unix)]
+            near: PerProcess::new(),
             client,
             connections: PerProcess::new(),
             reachable: Arc::new(Breaker::new(3, SLOT_COOLDOWN)),
@@ -259,6 +284,68 @@ impl ClusterStore {
             generations: Lua::new(GENERATIONS),
             put_current: Lua::new(PUT_CURRENT),
         })
+    }
+
+    /// Keeps a near cache of at most `capacity` entries in each process,
+    /// coherent through each master's invalidation messages for the keys
+    /// that start with one of `prefixes` (every key when empty); see
+    /// `shared/cluster_near.rs`. Only over plain TCP (`redis+cluster://`):
+    /// over TLS there is no near cache.
+    pub fn with_near_cache(mut self, capacity: usize, prefixes: Vec<String>) -> Self {
+        use ::redis::{ConnectionAddr, IntoConnectionInfo};
+        let Ok(urls) = seed_urls(&self.config.url) else {
+            return self;
+        };
+        let infos: Vec<::redis::ConnectionInfo> = urls
+            .iter()
+            .filter_map(|url| url.as_str().into_connection_info().ok())
+            .collect();
+        let seeds: Option<Vec<(String, u16)>> = infos
+            .iter()
+            .map(|info| match info.addr() {
+                ConnectionAddr::Tcp(host, port) => Some((host.clone(), *port)),
+                _ => None,
+            })
+            .collect();
+        if let (Some(seeds), Some(seed), true) = (seeds, infos.first(), cfg!(unix)) {
+            self.near_setting = Some(NearSetting {
+                capacity,
+                prefixes,
+                seed: seed.clone(),
+                seeds,
+            });
+        }
+        self
+    }
+
+    /// This process's cluster near cache, started on first call.
+    #[cfg(unix)]
+    fn cluster_near(&self) -> Option<&ClusterNear> {
+        let setting = self.near_setting.as_ref()?;
+        self.near
+            .get_or_init(|| {
+                let marker = format!(
+                    "{}restflow:near-sync:{}:",
+                    setting.prefixes.first().map_or("", String::as_str),
+                    std::process::id()
+                );
+                // No thread to be had: no near cache (calls go to Redis).
+                ClusterNear::start(
+                    setting.capacity,
+                    marker,
+                    setting.seed.clone(),
+                    setting.seeds.clone(),
+                    self.config.connect_timeout.max(self.config.read_timeout),
+                    setting.prefixes.clone(),
+                )
+            })
+            .as_ref()
+    }
+
+    /// Forgets `keys` in this process's near cache when dropped (see
+    /// [`ForgetAfter`]).
+    fn forget_after<'a, const N: usize>(&'a self, keys: [&'a str; N]) -> ForgetAfter<'a, N> {
+        ForgetAfter::new(self.near_if_started(), keys)
     }
 
     fn now(&self) -> i64 {
@@ -308,6 +395,11 @@ impl ClusterStore {
         let cell = &self.down_until[slot];
         match &answer {
             Err(error) if error.is_connection_failure() => {
+                // A node lost: the slot map may have changed (a failover).
+                #[cfg(unix)]
+                if let Some(Some(near)) = self.near.get() {
+                    near.prompt();
+                }
                 cell.store(
                     (self.now() + SLOT_COOLDOWN.as_nanos() as i64).max(1),
                     Ordering::Release,
@@ -347,6 +439,7 @@ impl SharedStore for ClusterStore {
     }
 
     fn put(&self, key: &str, payload: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
+        let _forget = self.forget_after([key]);
         self.with(key, |c| {
             let mut cmd = ::redis::cmd("SET");
             cmd.arg(key).arg(payload);
@@ -358,6 +451,7 @@ impl SharedStore for ClusterStore {
     }
 
     fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        let _forget = self.forget_after([key]);
         self.with(key, |c| ::redis::cmd("DEL").arg(key).query::<u64>(c))
             .map(|n| n > 0)
     }
@@ -375,12 +469,19 @@ impl SharedStore for ClusterStore {
             pipe.cmd("DEL").arg(key);
         }
         let mut conn = self.connections().get()?;
-        pipe.query::<Vec<u64>>(&mut conn.inner)
+        let removed = pipe
+            .query::<Vec<u64>>(&mut conn.inner)
             .map(|removed| removed.iter().sum())
             .map_err(|error| {
                 conn.broken.set(true);
                 cluster_classify(&error)
-            })
+            });
+        // After the deletes (made, or maybe made): this process reads its
+        // own invalidation at once, as after every write.
+        if let Some(near) = self.near_if_started() {
+            near.invalidate(keys.iter().map(|key| key.as_bytes()));
+        }
+        removed
     }
 
     fn generations(&self, keys: &KeySet, floor: Duration) -> Result<Generations, StoreError> {
@@ -409,6 +510,7 @@ impl SharedStore for ClusterStore {
             names.push(partition);
         }
         let partitioned = keys.partition.is_some();
+        let _forget = self.forget_after([keys.data.as_str()]);
         self.with(&keys.data, |c| {
             self.put_current.run::<u8>(c, &names, |cmd| {
                 cmd.arg(payload)
@@ -439,6 +541,69 @@ impl SharedStore for ClusterStore {
                 cmd.arg(token);
             })
         })
+    }
+
+    fn near(&self) -> Option<&NearCache> {
+        #[cfg(unix)]
+        return self.cluster_near().map(Follows::cache);
+        #[cfg(not(unix))]
+        None
+    }
+
+    fn near_if_started(&self) -> Option<&NearCache> {
+        #[cfg(unix)]
+        return started(&self.near);
+        #[cfg(not(unix))]
+        None
+    }
+
+    /// Writes a sync key on every master (each in one of its slots) and
+    /// waits for each one's invalidation on that master's channel: true
+    /// once every master's channel is up and has delivered every change
+    /// made on it before this call; false at the timeout (a master's
+    /// channel still down: its slots are not served near meanwhile).
+    fn near_sync(&self, timeout: Duration) -> Result<bool, StoreError> {
+        #[cfg(unix)]
+        {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let Some(near) = self.cluster_near() else {
+                return Ok(false);
+            };
+            let cache = near.cache();
+            let deadline = Instant::now() + timeout;
+            while let Some(ticket) = cache.wait_all_live(deadline) {
+                let n = NEXT.fetch_add(1, Ordering::Relaxed);
+                let keys = near.sync_keys(&format!("{}{n}:", cache.sync_marker()));
+                let written = keys.iter().try_for_each(|key| {
+                    self.with(key, |c| {
+                        ::redis::cmd("SET")
+                            .arg(key)
+                            .arg(1)
+                            .arg("PX")
+                            .arg(millis(timeout))
+                            .query::<()>(c)
+                    })
+                });
+                match written {
+                    Ok(()) if keys.iter().all(|k| cache.wait_synced(ticket, k, deadline)) => {
+                        return Ok(true);
+                    }
+                    Ok(()) => {}
+                    Err(error) if Instant::now() >= deadline => return Err(error),
+                    // A node that failed with its channel is asked again.
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+            }
+            Ok(false)
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = timeout;
+            Ok(false)
+        }
     }
 }
 

@@ -149,7 +149,7 @@ mod tests {
     fn every_event_that_makes_a_near_entry_unservable_voids_the_copies() {
         let clock = Clock::frozen(Timestamp::EPOCH);
         type Event = (&'static str, fn(&NearCache));
-        let events: [Event; 5] = [
+        let events: [Event; 7] = [
             ("another key invalidated", |n| {
                 n.invalidate([b"other".as_slice()])
             }),
@@ -159,6 +159,9 @@ mod tests {
             ("flushed", NearCache::flush),
             ("channel down", |n| n.set_live(false)),
             ("channel re-established", |n| n.set_live(true)),
+            // A cluster master's channel (its slots' lanes).
+            ("a lane down", |n| n.set_lanes_live(&[0], false)),
+            ("a lane re-established", |n| n.set_lanes_live(&[0], true)),
         ];
         for (what, event) in events {
             let (near, hot) = filled(&clock);

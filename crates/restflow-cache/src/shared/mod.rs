@@ -7,6 +7,10 @@ mod breaker;
 mod cache;
 #[cfg(feature = "redis")]
 pub mod cluster;
+#[cfg(all(feature = "redis", unix))]
+mod cluster_near;
+#[cfg(all(feature = "redis", unix))]
+mod follow;
 pub mod hot;
 pub mod keyspace;
 #[cfg(all(feature = "redis", unix))]
@@ -19,6 +23,8 @@ mod pool;
 mod redis;
 #[cfg(feature = "redis")]
 mod sentinel;
+#[cfg(all(feature = "redis", unix))]
+mod sentinel_near;
 #[cfg(feature = "redis")]
 mod spin;
 mod store;

@@ -6,13 +6,19 @@
 //! current when read) together with the epochs of the generation counters
 //! it was read under. It is served only while:
 //!
-//! - the invalidation channel is up ([`NearCache::set_live`]): while it is
-//!   down nothing is served and nothing is kept, because a change made
-//!   meanwhile would go unnoticed;
+//! - the invalidation channel that reports its key is up
+//!   ([`NearCache::set_live`]; per lane, [`NearCache::set_lanes_live`]):
+//!   while it is down nothing it covers is served or kept, because a
+//!   change made meanwhile would go unnoticed;
 //! - no invalidation of its key arrived since it was read;
 //! - every counter it was read under is still known here at the same epoch
 //!   (an invalidation of a counter forgets it, retiring every L1 entry
 //!   written under it at once, as in the store).
+//!
+//! Lanes: a store whose keys are reported by several channels (a Redis
+//! Cluster: one per master) splits its keys into lanes ([`NearCache::with_lanes`],
+//! a lane per slot), each live or down on its own, so a dead master stops
+//! only its own keys' near hits. A single server is one lane.
 //!
 //! Invariants:
 //! - every change of what the store holds for a key that was *read* into
@@ -23,6 +29,8 @@
 //!   ([`NearCache::ticket`]) and its insertion ([`NearCache::insert`]):
 //!   otherwise the read may have been answered before the change, and its
 //!   invalidation already consumed, leaving the old value in L1 for good;
+//! - every event that makes entries unservable (an invalidation, a flush,
+//!   a lane or channel going up or down) is a method of [`NearCache`];
 //! - [`NearCache::epoch`] changes, under the state's lock and after the
 //!   change it announces, with every event that can make an entry
 //!   unservable (an invalidation, a flush, the channel going up or down,
@@ -119,9 +127,22 @@ pub struct NearCounts {
     pub flushes: u64,
 }
 
-struct State {
-    /// Whether invalidations are being received.
+/// Which lane a key belongs to (see [`NearCache::with_lanes`]).
+pub type LaneOf = fn(&str) -> usize;
+
+/// One lane: the keys one invalidation channel reports.
+#[derive(Clone, Copy, Default)]
+struct Lane {
+    /// Whether its invalidations are being received.
     live: bool,
+    /// The `seq` of its last flush: tickets from before it are void for it.
+    flushed_at: u64,
+}
+
+struct State {
+    /// Lanes whose invalidations are being received.
+    live_lanes: usize,
+    lanes: Vec<Lane>,
     /// Bumped by every invalidation and flush.
     seq: u64,
     /// The last flush's `seq`: tickets from before it are void.
@@ -138,6 +159,7 @@ struct State {
 /// A bounded L1 in front of a shared store. See the module documentation.
 pub struct NearCache {
     capacity: usize,
+    lane_of: LaneOf,
     /// Keys starting with it are sync keys (see [`NearCache::wait_synced`]).
     sync_marker: String,
     state: Mutex<State>,
@@ -173,14 +195,25 @@ impl NearCache {
     /// [`NearCache::set_live`]. Invalidations of keys that start with
     /// `sync_marker` are sync keys' (see [`NearCache::wait_synced`]).
     pub fn new(capacity: usize, sync_marker: String) -> Self {
+        Self::with_lanes(capacity, sync_marker, 1, |_| 0)
+    }
+
+    /// [`NearCache::new`] for a store whose keys are reported by several
+    /// channels: `lane_of` maps a key to one of `lanes` lanes (below it),
+    /// each up or down on its own ([`NearCache::set_lanes_live`]). Every
+    /// key a [`KeySet`] names must be in its entry's lane (a Redis
+    /// Cluster's hash tags make them one slot).
+    pub fn with_lanes(capacity: usize, sync_marker: String, lanes: usize, lane_of: LaneOf) -> Self {
         let capacity = capacity.max(1);
         NearCache {
             capacity,
+            lane_of,
             sync_marker,
             changed: Condvar::new(),
             state: Mutex::new(State {
                 synced: VecDeque::new(),
-                live: false,
+                live_lanes: 0,
+                lanes: vec![Lane::default(); lanes.max(1)],
                 seq: 0,
                 flushed_at: 0,
                 recent: VecDeque::with_capacity(RECENT),
@@ -240,9 +273,22 @@ impl NearCache {
         self.len() == 0
     }
 
-    /// Whether invalidations are being received (entries are served).
+    /// Whether invalidations are being received (entries are served), on
+    /// every lane.
     pub fn is_live(&self) -> bool {
-        self.state().live
+        let state = self.state();
+        state.live_lanes == state.lanes.len()
+    }
+
+    /// How many lanes there are, and how many are live.
+    pub fn lanes_live(&self) -> (usize, usize) {
+        let state = self.state();
+        (state.lanes.len(), state.live_lanes)
+    }
+
+    /// The lane of `key`'s (clamped, so a bad `lane_of` cannot panic).
+    fn lane(&self, state: &State, key: &str) -> usize {
+        (self.lane_of)(key).min(state.lanes.len() - 1)
     }
 
     /// The entry for `keys` if L1 may serve it: present, not invalidated,
@@ -251,7 +297,7 @@ impl NearCache {
     /// ([`NearCache::record`]).
     pub fn get(&self, keys: &KeySet) -> Option<Arc<NearEntry>> {
         let state = self.state();
-        if !state.live {
+        if !state.lanes[self.lane(&state, &keys.data)].live {
             return None;
         }
         let entry = state.entries.get(keys.data.as_str())?;
@@ -271,10 +317,10 @@ impl NearCache {
     }
 
     /// Taken before sending a read whose answer may be kept; `None` while
-    /// the channel is down (nothing read then may be kept).
+    /// every channel is down (nothing read then may be kept).
     pub fn ticket(&self) -> Option<Ticket> {
         let state = self.state();
-        state.live.then_some(Ticket { seq: state.seq })
+        (state.live_lanes > 0).then_some(Ticket { seq: state.seq })
     }
 
     /// Keeps `entry`, read for `keys` after `ticket` was taken, unless
@@ -283,7 +329,8 @@ impl NearCache {
     pub fn insert(&self, ticket: Ticket, keys: &KeySet, entry: NearEntry) -> bool {
         let entry = Arc::new(entry);
         let mut state = self.state();
-        if !state.live || ticket.seq < state.flushed_at {
+        let lane = state.lanes[self.lane(&state, &keys.data)];
+        if !lane.live || ticket.seq < state.flushed_at.max(lane.flushed_at) {
             return false;
         }
         if ticket.seq != state.seq {
@@ -384,18 +431,67 @@ impl NearCache {
     pub fn set_live(&self, live: bool) {
         let mut state = self.state();
         Self::flush_locked(&mut state);
-        state.live = live;
+        for lane in &mut state.lanes {
+            lane.live = live;
+        }
+        state.live_lanes = if live { state.lanes.len() } else { 0 };
         self.bump(&mut state);
         drop(state);
         self.changed.notify_all();
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Waits until the channel is up, at most until `deadline`; returns
+    /// Records whether invalidations are being received for `lanes` (one
+    /// channel's: a master's slots). Like [`NearCache::set_live`] for them
+    /// alone: their entries and counters are forgotten, and reads of them
+    /// in flight are not kept; the other lanes go on serving. Also what a
+    /// lane that changed channel (a slot moved to another master) goes
+    /// through, with the new channel's state.
+    pub fn set_lanes_live(&self, lanes: &[usize], live: bool) {
+        let mut state = self.state();
+        let count = state.lanes.len();
+        let mut chosen = vec![false; count];
+        for &lane in lanes {
+            chosen[lane.min(count - 1)] = true;
+        }
+        state.seq += 1;
+        let seq = state.seq;
+        // Remembered like an invalidation of no key, so that reads in
+        // flight for the other lanes can still be told safe.
+        if state.recent.len() == RECENT {
+            state.recent.pop_front();
+        }
+        state.recent.push_back((seq, 0));
+        for (lane, _) in state.lanes.iter_mut().zip(&chosen).filter(|(_, c)| **c) {
+            lane.flushed_at = seq;
+            lane.live = live;
+        }
+        state.live_lanes = state.lanes.iter().filter(|lane| lane.live).count();
+        let lane_of = |key: &str| (self.lane_of)(key).min(count - 1);
+        state.entries.retain(|key, _| !chosen[lane_of(key)]);
+        state.counters.retain(|key, _| !chosen[lane_of(key)]);
+        self.bump(&mut state);
+        drop(state);
+        self.changed.notify_all();
+        self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Waits until a channel is up, at most until `deadline`; returns
     /// its ticket then (`None`: still down).
     pub fn wait_live(&self, deadline: Instant) -> Option<Ticket> {
+        self.wait_lanes(deadline, 1)
+    }
+
+    /// Waits until every lane is live (every channel up), at most until
+    /// `deadline`; returns its ticket then (`None`: some still down).
+    pub fn wait_all_live(&self, deadline: Instant) -> Option<Ticket> {
+        self.wait_lanes(deadline, usize::MAX)
+    }
+
+    /// Waits until `wanted` lanes (at most all) are live.
+    fn wait_lanes(&self, deadline: Instant, wanted: usize) -> Option<Ticket> {
         let mut state = self.state();
-        while !state.live {
+        while state.live_lanes < wanted.min(state.lanes.len()) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return None;
@@ -419,7 +515,8 @@ impl NearCache {
         let hash = key_hash(key);
         let mut state = self.state();
         loop {
-            if !state.live || state.flushed_at > ticket.seq {
+            let lane = state.lanes[self.lane(&state, key)];
+            if !lane.live || state.flushed_at.max(lane.flushed_at) > ticket.seq {
                 return false;
             }
             if state.synced.contains(&hash) {
@@ -585,6 +682,72 @@ mod tests {
         let past = Instant::now();
         let ticket = near.ticket().unwrap();
         assert!(!near.wait_synced(ticket, "sync:3", past), "never written");
+    }
+
+    fn slot_lanes(capacity: usize) -> NearCache {
+        // Keys "<lane>:..." in lane <lane>, as a slot's keys share a tag.
+        let near = NearCache::with_lanes(capacity, "sync:".into(), 3, |key| {
+            key.split(':')
+                .next()
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(0)
+        });
+        near.set_lanes_live(&[0, 1, 2], true);
+        near
+    }
+
+    fn lane_keys(lane: usize) -> KeySet {
+        KeySet {
+            data: format!("{lane}:data"),
+            scope: format!("{lane}:gen"),
+            partition: None,
+            version: format!("{lane}:vgen"),
+            lock: format!("{lane}:lock"),
+            refresh: format!("{lane}:refresh"),
+        }
+    }
+
+    #[test]
+    fn a_lane_going_down_stops_only_its_own_entries() {
+        let near = slot_lanes(10);
+        let (a, b) = (lane_keys(1), lane_keys(2));
+        assert!(near.insert(near.ticket().unwrap(), &a, entry("x", 1)));
+        let ticket = near.ticket().unwrap();
+        assert!(near.insert(ticket, &b, entry("y", 1)));
+        near.set_lanes_live(&[1], false);
+        assert!(near.get(&a).is_none(), "its channel is down");
+        assert_eq!(near.get(&b).unwrap().value, b"y", "another lane serves");
+        assert!(!near.insert(near.ticket().unwrap(), &a, entry("x", 1)));
+        assert_eq!(near.lanes_live(), (3, 2));
+        assert!(!near.is_live());
+        // Up again: empty, and reads from before the flush are not kept.
+        near.set_lanes_live(&[1], true);
+        assert!(near.get(&a).is_none());
+        assert!(
+            !near.insert(ticket, &a, entry("x", 1)),
+            "a ticket from before"
+        );
+        assert!(near.insert(ticket, &b, entry("y2", 1)), "another lane's");
+        assert!(near.insert(near.ticket().unwrap(), &a, entry("x2", 1)));
+        assert_eq!(near.get(&a).unwrap().value, b"x2");
+        assert_eq!(near.len(), 2);
+    }
+
+    #[test]
+    fn a_sync_key_needs_its_own_lane_live() {
+        let near = slot_lanes(10);
+        let soon = Instant::now() + std::time::Duration::from_secs(5);
+        let ticket = near.ticket().unwrap();
+        near.set_lanes_live(&[2], false);
+        near.invalidate([b"sync:1".as_slice(), b"2:sync:1".as_slice()]);
+        assert!(near.wait_synced(ticket, "sync:1", soon), "lane 0 is up");
+        assert!(
+            !near.wait_synced(ticket, "2:sync:1", soon),
+            "lane 2 is down"
+        );
+        near.set_lanes_live(&[0, 1, 2], false);
+        assert!(near.ticket().is_none());
+        assert!(near.wait_live(Instant::now()).is_none());
     }
 
     #[test]

@@ -322,9 +322,16 @@ impl RedisStore {
 /// to them has returned (or failed, when it may still have been made), so
 /// this process reads its own writes without waiting for their
 /// invalidation messages.
-struct ForgetAfter<'a, const N: usize> {
+pub(super) struct ForgetAfter<'a, const N: usize> {
     near: Option<&'a NearCache>,
     keys: [&'a str; N],
+}
+
+impl<'a, const N: usize> ForgetAfter<'a, N> {
+    /// Forgets `keys` in `near` (if started) when dropped.
+    pub(super) fn new(near: Option<&'a NearCache>, keys: [&'a str; N]) -> Self {
+        ForgetAfter { near, keys }
+    }
 }
 
 impl<const N: usize> Drop for ForgetAfter<'_, N> {
@@ -337,10 +344,7 @@ impl<const N: usize> Drop for ForgetAfter<'_, N> {
 
 impl RedisStore {
     fn forget_after<'a, const N: usize>(&'a self, keys: [&'a str; N]) -> ForgetAfter<'a, N> {
-        ForgetAfter {
-            near: self.near_if_started(),
-            keys,
-        }
+        ForgetAfter::new(self.near_if_started(), keys)
     }
 }
 
@@ -434,38 +438,50 @@ pub(super) fn fetched(answer: Value, expected: Option<usize>) -> Result<Fetched,
     })
 }
 
+/// [`SharedStore::near_sync`] for a near cache with one channel: writes a
+/// sync key with `write` (which expires it after the timeout) and waits
+/// for its invalidation, again if the channel went down meanwhile.
+pub(super) fn sync_near(
+    near: &NearCache,
+    timeout: Duration,
+    write: impl Fn(&str) -> Result<(), StoreError>,
+) -> Result<bool, StoreError> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let deadline = std::time::Instant::now() + timeout;
+    // A channel that goes down meanwhile is waited for again.
+    while let Some(ticket) = near.wait_live(deadline) {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = format!("{}{n}", near.sync_marker());
+        match write(&key) {
+            Ok(()) if near.wait_synced(ticket, &key, deadline) => return Ok(true),
+            Ok(()) => {}
+            // A pooled connection that died with the channel fails
+            // once and is replaced: try again, after a pause.
+            Err(error) if std::time::Instant::now() >= deadline => return Err(error),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
+    }
+    Ok(false)
+}
+
 impl SharedStore for RedisStore {
     fn near_sync(&self, timeout: Duration) -> Result<bool, StoreError> {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let Some(near) = self.near() else {
             return Ok(false);
         };
-        let deadline = std::time::Instant::now() + timeout;
-        // A channel that goes down meanwhile is waited for again.
-        while let Some(ticket) = near.wait_live(deadline) {
-            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let key = format!("{}{n}", near.sync_marker());
-            let written = self.with(|c| {
+        sync_near(near, timeout, |key| {
+            self.with(|c| {
                 redis::cmd("SET")
-                    .arg(&key)
+                    .arg(key)
                     .arg(1)
                     .arg("PX")
                     .arg(millis(timeout))
                     .query::<()>(c)
-            });
-            match written {
-                Ok(()) if near.wait_synced(ticket, &key, deadline) => return Ok(true),
-                Ok(()) => {}
-                // A pooled connection that died with the channel fails
-                // once and is replaced: try again, after a pause.
-                Err(error) if std::time::Instant::now() >= deadline => return Err(error),
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-            if std::time::Instant::now() >= deadline {
-                break;
-            }
-        }
-        Ok(false)
+            })
+        })
     }
 
     fn near_if_started(&self) -> Option<&NearCache> {

@@ -8,6 +8,9 @@
 //! fail as with a dead Redis (the caller's breaker turns them into
 //! BYPASS, and its probe once a second is what finds the new master).
 //!
+//! The near cache (optional, [`SentinelStore::with_near_cache`]) follows
+//! the master too: see `shared/sentinel_near.rs`.
+//!
 //! Invariant: `current` holds the store of the last master the sentinels
 //! named, or nothing; it is per process (a forked child asks the sentinels
 //! itself) and its lock is held only to clone or swap the `Arc`, never
@@ -18,14 +21,19 @@ use std::time::Duration;
 
 use ::redis::{Client, Value};
 
+#[cfg(unix)]
+use super::follow::{started, Follows};
+use super::near::NearCache;
 use super::payload::Generations;
-use super::redis::{RedisConfig, RedisStore};
+use super::redis::{sync_near, ForgetAfter, RedisConfig, RedisStore};
+#[cfg(unix)]
+use super::sentinel_near::SentinelNear;
 use super::store::{Fetched, KeySet, SharedStore, StoreError};
 use crate::fork::PerProcess;
 
 /// A `redis+sentinel://` URL taken apart.
-#[derive(Debug, PartialEq, Eq)]
-struct Parts {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Parts {
     /// `redis` or `rediss`.
     scheme: &'static str,
     /// `user:password@` or empty: the master's (sentinels are asked
@@ -67,12 +75,65 @@ fn parse(url: &str) -> Result<Parts, StoreError> {
     })
 }
 
+/// The master the sentinels named last (its URL), and the store on it.
+pub(super) type Current = RwLock<Option<(String, Arc<RedisStore>)>>;
+
 /// A store on the master a set of sentinels names.
 pub struct SentinelStore {
     /// The master's settings; its URL is the `redis+sentinel://` one.
     config: RedisConfig,
     parts: Parts,
-    current: PerProcess<RwLock<Option<Arc<RedisStore>>>>,
+    current: PerProcess<Arc<Current>>,
+    /// The near cache's capacity and tracked prefixes, when it keeps one.
+    near_setting: Option<(usize, Vec<String>)>,
+    #[cfg(unix)]
+    near: PerProcess<Option<SentinelNear>>,
+}
+
+/// The master's `redis://` URL, from the first of `parts`' sentinels that
+/// names it.
+pub(super) fn ask_sentinels(
+    parts: &Parts,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+) -> Result<String, StoreError> {
+    let mut last = StoreError::Unavailable("no sentinel answered".into());
+    for sentinel in &parts.sentinels {
+        let ask = || -> redis::RedisResult<Value> {
+            let client = Client::open(format!("{}://{sentinel}", parts.scheme))?;
+            let mut conn = client.get_connection_with_timeout(connect_timeout)?;
+            conn.set_read_timeout(Some(read_timeout))?;
+            redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(&parts.service)
+                .query(&mut conn)
+        };
+        match ask() {
+            Ok(Value::Array(address)) => match address.as_slice() {
+                [Value::BulkString(host), Value::BulkString(port)] => {
+                    let host = String::from_utf8_lossy(host);
+                    let port = String::from_utf8_lossy(port);
+                    let Parts {
+                        scheme,
+                        credentials,
+                        db,
+                        query,
+                        ..
+                    } = parts;
+                    return Ok(format!("{scheme}://{credentials}{host}:{port}{db}{query}"));
+                }
+                _ => last = StoreError::Protocol(format!("{sentinel}: odd address")),
+            },
+            Ok(_) => {
+                last = StoreError::Unavailable(format!(
+                    "sentinel {sentinel} knows no master {:?}",
+                    parts.service
+                ))
+            }
+            Err(error) => last = StoreError::Unavailable(format!("{sentinel}: {error}")),
+        }
+    }
+    Err(last)
 }
 
 impl SentinelStore {
@@ -88,74 +149,83 @@ impl SentinelStore {
             config,
             parts,
             current: PerProcess::new(),
+            near_setting: None,
+            #[cfg(unix)]
+            near: PerProcess::new(),
         })
     }
 
-    fn current(&self) -> &RwLock<Option<Arc<RedisStore>>> {
-        self.current.get_or_init(|| RwLock::new(None))
+    /// Keeps a near cache of at most `capacity` entries in each process,
+    /// coherent through the current master's invalidation messages for the
+    /// keys that start with one of `prefixes` (every key when empty); on a
+    /// failover it is emptied, and serves again once the channel to the new
+    /// master is up (see `shared/sentinel_near.rs`). Only over plain TCP
+    /// (`redis+sentinel://`): over TLS there is no near cache.
+    pub fn with_near_cache(mut self, capacity: usize, prefixes: Vec<String>) -> Self {
+        if self.parts.scheme == "redis" && cfg!(unix) {
+            self.near_setting = Some((capacity, prefixes));
+        }
+        self
     }
 
-    /// The master's `redis://` URL, from the first sentinel that names it.
-    fn ask_sentinels(&self) -> Result<String, StoreError> {
-        let mut last = StoreError::Unavailable("no sentinel answered".into());
-        for sentinel in &self.parts.sentinels {
-            let ask = || -> redis::RedisResult<Value> {
-                let client = Client::open(format!("{}://{sentinel}", self.parts.scheme))?;
-                let mut conn = client.get_connection_with_timeout(self.config.connect_timeout)?;
-                conn.set_read_timeout(Some(self.config.read_timeout))?;
-                redis::cmd("SENTINEL")
-                    .arg("get-master-addr-by-name")
-                    .arg(&self.parts.service)
-                    .query(&mut conn)
-            };
-            match ask() {
-                Ok(Value::Array(address)) => match address.as_slice() {
-                    [Value::BulkString(host), Value::BulkString(port)] => {
-                        let host = String::from_utf8_lossy(host);
-                        let port = String::from_utf8_lossy(port);
-                        let Parts {
-                            scheme,
-                            credentials,
-                            db,
-                            query,
-                            ..
-                        } = &self.parts;
-                        return Ok(format!("{scheme}://{credentials}{host}:{port}{db}{query}"));
-                    }
-                    _ => last = StoreError::Protocol(format!("{sentinel}: odd address")),
-                },
-                Ok(_) => {
-                    last = StoreError::Unavailable(format!(
-                        "sentinel {sentinel} knows no master {:?}",
-                        self.parts.service
-                    ))
-                }
-                Err(error) => last = StoreError::Unavailable(format!("{sentinel}: {error}")),
-            }
-        }
-        Err(last)
+    fn current(&self) -> &Arc<Current> {
+        self.current.get_or_init(|| Arc::new(RwLock::new(None)))
+    }
+
+    /// This process's near cache and the thread that follows the master,
+    /// started on first call.
+    #[cfg(unix)]
+    fn sentinel_near(&self) -> Option<&SentinelNear> {
+        let (capacity, prefixes) = self.near_setting.as_ref()?;
+        self.near
+            .get_or_init(|| {
+                let marker = format!(
+                    "{}restflow:near-sync:{}:",
+                    prefixes.first().map_or("", String::as_str),
+                    std::process::id()
+                );
+                SentinelNear::start(
+                    NearCache::new(*capacity, marker),
+                    prefixes.clone(),
+                    self.parts.clone(),
+                    (self.config.connect_timeout, self.config.read_timeout),
+                    Arc::clone(self.current()),
+                )
+            })
+            .as_ref()
+    }
+
+    /// Forgets `keys` in this process's near cache when dropped (see
+    /// [`ForgetAfter`]).
+    fn forget_after<'a, const N: usize>(&'a self, keys: [&'a str; N]) -> ForgetAfter<'a, N> {
+        ForgetAfter::new(self.near_if_started(), keys)
     }
 
     /// The current master's store, asking the sentinels when there is none.
     fn master(&self) -> Result<Arc<RedisStore>, StoreError> {
         let current = self.current();
-        if let Some(store) = &*current.read().unwrap_or_else(PoisonError::into_inner) {
+        if let Some((_, store)) = &*current.read().unwrap_or_else(PoisonError::into_inner) {
             return Ok(Arc::clone(store));
         }
-        let url = self.ask_sentinels()?;
+        let url = ask_sentinels(
+            &self.parts,
+            self.config.connect_timeout,
+            self.config.read_timeout,
+        )?;
         let store = Arc::new(RedisStore::new(RedisConfig {
-            url,
+            url: url.clone(),
             pool_size: self.config.pool_size,
             connect_timeout: self.config.connect_timeout,
             read_timeout: self.config.read_timeout,
             read_spin: self.config.read_spin,
         })?);
-        *current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&store));
+        *current.write().unwrap_or_else(PoisonError::into_inner) = Some((url, Arc::clone(&store)));
         Ok(store)
     }
 
     /// Runs `op` on the master; forgets a master that could not be reached
-    /// or is a replica now, so the next call asks the sentinels again.
+    /// or is a replica now, so the next call asks the sentinels again (and
+    /// so does the near cache's thread, at once).
     fn run<T>(
         &self,
         op: impl FnOnce(&RedisStore) -> Result<T, StoreError>,
@@ -169,11 +239,18 @@ impl SentinelStore {
                     .current()
                     .write()
                     .unwrap_or_else(PoisonError::into_inner);
-                if current.as_ref().is_some_and(|s| Arc::ptr_eq(s, &store)) {
+                if current
+                    .as_ref()
+                    .is_some_and(|(_, s)| Arc::ptr_eq(s, &store))
+                {
                     // Dropped outside the lock: it closes its connections.
                     let forgotten = current.take();
                     drop(current);
                     drop(forgotten);
+                }
+                #[cfg(unix)]
+                if let Some(Some(near)) = self.near.get() {
+                    near.prompt();
                 }
             }
         }
@@ -187,10 +264,12 @@ impl SharedStore for SentinelStore {
     }
 
     fn put(&self, key: &str, payload: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
+        let _forget = self.forget_after([key]);
         self.run(|s| s.put(key, payload, ttl))
     }
 
     fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        let _forget = self.forget_after([key]);
         self.run(|s| s.delete(key))
     }
 
@@ -205,6 +284,7 @@ impl SharedStore for SentinelStore {
         payload: &[u8],
         ttl: Option<Duration>,
     ) -> Result<bool, StoreError> {
+        let _forget = self.forget_after([keys.data.as_str()]);
         self.run(|s| s.put_current(keys, generations, payload, ttl))
     }
 
@@ -214,6 +294,29 @@ impl SharedStore for SentinelStore {
 
     fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
         self.run(|s| s.unlock(key, token))
+    }
+
+    fn near(&self) -> Option<&NearCache> {
+        #[cfg(unix)]
+        return self.sentinel_near().map(Follows::cache);
+        #[cfg(not(unix))]
+        None
+    }
+
+    fn near_if_started(&self) -> Option<&NearCache> {
+        #[cfg(unix)]
+        return started(&self.near);
+        #[cfg(not(unix))]
+        None
+    }
+
+    /// As on one server, on the current master: a sync key written there,
+    /// its invalidation awaited on the channel to it.
+    fn near_sync(&self, timeout: Duration) -> Result<bool, StoreError> {
+        let Some(near) = self.near() else {
+            return Ok(false);
+        };
+        sync_near(near, timeout, |key| self.put(key, b"1", Some(timeout)))
     }
 }
 

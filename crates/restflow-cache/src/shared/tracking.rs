@@ -64,11 +64,29 @@ impl Tracking {
     /// Starts the thread that keeps `near` coherent with the server at
     /// `info`, for keys starting with one of `prefixes` (every key when
     /// empty). It reconnects by itself, with backoff, until dropped.
+    /// The whole near cache is live while the channel is.
     pub fn start(
         info: ConnectionInfo,
         timeout: Duration,
         prefixes: Vec<String>,
         near: Arc<NearCache>,
+    ) -> io::Result<Self> {
+        let cache = Arc::clone(&near);
+        Self::start_with(info, timeout, prefixes, near, move |live| {
+            cache.set_live(live)
+        })
+    }
+
+    /// [`Tracking::start`] for a channel that covers only part of `near`
+    /// (one master of a cluster): `on_live` is told when the channel comes
+    /// up (`true`) and goes down, and makes the near cache say so for the
+    /// lanes it covers. It runs on the channel's thread, no lock held.
+    pub fn start_with(
+        info: ConnectionInfo,
+        timeout: Duration,
+        prefixes: Vec<String>,
+        near: Arc<NearCache>,
+        on_live: impl Fn(bool) + Send + 'static,
     ) -> io::Result<Self> {
         let shared = Arc::new(Shared {
             control: Mutex::new(Control {
@@ -80,7 +98,7 @@ impl Tracking {
         let worker = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("restflow-near".into())
-            .spawn(move || run(&info, timeout, &prefixes, &near, &worker))?;
+            .spawn(move || run(&info, timeout, &prefixes, &near, &on_live, &worker))?;
         Ok(Tracking { shared })
     }
 }
@@ -103,6 +121,7 @@ fn run(
     timeout: Duration,
     prefixes: &[String],
     near: &NearCache,
+    on_live: &dyn Fn(bool),
     shared: &Shared,
 ) {
     let mut backoff = Duration::from_millis(20);
@@ -117,10 +136,10 @@ fn run(
                 }
                 control.socket = Some(handle);
             }
-            near.set_live(true);
+            on_live(true);
             backoff = Duration::from_millis(20);
             listen(stream, near);
-            near.set_live(false);
+            on_live(false);
             shared.control().socket = None;
         }
         let control = shared.control();
