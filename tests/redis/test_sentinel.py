@@ -5,7 +5,6 @@ resume on the promoted replica without a restart."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 
@@ -16,7 +15,7 @@ from django.test import override_settings
 from restflow.caching import CacheStatus, cache_result
 from restflow.caching.settings import validate_backend
 from tests.redis.cluster import wait_for
-from tests.redis.conftest import RedisServer, free_port, redis_settings
+from tests.redis.conftest import RedisServer, free_port, redis_settings, system_redis_server
 from tests.redis.test_redis_store import calls, profile
 from tests.test_fork import run_forks
 
@@ -36,12 +35,11 @@ def status(*args):
 @pytest.fixture(scope="module")
 def sentinels(tmp_path_factory):
     directory = tmp_path_factory.mktemp("sentinel")
-    master = RedisServer().start()
-    replica = RedisServer()
-    replica.start()
     # Replication writes snapshots to the servers' directory: not ours.
-    for server in (master, replica):
-        server.client().config_set("dir", str(directory))
+    # (Given at start: Redis 7 refuses CONFIG SET dir.)
+    master = RedisServer(directory=directory).start()
+    replica = RedisServer(directory=directory)
+    replica.start()
     replica.client().replicaof("127.0.0.1", master.port)
     ports = [free_port() for _ in range(3)]
     processes = []
@@ -55,7 +53,7 @@ def sentinels(tmp_path_factory):
         )
         processes.append(
             subprocess.Popen(
-                [shutil.which("redis-server"), str(conf), "--sentinel"],
+                [system_redis_server(), str(conf), "--sentinel"],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
