@@ -23,7 +23,7 @@ from restflow.caching import (
 from restflow.caching.asynchronous import wait_for_async_refreshes
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests import async_views
-from tests.parking import Gate, until, until_following, workers_parked_in_the_engine
+from tests.parking import Gate, following_calls, until, until_following
 from tests.redis.conftest import redis_settings
 from tests.test_async import (
     INVALIDATIONS,
@@ -249,7 +249,7 @@ def test_cancelling_the_computing_task_on_redis_does_not_leave_waiters_hanging(r
         leader.cancel()
         # One waiter took over, its worker waits on the first computation;
         # the 9 others follow it.
-        await until(lambda: workers_parked_in_the_engine() == 1, "a worker waiting")
+        await until(lambda: following_calls(slow, 1) == 1, "a worker waiting")
         await until_following(9, waiters)
         gate.open()
         results = await asyncio.wait_for(asyncio.gather(*waiters), timeout=5)
