@@ -16,10 +16,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from restflow import _engine
-from restflow.caching.asynchronous import AsyncCachedWrapper
 
 #: Hang guards: far beyond any wait on a loaded machine, well inside the
 #: 30 s a test's run() allows.
@@ -70,34 +69,11 @@ async def until_waiting(count: int, wrapper: object, *args: object, **kwargs: ob
     await until(lambda: following_calls(wrapper, *args, **kwargs) >= count, f"{count} waiting")
 
 
-def awaits_a_leader(task: asyncio.Task) -> bool:
-    """Whether ``task`` is suspended as a follower in the async layer's
-    single-flight of shared stores (one worker thread per key and loop):
-    awaiting the leader's future, not computing itself."""
-    awaited = task.get_coro()
-    single_flight = AsyncCachedWrapper._single_flight.__code__
-    while awaited is not None and hasattr(awaited, "cr_code"):
-        if awaited.cr_code is single_flight:
-            # A follower awaits the leader's future (through its iterator);
-            # the leader awaits its own computation, a coroutine.
-            inner = awaited.cr_await
-            return inner is not None and not asyncio.iscoroutine(inner)
-        awaited = awaited.cr_await
-    return False
-
-
-async def until_following(count: int, tasks: Iterable[asyncio.Task] | None = None) -> None:
-    """Yields to the loop until ``count`` callers await a leader: the
-    engine's followers (memory store, every key) and those of ``tasks``
-    (default: every task on the loop, for requests a test client makes)
-    that follow in the shared stores' single-flight."""
-    chosen = None if tasks is None else list(tasks)
-
-    def following() -> int:
-        current = asyncio.all_tasks() if chosen is None else chosen
-        return _engine.waiters() + sum(awaits_a_leader(task) for task in current)
-
-    await until(lambda: following() >= count, f"{count} tasks following")
+async def until_following(count: int) -> None:
+    """Yields to the loop until ``count`` callers await a leader, over
+    every key (the engine's count: memory-store callers, and async callers
+    of shared stores)."""
+    await until(lambda: _engine.waiters() >= count, f"{count} callers following")
 
 
 class Gate:
@@ -117,18 +93,6 @@ class Gate:
 
     async def passed(self) -> None:
         await until(lambda: self.is_open, "the gate opened", timeout=60)
-
-
-def blocked_on_a_futex(thread: threading.Thread) -> bool:
-    """Whether the kernel has ``thread`` asleep on a futex (a lock or
-    condition variable wait), not waiting for a socket or runnable.
-
-    For shared stores, where a thread is detached during its round trips
-    too: one parked at its call and asleep on a futex after its lookup is
-    waiting on the leader. Linux only (``/proc``); elsewhere it cannot tell
-    and says yes.
-    """
-    return kernel_wait(thread, "futex")
 
 
 def asleep(thread: threading.Thread) -> bool:

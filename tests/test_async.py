@@ -159,7 +159,7 @@ def hundred_tasks_on_a_cold_key_compute_once():
     async def main():
         gate.close()
         tasks = [asyncio.create_task(slow.aget_with_metadata(1)) for _ in range(100)]
-        await until_following(99, tasks)  # also on Redis: see until_following
+        await until_following(99)  # also on Redis: see until_following
         gate.open()
         return await asyncio.gather(*tasks)
 

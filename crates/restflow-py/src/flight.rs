@@ -10,6 +10,11 @@
 //! carries the engine's claim ([`Refresh`]). These objects only convert:
 //! the decisions (single-flight, hand-over, stale-if-error, the claim) are
 //! `restflow_cache::Engine`'s.
+//!
+//! On a shared store the store's lifecycle runs on a worker thread (it
+//! blocks on round trips); [`SharedFlight`] lets the tasks of a process
+//! that miss one key share the answer of one such thread, with the same
+//! flight primitive, hand-over and waiter count.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,7 +22,10 @@ use std::time::Instant;
 use pyo3::exceptions::{PyBaseException, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use restflow_cache::{Counter, Lead, MemoryStore, RefreshClaim, Served, Shared, Waiter};
+use restflow_cache::{
+    Counter, Join, Lead, LeaderGuard, MemoryStore, Outcome, Owner, RefreshClaim, Served, Shared,
+    Waiter,
+};
 
 use crate::core::Core;
 use crate::runtime::SharedErr;
@@ -275,13 +283,7 @@ impl Flight {
         let Step::Follow(waiter) = &self.step else {
             return callback.call0(py).map(drop);
         };
-        waiter.on_finish(Box::new(move || {
-            Python::attach(|py| {
-                if let Err(error) = callback.call0(py) {
-                    error.write_unraisable(py, None);
-                }
-            })
-        }));
+        waiter.on_finish(wake_with(callback));
         Ok(())
     }
 
@@ -309,4 +311,134 @@ impl Flight {
         };
         self.reply(py, &served).map(Some)
     }
+}
+
+/// A shared-store answer, `(value, metadata)`, as its leader hands it on.
+pub type Answer = Arc<(Py<PyAny>, Py<PyDict>)>;
+
+/// What joining a shared-store key's flight made this task.
+enum SharedStep {
+    Lead(LeaderGuard<'static, Answer, SharedErr>),
+    Follow(Waiter<Answer, SharedErr>),
+    Ended,
+}
+
+/// One async caller's part in the computation of a shared-store key: the
+/// leader serves the call on a worker thread and hands the answer on; the
+/// followers await it (a callback, as for [`Flight`]).
+#[pyclass(module = "restflow._engine", name = "SharedFlight")]
+pub struct SharedFlight {
+    core: Arc<Core>,
+    step: SharedStep,
+}
+
+impl SharedFlight {
+    /// Joins the flight of the shared-store entry `key` as task `task`.
+    pub(crate) fn join(core: &Arc<Core>, key: &[u8], task: u64) -> PyResult<SharedFlight> {
+        let flights = &crate::runtime::RUNTIME.shared_flights;
+        let step = match flights.join_as(key, Owner::task(task)) {
+            Join::Leader(guard) => SharedStep::Lead(guard),
+            Join::Follower(waiter) if waiter.is_own_flight() => {
+                let error = restflow_cache::GetError::Recursive;
+                return Err(Python::attach(|py| raise(py, error, &core.function_id)));
+            }
+            Join::Follower(waiter) => {
+                core.stats.add(Counter::SingleFlightWait);
+                SharedStep::Follow(waiter)
+            }
+        };
+        Ok(SharedFlight {
+            core: Arc::clone(core),
+            step,
+        })
+    }
+
+    fn take_lead(&mut self) -> PyResult<LeaderGuard<'static, Answer, SharedErr>> {
+        match std::mem::replace(&mut self.step, SharedStep::Ended) {
+            SharedStep::Lead(guard) => Ok(guard),
+            other => {
+                self.step = other;
+                Err(PyRuntimeError::new_err(
+                    "only the leader of a flight completes it, once",
+                ))
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl SharedFlight {
+    /// Whether this task serves the call.
+    #[getter]
+    fn leader(&self) -> bool {
+        matches!(self.step, SharedStep::Lead(_))
+    }
+
+    /// Hands the leader's answer to every follower.
+    fn complete(&mut self, value: Py<PyAny>, metadata: Py<PyDict>) -> PyResult<()> {
+        self.take_lead()?.complete(Ok(Arc::new((value, metadata))));
+        Ok(())
+    }
+
+    /// Hands the leader's error to every follower.
+    fn fail(&mut self, error: Bound<'_, PyBaseException>) -> PyResult<()> {
+        let error = Arc::new(PyErr::from_value(error.into_any()));
+        self.take_lead()?.complete(Err(error));
+        Ok(())
+    }
+
+    /// The leader gives up (its task was cancelled): one follower takes over.
+    fn abandon(&mut self) {
+        if let SharedStep::Lead(guard) = std::mem::replace(&mut self.step, SharedStep::Ended) {
+            drop(guard);
+        }
+    }
+
+    /// As [`Flight`]'s `on_done`.
+    fn on_done(&self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
+        let SharedStep::Follow(waiter) = &self.step else {
+            return callback.call0(py).map(drop);
+        };
+        waiter.on_finish(wake_with(callback));
+        Ok(())
+    }
+
+    /// A follower's answer once `on_done` called back: the leader's
+    /// `(value, metadata)` (a copy of its metadata), or its error raised;
+    /// `None` when the leader abandoned (join again: this task may lead).
+    fn result<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Reply<'py>>> {
+        let SharedStep::Follow(waiter) = &self.step else {
+            return Err(PyRuntimeError::new_err("only a follower reads the result"));
+        };
+        let Some(outcome) = waiter.outcome() else {
+            return Err(PyRuntimeError::new_err("the leader has not finished yet"));
+        };
+        self.step = SharedStep::Ended;
+        match outcome {
+            Outcome::Abandoned => Ok(None),
+            Outcome::Error(error) => Err(error.clone_ref(py)),
+            Outcome::Value(answer) => {
+                let (value, metadata) = &*answer;
+                let metadata = metadata.bind(py).copy()?;
+                let status = metadata.get_item(crate::interned!(py, "cache_status"))?;
+                if let Some(status) = status {
+                    let name = status.str()?.to_cow()?.to_ascii_lowercase();
+                    crate::stats::record(&self.core.stats, &name, None)?;
+                }
+                Ok(Some((value.clone_ref(py), metadata)))
+            }
+        }
+    }
+}
+
+/// The callback a follower's flight runs when its leader ends: calls
+/// `callback()` attached to Python, reporting (never raising) its error.
+fn wake_with(callback: Py<PyAny>) -> restflow_cache::Callback {
+    Box::new(move || {
+        Python::attach(|py| {
+            if let Err(error) = callback.call0(py) {
+                error.write_unraisable(py, None);
+            }
+        })
+    })
 }

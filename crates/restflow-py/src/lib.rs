@@ -158,12 +158,13 @@ fn in_flight() -> usize {
     RUNTIME.engine.flights().in_flight()
 }
 
-/// Callers (threads and tasks) following a computation of the memory
-/// store right now, over every key: what tests wait on before they let a
-/// leader finish (`CachedWrapper._waiters` counts one call's, on any store).
+/// Callers following an in-process computation right now, over every key:
+/// threads and tasks of the memory store, and async tasks of shared stores
+/// (not the worker threads those wait on). What tests wait on before they
+/// let a leader finish (`CachedWrapper._waiters` counts one call's).
 #[pyfunction]
 fn waiters() -> usize {
-    RUNTIME.engine.flights().total_waiters()
+    RUNTIME.engine.flights().total_waiters() + RUNTIME.shared_flights.total_waiters()
 }
 
 /// The partition and suffix text a wrapper renders for these items: what
@@ -215,6 +216,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<flight::Lookup>()?;
     m.add_class::<flight::Flight>()?;
     m.add_class::<flight::Refresh>()?;
+    m.add_class::<flight::SharedFlight>()?;
     m.add_class::<shared::SharedBackend>()?;
     m.add_class::<loop_io::LoopConnection>()?;
     m.add_class::<loop_io::RedisAnswer>()?;

@@ -747,6 +747,22 @@ impl CachedWrapper {
         crate::flight::Flight::join(py, &self.core, key.as_bytes(), task, followed)
     }
 
+    /// Joins the in-process flight of a shared-store call as task `task`
+    /// of this thread's loop (see `flight::SharedFlight`).
+    #[pyo3(signature = (args, kwargs, task))]
+    fn _shared_flight<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+        task: u64,
+    ) -> PyResult<crate::flight::SharedFlight> {
+        let call = self.call(args, kwargs)?;
+        RUNTIME.ready(py)?;
+        let key = self.key(&call)?;
+        crate::flight::SharedFlight::join(&self.core, key.as_bytes(), task)
+    }
+
     /// The token of a forced recompute of a call (`arefresh` on the memory
     /// store): complete it with the value the async layer awaited.
     #[pyo3(signature = (args, kwargs=None))]
@@ -779,25 +795,13 @@ impl CachedWrapper {
     ) -> PyResult<usize> {
         let call = self.call(args, kwargs)?;
         RUNTIME.ready(py)?;
+        let key = self.key(&call)?;
         if let Some(backend) = self.shared(py)? {
-            return crate::shared::waiters(&self.core, &backend, &call);
+            // Threads in the store's flight, and tasks awaiting a worker's.
+            let tasks = RUNTIME.shared_flights.waiters(key.as_bytes());
+            return Ok(crate::shared::waiters(&self.core, &backend, &call)? + tasks);
         }
-        let key = self.key(&call)?;
         Ok(RUNTIME.engine.waiters(key.as_bytes()))
-    }
-
-    /// The in-process key of a call (for the async layer's single-flight
-    /// on shared stores).
-    #[pyo3(signature = (args, kwargs=None))]
-    fn _call_key<'py>(
-        &self,
-        py: Python<'py>,
-        args: &Bound<'py, PyTuple>,
-        kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
-        let call = self.call(args, kwargs)?;
-        let key = self.key(&call)?;
-        Ok(pyo3::types::PyBytes::new(py, key.as_bytes()))
     }
 
     /// For a shared Redis backend the event loop may drive:

@@ -13,7 +13,9 @@ The event loop never waits on the cache:
 * **shared stores** (Redis, Django caches): every round trip runs on a
   worker thread (``restflow-async``); the function itself still runs on the
   loop, as a coroutine the worker waits for. Locks, polling and
-  cross-process single-flight are the engine's, as for sync calls.
+  cross-process single-flight are the engine's, as for sync calls; the
+  tasks of a process that miss one key share one worker's answer through
+  the engine's flight, as on the memory store.
 
 The wrapper has the sync wrapper's methods under ``a``-names
 (``aget_with_metadata``, ``arefresh``, ...). Calling a sync-named method
@@ -53,13 +55,6 @@ T = TypeVar("T")
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
 
-#: Shared-store computations in flight, per event loop, by call key: the
-#: future its waiters await, and the task computing it (one worker thread
-#: per key and loop; the memory store uses the engine's flights).
-_flights: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[bytes, tuple[asyncio.Future, asyncio.Task | None]]
-] = weakref.WeakKeyDictionary()
-
 #: Background refresh tasks (kept referenced until done).
 _refreshes: set[asyncio.Task] = set()
 
@@ -76,7 +71,7 @@ def _worker_pool() -> ThreadPoolExecutor:
             # Threads are made only as needed. A computation on a shared store
             # holds one while it runs, so the bound must stay above how many
             # distinct keys (nested cached calls included) compute at once;
-            # calls of one key share one thread (see _single_flight).
+            # calls of one key share one thread (see _fly).
             _executor = ThreadPoolExecutor(max_workers=256, thread_name_prefix="restflow-async")
         return _executor
 
@@ -85,7 +80,6 @@ def _forget_pool_after_fork() -> None:
     global _executor, _executor_lock
     _executor = None  # the parent's threads do not exist here
     _executor_lock = threading.Lock()
-    _flights.clear()
     _refreshes.clear()
     _loop_connections.clear()
 
@@ -132,11 +126,6 @@ def _result_while_loop_lives(
     return future.result()
 
 
-class _Abandoned(Exception):
-    """The task computing a key on a shared store was cancelled: a waiter
-    takes over."""
-
-
 def _wake(future: asyncio.Future) -> None:
     if not future.done():  # a follower cancelled meanwhile
         future.set_result(None)
@@ -153,6 +142,30 @@ def _waker(loop: asyncio.AbstractEventLoop, future: asyncio.Future) -> Callable[
             pass
 
     return wake
+
+
+async def _fly(
+    join: Callable[[int, bool], Any], lead: Callable[[Any], Awaitable[tuple[Any, dict]]]
+) -> tuple[Any, dict]:
+    r"""Serves a miss through the engine's flight for its key:
+    ``join(task, followed)`` makes this task the leader, which ``lead``\ s,
+    or a follower, which awaits the leader's end without blocking the loop
+    (the engine calls back from whichever thread ends it). A follower whose
+    leader was cancelled joins again, and may lead."""
+    task = id(asyncio.current_task())  # unique while the task lives
+    followed = False
+    while True:
+        flight = join(task, followed)
+        if flight.leader:
+            return await lead(flight)
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        flight.on_done(_waker(loop, done))
+        await done
+        served = flight.result()
+        if served is not None:
+            return served
+        followed = True
 
 
 async def resolve(value: Any) -> Any:
@@ -321,32 +334,31 @@ class AsyncCachedWrapper(Generic[P, T]):
                 engine._record("hit")
                 engine._record("lookup", time.perf_counter() - started)
                 return hit
-        # Anything else through the engine, one thread per key and loop:
-        # the other callers await it.
-        key = engine._call_key(args, kwargs)
+        # Anything else through the engine, one worker thread per key and
+        # process: the other tasks await its answer.
         produce = self._producer(loop, args, kwargs)
 
-        async def lead() -> tuple[Any, dict]:
-            return await self._in_thread(engine._serve, produce, args, kwargs, False)
+        async def lead(flight: Any) -> tuple[Any, dict]:
+            try:
+                served = await self._in_thread(engine._serve, produce, args, kwargs, False)
+            except asyncio.CancelledError:
+                flight.abandon()  # its worker carries on; a follower takes over
+                raise
+            except BaseException as error:
+                flight.fail(error)
+                raise
+            flight.complete(*served)
+            return served
 
-        return await self._single_flight(loop, key, lead, follower_status=None)
+        return await _fly(lambda task, _: engine._shared_flight(args, kwargs, task), lead)
 
     async def _compute(self, args: tuple, kwargs: dict) -> tuple[Any, dict]:
         """A memory-store miss: led or followed in the engine's flight."""
         engine = self._engine
-        task = id(asyncio.current_task())  # unique while the task lives
-        followed = False
-        while True:
-            flight = engine._flight(args, kwargs, task, followed)
-            if flight.leader:
-                return await self._lead(flight, args, kwargs)
-            done = asyncio.get_running_loop().create_future()
-            flight.on_done(_waker(asyncio.get_running_loop(), done))
-            await done
-            served = flight.result()
-            if served is not None:
-                return served
-            followed = True  # the leader was cancelled: lead, or follow the next
+        return await _fly(
+            lambda task, followed: engine._flight(args, kwargs, task, followed),
+            lambda flight: self._lead(flight, args, kwargs),
+        )
 
     async def _lead(self, flight: Any, args: tuple, kwargs: dict) -> tuple[Any, dict]:
         """Awaits the function for every caller of the key, and hands the
@@ -378,72 +390,6 @@ class AsyncCachedWrapper(Generic[P, T]):
         )
         _refreshes.add(task)
         task.add_done_callback(_refreshes.discard)
-
-    async def _single_flight(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        key: bytes,
-        lead: Callable[[], Any],
-        follower_status: CacheStatus | None,
-        recheck: Callable[[], tuple[Any, dict] | None] | None = None,
-    ) -> tuple[Any, dict]:
-        """Runs ``lead()`` once per key and loop; concurrent callers await it.
-        A cancelled leader hands over to a waiter; a task that awaits its
-        own key is refused (it would wait on itself forever).
-
-        ``recheck()`` looks the key up again for a waiter whose leader was
-        cancelled and that finds no computation to follow: the waiter that
-        took over may already have stored the value (a computation that
-        never suspends finishes before the other waiters wake), and then it
-        is served, not computed again."""
-        flights = _flights.setdefault(loop, {})
-        current = asyncio.current_task()
-        abandoned = False
-        while True:
-            flight = flights.get(key)
-            if flight is None:
-                found = recheck() if abandoned and recheck is not None else None
-                if found is None:
-                    break
-                # (Counted by the lookup that found it.)
-                value, metadata = found
-                if follower_status is not None and metadata["cache_status"] is CacheStatus.HIT:
-                    metadata = {**metadata, "cache_status": follower_status}
-                return value, metadata
-            future, leader = flight
-            if leader is not None and leader is current:
-                raise RuntimeError(
-                    f"{self.__qualname__}() called itself with the same arguments while "
-                    "computing them; the inner call would wait on the outer one forever"
-                )
-            self._engine._record("single_flight_waits")
-            try:
-                value, metadata = await asyncio.shield(future)
-            except _Abandoned:
-                abandoned = True
-                continue  # its task was cancelled: lead, or follow the next one
-            if follower_status is not None and metadata["cache_status"] is not CacheStatus.STALE:
-                metadata = {**metadata, "cache_status": follower_status}
-            self._engine._record(metadata["cache_status"].lower())
-            return value, metadata
-        future = loop.create_future()
-        flights[key] = (future, current)
-        try:
-            value, metadata = await lead()
-        except asyncio.CancelledError:
-            future.set_exception(_Abandoned())
-            raise
-        except BaseException as error:
-            future.set_exception(error)
-            raise
-        else:
-            future.set_result((value, metadata))
-            return value, metadata
-        finally:
-            if flights.get(key, (None,))[0] is future:
-                del flights[key]
-            if future.done() and not future.cancelled():
-                future.exception()  # retrieved: no "never retrieved" warning
 
     async def _refresh_in_background(self, claim: Any, args: tuple, kwargs: dict) -> None:
         try:
