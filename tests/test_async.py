@@ -8,6 +8,7 @@ fails instead of stalling the suite).
 import asyncio
 import inspect
 import logging
+import threading
 from datetime import datetime, timedelta
 
 import pytest
@@ -24,7 +25,7 @@ from restflow.caching import (
 from restflow.caching.asynchronous import AsyncCachedWrapper, wait_for_async_refreshes
 from restflow.caching.testing import frozen_clock
 from tests import async_views
-from tests.parking import Gate, until, until_following
+from tests.parking import Gate, until, until_following, until_waiting
 
 calls: list = []
 
@@ -158,7 +159,7 @@ def hundred_tasks_on_a_cold_key_compute_once():
     async def main():
         gate.close()
         tasks = [asyncio.create_task(slow.aget_with_metadata(1)) for _ in range(100)]
-        await until_following(99, tasks)
+        await until_following(99)  # also on Redis: see until_following
         gate.open()
         return await asyncio.gather(*tasks)
 
@@ -187,7 +188,7 @@ def test_concurrent_tasks_on_a_raising_key_share_one_exception_and_nothing_is_st
     async def main():
         gate.close()
         tasks = [asyncio.create_task(failing.aget_with_metadata(1)) for _ in range(20)]
-        await until_following(19, tasks)
+        await until_waiting(19, failing, 1)
         gate.open()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         return results, await failing.aget_cache_only(1)
@@ -215,11 +216,11 @@ def test_cancelling_the_computing_task_does_not_leave_waiters_hanging():
         leader = asyncio.create_task(slow.aget_with_metadata(1))
         await until(lambda: computations, "computing")
         waiters = [asyncio.create_task(slow.aget_with_metadata(1)) for _ in range(10)]
-        await until_following(10, waiters)
+        await until_waiting(10, slow, 1)
         assert computations == [1]
         leader.cancel()
         await until(lambda: len(computations) == 2, "a waiter taking over")
-        await until_following(9, waiters)
+        await until_waiting(9, slow, 1)
         gate.open()
         results = await asyncio.wait_for(asyncio.gather(*waiters), timeout=5)
         with pytest.raises(asyncio.CancelledError):
@@ -257,7 +258,7 @@ def test_waiters_of_a_cancelled_leader_compute_once_when_the_takeover_never_susp
         waiters = [
             asyncio.create_task(quick_after_the_first.aget_with_metadata(1)) for _ in range(10)
         ]
-        await until_following(10, waiters)
+        await until_waiting(10, quick_after_the_first, 1)
         leader.cancel()
         results = await asyncio.wait_for(asyncio.gather(*waiters), timeout=5)
         with pytest.raises(asyncio.CancelledError):
@@ -286,7 +287,7 @@ def test_a_cancelled_waiter_does_not_cancel_the_computation():
         await until(lambda: computations, "computing")
         waiter = asyncio.create_task(slow(1))
         other = asyncio.create_task(slow(1))
-        await until_following(2, [waiter, other])
+        await until_waiting(2, slow, 1)
         waiter.cancel()
         gate.open()
         value = await asyncio.wait_for(leader, timeout=5)
@@ -307,6 +308,107 @@ def test_a_coroutine_awaiting_itself_with_the_same_arguments_fails_clearly():
 
     with pytest.raises(RuntimeError, match="called itself with the same arguments"):
         run(recursive(1), timeout=5)
+
+
+class MixedReport(KeyConstructor):
+    """One key for a sync and an async function (a shared key identifier)."""
+
+    x = ArgsKeyField("x")
+
+    class Meta:
+        namespace = "mixed"
+        key_identifier = "reports.mixed"
+
+
+def sync_and_async_reports(computations, sync_waits, async_waits):
+    """A sync and an async function of one key; each records its computation
+    and then waits (``sync_waits()``, ``await async_waits()``)."""
+
+    @cache_result(ttl=60, key_constructor=MixedReport)
+    def report(x):
+        computations.append(("sync", x))
+        sync_waits()
+        return ("sync", x)
+
+    @cache_result(ttl=60, key_constructor=MixedReport)
+    async def areport(x):
+        computations.append(("async", x))
+        await async_waits()
+        return ("async", x)
+
+    return report, areport
+
+
+def test_an_async_task_follows_a_sync_thread_computing_its_key():
+    """One flight per key in the process: a task that misses while a sync
+    thread computes the key waits for that thread's value."""
+    computations, results = [], {}
+    entered, release = threading.Event(), threading.Event()
+
+    def sync_waits():
+        entered.set()
+        assert release.wait(30)
+
+    report, areport = sync_and_async_reports(computations, sync_waits, lambda: asyncio.sleep(0))
+    thread = threading.Thread(target=lambda: results.update(sync=report.get_with_metadata(1)))
+    thread.start()
+    assert entered.wait(30)
+
+    async def main():
+        task = asyncio.create_task(areport.aget_with_metadata(1))
+        await until_waiting(1, areport, 1)
+        release.set()
+        return await task
+
+    results["async"] = run(main())
+    thread.join(30)
+    assert computations == [("sync", 1)]
+    assert results["sync"][0] == results["async"][0] == ("sync", 1)
+    assert results["sync"][1]["cache_status"] is CacheStatus.MISS
+    assert results["async"][1] == results["sync"][1]
+
+
+def test_a_sync_thread_follows_an_async_task_computing_its_key():
+    computations, results = [], []
+    gate = Gate()
+    report, areport = sync_and_async_reports(computations, lambda: None, gate.passed)
+
+    async def main():
+        gate.close()
+        task = asyncio.create_task(areport.aget_with_metadata(1))
+        await until(lambda: computations, "computing")
+        thread = threading.Thread(target=lambda: results.append(report.get_with_metadata(1)))
+        thread.start()
+        await until_waiting(1, report, 1)
+        gate.open()
+        served = await task
+        await asyncio.to_thread(thread.join, 30)
+        return served
+
+    served = run(main())
+    assert computations == [("async", 1)]
+    assert results == [served]
+    assert served[0] == ("async", 1)
+    assert served[1]["cache_status"] is CacheStatus.MISS
+
+
+def test_a_sync_call_on_the_loop_of_the_task_computing_its_key_fails_clearly():
+    """Blocking the loop's thread on a task of that loop would never end."""
+    computations = []
+    gate = Gate()
+    report, areport = sync_and_async_reports(computations, lambda: None, gate.passed)
+
+    async def main():
+        gate.close()
+        task = asyncio.create_task(areport(1))
+        await until(lambda: computations, "computing")
+        with pytest.raises(RuntimeError, match="would wait on the outer one forever"):
+            report(1)
+        gate.open()
+        return await task
+
+    assert run(main()) == ("async", 1)
+    assert computations == [("async", 1)]
 
 
 INVALIDATIONS = ["ainvalidate_all", "adelete_by_prefix", "awipe"]
@@ -827,7 +929,7 @@ def test_stale_if_error_on_the_memory_store():
             clock.advance(16)
             gate.close()
             tasks = [asyncio.create_task(fragile.aget_with_metadata(1)) for _ in range(5)]
-            await until_following(4, tasks)
+            await until_waiting(4, fragile, 1)
             gate.open()
             results = await asyncio.gather(*tasks, return_exceptions=True)
             clock.advance(61)

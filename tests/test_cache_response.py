@@ -38,7 +38,7 @@ from restflow.caching.cache_response import (
 from restflow.caching.response_keys import ResponseVariantKeyField
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests import response_views
-from tests.parking import parked_in, wait_until
+from tests.parking import wait_until_waiting
 from tests.response_views import CALLS, ArticleView
 
 pytestmark = pytest.mark.urls("tests.response_views")
@@ -504,10 +504,7 @@ def test_a_request_that_waited_for_an_unstorable_response_renders_its_own():
     assert SlowCookieView.entered.wait(5)
     second = threading.Thread(target=fetch, args=("b",))
     second.start()
-    # The second request waits on the first's render (in the engine, called
-    # by the response wrapper's cached_render(*args, **kwargs) in _answer).
-    serve = CachedResponseWrapper._answer.__code__
-    wait_until(lambda: parked_in(second, serve, "CALL_FUNCTION_EX"), "b waiting on a")
+    wait_until_waiting(1)  # the second request waits on the first's render
     SlowCookieView.release.set()
     first.join(5), second.join(5)
     assert results["a"].cookies["who"].value == "a"

@@ -7,7 +7,7 @@ import pytest
 
 from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
-from tests.parking import wait_until_parked
+from tests.parking import wait_until_waiting
 
 
 def run_threads(count, target, release=None):
@@ -29,7 +29,7 @@ def run_threads(count, target, release=None):
     for thread in threads:
         thread.start()
     if release is not None:
-        wait_until_parked(threads, target, count - 1)
+        wait_until_waiting(count - 1)
         release.set()
     for thread in threads:
         thread.join(30)

@@ -6,6 +6,7 @@ for the server fixtures; tests/test_async.py has the memory-store side."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import datetime, timedelta
 
@@ -23,7 +24,7 @@ from restflow.caching import (
 from restflow.caching.asynchronous import wait_for_async_refreshes
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests import async_views
-from tests.parking import Gate, until, until_following, workers_parked_in_the_engine
+from tests.parking import Gate, following_calls, until, until_following
 from tests.redis.conftest import redis_settings
 from tests.test_async import (
     INVALIDATIONS,
@@ -219,7 +220,7 @@ def test_the_loop_keeps_running_while_tasks_wait_on_a_computation_over_redis(red
         # This task runs on the loop while 19 wait and the computation is in
         # flight: a waiter that blocked the loop would hang it here (and the
         # computation itself, which runs on the loop too).
-        await until_following(19, tasks)
+        await until_following(19)
         gate.open()
         return await asyncio.gather(*tasks)
 
@@ -245,12 +246,13 @@ def test_cancelling_the_computing_task_on_redis_does_not_leave_waiters_hanging(r
         leader = asyncio.create_task(slow.aget_with_metadata(1))
         await until(lambda: computations, "computing")
         waiters = [asyncio.create_task(slow.aget_with_metadata(1)) for _ in range(10)]
-        await until_following(10, waiters)
+        await until_following(10)
         leader.cancel()
-        # One waiter took over, its worker waits on the first computation;
-        # the 9 others follow it.
-        await until(lambda: workers_parked_in_the_engine() == 1, "a worker waiting")
-        await until_following(9, waiters)
+        with contextlib.suppress(asyncio.CancelledError):
+            await leader  # until it has let go of the flight
+        # One waiter took over: its worker waits on the first computation
+        # in the store's flight, and the 9 others follow that waiter.
+        await until(lambda: following_calls(slow, 1) == 10, "a worker and 9 tasks waiting")
         gate.open()
         results = await asyncio.wait_for(asyncio.gather(*waiters), timeout=5)
         return results, await slow.aget_with_metadata(1)

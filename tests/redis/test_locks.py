@@ -11,14 +11,11 @@ from django.test import override_settings
 
 from restflow.caching import CacheStatus, cache_result
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
+from tests.parking import following_calls
 from tests.redis.conftest import redis_settings
 from tests.redis.gate_proxy import GateProxy
 from tests.refresh_claim_race import ClaimGate, check_an_overtaken_stale_read_does_not_refresh_again
-from tests.test_followers import (
-    followers_asleep,
-    followers_share_a_value_that_cache_if_keeps_out,
-    run_together,
-)
+from tests.test_followers import followers_share_a_value_that_cache_if_keeps_out, run_together
 
 
 class Unpicklable:
@@ -27,47 +24,14 @@ class Unpicklable:
         self.lock = threading.Lock()  # pickle refuses it
 
 
-def lookups(redis):
-    """How many lookups (MGET) the test redis-server answered."""
-    return redis.info("commandstats").get("cmdstat_mget", {}).get("calls", 0)
-
-
-def lookups_done(redis, leader_lookups):
-    """A ``settled`` check for :func:`run_together`: every caller is past
-    its lookup (given the leader's own before it computes) and asleep on a
-    lock, not reading the answer."""
-    start = lookups(redis)
-
-    def settled(threads):
-        done = lookups(redis) - start - leader_lookups + 1 >= len(threads)
-        return done and followers_asleep(threads)
-
-    return settled
-
-
-def leader_lookups(redis):
-    """How many lookups a lone caller makes before its computation starts."""
-    seen = []
-    start = lookups(redis)
-
-    @cache_result(ttl=30, cache_if=lambda value, *args: False)
-    def lone(x):
-        seen.append(lookups(redis) - start)
-        return x
-
-    lone(0)
-    return seen[0]
-
-
 def test_followers_share_a_value_that_cache_if_keeps_out(redis):
-    followers_share_a_value_that_cache_if_keeps_out(lookups_done(redis, leader_lookups(redis)))
+    followers_share_a_value_that_cache_if_keeps_out()
     assert not any(key.startswith(b"ns") for key in redis.keys("*"))  # nothing stored
 
 
 def test_followers_share_a_value_the_serializer_refuses(redis):
     computations = []
     release = threading.Event()
-    settled = lookups_done(redis, leader_lookups(redis))
 
     @cache_result(ttl=30)
     def slow(x):
@@ -75,7 +39,7 @@ def test_followers_share_a_value_the_serializer_refuses(redis):
         assert release.wait(30)  # in flight until the 7 others wait on it
         return Unpicklable(len(computations))
 
-    results = run_together(8, lambda: slow(1), release, settled)
+    results = run_together(8, lambda: slow(1), release, lambda: following_calls(slow, 1))
     assert computations == [1]
     assert len({id(value) for value in results}) == 1
     assert results[0].n == 1

@@ -55,7 +55,7 @@ def main() -> int:
     )
     from restflow.caching import cache_result
     from restflow.caching.testing import frozen_clock, wait_for_refreshes
-    from tests.parking import asleep, blocked_on_a_futex, parked_threads, wait_until
+    from tests.parking import asleep, following_calls, wait_until
 
     counter = counter_client(url)
     pause = float(rest[0]) if rest else 0.3
@@ -109,18 +109,14 @@ def main() -> int:
             thread.start()
         go()
         started.set()
-        # This process's callers all wait once 7 are parked on one of them
-        # (see tests/parking.py), which computes or waits on the lock another
-        # process holds (sleeping between looks: Rust's thread::sleep).
-        sleeping = set()
 
+        # This process's callers all wait once 7 follow one of them (the
+        # engine's count), which computes or waits on the lock another
+        # process holds (sleeping between looks: Rust's thread::sleep; the
+        # followers sleep on a futex, so only it can be asleep).
         def all_waiting():
-            # Frames first (cheap), the kernel's view only for threads in the call.
-            calling = [t for t in threads if parked_threads([t], call)]
-            parked = [t for t in calling if blocked_on_a_futex(t)]
-            sleeping.update(t for t in calling if t not in parked and asleep(t))
-            leads = bool(computing) or any(t in calling for t in sleeping)
-            return len(parked) == 7 and leads
+            leads = bool(computing) or any(asleep(t) for t in threads)
+            return following_calls(payload, "cold") == 7 and leads
 
         wait_until(all_waiting, "this process's callers waiting", timeout=45, every=0.01)
         counter.incr("waiting")

@@ -139,8 +139,13 @@ impl Clock {
     pub fn timed<T>(&self, work: impl FnOnce() -> T) -> (T, Span) {
         let started = self.now();
         let result = work();
+        (result, self.since(started))
+    }
+
+    /// How long since `started` on this clock (0 if the clock went back).
+    pub fn since(&self, started: Timestamp) -> Span {
         let took = self.now().as_micros().saturating_sub(started.as_micros());
-        (result, Span::from_micros(took))
+        Span::from_micros(took)
     }
 }
 

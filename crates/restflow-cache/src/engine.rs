@@ -5,15 +5,21 @@
 //! The engine never blocks on its own: followers wait through a closure the
 //! caller supplies (the Python bindings release the GIL in it), and
 //! refreshes run on the [`Refresher`]'s threads through its runner.
+//!
+//! A caller that cannot block (an event loop's task) drives the same
+//! lifecycle in steps: [`Engine::start`] makes it the leader (a [`Lead`]
+//! token it completes when its computation ends), a follower (a [`Waiter`]
+//! it registers a callback on), or serves what a leader just stored; a
+//! stale hit's refresh is a [`RefreshClaim`] it completes or drops.
 
 use std::sync::Arc;
 
 use crate::cache::{Cache, Lookup};
 use crate::entry::{Entry, Lifetime, Stamps};
-use crate::flight::{Join, Outcome, SingleFlight, Waiter};
+use crate::flight::{Join, LeaderGuard, Outcome, Owner, SingleFlight, Waiter};
 use crate::refresh::Refresher;
 use crate::store::Store;
-use crate::timestamp::Span;
+use crate::timestamp::{Span, Timestamp};
 
 /// What a call found in the cache and what it did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -82,6 +88,41 @@ pub enum GetError<E> {
 /// The outcome followers share: the entry, whether it is stored, and the
 /// status it is served with (MISS, or STALE for a stale-if-error value).
 pub type Shared<V> = (Arc<Entry<V>>, bool, Status);
+
+/// What [`Engine::start`] gave a caller that missed.
+pub enum Start<'a, V, E, S> {
+    /// A leader finished between the caller's lookup and its join: its
+    /// entry, served.
+    Served(Served<V>),
+    /// The caller computes, then completes the token.
+    Lead(Lead<'a, V, E, S>),
+    /// Another caller computes: wait on it, or register a callback.
+    Follow(Waiter<Shared<V>, E>),
+}
+
+/// Held by the caller computing a key (see [`Engine::start`]). Dropped
+/// without [`Lead::complete`] (a cancelled task), it abandons the flight:
+/// its followers join again and one of them computes.
+pub struct Lead<'a, V, E, S> {
+    engine: &'a Engine<V, E, S>,
+    guard: LeaderGuard<'a, Shared<V>, E>,
+    key: Box<[u8]>,
+    fallback: Option<Arc<Entry<V>>>,
+    started: Timestamp,
+}
+
+/// The claim on a stale (or early-refreshed) entry's background refresh,
+/// taken by the caller a lookup chose (or a forced refresh's token, which
+/// claims nothing: [`Engine::begin_refresh`]). Completing it stores the new value
+/// under the key as it was at claim time (an invalidation meanwhile is not
+/// undone); dropping it gives the claim back, so a later read tries again.
+pub struct RefreshClaim<V, E, S> {
+    engine: Arc<Engine<V, E, S>>,
+    key: Box<[u8]>,
+    /// The claimed entry; `None` once completed.
+    entry: Option<Arc<Entry<V>>>,
+    started: Timestamp,
+}
 
 /// Store, single-flight and refresher together.
 pub struct Engine<V, E, S> {
@@ -178,48 +219,87 @@ where
         W: FnMut(&Waiter<Shared<V>, E>) -> Outcome<Shared<V>, E>,
     {
         let mut compute = Some(compute);
+        let mut followed = false;
         loop {
-            match self.flights.join(key) {
-                Join::Leader(guard) => {
-                    // A leader that finished between our lookup and our join
-                    // has stored its value: serve that instead of computing.
-                    if let Lookup::Fresh(entry) = self.cache.lookup(key) {
-                        guard.complete(Ok((Arc::clone(&entry), true, Status::Miss)));
-                        return Ok(served(entry, Status::Hit, true));
-                    }
+            match self.start(key, fallback.clone(), Owner::current_thread(), followed)? {
+                Start::Served(served) => return Ok(served),
+                Start::Lead(lead) => {
                     let compute = compute.take().expect("a caller leads at most once");
-                    return match self.cache.clock().timed(compute) {
-                        (Ok(computed), delta) => {
-                            let (entry, stored) = self.keep(key, computed, delta);
-                            guard.complete(Ok((Arc::clone(&entry), stored, Status::Miss)));
-                            Ok(served(entry, Status::Miss, stored))
-                        }
-                        (Err(error), _) => match fallback {
-                            Some(old) => {
-                                guard.complete(Ok((Arc::clone(&old), true, Status::Stale)));
-                                Ok(served(old, Status::Stale, true))
-                            }
-                            None => {
-                                guard.complete(Err(error.clone()));
-                                Err(GetError::Compute(error))
-                            }
-                        },
-                    };
+                    return lead.complete(compute());
                 }
-                Join::Follower(waiter) => {
-                    if waiter.is_own_flight() {
-                        return Err(GetError::Recursive);
-                    }
-                    match wait(&waiter) {
-                        Outcome::Value((entry, stored, status)) => {
-                            return Ok(served(entry, status, stored))
-                        }
-                        Outcome::Error(error) => return Err(GetError::Compute(error)),
-                        // The leader vanished: join again, perhaps as leader.
-                        Outcome::Abandoned => continue,
-                    }
-                }
+                Start::Follow(waiter) => match follow(wait(&waiter)) {
+                    Some(result) => return result,
+                    // The leader vanished: join again, perhaps as leader.
+                    None => followed = true,
+                },
             }
+        }
+    }
+
+    /// Joins the computation of `key`, which the caller found missing, as
+    /// `owner`: the one step of [`Engine::compute_once`] that a caller who
+    /// cannot block takes (see [`Start`]). `fallback` as there;
+    /// `followed` says the caller followed a leader that abandoned, so a
+    /// value its successor stored is served as the MISS it waited for.
+    pub fn start(
+        &self,
+        key: &[u8],
+        fallback: Option<Arc<Entry<V>>>,
+        owner: Owner,
+        followed: bool,
+    ) -> Result<Start<'_, V, E, S>, GetError<E>> {
+        match self.flights.join_as(key, owner) {
+            Join::Leader(guard) => {
+                // A leader that finished between our lookup and our join
+                // has stored its value: serve that instead of computing.
+                if let Lookup::Fresh(entry) = self.cache.lookup(key) {
+                    guard.complete(Ok((Arc::clone(&entry), true, Status::Miss)));
+                    let status = if followed { Status::Miss } else { Status::Hit };
+                    return Ok(Start::Served(served(entry, status, true)));
+                }
+                Ok(Start::Lead(Lead {
+                    engine: self,
+                    guard,
+                    key: key.into(),
+                    fallback,
+                    started: self.cache.clock().now(),
+                }))
+            }
+            Join::Follower(waiter) if waiter.is_own_flight() => Err(GetError::Recursive),
+            Join::Follower(waiter) => Ok(Start::Follow(waiter)),
+        }
+    }
+
+    /// How many callers follow the computation of `key` now (see
+    /// [`SingleFlight::waiters`]).
+    pub fn waiters(&self, key: &[u8]) -> usize {
+        self.flights.waiters(key)
+    }
+
+    /// Takes the refresh of `entry` under `key`, which a lookup claimed for
+    /// this caller ([`Lookup::Stale`] with `refresh`, or [`Lookup::Early`]).
+    pub fn claim_refresh(
+        self: &Arc<Self>,
+        key: &[u8],
+        entry: Arc<Entry<V>>,
+    ) -> RefreshClaim<V, E, S> {
+        RefreshClaim {
+            engine: Arc::clone(self),
+            key: key.into(),
+            entry: Some(entry),
+            started: self.cache.clock().now(),
+        }
+    }
+
+    /// A forced recompute of `key` ([`Engine::refresh`] in steps, for a
+    /// caller that computes on its own): nothing is claimed, and the key
+    /// is the one at this moment.
+    pub fn begin_refresh(self: &Arc<Self>, key: &[u8]) -> RefreshClaim<V, E, S> {
+        RefreshClaim {
+            engine: Arc::clone(self),
+            key: key.into(),
+            entry: None,
+            started: self.cache.clock().now(),
         }
     }
 
@@ -242,16 +322,16 @@ where
     where
         C: FnOnce() -> Result<Computed<V>, E> + Send + 'static,
     {
-        let engine = Arc::clone(self);
-        let key: Box<[u8]> = key.into();
-        let claim = Arc::clone(&entry);
-        let job = Box::new(move || match engine.cache.clock().timed(compute) {
-            (Ok(computed), delta) => drop(engine.keep(&key, computed, delta)),
-            (Err(_), _) => entry.release_refresh(),
+        let claim = self.claim_refresh(key, entry);
+        let job = Box::new(move || {
+            let clock = claim.engine.cache.clock();
+            // Timed from here: the time in the queue is not the computation's.
+            if let (Ok(computed), delta) = clock.timed(compute) {
+                drop(claim.complete_measured(computed, delta));
+            } // else: the claim, dropped, is given back
         });
         if let Err(job) = self.refresher.try_spawn(job) {
-            claim.release_refresh();
-            drop(job);
+            drop(job); // and the claim in it with it
         }
     }
 
@@ -273,6 +353,80 @@ where
                 (Arc::new(Entry::new(computed.value, stamps)), false)
             }
         }
+    }
+}
+
+impl<V, E, S> Lead<'_, V, E, S>
+where
+    V: Send + Sync + 'static,
+    E: Clone + Send + Sync + 'static,
+    S: Store<V> + 'static,
+{
+    /// Ends the computation: stores its value (as its policy allows) and
+    /// hands it to every follower as MISS; or, when it failed, hands them
+    /// the error, or the entry kept for stale-if-error as STALE.
+    pub fn complete(self, result: Result<Computed<V>, E>) -> Result<Served<V>, GetError<E>> {
+        let Lead {
+            engine,
+            guard,
+            key,
+            fallback,
+            started,
+        } = self;
+        match (result, fallback) {
+            (Ok(computed), _) => {
+                let delta = engine.cache.clock().since(started);
+                let (entry, stored) = engine.keep(&key, computed, delta);
+                guard.complete(Ok((Arc::clone(&entry), stored, Status::Miss)));
+                Ok(served(entry, Status::Miss, stored))
+            }
+            (Err(_), Some(old)) => {
+                guard.complete(Ok((Arc::clone(&old), true, Status::Stale)));
+                Ok(served(old, Status::Stale, true))
+            }
+            (Err(error), None) => {
+                guard.complete(Err(error.clone()));
+                Err(GetError::Compute(error))
+            }
+        }
+    }
+}
+
+impl<V, E, S> RefreshClaim<V, E, S>
+where
+    V: Send + Sync + 'static,
+    E: Clone + Send + Sync + 'static,
+    S: Store<V> + 'static,
+{
+    /// Stores the refreshed value (or removes the entry, when its policy
+    /// says not to keep it), timed from the claim; served as REFRESH.
+    pub fn complete(self, computed: Computed<V>) -> Served<V> {
+        let delta = self.engine.cache.clock().since(self.started);
+        self.complete_measured(computed, delta)
+    }
+
+    fn complete_measured(mut self, computed: Computed<V>, delta: Span) -> Served<V> {
+        self.entry = None; // replaced, not given back
+        let (entry, stored) = self.engine.keep(&self.key, computed, delta);
+        served(entry, Status::Refresh, stored)
+    }
+}
+
+impl<V, E, S> Drop for RefreshClaim<V, E, S> {
+    fn drop(&mut self) {
+        if let Some(entry) = self.entry.take() {
+            entry.release_refresh();
+        }
+    }
+}
+
+/// What a follower serves: the leader's outcome, or `None` when the leader
+/// abandoned and the follower must join again.
+pub fn follow<V, E>(outcome: Outcome<Shared<V>, E>) -> Option<Result<Served<V>, GetError<E>>> {
+    match outcome {
+        Outcome::Value((entry, stored, status)) => Some(Ok(served(entry, status, stored))),
+        Outcome::Error(error) => Some(Err(GetError::Compute(error))),
+        Outcome::Abandoned => None,
     }
 }
 

@@ -6,9 +6,13 @@
 //!
 //! Waiting is split from joining ([`Join::Follower`] hands back a
 //! [`Waiter`]) so that a caller can give up other locks first, such as
-//! Python's GIL, before it blocks.
+//! Python's GIL, before it blocks, or not block at all: a follower on an
+//! event loop registers a callback ([`Waiter::on_finish`]) that the
+//! leader's completion runs, then reads the outcome ([`Waiter::outcome`]).
+//! Threads and event-loop tasks of one process so share one flight per key.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, ThreadId};
 use std::time::Duration;
@@ -23,10 +27,71 @@ enum State<T, E> {
     Abandoned,
 }
 
+/// Run once by the leader's completion, on the thread that completes it
+/// (or drops its guard), after every lock here is released.
+pub type Callback = Box<dyn FnOnce() + Send>;
+
+/// A flight's state and the callbacks waiting for it to change.
+struct Progress<T, E> {
+    state: State<T, E>,
+    callbacks: Vec<Callback>,
+}
+
 struct Flight<T, E> {
-    leader: ThreadId,
-    state: Mutex<State<T, E>>,
+    leader: Owner,
+    progress: Mutex<Progress<T, E>>,
     finished: Condvar,
+    /// Live [`Waiter`]s: callers that joined this flight as followers and
+    /// have not let go of it (see [`SingleFlight::waiters`]).
+    waiters: AtomicUsize,
+}
+
+/// Who leads or joins a flight: a thread, or a task of an event loop that
+/// runs on a thread. A caller that would wait on itself is refused
+/// ([`Waiter::is_own_flight`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// A thread that blocks while it waits.
+    Thread(ThreadId),
+    /// A task (any number its caller keeps unique while the task lives) of
+    /// an event loop on `thread`; it waits without blocking the thread.
+    Task {
+        /// The thread its loop runs on.
+        thread: ThreadId,
+        /// The task.
+        task: u64,
+    },
+}
+
+impl Owner {
+    /// The calling thread.
+    pub fn current_thread() -> Self {
+        Owner::Thread(thread::current().id())
+    }
+
+    /// Task `task` of an event loop running on the calling thread.
+    pub fn task(task: u64) -> Self {
+        Owner::Task {
+            thread: thread::current().id(),
+            task,
+        }
+    }
+
+    fn thread(self) -> ThreadId {
+        match self {
+            Owner::Thread(thread) | Owner::Task { thread, .. } => thread,
+        }
+    }
+
+    /// Whether this caller, following `leader`, would wait forever: a
+    /// thread blocks its own thread, so nothing else on it (a task of its
+    /// loop included) can finish; a task waits only on itself.
+    fn would_wait_on(self, leader: Owner) -> bool {
+        match self {
+            Owner::Thread(thread) => leader.thread() == thread,
+            Owner::Task { .. } => self == leader,
+        }
+    }
 }
 
 /// What a follower learns when its leader finishes.
@@ -70,8 +135,11 @@ pub struct LeaderGuard<'a, T, E> {
 }
 
 /// Held by a caller waiting on a leader.
+///
+/// Invariant: counted in its flight's `waiters` from creation to drop.
 pub struct Waiter<T, E> {
     flight: Arc<Flight<T, E>>,
+    owner: Owner,
 }
 
 impl<T, E> Default for SingleFlight<T, E> {
@@ -100,18 +168,30 @@ impl<T: Clone, E: Clone> SingleFlight<T, E> {
         Self::default()
     }
 
-    /// Becomes the leader for `key`, or a follower of its current leader.
+    /// Becomes the leader for `key`, or a follower of its current leader,
+    /// as the calling thread.
     pub fn join(&self, key: &[u8]) -> Join<'_, T, E> {
+        self.join_as(key, Owner::current_thread())
+    }
+
+    /// [`SingleFlight::join`] for `owner` (an event loop's task, say).
+    pub fn join_as(&self, key: &[u8], owner: Owner) -> Join<'_, T, E> {
         let mut flights = self.map();
         if let Some(flight) = flights.get(key) {
+            flight.waiters.fetch_add(1, Ordering::AcqRel);
             return Join::Follower(Waiter {
                 flight: Arc::clone(flight),
+                owner,
             });
         }
         let flight = Arc::new(Flight {
-            leader: thread::current().id(),
-            state: Mutex::new(State::Running),
+            leader: owner,
+            progress: Mutex::new(Progress {
+                state: State::Running,
+                callbacks: Vec::new(),
+            }),
             finished: Condvar::new(),
+            waiters: AtomicUsize::new(0),
         });
         let key: Box<[u8]> = key.into();
         flights.insert(key.clone(), Arc::clone(&flight));
@@ -126,6 +206,28 @@ impl<T: Clone, E: Clone> SingleFlight<T, E> {
     /// How many keys are being computed now.
     pub fn in_flight(&self) -> usize {
         self.flights.get().map_or(0, |map| lock(map).len())
+    }
+
+    /// How many callers follow the computation of `key` now (blocked
+    /// threads and tasks with a callback alike), 0 when none runs. A
+    /// follower counts from its join on: whatever it does next, the
+    /// leader's outcome reaches it.
+    pub fn waiters(&self, key: &[u8]) -> usize {
+        self.flights.get().map_or(0, |map| {
+            lock(map)
+                .get(key)
+                .map_or(0, |flight| flight.waiters.load(Ordering::Acquire))
+        })
+    }
+
+    /// [`SingleFlight::waiters`] summed over every key.
+    pub fn total_waiters(&self) -> usize {
+        self.flights.get().map_or(0, |map| {
+            lock(map)
+                .values()
+                .map(|flight| flight.waiters.load(Ordering::Acquire))
+                .sum()
+        })
     }
 }
 
@@ -153,9 +255,17 @@ impl<T, E> LeaderGuard<'_, T, E> {
         // Dropped outside the map lock: the flight may hold the last
         // reference to a value whose drop runs foreign code.
         drop(removed);
-        let previous = std::mem::replace(&mut *lock(&self.flight.state), state);
+        let (previous, callbacks) = {
+            let mut progress = lock(&self.flight.progress);
+            let previous = std::mem::replace(&mut progress.state, state);
+            (previous, std::mem::take(&mut progress.callbacks))
+        };
         self.flight.finished.notify_all();
         drop(previous);
+        // Outside every lock: a callback may run foreign code.
+        for callback in callbacks {
+            callback();
+        }
     }
 }
 
@@ -167,11 +277,36 @@ impl<T, E> Drop for LeaderGuard<'_, T, E> {
     }
 }
 
+impl<T, E> Drop for Waiter<T, E> {
+    fn drop(&mut self) {
+        self.flight.waiters.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl<T: Clone, E: Clone> Waiter<T, E> {
-    /// Whether the leader is the calling thread: a function that calls
-    /// itself with the same arguments would otherwise wait on itself forever.
+    /// Whether waiting would never end: the leader is this caller (a
+    /// function that calls itself with the same arguments), or a task of
+    /// the loop this thread would block.
     pub fn is_own_flight(&self) -> bool {
-        self.flight.leader == thread::current().id()
+        self.owner.would_wait_on(self.flight.leader)
+    }
+
+    /// The outcome, if the leader has finished; never blocks.
+    pub fn outcome(&self) -> Option<Outcome<T, E>> {
+        outcome_of(&lock(&self.flight.progress).state)
+    }
+
+    /// Runs `callback` once the leader finishes, on the thread that
+    /// finishes it; at once, on this thread, if it has finished already.
+    /// Then [`Waiter::outcome`] has the outcome.
+    pub fn on_finish(&self, callback: Callback) {
+        let mut progress = lock(&self.flight.progress);
+        if let State::Running = progress.state {
+            progress.callbacks.push(callback);
+            return;
+        }
+        drop(progress);
+        callback();
     }
 
     /// Blocks until the leader finishes.
@@ -187,31 +322,38 @@ impl<T: Clone, E: Clone> Waiter<T, E> {
 
     fn wait_inner(&self, timeout: Option<Duration>) -> Option<Outcome<T, E>> {
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
-        let mut state = lock(&self.flight.state);
+        let mut progress = lock(&self.flight.progress);
         loop {
-            match &*state {
-                State::Running => {
-                    let finished = &self.flight.finished;
-                    state = match deadline {
-                        None => finished.wait(state).unwrap_or_else(PoisonError::into_inner),
-                        Some(deadline) => {
-                            let left =
-                                deadline.saturating_duration_since(std::time::Instant::now());
-                            if left.is_zero() {
-                                return None;
-                            }
-                            finished
-                                .wait_timeout(state, left)
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .0
-                        }
+            if let Some(outcome) = outcome_of(&progress.state) {
+                return Some(outcome);
+            }
+            let finished = &self.flight.finished;
+            progress = match deadline {
+                None => finished
+                    .wait(progress)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return None;
                     }
+                    finished
+                        .wait_timeout(progress, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
                 }
-                State::Done(Ok(value)) => return Some(Outcome::Value(value.clone())),
-                State::Done(Err(error)) => return Some(Outcome::Error(error.clone())),
-                State::Abandoned => return Some(Outcome::Abandoned),
             }
         }
+    }
+}
+
+/// What a finished flight's followers learn; `None` while it runs.
+fn outcome_of<T: Clone, E: Clone>(state: &State<T, E>) -> Option<Outcome<T, E>> {
+    match state {
+        State::Running => None,
+        State::Done(Ok(value)) => Some(Outcome::Value(value.clone())),
+        State::Done(Err(error)) => Some(Outcome::Error(error.clone())),
+        State::Abandoned => Some(Outcome::Abandoned),
     }
 }
 
@@ -293,5 +435,84 @@ mod tests {
             panic!("a is in flight")
         };
         assert_eq!(waiter.wait_timeout(Duration::from_millis(1)), None);
+    }
+
+    #[test]
+    fn a_callback_follower_learns_the_value_abandonment_and_counts_as_a_waiter() {
+        let group: SingleFlight<u64, ()> = SingleFlight::new();
+        let Join::Leader(guard) = group.join_as(b"k", Owner::task(1)) else {
+            panic!("first join leads")
+        };
+        assert_eq!(group.waiters(b"k"), 0);
+        // Another task of the same loop follows; a thread of that loop's
+        // thread would block the leader, and is refused.
+        let Join::Follower(task) = group.join_as(b"k", Owner::task(2)) else {
+            panic!("second join follows")
+        };
+        assert!(!task.is_own_flight());
+        let Join::Follower(thread) = group.join(b"k") else {
+            panic!("third join follows")
+        };
+        assert!(thread.is_own_flight());
+        assert_eq!(group.waiters(b"k"), 2);
+        drop(thread);
+        assert_eq!(group.waiters(b"k"), 1);
+        let called = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&called);
+        task.on_finish(Box::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }));
+        assert_eq!(task.outcome(), None);
+        assert_eq!(called.load(Ordering::SeqCst), 0);
+        guard.complete(Ok(7));
+        assert_eq!(called.load(Ordering::SeqCst), 1);
+        assert_eq!(task.outcome(), Some(Outcome::Value(7)));
+        // Registered after the end: runs at once.
+        let counter = Arc::clone(&called);
+        task.on_finish(Box::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }));
+        assert_eq!(called.load(Ordering::SeqCst), 2);
+        assert_eq!(group.waiters(b"k"), 0);
+
+        let leader = group.join_as(b"k", Owner::task(1));
+        let Join::Follower(task) = group.join_as(b"k", Owner::task(1)) else {
+            panic!("follows")
+        };
+        assert!(task.is_own_flight(), "a task awaiting its own key");
+        let fired = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&fired);
+        task.on_finish(Box::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }));
+        drop(leader);
+        assert_eq!(fired.load(Ordering::SeqCst), 1);
+        assert_eq!(task.outcome(), Some(Outcome::Abandoned));
+    }
+
+    #[test]
+    fn a_blocked_thread_follows_a_task_of_another_thread() {
+        let group: Arc<SingleFlight<u64, ()>> = Arc::new(SingleFlight::new());
+        let Join::Leader(guard) = group.join_as(b"k", Owner::task(9)) else {
+            panic!("first join leads")
+        };
+        let follower = {
+            let group = Arc::clone(&group);
+            thread::spawn(move || match group.join(b"k") {
+                Join::Follower(waiter) => {
+                    assert!(!waiter.is_own_flight());
+                    waiter.wait()
+                }
+                Join::Leader(_) => panic!("the task leads"),
+            })
+        };
+        // A hang guard only: the count says when the thread has joined.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while group.waiters(b"k") < 1 {
+            assert!(std::time::Instant::now() < deadline, "never joined");
+            thread::yield_now();
+        }
+        guard.complete(Ok(3));
+        assert_eq!(follower.join().unwrap(), Outcome::Value(3));
     }
 }

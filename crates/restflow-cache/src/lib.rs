@@ -90,9 +90,11 @@ mod timestamp;
 pub use cache::{Cache, Lookup};
 pub use clock::{Clock, JUDGING_MARGIN};
 pub use early::{Beta, Dice, Early};
-pub use engine::{Computed, Engine, GetError, Served, Shared, Status};
+pub use engine::{
+    follow, Computed, Engine, GetError, Lead, RefreshClaim, Served, Shared, Start, Status,
+};
 pub use entry::{Entry, Freshness, Lifetime, Stamps};
-pub use flight::{Join, LeaderGuard, Outcome, SingleFlight, Waiter};
+pub use flight::{Callback, Join, LeaderGuard, Outcome, Owner, SingleFlight, Waiter};
 pub use memory::MemoryStore;
 pub use refresh::{Job, Refresher, Runner};
 pub use scope::{Scope, Scopes};

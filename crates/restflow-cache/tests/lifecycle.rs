@@ -322,3 +322,73 @@ fn early_refresh_serves_a_hit_and_refreshes_with_the_measured_delta() {
     assert_eq!(*entry.value(), 2);
     assert_eq!(entry.stamps().early.unwrap().delta, Span::from_secs(2));
 }
+
+/// The lifecycle in steps, as a caller that cannot block drives it (an
+/// event loop's task): a leader's token, a follower's callback, a
+/// hand-over when the leader is dropped, and the waiter count.
+#[test]
+fn a_task_leads_in_steps_and_an_abandoned_flight_hands_over() {
+    use restflow_cache::{follow, Owner, Start};
+
+    let engine = engine();
+    let Ok(Start::Lead(first)) = engine.start(b"k", None, Owner::task(1), false) else {
+        panic!("the first caller leads")
+    };
+    let Ok(Start::Follow(waiter)) = engine.start(b"k", None, Owner::task(2), false) else {
+        panic!("the second follows")
+    };
+    assert_eq!(engine.waiters(b"k"), 1);
+    let woken = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&woken);
+    waiter.on_finish(Box::new(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+    }));
+    assert!(matches!(
+        engine.start(b"k", None, Owner::task(1), false),
+        Err(GetError::Recursive)
+    ));
+
+    drop(first); // its task was cancelled
+    assert_eq!(woken.load(Ordering::SeqCst), 1);
+    assert!(follow(waiter.outcome().unwrap()).is_none(), "abandoned");
+    drop(waiter);
+    let Ok(Start::Lead(second)) = engine.start(b"k", None, Owner::task(2), true) else {
+        panic!("the follower takes over")
+    };
+    let served = second
+        .complete(Ok(Computed {
+            value: 7,
+            lifetime: lifetime(300, 60),
+        }))
+        .unwrap();
+    assert_eq!((*served.entry.value(), served.status), (7, Status::Miss));
+    // Another follower of the abandoned leader, waking after the takeover
+    // stored: served what it waited for, as MISS.
+    let Ok(Start::Served(late)) = engine.start(b"k", None, Owner::task(3), true) else {
+        panic!("served what the takeover stored")
+    };
+    assert_eq!((*late.entry.value(), late.status), (7, Status::Miss));
+    assert_eq!(engine.waiters(b"k"), 0);
+}
+
+#[test]
+fn a_dropped_refresh_claim_is_given_back_and_a_completed_one_stores() {
+    let engine = engine();
+    let calls = AtomicUsize::new(0);
+    get(&engine, b"k", 1, &calls);
+    engine.cache().clock().advance(Span::from_secs(300));
+    let claimed = || match engine.cache().lookup(b"k") {
+        restflow_cache::Lookup::Stale { entry, refresh } => refresh.then_some(entry),
+        _ => panic!("stale"),
+    };
+    let entry = claimed().expect("the first stale read claims");
+    assert!(claimed().is_none(), "one claim at a time");
+    drop(engine.claim_refresh(b"k", entry)); // the refresh was cancelled
+    let entry = claimed().expect("given back: claimed again");
+    let served = engine.claim_refresh(b"k", entry).complete(Computed {
+        value: 2,
+        lifetime: lifetime(300, 60),
+    });
+    assert_eq!(served.status, Status::Refresh);
+    assert_eq!(get(&engine, b"k", 3, &calls), (2, Status::Hit));
+}

@@ -19,6 +19,7 @@ mod core;
 mod django_store;
 mod encode;
 mod fastpath;
+mod flight;
 mod interrupt;
 mod json_value;
 mod loop_io;
@@ -157,6 +158,15 @@ fn in_flight() -> usize {
     RUNTIME.engine.flights().in_flight()
 }
 
+/// Callers following an in-process computation right now, over every key:
+/// threads and tasks of the memory store, and async tasks of shared stores
+/// (not the worker threads those wait on). What tests wait on before they
+/// let a leader finish (`CachedWrapper._waiters` counts one call's).
+#[pyfunction]
+fn waiters() -> usize {
+    RUNTIME.engine.flights().total_waiters() + RUNTIME.shared_flights.total_waiters()
+}
+
 /// The partition and suffix text a wrapper renders for these items: what
 /// `KeyConstructor.generate_key` and its helpers use.
 #[pyfunction]
@@ -203,6 +213,10 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     restflow_cache::Timestamp::coarse_lag();
     m.add_class::<wrapper::CachedWrapper>()?;
     m.add_class::<fastpath::WithMetadata>()?;
+    m.add_class::<flight::Lookup>()?;
+    m.add_class::<flight::Flight>()?;
+    m.add_class::<flight::Refresh>()?;
+    m.add_class::<flight::SharedFlight>()?;
     m.add_class::<shared::SharedBackend>()?;
     m.add_class::<loop_io::LoopConnection>()?;
     m.add_class::<loop_io::RedisAnswer>()?;
@@ -224,6 +238,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(wait_for_refreshes, m)?)?;
     m.add_function(wrap_pyfunction!(pending_refreshes, m)?)?;
     m.add_function(wrap_pyfunction!(in_flight, m)?)?;
+    m.add_function(wrap_pyfunction!(waiters, m)?)?;
     m.add_function(wrap_pyfunction!(drop_versions_below, m)?)?;
     m.add_function(wrap_pyfunction!(key_parts, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;

@@ -72,6 +72,11 @@ pub mod state {
 pub struct Runtime {
     pub engine: Arc<PyEngine>,
     pub scopes: Scopes<ScopeLabels>,
+    /// Async callers of shared stores, one computation per key and process:
+    /// the leading task's worker thread serves the call through the
+    /// shared store (its own locks and single-flight), the other tasks
+    /// await its answer without holding a thread (see `flight::SharedFlight`).
+    pub shared_flights: restflow_cache::SingleFlight<crate::flight::Answer, SharedErr>,
     /// [`state`] bits.
     state: std::sync::atomic::AtomicU8,
     default_stale_micros: AtomicI64,
@@ -90,6 +95,7 @@ pub static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| Runtime {
         Refresher::with_runner(REFRESH_THREADS, REFRESH_QUEUE, run_attached),
     )),
     scopes: Scopes::new(),
+    shared_flights: restflow_cache::SingleFlight::new(),
     state: std::sync::atomic::AtomicU8::new(0),
     default_stale_micros: AtomicI64::new(0),
     default_stale_if_error_micros: AtomicI64::new(0),

@@ -994,3 +994,15 @@ pub(crate) fn delete_by_prefix(
     }
     Ok(())
 }
+
+/// How many callers of this process follow the computation of a call's
+/// entry now (`CachedWrapper._waiters` on a shared store).
+pub(crate) fn waiters(
+    core: &Core,
+    backend: &Py<SharedBackend>,
+    call: &Call<'_>,
+) -> PyResult<usize> {
+    let handle = backend.get();
+    let keys = handle.call_keys(core, call)?;
+    Ok(handle.cache.waiters(&keys.data))
+}

@@ -73,7 +73,7 @@ fn wait_detached(
     }
 }
 
-fn raise(py: Python<'_>, error: GetError<SharedErr>, function_id: &str) -> PyErr {
+pub(crate) fn raise(py: Python<'_>, error: GetError<SharedErr>, function_id: &str) -> PyErr {
     match error {
         GetError::Compute(shared) => shared.clone_ref(py),
         GetError::Recursive => PyRuntimeError::new_err(format!(
@@ -735,23 +735,21 @@ impl CachedWrapper {
 
     // -- primitives for the async layer (restflow.caching.asynchronous) ----
 
-    /// The memory store's answer without computing. On a hit
-    /// `(value, metadata, refresh_claimed, key)` (`key` is set when the
-    /// refresh was claimed: end it with `_store` or `_release`); on a miss,
-    /// the call's key (bytes), for `_store` and `_fallback`.
+    /// The memory store's answer for a call, without computing: a
+    /// `Lookup` (HIT or STALE, with the refresh this call claimed, if
+    /// any), or `None` on a miss (then `_flight`).
     #[pyo3(signature = (args, kwargs=None))]
-    fn _peek<'py>(
+    fn _lookup<'py>(
         &self,
         py: Python<'py>,
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<Option<crate::flight::Lookup>> {
         let call = self.call(args, kwargs)?;
         let engine = RUNTIME.ready(py)?;
         let key = self.key(&call)?;
-        let bytes = || pyo3::types::PyBytes::new(py, key.as_bytes());
-        // An expired entry inside the stale-if-error window stays, for
-        // `_fallback` to find if the computation fails.
+        // An expired entry inside the stale-if-error window stays, for a
+        // failing computation to fall back on (see `_flight`).
         let (lookup, _) = engine
             .cache()
             .lookup_keeping(key.as_bytes(), self.core.stale_if_error_window());
@@ -763,75 +761,99 @@ impl CachedWrapper {
                 (entry, Status::Hit, true)
             }
             Lookup::Stale { entry, refresh } => (entry, Status::Stale, refresh),
-            Lookup::Miss => return Ok(bytes().into_any()),
+            Lookup::Miss => return Ok(None),
         };
-        // What a miss turns into is counted by the async layer, which
-        // computes it.
+        // What a miss turns into is counted by its flight.
         self.core.stats.add(Counter::of_status(status));
         let (value, metadata) = entry_reply(py, &entry, status)?;
-        let answer = (value, metadata, refresh, refresh.then(bytes));
-        Ok(answer.into_pyobject(py)?.into_any())
+        let refresh = refresh
+            .then(|| {
+                let claim = RUNTIME.engine.claim_refresh(key.as_bytes(), entry);
+                let refresh = crate::flight::Refresh::new(Arc::clone(&self.core), claim, false);
+                Py::new(py, refresh)
+            })
+            .transpose()?;
+        Ok(Some(crate::flight::Lookup::new(
+            value,
+            metadata.unbind(),
+            refresh,
+        )))
     }
 
-    /// The in-process key of a call (for the async layer's single-flight).
-    #[pyo3(signature = (args, kwargs=None))]
-    fn _call_key<'py>(
+    /// Joins the computation of a call that `_lookup` missed, as task
+    /// `task` (any number unique among the loop's live tasks) of this
+    /// thread's event loop: the `Flight` of its leader or of a follower.
+    /// `followed`: the caller followed a leader that abandoned.
+    #[pyo3(signature = (args, kwargs, task, followed=false))]
+    fn _flight<'py>(
         &self,
         py: Python<'py>,
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+        task: u64,
+        followed: bool,
+    ) -> PyResult<crate::flight::Flight> {
         let call = self.call(args, kwargs)?;
+        RUNTIME.ready(py)?;
         let key = self.key(&call)?;
-        Ok(pyo3::types::PyBytes::new(py, key.as_bytes()))
+        crate::flight::Flight::join(py, &self.core, key.as_bytes(), task, followed)
     }
 
-    /// Stores, under a key `_peek` gave, a value the async layer computed
-    /// (a key taken before the computation, so an invalidation during it
-    /// is not undone); returns its MISS metadata. `decision` as for
-    /// `_serve`'s producer; `started`, the engine clock (`now()`) when the
-    /// computation began, times it for early refresh.
-    #[pyo3(signature = (key, value, decision=None, started=None))]
-    fn _store<'py>(
+    /// Joins the in-process flight of a shared-store call as task `task`
+    /// of this thread's loop (see `flight::SharedFlight`).
+    #[pyo3(signature = (args, kwargs, task))]
+    fn _shared_flight<'py>(
         &self,
         py: Python<'py>,
-        key: &[u8],
-        value: Bound<'py, PyAny>,
-        decision: Option<(bool, Option<f64>)>,
-        started: Option<f64>,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        let engine = RUNTIME.ready(py)?;
-        let computed = self.core.decided(value, decision)?;
-        let took = started.map_or(Span::ZERO, |started| {
-            let now = engine.cache().clock().now().as_micros();
-            Span::from_micros(now.saturating_sub((started * 1e6).round() as i64))
-        });
-        let (entry, stored) = engine.keep(key, computed, took);
-        metadata(py, Status::Miss, stored.then_some(&*entry))
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+        task: u64,
+    ) -> PyResult<crate::flight::SharedFlight> {
+        let call = self.call(args, kwargs)?;
+        RUNTIME.ready(py)?;
+        let key = self.key(&call)?;
+        crate::flight::SharedFlight::join(&self.core, key.as_bytes(), task)
     }
 
-    /// Gives back a refresh claim `_peek` handed out, after a refresh that
-    /// failed or was cancelled.
-    fn _release(&self, py: Python<'_>, key: &[u8]) -> PyResult<()> {
-        if let Some((entry, _)) = RUNTIME.ready(py)?.cache().peek(key) {
-            entry.release_refresh();
+    /// The token of a forced recompute of a call (`arefresh` on the memory
+    /// store): complete it with the value the async layer awaited.
+    #[pyo3(signature = (args, kwargs=None))]
+    fn _refreshing<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<crate::flight::Refresh> {
+        let call = self.call(args, kwargs)?;
+        RUNTIME.ready(py)?;
+        let key = self.key(&call)?;
+        let claim = RUNTIME.engine.begin_refresh(key.as_bytes());
+        Ok(crate::flight::Refresh::new(
+            Arc::clone(&self.core),
+            claim,
+            true,
+        ))
+    }
+
+    /// How many callers (threads and tasks) follow the in-process
+    /// computation of a call now: what tests wait on before they let a
+    /// leader finish.
+    #[pyo3(signature = (args, kwargs=None))]
+    fn _waiters<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<usize> {
+        let call = self.call(args, kwargs)?;
+        RUNTIME.ready(py)?;
+        let key = self.key(&call)?;
+        if let Some(backend) = self.shared(py)? {
+            // Threads in the store's flight, and tasks awaiting a worker's.
+            let tasks = RUNTIME.shared_flights.waiters(key.as_bytes());
+            return Ok(crate::shared::waiters(&self.core, &backend, &call)? + tasks);
         }
-        Ok(())
-    }
-
-    /// The value kept for stale-if-error under `key`, if any, as
-    /// `(value, metadata)` with status STALE.
-    fn _fallback<'py>(
-        &self,
-        py: Python<'py>,
-        key: &[u8],
-    ) -> PyResult<Option<(Py<PyAny>, Bound<'py, PyDict>)>> {
-        let engine = RUNTIME.ready(py)?;
-        let (_, kept) = engine
-            .cache()
-            .lookup_keeping(key, self.core.stale_if_error_window());
-        kept.map(|entry| entry_reply(py, &entry, Status::Stale))
-            .transpose()
+        Ok(RUNTIME.engine.waiters(key.as_bytes()))
     }
 
     /// For a shared Redis backend the event loop may drive:

@@ -3,14 +3,19 @@
 The event loop never waits on the cache:
 
 * **memory store**: a lookup is a few hundred nanoseconds of Rust, done
-  inline (a hit never leaves the loop thread). Concurrent misses of one key
-  are computed once: the first task awaits the function, the others await
-  its future. If that task is cancelled, one of the waiters takes over.
-  A stale entry is served at once and refreshed by one task on the loop.
+  inline (a hit never leaves the loop thread). A miss joins the engine's
+  flight for its key, the one sync callers of the key join too: the leader
+  awaits the function and hands the value to the engine, the followers
+  await a callback the leader's end runs. If the leader's task is
+  cancelled, one of the followers takes over. A stale entry is served at
+  once; the refresh the engine claimed for this call runs as a task on the
+  loop, and hands its value back through the claim.
 * **shared stores** (Redis, Django caches): every round trip runs on a
   worker thread (``restflow-async``); the function itself still runs on the
   loop, as a coroutine the worker waits for. Locks, polling and
-  cross-process single-flight are the engine's, as for sync calls.
+  cross-process single-flight are the engine's, as for sync calls; the
+  tasks of a process that miss one key share one worker's answer through
+  the engine's flight, as on the memory store.
 
 The wrapper has the sync wrapper's methods under ``a``-names
 (``aget_with_metadata``, ``arefresh``, ...). Calling a sync-named method
@@ -50,12 +55,6 @@ T = TypeVar("T")
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
 
-#: In-flight computations, per event loop, by call key: the future its
-#: waiters await, and the task computing it.
-_flights: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[bytes, tuple[asyncio.Future, asyncio.Task | None]]
-] = weakref.WeakKeyDictionary()
-
 #: Background refresh tasks (kept referenced until done).
 _refreshes: set[asyncio.Task] = set()
 
@@ -72,7 +71,7 @@ def _worker_pool() -> ThreadPoolExecutor:
             # Threads are made only as needed. A computation on a shared store
             # holds one while it runs, so the bound must stay above how many
             # distinct keys (nested cached calls included) compute at once;
-            # calls of one key share one thread (see _single_flight).
+            # calls of one key share one thread (see _fly).
             _executor = ThreadPoolExecutor(max_workers=256, thread_name_prefix="restflow-async")
         return _executor
 
@@ -81,7 +80,6 @@ def _forget_pool_after_fork() -> None:
     global _executor, _executor_lock
     _executor = None  # the parent's threads do not exist here
     _executor_lock = threading.Lock()
-    _flights.clear()
     _refreshes.clear()
     _loop_connections.clear()
 
@@ -128,8 +126,46 @@ def _result_while_loop_lives(
     return future.result()
 
 
-class _Abandoned(Exception):
-    """The task computing a key was cancelled: a waiter takes over."""
+def _wake(future: asyncio.Future) -> None:
+    if not future.done():  # a follower cancelled meanwhile
+        future.set_result(None)
+
+
+def _waker(loop: asyncio.AbstractEventLoop, future: asyncio.Future) -> Callable[[], None]:
+    """What a follower's flight calls when the leader ends, on the thread
+    that ended it (a sync caller's, perhaps): wakes ``future`` on its loop."""
+
+    def wake() -> None:
+        try:
+            loop.call_soon_threadsafe(_wake, future)
+        except RuntimeError:  # the loop is closed: nobody awaits any more
+            pass
+
+    return wake
+
+
+async def _fly(
+    join: Callable[[int, bool], Any], lead: Callable[[Any], Awaitable[tuple[Any, dict]]]
+) -> tuple[Any, dict]:
+    r"""Serves a miss through the engine's flight for its key:
+    ``join(task, followed)`` makes this task the leader, which ``lead``\ s,
+    or a follower, which awaits the leader's end without blocking the loop
+    (the engine calls back from whichever thread ends it). A follower whose
+    leader was cancelled joins again, and may lead."""
+    task = id(asyncio.current_task())  # unique while the task lives
+    followed = False
+    while True:
+        flight = join(task, followed)
+        if flight.leader:
+            return await lead(flight)
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        flight.on_done(_waker(loop, done))
+        await done
+        served = flight.result()
+        if served is not None:
+            return served
+        followed = True
 
 
 async def resolve(value: Any) -> Any:
@@ -250,18 +286,6 @@ class AsyncCachedWrapper(Generic[P, T]):
         value = await self.func(*args, **kwargs)
         return value, await self._decide(value, args, kwargs)
 
-    async def _produce_counted(self, args: tuple, kwargs: dict) -> tuple[Any, Any]:
-        """``_produce`` run by this layer (not through the engine, which
-        counts its own): counted and timed in the function's statistics."""
-        started = time.perf_counter()
-        try:
-            return await self._produce(args, kwargs)
-        except Exception:
-            self._engine._record("errors")
-            raise
-        finally:
-            self._engine._record("compute", time.perf_counter() - started)
-
     def _producer(self, loop: asyncio.AbstractEventLoop, args: tuple, kwargs: dict):
         """What the engine calls on a worker thread: runs the coroutine on
         the loop and waits for it there (never on the loop thread).
@@ -310,141 +334,73 @@ class AsyncCachedWrapper(Generic[P, T]):
                 engine._record("hit")
                 engine._record("lookup", time.perf_counter() - started)
                 return hit
-        # Anything else through the engine, one thread per key and loop:
-        # the other callers await it.
-        key = engine._call_key(args, kwargs)
+        # Anything else through the engine, one worker thread per key and
+        # process: the other tasks await its answer.
         produce = self._producer(loop, args, kwargs)
 
-        async def lead() -> tuple[Any, dict]:
-            return await self._in_thread(engine._serve, produce, args, kwargs, False)
-
-        return await self._single_flight(loop, key, lead, follower_status=None)
-
-    async def _compute(self, key: bytes, args: tuple, kwargs: dict) -> tuple[Any, dict]:
-        """A memory-store miss of ``key``: computed once per key and loop."""
-        engine = self._engine
-
-        async def compute() -> tuple[Any, dict]:
-            started = _engine.now()  # the engine times it, for early refresh
+        async def lead(flight: Any) -> tuple[Any, dict]:
             try:
-                value, decision = await self._produce_counted(args, kwargs)
-            except Exception:
-                kept = engine._fallback(key)  # stale-if-error
-                if kept is None:
-                    raise
-                logger.warning(
-                    "restflow: %s() failed; serving the value kept for stale-if-error",
-                    self.__qualname__,
-                    exc_info=True,
-                )
-                engine._record("stale")
-                engine._record("stale_if_error")
-                return kept
-            engine._record("miss")
-            return value, engine._store(key, value, decision, started)
+                served = await self._in_thread(engine._serve, produce, args, kwargs, False)
+            except asyncio.CancelledError:
+                flight.abandon()  # its worker carries on; a follower takes over
+                raise
+            except BaseException as error:
+                flight.fail(error)
+                raise
+            flight.complete(*served)
+            return served
 
-        def recheck() -> tuple[Any, dict] | None:
-            hit = engine._peek(args, kwargs)
-            if isinstance(hit, bytes):  # still a miss
-                return None
-            value, metadata, claimed, refresh_key = hit
-            if claimed:  # stale, and this call refreshes it
-                self._spawn_refresh(refresh_key, args, kwargs)
-            return value, metadata
+        return await _fly(lambda task, _: engine._shared_flight(args, kwargs, task), lead)
 
-        loop = asyncio.get_running_loop()
-        return await self._single_flight(loop, key, compute, CacheStatus.MISS, recheck)
+    async def _compute(self, args: tuple, kwargs: dict) -> tuple[Any, dict]:
+        """A memory-store miss: led or followed in the engine's flight."""
+        engine = self._engine
+        return await _fly(
+            lambda task, followed: engine._flight(args, kwargs, task, followed),
+            lambda flight: self._lead(flight, args, kwargs),
+        )
 
-    def _spawn_refresh(self, key: bytes, args: tuple, kwargs: dict) -> None:
-        """A stale memory hit whose refresh this call claimed: one task on the loop."""
-        self._engine._record("background_refreshes")
+    async def _lead(self, flight: Any, args: tuple, kwargs: dict) -> tuple[Any, dict]:
+        """Awaits the function for every caller of the key, and hands the
+        outcome to the engine (which stores it, or falls back on the value
+        kept for stale-if-error)."""
+        try:
+            value, decision = await self._produce(args, kwargs)
+        except asyncio.CancelledError:
+            flight.abandon()  # a follower takes over
+            raise
+        except Exception as error:
+            served = flight.fail(error)  # raises it, unless a value was kept
+            logger.warning(
+                "restflow: %s() failed; serving the value kept for stale-if-error",
+                self.__qualname__,
+                exc_info=True,
+            )
+            return served
+        except BaseException as error:
+            flight.fail(error)  # the followers fail with it too
+            raise
+        return flight.complete(value, decision)
+
+    def _spawn_refresh(self, claim: Any, args: tuple, kwargs: dict) -> None:
+        """A stale memory hit whose refresh the engine claimed for this
+        call: one task on the loop, that hands the value back to the claim."""
         task = asyncio.get_running_loop().create_task(
-            self._refresh_in_background(key, args, kwargs)
+            self._refresh_in_background(claim, args, kwargs)
         )
         _refreshes.add(task)
         task.add_done_callback(_refreshes.discard)
 
-    async def _single_flight(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        key: bytes,
-        lead: Callable[[], Any],
-        follower_status: CacheStatus | None,
-        recheck: Callable[[], tuple[Any, dict] | None] | None = None,
-    ) -> tuple[Any, dict]:
-        """Runs ``lead()`` once per key and loop; concurrent callers await it.
-        A cancelled leader hands over to a waiter; a task that awaits its
-        own key is refused (it would wait on itself forever).
-
-        ``recheck()`` looks the key up again for a waiter whose leader was
-        cancelled and that finds no computation to follow: the waiter that
-        took over may already have stored the value (a computation that
-        never suspends finishes before the other waiters wake), and then it
-        is served, not computed again."""
-        flights = _flights.setdefault(loop, {})
-        current = asyncio.current_task()
-        abandoned = False
-        while True:
-            flight = flights.get(key)
-            if flight is None:
-                found = recheck() if abandoned and recheck is not None else None
-                if found is None:
-                    break
-                # (Counted by the lookup that found it.)
-                value, metadata = found
-                if follower_status is not None and metadata["cache_status"] is CacheStatus.HIT:
-                    metadata = {**metadata, "cache_status": follower_status}
-                return value, metadata
-            future, leader = flight
-            if leader is not None and leader is current:
-                raise RuntimeError(
-                    f"{self.__qualname__}() called itself with the same arguments while "
-                    "computing them; the inner call would wait on the outer one forever"
-                )
-            self._engine._record("single_flight_waits")
-            try:
-                value, metadata = await asyncio.shield(future)
-            except _Abandoned:
-                abandoned = True
-                continue  # its task was cancelled: lead, or follow the next one
-            if follower_status is not None and metadata["cache_status"] is not CacheStatus.STALE:
-                metadata = {**metadata, "cache_status": follower_status}
-            self._engine._record(metadata["cache_status"].lower())
-            return value, metadata
-        future = loop.create_future()
-        flights[key] = (future, current)
+    async def _refresh_in_background(self, claim: Any, args: tuple, kwargs: dict) -> None:
         try:
-            value, metadata = await lead()
-        except asyncio.CancelledError:
-            future.set_exception(_Abandoned())
+            value, decision = await self._produce(args, kwargs)
+        except Exception as error:
+            claim.fail(error)  # logged; the stale value is kept
+            return
+        except BaseException:
+            claim.release()  # the loop is going away: the next read claims it
             raise
-        except BaseException as error:
-            future.set_exception(error)
-            raise
-        else:
-            future.set_result((value, metadata))
-            return value, metadata
-        finally:
-            if flights.get(key, (None,))[0] is future:
-                del flights[key]
-            if future.done() and not future.cancelled():
-                future.exception()  # retrieved: no "never retrieved" warning
-
-    async def _refresh_in_background(self, key: bytes, args: tuple, kwargs: dict) -> None:
-        try:
-            started = _engine.now()
-            value, decision = await self._produce_counted(args, kwargs)
-            self._engine._store(key, value, decision, started)
-        except asyncio.CancelledError:
-            # The loop is going away: give the claim back for the next one.
-            self._engine._release(key)
-            raise
-        except Exception:
-            logger.exception(
-                "restflow: background refresh of %s() failed; the stale value is kept",
-                self.__qualname__,
-            )
-            self._engine._release(key)
+        claim.complete(value, decision)
 
     async def _refresh(self, args: tuple, kwargs: dict) -> tuple[Any, dict]:
         engine = self._engine
@@ -452,12 +408,16 @@ class AsyncCachedWrapper(Generic[P, T]):
         if not engine._uses_memory():
             produce = self._producer(loop, args, kwargs)
             return await self._in_thread(engine._serve, produce, args, kwargs, True)
-        key = engine._call_key(args, kwargs)
-        started = _engine.now()
-        value, decision = await self._produce_counted(args, kwargs)
-        metadata = engine._store(key, value, decision, started)
-        engine._record("refresh")
-        return value, {**metadata, "cache_status": CacheStatus.REFRESH}
+        refresh = engine._refreshing(args, kwargs)  # the key now, before the computation
+        try:
+            value, decision = await self._produce(args, kwargs)
+        except Exception as error:
+            refresh.fail(error)
+            raise
+        except BaseException:
+            refresh.release()
+            raise
+        return refresh.complete(value, decision)
 
     async def _maybe_thread(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self._engine._uses_memory():
@@ -470,26 +430,24 @@ class AsyncCachedWrapper(Generic[P, T]):
         engine = self._engine
         if not engine._uses_memory():
             return (await self._shared(args, kwargs))[0]
-        hit = engine._peek(args, kwargs)
-        if isinstance(hit, bytes):  # a miss: hit is the key
-            return (await self._compute(hit, args, kwargs))[0]
-        value, _, claimed, key = hit
-        if claimed:  # stale, and this call refreshes it
-            self._spawn_refresh(key, args, kwargs)
-        return value
+        found = engine._lookup(args, kwargs)
+        if found is None:
+            return (await self._compute(args, kwargs))[0]
+        if found.refresh is not None:  # this call refreshes it
+            self._spawn_refresh(found.refresh, args, kwargs)
+        return found.value
 
     async def aget_with_metadata(self, *args: P.args, **kwargs: P.kwargs) -> tuple[T, dict]:
         """``(value, metadata)``: HIT, MISS or STALE."""
         engine = self._engine
         if not engine._uses_memory():
             return await self._shared(args, kwargs)
-        hit = engine._peek(args, kwargs)
-        if isinstance(hit, bytes):  # a miss: hit is the key
-            return await self._compute(hit, args, kwargs)
-        value, metadata, claimed, key = hit
-        if claimed:  # stale, and this call refreshes it
-            self._spawn_refresh(key, args, kwargs)
-        return value, metadata
+        found = engine._lookup(args, kwargs)
+        if found is None:
+            return await self._compute(args, kwargs)
+        if found.refresh is not None:  # this call refreshes it
+            self._spawn_refresh(found.refresh, args, kwargs)
+        return found.value, found.metadata
 
     async def arefresh(self, *args: P.args, **kwargs: P.kwargs) -> T:
         return (await self._refresh(args, kwargs))[0]

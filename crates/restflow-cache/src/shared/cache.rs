@@ -198,6 +198,12 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         SharedCache { dice, ..self }
     }
 
+    /// How many callers of this process follow the computation of the
+    /// entry `data_key` now (see [`SingleFlight::waiters`]).
+    pub fn waiters(&self, data_key: &str) -> usize {
+        self.flights.waiters(data_key.as_bytes())
+    }
+
     /// The store.
     pub fn store(&self) -> &S {
         &self.store
