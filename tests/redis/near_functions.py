@@ -30,3 +30,10 @@ class TenantKey(KeyConstructor):
 @cache_result(ttl=60, key_constructor=TenantKey)
 def report(tenant, item):
     return f"{tenant}/{item}/{_next()}"
+
+
+@cache_result(ttl=60)
+def article(article_id):
+    """Keyed by an Article's pk: the second process (near_worker's
+    ``model_save``) attaches a save rule on Article to it and saves one."""
+    return f"article {article_id}:{_next()}"
