@@ -118,6 +118,19 @@ class Cluster:
         wait_for(ready, "the cluster did not come up")
         return self
 
+    def move_slot(self, slot: int, source: int, target: int) -> None:
+        """Moves ``slot`` and its keys from the master on port ``source``
+        to the one on ``target``, as ``redis-cli --cluster reshard`` does."""
+        origin, destination = self.client(source), self.client(target)
+        origin_id = origin.execute_command("CLUSTER MYID").decode()
+        destination_id = destination.execute_command("CLUSTER MYID").decode()
+        destination.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", origin_id)
+        origin.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", destination_id)
+        while keys := origin.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+            origin.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
+        for port in self.processes:
+            self.client(port).execute_command("CLUSTER SETSLOT", slot, "NODE", destination_id)
+
     def kill(self, port: int) -> None:
         process = self.processes.pop(port)
         process.kill()

@@ -161,6 +161,28 @@ def test_a_functions_keys_spread_over_all_three_masters(cluster):
         assert entry_slots <= counter_slots
 
 
+def test_a_moved_slot_is_followed_without_a_bypass(cluster):
+    # Hits go straight to the master of the slot, by a slot map read once;
+    # after a resharding that master answers MOVED, and the lookup follows
+    # it (the map is read again) instead of failing.
+    value = profile(1)
+    assert status(profile, 1) is CacheStatus.HIT
+    # The entry's Redis key: a prefix and the shard's hash tag, then the key.
+    [(source, key)] = [
+        (port, k.decode())
+        for port in cluster.processes
+        for k in cluster.keys(port)
+        if k.endswith(profile.get_cache_key(1).encode())
+    ]
+    target = next(port for port in cluster.processes if port != source)
+    cluster.move_slot(cluster.client(source).cluster("keyslot", key), source, target)
+    assert key.encode() in cluster.keys(target)
+    for _ in range(3):
+        assert profile.get_with_metadata(1) == (value, profile.get_cached_metadata(1))
+        assert status(profile, 1) is CacheStatus.HIT
+    assert calls == [1]
+
+
 def test_the_stale_window_refreshes_once(cluster):
     @cache_result(ttl=10, stale_while_revalidate=5)
     def ticking(x):

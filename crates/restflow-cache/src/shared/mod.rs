@@ -7,6 +7,8 @@ mod cache;
 #[cfg(feature = "redis")]
 pub mod cluster;
 #[cfg(all(feature = "redis", unix))]
+mod cluster_lookup;
+#[cfg(all(feature = "redis", unix))]
 pub mod lookup;
 pub mod near;
 mod payload;

@@ -75,12 +75,13 @@ impl Manage for Manager {
     }
 }
 
-/// Makes lookup connections.
+/// Makes lookup connections (to one node of a cluster too: see
+/// [`super::cluster_lookup`]).
 #[cfg(unix)]
 #[derive(Debug)]
-struct LookupManager {
-    client: Client,
-    connect_timeout: Duration,
+pub(super) struct LookupManager {
+    pub(super) client: Client,
+    pub(super) connect_timeout: Duration,
 }
 
 #[cfg(unix)]
