@@ -244,3 +244,59 @@ impl ClusterLookups {
         Some(Pool::new(manager, self.pool_size, self.connect_timeout))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookups() -> ClusterLookups {
+        let url = NodeUrl {
+            scheme: "redis",
+            credentials: String::new(),
+            query: String::new(),
+        };
+        let second = Duration::from_secs(1);
+        ClusterLookups::new(url, 2, second, second, Duration::ZERO)
+    }
+
+    fn range(start: i64, end: i64, host: &str, port: i64) -> Value {
+        Value::Array(vec![
+            Value::Int(start),
+            Value::Int(end),
+            Value::Array(vec![
+                Value::BulkString(host.into()),
+                Value::Int(port),
+                Value::BulkString(b"id".to_vec()),
+            ]),
+        ])
+    }
+
+    #[test]
+    fn the_slot_map_names_each_slots_master() {
+        let map = Value::Array(vec![
+            range(0, 99, "127.0.0.1", 7000),
+            range(100, 16383, "127.0.0.1", 7001),
+            range(200, 200, "127.0.0.1", 7000),
+        ]);
+        let routes = lookups().routes_from(&map).expect("a map");
+        assert_eq!(routes.nodes.len(), 2);
+        assert_eq!(
+            [0, 99, 100, 200, 16383].map(|slot| routes.node_of[slot]),
+            [0, 0, 1, 0, 1]
+        );
+    }
+
+    #[test]
+    fn slots_of_a_master_without_an_address_are_left_to_the_crate() {
+        let map = Value::Array(vec![
+            range(0, 99, "?", 7000),
+            range(100, 16383, "127.0.0.1", 7001),
+        ]);
+        let routes = lookups().routes_from(&map).expect("a map");
+        assert_eq!((routes.node_of[5], routes.node_of[100]), (NO_NODE, 0));
+        assert!(lookups().routes_from(&Value::Nil).is_none());
+        assert!(lookups()
+            .routes_from(&Value::Array(vec![range(0, 16384, "h", 1)]))
+            .is_none());
+    }
+}
