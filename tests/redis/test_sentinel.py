@@ -1,7 +1,10 @@
 """The Redis Sentinel store (``redis+sentinel://``): a master, a replica and
 three sentinels on free 127.0.0.1 ports (the system redis-server; started
-for the module, stopped after). Killing the master: calls BYPASS, then
-resume on the promoted replica without a restart."""
+for the module, stopped after). A failover while connections are pooled on
+the old master, which stays up as a replica: writes answer READONLY, and
+the store moves to the new master. Killing the master: calls BYPASS, then
+resume on the promoted replica without a restart. Which server is the
+master changes from test to test: the tests ask the sentinels."""
 
 from __future__ import annotations
 
@@ -30,6 +33,39 @@ def near_value(key):
 
 def status(*args):
     return profile.get_with_metadata(*args)[1]["cache_status"]
+
+
+class Sentinels:
+    """The two data servers, the sentinels' ports and the store's URL."""
+
+    def __init__(self, servers: list[RedisServer], ports: list[int], url: str) -> None:
+        self.servers, self.ports, self.url = servers, ports, url
+
+    def sentinel(self, index: int = 0) -> redis_py.Redis:
+        return redis_py.Redis(port=self.ports[index], socket_timeout=5)
+
+    def named_master(self) -> RedisServer | None:
+        """The server every sentinel names as the master now; None while
+        they disagree (a failover spreading)."""
+        ports = {
+            int(self.sentinel(i).sentinel_get_master_addr_by_name(SERVICE)[1])
+            for i in range(len(self.ports))
+        }
+        servers = [s for s in self.servers if s.port in ports]
+        return servers[0] if len(ports) == 1 else None
+
+    def master(self) -> RedisServer:
+        """The master, once the sentinels agree on it."""
+        wait_for(lambda: self.named_master() is not None, "the sentinels never agreed")
+        return self.named_master()
+
+    def other(self, server: RedisServer) -> RedisServer:
+        [other] = [s for s in self.servers if s is not server]
+        return other
+
+
+def role(server: RedisServer) -> str:
+    return server.client().info("replication")["role"]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +105,7 @@ def sentinels(tmp_path_factory):
     wait_for(ready, "the sentinels did not find each other and the replica")
     url = "redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in ports) + f"/{SERVICE}/0"
     try:
-        yield master, replica, url
+        yield Sentinels([master, replica], ports, url)
     finally:
         for process in processes:
             process.kill()
@@ -85,7 +121,47 @@ def test_the_sentinel_schemes_are_backends():
 
 def test_children_forked_from_a_busy_sentinel_cache_work(sentinels):
     # Each child asks the sentinels and connects itself (tests/test_fork.py).
-    run_forks(sentinels[2], "threads", 10)
+    run_forks(sentinels.url, "threads", 10)
+
+
+def test_a_demoted_master_with_pooled_connections_hands_over_to_the_new_one(sentinels):
+    old = sentinels.master()
+    new = sentinels.other(old)
+    calls.clear()
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(sentinels.url)):
+        first = profile(1)
+        assert status(1) is CacheStatus.HIT  # the connections are pooled on `old`
+        old.client().wait(1, 5000)
+        # A failover with the old master up: the sentinels promote `new`,
+        # and `old` is made its replica by hand (the sentinels do that
+        # later, and also kill its clients: by hand the store's
+        # connections stay open, to a replica now).
+        assert sentinels.sentinel().sentinel_failover(SERVICE)
+
+        def switched() -> bool:
+            return sentinels.named_master() is new and role(new) == "master"
+
+        wait_for(switched, "the sentinels did not promote the replica")
+        old.client().replicaof("127.0.0.1", new.port)
+        wait_for(
+            lambda: old.client().info("replication")["master_link_status"] == "up",
+            "the old master did not follow the new one",
+        )
+        # The first write on the open connections is an invalidation: it
+        # answers READONLY there, and must reach the new master all the
+        # same. Then every call goes to the new master: nothing raises,
+        # nothing old is served.
+        profile.invalidate_all()
+        value, meta = profile.get_with_metadata(1)
+        assert (value != first, meta["cache_status"]) == (True, CacheStatus.MISS)
+        assert status(1) is CacheStatus.HIT
+        # The computed entry, its lock and counters went to the new master.
+        assert new.client().get(profile.get_cache_key(1)) is not None
+        refreshed = profile.refresh(1)
+        assert profile(1) == refreshed
+        assert profile.delete_cache(1) is True
+        assert new.client().get(profile.get_cache_key(1)) is None
+        assert role(old) == "slave"
 
 
 def near_status(key):
@@ -95,9 +171,10 @@ def near_status(key):
 def test_a_failover_is_followed_without_a_restart(sentinels):
     # One failover (they are slow): the plain store and the near cache
     # (``near_value``, NEAR_CACHE on) both follow it.
-    master, replica, url = sentinels
+    master = sentinels.master()
+    replica = sentinels.other(master)
     calls.clear()
-    with override_settings(RESTFLOW_SETTINGS=redis_settings(url)):
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(sentinels.url)):
         assert status(1) is CacheStatus.MISS
         assert status(1) is CacheStatus.HIT
         assert master.client().get(profile.get_cache_key(1)) is not None
@@ -120,7 +197,7 @@ def test_a_failover_is_followed_without_a_restart(sentinels):
             statuses.append(status(1))
         assert statuses[0] is CacheStatus.BYPASS
         assert statuses[-1] is CacheStatus.HIT
-        assert replica.client().info("replication")["role"] == "master"
+        assert role(replica) == "master"
         # A change on the promoted master: never the old value from L1.
         replica.client().delete(near_value.get_cache_key("changed"))
         wait_for(lambda: near_status("kept") is not CacheStatus.BYPASS, "the near function follows")

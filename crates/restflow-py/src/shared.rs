@@ -222,7 +222,7 @@ impl SharedBackend {
         }
         if let Ok(hooks) = hooks(py) {
             let message = match error {
-                StoreError::Protocol(_) => format!(
+                StoreError::Protocol(_) | StoreError::ReadOnly(_) => format!(
                     "restflow: cache store {} refused an operation ({error}); that call is \
                      computed live (BYPASS), other operations go on",
                     self.url

@@ -40,9 +40,11 @@ use std::time::{Duration, Instant};
 
 use ::redis::cluster::{ClusterClient, ClusterConnection};
 use ::redis::io::tcp::TcpSettings;
-use ::redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
+use ::redis::{Cmd, ErrorKind, IntoConnectionInfo, RedisError, ServerErrorKind, Value};
 
 use super::breaker::Breaker;
+#[cfg(unix)]
+use super::cluster_lookup::{ClusterLookups, Routed};
 #[cfg(unix)]
 use super::cluster_near::ClusterNear;
 #[cfg(unix)]
@@ -61,7 +63,7 @@ use crate::fork::PerProcess;
 pub use super::keyspace::{shard_of, shard_tag, SHARDS};
 
 /// The slots of a Redis Cluster.
-const SLOTS: usize = 16384;
+pub(super) const SLOTS: usize = 16384;
 
 /// How long a slot that could not be reached is skipped before one call
 /// probes it again.
@@ -69,7 +71,14 @@ const SLOT_COOLDOWN: Duration = Duration::from_secs(1);
 
 /// The seed node URLs of a `redis+cluster://` URL, each a `redis://` (or
 /// `rediss://`) URL with the same credentials and query.
+#[cfg(test)]
 fn seed_urls(url: &str) -> Result<Vec<String>, StoreError> {
+    node_urls(url).map(|(seeds, _)| seeds)
+}
+
+/// The seed node URLs of a cluster URL, and how to make the URL of any
+/// other node.
+fn node_urls(url: &str) -> Result<(Vec<String>, NodeUrl), StoreError> {
     let bad = |why: &str| {
         StoreError::Protocol(format!(
             "bad Redis Cluster URL {url:?}: {why} (expected \
@@ -87,11 +96,26 @@ fn seed_urls(url: &str) -> Result<Vec<String>, StoreError> {
         query,
         ..
     } = &parts;
-    Ok(parts
+    let seeds = parts
         .hosts
         .iter()
         .map(|host| format!("{scheme}://{credentials}{host}{query}"))
-        .collect())
+        .collect();
+    let template = NodeUrl {
+        scheme,
+        credentials: credentials.clone(),
+        query: query.clone(),
+    };
+    Ok((seeds, template))
+}
+
+/// A cluster URL's scheme, credentials and query, which every node's URL
+/// shares: a node's URL is them around its `host:port`.
+#[derive(Clone)]
+pub(super) struct NodeUrl {
+    pub(super) scheme: &'static str,
+    pub(super) credentials: String,
+    pub(super) query: String,
 }
 
 /// A pooled cluster connection that remembers whether it failed, so the
@@ -230,6 +254,11 @@ pub struct ClusterStore {
     unlock: Lua,
     generations: Lua,
     put_current: Lua,
+    /// The seeds' URL parts, when they are plain TCP: lookups then go to
+    /// each slot's master on a lookup connection ([`ClusterLookups`]).
+    lookup_nodes: Option<NodeUrl>,
+    #[cfg(unix)]
+    lookups: PerProcess<ClusterLookups>,
 }
 
 /// The slot of `key`: CRC16 (XMODEM) of its hash tag, as Redis Cluster
@@ -252,10 +281,15 @@ pub(super) fn slot_of(key: &str) -> usize {
 impl ClusterStore {
     /// A store for `config`, whose URL is `redis+cluster://host:port[,host:port…][?query]`
     /// (or `rediss+cluster://`): seed nodes, the rest is discovered.
-    /// `read_spin` is not used (cluster lookups sleep for their answer).
-    /// Nothing is connected until the first command.
+    /// Lookups busy-wait for their answer as `read_spin` allows, as on a
+    /// single node. Nothing is connected until the first command.
     pub fn new(config: RedisConfig) -> Result<Self, StoreError> {
-        let seeds = seed_urls(&config.url)?;
+        let (seeds, template) = node_urls(&config.url)?;
+        let plain_tcp = seeds.iter().all(|seed| {
+            seed.as_str()
+                .into_connection_info()
+                .is_ok_and(|info| matches!(info.addr(), ::redis::ConnectionAddr::Tcp(..)))
+        });
         let client = ClusterClient::builder(seeds)
             .connection_timeout(config.connect_timeout)
             .response_timeout(config.read_timeout)
@@ -283,6 +317,9 @@ impl ClusterStore {
             unlock: Lua::new(UNLOCK_SCRIPT),
             generations: Lua::new(GENERATIONS),
             put_current: Lua::new(PUT_CURRENT),
+            lookup_nodes: (plain_tcp && cfg!(unix)).then_some(template),
+            #[cfg(unix)]
+            lookups: PerProcess::new(),
         })
     }
 
@@ -293,7 +330,7 @@ impl ClusterStore {
     /// over TLS there is no near cache.
     pub fn with_near_cache(mut self, capacity: usize, prefixes: Vec<String>) -> Self {
         use ::redis::{ConnectionAddr, IntoConnectionInfo};
-        let Ok(urls) = seed_urls(&self.config.url) else {
+        let Ok((urls, _)) = node_urls(&self.config.url) else {
             return self;
         };
         let infos: Vec<::redis::ConnectionInfo> = urls
@@ -379,11 +416,15 @@ impl ClusterStore {
         key: &str,
         run: impl FnOnce(&mut ClusterConnection) -> ::redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
-        let slot = slot_of(key);
-        if !self.allow(slot) {
-            return Err(StoreError::CircuitOpen);
-        }
-        let answer = self.connections().get().and_then(|mut conn| {
+        self.through_breaker(slot_of(key), || self.on_crate(run))
+    }
+
+    /// Runs `run` on a pooled (crate) cluster connection.
+    fn on_crate<T>(
+        &self,
+        run: impl FnOnce(&mut ClusterConnection) -> ::redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        self.connections().get().and_then(|mut conn| {
             run(&mut conn.inner).map_err(|error| {
                 let error = cluster_classify(&error);
                 if error.is_connection_failure() {
@@ -391,7 +432,19 @@ impl ClusterStore {
                 }
                 error
             })
-        });
+        })
+    }
+
+    /// Runs `call` (a command on `slot`) through that slot's breaker.
+    fn through_breaker<T>(
+        &self,
+        slot: usize,
+        call: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if !self.allow(slot) {
+            return Err(StoreError::CircuitOpen);
+        }
+        let answer = call();
         let cell = &self.down_until[slot];
         match &answer {
             Err(error) if error.is_connection_failure() => {
@@ -431,10 +484,45 @@ impl ClusterStore {
     }
 }
 
+impl ClusterStore {
+    /// The lookup of `names` (keys of one slot) on the slot's master's
+    /// lookup connection; through the crate's connection when there is
+    /// none (not plain TCP, no slot map) or the master redirected it.
+    #[cfg(unix)]
+    fn lookup(&self, names: &[&str]) -> Result<Value, StoreError> {
+        let slot = slot_of(names[0]);
+        let on_crate = || self.on_crate(|c| ::redis::cmd("MGET").arg(names).query(c));
+        let Some(template) = &self.lookup_nodes else {
+            return self.through_breaker(slot, on_crate);
+        };
+        let lookups = self.lookups.get_or_init(|| {
+            ClusterLookups::new(
+                template.clone(),
+                self.config.pool_size as usize,
+                self.config.connect_timeout,
+                self.config.read_timeout,
+                self.config.read_spin,
+            )
+        });
+        let packed = ::redis::cmd("MGET").arg(names).get_packed_command();
+        let read_map = || self.on_crate(|c| ::redis::cmd("CLUSTER").arg("SLOTS").query(c));
+        self.through_breaker(slot, || match lookups.query(slot, &packed, read_map) {
+            Routed::Answer(value) => Ok(value),
+            Routed::Failed(error) => Err(error),
+            Routed::Elsewhere => on_crate(),
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn lookup(&self, names: &[&str]) -> Result<Value, StoreError> {
+        self.with(names[0], |c| ::redis::cmd("MGET").arg(names).query(c))
+    }
+}
+
 impl SharedStore for ClusterStore {
     fn fetch(&self, keys: &KeySet) -> Result<Fetched, StoreError> {
         let names = fetch_names(keys);
-        let answer: Value = self.with(&keys.data, |c| ::redis::cmd("MGET").arg(&names).query(c))?;
+        let answer = self.lookup(&names)?;
         fetched(answer, Some(names.len()))
     }
 

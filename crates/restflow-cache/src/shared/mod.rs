@@ -8,6 +8,8 @@ mod cache;
 #[cfg(feature = "redis")]
 pub mod cluster;
 #[cfg(all(feature = "redis", unix))]
+mod cluster_lookup;
+#[cfg(all(feature = "redis", unix))]
 mod cluster_near;
 #[cfg(all(feature = "redis", unix))]
 mod follow;

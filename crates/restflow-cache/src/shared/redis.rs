@@ -77,12 +77,13 @@ impl Manage for Manager {
     }
 }
 
-/// Makes lookup connections.
+/// Makes lookup connections (to one node of a cluster too: see
+/// [`super::cluster_lookup`]).
 #[cfg(unix)]
 #[derive(Debug)]
-struct LookupManager {
-    client: Client,
-    connect_timeout: Duration,
+pub(super) struct LookupManager {
+    pub(super) client: Client,
+    pub(super) connect_timeout: Duration,
 }
 
 #[cfg(unix)]
@@ -205,7 +206,9 @@ pub(super) const UNLOCK_SCRIPT: &str = "if redis.call('get', KEYS[1]) == ARGV[1]
      return redis.call('del', KEYS[1]) else return 0 end";
 
 pub(super) fn classify(error: &redis::RedisError) -> StoreError {
-    if error.is_timeout() {
+    if is_read_only(error) {
+        StoreError::ReadOnly(error.to_string())
+    } else if error.is_timeout() {
         StoreError::Timeout(error.to_string())
     } else if error.is_io_error() || error.is_connection_refusal() || error.is_connection_dropped()
     {
@@ -213,6 +216,17 @@ pub(super) fn classify(error: &redis::RedisError) -> StoreError {
     } else {
         StoreError::Protocol(error.to_string())
     }
+}
+
+/// Whether `error` is a replica refusing a write: `READONLY`, or, from a
+/// script, Redis's `ERR Error running script ... -READONLY ...` (Redis 6
+/// and 7 wrap the refusal of a write a script makes; Valkey does not).
+fn is_read_only(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+        || error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+            && error
+                .detail()
+                .is_some_and(|detail| detail.contains("-READONLY "))
 }
 
 impl RedisStore {
@@ -614,5 +628,33 @@ impl SharedStore for RedisStore {
             .filter(|(name, _)| WANTED.contains(name))
             .map(|(name, value)| (name.to_owned(), value.to_owned()))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(line: &str) -> StoreError {
+        let error = redis::parse_redis_value(line.as_bytes())
+            .and_then(Value::extract_error)
+            .expect_err("an error reply");
+        classify(&error)
+    }
+
+    #[test]
+    fn a_replica_refusing_a_write_is_read_only() {
+        // As Redis 7 and Valkey answer a write, and Redis 6/7 a script's.
+        for line in [
+            "-READONLY You can't write against a read only replica.\r\n",
+            "-ERR Error running script (call to f_67ed): @user_script:1: @user_script: 1: \
+             -READONLY You can't write against a read only replica.\r\n",
+        ] {
+            assert!(matches!(answer(line), StoreError::ReadOnly(_)), "{line}");
+        }
+        assert!(matches!(
+            answer("-ERR wrong number of arguments\r\n"),
+            StoreError::Protocol(_)
+        ));
     }
 }

@@ -225,15 +225,26 @@ impl SentinelStore {
 
     /// Runs `op` on the master; forgets a master that could not be reached
     /// or is a replica now, so the next call asks the sentinels again (and
-    /// so does the near cache's thread, at once).
-    fn run<T>(
+    /// so does the near cache's thread, at once). A
+    /// write a demoted master refused (`READONLY`) was not made: it is sent
+    /// once more, at once, to the master the sentinels name now, so a lock
+    /// or an invalidation is neither lost nor failed while the failover
+    /// has already happened.
+    fn run<T>(&self, op: impl Fn(&RedisStore) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        match self.run_once(&op) {
+            Err(StoreError::ReadOnly(_)) => self.run_once(&op),
+            answer => answer,
+        }
+    }
+
+    fn run_once<T>(
         &self,
         op: impl FnOnce(&RedisStore) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let store = self.master()?;
         let answer = op(&store);
         if let Err(error) = &answer {
-            let demoted = matches!(error, StoreError::Protocol(why) if why.contains("READONLY"));
+            let demoted = matches!(error, StoreError::ReadOnly(_));
             if error.is_connection_failure() || demoted {
                 let mut current = self
                     .current()

@@ -62,6 +62,10 @@ pub enum StoreError {
     Timeout(String),
     /// It answered something this client does not understand.
     Protocol(String),
+    /// It refused a write because it is a replica (`READONLY`): a master
+    /// demoted by a failover, or a URL that names a replica. The write
+    /// was not made, so it may be sent again to the master.
+    ReadOnly(String),
     /// The circuit breaker is open: the store was not asked.
     CircuitOpen,
     /// The caller was interrupted during the call (a signal, such as Ctrl-C
@@ -77,6 +81,7 @@ impl std::fmt::Display for StoreError {
             StoreError::Unavailable(why) => write!(f, "store unavailable: {why}"),
             StoreError::Timeout(why) => write!(f, "store timed out: {why}"),
             StoreError::Protocol(why) => write!(f, "store answered garbage: {why}"),
+            StoreError::ReadOnly(why) => write!(f, "store is a read-only replica: {why}"),
             StoreError::CircuitOpen => f.write_str("store skipped: circuit breaker open"),
             StoreError::Interrupted => f.write_str("store call interrupted"),
         }
