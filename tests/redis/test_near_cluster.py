@@ -17,7 +17,10 @@ from restflow.caching import CacheStatus
 from tests.redis.cluster import wait_for
 from tests.redis.conftest import redis_settings
 from tests.redis.near_functions import report, value
-from tests.redis.test_cluster import cluster_nodes  # noqa: F401 (this module's own cluster)
+from tests.redis.test_cluster import (  # noqa: F401 (this module's own cluster, per server kind)
+    cluster_kind,
+    cluster_nodes,
+)
 from tests.redis.test_near_cache import near_hits, other_process
 
 #: Enough keys that each master holds some (checked).
