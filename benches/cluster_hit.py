@@ -11,7 +11,6 @@ single-node hit. Run after ``./scripts/bootstrap.sh``:
 
 from __future__ import annotations
 
-import shutil
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import redis
 from django.conf import settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benches.redis_hit import PAYLOAD
+from benches.redis_hit import PAYLOAD, system_redis_server
 from tests.redis.cluster import Cluster
 from tests.redis.conftest import free_port
 
@@ -35,7 +34,7 @@ KEYS = 64
 def main() -> int:
     port = free_port()
     server = subprocess.Popen(
-        [shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+        [system_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
         stdout=subprocess.DEVNULL,
     )
     with tempfile.TemporaryDirectory() as directory:

