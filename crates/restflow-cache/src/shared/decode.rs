@@ -144,8 +144,11 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                 Err(Undecodable::Unreadable) => {
                     self.give_back(refresh);
                     // Best effort: a store that fails here fails the next
-                    // read too, which then bypasses it.
-                    let _ = self.delete(keys);
+                    // read too, which then bypasses it. An interrupted
+                    // caller stops here, as on every other store call.
+                    if let Err(StoreError::Interrupted) = self.delete(keys) {
+                        return Err(SharedError::Store(StoreError::Interrupted));
+                    }
                 }
             }
         }
