@@ -112,3 +112,32 @@ def test_a_stale_read_overtaken_by_a_whole_refresh_does_not_refresh_again(redis_
     finally:
         gate.release.set()
         proxy.close()
+
+
+def _unreadable():
+    raise ValueError("the class moved")
+
+
+class UnreadableWhenLoaded:
+    """A value stored fine that no longer loads (its class moved)."""
+
+    def __reduce__(self):
+        return (_unreadable, ())
+
+
+def test_a_stale_entry_that_no_longer_loads_gives_its_refresh_claim_back(redis):
+    computations = []
+
+    @cache_result(ttl=10, stale_while_revalidate=60)
+    def make(x):
+        computations.append(x)
+        return UnreadableWhenLoaded()
+
+    with frozen_clock() as clock:
+        make(1)
+        clock.advance(11)
+        # The stale read claims the refresh, then cannot load the entry: it
+        # drops it and recomputes, and nobody refreshes from that claim.
+        assert make.get_with_metadata(1)[1]["cache_status"] is CacheStatus.MISS
+        assert computations == [1, 1]
+        assert redis.keys("*restflow:refresh:*") == []

@@ -10,8 +10,9 @@ use parking_lot::Mutex;
 use restflow_cache::shared::{
     fresh_epoch, parse_epoch, Answer, Breaker, Fetched, Generations, KeySet, NearCache, NearMode,
     Produced, SharedCache, SharedError, SharedOptions, SharedStore, Signer, StoreError,
+    Undecodable,
 };
-use restflow_cache::{Clock, Counter, Lifetime, Span, Status, Timestamp};
+use restflow_cache::{Clock, Counter, Freshness, Lifetime, Span, Status, Timestamp};
 
 #[derive(Default)]
 struct FakeStore {
@@ -29,6 +30,9 @@ struct FakeStore {
     /// Runs once, in the next fetch, after its answer was read: what
     /// happens while a read is in flight.
     during_fetch: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Runs once, after the next delete: another process's turn between a
+    /// caller's delete and its next read.
+    after_delete: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl FakeStore {
@@ -97,7 +101,12 @@ impl SharedStore for FakeStore {
     }
     fn delete(&self, key: &str) -> Result<bool, StoreError> {
         self.check()?;
-        Ok(self.values.lock().remove(key).is_some())
+        let existed = self.values.lock().remove(key).is_some();
+        let hook = self.after_delete.lock().take();
+        if let Some(hook) = hook {
+            hook();
+        }
+        Ok(existed)
     }
     fn generations(&self, keys: &KeySet, _floor: Duration) -> Result<Generations, StoreError> {
         self.check()?;
@@ -987,4 +996,162 @@ fn a_refresh_the_full_queue_refuses_gives_its_claim_back_at_once() {
             ..
         }
     ));
+}
+
+/// Decodes a test payload: a value written as "bad..." no longer decodes
+/// (its class moved, say), one written as "fatal" stops the caller.
+fn decode(flags: u8, bytes: &[u8]) -> Result<String, Undecodable<String>> {
+    match (flags, bytes) {
+        (_, b"fatal") => Err(Undecodable::Fatal("interrupted".into())),
+        (_, bad) if bad.starts_with(b"bad") => Err(Undecodable::Unreadable),
+        (0, good) => Ok(String::from_utf8(good.to_vec()).unwrap()),
+        (other, _) => panic!("unexpected flags {other}"),
+    }
+}
+
+/// [`SharedCache::serve`] with `compute` and [`decode`], counting the
+/// computations and decodings: `(answer, computations, decodings)`.
+fn serve(
+    cache: &SharedCache<Arc<FakeStore>, String>,
+    value: &str,
+) -> (
+    Result<restflow_cache::shared::Served<String>, SharedError<String>>,
+    usize,
+    usize,
+) {
+    let (mut computed, mut decoded) = (0, 0);
+    let served = cache.serve(
+        &keys(),
+        NearMode::Off,
+        Span::ZERO,
+        || {
+            computed += 1;
+            produce(value)
+        },
+        |flags, bytes| {
+            decoded += 1;
+            decode(flags, bytes)
+        },
+        |w| w.wait(),
+    );
+    (served, computed, decoded)
+}
+
+/// The value of the entry `cache` reads now, if any (signed, not decoded).
+fn stored_value(cache: &SharedCache<Arc<FakeStore>, String>) -> Option<Vec<u8>> {
+    cache.peek(&keys()).unwrap().map(|(_, value, _, _)| value)
+}
+
+#[test]
+fn an_entry_that_no_longer_decodes_is_dropped_and_recomputed_as_a_miss() {
+    let (_store, cache, _) = cache(true);
+    get(&cache, "bad: stored by an older release");
+    let (served, computed, decoded) = serve(&cache, "v2");
+    let served = served.unwrap();
+    assert_eq!((served.status, served.value.as_str()), (Status::Miss, "v2"));
+    assert!(served.stamps.is_some(), "the new value is stored");
+    assert_eq!((computed, decoded), (1, 1));
+    assert_eq!(stored_value(&cache).as_deref(), Some(b"v2".as_slice()));
+    let (again, computed, _) = serve(&cache, "unused");
+    let again = again.unwrap();
+    assert_eq!(
+        (again.status, again.value.as_str(), computed),
+        (Status::Hit, "v2", 0)
+    );
+}
+
+#[test]
+fn entries_that_do_not_decode_twice_are_computed_live_as_bypass() {
+    let (store, cache, clock) = cache(true);
+    get(&cache, "bad1");
+    // Between this caller's delete and its next read, another process
+    // stores another entry that does not decode either.
+    let (other_store, other_clock) = (Arc::clone(&store), Arc::clone(&clock));
+    *store.after_delete.lock() = Some(Box::new(move || {
+        get(&another_process(&other_store, &other_clock, true), "bad2");
+    }));
+    let (served, computed, decoded) = serve(&cache, "live");
+    let served = served.unwrap();
+    assert_eq!(
+        (served.status, served.value.as_str(), served.stamps),
+        (Status::Bypass, "live", None)
+    );
+    assert!(served.bypassed.is_none(), "the store did not fail");
+    assert_eq!((computed, decoded), (1, 2));
+    assert_eq!(stored_value(&cache), None, "both entries are dropped");
+}
+
+#[test]
+fn a_fatal_decode_error_reaches_the_caller_and_nothing_is_deleted() {
+    let (_store, cache, _) = cache(true);
+    get(&cache, "fatal");
+    let (served, computed, decoded) = serve(&cache, "unused");
+    assert_eq!(
+        served.unwrap_err(),
+        SharedError::Decode("interrupted".to_string())
+    );
+    assert_eq!((computed, decoded), (0, 1));
+    assert_eq!(stored_value(&cache).as_deref(), Some(b"fatal".as_slice()));
+}
+
+#[test]
+fn a_stale_entry_that_no_longer_decodes_gives_its_refresh_claim_back() {
+    let (store, cache, clock) = cache(true);
+    get(&cache, "bad");
+    clock.advance(Span::from_secs(10));
+    let (served, computed, _) = serve(&cache, "v2");
+    let served = served.unwrap();
+    assert_eq!(
+        (served.status, served.value.as_str(), computed),
+        (Status::Miss, "v2", 1)
+    );
+    assert!(served.refresh.is_none());
+    assert!(
+        !store.values.lock().contains_key("refresh:f1"),
+        "the claim read with the entry is released"
+    );
+}
+
+#[test]
+fn a_stale_read_hands_its_refresh_claim_back_decoded() {
+    let (_store, cache, clock) = cache(true);
+    get(&cache, "v1");
+    clock.advance(Span::from_secs(10));
+    let (served, computed, _) = serve(&cache, "unused");
+    let served = served.unwrap();
+    assert_eq!(
+        (served.status, served.value.as_str(), computed),
+        (Status::Stale, "v1", 0)
+    );
+    let claim = served.refresh.expect("the stale read claims the refresh");
+    assert_eq!(claim.keys.data, keys().data);
+    cache
+        .finish_refresh(
+            &claim.keys,
+            &claim.token,
+            claim.keep,
+            claim.generations,
+            refreshed("v2"),
+        )
+        .unwrap();
+    let (again, _, _) = serve(&cache, "unused");
+    assert_eq!(again.unwrap().value, "v2");
+}
+
+#[test]
+fn a_peek_skips_an_entry_that_does_not_decode_and_leaves_it() {
+    let (store, cache, _) = cache(true);
+    get(&cache, "bad");
+    assert_eq!(cache.peek_decoded(&keys(), decode), Ok(None));
+    assert_eq!(stored_value(&cache).as_deref(), Some(b"bad".as_slice()));
+    store.values.lock().clear();
+    get(&cache, "fatal");
+    assert_eq!(
+        cache.peek_decoded(&keys(), decode).map(|_| ()),
+        Err(SharedError::Decode("interrupted".to_string()))
+    );
+    store.values.lock().clear();
+    get(&cache, "v1");
+    let (value, _, freshness) = cache.peek_decoded(&keys(), decode).unwrap().unwrap();
+    assert_eq!((value.as_str(), freshness), ("v1", Freshness::Fresh));
 }

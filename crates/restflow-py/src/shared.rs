@@ -18,7 +18,7 @@ use restflow_cache::key::{self, KeyWriter};
 use restflow_cache::shared::{
     Answer, Breaker, ClusterStore, Epoch, HotCache, KeySet, KeySpace, NearMode, Produced,
     RedisConfig, RedisStore, RefreshClaim, SentinelStore, SharedCache, SharedError, SharedOptions,
-    SharedStore, Signer, StoreError,
+    SharedStore, Signer, StoreError, Undecodable,
 };
 use restflow_cache::{Counter, Freshness, Lifetime, Stamps, Status, Timestamp};
 
@@ -192,6 +192,34 @@ impl SharedBackend {
         let bytes = codecs.pickle_dumps.bind(py).call1((value, 5))?;
         let bytes = bytes.cast::<PyBytes>().map_err(PyErr::from)?;
         Ok((PICKLE, bytes.as_bytes().to_vec()))
+    }
+
+    /// A stored value for the engine ([`SharedCache::serve`]'s `decode`):
+    /// one that no longer deserializes is logged and recomputed, an
+    /// interrupt reaches the caller.
+    fn decode(
+        &self,
+        py: Python<'_>,
+        core: &Core,
+        flags: u8,
+        bytes: &[u8],
+    ) -> Result<Value, Undecodable<SharedErr>> {
+        let decoded = self.deserialize(py, flags, bytes);
+        decoded.map(Arc::new).map_err(|error| {
+            if !is_interrupt(py, &error) {
+                // Signed by us, yet unreadable now (the class moved, say).
+                log_error(
+                    py,
+                    &format!(
+                        "restflow: a cached value of {}() could not be deserialized; \
+                         recomputing",
+                        core.function_id
+                    ),
+                    &error,
+                );
+            }
+            unreadable(py, error)
+        })
     }
 
     fn deserialize(&self, py: Python<'_>, flags: u8, bytes: &[u8]) -> PyResult<Py<PyAny>> {
@@ -497,6 +525,15 @@ impl SharedBackend {
     }
 }
 
+/// What the engine makes of a stored value that did not deserialize: an
+/// interrupt reaches the caller as it is, anything else is unreadable.
+fn unreadable(py: Python<'_>, error: PyErr) -> Undecodable<SharedErr> {
+    match is_interrupt(py, &error) {
+        true => Undecodable::Fatal(Arc::new(error)),
+        false => Undecodable::Unreadable,
+    }
+}
+
 /// Why a value is not stored.
 enum Unserializable {
     /// `SERIALIZER="json"` would not give it back unchanged.
@@ -637,7 +674,7 @@ fn produce(
 
 fn raise(py: Python<'_>, error: SharedError<SharedErr>, function_id: &str) -> PyErr {
     match error {
-        SharedError::Compute(shared) => shared.clone_ref(py),
+        SharedError::Compute(shared) | SharedError::Decode(shared) => shared.clone_ref(py),
         SharedError::Store(store) => CacheBackendError::new_err(store.to_string()),
         SharedError::Recursive => PyRuntimeError::new_err(format!(
             "{function_id}() called itself with the same arguments while computing them"
@@ -707,83 +744,43 @@ fn serve(
     }
     let owned = OwnedCall::new(call);
     let window = core.stale_if_error_window();
-    for _attempt in 0..2 {
-        let answer = py.detach(|| {
-            handle.cache.get_near_kept(
-                keys,
-                if near { NearMode::Fill } else { NearMode::Off },
-                window,
-                || {
-                    ran.store(true, Ordering::Relaxed);
-                    Python::attach(|py| produce(py, core, handle, &owned))
-                },
-                |waiter| {
-                    core.stats.add(Counter::SingleFlightWait);
-                    waiter.wait()
-                },
-            )
-        });
-        interrupt::raise_parked()?;
-        let (answer, kept) = answer.map_err(|e| raise(py, e, &core.function_id))?;
-        return match answer {
-            Answer::Stored {
-                status,
-                flags,
-                value,
-                stamps,
-                refresh_token,
-                generations,
-            } => match handle.deserialize(py, flags, &value) {
-                Ok(object) => {
-                    if let Some(seen) = kept {
-                        handle.keep_hot(py, key, seen, &object, stamps);
-                    }
-                    if let Some(token) = refresh_token {
-                        if status == Status::Hit {
-                            // A fresh entry this call drew to refresh early.
-                            core.stats.add(Counter::EarlyRefresh);
-                        }
-                        let claim = RefreshClaim {
-                            keys: keys.clone(),
-                            token,
-                            keep: window,
-                            generations,
-                        };
-                        schedule_refresh(py, core, backend, claim, owned);
-                    }
-                    Ok(SharedServed {
-                        value: object,
-                        status,
-                        stamps: Some(stamps),
-                    })
-                }
-                Err(error) if is_interrupt(py, &error) => Err(error),
-                Err(error) => {
-                    // Signed by us, yet unreadable now (the class moved, say):
-                    // a miss. Drop it and compute.
-                    log_error(
-                        py,
-                        &format!(
-                            "restflow: a cached value of {}() could not be deserialized; \
-                             recomputing",
-                            core.function_id
-                        ),
-                        &error,
-                    );
-                    let _ = py.detach(|| handle.cache.call(|s| SharedStore::delete(s, &keys.data)));
-                    interrupt::raise_parked()?;
-                    continue;
-                }
+    let served = py.detach(|| {
+        handle.cache.serve(
+            keys,
+            if near { NearMode::Fill } else { NearMode::Off },
+            window,
+            || {
+                ran.store(true, Ordering::Relaxed);
+                Python::attach(|py| produce(py, core, handle, &owned))
             },
-            computed => Ok(handle.served(py, computed, Status::Miss)),
-        };
+            // Attached only to deserialize: the round trips stay detached.
+            |flags, bytes| Python::attach(|py| handle.decode(py, core, flags, bytes)),
+            |waiter| {
+                core.stats.add(Counter::SingleFlightWait);
+                waiter.wait()
+            },
+        )
+    });
+    interrupt::raise_parked()?;
+    let served = served.map_err(|e| raise(py, e, &core.function_id))?;
+    if let Some(error) = &served.bypassed {
+        handle.warn(py, error);
     }
-    // Twice unreadable: serve a live value rather than loop.
-    let value = core.compute(py, call)?.value.value().clone_ref(py);
+    let value = own(py, served.value);
+    if let (Some(seen), Some(stamps)) = (served.kept, served.stamps) {
+        handle.keep_hot(py, key, seen, &value, stamps);
+    }
+    if let Some(claim) = served.refresh {
+        if served.status == Status::Hit {
+            // A fresh entry this call drew to refresh early.
+            core.stats.add(Counter::EarlyRefresh);
+        }
+        schedule_refresh(py, core, backend, claim, owned);
+    }
     Ok(SharedServed {
         value,
-        status: Status::Bypass,
-        stamps: None,
+        status: served.status,
+        stamps: served.stamps,
     })
 }
 
@@ -852,22 +849,22 @@ pub(crate) fn peek(
 ) -> PyResult<Option<(Py<PyAny>, Stamps, Freshness)>> {
     let handle = backend.get();
     let keys = handle.call_keys(core, call)?;
-    let peeked = py.detach(|| handle.cache.peek(&keys));
+    let peeked = py.detach(|| {
+        handle.cache.peek_decoded(&keys, |flags, bytes| {
+            Python::attach(|py| {
+                let decoded = handle.deserialize(py, flags, bytes);
+                decoded.map_err(|error| unreadable(py, error))
+            })
+        })
+    });
     interrupt::raise_parked()?;
     match peeked {
-        Ok(Some((flags, bytes, stamps, freshness))) => {
-            match handle.deserialize(py, flags, &bytes) {
-                Ok(value) => Ok(Some((value, stamps, freshness))),
-                Err(error) if is_interrupt(py, &error) => Err(error),
-                Err(_) => Ok(None),
-            }
-        }
-        Ok(None) => Ok(None),
-        Err(error) if handle.cache.bypasses_failures() => {
+        Ok(peeked) => Ok(peeked),
+        Err(SharedError::Store(error)) if handle.cache.bypasses_failures() => {
             handle.warn(py, &error);
             Ok(None)
         }
-        Err(error) => Err(CacheBackendError::new_err(error.to_string())),
+        Err(error) => Err(raise(py, error, &core.function_id)),
     }
 }
 

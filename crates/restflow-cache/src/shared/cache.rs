@@ -118,6 +118,9 @@ pub enum SharedError<E> {
     Store(StoreError),
     /// The computation asked for its own key while computing it.
     Recursive,
+    /// Decoding a stored value failed fatally (see
+    /// [`super::Undecodable::Fatal`]): the caller's own error, as it is.
+    Decode(E),
 }
 
 /// An entry read without claiming anything: `(flags, value, stamps, freshness)`.

@@ -11,6 +11,7 @@ pub mod cluster;
 mod cluster_lookup;
 #[cfg(all(feature = "redis", unix))]
 mod cluster_near;
+mod decode;
 #[cfg(all(feature = "redis", unix))]
 mod follow;
 pub mod hot;
@@ -43,6 +44,7 @@ pub use cache::{
 };
 #[cfg(feature = "redis")]
 pub use cluster::ClusterStore;
+pub use decode::{Served, Undecodable};
 pub use hot::{Hot, HotCache};
 pub use keyspace::{FunctionKeys, KeySpace};
 /// For the Python bindings' event-loop socket only; not part of the API.

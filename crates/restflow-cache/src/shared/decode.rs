@@ -1,0 +1,197 @@
+//! Serving decoded values: the lifecycle of a payload that is signed by
+//! this cache yet no longer turns back into a value.
+//!
+//! The signature proves an entry is ours, not that it still decodes: a
+//! value's class may have moved or been renamed since a previous release
+//! stored it. Such an entry is a miss, and one that would stay a miss for
+//! every caller until it expires, so [`SharedCache::serve`] drops it and
+//! recomputes. It does that at most once per call: a value that does not
+//! survive its own round trip (or a store that keeps handing back entries
+//! that do not decode) is computed live and served as BYPASS rather than
+//! looped on.
+//!
+//! Invariants: `decode` runs with no lock of this crate held (an embedder
+//! may run foreign code in it: the bindings attach to Python there); an
+//! entry is deleted only after `decode` said it is unreadable, never after
+//! a fatal error; a refresh claim read with an entry that does not decode
+//! is given back at once (nobody will refresh from it).
+
+use super::background::RefreshClaim;
+use super::cache::{Answer, Handoff, NearMode, Produced, SharedCache, SharedError};
+use super::near::Epoch;
+use super::store::{KeySet, SharedStore, StoreError};
+use crate::engine::Status;
+use crate::entry::{Freshness, Stamps};
+use crate::flight::{Outcome, Waiter};
+use crate::timestamp::Span;
+
+/// How many times a call reads the store before it gives up on entries
+/// that do not decode and computes live: the entry read first, then the
+/// one stored after it was dropped.
+const READS: usize = 2;
+
+/// Why `decode` gave no value for a payload signed by this cache.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Undecodable<E> {
+    /// It cannot be read now (its class moved, say): the entry is dropped
+    /// and computed again ([`SharedCache::serve`]), or not served
+    /// ([`SharedCache::peek_decoded`]).
+    Unreadable,
+    /// Decoding must stop and this error reach the caller as it is, as
+    /// [`SharedError::Decode`] (the bindings' `KeyboardInterrupt`); the
+    /// entry is left alone.
+    Fatal(E),
+}
+
+/// A decoded answer of [`SharedCache::serve`].
+#[derive(Clone, Debug)]
+pub struct Served<T> {
+    /// HIT, STALE, MISS, or BYPASS (the store failed, or its entries did
+    /// not decode twice).
+    pub status: Status,
+    /// The value, decoded or computed.
+    pub value: T,
+    /// The entry's instants; `None` when nothing was stored.
+    pub stamps: Option<Stamps>,
+    /// The background refresh this read claimed (a STALE read, or a HIT
+    /// that drew its early refresh): the caller must run it, usually with
+    /// [`SharedCache::spawn_refresh`], which gives the claim back.
+    pub refresh: Option<RefreshClaim>,
+    /// For an entry the near cache kept: its epoch read before (see
+    /// [`SharedCache::get_near_kept`]), under which a decoded copy may be
+    /// served ([`super::hot`]).
+    pub kept: Option<Epoch>,
+    /// Why the store was skipped, for a BYPASS caused by a store failure
+    /// (to be logged).
+    pub bypassed: Option<StoreError>,
+}
+
+impl<T> Served<T> {
+    fn computed(value: T, status: Status, stamps: Option<Stamps>) -> Self {
+        Served {
+            status,
+            value,
+            stamps,
+            refresh: None,
+            kept: None,
+            bypassed: None,
+        }
+    }
+}
+
+impl<S: SharedStore, E: Clone> SharedCache<S, E> {
+    /// [`SharedCache::get_near_kept`], with the answer decoded by `decode`
+    /// (`(serializer flags, bytes)` to a value): an entry that does not
+    /// decode is dropped and computed again, at most once; then the value
+    /// is computed live (BYPASS). See the module documentation. `compute`
+    /// runs at most once, on the calling thread.
+    pub fn serve<T: Clone + Send + Sync + 'static>(
+        &self,
+        keys: &KeySet,
+        mode: NearMode,
+        stale_if_error: Span,
+        compute: impl FnOnce() -> Result<Produced<T>, E>,
+        mut decode: impl FnMut(u8, &[u8]) -> Result<T, Undecodable<E>>,
+        mut wait: impl FnMut(&Waiter<Handoff, E>) -> Outcome<Handoff, E>,
+    ) -> Result<Served<T>, SharedError<E>> {
+        let mut compute = Some(compute);
+        for _ in 0..READS {
+            let once = || compute.take().expect("computed at most once")();
+            let (answer, kept) = self.get_near_kept(keys, mode, stale_if_error, once, &mut wait)?;
+            let (status, flags, bytes, stamps, refresh) = match answer {
+                Answer::Computed { value, stamps } => {
+                    return Ok(Served::computed(value, Status::Miss, stamps));
+                }
+                Answer::Bypassed { value, error } => {
+                    let served = Served::computed(value, Status::Bypass, None);
+                    return Ok(Served {
+                        bypassed: Some(error),
+                        ..served
+                    });
+                }
+                Answer::Stored {
+                    status,
+                    flags,
+                    value,
+                    stamps,
+                    refresh_token,
+                    generations,
+                } => {
+                    let refresh = refresh_token.map(|token| RefreshClaim {
+                        keys: keys.clone(),
+                        token,
+                        keep: stale_if_error,
+                        generations,
+                    });
+                    (status, flags, value, stamps, refresh)
+                }
+            };
+            match decode(flags, &bytes) {
+                Ok(value) => {
+                    return Ok(Served {
+                        status,
+                        value,
+                        stamps: Some(stamps),
+                        refresh,
+                        kept,
+                        bypassed: None,
+                    })
+                }
+                Err(Undecodable::Fatal(error)) => {
+                    self.give_back(refresh);
+                    return Err(SharedError::Decode(error));
+                }
+                Err(Undecodable::Unreadable) => {
+                    self.give_back(refresh);
+                    // Best effort: a store that fails here fails the next
+                    // read too, which then bypasses it. An interrupted
+                    // caller stops here, as on every other store call.
+                    if let Err(StoreError::Interrupted) = self.delete(keys) {
+                        return Err(SharedError::Store(StoreError::Interrupted));
+                    }
+                }
+            }
+        }
+        // Unreadable every time: serve a live value rather than loop.
+        let produced = compute.take().expect("computed at most once")();
+        let produced = produced.map_err(SharedError::Compute)?;
+        Ok(Served::computed(produced.value, Status::Bypass, None))
+    }
+
+    /// [`SharedCache::peek`], decoded by `decode` with
+    /// [`SharedCache::serve`]'s contract: an entry that does not decode is
+    /// not served (`None`), and a fatal error reaches the caller. Unlike
+    /// `serve`, a peek leaves the entry where it is: it only reads (the
+    /// next computing read drops it).
+    pub fn peek_decoded<T>(
+        &self,
+        keys: &KeySet,
+        decode: impl FnOnce(u8, &[u8]) -> Result<T, Undecodable<E>>,
+    ) -> Result<Option<(T, Stamps, Freshness)>, SharedError<E>> {
+        let Some((flags, bytes, stamps, freshness)) =
+            self.peek(keys).map_err(SharedError::Store)?
+        else {
+            return Ok(None);
+        };
+        match decode(flags, &bytes) {
+            Ok(value) => Ok(Some((value, stamps, freshness))),
+            Err(Undecodable::Unreadable) => Ok(None),
+            Err(Undecodable::Fatal(error)) => Err(SharedError::Decode(error)),
+        }
+    }
+
+    /// Gives back a refresh claim read with an entry that did not decode:
+    /// no refresh follows from it, and holding it would keep every process
+    /// from refreshing the entry until the lock expires.
+    fn give_back(&self, refresh: Option<RefreshClaim>) {
+        if let Some(claim) = refresh {
+            let _ = self.finish_refresh(
+                &claim.keys,
+                &claim.token,
+                claim.keep,
+                claim.generations,
+                None,
+            );
+        }
+    }
+}
