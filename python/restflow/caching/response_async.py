@@ -3,26 +3,25 @@
 :class:`AsyncCachedResponseWrapper` is what ``cache_response`` returns for an
 ``async def`` handler. It asks an
 :class:`~restflow.caching.asynchronous.AsyncCachedWrapper` (``cached_render``)
-for an entry; that wrapper caches :func:`make_async_renderer`'s coroutine
-function, which awaits the handler, renders its response and returns the
-entry, or ``None`` for a response that may not be stored. The policy (which
+for an entry; that wrapper caches the coroutine function
+:func:`~restflow.caching.response_wrapper.make_renderer` makes, which awaits
+the handler, renders its response and returns the entry, or ``None`` for a
+response that may not be stored. The policy (which
 responses, which keys) is the sync one, documented in
 :mod:`restflow.caching.cache_response`.
 """
 
 from __future__ import annotations
 
-import functools
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import markcoroutinefunction, sync_to_async
 from django.utils.functional import LazyObject, empty
 
 from restflow.caching.asynchronous import refuses_sync_names
-from restflow.caching.response_entries import Entry
 from restflow.caching.response_keys import (
     LOCALE_ATTR,
     USER_ATTR,
@@ -32,51 +31,10 @@ from restflow.caching.response_keys import (
 )
 from restflow.caching.response_wrapper import (
     CachedResponseWrapper,
-    HandlerCall,
-    ResponseTtl,
-    render_steps,
 )
 from restflow.caching.twins import arun
 
-__all__ = ["AsyncCachedResponseWrapper", "make_async_renderer"]
-
-
-async def _arender(response: Any) -> Any:
-    """Renders a response with deferred rendering (``TemplateResponse``, DRF's
-    ``Response``) as Django's async handler would: a sync ``render`` runs in
-    a thread, since templates may query the database."""
-    render = getattr(response, "render", None)
-    if not callable(render):
-        return response
-    if iscoroutinefunction(render):
-        rendered = await render()
-    elif getattr(response, "is_rendered", False):
-        return response
-    else:
-        rendered = await sync_to_async(render, thread_sensitive=True)()
-    return response if rendered is None else rendered
-
-
-def make_async_renderer(
-    func: Callable[..., Any],
-    call: HandlerCall,
-    cache_if: Callable[..., Any] | None,
-    cache_unless: Callable[..., Any] | None,
-    response_ttl: ResponseTtl | None,
-    etag: bool = False,
-) -> Callable[..., Coroutine[Any, Any, Entry | None]]:
-    """The coroutine function the engine caches for an async handler:
-    :func:`~restflow.caching.response_wrapper.render_steps`, awaited."""
-
-    steps = functools.partial(
-        render_steps, func, call, cache_if, cache_unless, response_ttl, etag, _arender
-    )
-
-    @functools.wraps(func)
-    async def render(*args: Any, **kwargs: Any) -> Entry | None:
-        return await arun(steps(args, kwargs))
-
-    return render
+__all__ = ["AsyncCachedResponseWrapper"]
 
 
 async def _aresolve_user(request: Any) -> None:

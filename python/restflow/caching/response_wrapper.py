@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.utils import timezone, translation
 
 from restflow._engine import CachedWrapper
@@ -29,7 +30,7 @@ from restflow.caching.response_keys import LOCALE_ATTR, is_drf_request, locale_o
 from restflow.caching.response_negotiation import can_negotiate, negotiate
 from restflow.caching.response_privacy import private_reason, serves, watching
 from restflow.caching.status import CACHE_MISSING, CacheStatus
-from restflow.caching.twins import Steps, run
+from restflow.caching.twins import Steps, arun, run
 
 __all__ = [
     "CACHED_METHODS",
@@ -130,24 +131,24 @@ def render_steps(
     cache_unless: Callable[..., Any] | None,
     response_ttl: ResponseTtl | None,
     etag: bool,
-    finish: Callable[[Any], Any],
+    asynchronous: bool,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Steps[Entry | None]:
     """What the engine's cached function does, for sync and async handlers
     alike (see :mod:`restflow.caching.twins`): runs the handler, finalizes
-    its response as DRF's ``dispatch`` would, renders it with ``finish``, and
-    returns the entry, or ``None`` for a response that must not be stored (so
-    a request that waited for it runs the view itself instead of sharing it).
-    With ``etag``, a response to be stored gets its ``ETag`` first, so the
-    entry keeps it.
+    its response as DRF's ``dispatch`` would, renders it, and returns the
+    entry, or ``None`` for a response that must not be stored (so a request
+    that waited for it runs the view itself instead of sharing it). With
+    ``etag``, a response to be stored gets its ``ETag`` first, so the entry
+    keeps it.
 
     A sync handler is always a DRF view's (the view is found before the
     handler runs, so a function view without ``@api_view`` fails first); an
     async one may be a plain Django view's, finalized only when its request
     is DRF's (an APIView whose dispatch awaits handlers, adrf's say)."""
     request = call.request(args, kwargs)
-    finalizes = not inspect.iscoroutinefunction(func) or is_drf_request(request)
+    finalizes = not asynchronous or is_drf_request(request)
     view = call.view(args, request) if finalizes else None
     with _request_locale(request), watching(request) as watch:
         response = yield func(*args, **kwargs)
@@ -155,7 +156,7 @@ def render_steps(
             url_args = args[call.index + 1 :]
             url_kwargs = {name: value for name, value in kwargs.items() if name != call.name}
             response = view.finalize_response(request, response, *url_args, **url_kwargs)
-        response = yield finish(response)
+        response = yield (_arender if asynchronous else _render)(response)
     live = _live.get()
     if live is not None:
         live.append(response)
@@ -178,6 +179,22 @@ def _render(response: Any) -> Any:
     return response
 
 
+async def _arender(response: Any) -> Any:
+    """Renders a response with deferred rendering (``TemplateResponse``, DRF's
+    ``Response``) as Django's async handler would: a sync ``render`` runs in
+    a thread, since templates may query the database."""
+    render = getattr(response, "render", None)
+    if not callable(render):
+        return response
+    if iscoroutinefunction(render):
+        rendered = await render()
+    elif getattr(response, "is_rendered", False):
+        return response
+    else:
+        rendered = await sync_to_async(render, thread_sensitive=True)()
+    return response if rendered is None else rendered
+
+
 def make_renderer(
     func: Callable[..., Any],
     call: HandlerCall,
@@ -185,18 +202,24 @@ def make_renderer(
     cache_unless: Callable[..., Any] | None,
     response_ttl: ResponseTtl | None,
     etag: bool = False,
-) -> Callable[..., Entry | None]:
-    """The function the engine caches for a sync handler: :func:`render_steps`, run."""
-
+) -> Callable[..., Any]:
+    """The function the engine caches: :func:`render_steps`, run for a sync
+    handler, awaited by a coroutine function for an ``async def`` one."""
+    asynchronous = inspect.iscoroutinefunction(func)
     steps = functools.partial(
-        render_steps, func, call, cache_if, cache_unless, response_ttl, etag, _render
+        render_steps, func, call, cache_if, cache_unless, response_ttl, etag, asynchronous
     )
+    if asynchronous:
 
-    @functools.wraps(func)
+        async def arender(*args: Any, **kwargs: Any) -> Entry | None:
+            return await arun(steps(args, kwargs))
+
+        return functools.wraps(func)(arender)
+
     def render(*args: Any, **kwargs: Any) -> Entry | None:
         return run(steps(args, kwargs))
 
-    return render
+    return functools.wraps(func)(render)
 
 
 def is_entry(entry: Entry | None, *args: Any, **kwargs: Any) -> bool:
