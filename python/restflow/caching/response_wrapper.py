@@ -280,16 +280,16 @@ class CachedResponseWrapper:
     # -- calls that return a response ----------------------------------------
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._serve("get_with_metadata", args, kwargs)[0]
+        return run(self._serving("get_with_metadata", args, kwargs))[0]
 
     def get_with_metadata(self, *args: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
-        return self._serve("get_with_metadata", args, kwargs)
+        return run(self._serving("get_with_metadata", args, kwargs))
 
     def refresh(self, *args: Any, **kwargs: Any) -> Any:
-        return self._serve("refresh_with_metadata", args, kwargs)[0]
+        return run(self._serving("refresh_with_metadata", args, kwargs))[0]
 
     def refresh_with_metadata(self, *args: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
-        return self._serve("refresh_with_metadata", args, kwargs)
+        return run(self._serving("refresh_with_metadata", args, kwargs))
 
     def bypass_cache(self, *args: Any, **kwargs: Any) -> Any:
         return self.bypass_cache_with_metadata(*args, **kwargs)[0]
@@ -390,15 +390,10 @@ class CachedResponseWrapper:
         return getattr(self.cached_render, method)
 
     def _load_user(self, request: Any) -> Any:
-        """Loads the request's user before it is keyed: a sync view's is read
-        where the key is made (an async view's must not touch the database
-        on the event loop)."""
+        """What loads the request's user before it is keyed, or ``None``: a
+        sync view's is read where the key is made (an async view's must not
+        touch the database on the event loop)."""
         return None
-
-    def _serve(
-        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[Any, dict[str, Any]]:
-        return run(self._serving(method, args, kwargs))
 
     def _bypass(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Steps[tuple[Any, dict]]:
         """``bypass_cache_with_metadata``: the view live, storing nothing."""
@@ -417,7 +412,9 @@ class CachedResponseWrapper:
         args, kwargs = self._dispatched(args, kwargs)
         request = self._call.request(args, kwargs, self._offset)
         setattr(request, LOCALE_ATTR, locale_of())
-        yield self._load_user(request)
+        loading = self._load_user(request)
+        if loading is not None:
+            yield loading
         forward = None
         if method == "get_with_metadata" and not _uses_cache(request):
             method = "bypass_cache_with_metadata"
