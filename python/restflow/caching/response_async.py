@@ -193,7 +193,7 @@ class AsyncCachedResponseWrapper(CachedResponseWrapper):
                 return
             view = self._call.view((self.__self__, *args) if self._offset else args, request)
         except (TypeError, IndexError):
-            return  # _aserve reports a call without its request
+            return  # the serve steps report a call without its request
         if type(view).dispatch is views.APIView.dispatch:
             from rest_framework import VERSION
 
