@@ -174,10 +174,11 @@ class Policy:
             )
         return stored_for(chosen, self.function_name)
 
-    def __call__(
+    def decide(
         self, result: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None
     ) -> tuple[bool, float | None]:
-        """The decision for a sync function (the engine calls this)."""
+        """The decision for a sync function: the callable the engine is given
+        (a bound method, which it calls faster than an instance)."""
         return run(self.steps(result, args, kwargs))
 
 
@@ -323,7 +324,7 @@ def cache_result(
             ttl=fixed_ttl,
             stale=stale,
             # An async function's policy may await: its wrapper decides.
-            policy=None if is_async else policy,
+            policy=None if is_async or policy is None else policy.decide,
             namespace=meta.namespace or "default",
             function_id=function_id,
             owner=type(constructor)._owner(),
