@@ -170,6 +170,26 @@ def test_async_methods_outside_dispatch_negotiate_too(store):
     assert served_async()["X-Cache-status"] == "MISS"
 
 
+def test_async_bypass_cache_outside_dispatch_just_calls_the_handler(store):
+    """``abypass_cache`` is ``abypass_cache_with_metadata``'s response, as
+    ``bypass_cache`` is the sync one's: outside dispatch, the handler's own
+    response, neither finalized nor given cache headers. (The async twin once
+    sent ``abypass_cache`` through the engine and ``_with_metadata`` not.)"""
+    handler = AsyncArticleView.get
+
+    async def scenario():
+        bypassed = await handler.abypass_cache(AsyncArticleView(), raw(query=""), pk=1)
+        both = await handler.abypass_cache_with_metadata(AsyncArticleView(), raw(query=""), pk=1)
+        return bypassed, both
+
+    bypassed, (with_metadata, metadata) = async_to_sync(scenario)()
+    assert metadata == {"cache_status": CacheStatus.BYPASS}
+    for response, run in ((bypassed, 1), (with_metadata, 2)):
+        assert isinstance(response, Response) and response.data == {"pk": 1, "run": run}
+        assert not response.is_rendered
+        assert "X-Cache-status" not in response and "Cache-Status" not in response
+
+
 def test_drf_restflows_async_example_on_adrf(store):
     """drf-restflow's cache_response docstring: an adrf APIView with an async handler."""
     adrf_views = pytest.importorskip("adrf.views")

@@ -39,9 +39,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from restflow import _engine
-from restflow.caching.decorators import stored_for
+from restflow.caching.decorators import Policy
 from restflow.caching.settings import cache_settings
 from restflow.caching.status import CacheStatus
+from restflow.caching.twins import arun
 
 logger = logging.getLogger("restflow.caching")
 
@@ -168,11 +169,6 @@ async def _fly(
         followed = True
 
 
-async def resolve(value: Any) -> Any:
-    """``value``, awaited when it is awaitable (async predicates and ttl)."""
-    return await value if inspect.isawaitable(value) else value
-
-
 #: Each sync wrapper method and the async one to use instead.
 SYNC_TO_ASYNC_NAMES = (
     ("get_with_metadata", "aget_with_metadata"),
@@ -221,18 +217,11 @@ class AsyncCachedWrapper(Generic[P, T]):
         engine: Any,
         func: Callable[P, Awaitable[T]],
         *,
-        ttl: Any,
-        fixed_ttl: float | None,
-        cache_if: Callable[..., Any] | None,
-        cache_unless: Callable[..., Any] | None,
+        policy: Policy | None,
     ) -> None:
         self._engine = engine
         self.func = func
-        self._ttl = ttl
-        self._fixed_ttl = fixed_ttl  # ttl in seconds, checked by the decorator
-        self._cache_if = cache_if
-        self._cache_unless = cache_unless
-        self._decides = cache_if is not None or cache_unless is not None or callable(ttl)
+        self._policy = policy  # None when what is stored never depends on the value
         functools.update_wrapper(self, func)
         # Lets inspect.iscoroutinefunction (3.12+), asyncio's, asgiref's and
         # so Django's see that calling the wrapper gives an awaitable.
@@ -264,27 +253,12 @@ class AsyncCachedWrapper(Generic[P, T]):
         """The key string of a call (no I/O, so not async)."""
         return self._engine.get_cache_key(*args, **kwargs)
 
-    # -- the decision a sync wrapper's policy makes, awaited --------------
-
-    async def _decide(
-        self, value: Any, args: tuple, kwargs: dict
-    ) -> tuple[bool, float | None] | None:
-        """What ``decorators._policy`` decides for a sync function, with
-        async predicates and ttl awaited."""
-        if not self._decides:
-            return None
-        cache_if, cache_unless = self._cache_if, self._cache_unless
-        if cache_if is not None and not await resolve(cache_if(value, *args, **kwargs)):
-            return False, None
-        if cache_unless is not None and await resolve(cache_unless(value, *args, **kwargs)):
-            return False, None
-        if not callable(self._ttl):
-            return True, self._fixed_ttl
-        return stored_for(await resolve(self._ttl(value, *args, **kwargs)), self.function_id)
-
     async def _produce(self, args: tuple, kwargs: dict) -> tuple[Any, Any]:
+        """The value and the policy's decision on it: the steps a sync
+        function's engine runs, with async predicates and ttl awaited."""
         value = await self.func(*args, **kwargs)
-        return value, await self._decide(value, args, kwargs)
+        policy = self._policy
+        return value, None if policy is None else await arun(policy.steps(value, args, kwargs))
 
     def _producer(self, loop: asyncio.AbstractEventLoop, args: tuple, kwargs: dict):
         """What the engine calls on a worker thread: runs the coroutine on

@@ -150,7 +150,7 @@ from typing import Any
 
 from restflow.caching.decorators import _refuse_async_policy, cache_result, check_policy
 from restflow.caching.key_constructor import refuse_ttl_as_constructor
-from restflow.caching.response_async import AsyncCachedResponseWrapper, make_async_renderer
+from restflow.caching.response_async import AsyncCachedResponseWrapper
 from restflow.caching.response_http import HttpSemantics
 from restflow.caching.response_keys import ResponseCacheKeyConstructor, with_variant
 from restflow.caching.response_wrapper import (
@@ -265,15 +265,9 @@ def cache_response(
         _check_target(func)
         call = HandlerCall(func)
         is_async = inspect.iscoroutinefunction(func)
-        if is_async:
-            render = make_async_renderer(
-                func, call, cache_if, cache_unless, response_ttl, http.conditional
-            )
-        else:
+        if not is_async:
             _refuse_async_policy(ttl, cache_if, cache_unless, target="view")
-            render = make_renderer(
-                func, call, cache_if, cache_unless, response_ttl, http.conditional
-            )
+        render = make_renderer(func, call, cache_if, cache_unless, response_ttl, http.conditional)
         cached = cache_result(
             key_constructor=with_variant(key_constructor, call.name),
             ttl=response_ttl or ttl,

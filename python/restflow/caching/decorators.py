@@ -13,6 +13,7 @@ import functools
 import inspect
 import math
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
@@ -28,6 +29,7 @@ from restflow.caching.key_constructor import (
 from restflow.caching.key_fields import _RECEIVERS
 from restflow.caching.settings import seconds, validate_backend
 from restflow.caching.statistics import track
+from restflow.caching.twins import Steps, run
 
 if TYPE_CHECKING:
     from restflow.caching.asynchronous import AsyncCachedWrapper
@@ -134,39 +136,64 @@ def is_method(parameters: list[inspect.Parameter]) -> bool:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """What the engine asks after each computation: store it, and for how long?
+
+    Made only when the answer depends on the result (:func:`_policy`).
+    :meth:`steps` is the decision, written once for both kinds of function
+    (see :mod:`restflow.caching.twins`): a sync function's engine calls the
+    policy, an ``async def``'s wrapper awaits the same steps, since its
+    predicates and ttl may be ``async def``.
+    """
+
+    ttl: TtlArg
+    cache_if: Callable[..., Any] | None
+    cache_unless: Callable[..., Any] | None
+    fixed: float | None  # the ttl in seconds, when it is not a callable
+    function_name: str
+
+    def steps(
+        self, result: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None
+    ) -> Steps[tuple[bool, float | None]]:
+        """``(store, ttl)`` for ``result``; yields each predicate's and the
+        ttl's answer to be resolved (awaited, for an async function)."""
+        kwargs = kwargs or {}
+        cache_if, cache_unless, ttl = self.cache_if, self.cache_unless, self.ttl
+        if cache_if is not None and not (yield cache_if(result, *args, **kwargs)):
+            return False, None
+        if cache_unless is not None and (yield cache_unless(result, *args, **kwargs)):
+            return False, None
+        if not callable(ttl):
+            return True, self.fixed
+        chosen = yield ttl(result, *args, **kwargs)
+        if inspect.isawaitable(chosen):  # only the sync driver hands one back
+            raise TypeError(
+                f"the ttl of {self.function_name}() is an async ttl; "
+                "on a sync function it must be a plain def"
+            )
+        return stored_for(chosen, self.function_name)
+
+    def decide(
+        self, result: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None
+    ) -> tuple[bool, float | None]:
+        """The decision for a sync function: the callable the engine is given
+        (a bound method, which it calls faster than an instance)."""
+        return run(self.steps(result, args, kwargs))
+
+
 def _policy(
     ttl: TtlArg,
     cache_if: Callable[..., Any] | None,
     cache_unless: Callable[..., Any] | None,
     fixed: float | None,
     function_name: str,
-) -> Callable[[Any, tuple[Any, ...], dict[str, Any] | None], tuple[bool, float | None]] | None:
-    """One callable the engine asks after each computation: store it, and for how long?
-
-    ``None`` when the answer never depends on the result, which keeps the
-    miss path free of Python calls of ours. (An async function's wrapper
-    decides the same way, awaiting: ``AsyncCachedWrapper._decide``.)
-    """
+) -> Policy | None:
+    """The policy, or ``None`` when the answer never depends on the result,
+    which keeps the miss path free of Python calls of ours."""
     if cache_if is None and cache_unless is None and not callable(ttl):
         return None
-
-    def decide(result: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None):
-        kwargs = kwargs or {}
-        if cache_if is not None and not cache_if(result, *args, **kwargs):
-            return False, None
-        if cache_unless is not None and cache_unless(result, *args, **kwargs):
-            return False, None
-        if not callable(ttl):
-            return True, fixed
-        chosen = ttl(result, *args, **kwargs)
-        if inspect.isawaitable(chosen):
-            raise TypeError(
-                f"the ttl of {function_name}() is an async ttl; "
-                "on a sync function it must be a plain def"
-            )
-        return stored_for(chosen, function_name)
-
-    return decide
+    return Policy(ttl, cache_if, cache_unless, fixed, function_name)
 
 
 def early_refresh_beta(early_refresh: bool, beta: float | None) -> float | None:
@@ -289,15 +316,15 @@ def cache_result(
         # The default constructor keys by every argument, which the engine
         # does on its own: no Python runs to build those keys.
         fields = None if type(constructor) is DefaultKeyConstructor else constructor.compile(func)
-        # An async function's policy may await: the async layer decides.
-        policy = None if is_async else _policy(ttl, cache_if, cache_unless, fixed_ttl, function_id)
+        policy = _policy(ttl, cache_if, cache_unless, fixed_ttl, function_id)
         wrapper = CachedWrapper.create(
             func,
             signature=spec,
             method=method,
             ttl=fixed_ttl,
             stale=stale,
-            policy=policy,
+            # An async function's policy may await: its wrapper decides.
+            policy=None if is_async or policy is None else policy.decide,
             namespace=meta.namespace or "default",
             function_id=function_id,
             owner=type(constructor)._owner(),
@@ -318,14 +345,7 @@ def cache_result(
         if is_async:
             from restflow.caching.asynchronous import AsyncCachedWrapper
 
-            wrapper = AsyncCachedWrapper(
-                wrapper,
-                func,
-                ttl=ttl,
-                fixed_ttl=fixed_ttl,
-                cache_if=cache_if,
-                cache_unless=cache_unless,
-            )
+            wrapper = AsyncCachedWrapper(wrapper, func, policy=policy)
         if invalidates_on:
             # Imported here: rules pull in Django's signals and models. They
             # get the wrapper the user sees: a rewarm of an async def awaits it.

@@ -3,27 +3,25 @@
 :class:`AsyncCachedResponseWrapper` is what ``cache_response`` returns for an
 ``async def`` handler. It asks an
 :class:`~restflow.caching.asynchronous.AsyncCachedWrapper` (``cached_render``)
-for an entry; that wrapper caches :func:`make_async_renderer`'s coroutine
-function, which awaits the handler, renders its response and returns the
-entry, or ``None`` for a response that may not be stored. The policy (which
+for an entry; that wrapper caches the coroutine function
+:func:`~restflow.caching.response_wrapper.make_renderer` makes, which awaits
+the handler, renders its response and returns the entry, or ``None`` for a
+response that may not be stored. The policy (which
 responses, which keys) is the sync one, documented in
 :mod:`restflow.caching.cache_response`.
 """
 
 from __future__ import annotations
 
-import functools
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import markcoroutinefunction, sync_to_async
 from django.utils.functional import LazyObject, empty
 
-from restflow.caching.asynchronous import refuses_sync_names, resolve
-from restflow.caching.response_entries import Entry, amay_store, freeze, thaw
-from restflow.caching.response_http import Served, tag
+from restflow.caching.asynchronous import refuses_sync_names
 from restflow.caching.response_keys import (
     LOCALE_ATTR,
     USER_ATTR,
@@ -31,79 +29,12 @@ from restflow.caching.response_keys import (
     locale_of,
     user_of,
 )
-from restflow.caching.response_privacy import private_reason, serves, watching
 from restflow.caching.response_wrapper import (
     CachedResponseWrapper,
-    HandlerCall,
-    ResponseTtl,
-    _bypass_reason,
-    _live,
-    _request_locale,
-    _unshared,
-    _uses_cache,
 )
-from restflow.caching.status import CacheStatus
+from restflow.caching.twins import arun
 
-__all__ = ["AsyncCachedResponseWrapper", "make_async_renderer"]
-
-
-async def _arender(response: Any) -> Any:
-    """Renders a response with deferred rendering (``TemplateResponse``, DRF's
-    ``Response``) as Django's async handler would: a sync ``render`` runs in
-    a thread, since templates may query the database."""
-    render = getattr(response, "render", None)
-    if not callable(render):
-        return response
-    if iscoroutinefunction(render):
-        rendered = await render()
-    elif getattr(response, "is_rendered", False):
-        return response
-    else:
-        rendered = await sync_to_async(render, thread_sensitive=True)()
-    return response if rendered is None else rendered
-
-
-def make_async_renderer(
-    func: Callable[..., Any],
-    call: HandlerCall,
-    cache_if: Callable[..., Any] | None,
-    cache_unless: Callable[..., Any] | None,
-    response_ttl: ResponseTtl | None,
-    etag: bool = False,
-) -> Callable[..., Coroutine[Any, Any, Entry | None]]:
-    """The coroutine function the engine caches: awaits the handler, renders
-    its response (after DRF's ``finalize_response`` when the request is
-    DRF's) and returns the entry, or ``None`` for a response that must not
-    be stored."""
-
-    @functools.wraps(func)
-    async def render(*args: Any, **kwargs: Any) -> Entry | None:
-        request = call.request(args, kwargs)
-        with _request_locale(request), watching(request) as watch:
-            response = await func(*args, **kwargs)
-            if is_drf_request(request):
-                # An APIView whose dispatch awaits handlers (adrf, say).
-                view = call.view(args, request)
-                url_args = args[call.index + 1 :]
-                url_kwargs = {name: value for name, value in kwargs.items() if name != call.name}
-                response = view.finalize_response(request, response, *url_args, **url_kwargs)
-            response = await _arender(response)
-        live = _live.get()
-        if live is not None:
-            live.append(response)
-        if private_reason(request, watch) is not None:
-            return None
-        if not await amay_store(response, cache_if, cache_unless, args, kwargs):
-            return None
-        if etag:
-            tag(response)
-        entry = freeze(response, request)
-        if response_ttl is not None:
-            chosen = await resolve(response_ttl.ttl(response, *args, **kwargs))
-            response_ttl.remember(entry, chosen)
-        return entry
-
-    return render
+__all__ = ["AsyncCachedResponseWrapper"]
 
 
 async def _aresolve_user(request: Any) -> None:
@@ -168,30 +99,27 @@ class AsyncCachedResponseWrapper(CachedResponseWrapper):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
         self._refuse_sync_dispatch(args, kwargs)
-        return _response_of(self._aserve("aget_with_metadata", args, kwargs))
+        return _response_of(arun(self._serving("get_with_metadata", args, kwargs)))
 
     async def aget_with_metadata(self, *args: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         """``(response, metadata)``: HIT, MISS, STALE or BYPASS."""
-        return await self._aserve("aget_with_metadata", args, kwargs)
+        return await arun(self._serving("get_with_metadata", args, kwargs))
 
     async def arefresh(self, *args: Any, **kwargs: Any) -> Any:
-        return (await self._aserve("arefresh_with_metadata", args, kwargs))[0]
+        return (await self.arefresh_with_metadata(*args, **kwargs))[0]
 
     async def arefresh_with_metadata(self, *args: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         """Runs the view now and overwrites the entry: REFRESH."""
-        return await self._aserve("arefresh_with_metadata", args, kwargs)
+        return await arun(self._serving("refresh_with_metadata", args, kwargs))
 
     async def abypass_cache(self, *args: Any, **kwargs: Any) -> Any:
-        return (await self._aserve("abypass_cache_with_metadata", args, kwargs))[0]
+        return (await self.abypass_cache_with_metadata(*args, **kwargs))[0]
 
     async def abypass_cache_with_metadata(
         self, *args: Any, **kwargs: Any
     ) -> tuple[Any, dict[str, Any]]:
         """Runs the view live, storing nothing: BYPASS."""
-        if self._outside_dispatch(args, kwargs):  # a bare DRF view: just the handler
-            receiver = (self.__self__,) if self._offset else ()
-            return await self.func(*receiver, *args, **kwargs), {"cache_status": CacheStatus.BYPASS}
-        return await self._aserve("abypass_cache_with_metadata", args, kwargs)
+        return await arun(self._bypass(args, kwargs))
 
     async def aget_cache_only(self, *args: Any, **kwargs: Any) -> Any:
         """The cached response (fresh or stale) rebuilt, or ``CACHE_MISSING``."""
@@ -225,41 +153,13 @@ class AsyncCachedResponseWrapper(CachedResponseWrapper):
     async def ainvalidate_all(self) -> None:
         return await self.cached_render.ainvalidate_all()
 
-    # -- the one path every response call takes --------------------------------
+    # -- the hooks of the steps every response call takes (the sync wrapper's) --
 
-    async def _aserve(
-        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[Any, dict[str, Any]]:
-        args, kwargs = self._dispatched(args, kwargs)
-        request = self._call.request(args, kwargs, self._offset)
-        setattr(request, LOCALE_ATTR, locale_of())
-        await _aresolve_user(request)
-        forward = None
-        if method == "aget_with_metadata" and not _uses_cache(request):
-            method = "abypass_cache_with_metadata"
-            forward = _bypass_reason(request)
-        response, served = await self._aanswer(method, args, kwargs, request)
-        if forward is not None:
-            served = Served(served.metadata, served.rendered_here, forward)
-        return self._finish(request, response, served), served.metadata
+    def _cached(self, method: str) -> Callable[..., Any]:
+        return getattr(self.cached_render, "a" + method)
 
-    async def _aanswer(
-        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], request: Any
-    ) -> tuple[Any, Served]:
-        """The sync wrapper's ``_answer``, awaited."""
-        live: list[Any] = []
-        token = _live.set(live)
-        try:
-            entry, metadata = await getattr(self.cached_render, method)(*args, **kwargs)
-        finally:
-            _live.reset(token)
-        if live:
-            return live[-1], Served(metadata, rendered_here=True)
-        if entry is not None and serves(entry, request):
-            return thaw(entry), Served(metadata, rendered_here=False)
-        # As in the sync wrapper: a response not stored, or not for this request.
-        response = (await self._aanswer("abypass_cache_with_metadata", args, kwargs, request))[0]
-        return response, _unshared(entry)
+    def _load_user(self, request: Any) -> Any:
+        return _aresolve_user(request)
 
     @asynccontextmanager
     async def _keyed(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> AsyncIterator[None]:
@@ -293,7 +193,7 @@ class AsyncCachedResponseWrapper(CachedResponseWrapper):
                 return
             view = self._call.view((self.__self__, *args) if self._offset else args, request)
         except (TypeError, IndexError):
-            return  # _aserve reports a call without its request
+            return  # the serve steps report a call without its request
         if type(view).dispatch is views.APIView.dispatch:
             from rest_framework import VERSION
 

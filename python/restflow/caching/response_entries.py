@@ -18,10 +18,10 @@ from typing import Any
 from django.http import HttpResponse
 from django.utils.cache import has_vary_header
 
-from restflow.caching.asynchronous import resolve
 from restflow.caching.response_privacy import vary_record
+from restflow.caching.twins import Steps
 
-__all__ = ["Entry", "amay_store", "freeze", "may_store", "never_storable", "thaw"]
+__all__ = ["Entry", "freeze", "never_storable", "storable", "thaw"]
 
 Entry = tuple[int, bytes, tuple[tuple[str, str], ...], tuple[tuple[str, str | None], ...]]
 
@@ -72,14 +72,16 @@ def never_storable(response: Any) -> str | None:
     return None
 
 
-def may_store(
+def storable(
     response: Any,
     cache_if: Callable[..., Any] | None,
     cache_unless: Callable[..., Any] | None,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-) -> bool:
-    """Whether a rendered response becomes an entry.
+) -> Steps[bool]:
+    """Whether a rendered response becomes an entry, as steps that yield the
+    predicates' answers (see :mod:`restflow.caching.twins`): an async view's
+    ``cache_if`` and ``cache_unless`` may be ``async def``.
 
     Only 2xx responses by default: an error is usually about this moment (a
     timeout, a missing row about to be created) and caching it would repeat
@@ -90,25 +92,7 @@ def may_store(
     if never_storable(response) is not None:
         return False
     if cache_if is not None:
-        return bool(cache_if(response, *args, **kwargs))
+        return bool((yield cache_if(response, *args, **kwargs)))
     if not 200 <= response.status_code < 300:
         return False
-    return not (cache_unless is not None and cache_unless(response, *args, **kwargs))
-
-
-async def amay_store(
-    response: Any,
-    cache_if: Callable[..., Any] | None,
-    cache_unless: Callable[..., Any] | None,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> bool:
-    """:func:`may_store` for async views, whose ``cache_if`` and
-    ``cache_unless`` may be ``async def``."""
-    if never_storable(response) is not None:
-        return False
-    if cache_if is not None:
-        return bool(await resolve(cache_if(response, *args, **kwargs)))
-    if not 200 <= response.status_code < 300:
-        return False
-    return not (cache_unless is not None and await resolve(cache_unless(response, *args, **kwargs)))
+    return not (cache_unless is not None and (yield cache_unless(response, *args, **kwargs)))

@@ -19,16 +19,18 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.utils import timezone, translation
 
 from restflow._engine import CachedWrapper
 from restflow.caching.headers import set_response_cache_header
-from restflow.caching.response_entries import Entry, freeze, may_store, thaw
+from restflow.caching.response_entries import Entry, freeze, storable, thaw
 from restflow.caching.response_http import HttpSemantics, Served, tag
 from restflow.caching.response_keys import LOCALE_ATTR, is_drf_request, locale_of, user_of
 from restflow.caching.response_negotiation import can_negotiate, negotiate
 from restflow.caching.response_privacy import private_reason, serves, watching
 from restflow.caching.status import CACHE_MISSING, CacheStatus
+from restflow.caching.twins import Steps, arun, run
 
 __all__ = [
     "CACHED_METHODS",
@@ -111,9 +113,6 @@ class ResponseTtl:
         self.ttl = ttl
         self._chosen = threading.local()
 
-    def choose(self, entry: Entry, response: Any, args: tuple, kwargs: dict[str, Any]) -> None:
-        self.remember(entry, self.ttl(response, *args, **kwargs))
-
     def remember(self, entry: Entry, chosen: Any) -> None:
         """Leaves the ttl chosen for ``entry`` (an async view awaits its ttl first)."""
         self._chosen.last = (entry, chosen)
@@ -125,6 +124,77 @@ class ResponseTtl:
         return self.ttl(thaw(entry), *args, **kwargs)
 
 
+def render_steps(
+    func: Callable[..., Any],
+    call: HandlerCall,
+    cache_if: Callable[..., Any] | None,
+    cache_unless: Callable[..., Any] | None,
+    response_ttl: ResponseTtl | None,
+    etag: bool,
+    asynchronous: bool,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Steps[Entry | None]:
+    """What the engine's cached function does, for sync and async handlers
+    alike (see :mod:`restflow.caching.twins`): runs the handler, finalizes
+    its response as DRF's ``dispatch`` would, renders it, and returns the
+    entry, or ``None`` for a response that must not be stored (so a request
+    that waited for it runs the view itself instead of sharing it). With
+    ``etag``, a response to be stored gets its ``ETag`` first, so the entry
+    keeps it.
+
+    A sync handler is always a DRF view's (the view is found before the
+    handler runs, so a function view without ``@api_view`` fails first); an
+    async one may be a plain Django view's, finalized only when its request
+    is DRF's (an APIView whose dispatch awaits handlers, adrf's say)."""
+    request = call.request(args, kwargs)
+    finalizes = not asynchronous or is_drf_request(request)
+    view = call.view(args, request) if finalizes else None
+    with _request_locale(request), watching(request) as watch:
+        response = yield func(*args, **kwargs)
+        if view is not None:
+            url_args = args[call.index + 1 :]
+            url_kwargs = {name: value for name, value in kwargs.items() if name != call.name}
+            response = view.finalize_response(request, response, *url_args, **url_kwargs)
+        response = yield (_arender if asynchronous else _render)(response)
+    live = _live.get()
+    if live is not None:
+        live.append(response)
+    if private_reason(request, watch) is not None:
+        return None
+    if not (yield from storable(response, cache_if, cache_unless, args, kwargs)):
+        return None
+    if etag:
+        tag(response)
+    entry = freeze(response, request)
+    if response_ttl is not None:
+        response_ttl.remember(entry, (yield response_ttl.ttl(response, *args, **kwargs)))
+    return entry
+
+
+def _render(response: Any) -> Any:
+    """Renders a sync view's response with deferred rendering (DRF's ``Response``)."""
+    if hasattr(response, "render"):
+        response.render()
+    return response
+
+
+async def _arender(response: Any) -> Any:
+    """Renders a response with deferred rendering (``TemplateResponse``, DRF's
+    ``Response``) as Django's async handler would: a sync ``render`` runs in
+    a thread, since templates may query the database."""
+    render = getattr(response, "render", None)
+    if not callable(render):
+        return response
+    if iscoroutinefunction(render):
+        rendered = await render()
+    elif getattr(response, "is_rendered", False):
+        return response
+    else:
+        rendered = await sync_to_async(render, thread_sensitive=True)()
+    return response if rendered is None else rendered
+
+
 def make_renderer(
     func: Callable[..., Any],
     call: HandlerCall,
@@ -132,39 +202,24 @@ def make_renderer(
     cache_unless: Callable[..., Any] | None,
     response_ttl: ResponseTtl | None,
     etag: bool = False,
-) -> Callable[..., Entry | None]:
-    """The function the engine caches: runs the handler, finalizes and renders
-    its response as DRF's ``dispatch`` would, and returns the entry, or
-    ``None`` for a response that must not be stored (so a request that waited
-    for it runs the view itself instead of sharing it). With ``etag``, a
-    response to be stored gets its ``ETag`` first, so the entry keeps it."""
+) -> Callable[..., Any]:
+    """The function the engine caches: :func:`render_steps`, run for a sync
+    handler, awaited by a coroutine function for an ``async def`` one."""
+    asynchronous = inspect.iscoroutinefunction(func)
+    steps = functools.partial(
+        render_steps, func, call, cache_if, cache_unless, response_ttl, etag, asynchronous
+    )
+    if asynchronous:
 
-    @functools.wraps(func)
+        async def arender(*args: Any, **kwargs: Any) -> Entry | None:
+            return await arun(steps(args, kwargs))
+
+        return functools.wraps(func)(arender)
+
     def render(*args: Any, **kwargs: Any) -> Entry | None:
-        request = call.request(args, kwargs)
-        view = call.view(args, request)
-        url_args = args[call.index + 1 :]
-        url_kwargs = {name: value for name, value in kwargs.items() if name != call.name}
-        with _request_locale(request), watching(request) as watch:
-            response = func(*args, **kwargs)
-            response = view.finalize_response(request, response, *url_args, **url_kwargs)
-            if hasattr(response, "render"):
-                response.render()
-        live = _live.get()
-        if live is not None:
-            live.append(response)
-        if private_reason(request, watch) is not None:
-            return None
-        if not may_store(response, cache_if, cache_unless, args, kwargs):
-            return None
-        if etag:
-            tag(response)
-        entry = freeze(response, request)
-        if response_ttl is not None:
-            response_ttl.choose(entry, response, args, kwargs)
-        return entry
+        return run(steps(args, kwargs))
 
-    return render
+    return functools.wraps(func)(render)
 
 
 def is_entry(entry: Entry | None, *args: Any, **kwargs: Any) -> bool:
@@ -225,26 +280,22 @@ class CachedResponseWrapper:
     # -- calls that return a response ----------------------------------------
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._serve("get_with_metadata", args, kwargs)[0]
+        return run(self._serving("get_with_metadata", args, kwargs))[0]
 
     def get_with_metadata(self, *args: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
-        return self._serve("get_with_metadata", args, kwargs)
+        return run(self._serving("get_with_metadata", args, kwargs))
 
     def refresh(self, *args: Any, **kwargs: Any) -> Any:
-        return self._serve("refresh_with_metadata", args, kwargs)[0]
+        return run(self._serving("refresh_with_metadata", args, kwargs))[0]
 
     def refresh_with_metadata(self, *args: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
-        return self._serve("refresh_with_metadata", args, kwargs)
+        return run(self._serving("refresh_with_metadata", args, kwargs))
 
     def bypass_cache(self, *args: Any, **kwargs: Any) -> Any:
         return self.bypass_cache_with_metadata(*args, **kwargs)[0]
 
     def bypass_cache_with_metadata(self, *args: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
-        if self._outside_dispatch(args, kwargs):
-            # drf-restflow's documented use outside a request: just the handler.
-            receiver = (self.__self__,) if self._offset else ()
-            return self.func(*receiver, *args, **kwargs), {"cache_status": CacheStatus.BYPASS}
-        return self._serve("bypass_cache_with_metadata", args, kwargs)
+        return run(self._bypass(args, kwargs))
 
     def get_cache_only(self, *args: Any, **kwargs: Any) -> Any:
         """The cached response (fresh or stale) rebuilt, or ``CACHE_MISSING``
@@ -329,29 +380,58 @@ class CachedResponseWrapper:
             return (*args[:index], drf_request, *args[index + 1 :]), kwargs
         return args, {**kwargs, self._call.name: drf_request}
 
-    def _serve(
+    # Each step function below is the sync and the async wrapper's alike
+    # (see restflow.caching.twins): it yields what it calls through the two
+    # hooks that follow, which an async wrapper's drivers await.
+
+    def _cached(self, method: str) -> Callable[..., Any]:
+        """The ``cached_render`` method a response call uses (the async
+        wrapper's is its ``a``-named twin)."""
+        return getattr(self.cached_render, method)
+
+    def _load_user(self, request: Any) -> Any:
+        """What loads the request's user before it is keyed, or ``None``: a
+        sync view's is read where the key is made (an async view's must not
+        touch the database on the event loop)."""
+        return None
+
+    def _bypass(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Steps[tuple[Any, dict]]:
+        """``bypass_cache_with_metadata``: the view live, storing nothing."""
+        if self._outside_dispatch(args, kwargs):
+            # drf-restflow's documented use outside a request: just the handler.
+            receiver = (self.__self__,) if self._offset else ()
+            response = yield self.func(*receiver, *args, **kwargs)
+            return response, {"cache_status": CacheStatus.BYPASS}
+        return (yield from self._serving("bypass_cache_with_metadata", args, kwargs))
+
+    def _serving(
         self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[Any, dict[str, Any]]:
+    ) -> Steps[tuple[Any, dict[str, Any]]]:
+        """The one path every response call takes: ``method`` is the sync
+        name of the ``cached_render`` method that answers it."""
         args, kwargs = self._dispatched(args, kwargs)
         request = self._call.request(args, kwargs, self._offset)
         setattr(request, LOCALE_ATTR, locale_of())
+        loading = self._load_user(request)
+        if loading is not None:
+            yield loading
         forward = None
         if method == "get_with_metadata" and not _uses_cache(request):
             method = "bypass_cache_with_metadata"
             forward = _bypass_reason(request)
-        response, served = self._answer(method, args, kwargs, request)
+        response, served = yield from self._answer(method, args, kwargs, request)
         if forward is not None:
             served = Served(served.metadata, served.rendered_here, forward)
         return self._finish(request, response, served), served.metadata
 
     def _answer(
         self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], request: Any
-    ) -> tuple[Any, Served]:
+    ) -> Steps[tuple[Any, Served]]:
         """The response to ``request`` and how it was found, before headers."""
         live: list[Any] = []
         token = _live.set(live)
         try:
-            entry, metadata = getattr(self.cached_render, method)(*args, **kwargs)
+            entry, metadata = yield self._cached(method)(*args, **kwargs)
         finally:
             _live.reset(token)
         if live:
@@ -362,7 +442,7 @@ class CachedResponseWrapper:
         # Another request rendered this key at the same moment, and its
         # response may not be stored (it sets cookies, say), or the entry
         # varies on a header this request sends otherwise: not ours to share.
-        response = self._answer("bypass_cache_with_metadata", args, kwargs, request)[0]
+        response = (yield from self._answer("bypass_cache_with_metadata", args, kwargs, request))[0]
         return response, _unshared(entry)
 
     def _finish(self, request: Any, response: Any, served: Served) -> Any:
