@@ -37,6 +37,8 @@ CHILD_DEADLINE = 30.0
 
 
 def setup(backend: str) -> None:
+    from tests.timeouts import GENEROUS
+
     settings.configure(
         SECRET_KEY="restflow-fork-tests",
         RESTFLOW_SETTINGS={
@@ -46,8 +48,7 @@ def setup(backend: str) -> None:
                 # Hammering threads on a loaded machine can stall a round
                 # trip past the 0.1 s default; a BYPASS there is not what
                 # these scenarios test (their invalidations would raise).
-                "READ_TIMEOUT": 5.0,
-                "CONNECT_TIMEOUT": 5.0,
+                **GENEROUS,
                 # tests/redis/test_fork_redis.py runs the busy-wait path too.
                 "READ_SPIN": float(os.environ.get("RESTFLOW_FORK_READ_SPIN", "0")),
                 # The near cache's thread and connection, busy at the forks.

@@ -25,6 +25,7 @@ from restflow.caching import (
 )
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.redis.conftest import redis_settings, versioned_constructor
+from tests.timeouts import PAUSED, PAUSED_CALL_LIMIT
 
 ROOT = Path(__file__).resolve().parents[2]
 calls: list = []
@@ -246,7 +247,7 @@ def test_killed_redis_bypasses_and_caching_resumes(own_redis):
 
 
 def test_a_paused_redis_costs_at_most_the_timeouts(own_redis):
-    with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url)):
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url, **PAUSED)):
         profile(1)
         own_redis.pause()
         try:
@@ -256,8 +257,8 @@ def test_a_paused_redis_costs_at_most_the_timeouts(own_redis):
         finally:
             own_redis.resume()
     assert meta["cache_status"] is CacheStatus.BYPASS
-    # Read timeout 0.1 s (plus the live computation): never a hang.
-    assert elapsed < 2, elapsed
+    # The read timeout (plus the live computation): never a hang.
+    assert elapsed < PAUSED_CALL_LIMIT, elapsed
 
 
 def test_failure_mode_raise(own_redis):
@@ -372,7 +373,9 @@ def test_a_dead_lock_holder_is_taken_over_after_its_lock_expires(redis, redis_se
     assert status_word == "MISS"
     assert int(pid) != holder.pid
     assert int(redis.get("computations")) == 2
-    assert waited < 10
+    # A hang guard (the wait is the holder's 1 s lock, plus a process's
+    # start-up, which a loaded machine makes several seconds).
+    assert waited < 30
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
