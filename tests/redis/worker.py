@@ -115,7 +115,18 @@ def main() -> int:
             leads = bool(computing) or any(asleep(t) for t in threads)
             return following_calls(payload, "cold") == 7 and leads
 
-        wait_until(all_waiting, "this process's callers waiting", timeout=45, every=0.01)
+        try:
+            wait_until(all_waiting, "this process's callers waiting", timeout=45, every=0.01)
+        except AssertionError:
+            # What the process was doing, for the report of a rare failure.
+            followers = following_calls(payload, "cold")
+            sleeping = sum(asleep(t) for t in threads)
+            print(
+                f"following={followers} computing={len(computing)} asleep={sleeping}",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise
         counter.incr("waiting")
         for thread in threads:
             thread.join()
