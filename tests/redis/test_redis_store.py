@@ -329,7 +329,13 @@ def start_together(processes):
 
 
 def finish(process, timeout=60):
-    out, err = process.communicate(timeout=timeout)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # A hung worker: what it said so far is the only clue to why.
+        process.kill()
+        out, err = process.communicate()
+        raise AssertionError(f"worker still running after {timeout} s:\n{out}\n{err}") from None
     assert process.returncode == 0, err
     return out.strip()
 

@@ -10,6 +10,7 @@ when a process happened to start.
 
 from __future__ import annotations
 
+import faulthandler
 import sys
 import threading
 import time
@@ -90,6 +91,9 @@ def main() -> int:
         assert line == "go", line
 
     if scenario == "cold":
+        # Every thread's stack on stderr if this process is still here when
+        # the test's 60 s deadline nears: the clue a hang leaves.
+        faulthandler.dump_traceback_later(55, exit=False)
         started, barrier = threading.Event(), threading.Barrier(8)
         statuses = []
 
