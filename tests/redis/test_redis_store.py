@@ -329,21 +329,35 @@ def start_together(processes):
 
 
 def finish(process, timeout=60):
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        # A hung worker: what it said so far is the only clue to why.
-        process.kill()
-        out, err = process.communicate()
-        raise AssertionError(f"worker still running after {timeout} s:\n{out}\n{err}") from None
-    assert process.returncode == 0, err
-    return out.strip()
+    [out] = finish_all([process], timeout)
+    return out
+
+
+def finish_all(processes, timeout=60):
+    """Every worker's output, once all ended; a worker that failed or hung
+    (killed at the deadline) fails the test with what every worker said,
+    since the cause of a cross-process failure may be in another one."""
+    deadline = time.monotonic() + timeout
+    results = []
+    for process in processes:
+        try:
+            out, err = process.communicate(timeout=max(deadline - time.monotonic(), 1))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+            err += f"\n(still running after {timeout} s: killed)"
+        results.append((process.returncode, out, err))
+    if any(code != 0 for code, _, _ in results):
+        raise AssertionError(
+            "\n".join(f"worker {n}: exit {c}\n{o}\n{e}" for n, (c, o, e) in enumerate(results))
+        )
+    return [out.strip() for _, out, _ in results]
 
 
 def test_a_cold_key_computes_once_across_4_processes_of_8_threads(redis, redis_server):
     processes = [worker("cold", redis_server.url, 0, 60, 4) for _ in range(4)]
     start_together(processes)
-    outputs = [finish(p) for p in processes]
+    outputs = finish_all(processes)
     assert int(redis.get("computations")) == 1
     # The computation lasts until all 32 callers wait on it (tests/redis/worker.py):
     # in its process, or on the lock from the others. Every one reports MISS.
@@ -361,7 +375,7 @@ def test_the_stale_refresh_runs_once_across_processes(redis, redis_server):
     # The refresh one process claimed waits for "release": every read is STALE.
     outputs = [p.stdout.readline().strip() for p in processes]
     redis.set("release", 1)
-    assert [finish(p) for p in processes] == [""] * 4
+    assert finish_all(processes) == [""] * 4
     assert [s for out in outputs for s in out.split(",")] == ["STALE"] * 20
     # One prime, one refresh: never one refresh per process.
     assert int(redis.get("computations")) == 2
