@@ -22,6 +22,7 @@ stalls the run.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import os
 import random
 import signal
@@ -164,6 +165,9 @@ def main() -> int:
             pid = os.fork()
             if pid == 0:
                 code = 1
+                # A child that hangs is killed at CHILD_DEADLINE: its threads'
+                # stacks, on stderr just before, say where it hung.
+                faulthandler.dump_traceback_later(CHILD_DEADLINE - 5, exit=False)
                 try:
                     check_child()
                     code = 0
