@@ -22,6 +22,7 @@ stalls the run.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import os
 import random
 import signal
@@ -37,6 +38,8 @@ CHILD_DEADLINE = 30.0
 
 
 def setup(backend: str) -> None:
+    from tests.timeouts import GENEROUS
+
     settings.configure(
         SECRET_KEY="restflow-fork-tests",
         RESTFLOW_SETTINGS={
@@ -46,8 +49,7 @@ def setup(backend: str) -> None:
                 # Hammering threads on a loaded machine can stall a round
                 # trip past the 0.1 s default; a BYPASS there is not what
                 # these scenarios test (their invalidations would raise).
-                "READ_TIMEOUT": 5.0,
-                "CONNECT_TIMEOUT": 5.0,
+                **GENEROUS,
                 # tests/redis/test_fork_redis.py runs the busy-wait path too.
                 "READ_SPIN": float(os.environ.get("RESTFLOW_FORK_READ_SPIN", "0")),
                 # The near cache's thread and connection, busy at the forks.
@@ -163,6 +165,9 @@ def main() -> int:
             pid = os.fork()
             if pid == 0:
                 code = 1
+                # A child that hangs is killed at CHILD_DEADLINE: its threads'
+                # stacks, on stderr just before, say where it hung.
+                faulthandler.dump_traceback_later(CHILD_DEADLINE - 5, exit=False)
                 try:
                     check_child()
                     code = 0

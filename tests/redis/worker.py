@@ -10,6 +10,7 @@ when a process happened to start.
 
 from __future__ import annotations
 
+import faulthandler
 import sys
 import threading
 import time
@@ -45,14 +46,11 @@ def main() -> int:
     lock_timeout = float(rest[1]) if len(rest) > 1 else 10
     # Generous round-trip timeouts: these scenarios are about locks and
     # refresh claims across processes, and a loaded machine must not turn
-    # them into BYPASS.
-    setup(
-        url,
-        LOCK_TIMEOUT=lock_timeout,
-        STALE_WHILE_REVALIDATE=60,
-        READ_TIMEOUT=5.0,
-        CONNECT_TIMEOUT=5.0,
-    )
+    # them into BYPASS (a lock poll that times out computes live: a second
+    # computation of the cold key).
+    from tests.timeouts import GENEROUS
+
+    setup(url, LOCK_TIMEOUT=lock_timeout, STALE_WHILE_REVALIDATE=60, **GENEROUS)
     from restflow.caching import cache_result
     from restflow.caching.testing import frozen_clock, wait_for_refreshes
     from tests.parking import asleep, following_calls, wait_until
@@ -93,6 +91,9 @@ def main() -> int:
         assert line == "go", line
 
     if scenario == "cold":
+        # Every thread's stack on stderr if this process is still here when
+        # the test's 60 s deadline nears: the clue a hang leaves.
+        faulthandler.dump_traceback_later(55, exit=False)
         started, barrier = threading.Event(), threading.Barrier(8)
         statuses = []
 
@@ -118,7 +119,18 @@ def main() -> int:
             leads = bool(computing) or any(asleep(t) for t in threads)
             return following_calls(payload, "cold") == 7 and leads
 
-        wait_until(all_waiting, "this process's callers waiting", timeout=45, every=0.01)
+        try:
+            wait_until(all_waiting, "this process's callers waiting", timeout=45, every=0.01)
+        except AssertionError:
+            # What the process was doing, for the report of a rare failure.
+            followers = following_calls(payload, "cold")
+            sleeping = sum(asleep(t) for t in threads)
+            print(
+                f"following={followers} computing={len(computing)} asleep={sleeping}",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise
         counter.incr("waiting")
         for thread in threads:
             thread.join()
