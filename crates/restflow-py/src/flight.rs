@@ -434,11 +434,33 @@ impl SharedFlight {
 /// The callback a follower's flight runs when its leader ends: calls
 /// `callback()` attached to Python, reporting (never raising) its error.
 fn wake_with(callback: Py<PyAny>) -> restflow_cache::Callback {
+    let callback = ReleasedAttached(Some(callback));
     Box::new(move || {
-        Python::attach(|py| {
-            if let Err(error) = callback.call0(py) {
+        // `move`: the callback is released inside the attach (see
+        // `ReleasedAttached`).
+        Python::attach(move |py| {
+            let callback = &callback;
+            if let Some(Err(error)) = callback.0.as_ref().map(|c| c.call0(py)) {
                 error.write_unraisable(py, None);
             }
         })
     })
+}
+
+/// A Python object released attached to the interpreter, whichever thread
+/// drops its holder. A flight's callback may be dropped (or run) by a
+/// thread that is detached; a `Py` dropped detached goes through pyo3's
+/// reference pool, behind a process-wide lock that a fork at that instant
+/// leaves held in the child, whose next decref then waits forever (a hung
+/// child in tests/fork_worker.py, caught with gdb).
+struct ReleasedAttached(Option<Py<PyAny>>);
+
+impl Drop for ReleasedAttached {
+    fn drop(&mut self) {
+        if let Some(object) = self.0.take() {
+            // At interpreter exit there is nothing to attach to: the
+            // object goes with the process.
+            let _ = Python::try_attach(move |_| drop(object));
+        }
+    }
 }

@@ -797,8 +797,13 @@ fn schedule_refresh(
     let (job_core, job_backend) = (Arc::clone(core), backend.clone_ref(py));
     // The engine times the computation (an early refresh's delta) and
     // stores what it produced.
+    // Every closure here moves what it holds into its `Python::attach`, so
+    // those Python objects are dropped attached: the job runs detached, and
+    // a `Py` dropped detached goes through pyo3's reference pool, whose lock
+    // a fork at that instant would leave held in the child (seen as a hung
+    // child in tests/fork_worker.py: a child's first decref waited on it).
     let compute = move || {
-        Python::attach(|py| {
+        Python::attach(move |py| {
             let (core, handle) = (&job_core, job_backend.get());
             match produce(py, core, handle, &call) {
                 Ok(produced) => produced
@@ -813,7 +818,7 @@ fn schedule_refresh(
     };
     let report_backend = backend.clone_ref(py);
     let finished = move |outcome: Result<(), StoreError>| {
-        Python::attach(|py| {
+        Python::attach(move |py| {
             // No caller to hand an interrupt to on the refresh thread: the
             // refresh just ends (and must not leave it for the next job).
             let _ = interrupt::take();
