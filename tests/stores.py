@@ -1,34 +1,149 @@
-"""The stores ``cache_response`` tests run on, besides Redis (whose runs
-live under ``tests/redis`` and point the ``store`` fixture at a server)."""
+"""The stores a test runs on: one ``store`` fixture instead of a copied suite
+per store (issue 11).
+
+``store`` is parametrized over the memory store, a Django cache and the three
+Redis servers of ``tests/redis/conftest.py`` (ids ``memory``, ``django``,
+``redis``, ``redis6``, ``valkey9``). A test that applies to fewer names them::
+
+    @pytest.mark.parametrize("store", on("memory", "redis"), indirect=True)
+
+(``redis`` stands for the three servers). The Redis servers are started once
+per session, on first use, and shared with the tests under ``tests/redis``
+(whose ``redis_server`` fixture takes them from the same pool), so a folded
+suite costs no extra server start.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import pytest
+import redis as redis_py
 from django.core.cache import caches as django_caches
 from django.test import override_settings
 
+from tests.redis.conftest import SERVERS, RedisServer, redis_settings, server_binary
+
+#: The Django cache the ``django`` store uses (locmem: in this process).
+DJANGO_CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "locmem": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "restflow-store",
+    },
+}
+
+#: Every store id: the memory store, a Django cache, each Redis server.
+ALL = ("memory", "django", *SERVERS)
+
+
+def on(*kinds: str) -> list[str]:
+    """The store ids for ``kinds`` (``"redis"`` means every Redis server),
+    to parametrize ``store`` indirectly with."""
+    ids: list[str] = []
+    for kind in kinds:
+        ids.extend(SERVERS if kind == "redis" else [kind])
+    return ids
+
+
+class ServerPool:
+    """The session's Redis servers, one per kind, started on first use."""
+
+    def __init__(self) -> None:
+        self._servers: dict[str, RedisServer] = {}
+
+    def get(self, kind: str) -> RedisServer:
+        if kind not in self._servers:
+            self._servers[kind] = RedisServer(binary=server_binary(kind)).start()
+        return self._servers[kind]
+
+    def stop(self) -> None:
+        for server in self._servers.values():
+            server.stop()
+        self._servers.clear()
+
+
+@pytest.fixture(scope="session")
+def server_pool():
+    pool = ServerPool()
+    yield pool
+    pool.stop()
+
+
+@dataclass
+class Store:
+    """The store a test runs on.
+
+    ``kind`` is ``"memory"``, ``"django"`` or ``"redis"`` (whichever server);
+    ``id`` the test id; ``label`` the backend as ``stats()`` and the
+    management command name it; ``server``/``client`` the Redis server and
+    a client of its database (None on the other stores).
+    """
+
+    id: str
+    kind: str
+    label: str
+    server: RedisServer | None = None
+    client: redis_py.Redis | None = field(default=None, repr=False)
+
+    @property
+    def shared(self) -> bool:
+        """Whether entries live outside this process (Django cache, Redis)."""
+        return self.kind != "memory"
+
+    def settings(self, **extra) -> dict:
+        """The RESTFLOW_SETTINGS of this store, with ``extra`` cache settings."""
+        if self.server is not None:
+            return redis_settings(self.server.url, **extra)
+        backend = {"memory": "memory", "django": "django:locmem"}[self.kind]
+        return {"CACHE_SETTINGS": {"BACKEND": backend, **extra}}
+
+    @contextmanager
+    def configured(self, **extra) -> Iterator[None]:
+        """Within: this store with ``extra`` cache settings (``SERIALIZER``...)."""
+        with override_settings(RESTFLOW_SETTINGS=self.settings(**extra)):
+            yield
+
+    def holds(self, *keys: str) -> int:
+        """How many of ``keys`` the shared store holds an entry under."""
+        if self.client is not None:
+            return self.client.exists(*keys)
+        assert self.kind == "django", "the memory store has no keys to look up"
+        cache = django_caches["locmem"]
+        return sum(cache.get(key) is not None for key in keys)
+
 
 @contextmanager
-def using_store(kind: str) -> Iterator[str]:
-    """The cached views use ``kind``: the memory store, or a Django cache."""
-    if kind == "memory":
-        yield kind
+def using_store(kind: str, pool: ServerPool | None = None) -> Iterator[Store]:
+    """Within: the cache uses store ``kind`` (an id of ``ALL``), emptied
+    before and after.
+
+    Statistics are not reset here: ``reset_stats()`` binds every live
+    cached function to the store, so a function an earlier test left alive
+    would claim its name on the shared store and refuse this test's
+    function of that name. The statistics tests reset them themselves."""
+    if kind in SERVERS:
+        assert pool is not None, "a Redis store needs the server pool"
+        server = pool.get(kind)
+        client = server.client()
+        client.flushdb()
+        store = Store(kind, "redis", server.url, server, client)
+        with override_settings(CACHES=DJANGO_CACHES, RESTFLOW_SETTINGS=store.settings()):
+            yield store
+        client.flushdb()
         return
-    caches = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-    backend = {"CACHE_SETTINGS": {"BACKEND": "django:default"}}
-    with override_settings(CACHES=caches, RESTFLOW_SETTINGS=backend):
-        django_caches["default"].clear()  # locmem outlives the test that filled it
-        yield kind
-        django_caches["default"].clear()
+    store = Store(kind, kind, {"memory": "memory", "django": "django:locmem"}[kind])
+    with override_settings(CACHES=DJANGO_CACHES, RESTFLOW_SETTINGS=store.settings()):
+        django_caches["locmem"].clear()  # locmem outlives the test that filled it
+        yield store
+        django_caches["locmem"].clear()
 
 
-@pytest.fixture(params=["memory", "django"], name="store")
-def memory_or_django(request):
-    """``store``: each test runs on the memory store and on a Django cache.
-    A module imports it (as ``memory_or_django``); a Redis run of the same
-    tests defines its own ``store``."""
-    with using_store(request.param):
-        yield request.param
+@pytest.fixture(params=ALL)
+def store(request, server_pool):
+    """``store``: the test runs on each store of ``ALL`` (or those it
+    parametrizes ``store`` with, indirectly); a ``Store``."""
+    with using_store(request.param, server_pool) as chosen:
+        yield chosen

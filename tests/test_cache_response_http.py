@@ -5,9 +5,10 @@
 ``Cache-Control`` (RFC 9111 §5.2.2, RFC 5861). Requests go through DRF's
 ``APIRequestFactory`` and the views' ``as_view()``; every view counts its
 runs, so a test sees the 304 path never ran the view. The engine's clock is
-frozen, so ``Age`` and ``ttl`` are exact. Each test runs on the memory store
-and a Django cache; ``tests/redis/test_cache_response_http_redis.py`` runs
-them on Redis.
+frozen, so ``Age`` and ``ttl`` are exact. Each test taking ``store`` runs
+on every store (tests/stores.py): memory, a Django cache and the Redis
+servers, where the stored ``ETag`` and the entry's times go through the
+serializer and a round trip.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from rest_framework.views import APIView
 from restflow.caching import CacheKeyField, cache_result, set_response_cache_header
 from restflow.caching.cache_response import ResponseCacheKeyConstructor, cache_response
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
-from tests.stores import memory_or_django  # noqa: F401 (the store fixture)
 
 RUNS: Counter = Counter()
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

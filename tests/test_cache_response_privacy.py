@@ -6,8 +6,9 @@ a CSRF token on the page, the order of repeated query parameters, the
 method) and checks that the second client gets what was rendered for it.
 The requests go through DRF's ``APIRequestFactory`` and the view's
 ``as_view()``, with Django's ``SessionMiddleware`` where the session is the
-point. Every test runs on the memory store and on a Django cache; the Redis
-run (``tests/redis/test_cache_response_privacy_redis.py``) imports them.
+point. Every test runs on every store (tests/stores.py): memory, a Django
+cache and the Redis servers, where entries go through the serializer and the
+vary record survives a round trip.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from rest_framework.views import APIView
 
 from restflow.caching import KeyConstructor, RequestValueKeyField
 from restflow.caching.cache_response import ResponseCacheKeyConstructor, cache_response
-from tests.stores import memory_or_django  # noqa: F401 (the store fixture)
 
 STATUS = "X-Cache-status"
 RUNS: Counter = Counter()

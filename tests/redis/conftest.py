@@ -174,10 +174,10 @@ def server_kind(request):
 
 
 @pytest.fixture(scope="session")
-def redis_server(server_kind):
-    server = RedisServer(binary=SERVERS[server_kind][0]).start()
-    yield server
-    server.stop()
+def redis_server(server_kind, server_pool):
+    """The session's server of ``server_kind``: the one the ``store``
+    fixture (tests/stores.py) uses too, started once."""
+    return server_pool.get(server_kind)
 
 
 def redis_settings(url: str, **extra):
