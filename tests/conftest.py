@@ -5,7 +5,6 @@ import pytest
 from restflow import _engine
 from restflow.caching.function_identity import _holders
 from restflow.caching.testing import clear_caches, wait_for_refreshes
-from tests.observed_backends import observed_backend_fixture  # noqa: F401  (a fixture)
 from tests.stores import server_pool, store  # noqa: F401  (fixtures)
 
 

@@ -1,5 +1,6 @@
-"""``manage.py restflow_cache`` (issue 15, item 3) on the memory store and a
-Django cache; Redis (and its `check`): tests/redis/test_command_redis.py."""
+"""``manage.py restflow_cache`` (issue 15, item 3) on every store
+(tests/stores.py); `check` on Redis, with its eviction-policy warning:
+tests/redis/test_command_redis.py."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
-from restflow.caching import cache_result
+from restflow.caching import CacheStatus, cache_result, reset_stats
 from restflow.caching.testing import frozen_clock
+from tests.stores import on
 
 
 @cache_result(ttl=60)
@@ -24,8 +26,9 @@ def run(*args, **kwargs) -> str:
     return out.getvalue()
 
 
-def test_stats_table(observed_backend, monkeypatch):
+def test_stats_table(store, monkeypatch):
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    reset_stats()
     greeting("ann")
     greeting("ann")
     greeting("ann")
@@ -49,17 +52,17 @@ def test_stats_table(observed_backend, monkeypatch):
     ]
     row = next(line for line in lines if line.startswith("tests.test_command.greeting "))
     cells = row.split()
-    assert cells[1:4] == [observed_backend, "4", "50.0%"]
+    assert cells[1:4] == [store.label, "4", "50.0%"]
     # Two computations: their percentiles are bucket bounds; lookups are
     # timed on shared stores only.
     assert cells[4].endswith(("us", "ms")) and cells[5].endswith(("us", "ms"))
-    if observed_backend == "memory":
+    if store.kind == "memory":
         assert cells[6:8] == ["-", "-"]
     else:
         assert cells[6].endswith(("us", "ms"))
 
 
-def test_inspect(observed_backend):
+def test_inspect(store):
     with frozen_clock() as clock:
         missing = run("inspect", "tests.test_command.greeting", "'cy'", "punctuation='?'")
         assert dict(line.split(None, 1) for line in missing.splitlines())["status"] == (
@@ -75,7 +78,7 @@ def test_inspect(observed_backend):
     assert fields["cached_at"] == cached_at
     assert fields["reset_at"] > cached_at
     assert fields["size"].endswith("bytes (pickled)")
-    assert fields["backend"] == observed_backend
+    assert fields["backend"] == store.label
 
 
 def test_inspect_and_wipe_say_what_is_wrong():
@@ -89,7 +92,7 @@ def test_inspect_and_wipe_say_what_is_wrong():
         run("wipe", "tests.test_command.greeting", "--all")
 
 
-def test_wipe_one_function_and_all(observed_backend):
+def test_wipe_one_function_and_all(store):
     @cache_result(ttl=60)
     def other(x):
         return x
@@ -99,15 +102,19 @@ def test_wipe_one_function_and_all(observed_backend):
     out = run("wipe", "tests.test_command.greeting")
     assert "wiped tests.test_command.greeting" in out
     assert greeting.get_cached_metadata("ann") is None
+    # Wiped in the store (on a shared one, so in every process): the next
+    # call computes.
+    assert greeting.get_with_metadata("ann")[1]["cache_status"] is CacheStatus.MISS
     assert other.get_cached_metadata(1) is not None
     out = run("wipe", "--all")
     assert other.get_cached_metadata(1) is None
-    assert ("note: the memory store lives in each process" in out) == (observed_backend == "memory")
+    assert ("note: the memory store lives in each process" in out) == (store.kind == "memory")
 
 
-def test_check_memory_and_django(observed_backend):
+@pytest.mark.parametrize("store", on("memory", "django"), indirect=True)
+def test_check_memory_and_django(store):
     out = run("check")
-    if observed_backend == "memory":
+    if store.kind == "memory":
         assert out.startswith("memory: ok (in this process:")
     else:
         assert "django:locmem: ok (latency " in out

@@ -1,6 +1,7 @@
-"""``manage.py restflow_cache`` against Redis (issue 15, item 3): stats,
-inspect and wipe on the shared store, and `check` with its eviction-policy
-warning (on a server of the test's own, which it reconfigures and stops)."""
+"""``manage.py restflow_cache check`` against Redis (issue 15, item 3), with
+its eviction-policy warning (on a server of the test's own, which it
+reconfigures and stops). Stats, inspect and wipe on every store:
+tests/test_command.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
-from restflow.caching import CacheStatus, cache_result, reset_stats
+from restflow.caching import cache_result
 from tests.redis.conftest import redis_settings
 
 
@@ -24,31 +25,6 @@ def run(*args) -> str:
     out = StringIO()
     call_command("restflow_cache", *args, stdout=out)
     return out.getvalue()
-
-
-def test_stats_inspect_wipe(redis, redis_server, monkeypatch):
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    reset_stats()
-    badge(1)
-    badge(1)
-    row = next(
-        line for line in run("stats").splitlines() if "tests.redis.test_command_redis" in line
-    )
-    cells = row.split()
-    assert cells[1:4] == [redis_server.url, "2", "50.0%"]
-    assert cells[6].endswith(("us", "ms")), "the hit's lookup was timed"
-    fields = dict(
-        line.split(None, 1)
-        for line in run("inspect", "tests.redis.test_command_redis.badge", "1").splitlines()
-    )
-    assert fields["status"] == "HIT"
-    assert fields["key"] == badge.get_cache_key(1)
-    assert fields["backend"] == redis_server.url
-    assert "wiped tests.redis.test_command_redis.badge" in run(
-        "wipe", "tests.redis.test_command_redis.badge"
-    )
-    # Wiped in the store, so in every process: the next call computes.
-    assert badge.get_with_metadata(1)[1]["cache_status"] is CacheStatus.MISS
 
 
 def test_check_reports_version_policy_and_warns(own_redis):
