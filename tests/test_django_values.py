@@ -1,6 +1,7 @@
-"""Values on the Django-cache store (issue 10, items 13 and 17): with
+"""Values on the Django database cache (issue 10, items 13 and 17): with
 SERIALIZER="json" a value is stored exactly or not at all, and an interrupt
-raised while a value is (un)pickled reaches the caller."""
+raised while a value is (un)pickled reaches the caller. The same on the
+locmem Django cache and on Redis: tests/test_key_values.py (``store``)."""
 
 from __future__ import annotations
 
@@ -19,12 +20,17 @@ from tests.test_django_backend import CACHES, alias, settings_for  # noqa: F401 
 
 calls: list = []
 
+#: The locmem alias runs these checks as the ``django`` store of
+#: tests/test_key_values.py; the database cache here.
+ON_THE_DATABASE = pytest.mark.parametrize("alias", ["db"], indirect=True)
+
 
 @pytest.fixture(autouse=True)
 def _reset_calls():
     calls.clear()
 
 
+@ON_THE_DATABASE
 def test_json_refuses_a_tuple_and_logs_once(alias, caplog):  # noqa: F811
     @cache_result(ttl=30)
     def pair(n):
@@ -44,6 +50,7 @@ def test_json_refuses_a_tuple_and_logs_once(alias, caplog):  # noqa: F811
     assert "the value is a 'builtins.tuple'" in records[0].message
 
 
+@ON_THE_DATABASE
 def test_json_keeps_plain_values(alias):  # noqa: F811
     @cache_result(ttl=30)
     def plain(n):
@@ -56,10 +63,12 @@ def test_json_keeps_plain_values(alias):  # noqa: F811
     assert (value, meta["cache_status"], calls) == (first, CacheStatus.HIT, [1])
 
 
+@ON_THE_DATABASE
 def test_an_interrupt_while_pickling_reaches_the_caller(alias):  # noqa: F811
     check_an_interrupt_while_pickling_reaches_the_caller()
 
 
+@ON_THE_DATABASE
 def test_an_interrupt_while_unpickling_reaches_the_caller(alias):  # noqa: F811
     check_an_interrupt_while_unpickling_reaches_the_caller(
         lambda key: bool(caches[alias].get_many([key]))

@@ -5,18 +5,25 @@ are in tests/redis/test_key_values_redis.py."""
 
 from __future__ import annotations
 
+import enum
+import logging
 import sys
 import zoneinfo
+from collections import OrderedDict
 from datetime import UTC, datetime, time, timedelta, timezone, tzinfo
+from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from restflow.caching import CacheStatus, cache_result
+from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
 from tests.interrupting_values import (
+    check_an_interrupt_while_pickling_reaches_the_caller,
+    check_an_interrupt_while_unpickling_reaches_the_caller,
     check_an_interrupted_recompute_is_not_answered_with_the_stale_value,
 )
+from tests.stores import on
 
 LONDON = ZoneInfo("Europe/London")
 GMT = timezone(timedelta(0), "GMT")
@@ -24,6 +31,10 @@ GMT = timezone(timedelta(0), "GMT")
 WINTER = (2026, 1, 15, 12, 0)
 
 computed: list = []
+
+
+class Tier(enum.IntEnum):
+    GOLD = 1
 
 
 @cache_result(ttl=60)
@@ -67,12 +78,15 @@ ALIKE = [
 
 
 @pytest.mark.parametrize(("left", "right"), ALIKE, ids=repr)
-def test_datetimes_that_print_alike_are_different_entries(left, right):
+def test_datetimes_that_print_alike_are_different_entries(store, left, right):
     assert left.isoformat() == right.isoformat()
     first, second = zone_of(left), zone_of(right)
     assert computed == [left, right]
     assert zone_of.get_cache_key(left) != zone_of.get_cache_key(right)
-    # Each is served its own value later.
+    if store.shared:
+        assert store.holds(zone_of.get_cache_key(left), zone_of.get_cache_key(right)) == 2
+    # Each is served its own value later (from the store).
+    assert zone_of.get_with_metadata(left) == (first, zone_of.get_cached_metadata(left))
     assert (zone_of(left), zone_of(right)) == (first, second)
     assert status(zone_of, left) is status(zone_of, right) is CacheStatus.HIT
     assert len(computed) == 2
@@ -194,5 +208,81 @@ def test_a_broker_job_keeps_the_zone_and_fold_its_key_needs(value):
     assert zone_of.get_cache_key(back) == zone_of.get_cache_key(value)
 
 
-def test_an_interrupted_recompute_is_not_answered_with_the_stale_value():
+def test_an_interrupted_recompute_is_not_answered_with_the_stale_value(store):
     check_an_interrupted_recompute_is_not_answered_with_the_stale_value()
+
+
+SHARED = on("django", "redis")
+
+
+@pytest.mark.parametrize("store", SHARED, indirect=True)
+def test_an_interrupt_while_pickling_reaches_the_caller(store):
+    check_an_interrupt_while_pickling_reaches_the_caller()
+
+
+@pytest.mark.parametrize("store", SHARED, indirect=True)
+def test_an_interrupt_while_unpickling_reaches_the_caller_and_keeps_the_entry(store):
+    check_an_interrupt_while_unpickling_reaches_the_caller(store.holds)
+
+
+# -- item 13: SERIALIZER="json" stores a value exactly, or not at all ----------
+
+# Values JSON would hand back changed (a tuple as a list, int keys as
+# strings) or cannot write at all; the path is what the log names.
+UNFAITHFUL = [
+    ((1, 2), "the value", "builtins.tuple"),
+    ({"rows": [(1, "a")]}, "the value['rows'][0]", "builtins.tuple"),
+    ({1: "one"}, "a key of the value", "builtins.int"),
+    ({None: 1}, "a key of the value", "builtins.NoneType"),
+    ({"tags": {"a"}}, "the value['tags']", "builtins.set"),
+    ([Decimal("1.10")], "the value[0]", "decimal.Decimal"),
+    ({"at": datetime(*WINTER, tzinfo=UTC)}, "the value['at']", "datetime.datetime"),
+    (b"raw", "the value", "builtins.bytes"),
+    (OrderedDict(a=1), "the value", "collections.OrderedDict"),
+    (Tier.GOLD, "the value", "Tier"),
+]
+
+
+def json_records(caplog):
+    return [r for r in caplog.records if r.name == "restflow.caching" and "json" in r.message]
+
+
+@pytest.mark.parametrize(
+    ("value", "path", "kind"), UNFAITHFUL, ids=[repr(v[0])[:30] for v in UNFAITHFUL]
+)
+@pytest.mark.parametrize("store", SHARED, indirect=True)
+def test_json_refuses_a_value_it_would_change_and_logs_once(store, caplog, value, path, kind):
+    @cache_result(ttl=30)
+    def give(n):
+        computed.append(n)
+        return value
+
+    with store.configured(SERIALIZER="json"):
+        with caplog.at_level(logging.ERROR, logger="restflow.caching"):
+            for n in (1, 1, 2):
+                got, meta = give.get_with_metadata(n)
+                # What the function returned, never a JSON look-alike.
+                assert got is value and meta["cache_status"] is CacheStatus.MISS
+        assert computed == [1, 1, 2]
+        assert give.get_cache_only(1) is CACHE_MISSING
+        assert not store.holds(give.get_cache_key(1))
+    records = json_records(caplog)
+    assert len(records) == 1, [r.message for r in records]
+    message = records[0].message
+    assert give.function_id in message and path in message and kind in message
+    assert 'SERIALIZER="pickle"' in message
+
+
+@pytest.mark.parametrize("store", SHARED, indirect=True)
+def test_json_stores_plain_json_values_exactly(store):
+    value = {"id": 1, "name": "é", "ok": True, "none": None, "ratio": 0.5, "rows": [[1, "a"]]}
+
+    @cache_result(ttl=30)
+    def give(n):
+        computed.append(n)
+        return value
+
+    with store.configured(SERIALIZER="json"):
+        give(1)
+        got, meta = give.get_with_metadata(1)
+    assert (got, meta["cache_status"], computed) == (value, CacheStatus.HIT, [1])
