@@ -1,7 +1,7 @@
 """The interpreter exits while an async computation is in flight on an event
 loop that was closed or stopped (issue 10, item 5). Each scenario runs in a
 subprocess with a timeout: a hang fails the test instead of the suite.
-tests/redis/test_lifetimes_redis.py runs the same scenarios on Redis."""
+Each runs on every store (tests/stores.py)."""
 
 from __future__ import annotations
 
@@ -64,11 +64,11 @@ def run_scenario(backend: str, ending: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("ending", ["close", "stop"])
-@pytest.mark.parametrize("backend", ["memory", "django:default"])
-def test_exit_with_a_computation_in_flight(backend, ending):
+def test_exit_with_a_computation_in_flight(store, ending):
     """The memory store computes on the loop itself; the Django-cache store
-    (its LocMem default alias here) waits for the loop on a worker thread,
-    as Redis does."""
+    (the subprocess's LocMem default alias) and Redis wait for the loop on a
+    worker thread."""
+    backend = "django:default" if store.kind == "django" else store.label
     out = run_scenario(backend, ending)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["exiting"]

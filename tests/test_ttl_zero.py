@@ -6,7 +6,8 @@ computes; with one, every call after the first is served STALE while one
 background refresh runs. Freshness is judged on the precise clock whenever
 an entry is within the coarse clock's lag of its deadline, so a hit, a peek
 (``get_cache_only`` / ``get_cached_metadata``) and the metadata's
-``reset_at`` always agree.
+``reset_at`` always agree. The ``store`` tests run on every store
+(tests/stores.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.test import override_settings
 
 from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
@@ -35,36 +35,30 @@ def _counted(**options):
     return f, computed
 
 
-@pytest.fixture(params=["memory", "django"])
-def store(request):
-    """The memory store, or the Django-cache store over a LocMem alias.
-    (tests/redis/test_lifetimes_redis.py has the Redis side.)"""
-    if request.param == "memory":
-        yield
-        return
-    caches = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-    backend = {"CACHE_SETTINGS": {"BACKEND": "django:default"}}
-    with override_settings(CACHES=caches, RESTFLOW_SETTINGS=backend):
-        yield
+def calls_on(store) -> int:
+    """Calls per loop: fewer on Redis, where each is a round trip."""
+    return 300 if store.kind == "redis" else CALLS
 
 
 @pytest.mark.parametrize("ttl", [0, lambda result, x: 0], ids=["zero", "callable_zero"])
 def test_ttl_zero_is_a_miss_on_every_call(store, ttl):
+    calls = calls_on(store)
     f, computed = _counted(ttl=ttl, stale_while_revalidate=0)
-    statuses = [f.get_with_metadata(1)[1]["cache_status"] for _ in range(CALLS)]
-    assert statuses == [CacheStatus.MISS] * CALLS
-    for _ in range(CALLS):
+    statuses = [f.get_with_metadata(1)[1]["cache_status"] for _ in range(calls)]
+    assert statuses == [CacheStatus.MISS] * calls
+    for _ in range(calls):
         assert f(2) == 2  # the vectorcall fast path
-    assert len(computed) == 2 * CALLS
+    assert len(computed) == 2 * calls
     assert f.get_cache_only(1) is CACHE_MISSING
     assert f.get_cached_metadata(1) is None
 
 
 def test_ttl_zero_with_a_stale_window_is_stale_after_the_first_call(store):
+    calls = calls_on(store)
     f, _ = _counted(ttl=0, stale_while_revalidate=60)
-    statuses = [f.get_with_metadata(1)[1]["cache_status"] for _ in range(CALLS)]
+    statuses = [f.get_with_metadata(1)[1]["cache_status"] for _ in range(calls)]
     wait_for_refreshes()
-    assert statuses == [CacheStatus.MISS] + [CacheStatus.STALE] * (CALLS - 1)
+    assert statuses == [CacheStatus.MISS] + [CacheStatus.STALE] * (calls - 1)
     assert f.get_cached_metadata(1)["cache_status"] is CacheStatus.STALE
     assert f.get_cache_only(1) == 1
 

@@ -6,6 +6,8 @@ items 2 and 3).
   the number of live values never exceeds the entries in the store.
   Between the calls and the count no other engine method runs, since any
   engine method would release values that were merely held back.
+* A value a shared store serves (unpickled on every hit) is freed as soon
+  as the caller drops it, on the Django cache and Redis (``store``).
 * Decorated functions, methods and views are garbage-collected like the
   plain functions they wrap.
 """
@@ -21,6 +23,7 @@ from django.test import override_settings
 
 from restflow import _engine
 from restflow.caching import cache_result
+from tests.stores import on
 
 BOUND = 64
 CALLS = BOUND * 20
@@ -253,3 +256,41 @@ def _async_response_view(n):
 )
 def test_wrappers_nothing_refers_to_are_garbage_collected(make_one):
     assert _collected(make_one) == 0
+
+
+#: Every `Tracked` object alive, made by a call or by unpickling.
+ALIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+class Tracked:
+    """A value that registers itself however it was made (unpickling does
+    not call ``__init__``, but does call ``__new__``)."""
+
+    def __new__(cls, *args):
+        obj = super().__new__(cls)
+        ALIVE.add(obj)
+        return obj
+
+    def __init__(self, n):
+        self.n = n
+
+
+@cache_result(ttl=600)
+def tracked(n):
+    return Tracked(n)
+
+
+@pytest.mark.parametrize("store", on("django", "redis"), indirect=True)
+@pytest.mark.parametrize("entry_point", ["call", "keyword", "get_with_metadata"])
+def test_values_served_from_a_shared_store_are_freed_at_once(store, entry_point):
+    call = {
+        "call": lambda n: tracked(n),
+        "keyword": lambda n: tracked(n=n),
+        "get_with_metadata": lambda n: tracked.get_with_metadata(n),
+    }[entry_point]
+    for _ in range(2):  # misses, then hits
+        for n in range(200):
+            call(n)
+    # Nothing holds a value: none may be alive, with no other engine call
+    # made in between.
+    assert len(ALIVE) == 0
