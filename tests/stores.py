@@ -106,13 +106,18 @@ class Store:
         with override_settings(RESTFLOW_SETTINGS=self.settings(**extra)):
             yield
 
+    def raw(self, key: str) -> bytes | None:
+        """What the shared store holds under ``key``, as stored."""
+        if self.client is not None:
+            return self.client.get(key)
+        assert self.kind == "django", "the memory store has no keys to look up"
+        return django_caches["locmem"].get(key)
+
     def holds(self, *keys: str) -> int:
         """How many of ``keys`` the shared store holds an entry under."""
         if self.client is not None:
             return self.client.exists(*keys)
-        assert self.kind == "django", "the memory store has no keys to look up"
-        cache = django_caches["locmem"]
-        return sum(cache.get(key) is not None for key in keys)
+        return sum(self.raw(key) is not None for key in keys)
 
 
 @contextmanager

@@ -16,7 +16,6 @@ from restflow.caching import (
     KeyConstructor,
     cache_result,
 )
-from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.refresh_claim_race import (
     DJANGO_GATE,
     check_an_overtaken_stale_read_does_not_refresh_again,
@@ -75,6 +74,12 @@ def status(wrapper, *args):
     return wrapper.get_with_metadata(*args)[1]["cache_status"]
 
 
+#: The locmem alias is the ``django`` store of tests/test_store_contract.py,
+#: which runs these checks on every store; the database cache here.
+ON_THE_DATABASE = pytest.mark.parametrize("alias", ["db"], indirect=True)
+
+
+@ON_THE_DATABASE
 def test_every_wrapper_method(alias):
     value, meta = profile.get_with_metadata(1)
     assert meta["cache_status"] is CacheStatus.MISS
@@ -93,6 +98,7 @@ def test_every_wrapper_method(alias):
     assert profile.get_cache_only(1) is CACHE_MISSING
 
 
+@ON_THE_DATABASE
 def test_partitions_and_wipe(alias):
     report("a", 1)
     report("a", 2)
@@ -103,20 +109,6 @@ def test_partitions_and_wipe(alias):
     assert report.get_cache_only("b", 1) == "b/1/3"
     TenantKey.wipe()
     assert report.get_cache_only("b", 1) is CACHE_MISSING
-
-
-def test_stale_refresh(alias):
-    if alias == "db":
-        # The refresh runs on an engine thread; with the test suite's
-        # in-memory SQLite that thread does not see the cache table.
-        pytest.skip("background refresh needs a database other threads can see")
-    with frozen_clock() as clock:
-        profile(1)
-        clock.advance(31)
-        assert status(profile, 1) is CacheStatus.STALE
-        wait_for_refreshes()
-        value, meta = profile.get_with_metadata(1)
-        assert (value["n"], meta["cache_status"]) == (2, CacheStatus.HIT)
 
 
 def test_foreign_and_tampered_values_are_misses(alias):
