@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import pytest
 import redis as redis_py
 from django.core.cache import caches as django_caches
+from django.core.management import call_command
 from django.test import override_settings
 
 from tests.redis.conftest import SERVERS, RedisServer, redis_settings, server_binary
@@ -33,15 +34,22 @@ DJANGO_CACHES = {
         "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
         "LOCATION": "restflow-store",
     },
+    "db": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "rf_store"},
 }
+
+#: The Django alias of each Django store id. ``django-db`` (the database
+#: cache) is not in ``ALL``: a test names it through ``on`` where the
+#: database matters (its engine threads cannot see the test database).
+DJANGO_ALIASES = {"django": "locmem", "django-db": "db"}
 
 #: Every store id: the memory store, a Django cache, each Redis server.
 ALL = ("memory", "django", *SERVERS)
 
 
 def on(*kinds: str) -> list[str]:
-    """The store ids for ``kinds`` (``"redis"`` means every Redis server),
-    to parametrize ``store`` indirectly with."""
+    """The store ids for ``kinds`` (``"redis"`` means every Redis server;
+    ``"django-db"`` the Django database cache), to parametrize ``store``
+    indirectly with."""
     ids: list[str] = []
     for kind in kinds:
         ids.extend(SERVERS if kind == "redis" else [kind])
@@ -76,7 +84,8 @@ def server_pool():
 class Store:
     """The store a test runs on.
 
-    ``kind`` is ``"memory"``, ``"django"`` or ``"redis"`` (whichever server);
+    ``kind`` is ``"memory"``, ``"django"`` (either Django alias) or
+    ``"redis"`` (whichever server);
     ``id`` the test id; ``label`` the backend as ``stats()`` and the
     management command name it; ``server``/``client`` the Redis server and
     a client of its database (None on the other stores).
@@ -97,8 +106,7 @@ class Store:
         """The RESTFLOW_SETTINGS of this store, with ``extra`` cache settings."""
         if self.server is not None:
             return redis_settings(self.server.url, **extra)
-        backend = {"memory": "memory", "django": "django:locmem"}[self.kind]
-        return {"CACHE_SETTINGS": {"BACKEND": backend, **extra}}
+        return {"CACHE_SETTINGS": {"BACKEND": self.label, **extra}}
 
     @contextmanager
     def configured(self, **extra) -> Iterator[None]:
@@ -111,7 +119,7 @@ class Store:
         if self.client is not None:
             return self.client.get(key)
         assert self.kind == "django", "the memory store has no keys to look up"
-        return django_caches["locmem"].get(key)
+        return django_caches[self.label.removeprefix("django:")].get(key)
 
     def holds(self, *keys: str) -> int:
         """How many of ``keys`` the shared store holds an entry under."""
@@ -139,16 +147,26 @@ def using_store(kind: str, pool: ServerPool | None = None) -> Iterator[Store]:
             yield store
         client.flushdb()
         return
-    store = Store(kind, kind, {"memory": "memory", "django": "django:locmem"}[kind])
+    if kind == "memory":
+        store = Store(kind, kind, "memory")
+        with override_settings(CACHES=DJANGO_CACHES, RESTFLOW_SETTINGS=store.settings()):
+            yield store
+        return
+    alias = DJANGO_ALIASES[kind]
+    store = Store(kind, "django", f"django:{alias}")
     with override_settings(CACHES=DJANGO_CACHES, RESTFLOW_SETTINGS=store.settings()):
-        django_caches["locmem"].clear()  # locmem outlives the test that filled it
+        if alias == "db":
+            call_command("createcachetable", "rf_store", verbosity=0)
+        django_caches[alias].clear()  # locmem outlives the test that filled it
         yield store
-        django_caches["locmem"].clear()
+        django_caches[alias].clear()
 
 
 @pytest.fixture(params=ALL)
 def store(request, server_pool):
     """``store``: the test runs on each store of ``ALL`` (or those it
     parametrizes ``store`` with, indirectly); a ``Store``."""
+    if request.param == "django-db":
+        request.getfixturevalue("db")  # pytest-django's test database
     with using_store(request.param, server_pool) as chosen:
         yield chosen

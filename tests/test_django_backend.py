@@ -10,7 +10,6 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from restflow.caching import (
-    CACHE_MISSING,
     ArgsKeyField,
     CacheStatus,
     KeyConstructor,
@@ -21,18 +20,12 @@ from tests.refresh_claim_race import (
     check_an_overtaken_stale_read_does_not_refresh_again,
 )
 from tests.refresh_race import check_an_invalidation_during_a_refresh_is_kept
+from tests.stores import DJANGO_CACHES
 
 calls: list = []
 
-CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-    "locmem": {
-        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-        "LOCATION": "restflow-tests",
-    },
-    "db": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "rf_cache"},
-    "broken": {"BACKEND": "tests.broken_cache.BrokenCache"},
-}
+#: The aliases of the ``store`` fixture (tests/stores.py), and a broken one.
+CACHES = {**DJANGO_CACHES, "broken": {"BACKEND": "tests.broken_cache.BrokenCache"}}
 
 
 class TenantKey(KeyConstructor):
@@ -63,7 +56,7 @@ def alias(request):
         request.getfixturevalue("db")
     with override_settings(CACHES=CACHES):
         if request.param == "db":
-            call_command("createcachetable", "rf_cache", verbosity=0)
+            call_command("createcachetable", "rf_store", verbosity=0)
         caches[request.param].clear()
         with override_settings(RESTFLOW_SETTINGS=settings_for(request.param)):
             yield request.param
@@ -72,43 +65,6 @@ def alias(request):
 
 def status(wrapper, *args):
     return wrapper.get_with_metadata(*args)[1]["cache_status"]
-
-
-#: The locmem alias is the ``django`` store of tests/test_store_contract.py,
-#: which runs these checks on every store; the database cache here.
-ON_THE_DATABASE = pytest.mark.parametrize("alias", ["db"], indirect=True)
-
-
-@ON_THE_DATABASE
-def test_every_wrapper_method(alias):
-    value, meta = profile.get_with_metadata(1)
-    assert meta["cache_status"] is CacheStatus.MISS
-    assert profile.get_with_metadata(1) == (value, {**meta, "cache_status": CacheStatus.HIT})
-    assert calls == [1]
-    assert profile.get_cache_only(1) == value
-    assert profile.get_cached_metadata(1)["cache_status"] is CacheStatus.HIT
-    refreshed, meta = profile.refresh_with_metadata(1)
-    assert meta["cache_status"] is CacheStatus.REFRESH and refreshed["n"] == 2
-    assert profile.bypass_cache_with_metadata(1)[1] == {"cache_status": CacheStatus.BYPASS}
-    assert profile(1) == refreshed
-    assert profile.delete_cache(1) is True
-    assert profile.get_cache_only(1) is CACHE_MISSING
-    profile(1)
-    profile.invalidate_all()
-    assert profile.get_cache_only(1) is CACHE_MISSING
-
-
-@ON_THE_DATABASE
-def test_partitions_and_wipe(alias):
-    report("a", 1)
-    report("a", 2)
-    report("b", 1)
-    report.delete_by_prefix(tenant="a")
-    assert report.get_cache_only("a", 1) is CACHE_MISSING
-    assert report.get_cache_only("a", 2) is CACHE_MISSING
-    assert report.get_cache_only("b", 1) == "b/1/3"
-    TenantKey.wipe()
-    assert report.get_cache_only("b", 1) is CACHE_MISSING
 
 
 def test_foreign_and_tampered_values_are_misses(alias):
@@ -145,7 +101,7 @@ def stored_keys(alias: str, kind: str) -> list[str]:
         from django.db import connection
 
         with connection.cursor() as cursor:
-            cursor.execute("SELECT cache_key FROM rf_cache")
+            cursor.execute("SELECT cache_key FROM rf_store")
             made = [row[0] for row in cursor.fetchall()]
     else:
         made = list(cache._cache)

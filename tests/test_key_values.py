@@ -212,7 +212,7 @@ def test_an_interrupted_recompute_is_not_answered_with_the_stale_value(store):
     check_an_interrupted_recompute_is_not_answered_with_the_stale_value()
 
 
-SHARED = on("django", "redis")
+SHARED = on("django", "django-db", "redis")
 
 
 @pytest.mark.parametrize("store", SHARED, indirect=True)

@@ -1,5 +1,6 @@
 """What every store does alike (tests/stores.py: memory, a Django cache, the
-Redis servers): every wrapper method, partitions and wipes, versions, the
+Redis servers; the Django database cache where its engine threads are not
+needed): every wrapper method, partitions and wipes, versions, the
 stale window and stale-if-error. Each store's own behaviour (faults, the
 signature, processes) stays in tests/redis/test_redis_store.py and
 tests/test_django_backend.py."""
@@ -17,6 +18,7 @@ from restflow.caching import (
 )
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.redis.conftest import versioned_constructor
+from tests.stores import ALL
 
 calls: list = []
 
@@ -43,6 +45,7 @@ def _reset_calls():
     calls.clear()
 
 
+@pytest.mark.parametrize("store", [*ALL, "django-db"], indirect=True)
 def test_every_wrapper_method(store):
     value, meta = profile.get_with_metadata(1)
     assert meta["cache_status"] is CacheStatus.MISS
@@ -80,6 +83,7 @@ def test_every_wrapper_method(store):
     assert profile.get_cache_only(2) is CACHE_MISSING
 
 
+@pytest.mark.parametrize("store", [*ALL, "django-db"], indirect=True)
 def test_partitions_wipe_and_versions(store):
     report("a", 1)
     report("a", 2)

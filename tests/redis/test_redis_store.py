@@ -18,10 +18,8 @@ from django.test import override_settings
 
 from restflow.caching import (
     CACHE_MISSING,
-    ArgsKeyField,
     CacheBackendError,
     CacheStatus,
-    KeyConstructor,
     cache_result,
 )
 from tests.parking import wait_until
@@ -36,17 +34,6 @@ calls: list = []
 def profile(user_id, verbose=False):
     calls.append(user_id)
     return {"id": user_id, "n": len(calls)}
-
-
-class TenantKey(KeyConstructor):
-    tenant = ArgsKeyField("tenant", partition=True)
-    item = ArgsKeyField("item")
-
-
-@cache_result(ttl=30, key_constructor=TenantKey)
-def report(tenant, item):
-    calls.append((tenant, item))
-    return f"{tenant}/{item}/{len(calls)}"
 
 
 @pytest.fixture(autouse=True)
