@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.stores import on
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,9 +42,12 @@ def run_forks(backend: str, mode: str, forks: int, read_spin: float = 0.0) -> No
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 
+@pytest.mark.parametrize("store", on("memory", "redis"), indirect=True)
 @pytest.mark.parametrize("mode", ["threads", "queued"])
-def test_children_forked_from_a_busy_memory_cache_work(mode):
-    run_forks("memory", mode, 30)
+def test_children_forked_from_a_busy_cache_work(store, mode):
+    """The scenario runs in its own process, on the memory store or on the
+    session's Redis server (the fixture's settings are this process's)."""
+    run_forks(store.label, mode, 30)
 
 
 def _locks_restflow_keeps():

@@ -550,9 +550,12 @@ def test_a_rule_follows_proxies_and_accepts_a_model_by_name():
 
 
 # -- rewarm ------------------------------------------------------------------------------
+# The rewarm tests taking ``store`` run on every store (tests/stores.py): on a
+# shared one the rewarmed value is serialized, so an un-awaited coroutine
+# could not even be stored there.
 
 
-def test_rewarm_recomputes_a_cached_entry_in_place():
+def test_rewarm_recomputes_a_cached_entry_in_place(store):
     title, calls = cached_title(rewarm=True)
     a, b = Article.objects.create(title="a"), Article.objects.create(title="b")
     title(a.pk)
@@ -618,7 +621,7 @@ class ByUser(KeyConstructor):
     user_id = ArgsKeyField("user_id", partition=True)
 
 
-def test_rewarm_recomputes_an_entry_keyed_only_by_its_partition():
+def test_rewarm_recomputes_an_entry_keyed_only_by_its_partition(store):
     """The documented case: the mapping names all the key reads, which is
     the partition; that one entry is recomputed, not dropped."""
     calls = []
@@ -642,7 +645,7 @@ def test_rewarm_recomputes_an_entry_keyed_only_by_its_partition():
     assert calls == [a.pk, b.pk, a.pk]
 
 
-def test_rewarm_of_an_async_function_stores_the_awaited_value():
+def test_rewarm_of_an_async_function_stores_the_awaited_value(store):
     calls = []
 
     @cache_result(

@@ -1,15 +1,9 @@
-"""Fork safety on Redis: see tests/test_fork.py for the scenarios."""
+"""Fork safety on Redis, what is Redis's own: busy-wait lookups and the near
+cache. The scenarios, and the busy cache on every store: tests/test_fork.py."""
 
 from __future__ import annotations
 
-import pytest
-
 from tests.test_fork import pytestmark, run_forks  # noqa: F401 - applies the skip
-
-
-@pytest.mark.parametrize("mode", ["threads", "queued"])
-def test_children_forked_from_a_busy_redis_cache_work(redis_server, mode):
-    run_forks(redis_server.url, mode, 30)
 
 
 def test_children_forked_while_lookups_busy_wait_work(redis_server):
