@@ -54,7 +54,7 @@ def test_clear_caches_releases_every_value():
         return Payload(n)
 
     refs = [weakref.ref(make(n)) for n in range(10)]
-    assert clear_caches() >= 10
+    assert clear_caches() == 10  # the conftest emptied the cache before the test
     gc.collect()
     assert all(ref() is None for ref in refs)
     assert make.get_cache_only(1) is CACHE_MISSING
