@@ -22,16 +22,9 @@ from restflow.caching.settings import validate_backend
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.redis.cluster import Cluster
 from tests.redis.conftest import free_port, redis_settings, server_binary, versioned_constructor
-from tests.redis.test_redis_store import (
-    TenantKey,
-    calls,
-    finish_all,
-    profile,
-    report,
-    start_together,
-    worker,
-)
+from tests.redis.test_redis_store import finish_all, start_together, worker
 from tests.test_fork import run_forks
+from tests.test_store_contract import TenantKey, calls, profile, report
 
 #: The server kinds (tests/redis/conftest.py's ``SERVERS`` ids) clusters run on.
 CLUSTER_KINDS = ["redis", "valkey9"]

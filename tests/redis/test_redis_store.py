@@ -24,16 +24,10 @@ from restflow.caching import (
 )
 from tests.parking import wait_until
 from tests.redis.conftest import redis_settings
+from tests.test_store_contract import calls, profile
 from tests.timeouts import PAUSED, PAUSED_CALL_LIMIT
 
 ROOT = Path(__file__).resolve().parents[2]
-calls: list = []
-
-
-@cache_result(ttl=30)
-def profile(user_id, verbose=False):
-    calls.append(user_id)
-    return {"id": user_id, "n": len(calls)}
 
 
 @pytest.fixture(autouse=True)

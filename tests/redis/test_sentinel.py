@@ -19,8 +19,8 @@ from restflow.caching import CacheStatus, cache_result
 from restflow.caching.settings import validate_backend
 from tests.redis.cluster import wait_for
 from tests.redis.conftest import RedisServer, free_port, redis_settings, system_redis_server
-from tests.redis.test_redis_store import calls, profile
 from tests.test_fork import run_forks
+from tests.test_store_contract import calls, profile
 
 SERVICE = "restflow-test"
 
