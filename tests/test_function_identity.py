@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from restflow.caching import ArgsKeyField, CacheStatus, cache_result
+from restflow.caching import ArgsKeyField, CacheStatus, cache_result, reset_stats, stats
 from tests.stores import on
 
 calls: list = []
@@ -215,3 +215,19 @@ def test_a_dead_holder_frees_the_name(store):
     second = clients(Client("b"))
     assert second.get_cache_key(1) == key
     assert second(1) == "a:1"
+
+
+@ON_SHARED_STORES
+def test_reading_statistics_claims_no_name(store):
+    # Reading the counters (stats(), reset_stats(), a Prometheus scrape)
+    # is no use of the store: a live function never called there claims
+    # nothing, so its namesake that is called works, and is counted under
+    # the store it uses.
+    unused = clients(Client("a"))
+    reset_stats()
+    stats()
+    used = clients(Client("b"))
+    assert used(1) == "b:1"
+    assert stats()["functions"][used.function_id]["backend"] == store.label
+    with pytest.raises(TypeError, match="would serve each other's"):
+        unused(1)  # the name is taken now, by the function that used it

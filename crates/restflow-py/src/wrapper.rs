@@ -279,9 +279,25 @@ impl CachedWrapper {
     }
 
     /// The shared backend this wrapper uses, or `None` for the memory
-    /// store. Call after `RUNTIME.ready`, which reads the `BACKEND` setting.
+    /// store, for a call that uses it: the first claims this function's key
+    /// strings (`Core::claim_shared_keys`). Call after `RUNTIME.ready`,
+    /// which reads the `BACKEND` setting.
     #[inline]
     fn shared(&self, py: Python<'_>) -> PyResult<Option<Py<crate::shared::SharedBackend>>> {
+        let backend = self.backend(py)?;
+        if backend.is_some() {
+            self.core.claim_shared_keys(py)?;
+        }
+        Ok(backend)
+    }
+
+    /// The shared backend this wrapper uses, or `None` for the memory
+    /// store, claiming nothing: reading its counters (`stats()`,
+    /// `reset_stats()`, a Prometheus scrape) is no use of the store, so a
+    /// function never called there must not take its name from a namesake
+    /// that is.
+    #[inline]
+    fn backend(&self, py: Python<'_>) -> PyResult<Option<Py<crate::shared::SharedBackend>>> {
         if self.core.uses_memory() {
             return Ok(None);
         }
@@ -289,11 +305,7 @@ impl CachedWrapper {
             BackendChoice::Named(spec) => Some(spec.as_str()),
             _ => None,
         };
-        let backend = RUNTIME.backend(py, spec)?;
-        if backend.is_some() {
-            self.core.claim_shared_keys(py)?;
-        }
-        Ok(backend)
+        RUNTIME.backend(py, spec)
     }
 
     /// The cached entry of a call (HIT or STALE), without computing,
@@ -938,10 +950,11 @@ impl CachedWrapper {
     }
 
     /// The shared backend this wrapper's calls use (`None`: the memory
-    /// store), for its counters (`near_stats()`, `failures`).
+    /// store), for its counters (`near_stats()`, `failures`); claims
+    /// nothing (see `backend`).
     fn _backend(&self, py: Python<'_>) -> PyResult<Option<Py<crate::shared::SharedBackend>>> {
         RUNTIME.ready(py)?;
-        self.shared(py)
+        self.backend(py)
     }
 
     /// Whether this wrapper's calls use the in-process memory store.
