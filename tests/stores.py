@@ -133,10 +133,8 @@ def using_store(kind: str, pool: ServerPool | None = None) -> Iterator[Store]:
     """Within: the cache uses store ``kind`` (an id of ``ALL``), emptied
     before and after.
 
-    Statistics are not reset here: ``reset_stats()`` binds every live
-    cached function to the store, so a function an earlier test left alive
-    would claim its name on the shared store and refuse this test's
-    function of that name. The statistics tests reset them themselves."""
+    Statistics are not reset here (the statistics tests reset them, where
+    the counts matter)."""
     if kind in SERVERS:
         assert pool is not None, "a Redis store needs the server pool"
         server = pool.get(kind)
