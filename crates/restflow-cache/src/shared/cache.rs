@@ -174,7 +174,8 @@ pub struct SharedCache<S, E> {
 /// cache's epoch it was kept under), or the claim to compute it.
 pub(super) enum Begun<'a, T, S: SharedStore, E: Clone> {
     Answered(Answer<T>, Option<Epoch>),
-    Compute(ComputeClaim<'a, S, E>),
+    /// Boxed: a claim is large next to an answer, and only misses make one.
+    Compute(Box<ComputeClaim<'a, S, E>>),
 }
 
 /// What a claim is made of, before it knows how it ends.
@@ -430,8 +431,8 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     /// [`SharedCache::get_near`], also saying whether the answer is an
     /// entry the near cache served or kept: then the near cache's epoch
     /// read before (see [`NearCache::epoch`]), under which a copy of it
-    /// may be served ([`super::hot`]). The steps of
-    /// [`SharedCache::begin_near`], with `compute` run in between.
+    /// may be served ([`super::hot`]). The steps of [`SharedCache::begin`]
+    /// (before decoding), with `compute` run in between.
     pub fn get_near_kept<T: Clone + Send + Sync + 'static>(
         &self,
         keys: &KeySet,
@@ -487,7 +488,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             }
             let fetched = match fetched {
                 Ok(fetched) => fetched,
-                Err(error) => return self.bypass(handle, keys, error, None).map(Begun::Compute),
+                Err(error) => return self.bypass(handle, keys, error, None).map(|claim| Begun::Compute(Box::new(claim))),
             };
             let fallback = match self.examine(&keys.data, &fetched, stale_if_error) {
                 Found::Usable(decoded, Freshness::Fresh) if waited => {
@@ -678,7 +679,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                     Err(error) => {
                         return self
                             .bypass(handle, keys, error, claim.flight)
-                            .map(Begun::Compute)
+                            .map(|claim| Begun::Compute(Box::new(claim)))
                     }
                 };
             if locked {
@@ -688,11 +689,11 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                     Err(error) => {
                         let _ = self.call(|s| s.unlock(&keys.lock, &token));
                         let claim = self.bypass(handle, keys, error, claim.flight);
-                        return claim.map(Begun::Compute);
+                        return claim.map(|claim| Begun::Compute(Box::new(claim)));
                     }
                 };
                 let how = How::Locked { token, generations };
-                return Ok(Begun::Compute(self.claim(handle, claim, how)));
+                return Ok(Begun::Compute(Box::new(self.claim(handle, claim, how))));
             }
             // Another process computes: wait for its entry, or its lock to go.
             if !waiting {
@@ -702,7 +703,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             if Instant::now() >= deadline {
                 // It is taking too long: compute here, without storing over it.
                 claim.fallback = None;
-                return Ok(Begun::Compute(self.claim(handle, claim, How::Unstored)));
+                return Ok(Begun::Compute(Box::new(self.claim(handle, claim, How::Unstored))));
             }
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_millis(50));
@@ -711,7 +712,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                 Err(error) => {
                     return self
                         .bypass(handle, keys, error, claim.flight)
-                        .map(Begun::Compute)
+                        .map(|claim| Begun::Compute(Box::new(claim)))
                 }
             };
             if let Found::Usable(decoded, Freshness::Fresh) =
@@ -822,7 +823,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     }
 
     /// Computes and overwrites the entry (REFRESH), under the generations
-    /// current before it computes: [`SharedCache::begin_refresh_in`] and
+    /// current before it computes: [`SharedCache::begin_refresh`] and
     /// its claim, with `compute` run in between.
     pub fn refresh<T: Clone + Send + Sync + 'static>(
         &self,

@@ -193,7 +193,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         for _ in 0..READS {
             let begun = self.begin_near(handle.again(), keys, mode, stale_if_error, &mut wait)?;
             let (answer, kept) = match begun {
-                Begun::Compute(claim) => return Ok(Begin::Lead(claim)),
+                Begun::Compute(claim) => return Ok(Begin::Lead(*claim)),
                 Begun::Answered(answer, kept) => (answer, kept),
             };
             let (status, flags, bytes, stamps, refresh) = match answer {

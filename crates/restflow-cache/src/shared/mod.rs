@@ -30,7 +30,7 @@ mod sentinel;
 mod sentinel_near;
 #[cfg(feature = "redis")]
 mod spin;
-mod steps;
+pub mod steps;
 mod store;
 #[cfg(all(feature = "redis", unix))]
 mod tracking;
