@@ -488,7 +488,11 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             }
             let fetched = match fetched {
                 Ok(fetched) => fetched,
-                Err(error) => return self.bypass(handle, keys, error, None).map(|claim| Begun::Compute(Box::new(claim))),
+                Err(error) => {
+                    return self
+                        .bypass(handle, keys, error, None)
+                        .map(|claim| Begun::Compute(Box::new(claim)))
+                }
             };
             let fallback = match self.examine(&keys.data, &fetched, stale_if_error) {
                 Found::Usable(decoded, Freshness::Fresh) if waited => {
@@ -703,7 +707,11 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             if Instant::now() >= deadline {
                 // It is taking too long: compute here, without storing over it.
                 claim.fallback = None;
-                return Ok(Begun::Compute(Box::new(self.claim(handle, claim, How::Unstored))));
+                return Ok(Begun::Compute(Box::new(self.claim(
+                    handle,
+                    claim,
+                    How::Unstored,
+                ))));
             }
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_millis(50));
