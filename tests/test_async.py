@@ -6,6 +6,7 @@ fails instead of stalling the suite).
 """
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import threading
@@ -26,6 +27,7 @@ from restflow.caching.asynchronous import AsyncCachedWrapper, wait_for_async_ref
 from restflow.caching.testing import frozen_clock
 from tests import async_views
 from tests.parking import Gate, until, until_following, until_waiting
+from tests.stores import using_store
 
 calls: list = []
 
@@ -1005,3 +1007,36 @@ def test_an_invalidation_rule_drops_an_async_functions_entry():
         assert run(title.aget_cache_only(article.pk)) is CACHE_MISSING
     finally:
         CacheRegister.clear()
+
+
+#: Set by a caller before it awaits a cached function.
+caller = contextvars.ContextVar("caller", default=None)
+
+
+def the_function_runs_in_the_calling_task():
+    """A miss awaits the function in the caller's task, on every store (on
+    a shared one it ran in a task of its own, made for a worker thread):
+    the caller's ``current_task()`` and context variables are the
+    function's."""
+    seen = []
+
+    @cache_result(ttl=30)
+    async def where(x):
+        seen.append((asyncio.current_task(), caller.get()))
+        return x
+
+    async def main():
+        caller.set("the caller")
+        value, meta = await where.aget_with_metadata(1)
+        return asyncio.current_task(), value, meta["cache_status"]
+
+    task, value, status = run(main())
+    assert (value, status) == (1, CacheStatus.MISS)
+    assert seen == [(task, "the caller")]
+    assert run(where.aget_with_metadata(1))[1]["cache_status"] is CacheStatus.HIT
+
+
+@pytest.mark.parametrize("kind", ["memory", "django"])
+def test_the_function_runs_in_the_calling_task(kind):
+    with using_store(kind):
+        the_function_runs_in_the_calling_task()

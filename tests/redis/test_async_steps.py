@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import threading
 import time
@@ -17,35 +16,11 @@ from restflow.caching import CacheStatus, cache_result
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.parking import DEADLINE, Gate, until
 from tests.redis.conftest import redis_settings
-
-#: Set by a caller before it awaits a cached function.
-caller = contextvars.ContextVar("caller", default=None)
-
-
-def run(coroutine, timeout=30):
-    """Runs ``coroutine`` on a new loop; a hang fails after ``timeout`` s."""
-    return asyncio.run(asyncio.wait_for(coroutine, timeout))
+from tests.test_async import run, the_function_runs_in_the_calling_task
 
 
 def test_the_leaders_function_runs_in_the_calling_task(redis):
-    """Not in a task of its own made for a worker thread: the caller's
-    ``current_task()`` and context variables are the function's."""
-    seen = []
-
-    @cache_result(ttl=30)
-    async def where(x):
-        seen.append((asyncio.current_task(), caller.get()))
-        return x
-
-    async def main():
-        caller.set("the caller")
-        value, meta = await where.aget_with_metadata(1)
-        return asyncio.current_task(), value, meta["cache_status"]
-
-    task, value, status = run(main())
-    assert (value, status) == (1, CacheStatus.MISS)
-    assert seen == [(task, "the caller")]
-    assert run(where.aget_with_metadata(1))[1]["cache_status"] is CacheStatus.HIT
+    the_function_runs_in_the_calling_task()
 
 
 def test_a_cancelled_leader_frees_the_store_lock_at_once(redis_server, redis):

@@ -897,12 +897,17 @@ pub(crate) fn finish(
 ) -> PyResult<SharedServed> {
     let handle = backend.get();
     let produced = computed.and_then(|computed| produced(py, core, handle, computed));
+    // The error's last reference is dropped here, attached, not in the
+    // detached closure (whose drop of a `Py` would go through PyO3's
+    // reference pool; see `flight::ReleasedAttached`).
+    let error = produced.as_ref().err().map(Arc::clone);
     let served = py.detach(|| match produced {
         Ok(produced) => claim.finish_served(produced),
         Err(error) => claim.fail_served(error, |flags, bytes| {
             Python::attach(|py| handle.decode(py, core, flags, bytes))
         }),
     });
+    drop(error);
     interrupt::raise_parked()?;
     let served = served.map_err(|e| raise(py, e, &core.function_id))?;
     let (mut served, _) = answered(py, core, handle, &[], served);
