@@ -457,18 +457,17 @@ def test_a_failed_refresh_on_redis_keeps_the_old_value_and_logs(redis, caplog):
             failing["on"] = True
             value, meta = await fragile.aget_with_metadata(1)
             assert (value, meta["cache_status"]) == (1, CacheStatus.STALE)
-            # Waits for the engine's refresh threads off the loop, which stays
-            # free to run the coroutine they hand it.
-            await asyncio.to_thread(wait_for_refreshes)
+            # The refresh is a task on this loop (its end a worker's round trip).
+            await wait_for_async_refreshes()
             assert computations == [1, 1]
             value, meta = await fragile.aget_with_metadata(1)
             assert (value, meta["cache_status"]) == (1, CacheStatus.STALE)
             assert await fragile.aget_cache_only(1) == 1
-            await asyncio.to_thread(wait_for_refreshes)
+            await wait_for_async_refreshes()
             # The failure gave the refresh back: a later stale read tries again.
             failing["on"] = False
             await fragile.aget_with_metadata(1)
-            await asyncio.to_thread(wait_for_refreshes)
+            await wait_for_async_refreshes()
             return await fragile.aget_with_metadata(1)
 
     with caplog.at_level(logging.WARNING, logger="restflow.caching"):

@@ -17,6 +17,7 @@ use std::time::Instant;
 use pyo3::exceptions::{PyBaseException, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
 use restflow_cache::shared::{OwnedClaim, SharedStore};
 use restflow_cache::{Counter, Lookup as Found, Status};
 
@@ -42,6 +43,14 @@ impl Steps {
 
 #[pymethods]
 impl Steps {
+    /// The wrapper, for the garbage collector: an async wrapper holds its
+    /// `Steps`, and a function defined in a function may hold that wrapper
+    /// (a cycle the collector must see whole; the wrapper's `__dict__` is
+    /// what it clears).
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.wrapper)
+    }
+
     /// Whether the calls use the in-process memory store (else a shared one).
     fn uses_memory(&self, py: Python<'_>) -> PyResult<bool> {
         RUNTIME.ready(py)?;

@@ -93,6 +93,16 @@ def _forget_pool_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
+def _give_back(release: Callable[[], None]) -> None:
+    """Gives a claim back (a round trip) on a worker, without waiting for
+    it: called where the task is going away (cancelled). Inline when the
+    pool takes no more work (the interpreter is exiting)."""
+    try:
+        _worker_pool().submit(release)
+    except RuntimeError:
+        release()
+
+
 def _wake(future: asyncio.Future) -> None:
     if not future.done():  # a follower cancelled meanwhile
         future.set_result(None)
@@ -296,7 +306,7 @@ class AsyncCachedWrapper(Generic[P, T]):
         except BaseException:
             # Cancelled (or the process is exiting): the lock is freed now,
             # off the loop, so another process computes at once.
-            _worker_pool().submit(lead.release)
+            _give_back(lead.release)
             raise
         return await self._in_thread(lead.complete, value, decision)
 
@@ -358,7 +368,7 @@ class AsyncCachedWrapper(Generic[P, T]):
         if self._steps.uses_memory():
             claim.release()
         else:
-            _worker_pool().submit(claim.release)
+            _give_back(claim.release)
 
     async def _refresh(self, args: tuple, kwargs: dict) -> tuple[Any, dict]:
         steps = self._steps
