@@ -13,7 +13,7 @@ import threading
 from datetime import datetime, timedelta
 
 import pytest
-from django.test import AsyncClient
+from django.test import AsyncClient, override_settings
 
 from restflow.caching import (
     CACHE_MISSING,
@@ -1040,3 +1040,41 @@ def the_function_runs_in_the_calling_task():
 def test_the_function_runs_in_the_calling_task(kind):
     with using_store(kind):
         the_function_runs_in_the_calling_task()
+
+
+@pytest.mark.parametrize("kind", ["memory", "django"])
+def test_a_cancelled_leader_hands_its_key_over_without_a_lock_wait(kind):
+    """Cancelling the task that computes a key cancels its computation and
+    gives the key back at once: the next caller computes it (MISS) without
+    waiting on the first one, nor on a store lock left to expire (LOCK_TIMEOUT
+    60 s, far past the hang guard). tests/redis/test_async_steps.py checks
+    the lock itself on Redis."""
+    computations = []
+    gate = Gate()
+
+    @cache_result(ttl=30)
+    async def slow(x):
+        computations.append(x)
+        if len(computations) == 1:
+            await gate.passed()  # the first computation never ends by itself
+        return len(computations)
+
+    async def main():
+        gate.close()
+        leader = asyncio.create_task(slow.aget_with_metadata(1))
+        await until(lambda: computations, "computing")
+        leader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        return await asyncio.wait_for(slow.aget_with_metadata(1), 10)
+
+    with using_store(kind):
+        backend = "memory" if kind == "memory" else "django:default"
+        settings = {"CACHE_SETTINGS": {"BACKEND": backend, "LOCK_TIMEOUT": 60}}
+        with override_settings(RESTFLOW_SETTINGS=settings):
+            value, meta = run(main())
+            shared = slow._engine._backend()
+            assert shared is None or shared.stats()["lock_waits"] == 0
+    gate.open()
+    assert (value, meta["cache_status"]) == (2, CacheStatus.MISS)
+    assert computations == [1, 1]
