@@ -1281,3 +1281,21 @@ fn a_forced_refresh_claim_stores_under_the_generations_read_at_begin() {
     assert_eq!(value_of(&answer), (Status::Miss, "v2".to_string()));
     assert_eq!(stored_value(&cache).as_deref(), Some(b"v2".as_slice()));
 }
+
+#[test]
+fn a_thread_that_began_a_held_claim_follows_it_when_it_begins_the_key_again() {
+    // An async embedder's worker thread began the claim; an event loop's
+    // task holds it. The same worker beginning the key again (another
+    // task's call) must follow the claim, not be refused as recursive.
+    let (_, cache, _) = cache(true);
+    let cache = Arc::new(cache);
+    let held = std::sync::Mutex::new(Some(claim_of(begin(&cache, Span::ZERO))));
+    let again = cache
+        .begin(&keys(), NearMode::Off, Span::ZERO, decode, |waiter| {
+            // The holder gives up (its task was cancelled): this caller leads.
+            drop(held.lock().unwrap().take());
+            waiter.wait()
+        })
+        .map(claim_of);
+    assert!(again.expect("follows, then leads").stores());
+}

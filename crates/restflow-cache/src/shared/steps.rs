@@ -19,6 +19,7 @@
 //! a claim that leads this process's flight for its key ends that flight
 //! with its answer, or abandons it when dropped (a follower then leads).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::cache::{Answer, Handoff, SharedCache, SharedError};
@@ -56,12 +57,20 @@ impl<'a, S: SharedStore, E: Clone> Handle<'a, S, E> {
         }
     }
 
-    /// Joins this process's flight for `key` as the calling thread.
+    /// Joins this process's flight for `key`: as the calling thread when
+    /// the claim is finished within this call (it computes on this thread),
+    /// else as an owner of its own. A claim that outlives the call is held
+    /// by a caller elsewhere (an event loop's task), not by the thread that
+    /// began it: that thread, beginning the same key again while the claim
+    /// is held, must follow it, not be refused as waiting on itself.
     pub(super) fn join(&self, key: &[u8]) -> Join<'a, Handoff, E> {
-        let owner = Owner::current_thread();
         match self {
-            Handle::Borrowed(cache) => cache.flights().join_as(key, owner),
-            Handle::Shared(cache) => cache.flights().join_shared(key, owner),
+            Handle::Borrowed(cache) => cache.flights().join_as(key, Owner::current_thread()),
+            Handle::Shared(cache) => {
+                static CLAIMS: AtomicU64 = AtomicU64::new(0);
+                let owner = Owner::task(CLAIMS.fetch_add(1, Ordering::Relaxed));
+                cache.flights().join_shared(key, owner)
+            }
         }
     }
 }
