@@ -53,7 +53,7 @@ def following_calls(wrapper: object, *args: object, **kwargs: object) -> int:
     """How many callers follow the in-process computation of
     ``wrapper(*args, **kwargs)`` now (sync or async wrapper, any store)."""
     engine = getattr(wrapper, "_engine", wrapper)
-    return engine._waiters(args, kwargs)
+    return engine.steps.waiters(args, kwargs)
 
 
 def wait_until_waiting(count: int, what: Callable[[], int] = _engine.waiters) -> None:

@@ -6,13 +6,14 @@ fails instead of stalling the suite).
 """
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import threading
 from datetime import datetime, timedelta
 
 import pytest
-from django.test import AsyncClient
+from django.test import AsyncClient, override_settings
 
 from restflow.caching import (
     CACHE_MISSING,
@@ -26,6 +27,7 @@ from restflow.caching.asynchronous import AsyncCachedWrapper, wait_for_async_ref
 from restflow.caching.testing import frozen_clock
 from tests import async_views
 from tests.parking import Gate, until, until_following, until_waiting
+from tests.stores import using_store
 
 calls: list = []
 
@@ -1005,3 +1007,74 @@ def test_an_invalidation_rule_drops_an_async_functions_entry():
         assert run(title.aget_cache_only(article.pk)) is CACHE_MISSING
     finally:
         CacheRegister.clear()
+
+
+#: Set by a caller before it awaits a cached function.
+caller = contextvars.ContextVar("caller", default=None)
+
+
+def the_function_runs_in_the_calling_task():
+    """A miss awaits the function in the caller's task, on every store (on
+    a shared one it ran in a task of its own, made for a worker thread):
+    the caller's ``current_task()`` and context variables are the
+    function's."""
+    seen = []
+
+    @cache_result(ttl=30)
+    async def where(x):
+        seen.append((asyncio.current_task(), caller.get()))
+        return x
+
+    async def main():
+        caller.set("the caller")
+        value, meta = await where.aget_with_metadata(1)
+        return asyncio.current_task(), value, meta["cache_status"]
+
+    task, value, status = run(main())
+    assert (value, status) == (1, CacheStatus.MISS)
+    assert seen == [(task, "the caller")]
+    assert run(where.aget_with_metadata(1))[1]["cache_status"] is CacheStatus.HIT
+
+
+@pytest.mark.parametrize("kind", ["memory", "django"])
+def test_the_function_runs_in_the_calling_task(kind):
+    with using_store(kind):
+        the_function_runs_in_the_calling_task()
+
+
+@pytest.mark.parametrize("kind", ["memory", "django"])
+def test_a_cancelled_leader_hands_its_key_over_without_a_lock_wait(kind):
+    """Cancelling the task that computes a key cancels its computation and
+    gives the key back at once: the next caller computes it (MISS) without
+    waiting on the first one, nor on a store lock left to expire (LOCK_TIMEOUT
+    60 s, far past the hang guard). tests/redis/test_async_steps.py checks
+    the lock itself on Redis."""
+    computations = []
+    gate = Gate()
+
+    @cache_result(ttl=30)
+    async def slow(x):
+        computations.append(x)
+        if len(computations) == 1:
+            await gate.passed()  # the first computation never ends by itself
+        return len(computations)
+
+    async def main():
+        gate.close()
+        leader = asyncio.create_task(slow.aget_with_metadata(1))
+        await until(lambda: computations, "computing")
+        leader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        return await asyncio.wait_for(slow.aget_with_metadata(1), 10)
+
+    with using_store(kind):
+        backend = "memory" if kind == "memory" else "django:default"
+        settings = {"CACHE_SETTINGS": {"BACKEND": backend, "LOCK_TIMEOUT": 60}}
+        with override_settings(RESTFLOW_SETTINGS=settings):
+            value, meta = run(main())
+            shared = slow._engine._backend()
+            assert shared is None or shared.stats()["lock_waits"] == 0
+    gate.open()
+    assert (value, meta["cache_status"]) == (2, CacheStatus.MISS)
+    assert computations == [1, 1]

@@ -248,9 +248,8 @@ def run_async_scenario() -> list[tuple[int, str, int]]:
             for read in range(1, FIRST_EARLY + 1):
                 clock.advance(STEP)
                 _, meta = await report.aget_with_metadata(1)
-                # The refresh, if any, has run: a task on this loop (memory
-                # store) or a job on the engine's threads (shared stores).
-                # (which runs the coroutine on this loop: wait off it).
+                # The refresh, if any, has run: a task on this loop, on
+                # every store (and the engine's threads, waited for off it).
                 await asyncio.gather(*_refreshes)
                 await asyncio.to_thread(wait_for_refreshes)
                 seen.append((read, meta["cache_status"], len(computed)))

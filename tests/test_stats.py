@@ -176,9 +176,9 @@ def test_percentiles_are_bucket_bounds():
 
 def test_a_bad_event_name_says_what_to_use():
     with pytest.raises(ValueError, match=r'unknown statistics event "hits".*hit, miss'):
-        square._record("hits")
+        square.steps.record("hits")
     with pytest.raises(ValueError, match="needs its duration"):
-        square._record("compute")
+        square.steps.record("compute")
 
 
 def test_async_functions_are_counted():

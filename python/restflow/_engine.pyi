@@ -72,49 +72,73 @@ class CachedWrapper(Generic[P, T]):
     @property
     def function_id(self) -> str: ...
     def __get__(self, instance: object, owner: type | None = None) -> CachedWrapper[..., T]: ...
-    # Primitives of the async layer (restflow.caching.asynchronous).
-    def _lookup(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
-    ) -> Lookup | None: ...
-    def _flight(
+    @property
+    def steps(self) -> Steps:
+        """The lifecycle of this function's calls in steps, for the async layer."""
+    def stats(self) -> dict[str, Any]: ...
+    def reset_stats(self) -> None: ...
+    def _stats(self, totals: bool = False) -> dict[str, Any]: ...
+    def _stats_events(self) -> int: ...
+    def _backend(self) -> SharedBackend | None: ...
+    def __getattr__(self, name: str) -> Any: ...
+
+@final
+class Steps:
+    """The lifecycle of a cached function's calls in steps, for callers that
+    cannot block (``restflow.caching.asynchronous``). On a shared store
+    ``begin``, ``begin_refresh`` and the ends of what they hand out make
+    round trips: call them on a worker thread. Everything else answers at
+    once."""
+
+    def uses_memory(self) -> bool: ...
+    def lookup(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> Lookup | None:
+        """Memory store: HIT or STALE without computing, or None on a miss."""
+    def flight(
         self,
         args: tuple[Any, ...],
         kwargs: dict[str, Any] | None,
         task: int,
         followed: bool = False,
-    ) -> Flight: ...
-    def _refreshing(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
-    ) -> Refresh: ...
-    def _waiters(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> int: ...
-    def _shared_flight(
+    ) -> Flight:
+        """Memory store: joins the computation of a missed call as ``task``."""
+    def shared_flight(
         self, args: tuple[Any, ...], kwargs: dict[str, Any] | None, task: int
-    ) -> SharedFlight: ...
-    def _uses_memory(self) -> bool: ...
-    def stats(self) -> dict[str, Any]: ...
-    def reset_stats(self) -> None: ...
-    def _stats(self, totals: bool = False) -> dict[str, Any]: ...
-    def _stats_events(self) -> int: ...
-    def _record(self, event: str, seconds: float | None = None) -> None: ...
-    def _backend(self) -> SharedBackend | None: ...
-    def _near_hit(
+    ) -> SharedFlight:
+        """Shared store: joins the tasks of this process that miss the key."""
+    def refreshing(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> Refresh:
+        """Memory store: the token of a forced recompute."""
+    def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> Lookup | Lead:
+        """Shared store, blocking: a served call, or the claim to compute it."""
+    def begin_refresh(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> Lead:
+        """Shared store, blocking: the claim of a forced recompute."""
+    def waiters(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> int:
+        """How many callers follow the in-process computation of a call now."""
+    def loop_fetch(
         self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
-    ) -> tuple[Any, Metadata] | None: ...
-    def _loop_fetch(
+    ) -> tuple[SharedBackend, bytes, str] | None:
+        """The Redis lookup an event loop may send itself, or None."""
+    def near_hit(
         self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
-    ) -> tuple[SharedBackend, bytes, str] | None: ...
-    def _serve(
-        self,
-        produce: Callable[[], tuple[Any, tuple[bool, float | None] | None]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any] | None = None,
-        refresh: bool = False,
+    ) -> tuple[Any, Metadata] | None:
+        """A fresh near-cache hit without a round trip, or None."""
+    def record(self, event: str, seconds: float | None = None) -> None:
+        """Counts an event the async layer served itself."""
+
+@final
+class Lead:
+    """The claim to compute a shared-store entry (holds its lock); frees the
+    lock when completed, failed, released or dropped. Blocking."""
+
+    def complete(
+        self, value: Any, decision: tuple[bool, float | None] | None = None
     ) -> tuple[Any, Metadata]: ...
-    def __getattr__(self, name: str) -> Any: ...
+    def fail(self, error: BaseException) -> tuple[Any, Metadata]: ...
+    def release(self) -> None: ...
 
 @final
 class Lookup:
-    """A memory-store call answered without computing: HIT or STALE."""
+    """A call answered without computing: HIT or STALE (or, from
+    ``Steps.begin``, what another thread of this process computed)."""
 
     @property
     def value(self) -> Any: ...
@@ -126,7 +150,8 @@ class Lookup:
 
 @final
 class Refresh:
-    """The engine's claim on a stale entry's background refresh."""
+    """The engine's claim on a stale entry's background refresh (blocking
+    on a shared store: a round trip)."""
 
     def complete(
         self, value: Any, decision: tuple[bool, float | None] | None = None

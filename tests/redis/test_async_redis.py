@@ -229,10 +229,11 @@ def test_the_loop_keeps_running_while_tasks_wait_on_a_computation_over_redis(red
     assert computations == [1]
 
 
-def test_cancelling_the_computing_task_on_redis_does_not_leave_waiters_hanging(redis):
-    """On a shared store the computation runs for a worker thread, which
-    cancelling the task that awaited it does not stop: the waiter that takes
-    over waits on it inside the engine, and every waiter gets its value."""
+def test_cancelling_the_computing_task_on_redis_hands_the_computation_to_a_waiter(redis):
+    """On a shared store, as on the memory store, the function runs in the
+    leading task: cancelling it cancels the computation and gives the lock
+    back; one waiter takes over and computes, the 9 others follow it, and
+    every waiter gets its value."""
     computations = []
     gate = Gate()
 
@@ -251,17 +252,16 @@ def test_cancelling_the_computing_task_on_redis_does_not_leave_waiters_hanging(r
         leader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await leader  # until it has let go of the flight
-        # One waiter took over: its worker waits on the first computation
-        # in the store's flight, and the 9 others follow that waiter.
-        await until(lambda: following_calls(slow, 1) == 10, "a worker and 9 tasks waiting")
+        await until(lambda: len(computations) == 2, "a waiter computing in its place")
+        await until(lambda: following_calls(slow, 1) == 9, "the 9 others following it")
         gate.open()
         results = await asyncio.wait_for(asyncio.gather(*waiters), timeout=5)
         return results, await slow.aget_with_metadata(1)
 
     results, (value, meta) = run(main())
-    assert computations == [1]
-    assert [(v, m["cache_status"]) for v, m in results] == [(("value", 1), CacheStatus.MISS)] * 10
-    assert (value, meta["cache_status"]) == (("value", 1), CacheStatus.HIT)
+    assert computations == [1, 1]
+    assert [(v, m["cache_status"]) for v, m in results] == [(("value", 2), CacheStatus.MISS)] * 10
+    assert (value, meta["cache_status"]) == (("value", 2), CacheStatus.HIT)
 
 
 def test_nested_cached_calls_under_load_do_not_deadlock_on_redis(redis):
@@ -457,18 +457,17 @@ def test_a_failed_refresh_on_redis_keeps_the_old_value_and_logs(redis, caplog):
             failing["on"] = True
             value, meta = await fragile.aget_with_metadata(1)
             assert (value, meta["cache_status"]) == (1, CacheStatus.STALE)
-            # Waits for the engine's refresh threads off the loop, which stays
-            # free to run the coroutine they hand it.
-            await asyncio.to_thread(wait_for_refreshes)
+            # The refresh is a task on this loop (its end a worker's round trip).
+            await wait_for_async_refreshes()
             assert computations == [1, 1]
             value, meta = await fragile.aget_with_metadata(1)
             assert (value, meta["cache_status"]) == (1, CacheStatus.STALE)
             assert await fragile.aget_cache_only(1) == 1
-            await asyncio.to_thread(wait_for_refreshes)
+            await wait_for_async_refreshes()
             # The failure gave the refresh back: a later stale read tries again.
             failing["on"] = False
             await fragile.aget_with_metadata(1)
-            await asyncio.to_thread(wait_for_refreshes)
+            await wait_for_async_refreshes()
             return await fragile.aget_with_metadata(1)
 
     with caplog.at_level(logging.WARNING, logger="restflow.caching"):

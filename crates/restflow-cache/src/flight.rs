@@ -128,10 +128,30 @@ pub enum Join<'a, T, E> {
 
 /// Held by the one caller computing a key.
 pub struct LeaderGuard<'a, T, E> {
-    group: &'a SingleFlight<T, E>,
+    group: Group<'a, T, E>,
     key: Box<[u8]>,
     flight: Arc<Flight<T, E>>,
     completed: bool,
+}
+
+/// The group a leader leaves when it ends: borrowed by a caller that
+/// computes within one call, owned by a guard that outlives the call that
+/// joined (a leader that computes in an event loop's task, see
+/// [`SingleFlight::join_shared`]).
+enum Group<'a, T, E> {
+    Borrowed(&'a SingleFlight<T, E>),
+    Shared(Arc<SingleFlight<T, E>>),
+}
+
+impl<T, E> std::ops::Deref for Group<'_, T, E> {
+    type Target = SingleFlight<T, E>;
+
+    fn deref(&self) -> &SingleFlight<T, E> {
+        match self {
+            Group::Borrowed(group) => group,
+            Group::Shared(group) => group,
+        }
+    }
 }
 
 /// Held by a caller waiting on a leader.
@@ -176,6 +196,17 @@ impl<T: Clone, E: Clone> SingleFlight<T, E> {
 
     /// [`SingleFlight::join`] for `owner` (an event loop's task, say).
     pub fn join_as(&self, key: &[u8], owner: Owner) -> Join<'_, T, E> {
+        self.join_in(Group::Borrowed(self), key, owner)
+    }
+
+    /// [`SingleFlight::join_as`], with a leader's guard that owns a share
+    /// of the group: it may outlive the call that joined (held while an
+    /// event loop's task computes).
+    pub fn join_shared<'a>(self: &Arc<Self>, key: &[u8], owner: Owner) -> Join<'a, T, E> {
+        self.join_in(Group::Shared(Arc::clone(self)), key, owner)
+    }
+
+    fn join_in<'a>(&self, group: Group<'a, T, E>, key: &[u8], owner: Owner) -> Join<'a, T, E> {
         let mut flights = self.map();
         if let Some(flight) = flights.get(key) {
             flight.waiters.fetch_add(1, Ordering::AcqRel);
@@ -196,7 +227,7 @@ impl<T: Clone, E: Clone> SingleFlight<T, E> {
         let key: Box<[u8]> = key.into();
         flights.insert(key.clone(), Arc::clone(&flight));
         Join::Leader(LeaderGuard {
-            group: self,
+            group,
             key,
             flight,
             completed: false,

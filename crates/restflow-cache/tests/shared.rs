@@ -1155,3 +1155,147 @@ fn a_peek_skips_an_entry_that_does_not_decode_and_leaves_it() {
     let (value, _, freshness) = cache.peek_decoded(&keys(), decode).unwrap().unwrap();
     assert_eq!((value.as_str(), freshness), ("v1", Freshness::Fresh));
 }
+
+// -- the lifecycle in steps (`SharedCache::begin`), for callers that
+// compute the value themselves (an event loop's task) --------------------
+
+/// [`SharedCache::begin`] on `cache` (shared, as an async embedder holds it).
+fn begin(
+    cache: &Arc<SharedCache<Arc<FakeStore>, String>>,
+    keep: Span,
+) -> restflow_cache::shared::Begin<'static, String, Arc<FakeStore>, String> {
+    cache
+        .begin(&keys(), NearMode::Off, keep, decode, |w| w.wait())
+        .unwrap()
+}
+
+fn claim_of(
+    begun: restflow_cache::shared::Begin<'static, String, Arc<FakeStore>, String>,
+) -> restflow_cache::shared::OwnedClaim<Arc<FakeStore>, String> {
+    match begun {
+        restflow_cache::shared::Begin::Lead(claim) => claim,
+        restflow_cache::shared::Begin::Served(served) => panic!("served {:?}", served.status),
+    }
+}
+
+#[test]
+fn a_lead_finished_from_another_thread_stores_and_later_callers_hit() {
+    let (store, cache, _) = cache(true);
+    let cache = Arc::new(cache);
+    let claim = claim_of(begin(&cache, Span::ZERO));
+    assert!(claim.stores());
+    assert!(
+        store.values.lock().contains_key("lock:f1"),
+        "the lead holds the lock"
+    );
+    let served = std::thread::spawn(move || claim.finish_served(produce("v1").unwrap()))
+        .join()
+        .unwrap()
+        .unwrap();
+    assert_eq!((served.status, served.value.as_str()), (Status::Miss, "v1"));
+    assert!(!store.values.lock().contains_key("lock:f1"), "freed");
+    match begin(&cache, Span::ZERO) {
+        restflow_cache::shared::Begin::Served(hit) => {
+            assert_eq!((hit.status, hit.value.as_str()), (Status::Hit, "v1"))
+        }
+        restflow_cache::shared::Begin::Lead(_) => panic!("stored: a hit"),
+    }
+}
+
+#[test]
+fn a_dropped_claim_frees_the_lock_at_once_for_another_process() {
+    let (store, cache, clock) = cache(true);
+    let cache = Arc::new(cache);
+    let other = Arc::new(another_process(&store, &clock, true));
+    let claim = claim_of(begin(&cache, Span::ZERO));
+    drop(claim); // the task computing it was cancelled
+    assert!(!store.values.lock().contains_key("lock:f1"));
+    // The other process takes the lock without polling.
+    let theirs = claim_of(begin(&other, Span::ZERO));
+    assert!(theirs.stores(), "it holds the lock, not a wait past it");
+    assert_eq!(other.stats().store.snapshot().get(Counter::LockWait), 0);
+    let served = theirs.finish_served(produce("theirs").unwrap()).unwrap();
+    assert_eq!(served.status, Status::Miss);
+    assert_eq!(stored_value(&cache).as_deref(), Some(b"theirs".as_slice()));
+}
+
+#[test]
+fn a_failed_claim_with_a_kept_value_answers_stale_and_frees_the_lock() {
+    let (store, cache, clock) = cache(true);
+    let cache = Arc::new(cache);
+    get(&cache, "old");
+    clock.advance(Span::from_secs(20)); // past ttl 10 + stale 5
+    let claim = claim_of(begin(&cache, Span::from_secs(60)));
+    let served = claim.fail_served("down".to_string(), decode).unwrap();
+    assert_eq!(
+        (served.status, served.value.as_str()),
+        (Status::Stale, "old")
+    );
+    assert!(!store.values.lock().contains_key("lock:f1"));
+    // Without a kept value, the error.
+    let claim = claim_of(begin(&cache, Span::ZERO));
+    let failed = claim.fail_served("down".to_string(), decode).unwrap_err();
+    assert_eq!(failed, SharedError::Compute("down".into()));
+}
+
+#[test]
+fn a_refresh_claim_is_finished_from_another_thread() {
+    let (store, cache, clock) = cache(true);
+    let cache = Arc::new(cache);
+    get(&cache, "v1");
+    clock.advance(Span::from_secs(10));
+    let served = match begin(&cache, Span::ZERO) {
+        restflow_cache::shared::Begin::Served(served) => served,
+        restflow_cache::shared::Begin::Lead(_) => panic!("a stale entry is served"),
+    };
+    assert_eq!(
+        (served.status, served.value.as_str()),
+        (Status::Stale, "v1")
+    );
+    let claim = served.refresh.expect("the stale read claims the refresh");
+    let finisher = Arc::clone(&cache);
+    std::thread::spawn(move || {
+        finisher
+            .finish_refresh(
+                &claim.keys,
+                &claim.token,
+                claim.keep,
+                claim.generations,
+                refreshed("v2"),
+            )
+            .unwrap()
+    })
+    .join()
+    .unwrap();
+    assert!(!store.values.lock().contains_key("refresh:f1"), "released");
+    assert_eq!(stored_value(&cache).as_deref(), Some(b"v2".as_slice()));
+}
+
+#[test]
+fn a_forced_refresh_claim_stores_under_the_generations_read_at_begin() {
+    let (_, cache, _) = cache(true);
+    let cache = Arc::new(cache);
+    get(&cache, "v1");
+    let claim = cache.begin_refresh(&keys(), Span::ZERO).unwrap();
+    let answer = claim.finish(produce("v2").unwrap()).unwrap();
+    assert_eq!(value_of(&answer), (Status::Miss, "v2".to_string()));
+    assert_eq!(stored_value(&cache).as_deref(), Some(b"v2".as_slice()));
+}
+
+#[test]
+fn a_thread_that_began_a_held_claim_follows_it_when_it_begins_the_key_again() {
+    // An async embedder's worker thread began the claim; an event loop's
+    // task holds it. The same worker beginning the key again (another
+    // task's call) must follow the claim, not be refused as recursive.
+    let (_, cache, _) = cache(true);
+    let cache = Arc::new(cache);
+    let held = std::sync::Mutex::new(Some(claim_of(begin(&cache, Span::ZERO))));
+    let again = cache
+        .begin(&keys(), NearMode::Off, Span::ZERO, decode, |waiter| {
+            // The holder gives up (its task was cancelled): this caller leads.
+            drop(held.lock().unwrap().take());
+            waiter.wait()
+        })
+        .map(claim_of);
+    assert!(again.expect("follows, then leads").stores());
+}

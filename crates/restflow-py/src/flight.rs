@@ -1,20 +1,21 @@
-//! The engine's lifecycle in steps, for callers that cannot block: the
-//! async layer (`restflow.caching.asynchronous`) on the memory store.
+//! What the steps of a call (`crate::steps::Steps`) hand the async layer
+//! (`restflow.caching.asynchronous`).
 //!
-//! A call looks up first (`CachedWrapper._lookup`: a [`Lookup`], or `None`
-//! on a miss), then joins the key's flight (`CachedWrapper._flight`: a
-//! [`Flight`]). The leader completes its flight with the value it awaited,
-//! or fails it; a follower registers a callback the leader's end runs (on
-//! whichever thread ends it: a sync caller of the same key shares the
-//! flight) and then reads the outcome. A stale hit this call must refresh
-//! carries the engine's claim ([`Refresh`]). These objects only convert:
-//! the decisions (single-flight, hand-over, stale-if-error, the claim) are
-//! `restflow_cache::Engine`'s.
+//! On the memory store a call looks up first (`Steps.lookup`: a
+//! [`Lookup`], or `None` on a miss), then joins the key's flight
+//! (`Steps.flight`: a [`Flight`]). The leader completes its flight with the
+//! value it awaited, or fails it; a follower registers a callback the
+//! leader's end runs (on whichever thread ends it: a sync caller of the
+//! same key shares the flight) and then reads the outcome. A stale hit this
+//! call must refresh carries the engine's claim ([`Refresh`]). These
+//! objects only convert: the decisions (single-flight, hand-over,
+//! stale-if-error, the claim) are `restflow_cache::Engine`'s.
 //!
-//! On a shared store the store's lifecycle runs on a worker thread (it
-//! blocks on round trips); [`SharedFlight`] lets the tasks of a process
-//! that miss one key share the answer of one such thread, with the same
-//! flight primitive, hand-over and waiter count.
+//! On a shared store, [`SharedFlight`] lets the tasks of a process that
+//! miss one key share the answer of one leading task (with the same flight
+//! primitive, hand-over and waiter count); that task takes the store's
+//! steps (`Steps.begin`, `crate::steps::Lead`) and awaits the function
+//! itself. A stale shared read's refresh is a [`Refresh`] too.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,12 +30,12 @@ use restflow_cache::{
 
 use crate::core::Core;
 use crate::runtime::SharedErr;
+use crate::shared::SharedBackend;
 use crate::stored::Stored;
 use crate::wrapper::{raise, CachedWrapper};
 
 type PyLead = Lead<'static, Stored, SharedErr, MemoryStore<Stored>>;
 type PyClaim = RefreshClaim<Stored, SharedErr, MemoryStore<Stored>>;
-type PyWaiter = Waiter<Shared<Stored>, SharedErr>;
 
 /// `(value, metadata)`, what every step hands Python.
 type Reply<'py> = (Py<PyAny>, Bound<'py, PyDict>);
@@ -67,7 +68,7 @@ impl Lookup {
 
 /// Counts one computation this layer ran (as `Core::compute` does for the
 /// ones the engine runs).
-fn count_computation(core: &Core, started: Instant, failed: bool) {
+pub(crate) fn count_computation(core: &Core, started: Instant, failed: bool) {
     core.stats.add(Counter::Computation);
     core.stats.observe_compute(started.elapsed());
     if failed {
@@ -79,14 +80,22 @@ fn count_computation(core: &Core, started: Instant, failed: bool) {
 /// stores the new value under the key as it was when the claim was taken;
 /// failing or dropping it gives the claim back (the stale value stays).
 ///
-/// Also the token of a forced refresh (`arefresh`), which claims nothing.
+/// Also the token of a forced refresh (`arefresh`) on the memory store,
+/// which claims nothing. On a shared store, completing, failing and
+/// releasing make round trips: call them on a worker thread.
 #[pyclass(module = "restflow._engine", name = "Refresh")]
 pub struct Refresh {
     core: Arc<Core>,
-    claim: Option<PyClaim>,
+    claim: Option<Claimed>,
     started: Instant,
     /// A forced refresh (counted as REFRESH), not a background one.
     forced: bool,
+}
+
+/// The claim a [`Refresh`] holds, on the store that took it.
+enum Claimed {
+    Memory(PyClaim),
+    Shared(Py<SharedBackend>, restflow_cache::shared::RefreshClaim),
 }
 
 impl Refresh {
@@ -96,17 +105,53 @@ impl Refresh {
         }
         Refresh {
             core,
-            claim: Some(claim),
+            claim: Some(Claimed::Memory(claim)),
             started: Instant::now(),
             forced,
+        }
+    }
+
+    /// The background refresh a shared-store read claimed (counted by
+    /// the read).
+    pub(crate) fn shared(
+        core: Arc<Core>,
+        backend: Py<SharedBackend>,
+        claim: restflow_cache::shared::RefreshClaim,
+    ) -> Self {
+        Refresh {
+            core,
+            claim: Some(Claimed::Shared(backend, claim)),
+            started: Instant::now(),
+            forced: false,
+        }
+    }
+
+    /// Ends the claim with `computed` (`None`: nothing to store).
+    fn end(
+        &self,
+        py: Python<'_>,
+        claim: Claimed,
+        computed: Option<restflow_cache::Computed<Stored>>,
+    ) -> PyResult<Option<Served<Stored>>> {
+        match (claim, computed) {
+            (Claimed::Memory(claim), Some(computed)) => Ok(Some(claim.complete(computed))),
+            (Claimed::Memory(claim), None) => {
+                drop(claim);
+                Ok(None)
+            }
+            (Claimed::Shared(backend, claim), computed) => {
+                crate::shared::finish_refresh(py, &self.core, &backend, claim, computed)
+                    .map(|()| None)
+            }
         }
     }
 }
 
 #[pymethods]
 impl Refresh {
-    /// Stores the refreshed value; `decision` as `_serve`'s producer makes
-    /// it. Returns `(value, metadata)`, REFRESH.
+    /// Stores the refreshed value; `decision` as the policy makes it
+    /// (`None`: the wrapper's ttl; `(store, ttl_seconds_or_None)`).
+    /// Returns `(value, metadata)`, REFRESH.
     #[pyo3(signature = (value, decision=None))]
     fn complete<'py>(
         &mut self,
@@ -119,42 +164,121 @@ impl Refresh {
         };
         count_computation(&self.core, self.started, false);
         // A bad decision (a ttl that is no duration) drops the claim: given back.
-        let served = claim.complete(self.core.decided(value, decision)?);
+        let computed = match self.core.decided(value.clone(), decision) {
+            Ok(computed) => computed,
+            Err(error) => {
+                self.end(py, claim, None)?;
+                return Err(error);
+            }
+        };
+        let served = self.end(py, claim, Some(computed))?;
         if self.forced {
             self.core.stats.add(Counter::Refresh);
         }
-        CachedWrapper::with_metadata(py, &served)
+        match served {
+            Some(served) => CachedWrapper::with_metadata(py, &served),
+            None => {
+                let served = crate::shared::SharedServed {
+                    value: value.unbind(),
+                    status: restflow_cache::Status::Refresh,
+                    stamps: None,
+                };
+                crate::wrapper::Reply::Shared(served).with_metadata(py)
+            }
+        }
     }
 
     /// The refresh raised `error`: the claim is given back, and a
     /// background refresh's error logged (a forced one's caller gets it).
-    fn fail(&mut self, py: Python<'_>, error: Bound<'_, PyBaseException>) {
+    fn fail(&mut self, py: Python<'_>, error: Bound<'_, PyBaseException>) -> PyResult<()> {
         if let Some(claim) = self.claim.take() {
             count_computation(&self.core, self.started, true);
             if !self.forced {
                 let error = PyErr::from_value(error.into_any());
                 self.core.log_refresh_failure(py, &error);
             }
-            drop(claim);
+            self.end(py, claim, None)?;
         }
+        Ok(())
     }
 
     /// The refresh was cancelled: the claim is given back.
-    fn release(&mut self) {
-        drop(self.claim.take());
+    fn release(&mut self, py: Python<'_>) -> PyResult<()> {
+        match self.claim.take() {
+            Some(claim) => self.end(py, claim, None).map(drop),
+            None => Ok(()),
+        }
     }
 }
 
-/// What joining a key's computation made this caller.
-enum Step {
+impl Drop for Refresh {
+    fn drop(&mut self) {
+        if let Some(Claimed::Shared(backend, claim)) = self.claim.take() {
+            // Never ended: given back here (a round trip, detached), so the
+            // next read may claim it at once.
+            let _ = Python::try_attach(|py| {
+                let _ = crate::shared::finish_refresh(py, &self.core, &backend, claim, None);
+            });
+        }
+    }
+}
+
+/// What joining a key's computation made a caller: the leader's token `L`
+/// or a follower's waiter on outcome `T` (memory store and shared store
+/// alike: both pyclasses below are this, with their own outcome).
+enum Step<L, T> {
     /// It computes.
-    Lead(PyLead),
+    Lead(L),
     /// Another caller computes.
-    Follow(PyWaiter),
-    /// A leader had just stored the value.
+    Follow(Waiter<T, SharedErr>),
+    /// A leader had just stored the value (memory store).
     Served(Served<Stored>),
     /// Completed, failed or abandoned.
     Ended,
+}
+
+impl<L, T: Clone> Step<L, T> {
+    fn is_leader(&self) -> bool {
+        matches!(self, Step::Lead(_))
+    }
+
+    /// The leader's token, once.
+    fn take_lead(&mut self) -> PyResult<L> {
+        match std::mem::replace(self, Step::Ended) {
+            Step::Lead(lead) => Ok(lead),
+            other => {
+                *self = other;
+                Err(PyRuntimeError::new_err(
+                    "only the leader of a flight completes it, once",
+                ))
+            }
+        }
+    }
+
+    /// Drops the leader's token (one follower takes over); whether this
+    /// was the leader.
+    fn abandon(&mut self) -> bool {
+        match std::mem::replace(self, Step::Ended) {
+            Step::Lead(lead) => {
+                drop(lead);
+                true
+            }
+            other => {
+                *self = other;
+                false
+            }
+        }
+    }
+
+    /// Runs `callback()` once the leader's outcome is there, on the thread
+    /// that produced it; at once for anything but a follower.
+    fn on_done(&self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
+        let Step::Follow(waiter) = self else {
+            return callback.call0(py).map(drop);
+        };
+        waiter.on_finish(wake_with(callback));
+        Ok(())
+    }
 }
 
 /// One caller's part in the computation of a key (memory store): the
@@ -162,7 +286,7 @@ enum Step {
 #[pyclass(module = "restflow._engine", name = "Flight")]
 pub struct Flight {
     core: Arc<Core>,
-    step: Step,
+    step: Step<PyLead, Shared<Stored>>,
     started: Instant,
 }
 
@@ -196,18 +320,6 @@ impl Flight {
         })
     }
 
-    fn take_lead(&mut self) -> PyResult<PyLead> {
-        match std::mem::replace(&mut self.step, Step::Ended) {
-            Step::Lead(lead) => Ok(lead),
-            other => {
-                self.step = other;
-                Err(PyRuntimeError::new_err(
-                    "only the leader of a flight completes it, once",
-                ))
-            }
-        }
-    }
-
     /// Counts what a served call is, and answers it.
     fn reply<'py>(&self, py: Python<'py>, served: &Served<Stored>) -> PyResult<Reply<'py>> {
         self.core.stats.add(Counter::of_status(served.status));
@@ -220,7 +332,7 @@ impl Flight {
         py: Python<'py>,
         result: Result<restflow_cache::Computed<Stored>, SharedErr>,
     ) -> PyResult<Reply<'py>> {
-        let lead = self.take_lead()?;
+        let lead = self.step.take_lead()?;
         count_computation(&self.core, self.started, result.is_err());
         let failed = result.is_err();
         let served = lead
@@ -239,7 +351,7 @@ impl Flight {
     /// Whether this caller computes the value.
     #[getter]
     fn leader(&self) -> bool {
-        matches!(self.step, Step::Lead(_))
+        self.step.is_leader()
     }
 
     /// The leader's value: stored (as `decision` allows) and handed to
@@ -269,9 +381,8 @@ impl Flight {
     /// The leader gives up (its task was cancelled): one follower takes
     /// over. Also what dropping an uncompleted leader does.
     fn abandon(&mut self) {
-        if let Step::Lead(lead) = std::mem::replace(&mut self.step, Step::Ended) {
+        if self.step.abandon() {
             count_computation(&self.core, self.started, false);
-            drop(lead);
         }
     }
 
@@ -280,11 +391,7 @@ impl Flight {
     /// An event loop's callback therefore hands over with
     /// `loop.call_soon_threadsafe`.
     fn on_done(&self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
-        let Step::Follow(waiter) = &self.step else {
-            return callback.call0(py).map(drop);
-        };
-        waiter.on_finish(wake_with(callback));
-        Ok(())
+        self.step.on_done(py, callback)
     }
 
     /// A follower's answer once `on_done` called back: the leader's
@@ -316,20 +423,14 @@ impl Flight {
 /// A shared-store answer, `(value, metadata)`, as its leader hands it on.
 pub type Answer = Arc<(Py<PyAny>, Py<PyDict>)>;
 
-/// What joining a shared-store key's flight made this task.
-enum SharedStep {
-    Lead(LeaderGuard<'static, Answer, SharedErr>),
-    Follow(Waiter<Answer, SharedErr>),
-    Ended,
-}
-
 /// One async caller's part in the computation of a shared-store key: the
-/// leader serves the call on a worker thread and hands the answer on; the
-/// followers await it (a callback, as for [`Flight`]).
+/// leading task serves the call (the store's steps, the function awaited in
+/// the task) and hands the answer on; the followers await it (a callback,
+/// as for [`Flight`]).
 #[pyclass(module = "restflow._engine", name = "SharedFlight")]
 pub struct SharedFlight {
     core: Arc<Core>,
-    step: SharedStep,
+    step: Step<LeaderGuard<'static, Answer, SharedErr>, Answer>,
 }
 
 impl SharedFlight {
@@ -337,32 +438,20 @@ impl SharedFlight {
     pub(crate) fn join(core: &Arc<Core>, key: &[u8], task: u64) -> PyResult<SharedFlight> {
         let flights = &crate::runtime::RUNTIME.shared_flights;
         let step = match flights.join_as(key, Owner::task(task)) {
-            Join::Leader(guard) => SharedStep::Lead(guard),
+            Join::Leader(guard) => Step::Lead(guard),
             Join::Follower(waiter) if waiter.is_own_flight() => {
                 let error = restflow_cache::GetError::Recursive;
                 return Err(Python::attach(|py| raise(py, error, &core.function_id)));
             }
             Join::Follower(waiter) => {
                 core.stats.add(Counter::SingleFlightWait);
-                SharedStep::Follow(waiter)
+                Step::Follow(waiter)
             }
         };
         Ok(SharedFlight {
             core: Arc::clone(core),
             step,
         })
-    }
-
-    fn take_lead(&mut self) -> PyResult<LeaderGuard<'static, Answer, SharedErr>> {
-        match std::mem::replace(&mut self.step, SharedStep::Ended) {
-            SharedStep::Lead(guard) => Ok(guard),
-            other => {
-                self.step = other;
-                Err(PyRuntimeError::new_err(
-                    "only the leader of a flight completes it, once",
-                ))
-            }
-        }
     }
 }
 
@@ -371,49 +460,45 @@ impl SharedFlight {
     /// Whether this task serves the call.
     #[getter]
     fn leader(&self) -> bool {
-        matches!(self.step, SharedStep::Lead(_))
+        self.step.is_leader()
     }
 
     /// Hands the leader's answer to every follower.
     fn complete(&mut self, value: Py<PyAny>, metadata: Py<PyDict>) -> PyResult<()> {
-        self.take_lead()?.complete(Ok(Arc::new((value, metadata))));
+        self.step
+            .take_lead()?
+            .complete(Ok(Arc::new((value, metadata))));
         Ok(())
     }
 
     /// Hands the leader's error to every follower.
     fn fail(&mut self, error: Bound<'_, PyBaseException>) -> PyResult<()> {
         let error = Arc::new(PyErr::from_value(error.into_any()));
-        self.take_lead()?.complete(Err(error));
+        self.step.take_lead()?.complete(Err(error));
         Ok(())
     }
 
     /// The leader gives up (its task was cancelled): one follower takes over.
     fn abandon(&mut self) {
-        if let SharedStep::Lead(guard) = std::mem::replace(&mut self.step, SharedStep::Ended) {
-            drop(guard);
-        }
+        self.step.abandon();
     }
 
     /// As [`Flight`]'s `on_done`.
     fn on_done(&self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
-        let SharedStep::Follow(waiter) = &self.step else {
-            return callback.call0(py).map(drop);
-        };
-        waiter.on_finish(wake_with(callback));
-        Ok(())
+        self.step.on_done(py, callback)
     }
 
     /// A follower's answer once `on_done` called back: the leader's
     /// `(value, metadata)` (a copy of its metadata), or its error raised;
     /// `None` when the leader abandoned (join again: this task may lead).
     fn result<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Reply<'py>>> {
-        let SharedStep::Follow(waiter) = &self.step else {
+        let Step::Follow(waiter) = &self.step else {
             return Err(PyRuntimeError::new_err("only a follower reads the result"));
         };
         let Some(outcome) = waiter.outcome() else {
             return Err(PyRuntimeError::new_err("the leader has not finished yet"));
         };
-        self.step = SharedStep::Ended;
+        self.step = Step::Ended;
         match outcome {
             Outcome::Abandoned => Ok(None),
             Outcome::Error(error) => Err(error.clone_ref(py)),

@@ -29,6 +29,7 @@ mod runtime;
 mod shared;
 mod signature;
 mod stats;
+mod steps;
 mod stored;
 mod vectorcall;
 mod wrapper;
@@ -161,7 +162,7 @@ fn in_flight() -> usize {
 /// Callers following an in-process computation right now, over every key:
 /// threads and tasks of the memory store, and async tasks of shared stores
 /// (not the worker threads those wait on). What tests wait on before they
-/// let a leader finish (`CachedWrapper._waiters` counts one call's).
+/// let a leader finish (`Steps.waiters` counts one call's).
 #[pyfunction]
 fn waiters() -> usize {
     RUNTIME.engine.flights().total_waiters() + RUNTIME.shared_flights.total_waiters()
@@ -217,6 +218,8 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<flight::Flight>()?;
     m.add_class::<flight::Refresh>()?;
     m.add_class::<flight::SharedFlight>()?;
+    m.add_class::<steps::Steps>()?;
+    m.add_class::<steps::Lead>()?;
     m.add_class::<shared::SharedBackend>()?;
     m.add_class::<loop_io::LoopConnection>()?;
     m.add_class::<loop_io::RedisAnswer>()?;

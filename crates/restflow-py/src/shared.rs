@@ -16,9 +16,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use restflow_cache::key::{self, KeyWriter};
 use restflow_cache::shared::{
-    Answer, Breaker, ClusterStore, Epoch, HotCache, KeySet, KeySpace, NearMode, Produced,
-    RedisConfig, RedisStore, RefreshClaim, SentinelStore, SharedCache, SharedError, SharedOptions,
-    SharedStore, Signer, StoreError, Undecodable,
+    Answer, Begin, Breaker, ClusterStore, Epoch, HotCache, KeySet, KeySpace, NearMode, OwnedClaim,
+    Produced, RedisConfig, RedisStore, RefreshClaim, SentinelStore, Served, SharedCache,
+    SharedError, SharedOptions, SharedStore, Signer, StoreError, Undecodable,
 };
 use restflow_cache::{Counter, Freshness, Lifetime, Stamps, Status, Timestamp};
 
@@ -629,8 +629,7 @@ impl SharedBackend {
     }
 }
 
-/// Runs the function and serializes what is to be stored. A value the
-/// serializer refuses is served but not stored (and logged).
+/// Runs the function and serializes what is to be stored (see [`produced`]).
 fn produce(
     py: Python<'_>,
     core: &Core,
@@ -638,6 +637,18 @@ fn produce(
     call: &OwnedCall,
 ) -> Result<Produced<Value>, SharedErr> {
     let computed = core.compute_for_engine(py, &call.bind(py))?;
+    produced(py, core, backend, computed)
+}
+
+/// A computed value as the engine stores it: serialized when it is to be
+/// stored. A value the serializer refuses is served but not stored (and
+/// logged).
+pub(crate) fn produced(
+    py: Python<'_>,
+    core: &Core,
+    backend: &SharedBackend,
+    computed: restflow_cache::Computed<crate::stored::Stored>,
+) -> Result<Produced<Value>, SharedErr> {
     let value = computed.value.value().clone_ref(py);
     let serialized = match computed.lifetime {
         None => None,
@@ -763,6 +774,23 @@ fn serve(
     });
     interrupt::raise_parked()?;
     let served = served.map_err(|e| raise(py, e, &core.function_id))?;
+    let (served, claim) = answered(py, core, handle, key, served);
+    if let Some(claim) = claim {
+        schedule_refresh(py, core, backend, claim, owned);
+    }
+    Ok(served)
+}
+
+/// What the engine served, for Python: a store failure warned about, a
+/// near entry's value kept hot under the call key `key`, and the refresh
+/// this read claimed (to run, then finish).
+fn answered(
+    py: Python<'_>,
+    core: &Core,
+    handle: &SharedBackend,
+    key: &[u8],
+    served: Served<Value>,
+) -> (SharedServed, Option<RefreshClaim>) {
     if let Some(error) = &served.bypassed {
         handle.warn(py, error);
     }
@@ -770,18 +798,165 @@ fn serve(
     if let (Some(seen), Some(stamps)) = (served.kept, served.stamps) {
         handle.keep_hot(py, key, seen, &value, stamps);
     }
-    if let Some(claim) = served.refresh {
-        if served.status == Status::Hit {
-            // A fresh entry this call drew to refresh early.
-            core.stats.add(Counter::EarlyRefresh);
-        }
-        schedule_refresh(py, core, backend, claim, owned);
+    if served.refresh.is_some() && served.status == Status::Hit {
+        // A fresh entry this call drew to refresh early.
+        core.stats.add(Counter::EarlyRefresh);
     }
-    Ok(SharedServed {
+    let shared = SharedServed {
         value,
         status: served.status,
         stamps: served.stamps,
-    })
+    };
+    (shared, served.refresh)
+}
+
+/// What [`begin`] found: a served call (with the refresh it claimed), or
+/// the claim to compute it.
+pub(crate) enum Begun {
+    Served(SharedServed, Option<RefreshClaim>),
+    Lead(OwnedClaim<Box<dyn SharedStore>, SharedErr>),
+}
+
+/// Everything of a call that blocks, for a caller that computes the value
+/// itself (the async layer, on a worker thread): the engine's
+/// [`SharedCache::begin`], counted as [`get`] counts. The near cache and
+/// the hot layer were looked up already ([`near_hit`]).
+pub(crate) fn begin(
+    py: Python<'_>,
+    core: &Arc<Core>,
+    backend: &Py<SharedBackend>,
+    call: &Call<'_>,
+) -> PyResult<Begun> {
+    let handle = backend.get();
+    let mut w = KeyWriter::new();
+    let layout = core.write_key(&mut w, call)?;
+    let keys = handle.keys(core, &w, &layout)?;
+    let near = handle.uses_near(core);
+    if near {
+        core.stats.add(Counter::NearMiss);
+    }
+    let started = std::time::Instant::now();
+    let window = core.stale_if_error_window();
+    let begun = py.detach(|| {
+        handle.cache.begin(
+            &keys,
+            if near { NearMode::Fill } else { NearMode::Off },
+            window,
+            |flags, bytes| Python::attach(|py| handle.decode(py, core, flags, bytes)),
+            |waiter| {
+                core.stats.add(Counter::SingleFlightWait);
+                waiter.wait()
+            },
+        )
+    });
+    interrupt::raise_parked()?;
+    match begun.map_err(|e| raise(py, e, &core.function_id))? {
+        Begin::Lead(claim) => Ok(Begun::Lead(claim)),
+        Begin::Served(served) => {
+            let (served, claim) = answered(py, core, handle, w.as_bytes(), served);
+            core.stats.add(Counter::of_status(served.status));
+            if matches!(served.status, Status::Hit | Status::Stale) {
+                core.stats.observe_lookup(started.elapsed());
+            }
+            if claim.is_some() {
+                core.stats.add(Counter::BackgroundRefresh);
+            }
+            Ok(Begun::Served(served, claim))
+        }
+    }
+}
+
+/// The claim of a forced recompute (REFRESH) of a call, for a caller that
+/// computes the value itself (on a worker thread: a round trip).
+pub(crate) fn begin_refresh(
+    py: Python<'_>,
+    core: &Core,
+    backend: &Py<SharedBackend>,
+    call: &Call<'_>,
+) -> PyResult<OwnedClaim<Box<dyn SharedStore>, SharedErr>> {
+    let handle = backend.get();
+    let keys = handle.call_keys(core, call)?;
+    let window = core.stale_if_error_window();
+    let claim = py.detach(|| handle.cache.begin_refresh(&keys, window));
+    interrupt::raise_parked()?;
+    claim.map_err(|e| raise(py, e, &core.function_id))
+}
+
+/// Ends a claim from [`begin`] or [`begin_refresh`] with what its caller
+/// computed (`Err`: the computation raised), on a worker thread (round
+/// trips): stored as the engine decides, or the value kept for
+/// stale-if-error (STALE), or the error raised. Counted as [`get`] counts
+/// (`forced`: a REFRESH).
+pub(crate) fn finish(
+    py: Python<'_>,
+    core: &Core,
+    backend: &Py<SharedBackend>,
+    claim: OwnedClaim<Box<dyn SharedStore>, SharedErr>,
+    computed: Result<restflow_cache::Computed<crate::stored::Stored>, SharedErr>,
+    forced: bool,
+) -> PyResult<SharedServed> {
+    let handle = backend.get();
+    let produced = computed.and_then(|computed| produced(py, core, handle, computed));
+    // The error's last reference is dropped here, attached, not in the
+    // detached closure (whose drop of a `Py` would go through PyO3's
+    // reference pool; see `flight::ReleasedAttached`).
+    let error = produced.as_ref().err().map(Arc::clone);
+    let served = py.detach(|| match produced {
+        Ok(produced) => claim.finish_served(produced),
+        Err(error) => claim.fail_served(error, |flags, bytes| {
+            Python::attach(|py| handle.decode(py, core, flags, bytes))
+        }),
+    });
+    drop(error);
+    interrupt::raise_parked()?;
+    let served = served.map_err(|e| raise(py, e, &core.function_id))?;
+    let (mut served, _) = answered(py, core, handle, &[], served);
+    if forced && served.status == Status::Miss {
+        served.status = Status::Refresh;
+    }
+    core.stats.add(Counter::of_status(served.status));
+    if served.status == Status::Stale {
+        // Computed here and failed: the kept value answers.
+        core.stats.add(Counter::StaleIfError);
+    }
+    Ok(served)
+}
+
+/// Ends a background refresh claimed by an async caller's read, on a
+/// worker thread (round trips): stores what it `computed` (nothing when
+/// `None`: it failed or was cancelled) under the generations the stale
+/// entry was read under, and gives the claim back.
+pub(crate) fn finish_refresh(
+    py: Python<'_>,
+    core: &Core,
+    backend: &Py<SharedBackend>,
+    claim: RefreshClaim,
+    computed: Option<restflow_cache::Computed<crate::stored::Stored>>,
+) -> PyResult<()> {
+    let handle = backend.get();
+    let stored = match computed.map(|computed| produced(py, core, handle, computed)) {
+        Some(Ok(produced)) => produced
+            .serialized
+            .map(|(flags, bytes)| (flags, bytes, produced.lifetime)),
+        Some(Err(error)) => return Err(error.clone_ref(py)),
+        None => None,
+    };
+    let RefreshClaim {
+        keys,
+        token,
+        keep,
+        generations,
+    } = claim;
+    let outcome = py.detach(|| {
+        handle
+            .cache
+            .finish_refresh(&keys, &token, keep, generations, stored)
+    });
+    interrupt::raise_parked()?;
+    if let Err(error) = outcome {
+        handle.warn(py, &error);
+    }
+    Ok(())
 }
 
 /// Queues the refresh this process claimed; the engine releases the claim
@@ -998,7 +1173,7 @@ pub(crate) fn delete_by_prefix(
 }
 
 /// How many callers of this process follow the computation of a call's
-/// entry now (`CachedWrapper._waiters` on a shared store).
+/// entry now (`Steps.waiters` on a shared store).
 pub(crate) fn waiters(
     core: &Core,
     backend: &Py<SharedBackend>,

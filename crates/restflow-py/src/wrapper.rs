@@ -124,7 +124,7 @@ fn build_metadata<'py, T: IntoPyObject<'py>>(
 }
 
 /// `(value, metadata)` of a stored entry served as `status`.
-fn entry_reply<'py>(
+pub(crate) fn entry_reply<'py>(
     py: Python<'py>,
     entry: &Entry<Stored>,
     status: Status,
@@ -220,7 +220,7 @@ fn drop_attached(entry: Entry<Stored>) {
 impl CachedWrapper {
     /// The call's arguments, with a bound method's instance in front.
     #[inline]
-    fn call<'py>(
+    pub(crate) fn call<'py>(
         &self,
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
@@ -243,10 +243,15 @@ impl CachedWrapper {
     }
 
     #[inline]
-    fn key(&self, call: &Call<'_>) -> PyResult<KeyWriter> {
+    pub(crate) fn key(&self, call: &Call<'_>) -> PyResult<KeyWriter> {
         let mut w = KeyWriter::new();
         self.core.write_key(&mut w, call)?;
         Ok(w)
+    }
+
+    /// What the wrapper delegates to.
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.core
     }
 
     /// The dotted path that names the function.
@@ -283,7 +288,10 @@ impl CachedWrapper {
     /// strings (`Core::claim_shared_keys`). Call after `RUNTIME.ready`,
     /// which reads the `BACKEND` setting.
     #[inline]
-    fn shared(&self, py: Python<'_>) -> PyResult<Option<Py<crate::shared::SharedBackend>>> {
+    pub(crate) fn shared(
+        &self,
+        py: Python<'_>,
+    ) -> PyResult<Option<Py<crate::shared::SharedBackend>>> {
         let backend = self.backend(py)?;
         if backend.is_some() {
             self.core.claim_shared_keys(py)?;
@@ -573,9 +581,9 @@ impl CachedWrapper {
     }
 }
 
-/// What `_loop_fetch` hands the event loop: the backend, the packed
+/// What `Steps.loop_fetch` hands the event loop: the backend, the packed
 /// lookup, and the entry's key (its answer is checked against it).
-type LoopFetch<'py> = (
+pub(crate) type LoopFetch<'py> = (
     Py<crate::shared::SharedBackend>,
     Bound<'py, pyo3::types::PyBytes>,
     String,
@@ -745,154 +753,11 @@ impl CachedWrapper {
         self.refresh_call(py, &call)
     }
 
-    // -- primitives for the async layer (restflow.caching.asynchronous) ----
-
-    /// The memory store's answer for a call, without computing: a
-    /// `Lookup` (HIT or STALE, with the refresh this call claimed, if
-    /// any), or `None` on a miss (then `_flight`).
-    #[pyo3(signature = (args, kwargs=None))]
-    fn _lookup<'py>(
-        &self,
-        py: Python<'py>,
-        args: &Bound<'py, PyTuple>,
-        kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Option<crate::flight::Lookup>> {
-        let call = self.call(args, kwargs)?;
-        let engine = RUNTIME.ready(py)?;
-        let key = self.key(&call)?;
-        // An expired entry inside the stale-if-error window stays, for a
-        // failing computation to fall back on (see `_flight`).
-        let (lookup, _) = engine
-            .cache()
-            .lookup_keeping(key.as_bytes(), self.core.stale_if_error_window());
-        let (entry, status, refresh) = match lookup {
-            Lookup::Fresh(entry) => (entry, Status::Hit, false),
-            // An early refresh this call drew: a hit, refreshed like a stale one.
-            Lookup::Early(entry) => {
-                self.core.stats.add(Counter::EarlyRefresh);
-                (entry, Status::Hit, true)
-            }
-            Lookup::Stale { entry, refresh } => (entry, Status::Stale, refresh),
-            Lookup::Miss => return Ok(None),
-        };
-        // What a miss turns into is counted by its flight.
-        self.core.stats.add(Counter::of_status(status));
-        let (value, metadata) = entry_reply(py, &entry, status)?;
-        let refresh = refresh
-            .then(|| {
-                let claim = RUNTIME.engine.claim_refresh(key.as_bytes(), entry);
-                let refresh = crate::flight::Refresh::new(Arc::clone(&self.core), claim, false);
-                Py::new(py, refresh)
-            })
-            .transpose()?;
-        Ok(Some(crate::flight::Lookup::new(
-            value,
-            metadata.unbind(),
-            refresh,
-        )))
-    }
-
-    /// Joins the computation of a call that `_lookup` missed, as task
-    /// `task` (any number unique among the loop's live tasks) of this
-    /// thread's event loop: the `Flight` of its leader or of a follower.
-    /// `followed`: the caller followed a leader that abandoned.
-    #[pyo3(signature = (args, kwargs, task, followed=false))]
-    fn _flight<'py>(
-        &self,
-        py: Python<'py>,
-        args: &Bound<'py, PyTuple>,
-        kwargs: Option<&Bound<'py, PyDict>>,
-        task: u64,
-        followed: bool,
-    ) -> PyResult<crate::flight::Flight> {
-        let call = self.call(args, kwargs)?;
-        RUNTIME.ready(py)?;
-        let key = self.key(&call)?;
-        crate::flight::Flight::join(py, &self.core, key.as_bytes(), task, followed)
-    }
-
-    /// Joins the in-process flight of a shared-store call as task `task`
-    /// of this thread's loop (see `flight::SharedFlight`).
-    #[pyo3(signature = (args, kwargs, task))]
-    fn _shared_flight<'py>(
-        &self,
-        py: Python<'py>,
-        args: &Bound<'py, PyTuple>,
-        kwargs: Option<&Bound<'py, PyDict>>,
-        task: u64,
-    ) -> PyResult<crate::flight::SharedFlight> {
-        let call = self.call(args, kwargs)?;
-        RUNTIME.ready(py)?;
-        let key = self.key(&call)?;
-        crate::flight::SharedFlight::join(&self.core, key.as_bytes(), task)
-    }
-
-    /// The token of a forced recompute of a call (`arefresh` on the memory
-    /// store): complete it with the value the async layer awaited.
-    #[pyo3(signature = (args, kwargs=None))]
-    fn _refreshing<'py>(
-        &self,
-        py: Python<'py>,
-        args: &Bound<'py, PyTuple>,
-        kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<crate::flight::Refresh> {
-        let call = self.call(args, kwargs)?;
-        RUNTIME.ready(py)?;
-        let key = self.key(&call)?;
-        let claim = RUNTIME.engine.begin_refresh(key.as_bytes());
-        Ok(crate::flight::Refresh::new(
-            Arc::clone(&self.core),
-            claim,
-            true,
-        ))
-    }
-
-    /// How many callers (threads and tasks) follow the in-process
-    /// computation of a call now: what tests wait on before they let a
-    /// leader finish.
-    #[pyo3(signature = (args, kwargs=None))]
-    fn _waiters<'py>(
-        &self,
-        py: Python<'py>,
-        args: &Bound<'py, PyTuple>,
-        kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<usize> {
-        let call = self.call(args, kwargs)?;
-        RUNTIME.ready(py)?;
-        let key = self.key(&call)?;
-        if let Some(backend) = self.shared(py)? {
-            // Threads in the store's flight, and tasks awaiting a worker's.
-            let tasks = RUNTIME.shared_flights.waiters(key.as_bytes());
-            return Ok(crate::shared::waiters(&self.core, &backend, &call)? + tasks);
-        }
-        Ok(RUNTIME.engine.waiters(key.as_bytes()))
-    }
-
-    /// For a shared Redis backend the event loop may drive:
-    /// `(backend, packed lookup, entry key)`; `None` otherwise.
-    #[pyo3(signature = (args, kwargs=None))]
-    fn _loop_fetch<'py>(
-        &self,
-        py: Python<'py>,
-        args: &Bound<'py, PyTuple>,
-        kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Option<LoopFetch<'py>>> {
-        RUNTIME.ready(py)?;
-        let Some(backend) = self.shared(py)? else {
-            return Ok(None);
-        };
-        // A call that uses the near cache goes through the engine, which
-        // keeps what it reads there (`_near_hit` serves it next time).
-        if !backend.get().loop_fetches() || backend.get().uses_near(&self.core) {
-            return Ok(None);
-        }
-        let call = self.call(args, kwargs)?;
-        let (command, key) = crate::shared::fetch_command(&self.core, &backend, &call)?;
-        Ok(Some((
-            backend,
-            pyo3::types::PyBytes::new(py, &command),
-            key,
-        )))
+    /// The lifecycle of this function's calls in steps, for callers that
+    /// cannot block (the async layer): see `restflow._engine.Steps`.
+    #[getter]
+    fn steps(slf: &Bound<'_, Self>) -> crate::steps::Steps {
+        crate::steps::Steps::new(slf.clone().unbind())
     }
 
     /// This function's counts, hit ratio and latency percentiles since
@@ -923,65 +788,12 @@ impl CachedWrapper {
         self.core.stats.events()
     }
 
-    /// Counts an event the async layer served itself (see
-    /// [`crate::stats::record`]).
-    #[pyo3(signature = (event, seconds=None))]
-    fn _record(&self, event: &str, seconds: Option<f64>) -> PyResult<()> {
-        crate::stats::record(&self.core.stats, event, seconds)
-    }
-
-    /// A fresh hit from the shared backend's near cache, without a round
-    /// trip: `(value, metadata)`, or `None`.
-    #[pyo3(signature = (args, kwargs=None))]
-    fn _near_hit<'py>(
-        &self,
-        py: Python<'py>,
-        args: &Bound<'py, PyTuple>,
-        kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Option<(Py<PyAny>, Bound<'py, PyDict>)>> {
-        RUNTIME.ready(py)?;
-        let Some(backend) = self.shared(py)? else {
-            return Ok(None);
-        };
-        let call = self.call(args, kwargs)?;
-        crate::shared::near_hit(py, &self.core, &backend, &call)?
-            .map(|served| Reply::Shared(served).with_metadata(py))
-            .transpose()
-    }
-
     /// The shared backend this wrapper's calls use (`None`: the memory
     /// store), for its counters (`near_stats()`, `failures`); claims
     /// nothing (see `backend`).
     fn _backend(&self, py: Python<'_>) -> PyResult<Option<Py<crate::shared::SharedBackend>>> {
         RUNTIME.ready(py)?;
         self.backend(py)
-    }
-
-    /// Whether this wrapper's calls use the in-process memory store.
-    fn _uses_memory(&self, py: Python<'_>) -> PyResult<bool> {
-        RUNTIME.ready(py)?;
-        Ok(self.core.uses_memory())
-    }
-
-    /// The general path with the computation replaced by `produce` (see
-    /// `Call::produce`): `(value, metadata)`, HIT/MISS/STALE/BYPASS, or
-    /// REFRESH with `refresh=True`. Blocks on the store: the async layer
-    /// calls it from a worker thread.
-    #[pyo3(signature = (produce, args, kwargs=None, refresh=false))]
-    fn _serve<'py>(
-        &self,
-        py: Python<'py>,
-        produce: Bound<'py, PyAny>,
-        args: &Bound<'py, PyTuple>,
-        kwargs: Option<&Bound<'py, PyDict>>,
-        refresh: bool,
-    ) -> PyResult<(Py<PyAny>, Bound<'py, PyDict>)> {
-        let mut call = self.call(args, kwargs)?;
-        call.produce = Some(produce);
-        if refresh {
-            return self.refresh_call(py, &call);
-        }
-        self.get(py, &call)?.with_metadata(py)
     }
 
     /// Runs the function without reading or writing the cache.

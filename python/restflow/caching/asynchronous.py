@@ -10,12 +10,20 @@ The event loop never waits on the cache:
   cancelled, one of the followers takes over. A stale entry is served at
   once; the refresh the engine claimed for this call runs as a task on the
   loop, and hands its value back through the claim.
-* **shared stores** (Redis, Django caches): every round trip runs on a
-  worker thread (``restflow-async``); the function itself still runs on the
-  loop, as a coroutine the worker waits for. Locks, polling and
-  cross-process single-flight are the engine's, as for sync calls; the
-  tasks of a process that miss one key share one worker's answer through
-  the engine's flight, as on the memory store.
+* **shared stores** (Redis, Django caches): a near-cache hit is served
+  inline, a plain Redis hit may be read on the loop's own socket; anything
+  else takes the engine's steps (``Steps.begin``): its round trips, its
+  locks and its waits on other processes run on a worker thread
+  (``restflow-async``), and end with a hit or with a ``Lead``, the claim to
+  compute the value. The function then runs in the calling task, awaited
+  like any coroutine (its context variables and ``current_task()`` are the
+  caller's), and the lead is completed on a worker (the value stored, the
+  lock freed). A cancelled task gives its lead back at once: another
+  process takes the lock without waiting for it to expire, and another task
+  of this process (they share one leader per key through the engine's
+  flight, as on the memory store) takes over. A stale entry's refresh runs
+  as a task on the loop, as on the memory store; no worker ever waits on
+  the loop.
 
 The wrapper has the sync wrapper's methods under ``a``-names
 (``aget_with_metadata``, ``arefresh``, ...). Calling a sync-named method
@@ -25,8 +33,6 @@ raises a ``TypeError`` that names the async one.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextvars
 import functools
 import inspect
 import logging
@@ -69,10 +75,9 @@ def _worker_pool() -> ThreadPoolExecutor:
     global _executor
     with _executor_lock:
         if _executor is None:
-            # Threads are made only as needed. A computation on a shared store
-            # holds one while it runs, so the bound must stay above how many
-            # distinct keys (nested cached calls included) compute at once;
-            # calls of one key share one thread (see _fly).
+            # Threads are made only as needed, and each holds one only for
+            # round trips (and for waits on another process's computation,
+            # bounded by WAIT_TIMEOUT): the functions run on the loop.
             _executor = ThreadPoolExecutor(max_workers=256, thread_name_prefix="restflow-async")
         return _executor
 
@@ -88,43 +93,14 @@ def _forget_pool_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
-#: How often a worker waiting for a coroutine on a loop checks that the
-#: loop can still finish it.
-_LOOP_CHECK_INTERVAL = 0.05
-
-#: Set when the interpreter starts to exit, before it joins the worker
-#: threads (see _result_while_loop_lives).
-_exiting = threading.Event()
-# The hook concurrent.futures uses to stop its own workers at exit: it runs
-# before threads are joined, where `atexit` would run after. Hooks run last
-# registered first, so this one runs before concurrent.futures joins ours.
-getattr(threading, "_register_atexit", lambda hook: None)(_exiting.set)
-
-
-def _result_while_loop_lives(
-    future: concurrent.futures.Future, loop: asyncio.AbstractEventLoop, name: str
-) -> Any:
-    """The result of a coroutine a worker thread started on ``loop``.
-
-    A loop closed (or stopped for good, at interpreter exit) while the
-    coroutine is in flight never finishes it, and a worker waiting in
-    ``future.result()`` would keep the interpreter from exiting (it joins
-    the workers): the worker gives up instead, and the computation fails
-    for everyone waiting on it. A stopped loop that may run again is waited
-    for."""
-    while not future.done():
-        concurrent.futures.wait([future], timeout=_LOOP_CHECK_INTERVAL)
-        if future.done():
-            break
-        closed = loop.is_closed()
-        if closed or _exiting.is_set():
-            if not closed:
-                future.cancel()  # the task is cancelled if the loop runs again
-            why = "was closed" if closed else "stopped as the interpreter exits"
-            raise RuntimeError(
-                f"the event loop running {name}() {why} before the computation finished"
-            )
-    return future.result()
+def _give_back(release: Callable[[], None]) -> None:
+    """Gives a claim back (a round trip) on a worker, without waiting for
+    it: called where the task is going away (cancelled). Inline when the
+    pool takes no more work (the interpreter is exiting)."""
+    try:
+        _worker_pool().submit(release)
+    except RuntimeError:
+        release()
 
 
 def _wake(future: asyncio.Future) -> None:
@@ -220,6 +196,8 @@ class AsyncCachedWrapper(Generic[P, T]):
         policy: Policy | None,
     ) -> None:
         self._engine = engine
+        #: The engine's lifecycle in steps (``restflow._engine.Steps``).
+        self._steps = engine.steps
         self.func = func
         self._policy = policy  # None when what is stored never depends on the value
         functools.update_wrapper(self, func)
@@ -260,29 +238,6 @@ class AsyncCachedWrapper(Generic[P, T]):
         policy = self._policy
         return value, None if policy is None else await arun(policy.steps(value, args, kwargs))
 
-    def _producer(self, loop: asyncio.AbstractEventLoop, args: tuple, kwargs: dict):
-        """What the engine calls on a worker thread: runs the coroutine on
-        the loop and waits for it there (never on the loop thread).
-
-        The coroutine runs in a copy of the caller's context, as it would
-        had it been awaited in place: context variables the caller set
-        (``cache_response``'s list of live responses, say) reach it across
-        the thread hop."""
-        context = contextvars.copy_context()
-
-        def produce() -> tuple[Any, Any]:
-            coroutine = self._produce(args, kwargs)
-            # call_soon_threadsafe, and the task it makes, take the context
-            # current where it is called: the caller's copy, not the worker's.
-            try:
-                future = context.copy().run(asyncio.run_coroutine_threadsafe, coroutine, loop)
-            except RuntimeError:  # the loop is closed already
-                coroutine.close()
-                raise
-            return _result_while_loop_lives(future, loop, self.__qualname__)
-
-        return produce
-
     async def _in_thread(self, method: Callable[..., Any], *args: Any) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(_worker_pool(), functools.partial(method, *args))
@@ -294,43 +249,72 @@ class AsyncCachedWrapper(Generic[P, T]):
 
     async def _shared(self, args: tuple, kwargs: dict) -> tuple[Any, dict]:
         """A call on a shared store (Redis, Django caches)."""
-        engine = self._engine
-        loop = asyncio.get_running_loop()
+        steps = self._steps
         # A fresh hit in the near cache, or fetched by the loop itself: no
         # thread hand-off.
-        hit = engine._near_hit(args, kwargs)
+        hit = steps.near_hit(args, kwargs)
         if hit is not None:
             return hit
         if cache_settings()["LOOP_SOCKET"]:
             started = time.perf_counter()
-            hit = await _loop_hit(loop, engine, args, kwargs)
+            hit = await _loop_hit(asyncio.get_running_loop(), steps, args, kwargs)
             if hit is not None:
-                engine._record("hit")
-                engine._record("lookup", time.perf_counter() - started)
+                steps.record("hit")
+                steps.record("lookup", time.perf_counter() - started)
                 return hit
-        # Anything else through the engine, one worker thread per key and
-        # process: the other tasks await its answer.
-        produce = self._producer(loop, args, kwargs)
+        # Anything else through the engine's steps, one leading task per key
+        # and process: the other tasks await its answer.
+        return await _fly(
+            lambda task, _: steps.shared_flight(args, kwargs, task),
+            lambda flight: self._lead_shared(flight, args, kwargs),
+        )
 
-        async def lead(flight: Any) -> tuple[Any, dict]:
-            try:
-                served = await self._in_thread(engine._serve, produce, args, kwargs, False)
-            except asyncio.CancelledError:
-                flight.abandon()  # its worker carries on; a follower takes over
-                raise
-            except BaseException as error:
-                flight.fail(error)
-                raise
-            flight.complete(*served)
+    async def _lead_shared(self, flight: Any, args: tuple, kwargs: dict) -> tuple[Any, dict]:
+        """Serves a shared-store call for every task of this process that
+        misses its key, and hands the answer on."""
+        try:
+            found = await self._in_thread(self._steps.begin, args, kwargs)
+            if isinstance(found, _engine.Lead):
+                served = await self._finish(found, args, kwargs)
+            else:
+                if found.refresh is not None:  # this call refreshes it
+                    self._spawn_refresh(found.refresh, args, kwargs)
+                served = found.value, found.metadata
+        except asyncio.CancelledError:
+            flight.abandon()  # a follower takes over
+            raise
+        except BaseException as error:
+            flight.fail(error)
+            raise
+        flight.complete(*served)
+        return served
+
+    async def _finish(self, lead: Any, args: tuple, kwargs: dict) -> tuple[Any, dict]:
+        """Awaits the function in this task and hands the outcome to the
+        engine's ``lead`` on a worker (it stores it, or answers with the
+        value kept for stale-if-error)."""
+        try:
+            value, decision = await self._produce(args, kwargs)
+        except Exception as error:
+            served = await self._in_thread(lead.fail, error)  # raises it, unless a value was kept
+            logger.warning(
+                "restflow: %s() failed; serving the value kept for stale-if-error",
+                self.__qualname__,
+                exc_info=True,
+            )
             return served
-
-        return await _fly(lambda task, _: engine._shared_flight(args, kwargs, task), lead)
+        except BaseException:
+            # Cancelled (or the process is exiting): the lock is freed now,
+            # off the loop, so another process computes at once.
+            _give_back(lead.release)
+            raise
+        return await self._in_thread(lead.complete, value, decision)
 
     async def _compute(self, args: tuple, kwargs: dict) -> tuple[Any, dict]:
         """A memory-store miss: led or followed in the engine's flight."""
-        engine = self._engine
+        steps = self._steps
         return await _fly(
-            lambda task, followed: engine._flight(args, kwargs, task, followed),
+            lambda task, followed: steps.flight(args, kwargs, task, followed),
             lambda flight: self._lead(flight, args, kwargs),
         )
 
@@ -366,45 +350,56 @@ class AsyncCachedWrapper(Generic[P, T]):
         task.add_done_callback(_refreshes.discard)
 
     async def _refresh_in_background(self, claim: Any, args: tuple, kwargs: dict) -> None:
+        """Runs a claimed refresh in this task; on a shared store its end
+        (a round trip) runs on a worker."""
         try:
             value, decision = await self._produce(args, kwargs)
         except Exception as error:
-            claim.fail(error)  # logged; the stale value is kept
+            await self._maybe_thread(claim.fail, error)  # logged; the stale value is kept
             return
         except BaseException:
-            claim.release()  # the loop is going away: the next read claims it
+            self._release(claim)  # the loop is going away: the next read claims it
             raise
-        claim.complete(value, decision)
+        await self._maybe_thread(claim.complete, value, decision)
+
+    def _release(self, claim: Any) -> None:
+        """Gives a claim back without waiting: inline on the memory store,
+        on a worker (a round trip) on a shared one."""
+        if self._steps.uses_memory():
+            claim.release()
+        else:
+            _give_back(claim.release)
 
     async def _refresh(self, args: tuple, kwargs: dict) -> tuple[Any, dict]:
-        engine = self._engine
-        loop = asyncio.get_running_loop()
-        if not engine._uses_memory():
-            produce = self._producer(loop, args, kwargs)
-            return await self._in_thread(engine._serve, produce, args, kwargs, True)
-        refresh = engine._refreshing(args, kwargs)  # the key now, before the computation
+        steps = self._steps
+        if steps.uses_memory():
+            refresh = steps.refreshing(args, kwargs)  # the key now, before the computation
+        else:
+            refresh = await self._in_thread(steps.begin_refresh, args, kwargs)
         try:
             value, decision = await self._produce(args, kwargs)
         except Exception as error:
-            refresh.fail(error)
+            await self._maybe_thread(refresh.fail, error)
             raise
         except BaseException:
-            refresh.release()
+            self._release(refresh)
             raise
-        return refresh.complete(value, decision)
+        return await self._maybe_thread(refresh.complete, value, decision)
 
     async def _maybe_thread(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self._engine._uses_memory():
+        """Runs a step inline on the memory store, on a worker on a shared
+        one (where it makes round trips)."""
+        if self._steps.uses_memory():
             return method(*args, **kwargs)
         return await self._in_thread(functools.partial(method, **kwargs), *args)
 
     # -- the public async API ----------------------------------------------
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
-        engine = self._engine
-        if not engine._uses_memory():
+        steps = self._steps
+        if not steps.uses_memory():
             return (await self._shared(args, kwargs))[0]
-        found = engine._lookup(args, kwargs)
+        found = steps.lookup(args, kwargs)
         if found is None:
             return (await self._compute(args, kwargs))[0]
         if found.refresh is not None:  # this call refreshes it
@@ -413,10 +408,10 @@ class AsyncCachedWrapper(Generic[P, T]):
 
     async def aget_with_metadata(self, *args: P.args, **kwargs: P.kwargs) -> tuple[T, dict]:
         """``(value, metadata)``: HIT, MISS or STALE."""
-        engine = self._engine
-        if not engine._uses_memory():
+        steps = self._steps
+        if not steps.uses_memory():
             return await self._shared(args, kwargs)
-        found = engine._lookup(args, kwargs)
+        found = steps.lookup(args, kwargs)
         if found is None:
             return await self._compute(args, kwargs)
         if found.refresh is not None:  # this call refreshes it
@@ -435,11 +430,11 @@ class AsyncCachedWrapper(Generic[P, T]):
         try:
             value = await self.func(*args, **kwargs)
         except Exception:
-            self._engine._record("errors")
+            self._steps.record("errors")
             raise
         finally:
-            self._engine._record("compute", time.perf_counter() - started)
-        self._engine._record("bypass")
+            self._steps.record("compute", time.perf_counter() - started)
+        self._steps.record("bypass")
         return value
 
     async def abypass_cache_with_metadata(
@@ -474,11 +469,11 @@ class AsyncCachedWrapper(Generic[P, T]):
 
 
 async def _loop_hit(
-    loop: asyncio.AbstractEventLoop, engine: Any, args: tuple, kwargs: dict
+    loop: asyncio.AbstractEventLoop, steps: Any, args: tuple, kwargs: dict
 ) -> tuple[Any, dict] | None:
     """A fresh Redis hit fetched on the loop's own socket (see the engine's
     ``LoopConnection``), or ``None`` to let the engine answer."""
-    found = engine._loop_fetch(args, kwargs)
+    found = steps.loop_fetch(args, kwargs)
     if found is None:
         return None
     backend, command, key = found
@@ -551,8 +546,8 @@ class _BoundAsyncWrapper:
 
 async def wait_for_async_refreshes(timeout: float = 10.0) -> None:
     """Finishes when every background refresh is done: the tasks on this
-    loop (memory store) and the engine's (shared stores, whose coroutines
-    run on this loop, so the wait happens on a worker thread)."""
+    loop, and the engine's (sync callers' refreshes; waited for on a worker
+    thread)."""
     from restflow.caching.testing import wait_for_refreshes
 
     await asyncio.gather(*list(_refreshes), return_exceptions=True)

@@ -36,12 +36,13 @@ use super::breaker::Breaker;
 use super::hot::{Hot, HotCache};
 use super::near::{Epoch, NearCache, NearEntry};
 use super::payload::{Decoded, Generations, Rejected, Signer};
+use super::steps::{ComputeClaim, Handle, How};
 use super::store::{Fetched, KeySet, SharedStore, StoreError};
 use crate::clock::Clock;
 use crate::early::Dice;
 use crate::engine::Status;
 use crate::entry::{Entry, Freshness, Lifetime, Stamps};
-use crate::flight::{Join, Outcome, SingleFlight};
+use crate::flight::{Join, LeaderGuard, Outcome, SingleFlight};
 use crate::stats::{Counter, Stats};
 use crate::timestamp::Span;
 
@@ -164,9 +165,25 @@ pub struct SharedCache<S, E> {
     clock: Arc<Clock>,
     breaker: Breaker,
     options: SharedOptions,
-    flights: SingleFlight<Handoff, E>,
+    flights: Arc<SingleFlight<Handoff, E>>,
     stats: SharedStats,
     dice: Arc<Dice>,
+}
+
+/// What [`SharedCache::begin_near`] found: an answer (and the near
+/// cache's epoch it was kept under), or the claim to compute it.
+pub(super) enum Begun<'a, T, S: SharedStore, E: Clone> {
+    Answered(Answer<T>, Option<Epoch>),
+    /// Boxed: a claim is large next to an answer, and only misses make one.
+    Compute(Box<ComputeClaim<'a, S, E>>),
+}
+
+/// What a claim is made of, before it knows how it ends.
+struct Claim<'k, 'a, E> {
+    keys: &'k KeySet,
+    fallback: Option<Answer<()>>,
+    keep: Span,
+    flight: Option<LeaderGuard<'a, Handoff, E>>,
 }
 
 enum Found<'a> {
@@ -189,7 +206,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             clock,
             breaker,
             options,
-            flights: SingleFlight::new(),
+            flights: Arc::new(SingleFlight::new()),
             stats: SharedStats::default(),
             dice: Arc::new(Dice::from_entropy()),
         }
@@ -321,19 +338,64 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         }
     }
 
-    fn bypass<T>(
+    /// The claim to compute live, past a store that failed with
+    /// `error`; or the error, when the caller asked to be told (or was
+    /// interrupted).
+    fn bypass<'a>(
         &self,
+        handle: Handle<'a, S, E>,
+        keys: &KeySet,
         error: StoreError,
-        compute: impl FnOnce() -> Result<Produced<T>, E>,
-    ) -> Result<Answer<T>, SharedError<E>> {
+        flight: Option<LeaderGuard<'a, Handoff, E>>,
+    ) -> Result<ComputeClaim<'a, S, E>, SharedError<E>> {
         if !self.options.bypass_on_failure || error == StoreError::Interrupted {
+            if let Some(guard) = flight {
+                guard.complete(Ok(None));
+            }
             return Err(SharedError::Store(error));
         }
-        let produced = compute().map_err(SharedError::Compute)?;
-        Ok(Answer::Bypassed {
-            value: produced.value,
-            error,
-        })
+        let claim = Claim {
+            keys,
+            fallback: None,
+            keep: Span::ZERO,
+            flight,
+        };
+        Ok(self.claim(handle, claim, How::Bypassed(error)))
+    }
+
+    /// The claim to compute `keys` live (BYPASS), storing nothing: its
+    /// entries would not decode.
+    pub(super) fn live<'a>(
+        &self,
+        handle: Handle<'a, S, E>,
+        keys: &KeySet,
+    ) -> ComputeClaim<'a, S, E> {
+        let claim = Claim {
+            keys,
+            fallback: None,
+            keep: Span::ZERO,
+            flight: None,
+        };
+        self.claim(handle, claim, How::Live)
+    }
+
+    /// A claim to compute `keys` as `how` says, starting now.
+    fn claim<'a>(
+        &self,
+        cache: Handle<'a, S, E>,
+        claim: Claim<'_, 'a, E>,
+        how: How,
+    ) -> ComputeClaim<'a, S, E> {
+        ComputeClaim {
+            cache,
+            keys: claim.keys.clone(),
+            how,
+            fallback: claim.fallback,
+            keep: claim.keep,
+            started: self.clock.now(),
+            flight: claim.flight,
+            ended: false,
+        }
     }
 
     /// Serves `keys`: see the module documentation. `stale_if_error` is
@@ -369,15 +431,42 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     /// [`SharedCache::get_near`], also saying whether the answer is an
     /// entry the near cache served or kept: then the near cache's epoch
     /// read before (see [`NearCache::epoch`]), under which a copy of it
-    /// may be served ([`super::hot`]).
+    /// may be served ([`super::hot`]). The steps of [`SharedCache::begin`]
+    /// (before decoding), with `compute` run in between.
     pub fn get_near_kept<T: Clone + Send + Sync + 'static>(
         &self,
         keys: &KeySet,
         mode: NearMode,
         stale_if_error: Span,
         compute: impl FnOnce() -> Result<Produced<T>, E>,
-        mut wait: impl FnMut(&crate::flight::Waiter<Handoff, E>) -> Outcome<Handoff, E>,
+        wait: impl FnMut(&crate::flight::Waiter<Handoff, E>) -> Outcome<Handoff, E>,
     ) -> Result<(Answer<T>, Option<Epoch>), SharedError<E>> {
+        match self.begin_near(Handle::Borrowed(self), keys, mode, stale_if_error, wait)? {
+            Begun::Answered(answer, kept) => Ok((answer, kept)),
+            Begun::Compute(claim) => Ok((claim.run(compute)?, None)),
+        }
+    }
+
+    /// The flights of this process, by entry key.
+    pub(super) fn flights(&self) -> &Arc<SingleFlight<Handoff, E>> {
+        &self.flights
+    }
+
+    /// How long since `started` on this cache's clock.
+    pub(super) fn clock_since(&self, started: crate::timestamp::Timestamp) -> Span {
+        self.clock.since(started)
+    }
+
+    /// Everything of a lookup that blocks (see [`super::steps`]): an
+    /// answer, or the claim to compute it.
+    pub(super) fn begin_near<'a, T: Clone + Send + Sync + 'static>(
+        &self,
+        handle: Handle<'a, S, E>,
+        keys: &KeySet,
+        mode: NearMode,
+        stale_if_error: Span,
+        mut wait: impl FnMut(&crate::flight::Waiter<Handoff, E>) -> Outcome<Handoff, E>,
+    ) -> Result<Begun<'a, T, S, E>, SharedError<E>> {
         let near = match mode {
             NearMode::Off => None,
             NearMode::Serve | NearMode::Fill => self.store.near(),
@@ -385,10 +474,9 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         if let (Some(near), NearMode::Serve) = (near, mode) {
             let seen = near.epoch();
             if let Some(answer) = self.near_hit(near, keys) {
-                return Ok((answer, Some(seen)));
+                return Ok(Begun::Answered(answer, Some(seen)));
             }
         }
-        let mut compute = Some(compute);
         let mut waited = false;
         loop {
             let seen = near.map(NearCache::epoch);
@@ -401,13 +489,15 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             let fetched = match fetched {
                 Ok(fetched) => fetched,
                 Err(error) => {
-                    let answer = self.bypass(error, compute.take().expect("computed once"));
-                    return answer.map(|answer| (answer, None));
+                    return self
+                        .bypass(handle, keys, error, None)
+                        .map(|claim| Begun::Compute(Box::new(claim)))
                 }
             };
             let fallback = match self.examine(&keys.data, &fetched, stale_if_error) {
                 Found::Usable(decoded, Freshness::Fresh) if waited => {
-                    return Ok((Self::stored(&decoded, Status::Miss, None), None));
+                    let answer = Self::stored(&decoded, Status::Miss, None);
+                    return Ok(Begun::Answered(answer, None));
                 }
                 Found::Usable(decoded, Freshness::Fresh) => {
                     let claimed = if decoded.stamps.early.is_some() && self.draws_early(&decoded) {
@@ -424,18 +514,19 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                         _ => false,
                     };
                     let answer = Self::stored(&decoded, Status::Hit, claimed);
-                    return Ok((answer, seen.filter(|_| kept)));
+                    return Ok(Begun::Answered(answer, seen.filter(|_| kept)));
                 }
                 Found::Usable(decoded, Freshness::Stale) => {
                     let claimed = self.claim_refresh(keys, &fetched);
-                    return Ok((Self::stored(&decoded, Status::Stale, claimed), None));
+                    let answer = Self::stored(&decoded, Status::Stale, claimed);
+                    return Ok(Begun::Answered(answer, None));
                 }
                 Found::Usable(decoded, Freshness::Expired) => {
-                    Some(Self::stored::<T>(&decoded, Status::Stale, None))
+                    Some(Self::stored::<()>(&decoded, Status::Stale, None))
                 }
                 Found::Nothing => None,
             };
-            match self.flights.join(keys.data.as_bytes()) {
+            match handle.join(keys.data.as_bytes()) {
                 Join::Follower(waiter) => {
                     if waiter.is_own_flight() {
                         return Err(SharedError::Recursive);
@@ -443,7 +534,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                     match wait(&waiter) {
                         Outcome::Value(Some(handed)) => {
                             if let Some(answer) = handed.downcast_ref::<Answer<T>>() {
-                                return Ok((answer.clone(), None));
+                                return Ok(Begun::Answered(answer.clone(), None));
                             }
                             // A caller of another type led: look again.
                             waited = true;
@@ -453,17 +544,13 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                     }
                 }
                 Join::Leader(guard) => {
-                    let compute = compute.take().expect("a caller leads at most once");
-                    let answer = self.lead(keys, &fetched, fallback, stale_if_error, compute);
-                    match &answer {
-                        Err(SharedError::Compute(error)) => guard.complete(Err(error.clone())),
-                        // Its followers share it, as on the memory store,
-                        // whether or not it was stored (`lead` never claims
-                        // a refresh, so there is no claim to duplicate).
-                        Ok(answer) => guard.complete(Ok(Some(Arc::new(answer.clone())))),
-                        Err(_) => guard.complete(Ok(None)),
-                    }
-                    return answer.map(|answer| (answer, None));
+                    let claim = Claim {
+                        keys,
+                        fallback,
+                        keep: stale_if_error,
+                        flight: Some(guard),
+                    };
+                    return self.lead(handle, &fetched, claim);
                 }
             }
         }
@@ -575,15 +662,15 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     }
 
     /// The one caller in this process that must produce the value: takes
-    /// the store's lock and computes, or polls while another process does.
-    fn lead<T>(
+    /// the store's lock and claims the computation, or polls while another
+    /// process computes (and serves what it stored).
+    fn lead<'a, T: Clone + Send + Sync + 'static>(
         &self,
-        keys: &KeySet,
+        handle: Handle<'a, S, E>,
         fetched: &Fetched,
-        fallback: Option<Answer<T>>,
-        keep: Span,
-        compute: impl FnOnce() -> Result<Produced<T>, E>,
-    ) -> Result<Answer<T>, SharedError<E>> {
+        mut claim: Claim<'_, 'a, E>,
+    ) -> Result<Begun<'a, T, S, E>, SharedError<E>> {
+        let keys = claim.keys;
         let token = self.token();
         let deadline = Instant::now() + self.options.wait_timeout;
         let mut generations = fetched.generations;
@@ -593,10 +680,24 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             let locked =
                 match self.call(|s| s.try_lock(&keys.lock, &token, self.options.lock_timeout)) {
                     Ok(locked) => locked,
-                    Err(error) => return self.bypass(error, compute),
+                    Err(error) => {
+                        return self
+                            .bypass(handle, keys, error, claim.flight)
+                            .map(|claim| Begun::Compute(Box::new(claim)))
+                    }
                 };
             if locked {
-                return self.compute_locked(keys, &token, generations, fallback, keep, compute);
+                // Stored under what was current before it is computed.
+                let generations = match self.current(keys, generations) {
+                    Ok(generations) => generations,
+                    Err(error) => {
+                        let _ = self.call(|s| s.unlock(&keys.lock, &token));
+                        let claim = self.bypass(handle, keys, error, claim.flight);
+                        return claim.map(|claim| Begun::Compute(Box::new(claim)));
+                    }
+                };
+                let how = How::Locked { token, generations };
+                return Ok(Begun::Compute(Box::new(self.claim(handle, claim, how))));
             }
             // Another process computes: wait for its entry, or its lock to go.
             if !waiting {
@@ -605,61 +706,34 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             }
             if Instant::now() >= deadline {
                 // It is taking too long: compute here, without storing over it.
-                let produced = compute().map_err(SharedError::Compute)?;
-                return Ok(Answer::Computed {
-                    value: produced.value,
-                    stamps: None,
-                });
+                claim.fallback = None;
+                return Ok(Begun::Compute(Box::new(self.claim(
+                    handle,
+                    claim,
+                    How::Unstored,
+                ))));
             }
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_millis(50));
             let again = match self.call(|s| s.fetch(keys)) {
                 Ok(again) => again,
-                Err(error) => return self.bypass(error, compute),
+                Err(error) => {
+                    return self
+                        .bypass(handle, keys, error, claim.flight)
+                        .map(|claim| Begun::Compute(Box::new(claim)))
+                }
             };
             if let Found::Usable(decoded, Freshness::Fresh) =
                 self.examine(&keys.data, &again, Span::ZERO)
             {
-                return Ok(Self::stored(&decoded, Status::Miss, None));
+                let answer = Self::stored(&decoded, Status::Miss, None);
+                if let Some(guard) = claim.flight.take() {
+                    guard.complete(Ok(Some(Arc::new(answer.clone()))));
+                }
+                return Ok(Begun::Answered(answer, None));
             }
             generations = again.generations;
         }
-    }
-
-    fn compute_locked<T>(
-        &self,
-        keys: &KeySet,
-        token: &str,
-        generations: Option<Generations>,
-        fallback: Option<Answer<T>>,
-        keep: Span,
-        compute: impl FnOnce() -> Result<Produced<T>, E>,
-    ) -> Result<Answer<T>, SharedError<E>> {
-        let generations = match self.current(keys, generations) {
-            Ok(generations) => generations,
-            Err(error) => {
-                let answer = self.bypass(error, compute);
-                let _ = self.call(|s| s.unlock(&keys.lock, token));
-                return answer;
-            }
-        };
-        let (produced, delta) = self.clock.timed(compute);
-        let answer = match produced {
-            Ok(produced) => {
-                let stamps = self.store_produced(keys, &produced, generations, keep, delta);
-                Ok(Answer::Computed {
-                    value: produced.value,
-                    stamps,
-                })
-            }
-            Err(error) => match fallback {
-                // stale-if-error: the old value, served as STALE.
-                Some(old) => Ok(old),
-                None => Err(SharedError::Compute(error)),
-            },
-        };
-        let _ = self.call(|s| s.unlock(&keys.lock, token));
-        answer
     }
 
     /// `read`, or else (a counter was missing or unreadable) the
@@ -685,7 +759,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     /// stale-if-error); its instants, or
     /// `None` when it was not stored (the store refused it, or the policy
     /// kept it out; the value is served either way).
-    fn store_produced<T>(
+    pub(super) fn store_produced<T>(
         &self,
         keys: &KeySet,
         produced: &Produced<T>,
@@ -757,30 +831,39 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     }
 
     /// Computes and overwrites the entry (REFRESH), under the generations
-    /// current before it computes.
-    pub fn refresh<T>(
+    /// current before it computes: [`SharedCache::begin_refresh`] and
+    /// its claim, with `compute` run in between.
+    pub fn refresh<T: Clone + Send + Sync + 'static>(
         &self,
         keys: &KeySet,
         keep: Span,
         compute: impl FnOnce() -> Result<Produced<T>, E>,
     ) -> Result<Answer<T>, SharedError<E>> {
-        let generations = match self
+        self.begin_refresh_in(Handle::Borrowed(self), keys, keep)?
+            .run(compute)
+    }
+
+    /// The claim of a forced recompute (REFRESH) of `keys`: the
+    /// generations read now, for the value to be stored under.
+    pub(super) fn begin_refresh_in<'a>(
+        &self,
+        handle: Handle<'a, S, E>,
+        keys: &KeySet,
+        keep: Span,
+    ) -> Result<ComputeClaim<'a, S, E>, SharedError<E>> {
+        let generations = self
             .call(|s| s.fetch(keys))
-            .and_then(|fetched| self.current(keys, fetched.generations))
-        {
-            Ok(generations) => generations,
-            Err(error) => return self.bypass(error, compute),
+            .and_then(|fetched| self.current(keys, fetched.generations));
+        let claim = Claim {
+            keys,
+            fallback: None,
+            keep,
+            flight: None,
         };
-        let (produced, delta) = self.clock.timed(compute);
-        let produced = produced.map_err(SharedError::Compute)?;
-        let stamps = self.store_produced(keys, &produced, generations, keep, delta);
-        if produced.serialized.is_none() {
-            let _ = self.call(|s| s.delete(&keys.data));
+        match generations {
+            Ok(generations) => Ok(self.claim(handle, claim, How::Refresh { generations })),
+            Err(error) => self.bypass(handle, keys, error, None),
         }
-        Ok(Answer::Computed {
-            value: produced.value,
-            stamps,
-        })
     }
 
     /// Ends a background refresh this caller claimed with `token` (the

@@ -17,8 +17,11 @@
 //! is given back at once (nobody will refresh from it).
 
 use super::background::RefreshClaim;
-use super::cache::{Answer, Handoff, NearMode, Produced, SharedCache, SharedError};
+use std::sync::Arc;
+
+use super::cache::{Answer, Begun, Handoff, NearMode, Produced, SharedCache, SharedError};
 use super::near::Epoch;
+use super::steps::{served_of, Begin, ComputeClaim, Handle};
 use super::store::{KeySet, SharedStore, StoreError};
 use crate::engine::Status;
 use crate::entry::{Freshness, Stamps};
@@ -67,7 +70,7 @@ pub struct Served<T> {
 }
 
 impl<T> Served<T> {
-    fn computed(value: T, status: Status, stamps: Option<Stamps>) -> Self {
+    pub(super) fn computed(value: T, status: Status, stamps: Option<Stamps>) -> Self {
         Served {
             status,
             value,
@@ -79,12 +82,56 @@ impl<T> Served<T> {
     }
 }
 
+impl<S: SharedStore, E: Clone> ComputeClaim<'_, S, E> {
+    /// [`ComputeClaim::finish`], decoded as [`SharedCache::serve`] answers.
+    pub fn finish_served<T: Clone + Send + Sync + 'static>(
+        self,
+        produced: Produced<T>,
+    ) -> Result<Served<T>, SharedError<E>> {
+        let live = self.is_live();
+        self.finish(produced).map(|answer| served_of(answer, live))
+    }
+
+    /// [`ComputeClaim::fail`], decoded as [`SharedCache::serve`] answers:
+    /// the value kept for stale-if-error, decoded by `decode` (STALE), or
+    /// the error (also when the kept value no longer decodes).
+    pub fn fail_served<T: Clone + Send + Sync + 'static>(
+        self,
+        error: E,
+        mut decode: impl FnMut(u8, &[u8]) -> Result<T, Undecodable<E>>,
+    ) -> Result<Served<T>, SharedError<E>> {
+        let live = self.is_live();
+        match self.fail::<T>(error.clone())? {
+            Answer::Stored {
+                status,
+                flags,
+                value,
+                stamps,
+                ..
+            } => match decode(flags, &value) {
+                Ok(value) => Ok(Served {
+                    status,
+                    value,
+                    stamps: Some(stamps),
+                    refresh: None,
+                    kept: None,
+                    bypassed: None,
+                }),
+                Err(Undecodable::Fatal(fatal)) => Err(SharedError::Decode(fatal)),
+                Err(Undecodable::Unreadable) => Err(SharedError::Compute(error)),
+            },
+            computed => Ok(served_of(computed, live)),
+        }
+    }
+}
+
 impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     /// [`SharedCache::get_near_kept`], with the answer decoded by `decode`
     /// (`(serializer flags, bytes)` to a value): an entry that does not
     /// decode is dropped and computed again, at most once; then the value
     /// is computed live (BYPASS). See the module documentation. `compute`
-    /// runs at most once, on the calling thread.
+    /// runs at most once, on the calling thread, between the steps of
+    /// [`SharedCache::begin`].
     pub fn serve<T: Clone + Send + Sync + 'static>(
         &self,
         keys: &KeySet,
@@ -92,23 +139,64 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         stale_if_error: Span,
         compute: impl FnOnce() -> Result<Produced<T>, E>,
         mut decode: impl FnMut(u8, &[u8]) -> Result<T, Undecodable<E>>,
-        mut wait: impl FnMut(&Waiter<Handoff, E>) -> Outcome<Handoff, E>,
+        wait: impl FnMut(&Waiter<Handoff, E>) -> Outcome<Handoff, E>,
     ) -> Result<Served<T>, SharedError<E>> {
-        let mut compute = Some(compute);
+        let handle = Handle::Borrowed(self);
+        match self.begin_in(handle, keys, mode, stale_if_error, &mut decode, wait)? {
+            Begin::Served(served) => Ok(served),
+            Begin::Lead(claim) => match compute() {
+                Ok(produced) => claim.finish_served(produced),
+                Err(error) => claim.fail_served(error, decode),
+            },
+        }
+    }
+
+    /// Everything of [`SharedCache::serve`] that blocks, for a caller that
+    /// computes the value itself, without blocking (see [`super::steps`]):
+    /// the decoded answer, or the claim to compute it, which then takes
+    /// the value ([`ComputeClaim::finish_served`]) or the error
+    /// ([`ComputeClaim::fail_served`]). Run it on a thread that may block
+    /// (not an event loop's); `wait` blocks on another thread of this
+    /// process computing the key.
+    pub fn begin<T: Clone + Send + Sync + 'static>(
+        self: &Arc<Self>,
+        keys: &KeySet,
+        mode: NearMode,
+        stale_if_error: Span,
+        mut decode: impl FnMut(u8, &[u8]) -> Result<T, Undecodable<E>>,
+        wait: impl FnMut(&Waiter<Handoff, E>) -> Outcome<Handoff, E>,
+    ) -> Result<Begin<'static, T, S, E>, SharedError<E>> {
+        let handle = Handle::Shared(Arc::clone(self));
+        self.begin_in(handle, keys, mode, stale_if_error, &mut decode, wait)
+    }
+
+    /// The claim of a forced recompute (REFRESH) of `keys` (see
+    /// [`SharedCache::refresh`]), for a caller that computes the value
+    /// itself: finish it with the value.
+    pub fn begin_refresh(
+        self: &Arc<Self>,
+        keys: &KeySet,
+        keep: Span,
+    ) -> Result<ComputeClaim<'static, S, E>, SharedError<E>> {
+        self.begin_refresh_in(Handle::Shared(Arc::clone(self)), keys, keep)
+    }
+
+    fn begin_in<'a, T: Clone + Send + Sync + 'static>(
+        &self,
+        handle: Handle<'a, S, E>,
+        keys: &KeySet,
+        mode: NearMode,
+        stale_if_error: Span,
+        decode: &mut impl FnMut(u8, &[u8]) -> Result<T, Undecodable<E>>,
+        mut wait: impl FnMut(&Waiter<Handoff, E>) -> Outcome<Handoff, E>,
+    ) -> Result<Begin<'a, T, S, E>, SharedError<E>> {
         for _ in 0..READS {
-            let once = || compute.take().expect("computed at most once")();
-            let (answer, kept) = self.get_near_kept(keys, mode, stale_if_error, once, &mut wait)?;
+            let begun = self.begin_near(handle.again(), keys, mode, stale_if_error, &mut wait)?;
+            let (answer, kept) = match begun {
+                Begun::Compute(claim) => return Ok(Begin::Lead(*claim)),
+                Begun::Answered(answer, kept) => (answer, kept),
+            };
             let (status, flags, bytes, stamps, refresh) = match answer {
-                Answer::Computed { value, stamps } => {
-                    return Ok(Served::computed(value, Status::Miss, stamps));
-                }
-                Answer::Bypassed { value, error } => {
-                    let served = Served::computed(value, Status::Bypass, None);
-                    return Ok(Served {
-                        bypassed: Some(error),
-                        ..served
-                    });
-                }
                 Answer::Stored {
                     status,
                     flags,
@@ -125,17 +213,19 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                     });
                     (status, flags, value, stamps, refresh)
                 }
+                // Computed by another caller of this process.
+                computed => return Ok(Begin::Served(served_of(computed, false))),
             };
             match decode(flags, &bytes) {
                 Ok(value) => {
-                    return Ok(Served {
+                    return Ok(Begin::Served(Served {
                         status,
                         value,
                         stamps: Some(stamps),
                         refresh,
                         kept,
                         bypassed: None,
-                    })
+                    }))
                 }
                 Err(Undecodable::Fatal(error)) => {
                     self.give_back(refresh);
@@ -153,9 +243,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             }
         }
         // Unreadable every time: serve a live value rather than loop.
-        let produced = compute.take().expect("computed at most once")();
-        let produced = produced.map_err(SharedError::Compute)?;
-        Ok(Served::computed(produced.value, Status::Bypass, None))
+        Ok(Begin::Lead(self.live(handle, keys)))
     }
 
     /// [`SharedCache::peek`], decoded by `decode` with

@@ -30,6 +30,7 @@ mod sentinel;
 mod sentinel_near;
 #[cfg(feature = "redis")]
 mod spin;
+pub mod steps;
 mod store;
 #[cfg(all(feature = "redis", unix))]
 mod tracking;
@@ -57,4 +58,5 @@ pub use payload::{Decoded, Generations, Rejected, Signer};
 pub use redis::{fetch_command, fetched_from, RedisConfig, RedisStore};
 #[cfg(feature = "redis")]
 pub use sentinel::SentinelStore;
+pub use steps::{Begin, ComputeClaim, OwnedClaim};
 pub use store::{fresh_epoch, parse_epoch, Fetched, KeySet, SharedStore, StoreError, EPOCH_LIMIT};

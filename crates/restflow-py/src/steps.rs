@@ -1,0 +1,397 @@
+//! `Steps`: the lifecycle of a cached function in steps, for callers that
+//! cannot block (the async layer, `restflow.caching.asynchronous`).
+//!
+//! One typed object per wrapper (`CachedWrapper.steps`) instead of private
+//! methods reached across modules. Every step converts and delegates: the
+//! decisions (single-flight, locks, stale-if-error, claims) are the
+//! engine's (`restflow_cache::Engine` for the memory store,
+//! `restflow_cache::shared::SharedCache::begin` for shared ones).
+//!
+//! Which steps block: on a shared store, `begin`, `begin_refresh` and the
+//! `finish`/`fail` of what they hand out make round trips (run them on a
+//! worker thread); everything else answers at once.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use pyo3::exceptions::{PyBaseException, PyRuntimeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
+use restflow_cache::shared::{OwnedClaim, SharedStore};
+use restflow_cache::{Counter, Lookup as Found, Status};
+
+use crate::flight::{count_computation, Flight, Lookup, Refresh, SharedFlight};
+use crate::runtime::{SharedErr, RUNTIME};
+use crate::shared::{Begun, SharedBackend};
+use crate::wrapper::{CachedWrapper, Reply};
+
+/// `(value, metadata)`, what a served step hands Python.
+type Answer<'py> = (Py<PyAny>, Bound<'py, PyDict>);
+
+/// The steps of one cached function's calls (see the module documentation).
+#[pyclass(module = "restflow._engine", name = "Steps", frozen)]
+pub struct Steps {
+    wrapper: Py<CachedWrapper>,
+}
+
+impl Steps {
+    pub(crate) fn new(wrapper: Py<CachedWrapper>) -> Self {
+        Steps { wrapper }
+    }
+}
+
+#[pymethods]
+impl Steps {
+    /// The wrapper, for the garbage collector: an async wrapper holds its
+    /// `Steps`, and a function defined in a function may hold that wrapper
+    /// (a cycle the collector must see whole; the wrapper's `__dict__` is
+    /// what it clears).
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.wrapper)
+    }
+
+    /// Whether the calls use the in-process memory store (else a shared one).
+    fn uses_memory(&self, py: Python<'_>) -> PyResult<bool> {
+        RUNTIME.ready(py)?;
+        Ok(self.wrapper.get().core().uses_memory())
+    }
+
+    /// The memory store's answer for a call, without computing: a
+    /// `Lookup` (HIT or STALE, with the refresh this call claimed, if
+    /// any), or `None` on a miss (then `flight`).
+    #[pyo3(signature = (args, kwargs=None))]
+    fn lookup<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Option<Lookup>> {
+        let wrapper = self.wrapper.get();
+        let core = wrapper.core();
+        let call = wrapper.call(args, kwargs)?;
+        let engine = RUNTIME.ready(py)?;
+        let key = wrapper.key(&call)?;
+        // An expired entry inside the stale-if-error window stays, for a
+        // failing computation to fall back on (see `flight`).
+        let (lookup, _) = engine
+            .cache()
+            .lookup_keeping(key.as_bytes(), core.stale_if_error_window());
+        let (entry, status, refresh) = match lookup {
+            Found::Fresh(entry) => (entry, Status::Hit, false),
+            // An early refresh this call drew: a hit, refreshed like a stale one.
+            Found::Early(entry) => {
+                core.stats.add(Counter::EarlyRefresh);
+                (entry, Status::Hit, true)
+            }
+            Found::Stale { entry, refresh } => (entry, Status::Stale, refresh),
+            Found::Miss => return Ok(None),
+        };
+        // What a miss turns into is counted by its flight.
+        core.stats.add(Counter::of_status(status));
+        let (value, metadata) = crate::wrapper::entry_reply(py, &entry, status)?;
+        let refresh = refresh
+            .then(|| {
+                let claim = RUNTIME.engine.claim_refresh(key.as_bytes(), entry);
+                Py::new(py, Refresh::new(Arc::clone(core), claim, false))
+            })
+            .transpose()?;
+        Ok(Some(Lookup::new(value, metadata.unbind(), refresh)))
+    }
+
+    /// Joins the computation of a call that `lookup` missed (memory
+    /// store), as task `task` (any number unique among the loop's live
+    /// tasks) of this thread's event loop: the `Flight` of its leader or of
+    /// a follower. `followed`: the caller followed a leader that abandoned.
+    #[pyo3(signature = (args, kwargs, task, followed=false))]
+    fn flight<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+        task: u64,
+        followed: bool,
+    ) -> PyResult<Flight> {
+        let wrapper = self.wrapper.get();
+        let call = wrapper.call(args, kwargs)?;
+        RUNTIME.ready(py)?;
+        let key = wrapper.key(&call)?;
+        Flight::join(py, wrapper.core(), key.as_bytes(), task, followed)
+    }
+
+    /// Joins the in-process flight of a shared-store call as task `task`
+    /// of this thread's loop: the tasks of a process that miss one key
+    /// share its leader's answer.
+    #[pyo3(signature = (args, kwargs, task))]
+    fn shared_flight<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+        task: u64,
+    ) -> PyResult<SharedFlight> {
+        let wrapper = self.wrapper.get();
+        let call = wrapper.call(args, kwargs)?;
+        RUNTIME.ready(py)?;
+        let key = wrapper.key(&call)?;
+        SharedFlight::join(wrapper.core(), key.as_bytes(), task)
+    }
+
+    /// The token of a forced recompute of a call on the memory store
+    /// (`arefresh`): complete it with the value the caller awaited.
+    #[pyo3(signature = (args, kwargs=None))]
+    fn refreshing<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Refresh> {
+        let wrapper = self.wrapper.get();
+        let call = wrapper.call(args, kwargs)?;
+        RUNTIME.ready(py)?;
+        let key = wrapper.key(&call)?;
+        let claim = RUNTIME.engine.begin_refresh(key.as_bytes());
+        Ok(Refresh::new(Arc::clone(wrapper.core()), claim, true))
+    }
+
+    /// Everything of a shared-store call that blocks (round trips, another
+    /// process's lock): a `Lookup` (HIT, STALE with the refresh it claimed,
+    /// or what another thread of this process computed), or a `Lead`: this
+    /// caller computes the value, then completes it. Blocks: call it on a
+    /// worker thread.
+    #[pyo3(signature = (args, kwargs=None))]
+    fn begin<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Py<PyAny>> {
+        let (core, backend, call) = self.shared_call(py, args, kwargs)?;
+        match crate::shared::begin(py, core, &backend, &call)? {
+            Begun::Lead(claim) => {
+                let lead = Lead::new(Arc::clone(core), backend, claim, false);
+                Ok(Py::new(py, lead)?.into_any())
+            }
+            Begun::Served(served, claim) => {
+                let refresh = claim
+                    .map(|claim| Py::new(py, Refresh::shared(Arc::clone(core), backend, claim)))
+                    .transpose()?;
+                let (value, metadata) = Reply::Shared(served).with_metadata(py)?;
+                Ok(Py::new(py, Lookup::new(value, metadata.unbind(), refresh))?.into_any())
+            }
+        }
+    }
+
+    /// The `Lead` of a forced recompute of a shared-store call
+    /// (`arefresh`). Blocks: call it on a worker thread.
+    #[pyo3(signature = (args, kwargs=None))]
+    fn begin_refresh<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Lead> {
+        let (core, backend, call) = self.shared_call(py, args, kwargs)?;
+        let claim = crate::shared::begin_refresh(py, core, &backend, &call)?;
+        Ok(Lead::new(Arc::clone(core), backend, claim, true))
+    }
+
+    /// How many callers (threads and tasks) follow the in-process
+    /// computation of a call now: what tests wait on before they let a
+    /// leader finish.
+    #[pyo3(signature = (args, kwargs=None))]
+    fn waiters<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<usize> {
+        let wrapper = self.wrapper.get();
+        let call = wrapper.call(args, kwargs)?;
+        RUNTIME.ready(py)?;
+        let key = wrapper.key(&call)?;
+        if let Some(backend) = wrapper.shared(py)? {
+            // Threads in the store's flight, and tasks awaiting a leader task.
+            let tasks = RUNTIME.shared_flights.waiters(key.as_bytes());
+            return Ok(crate::shared::waiters(wrapper.core(), &backend, &call)? + tasks);
+        }
+        Ok(RUNTIME.engine.waiters(key.as_bytes()))
+    }
+
+    /// For a shared Redis backend the event loop may drive:
+    /// `(backend, packed lookup, entry key)`; `None` otherwise.
+    #[pyo3(signature = (args, kwargs=None))]
+    fn loop_fetch<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Option<crate::wrapper::LoopFetch<'py>>> {
+        let wrapper = self.wrapper.get();
+        RUNTIME.ready(py)?;
+        let Some(backend) = wrapper.shared(py)? else {
+            return Ok(None);
+        };
+        // A call that uses the near cache goes through the engine, which
+        // keeps what it reads there (`near_hit` serves it next time).
+        if !backend.get().loop_fetches() || backend.get().uses_near(wrapper.core()) {
+            return Ok(None);
+        }
+        let call = wrapper.call(args, kwargs)?;
+        let (command, key) = crate::shared::fetch_command(wrapper.core(), &backend, &call)?;
+        Ok(Some((
+            backend,
+            pyo3::types::PyBytes::new(py, &command),
+            key,
+        )))
+    }
+
+    /// A fresh hit from the shared backend's near cache, without a round
+    /// trip: `(value, metadata)`, or `None`.
+    #[pyo3(signature = (args, kwargs=None))]
+    fn near_hit<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Option<Answer<'py>>> {
+        let wrapper = self.wrapper.get();
+        RUNTIME.ready(py)?;
+        let Some(backend) = wrapper.shared(py)? else {
+            return Ok(None);
+        };
+        let call = wrapper.call(args, kwargs)?;
+        crate::shared::near_hit(py, wrapper.core(), &backend, &call)?
+            .map(|served| Reply::Shared(served).with_metadata(py))
+            .transpose()
+    }
+
+    /// Counts an event the async layer served itself (see
+    /// [`crate::stats::record`]).
+    #[pyo3(signature = (event, seconds=None))]
+    fn record(&self, event: &str, seconds: Option<f64>) -> PyResult<()> {
+        crate::stats::record(&self.wrapper.get().core().stats, event, seconds)
+    }
+}
+
+impl Steps {
+    /// The core, shared backend and call of a shared-store call.
+    fn shared_call<'py>(
+        &self,
+        py: Python<'py>,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<(
+        &Arc<crate::core::Core>,
+        Py<SharedBackend>,
+        crate::core::Call<'py>,
+    )> {
+        let wrapper = self.wrapper.get();
+        RUNTIME.ready(py)?;
+        let Some(backend) = wrapper.shared(py)? else {
+            return Err(PyRuntimeError::new_err(
+                "begin is for shared stores: this function uses the memory store",
+            ));
+        };
+        Ok((wrapper.core(), backend, wrapper.call(args, kwargs)?))
+    }
+}
+
+type Claim = OwnedClaim<Box<dyn SharedStore>, SharedErr>;
+
+/// The right to compute a shared-store entry (the store's lock, or a live
+/// computation past a failing store) that `Steps.begin` handed this
+/// caller. `complete` or `fail` it (on a worker thread: round trips); a lead
+/// released, or dropped, frees the lock at once (a cancelled task), so
+/// another process computes without waiting for the lock to expire.
+#[pyclass(module = "restflow._engine", name = "Lead")]
+pub struct Lead {
+    core: Arc<crate::core::Core>,
+    backend: Py<SharedBackend>,
+    claim: Option<Claim>,
+    started: Instant,
+    /// A forced recompute (REFRESH).
+    forced: bool,
+}
+
+impl Lead {
+    fn new(
+        core: Arc<crate::core::Core>,
+        backend: Py<SharedBackend>,
+        claim: Claim,
+        forced: bool,
+    ) -> Self {
+        Lead {
+            core,
+            backend,
+            claim: Some(claim),
+            started: Instant::now(),
+            forced,
+        }
+    }
+
+    fn take(&mut self) -> PyResult<Claim> {
+        self.claim
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("this lead has ended already"))
+    }
+
+    fn end<'py>(
+        &mut self,
+        py: Python<'py>,
+        computed: Result<restflow_cache::Computed<crate::stored::Stored>, SharedErr>,
+    ) -> PyResult<Answer<'py>> {
+        let claim = self.take()?;
+        count_computation(&self.core, self.started, computed.is_err());
+        let served =
+            crate::shared::finish(py, &self.core, &self.backend, claim, computed, self.forced)?;
+        Reply::Shared(served).with_metadata(py)
+    }
+}
+
+#[pymethods]
+impl Lead {
+    /// The value this caller computed: stored (as `decision` allows, see
+    /// `Refresh.complete`), the lock freed; `(value, metadata)`, MISS (or
+    /// REFRESH, BYPASS). Blocks: call it on a worker thread.
+    #[pyo3(signature = (value, decision=None))]
+    fn complete<'py>(
+        &mut self,
+        py: Python<'py>,
+        value: Bound<'py, PyAny>,
+        decision: Option<(bool, Option<f64>)>,
+    ) -> PyResult<Answer<'py>> {
+        let computed = self.core.decided(value, decision).map_err(Arc::new);
+        self.end(py, computed)
+    }
+
+    /// The computation raised `error`: the value kept for stale-if-error
+    /// (STALE), or `error` raised; the lock is freed. Blocks: call it on a
+    /// worker thread.
+    fn fail<'py>(
+        &mut self,
+        py: Python<'py>,
+        error: Bound<'py, PyBaseException>,
+    ) -> PyResult<Answer<'py>> {
+        self.end(py, Err(Arc::new(PyErr::from_value(error.into_any()))))
+    }
+
+    /// Gives up (the task was cancelled): frees the lock now. A round
+    /// trip: call it on a worker thread.
+    fn release(&mut self, py: Python<'_>) {
+        if let Some(claim) = self.claim.take() {
+            count_computation(&self.core, self.started, false);
+            py.detach(|| drop(claim));
+        }
+    }
+}
+
+impl Drop for Lead {
+    fn drop(&mut self) {
+        if let Some(claim) = self.claim.take() {
+            // Never finished nor released: the lock is freed here, with the
+            // interpreter released around the round trip.
+            let _ = Python::try_attach(|py| py.detach(|| drop(claim)));
+        }
+    }
+}
