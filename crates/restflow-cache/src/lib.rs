@@ -80,6 +80,7 @@ mod flight;
 pub mod fork;
 pub mod key;
 mod memory;
+pub mod once;
 mod refresh;
 mod scope;
 pub mod shared;

@@ -29,6 +29,7 @@ use restflow_cache::shared::FunctionKeys;
 use restflow_cache::{Beta, Computed, Counter, Lifetime, Scope, Span};
 
 use crate::encode::{type_path, write_value, write_value_sorting_lists, Unsupported};
+use crate::once::Attached;
 use crate::runtime::{log_error, ScopeLabels, RUNTIME};
 use crate::signature::Signature;
 use crate::stored::Stored;

@@ -37,9 +37,7 @@ impl DjangoStore {
     /// The alias's cache object for the calling thread (Django keeps one
     /// per thread).
     fn cache<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        CACHES
-            .import(py, "django.core.cache", "caches")?
-            .get_item(&self.alias)
+        crate::once::import(&CACHES, py, "django.core.cache", "caches")?.get_item(&self.alias)
     }
 
     fn run<T>(

@@ -6,7 +6,7 @@
 //! refused: a `repr()` could embed a memory address and silently make every
 //! call a miss, or two different objects equal.
 
-use crate::once::OnceValue;
+use crate::once::{Attached, OnceValue};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PySet, PyString, PyTuple, PyType};
