@@ -84,6 +84,7 @@ pub mod once;
 mod refresh;
 mod scope;
 pub mod shared;
+pub mod signature;
 pub mod stats;
 mod store;
 mod timestamp;
