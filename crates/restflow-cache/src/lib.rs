@@ -79,6 +79,7 @@ mod entry;
 mod flight;
 pub mod fork;
 pub mod key;
+pub mod layout;
 mod memory;
 pub mod once;
 mod refresh;

@@ -14,37 +14,31 @@
 //! `invalidate_all` is one increment, and the partition's generation comes
 //! from the scope's table, so dropping a partition is one increment too.
 
-use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
-use restflow_cache::key::{self, KeyWriter, Sequence};
+use restflow_cache::key::{self, KeyWriter};
+use restflow_cache::layout::{self, render_labelled, Classes, Labels};
 use restflow_cache::shared::FunctionKeys;
 use restflow_cache::{Beta, Computed, Counter, Lifetime, Scope, Span};
 
-use crate::encode::{type_path, write_value, write_value_sorting_lists, Unsupported};
+use crate::encode::{type_path, write_value, write_value_sorting_lists};
 use crate::once::Attached;
 use crate::runtime::{log_error, ScopeLabels, RUNTIME};
 use crate::signature::Signature;
 use crate::stored::Stored;
 
-/// Numbers classes for the in-process key.
-static NEXT_CLASS: AtomicU64 = AtomicU64::new(1);
+/// The class a method is called on (the engine's, holding the type so its
+/// address is never reused for another while registered).
+pub(crate) type ClassId = layout::ClassId<Py<PyType>>;
 
-/// The class a method is called on: its number in key bytes, its dotted
-/// path in key strings.
-pub(crate) struct ClassId {
-    number: u64,
-    pub function_id: String,
-    /// Keeps the type alive so its address is never reused for another.
-    _type: Py<PyType>,
-}
+/// Where the parts of a written key are, for rendering its string.
+pub(crate) type Layout = layout::Layout<Py<PyType>>;
+pub(crate) use restflow_cache::layout::Parts;
 
 /// Where a planned key item's value comes from.
 pub(crate) enum Source {
@@ -197,22 +191,6 @@ impl OwnedCall {
     }
 }
 
-/// Where the parts of a written key are, for rendering its string.
-pub(crate) struct Layout {
-    pub class: Option<Arc<ClassId>>,
-    pub parts: Parts,
-}
-
-pub(crate) enum Parts {
-    /// The arguments start at this offset and run to the end.
-    Arguments(usize),
-    /// Labelled values of the partition and of the suffix.
-    Fields {
-        partition: Vec<(String, Range<usize>)>,
-        suffix: Vec<(String, Range<usize>)>,
-    },
-}
-
 pub(crate) struct Core {
     pub func: Py<PyAny>,
     /// `(result, args, kwargs) -> (store, ttl_seconds_or_None)`, built by
@@ -232,7 +210,7 @@ pub(crate) struct Core {
     /// share them too, so no class goes into the key.
     pub shared_identity: bool,
     pub fields: Option<Fields>,
-    pub classes: Mutex<HashMap<usize, Arc<ClassId>>>,
+    pub classes: Classes<Py<PyType>>,
     /// How this function's keys and counters are named in a shared store
     /// (the digests computed once, since every shared call names them).
     pub keys: FunctionKeys,
@@ -278,27 +256,15 @@ impl Core {
             Err(_) => first.get_type(),
         };
         let address = ty.as_ptr() as usize;
-        if let Some(found) = self.classes.lock().get(&address) {
-            return Ok(Arc::clone(found));
+        if let Some(found) = self.classes.get(address) {
+            return Ok(found);
         }
         let name: String = self.func.bind(first.py()).getattr("__name__")?.extract()?;
-        let made = Arc::new(ClassId {
-            number: NEXT_CLASS.fetch_add(1, Ordering::Relaxed),
-            function_id: format!("{}.{name}", type_path(&ty)),
-            _type: ty.unbind(),
-        });
-        let (found, unused) = {
-            let mut classes = self.classes.lock();
-            match classes.get(&address) {
-                // Another thread named the class first; ours is dropped
-                // below, outside the lock (it holds a Python reference).
-                Some(found) => (Arc::clone(found), Some(made)),
-                None => {
-                    classes.insert(address, Arc::clone(&made));
-                    (made, None)
-                }
-            }
-        };
+        let made = ClassId::new(format!("{}.{name}", type_path(&ty)), ty.unbind());
+        // Another thread may have named the class first; ours is then
+        // dropped here, outside the registry's lock (it holds a Python
+        // reference).
+        let (found, unused) = self.classes.register(address, made);
         drop(unused);
         Ok(found)
     }
@@ -320,7 +286,7 @@ impl Core {
     pub fn write_prefix(&self, w: &mut KeyWriter, class: Option<&ClassId>) {
         w.write_prefix_word(self.scope.key_word());
         if let Some(class) = class {
-            w.write_prefix_word(class.number);
+            w.write_prefix_word(class.number());
         }
     }
 
@@ -376,7 +342,7 @@ impl Core {
         };
         self.write_prefix(w, class.as_deref());
         if fields.partitioned {
-            let table_key = partition_table_key(class.as_deref(), partition.as_bytes());
+            let table_key = layout::partition_table_key(class.as_deref(), partition.as_bytes());
             w.write_prefix_word(self.scope.partition_generation(&table_key));
         }
         let partition_start = w.len();
@@ -407,15 +373,15 @@ impl Core {
         w: &mut KeyWriter,
         items: &[PlanItem],
         values: &[Bound<'_, PyAny>],
-    ) -> PyResult<Vec<(String, Range<usize>)>> {
-        w.begin_sequence(Sequence::Tuple, items.len())
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    ) -> PyResult<Labels> {
+        layout::begin_labelled(w, items.len()).map_err(|e| PyValueError::new_err(e.to_string()))?;
         let mut labels = Vec::with_capacity(items.len());
         let mut values = values.iter();
         for item in items {
-            let start = w.len() + 5 + item.label.len();
-            match &item.source {
-                Source::Const(encoded) => w.write_encoded(encoded.as_bytes()),
+            let range = match &item.source {
+                Source::Const(encoded) => {
+                    layout::write_labelled_encoded(w, &item.label, encoded.as_bytes())
+                }
                 Source::Param => {
                     let value = values.next().expect("one value per planned parameter");
                     encode_item(
@@ -425,19 +391,15 @@ impl Core {
                         item.hashed,
                         item.sort_lists,
                         &self.function_id,
-                    )?;
+                    )?
                 }
-            }
-            labels.push((item.label.clone(), start..w.len()));
+            };
+            labels.push((item.label.clone(), range));
         }
         Ok(labels)
     }
 
-    fn write_items(
-        &self,
-        w: &mut KeyWriter,
-        items: &Bound<'_, PyTuple>,
-    ) -> PyResult<Vec<(String, Range<usize>)>> {
+    fn write_items(&self, w: &mut KeyWriter, items: &Bound<'_, PyTuple>) -> PyResult<Labels> {
         write_items(w, items, &self.function_id)
     }
     /// Whether keys carry the class of a method's instance (a method that
@@ -456,13 +418,7 @@ impl Core {
         &self,
         call: &Call<'_>,
         bound: bool,
-    ) -> PyResult<
-        Option<(
-            KeyWriter,
-            Vec<(String, Range<usize>)>,
-            Vec<Option<Arc<ClassId>>>,
-        )>,
-    > {
+    ) -> PyResult<Option<(KeyWriter, Labels, Vec<Option<Arc<ClassId>>>)>> {
         let Some(fields) = &self.fields else {
             return Ok(None);
         };
@@ -475,7 +431,7 @@ impl Core {
         let classes = match (self.keyed_by_class(), bound) {
             (false, _) => vec![None],
             (true, true) => vec![Some(self.class_id(&call.args.get_item(0)?)?)],
-            (true, false) => self.classes.lock().values().cloned().map(Some).collect(),
+            (true, false) => self.classes.all().into_iter().map(Some).collect(),
         };
         Ok(Some((partition, labels, classes)))
     }
@@ -488,7 +444,7 @@ impl Core {
             return Ok(());
         };
         for class in classes {
-            let table_key = partition_table_key(class.as_deref(), partition.as_bytes());
+            let table_key = layout::partition_table_key(class.as_deref(), partition.as_bytes());
             self.scope.bump_partition(&table_key);
         }
         Ok(())
@@ -510,14 +466,7 @@ impl Core {
             visit.call(&fields.build)?;
             visit.call(&fields.partition)?;
         }
-        if let Some(classes) = self.classes.try_lock() {
-            for class in classes.values() {
-                if Arc::strong_count(class) == 1 {
-                    visit.call(&class._type)?;
-                }
-            }
-        }
-        Ok(())
+        self.classes.visit_unshared(|ty| visit.call(ty))
     }
 
     /// Whether keys have a partition part.
@@ -578,36 +527,14 @@ impl Core {
         layout: &'a Layout,
     ) -> PyResult<(&'a str, String, String)> {
         let max = RUNTIME.max_key_part_length();
-        let bytes = w.as_bytes();
-        let function_id = match (&layout.class, self.shared_identity) {
-            (Some(class), false) => class.function_id.as_str(),
-            _ => self.function_id.as_str(),
-        };
-        let malformed = |e: key::Malformed| PyValueError::new_err(e.to_string());
-        let (partition, suffix) = match &layout.parts {
-            Parts::Arguments(start) => {
-                // Labelled like the default key constructor's items, so
-                // `DefaultKeyConstructor().generate_key` gives this string.
-                let ranges = key::value_ranges(&bytes[*start..]).map_err(malformed)?;
-                let mut labelled: Vec<(String, Range<usize>)> = self
-                    .signature
-                    .value_names()
-                    .into_iter()
-                    .zip(ranges)
-                    .map(|(name, r)| (format!("arguments.{name}"), r.start + start..r.end + start))
-                    .collect();
-                labelled.sort_by(|a, b| a.0.cmp(&b.0));
-                (
-                    String::new(),
-                    render_labelled(bytes, &labelled, max).map_err(malformed)?,
-                )
-            }
-            Parts::Fields { partition, suffix } => (
-                render_labelled(bytes, partition, max).map_err(malformed)?,
-                render_labelled(bytes, suffix, max).map_err(malformed)?,
-            ),
-        };
-        Ok((function_id, partition, suffix))
+        let (partition, suffix) = layout
+            .texts(w.as_bytes(), &self.signature.value_names(), max)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok((
+            layout.function_id(&self.function_id, self.shared_identity),
+            partition,
+            suffix,
+        ))
     }
 
     /// The partition texts a partial call drops, with the function id of
@@ -623,7 +550,7 @@ impl Core {
             .map(|class| {
                 let function_id = class.map_or_else(
                     || self.function_id.clone(),
-                    |class| class.function_id.clone(),
+                    |class| class.function_id().to_owned(),
                 );
                 (function_id, text.clone())
             })
@@ -733,22 +660,20 @@ pub(crate) fn write_items(
     w: &mut KeyWriter,
     items: &Bound<'_, PyTuple>,
     function_id: &str,
-) -> PyResult<Vec<(String, Range<usize>)>> {
-    w.begin_sequence(Sequence::Tuple, items.len())
-        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+) -> PyResult<Labels> {
+    layout::begin_labelled(w, items.len()).map_err(|e| PyValueError::new_err(e.to_string()))?;
     let mut labels = Vec::with_capacity(items.len());
     for item in items.iter() {
         let (label, value, hashed, sort_lists): (String, Bound<'_, PyAny>, bool, bool) =
             item.extract()?;
-        let start = w.len() + 5 + label.len();
-        encode_item(w, &label, &value, hashed, sort_lists, function_id)?;
-        labels.push((label, start..w.len()));
+        let range = encode_item(w, &label, &value, hashed, sort_lists, function_id)?;
+        labels.push((label, range));
     }
     Ok(labels)
 }
 
 /// One labelled item: the label, then the value (or, for a hashed field,
-/// the digest of the value's encoding).
+/// the digest of the value's encoding); returns the value's byte range.
 fn encode_item(
     w: &mut KeyWriter,
     label: &str,
@@ -756,7 +681,7 @@ fn encode_item(
     hashed: bool,
     sort_lists: bool,
     function_id: &str,
-) -> PyResult<()> {
+) -> PyResult<Range<usize>> {
     let encode = |w: &mut KeyWriter| {
         if sort_lists {
             write_value_sorting_lists(w, value)
@@ -764,20 +689,7 @@ fn encode_item(
             write_value(w, value)
         }
     };
-    let encoded = w
-        .write_str(label)
-        .map_err(Unsupported::from)
-        .and_then(|()| {
-            if hashed {
-                // A hashed field keeps only a fixed digest of its value.
-                let mut full = KeyWriter::new();
-                encode(&mut full)?;
-                Ok(w.write_str(&key::digest(full.as_bytes()))?)
-            } else {
-                encode(w)
-            }
-        });
-    encoded.map_err(|unsupported| {
+    layout::write_labelled(w, label, hashed, encode).map_err(|unsupported| {
         PyTypeError::new_err(format!(
             "cache_result cannot build a cache key for '{label}' of {function_id}(): {}",
             unsupported.explain(
@@ -805,34 +717,4 @@ pub(crate) fn items_key_parts(
     let labels = write_items(&mut suffix, suffix_items, function_id)?;
     let suffix_text = render_labelled(suffix.as_bytes(), &labels, max).map_err(malformed)?;
     Ok((partition_text, suffix_text))
-}
-
-/// What a partition's generation is kept under: the class (for methods,
-/// so one view class's partitions are dropped apart from another's) and
-/// the partition's encoding.
-fn partition_table_key(class: Option<&ClassId>, partition: &[u8]) -> Vec<u8> {
-    let mut key = Vec::with_capacity(8 + partition.len());
-    key.extend_from_slice(&class.map_or(0, |c| c.number).to_le_bytes());
-    key.extend_from_slice(partition);
-    key
-}
-
-/// `label=value,label=value`, or `h` and the digest of that text when it
-/// is longer than `max` (labels are identifiers and dotted paths, so `=`
-/// and `,` cannot be forged).
-fn render_labelled(
-    bytes: &[u8],
-    labels: &[(String, Range<usize>)],
-    max: usize,
-) -> Result<String, key::Malformed> {
-    let mut text = String::new();
-    for (n, (label, range)) in labels.iter().enumerate() {
-        if n > 0 {
-            text.push(',');
-        }
-        text.push_str(label);
-        text.push('=');
-        text.push_str(&key::render(&bytes[range.clone()])?);
-    }
-    Ok(key::fit_part(text, max))
 }

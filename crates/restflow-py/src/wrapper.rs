@@ -2,12 +2,10 @@
 //! into a key and delegates to the engine; the lifecycle lives in
 //! `restflow-cache`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::once::OnceValue;
-use parking_lot::Mutex;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
@@ -658,7 +656,7 @@ impl CachedWrapper {
             function_id,
             shared_identity: key_identifier,
             fields,
-            classes: Mutex::new(HashMap::new()),
+            classes: Default::default(),
             keys,
             backend: match backend.as_deref() {
                 None => BackendChoice::Default,
