@@ -352,7 +352,7 @@ impl SharedBackend {
                         ))
                     })?,
                 };
-                Box::new(crate::django_store::DjangoStore::new(alias.to_owned()))
+                Box::new(crate::django_store::DjangoCache::store(alias.to_owned()))
             }
             None if cluster => Box::new(near!(ClusterStore::new(redis()?).map_err(bad_url)?)),
             None if url.starts_with("redis+sentinel://")

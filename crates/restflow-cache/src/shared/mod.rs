@@ -16,6 +16,7 @@ mod decode;
 mod follow;
 pub mod hot;
 pub mod keyspace;
+pub mod kv;
 #[cfg(all(feature = "redis", unix))]
 mod lookup;
 pub mod near;
@@ -47,6 +48,7 @@ pub use cluster::ClusterStore;
 pub use decode::{Served, Undecodable};
 pub use hot::{Hot, HotCache};
 pub use keyspace::{FunctionKeys, KeySpace};
+pub use kv::{KvCache, KvStore, KvValue, KvWrite};
 /// For the Python bindings' event-loop socket only; not part of the API.
 #[cfg(all(feature = "redis", unix))]
 #[doc(hidden)]
