@@ -73,6 +73,7 @@
 
 mod cache;
 mod clock;
+mod decision;
 pub mod early;
 mod engine;
 mod entry;
@@ -92,6 +93,7 @@ mod timestamp;
 
 pub use cache::{Cache, Lookup};
 pub use clock::{Clock, JUDGING_MARGIN};
+pub use decision::{BadTtl, Decision, LifetimeRule};
 pub use early::{Beta, Dice, Early};
 pub use engine::{
     follow, Computed, Engine, GetError, Lead, RefreshClaim, Served, Shared, Start, Status,

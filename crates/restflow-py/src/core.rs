@@ -24,7 +24,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use restflow_cache::key::{self, KeyWriter};
 use restflow_cache::layout::{self, render_labelled, Classes, Labels};
 use restflow_cache::shared::FunctionKeys;
-use restflow_cache::{Beta, Computed, Counter, Lifetime, Scope, Span};
+use restflow_cache::{BadTtl, Beta, Computed, Decision, LifetimeRule, Scope, Span};
 
 use crate::encode::{type_path, write_value, write_value_sorting_lists};
 use crate::once::Attached;
@@ -564,26 +564,22 @@ impl Core {
         value: Bound<'_, PyAny>,
         decision: Option<(bool, Option<f64>)>,
     ) -> PyResult<Computed<Stored>> {
-        let stale = self.stale.unwrap_or_else(|| RUNTIME.default_stale());
-        let lifetime = |ttl: Option<Span>| match (ttl, self.early) {
-            (Some(ttl), Some(beta)) => Lifetime::new(ttl, stale).refreshing_early(beta),
-            (Some(ttl), None) => Lifetime::new(ttl, stale),
-            (None, _) => Lifetime::FOREVER,
+        let rule = LifetimeRule {
+            ttl: self.ttl,
+            stale: self.stale.unwrap_or_else(|| RUNTIME.default_stale()),
+            early: self.early,
         };
-        let lifetime = match decision {
-            None => Some(lifetime(self.ttl)),
-            Some((false, _)) => None,
-            Some((true, None)) => Some(Lifetime::FOREVER),
-            Some((true, Some(secs))) => Some(lifetime(Some(
-                Span::from_secs_f64(secs).ok_or_else(|| {
-                    PyValueError::new_err(format!(
-                        "the ttl of {}() came out as {secs}: return a number of seconds >= 0, \
-                         a timedelta, or None",
-                        self.function_id
-                    ))
-                })?,
-            ))),
+        let decision = match decision {
+            None => Decision::Default,
+            Some((store, ttl)) => Decision::of(store, ttl),
         };
+        let lifetime = rule.decide(decision).map_err(|BadTtl(secs)| {
+            PyValueError::new_err(format!(
+                "the ttl of {}() came out as {secs}: return a number of seconds >= 0, \
+                 a timedelta, or None",
+                self.function_id
+            ))
+        })?;
         Ok(Computed {
             value: Stored::new(value.unbind()),
             lifetime,
@@ -623,14 +619,8 @@ impl Core {
     /// Runs the function and decides whether and how long to keep its
     /// value, counting the computation, its time and its failure.
     pub fn compute(&self, py: Python<'_>, call: &Call<'_>) -> PyResult<Computed<Stored>> {
-        let started = std::time::Instant::now();
-        let computed = self.compute_uncounted(py, call);
-        self.stats.add(Counter::Computation);
-        self.stats.observe_compute(started.elapsed());
-        if computed.is_err() {
-            self.stats.add(Counter::Error);
-        }
-        computed
+        self.stats
+            .count_compute(|| self.compute_uncounted(py, call))
     }
 
     fn compute_uncounted(&self, py: Python<'_>, call: &Call<'_>) -> PyResult<Computed<Stored>> {
