@@ -85,6 +85,7 @@ mod memory;
 pub mod once;
 mod refresh;
 mod scope;
+pub mod settings;
 pub mod shared;
 pub mod signature;
 pub mod stats;

@@ -240,14 +240,7 @@ pub(crate) struct Core {
 }
 
 /// The store a wrapper uses.
-pub(crate) enum BackendChoice {
-    /// The `BACKEND` setting.
-    Default,
-    /// The in-process memory store, whatever the setting says.
-    Memory,
-    /// A backend spec (`"redis://…"`, `"django:alias"`).
-    Named(String),
-}
+pub(crate) use restflow_cache::settings::BackendChoice;
 
 impl Core {
     pub fn class_id(&self, first: &Bound<'_, PyAny>) -> PyResult<Arc<ClassId>> {
@@ -485,27 +478,13 @@ impl Core {
     /// the memory store, and no stale-if-error window to keep entries for.
     #[inline]
     pub fn plain_memory(&self, bits: u8) -> bool {
-        use crate::runtime::state;
-        let memory = match self.backend {
-            BackendChoice::Memory => true,
-            BackendChoice::Default => bits & state::MEMORY != 0,
-            BackendChoice::Named(_) => false,
-        };
-        let no_keep = match self.stale_if_error {
-            Some(keep) => keep.is_zero(),
-            None => bits & state::NO_KEEP != 0,
-        };
-        memory && no_keep && bits & state::CONFIGURED != 0
+        self.backend.plain_memory(self.stale_if_error, bits)
     }
 
     /// Whether calls use the in-process memory store (the hot path asks).
     #[inline]
     pub fn uses_memory(&self) -> bool {
-        match self.backend {
-            BackendChoice::Memory => true,
-            BackendChoice::Default => RUNTIME.default_is_memory(),
-            BackendChoice::Named(_) => false,
-        }
+        self.backend.uses_memory(RUNTIME.state())
     }
 
     /// The key string of a written key:

@@ -12,9 +12,7 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use restflow_cache::key::KeyWriter;
 use restflow_cache::shared::FunctionKeys;
-use restflow_cache::{
-    Beta, Counter, Entry, Freshness, GetError, Lookup, Outcome, Served, Span, Status,
-};
+use restflow_cache::{Beta, Counter, Entry, Freshness, GetError, Lookup, Outcome, Served, Status};
 
 use crate::core::{BackendChoice, Call, Core, Fields, OwnedCall, Plan};
 use crate::runtime::{hooks, status_index, ScopeLabels, SharedErr, RUNTIME};
@@ -599,11 +597,7 @@ impl CachedWrapper {
         near_cache: Option<bool>,
     ) -> PyResult<Bound<'py, CachedWrapper>> {
         let seconds = |what: &str, secs: f64| {
-            Span::from_secs_f64(secs).ok_or_else(|| {
-                PyValueError::new_err(format!(
-                    "{what} must be a number of seconds >= 0, got {secs}"
-                ))
-            })
+            restflow_cache::settings::seconds(what, secs).map_err(PyValueError::new_err)
         };
         let ttl = ttl.map(|t| seconds("ttl", t)).transpose()?;
         let stale = stale
@@ -626,11 +620,7 @@ impl CachedWrapper {
                 })
             })
             .transpose()?;
-        let namespace_part = if version == 1 {
-            namespace
-        } else {
-            format!("{namespace}:v{version}")
-        };
+        let namespace_part = restflow_cache::settings::namespace_part(namespace, version);
         let identity = format!("{namespace_part}::{function_id}");
         let labels_owner = owner.clone();
         let labels = ScopeLabels {
@@ -658,11 +648,7 @@ impl CachedWrapper {
             fields,
             classes: Default::default(),
             keys,
-            backend: match backend.as_deref() {
-                None => BackendChoice::Default,
-                Some("memory") => BackendChoice::Memory,
-                Some(spec) => BackendChoice::Named(spec.to_owned()),
-            },
+            backend: BackendChoice::parse(backend.as_deref()),
             stale_if_error: stale_if_error
                 .map(|s| seconds("stale_if_error", s))
                 .transpose()?,
