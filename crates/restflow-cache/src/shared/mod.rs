@@ -29,6 +29,7 @@ mod redis;
 mod sentinel;
 #[cfg(all(feature = "redis", unix))]
 mod sentinel_near;
+pub mod settings;
 #[cfg(feature = "redis")]
 mod spin;
 mod store;
