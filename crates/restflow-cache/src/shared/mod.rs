@@ -19,6 +19,8 @@ pub mod keyspace;
 pub mod kv;
 #[cfg(all(feature = "redis", unix))]
 mod lookup;
+#[cfg(all(feature = "redis", unix))]
+pub mod loop_conn;
 pub mod near;
 mod payload;
 #[cfg(feature = "redis")]
