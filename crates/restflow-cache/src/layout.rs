@@ -260,6 +260,111 @@ pub fn write_labelled_encoded(w: &mut KeyWriter, label: &str, encoded: &[u8]) ->
     start..w.len()
 }
 
+/// Where a planned key item's value comes from.
+pub enum Source {
+    /// The named parameter at this position of the function's signature.
+    Param(usize),
+    /// A constant, encoded once by [`write_labelled`] (label included,
+    /// digested already when the field hashes).
+    Const(KeyWriter),
+}
+
+/// One item of a key that can be built from the call's arguments alone:
+/// a field that reads a named argument, or a constant.
+pub struct PlanItem {
+    /// The item's label.
+    pub label: String,
+    /// Where its value comes from.
+    pub source: Source,
+    /// Whether the key keeps only a digest of the value.
+    pub hashed: bool,
+    /// Whether lists in the value are sorted before encoding.
+    pub sort_lists: bool,
+}
+
+/// The items of a key constructor made only of planned fields, in the
+/// order the embedder's key builder would give them.
+///
+/// Invariant: `params` lists the positions the items read, partition
+/// items first, in item order.
+pub struct Plan {
+    partition: Vec<PlanItem>,
+    suffix: Vec<PlanItem>,
+    params: Vec<usize>,
+}
+
+impl Plan {
+    /// The plan of these partition and suffix items.
+    pub fn new(partition: Vec<PlanItem>, suffix: Vec<PlanItem>) -> Self {
+        let params = partition
+            .iter()
+            .chain(&suffix)
+            .filter_map(|item| match item.source {
+                Source::Param(n) => Some(n),
+                Source::Const(_) => None,
+            })
+            .collect();
+        Plan {
+            partition,
+            suffix,
+            params,
+        }
+    }
+
+    /// The parameter positions the items read, in item order: the values
+    /// a call hands [`Plan::write`].
+    pub fn params(&self) -> &[usize] {
+        &self.params
+    }
+
+    /// The partition's items.
+    pub fn partition(&self) -> &[PlanItem] {
+        &self.partition
+    }
+
+    /// The suffix's items.
+    pub fn suffix(&self) -> &[PlanItem] {
+        &self.suffix
+    }
+
+    /// How many of [`Plan::params`] belong to the partition (they come
+    /// first).
+    pub fn partition_params(&self) -> usize {
+        self.partition
+            .iter()
+            .filter(|i| matches!(i.source, Source::Param(_)))
+            .count()
+    }
+
+    /// Writes `items` (the partition's or the suffix's) as labelled items,
+    /// after [`begin_labelled`], exactly as the same items written one by
+    /// one with [`write_labelled`]: constants as encoded, each parameter's
+    /// value (from `values`, in item order) through `encode`, which writes
+    /// the item and returns its value's range.
+    pub fn write<V, E>(
+        w: &mut KeyWriter,
+        items: &[PlanItem],
+        values: &[V],
+        mut encode: impl FnMut(&mut KeyWriter, &PlanItem, &V) -> Result<Range<usize>, E>,
+    ) -> Result<Labels, E> {
+        let mut labels = Vec::with_capacity(items.len());
+        let mut values = values.iter();
+        for item in items {
+            let range = match &item.source {
+                Source::Const(encoded) => {
+                    write_labelled_encoded(w, &item.label, encoded.as_bytes())
+                }
+                Source::Param(_) => {
+                    let value = values.next().expect("one value per planned parameter");
+                    encode(w, item, value)?
+                }
+            };
+            labels.push((item.label.clone(), range));
+        }
+        Ok(labels)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,5 +477,45 @@ mod tests {
         visited.sort();
         assert_eq!(visited, ["A", "B"]);
         assert_eq!(classes.all().len(), 2);
+    }
+
+    #[test]
+    fn a_plan_writes_what_the_items_write_one_by_one() {
+        let item = |label: &str, source, hashed| PlanItem {
+            label: label.into(),
+            source,
+            hashed,
+            sort_lists: false,
+        };
+        let mut constant = KeyWriter::new();
+        write_labelled(&mut constant, "kind", false, |w| text(w, "r")).unwrap();
+        let plan = Plan::new(
+            vec![item("org", Source::Param(2), false)],
+            vec![
+                item("kind", Source::Const(constant), false),
+                item("q", Source::Param(0), true),
+            ],
+        );
+        assert_eq!(plan.params(), [2, 0]);
+        assert_eq!(plan.partition_params(), 1);
+        let values = ["acme", "x"];
+        let encode = |w: &mut KeyWriter, item: &PlanItem, v: &&str| {
+            write_labelled(w, &item.label, item.hashed, |w| text(w, v))
+        };
+        let mut planned = KeyWriter::new();
+        begin_labelled(&mut planned, 2).unwrap();
+        let labels = Plan::write(&mut planned, plan.suffix(), &values[1..], encode).unwrap();
+        let mut direct = KeyWriter::new();
+        begin_labelled(&mut direct, 2).unwrap();
+        let kind = write_labelled(&mut direct, "kind", false, |w| text(w, "r")).unwrap();
+        let q = write_labelled(&mut direct, "q", true, |w| text(w, "x")).unwrap();
+        assert_eq!(planned.as_bytes(), direct.as_bytes());
+        assert_eq!(labels, vec![("kind".to_owned(), kind), ("q".to_owned(), q)]);
+        let mut partition = KeyWriter::new();
+        let labels = Plan::write(&mut partition, plan.partition(), &values[..1], encode).unwrap();
+        assert_eq!(
+            render_labelled(partition.as_bytes(), &labels, 250).unwrap(),
+            "org=s4:acme"
+        );
     }
 }

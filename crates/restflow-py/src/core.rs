@@ -40,99 +40,59 @@ pub(crate) type ClassId = layout::ClassId<Py<PyType>>;
 pub(crate) type Layout = layout::Layout<Py<PyType>>;
 pub(crate) use restflow_cache::layout::Parts;
 
-/// Where a planned key item's value comes from.
-pub(crate) enum Source {
-    /// A named parameter of the function (the plan keeps their positions).
-    Param,
-    /// A constant, encoded once (digested already when the field hashes).
-    Const(KeyWriter),
-}
+/// The items of a key constructor made only of planned fields (the
+/// engine's plan: fields that read a named argument or a constant).
+pub(crate) use restflow_cache::layout::Plan;
+use restflow_cache::layout::{PlanItem, Source};
 
-/// One item of a key the engine can build without calling Python: a field
-/// that reads a named argument or a constant.
-pub(crate) struct PlanItem {
-    pub label: String,
-    pub source: Source,
-    pub hashed: bool,
-    pub sort_lists: bool,
-}
-
-/// The items of a key constructor made only of planned fields, in the
-/// order the Python builder would give them.
-pub(crate) struct Plan {
-    pub partition: Vec<PlanItem>,
-    pub suffix: Vec<PlanItem>,
-    /// The parameter positions the items read, in item order.
-    params: Vec<usize>,
-}
-
-impl Plan {
-    /// How many of the planned parameters belong to the partition (they
-    /// come first).
-    fn partition_params(&self) -> usize {
-        self.partition
-            .iter()
-            .filter(|i| matches!(i.source, Source::Param))
-            .count()
-    }
-
-    /// Builds a plan from Python's `(partition, suffix)` lists of
-    /// `(label, kind, payload, hashed, sort_lists)`, kind `"arg"` (payload:
-    /// the parameter name) or `"const"` (payload: the value).
-    pub fn new(
-        signature: &Signature,
-        spec: &Bound<'_, PyAny>,
-        function_id: &str,
-    ) -> PyResult<Plan> {
-        let (partition, suffix): (Bound<'_, PyAny>, Bound<'_, PyAny>) = spec.extract()?;
-        let mut params = Vec::new();
-        let mut items = |list: &Bound<'_, PyAny>| -> PyResult<Vec<PlanItem>> {
-            let mut out = Vec::new();
-            for item in list.try_iter()? {
-                let (label, kind, payload, hashed, sort_lists): (
-                    String,
-                    String,
-                    Bound<'_, PyAny>,
-                    bool,
-                    bool,
-                ) = item?.extract()?;
-                let source = match kind.as_str() {
-                    "arg" => {
-                        let name: String = payload.extract()?;
-                        let n = signature.param_index(&name).ok_or_else(|| {
-                            PyValueError::new_err(format!("no parameter {name:?} to plan"))
-                        })?;
-                        params.push(n);
-                        Source::Param
-                    }
-                    "const" => {
-                        let mut w = KeyWriter::new();
-                        encode_item(&mut w, &label, &payload, hashed, sort_lists, function_id)?;
-                        Source::Const(w)
-                    }
-                    other => {
-                        return Err(PyValueError::new_err(format!(
-                            "unknown plan item {other:?}"
-                        )))
-                    }
-                };
-                out.push(PlanItem {
-                    label,
-                    source,
-                    hashed,
-                    sort_lists,
-                });
-            }
-            Ok(out)
-        };
-        let partition = items(&partition)?;
-        let suffix = items(&suffix)?;
-        Ok(Plan {
-            partition,
-            suffix,
-            params,
-        })
-    }
+/// Builds a plan from Python's `(partition, suffix)` lists of
+/// `(label, kind, payload, hashed, sort_lists)`, kind `"arg"` (payload:
+/// the parameter name) or `"const"` (payload: the value).
+pub(crate) fn read_plan(
+    signature: &Signature,
+    spec: &Bound<'_, PyAny>,
+    function_id: &str,
+) -> PyResult<Plan> {
+    let (partition, suffix): (Bound<'_, PyAny>, Bound<'_, PyAny>) = spec.extract()?;
+    let items = |list: &Bound<'_, PyAny>| -> PyResult<Vec<PlanItem>> {
+        let mut out = Vec::new();
+        for item in list.try_iter()? {
+            let (label, kind, payload, hashed, sort_lists): (
+                String,
+                String,
+                Bound<'_, PyAny>,
+                bool,
+                bool,
+            ) = item?.extract()?;
+            let source = match kind.as_str() {
+                "arg" => {
+                    let name: String = payload.extract()?;
+                    let n = signature.param_index(&name).ok_or_else(|| {
+                        PyValueError::new_err(format!("no parameter {name:?} to plan"))
+                    })?;
+                    Source::Param(n)
+                }
+                "const" => {
+                    let mut w = KeyWriter::new();
+                    encode_item(&mut w, &label, &payload, hashed, sort_lists, function_id)?;
+                    Source::Const(w)
+                }
+                other => {
+                    return Err(PyValueError::new_err(format!(
+                        "unknown plan item {other:?}"
+                    )))
+                }
+            };
+            out.push(PlanItem {
+                label,
+                source,
+                hashed,
+                sort_lists,
+            });
+        }
+        Ok(out)
+    };
+    Ok(Plan::new(items(&partition)?, items(&suffix)?))
 }
 
 /// The suffix of a fields key, waiting for the partition to be written.
@@ -314,10 +274,10 @@ impl Core {
             Some(plan) => {
                 let values = self
                     .signature
-                    .argument(&call.args, call.kwargs.as_ref(), &plan.params)
+                    .argument(&call.args, call.kwargs.as_ref(), plan.params())
                     .map_err(|e| e.into_pyerr(&self.function_id))?;
                 let split = plan.partition_params();
-                let labels = self.write_plan(&mut partition, &plan.partition, &values[..split])?;
+                let labels = self.write_plan(&mut partition, plan.partition(), &values[..split])?;
                 (labels, Suffix::Planned(plan, values[split..].to_vec()))
             }
             None => {
@@ -341,7 +301,7 @@ impl Core {
         let partition_start = w.len();
         w.write_encoded(partition.as_bytes());
         let suffix_labels = match suffix {
-            Suffix::Planned(plan, values) => self.write_plan(w, &plan.suffix, &values)?,
+            Suffix::Planned(plan, values) => self.write_plan(w, plan.suffix(), &values)?,
             Suffix::Items(items) => self.write_items(w, &items)?,
         };
         // The partition's ranges are relative to its own writer.
@@ -368,28 +328,16 @@ impl Core {
         values: &[Bound<'_, PyAny>],
     ) -> PyResult<Labels> {
         layout::begin_labelled(w, items.len()).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        let mut labels = Vec::with_capacity(items.len());
-        let mut values = values.iter();
-        for item in items {
-            let range = match &item.source {
-                Source::Const(encoded) => {
-                    layout::write_labelled_encoded(w, &item.label, encoded.as_bytes())
-                }
-                Source::Param => {
-                    let value = values.next().expect("one value per planned parameter");
-                    encode_item(
-                        w,
-                        &item.label,
-                        value,
-                        item.hashed,
-                        item.sort_lists,
-                        &self.function_id,
-                    )?
-                }
-            };
-            labels.push((item.label.clone(), range));
-        }
-        Ok(labels)
+        Plan::write(w, items, values, |w, item, value| {
+            encode_item(
+                w,
+                &item.label,
+                value,
+                item.hashed,
+                item.sort_lists,
+                &self.function_id,
+            )
+        })
     }
 
     fn write_items(&self, w: &mut KeyWriter, items: &Bound<'_, PyTuple>) -> PyResult<Labels> {

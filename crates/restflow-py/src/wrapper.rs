@@ -14,7 +14,7 @@ use restflow_cache::key::KeyWriter;
 use restflow_cache::shared::FunctionKeys;
 use restflow_cache::{Beta, Counter, Entry, Freshness, GetError, Lookup, Outcome, Served, Status};
 
-use crate::core::{BackendChoice, Call, Core, Fields, OwnedCall, Plan};
+use crate::core::{read_plan, BackendChoice, Call, Core, Fields, OwnedCall};
 use crate::runtime::{hooks, status_index, ScopeLabels, SharedErr, RUNTIME};
 use crate::signature::Signature;
 use crate::stored::Stored;
@@ -610,7 +610,7 @@ impl CachedWrapper {
         let fields = fields
             .map(|(build, partition, partitioned, plan)| {
                 let plan = plan
-                    .map(|plan| Plan::new(&signature, &plan, &function_id))
+                    .map(|plan| read_plan(&signature, &plan, &function_id))
                     .transpose()?;
                 Ok::<_, PyErr>(Fields {
                     build: build.unbind(),

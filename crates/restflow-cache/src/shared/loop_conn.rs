@@ -74,8 +74,10 @@ impl LoopConnection {
         let info = url
             .into_connection_info()
             .map_err(|e| LoopError::Url(e.to_string()))?;
-        let stream = connect_tcp(&info, timeout.max(Duration::from_millis(1)))
-            .ok_or_else(|| LoopError::Url("only redis:// over TCP is driven by the loop".into()))??;
+        let stream =
+            connect_tcp(&info, timeout.max(Duration::from_millis(1))).ok_or_else(|| {
+                LoopError::Url("only redis:// over TCP is driven by the loop".into())
+            })??;
         let fd = stream.as_raw_fd();
         Ok(LoopConnection {
             stream: Mutex::new(stream),
