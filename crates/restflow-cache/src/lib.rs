@@ -82,6 +82,7 @@ pub mod fork;
 pub mod key;
 pub mod layout;
 mod memory;
+pub mod moment;
 pub mod once;
 mod refresh;
 mod scope;
