@@ -16,7 +16,7 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use restflow_cache::settings::{Defaults, Settings};
-use restflow_cache::{Cache, Clock, Engine, Job, MemoryStore, Refresher, Scopes, Span, Status};
+use restflow_cache::{Cache, Clock, Engine, Job, MemoryStore, Refresher, Scopes, Span};
 
 use crate::stored::Stored;
 
@@ -94,7 +94,7 @@ pub static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| Runtime {
 
 /// Objects installed by `restflow.caching` when it is imported.
 pub struct Hooks {
-    /// `CacheStatus` members, in the order of [`status_index`].
+    /// `CacheStatus` members, in the order of `restflow_cache::Status::index`.
     pub statuses: [Py<PyAny>; 5],
     /// `CACHE_MISSING`.
     pub missing: Py<PyAny>,
@@ -116,16 +116,6 @@ pub fn hooks(_py: Python<'_>) -> PyResult<&Hooks> {
             "restflow's engine is not installed: import restflow.caching instead of restflow._engine",
         )
     })
-}
-
-pub const fn status_index(status: Status) -> usize {
-    match status {
-        Status::Hit => 0,
-        Status::Miss => 1,
-        Status::Stale => 2,
-        Status::Bypass => 3,
-        Status::Refresh => 4,
-    }
 }
 
 impl Runtime {

@@ -12,10 +12,10 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use restflow_cache::key::KeyWriter;
 use restflow_cache::shared::FunctionKeys;
-use restflow_cache::{Beta, Counter, Entry, Freshness, GetError, Lookup, Outcome, Served, Status};
+use restflow_cache::{Beta, Counter, Entry, GetError, Lookup, Outcome, Served, Status};
 
 use crate::core::{read_plan, BackendChoice, Call, Core, Fields, OwnedCall};
-use crate::runtime::{hooks, status_index, ScopeLabels, SharedErr, RUNTIME};
+use crate::runtime::{hooks, ScopeLabels, SharedErr, RUNTIME};
 use crate::signature::Signature;
 use crate::stored::Stored;
 
@@ -108,7 +108,7 @@ fn build_metadata<'py, T: IntoPyObject<'py>>(
     let dict = PyDict::new(py);
     dict.set_item(
         crate::interned!(py, "cache_status"),
-        hooks(py)?.statuses[status_index(status)].bind(py),
+        hooks(py)?.statuses[status.index()].bind(py),
     )?;
     if let Some((cached_at, reset_at)) = times {
         dict.set_item(crate::interned!(py, "cached_at"), cached_at)?;
@@ -129,15 +129,6 @@ fn entry_reply<'py>(
         entry.value().value().clone_ref(py),
         metadata(py, status, Some(entry))?,
     ))
-}
-
-/// HIT or STALE, for an entry a peek found (a peek never finds an
-/// expired one).
-fn peeked_status(freshness: Freshness) -> Status {
-    match freshness {
-        Freshness::Fresh => Status::Hit,
-        _ => Status::Stale,
-    }
 }
 
 /// What a call served, from the memory store or a shared one.
@@ -183,12 +174,7 @@ impl Reply {
             // eviction is made by one), so the delay is bounded.
             Reply::Memory(served) => CachedWrapper::with_metadata(py, &served),
             Reply::Shared(served) => {
-                let times = served.stamps.map(|stamps| {
-                    (
-                        stamps.cached_at.to_isoformat(),
-                        stamps.fresh_until.map(|t| t.to_isoformat()),
-                    )
-                });
+                let times = served.stamps.map(|stamps| stamps.iso());
                 let dict = build_metadata(py, served.status, times)?;
                 Ok((served.value, dict))
             }
@@ -301,7 +287,7 @@ impl CachedWrapper {
             return Ok(peeked.map(|(value, stamps, freshness)| {
                 Reply::Shared(crate::shared::SharedServed {
                     value,
-                    status: peeked_status(freshness),
+                    status: Status::of_peek(freshness),
                     stamps: Some(stamps),
                 })
             }));
@@ -313,7 +299,7 @@ impl CachedWrapper {
             .map(|(entry, freshness)| {
                 Reply::Memory(Served {
                     entry,
-                    status: peeked_status(freshness),
+                    status: Status::of_peek(freshness),
                     stored: true,
                     refresh_claimed: false,
                 })
