@@ -37,6 +37,7 @@ mod spin;
 mod store;
 #[cfg(all(feature = "redis", unix))]
 mod tracking;
+pub mod unfaithful;
 #[cfg(feature = "redis")]
 mod url;
 
