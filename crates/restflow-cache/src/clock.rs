@@ -122,6 +122,15 @@ impl Clock {
         }
     }
 
+    /// [`Clock::advance`] by `seconds`, refused unless they are a number
+    /// >= 0 (the clock only moves forward).
+    pub fn advance_secs(&self, seconds: f64) -> Result<Timestamp, String> {
+        let by = Span::from_secs_f64(seconds).ok_or_else(|| {
+            format!("the clock only moves forward: advance by seconds >= 0, got {seconds}")
+        })?;
+        Ok(self.advance(by))
+    }
+
     /// Lets the clock follow the system time again.
     pub fn unfreeze(&self) {
         self.frozen_at.store(RUNNING, Ordering::Release);
@@ -152,6 +161,18 @@ impl Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_clock_in_seconds_moves_only_forward() {
+        let clock = Clock::frozen(Timestamp::from_secs_f64(10.5));
+        assert_eq!(clock.now(), Timestamp::from_micros(10_500_000));
+        assert_eq!(clock.advance_secs(0.25).unwrap().as_secs_f64(), 10.75);
+        assert_eq!(
+            clock.advance_secs(-1.0).unwrap_err(),
+            "the clock only moves forward: advance by seconds >= 0, got -1"
+        );
+        assert_eq!(clock.now().as_secs_f64(), 10.75);
+    }
 
     #[test]
     fn frozen_clock_moves_only_when_advanced() {

@@ -38,6 +38,36 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status, in the order of [`Status::index`].
+    pub const ALL: [Status; 5] = [
+        Status::Hit,
+        Status::Miss,
+        Status::Stale,
+        Status::Bypass,
+        Status::Refresh,
+    ];
+
+    /// The status's position in [`Status::ALL`] (for an embedder's table
+    /// of its own status objects).
+    pub const fn index(self) -> usize {
+        match self {
+            Status::Hit => 0,
+            Status::Miss => 1,
+            Status::Stale => 2,
+            Status::Bypass => 3,
+            Status::Refresh => 4,
+        }
+    }
+
+    /// How an entry found without computing (a peek) is served: HIT when
+    /// fresh, STALE otherwise (a peek never finds an expired one).
+    pub fn of_peek(freshness: crate::Freshness) -> Status {
+        match freshness {
+            crate::Freshness::Fresh => Status::Hit,
+            _ => Status::Stale,
+        }
+    }
+
     /// The bare word clients see (`HIT`, `MISS`, …).
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -73,6 +73,15 @@ pub struct Stamps {
 }
 
 impl Stamps {
+    /// `cached_at` and, for an entry that expires, `fresh_until`, as
+    /// ISO-8601 texts (what metadata reports as `cached_at`/`reset_at`).
+    pub fn iso(&self) -> (String, Option<String>) {
+        (
+            self.cached_at.to_isoformat(),
+            self.fresh_until.map(Timestamp::to_isoformat),
+        )
+    }
+
     /// The instants of a value stored at `cached_at` with `lifetime`.
     pub fn new(cached_at: Timestamp, lifetime: Lifetime) -> Self {
         match lifetime.ttl {
@@ -197,6 +206,25 @@ mod tests {
 
     fn at(secs: i64) -> Timestamp {
         Timestamp::from_micros(secs * 1_000_000)
+    }
+
+    #[test]
+    fn stamps_in_metadata_are_iso_texts_and_status_follows_freshness() {
+        let stamps = Stamps::new(at(0), Lifetime::new(Span::from_secs(60), Span::ZERO));
+        assert_eq!(
+            stamps.iso(),
+            (
+                "1970-01-01T00:00:00+00:00".to_owned(),
+                Some("1970-01-01T00:01:00+00:00".to_owned())
+            )
+        );
+        assert_eq!(Stamps::new(at(0), Lifetime::FOREVER).iso().1, None);
+        use crate::Status;
+        assert_eq!(Status::of_peek(Freshness::Fresh), Status::Hit);
+        assert_eq!(Status::of_peek(Freshness::Stale), Status::Stale);
+        for (n, status) in Status::ALL.into_iter().enumerate() {
+            assert_eq!(status.index(), n);
+        }
     }
 
     #[test]

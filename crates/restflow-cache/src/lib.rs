@@ -73,22 +73,29 @@
 
 mod cache;
 mod clock;
+mod decision;
 pub mod early;
 mod engine;
 mod entry;
 mod flight;
 pub mod fork;
 pub mod key;
+pub mod layout;
 mod memory;
+pub mod moment;
+pub mod once;
 mod refresh;
 mod scope;
+pub mod settings;
 pub mod shared;
+pub mod signature;
 pub mod stats;
 mod store;
 mod timestamp;
 
 pub use cache::{Cache, Lookup};
 pub use clock::{Clock, JUDGING_MARGIN};
+pub use decision::{BadTtl, Decision, LifetimeRule};
 pub use early::{Beta, Dice, Early};
 pub use engine::{
     follow, Computed, Engine, GetError, Lead, RefreshClaim, Served, Shared, Start, Status,

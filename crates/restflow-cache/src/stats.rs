@@ -269,6 +269,35 @@ impl Cells {
     }
 }
 
+/// An event [`Stats::record`] cannot record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordError {
+    /// A `"compute"` or `"lookup"` event without a duration >= 0.
+    NoDuration(String),
+    /// A name that is no counter's.
+    Unknown(String),
+}
+
+impl std::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordError::NoDuration(event) => {
+                write!(f, "a {event:?} event needs its duration: seconds >= 0")
+            }
+            RecordError::Unknown(event) => {
+                let names: Vec<_> = Counter::ALL.iter().map(|c| c.as_str()).collect();
+                write!(
+                    f,
+                    "unknown statistics event {event:?}; expected \"compute\" or one of {}",
+                    names.join(", ")
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for RecordError {}
+
 /// The statistics of one cached function or one store.
 ///
 /// Invariant: `totals` only grow; `baseline` is a past reading of them
@@ -307,6 +336,42 @@ impl Stats {
         self.totals.lookup.observe(duration);
     }
 
+    /// Runs a computation, counting it, its time, and its failure.
+    pub fn count_compute<T, E>(&self, compute: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        let started = std::time::Instant::now();
+        let computed = compute();
+        self.add(Counter::Computation);
+        self.observe_compute(started.elapsed());
+        if computed.is_err() {
+            self.add(Counter::Error);
+        }
+        computed
+    }
+
+    /// Records an event an embedder served itself (an async layer's own
+    /// single-flight, a hit its event loop fetched), by name: a counter's
+    /// ([`Counter::from_name`]), or `"compute"` (counted, and timed) or
+    /// `"lookup"` (timed only) with its `seconds`.
+    pub fn record(&self, event: &str, seconds: Option<f64>) -> Result<(), RecordError> {
+        if event == "compute" || event == "lookup" {
+            let seconds = seconds
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .ok_or_else(|| RecordError::NoDuration(event.to_owned()))?;
+            let duration = Duration::from_secs_f64(seconds);
+            if event == "lookup" {
+                self.observe_lookup(duration);
+            } else {
+                self.add(Counter::Computation);
+                self.observe_compute(duration);
+            }
+            return Ok(());
+        }
+        let counter =
+            Counter::from_name(event).ok_or_else(|| RecordError::Unknown(event.to_owned()))?;
+        self.add(counter);
+        Ok(())
+    }
+
     /// How many events were counted since the start: a cheap way for an
     /// exporter to skip functions with nothing new (every timed
     /// observation comes with a counted event).
@@ -342,6 +407,45 @@ impl Stats {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn recorded_events_count_and_time_like_the_engines_own() {
+        let stats = Stats::new();
+        stats.record("hit", None).unwrap();
+        stats.record("compute", Some(0.25)).unwrap();
+        stats.record("lookup", Some(0.0)).unwrap();
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot.get(Counter::Hit), 1);
+        assert_eq!(snapshot.get(Counter::Computation), 1);
+        assert_eq!(snapshot.compute.count(), 1);
+        assert_eq!(snapshot.lookup.count(), 1);
+        assert_eq!(
+            stats.record("compute", Some(-1.0)),
+            Err(RecordError::NoDuration("compute".into()))
+        );
+        assert_eq!(
+            stats.record("lookup", None).unwrap_err().to_string(),
+            "a \"lookup\" event needs its duration: seconds >= 0"
+        );
+        let unknown = stats.record("hits", None).unwrap_err().to_string();
+        assert!(
+            unknown.starts_with(
+                "unknown statistics event \"hits\"; expected \"compute\" or one of hit, "
+            ),
+            "{unknown}"
+        );
+    }
+
+    #[test]
+    fn a_counted_computation_is_timed_and_its_failure_counted() {
+        let stats = Stats::new();
+        assert_eq!(stats.count_compute(|| Ok::<_, ()>(1)), Ok(1));
+        assert_eq!(stats.count_compute(|| Err::<u8, _>("no")), Err("no"));
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot.get(Counter::Computation), 2);
+        assert_eq!(snapshot.get(Counter::Error), 1);
+        assert_eq!(snapshot.compute.count(), 2);
+    }
+
     use super::*;
 
     #[test]

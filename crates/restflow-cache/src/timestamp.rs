@@ -31,6 +31,17 @@ impl Timestamp {
         self.0
     }
 
+    /// The instant `secs` seconds after the epoch, to the nearest
+    /// microsecond.
+    pub fn from_secs_f64(secs: f64) -> Self {
+        Timestamp((secs * 1e6).round() as i64)
+    }
+
+    /// Seconds since the epoch.
+    pub fn as_secs_f64(self) -> f64 {
+        self.0 as f64 / 1e6
+    }
+
     /// The current wall-clock time.
     pub fn now_system() -> Self {
         let micros = match SystemTime::now().duration_since(UNIX_EPOCH) {

@@ -14,130 +14,85 @@
 //! `invalidate_all` is one increment, and the partition's generation comes
 //! from the scope's table, so dropping a partition is one increment too.
 
-use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
-use restflow_cache::key::{self, KeyWriter, Sequence};
+use restflow_cache::key::{self, KeyWriter};
+use restflow_cache::layout::{self, render_labelled, Classes, Labels};
 use restflow_cache::shared::FunctionKeys;
-use restflow_cache::{Beta, Computed, Counter, Lifetime, Scope, Span};
+use restflow_cache::{BadTtl, Beta, Computed, Decision, LifetimeRule, Scope, Span};
 
-use crate::encode::{type_path, write_value, write_value_sorting_lists, Unsupported};
+use crate::encode::{type_path, write_value, write_value_sorting_lists};
+use crate::once::Attached;
 use crate::runtime::{log_error, ScopeLabels, RUNTIME};
 use crate::signature::Signature;
 use crate::stored::Stored;
 
-/// Numbers classes for the in-process key.
-static NEXT_CLASS: AtomicU64 = AtomicU64::new(1);
+/// The class a method is called on (the engine's, holding the type so its
+/// address is never reused for another while registered).
+pub(crate) type ClassId = layout::ClassId<Py<PyType>>;
 
-/// The class a method is called on: its number in key bytes, its dotted
-/// path in key strings.
-pub(crate) struct ClassId {
-    number: u64,
-    pub function_id: String,
-    /// Keeps the type alive so its address is never reused for another.
-    _type: Py<PyType>,
-}
+/// Where the parts of a written key are, for rendering its string.
+pub(crate) type Layout = layout::Layout<Py<PyType>>;
+pub(crate) use restflow_cache::layout::Parts;
 
-/// Where a planned key item's value comes from.
-pub(crate) enum Source {
-    /// A named parameter of the function (the plan keeps their positions).
-    Param,
-    /// A constant, encoded once (digested already when the field hashes).
-    Const(KeyWriter),
-}
+/// The items of a key constructor made only of planned fields (the
+/// engine's plan: fields that read a named argument or a constant).
+pub(crate) use restflow_cache::layout::Plan;
+use restflow_cache::layout::{PlanItem, Source};
 
-/// One item of a key the engine can build without calling Python: a field
-/// that reads a named argument or a constant.
-pub(crate) struct PlanItem {
-    pub label: String,
-    pub source: Source,
-    pub hashed: bool,
-    pub sort_lists: bool,
-}
-
-/// The items of a key constructor made only of planned fields, in the
-/// order the Python builder would give them.
-pub(crate) struct Plan {
-    pub partition: Vec<PlanItem>,
-    pub suffix: Vec<PlanItem>,
-    /// The parameter positions the items read, in item order.
-    params: Vec<usize>,
-}
-
-impl Plan {
-    /// How many of the planned parameters belong to the partition (they
-    /// come first).
-    fn partition_params(&self) -> usize {
-        self.partition
-            .iter()
-            .filter(|i| matches!(i.source, Source::Param))
-            .count()
-    }
-
-    /// Builds a plan from Python's `(partition, suffix)` lists of
-    /// `(label, kind, payload, hashed, sort_lists)`, kind `"arg"` (payload:
-    /// the parameter name) or `"const"` (payload: the value).
-    pub fn new(
-        signature: &Signature,
-        spec: &Bound<'_, PyAny>,
-        function_id: &str,
-    ) -> PyResult<Plan> {
-        let (partition, suffix): (Bound<'_, PyAny>, Bound<'_, PyAny>) = spec.extract()?;
-        let mut params = Vec::new();
-        let mut items = |list: &Bound<'_, PyAny>| -> PyResult<Vec<PlanItem>> {
-            let mut out = Vec::new();
-            for item in list.try_iter()? {
-                let (label, kind, payload, hashed, sort_lists): (
-                    String,
-                    String,
-                    Bound<'_, PyAny>,
-                    bool,
-                    bool,
-                ) = item?.extract()?;
-                let source = match kind.as_str() {
-                    "arg" => {
-                        let name: String = payload.extract()?;
-                        let n = signature.param_index(&name).ok_or_else(|| {
-                            PyValueError::new_err(format!("no parameter {name:?} to plan"))
-                        })?;
-                        params.push(n);
-                        Source::Param
-                    }
-                    "const" => {
-                        let mut w = KeyWriter::new();
-                        encode_item(&mut w, &label, &payload, hashed, sort_lists, function_id)?;
-                        Source::Const(w)
-                    }
-                    other => {
-                        return Err(PyValueError::new_err(format!(
-                            "unknown plan item {other:?}"
-                        )))
-                    }
-                };
-                out.push(PlanItem {
-                    label,
-                    source,
-                    hashed,
-                    sort_lists,
-                });
-            }
-            Ok(out)
-        };
-        let partition = items(&partition)?;
-        let suffix = items(&suffix)?;
-        Ok(Plan {
-            partition,
-            suffix,
-            params,
-        })
-    }
+/// Builds a plan from Python's `(partition, suffix)` lists of
+/// `(label, kind, payload, hashed, sort_lists)`, kind `"arg"` (payload:
+/// the parameter name) or `"const"` (payload: the value).
+pub(crate) fn read_plan(
+    signature: &Signature,
+    spec: &Bound<'_, PyAny>,
+    function_id: &str,
+) -> PyResult<Plan> {
+    let (partition, suffix): (Bound<'_, PyAny>, Bound<'_, PyAny>) = spec.extract()?;
+    let items = |list: &Bound<'_, PyAny>| -> PyResult<Vec<PlanItem>> {
+        let mut out = Vec::new();
+        for item in list.try_iter()? {
+            let (label, kind, payload, hashed, sort_lists): (
+                String,
+                String,
+                Bound<'_, PyAny>,
+                bool,
+                bool,
+            ) = item?.extract()?;
+            let source = match kind.as_str() {
+                "arg" => {
+                    let name: String = payload.extract()?;
+                    let n = signature.param_index(&name).ok_or_else(|| {
+                        PyValueError::new_err(format!("no parameter {name:?} to plan"))
+                    })?;
+                    Source::Param(n)
+                }
+                "const" => {
+                    let mut w = KeyWriter::new();
+                    encode_item(&mut w, &label, &payload, hashed, sort_lists, function_id)?;
+                    Source::Const(w)
+                }
+                other => {
+                    return Err(PyValueError::new_err(format!(
+                        "unknown plan item {other:?}"
+                    )))
+                }
+            };
+            out.push(PlanItem {
+                label,
+                source,
+                hashed,
+                sort_lists,
+            });
+        }
+        Ok(out)
+    };
+    Ok(Plan::new(items(&partition)?, items(&suffix)?))
 }
 
 /// The suffix of a fields key, waiting for the partition to be written.
@@ -196,22 +151,6 @@ impl OwnedCall {
     }
 }
 
-/// Where the parts of a written key are, for rendering its string.
-pub(crate) struct Layout {
-    pub class: Option<Arc<ClassId>>,
-    pub parts: Parts,
-}
-
-pub(crate) enum Parts {
-    /// The arguments start at this offset and run to the end.
-    Arguments(usize),
-    /// Labelled values of the partition and of the suffix.
-    Fields {
-        partition: Vec<(String, Range<usize>)>,
-        suffix: Vec<(String, Range<usize>)>,
-    },
-}
-
 pub(crate) struct Core {
     pub func: Py<PyAny>,
     /// `(result, args, kwargs) -> (store, ttl_seconds_or_None)`, built by
@@ -231,7 +170,7 @@ pub(crate) struct Core {
     /// share them too, so no class goes into the key.
     pub shared_identity: bool,
     pub fields: Option<Fields>,
-    pub classes: Mutex<HashMap<usize, Arc<ClassId>>>,
+    pub classes: Classes<Py<PyType>>,
     /// How this function's keys and counters are named in a shared store
     /// (the digests computed once, since every shared call names them).
     pub keys: FunctionKeys,
@@ -261,14 +200,7 @@ pub(crate) struct Core {
 }
 
 /// The store a wrapper uses.
-pub(crate) enum BackendChoice {
-    /// The `BACKEND` setting.
-    Default,
-    /// The in-process memory store, whatever the setting says.
-    Memory,
-    /// A backend spec (`"redis://…"`, `"django:alias"`).
-    Named(String),
-}
+pub(crate) use restflow_cache::settings::BackendChoice;
 
 impl Core {
     pub fn class_id(&self, first: &Bound<'_, PyAny>) -> PyResult<Arc<ClassId>> {
@@ -277,27 +209,15 @@ impl Core {
             Err(_) => first.get_type(),
         };
         let address = ty.as_ptr() as usize;
-        if let Some(found) = self.classes.lock().get(&address) {
-            return Ok(Arc::clone(found));
+        if let Some(found) = self.classes.get(address) {
+            return Ok(found);
         }
         let name: String = self.func.bind(first.py()).getattr("__name__")?.extract()?;
-        let made = Arc::new(ClassId {
-            number: NEXT_CLASS.fetch_add(1, Ordering::Relaxed),
-            function_id: format!("{}.{name}", type_path(&ty)),
-            _type: ty.unbind(),
-        });
-        let (found, unused) = {
-            let mut classes = self.classes.lock();
-            match classes.get(&address) {
-                // Another thread named the class first; ours is dropped
-                // below, outside the lock (it holds a Python reference).
-                Some(found) => (Arc::clone(found), Some(made)),
-                None => {
-                    classes.insert(address, Arc::clone(&made));
-                    (made, None)
-                }
-            }
-        };
+        let made = ClassId::new(format!("{}.{name}", type_path(&ty)), ty.unbind());
+        // Another thread may have named the class first; ours is then
+        // dropped here, outside the registry's lock (it holds a Python
+        // reference).
+        let (found, unused) = self.classes.register(address, made);
         drop(unused);
         Ok(found)
     }
@@ -319,7 +239,7 @@ impl Core {
     pub fn write_prefix(&self, w: &mut KeyWriter, class: Option<&ClassId>) {
         w.write_prefix_word(self.scope.key_word());
         if let Some(class) = class {
-            w.write_prefix_word(class.number);
+            w.write_prefix_word(class.number());
         }
     }
 
@@ -354,10 +274,10 @@ impl Core {
             Some(plan) => {
                 let values = self
                     .signature
-                    .argument(&call.args, call.kwargs.as_ref(), &plan.params)
+                    .argument(&call.args, call.kwargs.as_ref(), plan.params())
                     .map_err(|e| e.into_pyerr(&self.function_id))?;
                 let split = plan.partition_params();
-                let labels = self.write_plan(&mut partition, &plan.partition, &values[..split])?;
+                let labels = self.write_plan(&mut partition, plan.partition(), &values[..split])?;
                 (labels, Suffix::Planned(plan, values[split..].to_vec()))
             }
             None => {
@@ -375,13 +295,13 @@ impl Core {
         };
         self.write_prefix(w, class.as_deref());
         if fields.partitioned {
-            let table_key = partition_table_key(class.as_deref(), partition.as_bytes());
+            let table_key = layout::partition_table_key(class.as_deref(), partition.as_bytes());
             w.write_prefix_word(self.scope.partition_generation(&table_key));
         }
         let partition_start = w.len();
         w.write_encoded(partition.as_bytes());
         let suffix_labels = match suffix {
-            Suffix::Planned(plan, values) => self.write_plan(w, &plan.suffix, &values)?,
+            Suffix::Planned(plan, values) => self.write_plan(w, plan.suffix(), &values)?,
             Suffix::Items(items) => self.write_items(w, &items)?,
         };
         // The partition's ranges are relative to its own writer.
@@ -406,37 +326,21 @@ impl Core {
         w: &mut KeyWriter,
         items: &[PlanItem],
         values: &[Bound<'_, PyAny>],
-    ) -> PyResult<Vec<(String, Range<usize>)>> {
-        w.begin_sequence(Sequence::Tuple, items.len())
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        let mut labels = Vec::with_capacity(items.len());
-        let mut values = values.iter();
-        for item in items {
-            let start = w.len() + 5 + item.label.len();
-            match &item.source {
-                Source::Const(encoded) => w.write_encoded(encoded.as_bytes()),
-                Source::Param => {
-                    let value = values.next().expect("one value per planned parameter");
-                    encode_item(
-                        w,
-                        &item.label,
-                        value,
-                        item.hashed,
-                        item.sort_lists,
-                        &self.function_id,
-                    )?;
-                }
-            }
-            labels.push((item.label.clone(), start..w.len()));
-        }
-        Ok(labels)
+    ) -> PyResult<Labels> {
+        layout::begin_labelled(w, items.len()).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Plan::write(w, items, values, |w, item, value| {
+            encode_item(
+                w,
+                &item.label,
+                value,
+                item.hashed,
+                item.sort_lists,
+                &self.function_id,
+            )
+        })
     }
 
-    fn write_items(
-        &self,
-        w: &mut KeyWriter,
-        items: &Bound<'_, PyTuple>,
-    ) -> PyResult<Vec<(String, Range<usize>)>> {
+    fn write_items(&self, w: &mut KeyWriter, items: &Bound<'_, PyTuple>) -> PyResult<Labels> {
         write_items(w, items, &self.function_id)
     }
     /// Whether keys carry the class of a method's instance (a method that
@@ -455,13 +359,7 @@ impl Core {
         &self,
         call: &Call<'_>,
         bound: bool,
-    ) -> PyResult<
-        Option<(
-            KeyWriter,
-            Vec<(String, Range<usize>)>,
-            Vec<Option<Arc<ClassId>>>,
-        )>,
-    > {
+    ) -> PyResult<Option<(KeyWriter, Labels, Vec<Option<Arc<ClassId>>>)>> {
         let Some(fields) = &self.fields else {
             return Ok(None);
         };
@@ -474,7 +372,7 @@ impl Core {
         let classes = match (self.keyed_by_class(), bound) {
             (false, _) => vec![None],
             (true, true) => vec![Some(self.class_id(&call.args.get_item(0)?)?)],
-            (true, false) => self.classes.lock().values().cloned().map(Some).collect(),
+            (true, false) => self.classes.all().into_iter().map(Some).collect(),
         };
         Ok(Some((partition, labels, classes)))
     }
@@ -487,7 +385,7 @@ impl Core {
             return Ok(());
         };
         for class in classes {
-            let table_key = partition_table_key(class.as_deref(), partition.as_bytes());
+            let table_key = layout::partition_table_key(class.as_deref(), partition.as_bytes());
             self.scope.bump_partition(&table_key);
         }
         Ok(())
@@ -509,14 +407,7 @@ impl Core {
             visit.call(&fields.build)?;
             visit.call(&fields.partition)?;
         }
-        if let Some(classes) = self.classes.try_lock() {
-            for class in classes.values() {
-                if Arc::strong_count(class) == 1 {
-                    visit.call(&class._type)?;
-                }
-            }
-        }
-        Ok(())
+        self.classes.visit_unshared(|ty| visit.call(ty))
     }
 
     /// Whether keys have a partition part.
@@ -535,27 +426,13 @@ impl Core {
     /// the memory store, and no stale-if-error window to keep entries for.
     #[inline]
     pub fn plain_memory(&self, bits: u8) -> bool {
-        use crate::runtime::state;
-        let memory = match self.backend {
-            BackendChoice::Memory => true,
-            BackendChoice::Default => bits & state::MEMORY != 0,
-            BackendChoice::Named(_) => false,
-        };
-        let no_keep = match self.stale_if_error {
-            Some(keep) => keep.is_zero(),
-            None => bits & state::NO_KEEP != 0,
-        };
-        memory && no_keep && bits & state::CONFIGURED != 0
+        self.backend.plain_memory(self.stale_if_error, bits)
     }
 
     /// Whether calls use the in-process memory store (the hot path asks).
     #[inline]
     pub fn uses_memory(&self) -> bool {
-        match self.backend {
-            BackendChoice::Memory => true,
-            BackendChoice::Default => RUNTIME.default_is_memory(),
-            BackendChoice::Named(_) => false,
-        }
+        self.backend.uses_memory(RUNTIME.state())
     }
 
     /// The key string of a written key:
@@ -577,36 +454,14 @@ impl Core {
         layout: &'a Layout,
     ) -> PyResult<(&'a str, String, String)> {
         let max = RUNTIME.max_key_part_length();
-        let bytes = w.as_bytes();
-        let function_id = match (&layout.class, self.shared_identity) {
-            (Some(class), false) => class.function_id.as_str(),
-            _ => self.function_id.as_str(),
-        };
-        let malformed = |e: key::Malformed| PyValueError::new_err(e.to_string());
-        let (partition, suffix) = match &layout.parts {
-            Parts::Arguments(start) => {
-                // Labelled like the default key constructor's items, so
-                // `DefaultKeyConstructor().generate_key` gives this string.
-                let ranges = key::value_ranges(&bytes[*start..]).map_err(malformed)?;
-                let mut labelled: Vec<(String, Range<usize>)> = self
-                    .signature
-                    .value_names()
-                    .into_iter()
-                    .zip(ranges)
-                    .map(|(name, r)| (format!("arguments.{name}"), r.start + start..r.end + start))
-                    .collect();
-                labelled.sort_by(|a, b| a.0.cmp(&b.0));
-                (
-                    String::new(),
-                    render_labelled(bytes, &labelled, max).map_err(malformed)?,
-                )
-            }
-            Parts::Fields { partition, suffix } => (
-                render_labelled(bytes, partition, max).map_err(malformed)?,
-                render_labelled(bytes, suffix, max).map_err(malformed)?,
-            ),
-        };
-        Ok((function_id, partition, suffix))
+        let (partition, suffix) = layout
+            .texts(w.as_bytes(), &self.signature.value_names(), max)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok((
+            layout.function_id(&self.function_id, self.shared_identity),
+            partition,
+            suffix,
+        ))
     }
 
     /// The partition texts a partial call drops, with the function id of
@@ -622,7 +477,7 @@ impl Core {
             .map(|class| {
                 let function_id = class.map_or_else(
                     || self.function_id.clone(),
-                    |class| class.function_id.clone(),
+                    |class| class.function_id().to_owned(),
                 );
                 (function_id, text.clone())
             })
@@ -636,26 +491,22 @@ impl Core {
         value: Bound<'_, PyAny>,
         decision: Option<(bool, Option<f64>)>,
     ) -> PyResult<Computed<Stored>> {
-        let stale = self.stale.unwrap_or_else(|| RUNTIME.default_stale());
-        let lifetime = |ttl: Option<Span>| match (ttl, self.early) {
-            (Some(ttl), Some(beta)) => Lifetime::new(ttl, stale).refreshing_early(beta),
-            (Some(ttl), None) => Lifetime::new(ttl, stale),
-            (None, _) => Lifetime::FOREVER,
+        let rule = LifetimeRule {
+            ttl: self.ttl,
+            stale: self.stale.unwrap_or_else(|| RUNTIME.default_stale()),
+            early: self.early,
         };
-        let lifetime = match decision {
-            None => Some(lifetime(self.ttl)),
-            Some((false, _)) => None,
-            Some((true, None)) => Some(Lifetime::FOREVER),
-            Some((true, Some(secs))) => Some(lifetime(Some(
-                Span::from_secs_f64(secs).ok_or_else(|| {
-                    PyValueError::new_err(format!(
-                        "the ttl of {}() came out as {secs}: return a number of seconds >= 0, \
-                         a timedelta, or None",
-                        self.function_id
-                    ))
-                })?,
-            ))),
+        let decision = match decision {
+            None => Decision::Default,
+            Some((store, ttl)) => Decision::of(store, ttl),
         };
+        let lifetime = rule.decide(decision).map_err(|BadTtl(secs)| {
+            PyValueError::new_err(format!(
+                "the ttl of {}() came out as {secs}: return a number of seconds >= 0, \
+                 a timedelta, or None",
+                self.function_id
+            ))
+        })?;
         Ok(Computed {
             value: Stored::new(value.unbind()),
             lifetime,
@@ -695,14 +546,8 @@ impl Core {
     /// Runs the function and decides whether and how long to keep its
     /// value, counting the computation, its time and its failure.
     pub fn compute(&self, py: Python<'_>, call: &Call<'_>) -> PyResult<Computed<Stored>> {
-        let started = std::time::Instant::now();
-        let computed = self.compute_uncounted(py, call);
-        self.stats.add(Counter::Computation);
-        self.stats.observe_compute(started.elapsed());
-        if computed.is_err() {
-            self.stats.add(Counter::Error);
-        }
-        computed
+        self.stats
+            .count_compute(|| self.compute_uncounted(py, call))
     }
 
     fn compute_uncounted(&self, py: Python<'_>, call: &Call<'_>) -> PyResult<Computed<Stored>> {
@@ -732,22 +577,20 @@ pub(crate) fn write_items(
     w: &mut KeyWriter,
     items: &Bound<'_, PyTuple>,
     function_id: &str,
-) -> PyResult<Vec<(String, Range<usize>)>> {
-    w.begin_sequence(Sequence::Tuple, items.len())
-        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+) -> PyResult<Labels> {
+    layout::begin_labelled(w, items.len()).map_err(|e| PyValueError::new_err(e.to_string()))?;
     let mut labels = Vec::with_capacity(items.len());
     for item in items.iter() {
         let (label, value, hashed, sort_lists): (String, Bound<'_, PyAny>, bool, bool) =
             item.extract()?;
-        let start = w.len() + 5 + label.len();
-        encode_item(w, &label, &value, hashed, sort_lists, function_id)?;
-        labels.push((label, start..w.len()));
+        let range = encode_item(w, &label, &value, hashed, sort_lists, function_id)?;
+        labels.push((label, range));
     }
     Ok(labels)
 }
 
 /// One labelled item: the label, then the value (or, for a hashed field,
-/// the digest of the value's encoding).
+/// the digest of the value's encoding); returns the value's byte range.
 fn encode_item(
     w: &mut KeyWriter,
     label: &str,
@@ -755,7 +598,7 @@ fn encode_item(
     hashed: bool,
     sort_lists: bool,
     function_id: &str,
-) -> PyResult<()> {
+) -> PyResult<Range<usize>> {
     let encode = |w: &mut KeyWriter| {
         if sort_lists {
             write_value_sorting_lists(w, value)
@@ -763,20 +606,7 @@ fn encode_item(
             write_value(w, value)
         }
     };
-    let encoded = w
-        .write_str(label)
-        .map_err(Unsupported::from)
-        .and_then(|()| {
-            if hashed {
-                // A hashed field keeps only a fixed digest of its value.
-                let mut full = KeyWriter::new();
-                encode(&mut full)?;
-                Ok(w.write_str(&key::digest(full.as_bytes()))?)
-            } else {
-                encode(w)
-            }
-        });
-    encoded.map_err(|unsupported| {
+    layout::write_labelled(w, label, hashed, encode).map_err(|unsupported| {
         PyTypeError::new_err(format!(
             "cache_result cannot build a cache key for '{label}' of {function_id}(): {}",
             unsupported.explain(
@@ -804,34 +634,4 @@ pub(crate) fn items_key_parts(
     let labels = write_items(&mut suffix, suffix_items, function_id)?;
     let suffix_text = render_labelled(suffix.as_bytes(), &labels, max).map_err(malformed)?;
     Ok((partition_text, suffix_text))
-}
-
-/// What a partition's generation is kept under: the class (for methods,
-/// so one view class's partitions are dropped apart from another's) and
-/// the partition's encoding.
-fn partition_table_key(class: Option<&ClassId>, partition: &[u8]) -> Vec<u8> {
-    let mut key = Vec::with_capacity(8 + partition.len());
-    key.extend_from_slice(&class.map_or(0, |c| c.number).to_le_bytes());
-    key.extend_from_slice(partition);
-    key
-}
-
-/// `label=value,label=value`, or `h` and the digest of that text when it
-/// is longer than `max` (labels are identifiers and dotted paths, so `=`
-/// and `,` cannot be forged).
-fn render_labelled(
-    bytes: &[u8],
-    labels: &[(String, Range<usize>)],
-    max: usize,
-) -> Result<String, key::Malformed> {
-    let mut text = String::new();
-    for (n, (label, range)) in labels.iter().enumerate() {
-        if n > 0 {
-            text.push(',');
-        }
-        text.push_str(label);
-        text.push('=');
-        text.push_str(&key::render(&bytes[range.clone()])?);
-    }
-    Ok(key::fit_part(text, max))
 }

@@ -1,45 +1,32 @@
 //! A shared store over any Django cache alias (`CACHES`): LocMem, the
 //! database cache, memcached, django-redis, Django's own Redis backend.
 //!
-//! The lifecycle is the engine's, as with Redis; this adapter only speaks
-//! Django's cache API: `get_many` for a lookup (one round trip on backends
-//! that batch it), `add` for locks and for starting generation counters
-//! (epochs; see `restflow_cache::shared::SharedStore`), `delete` to retire
-//! one. Unlike Redis, a lock is released by reading it and deleting it: two
-//! calls, so a lock that expired in between could be released for its next
-//! holder (documented; keep `LOCK_TIMEOUT` well above the time a
-//! computation takes). Likewise an entry is written after its counters are
-//! read, not atomically: an invalidation in between still wins, since the
-//! entry then carries epochs no counter holds.
-
-use std::time::Duration;
+//! The store's logic (which keys, `add` for locks and counters, how a lock
+//! is released) is the engine's [`restflow_cache::shared::kv`]; this
+//! adapter only makes Django's cache API calls and converts their values.
 
 use crate::once::OnceValue;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
-use restflow_cache::key;
-use restflow_cache::shared::{
-    fresh_epoch, Fetched, Generations, KeySet, SharedStore, StoreError, EPOCH_LIMIT,
-};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyString};
+use restflow_cache::shared::{KvCache, KvStore, KvValue, KvWrite, StoreError};
 
-/// A Django cache alias as a shared store.
-pub struct DjangoStore {
+/// A Django cache alias, as the engine's key-value cache.
+pub struct DjangoCache {
     alias: String,
 }
 
 static CACHES: OnceValue<Py<PyAny>> = OnceValue::new();
 
-impl DjangoStore {
-    pub fn new(alias: String) -> Self {
-        DjangoStore { alias }
+impl DjangoCache {
+    /// The shared store over the cache alias `alias`.
+    pub fn store(alias: String) -> KvStore<DjangoCache> {
+        KvStore(DjangoCache { alias })
     }
 
     /// The alias's cache object for the calling thread (Django keeps one
     /// per thread).
     fn cache<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        CACHES
-            .import(py, "django.core.cache", "caches")?
-            .get_item(&self.alias)
+        crate::once::import(&CACHES, py, "django.core.cache", "caches")?.get_item(&self.alias)
     }
 
     fn run<T>(
@@ -62,192 +49,78 @@ impl DjangoStore {
     }
 }
 
-/// Django cache keys must suit memcached: short, no spaces or control
-/// characters. Keys that do not are replaced by their digest.
-fn safe(key: &str) -> String {
-    if key.len() <= 200 && key.bytes().all(|b| b.is_ascii_graphic()) {
-        key.to_owned()
-    } else {
-        format!("restflow:h:{}", key::digest(key.as_bytes()))
+/// A cached Python value as the store sees it.
+fn value(found: Option<Bound<'_, PyAny>>) -> KvValue {
+    let Some(found) = found.filter(|v| !v.is_none()) else {
+        return KvValue::Missing;
+    };
+    if let Ok(bytes) = found.cast::<PyBytes>() {
+        return KvValue::Bytes(bytes.as_bytes().to_vec());
+    }
+    if let Ok(text) = found.cast::<PyString>() {
+        return text
+            .to_str()
+            .map_or(KvValue::Other, |t| KvValue::Text(t.to_owned()));
+    }
+    if found.is_instance_of::<PyBool>() {
+        return KvValue::Other;
+    }
+    match found.cast::<PyInt>().map(|n| n.extract::<u64>()) {
+        Ok(Ok(n)) => KvValue::Int(n),
+        _ => KvValue::Other,
     }
 }
 
-fn timeout(ttl: Option<Duration>) -> Option<f64> {
-    ttl.map(|d| d.as_secs_f64().max(0.001))
-}
-
-/// A counter as the cache holds it: an `int` epoch below `EPOCH_LIMIT`;
-/// `None` when it is missing or anything else (garbage heals: the next
-/// computation starts it again).
-fn counter(value: Option<Bound<'_, PyAny>>) -> Option<u64> {
-    let value = value?;
-    if value.is_instance_of::<pyo3::types::PyBool>() {
-        return None;
-    }
-    value
-        .cast::<pyo3::types::PyInt>()
-        .ok()?
-        .extract::<u64>()
-        .ok()
-        .filter(|epoch| *epoch < EPOCH_LIMIT)
-}
-
-/// The counters of `keys` as the cache names them: scope, version, then
-/// the partition's (the only one that expires).
-fn counter_names(keys: &KeySet) -> Vec<String> {
-    let mut names = vec![safe(&keys.scope), safe(&keys.version)];
-    names.extend(keys.partition.as_deref().map(safe));
-    names
-}
-
-/// Generations from counters read in [`counter_names`] order.
-fn generations_of(epochs: &[Option<u64>]) -> Option<Generations> {
-    Some(Generations {
-        scope: (*epochs.first()?)?,
-        version: (*epochs.get(1)?)?,
-        partition: match epochs.get(2) {
-            Some(epoch) => (*epoch)?,
-            None => 0,
-        },
+/// A value to write, as Python.
+fn written<'py>(py: Python<'py>, value: KvWrite<'_>) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match value {
+        KvWrite::Bytes(bytes) => PyBytes::new(py, bytes).into_any(),
+        KvWrite::Int(n) => n.into_pyobject(py)?.into_any(),
+        KvWrite::Text(text) => PyString::new(py, text).into_any(),
     })
 }
 
-impl DjangoStore {
-    /// The epochs the counters `names` hold now (`get_many`: one round trip).
-    fn epochs(&self, cache: &Bound<'_, PyAny>, names: &[String]) -> PyResult<Vec<Option<u64>>> {
-        let found = cache.call_method1("get_many", (names,))?;
-        let found = found.cast::<PyDict>()?;
-        names
-            .iter()
-            .map(|name| Ok(counter(found.get_item(name)?)))
-            .collect()
-    }
-}
-
-impl SharedStore for DjangoStore {
-    fn fetch(&self, keys: &KeySet) -> Result<Fetched, StoreError> {
+impl KvCache for DjangoCache {
+    fn get_many(&self, names: &[String]) -> Result<Vec<KvValue>, StoreError> {
         self.run(|_, cache| {
-            let mut names = vec![
-                safe(&keys.data),
-                safe(&keys.scope),
-                safe(&keys.version),
-                safe(&keys.lock),
-            ];
-            if let Some(partition) = &keys.partition {
-                names.push(safe(partition));
-            }
-            let found = cache.call_method1("get_many", (&names,))?;
+            let found = cache.call_method1("get_many", (names,))?;
             let found = found.cast::<PyDict>()?;
-            let get = |name: &String| found.get_item(name);
-            let epochs = [&names[1], &names[2]]
-                .into_iter()
-                .chain(names.get(4))
-                .map(|name| Ok(counter(get(name)?)))
-                .collect::<PyResult<Vec<_>>>()?;
-            let payload = match get(&names[0])? {
-                Some(value) if !value.is_none() => match value.cast::<PyBytes>() {
-                    Ok(bytes) => Some(bytes.as_bytes().to_vec()),
-                    // A foreign value under our key: a miss, like any bad payload.
-                    Err(_) => Some(Vec::new()),
-                },
-                _ => None,
-            };
-            Ok(Fetched {
-                payload,
-                generations: generations_of(&epochs),
-                locked: get(&names[3])?.is_some_and(|v| !v.is_none()),
-            })
+            names
+                .iter()
+                .map(|name| Ok(value(found.get_item(name)?)))
+                .collect()
         })
     }
 
-    fn put(&self, key: &str, payload: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
+    fn get(&self, name: &str) -> Result<KvValue, StoreError> {
+        self.run(|_, cache| Ok(value(Some(cache.call_method1("get", (name,))?))))
+    }
+
+    fn set(&self, name: &str, v: KvWrite<'_>, timeout: Option<f64>) -> Result<(), StoreError> {
         self.run(|py, cache| {
-            cache.call_method1("set", (safe(key), PyBytes::new(py, payload), timeout(ttl)))?;
+            cache.call_method1("set", (name, written(py, v)?, timeout))?;
             Ok(())
         })
     }
 
-    fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        self.run(|_, cache| {
-            let deleted = cache.call_method1("delete", (safe(key),))?;
-            Ok(deleted.is_truthy().unwrap_or(false))
-        })
-    }
-
-    fn generations(&self, keys: &KeySet, floor: Duration) -> Result<Generations, StoreError> {
-        let names = counter_names(keys);
-        self.run(|_, cache| {
-            let mut epochs = self.epochs(&cache, &names)?;
-            for (at, (name, epoch)) in names.iter().zip(epochs.iter_mut()).enumerate() {
-                if epoch.is_some() {
-                    continue;
-                }
-                // Scope and version counters never expire; the partition's
-                // lives `floor` unless an entry written under it extends it.
-                let expiry = if at == 2 { timeout(Some(floor)) } else { None };
-                let fresh = fresh_epoch();
-                // Missing: start it, unless another process just did (then
-                // read theirs). Garbage: `add` refuses, so replace it.
-                if !cache
-                    .call_method1("add", (name, fresh, expiry))?
-                    .is_truthy()?
-                {
-                    *epoch = counter(Some(cache.call_method1("get", (name,))?));
-                    if epoch.is_some() {
-                        continue;
-                    }
-                    cache.call_method1("set", (name, fresh, expiry))?;
-                }
-                *epoch = Some(fresh);
-            }
-            generations_of(&epochs).ok_or_else(|| {
-                pyo3::exceptions::PyRuntimeError::new_err("could not start a generation counter")
-            })
-        })
-    }
-
-    fn put_current(
-        &self,
-        keys: &KeySet,
-        generations: Generations,
-        payload: &[u8],
-        ttl: Option<Duration>,
-    ) -> Result<bool, StoreError> {
-        let names = counter_names(keys);
+    fn add(&self, name: &str, v: KvWrite<'_>, timeout: Option<f64>) -> Result<bool, StoreError> {
         self.run(|py, cache| {
-            if generations_of(&self.epochs(&cache, &names)?) != Some(generations) {
-                return Ok(false);
-            }
-            let entry_timeout = timeout(ttl);
-            cache.call_method1(
-                "set",
-                (safe(&keys.data), PyBytes::new(py, payload), entry_timeout),
-            )?;
-            // The partition counter lives as long as its newest entry.
-            // (Django cannot read a timeout, so this may shorten it when a
-            // callable ttl shrinks: older entries then become misses early.)
-            if let Some(partition) = names.get(2) {
-                cache.call_method1("touch", (partition, entry_timeout))?;
-            }
-            Ok(true)
-        })
-    }
-
-    fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
-        self.run(|_, cache| {
             cache
-                .call_method1("add", (safe(key), token, timeout(Some(ttl))))?
+                .call_method1("add", (name, written(py, v)?, timeout))?
                 .is_truthy()
         })
     }
 
-    fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
-        let key = safe(key);
+    fn delete(&self, name: &str) -> Result<bool, StoreError> {
         self.run(|_, cache| {
-            let holder = cache.call_method1("get", (&key,))?;
-            if holder.extract::<String>().is_ok_and(|h| h == token) {
-                cache.call_method1("delete", (&key,))?;
-            }
+            let deleted = cache.call_method1("delete", (name,))?;
+            Ok(deleted.is_truthy().unwrap_or(false))
+        })
+    }
+
+    fn touch(&self, name: &str, timeout: Option<f64>) -> Result<(), StoreError> {
+        self.run(|_, cache| {
+            cache.call_method1("touch", (name, timeout))?;
             Ok(())
         })
     }

@@ -6,52 +6,19 @@
 //! refused: a `repr()` could embed a memory address and silently make every
 //! call a miss, or two different objects equal.
 
-use crate::once::OnceValue;
+use crate::once::{Attached, OnceValue};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PySet, PyString, PyTuple, PyType};
-use restflow_cache::key::{KeyWriter, Sequence, TooLong, Unordered};
+use restflow_cache::key::{KeyWriter, Sequence, Unordered};
 
 /// How deep containers may nest before a value is refused (a guard against
 /// self-referencing containers).
 const MAX_DEPTH: usize = 64;
 
-/// A value the encoder cannot represent faithfully.
-pub struct Unsupported {
-    /// What was found, for the error message.
-    pub what: String,
-    /// Why a value of a type the encoder knows is refused (too long, a zone
-    /// with no name); `None` for a type it does not know, whose message
-    /// lists the types it does.
-    pub reason: Option<String>,
-}
-
-impl Unsupported {
-    /// The end of an error message about this value: `it is …`, and what
-    /// to do about it (`types` lists what the caller may pass instead).
-    pub fn explain(&self, types: &str) -> String {
-        match &self.reason {
-            Some(reason) => format!("it is {}: {reason}", self.what),
-            None => format!(
-                "it is {}, which has no canonical encoding. {types}",
-                self.what
-            ),
-        }
-    }
-}
-
-impl From<TooLong> for Unsupported {
-    fn from(too_long: TooLong) -> Self {
-        Unsupported {
-            what: format!("a value of {} bytes or items", too_long.len),
-            reason: Some(
-                "a key part holds at most 4 GiB (4294967295 bytes or items). Key it by \
-                 something shorter: an id, or a digest of it (a key field with a normalizer)."
-                    .to_owned(),
-            ),
-        }
-    }
-}
+/// A value the encoder cannot represent faithfully (the engine's type, so
+/// the parameter model can carry it).
+pub use restflow_cache::signature::Unsupported;
 
 type Encoded = Result<(), Unsupported>;
 

@@ -18,42 +18,9 @@ use pyo3::types::{PyDict, PyList};
 
 use crate::encode::type_path;
 
-/// How deep a value may nest (JSON's own encoder stops near Python's
-/// recursion limit; this check must never overflow the Rust stack first).
-const MAX_DEPTH: usize = 500;
-
-/// Where a value stops being plain JSON, and what was found there.
-pub struct Unfaithful {
-    /// The path from the value to the item, innermost last.
-    steps: Vec<Step>,
-    /// Whether the item is a dict key (rather than a value).
-    key: bool,
-    /// `module.qualname` of the item's type (or why it is refused).
-    pub kind: String,
-}
-
-enum Step {
-    Index(usize),
-    Key(String),
-}
-
-impl Unfaithful {
-    /// `the value['rows'][0]`, or `a key of the value['rows']`.
-    pub fn path(&self) -> String {
-        let mut path = String::from("the value");
-        for step in self.steps.iter().rev() {
-            match step {
-                Step::Index(n) => path.push_str(&format!("[{n}]")),
-                Step::Key(repr) => path.push_str(&format!("[{repr}]")),
-            }
-        }
-        if self.key {
-            format!("a key of {path}")
-        } else {
-            path
-        }
-    }
-}
+/// Where a value stops being plain JSON (the engine's, with its path).
+pub use restflow_cache::shared::unfaithful::Unfaithful;
+use restflow_cache::shared::unfaithful::MAX_DEPTH;
 
 /// Checks that `value` is plain JSON all the way down.
 pub fn check(value: &Bound<'_, PyAny>) -> Result<(), Unfaithful> {
@@ -61,20 +28,12 @@ pub fn check(value: &Bound<'_, PyAny>) -> Result<(), Unfaithful> {
 }
 
 fn refuse(value: &Bound<'_, PyAny>, key: bool) -> Unfaithful {
-    Unfaithful {
-        steps: Vec::new(),
-        key,
-        kind: type_path(&value.get_type()),
-    }
+    Unfaithful::found(type_path(&value.get_type()), key)
 }
 
 fn walk(value: &Bound<'_, PyAny>, depth: usize) -> Result<(), Unfaithful> {
     if depth > MAX_DEPTH {
-        return Err(Unfaithful {
-            steps: Vec::new(),
-            key: false,
-            kind: format!("containers nested deeper than {MAX_DEPTH} levels"),
-        });
+        return Err(Unfaithful::too_deep());
     }
     let ptr = value.as_ptr();
     // SAFETY: `ptr` is a live object; comparing its type pointer with the
@@ -92,10 +51,7 @@ fn walk(value: &Bound<'_, PyAny>, depth: usize) -> Result<(), Unfaithful> {
         if ty == std::ptr::addr_of_mut!(ffi::PyList_Type) {
             let list = value.cast_unchecked::<PyList>();
             for (n, item) in list.iter().enumerate() {
-                walk(&item, depth + 1).map_err(|mut e| {
-                    e.steps.push(Step::Index(n));
-                    e
-                })?;
+                walk(&item, depth + 1).map_err(|e| e.in_index(n))?;
             }
             return Ok(());
         }
@@ -105,13 +61,9 @@ fn walk(value: &Bound<'_, PyAny>, depth: usize) -> Result<(), Unfaithful> {
                 if ffi::Py_TYPE(key.as_ptr()) != std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
                     return Err(refuse(&key, true));
                 }
-                walk(&item, depth + 1).map_err(|mut e| {
-                    let repr = key
-                        .repr()
-                        .map(|r| r.to_string())
-                        .unwrap_or_else(|_| "?".to_owned());
-                    e.steps.push(Step::Key(repr));
-                    e
+                walk(&item, depth + 1).map_err(|e| {
+                    let repr = key.repr().map(|r| r.to_string());
+                    e.in_key(repr.unwrap_or_else(|_| "?".to_owned()))
                 })?;
             }
             return Ok(());

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use restflow_cache::{Span, Timestamp};
+use restflow_cache::Timestamp;
 
 mod core;
 mod django_store;
@@ -87,7 +87,7 @@ fn max_entries(py: Python<'_>) -> PyResult<u64> {
 /// The engine clock, in seconds since the epoch.
 #[pyfunction]
 fn now() -> f64 {
-    RUNTIME.engine.cache().clock().now().as_micros() as f64 / 1e6
+    RUNTIME.engine.cache().clock().now().as_secs_f64()
 }
 
 /// Freezes the engine clock at `at` (seconds since the epoch), or at the
@@ -96,22 +96,18 @@ fn now() -> f64 {
 #[pyo3(signature = (at=None))]
 fn freeze_clock(at: Option<f64>) {
     let clock = RUNTIME.engine.cache().clock();
-    let at = at.map_or_else(Timestamp::now_system, |secs| {
-        Timestamp::from_micros((secs * 1e6).round() as i64)
-    });
+    let at = at.map_or_else(Timestamp::now_system, Timestamp::from_secs_f64);
     clock.freeze(at);
 }
 
 /// Moves the engine clock forward by `seconds` (freezing it first).
 #[pyfunction]
 fn advance_clock(seconds: f64) -> PyResult<f64> {
-    let span = Span::from_secs_f64(seconds).ok_or_else(|| {
-        pyo3::exceptions::PyValueError::new_err(format!(
-            "the clock only moves forward: advance by seconds >= 0, got {seconds}"
-        ))
-    })?;
-    let now = RUNTIME.engine.cache().clock().advance(span);
-    Ok(now.as_micros() as f64 / 1e6)
+    let clock = RUNTIME.engine.cache().clock();
+    let now = clock
+        .advance_secs(seconds)
+        .map_err(pyo3::exceptions::PyValueError::new_err)?;
+    Ok(now.as_secs_f64())
 }
 
 /// Lets the engine clock follow the system time again.

@@ -1,39 +1,18 @@
-//! `datetime` and `time` values in keys: their text, their fold and their
-//! zone.
+//! `datetime` and `time` values in keys: their fold and their zone, read
+//! from Python.
 //!
-//! `isoformat()` alone is not the value. It prints an offset, not a zone:
-//! 12:00 UTC, 12:00 in `Europe/London` in winter and 12:00 in a zone
-//! named `GMT` print alike, yet a function that reads `tzname()` or adds a
-//! month returns different things for each. It leaves out `fold`, which
-//! decides what a naive value means once it is given a zone. And a `time`
-//! with a `ZoneInfo` prints no offset at all, like a naive one. So the key
-//! holds the zone by name, and the fold, whenever they say more than the
-//! text does.
-//!
-//! The common values keep the key they always had (just the text): naive
-//! ones with fold 0, and those whose zone is a plain `datetime.timezone`
-//! offset (UTC included), which the printed offset describes completely.
-//! Zones are keyed by what names them in every process: a `ZoneInfo` by its
-//! key, a named `datetime.timezone` by its offset and name. Any other
-//! `tzinfo` (a class restflow cannot see into) is refused, never keyed by
-//! what it prints.
+//! Why a key needs more than `isoformat()`, and how it is written, is the
+//! engine's [`restflow_cache::moment`]. Here the zone is named: a
+//! `ZoneInfo` by its key, a named `datetime.timezone` by its offset and
+//! name. Any other `tzinfo` (a class restflow cannot see into) is refused,
+//! never keyed by what it prints.
 
 use pyo3::prelude::*;
 use pyo3::types::PyType;
-use restflow_cache::key::{KeyWriter, Sequence};
+use restflow_cache::key::KeyWriter;
+use restflow_cache::moment::Zone;
 
 use crate::encode::{type_path, unsupported, StdTypes, Unsupported};
-
-/// What the key says about a value's zone beyond its text.
-enum Zone {
-    /// Nothing: naive, or a `datetime.timezone` with the default name for
-    /// its offset, which the text prints in full.
-    InText,
-    /// A `datetime.timezone` with a name of its own.
-    Named { offset_micros: i64, name: String },
-    /// A `zoneinfo.ZoneInfo`, by its key (`Europe/London`).
-    Info(String),
-}
 
 /// Writes a datetime or time (its tag already written) from its
 /// `isoformat()` text `iso`.
@@ -48,30 +27,7 @@ pub(crate) fn write_moment(
         .and_then(|f| f.extract())
         .map_err(|_| unsupported(value))?;
     let zone = zone(value, types)?;
-    if fold == 0 && matches!(zone, Zone::InText) {
-        w.write_str(iso)?;
-        return Ok(());
-    }
-    w.begin_sequence(Sequence::Tuple, 3)?;
-    w.write_str(iso)?;
-    w.write_int(fold);
-    match zone {
-        Zone::InText => w.write_none(),
-        Zone::Named {
-            offset_micros,
-            name,
-        } => {
-            w.begin_tagged("datetime.timezone")?;
-            w.begin_sequence(Sequence::Tuple, 2)?;
-            w.write_int(offset_micros);
-            w.write_str(&name)?;
-        }
-        Zone::Info(key) => {
-            w.begin_tagged("zoneinfo.ZoneInfo")?;
-            w.write_str(&key)?;
-        }
-    }
-    Ok(())
+    Ok(restflow_cache::moment::write_moment(w, iso, fold, &zone)?)
 }
 
 fn zone(value: &Bound<'_, PyAny>, types: &StdTypes) -> Result<Zone, Unsupported> {

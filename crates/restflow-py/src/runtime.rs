@@ -8,14 +8,15 @@
 //! (flights, refresh workers, Redis connections) belongs to one process and
 //! is made afresh in a child (`restflow_cache::fork`).
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use crate::once::OnceValue;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use restflow_cache::{Cache, Clock, Engine, Job, MemoryStore, Refresher, Scopes, Span, Status};
+use restflow_cache::settings::{Defaults, Settings};
+use restflow_cache::{Cache, Clock, Engine, Job, MemoryStore, Refresher, Scopes, Span};
 
 use crate::stored::Stored;
 
@@ -60,14 +61,7 @@ pub struct ScopeLabels {
 }
 
 /// Bits of [`Runtime::state`]: what the hot path needs to know, in one load.
-pub mod state {
-    /// The settings have been read.
-    pub const CONFIGURED: u8 = 1;
-    /// The `BACKEND` setting is the memory store.
-    pub const MEMORY: u8 = 2;
-    /// The `STALE_IF_ERROR` setting is 0.
-    pub const NO_KEEP: u8 = 4;
-}
+pub use restflow_cache::settings::state;
 
 pub struct Runtime {
     pub engine: Arc<PyEngine>,
@@ -77,11 +71,8 @@ pub struct Runtime {
     /// shared store (its own locks and single-flight), the other tasks
     /// await its answer without holding a thread (see `flight::SharedFlight`).
     pub shared_flights: restflow_cache::SingleFlight<crate::flight::Answer, SharedErr>,
-    /// [`state`] bits.
-    state: std::sync::atomic::AtomicU8,
-    default_stale_micros: AtomicI64,
-    default_stale_if_error_micros: AtomicI64,
-    max_key_part_length: AtomicUsize,
+    /// The settings, with the [`state`] bits.
+    defaults: Defaults,
     /// Shared backends by the spec they were resolved from ("" for the
     /// default); emptied when the settings change.
     backends:
@@ -96,17 +87,14 @@ pub static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| Runtime {
     )),
     scopes: Scopes::new(),
     shared_flights: restflow_cache::SingleFlight::new(),
-    state: std::sync::atomic::AtomicU8::new(0),
-    default_stale_micros: AtomicI64::new(0),
-    default_stale_if_error_micros: AtomicI64::new(0),
-    max_key_part_length: AtomicUsize::new(250),
+    defaults: Defaults::new(),
     backends: parking_lot::Mutex::new(std::collections::HashMap::new()),
     shutting_down: AtomicBool::new(false),
 });
 
 /// Objects installed by `restflow.caching` when it is imported.
 pub struct Hooks {
-    /// `CacheStatus` members, in the order of [`status_index`].
+    /// `CacheStatus` members, in the order of `restflow_cache::Status::index`.
     pub statuses: [Py<PyAny>; 5],
     /// `CACHE_MISSING`.
     pub missing: Py<PyAny>,
@@ -130,16 +118,6 @@ pub fn hooks(_py: Python<'_>) -> PyResult<&Hooks> {
     })
 }
 
-pub const fn status_index(status: Status) -> usize {
-    match status {
-        Status::Hit => 0,
-        Status::Miss => 1,
-        Status::Stale => 2,
-        Status::Bypass => 3,
-        Status::Refresh => 4,
-    }
-}
-
 impl Runtime {
     /// The engine, with the settings read on first use (and again after
     /// [`Runtime::reconfigure`]).
@@ -154,7 +132,7 @@ impl Runtime {
     /// The [`state`] bits, in one load.
     #[inline]
     pub fn state(&self) -> u8 {
-        self.state.load(Ordering::Acquire)
+        self.defaults.state()
     }
 
     #[cold]
@@ -167,41 +145,27 @@ impl Runtime {
                 PyRuntimeError::new_err("the settings hook returned a negative window")
             })
         };
-        let stale = span(stale)?;
-        let keep = span(stale_if_error)?;
-        self.default_stale_if_error_micros
-            .store(keep.as_micros(), Ordering::Release);
+        let settings = Settings {
+            stale: span(stale)?,
+            stale_if_error: span(stale_if_error)?,
+            max_key_part_length: max_part,
+            memory,
+        };
         self.engine.cache().store().set_max_entries(max_entries);
-        self.default_stale_micros
-            .store(stale.as_micros(), Ordering::Release);
-        self.max_key_part_length.store(max_part, Ordering::Release);
-        let mut bits = state::CONFIGURED;
-        if memory {
-            bits |= state::MEMORY;
-        }
-        if keep.is_zero() {
-            bits |= state::NO_KEEP;
-        }
-        self.state.store(bits, Ordering::Release);
+        self.defaults.set(&settings);
         Ok(())
     }
 
     /// Makes the next call read the settings again.
     pub fn reconfigure(&self) {
-        self.state.store(0, Ordering::Release);
+        self.defaults.unset();
         let dropped = std::mem::take(&mut *self.backends.lock());
         drop(dropped);
     }
 
-    /// Whether wrappers without their own backend use the memory store.
-    #[inline]
-    pub fn default_is_memory(&self) -> bool {
-        self.state() & state::MEMORY != 0
-    }
-
     /// The stale-if-error window of wrappers that did not choose one.
     pub fn default_stale_if_error(&self) -> Span {
-        Span::from_micros(self.default_stale_if_error_micros.load(Ordering::Acquire))
+        self.defaults.stale_if_error()
     }
 
     /// The shared backend for `spec` (`None`: the `BACKEND` setting), or
@@ -230,13 +194,13 @@ impl Runtime {
 
     /// Key-string parts longer than this are digested.
     pub fn max_key_part_length(&self) -> usize {
-        self.max_key_part_length.load(Ordering::Acquire)
+        self.defaults.max_key_part_length()
     }
 
     /// The stale window of wrappers that did not choose one.
     #[inline]
     pub fn default_stale(&self) -> Span {
-        Span::from_micros(self.default_stale_micros.load(Ordering::Acquire))
+        self.defaults.stale()
     }
 }
 

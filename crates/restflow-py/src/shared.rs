@@ -6,19 +6,20 @@
 //! `restflow_cache::shared`'s. Every round trip runs with the GIL
 //! released; the user's function runs attached, on the calling thread.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::once::OnceValue;
+use crate::once::{Attached, OnceValue};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use restflow_cache::key::{self, KeyWriter};
+use restflow_cache::shared::settings::{self, Serializer, StoreKind, WarnLimit};
 use restflow_cache::shared::{
-    Answer, Begin, Breaker, ClusterStore, Epoch, HotCache, KeySet, KeySpace, NearMode, OwnedClaim,
-    Produced, RedisConfig, RedisStore, RefreshClaim, SentinelStore, Served, SharedCache,
-    SharedError, SharedOptions, SharedStore, Signer, StoreError, Undecodable,
+    Answer, Begin, ClusterStore, Epoch, HotCache, KeySet, KeySpace, NearMode, OwnedClaim, Produced,
+    RedisStore, RefreshClaim, SentinelStore, Served, SharedCache, SharedError, SharedStore, Signer,
+    StoreError, Undecodable,
 };
 use restflow_cache::{Counter, Freshness, Lifetime, Stamps, Status, Timestamp};
 
@@ -48,13 +49,6 @@ fn own(py: Python<'_>, value: Value) -> Py<PyAny> {
     Arc::try_unwrap(value).unwrap_or_else(|shared| shared.clone_ref(py))
 }
 
-/// Serializer flags stored in each payload's header.
-const PICKLE: u8 = 0;
-const JSON: u8 = 1;
-
-/// Warnings about a failing store are logged at most this often.
-const WARN_INTERVAL_MICROS: i64 = 60_000_000;
-
 /// A Redis store with its signing key, key prefix and serializer.
 #[pyclass(module = "restflow._engine", name = "SharedBackend", frozen)]
 pub struct SharedBackend {
@@ -70,10 +64,11 @@ pub struct SharedBackend {
     /// `restflow_cache::shared::hot`); with a near cache only. Used only
     /// attached (its values are Python objects; see its invariants).
     hot: Option<HotCache<Py<PyAny>>>,
-    serializer: u8,
+    serializer: Serializer,
     url: String,
     read_timeout: f64,
-    last_warning: AtomicI64,
+    /// When a warning about the store may be logged next.
+    warn_limit: WarnLimit,
 }
 
 struct Codecs {
@@ -99,12 +94,7 @@ fn codecs(py: Python<'_>) -> PyResult<&Codecs> {
 }
 
 fn seconds(what: &str, secs: f64) -> PyResult<Duration> {
-    if !secs.is_finite() || secs <= 0.0 {
-        return Err(PyValueError::new_err(format!(
-            "{what} must be a number of seconds > 0, got {secs}"
-        )));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    settings::positive_seconds(what, secs).map_err(PyValueError::new_err)
 }
 
 impl SharedBackend {
@@ -184,14 +174,15 @@ impl SharedBackend {
         value: &Bound<'_, PyAny>,
     ) -> Result<(u8, Vec<u8>), Unserializable> {
         let codecs = codecs(py)?;
-        if self.serializer == JSON {
+        let flag = self.serializer.flag();
+        if self.serializer == Serializer::Json {
             crate::json_value::check(value).map_err(Unserializable::NotJson)?;
             let text: String = codecs.json_dumps.bind(py).call1((value,))?.extract()?;
-            return Ok((JSON, text.into_bytes()));
+            return Ok((flag, text.into_bytes()));
         }
         let bytes = codecs.pickle_dumps.bind(py).call1((value, 5))?;
         let bytes = bytes.cast::<PyBytes>().map_err(PyErr::from)?;
-        Ok((PICKLE, bytes.as_bytes().to_vec()))
+        Ok((flag, bytes.as_bytes().to_vec()))
     }
 
     /// A stored value for the engine ([`SharedCache::serve`]'s `decode`):
@@ -224,43 +215,20 @@ impl SharedBackend {
 
     fn deserialize(&self, py: Python<'_>, flags: u8, bytes: &[u8]) -> PyResult<Py<PyAny>> {
         let codecs = codecs(py)?;
-        let loads = match flags {
-            PICKLE => &codecs.pickle_loads,
-            JSON => &codecs.json_loads,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "unknown serializer flag {other} in a signed payload"
-                )))
-            }
+        let loads = match Serializer::from_flag(flags).map_err(PyValueError::new_err)? {
+            Serializer::Pickle => &codecs.pickle_loads,
+            Serializer::Json => &codecs.json_loads,
         };
         Ok(loads.bind(py).call1((PyBytes::new(py, bytes),))?.unbind())
     }
 
     /// Logs a store failure, at most once per interval.
     fn warn(&self, py: Python<'_>, error: &StoreError) {
-        let now = Timestamp::now_coarse().as_micros();
-        let last = self.last_warning.load(Ordering::Relaxed);
-        if now - last < WARN_INTERVAL_MICROS
-            || self
-                .last_warning
-                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
-                .is_err()
-        {
+        if !self.warn_limit.allow(Timestamp::now_coarse().as_micros()) {
             return;
         }
         if let Ok(hooks) = hooks(py) {
-            let message = match error {
-                StoreError::Protocol(_) | StoreError::ReadOnly(_) => format!(
-                    "restflow: cache store {} refused an operation ({error}); that call is \
-                     computed live (BYPASS), other operations go on",
-                    self.url
-                ),
-                _ => format!(
-                    "restflow: cache store {} failed ({error}); calls are computed live (BYPASS) \
-                     until it answers again",
-                    self.url
-                ),
-            };
+            let message = settings::warning(&self.url, error);
             let _ = hooks.logger.call_method1(py, "warning", (message,));
         }
     }
@@ -292,37 +260,12 @@ impl SharedBackend {
         near_cache_size: usize,
         near_cache_default: bool,
     ) -> PyResult<Self> {
-        let serializer = match serializer {
-            "pickle" => PICKLE,
-            "json" => JSON,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "serializer must be \"pickle\" or \"json\", got {other:?}"
-                )))
-            }
-        };
-        if signing_key.is_empty() {
-            return Err(PyValueError::new_err(
-                "a shared store needs a non-empty signing key",
-            ));
-        }
-        let redis = || -> PyResult<RedisConfig> {
-            Ok(RedisConfig {
-                url: url.clone(),
-                pool_size,
-                connect_timeout: seconds("connect_timeout", connect_timeout)?,
-                read_timeout: seconds("read_timeout", read_timeout)?,
-                read_spin: match read_spin {
-                    0.0 => Duration::ZERO,
-                    secs if secs > 0.0 => seconds("read_spin", secs)?,
-                    _ => {
-                        return Err(PyValueError::new_err(format!(
-                            "read_spin must be a number of seconds >= 0 (0: never \
-                             busy-wait), got {read_spin}"
-                        )))
-                    }
-                },
-            })
+        let invalid = |e: String| PyValueError::new_err(e);
+        let serializer = Serializer::parse(serializer).map_err(invalid)?;
+        settings::check_signing_key(signing_key).map_err(invalid)?;
+        let redis = || {
+            settings::redis_config(&url, pool_size, connect_timeout, read_timeout, read_spin)
+                .map_err(invalid)
         };
         let bad_url = |e: StoreError| PyValueError::new_err(e.to_string());
         // Only this store's keys are tracked when they share a prefix; else
@@ -341,46 +284,25 @@ impl SharedBackend {
                 }
             }};
         }
-        let cluster = url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://");
-        let store: Box<dyn SharedStore> = match url.strip_prefix("django") {
-            Some(alias) => {
-                let alias = match alias {
-                    "" => "default",
-                    _ => alias.strip_prefix(':').ok_or_else(|| {
-                        PyValueError::new_err(format!(
-                            "a Django backend is \"django\" or \"django:<alias>\", got {url:?}"
-                        ))
-                    })?,
-                };
-                Box::new(crate::django_store::DjangoStore::new(alias.to_owned()))
+        let kind = StoreKind::of(&url).map_err(invalid)?;
+        let store: Box<dyn SharedStore> = match kind {
+            StoreKind::Django(alias) => {
+                Box::new(crate::django_store::DjangoCache::store(alias.to_owned()))
             }
-            None if cluster => Box::new(near!(ClusterStore::new(redis()?).map_err(bad_url)?)),
-            None if url.starts_with("redis+sentinel://")
-                || url.starts_with("rediss+sentinel://") =>
-            {
-                Box::new(near!(SentinelStore::new(redis()?).map_err(bad_url)?))
-            }
-            None => Box::new(near!(RedisStore::new(redis()?).map_err(bad_url)?)),
+            StoreKind::Cluster => Box::new(near!(ClusterStore::new(redis()?).map_err(bad_url)?)),
+            StoreKind::Sentinel => Box::new(near!(SentinelStore::new(redis()?).map_err(bad_url)?)),
+            StoreKind::Redis => Box::new(near!(RedisStore::new(redis()?).map_err(bad_url)?)),
         };
-        let lock_timeout = seconds("lock_timeout", lock_timeout)?;
         let cache = SharedCache::new(
             store,
             Signer::new(signing_key),
             RUNTIME.engine.cache().shared_clock(),
-            // A cluster keeps a breaker per slot (one dead master must not
-            // skip the others): this one must never open for it.
-            Breaker::new(if cluster { u32::MAX } else { 3 }, Duration::from_secs(1)),
-            SharedOptions {
-                lock_timeout,
-                wait_timeout: match wait_timeout {
-                    Some(secs) => seconds("wait_timeout", secs)?,
-                    None => lock_timeout + Duration::from_secs(1),
-                },
-                bypass_on_failure,
-            },
+            kind.breaker(),
+            settings::options(lock_timeout, wait_timeout, bypass_on_failure).map_err(invalid)?,
         )
         // One source of early-refresh draws for every store, which tests seed.
         .with_dice(Arc::clone(RUNTIME.engine.cache().dice()));
+        let cluster = kind == StoreKind::Cluster;
         Ok(SharedBackend {
             cache: Arc::new(cache),
             near_default: near_cache_default && near_cache_size > 0,
@@ -390,7 +312,7 @@ impl SharedBackend {
             serializer,
             url,
             read_timeout,
-            last_warning: AtomicI64::new(i64::MIN / 2),
+            warn_limit: WarnLimit::default(),
         })
     }
 

@@ -1,85 +1,35 @@
-//! A function's parameters, and a call bound to them in canonical order.
+//! A Python function's parameters, and a Python call bound to them in
+//! canonical order.
 //!
-//! Binding here (rather than with `inspect.Signature.bind` in Python) is
-//! what lets a hit skip the interpreter: `f(1)`, `f(x=1)` and `f()` with a
-//! default of 1 all write the same bytes, in parameter order, with the
-//! defaults encoded once when the function is decorated.
+//! The parameter model (kinds, defaults, assignment, Python's errors for a
+//! call that does not fit, the order values are written in) is the engine's
+//! [`restflow_cache::signature`]; this module reads the values from the
+//! call's tuple and dict and encodes them.
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
-use restflow_cache::key::{KeyBytes, KeyWriter, Sequence, Unordered};
+use restflow_cache::key::KeyWriter;
+use restflow_cache::signature::{self as model, Assigned, CallError, Kind, ParamSpec};
 
 use crate::encode::{write_value, Unsupported};
 
-/// `inspect.Parameter.kind`, by its integer value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    PositionalOnly,
-    PositionalOrKeyword,
-    VarPositional,
-    KeywordOnly,
-    VarKeyword,
-}
-
-impl Kind {
-    fn from_int(n: u8) -> PyResult<Self> {
-        Ok(match n {
-            0 => Kind::PositionalOnly,
-            1 => Kind::PositionalOrKeyword,
-            2 => Kind::VarPositional,
-            3 => Kind::KeywordOnly,
-            4 => Kind::VarKeyword,
-            _ => return Err(PyValueError::new_err(format!("unknown parameter kind {n}"))),
-        })
-    }
-}
-
-/// A parameter's default: encoded once, or the reason it cannot be.
-enum Default {
-    Required,
-    Encoded(KeyBytes),
-    Unencodable(Unsupported),
-}
-
-struct Param {
-    name: String,
-    kind: Kind,
-    default: Default,
-    /// The default object itself, for binding a call to a dict.
-    default_value: Option<Py<PyAny>>,
-}
-
-/// A call assigned to the parameters, before anything is encoded.
-struct Assigned<'py> {
-    slots: Vec<Option<Bound<'py, PyAny>>>,
-    extra_positional: Vec<Bound<'py, PyAny>>,
-    extra_keywords: Vec<(String, Bound<'py, PyAny>)>,
-}
-
 /// The parameters of a decorated function.
 pub struct Signature {
-    /// Named parameters (everything but `*args` / `**kwargs`), in order.
-    params: Vec<Param>,
-    /// How many leading `params` take positional arguments.
-    positional: usize,
-    has_var_positional: bool,
-    has_var_keyword: bool,
-    var_positional_name: Option<String>,
-    var_keyword_name: Option<String>,
+    model: model::Signature<Py<PyAny>>,
     /// The first parameter is `self` or `cls`: it identifies the class the
-    /// call is made on, and is not part of the arguments key.
+    /// call is made on, and is not part of the arguments key. (A copy of
+    /// the model's, read on the hit path.)
     pub method: bool,
-    function: String,
 }
 
 impl Signature {
     /// Visits the parameters' default objects, for the garbage collector
     /// (see `Core::traverse`).
     pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        for param in &self.params {
-            visit.call(&param.default_value)?;
+        for default in self.model.default_values() {
+            visit.call(default)?;
         }
         Ok(())
     }
@@ -96,6 +46,23 @@ pub enum BindError {
 impl From<PyErr> for BindError {
     fn from(err: PyErr) -> Self {
         BindError::Raise(err)
+    }
+}
+
+impl From<CallError> for BindError {
+    fn from(err: CallError) -> Self {
+        BindError::Raise(PyTypeError::new_err(err.to_string()))
+    }
+}
+
+impl From<model::BindError> for BindError {
+    fn from(err: model::BindError) -> Self {
+        match err {
+            model::BindError::Call(err) => err.into(),
+            model::BindError::Unsupported { param, value } => {
+                BindError::Unsupported { param, value }
+            }
+        }
     }
 }
 
@@ -117,57 +84,35 @@ impl BindError {
     }
 }
 
+/// Writes one argument (a `write_assigned` callback).
+fn encode(w: &mut KeyWriter, value: &Bound<'_, PyAny>) -> Result<(), Unsupported> {
+    write_value(w, value)
+}
+
 impl Signature {
     /// Builds the signature from `(name, kind, default, has_default)`
-    /// tuples, as `restflow.caching` reads them with `inspect`.
+    /// tuples, as `restflow.caching` reads them with `inspect`; defaults
+    /// are encoded once, here.
     pub fn new(function: String, spec: &Bound<'_, PyAny>, method: bool) -> PyResult<Self> {
         let mut params = Vec::new();
-        let mut var_positional_name = None;
-        let mut var_keyword_name = None;
         for item in spec.try_iter()? {
             let (name, kind, default, has_default): (String, u8, Bound<'_, PyAny>, bool) =
                 item?.extract()?;
-            match Kind::from_int(kind)? {
-                Kind::VarPositional => var_positional_name = Some(name),
-                Kind::VarKeyword => var_keyword_name = Some(name),
-                kind => {
-                    let encoded = if !has_default {
-                        Default::Required
-                    } else {
-                        let mut w = KeyWriter::new();
-                        match write_value(&mut w, &default) {
-                            Ok(()) => Default::Encoded(w.into_bytes()),
-                            Err(unsupported) => Default::Unencodable(unsupported),
-                        }
-                    };
-                    params.push(Param {
-                        name,
-                        kind,
-                        default: encoded,
-                        default_value: has_default.then(|| default.clone().unbind()),
-                    });
-                }
-            }
+            let kind = Kind::from_code(kind).map_err(|e| PyValueError::new_err(e.to_string()))?;
+            let default = has_default.then(|| {
+                let mut w = KeyWriter::new();
+                let encoded = write_value(&mut w, &default).map(|()| w.into_bytes());
+                (default.unbind(), encoded)
+            });
+            params.push(ParamSpec {
+                name,
+                kind,
+                default,
+            });
         }
-        let positional = params
-            .iter()
-            .take_while(|p| matches!(p.kind, Kind::PositionalOnly | Kind::PositionalOrKeyword))
-            .count();
-        if method && positional == 0 {
-            return Err(PyValueError::new_err(format!(
-                "{function}() is treated as a method but takes no positional 'self' or 'cls'"
-            )));
-        }
-        Ok(Signature {
-            params,
-            positional,
-            has_var_positional: var_positional_name.is_some(),
-            has_var_keyword: var_keyword_name.is_some(),
-            var_positional_name,
-            var_keyword_name,
-            method,
-            function,
-        })
+        let model = model::Signature::new(function, params, method)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(Signature { model, method })
     }
 
     /// Writes the arguments of a call, in parameter order and with defaults
@@ -180,7 +125,7 @@ impl Signature {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> Result<(), BindError> {
         let no_kwargs = kwargs.is_none_or(|k| k.is_empty());
-        if no_kwargs && args.len() <= self.positional {
+        if no_kwargs && args.len() <= self.model.positional() {
             return self.write_positional(w, args);
         }
         self.write_bound(w, args, kwargs)
@@ -195,12 +140,12 @@ impl Signature {
     ) -> Result<(), BindError> {
         let skip = usize::from(self.method);
         for (n, arg) in args.iter().enumerate().skip(skip) {
-            write_value(w, &arg).map_err(|e| self.unsupported(n, e))?;
+            write_value(w, &arg).map_err(|e| self.model.unsupported(n, e))?;
         }
         if self.method && args.is_empty() {
-            return Err(self.missing(0).into());
+            return Err(self.model.missing(0).into());
         }
-        self.write_tail(w, args.len())
+        Ok(self.model.write_tail(w, args.len())?)
     }
 
     /// [`Signature::write_positional`] for CPython's vectorcall argument
@@ -215,7 +160,7 @@ impl Signature {
         w: &mut KeyWriter,
         args: &[*mut pyo3::ffi::PyObject],
     ) -> Result<(), BindError> {
-        if args.len() > self.positional || self.method {
+        if args.len() > self.model.positional() || self.method {
             // SAFETY: per the contract.
             let tuple = unsafe { crate::vectorcall::tuple_from_raw(py, args)? };
             return self.write_bound(w, &tuple, None);
@@ -223,31 +168,9 @@ impl Signature {
         for (n, arg) in args.iter().enumerate() {
             // SAFETY: per the contract.
             let arg = unsafe { Borrowed::from_ptr(py, *arg) };
-            write_value(w, &arg).map_err(|e| self.unsupported(n, e))?;
+            write_value(w, &arg).map_err(|e| self.model.unsupported(n, e))?;
         }
-        self.write_tail(w, args.len())
-    }
-
-    /// Defaults for the parameters after the first `given`, and the empty
-    /// `*args` / `**kwargs` a positional-only call leaves.
-    #[inline(always)]
-    fn write_tail(&self, w: &mut KeyWriter, given: usize) -> Result<(), BindError> {
-        if given == self.params.len() && !self.has_var_positional && !self.has_var_keyword {
-            return Ok(());
-        }
-        for n in given..self.params.len() {
-            if n == self.positional && self.has_var_positional {
-                write_empty(w, Sequence::Tuple);
-            }
-            self.write_default(w, n)?;
-        }
-        if self.params.len() == self.positional && self.has_var_positional {
-            write_empty(w, Sequence::Tuple);
-        }
-        if self.has_var_keyword {
-            write_empty_dict(w);
-        }
-        Ok(())
+        Ok(self.model.write_tail(w, args.len())?)
     }
 
     /// Assigns a call's arguments to the parameters, as Python would, with
@@ -256,88 +179,22 @@ impl Signature {
         &self,
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> Result<Assigned<'py>, BindError> {
-        let mut slots: Vec<Option<Bound<'py, PyAny>>> = vec![None; self.params.len()];
-        let mut extra_positional = Vec::new();
-        for (n, arg) in args.iter().enumerate() {
-            if n < self.positional {
-                slots[n] = Some(arg);
-            } else if self.has_var_positional {
-                extra_positional.push(arg);
-            } else {
-                return Err(PyTypeError::new_err(format!(
-                    "{}() takes {} positional argument{} but {} were given",
-                    self.function,
-                    self.positional,
-                    if self.positional == 1 { "" } else { "s" },
-                    args.len()
-                ))
-                .into());
-            }
-        }
-        let mut extra_keywords = Vec::new();
-        if let Some(kwargs) = kwargs {
-            for (name, value) in kwargs.iter() {
-                let name = name
-                    .cast::<PyString>()
-                    .map_err(PyErr::from)?
-                    .to_str()?
-                    .to_owned();
-                let found = self
-                    .params
-                    .iter()
-                    .position(|p| p.name == name && p.kind != Kind::PositionalOnly);
-                match found {
-                    Some(n) if slots[n].is_some() => {
-                        return Err(PyTypeError::new_err(format!(
-                            "{}() got multiple values for argument '{name}'",
-                            self.function
-                        ))
-                        .into())
-                    }
-                    Some(n) => slots[n] = Some(value),
-                    None if self.has_var_keyword => extra_keywords.push((name, value)),
-                    None => {
-                        return Err(PyTypeError::new_err(format!(
-                            "{}() got an unexpected keyword argument '{name}'",
-                            self.function
-                        ))
-                        .into())
-                    }
-                }
-            }
-        }
-        Ok(Assigned {
-            slots,
-            extra_positional,
-            extra_keywords,
-        })
+    ) -> Result<Assigned<Bound<'py, PyAny>>, BindError> {
+        let keywords = kwargs
+            .into_iter()
+            .flat_map(|k| k.iter())
+            .map(|(name, value)| {
+                let name = name.cast::<PyString>().map_err(PyErr::from)?.to_str()?;
+                Ok::<_, BindError>((name.to_owned(), value))
+            });
+        self.model.assign(args.iter(), keywords)
     }
 
     /// The parameter names in the order [`Signature::write_call`] writes
     /// their values (`self`/`cls` left out, `*args` after the positional
     /// parameters, `**kwargs` last).
     pub fn value_names(&self) -> Vec<&str> {
-        let mut names = Vec::with_capacity(self.params.len() + 2);
-        for (n, param) in self.params.iter().enumerate() {
-            if n == self.positional {
-                if let Some(name) = &self.var_positional_name {
-                    names.push(name.as_str());
-                }
-            }
-            if !(self.method && n == 0) {
-                names.push(param.name.as_str());
-            }
-        }
-        if self.params.len() == self.positional {
-            if let Some(name) = &self.var_positional_name {
-                names.push(name.as_str());
-            }
-        }
-        if let Some(name) = &self.var_keyword_name {
-            names.push(name.as_str());
-        }
-        names
+        self.model.value_names()
     }
 
     /// Checks that a partial call fits the signature (no unknown keyword,
@@ -352,10 +209,10 @@ impl Signature {
 
     /// The position of the named (non-variadic) parameter `name`.
     pub fn param_index(&self, name: &str) -> Option<usize> {
-        self.params.iter().position(|p| p.name == name)
+        self.model.param_index(name)
     }
 
-    /// The value a call gives parameter `n`: its argument or its default.
+    /// The values a call gives parameters `indices`: arguments or defaults.
     pub fn argument<'py>(
         &self,
         args: &Bound<'py, PyTuple>,
@@ -366,11 +223,7 @@ impl Signature {
         let assigned = self.assign(args, kwargs)?;
         let mut values = Vec::with_capacity(indices.len());
         for &n in indices {
-            match (&assigned.slots[n], &self.params[n].default_value) {
-                (Some(value), _) => values.push(value.clone()),
-                (None, Some(default)) => values.push(default.bind(py).clone()),
-                (None, None) => return Err(self.missing(n).into()),
-            }
+            values.push(self.model.value_of(&assigned, n, |d| d.bind(py).clone())?);
         }
         Ok(values)
     }
@@ -383,40 +236,7 @@ impl Signature {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> Result<(), BindError> {
         let assigned = self.assign(args, kwargs)?;
-        for (n, slot) in assigned.slots.iter().enumerate() {
-            if n == self.positional && self.has_var_positional {
-                self.write_extra_positional(w, &assigned.extra_positional)?;
-            }
-            match slot {
-                Some(_) if self.method && n == 0 => {}
-                Some(value) => write_value(w, value).map_err(|e| self.unsupported(n, e))?,
-                None => self.write_default(w, n)?,
-            }
-        }
-        if self.params.len() == self.positional && self.has_var_positional {
-            self.write_extra_positional(w, &assigned.extra_positional)?;
-        }
-        if self.has_var_keyword {
-            let mut pairs = Vec::with_capacity(assigned.extra_keywords.len());
-            for (name, value) in &assigned.extra_keywords {
-                let mut pair = KeyWriter::new();
-                let written = pair
-                    .write_str(name)
-                    .map_err(Unsupported::from)
-                    .and_then(|()| write_value(&mut pair, value));
-                written.map_err(|value| BindError::Unsupported {
-                    param: name.clone(),
-                    value,
-                })?;
-                pairs.push(pair);
-            }
-            w.write_unordered(Unordered::Dict, pairs)
-                .map_err(|e| BindError::Unsupported {
-                    param: self.var_keyword_name.clone().unwrap_or_default(),
-                    value: e.into(),
-                })?;
-        }
-        Ok(())
+        Ok(self.model.write_assigned(w, &assigned, encode)?)
     }
 
     /// The call as `{parameter: value}` with defaults applied, `*args` as a
@@ -430,18 +250,15 @@ impl Signature {
         let py = args.py();
         let assigned = self.assign(args, kwargs)?;
         let bound = PyDict::new(py);
-        for (n, slot) in assigned.slots.into_iter().enumerate() {
-            let param = &self.params[n];
-            match (slot, &param.default_value) {
-                (Some(value), _) => bound.set_item(&param.name, value)?,
-                (None, Some(default)) => bound.set_item(&param.name, default.bind(py))?,
-                (None, None) => return Err(self.missing(n).into()),
-            }
+        for (n, name) in self.model.param_names().enumerate() {
+            let value = self.model.value_of(&assigned, n, |d| d.bind(py).clone())?;
+            bound.set_item(name, value)?;
         }
-        if let Some(name) = &self.var_positional_name {
+        let (var_positional, var_keyword) = self.model.var_names();
+        if let Some(name) = var_positional {
             bound.set_item(name, PyTuple::new(py, assigned.extra_positional)?)?;
         }
-        if let Some(name) = &self.var_keyword_name {
+        if let Some(name) = var_keyword {
             let extra = PyDict::new(py);
             for (key, value) in assigned.extra_keywords {
                 extra.set_item(key, value)?;
@@ -450,69 +267,4 @@ impl Signature {
         }
         Ok(bound)
     }
-
-    fn write_extra_positional(
-        &self,
-        w: &mut KeyWriter,
-        extra: &[Bound<'_, PyAny>],
-    ) -> Result<(), BindError> {
-        w.begin_sequence(Sequence::Tuple, extra.len())
-            .map_err(|e| BindError::Unsupported {
-                param: self.var_positional_name.clone().unwrap_or_default(),
-                value: e.into(),
-            })?;
-        for (n, value) in extra.iter().enumerate() {
-            write_value(w, value).map_err(|value| BindError::Unsupported {
-                param: format!("*args[{n}]"),
-                value,
-            })?;
-        }
-        Ok(())
-    }
-
-    #[inline]
-    fn write_default(&self, w: &mut KeyWriter, n: usize) -> Result<(), BindError> {
-        match &self.params[n].default {
-            Default::Encoded(bytes) => {
-                w.write_encoded(bytes);
-                Ok(())
-            }
-            Default::Required => Err(self.missing(n).into()),
-            Default::Unencodable(unsupported) => Err(BindError::Unsupported {
-                param: self.params[n].name.clone(),
-                value: Unsupported {
-                    what: format!("{} (its default)", unsupported.what),
-                    reason: unsupported.reason.clone(),
-                },
-            }),
-        }
-    }
-
-    fn missing(&self, n: usize) -> PyErr {
-        PyTypeError::new_err(format!(
-            "{}() missing required argument: '{}'",
-            self.function, self.params[n].name
-        ))
-    }
-
-    fn unsupported(&self, n: usize, value: Unsupported) -> BindError {
-        BindError::Unsupported {
-            param: self.params[n].name.clone(),
-            value,
-        }
-    }
-}
-
-/// An empty `*args` tuple.
-#[inline(always)]
-fn write_empty(w: &mut KeyWriter, kind: Sequence) {
-    // Zero items is always within the encoding's limit.
-    let _ = w.begin_sequence(kind, 0);
-}
-
-/// An empty `**kwargs` dict.
-#[inline(always)]
-fn write_empty_dict(w: &mut KeyWriter) {
-    // Zero items is always within the encoding's limit.
-    let _ = w.write_unordered(Unordered::Dict, Vec::new());
 }

@@ -44,36 +44,11 @@ pub(crate) fn read<'py>(
 }
 
 /// Counts an event a Python layer served itself (the async layer's own
-/// single-flight, a hit the event loop fetched): `event` names a counter
-/// (`hit`, `single_flight_waits`, …), or is `"compute"` (counted, and
-/// timed) or `"lookup"` (timed only) with its `seconds`.
+/// single-flight, a hit the event loop fetched); see [`Stats::record`].
 pub(crate) fn record(stats: &Stats, event: &str, seconds: Option<f64>) -> PyResult<()> {
-    if event == "compute" || event == "lookup" {
-        let seconds = seconds
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .ok_or_else(|| {
-                PyValueError::new_err(format!(
-                    "a {event:?} event needs its duration: seconds >= 0"
-                ))
-            })?;
-        let duration = std::time::Duration::from_secs_f64(seconds);
-        if event == "lookup" {
-            stats.observe_lookup(duration);
-        } else {
-            stats.add(Counter::Computation);
-            stats.observe_compute(duration);
-        }
-        return Ok(());
-    }
-    let counter = Counter::from_name(event).ok_or_else(|| {
-        let names: Vec<_> = Counter::ALL.iter().map(|c| c.as_str()).collect();
-        PyValueError::new_err(format!(
-            "unknown statistics event {event:?}; expected \"compute\" or one of {}",
-            names.join(", ")
-        ))
-    })?;
-    stats.add(counter);
-    Ok(())
+    stats
+        .record(event, seconds)
+        .map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 /// The histograms' finite bucket bounds, in seconds (Prometheus `le`);

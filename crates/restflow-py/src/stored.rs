@@ -1,7 +1,7 @@
 //! The value the engine stores for Python: the object itself, and its
 //! timestamps as Python strings, made once per entry on first use.
 
-use crate::once::OnceValue;
+use crate::once::{Attached, OnceValue};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use restflow_cache::Stamps;

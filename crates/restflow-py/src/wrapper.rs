@@ -2,24 +2,20 @@
 //! into a key and delegates to the engine; the lifecycle lives in
 //! `restflow-cache`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::once::OnceValue;
-use parking_lot::Mutex;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use restflow_cache::key::KeyWriter;
 use restflow_cache::shared::FunctionKeys;
-use restflow_cache::{
-    Beta, Counter, Entry, Freshness, GetError, Lookup, Outcome, Served, Span, Status,
-};
+use restflow_cache::{Beta, Counter, Entry, GetError, Lookup, Outcome, Served, Status};
 
-use crate::core::{BackendChoice, Call, Core, Fields, OwnedCall, Plan};
-use crate::runtime::{hooks, status_index, ScopeLabels, SharedErr, RUNTIME};
+use crate::core::{read_plan, BackendChoice, Call, Core, Fields, OwnedCall};
+use crate::runtime::{hooks, ScopeLabels, SharedErr, RUNTIME};
 use crate::signature::Signature;
 use crate::stored::Stored;
 
@@ -112,7 +108,7 @@ fn build_metadata<'py, T: IntoPyObject<'py>>(
     let dict = PyDict::new(py);
     dict.set_item(
         crate::interned!(py, "cache_status"),
-        hooks(py)?.statuses[status_index(status)].bind(py),
+        hooks(py)?.statuses[status.index()].bind(py),
     )?;
     if let Some((cached_at, reset_at)) = times {
         dict.set_item(crate::interned!(py, "cached_at"), cached_at)?;
@@ -133,15 +129,6 @@ pub(crate) fn entry_reply<'py>(
         entry.value().value().clone_ref(py),
         metadata(py, status, Some(entry))?,
     ))
-}
-
-/// HIT or STALE, for an entry a peek found (a peek never finds an
-/// expired one).
-fn peeked_status(freshness: Freshness) -> Status {
-    match freshness {
-        Freshness::Fresh => Status::Hit,
-        _ => Status::Stale,
-    }
 }
 
 /// What a call served, from the memory store or a shared one.
@@ -187,12 +174,7 @@ impl Reply {
             // eviction is made by one), so the delay is bounded.
             Reply::Memory(served) => CachedWrapper::with_metadata(py, &served),
             Reply::Shared(served) => {
-                let times = served.stamps.map(|stamps| {
-                    (
-                        stamps.cached_at.to_isoformat(),
-                        stamps.fresh_until.map(|t| t.to_isoformat()),
-                    )
-                });
+                let times = served.stamps.map(|stamps| stamps.iso());
                 let dict = build_metadata(py, served.status, times)?;
                 Ok((served.value, dict))
             }
@@ -325,7 +307,7 @@ impl CachedWrapper {
             return Ok(peeked.map(|(value, stamps, freshness)| {
                 Reply::Shared(crate::shared::SharedServed {
                     value,
-                    status: peeked_status(freshness),
+                    status: Status::of_peek(freshness),
                     stamps: Some(stamps),
                 })
             }));
@@ -337,7 +319,7 @@ impl CachedWrapper {
             .map(|(entry, freshness)| {
                 Reply::Memory(Served {
                     entry,
-                    status: peeked_status(freshness),
+                    status: Status::of_peek(freshness),
                     stored: true,
                     refresh_claimed: false,
                 })
@@ -621,11 +603,7 @@ impl CachedWrapper {
         near_cache: Option<bool>,
     ) -> PyResult<Bound<'py, CachedWrapper>> {
         let seconds = |what: &str, secs: f64| {
-            Span::from_secs_f64(secs).ok_or_else(|| {
-                PyValueError::new_err(format!(
-                    "{what} must be a number of seconds >= 0, got {secs}"
-                ))
-            })
+            restflow_cache::settings::seconds(what, secs).map_err(PyValueError::new_err)
         };
         let ttl = ttl.map(|t| seconds("ttl", t)).transpose()?;
         let stale = stale
@@ -638,7 +616,7 @@ impl CachedWrapper {
         let fields = fields
             .map(|(build, partition, partitioned, plan)| {
                 let plan = plan
-                    .map(|plan| Plan::new(&signature, &plan, &function_id))
+                    .map(|plan| read_plan(&signature, &plan, &function_id))
                     .transpose()?;
                 Ok::<_, PyErr>(Fields {
                     build: build.unbind(),
@@ -648,11 +626,7 @@ impl CachedWrapper {
                 })
             })
             .transpose()?;
-        let namespace_part = if version == 1 {
-            namespace
-        } else {
-            format!("{namespace}:v{version}")
-        };
+        let namespace_part = restflow_cache::settings::namespace_part(namespace, version);
         let identity = format!("{namespace_part}::{function_id}");
         let labels_owner = owner.clone();
         let labels = ScopeLabels {
@@ -678,13 +652,9 @@ impl CachedWrapper {
             function_id,
             shared_identity: key_identifier,
             fields,
-            classes: Mutex::new(HashMap::new()),
+            classes: Default::default(),
             keys,
-            backend: match backend.as_deref() {
-                None => BackendChoice::Default,
-                Some("memory") => BackendChoice::Memory,
-                Some(spec) => BackendChoice::Named(spec.to_owned()),
-            },
+            backend: BackendChoice::parse(backend.as_deref()),
             stale_if_error: stale_if_error
                 .map(|s| seconds("stale_if_error", s))
                 .transpose()?,

@@ -16,8 +16,11 @@ mod decode;
 mod follow;
 pub mod hot;
 pub mod keyspace;
+pub mod kv;
 #[cfg(all(feature = "redis", unix))]
 mod lookup;
+#[cfg(all(feature = "redis", unix))]
+pub mod loop_conn;
 pub mod near;
 mod payload;
 #[cfg(feature = "redis")]
@@ -28,12 +31,14 @@ mod redis;
 mod sentinel;
 #[cfg(all(feature = "redis", unix))]
 mod sentinel_near;
+pub mod settings;
 #[cfg(feature = "redis")]
 mod spin;
 pub mod steps;
 mod store;
 #[cfg(all(feature = "redis", unix))]
 mod tracking;
+pub mod unfaithful;
 #[cfg(feature = "redis")]
 mod url;
 
@@ -48,6 +53,7 @@ pub use cluster::ClusterStore;
 pub use decode::{Served, Undecodable};
 pub use hot::{Hot, HotCache};
 pub use keyspace::{FunctionKeys, KeySpace};
+pub use kv::{KvCache, KvStore, KvValue, KvWrite};
 /// For the Python bindings' event-loop socket only; not part of the API.
 #[cfg(all(feature = "redis", unix))]
 #[doc(hidden)]

@@ -1,0 +1,521 @@
+//! The in-process key of a cached function, and the key string rendered
+//! from it.
+//!
+//! A call's key is `[scope word][class word?][partition generation?]
+//! [partition][suffix]`: the scope word carries the scope's generation, so
+//! invalidating a function is one increment; a method's key carries the
+//! number of the class it was called on ([`ClassId`]); and a key with key
+//! fields carries its partition's generation, looked up under
+//! [`partition_table_key`], so dropping a partition is one increment too.
+//!
+//! The key string (what a shared store sees, and `get_cache_key` shows) is
+//! `<namespace>::<function id>::<partition>::<suffix>` ([`crate::key::compose`]),
+//! the partition and suffix rendered as `label=value,…` from the byte
+//! ranges a [`Layout`] records while the key is written.
+//!
+//! Invariant (fork safety, see [`crate::fork`]): a [`Classes`] registry is
+//! only used while the embedder holds a lock `fork` waits for (Python's
+//! GIL), so its `parking_lot` lock is never held by a thread a fork leaves
+//! behind.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::key::{self, KeyWriter, Malformed, Sequence, TooLong};
+use crate::signature::Unsupported;
+
+/// Each labelled value's label and byte range in its key.
+pub type Labels = Vec<(String, Range<usize>)>;
+
+/// Numbers classes for the in-process key (0 is "no class").
+static NEXT_CLASS: AtomicU64 = AtomicU64::new(1);
+
+/// The class a method is called on: its number in key bytes, its dotted
+/// path in key strings. `H` is the embedder's handle on the class, kept so
+/// the class (and the address it is registered under) stays alive.
+pub struct ClassId<H> {
+    number: u64,
+    function_id: String,
+    handle: H,
+}
+
+impl<H> ClassId<H> {
+    /// A class with a number no other class of this process has, named
+    /// `function_id` in key strings (`module.Class.method`).
+    pub fn new(function_id: String, handle: H) -> Self {
+        ClassId {
+            number: NEXT_CLASS.fetch_add(1, Ordering::Relaxed),
+            function_id,
+            handle,
+        }
+    }
+
+    /// The class's number, written into its methods' keys.
+    #[inline(always)]
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
+    /// The function id of the method when called on this class.
+    pub fn function_id(&self) -> &str {
+        &self.function_id
+    }
+}
+
+/// The classes one method has been called on, by the address of the class
+/// object; see the module's fork-safety invariant.
+pub struct Classes<H> {
+    by_address: Mutex<HashMap<usize, Arc<ClassId<H>>>>,
+}
+
+impl<H> Default for Classes<H> {
+    fn default() -> Self {
+        Classes {
+            by_address: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<H> Classes<H> {
+    /// The class registered under `address`.
+    pub fn get(&self, address: usize) -> Option<Arc<ClassId<H>>> {
+        self.by_address.lock().get(&address).cloned()
+    }
+
+    /// Registers `made` under `address` unless another thread registered
+    /// a class there first: the class registered, and `made` when it lost,
+    /// for the caller to drop once the registry is unlocked (its handle may
+    /// need the embedder's care to drop).
+    #[allow(clippy::type_complexity)]
+    pub fn register(
+        &self,
+        address: usize,
+        made: ClassId<H>,
+    ) -> (Arc<ClassId<H>>, Option<ClassId<H>>) {
+        let mut classes = self.by_address.lock();
+        match classes.get(&address) {
+            Some(found) => (Arc::clone(found), Some(made)),
+            None => {
+                let made = Arc::new(made);
+                classes.insert(address, Arc::clone(&made));
+                (made, None)
+            }
+        }
+    }
+
+    /// Every class registered so far.
+    pub fn all(&self) -> Vec<Arc<ClassId<H>>> {
+        self.by_address.lock().values().cloned().collect()
+    }
+
+    /// Calls `visit` on the handle of every class no key being built holds
+    /// (for a garbage collector); skips them all when another thread holds
+    /// the registry. Skipping is safe: it only keeps a handle alive longer.
+    pub fn visit_unshared<E>(&self, mut visit: impl FnMut(&H) -> Result<(), E>) -> Result<(), E> {
+        if let Some(classes) = self.by_address.try_lock() {
+            for class in classes.values() {
+                if Arc::strong_count(class) == 1 {
+                    visit(&class.handle)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where the parts of a written key are, for rendering its string.
+pub struct Layout<H> {
+    /// The class of a method's call, when keys are keyed by class.
+    pub class: Option<Arc<ClassId<H>>>,
+    /// Where the labelled values are.
+    pub parts: Parts,
+}
+
+/// The labelled values of a written key.
+pub enum Parts {
+    /// The arguments start at this offset and run to the end.
+    Arguments(usize),
+    /// Labelled values of the partition and of the suffix.
+    Fields {
+        /// The partition's values.
+        partition: Labels,
+        /// The suffix's values.
+        suffix: Labels,
+    },
+}
+
+impl<H> Layout<H> {
+    /// The function id a key string names: the class's method, unless the
+    /// function shares its key identifier (`shared_identity`) or is not a
+    /// method, when it is `own`.
+    pub fn function_id<'a>(&'a self, own: &'a str, shared_identity: bool) -> &'a str {
+        match (&self.class, shared_identity) {
+            (Some(class), false) => class.function_id(),
+            _ => own,
+        }
+    }
+
+    /// The partition and suffix texts of the key written in `bytes`.
+    /// Arguments are labelled `arguments.<name>` (`value_names` in written
+    /// order) and sorted, like the default key constructor's items; each
+    /// text longer than `max` becomes its digest ([`key::fit_part`]).
+    pub fn texts(
+        &self,
+        bytes: &[u8],
+        value_names: &[&str],
+        max: usize,
+    ) -> Result<(String, String), Malformed> {
+        match &self.parts {
+            Parts::Arguments(start) => {
+                let ranges = key::value_ranges(&bytes[*start..])?;
+                let mut labelled: Labels = value_names
+                    .iter()
+                    .zip(ranges)
+                    .map(|(name, r)| (format!("arguments.{name}"), r.start + start..r.end + start))
+                    .collect();
+                labelled.sort_by(|a, b| a.0.cmp(&b.0));
+                Ok((String::new(), render_labelled(bytes, &labelled, max)?))
+            }
+            Parts::Fields { partition, suffix } => Ok((
+                render_labelled(bytes, partition, max)?,
+                render_labelled(bytes, suffix, max)?,
+            )),
+        }
+    }
+}
+
+/// What a partition's generation is kept under in its scope: the class
+/// (for methods, so one view class's partitions are dropped apart from
+/// another's) and the partition's encoding.
+pub fn partition_table_key<H>(class: Option<&ClassId<H>>, partition: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + partition.len());
+    key.extend_from_slice(&class.map_or(0, |c| c.number).to_le_bytes());
+    key.extend_from_slice(partition);
+    key
+}
+
+/// `label=value,label=value`, or `h` and the digest of that text when it
+/// is longer than `max` (labels are identifiers and dotted paths, so `=`
+/// and `,` cannot be forged).
+pub fn render_labelled(
+    bytes: &[u8],
+    labels: &[(String, Range<usize>)],
+    max: usize,
+) -> Result<String, Malformed> {
+    let mut text = String::new();
+    for (n, (label, range)) in labels.iter().enumerate() {
+        if n > 0 {
+            text.push(',');
+        }
+        text.push_str(label);
+        text.push('=');
+        text.push_str(&key::render(&bytes[range.clone()])?);
+    }
+    Ok(key::fit_part(text, max))
+}
+
+/// Begins `count` labelled items: a tuple of `label, value` pairs.
+pub fn begin_labelled(w: &mut KeyWriter, count: usize) -> Result<(), TooLong> {
+    w.begin_sequence(Sequence::Tuple, count)
+}
+
+/// Where a labelled item's value will start: after the label's text.
+#[inline]
+fn value_start(w: &KeyWriter, label: &str) -> usize {
+    // A text is a tag byte and a 32-bit length, then its bytes.
+    w.len() + 5 + label.len()
+}
+
+/// Writes one labelled item: the label, then the value `encode` writes
+/// (or, for a `hashed` item, the digest of that encoding); returns the
+/// value's byte range in `w`.
+pub fn write_labelled(
+    w: &mut KeyWriter,
+    label: &str,
+    hashed: bool,
+    encode: impl FnOnce(&mut KeyWriter) -> Result<(), Unsupported>,
+) -> Result<Range<usize>, Unsupported> {
+    let start = value_start(w, label);
+    w.write_str(label)?;
+    if hashed {
+        // A hashed field keeps only a fixed digest of its value.
+        let mut full = KeyWriter::new();
+        encode(&mut full)?;
+        w.write_str(&key::digest(full.as_bytes()))?;
+    } else {
+        encode(w)?;
+    }
+    Ok(start..w.len())
+}
+
+/// Writes a labelled item encoded already by [`write_labelled`] (a
+/// constant key field); returns the value's byte range in `w`.
+pub fn write_labelled_encoded(w: &mut KeyWriter, label: &str, encoded: &[u8]) -> Range<usize> {
+    let start = value_start(w, label);
+    w.write_encoded(encoded);
+    start..w.len()
+}
+
+/// Where a planned key item's value comes from.
+pub enum Source {
+    /// The named parameter at this position of the function's signature.
+    Param(usize),
+    /// A constant, encoded once by [`write_labelled`] (label included,
+    /// digested already when the field hashes).
+    Const(KeyWriter),
+}
+
+/// One item of a key that can be built from the call's arguments alone:
+/// a field that reads a named argument, or a constant.
+pub struct PlanItem {
+    /// The item's label.
+    pub label: String,
+    /// Where its value comes from.
+    pub source: Source,
+    /// Whether the key keeps only a digest of the value.
+    pub hashed: bool,
+    /// Whether lists in the value are sorted before encoding.
+    pub sort_lists: bool,
+}
+
+/// The items of a key constructor made only of planned fields, in the
+/// order the embedder's key builder would give them.
+///
+/// Invariant: `params` lists the positions the items read, partition
+/// items first, in item order.
+pub struct Plan {
+    partition: Vec<PlanItem>,
+    suffix: Vec<PlanItem>,
+    params: Vec<usize>,
+}
+
+impl Plan {
+    /// The plan of these partition and suffix items.
+    pub fn new(partition: Vec<PlanItem>, suffix: Vec<PlanItem>) -> Self {
+        let params = partition
+            .iter()
+            .chain(&suffix)
+            .filter_map(|item| match item.source {
+                Source::Param(n) => Some(n),
+                Source::Const(_) => None,
+            })
+            .collect();
+        Plan {
+            partition,
+            suffix,
+            params,
+        }
+    }
+
+    /// The parameter positions the items read, in item order: the values
+    /// a call hands [`Plan::write`].
+    pub fn params(&self) -> &[usize] {
+        &self.params
+    }
+
+    /// The partition's items.
+    pub fn partition(&self) -> &[PlanItem] {
+        &self.partition
+    }
+
+    /// The suffix's items.
+    pub fn suffix(&self) -> &[PlanItem] {
+        &self.suffix
+    }
+
+    /// How many of [`Plan::params`] belong to the partition (they come
+    /// first).
+    pub fn partition_params(&self) -> usize {
+        self.partition
+            .iter()
+            .filter(|i| matches!(i.source, Source::Param(_)))
+            .count()
+    }
+
+    /// Writes `items` (the partition's or the suffix's) as labelled items,
+    /// after [`begin_labelled`], exactly as the same items written one by
+    /// one with [`write_labelled`]: constants as encoded, each parameter's
+    /// value (from `values`, in item order) through `encode`, which writes
+    /// the item and returns its value's range.
+    pub fn write<V, E>(
+        w: &mut KeyWriter,
+        items: &[PlanItem],
+        values: &[V],
+        mut encode: impl FnMut(&mut KeyWriter, &PlanItem, &V) -> Result<Range<usize>, E>,
+    ) -> Result<Labels, E> {
+        let mut labels = Vec::with_capacity(items.len());
+        let mut values = values.iter();
+        for item in items {
+            let range = match &item.source {
+                Source::Const(encoded) => {
+                    write_labelled_encoded(w, &item.label, encoded.as_bytes())
+                }
+                Source::Param(_) => {
+                    let value = values.next().expect("one value per planned parameter");
+                    encode(w, item, value)?
+                }
+            };
+            labels.push((item.label.clone(), range));
+        }
+        Ok(labels)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(w: &mut KeyWriter, s: &str) -> Result<(), Unsupported> {
+        Ok(w.write_str(s)?)
+    }
+
+    #[test]
+    fn labelled_items_render_as_label_equals_value() {
+        let mut w = KeyWriter::new();
+        begin_labelled(&mut w, 2).unwrap();
+        let user = write_labelled(&mut w, "user", false, |w| text(w, "ann")).unwrap();
+        let page = write_labelled(&mut w, "page", false, |w| {
+            w.write_int(2);
+            Ok(())
+        })
+        .unwrap();
+        let labels = vec![("user".to_owned(), user), ("page".to_owned(), page)];
+        assert_eq!(
+            render_labelled(w.as_bytes(), &labels, 250).unwrap(),
+            "user=s3:ann,page=i2"
+        );
+        // Too long for the limit: the digest of the text instead.
+        let long = render_labelled(w.as_bytes(), &labels, 5).unwrap();
+        assert_eq!(long, format!("h{}", key::digest(b"user=s3:ann,page=i2")));
+    }
+
+    #[test]
+    fn a_constant_item_writes_what_the_item_itself_writes() {
+        let mut constant = KeyWriter::new();
+        write_labelled(&mut constant, "kind", true, |w| text(w, "report")).unwrap();
+        let mut a = KeyWriter::new();
+        a.write_int(9);
+        let from_constant = write_labelled_encoded(&mut a, "kind", constant.as_bytes());
+        let mut b = KeyWriter::new();
+        b.write_int(9);
+        let direct = write_labelled(&mut b, "kind", true, |w| text(w, "report")).unwrap();
+        assert_eq!(a.as_bytes(), b.as_bytes());
+        assert_eq!(from_constant, direct);
+        // A hashed value is the digest of its encoding, as text.
+        let mut full = KeyWriter::new();
+        full.write_str("report").unwrap();
+        assert_eq!(
+            key::render(&a.as_bytes()[direct]).unwrap(),
+            format!("s32:{}", key::digest(full.as_bytes()))
+        );
+    }
+
+    #[test]
+    fn arguments_are_labelled_by_name_and_sorted() {
+        let mut w = KeyWriter::new();
+        w.write_prefix_word(7);
+        let start = w.len();
+        w.write_int(1);
+        w.write_str("x").unwrap();
+        let layout: Layout<()> = Layout {
+            class: None,
+            parts: Parts::Arguments(start),
+        };
+        assert_eq!(
+            layout.texts(w.as_bytes(), &["zeta", "alpha"], 250).unwrap(),
+            (
+                String::new(),
+                "arguments.alpha=s1:x,arguments.zeta=i1".to_owned()
+            )
+        );
+        assert_eq!(layout.function_id("mod.f", false), "mod.f");
+    }
+
+    #[test]
+    fn classes_have_numbers_of_their_own_and_name_their_methods() {
+        let classes: Classes<&str> = Classes::default();
+        let (a, lost) = classes.register(1, ClassId::new("m.A.f".into(), "A"));
+        assert!(lost.is_none());
+        let (again, lost) = classes.register(1, ClassId::new("m.A.f".into(), "A2"));
+        assert!(Arc::ptr_eq(&a, &again));
+        assert_eq!(lost.map(|c| c.handle), Some("A2"));
+        let (b, _) = classes.register(2, ClassId::new("m.B.f".into(), "B"));
+        assert_ne!(a.number(), b.number());
+        assert_ne!(a.number(), 0, "0 is the table key of no class");
+        assert_ne!(
+            partition_table_key(Some(&*a), b"p"),
+            partition_table_key(Some(&*b), b"p")
+        );
+        assert_eq!(partition_table_key::<()>(None, b"p")[..8], [0; 8]);
+
+        let layout = Layout {
+            class: Some(Arc::clone(&b)),
+            parts: Parts::Arguments(0),
+        };
+        assert_eq!(layout.function_id("m.Base.f", false), "m.B.f");
+        assert_eq!(layout.function_id("shared-id", true), "shared-id");
+
+        let mut visited = Vec::new();
+        classes
+            .visit_unshared(|h| {
+                visited.push(*h);
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        assert!(visited.is_empty(), "every class is held by a test variable");
+        drop((a, again, layout, b));
+        classes
+            .visit_unshared(|h| {
+                visited.push(*h);
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        visited.sort();
+        assert_eq!(visited, ["A", "B"]);
+        assert_eq!(classes.all().len(), 2);
+    }
+
+    #[test]
+    fn a_plan_writes_what_the_items_write_one_by_one() {
+        let item = |label: &str, source, hashed| PlanItem {
+            label: label.into(),
+            source,
+            hashed,
+            sort_lists: false,
+        };
+        let mut constant = KeyWriter::new();
+        write_labelled(&mut constant, "kind", false, |w| text(w, "r")).unwrap();
+        let plan = Plan::new(
+            vec![item("org", Source::Param(2), false)],
+            vec![
+                item("kind", Source::Const(constant), false),
+                item("q", Source::Param(0), true),
+            ],
+        );
+        assert_eq!(plan.params(), [2, 0]);
+        assert_eq!(plan.partition_params(), 1);
+        let values = ["acme", "x"];
+        let encode = |w: &mut KeyWriter, item: &PlanItem, v: &&str| {
+            write_labelled(w, &item.label, item.hashed, |w| text(w, v))
+        };
+        let mut planned = KeyWriter::new();
+        begin_labelled(&mut planned, 2).unwrap();
+        let labels = Plan::write(&mut planned, plan.suffix(), &values[1..], encode).unwrap();
+        let mut direct = KeyWriter::new();
+        begin_labelled(&mut direct, 2).unwrap();
+        let kind = write_labelled(&mut direct, "kind", false, |w| text(w, "r")).unwrap();
+        let q = write_labelled(&mut direct, "q", true, |w| text(w, "x")).unwrap();
+        assert_eq!(planned.as_bytes(), direct.as_bytes());
+        assert_eq!(labels, vec![("kind".to_owned(), kind), ("q".to_owned(), q)]);
+        let mut partition = KeyWriter::new();
+        let labels = Plan::write(&mut partition, plan.partition(), &values[..1], encode).unwrap();
+        assert_eq!(
+            render_labelled(partition.as_bytes(), &labels, 250).unwrap(),
+            "org=s4:acme"
+        );
+    }
+}

@@ -1,0 +1,217 @@
+//! The settings cached functions fall back on when they choose nothing
+//! themselves, kept where the hot path reads them in one load, and the
+//! store a function chooses.
+
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicUsize, Ordering};
+
+use crate::timestamp::Span;
+
+/// Bits of [`Defaults::state`]: what the hot path needs to know, in one
+/// load.
+pub mod state {
+    /// The settings have been read.
+    pub const CONFIGURED: u8 = 1;
+    /// The default store is the in-process memory store.
+    pub const MEMORY: u8 = 2;
+    /// The default stale-if-error window is 0.
+    pub const NO_KEEP: u8 = 4;
+}
+
+/// The settings an embedder read from its configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// The stale-while-revalidate window of functions that set none.
+    pub stale: Span,
+    /// Key-string parts longer than this are digested.
+    pub max_key_part_length: usize,
+    /// Whether functions that choose no store use the memory store.
+    pub memory: bool,
+    /// The stale-if-error window of functions that set none.
+    pub stale_if_error: Span,
+}
+
+/// `secs` as a [`Span`], or the error saying `what` must be >= 0.
+pub fn seconds(what: &str, secs: f64) -> Result<Span, String> {
+    Span::from_secs_f64(secs)
+        .ok_or_else(|| format!("{what} must be a number of seconds >= 0, got {secs}"))
+}
+
+/// [`Settings`] in atomics, read by every call: until [`Defaults::set`],
+/// the state has no [`state::CONFIGURED`] bit and callers read the
+/// settings first.
+///
+/// Invariant: the state bits are stored last (release) and read first
+/// (acquire), so a caller that sees [`state::CONFIGURED`] sees the values
+/// stored with it.
+#[derive(Debug, Default)]
+pub struct Defaults {
+    state: AtomicU8,
+    stale_micros: AtomicI64,
+    stale_if_error_micros: AtomicI64,
+    max_key_part_length: AtomicUsize,
+}
+
+impl Defaults {
+    /// Unconfigured defaults: no stale windows, parts of 250 bytes.
+    pub const fn new() -> Self {
+        Defaults {
+            state: AtomicU8::new(0),
+            stale_micros: AtomicI64::new(0),
+            stale_if_error_micros: AtomicI64::new(0),
+            max_key_part_length: AtomicUsize::new(250),
+        }
+    }
+
+    /// Stores `settings` and marks the defaults configured.
+    pub fn set(&self, settings: &Settings) {
+        self.stale_if_error_micros
+            .store(settings.stale_if_error.as_micros(), Ordering::Release);
+        self.stale_micros
+            .store(settings.stale.as_micros(), Ordering::Release);
+        self.max_key_part_length
+            .store(settings.max_key_part_length, Ordering::Release);
+        let mut bits = state::CONFIGURED;
+        if settings.memory {
+            bits |= state::MEMORY;
+        }
+        if settings.stale_if_error.is_zero() {
+            bits |= state::NO_KEEP;
+        }
+        self.state.store(bits, Ordering::Release);
+    }
+
+    /// Makes the next call read the settings again.
+    pub fn unset(&self) {
+        self.state.store(0, Ordering::Release);
+    }
+
+    /// The [`state`] bits, in one load.
+    #[inline(always)]
+    pub fn state(&self) -> u8 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    /// The stale window of functions that set none.
+    #[inline]
+    pub fn stale(&self) -> Span {
+        Span::from_micros(self.stale_micros.load(Ordering::Acquire))
+    }
+
+    /// The stale-if-error window of functions that set none.
+    pub fn stale_if_error(&self) -> Span {
+        Span::from_micros(self.stale_if_error_micros.load(Ordering::Acquire))
+    }
+
+    /// Key-string parts longer than this are digested.
+    pub fn max_key_part_length(&self) -> usize {
+        self.max_key_part_length.load(Ordering::Acquire)
+    }
+}
+
+/// The store a function uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// The default store (the settings').
+    Default,
+    /// The in-process memory store, whatever the settings say.
+    Memory,
+    /// A store by its spec (`"redis://…"`, `"django:alias"`).
+    Named(String),
+}
+
+impl BackendChoice {
+    /// The choice `spec` names: none is the default, `"memory"` the
+    /// memory store, anything else a store spec.
+    pub fn parse(spec: Option<&str>) -> Self {
+        match spec {
+            None => BackendChoice::Default,
+            Some("memory") => BackendChoice::Memory,
+            Some(spec) => BackendChoice::Named(spec.to_owned()),
+        }
+    }
+
+    /// Whether calls use the memory store, given the [`state`] bits.
+    #[inline(always)]
+    pub fn uses_memory(&self, bits: u8) -> bool {
+        match self {
+            BackendChoice::Memory => true,
+            BackendChoice::Default => bits & state::MEMORY != 0,
+            BackendChoice::Named(_) => false,
+        }
+    }
+
+    /// Whether a call may take the hot path, given the [`state`] bits: the
+    /// memory store, and no stale-if-error window to keep entries for
+    /// (`stale_if_error`: the function's own, `None` for the default).
+    #[inline(always)]
+    pub fn plain_memory(&self, stale_if_error: Option<Span>, bits: u8) -> bool {
+        let no_keep = match stale_if_error {
+            Some(keep) => keep.is_zero(),
+            None => bits & state::NO_KEEP != 0,
+        };
+        self.uses_memory(bits) && no_keep && bits & state::CONFIGURED != 0
+    }
+}
+
+/// The namespace part of a function's key strings: `<namespace>`, or
+/// `<namespace>:v<version>` past the key constructor's first version.
+pub fn namespace_part(namespace: String, version: u32) -> String {
+    if version == 1 {
+        namespace
+    } else {
+        format!("{namespace}:v{version}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hot_path_needs_configured_memory_with_nothing_to_keep() {
+        let defaults = Defaults::new();
+        let memory = BackendChoice::parse(None);
+        assert!(
+            !memory.plain_memory(None, defaults.state()),
+            "not configured"
+        );
+        let settings = Settings {
+            stale: Span::from_secs(3),
+            max_key_part_length: 100,
+            memory: true,
+            stale_if_error: Span::ZERO,
+        };
+        defaults.set(&settings);
+        assert!(memory.plain_memory(None, defaults.state()));
+        assert!(!memory.plain_memory(Some(Span::from_secs(1)), defaults.state()));
+        assert!(!BackendChoice::parse(Some("redis://h")).plain_memory(None, defaults.state()));
+        assert_eq!(defaults.stale(), Span::from_secs(3));
+        assert_eq!(defaults.max_key_part_length(), 100);
+
+        defaults.set(&Settings {
+            memory: false,
+            stale_if_error: Span::from_secs(60),
+            ..settings
+        });
+        assert!(!memory.uses_memory(defaults.state()));
+        assert!(BackendChoice::parse(Some("memory")).uses_memory(defaults.state()));
+        assert!(
+            BackendChoice::Memory.plain_memory(Some(Span::ZERO), defaults.state()),
+            "a function's own window wins over the default"
+        );
+        assert_eq!(defaults.stale_if_error(), Span::from_secs(60));
+        defaults.unset();
+        assert_eq!(defaults.state() & state::CONFIGURED, 0);
+    }
+
+    #[test]
+    fn windows_and_namespaces() {
+        assert_eq!(seconds("ttl", 1.5), Ok(Span::from_micros(1_500_000)));
+        assert_eq!(
+            seconds("ttl", -1.0),
+            Err("ttl must be a number of seconds >= 0, got -1".to_owned())
+        );
+        assert_eq!(namespace_part("ns".into(), 1), "ns");
+        assert_eq!(namespace_part("ns".into(), 3), "ns:v3");
+    }
+}

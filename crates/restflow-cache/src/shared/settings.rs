@@ -1,0 +1,269 @@
+//! A shared store's settings as an embedder receives them (names, URLs,
+//! seconds as floats), checked and turned into the engine's types, and the
+//! rate limit on warnings about a failing store.
+//!
+//! Errors are texts saying which setting to change and how; the embedder
+//! raises them as its own errors.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use super::{Breaker, SharedOptions, StoreError};
+
+/// How values are serialized, and the flag byte each payload's header
+/// carries for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serializer {
+    /// Python's pickle (flag 0).
+    Pickle,
+    /// JSON (flag 1).
+    Json,
+}
+
+impl Serializer {
+    /// The serializer named `name` (`"pickle"` or `"json"`).
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "pickle" => Ok(Serializer::Pickle),
+            "json" => Ok(Serializer::Json),
+            other => Err(format!(
+                "serializer must be \"pickle\" or \"json\", got {other:?}"
+            )),
+        }
+    }
+
+    /// The flag byte of its payloads.
+    pub fn flag(self) -> u8 {
+        match self {
+            Serializer::Pickle => 0,
+            Serializer::Json => 1,
+        }
+    }
+
+    /// The serializer of a payload's flag byte.
+    pub fn from_flag(flag: u8) -> Result<Self, String> {
+        match flag {
+            0 => Ok(Serializer::Pickle),
+            1 => Ok(Serializer::Json),
+            other => Err(format!(
+                "unknown serializer flag {other} in a signed payload"
+            )),
+        }
+    }
+}
+
+/// Checks a signing key: a shared store signs every payload with it.
+pub fn check_signing_key(key: &[u8]) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("a shared store needs a non-empty signing key".to_owned());
+    }
+    Ok(())
+}
+
+/// `secs` as a duration, or the error saying `what` must be > 0.
+pub fn positive_seconds(what: &str, secs: f64) -> Result<Duration, String> {
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(format!(
+            "{what} must be a number of seconds > 0, got {secs}"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Which kind of store a URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind<'a> {
+    /// A Django cache alias (`django`, `django:<alias>`).
+    Django(&'a str),
+    /// A Redis Cluster (`redis+cluster://`, `rediss+cluster://`).
+    Cluster,
+    /// Redis behind Sentinel (`redis+sentinel://`, `rediss+sentinel://`).
+    Sentinel,
+    /// One Redis server (anything else: the client checks the URL).
+    Redis,
+}
+
+impl<'a> StoreKind<'a> {
+    /// The kind of store `url` names.
+    pub fn of(url: &'a str) -> Result<Self, String> {
+        if let Some(alias) = url.strip_prefix("django") {
+            return match alias {
+                "" => Ok(StoreKind::Django("default")),
+                _ => alias
+                    .strip_prefix(':')
+                    .map(StoreKind::Django)
+                    .ok_or_else(|| {
+                        format!("a Django backend is \"django\" or \"django:<alias>\", got {url:?}")
+                    }),
+            };
+        }
+        if url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://") {
+            return Ok(StoreKind::Cluster);
+        }
+        if url.starts_with("redis+sentinel://") || url.starts_with("rediss+sentinel://") {
+            return Ok(StoreKind::Sentinel);
+        }
+        Ok(StoreKind::Redis)
+    }
+
+    /// The circuit breaker for this store: three failures open it for a
+    /// second. A cluster keeps a breaker per slot (one dead master must not
+    /// skip the others), so this one never opens for it.
+    pub fn breaker(self) -> Breaker {
+        let threshold = match self {
+            StoreKind::Cluster => u32::MAX,
+            _ => 3,
+        };
+        Breaker::new(threshold, Duration::from_secs(1))
+    }
+}
+
+/// A Redis connection's settings, in seconds.
+#[cfg(feature = "redis")]
+pub fn redis_config(
+    url: &str,
+    pool_size: u32,
+    connect_timeout: f64,
+    read_timeout: f64,
+    read_spin: f64,
+) -> Result<super::RedisConfig, String> {
+    Ok(super::RedisConfig {
+        url: url.to_owned(),
+        pool_size,
+        connect_timeout: positive_seconds("connect_timeout", connect_timeout)?,
+        read_timeout: positive_seconds("read_timeout", read_timeout)?,
+        read_spin: match read_spin {
+            0.0 => Duration::ZERO,
+            secs if secs > 0.0 => positive_seconds("read_spin", secs)?,
+            _ => {
+                return Err(format!(
+                    "read_spin must be a number of seconds >= 0 (0: never busy-wait), got \
+                     {read_spin}"
+                ))
+            }
+        },
+    })
+}
+
+/// The lifecycle's options: `wait_timeout` defaults to a second past the
+/// lock's, so a follower outwaits a live computation.
+pub fn options(
+    lock_timeout: f64,
+    wait_timeout: Option<f64>,
+    bypass_on_failure: bool,
+) -> Result<SharedOptions, String> {
+    let lock_timeout = positive_seconds("lock_timeout", lock_timeout)?;
+    Ok(SharedOptions {
+        lock_timeout,
+        wait_timeout: match wait_timeout {
+            Some(secs) => positive_seconds("wait_timeout", secs)?,
+            None => lock_timeout + Duration::from_secs(1),
+        },
+        bypass_on_failure,
+    })
+}
+
+/// Warnings about a failing store are logged at most this often.
+const WARN_INTERVAL_MICROS: i64 = 60_000_000;
+
+/// Says when a warning about a store may be logged: at most once a
+/// minute, by one thread.
+#[derive(Debug)]
+pub struct WarnLimit {
+    last: AtomicI64,
+}
+
+impl Default for WarnLimit {
+    fn default() -> Self {
+        WarnLimit {
+            last: AtomicI64::new(i64::MIN / 2),
+        }
+    }
+}
+
+impl WarnLimit {
+    /// Whether a warning may be logged at `now_micros`; if so, the next
+    /// may be logged a minute later (one caller wins a race).
+    pub fn allow(&self, now_micros: i64) -> bool {
+        let last = self.last.load(Ordering::Relaxed);
+        now_micros - last >= WARN_INTERVAL_MICROS
+            && self
+                .last
+                .compare_exchange(last, now_micros, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+/// The warning about `error` from the store at `url`: one operation
+/// refused, or the store failing (calls computed live until it answers).
+pub fn warning(url: &str, error: &StoreError) -> String {
+    match error {
+        StoreError::Protocol(_) | StoreError::ReadOnly(_) => format!(
+            "restflow: cache store {url} refused an operation ({error}); that call is \
+             computed live (BYPASS), other operations go on"
+        ),
+        _ => format!(
+            "restflow: cache store {url} failed ({error}); calls are computed live (BYPASS) \
+             until it answers again"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_their_store() {
+        assert_eq!(StoreKind::of("django"), Ok(StoreKind::Django("default")));
+        assert_eq!(
+            StoreKind::of("django:sessions"),
+            Ok(StoreKind::Django("sessions"))
+        );
+        assert_eq!(
+            StoreKind::of("djangoz").unwrap_err(),
+            "a Django backend is \"django\" or \"django:<alias>\", got \"djangoz\""
+        );
+        assert_eq!(StoreKind::of("rediss+cluster://h"), Ok(StoreKind::Cluster));
+        assert_eq!(StoreKind::of("redis+sentinel://h"), Ok(StoreKind::Sentinel));
+        assert_eq!(StoreKind::of("redis://h:1/0"), Ok(StoreKind::Redis));
+    }
+
+    #[test]
+    fn settings_are_checked_with_what_to_change() {
+        assert_eq!(Serializer::parse("json").map(Serializer::flag), Ok(1));
+        assert_eq!(Serializer::from_flag(0), Ok(Serializer::Pickle));
+        assert!(Serializer::parse("yaml").unwrap_err().contains("\"yaml\""));
+        assert!(Serializer::from_flag(7).is_err());
+        assert!(check_signing_key(b"").is_err());
+        assert_eq!(
+            positive_seconds("lock_timeout", 0.0).unwrap_err(),
+            "lock_timeout must be a number of seconds > 0, got 0"
+        );
+        let defaults = options(2.0, None, true).unwrap();
+        assert_eq!(defaults.wait_timeout, Duration::from_secs(3));
+        assert!(options(2.0, Some(f64::NAN), true).is_err());
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn read_spin_may_be_zero_but_not_negative() {
+        let spin = |s| redis_config("redis://h", 4, 0.5, 0.1, s).map(|c| c.read_spin);
+        assert_eq!(spin(0.0), Ok(Duration::ZERO));
+        assert_eq!(spin(0.001), Ok(Duration::from_millis(1)));
+        assert!(spin(-1.0).unwrap_err().starts_with("read_spin must be"));
+        assert!(redis_config("redis://h", 4, 0.0, 0.1, 0.0).is_err());
+    }
+
+    #[test]
+    fn warnings_are_limited_to_one_a_minute() {
+        let limit = WarnLimit::default();
+        assert!(limit.allow(0));
+        assert!(!limit.allow(WARN_INTERVAL_MICROS - 1));
+        assert!(limit.allow(WARN_INTERVAL_MICROS));
+        let text = warning("redis://h", &StoreError::ReadOnly("replica".into()));
+        assert!(text.contains("refused an operation"), "{text}");
+        let text = warning("redis://h", &StoreError::Timeout("slow".into()));
+        assert!(text.contains("until it answers again"), "{text}");
+    }
+}
