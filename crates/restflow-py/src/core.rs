@@ -313,6 +313,14 @@ impl Core {
             .map(drop)
     }
 
+    /// A writer holding the prefix of a plain function's key (no class):
+    /// what [`Core::write_prefix`] writes into a new writer, made in place
+    /// for the hot path.
+    #[inline(always)]
+    pub fn plain_prefix(&self) -> KeyWriter {
+        KeyWriter::starting_with_word(self.scope.key_word())
+    }
+
     /// The first words of every key of this function: the scope word, and
     /// for methods the class number.
     #[inline]

@@ -423,8 +423,7 @@ impl CachedWrapper {
             && self.core.plain_memory(RUNTIME.state())
         {
             let engine = &RUNTIME.engine;
-            let mut w = KeyWriter::new();
-            self.core.write_prefix(&mut w, None);
+            let mut w = self.core.plain_prefix();
             // SAFETY: live objects, per this function's contract.
             unsafe { self.core.signature.write_positional_raw(py, &mut w, args) }
                 .map_err(|e| e.into_pyerr(&self.core.function_id))?;
@@ -495,8 +494,7 @@ impl CachedWrapper {
         if !handle.uses_near(&self.core) {
             return Ok(None);
         }
-        let mut w = KeyWriter::new();
-        self.core.write_prefix(&mut w, None);
+        let mut w = self.core.plain_prefix();
         // SAFETY: live objects, per this function's contract.
         unsafe { self.core.signature.write_positional_raw(py, &mut w, args) }
             .map_err(|e| e.into_pyerr(&self.core.function_id))?;
