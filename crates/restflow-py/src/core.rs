@@ -539,21 +539,26 @@ impl Core {
             .unwrap_or_else(|| RUNTIME.default_stale_if_error())
     }
 
-    /// Whether a call may take the hot path, given the runtime's state bits:
-    /// the memory store, and no stale-if-error window to keep entries for.
-    #[inline]
-    pub fn plain_memory(&self, bits: u8) -> bool {
+    /// The runtime state bits under which a call may take the hot path (the
+    /// memory store, and no stale-if-error window to keep entries for), as
+    /// one mask that must be wholly set, so the hot path tests the state
+    /// word against a mask made once per wrapper: [`state::NEVER`] when no
+    /// state lets it (a named store, a stale-if-error window).
+    ///
+    /// [`state::NEVER`]: crate::runtime::state::NEVER
+    pub fn plain_memory_bits(&self) -> u8 {
         use crate::runtime::state;
         let memory = match self.backend {
-            BackendChoice::Memory => true,
-            BackendChoice::Default => bits & state::MEMORY != 0,
-            BackendChoice::Named(_) => false,
+            BackendChoice::Memory => 0,
+            BackendChoice::Default => state::MEMORY,
+            BackendChoice::Named(_) => state::NEVER,
         };
         let no_keep = match self.stale_if_error {
-            Some(keep) => keep.is_zero(),
-            None => bits & state::NO_KEEP != 0,
+            Some(keep) if keep.is_zero() => 0,
+            Some(_) => state::NEVER,
+            None => state::NO_KEEP,
         };
-        memory && no_keep && bits & state::CONFIGURED != 0
+        state::CONFIGURED | memory | no_keep
     }
 
     /// Whether calls use the in-process memory store (the hot path asks).

@@ -67,6 +67,9 @@ pub mod state {
     pub const MEMORY: u8 = 2;
     /// The `STALE_IF_ERROR` setting is 0.
     pub const NO_KEEP: u8 = 4;
+    /// Never set: a mask holding it is never satisfied (see
+    /// `Core::plain_memory_bits`).
+    pub const NEVER: u8 = 0x80;
 }
 
 pub struct Runtime {

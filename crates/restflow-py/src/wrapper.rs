@@ -52,6 +52,11 @@ pub struct CachedWrapper {
     /// For a method fetched from an instance: the instance, and the wrapper
     /// it was fetched through (for `__name__`, `__doc__` and the like).
     bound: Option<(Py<PyAny>, Py<CachedWrapper>)>,
+    /// The runtime state bits a positional call needs to take the memory
+    /// hot path ([`Core::plain_memory_bits`]; `state::NEVER` for a bound
+    /// method, a method, or a key constructor): one test on that path
+    /// instead of four.
+    hot_bits: u8,
 }
 
 type PyShared = restflow_cache::Shared<Stored>;
@@ -382,12 +387,18 @@ impl CachedWrapper {
         core: Arc<Core>,
         bound: Option<(Py<PyAny>, Py<CachedWrapper>)>,
     ) -> PyResult<Bound<'_, CachedWrapper>> {
+        let hot_bits = if bound.is_none() && !core.signature.method && core.fields.is_none() {
+            core.plain_memory_bits()
+        } else {
+            crate::runtime::state::NEVER
+        };
         let obj = Bound::new(
             py,
             CachedWrapper {
                 vectorcall: crate::vectorcall::entry,
                 core,
                 bound,
+                hot_bits,
             },
         )?;
         crate::vectorcall::enable(&obj, &obj.get().vectorcall);
@@ -416,12 +427,7 @@ impl CachedWrapper {
         kwnames: Option<Borrowed<'_, 'py, PyTuple>>,
         kwvalues: &[*mut pyo3::ffi::PyObject],
     ) -> PyResult<Reply> {
-        if kwnames.is_none()
-            && self.bound.is_none()
-            && !self.core.signature.method
-            && self.core.fields.is_none()
-            && self.core.plain_memory(RUNTIME.state())
-        {
+        if kwnames.is_none() && RUNTIME.state() & self.hot_bits == self.hot_bits {
             let engine = &RUNTIME.engine;
             let mut w = self.core.plain_prefix();
             // SAFETY: live objects, per this function's contract.
