@@ -135,16 +135,15 @@ fn write_at_depth(
         });
     }
     let ptr = value.as_ptr();
-    // SAFETY: `ptr` is a live object borrowed for the duration of the call;
-    // reading its type pointer and comparing it with the static type objects
-    // is what the `Py*_CheckExact` macros do.
+    // SAFETY: `ptr` is a live object borrowed for the duration of the call.
+    if unsafe { write_common(w, ptr) } {
+        return Ok(());
+    }
+    // SAFETY: as above; reading its type pointer and comparing it with the
+    // static type objects is what the `Py*_CheckExact` macros do.
     let ty = unsafe { ffi::Py_TYPE(ptr) };
     unsafe {
         if ty == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
-            if let Some(n) = one_digit_int(ptr) {
-                w.write_int(n);
-                return Ok(());
-            }
             return write_int(w, value);
         }
         if ty == std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
@@ -156,10 +155,6 @@ fn write_at_depth(
         }
         if ty == std::ptr::addr_of_mut!(ffi::PyBool_Type) {
             w.write_bool(ptr == ffi::Py_True());
-            return Ok(());
-        }
-        if ty == std::ptr::addr_of_mut!(ffi::PyFloat_Type) {
-            w.write_float(ffi::PyFloat_AS_DOUBLE(ptr));
             return Ok(());
         }
         if ty == std::ptr::addr_of_mut!(ffi::PyTuple_Type) {
@@ -190,6 +185,52 @@ fn write_at_depth(
         }
     }
     write_other(w, value, depth, sort)
+}
+
+/// Appends `ptr` when it is one of the arguments calls pass most (an exact
+/// `int` of one digit, `float`, or compact ASCII `str`), inline and without
+/// a `Result` to pass back: the hot path writes each positional argument
+/// through this first (see `Signature::write_positional_raw`), and
+/// [`write_at_depth`] starts with it. `false`: nothing was written; encode
+/// the value with [`write_value`].
+///
+/// # Safety
+/// `ptr` is a live object.
+#[inline(always)]
+pub unsafe fn write_common(w: &mut KeyWriter, ptr: *mut ffi::PyObject) -> bool {
+    // SAFETY: a live object, per the contract; the type checks are what the
+    // `Py*_CheckExact` macros do, and each read below is of the type found.
+    unsafe {
+        let ty = ffi::Py_TYPE(ptr);
+        if ty == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
+            return match one_digit_int(ptr) {
+                Some(n) => {
+                    w.write_int(n);
+                    true
+                }
+                None => false,
+            };
+        }
+        if ty == std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
+            // A compact ASCII string keeps its bytes right after its header,
+            // and ASCII is UTF-8: read them in place (what
+            // PyUnicode_AsUTF8AndSize returns for it, without the call).
+            if ffi::PyUnicode_IS_COMPACT_ASCII(ptr) == 0 {
+                return false;
+            }
+            let len = ffi::PyUnicode_GET_LENGTH(ptr) as usize;
+            let data = ffi::PyUnicode_DATA(ptr) as *const u8;
+            let text = std::str::from_utf8_unchecked(std::slice::from_raw_parts(data, len));
+            // Too long for a key: nothing is written, and `write_value`
+            // says why.
+            return w.write_str(text).is_ok();
+        }
+        if ty == std::ptr::addr_of_mut!(ffi::PyFloat_Type) {
+            w.write_float(ffi::PyFloat_AS_DOUBLE(ptr));
+            return true;
+        }
+    }
+    false
 }
 
 /// Whether this interpreter stores an `int`'s digits as 30 bits in a
@@ -301,20 +342,8 @@ fn write_int(w: &mut KeyWriter, value: &Bound<'_, PyAny>) -> Encoded {
 
 #[inline]
 fn write_str(w: &mut KeyWriter, value: &Bound<'_, PyString>) -> Encoded {
-    let ptr = value.as_ptr();
-    // SAFETY: `ptr` is a live str. A compact ASCII string keeps its bytes
-    // right after its header, and ASCII is UTF-8: read them in place
-    // (what PyUnicode_AsUTF8AndSize returns for it, without the call).
-    unsafe {
-        if ffi::PyUnicode_IS_COMPACT_ASCII(ptr) != 0 {
-            let len = ffi::PyUnicode_GET_LENGTH(ptr) as usize;
-            let data = ffi::PyUnicode_DATA(ptr) as *const u8;
-            w.write_str(std::str::from_utf8_unchecked(std::slice::from_raw_parts(
-                data, len,
-            )))?;
-            return Ok(());
-        }
-    }
+    // A compact ASCII string was written by `write_common` (unless too
+    // long, which `to_str` and `write_str` then report).
     match value.to_str() {
         Ok(text) => w.write_str(text)?,
         Err(_) => {
