@@ -4,7 +4,9 @@ Run with ``python benches/hit_path.py`` after ``make build`` (or through
 ``scripts/bench.sh``). Every contender is timed in the same process, in
 interleaved rounds, and reported as the median ns per call plus the ratio to
 ``functools.lru_cache`` measured alongside it: on a shared, noisy machine the
-ratio is what carries over, not the absolute number.
+ratio is what carries over, not the absolute number. For a measure that
+no load moves, ``benches/hit_instructions.py`` counts instructions per call
+under callgrind.
 
 The issue's bars (checked here and printed, never asserted in a unit test):
 
