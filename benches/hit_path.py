@@ -4,7 +4,9 @@ Run with ``python benches/hit_path.py`` after ``make build`` (or through
 ``scripts/bench.sh``). Every contender is timed in the same process, in
 interleaved rounds, and reported as the median ns per call plus the ratio to
 ``functools.lru_cache`` measured alongside it: on a shared, noisy machine the
-ratio is what carries over, not the absolute number.
+ratio is what carries over, not the absolute number. For a measure that
+no load moves, ``benches/hit_instructions.py`` counts instructions per call
+under callgrind.
 
 The issue's bars (checked here and printed, never asserted in a unit test):
 
@@ -60,6 +62,45 @@ def make_contenders(arity: int):
     }
 
 
+#: (arity, contender) -> the issue's bar, as a ratio to lru_cache.
+BARS = {
+    (1, "restflow __call__ hit"): 1.5,
+    (3, "restflow __call__ hit"): 1.0,
+    (1, "restflow get_with_metadata hit"): 3.0,
+    (3, "restflow get_with_metadata hit"): 3.0,
+}
+LABELS = {1: "f(5)", 3: 'f(1, "abc", 2.5)'}
+
+
+def print_table(arity: int, results: dict[str, float], unit: str) -> list[str]:
+    """Prints one shape's results (in `unit`) as a table of ratios to
+    lru_cache with the bars; returns the bars missed, one line each (shared
+    with hit_instructions.py, which counts instructions instead)."""
+    label = LABELS[arity]
+    base = results["functools.lru_cache hit"]
+    failed = []
+    print(f"| call | {unit} | x lru_cache | bar |")
+    print("|---|---:|---:|---:|")
+    for name, value in results.items():
+        ratio = value / base
+        bar = BARS.get((arity, name))
+        mark = ""
+        if bar is not None:
+            mark = f"<= {bar}x " + ("ok" if ratio <= bar else "MISSED")
+            if ratio > bar:
+                failed.append(f"{label} {name}: {ratio:.2f}x > {bar}x")
+        print(f"| {name} | {value:.1f} | {ratio:.2f} | {mark} |")
+    return failed
+
+
+def print_footer(failed: list[str], payload: dict | None, unit: str = "") -> None:
+    """Prints the bars missed, and `payload` as one JSON line when given."""
+    if failed:
+        print(f"\nbars missed{unit}:\n  " + "\n  ".join(failed))
+    if payload is not None:
+        print(json.dumps(payload))
+
+
 def measure(arity: int, rounds: int, number: int) -> dict[str, float]:
     args, contenders = make_contenders(arity)
     samples: dict[str, list[float]] = {name: [] for name in contenders}
@@ -85,38 +126,15 @@ def main() -> int:
     machine = platform.processor() or platform.machine()
     python = f"{platform.python_implementation()} {platform.python_version()}"
     print(f"# {machine}, {python}, {options.rounds} interleaved rounds x {options.number} calls")
-    bars = {
-        (1, "restflow __call__ hit"): 1.5,
-        (3, "restflow __call__ hit"): 1.0,
-        (1, "restflow get_with_metadata hit"): 3.0,
-        (3, "restflow get_with_metadata hit"): 3.0,
-    }
     failed = []
     everything = {}
-    for arity, label in ((1, "f(5)"), (3, 'f(1, "abc", 2.5)')):
+    for arity, label in LABELS.items():
         results = measure(arity, options.rounds, options.number)
         everything[label] = results
-        base = results["functools.lru_cache hit"]
         print(f"\n{label}\n")
-        print("| call | ns/call (median) | x lru_cache | bar |")
-        print("|---|---:|---:|---:|")
-        for name, ns in results.items():
-            ratio = ns / base
-            bar = bars.get((arity, name))
-            mark = ""
-            if bar is not None:
-                mark = f"<= {bar}x " + ("ok" if ratio <= bar else "MISSED")
-                if ratio > bar:
-                    failed.append(f"{label} {name}: {ratio:.2f}x > {bar}x")
-            print(f"| {name} | {ns:.1f} | {ratio:.2f} | {mark} |")
-    if failed:
-        print("\nbars missed:\n  " + "\n  ".join(failed))
-    if options.json:
-        print(
-            json.dumps(
-                {"bench": "hit_path", "machine": machine, "python": python, "ns": everything}
-            )
-        )
+        failed += print_table(arity, results, "ns/call (median)")
+    payload = {"bench": "hit_path", "machine": machine, "python": python, "ns": everything}
+    print_footer(failed, payload if options.json else None)
     return 0
 
 

@@ -204,3 +204,25 @@ def test_ascii_and_non_ascii_text_encode_as_utf8():
     assert echo.get_cache_key(built) == echo.get_cache_key("abc")
     assert echo("abc") == echo(built)
     assert computed == ["abc"]
+
+
+def test_ints_at_the_one_digit_bounds_key_by_their_exact_value():
+    """An int of one 30-bit digit is read from the object in place on the
+    hit path (issue 11); at and across that bound every int keys by its own
+    value, through the fast path (positional) and the general one
+    (keyword), and is served back as itself."""
+    bound = 2**30
+    values = [0, 1, -1, bound - 1, bound, bound + 1, -(bound - 1), -bound, -bound - 1]
+    values += [2**62, 2**63 - 1, -(2**63), 2**63, -(2**63) - 1]
+    # Made at run time, not the interpreter's shared small-int objects.
+    values += [int(str(bound - 1)), -int(str(bound - 1)), int("0"), int("-7")]
+    distinct = list(dict.fromkeys(values))
+    for value in distinct:
+        shown = f"i{value}" if -(2**63) <= value < 2**63 else f"i{hex(value)}"
+        assert echo.get_cache_key(value).endswith(f"arguments.x={shown}")
+        assert echo.get_cache_key(x=value) == echo.get_cache_key(value)
+        assert echo(value) == value
+    for value in values:
+        assert echo(value) == value
+        assert echo(x=value) == value
+    assert computed == distinct

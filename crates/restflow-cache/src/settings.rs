@@ -15,6 +15,9 @@ pub mod state {
     pub const MEMORY: u8 = 2;
     /// The default stale-if-error window is 0.
     pub const NO_KEEP: u8 = 4;
+    /// Never set: a mask holding it is never satisfied (see
+    /// [`BackendChoice::plain_memory_bits`](super::BackendChoice::plain_memory_bits)).
+    pub const NEVER: u8 = 0x80;
 }
 
 /// The settings an embedder read from its configuration.
@@ -140,16 +143,33 @@ impl BackendChoice {
         }
     }
 
-    /// Whether a call may take the hot path, given the [`state`] bits: the
-    /// memory store, and no stale-if-error window to keep entries for
-    /// (`stale_if_error`: the function's own, `None` for the default).
-    #[inline(always)]
-    pub fn plain_memory(&self, stale_if_error: Option<Span>, bits: u8) -> bool {
-        let no_keep = match stale_if_error {
-            Some(keep) => keep.is_zero(),
-            None => bits & state::NO_KEEP != 0,
+    /// The [`state`] bits under which a call may take the hot path (the
+    /// memory store, and no stale-if-error window to keep entries for;
+    /// `stale_if_error`: the function's own, `None` for the default), as one
+    /// mask that must be wholly set: a caller makes it once and tests the
+    /// state word against it in one comparison. It holds [`state::NEVER`]
+    /// when no state lets the call take the hot path (a named store, a
+    /// window of its own).
+    pub fn plain_memory_bits(&self, stale_if_error: Option<Span>) -> u8 {
+        let memory = match self {
+            BackendChoice::Memory => 0,
+            BackendChoice::Default => state::MEMORY,
+            BackendChoice::Named(_) => state::NEVER,
         };
-        self.uses_memory(bits) && no_keep && bits & state::CONFIGURED != 0
+        let no_keep = match stale_if_error {
+            Some(keep) if keep.is_zero() => 0,
+            Some(_) => state::NEVER,
+            None => state::NO_KEEP,
+        };
+        state::CONFIGURED | memory | no_keep
+    }
+
+    /// Whether a call may take the hot path, given the [`state`] bits (see
+    /// [`BackendChoice::plain_memory_bits`]).
+    #[inline]
+    pub fn plain_memory(&self, stale_if_error: Option<Span>, bits: u8) -> bool {
+        let mask = self.plain_memory_bits(stale_if_error);
+        bits & mask == mask
     }
 }
 

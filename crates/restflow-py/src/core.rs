@@ -233,6 +233,14 @@ impl Core {
             .map(drop)
     }
 
+    /// A writer holding the prefix of a plain function's key (no class):
+    /// what [`Core::write_prefix`] writes into a new writer, made in place
+    /// for the hot path.
+    #[inline(always)]
+    pub fn plain_prefix(&self) -> KeyWriter {
+        KeyWriter::starting_with_word(self.scope.key_word())
+    }
+
     /// The first words of every key of this function: the scope word, and
     /// for methods the class number.
     #[inline]
@@ -422,11 +430,13 @@ impl Core {
             .unwrap_or_else(|| RUNTIME.default_stale_if_error())
     }
 
-    /// Whether a call may take the hot path, given the runtime's state bits:
-    /// the memory store, and no stale-if-error window to keep entries for.
-    #[inline]
-    pub fn plain_memory(&self, bits: u8) -> bool {
-        self.backend.plain_memory(self.stale_if_error, bits)
+    /// The runtime state bits under which a call may take the hot path (the
+    /// memory store, and no stale-if-error window to keep entries for), as
+    /// one mask that must be wholly set, so the hot path tests the state
+    /// word against a mask made once per wrapper (see
+    /// `restflow_cache::settings::BackendChoice::plain_memory_bits`).
+    pub fn plain_memory_bits(&self) -> u8 {
+        self.backend.plain_memory_bits(self.stale_if_error)
     }
 
     /// Whether calls use the in-process memory store (the hot path asks).

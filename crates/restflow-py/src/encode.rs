@@ -6,6 +6,8 @@
 //! refused: a `repr()` could embed a memory address and silently make every
 //! call a miss, or two different objects equal.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::once::{Attached, OnceValue};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -100,9 +102,12 @@ fn write_at_depth(
         });
     }
     let ptr = value.as_ptr();
-    // SAFETY: `ptr` is a live object borrowed for the duration of the call;
-    // reading its type pointer and comparing it with the static type objects
-    // is what the `Py*_CheckExact` macros do.
+    // SAFETY: `ptr` is a live object borrowed for the duration of the call.
+    if unsafe { write_common(w, ptr) } {
+        return Ok(());
+    }
+    // SAFETY: as above; reading its type pointer and comparing it with the
+    // static type objects is what the `Py*_CheckExact` macros do.
     let ty = unsafe { ffi::Py_TYPE(ptr) };
     unsafe {
         if ty == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
@@ -117,10 +122,6 @@ fn write_at_depth(
         }
         if ty == std::ptr::addr_of_mut!(ffi::PyBool_Type) {
             w.write_bool(ptr == ffi::Py_True());
-            return Ok(());
-        }
-        if ty == std::ptr::addr_of_mut!(ffi::PyFloat_Type) {
-            w.write_float(ffi::PyFloat_AS_DOUBLE(ptr));
             return Ok(());
         }
         if ty == std::ptr::addr_of_mut!(ffi::PyTuple_Type) {
@@ -153,6 +154,132 @@ fn write_at_depth(
     write_other(w, value, depth, sort)
 }
 
+/// Appends `ptr` when it is one of the arguments calls pass most (an exact
+/// `int` of one digit, `float`, or compact ASCII `str`), inline and without
+/// a `Result` to pass back: the hot path writes each positional argument
+/// through this first (see `Signature::write_positional_raw`), and
+/// [`write_at_depth`] starts with it. `false`: nothing was written; encode
+/// the value with [`write_value`].
+///
+/// # Safety
+/// `ptr` is a live object.
+#[inline(always)]
+pub unsafe fn write_common(w: &mut KeyWriter, ptr: *mut ffi::PyObject) -> bool {
+    // SAFETY: a live object, per the contract; the type checks are what the
+    // `Py*_CheckExact` macros do, and each read below is of the type found.
+    unsafe {
+        let ty = ffi::Py_TYPE(ptr);
+        if ty == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
+            return match one_digit_int(ptr) {
+                Some(n) => {
+                    w.write_int(n);
+                    true
+                }
+                None => false,
+            };
+        }
+        if ty == std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
+            // A compact ASCII string keeps its bytes right after its header,
+            // and ASCII is UTF-8: read them in place (what
+            // PyUnicode_AsUTF8AndSize returns for it, without the call).
+            if ffi::PyUnicode_IS_COMPACT_ASCII(ptr) == 0 {
+                return false;
+            }
+            let len = ffi::PyUnicode_GET_LENGTH(ptr) as usize;
+            let data = ffi::PyUnicode_DATA(ptr) as *const u8;
+            let text = std::str::from_utf8_unchecked(std::slice::from_raw_parts(data, len));
+            // Too long for a key: nothing is written, and `write_value`
+            // says why.
+            return w.write_str(text).is_ok();
+        }
+        if ty == std::ptr::addr_of_mut!(ffi::PyFloat_Type) {
+            w.write_float(ffi::PyFloat_AS_DOUBLE(ptr));
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether this interpreter stores an `int`'s digits as 30 bits in a
+/// `u32`, the layout [`one_digit_int`] reads. CPython's default on every
+/// 64-bit platform, but a build configured with 15-bit digits exists:
+/// checked once, at import ([`check_int_layout`]); until then, and on any
+/// other layout, every `int` takes the call.
+static THIRTY_BIT_DIGITS: AtomicBool = AtomicBool::new(false);
+
+/// Reads `sys.int_info` and enables [`one_digit_int`] when its layout
+/// holds. Called from the module's initialisation, on the importing thread.
+pub(crate) fn check_int_layout(py: Python<'_>) -> PyResult<()> {
+    let info = py.import("sys")?.getattr("int_info")?;
+    let bits: u32 = info.getattr("bits_per_digit")?.extract()?;
+    let size: usize = info.getattr("sizeof_digit")?.extract()?;
+    let layout = bits == 30 && size == std::mem::size_of::<u32>();
+    THIRTY_BIT_DIGITS.store(layout && cfg!(compact_int_layout_known), Ordering::Relaxed);
+    Ok(())
+}
+
+/// The value of an exact `int` of at most one digit (|n| < 2**30), read
+/// from the object in place: the common small argument, which would
+/// otherwise cost a call to `PyLong_AsLongLongAndOverflow` (~20
+/// instructions of a ~60-instruction key on the hot path). `None`: take
+/// the call.
+///
+/// The layouts are CPython's (`Include/cpython/longintrepr.h`): up to
+/// 3.11, `ob_size` is the signed digit count and the digits follow the
+/// `PyVarObject` header; from 3.12, `lv_tag` after the `PyObject` header
+/// holds the digit count shifted by 3 and the sign in its low 2 bits (0
+/// positive, 1 zero, 2 negative), and a value is compact (one digit or
+/// zero) when `lv_tag < 16` (`_PyLong_IsCompact`).
+///
+/// # Safety
+/// `ptr` is a live object whose type is exactly `int` (a subclass may add
+/// fields but keeps the layout; only the exact type is passed here).
+#[inline(always)]
+unsafe fn one_digit_int(ptr: *mut ffi::PyObject) -> Option<i64> {
+    #[cfg(compact_int_layout_known)]
+    {
+        if !THIRTY_BIT_DIGITS.load(Ordering::Relaxed) {
+            return None;
+        }
+        #[cfg(not(Py_3_12))]
+        {
+            // SAFETY: an `int` is a `PyVarObject` followed by at least one
+            // digit (CPython allocates one even for zero), per the contract.
+            unsafe {
+                let size = (*ptr.cast::<ffi::PyVarObject>()).ob_size;
+                if !(-1..=1).contains(&size) {
+                    return None;
+                }
+                let digits = ptr
+                    .cast::<u8>()
+                    .add(std::mem::size_of::<ffi::PyVarObject>());
+                let digit = std::ptr::read(digits.cast::<u32>());
+                Some(size as i64 * i64::from(digit))
+            }
+        }
+        #[cfg(Py_3_12)]
+        {
+            // SAFETY: an `int` is a `PyObject` followed by `lv_tag` and at
+            // least one digit, per the contract.
+            unsafe {
+                let tag_at = ptr.cast::<u8>().add(std::mem::size_of::<ffi::PyObject>());
+                let tag = std::ptr::read(tag_at.cast::<usize>());
+                if tag >= 16 {
+                    return None;
+                }
+                let sign = 1 - (tag & 3) as i64;
+                let digit = std::ptr::read(tag_at.add(std::mem::size_of::<usize>()).cast::<u32>());
+                Some(sign * i64::from(digit))
+            }
+        }
+    }
+    #[cfg(not(compact_int_layout_known))]
+    {
+        let _ = ptr;
+        None
+    }
+}
+
 #[inline]
 fn write_int(w: &mut KeyWriter, value: &Bound<'_, PyAny>) -> Encoded {
     let mut overflow = 0;
@@ -182,20 +309,8 @@ fn write_int(w: &mut KeyWriter, value: &Bound<'_, PyAny>) -> Encoded {
 
 #[inline]
 fn write_str(w: &mut KeyWriter, value: &Bound<'_, PyString>) -> Encoded {
-    let ptr = value.as_ptr();
-    // SAFETY: `ptr` is a live str. A compact ASCII string keeps its bytes
-    // right after its header, and ASCII is UTF-8: read them in place
-    // (what PyUnicode_AsUTF8AndSize returns for it, without the call).
-    unsafe {
-        if ffi::PyUnicode_IS_COMPACT_ASCII(ptr) != 0 {
-            let len = ffi::PyUnicode_GET_LENGTH(ptr) as usize;
-            let data = ffi::PyUnicode_DATA(ptr) as *const u8;
-            w.write_str(std::str::from_utf8_unchecked(std::slice::from_raw_parts(
-                data, len,
-            )))?;
-            return Ok(());
-        }
-    }
+    // A compact ASCII string was written by `write_common` (unless too
+    // long, which `to_str` and `write_str` then report).
     match value.to_str() {
         Ok(text) => w.write_str(text)?,
         Err(_) => {

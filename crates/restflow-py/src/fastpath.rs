@@ -14,7 +14,7 @@ use pyo3::types::PyTuple;
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::vectorcall::{dispatch, enable, Vectorcall};
-use crate::wrapper::CachedWrapper;
+use crate::wrapper::{CachedWrapper, Reply};
 
 /// `get_with_metadata` bound to one wrapper.
 #[pyclass(module = "restflow._engine", name = "GetWithMetadata", frozen)]
@@ -98,12 +98,14 @@ unsafe extern "C" fn entry(
             let wrapper = this.wrapper.bind(py).get();
             // `serve_vector`'s contract: `dispatch` passes CPython's live
             // argument array.
-            Ok(wrapper
-                .serve_vector(py, a, kn, kv)?
-                .with_metadata(py)?
-                .into_pyobject(py)?
-                .into_any()
-                .unbind())
+            let answer = |reply: Reply| -> PyResult<Py<PyAny>> {
+                Ok(reply
+                    .with_metadata(py)?
+                    .into_pyobject(py)?
+                    .into_any()
+                    .unbind())
+            };
+            wrapper.serve_vector(py, a, kn, kv, |entry| answer(Reply::hit(entry)), answer)
         })
     }
 }

@@ -208,6 +208,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // on the importing thread, for the same reason (see `once`).
     std::sync::LazyLock::force(&RUNTIME);
     restflow_cache::Timestamp::coarse_lag();
+    encode::check_int_layout(m.py())?;
     m.add_class::<wrapper::CachedWrapper>()?;
     m.add_class::<fastpath::WithMetadata>()?;
     m.add_class::<flight::Lookup>()?;

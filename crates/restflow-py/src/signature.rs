@@ -167,6 +167,10 @@ impl Signature {
         }
         for (n, arg) in args.iter().enumerate() {
             // SAFETY: per the contract.
+            if unsafe { crate::encode::write_common(w, *arg) } {
+                continue;
+            }
+            // SAFETY: per the contract.
             let arg = unsafe { Borrowed::from_ptr(py, *arg) };
             write_value(w, &arg).map_err(|e| self.model.unsupported(n, e))?;
         }

@@ -29,7 +29,7 @@ use pyo3::pyclass::boolean_struct::True;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3::PyClass;
 
-use crate::wrapper::CachedWrapper;
+use crate::wrapper::{CachedWrapper, Reply};
 
 /// A pyclass whose objects carry a vectorcall entry point in a field.
 pub trait Vectorcall: PyClass {
@@ -167,7 +167,14 @@ pub unsafe extern "C" fn entry(
         dispatch::<CachedWrapper>(callable, args, nargsf, kwnames, |py, this, a, kn, kv| {
             // `serve_vector`'s contract: `dispatch` passes CPython's live
             // argument array.
-            Ok(this.serve_vector(py, a, kn, kv)?.value(py))
+            this.serve_vector(
+                py,
+                a,
+                kn,
+                kv,
+                |entry| Ok(Reply::hit(entry).value(py)),
+                |reply| Ok(reply.value(py)),
+            )
         })
     }
 }

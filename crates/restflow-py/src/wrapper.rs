@@ -48,6 +48,11 @@ pub struct CachedWrapper {
     /// For a method fetched from an instance: the instance, and the wrapper
     /// it was fetched through (for `__name__`, `__doc__` and the like).
     bound: Option<(Py<PyAny>, Py<CachedWrapper>)>,
+    /// The runtime state bits a positional call needs to take the memory
+    /// hot path ([`Core::plain_memory_bits`]; `state::NEVER` for a bound
+    /// method, a method, or a key constructor): one test on that path
+    /// instead of four.
+    hot_bits: u8,
 }
 
 type PyShared = restflow_cache::Shared<Stored>;
@@ -141,7 +146,7 @@ impl Reply {
     /// A fresh memory entry, served as it is: no PyO3 attachment needed
     /// (see [`crate::vectorcall::attached`]).
     #[inline]
-    fn hit(entry: Arc<Entry<Stored>>) -> Reply {
+    pub fn hit(entry: Arc<Entry<Stored>>) -> Reply {
         Reply::Memory(Served {
             entry,
             status: Status::Hit,
@@ -384,12 +389,18 @@ impl CachedWrapper {
         core: Arc<Core>,
         bound: Option<(Py<PyAny>, Py<CachedWrapper>)>,
     ) -> PyResult<Bound<'_, CachedWrapper>> {
+        let hot_bits = if bound.is_none() && !core.signature.method && core.fields.is_none() {
+            core.plain_memory_bits()
+        } else {
+            crate::runtime::state::NEVER
+        };
         let obj = Bound::new(
             py,
             CachedWrapper {
                 vectorcall: crate::vectorcall::entry,
                 core,
                 bound,
+                hot_bits,
             },
         )?;
         crate::vectorcall::enable(&obj, &obj.get().vectorcall);
@@ -403,48 +414,82 @@ impl CachedWrapper {
     }
 
     /// The vectorcall fast path: positional arguments of a plain function,
-    /// looked up straight from CPython's argument array. Anything else, and
-    /// anything but a fresh hit, continues on the general path.
+    /// looked up straight from CPython's argument array, and a fresh memory
+    /// entry handed to `hit`. Anything else, and anything but a fresh hit,
+    /// continues on the general path, whose reply goes to `other`.
+    ///
+    /// Inlined into each vectorcall entry point with its `hit`, so a hit
+    /// returns just what the caller answers with (not a [`Reply`] copied
+    /// through memory) and makes no call of its own beyond the key writer
+    /// and the lookup; everything else is out of line ([`Self::serve_rest`]).
     ///
     /// # Safety
     /// Every pointer in `args` and `kwvalues` is a live Python object for
     /// the whole call (CPython's vectorcall argument array), and `kwvalues`
     /// holds one value per name in `kwnames`.
-    #[inline]
-    pub(crate) unsafe fn serve_vector<'py>(
+    #[inline(always)]
+    pub(crate) unsafe fn serve_vector<'py, R>(
+        &self,
+        py: Python<'py>,
+        args: &[*mut pyo3::ffi::PyObject],
+        kwnames: Option<Borrowed<'_, 'py, PyTuple>>,
+        kwvalues: &[*mut pyo3::ffi::PyObject],
+        hit: impl FnOnce(Arc<Entry<Stored>>) -> PyResult<R>,
+        other: impl FnOnce(Reply) -> PyResult<R>,
+    ) -> PyResult<R> {
+        if kwnames.is_none() && RUNTIME.state() & self.hot_bits == self.hot_bits {
+            let mut w = self.core.plain_prefix();
+            // SAFETY: live objects, per this function's contract.
+            unsafe { self.core.signature.write_positional_raw(py, &mut w, args) }
+                .map_err(|e| e.into_pyerr(&self.core.function_id))?;
+            // No stale-if-error window on this path: nothing to keep.
+            let lookup = RUNTIME.engine.cache().lookup(w.as_bytes());
+            if let Lookup::Fresh(entry) = lookup {
+                // The one cost statistics add to a hit: a relaxed increment.
+                self.core.stats.add(Counter::Hit);
+                return hit(entry);
+            }
+            // SAFETY: as above.
+            return other(unsafe { self.resolve_vector(py, args, &w, lookup)? });
+        }
+        // SAFETY: as above.
+        other(unsafe { self.serve_rest(py, args, kwnames, kwvalues)? })
+    }
+
+    /// [`Self::serve_vector`] past a lookup that found no fresh entry.
+    ///
+    /// # Safety
+    /// As [`Self::serve_vector`]'s.
+    #[inline(never)]
+    unsafe fn resolve_vector(
+        &self,
+        py: Python<'_>,
+        args: &[*mut pyo3::ffi::PyObject],
+        w: &KeyWriter,
+        lookup: Lookup<Stored>,
+    ) -> PyResult<Reply> {
+        let call = Call {
+            // SAFETY: live objects, per this function's contract.
+            args: unsafe { crate::vectorcall::tuple_from_raw(py, args)? },
+            kwargs: None,
+            produce: None,
+        };
+        self.resolve(py, w.as_bytes(), lookup, None, &call)
+    }
+
+    /// [`Self::serve_vector`] for a call the memory hot path does not take:
+    /// a shared store's hot layer, else the general path.
+    ///
+    /// # Safety
+    /// As [`Self::serve_vector`]'s.
+    #[inline(never)]
+    unsafe fn serve_rest<'py>(
         &self,
         py: Python<'py>,
         args: &[*mut pyo3::ffi::PyObject],
         kwnames: Option<Borrowed<'_, 'py, PyTuple>>,
         kwvalues: &[*mut pyo3::ffi::PyObject],
     ) -> PyResult<Reply> {
-        if kwnames.is_none()
-            && self.bound.is_none()
-            && !self.core.signature.method
-            && self.core.fields.is_none()
-            && self.core.plain_memory(RUNTIME.state())
-        {
-            let engine = &RUNTIME.engine;
-            let mut w = KeyWriter::new();
-            self.core.write_prefix(&mut w, None);
-            // SAFETY: live objects, per this function's contract.
-            unsafe { self.core.signature.write_positional_raw(py, &mut w, args) }
-                .map_err(|e| e.into_pyerr(&self.core.function_id))?;
-            // No stale-if-error window on this path: nothing to keep.
-            let lookup = engine.cache().lookup(w.as_bytes());
-            if let Lookup::Fresh(entry) = lookup {
-                // The one cost statistics add to a hit: a relaxed increment.
-                self.core.stats.add(Counter::Hit);
-                return Ok(Reply::hit(entry));
-            }
-            let call = Call {
-                // SAFETY: as above.
-                args: unsafe { crate::vectorcall::tuple_from_raw(py, args)? },
-                kwargs: None,
-                produce: None,
-            };
-            return self.resolve(py, w.as_bytes(), lookup, None, &call);
-        }
         if kwnames.is_none()
             && self.bound.is_none()
             && !self.core.signature.method
@@ -497,8 +542,7 @@ impl CachedWrapper {
         if !handle.uses_near(&self.core) {
             return Ok(None);
         }
-        let mut w = KeyWriter::new();
-        self.core.write_prefix(&mut w, None);
+        let mut w = self.core.plain_prefix();
         // SAFETY: live objects, per this function's contract.
         unsafe { self.core.signature.write_positional_raw(py, &mut w, args) }
             .map_err(|e| e.into_pyerr(&self.core.function_id))?;
