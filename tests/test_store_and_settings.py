@@ -5,6 +5,7 @@ import gc
 import os
 import subprocess
 import sys
+import threading
 import weakref
 from datetime import UTC, datetime, timedelta
 
@@ -16,6 +17,7 @@ from restflow import _engine
 from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
 from restflow.caching.settings import cache_settings
 from restflow.caching.testing import clear_caches, frozen_clock, wait_for_refreshes
+from tests.stores import on
 
 
 class Payload:
@@ -176,3 +178,41 @@ def test_a_process_forked_after_first_use_works():
                 os._exit(status)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize("store", on("django", "redis"), indirect=True)
+def test_threads_that_first_use_a_store_together_share_one_backend(store, monkeypatch):
+    """Two threads whose first calls meet while the store's backend is being
+    made both make one; before, each then used its own for its call (its own
+    single-flight, pools and near cache), so one cold key had two leaders in
+    one process (seen as tests/redis/test_cluster.py's cold-key test hanging:
+    two callers polled the lock, and only six of eight followed)."""
+    from restflow.caching import settings as restflow_settings
+
+    both_making = threading.Barrier(2, timeout=30)
+    made_by_settings = restflow_settings.signing_key
+
+    def signing_key_once_both_make_a_backend():
+        both_making.wait()
+        return made_by_settings()
+
+    @cache_result(ttl=60)
+    def value(n):
+        return n
+
+    with store.configured():
+        monkeypatch.setattr(restflow_settings, "signing_key", signing_key_once_both_make_a_backend)
+        used = [None, None]
+
+        def first_use(index):
+            used[index] = value.shared_backend()
+
+        threads = [threading.Thread(target=first_use, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        monkeypatch.undo()
+        assert used[0] is not None
+        assert used[0] is used[1]
+        assert value.shared_backend() is used[0]
