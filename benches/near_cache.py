@@ -89,7 +89,7 @@ def hot_hits(made) -> None:
     for index, label in ((0, "f(5)"), (1, "payload")):
         for small_or_payload in (f[index] for f in made.values()):
             small_or_payload(5)
-        made["near"][index]._backend().near_sync()
+        made["near"][index].shared_backend().near_sync()
         for f in made.values():
             f[index](5)
         rows = {name: [] for name in made}
@@ -112,7 +112,7 @@ def drf_views(made) -> None:
     client = Client()
     for path in ("/uncached/", "/near/", "/redis/"):
         client.get(path)
-    made["near"][1]._backend().near_sync()
+    made["near"][1].shared_backend().near_sync()
     rates = {path: [] for path in ("/uncached/", "/near/", "/redis/")}
     for _ in range(5):
         for path in rates:
@@ -138,7 +138,7 @@ def window(changing, url: str, samples: int) -> None:
         bufsize=1,
     )
     assert peer.stdout.readline().strip() == "ready"
-    backend = changing._backend()
+    backend = changing.shared_backend()
     windows = []
     try:
         for i in range(samples):

@@ -1073,7 +1073,7 @@ def test_a_cancelled_leader_hands_its_key_over_without_a_lock_wait(kind):
         settings = {"CACHE_SETTINGS": {"BACKEND": backend, "LOCK_TIMEOUT": 60}}
         with override_settings(RESTFLOW_SETTINGS=settings):
             value, meta = run(main())
-            shared = slow._engine._backend()
+            shared = slow._engine.shared_backend()
             assert shared is None or shared.stats()["lock_waits"] == 0
     gate.open()
     assert (value, meta["cache_status"]) == (2, CacheStatus.MISS)

@@ -90,7 +90,7 @@ def fork_after_first_use() -> int:
     that fills and serves, and that the parent's still serves."""
     from tests.redis.near_functions import value
 
-    backend = value._backend()
+    backend = value.shared_backend()
     first = value("k")
     assert backend.near_sync(), "the parent's channel came up"
     kept = value("k")  # read into the near cache (and its hot layer)

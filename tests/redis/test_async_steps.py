@@ -50,7 +50,7 @@ def test_a_cancelled_leader_frees_the_store_lock_at_once(redis_server, redis):
 
     with override_settings(RESTFLOW_SETTINGS=redis_settings(redis_server.url, LOCK_TIMEOUT=60)):
         value, meta = run(main())
-        assert slow._engine._backend().stats()["lock_waits"] == 0
+        assert slow._engine.shared_backend().stats()["lock_waits"] == 0
     assert (value, meta["cache_status"]) == (2, CacheStatus.MISS)
     assert computations == [1, 1]
 

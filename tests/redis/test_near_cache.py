@@ -57,7 +57,7 @@ def near(redis, redis_server):
 
 
 def near_hits(function) -> int:
-    return function._backend().near_stats()["hits"]
+    return function.shared_backend().near_stats()["hits"]
 
 
 def warm(function, *args, **kwargs):
@@ -65,7 +65,7 @@ def warm(function, *args, **kwargs):
     layer); returns it. Later hits are served from the hot layer: the one
     deserialized object, as a memory hit serves it."""
     first = function(*args, **kwargs)
-    assert function._backend().near_sync(), "the invalidation channel came up"
+    assert function.shared_backend().near_sync(), "the invalidation channel came up"
     kept = function(*args, **kwargs)  # read from Redis, kept near (and hot)
     assert kept == first
     before = near_hits(function)
@@ -78,7 +78,7 @@ def warm(function, *args, **kwargs):
 def test_a_near_hit_is_a_hit_with_the_stored_metadata(near):
     first, stored = value.get_with_metadata("k")
     assert stored["cache_status"] is CacheStatus.MISS
-    assert value._backend().near_sync()
+    assert value.shared_backend().near_sync()
     from_redis = value.get_with_metadata("k")
     hits = near_hits(value)
     counted = value.stats()
@@ -92,7 +92,7 @@ def test_a_near_hit_is_a_hit_with_the_stored_metadata(near):
 
 def test_off_by_default_and_per_function(redis, redis_server):
     assert value("k") == value("k")
-    assert value._backend().near_stats() is None, "NEAR_CACHE defaults to False"
+    assert value.shared_backend().near_stats() is None, "NEAR_CACHE defaults to False"
 
     @cache_result(ttl=60, near_cache=True)
     def opted_in(x):
@@ -107,7 +107,7 @@ def test_off_by_default_and_per_function(redis, redis_server):
             return [x]
 
         opted_out(1)
-        backend = opted_out._backend()
+        backend = opted_out.shared_backend()
         assert backend.near_sync()
         before = backend.near_stats()
         assert opted_out.get_with_metadata(1)[1]["cache_status"] is CacheStatus.HIT
@@ -133,18 +133,18 @@ def test_a_bad_near_cache_parameter_fails_at_decoration():
 def test_bounded_by_the_setting(redis, redis_server):
     with override_settings(RESTFLOW_SETTINGS=redis_settings(redis_server.url, NEAR_CACHE=40)):
         value("k0")
-        assert value._backend().near_sync()
+        assert value.shared_backend().near_sync()
         for i in range(200):
             value(f"k{i}")
             value(f"k{i}")
-        assert value._backend().near_stats()["entries"] <= 40
+        assert value.shared_backend().near_stats()["entries"] <= 40
 
 
 @pytest.mark.parametrize("operation", ["refresh", "delete", "invalidate_all"])
 def test_a_change_by_another_process_is_never_served_once_received(near, redis_server, operation):
     old = warm(value, "k")
     printed = other_process(redis_server.url, operation)
-    assert value._backend().near_sync()
+    assert value.shared_backend().near_sync()
     served, meta = value.get_with_metadata("k")
     assert served != old
     if operation == "refresh":
@@ -158,7 +158,7 @@ def test_a_partition_dropped_by_another_process_is_never_served_once_received(ne
     old_a = warm(report, "a", 1)
     old_b = warm(report, "b", 1)
     assert other_process(redis_server.url, "delete_by_prefix") == "done"
-    assert report._backend().near_sync()
+    assert report.shared_backend().near_sync()
     hits = near_hits(report)
     assert report.get_with_metadata("b", 1) == (old_b, report.get_cached_metadata("b", 1))
     assert near_hits(report) == hits + 1, "another partition stays near"
@@ -169,7 +169,7 @@ def test_a_partition_dropped_by_another_process_is_never_served_once_received(ne
 def test_a_version_dropped_by_another_process_is_never_served_once_received(near, redis_server):
     old = warm(versioned, "k")
     assert other_process(redis_server.url, "delete_previous_versions") == "done"
-    assert versioned._backend().near_sync()
+    assert versioned.shared_backend().near_sync()
     hits = near_hits(versioned)
     served, meta = versioned.get_with_metadata("k")
     assert (served != old, meta["cache_status"]) == (True, CacheStatus.MISS)
@@ -182,7 +182,7 @@ def test_a_model_save_rule_fired_by_another_process_is_never_served_once_receive
     old = warm(article, 1)
     other = warm(article, 2)
     assert other_process(redis_server.url, "model_save") == "saved"
-    assert article._backend().near_sync()
+    assert article.shared_backend().near_sync()
     hits = near_hits(article)
     assert article.get_with_metadata(2)[0] == other
     assert near_hits(article) == hits + 1, "another article's entry stays near"
@@ -222,7 +222,7 @@ def test_flushall_empties_it(near):
     old = warm(value, "k")
     near.flushall()
     near.set("near:computations", 1000)  # new values differ from the old
-    assert value._backend().near_sync()
+    assert value.shared_backend().near_sync()
     served, meta = value.get_with_metadata("k")
     assert (served != old, meta["cache_status"]) == (True, CacheStatus.MISS)
 
@@ -230,7 +230,7 @@ def test_flushall_empties_it(near):
 def test_a_killed_channel_serves_nothing_until_tracking_again(own_redis):
     with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url, NEAR_CACHE=True)):
         old = warm(value, "k")
-        backend = value._backend()
+        backend = value.shared_backend()
         flushes = backend.near_stats()["flushes"]
         client = own_redis.client()
         # The invalidation channel (the one connection whose tracking
@@ -259,7 +259,7 @@ def test_a_restarted_server_is_tracked_again(own_redis):
         own_redis.stop()
         own_redis.start()
         own_redis.client().set("near:computations", 1000)
-        backend = value._backend()
+        backend = value.shared_backend()
         assert backend.near_sync(timeout=20), "tracking the new server"
         hits = near_hits(value)
         # The old server's lookup connection fails once (BYPASS), then the
@@ -285,16 +285,16 @@ def test_async_callers_are_served_near(near):
 
     async def scenario():
         first = await loaded(1)
-        assert loaded._engine._backend().near_sync()
+        assert loaded._engine.shared_backend().near_sync()
         assert await loaded(1) == first  # read from Redis through the engine
-        hits = loaded._engine._backend().near_stats()["hits"]
+        hits = loaded._engine.shared_backend().near_stats()["hits"]
         served, meta = await loaded.aget_with_metadata(1)
         assert (served, meta["cache_status"]) == (first, CacheStatus.HIT)
-        assert loaded._engine._backend().near_stats()["hits"] == hits + 1
+        assert loaded._engine.shared_backend().near_stats()["hits"] == hits + 1
         # Later hits are served from the hot layer: the same object.
         again, meta = await loaded.aget_with_metadata(1)
         assert (again is served, meta["cache_status"]) == (True, CacheStatus.HIT)
-        assert loaded._engine._backend().near_stats()["hits"] == hits + 2
+        assert loaded._engine.shared_backend().near_stats()["hits"] == hits + 2
 
     asyncio.run(scenario())
 
@@ -304,7 +304,7 @@ def test_later_near_hits_serve_one_object_with_the_stored_metadata(near):
     first deserialized (no key strings, lock, copy or unpickling), with
     the same status and metadata as any near hit."""
     first, stored = value.get_with_metadata("k")
-    assert value._backend().near_sync()
+    assert value.shared_backend().near_sync()
     kept, from_redis = value.get_with_metadata("k")
     assert kept == first
     counted = value.stats()
@@ -321,7 +321,7 @@ def test_later_near_hits_serve_one_object_with_the_stored_metadata(near):
 def test_the_hot_layer_is_bounded_by_the_setting_and_frees_what_it_evicts(redis, redis_server):
     with override_settings(RESTFLOW_SETTINGS=redis_settings(redis_server.url, NEAR_CACHE=40)):
         boxed("k0")
-        assert boxed._backend().near_sync()
+        assert boxed.shared_backend().near_sync()
         held = weakref.ref(boxed("k0"))  # read from Redis, kept hot
         gc.collect()
         assert held() is not None, "the hot layer holds it"
@@ -331,4 +331,4 @@ def test_the_hot_layer_is_bounded_by_the_setting_and_frees_what_it_evicts(redis,
                 boxed(f"k{i}")
         gc.collect()
         assert held() is None, "evicted from the hot layer, and freed"
-        assert boxed._backend().near_stats()["entries"] <= 40
+        assert boxed.shared_backend().near_stats()["entries"] <= 40

@@ -49,7 +49,7 @@ def warm_all(cluster) -> tuple[dict[str, str], dict[str, int]]:
         ours = {p for p, new in grown.items() if new - {b"near:computations"}}
         [where[key]] = [p for p in ours if any(b"near-sync" not in k for k in grown[p])]
     assert set(where.values()) == set(cluster.ports)
-    assert value._backend().near_sync(timeout=20), "every master's channel came up"
+    assert value.shared_backend().near_sync(timeout=20), "every master's channel came up"
     for key in KEYS:
         assert value(key) == values[key]  # read from Redis, kept near
     before = near_hits(value)
@@ -60,7 +60,7 @@ def warm_all(cluster) -> tuple[dict[str, str], dict[str, int]]:
 
 def test_near_hits_on_every_master(cluster):
     warm_all(cluster)
-    stats = value._backend().near_stats()
+    stats = value.shared_backend().near_stats()
     assert (stats["live"], stats["entries"]) == (True, len(KEYS))
 
 
@@ -68,7 +68,7 @@ def test_near_hits_on_every_master(cluster):
 def test_a_change_by_another_process_is_never_served_once_received(cluster, operation):
     old, _ = warm_all(cluster)
     printed = other_process(cluster.url, operation, str(len(KEYS)))
-    assert value._backend().near_sync(timeout=20)
+    assert value.shared_backend().near_sync(timeout=20)
     hits = near_hits(value)
     served = {key: value.get_with_metadata(key) for key in KEYS}
     assert near_hits(value) == hits, "nothing served near"
@@ -84,10 +84,10 @@ def test_a_change_by_another_process_is_never_served_once_received(cluster, oper
 
 def test_a_partition_dropped_by_another_process_is_never_served_once_received(cluster):
     old_a, old_b = report("a", 1), report("b", 1)
-    assert report._backend().near_sync(timeout=20)
+    assert report.shared_backend().near_sync(timeout=20)
     assert (report("a", 1), report("b", 1)) == (old_a, old_b)  # kept near
     assert other_process(cluster.url, "delete_by_prefix") == "done"
-    assert report._backend().near_sync(timeout=20)
+    assert report.shared_backend().near_sync(timeout=20)
     hits = near_hits(report)
     assert report("b", 1) == old_b
     assert near_hits(report) == hits + 1, "another partition stays near"
@@ -107,7 +107,7 @@ def test_a_dead_master_stops_near_hits_for_its_keys_only(cluster):
     [victim] = [p for p in set(where.values()) if b"near:computations" not in cluster.keys(p)][:1]
     lost = {key for key in KEYS if where[key] == victim}
     kept = set(KEYS) - lost
-    backend = value._backend()
+    backend = value.shared_backend()
     try:
         cluster.kill(victim)
         # Its channel reads the end of the connection: its slots go down.

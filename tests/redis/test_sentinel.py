@@ -179,7 +179,7 @@ def test_a_failover_is_followed_without_a_restart(sentinels):
         assert status(1) is CacheStatus.HIT
         assert master.client().get(profile.get_cache_key(1)) is not None
         old = {key: near_value(key) for key in ("kept", "changed")}
-        backend = near_value._backend()
+        backend = near_value.shared_backend()
         assert backend.near_sync(timeout=20), "the channel to the master came up"
         assert {key: near_value(key) for key in old} == old  # kept near
         hits = backend.near_stats()["hits"]

@@ -792,20 +792,21 @@ impl CachedWrapper {
     /// This function's statistics (see `restflow.caching.statistics`): since
     /// the last `reset_stats`, or since the start with `totals=True`.
     #[pyo3(signature = (totals=false))]
-    fn _stats<'py>(&self, py: Python<'py>, totals: bool) -> PyResult<Bound<'py, PyDict>> {
+    fn counters<'py>(&self, py: Python<'py>, totals: bool) -> PyResult<Bound<'py, PyDict>> {
         crate::stats::read(py, &self.core.stats, totals)
     }
 
     /// Events counted since the start (see `Stats::events`): the
     /// Prometheus flush reads a function's totals only when this moved.
-    fn _stats_events(&self) -> u64 {
+    fn counted_events(&self) -> u64 {
         self.core.stats.events()
     }
 
     /// The shared backend this wrapper's calls use (`None`: the memory
     /// store), for its counters (`near_stats()`, `failures`); claims
-    /// nothing (see `backend`).
-    fn _backend(&self, py: Python<'_>) -> PyResult<Option<Py<crate::shared::SharedBackend>>> {
+    /// nothing (see `backend`). Public: the statistics module, the
+    /// management command and monitoring read it.
+    fn shared_backend(&self, py: Python<'_>) -> PyResult<Option<Py<crate::shared::SharedBackend>>> {
         RUNTIME.ready(py)?;
         self.backend(py)
     }

@@ -205,7 +205,7 @@ class _Folded:
         self.forked = True
         self.rebased.clear()
         for wrapper in _stats.tracked():
-            self.folded[(wrapper.function_id, id(wrapper))] = wrapper._stats(True)
+            self.folded[(wrapper.function_id, id(wrapper))] = wrapper.counters(True)
 
     def flush(self) -> None:
         """Folds what moved. Per request this costs one atomic read per
@@ -214,11 +214,11 @@ class _Folded:
         with self.lock:
             moved: dict[str, Any] = {}
             for wrapper in list(_stats._wrappers):
-                events = wrapper._stats_events()
+                events = wrapper.counted_events()
                 if self.seen.get(id(wrapper)) == events:
                     continue
                 self.seen[id(wrapper)] = events
-                backend = _stats._backend_of(wrapper)
+                backend = _stats.backend_of(wrapper)
                 label = _stats.backend_label(backend)
                 self._fold_function(wrapper, label)
                 if backend is not None:
@@ -249,7 +249,7 @@ class _Folded:
 
     def _fold_function(self, wrapper: Any, backend: str) -> None:
         function = wrapper.function_id
-        delta = self._delta((function, id(wrapper)), wrapper._stats(True))
+        delta = self._delta((function, id(wrapper)), wrapper.counters(True))
         for name, status in STATUSES.items():
             if delta[name]:
                 self.requests.labels(function, status, backend).inc(delta[name])

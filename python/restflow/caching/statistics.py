@@ -69,11 +69,11 @@ def backend_label(backend: Any) -> str:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
-def _backend_of(wrapper: Any) -> Any:
+def backend_of(wrapper: Any) -> Any:
     """The shared backend a wrapper's calls use, or ``None`` for memory
     (also when the backend cannot be built: ``check`` reports that)."""
     try:
-        return wrapper._backend()
+        return wrapper.shared_backend()
     except Exception:
         return None
 
@@ -137,8 +137,8 @@ def _add(into: dict[str, Any], raw: dict[str, Any]) -> None:
 
 def function_stats(wrapper: Any) -> dict[str, Any]:
     """One function's statistics (what ``wrapper.stats()`` returns)."""
-    described = _described(wrapper._stats())
-    described["backend"] = backend_label(_backend_of(wrapper))
+    described = _described(wrapper.counters())
+    described["backend"] = backend_label(backend_of(wrapper))
     return described
 
 
@@ -150,9 +150,9 @@ def _collected(totals: bool) -> tuple[dict[str, tuple[str, dict]], dict[str, tup
     functions: dict[str, tuple[str, dict[str, Any]]] = {}
     backends: dict[str, tuple[Any, dict[str, Any]]] = {}
     for wrapper in tracked():
-        backend = _backend_of(wrapper)
+        backend = backend_of(wrapper)
         label = backend_label(backend)
-        raw = wrapper._stats(totals)
+        raw = wrapper.counters(totals)
         _add(functions.setdefault(wrapper.function_id, (label, {}))[1], raw)
         _add(backends.setdefault(label, (backend, {}))[1], raw)
     return functions, backends

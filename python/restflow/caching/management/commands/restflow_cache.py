@@ -209,7 +209,7 @@ class Command(BaseCommand):
             except Exception as error:  # a value the memory store holds as it is
                 size = f"unknown (not picklable: {type(error).__name__})"
             lines.append(("size", size))
-        backend = statistics.backend_label(statistics._backend_of(engine))
+        backend = statistics.backend_label(statistics.backend_of(engine))
         lines.append(("backend", backend))
         width = max(len(name) for name, _ in lines)
         for name, value in lines:
@@ -228,7 +228,7 @@ class Command(BaseCommand):
         memory = False
         for engine in targets:
             engine.invalidate_all()
-            memory = memory or statistics._backend_of(engine) is None
+            memory = memory or statistics.backend_of(engine) is None
             self.stdout.write(f"wiped {engine.function_id}")
         if everything:
             _engine.clear()
@@ -248,7 +248,7 @@ class Command(BaseCommand):
         # The default BACKEND (through _probe), then every function's own.
         for wrapper in [_probe, *statistics.tracked()]:
             try:
-                backend = wrapper._backend()
+                backend = wrapper.shared_backend()
             except Exception as error:  # a backend that cannot be built
                 name = "BACKEND setting" if wrapper is _probe else wrapper.function_id
                 failed.append(name)
