@@ -183,13 +183,25 @@ impl Runtime {
         if resolved.is_none(py) {
             return Ok(None);
         }
-        let backend: Py<crate::shared::SharedBackend> = resolved.extract(py)?;
-        let previous = self
-            .backends
-            .lock()
-            .insert(name.to_owned(), backend.clone_ref(py));
-        drop(previous);
-        Ok(Some(backend))
+        let made: Py<crate::shared::SharedBackend> = resolved.extract(py)?;
+        // Threads whose first calls meet here each make a backend (the hook
+        // runs Python, so they interleave): the first one kept is the one
+        // every call uses, since its flights are the process's single-flight
+        // and its pools and near cache the process's. A caller that used the
+        // one it made would lead a cold key a second time in this process.
+        let (kept, unused) = {
+            let mut backends = self.backends.lock();
+            match backends.get(name) {
+                Some(found) => (found.clone_ref(py), Some(made)),
+                None => {
+                    backends.insert(name.to_owned(), made.clone_ref(py));
+                    (made, None)
+                }
+            }
+        };
+        // Dropped outside the lock: its drop may run Python.
+        drop(unused);
+        Ok(Some(kept))
     }
 
     /// Key-string parts longer than this are digested.
