@@ -17,7 +17,7 @@ from restflow import _engine
 from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
 from restflow.caching.settings import cache_settings
 from restflow.caching.testing import clear_caches, frozen_clock, wait_for_refreshes
-from tests.stores import on
+from tests.stores import DJANGO_CACHES, on
 
 
 class Payload:
@@ -216,3 +216,36 @@ def test_threads_that_first_use_a_store_together_share_one_backend(store, monkey
         assert used[0] is not None
         assert used[0] is used[1]
         assert value.shared_backend() is used[0]
+
+
+def test_a_backend_made_across_a_settings_change_is_not_kept_for_the_new_settings(monkeypatch):
+    """A first call that is making its backend when the settings change
+    (``override_settings``, ``reload()``) made it from the old settings; it
+    must not be kept once the change emptied the engine's backends, or every
+    later call would use the old store."""
+    from restflow.caching import settings as restflow_settings
+
+    making, go_on = threading.Event(), threading.Event()
+    made_by_settings = restflow_settings.signing_key
+
+    def signing_key_held_once():
+        if threading.current_thread() is not threading.main_thread() and not making.is_set():
+            making.set()
+            assert go_on.wait(30)
+        return made_by_settings()
+
+    @cache_result(ttl=60)
+    def value(n):
+        return n
+
+    old = {"CACHE_SETTINGS": {"BACKEND": "django:locmem"}}
+    new = {"CACHE_SETTINGS": {"BACKEND": "django:default"}}
+    with override_settings(CACHES=DJANGO_CACHES, RESTFLOW_SETTINGS=old):
+        monkeypatch.setattr(restflow_settings, "signing_key", signing_key_held_once)
+        thread = threading.Thread(target=value.shared_backend)
+        thread.start()
+        assert making.wait(30)
+        with override_settings(RESTFLOW_SETTINGS=new):
+            go_on.set()
+            thread.join(30)
+            assert value.shared_backend().url == "django:default"

@@ -8,7 +8,7 @@
 //! (flights, refresh workers, Redis connections) belongs to one process and
 //! is made afresh in a child (`restflow_cache::fork`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use crate::once::OnceValue;
@@ -77,6 +77,9 @@ pub struct Runtime {
     /// default); emptied when the settings change.
     backends:
         parking_lot::Mutex<std::collections::HashMap<String, Py<crate::shared::SharedBackend>>>,
+    /// Bumped, under the `backends` lock, each time the settings change: a
+    /// backend made from the settings read before a change is not kept.
+    settings_epoch: AtomicU64,
     pub shutting_down: AtomicBool,
 }
 
@@ -89,6 +92,7 @@ pub static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| Runtime {
     shared_flights: restflow_cache::SingleFlight::new(),
     defaults: Defaults::new(),
     backends: parking_lot::Mutex::new(std::collections::HashMap::new()),
+    settings_epoch: AtomicU64::new(0),
     shutting_down: AtomicBool::new(false),
 });
 
@@ -159,7 +163,11 @@ impl Runtime {
     /// Makes the next call read the settings again.
     pub fn reconfigure(&self) {
         self.defaults.unset();
-        let dropped = std::mem::take(&mut *self.backends.lock());
+        let dropped = {
+            let mut backends = self.backends.lock();
+            self.settings_epoch.fetch_add(1, Ordering::Relaxed);
+            std::mem::take(&mut *backends)
+        };
         drop(dropped);
     }
 
@@ -176,32 +184,46 @@ impl Runtime {
         spec: Option<&str>,
     ) -> PyResult<Option<Py<crate::shared::SharedBackend>>> {
         let name = spec.unwrap_or("");
-        if let Some(found) = self.backends.lock().get(name) {
-            return Ok(Some(found.clone_ref(py)));
-        }
-        let resolved = hooks(py)?.backend_for.call1(py, (spec,))?;
-        if resolved.is_none(py) {
-            return Ok(None);
-        }
-        let made: Py<crate::shared::SharedBackend> = resolved.extract(py)?;
-        // Threads whose first calls meet here each make a backend (the hook
-        // runs Python, so they interleave): the first one kept is the one
-        // every call uses, since its flights are the process's single-flight
-        // and its pools and near cache the process's. A caller that used the
-        // one it made would lead a cold key a second time in this process.
-        let (kept, unused) = {
-            let mut backends = self.backends.lock();
-            match backends.get(name) {
-                Some(found) => (found.clone_ref(py), Some(made)),
-                None => {
-                    backends.insert(name.to_owned(), made.clone_ref(py));
-                    (made, None)
+        loop {
+            let epoch = {
+                let backends = self.backends.lock();
+                if let Some(found) = backends.get(name) {
+                    return Ok(Some(found.clone_ref(py)));
                 }
+                self.settings_epoch.load(Ordering::Relaxed)
+            };
+            let resolved = hooks(py)?.backend_for.call1(py, (spec,))?;
+            if resolved.is_none(py) {
+                return Ok(None);
             }
-        };
-        // Dropped outside the lock: its drop may run Python.
-        drop(unused);
-        Ok(Some(kept))
+            let made: Py<crate::shared::SharedBackend> = resolved.extract(py)?;
+            // Threads whose first calls meet here each make a backend (the
+            // hook runs Python, so they interleave): the first one kept is
+            // the one every call uses, since its flights are the process's
+            // single-flight and its pools and near cache the process's. A
+            // caller that used the one it made would lead a cold key a
+            // second time in this process. One made from settings that
+            // changed meanwhile is neither kept nor used: made again.
+            let (kept, unused) = {
+                let mut backends = self.backends.lock();
+                if self.settings_epoch.load(Ordering::Relaxed) != epoch {
+                    (None, Some(made))
+                } else {
+                    match backends.get(name) {
+                        Some(found) => (Some(found.clone_ref(py)), Some(made)),
+                        None => {
+                            backends.insert(name.to_owned(), made.clone_ref(py));
+                            (Some(made), None)
+                        }
+                    }
+                }
+            };
+            // Dropped outside the lock: its drop may run Python.
+            drop(unused);
+            if let Some(kept) = kept {
+                return Ok(Some(kept));
+            }
+        }
     }
 
     /// Key-string parts longer than this are digested.
