@@ -534,3 +534,29 @@ def test_a_django_async_view_on_redis(redis):
     assert {r.json()["version"] for r in [*first, second]} == {1}
     assert async_views.calls == [3]
     assert redis.get(async_views.get_user_payload.get_cache_key(3)) is not None
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_store_that_dies_while_the_leader_computes_serves_the_value_as_bypass(own_redis, kind):
+    """The lock is taken, the function runs, and the server is gone when its
+    value is to be written: the value is served, as BYPASS (it is in no
+    store), never as MISS."""
+
+    def compute(x):
+        own_redis.stop()  # after the lock was taken, before the write
+        return x * 2
+
+    if kind == "sync":
+        fetch = cache_result(ttl=30)(compute)
+    else:
+
+        async def computed(x):
+            return compute(x)
+
+        fetch = cache_result(ttl=30)(computed)
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url)):
+        if kind == "sync":
+            value, meta = fetch.get_with_metadata(21)
+        else:
+            value, meta = run(fetch.aget_with_metadata(21))
+    assert (value, meta["cache_status"]) == (42, CacheStatus.BYPASS)

@@ -766,12 +766,12 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         generations: Generations,
         keep: Span,
         delta: Span,
-    ) -> Option<Stamps> {
-        let (flags, bytes) = produced.serialized.as_ref()?;
+    ) -> Result<Option<Stamps>, StoreError> {
+        let Some((flags, bytes)) = produced.serialized.as_ref() else {
+            return Ok(None);
+        };
         let lifetime = produced.lifetime;
         self.put_signed(keys, *flags, bytes, (lifetime, delta), generations, keep)
-            .ok()
-            .flatten()
     }
 
     /// Signs `bytes` with instants taken now (for a value of `lifetime`

@@ -27,6 +27,7 @@ use super::decode::Served;
 use super::payload::Generations;
 use super::store::{KeySet, SharedStore, StoreError};
 use crate::engine::Status;
+use crate::entry::Stamps;
 use crate::flight::{Join, LeaderGuard, Owner};
 use crate::timestamp::{Span, Timestamp};
 
@@ -171,21 +172,22 @@ impl<S: SharedStore, E: Clone> ComputeClaim<'_, S, E> {
     ) -> Result<Answer<T>, SharedError<E>> {
         let delta = self.cache.clock_since(self.started);
         let answer = match &self.how {
+            // A store that fails the write serves the value it was given
+            // as BYPASS, with the error to warn about: the computation is
+            // not lost, and the caller is not told MISS for a value no
+            // process will find.
             How::Locked { generations, .. } => {
-                let stamps = self.cache.store_produced(
+                let stored = self.cache.store_produced(
                     &self.keys,
                     &produced,
                     *generations,
                     self.keep,
                     delta,
                 );
-                Answer::Computed {
-                    value: produced.value,
-                    stamps,
-                }
+                computed_or_bypassed(produced.value, stored)
             }
             How::Refresh { generations } => {
-                let stamps = self.cache.store_produced(
+                let stored = self.cache.store_produced(
                     &self.keys,
                     &produced,
                     *generations,
@@ -196,10 +198,7 @@ impl<S: SharedStore, E: Clone> ComputeClaim<'_, S, E> {
                     let (cache, keys) = (&self.cache, &self.keys);
                     let _ = cache.call(|s| s.delete(&keys.data));
                 }
-                Answer::Computed {
-                    value: produced.value,
-                    stamps,
-                }
+                computed_or_bypassed(produced.value, stored)
             }
             How::Unstored | How::Live => Answer::Computed {
                 value: produced.value,
@@ -275,6 +274,16 @@ impl<S: SharedStore, E: Clone> Drop for ComputeClaim<'_, S, E> {
         // process computes at once; the flight's guard, dropped with this,
         // lets a follower of this process lead.
         self.unlock();
+    }
+}
+
+/// What a computed `value` answers once its write is done: MISS with its
+/// instants (`None`: not stored, a counter moved on or nothing to store),
+/// or BYPASS with the store's error.
+fn computed_or_bypassed<T>(value: T, stored: Result<Option<Stamps>, StoreError>) -> Answer<T> {
+    match stored {
+        Ok(stamps) => Answer::Computed { value, stamps },
+        Err(error) => Answer::Bypassed { value, error },
     }
 }
 
