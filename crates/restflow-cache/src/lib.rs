@@ -92,6 +92,7 @@ pub mod signature;
 pub mod stats;
 mod store;
 mod timestamp;
+pub mod value;
 
 pub use cache::{Cache, Lookup};
 pub use clock::{Clock, JUDGING_MARGIN};

@@ -50,6 +50,35 @@ impl Unsupported {
     }
 }
 
+impl Unsupported {
+    /// The error message for an argument `param` of `function` holding
+    /// this value (the default key constructor keys every argument).
+    pub fn for_argument(&self, param: &str, function: &str) -> String {
+        format!(
+            "cache_result cannot build a cache key for argument '{param}' of {function}(): {}",
+            self.explain(
+                "Pass None, bool, int, float, str, bytes, a tuple/list/dict/set/frozenset \
+                 of those, datetime, date, time, timedelta, Decimal, UUID or an Enum member, \
+                 or key the argument another way (a key field or a normalizer that turns it \
+                 into one of those)."
+            )
+        )
+    }
+
+    /// The error message for the key field `label` of `function` reading
+    /// this value.
+    pub fn for_field(&self, label: &str, function: &str) -> String {
+        format!(
+            "cache_result cannot build a cache key for '{label}' of {function}(): {}",
+            self.explain(
+                "Give the key field a normalizer (or a path) that turns it into None, bool, \
+                 int, float, str, bytes, a container of those, a date/time, Decimal, UUID or \
+                 an Enum member."
+            )
+        )
+    }
+}
+
 impl From<TooLong> for Unsupported {
     fn from(too_long: TooLong) -> Self {
         Unsupported {
@@ -593,6 +622,29 @@ fn write_empty_dict(w: &mut KeyWriter) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_value_says_where_it_was_and_what_to_pass() {
+        let unknown = Unsupported {
+            what: "a value of type 'app.User'".to_owned(),
+            reason: None,
+        };
+        let argument = unknown.for_argument("user", "app.views.f");
+        assert!(argument.starts_with(
+            "cache_result cannot build a cache key for argument 'user' of app.views.f(): \
+             it is a value of type 'app.User', which has no canonical encoding. Pass None,"
+        ));
+        let field = unknown.for_field("org", "app.views.f");
+        assert!(field.starts_with(
+            "cache_result cannot build a cache key for 'org' of app.views.f(): it is"
+        ));
+        assert!(field.ends_with("Decimal, UUID or an Enum member."));
+        // A known type refused for a reason gives the reason, not the list.
+        let too_long = Unsupported::from(TooLong { len: 1 << 33 });
+        assert!(!too_long
+            .for_field("org", "f")
+            .contains("normalizer (or a path)"));
+    }
 
     /// `def f(a, /, b, *args, c, d=7, **kwargs)`, the default of `d` the
     /// handle `"seven"`.

@@ -616,16 +616,8 @@ fn encode_item(
             write_value(w, value)
         }
     };
-    layout::write_labelled(w, label, hashed, encode).map_err(|unsupported| {
-        PyTypeError::new_err(format!(
-            "cache_result cannot build a cache key for '{label}' of {function_id}(): {}",
-            unsupported.explain(
-                "Give the key field a normalizer (or a path) that turns it into None, bool, \
-                 int, float, str, bytes, a container of those, a date/time, Decimal, UUID or \
-                 an Enum member."
-            )
-        ))
-    })
+    layout::write_labelled(w, label, hashed, encode)
+        .map_err(|unsupported| PyTypeError::new_err(unsupported.for_field(label, function_id)))
 }
 
 /// The partition and suffix text of labelled items, as a wrapper with

@@ -12,11 +12,8 @@ use crate::once::{Attached, OnceValue};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PySet, PyString, PyTuple, PyType};
-use restflow_cache::key::{KeyWriter, Sequence, Unordered};
-
-/// How deep containers may nest before a value is refused (a guard against
-/// self-referencing containers).
-const MAX_DEPTH: usize = 64;
+use restflow_cache::key::KeyWriter;
+use restflow_cache::value::{self, ValueReader, View};
 
 /// A value the encoder cannot represent faithfully (the engine's type, so
 /// the parameter model can carry it).
@@ -74,84 +71,71 @@ pub fn type_path(ty: &Bound<'_, PyType>) -> String {
     format!("{module}.{qualname}")
 }
 
+/// Reads Python values for the engine's key encoding
+/// ([`restflow_cache::value`], which owns the format).
+pub(crate) struct PyValues<'py>(pub Python<'py>);
+
+impl<'py> ValueReader for PyValues<'py> {
+    type Value = Bound<'py, PyAny>;
+
+    #[inline(always)]
+    fn write_fast(&self, w: &mut KeyWriter, value: &Self::Value) -> bool {
+        // SAFETY: `value` is a live object borrowed for the call.
+        unsafe { write_common(w, value.as_ptr()) }
+    }
+
+    fn view<'a>(&self, value: &'a Self::Value) -> View<'a, Self::Value> {
+        view_exact(value).unwrap_or_else(|| view_other(value))
+    }
+}
+
 /// Appends `value` to `w`.
 #[inline]
 pub fn write_value(w: &mut KeyWriter, value: &Bound<'_, PyAny>) -> Encoded {
-    write_at_depth(w, value, 0, false)
+    value::write_value(&PyValues(value.py()), w, value, false)
 }
 
 /// Appends `value` to `w` with every list in it sorted by its items'
 /// encodings, for key fields whose lists carry no order (`sort_lists`).
 pub fn write_value_sorting_lists(w: &mut KeyWriter, value: &Bound<'_, PyAny>) -> Encoded {
-    write_at_depth(w, value, 0, true)
+    value::write_value(&PyValues(value.py()), w, value, true)
 }
 
-fn write_at_depth(
-    w: &mut KeyWriter,
-    value: &Bound<'_, PyAny>,
-    depth: usize,
-    sort: bool,
-) -> Encoded {
-    if depth > MAX_DEPTH {
-        return Err(Unsupported {
-            what: format!("containers nested deeper than {MAX_DEPTH} levels"),
-            reason: Some(format!(
-                "keys nest at most {MAX_DEPTH} levels deep (a guard against a container \
-                 that holds itself); key it by something flatter, such as an id."
-            )),
-        });
-    }
+/// The view of a value of an exact built-in type, recognised by its type
+/// pointer; `None` for anything else.
+fn view_exact<'a, 'py>(value: &'a Bound<'py, PyAny>) -> Option<View<'a, Bound<'py, PyAny>>> {
     let ptr = value.as_ptr();
-    // SAFETY: `ptr` is a live object borrowed for the duration of the call.
-    if unsafe { write_common(w, ptr) } {
-        return Ok(());
-    }
-    // SAFETY: as above; reading its type pointer and comparing it with the
-    // static type objects is what the `Py*_CheckExact` macros do.
-    let ty = unsafe { ffi::Py_TYPE(ptr) };
+    // SAFETY: `ptr` is a live object borrowed for the call; reading its type
+    // pointer and comparing it with the static type objects is what the
+    // `Py*_CheckExact` macros do, and each cast is to the type found.
     unsafe {
-        if ty == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
-            return write_int(w, value);
-        }
-        if ty == std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
-            return write_str(w, value.cast_unchecked::<PyString>());
-        }
-        if ptr == ffi::Py_None() {
-            w.write_none();
-            return Ok(());
-        }
-        if ty == std::ptr::addr_of_mut!(ffi::PyBool_Type) {
-            w.write_bool(ptr == ffi::Py_True());
-            return Ok(());
-        }
-        if ty == std::ptr::addr_of_mut!(ffi::PyTuple_Type) {
-            let tuple = value.cast_unchecked::<PyTuple>();
-            return write_items(w, Sequence::Tuple, tuple.iter(), depth, sort);
-        }
-        if ty == std::ptr::addr_of_mut!(ffi::PyList_Type) {
-            let list = value.cast_unchecked::<PyList>();
-            if sort {
-                return write_sorted_list(w, list.iter(), depth);
-            }
-            return write_items(w, Sequence::List, list.iter(), depth, sort);
-        }
-        if ty == std::ptr::addr_of_mut!(ffi::PyDict_Type) {
-            return write_dict(w, value.cast_unchecked::<PyDict>(), depth, sort);
-        }
-        if ty == std::ptr::addr_of_mut!(ffi::PyBytes_Type) {
-            w.write_bytes(value.cast_unchecked::<PyBytes>().as_bytes())?;
-            return Ok(());
-        }
-        if ty == std::ptr::addr_of_mut!(ffi::PySet_Type) {
-            let set = value.cast_unchecked::<PySet>();
-            return write_set(w, Unordered::Set, set.iter(), depth, sort);
-        }
-        if ty == std::ptr::addr_of_mut!(ffi::PyFrozenSet_Type) {
-            let set = value.cast_unchecked::<PyFrozenSet>();
-            return write_set(w, Unordered::FrozenSet, set.iter(), depth, sort);
-        }
+        let ty = ffi::Py_TYPE(ptr);
+        Some(if ty == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
+            view_int(value)
+        } else if ty == std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
+            view_str(value.cast_unchecked::<PyString>())
+        } else if ptr == ffi::Py_None() {
+            View::None
+        } else if ty == std::ptr::addr_of_mut!(ffi::PyBool_Type) {
+            View::Bool(ptr == ffi::Py_True())
+        } else if ty == std::ptr::addr_of_mut!(ffi::PyFloat_Type) {
+            View::Float(ffi::PyFloat_AS_DOUBLE(ptr))
+        } else if ty == std::ptr::addr_of_mut!(ffi::PyTuple_Type) {
+            View::Tuple(value.cast_unchecked::<PyTuple>().iter().collect())
+        } else if ty == std::ptr::addr_of_mut!(ffi::PyList_Type) {
+            View::List(value.cast_unchecked::<PyList>().iter().collect())
+        } else if ty == std::ptr::addr_of_mut!(ffi::PyDict_Type) {
+            View::Dict(value.cast_unchecked::<PyDict>().iter().collect())
+        } else if ty == std::ptr::addr_of_mut!(ffi::PyBytes_Type) {
+            View::Bytes(value.cast_unchecked::<PyBytes>().as_bytes())
+        } else if ty == std::ptr::addr_of_mut!(ffi::PySet_Type) {
+            View::Set(value.cast_unchecked::<PySet>().iter().collect())
+        } else if ty == std::ptr::addr_of_mut!(ffi::PyFrozenSet_Type) {
+            View::FrozenSet(value.cast_unchecked::<PyFrozenSet>().iter().collect())
+        } else {
+            return None;
+        })
     }
-    write_other(w, value, depth, sort)
 }
 
 /// Appends `ptr` when it is one of the arguments calls pass most (an exact
@@ -280,215 +264,133 @@ unsafe fn one_digit_int(ptr: *mut ffi::PyObject) -> Option<i64> {
     }
 }
 
-#[inline]
-fn write_int(w: &mut KeyWriter, value: &Bound<'_, PyAny>) -> Encoded {
+fn view_int<'a, 'py>(value: &Bound<'py, PyAny>) -> View<'a, Bound<'py, PyAny>> {
     let mut overflow = 0;
     // SAFETY: `value` is a live int (or int subclass); the call sets no
     // error for an out-of-range value, it reports it in `overflow`.
     let n = unsafe { ffi::PyLong_AsLongLongAndOverflow(value.as_ptr(), &mut overflow) };
-    match overflow {
-        0 if !(n == -1 && unsafe { !ffi::PyErr_Occurred().is_null() }) => w.write_int(n),
-        _ => {
-            // Clear a conversion error, if any, before falling back.
-            let _ = PyErr::take(value.py());
-            // `hex()`, not `str()`: linear in the size of the number and
-            // not capped by `sys.set_int_max_str_digits` (see
-            // `KeyWriter::write_big_int`).
-            // SAFETY: `value` is a live int (or int subclass); the call
-            // returns a new reference or NULL with an exception set.
-            let hex = unsafe {
-                Bound::from_owned_ptr_or_err(value.py(), ffi::PyNumber_ToBase(value.as_ptr(), 16))
-            }
-            .map_err(|_| unsupported(value))?;
-            let hex = hex.cast::<PyString>().map_err(|_| unsupported(value))?;
-            w.write_big_int(hex.to_str().map_err(|_| unsupported(value))?)?;
-        }
+    if overflow == 0 && !(n == -1 && unsafe { !ffi::PyErr_Occurred().is_null() }) {
+        return View::Int(n);
     }
-    Ok(())
+    // Clear a conversion error, if any, before falling back.
+    let _ = PyErr::take(value.py());
+    // `hex()`, not `str()`: linear in the size of the number and not
+    // capped by `sys.set_int_max_str_digits` (see
+    // `KeyWriter::write_big_int`).
+    // SAFETY: `value` is a live int (or int subclass); the call returns a
+    // new reference or NULL with an exception set.
+    let hex = unsafe {
+        Bound::from_owned_ptr_or_err(value.py(), ffi::PyNumber_ToBase(value.as_ptr(), 16))
+    };
+    match hex.as_ref().map(|h| h.extract::<String>()) {
+        Ok(Ok(hex)) => View::BigInt(hex),
+        _ => View::Unsupported(unsupported(value)),
+    }
 }
 
-#[inline]
-fn write_str(w: &mut KeyWriter, value: &Bound<'_, PyString>) -> Encoded {
+fn view_str<'a, 'py>(value: &'a Bound<'py, PyString>) -> View<'a, Bound<'py, PyAny>> {
     // A compact ASCII string was written by `write_common` (unless too
-    // long, which `to_str` and `write_str` then report).
+    // long, which the engine then reports).
     match value.to_str() {
-        Ok(text) => w.write_str(text)?,
-        Err(_) => {
-            // Lone surrogates have no UTF-8 form: keep their exact code
-            // points, under a tag of their own so no valid text can match.
-            let raw = value
-                .call_method1("encode", ("utf-8", "surrogatepass"))
-                .map_err(|_| unsupported(value))?;
-            let raw = raw.cast::<PyBytes>().map_err(|_| unsupported(value))?;
-            w.begin_tagged("str+surrogates")?;
-            w.write_bytes(raw.as_bytes())?;
-        }
+        Ok(text) => View::Str(text),
+        // Lone surrogates have no UTF-8 form: keep their exact code points.
+        Err(_) => match value
+            .call_method1("encode", ("utf-8", "surrogatepass"))
+            .and_then(|raw| Ok(raw.cast::<PyBytes>()?.as_bytes().to_vec()))
+        {
+            Ok(raw) => View::Surrogates(raw),
+            Err(_) => View::Unsupported(unsupported(value)),
+        },
     }
-    Ok(())
-}
-
-fn write_items<'py>(
-    w: &mut KeyWriter,
-    kind: Sequence,
-    items: impl ExactSizeIterator<Item = Bound<'py, PyAny>>,
-    depth: usize,
-    sort: bool,
-) -> Encoded {
-    w.begin_sequence(kind, items.len())?;
-    for item in items {
-        write_at_depth(w, &item, depth + 1, sort)?;
-    }
-    Ok(())
-}
-
-fn write_sorted_list<'py>(
-    w: &mut KeyWriter,
-    items: impl Iterator<Item = Bound<'py, PyAny>>,
-    depth: usize,
-) -> Encoded {
-    let mut encoded = Vec::new();
-    for item in items {
-        let mut one = KeyWriter::new();
-        write_at_depth(&mut one, &item, depth + 1, true)?;
-        encoded.push(one);
-    }
-    w.write_sorted_list(encoded)?;
-    Ok(())
-}
-
-fn write_dict(w: &mut KeyWriter, dict: &Bound<'_, PyDict>, depth: usize, sort: bool) -> Encoded {
-    let mut items = Vec::with_capacity(dict.len());
-    for (key, value) in dict.iter() {
-        let mut pair = KeyWriter::new();
-        write_at_depth(&mut pair, &key, depth + 1, sort)?;
-        write_at_depth(&mut pair, &value, depth + 1, sort)?;
-        items.push(pair);
-    }
-    w.write_unordered(Unordered::Dict, items)?;
-    Ok(())
-}
-
-fn write_set<'py>(
-    w: &mut KeyWriter,
-    kind: Unordered,
-    items: impl Iterator<Item = Bound<'py, PyAny>>,
-    depth: usize,
-    sort: bool,
-) -> Encoded {
-    let mut encoded = Vec::new();
-    for item in items {
-        let mut one = KeyWriter::new();
-        write_at_depth(&mut one, &item, depth + 1, sort)?;
-        encoded.push(one);
-    }
-    w.write_unordered(kind, encoded)?;
-    Ok(())
 }
 
 /// Everything that is not an exact built-in type.
 #[cold]
-fn write_other(w: &mut KeyWriter, value: &Bound<'_, PyAny>, depth: usize, sort: bool) -> Encoded {
+fn view_other<'a, 'py>(value: &'a Bound<'py, PyAny>) -> View<'a, Bound<'py, PyAny>> {
+    read_other(value).unwrap_or_else(|()| View::Unsupported(unsupported(value)))
+}
+
+/// [`view_other`]; `Err`: the value could not be read.
+fn read_other<'a, 'py>(value: &'a Bound<'py, PyAny>) -> Result<View<'a, Bound<'py, PyAny>>, ()> {
     let py = value.py();
     // A key field that found nothing (a missing attribute or query
-    // parameter) reports CACHE_MISSING, which no real value can equal.
+    // parameter) reports CACHE_MISSING.
     if let Ok(hooks) = crate::runtime::hooks(py) {
         if value.is(hooks.missing.bind(py)) {
-            w.begin_tagged("missing")?;
-            w.write_none();
-            return Ok(());
+            return Ok(View::Missing);
         }
     }
-    let types = std_types(py).map_err(|_| unsupported(value))?;
-    let is = |ty: &Py<PyType>| value.is_instance(ty.bind(py)).unwrap_or(false);
-    let text = |v: &Bound<'_, PyAny>| -> Result<String, Unsupported> {
-        Ok(v.str()
-            .map_err(|_| unsupported(v))?
-            .to_string_lossy()
-            .into_owned())
+    let types = std_types(py).map_err(drop)?;
+    let kind = value.get_type();
+    let text = |v: &Bound<'_, PyAny>| -> Result<String, ()> {
+        Ok(v.str().map_err(drop)?.to_string_lossy().into_owned())
     };
-
-    if is(&types.enum_type) {
-        // A member is its class and its value: two enums with equal values
-        // stay apart, and the key survives reordering the members.
-        w.begin_tagged(&format!("enum:{}", type_path(&value.get_type())))?;
-        let inner = value.getattr("value").map_err(|_| unsupported(value))?;
-        return write_at_depth(w, &inner, depth + 1, sort);
+    if value.is_instance(types.enum_type.bind(py)).unwrap_or(false) {
+        return Ok(View::Enum {
+            class: type_path(&kind),
+            value: value.getattr("value").map_err(drop)?,
+        });
     }
     // Exact types: a datetime is a date too.
-    for (ty, name) in [
-        (&types.datetime, "datetime"),
-        (&types.date, "date"),
-        (&types.time, "time"),
-    ] {
-        if value.get_type().is(ty.bind(py)) {
-            let iso = value
-                .call_method0("isoformat")
-                .map_err(|_| unsupported(value))?;
-            let iso = text(&iso)?;
-            w.begin_tagged(name)?;
-            if name == "date" {
-                w.write_str(&iso)?;
-                return Ok(());
-            }
-            return crate::moment::write_moment(w, value, &iso, types);
+    let iso = || text(&value.call_method0("isoformat").map_err(drop)?);
+    if kind.is(types.date.bind(py)) {
+        return Ok(View::Date(iso()?));
+    }
+    for (ty, time) in [(&types.datetime, false), (&types.time, true)] {
+        if kind.is(ty.bind(py)) {
+            let iso = iso()?;
+            let fold: i64 = value
+                .getattr("fold")
+                .and_then(|f| f.extract())
+                .map_err(drop)?;
+            let zone = match crate::moment::zone(value, types) {
+                Ok(zone) => zone,
+                Err(refused) => return Ok(View::Unsupported(refused)),
+            };
+            return Ok(View::Moment {
+                time,
+                iso,
+                fold,
+                zone,
+            });
         }
     }
-    if value.get_type().is(types.timedelta.bind(py)) {
-        w.begin_tagged("timedelta")?;
-        let parts = ["days", "seconds", "microseconds"].map(|part| {
-            value
-                .getattr(part)
-                .and_then(|v| v.extract::<i64>())
-                .unwrap_or_default()
-        });
-        w.begin_sequence(Sequence::Tuple, 3)?;
-        for part in parts {
-            w.write_int(part);
-        }
-        return Ok(());
+    if kind.is(types.timedelta.bind(py)) {
+        return Ok(View::Timedelta(["days", "seconds", "microseconds"].map(
+            |part| {
+                value
+                    .getattr(part)
+                    .and_then(|v| v.extract::<i64>())
+                    .unwrap_or_default()
+            },
+        )));
     }
-    if value.get_type().is(types.decimal.bind(py)) {
-        w.begin_tagged("Decimal")?;
-        w.write_str(&text(value)?)?;
-        return Ok(());
+    if kind.is(types.decimal.bind(py)) {
+        return Ok(View::Decimal(text(value)?));
     }
-    if value.get_type().is(types.uuid.bind(py)) {
-        w.begin_tagged("UUID")?;
-        w.write_str(&text(value)?)?;
-        return Ok(());
+    if kind.is(types.uuid.bind(py)) {
+        return Ok(View::Uuid(text(value)?));
     }
     // Subclasses of the built-in value types (named tuples, str enums
     // without Enum, int subclasses): the class path, then the base value.
-    let base = [
-        ("int", std::ptr::addr_of_mut!(ffi::PyLong_Type)),
-        ("str", std::ptr::addr_of_mut!(ffi::PyUnicode_Type)),
-        ("float", std::ptr::addr_of_mut!(ffi::PyFloat_Type)),
-        ("tuple", std::ptr::addr_of_mut!(ffi::PyTuple_Type)),
-        ("bytes", std::ptr::addr_of_mut!(ffi::PyBytes_Type)),
-    ]
-    .into_iter()
-    .find(|(_, base)| unsafe { ffi::PyObject_TypeCheck(value.as_ptr(), *base) != 0 });
-    if let Some((name, _)) = base {
-        w.begin_tagged(&type_path(&value.get_type()))?;
-        return match name {
-            "int" => write_int(w, value),
-            "str" => write_str(w, value.cast::<PyString>().map_err(|_| unsupported(value))?),
-            "float" => {
-                w.write_float(value.extract::<f64>().map_err(|_| unsupported(value))?);
-                Ok(())
-            }
-            "tuple" => {
-                let tuple = value.cast::<PyTuple>().map_err(|_| unsupported(value))?;
-                write_items(w, Sequence::Tuple, tuple.iter(), depth, sort)
-            }
-            _ => {
-                let bytes = value.cast::<PyBytes>().map_err(|_| unsupported(value))?;
-                w.write_bytes(bytes.as_bytes())?;
-                Ok(())
-            }
-        };
-    }
-    Err(unsupported(value))
+    let is = |base| unsafe { ffi::PyObject_TypeCheck(value.as_ptr(), base) != 0 };
+    let base = if is(std::ptr::addr_of_mut!(ffi::PyLong_Type)) {
+        view_int(value)
+    } else if is(std::ptr::addr_of_mut!(ffi::PyUnicode_Type)) {
+        view_str(value.cast::<PyString>().map_err(drop)?)
+    } else if is(std::ptr::addr_of_mut!(ffi::PyFloat_Type)) {
+        View::Float(value.extract::<f64>().map_err(drop)?)
+    } else if is(std::ptr::addr_of_mut!(ffi::PyTuple_Type)) {
+        View::Tuple(value.cast::<PyTuple>().map_err(drop)?.iter().collect())
+    } else if is(std::ptr::addr_of_mut!(ffi::PyBytes_Type)) {
+        View::Bytes(value.cast::<PyBytes>().map_err(drop)?.as_bytes())
+    } else {
+        return Err(());
+    };
+    Ok(View::Subclass {
+        class: type_path(&kind),
+        base: Box::new(base),
+    })
 }
 
 pub(crate) fn unsupported(value: &Bound<'_, PyAny>) -> Unsupported {

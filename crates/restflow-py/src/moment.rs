@@ -1,5 +1,4 @@
-//! `datetime` and `time` values in keys: their fold and their zone, read
-//! from Python.
+//! `datetime` and `time` values in keys: their zone, read from Python.
 //!
 //! Why a key needs more than `isoformat()`, and how it is written, is the
 //! engine's [`restflow_cache::moment`]. Here the zone is named: a
@@ -9,28 +8,12 @@
 
 use pyo3::prelude::*;
 use pyo3::types::PyType;
-use restflow_cache::key::KeyWriter;
 use restflow_cache::moment::Zone;
 
 use crate::encode::{type_path, unsupported, StdTypes, Unsupported};
 
-/// Writes a datetime or time (its tag already written) from its
-/// `isoformat()` text `iso`.
-pub(crate) fn write_moment(
-    w: &mut KeyWriter,
-    value: &Bound<'_, PyAny>,
-    iso: &str,
-    types: &StdTypes,
-) -> Result<(), Unsupported> {
-    let fold: i64 = value
-        .getattr("fold")
-        .and_then(|f| f.extract())
-        .map_err(|_| unsupported(value))?;
-    let zone = zone(value, types)?;
-    Ok(restflow_cache::moment::write_moment(w, iso, fold, &zone)?)
-}
-
-fn zone(value: &Bound<'_, PyAny>, types: &StdTypes) -> Result<Zone, Unsupported> {
+/// What names the zone of a datetime or time `value`, beyond its text.
+pub(crate) fn zone(value: &Bound<'_, PyAny>, types: &StdTypes) -> Result<Zone, Unsupported> {
     let py = value.py();
     let tz = value.getattr("tzinfo").map_err(|_| unsupported(value))?;
     if tz.is_none() {

@@ -70,16 +70,9 @@ impl BindError {
     pub fn into_pyerr(self, function: &str) -> PyErr {
         match self {
             BindError::Raise(err) => err,
-            BindError::Unsupported { param, value } => PyTypeError::new_err(format!(
-                "cache_result cannot build a cache key for argument '{param}' of {function}(): \
-                 {}",
-                value.explain(
-                    "Pass None, bool, int, float, str, bytes, a tuple/list/dict/set/frozenset \
-                     of those, datetime, date, time, timedelta, Decimal, UUID or an Enum member, \
-                     or key the argument another way (a key field or a normalizer that turns it \
-                     into one of those)."
-                )
-            )),
+            BindError::Unsupported { param, value } => {
+                PyTypeError::new_err(value.for_argument(&param, function))
+            }
         }
     }
 }
