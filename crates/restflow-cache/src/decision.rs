@@ -39,11 +39,28 @@ impl Decision {
             (true, Some(secs)) => Decision::Seconds(secs),
         }
     }
+
+    /// A policy's answer when there may be none: `None` is the function's
+    /// fixed lifetime ([`Decision::Default`]).
+    pub fn of_answer(answer: Option<(bool, Option<f64>)>) -> Self {
+        answer.map_or(Decision::Default, |(store, ttl)| Decision::of(store, ttl))
+    }
 }
 
 /// A ttl a policy computed that is no number of seconds >= 0.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BadTtl(pub f64);
+
+impl BadTtl {
+    /// The error message for `function`'s policy having returned it.
+    pub fn message(&self, function: &str) -> String {
+        format!(
+            "the ttl of {function}() came out as {}: return a number of seconds >= 0, \
+             a timedelta, or None",
+            self.0
+        )
+    }
+}
 
 impl LifetimeRule {
     /// The lifetime of a value kept for `ttl`: stale and refreshed early
@@ -96,6 +113,13 @@ mod tests {
         );
         assert_eq!(rule.decide(Decision::Seconds(-1.0)), Err(BadTtl(-1.0)));
         assert!(rule.decide(Decision::Seconds(f64::NAN)).is_err());
+        assert_eq!(Decision::of_answer(None), Decision::Default);
+        assert_eq!(Decision::of_answer(Some((false, None))), Decision::Skip);
+        assert_eq!(
+            BadTtl(-1.0).message("app.f"),
+            "the ttl of app.f() came out as -1: return a number of seconds >= 0, \
+             a timedelta, or None"
+        );
         let forever = LifetimeRule { ttl: None, ..rule };
         assert_eq!(
             forever.decide(Decision::Default),

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::key::{self, KeyWriter, Malformed, Sequence, TooLong};
+use crate::scope::Scope;
 use crate::signature::Unsupported;
 
 /// Each labelled value's label and byte range in its key.
@@ -198,6 +199,84 @@ pub fn partition_table_key<H>(class: Option<&ClassId<H>>, partition: &[u8]) -> V
     key
 }
 
+/// Writes the first words of every key of a function: the scope word (its
+/// generation), and for a method's call the class number.
+#[inline]
+pub fn write_prefix<L, H>(w: &mut KeyWriter, scope: &Scope<L>, class: Option<&ClassId<H>>) {
+    w.write_prefix_word(scope.key_word());
+    if let Some(class) = class {
+        w.write_prefix_word(class.number());
+    }
+}
+
+/// Writes the key of a call keyed by key fields, whose partition was
+/// encoded on its own first (`partition`, with its items' `labels` relative
+/// to it): the prefix, the partition's generation when the function
+/// `partitioned` its keys (looked up by the partition's bytes, so dropping
+/// the partition makes every key written under it unreachable), the
+/// partition, then the suffix `suffix` writes. Returns where the labelled
+/// values of both parts are in `w`.
+pub fn write_fields_key<L, H, E>(
+    w: &mut KeyWriter,
+    scope: &Scope<L>,
+    class: Option<&ClassId<H>>,
+    partitioned: bool,
+    (partition, labels): (&KeyWriter, Labels),
+    suffix: impl FnOnce(&mut KeyWriter) -> Result<Labels, E>,
+) -> Result<Parts, E> {
+    write_prefix(w, scope, class);
+    if partitioned {
+        let table_key = partition_table_key(class, partition.as_bytes());
+        w.write_prefix_word(scope.partition_generation(&table_key));
+    }
+    let start = w.len();
+    w.write_encoded(partition.as_bytes());
+    let suffix = suffix(w)?;
+    let partition = labels
+        .into_iter()
+        .map(|(label, r)| (label, r.start + start..r.end + start))
+        .collect();
+    Ok(Parts::Fields { partition, suffix })
+}
+
+/// What a partial call (`delete_by_prefix`, `wipe`) names: a partition,
+/// encoded on its own, and the classes it applies to (`None`: a function
+/// not keyed by class).
+pub struct Partial<H> {
+    /// The partition's encoding.
+    pub partition: KeyWriter,
+    /// Its items' labels and ranges in `partition`.
+    pub labels: Labels,
+    /// The classes whose keys it names.
+    pub classes: Vec<Option<Arc<ClassId<H>>>>,
+}
+
+impl<H> Partial<H> {
+    /// Makes every key written under the partition unreachable in `scope`
+    /// (one increment per class, whatever the number of entries).
+    pub fn drop_in<L>(&self, scope: &Scope<L>) {
+        for class in &self.classes {
+            let table_key = partition_table_key(class.as_deref(), self.partition.as_bytes());
+            scope.bump_partition(&table_key);
+        }
+    }
+
+    /// The partition's text, with the function id each class names it
+    /// under (`own` for a function not keyed by class): what a shared
+    /// store's partition counters are named after.
+    pub fn texts(&self, own: &str, max: usize) -> Result<Vec<(String, String)>, Malformed> {
+        let text = render_labelled(self.partition.as_bytes(), &self.labels, max)?;
+        Ok(self
+            .classes
+            .iter()
+            .map(|class| {
+                let id = class.as_ref().map_or(own, |class| class.function_id());
+                (id.to_owned(), text.clone())
+            })
+            .collect())
+    }
+}
+
 /// `label=value,label=value`, or `h` and the digest of that text when it
 /// is longer than `max` (labels are identifiers and dotted paths, so `=`
 /// and `,` cannot be forged).
@@ -368,6 +447,7 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scope::Scopes;
 
     fn text(w: &mut KeyWriter, s: &str) -> Result<(), Unsupported> {
         Ok(w.write_str(s)?)
@@ -477,6 +557,109 @@ mod tests {
         visited.sort();
         assert_eq!(visited, ["A", "B"]);
         assert_eq!(classes.all().len(), 2);
+    }
+
+    /// A partition `org=<name>` on its own writer, with its labels.
+    fn partition(name: &str) -> (KeyWriter, Labels) {
+        let mut w = KeyWriter::new();
+        begin_labelled(&mut w, 1).unwrap();
+        let range = write_labelled(&mut w, "org", false, |w| text(w, name)).unwrap();
+        (w, vec![("org".to_owned(), range)])
+    }
+
+    /// The key of `org=<name>` with suffix `page=1`, and its parts' texts.
+    fn fields_key(
+        scope: &Scope<()>,
+        class: Option<&ClassId<&str>>,
+        partitioned: bool,
+        name: &str,
+    ) -> (KeyWriter, String, String) {
+        let (p, labels) = partition(name);
+        let mut w = KeyWriter::new();
+        let suffix = |w: &mut KeyWriter| {
+            begin_labelled(w, 1)?;
+            let range = write_labelled(w, "page", false, |w| {
+                w.write_int(1);
+                Ok(())
+            })?;
+            Ok::<_, Unsupported>(vec![("page".to_owned(), range)])
+        };
+        let parts =
+            write_fields_key(&mut w, scope, class, partitioned, (&p, labels), suffix).unwrap();
+        let layout: Layout<&str> = Layout { class: None, parts };
+        let (p_text, s_text) = layout.texts(w.as_bytes(), &[], 250).unwrap();
+        (w, p_text, s_text)
+    }
+
+    #[test]
+    fn a_dropped_partition_changes_only_its_own_keys() {
+        let scopes: Scopes<()> = Scopes::new();
+        let scope = scopes.unique(());
+        let (acme, p_text, s_text) = fields_key(&scope, None, true, "acme");
+        assert_eq!(
+            (p_text.as_str(), s_text.as_str()),
+            ("org=s4:acme", "page=i1")
+        );
+        let (other, ..) = fields_key(&scope, None, true, "other");
+        let dropped = Partial::<&str> {
+            partition: partition("acme").0,
+            labels: partition("acme").1,
+            classes: vec![None],
+        };
+        dropped.drop_in(&scope);
+        let (acme_after, ..) = fields_key(&scope, None, true, "acme");
+        assert_ne!(acme.as_bytes(), acme_after.as_bytes());
+        assert_eq!(
+            other.as_bytes(),
+            fields_key(&scope, None, true, "other").0.as_bytes()
+        );
+        // A function without partition fields keeps no generation per
+        // partition: its keys only change with the scope.
+        let (flat, ..) = fields_key(&scope, None, false, "acme");
+        dropped.drop_in(&scope);
+        assert_eq!(
+            flat.as_bytes(),
+            fields_key(&scope, None, false, "acme").0.as_bytes()
+        );
+        scope.bump();
+        assert_ne!(
+            flat.as_bytes(),
+            fields_key(&scope, None, false, "acme").0.as_bytes()
+        );
+    }
+
+    #[test]
+    fn a_partial_call_names_its_partition_per_class() {
+        let scopes: Scopes<()> = Scopes::new();
+        let scope = scopes.unique(());
+        let a = Arc::new(ClassId::new("m.A.f".into(), "A"));
+        let b = Arc::new(ClassId::new("m.B.f".into(), "B"));
+        let (p, labels) = partition("acme");
+        let partial = Partial {
+            partition: p,
+            labels,
+            classes: vec![Some(Arc::clone(&a))],
+        };
+        let (on_a, ..) = fields_key(&scope, Some(&a), true, "acme");
+        let (on_b, ..) = fields_key(&scope, Some(&b), true, "acme");
+        partial.drop_in(&scope);
+        assert_ne!(
+            on_a.as_bytes(),
+            fields_key(&scope, Some(&a), true, "acme").0.as_bytes()
+        );
+        assert_eq!(
+            on_b.as_bytes(),
+            fields_key(&scope, Some(&b), true, "acme").0.as_bytes()
+        );
+        assert_eq!(
+            partial.texts("m.Base.f", 250).unwrap(),
+            [("m.A.f".to_owned(), "org=s4:acme".to_owned())]
+        );
+        let unkeyed = Partial::<&str> {
+            classes: vec![None],
+            ..partial
+        };
+        assert_eq!(unkeyed.texts("m.Base.f", 250).unwrap()[0].0, "m.Base.f");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use restflow_cache::key::{self, KeyWriter};
 use restflow_cache::layout::{self, render_labelled, Classes, Labels};
 use restflow_cache::shared::FunctionKeys;
-use restflow_cache::{BadTtl, Beta, Computed, Decision, LifetimeRule, Scope, Span};
+use restflow_cache::{Beta, Computed, Decision, LifetimeRule, Scope, Span};
 
 use crate::encode::{type_path, write_value, write_value_sorting_lists};
 use crate::once::Attached;
@@ -43,7 +43,7 @@ pub(crate) use restflow_cache::layout::Parts;
 /// The items of a key constructor made only of planned fields (the
 /// engine's plan: fields that read a named argument or a constant).
 pub(crate) use restflow_cache::layout::Plan;
-use restflow_cache::layout::{PlanItem, Source};
+use restflow_cache::layout::{Partial, PlanItem, Source};
 
 /// Builds a plan from Python's `(partition, suffix)` lists of
 /// `(label, kind, payload, hashed, sort_lists)`, kind `"arg"` (payload:
@@ -245,10 +245,7 @@ impl Core {
     /// for methods the class number.
     #[inline]
     pub fn write_prefix(&self, w: &mut KeyWriter, class: Option<&ClassId>) {
-        w.write_prefix_word(self.scope.key_word());
-        if let Some(class) = class {
-            w.write_prefix_word(class.number());
-        }
+        layout::write_prefix(w, &self.scope, class);
     }
 
     /// Writes the in-process key of a call.
@@ -301,29 +298,18 @@ impl Core {
                 (labels, Suffix::Items(suffix_items))
             }
         };
-        self.write_prefix(w, class.as_deref());
-        if fields.partitioned {
-            let table_key = layout::partition_table_key(class.as_deref(), partition.as_bytes());
-            w.write_prefix_word(self.scope.partition_generation(&table_key));
-        }
-        let partition_start = w.len();
-        w.write_encoded(partition.as_bytes());
-        let suffix_labels = match suffix {
-            Suffix::Planned(plan, values) => self.write_plan(w, plan.suffix(), &values)?,
-            Suffix::Items(items) => self.write_items(w, &items)?,
-        };
-        // The partition's ranges are relative to its own writer.
-        let partition_labels = partition_labels
-            .into_iter()
-            .map(|(label, r)| (label, r.start + partition_start..r.end + partition_start))
-            .collect();
-        Ok(Layout {
-            class,
-            parts: Parts::Fields {
-                partition: partition_labels,
-                suffix: suffix_labels,
+        let parts = layout::write_fields_key(
+            w,
+            &self.scope,
+            class.as_deref(),
+            fields.partitioned,
+            (&partition, partition_labels),
+            |w| match suffix {
+                Suffix::Planned(plan, values) => self.write_plan(w, plan.suffix(), &values),
+                Suffix::Items(items) => self.write_items(w, &items),
             },
-        })
+        )?;
+        Ok(Layout { class, parts })
     }
 
     /// Writes planned items exactly as [`write_items`] writes the same
@@ -358,16 +344,10 @@ impl Core {
     }
 
     /// What a partial call (`delete_by_prefix`, `wipe`) drops: its encoded
-    /// partition with the items' labels, and the classes it applies to
-    /// (`None` for a function not keyed by class): for a bound method its
+    /// partition, and the classes it applies to: for a bound method its
     /// class, for a method called on no instance every class it has been
     /// called on. `None` for a function without key fields.
-    #[allow(clippy::type_complexity)]
-    fn partial(
-        &self,
-        call: &Call<'_>,
-        bound: bool,
-    ) -> PyResult<Option<(KeyWriter, Labels, Vec<Option<Arc<ClassId>>>)>> {
+    fn partial(&self, call: &Call<'_>, bound: bool) -> PyResult<Option<Partial<Py<PyType>>>> {
         let Some(fields) = &self.fields else {
             return Ok(None);
         };
@@ -382,19 +362,19 @@ impl Core {
             (true, true) => vec![Some(self.class_id(&call.args.get_item(0)?)?)],
             (true, false) => self.classes.all().into_iter().map(Some).collect(),
         };
-        Ok(Some((partition, labels, classes)))
+        Ok(Some(Partial {
+            partition,
+            labels,
+            classes,
+        }))
     }
 
     /// Drops the partition of a partial call (see [`Core::partial`]) in
     /// this process; the whole scope for a function without key fields.
     pub fn drop_partition(&self, call: &Call<'_>, bound: bool) -> PyResult<()> {
-        let Some((partition, _, classes)) = self.partial(call, bound)? else {
-            self.scope.bump();
-            return Ok(());
-        };
-        for class in classes {
-            let table_key = layout::partition_table_key(class.as_deref(), partition.as_bytes());
-            self.scope.bump_partition(&table_key);
+        match self.partial(call, bound)? {
+            Some(partial) => partial.drop_in(&self.scope),
+            None => self.scope.bump(),
         }
         Ok(())
     }
@@ -477,21 +457,12 @@ impl Core {
     /// The partition texts a partial call drops, with the function id of
     /// each class it applies to (see [`Core::partial`]).
     pub fn partition_texts(&self, call: &Call<'_>, bound: bool) -> PyResult<Vec<(String, String)>> {
-        let Some((partition, labels, classes)) = self.partial(call, bound)? else {
+        let Some(partial) = self.partial(call, bound)? else {
             return Ok(Vec::new());
         };
-        let text = render_labelled(partition.as_bytes(), &labels, RUNTIME.max_key_part_length())
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        Ok(classes
-            .into_iter()
-            .map(|class| {
-                let function_id = class.map_or_else(
-                    || self.function_id.clone(),
-                    |class| class.function_id().to_owned(),
-                );
-                (function_id, text.clone())
-            })
-            .collect())
+        partial
+            .texts(&self.function_id, RUNTIME.max_key_part_length())
+            .map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
     /// A value whose fate was decided already: `None` keeps it for the
@@ -506,17 +477,9 @@ impl Core {
             stale: self.stale.unwrap_or_else(|| RUNTIME.default_stale()),
             early: self.early,
         };
-        let decision = match decision {
-            None => Decision::Default,
-            Some((store, ttl)) => Decision::of(store, ttl),
-        };
-        let lifetime = rule.decide(decision).map_err(|BadTtl(secs)| {
-            PyValueError::new_err(format!(
-                "the ttl of {}() came out as {secs}: return a number of seconds >= 0, \
-                 a timedelta, or None",
-                self.function_id
-            ))
-        })?;
+        let lifetime = rule
+            .decide(Decision::of_answer(decision))
+            .map_err(|bad| PyValueError::new_err(bad.message(&self.function_id)))?;
         Ok(Computed {
             value: Stored::new(value.unbind()),
             lifetime,
