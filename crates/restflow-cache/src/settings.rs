@@ -2,7 +2,8 @@
 //! themselves, kept where the hot path reads them in one load, and the
 //! store a function chooses.
 
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::timestamp::Span;
 
@@ -183,9 +184,132 @@ pub fn namespace_part(namespace: String, version: u32) -> String {
     }
 }
 
+/// Values made from the settings (a shared store's backend per spec),
+/// kept by name until the settings change.
+///
+/// Invariants: every caller of a name uses the first value kept for it (a
+/// backend's flights are the process's single-flight, its pools and near
+/// cache the process's: a caller using another would lead a cold key a
+/// second time); and a value made from settings read before a change
+/// ([`MadeFromSettings::forget`]) is neither kept nor used, but made again.
+/// Fork safety (see [`crate::fork`]): used only while the embedder holds a
+/// lock `fork` waits for (Python's GIL), so its lock is never held by a
+/// thread a fork leaves behind.
+pub struct MadeFromSettings<T> {
+    made: parking_lot::Mutex<HashMap<String, T>>,
+    /// Bumped, under the lock, by each [`MadeFromSettings::forget`].
+    epoch: AtomicU64,
+}
+
+impl<T> Default for MadeFromSettings<T> {
+    fn default() -> Self {
+        MadeFromSettings {
+            made: parking_lot::Mutex::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<T> MadeFromSettings<T> {
+    /// The value kept under `name` (`clone` copies it out), or the one
+    /// `make` makes, run without the lock held: `None` from `make` means
+    /// there is nothing to keep (the memory store). Callers that meet here
+    /// each make one; the first kept is the one they all use, the others
+    /// are dropped once the lock is released (their drop may run the
+    /// embedder's code).
+    pub fn get_or_make<E>(
+        &self,
+        name: &str,
+        clone: impl Fn(&T) -> T,
+        mut make: impl FnMut() -> Result<Option<T>, E>,
+    ) -> Result<Option<T>, E> {
+        loop {
+            let epoch = {
+                let made = self.made.lock();
+                if let Some(found) = made.get(name) {
+                    return Ok(Some(clone(found)));
+                }
+                self.epoch.load(Ordering::Relaxed)
+            };
+            let Some(new) = make()? else {
+                return Ok(None);
+            };
+            let (kept, unused) = {
+                let mut made = self.made.lock();
+                if self.epoch.load(Ordering::Relaxed) != epoch {
+                    (None, Some(new))
+                } else if let Some(found) = made.get(name) {
+                    (Some(clone(found)), Some(new))
+                } else {
+                    let kept = clone(&new);
+                    made.insert(name.to_owned(), new);
+                    (Some(kept), None)
+                }
+            };
+            drop(unused);
+            if let Some(kept) = kept {
+                return Ok(Some(kept));
+            }
+        }
+    }
+
+    /// Forgets every value (the settings changed); returns them, for the
+    /// caller to drop once the lock is released.
+    pub fn forget(&self) -> HashMap<String, T> {
+        let mut made = self.made.lock();
+        self.epoch.fetch_add(1, Ordering::Relaxed);
+        std::mem::take(&mut *made)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    type Made = MadeFromSettings<Rc<&'static str>>;
+
+    fn get(made: &Made, make: impl FnMut() -> Option<&'static str>) -> Option<&'static str> {
+        let mut make = make;
+        let got = made.get_or_make("", Rc::clone, || Ok::<_, ()>(make().map(Rc::new)));
+        got.unwrap().map(|v| *v)
+    }
+
+    #[test]
+    fn the_first_value_kept_is_the_one_every_caller_uses() {
+        let made = Made::default();
+        // Another caller keeps "first" while this one makes "second".
+        let second = get(&made, || {
+            assert_eq!(get(&made, || Some("first")), Some("first"));
+            Some("second")
+        });
+        assert_eq!(second, Some("first"));
+        assert_eq!(get(&made, || unreachable!("kept already")), Some("first"));
+        assert_eq!(made.forget().len(), 1);
+        assert_eq!(
+            get(&made, || None),
+            None,
+            "nothing to keep: the memory store"
+        );
+    }
+
+    #[test]
+    fn a_value_made_across_a_settings_change_is_made_again() {
+        let made = Made::default();
+        let calls = Cell::new(0);
+        let got = get(&made, || {
+            calls.set(calls.get() + 1);
+            if calls.get() == 1 {
+                made.forget(); // the settings change while it is made
+                Some("stale")
+            } else {
+                Some("fresh")
+            }
+        });
+        assert_eq!((got, calls.get()), (Some("fresh"), 2));
+        assert_eq!(get(&made, || unreachable!()), Some("fresh"));
+    }
 
     #[test]
     fn the_hot_path_needs_configured_memory_with_nothing_to_keep() {

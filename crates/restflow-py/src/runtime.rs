@@ -8,14 +8,14 @@
 //! (flights, refresh workers, Redis connections) belongs to one process and
 //! is made afresh in a child (`restflow_cache::fork`).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use crate::once::OnceValue;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use restflow_cache::settings::{Defaults, Settings};
+use restflow_cache::settings::{self, Defaults, MadeFromSettings, Settings};
 use restflow_cache::{Cache, Clock, Engine, Job, MemoryStore, Refresher, Scopes, Span};
 
 use crate::stored::Stored;
@@ -74,12 +74,8 @@ pub struct Runtime {
     /// The settings, with the [`state`] bits.
     defaults: Defaults,
     /// Shared backends by the spec they were resolved from ("" for the
-    /// default); emptied when the settings change.
-    backends:
-        parking_lot::Mutex<std::collections::HashMap<String, Py<crate::shared::SharedBackend>>>,
-    /// Bumped, under the `backends` lock, each time the settings change: a
-    /// backend made from the settings read before a change is not kept.
-    settings_epoch: AtomicU64,
+    /// default); forgotten when the settings change.
+    backends: MadeFromSettings<Py<crate::shared::SharedBackend>>,
     pub shutting_down: AtomicBool,
 }
 
@@ -91,8 +87,7 @@ pub static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| Runtime {
     scopes: Scopes::new(),
     shared_flights: restflow_cache::SingleFlight::new(),
     defaults: Defaults::new(),
-    backends: parking_lot::Mutex::new(std::collections::HashMap::new()),
-    settings_epoch: AtomicU64::new(0),
+    backends: MadeFromSettings::default(),
     shutting_down: AtomicBool::new(false),
 });
 
@@ -144,14 +139,11 @@ impl Runtime {
         let settings = hooks(py)?.settings.call0(py)?;
         let (max_entries, stale, max_part, memory, stale_if_error): (u64, f64, usize, bool, f64) =
             settings.extract(py)?;
-        let span = |secs: f64| {
-            Span::from_secs_f64(secs).ok_or_else(|| {
-                PyRuntimeError::new_err("the settings hook returned a negative window")
-            })
-        };
+        // The hook validated them already; this only guards the conversion.
+        let span = |what, secs| settings::seconds(what, secs).map_err(PyRuntimeError::new_err);
         let settings = Settings {
-            stale: span(stale)?,
-            stale_if_error: span(stale_if_error)?,
+            stale: span("STALE_WHILE_REVALIDATE", stale)?,
+            stale_if_error: span("STALE_IF_ERROR", stale_if_error)?,
             max_key_part_length: max_part,
             memory,
         };
@@ -163,12 +155,8 @@ impl Runtime {
     /// Makes the next call read the settings again.
     pub fn reconfigure(&self) {
         self.defaults.unset();
-        let dropped = {
-            let mut backends = self.backends.lock();
-            self.settings_epoch.fetch_add(1, Ordering::Relaxed);
-            std::mem::take(&mut *backends)
-        };
-        drop(dropped);
+        // Dropped outside the registry's lock: a backend's drop may run Python.
+        drop(self.backends.forget());
     }
 
     /// The stale-if-error window of wrappers that did not choose one.
@@ -183,47 +171,15 @@ impl Runtime {
         py: Python<'_>,
         spec: Option<&str>,
     ) -> PyResult<Option<Py<crate::shared::SharedBackend>>> {
-        let name = spec.unwrap_or("");
-        loop {
-            let epoch = {
-                let backends = self.backends.lock();
-                if let Some(found) = backends.get(name) {
-                    return Ok(Some(found.clone_ref(py)));
-                }
-                self.settings_epoch.load(Ordering::Relaxed)
-            };
+        // The hook runs Python, so threads whose first calls meet here
+        // interleave: the engine keeps the first backend made (see
+        // `MadeFromSettings`). `None`: the memory store.
+        let make = || -> PyResult<_> {
             let resolved = hooks(py)?.backend_for.call1(py, (spec,))?;
-            if resolved.is_none(py) {
-                return Ok(None);
-            }
-            let made: Py<crate::shared::SharedBackend> = resolved.extract(py)?;
-            // Threads whose first calls meet here each make a backend (the
-            // hook runs Python, so they interleave): the first one kept is
-            // the one every call uses, since its flights are the process's
-            // single-flight and its pools and near cache the process's. A
-            // caller that used the one it made would lead a cold key a
-            // second time in this process. One made from settings that
-            // changed meanwhile is neither kept nor used: made again.
-            let (kept, unused) = {
-                let mut backends = self.backends.lock();
-                if self.settings_epoch.load(Ordering::Relaxed) != epoch {
-                    (None, Some(made))
-                } else {
-                    match backends.get(name) {
-                        Some(found) => (Some(found.clone_ref(py)), Some(made)),
-                        None => {
-                            backends.insert(name.to_owned(), made.clone_ref(py));
-                            (Some(made), None)
-                        }
-                    }
-                }
-            };
-            // Dropped outside the lock: its drop may run Python.
-            drop(unused);
-            if let Some(kept) = kept {
-                return Ok(Some(kept));
-            }
-        }
+            Ok(resolved.extract(py)?)
+        };
+        self.backends
+            .get_or_make(spec.unwrap_or(""), |b| b.clone_ref(py), make)
     }
 
     /// Key-string parts longer than this are digested.
