@@ -105,7 +105,7 @@ pub use entry::{Entry, Freshness, Lifetime, Stamps};
 pub use flight::{Callback, Join, LeaderGuard, Outcome, Owner, SingleFlight, Waiter};
 pub use memory::MemoryStore;
 pub use refresh::{Job, Refresher, Runner};
-pub use scope::{Scope, Scopes};
+pub use scope::{Scope, ScopeLabels, Scopes};
 pub use stats::{Counter, Stats};
 pub use store::Store;
 pub use timestamp::{Span, Timestamp};

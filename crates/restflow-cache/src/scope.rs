@@ -212,9 +212,50 @@ impl<L> Scopes<L> {
     }
 }
 
+/// What a cached function's scope belongs to: the key constructor that
+/// names its entries, at which version, and the function's id.
+#[derive(Debug)]
+pub struct ScopeLabels {
+    /// The key constructor's dotted path.
+    pub owner: String,
+    /// The constructor's version.
+    pub version: u32,
+    /// The function id (a Redis Cluster store names the shards of a
+    /// function's keys after it).
+    pub function_id: String,
+}
+
+impl Scopes<ScopeLabels> {
+    /// Makes every entry of the key constructor `owner`'s versions below
+    /// `version` unreachable (`KeyConstructor.delete_previous_versions`);
+    /// returns how many scopes that touched. One step per cached function,
+    /// never per entry.
+    pub fn drop_versions_below(&self, owner: &str, version: u32) -> usize {
+        self.bump_where(|labels| labels.owner == owner && labels.version < version)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn older_versions_of_one_constructor_are_dropped() {
+        let scopes: Scopes<ScopeLabels> = Scopes::new();
+        let labels = |owner: &str, version| ScopeLabels {
+            owner: owner.into(),
+            version,
+            function_id: "m.f".into(),
+        };
+        let old = scopes.intern("a1", labels("app.Keys", 1));
+        let current = scopes.intern("a2", labels("app.Keys", 2));
+        let other = scopes.intern("b1", labels("app.Other", 1));
+        let before = [old.generation(), current.generation(), other.generation()];
+        assert_eq!(scopes.drop_versions_below("app.Keys", 2), 1);
+        assert_ne!(old.generation(), before[0]);
+        assert_eq!(current.generation(), before[1]);
+        assert_eq!(other.generation(), before[2]);
+    }
 
     #[test]
     fn one_identity_one_scope() {

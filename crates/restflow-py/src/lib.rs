@@ -182,9 +182,7 @@ fn key_parts(
 /// One step per cached function, never per entry.
 #[pyfunction]
 fn drop_versions_below(owner: &str, version: u32) -> usize {
-    RUNTIME
-        .scopes
-        .bump_where(|labels| labels.owner == owner && labels.version < version)
+    RUNTIME.scopes.drop_versions_below(owner, version)
 }
 
 /// Called at interpreter exit: queued refreshes are dropped, running ones

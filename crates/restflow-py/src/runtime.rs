@@ -49,16 +49,7 @@ fn run_attached(job: Job) {
 
 /// What a scope (the entries of one function, or of one key identifier)
 /// belongs to, for `KeyConstructor.delete_previous_versions`.
-#[derive(Debug)]
-pub struct ScopeLabels {
-    /// The key constructor's dotted path.
-    pub owner: String,
-    /// The constructor's version.
-    pub version: u32,
-    /// The function id (a Redis Cluster store names the shards of a
-    /// function's keys after it).
-    pub function_id: String,
-}
+pub use restflow_cache::ScopeLabels;
 
 /// Bits of [`Runtime::state`]: what the hot path needs to know, in one load.
 pub use restflow_cache::settings::state;
