@@ -127,6 +127,17 @@ pub fn write_value<R: ValueReader>(
     write_at_depth(reader, w, value, 0, sort_lists)
 }
 
+/// [`write_value`] for a value [`ValueReader::write_fast`] declined
+/// already (the embedder's hot path tried it inline): not asked again.
+pub fn write_declined<R: ValueReader>(
+    reader: &R,
+    w: &mut KeyWriter,
+    value: &R::Value,
+) -> Result<(), Unsupported> {
+    let view = reader.view(value);
+    write_view(reader, w, view, 0, false)
+}
+
 fn write_at_depth<R: ValueReader>(
     reader: &R,
     w: &mut KeyWriter,
@@ -345,6 +356,9 @@ mod tests {
             (Toy::Str("a"), Toy::Int(1)),
         ]);
         assert_eq!(rendered(&ab, false), rendered(&ba, false));
+        let mut declined = KeyWriter::new();
+        write_declined(&Reader, &mut declined, &ab).unwrap();
+        assert_eq!(render(declined.as_bytes()).ok(), rendered(&ab, false).ok());
         let up = Toy::List(vec![Toy::Int(1), Toy::Int(2)]);
         let down = Toy::List(vec![Toy::Int(2), Toy::Int(1)]);
         assert_ne!(rendered(&up, false), rendered(&down, false));

@@ -95,6 +95,11 @@ pub fn write_value(w: &mut KeyWriter, value: &Bound<'_, PyAny>) -> Encoded {
     value::write_value(&PyValues(value.py()), w, value, false)
 }
 
+/// [`write_value`] for a value [`write_common`] declined already.
+pub fn write_declined(w: &mut KeyWriter, value: &Bound<'_, PyAny>) -> Encoded {
+    value::write_declined(&PyValues(value.py()), w, value)
+}
+
 /// Appends `value` to `w` with every list in it sorted by its items'
 /// encodings, for key fields whose lists carry no order (`sort_lists`).
 pub fn write_value_sorting_lists(w: &mut KeyWriter, value: &Bound<'_, PyAny>) -> Encoded {

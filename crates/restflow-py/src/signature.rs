@@ -165,7 +165,7 @@ impl Signature {
             }
             // SAFETY: per the contract.
             let arg = unsafe { Borrowed::from_ptr(py, *arg) };
-            write_value(w, &arg).map_err(|e| self.model.unsupported(n, e))?;
+            crate::encode::write_declined(w, &arg).map_err(|e| self.model.unsupported(n, e))?;
         }
         Ok(self.model.write_tail(w, args.len())?)
     }
