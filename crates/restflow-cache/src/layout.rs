@@ -28,6 +28,7 @@ use parking_lot::Mutex;
 use crate::key::{self, KeyWriter, Malformed, Sequence, TooLong};
 use crate::scope::Scope;
 use crate::signature::Unsupported;
+use crate::value::{self, ValueReader};
 
 /// Each labelled value's label and byte range in its key.
 pub type Labels = Vec<(String, Range<usize>)>;
@@ -331,6 +332,83 @@ pub fn write_labelled(
     Ok(start..w.len())
 }
 
+/// One key field's value, as the embedder's key builder hands it over.
+pub struct Item<V> {
+    /// The field's label.
+    pub label: String,
+    /// Its value.
+    pub value: V,
+    /// Whether the key keeps only a digest of the value.
+    pub hashed: bool,
+    /// Whether lists in the value are sorted before encoding.
+    pub sort_lists: bool,
+}
+
+/// A key field whose value has no key encoding.
+#[derive(Debug)]
+pub struct FieldError {
+    /// The field's label.
+    pub label: String,
+    /// Why its value was refused.
+    pub value: Unsupported,
+}
+
+impl FieldError {
+    /// The error message for a key field of `function`.
+    pub fn message(&self, function: &str) -> String {
+        self.value.for_field(&self.label, function)
+    }
+}
+
+/// Writes one key field, its value read through `reader`, as
+/// [`write_labelled`] does; returns the value's byte range in `w`.
+pub fn write_item<R: ValueReader>(
+    reader: &R,
+    w: &mut KeyWriter,
+    label: &str,
+    value: &R::Value,
+    hashed: bool,
+    sort_lists: bool,
+) -> Result<Range<usize>, FieldError> {
+    let encode = |w: &mut KeyWriter| value::write_value(reader, w, value, sort_lists);
+    write_labelled(w, label, hashed, encode).map_err(|value| FieldError {
+        label: label.to_owned(),
+        value,
+    })
+}
+
+/// Writes `items` as labelled items (a counted tuple of `label, value`
+/// pairs); returns each value's label and byte range in `w`.
+pub fn write_items<R: ValueReader>(
+    reader: &R,
+    w: &mut KeyWriter,
+    items: &[Item<R::Value>],
+) -> Result<Labels, FieldError> {
+    begin_items(w, items.len())?;
+    let mut labels = Vec::with_capacity(items.len());
+    for item in items {
+        let range = write_item(
+            reader,
+            w,
+            &item.label,
+            &item.value,
+            item.hashed,
+            item.sort_lists,
+        )?;
+        labels.push((item.label.clone(), range));
+    }
+    Ok(labels)
+}
+
+/// [`begin_labelled`], failing as a field would (more than 2**32 items: a
+/// key part's limit, which no embedder's item list comes near).
+fn begin_items(w: &mut KeyWriter, count: usize) -> Result<(), FieldError> {
+    begin_labelled(w, count).map_err(|too_long| FieldError {
+        label: String::new(),
+        value: too_long.into(),
+    })
+}
+
 /// Writes a labelled item encoded already by [`write_labelled`] (a
 /// constant key field); returns the value's byte range in `w`.
 pub fn write_labelled_encoded(w: &mut KeyWriter, label: &str, encoded: &[u8]) -> Range<usize> {
@@ -441,6 +519,24 @@ impl Plan {
             labels.push((item.label.clone(), range));
         }
         Ok(labels)
+    }
+}
+
+impl Plan {
+    /// Writes `items` (the partition's or the suffix's) as labelled items,
+    /// exactly as [`write_items`] writes the same items handed over one by
+    /// one: `values` are the planned parameters' values in item order, read
+    /// through `reader`.
+    pub fn write_values<R: ValueReader>(
+        reader: &R,
+        w: &mut KeyWriter,
+        items: &[PlanItem],
+        values: &[R::Value],
+    ) -> Result<Labels, FieldError> {
+        begin_items(w, items.len())?;
+        Plan::write(w, items, values, |w, item, value| {
+            write_item(reader, w, &item.label, value, item.hashed, item.sort_lists)
+        })
     }
 }
 
@@ -660,6 +756,65 @@ mod tests {
             ..partial
         };
         assert_eq!(unkeyed.texts("m.Base.f", 250).unwrap()[0].0, "m.Base.f");
+    }
+
+    /// Texts; `"?"` is a value with no key encoding.
+    struct Texts;
+
+    impl ValueReader for Texts {
+        type Value = &'static str;
+
+        fn view<'a>(&self, value: &'a &'static str) -> crate::value::View<'a, &'static str> {
+            match *value {
+                "?" => crate::value::View::Unsupported(Unsupported {
+                    what: "a value of type 'app.Opaque'".into(),
+                    reason: None,
+                }),
+                text => crate::value::View::Str(text),
+            }
+        }
+    }
+
+    #[test]
+    fn items_and_their_plan_write_the_same_key() {
+        let item = |label: &str, value, hashed| Item {
+            label: label.into(),
+            value,
+            hashed,
+            sort_lists: false,
+        };
+        let mut written = KeyWriter::new();
+        let items = [item("org", "acme", false), item("q", "x", true)];
+        let labels = write_items(&Texts, &mut written, &items).unwrap();
+        let mut direct = KeyWriter::new();
+        begin_labelled(&mut direct, 2).unwrap();
+        let org = write_labelled(&mut direct, "org", false, |w| text(w, "acme")).unwrap();
+        let q = write_labelled(&mut direct, "q", true, |w| text(w, "x")).unwrap();
+        assert_eq!(written.as_bytes(), direct.as_bytes());
+        assert_eq!(labels, vec![("org".to_owned(), org), ("q".to_owned(), q)]);
+
+        let planned = |label: &str, n, hashed| PlanItem {
+            label: label.into(),
+            source: Source::Param(n),
+            hashed,
+            sort_lists: false,
+        };
+        let plan = Plan::new(
+            vec![],
+            vec![planned("org", 0, false), planned("q", 1, true)],
+        );
+        let mut from_plan = KeyWriter::new();
+        let plan_labels =
+            Plan::write_values(&Texts, &mut from_plan, plan.suffix(), &["acme", "x"]).unwrap();
+        assert_eq!(from_plan.as_bytes(), written.as_bytes());
+        assert_eq!(plan_labels, labels);
+
+        let refused = write_items(&Texts, &mut KeyWriter::new(), &[item("user", "?", true)]);
+        let refused = refused.unwrap_err();
+        assert_eq!(refused.label, "user");
+        assert!(refused
+            .message("app.f")
+            .starts_with("cache_result cannot build a cache key for 'user' of app.f(): it is a value of type 'app.Opaque'"));
     }
 
     #[test]

@@ -14,7 +14,6 @@
 //! `invalidate_all` is one increment, and the partition's generation comes
 //! from the scope's table, so dropping a partition is one increment too.
 
-use std::ops::Range;
 use std::sync::Arc;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -26,7 +25,7 @@ use restflow_cache::layout::{self, render_labelled, Classes, Labels};
 use restflow_cache::shared::FunctionKeys;
 use restflow_cache::{Beta, Computed, Decision, LifetimeRule, Scope, Span};
 
-use crate::encode::{type_path, write_value, write_value_sorting_lists};
+use crate::encode::{type_path, PyValues};
 use crate::once::Attached;
 use crate::runtime::{log_error, ScopeLabels, RUNTIME};
 use crate::signature::Signature;
@@ -43,7 +42,7 @@ pub(crate) use restflow_cache::layout::Parts;
 /// The items of a key constructor made only of planned fields (the
 /// engine's plan: fields that read a named argument or a constant).
 pub(crate) use restflow_cache::layout::Plan;
-use restflow_cache::layout::{Partial, PlanItem, Source};
+use restflow_cache::layout::{FieldError, Item, Partial, PlanItem, Source};
 
 /// Builds a plan from Python's `(partition, suffix)` lists of
 /// `(label, kind, payload, hashed, sort_lists)`, kind `"arg"` (payload:
@@ -74,7 +73,15 @@ pub(crate) fn read_plan(
                 }
                 "const" => {
                     let mut w = KeyWriter::new();
-                    encode_item(&mut w, &label, &payload, hashed, sort_lists, function_id)?;
+                    layout::write_item(
+                        &PyValues::new(),
+                        &mut w,
+                        &label,
+                        &payload,
+                        hashed,
+                        sort_lists,
+                    )
+                    .map_err(|e| field_error(e, function_id))?;
                     Source::Const(w)
                 }
                 other => {
@@ -321,17 +328,8 @@ impl Core {
         items: &[PlanItem],
         values: &[Bound<'_, PyAny>],
     ) -> PyResult<Labels> {
-        layout::begin_labelled(w, items.len()).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        Plan::write(w, items, values, |w, item, value| {
-            encode_item(
-                w,
-                &item.label,
-                value,
-                item.hashed,
-                item.sort_lists,
-                &self.function_id,
-            )
-        })
+        Plan::write_values(&PyValues::new(), w, items, values)
+            .map_err(|e| field_error(e, &self.function_id))
     }
 
     fn write_items(&self, w: &mut KeyWriter, items: &Bound<'_, PyTuple>) -> PyResult<Labels> {
@@ -551,36 +549,24 @@ pub(crate) fn write_items(
     items: &Bound<'_, PyTuple>,
     function_id: &str,
 ) -> PyResult<Labels> {
-    layout::begin_labelled(w, items.len()).map_err(|e| PyValueError::new_err(e.to_string()))?;
-    let mut labels = Vec::with_capacity(items.len());
-    for item in items.iter() {
-        let (label, value, hashed, sort_lists): (String, Bound<'_, PyAny>, bool, bool) =
-            item.extract()?;
-        let range = encode_item(w, &label, &value, hashed, sort_lists, function_id)?;
-        labels.push((label, range));
-    }
-    Ok(labels)
+    let items = items
+        .iter()
+        .map(|item| {
+            let (label, value, hashed, sort_lists) = item.extract()?;
+            Ok(Item {
+                label,
+                value,
+                hashed,
+                sort_lists,
+            })
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    layout::write_items(&PyValues::new(), w, &items).map_err(|e| field_error(e, function_id))
 }
 
-/// One labelled item: the label, then the value (or, for a hashed field,
-/// the digest of the value's encoding); returns the value's byte range.
-fn encode_item(
-    w: &mut KeyWriter,
-    label: &str,
-    value: &Bound<'_, PyAny>,
-    hashed: bool,
-    sort_lists: bool,
-    function_id: &str,
-) -> PyResult<Range<usize>> {
-    let encode = |w: &mut KeyWriter| {
-        if sort_lists {
-            write_value_sorting_lists(w, value)
-        } else {
-            write_value(w, value)
-        }
-    };
-    layout::write_labelled(w, label, hashed, encode)
-        .map_err(|unsupported| PyTypeError::new_err(unsupported.for_field(label, function_id)))
+/// A key field the engine refused, as Python's error.
+fn field_error(error: FieldError, function_id: &str) -> PyErr {
+    PyTypeError::new_err(error.message(function_id))
 }
 
 /// The partition and suffix text of labelled items, as a wrapper with

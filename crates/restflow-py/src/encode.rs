@@ -6,6 +6,7 @@
 //! refused: a `repr()` could embed a memory address and silently make every
 //! call a miss, or two different objects equal.
 
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::once::{Attached, OnceValue};
@@ -73,7 +74,13 @@ pub fn type_path(ty: &Bound<'_, PyType>) -> String {
 
 /// Reads Python values for the engine's key encoding
 /// ([`restflow_cache::value`], which owns the format).
-pub(crate) struct PyValues<'py>(pub Python<'py>);
+pub(crate) struct PyValues<'py>(PhantomData<Bound<'py, PyAny>>);
+
+impl PyValues<'_> {
+    pub(crate) const fn new() -> Self {
+        PyValues(PhantomData)
+    }
+}
 
 impl<'py> ValueReader for PyValues<'py> {
     type Value = Bound<'py, PyAny>;
@@ -92,18 +99,12 @@ impl<'py> ValueReader for PyValues<'py> {
 /// Appends `value` to `w`.
 #[inline]
 pub fn write_value(w: &mut KeyWriter, value: &Bound<'_, PyAny>) -> Encoded {
-    value::write_value(&PyValues(value.py()), w, value, false)
+    value::write_value(&PyValues::new(), w, value, false)
 }
 
 /// [`write_value`] for a value [`write_common`] declined already.
 pub fn write_declined(w: &mut KeyWriter, value: &Bound<'_, PyAny>) -> Encoded {
-    value::write_declined(&PyValues(value.py()), w, value)
-}
-
-/// Appends `value` to `w` with every list in it sorted by its items'
-/// encodings, for key fields whose lists carry no order (`sort_lists`).
-pub fn write_value_sorting_lists(w: &mut KeyWriter, value: &Bound<'_, PyAny>) -> Encoded {
-    value::write_value(&PyValues(value.py()), w, value, true)
+    value::write_declined(&PyValues::new(), w, value)
 }
 
 /// The view of a value of an exact built-in type, recognised by its type
