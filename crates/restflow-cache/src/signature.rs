@@ -546,6 +546,26 @@ impl<D> Signature<D> {
         Ok(())
     }
 
+    /// Writes a call made only of positional arguments (at most
+    /// [`Signature::positional`], no keywords), each through `encode`,
+    /// leaving out a method's `self`/`cls`, then its [`Signature::write_tail`].
+    #[inline(always)]
+    pub fn write_positional<V>(
+        &self,
+        w: &mut KeyWriter,
+        args: impl ExactSizeIterator<Item = V>,
+        mut encode: impl FnMut(&mut KeyWriter, &V) -> Result<(), Unsupported>,
+    ) -> Result<(), BindError> {
+        let given = args.len();
+        for (n, arg) in args.enumerate().skip(usize::from(self.method)) {
+            encode(w, &arg).map_err(|e| self.unsupported(n, e))?;
+        }
+        if self.method && given == 0 {
+            return Err(self.missing(0).into());
+        }
+        self.write_tail(w, given)
+    }
+
     /// After the first `given` arguments of a call made only of positional
     /// arguments (at most [`Signature::positional`]), already written:
     /// the defaults of the parameters after them, and the empty `*args` /
@@ -836,6 +856,16 @@ mod tests {
         let mut expected = KeyWriter::new();
         expected.write_int(1);
         assert_eq!(w.as_bytes(), expected.as_bytes());
+        // The positional fast path writes the same, and a call with no
+        // `self` at all misses it.
+        let mut fast = KeyWriter::new();
+        sig.write_positional(&mut fast, [100, 1].into_iter(), int)
+            .unwrap();
+        assert_eq!(fast.as_bytes(), expected.as_bytes());
+        assert_eq!(
+            sig.write_positional(&mut KeyWriter::new(), std::iter::empty(), int),
+            Err(BindError::Call(sig.missing(0)))
+        );
         assert_eq!(
             Signature::new("m".into(), [param("x", Kind::KeywordOnly)], true)
                 .err()

@@ -131,14 +131,7 @@ impl Signature {
         w: &mut KeyWriter,
         args: &Bound<'_, PyTuple>,
     ) -> Result<(), BindError> {
-        let skip = usize::from(self.method);
-        for (n, arg) in args.iter().enumerate().skip(skip) {
-            write_value(w, &arg).map_err(|e| self.model.unsupported(n, e))?;
-        }
-        if self.method && args.is_empty() {
-            return Err(self.model.missing(0).into());
-        }
-        Ok(self.model.write_tail(w, args.len())?)
+        Ok(self.model.write_positional(w, args.iter(), encode)?)
     }
 
     /// [`Signature::write_positional`] for CPython's vectorcall argument
