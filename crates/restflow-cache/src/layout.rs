@@ -109,6 +109,24 @@ impl<H> Classes<H> {
         }
     }
 
+    /// The class registered under `address`, or the one `make` makes (run
+    /// without the lock held, so it may call into the embedder), registered
+    /// unless another thread registered one first: then `make`'s class is
+    /// dropped once the lock is released (its handle may need the
+    /// embedder's care to drop).
+    pub fn get_or_register<E>(
+        &self,
+        address: usize,
+        make: impl FnOnce() -> Result<ClassId<H>, E>,
+    ) -> Result<Arc<ClassId<H>>, E> {
+        if let Some(found) = self.get(address) {
+            return Ok(found);
+        }
+        let (found, unused) = self.register(address, make()?);
+        drop(unused);
+        Ok(found)
+    }
+
     /// Every class registered so far.
     pub fn all(&self) -> Vec<Arc<ClassId<H>>> {
         self.by_address.lock().values().cloned().collect()
@@ -159,6 +177,19 @@ impl<H> Layout<H> {
             (Some(class), false) => class.function_id(),
             _ => own,
         }
+    }
+
+    /// The function id, partition text and suffix text of the key written
+    /// in `bytes` (see [`Layout::function_id`] and [`Layout::texts`]).
+    pub fn key_parts<'a>(
+        &'a self,
+        bytes: &[u8],
+        (own, shared_identity): (&'a str, bool),
+        value_names: &[&str],
+        max: usize,
+    ) -> Result<(&'a str, String, String), Malformed> {
+        let (partition, suffix) = self.texts(bytes, value_names, max)?;
+        Ok((self.function_id(own, shared_identity), partition, suffix))
     }
 
     /// The partition and suffix texts of the key written in `bytes`.
@@ -620,6 +651,12 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &again));
         assert_eq!(lost.map(|c| c.handle), Some("A2"));
         let (b, _) = classes.register(2, ClassId::new("m.B.f".into(), "B"));
+        let found = classes.get_or_register(2, || Err("made again")).unwrap();
+        assert!(Arc::ptr_eq(&found, &b), "found, not made again");
+        let c = classes
+            .get_or_register(3, || Ok::<_, ()>(ClassId::new("m.C.f".into(), "C")))
+            .unwrap();
+        assert_eq!(c.function_id(), "m.C.f");
         assert_ne!(a.number(), b.number());
         assert_ne!(a.number(), 0, "0 is the table key of no class");
         assert_ne!(
@@ -633,6 +670,12 @@ mod tests {
             parts: Parts::Arguments(0),
         };
         assert_eq!(layout.function_id("m.Base.f", false), "m.B.f");
+        assert_eq!(
+            layout
+                .key_parts(&[], ("m.Base.f", false), &[], 250)
+                .unwrap(),
+            ("m.B.f", String::new(), String::new())
+        );
         assert_eq!(layout.function_id("shared-id", true), "shared-id");
 
         let mut visited = Vec::new();
@@ -643,7 +686,7 @@ mod tests {
             })
             .unwrap();
         assert!(visited.is_empty(), "every class is held by a test variable");
-        drop((a, again, layout, b));
+        drop((a, again, layout, b, found, c));
         classes
             .visit_unshared(|h| {
                 visited.push(*h);
@@ -651,8 +694,8 @@ mod tests {
             })
             .unwrap();
         visited.sort();
-        assert_eq!(visited, ["A", "B"]);
-        assert_eq!(classes.all().len(), 2);
+        assert_eq!(visited, ["A", "B", "C"]);
+        assert_eq!(classes.all().len(), 3);
     }
 
     /// A partition `org=<name>` on its own writer, with its labels.

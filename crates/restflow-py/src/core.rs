@@ -215,18 +215,15 @@ impl Core {
             Ok(cls) => cls.clone(),
             Err(_) => first.get_type(),
         };
-        let address = ty.as_ptr() as usize;
-        if let Some(found) = self.classes.get(address) {
-            return Ok(found);
-        }
-        let name: String = self.func.bind(first.py()).getattr("__name__")?.extract()?;
-        let made = ClassId::new(format!("{}.{name}", type_path(&ty)), ty.unbind());
-        // Another thread may have named the class first; ours is then
-        // dropped here, outside the registry's lock (it holds a Python
-        // reference).
-        let (found, unused) = self.classes.register(address, made);
-        drop(unused);
-        Ok(found)
+        // Keyed by the type's address: the registry holds the type, so the
+        // address is never another's while registered.
+        self.classes.get_or_register(ty.as_ptr() as usize, || {
+            let name: String = self.func.bind(first.py()).getattr("__name__")?.extract()?;
+            Ok(ClassId::new(
+                format!("{}.{name}", type_path(&ty)),
+                ty.clone().unbind(),
+            ))
+        })
     }
 
     /// Makes sure this function may use key strings: see [`Core::claim`].
@@ -441,15 +438,16 @@ impl Core {
         w: &KeyWriter,
         layout: &'a Layout,
     ) -> PyResult<(&'a str, String, String)> {
-        let max = RUNTIME.max_key_part_length();
-        let (partition, suffix) = layout
-            .texts(w.as_bytes(), &self.signature.value_names(), max)
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        Ok((
-            layout.function_id(&self.function_id, self.shared_identity),
-            partition,
-            suffix,
-        ))
+        let identity = (self.function_id.as_str(), self.shared_identity);
+        let names = self.signature.value_names();
+        layout
+            .key_parts(
+                w.as_bytes(),
+                identity,
+                &names,
+                RUNTIME.max_key_part_length(),
+            )
+            .map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
     /// The partition texts a partial call drops, with the function id of
