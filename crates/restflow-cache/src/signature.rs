@@ -482,6 +482,20 @@ impl<D> Signature<D> {
         }
     }
 
+    /// The values an assigned call gives parameters `indices`, in that
+    /// order (see [`Signature::value_of`]): what a key plan reads.
+    pub fn values_of<V: Clone>(
+        &self,
+        assigned: &Assigned<V>,
+        indices: &[usize],
+        default: impl Fn(&D) -> V,
+    ) -> Result<Vec<V>, CallError> {
+        indices
+            .iter()
+            .map(|&n| self.value_of(assigned, n, &default))
+            .collect()
+    }
+
     /// Writes an assigned call in parameter order, each argument through
     /// `encode`, the defaults from their encodings made at [`Signature::new`].
     pub fn write_assigned<V>(
@@ -805,6 +819,9 @@ mod tests {
             "f() missing required argument: 'b'"
         );
         assert_eq!(sig.value_of(&assigned, 3, |d| d.len() as i64), Ok(5));
+        let full_call = sig.assign([1, 2].into_iter(), keywords(&[])).unwrap();
+        assert_eq!(sig.values_of(&full_call, &[3, 0], |_| 7), Ok(vec![7, 1]));
+        assert!(sig.values_of(&assigned, &[0, 1], |_| 7).is_err());
 
         let strict: Signature<()> = Signature::new(
             "h".into(),

@@ -1,10 +1,13 @@
 //! Python values → the engine's canonical key encoding.
 //!
-//! Exact built-in types are recognised by their type pointer first (the hot
-//! path); everything else goes through a few `isinstance` checks against
-//! the standard types that have a faithful text form. Anything else is
-//! refused: a `repr()` could embed a memory address and silently make every
-//! call a miss, or two different objects equal.
+//! The format (tags, nesting limit, sorting, refusals and their words) is
+//! the engine's [`restflow_cache::value`]; this module only says what a
+//! Python value is ([`PyValues`]). Exact built-in types are recognised by
+//! their type pointer first (the hot path writes the commonest inline,
+//! [`write_common`]); everything else goes through a few `isinstance`
+//! checks against the standard types that have a faithful text form.
+//! Anything else is refused: a `repr()` could embed a memory address and
+//! silently make every call a miss, or two different objects equal.
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -211,11 +211,9 @@ impl Signature {
     ) -> Result<Vec<Bound<'py, PyAny>>, BindError> {
         let py = args.py();
         let assigned = self.assign(args, kwargs)?;
-        let mut values = Vec::with_capacity(indices.len());
-        for &n in indices {
-            values.push(self.model.value_of(&assigned, n, |d| d.bind(py).clone())?);
-        }
-        Ok(values)
+        Ok(self
+            .model
+            .values_of(&assigned, indices, |d| d.bind(py).clone())?)
     }
 
     /// Any call: binds like Python does, then writes in parameter order.
