@@ -11,6 +11,8 @@ pub mod cluster;
 mod cluster_lookup;
 #[cfg(all(feature = "redis", unix))]
 mod cluster_near;
+mod codec;
+mod counted;
 mod decode;
 #[cfg(all(feature = "redis", unix))]
 mod follow;
@@ -50,6 +52,7 @@ pub use cache::{
 };
 #[cfg(feature = "redis")]
 pub use cluster::ClusterStore;
+pub use codec::Codec;
 pub use decode::{Served, Undecodable};
 pub use hot::{Hot, HotCache};
 pub use keyspace::{FunctionKeys, KeySpace};
