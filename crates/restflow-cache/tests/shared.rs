@@ -1452,3 +1452,36 @@ fn a_counted_wait_on_another_caller_of_this_process_is_counted() {
     let expected = vec![("miss", 2), ("single_flight_waits", 1)];
     assert_eq!(counted(&stats), (expected, 0));
 }
+
+#[test]
+fn a_served_refresh_overwrites_as_refresh_bypasses_a_failed_store_and_keeps_no_fallback() {
+    let (store, cache, clock) = cache(true);
+    get(&cache, "old");
+    let served = cache
+        .refresh_served(&keys(), Span::ZERO, || produce("new"))
+        .unwrap();
+    assert_eq!(
+        (served.status, served.value.as_str()),
+        (Status::Refresh, "new")
+    );
+    assert!(served.stamps.is_some(), "stored");
+    assert_eq!(stored_value(&cache).as_deref(), Some(b"new".as_slice()));
+    // A failed recompute is the caller's error, even with a value kept.
+    clock.advance(Span::from_secs(20));
+    let failed = cache.refresh_served(&keys(), Span::from_secs(60), || {
+        Err::<Produced<String>, _>("down".to_string())
+    });
+    assert_eq!(failed.unwrap_err(), SharedError::Compute("down".into()));
+    store.down.store(true, Ordering::SeqCst);
+    let bypassed = cache
+        .refresh_served(&keys(), Span::ZERO, || produce("live"))
+        .unwrap();
+    assert_eq!(
+        (bypassed.status, bypassed.value.as_str()),
+        (Status::Bypass, "live")
+    );
+    assert!(
+        bypassed.bypassed.is_some(),
+        "with the store's error to warn about"
+    );
+}

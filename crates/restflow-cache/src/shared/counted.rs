@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use super::cache::{Handoff, NearMode, Produced, SharedCache, SharedError};
 use super::codec::Codec;
 use super::decode::Served;
-use super::steps::{Begin, ComputeClaim, How};
+use super::steps::{Begin, ComputeClaim};
 use super::store::{KeySet, SharedStore};
 use crate::engine::Status;
 use crate::flight::{Outcome, Waiter};
@@ -142,8 +142,8 @@ impl<S: SharedStore, E: Clone> ComputeClaim<'_, S, E> {
     /// Finishes this claim with what its caller computed (`Err`: the
     /// computation failed) as [`ComputeClaim::finish_served`] or
     /// [`ComputeClaim::fail_served`] do, decoding a value kept for
-    /// stale-if-error with `codec`, and counts the answer in `stats`: a
-    /// forced recompute's ([`SharedCache::begin_refresh`]) as REFRESH.
+    /// stale-if-error with `codec`, and counts the answer in `stats` (a
+    /// forced recompute's, [`SharedCache::begin_refresh`], as REFRESH).
     pub fn finish_counted<T, C>(
         self,
         produced: Result<Produced<T>, E>,
@@ -154,14 +154,10 @@ impl<S: SharedStore, E: Clone> ComputeClaim<'_, S, E> {
         T: Clone + Send + Sync + 'static,
         C: Codec<T, Error = E>,
     {
-        let forced = matches!(self.how, How::Refresh { .. });
-        let mut served = match produced {
+        let served = match produced {
             Ok(produced) => self.finish_served(produced)?,
             Err(error) => self.fail_served(error, |flags, bytes| codec.decode(flags, bytes))?,
         };
-        if forced && served.status == Status::Miss {
-            served.status = Status::Refresh;
-        }
         served.count(stats, true, None);
         Ok(served)
     }

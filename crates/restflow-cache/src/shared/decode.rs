@@ -83,13 +83,19 @@ impl<T> Served<T> {
 }
 
 impl<S: SharedStore, E: Clone> ComputeClaim<'_, S, E> {
-    /// [`ComputeClaim::finish`], decoded as [`SharedCache::serve`] answers.
+    /// [`ComputeClaim::finish`], decoded as [`SharedCache::serve`] answers;
+    /// the value of a forced recompute ([`SharedCache::begin_refresh`]) is
+    /// served as REFRESH.
     pub fn finish_served<T: Clone + Send + Sync + 'static>(
         self,
         produced: Produced<T>,
     ) -> Result<Served<T>, SharedError<E>> {
-        let live = self.is_live();
-        self.finish(produced).map(|answer| served_of(answer, live))
+        let (live, forced) = (self.is_live(), self.is_forced());
+        let mut served = served_of(self.finish(produced)?, live);
+        if forced && served.status == Status::Miss {
+            served.status = Status::Refresh;
+        }
+        Ok(served)
     }
 
     /// [`ComputeClaim::fail`], decoded as [`SharedCache::serve`] answers:
@@ -149,6 +155,20 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                 Err(error) => claim.fail_served(error, decode),
             },
         }
+    }
+
+    /// [`SharedCache::refresh`], served as [`SharedCache::serve`] serves:
+    /// REFRESH with the value computed by `compute`, BYPASS (with the
+    /// error) when the store failed; the computation's error as it is.
+    pub fn refresh_served<T: Clone + Send + Sync + 'static>(
+        &self,
+        keys: &KeySet,
+        keep: Span,
+        compute: impl FnOnce() -> Result<Produced<T>, E>,
+    ) -> Result<Served<T>, SharedError<E>> {
+        let claim = self.begin_refresh_in(Handle::Borrowed(self), keys, keep)?;
+        // A forced recompute keeps no value for stale-if-error.
+        claim.finish_served(compute().map_err(SharedError::Compute)?)
     }
 
     /// Everything of [`SharedCache::serve`] that blocks, for a caller that
@@ -273,13 +293,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     /// from refreshing the entry until the lock expires.
     fn give_back(&self, refresh: Option<RefreshClaim>) {
         if let Some(claim) = refresh {
-            let _ = self.finish_refresh(
-                &claim.keys,
-                &claim.token,
-                claim.keep,
-                claim.generations,
-                None,
-            );
+            let _ = self.finish_claim(&claim, None);
         }
     }
 }
