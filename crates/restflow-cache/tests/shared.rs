@@ -1485,3 +1485,28 @@ fn a_served_refresh_overwrites_as_refresh_bypasses_a_failed_store_and_keeps_no_f
         "with the store's error to warn about"
     );
 }
+
+#[test]
+fn a_store_failure_served_as_bypass_is_warned_about_at_most_once_a_minute() {
+    let (store, cache, _) = cache(true);
+    let logged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = Arc::clone(&logged);
+    let log = Box::new(move |message| sink.lock().push(message));
+    let cache = cache.with_warnings("redis://h".into(), log);
+    let stats = restflow_cache::Stats::new();
+    let off = (NearMode::Off, Span::ZERO);
+    // The write of a value computed under the lock is refused: BYPASS.
+    store.refuse_writes.store(true, Ordering::SeqCst);
+    let served = serve_counted(&cache, off, &stats, "v1").unwrap();
+    assert_eq!(served.status, Status::Bypass);
+    // Then the store goes down: BYPASS again, within the same minute.
+    store.down.store(true, Ordering::SeqCst);
+    let served = serve_counted(&cache, off, &stats, "v2").unwrap();
+    assert_eq!(served.status, Status::Bypass);
+    let logged = logged.lock().clone();
+    assert_eq!(logged.len(), 1, "one warning a minute: {logged:?}");
+    assert!(
+        logged[0].starts_with("restflow: cache store redis://h refused an operation"),
+        "{logged:?}"
+    );
+}

@@ -113,7 +113,11 @@ where
                 keep,
                 generations,
             } = &job_claim;
-            finished(cache.run_refresh(keys, token, *keep, *generations, compute));
+            let outcome = cache.run_refresh(keys, token, *keep, *generations, compute);
+            if let Err(error) = &outcome {
+                cache.warn(error);
+            }
+            finished(outcome);
         });
         match spawn(job) {
             Ok(()) => true,

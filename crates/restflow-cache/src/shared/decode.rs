@@ -85,17 +85,19 @@ impl<T> Served<T> {
 impl<S: SharedStore, E: Clone> ComputeClaim<'_, S, E> {
     /// [`ComputeClaim::finish`], decoded as [`SharedCache::serve`] answers;
     /// the value of a forced recompute ([`SharedCache::begin_refresh`]) is
-    /// served as REFRESH.
+    /// served as REFRESH, and a value the store failed to take is warned
+    /// about ([`SharedCache::with_warnings`]).
     pub fn finish_served<T: Clone + Send + Sync + 'static>(
         self,
         produced: Produced<T>,
     ) -> Result<Served<T>, SharedError<E>> {
         let (live, forced) = (self.is_live(), self.is_forced());
+        let cache = self.cache.again();
         let mut served = served_of(self.finish(produced)?, live);
         if forced && served.status == Status::Miss {
             served.status = Status::Refresh;
         }
-        Ok(served)
+        Ok(cache.warned(served))
     }
 
     /// [`ComputeClaim::fail`], decoded as [`SharedCache::serve`] answers:
@@ -234,7 +236,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                     (status, flags, value, stamps, refresh)
                 }
                 // Computed by another caller of this process.
-                computed => return Ok(Begin::Served(served_of(computed, false))),
+                computed => return Ok(Begin::Served(self.warned(served_of(computed, false)))),
             };
             match decode(flags, &bytes) {
                 Ok(value) => {

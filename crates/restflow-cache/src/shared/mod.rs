@@ -43,6 +43,7 @@ mod tracking;
 pub mod unfaithful;
 #[cfg(feature = "redis")]
 mod url;
+mod warn;
 
 pub use background::{RefreshClaim, Refreshed};
 pub use breaker::Breaker;
@@ -69,3 +70,4 @@ pub use redis::{fetch_command, fetched_from, RedisConfig, RedisStore};
 pub use sentinel::SentinelStore;
 pub use steps::{Begin, ComputeClaim, OwnedClaim};
 pub use store::{fresh_epoch, parse_epoch, Fetched, KeySet, SharedStore, StoreError, EPOCH_LIMIT};
+pub use warn::WarnLog;
