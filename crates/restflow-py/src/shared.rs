@@ -17,12 +17,12 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use restflow_cache::key::{self, KeyWriter};
-use restflow_cache::shared::settings::{self, RedisSettings, Serializer, StoreKind, WarnLimit};
+use restflow_cache::shared::settings::{self, RedisSettings, Serializer, StoreKind};
 use restflow_cache::shared::{
     Begin, Codec, Epoch, HotCache, KeySet, KeySpace, NearMode, OwnedClaim, Produced, RefreshClaim,
     Served, SharedCache, SharedError, SharedStore, Signer, StoreError, Undecodable,
 };
-use restflow_cache::{Computed, Counter, Freshness, Stamps, Status, Timestamp};
+use restflow_cache::{Computed, Counter, Freshness, Stamps, Status};
 
 use crate::core::{Call, Core, Layout, OwnedCall};
 use crate::interrupt::{self, is_interrupt};
@@ -88,8 +88,6 @@ pub struct SharedBackend {
     serializer: Serializer,
     url: String,
     read_timeout: f64,
-    /// When a warning about the store may be logged next.
-    warn_limit: WarnLimit,
 }
 
 struct Codecs {
@@ -285,17 +283,6 @@ impl SharedBackend {
         };
         Ok(loads.bind(py).call1((PyBytes::new(py, bytes),))?.unbind())
     }
-
-    /// Logs a store failure, at most once per interval.
-    fn warn(&self, py: Python<'_>, error: &StoreError) {
-        if !self.warn_limit.allow(Timestamp::now_coarse().as_micros()) {
-            return;
-        }
-        if let Ok(hooks) = hooks(py) {
-            let message = settings::warning(&self.url, error);
-            let _ = hooks.logger.call_method1(py, "warning", (message,));
-        }
-    }
 }
 
 #[pymethods]
@@ -353,7 +340,8 @@ impl SharedBackend {
             settings::options(lock_timeout, wait_timeout, bypass_on_failure).map_err(invalid)?,
         )
         // One source of early-refresh draws for every store, which tests seed.
-        .with_dice(Arc::clone(RUNTIME.engine.cache().dice()));
+        .with_dice(Arc::clone(RUNTIME.engine.cache().dice()))
+        .with_warnings(url.clone(), Box::new(log_warning));
         let cluster = kind == StoreKind::Cluster;
         Ok(SharedBackend {
             cache: Arc::new(cache),
@@ -364,7 +352,6 @@ impl SharedBackend {
             serializer,
             url,
             read_timeout,
-            warn_limit: WarnLimit::default(),
         })
     }
 
@@ -400,10 +387,7 @@ impl SharedBackend {
     /// read in one round trip through the circuit breaker. Raises
     /// `CacheBackendError` when the store cannot be reached.
     fn server_info(&self, py: Python<'_>) -> PyResult<Vec<(String, String)>> {
-        let cache = &self.cache;
-        let info = py.detach(|| cache.call(|s| s.server_info()));
-        interrupt::raise_parked()?;
-        info.map_err(|error| CacheBackendError::new_err(error.to_string()))
+        reported(py, self, |cache| cache.call(|s| s.server_info()))
     }
 
     /// Starts the store's statistics over (totals keep counting).
@@ -466,9 +450,7 @@ impl SharedBackend {
     #[pyo3(signature = (timeout = 5.0))]
     fn near_sync(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
         let timeout = seconds("timeout", timeout)?;
-        let synced = py.detach(|| self.cache.call(|s| s.near_sync(timeout)));
-        interrupt::raise_parked()?;
-        synced.map_err(|e| CacheBackendError::new_err(e.to_string()))
+        reported(py, self, |cache| cache.call(|s| s.near_sync(timeout)))
     }
 
     /// Longest wait for an answer, in seconds.
@@ -495,7 +477,7 @@ impl SharedBackend {
             version,
             function_ids.iter().map(String::as_str),
         );
-        invalidate(py, self, |cache| cache.retire(&counters))
+        reported(py, self, |cache| cache.retire(&counters))
     }
 }
 
@@ -534,6 +516,16 @@ fn log_json_refusal(py: Python<'_>, core: &Core, refused: &crate::json_value::Un
     if let Err(failure) = hooks.logger.call_method1(py, "error", (message,)) {
         failure.write_unraisable(py, None);
     }
+}
+
+/// Logs a warning about the store (the engine says what, and when: at
+/// most once a minute).
+fn log_warning(message: String) {
+    Python::attach(|py| {
+        if let Ok(hooks) = hooks(py) {
+            let _ = hooks.logger.call_method1(py, "warning", (message,));
+        }
+    })
 }
 
 /// Drops a hot copy evicted while it was being served: its value is a
@@ -689,18 +681,15 @@ pub(crate) fn get(
     Ok(served)
 }
 
-/// What the engine served, for Python: a store failure warned about, a
-/// near entry's value kept hot under the call key `key`, and the refresh
-/// this read claimed (to run, then finish).
+/// What the engine served, for Python: a near entry's value kept hot
+/// under the call key `key`, and the refresh this read claimed (to run,
+/// then finish). The engine warned about a store failure.
 fn answered(
     py: Python<'_>,
     handle: &SharedBackend,
     key: &[u8],
     served: Served<Value>,
 ) -> (SharedServed, Option<RefreshClaim>) {
-    if let Some(error) = &served.bypassed {
-        handle.warn(py, error);
-    }
     let value = own(py, served.value);
     if let (Some(seen), Some(stamps)) = (served.kept, served.stamps) {
         handle.keep_hot(py, key, seen, &value, stamps);
@@ -812,7 +801,7 @@ pub(crate) fn finish_refresh(
     let outcome = py.detach(|| handle.cache.finish_claim(&claim, stored));
     interrupt::raise_parked()?;
     if let Err(error) = outcome {
-        handle.warn(py, &error);
+        handle.cache.warn(&error);
     }
     Ok(())
 }
@@ -846,16 +835,11 @@ fn schedule_refresh(
             }
         })
     };
-    let report_backend = backend.clone_ref(py);
-    let finished = move |outcome: Result<(), StoreError>| {
-        Python::attach(move |py| {
-            // No caller to hand an interrupt to on the refresh thread: the
-            // refresh just ends (and must not leave it for the next job).
-            let _ = interrupt::take();
-            if let Err(error) = outcome {
-                report_backend.get().warn(py, &error);
-            }
-        })
+    // The engine warned about a store that failed to take the value.
+    let finished = |_: Result<(), StoreError>| {
+        // No caller to hand an interrupt to on the refresh thread: the
+        // refresh just ends (and must not leave it for the next job).
+        Python::attach(|_| drop(interrupt::take()));
     };
     // Refresh jobs run attached (see `runtime`); the store calls of this
     // one run detached, as on every other path.
@@ -896,7 +880,7 @@ pub(crate) fn peek(
     match peeked {
         Ok(peeked) => Ok(peeked),
         Err(SharedError::Store(error)) if handle.cache.bypasses_failures() => {
-            handle.warn(py, &error);
+            handle.cache.warn(&error);
             Ok(None)
         }
         Err(error) => Err(raise(py, error, &core.function_id)),
@@ -959,10 +943,10 @@ pub(crate) fn fetch_command(
     Ok((restflow_cache::shared::fetch_command(&keys), keys.data))
 }
 
-/// Runs a store operation for an invalidation, reporting a failure as
-/// `CacheBackendError` (an invalidation that did not happen must not pass
-/// silently).
-fn invalidate<T: Send>(
+/// Runs a store operation the caller asked for by name (an invalidation,
+/// `server_info`, `near_sync`), reporting a failure as `CacheBackendError`:
+/// an invalidation that did not happen must not pass silently.
+fn reported<T: Send>(
     py: Python<'_>,
     handle: &SharedBackend,
     run: impl FnOnce(&PyShared) -> Result<T, StoreError> + Send,
@@ -981,14 +965,14 @@ pub(crate) fn delete(
 ) -> PyResult<bool> {
     let handle = backend.get();
     let keys = handle.call_keys(core, call)?;
-    invalidate(py, handle, |cache| cache.delete(&keys))
+    reported(py, handle, |cache| cache.delete(&keys))
 }
 
 /// Retires the generation counter `counter`, in every process: the entries
 /// written under it are never served again (deleting it is enough; see
 /// `restflow_cache::shared::SharedStore`), and it leaves no key behind.
 fn retire(py: Python<'_>, handle: &SharedBackend, counter: String) -> PyResult<()> {
-    invalidate(py, handle, |cache| cache.retire(&[counter]))
+    reported(py, handle, |cache| cache.retire(&[counter]))
 }
 
 /// Drops every entry of the function, in every process.
@@ -1000,7 +984,7 @@ pub(crate) fn invalidate_all(
     let handle = backend.get();
     // One counter, or one per shard on a cluster (each in its slot).
     let counters = handle.keys.function_counters(&core.keys);
-    invalidate(py, handle, |cache| cache.retire(&counters))
+    reported(py, handle, |cache| cache.retire(&counters))
 }
 
 /// Drops the partitions of a partial call, in every process.
