@@ -1486,13 +1486,24 @@ fn a_served_refresh_overwrites_as_refresh_bypasses_a_failed_store_and_keeps_no_f
     );
 }
 
+/// What a cache logged: its warnings, in order.
+type Logged = Arc<Mutex<Vec<String>>>;
+
+/// `cache`, logging its warnings about the store `redis://h` in the list
+/// returned with it.
+fn warning(
+    cache: SharedCache<Arc<FakeStore>, String>,
+) -> (SharedCache<Arc<FakeStore>, String>, Logged) {
+    let logged = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&logged);
+    let log = Box::new(move |message| sink.lock().push(message));
+    (cache.with_warnings("redis://h".into(), log), logged)
+}
+
 #[test]
 fn a_store_failure_served_as_bypass_is_warned_about_at_most_once_a_minute() {
     let (store, cache, _) = cache(true);
-    let logged = Arc::new(Mutex::new(Vec::<String>::new()));
-    let sink = Arc::clone(&logged);
-    let log = Box::new(move |message| sink.lock().push(message));
-    let cache = cache.with_warnings("redis://h".into(), log);
+    let (cache, logged) = warning(cache);
     let stats = restflow_cache::Stats::new();
     let off = (NearMode::Off, Span::ZERO);
     // The write of a value computed under the lock is refused: BYPASS.
@@ -1509,4 +1520,19 @@ fn a_store_failure_served_as_bypass_is_warned_about_at_most_once_a_minute() {
         logged[0].starts_with("restflow: cache store redis://h refused an operation"),
         "{logged:?}"
     );
+}
+
+#[test]
+fn a_peek_past_a_failing_store_is_absent_and_warned_about_unless_asked_to_raise() {
+    let (store, cache, _) = cache(true);
+    let (cache, logged) = warning(cache);
+    store.down.store(true, Ordering::SeqCst);
+    assert_eq!(cache.peek_decoded(&keys(), decode), Ok(None));
+    assert_eq!(logged.lock().len(), 1, "warned about");
+    let (store, strict, _) = cache_strict();
+    store.down.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        strict.peek_decoded(&keys(), decode),
+        Err(SharedError::Store(StoreError::Unavailable(_)))
+    ));
 }

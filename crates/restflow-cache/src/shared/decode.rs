@@ -272,15 +272,23 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     /// [`SharedCache::serve`]'s contract: an entry that does not decode is
     /// not served (`None`), and a fatal error reaches the caller. Unlike
     /// `serve`, a peek leaves the entry where it is: it only reads (the
-    /// next computing read drops it).
+    /// next computing read drops it). A store that fails is skipped as
+    /// `serve` skips it (nothing there, warned about) unless failures are
+    /// reported ([`SharedCache::bypasses_failures`]).
     pub fn peek_decoded<T>(
         &self,
         keys: &KeySet,
         decode: impl FnOnce(u8, &[u8]) -> Result<T, Undecodable<E>>,
     ) -> Result<Option<(T, Stamps, Freshness)>, SharedError<E>> {
-        let Some((flags, bytes, stamps, freshness)) =
-            self.peek(keys).map_err(SharedError::Store)?
-        else {
+        let peeked = match self.peek(keys) {
+            Ok(peeked) => peeked,
+            Err(error) if self.bypasses_failures() && error != StoreError::Interrupted => {
+                self.warn(&error);
+                None
+            }
+            Err(error) => return Err(SharedError::Store(error)),
+        };
+        let Some((flags, bytes, stamps, freshness)) = peeked else {
             return Ok(None);
         };
         match decode(flags, &bytes) {
