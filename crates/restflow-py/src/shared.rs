@@ -868,23 +868,15 @@ pub(crate) fn peek(
 ) -> PyResult<Option<(Py<PyAny>, Stamps, Freshness)>> {
     let handle = backend.get();
     let keys = handle.call_keys(core, call)?;
-    let peeked = py.detach(|| {
+    // A failing store is skipped (or reported) by the engine.
+    detached(py, core, || {
         handle.cache.peek_decoded(&keys, |flags, bytes| {
             Python::attach(|py| {
                 let decoded = handle.deserialize(py, flags, bytes);
                 decoded.map_err(|error| unreadable(py, error))
             })
         })
-    });
-    interrupt::raise_parked()?;
-    match peeked {
-        Ok(peeked) => Ok(peeked),
-        Err(SharedError::Store(error)) if handle.cache.bypasses_failures() => {
-            handle.cache.warn(&error);
-            Ok(None)
-        }
-        Err(error) => Err(raise(py, error, &core.function_id)),
-    }
+    })
 }
 
 /// Recomputes and overwrites (REFRESH).
