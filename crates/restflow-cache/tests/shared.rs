@@ -1299,3 +1299,240 @@ fn a_thread_that_began_a_held_claim_follows_it_when_it_begins_the_key_again() {
         .map(claim_of);
     assert!(again.expect("follows, then leads").stores());
 }
+
+/// The test payloads' [`decode`] as a codec; values are stored as UTF-8.
+struct TestCodec;
+
+impl restflow_cache::shared::Codec<String> for TestCodec {
+    type Error = String;
+    fn encode(&self, value: &String) -> Result<Option<(u8, Vec<u8>)>, String> {
+        Ok(Some((0, value.as_bytes().to_vec())))
+    }
+    fn decode(&self, flags: u8, bytes: &[u8]) -> Result<String, Undecodable<String>> {
+        decode(flags, bytes)
+    }
+}
+
+/// [`SharedCache::serve_counted`] of `keys()` with `stats`: the value
+/// computed is `value`, or the error `Err(value)` when it starts with "!".
+fn serve_counted(
+    cache: &SharedCache<Arc<FakeStore>, String>,
+    (mode, keep): (NearMode, Span),
+    stats: &restflow_cache::Stats,
+    value: &str,
+) -> Result<restflow_cache::shared::Served<String>, SharedError<String>> {
+    cache.serve_counted(&keys(), (mode, keep), stats, &TestCodec, || {
+        match value.strip_prefix('!') {
+            Some(error) => Err(error.to_owned()),
+            None => produce(value),
+        }
+    })
+}
+
+/// The non-zero counters of `stats`, by name, and how many lookups it timed.
+fn counted(stats: &restflow_cache::Stats) -> (Vec<(&'static str, u64)>, u64) {
+    let snapshot = stats.snapshot();
+    let counts = Counter::ALL
+        .into_iter()
+        .map(|c| (c.as_str(), snapshot.get(c)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    (counts, snapshot.lookup.count())
+}
+
+#[test]
+fn a_counted_serve_counts_each_status_its_refresh_and_times_reads_served_without_computing() {
+    let (_store, cache, clock) = cache(true);
+    let stats = restflow_cache::Stats::new();
+    let off = (NearMode::Off, Span::ZERO);
+    let miss = serve_counted(&cache, off, &stats, "v1").unwrap();
+    assert_eq!(miss.status, Status::Miss);
+    // A computation is not timed as a lookup.
+    assert_eq!(counted(&stats), (vec![("miss", 1)], 0));
+    let hit = serve_counted(&cache, off, &stats, "unused").unwrap();
+    assert_eq!((hit.status, hit.value.as_str()), (Status::Hit, "v1"));
+    assert_eq!(counted(&stats), (vec![("hit", 1), ("miss", 1)], 1));
+    clock.advance(Span::from_secs(12)); // stale: ttl 10, stale 5
+    let stale = serve_counted(&cache, off, &stats, "unused").unwrap();
+    assert_eq!(stale.status, Status::Stale);
+    assert!(stale.refresh.is_some(), "the read claimed the refresh");
+    let expected = vec![
+        ("hit", 1),
+        ("miss", 1),
+        ("stale", 1),
+        ("background_refreshes", 1),
+    ];
+    assert_eq!(counted(&stats), (expected, 2));
+}
+
+#[test]
+fn a_counted_stale_after_its_own_failed_computation_is_stale_if_error_and_untimed() {
+    let (_store, cache, clock) = cache_strict();
+    let stats = restflow_cache::Stats::new();
+    get(&cache, "old");
+    clock.advance(Span::from_secs(20)); // past ttl 10 + stale 5
+    let keep = (NearMode::Off, Span::from_secs(60));
+    let served = serve_counted(&cache, keep, &stats, "!down").unwrap();
+    assert_eq!(
+        (served.status, served.value.as_str()),
+        (Status::Stale, "old")
+    );
+    let expected = vec![("stale", 1), ("stale_if_error", 1)];
+    assert_eq!(counted(&stats), (expected, 0));
+    // A failure with nothing kept is the caller's error, not counted here.
+    let failed = serve_counted(&cache, (NearMode::Off, Span::ZERO), &stats, "!down");
+    assert_eq!(failed.unwrap_err(), SharedError::Compute("down".into()));
+    assert_eq!(counted(&stats).0.len(), 2);
+}
+
+#[test]
+fn a_counted_claim_counts_a_forced_recompute_as_refresh_and_a_fill_as_a_near_miss() {
+    let (_store, cache, _) = cache(true);
+    let cache = Arc::new(cache);
+    let stats = restflow_cache::Stats::new();
+    let forced = cache.begin_refresh(&keys(), Span::ZERO).unwrap();
+    let served = forced
+        .finish_counted(produce("v1"), &TestCodec, &stats)
+        .unwrap();
+    assert_eq!(served.status, Status::Refresh);
+    assert_eq!(counted(&stats), (vec![("refresh", 1)], 0));
+    // The caller looked in the near cache first and missed: a near miss.
+    let fill = (NearMode::Fill, Span::ZERO);
+    let begun = cache
+        .begin_counted(&keys(), fill, &stats, &TestCodec)
+        .unwrap();
+    let restflow_cache::shared::Begin::Served(hit) = begun else {
+        panic!("stored: a hit")
+    };
+    assert_eq!(hit.status, Status::Hit);
+    let expected = vec![("hit", 1), ("refresh", 1), ("near_misses", 1)];
+    assert_eq!(counted(&stats), (expected, 1));
+    // A lead is counted when it is finished, as a MISS.
+    cache.delete(&keys()).unwrap();
+    let begun = cache
+        .begin_counted(&keys(), fill, &stats, &TestCodec)
+        .unwrap();
+    assert_eq!(counted(&stats).0[2], ("near_misses", 2));
+    let served = claim_of(begun)
+        .finish_counted(produce("v2"), &TestCodec, &stats)
+        .unwrap();
+    assert_eq!(served.status, Status::Miss);
+    assert_eq!(counted(&stats).0[1], ("miss", 1));
+}
+
+#[test]
+fn a_counted_wait_on_another_caller_of_this_process_is_counted() {
+    let (_store, cache, _) = cache(true);
+    let cache = Arc::new(cache);
+    let stats = Arc::new(restflow_cache::Stats::new());
+    let off = (NearMode::Off, Span::ZERO);
+    let claim = claim_of(
+        cache
+            .begin_counted(&keys(), off, &stats, &TestCodec)
+            .unwrap(),
+    );
+    let follower = {
+        let (cache, stats) = (Arc::clone(&cache), Arc::clone(&stats));
+        std::thread::spawn(move || serve_counted(&cache, off, &stats, "unused"))
+    };
+    // The follower counts its wait as it joins; finish once it has.
+    let guard = std::time::Instant::now() + Duration::from_secs(60);
+    while cache.waiters(&keys().data) == 0 {
+        assert!(
+            std::time::Instant::now() < guard,
+            "the follower never joined"
+        );
+        std::thread::yield_now();
+    }
+    claim
+        .finish_counted(produce("v1"), &TestCodec, &stats)
+        .unwrap();
+    let served = follower.join().unwrap().unwrap();
+    assert_eq!((served.status, served.value.as_str()), (Status::Miss, "v1"));
+    let expected = vec![("miss", 2), ("single_flight_waits", 1)];
+    assert_eq!(counted(&stats), (expected, 0));
+}
+
+#[test]
+fn a_served_refresh_overwrites_as_refresh_bypasses_a_failed_store_and_keeps_no_fallback() {
+    let (store, cache, clock) = cache(true);
+    get(&cache, "old");
+    let served = cache
+        .refresh_served(&keys(), Span::ZERO, || produce("new"))
+        .unwrap();
+    assert_eq!(
+        (served.status, served.value.as_str()),
+        (Status::Refresh, "new")
+    );
+    assert!(served.stamps.is_some(), "stored");
+    assert_eq!(stored_value(&cache).as_deref(), Some(b"new".as_slice()));
+    // A failed recompute is the caller's error, even with a value kept.
+    clock.advance(Span::from_secs(20));
+    let failed = cache.refresh_served(&keys(), Span::from_secs(60), || {
+        Err::<Produced<String>, _>("down".to_string())
+    });
+    assert_eq!(failed.unwrap_err(), SharedError::Compute("down".into()));
+    store.down.store(true, Ordering::SeqCst);
+    let bypassed = cache
+        .refresh_served(&keys(), Span::ZERO, || produce("live"))
+        .unwrap();
+    assert_eq!(
+        (bypassed.status, bypassed.value.as_str()),
+        (Status::Bypass, "live")
+    );
+    assert!(
+        bypassed.bypassed.is_some(),
+        "with the store's error to warn about"
+    );
+}
+
+/// What a cache logged: its warnings, in order.
+type Logged = Arc<Mutex<Vec<String>>>;
+
+/// `cache`, logging its warnings about the store `redis://h` in the list
+/// returned with it.
+fn warning(
+    cache: SharedCache<Arc<FakeStore>, String>,
+) -> (SharedCache<Arc<FakeStore>, String>, Logged) {
+    let logged = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&logged);
+    let log = Box::new(move |message| sink.lock().push(message));
+    (cache.with_warnings("redis://h".into(), log), logged)
+}
+
+#[test]
+fn a_store_failure_served_as_bypass_is_warned_about_at_most_once_a_minute() {
+    let (store, cache, _) = cache(true);
+    let (cache, logged) = warning(cache);
+    let stats = restflow_cache::Stats::new();
+    let off = (NearMode::Off, Span::ZERO);
+    // The write of a value computed under the lock is refused: BYPASS.
+    store.refuse_writes.store(true, Ordering::SeqCst);
+    let served = serve_counted(&cache, off, &stats, "v1").unwrap();
+    assert_eq!(served.status, Status::Bypass);
+    // Then the store goes down: BYPASS again, within the same minute.
+    store.down.store(true, Ordering::SeqCst);
+    let served = serve_counted(&cache, off, &stats, "v2").unwrap();
+    assert_eq!(served.status, Status::Bypass);
+    let logged = logged.lock().clone();
+    assert_eq!(logged.len(), 1, "one warning a minute: {logged:?}");
+    assert!(
+        logged[0].starts_with("restflow: cache store redis://h refused an operation"),
+        "{logged:?}"
+    );
+}
+
+#[test]
+fn a_peek_past_a_failing_store_is_absent_and_warned_about_unless_asked_to_raise() {
+    let (store, cache, _) = cache(true);
+    let (cache, logged) = warning(cache);
+    store.down.store(true, Ordering::SeqCst);
+    assert_eq!(cache.peek_decoded(&keys(), decode), Ok(None));
+    assert_eq!(logged.lock().len(), 1, "warned about");
+    let (store, strict, _) = cache_strict();
+    store.down.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        strict.peek_decoded(&keys(), decode),
+        Err(SharedError::Store(StoreError::Unavailable(_)))
+    ));
+}

@@ -1,27 +1,28 @@
 //! Cached functions on a store shared between processes (Redis).
 //!
 //! Conversion and delegation, as everywhere in these bindings: values are
-//! serialized here (pickle or JSON, by Python), keys are the key strings
-//! the wrapper renders, and the lifecycle, locks, signatures and faults are
-//! `restflow_cache::shared`'s. Every round trip runs with the GIL
-//! released; the user's function runs attached, on the calling thread.
+//! serialized here (pickle or JSON, by Python, as the engine's
+//! [`Codec`]), keys are the key strings the wrapper renders, and the
+//! lifecycle, locks, signatures, faults and the function's statistics of
+//! what it did are `restflow_cache::shared`'s. Every round trip runs with
+//! the GIL released; the user's function runs attached, on the calling
+//! thread.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::once::{Attached, OnceValue};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use restflow_cache::key::{self, KeyWriter};
-use restflow_cache::shared::settings::{self, Serializer, StoreKind, WarnLimit};
+use restflow_cache::shared::settings::{self, RedisSettings, Serializer, StoreKind};
 use restflow_cache::shared::{
-    Answer, Begin, ClusterStore, Epoch, HotCache, KeySet, KeySpace, NearMode, OwnedClaim, Produced,
-    RedisStore, RefreshClaim, SentinelStore, Served, SharedCache, SharedError, SharedStore, Signer,
-    StoreError, Undecodable,
+    Begin, Codec, Epoch, HotCache, KeySet, KeySpace, NearMode, OwnedClaim, Produced, RefreshClaim,
+    Served, SharedCache, SharedError, SharedStore, Signer, StoreError, Undecodable,
 };
-use restflow_cache::{Counter, Freshness, Lifetime, Stamps, Status, Timestamp};
+use restflow_cache::{Computed, Counter, Freshness, Stamps, Status};
 
 use crate::core::{Call, Core, Layout, OwnedCall};
 use crate::interrupt::{self, is_interrupt};
@@ -49,6 +50,26 @@ fn own(py: Python<'_>, value: Value) -> Py<PyAny> {
     Arc::try_unwrap(value).unwrap_or_else(|shared| shared.clone_ref(py))
 }
 
+/// The values of one function (`core`) as `backend` stores them: what the
+/// engine's lifecycle encodes and decodes with. Each call attaches to
+/// Python (the engine calls it detached, between round trips).
+struct PyCodec<'a> {
+    backend: &'a SharedBackend,
+    core: &'a Core,
+}
+
+impl Codec<Value> for PyCodec<'_> {
+    type Error = SharedErr;
+
+    fn encode(&self, value: &Value) -> Result<Option<(u8, Vec<u8>)>, SharedErr> {
+        Python::attach(|py| self.backend.encode(py, self.core, value.bind(py)))
+    }
+
+    fn decode(&self, flags: u8, bytes: &[u8]) -> Result<Value, Undecodable<SharedErr>> {
+        Python::attach(|py| self.backend.decode(py, self.core, flags, bytes))
+    }
+}
+
 /// A Redis store with its signing key, key prefix and serializer.
 #[pyclass(module = "restflow._engine", name = "SharedBackend", frozen)]
 pub struct SharedBackend {
@@ -67,8 +88,6 @@ pub struct SharedBackend {
     serializer: Serializer,
     url: String,
     read_timeout: f64,
-    /// When a warning about the store may be logged next.
-    warn_limit: WarnLimit,
 }
 
 struct Codecs {
@@ -185,9 +204,9 @@ impl SharedBackend {
         Ok((flag, bytes.as_bytes().to_vec()))
     }
 
-    /// A stored value for the engine ([`SharedCache::serve`]'s `decode`):
-    /// one that no longer deserializes is logged and recomputed, an
-    /// interrupt reaches the caller.
+    /// A stored value for the engine ([`Codec::decode`]): one that no
+    /// longer deserializes is logged and recomputed, an interrupt reaches
+    /// the caller.
     fn decode(
         &self,
         py: Python<'_>,
@@ -213,6 +232,49 @@ impl SharedBackend {
         })
     }
 
+    /// A computed value serialized for the engine ([`Codec::encode`]): a
+    /// value the serializer refuses is logged (a JSON refusal once per
+    /// function) and served but not stored; an interrupt is parked for the
+    /// caller and ends the call.
+    fn encode(
+        &self,
+        py: Python<'_>,
+        core: &Core,
+        value: &Bound<'_, PyAny>,
+    ) -> Result<Option<(u8, Vec<u8>)>, SharedErr> {
+        match self.serialize(py, value) {
+            Ok(serialized) => Ok(Some(serialized)),
+            Err(Unserializable::NotJson(refused)) => {
+                log_json_refusal(py, core, &refused);
+                Ok(None)
+            }
+            Err(Unserializable::Raised(error)) if is_interrupt(py, &error) => {
+                interrupt::park(error.clone_ref(py));
+                Err(Arc::new(error))
+            }
+            Err(Unserializable::Raised(error)) => {
+                log_error(
+                    py,
+                    &format!(
+                        "restflow: the value of {}() cannot be serialized; it is served but not \
+                         cached",
+                        core.function_id
+                    ),
+                    &error,
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// How `core`'s values are stored in this backend, for the engine.
+    fn codec<'a>(&'a self, core: &'a Core) -> PyCodec<'a> {
+        PyCodec {
+            backend: self,
+            core,
+        }
+    }
+
     fn deserialize(&self, py: Python<'_>, flags: u8, bytes: &[u8]) -> PyResult<Py<PyAny>> {
         let codecs = codecs(py)?;
         let loads = match Serializer::from_flag(flags).map_err(PyValueError::new_err)? {
@@ -220,17 +282,6 @@ impl SharedBackend {
             Serializer::Json => &codecs.json_loads,
         };
         Ok(loads.bind(py).call1((PyBytes::new(py, bytes),))?.unbind())
-    }
-
-    /// Logs a store failure, at most once per interval.
-    fn warn(&self, py: Python<'_>, error: &StoreError) {
-        if !self.warn_limit.allow(Timestamp::now_coarse().as_micros()) {
-            return;
-        }
-        if let Ok(hooks) = hooks(py) {
-            let message = settings::warning(&self.url, error);
-            let _ = hooks.logger.call_method1(py, "warning", (message,));
-        }
     }
 }
 
@@ -263,35 +314,23 @@ impl SharedBackend {
         let invalid = |e: String| PyValueError::new_err(e);
         let serializer = Serializer::parse(serializer).map_err(invalid)?;
         settings::check_signing_key(signing_key).map_err(invalid)?;
-        let redis = || {
-            settings::redis_config(&url, pool_size, connect_timeout, read_timeout, read_spin)
-                .map_err(invalid)
-        };
-        let bad_url = |e: StoreError| PyValueError::new_err(e.to_string());
-        // Only this store's keys are tracked when they share a prefix; else
-        // every key of the server is.
-        let prefixes: Vec<String> = (!key_prefix.is_empty())
-            .then(|| key_prefix.clone())
-            .into_iter()
-            .collect();
-        // Every Redis store has `with_near_cache(size, prefixes)`.
-        macro_rules! near {
-            ($store:expr) => {{
-                let store = $store;
-                match near_cache_size {
-                    0 => store,
-                    size => store.with_near_cache(size, prefixes.clone()),
-                }
-            }};
-        }
         let kind = StoreKind::of(&url).map_err(invalid)?;
+        // The engine makes every Redis store; only a Django cache, which
+        // calls into Python, is made here.
         let store: Box<dyn SharedStore> = match kind {
             StoreKind::Django(alias) => {
                 Box::new(crate::django_store::DjangoCache::store(alias.to_owned()))
             }
-            StoreKind::Cluster => Box::new(near!(ClusterStore::new(redis()?).map_err(bad_url)?)),
-            StoreKind::Sentinel => Box::new(near!(SentinelStore::new(redis()?).map_err(bad_url)?)),
-            StoreKind::Redis => Box::new(near!(RedisStore::new(redis()?).map_err(bad_url)?)),
+            _ => settings::redis_store(&RedisSettings {
+                url: &url,
+                pool_size,
+                connect_timeout,
+                read_timeout,
+                read_spin,
+                near_cache_size,
+                key_prefix: &key_prefix,
+            })
+            .map_err(invalid)?,
         };
         let cache = SharedCache::new(
             store,
@@ -301,7 +340,8 @@ impl SharedBackend {
             settings::options(lock_timeout, wait_timeout, bypass_on_failure).map_err(invalid)?,
         )
         // One source of early-refresh draws for every store, which tests seed.
-        .with_dice(Arc::clone(RUNTIME.engine.cache().dice()));
+        .with_dice(Arc::clone(RUNTIME.engine.cache().dice()))
+        .with_warnings(url.clone(), Box::new(log_warning));
         let cluster = kind == StoreKind::Cluster;
         Ok(SharedBackend {
             cache: Arc::new(cache),
@@ -312,7 +352,6 @@ impl SharedBackend {
             serializer,
             url,
             read_timeout,
-            warn_limit: WarnLimit::default(),
         })
     }
 
@@ -348,10 +387,7 @@ impl SharedBackend {
     /// read in one round trip through the circuit breaker. Raises
     /// `CacheBackendError` when the store cannot be reached.
     fn server_info(&self, py: Python<'_>) -> PyResult<Vec<(String, String)>> {
-        let cache = &self.cache;
-        let info = py.detach(|| cache.call(|s| s.server_info()));
-        interrupt::raise_parked()?;
-        info.map_err(|error| CacheBackendError::new_err(error.to_string()))
+        reported(py, self, |cache| cache.call(|s| s.server_info()))
     }
 
     /// Starts the store's statistics over (totals keep counting).
@@ -414,9 +450,7 @@ impl SharedBackend {
     #[pyo3(signature = (timeout = 5.0))]
     fn near_sync(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
         let timeout = seconds("timeout", timeout)?;
-        let synced = py.detach(|| self.cache.call(|s| s.near_sync(timeout)));
-        interrupt::raise_parked()?;
-        synced.map_err(|e| CacheBackendError::new_err(e.to_string()))
+        reported(py, self, |cache| cache.call(|s| s.near_sync(timeout)))
     }
 
     /// Longest wait for an answer, in seconds.
@@ -443,7 +477,7 @@ impl SharedBackend {
             version,
             function_ids.iter().map(String::as_str),
         );
-        invalidate(py, self, |cache| cache.retire(&counters))
+        reported(py, self, |cache| cache.retire(&counters))
     }
 }
 
@@ -478,19 +512,20 @@ fn log_json_refusal(py: Python<'_>, core: &Core, refused: &crate::json_value::Un
         return;
     }
     let Ok(hooks) = hooks(py) else { return };
-    let message = format!(
-        "restflow: SERIALIZER=\"json\" cannot store what {}() returned unchanged: {} is a \
-         '{}', which JSON gives back as another type or cannot write. A hit must return what \
-         the function returned, so its values are served but not cached (logged once). Return \
-         only dict (with str keys), list, str, int, float, bool and None, or set \
-         SERIALIZER=\"pickle\".",
-        core.function_id,
-        refused.path(),
-        refused.kind,
-    );
+    let message = refused.refusal(&core.function_id);
     if let Err(failure) = hooks.logger.call_method1(py, "error", (message,)) {
         failure.write_unraisable(py, None);
     }
+}
+
+/// Logs a warning about the store (the engine says what, and when: at
+/// most once a minute).
+fn log_warning(message: String) {
+    Python::attach(|py| {
+        if let Ok(hooks) = hooks(py) {
+            let _ = hooks.logger.call_method1(py, "warning", (message,));
+        }
+    })
 }
 
 /// Drops a hot copy evicted while it was being served: its value is a
@@ -528,29 +563,6 @@ impl SharedBackend {
     }
 }
 
-impl SharedBackend {
-    /// What a call that ran the function serves: `status` for a value it
-    /// computed, BYPASS (warned about) when the store failed.
-    fn served(&self, py: Python<'_>, answer: Answer<Value>, status: Status) -> SharedServed {
-        match answer {
-            Answer::Computed { value, stamps } => SharedServed {
-                value: own(py, value),
-                status,
-                stamps,
-            },
-            Answer::Bypassed { value, error } => {
-                self.warn(py, &error);
-                SharedServed {
-                    value: own(py, value),
-                    status: Status::Bypass,
-                    stamps: None,
-                }
-            }
-            Answer::Stored { .. } => unreachable!("a stored answer is served by `get`"),
-        }
-    }
-}
-
 /// Runs the function and serializes what is to be stored (see [`produced`]).
 fn produce(
     py: Python<'_>,
@@ -563,46 +575,33 @@ fn produce(
 }
 
 /// A computed value as the engine stores it: serialized when it is to be
-/// stored. A value the serializer refuses is served but not stored (and
-/// logged).
+/// stored ([`Produced::encoded`], with the policy of
+/// [`SharedBackend::encode`]). Attached: on an error the value is dropped
+/// here.
 pub(crate) fn produced(
     py: Python<'_>,
     core: &Core,
     backend: &SharedBackend,
-    computed: restflow_cache::Computed<crate::stored::Stored>,
+    computed: Computed<crate::stored::Stored>,
 ) -> Result<Produced<Value>, SharedErr> {
-    let value = computed.value.value().clone_ref(py);
-    let serialized = match computed.lifetime {
-        None => None,
-        Some(_) => match backend.serialize(py, value.bind(py)) {
-            Ok(serialized) => Some(serialized),
-            Err(Unserializable::NotJson(refused)) => {
-                log_json_refusal(py, core, &refused);
-                None
-            }
-            Err(Unserializable::Raised(error)) if is_interrupt(py, &error) => {
-                interrupt::park(error.clone_ref(py));
-                return Err(Arc::new(error));
-            }
-            Err(Unserializable::Raised(error)) => {
-                log_error(
-                    py,
-                    &format!(
-                        "restflow: the value of {}() cannot be serialized; it is served but not \
-                         cached",
-                        core.function_id
-                    ),
-                    &error,
-                );
-                None
-            }
-        },
+    let computed = Computed {
+        value: Arc::new(computed.value.value().clone_ref(py)),
+        lifetime: computed.lifetime,
     };
-    Ok(Produced {
-        value: Arc::new(value),
-        serialized,
-        lifetime: computed.lifetime.unwrap_or(Lifetime::FOREVER),
-    })
+    Produced::encoded(&backend.codec(core), computed)
+}
+
+/// Runs `run` (the engine's round trips, and its calls back into
+/// Python, which attach) with the GIL released; then raises an interrupt
+/// parked meanwhile, or what the engine answered as the Python error.
+fn detached<T: Send>(
+    py: Python<'_>,
+    core: &Core,
+    run: impl FnOnce() -> Result<T, SharedError<SharedErr>> + Send,
+) -> PyResult<T> {
+    let done = py.detach(run);
+    interrupt::raise_parked()?;
+    done.map_err(|error| raise(py, error, &core.function_id))
 }
 
 fn raise(py: Python<'_>, error: SharedError<SharedErr>, function_id: &str) -> PyErr {
@@ -615,10 +614,26 @@ fn raise(py: Python<'_>, error: SharedError<SharedErr>, function_id: &str) -> Py
     }
 }
 
+/// How a call that uses the near cache (`near`) reads the store, past a
+/// near miss: the engine keeps what it reads there.
+fn near_mode(near: bool) -> NearMode {
+    match near {
+        true => NearMode::Fill,
+        false => NearMode::Off,
+    }
+}
+
+/// Counts a HIT served from the near cache or its hot layer.
+fn count_near_hit(core: &Core) {
+    core.stats.add(Counter::Hit);
+    core.stats.add(Counter::NearHit);
+}
+
 /// HIT, MISS, STALE (refreshing once across processes) or BYPASS, counted
-/// in the function's statistics. A call served from the store without
-/// computing (HIT, STALE) is timed as a lookup: the round trip and the
-/// deserialization, what the caller waited for.
+/// in the function's statistics (by the engine, past the near cache). A
+/// call served from the store without computing (HIT, STALE) is timed as a
+/// lookup: the round trip and the deserialization, what the caller waited
+/// for.
 pub(crate) fn get(
     py: Python<'_>,
     core: &Arc<Core>,
@@ -632,97 +647,52 @@ pub(crate) fn get(
     // A hot hit first: as a memory hit, counted and not timed.
     if near {
         if let Some(served) = handle.hot_served(py, w.as_bytes()) {
-            core.stats.add(Counter::Hit);
-            core.stats.add(Counter::NearHit);
+            count_near_hit(core);
             return Ok(served);
         }
     }
-    let started = std::time::Instant::now();
-    let ran = AtomicBool::new(false);
+    let started = Instant::now();
     let keys = handle.keys(core, &w, &layout)?;
-    let served = serve(py, core, backend, call, (w.as_bytes(), &keys), near, &ran)?;
-    let stats = &core.stats;
-    stats.add(Counter::of_status(served.status));
-    let ran = ran.load(Ordering::Relaxed);
-    match served.status {
-        Status::Hit | Status::Stale if !ran => stats.observe_lookup(started.elapsed()),
-        // Computed here and failed: the kept value answers.
-        Status::Stale => stats.add(Counter::StaleIfError),
-        _ => {}
-    }
-    Ok(served)
-}
-
-/// [`get`] past the hot layer, for the call whose in-process key and store
-/// keys are `key` and `keys`.
-fn serve(
-    py: Python<'_>,
-    core: &Arc<Core>,
-    backend: &Py<SharedBackend>,
-    call: &Call<'_>,
-    (key, keys): (&[u8], &KeySet),
-    near: bool,
-    ran: &AtomicBool,
-) -> PyResult<SharedServed> {
-    let handle = backend.get();
-    // A near hit first: no round trip, so no need to release the GIL
-    // (the near cache's lock is never held across a wait) or to own the
-    // call for a computation.
+    // A near hit next: no round trip, so no need to release the GIL (the
+    // near cache's lock is never held across a wait) or to own the call
+    // for a computation.
     if near {
-        if let Some(served) = handle.near_served(py, key, keys)? {
-            core.stats.add(Counter::NearHit);
+        if let Some(served) = handle.near_served(py, w.as_bytes(), &keys)? {
+            count_near_hit(core);
+            core.stats.observe_lookup(started.elapsed());
             return Ok(served);
         }
-        core.stats.add(Counter::NearMiss);
     }
     let owned = OwnedCall::new(call);
-    let window = core.stale_if_error_window();
-    let served = py.detach(|| {
-        handle.cache.serve(
-            keys,
-            if near { NearMode::Fill } else { NearMode::Off },
-            window,
-            || {
-                ran.store(true, Ordering::Relaxed);
-                Python::attach(|py| produce(py, core, handle, &owned))
-            },
-            // Attached only to deserialize: the round trips stay detached.
-            |flags, bytes| Python::attach(|py| handle.decode(py, core, flags, bytes)),
-            |waiter| {
-                core.stats.add(Counter::SingleFlightWait);
-                waiter.wait()
-            },
+    let (window, codec) = (core.stale_if_error_window(), handle.codec(core));
+    let served = detached(py, core, || {
+        handle.cache.serve_counted(
+            &keys,
+            (near_mode(near), window),
+            &core.stats,
+            &codec,
+            || Python::attach(|py| produce(py, core, handle, &owned)),
         )
-    });
-    interrupt::raise_parked()?;
-    let served = served.map_err(|e| raise(py, e, &core.function_id))?;
-    let (served, claim) = answered(py, core, handle, key, served);
+    })?;
+    let (served, claim) = answered(py, handle, w.as_bytes(), served);
     if let Some(claim) = claim {
         schedule_refresh(py, core, backend, claim, owned);
     }
     Ok(served)
 }
 
-/// What the engine served, for Python: a store failure warned about, a
-/// near entry's value kept hot under the call key `key`, and the refresh
-/// this read claimed (to run, then finish).
+/// What the engine served, for Python: a near entry's value kept hot
+/// under the call key `key`, and the refresh this read claimed (to run,
+/// then finish). The engine warned about a store failure.
 fn answered(
     py: Python<'_>,
-    core: &Core,
     handle: &SharedBackend,
     key: &[u8],
     served: Served<Value>,
 ) -> (SharedServed, Option<RefreshClaim>) {
-    if let Some(error) = &served.bypassed {
-        handle.warn(py, error);
-    }
     let value = own(py, served.value);
     if let (Some(seen), Some(stamps)) = (served.kept, served.stamps) {
         handle.keep_hot(py, key, seen, &value, stamps);
-    }
-    if served.refresh.is_some() && served.status == Status::Hit {
-        // A fresh entry this call drew to refresh early.
-        core.stats.add(Counter::EarlyRefresh);
     }
     let shared = SharedServed {
         value,
@@ -753,36 +723,17 @@ pub(crate) fn begin(
     let mut w = KeyWriter::new();
     let layout = core.write_key(&mut w, call)?;
     let keys = handle.keys(core, &w, &layout)?;
-    let near = handle.uses_near(core);
-    if near {
-        core.stats.add(Counter::NearMiss);
-    }
-    let started = std::time::Instant::now();
-    let window = core.stale_if_error_window();
-    let begun = py.detach(|| {
-        handle.cache.begin(
-            &keys,
-            if near { NearMode::Fill } else { NearMode::Off },
-            window,
-            |flags, bytes| Python::attach(|py| handle.decode(py, core, flags, bytes)),
-            |waiter| {
-                core.stats.add(Counter::SingleFlightWait);
-                waiter.wait()
-            },
-        )
+    let mode = near_mode(handle.uses_near(core));
+    let (window, codec) = (core.stale_if_error_window(), handle.codec(core));
+    let begun = detached(py, core, || {
+        handle
+            .cache
+            .begin_counted(&keys, (mode, window), &core.stats, &codec)
     });
-    interrupt::raise_parked()?;
-    match begun.map_err(|e| raise(py, e, &core.function_id))? {
+    match begun? {
         Begin::Lead(claim) => Ok(Begun::Lead(claim)),
         Begin::Served(served) => {
-            let (served, claim) = answered(py, core, handle, w.as_bytes(), served);
-            core.stats.add(Counter::of_status(served.status));
-            if matches!(served.status, Status::Hit | Status::Stale) {
-                core.stats.observe_lookup(started.elapsed());
-            }
-            if claim.is_some() {
-                core.stats.add(Counter::BackgroundRefresh);
-            }
+            let (served, claim) = answered(py, handle, w.as_bytes(), served);
             Ok(Begun::Served(served, claim))
         }
     }
@@ -799,23 +750,22 @@ pub(crate) fn begin_refresh(
     let handle = backend.get();
     let keys = handle.call_keys(core, call)?;
     let window = core.stale_if_error_window();
-    let claim = py.detach(|| handle.cache.begin_refresh(&keys, window));
-    interrupt::raise_parked()?;
-    claim.map_err(|e| raise(py, e, &core.function_id))
+    detached(py, core, || handle.cache.begin_refresh(&keys, window))
 }
 
 /// Ends a claim from [`begin`] or [`begin_refresh`] with what its caller
 /// computed (`Err`: the computation raised), on a worker thread (round
 /// trips): stored as the engine decides, or the value kept for
-/// stale-if-error (STALE), or the error raised. Counted as [`get`] counts
-/// (`forced`: a REFRESH).
+/// stale-if-error (STALE), or the error raised. Counted by the engine as
+/// [`get`] is (a REFRESH for a claim of [`begin_refresh`], which the claim
+/// knows: `_forced` is kept for the callers).
 pub(crate) fn finish(
     py: Python<'_>,
     core: &Core,
     backend: &Py<SharedBackend>,
     claim: OwnedClaim<Box<dyn SharedStore>, SharedErr>,
-    computed: Result<restflow_cache::Computed<crate::stored::Stored>, SharedErr>,
-    forced: bool,
+    computed: Result<Computed<crate::stored::Stored>, SharedErr>,
+    _forced: bool,
 ) -> PyResult<SharedServed> {
     let handle = backend.get();
     let produced = computed.and_then(|computed| produced(py, core, handle, computed));
@@ -823,25 +773,12 @@ pub(crate) fn finish(
     // detached closure (whose drop of a `Py` would go through PyO3's
     // reference pool; see `flight::ReleasedAttached`).
     let error = produced.as_ref().err().map(Arc::clone);
-    let served = py.detach(|| match produced {
-        Ok(produced) => claim.finish_served(produced),
-        Err(error) => claim.fail_served(error, |flags, bytes| {
-            Python::attach(|py| handle.decode(py, core, flags, bytes))
-        }),
+    let codec = handle.codec(core);
+    let served = detached(py, core, || {
+        claim.finish_counted(produced, &codec, &core.stats)
     });
     drop(error);
-    interrupt::raise_parked()?;
-    let served = served.map_err(|e| raise(py, e, &core.function_id))?;
-    let (mut served, _) = answered(py, core, handle, &[], served);
-    if forced && served.status == Status::Miss {
-        served.status = Status::Refresh;
-    }
-    core.stats.add(Counter::of_status(served.status));
-    if served.status == Status::Stale {
-        // Computed here and failed: the kept value answers.
-        core.stats.add(Counter::StaleIfError);
-    }
-    Ok(served)
+    Ok(answered(py, handle, &[], served?).0)
 }
 
 /// Ends a background refresh claimed by an async caller's read, on a
@@ -853,30 +790,18 @@ pub(crate) fn finish_refresh(
     core: &Core,
     backend: &Py<SharedBackend>,
     claim: RefreshClaim,
-    computed: Option<restflow_cache::Computed<crate::stored::Stored>>,
+    computed: Option<Computed<crate::stored::Stored>>,
 ) -> PyResult<()> {
     let handle = backend.get();
     let stored = match computed.map(|computed| produced(py, core, handle, computed)) {
-        Some(Ok(produced)) => produced
-            .serialized
-            .map(|(flags, bytes)| (flags, bytes, produced.lifetime)),
+        Some(Ok(produced)) => produced.into_refreshed(),
         Some(Err(error)) => return Err(error.clone_ref(py)),
         None => None,
     };
-    let RefreshClaim {
-        keys,
-        token,
-        keep,
-        generations,
-    } = claim;
-    let outcome = py.detach(|| {
-        handle
-            .cache
-            .finish_refresh(&keys, &token, keep, generations, stored)
-    });
+    let outcome = py.detach(|| handle.cache.finish_claim(&claim, stored));
     interrupt::raise_parked()?;
     if let Err(error) = outcome {
-        handle.warn(py, &error);
+        handle.cache.warn(&error);
     }
     Ok(())
 }
@@ -890,7 +815,6 @@ fn schedule_refresh(
     claim: RefreshClaim,
     call: OwnedCall,
 ) {
-    core.stats.add(Counter::BackgroundRefresh);
     let (job_core, job_backend) = (Arc::clone(core), backend.clone_ref(py));
     // The engine times the computation (an early refresh's delta) and
     // stores what it produced.
@@ -903,9 +827,7 @@ fn schedule_refresh(
         Python::attach(move |py| {
             let (core, handle) = (&job_core, job_backend.get());
             match produce(py, core, handle, &call) {
-                Ok(produced) => produced
-                    .serialized
-                    .map(|(flags, bytes)| (flags, bytes, produced.lifetime)),
+                Ok(produced) => produced.into_refreshed(),
                 Err(error) => {
                     core.log_refresh_failure(py, &error);
                     None
@@ -913,16 +835,11 @@ fn schedule_refresh(
             }
         })
     };
-    let report_backend = backend.clone_ref(py);
-    let finished = move |outcome: Result<(), StoreError>| {
-        Python::attach(move |py| {
-            // No caller to hand an interrupt to on the refresh thread: the
-            // refresh just ends (and must not leave it for the next job).
-            let _ = interrupt::take();
-            if let Err(error) = outcome {
-                report_backend.get().warn(py, &error);
-            }
-        })
+    // The engine warned about a store that failed to take the value.
+    let finished = |_: Result<(), StoreError>| {
+        // No caller to hand an interrupt to on the refresh thread: the
+        // refresh just ends (and must not leave it for the next job).
+        Python::attach(|_| drop(interrupt::take()));
     };
     // Refresh jobs run attached (see `runtime`); the store calls of this
     // one run detached, as on every other path.
@@ -951,23 +868,15 @@ pub(crate) fn peek(
 ) -> PyResult<Option<(Py<PyAny>, Stamps, Freshness)>> {
     let handle = backend.get();
     let keys = handle.call_keys(core, call)?;
-    let peeked = py.detach(|| {
+    // A failing store is skipped (or reported) by the engine.
+    detached(py, core, || {
         handle.cache.peek_decoded(&keys, |flags, bytes| {
             Python::attach(|py| {
                 let decoded = handle.deserialize(py, flags, bytes);
                 decoded.map_err(|error| unreadable(py, error))
             })
         })
-    });
-    interrupt::raise_parked()?;
-    match peeked {
-        Ok(peeked) => Ok(peeked),
-        Err(SharedError::Store(error)) if handle.cache.bypasses_failures() => {
-            handle.warn(py, &error);
-            Ok(None)
-        }
-        Err(error) => Err(raise(py, error, &core.function_id)),
-    }
+    })
 }
 
 /// Recomputes and overwrites (REFRESH).
@@ -981,14 +890,12 @@ pub(crate) fn refresh(
     let keys = handle.call_keys(core, call)?;
     let owned = OwnedCall::new(call);
     let window = core.stale_if_error_window();
-    let answer = py.detach(|| {
-        handle.cache.refresh(&keys, window, || {
+    let served = detached(py, core, || {
+        handle.cache.refresh_served(&keys, window, || {
             Python::attach(|py| produce(py, core, handle, &owned))
         })
-    });
-    interrupt::raise_parked()?;
-    let answer = answer.map_err(|e| raise(py, e, &core.function_id))?;
-    Ok(handle.served(py, answer, Status::Refresh))
+    })?;
+    Ok(answered(py, handle, &[], served).0)
 }
 
 /// A fresh hit from the backend's near cache, without a round trip (for
@@ -1011,8 +918,7 @@ pub(crate) fn near_hit(
     };
     // A near miss is counted by the call that goes on to the store.
     if served.is_some() {
-        core.stats.add(Counter::Hit);
-        core.stats.add(Counter::NearHit);
+        count_near_hit(core);
     }
     Ok(served)
 }
@@ -1029,10 +935,10 @@ pub(crate) fn fetch_command(
     Ok((restflow_cache::shared::fetch_command(&keys), keys.data))
 }
 
-/// Runs a store operation for an invalidation, reporting a failure as
-/// `CacheBackendError` (an invalidation that did not happen must not pass
-/// silently).
-fn invalidate<T: Send>(
+/// Runs a store operation the caller asked for by name (an invalidation,
+/// `server_info`, `near_sync`), reporting a failure as `CacheBackendError`:
+/// an invalidation that did not happen must not pass silently.
+fn reported<T: Send>(
     py: Python<'_>,
     handle: &SharedBackend,
     run: impl FnOnce(&PyShared) -> Result<T, StoreError> + Send,
@@ -1051,14 +957,14 @@ pub(crate) fn delete(
 ) -> PyResult<bool> {
     let handle = backend.get();
     let keys = handle.call_keys(core, call)?;
-    invalidate(py, handle, |cache| cache.delete(&keys))
+    reported(py, handle, |cache| cache.delete(&keys))
 }
 
 /// Retires the generation counter `counter`, in every process: the entries
 /// written under it are never served again (deleting it is enough; see
 /// `restflow_cache::shared::SharedStore`), and it leaves no key behind.
 fn retire(py: Python<'_>, handle: &SharedBackend, counter: String) -> PyResult<()> {
-    invalidate(py, handle, |cache| cache.retire(&[counter]))
+    reported(py, handle, |cache| cache.retire(&[counter]))
 }
 
 /// Drops every entry of the function, in every process.
@@ -1070,7 +976,7 @@ pub(crate) fn invalidate_all(
     let handle = backend.get();
     // One counter, or one per shard on a cluster (each in its slot).
     let counters = handle.keys.function_counters(&core.keys);
-    invalidate(py, handle, |cache| cache.retire(&counters))
+    reported(py, handle, |cache| cache.retire(&counters))
 }
 
 /// Drops the partitions of a partial call, in every process.

@@ -63,6 +63,26 @@ impl RefreshClaim {
     }
 }
 
+impl<S: SharedStore, E: Clone> SharedCache<S, E> {
+    /// Ends the refresh `claim` with what its caller computed
+    /// ([`SharedCache::finish_refresh`] with the claim's parts): stored
+    /// under the claim's generations when there is something to store, and
+    /// the claim given back either way.
+    pub fn finish_claim(
+        &self,
+        claim: &RefreshClaim,
+        refreshed: Refreshed,
+    ) -> Result<(), StoreError> {
+        let RefreshClaim {
+            keys,
+            token,
+            keep,
+            generations,
+        } = claim;
+        self.finish_refresh(keys, token, *keep, *generations, refreshed)
+    }
+}
+
 impl<S, E> SharedCache<S, E>
 where
     S: SharedStore + 'static,
@@ -93,7 +113,11 @@ where
                 keep,
                 generations,
             } = &job_claim;
-            finished(cache.run_refresh(keys, token, *keep, *generations, compute));
+            let outcome = cache.run_refresh(keys, token, *keep, *generations, compute);
+            if let Err(error) = &outcome {
+                cache.warn(error);
+            }
+            finished(outcome);
         });
         match spawn(job) {
             Ok(()) => true,
@@ -101,13 +125,7 @@ where
                 // Dropped first: it may own values the caller wants freed
                 // before anything else runs (the bindings' Python objects).
                 drop(job);
-                let RefreshClaim {
-                    keys,
-                    token,
-                    keep,
-                    generations,
-                } = claim;
-                let _ = self.finish_refresh(&keys, &token, keep, generations, None);
+                let _ = self.finish_claim(&claim, None);
                 false
             }
         }

@@ -168,6 +168,8 @@ pub struct SharedCache<S, E> {
     flights: Arc<SingleFlight<Handoff, E>>,
     stats: SharedStats,
     dice: Arc<Dice>,
+    /// Where warnings about a failing store go, if anywhere.
+    warnings: Option<super::warn::Warnings>,
 }
 
 /// What [`SharedCache::begin_near`] found: an answer (and the near
@@ -209,7 +211,21 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             flights: Arc::new(SingleFlight::new()),
             stats: SharedStats::default(),
             dice: Arc::new(Dice::from_entropy()),
+            warnings: None,
         }
+    }
+
+    /// This cache, warning through `warnings` (see
+    /// [`SharedCache::with_warnings`]).
+    pub(super) fn set_warnings(self, warnings: super::warn::Warnings) -> Self {
+        SharedCache {
+            warnings: Some(warnings),
+            ..self
+        }
+    }
+
+    pub(super) fn warnings(&self) -> Option<&super::warn::Warnings> {
+        self.warnings.as_ref()
     }
 
     /// This cache, drawing its early refreshes from `dice` (which other

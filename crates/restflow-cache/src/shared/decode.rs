@@ -83,13 +83,21 @@ impl<T> Served<T> {
 }
 
 impl<S: SharedStore, E: Clone> ComputeClaim<'_, S, E> {
-    /// [`ComputeClaim::finish`], decoded as [`SharedCache::serve`] answers.
+    /// [`ComputeClaim::finish`], decoded as [`SharedCache::serve`] answers;
+    /// the value of a forced recompute ([`SharedCache::begin_refresh`]) is
+    /// served as REFRESH, and a value the store failed to take is warned
+    /// about ([`SharedCache::with_warnings`]).
     pub fn finish_served<T: Clone + Send + Sync + 'static>(
         self,
         produced: Produced<T>,
     ) -> Result<Served<T>, SharedError<E>> {
-        let live = self.is_live();
-        self.finish(produced).map(|answer| served_of(answer, live))
+        let (live, forced) = (self.is_live(), self.is_forced());
+        let cache = self.cache.again();
+        let mut served = served_of(self.finish(produced)?, live);
+        if forced && served.status == Status::Miss {
+            served.status = Status::Refresh;
+        }
+        Ok(cache.warned(served))
     }
 
     /// [`ComputeClaim::fail`], decoded as [`SharedCache::serve`] answers:
@@ -149,6 +157,20 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                 Err(error) => claim.fail_served(error, decode),
             },
         }
+    }
+
+    /// [`SharedCache::refresh`], served as [`SharedCache::serve`] serves:
+    /// REFRESH with the value computed by `compute`, BYPASS (with the
+    /// error) when the store failed; the computation's error as it is.
+    pub fn refresh_served<T: Clone + Send + Sync + 'static>(
+        &self,
+        keys: &KeySet,
+        keep: Span,
+        compute: impl FnOnce() -> Result<Produced<T>, E>,
+    ) -> Result<Served<T>, SharedError<E>> {
+        let claim = self.begin_refresh_in(Handle::Borrowed(self), keys, keep)?;
+        // A forced recompute keeps no value for stale-if-error.
+        claim.finish_served(compute().map_err(SharedError::Compute)?)
     }
 
     /// Everything of [`SharedCache::serve`] that blocks, for a caller that
@@ -214,7 +236,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                     (status, flags, value, stamps, refresh)
                 }
                 // Computed by another caller of this process.
-                computed => return Ok(Begin::Served(served_of(computed, false))),
+                computed => return Ok(Begin::Served(self.warned(served_of(computed, false)))),
             };
             match decode(flags, &bytes) {
                 Ok(value) => {
@@ -250,15 +272,23 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     /// [`SharedCache::serve`]'s contract: an entry that does not decode is
     /// not served (`None`), and a fatal error reaches the caller. Unlike
     /// `serve`, a peek leaves the entry where it is: it only reads (the
-    /// next computing read drops it).
+    /// next computing read drops it). A store that fails is skipped as
+    /// `serve` skips it (nothing there, warned about) unless failures are
+    /// reported ([`SharedCache::bypasses_failures`]).
     pub fn peek_decoded<T>(
         &self,
         keys: &KeySet,
         decode: impl FnOnce(u8, &[u8]) -> Result<T, Undecodable<E>>,
     ) -> Result<Option<(T, Stamps, Freshness)>, SharedError<E>> {
-        let Some((flags, bytes, stamps, freshness)) =
-            self.peek(keys).map_err(SharedError::Store)?
-        else {
+        let peeked = match self.peek(keys) {
+            Ok(peeked) => peeked,
+            Err(error) if self.bypasses_failures() && error != StoreError::Interrupted => {
+                self.warn(&error);
+                None
+            }
+            Err(error) => return Err(SharedError::Store(error)),
+        };
+        let Some((flags, bytes, stamps, freshness)) = peeked else {
             return Ok(None);
         };
         match decode(flags, &bytes) {
@@ -273,13 +303,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     /// from refreshing the entry until the lock expires.
     fn give_back(&self, refresh: Option<RefreshClaim>) {
         if let Some(claim) = refresh {
-            let _ = self.finish_refresh(
-                &claim.keys,
-                &claim.token,
-                claim.keep,
-                claim.generations,
-                None,
-            );
+            let _ = self.finish_claim(&claim, None);
         }
     }
 }

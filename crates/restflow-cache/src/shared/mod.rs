@@ -11,6 +11,8 @@ pub mod cluster;
 mod cluster_lookup;
 #[cfg(all(feature = "redis", unix))]
 mod cluster_near;
+mod codec;
+mod counted;
 mod decode;
 #[cfg(all(feature = "redis", unix))]
 mod follow;
@@ -41,6 +43,7 @@ mod tracking;
 pub mod unfaithful;
 #[cfg(feature = "redis")]
 mod url;
+mod warn;
 
 pub use background::{RefreshClaim, Refreshed};
 pub use breaker::Breaker;
@@ -50,6 +53,7 @@ pub use cache::{
 };
 #[cfg(feature = "redis")]
 pub use cluster::ClusterStore;
+pub use codec::Codec;
 pub use decode::{Served, Undecodable};
 pub use hot::{Hot, HotCache};
 pub use keyspace::{FunctionKeys, KeySpace};
@@ -66,3 +70,4 @@ pub use redis::{fetch_command, fetched_from, RedisConfig, RedisStore};
 pub use sentinel::SentinelStore;
 pub use steps::{Begin, ComputeClaim, OwnedClaim};
 pub use store::{fresh_epoch, parse_epoch, Fetched, KeySet, SharedStore, StoreError, EPOCH_LIMIT};
+pub use warn::WarnLog;

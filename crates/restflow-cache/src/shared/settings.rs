@@ -145,6 +145,75 @@ pub fn redis_config(
     })
 }
 
+/// A Redis store's settings as an embedder receives them (seconds as
+/// floats), for [`redis_store`].
+#[cfg(feature = "redis")]
+#[derive(Clone, Debug)]
+pub struct RedisSettings<'a> {
+    /// The store's URL (`redis://`, `rediss://`, `redis+sentinel://`,
+    /// `redis+cluster://`, …).
+    pub url: &'a str,
+    /// Connections kept per server.
+    pub pool_size: u32,
+    /// Longest wait for a connection, in seconds.
+    pub connect_timeout: f64,
+    /// Longest wait for an answer, in seconds.
+    pub read_timeout: f64,
+    /// How long a read busy-waits for its answer before it sleeps, in
+    /// seconds (0: never).
+    pub read_spin: f64,
+    /// Entries of the near cache (0: none).
+    pub near_cache_size: usize,
+    /// The prefix of every key this store writes: a near cache tracks only
+    /// these (every key of the server when it is empty).
+    pub key_prefix: &'a str,
+}
+
+/// The Redis store (one server, Sentinel or Cluster, as `settings.url`
+/// says) with its near cache, or the error saying which setting to
+/// change. One constructor for every embedder, so the store each URL
+/// names, and whether it keeps a near cache, is decided here once.
+#[cfg(feature = "redis")]
+pub fn redis_store(settings: &RedisSettings<'_>) -> Result<Box<dyn super::SharedStore>, String> {
+    let config = redis_config(
+        settings.url,
+        settings.pool_size,
+        settings.connect_timeout,
+        settings.read_timeout,
+        settings.read_spin,
+    )?;
+    let (size, prefix) = (settings.near_cache_size, settings.key_prefix);
+    // Only this store's keys are tracked when they share a prefix; else
+    // every key of the server is.
+    let prefixes = || -> Vec<String> {
+        (!prefix.is_empty())
+            .then(|| prefix.to_owned())
+            .into_iter()
+            .collect()
+    };
+    // Every Redis store has `with_near_cache(size, prefixes)`.
+    macro_rules! near {
+        ($store:expr) => {{
+            let store = $store.map_err(|e: StoreError| e.to_string())?;
+            Box::new(match size {
+                0 => store,
+                size => store.with_near_cache(size, prefixes()),
+            })
+        }};
+    }
+    Ok(match StoreKind::of(settings.url)? {
+        StoreKind::Django(_) => {
+            return Err(format!(
+                "{:?} names a Django cache, not a Redis store",
+                settings.url
+            ))
+        }
+        StoreKind::Cluster => near!(super::ClusterStore::new(config)),
+        StoreKind::Sentinel => near!(super::SentinelStore::new(config)),
+        StoreKind::Redis => near!(super::RedisStore::new(config)),
+    })
+}
+
 /// The lifecycle's options: `wait_timeout` defaults to a second past the
 /// lock's, so a follower outwaits a live computation.
 pub fn options(
@@ -253,6 +322,42 @@ mod tests {
         assert_eq!(spin(0.001), Ok(Duration::from_millis(1)));
         assert!(spin(-1.0).unwrap_err().starts_with("read_spin must be"));
         assert!(redis_config("redis://h", 4, 0.0, 0.1, 0.0).is_err());
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn a_redis_store_is_made_from_its_url_with_its_near_cache() {
+        let settings = |url, near_cache_size| RedisSettings {
+            url,
+            pool_size: 2,
+            connect_timeout: 0.5,
+            read_timeout: 0.1,
+            read_spin: 0.0,
+            near_cache_size,
+            key_prefix: "app",
+        };
+        // Made without connecting (connections, and the near cache's
+        // channel, are made on first use; none is made here).
+        for url in ["redis://127.0.0.1:1/0", "redis+sentinel://127.0.0.1:1/m"] {
+            for near in [0, 8] {
+                let store = redis_store(&settings(url, near));
+                assert!(store.is_ok(), "{url} near={near}");
+                assert!(store.unwrap().near_if_started().is_none());
+            }
+        }
+        let bad_url = redis_store(&settings("redis://[::1", 0)).err().unwrap();
+        assert!(!bad_url.is_empty());
+        let refused = redis_store(&settings("django:default", 8)).err().unwrap();
+        assert_eq!(
+            refused,
+            "\"django:default\" names a Django cache, not a Redis store"
+        );
+        let bad = RedisSettings {
+            read_timeout: 0.0,
+            ..settings("redis://127.0.0.1:1/0", 0)
+        };
+        let bad = redis_store(&bad).err().unwrap();
+        assert!(bad.starts_with("read_timeout must be"), "{bad}");
     }
 
     #[test]

@@ -261,6 +261,11 @@ impl<S: SharedStore, E: Clone> ComputeClaim<'_, S, E> {
         }
     }
 
+    /// Whether this is the claim of a forced recompute (REFRESH).
+    pub(super) fn is_forced(&self) -> bool {
+        matches!(self.how, How::Refresh { .. })
+    }
+
     /// What a served, decoded answer of a claim that ran out of entries to
     /// decode is: BYPASS rather than MISS.
     pub(super) fn is_live(&self) -> bool {

@@ -78,6 +78,21 @@ impl Unfaithful {
             path
         }
     }
+
+    /// The error to log, once per cached function (`function_id`), when
+    /// `SERIALIZER="json"` refuses its value: what was refused and where,
+    /// what the cache does about it, and what to change.
+    pub fn refusal(&self, function_id: &str) -> String {
+        format!(
+            "restflow: SERIALIZER=\"json\" cannot store what {function_id}() returned \
+             unchanged: {} is a '{}', which JSON gives back as another type or cannot write. \
+             A hit must return what the function returned, so its values are served but not \
+             cached (logged once). Return only dict (with str keys), list, str, int, float, \
+             bool and None, or set SERIALIZER=\"pickle\".",
+            self.path(),
+            self.kind,
+        )
+    }
 }
 
 #[cfg(test)]
@@ -95,5 +110,18 @@ mod tests {
         assert_eq!(key.path(), "a key of the value['by_id']");
         assert_eq!(Unfaithful::too_deep().path(), "the value");
         assert!(Unfaithful::too_deep().kind.contains("500"));
+    }
+
+    #[test]
+    fn the_refusal_says_what_where_and_what_to_change() {
+        let refused = Unfaithful::found("tuple".into(), false).in_key("'rows'".into());
+        assert_eq!(
+            refused.refusal("app.views.f"),
+            "restflow: SERIALIZER=\"json\" cannot store what app.views.f() returned \
+             unchanged: the value['rows'] is a 'tuple', which JSON gives back as another type \
+             or cannot write. A hit must return what the function returned, so its values are \
+             served but not cached (logged once). Return only dict (with str keys), list, str, \
+             int, float, bool and None, or set SERIALIZER=\"pickle\"."
+        );
     }
 }
