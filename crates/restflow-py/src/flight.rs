@@ -277,7 +277,7 @@ impl Flight {
 }
 
 /// What a [`Lead`] holds, on the store that handed it out.
-enum Claim {
+pub(crate) enum Claim {
     /// A stale memory entry's refresh, or a forced refresh's token.
     Memory(PyClaim),
     /// A stale shared entry's background refresh.
@@ -303,38 +303,15 @@ pub struct Lead {
 }
 
 impl Lead {
-    fn new(core: &Arc<Core>, claim: Claim, forced: bool) -> Self {
+    /// The lead of `claim`; `forced`: a forced refresh's (counted as
+    /// REFRESH; a memory one claims nothing).
+    pub(crate) fn new(core: &Arc<Core>, claim: Claim, forced: bool) -> Self {
         Lead {
             core: Arc::clone(core),
             claim: Some(claim),
             started: Instant::now(),
             forced,
         }
-    }
-
-    /// The claim on a memory entry's refresh (`forced`: a forced
-    /// refresh's token, which claims nothing).
-    pub(crate) fn memory(core: &Arc<Core>, claim: PyClaim, forced: bool) -> Self {
-        Lead::new(core, Claim::Memory(claim), forced)
-    }
-
-    /// The background refresh a shared-store read claimed.
-    pub(crate) fn shared_refresh(
-        core: &Arc<Core>,
-        backend: Py<SharedBackend>,
-        claim: restflow_cache::shared::RefreshClaim,
-    ) -> Self {
-        Lead::new(core, Claim::SharedRefresh(backend, claim), false)
-    }
-
-    /// A shared store's claim to compute a key (`forced`: a forced refresh).
-    pub(crate) fn store(
-        core: &Arc<Core>,
-        backend: Py<SharedBackend>,
-        claim: StoreClaim,
-        forced: bool,
-    ) -> Self {
-        Lead::new(core, Claim::Store(backend, Box::new(claim)), forced)
     }
 
     fn take(&mut self) -> PyResult<Claim> {

@@ -18,9 +18,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
-use crate::flight::{Flight, Lead, Lookup};
+use crate::flight::{Claim, Flight, Lead, Lookup};
 use crate::runtime::RUNTIME;
-use crate::shared::{Begun, SharedBackend};
+use crate::shared::Begun;
 use crate::wrapper::{CachedWrapper, Reply};
 
 /// `(value, metadata)`, what a served step hands Python.
@@ -80,7 +80,7 @@ impl Steps {
         };
         let refresh = served.refresh_claimed.then(|| {
             let claim = engine.claim_refresh(key.as_bytes(), Arc::clone(&served.entry));
-            Lead::memory(core, claim, false)
+            Lead::new(core, Claim::Memory(claim), false)
         });
         Lookup::new(py, Reply::Memory(served), refresh).map(Some)
     }
@@ -123,14 +123,22 @@ impl Steps {
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
-        let (core, backend, call) = self.shared_call(py, args, kwargs)?;
+        let wrapper = self.wrapper.get();
+        RUNTIME.ready(py)?;
+        let Some(backend) = wrapper.shared(py)? else {
+            return Err(PyRuntimeError::new_err(
+                "begin is for shared stores: this function uses the memory store",
+            ));
+        };
+        let (core, call) = (wrapper.core(), wrapper.call(args, kwargs)?);
         match crate::shared::begin(py, core, &backend, &call)? {
             Begun::Lead(claim) => {
-                let lead = Lead::store(core, backend, claim, false);
+                let lead = Lead::new(core, Claim::Store(backend, Box::new(claim)), false);
                 Ok(Py::new(py, lead)?.into_any())
             }
             Begun::Served(served, claim) => {
-                let refresh = claim.map(|claim| Lead::shared_refresh(core, backend, claim));
+                let refresh =
+                    claim.map(|claim| Lead::new(core, Claim::SharedRefresh(backend, claim), false));
                 let lookup = Lookup::new(py, Reply::Shared(served), refresh)?;
                 Ok(Py::new(py, lookup)?.into_any())
             }
@@ -152,10 +160,14 @@ impl Steps {
         RUNTIME.ready(py)?;
         let Some(backend) = wrapper.shared(py)? else {
             let claim = RUNTIME.engine.begin_refresh(wrapper.key(&call)?.as_bytes());
-            return Ok(Lead::memory(core, claim, true));
+            return Ok(Lead::new(core, Claim::Memory(claim), true));
         };
         let claim = crate::shared::begin_refresh(py, core, &backend, &call)?;
-        Ok(Lead::store(core, backend, claim, true))
+        Ok(Lead::new(
+            core,
+            Claim::Store(backend, Box::new(claim)),
+            true,
+        ))
     }
 
     /// How many callers (threads and tasks) follow the in-process
@@ -233,28 +245,5 @@ impl Steps {
     #[pyo3(signature = (event, seconds=None))]
     fn record(&self, event: &str, seconds: Option<f64>) -> PyResult<()> {
         crate::stats::record(&self.wrapper.get().core().stats, event, seconds)
-    }
-}
-
-impl Steps {
-    /// The core, shared backend and call of a shared-store call.
-    fn shared_call<'py>(
-        &self,
-        py: Python<'py>,
-        args: &Bound<'py, PyTuple>,
-        kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<(
-        &Arc<crate::core::Core>,
-        Py<SharedBackend>,
-        crate::core::Call<'py>,
-    )> {
-        let wrapper = self.wrapper.get();
-        RUNTIME.ready(py)?;
-        let Some(backend) = wrapper.shared(py)? else {
-            return Err(PyRuntimeError::new_err(
-                "begin is for shared stores: this function uses the memory store",
-            ));
-        };
-        Ok((wrapper.core(), backend, wrapper.call(args, kwargs)?))
     }
 }
