@@ -797,21 +797,13 @@ impl CachedWrapper {
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         let call = self.call(args, kwargs)?;
-        let started = std::time::Instant::now();
-        let value = self
-            .core
-            .func
-            .bind(py)
-            .call(&call.args, call.kwargs.as_ref());
+        let func = self.core.func.bind(py);
+        // Counted as a computation, and its failure as an error.
         let stats = &self.core.stats;
-        stats.computed(started, false);
+        let value = stats.count_compute(|| func.call(&call.args, call.kwargs.as_ref()))?;
         // As for every status: counted for a call that served a value.
-        stats.add(if value.is_ok() {
-            Counter::Bypass
-        } else {
-            Counter::Error
-        });
-        Ok(value?.unbind())
+        stats.add(Counter::Bypass);
+        Ok(value.unbind())
     }
 
     /// Runs the function without reading or writing the cache; returns
