@@ -100,17 +100,11 @@ class Steps:
         task: int,
         followed: bool = False,
     ) -> Flight:
-        """Memory store: joins the computation of a missed call as ``task``."""
-    def shared_flight(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any] | None, task: int
-    ) -> SharedFlight:
-        """Shared store: joins the tasks of this process that miss the key."""
-    def refreshing(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> Refresh:
-        """Memory store: the token of a forced recompute."""
+        """Joins the in-process computation of a missed call as ``task``."""
     def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> Lookup | Lead:
         """Shared store, blocking: a served call, or the claim to compute it."""
     def begin_refresh(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> Lead:
-        """Shared store, blocking: the claim of a forced recompute."""
+        """The claim of a forced recompute (blocking on a shared store)."""
     def waiters(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> int:
         """How many callers follow the in-process computation of a call now."""
     def loop_fetch(
@@ -126,13 +120,17 @@ class Steps:
 
 @final
 class Lead:
-    """The claim to compute a shared-store entry (holds its lock); frees the
-    lock when completed, failed, released or dropped. Blocking."""
+    """The right to compute a value the caller awaits itself: a shared
+    store's claim on a missed key (holds its lock), a stale entry's
+    background refresh, or a forced refresh's token. Given back when failed,
+    released or dropped. Blocking on a shared store."""
 
     def complete(
         self, value: Any, decision: tuple[bool, float | None] | None = None
     ) -> tuple[Any, Metadata]: ...
-    def fail(self, error: BaseException) -> tuple[Any, Metadata]: ...
+    def fail(self, error: BaseException) -> tuple[Any, Metadata] | None:
+        """A shared store's miss: the value kept for stale-if-error, or the
+        error raised. A refresh: None (the claim given back)."""
     def release(self) -> None: ...
 
 @final
@@ -145,42 +143,24 @@ class Lookup:
     @property
     def metadata(self) -> Metadata: ...
     @property
-    def refresh(self) -> Refresh | None:
+    def refresh(self) -> Lead | None:
         """The background refresh this call claimed, to run and complete."""
 
 @final
-class Refresh:
-    """The engine's claim on a stale entry's background refresh (blocking
-    on a shared store: a round trip)."""
-
-    def complete(
-        self, value: Any, decision: tuple[bool, float | None] | None = None
-    ) -> tuple[Any, Metadata]: ...
-    def fail(self, error: BaseException) -> None: ...
-    def release(self) -> None: ...
-
-@final
 class Flight:
-    """One caller's part in the computation of a key: leader or follower."""
+    """One caller's part in the in-process computation of a key: leader or
+    follower (memory store: the engine's flight; shared store: the flight of
+    this process's tasks that miss the key)."""
 
     @property
     def leader(self) -> bool: ...
     def complete(
         self, value: Any, decision: tuple[bool, float | None] | None = None
-    ) -> tuple[Any, Metadata]: ...
-    def fail(self, error: BaseException) -> tuple[Any, Metadata]: ...
-    def abandon(self) -> None: ...
-    def on_done(self, callback: Callable[[], object]) -> None: ...
-    def result(self) -> tuple[Any, Metadata] | None: ...
-
-@final
-class SharedFlight:
-    """An async caller's part in the computation of a shared-store key."""
-
-    @property
-    def leader(self) -> bool: ...
-    def complete(self, value: Any, metadata: Metadata) -> None: ...
-    def fail(self, error: BaseException) -> None: ...
+    ) -> tuple[Any, Metadata]:
+        """Memory store: the leader's value, stored and handed on (MISS)."""
+    def share(self, value: Any, metadata: Metadata) -> None:
+        """Shared store: hands the leading task's answer to the followers."""
+    def fail(self, error: BaseException) -> tuple[Any, Metadata] | None: ...
     def abandon(self) -> None: ...
     def on_done(self, callback: Callable[[], object]) -> None: ...
     def result(self) -> tuple[Any, Metadata] | None: ...

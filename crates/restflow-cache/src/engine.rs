@@ -18,6 +18,7 @@ use crate::cache::{Cache, Lookup};
 use crate::entry::{Entry, Lifetime, Stamps};
 use crate::flight::{Join, LeaderGuard, Outcome, Owner, SingleFlight, Waiter};
 use crate::refresh::Refresher;
+use crate::stats::{Counter, Stats};
 use crate::store::Store;
 use crate::timestamp::{Span, Timestamp};
 
@@ -139,6 +140,9 @@ pub struct Lead<'a, V, E, S> {
     key: Box<[u8]>,
     fallback: Option<Arc<Entry<V>>>,
     started: Timestamp,
+    /// When the lead was handed out, for the statistics of a computation
+    /// the caller runs on its own ([`Lead::complete_counted`]).
+    timer: std::time::Instant,
 }
 
 /// The claim on a stale (or early-refreshed) entry's background refresh,
@@ -219,18 +223,50 @@ where
         C: FnOnce() -> Result<Computed<V>, E>,
         W: FnMut(&Waiter<Shared<V>, E>) -> Outcome<Shared<V>, E>,
     {
-        match lookup {
-            Lookup::Fresh(entry) => Ok(served(entry, Status::Hit, true)),
-            Lookup::Early(entry) => Ok(Served {
-                refresh_claimed: true,
-                ..served(entry, Status::Hit, true)
-            }),
-            Lookup::Stale { entry, refresh } => Ok(Served {
-                refresh_claimed: refresh,
-                ..served(entry, Status::Stale, true)
-            }),
-            Lookup::Miss => self.compute_once(key, fallback, compute, wait),
+        match found(lookup) {
+            Some(served) => Ok(served),
+            None => self.compute_once(key, fallback, compute, wait),
         }
+    }
+
+    /// [`Engine::resolve`] for a function whose statistics are `stats`:
+    /// counts what the call served ([`Stats::served`]) and its wait on
+    /// another caller's computation. The computation itself is counted by
+    /// whoever runs it (`compute`: see [`Stats::count_compute`]).
+    pub fn resolve_counted<C, W>(
+        &self,
+        key: &[u8],
+        lookup: Lookup<V>,
+        fallback: Option<Arc<Entry<V>>>,
+        stats: &Stats,
+        compute: C,
+        mut wait: W,
+    ) -> Result<Served<V>, GetError<E>>
+    where
+        C: FnOnce() -> Result<Computed<V>, E>,
+        W: FnMut(&Waiter<Shared<V>, E>) -> Outcome<Shared<V>, E>,
+    {
+        let mut led = false;
+        let led_here = &mut led;
+        let compute = move || {
+            *led_here = true;
+            compute()
+        };
+        let wait = |waiter: &Waiter<Shared<V>, E>| {
+            stats.add(Counter::SingleFlightWait);
+            wait(waiter)
+        };
+        let served = self.resolve(key, lookup, fallback, compute, wait)?;
+        stats.served(served.status, served.refresh_claimed, led);
+        Ok(served)
+    }
+
+    /// What a lookup serves without computing, counted in `stats`
+    /// ([`Stats::served`]); `None` on a miss (then [`Engine::start`]).
+    pub fn found_counted(&self, lookup: Lookup<V>, stats: &Stats) -> Option<Served<V>> {
+        let served = found(lookup)?;
+        stats.served(served.status, served.refresh_claimed, false);
+        Some(served)
     }
 
     /// Computes `key` once for every concurrent caller. When the
@@ -293,6 +329,7 @@ where
                     key: key.into(),
                     fallback,
                     started: self.cache.clock().now(),
+                    timer: std::time::Instant::now(),
                 }))
             }
             Join::Follower(waiter) if waiter.is_own_flight() => Err(GetError::Recursive),
@@ -342,6 +379,17 @@ where
         let (computed, delta) = self.cache.clock().timed(compute);
         let (entry, stored) = self.keep(key, computed?, delta);
         Ok(served(entry, Status::Refresh, stored))
+    }
+
+    /// [`Engine::refresh`], counting what it served in `stats` (the
+    /// computation is counted by whoever runs it).
+    pub fn refresh_counted<C>(&self, key: &[u8], stats: &Stats, compute: C) -> Result<Served<V>, E>
+    where
+        C: FnOnce() -> Result<Computed<V>, E>,
+    {
+        let served = self.refresh(key, compute)?;
+        stats.served(served.status, false, false);
+        Ok(served)
     }
 
     /// Queues the background refresh of the stale (or early-refreshed)
@@ -402,6 +450,7 @@ where
             key,
             fallback,
             started,
+            timer: _,
         } = self;
         match (result, fallback) {
             (Ok(computed), _) => {
@@ -419,6 +468,34 @@ where
                 Err(GetError::Compute(error))
             }
         }
+    }
+}
+
+impl<V, E, S> Lead<'_, V, E, S>
+where
+    V: Send + Sync + 'static,
+    E: Clone + Send + Sync + 'static,
+    S: Store<V> + 'static,
+{
+    /// [`Lead::complete`] for a caller that ran the computation on its own
+    /// (an event loop's task): counts it in `stats`, timed from
+    /// [`Engine::start`], and what it served ([`Stats::served`]).
+    pub fn complete_counted(
+        self,
+        result: Result<Computed<V>, E>,
+        stats: &Stats,
+    ) -> Result<Served<V>, GetError<E>> {
+        let failed = result.is_err();
+        stats.computed(self.timer, failed);
+        let served = self.complete(result)?;
+        stats.served(served.status, false, failed);
+        Ok(served)
+    }
+
+    /// Gives the computation up (a cancelled task): one follower takes
+    /// over. Counted in `stats` as a computation that ran this long.
+    pub fn abandon_counted(self, stats: &Stats) {
+        stats.computed(self.timer, false);
     }
 }
 
@@ -458,6 +535,22 @@ pub fn follow<V, E>(outcome: Outcome<Shared<V>, E>) -> Option<Result<Served<V>, 
         Outcome::Error(error) => Some(Err(GetError::Compute(error))),
         Outcome::Abandoned => None,
     }
+}
+
+/// What `lookup` serves without computing: a fresh entry as HIT (one
+/// whose early refresh this caller drew, claimed), a stale one as STALE
+/// (claimed for the one caller the lookup chose); `None` on a miss.
+fn found<V>(lookup: Lookup<V>) -> Option<Served<V>> {
+    let (entry, status, refresh_claimed) = match lookup {
+        Lookup::Fresh(entry) => (entry, Status::Hit, false),
+        Lookup::Early(entry) => (entry, Status::Hit, true),
+        Lookup::Stale { entry, refresh } => (entry, Status::Stale, refresh),
+        Lookup::Miss => return None,
+    };
+    Some(Served {
+        refresh_claimed,
+        ..served(entry, status, true)
+    })
 }
 
 fn served<V>(entry: Arc<Entry<V>>, status: Status, stored: bool) -> Served<V> {

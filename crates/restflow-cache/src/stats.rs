@@ -340,12 +340,37 @@ impl Stats {
     pub fn count_compute<T, E>(&self, compute: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
         let started = std::time::Instant::now();
         let computed = compute();
+        self.computed(started, computed.is_err());
+        computed
+    }
+
+    /// Counts one computation that started at `started` and ended now
+    /// (an embedder that awaited it itself, an async task's, reports it
+    /// here), and its failure.
+    pub fn computed(&self, started: std::time::Instant, failed: bool) {
         self.add(Counter::Computation);
         self.observe_compute(started.elapsed());
-        if computed.is_err() {
+        if failed {
             self.add(Counter::Error);
         }
-        computed
+    }
+
+    /// Counts what a call served (see [`crate::Served`]): its status; the
+    /// background refresh it claimed, and for a fresh hit, the early
+    /// refresh it drew; and, when `led` (its own computation ran and
+    /// failed, so a STALE answer is the value kept for stale-if-error),
+    /// that fallback.
+    pub fn served(&self, status: crate::Status, refresh_claimed: bool, led: bool) {
+        self.add(Counter::of_status(status));
+        if status == crate::Status::Stale && led {
+            self.add(Counter::StaleIfError);
+        }
+        if refresh_claimed {
+            if status == crate::Status::Hit {
+                self.add(Counter::EarlyRefresh);
+            }
+            self.add(Counter::BackgroundRefresh);
+        }
     }
 
     /// Records an event an embedder served itself (an async layer's own
@@ -447,6 +472,23 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_served_call_counts_its_status_and_what_it_claimed() {
+        let stats = Stats::new();
+        stats.served(crate::Status::Hit, false, false);
+        stats.served(crate::Status::Hit, true, false); // an early refresh drawn
+        stats.served(crate::Status::Stale, true, false); // stale-while-revalidate
+        stats.served(crate::Status::Stale, false, true); // its own computation failed
+        stats.served(crate::Status::Miss, false, true);
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot.get(Counter::Hit), 2);
+        assert_eq!(snapshot.get(Counter::Stale), 2);
+        assert_eq!(snapshot.get(Counter::Miss), 1);
+        assert_eq!(snapshot.get(Counter::EarlyRefresh), 1);
+        assert_eq!(snapshot.get(Counter::BackgroundRefresh), 2);
+        assert_eq!(snapshot.get(Counter::StaleIfError), 1);
+    }
 
     #[test]
     fn buckets_are_powers_of_two_microseconds() {

@@ -1,21 +1,23 @@
 //! What the steps of a call (`crate::steps::Steps`) hand the async layer
-//! (`restflow.caching.asynchronous`).
+//! (`restflow.caching.asynchronous`): three handles that only convert.
 //!
-//! On the memory store a call looks up first (`Steps.lookup`: a
-//! [`Lookup`], or `None` on a miss), then joins the key's flight
-//! (`Steps.flight`: a [`Flight`]). The leader completes its flight with the
-//! value it awaited, or fails it; a follower registers a callback the
-//! leader's end runs (on whichever thread ends it: a sync caller of the
-//! same key shares the flight) and then reads the outcome. A stale hit this
-//! call must refresh carries the engine's claim ([`Refresh`]). These
-//! objects only convert: the decisions (single-flight, hand-over,
-//! stale-if-error, the claim) are `restflow_cache::Engine`'s.
+//! * [`Lookup`]: a call served without computing (HIT or STALE), with the
+//!   refresh this call claimed, if any.
+//! * [`Flight`]: one caller's part in the in-process computation of a key
+//!   ([`restflow_cache::Role`]): on the memory store the engine's own
+//!   flight ([`restflow_cache::Engine::start`]), which sync callers of the
+//!   key share; on a shared store the flight of the tasks of this process
+//!   that miss one key, whose leading task takes the store's steps and
+//!   shares their answer. The leader completes (or fails, or abandons) it;
+//!   a follower registers a callback the leader's end runs (on whichever
+//!   thread ends it) and then reads the outcome.
+//! * [`Lead`]: the right to compute a value the caller awaits itself and
+//!   hand it to the engine: the claim of a stale entry's background
+//!   refresh, the token of a forced refresh, or a shared store's lock on a
+//!   missed key. On a shared store its ends make round trips.
 //!
-//! On a shared store, [`SharedFlight`] lets the tasks of a process that
-//! miss one key share the answer of one leading task (with the same flight
-//! primitive, hand-over and waiter count); that task takes the store's
-//! steps (`Steps.begin`, `crate::steps::Lead`) and awaits the function
-//! itself. A stale shared read's refresh is a [`Refresh`] too.
+//! The decisions (single-flight, hand-over, stale-if-error, the claims)
+//! and their statistics are the engine's.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,25 +25,34 @@ use std::time::Instant;
 use pyo3::exceptions::{PyBaseException, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use restflow_cache::shared::{OwnedClaim, SharedStore};
 use restflow_cache::{
-    Counter, Join, Lead, LeaderGuard, MemoryStore, Outcome, Owner, RefreshClaim, Served, Shared,
-    Waiter,
+    Callback, Computed, Counter, LeaderGuard, MemoryStore, Outcome, Owner, RefreshClaim, Role,
+    RoleError, Shared, Status,
 };
 
 use crate::core::Core;
-use crate::runtime::SharedErr;
-use crate::shared::SharedBackend;
+use crate::runtime::{SharedErr, RUNTIME};
+use crate::shared::{SharedBackend, SharedServed};
 use crate::stored::Stored;
-use crate::wrapper::{raise, CachedWrapper};
+use crate::wrapper::{raise, CachedWrapper, Reply as Served};
 
-type PyLead = Lead<'static, Stored, SharedErr, MemoryStore<Stored>>;
+type PyLead = restflow_cache::Lead<'static, Stored, SharedErr, MemoryStore<Stored>>;
 type PyClaim = RefreshClaim<Stored, SharedErr, MemoryStore<Stored>>;
+type StoreClaim = OwnedClaim<Box<dyn SharedStore>, SharedErr>;
 
 /// `(value, metadata)`, what every step hands Python.
 type Reply<'py> = (Py<PyAny>, Bound<'py, PyDict>);
 
-/// A call the memory store answered without computing: HIT or STALE, and
-/// the refresh this call claimed, if any (to run, then complete or drop).
+/// A shared-store answer, `(value, metadata)`, as its leading task hands it on.
+pub type Answer = Arc<(Py<PyAny>, Py<PyDict>)>;
+
+fn misstep(error: RoleError) -> PyErr {
+    PyRuntimeError::new_err(error.to_string())
+}
+
+/// A call the store answered without computing: HIT or STALE, and the
+/// refresh this call claimed, if any (to run, then complete or release).
 #[pyclass(module = "restflow._engine", name = "Lookup", frozen, freelist = 32)]
 pub struct Lookup {
     #[pyo3(get)]
@@ -49,249 +60,41 @@ pub struct Lookup {
     #[pyo3(get)]
     metadata: Py<PyDict>,
     #[pyo3(get)]
-    refresh: Option<Py<Refresh>>,
+    refresh: Option<Py<Lead>>,
 }
 
 impl Lookup {
-    pub(crate) fn new(
-        value: Py<PyAny>,
-        metadata: Py<PyDict>,
-        refresh: Option<Py<Refresh>>,
-    ) -> Self {
-        Lookup {
+    /// `served` as Python sees it, with the refresh it claimed.
+    pub(crate) fn new(py: Python<'_>, served: Served, refresh: Option<Lead>) -> PyResult<Self> {
+        let (value, metadata) = served.with_metadata(py)?;
+        Ok(Lookup {
             value,
-            metadata,
-            refresh,
-        }
+            metadata: metadata.unbind(),
+            refresh: refresh.map(|lead| Py::new(py, lead)).transpose()?,
+        })
     }
 }
 
-/// Counts one computation this layer ran (as `Core::compute` does for the
-/// ones the engine runs).
-pub(crate) fn count_computation(core: &Core, started: Instant, failed: bool) {
-    core.stats.add(Counter::Computation);
-    core.stats.observe_compute(started.elapsed());
-    if failed {
-        core.stats.add(Counter::Error);
-    }
+/// The flight a [`Flight`] is part of.
+enum Part {
+    /// The engine's, on the memory store.
+    Memory(Role<PyLead, Shared<Stored>, SharedErr>),
+    /// The tasks' of this process that miss a shared-store key.
+    Tasks(Role<LeaderGuard<'static, Answer, SharedErr>, Answer, SharedErr>),
 }
 
-/// The engine's claim on a stale entry's background refresh. Completing it
-/// stores the new value under the key as it was when the claim was taken;
-/// failing or dropping it gives the claim back (the stale value stays).
-///
-/// Also the token of a forced refresh (`arefresh`) on the memory store,
-/// which claims nothing. On a shared store, completing, failing and
-/// releasing make round trips: call them on a worker thread.
-#[pyclass(module = "restflow._engine", name = "Refresh")]
-pub struct Refresh {
-    core: Arc<Core>,
-    claim: Option<Claimed>,
-    started: Instant,
-    /// A forced refresh (counted as REFRESH), not a background one.
-    forced: bool,
-}
-
-/// The claim a [`Refresh`] holds, on the store that took it.
-enum Claimed {
-    Memory(PyClaim),
-    Shared(Py<SharedBackend>, restflow_cache::shared::RefreshClaim),
-}
-
-impl Refresh {
-    pub(crate) fn new(core: Arc<Core>, claim: PyClaim, forced: bool) -> Self {
-        if !forced {
-            core.stats.add(Counter::BackgroundRefresh);
-        }
-        Refresh {
-            core,
-            claim: Some(Claimed::Memory(claim)),
-            started: Instant::now(),
-            forced,
-        }
-    }
-
-    /// The background refresh a shared-store read claimed (counted by
-    /// the read).
-    pub(crate) fn shared(
-        core: Arc<Core>,
-        backend: Py<SharedBackend>,
-        claim: restflow_cache::shared::RefreshClaim,
-    ) -> Self {
-        Refresh {
-            core,
-            claim: Some(Claimed::Shared(backend, claim)),
-            started: Instant::now(),
-            forced: false,
-        }
-    }
-
-    /// Ends the claim with `computed` (`None`: nothing to store).
-    fn end(
-        &self,
-        py: Python<'_>,
-        claim: Claimed,
-        computed: Option<restflow_cache::Computed<Stored>>,
-    ) -> PyResult<Option<Served<Stored>>> {
-        match (claim, computed) {
-            (Claimed::Memory(claim), Some(computed)) => Ok(Some(claim.complete(computed))),
-            (Claimed::Memory(claim), None) => {
-                drop(claim);
-                Ok(None)
-            }
-            (Claimed::Shared(backend, claim), computed) => {
-                crate::shared::finish_refresh(py, &self.core, &backend, claim, computed)
-                    .map(|()| None)
-            }
-        }
-    }
-}
-
-#[pymethods]
-impl Refresh {
-    /// Stores the refreshed value; `decision` as the policy makes it
-    /// (`None`: the wrapper's ttl; `(store, ttl_seconds_or_None)`).
-    /// Returns `(value, metadata)`, REFRESH.
-    #[pyo3(signature = (value, decision=None))]
-    fn complete<'py>(
-        &mut self,
-        py: Python<'py>,
-        value: Bound<'py, PyAny>,
-        decision: Option<(bool, Option<f64>)>,
-    ) -> PyResult<Reply<'py>> {
-        let Some(claim) = self.claim.take() else {
-            return Err(PyRuntimeError::new_err("this refresh has ended already"));
-        };
-        count_computation(&self.core, self.started, false);
-        // A bad decision (a ttl that is no duration) drops the claim: given back.
-        let computed = match self.core.decided(value.clone(), decision) {
-            Ok(computed) => computed,
-            Err(error) => {
-                self.end(py, claim, None)?;
-                return Err(error);
-            }
-        };
-        let served = self.end(py, claim, Some(computed))?;
-        if self.forced {
-            self.core.stats.add(Counter::Refresh);
-        }
-        match served {
-            Some(served) => CachedWrapper::with_metadata(py, &served),
-            None => {
-                let served = crate::shared::SharedServed {
-                    value: value.unbind(),
-                    status: restflow_cache::Status::Refresh,
-                    stamps: None,
-                };
-                crate::wrapper::Reply::Shared(served).with_metadata(py)
-            }
-        }
-    }
-
-    /// The refresh raised `error`: the claim is given back, and a
-    /// background refresh's error logged (a forced one's caller gets it).
-    fn fail(&mut self, py: Python<'_>, error: Bound<'_, PyBaseException>) -> PyResult<()> {
-        if let Some(claim) = self.claim.take() {
-            count_computation(&self.core, self.started, true);
-            if !self.forced {
-                let error = PyErr::from_value(error.into_any());
-                self.core.log_refresh_failure(py, &error);
-            }
-            self.end(py, claim, None)?;
-        }
-        Ok(())
-    }
-
-    /// The refresh was cancelled: the claim is given back.
-    fn release(&mut self, py: Python<'_>) -> PyResult<()> {
-        match self.claim.take() {
-            Some(claim) => self.end(py, claim, None).map(drop),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Refresh {
-    fn drop(&mut self) {
-        if let Some(Claimed::Shared(backend, claim)) = self.claim.take() {
-            // Never ended: given back here (a round trip, detached), so the
-            // next read may claim it at once.
-            let _ = Python::try_attach(|py| {
-                let _ = crate::shared::finish_refresh(py, &self.core, &backend, claim, None);
-            });
-        }
-    }
-}
-
-/// What joining a key's computation made a caller: the leader's token `L`
-/// or a follower's waiter on outcome `T` (memory store and shared store
-/// alike: both pyclasses below are this, with their own outcome).
-enum Step<L, T> {
-    /// It computes.
-    Lead(L),
-    /// Another caller computes.
-    Follow(Waiter<T, SharedErr>),
-    /// A leader had just stored the value (memory store).
-    Served(Served<Stored>),
-    /// Completed, failed or abandoned.
-    Ended,
-}
-
-impl<L, T: Clone> Step<L, T> {
-    fn is_leader(&self) -> bool {
-        matches!(self, Step::Lead(_))
-    }
-
-    /// The leader's token, once.
-    fn take_lead(&mut self) -> PyResult<L> {
-        match std::mem::replace(self, Step::Ended) {
-            Step::Lead(lead) => Ok(lead),
-            other => {
-                *self = other;
-                Err(PyRuntimeError::new_err(
-                    "only the leader of a flight completes it, once",
-                ))
-            }
-        }
-    }
-
-    /// Drops the leader's token (one follower takes over); whether this
-    /// was the leader.
-    fn abandon(&mut self) -> bool {
-        match std::mem::replace(self, Step::Ended) {
-            Step::Lead(lead) => {
-                drop(lead);
-                true
-            }
-            other => {
-                *self = other;
-                false
-            }
-        }
-    }
-
-    /// Runs `callback()` once the leader's outcome is there, on the thread
-    /// that produced it; at once for anything but a follower.
-    fn on_done(&self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
-        let Step::Follow(waiter) = self else {
-            return callback.call0(py).map(drop);
-        };
-        waiter.on_finish(wake_with(callback));
-        Ok(())
-    }
-}
-
-/// One caller's part in the computation of a key (memory store): the
-/// leader's token, or a follower's handle on the leader's outcome.
+/// One caller's part in the in-process computation of a key (see the
+/// module documentation).
 #[pyclass(module = "restflow._engine", name = "Flight")]
 pub struct Flight {
     core: Arc<Core>,
-    step: Step<PyLead, Shared<Stored>>,
-    started: Instant,
+    part: Part,
 }
 
 impl Flight {
-    /// Joins the computation of `key` as task `task` of this thread's loop.
+    /// Joins the engine's computation of `key` (memory store) as task
+    /// `task` of this thread's loop; `followed`: the caller followed a
+    /// leader that abandoned.
     pub(crate) fn join(
         py: Python<'_>,
         core: &Arc<Core>,
@@ -299,63 +102,78 @@ impl Flight {
         task: u64,
         followed: bool,
     ) -> PyResult<Flight> {
-        let engine: &'static crate::runtime::PyEngine = &crate::runtime::RUNTIME.engine;
+        let engine: &'static crate::runtime::PyEngine = &RUNTIME.engine;
         let (_, fallback) = engine
             .cache()
             .lookup_keeping(key, core.stale_if_error_window());
-        let owner = restflow_cache::Owner::task(task);
-        let step = match engine.start(key, fallback, owner, followed) {
-            Ok(restflow_cache::Start::Lead(lead)) => Step::Lead(lead),
-            Ok(restflow_cache::Start::Follow(waiter)) => {
-                core.stats.add(Counter::SingleFlightWait);
-                Step::Follow(waiter)
-            }
-            Ok(restflow_cache::Start::Served(served)) => Step::Served(served),
+        let role = match engine.start(key, fallback, Owner::task(task), followed) {
+            Ok(restflow_cache::Start::Lead(lead)) => Role::Lead(lead),
+            Ok(restflow_cache::Start::Follow(waiter)) => Role::Follow(waiter),
+            Ok(restflow_cache::Start::Served(s)) => Role::Done((s.entry, s.stored, s.status)),
             Err(error) => return Err(raise(py, error, &core.function_id)),
         };
+        Flight::counted(core, Part::Memory(role))
+    }
+
+    /// Joins the flight of the tasks that miss the shared-store entry
+    /// `key`, as task `task`.
+    pub(crate) fn join_tasks(core: &Arc<Core>, key: &[u8], task: u64) -> PyResult<Flight> {
+        let role = Role::from(RUNTIME.shared_flights.join_as(key, Owner::task(task)));
+        if let Role::Follow(waiter) = &role {
+            if waiter.is_own_flight() {
+                let error = restflow_cache::GetError::Recursive;
+                return Err(Python::attach(|py| raise(py, error, &core.function_id)));
+            }
+        }
+        Flight::counted(core, Part::Tasks(role))
+    }
+
+    /// The flight, with a follower's wait counted.
+    fn counted(core: &Arc<Core>, part: Part) -> PyResult<Flight> {
+        if matches!(
+            part,
+            Part::Memory(Role::Follow(_)) | Part::Tasks(Role::Follow(_))
+        ) {
+            core.stats.add(Counter::SingleFlightWait);
+        }
         Ok(Flight {
             core: Arc::clone(core),
-            step,
-            started: Instant::now(),
+            part,
         })
     }
 
-    /// Counts what a served call is, and answers it.
-    fn reply<'py>(&self, py: Python<'py>, served: &Served<Stored>) -> PyResult<Reply<'py>> {
-        self.core.stats.add(Counter::of_status(served.status));
-        CachedWrapper::with_metadata(py, served)
-    }
-
-    /// Ends the leader's flight with `result`.
+    /// Ends the engine's flight (memory store) with `result`.
     fn end<'py>(
         &mut self,
         py: Python<'py>,
-        result: Result<restflow_cache::Computed<Stored>, SharedErr>,
+        result: Result<Computed<Stored>, SharedErr>,
     ) -> PyResult<Reply<'py>> {
-        let lead = self.step.take_lead()?;
-        count_computation(&self.core, self.started, result.is_err());
-        let failed = result.is_err();
+        let Part::Memory(role) = &mut self.part else {
+            return Err(misstep(RoleError::NotLeader));
+        };
+        let lead = role.take_lead().map_err(misstep)?;
         let served = lead
-            .complete(result)
+            .complete_counted(result, &self.core.stats)
             .map_err(|error| raise(py, error, &self.core.function_id))?;
-        if failed {
-            // Failed, and the value kept for stale-if-error answers.
-            self.core.stats.add(Counter::StaleIfError);
-        }
-        self.reply(py, &served)
+        CachedWrapper::with_metadata(py, &served)
     }
 }
 
 #[pymethods]
 impl Flight {
-    /// Whether this caller computes the value.
+    /// Whether this caller computes the value (memory store), or serves
+    /// the call for the other tasks (shared store).
     #[getter]
     fn leader(&self) -> bool {
-        self.step.is_leader()
+        match &self.part {
+            Part::Memory(role) => role.is_leader(),
+            Part::Tasks(role) => role.is_leader(),
+        }
     }
 
-    /// The leader's value: stored (as `decision` allows) and handed to
-    /// every follower; `(value, metadata)`, MISS.
+    /// Memory store: the leader's value, stored (as `decision` allows, see
+    /// `Lead.complete`) and handed to every follower; `(value, metadata)`,
+    /// MISS.
     #[pyo3(signature = (value, decision=None))]
     fn complete<'py>(
         &mut self,
@@ -367,22 +185,43 @@ impl Flight {
         self.end(py, computed)
     }
 
-    /// The leader's computation raised `error`: every follower gets it, or
-    /// the value kept for stale-if-error, which this returns (STALE);
-    /// raises `error` when none is kept.
+    /// Shared store: hands the leading task's answer to every follower.
+    fn share(&mut self, value: Py<PyAny>, metadata: Py<PyDict>) -> PyResult<()> {
+        let Part::Tasks(role) = &mut self.part else {
+            return Err(misstep(RoleError::NotLeader));
+        };
+        let lead = role.take_lead().map_err(misstep)?;
+        lead.complete(Ok(Arc::new((value, metadata))));
+        Ok(())
+    }
+
+    /// The leader's computation raised `error`: every follower gets it.
+    /// Memory store: or the value kept for stale-if-error, which this
+    /// returns (STALE); raises `error` when none is kept. Shared store:
+    /// returns `None`.
     fn fail<'py>(
         &mut self,
         py: Python<'py>,
         error: Bound<'py, PyBaseException>,
-    ) -> PyResult<Reply<'py>> {
-        self.end(py, Err(Arc::new(PyErr::from_value(error.into_any()))))
+    ) -> PyResult<Option<Reply<'py>>> {
+        let error = Arc::new(PyErr::from_value(error.into_any()));
+        if let Part::Tasks(role) = &mut self.part {
+            role.take_lead().map_err(misstep)?.complete(Err(error));
+            return Ok(None);
+        }
+        self.end(py, Err(error)).map(Some)
     }
 
     /// The leader gives up (its task was cancelled): one follower takes
     /// over. Also what dropping an uncompleted leader does.
     fn abandon(&mut self) {
-        if self.step.abandon() {
-            count_computation(&self.core, self.started, false);
+        match &mut self.part {
+            Part::Memory(role) => {
+                if let Ok(lead) = role.take_lead() {
+                    lead.abandon_counted(&self.core.stats);
+                }
+            }
+            Part::Tasks(role) => drop(role.abandon()),
         }
     }
 
@@ -391,134 +230,229 @@ impl Flight {
     /// An event loop's callback therefore hands over with
     /// `loop.call_soon_threadsafe`.
     fn on_done(&self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
-        self.step.on_done(py, callback)
+        let wake = || wake_with(callback.clone_ref(py));
+        let waiting = match &self.part {
+            Part::Memory(role) => role.on_done(wake()).is_ok(),
+            Part::Tasks(role) => role.on_done(wake()).is_ok(),
+        };
+        // Not a follower: the outcome is there, so call back now, here
+        // (its error raised to this caller).
+        if !waiting {
+            callback.call0(py)?;
+        }
+        Ok(())
     }
 
     /// A follower's answer once `on_done` called back: the leader's
-    /// `(value, metadata)`, or its error raised; `None` when the leader
-    /// abandoned (join again: this caller may lead).
+    /// `(value, metadata)` (on a shared store, a copy of its metadata), or
+    /// its error raised; `None` when the leader abandoned (join again:
+    /// this caller may lead).
     fn result<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Reply<'py>>> {
-        let served = match std::mem::replace(&mut self.step, Step::Ended) {
-            Step::Follow(waiter) => {
-                let Some(outcome) = waiter.outcome() else {
-                    self.step = Step::Follow(waiter);
-                    return Err(PyRuntimeError::new_err("the leader has not finished yet"));
-                };
-                match restflow_cache::follow(outcome) {
-                    None => return Ok(None),
-                    Some(Err(error)) => return Err(raise(py, error, &self.core.function_id)),
-                    Some(Ok(served)) => served,
+        let stats = &self.core.stats;
+        match &mut self.part {
+            Part::Memory(role) => match restflow_cache::follow(role.outcome().map_err(misstep)?) {
+                None => Ok(None),
+                Some(Err(error)) => Err(raise(py, error, &self.core.function_id)),
+                Some(Ok(served)) => {
+                    stats.served(served.status, false, false);
+                    CachedWrapper::with_metadata(py, &served).map(Some)
                 }
-            }
-            Step::Served(served) => served,
-            other => {
-                self.step = other;
-                return Err(PyRuntimeError::new_err("only a follower reads the result"));
-            }
-        };
-        self.reply(py, &served).map(Some)
+            },
+            Part::Tasks(role) => match role.outcome().map_err(misstep)? {
+                Outcome::Abandoned => Ok(None),
+                Outcome::Error(error) => Err(error.clone_ref(py)),
+                Outcome::Value(answer) => {
+                    let (value, metadata) = &*answer;
+                    let metadata = metadata.bind(py).copy()?;
+                    let status = metadata.get_item(crate::interned!(py, "cache_status"))?;
+                    if let Some(status) = status {
+                        let name = status.str()?.to_cow()?.to_ascii_lowercase();
+                        crate::stats::record(stats, &name, None)?;
+                    }
+                    Ok(Some((value.clone_ref(py), metadata)))
+                }
+            },
+        }
     }
 }
 
-/// A shared-store answer, `(value, metadata)`, as its leader hands it on.
-pub type Answer = Arc<(Py<PyAny>, Py<PyDict>)>;
-
-/// One async caller's part in the computation of a shared-store key: the
-/// leading task serves the call (the store's steps, the function awaited in
-/// the task) and hands the answer on; the followers await it (a callback,
-/// as for [`Flight`]).
-#[pyclass(module = "restflow._engine", name = "SharedFlight")]
-pub struct SharedFlight {
-    core: Arc<Core>,
-    step: Step<LeaderGuard<'static, Answer, SharedErr>, Answer>,
+/// What a [`Lead`] holds, on the store that handed it out.
+pub(crate) enum Claim {
+    /// A stale memory entry's refresh, or a forced refresh's token.
+    Memory(PyClaim),
+    /// A stale shared entry's background refresh.
+    SharedRefresh(Py<SharedBackend>, restflow_cache::shared::RefreshClaim),
+    /// A shared store's right to compute a missed key (its lock, or a live
+    /// computation past a failing store), or a forced refresh's. Boxed:
+    /// it is several times the size of the others.
+    Store(Py<SharedBackend>, Box<StoreClaim>),
 }
 
-impl SharedFlight {
-    /// Joins the flight of the shared-store entry `key` as task `task`.
-    pub(crate) fn join(core: &Arc<Core>, key: &[u8], task: u64) -> PyResult<SharedFlight> {
-        let flights = &crate::runtime::RUNTIME.shared_flights;
-        let step = match flights.join_as(key, Owner::task(task)) {
-            Join::Leader(guard) => Step::Lead(guard),
-            Join::Follower(waiter) if waiter.is_own_flight() => {
-                let error = restflow_cache::GetError::Recursive;
-                return Err(Python::attach(|py| raise(py, error, &core.function_id)));
-            }
-            Join::Follower(waiter) => {
-                core.stats.add(Counter::SingleFlightWait);
-                Step::Follow(waiter)
-            }
-        };
-        Ok(SharedFlight {
+/// The right to compute a value the caller awaits itself, and to hand it
+/// to the engine (see the module documentation). Completing it stores the
+/// value; failing, releasing or dropping it gives the claim back at once
+/// (a shared store's lock is freed, so another process computes without
+/// waiting for it to expire; a stale value stays).
+#[pyclass(module = "restflow._engine", name = "Lead")]
+pub struct Lead {
+    core: Arc<Core>,
+    claim: Option<Claim>,
+    started: Instant,
+    /// A forced refresh (REFRESH), not a background one nor a miss.
+    forced: bool,
+}
+
+impl Lead {
+    /// The lead of `claim`; `forced`: a forced refresh's (counted as
+    /// REFRESH; a memory one claims nothing).
+    pub(crate) fn new(core: &Arc<Core>, claim: Claim, forced: bool) -> Self {
+        Lead {
             core: Arc::clone(core),
-            step,
-        })
+            claim: Some(claim),
+            started: Instant::now(),
+            forced,
+        }
+    }
+
+    fn take(&mut self) -> PyResult<Claim> {
+        self.claim
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("this lead has ended already"))
+    }
+
+    /// Ends a refresh's claim with `computed` (`None`: given back).
+    fn end_refresh(
+        &self,
+        py: Python<'_>,
+        claim: Claim,
+        computed: Option<Computed<Stored>>,
+    ) -> PyResult<Option<restflow_cache::Served<Stored>>> {
+        match (claim, computed) {
+            (Claim::Memory(claim), Some(computed)) => Ok(Some(claim.complete(computed))),
+            (Claim::SharedRefresh(backend, claim), computed) => {
+                crate::shared::finish_refresh(py, &self.core, &backend, claim, computed)
+                    .map(|()| None)
+            }
+            (Claim::Store(backend, claim), _) => {
+                py.detach(|| drop(claim));
+                drop(backend);
+                Ok(None)
+            }
+            (Claim::Memory(_), None) => Ok(None),
+        }
+    }
+
+    /// Ends a shared store's claim with `computed`: stored, the lock freed.
+    fn end_store<'py>(
+        &self,
+        py: Python<'py>,
+        backend: &Py<SharedBackend>,
+        claim: Box<StoreClaim>,
+        computed: Result<Computed<Stored>, SharedErr>,
+    ) -> PyResult<Reply<'py>> {
+        self.core.stats.computed(self.started, computed.is_err());
+        let served = crate::shared::finish(py, &self.core, backend, *claim, computed, self.forced)?;
+        Served::Shared(served).with_metadata(py)
     }
 }
 
 #[pymethods]
-impl SharedFlight {
-    /// Whether this task serves the call.
-    #[getter]
-    fn leader(&self) -> bool {
-        self.step.is_leader()
-    }
-
-    /// Hands the leader's answer to every follower.
-    fn complete(&mut self, value: Py<PyAny>, metadata: Py<PyDict>) -> PyResult<()> {
-        self.step
-            .take_lead()?
-            .complete(Ok(Arc::new((value, metadata))));
-        Ok(())
-    }
-
-    /// Hands the leader's error to every follower.
-    fn fail(&mut self, error: Bound<'_, PyBaseException>) -> PyResult<()> {
-        let error = Arc::new(PyErr::from_value(error.into_any()));
-        self.step.take_lead()?.complete(Err(error));
-        Ok(())
-    }
-
-    /// The leader gives up (its task was cancelled): one follower takes over.
-    fn abandon(&mut self) {
-        self.step.abandon();
-    }
-
-    /// As [`Flight`]'s `on_done`.
-    fn on_done(&self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
-        self.step.on_done(py, callback)
-    }
-
-    /// A follower's answer once `on_done` called back: the leader's
-    /// `(value, metadata)` (a copy of its metadata), or its error raised;
-    /// `None` when the leader abandoned (join again: this task may lead).
-    fn result<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Reply<'py>>> {
-        let Step::Follow(waiter) = &self.step else {
-            return Err(PyRuntimeError::new_err("only a follower reads the result"));
-        };
-        let Some(outcome) = waiter.outcome() else {
-            return Err(PyRuntimeError::new_err("the leader has not finished yet"));
-        };
-        self.step = Step::Ended;
-        match outcome {
-            Outcome::Abandoned => Ok(None),
-            Outcome::Error(error) => Err(error.clone_ref(py)),
-            Outcome::Value(answer) => {
-                let (value, metadata) = &*answer;
-                let metadata = metadata.bind(py).copy()?;
-                let status = metadata.get_item(crate::interned!(py, "cache_status"))?;
-                if let Some(status) = status {
-                    let name = status.str()?.to_cow()?.to_ascii_lowercase();
-                    crate::stats::record(&self.core.stats, &name, None)?;
-                }
-                Ok(Some((value.clone_ref(py), metadata)))
+impl Lead {
+    /// Stores the computed value; `decision` as the policy makes it
+    /// (`None`: the wrapper's ttl; `(store, ttl_seconds_or_None)`).
+    /// Returns `(value, metadata)`: MISS (or BYPASS, STALE) for a shared
+    /// store's miss, REFRESH for a refresh. Blocks on a shared store.
+    #[pyo3(signature = (value, decision=None))]
+    fn complete<'py>(
+        &mut self,
+        py: Python<'py>,
+        value: Bound<'py, PyAny>,
+        decision: Option<(bool, Option<f64>)>,
+    ) -> PyResult<Reply<'py>> {
+        let computed = self.core.decided(value.clone(), decision);
+        let claim = match self.take()? {
+            // A bad decision (a ttl that is no duration) fails the store's miss.
+            Claim::Store(backend, claim) => {
+                return self.end_store(py, &backend, claim, computed.map_err(Arc::new));
             }
+            claim => claim,
+        };
+        self.core.stats.computed(self.started, false);
+        // A bad decision drops a refresh's claim: given back.
+        let served = match computed {
+            Ok(computed) => self.end_refresh(py, claim, Some(computed))?,
+            Err(error) => return self.end_refresh(py, claim, None).and(Err(error)),
+        };
+        if self.forced {
+            self.core.stats.add(Counter::Refresh);
+        }
+        match served {
+            Some(served) => CachedWrapper::with_metadata(py, &served),
+            None => Served::Shared(SharedServed {
+                value: value.unbind(),
+                status: Status::Refresh,
+                stamps: None,
+            })
+            .with_metadata(py),
+        }
+    }
+
+    /// The computation raised `error`. A shared store's miss: the value
+    /// kept for stale-if-error (STALE), or `error` raised. A refresh: the
+    /// claim is given back, `None` returned, and a background refresh's
+    /// error logged (a forced one's caller has it). Blocks on a shared
+    /// store.
+    fn fail<'py>(
+        &mut self,
+        py: Python<'py>,
+        error: Bound<'py, PyBaseException>,
+    ) -> PyResult<Option<Reply<'py>>> {
+        let error = PyErr::from_value(error.into_any());
+        match self.take() {
+            Ok(Claim::Store(backend, claim)) => self
+                .end_store(py, &backend, claim, Err(Arc::new(error)))
+                .map(Some),
+            Ok(claim) => {
+                self.core.stats.computed(self.started, true);
+                if !self.forced {
+                    self.core.log_refresh_failure(py, &error);
+                }
+                self.end_refresh(py, claim, None).map(|_| None)
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Gives the claim back (the task was cancelled). A round trip on a
+    /// shared store: call it on a worker thread.
+    fn release(&mut self, py: Python<'_>) -> PyResult<()> {
+        match self.claim.take() {
+            Some(claim) => {
+                if matches!(claim, Claim::Store(..)) {
+                    self.core.stats.computed(self.started, false);
+                }
+                self.end_refresh(py, claim, None).map(drop)
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Lead {
+    fn drop(&mut self) {
+        if let Some(claim @ (Claim::SharedRefresh(..) | Claim::Store(..))) = self.claim.take() {
+            // Never ended: given back here (a round trip, detached), so the
+            // next caller may claim it at once.
+            let _ = Python::try_attach(|py| {
+                let _ = self.end_refresh(py, claim, None);
+            });
         }
     }
 }
 
 /// The callback a follower's flight runs when its leader ends: calls
 /// `callback()` attached to Python, reporting (never raising) its error.
-fn wake_with(callback: Py<PyAny>) -> restflow_cache::Callback {
+fn wake_with(callback: Py<PyAny>) -> Callback {
     let callback = ReleasedAttached(Some(callback));
     Box::new(move || {
         // `move`: the callback is released inside the attach (see

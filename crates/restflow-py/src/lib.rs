@@ -211,10 +211,8 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<fastpath::WithMetadata>()?;
     m.add_class::<flight::Lookup>()?;
     m.add_class::<flight::Flight>()?;
-    m.add_class::<flight::Refresh>()?;
-    m.add_class::<flight::SharedFlight>()?;
     m.add_class::<steps::Steps>()?;
-    m.add_class::<steps::Lead>()?;
+    m.add_class::<flight::Lead>()?;
     m.add_class::<shared::SharedBackend>()?;
     m.add_class::<loop_io::LoopConnection>()?;
     m.add_class::<loop_io::RedisAnswer>()?;

@@ -60,7 +60,7 @@ pub struct Runtime {
     /// Async callers of shared stores, one computation per key and process:
     /// the leading task's worker thread serves the call through the
     /// shared store (its own locks and single-flight), the other tasks
-    /// await its answer without holding a thread (see `flight::SharedFlight`).
+    /// await its answer without holding a thread (see `flight::Flight`).
     pub shared_flights: restflow_cache::SingleFlight<crate::flight::Answer, SharedErr>,
     /// The settings, with the [`state`] bits.
     defaults: Defaults,

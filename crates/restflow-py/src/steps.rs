@@ -12,18 +12,15 @@
 //! worker thread); everything else answers at once.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use pyo3::exceptions::{PyBaseException, PyRuntimeError};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
-use restflow_cache::shared::{OwnedClaim, SharedStore};
-use restflow_cache::{Counter, Lookup as Found, Status};
 
-use crate::flight::{count_computation, Flight, Lookup, Refresh, SharedFlight};
-use crate::runtime::{SharedErr, RUNTIME};
-use crate::shared::{Begun, SharedBackend};
+use crate::flight::{Claim, Flight, Lead, Lookup};
+use crate::runtime::RUNTIME;
+use crate::shared::Begun;
 use crate::wrapper::{CachedWrapper, Reply};
 
 /// `(value, metadata)`, what a served step hands Python.
@@ -77,32 +74,24 @@ impl Steps {
         let (lookup, _) = engine
             .cache()
             .lookup_keeping(key.as_bytes(), core.stale_if_error_window());
-        let (entry, status, refresh) = match lookup {
-            Found::Fresh(entry) => (entry, Status::Hit, false),
-            // An early refresh this call drew: a hit, refreshed like a stale one.
-            Found::Early(entry) => {
-                core.stats.add(Counter::EarlyRefresh);
-                (entry, Status::Hit, true)
-            }
-            Found::Stale { entry, refresh } => (entry, Status::Stale, refresh),
-            Found::Miss => return Ok(None),
-        };
         // What a miss turns into is counted by its flight.
-        core.stats.add(Counter::of_status(status));
-        let (value, metadata) = crate::wrapper::entry_reply(py, &entry, status)?;
-        let refresh = refresh
-            .then(|| {
-                let claim = RUNTIME.engine.claim_refresh(key.as_bytes(), entry);
-                Py::new(py, Refresh::new(Arc::clone(core), claim, false))
-            })
-            .transpose()?;
-        Ok(Some(Lookup::new(value, metadata.unbind(), refresh)))
+        let Some(served) = engine.found_counted(lookup, &core.stats) else {
+            return Ok(None);
+        };
+        let refresh = served.refresh_claimed.then(|| {
+            let claim = engine.claim_refresh(key.as_bytes(), Arc::clone(&served.entry));
+            Lead::new(core, Claim::Memory(claim), false)
+        });
+        Lookup::new(py, Reply::Memory(served), refresh).map(Some)
     }
 
-    /// Joins the computation of a call that `lookup` missed (memory
-    /// store), as task `task` (any number unique among the loop's live
-    /// tasks) of this thread's event loop: the `Flight` of its leader or of
-    /// a follower. `followed`: the caller followed a leader that abandoned.
+    /// Joins the in-process computation of a call, as task `task` (any
+    /// number unique among the loop's live tasks) of this thread's event
+    /// loop: the `Flight` of its leader or of a follower. On the memory
+    /// store, the engine's flight for a call that `lookup` missed
+    /// (`followed`: the caller followed a leader that abandoned); on a
+    /// shared store, the flight of this process's tasks that miss the key,
+    /// whose leader serves the call (`begin`) and shares its answer.
     #[pyo3(signature = (args, kwargs, task, followed=false))]
     fn flight<'py>(
         &self,
@@ -116,42 +105,10 @@ impl Steps {
         let call = wrapper.call(args, kwargs)?;
         RUNTIME.ready(py)?;
         let key = wrapper.key(&call)?;
-        Flight::join(py, wrapper.core(), key.as_bytes(), task, followed)
-    }
-
-    /// Joins the in-process flight of a shared-store call as task `task`
-    /// of this thread's loop: the tasks of a process that miss one key
-    /// share its leader's answer.
-    #[pyo3(signature = (args, kwargs, task))]
-    fn shared_flight<'py>(
-        &self,
-        py: Python<'py>,
-        args: &Bound<'py, PyTuple>,
-        kwargs: Option<&Bound<'py, PyDict>>,
-        task: u64,
-    ) -> PyResult<SharedFlight> {
-        let wrapper = self.wrapper.get();
-        let call = wrapper.call(args, kwargs)?;
-        RUNTIME.ready(py)?;
-        let key = wrapper.key(&call)?;
-        SharedFlight::join(wrapper.core(), key.as_bytes(), task)
-    }
-
-    /// The token of a forced recompute of a call on the memory store
-    /// (`arefresh`): complete it with the value the caller awaited.
-    #[pyo3(signature = (args, kwargs=None))]
-    fn refreshing<'py>(
-        &self,
-        py: Python<'py>,
-        args: &Bound<'py, PyTuple>,
-        kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Refresh> {
-        let wrapper = self.wrapper.get();
-        let call = wrapper.call(args, kwargs)?;
-        RUNTIME.ready(py)?;
-        let key = wrapper.key(&call)?;
-        let claim = RUNTIME.engine.begin_refresh(key.as_bytes());
-        Ok(Refresh::new(Arc::clone(wrapper.core()), claim, true))
+        match wrapper.core().uses_memory() {
+            true => Flight::join(py, wrapper.core(), key.as_bytes(), task, followed),
+            false => Flight::join_tasks(wrapper.core(), key.as_bytes(), task),
+        }
     }
 
     /// Everything of a shared-store call that blocks (round trips, another
@@ -166,24 +123,31 @@ impl Steps {
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
-        let (core, backend, call) = self.shared_call(py, args, kwargs)?;
+        let wrapper = self.wrapper.get();
+        RUNTIME.ready(py)?;
+        let Some(backend) = wrapper.shared(py)? else {
+            return Err(PyRuntimeError::new_err(
+                "begin is for shared stores: this function uses the memory store",
+            ));
+        };
+        let (core, call) = (wrapper.core(), wrapper.call(args, kwargs)?);
         match crate::shared::begin(py, core, &backend, &call)? {
             Begun::Lead(claim) => {
-                let lead = Lead::new(Arc::clone(core), backend, claim, false);
+                let lead = Lead::new(core, Claim::Store(backend, Box::new(claim)), false);
                 Ok(Py::new(py, lead)?.into_any())
             }
             Begun::Served(served, claim) => {
-                let refresh = claim
-                    .map(|claim| Py::new(py, Refresh::shared(Arc::clone(core), backend, claim)))
-                    .transpose()?;
-                let (value, metadata) = Reply::Shared(served).with_metadata(py)?;
-                Ok(Py::new(py, Lookup::new(value, metadata.unbind(), refresh))?.into_any())
+                let refresh =
+                    claim.map(|claim| Lead::new(core, Claim::SharedRefresh(backend, claim), false));
+                let lookup = Lookup::new(py, Reply::Shared(served), refresh)?;
+                Ok(Py::new(py, lookup)?.into_any())
             }
         }
     }
 
-    /// The `Lead` of a forced recompute of a shared-store call
-    /// (`arefresh`). Blocks: call it on a worker thread.
+    /// The `Lead` of a forced recompute of a call (`arefresh`), keyed as
+    /// the call is now: complete it with the value the caller awaited. On
+    /// a shared store it blocks: call it on a worker thread.
     #[pyo3(signature = (args, kwargs=None))]
     fn begin_refresh<'py>(
         &self,
@@ -191,9 +155,19 @@ impl Steps {
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Lead> {
-        let (core, backend, call) = self.shared_call(py, args, kwargs)?;
+        let wrapper = self.wrapper.get();
+        let (core, call) = (wrapper.core(), wrapper.call(args, kwargs)?);
+        RUNTIME.ready(py)?;
+        let Some(backend) = wrapper.shared(py)? else {
+            let claim = RUNTIME.engine.begin_refresh(wrapper.key(&call)?.as_bytes());
+            return Ok(Lead::new(core, Claim::Memory(claim), true));
+        };
         let claim = crate::shared::begin_refresh(py, core, &backend, &call)?;
-        Ok(Lead::new(Arc::clone(core), backend, claim, true))
+        Ok(Lead::new(
+            core,
+            Claim::Store(backend, Box::new(claim)),
+            true,
+        ))
     }
 
     /// How many callers (threads and tasks) follow the in-process
@@ -271,127 +245,5 @@ impl Steps {
     #[pyo3(signature = (event, seconds=None))]
     fn record(&self, event: &str, seconds: Option<f64>) -> PyResult<()> {
         crate::stats::record(&self.wrapper.get().core().stats, event, seconds)
-    }
-}
-
-impl Steps {
-    /// The core, shared backend and call of a shared-store call.
-    fn shared_call<'py>(
-        &self,
-        py: Python<'py>,
-        args: &Bound<'py, PyTuple>,
-        kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<(
-        &Arc<crate::core::Core>,
-        Py<SharedBackend>,
-        crate::core::Call<'py>,
-    )> {
-        let wrapper = self.wrapper.get();
-        RUNTIME.ready(py)?;
-        let Some(backend) = wrapper.shared(py)? else {
-            return Err(PyRuntimeError::new_err(
-                "begin is for shared stores: this function uses the memory store",
-            ));
-        };
-        Ok((wrapper.core(), backend, wrapper.call(args, kwargs)?))
-    }
-}
-
-type Claim = OwnedClaim<Box<dyn SharedStore>, SharedErr>;
-
-/// The right to compute a shared-store entry (the store's lock, or a live
-/// computation past a failing store) that `Steps.begin` handed this
-/// caller. `complete` or `fail` it (on a worker thread: round trips); a lead
-/// released, or dropped, frees the lock at once (a cancelled task), so
-/// another process computes without waiting for the lock to expire.
-#[pyclass(module = "restflow._engine", name = "Lead")]
-pub struct Lead {
-    core: Arc<crate::core::Core>,
-    backend: Py<SharedBackend>,
-    claim: Option<Claim>,
-    started: Instant,
-    /// A forced recompute (REFRESH).
-    forced: bool,
-}
-
-impl Lead {
-    fn new(
-        core: Arc<crate::core::Core>,
-        backend: Py<SharedBackend>,
-        claim: Claim,
-        forced: bool,
-    ) -> Self {
-        Lead {
-            core,
-            backend,
-            claim: Some(claim),
-            started: Instant::now(),
-            forced,
-        }
-    }
-
-    fn take(&mut self) -> PyResult<Claim> {
-        self.claim
-            .take()
-            .ok_or_else(|| PyRuntimeError::new_err("this lead has ended already"))
-    }
-
-    fn end<'py>(
-        &mut self,
-        py: Python<'py>,
-        computed: Result<restflow_cache::Computed<crate::stored::Stored>, SharedErr>,
-    ) -> PyResult<Answer<'py>> {
-        let claim = self.take()?;
-        count_computation(&self.core, self.started, computed.is_err());
-        let served =
-            crate::shared::finish(py, &self.core, &self.backend, claim, computed, self.forced)?;
-        Reply::Shared(served).with_metadata(py)
-    }
-}
-
-#[pymethods]
-impl Lead {
-    /// The value this caller computed: stored (as `decision` allows, see
-    /// `Refresh.complete`), the lock freed; `(value, metadata)`, MISS (or
-    /// REFRESH, BYPASS). Blocks: call it on a worker thread.
-    #[pyo3(signature = (value, decision=None))]
-    fn complete<'py>(
-        &mut self,
-        py: Python<'py>,
-        value: Bound<'py, PyAny>,
-        decision: Option<(bool, Option<f64>)>,
-    ) -> PyResult<Answer<'py>> {
-        let computed = self.core.decided(value, decision).map_err(Arc::new);
-        self.end(py, computed)
-    }
-
-    /// The computation raised `error`: the value kept for stale-if-error
-    /// (STALE), or `error` raised; the lock is freed. Blocks: call it on a
-    /// worker thread.
-    fn fail<'py>(
-        &mut self,
-        py: Python<'py>,
-        error: Bound<'py, PyBaseException>,
-    ) -> PyResult<Answer<'py>> {
-        self.end(py, Err(Arc::new(PyErr::from_value(error.into_any()))))
-    }
-
-    /// Gives up (the task was cancelled): frees the lock now. A round
-    /// trip: call it on a worker thread.
-    fn release(&mut self, py: Python<'_>) {
-        if let Some(claim) = self.claim.take() {
-            count_computation(&self.core, self.started, false);
-            py.detach(|| drop(claim));
-        }
-    }
-}
-
-impl Drop for Lead {
-    fn drop(&mut self) {
-        if let Some(claim) = self.claim.take() {
-            // Never finished nor released: the lock is freed here, with the
-            // interpreter released around the round trip.
-            let _ = Python::try_attach(|py| py.detach(|| drop(claim)));
-        }
     }
 }

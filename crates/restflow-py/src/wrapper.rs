@@ -124,18 +124,6 @@ fn build_metadata<'py, T: IntoPyObject<'py>>(
     Ok(dict)
 }
 
-/// `(value, metadata)` of a stored entry served as `status`.
-pub(crate) fn entry_reply<'py>(
-    py: Python<'py>,
-    entry: &Entry<Stored>,
-    status: Status,
-) -> PyResult<(Py<PyAny>, Bound<'py, PyDict>)> {
-    Ok((
-        entry.value().value().clone_ref(py),
-        metadata(py, status, Some(entry))?,
-    ))
-}
-
 /// What a call served, from the memory store or a shared one.
 pub enum Reply {
     Memory(Served<Stored>),
@@ -349,33 +337,22 @@ impl CachedWrapper {
             // Set when the function ran here, so a hit never looks for a
             // parked interrupt.
             let ran = std::cell::Cell::new(false);
-            let served = RUNTIME.engine.resolve(
+            let served = RUNTIME.engine.resolve_counted(
                 key,
                 lookup,
                 fallback,
+                &self.core.stats,
                 || {
                     ran.set(true);
                     self.core.compute_for_engine(py, call)
                 },
-                |waiter| {
-                    self.core.stats.add(Counter::SingleFlightWait);
-                    wait_detached(py, waiter)
-                },
+                |waiter| wait_detached(py, waiter),
             );
             if ran.get() {
                 crate::interrupt::raise_parked()?;
             }
             let served = served.map_err(|e| raise(py, e, &self.core.function_id))?;
-            self.core.stats.add(Counter::of_status(served.status));
-            if served.status == Status::Stale && ran.get() {
-                // Computed here and failed: the kept value answers.
-                self.core.stats.add(Counter::StaleIfError);
-            }
             if served.refresh_claimed {
-                if served.status == Status::Hit {
-                    // A fresh entry this call drew to refresh early.
-                    self.core.stats.add(Counter::EarlyRefresh);
-                }
                 self.schedule_refresh(key, &served.entry, call);
             }
             Ok(Reply::Memory(served))
@@ -568,10 +545,11 @@ impl CachedWrapper {
             return Reply::Shared(served).with_metadata(py);
         }
         let key = self.key(call)?;
-        let served = engine.refresh(key.as_bytes(), || self.core.compute_for_engine(py, call));
+        let served = engine.refresh_counted(key.as_bytes(), &self.core.stats, || {
+            self.core.compute_for_engine(py, call)
+        });
         crate::interrupt::raise_parked()?;
         let served = served.map_err(|shared| shared.clone_ref(py))?;
-        self.core.stats.add(Counter::Refresh);
         Self::with_metadata(py, &served)
     }
 
@@ -590,7 +568,6 @@ impl CachedWrapper {
 
     #[cold]
     fn schedule_refresh(&self, key: &[u8], entry: &Arc<Entry<Stored>>, call: &Call<'_>) {
-        self.core.stats.add(Counter::BackgroundRefresh);
         let core = Arc::clone(&self.core);
         let call = OwnedCall::new(call);
         let compute = move || {
@@ -820,22 +797,13 @@ impl CachedWrapper {
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         let call = self.call(args, kwargs)?;
-        let started = std::time::Instant::now();
-        let value = self
-            .core
-            .func
-            .bind(py)
-            .call(&call.args, call.kwargs.as_ref());
+        let func = self.core.func.bind(py);
+        // Counted as a computation, and its failure as an error.
         let stats = &self.core.stats;
-        stats.add(Counter::Computation);
-        stats.observe_compute(started.elapsed());
+        let value = stats.count_compute(|| func.call(&call.args, call.kwargs.as_ref()))?;
         // As for every status: counted for a call that served a value.
-        stats.add(if value.is_ok() {
-            Counter::Bypass
-        } else {
-            Counter::Error
-        });
-        Ok(value?.unbind())
+        stats.add(Counter::Bypass);
+        Ok(value.unbind())
     }
 
     /// Runs the function without reading or writing the cache; returns

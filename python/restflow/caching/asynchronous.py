@@ -122,17 +122,17 @@ def _waker(loop: asyncio.AbstractEventLoop, future: asyncio.Future) -> Callable[
 
 
 async def _fly(
-    join: Callable[[int, bool], Any], lead: Callable[[Any], Awaitable[tuple[Any, dict]]]
+    steps: Any, args: tuple, kwargs: dict, lead: Callable[[Any], Awaitable[tuple[Any, dict]]]
 ) -> tuple[Any, dict]:
-    r"""Serves a miss through the engine's flight for its key:
-    ``join(task, followed)`` makes this task the leader, which ``lead``\ s,
-    or a follower, which awaits the leader's end without blocking the loop
-    (the engine calls back from whichever thread ends it). A follower whose
+    r"""Serves a miss through the in-process flight for its key:
+    ``steps.flight`` makes this task the leader, which ``lead``\ s, or a
+    follower, which awaits the leader's end without blocking the loop (the
+    engine calls back from whichever thread ends it). A follower whose
     leader was cancelled joins again, and may lead."""
     task = id(asyncio.current_task())  # unique while the task lives
     followed = False
     while True:
-        flight = join(task, followed)
+        flight = steps.flight(args, kwargs, task, followed)
         if flight.leader:
             return await lead(flight)
         loop = asyncio.get_running_loop()
@@ -265,8 +265,7 @@ class AsyncCachedWrapper(Generic[P, T]):
         # Anything else through the engine's steps, one leading task per key
         # and process: the other tasks await its answer.
         return await _fly(
-            lambda task, _: steps.shared_flight(args, kwargs, task),
-            lambda flight: self._lead_shared(flight, args, kwargs),
+            steps, args, kwargs, lambda flight: self._lead_shared(flight, args, kwargs)
         )
 
     async def _lead_shared(self, flight: Any, args: tuple, kwargs: dict) -> tuple[Any, dict]:
@@ -286,7 +285,7 @@ class AsyncCachedWrapper(Generic[P, T]):
         except BaseException as error:
             flight.fail(error)
             raise
-        flight.complete(*served)
+        flight.share(*served)
         return served
 
     async def _finish(self, lead: Any, args: tuple, kwargs: dict) -> tuple[Any, dict]:
@@ -312,10 +311,8 @@ class AsyncCachedWrapper(Generic[P, T]):
 
     async def _compute(self, args: tuple, kwargs: dict) -> tuple[Any, dict]:
         """A memory-store miss: led or followed in the engine's flight."""
-        steps = self._steps
         return await _fly(
-            lambda task, followed: steps.flight(args, kwargs, task, followed),
-            lambda flight: self._lead(flight, args, kwargs),
+            self._steps, args, kwargs, lambda flight: self._lead(flight, args, kwargs)
         )
 
     async def _lead(self, flight: Any, args: tuple, kwargs: dict) -> tuple[Any, dict]:
@@ -371,11 +368,8 @@ class AsyncCachedWrapper(Generic[P, T]):
             _give_back(claim.release)
 
     async def _refresh(self, args: tuple, kwargs: dict) -> tuple[Any, dict]:
-        steps = self._steps
-        if steps.uses_memory():
-            refresh = steps.refreshing(args, kwargs)  # the key now, before the computation
-        else:
-            refresh = await self._in_thread(steps.begin_refresh, args, kwargs)
+        # The key now, before the computation.
+        refresh = await self._maybe_thread(self._steps.begin_refresh, args, kwargs)
         try:
             value, decision = await self._produce(args, kwargs)
         except Exception as error:

@@ -1,0 +1,175 @@
+//! One caller's part in a key's computation, as a handle that outlives the
+//! call that joined: what a caller that cannot block (an event loop's task)
+//! holds between joining a flight and its end.
+//!
+//! The same shape serves every flight an embedder drives in steps (the
+//! engine's own, [`crate::Engine::start`], and an embedder's flight of
+//! answers among its tasks, [`crate::SingleFlight::join_as`]): the leader
+//! takes its token once to complete it, or abandons it; a follower
+//! registers a callback and then reads the leader's outcome once. The
+//! misuses (completing twice, reading too early) are [`RoleError`]s the
+//! embedder reports, never panics.
+
+use crate::flight::{Callback, Join, Outcome, Waiter};
+
+/// A caller's part: the leader's token `L`, a follower's waiter on the
+/// leader's outcome `T`, or an outcome already there.
+pub enum Role<L, T, E> {
+    /// It computes, then completes `L`.
+    Lead(L),
+    /// Another caller computes.
+    Follow(Waiter<T, E>),
+    /// The outcome was there when the caller joined (a leader had just
+    /// finished): served as a follower's would be.
+    Done(T),
+    /// Completed, abandoned, or its outcome read.
+    Ended,
+}
+
+/// A step taken out of turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleError {
+    /// Only the leader completes, and once.
+    NotLeader,
+    /// Only a follower reads an outcome, and once.
+    NotFollower,
+    /// A follower read before its callback ran.
+    NotFinished,
+}
+
+impl std::fmt::Display for RoleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RoleError::NotLeader => "only the leader of a flight completes it, once",
+            RoleError::NotFollower => "only a follower reads the result",
+            RoleError::NotFinished => "the leader has not finished yet",
+        })
+    }
+}
+
+impl std::error::Error for RoleError {}
+
+impl<'a, T, E> From<Join<'a, T, E>> for Role<crate::LeaderGuard<'a, T, E>, T, E> {
+    fn from(join: Join<'a, T, E>) -> Self {
+        match join {
+            Join::Leader(guard) => Role::Lead(guard),
+            Join::Follower(waiter) => Role::Follow(waiter),
+        }
+    }
+}
+
+impl<L, T: Clone, E: Clone> Role<L, T, E> {
+    /// Whether this caller computes.
+    pub fn is_leader(&self) -> bool {
+        matches!(self, Role::Lead(_))
+    }
+
+    /// The leader's token, once; the role has ended after.
+    pub fn take_lead(&mut self) -> Result<L, RoleError> {
+        match std::mem::replace(self, Role::Ended) {
+            Role::Lead(lead) => Ok(lead),
+            other => {
+                *self = other;
+                Err(RoleError::NotLeader)
+            }
+        }
+    }
+
+    /// Drops the leader's token (one follower takes over); whether this
+    /// was the leader. Anything else is left as it is.
+    pub fn abandon(&mut self) -> bool {
+        self.take_lead().map(drop).is_ok()
+    }
+
+    /// Registers `callback` to run once the leader's outcome is there, on
+    /// the thread that produced it; hands it back for anything but a
+    /// follower, whose outcome (if any) is there already.
+    pub fn on_done(&self, callback: Callback) -> Result<(), Callback> {
+        match self {
+            Role::Follow(waiter) => {
+                waiter.on_finish(callback);
+                Ok(())
+            }
+            _ => Err(callback),
+        }
+    }
+
+    /// A follower's outcome, once, after its callback ran;
+    /// [`Outcome::Abandoned`] says join again (this caller may lead).
+    pub fn outcome(&mut self) -> Result<Outcome<T, E>, RoleError> {
+        match std::mem::replace(self, Role::Ended) {
+            Role::Follow(waiter) => match waiter.outcome() {
+                Some(outcome) => Ok(outcome),
+                None => {
+                    *self = Role::Follow(waiter);
+                    Err(RoleError::NotFinished)
+                }
+            },
+            Role::Done(value) => Ok(Outcome::Value(value)),
+            other => {
+                *self = other;
+                Err(RoleError::NotFollower)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flight::{Owner, SingleFlight};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    type Group = SingleFlight<u32, String>;
+
+    fn join<'a>(
+        group: &'a Group,
+        task: u64,
+    ) -> Role<crate::LeaderGuard<'a, u32, String>, u32, String> {
+        Role::from(group.join_as(b"k", Owner::task(task)))
+    }
+
+    #[test]
+    fn the_leader_completes_once_and_its_follower_reads_once() {
+        let group = Group::new();
+        let mut leader = join(&group, 1);
+        let mut follower = join(&group, 2);
+        assert!(leader.is_leader() && !follower.is_leader());
+        assert_eq!(follower.outcome().err(), Some(RoleError::NotFinished));
+        assert_eq!(leader.outcome().err(), Some(RoleError::NotFollower));
+        let called = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&called);
+        let callback: Callback = Box::new(move || {
+            count.fetch_add(1, Ordering::SeqCst);
+        });
+        assert!(follower.on_done(callback).is_ok());
+        assert_eq!(called.load(Ordering::SeqCst), 0);
+        leader.take_lead().unwrap().complete(Ok(7));
+        assert_eq!(called.load(Ordering::SeqCst), 1);
+        assert_eq!(leader.take_lead().err(), Some(RoleError::NotLeader));
+        assert!(!leader.abandon());
+        assert_eq!(follower.outcome(), Ok(Outcome::Value(7)));
+        assert_eq!(follower.outcome().err(), Some(RoleError::NotFollower));
+    }
+
+    #[test]
+    fn an_abandoned_lead_tells_the_follower_to_join_again() {
+        let group = Group::new();
+        let mut leader = join(&group, 1);
+        let mut follower = join(&group, 2);
+        assert!(leader.abandon());
+        assert!(matches!(leader, Role::Ended));
+        assert_eq!(follower.outcome(), Ok(Outcome::Abandoned));
+        assert!(join(&group, 2).is_leader());
+    }
+
+    #[test]
+    fn an_outcome_already_there_is_read_like_a_followers_and_calls_nothing_back() {
+        let mut done: Role<(), u32, String> = Role::Done(3);
+        let callback: Callback = Box::new(|| panic!("handed back, not run"));
+        assert!(done.on_done(callback).is_err());
+        assert_eq!(done.outcome(), Ok(Outcome::Value(3)));
+        assert_eq!(done.outcome().err(), Some(RoleError::NotFollower));
+    }
+}
