@@ -15,8 +15,12 @@ import asyncio
 import contextvars
 import inspect
 import logging
+import os
+import subprocess
+import sys
 import threading
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from django.test import AsyncClient
@@ -32,7 +36,9 @@ from restflow.caching import (
 from restflow.caching.asynchronous import AsyncCachedWrapper, wait_for_async_refreshes
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests import async_views
-from tests.parking import DEADLINE, Gate, until, until_waiting
+from tests.parking import DEADLINE, Gate, until, until_waiting, wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
 
 calls: list = []
 
@@ -427,44 +433,25 @@ def test_a_sync_thread_follows_an_async_task_computing_its_key(store):
 
 
 def test_a_sync_call_on_the_loop_of_the_task_computing_its_key_fails_clearly(store):
-    """Blocking the loop's thread on a task of that loop would never end."""
-    computations = []
-    gate = Gate()
-    report, areport = sync_and_async_reports(computations, lambda: None, gate.passed)
-
-    async def main():
-        gate.close()
-        task = asyncio.create_task(areport(1))
-        await until(lambda: computations, "computing")
-        with pytest.raises(RuntimeError, match="would wait on the outer one forever"):
-            report(1)
-        gate.open()
-        return await task
-
-    assert run_guarded(main) == ("async", 1)
-    assert computations == [("async", 1)]
-
-
-def run_guarded(main):
-    """``run(main())`` on a thread of its own, for a test whose failure is a
-    loop's thread that blocks: no timeout on that loop can fire then, so the
-    test fails at the hang guard instead of stalling the whole run (the
-    blocked thread is left behind, a daemon)."""
-    outcome = {}
-
-    def target():
-        try:
-            outcome["value"] = run(main())
-        except BaseException as error:  # re-raised on the test's thread
-            outcome["error"] = error
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(DEADLINE)
-    assert not thread.is_alive(), f"the loop's thread still blocked after {DEADLINE} s"
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+    """Blocking the loop's thread on a task of that loop would never end: a
+    RuntimeError instead, on every store. In a process of its own
+    (tests/loop_block.py), which the hang guard kills where the call blocks."""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    backend = store.settings()["CACHE_SETTINGS"]["BACKEND"]
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.loop_block", backend],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,  # a hang guard: the process reports a blocked call itself
+    )
+    assert done.stdout != "blocked\n", "the sync call blocked the loop's thread"
+    assert done.returncode == 0, done.stderr
+    said = done.stdout.splitlines()
+    assert said[0].startswith("RuntimeError: "), said
+    assert "would wait on the outer one forever" in said[0]
+    assert said[1:] == ["task ('async', 1)", "computations [('async', 1)]"]
 
 
 INVALIDATIONS = ["ainvalidate_all", "adelete_by_prefix", "awipe"]
@@ -960,11 +947,12 @@ def test_a_failed_refresh_keeps_the_old_value_logs_and_is_tried_again(store, cap
     assert logged == [("restflow.caching", logging.ERROR, message, ConnectionError)] * 2
 
 
-def test_a_refresh_task_cancelled_with_its_loop_does_not_block_later_refreshes(store):
+def test_a_refresh_task_cancelled_with_its_loop_does_not_block_later_refreshes(store, caplog):
     """A loop that ends (``asyncio.run`` returning, ``async_to_sync`` per call,
     a server shutting down) cancels the refresh task it was running: the
-    claim must come back, or the entry is never refreshed again."""
-    computations = []
+    claim must come back, or the entry is never refreshed again; no worker
+    waits on the closed loop, and nothing is logged."""
+    computations, claims = [], []
 
     @cache_result(ttl=10, stale_while_revalidate=60)
     async def slow_version(x):
@@ -976,6 +964,7 @@ def test_a_refresh_task_cancelled_with_its_loop_does_not_block_later_refreshes(s
     async def stale_then_leave():
         value, meta = await slow_version.aget_with_metadata(1)
         await until(lambda: len(computations) == 2, "refreshing")  # the loop ends under it
+        claims.extend(store.keys_with("restflow:refresh:"))
         return value, meta["cache_status"]
 
     async def later():
@@ -984,12 +973,17 @@ def test_a_refresh_task_cancelled_with_its_loop_does_not_block_later_refreshes(s
         value, second = await slow_version.aget_with_metadata(1)
         return first["cache_status"], value, second["cache_status"]
 
-    with frozen_clock() as clock:
+    with frozen_clock() as clock, caplog.at_level(logging.WARNING, logger="restflow"):
         assert run(slow_version(1)) == 1
         clock.advance(11)
         assert run(stale_then_leave()) == (1, CacheStatus.STALE)
         assert computations == [1, 1]
+        # On a shared store the claim is given back by a worker, after a
+        # round trip: the next stale read claims the refresh once it has.
+        assert len(claims) == (1 if store.shared else 0)
+        wait_until(lambda: not store.keys_with("restflow:refresh:"), "the claim given back")
         assert run(later()) == (CacheStatus.STALE, 3, CacheStatus.HIT)
+    assert [record.getMessage() for record in caplog.records] == []
 
 
 def test_stale_if_error(store):
@@ -1113,9 +1107,11 @@ def test_a_cancelled_leader_hands_its_key_over_without_a_lock_wait(store):
     """Cancelling the task that computes a key cancels its computation and
     gives the key back at once: the next caller computes it (MISS) without
     waiting on the first one, nor on a store lock left to expire (LOCK_TIMEOUT
-    60 s, far past the hang guard). tests/redis/test_async_steps.py checks
-    the lock itself on Redis."""
-    computations = []
+    60 s, far past the hang guard). On a shared store the lock was taken
+    (one lock key while the first computation runs), and none is left;
+    tests/redis/test_async_steps.py checks that it is freed with no next
+    caller."""
+    computations, locks = [], []
     gate = Gate()
 
     @cache_result(ttl=30)
@@ -1129,10 +1125,11 @@ def test_a_cancelled_leader_hands_its_key_over_without_a_lock_wait(store):
         gate.close()
         leader = asyncio.create_task(slow.aget_with_metadata(1))
         await until(lambda: computations, "computing")
+        locks.extend(store.keys_with("restflow:lock:"))
         leader.cancel()
         with pytest.raises(asyncio.CancelledError):
             await leader
-        return await asyncio.wait_for(slow.aget_with_metadata(1), 10)
+        return await asyncio.wait_for(slow.aget_with_metadata(1), DEADLINE)
 
     with store.configured(LOCK_TIMEOUT=60):
         value, meta = run(main())
@@ -1144,3 +1141,5 @@ def test_a_cancelled_leader_hands_its_key_over_without_a_lock_wait(store):
     gate.open()
     assert (value, meta["cache_status"]) == (2, CacheStatus.MISS)
     assert computations == [1, 1]
+    assert len(locks) == (1 if store.shared else 0)
+    assert store.keys_with("restflow:lock:") == []
