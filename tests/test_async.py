@@ -574,7 +574,7 @@ def test_get_cache_key_func_and_key_constructor(store):
     assert run(lookup.aget_cache_only(9)) is CACHE_MISSING
 
 
-def test_aget_cached_metadata_walks_hit_stale_gone():
+def test_aget_cached_metadata_walks_hit_stale_gone(store):
     async def main():
         with frozen_clock() as clock:
             _, meta = await lookup.aget_with_metadata(1)
@@ -583,7 +583,7 @@ def test_aget_cached_metadata_walks_hit_stale_gone():
                 "cache_status": CacheStatus.HIT,
             }
             clock.advance(61)
-            # The test project's STALE_WHILE_REVALIDATE is 60 s.
+            # STALE_WHILE_REVALIDATE is 60 s (configured below).
             assert await lookup.aget_cached_metadata(1) == {
                 **meta,
                 "cache_status": CacheStatus.STALE,
@@ -593,7 +593,8 @@ def test_aget_cached_metadata_walks_hit_stale_gone():
             assert await lookup.aget_cached_metadata(1) is None
             assert await lookup.aget_cache_only(1) is CACHE_MISSING
 
-    run(main())
+    with store.configured(STALE_WHILE_REVALIDATE=60):
+        run(main())
 
 
 def test_adelete_by_prefix_awipe_and_adelete_previous_versions(store):
@@ -1054,7 +1055,7 @@ def test_concurrent_requests_to_a_django_async_view_compute_once_then_hit(store)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_invalidation_rule_drops_an_async_functions_entry():
+def test_an_invalidation_rule_drops_an_async_functions_entry(store):
     from restflow.caching.registry import CacheRegister
     from restflow.caching.rules import InvalidationRule
     from tests.testapp.models import Article
