@@ -121,6 +121,18 @@ class Store:
         assert self.kind == "django", "the memory store has no keys to look up"
         return django_caches[self.label.removeprefix("django:")].get(key)
 
+    def keys_with(self, part: str) -> list[str]:
+        """The keys the shared store holds whose name contains ``part`` (a
+        kind of key of crates/restflow-cache/src/shared/keyspace.rs, such as
+        ``"restflow:refresh:"``); none on the memory store."""
+        if self.client is not None:
+            return [key.decode() for key in self.client.scan_iter(f"*{part}*")]
+        if self.kind == "memory":
+            return []
+        # LocMem's own table: a Django cache has no way to list its keys.
+        cache = django_caches[self.label.removeprefix("django:")]
+        return [key for key in list(cache._cache) if part in key]
+
     def holds(self, *keys: str) -> int:
         """How many of ``keys`` the shared store holds an entry under."""
         if self.client is not None:

@@ -1,4 +1,10 @@
-"""``@cache_result`` on ``async def`` functions, on the memory store (issue 5).
+"""``@cache_result`` on ``async def`` functions (issue 5).
+
+What every store does alike runs on the ``store`` fixture (tests/stores.py:
+memory, a Django cache, the Redis servers), once instead of a copied suite
+per store (issue 11); the rest on the memory store. What only a Redis store
+does (a paused or killed server, its lock and refresh-claim keys) is in
+tests/redis/test_async_redis.py and tests/redis/test_async_steps.py.
 
 No pytest-asyncio: every test is a sync function that runs its coroutine with
 ``asyncio.run`` (through :func:`run`, which also bounds it in time so a hang
@@ -9,11 +15,15 @@ import asyncio
 import contextvars
 import inspect
 import logging
+import os
+import subprocess
+import sys
 import threading
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
-from django.test import AsyncClient, override_settings
+from django.test import AsyncClient
 
 from restflow.caching import (
     CACHE_MISSING,
@@ -24,10 +34,11 @@ from restflow.caching import (
     cache_result,
 )
 from restflow.caching.asynchronous import AsyncCachedWrapper, wait_for_async_refreshes
-from restflow.caching.testing import frozen_clock
+from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests import async_views
-from tests.parking import Gate, until, until_following, until_waiting
-from tests.stores import using_store
+from tests.parking import DEADLINE, Gate, until, until_waiting, wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
 
 calls: list = []
 
@@ -112,7 +123,7 @@ def test_cache_result_on_async_def_gives_an_async_wrapper():
         assert inspect.iscoroutinefunction(getattr(lookup, name)), name
 
 
-def test_awaiting_returns_the_value_and_a_hit_is_never_a_coroutine():
+def test_awaiting_returns_the_value_and_a_hit_is_never_a_coroutine(store):
     async def main():
         first = await lookup(1)
         second = await lookup(1)
@@ -143,12 +154,10 @@ def test_a_memory_hit_finishes_without_suspending():
 # -- single-flight ----------------------------------------------------------------
 
 
-def test_100_concurrent_tasks_on_a_cold_key_compute_once():
-    hundred_tasks_on_a_cold_key_compute_once()
-
-
-def hundred_tasks_on_a_cold_key_compute_once():
-    """Also on Redis (tests/redis/test_async_redis.py); returns the wrapper."""
+def test_100_concurrent_tasks_on_a_cold_key_compute_once(store):
+    """The loop keeps running while 99 tasks wait on the computation (this
+    task polls the engine's count meanwhile): a waiter that blocked the loop
+    would hang it, and the computation with it, which runs on the loop too."""
     computations = []
     gate = Gate()
 
@@ -161,20 +170,20 @@ def hundred_tasks_on_a_cold_key_compute_once():
     async def main():
         gate.close()
         tasks = [asyncio.create_task(slow.aget_with_metadata(1)) for _ in range(100)]
-        await until_following(99)  # also on Redis: see until_following
+        await until_waiting(99, slow, 1)
         gate.open()
         return await asyncio.gather(*tasks)
 
     results = run(main())
     assert computations == [1]
-    assert len(results) == 100
-    assert all(value == {"x": 1} for value, _ in results)
-    assert {meta["cache_status"] for _, meta in results} == {CacheStatus.MISS}
+    assert [value for value, _ in results] == [{"x": 1}] * 100
+    assert [meta["cache_status"] for _, meta in results] == [CacheStatus.MISS] * 100
     assert len({meta["cached_at"] for _, meta in results}) == 1
-    return slow
+    if store.shared:
+        assert store.raw(slow.get_cache_key(1)).startswith(b"RFC3")
 
 
-def test_concurrent_tasks_on_a_raising_key_share_one_exception_and_nothing_is_stored():
+def test_concurrent_tasks_on_a_raising_key_share_one_exception_and_nothing_is_stored(store):
     computations = []
     gate = Gate()
 
@@ -201,7 +210,11 @@ def test_concurrent_tasks_on_a_raising_key_share_one_exception_and_nothing_is_st
     assert cached is CACHE_MISSING
 
 
-def test_cancelling_the_computing_task_does_not_leave_waiters_hanging():
+def test_cancelling_the_computing_task_hands_the_computation_to_a_waiter(store):
+    """The function runs in the leading task, on every store: cancelling it
+    cancels the computation and gives the key (a shared store's lock) back;
+    one waiter takes over and computes, the 9 others follow it, and every
+    waiter gets its value."""
     computations = []
     gate = Gate()
 
@@ -221,26 +234,22 @@ def test_cancelling_the_computing_task_does_not_leave_waiters_hanging():
         await until_waiting(10, slow, 1)
         assert computations == [1]
         leader.cancel()
-        await until(lambda: len(computations) == 2, "a waiter taking over")
+        with pytest.raises(asyncio.CancelledError):
+            await leader  # until it has let go of the flight
+        await until(lambda: len(computations) == 2, "a waiter computing in its place")
         await until_waiting(9, slow, 1)
         gate.open()
-        results = await asyncio.wait_for(asyncio.gather(*waiters), timeout=5)
-        with pytest.raises(asyncio.CancelledError):
-            await leader
-        return results
+        results = await asyncio.wait_for(asyncio.gather(*waiters), timeout=DEADLINE)
+        return results, await slow.aget_with_metadata(1)
 
-    results = run(main())
+    results, (value, meta) = run(main())
     # One waiter took over: one new computation, whose value every waiter gets.
     assert computations == [1, 1]
-    assert [value for value, _ in results] == [("value", 2)] * 10
-    assert {meta["cache_status"] for _, meta in results} == {CacheStatus.MISS}
-    assert run(slow.aget_with_metadata(1)) == (
-        ("value", 2),
-        {**results[0][1], "cache_status": CacheStatus.HIT},
-    )
+    assert [(v, m["cache_status"]) for v, m in results] == [(("value", 2), CacheStatus.MISS)] * 10
+    assert (value, meta) == (("value", 2), {**results[0][1], "cache_status": CacheStatus.HIT})
 
 
-def test_waiters_of_a_cancelled_leader_compute_once_when_the_takeover_never_suspends():
+def test_waiters_of_a_cancelled_leader_compute_once_when_the_takeover_never_suspends(store):
     """The waiter that takes over from a cancelled leader may finish (and
     store) before the other waiters wake, if its computation never
     suspends; they must then be served what it stored, not each compute
@@ -262,7 +271,7 @@ def test_waiters_of_a_cancelled_leader_compute_once_when_the_takeover_never_susp
         ]
         await until_waiting(10, quick_after_the_first, 1)
         leader.cancel()
-        results = await asyncio.wait_for(asyncio.gather(*waiters), timeout=5)
+        results = await asyncio.wait_for(asyncio.gather(*waiters), timeout=DEADLINE)
         with pytest.raises(asyncio.CancelledError):
             await leader
         return results
@@ -273,7 +282,7 @@ def test_waiters_of_a_cancelled_leader_compute_once_when_the_takeover_never_susp
     assert [meta["cache_status"] for _, meta in results] == [CacheStatus.MISS] * 10
 
 
-def test_a_cancelled_waiter_does_not_cancel_the_computation():
+def test_a_cancelled_waiter_does_not_cancel_the_computation(store):
     computations = []
     gate = Gate()
 
@@ -292,15 +301,44 @@ def test_a_cancelled_waiter_does_not_cancel_the_computation():
         await until_waiting(2, slow, 1)
         waiter.cancel()
         gate.open()
-        value = await asyncio.wait_for(leader, timeout=5)
-        return value, await asyncio.wait_for(other, timeout=5), waiter.cancelled()
+        value = await asyncio.wait_for(leader, timeout=DEADLINE)
+        return value, await asyncio.wait_for(other, timeout=DEADLINE), waiter.cancelled()
 
     assert run(main()) == (10, 10, True)
     assert computations == [1]
     assert run(slow.aget_cache_only(1)) == 10
 
 
-def test_a_coroutine_awaiting_itself_with_the_same_arguments_fails_clearly():
+def test_nested_cached_calls_under_load_do_not_deadlock(store):
+    """A cached coroutine that awaits another cached coroutine (a payload
+    built from cached parts), with more cold keys in flight at once than a
+    shared store's worker pool has threads: every outer computation waits
+    on an inner one while all 80 are in flight."""
+    parts = []
+    gate = Gate()
+
+    @cache_result(ttl=30)
+    async def part(x):
+        parts.append(x)
+        await gate.passed()  # until all 40 inner computations are in flight
+        return x
+
+    @cache_result(ttl=30)
+    async def whole(x):
+        return await part(x) + 1
+
+    async def main():
+        gate.close()
+        tasks = [asyncio.create_task(whole(x)) for x in range(40)]
+        await until(lambda: len(parts) == 40, "every inner computation in flight")
+        gate.open()
+        return await asyncio.wait_for(asyncio.gather(*tasks), DEADLINE)
+
+    assert run(main()) == [x + 1 for x in range(40)]
+    assert sorted(parts) == list(range(40))
+
+
+def test_a_coroutine_awaiting_itself_with_the_same_arguments_fails_clearly(store):
     """As on a sync function (RuntimeError), never a task awaiting its own
     computation forever."""
 
@@ -341,7 +379,7 @@ def sync_and_async_reports(computations, sync_waits, async_waits):
     return report, areport
 
 
-def test_an_async_task_follows_a_sync_thread_computing_its_key():
+def test_an_async_task_follows_a_sync_thread_computing_its_key(store):
     """One flight per key in the process: a task that misses while a sync
     thread computes the key waits for that thread's value."""
     computations, results = [], {}
@@ -370,7 +408,7 @@ def test_an_async_task_follows_a_sync_thread_computing_its_key():
     assert results["async"][1] == results["sync"][1]
 
 
-def test_a_sync_thread_follows_an_async_task_computing_its_key():
+def test_a_sync_thread_follows_an_async_task_computing_its_key(store):
     computations, results = [], []
     gate = Gate()
     report, areport = sync_and_async_reports(computations, lambda: None, gate.passed)
@@ -394,42 +432,48 @@ def test_a_sync_thread_follows_an_async_task_computing_its_key():
     assert served[1]["cache_status"] is CacheStatus.MISS
 
 
-def test_a_sync_call_on_the_loop_of_the_task_computing_its_key_fails_clearly():
-    """Blocking the loop's thread on a task of that loop would never end."""
-    computations = []
-    gate = Gate()
-    report, areport = sync_and_async_reports(computations, lambda: None, gate.passed)
-
-    async def main():
-        gate.close()
-        task = asyncio.create_task(areport(1))
-        await until(lambda: computations, "computing")
-        with pytest.raises(RuntimeError, match="would wait on the outer one forever"):
-            report(1)
-        gate.open()
-        return await task
-
-    assert run(main()) == ("async", 1)
-    assert computations == [("async", 1)]
+def test_a_sync_call_on_the_loop_of_the_task_computing_its_key_fails_clearly(store):
+    """Blocking the loop's thread on a task of that loop would never end: a
+    RuntimeError instead, on every store. In a process of its own
+    (tests/loop_block.py), which the hang guard kills where the call blocks."""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    backend = store.settings()["CACHE_SETTINGS"]["BACKEND"]
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.loop_block", backend],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,  # a hang guard: the process reports a blocked call itself
+    )
+    assert done.stdout != "blocked\n", "the sync call blocked the loop's thread"
+    assert done.returncode == 0, done.stderr
+    said = done.stdout.splitlines()
+    assert said[0].startswith("RuntimeError: "), said
+    assert "would wait on the outer one forever" in said[0]
+    assert said[1:] == ["task ('async', 1)", "computations [('async', 1)]"]
 
 
 INVALIDATIONS = ["ainvalidate_all", "adelete_by_prefix", "awipe"]
 
 
 @pytest.mark.parametrize("invalidate", INVALIDATIONS)
-def test_an_invalidation_during_a_computation_is_not_undone(invalidate):
-    an_invalidation_during_a_computation_is_not_undone(invalidate)
-
-
-def an_invalidation_during_a_computation_is_not_undone(invalidate):
+def test_an_invalidation_during_a_computation_is_not_undone(store, invalidate):
     """A value computed from data read before an invalidation must not be
     stored where readers find it after the invalidation (as on sync, whose
-    entry goes under the key the computation started with). Also on Redis."""
+    entry goes under the key the computation started with)."""
     data = {"title": "old"}
     read = []
     gate = Gate()
 
-    @cache_result(ttl=60, key_constructor=TenantKey)
+    class TitleKey(KeyConstructor):
+        """This test's own: ``awipe`` touches no function another test made
+        (see test_function_identity.py::test_wipe_passes_over_a_dropped_namesake_...)."""
+
+        tenant = ArgsKeyField("tenant", partition=True)
+        item = ArgsKeyField("item")
+
+    @cache_result(ttl=60, key_constructor=TitleKey)
     async def title(tenant, item):
         read.append(data["title"])
         await gate.passed()  # the data changes and is invalidated meanwhile
@@ -445,7 +489,7 @@ def an_invalidation_during_a_computation_is_not_undone(invalidate):
         elif invalidate == "adelete_by_prefix":
             await title.adelete_by_prefix(tenant="a")
         else:
-            await TenantKey.awipe()
+            assert await TitleKey.awipe() == 1
         gate.open()
         assert await computing == "old"
         return await title.aget_cache_only("a", 1), await title("a", 1)
@@ -458,7 +502,7 @@ def an_invalidation_during_a_computation_is_not_undone(invalidate):
 # -- every a-method ---------------------------------------------------------------
 
 
-def test_every_a_method():
+def test_every_a_method(store):
     async def main():
         assert await lookup.aget_cache_only(1) is CACHE_MISSING
         assert await lookup.aget_cached_metadata(1) is None
@@ -467,13 +511,18 @@ def test_every_a_method():
         assert meta["cache_status"] is CacheStatus.MISS
         assert set(meta) == {"cache_status", "cached_at", "reset_at"}
         assert lifetime(meta) == timedelta(seconds=60)
+        if store.shared:
+            # The entry is in the store, under the key string, signed.
+            assert store.raw(lookup.get_cache_key(1)).startswith(b"RFC3")
         again, meta2 = await lookup.aget_with_metadata(1)
         assert again == value
         assert meta2 == {**meta, "cache_status": CacheStatus.HIT}
         assert await lookup(1) == value
         assert await lookup(user_id=1) == value  # bound like a call: one entry
         assert await lookup.aget_cache_only(1) == value
+        assert await lookup.aget_cache_only(3) is CACHE_MISSING
         assert await lookup.aget_cached_metadata(1) == meta2
+        assert await lookup.aget_cached_metadata(3) is None
 
         assert await lookup.arefresh(1) == {"id": 1, "n": 2}
         refreshed, meta3 = await lookup.arefresh_with_metadata(1)
@@ -494,6 +543,8 @@ def test_every_a_method():
         assert await lookup.adelete_cache(1) is True
         assert await lookup.adelete_cache(1) is False
         assert await lookup.aget_cache_only(1) is CACHE_MISSING
+        if store.shared:
+            assert store.raw(lookup.get_cache_key(1)) is None
 
         await lookup(1)
         await lookup(2)
@@ -509,7 +560,7 @@ def test_every_a_method():
     assert calls == [(1, False)] * 3 + [(2, False)] * 2 + [(1, False), (2, False), (3, False)]
 
 
-def test_get_cache_key_func_and_key_constructor():
+def test_get_cache_key_func_and_key_constructor(store):
     key = lookup.get_cache_key(1)
     assert isinstance(key, str)
     assert key == lookup.get_cache_key(user_id=1)
@@ -523,7 +574,7 @@ def test_get_cache_key_func_and_key_constructor():
     assert run(lookup.aget_cache_only(9)) is CACHE_MISSING
 
 
-def test_aget_cached_metadata_walks_hit_stale_gone():
+def test_aget_cached_metadata_walks_hit_stale_gone(store):
     async def main():
         with frozen_clock() as clock:
             _, meta = await lookup.aget_with_metadata(1)
@@ -532,7 +583,7 @@ def test_aget_cached_metadata_walks_hit_stale_gone():
                 "cache_status": CacheStatus.HIT,
             }
             clock.advance(61)
-            # The test project's STALE_WHILE_REVALIDATE is 60 s.
+            # STALE_WHILE_REVALIDATE is 60 s (configured below).
             assert await lookup.aget_cached_metadata(1) == {
                 **meta,
                 "cache_status": CacheStatus.STALE,
@@ -542,29 +593,11 @@ def test_aget_cached_metadata_walks_hit_stale_gone():
             assert await lookup.aget_cached_metadata(1) is None
             assert await lookup.aget_cache_only(1) is CACHE_MISSING
 
-    run(main())
+    with store.configured(STALE_WHILE_REVALIDATE=60):
+        run(main())
 
 
-def test_adelete_by_prefix_and_awipe_drop_partitions():
-    async def main():
-        await report("a", 1)
-        await report("a", 2)
-        await report("b", 1)
-        await report("c", 1)
-        await report.adelete_by_prefix(tenant="a")
-        assert await report.aget_cache_only("a", 1) is CACHE_MISSING
-        assert await report.aget_cache_only("a", 2) is CACHE_MISSING
-        assert await report.aget_cache_only("b", 1) == "b/1/3"
-        assert await TenantKey.awipe(tenant="b") >= 1
-        assert await report.aget_cache_only("b", 1) is CACHE_MISSING
-        assert await report.aget_cache_only("c", 1) == "c/1/4"
-        assert await TenantKey.awipe() >= 1
-        assert await report.aget_cache_only("c", 1) is CACHE_MISSING
-
-    run(main())
-
-
-def test_adelete_previous_versions():
+def test_adelete_by_prefix_awipe_and_adelete_previous_versions(store):
     def versioned(version):
         meta = type("Meta", (), {"namespace": "async-versions", "version": version})
         cls = type("Versioned", (KeyConstructor,), {"x": ArgsKeyField("x"), "Meta": meta})
@@ -582,6 +615,23 @@ def test_adelete_previous_versions():
         return ("new", x)
 
     async def main():
+        await report("a", 1)
+        await report("a", 2)
+        await report("b", 1)
+        await report("c", 1)
+        await report.adelete_by_prefix(tenant="a")
+        assert await report.aget_cache_only("a", 1) is CACHE_MISSING
+        assert await report.aget_cache_only("a", 2) is CACHE_MISSING
+        assert await report.aget_cache_only("b", 1) == "b/1/3"
+        await report.adelete_by_prefix(tenant="b*")  # data, not a pattern
+        assert await report.aget_cache_only("b", 1) == "b/1/3"
+        # awipe counts the functions it touched: report, TenantKey's one.
+        assert await TenantKey.awipe(tenant="b") == 1
+        assert await report.aget_cache_only("b", 1) is CACHE_MISSING
+        assert await report.aget_cache_only("c", 1) == "c/1/4"
+        assert await TenantKey.awipe() == 1
+        assert await report.aget_cache_only("c", 1) is CACHE_MISSING
+
         await old(1)
         await new(1)
         assert await v1.adelete_previous_versions() == 0
@@ -594,7 +644,7 @@ def test_adelete_previous_versions():
 # -- on a method -------------------------------------------------------------------
 
 
-def test_every_a_method_on_a_bound_method():
+def test_every_a_method_on_a_bound_method(store):
     async def main():
         a, b = Profiles("a"), Profiles("b")
         assert await a.load.aget_cache_only(1) is CACHE_MISSING
@@ -639,7 +689,7 @@ def test_every_a_method_on_a_bound_method():
     run(main())
 
 
-def test_ainvalidate_all_on_a_bound_method():
+def test_ainvalidate_all_on_a_bound_method(store):
     async def main():
         profiles = Profiles("a")
         await profiles.load(1)
@@ -684,7 +734,7 @@ def test_an_async_policy_on_a_sync_function_is_refused_at_decoration(option, mes
 # -- async predicates and ttl ------------------------------------------------------
 
 
-def test_an_async_cache_if_decides_what_is_stored():
+def test_an_async_cache_if_decides_what_is_stored(store):
     seen = []
 
     async def only_even(result, x, *, scale=1):
@@ -713,7 +763,7 @@ def test_an_async_cache_if_decides_what_is_stored():
     assert seen == [(2, 2, 1), (3, 3, 1), (3, 3, 1), (6, 3, 2)]
 
 
-def test_an_async_cache_unless_decides_what_is_not_stored():
+def test_an_async_cache_unless_decides_what_is_not_stored(store):
     async def is_error(result, x):
         await asyncio.sleep(0)
         return "error" in result
@@ -736,7 +786,7 @@ def test_an_async_cache_unless_decides_what_is_not_stored():
     assert calls == [1, -1, -1]
 
 
-def test_a_sync_predicate_works_on_an_async_function():
+def test_a_sync_predicate_works_on_an_async_function(store):
     @cache_result(ttl=60, cache_if=lambda result, x: result > 0)
     async def signed(x):
         calls.append(x)
@@ -750,7 +800,7 @@ def test_a_sync_predicate_works_on_an_async_function():
     assert run(main()) == (1, CACHE_MISSING)
 
 
-def test_an_async_ttl_sets_each_entrys_lifetime():
+def test_an_async_ttl_sets_each_entrys_lifetime(store):
     seen = []
 
     async def ttl_for(result, x):
@@ -758,7 +808,7 @@ def test_an_async_ttl_sets_each_entrys_lifetime():
         await asyncio.sleep(0)
         return result["ttl"]
 
-    @cache_result(ttl=ttl_for)
+    @cache_result(ttl=ttl_for, stale_while_revalidate=60)
     async def timed(x):
         calls.append(x)
         return {"ttl": timedelta(minutes=2) if x == "td" else x}
@@ -768,23 +818,31 @@ def test_an_async_ttl_sets_each_entrys_lifetime():
             metas = {x: (await timed.aget_with_metadata(x))[1] for x in (5, 90, "td")}
             clock.advance(6)
             after = {x: (await timed.aget_with_metadata(x))[1]["cache_status"] for x in (5, 90)}
+            # The stale 5 s entry's refresh asks for its ttl again.
+            await wait_for_async_refreshes()
             return metas, after
 
     metas, after = run(main())
     assert lifetime(metas[5]) == timedelta(seconds=5)
     assert lifetime(metas[90]) == timedelta(seconds=90)
     assert lifetime(metas["td"]) == timedelta(minutes=2)
-    # (The stale 5 s entry's refresh may ask again: only the first three count.)
-    assert seen[:3] == [({"ttl": 5}, 5), ({"ttl": 90}, 90), ({"ttl": timedelta(minutes=2)}, "td")]
+    assert seen == [
+        ({"ttl": 5}, 5),
+        ({"ttl": 90}, 90),
+        ({"ttl": timedelta(minutes=2)}, "td"),
+        ({"ttl": 5}, 5),  # the refresh of the stale entry
+    ]
     # 6 s later the 5 s entry is stale (inside the 60 s window), the 90 s one fresh.
     assert after == {5: CacheStatus.STALE, 90: CacheStatus.HIT}
 
 
-def test_an_async_cache_if_and_an_async_ttl_together():
+def test_an_async_cache_if_and_an_async_ttl_together(store):
     async def positive(result, x):
+        await asyncio.sleep(0)
         return result > 0
 
     async def ttl_for(result, x):
+        await asyncio.sleep(0)
         return result * 10
 
     @cache_result(ttl=ttl_for, cache_if=positive)
@@ -794,22 +852,29 @@ def test_an_async_cache_if_and_an_async_ttl_together():
 
     async def main():
         _, meta = await value.aget_with_metadata(3)
+        hit = (await value.aget_with_metadata(3))[1]["cache_status"]
         await value(-3)
-        return meta, await value.aget_cache_only(-3)
+        again = (await value.aget_with_metadata(-3))[1]["cache_status"]
+        return meta, hit, again, await value.aget_cache_only(-3)
 
-    meta, missing = run(main())
+    meta, hit, again, missing = run(main())
+    assert meta["cache_status"] is CacheStatus.MISS
     assert lifetime(meta) == timedelta(seconds=30)
-    assert missing is CACHE_MISSING
+    assert (hit, again, missing) == (CacheStatus.HIT, CacheStatus.MISS, CACHE_MISSING)
+    assert calls == [3, -3, -3]
+    if store.shared:
+        assert store.holds(value.get_cache_key(3), value.get_cache_key(-3)) == 1
+        assert store.raw(value.get_cache_key(-3)) is None
 
 
 # -- STALE and the refresh task ----------------------------------------------------
 
 
-def test_stale_is_served_at_once_and_refreshed_by_one_task():
+def test_stale_is_served_at_once_and_refreshed_by_one_task(store):
     computations = []
     gate = Gate()
 
-    @cache_result(ttl=10)
+    @cache_result(ttl=10, stale_while_revalidate=60)
     async def version(x):
         computations.append(x)
         await gate.passed()  # the refresh stays in flight during the stale reads
@@ -825,9 +890,11 @@ def test_stale_is_served_at_once_and_refreshed_by_one_task():
             assert computations == [1]  # served without waiting on the recompute
             more = await asyncio.gather(*(version.aget_with_metadata(1) for _ in range(20)))
             assert [(v, m["cache_status"]) for v, m in more] == [(1, CacheStatus.STALE)] * 20
-            assert computations == [1, 1]  # the one refresh task, still held
+            # The one refresh task (on a shared store, once its claim's round trip is made).
+            await until(lambda: computations == [1, 1], "refreshing")
             gate.open()
             await wait_for_async_refreshes()
+            await asyncio.to_thread(wait_for_refreshes)
             assert computations == [1, 1]  # one refresh for 21 stale reads
             value, meta = await version.aget_with_metadata(1)
             assert (value, meta["cache_status"]) == (2, CacheStatus.HIT)
@@ -836,11 +903,11 @@ def test_stale_is_served_at_once_and_refreshed_by_one_task():
     run(main())
 
 
-def test_a_failed_refresh_keeps_the_old_value_logs_and_is_tried_again(caplog):
+def test_a_failed_refresh_keeps_the_old_value_logs_and_is_tried_again(store, caplog):
     computations = []
     failing = {"on": False}
 
-    @cache_result(ttl=10)
+    @cache_result(ttl=10, stale_while_revalidate=60)
     async def fragile(x):
         computations.append(x)
         await asyncio.sleep(0)
@@ -867,22 +934,28 @@ def test_a_failed_refresh_keeps_the_old_value_logs_and_is_tried_again(caplog):
             await wait_for_async_refreshes()
             return await fragile.aget_with_metadata(1)
 
-    with caplog.at_level(logging.ERROR, logger="restflow.caching"):
+    with caplog.at_level(logging.DEBUG, logger="restflow"):
         value, meta = run(main())
-    assert (value, meta["cache_status"]) == (len(computations), CacheStatus.HIT)
-    records = [r for r in caplog.records if r.name == "restflow.caching"]
-    assert records, "the failed refresh was not logged on restflow.caching"
-    assert any(r.exc_info and isinstance(r.exc_info[1], ConnectionError) for r in records), records
-    assert "fragile" in records[0].getMessage()
+    # The first value, two failed refreshes, the one that succeeded.
+    assert (value, meta["cache_status"]) == (4, CacheStatus.HIT)
+    assert computations == [1] * 4
+    # Each failed refresh logged once, as an error with its exception.
+    message = (
+        f"restflow: background refresh of {fragile.__module__}.{fragile.__qualname__}()"
+        " failed; the stale value is kept"
+    )
+    logged = [(r.name, r.levelno, r.getMessage(), type(r.exc_info[1])) for r in caplog.records]
+    assert logged == [("restflow.caching", logging.ERROR, message, ConnectionError)] * 2
 
 
-def test_a_refresh_task_cancelled_with_its_loop_does_not_block_later_refreshes():
+def test_a_refresh_task_cancelled_with_its_loop_does_not_block_later_refreshes(store, caplog):
     """A loop that ends (``asyncio.run`` returning, ``async_to_sync`` per call,
     a server shutting down) cancels the refresh task it was running: the
-    claim must come back, or the entry is never refreshed again."""
-    computations = []
+    claim must come back, or the entry is never refreshed again; no worker
+    waits on the closed loop, and nothing is logged."""
+    computations, claims = [], []
 
-    @cache_result(ttl=10)
+    @cache_result(ttl=10, stale_while_revalidate=60)
     async def slow_version(x):
         computations.append(x)
         if len(computations) == 2:
@@ -892,6 +965,7 @@ def test_a_refresh_task_cancelled_with_its_loop_does_not_block_later_refreshes()
     async def stale_then_leave():
         value, meta = await slow_version.aget_with_metadata(1)
         await until(lambda: len(computations) == 2, "refreshing")  # the loop ends under it
+        claims.extend(store.keys_with("restflow:refresh:"))
         return value, meta["cache_status"]
 
     async def later():
@@ -900,15 +974,20 @@ def test_a_refresh_task_cancelled_with_its_loop_does_not_block_later_refreshes()
         value, second = await slow_version.aget_with_metadata(1)
         return first["cache_status"], value, second["cache_status"]
 
-    with frozen_clock() as clock:
+    with frozen_clock() as clock, caplog.at_level(logging.WARNING, logger="restflow"):
         assert run(slow_version(1)) == 1
         clock.advance(11)
         assert run(stale_then_leave()) == (1, CacheStatus.STALE)
         assert computations == [1, 1]
+        # On a shared store the claim is given back by a worker, after a
+        # round trip: the next stale read claims the refresh once it has.
+        assert len(claims) == (1 if store.shared else 0)
+        wait_until(lambda: not store.keys_with("restflow:refresh:"), "the claim given back")
         assert run(later()) == (CacheStatus.STALE, 3, CacheStatus.HIT)
+    assert [record.getMessage() for record in caplog.records] == []
 
 
-def test_stale_if_error_on_the_memory_store():
+def test_stale_if_error(store):
     """As for a sync function: past ttl and stale window, a recompute that
     raises serves the kept value as STALE, to the leader and its waiters."""
     computations = []
@@ -949,45 +1028,34 @@ def test_stale_if_error_on_the_memory_store():
 
 
 @pytest.mark.urls("tests.async_views")
-def test_a_django_async_view_misses_then_hits():
-    async def main():
-        client = AsyncClient()
-        first = await client.get("/async-users/1/")
-        second = await client.get("/async-users/1/")
-        return first, second
-
-    first, second = run(main())
-    assert first.status_code == second.status_code == 200
-    assert first["X-Cache-status"] == "MISS"
-    assert second["X-Cache-status"] == "HIT"
-    assert first.json() == second.json() == {"id": 1, "name": "user 1", "version": 1}
-    assert second["X-Cached-at"] == first["X-Cached-at"]
-    assert async_views.calls == [1]
-
-
-@pytest.mark.urls("tests.async_views")
-def test_concurrent_requests_to_a_django_async_view_compute_once():
+def test_concurrent_requests_to_a_django_async_view_compute_once_then_hit(store):
     async def main():
         client = AsyncClient()
         async_views.gate.close()
         try:
             requests = [asyncio.create_task(client.get("/async-users/2/")) for _ in range(10)]
-            await until_following(9)
+            await until_waiting(9, async_views.get_user_payload, 2)
         finally:
             async_views.gate.open()
-        return await asyncio.gather(*requests)
+        first = await asyncio.gather(*requests)
+        return first, await client.get("/async-users/2/")
 
-    responses = run(main())
-    assert [r.status_code for r in responses] == [200] * 10
-    assert {r["X-Cache-status"] for r in responses} == {"MISS"}
+    first, second = run(main())
+    assert [r.status_code for r in [*first, second]] == [200] * 11
+    assert [r["X-Cache-status"] for r in first] == ["MISS"] * 10
+    assert second["X-Cache-status"] == "HIT"
+    assert [r.json() for r in [*first, second]] == [{"id": 2, "name": "user 2", "version": 1}] * 11
+    assert [r["X-Cached-at"] for r in first] == [second["X-Cached-at"]] * 10
     assert async_views.calls == [2]
+    if store.shared:
+        assert store.raw(async_views.get_user_payload.get_cache_key(2)).startswith(b"RFC3")
 
 
 # -- invalidation rules ----------------------------------------------------------------
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_invalidation_rule_drops_an_async_functions_entry():
+def test_an_invalidation_rule_drops_an_async_functions_entry(store):
     from restflow.caching.registry import CacheRegister
     from restflow.caching.rules import InvalidationRule
     from tests.testapp.models import Article
@@ -1013,7 +1081,7 @@ def test_an_invalidation_rule_drops_an_async_functions_entry():
 caller = contextvars.ContextVar("caller", default=None)
 
 
-def the_function_runs_in_the_calling_task():
+def test_the_function_runs_in_the_calling_task(store):
     """A miss awaits the function in the caller's task, on every store (on
     a shared one it ran in a task of its own, made for a worker thread):
     the caller's ``current_task()`` and context variables are the
@@ -1036,20 +1104,15 @@ def the_function_runs_in_the_calling_task():
     assert run(where.aget_with_metadata(1))[1]["cache_status"] is CacheStatus.HIT
 
 
-@pytest.mark.parametrize("kind", ["memory", "django"])
-def test_the_function_runs_in_the_calling_task(kind):
-    with using_store(kind):
-        the_function_runs_in_the_calling_task()
-
-
-@pytest.mark.parametrize("kind", ["memory", "django"])
-def test_a_cancelled_leader_hands_its_key_over_without_a_lock_wait(kind):
+def test_a_cancelled_leader_hands_its_key_over_without_a_lock_wait(store):
     """Cancelling the task that computes a key cancels its computation and
     gives the key back at once: the next caller computes it (MISS) without
     waiting on the first one, nor on a store lock left to expire (LOCK_TIMEOUT
-    60 s, far past the hang guard). tests/redis/test_async_steps.py checks
-    the lock itself on Redis."""
-    computations = []
+    60 s, far past the hang guard). On a shared store the lock was taken
+    (one lock key while the first computation runs), and none is left;
+    tests/redis/test_async_steps.py checks that it is freed with no next
+    caller."""
+    computations, locks = [], []
     gate = Gate()
 
     @cache_result(ttl=30)
@@ -1063,18 +1126,21 @@ def test_a_cancelled_leader_hands_its_key_over_without_a_lock_wait(kind):
         gate.close()
         leader = asyncio.create_task(slow.aget_with_metadata(1))
         await until(lambda: computations, "computing")
+        locks.extend(store.keys_with("restflow:lock:"))
         leader.cancel()
         with pytest.raises(asyncio.CancelledError):
             await leader
-        return await asyncio.wait_for(slow.aget_with_metadata(1), 10)
+        return await asyncio.wait_for(slow.aget_with_metadata(1), DEADLINE)
 
-    with using_store(kind):
-        backend = "memory" if kind == "memory" else "django:default"
-        settings = {"CACHE_SETTINGS": {"BACKEND": backend, "LOCK_TIMEOUT": 60}}
-        with override_settings(RESTFLOW_SETTINGS=settings):
-            value, meta = run(main())
-            shared = slow._engine.shared_backend()
-            assert shared is None or shared.stats()["lock_waits"] == 0
+    with store.configured(LOCK_TIMEOUT=60):
+        value, meta = run(main())
+        shared = slow._engine.shared_backend()
+        if store.shared:
+            assert shared.stats()["lock_waits"] == 0
+        else:
+            assert shared is None
     gate.open()
     assert (value, meta["cache_status"]) == (2, CacheStatus.MISS)
     assert computations == [1, 1]
+    assert len(locks) == (1 if store.shared else 0)
+    assert store.keys_with("restflow:lock:") == []

@@ -16,7 +16,6 @@ from datetime import datetime, timedelta
 import pytest
 from asgiref.sync import async_to_sync, iscoroutinefunction
 from django.contrib.auth.models import User
-from django.core.cache import caches
 from django.http import HttpResponse
 from django.test import AsyncClient, AsyncRequestFactory, override_settings
 from django.utils import timezone, translation
@@ -36,6 +35,7 @@ from restflow.caching.testing import frozen_clock
 from tests import response_views_async as views
 from tests.parking import until_following
 from tests.response_views_async import CALLS
+from tests.stores import on
 
 pytestmark = pytest.mark.urls("tests.response_views_async")
 
@@ -426,19 +426,8 @@ def test_a_request_that_waited_for_an_unstorable_response_renders_its_own():
 # --- a shared store ------------------------------------------------------------------
 
 
-@override_settings(
-    CACHES={
-        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "shared": {
-            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-            "LOCATION": "restflow-async-responses",
-        },
-    },
-    RESTFLOW_SETTINGS={"CACHE_SETTINGS": {"BACKEND": "django:shared"}},
-)
-def test_a_shared_store_serves_hits_and_returns_the_live_response_of_a_miss():
-    caches["shared"].clear()
-
+@pytest.mark.parametrize("store", on("django", "redis"), indirect=True)
+def test_a_shared_store_serves_hits_and_returns_the_live_response_of_a_miss(store):
     async def scenario():
         client = AsyncClient()
         with translation.override("fr"):
@@ -457,7 +446,6 @@ def test_a_shared_store_serves_hits_and_returns_the_live_response_of_a_miss():
     # (cookie and all) still reaches the request: the view ran once per request.
     assert [r.cookies["session"].value for r in cookies] == ["for-one-client"] * 2
     assert CALLS["behaviour.cookie"] == 2
-    caches["shared"].clear()
 
 
 # --- the wrapper ---------------------------------------------------------------------

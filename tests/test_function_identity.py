@@ -17,7 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from restflow.caching import ArgsKeyField, CacheStatus, cache_result, reset_stats, stats
+from restflow.caching import (
+    CACHE_MISSING,
+    ArgsKeyField,
+    CacheStatus,
+    KeyConstructor,
+    cache_result,
+    reset_stats,
+    stats,
+)
 from tests.stores import on
 
 calls: list = []
@@ -231,3 +239,45 @@ def test_reading_statistics_claims_no_name(store):
     assert stats()["functions"][used.function_id]["backend"] == store.label
     with pytest.raises(TypeError, match="would serve each other's"):
         unused(1)  # the name is taken now, by the function that used it
+
+
+class ItemKey(KeyConstructor):
+    """The constructor of :func:`cycled` alone (what its ``wipe`` touches)."""
+
+    item = ArgsKeyField("item")
+
+
+def cycled(client):
+    """A closure over ``client`` that ``client`` holds back: dropped, only
+    the collector frees it (a reference cycle, as a bound cache or a
+    registry of callbacks makes one)."""
+
+    @cache_result(ttl=60, key_constructor=ItemKey)
+    def fetch(item):
+        calls.append((client.name, item))
+        return f"{client.name}:{item}"
+
+    client.fetch = fetch
+    return fetch
+
+
+@ON_SHARED_STORES
+def test_wipe_passes_over_a_dropped_namesake_the_collector_has_not_freed(store):
+    """A function dropped but not yet collected is not live: wiping its key
+    constructor drops its live namesake's entries and fails on nothing. (It
+    raised the TypeError of two live functions under one name: the wipe
+    held the dropped function while claiming its name, so the claim's own
+    collection could not free it.)"""
+    gc.collect()
+    gc.disable()  # the dropped function stays until collected
+    try:
+        dropped = cycled(Client("a"))
+        del dropped
+        live = cycled(Client("b"))
+        assert live(1) == "b:1"
+        ItemKey.wipe()
+        assert live.get_cache_only(1) is CACHE_MISSING
+        assert live(1) == "b:1"
+        assert calls == [("b", 1), ("b", 1)]
+    finally:
+        gc.enable()

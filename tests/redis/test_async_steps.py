@@ -1,26 +1,21 @@
 """Async calls on a shared store run the engine's steps (issue 11): the
-round trips on worker threads, the function in the calling task, and no
-worker ever waits on the event loop. Every server (the ``redis`` fixture)."""
+round trips on worker threads, and no worker ever waits on the event loop;
+here the lock a cancelled leader gives back in Redis. Every server (the
+``redis`` fixture); that the function runs in the calling task, and the
+refresh claim of a closed loop, on every
+store: tests/test_async.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import threading
-import time
 
 from django.test import override_settings
 
 from restflow.caching import CacheStatus, cache_result
-from restflow.caching.testing import frozen_clock, wait_for_refreshes
-from tests.parking import DEADLINE, Gate, until
+from tests.parking import Gate, until
 from tests.redis.conftest import redis_settings
-from tests.test_async import run, the_function_runs_in_the_calling_task
-
-
-def test_the_leaders_function_runs_in_the_calling_task(redis):
-    the_function_runs_in_the_calling_task()
+from tests.test_async import run
 
 
 def test_a_cancelled_leader_frees_the_store_lock_at_once(redis_server, redis):
@@ -53,39 +48,3 @@ def test_a_cancelled_leader_frees_the_store_lock_at_once(redis_server, redis):
         assert slow._engine.shared_backend().stats()["lock_waits"] == 0
     assert (value, meta["cache_status"]) == (2, CacheStatus.MISS)
     assert computations == [1, 1]
-
-
-def test_a_refresh_whose_loop_closes_logs_no_error(redis, caplog):
-    """A stale entry's refresh runs as a task of the caller's loop; when the
-    loop closes before it ends, the task is cancelled and its claim given
-    back: no worker waits on a closed loop, nothing is logged, and the next
-    read claims the refresh again."""
-    refreshing = threading.Event()
-    gate = Gate()
-    computations = []
-
-    @cache_result(ttl=10, stale_while_revalidate=60)
-    async def value(x):
-        computations.append(x)
-        if len(computations) > 1:
-            refreshing.set()
-            await gate.passed()
-        return len(computations)
-
-    async def stale_then_close():
-        value_, meta = await value.aget_with_metadata(1)
-        await until(refreshing.is_set, "refreshing")
-        return value_, meta["cache_status"]
-
-    gate.close()
-    with frozen_clock() as clock, caplog.at_level(logging.WARNING, logger="restflow"):
-        assert run(value(1)) == 1
-        clock.advance(11)
-        assert run(stale_then_close()) == (1, CacheStatus.STALE)
-        wait_for_refreshes()
-        # Given back by a worker (a round trip): a hang guard, not a wait.
-        deadline = time.monotonic() + DEADLINE
-        while redis.keys("*restflow:refresh:*"):
-            assert time.monotonic() < deadline, "the refresh claim was never given back"
-            time.sleep(0.001)
-    assert [record.getMessage() for record in caplog.records] == []
