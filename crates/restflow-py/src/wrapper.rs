@@ -278,7 +278,11 @@ impl CachedWrapper {
     /// store, claiming nothing: reading its counters (`stats()`,
     /// `reset_stats()`, a Prometheus scrape) is no use of the store, so a
     /// function never called there must not take its name from a namesake
-    /// that is.
+    /// that is. Dropping entries (`delete_cache`, `invalidate_all`,
+    /// `delete_by_prefix`) claims nothing either: a drop can only make a
+    /// namesake miss, never serve another function's value, and a wipe
+    /// reaches functions dropped but not yet collected, whose claim would
+    /// fail against the live namesake while the wipe holds them.
     #[inline]
     fn backend(&self, py: Python<'_>) -> PyResult<Option<Py<crate::shared::SharedBackend>>> {
         if self.core.uses_memory() {
@@ -876,7 +880,7 @@ impl CachedWrapper {
     ) -> PyResult<bool> {
         let call = self.call(args, kwargs)?;
         let engine = RUNTIME.ready(py)?;
-        if let Some(backend) = self.shared(py)? {
+        if let Some(backend) = self.backend(py)? {
             return crate::shared::delete(py, &self.core, &backend, &call);
         }
         let key = self.key(&call)?;
@@ -890,7 +894,7 @@ impl CachedWrapper {
     fn invalidate_all(&self, py: Python<'_>) -> PyResult<()> {
         self.core.scope.bump();
         RUNTIME.ready(py)?;
-        if let Some(backend) = self.shared(py)? {
+        if let Some(backend) = self.backend(py)? {
             crate::shared::invalidate_all(py, &self.core, &backend)?;
         }
         Ok(())
@@ -909,7 +913,7 @@ impl CachedWrapper {
     ) -> PyResult<()> {
         let call = self.call(args, kwargs)?;
         RUNTIME.ready(py)?;
-        let shared = self.shared(py)?;
+        let shared = self.backend(py)?;
         if !self.core.partitioned() {
             // Nothing to bind to, but a call that could never be made is
             // still a mistake worth reporting.
