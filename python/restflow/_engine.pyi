@@ -101,8 +101,11 @@ class Steps:
         followed: bool = False,
     ) -> Flight:
         """Joins the in-process computation of a missed call as ``task``."""
-    def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> Lookup | Lead:
-        """Shared store, blocking: a served call, or the claim to compute it."""
+    def begin(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any] | None, flight: Flight
+    ) -> Lookup | Lead:
+        """Shared store, blocking: a served call, or the claim to compute it,
+        held by the task that leads ``flight``."""
     def begin_refresh(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> Lead:
         """The claim of a forced recompute (blocking on a shared store)."""
     def waiters(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> int:

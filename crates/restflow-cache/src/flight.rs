@@ -274,6 +274,11 @@ impl<T: Clone, E: Clone> LeaderGuard<'_, T, E> {
 }
 
 impl<T, E> LeaderGuard<'_, T, E> {
+    /// Who leads this flight: the owner it was joined as.
+    pub fn owner(&self) -> Owner {
+        self.flight.leader
+    }
+
     fn finish(&mut self, state: State<T, E>) {
         self.completed = true;
         let removed = {
@@ -409,7 +414,10 @@ mod tests {
                         match group.join(b"k") {
                             Join::Leader(guard) => {
                                 computations.fetch_add(1, Ordering::SeqCst);
-                                thread::sleep(Duration::from_millis(50));
+                                // Finishes once every other caller follows.
+                                while group.waiters(b"k") < 15 {
+                                    thread::yield_now();
+                                }
                                 guard.complete(Ok(42));
                                 return 42;
                             }

@@ -1165,8 +1165,14 @@ fn begin(
     keep: Span,
 ) -> restflow_cache::shared::Begin<'static, String, Arc<FakeStore>, String> {
     cache
-        .begin(&keys(), NearMode::Off, keep, decode, |w| w.wait())
+        .begin(a_task(), &keys(), NearMode::Off, keep, decode, |w| w.wait())
         .unwrap()
+}
+
+/// A task of an event loop on this thread, unlike every other.
+fn a_task() -> restflow_cache::Owner {
+    static TASKS: AtomicUsize = AtomicUsize::new(0);
+    restflow_cache::Owner::task(TASKS.fetch_add(1, Ordering::Relaxed) as u64)
 }
 
 fn claim_of(
@@ -1291,11 +1297,18 @@ fn a_thread_that_began_a_held_claim_follows_it_when_it_begins_the_key_again() {
     let cache = Arc::new(cache);
     let held = std::sync::Mutex::new(Some(claim_of(begin(&cache, Span::ZERO))));
     let again = cache
-        .begin(&keys(), NearMode::Off, Span::ZERO, decode, |waiter| {
-            // The holder gives up (its task was cancelled): this caller leads.
-            drop(held.lock().unwrap().take());
-            waiter.wait()
-        })
+        .begin(
+            a_task(),
+            &keys(),
+            NearMode::Off,
+            Span::ZERO,
+            decode,
+            |waiter| {
+                // The holder gives up (its task was cancelled): this caller leads.
+                drop(held.lock().unwrap().take());
+                waiter.wait()
+            },
+        )
         .map(claim_of);
     assert!(again.expect("follows, then leads").stores());
 }
@@ -1399,7 +1412,7 @@ fn a_counted_claim_counts_a_forced_recompute_as_refresh_and_a_fill_as_a_near_mis
     // The caller looked in the near cache first and missed: a near miss.
     let fill = (NearMode::Fill, Span::ZERO);
     let begun = cache
-        .begin_counted(&keys(), fill, &stats, &TestCodec)
+        .begin_counted(a_task(), &keys(), fill, &stats, &TestCodec)
         .unwrap();
     let restflow_cache::shared::Begin::Served(hit) = begun else {
         panic!("stored: a hit")
@@ -1410,7 +1423,7 @@ fn a_counted_claim_counts_a_forced_recompute_as_refresh_and_a_fill_as_a_near_mis
     // A lead is counted when it is finished, as a MISS.
     cache.delete(&keys()).unwrap();
     let begun = cache
-        .begin_counted(&keys(), fill, &stats, &TestCodec)
+        .begin_counted(a_task(), &keys(), fill, &stats, &TestCodec)
         .unwrap();
     assert_eq!(counted(&stats).0[2], ("near_misses", 2));
     let served = claim_of(begun)
@@ -1428,7 +1441,7 @@ fn a_counted_wait_on_another_caller_of_this_process_is_counted() {
     let off = (NearMode::Off, Span::ZERO);
     let claim = claim_of(
         cache
-            .begin_counted(&keys(), off, &stats, &TestCodec)
+            .begin_counted(a_task(), &keys(), off, &stats, &TestCodec)
             .unwrap(),
     );
     let follower = {
@@ -1535,4 +1548,37 @@ fn a_peek_past_a_failing_store_is_absent_and_warned_about_unless_asked_to_raise(
         strict.peek_decoded(&keys(), decode),
         Err(SharedError::Store(StoreError::Unavailable(_)))
     ));
+}
+
+#[test]
+fn a_blocking_call_on_the_thread_of_the_task_holding_the_claim_is_refused_not_blocked() {
+    // An event loop's task holds the claim (its owner made on this thread,
+    // the loop's), begun on a worker thread. A blocking call of the key on
+    // the loop's thread would block the task it waits for, forever: it is
+    // refused. A call on any other thread follows the claim.
+    let (_, cache, _) = cache(true);
+    let cache = Arc::new(cache);
+    let owner = a_task();
+    let claim = std::thread::scope(|s| {
+        s.spawn(|| {
+            cache.begin(owner, &keys(), NearMode::Off, Span::ZERO, decode, |w| {
+                w.wait()
+            })
+        })
+        .join()
+        .unwrap()
+    });
+    let claim = claim_of(claim.unwrap());
+    let mine = cache.get(&keys(), Span::ZERO, || produce("mine"), |w| w.wait());
+    assert_eq!(mine.map(|a| status(&a)), Err(SharedError::Recursive));
+    let follower = std::thread::spawn({
+        let cache = Arc::clone(&cache);
+        move || cache.get(&keys(), Span::ZERO, || produce("theirs"), |w| w.wait())
+    });
+    while cache.waiters(&keys().data) == 0 {
+        std::thread::yield_now(); // until the follower waits on the claim
+    }
+    claim.finish_served(produce("v1").unwrap()).unwrap();
+    let followed = follower.join().unwrap().unwrap();
+    assert_eq!(value_of(&followed), (Status::Miss, "v1".to_string()));
 }

@@ -142,6 +142,17 @@ impl Flight {
         })
     }
 
+    /// The task that leads this flight of a shared-store key: the owner of
+    /// the store's claim its `begin` takes, so that a call on the thread of
+    /// that task's loop is refused instead of blocking the loop forever
+    /// (see `SharedCache::begin`).
+    pub(crate) fn leading_task(&self) -> Option<Owner> {
+        match &self.part {
+            Part::Tasks(Role::Lead(guard)) => Some(guard.owner()),
+            _ => None,
+        }
+    }
+
     /// Ends the engine's flight (memory store) with `result`.
     fn end<'py>(
         &mut self,

@@ -609,7 +609,8 @@ fn raise(py: Python<'_>, error: SharedError<SharedErr>, function_id: &str) -> Py
         SharedError::Compute(shared) | SharedError::Decode(shared) => shared.clone_ref(py),
         SharedError::Store(store) => CacheBackendError::new_err(store.to_string()),
         SharedError::Recursive => PyRuntimeError::new_err(format!(
-            "{function_id}() called itself with the same arguments while computing them"
+            "{function_id}() called itself with the same arguments while computing them; \
+             the inner call would wait on the outer one forever"
         )),
     }
 }
@@ -718,6 +719,7 @@ pub(crate) fn begin(
     core: &Arc<Core>,
     backend: &Py<SharedBackend>,
     call: &Call<'_>,
+    task: restflow_cache::Owner,
 ) -> PyResult<Begun> {
     let handle = backend.get();
     let mut w = KeyWriter::new();
@@ -728,7 +730,7 @@ pub(crate) fn begin(
     let begun = detached(py, core, || {
         handle
             .cache
-            .begin_counted(&keys, (mode, window), &core.stats, &codec)
+            .begin_counted(task, &keys, (mode, window), &core.stats, &codec)
     });
     match begun? {
         Begin::Lead(claim) => Ok(Begun::Lead(claim)),

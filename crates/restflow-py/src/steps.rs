@@ -114,15 +114,23 @@ impl Steps {
     /// Everything of a shared-store call that blocks (round trips, another
     /// process's lock): a `Lookup` (HIT, STALE with the refresh it claimed,
     /// or what another thread of this process computed), or a `Lead`: this
-    /// caller computes the value, then completes it. Blocks: call it on a
+    /// caller computes the value, then completes it. `flight`: the flight
+    /// of this process's tasks for the key, which the calling task leads
+    /// (`flight`); the store's claim is that task's. Blocks: call it on a
     /// worker thread.
-    #[pyo3(signature = (args, kwargs=None))]
     fn begin<'py>(
         &self,
         py: Python<'py>,
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
+        flight: PyRef<'py, Flight>,
     ) -> PyResult<Py<PyAny>> {
+        let Some(task) = flight.leading_task() else {
+            return Err(PyRuntimeError::new_err(
+                "begin is for the task that leads the flight of its shared-store key",
+            ));
+        };
+        drop(flight);
         let wrapper = self.wrapper.get();
         RUNTIME.ready(py)?;
         let Some(backend) = wrapper.shared(py)? else {
@@ -131,7 +139,7 @@ impl Steps {
             ));
         };
         let (core, call) = (wrapper.core(), wrapper.call(args, kwargs)?);
-        match crate::shared::begin(py, core, &backend, &call)? {
+        match crate::shared::begin(py, core, &backend, &call, task)? {
             Begun::Lead(claim) => {
                 let lead = Lead::new(core, Claim::Store(backend, Box::new(claim)), false);
                 Ok(Py::new(py, lead)?.into_any())

@@ -272,7 +272,7 @@ class AsyncCachedWrapper(Generic[P, T]):
         """Serves a shared-store call for every task of this process that
         misses its key, and hands the answer on."""
         try:
-            found = await self._in_thread(self._steps.begin, args, kwargs)
+            found = await self._in_thread(self._steps.begin, args, kwargs, flight)
             if isinstance(found, _engine.Lead):
                 served = await self._finish(found, args, kwargs)
             else:

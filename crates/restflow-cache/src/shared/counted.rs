@@ -32,7 +32,7 @@ use super::decode::Served;
 use super::steps::{Begin, ComputeClaim};
 use super::store::{KeySet, SharedStore};
 use crate::engine::Status;
-use crate::flight::{Outcome, Waiter};
+use crate::flight::{Outcome, Owner, Waiter};
 use crate::stats::{Counter, Stats};
 use crate::timestamp::Span;
 
@@ -113,6 +113,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     /// finished ([`ComputeClaim::finish_counted`]).
     pub fn begin_counted<T, C>(
         self: &Arc<Self>,
+        owner: Owner,
         keys: &KeySet,
         (mode, stale_if_error): (NearMode, Span),
         stats: &Stats,
@@ -125,6 +126,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         count_near_miss(stats, mode);
         let started = Instant::now();
         let begun = self.begin(
+            owner,
             keys,
             mode,
             stale_if_error,

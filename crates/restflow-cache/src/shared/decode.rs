@@ -21,11 +21,11 @@ use std::sync::Arc;
 
 use super::cache::{Answer, Begun, Handoff, NearMode, Produced, SharedCache, SharedError};
 use super::near::Epoch;
-use super::steps::{served_of, Begin, ComputeClaim, Handle};
+use super::steps::{served_of, unnamed_owner, Begin, ComputeClaim, Handle};
 use super::store::{KeySet, SharedStore, StoreError};
 use crate::engine::Status;
 use crate::entry::{Freshness, Stamps};
-use crate::flight::{Outcome, Waiter};
+use crate::flight::{Outcome, Owner, Waiter};
 use crate::timestamp::Span;
 
 /// How many times a call reads the store before it gives up on entries
@@ -179,16 +179,21 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     /// the value ([`ComputeClaim::finish_served`]) or the error
     /// ([`ComputeClaim::fail_served`]). Run it on a thread that may block
     /// (not an event loop's); `wait` blocks on another thread of this
-    /// process computing the key.
+    /// process computing the key. `owner` holds the claim while it is
+    /// computed: [`Owner::task`] of the event loop's task that awaits the
+    /// value, made on the loop's thread, so that a call on that thread
+    /// which would wait for the claim is refused
+    /// ([`SharedError::Recursive`]) instead of blocking the loop forever.
     pub fn begin<T: Clone + Send + Sync + 'static>(
         self: &Arc<Self>,
+        owner: Owner,
         keys: &KeySet,
         mode: NearMode,
         stale_if_error: Span,
         mut decode: impl FnMut(u8, &[u8]) -> Result<T, Undecodable<E>>,
         wait: impl FnMut(&Waiter<Handoff, E>) -> Outcome<Handoff, E>,
     ) -> Result<Begin<'static, T, S, E>, SharedError<E>> {
-        let handle = Handle::Shared(Arc::clone(self));
+        let handle = Handle::Shared(Arc::clone(self), owner);
         self.begin_in(handle, keys, mode, stale_if_error, &mut decode, wait)
     }
 
@@ -200,7 +205,8 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         keys: &KeySet,
         keep: Span,
     ) -> Result<ComputeClaim<'static, S, E>, SharedError<E>> {
-        self.begin_refresh_in(Handle::Shared(Arc::clone(self)), keys, keep)
+        let handle = Handle::Shared(Arc::clone(self), unnamed_owner());
+        self.begin_refresh_in(handle, keys, keep)
     }
 
     fn begin_in<'a, T: Clone + Send + Sync + 'static>(

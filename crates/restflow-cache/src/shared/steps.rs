@@ -32,10 +32,18 @@ use crate::flight::{Join, LeaderGuard, Owner};
 use crate::timestamp::{Span, Timestamp};
 
 /// The cache a claim works on: borrowed by a caller that finishes within
-/// the call that began (the blocking get), shared by one that outlives it.
+/// the call that began (the blocking get), shared by one that outlives it,
+/// with the owner that holds the claim meanwhile.
 pub(super) enum Handle<'a, S, E> {
     Borrowed(&'a SharedCache<S, E>),
-    Shared(Arc<SharedCache<S, E>>),
+    Shared(Arc<SharedCache<S, E>>, Owner),
+}
+
+/// An owner of its own for a claim that outlives the call that began it
+/// and whose holder the caller did not name: a task no other caller is.
+pub(super) fn unnamed_owner() -> Owner {
+    static CLAIMS: AtomicU64 = AtomicU64::new(0);
+    Owner::task(CLAIMS.fetch_add(1, Ordering::Relaxed))
 }
 
 impl<S, E> std::ops::Deref for Handle<'_, S, E> {
@@ -44,7 +52,7 @@ impl<S, E> std::ops::Deref for Handle<'_, S, E> {
     fn deref(&self) -> &SharedCache<S, E> {
         match self {
             Handle::Borrowed(cache) => cache,
-            Handle::Shared(cache) => cache,
+            Handle::Shared(cache, _) => cache,
         }
     }
 }
@@ -54,24 +62,22 @@ impl<'a, S: SharedStore, E: Clone> Handle<'a, S, E> {
     pub(super) fn again(&self) -> Handle<'a, S, E> {
         match self {
             Handle::Borrowed(cache) => Handle::Borrowed(cache),
-            Handle::Shared(cache) => Handle::Shared(Arc::clone(cache)),
+            Handle::Shared(cache, owner) => Handle::Shared(Arc::clone(cache), *owner),
         }
     }
 
     /// Joins this process's flight for `key`: as the calling thread when
     /// the claim is finished within this call (it computes on this thread),
-    /// else as an owner of its own. A claim that outlives the call is held
+    /// else as the claim's owner. A claim that outlives the call is held
     /// by a caller elsewhere (an event loop's task), not by the thread that
-    /// began it: that thread, beginning the same key again while the claim
-    /// is held, must follow it, not be refused as waiting on itself.
+    /// began it: that thread (a worker), beginning the same key again while
+    /// the claim is held, must follow it, not be refused as waiting on
+    /// itself; while the thread of the owner's loop, which would block the
+    /// task it waits on, is refused.
     pub(super) fn join(&self, key: &[u8]) -> Join<'a, Handoff, E> {
         match self {
             Handle::Borrowed(cache) => cache.flights().join_as(key, Owner::current_thread()),
-            Handle::Shared(cache) => {
-                static CLAIMS: AtomicU64 = AtomicU64::new(0);
-                let owner = Owner::task(CLAIMS.fetch_add(1, Ordering::Relaxed));
-                cache.flights().join_shared(key, owner)
-            }
+            Handle::Shared(cache, owner) => cache.flights().join_shared(key, *owner),
         }
     }
 }
