@@ -183,6 +183,14 @@ fn refresh_replaces_and_never_expiring_entries_stay_fresh() {
     assert!(engine.cache().peek(b"k").is_none());
 }
 
+/// Returns once `followers` callers follow the computation of `key`: what
+/// a leader waits for before it finishes, so none of them comes late.
+fn every_other_caller_follows(engine: &TestEngine, key: &[u8], followers: usize) {
+    while engine.waiters(key) < followers {
+        thread::yield_now();
+    }
+}
+
 #[test]
 fn concurrent_misses_compute_once_and_share_the_value() {
     let engine = engine();
@@ -198,7 +206,7 @@ fn concurrent_misses_compute_once_and_share_the_value() {
                         b"cold",
                         || {
                             calls.fetch_add(1, Ordering::SeqCst);
-                            thread::sleep(Duration::from_millis(100));
+                            every_other_caller_follows(&engine, b"cold", 31);
                             Ok(Computed {
                                 value: 7,
                                 lifetime: lifetime(300, 0),
@@ -214,8 +222,8 @@ fn concurrent_misses_compute_once_and_share_the_value() {
     for handle in handles {
         let (value, status) = handle.join().unwrap();
         assert_eq!(value, 7);
-        // Waiters report MISS too; a late caller may find the stored value.
-        assert!(matches!(status, Status::Miss | Status::Hit));
+        // Followers report the leader's MISS.
+        assert_eq!(status, Status::Miss);
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
@@ -235,7 +243,7 @@ fn concurrent_misses_share_one_error() {
                         b"cold",
                         || {
                             calls.fetch_add(1, Ordering::SeqCst);
-                            thread::sleep(Duration::from_millis(100));
+                            every_other_caller_follows(&engine, b"cold", 31);
                             Err::<Computed<u64>, _>("boom".to_string())
                         },
                         |w| w.wait(),
@@ -249,8 +257,7 @@ fn concurrent_misses_share_one_error() {
         .map(|h| h.join().unwrap())
         .filter(|r| *r == Err(GetError::Compute("boom".to_string())))
         .count();
-    // Callers that arrive after the failure start a computation of their
-    // own; with the barrier and a 100 ms computation all 32 share the first.
+    // The leader fails only once the 31 others follow it: all share it.
     assert_eq!(errors, 32);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert!(engine.cache().store().is_empty());
