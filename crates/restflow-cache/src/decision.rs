@@ -3,6 +3,7 @@
 
 use crate::early::Beta;
 use crate::entry::Lifetime;
+use crate::settings::seconds;
 use crate::timestamp::Span;
 
 /// How long a function's values live when nothing else is decided: a
@@ -87,9 +88,100 @@ impl LifetimeRule {
     }
 }
 
+/// The lifetimes a function's decorator chose, each `None` when it chose
+/// none (the settings' value then applies, read per call since settings
+/// can change): its ttl, stale window, stale-if-error window and early
+/// refresh.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// The same for every value; `None` never expires.
+    pub ttl: Option<Span>,
+    /// `None`: the `STALE_WHILE_REVALIDATE` setting.
+    pub stale: Option<Span>,
+    /// `None`: the `STALE_IF_ERROR` setting.
+    pub stale_if_error: Option<Span>,
+    /// Early refresh (XFetch) with this beta; `None` waits for the ttl.
+    pub early: Option<Beta>,
+}
+
+impl Lifetimes {
+    /// The decorator's numbers checked: seconds >= 0 and a finite beta
+    /// above 0, or the message saying which argument to change.
+    pub fn from_secs(
+        ttl: Option<f64>,
+        stale: Option<f64>,
+        stale_if_error: Option<f64>,
+        beta: Option<f64>,
+    ) -> Result<Lifetimes, String> {
+        let span = |what: &str, secs: Option<f64>| secs.map(|s| seconds(what, s)).transpose();
+        Ok(Lifetimes {
+            ttl: span("ttl", ttl)?,
+            stale: span("stale_while_revalidate", stale)?,
+            stale_if_error: span("stale_if_error", stale_if_error)?,
+            early: beta.map(Beta::new).transpose()?,
+        })
+    }
+
+    /// The lifetime a policy's answer (`None`: no policy, the fixed ttl;
+    /// else `(store, ttl_seconds_or_none)`) gives a value, `None` when it
+    /// is not stored; `default_stale` is the stale window of a function
+    /// that chose none.
+    pub fn decide(
+        &self,
+        answer: Option<(bool, Option<f64>)>,
+        default_stale: Span,
+    ) -> Result<Option<Lifetime>, BadTtl> {
+        let rule = LifetimeRule {
+            ttl: self.ttl,
+            stale: self.stale.unwrap_or(default_stale),
+            early: self.early,
+        };
+        rule.decide(Decision::of_answer(answer))
+    }
+
+    /// How long past its stale window an entry is kept for stale-if-error;
+    /// `default` for a function that chose no window.
+    pub fn stale_if_error_window(&self, default: Span) -> Span {
+        self.stale_if_error.unwrap_or(default)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_functions_lifetimes_fall_back_on_the_settings_and_refuse_bad_numbers() {
+        let own = Lifetimes::from_secs(Some(60.0), Some(5.0), Some(30.0), Some(1.0)).unwrap();
+        let early = Lifetime::new(Span::from_secs(60), Span::from_secs(5))
+            .refreshing_early(Beta::new(1.0).unwrap());
+        assert_eq!(own.decide(None, Span::from_secs(99)), Ok(Some(early)));
+        assert_eq!(own.decide(Some((false, None)), Span::ZERO), Ok(None));
+        assert_eq!(own.stale_if_error_window(Span::ZERO), Span::from_secs(30));
+        let chose_nothing = Lifetimes::from_secs(Some(60.0), None, None, None).unwrap();
+        assert_eq!(
+            chose_nothing.decide(None, Span::from_secs(7)),
+            Ok(Some(Lifetime::new(Span::from_secs(60), Span::from_secs(7))))
+        );
+        assert_eq!(
+            chose_nothing.stale_if_error_window(Span::from_secs(3)),
+            Span::from_secs(3)
+        );
+        assert_eq!(
+            chose_nothing.decide(Some((true, Some(-2.0))), Span::ZERO),
+            Err(BadTtl(-2.0))
+        );
+        assert_eq!(
+            Lifetimes::from_secs(None, Some(-1.0), None, None),
+            Err("stale_while_revalidate must be a number of seconds >= 0, got -1".to_owned())
+        );
+        assert!(Lifetimes::from_secs(None, None, None, Some(0.0))
+            .unwrap_err()
+            .starts_with("beta must be a finite number greater than 0"));
+        assert!(Lifetimes::from_secs(Some(f64::NAN), None, None, None)
+            .unwrap_err()
+            .starts_with("ttl must be"));
+    }
 
     #[test]
     fn a_decision_keeps_the_rules_stale_window_and_early_refresh() {

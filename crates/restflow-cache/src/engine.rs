@@ -18,6 +18,7 @@ use crate::cache::{Cache, Lookup};
 use crate::entry::{Entry, Lifetime, Stamps};
 use crate::flight::{Join, LeaderGuard, Outcome, Owner, SingleFlight, Waiter};
 use crate::refresh::Refresher;
+use crate::role::Role;
 use crate::stats::{Counter, Stats};
 use crate::store::Store;
 use crate::timestamp::{Span, Timestamp};
@@ -116,9 +117,28 @@ pub enum GetError<E> {
     Recursive,
 }
 
+impl<E> GetError<E> {
+    /// What to tell the caller of `function` of a [`GetError::Recursive`]:
+    /// which call waited on itself, and why it cannot.
+    pub fn recursion_message(function: &str) -> String {
+        format!(
+            "{function}() called itself with the same arguments while computing them; \
+             the inner call would wait on the outer one forever"
+        )
+    }
+}
+
 /// The outcome followers share: the entry, whether it is stored, and the
 /// status it is served with (MISS, or STALE for a stale-if-error value).
 pub type Shared<V> = (Arc<Entry<V>>, bool, Status);
+
+/// What a step lookup served ([`Engine::found_claiming`]), with the claim
+/// of the background refresh its caller drew.
+pub type Found<V, E, S> = (Served<V>, Option<RefreshClaim<V, E, S>>);
+
+/// A caller's part in the engine's computation of a key, held between
+/// steps ([`Engine::join_counted`]).
+pub type MemoryRole<'a, V, E, S> = Role<Lead<'a, V, E, S>, Shared<V>, E>;
 
 /// What [`Engine::start`] gave a caller that missed.
 pub enum Start<'a, V, E, S> {
@@ -261,12 +281,68 @@ where
         Ok(served)
     }
 
+    /// [`Engine::resolve_counted`], queueing the background refresh the
+    /// call claimed ([`Served::refresh_claimed`]) with the computation
+    /// `refresh` makes (called only then, so a caller makes its owned copy
+    /// of the call only for a claimed refresh): a synchronous caller's
+    /// whole lifecycle past its lookup.
+    #[allow(clippy::too_many_arguments)]
+    pub fn resolve_refreshing<C, W, R, F>(
+        self: &Arc<Self>,
+        key: &[u8],
+        lookup: Lookup<V>,
+        fallback: Option<Arc<Entry<V>>>,
+        stats: &Stats,
+        compute: C,
+        wait: W,
+        refresh: R,
+    ) -> Result<Served<V>, GetError<E>>
+    where
+        C: FnOnce() -> Result<Computed<V>, E>,
+        W: FnMut(&Waiter<Shared<V>, E>) -> Outcome<Shared<V>, E>,
+        R: FnOnce() -> F,
+        F: FnOnce() -> Result<Computed<V>, E> + Send + 'static,
+    {
+        let served = self.resolve_counted(key, lookup, fallback, stats, compute, wait)?;
+        if served.refresh_claimed {
+            self.schedule_refresh(key, Arc::clone(&served.entry), refresh());
+        }
+        Ok(served)
+    }
+
     /// What a lookup serves without computing, counted in `stats`
     /// ([`Stats::served`]); `None` on a miss (then [`Engine::start`]).
     pub fn found_counted(&self, lookup: Lookup<V>, stats: &Stats) -> Option<Served<V>> {
         let served = found(lookup)?;
         stats.served(served.status, served.refresh_claimed, false);
         Some(served)
+    }
+
+    /// The first step of a caller that cannot block ([`Engine::start`]
+    /// follows on a miss): what `key` serves without computing, counted in
+    /// `stats`, with the claim of the background refresh this caller drew
+    /// (to complete with the value it computes, or drop); `None` on a miss.
+    /// An expired entry within `keep` (the stale-if-error window) stays
+    /// in the store, for a failing computation to fall back on.
+    pub fn found_claiming(
+        self: &Arc<Self>,
+        key: &[u8],
+        keep: Span,
+        stats: &Stats,
+    ) -> Option<Found<V, E, S>> {
+        let (lookup, _) = self.cache.lookup_keeping(key, keep);
+        let served = self.found_counted(lookup, stats)?;
+        let claim = served
+            .refresh_claimed
+            .then(|| self.claim_refresh(key, Arc::clone(&served.entry)));
+        Some((served, claim))
+    }
+
+    /// What `key` holds, HIT (fresh) or STALE, without computing, claiming
+    /// or removing anything; `None` when nothing servable is there.
+    pub fn peek_served(&self, key: &[u8]) -> Option<Served<V>> {
+        let (entry, freshness) = self.cache.peek(key)?;
+        Some(served(entry, Status::of_peek(freshness), true))
     }
 
     /// Computes `key` once for every concurrent caller. When the
@@ -335,6 +411,29 @@ where
             Join::Follower(waiter) if waiter.is_own_flight() => Err(GetError::Recursive),
             Join::Follower(waiter) => Ok(Start::Follow(waiter)),
         }
+    }
+
+    /// [`Engine::start`] for a caller that found `key` missing and holds
+    /// its part between steps: the [`Role`] of `owner` (a follower's wait
+    /// counted in `stats`), with the expired entry within `keep` (the
+    /// stale-if-error window) as the fallback of a failing computation.
+    pub fn join_counted(
+        &self,
+        key: &[u8],
+        keep: Span,
+        owner: Owner,
+        followed: bool,
+        stats: &Stats,
+    ) -> Result<MemoryRole<'_, V, E, S>, GetError<E>> {
+        let (_, fallback) = self.cache.lookup_keeping(key, keep);
+        Ok(match self.start(key, fallback, owner, followed)? {
+            Start::Lead(lead) => Role::Lead(lead),
+            Start::Served(s) => Role::Done((s.entry, s.stored, s.status)),
+            Start::Follow(waiter) => {
+                stats.add(Counter::SingleFlightWait);
+                Role::Follow(waiter)
+            }
+        })
     }
 
     /// How many callers follow the computation of `key` now (see

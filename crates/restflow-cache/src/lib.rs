@@ -97,10 +97,11 @@ pub mod value;
 
 pub use cache::{Cache, Lookup};
 pub use clock::{Clock, JUDGING_MARGIN};
-pub use decision::{BadTtl, Decision, LifetimeRule};
+pub use decision::{BadTtl, Decision, LifetimeRule, Lifetimes};
 pub use early::{Beta, Dice, Early};
 pub use engine::{
-    follow, Computed, Engine, GetError, Lead, RefreshClaim, Served, Shared, Start, Status,
+    follow, Computed, Engine, Found, GetError, Lead, MemoryRole, RefreshClaim, Served, Shared,
+    Start, Status,
 };
 pub use entry::{Entry, Freshness, Lifetime, Stamps};
 pub use flight::{Callback, Join, LeaderGuard, Outcome, Owner, SingleFlight, Waiter};

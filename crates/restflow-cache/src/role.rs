@@ -10,7 +10,9 @@
 //! misuses (completing twice, reading too early) are [`RoleError`]s the
 //! embedder reports, never panics.
 
-use crate::flight::{Callback, Join, Outcome, Waiter};
+use crate::engine::GetError;
+use crate::flight::{Callback, Join, LeaderGuard, Outcome, Owner, SingleFlight, Waiter};
+use crate::stats::{Counter, Stats};
 
 /// A caller's part: the leader's token `L`, a follower's waiter on the
 /// leader's outcome `T`, or an outcome already there.
@@ -49,11 +51,33 @@ impl std::fmt::Display for RoleError {
 
 impl std::error::Error for RoleError {}
 
-impl<'a, T, E> From<Join<'a, T, E>> for Role<crate::LeaderGuard<'a, T, E>, T, E> {
+impl<'a, T, E> From<Join<'a, T, E>> for Role<LeaderGuard<'a, T, E>, T, E> {
     fn from(join: Join<'a, T, E>) -> Self {
         match join {
             Join::Leader(guard) => Role::Lead(guard),
             Join::Follower(waiter) => Role::Follow(waiter),
+        }
+    }
+}
+
+impl<T: Clone, E: Clone> SingleFlight<T, E> {
+    /// [`SingleFlight::join_as`] as the [`Role`] a caller holds between
+    /// steps, a follower's wait counted in `stats`. A follower of a flight
+    /// `owner` leads itself is refused ([`GetError::Recursive`]): it would
+    /// wait on itself forever.
+    pub fn join_counted(
+        &self,
+        key: &[u8],
+        owner: Owner,
+        stats: &Stats,
+    ) -> Result<Role<LeaderGuard<'_, T, E>, T, E>, GetError<E>> {
+        match self.join_as(key, owner) {
+            Join::Follower(waiter) if waiter.is_own_flight() => Err(GetError::Recursive),
+            Join::Follower(waiter) => {
+                stats.add(Counter::SingleFlightWait);
+                Ok(Role::Follow(waiter))
+            }
+            Join::Leader(guard) => Ok(Role::Lead(guard)),
         }
     }
 }
@@ -162,6 +186,20 @@ mod tests {
         assert!(matches!(leader, Role::Ended));
         assert_eq!(follower.outcome(), Ok(Outcome::Abandoned));
         assert!(join(&group, 2).is_leader());
+    }
+
+    #[test]
+    fn a_counted_join_counts_a_followers_wait_and_refuses_a_task_following_itself() {
+        let (group, stats) = (Group::new(), Stats::new());
+        let leader = group.join_counted(b"k", Owner::task(1), &stats).unwrap();
+        assert!(leader.is_leader());
+        assert_eq!(stats.snapshot().get(Counter::SingleFlightWait), 0);
+        let follower = group.join_counted(b"k", Owner::task(2), &stats).unwrap();
+        assert!(!follower.is_leader());
+        assert_eq!(stats.snapshot().get(Counter::SingleFlightWait), 1);
+        let again = group.join_counted(b"k", Owner::task(1), &stats);
+        assert!(matches!(again, Err(GetError::Recursive)));
+        assert_eq!(stats.snapshot().get(Counter::SingleFlightWait), 1);
     }
 
     #[test]

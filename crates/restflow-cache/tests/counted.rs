@@ -101,3 +101,116 @@ fn a_lead_completed_by_its_own_caller_counts_the_computation_and_the_miss() {
     assert_eq!(counts(&stats, &all), [2, 0, 1, 1, 1]);
     assert_eq!(stats.snapshot().compute.count(), 2);
 }
+
+#[test]
+fn a_resolved_call_that_claims_a_refresh_queues_it_and_the_refresh_stores() {
+    let (engine, stats) = (engine(), Stats::new());
+    let made = std::sync::atomic::AtomicUsize::new(0);
+    let resolve = |value: u64| {
+        let lookup = engine.cache().lookup(b"k");
+        let refresh = || {
+            made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            move || kept(value)
+        };
+        let compute = || kept(value);
+        engine.resolve_refreshing(b"k", lookup, None, &stats, compute, |w| w.wait(), refresh)
+    };
+    assert_eq!(resolve(1).unwrap().status, Status::Miss);
+    assert_eq!(resolve(2).unwrap().status, Status::Hit);
+    assert_eq!(made.load(std::sync::atomic::Ordering::SeqCst), 0);
+    engine.cache().clock().advance(Span::from_secs(15));
+    let stale = resolve(3).unwrap();
+    assert_eq!((*stale.entry.value(), stale.status), (1, Status::Stale));
+    assert_eq!(made.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(engine
+        .refresher()
+        .wait_idle(std::time::Duration::from_secs(30)));
+    let hit = resolve(4).unwrap();
+    assert_eq!((*hit.entry.value(), hit.status), (3, Status::Hit));
+    assert_eq!(made.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_step_lookup_counts_what_it_found_and_hands_out_the_refresh_it_drew() {
+    let (engine, stats) = (engine(), Stats::new());
+    let window = Span::from_secs(100);
+    assert!(engine.found_claiming(b"k", window, &stats).is_none());
+    engine.refresh(b"k", || kept(1)).unwrap();
+    let (hit, claim) = engine.found_claiming(b"k", window, &stats).unwrap();
+    assert!(hit.status == Status::Hit && claim.is_none());
+    engine.cache().clock().advance(Span::from_secs(15));
+    let (stale, claim) = engine.found_claiming(b"k", window, &stats).unwrap();
+    assert_eq!(stale.status, Status::Stale);
+    let claim = claim.expect("the first stale read claims the refresh");
+    let (_, none) = engine.found_claiming(b"k", window, &stats).unwrap();
+    assert!(none.is_none(), "one claim at a time");
+    drop(claim); // given back
+    let (_, claim) = engine.found_claiming(b"k", window, &stats).unwrap();
+    let refreshed = claim.expect("claimed again").complete(kept(2).unwrap());
+    assert_eq!(refreshed.status, Status::Refresh);
+    let (hit, _) = engine.found_claiming(b"k", window, &stats).unwrap();
+    assert_eq!((*hit.entry.value(), hit.status), (2, Status::Hit));
+    let all = [Counter::Hit, Counter::Stale, Counter::BackgroundRefresh];
+    assert_eq!(counts(&stats, &all), [2, 3, 2]);
+    // Expired past its stale window but within the kept window: a miss
+    // that leaves the entry for a failing computation to fall back on.
+    engine.cache().clock().advance(Span::from_secs(25));
+    assert!(engine.found_claiming(b"k", window, &stats).is_none());
+    let role = engine
+        .join_counted(b"k", window, Owner::task(1), false, &stats)
+        .unwrap();
+    let restflow_cache::Role::Lead(lead) = role else {
+        panic!("the first caller leads")
+    };
+    let fallback = lead.complete(Err("down".to_owned())).unwrap();
+    assert_eq!(
+        (*fallback.entry.value(), fallback.status),
+        (2, Status::Stale)
+    );
+}
+
+#[test]
+fn a_joined_follower_is_counted_and_a_peek_serves_without_claiming() {
+    let (engine, stats) = (engine(), Stats::new());
+    assert!(engine.peek_served(b"k").is_none());
+    let lead = engine
+        .join_counted(b"k", Span::ZERO, Owner::task(1), false, &stats)
+        .unwrap();
+    let follow = engine
+        .join_counted(b"k", Span::ZERO, Owner::task(2), false, &stats)
+        .unwrap();
+    assert!(lead.is_leader() && !follow.is_leader());
+    assert_eq!(counts(&stats, &[Counter::SingleFlightWait]), [1]);
+    let again = engine.join_counted(b"k", Span::ZERO, Owner::task(1), false, &stats);
+    assert!(matches!(again, Err(restflow_cache::GetError::Recursive)));
+    let restflow_cache::Role::Lead(lead) = lead else {
+        unreachable!()
+    };
+    lead.complete(kept(5)).unwrap();
+    let peeked = engine.peek_served(b"k").unwrap();
+    assert_eq!((*peeked.entry.value(), peeked.status), (5, Status::Hit));
+    engine.cache().clock().advance(Span::from_secs(15));
+    let peeked = engine.peek_served(b"k").unwrap();
+    assert!(peeked.status == Status::Stale && !peeked.refresh_claimed);
+    // A peek claims nothing: the next read still draws the refresh.
+    assert!(engine
+        .found_claiming(b"k", Span::ZERO, &stats)
+        .unwrap()
+        .1
+        .is_some());
+    // Joined after a leader stored: served, as a follower of an abandoned
+    // leader would be.
+    engine.refresh(b"j", || kept(6)).unwrap();
+    let done = engine
+        .join_counted(b"j", Span::ZERO, Owner::task(3), true, &stats)
+        .unwrap();
+    assert!(matches!(
+        done,
+        restflow_cache::Role::Done((_, true, Status::Miss))
+    ));
+    assert_eq!(
+        restflow_cache::GetError::<String>::recursion_message("app.f"),
+        "app.f() called itself with the same arguments while computing them; \
+         the inner call would wait on the outer one forever"
+    );
+}

@@ -23,7 +23,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use restflow_cache::key::{self, KeyWriter};
 use restflow_cache::layout::{self, render_labelled, Classes, Labels};
 use restflow_cache::shared::FunctionKeys;
-use restflow_cache::{Beta, Computed, Decision, LifetimeRule, Scope, Span};
+use restflow_cache::{Computed, Lifetimes, Scope, Span};
 
 use crate::encode::{type_path, PyValues};
 use crate::once::Attached;
@@ -163,10 +163,9 @@ pub(crate) struct Core {
     /// `(result, args, kwargs) -> (store, ttl_seconds_or_None)`, built by
     /// `restflow.caching` from `cache_if`, `cache_unless` and a callable ttl.
     pub policy: Option<Py<PyAny>>,
-    /// The same for every value; `None` never expires.
-    pub ttl: Option<Span>,
-    /// `None`: the `STALE_WHILE_REVALIDATE` setting.
-    pub stale: Option<Span>,
+    /// The ttl, stale and stale-if-error windows and early refresh the
+    /// decorator chose (the engine's, which falls back on the settings).
+    pub lifetimes: Lifetimes,
     pub signature: Signature,
     pub scope: Arc<Scope<ScopeLabels>>,
     /// `<namespace>` or `<namespace>:v<version>`.
@@ -183,10 +182,6 @@ pub(crate) struct Core {
     pub keys: FunctionKeys,
     /// Which store: the `BACKEND` setting, the memory store, or a named one.
     pub backend: BackendChoice,
-    /// `None`: the `STALE_IF_ERROR` setting.
-    pub stale_if_error: Option<Span>,
-    /// `early_refresh=True`: refresh early (XFetch) with this beta.
-    pub early: Option<Beta>,
     /// Whether calls on a shared store use its near cache; `None`: the
     /// `NEAR_CACHE` setting.
     pub near_cache: Option<bool>,
@@ -393,6 +388,14 @@ impl Core {
         self.classes.visit_unshared(|ty| visit.call(ty))
     }
 
+    /// Whether calls are plain: a function (not a method) keyed by its
+    /// arguments, whose key the hot paths write from positional arguments
+    /// alone.
+    #[inline]
+    pub fn plain(&self) -> bool {
+        !self.signature.method && self.fields.is_none()
+    }
+
     /// Whether keys have a partition part.
     pub fn partitioned(&self) -> bool {
         self.fields.as_ref().is_some_and(|f| f.partitioned)
@@ -401,8 +404,8 @@ impl Core {
     /// How long past its stale window an entry is kept for stale-if-error.
     #[inline]
     pub fn stale_if_error_window(&self) -> Span {
-        self.stale_if_error
-            .unwrap_or_else(|| RUNTIME.default_stale_if_error())
+        let default = RUNTIME.default_stale_if_error();
+        self.lifetimes.stale_if_error_window(default)
     }
 
     /// The runtime state bits under which a call may take the hot path (the
@@ -411,7 +414,8 @@ impl Core {
     /// word against a mask made once per wrapper (see
     /// `restflow_cache::settings::BackendChoice::plain_memory_bits`).
     pub fn plain_memory_bits(&self) -> u8 {
-        self.backend.plain_memory_bits(self.stale_if_error)
+        self.backend
+            .plain_memory_bits(self.lifetimes.stale_if_error)
     }
 
     /// Whether calls use the in-process memory store (the hot path asks).
@@ -468,13 +472,9 @@ impl Core {
         value: Bound<'_, PyAny>,
         decision: Option<(bool, Option<f64>)>,
     ) -> PyResult<Computed<Stored>> {
-        let rule = LifetimeRule {
-            ttl: self.ttl,
-            stale: self.stale.unwrap_or_else(|| RUNTIME.default_stale()),
-            early: self.early,
-        };
-        let lifetime = rule
-            .decide(Decision::of_answer(decision))
+        let lifetime = self
+            .lifetimes
+            .decide(decision, RUNTIME.default_stale())
             .map_err(|bad| PyValueError::new_err(bad.message(&self.function_id)))?;
         Ok(Computed {
             value: Stored::new(value.unbind()),

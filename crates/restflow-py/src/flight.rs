@@ -27,8 +27,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use restflow_cache::shared::{OwnedClaim, SharedStore};
 use restflow_cache::{
-    Callback, Computed, Counter, LeaderGuard, MemoryStore, Outcome, Owner, RefreshClaim, Role,
-    RoleError, Shared, Status,
+    Callback, Computed, Counter, GetError, LeaderGuard, MemoryRole, MemoryStore, Outcome, Owner,
+    RefreshClaim, Role, RoleError, Status,
 };
 
 use crate::core::Core;
@@ -37,7 +37,6 @@ use crate::shared::{SharedBackend, SharedServed};
 use crate::stored::Stored;
 use crate::wrapper::{raise, CachedWrapper, Reply as Served};
 
-type PyLead = restflow_cache::Lead<'static, Stored, SharedErr, MemoryStore<Stored>>;
 type PyClaim = RefreshClaim<Stored, SharedErr, MemoryStore<Stored>>;
 type StoreClaim = OwnedClaim<Box<dyn SharedStore>, SharedErr>;
 
@@ -78,7 +77,7 @@ impl Lookup {
 /// The flight a [`Flight`] is part of.
 enum Part {
     /// The engine's, on the memory store.
-    Memory(Role<PyLead, Shared<Stored>, SharedErr>),
+    Memory(MemoryRole<'static, Stored, SharedErr, MemoryStore<Stored>>),
     /// The tasks' of this process that miss a shared-store key.
     Tasks(Role<LeaderGuard<'static, Answer, SharedErr>, Answer, SharedErr>),
 }
@@ -96,46 +95,31 @@ impl Flight {
     /// `task` of this thread's loop; `followed`: the caller followed a
     /// leader that abandoned.
     pub(crate) fn join(
-        py: Python<'_>,
         core: &Arc<Core>,
         key: &[u8],
         task: u64,
         followed: bool,
     ) -> PyResult<Flight> {
-        let engine: &'static crate::runtime::PyEngine = &RUNTIME.engine;
-        let (_, fallback) = engine
-            .cache()
-            .lookup_keeping(key, core.stale_if_error_window());
-        let role = match engine.start(key, fallback, Owner::task(task), followed) {
-            Ok(restflow_cache::Start::Lead(lead)) => Role::Lead(lead),
-            Ok(restflow_cache::Start::Follow(waiter)) => Role::Follow(waiter),
-            Ok(restflow_cache::Start::Served(s)) => Role::Done((s.entry, s.stored, s.status)),
-            Err(error) => return Err(raise(py, error, &core.function_id)),
-        };
-        Flight::counted(core, Part::Memory(role))
+        let window = core.stale_if_error_window();
+        let role =
+            RUNTIME
+                .engine
+                .join_counted(key, window, Owner::task(task), followed, &core.stats);
+        Flight::of(core, role.map(Part::Memory))
     }
 
     /// Joins the flight of the tasks that miss the shared-store entry
     /// `key`, as task `task`.
     pub(crate) fn join_tasks(core: &Arc<Core>, key: &[u8], task: u64) -> PyResult<Flight> {
-        let role = Role::from(RUNTIME.shared_flights.join_as(key, Owner::task(task)));
-        if let Role::Follow(waiter) = &role {
-            if waiter.is_own_flight() {
-                let error = restflow_cache::GetError::Recursive;
-                return Err(Python::attach(|py| raise(py, error, &core.function_id)));
-            }
-        }
-        Flight::counted(core, Part::Tasks(role))
+        let flights = &RUNTIME.shared_flights;
+        let role = flights.join_counted(key, Owner::task(task), &core.stats);
+        Flight::of(core, role.map(Part::Tasks))
     }
 
-    /// The flight, with a follower's wait counted.
-    fn counted(core: &Arc<Core>, part: Part) -> PyResult<Flight> {
-        if matches!(
-            part,
-            Part::Memory(Role::Follow(_)) | Part::Tasks(Role::Follow(_))
-        ) {
-            core.stats.add(Counter::SingleFlightWait);
-        }
+    /// The flight, or why it could not be joined.
+    fn of(core: &Arc<Core>, part: Result<Part, GetError<SharedErr>>) -> PyResult<Flight> {
+        let part =
+            part.map_err(|error| Python::attach(|py| raise(py, error, &core.function_id)))?;
         Ok(Flight {
             core: Arc::clone(core),
             part,

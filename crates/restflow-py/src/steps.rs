@@ -11,8 +11,6 @@
 //! `finish`/`fail` of what they hand out make round trips (run them on a
 //! worker thread); everything else answers at once.
 
-use std::sync::Arc;
-
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
@@ -70,18 +68,14 @@ impl Steps {
         let engine = RUNTIME.ready(py)?;
         let key = wrapper.key(&call)?;
         // An expired entry inside the stale-if-error window stays, for a
-        // failing computation to fall back on (see `flight`).
-        let (lookup, _) = engine
-            .cache()
-            .lookup_keeping(key.as_bytes(), core.stale_if_error_window());
-        // What a miss turns into is counted by its flight.
-        let Some(served) = engine.found_counted(lookup, &core.stats) else {
+        // failing computation to fall back on (see `flight`); what a miss
+        // turns into is counted by its flight.
+        let window = core.stale_if_error_window();
+        let Some((served, claim)) = engine.found_claiming(key.as_bytes(), window, &core.stats)
+        else {
             return Ok(None);
         };
-        let refresh = served.refresh_claimed.then(|| {
-            let claim = engine.claim_refresh(key.as_bytes(), Arc::clone(&served.entry));
-            Lead::new(core, Claim::Memory(claim), false)
-        });
+        let refresh = claim.map(|claim| Lead::new(core, Claim::Memory(claim), false));
         Lookup::new(py, Reply::Memory(served), refresh).map(Some)
     }
 
@@ -106,7 +100,7 @@ impl Steps {
         RUNTIME.ready(py)?;
         let key = wrapper.key(&call)?;
         match wrapper.core().uses_memory() {
-            true => Flight::join(py, wrapper.core(), key.as_bytes(), task, followed),
+            true => Flight::join(wrapper.core(), key.as_bytes(), task, followed),
             false => Flight::join_tasks(wrapper.core(), key.as_bytes(), task),
         }
     }

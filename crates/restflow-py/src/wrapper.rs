@@ -12,7 +12,7 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use restflow_cache::key::KeyWriter;
 use restflow_cache::shared::FunctionKeys;
-use restflow_cache::{Beta, Counter, Entry, GetError, Lookup, Outcome, Served, Status};
+use restflow_cache::{Counter, Entry, GetError, Lifetimes, Lookup, Outcome, Served, Status};
 
 use crate::core::{read_plan, BackendChoice, Call, Core, Fields, OwnedCall};
 use crate::runtime::{hooks, ScopeLabels, SharedErr, RUNTIME};
@@ -77,10 +77,9 @@ fn wait_detached(
 pub(crate) fn raise(py: Python<'_>, error: GetError<SharedErr>, function_id: &str) -> PyErr {
     match error {
         GetError::Compute(shared) => shared.clone_ref(py),
-        GetError::Recursive => PyRuntimeError::new_err(format!(
-            "{function_id}() called itself with the same arguments while computing them; \
-             the inner call would wait on the outer one forever"
-        )),
+        GetError::Recursive => {
+            PyRuntimeError::new_err(GetError::<SharedErr>::recursion_message(function_id))
+        }
     }
 }
 
@@ -310,17 +309,7 @@ impl CachedWrapper {
             }));
         }
         let key = self.key(call)?;
-        Ok(engine
-            .cache()
-            .peek(key.as_bytes())
-            .map(|(entry, freshness)| {
-                Reply::Memory(Served {
-                    entry,
-                    status: Status::of_peek(freshness),
-                    stored: true,
-                    refresh_claimed: false,
-                })
-            }))
+        Ok(engine.peek_served(key.as_bytes()).map(Reply::Memory))
     }
 
     /// Finishes a call whose key was looked up (the engine's `resolve`),
@@ -341,24 +330,23 @@ impl CachedWrapper {
             // Set when the function ran here, so a hit never looks for a
             // parked interrupt.
             let ran = std::cell::Cell::new(false);
-            let served = RUNTIME.engine.resolve_counted(
+            let compute = || {
+                ran.set(true);
+                self.core.compute_for_engine(py, call)
+            };
+            let served = RUNTIME.engine.resolve_refreshing(
                 key,
                 lookup,
                 fallback,
                 &self.core.stats,
-                || {
-                    ran.set(true);
-                    self.core.compute_for_engine(py, call)
-                },
+                compute,
                 |waiter| wait_detached(py, waiter),
+                || self.background_refresh(call),
             );
             if ran.get() {
                 crate::interrupt::raise_parked()?;
             }
             let served = served.map_err(|e| raise(py, e, &self.core.function_id))?;
-            if served.refresh_claimed {
-                self.schedule_refresh(key, &served.entry, call);
-            }
             Ok(Reply::Memory(served))
         })
     }
@@ -370,7 +358,7 @@ impl CachedWrapper {
         core: Arc<Core>,
         bound: Option<(Py<PyAny>, Py<CachedWrapper>)>,
     ) -> PyResult<Bound<'_, CachedWrapper>> {
-        let hot_bits = if bound.is_none() && !core.signature.method && core.fields.is_none() {
+        let hot_bits = if bound.is_none() && core.plain() {
             core.plain_memory_bits()
         } else {
             crate::runtime::state::NEVER
@@ -471,11 +459,7 @@ impl CachedWrapper {
         kwnames: Option<Borrowed<'_, 'py, PyTuple>>,
         kwvalues: &[*mut pyo3::ffi::PyObject],
     ) -> PyResult<Reply> {
-        if kwnames.is_none()
-            && self.bound.is_none()
-            && !self.core.signature.method
-            && self.core.fields.is_none()
-        {
+        if kwnames.is_none() && self.bound.is_none() && self.core.plain() {
             // SAFETY: live objects, per this function's contract.
             if let Some(served) = unsafe { self.hot_vector(py, args)? } {
                 return Ok(Reply::Shared(served));
@@ -570,21 +554,23 @@ impl CachedWrapper {
         ))
     }
 
+    /// The computation of the background refresh a call claimed, for the
+    /// engine to queue: it runs on a refresh worker, attached, and logs
+    /// its failure (the stale value is kept).
     #[cold]
-    fn schedule_refresh(&self, key: &[u8], entry: &Arc<Entry<Stored>>, call: &Call<'_>) {
-        let core = Arc::clone(&self.core);
-        let call = OwnedCall::new(call);
-        let compute = move || {
+    fn background_refresh(
+        &self,
+        call: &Call<'_>,
+    ) -> impl FnOnce() -> Result<restflow_cache::Computed<Stored>, SharedErr> + Send + 'static {
+        let (core, call) = (Arc::clone(&self.core), OwnedCall::new(call));
+        move || {
             Python::attach(|py| {
                 core.compute(py, &call.bind(py)).map_err(|error| {
                     core.log_refresh_failure(py, &error);
                     Arc::new(error)
                 })
             })
-        };
-        RUNTIME
-            .engine
-            .schedule_refresh(key, Arc::clone(entry), compute);
+        }
     }
 }
 
@@ -627,16 +613,8 @@ impl CachedWrapper {
         early_refresh_beta: Option<f64>,
         near_cache: Option<bool>,
     ) -> PyResult<Bound<'py, CachedWrapper>> {
-        let seconds = |what: &str, secs: f64| {
-            restflow_cache::settings::seconds(what, secs).map_err(PyValueError::new_err)
-        };
-        let ttl = ttl.map(|t| seconds("ttl", t)).transpose()?;
-        let stale = stale
-            .map(|s| seconds("stale_while_revalidate", s))
-            .transpose()?;
-        let early = early_refresh_beta
-            .map(|beta| Beta::new(beta).map_err(PyValueError::new_err))
-            .transpose()?;
+        let lifetimes = Lifetimes::from_secs(ttl, stale, stale_if_error, early_refresh_beta)
+            .map_err(PyValueError::new_err)?;
         let signature = Signature::new(function_id.clone(), &signature, method)?;
         let fields = fields
             .map(|(build, partition, partitioned, plan)| {
@@ -669,8 +647,7 @@ impl CachedWrapper {
         let core = Arc::new(Core {
             func: func.unbind(),
             policy: policy.map(Bound::unbind),
-            ttl,
-            stale,
+            lifetimes,
             signature,
             scope,
             namespace: namespace_part,
@@ -680,12 +657,8 @@ impl CachedWrapper {
             classes: Default::default(),
             keys,
             backend: BackendChoice::parse(backend.as_deref()),
-            stale_if_error: stale_if_error
-                .map(|s| seconds("stale_if_error", s))
-                .transpose()?,
             near_cache,
             json_refusal_logged: Default::default(),
-            early,
             claim: claim.map(Bound::unbind),
             claimed: OnceValue::new(),
             stats: Default::default(),
