@@ -107,6 +107,33 @@ pub struct Served<V> {
     pub refresh_claimed: bool,
 }
 
+impl<V> Served<V> {
+    /// `entry` served as `status`; `stored`: whether it is in the store.
+    /// Claims no refresh.
+    #[inline]
+    pub fn new(entry: Arc<Entry<V>>, status: Status, stored: bool) -> Self {
+        served(entry, status, stored)
+    }
+
+    /// The entry whose instants (`cached_at`, `reset_at`) a report of this
+    /// call gives: the one served, when it is in the store; a value that
+    /// was not stored has none to report.
+    #[inline]
+    pub fn reported(&self) -> Option<&Entry<V>> {
+        self.stored.then_some(&*self.entry)
+    }
+
+    /// Whether every call served like this one reports the same: a HIT of
+    /// a stored entry, whose status and instants are fixed for the entry's
+    /// life, so an embedder may build that report once per entry and hand
+    /// out copies. Anything else (MISS, STALE, a value not stored) is
+    /// reported once, when it happens.
+    #[inline]
+    pub fn report_is_fixed(&self) -> bool {
+        self.status == Status::Hit && self.stored
+    }
+}
+
 /// Why a call did not produce a value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GetError<E> {

@@ -214,3 +214,25 @@ fn a_joined_follower_is_counted_and_a_peek_serves_without_claiming() {
          the inner call would wait on the outer one forever"
     );
 }
+
+#[test]
+fn only_a_stored_hit_reports_the_same_every_time() {
+    let (engine, stats) = (engine(), Stats::new());
+    let window = Span::ZERO;
+    let miss = engine.refresh(b"k", || kept(1)).unwrap();
+    assert!(miss.reported().is_some() && !miss.report_is_fixed());
+    let (hit, _) = engine.found_claiming(b"k", window, &stats).unwrap();
+    assert!(hit.report_is_fixed());
+    assert_eq!(hit.reported().map(|e| *e.value()), Some(1));
+    let unstored = Computed {
+        value: 2,
+        lifetime: None,
+    };
+    let refused = engine.refresh(b"j", || Ok::<_, String>(unstored)).unwrap();
+    assert!(refused.reported().is_none() && !refused.report_is_fixed());
+    let bare = restflow_cache::Served::new(refused.entry, Status::Hit, false);
+    assert!(bare.reported().is_none() && !bare.report_is_fixed());
+    engine.cache().clock().advance(Span::from_secs(15));
+    let (stale, _) = engine.found_claiming(b"k", window, &stats).unwrap();
+    assert!(stale.reported().is_some() && !stale.report_is_fixed());
+}

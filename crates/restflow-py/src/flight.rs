@@ -33,9 +33,9 @@ use restflow_cache::{
 
 use crate::core::Core;
 use crate::runtime::{SharedErr, RUNTIME};
-use crate::shared::{SharedBackend, SharedServed};
+use crate::shared::SharedBackend;
 use crate::stored::Stored;
-use crate::wrapper::{raise, CachedWrapper, Reply as Served};
+use crate::wrapper::{raise, Reply as Served};
 
 type PyClaim = RefreshClaim<Stored, SharedErr, MemoryStore<Stored>>;
 type StoreClaim = OwnedClaim<Box<dyn SharedStore>, SharedErr>;
@@ -150,7 +150,7 @@ impl Flight {
         let served = lead
             .complete_counted(result, &self.core.stats)
             .map_err(|error| raise(py, error, &self.core.function_id))?;
-        CachedWrapper::with_metadata(py, &served)
+        Served::Memory(served).with_metadata(py)
     }
 }
 
@@ -250,7 +250,7 @@ impl Flight {
                 Some(Err(error)) => Err(raise(py, error, &self.core.function_id)),
                 Some(Ok(served)) => {
                     stats.served(served.status, false, false);
-                    CachedWrapper::with_metadata(py, &served).map(Some)
+                    Served::Memory(served).with_metadata(py).map(Some)
                 }
             },
             Part::Tasks(role) => match role.outcome().map_err(misstep)? {
@@ -382,14 +382,10 @@ impl Lead {
             self.core.stats.add(Counter::Refresh);
         }
         match served {
-            Some(served) => CachedWrapper::with_metadata(py, &served),
-            None => Served::Shared(SharedServed {
-                value: value.unbind(),
-                status: Status::Refresh,
-                stamps: None,
-            })
-            .with_metadata(py),
+            Some(served) => Served::Memory(served),
+            None => Served::bare(value.unbind(), Status::Refresh),
         }
+        .with_metadata(py)
     }
 
     /// The computation raised `error`. A shared store's miss: the value

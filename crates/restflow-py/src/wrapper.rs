@@ -83,23 +83,19 @@ pub(crate) fn raise(py: Python<'_>, error: GetError<SharedErr>, function_id: &st
     }
 }
 
-/// The metadata dict of DESIGN.md §1. Timestamps are present only for a
-/// value that is in the cache.
-fn metadata<'py>(
-    py: Python<'py>,
-    status: Status,
-    entry: Option<&Entry<Stored>>,
-) -> PyResult<Bound<'py, PyDict>> {
+/// The metadata dict of DESIGN.md §1 of a call the memory store served.
+/// Timestamps are present only for a value that is in the cache.
+fn metadata<'py>(py: Python<'py>, served: &Served<Stored>) -> PyResult<Bound<'py, PyDict>> {
     let times = |entry: &Entry<Stored>| entry.value().iso(py, entry.stamps());
-    if let (Status::Hit, Some(entry)) = (status, entry) {
-        // Every hit on an entry reports the same metadata: build it once
-        // and hand out copies (the caller may mutate its dict).
+    let entry = served.reported();
+    if let (true, Some(entry)) = (served.report_is_fixed(), entry) {
+        // Built once per entry; each caller gets a copy it may mutate.
         let template = entry
             .value()
             .hit_metadata(py, || build_metadata(py, Status::Hit, Some(times(entry))))?;
         return template.copy();
     }
-    build_metadata(py, status, entry.map(times))
+    build_metadata(py, served.status, entry.map(times))
 }
 
 /// A metadata dict: the status, and for a value in the cache its
@@ -134,11 +130,16 @@ impl Reply {
     /// (see [`crate::vectorcall::attached`]).
     #[inline]
     pub fn hit(entry: Arc<Entry<Stored>>) -> Reply {
-        Reply::Memory(Served {
-            entry,
-            status: Status::Hit,
-            stored: true,
-            refresh_claimed: false,
+        Reply::Memory(Served::new(entry, Status::Hit, true))
+    }
+
+    /// A value with no entry to report: BYPASS, or what a refresh stored.
+    pub fn bare(value: Py<PyAny>, status: Status) -> Reply {
+        let stamps = None;
+        Reply::Shared(crate::shared::SharedServed {
+            value,
+            status,
+            stamps,
         })
     }
 
@@ -164,7 +165,10 @@ impl Reply {
             // another thread evicted it meanwhile; its decref is then
             // deferred to the next call that is not a memory hit (every
             // eviction is made by one), so the delay is bounded.
-            Reply::Memory(served) => CachedWrapper::with_metadata(py, &served),
+            Reply::Memory(served) => {
+                let value = served.entry.value().value().clone_ref(py);
+                Ok((value, metadata(py, &served)?))
+            }
             Reply::Shared(served) => {
                 let times = served.stamps.map(|stamps| stamps.iso());
                 let dict = build_metadata(py, served.status, times)?;
@@ -519,41 +523,6 @@ impl CachedWrapper {
         Ok(served)
     }
 
-    /// REFRESH: recomputes now and replaces the entry, on whichever store
-    /// the wrapper uses.
-    fn refresh_call<'py>(
-        &self,
-        py: Python<'py>,
-        call: &Call<'py>,
-    ) -> PyResult<(Py<PyAny>, Bound<'py, PyDict>)> {
-        let engine = RUNTIME.ready(py)?;
-        if let Some(backend) = self.shared(py)? {
-            let served = crate::shared::refresh(py, &self.core, &backend, call)?;
-            self.core.stats.add(Counter::of_status(served.status));
-            return Reply::Shared(served).with_metadata(py);
-        }
-        let key = self.key(call)?;
-        let served = engine.refresh_counted(key.as_bytes(), &self.core.stats, || {
-            self.core.compute_for_engine(py, call)
-        });
-        crate::interrupt::raise_parked()?;
-        let served = served.map_err(|shared| shared.clone_ref(py))?;
-        Self::with_metadata(py, &served)
-    }
-
-    /// `(value, metadata)` of a served call (memory store).
-    #[inline]
-    pub(crate) fn with_metadata<'py>(
-        py: Python<'py>,
-        served: &Served<Stored>,
-    ) -> PyResult<(Py<PyAny>, Bound<'py, PyDict>)> {
-        let entry = served.stored.then_some(&*served.entry);
-        Ok((
-            served.entry.value().value().clone_ref(py),
-            metadata(py, served.status, entry)?,
-        ))
-    }
-
     /// The computation of the background refresh a call claimed, for the
     /// engine to queue: it runs on a refresh worker, attached, and logs
     /// its failure (the stale value is kept).
@@ -717,8 +686,20 @@ impl CachedWrapper {
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<(Py<PyAny>, Bound<'py, PyDict>)> {
-        let call = self.call(args, kwargs)?;
-        self.refresh_call(py, &call)
+        let call = &self.call(args, kwargs)?;
+        let engine = RUNTIME.ready(py)?;
+        if let Some(backend) = self.shared(py)? {
+            let served = crate::shared::refresh(py, &self.core, &backend, call)?;
+            self.core.stats.add(Counter::of_status(served.status));
+            return Reply::Shared(served).with_metadata(py);
+        }
+        let key = self.key(call)?;
+        let served = engine.refresh_counted(key.as_bytes(), &self.core.stats, || {
+            self.core.compute_for_engine(py, call)
+        });
+        crate::interrupt::raise_parked()?;
+        let served = served.map_err(|shared| shared.clone_ref(py))?;
+        Reply::Memory(served).with_metadata(py)
     }
 
     /// The lifecycle of this function's calls in steps, for callers that
@@ -793,7 +774,7 @@ impl CachedWrapper {
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<(Py<PyAny>, Bound<'py, PyDict>)> {
         let value = self.bypass_cache(py, args, kwargs)?;
-        Ok((value, metadata(py, Status::Bypass, None)?))
+        Reply::bare(value, Status::Bypass).with_metadata(py)
     }
 
     /// The cached value (fresh or stale), or `CACHE_MISSING`. Never runs
