@@ -156,6 +156,7 @@ pub struct Layout<H> {
 }
 
 /// The labelled values of a written key.
+#[derive(Debug)]
 pub enum Parts {
     /// The arguments start at this offset and run to the end.
     Arguments(usize),
@@ -269,6 +270,44 @@ pub fn write_fields_key<L, H, E>(
         .map(|(label, r)| (label, r.start + start..r.end + start))
         .collect();
     Ok(Parts::Fields { partition, suffix })
+}
+
+/// The key fields of one call, ready to be written.
+pub enum FieldValues<'a, V> {
+    /// A plan's items, with the planned parameters' values in item order
+    /// (the partition's first, as [`Plan::params`] lists them).
+    Planned(&'a Plan, &'a [V]),
+    /// The partition and suffix items the embedder's key builder made.
+    Items(Vec<Item<V>>, Vec<Item<V>>),
+}
+
+/// Writes the key of a call keyed by key fields, their values read
+/// through `reader`: the partition encoded first on its own, then the key
+/// as [`write_fields_key`] lays it out. A plan writes exactly what its
+/// items handed over one by one would.
+pub fn write_fields<R: ValueReader, L, H>(
+    reader: &R,
+    w: &mut KeyWriter,
+    (scope, class): (&Scope<L>, Option<&ClassId<H>>),
+    partitioned: bool,
+    fields: FieldValues<'_, R::Value>,
+) -> Result<Parts, FieldError> {
+    let mut partition = KeyWriter::new();
+    match fields {
+        FieldValues::Planned(plan, values) => {
+            let (head, tail) = values.split_at(plan.partition_params());
+            let labels = Plan::write_values(reader, &mut partition, plan.partition(), head)?;
+            write_fields_key(w, scope, class, partitioned, (&partition, labels), |w| {
+                Plan::write_values(reader, w, plan.suffix(), tail)
+            })
+        }
+        FieldValues::Items(head, tail) => {
+            let labels = write_items(reader, &mut partition, &head)?;
+            write_fields_key(w, scope, class, partitioned, (&partition, labels), |w| {
+                write_items(reader, w, &tail)
+            })
+        }
+    }
 }
 
 /// What a partial call (`delete_by_prefix`, `wipe`) names: a partition,
@@ -858,6 +897,51 @@ mod tests {
         assert!(refused
             .message("app.f")
             .starts_with("cache_result cannot build a cache key for 'user' of app.f(): it is a value of type 'app.Opaque'"));
+    }
+
+    #[test]
+    fn a_planned_key_and_its_items_write_the_same_key_and_parts() {
+        let scopes: Scopes<()> = Scopes::new();
+        let scope = scopes.unique(());
+        let planned = |label: &str, n| PlanItem {
+            label: label.into(),
+            source: Source::Param(n),
+            hashed: false,
+            sort_lists: false,
+        };
+        let item = |label: &str, value| Item {
+            label: label.into(),
+            value,
+            hashed: false,
+            sort_lists: false,
+        };
+        let plan = Plan::new(vec![planned("org", 1)], vec![planned("page", 0)]);
+        let class = ClassId::new("m.A.f".to_owned(), "A");
+        for (partitioned, class) in [(true, None), (false, None), (true, Some(&class))] {
+            let at = (&*scope, class);
+            let values = ["acme", "2"];
+            let mut from_plan = KeyWriter::new();
+            let fields = FieldValues::Planned(&plan, &values);
+            let plan_parts = write_fields(&Texts, &mut from_plan, at, partitioned, fields);
+            let mut from_items = KeyWriter::new();
+            let items = FieldValues::Items(vec![item("org", "acme")], vec![item("page", "2")]);
+            let item_parts = write_fields(&Texts, &mut from_items, at, partitioned, items);
+            assert_eq!(from_plan.as_bytes(), from_items.as_bytes());
+            let texts = |w: &KeyWriter, parts: Parts| {
+                let Parts::Fields { partition, suffix } = parts else {
+                    panic!("a fields key")
+                };
+                let render = |labels: Labels| render_labelled(w.as_bytes(), &labels, 250).unwrap();
+                (render(partition), render(suffix))
+            };
+            let expected = ("org=s4:acme".to_owned(), "page=s1:2".to_owned());
+            assert_eq!(texts(&from_plan, plan_parts.unwrap()), expected);
+            assert_eq!(texts(&from_items, item_parts.unwrap()), expected);
+        }
+        let refused = FieldValues::Items(vec![], vec![item("user", "?")]);
+        let at = (&*scope, None::<&ClassId<&str>>);
+        let refused = write_fields(&Texts, &mut KeyWriter::new(), at, true, refused);
+        assert_eq!(refused.unwrap_err().label, "user");
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub(crate) use restflow_cache::layout::Parts;
 /// The items of a key constructor made only of planned fields (the
 /// engine's plan: fields that read a named argument or a constant).
 pub(crate) use restflow_cache::layout::Plan;
-use restflow_cache::layout::{FieldError, Item, Partial, PlanItem, Source};
+use restflow_cache::layout::{FieldError, FieldValues, Item, Partial, PlanItem, Source};
 
 /// Builds a plan from Python's `(partition, suffix)` lists of
 /// `(label, kind, payload, hashed, sort_lists)`, kind `"arg"` (payload:
@@ -100,12 +100,6 @@ pub(crate) fn read_plan(
         Ok(out)
     };
     Ok(Plan::new(items(&partition)?, items(&suffix)?))
-}
-
-/// The suffix of a fields key, waiting for the partition to be written.
-enum Suffix<'a, 'py> {
-    Planned(&'a Plan, Vec<Bound<'py, PyAny>>),
-    Items(Bound<'py, PyTuple>),
 }
 
 /// The Python side of a key constructor.
@@ -271,62 +265,35 @@ impl Core {
                 parts: Parts::Arguments(start),
             });
         };
-        // The partition is written first on its own: its generation, looked
-        // up by its bytes, goes in front of it.
-        let mut partition = KeyWriter::new();
-        let (partition_labels, suffix) = match &fields.plan {
+        // Planned fields are read from the call without Python; otherwise
+        // the key constructor builds the items from the bound arguments.
+        let values;
+        let fields_values = match &fields.plan {
             Some(plan) => {
-                let values = self
+                values = self
                     .signature
                     .argument(&call.args, call.kwargs.as_ref(), plan.params())
                     .map_err(|e| e.into_pyerr(&self.function_id))?;
-                let split = plan.partition_params();
-                let labels = self.write_plan(&mut partition, plan.partition(), &values[..split])?;
-                (labels, Suffix::Planned(plan, values[split..].to_vec()))
+                FieldValues::Planned(plan, &values)
             }
             None => {
-                let py = call.args.py();
                 let bound = self
                     .signature
                     .bind_to_dict(&call.args, call.kwargs.as_ref())
                     .map_err(|e| e.into_pyerr(&self.function_id))?;
-                let built = fields.build.bind(py).call1((bound,))?;
-                let (partition_items, suffix_items): (Bound<'_, PyTuple>, Bound<'_, PyTuple>) =
+                let built = fields.build.bind(call.args.py()).call1((bound,))?;
+                let (partition, suffix): (Bound<'_, PyTuple>, Bound<'_, PyTuple>) =
                     built.extract()?;
-                let labels = self.write_items(&mut partition, &partition_items)?;
-                (labels, Suffix::Items(suffix_items))
+                FieldValues::Items(items(&partition)?, items(&suffix)?)
             }
         };
-        let parts = layout::write_fields_key(
-            w,
-            &self.scope,
-            class.as_deref(),
-            fields.partitioned,
-            (&partition, partition_labels),
-            |w| match suffix {
-                Suffix::Planned(plan, values) => self.write_plan(w, plan.suffix(), &values),
-                Suffix::Items(items) => self.write_items(w, &items),
-            },
-        )?;
+        let at = (&*self.scope, class.as_deref());
+        let parts =
+            layout::write_fields(&PyValues::new(), w, at, fields.partitioned, fields_values)
+                .map_err(|e| field_error(e, &self.function_id))?;
         Ok(Layout { class, parts })
     }
 
-    /// Writes planned items exactly as [`write_items`] writes the same
-    /// items coming from Python; `values` are the planned parameters' values
-    /// in item order.
-    fn write_plan(
-        &self,
-        w: &mut KeyWriter,
-        items: &[PlanItem],
-        values: &[Bound<'_, PyAny>],
-    ) -> PyResult<Labels> {
-        Plan::write_values(&PyValues::new(), w, items, values)
-            .map_err(|e| field_error(e, &self.function_id))
-    }
-
-    fn write_items(&self, w: &mut KeyWriter, items: &Bound<'_, PyTuple>) -> PyResult<Labels> {
-        write_items(w, items, &self.function_id)
-    }
     /// Whether keys carry the class of a method's instance (a method that
     /// does not share its key identifier).
     fn keyed_by_class(&self) -> bool {
@@ -346,7 +313,7 @@ impl Core {
             .bind(call.args.py())
             .call1((&call.args, call.kwargs.as_ref()))?;
         let mut partition = KeyWriter::new();
-        let labels = self.write_items(&mut partition, items.cast::<PyTuple>()?)?;
+        let labels = write_items(&mut partition, items.cast::<PyTuple>()?, &self.function_id)?;
         let classes = match (self.keyed_by_class(), bound) {
             (false, _) => vec![None],
             (true, true) => vec![Some(self.class_id(&call.args.get_item(0)?)?)],
@@ -547,19 +514,22 @@ pub(crate) fn write_items(
     items: &Bound<'_, PyTuple>,
     function_id: &str,
 ) -> PyResult<Labels> {
-    let items = items
-        .iter()
-        .map(|item| {
-            let (label, value, hashed, sort_lists) = item.extract()?;
-            Ok(Item {
-                label,
-                value,
-                hashed,
-                sort_lists,
-            })
+    layout::write_items(&PyValues::new(), w, &self::items(items)?)
+        .map_err(|e| field_error(e, function_id))
+}
+
+/// The `(label, value, hashed, sort_lists)` tuples a key constructor made.
+fn items<'py>(items: &Bound<'py, PyTuple>) -> PyResult<Vec<Item<Bound<'py, PyAny>>>> {
+    let item = |item: Bound<'py, PyAny>| {
+        let (label, value, hashed, sort_lists) = item.extract()?;
+        Ok(Item {
+            label,
+            value,
+            hashed,
+            sort_lists,
         })
-        .collect::<PyResult<Vec<_>>>()?;
-    layout::write_items(&PyValues::new(), w, &items).map_err(|e| field_error(e, function_id))
+    };
+    items.iter().map(item).collect()
 }
 
 /// A key field the engine refused, as Python's error.
