@@ -233,11 +233,46 @@ impl Scopes<ScopeLabels> {
     pub fn drop_versions_below(&self, owner: &str, version: u32) -> usize {
         self.bump_where(|labels| labels.owner == owner && labels.version < version)
     }
+
+    /// The scope of a cached function whose key strings name it
+    /// `identity`: the one every function of that identity shares, or, for
+    /// a function whose identity other live functions can have (`own`: one
+    /// made inside a function, a lambda), a scope of its own, so its
+    /// in-process entries are never another's.
+    pub fn of_function(
+        &self,
+        identity: &str,
+        labels: ScopeLabels,
+        own: bool,
+    ) -> Arc<Scope<ScopeLabels>> {
+        match own {
+            true => self.unique(labels),
+            false => self.intern(identity, labels),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_function_shares_its_identitys_scope_unless_it_keeps_its_own() {
+        let scopes = Scopes::new();
+        let labels = || ScopeLabels {
+            owner: "app.Keys".into(),
+            version: 1,
+            function_id: "app.f".into(),
+        };
+        let first = scopes.of_function("ns::app.f", labels(), false);
+        let same = scopes.of_function("ns::app.f", labels(), false);
+        let own = scopes.of_function("ns::app.f", labels(), true);
+        assert!(Arc::ptr_eq(&first, &same));
+        assert!(!Arc::ptr_eq(&first, &own));
+        assert_ne!(first.key_word(), own.key_word());
+        // Both are reached by their key constructor's version drop.
+        assert_eq!(scopes.drop_versions_below("app.Keys", 2), 2);
+    }
 
     #[test]
     fn older_versions_of_one_constructor_are_dropped() {

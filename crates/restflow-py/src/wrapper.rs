@@ -600,7 +600,7 @@ impl CachedWrapper {
             .transpose()?;
         let namespace_part = restflow_cache::settings::namespace_part(namespace, version);
         let identity = format!("{namespace_part}::{function_id}");
-        let labels_owner = owner.clone();
+        let keys = FunctionKeys::new(&function_id, &identity, &owner, version);
         let labels = ScopeLabels {
             owner,
             version,
@@ -608,11 +608,9 @@ impl CachedWrapper {
         };
         // A function whose identity other live functions can have keeps its
         // in-process entries to itself (see `Core::claim`).
-        let scope = match claim {
-            Some(_) => RUNTIME.scopes.unique(labels),
-            None => RUNTIME.scopes.intern(&identity, labels),
-        };
-        let keys = FunctionKeys::new(&function_id, &identity, &labels_owner, version);
+        let scope = RUNTIME
+            .scopes
+            .of_function(&identity, labels, claim.is_some());
         let core = Arc::new(Core {
             func: func.unbind(),
             policy: policy.map(Bound::unbind),
