@@ -592,7 +592,74 @@ impl Plan {
     }
 }
 
+/// One planned item as the embedder hands it over: its label, where its
+/// value comes from (an argument by name, or a constant value), and how
+/// it is encoded.
+pub struct PlanSpec<V> {
+    /// The item's label.
+    pub label: String,
+    /// `Ok(name)`: the argument of that parameter; `Err(value)`: a
+    /// constant.
+    pub source: Result<String, V>,
+    /// Whether the key keeps only a digest of the value.
+    pub hashed: bool,
+    /// Whether lists in the value are sorted before encoding.
+    pub sort_lists: bool,
+}
+
+/// Why a plan could not be made.
+#[derive(Debug)]
+pub enum PlanError {
+    /// An item reads an argument the function has no parameter for.
+    NoParam(String),
+    /// A constant has no key encoding.
+    Field(FieldError),
+}
+
+impl PlanError {
+    /// The error message for a key constructor of `function`.
+    pub fn message(&self, function: &str) -> String {
+        match self {
+            PlanError::NoParam(name) => format!("no parameter {name:?} to plan"),
+            PlanError::Field(error) => error.message(function),
+        }
+    }
+}
+
 impl Plan {
+    /// The plan of these partition and suffix items: an argument's item
+    /// reads the parameter `param_index` finds for its name, a constant is
+    /// encoded once, here, through `reader`.
+    pub fn read<R: ValueReader>(
+        reader: &R,
+        param_index: impl Fn(&str) -> Option<usize>,
+        partition: Vec<PlanSpec<R::Value>>,
+        suffix: Vec<PlanSpec<R::Value>>,
+    ) -> Result<Plan, PlanError> {
+        let item = |spec: PlanSpec<R::Value>| {
+            let source = match spec.source {
+                Ok(name) => Source::Param(param_index(&name).ok_or(PlanError::NoParam(name))?),
+                Err(value) => {
+                    let (label, hashed) = (&spec.label, spec.hashed);
+                    let mut w = KeyWriter::new();
+                    write_item(reader, &mut w, label, &value, hashed, spec.sort_lists)
+                        .map_err(PlanError::Field)?;
+                    Source::Const(w)
+                }
+            };
+            Ok::<_, PlanError>(PlanItem {
+                label: spec.label,
+                source,
+                hashed: spec.hashed,
+                sort_lists: spec.sort_lists,
+            })
+        };
+        let items = |specs: Vec<PlanSpec<R::Value>>| -> Result<Vec<_>, _> {
+            specs.into_iter().map(item).collect()
+        };
+        Ok(Plan::new(items(partition)?, items(suffix)?))
+    }
+
     /// Writes `items` (the partition's or the suffix's) as labelled items,
     /// exactly as [`write_items`] writes the same items handed over one by
     /// one: `values` are the planned parameters' values in item order, read
@@ -942,6 +1009,60 @@ mod tests {
         let at = (&*scope, None::<&ClassId<&str>>);
         let refused = write_fields(&Texts, &mut KeyWriter::new(), at, true, refused);
         assert_eq!(refused.unwrap_err().label, "user");
+    }
+
+    #[test]
+    fn a_plan_read_from_specs_finds_its_parameters_and_encodes_its_constants_once() {
+        let spec = |label: &str, source, hashed| PlanSpec {
+            label: label.into(),
+            source,
+            hashed,
+            sort_lists: false,
+        };
+        let param_index = |name: &str| ["q", "page", "org"].iter().position(|p| *p == name);
+        let plan = Plan::read(
+            &Texts,
+            param_index,
+            vec![spec("org", Ok("org".into()), false)],
+            vec![
+                spec("kind", Err("r"), false),
+                spec("q", Ok("q".into()), true),
+            ],
+        )
+        .unwrap();
+        assert_eq!(plan.params(), [2, 0]);
+        assert_eq!(plan.partition_params(), 1);
+        let mut from_plan = KeyWriter::new();
+        Plan::write_values(&Texts, &mut from_plan, plan.suffix(), &["x"]).unwrap();
+        let item = |label: &str, value, hashed| Item {
+            label: label.into(),
+            value,
+            hashed,
+            sort_lists: false,
+        };
+        let mut from_items = KeyWriter::new();
+        let items = [item("kind", "r", false), item("q", "x", true)];
+        write_items(&Texts, &mut from_items, &items).unwrap();
+        assert_eq!(from_plan.as_bytes(), from_items.as_bytes());
+
+        let missing = Plan::read(
+            &Texts,
+            param_index,
+            vec![spec("u", Ok("user".into()), false)],
+            vec![],
+        );
+        let missing = missing.err().unwrap();
+        assert_eq!(missing.message("app.f"), "no parameter \"user\" to plan");
+        let opaque = Plan::read(
+            &Texts,
+            param_index,
+            vec![],
+            vec![spec("k", Err("?"), false)],
+        );
+        let Some(PlanError::Field(refused)) = opaque.err() else {
+            panic!("a constant with no key encoding is refused")
+        };
+        assert_eq!(refused.label, "k");
     }
 
     #[test]

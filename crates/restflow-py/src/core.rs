@@ -42,64 +42,49 @@ pub(crate) use restflow_cache::layout::Parts;
 /// The items of a key constructor made only of planned fields (the
 /// engine's plan: fields that read a named argument or a constant).
 pub(crate) use restflow_cache::layout::Plan;
-use restflow_cache::layout::{FieldError, FieldValues, Item, Partial, PlanItem, Source};
+use restflow_cache::layout::{FieldError, FieldValues, Item, Partial, PlanError, PlanSpec};
 
 /// Builds a plan from Python's `(partition, suffix)` lists of
 /// `(label, kind, payload, hashed, sort_lists)`, kind `"arg"` (payload:
 /// the parameter name) or `"const"` (payload: the value).
-pub(crate) fn read_plan(
+pub(crate) fn read_plan<'py>(
     signature: &Signature,
-    spec: &Bound<'_, PyAny>,
+    spec: &Bound<'py, PyAny>,
     function_id: &str,
 ) -> PyResult<Plan> {
-    let (partition, suffix): (Bound<'_, PyAny>, Bound<'_, PyAny>) = spec.extract()?;
-    let items = |list: &Bound<'_, PyAny>| -> PyResult<Vec<PlanItem>> {
-        let mut out = Vec::new();
-        for item in list.try_iter()? {
-            let (label, kind, payload, hashed, sort_lists): (
-                String,
-                String,
-                Bound<'_, PyAny>,
-                bool,
-                bool,
-            ) = item?.extract()?;
+    let (partition, suffix): (Bound<'py, PyAny>, Bound<'py, PyAny>) = spec.extract()?;
+    let specs = |list: &Bound<'py, PyAny>| {
+        let spec = |item: PyResult<Bound<'py, PyAny>>| {
+            let (label, kind, payload, hashed, sort_lists): (_, String, Bound<'py, PyAny>, _, _) =
+                item?.extract()?;
             let source = match kind.as_str() {
-                "arg" => {
-                    let name: String = payload.extract()?;
-                    let n = signature.param_index(&name).ok_or_else(|| {
-                        PyValueError::new_err(format!("no parameter {name:?} to plan"))
-                    })?;
-                    Source::Param(n)
-                }
-                "const" => {
-                    let mut w = KeyWriter::new();
-                    layout::write_item(
-                        &PyValues::new(),
-                        &mut w,
-                        &label,
-                        &payload,
-                        hashed,
-                        sort_lists,
-                    )
-                    .map_err(|e| field_error(e, function_id))?;
-                    Source::Const(w)
-                }
+                "arg" => Ok(payload.extract()?),
+                "const" => Err(payload),
                 other => {
-                    return Err(PyValueError::new_err(format!(
-                        "unknown plan item {other:?}"
-                    )))
+                    let message = format!("unknown plan item {other:?}");
+                    return Err(PyValueError::new_err(message));
                 }
             };
-            out.push(PlanItem {
+            Ok(PlanSpec {
                 label,
                 source,
                 hashed,
                 sort_lists,
-            });
-        }
-        Ok(out)
+            })
+        };
+        list.try_iter()?.map(spec).collect::<PyResult<Vec<_>>>()
     };
-    Ok(Plan::new(items(&partition)?, items(&suffix)?))
+    let param_index = |name: &str| signature.param_index(name);
+    let plan = Plan::read(
+        &PyValues::new(),
+        param_index,
+        specs(&partition)?,
+        specs(&suffix)?,
+    );
+    plan.map_err(|error| match error {
+        PlanError::Field(error) => field_error(error, function_id),
+        PlanError::NoParam(_) => PyValueError::new_err(error.message(function_id)),
+    })
 }
 
 /// The Python side of a key constructor.
