@@ -18,6 +18,7 @@
 //! embedder refuses any other zone, never keying it by what it prints.
 
 use crate::key::{KeyWriter, Sequence, TooLong};
+use crate::signature::Unsupported;
 
 /// What the key says about a value's zone beyond its text.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +35,51 @@ pub enum Zone {
     },
     /// A tz database zone, by its key (Python's `zoneinfo.ZoneInfo`).
     Info(String),
+}
+
+impl Zone {
+    /// A fixed offset's zone (Python's `datetime.timezone`), its offset
+    /// as `(days, seconds, microseconds)`: in the text when its `name` is
+    /// the one every zone of that offset has by default (`default_name`),
+    /// else named.
+    pub fn fixed(offset: [i64; 3], name: String, default_name: &str) -> Zone {
+        if name == default_name {
+            return Zone::InText;
+        }
+        let [days, seconds, micros] = offset;
+        Zone::Named {
+            offset_micros: (days * 86_400 + seconds) * 1_000_000 + micros,
+            name,
+        }
+    }
+
+    /// A tz database zone by its `key`; `None` is a zone made from a file,
+    /// which has no key to name it by in every process: refused, for a
+    /// value of type `value`.
+    pub fn info(key: Option<String>, value: &str) -> Result<Zone, Unsupported> {
+        key.map(Zone::Info).ok_or_else(|| Unsupported {
+            what: format!("a {value} whose zone is a ZoneInfo with no key"),
+            reason: Some(
+                "a ZoneInfo made from a file (ZoneInfo.from_file) has no key to name \
+                 it by in every process; use ZoneInfo(\"Area/City\")."
+                    .to_owned(),
+            ),
+        })
+    }
+
+    /// The refusal of any other zone (a `tzinfo` of type `tzinfo`, for a
+    /// value of type `value`): what it prints is an offset, not a name.
+    pub fn unknown(value: &str, tzinfo: &str) -> Unsupported {
+        Unsupported {
+            what: format!("a {value} whose tzinfo is a '{tzinfo}'"),
+            reason: Some(
+                "only zoneinfo.ZoneInfo or datetime.timezone zones have a name restflow can key \
+                 by (the printed offset is not the zone). Convert the value (astimezone(ZoneInfo(\
+                 \"Area/City\"))) or give the key field a normalizer."
+                    .to_owned(),
+            ),
+        }
+    }
 }
 
 /// Writes a date-time or a time of day (its tag already written) from its
@@ -73,6 +119,37 @@ mod tests {
         let mut w = KeyWriter::new();
         write_moment(&mut w, iso, fold, &zone).unwrap();
         render(w.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_zone_is_named_only_when_its_text_does_not_say_it_and_only_by_what_names_it() {
+        assert_eq!(
+            Zone::fixed([0, 3600, 0], "UTC+01:00".into(), "UTC+01:00"),
+            Zone::InText
+        );
+        assert_eq!(
+            Zone::fixed([-1, 86_399, 5], "X".into(), "UTC-00:00:00.999995"),
+            Zone::Named {
+                offset_micros: -999_995,
+                name: "X".into()
+            }
+        );
+        assert_eq!(
+            Zone::info(Some("Europe/London".into()), "datetime.datetime"),
+            Ok(Zone::Info("Europe/London".into()))
+        );
+        let keyless = Zone::info(None, "datetime.datetime").unwrap_err();
+        assert_eq!(
+            keyless.what,
+            "a datetime.datetime whose zone is a ZoneInfo with no key"
+        );
+        assert!(keyless.reason.unwrap().contains("ZoneInfo.from_file"));
+        let unknown = Zone::unknown("datetime.time", "pytz.UTC");
+        assert_eq!(unknown.what, "a datetime.time whose tzinfo is a 'pytz.UTC'");
+        assert!(unknown
+            .reason
+            .unwrap()
+            .starts_with("only zoneinfo.ZoneInfo"));
     }
 
     #[test]

@@ -365,14 +365,7 @@ fn read_other<'a, 'py>(value: &'a Bound<'py, PyAny>) -> Result<View<'a, Bound<'p
         }
     }
     if kind.is(types.timedelta.bind(py)) {
-        return Ok(View::Timedelta(["days", "seconds", "microseconds"].map(
-            |part| {
-                value
-                    .getattr(part)
-                    .and_then(|v| v.extract::<i64>())
-                    .unwrap_or_default()
-            },
-        )));
+        return Ok(View::Timedelta(timedelta_parts(value)));
     }
     if kind.is(types.decimal.bind(py)) {
         return Ok(View::Decimal(text(value)?));
@@ -399,6 +392,14 @@ fn read_other<'a, 'py>(value: &'a Bound<'py, PyAny>) -> Result<View<'a, Bound<'p
     Ok(View::Subclass {
         class: type_path(&kind),
         base: Box::new(base),
+    })
+}
+
+/// A `timedelta`'s `(days, seconds, microseconds)`.
+pub(crate) fn timedelta_parts(value: &Bound<'_, PyAny>) -> [i64; 3] {
+    ["days", "seconds", "microseconds"].map(|part| {
+        let part = value.getattr(part).and_then(|v| v.extract::<i64>());
+        part.unwrap_or_default()
     })
 }
 

@@ -7,10 +7,9 @@
 //! never keyed by what it prints.
 
 use pyo3::prelude::*;
-use pyo3::types::PyType;
 use restflow_cache::moment::Zone;
 
-use crate::encode::{type_path, unsupported, StdTypes, Unsupported};
+use crate::encode::{timedelta_parts, type_path, unsupported, StdTypes, Unsupported};
 
 /// What names the zone of a datetime or time `value`, beyond its text.
 pub(crate) fn zone(value: &Bound<'_, PyAny>, types: &StdTypes) -> Result<Zone, Unsupported> {
@@ -24,57 +23,18 @@ pub(crate) fn zone(value: &Bound<'_, PyAny>, types: &StdTypes) -> Result<Zone, U
     if kind.is(types.timezone.bind(py)) {
         // A fixed offset: the same whatever the date, so `None` asks it.
         let offset = tz.call_method1("utcoffset", (py.None(),)).map_err(failed)?;
-        let name: String = tz
-            .call_method1("tzname", (py.None(),))
-            .and_then(|n| n.extract())
-            .map_err(failed)?;
-        let unnamed: String = types
-            .timezone
-            .bind(py)
-            .call1((&offset,))
-            .and_then(|t| t.call_method1("tzname", (py.None(),)))
-            .and_then(|n| n.extract())
-            .map_err(failed)?;
-        if name == unnamed {
-            return Ok(Zone::InText);
-        }
-        let micros = ["days", "seconds", "microseconds"].map(|part| {
-            offset
-                .getattr(part)
-                .and_then(|v| v.extract::<i64>())
-                .unwrap_or_default()
-        });
-        return Ok(Zone::Named {
-            offset_micros: (micros[0] * 86_400 + micros[1]) * 1_000_000 + micros[2],
-            name,
-        });
+        let name = |tz: &Bound<'_, PyAny>| -> PyResult<String> {
+            tz.call_method1("tzname", (py.None(),))?.extract()
+        };
+        let unnamed = types.timezone.bind(py).call1((&offset,));
+        let unnamed = unnamed.and_then(|t| name(&t)).map_err(failed)?;
+        let own = name(&tz).map_err(failed)?;
+        return Ok(Zone::fixed(timedelta_parts(&offset), own, &unnamed));
     }
+    let value_type = type_path(&value.get_type());
     if kind.is(types.zone_info.bind(py)) {
-        let key = tz.getattr("key").map_err(failed)?;
-        if key.is_none() {
-            return Err(Unsupported {
-                what: format!("a {} whose zone is a ZoneInfo with no key", name(value)),
-                reason: Some(
-                    "a ZoneInfo made from a file (ZoneInfo.from_file) has no key to name \
-                     it by in every process; use ZoneInfo(\"Area/City\")."
-                        .to_owned(),
-                ),
-            });
-        }
-        return Ok(Zone::Info(key.extract().map_err(failed)?));
+        let key = tz.getattr("key").and_then(|k| k.extract());
+        return Zone::info(key.map_err(failed)?, &value_type);
     }
-    Err(Unsupported {
-        what: format!("a {} whose tzinfo is a '{}'", name(value), type_path(&kind)),
-        reason: Some(
-            "only zoneinfo.ZoneInfo or datetime.timezone zones have a name restflow can key \
-             by (the printed offset is not the zone). Convert the value (astimezone(ZoneInfo(\
-             \"Area/City\"))) or give the key field a normalizer."
-                .to_owned(),
-        ),
-    })
-}
-
-fn name(value: &Bound<'_, PyAny>) -> String {
-    let kind: Bound<'_, PyType> = value.get_type();
-    type_path(&kind)
+    Err(Zone::unknown(&value_type, &type_path(&kind)))
 }
