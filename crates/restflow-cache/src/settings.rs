@@ -34,6 +34,24 @@ pub struct Settings {
     pub stale_if_error: Span,
 }
 
+impl Settings {
+    /// The settings from the numbers a configuration holds (its windows in
+    /// seconds), or the message saying which setting to change.
+    pub fn from_secs(
+        stale_secs: f64,
+        stale_if_error_secs: f64,
+        max_key_part_length: usize,
+        memory: bool,
+    ) -> Result<Settings, String> {
+        Ok(Settings {
+            stale: seconds("STALE_WHILE_REVALIDATE", stale_secs)?,
+            stale_if_error: seconds("STALE_IF_ERROR", stale_if_error_secs)?,
+            max_key_part_length,
+            memory,
+        })
+    }
+}
+
 /// `secs` as a [`Span`], or the error saying `what` must be >= 0.
 pub fn seconds(what: &str, secs: f64) -> Result<Span, String> {
     Span::from_secs_f64(secs)
@@ -267,6 +285,20 @@ mod tests {
     use super::*;
     use std::cell::Cell;
     use std::rc::Rc;
+
+    #[test]
+    fn settings_from_a_configurations_numbers_say_which_is_wrong() {
+        let settings = Settings::from_secs(30.0, 0.5, 250, true).unwrap();
+        assert_eq!(settings.stale, Span::from_secs(30));
+        assert_eq!(settings.stale_if_error, Span::from_micros(500_000));
+        assert!(settings.memory && settings.max_key_part_length == 250);
+        assert_eq!(
+            Settings::from_secs(30.0, -1.0, 250, true),
+            Err("STALE_IF_ERROR must be a number of seconds >= 0, got -1".to_owned())
+        );
+        let nan = Settings::from_secs(f64::NAN, 0.0, 250, false).unwrap_err();
+        assert!(nan.starts_with("STALE_WHILE_REVALIDATE must be"));
+    }
 
     type Made = MadeFromSettings<Rc<&'static str>>;
 

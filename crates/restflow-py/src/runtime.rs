@@ -15,7 +15,7 @@ use crate::once::OnceValue;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use restflow_cache::settings::{self, Defaults, MadeFromSettings, Settings};
+use restflow_cache::settings::{Defaults, MadeFromSettings, Settings};
 use restflow_cache::{Cache, Clock, Engine, Job, MemoryStore, Refresher, Scopes, Span};
 
 use crate::stored::Stored;
@@ -131,13 +131,8 @@ impl Runtime {
         let (max_entries, stale, max_part, memory, stale_if_error): (u64, f64, usize, bool, f64) =
             settings.extract(py)?;
         // The hook validated them already; this only guards the conversion.
-        let span = |what, secs| settings::seconds(what, secs).map_err(PyRuntimeError::new_err);
-        let settings = Settings {
-            stale: span("STALE_WHILE_REVALIDATE", stale)?,
-            stale_if_error: span("STALE_IF_ERROR", stale_if_error)?,
-            max_key_part_length: max_part,
-            memory,
-        };
+        let settings = Settings::from_secs(stale, stale_if_error, max_part, memory)
+            .map_err(PyRuntimeError::new_err)?;
         self.engine.cache().store().set_max_entries(max_entries);
         self.defaults.set(&settings);
         Ok(())
