@@ -312,11 +312,18 @@ impl Core {
     }
 
     /// Drops the partition of a partial call (see [`Core::partial`]) in
-    /// this process; the whole scope for a function without key fields.
+    /// this process; the whole scope for a function without partition
+    /// fields, whose call still must fit the signature (nothing to bind
+    /// to, but a call that could never be made is a mistake worth
+    /// reporting).
     pub fn drop_partition(&self, call: &Call<'_>, bound: bool) -> PyResult<()> {
-        match self.partial(call, bound)? {
-            Some(partial) => partial.drop_in(&self.scope),
-            None => self.scope.bump(),
+        if !self.partitioned() {
+            let (args, kwargs) = (&call.args, call.kwargs.as_ref());
+            let fits = self.signature.check_partial(args, kwargs);
+            fits.map_err(|e| e.into_pyerr(&self.function_id))?;
+            self.scope.bump();
+        } else if let Some(partial) = self.partial(call, bound)? {
+            partial.drop_in(&self.scope);
         }
         Ok(())
     }
@@ -529,13 +536,11 @@ pub(crate) fn items_key_parts(
     suffix_items: &Bound<'_, PyTuple>,
     function_id: &str,
 ) -> PyResult<(String, String)> {
-    let max = RUNTIME.max_key_part_length();
-    let malformed = |e: key::Malformed| PyValueError::new_err(e.to_string());
-    let mut partition = KeyWriter::new();
-    let labels = write_items(&mut partition, partition_items, function_id)?;
-    let partition_text = render_labelled(partition.as_bytes(), &labels, max).map_err(malformed)?;
-    let mut suffix = KeyWriter::new();
-    let labels = write_items(&mut suffix, suffix_items, function_id)?;
-    let suffix_text = render_labelled(suffix.as_bytes(), &labels, max).map_err(malformed)?;
-    Ok((partition_text, suffix_text))
+    let text = |items| {
+        let mut w = KeyWriter::new();
+        let labels = write_items(&mut w, items, function_id)?;
+        render_labelled(w.as_bytes(), &labels, RUNTIME.max_key_part_length())
+            .map_err(|e| PyValueError::new_err(e.to_string()))
+    };
+    Ok((text(partition_items)?, text(suffix_items)?))
 }

@@ -866,17 +866,7 @@ impl CachedWrapper {
         let call = self.call(args, kwargs)?;
         RUNTIME.ready(py)?;
         let shared = self.backend(py)?;
-        if !self.core.partitioned() {
-            // Nothing to bind to, but a call that could never be made is
-            // still a mistake worth reporting.
-            self.core
-                .signature
-                .check_partial(&call.args, call.kwargs.as_ref())
-                .map_err(|e| e.into_pyerr(&self.core.function_id))?;
-            self.core.scope.bump();
-        } else {
-            self.core.drop_partition(&call, self.bound.is_some())?;
-        }
+        self.core.drop_partition(&call, self.bound.is_some())?;
         if let Some(backend) = shared {
             crate::shared::delete_by_prefix(py, &self.core, &backend, &call, self.bound.is_some())?;
         }
