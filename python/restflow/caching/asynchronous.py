@@ -274,7 +274,7 @@ class AsyncCachedWrapper(Generic[P, T]):
         try:
             found = await self._in_thread(self._steps.begin, args, kwargs, flight)
             if isinstance(found, _engine.Lead):
-                served = await self._finish(found, args, kwargs)
+                served = await self._run_lead(found, args, kwargs)
             else:
                 if found.refresh is not None:  # this call refreshes it
                     self._spawn_refresh(found.refresh, args, kwargs)
@@ -288,26 +288,27 @@ class AsyncCachedWrapper(Generic[P, T]):
         flight.share(*served)
         return served
 
-    async def _finish(self, lead: Any, args: tuple, kwargs: dict) -> tuple[Any, dict]:
+    async def _run_lead(self, lead: Any, args: tuple, kwargs: dict, *, forced: bool = False) -> Any:
         """Awaits the function in this task and hands the outcome to the
-        engine's ``lead`` on a worker (it stores it, or answers with the
-        value kept for stale-if-error)."""
+        engine's ``lead`` (inline on the memory store, on a worker on a
+        shared one): a shared store's miss, a stale entry's background
+        refresh, or a forced refresh (``forced``, whose caller gets the
+        error). The engine stores the value, or answers a failed miss with
+        the value kept for stale-if-error (or raises), or gives a failed
+        refresh's claim back (logging a background one's error)."""
         try:
             value, decision = await self._produce(args, kwargs)
         except Exception as error:
-            served = await self._in_thread(lead.fail, error)  # raises it, unless a value was kept
-            logger.warning(
-                "restflow: %s() failed; serving the value kept for stale-if-error",
-                self.__qualname__,
-                exc_info=True,
-            )
-            return served
+            kept = await self._maybe_thread(lead.fail, error)
+            if forced:
+                raise
+            return kept if kept is None else self._serving_kept(kept)
         except BaseException:
-            # Cancelled (or the process is exiting): the lock is freed now,
-            # off the loop, so another process computes at once.
-            _give_back(lead.release)
+            # Cancelled (or the process is exiting): given back now (off the
+            # loop on a shared store), so another caller computes at once.
+            self._release(lead)
             raise
-        return await self._in_thread(lead.complete, value, decision)
+        return await self._maybe_thread(lead.complete, value, decision)
 
     async def _compute(self, args: tuple, kwargs: dict) -> tuple[Any, dict]:
         """A memory-store miss: led or followed in the engine's flight."""
@@ -325,39 +326,28 @@ class AsyncCachedWrapper(Generic[P, T]):
             flight.abandon()  # a follower takes over
             raise
         except Exception as error:
-            served = flight.fail(error)  # raises it, unless a value was kept
-            logger.warning(
-                "restflow: %s() failed; serving the value kept for stale-if-error",
-                self.__qualname__,
-                exc_info=True,
-            )
-            return served
+            return self._serving_kept(flight.fail(error))  # raises it, unless a value was kept
         except BaseException as error:
             flight.fail(error)  # the followers fail with it too
             raise
         return flight.complete(value, decision)
 
+    def _serving_kept(self, served: tuple[Any, dict]) -> tuple[Any, dict]:
+        """Logs that the function failed and ``served`` is the value kept
+        for stale-if-error (called while its error is being handled)."""
+        logger.warning(
+            "restflow: %s() failed; serving the value kept for stale-if-error",
+            self.__qualname__,
+            exc_info=True,
+        )
+        return served
+
     def _spawn_refresh(self, claim: Any, args: tuple, kwargs: dict) -> None:
         """A stale memory hit whose refresh the engine claimed for this
         call: one task on the loop, that hands the value back to the claim."""
-        task = asyncio.get_running_loop().create_task(
-            self._refresh_in_background(claim, args, kwargs)
-        )
+        task = asyncio.get_running_loop().create_task(self._run_lead(claim, args, kwargs))
         _refreshes.add(task)
         task.add_done_callback(_refreshes.discard)
-
-    async def _refresh_in_background(self, claim: Any, args: tuple, kwargs: dict) -> None:
-        """Runs a claimed refresh in this task; on a shared store its end
-        (a round trip) runs on a worker."""
-        try:
-            value, decision = await self._produce(args, kwargs)
-        except Exception as error:
-            await self._maybe_thread(claim.fail, error)  # logged; the stale value is kept
-            return
-        except BaseException:
-            self._release(claim)  # the loop is going away: the next read claims it
-            raise
-        await self._maybe_thread(claim.complete, value, decision)
 
     def _release(self, claim: Any) -> None:
         """Gives a claim back without waiting: inline on the memory store,
@@ -370,15 +360,7 @@ class AsyncCachedWrapper(Generic[P, T]):
     async def _refresh(self, args: tuple, kwargs: dict) -> tuple[Any, dict]:
         # The key now, before the computation.
         refresh = await self._maybe_thread(self._steps.begin_refresh, args, kwargs)
-        try:
-            value, decision = await self._produce(args, kwargs)
-        except Exception as error:
-            await self._maybe_thread(refresh.fail, error)
-            raise
-        except BaseException:
-            self._release(refresh)
-            raise
-        return await self._maybe_thread(refresh.complete, value, decision)
+        return await self._run_lead(refresh, args, kwargs, forced=True)
 
     async def _maybe_thread(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Runs a step inline on the memory store, on a worker on a shared
