@@ -152,6 +152,15 @@ impl BackendChoice {
         }
     }
 
+    /// The store spec a function named, if any (`None`: the default
+    /// store, or the memory store).
+    pub fn spec(&self) -> Option<&str> {
+        match self {
+            BackendChoice::Named(spec) => Some(spec),
+            _ => None,
+        }
+    }
+
     /// Whether calls use the memory store, given the [`state`] bits.
     #[inline(always)]
     pub fn uses_memory(&self, bits: u8) -> bool {
@@ -371,6 +380,12 @@ mod tests {
         });
         assert!(!memory.uses_memory(defaults.state()));
         assert!(BackendChoice::parse(Some("memory")).uses_memory(defaults.state()));
+        assert_eq!(
+            BackendChoice::parse(Some("redis://h")).spec(),
+            Some("redis://h")
+        );
+        assert_eq!(BackendChoice::parse(Some("memory")).spec(), None);
+        assert_eq!(memory.spec(), None);
         assert!(
             BackendChoice::Memory.plain_memory(Some(Span::ZERO), defaults.state()),
             "a function's own window wins over the default"

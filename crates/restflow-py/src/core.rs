@@ -104,11 +104,6 @@ pub(crate) struct Fields {
 pub(crate) struct Call<'py> {
     pub args: Bound<'py, PyTuple>,
     pub kwargs: Option<Bound<'py, PyDict>>,
-    /// Set by the async layer: called with no arguments instead of the
-    /// function, it returns `(value, decision)`, the decision being `None`
-    /// (the wrapper's fixed ttl) or `(store, ttl_seconds_or_None)`, already
-    /// made (its predicates may have been awaited).
-    pub produce: Option<Bound<'py, PyAny>>,
 }
 
 /// A [`Call`] that can cross into detached code and back (a background
@@ -116,7 +111,6 @@ pub(crate) struct Call<'py> {
 pub(crate) struct OwnedCall {
     args: Py<PyTuple>,
     kwargs: Option<Py<PyDict>>,
-    produce: Option<Py<PyAny>>,
 }
 
 impl OwnedCall {
@@ -124,7 +118,6 @@ impl OwnedCall {
         OwnedCall {
             args: call.args.clone().unbind(),
             kwargs: call.kwargs.as_ref().map(|k| k.clone().unbind()),
-            produce: call.produce.as_ref().map(|p| p.clone().unbind()),
         }
     }
 
@@ -132,7 +125,6 @@ impl OwnedCall {
         Call {
             args: self.args.bind(py).clone(),
             kwargs: self.kwargs.as_ref().map(|k| k.bind(py).clone()),
-            produce: self.produce.as_ref().map(|p| p.bind(py).clone()),
         }
     }
 }
@@ -479,11 +471,6 @@ impl Core {
     }
 
     fn compute_uncounted(&self, py: Python<'_>, call: &Call<'_>) -> PyResult<Computed<Stored>> {
-        if let Some(produce) = &call.produce {
-            let (value, decision): (Bound<'_, PyAny>, Option<(bool, Option<f64>)>) =
-                produce.call0()?.extract()?;
-            return self.decided(value, decision);
-        }
         let value = self.func.bind(py).call(&call.args, call.kwargs.as_ref())?;
         let decision = match &self.policy {
             None => None,

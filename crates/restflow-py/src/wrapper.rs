@@ -216,7 +216,6 @@ impl CachedWrapper {
         Ok(Call {
             args,
             kwargs: kwargs.cloned(),
-            produce: None,
         })
     }
 
@@ -291,11 +290,7 @@ impl CachedWrapper {
         if self.core.uses_memory() {
             return Ok(None);
         }
-        let spec = match &self.core.backend {
-            BackendChoice::Named(spec) => Some(spec.as_str()),
-            _ => None,
-        };
-        RUNTIME.backend(py, spec)
+        RUNTIME.backend(py, self.core.backend.spec())
     }
 
     /// The cached entry of a call (HIT or STALE), without computing,
@@ -445,7 +440,6 @@ impl CachedWrapper {
             // SAFETY: live objects, per this function's contract.
             args: unsafe { crate::vectorcall::tuple_from_raw(py, args)? },
             kwargs: None,
-            produce: None,
         };
         self.resolve(py, w.as_bytes(), lookup, None, &call)
     }
@@ -475,11 +469,7 @@ impl CachedWrapper {
         // SAFETY: as above.
         let (args, kwargs) =
             unsafe { crate::vectorcall::to_tuple_and_dict(py, instance, args, kwnames, kwvalues)? };
-        let call = Call {
-            args,
-            kwargs,
-            produce: None,
-        };
+        let call = Call { args, kwargs };
         self.get(py, &call)
     }
 
