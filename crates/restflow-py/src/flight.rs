@@ -315,39 +315,46 @@ impl Lead {
             .ok_or_else(|| PyRuntimeError::new_err("this lead has ended already"))
     }
 
-    /// Ends a refresh's claim with `computed` (`None`: given back).
-    fn end_refresh(
-        &self,
-        py: Python<'_>,
-        claim: Claim,
-        computed: Option<Computed<Stored>>,
-    ) -> PyResult<Option<restflow_cache::Served<Stored>>> {
-        match (claim, computed) {
-            (Claim::Memory(claim), Some(computed)) => Ok(Some(claim.complete(computed))),
-            (Claim::SharedRefresh(backend, claim), computed) => {
-                crate::shared::finish_refresh(py, &self.core, &backend, claim, computed)
-                    .map(|()| None)
-            }
-            (Claim::Store(backend, claim), _) => {
-                py.detach(|| drop(claim));
-                drop(backend);
-                Ok(None)
-            }
-            (Claim::Memory(_), None) => Ok(None),
-        }
-    }
-
-    /// Ends a shared store's claim with `computed`: stored, the lock freed.
-    fn end_store<'py>(
+    /// Ends `claim` with what its caller `computed` (`Err`: the
+    /// computation raised; `None`: given back unrun). A store's miss is
+    /// answered (stored, or the value kept for stale-if-error, or the error
+    /// raised), a completed refresh answered REFRESH, anything else `None`.
+    /// Counts nothing: its callers do, as each ends.
+    fn end<'py>(
         &self,
         py: Python<'py>,
-        backend: &Py<SharedBackend>,
-        claim: Box<StoreClaim>,
-        computed: Result<Computed<Stored>, SharedErr>,
-    ) -> PyResult<Reply<'py>> {
-        self.core.stats.computed(self.started, computed.is_err());
-        let served = crate::shared::finish(py, &self.core, backend, *claim, computed, self.forced)?;
-        Served::Shared(served).with_metadata(py)
+        claim: Claim,
+        computed: Option<Result<Computed<Stored>, SharedErr>>,
+    ) -> PyResult<Option<Reply<'py>>> {
+        let core = &self.core;
+        let served = match (claim, computed) {
+            (Claim::Store(backend, claim), Some(computed)) => {
+                let served =
+                    crate::shared::finish(py, core, &backend, *claim, computed, self.forced)?;
+                Served::Shared(served)
+            }
+            (Claim::Memory(claim), Some(Ok(computed))) => {
+                if self.forced {
+                    core.stats.add(Counter::Refresh);
+                }
+                Served::Memory(claim.complete(computed))
+            }
+            (Claim::SharedRefresh(backend, claim), Some(Ok(computed))) => {
+                let value = computed.value.value().clone_ref(py);
+                crate::shared::finish_refresh(py, core, &backend, claim, Some(computed))?;
+                Served::bare(value, Status::Refresh)
+            }
+            (Claim::SharedRefresh(backend, claim), _) => {
+                return crate::shared::finish_refresh(py, core, &backend, claim, None)
+                    .map(|()| None);
+            }
+            (Claim::Store(_, claim), None) => {
+                py.detach(|| drop(claim)); // a round trip: the lock freed
+                return Ok(None);
+            }
+            (Claim::Memory(_), _) => return Ok(None),
+        };
+        served.with_metadata(py).map(Some)
     }
 }
 
@@ -364,28 +371,21 @@ impl Lead {
         value: Bound<'py, PyAny>,
         decision: Option<(bool, Option<f64>)>,
     ) -> PyResult<Reply<'py>> {
-        let computed = self.core.decided(value.clone(), decision);
-        let claim = match self.take()? {
-            // A bad decision (a ttl that is no duration) fails the store's miss.
-            Claim::Store(backend, claim) => {
-                return self.end_store(py, &backend, claim, computed.map_err(Arc::new));
-            }
-            claim => claim,
+        let computed = self.core.decided(value, decision);
+        let claim = self.take()?;
+        let store = matches!(claim, Claim::Store(..));
+        self.core
+            .stats
+            .computed(self.started, store && computed.is_err());
+        let computed = match computed {
+            Ok(computed) => Ok(computed),
+            // A bad decision (a ttl that is no duration) fails a store's
+            // miss, and gives a refresh's claim back.
+            Err(error) if store => Err(Arc::new(error)),
+            Err(error) => return self.end(py, claim, None).and(Err(error)),
         };
-        self.core.stats.computed(self.started, false);
-        // A bad decision drops a refresh's claim: given back.
-        let served = match computed {
-            Ok(computed) => self.end_refresh(py, claim, Some(computed))?,
-            Err(error) => return self.end_refresh(py, claim, None).and(Err(error)),
-        };
-        if self.forced {
-            self.core.stats.add(Counter::Refresh);
-        }
-        match served {
-            Some(served) => Served::Memory(served),
-            None => Served::bare(value.unbind(), Status::Refresh),
-        }
-        .with_metadata(py)
+        let answered = self.end(py, claim, Some(computed))?;
+        answered.ok_or_else(|| PyRuntimeError::new_err("this lead was answered with nothing"))
     }
 
     /// The computation raised `error`. A shared store's miss: the value
@@ -399,33 +399,26 @@ impl Lead {
         error: Bound<'py, PyBaseException>,
     ) -> PyResult<Option<Reply<'py>>> {
         let error = PyErr::from_value(error.into_any());
-        match self.take() {
-            Ok(Claim::Store(backend, claim)) => self
-                .end_store(py, &backend, claim, Err(Arc::new(error)))
-                .map(Some),
-            Ok(claim) => {
-                self.core.stats.computed(self.started, true);
-                if !self.forced {
-                    self.core.log_refresh_failure(py, &error);
-                }
-                self.end_refresh(py, claim, None).map(|_| None)
-            }
-            Err(_) => Ok(None),
+        let Some(claim) = self.claim.take() else {
+            return Ok(None);
+        };
+        self.core.stats.computed(self.started, true);
+        if !self.forced && !matches!(claim, Claim::Store(..)) {
+            self.core.log_refresh_failure(py, &error);
         }
+        self.end(py, claim, Some(Err(Arc::new(error))))
     }
 
     /// Gives the claim back (the task was cancelled). A round trip on a
     /// shared store: call it on a worker thread.
     fn release(&mut self, py: Python<'_>) -> PyResult<()> {
-        match self.claim.take() {
-            Some(claim) => {
-                if matches!(claim, Claim::Store(..)) {
-                    self.core.stats.computed(self.started, false);
-                }
-                self.end_refresh(py, claim, None).map(drop)
-            }
-            None => Ok(()),
+        let Some(claim) = self.claim.take() else {
+            return Ok(());
+        };
+        if matches!(claim, Claim::Store(..)) {
+            self.core.stats.computed(self.started, false);
         }
+        self.end(py, claim, None).map(drop)
     }
 }
 
@@ -435,7 +428,7 @@ impl Drop for Lead {
             // Never ended: given back here (a round trip, detached), so the
             // next caller may claim it at once.
             let _ = Python::try_attach(|py| {
-                let _ = self.end_refresh(py, claim, None);
+                let _ = self.end(py, claim, None);
             });
         }
     }
