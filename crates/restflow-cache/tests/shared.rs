@@ -533,6 +533,23 @@ fn a_lost_counter_retires_its_entries_and_never_revives_older_ones() {
 }
 
 #[test]
+fn retiring_counters_drops_their_entries_and_retiring_none_asks_nothing() {
+    let (store, cache, _) = cache(true);
+    get(&cache, "v1");
+    cache.retire(&["gen:f".to_owned()]).unwrap();
+    assert_eq!(value_of(&get(&cache, "v2")), (Status::Miss, "v2".into()));
+    // A partial call naming no partition: nothing to drop, even with the
+    // store down and its circuit breaker open.
+    store.down.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        let failed = cache.retire(&["gen:f".to_owned()]);
+        assert_eq!(failed, Err(StoreError::Unavailable("down".into())));
+    }
+    assert!(cache.breaker_open());
+    assert_eq!(cache.retire(&[]), Ok(()));
+}
+
+#[test]
 fn a_corrupt_counter_heals_at_the_next_computation() {
     for garbage in ["abc", "-1", "100000000000000000000", "007", ""] {
         let (store, cache, _) = cache(true);

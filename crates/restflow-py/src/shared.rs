@@ -16,11 +16,11 @@ use crate::once::{Attached, OnceValue};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
-use restflow_cache::key::{self, KeyWriter};
-use restflow_cache::shared::settings::{self, RedisSettings, Serializer, StoreKind};
+use restflow_cache::key::KeyWriter;
+use restflow_cache::shared::settings::{self, Serializer};
 use restflow_cache::shared::{
-    Begin, Codec, Epoch, HotCache, KeySet, KeySpace, NearMode, OwnedClaim, Produced, RefreshClaim,
-    Served, SharedCache, SharedError, SharedStore, Signer, StoreError, Undecodable,
+    BackendSettings, Begin, Codec, Epoch, HotCache, KeySet, KeySpace, NearMode, OwnedClaim,
+    Produced, RefreshClaim, Served, SharedCache, SharedError, SharedStore, StoreError, Undecodable,
 };
 use restflow_cache::{Computed, Counter, Freshness, Stamps, Status};
 
@@ -311,45 +311,42 @@ impl SharedBackend {
         near_cache_size: usize,
         near_cache_default: bool,
     ) -> PyResult<Self> {
-        let invalid = |e: String| PyValueError::new_err(e);
-        let serializer = Serializer::parse(serializer).map_err(invalid)?;
-        settings::check_signing_key(signing_key).map_err(invalid)?;
-        let kind = StoreKind::of(&url).map_err(invalid)?;
+        let settings = BackendSettings {
+            url: &url,
+            signing_key,
+            key_prefix: &key_prefix,
+            serializer,
+            pool_size,
+            connect_timeout,
+            read_timeout,
+            read_spin,
+            lock_timeout,
+            wait_timeout,
+            bypass_on_failure,
+            near_cache_size,
+            near_cache_default,
+        };
         // The engine makes every Redis store; only a Django cache, which
         // calls into Python, is made here.
-        let store: Box<dyn SharedStore> = match kind {
-            StoreKind::Django(alias) => {
-                Box::new(crate::django_store::DjangoCache::store(alias.to_owned()))
-            }
-            _ => settings::redis_store(&RedisSettings {
-                url: &url,
-                pool_size,
-                connect_timeout,
-                read_timeout,
-                read_spin,
-                near_cache_size,
-                key_prefix: &key_prefix,
-            })
-            .map_err(invalid)?,
+        let django = |alias: &str| -> Box<dyn SharedStore> {
+            Box::new(crate::django_store::DjangoCache::store(alias.to_owned()))
         };
-        let cache = SharedCache::new(
-            store,
-            Signer::new(signing_key),
-            RUNTIME.engine.cache().shared_clock(),
-            kind.breaker(),
-            settings::options(lock_timeout, wait_timeout, bypass_on_failure).map_err(invalid)?,
-        )
-        // One source of early-refresh draws for every store, which tests seed.
-        .with_dice(Arc::clone(RUNTIME.engine.cache().dice()))
-        .with_warnings(url.clone(), Box::new(log_warning));
-        let cluster = kind == StoreKind::Cluster;
+        let clock = RUNTIME.engine.cache().shared_clock();
+        let built = settings
+            .build(clock, django)
+            .map_err(PyValueError::new_err)?;
+        let cache = built
+            .cache
+            // One source of early-refresh draws for every store, which tests seed.
+            .with_dice(Arc::clone(RUNTIME.engine.cache().dice()))
+            .with_warnings(url.clone(), Box::new(log_warning));
         Ok(SharedBackend {
             cache: Arc::new(cache),
-            near_default: near_cache_default && near_cache_size > 0,
-            keys: KeySpace::new(key_prefix, cluster),
+            near_default: built.near_default,
+            keys: built.keys,
             // As bounded as the near cache it copies.
             hot: (near_cache_size > 0).then(|| HotCache::new(near_cache_size)),
-            serializer,
+            serializer: built.serializer,
             url,
             read_timeout,
         })
@@ -464,14 +461,12 @@ impl SharedBackend {
     fn drop_versions_below(&self, py: Python<'_>, owner: &str, version: u32) -> PyResult<()> {
         // On a cluster each function's shards hold their own copy of the
         // counter: reach the functions of `owner` this process knows.
-        let mut function_ids = match self.keys.is_cluster() {
+        let function_ids = match self.keys.is_cluster() {
             true => crate::runtime::RUNTIME.scopes.collect_labels(|labels| {
                 (labels.owner == owner).then(|| labels.function_id.clone())
             }),
             false => Vec::new(),
         };
-        function_ids.sort_unstable();
-        function_ids.dedup();
         let counters = self.keys.version_counters_below(
             owner,
             version,
@@ -555,11 +550,9 @@ impl SharedBackend {
     /// The keys one call reads.
     fn keys(&self, core: &Core, w: &KeyWriter, layout: &Layout) -> PyResult<KeySet> {
         let (function_id, partition, suffix) = core.key_parts(w, layout)?;
-        let composed = key::compose(&core.namespace, function_id, &partition, &suffix);
-        let partition = core
-            .partitioned()
-            .then_some((function_id, partition.as_str()));
-        Ok(self.keys.call(&core.keys, &composed, partition))
+        let parts = (function_id, partition.as_str(), suffix.as_str());
+        let (namespace, partitioned) = (&core.namespace, core.partitioned());
+        Ok(self.keys.call_of(&core.keys, namespace, parts, partitioned))
     }
 }
 
@@ -962,13 +955,6 @@ pub(crate) fn delete(
     reported(py, handle, |cache| cache.delete(&keys))
 }
 
-/// Retires the generation counter `counter`, in every process: the entries
-/// written under it are never served again (deleting it is enough; see
-/// `restflow_cache::shared::SharedStore`), and it leaves no key behind.
-fn retire(py: Python<'_>, handle: &SharedBackend, counter: String) -> PyResult<()> {
-    reported(py, handle, |cache| cache.retire(&[counter]))
-}
-
 /// Drops every entry of the function, in every process.
 pub(crate) fn invalidate_all(
     py: Python<'_>,
@@ -993,13 +979,12 @@ pub(crate) fn delete_by_prefix(
     if !core.partitioned() {
         return invalidate_all(py, core, backend);
     }
-    for (function_id, partition) in core.partition_texts(call, bound)? {
-        let counter = handle
-            .keys
-            .partition_counter(&core.keys, &function_id, &partition);
-        retire(py, handle, counter)?;
-    }
-    Ok(())
+    let parts = core.partition_texts(call, bound)?;
+    let parts = parts.iter().map(|(id, text)| (id.as_str(), text.as_str()));
+    let counters = handle.keys.partition_counters(&core.keys, parts);
+    // The entries written under them are never served again, in any
+    // process, and they leave no key behind.
+    reported(py, handle, |cache| cache.retire(&counters))
 }
 
 /// How many callers of this process follow the computation of a call's
