@@ -1599,3 +1599,36 @@ fn a_blocking_call_on_the_thread_of_the_task_holding_the_claim_is_refused_not_bl
     let followed = follower.join().unwrap().unwrap();
     assert_eq!(value_of(&followed), (Status::Miss, "v1".to_string()));
 }
+
+#[test]
+fn a_counted_near_read_serves_a_fresh_entry_as_a_hit_kept_for_a_hot_copy() {
+    let (store, cache, clock) = near_cache();
+    let stats = restflow_cache::Stats::new();
+    let near = |started| cache.near_counted(&keys(), &stats, started, decode);
+    assert!(near(None).unwrap().is_none(), "holds nothing yet");
+    get(&cache, "v1");
+    get(&cache, "unused"); // read from the store, kept near
+    let (epoch, before) = (near_of(&store).epoch(), calls(&store));
+    let served = near(Some(std::time::Instant::now())).unwrap().unwrap();
+    assert_eq!(calls(&store), before, "no round trip");
+    assert_eq!(
+        (served.status, served.value.as_str(), served.kept),
+        (Status::Hit, "v1", Some(epoch))
+    );
+    assert!(served.stamps.is_some() && served.refresh.is_none());
+    assert_eq!(near(None).unwrap().unwrap().value, "v1");
+    let hits = vec![("hit", 2), ("near_hits", 2)];
+    assert_eq!(counted(&stats), (hits.clone(), 1), "only the first timed");
+    // An entry that does not decode is left to the read of the store, and
+    // not counted; a fatal error is the caller's.
+    let unreadable = |_: u8, _: &[u8]| Err::<String, _>(Undecodable::Unreadable);
+    let none = cache.near_counted(&keys(), &stats, None, unreadable);
+    assert!(none.unwrap().is_none());
+    let fatal = |_: u8, _: &[u8]| Err::<String, _>(Undecodable::Fatal("stop".into()));
+    let fatal = cache.near_counted(&keys(), &stats, None, fatal);
+    assert_eq!(fatal.err().as_deref(), Some("stop"));
+    // Stale: not served near (its refresh is claimed through the store).
+    clock.advance(Span::from_secs(10));
+    assert!(near(None).unwrap().is_none());
+    assert_eq!(counted(&stats), (hits, 1));
+}

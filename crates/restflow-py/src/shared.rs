@@ -17,12 +17,13 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use restflow_cache::key::KeyWriter;
+use restflow_cache::shared::count_near_hit;
 use restflow_cache::shared::settings::{self, Serializer};
 use restflow_cache::shared::{
     BackendSettings, Begin, Codec, Epoch, HotCache, KeySet, KeySpace, NearMode, OwnedClaim,
     Produced, RefreshClaim, Served, SharedCache, SharedError, SharedStore, StoreError, Undecodable,
 };
-use restflow_cache::{Computed, Counter, Freshness, Stamps, Status};
+use restflow_cache::{Computed, Freshness, Stamps, Status};
 
 use crate::core::{Call, Core, Layout, OwnedCall};
 use crate::interrupt::{self, is_interrupt};
@@ -122,29 +123,23 @@ impl SharedBackend {
         self.cache.store().near_if_started()
     }
 
-    /// A fresh hit from the near cache for `keys`, deserialized (and kept
-    /// in the hot layer under the call key `key`); `None` when it has none
-    /// (or it no longer deserializes: the store decides).
+    /// A fresh hit from the near cache for `keys`, deserialized, counted
+    /// by the engine (timed from `started`, when given) and kept in the hot
+    /// layer under the call key `key`; `None` when it has none (or it no
+    /// longer deserializes: the store decides). Attached: no round trip.
     fn near_served(
         &self,
         py: Python<'_>,
-        key: &[u8],
-        keys: &KeySet,
+        (core, key, keys): (&Core, &[u8], &KeySet),
+        started: Option<Instant>,
     ) -> PyResult<Option<SharedServed>> {
-        let Some((flags, bytes, stamps, seen)) = self.cache.near_fresh_seen(keys) else {
-            return Ok(None);
+        let decode = |flags, bytes: &[u8]| {
+            let decoded = self.deserialize(py, flags, bytes);
+            decoded.map(Arc::new).map_err(|error| unreadable(py, error))
         };
-        match self.deserialize(py, flags, &bytes) {
-            Ok(value) => {
-                self.keep_hot(py, key, seen, &value, stamps);
-                Ok(Some(SharedServed {
-                    value,
-                    status: Status::Hit,
-                    stamps: Some(stamps),
-                }))
-            }
-            Err(error) if is_interrupt(py, &error) => Err(error),
-            Err(_) => Ok(None),
+        match self.cache.near_counted(keys, &core.stats, started, decode) {
+            Ok(served) => Ok(served.map(|served| answered(py, self, key, served).0)),
+            Err(interrupt) => Err(interrupt.clone_ref(py)),
         }
     }
 
@@ -617,12 +612,6 @@ fn near_mode(near: bool) -> NearMode {
     }
 }
 
-/// Counts a HIT served from the near cache or its hot layer.
-fn count_near_hit(core: &Core) {
-    core.stats.add(Counter::Hit);
-    core.stats.add(Counter::NearHit);
-}
-
 /// HIT, MISS, STALE (refreshing once across processes) or BYPASS, counted
 /// in the function's statistics (by the engine, past the near cache). A
 /// call served from the store without computing (HIT, STALE) is timed as a
@@ -641,7 +630,7 @@ pub(crate) fn get(
     // A hot hit first: as a memory hit, counted and not timed.
     if near {
         if let Some(served) = handle.hot_served(py, w.as_bytes()) {
-            count_near_hit(core);
+            count_near_hit(&core.stats);
             return Ok(served);
         }
     }
@@ -651,9 +640,8 @@ pub(crate) fn get(
     // near cache's lock is never held across a wait) or to own the call
     // for a computation.
     if near {
-        if let Some(served) = handle.near_served(py, w.as_bytes(), &keys)? {
-            count_near_hit(core);
-            core.stats.observe_lookup(started.elapsed());
+        let call = (&**core, w.as_bytes(), &keys);
+        if let Some(served) = handle.near_served(py, call, Some(started))? {
             return Ok(served);
         }
     }
@@ -907,15 +895,13 @@ pub(crate) fn near_hit(
     }
     let mut w = KeyWriter::new();
     let layout = core.write_key(&mut w, call)?;
-    let served = match handle.hot_served(py, w.as_bytes()) {
-        Some(served) => Some(served),
-        None => handle.near_served(py, w.as_bytes(), &handle.keys(core, &w, &layout)?)?,
-    };
-    // A near miss is counted by the call that goes on to the store.
-    if served.is_some() {
-        count_near_hit(core);
+    if let Some(served) = handle.hot_served(py, w.as_bytes()) {
+        count_near_hit(&core.stats);
+        return Ok(Some(served));
     }
-    Ok(served)
+    // A near miss is counted by the call that goes on to the store.
+    let keys = handle.keys(core, &w, &layout)?;
+    handle.near_served(py, (core, w.as_bytes(), &keys), None)
 }
 
 /// The packed lookup of a call, for the event loop to send itself, and

@@ -56,6 +56,7 @@ pub use cache::{
 #[cfg(feature = "redis")]
 pub use cluster::ClusterStore;
 pub use codec::Codec;
+pub use counted::count_near_hit;
 pub use decode::{Served, Undecodable};
 pub use hot::{Hot, HotCache};
 pub use keyspace::{FunctionKeys, KeySpace};
