@@ -20,8 +20,9 @@ use restflow_cache::key::KeyWriter;
 use restflow_cache::shared::count_near_hit;
 use restflow_cache::shared::settings::{self, Serializer};
 use restflow_cache::shared::{
-    BackendSettings, Begin, Codec, Epoch, HotCache, KeySet, KeySpace, NearMode, OwnedClaim,
-    Produced, RefreshClaim, Served, SharedCache, SharedError, SharedStore, StoreError, Undecodable,
+    BackendSettings, Begin, Epoch, HotCache, KeySet, KeySpace, NearMode, OwnedClaim, Policy,
+    Produced, RefreshClaim, Refusal, Serializes, Served, SharedCache, SharedError, SharedStore,
+    Skipped, StoreError,
 };
 use restflow_cache::{Computed, Freshness, Stamps, Status};
 
@@ -51,23 +52,63 @@ fn own(py: Python<'_>, value: Value) -> Py<PyAny> {
     Arc::try_unwrap(value).unwrap_or_else(|shared| shared.clone_ref(py))
 }
 
-/// The values of one function (`core`) as `backend` stores them: what the
-/// engine's lifecycle encodes and decodes with. Each call attaches to
-/// Python (the engine calls it detached, between round trips).
+/// The values of one function (`core`) as `backend` stores them, for the
+/// engine's [`Policy`] (what it skips, and that it is reported). Each call
+/// attaches to Python (the engine calls it detached, between round trips).
 struct PyCodec<'a> {
     backend: &'a SharedBackend,
     core: &'a Core,
 }
 
-impl Codec<Value> for PyCodec<'_> {
+impl Serializes<Value> for PyCodec<'_> {
     type Error = SharedErr;
 
-    fn encode(&self, value: &Value) -> Result<Option<(u8, Vec<u8>)>, SharedErr> {
-        Python::attach(|py| self.backend.encode(py, self.core, value.bind(py)))
+    fn serialize(&self, value: &Value) -> Result<(u8, Vec<u8>), Refusal<SharedErr>> {
+        let serializer = self.backend.serializer;
+        Python::attach(|py| {
+            let value = value.bind(py);
+            if serializer == Serializer::Json {
+                crate::json_value::check(value).map_err(Refusal::Unfaithful)?;
+            }
+            let dumped = dump(py, serializer, value).map_err(|error| {
+                if is_interrupt(py, &error) {
+                    // The call ends with it, whatever the engine does.
+                    interrupt::park(error.clone_ref(py));
+                }
+                Refusal::Raised(Arc::new(error))
+            });
+            Ok((serializer.flag(), dumped?))
+        })
     }
 
-    fn decode(&self, flags: u8, bytes: &[u8]) -> Result<Value, Undecodable<SharedErr>> {
-        Python::attach(|py| self.backend.decode(py, self.core, flags, bytes))
+    fn deserialize(&self, flags: u8, bytes: &[u8]) -> Result<Value, SharedErr> {
+        Python::attach(|py| load(py, flags, bytes).map(Arc::new).map_err(Arc::new))
+    }
+
+    fn is_fatal(&self, error: &SharedErr) -> bool {
+        Python::attach(|py| is_interrupt(py, error))
+    }
+
+    fn report(&self, skipped: Skipped<SharedErr>) {
+        // A JSON refusal is logged once per function: it repeats on every
+        // call, and the first message says all there is.
+        let json = matches!(skipped, Skipped::Unstored(Refusal::Unfaithful(_)));
+        if json && self.core.json_refusal_logged.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let message = skipped.message(&self.core.function_id);
+        // Moved in: the error is dropped attached.
+        Python::attach(move |py| match skipped {
+            Skipped::Unstored(Refusal::Raised(error)) | Skipped::Unreadable(error) => {
+                log_error(py, &message, &error)
+            }
+            Skipped::Unstored(Refusal::Unfaithful(_)) => {
+                let Ok(hooks) = hooks(py) else { return };
+                if let Err(failure) = hooks.logger.call_method1(py, "error", (message,)) {
+                    failure.write_unraisable(py, None);
+                }
+            }
+        })
     }
 }
 
@@ -133,10 +174,8 @@ impl SharedBackend {
         (core, key, keys): (&Core, &[u8], &KeySet),
         started: Option<Instant>,
     ) -> PyResult<Option<SharedServed>> {
-        let decode = |flags, bytes: &[u8]| {
-            let decoded = self.deserialize(py, flags, bytes);
-            decoded.map(Arc::new).map_err(|error| unreadable(py, error))
-        };
+        let codec = self.codec(core);
+        let decode = |flags, bytes: &[u8]| codec.decode_quietly(flags, bytes);
         match self.cache.near_counted(keys, &core.stats, started, decode) {
             Ok(served) => Ok(served.map(|served| answered(py, self, key, served).0)),
             Err(interrupt) => Err(interrupt.clone_ref(py)),
@@ -182,102 +221,35 @@ impl SharedBackend {
         self.url.starts_with("redis://") && !self.cache.breaker_open()
     }
 
-    fn serialize(
-        &self,
-        py: Python<'_>,
-        value: &Bound<'_, PyAny>,
-    ) -> Result<(u8, Vec<u8>), Unserializable> {
-        let codecs = codecs(py)?;
-        let flag = self.serializer.flag();
-        if self.serializer == Serializer::Json {
-            crate::json_value::check(value).map_err(Unserializable::NotJson)?;
-            let text: String = codecs.json_dumps.bind(py).call1((value,))?.extract()?;
-            return Ok((flag, text.into_bytes()));
-        }
-        let bytes = codecs.pickle_dumps.bind(py).call1((value, 5))?;
-        let bytes = bytes.cast::<PyBytes>().map_err(PyErr::from)?;
-        Ok((flag, bytes.as_bytes().to_vec()))
-    }
-
-    /// A stored value for the engine ([`Codec::decode`]): one that no
-    /// longer deserializes is logged and recomputed, an interrupt reaches
-    /// the caller.
-    fn decode(
-        &self,
-        py: Python<'_>,
-        core: &Core,
-        flags: u8,
-        bytes: &[u8],
-    ) -> Result<Value, Undecodable<SharedErr>> {
-        let decoded = self.deserialize(py, flags, bytes);
-        decoded.map(Arc::new).map_err(|error| {
-            if !is_interrupt(py, &error) {
-                // Signed by us, yet unreadable now (the class moved, say).
-                log_error(
-                    py,
-                    &format!(
-                        "restflow: a cached value of {}() could not be deserialized; \
-                         recomputing",
-                        core.function_id
-                    ),
-                    &error,
-                );
-            }
-            unreadable(py, error)
-        })
-    }
-
-    /// A computed value serialized for the engine ([`Codec::encode`]): a
-    /// value the serializer refuses is logged (a JSON refusal once per
-    /// function) and served but not stored; an interrupt is parked for the
-    /// caller and ends the call.
-    fn encode(
-        &self,
-        py: Python<'_>,
-        core: &Core,
-        value: &Bound<'_, PyAny>,
-    ) -> Result<Option<(u8, Vec<u8>)>, SharedErr> {
-        match self.serialize(py, value) {
-            Ok(serialized) => Ok(Some(serialized)),
-            Err(Unserializable::NotJson(refused)) => {
-                log_json_refusal(py, core, &refused);
-                Ok(None)
-            }
-            Err(Unserializable::Raised(error)) if is_interrupt(py, &error) => {
-                interrupt::park(error.clone_ref(py));
-                Err(Arc::new(error))
-            }
-            Err(Unserializable::Raised(error)) => {
-                log_error(
-                    py,
-                    &format!(
-                        "restflow: the value of {}() cannot be serialized; it is served but not \
-                         cached",
-                        core.function_id
-                    ),
-                    &error,
-                );
-                Ok(None)
-            }
-        }
-    }
-
     /// How `core`'s values are stored in this backend, for the engine.
-    fn codec<'a>(&'a self, core: &'a Core) -> PyCodec<'a> {
-        PyCodec {
+    fn codec<'a>(&'a self, core: &'a Core) -> Policy<PyCodec<'a>> {
+        Policy(PyCodec {
             backend: self,
             core,
-        }
+        })
     }
+}
 
-    fn deserialize(&self, py: Python<'_>, flags: u8, bytes: &[u8]) -> PyResult<Py<PyAny>> {
-        let codecs = codecs(py)?;
-        let loads = match Serializer::from_flag(flags).map_err(PyValueError::new_err)? {
-            Serializer::Pickle => &codecs.pickle_loads,
-            Serializer::Json => &codecs.json_loads,
-        };
-        Ok(loads.bind(py).call1((PyBytes::new(py, bytes),))?.unbind())
+/// `value` serialized by `serializer`.
+fn dump(py: Python<'_>, serializer: Serializer, value: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    let codecs = codecs(py)?;
+    if serializer == Serializer::Json {
+        let text: String = codecs.json_dumps.bind(py).call1((value,))?.extract()?;
+        return Ok(text.into_bytes());
     }
+    let bytes = codecs.pickle_dumps.bind(py).call1((value, 5))?;
+    let bytes = bytes.cast::<PyBytes>().map_err(PyErr::from)?;
+    Ok(bytes.as_bytes().to_vec())
+}
+
+/// A value [`dump`] stored with the serializer `flags` says.
+fn load(py: Python<'_>, flags: u8, bytes: &[u8]) -> PyResult<Py<PyAny>> {
+    let codecs = codecs(py)?;
+    let loads = match Serializer::from_flag(flags).map_err(PyValueError::new_err)? {
+        Serializer::Pickle => &codecs.pickle_loads,
+        Serializer::Json => &codecs.json_loads,
+    };
+    Ok(loads.bind(py).call1((PyBytes::new(py, bytes),))?.unbind())
 }
 
 #[pymethods]
@@ -402,7 +374,7 @@ impl SharedBackend {
         let Some((flags, bytes, stamps)) = self.cache.fresh_in(key, &fetched) else {
             return Ok(None);
         };
-        let value = match self.deserialize(py, flags, &bytes) {
+        let value = match load(py, flags, &bytes) {
             Ok(value) => value,
             Err(error) if is_interrupt(py, &error) => return Err(error),
             Err(_) => return Ok(None),
@@ -468,43 +440,6 @@ impl SharedBackend {
             function_ids.iter().map(String::as_str),
         );
         reported(py, self, |cache| cache.retire(&counters))
-    }
-}
-
-/// What the engine makes of a stored value that did not deserialize: an
-/// interrupt reaches the caller as it is, anything else is unreadable.
-fn unreadable(py: Python<'_>, error: PyErr) -> Undecodable<SharedErr> {
-    match is_interrupt(py, &error) {
-        true => Undecodable::Fatal(Arc::new(error)),
-        false => Undecodable::Unreadable,
-    }
-}
-
-/// Why a value is not stored.
-enum Unserializable {
-    /// `SERIALIZER="json"` would not give it back unchanged.
-    NotJson(crate::json_value::Unfaithful),
-    /// The serializer raised.
-    Raised(PyErr),
-}
-
-impl From<PyErr> for Unserializable {
-    fn from(error: PyErr) -> Self {
-        Unserializable::Raised(error)
-    }
-}
-
-/// Logs, once per decorated function (the refusal repeats on every call,
-/// and the first message says all there is), that `SERIALIZER="json"`
-/// refused its value.
-fn log_json_refusal(py: Python<'_>, core: &Core, refused: &crate::json_value::Unfaithful) {
-    if core.json_refusal_logged.swap(true, Ordering::Relaxed) {
-        return;
-    }
-    let Ok(hooks) = hooks(py) else { return };
-    let message = refused.refusal(&core.function_id);
-    if let Err(failure) = hooks.logger.call_method1(py, "error", (message,)) {
-        failure.write_unraisable(py, None);
     }
 }
 
@@ -851,15 +786,12 @@ pub(crate) fn peek(
 ) -> PyResult<Option<(Py<PyAny>, Stamps, Freshness)>> {
     let handle = backend.get();
     let keys = handle.call_keys(core, call)?;
+    let codec = handle.codec(core);
+    // Attached throughout: an error it does not hand on is dropped there.
+    let decode = |flags, bytes: &[u8]| Python::attach(|_| codec.decode_quietly(flags, bytes));
     // A failing store is skipped (or reported) by the engine.
-    detached(py, core, || {
-        handle.cache.peek_decoded(&keys, |flags, bytes| {
-            Python::attach(|py| {
-                let decoded = handle.deserialize(py, flags, bytes);
-                decoded.map_err(|error| unreadable(py, error))
-            })
-        })
-    })
+    let peeked = detached(py, core, || handle.cache.peek_decoded(&keys, decode))?;
+    Ok(peeked.map(|(value, stamps, freshness)| (own(py, value), stamps, freshness)))
 }
 
 /// Recomputes and overwrites (REFRESH).

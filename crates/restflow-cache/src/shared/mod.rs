@@ -55,7 +55,7 @@ pub use cache::{
 };
 #[cfg(feature = "redis")]
 pub use cluster::ClusterStore;
-pub use codec::Codec;
+pub use codec::{Codec, Policy, Refusal, Serializes, Skipped};
 pub use counted::count_near_hit;
 pub use decode::{Served, Undecodable};
 pub use hot::{Hot, HotCache};
