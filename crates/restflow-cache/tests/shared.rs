@@ -1632,3 +1632,45 @@ fn a_counted_near_read_serves_a_fresh_entry_as_a_hit_kept_for_a_hot_copy() {
     assert!(near(None).unwrap().is_none());
     assert_eq!(counted(&stats), (hits, 1));
 }
+
+#[test]
+fn the_key_space_drops_a_function_its_partitions_and_its_older_versions() {
+    use restflow_cache::shared::{FunctionKeys, KeySpace};
+    let (_store, cache, _) = cache(true);
+    let cache = cache.with_keys(KeySpace::new("p:", false));
+    let (v1, v2) = (
+        FunctionKeys::new("app.f", "app.f", "app.Key", 1),
+        FunctionKeys::new("app.f", "app.f", "app.Key", 2),
+    );
+    let keys = |f: &FunctionKeys, tenant: &str| {
+        let suffix = format!("v{}", if f == &v1 { 1 } else { 2 });
+        let parts = ("app.f", tenant, suffix.as_str());
+        cache.keys().call_of(f, "ns", parts, true)
+    };
+    let serve = |keys: &KeySet, value: &str| {
+        let answer = cache.get(keys, Span::ZERO, || produce(value), |w| w.wait());
+        status(&answer.unwrap())
+    };
+    let (t7, t8, old) = (keys(&v2, "t=7"), keys(&v2, "t=8"), keys(&v1, "t=8"));
+    for keys in [&t7, &t8, &old] {
+        assert_eq!(serve(keys, "a"), Status::Miss);
+        assert_eq!(serve(keys, "b"), Status::Hit);
+    }
+    cache.drop_partitions(&v2, [("app.f", "t=7")]).unwrap();
+    assert_eq!(
+        (serve(&t7, "c"), serve(&t8, "c")),
+        (Status::Miss, Status::Hit)
+    );
+    assert_eq!(serve(&old, "c"), Status::Hit);
+    // Version 2's owner drops what version 1 wrote, not its own.
+    cache.drop_versions_below("app.Key", 2, ["app.f"]).unwrap();
+    assert_eq!(
+        (serve(&old, "d"), serve(&t7, "d")),
+        (Status::Miss, Status::Hit)
+    );
+    cache.drop_function(&v2).unwrap();
+    assert_eq!(
+        (serve(&t7, "e"), serve(&t8, "e")),
+        (Status::Miss, Status::Miss)
+    );
+}

@@ -20,9 +20,9 @@ use restflow_cache::key::KeyWriter;
 use restflow_cache::shared::count_near_hit;
 use restflow_cache::shared::settings::{self, Serializer};
 use restflow_cache::shared::{
-    BackendSettings, Begin, Epoch, HotCache, KeySet, KeySpace, NearMode, OwnedClaim, Policy,
-    Produced, RefreshClaim, Refusal, Serializes, Served, SharedCache, SharedError, SharedStore,
-    Skipped, StoreError,
+    BackendSettings, Begin, Epoch, HotCache, KeySet, NearMode, OwnedClaim, Policy, Produced,
+    RefreshClaim, Refusal, Serializes, Served, SharedCache, SharedError, SharedStore, Skipped,
+    StoreError,
 };
 use restflow_cache::{Computed, Freshness, Stamps, Status};
 
@@ -120,8 +120,6 @@ pub struct SharedBackend {
     /// otherwise (`NEAR_CACHE`); the store keeps one only when
     /// `near_cache_size` > 0.
     near_default: bool,
-    /// How keys are named (the prefix; hash tags on a cluster).
-    keys: KeySpace,
     /// Deserialized copies of near-cache entries by in-process call key,
     /// so a near hit costs what a memory hit costs (see
     /// `restflow_cache::shared::hot`); with a near cache only. Used only
@@ -310,7 +308,6 @@ impl SharedBackend {
         Ok(SharedBackend {
             cache: Arc::new(cache),
             near_default: built.near_default,
-            keys: built.keys,
             // As bounded as the near cache it copies.
             hot: (near_cache_size > 0).then(|| HotCache::new(near_cache_size)),
             serializer: built.serializer,
@@ -397,13 +394,10 @@ impl SharedBackend {
         let Some(near) = self.near_started() else {
             return Ok(None);
         };
-        let counts = near.counts();
         let stats = PyDict::new(py);
-        stats.set_item("hits", counts.hits)?;
-        stats.set_item("misses", counts.misses)?;
-        stats.set_item("invalidations", counts.invalidations)?;
-        stats.set_item("flushes", counts.flushes)?;
-        stats.set_item("entries", near.len())?;
+        for (name, count) in near.report() {
+            stats.set_item(name, count)?;
+        }
         stats.set_item("live", near.is_live())?;
         Ok(Some(stats))
     }
@@ -428,18 +422,16 @@ impl SharedBackend {
     fn drop_versions_below(&self, py: Python<'_>, owner: &str, version: u32) -> PyResult<()> {
         // On a cluster each function's shards hold their own copy of the
         // counter: reach the functions of `owner` this process knows.
-        let function_ids = match self.keys.is_cluster() {
+        let function_ids = match self.cache.keys().is_cluster() {
             true => crate::runtime::RUNTIME.scopes.collect_labels(|labels| {
                 (labels.owner == owner).then(|| labels.function_id.clone())
             }),
             false => Vec::new(),
         };
-        let counters = self.keys.version_counters_below(
-            owner,
-            version,
-            function_ids.iter().map(String::as_str),
-        );
-        reported(py, self, |cache| cache.retire(&counters))
+        let function_ids = function_ids.iter().map(String::as_str);
+        reported(py, self, |c| {
+            c.drop_versions_below(owner, version, function_ids)
+        })
     }
 }
 
@@ -482,7 +474,8 @@ impl SharedBackend {
         let (function_id, partition, suffix) = core.key_parts(w, layout)?;
         let parts = (function_id, partition.as_str(), suffix.as_str());
         let (namespace, partitioned) = (&core.namespace, core.partitioned());
-        Ok(self.keys.call_of(&core.keys, namespace, parts, partitioned))
+        let keys = self.cache.keys();
+        Ok(keys.call_of(&core.keys, namespace, parts, partitioned))
     }
 }
 
@@ -880,9 +873,7 @@ pub(crate) fn invalidate_all(
     backend: &Py<SharedBackend>,
 ) -> PyResult<()> {
     let handle = backend.get();
-    // One counter, or one per shard on a cluster (each in its slot).
-    let counters = handle.keys.function_counters(&core.keys);
-    reported(py, handle, |cache| cache.retire(&counters))
+    reported(py, handle, |cache| cache.drop_function(&core.keys))
 }
 
 /// Drops the partitions of a partial call, in every process.
@@ -899,10 +890,7 @@ pub(crate) fn delete_by_prefix(
     }
     let parts = core.partition_texts(call, bound)?;
     let parts = parts.iter().map(|(id, text)| (id.as_str(), text.as_str()));
-    let counters = handle.keys.partition_counters(&core.keys, parts);
-    // The entries written under them are never served again, in any
-    // process, and they leave no key behind.
-    reported(py, handle, |cache| cache.retire(&counters))
+    reported(py, handle, |cache| cache.drop_partitions(&core.keys, parts))
 }
 
 /// How many callers of this process follow the computation of a call's

@@ -57,10 +57,9 @@ pub struct BackendSettings<'a> {
 
 /// What [`BackendSettings::build`] made.
 pub struct Backend<E> {
-    /// The lifecycle over the store.
+    /// The lifecycle over the store, naming keys as the settings say
+    /// ([`SharedCache::keys`]).
     pub cache: SharedCache<Box<dyn SharedStore>, E>,
-    /// How the store's keys are named.
-    pub keys: KeySpace,
     /// How values are serialized.
     pub serializer: Serializer,
     /// Whether calls use the near cache unless they say otherwise: only
@@ -88,9 +87,9 @@ impl BackendSettings<'_> {
         let options =
             settings::options(self.lock_timeout, self.wait_timeout, self.bypass_on_failure)?;
         let signer = Signer::new(self.signing_key);
+        let keys = KeySpace::new(self.key_prefix, kind == StoreKind::Cluster);
         Ok(Backend {
-            cache: SharedCache::new(store, signer, clock, kind.breaker(), options),
-            keys: KeySpace::new(self.key_prefix, kind == StoreKind::Cluster),
+            cache: SharedCache::new(store, signer, clock, kind.breaker(), options).with_keys(keys),
             serializer,
             near_default: self.near_cache_default && self.near_cache_size > 0,
         })
@@ -184,7 +183,7 @@ mod tests {
             .unwrap();
         assert_eq!(asked.as_deref(), Some("sessions"));
         assert_eq!(backend.serializer, Serializer::Json);
-        assert_eq!(backend.keys, KeySpace::new("app:", false));
+        assert_eq!(*backend.cache.keys(), KeySpace::new("app:", false));
         // Asked for, but a near cache only a Redis store keeps.
         assert!(backend.cache.store().near().is_none());
         assert!(backend.cache.bypasses_failures());
@@ -238,11 +237,11 @@ mod tests {
     #[test]
     fn a_cluster_url_names_its_keys_with_hash_tags_and_checks_its_connection() {
         let cluster = build(&settings("redis+cluster://127.0.0.1:1")).unwrap();
-        assert_eq!(cluster.keys, KeySpace::new("app:", true));
+        assert_eq!(*cluster.cache.keys(), KeySpace::new("app:", true));
         // One breaker per slot: the store's own never opens.
         assert!(!cluster.cache.breaker_open());
         let single = build(&settings("redis://127.0.0.1:1/0")).unwrap();
-        assert_eq!(single.keys, KeySpace::new("app:", false));
+        assert_eq!(*single.cache.keys(), KeySpace::new("app:", false));
         let bad = BackendSettings {
             read_timeout: 0.0,
             ..settings("redis://127.0.0.1:1/0")

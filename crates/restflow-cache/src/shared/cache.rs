@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use super::breaker::Breaker;
 use super::hot::{Hot, HotCache};
+use super::keyspace::KeySpace;
 use super::near::{Epoch, NearCache, NearEntry};
 use super::payload::{Decoded, Generations, Rejected, Signer};
 use super::steps::{ComputeClaim, Handle, How};
@@ -170,6 +171,8 @@ pub struct SharedCache<S, E> {
     dice: Arc<Dice>,
     /// Where warnings about a failing store go, if anywhere.
     warnings: Option<super::warn::Warnings>,
+    /// How the store's keys are named (see [`SharedCache::with_keys`]).
+    keys: KeySpace,
 }
 
 /// What [`SharedCache::begin_near`] found: an answer (and the near
@@ -212,7 +215,21 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             stats: SharedStats::default(),
             dice: Arc::new(Dice::from_entropy()),
             warnings: None,
+            keys: KeySpace::new("", false),
         }
+    }
+
+    /// This cache, naming keys as `keys` says (unprefixed, single-node
+    /// names by default): the names its invalidations
+    /// ([`SharedCache::drop_function`] and the like) and its embedder's
+    /// calls ([`KeySpace::call`]) use.
+    pub fn with_keys(self, keys: KeySpace) -> Self {
+        SharedCache { keys, ..self }
+    }
+
+    /// How the store's keys are named.
+    pub fn keys(&self) -> &KeySpace {
+        &self.keys
     }
 
     /// This cache, warning through `warnings` (see

@@ -34,7 +34,8 @@
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 
-use super::store::KeySet;
+use super::cache::SharedCache;
+use super::store::{KeySet, SharedStore, StoreError};
 use crate::key;
 
 /// How many shards (hash tags, so slots) one cached function's keys are
@@ -279,6 +280,38 @@ impl KeySpace {
                 false => untagged,
             },
         }
+    }
+}
+
+impl<S: SharedStore, E: Clone> SharedCache<S, E> {
+    /// Drops every entry of `function`, in every process: retires its
+    /// counter (one per shard on a cluster).
+    pub fn drop_function(&self, function: &FunctionKeys) -> Result<(), StoreError> {
+        self.retire(&self.keys().function_counters(function))
+    }
+
+    /// Drops the partitions `parts` of `function` (`(function_id,
+    /// partition text)`, see [`KeySpace::partition_counters`]), in every
+    /// process; none asks nothing of the store.
+    pub fn drop_partitions<'a>(
+        &self,
+        function: &FunctionKeys,
+        parts: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), StoreError> {
+        self.retire(&self.keys().partition_counters(function, parts))
+    }
+
+    /// Drops, in every process, what the key constructor `owner` wrote
+    /// under its versions below `version`; on a cluster, for the functions
+    /// `function_ids` (see [`KeySpace::version_counters_below`]).
+    pub fn drop_versions_below<'a>(
+        &self,
+        owner: &str,
+        version: u32,
+        function_ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), StoreError> {
+        let keys = self.keys();
+        self.retire(&keys.version_counters_below(owner, version, function_ids))
     }
 }
 
