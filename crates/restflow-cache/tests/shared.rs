@@ -1674,3 +1674,24 @@ fn the_key_space_drops_a_function_its_partitions_and_its_older_versions() {
         (Status::Miss, Status::Miss)
     );
 }
+
+#[test]
+fn a_shared_error_is_raised_as_the_memory_stores_and_a_store_failure_apart() {
+    use restflow_cache::GetError;
+    let error = |e: &str| e.to_owned();
+    let compute = SharedError::Compute(error("failed")).into_get();
+    assert_eq!(compute, Ok(GetError::Compute(error("failed"))));
+    // A fatal decoding error is the caller's own, as it is.
+    let decode = SharedError::Decode(error("interrupted")).into_get();
+    assert_eq!(decode, Ok(GetError::Compute(error("interrupted"))));
+    let recursive = SharedError::<String>::Recursive.into_get();
+    assert_eq!(recursive, Ok(GetError::Recursive));
+    let store = SharedError::<String>::Store(StoreError::CircuitOpen).into_get();
+    assert_eq!(store, Err(StoreError::CircuitOpen));
+}
+
+#[test]
+fn a_call_past_its_near_lookup_keeps_what_it_reads_only_when_it_uses_the_near_cache() {
+    assert_eq!(NearMode::past_lookup(true), NearMode::Fill);
+    assert_eq!(NearMode::past_lookup(false), NearMode::Off);
+}

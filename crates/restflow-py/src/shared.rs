@@ -1,10 +1,11 @@
 //! Cached functions on a store shared between processes (Redis).
 //!
 //! Conversion and delegation, as everywhere in these bindings: values are
-//! serialized here (pickle or JSON, by Python, as the engine's
-//! [`Codec`]), keys are the key strings the wrapper renders, and the
-//! lifecycle, locks, signatures, faults and the function's statistics of
-//! what it did are `restflow_cache::shared`'s. Every round trip runs with
+//! serialized here (pickle or JSON, by Python, under the engine's codec
+//! [`Policy`]), keys are the key strings the wrapper renders, and the
+//! settings, key space, invalidations, lifecycle, locks, signatures,
+//! faults and the function's statistics of what it did are
+//! `restflow_cache::shared`'s. Every round trip runs with
 //! the GIL released; the user's function runs attached, on the calling
 //! thread.
 
@@ -13,16 +14,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::once::{Attached, OnceValue};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use restflow_cache::key::KeyWriter;
 use restflow_cache::shared::count_near_hit;
 use restflow_cache::shared::settings::{self, Serializer};
 use restflow_cache::shared::{
-    BackendSettings, Begin, Epoch, HotCache, KeySet, NearMode, OwnedClaim, Policy, Produced,
-    RefreshClaim, Refusal, Serializes, Served, SharedCache, SharedError, SharedStore, Skipped,
-    StoreError,
+    BackendSettings, Begin, HotCache, KeySet, NearMode, OwnedClaim, Policy, Produced, RefreshClaim,
+    Refusal, Serializes, Served, SharedCache, SharedError, SharedStore, Skipped, StoreError,
 };
 use restflow_cache::{Computed, Freshness, Stamps, Status};
 
@@ -157,11 +157,6 @@ fn seconds(what: &str, secs: f64) -> PyResult<Duration> {
 }
 
 impl SharedBackend {
-    /// The near cache, if this process has started it (never starts it).
-    fn near_started(&self) -> Option<&restflow_cache::shared::NearCache> {
-        self.cache.store().near_if_started()
-    }
-
     /// A fresh hit from the near cache for `keys`, deserialized, counted
     /// by the engine (timed from `started`, when given) and kept in the hot
     /// layer under the call key `key`; `None` when it has none (or it no
@@ -202,15 +197,6 @@ impl SharedBackend {
             drop_attached(last);
         }
         Some(served)
-    }
-
-    /// Keeps `value`, deserialized from a near entry served or kept after
-    /// the near cache read `seen`, in the hot layer. Attached (`py`): what
-    /// it evicts is a Python object, dropped here.
-    fn keep_hot(&self, py: Python<'_>, key: &[u8], seen: Epoch, value: &Py<PyAny>, stamps: Stamps) {
-        if let Some(hot) = &self.hot {
-            hot.insert(key, seen, value.clone_ref(py), stamps);
-        }
     }
 
     /// Whether the event loop may fetch for this backend itself (plain
@@ -391,7 +377,8 @@ impl SharedBackend {
     /// its invalidation channel is up); `None` when the store keeps no near
     /// cache or this process has not used it yet.
     fn near_stats<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let Some(near) = self.near_started() else {
+        // Only if this process has started it (this does not start it).
+        let Some(near) = self.cache.store().near_if_started() else {
             return Ok(None);
         };
         let stats = PyDict::new(py);
@@ -491,8 +478,7 @@ fn produce(
 }
 
 /// A computed value as the engine stores it: serialized when it is to be
-/// stored ([`Produced::encoded`], with the policy of
-/// [`SharedBackend::encode`]). Attached: on an error the value is dropped
+/// stored ([`Produced::encoded`], under the codec [`Policy`]). Attached: on an error the value is dropped
 /// here.
 pub(crate) fn produced(
     py: Python<'_>,
@@ -520,23 +506,12 @@ fn detached<T: Send>(
     done.map_err(|error| raise(py, error, &core.function_id))
 }
 
+/// The Python error of what the engine answered: as the memory store's
+/// lifecycle raises it, or `CacheBackendError` for a store that failed.
 fn raise(py: Python<'_>, error: SharedError<SharedErr>, function_id: &str) -> PyErr {
-    match error {
-        SharedError::Compute(shared) | SharedError::Decode(shared) => shared.clone_ref(py),
-        SharedError::Store(store) => CacheBackendError::new_err(store.to_string()),
-        SharedError::Recursive => PyRuntimeError::new_err(format!(
-            "{function_id}() called itself with the same arguments while computing them; \
-             the inner call would wait on the outer one forever"
-        )),
-    }
-}
-
-/// How a call that uses the near cache (`near`) reads the store, past a
-/// near miss: the engine keeps what it reads there.
-fn near_mode(near: bool) -> NearMode {
-    match near {
-        true => NearMode::Fill,
-        false => NearMode::Off,
+    match error.into_get() {
+        Ok(error) => crate::wrapper::raise(py, error, function_id),
+        Err(store) => CacheBackendError::new_err(store.to_string()),
     }
 }
 
@@ -578,7 +553,7 @@ pub(crate) fn get(
     let served = detached(py, core, || {
         handle.cache.serve_counted(
             &keys,
-            (near_mode(near), window),
+            (NearMode::past_lookup(near), window),
             &core.stats,
             &codec,
             || Python::attach(|py| produce(py, core, handle, &owned)),
@@ -600,12 +575,12 @@ fn answered(
     key: &[u8],
     served: Served<Value>,
 ) -> (SharedServed, Option<RefreshClaim>) {
-    let value = own(py, served.value);
-    if let (Some(seen), Some(stamps)) = (served.kept, served.stamps) {
-        handle.keep_hot(py, key, seen, &value, stamps);
+    if let Some(hot) = &handle.hot {
+        // Attached: what it evicts is a Python object, dropped here.
+        hot.keep(key, &served, |value| value.clone_ref(py));
     }
     let shared = SharedServed {
-        value,
+        value: own(py, served.value),
         status: served.status,
         stamps: served.stamps,
     };
@@ -634,7 +609,7 @@ pub(crate) fn begin(
     let mut w = KeyWriter::new();
     let layout = core.write_key(&mut w, call)?;
     let keys = handle.keys(core, &w, &layout)?;
-    let mode = near_mode(handle.uses_near(core));
+    let mode = NearMode::past_lookup(handle.uses_near(core));
     let (window, codec) = (core.stale_if_error_window(), handle.codec(core));
     let begun = detached(py, core, || {
         handle

@@ -41,7 +41,7 @@ use super::steps::{ComputeClaim, Handle, How};
 use super::store::{Fetched, KeySet, SharedStore, StoreError};
 use crate::clock::Clock;
 use crate::early::Dice;
-use crate::engine::Status;
+use crate::engine::{GetError, Status};
 use crate::entry::{Entry, Freshness, Lifetime, Stamps};
 use crate::flight::{Join, LeaderGuard, Outcome, SingleFlight};
 use crate::stats::{Counter, Stats};
@@ -125,6 +125,21 @@ pub enum SharedError<E> {
     Decode(E),
 }
 
+impl<E> SharedError<E> {
+    /// This error as the memory store's lifecycle reports one
+    /// ([`GetError`]), so an embedder raises both alike; a store failure
+    /// (which only a shared store has) as `Err`.
+    pub fn into_get(self) -> Result<GetError<E>, StoreError> {
+        match self {
+            SharedError::Compute(error) | SharedError::Decode(error) => {
+                Ok(GetError::Compute(error))
+            }
+            SharedError::Recursive => Ok(GetError::Recursive),
+            SharedError::Store(error) => Err(error),
+        }
+    }
+}
+
 /// An entry read without claiming anything: `(flags, value, stamps, freshness)`.
 pub type Peeked = (u8, Vec<u8>, Stamps, Freshness);
 
@@ -157,6 +172,18 @@ pub enum NearMode {
     /// Not looked up (the caller just did, with
     /// [`SharedCache::near_fresh`]); a fresh entry read is kept in it.
     Fill,
+}
+
+impl NearMode {
+    /// How a call reads the store past its own near-cache lookup: keeping
+    /// what it reads there when it uses the near cache (`near`), else
+    /// neither served from nor kept in it.
+    pub fn past_lookup(near: bool) -> Self {
+        match near {
+            true => NearMode::Fill,
+            false => NearMode::Off,
+        }
+    }
 }
 
 /// A shared store read through the lifecycle.
