@@ -5,6 +5,9 @@
 //! store Python objects, pickled or as JSON): a [`Codec`] turns one into
 //! `(serializer flags, bytes)` and back. Its policy is the contract below;
 //! how it reports what it refused (a log line, a counter) is its own.
+//! [`Policy`] is that policy over an embedder's plain serializer
+//! ([`Serializes`]), which only says what it refused and how to tell the
+//! operator, with the messages of [`Skipped::message`].
 //!
 //! Invariants: `encode` and `decode` may run foreign code (the bindings
 //! attach to Python in them), so the engine calls them with none of its
@@ -94,7 +97,9 @@ pub struct Policy<S>(pub S);
 impl<S> Policy<S> {
     /// A stored value for a read that only looks (a peek, a near hit): one
     /// that does not deserialize is not served, and not reported (the read
-    /// of the store that follows, if any, reports it).
+    /// of the store that follows, if any, reports it). An error it does not
+    /// hand on is dropped here: call it where dropping one is allowed (the
+    /// bindings attach to Python around it).
     pub fn decode_quietly<T>(&self, flags: u8, bytes: &[u8]) -> Result<T, Undecodable<S::Error>>
     where
         S: Serializes<T>,
