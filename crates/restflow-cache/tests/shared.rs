@@ -533,6 +533,23 @@ fn a_lost_counter_retires_its_entries_and_never_revives_older_ones() {
 }
 
 #[test]
+fn retiring_counters_drops_their_entries_and_retiring_none_asks_nothing() {
+    let (store, cache, _) = cache(true);
+    get(&cache, "v1");
+    cache.retire(&["gen:f".to_owned()]).unwrap();
+    assert_eq!(value_of(&get(&cache, "v2")), (Status::Miss, "v2".into()));
+    // A partial call naming no partition: nothing to drop, even with the
+    // store down and its circuit breaker open.
+    store.down.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        let failed = cache.retire(&["gen:f".to_owned()]);
+        assert_eq!(failed, Err(StoreError::Unavailable("down".into())));
+    }
+    assert!(cache.breaker_open());
+    assert_eq!(cache.retire(&[]), Ok(()));
+}
+
+#[test]
 fn a_corrupt_counter_heals_at_the_next_computation() {
     for garbage in ["abc", "-1", "100000000000000000000", "007", ""] {
         let (store, cache, _) = cache(true);
@@ -1581,4 +1598,100 @@ fn a_blocking_call_on_the_thread_of_the_task_holding_the_claim_is_refused_not_bl
     claim.finish_served(produce("v1").unwrap()).unwrap();
     let followed = follower.join().unwrap().unwrap();
     assert_eq!(value_of(&followed), (Status::Miss, "v1".to_string()));
+}
+
+#[test]
+fn a_counted_near_read_serves_a_fresh_entry_as_a_hit_kept_for_a_hot_copy() {
+    let (store, cache, clock) = near_cache();
+    let stats = restflow_cache::Stats::new();
+    let near = |started| cache.near_counted(&keys(), &stats, started, decode);
+    assert!(near(None).unwrap().is_none(), "holds nothing yet");
+    get(&cache, "v1");
+    get(&cache, "unused"); // read from the store, kept near
+    let (epoch, before) = (near_of(&store).epoch(), calls(&store));
+    let served = near(Some(std::time::Instant::now())).unwrap().unwrap();
+    assert_eq!(calls(&store), before, "no round trip");
+    assert_eq!(
+        (served.status, served.value.as_str(), served.kept),
+        (Status::Hit, "v1", Some(epoch))
+    );
+    assert!(served.stamps.is_some() && served.refresh.is_none());
+    assert_eq!(near(None).unwrap().unwrap().value, "v1");
+    let hits = vec![("hit", 2), ("near_hits", 2)];
+    assert_eq!(counted(&stats), (hits.clone(), 1), "only the first timed");
+    // An entry that does not decode is left to the read of the store, and
+    // not counted; a fatal error is the caller's.
+    let unreadable = |_: u8, _: &[u8]| Err::<String, _>(Undecodable::Unreadable);
+    let none = cache.near_counted(&keys(), &stats, None, unreadable);
+    assert!(none.unwrap().is_none());
+    let fatal = |_: u8, _: &[u8]| Err::<String, _>(Undecodable::Fatal("stop".into()));
+    let fatal = cache.near_counted(&keys(), &stats, None, fatal);
+    assert_eq!(fatal.err().as_deref(), Some("stop"));
+    // Stale: not served near (its refresh is claimed through the store).
+    clock.advance(Span::from_secs(10));
+    assert!(near(None).unwrap().is_none());
+    assert_eq!(counted(&stats), (hits, 1));
+}
+
+#[test]
+fn the_key_space_drops_a_function_its_partitions_and_its_older_versions() {
+    use restflow_cache::shared::{FunctionKeys, KeySpace};
+    let (_store, cache, _) = cache(true);
+    let cache = cache.with_keys(KeySpace::new("p:", false));
+    let (v1, v2) = (
+        FunctionKeys::new("app.f", "app.f", "app.Key", 1),
+        FunctionKeys::new("app.f", "app.f", "app.Key", 2),
+    );
+    let keys = |f: &FunctionKeys, tenant: &str| {
+        let suffix = format!("v{}", if f == &v1 { 1 } else { 2 });
+        let parts = ("app.f", tenant, suffix.as_str());
+        cache.keys().call_of(f, "ns", parts, true)
+    };
+    let serve = |keys: &KeySet, value: &str| {
+        let answer = cache.get(keys, Span::ZERO, || produce(value), |w| w.wait());
+        status(&answer.unwrap())
+    };
+    let (t7, t8, old) = (keys(&v2, "t=7"), keys(&v2, "t=8"), keys(&v1, "t=8"));
+    for keys in [&t7, &t8, &old] {
+        assert_eq!(serve(keys, "a"), Status::Miss);
+        assert_eq!(serve(keys, "b"), Status::Hit);
+    }
+    cache.drop_partitions(&v2, [("app.f", "t=7")]).unwrap();
+    assert_eq!(
+        (serve(&t7, "c"), serve(&t8, "c")),
+        (Status::Miss, Status::Hit)
+    );
+    assert_eq!(serve(&old, "c"), Status::Hit);
+    // Version 2's owner drops what version 1 wrote, not its own.
+    cache.drop_versions_below("app.Key", 2, ["app.f"]).unwrap();
+    assert_eq!(
+        (serve(&old, "d"), serve(&t7, "d")),
+        (Status::Miss, Status::Hit)
+    );
+    cache.drop_function(&v2).unwrap();
+    assert_eq!(
+        (serve(&t7, "e"), serve(&t8, "e")),
+        (Status::Miss, Status::Miss)
+    );
+}
+
+#[test]
+fn a_shared_error_is_raised_as_the_memory_stores_and_a_store_failure_apart() {
+    use restflow_cache::GetError;
+    let error = |e: &str| e.to_owned();
+    let compute = SharedError::Compute(error("failed")).into_get();
+    assert_eq!(compute, Ok(GetError::Compute(error("failed"))));
+    // A fatal decoding error is the caller's own, as it is.
+    let decode = SharedError::Decode(error("interrupted")).into_get();
+    assert_eq!(decode, Ok(GetError::Compute(error("interrupted"))));
+    let recursive = SharedError::<String>::Recursive.into_get();
+    assert_eq!(recursive, Ok(GetError::Recursive));
+    let store = SharedError::<String>::Store(StoreError::CircuitOpen).into_get();
+    assert_eq!(store, Err(StoreError::CircuitOpen));
+}
+
+#[test]
+fn a_call_past_its_near_lookup_keeps_what_it_reads_only_when_it_uses_the_near_cache() {
+    assert_eq!(NearMode::past_lookup(true), NearMode::Fill);
+    assert_eq!(NearMode::past_lookup(false), NearMode::Off);
 }

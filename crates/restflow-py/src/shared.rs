@@ -1,10 +1,11 @@
 //! Cached functions on a store shared between processes (Redis).
 //!
 //! Conversion and delegation, as everywhere in these bindings: values are
-//! serialized here (pickle or JSON, by Python, as the engine's
-//! [`Codec`]), keys are the key strings the wrapper renders, and the
-//! lifecycle, locks, signatures, faults and the function's statistics of
-//! what it did are `restflow_cache::shared`'s. Every round trip runs with
+//! serialized here (pickle or JSON, by Python, under the engine's codec
+//! [`Policy`]), keys are the key strings the wrapper renders, and the
+//! settings, key space, invalidations, lifecycle, locks, signatures,
+//! faults and the function's statistics of what it did are
+//! `restflow_cache::shared`'s. Every round trip runs with
 //! the GIL released; the user's function runs attached, on the calling
 //! thread.
 
@@ -13,16 +14,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::once::{Attached, OnceValue};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
-use restflow_cache::key::{self, KeyWriter};
-use restflow_cache::shared::settings::{self, RedisSettings, Serializer, StoreKind};
+use restflow_cache::key::KeyWriter;
+use restflow_cache::shared::count_near_hit;
+use restflow_cache::shared::settings::{self, Serializer};
 use restflow_cache::shared::{
-    Begin, Codec, Epoch, HotCache, KeySet, KeySpace, NearMode, OwnedClaim, Produced, RefreshClaim,
-    Served, SharedCache, SharedError, SharedStore, Signer, StoreError, Undecodable,
+    BackendSettings, Begin, HotCache, KeySet, NearMode, OwnedClaim, Policy, Produced, RefreshClaim,
+    Refusal, Serializes, Served, SharedCache, SharedError, SharedStore, Skipped, StoreError,
 };
-use restflow_cache::{Computed, Counter, Freshness, Stamps, Status};
+use restflow_cache::{Computed, Freshness, Stamps, Status};
 
 use crate::core::{Call, Core, Layout, OwnedCall};
 use crate::interrupt::{self, is_interrupt};
@@ -50,23 +52,63 @@ fn own(py: Python<'_>, value: Value) -> Py<PyAny> {
     Arc::try_unwrap(value).unwrap_or_else(|shared| shared.clone_ref(py))
 }
 
-/// The values of one function (`core`) as `backend` stores them: what the
-/// engine's lifecycle encodes and decodes with. Each call attaches to
-/// Python (the engine calls it detached, between round trips).
+/// The values of one function (`core`) as `backend` stores them, for the
+/// engine's [`Policy`] (what it skips, and that it is reported). Each call
+/// attaches to Python (the engine calls it detached, between round trips).
 struct PyCodec<'a> {
     backend: &'a SharedBackend,
     core: &'a Core,
 }
 
-impl Codec<Value> for PyCodec<'_> {
+impl Serializes<Value> for PyCodec<'_> {
     type Error = SharedErr;
 
-    fn encode(&self, value: &Value) -> Result<Option<(u8, Vec<u8>)>, SharedErr> {
-        Python::attach(|py| self.backend.encode(py, self.core, value.bind(py)))
+    fn serialize(&self, value: &Value) -> Result<(u8, Vec<u8>), Refusal<SharedErr>> {
+        let serializer = self.backend.serializer;
+        Python::attach(|py| {
+            let value = value.bind(py);
+            if serializer == Serializer::Json {
+                crate::json_value::check(value).map_err(Refusal::Unfaithful)?;
+            }
+            let dumped = dump(py, serializer, value).map_err(|error| {
+                if is_interrupt(py, &error) {
+                    // The call ends with it, whatever the engine does.
+                    interrupt::park(error.clone_ref(py));
+                }
+                Refusal::Raised(Arc::new(error))
+            });
+            Ok((serializer.flag(), dumped?))
+        })
     }
 
-    fn decode(&self, flags: u8, bytes: &[u8]) -> Result<Value, Undecodable<SharedErr>> {
-        Python::attach(|py| self.backend.decode(py, self.core, flags, bytes))
+    fn deserialize(&self, flags: u8, bytes: &[u8]) -> Result<Value, SharedErr> {
+        Python::attach(|py| load(py, flags, bytes).map(Arc::new).map_err(Arc::new))
+    }
+
+    fn is_fatal(&self, error: &SharedErr) -> bool {
+        Python::attach(|py| is_interrupt(py, error))
+    }
+
+    fn report(&self, skipped: Skipped<SharedErr>) {
+        // A JSON refusal is logged once per function: it repeats on every
+        // call, and the first message says all there is.
+        let json = matches!(skipped, Skipped::Unstored(Refusal::Unfaithful(_)));
+        if json && self.core.json_refusal_logged.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let message = skipped.message(&self.core.function_id);
+        // Moved in: the error is dropped attached.
+        Python::attach(move |py| match skipped {
+            Skipped::Unstored(Refusal::Raised(error)) | Skipped::Unreadable(error) => {
+                log_error(py, &message, &error)
+            }
+            Skipped::Unstored(Refusal::Unfaithful(_)) => {
+                let Ok(hooks) = hooks(py) else { return };
+                if let Err(failure) = hooks.logger.call_method1(py, "error", (message,)) {
+                    failure.write_unraisable(py, None);
+                }
+            }
+        })
     }
 }
 
@@ -78,8 +120,6 @@ pub struct SharedBackend {
     /// otherwise (`NEAR_CACHE`); the store keeps one only when
     /// `near_cache_size` > 0.
     near_default: bool,
-    /// How keys are named (the prefix; hash tags on a cluster).
-    keys: KeySpace,
     /// Deserialized copies of near-cache entries by in-process call key,
     /// so a near hit costs what a memory hit costs (see
     /// `restflow_cache::shared::hot`); with a near cache only. Used only
@@ -117,34 +157,21 @@ fn seconds(what: &str, secs: f64) -> PyResult<Duration> {
 }
 
 impl SharedBackend {
-    /// The near cache, if this process has started it (never starts it).
-    fn near_started(&self) -> Option<&restflow_cache::shared::NearCache> {
-        self.cache.store().near_if_started()
-    }
-
-    /// A fresh hit from the near cache for `keys`, deserialized (and kept
-    /// in the hot layer under the call key `key`); `None` when it has none
-    /// (or it no longer deserializes: the store decides).
+    /// A fresh hit from the near cache for `keys`, deserialized, counted
+    /// by the engine (timed from `started`, when given) and kept in the hot
+    /// layer under the call key `key`; `None` when it has none (or it no
+    /// longer deserializes: the store decides). Attached: no round trip.
     fn near_served(
         &self,
         py: Python<'_>,
-        key: &[u8],
-        keys: &KeySet,
+        (core, key, keys): (&Core, &[u8], &KeySet),
+        started: Option<Instant>,
     ) -> PyResult<Option<SharedServed>> {
-        let Some((flags, bytes, stamps, seen)) = self.cache.near_fresh_seen(keys) else {
-            return Ok(None);
-        };
-        match self.deserialize(py, flags, &bytes) {
-            Ok(value) => {
-                self.keep_hot(py, key, seen, &value, stamps);
-                Ok(Some(SharedServed {
-                    value,
-                    status: Status::Hit,
-                    stamps: Some(stamps),
-                }))
-            }
-            Err(error) if is_interrupt(py, &error) => Err(error),
-            Err(_) => Ok(None),
+        let codec = self.codec(core);
+        let decode = |flags, bytes: &[u8]| codec.decode_quietly(flags, bytes);
+        match self.cache.near_counted(keys, &core.stats, started, decode) {
+            Ok(served) => Ok(served.map(|served| answered(py, self, key, served).0)),
+            Err(interrupt) => Err(interrupt.clone_ref(py)),
         }
     }
 
@@ -172,117 +199,41 @@ impl SharedBackend {
         Some(served)
     }
 
-    /// Keeps `value`, deserialized from a near entry served or kept after
-    /// the near cache read `seen`, in the hot layer. Attached (`py`): what
-    /// it evicts is a Python object, dropped here.
-    fn keep_hot(&self, py: Python<'_>, key: &[u8], seen: Epoch, value: &Py<PyAny>, stamps: Stamps) {
-        if let Some(hot) = &self.hot {
-            hot.insert(key, seen, value.clone_ref(py), stamps);
-        }
-    }
-
     /// Whether the event loop may fetch for this backend itself (plain
     /// Redis, and the circuit breaker closed).
     pub(crate) fn loop_fetches(&self) -> bool {
         self.url.starts_with("redis://") && !self.cache.breaker_open()
     }
 
-    fn serialize(
-        &self,
-        py: Python<'_>,
-        value: &Bound<'_, PyAny>,
-    ) -> Result<(u8, Vec<u8>), Unserializable> {
-        let codecs = codecs(py)?;
-        let flag = self.serializer.flag();
-        if self.serializer == Serializer::Json {
-            crate::json_value::check(value).map_err(Unserializable::NotJson)?;
-            let text: String = codecs.json_dumps.bind(py).call1((value,))?.extract()?;
-            return Ok((flag, text.into_bytes()));
-        }
-        let bytes = codecs.pickle_dumps.bind(py).call1((value, 5))?;
-        let bytes = bytes.cast::<PyBytes>().map_err(PyErr::from)?;
-        Ok((flag, bytes.as_bytes().to_vec()))
-    }
-
-    /// A stored value for the engine ([`Codec::decode`]): one that no
-    /// longer deserializes is logged and recomputed, an interrupt reaches
-    /// the caller.
-    fn decode(
-        &self,
-        py: Python<'_>,
-        core: &Core,
-        flags: u8,
-        bytes: &[u8],
-    ) -> Result<Value, Undecodable<SharedErr>> {
-        let decoded = self.deserialize(py, flags, bytes);
-        decoded.map(Arc::new).map_err(|error| {
-            if !is_interrupt(py, &error) {
-                // Signed by us, yet unreadable now (the class moved, say).
-                log_error(
-                    py,
-                    &format!(
-                        "restflow: a cached value of {}() could not be deserialized; \
-                         recomputing",
-                        core.function_id
-                    ),
-                    &error,
-                );
-            }
-            unreadable(py, error)
-        })
-    }
-
-    /// A computed value serialized for the engine ([`Codec::encode`]): a
-    /// value the serializer refuses is logged (a JSON refusal once per
-    /// function) and served but not stored; an interrupt is parked for the
-    /// caller and ends the call.
-    fn encode(
-        &self,
-        py: Python<'_>,
-        core: &Core,
-        value: &Bound<'_, PyAny>,
-    ) -> Result<Option<(u8, Vec<u8>)>, SharedErr> {
-        match self.serialize(py, value) {
-            Ok(serialized) => Ok(Some(serialized)),
-            Err(Unserializable::NotJson(refused)) => {
-                log_json_refusal(py, core, &refused);
-                Ok(None)
-            }
-            Err(Unserializable::Raised(error)) if is_interrupt(py, &error) => {
-                interrupt::park(error.clone_ref(py));
-                Err(Arc::new(error))
-            }
-            Err(Unserializable::Raised(error)) => {
-                log_error(
-                    py,
-                    &format!(
-                        "restflow: the value of {}() cannot be serialized; it is served but not \
-                         cached",
-                        core.function_id
-                    ),
-                    &error,
-                );
-                Ok(None)
-            }
-        }
-    }
-
     /// How `core`'s values are stored in this backend, for the engine.
-    fn codec<'a>(&'a self, core: &'a Core) -> PyCodec<'a> {
-        PyCodec {
+    fn codec<'a>(&'a self, core: &'a Core) -> Policy<PyCodec<'a>> {
+        Policy(PyCodec {
             backend: self,
             core,
-        }
+        })
     }
+}
 
-    fn deserialize(&self, py: Python<'_>, flags: u8, bytes: &[u8]) -> PyResult<Py<PyAny>> {
-        let codecs = codecs(py)?;
-        let loads = match Serializer::from_flag(flags).map_err(PyValueError::new_err)? {
-            Serializer::Pickle => &codecs.pickle_loads,
-            Serializer::Json => &codecs.json_loads,
-        };
-        Ok(loads.bind(py).call1((PyBytes::new(py, bytes),))?.unbind())
+/// `value` serialized by `serializer`.
+fn dump(py: Python<'_>, serializer: Serializer, value: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    let codecs = codecs(py)?;
+    if serializer == Serializer::Json {
+        let text: String = codecs.json_dumps.bind(py).call1((value,))?.extract()?;
+        return Ok(text.into_bytes());
     }
+    let bytes = codecs.pickle_dumps.bind(py).call1((value, 5))?;
+    let bytes = bytes.cast::<PyBytes>().map_err(PyErr::from)?;
+    Ok(bytes.as_bytes().to_vec())
+}
+
+/// A value [`dump`] stored with the serializer `flags` says.
+fn load(py: Python<'_>, flags: u8, bytes: &[u8]) -> PyResult<Py<PyAny>> {
+    let codecs = codecs(py)?;
+    let loads = match Serializer::from_flag(flags).map_err(PyValueError::new_err)? {
+        Serializer::Pickle => &codecs.pickle_loads,
+        Serializer::Json => &codecs.json_loads,
+    };
+    Ok(loads.bind(py).call1((PyBytes::new(py, bytes),))?.unbind())
 }
 
 #[pymethods]
@@ -311,45 +262,41 @@ impl SharedBackend {
         near_cache_size: usize,
         near_cache_default: bool,
     ) -> PyResult<Self> {
-        let invalid = |e: String| PyValueError::new_err(e);
-        let serializer = Serializer::parse(serializer).map_err(invalid)?;
-        settings::check_signing_key(signing_key).map_err(invalid)?;
-        let kind = StoreKind::of(&url).map_err(invalid)?;
+        let settings = BackendSettings {
+            url: &url,
+            signing_key,
+            key_prefix: &key_prefix,
+            serializer,
+            pool_size,
+            connect_timeout,
+            read_timeout,
+            read_spin,
+            lock_timeout,
+            wait_timeout,
+            bypass_on_failure,
+            near_cache_size,
+            near_cache_default,
+        };
         // The engine makes every Redis store; only a Django cache, which
         // calls into Python, is made here.
-        let store: Box<dyn SharedStore> = match kind {
-            StoreKind::Django(alias) => {
-                Box::new(crate::django_store::DjangoCache::store(alias.to_owned()))
-            }
-            _ => settings::redis_store(&RedisSettings {
-                url: &url,
-                pool_size,
-                connect_timeout,
-                read_timeout,
-                read_spin,
-                near_cache_size,
-                key_prefix: &key_prefix,
-            })
-            .map_err(invalid)?,
+        let django = |alias: &str| -> Box<dyn SharedStore> {
+            Box::new(crate::django_store::DjangoCache::store(alias.to_owned()))
         };
-        let cache = SharedCache::new(
-            store,
-            Signer::new(signing_key),
-            RUNTIME.engine.cache().shared_clock(),
-            kind.breaker(),
-            settings::options(lock_timeout, wait_timeout, bypass_on_failure).map_err(invalid)?,
-        )
-        // One source of early-refresh draws for every store, which tests seed.
-        .with_dice(Arc::clone(RUNTIME.engine.cache().dice()))
-        .with_warnings(url.clone(), Box::new(log_warning));
-        let cluster = kind == StoreKind::Cluster;
+        let clock = RUNTIME.engine.cache().shared_clock();
+        let built = settings
+            .build(clock, django)
+            .map_err(PyValueError::new_err)?;
+        let cache = built
+            .cache
+            // One source of early-refresh draws for every store, which tests seed.
+            .with_dice(Arc::clone(RUNTIME.engine.cache().dice()))
+            .with_warnings(url.clone(), Box::new(log_warning));
         Ok(SharedBackend {
             cache: Arc::new(cache),
-            near_default: near_cache_default && near_cache_size > 0,
-            keys: KeySpace::new(key_prefix, cluster),
+            near_default: built.near_default,
             // As bounded as the near cache it copies.
             hot: (near_cache_size > 0).then(|| HotCache::new(near_cache_size)),
-            serializer,
+            serializer: built.serializer,
             url,
             read_timeout,
         })
@@ -410,7 +357,7 @@ impl SharedBackend {
         let Some((flags, bytes, stamps)) = self.cache.fresh_in(key, &fetched) else {
             return Ok(None);
         };
-        let value = match self.deserialize(py, flags, &bytes) {
+        let value = match load(py, flags, &bytes) {
             Ok(value) => value,
             Err(error) if is_interrupt(py, &error) => return Err(error),
             Err(_) => return Ok(None),
@@ -430,16 +377,14 @@ impl SharedBackend {
     /// its invalidation channel is up); `None` when the store keeps no near
     /// cache or this process has not used it yet.
     fn near_stats<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let Some(near) = self.near_started() else {
+        // Only if this process has started it (this does not start it).
+        let Some(near) = self.cache.store().near_if_started() else {
             return Ok(None);
         };
-        let counts = near.counts();
         let stats = PyDict::new(py);
-        stats.set_item("hits", counts.hits)?;
-        stats.set_item("misses", counts.misses)?;
-        stats.set_item("invalidations", counts.invalidations)?;
-        stats.set_item("flushes", counts.flushes)?;
-        stats.set_item("entries", near.len())?;
+        for (name, count) in near.report() {
+            stats.set_item(name, count)?;
+        }
         stats.set_item("live", near.is_live())?;
         Ok(Some(stats))
     }
@@ -464,57 +409,16 @@ impl SharedBackend {
     fn drop_versions_below(&self, py: Python<'_>, owner: &str, version: u32) -> PyResult<()> {
         // On a cluster each function's shards hold their own copy of the
         // counter: reach the functions of `owner` this process knows.
-        let mut function_ids = match self.keys.is_cluster() {
+        let function_ids = match self.cache.keys().is_cluster() {
             true => crate::runtime::RUNTIME.scopes.collect_labels(|labels| {
                 (labels.owner == owner).then(|| labels.function_id.clone())
             }),
             false => Vec::new(),
         };
-        function_ids.sort_unstable();
-        function_ids.dedup();
-        let counters = self.keys.version_counters_below(
-            owner,
-            version,
-            function_ids.iter().map(String::as_str),
-        );
-        reported(py, self, |cache| cache.retire(&counters))
-    }
-}
-
-/// What the engine makes of a stored value that did not deserialize: an
-/// interrupt reaches the caller as it is, anything else is unreadable.
-fn unreadable(py: Python<'_>, error: PyErr) -> Undecodable<SharedErr> {
-    match is_interrupt(py, &error) {
-        true => Undecodable::Fatal(Arc::new(error)),
-        false => Undecodable::Unreadable,
-    }
-}
-
-/// Why a value is not stored.
-enum Unserializable {
-    /// `SERIALIZER="json"` would not give it back unchanged.
-    NotJson(crate::json_value::Unfaithful),
-    /// The serializer raised.
-    Raised(PyErr),
-}
-
-impl From<PyErr> for Unserializable {
-    fn from(error: PyErr) -> Self {
-        Unserializable::Raised(error)
-    }
-}
-
-/// Logs, once per decorated function (the refusal repeats on every call,
-/// and the first message says all there is), that `SERIALIZER="json"`
-/// refused its value.
-fn log_json_refusal(py: Python<'_>, core: &Core, refused: &crate::json_value::Unfaithful) {
-    if core.json_refusal_logged.swap(true, Ordering::Relaxed) {
-        return;
-    }
-    let Ok(hooks) = hooks(py) else { return };
-    let message = refused.refusal(&core.function_id);
-    if let Err(failure) = hooks.logger.call_method1(py, "error", (message,)) {
-        failure.write_unraisable(py, None);
+        let function_ids = function_ids.iter().map(String::as_str);
+        reported(py, self, |c| {
+            c.drop_versions_below(owner, version, function_ids)
+        })
     }
 }
 
@@ -555,11 +459,10 @@ impl SharedBackend {
     /// The keys one call reads.
     fn keys(&self, core: &Core, w: &KeyWriter, layout: &Layout) -> PyResult<KeySet> {
         let (function_id, partition, suffix) = core.key_parts(w, layout)?;
-        let composed = key::compose(&core.namespace, function_id, &partition, &suffix);
-        let partition = core
-            .partitioned()
-            .then_some((function_id, partition.as_str()));
-        Ok(self.keys.call(&core.keys, &composed, partition))
+        let parts = (function_id, partition.as_str(), suffix.as_str());
+        let (namespace, partitioned) = (&core.namespace, core.partitioned());
+        let keys = self.cache.keys();
+        Ok(keys.call_of(&core.keys, namespace, parts, partitioned))
     }
 }
 
@@ -575,8 +478,7 @@ fn produce(
 }
 
 /// A computed value as the engine stores it: serialized when it is to be
-/// stored ([`Produced::encoded`], with the policy of
-/// [`SharedBackend::encode`]). Attached: on an error the value is dropped
+/// stored ([`Produced::encoded`], under the codec [`Policy`]). Attached: on an error the value is dropped
 /// here.
 pub(crate) fn produced(
     py: Python<'_>,
@@ -604,30 +506,13 @@ fn detached<T: Send>(
     done.map_err(|error| raise(py, error, &core.function_id))
 }
 
+/// The Python error of what the engine answered: as the memory store's
+/// lifecycle raises it, or `CacheBackendError` for a store that failed.
 fn raise(py: Python<'_>, error: SharedError<SharedErr>, function_id: &str) -> PyErr {
-    match error {
-        SharedError::Compute(shared) | SharedError::Decode(shared) => shared.clone_ref(py),
-        SharedError::Store(store) => CacheBackendError::new_err(store.to_string()),
-        SharedError::Recursive => PyRuntimeError::new_err(format!(
-            "{function_id}() called itself with the same arguments while computing them; \
-             the inner call would wait on the outer one forever"
-        )),
+    match error.into_get() {
+        Ok(error) => crate::wrapper::raise(py, error, function_id),
+        Err(store) => CacheBackendError::new_err(store.to_string()),
     }
-}
-
-/// How a call that uses the near cache (`near`) reads the store, past a
-/// near miss: the engine keeps what it reads there.
-fn near_mode(near: bool) -> NearMode {
-    match near {
-        true => NearMode::Fill,
-        false => NearMode::Off,
-    }
-}
-
-/// Counts a HIT served from the near cache or its hot layer.
-fn count_near_hit(core: &Core) {
-    core.stats.add(Counter::Hit);
-    core.stats.add(Counter::NearHit);
 }
 
 /// HIT, MISS, STALE (refreshing once across processes) or BYPASS, counted
@@ -648,7 +533,7 @@ pub(crate) fn get(
     // A hot hit first: as a memory hit, counted and not timed.
     if near {
         if let Some(served) = handle.hot_served(py, w.as_bytes()) {
-            count_near_hit(core);
+            count_near_hit(&core.stats);
             return Ok(served);
         }
     }
@@ -658,9 +543,8 @@ pub(crate) fn get(
     // near cache's lock is never held across a wait) or to own the call
     // for a computation.
     if near {
-        if let Some(served) = handle.near_served(py, w.as_bytes(), &keys)? {
-            count_near_hit(core);
-            core.stats.observe_lookup(started.elapsed());
+        let call = (&**core, w.as_bytes(), &keys);
+        if let Some(served) = handle.near_served(py, call, Some(started))? {
             return Ok(served);
         }
     }
@@ -669,7 +553,7 @@ pub(crate) fn get(
     let served = detached(py, core, || {
         handle.cache.serve_counted(
             &keys,
-            (near_mode(near), window),
+            (NearMode::past_lookup(near), window),
             &core.stats,
             &codec,
             || Python::attach(|py| produce(py, core, handle, &owned)),
@@ -691,12 +575,12 @@ fn answered(
     key: &[u8],
     served: Served<Value>,
 ) -> (SharedServed, Option<RefreshClaim>) {
-    let value = own(py, served.value);
-    if let (Some(seen), Some(stamps)) = (served.kept, served.stamps) {
-        handle.keep_hot(py, key, seen, &value, stamps);
+    if let Some(hot) = &handle.hot {
+        // Attached: what it evicts is a Python object, dropped here.
+        hot.keep(key, &served, |value| value.clone_ref(py));
     }
     let shared = SharedServed {
-        value,
+        value: own(py, served.value),
         status: served.status,
         stamps: served.stamps,
     };
@@ -725,7 +609,7 @@ pub(crate) fn begin(
     let mut w = KeyWriter::new();
     let layout = core.write_key(&mut w, call)?;
     let keys = handle.keys(core, &w, &layout)?;
-    let mode = near_mode(handle.uses_near(core));
+    let mode = NearMode::past_lookup(handle.uses_near(core));
     let (window, codec) = (core.stale_if_error_window(), handle.codec(core));
     let begun = detached(py, core, || {
         handle
@@ -870,15 +754,12 @@ pub(crate) fn peek(
 ) -> PyResult<Option<(Py<PyAny>, Stamps, Freshness)>> {
     let handle = backend.get();
     let keys = handle.call_keys(core, call)?;
+    let codec = handle.codec(core);
+    // Attached throughout: an error it does not hand on is dropped there.
+    let decode = |flags, bytes: &[u8]| Python::attach(|_| codec.decode_quietly(flags, bytes));
     // A failing store is skipped (or reported) by the engine.
-    detached(py, core, || {
-        handle.cache.peek_decoded(&keys, |flags, bytes| {
-            Python::attach(|py| {
-                let decoded = handle.deserialize(py, flags, bytes);
-                decoded.map_err(|error| unreadable(py, error))
-            })
-        })
-    })
+    let peeked = detached(py, core, || handle.cache.peek_decoded(&keys, decode))?;
+    Ok(peeked.map(|(value, stamps, freshness)| (own(py, value), stamps, freshness)))
 }
 
 /// Recomputes and overwrites (REFRESH).
@@ -914,15 +795,13 @@ pub(crate) fn near_hit(
     }
     let mut w = KeyWriter::new();
     let layout = core.write_key(&mut w, call)?;
-    let served = match handle.hot_served(py, w.as_bytes()) {
-        Some(served) => Some(served),
-        None => handle.near_served(py, w.as_bytes(), &handle.keys(core, &w, &layout)?)?,
-    };
-    // A near miss is counted by the call that goes on to the store.
-    if served.is_some() {
-        count_near_hit(core);
+    if let Some(served) = handle.hot_served(py, w.as_bytes()) {
+        count_near_hit(&core.stats);
+        return Ok(Some(served));
     }
-    Ok(served)
+    // A near miss is counted by the call that goes on to the store.
+    let keys = handle.keys(core, &w, &layout)?;
+    handle.near_served(py, (core, w.as_bytes(), &keys), None)
 }
 
 /// The packed lookup of a call, for the event loop to send itself, and
@@ -962,13 +841,6 @@ pub(crate) fn delete(
     reported(py, handle, |cache| cache.delete(&keys))
 }
 
-/// Retires the generation counter `counter`, in every process: the entries
-/// written under it are never served again (deleting it is enough; see
-/// `restflow_cache::shared::SharedStore`), and it leaves no key behind.
-fn retire(py: Python<'_>, handle: &SharedBackend, counter: String) -> PyResult<()> {
-    reported(py, handle, |cache| cache.retire(&[counter]))
-}
-
 /// Drops every entry of the function, in every process.
 pub(crate) fn invalidate_all(
     py: Python<'_>,
@@ -976,9 +848,7 @@ pub(crate) fn invalidate_all(
     backend: &Py<SharedBackend>,
 ) -> PyResult<()> {
     let handle = backend.get();
-    // One counter, or one per shard on a cluster (each in its slot).
-    let counters = handle.keys.function_counters(&core.keys);
-    reported(py, handle, |cache| cache.retire(&counters))
+    reported(py, handle, |cache| cache.drop_function(&core.keys))
 }
 
 /// Drops the partitions of a partial call, in every process.
@@ -993,13 +863,9 @@ pub(crate) fn delete_by_prefix(
     if !core.partitioned() {
         return invalidate_all(py, core, backend);
     }
-    for (function_id, partition) in core.partition_texts(call, bound)? {
-        let counter = handle
-            .keys
-            .partition_counter(&core.keys, &function_id, &partition);
-        retire(py, handle, counter)?;
-    }
-    Ok(())
+    let parts = core.partition_texts(call, bound)?;
+    let parts = parts.iter().map(|(id, text)| (id.as_str(), text.as_str()));
+    reported(py, handle, |cache| cache.drop_partitions(&core.keys, parts))
 }
 
 /// How many callers of this process follow the computation of a call's

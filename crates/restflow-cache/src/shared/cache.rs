@@ -34,13 +34,14 @@ use std::time::{Duration, Instant};
 
 use super::breaker::Breaker;
 use super::hot::{Hot, HotCache};
+use super::keyspace::KeySpace;
 use super::near::{Epoch, NearCache, NearEntry};
 use super::payload::{Decoded, Generations, Rejected, Signer};
 use super::steps::{ComputeClaim, Handle, How};
 use super::store::{Fetched, KeySet, SharedStore, StoreError};
 use crate::clock::Clock;
 use crate::early::Dice;
-use crate::engine::Status;
+use crate::engine::{GetError, Status};
 use crate::entry::{Entry, Freshness, Lifetime, Stamps};
 use crate::flight::{Join, LeaderGuard, Outcome, SingleFlight};
 use crate::stats::{Counter, Stats};
@@ -124,6 +125,21 @@ pub enum SharedError<E> {
     Decode(E),
 }
 
+impl<E> SharedError<E> {
+    /// This error as the memory store's lifecycle reports one
+    /// ([`GetError`]), so an embedder raises both alike; a store failure
+    /// (which only a shared store has) as `Err`.
+    pub fn into_get(self) -> Result<GetError<E>, StoreError> {
+        match self {
+            SharedError::Compute(error) | SharedError::Decode(error) => {
+                Ok(GetError::Compute(error))
+            }
+            SharedError::Recursive => Ok(GetError::Recursive),
+            SharedError::Store(error) => Err(error),
+        }
+    }
+}
+
 /// An entry read without claiming anything: `(flags, value, stamps, freshness)`.
 pub type Peeked = (u8, Vec<u8>, Stamps, Freshness);
 
@@ -158,6 +174,18 @@ pub enum NearMode {
     Fill,
 }
 
+impl NearMode {
+    /// How a call reads the store past its own near-cache lookup: keeping
+    /// what it reads there when it uses the near cache (`near`), else
+    /// neither served from nor kept in it.
+    pub fn past_lookup(near: bool) -> Self {
+        match near {
+            true => NearMode::Fill,
+            false => NearMode::Off,
+        }
+    }
+}
+
 /// A shared store read through the lifecycle.
 pub struct SharedCache<S, E> {
     store: S,
@@ -170,6 +198,8 @@ pub struct SharedCache<S, E> {
     dice: Arc<Dice>,
     /// Where warnings about a failing store go, if anywhere.
     warnings: Option<super::warn::Warnings>,
+    /// How the store's keys are named (see [`SharedCache::with_keys`]).
+    keys: KeySpace,
 }
 
 /// What [`SharedCache::begin_near`] found: an answer (and the near
@@ -212,7 +242,21 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             stats: SharedStats::default(),
             dice: Arc::new(Dice::from_entropy()),
             warnings: None,
+            keys: KeySpace::new("", false),
         }
+    }
+
+    /// This cache, naming keys as `keys` says (unprefixed, single-node
+    /// names by default): the names its invalidations
+    /// ([`SharedCache::drop_function`] and the like) and its embedder's
+    /// calls ([`KeySpace::call`]) use.
+    pub fn with_keys(self, keys: KeySpace) -> Self {
+        SharedCache { keys, ..self }
+    }
+
+    /// How the store's keys are named.
+    pub fn keys(&self) -> &KeySpace {
+        &self.keys
     }
 
     /// This cache, warning through `warnings` (see
@@ -296,8 +340,13 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     /// [`super::KeySpace::partition_counter`],
     /// [`super::KeySpace::version_counters_below`]), in every process: no
     /// entry written under them is served again, and the next computation
-    /// starts each counter afresh. Costs the same at any number of entries.
+    /// starts each counter afresh. Costs the same at any number of entries;
+    /// retiring none asks nothing of the store (a partial call that names
+    /// no partition drops nothing, even with the store down).
     pub fn retire(&self, counters: &[String]) -> Result<(), StoreError> {
+        if counters.is_empty() {
+            return Ok(());
+        }
         self.call(|store| store.delete_many(counters)).map(drop)
     }
 

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use super::cache::{Handoff, NearMode, Produced, SharedCache, SharedError};
 use super::codec::Codec;
-use super::decode::Served;
+use super::decode::{Served, Undecodable};
 use super::steps::{Begin, ComputeClaim};
 use super::store::{KeySet, SharedStore};
 use crate::engine::Status;
@@ -74,7 +74,45 @@ fn count_near_miss(stats: &Stats, mode: NearMode) {
     }
 }
 
+/// Counts a HIT served from the near cache, or from its hot layer
+/// ([`super::hot`]) by an embedder that looked there itself.
+pub fn count_near_hit(stats: &Stats) {
+    stats.add(Counter::Hit);
+    stats.add(Counter::NearHit);
+}
+
 impl<S: SharedStore, E: Clone> SharedCache<S, E> {
+    /// A fresh entry of the store's near cache for `keys`
+    /// ([`SharedCache::near_fresh_seen`]), decoded by `decode`: served as a
+    /// HIT without a round trip, counted (see [`count_near_hit`]; the read
+    /// timed from `started` when given), and `kept` under the epoch a
+    /// decoded copy may be served under ([`super::hot`]). `None` when it
+    /// holds none, or the entry does not decode (the read of the store that
+    /// follows decides about it); `Err` is `decode`'s fatal error.
+    pub fn near_counted<T>(
+        &self,
+        keys: &KeySet,
+        stats: &Stats,
+        started: Option<Instant>,
+        decode: impl FnOnce(u8, &[u8]) -> Result<T, Undecodable<E>>,
+    ) -> Result<Option<Served<T>>, E> {
+        let Some((flags, bytes, stamps, seen)) = self.near_fresh_seen(keys) else {
+            return Ok(None);
+        };
+        let value = match decode(flags, &bytes) {
+            Ok(value) => value,
+            Err(Undecodable::Fatal(error)) => return Err(error),
+            Err(Undecodable::Unreadable) => return Ok(None),
+        };
+        count_near_hit(stats);
+        if let Some(started) = started {
+            stats.observe_lookup(started.elapsed());
+        }
+        let mut served = Served::computed(value, Status::Hit, Some(stamps));
+        served.kept = Some(seen);
+        Ok(Some(served))
+    }
+
     /// [`SharedCache::serve`], decoding with `codec` and counted in `stats`
     /// (see the module documentation). `compute` runs at most once, on the
     /// calling thread.

@@ -28,6 +28,7 @@
 
 use std::sync::Arc;
 
+use super::decode::Served;
 use super::near::{Epoch, NearCache};
 use crate::clock::Clock;
 use crate::entry::{Entry, Freshness, Stamps};
@@ -74,6 +75,15 @@ impl<V: Send + Sync> HotCache<V> {
     pub fn insert(&self, key: &[u8], seen: Epoch, value: V, stamps: Stamps) {
         let entry = Entry::new(Hot { seen, value }, stamps);
         self.store.insert(key.into(), Arc::new(entry));
+    }
+
+    /// Keeps a copy (made by `copy`) of the value `served` when it is an
+    /// entry the near cache served or kept ([`Served::kept`]), under `key`.
+    /// What it replaces or evicts is dropped here.
+    pub fn keep<T>(&self, key: &[u8], served: &Served<T>, copy: impl FnOnce(&T) -> V) {
+        if let (Some(seen), Some(stamps)) = (served.kept, served.stamps) {
+            self.insert(key, seen, copy(&served.value), stamps);
+        }
     }
 
     /// Copies held now (valid or not).
@@ -192,6 +202,32 @@ mod tests {
         assert!(hot.get(b"a", &child, &clock).is_none(), "not live");
         child.set_live(true);
         assert!(hot.get(b"a", &child, &clock).is_none(), "live");
+    }
+
+    #[test]
+    fn only_a_value_the_near_cache_served_or_kept_is_copied() {
+        let clock = Clock::frozen(Timestamp::EPOCH);
+        let (near, hot) = filled(&clock);
+        let mut served = crate::shared::Served {
+            status: crate::Status::Hit,
+            value: "y",
+            stamps: Some(stamps(60)),
+            refresh: None,
+            kept: None,
+            bypassed: None,
+        };
+        hot.keep(b"b", &served, |value| *value);
+        assert!(
+            hot.get(b"b", &near, &clock).is_none(),
+            "not the near cache's"
+        );
+        served.kept = Some(near.epoch());
+        hot.keep(b"b", &served, |value| *value);
+        assert_eq!(hot.get(b"b", &near, &clock).unwrap().value().value, "y");
+        // Nothing stored (no instants): nothing to copy.
+        served.stamps = None;
+        hot.keep(b"c", &served, |_| unreachable!());
+        assert_eq!(hot.len(), 2);
     }
 
     #[test]

@@ -32,8 +32,10 @@
 //!   cluster starts empty rather than reading keys it cannot route.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 
-use super::store::KeySet;
+use super::cache::SharedCache;
+use super::store::{KeySet, SharedStore, StoreError};
 use crate::key;
 
 /// How many shards (hash tags, so slots) one cached function's keys are
@@ -179,6 +181,19 @@ impl KeySpace {
             .1
     }
 
+    /// The counters of the partitions `parts` (`(function_id, partition
+    /// text)`, as [`KeySpace::partition_counter`] takes them): deleting
+    /// them drops those partitions' entries in every process.
+    pub fn partition_counters<'a>(
+        &self,
+        function: &FunctionKeys,
+        parts: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Vec<String> {
+        let counter =
+            |(function_id, partition)| self.partition_counter(function, function_id, partition);
+        parts.into_iter().map(counter).collect()
+    }
+
     /// Every copy of the function's counter (one, or one per shard on a
     /// cluster): deleting them drops every entry of the function.
     pub fn function_counters(&self, function: &FunctionKeys) -> Vec<String> {
@@ -191,8 +206,9 @@ impl KeySpace {
     }
 
     /// The counters of the versions below `version` of the key constructor
-    /// `owner`, for the functions it keys (`function_ids`; only read on a
-    /// cluster, where each function's shards hold their own copies).
+    /// `owner`, for the functions it keys (`function_ids`, each counted
+    /// once however often it is given; only read on a cluster, where each
+    /// function's shards hold their own copies).
     pub fn version_counters_below<'a>(
         &self,
         owner: &str,
@@ -206,7 +222,7 @@ impl KeySpace {
                 .collect();
         }
         let mut counters = Vec::new();
-        for function_id in function_ids {
+        for function_id in function_ids.into_iter().collect::<BTreeSet<_>>() {
             let tag = tag_of(function_id);
             for shard in 0..SHARDS {
                 let head = self.head(&tag, shard);
@@ -214,6 +230,21 @@ impl KeySpace {
             }
         }
         counters
+    }
+
+    /// The keys of one call from the parts of its key (see
+    /// [`crate::key::compose`]): `partitioned` when the function's key
+    /// constructor declares a partition (its text is `partition`).
+    pub fn call_of(
+        &self,
+        function: &FunctionKeys,
+        namespace: &str,
+        (function_id, partition, suffix): (&str, &str, &str),
+        partitioned: bool,
+    ) -> KeySet {
+        let composed = key::compose(namespace, function_id, partition, suffix);
+        let partition = partitioned.then_some((function_id, partition));
+        self.call(function, &composed, partition)
     }
 
     /// The keys one call reads and writes. `composed` is the call's
@@ -249,6 +280,38 @@ impl KeySpace {
                 false => untagged,
             },
         }
+    }
+}
+
+impl<S: SharedStore, E: Clone> SharedCache<S, E> {
+    /// Drops every entry of `function`, in every process: retires its
+    /// counter (one per shard on a cluster).
+    pub fn drop_function(&self, function: &FunctionKeys) -> Result<(), StoreError> {
+        self.retire(&self.keys().function_counters(function))
+    }
+
+    /// Drops the partitions `parts` of `function` (`(function_id,
+    /// partition text)`, see [`KeySpace::partition_counters`]), in every
+    /// process; none asks nothing of the store.
+    pub fn drop_partitions<'a>(
+        &self,
+        function: &FunctionKeys,
+        parts: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), StoreError> {
+        self.retire(&self.keys().partition_counters(function, parts))
+    }
+
+    /// Drops, in every process, what the key constructor `owner` wrote
+    /// under its versions below `version`; on a cluster, for the functions
+    /// `function_ids` (see [`KeySpace::version_counters_below`]).
+    pub fn drop_versions_below<'a>(
+        &self,
+        owner: &str,
+        version: u32,
+        function_ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), StoreError> {
+        let keys = self.keys();
+        self.retire(&keys.version_counters_below(owner, version, function_ids))
     }
 }
 
@@ -311,6 +374,44 @@ mod tests {
             let tag = |key: &str| key[..key.find('}').unwrap()].to_owned();
             assert_eq!(tag(&keys.data), tag(&counter));
         }
+    }
+
+    #[test]
+    fn a_calls_keys_from_its_parts_are_those_of_its_composed_key() {
+        for cluster in [false, true] {
+            let space = KeySpace::new("p:", cluster);
+            let f = get_user();
+            let parts = ("app.get_user", "tenant=7", "id=1");
+            let composed = key::compose("ns", "app.get_user", "tenant=7", "id=1");
+            let partition = Some(("app.get_user", "tenant=7"));
+            assert_eq!(
+                space.call_of(&f, "ns", parts, true),
+                space.call(&f, &composed, partition)
+            );
+            let plain = space.call_of(&f, "ns", parts, false);
+            assert_eq!(plain, space.call(&f, &composed, None));
+            assert_eq!(plain.partition, None);
+        }
+    }
+
+    #[test]
+    fn partition_counters_name_each_partition_given() {
+        let space = KeySpace::new("p:", true);
+        let f = get_user();
+        let parts = [("app.get_user", "tenant=7"), ("app.User", "tenant=8")];
+        let counters = space.partition_counters(&f, parts);
+        let one = |(id, partition)| space.partition_counter(&f, id, partition);
+        assert_eq!(counters, vec![one(parts[0]), one(parts[1])]);
+        assert!(space.partition_counters(&f, []).is_empty());
+    }
+
+    #[test]
+    fn a_function_given_twice_has_its_older_versions_counters_named_once() {
+        let space = KeySpace::new("", true);
+        let once = space.version_counters_below("app.UserKey", 3, ["b", "a"]);
+        let twice = space.version_counters_below("app.UserKey", 3, ["a", "b", "a", "b"]);
+        assert_eq!(once.len(), 2 * 2 * usize::from(SHARDS));
+        assert_eq!(twice, once);
     }
 
     #[test]

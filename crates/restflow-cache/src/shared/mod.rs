@@ -2,6 +2,7 @@
 //! circuit breaker, the store trait, the Redis store, and the lifecycle on
 //! top of them.
 
+pub mod backend;
 mod background;
 mod breaker;
 mod cache;
@@ -45,6 +46,7 @@ pub mod unfaithful;
 mod url;
 mod warn;
 
+pub use backend::{Backend, BackendSettings};
 pub use background::{RefreshClaim, Refreshed};
 pub use breaker::Breaker;
 pub use cache::{
@@ -53,7 +55,8 @@ pub use cache::{
 };
 #[cfg(feature = "redis")]
 pub use cluster::ClusterStore;
-pub use codec::Codec;
+pub use codec::{Codec, Policy, Refusal, Serializes, Skipped};
+pub use counted::count_near_hit;
 pub use decode::{Served, Undecodable};
 pub use hot::{Hot, HotCache};
 pub use keyspace::{FunctionKeys, KeySpace};

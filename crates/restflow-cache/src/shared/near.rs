@@ -263,6 +263,19 @@ impl NearCache {
         }
     }
 
+    /// The counters and the entries held now, by the names monitoring
+    /// reads them under (the Python bindings' `near_stats`).
+    pub fn report(&self) -> [(&'static str, u64); 5] {
+        let counts = self.counts();
+        [
+            ("hits", counts.hits),
+            ("misses", counts.misses),
+            ("invalidations", counts.invalidations),
+            ("flushes", counts.flushes),
+            ("entries", self.len() as u64),
+        ]
+    }
+
     /// Entries held now.
     pub fn len(&self) -> usize {
         self.state().entries.len()
@@ -595,6 +608,15 @@ mod tests {
                 flushes: 1
             }
         );
+        assert!(near.insert(near.ticket().unwrap(), &keys("b", None), entry("y", 1)));
+        let report = [
+            ("hits", 1),
+            ("misses", 1),
+            ("invalidations", 1),
+            ("flushes", 1),
+            ("entries", 1),
+        ];
+        assert_eq!(near.report(), report);
     }
 
     #[test]

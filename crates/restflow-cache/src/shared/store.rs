@@ -21,7 +21,7 @@ use super::near::NearCache;
 use super::payload::Generations;
 
 /// The keys one lookup reads, in one round trip.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeySet {
     /// The entry.
     pub data: String,
