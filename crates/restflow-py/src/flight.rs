@@ -329,8 +329,7 @@ impl Lead {
         let core = &self.core;
         let served = match (claim, computed) {
             (Claim::Store(backend, claim), Some(computed)) => {
-                let served =
-                    crate::shared::finish(py, core, &backend, *claim, computed, self.forced)?;
+                let served = crate::shared::finish(py, core, &backend, *claim, computed)?;
                 Served::Shared(served)
             }
             (Claim::Memory(claim), Some(Ok(computed))) => {

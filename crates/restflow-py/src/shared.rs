@@ -644,14 +644,13 @@ pub(crate) fn begin_refresh(
 /// trips): stored as the engine decides, or the value kept for
 /// stale-if-error (STALE), or the error raised. Counted by the engine as
 /// [`get`] is (a REFRESH for a claim of [`begin_refresh`], which the claim
-/// knows: `_forced` is kept for the callers).
+/// knows).
 pub(crate) fn finish(
     py: Python<'_>,
     core: &Core,
     backend: &Py<SharedBackend>,
     claim: OwnedClaim<Box<dyn SharedStore>, SharedErr>,
     computed: Result<Computed<crate::stored::Stored>, SharedErr>,
-    _forced: bool,
 ) -> PyResult<SharedServed> {
     let handle = backend.get();
     let produced = computed.and_then(|computed| produced(py, core, handle, computed));
