@@ -1695,3 +1695,35 @@ fn a_call_past_its_near_lookup_keeps_what_it_reads_only_when_it_uses_the_near_ca
     assert_eq!(NearMode::past_lookup(true), NearMode::Fill);
     assert_eq!(NearMode::past_lookup(false), NearMode::Off);
 }
+
+#[test]
+fn a_value_stored_by_another_process_just_before_the_lock_is_taken_is_not_computed_again() {
+    // This process reads a miss while another process computes under the
+    // lock; the other stores its value and frees the lock before this one
+    // tries it. The lock is then this caller's, but the value is there: it
+    // is served (MISS, as a waiter's), not computed a second time (it was,
+    // twice in one cross-process test run under load).
+    let (store, cache, clock) = cache(true);
+    let other = Arc::new(another_process(&store, &clock, true));
+    let theirs = claim_of(begin(&other, Span::ZERO));
+    let finished = Mutex::new(Some(theirs));
+    *store.during_fetch.lock() = Some(Box::new(move || {
+        let claim = finished.lock().take().expect("runs once");
+        claim.finish_served(produce("theirs").unwrap()).unwrap();
+    }));
+    let computed = AtomicBool::new(false);
+    let answer = cache
+        .get(
+            &keys(),
+            Span::ZERO,
+            || {
+                computed.store(true, Ordering::SeqCst);
+                produce("mine")
+            },
+            |w| w.wait(),
+        )
+        .unwrap();
+    assert_eq!(value_of(&answer), (Status::Miss, "theirs".to_string()));
+    assert!(!computed.load(Ordering::SeqCst), "computed a second time");
+    assert!(!store.values.lock().contains_key("lock:f1"), "lock freed");
+}

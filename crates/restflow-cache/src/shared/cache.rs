@@ -738,7 +738,10 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         let keys = claim.keys;
         let token = self.token();
         let deadline = Instant::now() + self.options.wait_timeout;
-        let mut generations = fetched.generations;
+        // The payload this caller last read and found no use for: read
+        // again unchanged, it is not examined (nor its refusal counted)
+        // a second time.
+        let mut seen = fetched.payload.clone();
         let mut backoff = Duration::from_millis(2);
         let mut waiting = false;
         loop {
@@ -752,8 +755,26 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                     }
                 };
             if locked {
+                // Another process may have stored the entry and freed its
+                // lock since this caller last read it (before its first
+                // try, or between a poll and this try): read it again under
+                // the lock, so that the value is computed once.
+                let again = match self.call(|s| s.fetch(keys)) {
+                    Ok(again) => again,
+                    Err(error) => {
+                        let _ = self.call(|s| s.unlock(&keys.lock, &token));
+                        let claim = self.bypass(handle, keys, error, claim.flight);
+                        return claim.map(|claim| Begun::Compute(Box::new(claim)));
+                    }
+                };
+                if again.payload != seen {
+                    if let Some(answer) = self.computed_elsewhere(keys, &again, &mut claim) {
+                        let _ = self.call(|s| s.unlock(&keys.lock, &token));
+                        return Ok(answer);
+                    }
+                }
                 // Stored under what was current before it is computed.
-                let generations = match self.current(keys, generations) {
+                let generations = match self.current(keys, again.generations) {
                     Ok(generations) => generations,
                     Err(error) => {
                         let _ = self.call(|s| s.unlock(&keys.lock, &token));
@@ -788,17 +809,32 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                         .map(|claim| Begun::Compute(Box::new(claim)))
                 }
             };
-            if let Found::Usable(decoded, Freshness::Fresh) =
-                self.examine(&keys.data, &again, Span::ZERO)
-            {
-                let answer = Self::stored(&decoded, Status::Miss, None);
-                if let Some(guard) = claim.flight.take() {
-                    guard.complete(Ok(Some(Arc::new(answer.clone()))));
-                }
-                return Ok(Begun::Answered(answer, None));
+            if let Some(answer) = self.computed_elsewhere(keys, &again, &mut claim) {
+                return Ok(answer);
             }
-            generations = again.generations;
+            seen = again.payload;
         }
+    }
+
+    /// The fresh entry another process computed while this caller waited
+    /// for the lock, as this caller's MISS (handed to its in-process
+    /// followers too), or `None` when `fetched` holds none.
+    fn computed_elsewhere<'a, T: Clone + Send + Sync + 'static>(
+        &self,
+        keys: &KeySet,
+        fetched: &Fetched,
+        claim: &mut Claim<'_, 'a, E>,
+    ) -> Option<Begun<'a, T, S, E>> {
+        let Found::Usable(decoded, Freshness::Fresh) =
+            self.examine(&keys.data, fetched, Span::ZERO)
+        else {
+            return None;
+        };
+        let answer = Self::stored(&decoded, Status::Miss, None);
+        if let Some(guard) = claim.flight.take() {
+            guard.complete(Ok(Some(Arc::new(answer.clone()))));
+        }
+        Some(Begun::Answered(answer, None))
     }
 
     /// `read`, or else (a counter was missing or unreadable) the
