@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -85,9 +86,11 @@ class RedisServer:
         self.binary = binary or system_redis_server()
         self.port = port or free_port()
         self.password = password
-        #: Where it writes files (replication snapshots): the process's
-        #: working directory when None.
+        #: Where it writes files (snapshots: a replica's full sync, a
+        #: ``SAVE``). None: a directory of its own, removed when it stops,
+        #: so no ``dump.rdb`` lands in the working directory (the checkout).
         self.directory = directory
+        self._own_directory: Path | None = None
         self.process: subprocess.Popen | None = None
 
     @property
@@ -98,6 +101,9 @@ class RedisServer:
     def start(self) -> RedisServer:
         if self.binary is None:
             raise RuntimeError("redis-server is not installed: run ./scripts/bootstrap.sh")
+        if self.directory is None and self._own_directory is None:
+            self._own_directory = Path(tempfile.mkdtemp(prefix="restflow-redis-"))
+        directory = self.directory or self._own_directory
         self.process = subprocess.Popen(
             [
                 str(self.binary),
@@ -112,7 +118,8 @@ class RedisServer:
                 "--protected-mode",
                 "yes",
                 *(["--requirepass", self.password] if self.password else []),
-                *(["--dir", str(self.directory)] if self.directory else []),
+                "--dir",
+                str(directory),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -144,6 +151,9 @@ class RedisServer:
                     self.process.kill()
                     self.process.wait(10)
             self.process = None
+        if self._own_directory is not None:
+            shutil.rmtree(self._own_directory, ignore_errors=True)
+            self._own_directory = None
 
     def pause(self) -> None:
         assert self.process is not None
