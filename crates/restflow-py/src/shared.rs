@@ -21,8 +21,8 @@ use restflow_cache::key::KeyWriter;
 use restflow_cache::shared::count_near_hit;
 use restflow_cache::shared::settings::{self, Serializer};
 use restflow_cache::shared::{
-    BackendSettings, Begin, HotCache, KeySet, NearMode, OwnedClaim, Policy, Produced, RefreshClaim,
-    Refusal, Serializes, Served, SharedCache, SharedError, SharedStore, Skipped, StoreError,
+    BackendSettings, Begin, HotCache, KeySet, NearMode, Policy, Produced, RefreshClaim, Refusal,
+    Serializes, Served, SharedCache, SharedError, SharedLead, SharedStore, Skipped, StoreError,
 };
 use restflow_cache::{Computed, Freshness, Stamps, Status};
 
@@ -587,11 +587,16 @@ fn answered(
     (shared, served.refresh)
 }
 
+/// A claim an async caller computes for and then ends ([`finish`]):
+/// the engine's one lead type for a miss, a forced refresh and a stale
+/// entry's background refresh.
+pub(crate) type PyLead = SharedLead<Box<dyn SharedStore>, SharedErr>;
+
 /// What [`begin`] found: a served call (with the refresh it claimed), or
 /// the claim to compute it.
 pub(crate) enum Begun {
-    Served(SharedServed, Option<RefreshClaim>),
-    Lead(OwnedClaim<Box<dyn SharedStore>, SharedErr>),
+    Served(SharedServed, Option<PyLead>),
+    Lead(PyLead),
 }
 
 /// Everything of a call that blocks, for a caller that computes the value
@@ -617,10 +622,11 @@ pub(crate) fn begin(
             .begin_counted(task, &keys, (mode, window), &core.stats, &codec)
     });
     match begun? {
-        Begin::Lead(claim) => Ok(Begun::Lead(claim)),
+        Begin::Lead(claim) => Ok(Begun::Lead(SharedLead::compute(claim))),
         Begin::Served(served) => {
             let (served, claim) = answered(py, handle, w.as_bytes(), served);
-            Ok(Begun::Served(served, claim))
+            let refresh = claim.map(|claim| SharedLead::refresh(&handle.cache, claim));
+            Ok(Begun::Served(served, refresh))
         }
     }
 }
@@ -632,26 +638,28 @@ pub(crate) fn begin_refresh(
     core: &Core,
     backend: &Py<SharedBackend>,
     call: &Call<'_>,
-) -> PyResult<OwnedClaim<Box<dyn SharedStore>, SharedErr>> {
+) -> PyResult<PyLead> {
     let handle = backend.get();
     let keys = handle.call_keys(core, call)?;
     let window = core.stale_if_error_window();
-    detached(py, core, || handle.cache.begin_refresh(&keys, window))
+    let claim = detached(py, core, || handle.cache.begin_refresh(&keys, window))?;
+    Ok(SharedLead::compute(claim))
 }
 
-/// Ends a claim from [`begin`] or [`begin_refresh`] with what its caller
+/// Ends a lead of [`begin`] or [`begin_refresh`] with what its caller
 /// computed (`Err`: the computation raised), on a worker thread (round
-/// trips): stored as the engine decides, or the value kept for
-/// stale-if-error (STALE), or the error raised. Counted by the engine as
-/// [`get`] is (a REFRESH for a claim of [`begin_refresh`], which the claim
-/// knows).
+/// trips), as the engine's [`SharedLead::finish_counted`] decides: a miss
+/// stored, or the value kept for stale-if-error (STALE), or the error
+/// raised; a forced refresh answered REFRESH; a background refresh's value
+/// stored under the generations the stale entry was read under (REFRESH),
+/// or its claim given back when it failed (`None`).
 pub(crate) fn finish(
     py: Python<'_>,
     core: &Core,
     backend: &Py<SharedBackend>,
-    claim: OwnedClaim<Box<dyn SharedStore>, SharedErr>,
+    lead: PyLead,
     computed: Result<Computed<crate::stored::Stored>, SharedErr>,
-) -> PyResult<SharedServed> {
+) -> PyResult<Option<SharedServed>> {
     let handle = backend.get();
     let produced = computed.and_then(|computed| produced(py, core, handle, computed));
     // The error's last reference is dropped here, attached, not in the
@@ -660,35 +668,10 @@ pub(crate) fn finish(
     let error = produced.as_ref().err().map(Arc::clone);
     let codec = handle.codec(core);
     let served = detached(py, core, || {
-        claim.finish_counted(produced, &codec, &core.stats)
+        lead.finish_counted(produced, &codec, &core.stats)
     });
     drop(error);
-    Ok(answered(py, handle, &[], served?).0)
-}
-
-/// Ends a background refresh claimed by an async caller's read, on a
-/// worker thread (round trips): stores what it `computed` (nothing when
-/// `None`: it failed or was cancelled) under the generations the stale
-/// entry was read under, and gives the claim back.
-pub(crate) fn finish_refresh(
-    py: Python<'_>,
-    core: &Core,
-    backend: &Py<SharedBackend>,
-    claim: RefreshClaim,
-    computed: Option<Computed<crate::stored::Stored>>,
-) -> PyResult<()> {
-    let handle = backend.get();
-    let stored = match computed.map(|computed| produced(py, core, handle, computed)) {
-        Some(Ok(produced)) => produced.into_refreshed(),
-        Some(Err(error)) => return Err(error.clone_ref(py)),
-        None => None,
-    };
-    let outcome = py.detach(|| handle.cache.finish_claim(&claim, stored));
-    interrupt::raise_parked()?;
-    if let Err(error) = outcome {
-        handle.cache.warn(&error);
-    }
-    Ok(())
+    Ok(served?.map(|served| answered(py, handle, &[], served).0))
 }
 
 /// Queues the refresh this process claimed; the engine releases the claim

@@ -134,13 +134,13 @@ impl Steps {
         };
         let (core, call) = (wrapper.core(), wrapper.call(args, kwargs)?);
         match crate::shared::begin(py, core, &backend, &call, task)? {
-            Begun::Lead(claim) => {
-                let lead = Lead::new(core, Claim::Store(backend, Box::new(claim)), false);
+            Begun::Lead(lead) => {
+                let lead = Lead::new(core, Claim::Shared(backend, lead), false);
                 Ok(Py::new(py, lead)?.into_any())
             }
-            Begun::Served(served, claim) => {
+            Begun::Served(served, refresh) => {
                 let refresh =
-                    claim.map(|claim| Lead::new(core, Claim::SharedRefresh(backend, claim), false));
+                    refresh.map(|lead| Lead::new(core, Claim::Shared(backend, lead), false));
                 let lookup = Lookup::new(py, Reply::Shared(served), refresh)?;
                 Ok(Py::new(py, lookup)?.into_any())
             }
@@ -164,12 +164,8 @@ impl Steps {
             let claim = RUNTIME.engine.begin_refresh(wrapper.key(&call)?.as_bytes());
             return Ok(Lead::new(core, Claim::Memory(claim), true));
         };
-        let claim = crate::shared::begin_refresh(py, core, &backend, &call)?;
-        Ok(Lead::new(
-            core,
-            Claim::Store(backend, Box::new(claim)),
-            true,
-        ))
+        let lead = crate::shared::begin_refresh(py, core, &backend, &call)?;
+        Ok(Lead::new(core, Claim::Shared(backend, lead), true))
     }
 
     /// How many callers (threads and tasks) follow the in-process
