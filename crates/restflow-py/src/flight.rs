@@ -26,8 +26,8 @@ use pyo3::exceptions::{PyBaseException, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use restflow_cache::{
-    Callback, Computed, Counter, GetError, LeaderGuard, MemoryRole, MemoryStore, Outcome, Owner,
-    RefreshClaim, Role, RoleError,
+    Callback, Computed, Counter, GetError, Joined, LeaderGuard, MemoryRole, MemoryStore, Outcome,
+    Owner, RefreshClaim, Role, RoleError,
 };
 
 use crate::core::Core;
@@ -78,6 +78,16 @@ enum Part {
     Memory(MemoryRole<'static, Stored, SharedErr, MemoryStore<Stored>>),
     /// The tasks' of this process that miss a shared-store key.
     Tasks(Role<LeaderGuard<'static, Answer, SharedErr>, Answer, SharedErr>),
+}
+
+impl Part {
+    /// This part as any flight's (see [`Joined`]).
+    fn joined(&mut self) -> &mut dyn Joined {
+        match self {
+            Part::Memory(role) => role,
+            Part::Tasks(role) => role,
+        }
+    }
 }
 
 /// One caller's part in the in-process computation of a key (see the
@@ -157,11 +167,8 @@ impl Flight {
     /// Whether this caller computes the value (memory store), or serves
     /// the call for the other tasks (shared store).
     #[getter]
-    fn leader(&self) -> bool {
-        match &self.part {
-            Part::Memory(role) => role.is_leader(),
-            Part::Tasks(role) => role.is_leader(),
-        }
+    fn leader(&mut self) -> bool {
+        self.part.joined().is_leader()
     }
 
     /// Memory store: the leader's value, stored (as `decision` allows, see
@@ -208,26 +215,16 @@ impl Flight {
     /// The leader gives up (its task was cancelled): one follower takes
     /// over. Also what dropping an uncompleted leader does.
     fn abandon(&mut self) {
-        match &mut self.part {
-            Part::Memory(role) => {
-                if let Ok(lead) = role.take_lead() {
-                    lead.abandon_counted(&self.core.stats);
-                }
-            }
-            Part::Tasks(role) => drop(role.abandon()),
-        }
+        self.part.joined().abandon_counted(&self.core.stats);
     }
 
     /// A follower: runs `callback()` once the leader's outcome is there,
     /// on the thread that produced it (at once if it is there already).
     /// An event loop's callback therefore hands over with
     /// `loop.call_soon_threadsafe`.
-    fn on_done(&self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
-        let wake = || wake_with(callback.clone_ref(py));
-        let waiting = match &self.part {
-            Part::Memory(role) => role.on_done(wake()).is_ok(),
-            Part::Tasks(role) => role.on_done(wake()).is_ok(),
-        };
+    fn on_done(&mut self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
+        let wake = wake_with(callback.clone_ref(py));
+        let waiting = self.part.joined().on_done(wake).is_ok();
         // Not a follower: the outcome is there, so call back now, here
         // (its error raised to this caller).
         if !waiting {
