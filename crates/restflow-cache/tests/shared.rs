@@ -1811,3 +1811,44 @@ fn a_computation_lead_answers_as_its_claim_and_frees_the_lock_when_dropped() {
     assert_eq!(counted(&stats).0, vec![("miss", 1)]);
     assert!(!store.values.lock().contains_key("lock:f1"), "freed");
 }
+
+#[test]
+fn a_cluster_drops_older_versions_through_the_functions_this_process_knows() {
+    use restflow_cache::shared::{FunctionKeys, KeySpace};
+    use restflow_cache::{ScopeLabels, Scopes};
+    let (_store, cache, _) = cache(true);
+    let cache = cache.with_keys(KeySpace::new("p:", true));
+    let function = |id: &str, version| FunctionKeys::new(id, id, "app.Key", version);
+    let keys = |f: &FunctionKeys, id: &str| cache.keys().call_of(f, "ns", (id, "", "x"), false);
+    let serve = |keys: &KeySet| status(&get_keys(&cache, keys));
+    // Version 1 of the functions f (live here) and g (not known here).
+    let (f, g) = (
+        keys(&function("app.f", 1), "app.f"),
+        keys(&function("app.g", 1), "app.g"),
+    );
+    for keys in [&f, &g] {
+        assert_eq!(serve(keys), Status::Miss);
+        assert_eq!(serve(keys), Status::Hit);
+    }
+    let scopes = Scopes::new();
+    let labels = |id: &str, owner: &str| ScopeLabels {
+        owner: owner.into(),
+        version: 2,
+        function_id: id.into(),
+    };
+    let _live = [
+        scopes.intern("app.f", labels("app.f", "app.Key")),
+        scopes.intern("app.h", labels("app.h", "app.Other")),
+    ];
+    cache
+        .drop_known_versions_below(&scopes, "app.Key", 2)
+        .unwrap();
+    // f's shards were reached through its scope; g's were not.
+    assert_eq!((serve(&f), serve(&g)), (Status::Miss, Status::Hit));
+}
+
+fn get_keys(cache: &SharedCache<Arc<FakeStore>, String>, keys: &KeySet) -> Answer<String> {
+    cache
+        .get(keys, Span::ZERO, || produce("v"), |w| w.wait())
+        .unwrap()
+}

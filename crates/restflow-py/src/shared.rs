@@ -390,17 +390,11 @@ impl SharedBackend {
     /// Drops, in every process, the entries the key constructor `owner`
     /// made under versions below `version` (one counter per version).
     fn drop_versions_below(&self, py: Python<'_>, owner: &str, version: u32) -> PyResult<()> {
-        // On a cluster each function's shards hold their own copy of the
-        // counter: reach the functions of `owner` this process knows.
-        let function_ids = match self.cache.keys().is_cluster() {
-            true => crate::runtime::RUNTIME.scopes.collect_labels(|labels| {
-                (labels.owner == owner).then(|| labels.function_id.clone())
-            }),
-            false => Vec::new(),
-        };
-        let function_ids = function_ids.iter().map(String::as_str);
+        // On a cluster the engine reaches the functions of `owner` this
+        // process knows.
+        let scopes = &crate::runtime::RUNTIME.scopes;
         reported(py, self, |c| {
-            c.drop_versions_below(owner, version, function_ids)
+            c.drop_known_versions_below(scopes, owner, version)
         })
     }
 }
