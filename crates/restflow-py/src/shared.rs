@@ -91,10 +91,8 @@ impl Serializes<Value> for PyCodec<'_> {
     }
 
     fn report(&self, skipped: Skipped<SharedErr>) {
-        // A JSON refusal is logged once per function: it repeats on every
-        // call, and the first message says all there is.
-        let json = matches!(skipped, Skipped::Unstored(Refusal::Unfaithful(_)));
-        if json && self.core.json_refusal_logged.swap(true, Ordering::Relaxed) {
+        // A JSON refusal once per function (the engine decides).
+        if !skipped.to_tell(&self.core.json_refusal_logged) {
             return;
         }
         let message = skipped.message(&self.core.function_id);
