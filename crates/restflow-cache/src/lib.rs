@@ -107,7 +107,7 @@ pub use entry::{Entry, Freshness, Lifetime, Stamps};
 pub use flight::{Callback, Join, LeaderGuard, Outcome, Owner, SingleFlight, Waiter};
 pub use memory::MemoryStore;
 pub use refresh::{Job, Refresher, Runner};
-pub use role::{Role, RoleError};
+pub use role::{Abandon, Joined, Role, RoleError};
 pub use scope::{Scope, ScopeLabels, Scopes};
 pub use stats::{Counter, Stats};
 pub use store::Store;

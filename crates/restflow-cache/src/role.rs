@@ -138,6 +138,62 @@ impl<L, T: Clone, E: Clone> Role<L, T, E> {
     }
 }
 
+/// A caller's part in any flight, as one trait object: what an embedder
+/// that holds parts of different flights behind one handle asks of each
+/// (the Python bindings' `Flight`, over the engine's flight and the flight
+/// of its own tasks), answered once here instead of once per flight.
+pub trait Joined {
+    /// Whether this caller computes ([`Role::is_leader`]).
+    fn is_leader(&self) -> bool;
+    /// Runs `callback` once the leader's outcome is there
+    /// ([`Role::on_done`]).
+    fn on_done(&self, callback: Callback) -> Result<(), Callback>;
+    /// Gives the lead up, if this caller holds it (one follower takes
+    /// over), as its token counts that in `stats` ([`Abandon`]); anything
+    /// else is left as it is.
+    fn abandon_counted(&mut self, stats: &Stats);
+}
+
+/// A leader's token given up (a cancelled task), counted in `stats` as
+/// the token times its computation.
+pub trait Abandon {
+    /// Gives the token up: its followers join again.
+    fn abandon_counted(self, stats: &Stats);
+}
+
+impl<T, E> Abandon for LeaderGuard<'_, T, E> {
+    /// Dropped (which abandons its flight); it times nothing.
+    fn abandon_counted(self, _: &Stats) {}
+}
+
+impl<V, E, S> Abandon for crate::engine::Lead<'_, V, E, S>
+where
+    V: Send + Sync + 'static,
+    E: Clone + Send + Sync + 'static,
+    S: crate::store::Store<V> + 'static,
+{
+    /// Counted as a computation that ran this long.
+    fn abandon_counted(self, stats: &Stats) {
+        crate::engine::Lead::abandon_counted(self, stats);
+    }
+}
+
+impl<L: Abandon, T: Clone, E: Clone> Joined for Role<L, T, E> {
+    fn is_leader(&self) -> bool {
+        Role::is_leader(self)
+    }
+
+    fn on_done(&self, callback: Callback) -> Result<(), Callback> {
+        Role::on_done(self, callback)
+    }
+
+    fn abandon_counted(&mut self, stats: &Stats) {
+        if let Ok(lead) = self.take_lead() {
+            lead.abandon_counted(stats);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +265,37 @@ mod tests {
         assert!(done.on_done(callback).is_err());
         assert_eq!(done.outcome(), Ok(Outcome::Value(3)));
         assert_eq!(done.outcome().err(), Some(RoleError::NotFollower));
+    }
+
+    #[test]
+    fn parts_of_different_flights_answer_as_one_trait_and_an_abandoned_lead_counts_as_its_token_does(
+    ) {
+        type TestEngine = crate::Engine<u32, String, crate::MemoryStore<u32>>;
+        let clock = crate::Clock::frozen(crate::Timestamp::from_micros(1));
+        let cache = crate::Cache::new(crate::MemoryStore::new(10), clock);
+        let engine = TestEngine::new(cache, crate::Refresher::new(1, 1));
+        let (group, stats) = (Group::new(), Stats::new());
+        let memory =
+            |task| engine.join_counted(b"k", crate::Span::ZERO, Owner::task(task), false, &stats);
+        let tasks = |task| group.join_counted(b"k", Owner::task(task), &stats);
+        let (mut memory_lead, memory_follower) = (memory(1).unwrap(), memory(2).unwrap());
+        let (mut task_lead, task_follower) = (tasks(1).unwrap(), tasks(2).unwrap());
+        let mut parts: Vec<&mut dyn Joined> = vec![&mut memory_lead, &mut task_lead];
+        assert!(parts.iter().all(|part| part.is_leader()));
+        assert!(!Joined::is_leader(&memory_follower) && !Joined::is_leader(&task_follower));
+        // A leader hands a callback back; a follower keeps it.
+        let callback = || -> Callback { Box::new(|| {}) };
+        assert!(parts.iter().all(|part| part.on_done(callback()).is_err()));
+        assert!(Joined::on_done(&task_follower, callback()).is_ok());
+        for part in parts.iter_mut() {
+            part.abandon_counted(&stats);
+            assert!(!part.is_leader(), "given up");
+            part.abandon_counted(&stats); // no lead left: nothing
+        }
+        // Only the engine's lead times a computation.
+        assert_eq!(stats.snapshot().get(Counter::Computation), 1);
+        let mut followers = (memory_follower, task_follower);
+        assert!(matches!(followers.0.outcome(), Ok(Outcome::Abandoned)));
+        assert_eq!(followers.1.outcome(), Ok(Outcome::Abandoned));
     }
 }

@@ -1727,3 +1727,128 @@ fn a_value_stored_by_another_process_just_before_the_lock_is_taken_is_not_comput
     assert!(!computed.load(Ordering::SeqCst), "computed a second time");
     assert!(!store.values.lock().contains_key("lock:f1"), "lock freed");
 }
+
+/// The background refresh a stale counted read of "v1" claimed, as the
+/// one lead type an embedder holds.
+fn refresh_lead(
+    cache: &Arc<SharedCache<Arc<FakeStore>, String>>,
+    clock: &Clock,
+    stats: &restflow_cache::Stats,
+) -> restflow_cache::shared::SharedLead<Arc<FakeStore>, String> {
+    get(cache, "v1");
+    clock.advance(Span::from_secs(12)); // stale: ttl 10, stale 5
+    let stale = serve_counted(cache, (NearMode::Off, Span::ZERO), stats, "unused").unwrap();
+    assert_eq!(stale.status, Status::Stale);
+    let claim = stale.refresh.expect("the stale read claims the refresh");
+    restflow_cache::shared::SharedLead::refresh(cache, claim)
+}
+
+#[test]
+fn a_background_refresh_lead_stores_its_value_as_refresh_counts_nothing_and_frees_the_claim() {
+    let (store, cache, clock) = cache(true);
+    let (cache, stats) = (Arc::new(cache), restflow_cache::Stats::new());
+    let lead = refresh_lead(&cache, &clock, &stats);
+    assert!(lead.is_background());
+    assert!(store.values.lock().contains_key("refresh:f1"), "claimed");
+    let before = counted(&stats);
+    let served = lead
+        .finish_counted(produce("v2"), &TestCodec, &stats)
+        .unwrap()
+        .expect("a refresh answers its value");
+    assert_eq!(
+        (served.status, served.value.as_str(), served.stamps),
+        (Status::Refresh, "v2", None)
+    );
+    assert_eq!(counted(&stats), before, "the read that claimed it counted");
+    assert_eq!(stored_value(&cache).as_deref(), Some(b"v2".as_slice()));
+    assert!(
+        !store.values.lock().contains_key("refresh:f1"),
+        "given back"
+    );
+}
+
+#[test]
+fn a_failed_or_dropped_background_refresh_lead_gives_the_claim_back_and_the_stale_value_stays() {
+    let (store, cache, clock) = cache(true);
+    let (cache, stats) = (Arc::new(cache), restflow_cache::Stats::new());
+    let lead = refresh_lead(&cache, &clock, &stats);
+    let failed = lead.finish_counted(Err("down".to_owned()), &TestCodec, &stats);
+    assert!(matches!(failed, Ok(None)), "answers nothing");
+    assert!(
+        !store.values.lock().contains_key("refresh:f1"),
+        "given back"
+    );
+    assert_eq!(stored_value(&cache).as_deref(), Some(b"v1".as_slice()));
+    // Claimed again by the next read, then dropped unfinished (a
+    // cancelled task): given back too.
+    let again = serve_counted(&cache, (NearMode::Off, Span::ZERO), &stats, "unused").unwrap();
+    let claim = again.refresh.expect("claimed again at once");
+    drop(restflow_cache::shared::SharedLead::refresh(&cache, claim));
+    assert!(
+        !store.values.lock().contains_key("refresh:f1"),
+        "given back"
+    );
+    assert_eq!(stored_value(&cache).as_deref(), Some(b"v1".as_slice()));
+}
+
+#[test]
+fn a_computation_lead_answers_as_its_claim_and_frees_the_lock_when_dropped() {
+    let (store, cache, _) = cache(true);
+    let (cache, stats) = (Arc::new(cache), restflow_cache::Stats::new());
+    let off = (NearMode::Off, Span::ZERO);
+    let begin = || cache.begin_counted(a_task(), &keys(), off, &stats, &TestCodec);
+    let lead = restflow_cache::shared::SharedLead::compute(claim_of(begin().unwrap()));
+    assert!(!lead.is_background());
+    assert!(store.values.lock().contains_key("lock:f1"), "locked");
+    drop(lead);
+    assert!(!store.values.lock().contains_key("lock:f1"), "freed");
+    let lead = restflow_cache::shared::SharedLead::compute(claim_of(begin().unwrap()));
+    let served = lead
+        .finish_counted(produce("v1"), &TestCodec, &stats)
+        .unwrap()
+        .expect("a miss answers");
+    assert_eq!((served.status, served.value.as_str()), (Status::Miss, "v1"));
+    assert_eq!(counted(&stats).0, vec![("miss", 1)]);
+    assert!(!store.values.lock().contains_key("lock:f1"), "freed");
+}
+
+#[test]
+fn a_cluster_drops_older_versions_through_the_functions_this_process_knows() {
+    use restflow_cache::shared::{FunctionKeys, KeySpace};
+    use restflow_cache::{ScopeLabels, Scopes};
+    let (_store, cache, _) = cache(true);
+    let cache = cache.with_keys(KeySpace::new("p:", true));
+    let function = |id: &str, version| FunctionKeys::new(id, id, "app.Key", version);
+    let keys = |f: &FunctionKeys, id: &str| cache.keys().call_of(f, "ns", (id, "", "x"), false);
+    let serve = |keys: &KeySet| status(&get_keys(&cache, keys));
+    // Version 1 of the functions f (live here) and g (not known here).
+    let (f, g) = (
+        keys(&function("app.f", 1), "app.f"),
+        keys(&function("app.g", 1), "app.g"),
+    );
+    for keys in [&f, &g] {
+        assert_eq!(serve(keys), Status::Miss);
+        assert_eq!(serve(keys), Status::Hit);
+    }
+    let scopes = Scopes::new();
+    let labels = |id: &str, owner: &str| ScopeLabels {
+        owner: owner.into(),
+        version: 2,
+        function_id: id.into(),
+    };
+    let _live = [
+        scopes.intern("app.f", labels("app.f", "app.Key")),
+        scopes.intern("app.h", labels("app.h", "app.Other")),
+    ];
+    cache
+        .drop_known_versions_below(&scopes, "app.Key", 2)
+        .unwrap();
+    // f's shards were reached through its scope; g's were not.
+    assert_eq!((serve(&f), serve(&g)), (Status::Miss, Status::Hit));
+}
+
+fn get_keys(cache: &SharedCache<Arc<FakeStore>, String>, keys: &KeySet) -> Answer<String> {
+    cache
+        .get(keys, Span::ZERO, || produce("v"), |w| w.wait())
+        .unwrap()
+}

@@ -25,20 +25,18 @@ use std::time::Instant;
 use pyo3::exceptions::{PyBaseException, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use restflow_cache::shared::{OwnedClaim, SharedStore};
 use restflow_cache::{
-    Callback, Computed, Counter, GetError, LeaderGuard, MemoryRole, MemoryStore, Outcome, Owner,
-    RefreshClaim, Role, RoleError, Status,
+    Callback, Computed, Counter, GetError, Joined, LeaderGuard, MemoryRole, MemoryStore, Outcome,
+    Owner, RefreshClaim, Role, RoleError,
 };
 
 use crate::core::Core;
 use crate::runtime::{SharedErr, RUNTIME};
-use crate::shared::SharedBackend;
+use crate::shared::{PyLead, SharedBackend};
 use crate::stored::Stored;
 use crate::wrapper::{raise, Reply as Served};
 
 type PyClaim = RefreshClaim<Stored, SharedErr, MemoryStore<Stored>>;
-type StoreClaim = OwnedClaim<Box<dyn SharedStore>, SharedErr>;
 
 /// `(value, metadata)`, what every step hands Python.
 type Reply<'py> = (Py<PyAny>, Bound<'py, PyDict>);
@@ -80,6 +78,16 @@ enum Part {
     Memory(MemoryRole<'static, Stored, SharedErr, MemoryStore<Stored>>),
     /// The tasks' of this process that miss a shared-store key.
     Tasks(Role<LeaderGuard<'static, Answer, SharedErr>, Answer, SharedErr>),
+}
+
+impl Part {
+    /// This part as any flight's (see [`Joined`]).
+    fn joined(&mut self) -> &mut dyn Joined {
+        match self {
+            Part::Memory(role) => role,
+            Part::Tasks(role) => role,
+        }
+    }
 }
 
 /// One caller's part in the in-process computation of a key (see the
@@ -159,11 +167,8 @@ impl Flight {
     /// Whether this caller computes the value (memory store), or serves
     /// the call for the other tasks (shared store).
     #[getter]
-    fn leader(&self) -> bool {
-        match &self.part {
-            Part::Memory(role) => role.is_leader(),
-            Part::Tasks(role) => role.is_leader(),
-        }
+    fn leader(&mut self) -> bool {
+        self.part.joined().is_leader()
     }
 
     /// Memory store: the leader's value, stored (as `decision` allows, see
@@ -210,26 +215,16 @@ impl Flight {
     /// The leader gives up (its task was cancelled): one follower takes
     /// over. Also what dropping an uncompleted leader does.
     fn abandon(&mut self) {
-        match &mut self.part {
-            Part::Memory(role) => {
-                if let Ok(lead) = role.take_lead() {
-                    lead.abandon_counted(&self.core.stats);
-                }
-            }
-            Part::Tasks(role) => drop(role.abandon()),
-        }
+        self.part.joined().abandon_counted(&self.core.stats);
     }
 
     /// A follower: runs `callback()` once the leader's outcome is there,
     /// on the thread that produced it (at once if it is there already).
     /// An event loop's callback therefore hands over with
     /// `loop.call_soon_threadsafe`.
-    fn on_done(&self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
-        let wake = || wake_with(callback.clone_ref(py));
-        let waiting = match &self.part {
-            Part::Memory(role) => role.on_done(wake()).is_ok(),
-            Part::Tasks(role) => role.on_done(wake()).is_ok(),
-        };
+    fn on_done(&mut self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
+        let wake = wake_with(callback.clone_ref(py));
+        let waiting = self.part.joined().on_done(wake).is_ok();
         // Not a follower: the outcome is there, so call back now, here
         // (its error raised to this caller).
         if !waiting {
@@ -275,12 +270,18 @@ impl Flight {
 pub(crate) enum Claim {
     /// A stale memory entry's refresh, or a forced refresh's token.
     Memory(PyClaim),
-    /// A stale shared entry's background refresh.
-    SharedRefresh(Py<SharedBackend>, restflow_cache::shared::RefreshClaim),
-    /// A shared store's right to compute a missed key (its lock, or a live
-    /// computation past a failing store), or a forced refresh's. Boxed:
-    /// it is several times the size of the others.
-    Store(Py<SharedBackend>, Box<StoreClaim>),
+    /// A shared store's: the right to compute a missed key (its lock, or
+    /// a live computation past a failing store), a forced refresh's, or a
+    /// stale entry's background refresh.
+    Shared(Py<SharedBackend>, PyLead),
+}
+
+impl Claim {
+    /// Whether its end answers the caller (a shared store's miss or
+    /// forced refresh), so the caller gets the computation's error too.
+    fn answers(&self) -> bool {
+        matches!(self, Claim::Shared(_, lead) if !lead.is_background())
+    }
 }
 
 /// The right to compute a value the caller awaits itself, and to hand it
@@ -319,7 +320,7 @@ impl Lead {
     /// computation raised; `None`: given back unrun). A store's miss is
     /// answered (stored, or the value kept for stale-if-error, or the error
     /// raised), a completed refresh answered REFRESH, anything else `None`.
-    /// Counts nothing: its callers do, as each ends.
+    /// Counts no computation: its callers do, as each ends.
     fn end<'py>(
         &self,
         py: Python<'py>,
@@ -328,32 +329,22 @@ impl Lead {
     ) -> PyResult<Option<Reply<'py>>> {
         let core = &self.core;
         let served = match (claim, computed) {
-            (Claim::Store(backend, claim), Some(computed)) => {
-                let served = crate::shared::finish(py, core, &backend, *claim, computed)?;
-                Served::Shared(served)
+            (Claim::Shared(backend, lead), Some(computed)) => {
+                crate::shared::finish(py, core, &backend, lead, computed)?.map(Served::Shared)
+            }
+            (Claim::Shared(_, lead), None) => {
+                py.detach(|| drop(lead)); // round trips: the claim given back
+                None
             }
             (Claim::Memory(claim), Some(Ok(computed))) => {
                 if self.forced {
                     core.stats.add(Counter::Refresh);
                 }
-                Served::Memory(claim.complete(computed))
+                Some(Served::Memory(claim.complete(computed)))
             }
-            (Claim::SharedRefresh(backend, claim), Some(Ok(computed))) => {
-                let value = computed.value.value().clone_ref(py);
-                crate::shared::finish_refresh(py, core, &backend, claim, Some(computed))?;
-                Served::bare(value, Status::Refresh)
-            }
-            (Claim::SharedRefresh(backend, claim), _) => {
-                return crate::shared::finish_refresh(py, core, &backend, claim, None)
-                    .map(|()| None);
-            }
-            (Claim::Store(_, claim), None) => {
-                py.detach(|| drop(claim)); // a round trip: the lock freed
-                return Ok(None);
-            }
-            (Claim::Memory(_), _) => return Ok(None),
+            (Claim::Memory(_), _) => None,
         };
-        served.with_metadata(py).map(Some)
+        served.map(|served| served.with_metadata(py)).transpose()
     }
 }
 
@@ -372,7 +363,7 @@ impl Lead {
     ) -> PyResult<Reply<'py>> {
         let computed = self.core.decided(value, decision);
         let claim = self.take()?;
-        let store = matches!(claim, Claim::Store(..));
+        let store = claim.answers();
         self.core
             .stats
             .computed(self.started, store && computed.is_err());
@@ -402,7 +393,7 @@ impl Lead {
             return Ok(None);
         };
         self.core.stats.computed(self.started, true);
-        if !self.forced && !matches!(claim, Claim::Store(..)) {
+        if !self.forced && !claim.answers() {
             self.core.log_refresh_failure(py, &error);
         }
         self.end(py, claim, Some(Err(Arc::new(error))))
@@ -414,7 +405,7 @@ impl Lead {
         let Some(claim) = self.claim.take() else {
             return Ok(());
         };
-        if matches!(claim, Claim::Store(..)) {
+        if claim.answers() {
             self.core.stats.computed(self.started, false);
         }
         self.end(py, claim, None).map(drop)
@@ -423,7 +414,7 @@ impl Lead {
 
 impl Drop for Lead {
     fn drop(&mut self) {
-        if let Some(claim @ (Claim::SharedRefresh(..) | Claim::Store(..))) = self.claim.take() {
+        if let Some(claim @ Claim::Shared(..)) = self.claim.take() {
             // Never ended: given back here (a round trip, detached), so the
             // next caller may claim it at once.
             let _ = Python::try_attach(|py| {

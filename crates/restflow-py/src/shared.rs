@@ -21,14 +21,15 @@ use restflow_cache::key::KeyWriter;
 use restflow_cache::shared::count_near_hit;
 use restflow_cache::shared::settings::{self, Serializer};
 use restflow_cache::shared::{
-    BackendSettings, Begin, HotCache, KeySet, NearMode, OwnedClaim, Policy, Produced, RefreshClaim,
-    Refusal, Serializes, Served, SharedCache, SharedError, SharedStore, Skipped, StoreError,
+    BackendSettings, Begin, HotCache, KeySet, NearMode, Policy, Produced, RefreshClaim, Refusal,
+    Serializes, Served, SharedCache, SharedError, SharedLead, SharedStore, Skipped, StoreError,
 };
 use restflow_cache::{Computed, Freshness, Stamps, Status};
 
 use crate::core::{Call, Core, Layout, OwnedCall};
 use crate::interrupt::{self, is_interrupt};
 use crate::runtime::{hooks, log_error, SharedErr, RUNTIME};
+use crate::stored::Stored;
 
 pyo3::create_exception!(
     _engine,
@@ -90,10 +91,8 @@ impl Serializes<Value> for PyCodec<'_> {
     }
 
     fn report(&self, skipped: Skipped<SharedErr>) {
-        // A JSON refusal is logged once per function: it repeats on every
-        // call, and the first message says all there is.
-        let json = matches!(skipped, Skipped::Unstored(Refusal::Unfaithful(_)));
-        if json && self.core.json_refusal_logged.swap(true, Ordering::Relaxed) {
+        // A JSON refusal once per function (the engine decides).
+        if !skipped.to_tell(&self.core.json_refusal_logged) {
             return;
         }
         let message = skipped.message(&self.core.function_id);
@@ -157,24 +156,6 @@ fn seconds(what: &str, secs: f64) -> PyResult<Duration> {
 }
 
 impl SharedBackend {
-    /// A fresh hit from the near cache for `keys`, deserialized, counted
-    /// by the engine (timed from `started`, when given) and kept in the hot
-    /// layer under the call key `key`; `None` when it has none (or it no
-    /// longer deserializes: the store decides). Attached: no round trip.
-    fn near_served(
-        &self,
-        py: Python<'_>,
-        (core, key, keys): (&Core, &[u8], &KeySet),
-        started: Option<Instant>,
-    ) -> PyResult<Option<SharedServed>> {
-        let codec = self.codec(core);
-        let decode = |flags, bytes: &[u8]| codec.decode_quietly(flags, bytes);
-        match self.cache.near_counted(keys, &core.stats, started, decode) {
-            Ok(served) => Ok(served.map(|served| answered(py, self, key, served).0)),
-            Err(interrupt) => Err(interrupt.clone_ref(py)),
-        }
-    }
-
     /// Whether `core`'s calls use the near cache.
     pub(crate) fn uses_near(&self, core: &Core) -> bool {
         core.near_cache.unwrap_or(self.near_default)
@@ -407,17 +388,11 @@ impl SharedBackend {
     /// Drops, in every process, the entries the key constructor `owner`
     /// made under versions below `version` (one counter per version).
     fn drop_versions_below(&self, py: Python<'_>, owner: &str, version: u32) -> PyResult<()> {
-        // On a cluster each function's shards hold their own copy of the
-        // counter: reach the functions of `owner` this process knows.
-        let function_ids = match self.cache.keys().is_cluster() {
-            true => crate::runtime::RUNTIME.scopes.collect_labels(|labels| {
-                (labels.owner == owner).then(|| labels.function_id.clone())
-            }),
-            false => Vec::new(),
-        };
-        let function_ids = function_ids.iter().map(String::as_str);
+        // On a cluster the engine reaches the functions of `owner` this
+        // process knows.
+        let scopes = &crate::runtime::RUNTIME.scopes;
         reported(py, self, |c| {
-            c.drop_versions_below(owner, version, function_ids)
+            c.drop_known_versions_below(scopes, owner, version)
         })
     }
 }
@@ -448,22 +423,152 @@ pub(crate) struct SharedServed {
     pub stamps: Option<Stamps>,
 }
 
+/// One call of a function on a shared store, as each of its steps needs
+/// it: the store, the function, the call's in-process key (under which a
+/// near entry's copy is kept hot) and its keys in the store, rendered once.
+pub(crate) struct OnStore<'a> {
+    handle: &'a SharedBackend,
+    core: &'a Core,
+    key: KeyWriter,
+    keys: KeySet,
+}
+
 impl SharedBackend {
-    /// The keys of one call.
-    pub(crate) fn call_keys(&self, core: &Core, call: &Call<'_>) -> PyResult<KeySet> {
-        let mut w = KeyWriter::new();
-        let layout = core.write_key(&mut w, call)?;
-        self.keys(core, &w, &layout)
+    /// The call `call` of `core` on this store.
+    pub(crate) fn on<'a>(&'a self, core: &'a Core, call: &Call<'_>) -> PyResult<OnStore<'a>> {
+        let mut key = KeyWriter::new();
+        let layout = core.write_key(&mut key, call)?;
+        self.on_key(core, key, &layout)
     }
 
-    /// The keys one call reads.
-    fn keys(&self, core: &Core, w: &KeyWriter, layout: &Layout) -> PyResult<KeySet> {
-        let (function_id, partition, suffix) = core.key_parts(w, layout)?;
+    /// The call whose in-process key `key` holds, laid out as `layout`.
+    fn on_key<'a>(
+        &'a self,
+        core: &'a Core,
+        key: KeyWriter,
+        layout: &Layout,
+    ) -> PyResult<OnStore<'a>> {
+        let (function_id, partition, suffix) = core.key_parts(&key, layout)?;
         let parts = (function_id, partition.as_str(), suffix.as_str());
         let (namespace, partitioned) = (&core.namespace, core.partitioned());
         let keys = self.cache.keys();
-        Ok(keys.call_of(&core.keys, namespace, parts, partitioned))
+        let keys = keys.call_of(&core.keys, namespace, parts, partitioned);
+        Ok(OnStore {
+            handle: self,
+            core,
+            key,
+            keys,
+        })
     }
+}
+
+impl OnStore<'_> {
+    /// What the engine served, for Python: a near entry's value kept hot
+    /// under the call's in-process key, and the refresh this read claimed
+    /// (to run, then finish). The engine warned about a store failure.
+    fn answered(
+        &self,
+        py: Python<'_>,
+        served: Served<Value>,
+    ) -> (SharedServed, Option<RefreshClaim>) {
+        if let Some(hot) = &self.handle.hot {
+            // Attached: what it evicts is a Python object, dropped here.
+            hot.keep(self.key.as_bytes(), &served, |value| value.clone_ref(py));
+        }
+        own_served(py, served)
+    }
+
+    /// A fresh hit from the near cache, deserialized, counted by the
+    /// engine (timed from `started`, when given) and kept in the hot layer;
+    /// `None` when it has none (or it no longer deserializes: the store
+    /// decides). Attached: no round trip.
+    fn near_served(
+        &self,
+        py: Python<'_>,
+        started: Option<Instant>,
+    ) -> PyResult<Option<SharedServed>> {
+        let codec = self.handle.codec(self.core);
+        let decode = |flags, bytes: &[u8]| codec.decode_quietly(flags, bytes);
+        let (cache, stats) = (&self.handle.cache, &self.core.stats);
+        match cache.near_counted(&self.keys, stats, started, decode) {
+            Ok(served) => Ok(served.map(|served| self.answered(py, served).0)),
+            Err(interrupt) => Err(interrupt.clone_ref(py)),
+        }
+    }
+
+    /// Everything of a call that blocks, for a caller that computes the
+    /// value itself (the async layer, on a worker thread): the engine's
+    /// [`SharedCache::begin`], counted as [`get`] counts, its claim held by
+    /// the task `task`. The near cache and the hot layer were looked up
+    /// already ([`near_hit`]).
+    pub(crate) fn begin(&self, py: Python<'_>, task: restflow_cache::Owner) -> PyResult<Begun> {
+        let (handle, core) = (self.handle, self.core);
+        let mode = NearMode::past_lookup(handle.uses_near(core));
+        let (window, codec) = (core.stale_if_error_window(), handle.codec(core));
+        let begun = detached(py, core, || {
+            let lookup = (mode, window);
+            handle
+                .cache
+                .begin_counted(task, &self.keys, lookup, &core.stats, &codec)
+        })?;
+        Ok(match begun {
+            Begin::Lead(claim) => Begun::Lead(SharedLead::compute(claim)),
+            Begin::Served(served) => {
+                let (served, claim) = self.answered(py, served);
+                let refresh = claim.map(|claim| SharedLead::refresh(&handle.cache, claim));
+                Begun::Served(served, refresh)
+            }
+        })
+    }
+
+    /// The claim of a forced recompute (REFRESH) of the call, for a caller
+    /// that computes the value itself (on a worker thread: a round trip).
+    pub(crate) fn begin_refresh(&self, py: Python<'_>) -> PyResult<PyLead> {
+        let window = self.core.stale_if_error_window();
+        let begun = || self.handle.cache.begin_refresh(&self.keys, window);
+        Ok(SharedLead::compute(detached(py, self.core, begun)?))
+    }
+
+    /// The packed lookup of the call, for the event loop to send itself,
+    /// and the entry's key (which its answer is checked against).
+    pub(crate) fn fetch_command(self) -> (Vec<u8>, String) {
+        (
+            restflow_cache::shared::fetch_command(&self.keys),
+            self.keys.data,
+        )
+    }
+
+    /// How many callers of this process follow the computation of the
+    /// call's entry now (`Steps.waiters` on a shared store).
+    pub(crate) fn waiters(&self) -> usize {
+        self.handle.cache.waiters(&self.keys.data)
+    }
+}
+
+/// A claim an async caller computes for and then ends ([`finish`]):
+/// the engine's one lead type for a miss, a forced refresh and a stale
+/// entry's background refresh.
+pub(crate) type PyLead = SharedLead<Box<dyn SharedStore>, SharedErr>;
+
+/// What [`OnStore::begin`] found: a served call (with the refresh it
+/// claimed), or the claim to compute it.
+pub(crate) enum Begun {
+    Served(SharedServed, Option<PyLead>),
+    Lead(PyLead),
+}
+
+/// What the engine served, for this caller, and the refresh it claimed.
+fn own_served(py: Python<'_>, served: Served<Value>) -> (SharedServed, Option<RefreshClaim>) {
+    let (status, stamps) = (served.status, served.stamps);
+    let value = own(py, served.value);
+    (
+        SharedServed {
+            value,
+            status,
+            stamps,
+        },
+        served.refresh,
+    )
 }
 
 /// Runs the function and serializes what is to be stored (see [`produced`]).
@@ -474,23 +579,22 @@ fn produce(
     call: &OwnedCall,
 ) -> Result<Produced<Value>, SharedErr> {
     let computed = core.compute_for_engine(py, &call.bind(py))?;
-    produced(py, core, backend, computed)
+    produced(py, &backend.codec(core), computed)
 }
 
 /// A computed value as the engine stores it: serialized when it is to be
-/// stored ([`Produced::encoded`], under the codec [`Policy`]). Attached: on an error the value is dropped
-/// here.
-pub(crate) fn produced(
+/// stored ([`Produced::encoded`], under the codec [`Policy`]). Attached: on
+/// an error the value is dropped here.
+fn produced(
     py: Python<'_>,
-    core: &Core,
-    backend: &SharedBackend,
-    computed: Computed<crate::stored::Stored>,
+    codec: &Policy<PyCodec<'_>>,
+    computed: Computed<Stored>,
 ) -> Result<Produced<Value>, SharedErr> {
     let computed = Computed {
         value: Arc::new(computed.value.value().clone_ref(py)),
         lifetime: computed.lifetime,
     };
-    Produced::encoded(&backend.codec(core), computed)
+    Produced::encoded(codec, computed)
 }
 
 /// Runs `run` (the engine's round trips, and its calls back into
@@ -538,13 +642,12 @@ pub(crate) fn get(
         }
     }
     let started = Instant::now();
-    let keys = handle.keys(core, &w, &layout)?;
+    let on = handle.on_key(core, w, &layout)?;
     // A near hit next: no round trip, so no need to release the GIL (the
     // near cache's lock is never held across a wait) or to own the call
     // for a computation.
     if near {
-        let call = (&**core, w.as_bytes(), &keys);
-        if let Some(served) = handle.near_served(py, call, Some(started))? {
+        if let Some(served) = on.near_served(py, Some(started))? {
             return Ok(served);
         }
     }
@@ -552,143 +655,47 @@ pub(crate) fn get(
     let (window, codec) = (core.stale_if_error_window(), handle.codec(core));
     let served = detached(py, core, || {
         handle.cache.serve_counted(
-            &keys,
+            &on.keys,
             (NearMode::past_lookup(near), window),
             &core.stats,
             &codec,
             || Python::attach(|py| produce(py, core, handle, &owned)),
         )
     })?;
-    let (served, claim) = answered(py, handle, w.as_bytes(), served);
+    let (served, claim) = on.answered(py, served);
     if let Some(claim) = claim {
         schedule_refresh(py, core, backend, claim, owned);
     }
     Ok(served)
 }
 
-/// What the engine served, for Python: a near entry's value kept hot
-/// under the call key `key`, and the refresh this read claimed (to run,
-/// then finish). The engine warned about a store failure.
-fn answered(
-    py: Python<'_>,
-    handle: &SharedBackend,
-    key: &[u8],
-    served: Served<Value>,
-) -> (SharedServed, Option<RefreshClaim>) {
-    if let Some(hot) = &handle.hot {
-        // Attached: what it evicts is a Python object, dropped here.
-        hot.keep(key, &served, |value| value.clone_ref(py));
-    }
-    let shared = SharedServed {
-        value: own(py, served.value),
-        status: served.status,
-        stamps: served.stamps,
-    };
-    (shared, served.refresh)
-}
-
-/// What [`begin`] found: a served call (with the refresh it claimed), or
-/// the claim to compute it.
-pub(crate) enum Begun {
-    Served(SharedServed, Option<RefreshClaim>),
-    Lead(OwnedClaim<Box<dyn SharedStore>, SharedErr>),
-}
-
-/// Everything of a call that blocks, for a caller that computes the value
-/// itself (the async layer, on a worker thread): the engine's
-/// [`SharedCache::begin`], counted as [`get`] counts. The near cache and
-/// the hot layer were looked up already ([`near_hit`]).
-pub(crate) fn begin(
-    py: Python<'_>,
-    core: &Arc<Core>,
-    backend: &Py<SharedBackend>,
-    call: &Call<'_>,
-    task: restflow_cache::Owner,
-) -> PyResult<Begun> {
-    let handle = backend.get();
-    let mut w = KeyWriter::new();
-    let layout = core.write_key(&mut w, call)?;
-    let keys = handle.keys(core, &w, &layout)?;
-    let mode = NearMode::past_lookup(handle.uses_near(core));
-    let (window, codec) = (core.stale_if_error_window(), handle.codec(core));
-    let begun = detached(py, core, || {
-        handle
-            .cache
-            .begin_counted(task, &keys, (mode, window), &core.stats, &codec)
-    });
-    match begun? {
-        Begin::Lead(claim) => Ok(Begun::Lead(claim)),
-        Begin::Served(served) => {
-            let (served, claim) = answered(py, handle, w.as_bytes(), served);
-            Ok(Begun::Served(served, claim))
-        }
-    }
-}
-
-/// The claim of a forced recompute (REFRESH) of a call, for a caller that
-/// computes the value itself (on a worker thread: a round trip).
-pub(crate) fn begin_refresh(
-    py: Python<'_>,
-    core: &Core,
-    backend: &Py<SharedBackend>,
-    call: &Call<'_>,
-) -> PyResult<OwnedClaim<Box<dyn SharedStore>, SharedErr>> {
-    let handle = backend.get();
-    let keys = handle.call_keys(core, call)?;
-    let window = core.stale_if_error_window();
-    detached(py, core, || handle.cache.begin_refresh(&keys, window))
-}
-
-/// Ends a claim from [`begin`] or [`begin_refresh`] with what its caller
-/// computed (`Err`: the computation raised), on a worker thread (round
-/// trips): stored as the engine decides, or the value kept for
-/// stale-if-error (STALE), or the error raised. Counted by the engine as
-/// [`get`] is (a REFRESH for a claim of [`begin_refresh`], which the claim
-/// knows).
+/// Ends a lead of [`OnStore::begin`] or [`OnStore::begin_refresh`] (or a
+/// background refresh one claimed) with what its caller computed (`Err`:
+/// the computation raised), on a worker thread (round trips), as the
+/// engine's [`SharedLead::finish_counted`] decides: a miss stored, or the
+/// value kept for stale-if-error (STALE), or the error raised; a forced
+/// refresh answered REFRESH; a background refresh's value stored under the
+/// generations the stale entry was read under (REFRESH), or its claim
+/// given back when it failed (`None`).
 pub(crate) fn finish(
     py: Python<'_>,
     core: &Core,
     backend: &Py<SharedBackend>,
-    claim: OwnedClaim<Box<dyn SharedStore>, SharedErr>,
-    computed: Result<Computed<crate::stored::Stored>, SharedErr>,
-) -> PyResult<SharedServed> {
-    let handle = backend.get();
-    let produced = computed.and_then(|computed| produced(py, core, handle, computed));
+    lead: PyLead,
+    computed: Result<Computed<Stored>, SharedErr>,
+) -> PyResult<Option<SharedServed>> {
+    let codec = backend.get().codec(core);
+    let produced = computed.and_then(|computed| produced(py, &codec, computed));
     // The error's last reference is dropped here, attached, not in the
     // detached closure (whose drop of a `Py` would go through PyO3's
     // reference pool; see `flight::ReleasedAttached`).
     let error = produced.as_ref().err().map(Arc::clone);
-    let codec = handle.codec(core);
     let served = detached(py, core, || {
-        claim.finish_counted(produced, &codec, &core.stats)
+        lead.finish_counted(produced, &codec, &core.stats)
     });
     drop(error);
-    Ok(answered(py, handle, &[], served?).0)
-}
-
-/// Ends a background refresh claimed by an async caller's read, on a
-/// worker thread (round trips): stores what it `computed` (nothing when
-/// `None`: it failed or was cancelled) under the generations the stale
-/// entry was read under, and gives the claim back.
-pub(crate) fn finish_refresh(
-    py: Python<'_>,
-    core: &Core,
-    backend: &Py<SharedBackend>,
-    claim: RefreshClaim,
-    computed: Option<Computed<crate::stored::Stored>>,
-) -> PyResult<()> {
-    let handle = backend.get();
-    let stored = match computed.map(|computed| produced(py, core, handle, computed)) {
-        Some(Ok(produced)) => produced.into_refreshed(),
-        Some(Err(error)) => return Err(error.clone_ref(py)),
-        None => None,
-    };
-    let outcome = py.detach(|| handle.cache.finish_claim(&claim, stored));
-    interrupt::raise_parked()?;
-    if let Err(error) = outcome {
-        handle.cache.warn(&error);
-    }
-    Ok(())
+    // Nothing is kept hot: what a lead ends did not come from the near cache.
+    Ok(served?.map(|served| own_served(py, served).0))
 }
 
 /// Queues the refresh this process claimed; the engine releases the claim
@@ -751,13 +758,12 @@ pub(crate) fn peek(
     backend: &Py<SharedBackend>,
     call: &Call<'_>,
 ) -> PyResult<Option<(Py<PyAny>, Stamps, Freshness)>> {
-    let handle = backend.get();
-    let keys = handle.call_keys(core, call)?;
+    let (handle, on) = (backend.get(), backend.get().on(core, call)?);
     let codec = handle.codec(core);
     // Attached throughout: an error it does not hand on is dropped there.
     let decode = |flags, bytes: &[u8]| Python::attach(|_| codec.decode_quietly(flags, bytes));
     // A failing store is skipped (or reported) by the engine.
-    let peeked = detached(py, core, || handle.cache.peek_decoded(&keys, decode))?;
+    let peeked = detached(py, core, || handle.cache.peek_decoded(&on.keys, decode))?;
     Ok(peeked.map(|(value, stamps, freshness)| (own(py, value), stamps, freshness)))
 }
 
@@ -768,16 +774,15 @@ pub(crate) fn refresh(
     backend: &Py<SharedBackend>,
     call: &Call<'_>,
 ) -> PyResult<SharedServed> {
-    let handle = backend.get();
-    let keys = handle.call_keys(core, call)?;
+    let (handle, on) = (backend.get(), backend.get().on(core, call)?);
     let owned = OwnedCall::new(call);
     let window = core.stale_if_error_window();
     let served = detached(py, core, || {
-        handle.cache.refresh_served(&keys, window, || {
+        handle.cache.refresh_served(&on.keys, window, || {
             Python::attach(|py| produce(py, core, handle, &owned))
         })
     })?;
-    Ok(answered(py, handle, &[], served).0)
+    Ok(on.answered(py, served).0)
 }
 
 /// A fresh hit from the backend's near cache, without a round trip (for
@@ -799,20 +804,7 @@ pub(crate) fn near_hit(
         return Ok(Some(served));
     }
     // A near miss is counted by the call that goes on to the store.
-    let keys = handle.keys(core, &w, &layout)?;
-    handle.near_served(py, (core, w.as_bytes(), &keys), None)
-}
-
-/// The packed lookup of a call, for the event loop to send itself, and
-/// the entry's key (which its answer is checked against).
-pub(crate) fn fetch_command(
-    core: &Core,
-    backend: &Py<SharedBackend>,
-    call: &Call<'_>,
-) -> PyResult<(Vec<u8>, String)> {
-    let handle = backend.get();
-    let keys = handle.call_keys(core, call)?;
-    Ok((restflow_cache::shared::fetch_command(&keys), keys.data))
+    handle.on_key(core, w, &layout)?.near_served(py, None)
 }
 
 /// Runs a store operation the caller asked for by name (an invalidation,
@@ -835,9 +827,8 @@ pub(crate) fn delete(
     backend: &Py<SharedBackend>,
     call: &Call<'_>,
 ) -> PyResult<bool> {
-    let handle = backend.get();
-    let keys = handle.call_keys(core, call)?;
-    reported(py, handle, |cache| cache.delete(&keys))
+    let on = backend.get().on(core, call)?;
+    reported(py, on.handle, |cache| cache.delete(&on.keys))
 }
 
 /// Drops every entry of the function, in every process.
@@ -846,8 +837,7 @@ pub(crate) fn invalidate_all(
     core: &Core,
     backend: &Py<SharedBackend>,
 ) -> PyResult<()> {
-    let handle = backend.get();
-    reported(py, handle, |cache| cache.drop_function(&core.keys))
+    reported(py, backend.get(), |cache| cache.drop_function(&core.keys))
 }
 
 /// Drops the partitions of a partial call, in every process.
@@ -858,23 +848,12 @@ pub(crate) fn delete_by_prefix(
     call: &Call<'_>,
     bound: bool,
 ) -> PyResult<()> {
-    let handle = backend.get();
     if !core.partitioned() {
         return invalidate_all(py, core, backend);
     }
     let parts = core.partition_texts(call, bound)?;
     let parts = parts.iter().map(|(id, text)| (id.as_str(), text.as_str()));
-    reported(py, handle, |cache| cache.drop_partitions(&core.keys, parts))
-}
-
-/// How many callers of this process follow the computation of a call's
-/// entry now (`Steps.waiters` on a shared store).
-pub(crate) fn waiters(
-    core: &Core,
-    backend: &Py<SharedBackend>,
-    call: &Call<'_>,
-) -> PyResult<usize> {
-    let handle = backend.get();
-    let keys = handle.call_keys(core, call)?;
-    Ok(handle.cache.waiters(&keys.data))
+    reported(py, backend.get(), |cache| {
+        cache.drop_partitions(&core.keys, parts)
+    })
 }

@@ -13,12 +13,12 @@
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::flight::{Claim, Flight, Lead, Lookup};
 use crate::runtime::RUNTIME;
-use crate::shared::Begun;
+use crate::shared::{Begun, SharedBackend};
 use crate::wrapper::{CachedWrapper, Reply};
 
 /// `(value, metadata)`, what a served step hands Python.
@@ -33,6 +33,15 @@ pub struct Steps {
 impl Steps {
     pub(crate) fn new(wrapper: Py<CachedWrapper>) -> Self {
         Steps { wrapper }
+    }
+
+    /// The wrapper and its shared store (`None`: the memory store), once
+    /// the runtime is ready: what every step that may reach a shared store
+    /// starts with.
+    fn shared(&self, py: Python<'_>) -> PyResult<(&CachedWrapper, Option<Py<SharedBackend>>)> {
+        RUNTIME.ready(py)?;
+        let wrapper = self.wrapper.get();
+        Ok((wrapper, wrapper.shared(py)?))
     }
 }
 
@@ -125,23 +134,18 @@ impl Steps {
             ));
         };
         drop(flight);
-        let wrapper = self.wrapper.get();
-        RUNTIME.ready(py)?;
-        let Some(backend) = wrapper.shared(py)? else {
+        let (wrapper, Some(backend)) = self.shared(py)? else {
             return Err(PyRuntimeError::new_err(
                 "begin is for shared stores: this function uses the memory store",
             ));
         };
         let (core, call) = (wrapper.core(), wrapper.call(args, kwargs)?);
-        match crate::shared::begin(py, core, &backend, &call, task)? {
-            Begun::Lead(claim) => {
-                let lead = Lead::new(core, Claim::Store(backend, Box::new(claim)), false);
-                Ok(Py::new(py, lead)?.into_any())
-            }
-            Begun::Served(served, claim) => {
-                let refresh =
-                    claim.map(|claim| Lead::new(core, Claim::SharedRefresh(backend, claim), false));
-                let lookup = Lookup::new(py, Reply::Shared(served), refresh)?;
+        let begun = backend.get().on(core, &call)?.begin(py, task)?;
+        let lead = |lead| Lead::new(core, Claim::Shared(backend.clone_ref(py), lead), false);
+        match begun {
+            Begun::Lead(claim) => Ok(Py::new(py, lead(claim))?.into_any()),
+            Begun::Served(served, refresh) => {
+                let lookup = Lookup::new(py, Reply::Shared(served), refresh.map(lead))?;
                 Ok(Py::new(py, lookup)?.into_any())
             }
         }
@@ -157,19 +161,16 @@ impl Steps {
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Lead> {
-        let wrapper = self.wrapper.get();
-        let (core, call) = (wrapper.core(), wrapper.call(args, kwargs)?);
-        RUNTIME.ready(py)?;
-        let Some(backend) = wrapper.shared(py)? else {
-            let claim = RUNTIME.engine.begin_refresh(wrapper.key(&call)?.as_bytes());
-            return Ok(Lead::new(core, Claim::Memory(claim), true));
+        let call = self.wrapper.get().call(args, kwargs)?;
+        let (wrapper, backend) = self.shared(py)?;
+        let claim = match backend {
+            Some(backend) => {
+                let lead = backend.get().on(wrapper.core(), &call)?.begin_refresh(py)?;
+                Claim::Shared(backend, lead)
+            }
+            None => Claim::Memory(RUNTIME.engine.begin_refresh(wrapper.key(&call)?.as_bytes())),
         };
-        let claim = crate::shared::begin_refresh(py, core, &backend, &call)?;
-        Ok(Lead::new(
-            core,
-            Claim::Store(backend, Box::new(claim)),
-            true,
-        ))
+        Ok(Lead::new(wrapper.core(), claim, true))
     }
 
     /// How many callers (threads and tasks) follow the in-process
@@ -182,16 +183,15 @@ impl Steps {
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<usize> {
-        let wrapper = self.wrapper.get();
-        let call = wrapper.call(args, kwargs)?;
-        RUNTIME.ready(py)?;
+        let call = self.wrapper.get().call(args, kwargs)?;
+        let (wrapper, backend) = self.shared(py)?;
         let key = wrapper.key(&call)?;
-        if let Some(backend) = wrapper.shared(py)? {
-            // Threads in the store's flight, and tasks awaiting a leader task.
-            let tasks = RUNTIME.shared_flights.waiters(key.as_bytes());
-            return Ok(crate::shared::waiters(wrapper.core(), &backend, &call)? + tasks);
-        }
-        Ok(RUNTIME.engine.waiters(key.as_bytes()))
+        let Some(backend) = backend else {
+            return Ok(RUNTIME.engine.waiters(key.as_bytes()));
+        };
+        // Threads in the store's flight, and tasks awaiting a leader task.
+        let tasks = RUNTIME.shared_flights.waiters(key.as_bytes());
+        Ok(backend.get().on(wrapper.core(), &call)?.waiters() + tasks)
     }
 
     /// For a shared Redis backend the event loop may drive:
@@ -203,9 +203,7 @@ impl Steps {
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Option<crate::wrapper::LoopFetch<'py>>> {
-        let wrapper = self.wrapper.get();
-        RUNTIME.ready(py)?;
-        let Some(backend) = wrapper.shared(py)? else {
+        let (wrapper, Some(backend)) = self.shared(py)? else {
             return Ok(None);
         };
         // A call that uses the near cache goes through the engine, which
@@ -214,12 +212,8 @@ impl Steps {
             return Ok(None);
         }
         let call = wrapper.call(args, kwargs)?;
-        let (command, key) = crate::shared::fetch_command(wrapper.core(), &backend, &call)?;
-        Ok(Some((
-            backend,
-            pyo3::types::PyBytes::new(py, &command),
-            key,
-        )))
+        let (command, key) = backend.get().on(wrapper.core(), &call)?.fetch_command();
+        Ok(Some((backend, PyBytes::new(py, &command), key)))
     }
 
     /// A fresh hit from the shared backend's near cache, without a round
@@ -231,9 +225,7 @@ impl Steps {
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Option<Answer<'py>>> {
-        let wrapper = self.wrapper.get();
-        RUNTIME.ready(py)?;
-        let Some(backend) = wrapper.shared(py)? else {
+        let (wrapper, Some(backend)) = self.shared(py)? else {
             return Ok(None);
         };
         let call = wrapper.call(args, kwargs)?;

@@ -13,6 +13,8 @@
 //! attach to Python in them), so the engine calls them with none of its
 //! locks held, as every `decode` closure before them.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::background::Refreshed;
 use super::cache::Produced;
 use super::decode::Undecodable;
@@ -54,6 +56,15 @@ pub enum Skipped<E> {
 }
 
 impl<E> Skipped<E> {
+    /// Whether to tell the operator about this: a JSON refusal repeats on
+    /// every call of its function and the first message says all there
+    /// is, so it is told once per function (`told`, the function's flag,
+    /// is set then); anything else is told every time.
+    pub fn to_tell(&self, told: &AtomicBool) -> bool {
+        let unfaithful = matches!(self, Skipped::Unstored(Refusal::Unfaithful(_)));
+        !unfaithful || !told.swap(true, Ordering::Relaxed)
+    }
+
     /// What to tell the operator about a value of `function_id()`.
     pub fn message(&self, function_id: &str) -> String {
         match self {
@@ -298,5 +309,20 @@ mod tests {
         assert_eq!(refused.into_refreshed(), None);
         let failed = Produced::encoded(&Text, computed("stop", Some(minute)));
         assert_eq!(failed.err(), Some("stopped"));
+    }
+
+    #[test]
+    fn a_json_refusal_is_told_once_per_function_and_anything_else_every_time() {
+        let told = AtomicBool::new(false);
+        let unfaithful =
+            || Skipped::<String>::Unstored(Refusal::Unfaithful(Unfaithful::too_deep()));
+        let raised = Skipped::Unstored(Refusal::Raised("boom".to_owned()));
+        let unreadable = Skipped::Unreadable("gone".to_owned());
+        assert!(raised.to_tell(&told) && unreadable.to_tell(&told));
+        assert!(unfaithful().to_tell(&told), "the first refusal is told");
+        assert!(!unfaithful().to_tell(&told), "not again");
+        assert!(raised.to_tell(&told) && unreadable.to_tell(&told));
+        // Another function's flag: told there too.
+        assert!(unfaithful().to_tell(&AtomicBool::new(false)));
     }
 }

@@ -37,6 +37,7 @@ use std::collections::BTreeSet;
 use super::cache::SharedCache;
 use super::store::{KeySet, SharedStore, StoreError};
 use crate::key;
+use crate::scope::{ScopeLabels, Scopes};
 
 /// How many shards (hash tags, so slots) one cached function's keys are
 /// spread over on a cluster: enough that a function is not one hot slot,
@@ -312,6 +313,27 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     ) -> Result<(), StoreError> {
         let keys = self.keys();
         self.retire(&keys.version_counters_below(owner, version, function_ids))
+    }
+
+    /// [`SharedCache::drop_versions_below`] for the functions of `owner`
+    /// that `scopes` holds (this process's live functions): on a cluster
+    /// each function's shards hold their own copy of a version's counter,
+    /// reached only through the functions known here; on one node there is
+    /// one counter per version, and `scopes` is not read.
+    pub fn drop_known_versions_below(
+        &self,
+        scopes: &Scopes<ScopeLabels>,
+        owner: &str,
+        version: u32,
+    ) -> Result<(), StoreError> {
+        let function_ids = match self.keys().is_cluster() {
+            true => scopes.collect_labels(|labels| {
+                (labels.owner == owner).then(|| labels.function_id.clone())
+            }),
+            false => Vec::new(),
+        };
+        let function_ids = function_ids.iter().map(String::as_str);
+        self.drop_versions_below(owner, version, function_ids)
     }
 }
 

@@ -20,6 +20,7 @@ mod follow;
 pub mod hot;
 pub mod keyspace;
 pub mod kv;
+mod lead;
 #[cfg(all(feature = "redis", unix))]
 mod lookup;
 #[cfg(all(feature = "redis", unix))]
@@ -61,6 +62,7 @@ pub use decode::{Served, Undecodable};
 pub use hot::{Hot, HotCache};
 pub use keyspace::{FunctionKeys, KeySpace};
 pub use kv::{KvCache, KvStore, KvValue, KvWrite};
+pub use lead::{HeldRefresh, SharedLead};
 /// For the Python bindings' event-loop socket only; not part of the API.
 #[cfg(all(feature = "redis", unix))]
 #[doc(hidden)]
