@@ -35,7 +35,14 @@ def run_forks(backend: str, mode: str, forks: int, read_spin: float = 0.0) -> No
             timeout=300,
         )
     except subprocess.TimeoutExpired as expired:
-        pytest.fail(f"the fork scenario hung: {expired.stdout!r} {expired.stderr!r}")
+        # Bytes here, even with text=True.
+        stdout, stderr = (
+            part.decode(errors="replace") if isinstance(part, bytes) else part or ""
+            for part in (expired.stdout, expired.stderr)
+        )
+        pytest.fail(
+            f"the fork scenario hung; its output:\n{stdout}\nits stderr:\n{failure_output(stderr)}"
+        )
     if done.stdout.splitlines()[-1:] != ["done 0"] or done.returncode != 0:
         pytest.fail(
             f"the fork scenario failed (exit {done.returncode}); its output:\n{done.stdout}\n"
