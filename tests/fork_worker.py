@@ -218,30 +218,36 @@ def wait_child(pid: int) -> str | None:
 def report_stacks(pid: int) -> None:
     """Writes a hung child's stacks to stderr: the native ones where gdb
     or py-spy is installed (they name the lock each thread waits on), then
-    Python's (faulthandler, on a signal: last, as reading another thread's
-    frames without the GIL can crash the child). A hang seen once under
-    load in CI had nothing else to go on."""
-    tools = {
-        "gdb": ["-p", str(pid), "-batch", "-ex", "thread apply all bt"],
-        "py-spy": ["dump", "--native", "--pid", str(pid)],
-    }
-    for tool, args in tools.items():
-        path = shutil.which(tool)
-        if path is None:
-            print(f"child {pid} hung; no {tool} here for its native stacks", file=sys.stderr)
-            continue
-        try:
-            found = subprocess.run(
-                [path, *args], capture_output=True, text=True, timeout=60, check=False
-            )
-            output = found.stdout + found.stderr
-        except (OSError, subprocess.SubprocessError) as error:
-            output = repr(error)
-        print(f"child {pid} hung; {tool}:\n{output}", file=sys.stderr, flush=True)
+    Python's (faulthandler, on a signal: last, as it reads the frames from
+    inside the child, which crashed it once). A hang seen under load in
+    CI had nothing else to go on: it hung inside ``os.fork``, before any
+    code of the child's own could arm a dump."""
+    gdb, py_spy = shutil.which("gdb"), shutil.which("py-spy")
+    if gdb is None:
+        print(f"child {pid} hung; no gdb here for its native stacks", file=sys.stderr)
+    else:
+        run_tool(pid, [gdb, "-p", str(pid), "-batch", "-ex", "thread apply all bt"])
+    if py_spy is None:
+        print(f"child {pid} hung; no py-spy here", file=sys.stderr)
+    elif not run_tool(pid, [py_spy, "dump", "--native", "--pid", str(pid)]):
+        # It cannot always unwind the native frames: the Python ones, then.
+        run_tool(pid, [py_spy, "dump", "--pid", str(pid)])
     print(f"child {pid} hung; its Python stacks (faulthandler):", file=sys.stderr, flush=True)
     os.kill(pid, STACKS_SIGNAL)
     # The child writes them itself: give it a moment before the kill.
     time.sleep(2)
+
+
+def run_tool(pid: int, command: list[str]) -> bool:
+    """Runs a stack dumper on the hung child ``pid``, writes what it said to
+    stderr, and returns whether it succeeded."""
+    try:
+        found = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        output, ok = found.stdout + found.stderr, found.returncode == 0
+    except (OSError, subprocess.SubprocessError) as error:
+        output, ok = repr(error), False
+    print(f"child {pid} hung; {' '.join(command)}:\n{output}", file=sys.stderr, flush=True)
+    return ok
 
 
 if __name__ == "__main__":
