@@ -12,7 +12,8 @@
 
 Each child makes sync and async cached calls from several threads, waits for
 its own refreshes, checks every value and exits 0; the parent waits for each
-child with a deadline, kills one that hangs, and prints one line per child
+child with a deadline, writes the stacks of one that hangs to stderr
+(``report_stacks``) and kills it, and prints one line per child
 that failed (``hang``, ``signal N`` or ``exit N``) and then ``done F`` with
 the number of failures. Its exit status is 0 only when every child passed.
 The test runs this in a subprocess with a timeout: a hang fails, never

@@ -52,8 +52,8 @@ thread_local! {
 /// taking CPython's thread-list lock without the GIL; CPython before
 /// 3.11.10 (gh-112275) takes that lock in a forked child before resetting
 /// it, so a fork at that instant leaves the child hung inside `os.fork`
-/// (seen with gdb in tests/fork_worker.py, once in a few thousand forks
-/// while refreshes started). Made here, in a [`FORK_GATE`] section, the
+/// (seen with gdb in tests/fork_worker.py, twice in about 16,000 forks
+/// just after stale reads queued refreshes). Made here, in a [`FORK_GATE`] section, the
 /// thread state is found by every later attach (`PyThreadState_New` binds
 /// it to the thread with a count that keeps `PyGILState_Release` from
 /// deleting it).
