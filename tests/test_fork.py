@@ -146,7 +146,7 @@ def _thread_state_id() -> int:
     return state_id(current())
 
 
-@pytest.mark.parametrize("store", on("memory", "redis"), indirect=True)
+@pytest.mark.parametrize("store", on("memory", "django", "redis"), indirect=True)
 def test_refresh_workers_keep_one_python_thread_state(store):
     """A refresh worker makes its Python thread state once and keeps it.
 
