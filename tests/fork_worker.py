@@ -12,7 +12,8 @@
 
 Each child makes sync and async cached calls from several threads, waits for
 its own refreshes, checks every value and exits 0; the parent waits for each
-child with a deadline, kills one that hangs, and prints one line per child
+child with a deadline, writes the stacks of one that hangs to stderr
+(``report_stacks``) and kills it, and prints one line per child
 that failed (``hang``, ``signal N`` or ``exit N``) and then ``done F`` with
 the number of failures. Its exit status is 0 only when every child passed.
 The test runs this in a subprocess with a timeout: a hang fails, never
@@ -25,7 +26,9 @@ import asyncio
 import faulthandler
 import os
 import random
+import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -35,6 +38,9 @@ from django.conf import settings
 
 #: How long one child may take before it counts as hung.
 CHILD_DEADLINE = 30.0
+
+#: What makes a child write its threads' Python stacks (faulthandler).
+STACKS_SIGNAL = signal.SIGUSR2
 
 
 def setup(backend: str) -> None:
@@ -145,6 +151,10 @@ def main() -> int:
 
         asyncio.run(calls())
 
+    # Inherited by every child from the fork on (even one that hangs in an
+    # at-fork handler, before any code of its own runs): the parent signals
+    # a hung child, which writes its threads' Python stacks to stderr.
+    faulthandler.register(STACKS_SIGNAL, all_threads=True)
     with frozen_clock() as clock:
         for n in range(20):
             slow_double(n)
@@ -155,7 +165,7 @@ def main() -> int:
             for thread in hammers:
                 thread.start()
         failed = 0
-        for _ in range(forks):
+        for fork in range(forks):
             if mode == "queued":
                 # Every entry stale: the calls below queue refreshes that
                 # are still queued or running at the fork.
@@ -165,9 +175,6 @@ def main() -> int:
             pid = os.fork()
             if pid == 0:
                 code = 1
-                # A child that hangs is killed at CHILD_DEADLINE: its threads'
-                # stacks, on stderr just before, say where it hung.
-                faulthandler.dump_traceback_later(CHILD_DEADLINE - 5, exit=False)
                 try:
                     check_child()
                     code = 0
@@ -178,7 +185,7 @@ def main() -> int:
             outcome = wait_child(pid)
             if outcome:
                 failed += 1
-                print(outcome, flush=True)
+                print(f"fork {fork}: {outcome}", flush=True)
         stop.set()
         for thread in hammers:
             thread.join()
@@ -198,14 +205,50 @@ def wait_child(pid: int) -> str | None:
         if done:
             break
         if time.monotonic() > deadline:
+            report_stacks(pid)
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            return "hang"
+            return f"hang (child {pid}; its stacks are on stderr)"
         time.sleep(0.01)
     if os.WIFSIGNALED(status):
         return f"signal {os.WTERMSIG(status)}"
     code = os.waitstatus_to_exitcode(status)
     return None if code == 0 else f"exit {code}"
+
+
+def report_stacks(pid: int) -> None:
+    """Writes a hung child's stacks to stderr: the native ones where gdb
+    or py-spy is installed (they name the lock each thread waits on), then
+    Python's (faulthandler, on a signal: last, as it reads the frames from
+    inside the child, which crashed it once). A hang seen under load in
+    CI had nothing else to go on: it hung inside ``os.fork``, before any
+    code of the child's own could arm a dump."""
+    gdb, py_spy = shutil.which("gdb"), shutil.which("py-spy")
+    if gdb is None:
+        print(f"child {pid} hung; no gdb here for its native stacks", file=sys.stderr)
+    else:
+        run_tool(pid, [gdb, "-p", str(pid), "-batch", "-ex", "thread apply all bt"])
+    if py_spy is None:
+        print(f"child {pid} hung; no py-spy here", file=sys.stderr)
+    elif not run_tool(pid, [py_spy, "dump", "--native", "--pid", str(pid)]):
+        # It cannot always unwind the native frames: the Python ones, then.
+        run_tool(pid, [py_spy, "dump", "--pid", str(pid)])
+    print(f"child {pid} hung; its Python stacks (faulthandler):", file=sys.stderr, flush=True)
+    os.kill(pid, STACKS_SIGNAL)
+    # The child writes them itself: give it a moment before the kill.
+    time.sleep(2)
+
+
+def run_tool(pid: int, command: list[str]) -> bool:
+    """Runs a stack dumper on the hung child ``pid``, writes what it said to
+    stderr, and returns whether it succeeded."""
+    try:
+        found = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        output, ok = found.stdout + found.stderr, found.returncode == 0
+    except (OSError, subprocess.SubprocessError) as error:
+        output, ok = repr(error), False
+    print(f"child {pid} hung; {' '.join(command)}:\n{output}", file=sys.stderr, flush=True)
+    return ok
 
 
 if __name__ == "__main__":

@@ -24,10 +24,14 @@
 //!   bucket lock a vanished thread held). The same goes for crates built on
 //!   it (r2d2 and its thread pool), which is why the Redis pool is our own.
 //!   `parking_lot` stays only where every access is made under an outer
-//!   lock that `fork` itself waits for (the memory store, under Python's GIL).
+//!   lock that `fork` itself waits for (the memory store, under Python's GIL);
+//! - a step that takes a lock of someone else's which a fork must not find
+//!   held (the embedder's runtime, e.g. CPython's thread list) runs in a
+//!   [`ForkGate`] section, which the forking thread waits for.
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 /// Bumped in every child right after `fork`.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
@@ -146,6 +150,135 @@ impl<T> Drop for PerProcess<T> {
     }
 }
 
+/// Sections that a fork must not split: a forking thread that calls
+/// [`ForkGate::before_fork`] waits until no section runs, and sections that
+/// start meanwhile wait until [`ForkGate::after_fork_in_parent`] (a child
+/// starts with a gate of its own, see [`PerProcess`]).
+///
+/// For a step that holds a lock the child would inherit held, which the
+/// embedder cannot reset: CPython before 3.11.10 (gh-112275) takes its
+/// thread-list lock in the child before resetting it, so a thread making
+/// its Python thread state (which takes that lock without the GIL) at the
+/// instant of a fork hangs the child inside `os.fork`. The embedder runs
+/// that step in a section and calls the fork hooks from
+/// `os.register_at_fork`, whose `before` hooks run ahead of the
+/// interpreter's own fork locks.
+///
+/// Invariant: a section never waits on anything the forking thread may
+/// hold (the GIL, the import lock): the fork waits for the section.
+///
+/// Written here rather than with `std::sync::RwLock` because the fork's
+/// side is held from one hook call to another, which a guard cannot span.
+pub struct ForkGate {
+    gate: PerProcess<Gate>,
+}
+
+#[derive(Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    /// Sections running now.
+    running: usize,
+    /// A fork is being prepared: sections wait.
+    forking: bool,
+    /// Forks waiting for sections to end (read by tests).
+    waiting: usize,
+}
+
+impl Gate {
+    fn state(&self) -> MutexGuard<'_, GateState> {
+        // Nothing panics while holding it: a poisoned lock holds good data.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait<'a>(&self, state: MutexGuard<'a, GateState>) -> MutexGuard<'a, GateState> {
+        self.changed
+            .wait(state)
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Default for ForkGate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ForkGate {
+    /// A gate with no section running and no fork pending.
+    pub const fn new() -> Self {
+        ForkGate {
+            gate: PerProcess::new(),
+        }
+    }
+
+    fn gate(&self) -> &Gate {
+        self.gate.get_or_init(Gate::default)
+    }
+
+    /// Runs `section` where no fork can happen (waiting first for a fork
+    /// being prepared to be done).
+    pub fn section<R>(&self, section: impl FnOnce() -> R) -> R {
+        let gate = self.gate();
+        {
+            let mut state = gate.state();
+            while state.forking {
+                state = gate.wait(state);
+            }
+            state.running += 1;
+        }
+        // Ends the section even if `section` panics.
+        struct End<'a>(&'a Gate);
+        impl Drop for End<'_> {
+            fn drop(&mut self) {
+                let mut state = self.0.state();
+                state.running -= 1;
+                if state.running == 0 {
+                    self.0.changed.notify_all();
+                }
+            }
+        }
+        let _end = End(gate);
+        section()
+    }
+
+    /// Called by the forking thread just before the fork: waits until no
+    /// section runs, and keeps new ones waiting until
+    /// [`ForkGate::after_fork_in_parent`].
+    pub fn before_fork(&self) {
+        let gate = self.gate();
+        let mut state = gate.state();
+        // One fork at a time: another thread's fork is prepared first.
+        while state.forking {
+            state = gate.wait(state);
+        }
+        state.forking = true;
+        state.waiting += 1;
+        while state.running > 0 {
+            state = gate.wait(state);
+        }
+        state.waiting -= 1;
+    }
+
+    /// Called in the parent after the fork (made or failed): sections may
+    /// run again. The child has a gate of its own and calls nothing.
+    pub fn after_fork_in_parent(&self) {
+        let gate = self.gate();
+        gate.state().forking = false;
+        gate.changed.notify_all();
+    }
+
+    /// Forks waiting for sections to end.
+    #[cfg(test)]
+    fn forks_waiting(&self) -> usize {
+        self.gate().state().waiting
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,5 +336,61 @@ mod tests {
         assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
         assert_eq!(*cell.get().unwrap().lock().unwrap(), 7);
+    }
+
+    #[test]
+    fn a_fork_waits_for_the_sections_running_and_holds_new_ones_back() {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::mpsc;
+
+        let gate = ForkGate::new();
+        let ended = AtomicBool::new(false);
+        let (entered, section_entered) = mpsc::channel();
+        let (end_section, ending) = mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let (gate, ended) = (&gate, &ended);
+            s.spawn(move || {
+                gate.section(|| {
+                    entered.send(()).unwrap();
+                    ending.recv().unwrap();
+                    ended.store(true, Ordering::SeqCst);
+                })
+            });
+            section_entered.recv().unwrap();
+            let fork = s.spawn(|| {
+                gate.before_fork();
+                // The section ended before the fork could go on.
+                let saw_it_end = ended.load(Ordering::SeqCst);
+                gate.after_fork_in_parent();
+                saw_it_end
+            });
+            while gate.forks_waiting() == 0 {
+                std::thread::yield_now();
+            }
+            end_section.send(()).unwrap();
+            assert!(fork.join().unwrap());
+        });
+        // The gate is open again.
+        assert_eq!(gate.section(|| 7), 7);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_child_forked_while_the_gate_is_closed_has_an_open_one() {
+        let gate = ForkGate::new();
+        gate.section(|| ());
+        gate.before_fork();
+        // SAFETY: the child only touches the gate and atomics, then exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let open = gate.section(|| true);
+            // SAFETY: ends the child without running the harness's exit.
+            unsafe { libc::_exit(if open { 0 } else { 1 }) };
+        }
+        gate.after_fork_in_parent();
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
     }
 }

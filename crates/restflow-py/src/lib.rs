@@ -197,11 +197,44 @@ fn shutdown(py: Python<'_>, timeout: f64) {
     py.detach(|| RUNTIME.engine.refresher().wait_idle(timeout));
 }
 
+/// `os.fork`'s `before` hook: waits until no worker is making its Python
+/// thread state (see `runtime::keep_thread_state`) and holds new ones back.
+#[pyfunction]
+fn _before_fork() {
+    runtime::FORK_GATE.before_fork();
+}
+
+/// `os.fork`'s `after_in_parent` hook: workers may make thread states
+/// again. (A child has a gate of its own.)
+#[pyfunction]
+fn _after_fork_in_parent() {
+    runtime::FORK_GATE.after_fork_in_parent();
+}
+
+/// Registers the fork gate's hooks. `before` hooks run ahead of the
+/// interpreter's own fork locks, so a worker in a section (which needs
+/// none of them) always gets out.
+fn register_fork_hooks(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let os = m.py().import("os")?;
+    if !os.hasattr("register_at_fork")? {
+        return Ok(()); // no fork on this platform
+    }
+    let hooks = pyo3::types::PyDict::new(m.py());
+    hooks.set_item("before", wrap_pyfunction!(_before_fork, m)?)?;
+    hooks.set_item(
+        "after_in_parent",
+        wrap_pyfunction!(_after_fork_in_parent, m)?,
+    )?;
+    os.call_method("register_at_fork", (), Some(&hooks))?;
+    Ok(())
+}
+
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Registers the engine's fork handler now, at import, rather than on
     // first use, when another thread could be mid-registration at a fork.
     restflow_cache::fork::generation();
+    register_fork_hooks(m)?;
     // Process-wide values made lazily by std's blocking cells are made here,
     // on the importing thread, for the same reason (see `once`).
     std::sync::LazyLock::force(&RUNTIME);

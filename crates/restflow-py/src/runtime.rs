@@ -8,13 +8,16 @@
 //! (flights, refresh workers, Redis connections) belongs to one process and
 //! is made afresh in a child (`restflow_cache::fork`).
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use crate::once::OnceValue;
 use pyo3::exceptions::PyRuntimeError;
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
+use restflow_cache::fork::ForkGate;
 use restflow_cache::settings::{Defaults, MadeFromSettings, Settings};
 use restflow_cache::{Cache, Clock, Engine, Job, MemoryStore, Refresher, Scopes, Span};
 
@@ -34,6 +37,40 @@ const REFRESH_QUEUE: usize = 1024;
 /// The bound before settings are read.
 const DEFAULT_MAX_ENTRIES: u64 = 10_000;
 
+/// Sections no `os.fork` may split (the hooks are registered at import).
+pub static FORK_GATE: ForkGate = ForkGate::new();
+
+thread_local! {
+    /// Whether this thread has its Python thread state for good.
+    static KEEPS_THREAD_STATE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Gives this thread (a refresh worker, started by Rust) a Python thread
+/// state for its whole life, made once where no fork can happen.
+///
+/// Attaching a thread that has none makes one (and detaching deletes it),
+/// taking CPython's thread-list lock without the GIL; CPython before
+/// 3.11.10 (gh-112275) takes that lock in a forked child before resetting
+/// it, so a fork at that instant leaves the child hung inside `os.fork`
+/// (seen with gdb in tests/fork_worker.py, twice in about 16,000 forks
+/// just after stale reads queued refreshes). Made here, in a [`FORK_GATE`] section, the
+/// thread state is found by every later attach (`PyThreadState_New` binds
+/// it to the thread with a count that keeps `PyGILState_Release` from
+/// deleting it).
+fn keep_thread_state() {
+    if KEEPS_THREAD_STATE.get() {
+        return;
+    }
+    // SAFETY: neither call needs the GIL; the interpreter is initialized
+    // (the caller checked that shutdown has not begun).
+    unsafe {
+        if ffi::PyGILState_GetThisThreadState().is_null() {
+            FORK_GATE.section(|| ffi::PyThreadState_New(ffi::PyInterpreterState_Main()));
+        }
+    }
+    KEEPS_THREAD_STATE.set(true);
+}
+
 /// Every refresh job runs attached to Python, so its store operations keep
 /// the invariant above. After interpreter shutdown has begun, jobs are
 /// dropped instead.
@@ -41,6 +78,7 @@ fn run_attached(job: Job) {
     if RUNTIME.shutting_down.load(Ordering::Acquire) {
         return;
     }
+    keep_thread_state();
     if Python::try_attach(|_py| job()).is_none() {
         // The interpreter is going away; the job (and the claim it holds)
         // dies with the process.
