@@ -311,6 +311,24 @@ impl CachedWrapper {
         Ok(engine.peek_served(key.as_bytes()).map(Reply::Memory))
     }
 
+    /// Recomputes a call now and replaces its entry (REFRESH): one path
+    /// for `refresh` and `refresh_with_metadata`.
+    fn refresh_reply(&self, py: Python<'_>, call: &Call<'_>) -> PyResult<Reply> {
+        let engine = RUNTIME.ready(py)?;
+        if let Some(backend) = self.shared(py)? {
+            let served = crate::shared::refresh(py, &self.core, &backend, call)?;
+            self.core.stats.add(Counter::of_status(served.status));
+            return Ok(Reply::Shared(served));
+        }
+        let key = self.key(call)?;
+        let served = engine.refresh_counted(key.as_bytes(), &self.core.stats, || {
+            self.core.compute_for_engine(py, call)
+        });
+        crate::interrupt::raise_parked()?;
+        let served = served.map_err(|shared| shared.clone_ref(py))?;
+        Ok(Reply::Memory(served))
+    }
+
     /// Finishes a call whose key was looked up (the engine's `resolve`),
     /// queueing the refresh of a stale entry this call claimed. Split from
     /// the lookup so the vectorcall path can look up before it builds an
@@ -662,7 +680,8 @@ impl CachedWrapper {
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
-        Ok(self.refresh_with_metadata(py, args, kwargs)?.0)
+        let call = self.call(args, kwargs)?;
+        Ok(self.refresh_reply(py, &call)?.value(py))
     }
 
     /// Recomputes now and replaces the entry; returns `(value, metadata)`
@@ -674,20 +693,8 @@ impl CachedWrapper {
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<(Py<PyAny>, Bound<'py, PyDict>)> {
-        let call = &self.call(args, kwargs)?;
-        let engine = RUNTIME.ready(py)?;
-        if let Some(backend) = self.shared(py)? {
-            let served = crate::shared::refresh(py, &self.core, &backend, call)?;
-            self.core.stats.add(Counter::of_status(served.status));
-            return Reply::Shared(served).with_metadata(py);
-        }
-        let key = self.key(call)?;
-        let served = engine.refresh_counted(key.as_bytes(), &self.core.stats, || {
-            self.core.compute_for_engine(py, call)
-        });
-        crate::interrupt::raise_parked()?;
-        let served = served.map_err(|shared| shared.clone_ref(py))?;
-        Reply::Memory(served).with_metadata(py)
+        let call = self.call(args, kwargs)?;
+        self.refresh_reply(py, &call)?.with_metadata(py)
     }
 
     /// The lifecycle of this function's calls in steps, for callers that
