@@ -134,15 +134,29 @@ impl Refresher {
             .map_or(0, |p| p.pending.count.load(Ordering::Acquire))
     }
 
+    /// [`Refresher::wait_idle`] for a timeout an embedder's caller gave in
+    /// seconds ([`timeout_from_secs`]); `Err`: the message for a NaN.
+    pub fn wait_idle_secs(&self, timeout: f64) -> Result<bool, String> {
+        Ok(self.wait_idle(timeout_from_secs(timeout)?))
+    }
+
     /// Waits until every accepted job has finished, or `timeout` passes.
     /// Returns whether the pool is idle.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         let Some(pending) = self.pool().as_ref().map(|p| Arc::clone(&p.pending)) else {
             return true;
         };
-        let deadline = Instant::now() + timeout;
+        // `None`: a timeout past what an `Instant` can hold, no deadline.
+        let deadline = Instant::now().checked_add(timeout);
         let mut guard = lock(&pending.lock);
         while pending.count.load(Ordering::Acquire) > 0 {
+            let Some(deadline) = deadline else {
+                guard = pending
+                    .idle
+                    .wait(guard)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            };
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
@@ -155,6 +169,17 @@ impl Refresher {
         }
         true
     }
+}
+
+/// A timeout from a number of seconds: a negative number waits not at
+/// all, and one too large for a `Duration` (infinity) as long as it takes
+/// (`Duration::MAX`, past any deadline an `Instant` can hold); NaN is no
+/// number of seconds, refused with the message to show.
+pub fn timeout_from_secs(secs: f64) -> Result<Duration, String> {
+    if secs.is_nan() {
+        return Err(format!("timeout must be a number of seconds, got {secs}"));
+    }
+    Ok(Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX))
 }
 
 fn work(receiver: &Mutex<Receiver<Job>>, pending: &Pending, runner: Runner) {
@@ -232,5 +257,32 @@ mod tests {
             .unwrap();
         assert!(refresher.wait_idle(Duration::from_secs(10)));
         assert!(ran.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_timeout_past_the_clock_s_range_waits_until_idle() {
+        // A `Duration` that `Instant` cannot add panicked before.
+        let refresher = Refresher::new(1, 4);
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = ran.clone();
+        let job = Box::new(move || flag.store(true, Ordering::SeqCst));
+        refresher.try_spawn(job).ok().unwrap();
+        assert!(refresher.wait_idle(Duration::MAX));
+        assert!(ran.load(Ordering::SeqCst));
+        assert_eq!(refresher.wait_idle_secs(f64::INFINITY), Ok(true));
+        assert_eq!(refresher.wait_idle_secs(1e300), Ok(true));
+        assert_eq!(refresher.wait_idle_secs(-1.0), Ok(true));
+    }
+
+    #[test]
+    fn seconds_become_a_timeout_and_nan_is_refused() {
+        assert_eq!(timeout_from_secs(1.5), Ok(Duration::from_millis(1500)));
+        assert_eq!(timeout_from_secs(-3.0), Ok(Duration::ZERO));
+        assert_eq!(timeout_from_secs(f64::INFINITY), Ok(Duration::MAX));
+        assert_eq!(timeout_from_secs(1e300), Ok(Duration::MAX));
+        assert_eq!(
+            timeout_from_secs(f64::NAN),
+            Err("timeout must be a number of seconds, got NaN".to_owned())
+        );
     }
 }

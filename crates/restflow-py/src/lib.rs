@@ -9,8 +9,7 @@
 //! detached from Python, and no Python code (a user function, `__eq__`, the
 //! drop of a cached value) runs while a Rust lock is held.
 
-use std::time::Duration;
-
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use restflow_cache::Timestamp;
@@ -104,9 +103,7 @@ fn freeze_clock(at: Option<f64>) {
 #[pyfunction]
 fn advance_clock(seconds: f64) -> PyResult<f64> {
     let clock = RUNTIME.engine.cache().clock();
-    let now = clock
-        .advance_secs(seconds)
-        .map_err(pyo3::exceptions::PyValueError::new_err)?;
+    let now = clock.advance_secs(seconds).map_err(PyValueError::new_err)?;
     Ok(now.as_secs_f64())
 }
 
@@ -135,12 +132,13 @@ fn seed_early_refresh(seed: Option<u64>) {
 }
 
 /// Waits (GIL released) until no background refresh is queued or running.
-/// Returns whether that happened within `timeout` seconds.
+/// Returns whether that happened within `timeout` seconds (any number: an
+/// infinite one waits as long as it takes; NaN is refused by the engine).
 #[pyfunction]
 #[pyo3(signature = (timeout=10.0))]
-fn wait_for_refreshes(py: Python<'_>, timeout: f64) -> bool {
-    let timeout = Duration::from_secs_f64(timeout.max(0.0));
-    py.detach(|| RUNTIME.engine.refresher().wait_idle(timeout))
+fn wait_for_refreshes(py: Python<'_>, timeout: f64) -> PyResult<bool> {
+    let idle = py.detach(|| RUNTIME.engine.refresher().wait_idle_secs(timeout));
+    idle.map_err(PyValueError::new_err)
 }
 
 /// Refreshes queued or running.
@@ -189,12 +187,12 @@ fn drop_versions_below(owner: &str, version: u32) -> usize {
 /// get `timeout` seconds to finish.
 #[pyfunction]
 #[pyo3(signature = (timeout=1.0))]
-fn shutdown(py: Python<'_>, timeout: f64) {
+fn shutdown(py: Python<'_>, timeout: f64) -> PyResult<()> {
     RUNTIME
         .shutting_down
         .store(true, std::sync::atomic::Ordering::Release);
-    let timeout = Duration::from_secs_f64(timeout.max(0.0));
-    py.detach(|| RUNTIME.engine.refresher().wait_idle(timeout));
+    let idle = py.detach(|| RUNTIME.engine.refresher().wait_idle_secs(timeout));
+    idle.map(drop).map_err(PyValueError::new_err)
 }
 
 #[pymodule]
