@@ -108,7 +108,7 @@ pub use flight::{Callback, Join, LeaderGuard, Outcome, Owner, SingleFlight, Wait
 pub use memory::MemoryStore;
 pub use refresh::{Job, Refresher, Runner};
 pub use role::{Role, RoleError};
-pub use scope::{Scope, ScopeLabels, Scopes};
+pub use scope::{FunctionNames, Scope, ScopeLabels, Scopes};
 pub use stats::{Counter, Stats};
 pub use store::Store;
 pub use timestamp::{Span, Timestamp};

@@ -11,11 +11,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use restflow_cache::key::KeyWriter;
-use restflow_cache::shared::FunctionKeys;
 use restflow_cache::{Counter, Entry, GetError, Lifetimes, Lookup, Outcome, Served, Status};
 
 use crate::core::{read_plan, BackendChoice, Call, Core, Fields, OwnedCall};
-use crate::runtime::{hooks, ScopeLabels, SharedErr, RUNTIME};
+use crate::runtime::{hooks, SharedErr, RUNTIME};
 use crate::signature::Signature;
 use crate::stored::Stored;
 
@@ -606,31 +605,25 @@ impl CachedWrapper {
                 })
             })
             .transpose()?;
-        let namespace_part = restflow_cache::settings::namespace_part(namespace, version);
-        let identity = format!("{namespace_part}::{function_id}");
-        let keys = FunctionKeys::new(&function_id, &identity, &owner, version);
-        let labels = ScopeLabels {
-            owner,
-            version,
-            function_id: function_id.clone(),
-        };
         // A function whose identity other live functions can have keeps its
         // in-process entries to itself (see `Core::claim`).
-        let scope = RUNTIME
-            .scopes
-            .of_function(&identity, labels, claim.is_some());
+        let own_scope = claim.is_some();
+        let names =
+            RUNTIME
+                .scopes
+                .name_function((namespace, version), &function_id, owner, own_scope);
         let core = Arc::new(Core {
             func: func.unbind(),
             policy: policy.map(Bound::unbind),
             lifetimes,
             signature,
-            scope,
-            namespace: namespace_part,
+            scope: names.scope,
+            namespace: names.namespace,
             function_id,
             shared_identity: key_identifier,
             fields,
             classes: Default::default(),
-            keys,
+            keys: names.keys,
             backend: BackendChoice::parse(backend.as_deref()),
             near_cache,
             json_refusal_logged: Default::default(),
