@@ -11,7 +11,7 @@
 //! two rules (never block the submitter, rebuild after fork without touching
 //! the parent's state), which general pools do not offer.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -29,6 +29,8 @@ struct Pending {
     count: AtomicUsize,
     lock: Mutex<()>,
     idle: Condvar,
+    /// Set by [`Refresher::shut_down`]: the workers drop what is queued.
+    closed: AtomicBool,
 }
 
 impl Pending {
@@ -68,6 +70,8 @@ pub struct Refresher {
     runner: Runner,
     /// This process's workers, once started (see [`crate::fork`]).
     pool: PerProcess<Mutex<Option<Pool>>>,
+    /// Set by [`Refresher::shut_down`]: no job is taken or run after it.
+    closed: AtomicBool,
 }
 
 impl Refresher {
@@ -84,6 +88,7 @@ impl Refresher {
             capacity,
             runner,
             pool: PerProcess::new(),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -96,6 +101,9 @@ impl Refresher {
     /// Never blocks on a full queue: the job is handed back instead, to be
     /// dropped by the caller (outside any lock of ours).
     pub fn try_spawn(&self, job: Job) -> Result<(), Job> {
+        if self.is_closed() {
+            return Err(job);
+        }
         let mut pool = self.pool();
         let pool = match pool.as_mut() {
             Some(pool) => pool,
@@ -125,6 +133,23 @@ impl Refresher {
                 .expect("the OS refused a refresh worker thread");
         }
         Pool { sender, pending }
+    }
+
+    /// Shuts the pool down (the embedder's process is exiting): jobs still
+    /// queued are dropped unrun, new ones are handed back, and running ones
+    /// get `timeout` seconds ([`timeout_from_secs`]) to finish. Returns
+    /// whether they did; `Err`: the message for a NaN.
+    pub fn shut_down(&self, timeout: f64) -> Result<bool, String> {
+        let timeout = timeout_from_secs(timeout)?;
+        self.closed.store(true, Ordering::Release);
+        if let Some(pool) = self.pool().as_ref() {
+            pool.pending.closed.store(true, Ordering::Release);
+        }
+        Ok(self.wait_idle(timeout))
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Jobs accepted and not finished.
@@ -188,8 +213,11 @@ fn work(receiver: &Mutex<Receiver<Job>>, pending: &Pending, runner: Runner) {
             Ok(job) => job,
             Err(_) => return,
         };
-        // A panicking job must not take the worker, or the pending count, with it.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner(job)));
+        // Shut down: dropped unrun (the process is exiting).
+        if !pending.closed.load(Ordering::Acquire) {
+            // A panicking job must not take the worker, or the pending count, with it.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner(job)));
+        }
         pending.done();
     }
 }
@@ -197,7 +225,7 @@ fn work(receiver: &Mutex<Receiver<Job>>, pending: &Pending, runner: Runner) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicBool;
+    use std::sync::Barrier;
 
     #[test]
     fn runs_jobs_off_thread_and_goes_idle() {
@@ -272,6 +300,31 @@ mod tests {
         assert_eq!(refresher.wait_idle_secs(f64::INFINITY), Ok(true));
         assert_eq!(refresher.wait_idle_secs(1e300), Ok(true));
         assert_eq!(refresher.wait_idle_secs(-1.0), Ok(true));
+    }
+
+    #[test]
+    fn a_shut_down_pool_drops_what_is_queued_and_takes_nothing_new() {
+        let refresher = Refresher::new(1, 4);
+        let (started, release) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+        let (on_start, on_release) = (Arc::clone(&started), Arc::clone(&release));
+        let running = Box::new(move || {
+            on_start.wait();
+            on_release.wait();
+        });
+        refresher.try_spawn(running).ok().unwrap();
+        started.wait(); // the one worker runs the first job
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&ran);
+        let queued = Box::new(move || flag.store(true, Ordering::SeqCst));
+        refresher.try_spawn(queued).ok().unwrap();
+        // The running job is not done yet: not idle within no time.
+        assert_eq!(refresher.shut_down(0.0), Ok(false));
+        assert!(refresher.try_spawn(Box::new(|| {})).is_err());
+        release.wait();
+        assert!(refresher.wait_idle(Duration::from_secs(30)));
+        assert!(!ran.load(Ordering::SeqCst));
+        assert_eq!(refresher.pending(), 0);
+        assert!(refresher.shut_down(f64::NAN).is_err());
     }
 
     #[test]

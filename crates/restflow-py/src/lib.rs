@@ -188,10 +188,7 @@ fn drop_versions_below(owner: &str, version: u32) -> usize {
 #[pyfunction]
 #[pyo3(signature = (timeout=1.0))]
 fn shutdown(py: Python<'_>, timeout: f64) -> PyResult<()> {
-    RUNTIME
-        .shutting_down
-        .store(true, std::sync::atomic::Ordering::Release);
-    let idle = py.detach(|| RUNTIME.engine.refresher().wait_idle_secs(timeout));
+    let idle = py.detach(|| RUNTIME.engine.refresher().shut_down(timeout));
     idle.map(drop).map_err(PyValueError::new_err)
 }
 

@@ -8,7 +8,6 @@
 //! (flights, refresh workers, Redis connections) belongs to one process and
 //! is made afresh in a child (`restflow_cache::fork`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use crate::once::OnceValue;
@@ -35,12 +34,9 @@ const REFRESH_QUEUE: usize = 1024;
 const DEFAULT_MAX_ENTRIES: u64 = 10_000;
 
 /// Every refresh job runs attached to Python, so its store operations keep
-/// the invariant above. After interpreter shutdown has begun, jobs are
-/// dropped instead.
+/// the invariant above. (After interpreter shutdown has begun the engine
+/// runs none: `Refresher::shut_down`.)
 fn run_attached(job: Job) {
-    if RUNTIME.shutting_down.load(Ordering::Acquire) {
-        return;
-    }
     if Python::try_attach(|_py| job()).is_none() {
         // The interpreter is going away; the job (and the claim it holds)
         // dies with the process.
@@ -67,7 +63,6 @@ pub struct Runtime {
     /// Shared backends by the spec they were resolved from ("" for the
     /// default); forgotten when the settings change.
     backends: MadeFromSettings<Py<crate::shared::SharedBackend>>,
-    pub shutting_down: AtomicBool,
 }
 
 pub static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| Runtime {
@@ -79,7 +74,6 @@ pub static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| Runtime {
     shared_flights: restflow_cache::SingleFlight::new(),
     defaults: Defaults::new(),
     backends: MadeFromSettings::default(),
-    shutting_down: AtomicBool::new(false),
 });
 
 /// Objects installed by `restflow.caching` when it is imported.
