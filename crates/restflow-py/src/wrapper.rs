@@ -524,8 +524,7 @@ impl CachedWrapper {
             .map_err(|e| e.into_pyerr(&self.core.function_id))?;
         let served = handle.hot_served(py, w.as_bytes());
         if served.is_some() {
-            self.core.stats.add(Counter::Hit);
-            self.core.stats.add(Counter::NearHit);
+            restflow_cache::shared::count_near_hit(&self.core.stats);
         }
         Ok(served)
     }
