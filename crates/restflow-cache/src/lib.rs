@@ -106,7 +106,7 @@ pub use engine::{
 pub use entry::{Entry, Freshness, Lifetime, Stamps};
 pub use flight::{Callback, Join, LeaderGuard, Outcome, Owner, SingleFlight, Waiter};
 pub use memory::MemoryStore;
-pub use refresh::{Job, Refresher, Runner};
+pub use refresh::{timeout_from_secs, Job, Refresher, Runner};
 pub use role::{Role, RoleError};
 pub use scope::{FunctionNames, Scope, ScopeLabels, Scopes};
 pub use stats::{Counter, Stats};
