@@ -12,7 +12,6 @@
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use restflow_cache::Timestamp;
 
 mod core;
 mod django_store;
@@ -94,9 +93,7 @@ fn now() -> f64 {
 #[pyfunction]
 #[pyo3(signature = (at=None))]
 fn freeze_clock(at: Option<f64>) {
-    let clock = RUNTIME.engine.cache().clock();
-    let at = at.map_or_else(Timestamp::now_system, Timestamp::from_secs_f64);
-    clock.freeze(at);
+    RUNTIME.engine.cache().clock().freeze_at_secs(at);
 }
 
 /// Moves the engine clock forward by `seconds` (freezing it first).
@@ -124,11 +121,7 @@ fn clock_is_frozen() -> bool {
 #[pyfunction]
 #[pyo3(signature = (seed=None))]
 fn seed_early_refresh(seed: Option<u64>) {
-    let dice = RUNTIME.engine.cache().dice();
-    match seed {
-        Some(seed) => dice.reseed(seed),
-        None => dice.reseed_from_entropy(),
-    }
+    RUNTIME.engine.cache().dice().restart(seed);
 }
 
 /// Waits (GIL released) until no background refresh is queued or running.
