@@ -249,3 +249,22 @@ def test_a_backend_made_across_a_settings_change_is_not_kept_for_the_new_setting
             go_on.set()
             thread.join(30)
             assert value.shared_backend().url == "django:default"
+
+
+def test_wait_for_refreshes_takes_any_timeout_and_refuses_nan():
+    # An infinite timeout, or one too large for the engine's clock, waits
+    # until the refreshes are done (both raised PanicException before);
+    # NaN is no number of seconds: a clear ValueError.
+    @cache_result(ttl=10, stale_while_revalidate=60)
+    def doubled(n):
+        return n * 2
+
+    with frozen_clock() as clock:
+        doubled(1)
+        clock.advance(11)
+        doubled(1)  # STALE: a refresh is queued, so the refresh pool runs
+        wait_for_refreshes(float("inf"))
+        assert _engine.wait_for_refreshes(1e300) is True
+        assert doubled.get_with_metadata(1)[1]["cache_status"] is CacheStatus.HIT
+    with pytest.raises(ValueError, match="timeout must be a number of seconds, got NaN"):
+        _engine.wait_for_refreshes(float("nan"))

@@ -100,6 +100,12 @@ impl Clock {
             .store(at.as_micros().max(RUNNING + 1), Ordering::Release);
     }
 
+    /// Stops the clock at `at` seconds since the epoch, or (`None`) at the
+    /// current system time.
+    pub fn freeze_at_secs(&self, at: Option<f64>) {
+        self.freeze(at.map_or_else(Timestamp::now_system, Timestamp::from_secs_f64));
+    }
+
     /// Moves a frozen clock forward by `by`; a running clock is first
     /// frozen at the current system time.
     pub fn advance(&self, by: Span) -> Timestamp {
@@ -172,6 +178,12 @@ mod tests {
             "the clock only moves forward: advance by seconds >= 0, got -1"
         );
         assert_eq!(clock.now().as_secs_f64(), 10.75);
+        clock.freeze_at_secs(Some(3.5));
+        assert_eq!(clock.now(), Timestamp::from_micros(3_500_000));
+        let before = Timestamp::now_system();
+        clock.freeze_at_secs(None);
+        assert!(clock.is_frozen());
+        assert!(clock.now() >= before && clock.now() <= Timestamp::now_system());
     }
 
     #[test]

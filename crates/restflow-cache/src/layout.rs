@@ -132,6 +132,24 @@ impl<H> Classes<H> {
         self.by_address.lock().values().cloned().collect()
     }
 
+    /// The classes a partial call (`delete_by_prefix`, `wipe`) names (see
+    /// [`Partial::classes`]): for a function not `keyed_by_class`, none
+    /// (`[None]`); for a method's call bound to an instance, its class
+    /// (`bound` finds it, only then); for a method called on no instance,
+    /// every class it has been called on.
+    #[allow(clippy::type_complexity)]
+    pub fn of_partial<E>(
+        &self,
+        keyed_by_class: bool,
+        bound: Option<impl FnOnce() -> Result<Arc<ClassId<H>>, E>>,
+    ) -> Result<Vec<Option<Arc<ClassId<H>>>>, E> {
+        Ok(match (keyed_by_class, bound) {
+            (false, _) => vec![None],
+            (true, Some(class)) => vec![Some(class()?)],
+            (true, None) => self.all().into_iter().map(Some).collect(),
+        })
+    }
+
     /// Calls `visit` on the handle of every class no key being built holds
     /// (for a garbage collector); skips them all when another thread holds
     /// the registry. Skipping is safe: it only keeps a handle alive longer.
@@ -170,6 +188,36 @@ pub enum Parts {
 }
 
 impl<H> Layout<H> {
+    /// Writes the key of a call keyed by its arguments: the prefix (the
+    /// scope word, and a method's `class`), then what `arguments` writes.
+    pub fn of_arguments<L, E>(
+        w: &mut KeyWriter,
+        scope: &Scope<L>,
+        class: Option<Arc<ClassId<H>>>,
+        arguments: impl FnOnce(&mut KeyWriter) -> Result<(), E>,
+    ) -> Result<Self, E> {
+        write_prefix(w, scope, class.as_deref());
+        let start = w.len();
+        arguments(w)?;
+        let parts = Parts::Arguments(start);
+        Ok(Layout { class, parts })
+    }
+
+    /// The key string of the key written in `bytes`:
+    /// `<namespace>::<function id>::<partition>::<suffix>` (see
+    /// [`Layout::key_parts`] for the rest).
+    pub fn key_string(
+        &self,
+        bytes: &[u8],
+        namespace: &str,
+        identity: (&str, bool),
+        value_names: &[&str],
+        max: usize,
+    ) -> Result<String, Malformed> {
+        let (function_id, partition, suffix) = self.key_parts(bytes, identity, value_names, max)?;
+        Ok(key::compose(namespace, function_id, &partition, &suffix))
+    }
+
     /// The function id a key string names: the class's method, unless the
     /// function shares its key identifier (`shared_identity`) or is not a
     /// method, when it is `own`.
@@ -746,6 +794,62 @@ mod tests {
             )
         );
         assert_eq!(layout.function_id("mod.f", false), "mod.f");
+    }
+
+    #[test]
+    fn a_key_of_arguments_is_its_prefix_then_its_arguments() {
+        let scopes: Scopes<()> = Scopes::new();
+        let scope = scopes.unique(());
+        let class = Arc::new(ClassId::new("m.A.f".into(), ()));
+        let mut w = KeyWriter::new();
+        let write = |w: &mut KeyWriter| text(w, "x");
+        let layout = Layout::of_arguments(&mut w, &scope, Some(Arc::clone(&class)), write).unwrap();
+        let mut expected = KeyWriter::new();
+        write_prefix(&mut expected, &scope, Some(&*class));
+        let start = expected.len();
+        text(&mut expected, "x").unwrap();
+        assert_eq!(w.as_bytes(), expected.as_bytes());
+        assert!(matches!(layout.parts, Parts::Arguments(at) if at == start));
+        // The class's method names the key, unless the identity is shared.
+        let string =
+            |shared| layout.key_string(w.as_bytes(), "ns:v2", ("m.f", shared), &["q"], 250);
+        assert_eq!(string(false).unwrap(), "ns:v2::m.A.f::::arguments.q=s1:x");
+        assert_eq!(string(true).unwrap(), "ns:v2::m.f::::arguments.q=s1:x");
+        // A writer's failure is handed back.
+        let failed = Layout::<()>::of_arguments(&mut KeyWriter::new(), &scope, None, |_| Err("no"));
+        assert!(matches!(failed, Err("no")));
+    }
+
+    #[test]
+    fn a_partial_call_names_no_class_its_bound_class_or_every_class() {
+        let classes: Classes<&str> = Classes::default();
+        let (a, _) = classes.register(1, ClassId::new("m.A.f".into(), "A"));
+        let (b, _) = classes.register(2, ClassId::new("m.B.f".into(), "B"));
+        let numbers = |found: Vec<Option<Arc<ClassId<&str>>>>| {
+            let mut numbers: Vec<_> = found
+                .iter()
+                .map(|c| c.as_ref().map(|c| c.number()))
+                .collect();
+            numbers.sort();
+            numbers
+        };
+        let not_asked = || -> Result<Arc<ClassId<&str>>, ()> { panic!("not keyed by class") };
+        assert_eq!(
+            numbers(classes.of_partial(false, Some(not_asked)).unwrap()),
+            [None]
+        );
+        let bound = || Ok::<_, ()>(Arc::clone(&b));
+        assert_eq!(
+            numbers(classes.of_partial(true, Some(bound)).unwrap()),
+            [Some(b.number())]
+        );
+        let none = None::<fn() -> Result<Arc<ClassId<&'static str>>, ()>>;
+        let every = numbers(classes.of_partial(true, none).unwrap());
+        let mut expected = [Some(a.number()), Some(b.number())];
+        expected.sort();
+        assert_eq!(every, expected);
+        let failed = classes.of_partial(true, Some(|| Err("no instance")));
+        assert!(matches!(failed, Err("no instance")));
     }
 
     #[test]

@@ -106,9 +106,9 @@ pub use engine::{
 pub use entry::{Entry, Freshness, Lifetime, Stamps};
 pub use flight::{Callback, Join, LeaderGuard, Outcome, Owner, SingleFlight, Waiter};
 pub use memory::MemoryStore;
-pub use refresh::{Job, Refresher, Runner};
+pub use refresh::{timeout_from_secs, Job, Refresher, Runner};
 pub use role::{Abandon, Joined, Role, RoleError};
-pub use scope::{Scope, ScopeLabels, Scopes};
+pub use scope::{FunctionNames, Scope, ScopeLabels, Scopes};
 pub use stats::{Counter, Stats};
 pub use store::Store;
 pub use timestamp::{Span, Timestamp};

@@ -11,7 +11,7 @@
 //! two rules (never block the submitter, rebuild after fork without touching
 //! the parent's state), which general pools do not offer.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -29,6 +29,8 @@ struct Pending {
     count: AtomicUsize,
     lock: Mutex<()>,
     idle: Condvar,
+    /// Set by [`Refresher::shut_down`]: the workers drop what is queued.
+    closed: AtomicBool,
 }
 
 impl Pending {
@@ -68,6 +70,8 @@ pub struct Refresher {
     runner: Runner,
     /// This process's workers, once started (see [`crate::fork`]).
     pool: PerProcess<Mutex<Option<Pool>>>,
+    /// Set by [`Refresher::shut_down`]: no job is taken or run after it.
+    closed: AtomicBool,
 }
 
 impl Refresher {
@@ -84,6 +88,7 @@ impl Refresher {
             capacity,
             runner,
             pool: PerProcess::new(),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -96,6 +101,9 @@ impl Refresher {
     /// Never blocks on a full queue: the job is handed back instead, to be
     /// dropped by the caller (outside any lock of ours).
     pub fn try_spawn(&self, job: Job) -> Result<(), Job> {
+        if self.is_closed() {
+            return Err(job);
+        }
         let mut pool = self.pool();
         let pool = match pool.as_mut() {
             Some(pool) => pool,
@@ -127,11 +135,34 @@ impl Refresher {
         Pool { sender, pending }
     }
 
+    /// Shuts the pool down (the embedder's process is exiting): jobs still
+    /// queued are dropped unrun, new ones are handed back, and running ones
+    /// get `timeout` seconds ([`timeout_from_secs`]) to finish. Returns
+    /// whether they did; `Err`: the message for a NaN.
+    pub fn shut_down(&self, timeout: f64) -> Result<bool, String> {
+        let timeout = timeout_from_secs(timeout)?;
+        self.closed.store(true, Ordering::Release);
+        if let Some(pool) = self.pool().as_ref() {
+            pool.pending.closed.store(true, Ordering::Release);
+        }
+        Ok(self.wait_idle(timeout))
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// Jobs accepted and not finished.
     pub fn pending(&self) -> usize {
         self.pool()
             .as_ref()
             .map_or(0, |p| p.pending.count.load(Ordering::Acquire))
+    }
+
+    /// [`Refresher::wait_idle`] for a timeout an embedder's caller gave in
+    /// seconds ([`timeout_from_secs`]); `Err`: the message for a NaN.
+    pub fn wait_idle_secs(&self, timeout: f64) -> Result<bool, String> {
+        Ok(self.wait_idle(timeout_from_secs(timeout)?))
     }
 
     /// Waits until every accepted job has finished, or `timeout` passes.
@@ -140,9 +171,17 @@ impl Refresher {
         let Some(pending) = self.pool().as_ref().map(|p| Arc::clone(&p.pending)) else {
             return true;
         };
-        let deadline = Instant::now() + timeout;
+        // `None`: a timeout past what an `Instant` can hold, no deadline.
+        let deadline = Instant::now().checked_add(timeout);
         let mut guard = lock(&pending.lock);
         while pending.count.load(Ordering::Acquire) > 0 {
+            let Some(deadline) = deadline else {
+                guard = pending
+                    .idle
+                    .wait(guard)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            };
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
@@ -157,14 +196,28 @@ impl Refresher {
     }
 }
 
+/// A timeout from a number of seconds: a negative number waits not at
+/// all, and one too large for a `Duration` (infinity) as long as it takes
+/// (`Duration::MAX`, past any deadline an `Instant` can hold); NaN is no
+/// number of seconds, refused with the message to show.
+pub fn timeout_from_secs(secs: f64) -> Result<Duration, String> {
+    if secs.is_nan() {
+        return Err(format!("timeout must be a number of seconds, got {secs}"));
+    }
+    Ok(Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX))
+}
+
 fn work(receiver: &Mutex<Receiver<Job>>, pending: &Pending, runner: Runner) {
     loop {
         let job = match lock(receiver).recv() {
             Ok(job) => job,
             Err(_) => return,
         };
-        // A panicking job must not take the worker, or the pending count, with it.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner(job)));
+        // Shut down: dropped unrun (the process is exiting).
+        if !pending.closed.load(Ordering::Acquire) {
+            // A panicking job must not take the worker, or the pending count, with it.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runner(job)));
+        }
         pending.done();
     }
 }
@@ -172,7 +225,7 @@ fn work(receiver: &Mutex<Receiver<Job>>, pending: &Pending, runner: Runner) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicBool;
+    use std::sync::Barrier;
 
     #[test]
     fn runs_jobs_off_thread_and_goes_idle() {
@@ -232,5 +285,57 @@ mod tests {
             .unwrap();
         assert!(refresher.wait_idle(Duration::from_secs(10)));
         assert!(ran.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_timeout_past_the_clock_s_range_waits_until_idle() {
+        // A `Duration` that `Instant` cannot add panicked before.
+        let refresher = Refresher::new(1, 4);
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = ran.clone();
+        let job = Box::new(move || flag.store(true, Ordering::SeqCst));
+        refresher.try_spawn(job).ok().unwrap();
+        assert!(refresher.wait_idle(Duration::MAX));
+        assert!(ran.load(Ordering::SeqCst));
+        assert_eq!(refresher.wait_idle_secs(f64::INFINITY), Ok(true));
+        assert_eq!(refresher.wait_idle_secs(1e300), Ok(true));
+        assert_eq!(refresher.wait_idle_secs(-1.0), Ok(true));
+    }
+
+    #[test]
+    fn a_shut_down_pool_drops_what_is_queued_and_takes_nothing_new() {
+        let refresher = Refresher::new(1, 4);
+        let (started, release) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+        let (on_start, on_release) = (Arc::clone(&started), Arc::clone(&release));
+        let running = Box::new(move || {
+            on_start.wait();
+            on_release.wait();
+        });
+        refresher.try_spawn(running).ok().unwrap();
+        started.wait(); // the one worker runs the first job
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&ran);
+        let queued = Box::new(move || flag.store(true, Ordering::SeqCst));
+        refresher.try_spawn(queued).ok().unwrap();
+        // The running job is not done yet: not idle within no time.
+        assert_eq!(refresher.shut_down(0.0), Ok(false));
+        assert!(refresher.try_spawn(Box::new(|| {})).is_err());
+        release.wait();
+        assert!(refresher.wait_idle(Duration::from_secs(30)));
+        assert!(!ran.load(Ordering::SeqCst));
+        assert_eq!(refresher.pending(), 0);
+        assert!(refresher.shut_down(f64::NAN).is_err());
+    }
+
+    #[test]
+    fn seconds_become_a_timeout_and_nan_is_refused() {
+        assert_eq!(timeout_from_secs(1.5), Ok(Duration::from_millis(1500)));
+        assert_eq!(timeout_from_secs(-3.0), Ok(Duration::ZERO));
+        assert_eq!(timeout_from_secs(f64::INFINITY), Ok(Duration::MAX));
+        assert_eq!(timeout_from_secs(1e300), Ok(Duration::MAX));
+        assert_eq!(
+            timeout_from_secs(f64::NAN),
+            Err("timeout must be a number of seconds, got NaN".to_owned())
+        );
     }
 }

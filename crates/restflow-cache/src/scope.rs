@@ -17,6 +17,8 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::shared::FunctionKeys;
+
 type Hasher = foldhash::fast::RandomState;
 
 /// The most dropped partitions a scope remembers. One more, and it forgets
@@ -250,6 +252,47 @@ impl Scopes<ScopeLabels> {
             false => self.intern(identity, labels),
         }
     }
+
+    /// The names of a cached function `function_id`, keyed by the key
+    /// constructor `owner` at `version` under `namespace`: its key
+    /// strings' namespace part, its names in a shared store, and its
+    /// scope (`own`: one of its own, see [`Scopes::of_function`]). Its
+    /// identity, what its entries are named by, is
+    /// `<namespace part>::<function id>`.
+    pub fn name_function(
+        &self,
+        (namespace, version): (String, u32),
+        function_id: &str,
+        owner: String,
+        own: bool,
+    ) -> FunctionNames {
+        let namespace = crate::settings::namespace_part(namespace, version);
+        let identity = format!("{namespace}::{function_id}");
+        let keys = FunctionKeys::new(function_id, &identity, &owner, version);
+        let labels = ScopeLabels {
+            owner,
+            version,
+            function_id: function_id.to_owned(),
+        };
+        let scope = self.of_function(&identity, labels, own);
+        FunctionNames {
+            namespace,
+            keys,
+            scope,
+        }
+    }
+}
+
+/// What names one cached function, made once when it is decorated
+/// ([`Scopes::name_function`]).
+pub struct FunctionNames {
+    /// `<namespace>`, or `<namespace>:v<version>` past version 1: the
+    /// first part of its key strings.
+    pub namespace: String,
+    /// How a shared store names its keys and counters.
+    pub keys: FunctionKeys,
+    /// Its in-process scope.
+    pub scope: Arc<Scope<ScopeLabels>>,
 }
 
 #[cfg(test)]
@@ -271,6 +314,37 @@ mod tests {
         assert!(!Arc::ptr_eq(&first, &own));
         assert_ne!(first.key_word(), own.key_word());
         // Both are reached by their key constructor's version drop.
+        assert_eq!(scopes.drop_versions_below("app.Keys", 2), 2);
+    }
+
+    #[test]
+    fn a_function_is_named_by_its_namespace_version_and_id() {
+        let scopes = Scopes::new();
+        let name = |version, id: &str, own| {
+            let owner = "app.Keys".to_owned();
+            scopes.name_function(("ns".to_owned(), version), id, owner, own)
+        };
+        let (first, again, own) = (
+            name(1, "app.f", false),
+            name(1, "app.f", false),
+            name(1, "app.f", true),
+        );
+        assert_eq!(first.namespace, "ns");
+        assert_eq!(
+            first.keys,
+            FunctionKeys::new("app.f", "ns::app.f", "app.Keys", 1)
+        );
+        assert!(Arc::ptr_eq(&first.scope, &again.scope));
+        assert!(!Arc::ptr_eq(&first.scope, &own.scope));
+        // A later version: its own namespace part, identity and scope.
+        let v2 = name(2, "app.f", false);
+        assert_eq!(v2.namespace, "ns:v2");
+        assert_eq!(
+            v2.keys,
+            FunctionKeys::new("app.f", "ns:v2::app.f", "app.Keys", 2)
+        );
+        assert!(!Arc::ptr_eq(&first.scope, &v2.scope));
+        assert_eq!(v2.scope.labels.function_id, "app.f");
         assert_eq!(scopes.drop_versions_below("app.Keys", 2), 2);
     }
 

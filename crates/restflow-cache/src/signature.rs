@@ -273,6 +273,17 @@ pub struct Assigned<V> {
     pub extra_keywords: Vec<(String, V)>,
 }
 
+/// What one parameter of a bound call ([`Signature::bound`]) holds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Bound<V> {
+    /// A named parameter's argument or default.
+    One(V),
+    /// What `*args` takes.
+    Positional(Vec<V>),
+    /// What `**kwargs` takes, in call order.
+    Keywords(Vec<(String, V)>),
+}
+
 /// The parameters of a function; `D` is the embedder's handle on a
 /// default object (a Python object, say).
 pub struct Signature<D> {
@@ -494,6 +505,31 @@ impl<D> Signature<D> {
             .iter()
             .map(|&n| self.value_of(assigned, n, &default))
             .collect()
+    }
+
+    /// An assigned call bound to every parameter by name, as Python's
+    /// `BoundArguments` with defaults applied: each named parameter's value
+    /// in order, then what `*args` and `**kwargs` take (empty when the call
+    /// gave them nothing). What key fields read.
+    #[allow(clippy::type_complexity)]
+    pub fn bound<V: Clone>(
+        &self,
+        assigned: Assigned<V>,
+        default: impl Fn(&D) -> V,
+    ) -> Result<Vec<(&str, Bound<V>)>, CallError> {
+        let mut bound = Vec::with_capacity(self.params.len() + 2);
+        for n in 0..self.params.len() {
+            let value = self.value_of(&assigned, n, &default)?;
+            bound.push((self.params[n].name.as_str(), Bound::One(value)));
+        }
+        let (var_positional, var_keyword) = self.var_names();
+        if let Some(name) = var_positional {
+            bound.push((name, Bound::Positional(assigned.extra_positional)));
+        }
+        if let Some(name) = var_keyword {
+            bound.push((name, Bound::Keywords(assigned.extra_keywords)));
+        }
+        Ok(bound)
     }
 
     /// Writes an assigned call in parameter order, each argument through
@@ -723,6 +759,26 @@ mod tests {
         let mut w = KeyWriter::new();
         sig.write_assigned(&mut w, &assigned, int).unwrap();
         w.as_bytes().to_vec()
+    }
+
+    #[test]
+    fn a_bound_call_names_every_parameter_then_args_and_kwargs() {
+        let sig = full();
+        let assigned = sig.assign([1, 2, 8].into_iter(), keywords(&[("c", 3), ("x", 4)]));
+        let bound = sig.bound(assigned.unwrap(), |seven| seven.len() as i64);
+        let expected = [
+            ("a", Bound::One(1)),
+            ("b", Bound::One(2)),
+            ("c", Bound::One(3)),
+            ("d", Bound::One(5)), // the default's handle, through `default`
+            ("args", Bound::Positional(vec![8])),
+            ("kwargs", Bound::Keywords(vec![("x".to_owned(), 4)])),
+        ];
+        assert_eq!(bound.unwrap(), expected);
+        // A parameter the call gives no value is Python's error.
+        let partial = sig.assign([1].into_iter(), keywords(&[("c", 3)])).unwrap();
+        let missing = sig.bound(partial, |_| 0).unwrap_err();
+        assert_eq!(missing.to_string(), sig.missing(1).to_string());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
-use restflow_cache::key::{self, KeyWriter};
+use restflow_cache::key::KeyWriter;
 use restflow_cache::layout::{self, render_labelled, Classes, Labels};
 use restflow_cache::shared::FunctionKeys;
 use restflow_cache::{Computed, Lifetimes, Scope, Span};
@@ -37,7 +37,6 @@ pub(crate) type ClassId = layout::ClassId<Py<PyType>>;
 
 /// Where the parts of a written key are, for rendering its string.
 pub(crate) type Layout = layout::Layout<Py<PyType>>;
-pub(crate) use restflow_cache::layout::Parts;
 
 /// The items of a key constructor made only of planned fields (the
 /// engine's plan: fields that read a named argument or a constant).
@@ -204,18 +203,11 @@ impl Core {
     }
 
     /// A writer holding the prefix of a plain function's key (no class):
-    /// what [`Core::write_prefix`] writes into a new writer, made in place
+    /// what `layout::write_prefix` writes into a new writer, made in place
     /// for the hot path.
     #[inline(always)]
     pub fn plain_prefix(&self) -> KeyWriter {
         KeyWriter::starting_with_word(self.scope.key_word())
-    }
-
-    /// The first words of every key of this function: the scope word, and
-    /// for methods the class number.
-    #[inline]
-    pub fn write_prefix(&self, w: &mut KeyWriter, class: Option<&ClassId>) {
-        layout::write_prefix(w, &self.scope, class);
     }
 
     /// Writes the in-process key of a call.
@@ -232,15 +224,12 @@ impl Core {
             None
         };
         let Some(fields) = &self.fields else {
-            self.write_prefix(w, class.as_deref());
-            let start = w.len();
-            self.signature
-                .write_call(w, &call.args, call.kwargs.as_ref())
-                .map_err(|e| e.into_pyerr(&self.function_id))?;
-            return Ok(Layout {
-                class,
-                parts: Parts::Arguments(start),
-            });
+            let arguments = |w: &mut KeyWriter| {
+                let (args, kwargs) = (&call.args, call.kwargs.as_ref());
+                self.signature.write_call(w, args, kwargs)
+            };
+            return Layout::of_arguments(w, &self.scope, class, arguments)
+                .map_err(|e| e.into_pyerr(&self.function_id));
         };
         // Planned fields are read from the call without Python; otherwise
         // the key constructor builds the items from the bound arguments.
@@ -291,11 +280,8 @@ impl Core {
             .call1((&call.args, call.kwargs.as_ref()))?;
         let mut partition = KeyWriter::new();
         let labels = write_items(&mut partition, items.cast::<PyTuple>()?, &self.function_id)?;
-        let classes = match (self.keyed_by_class(), bound) {
-            (false, _) => vec![None],
-            (true, true) => vec![Some(self.class_id(&call.args.get_item(0)?)?)],
-            (true, false) => self.classes.all().into_iter().map(Some).collect(),
-        };
+        let bound = bound.then_some(|| self.class_id(&call.args.get_item(0)?));
+        let classes = self.classes.of_partial(self.keyed_by_class(), bound)?;
         Ok(Some(Partial {
             partition,
             labels,
@@ -378,13 +364,17 @@ impl Core {
     /// The key string of a written key:
     /// `<namespace>::<function id>::<partition>::<suffix>`.
     pub fn key_string(&self, w: &KeyWriter, layout: &Layout) -> PyResult<String> {
-        let (function_id, partition, suffix) = self.key_parts(w, layout)?;
-        Ok(key::compose(
-            &self.namespace,
-            function_id,
-            &partition,
-            &suffix,
-        ))
+        let (bytes, identity) = (w.as_bytes(), self.identity());
+        let names = self.signature.value_names();
+        let max = RUNTIME.max_key_part_length();
+        let string = layout.key_string(bytes, &self.namespace, identity, &names, max);
+        string.map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+
+    /// What names a key string's function: its id, and whether a method
+    /// shares it (see [`Layout::function_id`]).
+    fn identity(&self) -> (&str, bool) {
+        (self.function_id.as_str(), self.shared_identity)
     }
 
     /// The function id, partition text and suffix text of a written key.
@@ -393,16 +383,10 @@ impl Core {
         w: &KeyWriter,
         layout: &'a Layout,
     ) -> PyResult<(&'a str, String, String)> {
-        let identity = (self.function_id.as_str(), self.shared_identity);
         let names = self.signature.value_names();
-        layout
-            .key_parts(
-                w.as_bytes(),
-                identity,
-                &names,
-                RUNTIME.max_key_part_length(),
-            )
-            .map_err(|e| PyValueError::new_err(e.to_string()))
+        let max = RUNTIME.max_key_part_length();
+        let parts = layout.key_parts(w.as_bytes(), self.identity(), &names, max);
+        parts.map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
     /// The partition texts a partial call drops, with the function id of

@@ -95,7 +95,7 @@ impl<'py> ValueReader for PyValues<'py> {
     }
 
     fn view<'a>(&self, value: &'a Self::Value) -> View<'a, Self::Value> {
-        view_exact(value).unwrap_or_else(|| view_other(value))
+        view_builtin::<true>(value).unwrap_or_else(|| view_other(value))
     }
 }
 
@@ -110,33 +110,46 @@ pub fn write_declined(w: &mut KeyWriter, value: &Bound<'_, PyAny>) -> Encoded {
     value::write_declined(&PyValues::new(), w, value)
 }
 
-/// The view of a value of an exact built-in type, recognised by its type
-/// pointer; `None` for anything else.
-fn view_exact<'a, 'py>(value: &'a Bound<'py, PyAny>) -> Option<View<'a, Bound<'py, PyAny>>> {
+/// The view of a value of a built-in type, recognised by its type pointer;
+/// `None` for anything else. `EXACT`: of exactly that type (the built-in
+/// types any value may be); otherwise of a subclass of one whose value
+/// keys it (`int`, `str`, `float`, `tuple`, `bytes`: named tuples, str
+/// enums without `Enum`, int subclasses), read as the base type's value.
+fn view_builtin<'a, 'py, const EXACT: bool>(
+    value: &'a Bound<'py, PyAny>,
+) -> Option<View<'a, Bound<'py, PyAny>>> {
     let ptr = value.as_ptr();
-    // SAFETY: `ptr` is a live object borrowed for the call; reading its type
-    // pointer and comparing it with the static type objects is what the
-    // `Py*_CheckExact` macros do, and each cast is to the type found.
+    // SAFETY: `ptr` is a live object borrowed for the call; comparing its
+    // type pointer with the static type objects is what the
+    // `Py*_CheckExact` macros do (`PyObject_TypeCheck` what `Py*_Check`
+    // do), and each cast is to the type found or a subclass of it, whose
+    // layout starts with the base type's.
     unsafe {
         let ty = ffi::Py_TYPE(ptr);
-        Some(if ty == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
+        let is = |base: *mut ffi::PyTypeObject| match EXACT {
+            true => ty == base,
+            false => ffi::PyObject_TypeCheck(ptr, base) != 0,
+        };
+        Some(if is(std::ptr::addr_of_mut!(ffi::PyLong_Type)) {
             view_int(value)
-        } else if ty == std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
+        } else if is(std::ptr::addr_of_mut!(ffi::PyUnicode_Type)) {
             view_str(value.cast_unchecked::<PyString>())
+        } else if is(std::ptr::addr_of_mut!(ffi::PyFloat_Type)) {
+            View::Float(ffi::PyFloat_AS_DOUBLE(ptr))
+        } else if is(std::ptr::addr_of_mut!(ffi::PyTuple_Type)) {
+            View::Tuple(value.cast_unchecked::<PyTuple>().iter().collect())
+        } else if is(std::ptr::addr_of_mut!(ffi::PyBytes_Type)) {
+            View::Bytes(value.cast_unchecked::<PyBytes>().as_bytes())
+        } else if !EXACT {
+            return None;
         } else if ptr == ffi::Py_None() {
             View::None
         } else if ty == std::ptr::addr_of_mut!(ffi::PyBool_Type) {
             View::Bool(ptr == ffi::Py_True())
-        } else if ty == std::ptr::addr_of_mut!(ffi::PyFloat_Type) {
-            View::Float(ffi::PyFloat_AS_DOUBLE(ptr))
-        } else if ty == std::ptr::addr_of_mut!(ffi::PyTuple_Type) {
-            View::Tuple(value.cast_unchecked::<PyTuple>().iter().collect())
         } else if ty == std::ptr::addr_of_mut!(ffi::PyList_Type) {
             View::List(value.cast_unchecked::<PyList>().iter().collect())
         } else if ty == std::ptr::addr_of_mut!(ffi::PyDict_Type) {
             View::Dict(value.cast_unchecked::<PyDict>().iter().collect())
-        } else if ty == std::ptr::addr_of_mut!(ffi::PyBytes_Type) {
-            View::Bytes(value.cast_unchecked::<PyBytes>().as_bytes())
         } else if ty == std::ptr::addr_of_mut!(ffi::PySet_Type) {
             View::Set(value.cast_unchecked::<PySet>().iter().collect())
         } else if ty == std::ptr::addr_of_mut!(ffi::PyFrozenSet_Type) {
@@ -373,22 +386,9 @@ fn read_other<'a, 'py>(value: &'a Bound<'py, PyAny>) -> Result<View<'a, Bound<'p
     if kind.is(types.uuid.bind(py)) {
         return Ok(View::Uuid(text(value)?));
     }
-    // Subclasses of the built-in value types (named tuples, str enums
-    // without Enum, int subclasses): the class path, then the base value.
-    let is = |base| unsafe { ffi::PyObject_TypeCheck(value.as_ptr(), base) != 0 };
-    let base = if is(std::ptr::addr_of_mut!(ffi::PyLong_Type)) {
-        view_int(value)
-    } else if is(std::ptr::addr_of_mut!(ffi::PyUnicode_Type)) {
-        view_str(value.cast::<PyString>().map_err(drop)?)
-    } else if is(std::ptr::addr_of_mut!(ffi::PyFloat_Type)) {
-        View::Float(value.extract::<f64>().map_err(drop)?)
-    } else if is(std::ptr::addr_of_mut!(ffi::PyTuple_Type)) {
-        View::Tuple(value.cast::<PyTuple>().map_err(drop)?.iter().collect())
-    } else if is(std::ptr::addr_of_mut!(ffi::PyBytes_Type)) {
-        View::Bytes(value.cast::<PyBytes>().map_err(drop)?.as_bytes())
-    } else {
-        return Err(());
-    };
+    // Subclasses of the built-in value types: the class path, then the
+    // base value.
+    let base = view_builtin::<false>(value).ok_or(())?;
     Ok(View::Subclass {
         class: type_path(&kind),
         base: Box::new(base),

@@ -9,11 +9,9 @@
 //! detached from Python, and no Python code (a user function, `__eq__`, the
 //! drop of a cached value) runs while a Rust lock is held.
 
-use std::time::Duration;
-
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use restflow_cache::Timestamp;
 
 mod core;
 mod django_store;
@@ -95,18 +93,14 @@ fn now() -> f64 {
 #[pyfunction]
 #[pyo3(signature = (at=None))]
 fn freeze_clock(at: Option<f64>) {
-    let clock = RUNTIME.engine.cache().clock();
-    let at = at.map_or_else(Timestamp::now_system, Timestamp::from_secs_f64);
-    clock.freeze(at);
+    RUNTIME.engine.cache().clock().freeze_at_secs(at);
 }
 
 /// Moves the engine clock forward by `seconds` (freezing it first).
 #[pyfunction]
 fn advance_clock(seconds: f64) -> PyResult<f64> {
     let clock = RUNTIME.engine.cache().clock();
-    let now = clock
-        .advance_secs(seconds)
-        .map_err(pyo3::exceptions::PyValueError::new_err)?;
+    let now = clock.advance_secs(seconds).map_err(PyValueError::new_err)?;
     Ok(now.as_secs_f64())
 }
 
@@ -127,20 +121,17 @@ fn clock_is_frozen() -> bool {
 #[pyfunction]
 #[pyo3(signature = (seed=None))]
 fn seed_early_refresh(seed: Option<u64>) {
-    let dice = RUNTIME.engine.cache().dice();
-    match seed {
-        Some(seed) => dice.reseed(seed),
-        None => dice.reseed_from_entropy(),
-    }
+    RUNTIME.engine.cache().dice().restart(seed);
 }
 
 /// Waits (GIL released) until no background refresh is queued or running.
-/// Returns whether that happened within `timeout` seconds.
+/// Returns whether that happened within `timeout` seconds (any number: an
+/// infinite one waits as long as it takes; NaN is refused by the engine).
 #[pyfunction]
 #[pyo3(signature = (timeout=10.0))]
-fn wait_for_refreshes(py: Python<'_>, timeout: f64) -> bool {
-    let timeout = Duration::from_secs_f64(timeout.max(0.0));
-    py.detach(|| RUNTIME.engine.refresher().wait_idle(timeout))
+fn wait_for_refreshes(py: Python<'_>, timeout: f64) -> PyResult<bool> {
+    let idle = py.detach(|| RUNTIME.engine.refresher().wait_idle_secs(timeout));
+    idle.map_err(PyValueError::new_err)
 }
 
 /// Refreshes queued or running.
@@ -189,12 +180,9 @@ fn drop_versions_below(owner: &str, version: u32) -> usize {
 /// get `timeout` seconds to finish.
 #[pyfunction]
 #[pyo3(signature = (timeout=1.0))]
-fn shutdown(py: Python<'_>, timeout: f64) {
-    RUNTIME
-        .shutting_down
-        .store(true, std::sync::atomic::Ordering::Release);
-    let timeout = Duration::from_secs_f64(timeout.max(0.0));
-    py.detach(|| RUNTIME.engine.refresher().wait_idle(timeout));
+fn shutdown(py: Python<'_>, timeout: f64) -> PyResult<()> {
+    let idle = py.detach(|| RUNTIME.engine.refresher().shut_down(timeout));
+    idle.map(drop).map_err(PyValueError::new_err)
 }
 
 /// `os.fork`'s `before` hook: waits until no worker is making its Python

@@ -9,7 +9,6 @@
 //! is made afresh in a child (`restflow_cache::fork`).
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use crate::once::OnceValue;
@@ -62,7 +61,8 @@ fn keep_thread_state() {
         return;
     }
     // SAFETY: neither call needs the GIL; the interpreter is initialized
-    // (the caller checked that shutdown has not begun).
+    // (the engine runs no job once its shutdown
+    // has begun, `Refresher::shut_down`).
     unsafe {
         if ffi::PyGILState_GetThisThreadState().is_null() {
             FORK_GATE.section(|| ffi::PyThreadState_New(ffi::PyInterpreterState_Main()));
@@ -72,12 +72,9 @@ fn keep_thread_state() {
 }
 
 /// Every refresh job runs attached to Python, so its store operations keep
-/// the invariant above. After interpreter shutdown has begun, jobs are
-/// dropped instead.
+/// the invariant above. (After interpreter shutdown has begun the engine
+/// runs none: `Refresher::shut_down`.)
 fn run_attached(job: Job) {
-    if RUNTIME.shutting_down.load(Ordering::Acquire) {
-        return;
-    }
     keep_thread_state();
     if Python::try_attach(|_py| job()).is_none() {
         // The interpreter is going away; the job (and the claim it holds)
@@ -105,7 +102,6 @@ pub struct Runtime {
     /// Shared backends by the spec they were resolved from ("" for the
     /// default); forgotten when the settings change.
     backends: MadeFromSettings<Py<crate::shared::SharedBackend>>,
-    pub shutting_down: AtomicBool,
 }
 
 pub static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| Runtime {
@@ -117,7 +113,6 @@ pub static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| Runtime {
     shared_flights: restflow_cache::SingleFlight::new(),
     defaults: Defaults::new(),
     backends: MadeFromSettings::default(),
-    shutting_down: AtomicBool::new(false),
 });
 
 /// Objects installed by `restflow.caching` when it is imported.

@@ -8,7 +8,7 @@
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::types::{IntoPyDict, PyDict, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use restflow_cache::key::KeyWriter;
 use restflow_cache::signature::{self as model, Assigned, CallError, Kind, ParamSpec};
@@ -237,22 +237,16 @@ impl Signature {
     ) -> Result<Bound<'py, PyDict>, BindError> {
         let py = args.py();
         let assigned = self.assign(args, kwargs)?;
-        let bound = PyDict::new(py);
-        for (n, name) in self.model.param_names().enumerate() {
-            let value = self.model.value_of(&assigned, n, |d| d.bind(py).clone())?;
-            bound.set_item(name, value)?;
-        }
-        let (var_positional, var_keyword) = self.model.var_names();
-        if let Some(name) = var_positional {
-            bound.set_item(name, PyTuple::new(py, assigned.extra_positional)?)?;
-        }
-        if let Some(name) = var_keyword {
-            let extra = PyDict::new(py);
-            for (key, value) in assigned.extra_keywords {
-                extra.set_item(key, value)?;
+        let dict = PyDict::new(py);
+        for (name, value) in self.model.bound(assigned, |d| d.bind(py).clone())? {
+            match value {
+                model::Bound::One(value) => dict.set_item(name, value)?,
+                model::Bound::Positional(values) => {
+                    dict.set_item(name, PyTuple::new(py, values)?)?
+                }
+                model::Bound::Keywords(items) => dict.set_item(name, items.into_py_dict(py)?)?,
             }
-            bound.set_item(name, extra)?;
         }
-        Ok(bound)
+        Ok(dict)
     }
 }

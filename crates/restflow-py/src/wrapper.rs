@@ -11,11 +11,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use restflow_cache::key::KeyWriter;
-use restflow_cache::shared::FunctionKeys;
 use restflow_cache::{Counter, Entry, GetError, Lifetimes, Lookup, Outcome, Served, Status};
 
 use crate::core::{read_plan, BackendChoice, Call, Core, Fields, OwnedCall};
-use crate::runtime::{hooks, ScopeLabels, SharedErr, RUNTIME};
+use crate::runtime::{hooks, SharedErr, RUNTIME};
 use crate::signature::Signature;
 use crate::stored::Stored;
 
@@ -311,6 +310,24 @@ impl CachedWrapper {
         Ok(engine.peek_served(key.as_bytes()).map(Reply::Memory))
     }
 
+    /// Recomputes a call now and replaces its entry (REFRESH): one path
+    /// for `refresh` and `refresh_with_metadata`.
+    fn refresh_reply(&self, py: Python<'_>, call: &Call<'_>) -> PyResult<Reply> {
+        let engine = RUNTIME.ready(py)?;
+        if let Some(backend) = self.shared(py)? {
+            let served = crate::shared::refresh(py, &self.core, &backend, call)?;
+            self.core.stats.add(Counter::of_status(served.status));
+            return Ok(Reply::Shared(served));
+        }
+        let key = self.key(call)?;
+        let served = engine.refresh_counted(key.as_bytes(), &self.core.stats, || {
+            self.core.compute_for_engine(py, call)
+        });
+        crate::interrupt::raise_parked()?;
+        let served = served.map_err(|shared| shared.clone_ref(py))?;
+        Ok(Reply::Memory(served))
+    }
+
     /// Finishes a call whose key was looked up (the engine's `resolve`),
     /// queueing the refresh of a stale entry this call claimed. Split from
     /// the lookup so the vectorcall path can look up before it builds an
@@ -507,8 +524,7 @@ impl CachedWrapper {
             .map_err(|e| e.into_pyerr(&self.core.function_id))?;
         let served = handle.hot_served(py, w.as_bytes());
         if served.is_some() {
-            self.core.stats.add(Counter::Hit);
-            self.core.stats.add(Counter::NearHit);
+            restflow_cache::shared::count_near_hit(&self.core.stats);
         }
         Ok(served)
     }
@@ -588,31 +604,25 @@ impl CachedWrapper {
                 })
             })
             .transpose()?;
-        let namespace_part = restflow_cache::settings::namespace_part(namespace, version);
-        let identity = format!("{namespace_part}::{function_id}");
-        let keys = FunctionKeys::new(&function_id, &identity, &owner, version);
-        let labels = ScopeLabels {
-            owner,
-            version,
-            function_id: function_id.clone(),
-        };
         // A function whose identity other live functions can have keeps its
         // in-process entries to itself (see `Core::claim`).
-        let scope = RUNTIME
-            .scopes
-            .of_function(&identity, labels, claim.is_some());
+        let own_scope = claim.is_some();
+        let names =
+            RUNTIME
+                .scopes
+                .name_function((namespace, version), &function_id, owner, own_scope);
         let core = Arc::new(Core {
             func: func.unbind(),
             policy: policy.map(Bound::unbind),
             lifetimes,
             signature,
-            scope,
-            namespace: namespace_part,
+            scope: names.scope,
+            namespace: names.namespace,
             function_id,
             shared_identity: key_identifier,
             fields,
             classes: Default::default(),
-            keys,
+            keys: names.keys,
             backend: BackendChoice::parse(backend.as_deref()),
             near_cache,
             json_refusal_logged: Default::default(),
@@ -662,7 +672,8 @@ impl CachedWrapper {
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
-        Ok(self.refresh_with_metadata(py, args, kwargs)?.0)
+        let call = self.call(args, kwargs)?;
+        Ok(self.refresh_reply(py, &call)?.value(py))
     }
 
     /// Recomputes now and replaces the entry; returns `(value, metadata)`
@@ -674,20 +685,8 @@ impl CachedWrapper {
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<(Py<PyAny>, Bound<'py, PyDict>)> {
-        let call = &self.call(args, kwargs)?;
-        let engine = RUNTIME.ready(py)?;
-        if let Some(backend) = self.shared(py)? {
-            let served = crate::shared::refresh(py, &self.core, &backend, call)?;
-            self.core.stats.add(Counter::of_status(served.status));
-            return Reply::Shared(served).with_metadata(py);
-        }
-        let key = self.key(call)?;
-        let served = engine.refresh_counted(key.as_bytes(), &self.core.stats, || {
-            self.core.compute_for_engine(py, call)
-        });
-        crate::interrupt::raise_parked()?;
-        let served = served.map_err(|shared| shared.clone_ref(py))?;
-        Reply::Memory(served).with_metadata(py)
+        let call = self.call(args, kwargs)?;
+        self.refresh_reply(py, &call)?.with_metadata(py)
     }
 
     /// The lifecycle of this function's calls in steps, for callers that
