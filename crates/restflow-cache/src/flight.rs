@@ -332,17 +332,19 @@ impl<T: Clone, E: Clone> Waiter<T, E> {
         outcome_of(&lock(&self.flight.progress).state)
     }
 
-    /// Runs `callback` once the leader finishes, on the thread that
-    /// finishes it; at once, on this thread, if it has finished already.
-    /// Then [`Waiter::outcome`] has the outcome.
-    pub fn on_finish(&self, callback: Callback) {
+    /// Registers `callback` to run once the leader finishes, on the thread
+    /// that finishes it; then [`Waiter::outcome`] has the outcome. When the
+    /// leader has finished already, `callback` is handed back unrun: the
+    /// caller runs it once it lets go of whatever holds this waiter, so a
+    /// callback that reads the outcome through that holder finds it free
+    /// (a callback run from in here would run inside the caller's borrow).
+    pub fn on_finish(&self, callback: Callback) -> Result<(), Callback> {
         let mut progress = lock(&self.flight.progress);
         if let State::Running = progress.state {
             progress.callbacks.push(callback);
-            return;
+            return Ok(());
         }
-        drop(progress);
-        callback();
+        Err(callback)
     }
 
     /// Blocks until the leader finishes.
@@ -498,19 +500,23 @@ mod tests {
         assert_eq!(group.waiters(b"k"), 1);
         let called = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&called);
-        task.on_finish(Box::new(move || {
+        let registered = task.on_finish(Box::new(move || {
             counter.fetch_add(1, Ordering::SeqCst);
         }));
+        assert!(registered.is_ok(), "the leader runs on: kept");
         assert_eq!(task.outcome(), None);
         assert_eq!(called.load(Ordering::SeqCst), 0);
         guard.complete(Ok(7));
         assert_eq!(called.load(Ordering::SeqCst), 1);
         assert_eq!(task.outcome(), Some(Outcome::Value(7)));
-        // Registered after the end: runs at once.
+        // Registered after the end: handed back unrun, for the caller to
+        // run once it holds nothing.
         let counter = Arc::clone(&called);
-        task.on_finish(Box::new(move || {
+        let handed_back = task.on_finish(Box::new(move || {
             counter.fetch_add(1, Ordering::SeqCst);
         }));
+        assert_eq!(called.load(Ordering::SeqCst), 1, "not run in there");
+        handed_back.expect_err("the leader has ended")();
         assert_eq!(called.load(Ordering::SeqCst), 2);
         assert_eq!(group.waiters(b"k"), 0);
 
@@ -521,9 +527,10 @@ mod tests {
         assert!(task.is_own_flight(), "a task awaiting its own key");
         let fired = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&fired);
-        task.on_finish(Box::new(move || {
+        let registered = task.on_finish(Box::new(move || {
             counter.fetch_add(1, Ordering::SeqCst);
         }));
+        assert!(registered.is_ok());
         drop(leader);
         assert_eq!(fired.load(Ordering::SeqCst), 1);
         assert_eq!(task.outcome(), Some(Outcome::Abandoned));

@@ -106,14 +106,13 @@ impl<L, T: Clone, E: Clone> Role<L, T, E> {
     }
 
     /// Registers `callback` to run once the leader's outcome is there, on
-    /// the thread that produced it; hands it back for anything but a
-    /// follower, whose outcome (if any) is there already.
+    /// the thread that produced it; hands it back when the outcome (if
+    /// any) is there already: for anything but a follower, and for a
+    /// follower whose leader has ended ([`Waiter::on_finish`]). The caller
+    /// then runs it itself, once it no longer holds this role.
     pub fn on_done(&self, callback: Callback) -> Result<(), Callback> {
         match self {
-            Role::Follow(waiter) => {
-                waiter.on_finish(callback);
-                Ok(())
-            }
+            Role::Follow(waiter) => waiter.on_finish(callback),
             _ => Err(callback),
         }
     }
@@ -231,6 +230,26 @@ mod tests {
         assert!(!leader.abandon());
         assert_eq!(follower.outcome(), Ok(Outcome::Value(7)));
         assert_eq!(follower.outcome().err(), Some(RoleError::NotFollower));
+    }
+
+    #[test]
+    fn a_follower_whose_leader_has_ended_gets_its_callback_back_unrun() {
+        let group = Group::new();
+        let mut leader = join(&group, 1);
+        let mut follower = join(&group, 2);
+        leader.take_lead().unwrap().complete(Ok(5));
+        let called = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&called);
+        let callback: Callback = Box::new(move || {
+            count.fetch_add(1, Ordering::SeqCst);
+        });
+        // Run by the caller once it no longer holds the role, so the
+        // callback may read the outcome through whatever holds it.
+        let handed_back = follower.on_done(callback).expect_err("ended already");
+        assert_eq!(called.load(Ordering::SeqCst), 0);
+        handed_back();
+        assert_eq!(called.load(Ordering::SeqCst), 1);
+        assert_eq!(follower.outcome(), Ok(Outcome::Value(5)));
     }
 
     #[test]

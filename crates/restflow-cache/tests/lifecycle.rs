@@ -347,9 +347,10 @@ fn a_task_leads_in_steps_and_an_abandoned_flight_hands_over() {
     assert_eq!(engine.waiters(b"k"), 1);
     let woken = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&woken);
-    waiter.on_finish(Box::new(move || {
+    let registered = waiter.on_finish(Box::new(move || {
         counter.fetch_add(1, Ordering::SeqCst);
     }));
+    assert!(registered.is_ok(), "the leader runs on");
     assert!(matches!(
         engine.start(b"k", None, Owner::task(1), false),
         Err(GetError::Recursive)

@@ -222,11 +222,13 @@ impl Flight {
     /// on the thread that produced it (at once if it is there already).
     /// An event loop's callback therefore hands over with
     /// `loop.call_soon_threadsafe`.
-    fn on_done(&mut self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
+    fn on_done(slf: &Bound<'_, Self>, callback: Py<PyAny>) -> PyResult<()> {
+        let py = slf.py();
         let wake = wake_with(callback.clone_ref(py));
-        let waiting = self.part.joined().on_done(wake).is_ok();
-        // Not a follower: the outcome is there, so call back now, here
-        // (its error raised to this caller).
+        let waiting = slf.borrow_mut().part.joined().on_done(wake).is_ok();
+        // The outcome is there: call back now, here (its error raised to
+        // this caller), with the flight no longer borrowed, so the
+        // callback may read it (`result()`).
         if !waiting {
             callback.call0(py)?;
         }
