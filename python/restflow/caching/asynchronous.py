@@ -103,6 +103,26 @@ def _give_back(release: Callable[[], None]) -> None:
         release()
 
 
+def _going_away(error: BaseException) -> bool:
+    """Whether ``error``, raised where a leader awaits the function, means
+    that its task goes away without an answer, so that a follower must take
+    over: the task was cancelled, or its coroutine closed (``GeneratorExit``:
+    a pending task destroyed with its loop). A ``CancelledError`` in a task
+    that nobody cancelled (the function awaited a future someone else
+    cancelled) is the function's own error instead, shared with the
+    followers like any other: handed over, each follower would compute
+    again in turn and fail the same way."""
+    if isinstance(error, GeneratorExit):
+        return True
+    if not isinstance(error, asyncio.CancelledError):
+        return False
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # thrown in outside a loop: nothing to ask
+        return True
+    return task is None or task.cancelling() > 0
+
+
 def _wake(future: asyncio.Future) -> None:
     if not future.done():  # a follower cancelled meanwhile
         future.set_result(None)
@@ -279,11 +299,11 @@ class AsyncCachedWrapper(Generic[P, T]):
                 if found.refresh is not None:  # this call refreshes it
                     self._spawn_refresh(found.refresh, args, kwargs)
                 served = found.value, found.metadata
-        except asyncio.CancelledError:
-            flight.abandon()  # a follower takes over
-            raise
         except BaseException as error:
-            flight.fail(error)
+            if _going_away(error):
+                flight.abandon()  # a follower takes over
+            else:
+                flight.fail(error)  # the followers fail with it too
             raise
         flight.share(*served)
         return served
@@ -322,13 +342,13 @@ class AsyncCachedWrapper(Generic[P, T]):
         kept for stale-if-error)."""
         try:
             value, decision = await self._produce(args, kwargs)
-        except asyncio.CancelledError:
-            flight.abandon()  # a follower takes over
-            raise
         except Exception as error:
             return self._serving_kept(flight.fail(error))  # raises it, unless a value was kept
         except BaseException as error:
-            flight.fail(error)  # the followers fail with it too
+            if _going_away(error):
+                flight.abandon()  # a follower takes over
+            else:
+                flight.fail(error)  # the followers fail with it too
             raise
         return flight.complete(value, decision)
 

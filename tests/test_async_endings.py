@@ -1,0 +1,103 @@
+"""How an async leader's computation ends other than with a value or an
+``Exception``, and what its followers get (the cases tests/test_async.py
+does not cover): its coroutine closed, the function raising
+``CancelledError`` itself, everything cancelled at once.
+
+Runs on every store (tests/stores.py); each test runs its coroutine with
+``asyncio.run`` under a hang guard, as tests/test_async.py does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+
+import pytest
+
+from restflow import _engine
+from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
+from tests.parking import DEADLINE, Gate, until, until_waiting, wait_until
+
+
+def run(coroutine, timeout=30):
+    """Runs ``coroutine`` on a new loop; a hang fails after ``timeout`` s."""
+    return asyncio.run(asyncio.wait_for(coroutine, timeout))
+
+
+def test_a_leader_whose_task_is_destroyed_with_its_loop_hands_over(store):
+    """A loop closed with the leading task still pending (a thread's loop
+    that ran until something else finished): when that task is destroyed,
+    its coroutine is closed (``GeneratorExit``). Its follower, on another
+    loop, must take over as from a cancelled leader,
+    not fail with a ``GeneratorExit`` that was never theirs."""
+    computations = []
+
+    @cache_result(ttl=60)
+    async def slow(x):
+        computations.append(x)
+        if len(computations) == 1:
+            await asyncio.get_running_loop().create_future()  # never ends
+        return ("value", len(computations))
+
+    leading = {}
+
+    def lead_then_leave():
+        loop = asyncio.new_event_loop()
+        leading["task"] = loop.create_task(slow.aget_with_metadata(1))
+        loop.run_until_complete(until(lambda: computations, "computing"))
+        loop.close()  # the leading task is left pending
+
+    thread = threading.Thread(target=lead_then_leave)
+    thread.start()
+    thread.join(DEADLINE)
+    assert computations == [1]
+
+    async def main():
+        follower = asyncio.create_task(slow.aget_with_metadata(1))
+        await until_waiting(1, slow, 1)
+        del leading["task"]
+        gc.collect()  # the pending task destroyed: its coroutine closed
+        return await asyncio.wait_for(follower, DEADLINE)
+
+    value, meta = run(main())
+    assert (value, meta["cache_status"]) == (("value", 2), CacheStatus.MISS)
+    assert computations == [1, 1]
+    assert (_engine.in_flight(), _engine.waiters()) == (0, 0)
+    assert run(slow.aget_cache_only(1)) == ("value", 2)
+
+
+def test_a_cancelled_error_the_function_raises_is_its_error_shared_once(store):
+    """The function awaits a future that someone else cancelled: it raises
+    ``CancelledError``, but no caller's task was cancelled. That is the
+    function's error, which its followers share, as they share any other:
+    they must not each take over and compute again in turn (5 computations
+    for 5 callers), nor be served a value."""
+    computations = []
+    gate = Gate()
+    upstream = {}
+
+    @cache_result(ttl=60)
+    async def fetch(x):
+        computations.append(x)
+        await gate.passed()  # until the 4 others follow this computation
+        return await upstream["reply"]  # cancelled by its owner
+
+    async def main():
+        upstream["reply"] = asyncio.get_running_loop().create_future()
+        upstream["reply"].cancel()
+        gate.close()
+        tasks = [asyncio.create_task(fetch.aget_with_metadata(1)) for _ in range(5)]
+        await until_waiting(4, fetch, 1)
+        gate.open()
+        results = await asyncio.wait_for(
+            asyncio.gather(*tasks, return_exceptions=True), DEADLINE
+        )
+        return results, [task.cancelled() for task in tasks], await fetch.aget_cache_only(1)
+
+    results, cancelled, cached = run(main())
+    assert computations == [1]
+    assert [type(result) for result in results] == [asyncio.CancelledError] * 5
+    assert cancelled == [True] * 5  # a task that raises CancelledError ends cancelled
+    assert cached is CACHE_MISSING
+    assert (_engine.in_flight(), _engine.waiters()) == (0, 0)
