@@ -17,6 +17,8 @@ import pytest
 
 from restflow import _engine
 from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
+from restflow.caching.asynchronous import wait_for_async_refreshes
+from restflow.caching.testing import frozen_clock
 from tests.parking import DEADLINE, Gate, until, until_waiting, wait_until
 
 
@@ -101,3 +103,54 @@ def test_a_cancelled_error_the_function_raises_is_its_error_shared_once(store):
     assert cancelled == [True] * 5  # a task that raises CancelledError ends cancelled
     assert cached is CACHE_MISSING
     assert (_engine.in_flight(), _engine.waiters()) == (0, 0)
+
+
+def test_wait_for_async_refreshes_waits_for_its_own_loops_refreshes(store):
+    """Two threads, each with its event loop, and a background refresh in
+    flight on each: ``wait_for_async_refreshes`` on one loop waits for that
+    loop's refresh, and leaves the other loop's (which only that loop can
+    await) alone, instead of failing with ``ValueError`` (a future of
+    another loop given to ``gather``)."""
+    computations = []
+    gate = Gate()
+
+    @cache_result(ttl=10, stale_while_revalidate=60)
+    async def version(x):
+        computations.append(x)
+        if x == 1:
+            await gate.passed()  # key 1's refresh is held, on the other loop
+        return computations.count(x)
+
+    refreshing, waited = threading.Event(), {}
+
+    def other_loop():
+        async def main():
+            assert await version(1) == 1  # STALE: its refresh task starts
+            await until(lambda: computations.count(1) == 2, "refreshing key 1")
+            refreshing.set()
+            await until(lambda: gate.is_open, "the gate opened")
+            await wait_for_async_refreshes()
+            waited["other"] = await version.aget_with_metadata(1)
+
+        run(main())
+
+    async def mine():
+        assert await version(2) == 1  # STALE: its refresh task starts
+        await wait_for_async_refreshes()
+        return await version.aget_with_metadata(2)
+
+    with frozen_clock() as clock:
+        assert (run(version(1)), run(version(2))) == (1, 1)
+        clock.advance(11)
+        gate.close()
+        thread = threading.Thread(target=other_loop)
+        thread.start()
+        assert refreshing.wait(DEADLINE)
+        try:
+            value, meta = run(mine())
+        finally:
+            gate.open()
+            thread.join(DEADLINE)
+    assert (value, meta["cache_status"]) == (2, CacheStatus.HIT)
+    other_value, other_meta = waited["other"]
+    assert (other_value, other_meta["cache_status"]) == (2, CacheStatus.HIT)

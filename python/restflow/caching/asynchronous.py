@@ -543,8 +543,17 @@ class _BoundAsyncWrapper:
 async def wait_for_async_refreshes(timeout: float = 10.0) -> None:
     """Finishes when every background refresh is done: the tasks on this
     loop, and the engine's (sync callers' refreshes; waited for on a worker
-    thread)."""
+    thread). Another loop's refresh tasks (another thread's) only that loop
+    can await; those of a closed loop will never run again, and are
+    forgotten here."""
     from restflow.caching.testing import wait_for_refreshes
 
-    await asyncio.gather(*list(_refreshes), return_exceptions=True)
-    await asyncio.get_running_loop().run_in_executor(None, wait_for_refreshes, timeout)
+    loop = asyncio.get_running_loop()
+    here = []
+    for task in list(_refreshes):
+        if task.get_loop() is loop:
+            here.append(task)
+        elif task.get_loop().is_closed():
+            _refreshes.discard(task)
+    await asyncio.gather(*here, return_exceptions=True)
+    await loop.run_in_executor(None, wait_for_refreshes, timeout)
