@@ -527,12 +527,21 @@ class _BoundAsyncWrapper:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.__wrapper(self.__self__, *args, **kwargs)
 
-    #: Methods that take no call arguments, so no instance goes in front.
-    _WHOLE_FUNCTION = frozenset({"ainvalidate_all", "invalidate_all", "func", "get_key_version"})
+    #: The methods that take a call's arguments, so the instance goes in
+    #: front (the sync names too, whose ``TypeError`` names the async one).
+    #: Anything else is the function's as a whole (``stats``, ``func``,
+    #: ``ainvalidate_all``...), handed out as is.
+    _PER_CALL = frozenset(
+        {
+            "get_cache_key",
+            *(name for pair in SYNC_TO_ASYNC_NAMES for name in pair),
+        }
+        - {"invalidate_all", "ainvalidate_all"}
+    )
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.__wrapper, name)
-        if callable(attribute) and name not in self._WHOLE_FUNCTION and not name.startswith("__"):
+        if name in self._PER_CALL:
             return functools.partial(attribute, self.__self__)
         return attribute
 

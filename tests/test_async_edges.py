@@ -1,10 +1,12 @@
-"""How an async leader's computation ends other than with a value or an
-``Exception``, and what its followers get (the cases tests/test_async.py
-does not cover): its coroutine closed, the function raising
-``CancelledError`` itself, everything cancelled at once.
+"""Async cached functions at their edges, past what tests/test_async.py
+covers: a leader that ends other than with a value or an ``Exception`` (its
+coroutine closed, a ``CancelledError`` the function raises itself), tasks
+cancelled while a worker thread is inside the store's steps, background
+refreshes on several loops at once, a bound method's whole-function methods.
 
-Runs on every store (tests/stores.py); each test runs its coroutine with
-``asyncio.run`` under a hang guard, as tests/test_async.py does.
+Runs on every store (tests/stores.py) unless a test names its own; each
+test runs its coroutine with ``asyncio.run`` under a hang guard, as
+tests/test_async.py does.
 """
 
 from __future__ import annotations
@@ -154,3 +156,23 @@ def test_wait_for_async_refreshes_waits_for_its_own_loops_refreshes(store):
     assert (value, meta["cache_status"]) == (2, CacheStatus.HIT)
     other_value, other_meta = waited["other"]
     assert (other_value, other_meta["cache_status"]) == (2, CacheStatus.HIT)
+
+
+class Reports:
+    @cache_result(ttl=60)
+    async def load(self, x):
+        return x
+
+
+def test_a_bound_method_has_its_functions_statistics(store):
+    """``instance.method.stats()`` and ``reset_stats()``, as on a sync
+    method: they take no call arguments, so no instance goes in front
+    (they raised ``TypeError``: 2 positional arguments given)."""
+    reports = Reports()
+    assert run(reports.load(1)) == 1
+    assert run(reports.load(1)) == 1
+    stats = reports.load.stats()
+    assert (stats["miss"], stats["hit"]) == (1, 1)
+    assert stats == Reports.load.stats()
+    reports.load.reset_stats()
+    assert (Reports.load.stats()["miss"], Reports.load.stats()["hit"]) == (0, 0)
