@@ -16,12 +16,16 @@ import gc
 import threading
 
 import pytest
+from django.core.cache import caches as django_caches
+from django.test import override_settings
 
 from restflow import _engine
 from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
 from restflow.caching.asynchronous import wait_for_async_refreshes
 from restflow.caching.testing import frozen_clock
+from tests.held_cache import HeldCache
 from tests.parking import DEADLINE, Gate, until, until_waiting, wait_until
+from tests.stores import DJANGO_CACHES
 
 
 def run(coroutine, timeout=30):
@@ -94,9 +98,7 @@ def test_a_cancelled_error_the_function_raises_is_its_error_shared_once(store):
         tasks = [asyncio.create_task(fetch.aget_with_metadata(1)) for _ in range(5)]
         await until_waiting(4, fetch, 1)
         gate.open()
-        results = await asyncio.wait_for(
-            asyncio.gather(*tasks, return_exceptions=True), DEADLINE
-        )
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), DEADLINE)
         return results, [task.cancelled() for task in tasks], await fetch.aget_cache_only(1)
 
     results, cancelled, cached = run(main())
@@ -176,3 +178,131 @@ def test_a_bound_method_has_its_functions_statistics(store):
     assert stats == Reports.load.stats()
     reports.load.reset_stats()
     assert (Reports.load.stats()["miss"], Reports.load.stats()["hit"]) == (0, 0)
+
+
+def test_cancelling_every_caller_at_once_leaves_nothing_behind(store):
+    """The leader and all its followers cancelled together: no flight and
+    no follower left in the engine, no computation lock left in the store
+    (it is given back on a worker), and the next caller computes at once
+    (MISS), without waiting on a lock (LOCK_TIMEOUT 60 s is past the hang
+    guard)."""
+    computations = []
+    gate = Gate()
+
+    @cache_result(ttl=60)
+    async def slow(x):
+        computations.append(x)
+        await gate.passed()  # the first computation never ends by itself
+        return len(computations)
+
+    async def cancel_all():
+        gate.close()
+        tasks = [asyncio.create_task(slow.aget_with_metadata(1)) for _ in range(6)]
+        await until(lambda: computations, "computing")
+        await until_waiting(5, slow, 1)
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        return [type(result) for result in results]
+
+    with store.configured(LOCK_TIMEOUT=60):
+        assert run(cancel_all()) == [asyncio.CancelledError] * 6
+        assert (_engine.in_flight(), _engine.waiters()) == (0, 0)
+        wait_until(lambda: not store.keys_with("restflow:lock:"), "the lock given back")
+        gate.open()
+        value, meta = run(slow.aget_with_metadata(1))
+        shared = slow._engine.shared_backend()
+        lock_waits = shared.stats()["lock_waits"] if store.shared else 0
+    assert (value, meta["cache_status"]) == (2, CacheStatus.MISS)
+    assert computations == [1, 1]
+    assert lock_waits == 0
+    stats = slow.stats()
+    assert (stats["miss"], stats["computations"], stats["errors"]) == (1, 2, 0)
+
+
+#: A Django cache whose calls a test can hold (tests/held_cache.py).
+HELD_CACHES = {
+    **DJANGO_CACHES,
+    "held": {"BACKEND": "tests.held_cache.HeldCache", "LOCATION": "restflow-held"},
+}
+
+
+@pytest.fixture
+def held_store():
+    """The Django store over ``HeldCache``, emptied before and after."""
+    settings = {"CACHE_SETTINGS": {"BACKEND": "django:held", "LOCK_TIMEOUT": 60}}
+    with override_settings(CACHES=HELD_CACHES, RESTFLOW_SETTINGS=settings):
+        django_caches["held"].clear()
+        yield django_caches["held"]
+        HeldCache.let_go()
+        django_caches["held"].clear()
+
+
+def lock_keys(cache) -> list[str]:
+    return [key for key in list(cache._cache) if "restflow:lock:" in key]
+
+
+def test_a_leader_cancelled_while_its_worker_takes_the_lock_gives_it_back(held_store):
+    """The task is cancelled while ``begin`` runs on a worker and has just
+    taken the store's lock: the lead it hands back finds no task, and is
+    given back, so the next caller computes at once (MISS, no lock wait)
+    and no lock is left."""
+    computations = []
+
+    @cache_result(ttl=60)
+    async def slow(x):
+        computations.append(x)
+        return len(computations)
+
+    async def main():
+        HeldCache.hold("add", "restflow:lock:")
+        leader = asyncio.create_task(slow.aget_with_metadata(1))
+        assert await asyncio.to_thread(HeldCache.reached.wait, DEADLINE)
+        assert len(lock_keys(held_store)) == 1
+        leader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        HeldCache.let_go()
+        return await asyncio.wait_for(slow.aget_with_metadata(1), DEADLINE)
+
+    value, meta = run(main())
+    assert (value, meta["cache_status"]) == (1, CacheStatus.MISS)
+    assert computations == [1]  # the cancelled task never ran the function
+    assert slow._engine.shared_backend().stats()["lock_waits"] == 0
+    wait_until(lambda: not lock_keys(held_store), "no lock left")
+    assert (_engine.in_flight(), _engine.waiters()) == (0, 0)
+
+
+def test_a_leader_cancelled_while_its_worker_stores_the_value_serves_its_followers(held_store):
+    """The task is cancelled while its worker stores the value it computed:
+    the value is stored all the same, and the tasks that followed it are
+    served it (HIT) instead of computing again."""
+    computations = []
+    gate = Gate()
+
+    @cache_result(ttl=60)
+    async def slow(x):
+        computations.append(x)
+        await gate.passed()  # until the 3 others follow it
+        return len(computations)
+
+    async def main():
+        gate.close()
+        leader = asyncio.create_task(slow.aget_with_metadata(1))
+        await until(lambda: computations, "computing")
+        followers = [asyncio.create_task(slow.aget_with_metadata(1)) for _ in range(3)]
+        await until_waiting(3, slow, 1)
+        HeldCache.hold("set", slow.get_cache_key(1))
+        gate.open()
+        assert await asyncio.to_thread(HeldCache.reached.wait, DEADLINE)
+        leader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        HeldCache.let_go()
+        return await asyncio.wait_for(asyncio.gather(*followers), DEADLINE)
+
+    results = run(main())
+    assert [(value, meta["cache_status"]) for value, meta in results] == [(1, CacheStatus.HIT)] * 3
+    assert computations == [1]
+    wait_until(lambda: not lock_keys(held_store), "no lock left")
+    assert (_engine.in_flight(), _engine.waiters()) == (0, 0)
