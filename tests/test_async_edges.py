@@ -306,3 +306,41 @@ def test_a_leader_cancelled_while_its_worker_stores_the_value_serves_its_followe
     assert computations == [1]
     wait_until(lambda: not lock_keys(held_store), "no lock left")
     assert (_engine.in_flight(), _engine.waiters()) == (0, 0)
+
+
+def test_a_coroutine_object_returned_by_the_function_is_refused(store):
+    """``return fetch()`` instead of ``return await fetch()``: the value is
+    a coroutine object, which only one caller can await. Cached (the memory
+    store kept it), every later caller got it already awaited
+    (``RuntimeError: cannot reuse already awaited coroutine``), and the
+    callers that followed the computation shared that one object. A
+    ``TypeError`` that says what to change instead, for the caller and its
+    followers; nothing is stored."""
+    computations = []
+    gate = Gate()
+
+    async def fetch(x):
+        return x * 10
+
+    @cache_result(ttl=60)
+    async def forgetful(x):
+        computations.append(x)
+        await gate.passed()  # until the 2 others follow this computation
+        return fetch(x)
+
+    async def main():
+        gate.close()
+        tasks = [asyncio.create_task(forgetful(1)) for _ in range(3)]
+        await until_waiting(2, forgetful, 1)
+        gate.open()
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), DEADLINE)
+        return results, await forgetful.aget_cache_only(1)
+
+    results, cached = run(main())
+    assert [type(result) for result in results] == [TypeError] * 3
+    assert str(results[0]) == (
+        f"{forgetful.function_id}() returned a coroutine object, which only one caller"
+        " could await, so it is not cached: await it in the function (return await ...)"
+    )
+    assert computations == [1]
+    assert cached is CACHE_MISSING

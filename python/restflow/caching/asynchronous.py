@@ -253,8 +253,18 @@ class AsyncCachedWrapper(Generic[P, T]):
 
     async def _produce(self, args: tuple, kwargs: dict) -> tuple[Any, Any]:
         """The value and the policy's decision on it: the steps a sync
-        function's engine runs, with async predicates and ttl awaited."""
+        function's engine runs, with async predicates and ttl awaited. A
+        coroutine object for a value (a missing ``await``) is refused."""
         value = await self.func(*args, **kwargs)
+        if inspect.iscoroutine(value):
+            # One caller could await it; cached or shared with the
+            # followers, the others would get it already awaited.
+            value.close()  # refused here: no "never awaited" warning on top
+            raise TypeError(
+                f"{self.function_id}() returned a coroutine object, which only one caller"
+                " could await, so it is not cached: await it in the function"
+                " (return await ...)"
+            )
         policy = self._policy
         return value, None if policy is None else await arun(policy.steps(value, args, kwargs))
 
