@@ -344,3 +344,36 @@ def test_a_coroutine_object_returned_by_the_function_is_refused(store):
     )
     assert computations == [1]
     assert cached is CACHE_MISSING
+
+
+@cache_result(ttl=60)
+async def request_for(url, method="GET", self=None):
+    """Parameters named as the wrapper's own (``method``, ``self``)."""
+    return (url, method, self)
+
+
+def test_parameters_named_method_or_self_are_passed_by_keyword_to_every_method(store):
+    """As on a sync function. ``method=`` collided with a parameter of the
+    helper that runs a step on a worker (``aget_cache_only``,
+    ``aget_cached_metadata``, ``adelete_cache``: "got multiple values for
+    argument 'method'"), ``self=`` with the wrapper's own ``self`` in
+    every method."""
+
+    async def main():
+        call = {"method": "POST", "self": "me"}
+        value = ("/a", "POST", "me")
+        assert await request_for.aget_cache_only("/a", **call) is CACHE_MISSING
+        assert await request_for("/a", **call) == value
+        served, meta = await request_for.aget_with_metadata("/a", **call)
+        assert (served, meta["cache_status"]) == (value, CacheStatus.HIT)
+        assert await request_for.aget_cache_only("/a", **call) == value
+        assert await request_for.aget_cached_metadata("/a", **call) == meta
+        assert await request_for.arefresh("/a", **call) == value
+        assert await request_for.abypass_cache("/a", **call) == value
+        assert request_for.get_cache_key("/a", **call) == request_for.get_cache_key(
+            "/a", "POST", "me"
+        )
+        assert await request_for.adelete_cache("/a", **call) is True
+        return await request_for.aget_cache_only("/a", **call)
+
+    assert run(main()) is CACHE_MISSING

@@ -186,7 +186,7 @@ def refuses_sync_names(what: str) -> Callable[[type], type]:
     block the loop) where the caller expects a value."""
 
     def refusal(name: str, async_name: str) -> Callable[..., Any]:
-        def refuse(self: Any, *args: Any, **kwargs: Any) -> Any:
+        def refuse(self: Any, /, *args: Any, **kwargs: Any) -> Any:
             raise TypeError(
                 f"{self.__qualname__} is {what}: use {async_name}() instead of {name}()"
             )
@@ -247,7 +247,7 @@ class AsyncCachedWrapper(Generic[P, T]):
         """``Meta.version`` of the key constructor (drf-restflow's name)."""
         return self._engine.key_constructor.get_version()
 
-    def get_cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
+    def get_cache_key(self, /, *args: P.args, **kwargs: P.kwargs) -> str:
         """The key string of a call (no I/O, so not async)."""
         return self._engine.get_cache_key(*args, **kwargs)
 
@@ -268,7 +268,7 @@ class AsyncCachedWrapper(Generic[P, T]):
         policy = self._policy
         return value, None if policy is None else await arun(policy.steps(value, args, kwargs))
 
-    async def _in_thread(self, method: Callable[..., Any], *args: Any) -> Any:
+    async def _in_thread(self, method: Callable[..., Any], /, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(_worker_pool(), functools.partial(method, *args))
 
@@ -392,7 +392,7 @@ class AsyncCachedWrapper(Generic[P, T]):
         refresh = await self._maybe_thread(self._steps.begin_refresh, args, kwargs)
         return await self._run_lead(refresh, args, kwargs, forced=True)
 
-    async def _maybe_thread(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def _maybe_thread(self, method: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Runs a step inline on the memory store, on a worker on a shared
         one (where it makes round trips)."""
         if self._steps.uses_memory():
@@ -401,7 +401,7 @@ class AsyncCachedWrapper(Generic[P, T]):
 
     # -- the public async API ----------------------------------------------
 
-    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+    async def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T:
         steps = self._steps
         if not steps.uses_memory():
             return (await self._shared(args, kwargs))[0]
@@ -412,7 +412,7 @@ class AsyncCachedWrapper(Generic[P, T]):
             self._spawn_refresh(found.refresh, args, kwargs)
         return found.value
 
-    async def aget_with_metadata(self, *args: P.args, **kwargs: P.kwargs) -> tuple[T, dict]:
+    async def aget_with_metadata(self, /, *args: P.args, **kwargs: P.kwargs) -> tuple[T, dict]:
         """``(value, metadata)``: HIT, MISS or STALE."""
         steps = self._steps
         if not steps.uses_memory():
@@ -424,14 +424,14 @@ class AsyncCachedWrapper(Generic[P, T]):
             self._spawn_refresh(found.refresh, args, kwargs)
         return found.value, found.metadata
 
-    async def arefresh(self, *args: P.args, **kwargs: P.kwargs) -> T:
+    async def arefresh(self, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return (await self._refresh(args, kwargs))[0]
 
-    async def arefresh_with_metadata(self, *args: P.args, **kwargs: P.kwargs) -> tuple[T, dict]:
+    async def arefresh_with_metadata(self, /, *args: P.args, **kwargs: P.kwargs) -> tuple[T, dict]:
         """Recomputes now and overwrites the entry: ``(value, metadata)``, REFRESH."""
         return await self._refresh(args, kwargs)
 
-    async def abypass_cache(self, *args: P.args, **kwargs: P.kwargs) -> T:
+    async def abypass_cache(self, /, *args: P.args, **kwargs: P.kwargs) -> T:
         started = time.perf_counter()
         try:
             value = await self.func(*args, **kwargs)
@@ -444,7 +444,7 @@ class AsyncCachedWrapper(Generic[P, T]):
         return value
 
     async def abypass_cache_with_metadata(
-        self, *args: P.args, **kwargs: P.kwargs
+        self, /, *args: P.args, **kwargs: P.kwargs
     ) -> tuple[T, dict]:
         return await self.abypass_cache(*args, **kwargs), {"cache_status": CacheStatus.BYPASS}
 
@@ -455,16 +455,16 @@ class AsyncCachedWrapper(Generic[P, T]):
     def reset_stats(self) -> None:
         self._engine.reset_stats()
 
-    async def aget_cache_only(self, *args: Any, **kwargs: Any) -> Any:
+    async def aget_cache_only(self, /, *args: Any, **kwargs: Any) -> Any:
         return await self._maybe_thread(self._engine.get_cache_only, *args, **kwargs)
 
-    async def aget_cached_metadata(self, *args: Any, **kwargs: Any) -> dict | None:
+    async def aget_cached_metadata(self, /, *args: Any, **kwargs: Any) -> dict | None:
         return await self._maybe_thread(self._engine.get_cached_metadata, *args, **kwargs)
 
-    async def adelete_cache(self, *args: P.args, **kwargs: P.kwargs) -> bool:
+    async def adelete_cache(self, /, *args: P.args, **kwargs: P.kwargs) -> bool:
         return await self._maybe_thread(self._engine.delete_cache, *args, **kwargs)
 
-    async def adelete_by_prefix(self, *args: Any, **kwargs: Any) -> None:
+    async def adelete_by_prefix(self, /, *args: Any, **kwargs: Any) -> None:
         return await self._maybe_thread(self._engine.delete_by_prefix, *args, **kwargs)
 
     async def ainvalidate_all(self) -> None:
@@ -534,7 +534,7 @@ class _BoundAsyncWrapper:
         self.__self__ = instance
         self.__doc__ = wrapper.__doc__
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         return self.__wrapper(self.__self__, *args, **kwargs)
 
     #: The methods that take a call's arguments, so the instance goes in
