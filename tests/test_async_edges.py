@@ -24,7 +24,7 @@ from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
 from restflow.caching.asynchronous import wait_for_async_refreshes
 from restflow.caching.testing import frozen_clock
 from tests.held_cache import HeldCache
-from tests.parking import DEADLINE, Gate, until, until_waiting, wait_until
+from tests.parking import DEADLINE, Gate, following_calls, until, until_waiting, wait_until
 from tests.stores import DJANGO_CACHES
 
 
@@ -377,3 +377,47 @@ def test_parameters_named_method_or_self_are_passed_by_keyword_to_every_method(s
         return await request_for.aget_cache_only("/a", **call)
 
     assert run(main()) is CACHE_MISSING
+
+
+def test_tasks_of_loops_on_several_threads_share_one_computation(store):
+    """``async_to_sync`` from several threads (each call its own event loop,
+    as Django's sync views do) and tasks on another thread's loop, all on
+    one cold key: one computation, whose value every caller gets (MISS).
+    Task numbers are per loop; the engine tells them apart by thread."""
+    from asgiref.sync import async_to_sync
+
+    computations = []
+    gate = Gate()
+
+    @cache_result(ttl=60)
+    async def report(x):
+        computations.append(x)
+        await gate.passed()  # until the 7 others follow it
+        return ("report", x)
+
+    results = []
+
+    def sync_caller():
+        results.append(async_to_sync(report.aget_with_metadata)(1))
+
+    def loop_of_tasks():
+        async def main():
+            return await asyncio.gather(*(report.aget_with_metadata(1) for _ in range(4)))
+
+        results.extend(run(main()))
+
+    gate.close()
+    threads = [threading.Thread(target=sync_caller) for _ in range(4)]
+    threads.append(threading.Thread(target=loop_of_tasks))
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: following_calls(report, 1) >= 7, "7 callers following")
+    finally:
+        gate.open()
+        for thread in threads:
+            thread.join(DEADLINE)
+    assert computations == [1]
+    assert [(value, meta["cache_status"]) for value, meta in results] == [
+        (("report", 1), CacheStatus.MISS)
+    ] * 8
