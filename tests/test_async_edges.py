@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import threading
 
 import pytest
@@ -421,3 +422,78 @@ def test_tasks_of_loops_on_several_threads_share_one_computation(store):
     assert [(value, meta["cache_status"]) for value, meta in results] == [
         (("report", 1), CacheStatus.MISS)
     ] * 8
+
+
+def cancelled_upstream() -> asyncio.Future:
+    """A future its owner cancelled: awaiting it raises ``CancelledError``
+    in a task nobody cancelled."""
+    future = asyncio.get_running_loop().create_future()
+    future.cancel()
+    return future
+
+
+def test_a_cancelled_error_the_function_raises_gets_stale_if_error(store):
+    """Past its stale window, a recompute that raises ``CancelledError`` on
+    its own (an upstream future cancelled by its owner) is a failure like
+    any other: the value kept for stale-if-error is served (STALE) to the
+    caller and to the callers that followed it, on every store."""
+    computations = []
+    gate = Gate()
+    failing = {"on": False}
+
+    @cache_result(ttl=10, stale_while_revalidate=5, stale_if_error=60)
+    async def fragile(x):
+        computations.append(x)
+        await gate.passed()  # until the 2 others follow it
+        if failing["on"]:
+            return await cancelled_upstream()
+        return len(computations)
+
+    async def main():
+        with frozen_clock() as clock:
+            assert await fragile(1) == 1
+            failing["on"] = True
+            clock.advance(16)
+            gate.close()
+            tasks = [asyncio.create_task(fragile.aget_with_metadata(1)) for _ in range(3)]
+            await until_waiting(2, fragile, 1)
+            gate.open()
+            return await asyncio.wait_for(
+                asyncio.gather(*tasks, return_exceptions=True), DEADLINE
+            )
+
+    results = run(main())
+    served = [r if isinstance(r, BaseException) else (r[0], r[1]["cache_status"]) for r in results]
+    assert served == [(1, CacheStatus.STALE)] * 3
+    assert computations == [1, 1]
+
+
+def test_a_background_refresh_that_raises_a_cancelled_error_is_logged(store, caplog):
+    """A stale entry's refresh task whose function raises ``CancelledError``
+    on its own failed: logged as every failed refresh is, with the stale
+    value kept (it ended silently, as if cancelled, and so every later
+    refresh did too)."""
+    failing = {"on": False}
+
+    @cache_result(ttl=10, stale_while_revalidate=60)
+    async def fragile(x):
+        if failing["on"]:
+            return await cancelled_upstream()
+        return "first"
+
+    async def main():
+        with frozen_clock() as clock:
+            assert await fragile(1) == "first"
+            clock.advance(11)
+            failing["on"] = True
+            value, meta = await fragile.aget_with_metadata(1)
+            await wait_for_async_refreshes()
+            return value, meta["cache_status"], await fragile.aget_cache_only(1)
+
+    with caplog.at_level(logging.WARNING, logger="restflow"):
+        assert run(main()) == ("first", CacheStatus.STALE, "first")
+    message = (
+        f"restflow: background refresh of {fragile.function_id}() failed; the stale value is kept"
+    )
+    logged = [(r.levelno, r.getMessage(), type(r.exc_info[1])) for r in caplog.records]
+    assert logged == [(logging.ERROR, message, asyncio.CancelledError)]

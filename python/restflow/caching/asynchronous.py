@@ -107,11 +107,7 @@ def _going_away(error: BaseException) -> bool:
     """Whether ``error``, raised where a leader awaits the function, means
     that its task goes away without an answer, so that a follower must take
     over: the task was cancelled, or its coroutine closed (``GeneratorExit``:
-    a pending task destroyed with its loop). A ``CancelledError`` in a task
-    that nobody cancelled (the function awaited a future someone else
-    cancelled) is the function's own error instead, shared with the
-    followers like any other: handed over, each follower would compute
-    again in turn and fail the same way."""
+    a pending task destroyed with its loop)."""
     if isinstance(error, GeneratorExit):
         return True
     if not isinstance(error, asyncio.CancelledError):
@@ -121,6 +117,20 @@ def _going_away(error: BaseException) -> bool:
     except RuntimeError:  # thrown in outside a loop: nothing to ask
         return True
     return task is None or task.cancelling() > 0
+
+
+def _failed(error: BaseException) -> bool:
+    """Whether ``error`` is the function's failure, handled as an
+    ``Exception`` is (shared with the followers, answered with the value
+    kept for stale-if-error, logged by a background refresh): an
+    ``Exception``, or a ``CancelledError`` in a task that nobody cancelled
+    (the function awaited a future someone else cancelled). Taken for a
+    cancellation, each follower would take over and compute again in turn,
+    and a refresh would fail silently, time after time. Anything else
+    (``KeyboardInterrupt``, ``SystemExit``) ends the call as it is."""
+    return isinstance(error, Exception) or (
+        isinstance(error, asyncio.CancelledError) and not _going_away(error)
+    )
 
 
 def _wake(future: asyncio.Future) -> None:
@@ -328,16 +338,17 @@ class AsyncCachedWrapper(Generic[P, T]):
         refresh's claim back (logging a background one's error)."""
         try:
             value, decision = await self._produce(args, kwargs)
-        except Exception as error:
+        except BaseException as error:
+            if not _failed(error):
+                # Cancelled (or the process is exiting): given back now (off
+                # the loop on a shared store), so another caller computes at
+                # once.
+                self._release(lead)
+                raise
             kept = await self._maybe_thread(lead.fail, error)
             if forced:
                 raise
             return kept if kept is None else self._serving_kept(kept)
-        except BaseException:
-            # Cancelled (or the process is exiting): given back now (off the
-            # loop on a shared store), so another caller computes at once.
-            self._release(lead)
-            raise
         return await self._maybe_thread(lead.complete, value, decision)
 
     async def _compute(self, args: tuple, kwargs: dict) -> tuple[Any, dict]:
@@ -352,13 +363,13 @@ class AsyncCachedWrapper(Generic[P, T]):
         kept for stale-if-error)."""
         try:
             value, decision = await self._produce(args, kwargs)
-        except Exception as error:
-            return self._serving_kept(flight.fail(error))  # raises it, unless a value was kept
         except BaseException as error:
+            if _failed(error):  # raises it, unless a value was kept
+                return self._serving_kept(flight.fail(error))
             if _going_away(error):
                 flight.abandon()  # a follower takes over
             else:
-                flight.fail(error)  # the followers fail with it too
+                flight.fail(error)  # an interrupt: the followers fail with it too
             raise
         return flight.complete(value, decision)
 
