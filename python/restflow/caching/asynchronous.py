@@ -65,8 +65,23 @@ _executor_lock = threading.Lock()
 #: Background refresh tasks (kept referenced until done).
 _refreshes: set[asyncio.Task] = set()
 
-#: Idle loop-driven Redis connections, per event loop, by Redis URL.
-_loop_connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, list[Any]]] = (
+
+class _LoopSockets:
+    """One event loop's own connections to one Redis server (see
+    :func:`_loop_hit`): at most ``POOL_SIZE`` open, as in each of the
+    engine's pools, so that a burst of concurrent hits never opens a
+    connection per task (and keeps them all); a hit that finds every one of
+    them busy goes through the engine instead."""
+
+    __slots__ = ("idle", "open")
+
+    def __init__(self) -> None:
+        self.idle: list[Any] = []  # connected, waiting for a lookup
+        self.open = 0  # idle, in use, or being opened
+
+
+#: The loop-driven Redis connections, per event loop, by Redis URL.
+_loop_connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _LoopSockets]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -295,9 +310,11 @@ class AsyncCachedWrapper(Generic[P, T]):
         hit = steps.near_hit(args, kwargs)
         if hit is not None:
             return hit
-        if cache_settings()["LOOP_SOCKET"]:
+        settings = cache_settings()
+        if settings["LOOP_SOCKET"]:
             started = time.perf_counter()
-            hit = await _loop_hit(asyncio.get_running_loop(), steps, args, kwargs)
+            loop = asyncio.get_running_loop()
+            hit = await _loop_hit(loop, steps, args, kwargs, settings["POOL_SIZE"])
             if hit is not None:
                 steps.record("hit")
                 steps.record("lookup", time.perf_counter() - started)
@@ -486,18 +503,24 @@ class AsyncCachedWrapper(Generic[P, T]):
 
 
 async def _loop_hit(
-    loop: asyncio.AbstractEventLoop, steps: Any, args: tuple, kwargs: dict
+    loop: asyncio.AbstractEventLoop, steps: Any, args: tuple, kwargs: dict, most: int
 ) -> tuple[Any, dict] | None:
     """A fresh Redis hit fetched on the loop's own socket (see the engine's
-    ``LoopConnection``), or ``None`` to let the engine answer."""
+    ``LoopConnection``; at most ``most`` of them per loop and server), or
+    ``None`` to let the engine answer."""
     found = steps.loop_fetch(args, kwargs)
     if found is None:
         return None
     backend, command, key = found
-    idle = _loop_connections.setdefault(loop, {}).setdefault(backend.url, [])
-    if idle:
-        connection = idle.pop()
+    sockets = _loop_connections.setdefault(loop, {}).get(backend.url)
+    if sockets is None:
+        sockets = _loop_connections[loop][backend.url] = _LoopSockets()
+    if sockets.idle:
+        connection = sockets.idle.pop()
+    elif sockets.open >= most:
+        return None  # every one busy: the engine's path, with its own pool
     else:
+        sockets.open += 1
         try:
             connection = await loop.run_in_executor(
                 _worker_pool(),
@@ -505,8 +528,11 @@ async def _loop_hit(
                 backend.url,
                 max(backend.read_timeout, 0.5),
             )
-        except Exception:
-            return None  # the engine's path reports the fault
+        except BaseException as error:
+            sockets.open -= 1
+            if isinstance(error, Exception):
+                return None  # the engine's path reports the fault
+            raise
     answered = loop.create_future()
     fd = connection.fileno()
 
@@ -527,13 +553,15 @@ async def _loop_hit(
         connection.send(command)
         loop.add_reader(fd, readable)
         answer = await asyncio.wait_for(answered, backend.read_timeout)
-    except asyncio.CancelledError:
-        loop.remove_reader(fd)  # the answer may still come: the connection is done
-        raise
-    except Exception:
+    except BaseException as error:
+        # Failed, timed out, cancelled or closed: the answer may still come,
+        # so the connection is done.
         loop.remove_reader(fd)
-        return None
-    idle.append(connection)
+        sockets.open -= 1
+        if isinstance(error, Exception):
+            return None
+        raise
+    sockets.idle.append(connection)
     return backend.fresh_hit(answer, key)
 
 
