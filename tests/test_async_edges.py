@@ -21,7 +21,7 @@ from django.core.cache import caches as django_caches
 from django.test import override_settings
 
 from restflow import _engine
-from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
+from restflow.caching import CACHE_MISSING, ArgsKeyField, CacheStatus, KeyConstructor, cache_result
 from restflow.caching.asynchronous import wait_for_async_refreshes
 from restflow.caching.testing import frozen_clock
 from tests.held_cache import HeldCache
@@ -458,9 +458,7 @@ def test_a_cancelled_error_the_function_raises_gets_stale_if_error(store):
             tasks = [asyncio.create_task(fragile.aget_with_metadata(1)) for _ in range(3)]
             await until_waiting(2, fragile, 1)
             gate.open()
-            return await asyncio.wait_for(
-                asyncio.gather(*tasks, return_exceptions=True), DEADLINE
-            )
+            return await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), DEADLINE)
 
     results = run(main())
     served = [r if isinstance(r, BaseException) else (r[0], r[1]["cache_status"]) for r in results]
@@ -497,3 +495,59 @@ def test_a_background_refresh_that_raises_a_cancelled_error_is_logged(store, cap
     )
     logged = [(r.levelno, r.getMessage(), type(r.exc_info[1])) for r in caplog.records]
     assert logged == [(logging.ERROR, message, asyncio.CancelledError)]
+
+
+class SharedReportKey(KeyConstructor):
+    """One key string for two functions (a shared key identifier)."""
+
+    x = ArgsKeyField("x")
+
+    class Meta:
+        namespace = "edges"
+        key_identifier = "reports.shared"
+
+
+def test_functions_of_one_key_on_two_shared_stores_each_compute_for_their_store():
+    """Two async functions share a key identifier but not a store (two
+    Django caches here; two Redis servers alike). While one computes, a
+    call of the other must not be handed its value: that value belongs to
+    the other store, and this store would never get its entry. (The tasks
+    that miss a shared-store key were grouped by key string alone; the sync
+    path groups callers per store.)"""
+    computations = []
+    gate = Gate()
+
+    @cache_result(ttl=60, key_constructor=SharedReportKey, backend="django:locmem")
+    async def on_locmem(x):
+        computations.append("locmem")
+        await gate.passed()  # still computing when the other is called
+        return "locmem"
+
+    @cache_result(ttl=60, key_constructor=SharedReportKey, backend="django:default")
+    async def on_default(x):
+        computations.append("default")
+        return "default"
+
+    async def main():
+        gate.close()
+        first = asyncio.create_task(on_locmem.aget_with_metadata(1))
+        await until(lambda: computations, "computing")
+        try:
+            second = await asyncio.wait_for(on_default.aget_with_metadata(1), DEADLINE)
+        finally:
+            gate.open()
+        return await first, second, await on_default.aget_cache_only(1)
+
+    assert on_locmem.get_cache_key(1) == on_default.get_cache_key(1)
+    with override_settings(CACHES=DJANGO_CACHES):
+        django_caches["locmem"].clear()
+        django_caches["default"].clear()
+        try:
+            first, second, stored = run(main())
+        finally:
+            django_caches["locmem"].clear()
+            django_caches["default"].clear()
+    assert (first[0], first[1]["cache_status"]) == ("locmem", CacheStatus.MISS)
+    assert (second[0], second[1]["cache_status"]) == ("default", CacheStatus.MISS)
+    assert stored == "default"
+    assert computations == ["locmem", "default"]
