@@ -5,6 +5,7 @@ store's steps (``Steps.begin``, a lead's ``complete``)."""
 from __future__ import annotations
 
 import threading
+from typing import ClassVar
 
 from django.core.cache.backends.locmem import LocMemCache
 
@@ -12,14 +13,18 @@ from django.core.cache.backends.locmem import LocMemCache
 class HeldCache(LocMemCache):
     """While ``hold(method, part)`` is on, the first call of ``method``
     (``"add"``, ``"set"``) on a key containing ``part`` does its work, sets
-    ``reached`` and waits for ``let_go()``."""
+    ``reached`` and waits for ``let_go()``. Every ``delete`` is recorded in
+    ``deleted`` (cleared by ``hold``)."""
 
     reached = threading.Event()
     go = threading.Event()
     held: tuple[str, str] | None = None
+    #: ``(thread name, key)`` of each ``delete`` (who gave a lock back).
+    deleted: ClassVar[list[tuple[str, str]]] = []
 
     @classmethod
     def hold(cls, method: str, part: str) -> None:
+        cls.deleted.clear()
         cls.reached.clear()
         cls.go.clear()
         cls.held = (method, part)
@@ -45,3 +50,7 @@ class HeldCache(LocMemCache):
     def set(self, key, value, timeout=None, version=None):
         super().set(key, value, timeout, version)
         self._maybe_hold("set", key)
+
+    def delete(self, key, version=None):
+        type(self).deleted.append((threading.current_thread().name, key))
+        return super().delete(key, version)
