@@ -557,3 +557,33 @@ def test_functions_of_one_key_on_two_shared_stores_each_compute_for_their_store(
     assert (second[0], second[1]["cache_status"]) == ("default", CacheStatus.MISS)
     assert stored == "default"
     assert computations == ["locmem", "default"]
+
+
+def test_an_interrupt_from_an_async_ttl_leaves_nothing_behind(store):
+    """``SystemExit`` raised by an async callable ``ttl`` (after the
+    function computed) ends the call with it, as any interrupt does; the
+    process may go on: no flight, no follower and no computation lock are
+    left, and the next call computes at once (MISS), storing its value."""
+    computations = []
+    exiting = {"on": True}
+
+    async def ttl(value, *args):
+        if exiting["on"]:
+            raise SystemExit("shutting down")
+        return 30
+
+    @cache_result(ttl=ttl)
+    async def report(x):
+        computations.append(x)
+        return len(computations)
+
+    with store.configured(LOCK_TIMEOUT=60):
+        with pytest.raises(SystemExit, match="shutting down"):
+            run(report.aget_with_metadata(1))
+        assert (_engine.in_flight(), _engine.waiters()) == (0, 0)
+        wait_until(lambda: not store.keys_with("restflow:lock:"), "the lock given back")
+        exiting["on"] = False
+        value, meta = run(report.aget_with_metadata(1))
+        cached = run(report.aget_cache_only(1))
+    assert (value, meta["cache_status"], cached) == (2, CacheStatus.MISS, 2)
+    assert computations == [1, 1]
