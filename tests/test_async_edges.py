@@ -246,8 +246,9 @@ def lock_keys(cache) -> list[str]:
 def test_a_leader_cancelled_while_its_worker_takes_the_lock_gives_it_back(held_store):
     """The task is cancelled while ``begin`` runs on a worker and has just
     taken the store's lock: the lead it hands back finds no task, and is
-    given back, so the next caller computes at once (MISS, no lock wait)
-    and no lock is left."""
+    given back (by a worker), so one of the tasks that followed it computes
+    at once (MISS, no lock wait), the other follows that one, and no lock
+    is left."""
     computations = []
 
     @cache_result(ttl=60)
@@ -260,14 +261,19 @@ def test_a_leader_cancelled_while_its_worker_takes_the_lock_gives_it_back(held_s
         leader = asyncio.create_task(slow.aget_with_metadata(1))
         assert await asyncio.to_thread(HeldCache.reached.wait, DEADLINE)
         assert len(lock_keys(held_store)) == 1
+        followers = [asyncio.create_task(slow.aget_with_metadata(1)) for _ in range(2)]
+        await until_waiting(2, slow, 1)
         leader.cancel()
         with pytest.raises(asyncio.CancelledError):
             await leader
         HeldCache.let_go()
-        return await asyncio.wait_for(slow.aget_with_metadata(1), DEADLINE)
+        served = await asyncio.wait_for(asyncio.gather(*followers), DEADLINE)
+        return served, await asyncio.wait_for(slow.aget_with_metadata(1), DEADLINE)
 
-    value, meta = run(main())
-    assert (value, meta["cache_status"]) == (1, CacheStatus.MISS)
+    served, (value, meta) = run(main())
+    # One follower took over (MISS), the other followed it.
+    assert [(v, m["cache_status"]) for v, m in served] == [(1, CacheStatus.MISS)] * 2
+    assert (value, meta["cache_status"]) == (1, CacheStatus.HIT)
     assert computations == [1]  # the cancelled task never ran the function
     assert slow._engine.shared_backend().stats()["lock_waits"] == 0
     wait_until(lambda: not lock_keys(held_store), "no lock left")
