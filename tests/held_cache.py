@@ -14,7 +14,8 @@ class HeldCache(LocMemCache):
     """While ``hold(method, part)`` is on, the first call of ``method``
     (``"add"``, ``"set"``) on a key containing ``part`` does its work, sets
     ``reached`` and waits for ``let_go()``. Every ``delete`` is recorded in
-    ``deleted`` (cleared by ``hold``)."""
+    ``deleted`` with the system's name of the thread that made it (cleared
+    by ``hold``)."""
 
     reached = threading.Event()
     go = threading.Event()
@@ -52,5 +53,13 @@ class HeldCache(LocMemCache):
         self._maybe_hold("set", key)
 
     def delete(self, key, version=None):
-        type(self).deleted.append((threading.current_thread().name, key))
+        type(self).deleted.append((thread_name(), key))
         return super().delete(key, version)
+
+
+def thread_name() -> str:
+    """The calling thread's name as the system knows it (Linux): a thread
+    the engine started (``restflow-refresh-N``) is only ``Dummy-N`` to
+    Python's ``threading``."""
+    with open(f"/proc/self/task/{threading.get_native_id()}/comm") as comm:
+        return comm.read().strip()

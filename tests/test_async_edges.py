@@ -278,12 +278,13 @@ def test_a_leader_cancelled_while_its_worker_takes_the_lock_gives_it_back(held_s
     assert slow._engine.shared_backend().stats()["lock_waits"] == 0
     wait_until(lambda: not lock_keys(held_store), "no lock left")
     assert (_engine.in_flight(), _engine.waiters()) == (0, 0)
-    # Given back by a worker (a round trip), not by the loop's thread, where
-    # the lead that nobody awaited any more was dropped: the loop never
-    # waits on the store.
+    # Given back by a refresh worker (a round trip), not by the loop's
+    # thread, where the lead that nobody awaited any more was dropped: the
+    # loop never waits on the store.
     gave_back = [who for who, key in HeldCache.deleted if "restflow:lock:" in key]
     assert len(gave_back) == 2  # the cancelled task's lock, then the next caller's
-    assert gave_back[0].startswith("restflow-async"), gave_back
+    # ``restflow-refresh-N`` cut to the system's 15 characters.
+    assert gave_back[0] == "restflow-refres", gave_back
 
 
 def test_a_leader_cancelled_while_its_worker_stores_the_value_serves_its_followers(held_store):

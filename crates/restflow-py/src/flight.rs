@@ -416,12 +416,26 @@ impl Lead {
 
 impl Drop for Lead {
     fn drop(&mut self) {
-        if let Some(claim @ Claim::Shared(..)) = self.claim.take() {
-            // Never ended: given back here (a round trip, detached), so the
-            // next caller may claim it at once.
-            let _ = Python::try_attach(|py| {
-                let _ = self.end(py, claim, None);
-            });
+        let Some(Claim::Shared(backend, lead)) = self.claim.take() else {
+            return;
+        };
+        // Never ended: given back at once, so the next caller may claim it
+        // without waiting for it to expire; on a refresh worker, because
+        // giving it back is a round trip, and the thread that drops a lead
+        // nobody awaits any more may be an event loop's (a task cancelled
+        // while a worker ran `Steps.begin` for it). Refresh jobs run
+        // attached; the round trip runs detached, the backend handle is
+        // dropped attached.
+        let give_back = move || {
+            Python::attach(move |py| {
+                py.detach(|| drop(lead));
+                drop(backend);
+            })
+        };
+        let refresher = RUNTIME.engine.refresher();
+        if let Err(give_back) = refresher.try_spawn(Box::new(give_back)) {
+            // The queue is full, or the interpreter is exiting: here.
+            let _ = Python::try_attach(|_| give_back());
         }
     }
 }

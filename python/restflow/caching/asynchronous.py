@@ -166,52 +166,6 @@ def _waker(loop: asyncio.AbstractEventLoop, future: asyncio.Future) -> Callable[
     return wake
 
 
-def _release_claim(found: Any) -> None:
-    """Gives back the claim a store step handed out (a ``Lead``, or the
-    refresh a ``Lookup`` claimed), if any: a round trip on a shared store."""
-    claim = found if isinstance(found, _engine.Lead) else getattr(found, "refresh", None)
-    if claim is not None:
-        claim.release()
-
-
-class _Handoff:
-    """A store step that may hand out a claim (``Steps.begin``,
-    ``begin_refresh``), run on a worker for a task that may go away before
-    it ends. The claim must then be given back by a worker: left to the
-    task's future, it would be dropped, and given back with a round trip,
-    on the loop's thread, which would wait on the store. Whichever of the
-    step's end and the task's going away comes second gives it back."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._gone = False
-        self._found: Any = None  # the step's answer, until the task takes it
-
-    def run(self, step: Callable[[], Any]) -> Any:
-        """On the worker: runs ``step``; gives its claim back here if the
-        task went away meanwhile."""
-        found = step()
-        with self._lock:
-            if not self._gone:
-                self._found = found
-                return found
-        _release_claim(found)
-        return None
-
-    def taken(self) -> None:
-        """The task has the answer: nothing here to give back."""
-        self._found = None
-
-    def abandon(self) -> None:
-        """The task goes away: a claim the step already handed out is given
-        back on a worker; one it hands out later, by its worker."""
-        with self._lock:
-            self._gone = True
-            found, self._found = self._found, None
-        if found is not None:
-            _give_back(functools.partial(_release_claim, found))
-
-
 async def _fly(
     steps: Any, args: tuple, kwargs: dict, lead: Callable[[Any], Awaitable[tuple[Any, dict]]]
 ) -> tuple[Any, dict]:
@@ -343,19 +297,6 @@ class AsyncCachedWrapper(Generic[P, T]):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(_worker_pool(), functools.partial(method, *args))
 
-    async def _claiming(self, step: Callable[..., Any], /, *args: Any) -> Any:
-        """Runs a store step that may hand out a claim on a worker (see
-        :class:`_Handoff`): if this task goes away meanwhile, the claim is
-        given back off the loop."""
-        handoff = _Handoff()
-        try:
-            found = await self._in_thread(handoff.run, functools.partial(step, *args))
-        except BaseException:
-            handoff.abandon()
-            raise
-        handoff.taken()
-        return found
-
     # -- serving -----------------------------------------------------------
 
     # A memory hit is served inline by __call__ and aget_with_metadata (no
@@ -388,7 +329,7 @@ class AsyncCachedWrapper(Generic[P, T]):
         """Serves a shared-store call for every task of this process that
         misses its key, and hands the answer on."""
         try:
-            found = await self._claiming(self._steps.begin, args, kwargs, flight)
+            found = await self._in_thread(self._steps.begin, args, kwargs, flight)
             if isinstance(found, _engine.Lead):
                 served = await self._run_lead(found, args, kwargs)
             else:
@@ -476,10 +417,7 @@ class AsyncCachedWrapper(Generic[P, T]):
 
     async def _refresh(self, args: tuple, kwargs: dict) -> tuple[Any, dict]:
         # The key now, before the computation.
-        if self._steps.uses_memory():
-            refresh = self._steps.begin_refresh(args, kwargs)
-        else:
-            refresh = await self._claiming(self._steps.begin_refresh, args, kwargs)
+        refresh = await self._maybe_thread(self._steps.begin_refresh, args, kwargs)
         return await self._run_lead(refresh, args, kwargs, forced=True)
 
     async def _maybe_thread(self, method: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
