@@ -25,6 +25,8 @@ from django.http import JsonResponse
 from django.middleware.csrf import get_token
 from django.test import AsyncRequestFactory, override_settings
 from rest_framework.authentication import BaseAuthentication
+from rest_framework.generics import GenericAPIView
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
@@ -71,6 +73,10 @@ def session_cookie(**data) -> str:
     session.update(data)
     session.save()
     return f"{settings.SESSION_COOKIE_NAME}={session.session_key}"
+
+
+class TwoPerPage(PageNumberPagination):
+    page_size = 2
 
 
 # --- the session -----------------------------------------------------------------
@@ -205,7 +211,7 @@ def test_a_key_that_reads_the_vary_header_caches_every_variant(store):
     assert RUNS["keyed-tenant"] == 2
 
 
-# --- Host and scheme -----------------------------------------------------------------
+# --- Host, scheme and path ------------------------------------------------------------
 
 
 class LinksView(APIView):
@@ -235,6 +241,67 @@ def test_host_and_scheme_are_part_of_the_key(store):
     again = ask("localhost", secure=True)
     assert (again[STATUS], body(again)["self"]) == ("HIT", "https://localhost/links/")
     assert RUNS["links"] == 3
+
+
+class PagedView(GenericAPIView):
+    """A paginated list, as DRF's ListAPIView renders one: its ``next`` link
+    is ``request.build_absolute_uri()`` with the page replaced."""
+
+    renderer_classes = (JSONRenderer,)
+    pagination_class = TwoPerPage
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    def get(self, request):
+        RUNS["paged"] += 1
+        page = self.paginate_queryset(list(range(5)))
+        return self.get_paginated_response(page)
+
+
+def test_the_path_is_part_of_the_key(store):
+    # Two URLs routed to one view with the same URL kwargs (an API served
+    # under /api/ and /api/v1/, a router whose trailing slash is optional):
+    # each page's links must point where its client asked.
+    factory = APIRequestFactory()
+
+    def ask(path):
+        return served(PagedView, factory.get(path, {"page": 1}))
+
+    old, new, no_slash = ask("/api/items/"), ask("/api/v1/items/"), ask("/api/v1/items")
+    assert body(old)["next"] == "http://testserver/api/items/?page=2"
+    assert body(new)["next"] == "http://testserver/api/v1/items/?page=2"
+    assert body(no_slash)["next"] == "http://testserver/api/v1/items?page=2"
+    assert [r[STATUS] for r in (old, new, no_slash)] == ["MISS", "MISS", "MISS"]
+    again = ask("/api/v1/items/")
+    assert (again[STATUS], body(again)["next"]) == ("HIT", "http://testserver/api/v1/items/?page=2")
+    assert RUNS["paged"] == 3
+
+
+# --- cookies written by hand ----------------------------------------------------------
+
+
+class HandCookieView(APIView):
+    """Writes its cookie as a header, not with ``set_cookie``."""
+
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, set_cache_headers=True, cache_if=lambda *args, **kwargs: True)
+    def get(self, request):
+        RUNS["hand-cookie"] += 1
+        response = Response({"ok": True})
+        response["Set-Cookie"] = f"visitor={RUNS['hand-cookie']}; Path=/; HttpOnly"
+        return response
+
+
+def test_a_set_cookie_header_written_by_hand_is_never_stored(store):
+    factory = APIRequestFactory()
+    first, second = (served(HandCookieView, factory.get("/")) for _ in range(2))
+    # Each visitor gets its own cookie, never the first visitor's.
+    assert (first["Set-Cookie"], second["Set-Cookie"]) == (
+        "visitor=1; Path=/; HttpOnly",
+        "visitor=2; Path=/; HttpOnly",
+    )
+    assert (first[STATUS], second[STATUS]) == ("MISS", "MISS")
+    assert RUNS["hand-cookie"] == 2
 
 
 # --- the CSRF token ---------------------------------------------------------------------

@@ -43,9 +43,10 @@ was rendered for another:
    they are. See :mod:`restflow.caching.response_privacy`.
 4. **What was negotiated is part of the key**: the media type DRF chose
    (``request.accepted_media_type``), the API version (``request.version``),
-   the active language (``get_language()``) and time zone, the scheme and
-   host (``request.get_host()``: absolute URLs from ``build_absolute_uri``
-   never cross hosts or go from http to https), beside the URL kwargs and
+   the active language (``get_language()``) and time zone, the scheme,
+   host (``request.get_host()``) and path (absolute URLs from
+   ``build_absolute_uri`` never cross hosts, go from http to https, or
+   reach another URL routed to the same view), beside the URL kwargs and
    query string of :class:`ResponseCacheKeyConstructor` (repeated query
    parameters in the order sent: ``?sort=a&sort=b`` is not
    ``?sort=b&sort=a``). This is added to any key constructor given.

@@ -56,14 +56,16 @@ def never_storable(response: Any) -> str | None:
     """Why ``response`` may never be stored, whatever ``cache_if`` says, or ``None``.
 
     These responses would be wrong for the next client, not merely stale:
-    a streamed body cannot be replayed; cookies belong to one client (and an
-    entry keeps no cookies, so a hit would silently drop them); ``Vary: *``
-    says no two requests are alike; ``Cache-Control: private`` or
-    ``no-store`` forbids shared caches to keep the response at all.
+    a streamed body cannot be replayed; cookies belong to one client, set
+    with ``set_cookie`` (an entry keeps no cookies, so a hit would silently
+    drop them) or written as a ``Set-Cookie`` header (an entry would keep
+    it, and hand one visitor's cookie to every client); ``Vary: *`` says
+    no two requests are alike; ``Cache-Control: private`` or ``no-store``
+    forbids shared caches to keep the response at all.
     """
     if getattr(response, "streaming", False):
         return "it is streamed"
-    if getattr(response, "cookies", None):
+    if getattr(response, "cookies", None) or response.has_header("Set-Cookie"):
         return "it sets cookies"
     if has_vary_header(response, "*"):
         return "it carries Vary: *"

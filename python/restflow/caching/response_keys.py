@@ -116,11 +116,13 @@ class ResponseVariantKeyField(CacheKeyField):
       ``ViewKwargsKeyField`` does not see;
     - the method: a view may render HEAD differently (an empty body), and a
       GET must never be served that;
-    - the scheme and host (``request.get_host()``, as ``build_absolute_uri``
-      reads them): absolute URLs rendered for one host, or over plain
-      HTTP, must never reach another host, or an HTTPS request. A Host
-      that ``ALLOWED_HOSTS`` refuses is refused here, as any absolute URL
-      would be.
+    - the scheme, host (``request.get_host()``) and path, as
+      ``build_absolute_uri`` reads them: absolute URLs rendered for one
+      host, or over plain HTTP, must never reach another host, or an HTTPS
+      request; and a paginator's ``next`` link rendered for ``/api/v1/items/``
+      must never reach ``/api/items/`` when both route to the view with the
+      same URL kwargs. A Host that ``ALLOWED_HOSTS`` refuses is refused here,
+      as any absolute URL would be.
     """
 
     def __init__(self, request_arg: str = "request", **options: bool) -> None:
@@ -150,6 +152,7 @@ class ResponseVariantKeyField(CacheKeyField):
             "method": getattr(request, "method", None),
             "scheme": getattr(request, "scheme", None),
             "host": _host(request),
+            "path": getattr(request, "path", None),
         }
         headers = getattr(request, "headers", None)
         if not is_drf_request(request) and isinstance(headers, Mapping):
