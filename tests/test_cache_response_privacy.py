@@ -276,6 +276,58 @@ def test_the_path_is_part_of_the_key(store):
     assert RUNS["paged"] == 3
 
 
+# --- users of two kinds ----------------------------------------------------------------
+
+
+class Principal:
+    """A user an authentication class gives, not a row of the user model."""
+
+    is_authenticated = True
+
+    def __init__(self, pk: int) -> None:
+        self.pk = pk
+
+
+class StaffMember(Principal):
+    pass
+
+
+class Customer(Principal):
+    pass
+
+
+class KindHeader(BaseAuthentication):
+    """Staff sign in one way and customers another; each kind numbers its own."""
+
+    def authenticate(self, request):
+        kind = {"staff": StaffMember, "customer": Customer}[request.headers["X-Kind"]]
+        return kind(int(request.headers["X-Id"])), None
+
+
+class WhoAmIView(APIView):
+    renderer_classes = (JSONRenderer,)
+    authentication_classes = (KindHeader,)
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    def get(self, request):
+        RUNS["whoami"] += 1
+        return Response({"kind": type(request.user).__name__, "id": request.user.pk})
+
+
+def test_users_of_two_kinds_with_one_pk_never_share(store):
+    factory = APIRequestFactory()
+
+    def ask(kind, pk=1):
+        return served(WhoAmIView, factory.get("/", HTTP_X_KIND=kind, HTTP_X_ID=str(pk)))
+
+    staff, customer, staff_again = ask("staff"), ask("customer"), ask("staff")
+    assert body(staff) == {"kind": "StaffMember", "id": 1}
+    assert body(customer) == {"kind": "Customer", "id": 1}
+    assert (body(staff_again), staff_again[STATUS]) == ({"kind": "StaffMember", "id": 1}, "HIT")
+    assert [r[STATUS] for r in (staff, customer)] == ["MISS", "MISS"]
+    assert RUNS["whoami"] == 2
+
+
 # --- cookies written by hand ----------------------------------------------------------
 
 

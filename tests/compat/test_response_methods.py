@@ -123,7 +123,9 @@ def test_a_bare_viewset(store):
     retrieve = ArticleViewSet.as_view({"get": "retrieve"})
     assert retrieve(APIRequestFactory().get("/v/3"), pk=3).status_code == 200
     handler = ArticleViewSet.retrieve
-    assert handler.get_cache_only(ArticleViewSet(), raw(3, "", prefix="v"), pk=3) is not CACHE_MISSING
+    assert (
+        handler.get_cache_only(ArticleViewSet(), raw(3, "", prefix="v"), pk=3) is not CACHE_MISSING
+    )
     assert handler.delete_cache(ArticleViewSet(), raw(3, "", prefix="v"), pk=3) is True
     assert RUNS["viewset"] == 1
 
@@ -180,7 +182,9 @@ def test_async_bypass_cache_outside_dispatch_just_calls_the_handler(store):
 
     async def scenario():
         bypassed = await handler.abypass_cache(AsyncArticleView(), raw(query="", prefix="b"), pk=1)
-        both = await handler.abypass_cache_with_metadata(AsyncArticleView(), raw(query="", prefix="b"), pk=1)
+        both = await handler.abypass_cache_with_metadata(
+            AsyncArticleView(), raw(query="", prefix="b"), pk=1
+        )
         return bypassed, both
 
     bypassed, (with_metadata, metadata) = async_to_sync(scenario)()

@@ -54,7 +54,8 @@ was rendered for another:
    decorated handler never share entries (an ``@api_view`` function is its
    own view class).
 6. **Authenticated requests are keyed by user**: when ``request.user`` is
-   authenticated, its primary key is part of the key; anonymous requests
+   authenticated, its kind (the concrete model, or the class of a user that
+   is not a model) and primary key are part of the key; anonymous requests
    share entries. An authenticated user without a primary key (a stateless
    token user) has nothing safe to key by, so its requests run live
    (``BYPASS``). To share one response among users, cache the payload with

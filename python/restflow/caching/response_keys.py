@@ -34,6 +34,7 @@ __all__ = [
     "ResponseVariantKeyField",
     "is_drf_request",
     "locale_of",
+    "user_key",
     "user_of",
     "with_variant",
 ]
@@ -86,13 +87,45 @@ def user_of(request: Any) -> Any:
     ``cache_response`` serves such a request live. A user the async
     ``cache_response`` awaited (:data:`USER_ATTR`) is read before ``request.user``.
     """
-    user = getattr(request, "__dict__", {}).get(USER_ATTR, _UNSET)
-    if user is _UNSET:
-        user = getattr(request, "user", None)
-    if not getattr(user, "is_authenticated", False):
+    user = _authenticated_user(request)
+    if user is None:
         return None
     pk = getattr(user, "pk", None)
     return CACHE_MISSING if pk is None else pk
+
+
+def _authenticated_user(request: Any) -> Any:
+    """The request's user when it is authenticated, else ``None``."""
+    user = getattr(request, "__dict__", {}).get(USER_ATTR, _UNSET)
+    if user is _UNSET:
+        user = getattr(request, "user", None)
+    return user if getattr(user, "is_authenticated", False) else None
+
+
+def user_key(request: Any) -> Any:
+    """Who the response is for, as the key holds it: the user's kind and
+    primary key (``None`` when anonymous, ``CACHE_MISSING`` without a pk).
+
+    A primary key alone names a row of one table: a project whose
+    authentication classes give ``request.user`` objects of two kinds (staff
+    and customers, service accounts beside people) has a staff member 1 and
+    a customer 1, who must never share a response. The kind is the model's
+    concrete label (a proxy of the user model is the same person), or the
+    class's dotted path for a user that is not a model (a token's user).
+    """
+    user = _authenticated_user(request)
+    if user is None:
+        return None
+    pk = getattr(user, "pk", None)
+    if pk is None:
+        return CACHE_MISSING
+    meta = getattr(user, "_meta", None)
+    concrete = getattr(meta, "concrete_model", None)
+    label = getattr(getattr(concrete, "_meta", None), "label", None)
+    if label is None:
+        kind = user.__class__  # a lazy user's (SimpleLazyObject) is the wrapped one's
+        label = f"{kind.__module__}.{kind.__qualname__}"
+    return (label, pk)
 
 
 def locale_of() -> tuple[str | None, str]:
@@ -110,8 +143,8 @@ class ResponseVariantKeyField(CacheKeyField):
     - the API version (``request.version``): header and host-name versioning
       leave the URL as it is;
     - the active language and time zone;
-    - the user's primary key when the request is authenticated (anonymous
-      requests share entries);
+    - the user's kind and primary key when the request is authenticated
+      (:func:`user_key`; anonymous requests share entries);
     - positional URL arguments (unnamed regex groups), which
       ``ViewKwargsKeyField`` does not see;
     - the method: a view may render HEAD differently (an empty body), and a
@@ -139,7 +172,7 @@ class ResponseVariantKeyField(CacheKeyField):
     def payload(self, bound: Mapping[str, Any], shape: CallShape) -> dict[str, Any]:
         request = shape.keyword(bound, self.request_arg)
         language, time_zone = getattr(request, LOCALE_ATTR, None) or locale_of()
-        user = user_of(request)
+        user = user_key(request)
         payload = {
             "media_type": getattr(request, "accepted_media_type", CACHE_MISSING),
             "version": getattr(request, "version", None),
