@@ -19,7 +19,7 @@ from restflow.caching.dispatchers.jobs import SignalTypes
 from restflow.caching.registry import CacheRegister
 from restflow.caching.rules import InvalidationRule
 from restflow.caching.tasks import run_cache_rules
-from tests.testapp.models import Article, Comment, FeaturedArticle
+from tests.testapp.models import Article, Comment, FeaturedArticle, Tag
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -98,6 +98,108 @@ def test_inside_atomic_the_entry_goes_at_commit_and_a_rollback_drops_nothing():
         a.save()
         raise RuntimeError
     assert title.get_cache_only(a.pk) == "a2"
+
+
+# --- many-to-many changes (m2m_changed only: neither row is saved) ------------------
+
+
+def tag_lookups():
+    """An article's tag names and a tag's article titles, each cached with a
+    rule on the link table, and the same with rules on each side's model."""
+
+    @cache_result(
+        ttl=None,
+        invalidates_on=[
+            # A link added is a row created, as a Comment.objects.create() is.
+            InvalidationRule(
+                Tag.articles.through,
+                field_mapping={"article_id": "article_id"},
+                trigger_on_create=True,
+            )
+        ],
+    )
+    def tags_by_link(article_id):
+        return sorted(Tag.objects.filter(articles=article_id).values_list("name", flat=True))
+
+    @cache_result(
+        ttl=None,
+        invalidates_on=[
+            InvalidationRule(Article, field_mapping={"article_id": "pk"}, watch_fields=["tags"])
+        ],
+    )
+    def tags_by_article(article_id):
+        return sorted(Tag.objects.filter(articles=article_id).values_list("name", flat=True))
+
+    @cache_result(
+        ttl=None,
+        invalidates_on=[
+            InvalidationRule(Tag, field_mapping={"tag_id": "pk"}, watch_fields=["articles"])
+        ],
+    )
+    def titles_by_tag(tag_id):
+        return sorted(Article.objects.filter(tags=tag_id).values_list("title", flat=True))
+
+    return tags_by_link, tags_by_article, titles_by_tag
+
+
+@pytest.mark.parametrize("side", ["forward", "reverse"])
+def test_m2m_add_remove_and_clear_reach_rules_on_the_link_table_and_both_models(side):
+    by_link, by_article, by_tag = tag_lookups()
+    a, b = Article.objects.create(title="a"), Article.objects.create(title="b")
+    red, blue = Tag.objects.create(name="red"), Tag.objects.create(name="blue")
+
+    def warm():
+        return (by_link(a.pk), by_article(a.pk), by_tag(red.pk), by_link(b.pk), by_tag(blue.pk))
+
+    if side == "forward":  # through the field Tag declares
+        add, remove, clear = (
+            (lambda: red.articles.add(a)),
+            (lambda: red.articles.remove(a)),
+            red.articles.clear,
+        )
+    else:  # through Article's reverse accessor
+        add, remove, clear = (lambda: a.tags.add(red)), (lambda: a.tags.remove(red)), a.tags.clear
+
+    assert warm() == ([], [], [], [], [])
+    add()
+    # a's and red's entries are dropped; b's and blue's are not theirs to drop.
+    assert warm() == (["red"], ["red"], ["a"], [], [])
+    remove()
+    assert warm() == ([], [], [], [], [])
+    add()
+    assert warm() == (["red"], ["red"], ["a"], [], [])
+    clear()
+    assert warm() == ([], [], [], [], [])
+
+
+def test_an_m2m_change_names_its_relation_for_watch_fields():
+    @cache_result(
+        ttl=None,
+        invalidates_on=[
+            InvalidationRule(Article, field_mapping={"article_id": "pk"}, watch_fields=["title"])
+        ],
+    )
+    def title_only(article_id):
+        return Article.objects.get(pk=article_id).title
+
+    a, red = Article.objects.create(title="a"), Tag.objects.create(name="red")
+    title_only(a.pk)
+    a.tags.add(red)  # update_fields={"tags"}: not the title
+    assert title_only.get_cache_only(a.pk) == "a"
+
+
+def test_an_m2m_change_that_rolls_back_drops_nothing():
+    by_link, by_article, by_tag = tag_lookups()
+    a, red = Article.objects.create(title="a"), Tag.objects.create(name="red")
+    assert (by_link(a.pk), by_article(a.pk), by_tag(red.pk)) == ([], [], [])
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        a.tags.add(red)
+        raise RuntimeError
+
+    assert by_link.get_cache_only(a.pk) == []
+    assert by_article.get_cache_only(a.pk) == []
+    assert by_tag.get_cache_only(red.pk) == []
 
 
 @pytest.mark.parametrize("attribute", ["pk", "id"])
