@@ -27,6 +27,7 @@ from django.test import AsyncRequestFactory, override_settings
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.generics import GenericAPIView
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.permissions import BasePermission
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
@@ -326,6 +327,49 @@ def test_users_of_two_kinds_with_one_pk_never_share(store):
     assert (body(staff_again), staff_again[STATUS]) == ({"kind": "StaffMember", "id": 1}, "HIT")
     assert [r[STATUS] for r in (staff, customer)] == ["MISS", "MISS"]
     assert RUNS["whoami"] == 2
+
+
+# --- permissions that change -----------------------------------------------------------
+
+GRANTED: set[int] = set()
+
+
+class Granted(BasePermission):
+    """A permission an administrator can take away between two requests."""
+
+    def has_permission(self, request, view):
+        return request.user.pk in GRANTED
+
+
+class ReportView(APIView):
+    renderer_classes = (JSONRenderer,)
+    authentication_classes = (KindHeader,)
+    permission_classes = (Granted,)
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    def get(self, request):
+        RUNS["report"] += 1
+        return Response({"report": "confidential"})
+
+
+def test_a_revoked_permission_is_refused_even_with_a_cached_response(store):
+    # DRF checks the view's permissions in initial(), before the handler, on
+    # every request: a cached entry never answers a user who lost access.
+    factory = APIRequestFactory()
+
+    def ask():
+        return served(ReportView, factory.get("/", HTTP_X_KIND="staff", HTTP_X_ID="7"))
+
+    GRANTED.add(7)
+    try:
+        assert [ask()[STATUS] for _ in range(2)] == ["MISS", "HIT"]
+        GRANTED.discard(7)
+        refused = ask()
+        assert refused.status_code == 403
+        assert STATUS not in refused
+        assert RUNS["report"] == 1
+    finally:
+        GRANTED.clear()
 
 
 # --- cookies written by hand ----------------------------------------------------------
