@@ -154,7 +154,12 @@ from restflow.caching.decorators import _refuse_async_policy, cache_result, chec
 from restflow.caching.key_constructor import refuse_ttl_as_constructor
 from restflow.caching.response_async import AsyncCachedResponseWrapper
 from restflow.caching.response_http import HttpSemantics
-from restflow.caching.response_keys import ResponseCacheKeyConstructor, with_variant
+from restflow.caching.response_keys import (
+    ResponseCacheKeyConstructor,
+    check_request_not_keyed,
+    default_constructor,
+    with_variant,
+)
 from restflow.caching.response_wrapper import (
     CachedResponseWrapper,
     HandlerCall,
@@ -249,8 +254,6 @@ def cache_response(
     if inspect.isfunction(key_constructor):
         raise TypeError("@cache_response needs its parentheses: @cache_response(...).")
     refuse_ttl_as_constructor(key_constructor, "cache_response")
-    if key_constructor is None:
-        key_constructor = ResponseCacheKeyConstructor
     check_policy(ttl, cache_if, cache_unless)
     response_ttl = ResponseTtl(ttl) if callable(ttl) else None
     http = HttpSemantics(
@@ -266,12 +269,17 @@ def cache_response(
     def decorator(func: Callable[..., Any]) -> CachedResponseWrapper:
         _check_target(func)
         call = HandlerCall(func)
+        if key_constructor is None:
+            constructor: Any = default_constructor(call.name)
+        else:
+            constructor = key_constructor
+            check_request_not_keyed(constructor, func, call.name)
         is_async = inspect.iscoroutinefunction(func)
         if not is_async:
             _refuse_async_policy(ttl, cache_if, cache_unless, target="view")
         render = make_renderer(func, call, cache_if, cache_unless, response_ttl, http.conditional)
         cached = cache_result(
-            key_constructor=with_variant(key_constructor, call.name),
+            key_constructor=with_variant(constructor, call.name),
             ttl=response_ttl or ttl,
             stale_while_revalidate=stale_while_revalidate,
             stale_if_error=stale_if_error,

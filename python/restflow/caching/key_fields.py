@@ -604,17 +604,28 @@ class QueryParamsKeyField(_RequestField):
 
 
 class ViewKwargsKeyField(CacheKeyField):
-    """A view's URL kwargs: every argument but ``self``, ``cls`` and ``request``
-    (``**kwargs`` flattened), or the listed ones."""
+    """A view's URL kwargs: every argument but ``self``, ``cls`` and the
+    request (``request_arg``, ``"request"`` by default; ``**kwargs``
+    flattened), or the listed ones."""
 
-    def __init__(self, arguments: str | Iterable[str] = "*", **options: bool) -> None:
+    def __init__(
+        self, arguments: str | Iterable[str] = "*", request_arg: str = "request", **options: bool
+    ) -> None:
         super().__init__(**options)
         #: As given ("*", a name, or a list of names), as drf-restflow keeps it.
         self.arguments = arguments
         self._arguments = _names(arguments, "ViewKwargsKeyField arguments")  # None: all
+        if not isinstance(request_arg, str) or not request_arg.isidentifier():
+            raise ValueError(
+                f"ViewKwargsKeyField request_arg must be a parameter name; got {request_arg!r}"
+            )
+        self.request_arg = request_arg
+        self._skipped = (*_RECEIVERS, request_arg)
 
     def options(self) -> tuple[Any, ...]:
-        return ("*" if self._arguments is None else self._arguments,)
+        arguments = "*" if self._arguments is None else self._arguments
+        # The default request name adds nothing: keys made before it existed stay.
+        return (arguments,) if self.request_arg == "request" else (arguments, self.request_arg)
 
     def check(self, func: Callable[..., Any], signature: inspect.Signature) -> None:
         parameters = signature.parameters
@@ -633,16 +644,15 @@ class ViewKwargsKeyField(CacheKeyField):
             name
             for name in names
             if name in signature.parameters
-            and name not in (*_RECEIVERS, "request")
+            and name not in self._skipped
             and signature.parameters[name].kind
             not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
         }
 
-    @staticmethod
-    def _url_kwargs(bound: Mapping[str, Any], shape: CallShape) -> dict[str, Any]:
+    def _url_kwargs(self, bound: Mapping[str, Any], shape: CallShape) -> dict[str, Any]:
         found: dict[str, Any] = {}
         for name, value in bound.items():
-            if name in (*_RECEIVERS, "request") or name == shape.var_positional:
+            if name in self._skipped or name == shape.var_positional:
                 continue
             if name == shape.var_keyword:
                 found.update(value)

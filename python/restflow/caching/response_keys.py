@@ -32,6 +32,8 @@ __all__ = [
     "USER_ATTR",
     "ResponseCacheKeyConstructor",
     "ResponseVariantKeyField",
+    "check_request_not_keyed",
+    "default_constructor",
     "is_drf_request",
     "locale_of",
     "user_key",
@@ -202,6 +204,53 @@ def _host(request: Any) -> str | None:
 
 _variants: dict[tuple[type, str], type[KeyConstructor]] = {}
 _variants_lock = ProcessLock()
+_defaults: dict[str, type[KeyConstructor]] = {}
+
+
+def default_constructor(request_arg: str) -> type[KeyConstructor]:
+    """:class:`ResponseCacheKeyConstructor`, reading the request from the
+    handler's parameter ``request_arg``: a handler may name it ``req``, and
+    the default must neither look for a ``request`` it lacks nor key the
+    request itself as a URL kwarg. The same namespace and owner, so its keys
+    and ``wipe()`` are the default's."""
+    if request_arg == "request":
+        return ResponseCacheKeyConstructor
+    with _variants_lock:
+        made = _defaults.get(request_arg)
+        if made is None:
+            base = ResponseCacheKeyConstructor
+            owner = base._owner()
+            made = KeyConstructorMeta(
+                base.__name__,
+                (base,),
+                {
+                    "query_params": QueryParamsKeyField(
+                        "*", request_arg=request_arg, hash_value=True
+                    ),
+                    "path_params": ViewKwargsKeyField("*", request_arg=request_arg, partition=True),
+                    "__module__": base.__module__,
+                    "__qualname__": base.__qualname__,
+                    "_owner": classmethod(lambda cls: owner),
+                },
+            )
+            _defaults[request_arg] = made
+    return made
+
+
+def check_request_not_keyed(key_constructor: Any, func: Any, request_arg: str) -> None:
+    """Refuses, at decoration, a ``ViewKwargsKeyField`` that would key the
+    handler's request as a URL kwarg (it skips a parameter named
+    ``request`` unless told another name): every call would fail to encode
+    the request, a 500 on every request instead of an error now."""
+    signature = inspect.signature(func)
+    for name, field in resolve(key_constructor).get_fields().items():
+        if isinstance(field, ViewKwargsKeyField) and request_arg in field.needs(signature):
+            raise TypeError(
+                f"{type(resolve(key_constructor)).__qualname__}.{name} is a ViewKwargsKeyField "
+                f"that would key {func.__qualname__}()'s request parameter {request_arg!r} as "
+                f"a URL kwarg: give it request_arg={request_arg!r}, or name the parameter "
+                "'request'."
+            )
 
 
 def with_variant(key_constructor: Any, request_arg: str) -> KeyConstructor:
