@@ -21,7 +21,7 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.sessions.backends.signed_cookies import SessionStore
 from django.contrib.sessions.middleware import SessionMiddleware
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.middleware.csrf import get_token
 from django.test import AsyncRequestFactory, override_settings
 from rest_framework.authentication import BaseAuthentication
@@ -398,6 +398,43 @@ def test_a_set_cookie_header_written_by_hand_is_never_stored(store):
     )
     assert (first[STATUS], second[STATUS]) == ("MISS", "MISS")
     assert RUNS["hand-cookie"] == 2
+
+
+# --- SERIALIZER="json" -----------------------------------------------------------------
+
+
+class BinaryView(APIView):
+    """A body that is not UTF-8: no JSON form."""
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    def get(self, request):
+        RUNS["binary"] += 1
+        return HttpResponse(b"\xff\xfe", content_type="application/octet-stream")
+
+
+def test_responses_are_cached_under_the_json_serializer(store):
+    # The entry is restflow's own, so SERIALIZER="json" must not stop every
+    # cache_response view from caching (it did: one error logged per view).
+    factory = APIRequestFactory()
+
+    def ask(tenant):
+        return served(TenantView, factory.get("/", HTTP_X_TENANT=tenant))
+
+    with store.configured(SERIALIZER="json"):
+        first, again, other = ask("acmé"), ask("acmé"), ask("globex")
+        assert [r[STATUS] for r in (first, again, other)] == ["MISS", "HIT", "MISS"]
+        assert (body(again), body(other)) == ({"tenant": "acmé"}, {"tenant": "globex"})
+        assert (again["Content-Type"], again["Vary"]) == ("application/json", "X-Tenant")
+        assert again.content == first.content
+        assert RUNS["tenant"] == 2
+        # A body that is not UTF-8 has no JSON form: served, and kept only
+        # by the memory store, which serializes nothing.
+        binary = [served(BinaryView, factory.get("/")) for _ in range(2)]
+        second = "HIT" if store.kind == "memory" else "MISS"
+        assert [(r[STATUS], r.content) for r in binary] == [
+            ("MISS", b"\xff\xfe"),
+            (second, b"\xff\xfe"),
+        ]
 
 
 # --- the CSRF token ---------------------------------------------------------------------

@@ -8,6 +8,14 @@ response's ``Vary`` names (whom it may be served to; see
 stores that serialize, and shares nothing with the live response, so
 middleware that changes a response later never changes what is cached. It
 never holds a request, a serializer or a queryset.
+
+Under ``SERIALIZER="json"`` a shared store (``cache_response`` uses the
+``BACKEND`` setting's) keeps only exact JSON values
+(no tuple, no bytes), so there the entry is the same four parts as plain
+JSON: ``[status_code, content decoded as UTF-8, [[name, value], ...],
+[[name, value or None], ...]]``. A body that is not UTF-8 cannot be one, and
+is served but not stored. :func:`thaw` and
+:func:`~restflow.caching.response_privacy.serves` read both forms.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from django.http import HttpResponse
 from django.utils.cache import has_vary_header
 
 from restflow.caching.response_privacy import vary_record
+from restflow.caching.settings import cache_settings
 from restflow.caching.twins import Steps
 
 __all__ = ["Entry", "freeze", "never_storable", "storable", "thaw"]
@@ -29,14 +38,21 @@ Entry = tuple[int, bytes, tuple[tuple[str, str], ...], tuple[tuple[str, str | No
 _PRIVATE_DIRECTIVES = frozenset({"private", "no-store"})
 
 
-def freeze(response: Any, request: Any) -> Entry:
-    """The entry of a rendered, non-streaming response to ``request``."""
-    return (
-        response.status_code,
-        bytes(response.content),
-        tuple(response.items()),
-        vary_record(response, request),
-    )
+def freeze(response: Any, request: Any) -> Entry | None:
+    """The entry of a rendered, non-streaming response to ``request``: a
+    tuple, or its JSON form for a shared store under ``SERIALIZER="json"``
+    (``None`` when the body is not UTF-8 and so has no JSON form)."""
+    content = bytes(response.content)
+    vary = vary_record(response, request)
+    current = cache_settings()
+    if current["SERIALIZER"] != "json" or current["BACKEND"] == "memory":
+        return (response.status_code, content, tuple(response.items()), vary)
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    headers = [[name, value] for name, value in response.items()]
+    return [response.status_code, text, headers, [list(pair) for pair in vary]]  # type: ignore[return-value]
 
 
 def thaw(entry: Entry) -> HttpResponse:
@@ -44,6 +60,8 @@ def thaw(entry: Entry) -> HttpResponse:
     (``Content-Type`` included): a fresh object per request, so nothing one
     client's middleware does reaches another's response."""
     status_code, content, headers = entry[:3]
+    if isinstance(content, str):  # the JSON form
+        content = content.encode("utf-8")
     return HttpResponse(content, status=status_code, headers=dict(headers))
 
 
