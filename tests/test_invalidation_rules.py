@@ -785,6 +785,40 @@ def test_failures_are_logged_and_the_save_succeeds(caplog):
     assert logged(caplog, "invalidator exploded") == 2
 
 
+@pytest.mark.parametrize("raise_exception", [False, True])
+def test_a_mapped_attribute_that_raises_spares_the_save_and_the_other_rules(
+    monkeypatch, caplog, raise_exception
+):
+    # Read at the signal, inside save(): a failure there is the rule's, not the save's.
+    monkeypatch.setattr(Article, "summary", property(lambda self: 1 / 0), raising=False)
+
+    @cache_result(
+        ttl=None,
+        invalidates_on=[
+            InvalidationRule(
+                Article, field_mapping={"article_id": "summary"}, raise_exception=raise_exception
+            )
+        ],
+    )
+    def summary(article_id):
+        return "summary"
+
+    title, _ = cached_title()
+    a = Article.objects.create(title="a")
+    title(a.pk)
+    a.title = "b"
+    with caplog.at_level(logging.ERROR, logger="restflow.caching"):
+        if raise_exception:
+            with pytest.raises(ZeroDivisionError):
+                a.save()
+        else:
+            a.save()
+    assert Article.objects.get(pk=a.pk).title == "b"  # post_save comes after the write
+    if not raise_exception:
+        assert title.get_cache_only(a.pk) is CACHE_MISSING  # the other rule still ran
+        assert logged(caplog, "could not read") == 1
+
+
 def test_raise_exception_surfaces_from_save_and_from_the_atomic_block():
     cached_title(field_mapping=None, invalidator=explode, raise_exception=True)
     a = Article.objects.create(title="a")
