@@ -105,6 +105,18 @@ def test_bad_settings_raise_improperly_configured(cache_settings_value, match):
     assert f(1) == 1  # valid again once the override ends
 
 
+def test_a_backend_parameter_that_does_not_parse_is_a_value_error_naming_it():
+    @cache_result(ttl=60, backend="redis://")
+    def f(x):
+        return x
+
+    with pytest.raises(
+        ValueError,
+        match=r"backend= 'redis://' cannot be used: bad Redis URL \"redis://\": Missing hostname",
+    ):
+        f(1)
+
+
 def test_settings_follow_override_settings():
     @cache_result(ttl=10)
     def f(x):

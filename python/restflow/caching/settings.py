@@ -381,7 +381,8 @@ def backend_for(spec: str | None):
     made from the settings. The engine keeps what this returns until the
     settings change."""
     current = cache_settings()
-    where = 'RESTFLOW_SETTINGS["CACHE_SETTINGS"]["BACKEND"]' if spec is None else "backend="
+    from_settings = spec is None
+    where = 'RESTFLOW_SETTINGS["CACHE_SETTINGS"]["BACKEND"]' if from_settings else "backend="
     spec = current["BACKEND"] if spec is None else spec
     if spec == "memory":
         return None
@@ -408,8 +409,10 @@ def backend_for(spec: str | None):
         )
     except ValueError as error:
         # A URL the engine cannot parse: nothing was connected, so this is
-        # the setting's fault, and the message says which setting.
-        raise configuration_error(f"{where} {spec!r} cannot be used: {error}.") from None
+        # the setting's (ImproperlyConfigured) or the parameter's
+        # (ValueError) fault, and the message says which.
+        message = f"{where} {spec!r} cannot be used: {error}."
+        raise (configuration_error(message) if from_settings else ValueError(message)) from None
 
 
 def _near_cache_size(setting: bool | int) -> int:
