@@ -4,6 +4,7 @@ Every test commits for real (``transactional_db``), so ``on_commit`` runs
 as in production: at once outside ``atomic``, at the end of the block inside.
 """
 
+import json
 import logging
 import threading
 
@@ -11,9 +12,17 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.db import transaction
 from django.test import override_settings
+from django.urls import URLResolver
+from django.urls.resolvers import RegexPattern
+from rest_framework import viewsets
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+from rest_framework.routers import SimpleRouter
+from rest_framework.test import APIRequestFactory
 
 from restflow.caching import CACHE_MISSING, ArgsKeyField, KeyConstructor, cache_result
 from restflow.caching import rules as rules_module
+from restflow.caching.cache_response import cache_response
 from restflow.caching.dispatchers import Dispatcher, ThreadPoolDispatcher, register_dispatcher
 from restflow.caching.dispatchers.jobs import SignalTypes
 from restflow.caching.registry import CacheRegister
@@ -98,6 +107,52 @@ def test_inside_atomic_the_entry_goes_at_commit_and_a_rollback_drops_nothing():
         a.save()
         raise RuntimeError
     assert title.get_cache_only(a.pk) == "a2"
+
+
+# --- cache_response views served through a router -------------------------------------
+
+
+def routed_articles():
+    """A ViewSet whose retrieve is cached with a rule (made per test: the
+    fixture forgets every rule after each)."""
+
+    class RoutedArticles(viewsets.ViewSet):
+        renderer_classes = (JSONRenderer,)
+
+        @cache_response(
+            ttl=None,
+            set_cache_headers=True,
+            invalidates_on=[InvalidationRule(Article, field_mapping={"pk": "pk"})],
+        )
+        def retrieve(self, request, pk=None):
+            return Response({"title": Article.objects.get(pk=pk).title})
+
+    return RoutedArticles
+
+
+def routed(viewset, path):
+    """``path`` served as a project's urls.py would: through a DRF router,
+    whose ``(?P<pk>[^/.]+)`` hands the view ``pk`` as text."""
+    router = SimpleRouter()
+    router.register("articles", viewset, basename="routed-article")
+    match = URLResolver(RegexPattern(r"^/"), router.urls).resolve(path)
+    assert match.kwargs == {"pk": path.strip("/").rpartition("/")[2]}  # text, not an int
+    response = match.func(APIRequestFactory().get(path), *match.args, **match.kwargs)
+    return response["X-Cache-status"], json.loads(response.content)["title"]
+
+
+def test_a_rule_drops_what_a_router_served_view_cached():
+    # The rule reads pk 3 (an int) from the row; the router gave the view "3".
+    viewset = routed_articles()
+    a = Article.objects.create(title="old")
+    path = f"/articles/{a.pk}/"
+    assert [routed(viewset, path) for _ in range(2)] == [("MISS", "old"), ("HIT", "old")]
+    a.title = "new"
+    a.save()
+    assert routed(viewset, path) == ("MISS", "new")
+    assert routed(viewset, path) == ("HIT", "new")
+    viewset.retrieve.delete_by_prefix(pk=a.pk)  # an int reaches it too
+    assert routed(viewset, path) == ("MISS", "new")
 
 
 # --- many-to-many changes (m2m_changed only: neither row is saved) ------------------

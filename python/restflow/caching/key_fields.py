@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -603,10 +604,29 @@ class QueryParamsKeyField(_RequestField):
         return {"query": {name: self._values(source, name) for name in names}}
 
 
+def _url_text(value: Any) -> Any:
+    """A URL kwarg as the text its URL carries, when that is unambiguous.
+
+    A URL is text: DRF's routers (``(?P<pk>[^/.]+)``) and ``<str:pk>`` give
+    ``"3"`` where ``<int:pk>`` gives ``3``, and an invalidation rule or a
+    ``delete_by_prefix`` call gives the model's ``pk``, ``3``. Keyed as
+    given, type-tagged, ``"3"`` and ``3`` are two partitions, and a rule
+    never drops what a router-served view cached. An ``int`` and a ``UUID``
+    are keyed as their text, which is what ``<int:>`` and ``<uuid:>``
+    write in a URL; other values (a custom converter's object) as they are.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
 class ViewKwargsKeyField(CacheKeyField):
     """A view's URL kwargs: every argument but ``self``, ``cls`` and the
     request (``request_arg``, ``"request"`` by default; ``**kwargs``
-    flattened), or the listed ones."""
+    flattened), or the listed ones. Each is keyed as the text its URL
+    carries (``3`` and ``"3"`` are one value, see :func:`_url_text`)."""
 
     def __init__(
         self, arguments: str | Iterable[str] = "*", request_arg: str = "request", **options: bool
@@ -655,13 +675,13 @@ class ViewKwargsKeyField(CacheKeyField):
             if name in self._skipped or name == shape.var_positional:
                 continue
             if name == shape.var_keyword:
-                found.update(value)
+                found.update({key: _url_text(item) for key, item in value.items()})
             else:
-                found[name] = value
+                found[name] = _url_text(value)
         return found
 
     def payload(self, bound: Mapping[str, Any], shape: CallShape) -> dict[str, Any]:
-        kwargs = self._url_kwargs(bound, shape)
+        kwargs = self._url_kwargs(bound, shape)  # every value as its URL text
         if self._arguments is None:
             return {"kwargs": kwargs}
         return {name: kwargs.get(name, CACHE_MISSING) for name in self._arguments}
