@@ -34,6 +34,15 @@ __all__ = ["Entry", "freeze", "never_storable", "storable", "thaw"]
 
 Entry = tuple[int, bytes, tuple[tuple[str, str], ...], tuple[tuple[str, str | None], ...]]
 
+#: Headers that say how one response was answered (restflow's ``X-Cache-*``,
+#: ``Cache-Status``, ``Age``), by lower-cased name. A view that caches its
+#: payload with ``cache_result`` writes them for its render; replayed from an
+#: entry they would tell every later client about a lookup that never
+#: happened for it, so an entry never keeps them (each answer writes its own).
+_PER_ANSWER_HEADERS = frozenset(
+    {"x-cache-status", "x-cached-at", "x-cache-reset-at", "cache-status", "age"}
+)
+
 #: ``Cache-Control`` directives that forbid a shared cache to keep a response.
 _PRIVATE_DIRECTIVES = frozenset({"private", "no-store"})
 
@@ -44,14 +53,17 @@ def freeze(response: Any, request: Any) -> Entry | None:
     (``None`` when the body is not UTF-8 and so has no JSON form)."""
     content = bytes(response.content)
     vary = vary_record(response, request)
+    kept = [
+        (name, value) for name, value in response.items() if name.lower() not in _PER_ANSWER_HEADERS
+    ]
     current = cache_settings()
     if current["SERIALIZER"] != "json" or current["BACKEND"] == "memory":
-        return (response.status_code, content, tuple(response.items()), vary)
+        return (response.status_code, content, tuple(kept), vary)
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    headers = [[name, value] for name, value in response.items()]
+    headers = [[name, value] for name, value in kept]
     return [response.status_code, text, headers, [list(pair) for pair in vary]]  # type: ignore[return-value]
 
 
