@@ -19,6 +19,7 @@ from collections import Counter
 import pytest
 from asgiref.sync import async_to_sync
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 from django.contrib.sessions.backends.signed_cookies import SessionStore
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.http import HttpResponse, JsonResponse
@@ -327,6 +328,43 @@ def test_users_of_two_kinds_with_one_pk_never_share(store):
     assert (body(staff_again), staff_again[STATUS]) == ({"kind": "StaffMember", "id": 1}, "HIT")
     assert [r[STATUS] for r in (staff, customer)] == ["MISS", "MISS"]
     assert RUNS["whoami"] == 2
+
+
+class ApiKey(BaseAuthentication):
+    """Authenticates a client, not a user: DRF's ``request.user`` stays
+    anonymous and ``request.auth`` is the client's key (an API key, a
+    tenant's token)."""
+
+    def authenticate(self, request):
+        key = request.headers.get("X-Api-Key")
+        return None if key is None else (AnonymousUser(), key)
+
+
+class TenantDataView(APIView):
+    renderer_classes = (JSONRenderer,)
+    authentication_classes = (ApiKey,)
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    def get(self, request):
+        RUNS["tenant-data"] += 1
+        return Response({"data": f"{request.auth}'s"})
+
+
+def test_a_client_authenticated_without_a_user_never_shares(store):
+    # The key holds users; a request.auth without one has nothing safe to
+    # key by, so such requests run live, as a user without a pk does.
+    factory = APIRequestFactory()
+
+    def ask(key=None):
+        headers = {} if key is None else {"HTTP_X_API_KEY": key}
+        return served(TenantDataView, factory.get("/", **headers))
+
+    acme, globex = ask("acme"), ask("globex")
+    assert (body(acme), body(globex)) == ({"data": "acme's"}, {"data": "globex's"})
+    assert (acme[STATUS], globex[STATUS], ask("acme")[STATUS]) == ("BYPASS", "BYPASS", "BYPASS")
+    # Requests without credentials still share an entry.
+    assert [ask()[STATUS] for _ in range(2)] == ["MISS", "HIT"]
+    assert RUNS["tenant-data"] == 4
 
 
 # --- permissions that change -----------------------------------------------------------

@@ -57,8 +57,9 @@ was rendered for another:
    authenticated, its kind (the concrete model, or the class of a user that
    is not a model) and primary key are part of the key; anonymous requests
    share entries. An authenticated user without a primary key (a stateless
-   token user) has nothing safe to key by, so its requests run live
-   (``BYPASS``). To share one response among users, cache the payload with
+   token user), and a client DRF authenticated without a user
+   (``request.auth`` beside an anonymous user: an API key), have nothing
+   safe to key by, so their requests run live (``BYPASS``). To share one response among users, cache the payload with
    ``cache_result`` instead.
 7. **The view's own ``Vary`` is honoured**: an entry whose response says
    ``Vary: X-Tenant`` records the X-Tenant its request sent, and is served

@@ -85,15 +85,25 @@ def user_of(request: Any) -> Any:
     """The user's primary key when the request is authenticated, else ``None``.
 
     ``CACHE_MISSING`` for an authenticated user without a primary key (a
-    stateless token user, say): there is nothing safe to key it by, so
-    ``cache_response`` serves such a request live. A user the async
+    stateless token user, say), and for a client DRF authenticated without a
+    user (``request.auth`` beside an anonymous user): there is nothing safe
+    to key it by, so ``cache_response`` serves such a request live. A user the async
     ``cache_response`` awaited (:data:`USER_ATTR`) is read before ``request.user``.
     """
     user = _authenticated_user(request)
     if user is None:
-        return None
+        return CACHE_MISSING if _client_without_user(request) else None
     pk = getattr(user, "pk", None)
     return CACHE_MISSING if pk is None else pk
+
+
+def _client_without_user(request: Any) -> bool:
+    """Whether DRF authenticated a client but no user: ``request.auth`` (an
+    API key, a tenant's token) beside an anonymous ``request.user``. The
+    response may be that client's, and the key holds users only, so such a
+    request has nothing safe to be keyed by (it runs live, as a user without
+    a primary key does). A plain Django request has no ``auth``."""
+    return is_drf_request(request) and getattr(request, "auth", None) is not None
 
 
 def _authenticated_user(request: Any) -> Any:
@@ -117,7 +127,7 @@ def user_key(request: Any) -> Any:
     """
     user = _authenticated_user(request)
     if user is None:
-        return None
+        return CACHE_MISSING if _client_without_user(request) else None
     pk = getattr(user, "pk", None)
     if pk is None:
         return CACHE_MISSING
