@@ -278,6 +278,41 @@ def test_the_path_is_part_of_the_key(store):
     assert RUNS["paged"] == 3
 
 
+# --- query strings that mean the same ---------------------------------------------------
+
+
+class EchoQueryView(APIView):
+    """Renders what ``query_params`` holds, as a filter or a paginator reads it."""
+
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    def get(self, request, slug="-"):
+        RUNS["echo"] += 1
+        return Response({"slug": slug, "query": sorted(request.query_params.lists())})
+
+
+def test_query_strings_that_mean_the_same_share_and_a_huge_one_is_digested(store):
+    # DRF hands the view the decoded query_params: "?a=1&b=2" and "?b=2&a=1",
+    # "%C3%A9" and "é", are one request to it, so they are one entry; the
+    # order of one parameter's repeated values is not (see above).
+    def ask(query, slug="-"):
+        response = EchoQueryView.as_view()(APIRequestFactory().get(f"/echo/?{query}"), slug=slug)
+        return response[STATUS], body(response)
+
+    assert ask("a=1&b=2") == ("MISS", {"slug": "-", "query": [["a", ["1"]], ["b", ["2"]]]})
+    assert ask("b=2&a=1")[0] == "HIT"
+    assert ask("q=%C3%A9") == ("MISS", {"slug": "-", "query": [["q", ["é"]]]})
+    assert ask("q=é")[0] == "HIT"
+    huge, slug = "x=" + "y" * 100_000, "z" * 10_000
+    assert [ask(huge, slug)[0] for _ in range(2)] == ["MISS", "HIT"]
+    view = EchoQueryView()
+    view.setup(APIRequestFactory().get(f"/echo/?{huge}"))
+    key = view.get.get_cache_key(view.initialize_request(view.request), slug=slug)
+    assert len(key) < 1_000 and "yyyy" not in key and "zzzz" not in key
+    assert RUNS["echo"] == 3
+
+
 # --- users of two kinds ----------------------------------------------------------------
 
 
