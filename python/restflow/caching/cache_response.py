@@ -93,7 +93,8 @@ Every :class:`~restflow.caching.CachedWrapper` method is on the wrapper
 (:class:`CachedResponseWrapper`), taking the handler's own arguments:
 ``get_cache_key(request, pk=1)``, ``delete_by_prefix(pk=1)`` (the URL kwargs
 are the partition), ``invalidate_all()``. The key of a request depends on
-what DRF negotiated for it: given a bare view and a plain Django request
+its URL (host, path, query) and on what DRF negotiated for it: given a bare
+view and a plain Django request for the URL the view serves
 (``MyView.get.delete_cache(MyView(), request, pk=1)``, drf-restflow's
 documented use outside a request), the request is negotiated as DRF's
 dispatch would (:mod:`restflow.caching.response_negotiation`);
