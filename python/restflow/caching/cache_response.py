@@ -59,8 +59,8 @@ was rendered for another:
    share entries. An authenticated user without a primary key (a stateless
    token user), and a client DRF authenticated without a user
    (``request.auth`` beside an anonymous user: an API key), have nothing
-   safe to key by, so their requests run live (``BYPASS``). To share one response among users, cache the payload with
-   ``cache_result`` instead.
+   safe to key by, so their requests run live (``BYPASS``). To share one
+   response among users, cache the payload with ``cache_result`` instead.
 7. **The view's own ``Vary`` is honoured**: an entry whose response says
    ``Vary: X-Tenant`` records the X-Tenant its request sent, and is served
    only to requests sending the same; others run the view live (``MISS``,
