@@ -150,6 +150,55 @@ def test_a_session_that_cannot_be_watched_is_taken_as_read(store):
     assert RUNS["news"] == 2
 
 
+# --- cookies read by the view --------------------------------------------------------
+
+
+class ThemeView(APIView):
+    """Shows the visitor's theme, kept in a cookie of its own (no session)."""
+
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    def get(self, request):
+        RUNS["theme"] += 1
+        return Response({"theme": request.COOKIES.get("theme", "light")})
+
+
+class CookiePeek(BaseAuthentication):
+    """Reads a cookie before the view runs, as a CSRF check or an auth class does."""
+
+    def authenticate(self, request):
+        request._request.COOKIES.get("theme")
+        return None
+
+
+class PlainNewsView(APIView):
+    renderer_classes = (JSONRenderer,)
+    authentication_classes = (CookiePeek,)
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    def get(self, request):
+        RUNS["plain-news"] += 1
+        return Response({"news": "same for all"})
+
+
+def test_a_response_that_read_the_cookies_is_never_shared(store):
+    factory = APIRequestFactory()
+    dark = served(ThemeView, factory.get("/", HTTP_COOKIE="theme=dark"))
+    light = served(ThemeView, factory.get("/", HTTP_COOKIE="theme=light"))
+    assert (body(dark), body(light)) == ({"theme": "dark"}, {"theme": "light"})
+    assert (dark[STATUS], light[STATUS]) == ("MISS", "MISS")
+    assert RUNS["theme"] == 2
+
+
+def test_cookies_read_before_the_view_do_not_stop_caching(store):
+    factory = APIRequestFactory()
+    first = served(PlainNewsView, factory.get("/", HTTP_COOKIE="theme=dark"))
+    second = served(PlainNewsView, factory.get("/", HTTP_COOKIE="theme=light"))
+    assert (first[STATUS], second[STATUS]) == ("MISS", "HIT")
+    assert RUNS["plain-news"] == 1
+
+
 # --- the view's own Vary ------------------------------------------------------------
 
 

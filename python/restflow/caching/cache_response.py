@@ -36,7 +36,8 @@ was rendered for another:
 3. **Some responses are never stored**, whatever ``cache_if`` says: those
    that set cookies, carry ``Vary: *`` or ``Cache-Control: private`` /
    ``no-store``, and streamed ones; those rendered while the view read
-   ``request.session`` (``SessionMiddleware`` adds ``Vary: Cookie`` only
+   ``request.COOKIES`` or ``request.session`` (``SessionMiddleware`` adds
+   ``Vary: Cookie`` only
    after the entry would be stored; reads before the view, by
    authentication, do not count); and those carrying a CSRF token (Django
    marked it used: the browsable API's pages, forms). They are returned as
