@@ -10,7 +10,7 @@ times, interleaved over several rounds:
 * restflow's ``delete_by_prefix`` with 10k / 100k / 1M unrelated keys in the
   database (it increments one counter, so it stays flat).
 
-Bar: the restflow hit <= 0.5x the redis-py floor. Run after
+Bar (issue 11): the restflow hit <= 0.7x the redis-py floor. Run after
 ``./scripts/bootstrap.sh``: ``python benches/redis_hit.py``
 (``--read-spin SECONDS`` sets ``READ_SPIN``; ``0`` measures lookups that
 sleep for their answer).

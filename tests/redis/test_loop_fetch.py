@@ -148,3 +148,44 @@ def test_with_loop_socket_on_the_loop_opens_its_own_socket(redis_server, redis):
         hits = run(scenario())
     assert {meta["cache_status"] for _, meta in hits} == {CacheStatus.HIT}
     assert len(opened) == 1
+
+
+def test_a_burst_of_hits_opens_at_most_pool_size_loop_sockets(redis_server, redis):
+    """100 concurrent hits, three times over, on one loop with
+    ``POOL_SIZE=4``: the loop opens 4 sockets of its own and keeps them; the
+    hits that find them all busy go through the engine (its own pool) and
+    are HITs all the same. It opened a socket per concurrent hit and kept
+    every one (100 here; a burst of 5,000 requests held 5,000 connections
+    per process, past Redis's ``maxclients`` with a few workers)."""
+    from django.test import override_settings
+
+    from tests.redis.conftest import redis_settings
+
+    opened = []
+    real_open = asynchronous._engine.LoopConnection.open
+
+    async def scenario():
+        first = await payload.aget_with_metadata(1)
+        rounds = []
+        for _ in range(3):
+            hits = await asyncio.gather(*(payload.aget_with_metadata(1) for _ in range(100)))
+            rounds.append(hits)
+        return first, [hit for hits in rounds for hit in hits]
+
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(redis_server.url, POOL_SIZE=4)):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(
+                asynchronous._engine,
+                "LoopConnection",
+                type(
+                    "Counting",
+                    (),
+                    {"open": staticmethod(lambda *a: opened.append(a) or real_open(*a))},
+                ),
+            )
+            first, hits = run(scenario())
+    assert [(value, meta["cache_status"]) for value, meta in hits] == [
+        (first[0], CacheStatus.HIT)
+    ] * 300
+    assert len(opened) == 4
+    assert calls == [1]

@@ -285,7 +285,7 @@ impl SharedBackend {
 
     /// The store's URL.
     #[getter]
-    fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         &self.url
     }
 

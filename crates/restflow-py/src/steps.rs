@@ -24,6 +24,22 @@ use crate::wrapper::{CachedWrapper, Reply};
 /// `(value, metadata)`, what a served step hands Python.
 type Answer<'py> = (Py<PyAny>, Bound<'py, PyDict>);
 
+/// The key of the flight of this process's tasks that miss the entry `key`
+/// of `backend` (`RUNTIME.shared_flights`, one map for every shared
+/// store): the store's URL in front of the key string. Functions that
+/// share a key identifier but not a store have equal key strings; grouped
+/// by key string alone, a task of one was handed the other's answer (which
+/// its own store never got), as the sync path, whose callers are grouped
+/// per store, never does.
+fn tasks_key(backend: &SharedBackend, key: &[u8]) -> Vec<u8> {
+    let url = backend.url().as_bytes();
+    let mut joined = Vec::with_capacity(url.len() + 1 + key.len());
+    joined.extend_from_slice(url);
+    joined.push(0); // no URL holds a NUL byte
+    joined.extend_from_slice(key);
+    joined
+}
+
 /// The steps of one cached function's calls (see the module documentation).
 #[pyclass(module = "restflow._engine", name = "Steps", frozen)]
 pub struct Steps {
@@ -108,9 +124,12 @@ impl Steps {
         let call = wrapper.call(args, kwargs)?;
         RUNTIME.ready(py)?;
         let key = wrapper.key(&call)?;
-        match wrapper.core().uses_memory() {
-            true => Flight::join(wrapper.core(), key.as_bytes(), task, followed),
-            false => Flight::join_tasks(wrapper.core(), key.as_bytes(), task),
+        match wrapper.shared(py)? {
+            None => Flight::join(wrapper.core(), key.as_bytes(), task, followed),
+            Some(backend) => {
+                let key = tasks_key(backend.get(), key.as_bytes());
+                Flight::join_tasks(wrapper.core(), &key, task)
+            }
         }
     }
 
@@ -190,7 +209,9 @@ impl Steps {
             return Ok(RUNTIME.engine.waiters(key.as_bytes()));
         };
         // Threads in the store's flight, and tasks awaiting a leader task.
-        let tasks = RUNTIME.shared_flights.waiters(key.as_bytes());
+        let tasks = RUNTIME
+            .shared_flights
+            .waiters(&tasks_key(backend.get(), key.as_bytes()));
         Ok(backend.get().on(wrapper.core(), &call)?.waiters() + tasks)
     }
 

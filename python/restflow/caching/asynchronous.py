@@ -65,8 +65,23 @@ _executor_lock = threading.Lock()
 #: Background refresh tasks (kept referenced until done).
 _refreshes: set[asyncio.Task] = set()
 
-#: Idle loop-driven Redis connections, per event loop, by Redis URL.
-_loop_connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, list[Any]]] = (
+
+class _LoopSockets:
+    """One event loop's own connections to one Redis server (see
+    :func:`_loop_hit`): at most ``POOL_SIZE`` open, as in each of the
+    engine's pools, so that a burst of concurrent hits never opens a
+    connection per task (and keeps them all); a hit that finds every one of
+    them busy goes through the engine instead."""
+
+    __slots__ = ("idle", "open")
+
+    def __init__(self) -> None:
+        self.idle: list[Any] = []  # connected, waiting for a lookup
+        self.open = 0  # idle, in use, or being opened
+
+
+#: The loop-driven Redis connections, per event loop, by Redis URL.
+_loop_connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _LoopSockets]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -103,6 +118,36 @@ def _give_back(release: Callable[[], None]) -> None:
         release()
 
 
+def _going_away(error: BaseException) -> bool:
+    """Whether ``error``, raised where a leader awaits the function, means
+    that its task goes away without an answer, so that a follower must take
+    over: the task was cancelled, or its coroutine closed (``GeneratorExit``:
+    a pending task destroyed with its loop)."""
+    if isinstance(error, GeneratorExit):
+        return True
+    if not isinstance(error, asyncio.CancelledError):
+        return False
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # thrown in outside a loop: nothing to ask
+        return True
+    return task is None or task.cancelling() > 0
+
+
+def _failed(error: BaseException) -> bool:
+    """Whether ``error`` is the function's failure, handled as an
+    ``Exception`` is (shared with the followers, answered with the value
+    kept for stale-if-error, logged by a background refresh): an
+    ``Exception``, or a ``CancelledError`` in a task that nobody cancelled
+    (the function awaited a future someone else cancelled). Taken for a
+    cancellation, each follower would take over and compute again in turn,
+    and a refresh would fail silently, time after time. Anything else
+    (``KeyboardInterrupt``, ``SystemExit``) ends the call as it is."""
+    return isinstance(error, Exception) or (
+        isinstance(error, asyncio.CancelledError) and not _going_away(error)
+    )
+
+
 def _wake(future: asyncio.Future) -> None:
     if not future.done():  # a follower cancelled meanwhile
         future.set_result(None)
@@ -119,6 +164,52 @@ def _waker(loop: asyncio.AbstractEventLoop, future: asyncio.Future) -> Callable[
             pass
 
     return wake
+
+
+def _release_claim(found: Any) -> None:
+    """Gives back the claim a store step handed out (a ``Lead``, or the
+    refresh a ``Lookup`` claimed), if any: a round trip on a shared store."""
+    claim = found if isinstance(found, _engine.Lead) else getattr(found, "refresh", None)
+    if claim is not None:
+        claim.release()
+
+
+class _Handoff:
+    """A store step that may hand out a claim (``Steps.begin``,
+    ``begin_refresh``), run on a worker for a task that may go away before
+    it ends. The claim must then be given back by a worker: left to the
+    task's future, it would be dropped, and given back with a round trip,
+    on the loop's thread, which would wait on the store. Whichever of the
+    step's end and the task's going away comes second gives it back."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._gone = False
+        self._found: Any = None  # the step's answer, until the task takes it
+
+    def run(self, step: Callable[[], Any]) -> Any:
+        """On the worker: runs ``step``; gives its claim back here if the
+        task went away meanwhile."""
+        found = step()
+        with self._lock:
+            if not self._gone:
+                self._found = found
+                return found
+        _release_claim(found)
+        return None
+
+    def taken(self) -> None:
+        """The task has the answer: nothing here to give back."""
+        self._found = None
+
+    def abandon(self) -> None:
+        """The task goes away: a claim the step already handed out is given
+        back on a worker; one it hands out later, by its worker."""
+        with self._lock:
+            self._gone = True
+            found, self._found = self._found, None
+        if found is not None:
+            _give_back(functools.partial(_release_claim, found))
 
 
 async def _fly(
@@ -166,7 +257,7 @@ def refuses_sync_names(what: str) -> Callable[[type], type]:
     block the loop) where the caller expects a value."""
 
     def refusal(name: str, async_name: str) -> Callable[..., Any]:
-        def refuse(self: Any, *args: Any, **kwargs: Any) -> Any:
+        def refuse(self: Any, /, *args: Any, **kwargs: Any) -> Any:
             raise TypeError(
                 f"{self.__qualname__} is {what}: use {async_name}() instead of {name}()"
             )
@@ -227,20 +318,43 @@ class AsyncCachedWrapper(Generic[P, T]):
         """``Meta.version`` of the key constructor (drf-restflow's name)."""
         return self._engine.key_constructor.get_version()
 
-    def get_cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
+    def get_cache_key(self, /, *args: P.args, **kwargs: P.kwargs) -> str:
         """The key string of a call (no I/O, so not async)."""
         return self._engine.get_cache_key(*args, **kwargs)
 
     async def _produce(self, args: tuple, kwargs: dict) -> tuple[Any, Any]:
         """The value and the policy's decision on it: the steps a sync
-        function's engine runs, with async predicates and ttl awaited."""
+        function's engine runs, with async predicates and ttl awaited. A
+        coroutine object for a value (a missing ``await``) is refused."""
         value = await self.func(*args, **kwargs)
+        if inspect.iscoroutine(value):
+            # One caller could await it; cached or shared with the
+            # followers, the others would get it already awaited.
+            value.close()  # refused here: no "never awaited" warning on top
+            raise TypeError(
+                f"{self.function_id}() returned a coroutine object, which only one caller"
+                " could await, so it is not cached: await it in the function"
+                " (return await ...)"
+            )
         policy = self._policy
         return value, None if policy is None else await arun(policy.steps(value, args, kwargs))
 
-    async def _in_thread(self, method: Callable[..., Any], *args: Any) -> Any:
+    async def _in_thread(self, method: Callable[..., Any], /, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(_worker_pool(), functools.partial(method, *args))
+
+    async def _claiming(self, step: Callable[..., Any], /, *args: Any) -> Any:
+        """Runs a store step that may hand out a claim on a worker (see
+        :class:`_Handoff`): if this task goes away meanwhile, the claim is
+        given back off the loop."""
+        handoff = _Handoff()
+        try:
+            found = await self._in_thread(handoff.run, functools.partial(step, *args))
+        except BaseException:
+            handoff.abandon()
+            raise
+        handoff.taken()
+        return found
 
     # -- serving -----------------------------------------------------------
 
@@ -255,9 +369,11 @@ class AsyncCachedWrapper(Generic[P, T]):
         hit = steps.near_hit(args, kwargs)
         if hit is not None:
             return hit
-        if cache_settings()["LOOP_SOCKET"]:
+        settings = cache_settings()
+        if settings["LOOP_SOCKET"]:
             started = time.perf_counter()
-            hit = await _loop_hit(asyncio.get_running_loop(), steps, args, kwargs)
+            loop = asyncio.get_running_loop()
+            hit = await _loop_hit(loop, steps, args, kwargs, settings["POOL_SIZE"])
             if hit is not None:
                 steps.record("hit")
                 steps.record("lookup", time.perf_counter() - started)
@@ -272,18 +388,18 @@ class AsyncCachedWrapper(Generic[P, T]):
         """Serves a shared-store call for every task of this process that
         misses its key, and hands the answer on."""
         try:
-            found = await self._in_thread(self._steps.begin, args, kwargs, flight)
+            found = await self._claiming(self._steps.begin, args, kwargs, flight)
             if isinstance(found, _engine.Lead):
                 served = await self._run_lead(found, args, kwargs)
             else:
                 if found.refresh is not None:  # this call refreshes it
                     self._spawn_refresh(found.refresh, args, kwargs)
                 served = found.value, found.metadata
-        except asyncio.CancelledError:
-            flight.abandon()  # a follower takes over
-            raise
         except BaseException as error:
-            flight.fail(error)
+            if _going_away(error):
+                flight.abandon()  # a follower takes over
+            else:
+                flight.fail(error)  # the followers fail with it too
             raise
         flight.share(*served)
         return served
@@ -298,16 +414,17 @@ class AsyncCachedWrapper(Generic[P, T]):
         refresh's claim back (logging a background one's error)."""
         try:
             value, decision = await self._produce(args, kwargs)
-        except Exception as error:
+        except BaseException as error:
+            if not _failed(error):
+                # Cancelled (or the process is exiting): given back now (off
+                # the loop on a shared store), so another caller computes at
+                # once.
+                self._release(lead)
+                raise
             kept = await self._maybe_thread(lead.fail, error)
             if forced:
                 raise
             return kept if kept is None else self._serving_kept(kept)
-        except BaseException:
-            # Cancelled (or the process is exiting): given back now (off the
-            # loop on a shared store), so another caller computes at once.
-            self._release(lead)
-            raise
         return await self._maybe_thread(lead.complete, value, decision)
 
     async def _compute(self, args: tuple, kwargs: dict) -> tuple[Any, dict]:
@@ -322,13 +439,13 @@ class AsyncCachedWrapper(Generic[P, T]):
         kept for stale-if-error)."""
         try:
             value, decision = await self._produce(args, kwargs)
-        except asyncio.CancelledError:
-            flight.abandon()  # a follower takes over
-            raise
-        except Exception as error:
-            return self._serving_kept(flight.fail(error))  # raises it, unless a value was kept
         except BaseException as error:
-            flight.fail(error)  # the followers fail with it too
+            if _failed(error):  # raises it, unless a value was kept
+                return self._serving_kept(flight.fail(error))
+            if _going_away(error):
+                flight.abandon()  # a follower takes over
+            else:
+                flight.fail(error)  # an interrupt: the followers fail with it too
             raise
         return flight.complete(value, decision)
 
@@ -359,10 +476,13 @@ class AsyncCachedWrapper(Generic[P, T]):
 
     async def _refresh(self, args: tuple, kwargs: dict) -> tuple[Any, dict]:
         # The key now, before the computation.
-        refresh = await self._maybe_thread(self._steps.begin_refresh, args, kwargs)
+        if self._steps.uses_memory():
+            refresh = self._steps.begin_refresh(args, kwargs)
+        else:
+            refresh = await self._claiming(self._steps.begin_refresh, args, kwargs)
         return await self._run_lead(refresh, args, kwargs, forced=True)
 
-    async def _maybe_thread(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def _maybe_thread(self, method: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Runs a step inline on the memory store, on a worker on a shared
         one (where it makes round trips)."""
         if self._steps.uses_memory():
@@ -371,7 +491,7 @@ class AsyncCachedWrapper(Generic[P, T]):
 
     # -- the public async API ----------------------------------------------
 
-    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+    async def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T:
         steps = self._steps
         if not steps.uses_memory():
             return (await self._shared(args, kwargs))[0]
@@ -382,7 +502,7 @@ class AsyncCachedWrapper(Generic[P, T]):
             self._spawn_refresh(found.refresh, args, kwargs)
         return found.value
 
-    async def aget_with_metadata(self, *args: P.args, **kwargs: P.kwargs) -> tuple[T, dict]:
+    async def aget_with_metadata(self, /, *args: P.args, **kwargs: P.kwargs) -> tuple[T, dict]:
         """``(value, metadata)``: HIT, MISS or STALE."""
         steps = self._steps
         if not steps.uses_memory():
@@ -394,14 +514,14 @@ class AsyncCachedWrapper(Generic[P, T]):
             self._spawn_refresh(found.refresh, args, kwargs)
         return found.value, found.metadata
 
-    async def arefresh(self, *args: P.args, **kwargs: P.kwargs) -> T:
+    async def arefresh(self, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return (await self._refresh(args, kwargs))[0]
 
-    async def arefresh_with_metadata(self, *args: P.args, **kwargs: P.kwargs) -> tuple[T, dict]:
+    async def arefresh_with_metadata(self, /, *args: P.args, **kwargs: P.kwargs) -> tuple[T, dict]:
         """Recomputes now and overwrites the entry: ``(value, metadata)``, REFRESH."""
         return await self._refresh(args, kwargs)
 
-    async def abypass_cache(self, *args: P.args, **kwargs: P.kwargs) -> T:
+    async def abypass_cache(self, /, *args: P.args, **kwargs: P.kwargs) -> T:
         started = time.perf_counter()
         try:
             value = await self.func(*args, **kwargs)
@@ -414,7 +534,7 @@ class AsyncCachedWrapper(Generic[P, T]):
         return value
 
     async def abypass_cache_with_metadata(
-        self, *args: P.args, **kwargs: P.kwargs
+        self, /, *args: P.args, **kwargs: P.kwargs
     ) -> tuple[T, dict]:
         return await self.abypass_cache(*args, **kwargs), {"cache_status": CacheStatus.BYPASS}
 
@@ -425,16 +545,16 @@ class AsyncCachedWrapper(Generic[P, T]):
     def reset_stats(self) -> None:
         self._engine.reset_stats()
 
-    async def aget_cache_only(self, *args: Any, **kwargs: Any) -> Any:
+    async def aget_cache_only(self, /, *args: Any, **kwargs: Any) -> Any:
         return await self._maybe_thread(self._engine.get_cache_only, *args, **kwargs)
 
-    async def aget_cached_metadata(self, *args: Any, **kwargs: Any) -> dict | None:
+    async def aget_cached_metadata(self, /, *args: Any, **kwargs: Any) -> dict | None:
         return await self._maybe_thread(self._engine.get_cached_metadata, *args, **kwargs)
 
-    async def adelete_cache(self, *args: P.args, **kwargs: P.kwargs) -> bool:
+    async def adelete_cache(self, /, *args: P.args, **kwargs: P.kwargs) -> bool:
         return await self._maybe_thread(self._engine.delete_cache, *args, **kwargs)
 
-    async def adelete_by_prefix(self, *args: Any, **kwargs: Any) -> None:
+    async def adelete_by_prefix(self, /, *args: Any, **kwargs: Any) -> None:
         return await self._maybe_thread(self._engine.delete_by_prefix, *args, **kwargs)
 
     async def ainvalidate_all(self) -> None:
@@ -445,18 +565,24 @@ class AsyncCachedWrapper(Generic[P, T]):
 
 
 async def _loop_hit(
-    loop: asyncio.AbstractEventLoop, steps: Any, args: tuple, kwargs: dict
+    loop: asyncio.AbstractEventLoop, steps: Any, args: tuple, kwargs: dict, most: int
 ) -> tuple[Any, dict] | None:
     """A fresh Redis hit fetched on the loop's own socket (see the engine's
-    ``LoopConnection``), or ``None`` to let the engine answer."""
+    ``LoopConnection``; at most ``most`` of them per loop and server), or
+    ``None`` to let the engine answer."""
     found = steps.loop_fetch(args, kwargs)
     if found is None:
         return None
     backend, command, key = found
-    idle = _loop_connections.setdefault(loop, {}).setdefault(backend.url, [])
-    if idle:
-        connection = idle.pop()
+    sockets = _loop_connections.setdefault(loop, {}).get(backend.url)
+    if sockets is None:
+        sockets = _loop_connections[loop][backend.url] = _LoopSockets()
+    if sockets.idle:
+        connection = sockets.idle.pop()
+    elif sockets.open >= most:
+        return None  # every one busy: the engine's path, with its own pool
     else:
+        sockets.open += 1
         try:
             connection = await loop.run_in_executor(
                 _worker_pool(),
@@ -464,8 +590,11 @@ async def _loop_hit(
                 backend.url,
                 max(backend.read_timeout, 0.5),
             )
-        except Exception:
-            return None  # the engine's path reports the fault
+        except BaseException as error:
+            sockets.open -= 1
+            if isinstance(error, Exception):
+                return None  # the engine's path reports the fault
+            raise
     answered = loop.create_future()
     fd = connection.fileno()
 
@@ -486,13 +615,15 @@ async def _loop_hit(
         connection.send(command)
         loop.add_reader(fd, readable)
         answer = await asyncio.wait_for(answered, backend.read_timeout)
-    except asyncio.CancelledError:
-        loop.remove_reader(fd)  # the answer may still come: the connection is done
-        raise
-    except Exception:
+    except BaseException as error:
+        # Failed, timed out, cancelled or closed: the answer may still come,
+        # so the connection is done.
         loop.remove_reader(fd)
-        return None
-    idle.append(connection)
+        sockets.open -= 1
+        if isinstance(error, Exception):
+            return None
+        raise
+    sockets.idle.append(connection)
     return backend.fresh_hit(answer, key)
 
 
@@ -504,15 +635,24 @@ class _BoundAsyncWrapper:
         self.__self__ = instance
         self.__doc__ = wrapper.__doc__
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         return self.__wrapper(self.__self__, *args, **kwargs)
 
-    #: Methods that take no call arguments, so no instance goes in front.
-    _WHOLE_FUNCTION = frozenset({"ainvalidate_all", "invalidate_all", "func", "get_key_version"})
+    #: The methods that take a call's arguments, so the instance goes in
+    #: front (the sync names too, whose ``TypeError`` names the async one).
+    #: Anything else is the function's as a whole (``stats``, ``func``,
+    #: ``ainvalidate_all``...), handed out as is.
+    _PER_CALL = frozenset(
+        {
+            "get_cache_key",
+            *(name for pair in SYNC_TO_ASYNC_NAMES for name in pair),
+        }
+        - {"invalidate_all", "ainvalidate_all"}
+    )
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.__wrapper, name)
-        if callable(attribute) and name not in self._WHOLE_FUNCTION and not name.startswith("__"):
+        if name in self._PER_CALL:
             return functools.partial(attribute, self.__self__)
         return attribute
 
@@ -523,8 +663,17 @@ class _BoundAsyncWrapper:
 async def wait_for_async_refreshes(timeout: float = 10.0) -> None:
     """Finishes when every background refresh is done: the tasks on this
     loop, and the engine's (sync callers' refreshes; waited for on a worker
-    thread)."""
+    thread). Another loop's refresh tasks (another thread's) only that loop
+    can await; those of a closed loop will never run again, and are
+    forgotten here."""
     from restflow.caching.testing import wait_for_refreshes
 
-    await asyncio.gather(*list(_refreshes), return_exceptions=True)
-    await asyncio.get_running_loop().run_in_executor(None, wait_for_refreshes, timeout)
+    loop = asyncio.get_running_loop()
+    here = []
+    for task in list(_refreshes):
+        if task.get_loop() is loop:
+            here.append(task)
+        elif task.get_loop().is_closed():
+            _refreshes.discard(task)
+    await asyncio.gather(*here, return_exceptions=True)
+    await loop.run_in_executor(None, wait_for_refreshes, timeout)
