@@ -512,6 +512,78 @@ def test_a_request_that_waited_for_an_unstorable_response_renders_its_own():
     assert CALLS["SlowCookieView.get"] == 2
 
 
+# --- a request parameter by another name -----------------------------------------
+
+
+class ShortNameView(APIView):
+    """Names its request ``req``, as DRF allows."""
+
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    def get(self, req, pk):
+        CALLS["ShortNameView.get"] += 1
+        return Response({"pk": pk, "q": req.query_params.get("q")})
+
+
+@api_view(["GET"])
+@cache_response(ttl=60, set_cache_headers=True)
+def short_name_function(r, pk):
+    CALLS["short_name_function"] += 1
+    return Response({"pk": pk, "q": r.query_params.get("q")})
+
+
+@pytest.mark.parametrize("kind", ["method", "function"])
+def test_a_request_parameter_by_another_name_is_keyed_like_request(kind):
+    # The default constructor reads the query from that parameter and never
+    # keys the request itself as a URL kwarg (which failed on every call).
+    factory = APIRequestFactory()
+    if kind == "method":
+        view, counter = ShortNameView.as_view(), "ShortNameView.get"
+    else:
+        view, counter = short_name_function, "short_name_function"
+
+    def ask(query, pk=1):
+        response = view(factory.get("/", {"q": query}), pk=pk)
+        return response[STATUS], json.loads(response.content)
+
+    assert ask("a") == ("MISS", {"pk": 1, "q": "a"})
+    assert ask("a") == ("HIT", {"pk": 1, "q": "a"})
+    assert ask("b") == ("MISS", {"pk": 1, "q": "b"})
+    assert ask("a", pk=2) == ("MISS", {"pk": 2, "q": "a"})
+    assert CALLS[counter] == 3
+
+
+def test_url_kwargs_of_a_request_parameter_by_another_name_are_the_partition():
+    factory = APIRequestFactory()
+    view = ShortNameView.as_view()
+    for pk in (1, 1, 2):
+        view(factory.get("/"), pk=pk)
+    ShortNameView.get.delete_by_prefix(pk=1)
+    assert [view(factory.get("/"), pk=pk)[STATUS] for pk in (1, 2)] == ["MISS", "HIT"]
+
+
+class KeyedByKwargs(ResponseCacheKeyConstructor):
+    path_params = ViewKwargsKeyField("*", partition=True)
+
+
+class KeyedByKwargsOfReq(ResponseCacheKeyConstructor):
+    path_params = ViewKwargsKeyField("*", request_arg="req", partition=True)
+
+
+def test_a_constructor_that_would_key_the_request_as_a_url_kwarg_is_refused():
+    def handler(self, req, pk):
+        return Response({})
+
+    with pytest.raises(
+        TypeError,
+        match=r"KeyedByKwargs.path_params is a ViewKwargsKeyField that would key .*handler\(\)'s "
+        r"request parameter 'req' as a URL kwarg: give it request_arg='req'",
+    ):
+        cache_response(KeyedByKwargs)(handler)
+    assert isinstance(cache_response(KeyedByKwargsOfReq)(handler), CachedResponseWrapper)
+
+
 # --- mistakes fail at decoration ------------------------------------------------
 
 

@@ -508,3 +508,30 @@ def test_set_response_cache_header_writes_cache_status_when_asked(store):
     assert hit["Cache-Status"] == "restflow; hit; ttl=18"
     assert hit["Age"] == "12"
     assert hit["X-Cache-status"] == "HIT"
+
+
+class PayloadView(APIView):
+    """Caches its payload and says so, as the spec shows, and is itself cached."""
+
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60)
+    def get(self, request):
+        RUNS["payload-view"] += 1
+        value, metadata = payload.get_with_metadata(1)
+        return set_response_cache_header(Response(value), metadata, cache_status=True)
+
+
+def test_an_entry_never_replays_the_headers_of_the_render_that_made_it(store):
+    # The payload lookup's X-Cache-* / Cache-Status / Age are about that one
+    # render; a hit on the response never looked the payload up.
+    with frozen_clock(T0) as clock:
+        first = get(PayloadView)
+        clock.advance(5)
+        hit = get(PayloadView)
+    assert first["X-Cache-status"] == "MISS"
+    assert first["Cache-Status"] == "restflow; fwd=miss; stored, restflow; fwd=miss; stored"
+    assert hit["Cache-Status"] == "restflow; hit; ttl=55"
+    assert hit["Age"] == "5"
+    assert "X-Cache-status" not in hit and "X-Cached-at" not in hit
+    assert RUNS["payload-view"] == 1

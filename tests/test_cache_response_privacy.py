@@ -19,12 +19,16 @@ from collections import Counter
 import pytest
 from asgiref.sync import async_to_sync
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 from django.contrib.sessions.backends.signed_cookies import SessionStore
 from django.contrib.sessions.middleware import SessionMiddleware
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.middleware.csrf import get_token
 from django.test import AsyncRequestFactory, override_settings
 from rest_framework.authentication import BaseAuthentication
+from rest_framework.generics import GenericAPIView
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.permissions import BasePermission
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
@@ -71,6 +75,10 @@ def session_cookie(**data) -> str:
     session.update(data)
     session.save()
     return f"{settings.SESSION_COOKIE_NAME}={session.session_key}"
+
+
+class TwoPerPage(PageNumberPagination):
+    page_size = 2
 
 
 # --- the session -----------------------------------------------------------------
@@ -142,6 +150,55 @@ def test_a_session_that_cannot_be_watched_is_taken_as_read(store):
     assert RUNS["news"] == 2
 
 
+# --- cookies read by the view --------------------------------------------------------
+
+
+class ThemeView(APIView):
+    """Shows the visitor's theme, kept in a cookie of its own (no session)."""
+
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    def get(self, request):
+        RUNS["theme"] += 1
+        return Response({"theme": request.COOKIES.get("theme", "light")})
+
+
+class CookiePeek(BaseAuthentication):
+    """Reads a cookie before the view runs, as a CSRF check or an auth class does."""
+
+    def authenticate(self, request):
+        request._request.COOKIES.get("theme")
+        return None
+
+
+class PlainNewsView(APIView):
+    renderer_classes = (JSONRenderer,)
+    authentication_classes = (CookiePeek,)
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    def get(self, request):
+        RUNS["plain-news"] += 1
+        return Response({"news": "same for all"})
+
+
+def test_a_response_that_read_the_cookies_is_never_shared(store):
+    factory = APIRequestFactory()
+    dark = served(ThemeView, factory.get("/", HTTP_COOKIE="theme=dark"))
+    light = served(ThemeView, factory.get("/", HTTP_COOKIE="theme=light"))
+    assert (body(dark), body(light)) == ({"theme": "dark"}, {"theme": "light"})
+    assert (dark[STATUS], light[STATUS]) == ("MISS", "MISS")
+    assert RUNS["theme"] == 2
+
+
+def test_cookies_read_before_the_view_do_not_stop_caching(store):
+    factory = APIRequestFactory()
+    first = served(PlainNewsView, factory.get("/", HTTP_COOKIE="theme=dark"))
+    second = served(PlainNewsView, factory.get("/", HTTP_COOKIE="theme=light"))
+    assert (first[STATUS], second[STATUS]) == ("MISS", "HIT")
+    assert RUNS["plain-news"] == 1
+
+
 # --- the view's own Vary ------------------------------------------------------------
 
 
@@ -205,7 +262,7 @@ def test_a_key_that_reads_the_vary_header_caches_every_variant(store):
     assert RUNS["keyed-tenant"] == 2
 
 
-# --- Host and scheme -----------------------------------------------------------------
+# --- Host, scheme and path ------------------------------------------------------------
 
 
 class LinksView(APIView):
@@ -235,6 +292,271 @@ def test_host_and_scheme_are_part_of_the_key(store):
     again = ask("localhost", secure=True)
     assert (again[STATUS], body(again)["self"]) == ("HIT", "https://localhost/links/")
     assert RUNS["links"] == 3
+
+
+class PagedView(GenericAPIView):
+    """A paginated list, as DRF's ListAPIView renders one: its ``next`` link
+    is ``request.build_absolute_uri()`` with the page replaced."""
+
+    renderer_classes = (JSONRenderer,)
+    pagination_class = TwoPerPage
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    def get(self, request):
+        RUNS["paged"] += 1
+        page = self.paginate_queryset(list(range(5)))
+        return self.get_paginated_response(page)
+
+
+def test_the_path_is_part_of_the_key(store):
+    # Two URLs routed to one view with the same URL kwargs (an API served
+    # under /api/ and /api/v1/, a router whose trailing slash is optional):
+    # each page's links must point where its client asked.
+    factory = APIRequestFactory()
+
+    def ask(path):
+        return served(PagedView, factory.get(path, {"page": 1}))
+
+    old, new, no_slash = ask("/api/items/"), ask("/api/v1/items/"), ask("/api/v1/items")
+    assert body(old)["next"] == "http://testserver/api/items/?page=2"
+    assert body(new)["next"] == "http://testserver/api/v1/items/?page=2"
+    assert body(no_slash)["next"] == "http://testserver/api/v1/items?page=2"
+    assert [r[STATUS] for r in (old, new, no_slash)] == ["MISS", "MISS", "MISS"]
+    again = ask("/api/v1/items/")
+    assert (again[STATUS], body(again)["next"]) == ("HIT", "http://testserver/api/v1/items/?page=2")
+    assert RUNS["paged"] == 3
+
+
+# --- query strings that mean the same ---------------------------------------------------
+
+
+class EchoQueryView(APIView):
+    """Renders what ``query_params`` holds, as a filter or a paginator reads it."""
+
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    def get(self, request, slug="-"):
+        RUNS["echo"] += 1
+        return Response({"slug": slug, "query": sorted(request.query_params.lists())})
+
+
+def test_query_strings_that_mean_the_same_share_and_a_huge_one_is_digested(store):
+    # DRF hands the view the decoded query_params: "?a=1&b=2" and "?b=2&a=1",
+    # "%C3%A9" and "é", are one request to it, so they are one entry; the
+    # order of one parameter's repeated values is not (see above).
+    def ask(query, slug="-"):
+        response = EchoQueryView.as_view()(APIRequestFactory().get(f"/echo/?{query}"), slug=slug)
+        return response[STATUS], body(response)
+
+    assert ask("a=1&b=2") == ("MISS", {"slug": "-", "query": [["a", ["1"]], ["b", ["2"]]]})
+    assert ask("b=2&a=1")[0] == "HIT"
+    assert ask("q=%C3%A9") == ("MISS", {"slug": "-", "query": [["q", ["é"]]]})
+    assert ask("q=é")[0] == "HIT"
+    huge, slug = "x=" + "y" * 100_000, "z" * 10_000
+    assert [ask(huge, slug)[0] for _ in range(2)] == ["MISS", "HIT"]
+    view = EchoQueryView()
+    view.setup(APIRequestFactory().get(f"/echo/?{huge}"))
+    key = view.get.get_cache_key(view.initialize_request(view.request), slug=slug)
+    assert len(key) < 1_000 and "yyyy" not in key and "zzzz" not in key
+    assert RUNS["echo"] == 3
+
+
+# --- users of two kinds ----------------------------------------------------------------
+
+
+class Principal:
+    """A user an authentication class gives, not a row of the user model."""
+
+    is_authenticated = True
+
+    def __init__(self, pk: int) -> None:
+        self.pk = pk
+
+
+class StaffMember(Principal):
+    pass
+
+
+class Customer(Principal):
+    pass
+
+
+class KindHeader(BaseAuthentication):
+    """Staff sign in one way and customers another; each kind numbers its own."""
+
+    def authenticate(self, request):
+        kind = {"staff": StaffMember, "customer": Customer}[request.headers["X-Kind"]]
+        return kind(int(request.headers["X-Id"])), None
+
+
+class WhoAmIView(APIView):
+    renderer_classes = (JSONRenderer,)
+    authentication_classes = (KindHeader,)
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    def get(self, request):
+        RUNS["whoami"] += 1
+        return Response({"kind": type(request.user).__name__, "id": request.user.pk})
+
+
+def test_users_of_two_kinds_with_one_pk_never_share(store):
+    factory = APIRequestFactory()
+
+    def ask(kind, pk=1):
+        return served(WhoAmIView, factory.get("/", HTTP_X_KIND=kind, HTTP_X_ID=str(pk)))
+
+    staff, customer, staff_again = ask("staff"), ask("customer"), ask("staff")
+    assert body(staff) == {"kind": "StaffMember", "id": 1}
+    assert body(customer) == {"kind": "Customer", "id": 1}
+    assert (body(staff_again), staff_again[STATUS]) == ({"kind": "StaffMember", "id": 1}, "HIT")
+    assert [r[STATUS] for r in (staff, customer)] == ["MISS", "MISS"]
+    assert RUNS["whoami"] == 2
+
+
+class ApiKey(BaseAuthentication):
+    """Authenticates a client, not a user: DRF's ``request.user`` stays
+    anonymous and ``request.auth`` is the client's key (an API key, a
+    tenant's token)."""
+
+    def authenticate(self, request):
+        key = request.headers.get("X-Api-Key")
+        return None if key is None else (AnonymousUser(), key)
+
+
+class TenantDataView(APIView):
+    renderer_classes = (JSONRenderer,)
+    authentication_classes = (ApiKey,)
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    def get(self, request):
+        RUNS["tenant-data"] += 1
+        return Response({"data": f"{request.auth}'s"})
+
+
+def test_a_client_authenticated_without_a_user_never_shares(store):
+    # The key holds users; a request.auth without one has nothing safe to
+    # key by, so such requests run live, as a user without a pk does.
+    factory = APIRequestFactory()
+
+    def ask(key=None):
+        headers = {} if key is None else {"HTTP_X_API_KEY": key}
+        return served(TenantDataView, factory.get("/", **headers))
+
+    acme, globex = ask("acme"), ask("globex")
+    assert (body(acme), body(globex)) == ({"data": "acme's"}, {"data": "globex's"})
+    assert (acme[STATUS], globex[STATUS], ask("acme")[STATUS]) == ("BYPASS", "BYPASS", "BYPASS")
+    # Requests without credentials still share an entry.
+    assert [ask()[STATUS] for _ in range(2)] == ["MISS", "HIT"]
+    assert RUNS["tenant-data"] == 4
+
+
+# --- permissions that change -----------------------------------------------------------
+
+GRANTED: set[int] = set()
+
+
+class Granted(BasePermission):
+    """A permission an administrator can take away between two requests."""
+
+    def has_permission(self, request, view):
+        return request.user.pk in GRANTED
+
+
+class ReportView(APIView):
+    renderer_classes = (JSONRenderer,)
+    authentication_classes = (KindHeader,)
+    permission_classes = (Granted,)
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    def get(self, request):
+        RUNS["report"] += 1
+        return Response({"report": "confidential"})
+
+
+def test_a_revoked_permission_is_refused_even_with_a_cached_response(store):
+    # DRF checks the view's permissions in initial(), before the handler, on
+    # every request: a cached entry never answers a user who lost access.
+    factory = APIRequestFactory()
+
+    def ask():
+        return served(ReportView, factory.get("/", HTTP_X_KIND="staff", HTTP_X_ID="7"))
+
+    GRANTED.add(7)
+    try:
+        assert [ask()[STATUS] for _ in range(2)] == ["MISS", "HIT"]
+        GRANTED.discard(7)
+        refused = ask()
+        assert refused.status_code == 403
+        assert STATUS not in refused
+        assert RUNS["report"] == 1
+    finally:
+        GRANTED.clear()
+
+
+# --- cookies written by hand ----------------------------------------------------------
+
+
+class HandCookieView(APIView):
+    """Writes its cookie as a header, not with ``set_cookie``."""
+
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, set_cache_headers=True, cache_if=lambda *args, **kwargs: True)
+    def get(self, request):
+        RUNS["hand-cookie"] += 1
+        response = Response({"ok": True})
+        response["Set-Cookie"] = f"visitor={RUNS['hand-cookie']}; Path=/; HttpOnly"
+        return response
+
+
+def test_a_set_cookie_header_written_by_hand_is_never_stored(store):
+    factory = APIRequestFactory()
+    first, second = (served(HandCookieView, factory.get("/")) for _ in range(2))
+    # Each visitor gets its own cookie, never the first visitor's.
+    assert (first["Set-Cookie"], second["Set-Cookie"]) == (
+        "visitor=1; Path=/; HttpOnly",
+        "visitor=2; Path=/; HttpOnly",
+    )
+    assert (first[STATUS], second[STATUS]) == ("MISS", "MISS")
+    assert RUNS["hand-cookie"] == 2
+
+
+# --- SERIALIZER="json" -----------------------------------------------------------------
+
+
+class BinaryView(APIView):
+    """A body that is not UTF-8: no JSON form."""
+
+    @cache_response(ttl=60, set_cache_headers=True)
+    def get(self, request):
+        RUNS["binary"] += 1
+        return HttpResponse(b"\xff\xfe", content_type="application/octet-stream")
+
+
+def test_responses_are_cached_under_the_json_serializer(store):
+    # The entry is restflow's own, so SERIALIZER="json" must not stop every
+    # cache_response view from caching (it did: one error logged per view).
+    factory = APIRequestFactory()
+
+    def ask(tenant):
+        return served(TenantView, factory.get("/", HTTP_X_TENANT=tenant))
+
+    with store.configured(SERIALIZER="json"):
+        first, again, other = ask("acmé"), ask("acmé"), ask("globex")
+        assert [r[STATUS] for r in (first, again, other)] == ["MISS", "HIT", "MISS"]
+        assert (body(again), body(other)) == ({"tenant": "acmé"}, {"tenant": "globex"})
+        assert (again["Content-Type"], again["Vary"]) == ("application/json", "X-Tenant")
+        assert again.content == first.content
+        assert RUNS["tenant"] == 2
+        # A body that is not UTF-8 has no JSON form: served, and kept only
+        # by the memory store, which serializes nothing.
+        binary = [served(BinaryView, factory.get("/")) for _ in range(2)]
+        second = "HIT" if store.kind == "memory" else "MISS"
+        assert [(r[STATUS], r.content) for r in binary] == [
+            ("MISS", b"\xff\xfe"),
+            (second, b"\xff\xfe"),
+        ]
 
 
 # --- the CSRF token ---------------------------------------------------------------------

@@ -88,6 +88,13 @@ def test_inspect_and_wipe_say_what_is_wrong():
         run("inspect", "tests.nowhere.f")
     with pytest.raises(CommandError, match="is not a cached function"):
         run("inspect", "tests.test_command.run")
+    # A response's key needs a request: said, not "missing its first argument".
+    with pytest.raises(
+        CommandError,
+        match=r"tests\.response_views\.ArticleView\.get is a @cache_response view handler, "
+        r"whose keys come from each request",
+    ):
+        run("inspect", "tests.response_views.ArticleView.get", "pk=1")
     with pytest.raises(CommandError, match="one of the two"):
         run("wipe")
     with pytest.raises(CommandError, match="one of the two"):

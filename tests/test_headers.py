@@ -7,6 +7,7 @@ plain object with a ``headers`` dict (standing in for Starlette / Flask).
 from __future__ import annotations
 
 import enum
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from restflow.caching import CacheStatus, set_response_cache_header
+from restflow.caching.testing import frozen_clock
 
 STATUS = "X-Cache-status"
 CACHED_AT = "X-Cached-at"
@@ -295,3 +297,52 @@ def test_cr_lf_in_every_field_at_once(response):
         assert "\r" not in value
         assert "\n" not in value
     assert "X-Evil" not in response.headers
+
+
+# --- odd metadata values ------------------------------------------------------------------
+
+T0 = datetime(2026, 11, 27, 4, 12, 17, tzinfo=UTC)
+
+
+def test_a_datetime_is_written_as_its_iso_text(response):
+    metadata = {"cache_status": "HIT", "cached_at": T0, "reset_at": T0 + timedelta(seconds=300)}
+
+    set_response_cache_header(response, metadata)
+
+    assert written(response) == {
+        STATUS: "HIT",
+        CACHED_AT: "2026-11-27T04:12:17+00:00",
+        RESET_AT: "2026-11-27T04:17:17+00:00",
+    }
+
+
+@pytest.mark.parametrize("times", ["iso", "datetime"])
+def test_cache_status_reads_iso_text_datetimes_and_the_alias(response, times):
+    stored, resets = T0, T0 + timedelta(seconds=300)
+    if times == "iso":
+        stored, resets = stored.isoformat(), resets.isoformat()
+    metadata = {"cache_status": "HIT", "cached_at": stored, "cache_reset_at": resets}
+
+    with frozen_clock(T0 + timedelta(seconds=12)):
+        set_response_cache_header(response, metadata, cache_status=True)
+
+    headers = all_headers(response)
+    assert (headers["Cache-Status"], headers["Age"]) == ("restflow; hit; ttl=288", "12")
+    assert headers[RESET_AT] == "2026-11-27T04:17:17+00:00"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("cached_at", "yesterday"), ("reset_at", 1_764_216_737), ("cache_reset_at", "soon")],
+)
+def test_an_unreadable_time_is_a_clear_error_that_writes_nothing(response, key, value):
+    metadata = {"cache_status": "HIT", "cached_at": CACHED, "reset_at": RESET}
+    if key == "cache_reset_at":
+        del metadata["reset_at"]
+    metadata[key] = value
+    before = dict(all_headers(response))
+
+    with pytest.raises(ValueError, match=rf"metadata\['{key}'\] must be an ISO-8601 time"):
+        set_response_cache_header(response, metadata, cache_status=True)
+
+    assert dict(all_headers(response)) == before

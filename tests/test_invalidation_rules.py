@@ -4,6 +4,7 @@ Every test commits for real (``transactional_db``), so ``on_commit`` runs
 as in production: at once outside ``atomic``, at the end of the block inside.
 """
 
+import json
 import logging
 import threading
 
@@ -11,15 +12,23 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.db import transaction
 from django.test import override_settings
+from django.urls import URLResolver
+from django.urls.resolvers import RegexPattern
+from rest_framework import viewsets
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+from rest_framework.routers import SimpleRouter
+from rest_framework.test import APIRequestFactory
 
 from restflow.caching import CACHE_MISSING, ArgsKeyField, KeyConstructor, cache_result
 from restflow.caching import rules as rules_module
+from restflow.caching.cache_response import cache_response
 from restflow.caching.dispatchers import Dispatcher, ThreadPoolDispatcher, register_dispatcher
 from restflow.caching.dispatchers.jobs import SignalTypes
 from restflow.caching.registry import CacheRegister
 from restflow.caching.rules import InvalidationRule
 from restflow.caching.tasks import run_cache_rules
-from tests.testapp.models import Article, Comment, FeaturedArticle
+from tests.testapp.models import Article, Comment, FeaturedArticle, Tag
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -98,6 +107,154 @@ def test_inside_atomic_the_entry_goes_at_commit_and_a_rollback_drops_nothing():
         a.save()
         raise RuntimeError
     assert title.get_cache_only(a.pk) == "a2"
+
+
+# --- cache_response views served through a router -------------------------------------
+
+
+def routed_articles():
+    """A ViewSet whose retrieve is cached with a rule (made per test: the
+    fixture forgets every rule after each)."""
+
+    class RoutedArticles(viewsets.ViewSet):
+        renderer_classes = (JSONRenderer,)
+
+        @cache_response(
+            ttl=None,
+            set_cache_headers=True,
+            invalidates_on=[InvalidationRule(Article, field_mapping={"pk": "pk"})],
+        )
+        def retrieve(self, request, pk=None):
+            return Response({"title": Article.objects.get(pk=pk).title})
+
+    return RoutedArticles
+
+
+def routed(viewset, path):
+    """``path`` served as a project's urls.py would: through a DRF router,
+    whose ``(?P<pk>[^/.]+)`` hands the view ``pk`` as text."""
+    router = SimpleRouter()
+    router.register("articles", viewset, basename="routed-article")
+    match = URLResolver(RegexPattern(r"^/"), router.urls).resolve(path)
+    assert match.kwargs == {"pk": path.strip("/").rpartition("/")[2]}  # text, not an int
+    response = match.func(APIRequestFactory().get(path), *match.args, **match.kwargs)
+    return response["X-Cache-status"], json.loads(response.content)["title"]
+
+
+def test_a_rule_drops_what_a_router_served_view_cached():
+    # The rule reads pk 3 (an int) from the row; the router gave the view "3".
+    viewset = routed_articles()
+    a = Article.objects.create(title="old")
+    path = f"/articles/{a.pk}/"
+    assert [routed(viewset, path) for _ in range(2)] == [("MISS", "old"), ("HIT", "old")]
+    a.title = "new"
+    a.save()
+    assert routed(viewset, path) == ("MISS", "new")
+    assert routed(viewset, path) == ("HIT", "new")
+    viewset.retrieve.delete_by_prefix(pk=a.pk)  # an int reaches it too
+    assert routed(viewset, path) == ("MISS", "new")
+
+
+# --- many-to-many changes (m2m_changed only: neither row is saved) ------------------
+
+
+def tag_lookups():
+    """An article's tag names and a tag's article titles, each cached with a
+    rule on the link table, and the same with rules on each side's model."""
+
+    @cache_result(
+        ttl=None,
+        invalidates_on=[
+            # A link added is a row created, as a Comment.objects.create() is.
+            InvalidationRule(
+                Tag.articles.through,
+                field_mapping={"article_id": "article_id"},
+                trigger_on_create=True,
+            )
+        ],
+    )
+    def tags_by_link(article_id):
+        return sorted(Tag.objects.filter(articles=article_id).values_list("name", flat=True))
+
+    @cache_result(
+        ttl=None,
+        invalidates_on=[
+            InvalidationRule(Article, field_mapping={"article_id": "pk"}, watch_fields=["tags"])
+        ],
+    )
+    def tags_by_article(article_id):
+        return sorted(Tag.objects.filter(articles=article_id).values_list("name", flat=True))
+
+    @cache_result(
+        ttl=None,
+        invalidates_on=[
+            InvalidationRule(Tag, field_mapping={"tag_id": "pk"}, watch_fields=["articles"])
+        ],
+    )
+    def titles_by_tag(tag_id):
+        return sorted(Article.objects.filter(tags=tag_id).values_list("title", flat=True))
+
+    return tags_by_link, tags_by_article, titles_by_tag
+
+
+@pytest.mark.parametrize("side", ["forward", "reverse"])
+def test_m2m_add_remove_and_clear_reach_rules_on_the_link_table_and_both_models(side):
+    by_link, by_article, by_tag = tag_lookups()
+    a, b = Article.objects.create(title="a"), Article.objects.create(title="b")
+    red, blue = Tag.objects.create(name="red"), Tag.objects.create(name="blue")
+
+    def warm():
+        return (by_link(a.pk), by_article(a.pk), by_tag(red.pk), by_link(b.pk), by_tag(blue.pk))
+
+    if side == "forward":  # through the field Tag declares
+        add, remove, clear = (
+            (lambda: red.articles.add(a)),
+            (lambda: red.articles.remove(a)),
+            red.articles.clear,
+        )
+    else:  # through Article's reverse accessor
+        add, remove, clear = (lambda: a.tags.add(red)), (lambda: a.tags.remove(red)), a.tags.clear
+
+    assert warm() == ([], [], [], [], [])
+    add()
+    # a's and red's entries are dropped; b's and blue's are not theirs to drop.
+    assert warm() == (["red"], ["red"], ["a"], [], [])
+    remove()
+    assert warm() == ([], [], [], [], [])
+    add()
+    assert warm() == (["red"], ["red"], ["a"], [], [])
+    clear()
+    assert warm() == ([], [], [], [], [])
+
+
+def test_an_m2m_change_names_its_relation_for_watch_fields():
+    @cache_result(
+        ttl=None,
+        invalidates_on=[
+            InvalidationRule(Article, field_mapping={"article_id": "pk"}, watch_fields=["title"])
+        ],
+    )
+    def title_only(article_id):
+        return Article.objects.get(pk=article_id).title
+
+    a, red = Article.objects.create(title="a"), Tag.objects.create(name="red")
+    title_only(a.pk)
+    a.tags.add(red)  # update_fields={"tags"}: not the title
+    assert title_only.get_cache_only(a.pk) == "a"
+
+
+def test_an_m2m_change_that_rolls_back_drops_nothing():
+    by_link, by_article, by_tag = tag_lookups()
+    a, red = Article.objects.create(title="a"), Tag.objects.create(name="red")
+    assert (by_link(a.pk), by_article(a.pk), by_tag(red.pk)) == ([], [], [])
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        a.tags.add(red)
+        raise RuntimeError
+
+    assert by_link.get_cache_only(a.pk) == []
+    assert by_article.get_cache_only(a.pk) == []
+    assert by_tag.get_cache_only(red.pk) == []
 
 
 @pytest.mark.parametrize("attribute", ["pk", "id"])
@@ -681,6 +838,40 @@ def test_failures_are_logged_and_the_save_succeeds(caplog):
         with transaction.atomic():
             a.save()
     assert logged(caplog, "invalidator exploded") == 2
+
+
+@pytest.mark.parametrize("raise_exception", [False, True])
+def test_a_mapped_attribute_that_raises_spares_the_save_and_the_other_rules(
+    monkeypatch, caplog, raise_exception
+):
+    # Read at the signal, inside save(): a failure there is the rule's, not the save's.
+    monkeypatch.setattr(Article, "summary", property(lambda self: 1 / 0), raising=False)
+
+    @cache_result(
+        ttl=None,
+        invalidates_on=[
+            InvalidationRule(
+                Article, field_mapping={"article_id": "summary"}, raise_exception=raise_exception
+            )
+        ],
+    )
+    def summary(article_id):
+        return "summary"
+
+    title, _ = cached_title()
+    a = Article.objects.create(title="a")
+    title(a.pk)
+    a.title = "b"
+    with caplog.at_level(logging.ERROR, logger="restflow.caching"):
+        if raise_exception:
+            with pytest.raises(ZeroDivisionError):
+                a.save()
+        else:
+            a.save()
+    assert Article.objects.get(pk=a.pk).title == "b"  # post_save comes after the write
+    if not raise_exception:
+        assert title.get_cache_only(a.pk) is CACHE_MISSING  # the other rule still ran
+        assert logged(caplog, "could not read") == 1
 
 
 def test_raise_exception_surfaces_from_save_and_from_the_atomic_block():

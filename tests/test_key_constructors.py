@@ -425,10 +425,11 @@ def test_view_kwargs_field_excludes_receiver_and_request_and_flattens_kwargs():
     listed = ViewKwargsKeyField(["pk"])
     request = drf_request()
     payload = every.get_key_payload(get, (object(), request, 1, "extra"), {"slug": "s"})
-    assert payload == {"kwargs": {"pk": 1, "slug": "s"}}
-    assert every.get_key_payload(load, (object, request, 2), {}) == {"kwargs": {"pk": 2}}
-    assert listed.get_key_payload(get, (object(), request, 1), {"slug": "s"}) == {"pk": 1}
-    assert listed.get_key_payload(get, (object(), request), {"pk": 5}) == {"pk": 5}
+    # URL kwargs are keyed as the text of their URL: 1 is "1".
+    assert payload == {"kwargs": {"pk": "1", "slug": "s"}}
+    assert every.get_key_payload(load, (object, request, 2), {}) == {"kwargs": {"pk": "2"}}
+    assert listed.get_key_payload(get, (object(), request, 1), {"slug": "s"}) == {"pk": "1"}
+    assert listed.get_key_payload(get, (object(), request), {"pk": 5}) == {"pk": "5"}
 
     class View:
         @cache_result(ttl=60, key_constructor={"v": ViewKwargsKeyField()})
@@ -441,10 +442,10 @@ def test_view_kwargs_field_excludes_receiver_and_request_and_flattens_kwargs():
 
     view = View()
     key = view.get.get_cache_key(request, pk=1, slug="s")
-    assert parts(key)[3] == "v.kwargs=d2{s2:pk=i1,s4:slug=s1:s}"
+    assert parts(key)[3] == "v.kwargs=d2{s2:pk=s1:1,s4:slug=s1:s}"
     assert view.get.get_cache_key(drf_request("/other"), slug="s", pk=1) == key
     assert view.get.get_cache_key(request, pk=2, slug="s") != key
-    assert parts(view.pk_only.get_cache_key(request, pk=1, slug="s"))[3] == "v.pk=i1"
+    assert parts(view.pk_only.get_cache_key(request, pk=1, slug="s"))[3] == "v.pk=s1:1"
     assert view.pk_only.get_cache_key(request, pk=1, slug="s") == view.pk_only.get_cache_key(
         request, pk=1, slug="t"
     )

@@ -70,6 +70,28 @@ def test_clear_caches_releases_every_value():
         ({"MAX_ENTRIES": "10"}, "MAX_ENTRIES.*int >= 1"),
         ({"STALE_WHILE_REVALIDATE": -1}, "STALE_WHILE_REVALIDATE"),
         ({"STALE_WHILE_REVALIDATE": "soon"}, "STALE_WHILE_REVALIDATE"),
+        # Past what the engine's integers hold: said, not "int too big to convert".
+        ({"MAX_ENTRIES": 2**64}, r"MAX_ENTRIES.*int >= 1 \(at most 18446744073709551615\)"),
+        ({"MAX_KEY_PART_LENGTH": 2**64}, r"MAX_KEY_PART_LENGTH.*at most 18446744073709551615"),
+        ({"POOL_SIZE": 2**32}, r"POOL_SIZE.*int >= 1 \(at most 4294967295\)"),
+        ({"NEAR_CACHE": 2**64}, r"NEAR_CACHE.*at most 18446744073709551615"),
+        # Past a day is a unit mistake; past ~1.8e19 s the engine panicked.
+        (
+            {"BACKEND": "redis://127.0.0.1:1/0", "LOCK_TIMEOUT": 1e30},
+            r"LOCK_TIMEOUT.*in seconds and must be at most 86400",
+        ),
+        ({"READ_TIMEOUT": 100_000}, r"READ_TIMEOUT.*in seconds and must be at most 86400"),
+        # A Redis URL that does not parse names the setting, not a server's "garbage".
+        (
+            {"BACKEND": "redis://"},
+            r'\["BACKEND"\] \'redis://\' cannot be used: '
+            r'bad Redis URL "redis://": Missing hostname',
+        ),
+        (
+            {"BACKEND": "redis+sentinel://h:1"},
+            r'\["BACKEND"\] \'redis\+sentinel://h:1\' cannot be used: bad Redis Sentinel URL '
+            r'"redis\+sentinel://h:1": no service name',
+        ),
     ],
 )
 def test_bad_settings_raise_improperly_configured(cache_settings_value, match):
@@ -81,6 +103,18 @@ def test_bad_settings_raise_improperly_configured(cache_settings_value, match):
         with pytest.raises(ImproperlyConfigured, match=match):
             f(1)
     assert f(1) == 1  # valid again once the override ends
+
+
+def test_a_backend_parameter_that_does_not_parse_is_a_value_error_naming_it():
+    @cache_result(ttl=60, backend="redis://")
+    def f(x):
+        return x
+
+    with pytest.raises(
+        ValueError,
+        match=r"backend= 'redis://' cannot be used: bad Redis URL \"redis://\": Missing hostname",
+    ):
+        f(1)
 
 
 def test_settings_follow_override_settings():

@@ -64,9 +64,10 @@ def served(pk=1, query="q=x"):
     return ArticleView.as_view()(APIRequestFactory().get(f"/a/{pk}?{query}"), pk=pk)
 
 
-def raw(pk=1, query="q=x"):
-    """The request a test or a command makes: Django's, not negotiated."""
-    return RequestFactory().get(f"/a/{pk}?{query}")
+def raw(pk=1, query="q=x", prefix="a"):
+    """The request a test or a command makes: Django's, not negotiated, for
+    the URL the view serves (the path is part of the key)."""
+    return RequestFactory().get(f"/{prefix}/{pk}?{query}")
 
 
 @pytest.fixture(autouse=True)
@@ -122,8 +123,10 @@ def test_a_bare_viewset(store):
     retrieve = ArticleViewSet.as_view({"get": "retrieve"})
     assert retrieve(APIRequestFactory().get("/v/3"), pk=3).status_code == 200
     handler = ArticleViewSet.retrieve
-    assert handler.get_cache_only(ArticleViewSet(), raw(3, ""), pk=3) is not CACHE_MISSING
-    assert handler.delete_cache(ArticleViewSet(), raw(3, ""), pk=3) is True
+    assert (
+        handler.get_cache_only(ArticleViewSet(), raw(3, "", prefix="v"), pk=3) is not CACHE_MISSING
+    )
+    assert handler.delete_cache(ArticleViewSet(), raw(3, "", prefix="v"), pk=3) is True
     assert RUNS["viewset"] == 1
 
 
@@ -156,10 +159,10 @@ def test_async_methods_outside_dispatch_negotiate_too(store):
     handler = AsyncArticleView.get
 
     async def scenario():
-        found = await handler.aget_cache_only(AsyncArticleView(), raw(query=""), pk=1)
-        bypassed = await handler.abypass_cache(AsyncArticleView(), raw(query=""), pk=1)
-        refreshed = await handler.arefresh(AsyncArticleView(), raw(query=""), pk=1)
-        deleted = await handler.adelete_cache(AsyncArticleView(), raw(query=""), pk=1)
+        found = await handler.aget_cache_only(AsyncArticleView(), raw(query="", prefix="b"), pk=1)
+        bypassed = await handler.abypass_cache(AsyncArticleView(), raw(query="", prefix="b"), pk=1)
+        refreshed = await handler.arefresh(AsyncArticleView(), raw(query="", prefix="b"), pk=1)
+        deleted = await handler.adelete_cache(AsyncArticleView(), raw(query="", prefix="b"), pk=1)
         return found, bypassed, refreshed, deleted
 
     found, bypassed, refreshed, deleted = async_to_sync(scenario)()
@@ -178,8 +181,10 @@ def test_async_bypass_cache_outside_dispatch_just_calls_the_handler(store):
     handler = AsyncArticleView.get
 
     async def scenario():
-        bypassed = await handler.abypass_cache(AsyncArticleView(), raw(query=""), pk=1)
-        both = await handler.abypass_cache_with_metadata(AsyncArticleView(), raw(query=""), pk=1)
+        bypassed = await handler.abypass_cache(AsyncArticleView(), raw(query="", prefix="b"), pk=1)
+        both = await handler.abypass_cache_with_metadata(
+            AsyncArticleView(), raw(query="", prefix="b"), pk=1
+        )
         return bypassed, both
 
     bypassed, (with_metadata, metadata) = async_to_sync(scenario)()

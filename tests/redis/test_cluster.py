@@ -15,6 +15,7 @@ import asyncio
 
 import pytest
 import redis as redis_py
+from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
@@ -64,7 +65,7 @@ def test_the_cluster_schemes_are_backends():
 
 def test_a_bad_cluster_url_says_what_to_write():
     with override_settings(RESTFLOW_SETTINGS=redis_settings("redis+cluster://127.0.0.1:1/3")):
-        with pytest.raises(ValueError, match="a cluster has only database 0"):
+        with pytest.raises(ImproperlyConfigured, match="a cluster has only database 0"):
             profile(1)
 
 

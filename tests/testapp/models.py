@@ -18,3 +18,11 @@ class FeaturedArticle(Article):
 
     class Meta:
         proxy = True
+
+
+class Tag(models.Model):
+    """Tags articles: ``article.tags.add(tag)`` changes neither row, only the
+    link table, and Django says so with ``m2m_changed`` alone."""
+
+    name = models.CharField(max_length=50)
+    articles = models.ManyToManyField(Article, related_name="tags")

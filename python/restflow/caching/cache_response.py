@@ -36,16 +36,18 @@ was rendered for another:
 3. **Some responses are never stored**, whatever ``cache_if`` says: those
    that set cookies, carry ``Vary: *`` or ``Cache-Control: private`` /
    ``no-store``, and streamed ones; those rendered while the view read
-   ``request.session`` (``SessionMiddleware`` adds ``Vary: Cookie`` only
+   ``request.COOKIES`` or ``request.session`` (``SessionMiddleware`` adds
+   ``Vary: Cookie`` only
    after the entry would be stored; reads before the view, by
    authentication, do not count); and those carrying a CSRF token (Django
    marked it used: the browsable API's pages, forms). They are returned as
    they are. See :mod:`restflow.caching.response_privacy`.
 4. **What was negotiated is part of the key**: the media type DRF chose
    (``request.accepted_media_type``), the API version (``request.version``),
-   the active language (``get_language()``) and time zone, the scheme and
-   host (``request.get_host()``: absolute URLs from ``build_absolute_uri``
-   never cross hosts or go from http to https), beside the URL kwargs and
+   the active language (``get_language()``) and time zone, the scheme,
+   host (``request.get_host()``) and path (absolute URLs from
+   ``build_absolute_uri`` never cross hosts, go from http to https, or
+   reach another URL routed to the same view), beside the URL kwargs and
    query string of :class:`ResponseCacheKeyConstructor` (repeated query
    parameters in the order sent: ``?sort=a&sort=b`` is not
    ``?sort=b&sort=a``). This is added to any key constructor given.
@@ -53,11 +55,13 @@ was rendered for another:
    decorated handler never share entries (an ``@api_view`` function is its
    own view class).
 6. **Authenticated requests are keyed by user**: when ``request.user`` is
-   authenticated, its primary key is part of the key; anonymous requests
+   authenticated, its kind (the concrete model, or the class of a user that
+   is not a model) and primary key are part of the key; anonymous requests
    share entries. An authenticated user without a primary key (a stateless
-   token user) has nothing safe to key by, so its requests run live
-   (``BYPASS``). To share one response among users, cache the payload with
-   ``cache_result`` instead.
+   token user), and a client DRF authenticated without a user
+   (``request.auth`` beside an anonymous user: an API key), have nothing
+   safe to key by, so their requests run live (``BYPASS``). To share one
+   response among users, cache the payload with ``cache_result`` instead.
 7. **The view's own ``Vary`` is honoured**: an entry whose response says
    ``Vary: X-Tenant`` records the X-Tenant its request sent, and is served
    only to requests sending the same; others run the view live (``MISS``,
@@ -90,7 +94,8 @@ Every :class:`~restflow.caching.CachedWrapper` method is on the wrapper
 (:class:`CachedResponseWrapper`), taking the handler's own arguments:
 ``get_cache_key(request, pk=1)``, ``delete_by_prefix(pk=1)`` (the URL kwargs
 are the partition), ``invalidate_all()``. The key of a request depends on
-what DRF negotiated for it: given a bare view and a plain Django request
+its URL (host, path, query) and on what DRF negotiated for it: given a bare
+view and a plain Django request for the URL the view serves
 (``MyView.get.delete_cache(MyView(), request, pk=1)``, drf-restflow's
 documented use outside a request), the request is negotiated as DRF's
 dispatch would (:mod:`restflow.caching.response_negotiation`);
@@ -152,7 +157,12 @@ from restflow.caching.decorators import _refuse_async_policy, cache_result, chec
 from restflow.caching.key_constructor import refuse_ttl_as_constructor
 from restflow.caching.response_async import AsyncCachedResponseWrapper
 from restflow.caching.response_http import HttpSemantics
-from restflow.caching.response_keys import ResponseCacheKeyConstructor, with_variant
+from restflow.caching.response_keys import (
+    ResponseCacheKeyConstructor,
+    check_request_not_keyed,
+    default_constructor,
+    with_variant,
+)
 from restflow.caching.response_wrapper import (
     CachedResponseWrapper,
     HandlerCall,
@@ -247,8 +257,6 @@ def cache_response(
     if inspect.isfunction(key_constructor):
         raise TypeError("@cache_response needs its parentheses: @cache_response(...).")
     refuse_ttl_as_constructor(key_constructor, "cache_response")
-    if key_constructor is None:
-        key_constructor = ResponseCacheKeyConstructor
     check_policy(ttl, cache_if, cache_unless)
     response_ttl = ResponseTtl(ttl) if callable(ttl) else None
     http = HttpSemantics(
@@ -264,12 +272,17 @@ def cache_response(
     def decorator(func: Callable[..., Any]) -> CachedResponseWrapper:
         _check_target(func)
         call = HandlerCall(func)
+        if key_constructor is None:
+            constructor: Any = default_constructor(call.name)
+        else:
+            constructor = key_constructor
+            check_request_not_keyed(constructor, func, call.name)
         is_async = inspect.iscoroutinefunction(func)
         if not is_async:
             _refuse_async_policy(ttl, cache_if, cache_unless, target="view")
         render = make_renderer(func, call, cache_if, cache_unless, response_ttl, http.conditional)
         cached = cache_result(
-            key_constructor=with_variant(key_constructor, call.name),
+            key_constructor=with_variant(constructor, call.name),
             ttl=response_ttl or ttl,
             stale_while_revalidate=stale_while_revalidate,
             stale_if_error=stale_if_error,

@@ -42,8 +42,13 @@ _FORWARDED = {
 
 def _header_value(value: Any) -> str:
     # A str enum member is written as its bare value ("MISS"), never as
-    # "CacheStatus.MISS"; CR and LF would split the header, so they go.
-    text = value.value if hasattr(value, "value") and isinstance(value, str) else value
+    # "CacheStatus.MISS"; a datetime as the ISO-8601 text metadata carries
+    # (never str()'s "2026-11-27 04:12:17+00:00"); CR and LF would split the
+    # header, so they go.
+    if isinstance(value, datetime):
+        text: Any = value.isoformat()
+    else:
+        text = value.value if hasattr(value, "value") and isinstance(value, str) else value
     return str(text).replace("\r", " ").replace("\n", " ")
 
 
@@ -60,9 +65,24 @@ def _get(response: Any, name: str) -> str | None:
     return (headers if headers is not None else response).get(name)
 
 
-def timestamp(text: Any) -> float | None:
-    """Seconds since the epoch of a metadata time (``cached_at``, ``reset_at``)."""
-    return datetime.fromisoformat(text).timestamp() if text else None
+def timestamp(value: Any, key: str = "cached_at") -> float | None:
+    """Seconds since the epoch of a metadata time (``cached_at``, ``reset_at``):
+    the ISO-8601 string metadata carries, or a ``datetime``; ``None`` for
+    none. Anything else is a ``ValueError`` that names the key: an ``Age``
+    or a ``ttl`` cannot be computed from it."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            pass
+    raise ValueError(
+        f"metadata[{key!r}] must be an ISO-8601 time as get_with_metadata() gives it "
+        f"('2026-11-27T04:12:17+00:00') or a datetime; got {value!r}."
+    )
 
 
 class Served(NamedTuple):
@@ -97,7 +117,7 @@ def cache_status_value(served: Served, now: float) -> str | None:
         return None
     parts = [cache_settings()["CACHE_STATUS_NAME"], outcome]
     if status in (CacheStatus.HIT, CacheStatus.STALE):
-        reset_at = timestamp(metadata.get("reset_at"))
+        reset_at = timestamp(metadata.get("reset_at"), "reset_at")
         if reset_at is not None:
             parts.append(f"ttl={math.floor(reset_at - now)}")
     elif served.forward is None and status in (CacheStatus.MISS, CacheStatus.REFRESH):
@@ -144,14 +164,25 @@ def set_response_cache_header(
     """
     if not metadata:
         return response
-    for header, key, alias in _HEADERS:
+    values = {}
+    for _header, key, alias in _HEADERS:
+        given = key
         value = metadata.get(key)
         if value is None and alias is not None:
-            value = metadata.get(alias)
+            given, value = alias, metadata.get(alias)
+        values[key] = value
+        if cache_status and key != "cache_status":
+            # Checked before any header is written: a time that cannot be
+            # read fails the call and leaves the response as it was.
+            timestamp(value, given)
+    for header, key, _alias in _HEADERS:
+        value = values[key]
         if value is not None and value != "":
             _set(response, header, _header_value(value))
     if cache_status:
-        status = metadata.get("cache_status")
+        status = values["cache_status"]
         served_from_cache = status in (CacheStatus.HIT, CacheStatus.STALE)
-        age_and_status(response, Served(metadata, rendered_here=not served_from_cache))
+        # The alias counts for the ttl too, as it does for X-Cache-reset-at.
+        known = {key: value for key, value in values.items() if value is not None}
+        age_and_status(response, Served(known, rendered_here=not served_from_cache))
     return response

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -603,18 +604,48 @@ class QueryParamsKeyField(_RequestField):
         return {"query": {name: self._values(source, name) for name in names}}
 
 
-class ViewKwargsKeyField(CacheKeyField):
-    """A view's URL kwargs: every argument but ``self``, ``cls`` and ``request``
-    (``**kwargs`` flattened), or the listed ones."""
+def _url_text(value: Any) -> Any:
+    """A URL kwarg as the text its URL carries, when that is unambiguous.
 
-    def __init__(self, arguments: str | Iterable[str] = "*", **options: bool) -> None:
+    A URL is text: DRF's routers (``(?P<pk>[^/.]+)``) and ``<str:pk>`` give
+    ``"3"`` where ``<int:pk>`` gives ``3``, and an invalidation rule or a
+    ``delete_by_prefix`` call gives the model's ``pk``, ``3``. Keyed as
+    given, type-tagged, ``"3"`` and ``3`` are two partitions, and a rule
+    never drops what a router-served view cached. An ``int`` and a ``UUID``
+    are keyed as their text, which is what ``<int:>`` and ``<uuid:>``
+    write in a URL; other values (a custom converter's object) as they are.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+class ViewKwargsKeyField(CacheKeyField):
+    """A view's URL kwargs: every argument but ``self``, ``cls`` and the
+    request (``request_arg``, ``"request"`` by default; ``**kwargs``
+    flattened), or the listed ones. Each is keyed as the text its URL
+    carries (``3`` and ``"3"`` are one value, see :func:`_url_text`)."""
+
+    def __init__(
+        self, arguments: str | Iterable[str] = "*", request_arg: str = "request", **options: bool
+    ) -> None:
         super().__init__(**options)
         #: As given ("*", a name, or a list of names), as drf-restflow keeps it.
         self.arguments = arguments
         self._arguments = _names(arguments, "ViewKwargsKeyField arguments")  # None: all
+        if not isinstance(request_arg, str) or not request_arg.isidentifier():
+            raise ValueError(
+                f"ViewKwargsKeyField request_arg must be a parameter name; got {request_arg!r}"
+            )
+        self.request_arg = request_arg
+        self._skipped = (*_RECEIVERS, request_arg)
 
     def options(self) -> tuple[Any, ...]:
-        return ("*" if self._arguments is None else self._arguments,)
+        arguments = "*" if self._arguments is None else self._arguments
+        # The default request name adds nothing: keys made before it existed stay.
+        return (arguments,) if self.request_arg == "request" else (arguments, self.request_arg)
 
     def check(self, func: Callable[..., Any], signature: inspect.Signature) -> None:
         parameters = signature.parameters
@@ -633,25 +664,24 @@ class ViewKwargsKeyField(CacheKeyField):
             name
             for name in names
             if name in signature.parameters
-            and name not in (*_RECEIVERS, "request")
+            and name not in self._skipped
             and signature.parameters[name].kind
             not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
         }
 
-    @staticmethod
-    def _url_kwargs(bound: Mapping[str, Any], shape: CallShape) -> dict[str, Any]:
+    def _url_kwargs(self, bound: Mapping[str, Any], shape: CallShape) -> dict[str, Any]:
         found: dict[str, Any] = {}
         for name, value in bound.items():
-            if name in (*_RECEIVERS, "request") or name == shape.var_positional:
+            if name in self._skipped or name == shape.var_positional:
                 continue
             if name == shape.var_keyword:
-                found.update(value)
+                found.update({key: _url_text(item) for key, item in value.items()})
             else:
-                found[name] = value
+                found[name] = _url_text(value)
         return found
 
     def payload(self, bound: Mapping[str, Any], shape: CallShape) -> dict[str, Any]:
-        kwargs = self._url_kwargs(bound, shape)
+        kwargs = self._url_kwargs(bound, shape)  # every value as its URL text
         if self._arguments is None:
             return {"kwargs": kwargs}
         return {name: kwargs.get(name, CACHE_MISSING) for name in self._arguments}

@@ -17,6 +17,10 @@ A failure anywhere is logged on the ``restflow.caching`` logger and never
 makes ``save()`` raise, unless the rule's ``raise_exception`` (or the
 settings) ask for it.
 
+Many-to-many ``add()``, ``remove()`` and ``clear()`` send only
+``m2m_changed``: they run the rules of the link table and of both sides'
+models (see :meth:`CacheRegistry._on_m2m`).
+
 ``QuerySet.update()``, ``bulk_update()`` and ``bulk_create()`` send no
 signals. Run the rules for such changes yourself::
 
@@ -41,7 +45,7 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.models import Model, QuerySet
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import m2m_changed, post_delete, post_save
 
 from restflow.caching.dispatchers.base import Dispatcher
 from restflow.caching.dispatchers.jobs import Change, Job, SignalTypes
@@ -136,6 +140,7 @@ class CacheRegistry:
             uid = f"restflow.caching.registry.{self.name}.{id(self)}"
             post_save.connect(self._on_save, weak=False, dispatch_uid=f"{uid}.save")
             post_delete.connect(self._on_delete, weak=False, dispatch_uid=f"{uid}.delete")
+            m2m_changed.connect(self._on_m2m, weak=False, dispatch_uid=f"{uid}.m2m")
             self._connected = True
 
     def rules_for(self, model: type) -> tuple[BoundRule, ...]:
@@ -255,6 +260,7 @@ class CacheRegistry:
                 uid = f"restflow.caching.registry.{self.name}.{id(self)}"
                 post_save.disconnect(dispatch_uid=f"{uid}.save")
                 post_delete.disconnect(dispatch_uid=f"{uid}.delete")
+                m2m_changed.disconnect(dispatch_uid=f"{uid}.m2m")
                 self._connected = False
             self._pending.clear()
             self._by_model.clear()
@@ -280,6 +286,66 @@ class CacheRegistry:
         if self.rules_for(sender):
             change = Change(SignalTypes.POST_DELETE)
             self._schedule(self._collect([instance], change), kwargs.get("using"))
+
+    def _on_m2m(
+        self,
+        sender: type,
+        instance: Any,
+        action: str,
+        reverse: bool,
+        model: type,
+        pk_set: set[Any] | None,
+        using: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``add()``, ``remove()`` and ``clear()`` of a many-to-many relation
+        save neither row; Django sends only ``m2m_changed``. They run the rules
+        of the link table (``Tag.articles.through``: each link added is a save
+        that creates it, each removed one a delete) and of both sides' models
+        (a save of each row whose relation changed, with ``update_fields``
+        naming the relation as that model's ``get_field`` does: ``"articles"``
+        on Tag, ``"tags"`` on Article, so ``watch_fields`` can name it).
+
+        Handled after an add or a remove, and before a clear, which sends no
+        primary keys: the links it will delete are read then."""
+        if action not in ("post_add", "post_remove", "pre_clear"):
+            return
+        links, here, there = self.rules_for(sender), self.rules_for(type(instance)), ()
+        if model is not None:
+            there = self.rules_for(model)
+        if not (links or here or there):
+            return
+        field = _m2m_field(sender, instance, model, reverse)
+        if field is None:
+            return
+        # The link table's columns: this side's (``instance``'s) and the other's;
+        # the relation's name on each side.
+        mine = sender._meta.get_field(field.m2m_field_name()).attname
+        theirs = sender._meta.get_field(field.m2m_reverse_field_name()).attname
+        name_here, name_there = field.name, field.related_query_name()
+        if reverse:
+            mine, theirs = theirs, mine
+            name_here, name_there = name_there, name_here
+        if pk_set is None:
+            links_here = sender._base_manager.using(using).filter(**{mine: instance.pk})
+            pk_set = set(links_here.values_list(theirs, flat=True))
+        if not pk_set:
+            return
+        pairs = []
+        if links:
+            added = action == "post_add"
+            change = (
+                Change(SignalTypes.POST_SAVE, True) if added else Change(SignalTypes.POST_DELETE)
+            )
+            rows = [sender(**{mine: instance.pk, theirs: pk}) for pk in pk_set]
+            pairs += self._collect(rows, change)
+        if here:
+            change = Change(SignalTypes.POST_SAVE, False, frozenset({name_here}))
+            pairs += self._collect([instance], change)
+        if there:
+            change = Change(SignalTypes.POST_SAVE, False, frozenset({name_there}))
+            pairs += self._collect(model._base_manager.using(using).filter(pk__in=pk_set), change)
+        self._schedule(pairs, using)
 
     def invalidate_instances(
         self,
@@ -447,6 +513,16 @@ class ModelStatus(dict):
 
     def get(self, key: object, default: Any = None) -> Any:
         return self[key] if key in self else default
+
+
+def _m2m_field(through: type, instance: Any, model: type, reverse: bool) -> Any:
+    """The ``ManyToManyField`` whose link table is ``through``: declared by
+    ``instance``'s model (a forward change) or by ``model`` (a reverse one)."""
+    declaring = model if reverse else type(instance)
+    for field in declaring._meta.many_to_many:
+        if field.remote_field.through is through:
+            return field
+    return None
 
 
 def _resolve_model(model: type | str, strict: bool = False) -> type | None:

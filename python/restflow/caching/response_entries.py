@@ -8,6 +8,14 @@ response's ``Vary`` names (whom it may be served to; see
 stores that serialize, and shares nothing with the live response, so
 middleware that changes a response later never changes what is cached. It
 never holds a request, a serializer or a queryset.
+
+Under ``SERIALIZER="json"`` a shared store (``cache_response`` uses the
+``BACKEND`` setting's) keeps only exact JSON values
+(no tuple, no bytes), so there the entry is the same four parts as plain
+JSON: ``[status_code, content decoded as UTF-8, [[name, value], ...],
+[[name, value or None], ...]]``. A body that is not UTF-8 cannot be one, and
+is served but not stored. :func:`thaw` and
+:func:`~restflow.caching.response_privacy.serves` read both forms.
 """
 
 from __future__ import annotations
@@ -19,24 +27,44 @@ from django.http import HttpResponse
 from django.utils.cache import has_vary_header
 
 from restflow.caching.response_privacy import vary_record
+from restflow.caching.settings import cache_settings
 from restflow.caching.twins import Steps
 
 __all__ = ["Entry", "freeze", "never_storable", "storable", "thaw"]
 
 Entry = tuple[int, bytes, tuple[tuple[str, str], ...], tuple[tuple[str, str | None], ...]]
 
+#: Headers that say how one response was answered (restflow's ``X-Cache-*``,
+#: ``Cache-Status``, ``Age``), by lower-cased name. A view that caches its
+#: payload with ``cache_result`` writes them for its render; replayed from an
+#: entry they would tell every later client about a lookup that never
+#: happened for it, so an entry never keeps them (each answer writes its own).
+_PER_ANSWER_HEADERS = frozenset(
+    {"x-cache-status", "x-cached-at", "x-cache-reset-at", "cache-status", "age"}
+)
+
 #: ``Cache-Control`` directives that forbid a shared cache to keep a response.
 _PRIVATE_DIRECTIVES = frozenset({"private", "no-store"})
 
 
-def freeze(response: Any, request: Any) -> Entry:
-    """The entry of a rendered, non-streaming response to ``request``."""
-    return (
-        response.status_code,
-        bytes(response.content),
-        tuple(response.items()),
-        vary_record(response, request),
-    )
+def freeze(response: Any, request: Any) -> Entry | None:
+    """The entry of a rendered, non-streaming response to ``request``: a
+    tuple, or its JSON form for a shared store under ``SERIALIZER="json"``
+    (``None`` when the body is not UTF-8 and so has no JSON form)."""
+    content = bytes(response.content)
+    vary = vary_record(response, request)
+    kept = [
+        (name, value) for name, value in response.items() if name.lower() not in _PER_ANSWER_HEADERS
+    ]
+    current = cache_settings()
+    if current["SERIALIZER"] != "json" or current["BACKEND"] == "memory":
+        return (response.status_code, content, tuple(kept), vary)
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    headers = [[name, value] for name, value in kept]
+    return [response.status_code, text, headers, [list(pair) for pair in vary]]  # type: ignore[return-value]
 
 
 def thaw(entry: Entry) -> HttpResponse:
@@ -44,6 +72,8 @@ def thaw(entry: Entry) -> HttpResponse:
     (``Content-Type`` included): a fresh object per request, so nothing one
     client's middleware does reaches another's response."""
     status_code, content, headers = entry[:3]
+    if isinstance(content, str):  # the JSON form
+        content = content.encode("utf-8")
     return HttpResponse(content, status=status_code, headers=dict(headers))
 
 
@@ -56,14 +86,16 @@ def never_storable(response: Any) -> str | None:
     """Why ``response`` may never be stored, whatever ``cache_if`` says, or ``None``.
 
     These responses would be wrong for the next client, not merely stale:
-    a streamed body cannot be replayed; cookies belong to one client (and an
-    entry keeps no cookies, so a hit would silently drop them); ``Vary: *``
-    says no two requests are alike; ``Cache-Control: private`` or
-    ``no-store`` forbids shared caches to keep the response at all.
+    a streamed body cannot be replayed; cookies belong to one client, set
+    with ``set_cookie`` (an entry keeps no cookies, so a hit would silently
+    drop them) or written as a ``Set-Cookie`` header (an entry would keep
+    it, and hand one visitor's cookie to every client); ``Vary: *`` says
+    no two requests are alike; ``Cache-Control: private`` or ``no-store``
+    forbids shared caches to keep the response at all.
     """
     if getattr(response, "streaming", False):
         return "it is streamed"
-    if getattr(response, "cookies", None):
+    if getattr(response, "cookies", None) or response.has_header("Set-Cookie"):
         return "it sets cookies"
     if has_vary_header(response, "*"):
         return "it carries Vary: *"

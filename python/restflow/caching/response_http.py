@@ -119,7 +119,7 @@ class HttpSemantics:
     def _cache_control_value(self, cached_at: float, metadata: Mapping[str, Any]) -> str | None:
         """``max-age`` from the entry's ttl (``None`` without one: an entry that
         never expires has no lifetime to advertise), and the stale windows."""
-        reset_at = timestamp(metadata.get("reset_at"))
+        reset_at = timestamp(metadata.get("reset_at"), "reset_at")
         if reset_at is None:
             return None
         directives = [self.cache_control, f"max-age={math.floor(reset_at - cached_at)}"]

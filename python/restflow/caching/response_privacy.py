@@ -11,6 +11,12 @@ to another if it were ignored:
   stored. Reads are watched during the render (:func:`watching`), and a
   render that read the session is not stored. Reads before the view
   (authentication loading the user) do not count: the user is keyed.
+- **the cookies**: a view that reads ``request.COOKIES`` itself (a theme, a
+  cart id, a flash message in ``CookieStorage``) rendered for that client's
+  cookies, which the key does not hold. Reads are watched during the render
+  as the session's are, and a render that read a cookie is not stored.
+  Reads before the view (middleware, CSRF checks, authentication) do not
+  count.
 - **the CSRF token**: a page that carries one (the browsable API, a form)
   hands every client the first one's token. A render after which Django
   marks the token used (``get_token``, ``rotate_token``) is not stored.
@@ -46,11 +52,12 @@ _KEYED_VARY = frozenset({"accept"})
 class RenderWatch:
     """What one render touched."""
 
-    __slots__ = ("session_read", "unwatched_session")
+    __slots__ = ("cookies_read", "session_read", "unwatched_session")
 
     def __init__(self) -> None:
         self.session_read = False
         self.unwatched_session = False
+        self.cookies_read = False
 
 
 #: The render running in this context, if any.
@@ -81,6 +88,70 @@ class _WatchedSession:
     async def _aget_session(self, no_load: bool = False) -> Any:
         _note_session_read()
         return await super()._aget_session(no_load)  # type: ignore[misc]
+
+
+def _note_cookies_read() -> None:
+    watch = _current.get()
+    if watch is not None:
+        watch.cookies_read = True
+
+
+class _WatchedCookies(dict):
+    """``request.COOKIES``, noting every read in the render running in that
+    context (reads from other contexts, middleware's, are not noted). Still
+    the plain ``dict`` of the cookies otherwise."""
+
+    def __getitem__(self, key: Any) -> Any:
+        _note_cookies_read()
+        return super().__getitem__(key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        _note_cookies_read()
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        _note_cookies_read()
+        return super().__contains__(key)
+
+    def __iter__(self) -> Iterator[Any]:
+        _note_cookies_read()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        _note_cookies_read()
+        return super().__len__()
+
+    def keys(self) -> Any:
+        _note_cookies_read()
+        return super().keys()
+
+    def values(self) -> Any:
+        _note_cookies_read()
+        return super().values()
+
+    def items(self) -> Any:
+        _note_cookies_read()
+        return super().items()
+
+    def copy(self) -> dict[Any, Any]:
+        _note_cookies_read()
+        return dict(super().items())
+
+
+def _watch_cookies(request: Any) -> None:
+    """Makes the Django request's ``COOKIES`` (a DRF request's is its
+    ``_request``'s) report reads to the watching render; once per request."""
+    django_request = getattr(request, "_request", request)
+    state = getattr(django_request, "__dict__", None)
+    if state is None:
+        return
+    cookies = state.get("COOKIES")
+    if isinstance(cookies, _WatchedCookies):
+        return
+    if cookies is None:
+        cookies = getattr(django_request, "COOKIES", None)  # a cached_property: parsed now
+    if isinstance(cookies, dict) and not isinstance(cookies, _WatchedCookies):
+        state["COOKIES"] = _WatchedCookies(cookies)
 
 
 @functools.cache
@@ -117,14 +188,16 @@ def watching(request: Any) -> Iterator[RenderWatch]:
     another (a cached view calling a cached view) reports to the outer too."""
     watch = RenderWatch()
     _watch_session(request, watch)
+    _watch_cookies(request)
     outer = _current.get()
     token = _current.set(watch)
     try:
         yield watch
     finally:
         _current.reset(token)
-        if outer is not None and watch.session_read:
-            outer.session_read = True
+        if outer is not None:
+            outer.session_read |= watch.session_read
+            outer.cookies_read |= watch.cookies_read
 
 
 def private_reason(request: Any, watch: RenderWatch) -> str | None:
@@ -132,6 +205,8 @@ def private_reason(request: Any, watch: RenderWatch) -> str | None:
     alone (see the module docs), or ``None``."""
     if watch.session_read:
         return "the view read the session"
+    if watch.cookies_read:
+        return "the view read the request's cookies"
     if watch.unwatched_session:
         return "the request's session is not a Django session, whose reads can be watched"
     meta = getattr(request, "META", None) or {}

@@ -167,6 +167,8 @@ def render_steps(
     if etag:
         tag(response)
     entry = freeze(response, request)
+    if entry is None:
+        return None
     if response_ttl is not None:
         response_ttl.remember(entry, (yield response_ttl.ttl(response, *args, **kwargs)))
     return entry

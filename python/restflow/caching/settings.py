@@ -103,6 +103,20 @@ _cached: dict[str, Any] | None = None
 _TOKEN = re.compile(r"[A-Za-z*][A-Za-z0-9:/!#$%&'*+\-.^_`|~]*")
 
 
+#: The largest counts the engine's integer settings hold (u64 / usize, u32):
+#: a larger int would fail in the conversion with "int too big to convert".
+_MAX_U64 = 2**64 - 1
+_MAX_U32 = 2**32 - 1
+
+#: The longest connect, read or lock timeout, in seconds.
+_MAX_TIMEOUT = 86_400
+
+
+def _count_within(value: Any, low: int, high: int) -> bool:
+    """Whether ``value`` is an int (not a bool) from ``low`` to ``high``."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
 def configuration_error(message: str) -> Exception:
     """``ImproperlyConfigured`` under Django, ``ValueError`` without it."""
     try:
@@ -152,16 +166,16 @@ def _validate(user: Mapping[str, Any]) -> dict[str, Any]:
         )
     merged = {**DEFAULTS, **user}
     max_entries = merged["MAX_ENTRIES"]
-    if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
+    if not _count_within(max_entries, 1, _MAX_U64):
         raise configuration_error(
-            f'RESTFLOW_SETTINGS["CACHE_SETTINGS"]["MAX_ENTRIES"] must be an int >= 1; '
-            f"got {max_entries!r}."
+            f'RESTFLOW_SETTINGS["CACHE_SETTINGS"]["MAX_ENTRIES"] must be an int >= 1 '
+            f"(at most {_MAX_U64}); got {max_entries!r}."
         )
     max_part = merged["MAX_KEY_PART_LENGTH"]
-    if isinstance(max_part, bool) or not isinstance(max_part, int) or max_part < 40:
+    if not _count_within(max_part, 40, _MAX_U64):
         raise configuration_error(
             f'RESTFLOW_SETTINGS["CACHE_SETTINGS"]["MAX_KEY_PART_LENGTH"] must be an int >= 40 '
-            f"(a digest takes 33); got {max_part!r}."
+            f"(a digest takes 33; at most {_MAX_U64}); got {max_part!r}."
         )
     if not isinstance(merged["DEFAULT_DISPATCHER"], str) or not merged["DEFAULT_DISPATCHER"]:
         raise configuration_error(
@@ -240,6 +254,13 @@ def _validate_backend_settings(merged: dict[str, Any]) -> None:
     for name in ("CONNECT_TIMEOUT", "READ_TIMEOUT", "LOCK_TIMEOUT"):
         if merged[name] <= 0:
             raise configuration_error(f'{key}["{name}"] must be > 0; got {merged[name]!r}.')
+        if merged[name] > _MAX_TIMEOUT:
+            # Longer is a unit mistake (milliseconds given as seconds), and
+            # past ~5.8e11 years no Duration holds it at all.
+            raise configuration_error(
+                f'{key}["{name}"] is in seconds and must be at most {_MAX_TIMEOUT} (a day); '
+                f"got {merged[name]!r}."
+            )
     if merged["READ_SPIN"] > 0.001:
         raise configuration_error(
             f'{key}["READ_SPIN"] is in seconds and must be <= 0.001 (1 ms; 0 turns '
@@ -262,13 +283,15 @@ def _validate_backend_settings(merged: dict[str, Any]) -> None:
             f'{key}["LOOP_SOCKET"] must be True or False; got {merged["LOOP_SOCKET"]!r}.'
         )
     pool = merged["POOL_SIZE"]
-    if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
-        raise configuration_error(f'{key}["POOL_SIZE"] must be an int >= 1; got {pool!r}.')
+    if not _count_within(pool, 1, _MAX_U32):
+        raise configuration_error(
+            f'{key}["POOL_SIZE"] must be an int >= 1 (at most {_MAX_U32}); got {pool!r}.'
+        )
     near = merged["NEAR_CACHE"]
-    if not isinstance(near, bool) and not (isinstance(near, int) and near >= 1):
+    if not isinstance(near, bool) and not _count_within(near, 1, _MAX_U64):
         raise configuration_error(
             f'{key}["NEAR_CACHE"] must be False, True or an int >= 1 (the most entries each '
-            f"process keeps); got {near!r}."
+            f"process keeps, at most {_MAX_U64}); got {near!r}."
         )
     signing = merged["SIGNING_KEY"]
     if signing is not None and not (isinstance(signing, (str, bytes)) and signing):
@@ -358,27 +381,38 @@ def backend_for(spec: str | None):
     made from the settings. The engine keeps what this returns until the
     settings change."""
     current = cache_settings()
+    from_settings = spec is None
+    where = 'RESTFLOW_SETTINGS["CACHE_SETTINGS"]["BACKEND"]' if from_settings else "backend="
     spec = current["BACKEND"] if spec is None else spec
     if spec == "memory":
         return None
     if spec.startswith("django"):
         _check_cache_alias(spec.partition(":")[2] or "default")
-    return _engine.SharedBackend(
-        spec,
-        signing_key=signing_key(),
-        key_prefix=current["KEY_PREFIX"],
-        serializer=current["SERIALIZER"],
-        pool_size=current["POOL_SIZE"],
-        connect_timeout=current["CONNECT_TIMEOUT"],
-        read_timeout=current["READ_TIMEOUT"],
-        read_spin=current["READ_SPIN"],
-        lock_timeout=current["LOCK_TIMEOUT"],
-        bypass_on_failure=current["FAILURE_MODE"] == "bypass",
-        # Every Redis backend can keep one, made on first use by a function
-        # that uses it; NEAR_CACHE says whether functions do by default.
-        near_cache_size=0 if spec.startswith("django") else _near_cache_size(current["NEAR_CACHE"]),
-        near_cache_default=bool(current["NEAR_CACHE"]),
-    )
+    try:
+        return _engine.SharedBackend(
+            spec,
+            signing_key=signing_key(),
+            key_prefix=current["KEY_PREFIX"],
+            serializer=current["SERIALIZER"],
+            pool_size=current["POOL_SIZE"],
+            connect_timeout=current["CONNECT_TIMEOUT"],
+            read_timeout=current["READ_TIMEOUT"],
+            read_spin=current["READ_SPIN"],
+            lock_timeout=current["LOCK_TIMEOUT"],
+            bypass_on_failure=current["FAILURE_MODE"] == "bypass",
+            # Every Redis backend can keep one, made on first use by a function
+            # that uses it; NEAR_CACHE says whether functions do by default.
+            near_cache_size=0
+            if spec.startswith("django")
+            else _near_cache_size(current["NEAR_CACHE"]),
+            near_cache_default=bool(current["NEAR_CACHE"]),
+        )
+    except ValueError as error:
+        # A URL the engine cannot parse: nothing was connected, so this is
+        # the setting's (ImproperlyConfigured) or the parameter's
+        # (ValueError) fault, and the message says which.
+        message = f"{where} {spec!r} cannot be used: {error}."
+        raise (configuration_error(message) if from_settings else ValueError(message)) from None
 
 
 def _near_cache_size(setting: bool | int) -> int:

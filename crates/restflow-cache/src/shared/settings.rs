@@ -67,7 +67,14 @@ pub fn positive_seconds(what: &str, secs: f64) -> Result<Duration, String> {
             "{what} must be a number of seconds > 0, got {secs}"
         ));
     }
-    Ok(Duration::from_secs_f64(secs))
+    // A finite number can still be past what a Duration holds (1e30):
+    // refused, never the panic of `Duration::from_secs_f64`.
+    Duration::try_from_secs_f64(secs).map_err(|_| {
+        format!(
+            "{what} must be at most {} seconds, got {secs}",
+            Duration::MAX.as_secs()
+        )
+    })
 }
 
 /// Which kind of store a URL names.
@@ -194,7 +201,7 @@ pub fn redis_store(settings: &RedisSettings<'_>) -> Result<Box<dyn super::Shared
     // Every Redis store has `with_near_cache(size, prefixes)`.
     macro_rules! near {
         ($store:expr) => {{
-            let store = $store.map_err(|e: StoreError| e.to_string())?;
+            let store = $store.map_err(construction_error)?;
             Box::new(match size {
                 0 => store,
                 size => store.with_near_cache(size, prefixes()),
@@ -214,6 +221,20 @@ pub fn redis_store(settings: &RedisSettings<'_>) -> Result<Box<dyn super::Shared
     })
 }
 
+/// What a store's constructor refused, said as a setting to change.
+///
+/// A constructor connects nothing, so what it refuses is its URL or an
+/// option (reported as `Protocol`): that text alone, never
+/// "store answered garbage", which would send the reader looking at a
+/// server that was never asked.
+#[cfg(feature = "redis")]
+fn construction_error(error: StoreError) -> String {
+    match error {
+        StoreError::Protocol(why) => why,
+        other => other.to_string(),
+    }
+}
+
 /// The lifecycle's options: `wait_timeout` defaults to a second past the
 /// lock's, so a follower outwaits a live computation.
 pub fn options(
@@ -226,7 +247,7 @@ pub fn options(
         lock_timeout,
         wait_timeout: match wait_timeout {
             Some(secs) => positive_seconds("wait_timeout", secs)?,
-            None => lock_timeout + Duration::from_secs(1),
+            None => lock_timeout.saturating_add(Duration::from_secs(1)),
         },
         bypass_on_failure,
     })
@@ -309,6 +330,14 @@ mod tests {
             positive_seconds("lock_timeout", 0.0).unwrap_err(),
             "lock_timeout must be a number of seconds > 0, got 0"
         );
+        assert_eq!(
+            positive_seconds("lock_timeout", 1e30).unwrap_err(),
+            format!(
+                "lock_timeout must be at most {} seconds, got 1000000000000000000000000000000",
+                u64::MAX
+            )
+        );
+        assert!(options(1e30, None, true).is_err());
         let defaults = options(2.0, None, true).unwrap();
         assert_eq!(defaults.wait_timeout, Duration::from_secs(3));
         assert!(options(2.0, Some(f64::NAN), true).is_err());

@@ -186,6 +186,14 @@ class Command(BaseCommand):
 
     def inspect(self, dotted: str, raw_args: list[str]) -> None:
         target = _resolve(dotted)
+        if hasattr(target, "cached_render"):
+            # A response's key is made from the request (media type, user,
+            # host, path, query): there is none to build from a shell.
+            raise CommandError(
+                f"{dotted} is a @cache_response view handler, whose keys come from each "
+                "request: inspect takes @cache_result functions. Wipe it with "
+                f"'restflow_cache wipe {dotted}'."
+            )
         engine = _engine_of(target)
         args, kwargs = [], {}
         for text in raw_args:
