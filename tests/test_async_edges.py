@@ -608,3 +608,33 @@ def test_an_interrupt_from_an_async_ttl_leaves_nothing_behind(store):
         cached = run(report.aget_cache_only(1))
     assert (value, meta["cache_status"], cached) == (2, CacheStatus.MISS, 2)
     assert computations == [1, 1]
+
+
+def test_a_stale_entry_read_through_async_to_sync_is_refreshed(store):
+    """``async_to_sync`` runs each call on a loop that is gone when the
+    call returns, cancelling the background refresh task of a stale read at
+    its first await. The refresh starts over on restflow's own loop, with
+    its claim, so the entry is refreshed (HIT, the new value) instead of
+    being served stale, read after read, until its window ends (before:
+    STALE, the old value)."""
+    from asgiref.sync import async_to_sync
+
+    computations = []
+
+    @cache_result(ttl=10, stale_while_revalidate=60)
+    async def version(x):
+        computations.append(x)
+        await asyncio.sleep(0)  # its I/O: the loop runs other tasks meanwhile
+        return len(computations)
+
+    get = async_to_sync(version.aget_with_metadata)
+    with frozen_clock() as clock:
+        assert get(1)[0] == 1
+        clock.advance(11)
+        value, meta = get(1)
+        assert (value, meta["cache_status"]) == (1, CacheStatus.STALE)
+        async_to_sync(wait_for_async_refreshes)()
+        value, meta = get(1)
+    # The first attempt, cancelled with its loop, then the one that stored.
+    assert (value, meta["cache_status"]) == (3, CacheStatus.HIT)
+    assert computations == [1, 1, 1]

@@ -33,6 +33,7 @@ raises a ``TypeError`` that names the async one.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import inspect
 import logging
@@ -64,6 +65,19 @@ _executor_lock = threading.Lock()
 
 #: Background refresh tasks (kept referenced until done).
 _refreshes: set[asyncio.Task] = set()
+
+#: A loop of restflow's own, on a daemon thread, made when first needed:
+#: where a background refresh carries on when the caller's loop goes away
+#: before it is done (``async_to_sync`` runs each call on a loop that ends
+#: with the call, cancelling the refresh the call's stale read started).
+_refresh_loop: asyncio.AbstractEventLoop | None = None
+
+#: Refreshes handed over to that loop (kept referenced until done).
+_handed_over: set[concurrent.futures.Future] = set()
+
+#: Reentrant: a coroutine closed by the collector while this thread makes
+#: the loop may hand its refresh over from inside that very call.
+_refresh_loop_lock = threading.RLock()
 
 
 class _LoopSockets:
@@ -97,11 +111,27 @@ def _worker_pool() -> ThreadPoolExecutor:
         return _executor
 
 
+def _own_refresh_loop() -> asyncio.AbstractEventLoop:
+    global _refresh_loop
+    with _refresh_loop_lock:
+        if _refresh_loop is None:
+            _refresh_loop = asyncio.new_event_loop()
+            # A daemon: at exit a refresh left running is abandoned, as the
+            # engine's are (its claim expires), never waited for.
+            threading.Thread(
+                target=_refresh_loop.run_forever, name="restflow-refresh-loop", daemon=True
+            ).start()
+        return _refresh_loop
+
+
 def _forget_pool_after_fork() -> None:
-    global _executor, _executor_lock
+    global _executor, _executor_lock, _refresh_loop, _refresh_loop_lock
     _executor = None  # the parent's threads do not exist here
     _executor_lock = threading.Lock()
+    _refresh_loop = None
+    _refresh_loop_lock = threading.RLock()
     _refreshes.clear()
+    _handed_over.clear()
     _loop_connections.clear()
 
 
@@ -345,17 +375,29 @@ class AsyncCachedWrapper(Generic[P, T]):
         flight.share(*served)
         return served
 
-    async def _run_lead(self, lead: Any, args: tuple, kwargs: dict, *, forced: bool = False) -> Any:
+    async def _run_lead(
+        self,
+        lead: Any,
+        args: tuple,
+        kwargs: dict,
+        *,
+        forced: bool = False,
+        background: bool = False,
+    ) -> Any:
         """Awaits the function in this task and hands the outcome to the
         engine's ``lead`` (inline on the memory store, on a worker on a
         shared one): a shared store's miss, a stale entry's background
         refresh, or a forced refresh (``forced``, whose caller gets the
         error). The engine stores the value, or answers a failed miss with
         the value kept for stale-if-error (or raises), or gives a failed
-        refresh's claim back (logging a background one's error)."""
+        refresh's claim back (logging a background one's error). A
+        ``background`` refresh whose loop goes away first starts over on
+        restflow's own loop, with its claim."""
         try:
             value, decision = await self._produce(args, kwargs)
         except BaseException as error:
+            if background and _going_away(error) and self._hand_over(lead, args, kwargs):
+                raise
             if not _failed(error):
                 # Cancelled (or the process is exiting): given back now (off
                 # the loop on a shared store), so another caller computes at
@@ -403,9 +445,27 @@ class AsyncCachedWrapper(Generic[P, T]):
     def _spawn_refresh(self, claim: Any, args: tuple, kwargs: dict) -> None:
         """A stale memory hit whose refresh the engine claimed for this
         call: one task on the loop, that hands the value back to the claim."""
-        task = asyncio.get_running_loop().create_task(self._run_lead(claim, args, kwargs))
+        refresh = self._run_lead(claim, args, kwargs, background=True)
+        task = asyncio.get_running_loop().create_task(refresh)
         _refreshes.add(task)
         task.add_done_callback(_refreshes.discard)
+
+    def _hand_over(self, claim: Any, args: tuple, kwargs: dict) -> bool:
+        """Runs a background refresh whose loop is going away (its task
+        cancelled, or its coroutine closed) on restflow's own loop, so that
+        the entry is refreshed all the same; whether it did (not when that
+        loop is the one going away: the process is exiting)."""
+        loop = _own_refresh_loop()
+        try:
+            if asyncio.get_running_loop() is loop:
+                return False
+        except RuntimeError:  # a coroutine closed outside its loop
+            pass
+        refresh = self._run_lead(claim, args, kwargs, background=True)
+        future = asyncio.run_coroutine_threadsafe(refresh, loop)
+        _handed_over.add(future)
+        future.add_done_callback(_handed_over.discard)
+        return True
 
     def _release(self, claim: Any) -> None:
         """Gives a claim back without waiting: inline on the memory store,
@@ -600,10 +660,10 @@ class _BoundAsyncWrapper:
 
 async def wait_for_async_refreshes(timeout: float = 10.0) -> None:
     """Finishes when every background refresh is done: the tasks on this
-    loop, and the engine's (sync callers' refreshes; waited for on a worker
-    thread). Another loop's refresh tasks (another thread's) only that loop
-    can await; those of a closed loop will never run again, and are
-    forgotten here."""
+    loop, those handed over to restflow's own loop, and the engine's (sync
+    callers' refreshes; waited for on a worker thread). Another loop's
+    refresh tasks (another thread's) only that loop can await; those of a
+    closed loop will never run again, and are forgotten here."""
     from restflow.caching.testing import wait_for_refreshes
 
     loop = asyncio.get_running_loop()
@@ -614,4 +674,6 @@ async def wait_for_async_refreshes(timeout: float = 10.0) -> None:
         elif task.get_loop().is_closed():
             _refreshes.discard(task)
     await asyncio.gather(*here, return_exceptions=True)
+    handed_over = [asyncio.wrap_future(future) for future in list(_handed_over)]
+    await asyncio.gather(*handed_over, return_exceptions=True)
     await loop.run_in_executor(None, wait_for_refreshes, timeout)
