@@ -134,6 +134,7 @@ pub struct RedisStore {
     near: PerProcess<Near>,
     lock: Script,
     unlock: Script,
+    delete: Script,
     generations: Script,
     put_current: Script,
 }
@@ -201,6 +202,20 @@ if redis.call('pttl', KEYS[1]) == -1 then \
   redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end \
 return 0";
 
+/// Deletes a key (`KEYS[1]`) and answers whether it existed. A key that is
+/// already missing is written and deleted again, so that the delete is
+/// still announced on every near cache's invalidation channel: a plain
+/// `DEL` of a missing key changes nothing and announces nothing, yet a
+/// near cache may hold a copy read under that key (the key vanished
+/// without a message: `SWAPDB` replaced the database) and must hear that
+/// the entry or counter was deleted. (`pcall`: a write refused under
+/// `noeviction` leaves the delete done, only unannounced.)
+pub(super) const DELETE_SCRIPT: &str = "\
+if redis.call('del', KEYS[1]) == 1 then return 1 end \
+local written = redis.pcall('set', KEYS[1], '', 'PX', 1000) \
+if type(written) == 'table' and written.ok then redis.call('del', KEYS[1]) end \
+return 0";
+
 /// Releases a lock (`KEYS[1]`) if the token `ARGV[1]` still holds it.
 pub(super) const UNLOCK_SCRIPT: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
      return redis.call('del', KEYS[1]) else return 0 end";
@@ -245,6 +260,7 @@ impl RedisStore {
             connections: PerProcess::new(),
             lock: Script::new(LOCK_SCRIPT),
             unlock: Script::new(UNLOCK_SCRIPT),
+            delete: Script::new(DELETE_SCRIPT),
             generations: Script::new(GENERATIONS),
             put_current: Script::new(PUT_CURRENT),
             near_setting: None,
@@ -554,7 +570,7 @@ impl SharedStore for RedisStore {
 
     fn delete(&self, key: &str) -> Result<bool, StoreError> {
         let _forget = self.forget_after([key]);
-        self.with(|c| redis::cmd("DEL").arg(key).query::<u64>(c))
+        self.with(|c| self.delete.key(key).invoke::<u64>(c))
             .map(|n| n > 0)
     }
 

@@ -1,0 +1,260 @@
+"""An unlucky operator's Redis: timeouts that leave answers unread, locks
+left over a refused write, garbage of every type under restflow's keys.
+Each must cost at most a miss (or a bypass), never a wrong value, an
+exception to the caller, or a lock left held."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+from django.test import override_settings
+
+from restflow.caching import CacheStatus, cache_result
+from tests.parking import wait_until
+from tests.redis.conftest import redis_settings
+from tests.timeouts import PAUSED
+
+calls: list = []
+#: Run by item's computation (under its lock).
+during: list = []
+
+
+@cache_result(ttl=60)
+def item(x):
+    calls.append(x)
+    for action in during:
+        action()
+    return {"x": x, "n": len(calls)}
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls():
+    calls.clear()
+    during.clear()
+
+
+def served(wrapper, *args):
+    value, meta = wrapper.get_with_metadata(*args)
+    return value, meta["cache_status"]
+
+
+def rejected(wrapper):
+    return wrapper.shared_backend().rejected
+
+
+class RawClient:
+    """A bare socket to the server: sends a command without reading its
+    answer, so a test can block the server (DEBUG SLEEP) from inside a
+    cached function and learn when it is unblocked."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+
+    def send(self, *args):
+        parts = [f"*{len(args)}\r\n".encode()]
+        for arg in args:
+            arg = str(arg).encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+        self.sock.sendall(b"".join(parts))
+
+    def read_line(self):
+        data = b""
+        while not data.endswith(b"\r\n"):
+            chunk = self.sock.recv(1)
+            assert chunk, "closed"
+            data += chunk
+        return data
+
+    def close(self):
+        self.sock.close()
+
+
+def lock_of(redis, x):
+    """The name of the lock a computation of ``item(x)`` holds (read while
+    it holds it); the entry and the call are forgotten again."""
+    during.append(lambda: held.extend(redis.keys("*restflow:lock:*")))
+    held: list = []
+    item(x)
+    during.clear()
+    redis.delete(item.get_cache_key(x))
+    calls.clear()
+    (lock,) = held
+    return lock
+
+
+WRONG_TYPES = {
+    "list": lambda r, k: r.rpush(k, "a", "b"),
+    "hash": lambda r, k: r.hset(k, "f", "v"),
+    "set": lambda r, k: r.sadd(k, "a"),
+    "zset": lambda r, k: r.zadd(k, {"a": 1}),
+    "stream": lambda r, k: r.xadd(k, {"f": "v"}),
+}
+
+
+@pytest.mark.parametrize("kind", list(WRONG_TYPES))
+def test_a_key_of_another_type_under_the_entry_is_a_miss(redis, kind):
+    assert served(item, 1) == ({"x": 1, "n": 1}, CacheStatus.MISS)
+    key = item.get_cache_key(1)
+    redis.delete(key)
+    WRONG_TYPES[kind](redis, key)
+    assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.MISS)
+    assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.HIT)
+    assert redis.type(key) == b"string"
+
+
+@pytest.mark.parametrize("kind", list(WRONG_TYPES))
+def test_a_key_of_another_type_under_a_counter_heals(redis, kind):
+    item(1)
+    (counter,) = redis.keys("*restflow:gen:*")
+    redis.delete(counter)
+    WRONG_TYPES[kind](redis, counter)
+    assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.MISS)
+    assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.HIT)
+    item.invalidate_all()
+    assert served(item, 1) == ({"x": 1, "n": 3}, CacheStatus.MISS)
+
+
+@pytest.mark.parametrize("kind", list(WRONG_TYPES))
+def test_a_key_of_another_type_under_the_lock_without_expiry_is_taken_over(redis, kind):
+    lock = lock_of(redis, 1)
+    WRONG_TYPES[kind](redis, lock)
+    assert served(item, 1) == ({"x": 1, "n": 1}, CacheStatus.MISS)
+    assert served(item, 1) == ({"x": 1, "n": 1}, CacheStatus.HIT)
+    assert not redis.exists(lock)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"RFC", b"RFC3", b"RFC3" + b"\x00" * 80, b"RFC9" + b"\x00" * 200, b"\xff" * 10_000],
+)
+def test_garbage_payloads_are_misses_counted_as_rejected(redis, payload):
+    item(1)
+    key = item.get_cache_key(1)
+    before = rejected(item)
+    redis.set(key, payload)
+    assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.MISS)
+    assert rejected(item) == before + 1
+    assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.HIT)
+
+
+def test_a_huge_garbage_entry_is_a_miss(redis):
+    item(1)
+    key = item.get_cache_key(1)
+    redis.set(key, b"RFC3" + b"\x00" * (80 << 20))
+    assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.MISS)
+    assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.HIT)
+
+
+def test_a_payload_signed_with_another_key_is_a_miss(redis, redis_server):
+    item(1)
+    key = item.get_cache_key(1)
+    with override_settings(
+        SECRET_KEY="another-secret", RESTFLOW_SETTINGS=redis_settings(redis_server.url)
+    ):
+        redis.delete(key)
+        item(1)
+        foreign = redis.get(key)
+    redis.delete(key)
+    item(1)
+    before = rejected(item)
+    redis.set(key, foreign)
+    assert served(item, 1) == ({"x": 1, "n": 4}, CacheStatus.MISS)
+    assert rejected(item) == before + 1
+
+
+def test_a_store_that_times_out_never_hands_its_late_answer_to_the_next_call(own_redis):
+    """The server stops (SIGSTOP) while the leader computes: its write and
+    its unlock time out, and their answers come once it resumes, on
+    connections that must never be used again (else a later call would
+    read an earlier call's answer)."""
+    # A connection made to a stopped server waits CONNECT_TIMEOUT for its
+    # handshake: shorter than the generous default, so the test is quick.
+    settings = redis_settings(own_redis.url, **PAUSED, CONNECT_TIMEOUT=2.0)
+    with override_settings(RESTFLOW_SETTINGS=settings):
+        item(0)  # connections made, counters started
+        during.append(own_redis.pause)
+        try:
+            first = served(item, 1)
+        finally:
+            own_redis.resume()
+        during.clear()
+        assert first == ({"x": 1, "n": 2}, CacheStatus.BYPASS)
+        wait_until(lambda: served(item, 9)[1] is not CacheStatus.BYPASS, "caching resumed")
+        calls.clear()
+        for x in (2, 3):
+            assert served(item, x) == ({"x": x, "n": x - 1}, CacheStatus.MISS)
+            assert served(item, x) == ({"x": x, "n": x - 1}, CacheStatus.HIT)
+        assert own_redis.client().keys("*restflow:lock:*") == []
+
+
+def test_a_write_refused_after_the_lock_was_taken_leaves_no_lock(own_redis):
+    """Redis fills up while the leader computes (noeviction): its write is
+    refused, the caller still gets the value, and the lock is released
+    (a DEL, which a full Redis takes), so the next caller does not wait."""
+    client = own_redis.client()
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url)):
+        item(0)
+        client.config_set("maxmemory-policy", "noeviction")
+        during.append(lambda: client.config_set("maxmemory", "1"))
+        try:
+            first = served(item, 1)
+            locks = client.keys("*restflow:lock:*")
+        finally:
+            client.config_set("maxmemory", "0")
+        during.clear()
+        # Refused writes are reported as BYPASS (see test_breaker.py).
+        assert (first, locks) == ((({"x": 1, "n": 2}), CacheStatus.BYPASS), [])
+        assert served(item, 1) == ({"x": 1, "n": 3}, CacheStatus.MISS)
+        assert served(item, 1) == ({"x": 1, "n": 3}, CacheStatus.HIT)
+
+
+def test_a_server_restarted_empty_while_the_leader_computes(own_redis):
+    """The server dies under the lock and comes back empty on its port: the
+    leader's write finds no counters (or a dead connection) and is not
+    stored; the caller still gets its value; caching resumes."""
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url)):
+        item(0)
+
+        def restart():
+            own_redis.stop()
+            own_redis.start()
+
+        during.append(restart)
+        first = served(item, 1)
+        during.clear()
+        client = own_redis.client()
+        keys = sorted(client.keys("*"))
+        assert (first, keys) == ((({"x": 1, "n": 2}), CacheStatus.BYPASS), [])
+        wait_until(lambda: served(item, 5)[1] is not CacheStatus.BYPASS, "caching resumed")
+        calls.clear()
+        assert served(item, 1) == ({"x": 1, "n": 1}, CacheStatus.MISS)
+        assert served(item, 1) == ({"x": 1, "n": 1}, CacheStatus.HIT)
+
+
+@pytest.fixture
+def near(redis, redis_server):
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(redis_server.url, NEAR_CACHE=True)):
+        yield redis
+
+
+@pytest.mark.parametrize("operation", ["invalidate_all", "delete"])
+def test_swapdb_under_the_near_cache_never_hides_a_later_invalidation(
+    near, redis_server, operation
+):
+    """SWAPDB replaces the whole database without a message per key; an
+    invalidation made afterwards (of a counter the new database may not
+    even hold) must still stop the near copy."""
+    from tests.redis.test_near_cache import other_process, warm
+    from tests.redis.near_functions import value
+
+    old = warm(value, "k")
+    near.swapdb(0, 1)
+    near.set("near:computations", 1000)  # new values differ from the old
+    other_process(redis_server.url, operation)
+    assert value.shared_backend().near_sync()
+    served_value, meta = value.get_with_metadata("k")
+    near.flushdb()
+    near.swapdb(0, 1)
+    assert (served_value != old, meta["cache_status"]) == (True, CacheStatus.MISS)
