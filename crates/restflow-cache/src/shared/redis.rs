@@ -628,7 +628,8 @@ impl SharedStore for RedisStore {
 
     /// `INFO`'s server and memory facts a health check reports: the
     /// version, and the eviction policy (which decides whether generation
-    /// counters can be evicted; see the README's eviction advice).
+    /// counters can be evicted; see the README's eviction advice); and
+    /// the `save` and `appendonly` settings when `CONFIG` answers.
     fn server_info(&self) -> Result<Vec<(String, String)>, StoreError> {
         const WANTED: [&str; 5] = [
             "redis_version",
@@ -638,12 +639,24 @@ impl SharedStore for RedisStore {
             "maxmemory_policy",
         ];
         let text: String = self.with(|c| redis::cmd("INFO").query(c))?;
-        Ok(text
+        let mut facts: Vec<(String, String)> = text
             .lines()
             .filter_map(|line| line.trim_end().split_once(':'))
             .filter(|(name, _)| WANTED.contains(name))
             .map(|(name, value)| (name.to_owned(), value.to_owned()))
-            .collect())
+            .collect();
+        // Persistence, which decides whether a crashed server can come back
+        // from a snapshot older than an invalidation (see the README's
+        // persistence advice). One name per `CONFIG GET` (Redis 6 takes no
+        // more); left out where `CONFIG` is refused (managed servers).
+        for name in ["save", "appendonly"] {
+            let answer: Result<Vec<String>, _> =
+                self.with(|c| redis::cmd("CONFIG").arg("GET").arg(name).query(c));
+            if let Ok([found, value]) = answer.as_deref() {
+                facts.push((found.clone(), value.clone()));
+            }
+        }
+        Ok(facts)
     }
 }
 
