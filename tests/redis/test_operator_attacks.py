@@ -1,12 +1,11 @@
 """An unlucky operator's Redis: timeouts that leave answers unread, locks
 left over a refused write, garbage of every type under restflow's keys.
 Each must cost at most a miss (or a bypass), never a wrong value, an
-exception to the caller, or a lock left held."""
+exception to the caller, or a lock left held by a refused write."""
 
 from __future__ import annotations
 
-import socket
-import threading
+import asyncio
 
 import pytest
 from django.test import override_settings
@@ -14,6 +13,8 @@ from django.test import override_settings
 from restflow.caching import CacheStatus, cache_result
 from tests.parking import wait_until
 from tests.redis.conftest import redis_settings
+from tests.redis.near_functions import value
+from tests.redis.test_near_cache import other_process, warm
 from tests.timeouts import PAUSED
 
 calls: list = []
@@ -42,33 +43,6 @@ def served(wrapper, *args):
 
 def rejected(wrapper):
     return wrapper.shared_backend().rejected
-
-
-class RawClient:
-    """A bare socket to the server: sends a command without reading its
-    answer, so a test can block the server (DEBUG SLEEP) from inside a
-    cached function and learn when it is unblocked."""
-
-    def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port))
-
-    def send(self, *args):
-        parts = [f"*{len(args)}\r\n".encode()]
-        for arg in args:
-            arg = str(arg).encode()
-            parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-        self.sock.sendall(b"".join(parts))
-
-    def read_line(self):
-        data = b""
-        while not data.endswith(b"\r\n"):
-            chunk = self.sock.recv(1)
-            assert chunk, "closed"
-            data += chunk
-        return data
-
-    def close(self):
-        self.sock.close()
 
 
 def lock_of(redis, x):
@@ -246,9 +220,6 @@ def test_swapdb_under_the_near_cache_never_hides_a_later_invalidation(
     """SWAPDB replaces the whole database without a message per key; an
     invalidation made afterwards (of a counter the new database may not
     even hold) must still stop the near copy."""
-    from tests.redis.test_near_cache import other_process, warm
-    from tests.redis.near_functions import value
-
     old = warm(value, "k")
     near.swapdb(0, 1)
     near.set("near:computations", 1000)  # new values differ from the old
@@ -270,7 +241,6 @@ def test_a_loop_socket_that_times_out_is_never_read_again(own_redis):
     """An async hit read on the event loop's own socket times out (server
     stopped); its answer comes after the resume. The next hits, of other
     keys, must each get their own entry."""
-    import asyncio
 
     async def scenario():
         for x in (1, 2, 3):
