@@ -322,9 +322,9 @@ impl RedisStore {
     fn lookup(&self, packed: &[u8]) -> Option<Result<Value, StoreError>> {
         let connections = self.connections();
         let pool = connections.lookups.as_ref()?;
-        Some(pool.get().and_then(|mut conn| {
+        Some(on_live_connection(pool, |conn| {
+            // A failed query leaves the connection broken by itself.
             conn.query(packed, self.config.read_timeout, &connections.spin)
-                .map_err(|e| classify(&e))
         }))
     }
 
@@ -335,14 +335,49 @@ impl RedisStore {
 
     fn with<T>(
         &self,
-        run: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
+        mut run: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.connections().commands.get()?;
-        match run(&mut conn.inner) {
-            Ok(value) => Ok(value),
+        on_live_connection(&self.connections().commands, |conn| {
+            run(&mut conn.inner).inspect_err(|_| conn.broken.set(true))
+        })
+    }
+}
+
+/// Whether `error` is the server having closed the connection (end of
+/// file, reset, broken pipe), rather than a timeout or an answer.
+fn closed_by_server(error: &redis::RedisError) -> bool {
+    error.is_connection_dropped() && !error.is_timeout()
+}
+
+/// Runs `run` on a connection of `pool`, which must mark the connection
+/// broken when it fails. A connection that sat idle in the pool and turns
+/// out closed by the server (`CLIENT KILL`, the server's idle `timeout`, a
+/// restart) is thrown away and `run` made again on the next one, up to the
+/// pool's size plus one in all: such a connection says nothing about the
+/// server now, and failing the call (a BYPASS, a step towards opening the
+/// breaker) for each dead idle connection would turn a server that is up
+/// into one skipped for every function. Made again only then: a server
+/// that closed the connection while it sat idle never read the command.
+/// (Should it have run the command and closed the connection before
+/// answering, making it again is harmless: every command restflow sends
+/// leaves the store as it was after the first, and a lock script made
+/// again finds the lock taken, by this caller's own token, so the caller
+/// waits for it as for another's and computes without storing.) A
+/// connection made for this call that fails fails the call.
+fn on_live_connection<M: Manage, T>(
+    pool: &Pool<M>,
+    mut run: impl FnMut(&mut M::Conn) -> redis::RedisResult<T>,
+) -> Result<T, StoreError> {
+    let mut attempts = pool.max_size() + 1;
+    loop {
+        let mut conn = pool.get()?;
+        match run(&mut conn) {
+            Ok(value) => return Ok(value),
             Err(error) => {
-                conn.broken.set(true);
-                Err(classify(&error))
+                attempts -= 1;
+                if attempts == 0 || !(conn.reused() && closed_by_server(&error)) {
+                    return Err(classify(&error));
+                }
             }
         }
     }
