@@ -364,7 +364,7 @@ fn closed_by_server(error: &redis::RedisError) -> bool {
 /// again finds the lock taken, by this caller's own token, so the caller
 /// waits for it as for another's and computes without storing.) A
 /// connection made for this call that fails fails the call.
-fn on_live_connection<M: Manage, T>(
+pub(super) fn on_live_connection<M: Manage, T>(
     pool: &Pool<M>,
     mut run: impl FnMut(&mut M::Conn) -> redis::RedisResult<T>,
 ) -> Result<T, StoreError> {
