@@ -295,3 +295,30 @@ def test_killed_idle_connections_cost_no_bypass(own_redis):
         statuses += [served(item, x)[1] for x in range(4)]
         trips = stats()["backends"][own_redis.url]["breaker_trips"]
     assert (statuses, trips) == ([CacheStatus.HIT] * 8, 0)
+
+
+def test_killed_idle_loop_connections_cost_no_bypass(own_redis):
+    """The event loop's own idle socket, closed by CLIENT KILL: the hit
+    falls back to the engine, which replaces its closed connections too."""
+
+    async def scenario():
+        for x in (1, 2):
+            await async_item(x)
+            await async_item(x)  # the loop's connection exists, idle
+        killed = own_redis.client().client_kill_filter(_type="normal", skipme=True)
+        hits = [await async_item.aget_with_metadata(x) for x in (1, 2, 1, 2)]
+        return killed, hits
+
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url)):
+        reset_stats()
+        killed, hits = asyncio.run(scenario())
+        trips = stats()["backends"][own_redis.url]["breaker_trips"]
+    assert killed >= 2
+    assert ([(value, meta["cache_status"]) for value, meta in hits], trips) == (
+        [
+            ({"x": 1, "n": 1}, CacheStatus.HIT),
+            ({"x": 2, "n": 2}, CacheStatus.HIT),
+        ]
+        * 2,
+        0,
+    )
