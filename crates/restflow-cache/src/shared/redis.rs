@@ -706,6 +706,56 @@ mod tests {
         classify(&error)
     }
 
+    /// Connections numbered in the order made, broken when marked.
+    struct Numbered(std::sync::atomic::AtomicUsize);
+
+    impl Manage for Numbered {
+        type Conn = (usize, Cell<bool>);
+        fn connect(&self) -> Result<Self::Conn, StoreError> {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok((n, Cell::new(false)))
+        }
+        fn has_broken(&self, conn: &Self::Conn) -> bool {
+            conn.1.get()
+        }
+    }
+
+    fn failed(conn: &(usize, Cell<bool>), kind: std::io::ErrorKind) -> redis::RedisResult<usize> {
+        conn.1.set(true);
+        Err(std::io::Error::from(kind).into())
+    }
+
+    #[test]
+    fn connections_closed_while_idle_are_replaced_not_reported() {
+        let pool = Pool::new(Numbered(0.into()), 3, Duration::ZERO);
+        let held: Vec<_> = (0..3).map(|_| pool.get().unwrap()).collect();
+        drop(held); // three idle connections, 0 to 2
+                    // The server closed all three meanwhile: the call goes on to a new one.
+        let answer = on_live_connection(&pool, |conn| match conn.0 {
+            0..=2 => failed(conn, std::io::ErrorKind::UnexpectedEof),
+            n => Ok(n),
+        });
+        assert_eq!(answer, Ok(3));
+        assert_eq!(pool.open(), 1);
+        // A connection made for the call that fails fails it: the server
+        // is down (3 is reused and fails first; 4 is made, and fails).
+        let answer = on_live_connection(&pool, |conn| failed(conn, std::io::ErrorKind::BrokenPipe));
+        assert!(
+            matches!(answer, Err(StoreError::Unavailable(_))),
+            "{answer:?}"
+        );
+        // A timeout is never made again, even on a connection that sat
+        // idle: the server is slow, and the answer may still come.
+        drop(pool.get().unwrap());
+        let mut tries = 0;
+        let answer = on_live_connection(&pool, |conn| {
+            tries += 1;
+            failed(conn, std::io::ErrorKind::TimedOut)
+        });
+        assert!(matches!(answer, Err(StoreError::Timeout(_))), "{answer:?}");
+        assert_eq!(tries, 1);
+    }
+
     #[test]
     fn a_replica_refusing_a_write_is_read_only() {
         // As Redis 7 and Valkey answer a write, and Redis 6/7 a script's.
