@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 from django.test import override_settings
@@ -322,3 +323,24 @@ def test_killed_idle_loop_connections_cost_no_bypass(own_redis):
         * 2,
         0,
     )
+
+
+def test_a_connection_made_to_a_stalled_server_waits_one_timeout(own_redis):
+    """The server stops while the leader computes: its write times out,
+    and the unlock needs a new connection. Making it must not wait the
+    connect timeout once per set-up command (the client crate's
+    `CLIENT SETINFO` pair took two): with no password and database 0 there
+    is nothing to set up, and the call costs the read timeouts. A hang
+    guard, far above that and below one CONNECT_TIMEOUT."""
+    settings = redis_settings(own_redis.url, READ_TIMEOUT=1.0, CONNECT_TIMEOUT=20.0)
+    with override_settings(RESTFLOW_SETTINGS=settings):
+        item(0)
+        during.append(own_redis.pause)
+        started = time.monotonic()
+        try:
+            first = served(item, 1)
+        finally:
+            elapsed = time.monotonic() - started
+            own_redis.resume()
+    assert first == ({"x": 1, "n": 2}, CacheStatus.BYPASS)
+    assert elapsed < 15, elapsed

@@ -253,6 +253,12 @@ impl RedisStore {
             .into_connection_info()
             .map_err(|e| StoreError::Protocol(format!("bad Redis URL {:?}: {e}", config.url)))?
             .set_tcp_settings(TcpSettings::default().set_nodelay(true));
+        // No `CLIENT SETINFO` pair when connecting: the crate reads each
+        // set-up answer with the whole connect timeout, going on after one
+        // times out, so against a stalled server each set-up command costs
+        // a CONNECT_TIMEOUT (and Redis before 7.2 refuses the pair anyway).
+        let redis_settings = info.redis_settings().clone().set_skip_set_lib_name();
+        let info = info.set_redis_settings(redis_settings);
         let client = Client::open(info).map_err(|e| classify(&e))?;
         Ok(RedisStore {
             config,
