@@ -344,3 +344,20 @@ def test_a_connection_made_to_a_stalled_server_waits_one_timeout(own_redis):
             own_redis.resume()
     assert first == ({"x": 1, "n": 2}, CacheStatus.BYPASS)
     assert elapsed < 15, elapsed
+
+
+def test_a_huge_garbage_entry_read_by_the_loop_is_a_miss(redis):
+    """Above the loop socket's answer limit (64 MiB): the loop gives up on
+    it, the engine reads it, refuses it, and recomputes."""
+
+    async def scenario():
+        await async_item(1)
+        await async_item(1)  # the loop's connection exists, idle
+        redis.set(async_item.get_cache_key(1), b"RFC3" + b"\x00" * (80 << 20))
+        first = await async_item.aget_with_metadata(1)
+        again = await async_item.aget_with_metadata(1)
+        return first, again
+
+    (value, meta), (value_again, meta_again) = asyncio.run(scenario())
+    assert (value, meta["cache_status"]) == ({"x": 1, "n": 2}, CacheStatus.MISS)
+    assert (value_again, meta_again["cache_status"]) == ({"x": 1, "n": 2}, CacheStatus.HIT)
