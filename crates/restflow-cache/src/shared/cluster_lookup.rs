@@ -113,7 +113,7 @@ impl ClusterLookups {
             return Routed::Elsewhere;
         };
         // A connection the node closed while it sat idle is replaced.
-        let answer = on_live_connection(pool, |conn| {
+        let answer = on_live_connection(pool, true, |conn| {
             conn.query(packed, self.read_timeout, &self.spin)
         });
         match answer {

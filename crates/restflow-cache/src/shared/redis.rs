@@ -137,6 +137,10 @@ pub struct RedisStore {
     delete: Script,
     generations: Script,
     put_current: Script,
+    /// Whether a connection the server closed while it sat idle is
+    /// replaced (see [`on_live_connection`]); off under Sentinel, where
+    /// the closing is the news: see [`RedisStore::reporting_closed_idle`].
+    replace_closed_idle: bool,
 }
 
 /// Reads counters, starting each missing or unreadable one at the epoch
@@ -271,7 +275,20 @@ impl RedisStore {
             put_current: Script::new(PUT_CURRENT),
             near_setting: None,
             near: PerProcess::new(),
+            replace_closed_idle: true,
         })
+    }
+
+    /// Fails a call whose pooled connection the server closed while it sat
+    /// idle, instead of making it again on another connection. For the
+    /// Sentinel store: Sentinel closes every client connection of a master
+    /// it demotes, and the failed call is what makes that store ask the
+    /// sentinels for the new master; made again at the same address, a
+    /// lookup would read the demoted master, a replica now, whose data may
+    /// lag behind an invalidation made on the new master.
+    pub(super) fn reporting_closed_idle(mut self) -> Self {
+        self.replace_closed_idle = false;
+        self
     }
 
     /// Keeps a near cache of at most `capacity` entries in each process
@@ -328,7 +345,7 @@ impl RedisStore {
     fn lookup(&self, packed: &[u8]) -> Option<Result<Value, StoreError>> {
         let connections = self.connections();
         let pool = connections.lookups.as_ref()?;
-        Some(on_live_connection(pool, |conn| {
+        Some(on_live_connection(pool, self.replace_closed_idle, |conn| {
             // A failed query leaves the connection broken by itself.
             conn.query(packed, self.config.read_timeout, &connections.spin)
         }))
@@ -343,7 +360,8 @@ impl RedisStore {
         &self,
         mut run: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
-        on_live_connection(&self.connections().commands, |conn| {
+        let pool = &self.connections().commands;
+        on_live_connection(pool, self.replace_closed_idle, |conn| {
             run(&mut conn.inner).inspect_err(|_| conn.broken.set(true))
         })
     }
@@ -356,8 +374,8 @@ fn closed_by_server(error: &redis::RedisError) -> bool {
 }
 
 /// Runs `run` on a connection of `pool`, which must mark the connection
-/// broken when it fails. A connection that sat idle in the pool and turns
-/// out closed by the server (`CLIENT KILL`, the server's idle `timeout`, a
+/// broken when it fails. Unless `replace_closed` is off, a connection that
+/// sat idle in the pool and turns out closed by the server (`CLIENT KILL`, the server's idle `timeout`, a
 /// restart) is thrown away and `run` made again on the next one, up to the
 /// pool's size plus one in all: such a connection says nothing about the
 /// server now, and failing the call (a BYPASS, a step towards opening the
@@ -372,9 +390,14 @@ fn closed_by_server(error: &redis::RedisError) -> bool {
 /// connection made for this call that fails fails the call.
 pub(super) fn on_live_connection<M: Manage, T>(
     pool: &Pool<M>,
+    replace_closed: bool,
     mut run: impl FnMut(&mut M::Conn) -> redis::RedisResult<T>,
 ) -> Result<T, StoreError> {
-    let mut attempts = pool.max_size() + 1;
+    let mut attempts = if replace_closed {
+        pool.max_size() + 1
+    } else {
+        1
+    };
     loop {
         let mut conn = pool.get()?;
         match run(&mut conn) {
@@ -737,7 +760,7 @@ mod tests {
         let held: Vec<_> = (0..3).map(|_| pool.get().unwrap()).collect();
         drop(held); // three idle connections, 0 to 2
                     // The server closed all three meanwhile: the call goes on to a new one.
-        let answer = on_live_connection(&pool, |conn| match conn.0 {
+        let answer = on_live_connection(&pool, true, |conn| match conn.0 {
             0..=2 => failed(conn, std::io::ErrorKind::UnexpectedEof),
             n => Ok(n),
         });
@@ -745,7 +768,9 @@ mod tests {
         assert_eq!(pool.open(), 1);
         // A connection made for the call that fails fails it: the server
         // is down (3 is reused and fails first; 4 is made, and fails).
-        let answer = on_live_connection(&pool, |conn| failed(conn, std::io::ErrorKind::BrokenPipe));
+        let answer = on_live_connection(&pool, true, |conn| {
+            failed(conn, std::io::ErrorKind::BrokenPipe)
+        });
         assert!(
             matches!(answer, Err(StoreError::Unavailable(_))),
             "{answer:?}"
@@ -754,12 +779,22 @@ mod tests {
         // idle: the server is slow, and the answer may still come.
         drop(pool.get().unwrap());
         let mut tries = 0;
-        let answer = on_live_connection(&pool, |conn| {
+        let answer = on_live_connection(&pool, true, |conn| {
             tries += 1;
             failed(conn, std::io::ErrorKind::TimedOut)
         });
         assert!(matches!(answer, Err(StoreError::Timeout(_))), "{answer:?}");
         assert_eq!(tries, 1);
+        // Not replacing (Sentinel): the first closed connection fails the call.
+        drop(pool.get().unwrap());
+        let answer = on_live_connection(&pool, false, |conn| {
+            failed(conn, std::io::ErrorKind::UnexpectedEof)
+        });
+        assert!(
+            matches!(answer, Err(StoreError::Unavailable(_))),
+            "{answer:?}"
+        );
+        assert_eq!(pool.open(), 0);
     }
 
     #[test]
