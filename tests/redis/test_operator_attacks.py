@@ -361,3 +361,16 @@ def test_a_huge_garbage_entry_read_by_the_loop_is_a_miss(redis):
     (value, meta), (value_again, meta_again) = asyncio.run(scenario())
     assert (value, meta["cache_status"]) == ({"x": 1, "n": 2}, CacheStatus.MISS)
     assert (value_again, meta_again["cache_status"]) == ({"x": 1, "n": 2}, CacheStatus.HIT)
+
+
+def test_a_flushed_script_cache_is_loaded_again(redis):
+    """SCRIPT FLUSH (or a restart that kept the data): every script restflow
+    sends is loaded again on its NOSCRIPT answer, none fails."""
+    item(1)
+    item.invalidate_all()
+    redis.script_flush()
+    assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.MISS)  # lock, counters, write
+    redis.script_flush()
+    item.invalidate_all()  # the delete script
+    assert served(item, 1) == ({"x": 1, "n": 3}, CacheStatus.MISS)
+    assert served(item, 1) == ({"x": 1, "n": 3}, CacheStatus.HIT)
