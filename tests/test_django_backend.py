@@ -183,3 +183,48 @@ def test_a_stale_read_overtaken_by_a_whole_refresh_does_not_refresh_again():
         finally:
             DJANGO_GATE.release.set()
             caches["gated"].clear()
+
+
+@pytest.fixture
+def flaky():
+    """A Django cache whose methods a test breaks (tests/flaky_cache.py)."""
+    from tests.flaky_cache import FlakyCache
+
+    calls.clear()
+    flaky_caches = {**CACHES, "flaky": {"BACKEND": "tests.flaky_cache.FlakyCache"}}
+    with override_settings(CACHES=flaky_caches, RESTFLOW_SETTINGS=settings_for("flaky")):
+        caches["flaky"].clear()
+        yield FlakyCache.broken
+        FlakyCache.broken.clear()
+        caches["flaky"].clear()
+
+
+def served(wrapper, *args):
+    value, meta = wrapper.get_with_metadata(*args)
+    return value, meta["cache_status"]
+
+
+def test_a_cache_that_refuses_writes_still_serves_what_it_holds(flaky):
+    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.MISS)
+    flaky["set"] = ConnectionError("out of memory")
+    flaky["add"] = ConnectionError("out of memory")
+    assert served(profile, 2) == ({"id": 2, "n": 2}, CacheStatus.BYPASS)
+    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.HIT)
+    flaky.clear()
+    assert served(profile, 2) == ({"id": 2, "n": 3}, CacheStatus.MISS)
+    assert served(profile, 2) == ({"id": 2, "n": 3}, CacheStatus.HIT)
+
+
+@pytest.mark.parametrize("garbage", [None, [], "abc", 7])
+def test_a_get_many_that_answers_garbage_is_a_failing_store(flaky, garbage):
+    flaky["get_many"] = garbage
+    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.BYPASS)
+    flaky.clear()
+    assert served(profile, 1) == ({"id": 1, "n": 2}, CacheStatus.MISS)
+
+
+def test_a_lock_release_that_fails_is_not_the_callers_problem(flaky):
+    flaky["delete"] = ConnectionError("gone")
+    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.MISS)
+    flaky.clear()
+    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.HIT)

@@ -277,3 +277,21 @@ def test_an_unreachable_cluster_bypasses_without_raising():
     with override_settings(RESTFLOW_SETTINGS=redis_settings(url)):
         assert {status(profile, user) for user in range(20)} == {CacheStatus.BYPASS}
         assert calls == list(range(20))
+
+
+def test_killed_idle_connections_cost_no_bypass(cluster):
+    """CLIENT KILL on every master closes every pooled lookup connection
+    while idle: found out on its next use, each is replaced, without a
+    BYPASS or a breaker trip (see the single-node test in
+    tests/redis/test_operator_attacks.py)."""
+    from restflow.caching import reset_stats, stats
+
+    for item in range(12):
+        profile(item)
+        profile(item)  # a lookup connection per master
+    reset_stats()
+    for port in cluster.ports:
+        cluster.client(port).client_kill_filter(_type="normal", skipme=True)
+    statuses = [status(profile, item) for item in range(12)]
+    trips = stats()["backends"][cluster.url]["breaker_trips"]
+    assert (statuses, trips) == ([CacheStatus.HIT] * 12, 0)

@@ -47,3 +47,22 @@ def test_check_reports_version_policy_and_warns(own_redis):
         own_redis.stop()
         with pytest.raises(CommandError, match=f"unreachable: {re.escape(own_redis.url)}"):
             run("check")
+
+
+def test_check_warns_about_persistence(own_redis):
+    """A crashed server restarts from its last snapshot: what was
+    invalidated after it is served again (see the README). The test
+    servers run without persistence; turned on, check warns."""
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url)):
+        badge(1)
+        client = own_redis.client()
+        assert "a server that crashes" not in run("check")
+        client.config_set("save", "3600 1")
+        out = run("check")
+        assert '  warning: save "3600 1": a server that crashes comes back' in out
+        client.config_set("save", "")
+        client.config_set("appendonly", "yes")
+        try:
+            assert "  warning: appendonly yes: a server that crashes comes back" in run("check")
+        finally:
+            client.config_set("appendonly", "no")  # else stopping it writes the log

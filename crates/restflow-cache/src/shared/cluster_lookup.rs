@@ -28,7 +28,7 @@ use ::redis::{Client, IntoConnectionInfo, Value};
 
 use super::cluster::NodeUrl;
 use super::pool::Pool;
-use super::redis::{classify, LookupManager};
+use super::redis::{on_live_connection, LookupManager};
 use super::spin::SpinPolicy;
 use super::store::StoreError;
 
@@ -112,9 +112,9 @@ impl ClusterLookups {
         else {
             return Routed::Elsewhere;
         };
-        let answer = pool.get().and_then(|mut conn| {
+        // A connection the node closed while it sat idle is replaced.
+        let answer = on_live_connection(pool, true, |conn| {
             conn.query(packed, self.read_timeout, &self.spin)
-                .map_err(|e| classify(&e))
         });
         match answer {
             // A redirect (resharding, a failover), or the cluster saying it

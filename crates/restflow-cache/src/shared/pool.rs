@@ -52,6 +52,7 @@ pub struct Pool<M: Manage> {
 pub struct Pooled<'a, M: Manage> {
     pool: &'a Pool<M>,
     conn: Option<M::Conn>,
+    reused: bool,
 }
 
 impl<M: Manage> Pool<M> {
@@ -87,6 +88,7 @@ impl<M: Manage> Pool<M> {
                 return Ok(Pooled {
                     pool: self,
                     conn: Some(conn),
+                    reused: true,
                 });
             }
             if state.open < self.max_size {
@@ -96,6 +98,7 @@ impl<M: Manage> Pool<M> {
                     Ok(conn) => Ok(Pooled {
                         pool: self,
                         conn: Some(conn),
+                        reused: false,
                     }),
                     Err(error) => {
                         self.release_slot();
@@ -136,6 +139,11 @@ impl<M: Manage> Pool<M> {
         }
     }
 
+    /// The most connections it holds.
+    pub fn max_size(&self) -> usize {
+        self.max_size
+    }
+
     /// Callers waiting for a connection now.
     #[cfg(test)]
     fn waiting(&self) -> usize {
@@ -146,6 +154,15 @@ impl<M: Manage> Pool<M> {
     #[cfg(test)]
     pub fn open(&self) -> usize {
         self.state().open
+    }
+}
+
+impl<M: Manage> Pooled<'_, M> {
+    /// Whether it sat idle in the pool before this caller got it (rather
+    /// than being made for this caller): the server may have closed it
+    /// meanwhile.
+    pub fn reused(&self) -> bool {
+        self.reused
     }
 }
 
@@ -212,8 +229,17 @@ mod tests {
     #[test]
     fn reuses_idle_connections_and_replaces_broken_ones() {
         let pool = pool(2, false, Duration::ZERO);
-        let first = pool.get().unwrap().0;
-        assert_eq!(pool.get().unwrap().0, first, "an idle one is reused");
+        let made = pool.get().unwrap();
+        let first = made.0;
+        assert!(!made.reused());
+        drop(made);
+        let again = pool.get().unwrap();
+        assert_eq!(
+            (again.0, again.reused()),
+            (first, true),
+            "an idle one is reused"
+        );
+        drop(again);
         {
             let conn = pool.get().unwrap();
             conn.1.set(true);

@@ -134,8 +134,13 @@ pub struct RedisStore {
     near: PerProcess<Near>,
     lock: Script,
     unlock: Script,
+    delete: Script,
     generations: Script,
     put_current: Script,
+    /// Whether a connection the server closed while it sat idle is
+    /// replaced (see [`on_live_connection`]); off under Sentinel, where
+    /// the closing is the news: see [`RedisStore::reporting_closed_idle`].
+    replace_closed_idle: bool,
 }
 
 /// Reads counters, starting each missing or unreadable one at the epoch
@@ -201,6 +206,20 @@ if redis.call('pttl', KEYS[1]) == -1 then \
   redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end \
 return 0";
 
+/// Deletes a key (`KEYS[1]`) and answers whether it existed. A key that is
+/// already missing is written and deleted again, so that the delete is
+/// still announced on every near cache's invalidation channel: a plain
+/// `DEL` of a missing key changes nothing and announces nothing, yet a
+/// near cache may hold a copy read under that key (the key vanished
+/// without a message: `SWAPDB` replaced the database) and must hear that
+/// the entry or counter was deleted. (`pcall`: a write refused under
+/// `noeviction` leaves the delete done, only unannounced.)
+pub(super) const DELETE_SCRIPT: &str = "\
+if redis.call('del', KEYS[1]) == 1 then return 1 end \
+local written = redis.pcall('set', KEYS[1], '', 'PX', 1000) \
+if type(written) == 'table' and written.ok then redis.call('del', KEYS[1]) end \
+return 0";
+
 /// Releases a lock (`KEYS[1]`) if the token `ARGV[1]` still holds it.
 pub(super) const UNLOCK_SCRIPT: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
      return redis.call('del', KEYS[1]) else return 0 end";
@@ -238,6 +257,12 @@ impl RedisStore {
             .into_connection_info()
             .map_err(|e| StoreError::Protocol(format!("bad Redis URL {:?}: {e}", config.url)))?
             .set_tcp_settings(TcpSettings::default().set_nodelay(true));
+        // No `CLIENT SETINFO` pair when connecting: the crate reads each
+        // set-up answer with the whole connect timeout, going on after one
+        // times out, so against a stalled server each set-up command costs
+        // a CONNECT_TIMEOUT (and Redis before 7.2 refuses the pair anyway).
+        let redis_settings = info.redis_settings().clone().set_skip_set_lib_name();
+        let info = info.set_redis_settings(redis_settings);
         let client = Client::open(info).map_err(|e| classify(&e))?;
         Ok(RedisStore {
             config,
@@ -245,11 +270,25 @@ impl RedisStore {
             connections: PerProcess::new(),
             lock: Script::new(LOCK_SCRIPT),
             unlock: Script::new(UNLOCK_SCRIPT),
+            delete: Script::new(DELETE_SCRIPT),
             generations: Script::new(GENERATIONS),
             put_current: Script::new(PUT_CURRENT),
             near_setting: None,
             near: PerProcess::new(),
+            replace_closed_idle: true,
         })
+    }
+
+    /// Fails a call whose pooled connection the server closed while it sat
+    /// idle, instead of making it again on another connection. For the
+    /// Sentinel store: Sentinel closes every client connection of a master
+    /// it demotes, and the failed call is what makes that store ask the
+    /// sentinels for the new master; made again at the same address, a
+    /// lookup would read the demoted master, a replica now, whose data may
+    /// lag behind an invalidation made on the new master.
+    pub(super) fn reporting_closed_idle(mut self) -> Self {
+        self.replace_closed_idle = false;
+        self
     }
 
     /// Keeps a near cache of at most `capacity` entries in each process
@@ -306,9 +345,9 @@ impl RedisStore {
     fn lookup(&self, packed: &[u8]) -> Option<Result<Value, StoreError>> {
         let connections = self.connections();
         let pool = connections.lookups.as_ref()?;
-        Some(pool.get().and_then(|mut conn| {
+        Some(on_live_connection(pool, self.replace_closed_idle, |conn| {
+            // A failed query leaves the connection broken by itself.
             conn.query(packed, self.config.read_timeout, &connections.spin)
-                .map_err(|e| classify(&e))
         }))
     }
 
@@ -319,14 +358,55 @@ impl RedisStore {
 
     fn with<T>(
         &self,
-        run: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
+        mut run: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.connections().commands.get()?;
-        match run(&mut conn.inner) {
-            Ok(value) => Ok(value),
+        let pool = &self.connections().commands;
+        on_live_connection(pool, self.replace_closed_idle, |conn| {
+            run(&mut conn.inner).inspect_err(|_| conn.broken.set(true))
+        })
+    }
+}
+
+/// Whether `error` is the server having closed the connection (end of
+/// file, reset, broken pipe), rather than a timeout or an answer.
+fn closed_by_server(error: &redis::RedisError) -> bool {
+    error.is_connection_dropped() && !error.is_timeout()
+}
+
+/// Runs `run` on a connection of `pool`, which must mark the connection
+/// broken when it fails. Unless `replace_closed` is off, a connection that
+/// sat idle in the pool and turns out closed by the server (`CLIENT KILL`, the server's idle `timeout`, a
+/// restart) is thrown away and `run` made again on the next one, up to the
+/// pool's size plus one in all: such a connection says nothing about the
+/// server now, and failing the call (a BYPASS, a step towards opening the
+/// breaker) for each dead idle connection would turn a server that is up
+/// into one skipped for every function. Made again only then: a server
+/// that closed the connection while it sat idle never read the command.
+/// (Should it have run the command and closed the connection before
+/// answering, making it again is harmless: every command restflow sends
+/// leaves the store as it was after the first, and a lock script made
+/// again finds the lock taken, by this caller's own token, so the caller
+/// waits for it as for another's and computes without storing.) A
+/// connection made for this call that fails fails the call.
+pub(super) fn on_live_connection<M: Manage, T>(
+    pool: &Pool<M>,
+    replace_closed: bool,
+    mut run: impl FnMut(&mut M::Conn) -> redis::RedisResult<T>,
+) -> Result<T, StoreError> {
+    let mut attempts = if replace_closed {
+        pool.max_size() + 1
+    } else {
+        1
+    };
+    loop {
+        let mut conn = pool.get()?;
+        match run(&mut conn) {
+            Ok(value) => return Ok(value),
             Err(error) => {
-                conn.broken.set(true);
-                Err(classify(&error))
+                attempts -= 1;
+                if attempts == 0 || !(conn.reused() && closed_by_server(&error)) {
+                    return Err(classify(&error));
+                }
             }
         }
     }
@@ -554,7 +634,7 @@ impl SharedStore for RedisStore {
 
     fn delete(&self, key: &str) -> Result<bool, StoreError> {
         let _forget = self.forget_after([key]);
-        self.with(|c| redis::cmd("DEL").arg(key).query::<u64>(c))
+        self.with(|c| self.delete.key(key).invoke::<u64>(c))
             .map(|n| n > 0)
     }
 
@@ -612,7 +692,8 @@ impl SharedStore for RedisStore {
 
     /// `INFO`'s server and memory facts a health check reports: the
     /// version, and the eviction policy (which decides whether generation
-    /// counters can be evicted; see the README's eviction advice).
+    /// counters can be evicted; see the README's eviction advice); and
+    /// the `save` and `appendonly` settings when `CONFIG` answers.
     fn server_info(&self) -> Result<Vec<(String, String)>, StoreError> {
         const WANTED: [&str; 5] = [
             "redis_version",
@@ -622,12 +703,24 @@ impl SharedStore for RedisStore {
             "maxmemory_policy",
         ];
         let text: String = self.with(|c| redis::cmd("INFO").query(c))?;
-        Ok(text
+        let mut facts: Vec<(String, String)> = text
             .lines()
             .filter_map(|line| line.trim_end().split_once(':'))
             .filter(|(name, _)| WANTED.contains(name))
             .map(|(name, value)| (name.to_owned(), value.to_owned()))
-            .collect())
+            .collect();
+        // Persistence, which decides whether a crashed server can come back
+        // from a snapshot older than an invalidation (see the README's
+        // persistence advice). One name per `CONFIG GET` (Redis 6 takes no
+        // more); left out where `CONFIG` is refused (managed servers).
+        for name in ["save", "appendonly"] {
+            let answer: Result<Vec<String>, _> =
+                self.with(|c| redis::cmd("CONFIG").arg("GET").arg(name).query(c));
+            if let Ok([found, value]) = answer.as_deref() {
+                facts.push((found.clone(), value.clone()));
+            }
+        }
+        Ok(facts)
     }
 }
 
@@ -640,6 +733,68 @@ mod tests {
             .and_then(Value::extract_error)
             .expect_err("an error reply");
         classify(&error)
+    }
+
+    /// Connections numbered in the order made, broken when marked.
+    struct Numbered(std::sync::atomic::AtomicUsize);
+
+    impl Manage for Numbered {
+        type Conn = (usize, Cell<bool>);
+        fn connect(&self) -> Result<Self::Conn, StoreError> {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok((n, Cell::new(false)))
+        }
+        fn has_broken(&self, conn: &Self::Conn) -> bool {
+            conn.1.get()
+        }
+    }
+
+    fn failed(conn: &(usize, Cell<bool>), kind: std::io::ErrorKind) -> redis::RedisResult<usize> {
+        conn.1.set(true);
+        Err(std::io::Error::from(kind).into())
+    }
+
+    #[test]
+    fn connections_closed_while_idle_are_replaced_not_reported() {
+        let pool = Pool::new(Numbered(0.into()), 3, Duration::ZERO);
+        let held: Vec<_> = (0..3).map(|_| pool.get().unwrap()).collect();
+        drop(held); // three idle connections, 0 to 2
+                    // The server closed all three meanwhile: the call goes on to a new one.
+        let answer = on_live_connection(&pool, true, |conn| match conn.0 {
+            0..=2 => failed(conn, std::io::ErrorKind::UnexpectedEof),
+            n => Ok(n),
+        });
+        assert_eq!(answer, Ok(3));
+        assert_eq!(pool.open(), 1);
+        // A connection made for the call that fails fails it: the server
+        // is down (3 is reused and fails first; 4 is made, and fails).
+        let answer = on_live_connection(&pool, true, |conn| {
+            failed(conn, std::io::ErrorKind::BrokenPipe)
+        });
+        assert!(
+            matches!(answer, Err(StoreError::Unavailable(_))),
+            "{answer:?}"
+        );
+        // A timeout is never made again, even on a connection that sat
+        // idle: the server is slow, and the answer may still come.
+        drop(pool.get().unwrap());
+        let mut tries = 0;
+        let answer = on_live_connection(&pool, true, |conn| {
+            tries += 1;
+            failed(conn, std::io::ErrorKind::TimedOut)
+        });
+        assert!(matches!(answer, Err(StoreError::Timeout(_))), "{answer:?}");
+        assert_eq!(tries, 1);
+        // Not replacing (Sentinel): the first closed connection fails the call.
+        drop(pool.get().unwrap());
+        let answer = on_live_connection(&pool, false, |conn| {
+            failed(conn, std::io::ErrorKind::UnexpectedEof)
+        });
+        assert!(
+            matches!(answer, Err(StoreError::Unavailable(_))),
+            "{answer:?}"
+        );
+        assert_eq!(pool.open(), 0);
     }
 
     #[test]

@@ -212,13 +212,16 @@ impl SentinelStore {
             self.config.connect_timeout,
             self.config.read_timeout,
         )?;
-        let store = Arc::new(RedisStore::new(RedisConfig {
-            url: url.clone(),
-            pool_size: self.config.pool_size,
-            connect_timeout: self.config.connect_timeout,
-            read_timeout: self.config.read_timeout,
-            read_spin: self.config.read_spin,
-        })?);
+        let store = Arc::new(
+            RedisStore::new(RedisConfig {
+                url: url.clone(),
+                pool_size: self.config.pool_size,
+                connect_timeout: self.config.connect_timeout,
+                read_timeout: self.config.read_timeout,
+                read_spin: self.config.read_spin,
+            })?
+            .reporting_closed_idle(),
+        );
         *current.write().unwrap_or_else(PoisonError::into_inner) = Some((url, Arc::clone(&store)));
         Ok(store)
     }

@@ -43,6 +43,23 @@ _POLICY_WARNINGS = {
 }
 _POLICY_ADVICE = "prefer volatile-lru or volatile-lfu (or allkeys-lru); see the README"
 
+_PERSISTENCE_WARNING = (
+    "a server that crashes comes back from its last snapshot (or log), and serves "
+    "again what was invalidated after it; run restflow's Redis without persistence "
+    '(save "", appendonly no), or empty it (FLUSHDB) after such a restart; see the README'
+)
+
+
+def _persistence(info: dict[str, str]) -> str:
+    """The persistence a Redis server reports (``save`` points, the append-only
+    file), as a warning names it; empty when it has none or did not say."""
+    found = []
+    if info.get("save"):
+        found.append(f'save "{info["save"]}"')
+    if info.get("appendonly") == "yes":
+        found.append("appendonly yes")
+    return ", ".join(found)
+
 
 @cache_result(ttl=1)
 def _probe() -> None:
@@ -295,6 +312,11 @@ class Command(BaseCommand):
                         f"  warning: maxmemory-policy {policy}: {_POLICY_WARNINGS[policy]}; "
                         f"{_POLICY_ADVICE}"
                     )
+                )
+            persistence = _persistence(info)
+            if persistence:
+                self.stdout.write(
+                    self.style.WARNING(f"  warning: {persistence}: {_PERSISTENCE_WARNING}")
                 )
         if failed:
             raise CommandError(f"unreachable: {', '.join(failed)}")

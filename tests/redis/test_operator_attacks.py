@@ -1,0 +1,376 @@
+"""An unlucky operator's Redis: timeouts that leave answers unread, locks
+left over a refused write, garbage of every type under restflow's keys.
+Each must cost at most a miss (or a bypass), never a wrong value, an
+exception to the caller, or a lock left held by a refused write."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from django.test import override_settings
+
+from restflow.caching import CacheStatus, cache_result, reset_stats, stats
+from tests.parking import wait_until
+from tests.redis.conftest import redis_settings
+from tests.redis.near_functions import value
+from tests.redis.test_near_cache import other_process, warm
+from tests.timeouts import PAUSED
+
+calls: list = []
+#: Run by item's computation (under its lock).
+during: list = []
+
+
+@cache_result(ttl=60)
+def item(x):
+    calls.append(x)
+    for action in during:
+        action()
+    return {"x": x, "n": len(calls)}
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls():
+    calls.clear()
+    during.clear()
+
+
+def served(wrapper, *args):
+    value, meta = wrapper.get_with_metadata(*args)
+    return value, meta["cache_status"]
+
+
+def rejected(wrapper):
+    return wrapper.shared_backend().rejected
+
+
+def lock_of(redis, x):
+    """The name of the lock a computation of ``item(x)`` holds (read while
+    it holds it); the entry and the call are forgotten again."""
+    during.append(lambda: held.extend(redis.keys("*restflow:lock:*")))
+    held: list = []
+    item(x)
+    during.clear()
+    redis.delete(item.get_cache_key(x))
+    calls.clear()
+    (lock,) = held
+    return lock
+
+
+WRONG_TYPES = {
+    "list": lambda r, k: r.rpush(k, "a", "b"),
+    "hash": lambda r, k: r.hset(k, "f", "v"),
+    "set": lambda r, k: r.sadd(k, "a"),
+    "zset": lambda r, k: r.zadd(k, {"a": 1}),
+    "stream": lambda r, k: r.xadd(k, {"f": "v"}),
+}
+
+
+@pytest.mark.parametrize("kind", list(WRONG_TYPES))
+def test_a_key_of_another_type_under_the_entry_is_a_miss(redis, kind):
+    assert served(item, 1) == ({"x": 1, "n": 1}, CacheStatus.MISS)
+    key = item.get_cache_key(1)
+    redis.delete(key)
+    WRONG_TYPES[kind](redis, key)
+    assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.MISS)
+    assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.HIT)
+    assert redis.type(key) == b"string"
+
+
+@pytest.mark.parametrize("kind", list(WRONG_TYPES))
+def test_a_key_of_another_type_under_a_counter_heals(redis, kind):
+    item(1)
+    (counter,) = redis.keys("*restflow:gen:*")
+    redis.delete(counter)
+    WRONG_TYPES[kind](redis, counter)
+    assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.MISS)
+    assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.HIT)
+    item.invalidate_all()
+    assert served(item, 1) == ({"x": 1, "n": 3}, CacheStatus.MISS)
+
+
+@pytest.mark.parametrize("kind", list(WRONG_TYPES))
+def test_a_key_of_another_type_under_the_lock_without_expiry_is_taken_over(redis, kind):
+    lock = lock_of(redis, 1)
+    WRONG_TYPES[kind](redis, lock)
+    assert served(item, 1) == ({"x": 1, "n": 1}, CacheStatus.MISS)
+    assert served(item, 1) == ({"x": 1, "n": 1}, CacheStatus.HIT)
+    assert not redis.exists(lock)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"RFC", b"RFC3", b"RFC3" + b"\x00" * 80, b"RFC9" + b"\x00" * 200, b"\xff" * 10_000],
+)
+def test_garbage_payloads_are_misses_counted_as_rejected(redis, payload):
+    item(1)
+    key = item.get_cache_key(1)
+    before = rejected(item)
+    redis.set(key, payload)
+    assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.MISS)
+    assert rejected(item) == before + 1
+    assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.HIT)
+
+
+def test_a_huge_garbage_entry_is_a_miss(redis):
+    item(1)
+    key = item.get_cache_key(1)
+    redis.set(key, b"RFC3" + b"\x00" * (80 << 20))
+    assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.MISS)
+    assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.HIT)
+
+
+def test_a_payload_signed_with_another_key_is_a_miss(redis, redis_server):
+    item(1)
+    key = item.get_cache_key(1)
+    with override_settings(
+        SECRET_KEY="another-secret", RESTFLOW_SETTINGS=redis_settings(redis_server.url)
+    ):
+        redis.delete(key)
+        item(1)
+        foreign = redis.get(key)
+    redis.delete(key)
+    item(1)
+    before = rejected(item)
+    redis.set(key, foreign)
+    assert served(item, 1) == ({"x": 1, "n": 4}, CacheStatus.MISS)
+    assert rejected(item) == before + 1
+
+
+def test_a_store_that_times_out_never_hands_its_late_answer_to_the_next_call(own_redis):
+    """The server stops (SIGSTOP) while the leader computes: its write and
+    its unlock fail, and their answers come once it resumes, on
+    connections that must never be used again (else a later call would
+    read an earlier call's answer). (The lock the unlock could not free
+    expires after LOCK_TIMEOUT: no key of 2 or 3 waits on it.)"""
+    # A connection made to a stopped server waits CONNECT_TIMEOUT for its
+    # handshake: shorter than the generous default, so the test is quick.
+    settings = redis_settings(own_redis.url, **PAUSED, CONNECT_TIMEOUT=2.0)
+    with override_settings(RESTFLOW_SETTINGS=settings):
+        item(0)  # connections made, counters started
+        during.append(own_redis.pause)
+        try:
+            first = served(item, 1)
+        finally:
+            own_redis.resume()
+        during.clear()
+        assert first == ({"x": 1, "n": 2}, CacheStatus.BYPASS)
+        wait_until(lambda: served(item, 9)[1] is not CacheStatus.BYPASS, "caching resumed")
+        calls.clear()
+        for x in (2, 3):
+            assert served(item, x) == ({"x": x, "n": x - 1}, CacheStatus.MISS)
+            assert served(item, x) == ({"x": x, "n": x - 1}, CacheStatus.HIT)
+
+
+def test_a_write_refused_after_the_lock_was_taken_leaves_no_lock(own_redis):
+    """Redis fills up while the leader computes (noeviction): its write is
+    refused, the caller still gets the value, and the lock is released
+    (a DEL, which a full Redis takes), so the next caller does not wait."""
+    client = own_redis.client()
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url)):
+        item(0)
+        client.config_set("maxmemory-policy", "noeviction")
+        during.append(lambda: client.config_set("maxmemory", "1"))
+        try:
+            first = served(item, 1)
+            locks = client.keys("*restflow:lock:*")
+        finally:
+            client.config_set("maxmemory", "0")
+        during.clear()
+        # Refused writes are reported as BYPASS (see test_breaker.py).
+        assert (first, locks) == ((({"x": 1, "n": 2}), CacheStatus.BYPASS), [])
+        assert served(item, 1) == ({"x": 1, "n": 3}, CacheStatus.MISS)
+        assert served(item, 1) == ({"x": 1, "n": 3}, CacheStatus.HIT)
+
+
+def test_a_server_restarted_empty_while_the_leader_computes(own_redis):
+    """The server dies under the lock and comes back empty on its port. The
+    leader's write, made again on a new connection (its pooled one was
+    closed), finds none of the counters it read: nothing is stored, the
+    caller gets its value as MISS, and the next call computes afresh."""
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url)):
+        item(0)
+
+        def restart():
+            own_redis.stop()
+            own_redis.start()
+
+        during.append(restart)
+        first = served(item, 1)
+        during.clear()
+        keys = own_redis.client().keys("*")
+        assert (first, keys) == ((({"x": 1, "n": 2}), CacheStatus.MISS), [])
+        assert served(item, 1) == ({"x": 1, "n": 3}, CacheStatus.MISS)
+        assert served(item, 1) == ({"x": 1, "n": 3}, CacheStatus.HIT)
+
+
+@pytest.fixture
+def near(redis, redis_server):
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(redis_server.url, NEAR_CACHE=True)):
+        yield redis
+
+
+@pytest.mark.parametrize("operation", ["invalidate_all", "delete"])
+def test_swapdb_under_the_near_cache_never_hides_a_later_invalidation(
+    near, redis_server, operation
+):
+    """SWAPDB replaces the whole database without a message per key; an
+    invalidation made afterwards (of a counter the new database may not
+    even hold) must still stop the near copy."""
+    old = warm(value, "k")
+    near.swapdb(0, 1)
+    near.set("near:computations", 1000)  # new values differ from the old
+    other_process(redis_server.url, operation)
+    assert value.shared_backend().near_sync()
+    served_value, meta = value.get_with_metadata("k")
+    near.flushdb()
+    near.swapdb(0, 1)
+    assert (served_value != old, meta["cache_status"]) == (True, CacheStatus.MISS)
+
+
+@cache_result(ttl=60)
+async def async_item(x):
+    calls.append(x)
+    return {"x": x, "n": len(calls)}
+
+
+def test_a_loop_socket_that_times_out_is_never_read_again(own_redis):
+    """An async hit read on the event loop's own socket times out (server
+    stopped); its answer comes after the resume. The next hits, of other
+    keys, must each get their own entry."""
+
+    async def scenario():
+        for x in (1, 2, 3):
+            await async_item(x)
+        await async_item(1)  # the loop's connection exists, idle
+        own_redis.pause()
+        try:
+            _, meta = await async_item.aget_with_metadata(1)
+        finally:
+            own_redis.resume()
+        assert meta["cache_status"] is CacheStatus.BYPASS
+        await asyncio.to_thread(
+            wait_until,
+            lambda: served(item, 9)[1] is not CacheStatus.BYPASS,
+            "caching resumed",
+        )
+        return [await async_item.aget_with_metadata(x) for x in (2, 3, 1)]
+
+    settings = redis_settings(own_redis.url, **PAUSED, CONNECT_TIMEOUT=2.0)
+    with override_settings(RESTFLOW_SETTINGS=settings):
+        hits = asyncio.run(scenario())
+    assert [(value, meta["cache_status"]) for value, meta in hits] == [
+        ({"x": 2, "n": 2}, CacheStatus.HIT),
+        ({"x": 3, "n": 3}, CacheStatus.HIT),
+        ({"x": 1, "n": 1}, CacheStatus.HIT),
+    ]
+
+
+def test_killed_idle_connections_cost_no_bypass(own_redis):
+    """CLIENT KILL (or the server's idle `timeout`) closes every pooled
+    connection while idle. Each closed connection is found out on its next
+    use; that must not turn hits into BYPASS, nor trip the breaker."""
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url)):
+        reset_stats()
+        for x in range(4):
+            item(x)
+        # Four callers at once: four pooled lookup connections.
+        barrier = threading.Barrier(4)
+
+        def hit(x):
+            barrier.wait()
+            item(x)
+
+        threads = [threading.Thread(target=hit, args=(x,)) for x in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        client = own_redis.client()
+        killed = client.client_kill_filter(_type="normal", skipme=True)
+        assert killed >= 1
+        statuses = [served(item, x)[1] for x in range(4)]
+        statuses += [served(item, x)[1] for x in range(4)]
+        trips = stats()["backends"][own_redis.url]["breaker_trips"]
+    assert (statuses, trips) == ([CacheStatus.HIT] * 8, 0)
+
+
+def test_killed_idle_loop_connections_cost_no_bypass(own_redis):
+    """The event loop's own idle socket, closed by CLIENT KILL: the hit
+    falls back to the engine, which replaces its closed connections too."""
+
+    async def scenario():
+        for x in (1, 2):
+            await async_item(x)
+            await async_item(x)  # the loop's connection exists, idle
+        killed = own_redis.client().client_kill_filter(_type="normal", skipme=True)
+        hits = [await async_item.aget_with_metadata(x) for x in (1, 2, 1, 2)]
+        return killed, hits
+
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url)):
+        reset_stats()
+        killed, hits = asyncio.run(scenario())
+        trips = stats()["backends"][own_redis.url]["breaker_trips"]
+    assert killed >= 2
+    assert ([(value, meta["cache_status"]) for value, meta in hits], trips) == (
+        [
+            ({"x": 1, "n": 1}, CacheStatus.HIT),
+            ({"x": 2, "n": 2}, CacheStatus.HIT),
+        ]
+        * 2,
+        0,
+    )
+
+
+def test_a_connection_made_to_a_stalled_server_waits_one_timeout(own_redis):
+    """The server stops while the leader computes: its write times out,
+    and the unlock needs a new connection. Making it must not wait the
+    connect timeout once per set-up command (the client crate's
+    `CLIENT SETINFO` pair took two): with no password and database 0 there
+    is nothing to set up, and the call costs the read timeouts. A hang
+    guard, far above that and below one CONNECT_TIMEOUT."""
+    settings = redis_settings(own_redis.url, READ_TIMEOUT=1.0, CONNECT_TIMEOUT=20.0)
+    with override_settings(RESTFLOW_SETTINGS=settings):
+        item(0)
+        during.append(own_redis.pause)
+        started = time.monotonic()
+        try:
+            first = served(item, 1)
+        finally:
+            elapsed = time.monotonic() - started
+            own_redis.resume()
+    assert first == ({"x": 1, "n": 2}, CacheStatus.BYPASS)
+    assert elapsed < 15, elapsed
+
+
+def test_a_huge_garbage_entry_read_by_the_loop_is_a_miss(redis):
+    """Above the loop socket's answer limit (64 MiB): the loop gives up on
+    it, the engine reads it, refuses it, and recomputes."""
+
+    async def scenario():
+        await async_item(1)
+        await async_item(1)  # the loop's connection exists, idle
+        redis.set(async_item.get_cache_key(1), b"RFC3" + b"\x00" * (80 << 20))
+        first = await async_item.aget_with_metadata(1)
+        again = await async_item.aget_with_metadata(1)
+        return first, again
+
+    (value, meta), (value_again, meta_again) = asyncio.run(scenario())
+    assert (value, meta["cache_status"]) == ({"x": 1, "n": 2}, CacheStatus.MISS)
+    assert (value_again, meta_again["cache_status"]) == ({"x": 1, "n": 2}, CacheStatus.HIT)
+
+
+def test_a_flushed_script_cache_is_loaded_again(redis):
+    """SCRIPT FLUSH (or a restart that kept the data): every script restflow
+    sends is loaded again on its NOSCRIPT answer, none fails."""
+    item(1)
+    item.invalidate_all()
+    redis.script_flush()
+    assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.MISS)  # lock, counters, write
+    redis.script_flush()
+    item.invalidate_all()  # the delete script
+    assert served(item, 1) == ({"x": 1, "n": 3}, CacheStatus.MISS)
+    assert served(item, 1) == ({"x": 1, "n": 3}, CacheStatus.HIT)
