@@ -12,7 +12,7 @@
 //! the parent's state), which general pools do not offer.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -24,6 +24,10 @@ pub type Job = Box<dyn FnOnce() + Send + 'static>;
 
 /// Counts the jobs accepted and not yet finished, so callers (tests, an
 /// orderly shutdown) can wait for the pool to go idle.
+///
+/// Invariant: `count <= threads + capacity` ([`Refresher::try_spawn`]
+/// admits a job only below that), so the pool holds at most `capacity`
+/// jobs beyond those its workers run.
 #[derive(Default)]
 struct Pending {
     count: AtomicUsize,
@@ -50,7 +54,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// One process's workers.
 struct Pool {
-    sender: SyncSender<Job>,
+    sender: Sender<Job>,
     pending: Arc<Pending>,
 }
 
@@ -109,10 +113,24 @@ impl Refresher {
             Some(pool) => pool,
             None => pool.insert(self.start()),
         };
-        pool.pending.count.fetch_add(1, Ordering::AcqRel);
-        match pool.sender.try_send(job) {
+        // Admitted by the count, not by the channel: a job is accepted
+        // while fewer than `threads` run and `capacity` wait, whether or
+        // not a worker has reached its `recv` yet (a rendezvous channel,
+        // capacity 0, turned away every job no worker stood waiting for,
+        // the first one after start included).
+        let limit = self.threads.max(1).saturating_add(self.capacity);
+        let admitted = pool
+            .pending
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            });
+        if admitted.is_err() {
+            return Err(job);
+        }
+        match pool.sender.send(job) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+            Err(mpsc::SendError(job)) => {
                 pool.pending.count.fetch_sub(1, Ordering::AcqRel);
                 Err(job)
             }
@@ -120,7 +138,9 @@ impl Refresher {
     }
 
     fn start(&self) -> Pool {
-        let (sender, receiver) = mpsc::sync_channel::<Job>(self.capacity);
+        // Unbounded: the count bounds it (see `try_spawn`), and a bounded
+        // channel allocates its whole capacity up front.
+        let (sender, receiver) = mpsc::channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
         let pending = Arc::new(Pending::default());
         for n in 0..self.threads.max(1) {
@@ -268,6 +288,45 @@ mod tests {
         assert!(refresher.try_spawn(Box::new(|| {})).is_err());
         release.store(true, Ordering::SeqCst);
         assert!(refresher.wait_idle(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn a_pool_without_a_queue_runs_its_first_job_and_refuses_a_second() {
+        // A rendezvous channel turned the first job away: no worker had
+        // reached its `recv` yet.
+        let refresher = Refresher::new(1, 0);
+        let (started, release) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+        let (on_start, on_release) = (Arc::clone(&started), Arc::clone(&release));
+        let running = Box::new(move || {
+            on_start.wait();
+            on_release.wait();
+        });
+        assert!(refresher.try_spawn(running).is_ok(), "the first job runs");
+        started.wait();
+        assert!(refresher.try_spawn(Box::new(|| {})).is_err(), "no queue");
+        release.wait();
+        assert!(refresher.wait_idle(Duration::from_secs(30)));
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&ran);
+        let job = Box::new(move || flag.store(true, Ordering::SeqCst));
+        assert!(refresher.try_spawn(job).is_ok(), "the worker is free again");
+        assert!(refresher.wait_idle(Duration::from_secs(30)));
+        assert!(ran.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_huge_queue_bound_allocates_nothing_up_front() {
+        let refresher = Refresher::new(2, usize::MAX);
+        let ran = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            let ran = Arc::clone(&ran);
+            let job = Box::new(move || {
+                ran.fetch_add(1, Ordering::SeqCst);
+            });
+            assert!(refresher.try_spawn(job).is_ok());
+        }
+        assert!(refresher.wait_idle(Duration::from_secs(30)));
+        assert_eq!(ran.load(Ordering::SeqCst), 3);
     }
 
     #[test]
