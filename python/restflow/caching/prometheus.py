@@ -110,7 +110,7 @@ class RestflowCollector:
             "restflow_cache_compute_seconds", COMPUTE_HELP, labels=labels
         )
         lookup = HistogramMetricFamily("restflow_cache_lookup_seconds", LOOKUP_HELP, labels=labels)
-        for function, (backend, raw) in _stats.raw_by_function(totals=True).items():
+        for (function, backend), raw in _stats.raw_by_function_and_backend(totals=True).items():
             for name, status in STATUSES.items():
                 requests.add_metric([function, status, backend], raw[name])
             for name in EVENTS:

@@ -163,6 +163,18 @@ def raw_by_function(totals: bool = False) -> dict[str, tuple[str, dict[str, Any]
     return _collected(totals)[0]
 
 
+def raw_by_function_and_backend(totals: bool = False) -> dict[tuple[str, str], dict[str, Any]]:
+    """``{(function_id, backend label): raw counts}``: wrappers sharing a
+    function id added together per store, so a function defined again on
+    another store (or two lambdas of one module) keeps each store's counts
+    under that store's label, as the multiprocess fold labels them."""
+    pairs: dict[tuple[str, str], dict[str, Any]] = {}
+    for wrapper in tracked():
+        label = backend_label(backend_of(wrapper))
+        _add(pairs.setdefault((wrapper.function_id, label), {}), wrapper.counters(totals))
+    return pairs
+
+
 def backends_in_use() -> dict[str, Any]:
     """``{label: shared backend or None}`` for every backend a live function uses."""
     return {label: backend for label, (backend, _) in _collected(False)[1].items()}
