@@ -181,6 +181,19 @@ def test_a_bad_event_name_says_what_to_use():
         square.steps.record("compute")
 
 
+def test_a_duration_too_long_for_the_engine_is_counted_past_the_last_bucket():
+    """A huge duration panicked in the engine (Duration::from_secs_f64)."""
+
+    @cache_result(ttl=10)
+    def timed(x):
+        return x
+
+    timed.steps.record("compute", 1e300)
+    compute = timed.stats()["compute"]
+    assert (compute["count"], compute["p50"]) == (1, float("inf"))
+    assert timed.stats()["computations"] == 1
+
+
 def test_async_functions_are_counted():
     @cache_result(ttl=10, stale_while_revalidate=5, stale_if_error=60)
     async def fetch(x):

@@ -170,7 +170,13 @@ impl Histogram {
     pub fn observe(&self, duration: Duration) {
         self.buckets[bucket_of(duration)].fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        // Saturating (~584 years of nanoseconds): a wrapped sum would
+        // read as a small one, and exporters subtract sums.
+        let _ = self
+            .sum_nanos
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |sum| {
+                Some(sum.saturating_add(nanos))
+            });
     }
 
     fn read(&self) -> HistogramSnapshot {
@@ -382,7 +388,9 @@ impl Stats {
             let seconds = seconds
                 .filter(|s| s.is_finite() && *s >= 0.0)
                 .ok_or_else(|| RecordError::NoDuration(event.to_owned()))?;
-            let duration = Duration::from_secs_f64(seconds);
+            // Past what a `Duration` holds (1e300 s): the longest one,
+            // which lands in the +Inf bucket (`from_secs_f64` panicked).
+            let duration = Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX);
             if event == "lookup" {
                 self.observe_lookup(duration);
             } else {
@@ -534,6 +542,25 @@ mod tests {
         assert_eq!(lookup.quantile(0.99), Some(0.004096));
         assert_eq!(lookup.sum_nanos, 98 * 20_000 + 2 * 3_000_000);
         assert_eq!(HistogramSnapshot::default().quantile(0.5), None);
+    }
+
+    #[test]
+    fn a_duration_past_any_bound_lands_in_the_last_bucket_without_wrapping_the_sum() {
+        // `Duration::from_secs_f64(1e300)` panicked in the library, and a
+        // sum of two huge observations wrapped around to a small one.
+        let stats = Stats::new();
+        stats.record("compute", Some(1e300)).unwrap();
+        stats.record("lookup", Some(f64::MAX)).unwrap();
+        stats.observe_compute(Duration::MAX);
+        stats.observe_compute(Duration::from_micros(3));
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot.get(Counter::Computation), 1);
+        assert_eq!(snapshot.compute.buckets[BUCKETS], 2);
+        assert_eq!(snapshot.compute.buckets[2], 1);
+        assert_eq!(snapshot.compute.sum_nanos, u64::MAX);
+        assert_eq!(snapshot.lookup.buckets[BUCKETS], 1);
+        assert_eq!(snapshot.lookup.sum_nanos, u64::MAX);
+        assert_eq!(snapshot.compute.quantile(1.0), Some(f64::INFINITY));
     }
 
     #[test]
