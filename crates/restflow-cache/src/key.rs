@@ -450,7 +450,75 @@ impl Reader<'_> {
         std::str::from_utf8(self.take(len)?).map_err(|_| Malformed { offset: at })
     }
 
+    /// Renders one value, containers included, without recursing: the
+    /// containers still open are on a heap stack, so a key nested however
+    /// deep (a [`KeyWriter`] writes any depth) renders instead of
+    /// overflowing the thread's stack, which aborts the process.
     fn render_value(&mut self, out: &mut String) -> Result<(), Malformed> {
+        let mut open: Vec<Open> = Vec::new();
+        loop {
+            self.render_head(out, &mut open)?;
+            // Close what the value just read completed, and find where
+            // the next value goes; done when nothing is open.
+            loop {
+                let Some(top) = open.last_mut() else {
+                    return Ok(());
+                };
+                match top {
+                    Open::Items {
+                        left,
+                        close,
+                        started,
+                    } => {
+                        if *left == 0 {
+                            out.push(*close);
+                            open.pop();
+                            continue;
+                        }
+                        if *started {
+                            out.push(',');
+                        }
+                        *started = true;
+                        *left -= 1;
+                    }
+                    Open::Pairs {
+                        left,
+                        in_pair,
+                        started,
+                    } => {
+                        if *in_pair {
+                            out.push('=');
+                            *in_pair = false;
+                        } else if *left == 0 {
+                            out.push('}');
+                            open.pop();
+                            continue;
+                        } else {
+                            if *started {
+                                out.push(',');
+                            }
+                            *started = true;
+                            *left -= 1;
+                            *in_pair = true;
+                        }
+                    }
+                    Open::Tagged { read } => {
+                        if *read {
+                            out.push(')');
+                            open.pop();
+                            continue;
+                        }
+                        *read = true;
+                    }
+                }
+                break;
+            }
+        }
+    }
+
+    /// Renders a scalar whole, or a container's opening (pushed on `open`,
+    /// its items read next by [`Reader::render_value`]).
+    fn render_head(&mut self, out: &mut String, open: &mut Vec<Open>) -> Result<(), Malformed> {
         let tag = *self.take(1)?.first().expect("one byte");
         match tag {
             tag::NONE => out.push('N'),
@@ -484,50 +552,33 @@ impl Reader<'_> {
             }
             tag::TUPLE | tag::LIST => {
                 let count = self.u32()?;
-                let (mark, open, close) = if tag == tag::TUPLE {
+                let (mark, open_with, close) = if tag == tag::TUPLE {
                     ('t', '(', ')')
                 } else {
                     ('l', '[', ']')
                 };
-                let _ = write!(out, "{mark}{count}{open}");
-                for n in 0..count {
-                    if n > 0 {
-                        out.push(',');
-                    }
-                    self.render_value(out)?;
-                }
-                out.push(close);
+                let _ = write!(out, "{mark}{count}{open_with}");
+                open.push(Open::items(count, close));
             }
             tag::DICT => {
                 let count = self.u32()?;
                 let _ = write!(out, "d{count}{{");
-                for n in 0..count {
-                    if n > 0 {
-                        out.push(',');
-                    }
-                    self.render_value(out)?;
-                    out.push('=');
-                    self.render_value(out)?;
-                }
-                out.push('}');
+                open.push(Open::Pairs {
+                    left: count,
+                    in_pair: false,
+                    started: false,
+                });
             }
             tag::SET | tag::FROZEN_SET => {
                 let count = self.u32()?;
                 let mark = if tag == tag::SET { 'S' } else { 'z' };
                 let _ = write!(out, "{mark}{count}{{");
-                for n in 0..count {
-                    if n > 0 {
-                        out.push(',');
-                    }
-                    self.render_value(out)?;
-                }
-                out.push('}');
+                open.push(Open::items(count, '}'));
             }
             tag::TAGGED => {
                 let name = self.text()?;
                 let _ = write!(out, "x{}:{name}(", name.len());
-                self.render_value(out)?;
-                out.push(')');
+                open.push(Open::Tagged { read: false });
             }
             _ => {
                 self.at -= 1;
@@ -538,9 +589,90 @@ impl Reader<'_> {
     }
 }
 
+/// A container [`Reader::render_value`] has opened and not yet closed.
+enum Open {
+    /// A tuple, list or set: `left` items still to read (`,` between
+    /// them; `started` once one is read), then `close`.
+    Items {
+        left: usize,
+        close: char,
+        started: bool,
+    },
+    /// A dict: `left` pairs still to begin; `in_pair` while a pair's key
+    /// is read and its value (after `=`) is next.
+    Pairs {
+        left: usize,
+        in_pair: bool,
+        started: bool,
+    },
+    /// A named type: its one inner value (`read` once begun), then `)`.
+    Tagged { read: bool },
+}
+
+impl Open {
+    fn items(left: usize, close: char) -> Self {
+        Open::Items {
+            left,
+            close,
+            started: false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_nested_a_million_deep_renders_without_overflowing_the_stack() {
+        // Rendered recursively, this aborted the process (stack overflow).
+        const DEPTH: usize = 1_000_000;
+        let mut w = KeyWriter::new();
+        for n in 0..DEPTH {
+            let kind = if n % 2 == 0 {
+                Sequence::List
+            } else {
+                Sequence::Tuple
+            };
+            w.begin_sequence(kind, 1).unwrap();
+        }
+        w.write_none();
+        let mut expected = String::new();
+        for n in 0..DEPTH {
+            expected.push_str(if n % 2 == 0 { "l1[" } else { "t1(" });
+        }
+        expected.push('N');
+        for n in (0..DEPTH).rev() {
+            expected.push(if n % 2 == 0 { ']' } else { ')' });
+        }
+        assert!(render(w.as_bytes()).unwrap() == expected);
+        assert_eq!(value_ranges(w.as_bytes()).unwrap(), vec![0..w.len()]);
+    }
+
+    #[test]
+    fn empty_and_nested_containers_render_their_separators() {
+        let mut w = KeyWriter::new();
+        w.begin_sequence(Sequence::Tuple, 0).unwrap();
+        let mut pair = KeyWriter::new();
+        pair.write_int(1);
+        pair.begin_sequence(Sequence::List, 2).unwrap();
+        pair.write_none();
+        pair.begin_tagged("D").unwrap();
+        pair.write_unordered(Unordered::Set, vec![]).unwrap();
+        let mut other = KeyWriter::new();
+        other.write_int(2);
+        other.write_bool(true);
+        w.write_unordered(Unordered::Dict, vec![pair, other])
+            .unwrap();
+        w.write_int(3);
+        assert_eq!(
+            render(w.as_bytes()).unwrap(),
+            "t0(),d2{i1=l2[N,x1:D(S0{})],i2=T},i3"
+        );
+        // A container cut short is malformed where its bytes end.
+        let cut = &w.as_bytes()[..w.len() - 10];
+        assert!(render(cut).is_err());
+    }
 
     #[test]
     fn a_writer_started_with_a_word_equals_one_that_appends_it() {
