@@ -28,7 +28,9 @@ enum State<T, E> {
 }
 
 /// Run once by the leader's completion, on the thread that completes it
-/// (or drops its guard), after every lock here is released.
+/// (or drops its guard), after every lock here is released. A callback
+/// that panics does not keep the others from running; its panic reaches
+/// the leader's caller after they all ran.
 pub type Callback = Box<dyn FnOnce() + Send>;
 
 /// A flight's state and the callbacks waiting for it to change.
@@ -298,9 +300,21 @@ impl<T, E> LeaderGuard<'_, T, E> {
         };
         self.flight.finished.notify_all();
         drop(previous);
-        // Outside every lock: a callback may run foreign code.
+        // Outside every lock: a callback may run foreign code. Each one
+        // runs whatever the others do: a callback that panics must not
+        // leave the followers after it waiting forever. The first panic
+        // goes on to the leader once all have run (unless the leader is
+        // unwinding already: a second panic would abort the process).
+        let mut first_panic = None;
         for callback in callbacks {
-            callback();
+            if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback)) {
+                first_panic.get_or_insert(panic);
+            }
+        }
+        if let Some(panic) = first_panic {
+            if !thread::panicking() {
+                std::panic::resume_unwind(panic);
+            }
         }
     }
 }
@@ -534,6 +548,44 @@ mod tests {
         drop(leader);
         assert_eq!(fired.load(Ordering::SeqCst), 1);
         assert_eq!(task.outcome(), Some(Outcome::Abandoned));
+    }
+
+    #[test]
+    fn a_panicking_callback_does_not_keep_the_others_from_running() {
+        // The first callback's panic skipped the rest: their tasks never
+        // woke.
+        let group: SingleFlight<u64, ()> = SingleFlight::new();
+        let Join::Leader(guard) = group.join_as(b"k", Owner::task(1)) else {
+            panic!("first join leads")
+        };
+        let ran = Arc::new(AtomicUsize::new(0));
+        let waiters: Vec<_> = (2..5)
+            .map(|task| match group.join_as(b"k", Owner::task(task)) {
+                Join::Follower(waiter) => waiter,
+                Join::Leader(_) => panic!("task 1 leads"),
+            })
+            .collect();
+        for (n, waiter) in waiters.iter().enumerate() {
+            let ran = Arc::clone(&ran);
+            let registered = waiter.on_finish(Box::new(move || {
+                ran.fetch_add(1, Ordering::SeqCst);
+                assert!(n != 0, "the first callback panics");
+            }));
+            assert!(registered.is_ok());
+        }
+        let completed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            guard.complete(Ok(5));
+        }));
+        let message = completed.expect_err("the callback's panic reaches the leader");
+        assert_eq!(
+            message.downcast_ref::<&str>(),
+            Some(&"the first callback panics")
+        );
+        assert_eq!(ran.load(Ordering::SeqCst), 3, "every callback ran");
+        for waiter in &waiters {
+            assert_eq!(waiter.outcome(), Some(Outcome::Value(5)));
+        }
+        assert_eq!(group.in_flight(), 0);
     }
 
     #[test]
