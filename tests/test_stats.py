@@ -288,3 +288,68 @@ def test_async_calls_on_a_shared_store_are_counted(store):
     got = fetch.stats()
     assert (got["miss"], got["hit"], got["bypass"], got["computations"]) == (1, 1, 1, 2)
     assert got["lookup"]["count"] == 1
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_sync_and_async_count_every_status_alike_on_every_store(store, kind):
+    """MISS, HIT, STALE with its background refresh, REFRESH, BYPASS, and a
+    failed recompute answered with the kept value, counted the same for a
+    sync and an async function on each store."""
+    failing = []
+
+    def value(x):
+        if failing:
+            raise ValueError("the source is down")
+        return x
+
+    if kind == "sync":
+        fetch = cache_result(ttl=10, stale_while_revalidate=5, stale_if_error=60)(value)
+
+        async def run(method, *args):
+            return getattr(fetch, method)(*args)
+
+        async def settle():
+            wait_for_refreshes()
+    else:
+
+        @cache_result(ttl=10, stale_while_revalidate=5, stale_if_error=60)
+        async def fetch(x):
+            return value(x)
+
+        async def run(method, *args):
+            return await getattr(fetch, "a" + method)(*args)
+
+        async def settle():
+            await restflow.caching.asynchronous.wait_for_async_refreshes()
+
+    async def scenario():
+        with frozen_clock() as clock:
+            seen = [(await run("get_with_metadata", 1))[1]["cache_status"] for _ in range(2)]
+            clock.advance(11)
+            seen.append((await run("get_with_metadata", 1))[1]["cache_status"])
+            await settle()
+            await run("refresh", 1)
+            await run("bypass_cache", 1)
+            clock.advance(16)  # past the stale window, inside stale_if_error
+            failing.append(True)
+            seen.append((await run("get_with_metadata", 1))[1]["cache_status"])
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert seen == [CacheStatus.MISS, CacheStatus.HIT, CacheStatus.STALE, CacheStatus.STALE]
+    names = ("hit", "miss", "stale", "refresh", "bypass", "calls", "computations")
+    more = ("background_refreshes", "errors", "stale_if_error")
+    got = counts(fetch, *names, *more)
+    assert got == {
+        "hit": 1,
+        "miss": 1,
+        "stale": 2,
+        "refresh": 1,
+        "bypass": 1,
+        "calls": 6,
+        "computations": 5,
+        "background_refreshes": 1,
+        "errors": 1,
+        "stale_if_error": 1,
+    }
+    assert fetch.stats()["compute"]["count"] == 5
