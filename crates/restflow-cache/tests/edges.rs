@@ -325,3 +325,63 @@ fn many_threads_one_key() {
     }
     assert_eq!(computes.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn many_threads_mixing_reads_refreshes_removals_and_time() {
+    let engine = engine_with(4, 2, 1);
+    let n = 8;
+    let barrier = Arc::new(Barrier::new(n));
+    let hs: Vec<_> = (0..n as u64)
+        .map(|t| {
+            let (engine, barrier) = (Arc::clone(&engine), Arc::clone(&barrier));
+            thread::spawn(move || {
+                barrier.wait();
+                let mut x = t * 7919 + 1;
+                for _ in 0..20_000 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let k = x % 8;
+                    let key = k.to_be_bytes();
+                    match (x >> 8) % 10 {
+                        0 => {
+                            engine.cache().clock().advance(Span::from_micros(300_000));
+                        }
+                        1 => {
+                            drop(engine.cache().remove(&key));
+                        }
+                        2 => {
+                            let s = engine
+                                .refresh(&key, || {
+                                    ok(k * 100, life(Span::from_secs(1), Span::from_secs(1)))
+                                })
+                                .unwrap();
+                            assert_eq!(*s.entry.value(), k * 100);
+                        }
+                        _ => {
+                            let s = engine
+                                .get(
+                                    &key,
+                                    || ok(k * 100, life(Span::from_secs(1), Span::from_secs(1))),
+                                    |w| w.wait(),
+                                )
+                                .unwrap();
+                            assert_eq!(*s.entry.value(), k * 100);
+                            if s.refresh_claimed {
+                                engine.schedule_refresh(&key, Arc::clone(&s.entry), move || {
+                                    ok(k * 100, life(Span::from_secs(1), Span::from_secs(1)))
+                                });
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    assert!(engine.refresher().wait_idle(Duration::from_secs(30)));
+    assert_eq!(engine.flights().in_flight(), 0);
+    assert_eq!(engine.flights().total_waiters(), 0);
+}
