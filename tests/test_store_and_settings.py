@@ -182,6 +182,19 @@ def test_frozen_clock_helpers():
         _engine.advance_clock(-1)
 
 
+def test_freezing_the_clock_at_nan_is_refused():
+    """NaN froze the clock at the epoch, silently."""
+    _engine.freeze_clock(100.0)
+    try:
+        with pytest.raises(
+            ValueError, match="freeze the clock at a number of seconds since the epoch, got NaN"
+        ):
+            _engine.freeze_clock(float("nan"))
+        assert _engine.now() == 100.0
+    finally:
+        _engine.unfreeze_clock()
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_process_forked_after_first_use_works():
     calls = []

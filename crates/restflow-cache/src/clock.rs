@@ -101,9 +101,20 @@ impl Clock {
     }
 
     /// Stops the clock at `at` seconds since the epoch, or (`None`) at the
-    /// current system time.
-    pub fn freeze_at_secs(&self, at: Option<f64>) {
-        self.freeze(at.map_or_else(Timestamp::now_system, Timestamp::from_secs_f64));
+    /// current system time. NaN names no instant: refused with the message
+    /// to show, and the clock left as it was (it froze at the epoch).
+    pub fn freeze_at_secs(&self, at: Option<f64>) -> Result<(), String> {
+        let at = match at {
+            None => Timestamp::now_system(),
+            Some(secs) if secs.is_nan() => {
+                return Err(format!(
+                    "freeze the clock at a number of seconds since the epoch, got {secs}"
+                ))
+            }
+            Some(secs) => Timestamp::from_secs_f64(secs),
+        };
+        self.freeze(at);
+        Ok(())
     }
 
     /// Moves a frozen clock forward by `by`; a running clock is first
@@ -178,10 +189,19 @@ mod tests {
             "the clock only moves forward: advance by seconds >= 0, got -1"
         );
         assert_eq!(clock.now().as_secs_f64(), 10.75);
-        clock.freeze_at_secs(Some(3.5));
+        clock.freeze_at_secs(Some(3.5)).unwrap();
         assert_eq!(clock.now(), Timestamp::from_micros(3_500_000));
+        assert_eq!(
+            clock.freeze_at_secs(Some(f64::NAN)).unwrap_err(),
+            "freeze the clock at a number of seconds since the epoch, got NaN"
+        );
+        assert_eq!(
+            clock.now(),
+            Timestamp::from_micros(3_500_000),
+            "left as it was"
+        );
         let before = Timestamp::now_system();
-        clock.freeze_at_secs(None);
+        clock.freeze_at_secs(None).unwrap();
         assert!(clock.is_frozen());
         assert!(clock.now() >= before && clock.now() <= Timestamp::now_system());
     }

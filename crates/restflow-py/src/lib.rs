@@ -89,11 +89,16 @@ fn now() -> f64 {
 }
 
 /// Freezes the engine clock at `at` (seconds since the epoch), or at the
-/// current time.
+/// current time; NaN is refused (`ValueError`).
 #[pyfunction]
 #[pyo3(signature = (at=None))]
-fn freeze_clock(at: Option<f64>) {
-    RUNTIME.engine.cache().clock().freeze_at_secs(at);
+fn freeze_clock(at: Option<f64>) -> PyResult<()> {
+    RUNTIME
+        .engine
+        .cache()
+        .clock()
+        .freeze_at_secs(at)
+        .map_err(PyValueError::new_err)
 }
 
 /// Moves the engine clock forward by `seconds` (freezing it first).
