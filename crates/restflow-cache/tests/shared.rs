@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use restflow_cache::shared::{
-    fresh_epoch, parse_epoch, Answer, Breaker, Fetched, Generations, KeySet, NearCache, NearMode,
-    Produced, SharedCache, SharedError, SharedOptions, SharedStore, Signer, StoreError,
+    fresh_epoch, parse_epoch, Answer, Breaker, Fetched, Generations, Holder, KeySet, NearCache,
+    NearMode, Produced, SharedCache, SharedError, SharedOptions, SharedStore, Signer, StoreError,
     Undecodable,
 };
 use restflow_cache::{Clock, Counter, Freshness, Lifetime, Span, Status, Timestamp};
@@ -108,6 +108,20 @@ impl SharedStore for FakeStore {
         }
         Ok(existed)
     }
+    /// As on Redis: the claims held are marked, not freed.
+    fn delete_entry(&self, keys: &KeySet) -> Result<bool, StoreError> {
+        self.write()?;
+        let mut values = self.values.lock();
+        let existed = values.remove(&keys.data).is_some();
+        for claim in [&keys.lock, &keys.refresh] {
+            if let Some(holder) = values.get_mut(claim.as_str()) {
+                if !holder.starts_with(b"deleted:") {
+                    holder.splice(0..0, b"deleted:".iter().copied());
+                }
+            }
+        }
+        Ok(existed)
+    }
     fn generations(&self, keys: &KeySet, _floor: Duration) -> Result<Generations, StoreError> {
         self.check()?;
         let mut values = self.values.lock();
@@ -126,11 +140,18 @@ impl SharedStore for FakeStore {
         generations: Generations,
         payload: &[u8],
         _ttl: Option<Duration>,
+        holder: Option<Holder<'_>>,
     ) -> Result<bool, StoreError> {
         self.write()?;
         let mut values = self.values.lock();
         if current(&values, keys) != Some(generations) {
             return Ok(false);
+        }
+        if let Some((claim, token)) = holder {
+            let marked = format!("deleted:{token}");
+            if values.get(claim).map(Vec::as_slice) == Some(marked.as_bytes()) {
+                return Ok(false);
+            }
         }
         values.insert(keys.data.clone(), payload.to_vec());
         Ok(true)
@@ -153,7 +174,9 @@ impl SharedStore for FakeStore {
     fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
         self.check()?;
         let mut values = self.values.lock();
-        if values.get(key).map(Vec::as_slice) == Some(token.as_bytes()) {
+        let marked = format!("deleted:{token}");
+        let held = values.get(key).map(Vec::as_slice);
+        if held == Some(token.as_bytes()) || held == Some(marked.as_bytes()) {
             values.remove(key);
         }
         Ok(())
