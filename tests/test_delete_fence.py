@@ -19,7 +19,7 @@ from restflow.caching import CacheStatus, cache_result
 from restflow.caching.asynchronous import wait_for_async_refreshes
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.parking import Gate, following_calls, until, wait_until
-from tests.stores import ALL
+from tests.stores import ALL, on
 from tests.test_async import run
 
 
@@ -168,3 +168,35 @@ def test_an_async_delete_during_an_async_refresh_is_not_undone(store):
     assert deleted is True
     assert (again[0], again[1]["cache_status"]) == (3, CacheStatus.MISS)
     assert (hit[0], hit[1]["cache_status"]) == (3, CacheStatus.HIT)
+
+
+@pytest.mark.parametrize("store", on("redis"), indirect=True)
+def test_on_redis_the_delete_marks_the_lock_its_holder_then_frees(store):
+    """The lock of the computation under way stays taken through the delete
+    (other processes wait for its holder as before), marked as deleted for
+    its token; the holder's write is refused and its unlock frees it."""
+    started, release = threading.Event(), threading.Event()
+
+    @cache_result(ttl=60)
+    def row(pk):
+        started.set()
+        assert release.wait(30)
+        return pk
+
+    results = []
+    leader = threading.Thread(target=lambda: results.append(row.get_with_metadata(1)))
+    leader.start()
+    assert started.wait(10)
+    [lock] = store.keys_with("restflow:lock:")
+    token = store.client.get(lock)
+    assert row.delete_cache(1) is False
+    assert store.client.get(lock) == b"deleted:" + token
+    assert store.client.pttl(lock) > 0, "its expiry is kept"
+    release.set()
+    leader.join(30)
+    assert not leader.is_alive()
+    assert results[0][1]["cache_status"] is CacheStatus.MISS
+    assert store.keys_with("restflow:lock:") == []
+    assert store.holds(row.get_cache_key(1)) == 0
+    assert row.get_with_metadata(1)[1]["cache_status"] is CacheStatus.MISS
+    assert store.holds(row.get_cache_key(1)) == 1

@@ -1875,3 +1875,58 @@ fn get_keys(cache: &SharedCache<Arc<FakeStore>, String>, keys: &KeySet) -> Answe
         .get(keys, Span::ZERO, || produce("v"), |w| w.wait())
         .unwrap()
 }
+
+#[test]
+fn a_delete_fences_the_lock_and_refresh_holders_of_the_entry() {
+    let (store, cache, clock) = cache(true);
+    let cache = Arc::new(cache);
+    let other = another_process(&store, &clock, true);
+    // A leader computes; another process deletes the entry meanwhile.
+    let claim = claim_of(begin(&cache, Span::ZERO));
+    assert!(
+        !other.delete_fencing(&keys()).unwrap(),
+        "nothing stored yet"
+    );
+    assert!(
+        store.values.lock().contains_key("lock:f1"),
+        "the lock stays held (marked) until its holder frees it"
+    );
+    let served = claim.finish_served(produce("old").unwrap()).unwrap();
+    assert_eq!(
+        (served.status, served.value.as_str()),
+        (Status::Miss, "old")
+    );
+    assert_eq!(
+        served.stamps, None,
+        "computed before the delete: not stored"
+    );
+    assert!(!store.values.lock().contains_key("lock:f1"), "freed");
+    assert_eq!(stored_value(&cache), None);
+    assert_eq!(status(&get(&cache, "new")), Status::Miss);
+    assert_eq!(stored_value(&cache).as_deref(), Some(b"new".as_slice()));
+
+    // A background refresh is claimed; the entry is deleted before it ends.
+    clock.advance(Span::from_secs(10));
+    let Answer::Stored {
+        status: Status::Stale,
+        refresh_token: Some(token),
+        generations,
+        ..
+    } = get(&cache, "unused")
+    else {
+        panic!("the stale read claims the refresh")
+    };
+    assert!(other.delete_fencing(&keys()).unwrap());
+    let refreshed = (0, b"refreshed".to_vec(), produce("x").unwrap().lifetime);
+    cache
+        .finish_refresh(&keys(), &token, Span::ZERO, generations, Some(refreshed))
+        .unwrap();
+    assert_eq!(stored_value(&cache), None, "the delete stands");
+    assert!(!store.values.lock().contains_key("refresh:f1"), "freed");
+    // A plain delete (an undecodable entry dropped) fences nothing.
+    let claim = claim_of(begin(&cache, Span::ZERO));
+    other.delete(&keys()).unwrap();
+    let served = claim.finish_served(produce("kept").unwrap()).unwrap();
+    assert!(served.stamps.is_some());
+    assert_eq!(stored_value(&cache).as_deref(), Some(b"kept".as_slice()));
+}
