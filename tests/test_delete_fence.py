@@ -24,6 +24,16 @@ from tests.test_async import run
 
 
 def test_a_delete_during_a_computation_is_not_undone(store):
+    check_a_delete_during_a_computation()
+
+
+@pytest.mark.parametrize("store", on("redis"), indirect=True)
+def test_a_delete_during_a_computation_is_not_undone_with_a_near_cache(store):
+    with store.configured(NEAR_CACHE=True):
+        check_a_delete_during_a_computation()
+
+
+def check_a_delete_during_a_computation():
     calls = []
     started, release = threading.Event(), threading.Event()
 

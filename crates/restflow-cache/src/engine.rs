@@ -592,8 +592,9 @@ where
     E: Clone + Send + Sync + 'static,
     S: Store<V> + 'static,
 {
-    /// Ends the computation: stores its value (as its policy allows) and
-    /// hands it to every follower as MISS; or, when it failed, hands them
+    /// Ends the computation: stores its value (as its policy allows, and
+    /// unless the key was deleted since the lead began: [`Engine::delete`])
+    /// and hands it to every follower as MISS; or, when it failed, hands them
     /// the error, or the entry kept for stale-if-error as STALE.
     pub fn complete(self, result: Result<Computed<V>, E>) -> Result<Served<V>, GetError<E>> {
         let Lead {
