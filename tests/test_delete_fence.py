@@ -34,6 +34,9 @@ def test_a_delete_during_a_computation_is_not_undone_with_a_near_cache(store):
 
 
 def check_a_delete_during_a_computation():
+    """A leader computes, another thread deletes the entry, the leader ends:
+    it and its follower get its value as MISS, the next call computes again.
+    (Also run on a Redis Cluster and under Sentinel: tests/redis.)"""
     calls = []
     started, release = threading.Event(), threading.Event()
 
@@ -74,6 +77,12 @@ def check_a_delete_during_a_computation():
 
 
 def test_a_delete_during_a_background_refresh_is_not_undone(store):
+    check_a_delete_during_a_background_refresh()
+
+
+def check_a_delete_during_a_background_refresh():
+    """A background refresh computes, the entry is deleted, the refresh
+    ends: the next call is a MISS that computes again."""
     calls = []
     started, release = threading.Event(), threading.Event()
 
