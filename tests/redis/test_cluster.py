@@ -24,6 +24,10 @@ from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.redis.cluster import Cluster
 from tests.redis.conftest import free_port, redis_settings, server_binary, versioned_constructor
 from tests.redis.test_redis_store import finish_all, start_together, worker
+from tests.test_delete_fence import (
+    check_a_delete_during_a_background_refresh,
+    check_a_delete_during_a_computation,
+)
 from tests.test_fork import run_forks
 from tests.test_store_contract import TenantKey, calls, profile, report
 
@@ -191,6 +195,13 @@ def test_the_stale_window_refreshes_once(cluster):
         wait_for_refreshes()
         value, meta = ticking.get_with_metadata(1)
         assert (value, meta["cache_status"]) == (2, CacheStatus.HIT)
+
+
+def test_a_delete_is_not_undone_by_a_computation_under_way(cluster):
+    """The entry and its lock and refresh keys share a slot: one script
+    deletes the entry and marks its claims (tests/test_delete_fence.py)."""
+    check_a_delete_during_a_computation()
+    check_a_delete_during_a_background_refresh()
 
 
 def test_a_cold_key_computes_once_across_4_processes_of_8_threads(cluster):

@@ -19,6 +19,10 @@ from restflow.caching import CacheStatus, cache_result
 from restflow.caching.settings import validate_backend
 from tests.redis.cluster import wait_for
 from tests.redis.conftest import RedisServer, free_port, redis_settings, system_redis_server
+from tests.test_delete_fence import (
+    check_a_delete_during_a_background_refresh,
+    check_a_delete_during_a_computation,
+)
 from tests.test_fork import run_forks
 from tests.test_store_contract import calls, profile
 
@@ -117,6 +121,13 @@ def sentinels(tmp_path_factory):
 def test_the_sentinel_schemes_are_backends():
     for url in ("redis+sentinel://a:1,b:2/main", "rediss+sentinel://a:1/main/0"):
         assert validate_backend(url) == url
+
+
+def test_a_delete_is_not_undone_by_a_computation_under_way(sentinels):
+    """Through the master the sentinels name (tests/test_delete_fence.py)."""
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(sentinels.url)):
+        check_a_delete_during_a_computation()
+        check_a_delete_during_a_background_refresh()
 
 
 def test_children_forked_from_a_busy_sentinel_cache_work(sentinels):

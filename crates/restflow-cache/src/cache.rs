@@ -186,10 +186,15 @@ impl<V, S: Store<V>> Cache<V, S> {
         lifetime: Lifetime,
         delta: Span,
     ) -> Arc<Entry<V>> {
-        let stamps = Stamps::new(self.clock.now(), lifetime).measured(delta);
-        let entry = Arc::new(Entry::new(value, stamps));
+        let entry = self.entry_measured(value, lifetime, delta);
         self.store.insert(key.into(), Arc::clone(&entry));
         entry
+    }
+
+    /// The entry [`Cache::insert_measured`] would store, not stored.
+    pub fn entry_measured(&self, value: V, lifetime: Lifetime, delta: Span) -> Arc<Entry<V>> {
+        let stamps = Stamps::new(self.clock.now(), lifetime).measured(delta);
+        Arc::new(Entry::new(value, stamps))
     }
 
     /// Removes the entry under `key`, handing it back to be dropped by the caller.

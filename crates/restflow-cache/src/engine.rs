@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use crate::cache::{Cache, Lookup};
 use crate::entry::{Entry, Lifetime, Stamps};
+use crate::fence::{Fences, Ticket};
 use crate::flight::{Join, LeaderGuard, Outcome, Owner, SingleFlight, Waiter};
 use crate::refresh::Refresher;
 use crate::role::Role;
@@ -184,8 +185,9 @@ pub enum Start<'a, V, E, S> {
 pub struct Lead<'a, V, E, S> {
     engine: &'a Engine<V, E, S>,
     guard: LeaderGuard<'a, Shared<V>, E>,
-    key: Box<[u8]>,
     fallback: Option<Arc<Entry<V>>>,
+    /// Fences the store of its value against a delete of the key meanwhile.
+    ticket: Ticket,
     started: Timestamp,
     /// When the lead was handed out, for the statistics of a computation
     /// the caller runs on its own ([`Lead::complete_counted`]).
@@ -196,10 +198,12 @@ pub struct Lead<'a, V, E, S> {
 /// taken by the caller a lookup chose (or a forced refresh's token, which
 /// claims nothing: [`Engine::begin_refresh`]). Completing it stores the new value
 /// under the key as it was at claim time (an invalidation meanwhile is not
-/// undone); dropping it gives the claim back, so a later read tries again.
+/// undone), unless the key was deleted since ([`Engine::delete`]); dropping
+/// it gives the claim back, so a later read tries again.
 pub struct RefreshClaim<V, E, S> {
     engine: Arc<Engine<V, E, S>>,
-    key: Box<[u8]>,
+    /// The key, fencing the store against a delete of it since the claim.
+    ticket: Ticket,
     /// The claimed entry; `None` once completed.
     entry: Option<Arc<Entry<V>>>,
     started: Timestamp,
@@ -209,6 +213,9 @@ pub struct RefreshClaim<V, E, S> {
 pub struct Engine<V, E, S> {
     cache: Cache<V, S>,
     flights: SingleFlight<Shared<V>, E>,
+    /// The computations under way that will store, fenced by a delete of
+    /// their key ([`Engine::delete`]).
+    fences: Arc<Fences>,
     refresher: Refresher,
 }
 
@@ -223,6 +230,7 @@ where
         Engine {
             cache,
             flights: SingleFlight::new(),
+            fences: Arc::new(Fences::new()),
             refresher,
         }
     }
@@ -240,6 +248,21 @@ where
     /// The in-flight computations.
     pub fn flights(&self) -> &SingleFlight<Shared<V>, E> {
         &self.flights
+    }
+
+    /// The computations under way that will store (see [`Engine::delete`]).
+    pub fn fences(&self) -> &Fences {
+        &self.fences
+    }
+
+    /// Removes the entry under `key` and fences every computation of the
+    /// key under way (a leader's, a background refresh's, a forced
+    /// recompute's): each hands its value to its callers but stores
+    /// nothing, so the delete is not undone by a value computed from the
+    /// data before it. Hands back the entry removed, to be dropped by the
+    /// caller.
+    pub fn delete(&self, key: &[u8]) -> Option<Arc<Entry<V>>> {
+        self.fences.delete(self.cache.store(), key)
     }
 
     /// Serves `key`: a fresh entry as a hit, a stale one as stale (see
@@ -429,8 +452,8 @@ where
                 Ok(Start::Lead(Lead {
                     engine: self,
                     guard,
-                    key: key.into(),
                     fallback,
+                    ticket: self.fences.enter(key),
                     started: self.cache.clock().now(),
                     timer: std::time::Instant::now(),
                 }))
@@ -478,7 +501,7 @@ where
     ) -> RefreshClaim<V, E, S> {
         RefreshClaim {
             engine: Arc::clone(self),
-            key: key.into(),
+            ticket: self.fences.enter(key),
             entry: Some(entry),
             started: self.cache.clock().now(),
         }
@@ -490,7 +513,7 @@ where
     pub fn begin_refresh(self: &Arc<Self>, key: &[u8]) -> RefreshClaim<V, E, S> {
         RefreshClaim {
             engine: Arc::clone(self),
-            key: key.into(),
+            ticket: self.fences.enter(key),
             entry: None,
             started: self.cache.clock().now(),
         }
@@ -502,8 +525,9 @@ where
     where
         C: FnOnce() -> Result<Computed<V>, E>,
     {
+        let ticket = self.fences.enter(key);
         let (computed, delta) = self.cache.clock().timed(compute);
-        let (entry, stored) = self.keep(key, computed?, delta);
+        let (entry, stored) = self.keep(&ticket, computed?, delta);
         Ok(served(entry, Status::Refresh, stored))
     }
 
@@ -539,18 +563,20 @@ where
         }
     }
 
-    /// Stores a computed value, which took `delta` to compute, when its
-    /// policy allows, or removes the key's previous entry when it does not;
-    /// the entry, and whether it was stored. For a caller that computed on
-    /// its own (an event loop's task); [`Engine::get`] and the others keep
-    /// what they compute themselves.
-    pub fn keep(&self, key: &[u8], computed: Computed<V>, delta: Span) -> (Arc<Entry<V>>, bool) {
+    /// Stores a computed value, which took `delta` to compute, under the
+    /// key of `ticket` when its policy allows and the key was not deleted
+    /// since the ticket was taken ([`Engine::delete`]), or removes the
+    /// key's previous entry when the policy says not to keep it; the
+    /// entry, and whether it was stored.
+    fn keep(&self, ticket: &Ticket, computed: Computed<V>, delta: Span) -> (Arc<Entry<V>>, bool) {
+        let key = ticket.key();
         match computed.lifetime {
-            Some(lifetime) => (
-                self.cache
-                    .insert_measured(key, computed.value, lifetime, delta),
-                true,
-            ),
+            Some(lifetime) => {
+                let entry = self.cache.entry_measured(computed.value, lifetime, delta);
+                let (stored, left) = ticket.store(self.cache.store(), Arc::clone(&entry));
+                drop(left); // outside the fence's lock
+                (entry, stored)
+            }
             None => {
                 drop(self.cache.remove(key));
                 let stamps = Stamps::new(self.cache.clock().now(), Lifetime::FOREVER);
@@ -566,22 +592,23 @@ where
     E: Clone + Send + Sync + 'static,
     S: Store<V> + 'static,
 {
-    /// Ends the computation: stores its value (as its policy allows) and
-    /// hands it to every follower as MISS; or, when it failed, hands them
+    /// Ends the computation: stores its value (as its policy allows, and
+    /// unless the key was deleted since the lead began: [`Engine::delete`])
+    /// and hands it to every follower as MISS; or, when it failed, hands them
     /// the error, or the entry kept for stale-if-error as STALE.
     pub fn complete(self, result: Result<Computed<V>, E>) -> Result<Served<V>, GetError<E>> {
         let Lead {
             engine,
             guard,
-            key,
             fallback,
+            ticket,
             started,
             timer: _,
         } = self;
         match (result, fallback) {
             (Ok(computed), _) => {
                 let delta = engine.cache.clock().since(started);
-                let (entry, stored) = engine.keep(&key, computed, delta);
+                let (entry, stored) = engine.keep(&ticket, computed, delta);
                 guard.complete(Ok((Arc::clone(&entry), stored, Status::Miss)));
                 Ok(served(entry, Status::Miss, stored))
             }
@@ -640,7 +667,7 @@ where
 
     fn complete_measured(mut self, computed: Computed<V>, delta: Span) -> Served<V> {
         self.entry = None; // replaced, not given back
-        let (entry, stored) = self.engine.keep(&self.key, computed, delta);
+        let (entry, stored) = self.engine.keep(&self.ticket, computed, delta);
         served(entry, Status::Refresh, stored)
     }
 }

@@ -77,6 +77,7 @@ mod decision;
 pub mod early;
 mod engine;
 mod entry;
+mod fence;
 mod flight;
 pub mod fork;
 pub mod key;
@@ -104,6 +105,7 @@ pub use engine::{
     Start, Status,
 };
 pub use entry::{Entry, Freshness, Lifetime, Stamps};
+pub use fence::{Fences, Ticket};
 pub use flight::{Callback, Join, LeaderGuard, Outcome, Owner, SingleFlight, Waiter};
 pub use memory::MemoryStore;
 pub use refresh::{timeout_from_secs, Job, Refresher, Runner};

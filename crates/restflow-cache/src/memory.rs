@@ -94,6 +94,12 @@ impl<V: Send + Sync> Store<V> for MemoryStore<V> {
         self.map.insert(key, entry);
     }
 
+    fn insert_handing_back(&self, key: Box<[u8]>, entry: Arc<Entry<V>>) -> Vec<Arc<Entry<V>>> {
+        let mut left = Vec::new();
+        self.map.insert_with_lifecycle(key, entry, &mut left);
+        left.into_iter().map(|(_, entry)| entry).collect()
+    }
+
     fn remove(&self, key: &[u8]) -> Option<Arc<Entry<V>>> {
         self.map.remove(key).map(|(_, entry)| entry)
     }

@@ -19,6 +19,11 @@ pub trait Store<V>: Send + Sync {
     /// Stores `entry` under `key`, replacing any previous entry.
     fn insert(&self, key: Box<[u8]>, entry: Arc<Entry<V>>);
 
+    /// [`Store::insert`], handing back every entry that left the store to
+    /// make room (the one replaced, any evicted) instead of dropping them,
+    /// for a caller that inserts under a lock of its own.
+    fn insert_handing_back(&self, key: Box<[u8]>, entry: Arc<Entry<V>>) -> Vec<Arc<Entry<V>>>;
+
     /// Removes the entry under `key` and hands it back.
     fn remove(&self, key: &[u8]) -> Option<Arc<Entry<V>>>;
 

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use restflow_cache::shared::{
-    Breaker, Fetched, Generations, KeySet, Produced, SharedCache, SharedError, SharedOptions,
-    SharedStore, Signer, StoreError,
+    Breaker, Fetched, Generations, Holder, KeySet, Produced, SharedCache, SharedError,
+    SharedOptions, SharedStore, Signer, StoreError,
 };
 use restflow_cache::{Clock, Lifetime, Span, Timestamp};
 
@@ -34,6 +34,9 @@ impl SharedStore for Interrupted {
     fn delete(&self, _key: &str) -> Result<bool, StoreError> {
         self.call()
     }
+    fn delete_entry(&self, _keys: &KeySet) -> Result<bool, StoreError> {
+        self.call()
+    }
     fn generations(&self, _keys: &KeySet, _floor: Duration) -> Result<Generations, StoreError> {
         self.call()
     }
@@ -43,6 +46,7 @@ impl SharedStore for Interrupted {
         _generations: Generations,
         _payload: &[u8],
         _ttl: Option<Duration>,
+        _holder: Option<Holder<'_>>,
     ) -> Result<bool, StoreError> {
         self.call()
     }

@@ -400,3 +400,70 @@ fn a_dropped_refresh_claim_is_given_back_and_a_completed_one_stores() {
     assert_eq!(served.status, Status::Refresh);
     assert_eq!(get(&engine, b"k", 3, &calls), (2, Status::Hit));
 }
+
+#[test]
+fn a_delete_fences_the_leader_under_way_its_followers_still_get_the_value() {
+    use restflow_cache::{follow, Owner, Start};
+
+    let engine = engine();
+    let Ok(Start::Lead(lead)) = engine.start(b"k", None, Owner::task(1), false) else {
+        panic!("the first caller leads")
+    };
+    let Ok(Start::Follow(waiter)) = engine.start(b"k", None, Owner::task(2), false) else {
+        panic!("the second follows")
+    };
+    assert!(engine.delete(b"k").is_none(), "nothing stored yet");
+    let served = lead
+        .complete(Ok(Computed {
+            value: 1,
+            lifetime: lifetime(300, 60),
+        }))
+        .unwrap();
+    assert_eq!((*served.entry.value(), served.status), (1, Status::Miss));
+    assert!(!served.stored, "computed before the delete: not stored");
+    let followed = follow(waiter.outcome().unwrap()).unwrap().unwrap();
+    assert_eq!(
+        (*followed.entry.value(), followed.status),
+        (1, Status::Miss)
+    );
+    assert!(!followed.stored);
+    drop(waiter);
+    assert!(engine.cache().peek(b"k").is_none());
+    assert_eq!(engine.fences().keys(), 0, "no computation under way");
+    // The next caller computes again, and stores.
+    let calls = AtomicUsize::new(0);
+    assert_eq!(get(&engine, b"k", 2, &calls), (2, Status::Miss));
+    assert_eq!(get(&engine, b"k", 3, &calls), (2, Status::Hit));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_delete_fences_a_refresh_under_way_but_not_one_claimed_after_it() {
+    let engine = engine();
+    let calls = AtomicUsize::new(0);
+    get(&engine, b"k", 1, &calls);
+    engine.cache().clock().advance(Span::from_secs(300));
+    let claimed = || match engine.cache().lookup(b"k") {
+        restflow_cache::Lookup::Stale { entry, refresh } => refresh.then_some(entry),
+        _ => panic!("stale"),
+    };
+    let before = engine.claim_refresh(b"k", claimed().expect("claimed"));
+    let forced = engine.begin_refresh(b"k");
+    assert_eq!(*engine.delete(b"k").unwrap().value(), 1);
+    let computed = |value| Computed {
+        value,
+        lifetime: lifetime(300, 60),
+    };
+    let served = before.complete(computed(2));
+    assert_eq!((*served.entry.value(), served.stored), (2, false));
+    let served = forced.complete(computed(3));
+    assert_eq!((*served.entry.value(), served.stored), (3, false));
+    assert!(engine.cache().peek(b"k").is_none(), "the delete stands");
+    // A computation that began after the delete stores.
+    assert_eq!(get(&engine, b"k", 4, &calls), (4, Status::Miss));
+    engine.cache().clock().advance(Span::from_secs(300));
+    let after = engine.claim_refresh(b"k", claimed().expect("claimed"));
+    let served = after.complete(computed(5));
+    assert!(served.stored);
+    assert_eq!(get(&engine, b"k", 6, &calls), (5, Status::Hit));
+}

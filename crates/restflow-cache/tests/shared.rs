@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use restflow_cache::shared::{
-    fresh_epoch, parse_epoch, Answer, Breaker, Fetched, Generations, KeySet, NearCache, NearMode,
-    Produced, SharedCache, SharedError, SharedOptions, SharedStore, Signer, StoreError,
+    fresh_epoch, parse_epoch, Answer, Breaker, Fetched, Generations, Holder, KeySet, NearCache,
+    NearMode, Produced, SharedCache, SharedError, SharedOptions, SharedStore, Signer, StoreError,
     Undecodable,
 };
 use restflow_cache::{Clock, Counter, Freshness, Lifetime, Span, Status, Timestamp};
@@ -108,6 +108,20 @@ impl SharedStore for FakeStore {
         }
         Ok(existed)
     }
+    /// As on Redis: the claims held are marked, not freed.
+    fn delete_entry(&self, keys: &KeySet) -> Result<bool, StoreError> {
+        self.write()?;
+        let mut values = self.values.lock();
+        let existed = values.remove(&keys.data).is_some();
+        for claim in [&keys.lock, &keys.refresh] {
+            if let Some(holder) = values.get_mut(claim.as_str()) {
+                if !holder.starts_with(b"deleted:") {
+                    holder.splice(0..0, b"deleted:".iter().copied());
+                }
+            }
+        }
+        Ok(existed)
+    }
     fn generations(&self, keys: &KeySet, _floor: Duration) -> Result<Generations, StoreError> {
         self.check()?;
         let mut values = self.values.lock();
@@ -126,11 +140,18 @@ impl SharedStore for FakeStore {
         generations: Generations,
         payload: &[u8],
         _ttl: Option<Duration>,
+        holder: Option<Holder<'_>>,
     ) -> Result<bool, StoreError> {
         self.write()?;
         let mut values = self.values.lock();
         if current(&values, keys) != Some(generations) {
             return Ok(false);
+        }
+        if let Some((claim, token)) = holder {
+            let marked = format!("deleted:{token}");
+            if values.get(claim).map(Vec::as_slice) == Some(marked.as_bytes()) {
+                return Ok(false);
+            }
         }
         values.insert(keys.data.clone(), payload.to_vec());
         Ok(true)
@@ -153,7 +174,9 @@ impl SharedStore for FakeStore {
     fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
         self.check()?;
         let mut values = self.values.lock();
-        if values.get(key).map(Vec::as_slice) == Some(token.as_bytes()) {
+        let marked = format!("deleted:{token}");
+        let held = values.get(key).map(Vec::as_slice);
+        if held == Some(token.as_bytes()) || held == Some(marked.as_bytes()) {
             values.remove(key);
         }
         Ok(())
@@ -1851,4 +1874,59 @@ fn get_keys(cache: &SharedCache<Arc<FakeStore>, String>, keys: &KeySet) -> Answe
     cache
         .get(keys, Span::ZERO, || produce("v"), |w| w.wait())
         .unwrap()
+}
+
+#[test]
+fn a_delete_fences_the_lock_and_refresh_holders_of_the_entry() {
+    let (store, cache, clock) = cache(true);
+    let cache = Arc::new(cache);
+    let other = another_process(&store, &clock, true);
+    // A leader computes; another process deletes the entry meanwhile.
+    let claim = claim_of(begin(&cache, Span::ZERO));
+    assert!(
+        !other.delete_fencing(&keys()).unwrap(),
+        "nothing stored yet"
+    );
+    assert!(
+        store.values.lock().contains_key("lock:f1"),
+        "the lock stays held (marked) until its holder frees it"
+    );
+    let served = claim.finish_served(produce("old").unwrap()).unwrap();
+    assert_eq!(
+        (served.status, served.value.as_str()),
+        (Status::Miss, "old")
+    );
+    assert_eq!(
+        served.stamps, None,
+        "computed before the delete: not stored"
+    );
+    assert!(!store.values.lock().contains_key("lock:f1"), "freed");
+    assert_eq!(stored_value(&cache), None);
+    assert_eq!(status(&get(&cache, "new")), Status::Miss);
+    assert_eq!(stored_value(&cache).as_deref(), Some(b"new".as_slice()));
+
+    // A background refresh is claimed; the entry is deleted before it ends.
+    clock.advance(Span::from_secs(10));
+    let Answer::Stored {
+        status: Status::Stale,
+        refresh_token: Some(token),
+        generations,
+        ..
+    } = get(&cache, "unused")
+    else {
+        panic!("the stale read claims the refresh")
+    };
+    assert!(other.delete_fencing(&keys()).unwrap());
+    let refreshed = (0, b"refreshed".to_vec(), produce("x").unwrap().lifetime);
+    cache
+        .finish_refresh(&keys(), &token, Span::ZERO, generations, Some(refreshed))
+        .unwrap();
+    assert_eq!(stored_value(&cache), None, "the delete stands");
+    assert!(!store.values.lock().contains_key("refresh:f1"), "freed");
+    // A plain delete (an undecodable entry dropped) fences nothing.
+    let claim = claim_of(begin(&cache, Span::ZERO));
+    other.delete(&keys()).unwrap();
+    let served = claim.finish_served(produce("kept").unwrap()).unwrap();
+    assert!(served.stamps.is_some());
+    assert_eq!(stored_value(&cache).as_deref(), Some(b"kept".as_slice()));
 }

@@ -820,7 +820,8 @@ fn reported<T: Send>(
     done.map_err(|e| CacheBackendError::new_err(e.to_string()))
 }
 
-/// Drops one entry.
+/// Drops one entry, fencing the computations of it under way in every
+/// process: none stores the value it computed before the delete.
 pub(crate) fn delete(
     py: Python<'_>,
     core: &Core,
@@ -828,7 +829,7 @@ pub(crate) fn delete(
     call: &Call<'_>,
 ) -> PyResult<bool> {
     let on = backend.get().on(core, call)?;
-    reported(py, on.handle, |cache| cache.delete(&on.keys))
+    reported(py, on.handle, |cache| cache.delete_fencing(&on.keys))
 }
 
 /// Drops every entry of the function, in every process.

@@ -825,7 +825,7 @@ impl CachedWrapper {
             return crate::shared::delete(py, &self.core, &backend, &call);
         }
         let key = self.key(&call)?;
-        let removed = engine.cache().remove(key.as_bytes());
+        let removed = engine.delete(key.as_bytes());
         Ok(removed.is_some())
     }
 

@@ -38,7 +38,7 @@ use super::keyspace::KeySpace;
 use super::near::{Epoch, NearCache, NearEntry};
 use super::payload::{Decoded, Generations, Rejected, Signer};
 use super::steps::{ComputeClaim, Handle, How};
-use super::store::{Fetched, KeySet, SharedStore, StoreError};
+use super::store::{Fetched, Holder, KeySet, SharedStore, StoreError};
 use crate::clock::Clock;
 use crate::early::Dice;
 use crate::engine::{GetError, Status};
@@ -334,6 +334,15 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     /// Drops the entry of `keys`, in every process; whether it existed.
     pub fn delete(&self, keys: &KeySet) -> Result<bool, StoreError> {
         self.call(|store| store.delete(&keys.data))
+    }
+
+    /// Drops the entry on a caller's request (`delete_cache`): as
+    /// [`SharedCache::delete`], and a computation of the entry under way
+    /// in any process (its lock or refresh claim held) learns of it: its
+    /// value, computed from the data before the delete, is handed to its
+    /// callers but not stored ([`SharedStore::delete_entry`]).
+    pub fn delete_fencing(&self, keys: &KeySet) -> Result<bool, StoreError> {
+        self.call(|store| store.delete_entry(keys))
     }
 
     /// Retires generation counters ([`super::KeySpace::function_counters`],
@@ -857,14 +866,15 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
 
     /// Signs and stores a produced value, which took `delta` to compute, if
     /// it is to be stored, keeping it `keep` past its stale window (for
-    /// stale-if-error); its instants, or
-    /// `None` when it was not stored (the store refused it, or the policy
-    /// kept it out; the value is served either way).
+    /// stale-if-error), by the holder of `holder`'s claim, if any; its
+    /// instants, or `None` when it was not stored (the store refused it,
+    /// the entry was deleted since the claim was taken, or the policy kept
+    /// it out; the value is served either way).
     pub(super) fn store_produced<T>(
         &self,
         keys: &KeySet,
         produced: &Produced<T>,
-        generations: Generations,
+        (generations, holder): (Generations, Option<Holder<'_>>),
         keep: Span,
         delta: Span,
     ) -> Result<Option<Stamps>, StoreError> {
@@ -872,22 +882,25 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             return Ok(None);
         };
         let lifetime = produced.lifetime;
-        self.put_signed(keys, *flags, bytes, (lifetime, delta), generations, keep)
+        let under = (generations, holder);
+        self.put_signed(keys, *flags, bytes, (lifetime, delta), under, keep)
     }
 
     /// Signs `bytes` with instants taken now (for a value of `lifetime`
     /// that took `delta` to compute) and puts them under
     /// `keys.data` while `generations` are current, for the store to
-    /// forget once nothing may serve them: `keep` past the stale window.
-    /// Returns the instants, or `None` when a counter moved on (the value
-    /// predates an invalidation and is not stored).
+    /// forget once nothing may serve them: `keep` past the stale window;
+    /// written by the holder of `holder`'s claim, if any. Returns the
+    /// instants, or `None` when a counter moved on or a delete of the entry
+    /// marked the claim (the value predates an invalidation or the delete
+    /// and is not stored).
     fn put_signed(
         &self,
         keys: &KeySet,
         flags: u8,
         bytes: &[u8],
         (lifetime, delta): (Lifetime, Span),
-        generations: Generations,
+        (generations, holder): (Generations, Option<Holder<'_>>),
         keep: Span,
     ) -> Result<Option<Stamps>, StoreError> {
         let stamps = Stamps::new(self.clock.now(), lifetime).measured(delta);
@@ -898,7 +911,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             let micros = until.as_micros() - stamps.cached_at.as_micros();
             Duration::from_micros(micros.max(1) as u64)
         });
-        let stored = self.call(|s| s.put_current(keys, generations, &payload, ttl))?;
+        let stored = self.call(|s| s.put_current(keys, generations, &payload, ttl, holder))?;
         Ok(stored.then_some(stamps))
     }
 
@@ -973,8 +986,8 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     /// under when the refresh was claimed (the same answer's
     /// `generations`), and frees the refresh lock if it still holds it (a
     /// refresh that outlived its lock must not free the next holder's). If
-    /// an invalidation came in between, the value (computed, maybe, from
-    /// data from before it) is not stored. Reports a store that failed to
+    /// an invalidation or a delete of the entry came in between, the value
+    /// (computed, maybe, from data from before it) is not stored. Reports a store that failed to
     /// take the new value (the stale one stays).
     pub fn finish_refresh(
         &self,
@@ -1002,8 +1015,9 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         let (produced, delta) = self.clock.timed(compute);
         let mut outcome = Ok(());
         if let Some((flags, bytes, lifetime)) = produced {
+            let under = (generations, Some((keys.refresh.as_str(), token)));
             outcome = self
-                .put_signed(keys, flags, &bytes, (lifetime, delta), generations, keep)
+                .put_signed(keys, flags, &bytes, (lifetime, delta), under, keep)
                 .map(drop);
         }
         let released = self.call(|s| s.unlock(&keys.refresh, token));

@@ -54,9 +54,9 @@ use super::payload::Generations;
 use super::pool::{Manage, Pool};
 use super::redis::{
     classify, counter_names, fetch_names, fetched, generations_answer, millis, ForgetAfter,
-    RedisConfig, GENERATIONS, LOCK_SCRIPT, PUT_CURRENT, UNLOCK_SCRIPT,
+    RedisConfig, DELETE_ENTRY, GENERATIONS, LOCK_SCRIPT, PUT_CURRENT, UNLOCK_SCRIPT,
 };
-use super::store::{fresh_epoch, Fetched, KeySet, SharedStore, StoreError};
+use super::store::{fresh_epoch, Fetched, Holder, KeySet, SharedStore, StoreError};
 use super::url::Parts;
 use crate::fork::PerProcess;
 
@@ -254,6 +254,7 @@ pub struct ClusterStore {
     unlock: Lua,
     generations: Lua,
     put_current: Lua,
+    delete_entry: Lua,
     /// The seeds' URL parts, when they are plain TCP: lookups then go to
     /// each slot's master on a lookup connection ([`ClusterLookups`]).
     lookup_nodes: Option<NodeUrl>,
@@ -317,6 +318,7 @@ impl ClusterStore {
             unlock: Lua::new(UNLOCK_SCRIPT),
             generations: Lua::new(GENERATIONS),
             put_current: Lua::new(PUT_CURRENT),
+            delete_entry: Lua::new(DELETE_ENTRY),
             lookup_nodes: (plain_tcp && cfg!(unix)).then_some(template),
             #[cfg(unix)]
             lookups: PerProcess::new(),
@@ -544,6 +546,17 @@ impl SharedStore for ClusterStore {
             .map(|n| n > 0)
     }
 
+    /// One script: the entry and its claims share the entry's hash tag,
+    /// so one slot.
+    fn delete_entry(&self, keys: &KeySet) -> Result<bool, StoreError> {
+        let names: [&str; 3] = [&keys.data, &keys.lock, &keys.refresh];
+        let _forget = self.forget_after(names);
+        self.with(&keys.data, |c| {
+            self.delete_entry.run::<u64>(c, &names, |_| {})
+        })
+        .map(|n| n > 0)
+    }
+
     /// One pipelined batch per master (the crate groups the commands by
     /// node), not one round trip per key. Not through the slot breakers:
     /// an invalidation tries every key, and fails if one cannot be
@@ -592,10 +605,14 @@ impl SharedStore for ClusterStore {
         generations: Generations,
         payload: &[u8],
         ttl: Option<Duration>,
+        holder: Option<Holder<'_>>,
     ) -> Result<bool, StoreError> {
         let mut names: Vec<&str> = vec![&keys.data, &keys.scope, &keys.version];
         if let Some(partition) = &keys.partition {
             names.push(partition);
+        }
+        if let Some((claim, _)) = holder {
+            names.push(claim);
         }
         let partitioned = keys.partition.is_some();
         let _forget = self.forget_after([keys.data.as_str()]);
@@ -603,10 +620,14 @@ impl SharedStore for ClusterStore {
             self.put_current.run::<u8>(c, &names, |cmd| {
                 cmd.arg(payload)
                     .arg(ttl.map_or(0, millis))
+                    .arg(2 + u8::from(partitioned))
                     .arg(generations.scope)
                     .arg(generations.version);
                 if partitioned {
                     cmd.arg(generations.partition);
+                }
+                if let Some((_, token)) = holder {
+                    cmd.arg(token);
                 }
             })
         })

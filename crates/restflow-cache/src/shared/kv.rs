@@ -18,7 +18,9 @@
 
 use std::time::Duration;
 
-use super::{fresh_epoch, Fetched, Generations, KeySet, SharedStore, StoreError, EPOCH_LIMIT};
+use super::{
+    fresh_epoch, Fetched, Generations, Holder, KeySet, SharedStore, StoreError, EPOCH_LIMIT,
+};
 use crate::key;
 
 /// A value as the cache holds it, seen by the store.
@@ -163,6 +165,21 @@ impl<C: KvCache> SharedStore for KvStore<C> {
         self.0.delete(&safe(key))
     }
 
+    /// Deletes the entry and its claims outright: a Django cache cannot
+    /// rewrite a key keeping its expiry (as Redis marks the claims), so
+    /// here a claim's holder learns of the delete by no longer holding its
+    /// claim ([`SharedStore::put_current`]), and another process may take
+    /// the lock at once. Three deletes, not atomic with a holder's write:
+    /// a write whose check of its claim came just before the delete and
+    /// whose set comes just after survives it (a window of one round trip,
+    /// where Redis has none).
+    fn delete_entry(&self, keys: &KeySet) -> Result<bool, StoreError> {
+        let existed = self.0.delete(&safe(&keys.data))?;
+        self.0.delete(&safe(&keys.lock))?;
+        self.0.delete(&safe(&keys.refresh))?;
+        Ok(existed)
+    }
+
     fn generations(&self, keys: &KeySet, floor: Duration) -> Result<Generations, StoreError> {
         let names = counter_names(keys);
         let mut epochs = self.epochs(&names)?;
@@ -196,9 +213,23 @@ impl<C: KvCache> SharedStore for KvStore<C> {
         generations: Generations,
         payload: &[u8],
         ttl: Option<Duration>,
+        holder: Option<Holder<'_>>,
     ) -> Result<bool, StoreError> {
         let names = counter_names(keys);
-        if generations_of(&self.epochs(&names)?) != Some(generations) {
+        let mut read = names.clone();
+        read.extend(holder.map(|(claim, _)| safe(claim)));
+        let mut found = self.0.get_many(&read)?;
+        // The holder's claim, read with the counters (one round trip): a
+        // claim no longer held by its token was deleted with the entry
+        // ([`SharedStore::delete_entry`]) or outlived by the computation.
+        if let Some((_, token)) = holder {
+            let claim = found.pop();
+            if !matches!(claim, Some(KvValue::Text(held)) if held == token) {
+                return Ok(false);
+            }
+        }
+        let epochs: Vec<_> = found.iter().map(KvValue::epoch).collect();
+        if generations_of(&epochs) != Some(generations) {
             return Ok(false);
         }
         let entry_timeout = timeout(ttl);
@@ -302,7 +333,7 @@ mod tests {
             "started once, then read"
         );
         assert!(store
-            .put_current(&keys, generations, b"v", Some(Duration::from_secs(5)))
+            .put_current(&keys, generations, b"v", Some(Duration::from_secs(5)), None)
             .unwrap());
         let fetched = store.fetch(&keys).unwrap();
         assert_eq!(fetched.payload.as_deref(), Some(&b"v"[..]));
@@ -321,7 +352,9 @@ mod tests {
         assert!(store.delete("p:pgen").unwrap());
         assert_eq!(store.fetch(&keys).unwrap().generations, None);
         assert!(
-            !store.put_current(&keys, generations, b"w", None).unwrap(),
+            !store
+                .put_current(&keys, generations, b"w", None, None)
+                .unwrap(),
             "an entry computed under a retired counter is not stored"
         );
     }
@@ -347,6 +380,41 @@ mod tests {
             Some(Vec::new()),
             "a foreign value is a bad payload"
         );
+    }
+
+    #[test]
+    fn a_delete_of_the_entry_refuses_the_write_of_its_claim_holders() {
+        let store = KvStore(Map::default());
+        let keys = keys(false);
+        let generations = store.generations(&keys, Duration::from_secs(60)).unwrap();
+        let lock = Some((keys.lock.as_str(), "a"));
+        assert!(store
+            .try_lock(&keys.lock, "a", Duration::from_secs(5))
+            .unwrap());
+        assert!(store
+            .put_current(&keys, generations, b"v", None, lock)
+            .unwrap());
+        assert!(store.delete_entry(&keys).unwrap());
+        assert!(!store.fetch(&keys).unwrap().locked, "its claims go with it");
+        assert!(
+            !store
+                .put_current(&keys, generations, b"w", None, lock)
+                .unwrap(),
+            "the holder of a deleted claim does not store"
+        );
+        assert_eq!(store.fetch(&keys).unwrap().payload, None);
+        let refresh = Some((keys.refresh.as_str(), "b"));
+        assert!(store
+            .try_lock(&keys.refresh, "b", Duration::from_secs(5))
+            .unwrap());
+        assert!(!store.delete_entry(&keys).unwrap(), "no entry was there");
+        assert!(!store
+            .put_current(&keys, generations, b"w", None, refresh)
+            .unwrap());
+        // A writer without a claim (a forced recompute) is not fenced.
+        assert!(store
+            .put_current(&keys, generations, b"x", None, None)
+            .unwrap());
     }
 
     #[test]

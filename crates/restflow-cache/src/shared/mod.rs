@@ -74,5 +74,7 @@ pub use redis::{fetch_command, fetched_from, RedisConfig, RedisStore};
 #[cfg(feature = "redis")]
 pub use sentinel::SentinelStore;
 pub use steps::{Begin, ComputeClaim, OwnedClaim};
-pub use store::{fresh_epoch, parse_epoch, Fetched, KeySet, SharedStore, StoreError, EPOCH_LIMIT};
+pub use store::{
+    fresh_epoch, parse_epoch, Fetched, Holder, KeySet, SharedStore, StoreError, EPOCH_LIMIT,
+};
 pub use warn::WarnLog;

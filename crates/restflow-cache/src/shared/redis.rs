@@ -16,7 +16,7 @@ use super::near::NearCache;
 use super::payload::Generations;
 use super::pool::{Manage, Pool};
 use super::spin::SpinPolicy;
-use super::store::{fresh_epoch, parse_epoch, Fetched, KeySet, SharedStore, StoreError};
+use super::store::{fresh_epoch, parse_epoch, Fetched, Holder, KeySet, SharedStore, StoreError};
 #[cfg(unix)]
 use super::tracking::Tracking;
 use crate::fork::PerProcess;
@@ -135,6 +135,7 @@ pub struct RedisStore {
     lock: Script,
     unlock: Script,
     delete: Script,
+    delete_entry: Script,
     generations: Script,
     put_current: Script,
     /// Whether a connection the server closed while it sat idle is
@@ -163,14 +164,23 @@ end
 return out
 ";
 
-/// Writes an entry only under current counters: `KEYS` are the entry, the
-/// scope and version counters, and the partition counter if any; `ARGV` the
-/// payload, its expiry in milliseconds (0: none), and the epoch each
-/// counter must hold. The partition counter is made to live at least as
-/// long as the entry. Returns 1 if it wrote, 0 if a counter moved on.
+/// Writes an entry only under current counters and an undeleted claim:
+/// `KEYS` are the entry, the scope and version counters, the partition
+/// counter if any, and the claim (lock or refresh key) of the writer if it
+/// holds one; `ARGV` the payload, its expiry in milliseconds (0: none), how
+/// many counters there are, the epoch each counter must hold, and the
+/// claim's token. A claim a delete of the entry marked ([`DELETE_ENTRY`]:
+/// it holds `deleted:<token>`) refuses the write: the value was computed
+/// before the delete. The partition counter is made to live at least as
+/// long as the entry. Returns 1 if it wrote, 0 if a counter moved on or the
+/// entry was deleted since the claim was taken.
 pub(super) const PUT_CURRENT: &str = r"
-for i = 2, #KEYS do
-  if redis.pcall('get', KEYS[i]) ~= ARGV[i + 1] then return 0 end
+local counters = tonumber(ARGV[3])
+for i = 1, counters do
+  if redis.pcall('get', KEYS[i + 1]) ~= ARGV[i + 3] then return 0 end
+end
+if #KEYS > counters + 1 then
+  if redis.pcall('get', KEYS[#KEYS]) == 'deleted:' .. ARGV[#ARGV] then return 0 end
 end
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then
@@ -178,7 +188,7 @@ if ttl > 0 then
 else
   redis.call('set', KEYS[1], ARGV[1])
 end
-if #KEYS == 4 then
+if counters == 3 then
   local partition = KEYS[4]
   if ttl == 0 then
     redis.call('persist', partition)
@@ -220,9 +230,36 @@ local written = redis.pcall('set', KEYS[1], '', 'PX', 1000) \
 if type(written) == 'table' and written.ok then redis.call('del', KEYS[1]) end \
 return 0";
 
-/// Releases a lock (`KEYS[1]`) if the token `ARGV[1]` still holds it.
-pub(super) const UNLOCK_SCRIPT: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
+/// Releases a lock (`KEYS[1]`) if the token `ARGV[1]` still holds it, or
+/// holds it marked by a delete of its entry ([`DELETE_ENTRY`]).
+pub(super) const UNLOCK_SCRIPT: &str = "local holder = redis.call('get', KEYS[1]) \
+if holder == ARGV[1] or holder == 'deleted:' .. ARGV[1] then \
      return redis.call('del', KEYS[1]) else return 0 end";
+
+/// Deletes an entry (`KEYS[1]`, announced as [`DELETE_SCRIPT`] does) and
+/// marks the claims of its computations under way (`KEYS[2..]`: its lock
+/// and refresh keys): a claim held by `token` is left holding
+/// `deleted:<token>` for the rest of its life, so its holder's write of the
+/// value it computed from the data before the delete is refused
+/// ([`PUT_CURRENT`]), while other processes still see the key locked until
+/// the holder frees it ([`UNLOCK_SCRIPT`]) or it expires, as before. A lock
+/// without an expiry (never restflow's) is left alone. Returns 1 if the
+/// entry existed.
+pub(super) const DELETE_ENTRY: &str = r"
+local existed = redis.call('del', KEYS[1])
+if existed == 0 then
+  local written = redis.pcall('set', KEYS[1], '', 'PX', 1000)
+  if type(written) == 'table' and written.ok then redis.call('del', KEYS[1]) end
+end
+for i = 2, #KEYS do
+  local holder = redis.pcall('get', KEYS[i])
+  if type(holder) == 'string' and string.sub(holder, 1, 8) ~= 'deleted:' then
+    local left = redis.call('pttl', KEYS[i])
+    if left > 0 then redis.pcall('set', KEYS[i], 'deleted:' .. holder, 'PX', left) end
+  end
+end
+return existed
+";
 
 pub(super) fn classify(error: &redis::RedisError) -> StoreError {
     if is_read_only(error) {
@@ -271,6 +308,7 @@ impl RedisStore {
             lock: Script::new(LOCK_SCRIPT),
             unlock: Script::new(UNLOCK_SCRIPT),
             delete: Script::new(DELETE_SCRIPT),
+            delete_entry: Script::new(DELETE_ENTRY),
             generations: Script::new(GENERATIONS),
             put_current: Script::new(PUT_CURRENT),
             near_setting: None,
@@ -662,6 +700,7 @@ impl SharedStore for RedisStore {
         generations: Generations,
         payload: &[u8],
         ttl: Option<Duration>,
+        holder: Option<Holder<'_>>,
     ) -> Result<bool, StoreError> {
         let _forget = self.forget_after([keys.data.as_str()]);
         let mut invocation = self.put_current.prepare_invoke();
@@ -672,12 +711,26 @@ impl SharedStore for RedisStore {
         invocation
             .arg(payload)
             .arg(ttl.map_or(0, millis))
+            .arg(2 + u8::from(keys.partition.is_some()))
             .arg(generations.scope)
             .arg(generations.version);
         if let Some(partition) = &keys.partition {
             invocation.key(partition).arg(generations.partition);
         }
+        if let Some((claim, token)) = holder {
+            invocation.key(claim).arg(token);
+        }
         self.with(|c| invocation.invoke::<u8>(c)).map(|n| n == 1)
+    }
+
+    fn delete_entry(&self, keys: &KeySet) -> Result<bool, StoreError> {
+        let _forget = self.forget_after([keys.data.as_str(), &keys.lock, &keys.refresh]);
+        let mut invocation = self.delete_entry.prepare_invoke();
+        invocation
+            .key(&keys.data)
+            .key(&keys.lock)
+            .key(&keys.refresh);
+        self.with(|c| invocation.invoke::<u64>(c)).map(|n| n > 0)
     }
 
     fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {

@@ -28,7 +28,7 @@ use super::payload::Generations;
 use super::redis::{sync_near, ForgetAfter, RedisConfig, RedisStore};
 #[cfg(unix)]
 use super::sentinel_near::SentinelNear;
-use super::store::{Fetched, KeySet, SharedStore, StoreError};
+use super::store::{Fetched, Holder, KeySet, SharedStore, StoreError};
 use crate::fork::PerProcess;
 
 /// A `redis+sentinel://` URL taken apart.
@@ -287,6 +287,11 @@ impl SharedStore for SentinelStore {
         self.run(|s| s.delete(key))
     }
 
+    fn delete_entry(&self, keys: &KeySet) -> Result<bool, StoreError> {
+        let _forget = self.forget_after([keys.data.as_str(), &keys.lock, &keys.refresh]);
+        self.run(|s| s.delete_entry(keys))
+    }
+
     fn generations(&self, keys: &KeySet, floor: Duration) -> Result<Generations, StoreError> {
         self.run(|s| s.generations(keys, floor))
     }
@@ -297,9 +302,10 @@ impl SharedStore for SentinelStore {
         generations: Generations,
         payload: &[u8],
         ttl: Option<Duration>,
+        holder: Option<Holder<'_>>,
     ) -> Result<bool, StoreError> {
         let _forget = self.forget_after([keys.data.as_str()]);
-        self.run(|s| s.put_current(keys, generations, payload, ttl))
+        self.run(|s| s.put_current(keys, generations, payload, ttl, holder))
     }
 
     fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {

@@ -182,11 +182,11 @@ impl<S: SharedStore, E: Clone> ComputeClaim<'_, S, E> {
             // as BYPASS, with the error to warn about: the computation is
             // not lost, and the caller is not told MISS for a value no
             // process will find.
-            How::Locked { generations, .. } => {
+            How::Locked { token, generations } => {
                 let stored = self.cache.store_produced(
                     &self.keys,
                     &produced,
-                    *generations,
+                    (*generations, Some((self.keys.lock.as_str(), token))),
                     self.keep,
                     delta,
                 );
@@ -196,7 +196,7 @@ impl<S: SharedStore, E: Clone> ComputeClaim<'_, S, E> {
                 let stored = self.cache.store_produced(
                     &self.keys,
                     &produced,
-                    *generations,
+                    (*generations, None),
                     self.keep,
                     delta,
                 );

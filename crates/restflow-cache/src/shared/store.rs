@@ -40,6 +40,10 @@ pub struct KeySet {
     pub refresh: String,
 }
 
+/// The claim a writer holds on an entry's computation: the claim's key
+/// ([`KeySet::lock`] or [`KeySet::refresh`]) and the writer's token.
+pub type Holder<'a> = (&'a str, &'a str);
+
 /// What one lookup found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Fetched {
@@ -111,6 +115,14 @@ pub trait SharedStore: Send + Sync {
     /// Removes `key`; returns whether it existed. Removing a generation
     /// counter retires every entry written under it (an invalidation).
     fn delete(&self, key: &str) -> Result<bool, StoreError>;
+    /// Removes the entry `keys.data` (returns whether it existed) and
+    /// marks the claims of its computations under way (`keys.lock`,
+    /// `keys.refresh`) as deleted, so that the holder of such a claim, which
+    /// computed from the data before the delete, does not store
+    /// ([`SharedStore::put_current`] with its [`Holder`]); the claims
+    /// still hold their keys locked until freed or expired. Atomic where
+    /// the store can (Redis); on a Django cache, see `kv.rs`.
+    fn delete_entry(&self, keys: &KeySet) -> Result<bool, StoreError>;
     /// Removes every key of `keys` (an invalidation that retires several
     /// counters: a Redis Cluster keeps one copy per shard); returns how many
     /// existed. One [`SharedStore::delete`] per key unless the store can
@@ -126,18 +138,22 @@ pub trait SharedStore: Send + Sync {
     fn generations(&self, keys: &KeySet, floor: Duration) -> Result<Generations, StoreError>;
     /// Stores `payload` under `keys.data`, expiring after `ttl` (never when
     /// `None`), only if the counters of `keys` still hold `generations`
-    /// (atomically where the store can); makes the partition counter live
-    /// at least as long as the entry. Returns whether it stored.
+    /// (atomically where the store can), and, for a writer that holds a
+    /// claim (`holder`), only if no delete of the entry marked that claim
+    /// since ([`SharedStore::delete_entry`]); makes the partition counter
+    /// live at least as long as the entry. Returns whether it stored.
     fn put_current(
         &self,
         keys: &KeySet,
         generations: Generations,
         payload: &[u8],
         ttl: Option<Duration>,
+        holder: Option<Holder<'_>>,
     ) -> Result<bool, StoreError>;
     /// Takes the lock `key` for `token` unless someone holds it.
     fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError>;
-    /// Releases the lock `key` if `token` still holds it (atomically).
+    /// Releases the lock `key` if `token` still holds it, or holds it
+    /// marked by a delete of its entry (atomically where the store can).
     fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError>;
     /// Facts about the server for a health check (`redis_version`,
     /// `maxmemory_policy`, …), read in one round trip; none by default.
@@ -220,6 +236,9 @@ macro_rules! forward_shared_store {
             fn delete_many(&self, keys: &[String]) -> Result<u64, StoreError> {
                 (**self).delete_many(keys)
             }
+            fn delete_entry(&self, keys: &KeySet) -> Result<bool, StoreError> {
+                (**self).delete_entry(keys)
+            }
             fn generations(&self, keys: &KeySet, floor: Duration) -> Result<Generations, StoreError> {
                 (**self).generations(keys, floor)
             }
@@ -229,8 +248,9 @@ macro_rules! forward_shared_store {
                 generations: Generations,
                 payload: &[u8],
                 ttl: Option<Duration>,
+                holder: Option<Holder<'_>>,
             ) -> Result<bool, StoreError> {
-                (**self).put_current(keys, generations, payload, ttl)
+                (**self).put_current(keys, generations, payload, ttl, holder)
             }
             fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
                 (**self).try_lock(key, token, ttl)
