@@ -10,8 +10,8 @@ use std::thread;
 use std::time::Duration;
 
 use restflow_cache::{
-    Cache, Clock, Computed, Engine, GetError, Lifetime, MemoryStore, Refresher, Span, Status,
-    Store, Timestamp,
+    Cache, Clock, Computed, Engine, GetError, Lifetime, MemoryStore, Refresher, Served, Span,
+    Status, Store, Timestamp,
 };
 
 type TestEngine = Engine<u64, String, MemoryStore<u64>>;
@@ -27,6 +27,18 @@ fn ok(value: u64, lifetime: Option<Lifetime>) -> Result<Computed<u64>, String> {
 
 fn life(ttl: Span, stale: Span) -> Option<Lifetime> {
     Some(Lifetime::new(ttl, stale))
+}
+
+/// Key `k` computed (1, ttl 1 s, stale window 60 s), then read again 2 s
+/// later: its STALE answer.
+fn stale_entry(engine: &TestEngine) -> Served<u64> {
+    let life = life(Span::from_secs(1), Span::from_secs(60));
+    let s = engine.get(b"k", || ok(1, life), |w| w.wait()).unwrap();
+    assert_eq!(s.status, Status::Miss);
+    engine.cache().clock().advance(Span::from_secs(2));
+    let s = engine.get(b"k", || unreachable!(), |w| w.wait()).unwrap();
+    assert_eq!(s.status, Status::Stale);
+    s
 }
 
 #[test]
@@ -217,17 +229,7 @@ fn capacity_zero_and_one() {
 #[test]
 fn refresher_zero_capacity_runs_first_refresh() {
     let engine = engine_with(100, 1, 0);
-    let s = engine
-        .get(
-            b"k",
-            || ok(1, life(Span::from_secs(1), Span::from_secs(60))),
-            |w| w.wait(),
-        )
-        .unwrap();
-    assert_eq!(s.status, Status::Miss);
-    engine.cache().clock().advance(Span::from_secs(2));
-    let s = engine.get(b"k", || unreachable!(), |w| w.wait()).unwrap();
-    assert_eq!(s.status, Status::Stale);
+    let s = stale_entry(&engine);
     assert!(s.refresh_claimed);
     engine.schedule_refresh(b"k", Arc::clone(&s.entry), || {
         ok(2, life(Span::from_secs(100), Span::ZERO))
@@ -240,16 +242,7 @@ fn refresher_zero_capacity_runs_first_refresh() {
 #[test]
 fn drop_engine_while_refresh_runs() {
     let engine = engine_with(100, 1, 4);
-    let s = engine
-        .get(
-            b"k",
-            || ok(1, life(Span::from_secs(1), Span::from_secs(60))),
-            |w| w.wait(),
-        )
-        .unwrap();
-    assert_eq!(s.status, Status::Miss);
-    engine.cache().clock().advance(Span::from_secs(2));
-    let s = engine.get(b"k", || unreachable!(), |w| w.wait()).unwrap();
+    let s = stale_entry(&engine);
     let (started, release) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
     let (a, b) = (Arc::clone(&started), Arc::clone(&release));
     let (tx, rx) = mpsc::channel();
@@ -269,15 +262,7 @@ fn drop_engine_while_refresh_runs() {
 #[test]
 fn invalidate_during_refresh() {
     let engine = engine_with(100, 1, 4);
-    engine
-        .get(
-            b"k",
-            || ok(1, life(Span::from_secs(1), Span::from_secs(60))),
-            |w| w.wait(),
-        )
-        .unwrap();
-    engine.cache().clock().advance(Span::from_secs(2));
-    let s = engine.get(b"k", || unreachable!(), |w| w.wait()).unwrap();
+    let s = stale_entry(&engine);
     let claim = engine.claim_refresh(b"k", Arc::clone(&s.entry));
     drop(engine.cache().remove(b"k"));
     let served = claim.complete(Computed {
