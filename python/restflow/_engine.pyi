@@ -6,6 +6,10 @@ Users import :mod:`restflow.caching`; this module is its engine.
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, ParamSpec, TypeVar, final
 
+from restflow.caching.decorators import Decision
+from restflow.caching.settings import EngineSettings
+from restflow.caching.status import CacheStatus
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -32,7 +36,7 @@ class CachedWrapper(Generic[P, T]):
         method: bool,
         ttl: float | None,
         stale: float | None,
-        policy: Callable[[Any, tuple[Any, ...], dict[str, Any] | None], tuple[bool, float | None]]
+        policy: Callable[[Any, tuple[Any, ...], dict[str, Any] | None], Decision]
         | None,
         namespace: str,
         function_id: str,
@@ -112,7 +116,7 @@ class Steps:
         """How many callers follow the in-process computation of a call now."""
     def loop_fetch(
         self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
-    ) -> tuple[SharedBackend, bytes, str] | None:
+    ) -> LoopFetch | None:
         """The Redis lookup an event loop may send itself, or None."""
     def near_hit(
         self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
@@ -129,7 +133,7 @@ class Lead:
     released or dropped. Blocking on a shared store."""
 
     def complete(
-        self, value: Any, decision: tuple[bool, float | None] | None = None
+        self, value: Any, decision: Decision | None = None
     ) -> tuple[Any, Metadata]: ...
     def fail(self, error: BaseException) -> tuple[Any, Metadata] | None:
         """A shared store's miss: the value kept for stale-if-error, or the
@@ -158,7 +162,7 @@ class Flight:
     @property
     def leader(self) -> bool: ...
     def complete(
-        self, value: Any, decision: tuple[bool, float | None] | None = None
+        self, value: Any, decision: Decision | None = None
     ) -> tuple[Any, Metadata]:
         """Memory store: the leader's value, stored and handed on (MISS)."""
     def share(self, value: Any, metadata: Metadata) -> None:
@@ -228,14 +232,22 @@ class LoopConnection:
     def receive(self) -> RedisAnswer | None: ...
 
 @final
+class LoopFetch:
+    """A lookup an event loop may send on its own socket."""
+
+    backend: SharedBackend
+    command: bytes
+    key: str
+
+@final
 class RedisAnswer:
     """An answer a LoopConnection read."""
 
 def install(
-    statuses: tuple[Any, Any, Any, Any, Any],
+    statuses: type[CacheStatus],
     missing: object,
     logger: Any,
-    settings: Callable[[], tuple[int, float, int, bool, float]],
+    settings: Callable[[], EngineSettings],
     backend_for: Callable[[str | None], SharedBackend | None],
 ) -> None: ...
 def reconfigure() -> None: ...

@@ -130,7 +130,7 @@ impl OwnedCall {
 
 pub(crate) struct Core {
     pub func: Py<PyAny>,
-    /// `(result, args, kwargs) -> (store, ttl_seconds_or_None)`, built by
+    /// `(result, args, kwargs) -> Decision` (`store`, `ttl` seconds or None), built by
     /// `restflow.caching` from `cache_if`, `cache_unless` and a callable ttl.
     pub policy: Option<Py<PyAny>>,
     /// The ttl, stale and stale-if-error windows and early refresh the
@@ -401,7 +401,8 @@ impl Core {
     }
 
     /// A value whose fate was decided already: `None` keeps it for the
-    /// wrapper's fixed ttl, `(store, ttl_seconds_or_None)` says otherwise.
+    /// wrapper's fixed ttl, a `Decision` (`store`, `ttl` seconds or None, a
+    /// tuple) says otherwise.
     pub fn decided(
         &self,
         value: Bound<'_, PyAny>,

@@ -353,7 +353,7 @@ impl Lead {
 #[pymethods]
 impl Lead {
     /// Stores the computed value; `decision` as the policy makes it
-    /// (`None`: the wrapper's ttl; `(store, ttl_seconds_or_None)`).
+    /// (`None`: the wrapper's ttl; a `Decision`: `store`, `ttl`).
     /// Returns `(value, metadata)`: MISS (or BYPASS, STALE) for a shared
     /// store's miss, REFRESH for a refresh. Blocks on a shared store.
     #[pyo3(signature = (value, decision=None))]

@@ -34,18 +34,28 @@ mod wrapper;
 
 use runtime::{Hooks, HOOKS, RUNTIME};
 
-/// Installs the Python objects the engine hands back. Called once by
+/// Installs the Python objects the engine hands back: `statuses` is the
+/// `CacheStatus` enum, whose members are read by name. Called once by
 /// `restflow.caching` at import.
 #[pyfunction]
 fn install(
     _py: Python<'_>,
-    statuses: Bound<'_, PyTuple>,
+    statuses: Bound<'_, PyAny>,
     missing: Py<PyAny>,
     logger: Py<PyAny>,
     settings: Py<PyAny>,
     backend_for: Py<PyAny>,
 ) -> PyResult<()> {
-    let statuses: [Py<PyAny>; 5] = statuses.extract()?;
+    use restflow_cache::Status;
+    // In `Status::index` order, each member named as the engine names it.
+    let member = |status: Status| statuses.getattr(status.as_str()).map(Bound::unbind);
+    let statuses = [
+        member(Status::Hit)?,
+        member(Status::Miss)?,
+        member(Status::Stale)?,
+        member(Status::Bypass)?,
+        member(Status::Refresh)?,
+    ];
     let _ = HOOKS.set(Hooks {
         statuses,
         missing,
@@ -242,6 +252,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<shared::SharedBackend>()?;
     m.add_class::<loop_io::LoopConnection>()?;
     m.add_class::<loop_io::RedisAnswer>()?;
+    m.add_class::<loop_io::LoopFetch>()?;
     m.add(
         "CacheBackendError",
         m.py().get_type::<shared::CacheBackendError>(),

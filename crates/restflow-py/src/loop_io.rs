@@ -26,6 +26,19 @@ pub struct RedisAnswer {
     pub value: Value,
 }
 
+/// A lookup the event loop may send itself (`Steps.loop_fetch`): on the
+/// socket of a [`LoopConnection`] to `backend`'s server, `command`, whose
+/// answer `SharedBackend.fresh_hit` checks against the entry `key`.
+#[pyclass(module = "restflow._engine", name = "LoopFetch", frozen)]
+pub struct LoopFetch {
+    #[pyo3(get)]
+    pub backend: Py<crate::shared::SharedBackend>,
+    #[pyo3(get)]
+    pub command: Py<pyo3::types::PyBytes>,
+    #[pyo3(get)]
+    pub key: String,
+}
+
 fn raise(error: LoopError) -> PyErr {
     match error {
         LoopError::Url(why) => PyValueError::new_err(why),

@@ -117,15 +117,16 @@ pub static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| Runtime {
 
 /// Objects installed by `restflow.caching` when it is imported.
 pub struct Hooks {
-    /// `CacheStatus` members, in the order of `restflow_cache::Status::index`.
+    /// `CacheStatus` members, in the order of `restflow_cache::Status::index`
+    /// (read by name from the enum at install).
     pub statuses: [Py<PyAny>; 5],
     /// `CACHE_MISSING`.
     pub missing: Py<PyAny>,
     /// `logging.getLogger("restflow.caching")`.
     pub logger: Py<PyAny>,
-    /// Returns `(max_entries, stale_while_revalidate_seconds,
-    /// max_key_part_length, backend_is_memory, stale_if_error_seconds)`
-    /// from settings.
+    /// Returns `restflow.caching.settings.EngineSettings`: `max_entries`,
+    /// `stale_while_revalidate`, `max_key_part_length`, `memory` (whether
+    /// the backend is the memory store) and `stale_if_error`, read by name.
     pub settings: Py<PyAny>,
     /// `backend_for(spec_or_None) -> SharedBackend | None` (None: memory).
     pub backend_for: Py<PyAny>,
@@ -160,9 +161,12 @@ impl Runtime {
 
     #[cold]
     fn configure(&self, py: Python<'_>) -> PyResult<()> {
-        let settings = hooks(py)?.settings.call0(py)?;
-        let (max_entries, stale, max_part, memory, stale_if_error): (u64, f64, usize, bool, f64) =
-            settings.extract(py)?;
+        let read = hooks(py)?.settings.call0(py)?.into_bound(py);
+        let max_entries: u64 = read.getattr("max_entries")?.extract()?;
+        let stale: f64 = read.getattr("stale_while_revalidate")?.extract()?;
+        let max_part: usize = read.getattr("max_key_part_length")?.extract()?;
+        let memory: bool = read.getattr("memory")?.extract()?;
+        let stale_if_error: f64 = read.getattr("stale_if_error")?.extract()?;
         // The hook validated them already; this only guards the conversion.
         let settings = Settings::from_secs(stale, stale_if_error, max_part, memory)
             .map_err(PyRuntimeError::new_err)?;

@@ -17,6 +17,7 @@ use pyo3::types::{PyBytes, PyDict, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::flight::{Claim, Flight, Lead, Lookup};
+use crate::loop_io::LoopFetch;
 use crate::runtime::RUNTIME;
 use crate::shared::{Begun, SharedBackend};
 use crate::wrapper::{CachedWrapper, Reply};
@@ -215,15 +216,15 @@ impl Steps {
         Ok(backend.get().on(wrapper.core(), &call)?.waiters() + tasks)
     }
 
-    /// For a shared Redis backend the event loop may drive:
-    /// `(backend, packed lookup, entry key)`; `None` otherwise.
+    /// For a shared Redis backend the event loop may drive: the lookup it
+    /// may send itself; `None` otherwise.
     #[pyo3(signature = (args, kwargs=None))]
     fn loop_fetch<'py>(
         &self,
         py: Python<'py>,
         args: &Bound<'py, PyTuple>,
         kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Option<crate::wrapper::LoopFetch<'py>>> {
+    ) -> PyResult<Option<LoopFetch>> {
         let (wrapper, Some(backend)) = self.shared(py)? else {
             return Ok(None);
         };
@@ -234,7 +235,12 @@ impl Steps {
         }
         let call = wrapper.call(args, kwargs)?;
         let (command, key) = backend.get().on(wrapper.core(), &call)?.fetch_command();
-        Ok(Some((backend, PyBytes::new(py, &command), key)))
+        let command = PyBytes::new(py, &command).unbind();
+        Ok(Some(LoopFetch {
+            backend,
+            command,
+            key,
+        }))
     }
 
     /// A fresh hit from the shared backend's near cache, without a round

@@ -549,14 +549,6 @@ impl CachedWrapper {
     }
 }
 
-/// What `Steps.loop_fetch` hands the event loop: the backend, the packed
-/// lookup, and the entry's key (its answer is checked against it).
-pub(crate) type LoopFetch<'py> = (
-    Py<crate::shared::SharedBackend>,
-    Bound<'py, pyo3::types::PyBytes>,
-    String,
-);
-
 #[pymethods]
 impl CachedWrapper {
     /// Built by `restflow.caching.cache_result`; not meant to be called

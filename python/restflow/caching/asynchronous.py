@@ -568,10 +568,10 @@ async def _loop_hit(
     """A fresh Redis hit fetched on the loop's own socket (see the engine's
     ``LoopConnection``; at most ``most`` of them per loop and server), or
     ``None`` to let the engine answer."""
-    found = steps.loop_fetch(args, kwargs)
-    if found is None:
+    fetch = steps.loop_fetch(args, kwargs)
+    if fetch is None:
         return None
-    backend, command, key = found
+    backend = fetch.backend
     sockets = _loop_connections.setdefault(loop, {}).get(backend.url)
     if sockets is None:
         sockets = _loop_connections[loop][backend.url] = _LoopSockets()
@@ -610,7 +610,7 @@ async def _loop_hit(
                 answered.set_result(answer)
 
     try:
-        connection.send(command)
+        connection.send(fetch.command)
         loop.add_reader(fd, readable)
         answer = await asyncio.wait_for(answered, backend.read_timeout)
     except BaseException as error:
@@ -622,7 +622,7 @@ async def _loop_hit(
             return None
         raise
     sockets.idle.append(connection)
-    return backend.fresh_hit(answer, key)
+    return backend.fresh_hit(answer, fetch.key)
 
 
 class _BoundAsyncWrapper:

@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, Protocol, TypeVar, overload
 
 from restflow._engine import CachedWrapper
 from restflow.caching.function_identity import claim, function_id_of, repeatable
@@ -79,10 +79,23 @@ def check_policy(
     return None if callable(ttl) else seconds(ttl, name="ttl", allow_none=True)
 
 
-def stored_for(chosen: Any, function_name: str) -> tuple[bool, float | None]:
+class Decision(NamedTuple):
+    """What a policy decided about one computed value, as the engine reads
+    it: whether to store it, and for how many seconds (``None``: for ever)."""
+
+    store: bool
+    ttl: float | None
+
+
+#: The decision not to store a value.
+NOT_STORED = Decision(store=False, ttl=None)
+
+
+def stored_for(chosen: Any, function_name: str) -> Decision:
     """The decision once a callable ttl has returned ``chosen``: store, for
     that long (sync and async policies alike)."""
-    return True, seconds(chosen, name=f"the ttl returned for {function_name}()", allow_none=True)
+    ttl = seconds(chosen, name=f"the ttl returned for {function_name}()", allow_none=True)
+    return Decision(store=True, ttl=ttl)
 
 
 def _refuse_async_policy(
@@ -155,17 +168,17 @@ class Policy:
 
     def steps(
         self, result: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None
-    ) -> Steps[tuple[bool, float | None]]:
-        """``(store, ttl)`` for ``result``; yields each predicate's and the
+    ) -> Steps[Decision]:
+        """The :class:`Decision` for ``result``; yields each predicate's and the
         ttl's answer to be resolved (awaited, for an async function)."""
         kwargs = kwargs or {}
         cache_if, cache_unless, ttl = self.cache_if, self.cache_unless, self.ttl
         if cache_if is not None and not (yield cache_if(result, *args, **kwargs)):
-            return False, None
+            return NOT_STORED
         if cache_unless is not None and (yield cache_unless(result, *args, **kwargs)):
-            return False, None
+            return NOT_STORED
         if not callable(ttl):
-            return True, self.fixed
+            return Decision(store=True, ttl=self.fixed)
         chosen = yield ttl(result, *args, **kwargs)
         if inspect.isawaitable(chosen):  # only the sync driver hands one back
             raise TypeError(
@@ -176,7 +189,7 @@ class Policy:
 
     def decide(
         self, result: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None
-    ) -> tuple[bool, float | None]:
+    ) -> Decision:
         """The decision for a sync function: the callable the engine is given
         (a bound method, which it calls faster than an instance)."""
         return run(self.steps(result, args, kwargs))

@@ -27,13 +27,7 @@ def install() -> None:
     if _installed:
         return
     _engine.install(
-        (
-            CacheStatus.HIT,
-            CacheStatus.MISS,
-            CacheStatus.STALE,
-            CacheStatus.BYPASS,
-            CacheStatus.REFRESH,
-        ),
+        CacheStatus,
         CACHE_MISSING,
         logger,
         settings.engine_settings,

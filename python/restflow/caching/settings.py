@@ -15,7 +15,7 @@ import numbers
 import re
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from restflow import _engine
 
@@ -351,17 +351,27 @@ def cache_settings() -> dict[str, Any]:
     return _cached
 
 
-def engine_settings() -> tuple[int, float, int, bool, float]:
-    """What the engine reads on first use: ``(MAX_ENTRIES,
-    STALE_WHILE_REVALIDATE, MAX_KEY_PART_LENGTH, BACKEND is memory,
-    STALE_IF_ERROR)``."""
+class EngineSettings(NamedTuple):
+    """What the engine reads on first use, and again after the settings
+    change (it reads the fields by name)."""
+
+    max_entries: int
+    stale_while_revalidate: float
+    max_key_part_length: int
+    #: Whether ``BACKEND`` is the in-process memory store.
+    memory: bool
+    stale_if_error: float
+
+
+def engine_settings() -> EngineSettings:
+    """The settings the engine reads, from the validated ones."""
     current = cache_settings()
-    return (
-        current["MAX_ENTRIES"],
-        current["STALE_WHILE_REVALIDATE"],
-        current["MAX_KEY_PART_LENGTH"],
-        current["BACKEND"] == "memory",
-        current["STALE_IF_ERROR"],
+    return EngineSettings(
+        max_entries=current["MAX_ENTRIES"],
+        stale_while_revalidate=current["STALE_WHILE_REVALIDATE"],
+        max_key_part_length=current["MAX_KEY_PART_LENGTH"],
+        memory=current["BACKEND"] == "memory",
+        stale_if_error=current["STALE_IF_ERROR"],
     )
 
 
