@@ -36,8 +36,7 @@ class CachedWrapper(Generic[P, T]):
         method: bool,
         ttl: float | None,
         stale: float | None,
-        policy: Callable[[Any, tuple[Any, ...], dict[str, Any] | None], Decision]
-        | None,
+        policy: Callable[[Any, tuple[Any, ...], dict[str, Any] | None], Decision] | None,
         namespace: str,
         function_id: str,
         owner: str,
@@ -132,9 +131,7 @@ class Lead:
     background refresh, or a forced refresh's token. Given back when failed,
     released or dropped. Blocking on a shared store."""
 
-    def complete(
-        self, value: Any, decision: Decision | None = None
-    ) -> tuple[Any, Metadata]: ...
+    def complete(self, value: Any, decision: Decision | None = None) -> tuple[Any, Metadata]: ...
     def fail(self, error: BaseException) -> tuple[Any, Metadata] | None:
         """A shared store's miss: the value kept for stale-if-error, or the
         error raised. A refresh: None (the claim given back)."""
@@ -161,9 +158,7 @@ class Flight:
 
     @property
     def leader(self) -> bool: ...
-    def complete(
-        self, value: Any, decision: Decision | None = None
-    ) -> tuple[Any, Metadata]:
+    def complete(self, value: Any, decision: Decision | None = None) -> tuple[Any, Metadata]:
         """Memory store: the leader's value, stored and handed on (MISS)."""
     def share(self, value: Any, metadata: Metadata) -> None:
         """Shared store: hands the leading task's answer to the followers."""

@@ -187,9 +187,7 @@ class Policy:
             )
         return stored_for(chosen, self.function_name)
 
-    def decide(
-        self, result: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None
-    ) -> Decision:
+    def decide(self, result: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> Decision:
         """The decision for a sync function: the callable the engine is given
         (a bound method, which it calls faster than an instance)."""
         return run(self.steps(result, args, kwargs))
