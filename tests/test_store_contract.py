@@ -141,6 +141,12 @@ def test_stale_window_refreshes_once_and_stale_if_error(store):
         clock.advance(16)
         value, meta = fragile.get_with_metadata(1)
         assert (value, meta["cache_status"]) == (2, CacheStatus.STALE)
+        # Every read inside the window while the source stays down, not only
+        # the first (the memory store's first fallback used to drop it).
+        for _ in range(2):
+            assert fragile(1) == 2
+            value, meta = fragile.get_with_metadata(1)
+            assert (value, meta["cache_status"]) == (2, CacheStatus.STALE)
         clock.advance(61)
         with pytest.raises(ConnectionError):
             fragile(1)

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use crate::cache::{Cache, Lookup};
-use crate::entry::{Entry, Lifetime, Stamps};
+use crate::entry::{Entry, Freshness, Lifetime, Stamps};
 use crate::fence::{Fences, Ticket};
 use crate::flight::{Join, LeaderGuard, Outcome, Owner, SingleFlight, Waiter};
 use crate::refresh::Refresher;
@@ -444,7 +444,10 @@ where
             Join::Leader(guard) => {
                 // A leader that finished between our lookup and our join
                 // has stored its value: serve that instead of computing.
-                if let Lookup::Fresh(entry) = self.cache.lookup(key) {
+                // Read without removing: an expired entry is the fallback
+                // kept for stale-if-error, which every read inside its
+                // window must still find if this computation fails too.
+                if let Some((entry, Freshness::Fresh)) = self.cache.peek(key) {
                     guard.complete(Ok((Arc::clone(&entry), true, Status::Miss)));
                     let status = if followed { Status::Miss } else { Status::Hit };
                     return Ok(Start::Served(served(entry, status, true)));

@@ -73,6 +73,32 @@ fn a_failed_computation_answered_with_the_kept_value_counts_stale_if_error() {
 }
 
 #[test]
+fn the_kept_value_answers_every_failing_read_inside_its_window() {
+    // Each read's lead re-checks the key after joining its flight; that
+    // check once removed the expired entry it found, so the second failing
+    // read inside the stale-if-error window raised instead of STALE.
+    let engine = engine();
+    engine.get(b"k", || kept(1), |w| w.wait()).unwrap();
+    engine.cache().clock().advance(Span::from_secs(25)); // past the stale window
+    let keep = Span::from_secs(60);
+    for read in 0..3 {
+        let (lookup, fallback) = engine.cache().lookup_keeping(b"k", keep);
+        let fail = || Err::<Computed<u64>, _>("down".to_owned());
+        let served = engine
+            .resolve(b"k", lookup, fallback, fail, |w| w.wait())
+            .unwrap_or_else(|error| panic!("read {read}: {error:?}"));
+        assert_eq!((*served.entry.value(), served.status), (1, Status::Stale));
+    }
+    // Past the window the entry is gone, and the error reaches the caller.
+    engine.cache().clock().advance(Span::from_secs(60));
+    let (lookup, fallback) = engine.cache().lookup_keeping(b"k", keep);
+    assert!(fallback.is_none());
+    let fail = || Err::<Computed<u64>, _>("down".to_owned());
+    let failed = engine.resolve(b"k", lookup, None, fail, |w| w.wait());
+    assert!(failed.is_err());
+}
+
+#[test]
 fn a_lead_completed_by_its_own_caller_counts_the_computation_and_the_miss() {
     let (engine, stats) = (engine(), Stats::new());
     assert!(engine
