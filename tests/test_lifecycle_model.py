@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from restflow.caching import ArgsKeyField, CacheStatus, KeyConstructor, cache_result
+from restflow.caching import (
+    CACHE_MISSING,
+    ArgsKeyField,
+    CacheStatus,
+    KeyConstructor,
+    cache_result,
+)
 from restflow.caching.asynchronous import wait_for_async_refreshes
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.stores import ALL, on
@@ -54,6 +60,14 @@ class TenantKey(KeyConstructor):
 LIFETIMES = dict(ttl=TTL, stale_while_revalidate=STALE, stale_if_error=IF_ERROR)
 
 
+#: Set while ``picky``'s policy turns every value away (served, not stored).
+turning_away = False
+
+
+def refused(value, *call) -> bool:
+    return turning_away
+
+
 @cache_result(**LIFETIMES, key_constructor=TenantKey)
 def report(tenant, item):
     return read_source(tenant, item)
@@ -65,36 +79,66 @@ async def areport(tenant, item):
     return read_source(tenant, item)
 
 
+@cache_result(**LIFETIMES, key_constructor=TenantKey, cache_unless=refused)
+def picky(tenant, item):
+    return read_source(tenant, item)
+
+
+@cache_result(**LIFETIMES, key_constructor=TenantKey, cache_unless=refused)
+async def apicky(tenant, item):
+    await asyncio.sleep(0)
+    return read_source(tenant, item)
+
+
+Expected = tuple[CacheStatus, tuple] | None
+
+
 @dataclass
 class Model:
     """What the cache holds for each key: the value and when it was stored
-    (on the engine clock), or nothing."""
+    (on the engine clock), or nothing. ``policy``: whether the function
+    turns some values away (``refused``)."""
 
+    policy: bool
     now: float = 0.0
     held: dict[tuple[str, int], tuple[tuple, float]] = field(default_factory=dict)
 
-    def expected(self, key: tuple[str, int]) -> tuple[CacheStatus, tuple] | None:
+    def age(self, key) -> float | None:
+        return None if key not in self.held else self.now - self.held[key][1]
+
+    def expected(self, key: tuple[str, int]) -> Expected:
         """The status and value a read of ``key`` must be served now;
         ``None``: the function's error must be raised."""
-        current = None if down else (*key, versions[key])
-        if key not in self.held:
-            return None if down else (CacheStatus.MISS, current)
-        value, stored_at = self.held[key]
-        age = self.now - stored_at
-        if age < TTL:
-            return CacheStatus.HIT, value
-        if age < TTL + STALE:
-            return CacheStatus.STALE, value
+        age = self.age(key)
+        if age is not None and age < TTL:
+            return CacheStatus.HIT, self.held[key][0]
+        if age is not None and age < TTL + STALE:
+            return CacheStatus.STALE, self.held[key][0]
         if down:
             # Kept for stale-if-error until that window ends too.
-            return (CacheStatus.STALE, value) if age < TTL + STALE + IF_ERROR else None
-        return CacheStatus.MISS, current
+            if age is not None and age < TTL + STALE + IF_ERROR:
+                return CacheStatus.STALE, self.held[key][0]
+            return None
+        return CacheStatus.MISS, (*key, versions[key])
 
-    def served(self, key: tuple[str, int], status: CacheStatus) -> None:
-        """What the read leaves in the cache: a miss stores the current
-        value; a stale read's background refresh stores it too, unless the
-        source is down (then the stale value stays, as stored)."""
-        if status in (CacheStatus.MISS, CacheStatus.STALE) and not down:
+    def peeked(self, key: tuple[str, int]) -> Expected:
+        """What ``get_cached_metadata`` finds: a fresh or stale entry; an
+        expired one (even kept for stale-if-error) is not served."""
+        age = self.age(key)
+        if age is None or age >= TTL + STALE:
+            return None
+        status = CacheStatus.HIT if age < TTL else CacheStatus.STALE
+        return status, self.held[key][0]
+
+    def computed(self, key: tuple[str, int]) -> None:
+        """The function ran for ``key`` (a miss, a stale read's background
+        refresh, a forced refresh): its value replaces the entry, or, when
+        the policy turns it away, the entry goes."""
+        if down:
+            return  # it raised: the entry stays as it was
+        if self.policy and turning_away:
+            self.held.pop(key, None)
+        else:
             self.held[key] = ((*key, versions[key]), self.now)
 
     def invalidate(self, keys) -> None:
@@ -102,44 +146,103 @@ class Model:
             self.held.pop(key, None)
 
 
-def run_model(seed: int, read, invalidate_key, invalidate_tenant, invalidate_all, steps=250):
-    """Runs ``steps`` seeded operations through the given callables and
-    checks each read against the model."""
-    global down
+@dataclass
+class SyncApi:
+    """The wrapper's methods a run calls."""
+
+    wrapper: object
+
+    def call(self, name, *args):
+        return getattr(self.wrapper, name)(*args)
+
+
+@dataclass
+class AsyncApi:
+    """An async wrapper's methods, each awaited on ``loop`` (and a stale
+    read's background refresh, a task there, awaited too)."""
+
+    wrapper: object
+    loop: asyncio.AbstractEventLoop
+
+    def call(self, name, *args):
+        async def called():
+            try:
+                if name == "get_cache_key":
+                    return self.wrapper.get_cache_key(*args)
+                return await getattr(self.wrapper, "a" + name)(*args)
+            finally:
+                await wait_for_async_refreshes()
+
+        return self.loop.run_until_complete(called())
+
+
+def run_model(seed: int, api, policy: bool = False, steps: int = 250) -> None:
+    """Runs ``steps`` seeded operations through ``api`` and checks each
+    answer against the model."""
+    global down, turning_away
     rng = random.Random(seed)
-    model = Model()
-    down = False
+    model = Model(policy)
+    down = turning_away = False
     versions.clear()
     versions.update({(t, i): 0 for t in TENANTS for i in ITEMS})
     with frozen_clock() as clock:
         for step in range(steps):
             op = rng.random()
             key = (rng.choice(TENANTS), rng.choice(ITEMS))
-            where = f"seed {seed}, step {step}: read {key}"
-            if op < 0.5:
+            where = f"seed {seed}, step {step}: {key}"
+            if op < 0.45:
                 expected = model.expected(key)
                 if expected is None:
                     with pytest.raises(SourceDown):
-                        read(*key)
-                    wait_for_refreshes()
-                    continue
-                value, meta = read(*key)
+                        api.call("get_with_metadata", *key)
+                else:
+                    value, meta = api.call("get_with_metadata", *key)
+                    assert (meta["cache_status"], value) == expected, f"read {where}"
                 wait_for_refreshes()
-                assert (meta["cache_status"], value) == expected, where
-                model.served(key, expected[0])
+                if expected is None or expected[0] is not CacheStatus.HIT:
+                    # A miss computes; a stale read refreshes in the
+                    # background; a kept value's read computed and failed.
+                    model.computed(key)
+            elif op < 0.5:
+                if down:
+                    with pytest.raises(SourceDown):
+                        api.call("refresh_with_metadata", *key)
+                else:
+                    value, meta = api.call("refresh_with_metadata", *key)
+                    expected = (CacheStatus.REFRESH, (*key, versions[key]))
+                    assert (meta["cache_status"], value) == expected, f"refresh {where}"
+                    model.computed(key)
+            elif op < 0.58:
+                peeked = model.peeked(key)
+                meta = api.call("get_cached_metadata", *key)
+                value = api.call("get_cache_only", *key)
+                if peeked is None:
+                    assert (meta, value) == (None, CACHE_MISSING), f"peek {where}"
+                else:
+                    assert (meta["cache_status"], value) == peeked, f"peek {where}"
             elif op < 0.6:
+                if down:
+                    with pytest.raises(SourceDown):
+                        api.call("bypass_cache_with_metadata", *key)
+                else:
+                    value, meta = api.call("bypass_cache_with_metadata", *key)
+                    expected = (CacheStatus.BYPASS, (*key, versions[key]))
+                    assert (meta["cache_status"], value) == expected, f"bypass {where}"
+            elif op < 0.64:
                 down = not down
-            elif op < 0.85:
+            elif op < 0.68:
+                turning_away = not turning_away
+            elif op < 0.87:
                 versions[key] += 1
                 how = rng.choice(("key", "tenant", "all"))
                 if how == "key":
-                    invalidate_key(*key)
+                    api.call("delete_cache", *key)
                     model.invalidate([key])
                 elif how == "tenant":
-                    invalidate_tenant(key[0])
+                    api.call("delete_by_prefix", key[0])
                     model.invalidate(k for k in model.held if k[0] == key[0])
                 else:
-                    invalidate_all()
+                    api.call("invalidate_all")
                     model.invalidate(list(model.held))
             else:
                 seconds = rng.choice((1, 5, 10, 25, 40, 70))
@@ -149,30 +252,25 @@ def run_model(seed: int, read, invalidate_key, invalidate_tenant, invalidate_all
 
 @pytest.mark.parametrize("seed", range(1, 7))
 @pytest.mark.parametrize("store", ALL, indirect=True)
-def test_sync_reads_follow_the_model(store, seed):
+def test_sync_calls_follow_the_model(store, seed):
     with store.configured(MAX_ENTRIES=100_000):
-        run_model(
-            seed,
-            report.get_with_metadata,
-            report.delete_cache,
-            report.delete_by_prefix,
-            report.invalidate_all,
-        )
+        run_model(seed, SyncApi(report))
+
+
+@pytest.mark.parametrize("seed", range(1, 5))
+@pytest.mark.parametrize("store", ALL, indirect=True)
+def test_a_policy_that_turns_values_away_follows_the_model(store, seed):
+    with store.configured(MAX_ENTRIES=100_000):
+        run_model(seed, SyncApi(picky), policy=True, steps=500)
 
 
 @pytest.mark.parametrize("seed", range(7, 13))
 @pytest.mark.parametrize("store", on("redis"), indirect=True)
-def test_reads_through_the_near_cache_follow_the_model(store, seed):
+def test_calls_through_the_near_cache_follow_the_model(store, seed):
     """This process's own invalidations reach its near cache before the
     call that made them returns."""
     with store.configured(NEAR_CACHE=True):
-        run_model(
-            seed,
-            report.get_with_metadata,
-            report.delete_cache,
-            report.delete_by_prefix,
-            report.invalidate_all,
-        )
+        run_model(seed, SyncApi(report))
 
 
 #: Each store, and the Redis servers again with the event loop's own
@@ -184,27 +282,21 @@ ASYNC_CONFIGS = [(kind, {}) for kind in ALL] + [
 
 @pytest.mark.parametrize("seed", range(13, 19))
 @pytest.mark.parametrize(("store", "options"), ASYNC_CONFIGS, indirect=["store"])
-def test_async_reads_follow_the_model(store, options, seed):
+def test_async_calls_follow_the_model(store, options, seed):
     loop = asyncio.new_event_loop()
-
-    def on_loop(method):
-        return lambda *args: loop.run_until_complete(method(*args))
-
-    async def read(*key):
-        served = await areport.aget_with_metadata(*key)
-        # A stale read's refresh runs as a task on this loop: let it end
-        # before the model reads the next step.
-        await wait_for_async_refreshes()
-        return served
-
     try:
         with store.configured(MAX_ENTRIES=100_000, **options):
-            run_model(
-                seed,
-                on_loop(read),
-                on_loop(areport.adelete_cache),
-                on_loop(areport.adelete_by_prefix),
-                on_loop(areport.ainvalidate_all),
-            )
+            run_model(seed, AsyncApi(areport, loop))
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("seed", range(19, 23))
+@pytest.mark.parametrize("store", ALL, indirect=True)
+def test_an_async_policy_that_turns_values_away_follows_the_model(store, seed):
+    loop = asyncio.new_event_loop()
+    try:
+        with store.configured(MAX_ENTRIES=100_000):
+            run_model(seed, AsyncApi(apicky, loop), policy=True, steps=500)
     finally:
         loop.close()

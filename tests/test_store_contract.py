@@ -7,6 +7,8 @@ tests/test_django_backend.py."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from restflow.caching import (
@@ -16,6 +18,7 @@ from restflow.caching import (
     KeyConstructor,
     cache_result,
 )
+from restflow.caching.asynchronous import wait_for_async_refreshes
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.redis.conftest import versioned_constructor
 from tests.stores import ALL
@@ -150,3 +153,50 @@ def test_stale_window_refreshes_once_and_stale_if_error(store):
         clock.advance(61)
         with pytest.raises(ConnectionError):
             fragile(1)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_refresh_whose_value_the_policy_turns_away_drops_the_stale_entry(store, kind):
+    """As a forced refresh does on every store: the stale value that the
+    refresh superseded is not served again; the next read computes. (Shared
+    stores kept serving it after a background refresh until the stale window
+    ended, while the memory store dropped it.)"""
+    turned_away = {"on": False}
+
+    def refuse(value, *args):
+        return turned_away["on"]
+
+    if kind == "sync":
+
+        @cache_result(ttl=10, stale_while_revalidate=20, cache_unless=refuse)
+        def counter(x):
+            calls.append(x)
+            return len(calls)
+
+        read = counter.get_with_metadata
+    else:
+
+        @cache_result(ttl=10, stale_while_revalidate=20, cache_unless=refuse)
+        async def acounter(x):
+            calls.append(x)
+            return len(calls)
+
+        async def aread(x):
+            served = await acounter.aget_with_metadata(x)
+            await wait_for_async_refreshes()  # the stale read's refresh task
+            return served
+
+        def read(x):
+            return asyncio.run(aread(x))
+
+    with frozen_clock() as clock:
+        assert read(1)[1]["cache_status"] is CacheStatus.MISS
+        clock.advance(15)
+        turned_away["on"] = True
+        value, meta = read(1)
+        assert (value, meta["cache_status"]) == (1, CacheStatus.STALE)
+        wait_for_refreshes()
+        assert len(calls) == 2  # the refresh ran, and its value was turned away
+        turned_away["on"] = False
+        value, meta = read(1)
+        assert (value, meta["cache_status"]) == (3, CacheStatus.MISS)

@@ -9,8 +9,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use restflow_cache::shared::{
     fresh_epoch, parse_epoch, Answer, Breaker, Fetched, Generations, Holder, KeySet, NearCache,
-    NearMode, Produced, SharedCache, SharedError, SharedOptions, SharedStore, Signer, StoreError,
-    Undecodable,
+    NearMode, Produced, Refreshed, SharedCache, SharedError, SharedOptions, SharedStore, Signer,
+    StoreError, Undecodable,
 };
 use restflow_cache::{Clock, Counter, Freshness, Lifetime, Span, Status, Timestamp};
 
@@ -288,11 +288,11 @@ fn miss_then_hit_then_stale_with_one_refresh_claim() {
             &token,
             Span::ZERO,
             generations,
-            Some((
+            Refreshed::Store(
                 0,
                 b"v2".to_vec(),
                 Lifetime::new(Span::from_secs(10), Span::ZERO),
-            )),
+            ),
         )
         .unwrap();
     assert!(matches!(
@@ -327,9 +327,9 @@ fn a_stale_read_overtaken_by_a_whole_refresh_does_not_refresh_again() {
         };
         refreshes_in_hook.fetch_add(1, Ordering::SeqCst);
         // With a stale window, so the next stale period can be claimed.
-        let v2 = (0, b"v2".to_vec(), produce("v2").unwrap().lifetime);
+        let v2 = Refreshed::Store(0, b"v2".to_vec(), produce("v2").unwrap().lifetime);
         other_in_hook
-            .finish_refresh(&keys(), &token, Span::ZERO, generations, Some(v2))
+            .finish_refresh(&keys(), &token, Span::ZERO, generations, v2)
             .unwrap();
     }));
     let overtaken = get(&cache, "unused");
@@ -467,12 +467,12 @@ fn another_holder_of_the_lock_is_waited_for_then_given_up_on() {
     assert_eq!(counted.lookup.count(), 1, "the lookup's first fetch");
 }
 
-fn refreshed(value: &str) -> Option<(u8, Vec<u8>, Lifetime)> {
-    Some((
+fn refreshed(value: &str) -> Refreshed {
+    Refreshed::Store(
         0,
         value.as_bytes().to_vec(),
         Lifetime::new(Span::from_secs(10), Span::ZERO),
-    ))
+    )
 }
 
 fn value_of(answer: &Answer<String>) -> (Status, String) {
@@ -523,6 +523,28 @@ fn an_invalidation_during_a_background_refresh_is_kept() {
 }
 
 #[test]
+fn a_refresh_whose_value_is_not_to_be_stored_drops_the_stale_entry() {
+    // As a forced refresh does, and as the memory store does: a stale
+    // value the refresh superseded is not served any longer. (A refresh
+    // that computed nothing keeps it: see
+    // a_refresh_that_outlived_its_lock_leaves_the_next_holders_lock_alone.)
+    let (store, cache, clock) = cache(true);
+    let (token, generations) = claim_refresh(&cache, &clock);
+    cache
+        .finish_refresh(
+            &keys(),
+            &token,
+            Span::ZERO,
+            generations,
+            Refreshed::Unstored,
+        )
+        .unwrap();
+    assert!(!store.values.lock().contains_key(&keys().data));
+    assert!(!store.values.lock().contains_key("refresh:f1"));
+    assert_eq!(value_of(&get(&cache, "v2")), (Status::Miss, "v2".into()));
+}
+
+#[test]
 fn a_refresh_that_outlived_its_lock_leaves_the_next_holders_lock_alone() {
     let (store, cache, clock) = cache(true);
     let (token, generations) = claim_refresh(&cache, &clock);
@@ -532,7 +554,7 @@ fn a_refresh_that_outlived_its_lock_leaves_the_next_holders_lock_alone() {
         .lock()
         .insert("refresh:f1".into(), b"next-holder".to_vec());
     cache
-        .finish_refresh(&keys(), &token, Span::ZERO, generations, None)
+        .finish_refresh(&keys(), &token, Span::ZERO, generations, Refreshed::Nothing)
         .unwrap();
     assert_eq!(
         store.values.lock().get("refresh:f1").map(Vec::as_slice),
@@ -788,7 +810,7 @@ fn an_early_refresh_is_claimed_once_across_processes_and_times_its_computation()
     cache
         .run_refresh(&keys(), &token, Span::ZERO, generations, || {
             clock.advance(Span::from_secs(3));
-            Some((0, b"v2".to_vec(), early))
+            Refreshed::Store(0, b"v2".to_vec(), early)
         })
         .unwrap();
     let (_, value, stamps, _) = other.peek(&keys()).unwrap().unwrap();
@@ -1917,9 +1939,9 @@ fn a_delete_fences_the_lock_and_refresh_holders_of_the_entry() {
         panic!("the stale read claims the refresh")
     };
     assert!(other.delete_fencing(&keys()).unwrap());
-    let refreshed = (0, b"refreshed".to_vec(), produce("x").unwrap().lifetime);
+    let refreshed = Refreshed::Store(0, b"refreshed".to_vec(), produce("x").unwrap().lifetime);
     cache
-        .finish_refresh(&keys(), &token, Span::ZERO, generations, Some(refreshed))
+        .finish_refresh(&keys(), &token, Span::ZERO, generations, refreshed)
         .unwrap();
     assert_eq!(stored_value(&cache), None, "the delete stands");
     assert!(!store.values.lock().contains_key("refresh:f1"), "freed");

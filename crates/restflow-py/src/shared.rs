@@ -722,7 +722,7 @@ fn schedule_refresh(
                 Ok(produced) => produced.into_refreshed(),
                 Err(error) => {
                     core.log_refresh_failure(py, &error);
-                    None
+                    restflow_cache::shared::Refreshed::Nothing
                 }
             }
         })

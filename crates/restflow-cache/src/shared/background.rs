@@ -24,10 +24,20 @@ use crate::entry::Lifetime;
 use crate::refresh::{Job, Refresher};
 use crate::timestamp::Span;
 
-/// What a refresh produced to store: `(serializer flags, bytes, lifetime)`,
-/// or `None` when there is nothing to store (the computation failed, or its
-/// value is not to be stored).
-pub type Refreshed = Option<(u8, Vec<u8>, Lifetime)>;
+/// How a background refresh ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refreshed {
+    /// A value to store: `(serializer flags, bytes, lifetime)`.
+    Store(u8, Vec<u8>, Lifetime),
+    /// A value computed but not to be stored (its policy or the serializer
+    /// turned it away): the stale entry is dropped too, as a forced refresh
+    /// drops it and as the memory store does, so the next read computes
+    /// instead of serving a value the refresh superseded.
+    Unstored,
+    /// Nothing computed (the computation failed, or never ran): the stale
+    /// entry stays, for the next read to try again.
+    Nothing,
+}
 
 /// A background refresh a caller claimed: what storing its value and
 /// giving the claim back need.
@@ -125,7 +135,7 @@ where
                 // Dropped first: it may own values the caller wants freed
                 // before anything else runs (the bindings' Python objects).
                 drop(job);
-                let _ = self.finish_claim(&claim, None);
+                let _ = self.finish_claim(&claim, Refreshed::Nothing);
                 false
             }
         }
@@ -151,10 +161,9 @@ where
         let inline = Arc::clone(&compute);
         let answer = self.get(keys, keep, move || inline(), |waiter| waiter.wait())?;
         if let Some(claim) = RefreshClaim::of(&answer, keys, keep) {
-            let refresh = move || {
-                let produced = compute().ok()?;
-                let (flags, bytes) = produced.serialized?;
-                Some((flags, bytes, produced.lifetime))
+            let refresh = move || match compute() {
+                Ok(produced) => produced.into_refreshed(),
+                Err(_) => Refreshed::Nothing,
             };
             self.spawn_refresh(|job| refresher.try_spawn(job), claim, refresh, drop);
         }

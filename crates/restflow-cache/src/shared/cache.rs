@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::background::Refreshed;
 use super::breaker::Breaker;
 use super::hot::{Hot, HotCache};
 use super::keyspace::KeySpace;
@@ -981,21 +982,23 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     }
 
     /// Ends a background refresh this caller claimed with `token` (the
-    /// `refresh_token` of its [`Answer::Stored`]): stores `produced` (if
-    /// anything) under `generations`, the ones the stale entry was read
-    /// under when the refresh was claimed (the same answer's
-    /// `generations`), and frees the refresh lock if it still holds it (a
+    /// `refresh_token` of its [`Answer::Stored`]) as `produced` says:
+    /// a value stored under `generations`, the ones the stale entry was
+    /// read under when the refresh was claimed (the same answer's
+    /// `generations`), or the stale entry dropped when the value is not
+    /// to be stored, or kept when nothing was computed (see
+    /// [`Refreshed`]); and frees the refresh lock if it still holds it (a
     /// refresh that outlived its lock must not free the next holder's). If
     /// an invalidation or a delete of the entry came in between, the value
-    /// (computed, maybe, from data from before it) is not stored. Reports a store that failed to
-    /// take the new value (the stale one stays).
+    /// (computed, maybe, from data from before it) is not stored. Reports
+    /// a store that failed to take the new value (the stale one stays).
     pub fn finish_refresh(
         &self,
         keys: &KeySet,
         token: &str,
         keep: Span,
         generations: Generations,
-        produced: Option<(u8, Vec<u8>, Lifetime)>,
+        produced: Refreshed,
     ) -> Result<(), StoreError> {
         // Computed by the caller, untimed: an early refresh's delta of 0.
         self.run_refresh(keys, token, keep, generations, || produced)
@@ -1010,16 +1013,18 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         token: &str,
         keep: Span,
         generations: Generations,
-        compute: impl FnOnce() -> Option<(u8, Vec<u8>, Lifetime)>,
+        compute: impl FnOnce() -> Refreshed,
     ) -> Result<(), StoreError> {
         let (produced, delta) = self.clock.timed(compute);
-        let mut outcome = Ok(());
-        if let Some((flags, bytes, lifetime)) = produced {
-            let under = (generations, Some((keys.refresh.as_str(), token)));
-            outcome = self
-                .put_signed(keys, flags, &bytes, (lifetime, delta), under, keep)
-                .map(drop);
-        }
+        let outcome = match produced {
+            Refreshed::Store(flags, bytes, lifetime) => {
+                let under = (generations, Some((keys.refresh.as_str(), token)));
+                self.put_signed(keys, flags, &bytes, (lifetime, delta), under, keep)
+                    .map(drop)
+            }
+            Refreshed::Unstored => self.call(|s| s.delete(&keys.data)).map(drop),
+            Refreshed::Nothing => Ok(()),
+        };
         let released = self.call(|s| s.unlock(&keys.refresh, token));
         outcome.and(released)
     }

@@ -167,12 +167,20 @@ impl<T> Produced<T> {
         })
     }
 
-    /// What a background refresh stores of this value (nothing when it is
-    /// not to be stored); the value itself is not needed there.
+    /// How a background refresh that computed this value ends: its bytes
+    /// stored, or [`Refreshed::Unstored`] when it is not to be stored; the
+    /// value itself is not needed there.
     pub fn into_refreshed(self) -> Refreshed {
-        let lifetime = self.lifetime;
-        self.serialized
-            .map(|(flags, bytes)| (flags, bytes, lifetime))
+        self.into_parts().1
+    }
+
+    /// The value, and how a background refresh that computed it ends.
+    pub fn into_parts(self) -> (T, Refreshed) {
+        let refreshed = match self.serialized {
+            Some((flags, bytes)) => Refreshed::Store(flags, bytes, self.lifetime),
+            None => Refreshed::Unstored,
+        };
+        (self.value, refreshed)
     }
 }
 
@@ -296,7 +304,10 @@ mod tests {
         let stored = Produced::encoded(&Text, computed("v", Some(minute))).unwrap();
         assert_eq!(stored.serialized, Some((7, b"v".to_vec())));
         assert_eq!(stored.lifetime, minute);
-        assert_eq!(stored.into_refreshed(), Some((7, b"v".to_vec(), minute)));
+        assert_eq!(
+            stored.into_refreshed(),
+            Refreshed::Store(7, b"v".to_vec(), minute)
+        );
         // Not to be stored: the codec is not even asked ("stop" would fail).
         let unstored = Produced::encoded(&Text, computed("stop", None)).unwrap();
         assert_eq!(
@@ -306,7 +317,7 @@ mod tests {
         assert_eq!(unstored.lifetime, Lifetime::FOREVER);
         let refused = Produced::encoded(&Text, computed("", Some(minute))).unwrap();
         assert_eq!(refused.serialized, None);
-        assert_eq!(refused.into_refreshed(), None);
+        assert_eq!(refused.into_refreshed(), Refreshed::Unstored);
         let failed = Produced::encoded(&Text, computed("stop", Some(minute)));
         assert_eq!(failed.err(), Some("stopped"));
     }

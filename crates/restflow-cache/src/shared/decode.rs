@@ -16,7 +16,7 @@
 //! a fatal error; a refresh claim read with an entry that does not decode
 //! is given back at once (nobody will refresh from it).
 
-use super::background::RefreshClaim;
+use super::background::{RefreshClaim, Refreshed};
 use std::sync::Arc;
 
 use super::cache::{Answer, Begun, Handoff, NearMode, Produced, SharedCache, SharedError};
@@ -309,7 +309,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     /// from refreshing the entry until the lock expires.
     fn give_back(&self, refresh: Option<RefreshClaim>) {
         if let Some(claim) = refresh {
-            let _ = self.finish_claim(&claim, None);
+            let _ = self.finish_claim(&claim, Refreshed::Nothing);
         }
     }
 }

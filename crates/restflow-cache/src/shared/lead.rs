@@ -43,8 +43,8 @@ pub struct HeldRefresh<S: SharedStore, E: Clone> {
 }
 
 impl<S: SharedStore, E: Clone> HeldRefresh<S, E> {
-    /// Stores `refreshed` (if anything) under the claim's generations and
-    /// gives the claim back; a store that fails is warned about (the stale
+    /// Ends the claim as `refreshed` says (see [`Refreshed`]) and gives it
+    /// back; a store that fails is warned about (the stale
     /// value stays, and nobody waits on this answer).
     fn end(&mut self, refreshed: Refreshed) {
         if let Some(claim) = self.claim.take() {
@@ -57,7 +57,7 @@ impl<S: SharedStore, E: Clone> HeldRefresh<S, E> {
 
 impl<S: SharedStore, E: Clone> Drop for HeldRefresh<S, E> {
     fn drop(&mut self) {
-        self.end(None);
+        self.end(Refreshed::Nothing);
     }
 }
 
@@ -103,12 +103,8 @@ impl<S: SharedStore + 'static, E: Clone + 'static> SharedLead<S, E> {
                 claim.finish_counted(produced, codec, stats).map(Some)
             }
             (SharedLead::Refresh(mut held), Ok(produced)) => {
-                let Produced {
-                    value,
-                    serialized,
-                    lifetime,
-                } = produced;
-                held.end(serialized.map(|(flags, bytes)| (flags, bytes, lifetime)));
+                let (value, refreshed) = produced.into_parts();
+                held.end(refreshed);
                 Ok(Some(Served::computed(value, Status::Refresh, None)))
             }
             // Dropped: given back.
