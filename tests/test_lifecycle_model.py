@@ -1,4 +1,5 @@
-"""The lifecycle against a model of it, on every store, sync and async.
+"""The lifecycle against a model of it, on every store, sync and async, in
+one process and in two.
 
 A seeded run of random operations (reads, data changes each followed by the
 invalidation a rule would make, clock moves through the ttl and the stale
@@ -8,6 +9,12 @@ must answer: the exact status of every read (or the function's error), and
 that a served value is never older than the last invalidation of its key
 ("nothing wrong"): not even the value kept for stale-if-error.
 
+Operations: reads, forced refreshes, peeks (``get_cache_only``,
+``get_cached_metadata``), bypasses, data changes each followed by the
+invalidation a rule would make (one key, a partition, the function), clock
+moves, the source going down and up, and (for ``picky``) a policy that
+starts and stops turning values away.
+
 The memory store's bound is set far above what a run stores, so nothing is
 evicted and every status is exact; eviction has tests of its own.
 """
@@ -15,11 +22,18 @@ evicted and every status is exact; eviction has tests of its own.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
+import subprocess
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+from django.test import override_settings
 
+from restflow import _engine
 from restflow.caching import (
     CACHE_MISSING,
     ArgsKeyField,
@@ -30,6 +44,8 @@ from restflow.caching import (
 from restflow.caching.asynchronous import wait_for_async_refreshes
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.stores import ALL, on
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TTL, STALE, IF_ERROR = 30, 20, 60
 TENANTS, ITEMS = ("a", "b"), (1, 2, 3)
@@ -148,27 +164,34 @@ class Model:
 
 @dataclass
 class SyncApi:
-    """The wrapper's methods a run calls."""
+    """The wrapper's methods a run calls. ``near``: wait, before each call,
+    until every change made before it reached this process's near cache."""
 
     wrapper: object
+    near: bool = False
+
+    def start(self, now: float) -> None:
+        pass
+
+    def advance(self, seconds: float) -> None:
+        pass  # this process's clock is the one the run moves
 
     def call(self, name, *args):
+        if self.near:
+            assert self.wrapper.shared_backend().near_sync()
         return getattr(self.wrapper, name)(*args)
 
 
 @dataclass
-class AsyncApi:
+class AsyncApi(SyncApi):
     """An async wrapper's methods, each awaited on ``loop`` (and a stale
     read's background refresh, a task there, awaited too)."""
 
-    wrapper: object
-    loop: asyncio.AbstractEventLoop
+    loop: asyncio.AbstractEventLoop | None = None
 
     def call(self, name, *args):
         async def called():
             try:
-                if name == "get_cache_key":
-                    return self.wrapper.get_cache_key(*args)
                 return await getattr(self.wrapper, "a" + name)(*args)
             finally:
                 await wait_for_async_refreshes()
@@ -176,9 +199,64 @@ class AsyncApi:
         return self.loop.run_until_complete(called())
 
 
-def run_model(seed: int, api, policy: bool = False, steps: int = 250) -> None:
-    """Runs ``steps`` seeded operations through ``api`` and checks each
-    answer against the model."""
+class PeerApi:
+    """The same functions in a second process on the same shared store
+    (tests/model_peer.py), called with this process's data and clock."""
+
+    def __init__(self, function: str, settings: dict, near: bool = False) -> None:
+        self.function, self.near = function, near
+        env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.model_peer", json.dumps(settings)],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def ask(self, command: dict) -> dict:
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        assert line, f"the peer process ended ({self.process.wait()})"
+        return json.loads(line)
+
+    def start(self, now: float) -> None:
+        self.ask({"start": now})
+
+    def advance(self, seconds: float) -> None:
+        self.ask({"advance": seconds})
+
+    def call(self, name, *args):
+        data = {
+            "versions": [[t, i, v] for (t, i), v in versions.items()],
+            "down": down,
+            "away": turning_away,
+        }
+        command = {"function": self.function, "call": name, "args": list(args)}
+        answer = self.ask({**command, "data": data, "near_sync": self.near})
+        if "raised" in answer:
+            raise SourceDown(answer["raised"])
+        if "missing" in answer:
+            return CACHE_MISSING
+        if "plain" in answer:
+            return answer["plain"]
+        if "metadata_status" in answer:
+            return {"cache_status": CacheStatus(answer["metadata_status"])}
+        if "status" in answer:
+            return tuple(answer["value"]), {"cache_status": CacheStatus(answer["status"])}
+        return tuple(answer["value"])
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        assert self.process.wait(timeout=30) == 0
+
+
+def run_model(seed: int, *apis, policy: bool = False, steps: int = 250) -> None:
+    """Runs ``steps`` seeded operations, each through one of ``apis`` (the
+    processes, when there are several), and checks each answer against the
+    model."""
     global down, turning_away
     rng = random.Random(seed)
     model = Model(policy)
@@ -186,9 +264,12 @@ def run_model(seed: int, api, policy: bool = False, steps: int = 250) -> None:
     versions.clear()
     versions.update({(t, i): 0 for t in TENANTS for i in ITEMS})
     with frozen_clock() as clock:
+        for api in apis:
+            api.start(_engine.now())
         for step in range(steps):
             op = rng.random()
             key = (rng.choice(TENANTS), rng.choice(ITEMS))
+            api = apis[0] if len(apis) == 1 else rng.choice(apis)
             where = f"seed {seed}, step {step}: {key}"
             if op < 0.45:
                 expected = model.expected(key)
@@ -247,6 +328,8 @@ def run_model(seed: int, api, policy: bool = False, steps: int = 250) -> None:
             else:
                 seconds = rng.choice((1, 5, 10, 25, 40, 70))
                 clock.advance(seconds)
+                for api in apis:
+                    api.advance(seconds)
                 model.now += seconds
 
 
@@ -270,7 +353,7 @@ def test_calls_through_the_near_cache_follow_the_model(store, seed):
     """This process's own invalidations reach its near cache before the
     call that made them returns."""
     with store.configured(NEAR_CACHE=True):
-        run_model(seed, SyncApi(report))
+        run_model(seed, SyncApi(report, near=True))
 
 
 #: Each store, and the Redis servers again with the event loop's own
@@ -286,7 +369,7 @@ def test_async_calls_follow_the_model(store, options, seed):
     loop = asyncio.new_event_loop()
     try:
         with store.configured(MAX_ENTRIES=100_000, **options):
-            run_model(seed, AsyncApi(areport, loop))
+            run_model(seed, AsyncApi(areport, loop=loop))
     finally:
         loop.close()
 
@@ -297,6 +380,22 @@ def test_an_async_policy_that_turns_values_away_follows_the_model(store, seed):
     loop = asyncio.new_event_loop()
     try:
         with store.configured(MAX_ENTRIES=100_000):
-            run_model(seed, AsyncApi(apicky, loop), policy=True, steps=500)
+            run_model(seed, AsyncApi(apicky, loop=loop), policy=True, steps=500)
     finally:
         loop.close()
+
+
+@pytest.mark.parametrize("seed", range(23, 27))
+@pytest.mark.parametrize("near", [False, True], ids=["store", "near"])
+@pytest.mark.parametrize("store", on("redis"), indirect=True)
+def test_two_processes_follow_the_model(store, near, seed):
+    """Each operation in one of two processes on one Redis store: what one
+    stores, invalidates or refreshes, the other sees, also through the near
+    caches of both."""
+    settings = store.settings(NEAR_CACHE=near)
+    peer = PeerApi("report", settings, near=near)
+    try:
+        with override_settings(RESTFLOW_SETTINGS=settings):
+            run_model(seed, SyncApi(report, near=near), peer)
+    finally:
+        peer.close()
