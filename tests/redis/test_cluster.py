@@ -29,6 +29,8 @@ from tests.test_delete_fence import (
     check_a_delete_during_a_computation,
 )
 from tests.test_fork import run_forks
+from tests.test_lifecycle_model import SyncApi, run_model
+from tests.test_lifecycle_model import report as model_report
 from tests.test_store_contract import TenantKey, calls, profile, report
 
 #: The server kinds (tests/redis/conftest.py's ``SERVERS`` ids) clusters run on.
@@ -306,3 +308,11 @@ def test_killed_idle_connections_cost_no_bypass(cluster):
     statuses = [status(profile, item) for item in range(12)]
     trips = stats()["backends"][cluster.url]["breaker_trips"]
     assert (statuses, trips) == ([CacheStatus.HIT] * 12, 0)
+
+
+@pytest.mark.parametrize("seed", [31, 32])
+def test_calls_follow_the_lifecycle_model(cluster, seed):
+    """tests/test_lifecycle_model.py's model, on a cluster: every status and
+    value exact through reads, refreshes, peeks and invalidations of one
+    key, a partition (its shard's counter) and the function (every shard's)."""
+    run_model(seed, SyncApi(model_report))

@@ -24,6 +24,8 @@ from tests.test_delete_fence import (
     check_a_delete_during_a_computation,
 )
 from tests.test_fork import run_forks
+from tests.test_lifecycle_model import SyncApi, run_model
+from tests.test_lifecycle_model import report as model_report
 from tests.test_store_contract import calls, profile
 
 SERVICE = "restflow-test"
@@ -128,6 +130,14 @@ def test_a_delete_is_not_undone_by_a_computation_under_way(sentinels):
     with override_settings(RESTFLOW_SETTINGS=redis_settings(sentinels.url)):
         check_a_delete_during_a_computation()
         check_a_delete_during_a_background_refresh()
+
+
+@pytest.mark.parametrize("seed", [33, 34])
+def test_calls_follow_the_lifecycle_model(sentinels, seed):
+    """tests/test_lifecycle_model.py's model, through the master the
+    sentinels name."""
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(sentinels.url)):
+        run_model(seed, SyncApi(model_report))
 
 
 def test_children_forked_from_a_busy_sentinel_cache_work(sentinels):
