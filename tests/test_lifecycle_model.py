@@ -106,6 +106,29 @@ async def apicky(tenant, item):
     return read_source(tenant, item)
 
 
+#: The ttl ``varying``'s callable ttl answers with now (seconds, or None:
+#: never expires); the run changes it.
+next_ttl: float | None = TTL
+
+
+def chosen_ttl(value, *call):
+    return next_ttl
+
+
+VARYING = dict(ttl=chosen_ttl, stale_while_revalidate=STALE, stale_if_error=IF_ERROR)
+
+
+@cache_result(**VARYING, key_constructor=TenantKey)
+def varying(tenant, item):
+    return read_source(tenant, item)
+
+
+@cache_result(**VARYING, key_constructor=TenantKey)
+async def avarying(tenant, item):
+    await asyncio.sleep(0)
+    return read_source(tenant, item)
+
+
 Expected = tuple[CacheStatus, tuple] | None
 
 
@@ -116,35 +139,44 @@ class Model:
     turns some values away (``refused``)."""
 
     policy: bool
+    #: Whether the function's ttl is ``next_ttl`` (``varying``), else TTL.
+    varies: bool = False
     now: float = 0.0
-    held: dict[tuple[str, int], tuple[tuple, float]] = field(default_factory=dict)
+    #: key -> (value, stored at, its ttl).
+    held: dict[tuple[str, int], tuple[tuple, float, float | None]] = field(default_factory=dict)
 
-    def age(self, key) -> float | None:
-        return None if key not in self.held else self.now - self.held[key][1]
+    def phase(self, key) -> str | None:
+        """Where ``key``'s entry is in its life: ``fresh``, ``stale``,
+        ``kept`` (for stale-if-error), ``gone``; ``None`` without one."""
+        if key not in self.held:
+            return None
+        _, stored_at, ttl = self.held[key]
+        if ttl is None:
+            return "fresh"
+        age = self.now - stored_at
+        if age < ttl:
+            return "fresh"
+        if age < ttl + STALE:
+            return "stale"
+        return "kept" if age < ttl + STALE + IF_ERROR else "gone"
 
     def expected(self, key: tuple[str, int]) -> Expected:
         """The status and value a read of ``key`` must be served now;
         ``None``: the function's error must be raised."""
-        age = self.age(key)
-        if age is not None and age < TTL:
+        phase = self.phase(key)
+        if phase == "fresh":
             return CacheStatus.HIT, self.held[key][0]
-        if age is not None and age < TTL + STALE:
+        if phase == "stale" or (phase == "kept" and down):
             return CacheStatus.STALE, self.held[key][0]
-        if down:
-            # Kept for stale-if-error until that window ends too.
-            if age is not None and age < TTL + STALE + IF_ERROR:
-                return CacheStatus.STALE, self.held[key][0]
-            return None
-        return CacheStatus.MISS, (*key, versions[key])
+        return None if down else (CacheStatus.MISS, (*key, versions[key]))
 
     def peeked(self, key: tuple[str, int]) -> Expected:
         """What ``get_cached_metadata`` finds: a fresh or stale entry; an
         expired one (even kept for stale-if-error) is not served."""
-        age = self.age(key)
-        if age is None or age >= TTL + STALE:
-            return None
-        status = CacheStatus.HIT if age < TTL else CacheStatus.STALE
-        return status, self.held[key][0]
+        phase = self.phase(key)
+        if phase == "fresh":
+            return CacheStatus.HIT, self.held[key][0]
+        return (CacheStatus.STALE, self.held[key][0]) if phase == "stale" else None
 
     def computed(self, key: tuple[str, int]) -> None:
         """The function ran for ``key`` (a miss, a stale read's background
@@ -155,7 +187,8 @@ class Model:
         if self.policy and turning_away:
             self.held.pop(key, None)
         else:
-            self.held[key] = ((*key, versions[key]), self.now)
+            ttl = next_ttl if self.varies else TTL
+            self.held[key] = ((*key, versions[key]), self.now, ttl)
 
     def invalidate(self, keys) -> None:
         for key in list(keys):
@@ -253,14 +286,17 @@ class PeerApi:
         assert self.process.wait(timeout=30) == 0
 
 
-def run_model(seed: int, *apis, policy: bool = False, steps: int = 250) -> None:
+def run_model(
+    seed: int, *apis, policy: bool = False, varies: bool = False, steps: int = 250
+) -> None:
     """Runs ``steps`` seeded operations, each through one of ``apis`` (the
     processes, when there are several), and checks each answer against the
     model."""
-    global down, turning_away
+    global down, turning_away, next_ttl
     rng = random.Random(seed)
-    model = Model(policy)
+    model = Model(policy, varies)
     down = turning_away = False
+    next_ttl = TTL
     versions.clear()
     versions.update({(t, i): 0 for t in TENANTS for i in ITEMS})
     with frozen_clock() as clock:
@@ -316,6 +352,7 @@ def run_model(seed: int, *apis, policy: bool = False, steps: int = 250) -> None:
                 down = not down
             elif op < 0.68:
                 turning_away = not turning_away
+                next_ttl = rng.choice((0, 5, TTL, None))
             elif op < 0.87:
                 versions[key] += 1
                 how = rng.choice(("key", "tenant", "all"))
@@ -402,3 +439,23 @@ def test_two_processes_follow_the_model(store, near, seed):
             run_model(seed, SyncApi(report, near=near), peer)
     finally:
         peer.close()
+
+
+@pytest.mark.parametrize("seed", range(27, 31))
+@pytest.mark.parametrize("store", ALL, indirect=True)
+def test_a_ttl_chosen_per_value_follows_the_model(store, seed):
+    """A callable ttl answering 0 (stored, never fresh), 5, 30 or None (never
+    expires), changing as the run goes."""
+    with store.configured(MAX_ENTRIES=100_000):
+        run_model(seed, SyncApi(varying), varies=True, steps=400)
+
+
+@pytest.mark.parametrize("seed", range(31, 35))
+@pytest.mark.parametrize("store", ALL, indirect=True)
+def test_an_async_ttl_chosen_per_value_follows_the_model(store, seed):
+    loop = asyncio.new_event_loop()
+    try:
+        with store.configured(MAX_ENTRIES=100_000):
+            run_model(seed, AsyncApi(avarying, loop=loop), varies=True, steps=400)
+    finally:
+        loop.close()
