@@ -27,6 +27,7 @@ import os
 import random
 import subprocess
 import sys
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +44,7 @@ from restflow.caching import (
 )
 from restflow.caching.asynchronous import wait_for_async_refreshes
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
-from tests.stores import ALL, on
+from tests.stores import ALL, Store, on
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -287,11 +288,18 @@ class PeerApi:
 
 
 def run_model(
-    seed: int, *apis, policy: bool = False, varies: bool = False, steps: int = 250
+    seed: int,
+    *apis,
+    policy: bool = False,
+    varies: bool = False,
+    steps: int = 250,
+    forks: Store | None = None,
 ) -> None:
     """Runs ``steps`` seeded operations, each through one of ``apis`` (the
     processes, when there are several), and checks each answer against the
-    model."""
+    model. ``forks``: now and then a child forked from this process makes a
+    few reads of its own, checked against its copy of the model (``forks``
+    is the store, whose entries the child's reads add to on Redis)."""
     global down, turning_away, next_ttl
     rng = random.Random(seed)
     model = Model(policy, varies)
@@ -309,6 +317,16 @@ def run_model(
             op = rng.random()
             key = (rng.choice(TENANTS), rng.choice(ITEMS))
             api = apis[0] if len(apis) == 1 else rng.choice(apis)
+            if forks is not None and rng.random() < 0.03:
+                keys = [(rng.choice(TENANTS), rng.choice(ITEMS)) for _ in range(4)]
+                read_in_a_child(model, api, keys, where=f"seed {seed}, step {step}")
+                # What the child stored, this process finds on Redis (the
+                # Django store here is LocMem: the child's is a copy).
+                if forks.kind == "redis":
+                    for key in keys:
+                        expected = model.expected(key)
+                        if expected is None or expected[0] is not CacheStatus.HIT:
+                            model.computed(key)
             where = f"seed {seed}, step {step}: {key}"
             if op < 0.45:
                 expected = model.expected(key)
@@ -371,6 +389,37 @@ def run_model(
                 for api in apis:
                     api.advance(seconds)
                 model.now += seconds
+
+
+def read_in_a_child(model: Model, api, keys, where: str) -> None:
+    """Forks; the child reads ``keys`` through ``api``, checking each answer
+    against its copy of ``model``, and exits 0 only if every one matched."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 1
+        try:
+            for key in keys:
+                expected = model.expected(key)
+                if expected is None:
+                    try:
+                        api.call("get_with_metadata", *key)
+                    except SourceDown:
+                        pass
+                    else:
+                        raise AssertionError(f"{key} did not raise")
+                else:
+                    value, meta = api.call("get_with_metadata", *key)
+                    assert (meta["cache_status"], value) == expected, f"{key}: {meta}, {value}"
+                wait_for_refreshes()
+                if expected is None or expected[0] is not CacheStatus.HIT:
+                    model.computed(key)
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, f"{where}: the forked child's reads (stderr)"
 
 
 @pytest.mark.parametrize("seed", range(1, 7))
@@ -459,3 +508,22 @@ def test_an_async_ttl_chosen_per_value_follows_the_model(store, seed):
             run_model(seed, AsyncApi(avarying, loop=loop), varies=True, steps=400)
     finally:
         loop.close()
+
+
+@pytest.mark.parametrize("seed", range(35, 39))
+@pytest.mark.parametrize("store", ALL, indirect=True)
+def test_children_forked_mid_run_follow_the_model(store, seed):
+    """A child forked between any two steps serves what its parent's cache
+    holds (the memory store's and LocMem's entries copied; Redis's,
+    shared), with a refresh worker and connections of its own."""
+    with store.configured(MAX_ENTRIES=100_000):
+        run_model(seed, SyncApi(report), forks=store, steps=400)
+
+
+@pytest.mark.parametrize("seed", range(39, 43))
+@pytest.mark.parametrize("store", on("redis"), indirect=True)
+def test_children_forked_from_a_process_with_a_near_cache_follow_the_model(store, seed):
+    """The child inherits its parent's near cache mid-run: it may serve
+    those entries only while its own invalidation channel says they hold."""
+    with store.configured(NEAR_CACHE=True):
+        run_model(seed, SyncApi(report, near=True), forks=store, steps=400)
