@@ -135,6 +135,26 @@ def test_awaiting_returns_the_value_and_a_hit_is_never_a_coroutine(store):
     assert calls == [(1, False)]
 
 
+def test_an_async_wrapper_reads_its_counters_and_store_like_a_sync_one(store):
+    """``counters()``, ``counted_events()`` and ``shared_backend()`` make no
+    round trip, so they are the sync wrapper's, not async."""
+    lookup.reset_stats()
+
+    async def main():
+        await lookup(1)
+        await lookup(1)
+
+    run(main())
+    counted = lookup.counters()
+    assert (counted["miss"], counted["hit"], counted["computations"]) == (1, 1, 1)
+    assert lookup.counted_events() == lookup._engine.counted_events() > 0
+    backend = lookup.shared_backend()
+    if store.kind == "memory":
+        assert backend is None
+    else:
+        assert backend.url == store.label
+
+
 def test_a_memory_hit_finishes_without_suspending():
     """A hit on the memory store is answered inline: the coroutine completes
     on its first step, without ever handing the loop back."""

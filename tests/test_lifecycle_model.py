@@ -224,6 +224,9 @@ class AsyncApi(SyncApi):
     loop: asyncio.AbstractEventLoop | None = None
 
     def call(self, name, *args):
+        if self.near:
+            assert self.wrapper.shared_backend().near_sync()
+
         async def called():
             try:
                 return await getattr(self.wrapper, "a" + name)(*args)
@@ -446,9 +449,11 @@ def test_calls_through_the_near_cache_follow_the_model(store, seed):
 
 
 #: Each store, and the Redis servers again with the event loop's own
-#: sockets off (every lookup on a worker thread).
-ASYNC_CONFIGS = [(kind, {}) for kind in ALL] + [
-    (kind, {"LOOP_SOCKET": False}) for kind in on("redis")
+#: sockets off (every lookup on a worker thread) and with a near cache.
+ASYNC_CONFIGS = [
+    *[(kind, {}) for kind in ALL],
+    *[(kind, {"LOOP_SOCKET": False}) for kind in on("redis")],
+    *[(kind, {"NEAR_CACHE": True}) for kind in on("redis")],
 ]
 
 
@@ -458,7 +463,8 @@ def test_async_calls_follow_the_model(store, options, seed):
     loop = asyncio.new_event_loop()
     try:
         with store.configured(MAX_ENTRIES=100_000, **options):
-            run_model(seed, AsyncApi(areport, loop=loop))
+            api = AsyncApi(areport, near=bool(options.get("NEAR_CACHE")), loop=loop)
+            run_model(seed, api)
     finally:
         loop.close()
 

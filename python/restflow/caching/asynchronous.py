@@ -543,6 +543,22 @@ class AsyncCachedWrapper(Generic[P, T]):
     def reset_stats(self) -> None:
         self._engine.reset_stats()
 
+    def counters(self, totals: bool = False) -> dict[str, Any]:
+        """The raw counters :meth:`stats` describes (no I/O, so not async)."""
+        return self._engine.counters(totals)
+
+    def counted_events(self) -> int:
+        """How many events were ever counted (what the Prometheus flush
+        checks before it reads the totals)."""
+        return self._engine.counted_events()
+
+    def shared_backend(self) -> Any:
+        """The shared store this function's calls use (``near_stats()``,
+        ``near_sync()``, ``stats()``), or ``None`` on the memory store;
+        claims nothing. Not async: it makes no round trip (its
+        ``near_sync`` does, and blocks)."""
+        return self._engine.shared_backend()
+
     async def aget_cache_only(self, /, *args: Any, **kwargs: Any) -> Any:
         return await self._maybe_thread(self._engine.get_cache_only, *args, **kwargs)
 
