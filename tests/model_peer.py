@@ -1,7 +1,7 @@
 """A second process for tests/test_lifecycle_model.py: the same cached
 functions on the same shared store, driven one call at a time.
 
-    python -m tests.model_peer <restflow settings as JSON>
+    python -m tests.model_peer <restflow settings as JSON> [<CACHES as JSON>]
 
 Each line on stdin is a JSON command; each answer is one JSON line on
 stdout. ``{"start": now}`` freezes this process's engine clock at the
@@ -30,7 +30,8 @@ def main() -> int:
     django.setup()
     from django.test import override_settings
 
-    override_settings(RESTFLOW_SETTINGS=json.loads(sys.argv[1])).enable()
+    caches = {"CACHES": json.loads(sys.argv[2])} if len(sys.argv) > 2 else {}
+    override_settings(RESTFLOW_SETTINGS=json.loads(sys.argv[1]), **caches).enable()
 
     from restflow import _engine
     from restflow.caching import CACHE_MISSING

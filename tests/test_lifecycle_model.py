@@ -240,11 +240,14 @@ class PeerApi:
     """The same functions in a second process on the same shared store
     (tests/model_peer.py), called with this process's data and clock."""
 
-    def __init__(self, function: str, settings: dict, near: bool = False) -> None:
+    def __init__(
+        self, function: str, settings: dict, near: bool = False, caches: dict | None = None
+    ) -> None:
         self.function, self.near = function, near
         env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+        extra = [json.dumps(caches)] if caches else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.model_peer", json.dumps(settings)],
+            [sys.executable, "-m", "tests.model_peer", json.dumps(settings), *extra],
             cwd=ROOT,
             env=env,
             stdin=subprocess.PIPE,
@@ -533,3 +536,23 @@ def test_children_forked_from_a_process_with_a_near_cache_follow_the_model(store
     those entries only while its own invalidation channel says they hold."""
     with store.configured(NEAR_CACHE=True):
         run_model(seed, SyncApi(report, near=True), forks=store, steps=400)
+
+
+@pytest.mark.parametrize("seed", range(43, 47))
+def test_two_processes_on_a_django_file_cache_follow_the_model(tmp_path, seed):
+    """Two processes sharing a Django FileBasedCache (the Django store's
+    locks are the cache's ``add``, its counters ``incr``)."""
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "files": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path / "cache"),
+        },
+    }
+    settings = {"CACHE_SETTINGS": {"BACKEND": "django:files"}}
+    peer = PeerApi("report", settings, caches=caches)
+    try:
+        with override_settings(CACHES=caches, RESTFLOW_SETTINGS=settings):
+            run_model(seed, SyncApi(report), peer)
+    finally:
+        peer.close()
