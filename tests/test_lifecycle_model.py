@@ -313,12 +313,17 @@ def run_model(
     next_ttl = TTL
     versions.clear()
     versions.update({(t, i): 0 for t in TENANTS for i in ITEMS})
+    # One process's statistics are checked step by step against the tally.
+    counted = apis[0].wrapper if len(apis) == 1 else None
+    tally = Tally()
     with frozen_clock() as clock:
         for api in apis:
             api.start(_engine.now())
         # Whatever an earlier test left on a long-lived store is not this
         # run's (the model starts empty).
         apis[0].call("invalidate_all")
+        if counted is not None:
+            counted.reset_stats()
         for step in range(steps):
             op = rng.random()
             key = (rng.choice(TENANTS), rng.choice(ITEMS))
@@ -335,7 +340,8 @@ def run_model(
                             model.computed(key)
             where = f"seed {seed}, step {step}: {key}"
             if op < 0.45:
-                expected = model.expected(key)
+                expected, phase = model.expected(key), model.phase(key)
+                tally.read(phase, expected)
                 if expected is None:
                     with pytest.raises(SourceDown):
                         api.call("get_with_metadata", *key)
@@ -348,6 +354,7 @@ def run_model(
                     # background; a kept value's read computed and failed.
                     model.computed(key)
             elif op < 0.5:
+                tally.ran("refresh")
                 if down:
                     with pytest.raises(SourceDown):
                         api.call("refresh_with_metadata", *key)
@@ -365,6 +372,7 @@ def run_model(
                 else:
                     assert (meta["cache_status"], value) == peeked, f"peek {where}"
             elif op < 0.6:
+                tally.ran("bypass")
                 if down:
                     with pytest.raises(SourceDown):
                         api.call("bypass_cache_with_metadata", *key)
@@ -395,6 +403,56 @@ def run_model(
                 for api in apis:
                     api.advance(seconds)
                 model.now += seconds
+            if counted is not None:
+                assert tally.of(counted.counters()) == tally.counts, f"counters {where}"
+
+
+class Tally:
+    """The statistics a run must have counted (README, Observability): a
+    status for each call that served a value, a computation for each run
+    of the function, an error for each that raised, and how stale values
+    came to be served."""
+
+    NAMES = (
+        "hit",
+        "miss",
+        "stale",
+        "bypass",
+        "refresh",
+        "computations",
+        "errors",
+        "stale_if_error",
+        "background_refreshes",
+    )
+
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys(self.NAMES, 0)
+
+    def of(self, counters: dict) -> dict:
+        return {name: counters[name] for name in self.NAMES}
+
+    def ran(self, status: str) -> None:
+        """The function ran for a call answered ``status`` (its error
+        raised instead while the source is down)."""
+        self.counts["computations"] += 1
+        self.counts["errors" if down else status] += 1
+
+    def read(self, phase: str | None, expected: Expected) -> None:
+        counts = self.counts
+        if phase == "fresh":
+            counts["hit"] += 1
+        elif phase == "stale":  # served, and refreshed in the background
+            counts["stale"] += 1
+            counts["background_refreshes"] += 1
+            counts["computations"] += 1
+            counts["errors"] += down
+        elif expected is not None and expected[0] is CacheStatus.STALE:  # kept for it
+            counts["stale"] += 1
+            counts["stale_if_error"] += 1
+            counts["computations"] += 1
+            counts["errors"] += 1
+        else:
+            self.ran("miss")
 
 
 def read_in_a_child(model: Model, api, keys, where: str) -> None:
