@@ -35,6 +35,7 @@ import pytest
 from django.test import override_settings
 
 from restflow import _engine
+from restflow._engine import CacheBackendError
 from restflow.caching import (
     CACHE_MISSING,
     ArgsKeyField,
@@ -300,16 +301,20 @@ def run_model(
     varies: bool = False,
     steps: int = 250,
     forks: Store | None = None,
+    outages: object | None = None,
 ) -> None:
     """Runs ``steps`` seeded operations, each through one of ``apis`` (the
     processes, when there are several), and checks each answer against the
     model. ``forks``: now and then a child forked from this process makes a
     few reads of its own, checked against its copy of the model (``forks``
-    is the store, whose entries the child's reads add to on Redis)."""
+    is the store, whose entries the child's reads add to on Redis).
+    ``outages``: the Redis server, which now and then stops (every call
+    then runs the function live, BYPASS, and an invalidation raises) and
+    starts again empty (restflow reconfigured, as after a deploy)."""
     global down, turning_away, next_ttl
     rng = random.Random(seed)
     model = Model(policy, varies)
-    down = turning_away = False
+    down = turning_away = store_down = False
     next_ttl = TTL
     versions.clear()
     versions.update({(t, i): 0 for t in TENANTS for i in ITEMS})
@@ -339,6 +344,36 @@ def run_model(
                         if expected is None or expected[0] is not CacheStatus.HIT:
                             model.computed(key)
             where = f"seed {seed}, step {step}: {key}"
+            if outages is not None and rng.random() < 0.03:
+                if store_down:
+                    outages.start()
+                    _engine.reconfigure()  # a closed breaker, new connections
+                    model.held.clear()
+                else:
+                    outages.stop()
+                store_down = not store_down
+                continue
+            if store_down and op < 0.6:
+                # Reads, refreshes, peeks and bypasses with the store down:
+                # the function runs live (its error raised), nothing is
+                # read or kept.
+                if 0.5 <= op < 0.58:
+                    meta = api.call("get_cached_metadata", *key)
+                    value = api.call("get_cache_only", *key)
+                    assert (meta, value) == (None, CACHE_MISSING), f"peek {where}"
+                    continue
+                tally.ran("bypass")
+                name = "refresh_with_metadata" if 0.45 <= op < 0.5 else "get_with_metadata"
+                if 0.58 <= op:
+                    name = "bypass_cache_with_metadata"
+                if down:
+                    with pytest.raises(SourceDown):
+                        api.call(name, *key)
+                else:
+                    value, meta = api.call(name, *key)
+                    expected = (CacheStatus.BYPASS, (*key, versions[key]))
+                    assert (meta["cache_status"], value) == expected, f"{name} {where}"
+                continue
             if op < 0.45:
                 expected, phase = model.expected(key), model.phase(key)
                 tally.read(phase, expected)
@@ -388,7 +423,12 @@ def run_model(
             elif op < 0.87:
                 versions[key] += 1
                 how = rng.choice(("key", "tenant", "all"))
-                if how == "key":
+                if store_down:  # an invalidation that did not happen says so
+                    calls = {"key": "delete_cache", "tenant": "delete_by_prefix"}
+                    args = {"key": key, "tenant": key[:1], "all": ()}[how]
+                    with pytest.raises(CacheBackendError):
+                        api.call(calls.get(how, "invalidate_all"), *args)
+                elif how == "key":
                     api.call("delete_cache", *key)
                     model.invalidate([key])
                 elif how == "tenant":

@@ -17,6 +17,9 @@ from tests.parking import wait_until
 from tests.redis.conftest import redis_settings
 from tests.redis.near_functions import value
 from tests.redis.test_near_cache import other_process, warm
+from tests.test_lifecycle_model import AsyncApi, SyncApi, run_model
+from tests.test_lifecycle_model import areport as model_areport
+from tests.test_lifecycle_model import report as model_report
 from tests.timeouts import PAUSED
 
 calls: list = []
@@ -374,3 +377,22 @@ def test_a_flushed_script_cache_is_loaded_again(redis):
     item.invalidate_all()  # the delete script
     assert served(item, 1) == ({"x": 1, "n": 3}, CacheStatus.MISS)
     assert served(item, 1) == ({"x": 1, "n": 3}, CacheStatus.HIT)
+
+
+@pytest.mark.parametrize("seed", [51, 52, 53])
+def test_calls_across_store_outages_follow_the_lifecycle_model(own_redis, seed):
+    """tests/test_lifecycle_model.py's model while the server stops now and
+    then (every call BYPASS, live; an invalidation raises CacheBackendError;
+    nothing wrong is ever served) and starts again empty."""
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url)):
+        run_model(seed, SyncApi(model_report), outages=own_redis, steps=400)
+
+
+@pytest.mark.parametrize("seed", [54, 55])
+def test_async_calls_across_store_outages_follow_the_lifecycle_model(own_redis, seed):
+    loop = asyncio.new_event_loop()
+    try:
+        with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url)):
+            run_model(seed, AsyncApi(model_areport, loop=loop), outages=own_redis, steps=400)
+    finally:
+        loop.close()
