@@ -53,6 +53,7 @@ __all__ = [
     "is_registered",
     "register",
     "register_dispatcher",
+    "registered_dispatcher",
     "registered_dispatcher_names",
     "registered_names",
     "resolve",
@@ -89,6 +90,12 @@ def registered_dispatcher_names() -> list[str]:
         return sorted(_registry)
 
 
+def registered_dispatcher(name: str) -> type[Dispatcher] | None:
+    """The class registered as ``name``, or ``None``."""
+    with _lock:
+        return _registry.get(name)
+
+
 def is_registered(name: str) -> bool:
     """Whether a dispatcher of that name is registered (yet)."""
     with _lock:
@@ -107,8 +114,7 @@ def get_dispatcher(
             )
         return spec
     if isinstance(spec, str):
-        with _lock:
-            cls = _registry.get(spec)
+        cls = registered_dispatcher(spec)
         if cls is None:
             known = ", ".join(registered_dispatcher_names())
             raise UnknownDispatcherError(

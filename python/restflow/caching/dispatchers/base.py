@@ -78,9 +78,9 @@ DEFAULT_FUNCTION_PATH = "restflow.caching.tasks.run_cache_rules"
 def get_dispatcher_settings(name: str) -> dict[str, Any]:
     """The settings of the dispatcher registered as ``name``, defaults
     included (drf-restflow's helper; :meth:`Dispatcher.settings`)."""
-    from restflow.caching.dispatchers import _registry
+    from restflow.caching.dispatchers import registered_dispatcher
 
-    registered = _registry.get(name)
+    registered = registered_dispatcher(name)
     if registered is not None:
         return registered.settings()
     return dict(cache_settings()["DISPATCHER_SETTINGS"].get(name, {}))
