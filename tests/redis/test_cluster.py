@@ -27,6 +27,7 @@ from tests.redis.test_redis_store import finish_all, start_together, worker
 from tests.test_delete_fence import (
     check_a_delete_during_a_background_refresh,
     check_a_delete_during_a_computation,
+    check_a_delete_during_a_forced_refresh,
 )
 from tests.test_fork import run_forks
 from tests.test_store_contract import TenantKey, calls, profile, report
@@ -199,9 +200,11 @@ def test_the_stale_window_refreshes_once(cluster):
 
 def test_a_delete_is_not_undone_by_a_computation_under_way(cluster):
     """The entry and its lock and refresh keys share a slot: one script
-    deletes the entry and marks its claims (tests/test_delete_fence.py)."""
+    deletes the entry, marks its claims and removes its forced refreshes'
+    fence (tests/test_delete_fence.py)."""
     check_a_delete_during_a_computation()
     check_a_delete_during_a_background_refresh()
+    check_a_delete_during_a_forced_refresh()
 
 
 def test_a_cold_key_computes_once_across_4_processes_of_8_threads(cluster):

@@ -50,6 +50,14 @@ impl SharedStore for Interrupted {
     ) -> Result<bool, StoreError> {
         self.call()
     }
+    fn fence(
+        &self,
+        _keys: &KeySet,
+        _candidate: &str,
+        _ttl: Duration,
+    ) -> Result<String, StoreError> {
+        self.call()
+    }
     fn try_lock(&self, _key: &str, _token: &str, _ttl: Duration) -> Result<bool, StoreError> {
         self.call()
     }

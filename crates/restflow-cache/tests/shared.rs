@@ -108,11 +108,12 @@ impl SharedStore for FakeStore {
         }
         Ok(existed)
     }
-    /// As on Redis: the claims held are marked, not freed.
+    /// As on Redis: the claims held are marked, not freed; the fence goes.
     fn delete_entry(&self, keys: &KeySet) -> Result<bool, StoreError> {
         self.write()?;
         let mut values = self.values.lock();
         let existed = values.remove(&keys.data).is_some();
+        values.remove(&keys.fence());
         for claim in [&keys.lock, &keys.refresh] {
             if let Some(holder) = values.get_mut(claim.as_str()) {
                 if !holder.starts_with(b"deleted:") {
@@ -147,14 +148,30 @@ impl SharedStore for FakeStore {
         if current(&values, keys) != Some(generations) {
             return Ok(false);
         }
-        if let Some((claim, token)) = holder {
-            let marked = format!("deleted:{token}");
-            if values.get(claim).map(Vec::as_slice) == Some(marked.as_bytes()) {
-                return Ok(false);
+        match holder {
+            Some(Holder::Claim(claim, token)) => {
+                let marked = format!("deleted:{token}");
+                if values.get(claim).map(Vec::as_slice) == Some(marked.as_bytes()) {
+                    return Ok(false);
+                }
             }
+            Some(Holder::Fence(fence, token)) => {
+                if values.get(fence).map(Vec::as_slice) != Some(token.as_bytes()) {
+                    return Ok(false);
+                }
+            }
+            None => {}
         }
         values.insert(keys.data.clone(), payload.to_vec());
         Ok(true)
+    }
+    fn fence(&self, keys: &KeySet, candidate: &str, _ttl: Duration) -> Result<String, StoreError> {
+        self.write()?;
+        let mut values = self.values.lock();
+        let held = values
+            .entry(keys.fence())
+            .or_insert_with(|| candidate.as_bytes().to_vec());
+        Ok(String::from_utf8_lossy(held).into_owned())
     }
     fn try_lock(&self, key: &str, token: &str, _ttl: Duration) -> Result<bool, StoreError> {
         if key.starts_with("refresh:") {
@@ -1929,4 +1946,45 @@ fn a_delete_fences_the_lock_and_refresh_holders_of_the_entry() {
     let served = claim.finish_served(produce("kept").unwrap()).unwrap();
     assert!(served.stamps.is_some());
     assert_eq!(stored_value(&cache).as_deref(), Some(b"kept".as_slice()));
+}
+
+#[test]
+fn a_delete_fences_the_forced_refreshes_of_the_entry() {
+    let (store, cache, clock) = cache(true);
+    let other = another_process(&store, &clock, true);
+    assert_eq!(status(&get(&cache, "old")), Status::Miss);
+    // Two forced refreshes compute; another process deletes the entry
+    // while they do: neither stores what it computed from the old data.
+    let answer = cache
+        .refresh(&keys(), Span::ZERO, || {
+            let inner = other
+                .refresh(&keys(), Span::ZERO, || {
+                    assert!(other.delete_fencing(&keys()).unwrap());
+                    produce("inner")
+                })
+                .unwrap();
+            assert!(
+                matches!(&inner, Answer::Computed { value, stamps: None } if value == "inner"),
+                "served, not stored"
+            );
+            produce("outer")
+        })
+        .unwrap();
+    assert!(
+        matches!(&answer, Answer::Computed { value, stamps: None } if value == "outer"),
+        "served, not stored"
+    );
+    assert_eq!(stored_value(&cache), None, "the delete stands");
+    // A refresh that starts after the delete stores, as always.
+    let answer = cache
+        .refresh(&keys(), Span::ZERO, || produce("new"))
+        .unwrap();
+    assert!(matches!(
+        &answer,
+        Answer::Computed {
+            stamps: Some(_),
+            ..
+        }
+    ));
+    assert_eq!(stored_value(&cache).as_deref(), Some(b"new".as_slice()));
 }

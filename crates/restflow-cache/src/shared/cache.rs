@@ -957,25 +957,35 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             .run(compute)
     }
 
-    /// The claim of a forced recompute (REFRESH) of `keys`: the
-    /// generations read now, for the value to be stored under.
+    /// The claim of a forced recompute (REFRESH) of `keys`: the token of
+    /// the entry's fence, joined now ([`SharedStore::fence`]), so that a
+    /// delete of the entry while it computes keeps its value out of the
+    /// store, as it does a miss's; and the generations read now, for the
+    /// value to be stored under. The fence is joined first: whatever the
+    /// computation reads comes after it, so a delete either came before
+    /// (and the value is computed from the data after it) or removes the
+    /// token.
     pub(super) fn begin_refresh_in<'a>(
         &self,
         handle: Handle<'a, S, E>,
         keys: &KeySet,
         keep: Span,
     ) -> Result<ComputeClaim<'a, S, E>, SharedError<E>> {
-        let generations = self
-            .call(|s| s.fetch(keys))
-            .and_then(|fetched| self.current(keys, fetched.generations));
+        let begun = self
+            .call(|s| s.fence(keys, &self.token(), self.options.lock_timeout))
+            .and_then(|fence| {
+                let fetched = self.call(|s| s.fetch(keys))?;
+                let generations = self.current(keys, fetched.generations)?;
+                Ok(How::Refresh { generations, fence })
+            });
         let claim = Claim {
             keys,
             fallback: None,
             keep,
             flight: None,
         };
-        match generations {
-            Ok(generations) => Ok(self.claim(handle, claim, How::Refresh { generations })),
+        match begun {
+            Ok(how) => Ok(self.claim(handle, claim, how)),
             Err(error) => self.bypass(handle, keys, error, None),
         }
     }
@@ -1015,7 +1025,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         let (produced, delta) = self.clock.timed(compute);
         let mut outcome = Ok(());
         if let Some((flags, bytes, lifetime)) = produced {
-            let under = (generations, Some((keys.refresh.as_str(), token)));
+            let under = (generations, Some(Holder::Claim(&keys.refresh, token)));
             outcome = self
                 .put_signed(keys, flags, &bytes, (lifetime, delta), under, keep)
                 .map(drop);

@@ -308,6 +308,10 @@ impl SharedStore for SentinelStore {
         self.run(|s| s.put_current(keys, generations, payload, ttl, holder))
     }
 
+    fn fence(&self, keys: &KeySet, candidate: &str, ttl: Duration) -> Result<String, StoreError> {
+        self.run(|s| s.fence(keys, candidate, ttl))
+    }
+
     fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
         self.run(|s| s.try_lock(key, token, ttl))
     }

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use super::cache::{Answer, Handoff, SharedCache, SharedError};
 use super::decode::Served;
 use super::payload::Generations;
-use super::store::{KeySet, SharedStore, StoreError};
+use super::store::{Holder, KeySet, SharedStore, StoreError};
 use crate::engine::Status;
 use crate::entry::Stamps;
 use crate::flight::{Join, LeaderGuard, Owner};
@@ -105,8 +105,13 @@ pub(super) enum How {
     Bypassed(StoreError),
     /// Every entry read failed to decode: served live (BYPASS).
     Live,
-    /// A forced recompute (REFRESH), stored under `generations`.
-    Refresh { generations: Generations },
+    /// A forced recompute (REFRESH), stored under `generations` unless a
+    /// delete of the entry removed the token `fence` the entry's fence
+    /// held when it began ([`super::SharedStore::fence`]).
+    Refresh {
+        generations: Generations,
+        fence: String,
+    },
 }
 
 /// The right (and duty) to compute one entry's value: see the module
@@ -186,17 +191,18 @@ impl<S: SharedStore, E: Clone> ComputeClaim<'_, S, E> {
                 let stored = self.cache.store_produced(
                     &self.keys,
                     &produced,
-                    (*generations, Some((self.keys.lock.as_str(), token))),
+                    (*generations, Some(Holder::Claim(&self.keys.lock, token))),
                     self.keep,
                     delta,
                 );
                 computed_or_bypassed(produced.value, stored)
             }
-            How::Refresh { generations } => {
+            How::Refresh { generations, fence } => {
+                let fence_key = self.keys.fence();
                 let stored = self.cache.store_produced(
                     &self.keys,
                     &produced,
-                    (*generations, None),
+                    (*generations, Some(Holder::Fence(&fence_key, fence))),
                     self.keep,
                     delta,
                 );
