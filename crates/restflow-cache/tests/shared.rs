@@ -148,19 +148,18 @@ impl SharedStore for FakeStore {
         if current(&values, keys) != Some(generations) {
             return Ok(false);
         }
-        match holder {
+        let refused = match holder {
             Some(Holder::Claim(claim, token)) => {
                 let marked = format!("deleted:{token}");
-                if values.get(claim).map(Vec::as_slice) == Some(marked.as_bytes()) {
-                    return Ok(false);
-                }
+                values.get(claim).map(Vec::as_slice) == Some(marked.as_bytes())
             }
             Some(Holder::Fence(fence, token)) => {
-                if values.get(fence).map(Vec::as_slice) != Some(token.as_bytes()) {
-                    return Ok(false);
-                }
+                values.get(fence).map(Vec::as_slice) != Some(token.as_bytes())
             }
-            None => {}
+            None => false,
+        };
+        if refused {
+            return Ok(false);
         }
         values.insert(keys.data.clone(), payload.to_vec());
         Ok(true)
