@@ -13,6 +13,7 @@ import pytest
 from django.test import override_settings
 
 from restflow.caching import CacheStatus, cache_result, reset_stats, stats
+from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.parking import wait_until
 from tests.redis.conftest import redis_settings
 from tests.redis.near_functions import value
@@ -71,13 +72,90 @@ WRONG_TYPES = {
 
 @pytest.mark.parametrize("kind", list(WRONG_TYPES))
 def test_a_key_of_another_type_under_the_entry_is_a_miss(redis, kind):
+    """Recomputed (MISS), stored over it, and counted as a refused payload
+    (``MGET`` reads it as missing: the write counts it)."""
     assert served(item, 1) == ({"x": 1, "n": 1}, CacheStatus.MISS)
     key = item.get_cache_key(1)
     redis.delete(key)
     WRONG_TYPES[kind](redis, key)
+    before = rejected(item)
     assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.MISS)
+    assert rejected(item) == before + 1
     assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.HIT)
     assert redis.type(key) == b"string"
+    assert rejected(item) == before + 1
+
+
+def test_a_key_of_another_type_under_the_entry_is_a_miss_for_an_async_caller(redis):
+    async def scenario():
+        await async_item(1)
+        key = async_item.get_cache_key(1)
+        redis.delete(key)
+        redis.hset(key, "f", "v")
+        before = rejected(item)  # the same backend
+        first = await async_item.aget_with_metadata(1)
+        return before, first, await async_item.aget_with_metadata(1)
+
+    before, first, again = asyncio.run(scenario())
+    assert (first[0], first[1]["cache_status"]) == ({"x": 1, "n": 2}, CacheStatus.MISS)
+    assert (again[0], again[1]["cache_status"]) == ({"x": 1, "n": 2}, CacheStatus.HIT)
+    assert rejected(item) == before + 1
+
+
+@pytest.mark.parametrize("kind", list(WRONG_TYPES))
+def test_a_key_of_another_type_under_the_lock_with_an_expiry_is_taken_over(
+    redis, redis_server, kind
+):
+    """Not a restflow lock (those are tokens): taken over at once, expiry
+    or not, so the value is computed once and stored."""
+    lock = lock_of(redis, 1)
+    WRONG_TYPES[kind](redis, lock)
+    redis.pexpire(lock, 600_000)
+    # Before the fix a caller waited LOCK_TIMEOUT + 1 s for it: short here.
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(redis_server.url, LOCK_TIMEOUT=0.5)):
+        assert served(item, 1) == ({"x": 1, "n": 1}, CacheStatus.MISS)
+        assert served(item, 1) == ({"x": 1, "n": 1}, CacheStatus.HIT)
+    assert not redis.exists(lock)
+
+
+@pytest.mark.parametrize("kind", list(WRONG_TYPES))
+def test_a_key_of_another_type_under_the_refresh_lock_is_taken_over(redis, kind):
+    with frozen_clock() as clock:
+        lock = lock_of(redis, 1)
+        refresh = lock.replace(b"restflow:lock:", b"restflow:refresh:")
+        assert served(item, 1) == ({"x": 1, "n": 1}, CacheStatus.MISS)
+        WRONG_TYPES[kind](redis, refresh)
+        redis.pexpire(refresh, 600_000)
+        clock.advance(61)  # stale (STALE_WHILE_REVALIDATE is 60)
+        assert served(item, 1) == ({"x": 1, "n": 1}, CacheStatus.STALE)
+        wait_for_refreshes()
+        assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.HIT)
+    assert not redis.exists(refresh)
+
+
+@pytest.mark.parametrize("kind", list(WRONG_TYPES))
+@pytest.mark.parametrize("claim", ["lock", "refresh"])
+def test_a_delete_over_claims_of_another_type_deletes_the_entry(redis, kind, claim):
+    lock = lock_of(redis, 1)
+    assert served(item, 1) == ({"x": 1, "n": 1}, CacheStatus.MISS)
+    WRONG_TYPES[kind](redis, lock.replace(b"restflow:lock:", f"restflow:{claim}:".encode()))
+    assert item.delete_cache(1) is True
+    assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.MISS)
+
+
+@pytest.mark.parametrize("kind", list(WRONG_TYPES))
+def test_an_invalidation_deletes_a_counter_of_another_type(redis, kind):
+    """A counter of another type already makes its entries misses; the
+    invalidation still happens (a DEL, whatever the type), and the next
+    computation starts the counter afresh."""
+    assert served(item, 1) == ({"x": 1, "n": 1}, CacheStatus.MISS)
+    (counter,) = redis.keys("*restflow:gen:*")
+    redis.delete(counter)
+    WRONG_TYPES[kind](redis, counter)
+    item.invalidate_all()
+    assert not redis.exists(counter)
+    assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.MISS)
+    assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.HIT)
 
 
 @pytest.mark.parametrize("kind", list(WRONG_TYPES))

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use restflow_cache::shared::{
     fresh_epoch, parse_epoch, Answer, Breaker, Fetched, Generations, Holder, KeySet, NearCache,
     NearMode, Produced, SharedCache, SharedError, SharedOptions, SharedStore, Signer, StoreError,
-    Undecodable,
+    Undecodable, Written,
 };
 use restflow_cache::{Clock, Counter, Freshness, Lifetime, Span, Status, Timestamp};
 
@@ -142,11 +142,11 @@ impl SharedStore for FakeStore {
         payload: &[u8],
         _ttl: Option<Duration>,
         holder: Option<Holder<'_>>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Written, StoreError> {
         self.write()?;
         let mut values = self.values.lock();
         if current(&values, keys) != Some(generations) {
-            return Ok(false);
+            return Ok(Written::Refused);
         }
         let refused = match holder {
             Some(Holder::Claim(claim, token)) => {
@@ -159,10 +159,10 @@ impl SharedStore for FakeStore {
             None => false,
         };
         if refused {
-            return Ok(false);
+            return Ok(Written::Refused);
         }
         values.insert(keys.data.clone(), payload.to_vec());
-        Ok(true)
+        Ok(Written::Stored)
     }
     fn fence(&self, keys: &KeySet, candidate: &str, _ttl: Duration) -> Result<String, StoreError> {
         self.write()?;

@@ -38,7 +38,7 @@ use super::keyspace::KeySpace;
 use super::near::{Epoch, NearCache, NearEntry};
 use super::payload::{Decoded, Generations, Rejected, Signer};
 use super::steps::{ComputeClaim, Handle, How};
-use super::store::{Fetched, Holder, KeySet, SharedStore, StoreError};
+use super::store::{Fetched, Holder, KeySet, SharedStore, StoreError, Written};
 use crate::clock::Clock;
 use crate::early::Dice;
 use crate::engine::{GetError, Status};
@@ -146,7 +146,8 @@ pub type Peeked = (u8, Vec<u8>, Stamps, Freshness);
 /// Counters for monitoring.
 #[derive(Debug, Default)]
 pub struct SharedStats {
-    /// Payloads refused (tampered, foreign, unknown version).
+    /// Payloads refused (tampered, foreign, unknown version, or a key of
+    /// another type where the entry goes, counted when it is replaced).
     pub rejected: AtomicU64,
     /// Store calls that failed.
     pub failures: AtomicU64,
@@ -911,8 +912,13 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             let micros = until.as_micros() - stamps.cached_at.as_micros();
             Duration::from_micros(micros.max(1) as u64)
         });
-        let stored = self.call(|s| s.put_current(keys, generations, &payload, ttl, holder))?;
-        Ok(stored.then_some(stamps))
+        let written = self.call(|s| s.put_current(keys, generations, &payload, ttl, holder))?;
+        if written == Written::Replaced {
+            // A key of another type stood where the entry goes: refused as
+            // a payload, counted here, the one place it shows.
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(written.stored().then_some(stamps))
     }
 
     /// The usable entry under `keys`, if any, without claiming or

@@ -54,10 +54,10 @@ use super::payload::Generations;
 use super::pool::{Manage, Pool};
 use super::redis::{
     classify, counter_names, fetch_names, fetched, generations_answer, holder_kind, millis,
-    ForgetAfter, RedisConfig, DELETE_ENTRY, FENCE, GENERATIONS, LOCK_SCRIPT, PUT_CURRENT,
+    written, ForgetAfter, RedisConfig, DELETE_ENTRY, FENCE, GENERATIONS, LOCK_SCRIPT, PUT_CURRENT,
     UNLOCK_SCRIPT,
 };
-use super::store::{fresh_epoch, Fetched, Holder, KeySet, SharedStore, StoreError};
+use super::store::{fresh_epoch, Fetched, Holder, KeySet, SharedStore, StoreError, Written};
 use super::url::Parts;
 use crate::fork::PerProcess;
 
@@ -620,7 +620,7 @@ impl SharedStore for ClusterStore {
         payload: &[u8],
         ttl: Option<Duration>,
         holder: Option<Holder<'_>>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Written, StoreError> {
         let mut names: Vec<&str> = vec![&keys.data, &keys.scope, &keys.version];
         if let Some(partition) = &keys.partition {
             names.push(partition);
@@ -645,7 +645,7 @@ impl SharedStore for ClusterStore {
                 }
             })
         })
-        .map(|n| n == 1)
+        .map(written)
     }
 
     fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {

@@ -19,7 +19,8 @@
 use std::time::Duration;
 
 use super::{
-    fresh_epoch, Fetched, Generations, Holder, KeySet, SharedStore, StoreError, EPOCH_LIMIT,
+    fresh_epoch, Fetched, Generations, Holder, KeySet, SharedStore, StoreError, Written,
+    EPOCH_LIMIT,
 };
 use crate::key;
 
@@ -234,7 +235,7 @@ impl<C: KvCache> SharedStore for KvStore<C> {
         payload: &[u8],
         ttl: Option<Duration>,
         holder: Option<Holder<'_>>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Written, StoreError> {
         let names = counter_names(keys);
         let mut read = names.clone();
         read.extend(holder.map(|holder| safe(holder.parts().0)));
@@ -246,12 +247,12 @@ impl<C: KvCache> SharedStore for KvStore<C> {
         if let Some((_, token)) = holder.map(Holder::parts) {
             let claim = found.pop();
             if !matches!(claim, Some(KvValue::Text(held)) if held == token) {
-                return Ok(false);
+                return Ok(Written::Refused);
             }
         }
         let epochs: Vec<_> = found.iter().map(KvValue::epoch).collect();
         if generations_of(&epochs) != Some(generations) {
-            return Ok(false);
+            return Ok(Written::Refused);
         }
         let entry_timeout = timeout(ttl);
         self.0
@@ -262,7 +263,9 @@ impl<C: KvCache> SharedStore for KvStore<C> {
         if let Some(partition) = names.get(2) {
             self.0.touch(partition, entry_timeout)?;
         }
-        Ok(true)
+        // A plain cache holds no types: a foreign value under the entry's
+        // key is read (and counted) as a bad payload by the lookup.
+        Ok(Written::Stored)
     }
 
     fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
@@ -355,7 +358,8 @@ mod tests {
         );
         assert!(store
             .put_current(&keys, generations, b"v", Some(Duration::from_secs(5)), None)
-            .unwrap());
+            .unwrap()
+            .stored());
         let fetched = store.fetch(&keys).unwrap();
         assert_eq!(fetched.payload.as_deref(), Some(&b"v"[..]));
         assert_eq!(fetched.generations, Some(generations));
@@ -375,7 +379,8 @@ mod tests {
         assert!(
             !store
                 .put_current(&keys, generations, b"w", None, None)
-                .unwrap(),
+                .unwrap()
+                .stored(),
             "an entry computed under a retired counter is not stored"
         );
     }
@@ -414,13 +419,15 @@ mod tests {
             .unwrap());
         assert!(store
             .put_current(&keys, generations, b"v", None, lock)
-            .unwrap());
+            .unwrap()
+            .stored());
         assert!(store.delete_entry(&keys).unwrap());
         assert!(!store.fetch(&keys).unwrap().locked, "its claims go with it");
         assert!(
             !store
                 .put_current(&keys, generations, b"w", None, lock)
-                .unwrap(),
+                .unwrap()
+                .stored(),
             "the holder of a deleted claim does not store"
         );
         assert_eq!(store.fetch(&keys).unwrap().payload, None);
@@ -431,11 +438,13 @@ mod tests {
         assert!(!store.delete_entry(&keys).unwrap(), "no entry was there");
         assert!(!store
             .put_current(&keys, generations, b"w", None, refresh)
-            .unwrap());
+            .unwrap()
+            .stored());
         // A writer without a claim or fence is not fenced.
         assert!(store
             .put_current(&keys, generations, b"x", None, None)
-            .unwrap());
+            .unwrap()
+            .stored());
     }
 
     #[test]
@@ -451,21 +460,24 @@ mod tests {
         let before = Some(Holder::Fence(fence.as_str(), "a"));
         assert!(store
             .put_current(&keys, generations, b"v", None, before)
-            .unwrap());
+            .unwrap()
+            .stored());
         assert!(store.delete_entry(&keys).unwrap());
         // One that starts after the delete starts a new token.
         assert_eq!(store.fence(&keys, "c", ttl).unwrap(), "c");
         assert!(
             !store
                 .put_current(&keys, generations, b"w", None, before)
-                .unwrap(),
+                .unwrap()
+                .stored(),
             "a refresh that started before the delete does not store"
         );
         assert_eq!(store.fetch(&keys).unwrap().payload, None);
         let after = Some(Holder::Fence(fence.as_str(), "c"));
         assert!(store
             .put_current(&keys, generations, b"x", None, after)
-            .unwrap());
+            .unwrap()
+            .stored());
         // Garbage under the fence is replaced.
         store.0.set(&fence, KvWrite::Int(3), None).unwrap();
         assert_eq!(store.fence(&keys, "d", ttl).unwrap(), "d");

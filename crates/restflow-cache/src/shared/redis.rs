@@ -16,7 +16,9 @@ use super::near::NearCache;
 use super::payload::Generations;
 use super::pool::{Manage, Pool};
 use super::spin::SpinPolicy;
-use super::store::{fresh_epoch, parse_epoch, Fetched, Holder, KeySet, SharedStore, StoreError};
+use super::store::{
+    fresh_epoch, parse_epoch, Fetched, Holder, KeySet, SharedStore, StoreError, Written,
+};
 #[cfg(unix)]
 use super::tracking::Tracking;
 use crate::fork::PerProcess;
@@ -175,9 +177,10 @@ return out
 /// ([`DELETE_ENTRY`]: it holds `deleted:<token>`), or a fence that no
 /// longer holds the token (a delete removed it), refuses the write: the
 /// value was computed before the delete. The partition counter is made to
-/// live at least as long as the entry. Returns 1 if it wrote, 0 if a
-/// counter moved on or the entry was deleted since the claim or fence was
-/// taken.
+/// live at least as long as the entry. Returns 1 if it wrote, 2 if it
+/// wrote over a key of another type (a list, a hash...: `MGET` reads one
+/// as a missing entry, so only here can it be counted), 0 if a counter
+/// moved on or the entry was deleted since the claim or fence was taken.
 pub(super) const PUT_CURRENT: &str = r"
 local counters = tonumber(ARGV[3])
 for i = 1, counters do
@@ -192,6 +195,7 @@ if #KEYS > counters + 1 then
     return 0
   end
 end
+local kind = redis.call('type', KEYS[1])['ok']
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then
   redis.call('set', KEYS[1], ARGV[1], 'px', ttl)
@@ -207,8 +211,18 @@ if counters == 3 then
     if left >= 0 and left < ttl then redis.call('pexpire', partition, ttl) end
   end
 end
+if kind ~= 'string' and kind ~= 'none' then return 2 end
 return 1
 ";
+
+/// What [`PUT_CURRENT`]'s answer says it did.
+pub(super) fn written(answer: u8) -> Written {
+    match answer {
+        0 => Written::Refused,
+        2 => Written::Replaced,
+        _ => Written::Stored,
+    }
+}
 
 /// How [`PUT_CURRENT`] checks what a writer holds.
 pub(super) fn holder_kind(holder: Holder<'_>) -> &'static str {
@@ -225,12 +239,14 @@ pub(super) fn millis(ttl: Duration) -> u64 {
 }
 
 /// Takes a lock (`KEYS[1]`) for a token (`ARGV[1]`) for `ARGV[2]` ms. A
-/// lock without an expiry is taken over: no restflow holder makes one
-/// (every lock is set with `PX`), so it is left over from something else,
-/// and respecting it would make every caller wait, forever.
+/// lock without an expiry, or of another type than a string, is taken
+/// over: no restflow holder makes one (every lock is a token set with
+/// `PX`), so it is left over from something else, and respecting it would
+/// make every caller wait, forever or until it expires, and compute
+/// without storing.
 pub(super) const LOCK_SCRIPT: &str = "\
 if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end \
-if redis.call('pttl', KEYS[1]) == -1 then \
+if redis.call('pttl', KEYS[1]) == -1 or redis.call('type', KEYS[1])['ok'] ~= 'string' then \
   redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end \
 return 0";
 
@@ -250,7 +266,7 @@ return 0";
 
 /// Releases a lock (`KEYS[1]`) if the token `ARGV[1]` still holds it, or
 /// holds it marked by a delete of its entry ([`DELETE_ENTRY`]).
-pub(super) const UNLOCK_SCRIPT: &str = "local holder = redis.call('get', KEYS[1]) \
+pub(super) const UNLOCK_SCRIPT: &str = "local holder = redis.pcall('get', KEYS[1]) \
 if holder == ARGV[1] or holder == 'deleted:' .. ARGV[1] then \
      return redis.call('del', KEYS[1]) else return 0 end";
 
@@ -739,7 +755,7 @@ impl SharedStore for RedisStore {
         payload: &[u8],
         ttl: Option<Duration>,
         holder: Option<Holder<'_>>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Written, StoreError> {
         let _forget = self.forget_after([keys.data.as_str()]);
         let mut invocation = self.put_current.prepare_invoke();
         invocation
@@ -759,7 +775,7 @@ impl SharedStore for RedisStore {
             let (held, token) = holder.parts();
             invocation.key(held).arg(token).arg(holder_kind(holder));
         }
-        self.with(|c| invocation.invoke::<u8>(c)).map(|n| n == 1)
+        self.with(|c| invocation.invoke::<u8>(c)).map(written)
     }
 
     fn delete_entry(&self, keys: &KeySet) -> Result<bool, StoreError> {

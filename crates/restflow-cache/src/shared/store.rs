@@ -76,6 +76,27 @@ impl<'a> Holder<'a> {
     }
 }
 
+/// What [`SharedStore::put_current`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// It stored the entry.
+    Stored,
+    /// It stored the entry over a key of another type (a Redis list, hash,
+    /// set...: not a payload, and not one a lookup can tell from a missing
+    /// entry), which the caller counts as a refused payload.
+    Replaced,
+    /// It stored nothing: a counter moved on, or the writer's claim or
+    /// fence was deleted with the entry.
+    Refused,
+}
+
+impl Written {
+    /// Whether the entry was stored.
+    pub fn stored(self) -> bool {
+        !matches!(self, Written::Refused)
+    }
+}
+
 /// What one lookup found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Fetched {
@@ -175,7 +196,8 @@ pub trait SharedStore: Send + Sync {
     /// claim or a fence (`holder`), only if no delete of the entry marked
     /// that claim or removed that fence since
     /// ([`SharedStore::delete_entry`]); makes the partition counter
-    /// live at least as long as the entry. Returns whether it stored.
+    /// live at least as long as the entry. Returns whether it stored, and
+    /// whether over a key of another type (where the store can tell).
     fn put_current(
         &self,
         keys: &KeySet,
@@ -183,7 +205,7 @@ pub trait SharedStore: Send + Sync {
         payload: &[u8],
         ttl: Option<Duration>,
         holder: Option<Holder<'_>>,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Written, StoreError>;
     /// Joins the fence of the forced refreshes of `keys`'s entry
     /// ([`KeySet::fence`]) before such a refresh computes: the token the
     /// fence holds, started at `candidate` if it holds none (missing,
@@ -294,7 +316,7 @@ macro_rules! forward_shared_store {
                 payload: &[u8],
                 ttl: Option<Duration>,
                 holder: Option<Holder<'_>>,
-            ) -> Result<bool, StoreError> {
+            ) -> Result<Written, StoreError> {
                 (**self).put_current(keys, generations, payload, ttl, holder)
             }
             fn fence(&self, keys: &KeySet, candidate: &str, ttl: Duration) -> Result<String, StoreError> {
