@@ -243,6 +243,28 @@ def test_a_store_that_times_out_never_hands_its_late_answer_to_the_next_call(own
             assert served(item, x) == ({"x": x, "n": x - 1}, CacheStatus.HIT)
 
 
+def test_an_unlock_a_stalled_server_left_unanswered_is_given_back(own_redis):
+    """The server stalls (CLIENT PAUSE, past READ_TIMEOUT) while the leader
+    computes: its write and its unlock go unanswered (BYPASS), and the
+    paused unlock dies with its connection. The give-back is queued on the
+    refresh workers and made again once the server answers: the lock is
+    gone long before LOCK_TIMEOUT, so the next call computes and stores at
+    once instead of waiting for a holder that is done."""
+    settings = redis_settings(own_redis.url, **PAUSED, CONNECT_TIMEOUT=2.0, LOCK_TIMEOUT=600)
+    admin = own_redis.client()
+    with override_settings(RESTFLOW_SETTINGS=settings):
+        lock = lock_of(admin, 1)
+        # Long enough for the write and the unlock to time out (1 s each).
+        during.append(lambda: admin.client_pause(4000))
+        first = served(item, 1)
+        during.clear()
+        assert first == ({"x": 1, "n": 1}, CacheStatus.BYPASS)
+        wait_for_refreshes()  # the give-back, retried until it was answered
+        assert admin.exists(lock) == 0
+        assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.MISS)
+        assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.HIT)
+
+
 def test_a_write_refused_after_the_lock_was_taken_leaves_no_lock(own_redis):
     """Redis fills up while the leader computes (noeviction): its write is
     refused, the caller still gets the value, and the lock is released

@@ -1987,3 +1987,93 @@ fn a_delete_fences_the_forced_refreshes_of_the_entry() {
     ));
     assert_eq!(stored_value(&cache).as_deref(), Some(b"new".as_slice()));
 }
+
+/// A cache whose give-backs are queued in `jobs`, to run when a test says.
+fn giving_back(
+    cache: SharedCache<Arc<FakeStore>, String>,
+) -> (
+    Arc<SharedCache<Arc<FakeStore>, String>>,
+    Arc<Mutex<Vec<restflow_cache::Job>>>,
+) {
+    let jobs: Arc<Mutex<Vec<restflow_cache::Job>>> = Arc::default();
+    let queue = Arc::clone(&jobs);
+    let cache = cache.with_give_backs(move |job| {
+        queue.lock().push(job);
+        Ok(())
+    });
+    (Arc::new(cache), jobs)
+}
+
+#[test]
+fn an_unlock_the_store_left_unanswered_is_given_back_once_it_answers() {
+    let (store, cache, _) = cache(true);
+    let (cache, jobs) = giving_back(cache);
+    let claim = claim_of(begin(&cache, Span::ZERO));
+    // The store stalls while the value is computed: the write and the
+    // unlock fail, and the give-back is queued.
+    store.down.store(true, Ordering::SeqCst);
+    let served = claim.finish_served(produce("v").unwrap()).unwrap();
+    assert_eq!(served.status, Status::Bypass);
+    assert!(store.values.lock().contains_key("lock:f1"));
+    let job = jobs.lock().pop().expect("a give-back queued");
+    // It answers again: the job frees the lock (it was retrying meanwhile).
+    let calls = store.calls.load(Ordering::SeqCst);
+    let up = Arc::clone(&store);
+    let answering = std::thread::spawn(move || {
+        while up.calls.load(Ordering::SeqCst) < calls + 2 {
+            std::thread::yield_now();
+        }
+        up.down.store(false, Ordering::SeqCst);
+    });
+    job();
+    answering.join().unwrap();
+    assert!(!store.values.lock().contains_key("lock:f1"), "given back");
+    assert!(jobs.lock().is_empty());
+}
+
+#[test]
+fn a_give_back_never_frees_another_holders_lock() {
+    let (store, cache, _) = cache(true);
+    let (cache, jobs) = giving_back(cache);
+    let claim = claim_of(begin(&cache, Span::ZERO));
+    store.down.store(true, Ordering::SeqCst);
+    claim.finish_served(produce("v").unwrap()).unwrap();
+    let job = jobs.lock().pop().expect("a give-back queued");
+    store.down.store(false, Ordering::SeqCst);
+    // The lock expired meanwhile, and another process took it.
+    store
+        .values
+        .lock()
+        .insert("lock:f1".into(), b"another".to_vec());
+    job();
+    assert_eq!(
+        store.values.lock().get("lock:f1").map(Vec::as_slice),
+        Some(b"another".as_slice())
+    );
+}
+
+#[test]
+fn a_give_back_stops_at_the_locks_expiry() {
+    let store = Arc::new(FakeStore::default());
+    let clock = Arc::new(Clock::frozen(Timestamp::from_micros(1_800_000_000_000_000)));
+    let cache = SharedCache::new(
+        Arc::clone(&store),
+        Signer::new(b"key"),
+        clock,
+        Breaker::new(3, Duration::from_secs(60)),
+        SharedOptions {
+            // Expired by the time its holder finishes.
+            lock_timeout: Duration::ZERO,
+            wait_timeout: Duration::from_millis(200),
+            bypass_on_failure: true,
+        },
+    );
+    let (cache, jobs) = giving_back(cache);
+    let claim = claim_of(begin(&cache, Span::ZERO));
+    store.down.store(true, Ordering::SeqCst);
+    claim.finish_served(produce("v").unwrap()).unwrap();
+    let job = jobs.lock().pop().expect("a give-back queued");
+    let calls = store.calls.load(Ordering::SeqCst);
+    job();
+    assert_eq!(store.calls.load(Ordering::SeqCst), calls, "nothing asked");
+}

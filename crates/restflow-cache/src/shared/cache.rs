@@ -189,7 +189,8 @@ impl NearMode {
 
 /// A shared store read through the lifecycle.
 pub struct SharedCache<S, E> {
-    store: S,
+    /// Shared with the give-back jobs ([`SharedCache::with_give_backs`]).
+    store: Arc<S>,
     signer: Signer,
     clock: Arc<Clock>,
     breaker: Breaker,
@@ -201,6 +202,68 @@ pub struct SharedCache<S, E> {
     warnings: Option<super::warn::Warnings>,
     /// How the store's keys are named (see [`SharedCache::with_keys`]).
     keys: KeySpace,
+    /// Queues the give-back of a lock whose unlock the store left
+    /// unanswered (see [`SharedCache::with_give_backs`]); `None`: such a
+    /// lock is left to expire.
+    give_backs: Option<GiveBacks>,
+}
+
+/// Queues a job that gives the lock `key` held by `token` back, trying
+/// until the instant given (the lock's own expiry, at the latest); whether
+/// it was queued.
+type GiveBacks = Arc<dyn Fn(String, String, Instant) -> bool + Send + Sync>;
+
+/// Whether an unlock that failed with `error` may still be owed: the
+/// store was not reached, did not answer in time, was skipped (breaker),
+/// was a replica, or the caller was interrupted before it answered. A
+/// store that answered garbage is not asked again.
+fn unlock_owed(error: &StoreError) -> bool {
+    !matches!(error, StoreError::Protocol(_))
+}
+
+/// Frees the lock `key` if `token` still holds it (the unlock script's own
+/// check: never another holder's), trying again with backoff while the
+/// store cannot be reached or answer, until `until` (no later than the
+/// lock's expiry: past it there is nothing of this holder's to free).
+fn give_back_until<S: SharedStore + ?Sized>(store: &S, key: &str, token: &str, until: Instant) {
+    let mut pause = Duration::from_millis(10);
+    while Instant::now() < until {
+        match store.unlock(key, token) {
+            Err(error) if unlock_owed(&error) => {}
+            _ => return,
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+impl<S: SharedStore + 'static, E> SharedCache<S, E> {
+    /// This cache, queueing with `spawn` (usually
+    /// `|job| refresher.try_spawn(job)`, the engine's refresh workers) the
+    /// give-back of a computation lock whose unlock the store left
+    /// unanswered ([`SharedCache::unlock_or_give_back`]): the job tries again, with
+    /// backoff, until the store answers or the lock expires, so other
+    /// processes do not wait out `lock_timeout` for a holder that is done.
+    /// Bounded by the queue: a job `spawn` refuses is dropped (the lock
+    /// expires, as without this).
+    pub fn with_give_backs(
+        self,
+        spawn: impl Fn(crate::refresh::Job) -> Result<(), crate::refresh::Job> + Send + Sync + 'static,
+    ) -> Self {
+        let store = Arc::clone(&self.store);
+        let give_backs: GiveBacks = Arc::new(move |key, token, until| {
+            let store = Arc::clone(&store);
+            spawn(Box::new(move || {
+                give_back_until(&*store, &key, &token, until)
+            }))
+            .is_ok()
+        });
+        SharedCache {
+            give_backs: Some(give_backs),
+            ..self
+        }
+    }
 }
 
 /// What [`SharedCache::begin_near`] found: an answer (and the near
@@ -234,7 +297,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         options: SharedOptions,
     ) -> Self {
         SharedCache {
-            store,
+            store: Arc::new(store),
             signer,
             clock,
             breaker,
@@ -244,6 +307,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             dice: Arc::new(Dice::from_entropy()),
             warnings: None,
             keys: KeySpace::new("", false),
+            give_backs: None,
         }
     }
 
@@ -330,6 +394,28 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             Ok(_) => self.breaker.succeeded(),
         }
         result
+    }
+
+    /// Frees the computation lock `key` this caller took with `token` at
+    /// `locked_at` (just before it asked for it). When the store leaves
+    /// the unlock unanswered (stalled past the read timeout, unreachable,
+    /// skipped by the breaker), the lock would keep every other process
+    /// waiting until it expires: the give-back is queued
+    /// ([`SharedCache::with_give_backs`]) and tried again until the store
+    /// answers, never past the lock's expiry, and only while `token` holds
+    /// it.
+    pub(super) fn unlock_or_give_back(&self, key: &str, token: &str, locked_at: Instant) {
+        let Err(error) = self.call(|s| s.unlock(key, token)) else {
+            return;
+        };
+        if !unlock_owed(&error) {
+            return;
+        }
+        if let Some(give_backs) = &self.give_backs {
+            let until = locked_at + self.options.lock_timeout;
+            // Not queued (the queue is full): the lock expires, as before.
+            let _ = give_backs(key.to_owned(), token.to_owned(), until);
+        }
     }
 
     /// Drops the entry of `keys`, in every process; whether it existed.
@@ -755,6 +841,9 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         let mut backoff = Duration::from_millis(2);
         let mut waiting = false;
         loop {
+            // Before asking: the lock expires no earlier than this plus
+            // its timeout, on any clock that runs at our pace.
+            let locked_at = Instant::now();
             let locked =
                 match self.call(|s| s.try_lock(&keys.lock, &token, self.options.lock_timeout)) {
                     Ok(locked) => locked,
@@ -772,14 +861,14 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                 let again = match self.call(|s| s.fetch(keys)) {
                     Ok(again) => again,
                     Err(error) => {
-                        let _ = self.call(|s| s.unlock(&keys.lock, &token));
+                        self.unlock_or_give_back(&keys.lock, &token, locked_at);
                         let claim = self.bypass(handle, keys, error, claim.flight);
                         return claim.map(|claim| Begun::Compute(Box::new(claim)));
                     }
                 };
                 if again.payload != seen {
                     if let Some(answer) = self.computed_elsewhere(keys, &again, &mut claim) {
-                        let _ = self.call(|s| s.unlock(&keys.lock, &token));
+                        self.unlock_or_give_back(&keys.lock, &token, locked_at);
                         return Ok(answer);
                     }
                 }
@@ -787,12 +876,16 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                 let generations = match self.current(keys, again.generations) {
                     Ok(generations) => generations,
                     Err(error) => {
-                        let _ = self.call(|s| s.unlock(&keys.lock, &token));
+                        self.unlock_or_give_back(&keys.lock, &token, locked_at);
                         let claim = self.bypass(handle, keys, error, claim.flight);
                         return claim.map(|claim| Begun::Compute(Box::new(claim)));
                     }
                 };
-                let how = How::Locked { token, generations };
+                let how = How::Locked {
+                    token,
+                    generations,
+                    locked_at,
+                };
                 return Ok(Begun::Compute(Box::new(self.claim(handle, claim, how))));
             }
             // Another process computes: wait for its entry, or its lock to go.

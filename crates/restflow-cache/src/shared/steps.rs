@@ -21,6 +21,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::cache::{Answer, Handoff, SharedCache, SharedError};
 use super::decode::Served;
@@ -98,6 +99,9 @@ pub(super) enum How {
     Locked {
         token: String,
         generations: Generations,
+        /// Just before the lock was asked for (see
+        /// [`SharedCache::unlock_or_give_back`]).
+        locked_at: Instant,
     },
     /// Another process took too long: the value is served, not stored.
     Unstored,
@@ -151,9 +155,12 @@ impl<S: SharedStore, E: Clone> ComputeClaim<'_, S, E> {
         if std::mem::replace(&mut self.ended, true) {
             return;
         }
-        if let How::Locked { token, .. } = &self.how {
-            let (cache, keys) = (&self.cache, &self.keys);
-            let _ = cache.call(|s| s.unlock(&keys.lock, token));
+        if let How::Locked {
+            token, locked_at, ..
+        } = &self.how
+        {
+            self.cache
+                .unlock_or_give_back(&self.keys.lock, token, *locked_at);
         }
     }
 
@@ -187,7 +194,9 @@ impl<S: SharedStore, E: Clone> ComputeClaim<'_, S, E> {
             // as BYPASS, with the error to warn about: the computation is
             // not lost, and the caller is not told MISS for a value no
             // process will find.
-            How::Locked { token, generations } => {
+            How::Locked {
+                token, generations, ..
+            } => {
                 let stored = self.cache.store_produced(
                     &self.keys,
                     &produced,
