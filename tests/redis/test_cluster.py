@@ -207,6 +207,34 @@ def test_a_delete_is_not_undone_by_a_computation_under_way(cluster):
     check_a_delete_during_a_forced_refresh()
 
 
+def test_a_key_of_another_type_under_the_entry_is_a_counted_miss(cluster):
+    """The write script replaces it and says so, on a cluster's master as
+    on one server (tests/redis/test_operator_attacks.py)."""
+
+    @cache_result(ttl=60)
+    def ticking(x):
+        calls.append(x)
+        return len(calls)
+
+    assert ticking(1) == 1
+    [(port, entry)] = [
+        (port, key)
+        for port in cluster.processes
+        for key in cluster.keys(port)
+        if b"restflow:" not in key
+    ]
+    node = cluster.client(port)
+    node.delete(entry)
+    node.rpush(entry, "a", "b")
+    before = ticking.shared_backend().rejected
+    value, meta = ticking.get_with_metadata(1)
+    assert (value, meta["cache_status"]) == (2, CacheStatus.MISS)
+    assert ticking.shared_backend().rejected == before + 1
+    value, meta = ticking.get_with_metadata(1)
+    assert (value, meta["cache_status"]) == (2, CacheStatus.HIT)
+    assert node.type(entry) == b"string"
+
+
 def test_a_cold_key_computes_once_across_4_processes_of_8_threads(cluster):
     # As on one node (tests/redis/test_redis_store.py): the computation lasts
     # until all 32 callers wait on it, so every one reports MISS.
