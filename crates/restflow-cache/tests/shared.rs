@@ -1988,14 +1988,14 @@ fn a_delete_fences_the_forced_refreshes_of_the_entry() {
     assert_eq!(stored_value(&cache).as_deref(), Some(b"new".as_slice()));
 }
 
+/// Jobs queued, to run when a test says.
+type Jobs = Arc<Mutex<Vec<restflow_cache::Job>>>;
+
 /// A cache whose give-backs are queued in `jobs`, to run when a test says.
 fn giving_back(
     cache: SharedCache<Arc<FakeStore>, String>,
-) -> (
-    Arc<SharedCache<Arc<FakeStore>, String>>,
-    Arc<Mutex<Vec<restflow_cache::Job>>>,
-) {
-    let jobs: Arc<Mutex<Vec<restflow_cache::Job>>> = Arc::default();
+) -> (Arc<SharedCache<Arc<FakeStore>, String>>, Jobs) {
+    let jobs: Jobs = Arc::default();
     let queue = Arc::clone(&jobs);
     let cache = cache.with_give_backs(move |job| {
         queue.lock().push(job);

@@ -208,7 +208,7 @@ pub struct SharedCache<S, E> {
     give_backs: Option<GiveBacks>,
 }
 
-/// Queues a job that gives the lock `key` held by `token` back, trying
+/// Queues the give-back of the lock `key` held by `token`, to be tried
 /// until the instant given (the lock's own expiry, at the latest); whether
 /// it was queued.
 type GiveBacks = Arc<dyn Fn(String, String, Instant) -> bool + Send + Sync>;
@@ -221,19 +221,73 @@ fn unlock_owed(error: &StoreError) -> bool {
     !matches!(error, StoreError::Protocol(_))
 }
 
-/// Frees the lock `key` if `token` still holds it (the unlock script's own
-/// check: never another holder's), trying again with backoff while the
-/// store cannot be reached or answer, until `until` (no later than the
-/// lock's expiry: past it there is nothing of this holder's to free).
-fn give_back_until<S: SharedStore + ?Sized>(store: &S, key: &str, token: &str, until: Instant) {
+/// The most locks a process keeps owing one store: past it a lock is left
+/// to expire, as without give-backs.
+const MAX_OWED: usize = 1024;
+
+/// A lock whose unlock went unanswered.
+struct Owed {
+    key: String,
+    token: String,
+    /// Its expiry, at the latest: past it there is nothing of ours to free.
+    until: Instant,
+}
+
+/// The locks one process owes a store, and whether a job is draining them.
+///
+/// Invariant: while `owed` is not empty, either `draining` is set and one
+/// job (queued or running) will drain it, or `draining` is clear and the
+/// next lock owed queues one; one job at a time, so a store that is down
+/// holds one refresh worker, not one per lock.
+#[derive(Default)]
+struct Owing {
+    owed: Vec<Owed>,
+    draining: bool,
+}
+
+/// One process's [`Owing`] for one store (a forked child owes nothing of
+/// its parent's, and drains with its own workers).
+type OwingCell = crate::fork::PerProcess<std::sync::Mutex<Owing>>;
+
+fn owing(cell: &OwingCell) -> std::sync::MutexGuard<'_, Owing> {
+    cell.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Frees the locks `cell` owes, each only if its token still holds it (the
+/// unlock script's own check: never another holder's) and only before its
+/// expiry, trying again with backoff while the store cannot be reached or
+/// answer; ends when nothing is owed.
+fn drain_owed<S: SharedStore + ?Sized>(store: &S, cell: &OwingCell) {
     let mut pause = Duration::from_millis(10);
-    while Instant::now() < until {
-        match store.unlock(key, token) {
-            Err(error) if unlock_owed(&error) => {}
-            _ => return,
+    loop {
+        let mut batch = std::mem::take(&mut owing(cell).owed).into_iter();
+        let mut left = Vec::new();
+        for owed in batch.by_ref() {
+            if Instant::now() >= owed.until {
+                continue;
+            }
+            match store.unlock(&owed.key, &owed.token) {
+                Err(error) if unlock_owed(&error) => {
+                    // Still not answering: the rest waits for the next round.
+                    left.push(owed);
+                    break;
+                }
+                _ => {}
+            }
         }
-        let left = until.saturating_duration_since(Instant::now());
-        std::thread::sleep(pause.min(left));
+        left.extend(batch);
+        let mut state = owing(cell);
+        state.owed.append(&mut left);
+        let now = Instant::now();
+        state.owed.retain(|owed| owed.until > now);
+        let Some(soonest) = state.owed.iter().map(|owed| owed.until).min() else {
+            state.draining = false;
+            return;
+        };
+        drop(state);
+        std::thread::sleep(pause.min(soonest.saturating_duration_since(now)));
         pause = (pause * 2).min(Duration::from_millis(250));
     }
 }
@@ -242,22 +296,36 @@ impl<S: SharedStore + 'static, E> SharedCache<S, E> {
     /// This cache, queueing with `spawn` (usually
     /// `|job| refresher.try_spawn(job)`, the engine's refresh workers) the
     /// give-back of a computation lock whose unlock the store left
-    /// unanswered ([`SharedCache::unlock_or_give_back`]): the job tries again, with
-    /// backoff, until the store answers or the lock expires, so other
-    /// processes do not wait out `lock_timeout` for a holder that is done.
-    /// Bounded by the queue: a job `spawn` refuses is dropped (the lock
-    /// expires, as without this).
+    /// unanswered ([`SharedCache::unlock_or_give_back`]): one job at a time
+    /// drains the locks owed, trying again with backoff until the store
+    /// answers or each lock expires, so other processes do not wait out
+    /// `lock_timeout` for a holder that is done. Bounded: at most
+    /// [`MAX_OWED`] locks owed, and a job `spawn` refuses is dropped (those
+    /// locks expire, as without this).
     pub fn with_give_backs(
         self,
         spawn: impl Fn(crate::refresh::Job) -> Result<(), crate::refresh::Job> + Send + Sync + 'static,
     ) -> Self {
         let store = Arc::clone(&self.store);
+        let cell: Arc<OwingCell> = Arc::new(crate::fork::PerProcess::new());
         let give_backs: GiveBacks = Arc::new(move |key, token, until| {
-            let store = Arc::clone(&store);
-            spawn(Box::new(move || {
-                give_back_until(&*store, &key, &token, until)
-            }))
-            .is_ok()
+            let mut state = owing(&cell);
+            if state.owed.len() >= MAX_OWED {
+                return false;
+            }
+            state.owed.push(Owed { key, token, until });
+            if std::mem::replace(&mut state.draining, true) {
+                return true; // the job under way takes it
+            }
+            drop(state);
+            let (store, job_cell) = (Arc::clone(&store), Arc::clone(&cell));
+            if spawn(Box::new(move || drain_owed(&*store, &job_cell))).is_ok() {
+                return true;
+            }
+            // The queue is full: the next lock owed tries again, and those
+            // left owed expire meanwhile.
+            owing(&cell).draining = false;
+            false
         });
         SharedCache {
             give_backs: Some(give_backs),
