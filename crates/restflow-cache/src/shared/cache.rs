@@ -296,12 +296,14 @@ impl<S: SharedStore + 'static, E> SharedCache<S, E> {
     /// This cache, queueing with `spawn` (usually
     /// `|job| refresher.try_spawn(job)`, the engine's refresh workers) the
     /// give-back of a computation lock whose unlock the store left
-    /// unanswered ([`SharedCache::unlock_or_give_back`]): one job at a time
-    /// drains the locks owed, trying again with backoff until the store
-    /// answers or each lock expires, so other processes do not wait out
-    /// `lock_timeout` for a holder that is done. Bounded: at most
-    /// [`MAX_OWED`] locks owed, and a job `spawn` refuses is dropped (those
-    /// locks expire, as without this).
+    /// unanswered (the store stalled past its read timeout, could not be
+    /// reached, or the breaker skipped it): one job at a time drains the
+    /// locks owed, trying again with backoff until the store answers or
+    /// each lock expires, and frees a lock only while it holds its holder's
+    /// token, so other processes do not wait out `lock_timeout` for a
+    /// holder that is done. Bounded: at most 1 024 locks owed per process,
+    /// and a job `spawn` refuses is dropped (those locks expire, as without
+    /// this).
     pub fn with_give_backs(
         self,
         spawn: impl Fn(crate::refresh::Job) -> Result<(), crate::refresh::Job> + Send + Sync + 'static,

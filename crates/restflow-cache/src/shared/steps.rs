@@ -15,7 +15,9 @@
 //!
 //! Invariants: a claim that holds the store's computation lock frees it
 //! exactly once, when it is finished, failed or dropped (a cancelled task),
-//! so another process takes over at once rather than after `lock_timeout`;
+//! so another process takes over at once rather than after `lock_timeout`
+//! (an unlock the store leaves unanswered is owed and given back once it
+//! answers, see [`SharedCache::with_give_backs`]);
 //! a claim that leads this process's flight for its key ends that flight
 //! with its answer, or abandons it when dropped (a follower then leads).
 
