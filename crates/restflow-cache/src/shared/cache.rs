@@ -876,6 +876,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     /// store it too).
     fn claim_refresh(&self, keys: &KeySet, read: &Fetched) -> Option<String> {
         let token = self.token();
+        let locked_at = Instant::now();
         let locked = self
             .call(|s| s.try_lock(&keys.refresh, &token, self.options.lock_timeout))
             .unwrap_or(false);
@@ -888,7 +889,8 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         if unchanged {
             return Some(token);
         }
-        let _ = self.call(|s| s.unlock(&keys.refresh, &token));
+        // A store that failed the look may fail this too: owed, then.
+        self.unlock_or_give_back(&keys.refresh, &token, locked_at);
         None
     }
 
