@@ -111,6 +111,74 @@ def check_a_delete_during_a_background_refresh():
     assert calls == [1, 1, 1]
 
 
+def test_a_delete_during_a_forced_refresh_is_not_undone(store):
+    check_a_delete_during_a_forced_refresh()
+
+
+def check_a_delete_during_a_forced_refresh():
+    """``refresh()`` recomputes and overwrites, but a delete of the entry
+    while it computes stands: it returns its value (REFRESH) and stores
+    nothing, and the next call computes again. A refresh that starts after
+    the delete stores, as always. (Also run on a Redis Cluster and under
+    Sentinel: tests/redis.)"""
+    calls = []
+    started, release = threading.Event(), threading.Event()
+
+    @cache_result(ttl=60)
+    def row(pk):
+        calls.append(pk)
+        n = len(calls)
+        if n == 2:
+            started.set()
+            assert release.wait(30)  # refreshing until the delete is done
+        return n
+
+    assert row(1) == 1
+    results = []
+    refresher = threading.Thread(target=lambda: results.append(row.refresh_with_metadata(1)))
+    refresher.start()
+    assert started.wait(10)
+    assert row.delete_cache(1) is True
+    release.set()
+    refresher.join(30)
+    assert not refresher.is_alive()
+    [(value, meta)] = results
+    assert (value, meta["cache_status"]) == (2, CacheStatus.REFRESH)
+    value, meta = row.get_with_metadata(1)
+    assert (value, meta["cache_status"]) == (3, CacheStatus.MISS)
+    assert row.refresh(1) == 4
+    value, meta = row.get_with_metadata(1)
+    assert (value, meta["cache_status"]) == (4, CacheStatus.HIT)
+
+
+@pytest.mark.parametrize("store", ALL, indirect=True)
+def test_an_async_delete_during_an_async_forced_refresh_is_not_undone(store):
+    calls = []
+    gate = Gate()
+
+    @cache_result(ttl=60)
+    async def row(pk):
+        calls.append(pk)
+        n = len(calls)
+        if n == 2:
+            await gate.passed()
+        return n
+
+    async def main():
+        assert await row(1) == 1
+        gate.close()
+        refresh = asyncio.create_task(row.arefresh_with_metadata(1))
+        await until(lambda: len(calls) == 2, "the refresh computing")
+        deleted = await row.adelete_cache(1)
+        gate.open()
+        return await refresh, deleted, await row.aget_with_metadata(1)
+
+    refreshed, deleted, again = run(main())
+    assert (refreshed[0], refreshed[1]["cache_status"]) == (2, CacheStatus.REFRESH)
+    assert deleted is True
+    assert (again[0], again[1]["cache_status"]) == (3, CacheStatus.MISS)
+
+
 def test_a_delete_after_the_computation_stored_still_drops_it(store):
     """The fence only refuses stores that come after the delete: a value
     stored before it is removed by it, as always."""

@@ -27,6 +27,7 @@ from tests.redis.test_redis_store import finish_all, start_together, worker
 from tests.test_delete_fence import (
     check_a_delete_during_a_background_refresh,
     check_a_delete_during_a_computation,
+    check_a_delete_during_a_forced_refresh,
 )
 from tests.test_fork import run_forks
 from tests.test_lifecycle_model import SyncApi, run_model
@@ -201,9 +202,39 @@ def test_the_stale_window_refreshes_once(cluster):
 
 def test_a_delete_is_not_undone_by_a_computation_under_way(cluster):
     """The entry and its lock and refresh keys share a slot: one script
-    deletes the entry and marks its claims (tests/test_delete_fence.py)."""
+    deletes the entry, marks its claims and removes its forced refreshes'
+    fence (tests/test_delete_fence.py)."""
     check_a_delete_during_a_computation()
     check_a_delete_during_a_background_refresh()
+    check_a_delete_during_a_forced_refresh()
+
+
+def test_a_key_of_another_type_under_the_entry_is_a_counted_miss(cluster):
+    """The write script replaces it and says so, on a cluster's master as
+    on one server (tests/redis/test_operator_attacks.py)."""
+
+    @cache_result(ttl=60)
+    def ticking(x):
+        calls.append(x)
+        return len(calls)
+
+    assert ticking(1) == 1
+    [(port, entry)] = [
+        (port, key)
+        for port in cluster.processes
+        for key in cluster.keys(port)
+        if b"restflow:" not in key
+    ]
+    node = cluster.client(port)
+    node.delete(entry)
+    node.rpush(entry, "a", "b")
+    before = ticking.shared_backend().rejected
+    value, meta = ticking.get_with_metadata(1)
+    assert (value, meta["cache_status"]) == (2, CacheStatus.MISS)
+    assert ticking.shared_backend().rejected == before + 1
+    value, meta = ticking.get_with_metadata(1)
+    assert (value, meta["cache_status"]) == (2, CacheStatus.HIT)
+    assert node.type(entry) == b"string"
 
 
 def test_a_cold_key_computes_once_across_4_processes_of_8_threads(cluster):

@@ -218,13 +218,47 @@ def test_a_stale_near_entry_goes_through_the_stale_path(near):
         assert (refreshed != old, meta["cache_status"]) == (True, CacheStatus.HIT)
 
 
-def test_flushall_empties_it(near):
+@pytest.mark.parametrize(
+    "flush", [["FLUSHALL"], ["FLUSHALL", "ASYNC"], ["FLUSHDB"], ["FLUSHDB", "ASYNC"]]
+)
+def test_a_flush_empties_it(near, flush):
+    """Redis reports a flush as one invalidation message without keys (a
+    null): the near cache, hot layer included, is emptied at once."""
     old = warm(value, "k")
-    near.flushall()
+    backend = value.shared_backend()
+    flushes = backend.near_stats()["flushes"]
+    near.execute_command(*flush)
     near.set("near:computations", 1000)  # new values differ from the old
-    assert value.shared_backend().near_sync()
+    assert backend.near_sync()
+    assert backend.near_stats()["flushes"] == flushes + 1
     served, meta = value.get_with_metadata("k")
     assert (served != old, meta["cache_status"]) == (True, CacheStatus.MISS)
+
+
+def test_swapdb_is_not_reported_until_the_channels_are_reset(near):
+    """SWAPDB sends no invalidation message (Redis 6 and 7, Valkey 9), and
+    nothing else tells a process its database was swapped: copies read
+    before it are served until their keys change (the documented limit,
+    README "Near cache"). Killing the invalidation channels (``CLIENT KILL
+    TYPE pubsub``, the documented remedy) empties every near cache: each
+    reconnects and starts empty."""
+    old = warm(value, "k")
+    backend = value.shared_backend()
+    flushes = backend.near_stats()["flushes"]
+    try:
+        near.swapdb(0, 1)
+        near.set("near:computations", 1000)  # new values differ from the old
+        assert backend.near_sync()
+        assert backend.near_stats()["flushes"] == flushes
+        served, meta = value.get_with_metadata("k")
+        assert (served, meta["cache_status"]) == (old, CacheStatus.HIT)
+        assert near.client_kill_filter(_type="pubsub") == 1
+        assert backend.near_sync(), "tracking again"
+        served, meta = value.get_with_metadata("k")
+        assert (served != old, meta["cache_status"]) == (True, CacheStatus.MISS)
+    finally:
+        near.flushdb()
+        near.swapdb(0, 1)
 
 
 def test_a_killed_channel_serves_nothing_until_tracking_again(own_redis):

@@ -13,6 +13,7 @@ import pytest
 from django.test import override_settings
 
 from restflow.caching import CacheStatus, cache_result, reset_stats, stats
+from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.parking import wait_until
 from tests.redis.conftest import redis_settings
 from tests.redis.near_functions import value
@@ -74,13 +75,90 @@ WRONG_TYPES = {
 
 @pytest.mark.parametrize("kind", list(WRONG_TYPES))
 def test_a_key_of_another_type_under_the_entry_is_a_miss(redis, kind):
+    """Recomputed (MISS), stored over it, and counted as a refused payload
+    (``MGET`` reads it as missing: the write counts it)."""
     assert served(item, 1) == ({"x": 1, "n": 1}, CacheStatus.MISS)
     key = item.get_cache_key(1)
     redis.delete(key)
     WRONG_TYPES[kind](redis, key)
+    before = rejected(item)
     assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.MISS)
+    assert rejected(item) == before + 1
     assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.HIT)
     assert redis.type(key) == b"string"
+    assert rejected(item) == before + 1
+
+
+def test_a_key_of_another_type_under_the_entry_is_a_miss_for_an_async_caller(redis):
+    async def scenario():
+        await async_item(1)
+        key = async_item.get_cache_key(1)
+        redis.delete(key)
+        redis.hset(key, "f", "v")
+        before = rejected(item)  # the same backend
+        first = await async_item.aget_with_metadata(1)
+        return before, first, await async_item.aget_with_metadata(1)
+
+    before, first, again = asyncio.run(scenario())
+    assert (first[0], first[1]["cache_status"]) == ({"x": 1, "n": 2}, CacheStatus.MISS)
+    assert (again[0], again[1]["cache_status"]) == ({"x": 1, "n": 2}, CacheStatus.HIT)
+    assert rejected(item) == before + 1
+
+
+@pytest.mark.parametrize("kind", list(WRONG_TYPES))
+def test_a_key_of_another_type_under_the_lock_with_an_expiry_is_taken_over(
+    redis, redis_server, kind
+):
+    """Not a restflow lock (those are tokens): taken over at once, expiry
+    or not, so the value is computed once and stored."""
+    lock = lock_of(redis, 1)
+    WRONG_TYPES[kind](redis, lock)
+    redis.pexpire(lock, 600_000)
+    # Before the fix a caller waited LOCK_TIMEOUT + 1 s for it: short here.
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(redis_server.url, LOCK_TIMEOUT=0.5)):
+        assert served(item, 1) == ({"x": 1, "n": 1}, CacheStatus.MISS)
+        assert served(item, 1) == ({"x": 1, "n": 1}, CacheStatus.HIT)
+    assert not redis.exists(lock)
+
+
+@pytest.mark.parametrize("kind", list(WRONG_TYPES))
+def test_a_key_of_another_type_under_the_refresh_lock_is_taken_over(redis, kind):
+    with frozen_clock() as clock:
+        lock = lock_of(redis, 1)
+        refresh = lock.replace(b"restflow:lock:", b"restflow:refresh:")
+        assert served(item, 1) == ({"x": 1, "n": 1}, CacheStatus.MISS)
+        WRONG_TYPES[kind](redis, refresh)
+        redis.pexpire(refresh, 600_000)
+        clock.advance(61)  # stale (STALE_WHILE_REVALIDATE is 60)
+        assert served(item, 1) == ({"x": 1, "n": 1}, CacheStatus.STALE)
+        wait_for_refreshes()
+        assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.HIT)
+    assert not redis.exists(refresh)
+
+
+@pytest.mark.parametrize("kind", list(WRONG_TYPES))
+@pytest.mark.parametrize("claim", ["lock", "refresh"])
+def test_a_delete_over_claims_of_another_type_deletes_the_entry(redis, kind, claim):
+    lock = lock_of(redis, 1)
+    assert served(item, 1) == ({"x": 1, "n": 1}, CacheStatus.MISS)
+    WRONG_TYPES[kind](redis, lock.replace(b"restflow:lock:", f"restflow:{claim}:".encode()))
+    assert item.delete_cache(1) is True
+    assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.MISS)
+
+
+@pytest.mark.parametrize("kind", list(WRONG_TYPES))
+def test_an_invalidation_deletes_a_counter_of_another_type(redis, kind):
+    """A counter of another type already makes its entries misses; the
+    invalidation still happens (a DEL, whatever the type), and the next
+    computation starts the counter afresh."""
+    assert served(item, 1) == ({"x": 1, "n": 1}, CacheStatus.MISS)
+    (counter,) = redis.keys("*restflow:gen:*")
+    redis.delete(counter)
+    WRONG_TYPES[kind](redis, counter)
+    item.invalidate_all()
+    assert not redis.exists(counter)
+    assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.MISS)
+    assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.HIT)
 
 
 @pytest.mark.parametrize("kind", list(WRONG_TYPES))
@@ -166,6 +244,28 @@ def test_a_store_that_times_out_never_hands_its_late_answer_to_the_next_call(own
         for x in (2, 3):
             assert served(item, x) == ({"x": x, "n": x - 1}, CacheStatus.MISS)
             assert served(item, x) == ({"x": x, "n": x - 1}, CacheStatus.HIT)
+
+
+def test_an_unlock_a_stalled_server_left_unanswered_is_given_back(own_redis):
+    """The server stalls (CLIENT PAUSE, past READ_TIMEOUT) while the leader
+    computes: its write and its unlock go unanswered (BYPASS), and the
+    paused unlock dies with its connection. The give-back is queued on the
+    refresh workers and made again once the server answers: the lock is
+    gone long before LOCK_TIMEOUT, so the next call computes and stores at
+    once instead of waiting for a holder that is done."""
+    settings = redis_settings(own_redis.url, **PAUSED, CONNECT_TIMEOUT=2.0, LOCK_TIMEOUT=600)
+    admin = own_redis.client()
+    with override_settings(RESTFLOW_SETTINGS=settings):
+        lock = lock_of(admin, 1)
+        # Long enough for the write and the unlock to time out (1 s each).
+        during.append(lambda: admin.client_pause(4000))
+        first = served(item, 1)
+        during.clear()
+        assert first == ({"x": 1, "n": 1}, CacheStatus.BYPASS)
+        wait_for_refreshes()  # the give-back, retried until it was answered
+        assert admin.exists(lock) == 0
+        assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.MISS)
+        assert served(item, 1) == ({"x": 1, "n": 2}, CacheStatus.HIT)
 
 
 def test_a_write_refused_after_the_lock_was_taken_leaves_no_lock(own_redis):

@@ -22,6 +22,7 @@ from tests.redis.conftest import RedisServer, free_port, redis_settings, system_
 from tests.test_delete_fence import (
     check_a_delete_during_a_background_refresh,
     check_a_delete_during_a_computation,
+    check_a_delete_during_a_forced_refresh,
 )
 from tests.test_fork import run_forks
 from tests.test_lifecycle_model import SyncApi, run_model
@@ -130,6 +131,7 @@ def test_a_delete_is_not_undone_by_a_computation_under_way(sentinels):
     with override_settings(RESTFLOW_SETTINGS=redis_settings(sentinels.url)):
         check_a_delete_during_a_computation()
         check_a_delete_during_a_background_refresh()
+        check_a_delete_during_a_forced_refresh()
 
 
 @pytest.mark.parametrize("seed", [33, 34])

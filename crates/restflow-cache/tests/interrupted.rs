@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use restflow_cache::shared::{
     Breaker, Fetched, Generations, Holder, KeySet, Produced, SharedCache, SharedError,
-    SharedOptions, SharedStore, Signer, StoreError,
+    SharedOptions, SharedStore, Signer, StoreError, Written,
 };
 use restflow_cache::{Clock, Lifetime, Span, Timestamp};
 
@@ -47,7 +47,15 @@ impl SharedStore for Interrupted {
         _payload: &[u8],
         _ttl: Option<Duration>,
         _holder: Option<Holder<'_>>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Written, StoreError> {
+        self.call()
+    }
+    fn fence(
+        &self,
+        _keys: &KeySet,
+        _candidate: &str,
+        _ttl: Duration,
+    ) -> Result<String, StoreError> {
         self.call()
     }
     fn try_lock(&self, _key: &str, _token: &str, _ttl: Duration) -> Result<bool, StoreError> {

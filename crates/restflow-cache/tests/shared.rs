@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use restflow_cache::shared::{
     fresh_epoch, parse_epoch, Answer, Breaker, Fetched, Generations, Holder, KeySet, NearCache,
     NearMode, Produced, Refreshed, SharedCache, SharedError, SharedOptions, SharedStore, Signer,
-    StoreError, Undecodable,
+    StoreError, Undecodable, Written,
 };
 use restflow_cache::{Clock, Counter, Freshness, Lifetime, Span, Status, Timestamp};
 
@@ -108,11 +108,12 @@ impl SharedStore for FakeStore {
         }
         Ok(existed)
     }
-    /// As on Redis: the claims held are marked, not freed.
+    /// As on Redis: the claims held are marked, not freed; the fence goes.
     fn delete_entry(&self, keys: &KeySet) -> Result<bool, StoreError> {
         self.write()?;
         let mut values = self.values.lock();
         let existed = values.remove(&keys.data).is_some();
+        values.remove(&keys.fence());
         for claim in [&keys.lock, &keys.refresh] {
             if let Some(holder) = values.get_mut(claim.as_str()) {
                 if !holder.starts_with(b"deleted:") {
@@ -141,20 +142,35 @@ impl SharedStore for FakeStore {
         payload: &[u8],
         _ttl: Option<Duration>,
         holder: Option<Holder<'_>>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Written, StoreError> {
         self.write()?;
         let mut values = self.values.lock();
         if current(&values, keys) != Some(generations) {
-            return Ok(false);
+            return Ok(Written::Refused);
         }
-        if let Some((claim, token)) = holder {
-            let marked = format!("deleted:{token}");
-            if values.get(claim).map(Vec::as_slice) == Some(marked.as_bytes()) {
-                return Ok(false);
+        let refused = match holder {
+            Some(Holder::Claim(claim, token)) => {
+                let marked = format!("deleted:{token}");
+                values.get(claim).map(Vec::as_slice) == Some(marked.as_bytes())
             }
+            Some(Holder::Fence(fence, token)) => {
+                values.get(fence).map(Vec::as_slice) != Some(token.as_bytes())
+            }
+            None => false,
+        };
+        if refused {
+            return Ok(Written::Refused);
         }
         values.insert(keys.data.clone(), payload.to_vec());
-        Ok(true)
+        Ok(Written::Stored)
+    }
+    fn fence(&self, keys: &KeySet, candidate: &str, _ttl: Duration) -> Result<String, StoreError> {
+        self.write()?;
+        let mut values = self.values.lock();
+        let held = values
+            .entry(keys.fence())
+            .or_insert_with(|| candidate.as_bytes().to_vec());
+        Ok(String::from_utf8_lossy(held).into_owned())
     }
     fn try_lock(&self, key: &str, token: &str, _ttl: Duration) -> Result<bool, StoreError> {
         if key.starts_with("refresh:") {
@@ -1951,4 +1967,135 @@ fn a_delete_fences_the_lock_and_refresh_holders_of_the_entry() {
     let served = claim.finish_served(produce("kept").unwrap()).unwrap();
     assert!(served.stamps.is_some());
     assert_eq!(stored_value(&cache).as_deref(), Some(b"kept".as_slice()));
+}
+
+#[test]
+fn a_delete_fences_the_forced_refreshes_of_the_entry() {
+    let (store, cache, clock) = cache(true);
+    let other = another_process(&store, &clock, true);
+    assert_eq!(status(&get(&cache, "old")), Status::Miss);
+    // Two forced refreshes compute; another process deletes the entry
+    // while they do: neither stores what it computed from the old data.
+    let answer = cache
+        .refresh(&keys(), Span::ZERO, || {
+            let inner = other
+                .refresh(&keys(), Span::ZERO, || {
+                    assert!(other.delete_fencing(&keys()).unwrap());
+                    produce("inner")
+                })
+                .unwrap();
+            assert!(
+                matches!(&inner, Answer::Computed { value, stamps: None } if value == "inner"),
+                "served, not stored"
+            );
+            produce("outer")
+        })
+        .unwrap();
+    assert!(
+        matches!(&answer, Answer::Computed { value, stamps: None } if value == "outer"),
+        "served, not stored"
+    );
+    assert_eq!(stored_value(&cache), None, "the delete stands");
+    // A refresh that starts after the delete stores, as always.
+    let answer = cache
+        .refresh(&keys(), Span::ZERO, || produce("new"))
+        .unwrap();
+    assert!(matches!(
+        &answer,
+        Answer::Computed {
+            stamps: Some(_),
+            ..
+        }
+    ));
+    assert_eq!(stored_value(&cache).as_deref(), Some(b"new".as_slice()));
+}
+
+/// Jobs queued, to run when a test says.
+type Jobs = Arc<Mutex<Vec<restflow_cache::Job>>>;
+
+/// A cache whose give-backs are queued in `jobs`, to run when a test says.
+fn giving_back(
+    cache: SharedCache<Arc<FakeStore>, String>,
+) -> (Arc<SharedCache<Arc<FakeStore>, String>>, Jobs) {
+    let jobs: Jobs = Arc::default();
+    let queue = Arc::clone(&jobs);
+    let cache = cache.with_give_backs(move |job| {
+        queue.lock().push(job);
+        Ok(())
+    });
+    (Arc::new(cache), jobs)
+}
+
+#[test]
+fn an_unlock_the_store_left_unanswered_is_given_back_once_it_answers() {
+    let (store, cache, _) = cache(true);
+    let (cache, jobs) = giving_back(cache);
+    let claim = claim_of(begin(&cache, Span::ZERO));
+    // The store stalls while the value is computed: the write and the
+    // unlock fail, and the give-back is queued.
+    store.down.store(true, Ordering::SeqCst);
+    let served = claim.finish_served(produce("v").unwrap()).unwrap();
+    assert_eq!(served.status, Status::Bypass);
+    assert!(store.values.lock().contains_key("lock:f1"));
+    let job = jobs.lock().pop().expect("a give-back queued");
+    // It answers again: the job frees the lock (it was retrying meanwhile).
+    let calls = store.calls.load(Ordering::SeqCst);
+    let up = Arc::clone(&store);
+    let answering = std::thread::spawn(move || {
+        while up.calls.load(Ordering::SeqCst) < calls + 2 {
+            std::thread::yield_now();
+        }
+        up.down.store(false, Ordering::SeqCst);
+    });
+    job();
+    answering.join().unwrap();
+    assert!(!store.values.lock().contains_key("lock:f1"), "given back");
+    assert!(jobs.lock().is_empty());
+}
+
+#[test]
+fn a_give_back_never_frees_another_holders_lock() {
+    let (store, cache, _) = cache(true);
+    let (cache, jobs) = giving_back(cache);
+    let claim = claim_of(begin(&cache, Span::ZERO));
+    store.down.store(true, Ordering::SeqCst);
+    claim.finish_served(produce("v").unwrap()).unwrap();
+    let job = jobs.lock().pop().expect("a give-back queued");
+    store.down.store(false, Ordering::SeqCst);
+    // The lock expired meanwhile, and another process took it.
+    store
+        .values
+        .lock()
+        .insert("lock:f1".into(), b"another".to_vec());
+    job();
+    assert_eq!(
+        store.values.lock().get("lock:f1").map(Vec::as_slice),
+        Some(b"another".as_slice())
+    );
+}
+
+#[test]
+fn a_give_back_stops_at_the_locks_expiry() {
+    let store = Arc::new(FakeStore::default());
+    let clock = Arc::new(Clock::frozen(Timestamp::from_micros(1_800_000_000_000_000)));
+    let cache = SharedCache::new(
+        Arc::clone(&store),
+        Signer::new(b"key"),
+        clock,
+        Breaker::new(3, Duration::from_secs(60)),
+        SharedOptions {
+            // Expired by the time its holder finishes.
+            lock_timeout: Duration::ZERO,
+            wait_timeout: Duration::from_millis(200),
+            bypass_on_failure: true,
+        },
+    );
+    let (cache, jobs) = giving_back(cache);
+    let claim = claim_of(begin(&cache, Span::ZERO));
+    store.down.store(true, Ordering::SeqCst);
+    claim.finish_served(produce("v").unwrap()).unwrap();
+    let job = jobs.lock().pop().expect("a give-back queued");
+    let calls = store.calls.load(Ordering::SeqCst);
+    job();
+    assert_eq!(store.calls.load(Ordering::SeqCst), calls, "nothing asked");
 }

@@ -271,7 +271,16 @@ impl SharedBackend {
             .cache
             // One source of early-refresh draws for every store, which tests seed.
             .with_dice(Arc::clone(RUNTIME.engine.cache().dice()))
-            .with_warnings(url.clone(), Box::new(log_warning));
+            .with_warnings(url.clone(), Box::new(log_warning))
+            // A lock whose unlock a stalled store left unanswered is given
+            // back on the refresh workers (so `wait_for_refreshes` waits
+            // for it too), its store calls detached as on every path.
+            .with_give_backs(|job| {
+                RUNTIME
+                    .engine
+                    .refresher()
+                    .try_spawn(Box::new(move || Python::attach(|py| py.detach(job))))
+            });
         Ok(SharedBackend {
             cache: Arc::new(cache),
             near_default: built.near_default,

@@ -39,7 +39,7 @@ use super::keyspace::KeySpace;
 use super::near::{Epoch, NearCache, NearEntry};
 use super::payload::{Decoded, Generations, Rejected, Signer};
 use super::steps::{ComputeClaim, Handle, How};
-use super::store::{Fetched, Holder, KeySet, SharedStore, StoreError};
+use super::store::{Fetched, Holder, KeySet, SharedStore, StoreError, Written};
 use crate::clock::Clock;
 use crate::early::Dice;
 use crate::engine::{GetError, Status};
@@ -147,7 +147,8 @@ pub type Peeked = (u8, Vec<u8>, Stamps, Freshness);
 /// Counters for monitoring.
 #[derive(Debug, Default)]
 pub struct SharedStats {
-    /// Payloads refused (tampered, foreign, unknown version).
+    /// Payloads refused (tampered, foreign, unknown version, or a key of
+    /// another type where the entry goes, counted when it is replaced).
     pub rejected: AtomicU64,
     /// Store calls that failed.
     pub failures: AtomicU64,
@@ -189,7 +190,8 @@ impl NearMode {
 
 /// A shared store read through the lifecycle.
 pub struct SharedCache<S, E> {
-    store: S,
+    /// Shared with the give-back jobs ([`SharedCache::with_give_backs`]).
+    store: Arc<S>,
     signer: Signer,
     clock: Arc<Clock>,
     breaker: Breaker,
@@ -201,6 +203,138 @@ pub struct SharedCache<S, E> {
     warnings: Option<super::warn::Warnings>,
     /// How the store's keys are named (see [`SharedCache::with_keys`]).
     keys: KeySpace,
+    /// Queues the give-back of a lock whose unlock the store left
+    /// unanswered (see [`SharedCache::with_give_backs`]); `None`: such a
+    /// lock is left to expire.
+    give_backs: Option<GiveBacks>,
+}
+
+/// Queues the give-back of the lock `key` held by `token`, to be tried
+/// until the instant given (the lock's own expiry, at the latest); whether
+/// it was queued.
+type GiveBacks = Arc<dyn Fn(String, String, Instant) -> bool + Send + Sync>;
+
+/// Whether an unlock that failed with `error` may still be owed: the
+/// store was not reached, did not answer in time, was skipped (breaker),
+/// was a replica, or the caller was interrupted before it answered. A
+/// store that answered garbage is not asked again.
+fn unlock_owed(error: &StoreError) -> bool {
+    !matches!(error, StoreError::Protocol(_))
+}
+
+/// The most locks a process keeps owing one store: past it a lock is left
+/// to expire, as without give-backs.
+const MAX_OWED: usize = 1024;
+
+/// A lock whose unlock went unanswered.
+struct Owed {
+    key: String,
+    token: String,
+    /// Its expiry, at the latest: past it there is nothing of ours to free.
+    until: Instant,
+}
+
+/// The locks one process owes a store, and whether a job is draining them.
+///
+/// Invariant: while `owed` is not empty, either `draining` is set and one
+/// job (queued or running) will drain it, or `draining` is clear and the
+/// next lock owed queues one; one job at a time, so a store that is down
+/// holds one refresh worker, not one per lock.
+#[derive(Default)]
+struct Owing {
+    owed: Vec<Owed>,
+    draining: bool,
+}
+
+/// One process's [`Owing`] for one store (a forked child owes nothing of
+/// its parent's, and drains with its own workers).
+type OwingCell = crate::fork::PerProcess<std::sync::Mutex<Owing>>;
+
+fn owing(cell: &OwingCell) -> std::sync::MutexGuard<'_, Owing> {
+    cell.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Frees the locks `cell` owes, each only if its token still holds it (the
+/// unlock script's own check: never another holder's) and only before its
+/// expiry, trying again with backoff while the store cannot be reached or
+/// answer; ends when nothing is owed.
+fn drain_owed<S: SharedStore + ?Sized>(store: &S, cell: &OwingCell) {
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let mut batch = std::mem::take(&mut owing(cell).owed).into_iter();
+        let mut left = Vec::new();
+        for owed in batch.by_ref() {
+            if Instant::now() >= owed.until {
+                continue;
+            }
+            match store.unlock(&owed.key, &owed.token) {
+                Err(error) if unlock_owed(&error) => {
+                    // Still not answering: the rest waits for the next round.
+                    left.push(owed);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        left.extend(batch);
+        let mut state = owing(cell);
+        state.owed.append(&mut left);
+        let now = Instant::now();
+        state.owed.retain(|owed| owed.until > now);
+        let Some(soonest) = state.owed.iter().map(|owed| owed.until).min() else {
+            state.draining = false;
+            return;
+        };
+        drop(state);
+        std::thread::sleep(pause.min(soonest.saturating_duration_since(now)));
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+impl<S: SharedStore + 'static, E> SharedCache<S, E> {
+    /// This cache, queueing with `spawn` (usually
+    /// `|job| refresher.try_spawn(job)`, the engine's refresh workers) the
+    /// give-back of a computation lock whose unlock the store left
+    /// unanswered (the store stalled past its read timeout, could not be
+    /// reached, or the breaker skipped it): one job at a time drains the
+    /// locks owed, trying again with backoff until the store answers or
+    /// each lock expires, and frees a lock only while it holds its holder's
+    /// token, so other processes do not wait out `lock_timeout` for a
+    /// holder that is done. Bounded: at most 1 024 locks owed per process,
+    /// and a job `spawn` refuses is dropped (those locks expire, as without
+    /// this).
+    pub fn with_give_backs(
+        self,
+        spawn: impl Fn(crate::refresh::Job) -> Result<(), crate::refresh::Job> + Send + Sync + 'static,
+    ) -> Self {
+        let store = Arc::clone(&self.store);
+        let cell: Arc<OwingCell> = Arc::new(crate::fork::PerProcess::new());
+        let give_backs: GiveBacks = Arc::new(move |key, token, until| {
+            let mut state = owing(&cell);
+            if state.owed.len() >= MAX_OWED {
+                return false;
+            }
+            state.owed.push(Owed { key, token, until });
+            if std::mem::replace(&mut state.draining, true) {
+                return true; // the job under way takes it
+            }
+            drop(state);
+            let (store, job_cell) = (Arc::clone(&store), Arc::clone(&cell));
+            if spawn(Box::new(move || drain_owed(&*store, &job_cell))).is_ok() {
+                return true;
+            }
+            // The queue is full: the next lock owed tries again, and those
+            // left owed expire meanwhile.
+            owing(&cell).draining = false;
+            false
+        });
+        SharedCache {
+            give_backs: Some(give_backs),
+            ..self
+        }
+    }
 }
 
 /// What [`SharedCache::begin_near`] found: an answer (and the near
@@ -234,7 +368,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         options: SharedOptions,
     ) -> Self {
         SharedCache {
-            store,
+            store: Arc::new(store),
             signer,
             clock,
             breaker,
@@ -244,6 +378,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             dice: Arc::new(Dice::from_entropy()),
             warnings: None,
             keys: KeySpace::new("", false),
+            give_backs: None,
         }
     }
 
@@ -330,6 +465,28 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             Ok(_) => self.breaker.succeeded(),
         }
         result
+    }
+
+    /// Frees the computation lock `key` this caller took with `token` at
+    /// `locked_at` (just before it asked for it). When the store leaves
+    /// the unlock unanswered (stalled past the read timeout, unreachable,
+    /// skipped by the breaker), the lock would keep every other process
+    /// waiting until it expires: the give-back is queued
+    /// ([`SharedCache::with_give_backs`]) and tried again until the store
+    /// answers, never past the lock's expiry, and only while `token` holds
+    /// it.
+    pub(super) fn unlock_or_give_back(&self, key: &str, token: &str, locked_at: Instant) {
+        let Err(error) = self.call(|s| s.unlock(key, token)) else {
+            return;
+        };
+        if !unlock_owed(&error) {
+            return;
+        }
+        if let Some(give_backs) = &self.give_backs {
+            let until = locked_at + self.options.lock_timeout;
+            // Not queued (the queue is full): the lock expires, as before.
+            let _ = give_backs(key.to_owned(), token.to_owned(), until);
+        }
     }
 
     /// Drops the entry of `keys`, in every process; whether it existed.
@@ -720,6 +877,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     /// store it too).
     fn claim_refresh(&self, keys: &KeySet, read: &Fetched) -> Option<String> {
         let token = self.token();
+        let locked_at = Instant::now();
         let locked = self
             .call(|s| s.try_lock(&keys.refresh, &token, self.options.lock_timeout))
             .unwrap_or(false);
@@ -732,7 +890,8 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         if unchanged {
             return Some(token);
         }
-        let _ = self.call(|s| s.unlock(&keys.refresh, &token));
+        // A store that failed the look may fail this too: owed, then.
+        self.unlock_or_give_back(&keys.refresh, &token, locked_at);
         None
     }
 
@@ -755,6 +914,9 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         let mut backoff = Duration::from_millis(2);
         let mut waiting = false;
         loop {
+            // Before asking: the lock expires no earlier than this plus
+            // its timeout, on any clock that runs at our pace.
+            let locked_at = Instant::now();
             let locked =
                 match self.call(|s| s.try_lock(&keys.lock, &token, self.options.lock_timeout)) {
                     Ok(locked) => locked,
@@ -772,14 +934,14 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                 let again = match self.call(|s| s.fetch(keys)) {
                     Ok(again) => again,
                     Err(error) => {
-                        let _ = self.call(|s| s.unlock(&keys.lock, &token));
+                        self.unlock_or_give_back(&keys.lock, &token, locked_at);
                         let claim = self.bypass(handle, keys, error, claim.flight);
                         return claim.map(|claim| Begun::Compute(Box::new(claim)));
                     }
                 };
                 if again.payload != seen {
                     if let Some(answer) = self.computed_elsewhere(keys, &again, &mut claim) {
-                        let _ = self.call(|s| s.unlock(&keys.lock, &token));
+                        self.unlock_or_give_back(&keys.lock, &token, locked_at);
                         return Ok(answer);
                     }
                 }
@@ -787,12 +949,16 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                 let generations = match self.current(keys, again.generations) {
                     Ok(generations) => generations,
                     Err(error) => {
-                        let _ = self.call(|s| s.unlock(&keys.lock, &token));
+                        self.unlock_or_give_back(&keys.lock, &token, locked_at);
                         let claim = self.bypass(handle, keys, error, claim.flight);
                         return claim.map(|claim| Begun::Compute(Box::new(claim)));
                     }
                 };
-                let how = How::Locked { token, generations };
+                let how = How::Locked {
+                    token,
+                    generations,
+                    locked_at,
+                };
                 return Ok(Begun::Compute(Box::new(self.claim(handle, claim, how))));
             }
             // Another process computes: wait for its entry, or its lock to go.
@@ -912,8 +1078,13 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             let micros = until.as_micros() - stamps.cached_at.as_micros();
             Duration::from_micros(micros.max(1) as u64)
         });
-        let stored = self.call(|s| s.put_current(keys, generations, &payload, ttl, holder))?;
-        Ok(stored.then_some(stamps))
+        let written = self.call(|s| s.put_current(keys, generations, &payload, ttl, holder))?;
+        if written == Written::Replaced {
+            // A key of another type stood where the entry goes: refused as
+            // a payload, counted here, the one place it shows.
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(written.stored().then_some(stamps))
     }
 
     /// The usable entry under `keys`, if any, without claiming or
@@ -958,25 +1129,35 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
             .run(compute)
     }
 
-    /// The claim of a forced recompute (REFRESH) of `keys`: the
-    /// generations read now, for the value to be stored under.
+    /// The claim of a forced recompute (REFRESH) of `keys`: the token of
+    /// the entry's fence, joined now ([`SharedStore::fence`]), so that a
+    /// delete of the entry while it computes keeps its value out of the
+    /// store, as it does a miss's; and the generations read now, for the
+    /// value to be stored under. The fence is joined first: whatever the
+    /// computation reads comes after it, so a delete either came before
+    /// (and the value is computed from the data after it) or removes the
+    /// token.
     pub(super) fn begin_refresh_in<'a>(
         &self,
         handle: Handle<'a, S, E>,
         keys: &KeySet,
         keep: Span,
     ) -> Result<ComputeClaim<'a, S, E>, SharedError<E>> {
-        let generations = self
-            .call(|s| s.fetch(keys))
-            .and_then(|fetched| self.current(keys, fetched.generations));
+        let begun = self
+            .call(|s| s.fence(keys, &self.token(), self.options.lock_timeout))
+            .and_then(|fence| {
+                let fetched = self.call(|s| s.fetch(keys))?;
+                let generations = self.current(keys, fetched.generations)?;
+                Ok(How::Refresh { generations, fence })
+            });
         let claim = Claim {
             keys,
             fallback: None,
             keep,
             flight: None,
         };
-        match generations {
-            Ok(generations) => Ok(self.claim(handle, claim, How::Refresh { generations })),
+        match begun {
+            Ok(how) => Ok(self.claim(handle, claim, how)),
             Err(error) => self.bypass(handle, keys, error, None),
         }
     }
@@ -1018,7 +1199,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         let (produced, delta) = self.clock.timed(compute);
         let outcome = match produced {
             Refreshed::Store(flags, bytes, lifetime) => {
-                let under = (generations, Some((keys.refresh.as_str(), token)));
+                let under = (generations, Some(Holder::Claim(&keys.refresh, token)));
                 self.put_signed(keys, flags, &bytes, (lifetime, delta), under, keep)
                     .map(drop)
             }

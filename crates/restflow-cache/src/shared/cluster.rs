@@ -53,10 +53,11 @@ use super::near::NearCache;
 use super::payload::Generations;
 use super::pool::{Manage, Pool};
 use super::redis::{
-    classify, counter_names, fetch_names, fetched, generations_answer, millis, ForgetAfter,
-    RedisConfig, DELETE_ENTRY, GENERATIONS, LOCK_SCRIPT, PUT_CURRENT, UNLOCK_SCRIPT,
+    classify, counter_names, fetch_names, fetched, generations_answer, holder_kind, millis,
+    written, ForgetAfter, RedisConfig, DELETE_ENTRY, FENCE, GENERATIONS, LOCK_SCRIPT, PUT_CURRENT,
+    UNLOCK_SCRIPT,
 };
-use super::store::{fresh_epoch, Fetched, Holder, KeySet, SharedStore, StoreError};
+use super::store::{fresh_epoch, Fetched, Holder, KeySet, SharedStore, StoreError, Written};
 use super::url::Parts;
 use crate::fork::PerProcess;
 
@@ -255,6 +256,7 @@ pub struct ClusterStore {
     generations: Lua,
     put_current: Lua,
     delete_entry: Lua,
+    fence: Lua,
     /// The seeds' URL parts, when they are plain TCP: lookups then go to
     /// each slot's master on a lookup connection ([`ClusterLookups`]).
     lookup_nodes: Option<NodeUrl>,
@@ -319,6 +321,7 @@ impl ClusterStore {
             generations: Lua::new(GENERATIONS),
             put_current: Lua::new(PUT_CURRENT),
             delete_entry: Lua::new(DELETE_ENTRY),
+            fence: Lua::new(FENCE),
             lookup_nodes: (plain_tcp && cfg!(unix)).then_some(template),
             #[cfg(unix)]
             lookups: PerProcess::new(),
@@ -549,12 +552,23 @@ impl SharedStore for ClusterStore {
     /// One script: the entry and its claims share the entry's hash tag,
     /// so one slot.
     fn delete_entry(&self, keys: &KeySet) -> Result<bool, StoreError> {
-        let names: [&str; 3] = [&keys.data, &keys.lock, &keys.refresh];
-        let _forget = self.forget_after(names);
+        let fence = keys.fence();
+        let names: [&str; 4] = [&keys.data, &keys.lock, &keys.refresh, &fence];
+        let _forget = self.forget_after([names[0], names[1], names[2]]);
         self.with(&keys.data, |c| {
             self.delete_entry.run::<u64>(c, &names, |_| {})
         })
         .map(|n| n > 0)
+    }
+
+    /// The fence shares the entry's hash tag: one slot.
+    fn fence(&self, keys: &KeySet, candidate: &str, ttl: Duration) -> Result<String, StoreError> {
+        let fence = keys.fence();
+        self.with(&fence, |c| {
+            self.fence.run::<String>(c, &[&fence], |cmd| {
+                cmd.arg(candidate).arg(millis(ttl));
+            })
+        })
     }
 
     /// One pipelined batch per master (the crate groups the commands by
@@ -606,13 +620,13 @@ impl SharedStore for ClusterStore {
         payload: &[u8],
         ttl: Option<Duration>,
         holder: Option<Holder<'_>>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Written, StoreError> {
         let mut names: Vec<&str> = vec![&keys.data, &keys.scope, &keys.version];
         if let Some(partition) = &keys.partition {
             names.push(partition);
         }
-        if let Some((claim, _)) = holder {
-            names.push(claim);
+        if let Some(holder) = holder {
+            names.push(holder.parts().0);
         }
         let partitioned = keys.partition.is_some();
         let _forget = self.forget_after([keys.data.as_str()]);
@@ -626,12 +640,12 @@ impl SharedStore for ClusterStore {
                 if partitioned {
                     cmd.arg(generations.partition);
                 }
-                if let Some((_, token)) = holder {
-                    cmd.arg(token);
+                if let Some(holder) = holder {
+                    cmd.arg(holder.parts().1).arg(holder_kind(holder));
                 }
             })
         })
-        .map(|n| n == 1)
+        .map(written)
     }
 
     fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {

@@ -16,6 +16,7 @@
 //! | `restflow:pgen:<digest of identity, function id, partition>` | a partition's counter: deleting it drops the partition |
 //! | `restflow:lock:<digest of entry key>` | the lock of the entry's computation |
 //! | `restflow:refresh:<digest of entry key>` | the lock of the entry's background refresh |
+//! | `restflow:refresh:<digest of entry key>:forced` | the fence of the entry's forced refreshes ([`KeySet::fence`]) |
 //!
 //! On a Redis Cluster every key also carries a hash tag right after the
 //! prefix, `{<function digest>:<shard>}` ([`shard_tag`]), so that all the

@@ -19,7 +19,8 @@
 use std::time::Duration;
 
 use super::{
-    fresh_epoch, Fetched, Generations, Holder, KeySet, SharedStore, StoreError, EPOCH_LIMIT,
+    fresh_epoch, Fetched, Generations, Holder, KeySet, SharedStore, StoreError, Written,
+    EPOCH_LIMIT,
 };
 use crate::key;
 
@@ -177,7 +178,27 @@ impl<C: KvCache> SharedStore for KvStore<C> {
         let existed = self.0.delete(&safe(&keys.data))?;
         self.0.delete(&safe(&keys.lock))?;
         self.0.delete(&safe(&keys.refresh))?;
+        self.0.delete(&safe(&keys.fence()))?;
         Ok(existed)
+    }
+
+    /// `add` starts the fence; else the token it holds is read and its
+    /// timeout renewed (`touch`). Not atomic: a delete between the read
+    /// and the `touch` leaves nothing to touch, and the refresh, finding
+    /// no token at its write, does not store (as the delete asks).
+    fn fence(&self, keys: &KeySet, candidate: &str, ttl: Duration) -> Result<String, StoreError> {
+        let name = safe(&keys.fence());
+        let expiry = timeout(Some(ttl));
+        if self.0.add(&name, KvWrite::Text(candidate), expiry)? {
+            return Ok(candidate.to_owned());
+        }
+        if let KvValue::Text(held) = self.0.get(&name)? {
+            self.0.touch(&name, expiry)?;
+            return Ok(held);
+        }
+        // Gone since the `add`, or garbage: start it.
+        self.0.set(&name, KvWrite::Text(candidate), expiry)?;
+        Ok(candidate.to_owned())
     }
 
     fn generations(&self, keys: &KeySet, floor: Duration) -> Result<Generations, StoreError> {
@@ -214,23 +235,24 @@ impl<C: KvCache> SharedStore for KvStore<C> {
         payload: &[u8],
         ttl: Option<Duration>,
         holder: Option<Holder<'_>>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Written, StoreError> {
         let names = counter_names(keys);
         let mut read = names.clone();
-        read.extend(holder.map(|(claim, _)| safe(claim)));
+        read.extend(holder.map(|holder| safe(holder.parts().0)));
         let mut found = self.0.get_many(&read)?;
-        // The holder's claim, read with the counters (one round trip): a
-        // claim no longer held by its token was deleted with the entry
-        // ([`SharedStore::delete_entry`]) or outlived by the computation.
-        if let Some((_, token)) = holder {
+        // The holder's claim or fence, read with the counters (one round
+        // trip): one no longer holding its token was deleted with the
+        // entry ([`SharedStore::delete_entry`]) or outlived by the
+        // computation.
+        if let Some((_, token)) = holder.map(Holder::parts) {
             let claim = found.pop();
             if !matches!(claim, Some(KvValue::Text(held)) if held == token) {
-                return Ok(false);
+                return Ok(Written::Refused);
             }
         }
         let epochs: Vec<_> = found.iter().map(KvValue::epoch).collect();
         if generations_of(&epochs) != Some(generations) {
-            return Ok(false);
+            return Ok(Written::Refused);
         }
         let entry_timeout = timeout(ttl);
         self.0
@@ -241,7 +263,9 @@ impl<C: KvCache> SharedStore for KvStore<C> {
         if let Some(partition) = names.get(2) {
             self.0.touch(partition, entry_timeout)?;
         }
-        Ok(true)
+        // A plain cache holds no types: a foreign value under the entry's
+        // key is read (and counted) as a bad payload by the lookup.
+        Ok(Written::Stored)
     }
 
     fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
@@ -334,7 +358,8 @@ mod tests {
         );
         assert!(store
             .put_current(&keys, generations, b"v", Some(Duration::from_secs(5)), None)
-            .unwrap());
+            .unwrap()
+            .stored());
         let fetched = store.fetch(&keys).unwrap();
         assert_eq!(fetched.payload.as_deref(), Some(&b"v"[..]));
         assert_eq!(fetched.generations, Some(generations));
@@ -354,7 +379,8 @@ mod tests {
         assert!(
             !store
                 .put_current(&keys, generations, b"w", None, None)
-                .unwrap(),
+                .unwrap()
+                .stored(),
             "an entry computed under a retired counter is not stored"
         );
     }
@@ -387,34 +413,75 @@ mod tests {
         let store = KvStore(Map::default());
         let keys = keys(false);
         let generations = store.generations(&keys, Duration::from_secs(60)).unwrap();
-        let lock = Some((keys.lock.as_str(), "a"));
+        let lock = Some(Holder::Claim(keys.lock.as_str(), "a"));
         assert!(store
             .try_lock(&keys.lock, "a", Duration::from_secs(5))
             .unwrap());
         assert!(store
             .put_current(&keys, generations, b"v", None, lock)
-            .unwrap());
+            .unwrap()
+            .stored());
         assert!(store.delete_entry(&keys).unwrap());
         assert!(!store.fetch(&keys).unwrap().locked, "its claims go with it");
         assert!(
             !store
                 .put_current(&keys, generations, b"w", None, lock)
-                .unwrap(),
+                .unwrap()
+                .stored(),
             "the holder of a deleted claim does not store"
         );
         assert_eq!(store.fetch(&keys).unwrap().payload, None);
-        let refresh = Some((keys.refresh.as_str(), "b"));
+        let refresh = Some(Holder::Claim(keys.refresh.as_str(), "b"));
         assert!(store
             .try_lock(&keys.refresh, "b", Duration::from_secs(5))
             .unwrap());
         assert!(!store.delete_entry(&keys).unwrap(), "no entry was there");
         assert!(!store
             .put_current(&keys, generations, b"w", None, refresh)
-            .unwrap());
-        // A writer without a claim (a forced recompute) is not fenced.
+            .unwrap()
+            .stored());
+        // A writer without a claim or fence is not fenced.
         assert!(store
             .put_current(&keys, generations, b"x", None, None)
-            .unwrap());
+            .unwrap()
+            .stored());
+    }
+
+    #[test]
+    fn a_delete_of_the_entry_refuses_the_write_of_its_forced_refreshes() {
+        let store = KvStore(Map::default());
+        let keys = keys(false);
+        let fence = keys.fence();
+        let generations = store.generations(&keys, Duration::from_secs(60)).unwrap();
+        let ttl = Duration::from_secs(5);
+        // Two refreshes under way share the fence's token.
+        assert_eq!(store.fence(&keys, "a", ttl).unwrap(), "a");
+        assert_eq!(store.fence(&keys, "b", ttl).unwrap(), "a");
+        let before = Some(Holder::Fence(fence.as_str(), "a"));
+        assert!(store
+            .put_current(&keys, generations, b"v", None, before)
+            .unwrap()
+            .stored());
+        assert!(store.delete_entry(&keys).unwrap());
+        // One that starts after the delete starts a new token.
+        assert_eq!(store.fence(&keys, "c", ttl).unwrap(), "c");
+        assert!(
+            !store
+                .put_current(&keys, generations, b"w", None, before)
+                .unwrap()
+                .stored(),
+            "a refresh that started before the delete does not store"
+        );
+        assert_eq!(store.fetch(&keys).unwrap().payload, None);
+        let after = Some(Holder::Fence(fence.as_str(), "c"));
+        assert!(store
+            .put_current(&keys, generations, b"x", None, after)
+            .unwrap()
+            .stored());
+        // Garbage under the fence is replaced.
+        store.0.set(&fence, KvWrite::Int(3), None).unwrap();
+        assert_eq!(store.fence(&keys, "d", ttl).unwrap(), "d");
+        assert_eq!(store.0.values.lock().unwrap()[&fence].1, Some(5.0));
     }
 
     #[test]

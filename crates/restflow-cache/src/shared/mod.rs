@@ -75,6 +75,7 @@ pub use redis::{fetch_command, fetched_from, RedisConfig, RedisStore};
 pub use sentinel::SentinelStore;
 pub use steps::{Begin, ComputeClaim, OwnedClaim};
 pub use store::{
-    fresh_epoch, parse_epoch, Fetched, Holder, KeySet, SharedStore, StoreError, EPOCH_LIMIT,
+    fresh_epoch, parse_epoch, Fetched, Holder, KeySet, SharedStore, StoreError, Written,
+    EPOCH_LIMIT,
 };
 pub use warn::WarnLog;

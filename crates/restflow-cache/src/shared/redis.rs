@@ -16,7 +16,9 @@ use super::near::NearCache;
 use super::payload::Generations;
 use super::pool::{Manage, Pool};
 use super::spin::SpinPolicy;
-use super::store::{fresh_epoch, parse_epoch, Fetched, Holder, KeySet, SharedStore, StoreError};
+use super::store::{
+    fresh_epoch, parse_epoch, Fetched, Holder, KeySet, SharedStore, StoreError, Written,
+};
 #[cfg(unix)]
 use super::tracking::Tracking;
 use crate::fork::PerProcess;
@@ -136,6 +138,7 @@ pub struct RedisStore {
     unlock: Script,
     delete: Script,
     delete_entry: Script,
+    fence: Script,
     generations: Script,
     put_current: Script,
     /// Whether a connection the server closed while it sat idle is
@@ -166,22 +169,33 @@ return out
 
 /// Writes an entry only under current counters and an undeleted claim:
 /// `KEYS` are the entry, the scope and version counters, the partition
-/// counter if any, and the claim (lock or refresh key) of the writer if it
-/// holds one; `ARGV` the payload, its expiry in milliseconds (0: none), how
-/// many counters there are, the epoch each counter must hold, and the
-/// claim's token. A claim a delete of the entry marked ([`DELETE_ENTRY`]:
-/// it holds `deleted:<token>`) refuses the write: the value was computed
-/// before the delete. The partition counter is made to live at least as
-/// long as the entry. Returns 1 if it wrote, 0 if a counter moved on or the
-/// entry was deleted since the claim was taken.
+/// counter if any, and the claim (lock or refresh key) or the fence
+/// ([`FENCE`]) of the writer if it holds one; `ARGV` the payload, its
+/// expiry in milliseconds (0: none), how many counters there are, the epoch
+/// each counter must hold, then, with a claim or fence, its token and
+/// `claim` or `fence`. A claim a delete of the entry marked
+/// ([`DELETE_ENTRY`]: it holds `deleted:<token>`), or a fence that no
+/// longer holds the token (a delete removed it), refuses the write: the
+/// value was computed before the delete. The partition counter is made to
+/// live at least as long as the entry. Returns 1 if it wrote, 2 if it
+/// wrote over a key of another type (a list, a hash...: `MGET` reads one
+/// as a missing entry, so only here can it be counted), 0 if a counter
+/// moved on or the entry was deleted since the claim or fence was taken.
 pub(super) const PUT_CURRENT: &str = r"
 local counters = tonumber(ARGV[3])
 for i = 1, counters do
   if redis.pcall('get', KEYS[i + 1]) ~= ARGV[i + 3] then return 0 end
 end
 if #KEYS > counters + 1 then
-  if redis.pcall('get', KEYS[#KEYS]) == 'deleted:' .. ARGV[#ARGV] then return 0 end
+  local held = redis.pcall('get', KEYS[#KEYS])
+  local token = ARGV[#ARGV - 1]
+  if ARGV[#ARGV] == 'fence' then
+    if held ~= token then return 0 end
+  elseif held == 'deleted:' .. token then
+    return 0
+  end
 end
+local kind = redis.call('type', KEYS[1])['ok']
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then
   redis.call('set', KEYS[1], ARGV[1], 'px', ttl)
@@ -197,8 +211,26 @@ if counters == 3 then
     if left >= 0 and left < ttl then redis.call('pexpire', partition, ttl) end
   end
 end
+if kind ~= 'string' and kind ~= 'none' then return 2 end
 return 1
 ";
+
+/// What [`PUT_CURRENT`]'s answer says it did.
+pub(super) fn written(answer: u8) -> Written {
+    match answer {
+        0 => Written::Refused,
+        2 => Written::Replaced,
+        _ => Written::Stored,
+    }
+}
+
+/// How [`PUT_CURRENT`] checks what a writer holds.
+pub(super) fn holder_kind(holder: Holder<'_>) -> &'static str {
+    match holder {
+        Holder::Claim(..) => "claim",
+        Holder::Fence(..) => "fence",
+    }
+}
 
 /// Milliseconds for Redis: at least 1 (0 would mean "no expiry" to the
 /// scripts, and `PX 0` is refused).
@@ -207,12 +239,14 @@ pub(super) fn millis(ttl: Duration) -> u64 {
 }
 
 /// Takes a lock (`KEYS[1]`) for a token (`ARGV[1]`) for `ARGV[2]` ms. A
-/// lock without an expiry is taken over: no restflow holder makes one
-/// (every lock is set with `PX`), so it is left over from something else,
-/// and respecting it would make every caller wait, forever.
+/// lock without an expiry, or of another type than a string, is taken
+/// over: no restflow holder makes one (every lock is a token set with
+/// `PX`), so it is left over from something else, and respecting it would
+/// make every caller wait, forever or until it expires, and compute
+/// without storing.
 pub(super) const LOCK_SCRIPT: &str = "\
 if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end \
-if redis.call('pttl', KEYS[1]) == -1 then \
+if redis.call('pttl', KEYS[1]) == -1 or redis.call('type', KEYS[1])['ok'] ~= 'string' then \
   redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end \
 return 0";
 
@@ -232,26 +266,29 @@ return 0";
 
 /// Releases a lock (`KEYS[1]`) if the token `ARGV[1]` still holds it, or
 /// holds it marked by a delete of its entry ([`DELETE_ENTRY`]).
-pub(super) const UNLOCK_SCRIPT: &str = "local holder = redis.call('get', KEYS[1]) \
+pub(super) const UNLOCK_SCRIPT: &str = "local holder = redis.pcall('get', KEYS[1]) \
 if holder == ARGV[1] or holder == 'deleted:' .. ARGV[1] then \
      return redis.call('del', KEYS[1]) else return 0 end";
 
-/// Deletes an entry (`KEYS[1]`, announced as [`DELETE_SCRIPT`] does) and
-/// marks the claims of its computations under way (`KEYS[2..]`: its lock
-/// and refresh keys): a claim held by `token` is left holding
-/// `deleted:<token>` for the rest of its life, so its holder's write of the
-/// value it computed from the data before the delete is refused
-/// ([`PUT_CURRENT`]), while other processes still see the key locked until
-/// the holder frees it ([`UNLOCK_SCRIPT`]) or it expires, as before. A lock
-/// without an expiry (never restflow's) is left alone. Returns 1 if the
-/// entry existed.
+/// Deletes an entry (`KEYS[1]`, announced as [`DELETE_SCRIPT`] does),
+/// marks the claims of its computations under way (`KEYS[2]`, `KEYS[3]`:
+/// its lock and refresh keys) and removes the fence of its forced
+/// refreshes (`KEYS[4]`, [`FENCE`]): a claim held by `token` is left
+/// holding `deleted:<token>` for the rest of its life, so its holder's
+/// write of the value it computed from the data before the delete is
+/// refused ([`PUT_CURRENT`]), while other processes still see the key
+/// locked until the holder frees it ([`UNLOCK_SCRIPT`]) or it expires, as
+/// before; a forced refresh under way no longer finds its token in the
+/// fence, and its write is refused too. A lock without an expiry (never
+/// restflow's) is left alone. Returns 1 if the entry existed.
 pub(super) const DELETE_ENTRY: &str = r"
 local existed = redis.call('del', KEYS[1])
 if existed == 0 then
   local written = redis.pcall('set', KEYS[1], '', 'PX', 1000)
   if type(written) == 'table' and written.ok then redis.call('del', KEYS[1]) end
 end
-for i = 2, #KEYS do
+redis.call('del', KEYS[4])
+for i = 2, 3 do
   local holder = redis.pcall('get', KEYS[i])
   if type(holder) == 'string' and string.sub(holder, 1, 8) ~= 'deleted:' then
     local left = redis.call('pttl', KEYS[i])
@@ -259,6 +296,22 @@ for i = 2, #KEYS do
   end
 end
 return existed
+";
+
+/// Joins the fence of an entry's forced refreshes (`KEYS[1]`, see
+/// [`SharedStore::fence`]): answers the token it holds, after starting it
+/// at `ARGV[1]` when it holds none (missing, or not a string: garbage is
+/// replaced), and makes it live at least `ARGV[2]` ms.
+pub(super) const FENCE: &str = r"
+local held = redis.pcall('get', KEYS[1])
+if type(held) ~= 'string' then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return ARGV[1]
+end
+if redis.call('pttl', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return held
 ";
 
 pub(super) fn classify(error: &redis::RedisError) -> StoreError {
@@ -309,6 +362,7 @@ impl RedisStore {
             unlock: Script::new(UNLOCK_SCRIPT),
             delete: Script::new(DELETE_SCRIPT),
             delete_entry: Script::new(DELETE_ENTRY),
+            fence: Script::new(FENCE),
             generations: Script::new(GENERATIONS),
             put_current: Script::new(PUT_CURRENT),
             near_setting: None,
@@ -701,7 +755,7 @@ impl SharedStore for RedisStore {
         payload: &[u8],
         ttl: Option<Duration>,
         holder: Option<Holder<'_>>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Written, StoreError> {
         let _forget = self.forget_after([keys.data.as_str()]);
         let mut invocation = self.put_current.prepare_invoke();
         invocation
@@ -717,20 +771,31 @@ impl SharedStore for RedisStore {
         if let Some(partition) = &keys.partition {
             invocation.key(partition).arg(generations.partition);
         }
-        if let Some((claim, token)) = holder {
-            invocation.key(claim).arg(token);
+        if let Some(holder) = holder {
+            let (held, token) = holder.parts();
+            invocation.key(held).arg(token).arg(holder_kind(holder));
         }
-        self.with(|c| invocation.invoke::<u8>(c)).map(|n| n == 1)
+        self.with(|c| invocation.invoke::<u8>(c)).map(written)
     }
 
     fn delete_entry(&self, keys: &KeySet) -> Result<bool, StoreError> {
+        let fence = keys.fence();
         let _forget = self.forget_after([keys.data.as_str(), &keys.lock, &keys.refresh]);
         let mut invocation = self.delete_entry.prepare_invoke();
         invocation
             .key(&keys.data)
             .key(&keys.lock)
-            .key(&keys.refresh);
+            .key(&keys.refresh)
+            .key(&fence);
         self.with(|c| invocation.invoke::<u64>(c)).map(|n| n > 0)
+    }
+
+    fn fence(&self, keys: &KeySet, candidate: &str, ttl: Duration) -> Result<String, StoreError> {
+        // Not read by a lookup: nothing near to forget.
+        let fence = keys.fence();
+        let mut invocation = self.fence.prepare_invoke();
+        invocation.key(&fence).arg(candidate).arg(millis(ttl));
+        self.with(|c| invocation.invoke::<String>(c))
     }
 
     fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {

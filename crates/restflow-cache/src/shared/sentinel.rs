@@ -28,7 +28,7 @@ use super::payload::Generations;
 use super::redis::{sync_near, ForgetAfter, RedisConfig, RedisStore};
 #[cfg(unix)]
 use super::sentinel_near::SentinelNear;
-use super::store::{Fetched, Holder, KeySet, SharedStore, StoreError};
+use super::store::{Fetched, Holder, KeySet, SharedStore, StoreError, Written};
 use crate::fork::PerProcess;
 
 /// A `redis+sentinel://` URL taken apart.
@@ -303,9 +303,13 @@ impl SharedStore for SentinelStore {
         payload: &[u8],
         ttl: Option<Duration>,
         holder: Option<Holder<'_>>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Written, StoreError> {
         let _forget = self.forget_after([keys.data.as_str()]);
         self.run(|s| s.put_current(keys, generations, payload, ttl, holder))
+    }
+
+    fn fence(&self, keys: &KeySet, candidate: &str, ttl: Duration) -> Result<String, StoreError> {
+        self.run(|s| s.fence(keys, candidate, ttl))
     }
 
     fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {

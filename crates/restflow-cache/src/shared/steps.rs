@@ -15,17 +15,20 @@
 //!
 //! Invariants: a claim that holds the store's computation lock frees it
 //! exactly once, when it is finished, failed or dropped (a cancelled task),
-//! so another process takes over at once rather than after `lock_timeout`;
+//! so another process takes over at once rather than after `lock_timeout`
+//! (an unlock the store leaves unanswered is owed and given back once it
+//! answers, see [`SharedCache::with_give_backs`]);
 //! a claim that leads this process's flight for its key ends that flight
 //! with its answer, or abandons it when dropped (a follower then leads).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::cache::{Answer, Handoff, SharedCache, SharedError};
 use super::decode::Served;
 use super::payload::Generations;
-use super::store::{KeySet, SharedStore, StoreError};
+use super::store::{Holder, KeySet, SharedStore, StoreError};
 use crate::engine::Status;
 use crate::entry::Stamps;
 use crate::flight::{Join, LeaderGuard, Owner};
@@ -98,6 +101,9 @@ pub(super) enum How {
     Locked {
         token: String,
         generations: Generations,
+        /// Just before the lock was asked for (see
+        /// [`SharedCache::unlock_or_give_back`]).
+        locked_at: Instant,
     },
     /// Another process took too long: the value is served, not stored.
     Unstored,
@@ -105,8 +111,13 @@ pub(super) enum How {
     Bypassed(StoreError),
     /// Every entry read failed to decode: served live (BYPASS).
     Live,
-    /// A forced recompute (REFRESH), stored under `generations`.
-    Refresh { generations: Generations },
+    /// A forced recompute (REFRESH), stored under `generations` unless a
+    /// delete of the entry removed the token `fence` the entry's fence
+    /// held when it began ([`super::SharedStore::fence`]).
+    Refresh {
+        generations: Generations,
+        fence: String,
+    },
 }
 
 /// The right (and duty) to compute one entry's value: see the module
@@ -146,9 +157,12 @@ impl<S: SharedStore, E: Clone> ComputeClaim<'_, S, E> {
         if std::mem::replace(&mut self.ended, true) {
             return;
         }
-        if let How::Locked { token, .. } = &self.how {
-            let (cache, keys) = (&self.cache, &self.keys);
-            let _ = cache.call(|s| s.unlock(&keys.lock, token));
+        if let How::Locked {
+            token, locked_at, ..
+        } = &self.how
+        {
+            self.cache
+                .unlock_or_give_back(&self.keys.lock, token, *locked_at);
         }
     }
 
@@ -182,21 +196,24 @@ impl<S: SharedStore, E: Clone> ComputeClaim<'_, S, E> {
             // as BYPASS, with the error to warn about: the computation is
             // not lost, and the caller is not told MISS for a value no
             // process will find.
-            How::Locked { token, generations } => {
+            How::Locked {
+                token, generations, ..
+            } => {
                 let stored = self.cache.store_produced(
                     &self.keys,
                     &produced,
-                    (*generations, Some((self.keys.lock.as_str(), token))),
+                    (*generations, Some(Holder::Claim(&self.keys.lock, token))),
                     self.keep,
                     delta,
                 );
                 computed_or_bypassed(produced.value, stored)
             }
-            How::Refresh { generations } => {
+            How::Refresh { generations, fence } => {
+                let fence_key = self.keys.fence();
                 let stored = self.cache.store_produced(
                     &self.keys,
                     &produced,
-                    (*generations, None),
+                    (*generations, Some(Holder::Fence(&fence_key, fence))),
                     self.keep,
                     delta,
                 );

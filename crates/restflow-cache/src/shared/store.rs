@@ -40,9 +40,62 @@ pub struct KeySet {
     pub refresh: String,
 }
 
-/// The claim a writer holds on an entry's computation: the claim's key
-/// ([`KeySet::lock`] or [`KeySet::refresh`]) and the writer's token.
-pub type Holder<'a> = (&'a str, &'a str);
+impl KeySet {
+    /// The fence of this entry's forced refreshes (see
+    /// [`SharedStore::fence`]): named after the refresh lock, so it shares
+    /// the entry's hash tag (one slot on a cluster) and prefix.
+    pub fn fence(&self) -> String {
+        format!("{}:forced", self.refresh)
+    }
+}
+
+/// What a writer holds on an entry's computation, which a delete of the
+/// entry since it started must make refuse its write
+/// ([`SharedStore::put_current`], [`SharedStore::delete_entry`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holder<'a> {
+    /// A claim: the key ([`KeySet::lock`] or [`KeySet::refresh`]) the
+    /// writer locked, and its token. The write is refused once a delete
+    /// marked the claim (or, where a delete removes claims, once the claim
+    /// no longer holds the token).
+    Claim(&'a str, &'a str),
+    /// A forced refresh's fence ([`KeySet::fence`]) and the token it held
+    /// when the refresh started ([`SharedStore::fence`]). The write is
+    /// refused unless the fence still holds that token: a delete removes
+    /// it, and so does its expiry (a refresh that outlived the lock
+    /// timeout).
+    Fence(&'a str, &'a str),
+}
+
+impl<'a> Holder<'a> {
+    /// The key the writer holds and its token.
+    pub fn parts(self) -> (&'a str, &'a str) {
+        match self {
+            Holder::Claim(key, token) | Holder::Fence(key, token) => (key, token),
+        }
+    }
+}
+
+/// What [`SharedStore::put_current`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// It stored the entry.
+    Stored,
+    /// It stored the entry over a key of another type (a Redis list, hash,
+    /// set...: not a payload, and not one a lookup can tell from a missing
+    /// entry), which the caller counts as a refused payload.
+    Replaced,
+    /// It stored nothing: a counter moved on, or the writer's claim or
+    /// fence was deleted with the entry.
+    Refused,
+}
+
+impl Written {
+    /// Whether the entry was stored.
+    pub fn stored(self) -> bool {
+        !matches!(self, Written::Refused)
+    }
+}
 
 /// What one lookup found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -117,9 +170,10 @@ pub trait SharedStore: Send + Sync {
     fn delete(&self, key: &str) -> Result<bool, StoreError>;
     /// Removes the entry `keys.data` (returns whether it existed) and
     /// marks the claims of its computations under way (`keys.lock`,
-    /// `keys.refresh`) as deleted, so that the holder of such a claim, which
-    /// computed from the data before the delete, does not store
-    /// ([`SharedStore::put_current`] with its [`Holder`]); the claims
+    /// `keys.refresh`) as deleted, and removes the fence of its forced
+    /// refreshes ([`KeySet::fence`]), so that the holder of such a claim
+    /// or fence, which computed from the data before the delete, does not
+    /// store ([`SharedStore::put_current`] with its [`Holder`]); the claims
     /// still hold their keys locked until freed or expired. Atomic where
     /// the store can (Redis); on a Django cache, see `kv.rs`.
     fn delete_entry(&self, keys: &KeySet) -> Result<bool, StoreError>;
@@ -139,9 +193,11 @@ pub trait SharedStore: Send + Sync {
     /// Stores `payload` under `keys.data`, expiring after `ttl` (never when
     /// `None`), only if the counters of `keys` still hold `generations`
     /// (atomically where the store can), and, for a writer that holds a
-    /// claim (`holder`), only if no delete of the entry marked that claim
-    /// since ([`SharedStore::delete_entry`]); makes the partition counter
-    /// live at least as long as the entry. Returns whether it stored.
+    /// claim or a fence (`holder`), only if no delete of the entry marked
+    /// that claim or removed that fence since
+    /// ([`SharedStore::delete_entry`]); makes the partition counter
+    /// live at least as long as the entry. Returns whether it stored, and
+    /// whether over a key of another type (where the store can tell).
     fn put_current(
         &self,
         keys: &KeySet,
@@ -149,7 +205,18 @@ pub trait SharedStore: Send + Sync {
         payload: &[u8],
         ttl: Option<Duration>,
         holder: Option<Holder<'_>>,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Written, StoreError>;
+    /// Joins the fence of the forced refreshes of `keys`'s entry
+    /// ([`KeySet::fence`]) before such a refresh computes: the token the
+    /// fence holds, started at `candidate` if it holds none (missing,
+    /// expired, removed by a delete, or garbage), and made to live at least
+    /// `ttl` (the longest a refresh may take). Every forced refresh under
+    /// way shares the token; a delete of the entry removes it
+    /// ([`SharedStore::delete_entry`]), so none of them stores
+    /// ([`Holder::Fence`]), while a refresh that starts after the delete
+    /// starts a new one. Unlike a lock, nobody waits on a fence: a forced
+    /// refresh always computes, and the fence is left to expire.
+    fn fence(&self, keys: &KeySet, candidate: &str, ttl: Duration) -> Result<String, StoreError>;
     /// Takes the lock `key` for `token` unless someone holds it.
     fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError>;
     /// Releases the lock `key` if `token` still holds it, or holds it
@@ -249,8 +316,11 @@ macro_rules! forward_shared_store {
                 payload: &[u8],
                 ttl: Option<Duration>,
                 holder: Option<Holder<'_>>,
-            ) -> Result<bool, StoreError> {
+            ) -> Result<Written, StoreError> {
                 (**self).put_current(keys, generations, payload, ttl, holder)
+            }
+            fn fence(&self, keys: &KeySet, candidate: &str, ttl: Duration) -> Result<String, StoreError> {
+                (**self).fence(keys, candidate, ttl)
             }
             fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
                 (**self).try_lock(key, token, ttl)
