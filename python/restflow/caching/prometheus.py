@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -163,7 +164,7 @@ def install(registry: CollectorRegistry = REGISTRY) -> None:
 
 class _Folded:
     """prometheus_client metrics in multiprocess mode, and what this process
-    has folded into them so far (per function id and per store)."""
+    has folded into them so far (per wrapper and per store)."""
 
     def __init__(self) -> None:
         labels = ["function", "backend"]
@@ -185,27 +186,35 @@ class _Folded:
             for name, (metric, help_text) in STORE_METRICS.items()
         }
         self.lock = threading.Lock()
-        # wrapper -> events seen at its last fold; function -> totals folded.
-        self.seen: dict[int, int] = {}
-        self.folded: dict[tuple[str, str], dict[str, Any]] = {}
-        # Set in a forked child: stores whose baseline is still to be read.
-        self.forked = False
+        # Per wrapper, weakly (it leaves with its wrapper, and a wrapper made
+        # later at the same address is a new key, which ``id()`` was not):
+        # its events at its last fold and the running totals folded so far.
+        self.functions: weakref.WeakKeyDictionary[Any, _Folds] = weakref.WeakKeyDictionary()
+        # Per store label: the running totals folded so far.
+        self.stores_folded: dict[str, dict[str, Any]] = {}
+        # In a forked child (made there, or there since the fork): stores
+        # whose baseline is still to be read.
+        self.forked = _stats.forked()
         self.rebased: set[str] = set()
+
+    def tracked_count(self) -> int:
+        """How many live wrappers the fold keeps totals for."""
+        return len(self.functions)
 
     def forget(self) -> None:
         """In a child just forked: what the parent counted is the parent's
         to report (folded already, or never); the child starts from here.
 
-        Only the functions' counters are read here (atomic loads): a store's
-        baseline is taken at its first fold in the child instead, since finding a
+        A function's baseline is what it had counted at the fork
+        (:func:`restflow.caching.statistics.inherited`, read at every fork,
+        whether this module was imported then or not). A store's baseline
+        is taken at its first fold in the child instead, since finding a
         store may build it, which is no work for a fork hook (its counts
         before that fold are store errors and waits, not requests)."""
-        self.seen.clear()
-        self.folded.clear()
+        self.functions.clear()
+        self.stores_folded.clear()
         self.forked = True
         self.rebased.clear()
-        for wrapper in _stats.tracked():
-            self.folded[(wrapper.function_id, id(wrapper))] = wrapper.counters(True)
 
     def flush(self) -> None:
         """Folds what moved. Per request this costs one atomic read per
@@ -215,23 +224,30 @@ class _Folded:
             moved: dict[str, Any] = {}
             for wrapper in list(_stats._wrappers):
                 events = wrapper.counted_events()
-                if self.seen.get(id(wrapper)) == events:
+                folds = self.functions.get(wrapper)
+                if folds is None:
+                    if not events:
+                        continue  # nothing to fold, and nothing kept for it
+                    folds = self.functions[wrapper] = _Folds(_stats.inherited(wrapper))
+                elif folds.events == events:
                     continue
-                self.seen[id(wrapper)] = events
+                folds.events = events
                 backend = _stats.backend_of(wrapper)
                 label = _stats.backend_label(backend)
-                self._fold_function(wrapper, label)
+                self._fold_function(wrapper, folds, label)
                 if backend is not None:
                     moved[label] = backend
             for label, backend in moved.items():
                 self._fold_store(label, backend)
 
-    def _delta(self, key: tuple[str, Any], now: dict[str, Any]) -> dict[str, Any]:
-        before = self.folded.get(key)
-        self.folded[key] = now
+    @staticmethod
+    def _delta(before: dict[str, Any] | None, now: dict[str, Any]) -> dict[str, Any]:
+        """``now - before`` of running totals (all of ``now`` without
+        ``before``, or when a count went down: a store built again under
+        the same label counts from zero)."""
         if before is None or any(
             not isinstance(v, dict) and v < before[k] for k, v in now.items()
-        ):  # new, or a new wrapper where a collected one was: all of it is new
+        ):
             return now
         delta: dict[str, Any] = {}
         for name, value in now.items():
@@ -247,9 +263,10 @@ class _Folded:
                 delta[name] = value - before[name]
         return delta
 
-    def _fold_function(self, wrapper: Any, backend: str) -> None:
+    def _fold_function(self, wrapper: Any, folds: _Folds, backend: str) -> None:
         function = wrapper.function_id
-        delta = self._delta((function, id(wrapper)), wrapper.counters(True))
+        now = wrapper.counters(True)
+        delta, folds.totals = self._delta(folds.totals, now), now
         for name, status in STATUSES.items():
             if delta[name]:
                 self.requests.labels(function, status, backend).inc(delta[name])
@@ -263,12 +280,26 @@ class _Folded:
     def _fold_store(self, label: str, backend: Any) -> None:
         if self.forked and label not in self.rebased:  # its first fold in a forked child
             self.rebased.add(label)
-            self.folded[("", label)] = backend.stats(totals=True)
-        delta = self._delta(("", label), backend.stats(totals=True))
+            self.stores_folded[label] = backend.stats(totals=True)
+        now = backend.stats(totals=True)
+        delta = self._delta(self.stores_folded.get(label), now)
+        self.stores_folded[label] = now
         for name, counter in self.stores.items():
             child = counter.labels(label)  # shown from the first fold, at 0
             if delta[name]:
                 child.inc(delta[name])
+
+
+class _Folds:
+    """What the fold knows of one wrapper: its events at its last fold
+    (``None`` before the first) and the running totals folded so far
+    (``None``: none, all it counted is new)."""
+
+    __slots__ = ("events", "totals")
+
+    def __init__(self, totals: dict[str, Any] | None) -> None:
+        self.events: int | None = None
+        self.totals = totals
 
 
 def _add_to_histogram(child: Any, delta: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ Percentiles are the upper bound of the histogram bucket they fall in
 
 from __future__ import annotations
 
+import os
 import weakref
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -44,9 +45,44 @@ BUCKET_BOUNDS: tuple[float, ...] = tuple(_engine.stats_bucket_bounds())
 _wrappers: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
+# In a forked child: each wrapper's running totals at the fork (what the
+# parent counted, the parent's to report); weak, as ``_wrappers``.
+_at_fork: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+_forked = False
+
+
 def track(wrapper: Any) -> None:
     """Lists ``wrapper`` (an engine ``CachedWrapper``) in :func:`stats`."""
     _wrappers.add(wrapper)
+
+
+def inherited(wrapper: Any) -> dict[str, Any] | None:
+    """In a forked child, ``wrapper``'s running totals (``counters(True)``)
+    at the latest fork: counts its parent made, which exporters that report
+    per process (Prometheus' multiprocess mode) must not report again.
+    ``None`` for a wrapper made after the fork, or that had counted nothing."""
+    return _at_fork.get(wrapper)
+
+
+def forked() -> bool:
+    """Whether this process was forked from one that imported restflow."""
+    return _forked
+
+
+def _after_fork_in_child() -> None:
+    # Read here, in every child, rather than by the Prometheus module: a
+    # parent may fork before it ever imports that module (a --preload
+    # master whose metrics view is imported on the first request), and the
+    # child's own calls start moving the counts at once.
+    global _forked
+    _forked = True
+    _at_fork.clear()
+    for wrapper in list(_wrappers):
+        if wrapper.counted_events():
+            _at_fork[wrapper] = wrapper.counters(True)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def tracked() -> list[Any]:

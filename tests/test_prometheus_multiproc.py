@@ -1,0 +1,82 @@
+"""The multiprocess fold (restflow.caching.prometheus) in processes of their
+own (tests/prometheus_multiproc.py): wrappers collected and replaced, forks,
+dropped functions. Read from the metrics directory, as a scrape reads it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("prometheus_client")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(scenario: str, tmp_path: Path) -> tuple[dict, dict]:
+    """Runs ``scenario``; returns what it printed and ``{(status or event,
+    ...): value}`` of the function it names, summed over every process."""
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.prometheus_multiproc", scenario],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    said = json.loads(done.stdout.splitlines()[-1])
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(metrics))
+    counts: dict = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.labels.get("function") != said.get("function"):
+                continue
+            if sample.name == "restflow_cache_requests_total":
+                counts[sample.labels["status"]] = sample.value
+            elif sample.name == "restflow_cache_events_total" and sample.value:
+                counts[sample.labels["event"]] = sample.value
+    return said, counts
+
+
+def test_a_wrapper_at_a_collected_ones_address_is_counted_in_full(tmp_path):
+    """The fold knew wrappers by ``id()``: one made where a collected one had
+    been took over its "already folded" totals, and its first calls (as many
+    events as the other's) were never folded."""
+    said, counts = run("reused_address", tmp_path)
+    assert said["reused"], "no new wrapper landed at a collected one's address"
+    # 20 collected: MISS + 2 HITs each; the new one: MISS + 3 HITs.
+    assert counts == {"MISS": 21, "HIT": 43, "computations": 21}
+
+
+def test_dropped_functions_leave_the_fold(tmp_path):
+    """What the fold keeps per wrapper leaves with the wrapper (it grew by
+    one entry per function ever made: a leak with functions made per request)."""
+    said, counts = run("dropped", tmp_path)
+    assert counts == {"MISS": 100, "computations": 100}
+    assert said["tracked"] == 0
+
+
+@pytest.mark.parametrize("scenario", ["fork_unfolded", "fork_imported"])
+def test_children_of_a_parent_that_never_folded_report_only_their_own(scenario, tmp_path):
+    """A parent that counted calls but had not folded yet (a ``--preload``
+    master without the middleware, whose metrics view is imported on the
+    first request): each child reported the parent's calls as its own."""
+    _, counts = run(scenario, tmp_path)
+    assert counts == {"HIT": 2}
+
+
+def test_a_parent_that_folded_and_its_children_each_report_their_own(tmp_path):
+    _, counts = run("fork_folded", tmp_path)
+    # The parent: MISS, HIT, HIT before the fork, one HIT after; a HIT per child.
+    assert counts == {"MISS": 1, "HIT": 5, "computations": 1}
