@@ -245,9 +245,7 @@ class _Folded:
         """``now - before`` of running totals (all of ``now`` without
         ``before``, or when a count went down: a store built again under
         the same label counts from zero)."""
-        if before is None or any(
-            not isinstance(v, dict) and v < before[k] for k, v in now.items()
-        ):
+        if before is None or any(not isinstance(v, dict) and v < before[k] for k, v in now.items()):
             return now
         delta: dict[str, Any] = {}
         for name, value in now.items():
