@@ -178,42 +178,59 @@ def function_stats(wrapper: Any) -> dict[str, Any]:
     return described
 
 
-def _collected(totals: bool) -> tuple[dict[str, tuple[str, dict]], dict[str, tuple[Any, dict]]]:
-    """One pass over the live wrappers: ``{function_id: (backend label, raw
-    counts)}`` (wrappers sharing a function id, a function defined again,
-    added together) and ``{backend label: (backend or None, raw counts of
-    its functions)}``."""
-    functions: dict[str, tuple[str, dict[str, Any]]] = {}
+def _collected(
+    totals: bool,
+) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, tuple[Any, dict[str, Any]]]]:
+    """One pass over the live wrappers: ``{(function_id, backend label): raw
+    counts}`` (wrappers sharing a function id on one store, a function
+    defined again, added together) and ``{backend label: (backend or None,
+    raw counts of its functions)}``."""
+    pairs: dict[tuple[str, str], dict[str, Any]] = {}
     backends: dict[str, tuple[Any, dict[str, Any]]] = {}
     for wrapper in tracked():
         backend = backend_of(wrapper)
         label = backend_label(backend)
         raw = wrapper.counters(totals)
-        _add(functions.setdefault(wrapper.function_id, (label, {}))[1], raw)
+        _add(pairs.setdefault((wrapper.function_id, label), {}), raw)
         _add(backends.setdefault(label, (backend, {}))[1], raw)
-    return functions, backends
-
-
-def raw_by_function(totals: bool = False) -> dict[str, tuple[str, dict[str, Any]]]:
-    """``{function_id: (backend label, raw counts)}`` (see :func:`_collected`)."""
-    return _collected(totals)[0]
+    return pairs, backends
 
 
 def raw_by_function_and_backend(totals: bool = False) -> dict[tuple[str, str], dict[str, Any]]:
     """``{(function_id, backend label): raw counts}``: wrappers sharing a
     function id added together per store, so a function defined again on
-    another store (or two lambdas of one module) keeps each store's counts
-    under that store's label, as the multiprocess fold labels them."""
-    pairs: dict[tuple[str, str], dict[str, Any]] = {}
-    for wrapper in tracked():
-        label = backend_label(backend_of(wrapper))
-        _add(pairs.setdefault((wrapper.function_id, label), {}), wrapper.counters(totals))
-    return pairs
+    another store (or two functions given one ``key_identifier``) keeps each
+    store's counts under that store's label, as Prometheus labels them."""
+    return _collected(totals)[0]
 
 
 def backends_in_use() -> dict[str, Any]:
     """``{label: shared backend or None}`` for every backend a live function uses."""
     return {label: backend for label, (backend, _) in _collected(False)[1].items()}
+
+
+def _function_entry(stores: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A function id's entry of :func:`stats` from its raw counts per store.
+
+    On one store (the common case): its counts and ``"backend"``, that
+    store's label. Wrappers of one id on several stores (a function defined
+    again with another ``backend=``, functions sharing a ``key_identifier``)
+    are not one store's: their counts added up, ``"backend"`` the sorted
+    list of labels, and ``"stores"`` each store's own entry, which is what
+    Prometheus exports under each ``backend`` label."""
+    if len(stores) == 1:
+        ((label, raw),) = stores.items()
+        return {**_described(raw), "backend": label}
+    total: dict[str, Any] = {}
+    for raw in stores.values():
+        _add(total, raw)
+    return {
+        **_described(total),
+        "backend": sorted(stores),
+        "stores": {
+            label: {**_described(raw), "backend": label} for label, raw in sorted(stores.items())
+        },
+    }
 
 
 def stats() -> dict[str, Any]:
@@ -222,14 +239,18 @@ def stats() -> dict[str, Any]:
 
         {"functions": {function_id: {...}}, "backends": {label: {...}}}
 
-    A backend's entry adds up its functions' counts, plus what the store
-    counts itself (``store_errors``, ``breaker_trips``, ``lock_waits``, and
-    the ``lookup`` histogram of its fetch round trips).
+    A function id used on several stores is described by
+    :func:`_function_entry`. A backend's entry adds up its functions'
+    counts, plus what the store counts itself (``store_errors``,
+    ``breaker_trips``, ``lock_waits``, and the ``lookup`` histogram of its
+    fetch round trips).
     """
-    collected, by_backend = _collected(False)
+    pairs, by_backend = _collected(False)
+    per_function: dict[str, dict[str, dict[str, Any]]] = {}
+    for (function_id, label), raw in pairs.items():
+        per_function.setdefault(function_id, {})[label] = raw
     functions = {
-        function_id: {**_described(raw), "backend": label}
-        for function_id, (label, raw) in collected.items()
+        function_id: _function_entry(stores) for function_id, stores in per_function.items()
     }
     backends = {}
     for label, (backend, raw) in by_backend.items():

@@ -331,8 +331,14 @@ def _django_round_trip(label: str) -> None:
 
 
 def _rows_from_this_process() -> dict[tuple[str, str], dict[str, Any]]:
-    everything = statistics.stats()["functions"]
-    return {(function, row["backend"]): row for function, row in everything.items()}
+    """One row per function and store: a function id used on several stores
+    has a row for each (``"stores"``), as a metrics directory has."""
+    rows = {}
+    for function, entry in statistics.stats()["functions"].items():
+        stores = entry["stores"] if "stores" in entry else {entry["backend"]: entry}
+        for label, row in stores.items():
+            rows[(function, label)] = row
+    return rows
 
 
 def _rows_from_metrics_dir(path: str) -> dict[tuple[str, str], dict[str, Any]]:
