@@ -30,7 +30,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from restflow import _engine
-from restflow.caching import cache_result, statistics
+from restflow.caching import CacheBackendError, cache_result, statistics
 
 #: Counters and histograms behind the ``stats`` table.
 _PERCENTILES = ("p50", "p99")
@@ -155,12 +155,18 @@ class Command(BaseCommand):
         elif action == "wipe":
             self.wipe(options["function"], options["all"])
         else:
-            self.check()
+            self.check_stores()
 
     # -- stats ---------------------------------------------------------------
 
     def stats(self, metrics_dir: str | None) -> None:
         if metrics_dir:
+            if not os.path.isdir(metrics_dir):
+                raise CommandError(
+                    f"the metrics directory {metrics_dir!r} (--metrics-dir, by default "
+                    "$PROMETHEUS_MULTIPROC_DIR) is not a directory: give the one the "
+                    "server's workers write to"
+                )
             rows = _rows_from_metrics_dir(metrics_dir)
             source = f"every worker, from {metrics_dir}"
         else:
@@ -219,8 +225,34 @@ class Command(BaseCommand):
                 kwargs[name] = _literal(value)
             else:
                 args.append(_literal(text))
-        key = engine.get_cache_key(*args, **kwargs)
+        try:
+            key = engine.get_cache_key(*args, **kwargs)
+        except (TypeError, ValueError) as error:
+            raise CommandError(
+                f"cannot call {dotted} with these arguments: {error} (arguments are "
+                "Python literals, name=value for keywords)"
+            ) from None
+        try:
+            backend = engine.shared_backend()
+        except Exception as error:  # a backend that cannot be built
+            raise CommandError(f"{dotted}: NO BACKEND ({error})") from None
+        label = statistics.backend_label(backend)
+        if backend is not None:
+            # A store that fails answers "no entry" (a failing store never
+            # fails a call): ask it first, and watch its errors, so that an
+            # unreachable store is not reported as a missing entry.
+            try:
+                _reach(label, backend)
+            except Exception as error:
+                raise CommandError(
+                    f"{label}: UNREACHABLE ({error}); cannot tell whether the entry is there"
+                ) from None
+        errors = _store_errors(backend)
         metadata = engine.get_cached_metadata(*args, **kwargs)
+        if _store_errors(backend) > errors:
+            raise CommandError(
+                f"{label} failed during the lookup; cannot tell whether the entry is there"
+            )
         lines = [("function", engine.function_id), ("key", key)]
         if metadata is None:
             lines.append(("status", "MISSING (no usable entry)"))
@@ -234,8 +266,7 @@ class Command(BaseCommand):
             except Exception as error:  # a value the memory store holds as it is
                 size = f"unknown (not picklable: {type(error).__name__})"
             lines.append(("size", size))
-        backend = statistics.backend_label(statistics.backend_of(engine))
-        lines.append(("backend", backend))
+        lines.append(("backend", label))
         width = max(len(name) for name, _ in lines)
         for name, value in lines:
             self.stdout.write(f"{name.ljust(width)}  {value}")
@@ -251,22 +282,36 @@ class Command(BaseCommand):
             _import_functions()
             targets = statistics.tracked()
         memory = False
+        failed = []
         for engine in targets:
-            engine.invalidate_all()
+            try:
+                engine.invalidate_all()
+            except CacheBackendError as error:
+                # The others are still wiped; this one is said, and fails the command.
+                failed.append(engine.function_id)
+                self.stdout.write(self.style.ERROR(f"NOT wiped {engine.function_id} ({error})"))
+                continue
             memory = memory or statistics.backend_of(engine) is None
             self.stdout.write(f"wiped {engine.function_id}")
         if everything:
             _engine.clear()
-        self.stdout.write(f"{len(targets)} function(s) wiped")
+        self.stdout.write(f"{len(targets) - len(failed)} function(s) wiped")
         if memory:
             self.stdout.write(
                 "note: the memory store lives in each process; this wiped only this "
                 "process's entries (restart the server, or use invalidation rules)"
             )
+        if failed:
+            raise CommandError(
+                f"not wiped, their store failed: {', '.join(failed)}; run wipe again "
+                "once it answers ('restflow_cache check' tells)"
+            )
 
     # -- check ---------------------------------------------------------------
 
-    def check(self) -> None:
+    # Not ``check``: that is BaseCommand's system-check hook, which Django
+    # calls before every subcommand run from the command line.
+    def check_stores(self) -> None:
         _import_functions()
         backends: dict[str, Any] = {}
         failed = []
@@ -289,9 +334,7 @@ class Command(BaseCommand):
                 continue
             started = time.perf_counter()
             try:
-                info = dict(backend.server_info())
-                if label.startswith("django"):
-                    _django_round_trip(label)
+                info = _reach(label, backend)
             except Exception as error:
                 failed.append(label)
                 self.stdout.write(self.style.ERROR(f"{label}: UNREACHABLE ({error})"))
@@ -320,6 +363,20 @@ class Command(BaseCommand):
                 )
         if failed:
             raise CommandError(f"unreachable: {', '.join(failed)}")
+
+
+def _reach(label: str, backend: Any) -> dict[str, str]:
+    """One round trip to a shared store: its server's facts (Redis), and
+    a read from a Django cache; raises what the store raised."""
+    info = dict(backend.server_info())
+    if label.startswith("django"):
+        _django_round_trip(label)
+    return info
+
+
+def _store_errors(backend: Any) -> int:
+    """The failures a shared store has counted (none for memory)."""
+    return 0 if backend is None else backend.stats(totals=True)["store_errors"]
 
 
 def _django_round_trip(label: str) -> None:
