@@ -19,6 +19,11 @@ when it is imported, from the environment. Scenarios:
   before the fork, ``fork_unfolded`` has not;
 * ``fork_folded``: as ``fork_imported``, but the parent folds before the
   fork and again, after one more call, once its children are done;
+* ``collected_between_folds``: a wrapper is folded, makes more calls and
+  is collected before the next fold;
+* ``fork_then_collected``: a parent folds a wrapper, makes one more call
+  and forks; the child makes a call, folds, and the wrapper is collected
+  there; then the parent folds;
 * ``dropped``: 100 wrappers each make a call, are folded and dropped, and
   are folded again; prints how many wrappers the fold still tracks.
 """
@@ -125,12 +130,54 @@ def dropped() -> dict:
     return {"function": function_id, "tracked": prometheus._folded().tracked_count()}
 
 
+def collected_between_folds() -> dict:
+    from restflow.caching import prometheus
+
+    made = make()
+    made(1)  # MISS
+    prometheus.flush()
+    made(1)  # HIT, HIT, HIT: counted after the fold, collected before the next
+    made(1)
+    made(1)
+    function_id = made.function_id
+    del made
+    gc.collect()
+    prometheus.flush()
+    return {"function": function_id}
+
+
+def fork_then_collected() -> dict:
+    from restflow.caching import prometheus
+
+    made = make()
+    for _ in range(3):
+        made(1)  # MISS, HIT, HIT: folded by the parent
+    prometheus.flush()
+    made(1)  # HIT: the parent's, folded after the fork
+    pid = os.fork()
+    if pid == 0:
+        try:
+            made(1)  # HIT: the child's
+            prometheus.flush()
+            del made
+            gc.collect()
+            prometheus.flush()
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, status
+    prometheus.flush()
+    return {"function": made.function_id}
+
+
 SCENARIOS = {
     "reused_address": reused_address,
     "fork_unfolded": lambda: forked(imported=False, folded=False),
     "fork_imported": lambda: forked(imported=True, folded=False),
     "fork_folded": lambda: forked(imported=True, folded=True),
     "dropped": dropped,
+    "collected_between_folds": collected_between_folds,
+    "fork_then_collected": fork_then_collected,
 }
 
 if __name__ == "__main__":

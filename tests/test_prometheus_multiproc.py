@@ -80,3 +80,19 @@ def test_a_parent_that_folded_and_its_children_each_report_their_own(tmp_path):
     _, counts = run("fork_folded", tmp_path)
     # The parent: MISS, HIT, HIT before the fork, one HIT after; a HIT per child.
     assert counts == {"MISS": 1, "HIT": 5, "computations": 1}
+
+
+def test_a_wrapper_collected_between_folds_keeps_its_last_counts(tmp_path):
+    """Calls a wrapper made after its last fold, before it was collected,
+    were never folded."""
+    _, counts = run("collected_between_folds", tmp_path)
+    assert counts == {"MISS": 1, "HIT": 3, "computations": 1}
+
+
+def test_a_wrapper_collected_in_a_child_is_not_folded_against_the_parents_baseline(tmp_path):
+    """The parent's record of what it folded of a wrapper goes with the fork
+    into the child, where the wrapper is collected: the child folds from its
+    own record (else the parent's call after its last fold would count in
+    both processes)."""
+    _, counts = run("fork_then_collected", tmp_path)
+    assert counts == {"MISS": 1, "HIT": 4, "computations": 1}

@@ -96,8 +96,44 @@ def multiprocess_mode() -> bool:
 
 
 class RestflowCollector:
-    """Reads every function's running totals when scraped (monotonic:
-    ``reset_stats()`` does not touch them)."""
+    """Reads every function's running totals when scraped. Monotonic, as
+    Prometheus counters must be (a decrease reads as a restart, which
+    ``rate()`` counts as the whole value again): ``reset_stats()`` does not
+    touch the totals, and a function collected since the last scrape leaves
+    what it counted in its series (one entry per function id and store,
+    never per wrapper)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # The live wrappers a scrape has seen: the label each was exported under.
+        self._seen: weakref.WeakKeyDictionary[Any, _Exported] = weakref.WeakKeyDictionary()
+        # Appended to as seen wrappers are collected: (Counts, _Exported, function id).
+        self._collected: list[tuple[Any, ...]] = []
+        # (function id, backend label) -> what collected wrappers counted.
+        self._retired: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def totals(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """Running totals per (function id, backend label): the live
+        wrappers' (a function defined again, added together), plus what the
+        collected ones had counted."""
+        with self._lock:
+            while self._collected:
+                counts, exported, function_id = self._collected.pop()
+                retired = self._retired.setdefault((function_id, exported.label), {})
+                _stats.add_counts(retired, counts.counters(True))
+            pairs: dict[tuple[str, str], dict[str, Any]] = {}
+            for key, raw in self._retired.items():
+                _stats.add_counts(pairs.setdefault(key, {}), raw)
+            for wrapper in _stats.tracked():
+                label = _stats.backend_label(_stats.backend_of(wrapper))
+                exported = self._seen.get(wrapper)
+                if exported is None:
+                    exported = self._seen[wrapper] = _Exported()
+                    _stats.on_collected(wrapper, self._collected, exported, wrapper.function_id)
+                exported.label = label
+                function = wrapper.function_id
+                _stats.add_counts(pairs.setdefault((function, label), {}), wrapper.counters(True))
+            return pairs
 
     def collect(self) -> Iterator[Metric]:
         labels = ["function", "backend"]
@@ -111,7 +147,7 @@ class RestflowCollector:
             "restflow_cache_compute_seconds", COMPUTE_HELP, labels=labels
         )
         lookup = HistogramMetricFamily("restflow_cache_lookup_seconds", LOOKUP_HELP, labels=labels)
-        for (function, backend), raw in _stats.raw_by_function_and_backend(totals=True).items():
+        for (function, backend), raw in self.totals().items():
             for name, status in STATUSES.items():
                 requests.add_metric([function, status, backend], raw[name])
             for name in EVENTS:
@@ -135,6 +171,16 @@ class RestflowCollector:
             for name, family in stores.items():
                 family.add_metric([label], own[name])
         yield from stores.values()
+
+
+class _Exported:
+    """The backend label a live wrapper was last exported under: where its
+    counts stay once it is collected."""
+
+    __slots__ = ("label",)
+
+    def __init__(self) -> None:
+        self.label = ""
 
 
 def _le(bound: float) -> str:
@@ -190,6 +236,11 @@ class _Folded:
         # later at the same address is a new key, which ``id()`` was not):
         # its events at its last fold and the running totals folded so far.
         self.functions: weakref.WeakKeyDictionary[Any, _Folds] = weakref.WeakKeyDictionary()
+        # Appended to as folded wrappers are collected: (Counts, _Folds), so
+        # what they counted after their last fold is folded at the next.
+        self.collected: list[tuple[Any, ...]] = []
+        # Bumped in a forked child: the parent's _Folds are not the child's.
+        self.generation = 0
         # Per store label: the running totals folded so far.
         self.stores_folded: dict[str, dict[str, Any]] = {}
         # In a forked child (made there, or there since the fork): stores
@@ -212,6 +263,8 @@ class _Folded:
         store may build it, which is no work for a fork hook (its counts
         before that fold are store errors and waits, not requests)."""
         self.functions.clear()
+        self.collected.clear()
+        self.generation += 1
         self.stores_folded.clear()
         self.forked = True
         self.rebased.clear()
@@ -221,6 +274,10 @@ class _Folded:
         function whose counts did not move; a store is read only when one of
         its functions moved (its errors, trips and waits come with calls)."""
         with self.lock:
+            while self.collected:
+                counts, folds = self.collected.pop()
+                if folds.generation == self.generation and counts.counted_events() != folds.events:
+                    self._fold_function(folds, counts.counters(True))
             moved: dict[str, Any] = {}
             for wrapper in list(_stats._wrappers):
                 events = wrapper.counted_events()
@@ -228,15 +285,17 @@ class _Folded:
                 if folds is None:
                     if not events:
                         continue  # nothing to fold, and nothing kept for it
-                    folds = self.functions[wrapper] = _Folds(_stats.inherited(wrapper))
+                    folds = _Folds(wrapper.function_id, _stats.inherited(wrapper), self.generation)
+                    self.functions[wrapper] = folds
+                    _stats.on_collected(wrapper, self.collected, folds)
                 elif folds.events == events:
                     continue
                 folds.events = events
                 backend = _stats.backend_of(wrapper)
-                label = _stats.backend_label(backend)
-                self._fold_function(wrapper, folds, label)
+                folds.label = _stats.backend_label(backend)
+                self._fold_function(folds, wrapper.counters(True))
                 if backend is not None:
-                    moved[label] = backend
+                    moved[folds.label] = backend
             for label, backend in moved.items():
                 self._fold_store(label, backend)
 
@@ -261,9 +320,9 @@ class _Folded:
                 delta[name] = value - before[name]
         return delta
 
-    def _fold_function(self, wrapper: Any, folds: _Folds, backend: str) -> None:
-        function = wrapper.function_id
-        now = wrapper.counters(True)
+    def _fold_function(self, folds: _Folds, now: dict[str, Any]) -> None:
+        """Folds ``now`` (a wrapper's running totals) less what was folded of it."""
+        function, backend = folds.function_id, folds.label
         delta, folds.totals = self._delta(folds.totals, now), now
         for name, status in STATUSES.items():
             if delta[name]:
@@ -289,15 +348,19 @@ class _Folded:
 
 
 class _Folds:
-    """What the fold knows of one wrapper: its events at its last fold
-    (``None`` before the first) and the running totals folded so far
-    (``None``: none, all it counted is new)."""
+    """What the fold knows of one wrapper: its function id, the backend
+    label of its last fold, its events then (``None`` before the first),
+    the running totals folded so far (``None``: none, all it counted is
+    new), and the fold generation it belongs to (see ``_Folded.forget``)."""
 
-    __slots__ = ("events", "totals")
+    __slots__ = ("events", "function_id", "generation", "label", "totals")
 
-    def __init__(self, totals: dict[str, Any] | None) -> None:
+    def __init__(self, function_id: str, totals: dict[str, Any] | None, generation: int) -> None:
+        self.function_id = function_id
+        self.label = ""
         self.events: int | None = None
         self.totals = totals
+        self.generation = generation
 
 
 def _add_to_histogram(child: Any, delta: dict[str, Any]) -> None:

@@ -56,6 +56,18 @@ def track(wrapper: Any) -> None:
     _wrappers.add(wrapper)
 
 
+def on_collected(wrapper: Any, collected: list[tuple[Any, ...]], *about: Any) -> None:
+    """Appends ``(counts, *about)`` to ``collected`` once ``wrapper`` has been
+    garbage-collected; ``counts`` (``wrapper.counts()``, an engine
+    ``Counts``) reads what it counted up to its end. For exporters whose
+    counters must never go down. Only a list append, at whatever moment the
+    collector runs: the exporter reads the list on its next pass, under its
+    own lock. The ``Counts`` holds no Python object, so it keeps nothing
+    alive."""
+    finalizer = weakref.finalize(wrapper, collected.append, (wrapper.counts(), *about))
+    finalizer.atexit = False
+
+
 def inherited(wrapper: Any) -> dict[str, Any] | None:
     """In a forked child, ``wrapper``'s running totals (``counters(True)``)
     at the latest fork: counts its parent made, which exporters that report
@@ -159,7 +171,8 @@ def _described(raw: dict[str, Any], store: bool = False) -> dict[str, Any]:
     return out
 
 
-def _add(into: dict[str, Any], raw: dict[str, Any]) -> None:
+def add_counts(into: dict[str, Any], raw: dict[str, Any]) -> None:
+    """Adds raw counts (``counters()``) into ``into``, histograms bucket by bucket."""
     for name, value in raw.items():
         if isinstance(value, dict):
             target = into.setdefault(name, {"buckets": [0] * len(value["buckets"]), "sum": 0.0})
@@ -191,8 +204,8 @@ def _collected(
         backend = backend_of(wrapper)
         label = backend_label(backend)
         raw = wrapper.counters(totals)
-        _add(pairs.setdefault((wrapper.function_id, label), {}), raw)
-        _add(backends.setdefault(label, (backend, {}))[1], raw)
+        add_counts(pairs.setdefault((wrapper.function_id, label), {}), raw)
+        add_counts(backends.setdefault(label, (backend, {}))[1], raw)
     return pairs, backends
 
 
@@ -223,7 +236,7 @@ def _function_entry(stores: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return {**_described(raw), "backend": label}
     total: dict[str, Any] = {}
     for raw in stores.values():
-        _add(total, raw)
+        add_counts(total, raw)
     return {
         **_described(total),
         "backend": sorted(stores),

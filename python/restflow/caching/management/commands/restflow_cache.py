@@ -81,6 +81,13 @@ def _seconds(value: float | None) -> str:
     return f"{value:.3g}s"
 
 
+def _shown(text: str) -> str:
+    """``text`` on one line: a ``key_identifier`` may hold a newline or a
+    tab, which would break a table row in two (or look like another
+    function's); those are shown escaped (``\\n``), other text as it is."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _literal(text: str) -> Any:
     """A Python literal (``42``, ``'a'``, ``[1, 2]``), or else the text."""
     try:
@@ -185,8 +192,8 @@ class Command(BaseCommand):
         )
         table = [header] + [
             (
-                function,
-                backend,
+                _shown(function),
+                _shown(backend),
                 str(row["calls"]),
                 "-" if row["hit_ratio"] is None else f"{row['hit_ratio']:.1%}",
                 *(_seconds(row["compute"][p]) for p in _PERCENTILES),
@@ -253,7 +260,7 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{label} failed during the lookup; cannot tell whether the entry is there"
             )
-        lines = [("function", engine.function_id), ("key", key)]
+        lines = [("function", _shown(engine.function_id)), ("key", _shown(key))]
         if metadata is None:
             lines.append(("status", "MISSING (no usable entry)"))
         else:
