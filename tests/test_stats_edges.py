@@ -96,7 +96,7 @@ def test_dropped_functions_leave_the_statistics_and_their_counts_the_series():
         return made
 
     gc.collect()  # what earlier tests dropped
-    tracked = len(statistics._wrappers)
+    tracked = len(statistics.live())
     functions = [make() for _ in range(50)]
     for function in functions:
         function(1)
@@ -106,7 +106,7 @@ def test_dropped_functions_leave_the_statistics_and_their_counts_the_series():
     assert sample(scrape(), "restflow_cache_requests_total", **labels) == 50
     del functions, function
     gc.collect()
-    assert len(statistics._wrappers) == tracked
+    assert len(statistics.live()) == tracked
     assert function_id not in stats()["functions"]
     assert sample(scrape(), "restflow_cache_requests_total", **labels) == 50
     collector = prometheus._installed
@@ -233,3 +233,51 @@ def test_a_collected_functions_counts_stay_in_the_exported_totals():
     del second
     gc.collect()
     assert exported() == [3, 2, 3]
+
+
+def test_functions_made_while_the_statistics_are_read():
+    """Another thread may make (or drop) a cached function between any two
+    Python steps of this one. The statistics listed the functions by
+    iterating a WeakSet step by step: one made meanwhile broke ``stats()``
+    and the scrape with "Set changed size during iteration". Here that other
+    thread's work runs at every line this thread executes while it reads
+    the statistics (a trace function: the points where CPython may switch
+    threads), so the interleaving is certain, not hoped for."""
+    import sys
+
+    def make():
+        @cache_result(ttl=60)
+        def made(x):
+            return x
+
+        return made
+
+    keep = [make() for _ in range(5)]
+    for function in keep:
+        function(1)
+    made_meanwhile = []
+    budget = [0]  # functions the other thread makes per read
+
+    def another_thread(frame, event, arg):
+        if event == "line" and budget[0]:
+            budget[0] -= 1
+            made_meanwhile.append(make())
+        return another_thread
+
+    for read in (stats, scrape):
+        before, budget[0] = len(made_meanwhile), 50
+        sys.settrace(another_thread)
+        try:
+            got = read()
+        finally:
+            sys.settrace(None)
+        assert len(made_meanwhile) > before, "nothing ran in the middle of the read"
+        if read is stats:
+            assert got["functions"][keep[0].function_id]["calls"] == 5
+        else:
+            labels = {"function": keep[0].function_id, "status": "MISS", "backend": "memory"}
+            assert sample(got, "restflow_cache_requests_total", **labels) == 5
+    keep.clear()
+    made_meanwhile.clear()
+    del function
+    gc.collect()

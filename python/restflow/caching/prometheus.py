@@ -279,7 +279,7 @@ class _Folded:
                 if folds.generation == self.generation and counts.counted_events() != folds.events:
                     self._fold_function(folds, counts.counters(True))
             moved: dict[str, Any] = {}
-            for wrapper in list(_stats._wrappers):
+            for wrapper in _stats.live():
                 events = wrapper.counted_events()
                 folds = self.functions.get(wrapper)
                 if folds is None:

@@ -23,6 +23,7 @@ Percentiles are the upper bound of the histogram bucket they fall in
 
 from __future__ import annotations
 
+import itertools
 import os
 import weakref
 from typing import Any
@@ -40,20 +41,44 @@ STORE_COUNTERS = ("store_errors", "breaker_trips", "lock_waits")
 BUCKET_BOUNDS: tuple[float, ...] = tuple(_engine.stats_bucket_bounds())
 
 # Every engine wrapper made by cache_result (the Rust CachedWrapper, also
-# under async and cache_response wrappers); weak, so counting never keeps
-# a function alive.
-_wrappers: weakref.WeakSet[Any] = weakref.WeakSet()
+# under async and cache_response wrappers), by serial number; weak, so
+# counting never keeps a function alive (an entry leaves with its wrapper).
+# A plain dict, not a WeakSet: a WeakSet is iterated step by step in Python,
+# and a function made in another thread between two steps broke the
+# iteration ("Set changed size during iteration") of stats() or a scrape;
+# ``list(dict.values())`` is one step (see :func:`live`).
+_wrappers: dict[int, weakref.ref[Any]] = {}
+_serials = itertools.count()
 
 
 # In a forked child: each wrapper's running totals at the fork (what the
-# parent counted, the parent's to report); weak, as ``_wrappers``.
+# parent counted, the parent's to report); weak, as ``_wrappers``; written
+# only at a fork, where no other thread runs.
 _at_fork: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 _forked = False
 
 
 def track(wrapper: Any) -> None:
     """Lists ``wrapper`` (an engine ``CachedWrapper``) in :func:`stats`."""
-    _wrappers.add(wrapper)
+    serial = next(_serials)  # atomic under the GIL
+    _wrappers[serial] = weakref.ref(
+        wrapper, lambda _, serial=serial, wrappers=_wrappers: wrappers.pop(serial, None)
+    )
+
+
+def untrack(wrapper: Any) -> None:
+    """Leaves ``wrapper`` out of :func:`stats` (a function of restflow's own)."""
+    for serial, ref in list(_wrappers.items()):
+        if ref() is wrapper:
+            _wrappers.pop(serial, None)
+
+
+def live() -> list[Any]:
+    """The live engine wrappers, in no order. Safe while other threads make
+    or drop cached functions: the references are copied in one step (C code
+    that runs no Python, so no other thread or weakref callback runs in the
+    middle of it), then each is followed."""
+    return [wrapper for ref in list(_wrappers.values()) if (wrapper := ref()) is not None]
 
 
 def on_collected(wrapper: Any, collected: list[tuple[Any, ...]], *about: Any) -> None:
@@ -89,7 +114,7 @@ def _after_fork_in_child() -> None:
     global _forked
     _forked = True
     _at_fork.clear()
-    for wrapper in list(_wrappers):
+    for wrapper in live():
         if wrapper.counted_events():
             _at_fork[wrapper] = wrapper.counters(True)
 
@@ -99,7 +124,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 def tracked() -> list[Any]:
     """The live engine wrappers, oldest first by function id."""
-    return sorted(_wrappers, key=lambda w: w.function_id)
+    return sorted(live(), key=lambda w: w.function_id)
 
 
 def backend_label(backend: Any) -> str:

@@ -66,7 +66,7 @@ def _probe() -> None:
     """A function on the default BACKEND: how `check` finds that backend."""
 
 
-statistics._wrappers.discard(_probe)  # not a user's function
+statistics.untrack(_probe)  # not a user's function
 
 
 def _seconds(value: float | None) -> str:
