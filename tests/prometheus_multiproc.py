@@ -24,6 +24,8 @@ when it is imported, from the environment. Scenarios:
 * ``fork_then_collected``: a parent folds a wrapper, makes one more call
   and forks; the child makes a call, folds, and the wrapper is collected
   there; then the parent folds;
+* ``reset_between_folds``: ``reset_stats()`` after a fold, and between a
+  call and its fold;
 * ``dropped``: 100 wrappers each make a call, are folded and dropped, and
   are folded again; prints how many wrappers the fold still tracks.
 """
@@ -170,6 +172,21 @@ def fork_then_collected() -> dict:
     return {"function": made.function_id}
 
 
+def reset_between_folds() -> dict:
+    from restflow.caching import prometheus, reset_stats
+
+    payload(1)  # MISS
+    payload(1)  # HIT
+    prometheus.flush()
+    reset_stats()
+    payload(1)  # HIT
+    prometheus.flush()
+    reset_stats()  # before this call's fold
+    payload(2)  # MISS
+    prometheus.flush()
+    return {"function": payload.function_id, "since_reset": payload.stats()["calls"]}
+
+
 SCENARIOS = {
     "reused_address": reused_address,
     "fork_unfolded": lambda: forked(imported=False, folded=False),
@@ -178,6 +195,7 @@ SCENARIOS = {
     "dropped": dropped,
     "collected_between_folds": collected_between_folds,
     "fork_then_collected": fork_then_collected,
+    "reset_between_folds": reset_between_folds,
 }
 
 if __name__ == "__main__":

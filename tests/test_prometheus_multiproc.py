@@ -96,3 +96,9 @@ def test_a_wrapper_collected_in_a_child_is_not_folded_against_the_parents_baseli
     both processes)."""
     _, counts = run("fork_then_collected", tmp_path)
     assert counts == {"MISS": 1, "HIT": 4, "computations": 1}
+
+
+def test_reset_stats_leaves_the_folded_counters_running(tmp_path):
+    said, counts = run("reset_between_folds", tmp_path)
+    assert said["since_reset"] == 1
+    assert counts == {"MISS": 2, "HIT": 2, "computations": 2}
