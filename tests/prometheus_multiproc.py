@@ -26,6 +26,8 @@ when it is imported, from the environment. Scenarios:
   there; then the parent folds;
 * ``reset_between_folds``: ``reset_stats()`` after a fold, and between a
   call and its fold;
+* ``directory_removed``: the metrics directory is removed under a running
+  process, which then answers three requests through the middleware;
 * ``dropped``: 100 wrappers each make a call, are folded and dropped, and
   are folded again; prints how many wrappers the fold still tracks.
 """
@@ -187,6 +189,16 @@ def reset_between_folds() -> dict:
     return {"function": payload.function_id, "since_reset": payload.stats()["calls"]}
 
 
+def directory_removed() -> dict:
+    import shutil
+
+    from restflow.caching.prometheus import PrometheusMiddleware
+
+    middleware = PrometheusMiddleware(lambda request: "answered" if payload(1) else "")
+    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"])  # while the server runs
+    return {"answers": [middleware(None) for _ in range(3)]}
+
+
 SCENARIOS = {
     "reused_address": reused_address,
     "fork_unfolded": lambda: forked(imported=False, folded=False),
@@ -196,6 +208,7 @@ SCENARIOS = {
     "collected_between_folds": collected_between_folds,
     "fork_then_collected": fork_then_collected,
     "reset_between_folds": reset_between_folds,
+    "directory_removed": directory_removed,
 }
 
 if __name__ == "__main__":

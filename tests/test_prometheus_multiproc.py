@@ -102,3 +102,29 @@ def test_reset_stats_leaves_the_folded_counters_running(tmp_path):
     said, counts = run("reset_between_folds", tmp_path)
     assert said["since_reset"] == 1
     assert counts == {"MISS": 2, "HIT": 2, "computations": 2}
+
+
+def test_a_fold_that_fails_never_fails_the_request(tmp_path):
+    """The metrics directory removed under a running server (a deploy
+    script's ``rm -rf``): prometheus_client cannot create its files, and the
+    middleware's fold raised out of every request. Now each request is
+    answered, and the failure is logged once."""
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.prometheus_multiproc", "directory_removed"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == {"answers": ["answered"] * 3}
+    logged = [line for line in done.stderr.splitlines() if line.startswith("restflow:")]
+    assert logged == [
+        f"restflow: could not fold the cache's counts into the Prometheus metrics in "
+        f"{metrics}; requests are still answered, and counts are lost until folding works again"
+    ]
+    assert "FileNotFoundError" in done.stderr

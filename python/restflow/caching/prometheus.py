@@ -36,6 +36,7 @@ fold adds bucket counts as they are instead of replaying observations.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import weakref
@@ -53,6 +54,8 @@ except ImportError as missing:  # pragma: no cover - the test environment has it
     ) from missing
 
 from restflow.caching import statistics as _stats
+
+logger = logging.getLogger("restflow.caching")
 
 STATUSES = {
     "hit": "HIT",
@@ -410,18 +413,39 @@ def flush() -> None:
 
 
 class PrometheusMiddleware:
-    """Folds the cache's counts after every response (multiprocess mode)."""
+    """Folds the cache's counts after every response (multiprocess mode).
+
+    A fold that fails (the metrics directory removed under a running
+    server, a full disk) never fails the request: it is logged once, when it
+    starts failing; the counts it was folding are lost, and folds count
+    again once they work. (The scrape's own fold raises, so a scrape shows
+    the failure.)"""
 
     def __init__(self, get_response: Callable[[Any], Any]) -> None:
         self.get_response = get_response
         self.active = multiprocess_mode()
+        self.failing = False
         if self.active:
             _folded()
 
     def __call__(self, request: Any) -> Any:
         response = self.get_response(request)
         if self.active:
-            flush()
+            try:
+                flush()
+            except Exception:
+                if not self.failing:
+                    self.failing = True
+                    logger.warning(
+                        "restflow: could not fold the cache's counts into the Prometheus "
+                        "metrics in %s; requests are still answered, and counts are lost "
+                        "until folding works again",
+                        os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+                        or os.environ.get("prometheus_multiproc_dir"),
+                        exc_info=True,
+                    )
+            else:
+                self.failing = False
         return response
 
 
