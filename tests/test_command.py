@@ -263,3 +263,40 @@ def test_from_the_command_line_errors_exit_with_a_status_and_no_traceback(tmp_pa
     code, out, err = cli("stats")
     assert (code, err) == (0, "")
     assert out.splitlines()[0].startswith("Statistics of this process")
+
+
+def test_a_django_cache_that_is_down():
+    """inspect, wipe and check on a Django cache whose every call fails
+    (tests/broken_cache.py): each says so and fails; stats still shows.
+    (Redis down: tests/redis/test_command_redis.py.)"""
+    broken = {**DJANGO_CACHES, "broken": {"BACKEND": "tests.broken_cache.BrokenCache"}}
+    with override_settings(
+        CACHES=broken, RESTFLOW_SETTINGS={"CACHE_SETTINGS": {"BACKEND": "django:broken"}}
+    ):
+        reset_stats()
+        assert greeting("dee") == "hello dee!"  # computed live (BYPASS)
+        row = next(
+            line
+            for line in run("stats").splitlines()
+            if line.startswith("tests.test_command.greeting ")
+        )
+        assert row.split()[1:4] == ["django:broken", "1", "0.0%"]
+        with pytest.raises(
+            CommandError,
+            match=r"^django:broken: UNREACHABLE \(cache server unreachable\); cannot tell "
+            r"whether the entry is there$",
+        ):
+            run("inspect", "tests.test_command.greeting", "'dee'")
+        out = StringIO()
+        with pytest.raises(
+            CommandError, match=r"^not wiped, their store failed: tests\.test_command\.greeting;"
+        ):
+            call_command("restflow_cache", "wipe", "tests.test_command.greeting", stdout=out)
+        assert out.getvalue().splitlines() == [
+            "NOT wiped tests.test_command.greeting "
+            "(store unavailable: ConnectionError: cache server unreachable)",
+            "0 function(s) wiped",
+        ]
+        gc.collect()  # functions of earlier tests, on other stores
+        with pytest.raises(CommandError, match=r"^unreachable: django:broken$"):
+            run("check")
