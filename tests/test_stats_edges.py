@@ -82,6 +82,36 @@ def test_concurrent_calls_add_up_exactly(store):
         assert grew == count
 
 
+def test_concurrent_async_calls_add_up_exactly(store):
+    """400 tasks released at once by an event, over 5 keys: every call
+    counted once, every key computed once."""
+    import asyncio
+
+    @cache_result(ttl=60)
+    async def value(x):
+        await asyncio.sleep(0)  # a yield, so the others pile up on the key
+        return x
+
+    async def scenario():
+        go = asyncio.Event()
+
+        async def caller(i):
+            await go.wait()
+            return await value(i % 5)
+
+        tasks = [asyncio.ensure_future(caller(i)) for i in range(400)]
+        await asyncio.sleep(0)  # every task waits on the event
+        go.set()
+        return await asyncio.gather(*tasks)
+
+    reset_stats()
+    with frozen_clock():
+        assert asyncio.run(scenario()) == [i % 5 for i in range(400)]
+    got = value.stats()
+    assert (got["calls"], got["computations"], got["errors"]) == (400, 5, 0)
+    assert (got["hit"] + got["miss"], got["compute"]["count"]) == (400, 5)
+
+
 def test_dropped_functions_leave_the_statistics_and_their_counts_the_series():
     """``stats()`` describes the live functions; the exported series keep
     what the collected ones counted (in one entry per function id and
