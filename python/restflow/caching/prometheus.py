@@ -235,10 +235,14 @@ class _Folded:
             for name, (metric, help_text) in STORE_METRICS.items()
         }
         self.lock = threading.Lock()
-        # Per wrapper, weakly (it leaves with its wrapper, and a wrapper made
-        # later at the same address is a new key, which ``id()`` was not):
+        # Per live wrapper, by ``id()`` (a dict lookup per wrapper and
+        # request; a WeakKeyDictionary's made a weak reference each time):
         # its events at its last fold and the running totals folded so far.
-        self.functions: weakref.WeakKeyDictionary[Any, _Folds] = weakref.WeakKeyDictionary()
+        # An entry holds its wrapper weakly and counts only for that very
+        # wrapper (``_Folds.ref``): a wrapper made later at a collected one's
+        # address is a new one; the collected one's entry leaves at the next
+        # fold.
+        self.functions: dict[int, _Folds] = {}
         # Appended to as folded wrappers are collected: (Counts, _Folds), so
         # what they counted after their last fold is folded at the next.
         self.collected: list[tuple[Any, ...]] = []
@@ -279,17 +283,21 @@ class _Folded:
         with self.lock:
             while self.collected:
                 counts, folds = self.collected.pop()
-                if folds.generation == self.generation and counts.counted_events() != folds.events:
+                if folds.generation != self.generation:
+                    continue  # the parent's record, before a fork
+                if self.functions.get(folds.address) is folds:
+                    del self.functions[folds.address]
+                if counts.counted_events() != folds.events:
                     self._fold_function(folds, counts.counters(True))
             moved: dict[str, Any] = {}
             for wrapper in _stats.live():
                 events = wrapper.counted_events()
-                folds = self.functions.get(wrapper)
-                if folds is None:
+                folds = self.functions.get(id(wrapper))
+                if folds is None or folds.ref() is not wrapper:
                     if not events:
                         continue  # nothing to fold, and nothing kept for it
-                    folds = _Folds(wrapper.function_id, _stats.inherited(wrapper), self.generation)
-                    self.functions[wrapper] = folds
+                    folds = _Folds(wrapper, _stats.inherited(wrapper), self.generation)
+                    self.functions[folds.address] = folds
                     _stats.on_collected(wrapper, self.collected, folds)
                 elif folds.events == events:
                     continue
@@ -351,15 +359,18 @@ class _Folded:
 
 
 class _Folds:
-    """What the fold knows of one wrapper: its function id, the backend
-    label of its last fold, its events then (``None`` before the first),
-    the running totals folded so far (``None``: none, all it counted is
-    new), and the fold generation it belongs to (see ``_Folded.forget``)."""
+    """What the fold knows of one wrapper: the wrapper (weakly) and its
+    address, its function id, the backend label of its last fold, its events
+    then (``None`` before the first), the running totals folded so far
+    (``None``: none, all it counted is new), and the fold generation it
+    belongs to (see ``_Folded.forget``)."""
 
-    __slots__ = ("events", "function_id", "generation", "label", "totals")
+    __slots__ = ("address", "events", "function_id", "generation", "label", "ref", "totals")
 
-    def __init__(self, function_id: str, totals: dict[str, Any] | None, generation: int) -> None:
-        self.function_id = function_id
+    def __init__(self, wrapper: Any, totals: dict[str, Any] | None, generation: int) -> None:
+        self.ref = weakref.ref(wrapper)
+        self.address = id(wrapper)
+        self.function_id = wrapper.function_id
         self.label = ""
         self.events: int | None = None
         self.totals = totals
