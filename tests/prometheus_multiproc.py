@@ -28,6 +28,8 @@ when it is imported, from the environment. Scenarios:
   call and its fold;
 * ``directory_removed``: the metrics directory is removed under a running
   process, which then answers three requests through the middleware;
+* ``timed_after_its_event``: a hit is counted and folded, then its lookup
+  time is recorded and folded;
 * ``dropped``: 100 wrappers each make a call, are folded and dropped, and
   are folded again; prints how many wrappers the fold still tracks.
 """
@@ -199,6 +201,18 @@ def directory_removed() -> dict:
     return {"answers": [middleware(None) for _ in range(3)]}
 
 
+def timed_after_its_event() -> dict:
+    from restflow.caching import prometheus
+
+    # As the async layer counts a hit it fetched itself: the status, then
+    # the lookup's time; here a fold (another request's) comes in between.
+    payload.steps.record("hit")
+    prometheus.flush()
+    payload.steps.record("lookup", 0.003)
+    prometheus.flush()
+    return {"function": payload.function_id}
+
+
 SCENARIOS = {
     "reused_address": reused_address,
     "fork_unfolded": lambda: forked(imported=False, folded=False),
@@ -209,6 +223,7 @@ SCENARIOS = {
     "fork_then_collected": fork_then_collected,
     "reset_between_folds": reset_between_folds,
     "directory_removed": directory_removed,
+    "timed_after_its_event": timed_after_its_event,
 }
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ def run(scenario: str, tmp_path: Path) -> tuple[dict, dict]:
                 counts[sample.labels["status"]] = sample.value
             elif sample.name == "restflow_cache_events_total" and sample.value:
                 counts[sample.labels["event"]] = sample.value
+            elif sample.name.endswith("_seconds_count") and sample.value:
+                counts[sample.name.removeprefix("restflow_cache_")] = sample.value
     return said, counts
 
 
@@ -56,14 +58,14 @@ def test_a_wrapper_at_a_collected_ones_address_is_counted_in_full(tmp_path):
     said, counts = run("reused_address", tmp_path)
     assert said["reused"], "no new wrapper landed at a collected one's address"
     # 20 collected: MISS + 2 HITs each; the new one: MISS + 3 HITs.
-    assert counts == {"MISS": 21, "HIT": 43, "computations": 21}
+    assert counts == {"MISS": 21, "HIT": 43, "computations": 21, "compute_seconds_count": 21}
 
 
 def test_dropped_functions_leave_the_fold(tmp_path):
     """What the fold keeps per wrapper leaves with the wrapper (it grew by
     one entry per function ever made: a leak with functions made per request)."""
     said, counts = run("dropped", tmp_path)
-    assert counts == {"MISS": 100, "computations": 100}
+    assert counts == {"MISS": 100, "computations": 100, "compute_seconds_count": 100}
     assert said["tracked"] == 0
 
 
@@ -79,14 +81,14 @@ def test_children_of_a_parent_that_never_folded_report_only_their_own(scenario, 
 def test_a_parent_that_folded_and_its_children_each_report_their_own(tmp_path):
     _, counts = run("fork_folded", tmp_path)
     # The parent: MISS, HIT, HIT before the fork, one HIT after; a HIT per child.
-    assert counts == {"MISS": 1, "HIT": 5, "computations": 1}
+    assert counts == {"MISS": 1, "HIT": 5, "computations": 1, "compute_seconds_count": 1}
 
 
 def test_a_wrapper_collected_between_folds_keeps_its_last_counts(tmp_path):
     """Calls a wrapper made after its last fold, before it was collected,
     were never folded."""
     _, counts = run("collected_between_folds", tmp_path)
-    assert counts == {"MISS": 1, "HIT": 3, "computations": 1}
+    assert counts == {"MISS": 1, "HIT": 3, "computations": 1, "compute_seconds_count": 1}
 
 
 def test_a_wrapper_collected_in_a_child_is_not_folded_against_the_parents_baseline(tmp_path):
@@ -95,13 +97,13 @@ def test_a_wrapper_collected_in_a_child_is_not_folded_against_the_parents_baseli
     own record (else the parent's call after its last fold would count in
     both processes)."""
     _, counts = run("fork_then_collected", tmp_path)
-    assert counts == {"MISS": 1, "HIT": 4, "computations": 1}
+    assert counts == {"MISS": 1, "HIT": 4, "computations": 1, "compute_seconds_count": 1}
 
 
 def test_reset_stats_leaves_the_folded_counters_running(tmp_path):
     said, counts = run("reset_between_folds", tmp_path)
     assert said["since_reset"] == 1
-    assert counts == {"MISS": 2, "HIT": 2, "computations": 2}
+    assert counts == {"MISS": 2, "HIT": 2, "computations": 2, "compute_seconds_count": 2}
 
 
 def test_a_fold_that_fails_never_fails_the_request(tmp_path):
@@ -128,3 +130,11 @@ def test_a_fold_that_fails_never_fails_the_request(tmp_path):
         f"{metrics}; requests are still answered, and counts are lost until folding works again"
     ]
     assert "FileNotFoundError" in done.stderr
+
+
+def test_a_time_recorded_after_its_event_is_folded(tmp_path):
+    """The fold skips a function whose events did not move; a lookup's time
+    recorded after its hit moved nothing, so a fold between the two never
+    folded the time."""
+    _, counts = run("timed_after_its_event", tmp_path)
+    assert counts == {"HIT": 1, "lookup_seconds_count": 1}
