@@ -311,3 +311,32 @@ def test_functions_made_while_the_statistics_are_read():
     made_meanwhile.clear()
     del function
     gc.collect()
+
+
+def test_a_function_whose_store_cannot_be_built_is_not_labelled_memory():
+    """A ``backend=`` naming no cache alias: its calls fail (and count
+    nothing), and ``check`` says why. Its statistics, its series and its
+    ``stats`` row said ``memory``, as if it ran on the memory store."""
+    from django.core.management import CommandError
+
+    @cache_result(ttl=60, backend="django:nowhere")
+    def misconfigured(x):
+        return x
+
+    with pytest.raises(Exception, match="names no alias in CACHES"):
+        misconfigured(1)
+    assert misconfigured.stats()["backend"] == "unavailable"
+    assert stats()["functions"][misconfigured.function_id]["backend"] == "unavailable"
+    labels = {"function": misconfigured.function_id, "status": "MISS", "backend": "unavailable"}
+    assert sample(scrape(), "restflow_cache_requests_total", **labels) == 0
+    row = next(line for line in table() if line.startswith(misconfigured.function_id + " "))
+    assert row.split()[1:3] == ["unavailable", "0"]
+    out = StringIO()
+    with pytest.raises(CommandError, match=r"^not wiped: tests\.test_stats_edges\."):
+        call_command("restflow_cache", "wipe", "--all", stdout=out)
+    assert (
+        f"NOT wiped {misconfigured.function_id} (The cache backend 'django:nowhere' names no "
+        "alias in CACHES"
+    ) in out.getvalue()
+    del misconfigured
+    gc.collect()

@@ -128,7 +128,7 @@ class RestflowCollector:
             for key, raw in self._retired.items():
                 _stats.add_counts(pairs.setdefault(key, {}), raw)
             for wrapper in _stats.tracked():
-                label = _stats.backend_label(_stats.backend_of(wrapper))
+                label = _stats.store_of(wrapper)[1]
                 exported = self._seen.get(wrapper)
                 if exported is None:
                     exported = self._seen[wrapper] = _Exported()
@@ -302,8 +302,7 @@ class _Folded:
                 elif folds.events == events:
                     continue
                 folds.events = events
-                backend = _stats.backend_of(wrapper)
-                folds.label = _stats.backend_label(backend)
+                backend, folds.label = _stats.store_of(wrapper)
                 self._fold_function(folds, wrapper.counters(True))
                 if backend is not None:
                     moved[folds.label] = backend

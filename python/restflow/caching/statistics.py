@@ -145,10 +145,24 @@ def backend_label(backend: Any) -> str:
 def backend_of(wrapper: Any) -> Any:
     """The shared backend a wrapper's calls use, or ``None`` for memory
     (also when the backend cannot be built: ``check`` reports that)."""
+    return store_of(wrapper)[0]
+
+
+#: The label of a function whose shared store cannot be built (a backend
+#: naming no Django cache alias, a URL that does not parse): its calls fail
+#: before they are counted, and ``manage.py restflow_cache check`` says why.
+UNAVAILABLE = "unavailable"
+
+
+def store_of(wrapper: Any) -> tuple[Any, str]:
+    """The shared backend a wrapper's calls use (``None``: memory, or one
+    that cannot be built) and its label: ``"memory"``, the store's URL
+    without credentials, or :data:`UNAVAILABLE`."""
     try:
-        return wrapper.shared_backend()
+        backend = wrapper.shared_backend()
     except Exception:
-        return None
+        return None, UNAVAILABLE
+    return backend, backend_label(backend)
 
 
 def histogram(raw: dict[str, Any]) -> dict[str, Any]:
@@ -212,7 +226,7 @@ def add_counts(into: dict[str, Any], raw: dict[str, Any]) -> None:
 def function_stats(wrapper: Any) -> dict[str, Any]:
     """One function's statistics (what ``wrapper.stats()`` returns)."""
     described = _described(wrapper.counters())
-    described["backend"] = backend_label(backend_of(wrapper))
+    described["backend"] = store_of(wrapper)[1]
     return described
 
 
@@ -226,8 +240,7 @@ def _collected(
     pairs: dict[tuple[str, str], dict[str, Any]] = {}
     backends: dict[str, tuple[Any, dict[str, Any]]] = {}
     for wrapper in tracked():
-        backend = backend_of(wrapper)
-        label = backend_label(backend)
+        backend, label = store_of(wrapper)
         raw = wrapper.counters(totals)
         add_counts(pairs.setdefault((wrapper.function_id, label), {}), raw)
         add_counts(backends.setdefault(label, (backend, {}))[1], raw)

@@ -30,7 +30,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from restflow import _engine
-from restflow.caching import CacheBackendError, cache_result, statistics
+from restflow.caching import cache_result, statistics
 
 #: Counters and histograms behind the ``stats`` table.
 _PERCENTILES = ("p50", "p99")
@@ -293,7 +293,7 @@ class Command(BaseCommand):
         for engine in targets:
             try:
                 engine.invalidate_all()
-            except CacheBackendError as error:
+            except Exception as error:  # its store failed, or cannot be built
                 # The others are still wiped; this one is said, and fails the command.
                 failed.append(engine.function_id)
                 self.stdout.write(self.style.ERROR(f"NOT wiped {engine.function_id} ({error})"))
@@ -310,8 +310,8 @@ class Command(BaseCommand):
             )
         if failed:
             raise CommandError(
-                f"not wiped, their store failed: {', '.join(failed)}; run wipe again "
-                "once it answers ('restflow_cache check' tells)"
+                f"not wiped: {', '.join(failed)} (see above); run wipe again once their "
+                "store answers ('restflow_cache check' tells)"
             )
 
     # -- check ---------------------------------------------------------------
