@@ -30,6 +30,8 @@ when it is imported, from the environment. Scenarios:
   process, which then answers three requests through the middleware;
 * ``timed_after_its_event``: a hit is counted and folded, then its lookup
   time is recorded and folded;
+* ``odd_ids``: functions whose ids hold unicode, quotes, a backslash and
+  a newline make a call each and are folded;
 * ``dropped``: 100 wrappers each make a call, are folded and dropped, and
   are folded again; prints how many wrappers the fold still tracks.
 """
@@ -213,6 +215,26 @@ def timed_after_its_event() -> dict:
     return {"function": payload.function_id}
 
 
+#: Function ids a ``key_identifier`` may give, which Prometheus labels escape.
+ODD_IDS = ["prix.€uro", 'say "hi"', "back\\slash", "two\nlines"]
+
+
+def odd_ids() -> dict:
+    from restflow.caching import prometheus
+
+    made = []
+    for identifier in ODD_IDS:
+
+        @cache_result(key_constructor={"fields": {}, "key_identifier": identifier}, ttl=60)
+        def odd(x):
+            return x
+
+        odd(1)
+        made.append(odd)
+    prometheus.flush()
+    return {"ids": [f.function_id for f in made]}
+
+
 SCENARIOS = {
     "reused_address": reused_address,
     "fork_unfolded": lambda: forked(imported=False, folded=False),
@@ -224,6 +246,7 @@ SCENARIOS = {
     "reset_between_folds": reset_between_folds,
     "directory_removed": directory_removed,
     "timed_after_its_event": timed_after_its_event,
+    "odd_ids": odd_ids,
 }
 
 if __name__ == "__main__":

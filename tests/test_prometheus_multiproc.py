@@ -138,3 +138,21 @@ def test_a_time_recorded_after_its_event_is_folded(tmp_path):
     folded the time."""
     _, counts = run("timed_after_its_event", tmp_path)
     assert counts == {"HIT": 1, "lookup_seconds_count": 1}
+
+
+def test_odd_function_ids_round_trip_through_the_metrics_directory(tmp_path):
+    """Unicode, quotes, a backslash and a newline in a function id: kept in
+    the directory's files, escaped in the scrape, read back as they were."""
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+    from tests.prometheus_gunicorn import samples
+
+    said, _ = run("odd_ids", tmp_path)
+    assert said["ids"] == ["prix.€uro", 'say "hi"', "back\\slash", "two\nlines"]
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(tmp_path / "metrics"))
+    scraped = samples(generate_latest(registry).decode())
+    for identifier in said["ids"]:
+        labels = {"function": identifier, "backend": "memory", "status": "MISS"}
+        key = ("restflow_cache_requests_total", tuple(sorted(labels.items())))
+        assert scraped[key] == 1
