@@ -141,7 +141,7 @@ def test_dropped_functions_leave_the_statistics_and_their_counts_the_series():
     assert sample(scrape(), "restflow_cache_requests_total", **labels) == 50
     collector = prometheus._installed
     assert [key for key in collector._retired if key[0] == function_id] == [(function_id, "memory")]
-    assert not [w for w in collector._seen if w.function_id == function_id]
+    assert not [r for r in collector._exported.values() if r.function_id == function_id]
 
 
 ODD_IDS = ["prix.€uro", 'say "hi"', "back\\slash", "two\nlines", "tab\there"]

@@ -108,34 +108,42 @@ class RestflowCollector:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # The live wrappers a scrape has seen: the label each was exported under.
-        self._seen: weakref.WeakKeyDictionary[Any, _Exported] = weakref.WeakKeyDictionary()
-        # Appended to as seen wrappers are collected: (Counts, _Exported, function id).
-        self._collected: list[tuple[Any, ...]] = []
+        # The wrappers the last scrape read, by id(): each one's counters
+        # (which outlive it) and the label it was exported under.
+        self._exported: dict[int, _Exported] = {}
         # (function id, backend label) -> what collected wrappers counted.
         self._retired: dict[tuple[str, str], dict[str, Any]] = {}
 
     def totals(self) -> dict[tuple[str, str], dict[str, Any]]:
         """Running totals per (function id, backend label): the live
         wrappers' (a function defined again, added together), plus what the
-        collected ones had counted."""
+        ones collected since an earlier scrape read them had counted, to
+        their end.
+
+        A wrapper the last scrape read and this one does not find alive was
+        collected in between: its final counts move to ``_retired`` under
+        the label it was exported under. (The live wrappers are held for the
+        whole pass, so none dies in the middle of it.)"""
         with self._lock:
-            while self._collected:
-                counts, exported, function_id = self._collected.pop()
-                retired = self._retired.setdefault((function_id, exported.label), {})
-                _stats.add_counts(retired, counts.counters(True))
             pairs: dict[tuple[str, str], dict[str, Any]] = {}
+            exported: dict[int, _Exported] = {}
+            for wrapper in _stats.tracked():
+                record = self._exported.get(id(wrapper))
+                if record is None or record.ref() is not wrapper:
+                    record = _Exported(wrapper)
+                record.label = _stats.store_of(wrapper)[1]
+                exported[id(wrapper)] = record
+                key = (record.function_id, record.label)
+                _stats.add_counts(pairs.setdefault(key, {}), wrapper.counters(True))
+            for address, record in self._exported.items():
+                if exported.get(address) is not record:
+                    key = (record.function_id, record.label)
+                    _stats.add_counts(
+                        self._retired.setdefault(key, {}), record.counts.counters(True)
+                    )
+            self._exported = exported
             for key, raw in self._retired.items():
                 _stats.add_counts(pairs.setdefault(key, {}), raw)
-            for wrapper in _stats.tracked():
-                label = _stats.store_of(wrapper)[1]
-                exported = self._seen.get(wrapper)
-                if exported is None:
-                    exported = self._seen[wrapper] = _Exported()
-                    _stats.on_collected(wrapper, self._collected, exported, wrapper.function_id)
-                exported.label = label
-                function = wrapper.function_id
-                _stats.add_counts(pairs.setdefault((function, label), {}), wrapper.counters(True))
             return pairs
 
     def collect(self) -> Iterator[Metric]:
@@ -177,12 +185,16 @@ class RestflowCollector:
 
 
 class _Exported:
-    """The backend label a live wrapper was last exported under: where its
-    counts stay once it is collected."""
+    """A wrapper a scrape read: the wrapper (weakly), its function id, its
+    counters (``wrapper.counts()``, readable once it is collected) and the
+    label it was last exported under, where its counts stay."""
 
-    __slots__ = ("label",)
+    __slots__ = ("counts", "function_id", "label", "ref")
 
-    def __init__(self) -> None:
+    def __init__(self, wrapper: Any) -> None:
+        self.ref = weakref.ref(wrapper)
+        self.function_id = wrapper.function_id
+        self.counts = wrapper.counts()
         self.label = ""
 
 
