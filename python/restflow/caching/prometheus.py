@@ -102,9 +102,9 @@ class RestflowCollector:
     """Reads every function's running totals when scraped. Monotonic, as
     Prometheus counters must be (a decrease reads as a restart, which
     ``rate()`` counts as the whole value again): ``reset_stats()`` does not
-    touch the totals, and a function collected since the last scrape leaves
-    what it counted in its series (one entry per function id and store,
-    never per wrapper)."""
+    touch the totals, and a function collected after a scrape read it
+    leaves what it counted in its series (kept per function id and store,
+    not per wrapper)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
