@@ -301,3 +301,16 @@ def test_a_django_cache_that_is_down():
         gc.collect()  # functions of earlier tests, on other stores
         with pytest.raises(CommandError, match=r"^unreachable: django:broken$"):
             run("check")
+
+
+def test_stats_reads_the_directory_prometheus_client_reads(tmp_path, monkeypatch):
+    """prometheus_client (and restflow's middleware) also take the older
+    lower-case ``prometheus_multiproc_dir``; the command read only the
+    upper-case name, and showed the shell's own empty numbers instead."""
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setenv("prometheus_multiproc_dir", str(tmp_path))
+    assert run("stats").splitlines() == [
+        f"Statistics of every worker, from {tmp_path}",
+        "function  backend  calls  hit ratio  compute p50  compute p99  lookup p50  lookup p99",
+        "(no cached function has been called)",
+    ]

@@ -136,7 +136,9 @@ class Command(BaseCommand):
         stats = actions.add_parser("stats", help="calls, hit ratio and latencies per function")
         stats.add_argument(
             "--metrics-dir",
-            default=os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
+            # The names prometheus_client reads (the lower-case one is older).
+            default=os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+            or os.environ.get("prometheus_multiproc_dir"),
             help="read what every worker folded into this prometheus_client "
             "multiprocess directory (default: $PROMETHEUS_MULTIPROC_DIR)",
         )
