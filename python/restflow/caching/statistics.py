@@ -247,14 +247,6 @@ def _collected(
     return pairs, backends
 
 
-def raw_by_function_and_backend(totals: bool = False) -> dict[tuple[str, str], dict[str, Any]]:
-    """``{(function_id, backend label): raw counts}``: wrappers sharing a
-    function id added together per store, so a function defined again on
-    another store (or two functions given one ``key_identifier``) keeps each
-    store's counts under that store's label, as Prometheus labels them."""
-    return _collected(totals)[0]
-
-
 def backends_in_use() -> dict[str, Any]:
     """``{label: shared backend or None}`` for every backend a live function uses."""
     return {label: backend for label, (backend, _) in _collected(False)[1].items()}
