@@ -136,7 +136,7 @@ def test_awaiting_returns_the_value_and_a_hit_is_never_a_coroutine(store):
 
 
 def test_an_async_wrapper_reads_its_counters_and_store_like_a_sync_one(store):
-    """``counters()``, ``counted_events()`` and ``shared_backend()`` make no
+    """``counters()``, ``counted_events()``, ``counts()`` and ``shared_backend()`` make no
     round trip, so they are the sync wrapper's, not async."""
     lookup.reset_stats()
 
@@ -148,6 +148,7 @@ def test_an_async_wrapper_reads_its_counters_and_store_like_a_sync_one(store):
     counted = lookup.counters()
     assert (counted["miss"], counted["hit"], counted["computations"]) == (1, 1, 1)
     assert lookup.counted_events() == lookup._engine.counted_events() > 0
+    assert lookup.counts().counters() == counted
     backend = lookup.shared_backend()
     if store.kind == "memory":
         assert backend is None

@@ -5,6 +5,7 @@ tests/test_command.py."""
 
 from __future__ import annotations
 
+import gc
 import re
 from io import StringIO
 
@@ -12,7 +13,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
-from restflow.caching import cache_result
+from restflow.caching import cache_result, reset_stats
 from tests.redis.conftest import redis_settings
 
 
@@ -66,3 +67,65 @@ def test_check_warns_about_persistence(own_redis):
             assert "  warning: appendonly yes: a server that crashes comes back" in run("check")
         finally:
             client.config_set("appendonly", "no")  # else stopping it writes the log
+
+
+def test_with_the_store_down_each_subcommand_says_so(own_redis):
+    """Redis down: ``stats`` still shows this process's numbers (it ran the
+    store check first, and failed, from the command line); ``inspect`` says
+    the store is unreachable (it said MISSING); ``wipe`` wipes what it can,
+    names what it could not and fails (it raised CacheBackendError at the
+    first function, a traceback that left the rest unwiped)."""
+
+    @cache_result(ttl=60, backend="memory")
+    def local_badge(user_id):
+        return {"badge": user_id}
+
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url)):
+        reset_stats()
+        badge(1)
+        local_badge(1)
+        own_redis.stop()
+        out = StringIO()
+        call_command("restflow_cache", "stats", stdout=out, skip_checks=False)
+        lines = out.getvalue().splitlines()
+        assert lines[0].startswith("Statistics of this process")
+        row = next(
+            line for line in lines if line.startswith("tests.redis.test_command_redis.badge ")
+        )
+        assert row.split()[1:3] == [own_redis.url, "1"]
+        with pytest.raises(
+            CommandError,
+            match=rf"^{re.escape(own_redis.url)}: UNREACHABLE \(.+\); cannot tell whether the "
+            "entry is there$",
+        ):
+            run("inspect", "tests.redis.test_command_redis.badge", "1")
+        out = StringIO()
+        with pytest.raises(
+            CommandError,
+            match=r"^not wiped: tests\.redis\.test_command_redis\.badge \(see above\); run wipe "
+            r"again once their store answers \('restflow_cache check' tells\)$",
+        ):
+            call_command(
+                "restflow_cache", "wipe", "tests.redis.test_command_redis.badge", stdout=out
+            )
+        # The second failure in a row (after inspect's): the breaker is still closed.
+        assert out.getvalue().splitlines() == [
+            "NOT wiped tests.redis.test_command_redis.badge "
+            "(store unavailable: Connection refused (os error 111))",
+            "0 function(s) wiped",
+        ]
+        out = StringIO()
+        with pytest.raises(CommandError, match=r"tests\.redis\.test_command_redis\.badge[,;]"):
+            call_command("restflow_cache", "wipe", "--all", stdout=out)
+        lines = out.getvalue().splitlines()
+        assert f"wiped {local_badge.function_id}" in lines
+        # Its message depends on how many failed before it (the breaker).
+        assert any(
+            line.startswith("NOT wiped tests.redis.test_command_redis.badge (store ")
+            for line in lines
+        )
+        assert local_badge.get_cached_metadata(1) is None
+    # Gone before the next test: `wipe --all` of a test on a shared store
+    # would find a memory function.
+    del local_badge
+    gc.collect()

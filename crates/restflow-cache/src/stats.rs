@@ -306,13 +306,16 @@ impl std::error::Error for RecordError {}
 
 /// The statistics of one cached function or one store.
 ///
-/// Invariant: `totals` only grow; `baseline` is a past reading of them
+/// Invariants: `totals` only grow; `baseline` is a past reading of them
 /// (set by [`Stats::reset`]), so `totals - baseline` never underflows
-/// except for events racing a reset, which saturate at zero.
+/// except for events racing a reset, which saturate at zero; `observed`
+/// counts every observation of either histogram, so [`Stats::events`]
+/// moves with each one.
 #[derive(Debug, Default)]
 pub struct Stats {
     totals: Cells,
     baseline: Cells,
+    observed: AtomicU64,
 }
 
 impl Stats {
@@ -335,11 +338,13 @@ impl Stats {
     /// Records how long one computation took.
     pub fn observe_compute(&self, duration: Duration) {
         self.totals.compute.observe(duration);
+        self.observed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records how long one shared-store lookup took.
     pub fn observe_lookup(&self, duration: Duration) {
         self.totals.lookup.observe(duration);
+        self.observed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Runs a computation, counting it, its time, and its failure.
@@ -405,15 +410,20 @@ impl Stats {
         Ok(())
     }
 
-    /// How many events were counted since the start: a cheap way for an
-    /// exporter to skip functions with nothing new (every timed
-    /// observation comes with a counted event).
+    /// How many events were counted and durations observed since the
+    /// start: a cheap way for an exporter to skip functions with nothing
+    /// new. Observations are in it too: a time is recorded apart from the
+    /// event it comes with (after it, by an embedder that times a hit
+    /// itself), and an exporter that read between the two would otherwise
+    /// never see the time arrive.
     pub fn events(&self) -> u64 {
-        self.totals
+        let counted: u64 = self
+            .totals
             .counters
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
-            .sum()
+            .sum();
+        counted + self.observed.load(Ordering::Relaxed)
     }
 
     /// Everything since the last [`Stats::reset`].
@@ -561,6 +571,22 @@ mod tests {
         assert_eq!(snapshot.lookup.buckets[BUCKETS], 1);
         assert_eq!(snapshot.lookup.sum_nanos, u64::MAX);
         assert_eq!(snapshot.compute.quantile(1.0), Some(f64::INFINITY));
+    }
+
+    #[test]
+    fn a_duration_observed_on_its_own_moves_the_events() {
+        // An embedder counts a hit, then records the lookup's time: an
+        // exporter that read the events between the two must see them move
+        // again when the time arrives.
+        let stats = Stats::new();
+        stats.add(Counter::Hit);
+        let before = stats.events();
+        stats.observe_lookup(Duration::from_micros(3));
+        assert_eq!(stats.events(), before + 1);
+        stats.observe_compute(Duration::from_micros(3));
+        assert_eq!(stats.events(), before + 2);
+        stats.reset();
+        assert_eq!(stats.events(), before + 2, "events count since the start");
     }
 
     #[test]

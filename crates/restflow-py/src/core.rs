@@ -167,8 +167,10 @@ pub(crate) struct Core {
     pub claim: Option<Py<PyAny>>,
     /// Set once `claim` succeeded.
     pub claimed: crate::once::OnceValue<()>,
-    /// Counts and latencies of this function's calls (`wrapper.stats()`).
-    pub stats: restflow_cache::Stats,
+    /// Counts and latencies of this function's calls (`wrapper.stats()`);
+    /// shared with the `Counts` handles exporters keep (`wrapper.counts()`),
+    /// which read the final counts once the wrapper is gone.
+    pub stats: Arc<restflow_cache::Stats>,
 }
 
 /// The store a wrapper uses.

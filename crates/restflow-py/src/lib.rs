@@ -253,6 +253,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<loop_io::LoopConnection>()?;
     m.add_class::<loop_io::RedisAnswer>()?;
     m.add_class::<loop_io::LoopFetch>()?;
+    m.add_class::<stats::Counts>()?;
     m.add(
         "CacheBackendError",
         m.py().get_type::<shared::CacheBackendError>(),

@@ -3,6 +3,8 @@
 //! Prometheus exporter. The counters themselves live in the engine
 //! ([`restflow_cache::stats`]).
 
+use std::sync::Arc;
+
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -41,6 +43,29 @@ pub(crate) fn read<'py>(
         stats.snapshot()
     };
     to_dict(py, &snapshot)
+}
+
+/// One cached function's counters, apart from its wrapper
+/// (`wrapper.counts()`): an exporter keeps one to read what a wrapper
+/// counted up to its end once the wrapper has been collected, so its
+/// exported totals never go down. It holds the counters alone, no Python
+/// object, so keeping it keeps neither the function nor its wrapper alive.
+#[pyclass(module = "restflow._engine", name = "Counts", frozen)]
+pub(crate) struct Counts(pub(crate) Arc<Stats>);
+
+#[pymethods]
+impl Counts {
+    /// As `CachedWrapper.counters`: since the last reset, or since the
+    /// start (`totals`).
+    #[pyo3(signature = (totals=false))]
+    fn counters<'py>(&self, py: Python<'py>, totals: bool) -> PyResult<Bound<'py, PyDict>> {
+        read(py, &self.0, totals)
+    }
+
+    /// As `CachedWrapper.counted_events`.
+    fn counted_events(&self) -> u64 {
+        self.0.events()
+    }
 }
 
 /// Counts an event a Python layer served itself (the async layer's own

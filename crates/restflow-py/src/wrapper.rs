@@ -710,6 +710,12 @@ impl CachedWrapper {
         crate::stats::read(py, &self.core.stats, totals)
     }
 
+    /// This function's counters apart from the wrapper (see
+    /// `restflow._engine.Counts`): they outlive it, for exporters.
+    fn counts(&self) -> crate::stats::Counts {
+        crate::stats::Counts(Arc::clone(&self.core.stats))
+    }
+
     /// Events counted since the start (see `Stats::events`): the
     /// Prometheus flush reads a function's totals only when this moved.
     fn counted_events(&self) -> u64 {

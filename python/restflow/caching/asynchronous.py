@@ -552,6 +552,11 @@ class AsyncCachedWrapper(Generic[P, T]):
         checks before it reads the totals)."""
         return self._engine.counted_events()
 
+    def counts(self) -> Any:
+        """Those counters apart from the wrapper (``restflow._engine.Counts``),
+        readable once the function is collected."""
+        return self._engine.counts()
+
     def shared_backend(self) -> Any:
         """The shared store this function's calls use (``near_stats()``,
         ``near_sync()``, ``stats()``), or ``None`` on the memory store;

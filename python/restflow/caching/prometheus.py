@@ -36,8 +36,10 @@ fold adds bucket counts as they are instead of replaying observations.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -52,6 +54,8 @@ except ImportError as missing:  # pragma: no cover - the test environment has it
     ) from missing
 
 from restflow.caching import statistics as _stats
+
+logger = logging.getLogger("restflow.caching")
 
 STATUSES = {
     "hit": "HIT",
@@ -95,8 +99,52 @@ def multiprocess_mode() -> bool:
 
 
 class RestflowCollector:
-    """Reads every function's running totals when scraped (monotonic:
-    ``reset_stats()`` does not touch them)."""
+    """Reads every function's running totals when scraped. Monotonic, as
+    Prometheus counters must be (a decrease reads as a restart, which
+    ``rate()`` counts as the whole value again): ``reset_stats()`` does not
+    touch the totals, and a function collected after a scrape read it
+    leaves what it counted in its series (kept per function id and store,
+    not per wrapper)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # The wrappers the last scrape read, by id(): each one's counters
+        # (which outlive it) and the label it was exported under.
+        self._exported: dict[int, _Exported] = {}
+        # (function id, backend label) -> what collected wrappers counted.
+        self._retired: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def totals(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """Running totals per (function id, backend label): the live
+        wrappers' (a function defined again, added together), plus what the
+        ones collected since an earlier scrape read them had counted, to
+        their end.
+
+        A wrapper the last scrape read and this one does not find alive was
+        collected in between: its final counts move to ``_retired`` under
+        the label it was exported under. (The live wrappers are held for the
+        whole pass, so none dies in the middle of it.)"""
+        with self._lock:
+            pairs: dict[tuple[str, str], dict[str, Any]] = {}
+            exported: dict[int, _Exported] = {}
+            for wrapper in _stats.tracked():
+                record = self._exported.get(id(wrapper))
+                if record is None or record.ref() is not wrapper:
+                    record = _Exported(wrapper)
+                record.label = _stats.store_of(wrapper)[1]
+                exported[id(wrapper)] = record
+                key = (record.function_id, record.label)
+                _stats.add_counts(pairs.setdefault(key, {}), wrapper.counters(True))
+            for address, record in self._exported.items():
+                if exported.get(address) is not record:
+                    key = (record.function_id, record.label)
+                    _stats.add_counts(
+                        self._retired.setdefault(key, {}), record.counts.counters(True)
+                    )
+            self._exported = exported
+            for key, raw in self._retired.items():
+                _stats.add_counts(pairs.setdefault(key, {}), raw)
+            return pairs
 
     def collect(self) -> Iterator[Metric]:
         labels = ["function", "backend"]
@@ -110,7 +158,7 @@ class RestflowCollector:
             "restflow_cache_compute_seconds", COMPUTE_HELP, labels=labels
         )
         lookup = HistogramMetricFamily("restflow_cache_lookup_seconds", LOOKUP_HELP, labels=labels)
-        for (function, backend), raw in _stats.raw_by_function_and_backend(totals=True).items():
+        for (function, backend), raw in self.totals().items():
             for name, status in STATUSES.items():
                 requests.add_metric([function, status, backend], raw[name])
             for name in EVENTS:
@@ -134,6 +182,20 @@ class RestflowCollector:
             for name, family in stores.items():
                 family.add_metric([label], own[name])
         yield from stores.values()
+
+
+class _Exported:
+    """A wrapper a scrape read: the wrapper (weakly), its function id, its
+    counters (``wrapper.counts()``, readable once it is collected) and the
+    label it was last exported under, where its counts stay."""
+
+    __slots__ = ("counts", "function_id", "label", "ref")
+
+    def __init__(self, wrapper: Any) -> None:
+        self.ref = weakref.ref(wrapper)
+        self.function_id = wrapper.function_id
+        self.counts = wrapper.counts()
+        self.label = ""
 
 
 def _le(bound: float) -> str:
@@ -163,7 +225,7 @@ def install(registry: CollectorRegistry = REGISTRY) -> None:
 
 class _Folded:
     """prometheus_client metrics in multiprocess mode, and what this process
-    has folded into them so far (per function id and per store)."""
+    has folded into them so far (per wrapper and per store)."""
 
     def __init__(self) -> None:
         labels = ["function", "backend"]
@@ -185,53 +247,86 @@ class _Folded:
             for name, (metric, help_text) in STORE_METRICS.items()
         }
         self.lock = threading.Lock()
-        # wrapper -> events seen at its last fold; function -> totals folded.
-        self.seen: dict[int, int] = {}
-        self.folded: dict[tuple[str, str], dict[str, Any]] = {}
-        # Set in a forked child: stores whose baseline is still to be read.
-        self.forked = False
+        # Per live wrapper, by ``id()`` (a dict lookup per wrapper and
+        # request; a WeakKeyDictionary's made a weak reference each time):
+        # its events at its last fold and the running totals folded so far.
+        # An entry holds its wrapper weakly and counts only for that very
+        # wrapper (``_Folds.ref``): a wrapper made later at a collected one's
+        # address is a new one; the collected one's entry leaves at the next
+        # fold.
+        self.functions: dict[int, _Folds] = {}
+        # Appended to as folded wrappers are collected: (Counts, _Folds), so
+        # what they counted after their last fold is folded at the next.
+        self.collected: list[tuple[Any, ...]] = []
+        # Bumped in a forked child: the parent's _Folds are not the child's.
+        self.generation = 0
+        # Per store label: the running totals folded so far.
+        self.stores_folded: dict[str, dict[str, Any]] = {}
+        # In a forked child (made there, or there since the fork): stores
+        # whose baseline is still to be read.
+        self.forked = _stats.forked()
         self.rebased: set[str] = set()
+
+    def tracked_count(self) -> int:
+        """How many live wrappers the fold keeps totals for."""
+        return len(self.functions)
 
     def forget(self) -> None:
         """In a child just forked: what the parent counted is the parent's
         to report (folded already, or never); the child starts from here.
 
-        Only the functions' counters are read here (atomic loads): a store's
-        baseline is taken at its first fold in the child instead, since finding a
+        A function's baseline is what it had counted at the fork
+        (:func:`restflow.caching.statistics.inherited`, read at every fork,
+        whether this module was imported then or not). A store's baseline
+        is taken at its first fold in the child instead, since finding a
         store may build it, which is no work for a fork hook (its counts
         before that fold are store errors and waits, not requests)."""
-        self.seen.clear()
-        self.folded.clear()
+        self.functions.clear()
+        self.collected.clear()
+        self.generation += 1
+        self.stores_folded.clear()
         self.forked = True
         self.rebased.clear()
-        for wrapper in _stats.tracked():
-            self.folded[(wrapper.function_id, id(wrapper))] = wrapper.counters(True)
 
     def flush(self) -> None:
         """Folds what moved. Per request this costs one atomic read per
         function whose counts did not move; a store is read only when one of
         its functions moved (its errors, trips and waits come with calls)."""
         with self.lock:
+            while self.collected:
+                counts, folds = self.collected.pop()
+                if folds.generation != self.generation:
+                    continue  # the parent's record, before a fork
+                if self.functions.get(folds.address) is folds:
+                    del self.functions[folds.address]
+                if counts.counted_events() != folds.events:
+                    self._fold_function(folds, counts.counters(True))
             moved: dict[str, Any] = {}
-            for wrapper in list(_stats._wrappers):
+            for wrapper in _stats.live():
                 events = wrapper.counted_events()
-                if self.seen.get(id(wrapper)) == events:
+                folds = self.functions.get(id(wrapper))
+                if folds is None or folds.ref() is not wrapper:
+                    if not events:
+                        continue  # nothing to fold, and nothing kept for it
+                    folds = _Folds(wrapper, _stats.inherited(wrapper), self.generation)
+                    self.functions[folds.address] = folds
+                    _stats.on_collected(wrapper, self.collected, folds)
+                elif folds.events == events:
                     continue
-                self.seen[id(wrapper)] = events
-                backend = _stats.backend_of(wrapper)
-                label = _stats.backend_label(backend)
-                self._fold_function(wrapper, label)
+                folds.events = events
+                backend, folds.label = _stats.store_of(wrapper)
+                self._fold_function(folds, wrapper.counters(True))
                 if backend is not None:
-                    moved[label] = backend
+                    moved[folds.label] = backend
             for label, backend in moved.items():
                 self._fold_store(label, backend)
 
-    def _delta(self, key: tuple[str, Any], now: dict[str, Any]) -> dict[str, Any]:
-        before = self.folded.get(key)
-        self.folded[key] = now
-        if before is None or any(
-            not isinstance(v, dict) and v < before[k] for k, v in now.items()
-        ):  # new, or a new wrapper where a collected one was: all of it is new
+    @staticmethod
+    def _delta(before: dict[str, Any] | None, now: dict[str, Any]) -> dict[str, Any]:
+        """``now - before`` of running totals (all of ``now`` without
+        ``before``, or when a count went down: a store built again under
+        the same label counts from zero)."""
+        if before is None or any(not isinstance(v, dict) and v < before[k] for k, v in now.items()):
             return now
         delta: dict[str, Any] = {}
         for name, value in now.items():
@@ -247,9 +342,10 @@ class _Folded:
                 delta[name] = value - before[name]
         return delta
 
-    def _fold_function(self, wrapper: Any, backend: str) -> None:
-        function = wrapper.function_id
-        delta = self._delta((function, id(wrapper)), wrapper.counters(True))
+    def _fold_function(self, folds: _Folds, now: dict[str, Any]) -> None:
+        """Folds ``now`` (a wrapper's running totals) less what was folded of it."""
+        function, backend = folds.function_id, folds.label
+        delta, folds.totals = self._delta(folds.totals, now), now
         for name, status in STATUSES.items():
             if delta[name]:
                 self.requests.labels(function, status, backend).inc(delta[name])
@@ -263,12 +359,33 @@ class _Folded:
     def _fold_store(self, label: str, backend: Any) -> None:
         if self.forked and label not in self.rebased:  # its first fold in a forked child
             self.rebased.add(label)
-            self.folded[("", label)] = backend.stats(totals=True)
-        delta = self._delta(("", label), backend.stats(totals=True))
+            self.stores_folded[label] = backend.stats(totals=True)
+        now = backend.stats(totals=True)
+        delta = self._delta(self.stores_folded.get(label), now)
+        self.stores_folded[label] = now
         for name, counter in self.stores.items():
             child = counter.labels(label)  # shown from the first fold, at 0
             if delta[name]:
                 child.inc(delta[name])
+
+
+class _Folds:
+    """What the fold knows of one wrapper: the wrapper (weakly) and its
+    address, its function id, the backend label of its last fold, its events
+    then (``None`` before the first), the running totals folded so far
+    (``None``: none, all it counted is new), and the fold generation it
+    belongs to (see ``_Folded.forget``)."""
+
+    __slots__ = ("address", "events", "function_id", "generation", "label", "ref", "totals")
+
+    def __init__(self, wrapper: Any, totals: dict[str, Any] | None, generation: int) -> None:
+        self.ref = weakref.ref(wrapper)
+        self.address = id(wrapper)
+        self.function_id = wrapper.function_id
+        self.label = ""
+        self.events: int | None = None
+        self.totals = totals
+        self.generation = generation
 
 
 def _add_to_histogram(child: Any, delta: dict[str, Any]) -> None:
@@ -318,18 +435,39 @@ def flush() -> None:
 
 
 class PrometheusMiddleware:
-    """Folds the cache's counts after every response (multiprocess mode)."""
+    """Folds the cache's counts after every response (multiprocess mode).
+
+    A fold that fails (the metrics directory removed under a running
+    server, a full disk) never fails the request: it is logged once, when it
+    starts failing; the counts it was folding are lost, and folds count
+    again once they work. (The scrape's own fold raises, so a scrape shows
+    the failure.)"""
 
     def __init__(self, get_response: Callable[[Any], Any]) -> None:
         self.get_response = get_response
         self.active = multiprocess_mode()
+        self.failing = False
         if self.active:
             _folded()
 
     def __call__(self, request: Any) -> Any:
         response = self.get_response(request)
         if self.active:
-            flush()
+            try:
+                flush()
+            except Exception:
+                if not self.failing:
+                    self.failing = True
+                    logger.warning(
+                        "restflow: could not fold the cache's counts into the Prometheus "
+                        "metrics in %s; requests are still answered, and counts are lost "
+                        "until folding works again",
+                        os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+                        or os.environ.get("prometheus_multiproc_dir"),
+                        exc_info=True,
+                    )
+            else:
+                self.failing = False
         return response
 
 

@@ -23,6 +23,8 @@ Percentiles are the upper bound of the histogram bucket they fall in
 
 from __future__ import annotations
 
+import itertools
+import os
 import weakref
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -39,19 +41,90 @@ STORE_COUNTERS = ("store_errors", "breaker_trips", "lock_waits")
 BUCKET_BOUNDS: tuple[float, ...] = tuple(_engine.stats_bucket_bounds())
 
 # Every engine wrapper made by cache_result (the Rust CachedWrapper, also
-# under async and cache_response wrappers); weak, so counting never keeps
-# a function alive.
-_wrappers: weakref.WeakSet[Any] = weakref.WeakSet()
+# under async and cache_response wrappers), by serial number; weak, so
+# counting never keeps a function alive (an entry leaves with its wrapper).
+# A plain dict, not a WeakSet: a WeakSet is iterated step by step in Python,
+# and a function made in another thread between two steps broke the
+# iteration ("Set changed size during iteration") of stats() or a scrape;
+# ``list(dict.values())`` is one step (see :func:`live`).
+_wrappers: dict[int, weakref.ref[Any]] = {}
+_serials = itertools.count()
+
+
+# In a forked child: each wrapper's running totals at the fork (what the
+# parent counted, the parent's to report); weak, as ``_wrappers``; written
+# only at a fork, where no other thread runs.
+_at_fork: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+_forked = False
 
 
 def track(wrapper: Any) -> None:
     """Lists ``wrapper`` (an engine ``CachedWrapper``) in :func:`stats`."""
-    _wrappers.add(wrapper)
+    serial = next(_serials)  # atomic under the GIL
+    _wrappers[serial] = weakref.ref(
+        wrapper, lambda _, serial=serial, wrappers=_wrappers: wrappers.pop(serial, None)
+    )
+
+
+def untrack(wrapper: Any) -> None:
+    """Leaves ``wrapper`` out of :func:`stats` (a function of restflow's own)."""
+    for serial, ref in list(_wrappers.items()):
+        if ref() is wrapper:
+            _wrappers.pop(serial, None)
+
+
+def live() -> list[Any]:
+    """The live engine wrappers, in no order. Safe while other threads make
+    or drop cached functions: the references are copied in one step (C code
+    that runs no Python, so no other thread or weakref callback runs in the
+    middle of it), then each is followed."""
+    return [wrapper for ref in list(_wrappers.values()) if (wrapper := ref()) is not None]
+
+
+def on_collected(wrapper: Any, collected: list[tuple[Any, ...]], *about: Any) -> None:
+    """Appends ``(counts, *about)`` to ``collected`` once ``wrapper`` has been
+    garbage-collected; ``counts`` (``wrapper.counts()``, an engine
+    ``Counts``) reads what it counted up to its end. For exporters whose
+    counters must never go down. Only a list append, at whatever moment the
+    collector runs: the exporter reads the list on its next pass, under its
+    own lock. The ``Counts`` holds no Python object, so it keeps nothing
+    alive."""
+    finalizer = weakref.finalize(wrapper, collected.append, (wrapper.counts(), *about))
+    finalizer.atexit = False
+
+
+def inherited(wrapper: Any) -> dict[str, Any] | None:
+    """In a forked child, ``wrapper``'s running totals (``counters(True)``)
+    at the latest fork: counts its parent made, which exporters that report
+    per process (Prometheus' multiprocess mode) must not report again.
+    ``None`` for a wrapper made after the fork, or that had counted nothing."""
+    return _at_fork.get(wrapper)
+
+
+def forked() -> bool:
+    """Whether this process was forked from one that imported restflow."""
+    return _forked
+
+
+def _after_fork_in_child() -> None:
+    # Read here, in every child, rather than by the Prometheus module: a
+    # parent may fork before it ever imports that module (a --preload
+    # master whose metrics view is imported on the first request), and the
+    # child's own calls start moving the counts at once.
+    global _forked
+    _forked = True
+    _at_fork.clear()
+    for wrapper in live():
+        if wrapper.counted_events():
+            _at_fork[wrapper] = wrapper.counters(True)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def tracked() -> list[Any]:
     """The live engine wrappers, oldest first by function id."""
-    return sorted(_wrappers, key=lambda w: w.function_id)
+    return sorted(live(), key=lambda w: w.function_id)
 
 
 def backend_label(backend: Any) -> str:
@@ -72,10 +145,24 @@ def backend_label(backend: Any) -> str:
 def backend_of(wrapper: Any) -> Any:
     """The shared backend a wrapper's calls use, or ``None`` for memory
     (also when the backend cannot be built: ``check`` reports that)."""
+    return store_of(wrapper)[0]
+
+
+#: The label of a function whose shared store cannot be built (a backend
+#: naming no Django cache alias, a URL that does not parse): its calls fail
+#: before they are counted, and ``manage.py restflow_cache check`` says why.
+UNAVAILABLE = "unavailable"
+
+
+def store_of(wrapper: Any) -> tuple[Any, str]:
+    """The shared backend a wrapper's calls use (``None``: memory, or one
+    that cannot be built) and its label: ``"memory"``, the store's URL
+    without credentials, or :data:`UNAVAILABLE`."""
     try:
-        return wrapper.shared_backend()
+        backend = wrapper.shared_backend()
     except Exception:
-        return None
+        return None, UNAVAILABLE
+    return backend, backend_label(backend)
 
 
 def histogram(raw: dict[str, Any]) -> dict[str, Any]:
@@ -123,7 +210,8 @@ def _described(raw: dict[str, Any], store: bool = False) -> dict[str, Any]:
     return out
 
 
-def _add(into: dict[str, Any], raw: dict[str, Any]) -> None:
+def add_counts(into: dict[str, Any], raw: dict[str, Any]) -> None:
+    """Adds raw counts (``counters()``) into ``into``, histograms bucket by bucket."""
     for name, value in raw.items():
         if isinstance(value, dict):
             target = into.setdefault(name, {"buckets": [0] * len(value["buckets"]), "sum": 0.0})
@@ -138,46 +226,54 @@ def _add(into: dict[str, Any], raw: dict[str, Any]) -> None:
 def function_stats(wrapper: Any) -> dict[str, Any]:
     """One function's statistics (what ``wrapper.stats()`` returns)."""
     described = _described(wrapper.counters())
-    described["backend"] = backend_label(backend_of(wrapper))
+    described["backend"] = store_of(wrapper)[1]
     return described
 
 
-def _collected(totals: bool) -> tuple[dict[str, tuple[str, dict]], dict[str, tuple[Any, dict]]]:
-    """One pass over the live wrappers: ``{function_id: (backend label, raw
-    counts)}`` (wrappers sharing a function id, a function defined again,
-    added together) and ``{backend label: (backend or None, raw counts of
-    its functions)}``."""
-    functions: dict[str, tuple[str, dict[str, Any]]] = {}
+def _collected(
+    totals: bool,
+) -> tuple[dict[tuple[str, str], dict[str, Any]], dict[str, tuple[Any, dict[str, Any]]]]:
+    """One pass over the live wrappers: ``{(function_id, backend label): raw
+    counts}`` (wrappers sharing a function id on one store, a function
+    defined again, added together) and ``{backend label: (backend or None,
+    raw counts of its functions)}``."""
+    pairs: dict[tuple[str, str], dict[str, Any]] = {}
     backends: dict[str, tuple[Any, dict[str, Any]]] = {}
     for wrapper in tracked():
-        backend = backend_of(wrapper)
-        label = backend_label(backend)
+        backend, label = store_of(wrapper)
         raw = wrapper.counters(totals)
-        _add(functions.setdefault(wrapper.function_id, (label, {}))[1], raw)
-        _add(backends.setdefault(label, (backend, {}))[1], raw)
-    return functions, backends
-
-
-def raw_by_function(totals: bool = False) -> dict[str, tuple[str, dict[str, Any]]]:
-    """``{function_id: (backend label, raw counts)}`` (see :func:`_collected`)."""
-    return _collected(totals)[0]
-
-
-def raw_by_function_and_backend(totals: bool = False) -> dict[tuple[str, str], dict[str, Any]]:
-    """``{(function_id, backend label): raw counts}``: wrappers sharing a
-    function id added together per store, so a function defined again on
-    another store (or two lambdas of one module) keeps each store's counts
-    under that store's label, as the multiprocess fold labels them."""
-    pairs: dict[tuple[str, str], dict[str, Any]] = {}
-    for wrapper in tracked():
-        label = backend_label(backend_of(wrapper))
-        _add(pairs.setdefault((wrapper.function_id, label), {}), wrapper.counters(totals))
-    return pairs
+        add_counts(pairs.setdefault((wrapper.function_id, label), {}), raw)
+        add_counts(backends.setdefault(label, (backend, {}))[1], raw)
+    return pairs, backends
 
 
 def backends_in_use() -> dict[str, Any]:
     """``{label: shared backend or None}`` for every backend a live function uses."""
     return {label: backend for label, (backend, _) in _collected(False)[1].items()}
+
+
+def _function_entry(stores: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A function id's entry of :func:`stats` from its raw counts per store.
+
+    On one store (the common case): its counts and ``"backend"``, that
+    store's label. Wrappers of one id on several stores (a function defined
+    again with another ``backend=``, functions sharing a ``key_identifier``)
+    are not one store's: their counts added up, ``"backend"`` the sorted
+    list of labels, and ``"stores"`` each store's own entry, which is what
+    Prometheus exports under each ``backend`` label."""
+    if len(stores) == 1:
+        ((label, raw),) = stores.items()
+        return {**_described(raw), "backend": label}
+    total: dict[str, Any] = {}
+    for raw in stores.values():
+        add_counts(total, raw)
+    return {
+        **_described(total),
+        "backend": sorted(stores),
+        "stores": {
+            label: {**_described(raw), "backend": label} for label, raw in sorted(stores.items())
+        },
+    }
 
 
 def stats() -> dict[str, Any]:
@@ -186,14 +282,18 @@ def stats() -> dict[str, Any]:
 
         {"functions": {function_id: {...}}, "backends": {label: {...}}}
 
-    A backend's entry adds up its functions' counts, plus what the store
-    counts itself (``store_errors``, ``breaker_trips``, ``lock_waits``, and
-    the ``lookup`` histogram of its fetch round trips).
+    A function id used on several stores is described by
+    :func:`_function_entry`. A backend's entry adds up its functions'
+    counts, plus what the store counts itself (``store_errors``,
+    ``breaker_trips``, ``lock_waits``, and the ``lookup`` histogram of its
+    fetch round trips).
     """
-    collected, by_backend = _collected(False)
+    pairs, by_backend = _collected(False)
+    per_function: dict[str, dict[str, dict[str, Any]]] = {}
+    for (function_id, label), raw in pairs.items():
+        per_function.setdefault(function_id, {})[label] = raw
     functions = {
-        function_id: {**_described(raw), "backend": label}
-        for function_id, (label, raw) in collected.items()
+        function_id: _function_entry(stores) for function_id, stores in per_function.items()
     }
     backends = {}
     for label, (backend, raw) in by_backend.items():

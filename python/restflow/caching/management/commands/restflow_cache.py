@@ -66,7 +66,7 @@ def _probe() -> None:
     """A function on the default BACKEND: how `check` finds that backend."""
 
 
-statistics._wrappers.discard(_probe)  # not a user's function
+statistics.untrack(_probe)  # not a user's function
 
 
 def _seconds(value: float | None) -> str:
@@ -79,6 +79,13 @@ def _seconds(value: float | None) -> str:
     if value < 1:
         return f"{value * 1e3:.3g}ms"
     return f"{value:.3g}s"
+
+
+def _shown(text: str) -> str:
+    """``text`` on one line: a ``key_identifier`` may hold a newline or a
+    tab, which would break a table row in two (or look like another
+    function's); those are shown escaped (``\\n``), other text as it is."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _literal(text: str) -> Any:
@@ -129,7 +136,9 @@ class Command(BaseCommand):
         stats = actions.add_parser("stats", help="calls, hit ratio and latencies per function")
         stats.add_argument(
             "--metrics-dir",
-            default=os.environ.get("PROMETHEUS_MULTIPROC_DIR"),
+            # The names prometheus_client reads (the lower-case one is older).
+            default=os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+            or os.environ.get("prometheus_multiproc_dir"),
             help="read what every worker folded into this prometheus_client "
             "multiprocess directory (default: $PROMETHEUS_MULTIPROC_DIR)",
         )
@@ -155,12 +164,18 @@ class Command(BaseCommand):
         elif action == "wipe":
             self.wipe(options["function"], options["all"])
         else:
-            self.check()
+            self.check_stores()
 
     # -- stats ---------------------------------------------------------------
 
     def stats(self, metrics_dir: str | None) -> None:
         if metrics_dir:
+            if not os.path.isdir(metrics_dir):
+                raise CommandError(
+                    f"the metrics directory {metrics_dir!r} (--metrics-dir, by default "
+                    "$PROMETHEUS_MULTIPROC_DIR) is not a directory: give the one the "
+                    "server's workers write to"
+                )
             rows = _rows_from_metrics_dir(metrics_dir)
             source = f"every worker, from {metrics_dir}"
         else:
@@ -179,8 +194,8 @@ class Command(BaseCommand):
         )
         table = [header] + [
             (
-                function,
-                backend,
+                _shown(function),
+                _shown(backend),
                 str(row["calls"]),
                 "-" if row["hit_ratio"] is None else f"{row['hit_ratio']:.1%}",
                 *(_seconds(row["compute"][p]) for p in _PERCENTILES),
@@ -219,9 +234,35 @@ class Command(BaseCommand):
                 kwargs[name] = _literal(value)
             else:
                 args.append(_literal(text))
-        key = engine.get_cache_key(*args, **kwargs)
+        try:
+            key = engine.get_cache_key(*args, **kwargs)
+        except (TypeError, ValueError) as error:
+            raise CommandError(
+                f"cannot call {dotted} with these arguments: {error} (arguments are "
+                "Python literals, name=value for keywords)"
+            ) from None
+        try:
+            backend = engine.shared_backend()
+        except Exception as error:  # a backend that cannot be built
+            raise CommandError(f"{dotted}: NO BACKEND ({error})") from None
+        label = statistics.backend_label(backend)
+        if backend is not None:
+            # A store that fails answers "no entry" (a failing store never
+            # fails a call): ask it first, and watch its errors, so that an
+            # unreachable store is not reported as a missing entry.
+            try:
+                _reach(label, backend)
+            except Exception as error:
+                raise CommandError(
+                    f"{label}: UNREACHABLE ({error}); cannot tell whether the entry is there"
+                ) from None
+        errors = _store_errors(backend)
         metadata = engine.get_cached_metadata(*args, **kwargs)
-        lines = [("function", engine.function_id), ("key", key)]
+        if _store_errors(backend) > errors:
+            raise CommandError(
+                f"{label} failed during the lookup; cannot tell whether the entry is there"
+            )
+        lines = [("function", _shown(engine.function_id)), ("key", _shown(key))]
         if metadata is None:
             lines.append(("status", "MISSING (no usable entry)"))
         else:
@@ -234,8 +275,7 @@ class Command(BaseCommand):
             except Exception as error:  # a value the memory store holds as it is
                 size = f"unknown (not picklable: {type(error).__name__})"
             lines.append(("size", size))
-        backend = statistics.backend_label(statistics.backend_of(engine))
-        lines.append(("backend", backend))
+        lines.append(("backend", label))
         width = max(len(name) for name, _ in lines)
         for name, value in lines:
             self.stdout.write(f"{name.ljust(width)}  {value}")
@@ -251,22 +291,36 @@ class Command(BaseCommand):
             _import_functions()
             targets = statistics.tracked()
         memory = False
+        failed = []
         for engine in targets:
-            engine.invalidate_all()
+            try:
+                engine.invalidate_all()
+            except Exception as error:  # its store failed, or cannot be built
+                # The others are still wiped; this one is said, and fails the command.
+                failed.append(engine.function_id)
+                self.stdout.write(self.style.ERROR(f"NOT wiped {engine.function_id} ({error})"))
+                continue
             memory = memory or statistics.backend_of(engine) is None
             self.stdout.write(f"wiped {engine.function_id}")
         if everything:
             _engine.clear()
-        self.stdout.write(f"{len(targets)} function(s) wiped")
+        self.stdout.write(f"{len(targets) - len(failed)} function(s) wiped")
         if memory:
             self.stdout.write(
                 "note: the memory store lives in each process; this wiped only this "
                 "process's entries (restart the server, or use invalidation rules)"
             )
+        if failed:
+            raise CommandError(
+                f"not wiped: {', '.join(failed)} (see above); run wipe again once their "
+                "store answers ('restflow_cache check' tells)"
+            )
 
     # -- check ---------------------------------------------------------------
 
-    def check(self) -> None:
+    # Not ``check``: that is BaseCommand's system-check hook, which Django
+    # calls before every subcommand run from the command line.
+    def check_stores(self) -> None:
         _import_functions()
         backends: dict[str, Any] = {}
         failed = []
@@ -289,9 +343,7 @@ class Command(BaseCommand):
                 continue
             started = time.perf_counter()
             try:
-                info = dict(backend.server_info())
-                if label.startswith("django"):
-                    _django_round_trip(label)
+                info = _reach(label, backend)
             except Exception as error:
                 failed.append(label)
                 self.stdout.write(self.style.ERROR(f"{label}: UNREACHABLE ({error})"))
@@ -322,6 +374,20 @@ class Command(BaseCommand):
             raise CommandError(f"unreachable: {', '.join(failed)}")
 
 
+def _reach(label: str, backend: Any) -> dict[str, str]:
+    """One round trip to a shared store: its server's facts (Redis), and
+    a read from a Django cache; raises what the store raised."""
+    info = dict(backend.server_info())
+    if label.startswith("django"):
+        _django_round_trip(label)
+    return info
+
+
+def _store_errors(backend: Any) -> int:
+    """The failures a shared store has counted (none for memory)."""
+    return 0 if backend is None else backend.stats(totals=True)["store_errors"]
+
+
 def _django_round_trip(label: str) -> None:
     """One read from a Django cache alias (``django`` or ``django:<alias>``)."""
     from django.core.cache import caches
@@ -331,8 +397,14 @@ def _django_round_trip(label: str) -> None:
 
 
 def _rows_from_this_process() -> dict[tuple[str, str], dict[str, Any]]:
-    everything = statistics.stats()["functions"]
-    return {(function, row["backend"]): row for function, row in everything.items()}
+    """One row per function and store: a function id used on several stores
+    has a row for each (``"stores"``), as a metrics directory has."""
+    rows = {}
+    for function, entry in statistics.stats()["functions"].items():
+        stores = entry["stores"] if "stores" in entry else {entry["backend"]: entry}
+        for label, row in stores.items():
+            rows[(function, label)] = row
+    return rows
 
 
 def _rows_from_metrics_dir(path: str) -> dict[tuple[str, str], dict[str, Any]]:
