@@ -1,0 +1,90 @@
+"""Crafted calls that must not share an entry (DESIGN.md §4: "two different
+calls never share an entry").
+
+A key part longer than ``MAX_KEY_PART_LENGTH``, a ``hash_value`` field and a
+Django-store key that does not suit memcached are replaced by a digest. The
+digest decides which entry a call gets, so it must hold against inputs
+chosen to collide: a caller who controls an argument (a query parameter, a
+URL kwarg) must not be able to pick a second argument that lands on a
+victim's entry.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from restflow.caching import cache_result
+from restflow.caching.key_fields import ArgsKeyField
+
+#: xxh3's default secret at bytes 60..64 and 180..184: the inputs below put
+#: them where stripe 0 and stripe 15 of the first 1024-byte block read lane
+#: 7's high half, which zeroes that lane's 32x32 product; swapping the lane's
+#: low halves between the two stripes then leaves every accumulator, and so
+#: the 128-bit digest, unchanged. (A public constant: anyone can do this.)
+_SECRET_60 = bytes.fromhex("813a264c")
+_SECRET_180 = bytes.fromhex("95160428")
+
+
+def crafted_pair(head_len: int, total: int = 1200) -> tuple[bytes, bytes]:
+    """Two different byte strings that xxh3-128 digests alike when each
+    follows ``head_len`` fixed bytes (the label of the key part, the tag of
+    an encoded value). Valid UTF-8, so they work as text arguments too."""
+    size = total - head_len
+
+    def build(low_0: bytes, low_15: bytes) -> bytes:
+        out = bytearray(b"A" * size)
+        for stripe, low, high in ((0, low_0, _SECRET_60), (15, low_15, _SECRET_180)):
+            at = stripe * 64 + 56 - head_len
+            # `\xc2` ends each low half: it makes the secret's bytes after it
+            # valid UTF-8 (`\xc2\x81`, `\xc2\x95`).
+            out[at : at + 8] = low + high
+        return bytes(out)
+
+    x, y = b"xyz\xc2", b"XYZ\xc2"
+    return build(x, y), build(y, x)
+
+
+computed: list = []
+
+
+@cache_result(ttl=60)
+def echo_text(text):
+    computed.append(text)
+    return text
+
+
+@cache_result(ttl=60, key_constructor={"blob": ArgsKeyField("blob", hash_value=True)})
+def echo_blob(blob):
+    computed.append(blob)
+    return blob
+
+
+@pytest.fixture(autouse=True)
+def _reset():
+    computed.clear()
+
+
+def test_crafted_long_arguments_never_share_an_entry(store):
+    # The suffix part is "arguments.text=s<len>:<text>", digested past 250 bytes.
+    head = len("arguments.text=s1182:")
+    raw_a, raw_b = crafted_pair(head, total=head + 1182)
+    a, b = raw_a.decode(), raw_b.decode()
+    assert a != b and len(raw_a) == len(raw_b) == 1182
+    assert echo_text.get_cache_key(a) != echo_text.get_cache_key(b)
+    assert echo_text(a) == a
+    # Computed, never served a's entry.
+    assert echo_text(b) == b
+    assert computed == [a, b]
+    assert (echo_text(a), echo_text(b)) == (a, b)
+    assert len(computed) == 2
+
+
+def test_crafted_values_of_a_hash_value_field_never_share_an_entry(store):
+    # A hashed field keeps only the digest of the value's encoding: a bytes
+    # value's tag and 32-bit length, then its bytes.
+    a, b = crafted_pair(5)
+    assert a != b
+    assert echo_blob.get_cache_key(a) != echo_blob.get_cache_key(b)
+    assert echo_blob(a) == a
+    assert echo_blob(b) == b
+    assert computed == [a, b]
