@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from restflow.caching import cache_result
-from restflow.caching.key_fields import ArgsKeyField
+from restflow.caching.key_fields import ArgsKeyField, CacheKeyField
 
 #: xxh3's default secret at bytes 60..64 and 180..184: the inputs below put
 #: them where stripe 0 and stripe 15 of the first 1024-byte block read lane
@@ -88,3 +88,58 @@ def test_crafted_values_of_a_hash_value_field_never_share_an_entry(store):
     assert echo_blob(a) == a
     assert echo_blob(b) == b
     assert computed == [a, b]
+
+
+class WholePayload(CacheKeyField):
+    """A field of one's own, drf-restflow style, whose payload keys are data:
+    the mapping it is given, as it is (query parameters, say)."""
+
+    def get_key_payload(self, func, args, kwargs):
+        return dict(args[0])
+
+
+@cache_result(ttl=60, key_constructor={"q": WholePayload()})
+def echo_params(params):
+    computed.append(params)
+    return dict(params)
+
+
+@pytest.mark.parametrize(
+    ("left", "right"),
+    [
+        # A key's type: one label, "q.1", for both.
+        ({1: "a"}, {"1": "a"}),
+        # A key that spells out the key text of another payload.
+        ({"a": "x", "b": 5}, {"a=s1:x,q.b": 5}),
+    ],
+    ids=["int-or-str", "forged-label"],
+)
+def test_payload_keys_that_are_data_never_share_an_entry(store, left, right):
+    assert echo_params.get_cache_key(left) != echo_params.get_cache_key(right)
+    assert echo_params(left) == left
+    assert echo_params(right) == right
+    assert computed == [left, right]
+
+
+def test_a_payload_of_names_keeps_its_labels_and_any_other_is_one_dict():
+    assert echo_params.get_cache_key({"page": 2, "X-Tenant": "a"}) == (
+        "default::tests.test_key_collisions.echo_params::::q.X-Tenant=s1:a,q.page=i2"
+    )
+    # Mixed key types are keyed too (they cannot be sorted as labels).
+    assert echo_params.get_cache_key({"page": 2, 7: "b"}) == (
+        "default::tests.test_key_collisions.echo_params::::q=d2{i7=s1:b,s4:page=i2}"
+    )
+    assert WholePayload().get_cache_key_part(None, ({1: "a"},), {}) == "WholePayload=d1{i1=s1:a}"
+
+
+def test_a_payload_that_is_not_a_dict_says_so():
+    class Listing(CacheKeyField):
+        def get_key_payload(self, func, args, kwargs):
+            return [("a", 1)]
+
+    @cache_result(ttl=60, key_constructor={"listing": Listing()})
+    def listed(x):
+        return x
+
+    with pytest.raises(TypeError, match=r"Listing 'listing' must return a dict .* got list"):
+        listed(1)
