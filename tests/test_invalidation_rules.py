@@ -706,6 +706,48 @@ def test_a_rule_follows_proxies_and_accepts_a_model_by_name():
     assert title.get_cache_only(featured.pk) is CACHE_MISSING
 
 
+def test_a_rule_on_a_proxy_follows_changes_made_through_its_concrete_model():
+    # One table: a row saved or deleted as an Article is a FeaturedArticle row too.
+    seen = []
+
+    def when(instance):
+        seen.append(instance.headline)  # the proxy's own property
+        return True
+
+    @cache_result(
+        ttl=None,
+        invalidates_on=[
+            InvalidationRule(
+                FeaturedArticle,
+                field_mapping={"article_id": "pk"},
+                invalidate_when=when,
+            )
+        ],
+    )
+    def headline(article_id):
+        return FeaturedArticle.objects.get(pk=article_id).headline
+
+    @cache_result(ttl=None, invalidates_on=[InvalidationRule(FeaturedArticle, require_args=False)])
+    def featured_count():
+        return FeaturedArticle.objects.count()
+
+    a, b = Article.objects.create(title="a"), Article.objects.create(title="b")
+    assert (headline(a.pk), headline(b.pk), featured_count()) == ("A", "B", 2)
+    a.title = "a2"
+    a.save()
+    assert headline.get_cache_only(a.pk) is CACHE_MISSING
+    assert headline.get_cache_only(b.pk) == "B"
+    assert featured_count.get_cache_only() is CACHE_MISSING
+    assert seen == ["A2"]
+    assert (headline(a.pk), featured_count()) == ("A2", 2)
+    b.delete()
+    assert featured_count.get_cache_only() is CACHE_MISSING
+    assert featured_count() == 1
+    # Not twice for a save through the proxy itself.
+    FeaturedArticle.objects.get(pk=a.pk).save()
+    assert seen == ["A2", "B", "A2"]
+
+
 # -- rewarm ------------------------------------------------------------------------------
 # The rewarm tests taking ``store`` run on every store (tests/stores.py): on a
 # shared one the rewarmed value is serialized, so an un-awaited coroutine

@@ -144,13 +144,36 @@ class CacheRegistry:
             self._connected = True
 
     def rules_for(self, model: type) -> tuple[BoundRule, ...]:
-        """The rules that a change of ``model`` runs: its own, its parents'."""
+        """The rules that a change of ``model`` runs: its own, its parents',
+        and those of every proxy of a table the change writes.
+
+        A proxy shares its concrete model's table: a row saved through
+        ``Article`` (or through another proxy of it) is a row of
+        ``FeaturedArticle`` too, and Django names only the class it was
+        saved through as the signal's sender. A rule on the proxy that did
+        not run then would leave what it caches stale."""
         found = self._for_class.get(model)
         if found is None:
             with self._lock:
-                found = tuple(
-                    bound for klass in model.__mro__ for bound in self._by_model.get(klass, ())
-                )
+                mro = model.__mro__
+                own = [bound for klass in mro for bound in self._by_model.get(klass, ())]
+                tables = {
+                    klass._meta.concrete_model
+                    for klass in mro
+                    if isinstance(klass, type)
+                    and issubclass(klass, Model)
+                    and klass is not Model
+                    and not klass._meta.abstract
+                }
+                proxies = [
+                    bound
+                    for klass, rules in self._by_model.items()
+                    if klass not in mro
+                    and getattr(klass._meta, "proxy", False)
+                    and klass._meta.concrete_model in tables
+                    for bound in rules
+                ]
+                found = (*own, *proxies)
                 self._for_class[model] = found
         return found
 

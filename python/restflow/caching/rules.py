@@ -104,7 +104,9 @@ class InvalidationRule:
 
     :param model: a model class, or ``"app_label.ModelName"`` (resolved when
         the apps are loaded). Saves and deletes of its subclasses and
-        proxies count too. Checked when the rule is registered (at
+        proxies count too; for a proxy, so do those made through its
+        concrete model or another proxy of it (one table), the instance
+        read as the proxy's. Checked when the rule is registered (at
         decoration), so a rule may be built with a stand-in.
     :param field_mapping: ``{parameter: "attribute.path"}``: where the
         instance keeps each argument of the entries it affects. Map foreign
@@ -405,6 +407,10 @@ class BoundRule:
     def capture(self, instance: Any, change: Change) -> Job | None:
         """The job for this change, with the mapped values read now; ``None``
         when the rule does not apply."""
+        if not isinstance(instance, self.model):
+            # A row of a proxy's table changed through the concrete model or
+            # another proxy: the rule reads it as its own model's instance.
+            instance = _as_model(instance, self.model)
         if not self.rule.wants(instance, change, self._watched):
             return None
         job = Job(self.rule_id, self.module, self.model_label, change, rule=self)
@@ -462,6 +468,15 @@ class BoundRule:
         deleted, an unsaved instance that carries only the primary key."""
         found = self.model._default_manager.filter(pk=pk).first()
         return found if found is not None else self.model(pk=pk)
+
+
+def _as_model(instance: Any, model: type) -> Any:
+    """A copy of ``instance`` as an instance of ``model``, a proxy of its
+    table (the same fields, so the same state, seen with the proxy's
+    methods and properties)."""
+    view = copy.copy(instance)
+    view.__class__ = model
+    return view
 
 
 def _is_async(wrapper: Any) -> bool:
