@@ -501,10 +501,13 @@ def InlineKeyConstructor(
         )
         if value is not None
     }
+    # What the constructor is across its versions: its owner path, so a
+    # version bump (a redeploy of {"fields": ..., "version": 2}) is the same
+    # constructor's next version, whose delete_previous_versions() finds
+    # the entries of the ones before.
     described = (
         tuple(sorted((name, field.identity()) for name, field in fields.items())),
         namespace,
-        version,
         key_identifier,
     )
     # Equal inputs, in the strict sense: typed (1, 1.0 and True differ),
