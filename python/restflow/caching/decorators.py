@@ -123,6 +123,23 @@ def _signature_spec(func: Callable[..., Any]) -> tuple[list[tuple[str, int, Any,
     return spec, is_method(parameters)
 
 
+def _refuse_nameless(func: Callable[..., Any]) -> None:
+    """Keys name a function by its ``module.qualname``: a callable without
+    one (a ``functools.partial``, an instance with ``__call__``) is refused
+    at decoration, saying how to name it, rather than failing on an
+    attribute it lacks."""
+    if isinstance(getattr(func, "__qualname__", None), str) and isinstance(
+        getattr(func, "__module__", None), str
+    ):
+        return
+    raise TypeError(
+        f"@cache_result names a function's entries by its module.qualname, and {func!r} "
+        "has none (a functools.partial or a callable object): decorate a def that calls "
+        "it, or name the entries: key_constructor={'fields': {'args': ArgsKeyField('*')}, "
+        "'key_identifier': '<a name unique to this function>'}."
+    )
+
+
 def is_method(parameters: list[inspect.Parameter]) -> bool:
     """Whether the engine takes a function with these parameters for a method:
     its first parameter is a positional ``self`` or ``cls``, the receiver,
@@ -305,6 +322,8 @@ def cache_result(
         if not is_async:
             _refuse_async_policy(ttl, cache_if, cache_unless)
         spec, method = _signature_spec(func)
+        if not meta.key_identifier:
+            _refuse_nameless(func)
         function_id = meta.key_identifier or function_id_of(func, method=method)
         # A name other live functions can have: entries of its own in
         # memory, and a check before its key strings reach a shared store.
