@@ -143,3 +143,45 @@ def test_a_payload_that_is_not_a_dict_says_so():
 
     with pytest.raises(TypeError, match=r"Listing 'listing' must return a dict .* got list"):
         listed(1)
+
+
+class Report:
+    @cache_result(ttl=60)
+    def describe(self, x):
+        computed.append(("report", x))
+        return ("report", x)
+
+
+class MonthlyReport(Report):
+    @cache_result(ttl=60)
+    def describe(self, x):
+        computed.append(("monthly", x))
+        return ("monthly", super().describe(x))
+
+
+class YearlyReport(Report):
+    pass
+
+
+def test_an_override_and_the_method_it_reaches_through_super_never_share_an_entry(store):
+    monthly = MonthlyReport()
+    inner, outer = Report.describe.get_cache_key(monthly, 1), monthly.describe.get_cache_key(1)
+    assert outer == "default::tests.test_key_collisions.MonthlyReport.describe::::arguments.x=i1"
+    assert inner == (
+        "default::tests.test_key_collisions.MonthlyReport.describe"
+        "[tests.test_key_collisions.Report.describe]::::arguments.x=i1"
+    )
+    # generate_key names them as the wrappers do.
+    constructor = Report.describe.key_constructor
+    assert constructor.generate_key(super(MonthlyReport, monthly).describe, (1,), {}) == inner
+    assert constructor.generate_key(monthly.describe, (1,), {}) == outer
+    assert monthly.describe(1) == ("monthly", ("report", 1))
+    # Each served its own entry (HIT), never the other's.
+    assert Report.describe(monthly, 1) == ("report", 1)
+    assert super(MonthlyReport, monthly).describe(1) == ("report", 1)
+    assert monthly.describe(1) == ("monthly", ("report", 1))
+    assert computed == [("monthly", 1), ("report", 1)]
+    # A subclass that inherits the method keeps the plain name.
+    assert YearlyReport().describe.get_cache_key(1) == (
+        "default::tests.test_key_collisions.YearlyReport.describe::::arguments.x=i1"
+    )

@@ -183,12 +183,49 @@ impl Core {
         // Keyed by the type's address: the registry holds the type, so the
         // address is never another's while registered.
         self.classes.get_or_register(ty.as_ptr() as usize, || {
-            let name: String = self.func.bind(first.py()).getattr("__name__")?.extract()?;
-            Ok(ClassId::new(
-                format!("{}.{name}", type_path(&ty)),
-                ty.clone().unbind(),
-            ))
+            let func = self.func.bind(first.py());
+            let name: String = func.getattr("__name__")?.extract()?;
+            let mut id = format!("{}.{name}", type_path(&ty));
+            if !self.is_attribute_of(&ty, &name)? {
+                // Reached through `super()` (or called as `Base.method(obj)`)
+                // on a class whose own `name` is another function: the plain
+                // `module.Class.method` names that one's entries, so this
+                // function's carry its own dotted path too.
+                let module: String = func.getattr("__module__")?.extract()?;
+                let qualname: String = func.getattr("__qualname__")?.extract()?;
+                id = format!("{id}[{module}.{qualname}]");
+            }
+            Ok(ClassId::new(id, ty.clone().unbind()))
         })
+    }
+
+    /// Whether `ty.name` (looked up along the class's MRO, as attribute
+    /// access does) is this function's wrapper: the wrapper itself, under
+    /// a `classmethod`, or inside the async or response wrapper that keeps
+    /// it (`_engine`, `cached_render`). Run once per class.
+    fn is_attribute_of(&self, ty: &Bound<'_, PyType>, name: &str) -> PyResult<bool> {
+        for klass in ty.mro().iter() {
+            let Ok(found) = klass.getattr("__dict__")?.get_item(name) else {
+                continue;
+            };
+            let found = match found.getattr("__func__") {
+                Ok(inner) => inner,
+                Err(_) => found,
+            };
+            let mut candidates = vec![found.clone()];
+            for inner in ["cached_render", "_engine"] {
+                let last = candidates.last().expect("one at least").clone();
+                if let Ok(next) = last.getattr(inner) {
+                    candidates.push(next);
+                }
+            }
+            return Ok(candidates.iter().any(|candidate| {
+                candidate
+                    .cast::<crate::wrapper::CachedWrapper>()
+                    .is_ok_and(|wrapper| std::ptr::eq(Arc::as_ptr(wrapper.borrow().core()), self))
+            }));
+        }
+        Ok(false)
     }
 
     /// Makes sure this function may use key strings: see [`Core::claim`].

@@ -32,7 +32,7 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 from restflow import _engine
-from restflow.caching.function_identity import function_id_of
+from restflow.caching.function_identity import function_id_of, method_id_of
 from restflow.caching.key_fields import (
     ArgsKeyField,
     CacheKeyField,
@@ -233,7 +233,7 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
         func = getattr(func, "__func__", getattr(func, "func", func))
         if receiver is not None:
             owner = receiver if isinstance(receiver, type) else type(receiver)
-            return f"{owner.__module__}.{owner.__qualname__}.{func.__name__}"
+            return method_id_of(owner, func)
         return function_id_of(func)
 
     def function_part(self, func: Callable[..., Any]) -> str:
