@@ -11,9 +11,15 @@ victim's entry.
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from rest_framework.response import Response
+from rest_framework.test import APIRequestFactory
+from rest_framework.views import APIView
 
 from restflow.caching import cache_result
+from restflow.caching.cache_response import cache_response
 from restflow.caching.key_fields import ArgsKeyField, CacheKeyField
 
 #: xxh3's default secret at bytes 60..64 and 180..184: the inputs below put
@@ -185,3 +191,29 @@ def test_an_override_and_the_method_it_reaches_through_super_never_share_an_entr
     assert YearlyReport().describe.get_cache_key(1) == (
         "default::tests.test_key_collisions.YearlyReport.describe::::arguments.x=i1"
     )
+
+
+class PlainListing(APIView):
+    @cache_response(ttl=60)
+    def get(self, request):
+        computed.append("plain")
+        return Response({"from": "plain"})
+
+
+class DecoratedListing(PlainListing):
+    @cache_response(ttl=60)
+    def get(self, request):
+        computed.append("decorated")
+        inner = json.loads(super().get(request).content)
+        return Response({"from": "decorated", "inner": inner})
+
+
+def test_a_view_override_that_calls_its_cached_parent_handler(store):
+    # Before: one key for both handlers; on a shared store the parent's
+    # call found the override's computation of that key in flight and
+    # raised "called itself with the same arguments".
+    decorated = DecoratedListing.as_view()
+    first = decorated(APIRequestFactory().get("/listing"))
+    assert json.loads(first.content) == {"from": "decorated", "inner": {"from": "plain"}}
+    assert json.loads(decorated(APIRequestFactory().get("/listing")).content)["from"] == "decorated"
+    assert computed == ["decorated", "plain"]

@@ -128,9 +128,7 @@ def _refuse_nameless(func: Callable[..., Any]) -> None:
     one (a ``functools.partial``, an instance with ``__call__``) is refused
     at decoration, saying how to name it, rather than failing on an
     attribute it lacks."""
-    if isinstance(getattr(func, "__qualname__", None), str) and isinstance(
-        getattr(func, "__module__", None), str
-    ):
+    if isinstance(getattr(func, "__qualname__", None), str):
         return
     raise TypeError(
         f"@cache_result names a function's entries by its module.qualname, and {func!r} "
