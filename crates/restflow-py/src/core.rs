@@ -186,7 +186,7 @@ impl Core {
             let func = self.func.bind(first.py());
             let name: String = func.getattr("__name__")?.extract()?;
             let mut id = format!("{}.{name}", type_path(&ty));
-            if !self.is_attribute_of(&ty, &name)? {
+            if self.is_overridden_in(&ty, &name)? {
                 // Reached through `super()` (or called as `Base.method(obj)`)
                 // on a class whose own `name` is another function: the plain
                 // `module.Class.method` names that one's entries, so this
@@ -200,10 +200,12 @@ impl Core {
     }
 
     /// Whether `ty.name` (looked up along the class's MRO, as attribute
-    /// access does) is this function's wrapper: the wrapper itself, under
-    /// a `classmethod`, or inside the async or response wrapper that keeps
-    /// it (`_engine`, `cached_render`). Run once per class.
-    fn is_attribute_of(&self, ty: &Bound<'_, PyType>, name: &str) -> PyResult<bool> {
+    /// access does) is something other than this function's wrapper (the
+    /// wrapper itself, under a `classmethod`, or inside the async or
+    /// response wrapper that keeps it: `_engine`, `cached_render`). A class
+    /// without that attribute names no other function: `false`, the plain
+    /// name. Run once per class.
+    fn is_overridden_in(&self, ty: &Bound<'_, PyType>, name: &str) -> PyResult<bool> {
         for klass in ty.mro().iter() {
             let Ok(found) = klass.getattr("__dict__")?.get_item(name) else {
                 continue;
@@ -219,7 +221,7 @@ impl Core {
                     candidates.push(next);
                 }
             }
-            return Ok(candidates.iter().any(|candidate| {
+            return Ok(!candidates.iter().any(|candidate| {
                 candidate
                     .cast::<crate::wrapper::CachedWrapper>()
                     .is_ok_and(|wrapper| std::ptr::eq(Arc::as_ptr(wrapper.borrow().core()), self))

@@ -133,7 +133,9 @@ def method_id_of(owner: type, func: Callable[..., Any]) -> str:
     subclasses never share entries. When ``owner.method`` is another
     function (``func`` is reached through ``super()``, or called as
     ``Base.method(obj)``), that name is the other's: ``func``'s own dotted
-    path follows it in brackets. The engine names methods the same way."""
+    path follows it in brackets. A class without an attribute of that name
+    (a function assigned under another name) keeps the plain name. The
+    engine names methods the same way."""
     name = func.__name__
     function_id = f"{owner.__module__}.{owner.__qualname__}.{name}"
     for klass in owner.__mro__:
@@ -142,8 +144,8 @@ def method_id_of(owner: type, func: Callable[..., Any]) -> str:
             found = getattr(found, "__func__", found)  # a classmethod's
             if getattr(found, "func", found) is func:
                 return function_id
-            break
-    return f"{function_id}[{func.__module__}.{func.__qualname__}]"
+            return f"{function_id}[{func.__module__}.{func.__qualname__}]"
+    return function_id  # no attribute of that name: it names no other function
 
 
 def _interchangeable(held: Callable[..., Any], new: Callable[..., Any], method: bool) -> bool:
