@@ -11,7 +11,9 @@ victim's entry.
 
 from __future__ import annotations
 
+import enum
 import json
+import sys
 
 import pytest
 from rest_framework.response import Response
@@ -21,6 +23,7 @@ from rest_framework.views import APIView
 from restflow.caching import cache_result
 from restflow.caching.cache_response import cache_response
 from restflow.caching.key_fields import ArgsKeyField, CacheKeyField
+from tests.testapp.models import Article
 
 #: xxh3's default secret at bytes 60..64 and 180..184: the inputs below put
 #: them where stripe 0 and stripe 15 of the first 1024-byte block read lane
@@ -217,3 +220,73 @@ def test_a_view_override_that_calls_its_cached_parent_handler(store):
     assert json.loads(first.content) == {"from": "decorated", "inner": {"from": "plain"}}
     assert json.loads(decorated(APIRequestFactory().get("/listing")).content)["from"] == "decorated"
     assert computed == ["decorated", "plain"]
+
+
+def refusal(make_class) -> TypeError:
+    """The TypeError that making a class raised from a ``__set_name__``:
+    as it is, or as the cause of the RuntimeError Python 3.11's ``type``
+    wraps it in (3.12 and an Enum's metaclass let it through)."""
+    try:
+        make_class()
+    except RuntimeError as wrapped:
+        assert sys.version_info < (3, 12)
+        assert str(wrapped).startswith("Error calling __set_name__")
+        error = wrapped.__cause__
+    except TypeError as raised:
+        error = raised
+    else:
+        pytest.fail("the class was made")
+    assert type(error) is TypeError
+    return error
+
+
+def test_a_cached_method_of_a_model_or_an_enum_is_refused_when_the_class_is_made():
+    # Keyed by class, every row (member) would be served the first one's
+    # value: drf-restflow keyed self by its str(), "Article object (1)".
+    def model():
+        class Shouting(Article):
+            class Meta:
+                proxy = True
+                app_label = "testapp"
+
+            @cache_result(ttl=60)
+            def shout(self):
+                return self.title.upper()
+
+    error = refusal(model)
+    assert "every row of Shouting would share one entry" in str(error)
+    assert "ArgsKeyField('self', path='pk')" in str(error)
+
+    def members():
+        class Level(enum.Enum):
+            LOW = 1
+            HIGH = 2
+
+            @cache_result(ttl=60)
+            async def label(self, prefix):
+                return f"{prefix}{self.name}"
+
+    error = refusal(members)
+    assert "every member of Level would share one entry" in str(error)
+    assert "ArgsKeyField('self', path='value')" in str(error)
+
+
+class Grade(enum.Enum):
+    LOW = 1
+    HIGH = 2
+
+    @cache_result({"fields": {"row": ArgsKeyField("self", path="value")}}, ttl=60)
+    def label(self):
+        computed.append(self)
+        return self.name.lower()
+
+    @classmethod
+    @cache_result(ttl=60)
+    def names(cls):
+        return [member.name for member in cls]
+
+
+def test_a_method_keyed_by_its_instance_or_a_classmethod_is_allowed():
+    assert (Grade.LOW.label(), Grade.HIGH.label(), Grade.LOW.label()) == ("low", "high", "low")
+    assert computed == [Grade.LOW, Grade.HIGH]
+    assert Grade.names() == ["LOW", "HIGH"]

@@ -929,6 +929,26 @@ impl CachedWrapper {
         }
     }
 
+    /// Called when a class body assigns the wrapper (PEP 487): a method's
+    /// key names its class, not `self`, and `restflow.caching` refuses a
+    /// method of a class whose instances are its values (a model's rows,
+    /// an Enum's members), which would share one entry. Delegated:
+    /// `restflow.caching.decorators.check_owner`.
+    fn __set_name__(
+        slf: &Bound<'_, Self>,
+        owner: &Bound<'_, PyAny>,
+        name: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        if !slf.get().core.signature.method {
+            return Ok(());
+        }
+        let check = slf
+            .py()
+            .import("restflow.caching.decorators")?
+            .getattr("check_owner")?;
+        check.call1((slf, owner, name)).map(drop)
+    }
+
     /// A bound method answers for the wrapper it came from
     /// (`__name__`, `__doc__`, `__wrapped__`, …).
     fn __getattr__(&self, py: Python<'_>, name: &Bound<'_, PyString>) -> PyResult<Py<PyAny>> {

@@ -138,6 +138,57 @@ def _refuse_nameless(func: Callable[..., Any]) -> None:
     )
 
 
+def check_owner(wrapper: Any, owner: type, name: str) -> None:
+    """Refuses a cached method of a class whose instances are its values.
+
+    A method's key names its class, not ``self`` (a view or a service is
+    the same whichever instance runs it). A Django model's instances are
+    its rows and an Enum's are its members: keyed by class, every row would
+    be served the first row's value. drf-restflow keyed ``self`` by its
+    ``str()`` (``"Order object (1)"``), so code migrated from it relied on
+    per-row entries. Called when the class is created (``__set_name__``),
+    so the refusal comes at import; a key constructor that reads ``self``
+    (``ArgsKeyField("self", path="pk")``) is what to use instead.
+    """
+    func = wrapper.func
+    parameters = list(inspect.signature(func).parameters.values())
+    if not is_method(parameters) or parameters[0].name != "self":
+        return
+    found = _value_class(owner)
+    if found is None:
+        return
+    constructor = getattr(wrapper, "key_constructor", None)
+    if constructor is not None:
+        signature = inspect.signature(func)
+        if any("self" in field.needs(signature) for field in constructor.get_fields().values()):
+            return
+    what, path = found
+    raise TypeError(
+        f"@cache_result on {owner.__qualname__}.{name}(): a cached method is keyed by its "
+        f"class, not by self, so every {what} of {owner.__name__} would share one entry. "
+        f"Key it by the instance: key_constructor={{'fields': {{'row': "
+        f"ArgsKeyField('self', path={path!r}), 'args': ArgsKeyField('*')}}}}, or make it a "
+        "classmethod or staticmethod if it does not read self."
+    )
+
+
+def _value_class(owner: type) -> tuple[str, str] | None:
+    """``(what an instance is, the attribute that names it)`` when
+    ``owner``'s instances are values (a model's rows, an Enum's members);
+    ``None`` for any other class."""
+    import enum
+    import sys
+
+    if not isinstance(owner, type):
+        return None
+    if issubclass(owner, enum.Enum):
+        return "member", "value"
+    models = sys.modules.get("django.db.models")  # a model class means Django is imported
+    if models is not None and issubclass(owner, models.Model):
+        return "row", "pk"
+    return None
+
+
 def is_method(parameters: list[inspect.Parameter]) -> bool:
     """Whether the engine takes a function with these parameters for a method:
     its first parameter is a positional ``self`` or ``cls``, the receiver,
