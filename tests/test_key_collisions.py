@@ -290,3 +290,26 @@ def test_a_method_keyed_by_its_instance_or_a_classmethod_is_allowed():
     assert (Grade.LOW.label(), Grade.HIGH.label(), Grade.LOW.label()) == ("low", "high", "low")
     assert computed == [Grade.LOW, Grade.HIGH]
     assert Grade.names() == ["LOW", "HIGH"]
+
+
+class ShoutingMixin:
+    """A plain mixin: nothing to refuse when its body is run."""
+
+    @cache_result(ttl=60)
+    def shout(self):
+        return self.title.upper()
+
+
+class ShoutingArticle(ShoutingMixin, Article):
+    class Meta:
+        proxy = True
+        app_label = "testapp"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cached_method_a_model_inherits_from_a_mixin_is_refused_at_its_first_call():
+    first, second = Article.objects.create(title="a"), Article.objects.create(title="b")
+    rows = ShoutingArticle.objects.get(pk=first.pk), ShoutingArticle.objects.get(pk=second.pk)
+    for row in rows:  # refused each time, never keyed
+        with pytest.raises(TypeError, match="every row of ShoutingArticle would share one entry"):
+            row.shout()

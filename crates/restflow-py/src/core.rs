@@ -167,6 +167,11 @@ pub(crate) struct Core {
     pub claim: Option<Py<PyAny>>,
     /// Set once `claim` succeeded.
     pub claimed: crate::once::OnceValue<()>,
+    /// For a method: `check(cls)`, run once per class a call's `self` is an
+    /// instance of, before the class is registered; raises for a class
+    /// whose instances must not share entries (a model's rows: see
+    /// `restflow.caching.decorators.check_receiver`).
+    pub receiver_check: Option<Py<PyAny>>,
     /// Counts and latencies of this function's calls (`wrapper.stats()`).
     pub stats: restflow_cache::Stats,
 }
@@ -176,13 +181,16 @@ pub(crate) use restflow_cache::settings::BackendChoice;
 
 impl Core {
     pub fn class_id(&self, first: &Bound<'_, PyAny>) -> PyResult<Arc<ClassId>> {
-        let ty = match first.cast::<PyType>() {
-            Ok(cls) => cls.clone(),
-            Err(_) => first.get_type(),
+        let (ty, instance) = match first.cast::<PyType>() {
+            Ok(cls) => (cls.clone(), false),
+            Err(_) => (first.get_type(), true),
         };
         // Keyed by the type's address: the registry holds the type, so the
         // address is never another's while registered.
         self.classes.get_or_register(ty.as_ptr() as usize, || {
+            if let (true, Some(check)) = (instance, &self.receiver_check) {
+                check.bind(first.py()).call1((&ty,))?;
+            }
             let func = self.func.bind(first.py());
             let name: String = func.getattr("__name__")?.extract()?;
             let mut id = format!("{}.{name}", type_path(&ty));
@@ -355,6 +363,9 @@ impl Core {
         visit.call(&self.policy)?;
         if let Some(claim) = &self.claim {
             visit.call(claim)?; // a partial holding the function
+        }
+        if let Some(check) = &self.receiver_check {
+            visit.call(check)?; // a partial holding the function
         }
         self.signature.traverse(visit)?;
         if let Some(fields) = &self.fields {

@@ -565,7 +565,7 @@ impl CachedWrapper {
     #[pyo3(signature = (
         func, *, signature, method, ttl, stale, policy, namespace, function_id,
         owner, version, key_identifier, fields, backend = None, stale_if_error = None,
-        claim = None, early_refresh_beta = None, near_cache = None,
+        claim = None, early_refresh_beta = None, near_cache = None, receiver_check = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn create<'py>(
@@ -587,6 +587,7 @@ impl CachedWrapper {
         claim: Option<Bound<'py, PyAny>>,
         early_refresh_beta: Option<f64>,
         near_cache: Option<bool>,
+        receiver_check: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, CachedWrapper>> {
         let lifetimes = Lifetimes::from_secs(ttl, stale, stale_if_error, early_refresh_beta)
             .map_err(PyValueError::new_err)?;
@@ -628,6 +629,7 @@ impl CachedWrapper {
             json_refusal_logged: Default::default(),
             claim: claim.map(Bound::unbind),
             claimed: OnceValue::new(),
+            receiver_check: receiver_check.map(Bound::unbind),
             stats: Default::default(),
         });
         CachedWrapper::make(py, core, None)

@@ -139,34 +139,44 @@ def _refuse_nameless(func: Callable[..., Any]) -> None:
 
 
 def check_owner(wrapper: Any, owner: type, name: str) -> None:
-    """Refuses a cached method of a class whose instances are its values.
+    """Refuses a cached method of a class whose instances are its values,
+    when the class body assigns it (``__set_name__``): the refusal comes at
+    import. See :func:`check_receiver`."""
+    func = wrapper.func
+    parameters = list(inspect.signature(func).parameters.values())
+    if is_method(parameters) and parameters[0].name == "self":
+        check_receiver(func, getattr(wrapper, "key_constructor", None), owner, name)
+
+
+def check_receiver(
+    func: Callable[..., Any], constructor: Any, owner: type, name: str | None = None
+) -> None:
+    """Raises ``TypeError`` for a cached method whose ``self`` is an
+    instance of ``owner`` when those instances are values.
 
     A method's key names its class, not ``self`` (a view or a service is
     the same whichever instance runs it). A Django model's instances are
     its rows and an Enum's are its members: keyed by class, every row would
     be served the first row's value. drf-restflow keyed ``self`` by its
     ``str()`` (``"Order object (1)"``), so code migrated from it relied on
-    per-row entries. Called when the class is created (``__set_name__``),
-    so the refusal comes at import; a key constructor that reads ``self``
-    (``ArgsKeyField("self", path="pk")``) is what to use instead.
+    per-row entries. Checked when a class body assigns the method (at
+    import) and, for a method a model inherits from a plain mixin, the
+    first time it is called on an instance of that class. A key
+    constructor that reads ``self`` (``ArgsKeyField("self", path="pk")``)
+    is what to use instead.
     """
-    func = wrapper.func
-    parameters = list(inspect.signature(func).parameters.values())
-    if not is_method(parameters) or parameters[0].name != "self":
-        return
     found = _value_class(owner)
     if found is None:
         return
-    constructor = getattr(wrapper, "key_constructor", None)
     if constructor is not None:
         signature = inspect.signature(func)
         if any("self" in field.needs(signature) for field in constructor.get_fields().values()):
             return
     what, path = found
     raise TypeError(
-        f"@cache_result on {owner.__qualname__}.{name}(): a cached method is keyed by its "
-        f"class, not by self, so every {what} of {owner.__name__} would share one entry. "
-        f"Key it by the instance: key_constructor={{'fields': {{'row': "
+        f"@cache_result on {owner.__qualname__}.{name or func.__name__}(): a cached method is "
+        f"keyed by its class, not by self, so every {what} of {owner.__name__} would share one "
+        f"entry. Key it by the instance: key_constructor={{'fields': {{'row': "
         f"ArgsKeyField('self', path={path!r}), 'args': ArgsKeyField('*')}}}}, or make it a "
         "classmethod or staticmethod if it does not read self."
     )
@@ -404,6 +414,9 @@ def cache_result(
             claim=name_claim,
             early_refresh_beta=early_beta,
             near_cache=near_cache,
+            receiver_check=(
+                functools.partial(check_receiver, func, constructor) if method else None
+            ),
         )
         functools.update_wrapper(wrapper, func)
         wrapper.key_constructor = constructor
