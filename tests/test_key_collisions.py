@@ -313,3 +313,29 @@ def test_a_cached_method_a_model_inherits_from_a_mixin_is_refused_at_its_first_c
     for row in rows:  # refused each time, never keyed
         with pytest.raises(TypeError, match="every row of ShoutingArticle would share one entry"):
             row.shout()
+
+
+def test_a_cached_method_of_a_manager_or_a_queryset_is_refused_when_the_class_is_made():
+    # One manager class serves many models, and a queryset is its query:
+    # keyed by class, Comment.objects.top() would be served Article's.
+    from django.db import models
+
+    def manager():
+        class TopManager(models.Manager):
+            @cache_result(ttl=60)
+            def top(self):
+                return list(self.order_by("-pk")[:3])
+
+    error = refusal(manager)
+    assert "so the TopManager of every model would share one entry" in str(error)
+    assert "ArgsKeyField('self', path='model._meta.label')" in str(error)
+
+    def queryset():
+        class Listed(models.QuerySet):
+            @cache_result(ttl=60)
+            def titles(self):
+                return list(self.values_list("title", flat=True))
+
+    error = refusal(queryset)
+    assert "so every Listed query would share one entry" in str(error)
+    assert "Cache a function that takes what the query filters by instead." in str(error)

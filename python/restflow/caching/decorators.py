@@ -172,30 +172,42 @@ def check_receiver(
         signature = inspect.signature(func)
         if any("self" in field.needs(signature) for field in constructor.get_fields().values()):
             return
-    what, path = found
+    shared, keyed_by = found
+    how = (
+        f"Key it by the instance: key_constructor={{'fields': {{'instance': "
+        f"ArgsKeyField('self', path={keyed_by!r}), 'args': ArgsKeyField('*')}}}}, or make it "
+        "a classmethod or staticmethod if it does not read self."
+        if keyed_by
+        else "Cache a function that takes what the query filters by instead."
+    )
     raise TypeError(
         f"@cache_result on {owner.__qualname__}.{name or func.__name__}(): a cached method is "
-        f"keyed by its class, not by self, so every {what} of {owner.__name__} would share one "
-        f"entry. Key it by the instance: key_constructor={{'fields': {{'row': "
-        f"ArgsKeyField('self', path={path!r}), 'args': ArgsKeyField('*')}}}}, or make it a "
-        "classmethod or staticmethod if it does not read self."
+        f"keyed by its class, not by self, so {shared.format(owner.__name__)} would share one "
+        f"entry. {how}"
     )
 
 
-def _value_class(owner: type) -> tuple[str, str] | None:
-    """``(what an instance is, the attribute that names it)`` when
-    ``owner``'s instances are values (a model's rows, an Enum's members);
-    ``None`` for any other class."""
+def _value_class(owner: type) -> tuple[str, str | None] | None:
+    """``(who would share an entry, the path that names an instance)`` when
+    ``owner``'s instances are values: a model's rows, an Enum's members, a
+    manager of each model, a queryset (whose query nothing names); ``None``
+    for any other class."""
     import enum
     import sys
 
     if not isinstance(owner, type):
         return None
     if issubclass(owner, enum.Enum):
-        return "member", "value"
+        return "every member of {}", "value"
     models = sys.modules.get("django.db.models")  # a model class means Django is imported
-    if models is not None and issubclass(owner, models.Model):
-        return "row", "pk"
+    if models is None:
+        return None
+    if issubclass(owner, models.Model):
+        return "every row of {}", "pk"
+    if issubclass(owner, models.manager.BaseManager):
+        return "the {} of every model", "model._meta.label"
+    if issubclass(owner, models.QuerySet):
+        return "every {} query", None
     return None
 
 
