@@ -26,6 +26,13 @@ class FeaturedArticle(Article):
         return self.title.upper()
 
 
+class ReviewedArticle(Article):
+    """Multi-table inheritance: a save through Article writes the
+    ``testapp_article`` row a ReviewedArticle reads its title from."""
+
+    score = models.IntegerField(default=0)
+
+
 class Tag(models.Model):
     """Tags articles: ``article.tags.add(tag)`` changes neither row, only the
     link table, and Django says so with ``m2m_changed`` alone."""

@@ -145,13 +145,16 @@ class CacheRegistry:
 
     def rules_for(self, model: type) -> tuple[BoundRule, ...]:
         """The rules that a change of ``model`` runs: its own, its parents',
-        and those of every proxy of a table the change writes.
+        those of every proxy of a table the change writes, and those of the
+        models that inherit one of those tables (multi-table inheritance).
 
-        A proxy shares its concrete model's table: a row saved through
-        ``Article`` (or through another proxy of it) is a row of
-        ``FeaturedArticle`` too, and Django names only the class it was
-        saved through as the signal's sender. A rule on the proxy that did
-        not run then would leave what it caches stale."""
+        Django names only the class a row was saved through as the signal's
+        sender. A proxy shares its concrete model's table: a row saved
+        through ``Article`` (or another proxy of it) is a row of
+        ``FeaturedArticle`` too. A child model reads its parent's columns: a
+        save through ``Article`` changes the ``ReviewedArticle`` of that row,
+        if there is one (:meth:`BoundRule.capture` looks it up). A rule that
+        did not run then would leave what it caches stale."""
         found = self._for_class.get(model)
         if found is None:
             with self._lock:
@@ -165,15 +168,17 @@ class CacheRegistry:
                     and klass is not Model
                     and not klass._meta.abstract
                 }
-                proxies = [
+                others = [
                     bound
                     for klass, rules in self._by_model.items()
                     if klass not in mro
-                    and getattr(klass._meta, "proxy", False)
-                    and klass._meta.concrete_model in tables
+                    and (
+                        (klass._meta.proxy and klass._meta.concrete_model in tables)
+                        or any(issubclass(klass._meta.concrete_model, table) for table in tables)
+                    )
                     for bound in rules
                 ]
-                found = (*own, *proxies)
+                found = (*own, *others)
                 self._for_class[model] = found
         return found
 

@@ -106,7 +106,8 @@ class InvalidationRule:
         the apps are loaded). Saves and deletes of its subclasses and
         proxies count too; for a proxy, so do those made through its
         concrete model or another proxy of it (one table), the instance
-        read as the proxy's. Checked when the rule is registered (at
+        read as the proxy's; for a multi-table child, so do saves made
+        through its parent, the child's row read (one query). Checked when the rule is registered (at
         decoration), so a rule may be built with a stand-in.
     :param field_mapping: ``{parameter: "attribute.path"}``: where the
         instance keeps each argument of the entries it affects. Map foreign
@@ -408,9 +409,11 @@ class BoundRule:
         """The job for this change, with the mapped values read now; ``None``
         when the rule does not apply."""
         if not isinstance(instance, self.model):
-            # A row of a proxy's table changed through the concrete model or
-            # another proxy: the rule reads it as its own model's instance.
+            # A row changed through another class than the rule's model
+            # (see CacheRegistry.rules_for): read it as the rule's model's.
             instance = _as_model(instance, self.model)
+            if instance is None:
+                return None
         if not self.rule.wants(instance, change, self._watched):
             return None
         job = Job(self.rule_id, self.module, self.model_label, change, rule=self)
@@ -471,12 +474,21 @@ class BoundRule:
 
 
 def _as_model(instance: Any, model: type) -> Any:
-    """A copy of ``instance`` as an instance of ``model``, a proxy of its
-    table (the same fields, so the same state, seen with the proxy's
-    methods and properties)."""
-    view = copy.copy(instance)
-    view.__class__ = model
-    return view
+    """``instance`` as an instance of ``model``: for a proxy of its table,
+    a copy with the proxy's class (the same fields, seen with the proxy's
+    methods and properties); for a model that inherits its table, that
+    model's row of it, read now (one query), or ``None`` when the row has
+    no such child."""
+    concrete = type(instance)._meta.concrete_model
+    if model._meta.concrete_model is concrete:
+        view = copy.copy(instance)
+        view.__class__ = model
+        return view
+    link = model._meta.get_ancestor_link(concrete)
+    if link is None or instance.pk is None:
+        return None
+    rows = model._base_manager.using(instance._state.db or "default")
+    return rows.filter(**{link.attname: instance.pk}).first()
 
 
 def _is_async(wrapper: Any) -> bool:
