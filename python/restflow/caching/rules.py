@@ -107,8 +107,9 @@ class InvalidationRule:
         proxies count too; for a proxy, so do those made through its
         concrete model or another proxy of it (one table), the instance
         read as the proxy's; for a multi-table child, so do saves made
-        through its parent, the child's row read (one query). Checked when the rule is registered (at
-        decoration), so a rule may be built with a stand-in.
+        through its parent, the child's row read (one query). Checked
+        when the rule is registered (at decoration), so a rule may be
+        built with a stand-in.
     :param field_mapping: ``{parameter: "attribute.path"}``: where the
         instance keeps each argument of the entries it affects. Map foreign
         keys by their column (``"author_id"``, or ``"author.id"``, which is
