@@ -28,7 +28,7 @@ from restflow.caching.dispatchers.jobs import SignalTypes
 from restflow.caching.registry import CacheRegister
 from restflow.caching.rules import InvalidationRule
 from restflow.caching.tasks import run_cache_rules
-from tests.testapp.models import Article, Comment, FeaturedArticle, Tag
+from tests.testapp.models import Article, Comment, FeaturedArticle, ReviewedArticle, Tag
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -704,6 +704,82 @@ def test_a_rule_follows_proxies_and_accepts_a_model_by_name():
     title(featured.pk)
     featured.save()  # the signal's sender is FeaturedArticle
     assert title.get_cache_only(featured.pk) is CACHE_MISSING
+
+
+def test_a_rule_on_a_proxy_follows_changes_made_through_its_concrete_model():
+    # One table: a row saved or deleted as an Article is a FeaturedArticle row too.
+    seen = []
+
+    def when(instance):
+        seen.append(instance.headline)  # the proxy's own property
+        return True
+
+    @cache_result(
+        ttl=None,
+        invalidates_on=[
+            InvalidationRule(
+                FeaturedArticle,
+                field_mapping={"article_id": "pk"},
+                invalidate_when=when,
+            )
+        ],
+    )
+    def headline(article_id):
+        return FeaturedArticle.objects.get(pk=article_id).headline
+
+    @cache_result(ttl=None, invalidates_on=[InvalidationRule(FeaturedArticle, require_args=False)])
+    def featured_count():
+        return FeaturedArticle.objects.count()
+
+    a, b = Article.objects.create(title="a"), Article.objects.create(title="b")
+    assert (headline(a.pk), headline(b.pk), featured_count()) == ("A", "B", 2)
+    a.title = "a2"
+    a.save()
+    assert headline.get_cache_only(a.pk) is CACHE_MISSING
+    assert headline.get_cache_only(b.pk) == "B"
+    assert featured_count.get_cache_only() is CACHE_MISSING
+    assert seen == ["A2"]
+    assert (headline(a.pk), featured_count()) == ("A2", 2)
+    b.delete()
+    assert featured_count.get_cache_only() is CACHE_MISSING
+    assert featured_count() == 1
+    # Not twice for a save through the proxy itself.
+    FeaturedArticle.objects.get(pk=a.pk).save()
+    assert seen == ["A2", "B", "A2"]
+
+
+def test_a_rule_on_a_child_model_follows_saves_made_through_its_parent():
+    # Multi-table inheritance: the title is the parent's column, so saving
+    # the row as an Article changes the ReviewedArticle; Django names only
+    # Article as the sender.
+    @cache_result(
+        ttl=None,
+        invalidates_on=[
+            InvalidationRule(ReviewedArticle, field_mapping={"article_id": "pk"}, rewarm=True)
+        ],
+    )
+    def review(article_id):
+        found = ReviewedArticle.objects.get(pk=article_id)
+        calls.append(article_id)
+        return (found.title, found.score)
+
+    calls = []
+    reviewed = ReviewedArticle.objects.create(title="a", score=3)
+    plain = Article.objects.create(title="p")
+    assert review(reviewed.pk) == ("a", 3)
+    as_article = Article.objects.get(pk=reviewed.pk)
+    as_article.title = "a2"
+    as_article.save()
+    assert review.get_cache_only(reviewed.pk) == ("a2", 3)  # rewarmed
+    assert calls == [reviewed.pk, reviewed.pk]
+    # An Article that is no ReviewedArticle runs nothing.
+    plain.save()
+    assert calls == [reviewed.pk, reviewed.pk]
+    reviewed.refresh_from_db()
+    reviewed.score = 4
+    reviewed.save()  # through the child itself: rewarmed once
+    assert review.get_cache_only(reviewed.pk) == ("a2", 4)
+    assert calls == [reviewed.pk] * 3
 
 
 # -- rewarm ------------------------------------------------------------------------------

@@ -1465,6 +1465,24 @@ def test_version_bump_and_delete_previous_versions(calls):
     assert calls == [(1, 1), (1, 2), ("summary", 1), ("summary", 1), (2, 1), (2, 3), (1, 1), (3, 1)]
 
 
+def test_an_inline_constructor_drops_its_previous_versions(calls):
+    # The same inline constructor with its version bumped (a redeploy of
+    # {"fields": ..., "version": 2}) is that constructor's next version.
+    fields = {"x": ArgsKeyField("x")}
+    v1 = InlineKeyConstructor(fields, version=1, namespace="inline")
+    v2 = InlineKeyConstructor(fields, version=2, namespace="inline")
+    other = InlineKeyConstructor({"y": ArgsKeyField("x")}, namespace="inline")
+    assert v1 is not v2 and v1._owner() == v2._owner() != other._owner()
+    old, new, neighbour = _report(v1, calls), _report(v2, calls), _neighbour(other, calls)
+    old(1)
+    neighbour(1)
+    assert new(1) == (2, 1)
+    assert v2.delete_previous_versions() == 1
+    assert missing(old, 1)
+    assert new.get_cache_only(1) == (2, 1)
+    assert neighbour.get_cache_only(1) == ("summary", 1)
+
+
 def test_key_identifier_lets_functions_share_entries(calls):
     class Shared(KeyConstructor):
         x = ArgsKeyField("x")

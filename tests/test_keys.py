@@ -1,6 +1,7 @@
 """Arguments become canonical, type-tagged keys (DESIGN.md §4)."""
 
 import enum
+import functools
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from restflow.caching import cache_result
+from restflow.caching import ArgsKeyField, cache_result
 
 computed: list = []
 
@@ -147,6 +148,25 @@ def test_unsupported_values_raise_a_type_error_naming_the_parameter():
         variadic(1, other=object())
 
 
+def test_a_callable_without_a_dotted_path_is_refused_at_decoration_saying_how_to_name_it():
+    def base(a, b):
+        return (a, b)
+
+    class Callable:
+        def __call__(self, x):
+            return x
+
+    for nameless in (functools.partial(base, 1), Callable()):
+        with pytest.raises(TypeError, match=r"has none \(a functools.partial .*'key_identifier'"):
+            cache_result(ttl=60)(nameless)
+    # Named by a key identifier, a partial is cached like any function.
+    named = cache_result(
+        {"fields": {"args": ArgsKeyField("*")}, "key_identifier": "base.one"}, ttl=60
+    )(functools.partial(base, 1))
+    assert named.get_cache_key(b=3) == "default::base.one::::args.b=i3"
+    assert named(b=3) == (1, 3)
+
+
 def test_self_referencing_containers_are_refused_not_crashed_on():
     loop = []
     loop.append(loop)
@@ -168,7 +188,7 @@ def test_keys_do_not_depend_on_the_process_hash_seed():
     """Sets and dicts encode the same in processes with different hash seeds."""
     script = textwrap.dedent(
         """
-        from restflow.caching import cache_result
+        from restflow.caching import ArgsKeyField, cache_result
 
         @cache_result(ttl=60)
         def f(x):

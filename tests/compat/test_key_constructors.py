@@ -335,6 +335,26 @@ def test_meta_views_and_the_key_parts():
     assert suffix != constructor.build_key_suffix(_report, (get("acme"), 7), {})
 
 
+class _Reports:
+    def total(self, user_id):
+        return user_id
+
+
+def test_get_function_identifier_is_a_static_method_giving_the_dotted_path():
+    # drf-restflow's is a @staticmethod: called on the class too, and the
+    # function's dotted path whatever Meta.key_identifier says (the key
+    # prefix is where the identifier goes).
+    path = f"{__name__}._report"
+    assert Named.get_function_identifier(_report) == path
+    assert KeyConstructor.get_function_identifier(_report) == path
+    assert Named().get_function_identifier(_report) == path
+    bound = _Reports().total
+    assert Named.get_function_identifier(bound) == f"{__name__}._Reports.total"
+    # The key still names the function by the identifier.
+    request = APIRequestFactory().get("/")
+    assert Named().build_key_prefix(_report, (request, 7), {}).startswith("reports:v3::report::")
+
+
 def test_register_wrapper_makes_wipe_reach_a_function(store):
     class Wiped(KeyConstructor):
         user = ArgsKeyField("user_id")

@@ -14,10 +14,23 @@ class Comment(models.Model):
 
 
 class FeaturedArticle(Article):
-    """A proxy: rules on Article must follow its saves (the signal's sender is the proxy)."""
+    """A proxy: rules on Article must follow its saves (the signal's sender is
+    the proxy), and rules on it must follow saves made through Article."""
 
     class Meta:
         proxy = True
+
+    @property
+    def headline(self):
+        """Only the proxy has it: a rule on the proxy may read it."""
+        return self.title.upper()
+
+
+class ReviewedArticle(Article):
+    """Multi-table inheritance: a save through Article writes the
+    ``testapp_article`` row a ReviewedArticle reads its title from."""
+
+    score = models.IntegerField(default=0)
 
 
 class Tag(models.Model):

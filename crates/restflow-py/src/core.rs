@@ -167,6 +167,11 @@ pub(crate) struct Core {
     pub claim: Option<Py<PyAny>>,
     /// Set once `claim` succeeded.
     pub claimed: crate::once::OnceValue<()>,
+    /// For a method: `check(cls)`, run once per class a call's `self` is an
+    /// instance of, before the class is registered; raises for a class
+    /// whose instances must not share entries (a model's rows: see
+    /// `restflow.caching.decorators.check_receiver`).
+    pub receiver_check: Option<Py<PyAny>>,
     /// Counts and latencies of this function's calls (`wrapper.stats()`);
     /// shared with the `Counts` handles exporters keep (`wrapper.counts()`),
     /// which read the final counts once the wrapper is gone.
@@ -178,19 +183,61 @@ pub(crate) use restflow_cache::settings::BackendChoice;
 
 impl Core {
     pub fn class_id(&self, first: &Bound<'_, PyAny>) -> PyResult<Arc<ClassId>> {
-        let ty = match first.cast::<PyType>() {
-            Ok(cls) => cls.clone(),
-            Err(_) => first.get_type(),
+        let (ty, instance) = match first.cast::<PyType>() {
+            Ok(cls) => (cls.clone(), false),
+            Err(_) => (first.get_type(), true),
         };
         // Keyed by the type's address: the registry holds the type, so the
         // address is never another's while registered.
         self.classes.get_or_register(ty.as_ptr() as usize, || {
-            let name: String = self.func.bind(first.py()).getattr("__name__")?.extract()?;
-            Ok(ClassId::new(
-                format!("{}.{name}", type_path(&ty)),
-                ty.clone().unbind(),
-            ))
+            if let (true, Some(check)) = (instance, &self.receiver_check) {
+                check.bind(first.py()).call1((&ty,))?;
+            }
+            let func = self.func.bind(first.py());
+            let name: String = func.getattr("__name__")?.extract()?;
+            let mut id = format!("{}.{name}", type_path(&ty));
+            if self.is_overridden_in(&ty, &name)? {
+                // Reached through `super()` (or called as `Base.method(obj)`)
+                // on a class whose own `name` is another function: the plain
+                // `module.Class.method` names that one's entries, so this
+                // function's carry its own dotted path too.
+                let module: String = func.getattr("__module__")?.extract()?;
+                let qualname: String = func.getattr("__qualname__")?.extract()?;
+                id = format!("{id}[{module}.{qualname}]");
+            }
+            Ok(ClassId::new(id, ty.clone().unbind()))
         })
+    }
+
+    /// Whether `ty.name` (looked up along the class's MRO, as attribute
+    /// access does) is something other than this function's wrapper (the
+    /// wrapper itself, under a `classmethod`, or inside the async or
+    /// response wrapper that keeps it: `_engine`, `cached_render`). A class
+    /// without that attribute names no other function: `false`, the plain
+    /// name. Run once per class.
+    fn is_overridden_in(&self, ty: &Bound<'_, PyType>, name: &str) -> PyResult<bool> {
+        for klass in ty.mro().iter() {
+            let Ok(found) = klass.getattr("__dict__")?.get_item(name) else {
+                continue;
+            };
+            let found = match found.getattr("__func__") {
+                Ok(inner) => inner,
+                Err(_) => found,
+            };
+            let mut candidates = vec![found.clone()];
+            for inner in ["cached_render", "_engine"] {
+                let last = candidates.last().expect("one at least").clone();
+                if let Ok(next) = last.getattr(inner) {
+                    candidates.push(next);
+                }
+            }
+            return Ok(!candidates.iter().any(|candidate| {
+                candidate
+                    .cast::<crate::wrapper::CachedWrapper>()
+                    .is_ok_and(|wrapper| std::ptr::eq(Arc::as_ptr(wrapper.borrow().core()), self))
+            }));
+        }
+        Ok(false)
     }
 
     /// Makes sure this function may use key strings: see [`Core::claim`].
@@ -318,6 +365,9 @@ impl Core {
         visit.call(&self.policy)?;
         if let Some(claim) = &self.claim {
             visit.call(claim)?; // a partial holding the function
+        }
+        if let Some(check) = &self.receiver_check {
+            visit.call(check)?; // a partial holding the function
         }
         self.signature.traverse(visit)?;
         if let Some(fields) = &self.fields {

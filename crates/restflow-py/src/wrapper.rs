@@ -557,7 +557,7 @@ impl CachedWrapper {
     #[pyo3(signature = (
         func, *, signature, method, ttl, stale, policy, namespace, function_id,
         owner, version, key_identifier, fields, backend = None, stale_if_error = None,
-        claim = None, early_refresh_beta = None, near_cache = None,
+        claim = None, early_refresh_beta = None, near_cache = None, receiver_check = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn create<'py>(
@@ -579,6 +579,7 @@ impl CachedWrapper {
         claim: Option<Bound<'py, PyAny>>,
         early_refresh_beta: Option<f64>,
         near_cache: Option<bool>,
+        receiver_check: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, CachedWrapper>> {
         let lifetimes = Lifetimes::from_secs(ttl, stale, stale_if_error, early_refresh_beta)
             .map_err(PyValueError::new_err)?;
@@ -620,6 +621,7 @@ impl CachedWrapper {
             json_refusal_logged: Default::default(),
             claim: claim.map(Bound::unbind),
             claimed: OnceValue::new(),
+            receiver_check: receiver_check.map(Bound::unbind),
             stats: Default::default(),
         });
         CachedWrapper::make(py, core, None)
@@ -925,6 +927,26 @@ impl CachedWrapper {
             }
             _ => Ok(slf.clone().into_any().unbind()),
         }
+    }
+
+    /// Called when a class body assigns the wrapper (PEP 487): a method's
+    /// key names its class, not `self`, and `restflow.caching` refuses a
+    /// method of a class whose instances are its values (a model's rows,
+    /// an Enum's members), which would share one entry. Delegated:
+    /// `restflow.caching.decorators.check_owner`.
+    fn __set_name__(
+        slf: &Bound<'_, Self>,
+        owner: &Bound<'_, PyAny>,
+        name: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        if !slf.get().core.signature.method {
+            return Ok(());
+        }
+        let check = slf
+            .py()
+            .import("restflow.caching.decorators")?
+            .getattr("check_owner")?;
+        check.call1((slf, owner, name)).map(drop)
     }
 
     /// A bound method answers for the wrapper it came from

@@ -290,6 +290,11 @@ class AsyncCachedWrapper(Generic[P, T]):
             return self
         return _BoundAsyncWrapper(self, instance)
 
+    def __set_name__(self, owner: type, name: str) -> None:
+        from restflow.caching.decorators import check_owner
+
+        check_owner(self, owner, name)
+
     @property
     def key_constructor(self) -> Any:
         return self._engine.key_constructor

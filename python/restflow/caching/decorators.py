@@ -136,6 +136,94 @@ def _signature_spec(func: Callable[..., Any]) -> tuple[list[tuple[str, int, Any,
     return spec, is_method(parameters)
 
 
+def _refuse_nameless(func: Callable[..., Any]) -> None:
+    """Keys name a function by its ``module.qualname``: a callable without
+    one (a ``functools.partial``, an instance with ``__call__``) is refused
+    at decoration, saying how to name it, rather than failing on an
+    attribute it lacks."""
+    if isinstance(getattr(func, "__qualname__", None), str):
+        return
+    raise TypeError(
+        f"@cache_result names a function's entries by its module.qualname, and {func!r} "
+        "has none (a functools.partial or a callable object): decorate a def that calls "
+        "it, or name the entries: key_constructor={'fields': {'args': ArgsKeyField('*')}, "
+        "'key_identifier': '<a name unique to this function>'}."
+    )
+
+
+def check_owner(wrapper: Any, owner: type, name: str) -> None:
+    """Refuses a cached method of a class whose instances are its values,
+    when the class body assigns it (``__set_name__``): the refusal comes at
+    import. See :func:`check_receiver`."""
+    func = wrapper.func
+    parameters = list(inspect.signature(func).parameters.values())
+    if is_method(parameters) and parameters[0].name == "self":
+        check_receiver(func, getattr(wrapper, "key_constructor", None), owner, name)
+
+
+def check_receiver(
+    func: Callable[..., Any], constructor: Any, owner: type, name: str | None = None
+) -> None:
+    """Raises ``TypeError`` for a cached method whose ``self`` is an
+    instance of ``owner`` when those instances are values.
+
+    A method's key names its class, not ``self`` (a view or a service is
+    the same whichever instance runs it). A Django model's instances are
+    its rows and an Enum's are its members: keyed by class, every row would
+    be served the first row's value. drf-restflow keyed ``self`` by its
+    ``str()`` (``"Order object (1)"``), so code migrated from it relied on
+    per-row entries. Checked when a class body assigns the method (at
+    import) and, for a method a model inherits from a plain mixin, the
+    first time it is called on an instance of that class. A key
+    constructor that reads ``self`` (``ArgsKeyField("self", path="pk")``)
+    is what to use instead.
+    """
+    found = _value_class(owner)
+    if found is None:
+        return
+    if constructor is not None:
+        signature = inspect.signature(func)
+        if any("self" in field.needs(signature) for field in constructor.get_fields().values()):
+            return
+    shared, keyed_by = found
+    how = (
+        f"Key it by the instance: key_constructor={{'fields': {{'instance': "
+        f"ArgsKeyField('self', path={keyed_by!r}), 'args': ArgsKeyField('*')}}}}, or make it "
+        "a classmethod or staticmethod if it does not read self."
+        if keyed_by
+        else "Cache a function that takes what the query filters by instead."
+    )
+    raise TypeError(
+        f"@cache_result on {owner.__qualname__}.{name or func.__name__}(): a cached method is "
+        f"keyed by its class, not by self, so {shared.format(owner.__name__)} would share one "
+        f"entry. {how}"
+    )
+
+
+def _value_class(owner: type) -> tuple[str, str | None] | None:
+    """``(who would share an entry, the path that names an instance)`` when
+    ``owner``'s instances are values: a model's rows, an Enum's members, a
+    manager of each model, a queryset (whose query nothing names); ``None``
+    for any other class."""
+    import enum
+    import sys
+
+    if not isinstance(owner, type):
+        return None
+    if issubclass(owner, enum.Enum):
+        return "every member of {}", "value"
+    models = sys.modules.get("django.db.models")  # a model class means Django is imported
+    if models is None:
+        return None
+    if issubclass(owner, models.Model):
+        return "every row of {}", "pk"
+    if issubclass(owner, models.manager.BaseManager):
+        return "the {} of every model", "model._meta.label"
+    if issubclass(owner, models.QuerySet):
+        return "every {} query", None
+    return None
+
+
 def is_method(parameters: list[inspect.Parameter]) -> bool:
     """Whether the engine takes a function with these parameters for a method:
     its first parameter is a positional ``self`` or ``cls``, the receiver,
@@ -316,6 +404,8 @@ def cache_result(
         if not is_async:
             _refuse_async_policy(ttl, cache_if, cache_unless)
         spec, method = _signature_spec(func)
+        if not meta.key_identifier:
+            _refuse_nameless(func)
         function_id = meta.key_identifier or function_id_of(func, method=method)
         # A name other live functions can have: entries of its own in
         # memory, and a check before its key strings reach a shared store.
@@ -347,6 +437,9 @@ def cache_result(
             claim=name_claim,
             early_refresh_beta=early_beta,
             near_cache=near_cache,
+            receiver_check=(
+                functools.partial(check_receiver, func, constructor) if method else None
+            ),
         )
         functools.update_wrapper(wrapper, func)
         wrapper.key_constructor = constructor

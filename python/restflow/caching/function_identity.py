@@ -48,7 +48,7 @@ from typing import Any
 from restflow import _engine
 from restflow.caching.process_locks import ProcessLock
 
-__all__ = ["claim", "function_id_of", "repeatable"]
+__all__ = ["claim", "function_id_of", "method_id_of", "repeatable"]
 
 #: Markers of a qualname that several live functions can have.
 _REPEATABLE = ("<locals>", "<lambda>")
@@ -125,6 +125,27 @@ def function_id_of(func: Callable[..., Any], *, method: bool = False) -> str:
         return function_id
     digest = _closure_digest(func)
     return function_id if digest is None else f"{function_id}[{digest}]"
+
+
+def method_id_of(owner: type, func: Callable[..., Any]) -> str:
+    """The function part of the keys of method ``func`` called on ``owner``
+    (a class, or an instance's class): ``module.Class.method``, so two
+    subclasses never share entries. When ``owner.method`` is another
+    function (``func`` is reached through ``super()``, or called as
+    ``Base.method(obj)``), that name is the other's: ``func``'s own dotted
+    path follows it in brackets. A class without an attribute of that name
+    (a function assigned under another name) keeps the plain name. The
+    engine names methods the same way."""
+    name = func.__name__
+    function_id = f"{owner.__module__}.{owner.__qualname__}.{name}"
+    for klass in owner.__mro__:
+        if name in vars(klass):
+            found = vars(klass)[name]
+            found = getattr(found, "__func__", found)  # a classmethod's
+            if getattr(found, "func", found) is func:
+                return function_id
+            return f"{function_id}[{func.__module__}.{func.__qualname__}]"
+    return function_id  # no attribute of that name: it names no other function
 
 
 def _interchangeable(held: Callable[..., Any], new: Callable[..., Any], method: bool) -> bool:

@@ -1,7 +1,7 @@
 """drf-restflow's ``restflow.caching.hashing``, for code that imports from it.
 
 restflow's keys do not use it: the engine digests long key parts itself
-(128-bit xxh3, see ``MAX_KEY_PART_LENGTH``). It stays for custom key fields
+(128 bits of SHA-256, see ``MAX_KEY_PART_LENGTH``). It stays for custom key fields
 and other project code that hashed text with it.
 """
 

@@ -32,7 +32,7 @@ from datetime import timedelta
 from typing import Any, ClassVar
 
 from restflow import _engine
-from restflow.caching.function_identity import function_id_of
+from restflow.caching.function_identity import function_id_of, method_id_of
 from restflow.caching.key_fields import (
     ArgsKeyField,
     CacheKeyField,
@@ -222,17 +222,24 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
     def has_partition_fields(self) -> bool:
         return any(field.partition for field in self._declared_fields.values())
 
-    def get_function_identifier(self, func: Callable[..., Any]) -> str:
-        """The function part of keys: ``Meta.key_identifier``, or ``module.qualname``
-        (for a method bound to an instance, the instance's class)."""
-        if self._meta.key_identifier:
-            return self._meta.key_identifier
+    @staticmethod
+    def get_function_identifier(func: Callable[..., Any]) -> str:
+        """The function's dotted path, ``module.qualname`` (for a method bound
+        to an instance or a class, that class's). A static method, as in
+        drf-restflow, so ``UserKey.get_function_identifier(f)`` works on the
+        class; keys use ``Meta.key_identifier`` instead when the constructor
+        sets one (:meth:`function_part`)."""
         receiver = getattr(func, "__self__", None)
         func = getattr(func, "__func__", getattr(func, "func", func))
         if receiver is not None:
             owner = receiver if isinstance(receiver, type) else type(receiver)
-            return f"{owner.__module__}.{owner.__qualname__}.{func.__name__}"
+            return method_id_of(owner, func)
         return function_id_of(func)
+
+    def function_part(self, func: Callable[..., Any]) -> str:
+        """The function part of ``func``'s keys: ``Meta.key_identifier``, or
+        :meth:`get_function_identifier`."""
+        return self._meta.key_identifier or self.get_function_identifier(func)
 
     # -- building keys -------------------------------------------------------
 
@@ -281,7 +288,7 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
     def _parts(
         self, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]
     ) -> tuple[str, str, str, str]:
-        function_id = self.get_function_identifier(func)
+        function_id = self.function_part(func)
         if args is None and kwargs is None:
             # No call: the function as a whole (drf-restflow's build_key_prefix(f, None, None)).
             return self._meta.namespace_part, function_id, "", ""
@@ -494,10 +501,13 @@ def InlineKeyConstructor(
         )
         if value is not None
     }
+    # What the constructor is across its versions: its owner path, so a
+    # version bump (a redeploy of {"fields": ..., "version": 2}) is the same
+    # constructor's next version, whose delete_previous_versions() finds
+    # the entries of the ones before.
     described = (
         tuple(sorted((name, field.identity()) for name, field in fields.items())),
         namespace,
-        version,
         key_identifier,
     )
     # Equal inputs, in the strict sense: typed (1, 1.0 and True differ),

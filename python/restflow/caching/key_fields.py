@@ -48,6 +48,10 @@ __all__ = [
 #: ``label=value`` text of a key string unambiguous.
 _LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
 
+#: Payload keys that may stand in a label as they are (``name.key``): no
+#: ``=`` or ``,`` (which end a label and a labelled value in the key text).
+_PAYLOAD_KEY = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+
 #: Parameters that are never URL kwargs or call data.
 _RECEIVERS = ("self", "cls")
 
@@ -248,11 +252,7 @@ class CacheKeyField:
         from restflow import _engine
 
         payload = self.get_key_payload(func, args, kwargs)
-        label = self.name or type(self).__name__
-        items = tuple(
-            (f"{label}.{key}", value, self.hash_value, self.sort_lists)
-            for key, value in sorted(payload.items())
-        )
+        items = payload_items(self, self.name or type(self).__name__, payload)
         return _engine.key_parts("", (), items)[1]
 
     def extract_request_object(
@@ -294,10 +294,7 @@ class CacheKeyField:
             payload = self.get_key_payload(shape.func, *shape.call(bound))
         else:
             payload = self.payload(bound, shape)
-        return tuple(
-            (f"{self.name}.{key}", value, self.hash_value, self.sort_lists)
-            for key, value in sorted(payload.items())
-        )
+        return payload_items(self, self.name, payload)
 
     def plan(self, signature: inspect.Signature) -> list[tuple[str, str, Any, bool, bool]] | None:
         """The field's items as a plan the engine follows without calling
@@ -322,6 +319,32 @@ class CacheKeyField:
         flags = [f for f in ("partition", "hash_value", "sort_lists") if getattr(self, f)]
         options = ", ".join([repr(o) for o in self.options()] + [f"{f}=True" for f in flags])
         return f"{type(self).__name__}({options})"
+
+
+def payload_items(
+    field: CacheKeyField, label: str, payload: Mapping[Any, Any]
+) -> tuple[tuple[str, Any, bool, bool], ...]:
+    """A payload as labelled items: ``label.key`` for each key, when every
+    key is a name (letters, digits, ``_``, ``-``, dots).
+
+    A payload with any other key (a field of your own that returns, say, the
+    query string as a dict) is one item, ``label``, whose value is the whole
+    dict, encoded with its keys' types. Keys in labels would make ``{1: x}``
+    and ``{"1": x}`` one entry, and a key holding ``=`` or ``,`` could spell
+    out another payload's key text (``{"a=s1:x,f.b": 5}`` against
+    ``{"a": "x", "b": 5}``) in a shared store.
+    """
+    if not isinstance(payload, Mapping):
+        raise TypeError(
+            f"{type(field).__name__} {label!r} must return a dict from get_key_payload "
+            f"(or payload); got {type(payload).__name__}."
+        )
+    hashed, sort_lists = field.hash_value, field.sort_lists
+    if all(type(key) is str and _PAYLOAD_KEY.match(key) for key in payload):
+        return tuple(
+            (f"{label}.{key}", value, hashed, sort_lists) for key, value in sorted(payload.items())
+        )
+    return ((label, dict(payload), hashed, sort_lists),)
 
 
 def overrides_get_key_payload(field: CacheKeyField) -> bool:

@@ -144,13 +144,41 @@ class CacheRegistry:
             self._connected = True
 
     def rules_for(self, model: type) -> tuple[BoundRule, ...]:
-        """The rules that a change of ``model`` runs: its own, its parents'."""
+        """The rules that a change of ``model`` runs: its own, its parents',
+        those of every proxy of a table the change writes, and those of the
+        models that inherit one of those tables (multi-table inheritance).
+
+        Django names only the class a row was saved through as the signal's
+        sender. A proxy shares its concrete model's table: a row saved
+        through ``Article`` (or another proxy of it) is a row of
+        ``FeaturedArticle`` too. A child model reads its parent's columns: a
+        save through ``Article`` changes the ``ReviewedArticle`` of that row,
+        if there is one (:meth:`BoundRule.capture` looks it up). A rule that
+        did not run then would leave what it caches stale."""
         found = self._for_class.get(model)
         if found is None:
             with self._lock:
-                found = tuple(
-                    bound for klass in model.__mro__ for bound in self._by_model.get(klass, ())
-                )
+                mro = model.__mro__
+                own = [bound for klass in mro for bound in self._by_model.get(klass, ())]
+                tables = {
+                    klass._meta.concrete_model
+                    for klass in mro
+                    if isinstance(klass, type)
+                    and issubclass(klass, Model)
+                    and klass is not Model
+                    and not klass._meta.abstract
+                }
+                others = [
+                    bound
+                    for klass, rules in self._by_model.items()
+                    if klass not in mro
+                    and (
+                        (klass._meta.proxy and klass._meta.concrete_model in tables)
+                        or any(issubclass(klass._meta.concrete_model, table) for table in tables)
+                    )
+                    for bound in rules
+                ]
+                found = (*own, *others)
                 self._for_class[model] = found
         return found
 

@@ -104,8 +104,12 @@ class InvalidationRule:
 
     :param model: a model class, or ``"app_label.ModelName"`` (resolved when
         the apps are loaded). Saves and deletes of its subclasses and
-        proxies count too. Checked when the rule is registered (at
-        decoration), so a rule may be built with a stand-in.
+        proxies count too; for a proxy, so do those made through its
+        concrete model or another proxy of it (one table), the instance
+        read as the proxy's; for a multi-table child, so do saves made
+        through its parent, the child's row read (one query). Checked
+        when the rule is registered (at decoration), so a rule may be
+        built with a stand-in.
     :param field_mapping: ``{parameter: "attribute.path"}``: where the
         instance keeps each argument of the entries it affects. Map foreign
         keys by their column (``"author_id"``, or ``"author.id"``, which is
@@ -405,6 +409,12 @@ class BoundRule:
     def capture(self, instance: Any, change: Change) -> Job | None:
         """The job for this change, with the mapped values read now; ``None``
         when the rule does not apply."""
+        if not isinstance(instance, self.model):
+            # A row changed through another class than the rule's model
+            # (see CacheRegistry.rules_for): read it as the rule's model's.
+            instance = _as_model(instance, self.model)
+            if instance is None:
+                return None
         if not self.rule.wants(instance, change, self._watched):
             return None
         job = Job(self.rule_id, self.module, self.model_label, change, rule=self)
@@ -462,6 +472,24 @@ class BoundRule:
         deleted, an unsaved instance that carries only the primary key."""
         found = self.model._default_manager.filter(pk=pk).first()
         return found if found is not None else self.model(pk=pk)
+
+
+def _as_model(instance: Any, model: type) -> Any:
+    """``instance`` as an instance of ``model``: for a proxy of its table,
+    a copy with the proxy's class (the same fields, seen with the proxy's
+    methods and properties); for a model that inherits its table, that
+    model's row of it, read now (one query), or ``None`` when the row has
+    no such child."""
+    concrete = type(instance)._meta.concrete_model
+    if model._meta.concrete_model is concrete:
+        view = copy.copy(instance)
+        view.__class__ = model
+        return view
+    link = model._meta.get_ancestor_link(concrete)
+    if link is None or instance.pk is None:
+        return None
+    rows = model._base_manager.using(instance._state.db or "default")
+    return rows.filter(**{link.attname: instance.pk}).first()
 
 
 def _is_async(wrapper: Any) -> bool:

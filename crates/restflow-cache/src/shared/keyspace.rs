@@ -28,7 +28,7 @@
 //!
 //! Invariants:
 //! - the same inputs give the same strings in every process and on every
-//!   host (digests are xxh3, never a per-process hash);
+//!   host (digests are [`crate::key::digest`], never a per-process hash);
 //! - single-node names carry no tag, so a store moved from one node to a
 //!   cluster starts empty rather than reading keys it cannot route.
 
