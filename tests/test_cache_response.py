@@ -393,7 +393,7 @@ def test_a_custom_constructor_keeps_the_safe_defaults_and_its_identity():
     constructor = TenantView.get.key_constructor
     assert isinstance(constructor, TenantKey)
     assert "response_variant" in constructor.get_fields()
-    assert type(constructor)._owner() == TenantKey._owner()  # versions and wipe reach it
+    assert type(constructor).get_owner() == TenantKey.get_owner()  # versions and wipe reach it
     assert TenantKey.wipe() == 1
     tenant_get(1)
     assert CALLS["TenantView.get"] == 4

@@ -1472,7 +1472,7 @@ def test_an_inline_constructor_drops_its_previous_versions(calls):
     v1 = InlineKeyConstructor(fields, version=1, namespace="inline")
     v2 = InlineKeyConstructor(fields, version=2, namespace="inline")
     other = InlineKeyConstructor({"y": ArgsKeyField("x")}, namespace="inline")
-    assert v1 is not v2 and v1._owner() == v2._owner() != other._owner()
+    assert v1 is not v2 and v1.get_owner() == v2.get_owner() != other.get_owner()
     old, new, neighbour = _report(v1, calls), _report(v2, calls), _neighbour(other, calls)
     old(1)
     neighbour(1)

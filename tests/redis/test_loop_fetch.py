@@ -34,7 +34,7 @@ def test_a_fresh_hit_needs_no_worker_thread(redis, monkeypatch):
         def no_threads():
             raise AssertionError("a fresh hit went through a worker thread")
 
-        monkeypatch.setattr(asynchronous, "_worker_pool", no_threads)
+        monkeypatch.setattr(asynchronous, "worker_pool", no_threads)
         for _ in range(20):
             value, meta = await payload.aget_with_metadata(1)
             assert (value, meta["cache_status"]) == (first[0], CacheStatus.HIT)

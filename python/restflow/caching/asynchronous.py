@@ -100,7 +100,7 @@ _loop_connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str
 )
 
 
-def _worker_pool() -> ThreadPoolExecutor:
+def worker_pool() -> ThreadPoolExecutor:
     global _executor
     with _executor_lock:
         if _executor is None:
@@ -143,7 +143,7 @@ def _give_back(release: Callable[[], None]) -> None:
     it: called where the task is going away (cancelled). Inline when the
     pool takes no more work (the interpreter is exiting)."""
     try:
-        _worker_pool().submit(release)
+        worker_pool().submit(release)
     except RuntimeError:
         release()
 
@@ -330,7 +330,7 @@ class AsyncCachedWrapper(Generic[P, T]):
 
     async def _in_thread(self, method: Callable[..., Any], /, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(_worker_pool(), functools.partial(method, *args))
+        return await loop.run_in_executor(worker_pool(), functools.partial(method, *args))
 
     # -- serving -----------------------------------------------------------
 
@@ -609,7 +609,7 @@ async def _loop_hit(
         sockets.open += 1
         try:
             connection = await loop.run_in_executor(
-                _worker_pool(),
+                worker_pool(),
                 _engine.LoopConnection.open,
                 backend.url,
                 max(backend.read_timeout, 0.5),

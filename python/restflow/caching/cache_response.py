@@ -153,7 +153,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from restflow.caching.decorators import _refuse_async_policy, cache_result, check_policy
+from restflow.caching.decorators import cache_result, check_policy, refuse_async_policy
 from restflow.caching.key_constructor import refuse_ttl_as_constructor
 from restflow.caching.response_async import AsyncCachedResponseWrapper
 from restflow.caching.response_http import HttpSemantics
@@ -279,7 +279,7 @@ def cache_response(
             check_request_not_keyed(constructor, func, call.name)
         is_async = inspect.iscoroutinefunction(func)
         if not is_async:
-            _refuse_async_policy(ttl, cache_if, cache_unless, target="view")
+            refuse_async_policy(ttl, cache_if, cache_unless, target="view")
         render = make_renderer(func, call, cache_if, cache_unless, response_ttl, http.conditional)
         cached = cache_result(
             key_constructor=with_variant(constructor, call.name),

@@ -98,7 +98,7 @@ def stored_for(chosen: Any, function_name: str) -> Decision:
     return Decision(store=True, ttl=ttl)
 
 
-def _refuse_async_policy(
+def refuse_async_policy(
     ttl: Any,
     cache_if: Callable[..., Any] | None,
     cache_unless: Callable[..., Any] | None,
@@ -402,7 +402,7 @@ def cache_result(
             raise TypeError(f"@cache_result decorates functions; got {func!r}")
         is_async = inspect.iscoroutinefunction(func)
         if not is_async:
-            _refuse_async_policy(ttl, cache_if, cache_unless)
+            refuse_async_policy(ttl, cache_if, cache_unless)
         spec, method = _signature_spec(func)
         if not meta.key_identifier:
             _refuse_nameless(func)
@@ -428,7 +428,7 @@ def cache_result(
             policy=None if is_async or policy is None else policy.decide,
             namespace=meta.namespace or "default",
             function_id=function_id,
-            owner=type(constructor)._owner(),
+            owner=type(constructor).get_owner(),
             version=meta.version,
             key_identifier=bool(meta.key_identifier),
             fields=fields,

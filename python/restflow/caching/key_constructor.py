@@ -177,8 +177,11 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
     # -- introspection -------------------------------------------------------
 
     @classmethod
-    def _owner(cls) -> str:
-        """The dotted path that identifies this constructor across versions."""
+    def get_owner(cls) -> str:
+        """The dotted path that identifies this constructor across versions:
+        what ``delete_previous_versions`` and ``wipe`` reach its entries by
+        (a constructor made for a view by ``cache_response`` answers with
+        the one it was made from)."""
         return f"{cls.__module__}.{cls.__qualname__}"
 
     def get_fields(self) -> dict[str, CacheKeyField]:
@@ -401,8 +404,8 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
 
         shared = backend_for(None)
         if shared is not None:  # every process's entries, not only this one's
-            shared.drop_versions_below(cls._owner(), cls._meta.version)
-        return _engine.drop_versions_below(cls._owner(), cls._meta.version)
+            shared.drop_versions_below(cls.get_owner(), cls._meta.version)
+        return _engine.drop_versions_below(cls.get_owner(), cls._meta.version)
 
     @classmethod
     async def awipe(cls, *args: Any, **kwargs: Any) -> int:
@@ -411,11 +414,11 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
         import asyncio
         import functools
 
-        from restflow.caching.asynchronous import _worker_pool
+        from restflow.caching.asynchronous import worker_pool
 
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            _worker_pool(), functools.partial(cls._wipe_any, *args, **kwargs)
+            worker_pool(), functools.partial(cls._wipe_any, *args, **kwargs)
         )
 
     @classmethod
@@ -434,10 +437,10 @@ class KeyConstructor(metaclass=KeyConstructorMeta):
         """:meth:`delete_previous_versions` without blocking the event loop."""
         import asyncio
 
-        from restflow.caching.asynchronous import _worker_pool
+        from restflow.caching.asynchronous import worker_pool
 
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(_worker_pool(), cls.delete_previous_versions)
+        return await loop.run_in_executor(worker_pool(), cls.delete_previous_versions)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={field!r}" for name, field in self._declared_fields.items())

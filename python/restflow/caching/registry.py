@@ -227,7 +227,7 @@ class CacheRegistry:
             if self._discovered:
                 return self
             self._discovered = True
-        _import_app_modules()
+        import_app_modules()
         self._resolve_pending()
         for bound in list(self._by_id.values()):
             bound.rule.get_dispatcher()
@@ -564,7 +564,7 @@ def _resolve_model(model: type | str, strict: bool = False) -> type | None:
     return apps.get_model(model)
 
 
-def _import_app_modules() -> None:
+def import_app_modules() -> None:
     from django.apps import apps
 
     for app_config in apps.get_app_configs():

@@ -229,7 +229,7 @@ def default_constructor(request_arg: str) -> type[KeyConstructor]:
         made = _defaults.get(request_arg)
         if made is None:
             base = ResponseCacheKeyConstructor
-            owner = base._owner()
+            owner = base.get_owner()
             made = KeyConstructorMeta(
                 base.__name__,
                 (base,),
@@ -240,7 +240,7 @@ def default_constructor(request_arg: str) -> type[KeyConstructor]:
                     "path_params": ViewKwargsKeyField("*", request_arg=request_arg, partition=True),
                     "__module__": base.__module__,
                     "__qualname__": base.__qualname__,
-                    "_owner": classmethod(lambda cls: owner),
+                    "get_owner": classmethod(lambda cls: owner),
                 },
             )
             _defaults[request_arg] = made
@@ -279,7 +279,7 @@ def with_variant(key_constructor: Any, request_arg: str) -> KeyConstructor:
     with _variants_lock:
         made = _variants.get((base, request_arg))
         if made is None:
-            owner = base._owner()
+            owner = base.get_owner()
             made = KeyConstructorMeta(
                 base.__name__,
                 (base,),
@@ -287,7 +287,7 @@ def with_variant(key_constructor: Any, request_arg: str) -> KeyConstructor:
                     VARIANT_FIELD: ResponseVariantKeyField(request_arg),
                     "__module__": base.__module__,
                     "__qualname__": base.__qualname__,
-                    "_owner": classmethod(lambda cls: owner),
+                    "get_owner": classmethod(lambda cls: owner),
                 },
             )
             _variants[(base, request_arg)] = made

@@ -123,9 +123,9 @@ def _engine_of(target: Any) -> Any:
 
 def _import_functions() -> None:
     """Imports the installed apps' modules, so their cached functions are known."""
-    from restflow.caching.registry import _import_app_modules
+    from restflow.caching.registry import import_app_modules
 
-    _import_app_modules()
+    import_app_modules()
 
 
 class Command(BaseCommand):
