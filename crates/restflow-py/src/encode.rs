@@ -420,6 +420,9 @@ fn read_other<'a, 'py>(value: &'a Bound<'py, PyAny>) -> Result<View<'a, Bound<'p
 /// and a value of the second is refused instead. A class whose namesake is
 /// garbage takes the path over (a module reload), and reads the entries
 /// stored under it, as the same class in another process would.
+///
+/// The lock is only taken with the GIL held and never held across anything
+/// that could release it, so it is never contended (nor held at a fork).
 static VALUE_CLASSES: Mutex<Option<HashMap<String, Py<PyWeakrefReference>>>> = Mutex::new(None);
 
 /// The dotted path a value of class `kind` is keyed by (see
@@ -451,8 +454,9 @@ fn value_class_path(kind: &Bound<'_, PyType>) -> Result<String, Unsupported> {
                  and keys name a value's class by its dotted path, the same in every process, \
                  so the two would serve each other's entries. Define each class once at \
                  module level under a name of its own (not in a function or by a factory, nor \
-                 twice by Enum's functional API), or key the argument by a plain field with a \
-                 key constructor (ArgsKeyField('<argument>', path='value')).",
+                 twice by Enum's functional API), or pass a plain value instead (a member's \
+                 .value, a named tuple as a tuple), or key the argument by a plain attribute \
+                 with a key constructor (ArgsKeyField('<argument>', path='<attribute>')).",
                 repr_of(&held),
                 held.as_ptr() as usize,
                 repr_of(kind),
