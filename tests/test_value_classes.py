@@ -1,0 +1,127 @@
+"""Argument values whose class's dotted path repeats: two ``Enum("Color",
+...)`` of one module, named tuples or ``int`` subclasses made by a factory,
+a class redefined while the old one lives. Values are keyed by their
+class's ``module.qualname`` and their value, so two such classes alive at
+once would share entries when their values are equal; restflow refuses a
+value of either with a ``TypeError`` that names the path and says what to
+change, on every store. A class whose namesake is garbage (a reload) keeps
+working, as a function's name does (tests/test_function_identity.py)."""
+
+from __future__ import annotations
+
+import enum
+import gc
+from typing import NamedTuple
+
+import pytest
+
+from restflow.caching import ArgsKeyField, cache_result
+
+# Two classes of one dotted path, made by Enum's functional API.
+ColorA = enum.Enum("Color", "RED GREEN")
+ColorB = enum.Enum("Color", "RED BLUE")
+
+calls: list = []
+
+
+@cache_result(ttl=60)
+def describe(value):
+    calls.append(repr(value))  # not the value: it would keep its class alive
+    return f"{type(value).__name__}@{id(type(value))}:{value!r}"
+
+
+def make_point():
+    class Point(NamedTuple):
+        x: int
+        y: int
+
+    return Point
+
+
+def make_code():
+    class Code(int):
+        pass
+
+    return Code
+
+
+@pytest.fixture(autouse=True)
+def _clear():
+    calls.clear()
+    describe.invalidate_all()
+    yield
+    describe.invalidate_all()
+
+
+def refused(value) -> str:
+    with pytest.raises(TypeError) as error:
+        describe(value)
+    return str(error.value)
+
+
+def test_two_functional_enums_of_one_name_never_share_an_entry(store):
+    assert ColorA.RED.value == ColorB.RED.value
+    assert describe(ColorA.RED) == f"Color@{id(ColorA)}:{ColorA.RED!r}"
+    message = refused(ColorB.RED)
+    assert "'tests.test_value_classes.Color'" in message
+    assert "another live class" in message
+    # Both classes, by their addresses (their reprs are alike).
+    assert f"at {id(ColorA):#x}, and <enum 'Color'> at {id(ColorB):#x})" in message
+    assert "module level" in message and "key constructor" in message
+    # Nor nested in a container.
+    with pytest.raises(TypeError, match="another live class"):
+        describe((1, ColorB.RED))
+    # Nothing was computed for the refused calls; the first is untouched.
+    assert calls == ["<Color.RED: 1>"]
+    assert describe(ColorA.RED) == f"Color@{id(ColorA)}:{ColorA.RED!r}"
+    assert calls == ["<Color.RED: 1>"]
+
+
+def test_named_tuples_and_int_subclasses_made_by_a_factory_never_share_an_entry(store):
+    first, second = make_point(), make_point()
+    assert describe(first(1, 2)) == f"Point@{id(first)}:Point(x=1, y=2)"
+    message = refused(second(1, 2))
+    assert "'tests.test_value_classes.make_point.<locals>.Point'" in message
+    code_a, code_b = make_code(), make_code()
+    assert describe(code_a(7)) == f"Code@{id(code_a)}:7"
+    assert "make_code.<locals>.Code" in refused(code_b(7))
+    assert calls == ["Point(x=1, y=2)", "7"]
+
+
+def test_a_key_constructor_field_of_either_class_is_refused_too(store):
+    @cache_result(ttl=60, key_constructor={"fields": {"color": ArgsKeyField("color")}})
+    def paint(color):
+        return f"{id(type(color))}"
+
+    assert paint(ColorA.RED) == f"{id(ColorA)}"
+    with pytest.raises(TypeError, match="another live class"):
+        paint(ColorB.RED)
+    # Keyed by a plain field instead, both classes are fine (and share by
+    # that field's value, as the user chose).
+    by_name = {"fields": {"color": ArgsKeyField("color", path="name")}}
+
+    @cache_result(ttl=60, key_constructor=by_name)
+    def paint_by_name(color):
+        return type(color).__name__ + color.name
+
+    assert (paint_by_name(ColorA.RED), paint_by_name(ColorB.BLUE)) == ("ColorRED", "ColorBLUE")
+
+
+def test_a_class_whose_namesake_is_garbage_keeps_working(store):
+    old = make_point()
+    assert describe(old(1, 2)).startswith("Point@")
+    del old
+    gc.collect()
+    # A reload: the new class takes the name, and reads what was stored
+    # under it, as the same class in another process would.
+    new = make_point()
+    describe(new(1, 2))
+    describe(new(3, 4))
+    assert len(calls) == 2
+    # An enum class made in a function holds itself in a cycle (its members
+    # name it): restflow collects once before refusing.
+    first = enum.Enum("Local", "A B")
+    assert describe(first.A).startswith("Local@")
+    del first
+    second = enum.Enum("Local", "A B")
+    assert describe(second.B).startswith("Local@")
