@@ -1,0 +1,505 @@
+"""``cache_response`` against a model of what every request must be answered.
+
+A seeded run of random operations drives two cached DRF views (an
+``APIView`` and a ``ViewSet``) through Django's test client, with the
+session and authentication middleware, and checks every response exactly
+against a small model: its status code, its body (byte for byte), its
+``Content-Type``, ``X-Cache-status``, ``X-Cached-at``, ``Cache-Status``,
+``Age``, ``ETag`` and ``Last-Modified``, or the ``304`` its
+``If-None-Match`` calls for.
+
+Clients: anonymous (with a session cookie), two session-authenticated users
+(``force_login``), a user authenticated by a token header, and a client DRF
+authenticates without a user (an API key: always ``BYPASS``). Requests vary
+in query string (reordered parameters share an entry; repeated keys are
+keyed in order), ``Accept`` and ``?format=`` (what DRF negotiated is keyed:
+``*/*`` and ``application/json`` share), method (HEAD is keyed apart from
+GET; POST is live), and flags that make the view's response unstorable
+(``Set-Cookie``, ``Cache-Control: private``, a read of the session).
+
+The views' data is kept in module-level dicts (the background refresh of a
+stale entry renders on an engine thread, which sees them without a
+database): a version per object, one per (user, object), and a global one.
+Changes are followed by the invalidation a rule would make
+(``delete_by_prefix(pk=...)`` on both views, ``invalidate_all()``), or by
+none (the cache legitimately keeps serving what it holds); explicit drops go
+through ``delete_cache`` with a plain Django request (keyed as the served
+one). The engine clock moves through the ttl, the stale window and the
+stale-if-error window, and the views now and then answer ``500`` or raise
+(a DRF ``APIException``, answered ``503`` by DRF).
+
+The users are rows of the test database (``db``): only the request thread
+reads them; the background refresh renders with the request's user already
+loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pytest
+from django.contrib.auth.models import AnonymousUser, User
+from django.test import Client, RequestFactory, override_settings
+from django.urls import path
+from django.utils.http import http_date
+from rest_framework import viewsets
+from rest_framework.authentication import BaseAuthentication, SessionAuthentication
+from rest_framework.exceptions import APIException
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from restflow import _engine
+from restflow.caching.cache_response import cache_response
+from restflow.caching.testing import frozen_clock, wait_for_refreshes
+from tests.stores import on
+
+pytestmark = [pytest.mark.urls(__name__), pytest.mark.django_db]
+
+TTL, STALE, IF_ERROR = 30, 20, 60
+PKS = (1, 2, 3)
+#: The raising view's answer, as DRF renders its exception.
+UNAVAILABLE = {"detail": "the source is down"}
+
+#: The data the views read, changed by the run.
+items: dict[int, int] = {}
+mine: dict[tuple[str | None, int], int] = {}
+epoch = [0]
+#: ``None``, ``"500"`` (the views answer 500) or ``"raise"`` (they raise).
+failing: list[str | None] = [None]
+
+
+class Unavailable(APIException):
+    status_code = 503
+    default_detail = "the source is down"
+
+
+class PlainRenderer(BaseRenderer):
+    """A second rendering of the same data: ``Accept: text/plain`` or ``?format=txt``."""
+
+    media_type = "text/plain"
+    format = "txt"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return ("TXT " + json.dumps(data, sort_keys=True)).encode()
+
+
+class TokenAuth(BaseAuthentication):
+    """``Authorization: Token <username>``: a user authenticated by a token."""
+
+    def authenticate(self, request):
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Token "):
+            return None
+        return User.objects.get(username=header.removeprefix("Token ")), header
+
+
+class ApiKey(BaseAuthentication):
+    """A client DRF authenticates without a user (``request.auth`` only)."""
+
+    def authenticate(self, request):
+        key = request.headers.get("X-Api-Key")
+        return None if key is None else (AnonymousUser(), key)
+
+
+def payload(request, pk, view):
+    """What both views render: only what the key holds, and the data."""
+    if failing[0] == "raise":
+        raise Unavailable()
+    user = request.user
+    who = user.username if user is not None and user.is_authenticated else None
+    if failing[0] == "500":
+        return Response({"error": "down", "view": view}, status=500)
+    query = request.query_params
+    body = {
+        "view": view,
+        "pk": pk,
+        "who": who,
+        "item": items[pk],
+        "mine": mine[who, pk],
+        "epoch": epoch[0],
+        "method": request.method,
+        "q": sorted(query.lists()),
+    }
+    if "cart" in query:
+        body["cart"] = request.session.get("cart")
+    response = Response(body)
+    if "cookie" in query:
+        response.set_cookie("seen", "1")
+    if "private" in query:
+        response["Cache-Control"] = "private"
+    return response
+
+
+LIFETIMES = dict(
+    ttl=TTL, stale_while_revalidate=STALE, stale_if_error=IF_ERROR, set_cache_headers=True
+)
+
+
+class ItemView(APIView):
+    renderer_classes = (JSONRenderer, PlainRenderer)
+    authentication_classes = (SessionAuthentication, TokenAuth, ApiKey)
+
+    @cache_response(**LIFETIMES)
+    def get(self, request, pk):
+        return payload(request, pk, "item")
+
+    post = get
+
+
+class ItemViewSet(viewsets.ViewSet):
+    renderer_classes = (JSONRenderer, PlainRenderer)
+    authentication_classes = (SessionAuthentication, TokenAuth, ApiKey)
+
+    @cache_response(**LIFETIMES)
+    def retrieve(self, request, pk=None):
+        return payload(request, int(pk), "viewset")
+
+
+VIEWS = {"item": ItemView.get, "viewset": ItemViewSet.retrieve}
+
+urlpatterns = [
+    path("items/<int:pk>/", ItemView.as_view()),
+    path("vs/items/<str:pk>/", ItemViewSet.as_view({"get": "retrieve", "post": "retrieve"})),
+]
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+SESSIONS = "django.contrib.sessions.backends.signed_cookies"
+
+#: Query strings (as sent, pairs in order), with what each means to the key.
+QUERIES = (
+    [],
+    [("a", "1"), ("b", "2")],
+    [("b", "2"), ("a", "1")],  # reordered: the same request to DRF
+    [("sort", "x"), ("sort", "y")],
+    [("sort", "y"), ("sort", "x")],  # a repeated key in another order: another entry
+    [("format", "txt")],
+    [("format", "json"), ("a", "1")],
+    [("cookie", "1")],  # sets a cookie: never stored
+    [("private", "1")],  # Cache-Control: private: never stored
+    [("cart", "1")],  # reads the session: never stored
+)
+UNSTORABLE = ("cookie", "private", "cart")
+ACCEPTS = (None, "application/json", "text/plain", "*/*")
+CLIENTS = ("anon", "alice", "bob", "carol", "apikey")
+ADVANCES = (1, 1, 1, 2, 2, 5, 5, 10, 10, 19, 20, 21, 29, 30, 31, 49, 50, 51, 109, 110, 111)
+
+
+def media_of(query, accept) -> str:
+    formats = [value for name, value in query if name == "format"]
+    if formats:
+        return {"json": "application/json", "txt": "text/plain"}[formats[-1]]
+    return "text/plain" if accept == "text/plain" else "application/json"
+
+
+def pick_accept(rng, query) -> str | None:
+    """An ``Accept`` for ``query``: ``?format=`` overrides it, and one it does
+    not satisfy is DRF's 406 (before the handler), so none of those."""
+    if any(name == "format" for name, _ in query):
+        return rng.choice((None, "*/*", media_of(query, None)))
+    return rng.choice(ACCEPTS)
+
+
+def content_of(body, media) -> bytes:
+    if media == "text/plain":
+        return PlainRenderer().render(body)
+    return JSONRenderer().render(body)
+
+
+def content_type_of(media) -> str:
+    return "text/plain; charset=utf-8" if media == "text/plain" else "application/json"
+
+
+def etag_of(content: bytes) -> str:
+    return '"' + hashlib.blake2b(content, digest_size=16).hexdigest() + '"'
+
+
+def iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat()
+
+
+@dataclass
+class Held:
+    body: dict
+    media: str
+    stored_at: float
+
+
+@dataclass
+class Expected:
+    """One response as the model says it must be."""
+
+    status: int
+    body: dict
+    media: str
+    x_cache: str | None  # None: no cache headers at all (the view raised)
+    cache_status: str | None
+    stored_at: float | None = None  # when the entry served or stored was stored
+    served_from_entry: bool = False
+
+
+@dataclass
+class Model:
+    now: float
+    held: dict[tuple, Held] = field(default_factory=dict)
+
+    def phase(self, key) -> str | None:
+        if key not in self.held:
+            return None
+        age = self.now - self.held[key].stored_at
+        if age < TTL:
+            return "fresh"
+        if age < TTL + STALE:
+            return "stale"
+        return "kept" if age < TTL + STALE + IF_ERROR else "gone"
+
+
+def render_of(view, pk, who, method, query) -> dict:
+    """What the view renders now (failing aside)."""
+    lists: dict[str, list[str]] = {}
+    for name, value in query:
+        lists.setdefault(name, []).append(value)
+    body = {
+        "view": view,
+        "pk": pk,
+        "who": who,
+        "item": items[pk],
+        "mine": mine[who, pk],
+        "epoch": epoch[0],
+        "method": method,
+        "q": [[name, values] for name, values in sorted(lists.items())],
+    }
+    if "cart" in lists:
+        body["cart"] = None
+    return body
+
+
+def key_of(view, method, pk, who, query, media):
+    lists: dict[str, list[str]] = {}
+    for name, value in query:
+        lists.setdefault(name, []).append(value)
+    return (view, method, pk, who, tuple(sorted((k, tuple(v)) for k, v in lists.items())), media)
+
+
+def status_line(outcome: str, *params: str) -> str:
+    return "; ".join(("restflow", outcome, *params))
+
+
+def expect(model: Model, view, client, method, pk, query, accept) -> Expected:
+    """The answer to one request, and the model's entries after it."""
+    who = {"anon": None, "apikey": None}.get(client, client)
+    media = media_of(query, accept)
+    live = render_of(view, pk, who, method, query)
+    unstorable = any(name in UNSTORABLE for name, _ in query)
+    if failing[0] == "raise" and (client == "apikey" or method == "POST"):
+        return Expected(503, UNAVAILABLE, media, None, None)
+    if client == "apikey" or method == "POST":
+        forward = "method" if method == "POST" else "bypass"
+        if failing[0] == "500":
+            live = {"error": "down", "view": view}
+        return Expected(
+            500 if failing[0] else 200, live, media, "BYPASS", status_line(f"fwd={forward}")
+        )
+    key = key_of(view, method, pk, who, query, media)
+    phase = model.phase(key)
+    now = model.now
+    if phase == "fresh":
+        held = model.held[key]
+        ttl = held.stored_at + TTL - now
+        return Expected(
+            200, held.body, media, "HIT", status_line("hit", f"ttl={ttl:.0f}"), held.stored_at, True
+        )
+    if phase == "stale" or (phase == "kept" and failing[0] == "raise"):
+        held = model.held[key]
+        ttl = held.stored_at + TTL - now
+        answer = Expected(
+            200,
+            held.body,
+            media,
+            "STALE",
+            status_line("fwd=stale", f"ttl={ttl:.0f}"),
+            held.stored_at,
+            True,
+        )
+        if phase == "stale":  # the background refresh
+            if failing[0] == "500" or unstorable:
+                del model.held[key]
+            elif failing[0] is None:
+                model.held[key] = Held(live, media, now)
+        return answer
+    if failing[0] == "raise":
+        return Expected(503, UNAVAILABLE, media, None, None)
+    if failing[0] == "500" or unstorable:
+        model.held.pop(key, None)
+        if failing[0] == "500":
+            live = {"error": "down", "view": view}
+        return Expected(500 if failing[0] else 200, live, media, "MISS", status_line("fwd=miss"))
+    model.held[key] = Held(live, media, now)
+    return Expected(200, live, media, "MISS", status_line("fwd=miss", "stored"), now)
+
+
+def check(response, expected: Expected, method: str, if_none_match: str | None, step: str):
+    """``response`` is exactly what the model says (``step`` names the operation)."""
+    headers = response.headers
+    stored = expected.stored_at is not None
+    content = content_of(expected.body, expected.media)
+    etag = etag_of(content) if stored else None
+    not_modified = stored and if_none_match is not None and if_none_match == etag
+    status = 304 if not_modified else expected.status
+    got = {
+        "status": response.status_code,
+        "x_cache": headers.get("X-Cache-status"),
+        "cache_status": headers.get("Cache-Status"),
+        "age": headers.get("Age"),
+        "etag": headers.get("ETag"),
+        "last_modified": headers.get("Last-Modified"),
+        "cached_at": headers.get("X-Cached-at"),
+    }
+    want = {
+        "status": status,
+        "x_cache": expected.x_cache,
+        "cache_status": expected.cache_status,
+        "age": (
+            f"{_engine.now() - expected.stored_at:.0f}" if expected.served_from_entry else None
+        ),
+        "etag": etag,
+        "last_modified": http_date(expected.stored_at) if stored else None,
+        "cached_at": iso(expected.stored_at) if stored else None,
+    }
+    if status != 304:
+        got["content_type"] = headers.get("Content-Type")
+        want["content_type"] = content_type_of(expected.media)
+        if method == "GET":
+            got["content"] = response.content
+            want["content"] = content
+    assert got == want, step
+
+
+class Run:
+    """The clients and the model of one seeded run."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.users = {name: User.objects.create(username=name) for name in ("alice", "bob", "carol")}
+        self.clients = {}
+        for name in CLIENTS:
+            client = Client()
+            if name in ("alice", "bob"):
+                client.force_login(self.users[name])
+            self.clients[name] = client
+        self.headers = {"carol": {"Authorization": "Token carol"}, "apikey": {"X-Api-Key": "k1"}}
+        #: ETags the clients were given, offered back now and then.
+        self.etags: list[str] = ['"not-an-etag"']
+        #: Requests made, some of which are made again.
+        self.recent: list[tuple] = []
+        items.clear()
+        items.update({pk: 0 for pk in PKS})
+        mine.clear()
+        mine.update({(who, pk): 0 for who in (None, "alice", "bob", "carol") for pk in PKS})
+        epoch[0] = 0
+        failing[0] = None
+
+    def request(self, model: Model, step: int) -> None:
+        rng = self.rng
+        if self.recent and rng.random() < 0.6:
+            # The same request again (a hit, or what ended its entry), or a
+            # variant that shares its entry (reordered query, */*).
+            view, client, method, pk, query, accept = rng.choice(self.recent[-6:])
+        else:
+            view = rng.choice(tuple(VIEWS))
+            client = rng.choices(CLIENTS, (4, 3, 3, 3, 1))[0]
+            method = rng.choices(("GET", "HEAD", "POST"), (12, 1, 1))[0]
+            pk = rng.choice(PKS)
+            query = rng.choice(QUERIES)
+            accept = pick_accept(rng, query)
+        self.recent.append((view, client, method, pk, query, accept))
+        headers = dict(self.headers.get(client, {}))
+        if accept is not None:
+            headers["Accept"] = accept
+        if_none_match = None
+        if method != "POST" and rng.random() < 0.2:
+            if_none_match = rng.choice(self.etags[-4:])
+            headers["If-None-Match"] = if_none_match
+        url = f"/items/{pk}/" if view == "item" else f"/vs/items/{pk}/"
+        send = getattr(self.clients[client], method.lower())
+        expected = expect(model, view, client, method, pk, query, accept)
+        response = send(url, query, headers=headers) if method != "POST" else None
+        if method == "POST":
+            suffix = "&".join(f"{k}={v}" for k, v in query)
+            response = send(f"{url}?{suffix}" if suffix else url, headers=headers)
+        wait_for_refreshes()
+        step_name = f"step {step}: {client} {method} {url}?{query} accept={accept} "
+        step_name += f"inm={if_none_match} failing={failing[0]}"
+        check(response, expected, method, if_none_match, step_name)
+        if response.headers.get("ETag"):
+            self.etags.append(response.headers["ETag"])
+
+    def change(self, model: Model) -> None:
+        """A change of the data, and the invalidation the views' rules make."""
+        rng = self.rng
+        kind = rng.choice(("item", "mine", "epoch", "silent", "drop"))
+        pk = rng.choice(PKS)
+        if kind == "item":
+            items[pk] += 1
+        elif kind == "mine":
+            mine[rng.choice((None, "alice", "bob", "carol")), pk] += 1
+        elif kind == "epoch":
+            epoch[0] += 1
+        elif kind == "silent":
+            items[pk] += 1  # changed, nothing invalidated: the cache keeps what it has
+            return
+        if kind in ("item", "mine"):
+            for wrapper in VIEWS.values():
+                wrapper.delete_by_prefix(pk=pk)
+            for key in [key for key in model.held if key[2] == pk]:
+                del model.held[key]
+        elif kind == "epoch":
+            for wrapper in VIEWS.values():
+                wrapper.invalidate_all()
+            model.held.clear()
+        else:  # one anonymous variant of one object, dropped outside a request
+            query = rng.choice(QUERIES)
+            accept = pick_accept(rng, query)
+            extra = {} if accept is None else {"HTTP_ACCEPT": accept}
+            request = RequestFactory().get(f"/items/{pk}/", query, **extra)
+            key = key_of("item", "GET", pk, None, query, media_of(query, accept))
+            assert ItemView.get.delete_cache(ItemView(), request, pk=pk) is (key in model.held)
+            model.held.pop(key, None)
+
+
+def run_model(seed: int, steps: int) -> None:
+    run = Run(seed)
+    rng = run.rng
+    # Whole seconds: Age, ttl= and Last-Modified are then exact.
+    with frozen_clock(datetime.fromtimestamp(math.floor(time.time()), UTC)) as clock:
+        for wrapper in VIEWS.values():
+            wrapper.invalidate_all()
+        model = Model(now=_engine.now())
+        for step in range(steps):
+            roll = rng.random()
+            if roll < 0.8:
+                run.request(model, step)
+            elif roll < 0.87:
+                run.change(model)
+            elif roll < 0.97:
+                clock.advance(rng.choice(ADVANCES))
+                model.now = _engine.now()
+            else:
+                failing[0] = rng.choice((None, None, None, "500", "raise"))
+
+
+@pytest.mark.parametrize("store", on("memory", "django", "redis"), indirect=True)
+@pytest.mark.parametrize("seed", range(4))
+@override_settings(MIDDLEWARE=MIDDLEWARE, SESSION_ENGINE=SESSIONS)
+def test_cache_response_matches_the_model(store, seed):
+    run_model(seed, steps=600)
