@@ -35,6 +35,7 @@ loaded.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -44,10 +45,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pytest
+from adrf.views import APIView as AsyncAPIView
+from asgiref.sync import async_to_sync
 from django.contrib.auth.models import AnonymousUser, User
-from django.test import Client, RequestFactory, override_settings
+from django.test import AsyncClient, Client, RequestFactory, override_settings
 from django.urls import path
-from django.utils.http import http_date
+from django.utils.http import http_date, urlencode
 from rest_framework import viewsets
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 from rest_framework.exceptions import APIException
@@ -57,6 +60,7 @@ from rest_framework.views import APIView
 
 from restflow import _engine
 from restflow.caching.cache_response import cache_response
+from restflow.caching.asynchronous import wait_for_async_refreshes
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.stores import on
 
@@ -163,11 +167,49 @@ class ItemViewSet(viewsets.ViewSet):
         return payload(request, int(pk), "viewset")
 
 
-VIEWS = {"item": ItemView.get, "viewset": ItemViewSet.retrieve}
+class AsyncItemView(AsyncAPIView):
+    """adrf's APIView, whose dispatch awaits an ``async def`` handler."""
+
+    renderer_classes = (JSONRenderer, PlainRenderer)
+    authentication_classes = (SessionAuthentication, TokenAuth, ApiKey)
+
+    @cache_response(**LIFETIMES)
+    async def get(self, request, pk):
+        await asyncio.sleep(0)  # a real suspension point
+        return payload(request, pk, "async")
+
+    post = get
+
+
+VIEWS = {"item": ItemView.get, "viewset": ItemViewSet.retrieve, "async": AsyncItemView.get}
+URLS = {"item": "/items/{}/", "viewset": "/vs/items/{}/", "async": "/async/items/{}/"}
+
+
+def invalidate(name: str, **partition) -> None:
+    """``delete_by_prefix(**partition)``, or ``invalidate_all()`` without one."""
+    wrapper = VIEWS[name]
+    if name == "async":
+        call = wrapper.adelete_by_prefix if partition else wrapper.ainvalidate_all
+        async_to_sync(call)(**partition)
+    elif partition:
+        wrapper.delete_by_prefix(**partition)
+    else:
+        wrapper.invalidate_all()
+
+
+async def asked(client, method, url, query, headers):
+    """One request through the async client, and the refresh it started."""
+    try:
+        if method == "POST":
+            return await client.post(url + "?" + urlencode(query) if query else url, headers=headers)
+        return await getattr(client, method.lower())(url, query, headers=headers)
+    finally:
+        await wait_for_async_refreshes()
 
 urlpatterns = [
     path("items/<int:pk>/", ItemView.as_view()),
     path("vs/items/<str:pk>/", ItemViewSet.as_view({"get": "retrieve", "post": "retrieve"})),
+    path("async/items/<int:pk>/", AsyncItemView.as_view()),
 ]
 
 MIDDLEWARE = [
@@ -392,11 +434,16 @@ class Run:
         self.rng = random.Random(seed)
         self.users = {name: User.objects.create(username=name) for name in ("alice", "bob", "carol")}
         self.clients = {}
+        self.aclients = {}
         for name in CLIENTS:
             client = Client()
             if name in ("alice", "bob"):
                 client.force_login(self.users[name])
             self.clients[name] = client
+            aclient = AsyncClient()
+            if name in ("alice", "bob"):
+                async_to_sync(aclient.aforce_login)(self.users[name])
+            self.aclients[name] = aclient
         self.headers = {"carol": {"Authorization": "Token carol"}, "apikey": {"X-Api-Key": "k1"}}
         #: ETags the clients were given, offered back now and then.
         self.etags: list[str] = ['"not-an-etag"']
@@ -430,13 +477,16 @@ class Run:
         if method != "POST" and rng.random() < 0.2:
             if_none_match = rng.choice(self.etags[-4:])
             headers["If-None-Match"] = if_none_match
-        url = f"/items/{pk}/" if view == "item" else f"/vs/items/{pk}/"
-        send = getattr(self.clients[client], method.lower())
+        url = URLS[view].format(pk)
         expected = expect(model, view, client, method, pk, query, accept)
-        response = send(url, query, headers=headers) if method != "POST" else None
-        if method == "POST":
-            suffix = "&".join(f"{k}={v}" for k, v in query)
-            response = send(f"{url}?{suffix}" if suffix else url, headers=headers)
+        if view == "async":
+            response = async_to_sync(asked)(self.aclients[client], method, url, query, headers)
+        elif method == "POST":
+            response = self.clients[client].post(
+                url + "?" + urlencode(query) if query else url, headers=headers
+            )
+        else:
+            response = getattr(self.clients[client], method.lower())(url, query, headers=headers)
         wait_for_refreshes()
         step_name = f"step {step}: {client} {method} {url}?{query} accept={accept} "
         step_name += f"inm={if_none_match} failing={failing[0]}"
@@ -459,13 +509,13 @@ class Run:
             items[pk] += 1  # changed, nothing invalidated: the cache keeps what it has
             return
         if kind in ("item", "mine"):
-            for wrapper in VIEWS.values():
-                wrapper.delete_by_prefix(pk=pk)
+            for name in VIEWS:
+                invalidate(name, pk=pk)
             for key in [key for key in model.held if key[2] == pk]:
                 del model.held[key]
         elif kind == "epoch":
-            for wrapper in VIEWS.values():
-                wrapper.invalidate_all()
+            for name in VIEWS:
+                invalidate(name)
             model.held.clear()
         else:  # one anonymous variant of one object, dropped outside a request
             query = rng.choice(QUERIES)
@@ -482,8 +532,8 @@ def run_model(seed: int, steps: int) -> None:
     rng = run.rng
     # Whole seconds: Age, ttl= and Last-Modified are then exact.
     with frozen_clock(datetime.fromtimestamp(math.floor(time.time()), UTC)) as clock:
-        for wrapper in VIEWS.values():
-            wrapper.invalidate_all()
+        for name in VIEWS:
+            invalidate(name)
         model = Model(now=_engine.now())
         for step in range(steps):
             roll = rng.random()
@@ -499,7 +549,7 @@ def run_model(seed: int, steps: int) -> None:
 
 
 @pytest.mark.parametrize("store", on("memory", "django", "redis"), indirect=True)
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(int(__import__("os").environ.get("MODEL_SEEDS", "4"))))
 @override_settings(MIDDLEWARE=MIDDLEWARE, SESSION_ENGINE=SESSIONS)
 def test_cache_response_matches_the_model(store, seed):
     run_model(seed, steps=600)
