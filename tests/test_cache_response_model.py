@@ -134,7 +134,11 @@ def payload(request, pk, view):
     }
     if "cart" in query:
         body["cart"] = request.session.get("cart")
+    if "vary" in query:
+        body["tenant"] = request.headers.get("X-Tenant")
     response = Response(body)
+    if "vary" in query:
+        response["Vary"] = "X-Tenant"
     if "cookie" in query:
         response.set_cookie("seen", "1")
     if "private" in query:
@@ -230,11 +234,13 @@ QUERIES = (
     [("cookie", "1")],  # sets a cookie: never stored
     [("private", "1")],  # Cache-Control: private: never stored
     [("cart", "1")],  # reads the session: never stored
+    [("vary", "1")],  # Vary: X-Tenant: served only to the X-Tenant it was rendered for
 )
 UNSTORABLE = ("cookie", "private", "cart")
 ACCEPTS = (None, "application/json", "text/plain", "*/*")
+TENANTS = (None, "acme", "globex")
 CLIENTS = ("anon", "alice", "bob", "carol", "apikey")
-ADVANCES = (1, 1, 1, 2, 2, 5, 5, 10, 10, 19, 20, 21, 29, 30, 31, 49, 50, 51, 109, 110, 111)
+ADVANCES = (1, 1, 1, 2, 2, 5, 5, 10, 10, 19, 20, 21, 29, 30, 31, 49, 50, 51, 60, 80, 109, 110, 111)
 
 
 def media_of(query, accept) -> str:
@@ -275,6 +281,8 @@ class Held:
     body: dict
     media: str
     stored_at: float
+    #: The X-Tenant of the request it was rendered for (its Vary record).
+    tenant: str | None = None
 
 
 @dataclass
@@ -306,7 +314,7 @@ class Model:
         return "kept" if age < TTL + STALE + IF_ERROR else "gone"
 
 
-def render_of(view, pk, who, method, query) -> dict:
+def render_of(view, pk, who, method, query, tenant=None) -> dict:
     """What the view renders now (failing aside)."""
     lists: dict[str, list[str]] = {}
     for name, value in query:
@@ -323,6 +331,8 @@ def render_of(view, pk, who, method, query) -> dict:
     }
     if "cart" in lists:
         body["cart"] = None
+    if "vary" in lists:
+        body["tenant"] = tenant
     return body
 
 
@@ -337,12 +347,13 @@ def status_line(outcome: str, *params: str) -> str:
     return "; ".join(("restflow", outcome, *params))
 
 
-def expect(model: Model, view, client, method, pk, query, accept) -> Expected:
+def expect(model: Model, view, client, method, pk, query, accept, tenant) -> Expected:
     """The answer to one request, and the model's entries after it."""
     who = {"anon": None, "apikey": None}.get(client, client)
     media = media_of(query, accept)
-    live = render_of(view, pk, who, method, query)
+    live = render_of(view, pk, who, method, query, tenant)
     unstorable = any(name in UNSTORABLE for name, _ in query)
+    varies = any(name == "vary" for name, _ in query)
     if failing[0] == "raise" and (client == "apikey" or method == "POST"):
         return Expected(503, UNAVAILABLE, media, None, None)
     if client == "apikey" or method == "POST":
@@ -355,6 +366,23 @@ def expect(model: Model, view, client, method, pk, query, accept) -> Expected:
     key = key_of(view, method, pk, who, query, media)
     phase = model.phase(key)
     now = model.now
+    if phase is not None and varies and model.held[key].tenant != tenant:
+        # An entry for another X-Tenant: the view runs live for this one,
+        # nothing stored (a stale entry's refresh, started by this request,
+        # renders for this one's X-Tenant and replaces it).
+        if phase == "stale":
+            if failing[0] == "500":
+                del model.held[key]
+            elif failing[0] is None:
+                model.held[key] = Held(live, media, now, tenant)
+        if failing[0] == "raise" and phase in ("fresh", "stale", "kept"):
+            return Expected(503, UNAVAILABLE, media, None, None)
+        if phase in ("fresh", "stale") or (phase == "kept" and failing[0] == "raise"):
+            if failing[0] == "500":
+                live = {"error": "down", "view": view}
+            return Expected(
+                500 if failing[0] else 200, live, media, "MISS", status_line("fwd=vary-miss")
+            )
     if phase == "fresh":
         held = model.held[key]
         ttl = held.stored_at + TTL - now
@@ -377,7 +405,7 @@ def expect(model: Model, view, client, method, pk, query, accept) -> Expected:
             if failing[0] == "500" or unstorable:
                 del model.held[key]
             elif failing[0] is None:
-                model.held[key] = Held(live, media, now)
+                model.held[key] = Held(live, media, now, tenant)
         return answer
     if failing[0] == "raise":
         return Expected(503, UNAVAILABLE, media, None, None)
@@ -386,17 +414,22 @@ def expect(model: Model, view, client, method, pk, query, accept) -> Expected:
         if failing[0] == "500":
             live = {"error": "down", "view": view}
         return Expected(500 if failing[0] else 200, live, media, "MISS", status_line("fwd=miss"))
-    model.held[key] = Held(live, media, now)
+    model.held[key] = Held(live, media, now, tenant)
     return Expected(200, live, media, "MISS", status_line("fwd=miss", "stored"), now)
 
 
-def check(response, expected: Expected, method: str, if_none_match: str | None, step: str):
+def check(response, expected: Expected, method, if_none_match, if_modified_since, step):
     """``response`` is exactly what the model says (``step`` names the operation)."""
     headers = response.headers
     stored = expected.stored_at is not None
     content = content_of(expected.body, expected.media)
     etag = etag_of(content) if stored else None
-    not_modified = stored and if_none_match is not None and if_none_match == etag
+    if if_none_match is not None:
+        not_modified = stored and if_none_match == etag
+    else:  # If-Modified-Since counts only without If-None-Match (RFC 9110 §13.1.3)
+        not_modified = (
+            stored and if_modified_since is not None and expected.stored_at <= if_modified_since
+        )
     status = 304 if not_modified else expected.status
     got = {
         "status": response.status_code,
@@ -473,12 +506,18 @@ class Run:
         headers = dict(self.headers.get(client, {}))
         if accept is not None:
             headers["Accept"] = accept
-        if_none_match = None
+        tenant = rng.choice(TENANTS)
+        if tenant is not None:
+            headers["X-Tenant"] = tenant
+        if_none_match = if_modified_since = None
         if method != "POST" and rng.random() < 0.2:
             if_none_match = rng.choice(self.etags[-4:])
             headers["If-None-Match"] = if_none_match
+        if method != "POST" and rng.random() < 0.15:
+            if_modified_since = model.now + rng.choice((-100, -30, -1, 0, 1, 100))
+            headers["If-Modified-Since"] = http_date(if_modified_since)
         url = URLS[view].format(pk)
-        expected = expect(model, view, client, method, pk, query, accept)
+        expected = expect(model, view, client, method, pk, query, accept, tenant)
         if view == "async":
             response = async_to_sync(asked)(self.aclients[client], method, url, query, headers)
         elif method == "POST":
@@ -489,8 +528,9 @@ class Run:
             response = getattr(self.clients[client], method.lower())(url, query, headers=headers)
         wait_for_refreshes()
         step_name = f"step {step}: {client} {method} {url}?{query} accept={accept} "
-        step_name += f"inm={if_none_match} failing={failing[0]}"
-        check(response, expected, method, if_none_match, step_name)
+        step_name += f"inm={if_none_match} ims={if_modified_since} tenant={tenant} "
+        step_name += f"failing={failing[0]}"
+        check(response, expected, method, if_none_match, if_modified_since, step_name)
         if response.headers.get("ETag"):
             self.etags.append(response.headers["ETag"])
 
@@ -537,11 +577,11 @@ def run_model(seed: int, steps: int) -> None:
         model = Model(now=_engine.now())
         for step in range(steps):
             roll = rng.random()
-            if roll < 0.8:
+            if roll < 0.78:
                 run.request(model, step)
-            elif roll < 0.87:
+            elif roll < 0.85:
                 run.change(model)
-            elif roll < 0.97:
+            elif roll < 0.95:
                 clock.advance(rng.choice(ADVANCES))
                 model.now = _engine.now()
             else:
