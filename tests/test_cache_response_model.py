@@ -1,36 +1,42 @@
 """``cache_response`` against a model of what every request must be answered.
 
-A seeded run of random operations drives two cached DRF views (an
-``APIView`` and a ``ViewSet``) through Django's test client, with the
+A seeded run of random operations drives three cached views (a DRF
+``APIView``, a ``ViewSet`` and an adrf async ``APIView``) through Django's
+test clients (``Client``; ``AsyncClient`` for the async one), with the
 session and authentication middleware, and checks every response exactly
 against a small model: its status code, its body (byte for byte), its
 ``Content-Type``, ``X-Cache-status``, ``X-Cached-at``, ``Cache-Status``,
 ``Age``, ``ETag`` and ``Last-Modified``, or the ``304`` its
-``If-None-Match`` calls for.
+``If-None-Match`` / ``If-Modified-Since`` calls for.
 
-Clients: anonymous (with a session cookie), two session-authenticated users
-(``force_login``), a user authenticated by a token header, and a client DRF
-authenticates without a user (an API key: always ``BYPASS``). Requests vary
-in query string (reordered parameters share an entry; repeated keys are
-keyed in order), ``Accept`` and ``?format=`` (what DRF negotiated is keyed:
-``*/*`` and ``application/json`` share), method (HEAD is keyed apart from
-GET; POST is live), and flags that make the view's response unstorable
-(``Set-Cookie``, ``Cache-Control: private``, a read of the session).
+Clients: anonymous, two session-authenticated users (``force_login``), a
+user authenticated by a token header, and a client DRF authenticates
+without a user (an API key: always ``BYPASS``). Requests vary in query
+string (reordered parameters share an entry; repeated keys are keyed in
+order), ``Accept`` and ``?format=`` (what DRF negotiated is keyed: ``*/*``
+and ``application/json`` share), method (HEAD is keyed apart from GET; POST
+runs live), ``X-Tenant`` (which a flag makes the view ``Vary`` on), and
+flags that make the response unstorable (``Set-Cookie``,
+``Cache-Control: private``, a read of the session).
 
 The views' data is kept in module-level dicts (the background refresh of a
 stale entry renders on an engine thread, which sees them without a
 database): a version per object, one per (user, object), and a global one.
-Changes are followed by the invalidation a rule would make
-(``delete_by_prefix(pk=...)`` on both views, ``invalidate_all()``), or by
-none (the cache legitimately keeps serving what it holds); explicit drops go
-through ``delete_cache`` with a plain Django request (keyed as the served
-one). The engine clock moves through the ttl, the stale window and the
-stale-if-error window, and the views now and then answer ``500`` or raise
-(a DRF ``APIException``, answered ``503`` by DRF).
+A change of an object is a real ORM save or delete of its ``Article``,
+whose ``InvalidationRule`` (on each view) drops the object's entries when
+the transaction commits; other changes are followed by the invalidation a
+rule would make (``delete_by_prefix``, ``invalidate_all``), or by none (the
+cache legitimately keeps serving what it holds); explicit drops go through
+``delete_cache`` with a plain Django request (keyed as the served one). The
+engine clock moves through the ttl, the stale window and the stale-if-error
+window, and the views now and then answer ``500`` or raise (a DRF
+``APIException``, which DRF answers ``503``, with no cache headers: the
+wrapper never returned).
 
-The users are rows of the test database (``db``): only the request thread
-reads them; the background refresh renders with the request's user already
-loaded.
+The users and articles are rows of the test database (``db``; the rules run
+on commit through ``django_capture_on_commit_callbacks``): only the request
+thread reads them; a background refresh renders with the request's user
+already loaded. ``MODEL_SEEDS=40`` in the environment runs more seeds.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import asyncio
 import hashlib
 import json
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -59,12 +66,25 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from restflow import _engine
-from restflow.caching.cache_response import cache_response
 from restflow.caching.asynchronous import wait_for_async_refreshes
+from restflow.caching.cache_response import cache_response
+from restflow.caching.registry import CacheRegister
+from restflow.caching.rules import InvalidationRule
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.stores import on
+from tests.testapp.models import Article
 
 pytestmark = [pytest.mark.urls(__name__), pytest.mark.django_db]
+
+
+@pytest.fixture(autouse=True)
+def _views():
+    """This test's views, and its rules forgotten after it."""
+    VIEWS.update(made_views())
+    yield
+    VIEWS.clear()
+    CacheRegister.clear()
+
 
 TTL, STALE, IF_ERROR = 30, 20, 60
 PKS = (1, 2, 3)
@@ -151,47 +171,82 @@ LIFETIMES = dict(
 )
 
 
-class ItemView(APIView):
-    renderer_classes = (JSONRenderer, PlainRenderer)
-    authentication_classes = (SessionAuthentication, TokenAuth, ApiKey)
+def made_views() -> dict[str, tuple[type, object]]:
+    """The three views, each cached with a rule on ``Article`` (a save or
+    delete of article ``pk`` drops every variant of ``/…/items/<pk>/``),
+    by name: ``(view class, its cached handler)``. Made per test: other
+    tests forget every rule after theirs (``CacheRegister.clear()``)."""
+    rules = [InvalidationRule(Article, field_mapping={"pk": "pk"})]
+    options = dict(LIFETIMES, invalidates_on=rules)
 
-    @cache_response(**LIFETIMES)
-    def get(self, request, pk):
-        return payload(request, pk, "item")
+    class ItemView(APIView):
+        renderer_classes = (JSONRenderer, PlainRenderer)
+        authentication_classes = (SessionAuthentication, TokenAuth, ApiKey)
 
-    post = get
+        @cache_response(**options)
+        def get(self, request, pk):
+            return payload(request, pk, "item")
+
+        post = get
+
+    class ItemViewSet(viewsets.ViewSet):
+        renderer_classes = (JSONRenderer, PlainRenderer)
+        authentication_classes = (SessionAuthentication, TokenAuth, ApiKey)
+
+        @cache_response(**options)
+        def retrieve(self, request, pk=None):
+            return payload(request, int(pk), "viewset")
+
+    class AsyncItemView(AsyncAPIView):
+        """adrf's APIView, whose dispatch awaits an ``async def`` handler."""
+
+        renderer_classes = (JSONRenderer, PlainRenderer)
+        authentication_classes = (SessionAuthentication, TokenAuth, ApiKey)
+
+        @cache_response(**options)
+        async def get(self, request, pk):
+            await asyncio.sleep(0)  # a real suspension point
+            return payload(request, pk, "async")
+
+        post = get
+
+    return {
+        "item": (ItemView, ItemView.get),
+        "viewset": (ItemViewSet, ItemViewSet.retrieve),
+        "async": (AsyncItemView, AsyncItemView.get),
+    }
 
 
-class ItemViewSet(viewsets.ViewSet):
-    renderer_classes = (JSONRenderer, PlainRenderer)
-    authentication_classes = (SessionAuthentication, TokenAuth, ApiKey)
-
-    @cache_response(**LIFETIMES)
-    def retrieve(self, request, pk=None):
-        return payload(request, int(pk), "viewset")
+#: This test's views (``made_views``), which the URLs route to.
+VIEWS: dict[str, tuple[type, object]] = {}
 
 
-class AsyncItemView(AsyncAPIView):
-    """adrf's APIView, whose dispatch awaits an ``async def`` handler."""
+def routed(name: str, actions: dict | None = None):
+    """A URL's view: this test's ``name`` view, as ``as_view`` makes it."""
+    made: dict = {}
 
-    renderer_classes = (JSONRenderer, PlainRenderer)
-    authentication_classes = (SessionAuthentication, TokenAuth, ApiKey)
+    def view(request, *args, **kwargs):
+        view_class = VIEWS[name][0]
+        if made.get("class") is not view_class:
+            made["class"] = view_class
+            made["view"] = view_class.as_view(*(() if actions is None else (actions,)))
+        return made["view"](request, *args, **kwargs)
 
-    @cache_response(**LIFETIMES)
-    async def get(self, request, pk):
-        await asyncio.sleep(0)  # a real suspension point
-        return payload(request, pk, "async")
+    if name != "async":
+        return view
 
-    post = get
+    async def aview(request, *args, **kwargs):
+        return await view(request, *args, **kwargs)
+
+    return aview
 
 
-VIEWS = {"item": ItemView.get, "viewset": ItemViewSet.retrieve, "async": AsyncItemView.get}
 URLS = {"item": "/items/{}/", "viewset": "/vs/items/{}/", "async": "/async/items/{}/"}
 
 
 def invalidate(name: str, **partition) -> None:
     """``delete_by_prefix(**partition)``, or ``invalidate_all()`` without one."""
-    wrapper = VIEWS[name]
+    wrapper = VIEWS[name][1]
     if name == "async":
         call = wrapper.adelete_by_prefix if partition else wrapper.ainvalidate_all
         async_to_sync(call)(**partition)
@@ -205,15 +260,17 @@ async def asked(client, method, url, query, headers):
     """One request through the async client, and the refresh it started."""
     try:
         if method == "POST":
-            return await client.post(url + "?" + urlencode(query) if query else url, headers=headers)
+            target = url + "?" + urlencode(query) if query else url
+            return await client.post(target, headers=headers)
         return await getattr(client, method.lower())(url, query, headers=headers)
     finally:
         await wait_for_async_refreshes()
 
+
 urlpatterns = [
-    path("items/<int:pk>/", ItemView.as_view()),
-    path("vs/items/<str:pk>/", ItemViewSet.as_view({"get": "retrieve", "post": "retrieve"})),
-    path("async/items/<int:pk>/", AsyncItemView.as_view()),
+    path("items/<int:pk>/", routed("item")),
+    path("vs/items/<str:pk>/", routed("viewset", {"get": "retrieve", "post": "retrieve"})),
+    path("async/items/<int:pk>/", routed("async")),
 ]
 
 MIDDLEWARE = [
@@ -463,9 +520,15 @@ def check(response, expected: Expected, method, if_none_match, if_modified_since
 class Run:
     """The clients and the model of one seeded run."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, commits) -> None:
         self.rng = random.Random(seed)
-        self.users = {name: User.objects.create(username=name) for name in ("alice", "bob", "carol")}
+        #: pytest-django's ``django_capture_on_commit_callbacks``: the test
+        #: runs in a transaction, whose commit callbacks (the rules) it runs.
+        self.commits = commits
+        for pk in PKS:
+            Article.objects.create(pk=pk, title=f"article {pk}")
+        names = ("alice", "bob", "carol")
+        self.users = {name: User.objects.create(username=name) for name in names}
         self.clients = {}
         self.aclients = {}
         for name in CLIENTS:
@@ -537,18 +600,30 @@ class Run:
     def change(self, model: Model) -> None:
         """A change of the data, and the invalidation the views' rules make."""
         rng = self.rng
-        kind = rng.choice(("item", "mine", "epoch", "silent", "drop"))
+        kind = rng.choice(("item", "deleted", "mine", "epoch", "silent", "drop"))
         pk = rng.choice(PKS)
-        if kind == "item":
+        if kind in ("item", "deleted"):
+            # A real save (or delete) of the article: the views' rule drops
+            # its partition when the transaction commits.
             items[pk] += 1
-        elif kind == "mine":
+            with self.commits(execute=True):
+                if kind == "item":
+                    Article.objects.filter(pk=pk).get().save()
+                else:
+                    Article.objects.filter(pk=pk).delete()
+            if kind == "deleted":
+                Article.objects.create(pk=pk, title=f"article {pk}")  # no rule on create
+            for key in [key for key in model.held if key[2] == pk]:
+                del model.held[key]
+            return
+        if kind == "mine":
             mine[rng.choice((None, "alice", "bob", "carol")), pk] += 1
         elif kind == "epoch":
             epoch[0] += 1
         elif kind == "silent":
             items[pk] += 1  # changed, nothing invalidated: the cache keeps what it has
             return
-        if kind in ("item", "mine"):
+        if kind == "mine":
             for name in VIEWS:
                 invalidate(name, pk=pk)
             for key in [key for key in model.held if key[2] == pk]:
@@ -563,12 +638,13 @@ class Run:
             extra = {} if accept is None else {"HTTP_ACCEPT": accept}
             request = RequestFactory().get(f"/items/{pk}/", query, **extra)
             key = key_of("item", "GET", pk, None, query, media_of(query, accept))
-            assert ItemView.get.delete_cache(ItemView(), request, pk=pk) is (key in model.held)
+            view_class, wrapper = VIEWS["item"]
+            assert wrapper.delete_cache(view_class(), request, pk=pk) is (key in model.held)
             model.held.pop(key, None)
 
 
-def run_model(seed: int, steps: int) -> None:
-    run = Run(seed)
+def run_model(seed: int, steps: int, commits) -> None:
+    run = Run(seed, commits)
     rng = run.rng
     # Whole seconds: Age, ttl= and Last-Modified are then exact.
     with frozen_clock(datetime.fromtimestamp(math.floor(time.time()), UTC)) as clock:
@@ -589,7 +665,7 @@ def run_model(seed: int, steps: int) -> None:
 
 
 @pytest.mark.parametrize("store", on("memory", "django", "redis"), indirect=True)
-@pytest.mark.parametrize("seed", range(int(__import__("os").environ.get("MODEL_SEEDS", "4"))))
+@pytest.mark.parametrize("seed", range(int(os.environ.get("MODEL_SEEDS", "4"))))
 @override_settings(MIDDLEWARE=MIDDLEWARE, SESSION_ENGINE=SESSIONS)
-def test_cache_response_matches_the_model(store, seed):
-    run_model(seed, steps=600)
+def test_cache_response_matches_the_model(store, seed, django_capture_on_commit_callbacks):
+    run_model(seed, steps=600, commits=django_capture_on_commit_callbacks)
