@@ -193,7 +193,7 @@ def made_views() -> dict[str, tuple[type, object]]:
         renderer_classes = (JSONRenderer, PlainRenderer)
         authentication_classes = (SessionAuthentication, TokenAuth, ApiKey)
 
-        @cache_response(**options)
+        @cache_response(**options, cache_control="public")
         def retrieve(self, request, pk=None):
             return payload(request, int(pk), "viewset")
 
@@ -475,8 +475,21 @@ def expect(model: Model, view, client, method, pk, query, accept, tenant) -> Exp
     return Expected(200, live, media, "MISS", status_line("fwd=miss", "stored"), now)
 
 
-def check(response, expected: Expected, method, if_none_match, if_modified_since, step):
+#: The ``Cache-Control`` the ViewSet's ``cache_control="public"`` writes on
+#: responses in the cache: ``max-age`` the ttl, and the two windows.
+PUBLIC = f"public, max-age={TTL}, stale-while-revalidate={STALE}, stale-if-error={IF_ERROR}"
+
+
+def cache_control_of(view, query, expected: Expected) -> str | None:
+    if expected.stored_at is not None:
+        return PUBLIC if view == "viewset" else None
+    flagged = any(name == "private" for name, _ in query)
+    return "private" if flagged and expected.status == 200 else None
+
+
+def check(response, expected: Expected, request, if_none_match, if_modified_since, step):
     """``response`` is exactly what the model says (``step`` names the operation)."""
+    view, method, query = request
     headers = response.headers
     stored = expected.stored_at is not None
     content = content_of(expected.body, expected.media)
@@ -496,6 +509,7 @@ def check(response, expected: Expected, method, if_none_match, if_modified_since
         "etag": headers.get("ETag"),
         "last_modified": headers.get("Last-Modified"),
         "cached_at": headers.get("X-Cached-at"),
+        "cache_control": headers.get("Cache-Control"),
     }
     want = {
         "status": status,
@@ -507,6 +521,7 @@ def check(response, expected: Expected, method, if_none_match, if_modified_since
         "etag": etag,
         "last_modified": http_date(expected.stored_at) if stored else None,
         "cached_at": iso(expected.stored_at) if stored else None,
+        "cache_control": cache_control_of(view, query, expected),
     }
     if status != 304:
         got["content_type"] = headers.get("Content-Type")
@@ -593,14 +608,15 @@ class Run:
         step_name = f"step {step}: {client} {method} {url}?{query} accept={accept} "
         step_name += f"inm={if_none_match} ims={if_modified_since} tenant={tenant} "
         step_name += f"failing={failing[0]}"
-        check(response, expected, method, if_none_match, if_modified_since, step_name)
+        request = (view, method, query)
+        check(response, expected, request, if_none_match, if_modified_since, step_name)
         if response.headers.get("ETag"):
             self.etags.append(response.headers["ETag"])
 
     def change(self, model: Model) -> None:
         """A change of the data, and the invalidation the views' rules make."""
         rng = self.rng
-        kind = rng.choice(("item", "deleted", "mine", "epoch", "silent", "drop"))
+        kind = rng.choice(("item", "deleted", "mine", "epoch", "silent", "drop", "refresh"))
         pk = rng.choice(PKS)
         if kind in ("item", "deleted"):
             # A real save (or delete) of the article: the views' rule drops
@@ -632,6 +648,8 @@ class Run:
             for name in VIEWS:
                 invalidate(name)
             model.held.clear()
+        elif kind == "refresh":
+            self.refresh(model, pk)
         else:  # one anonymous variant of one object, dropped outside a request
             query = rng.choice(QUERIES)
             accept = pick_accept(rng, query)
@@ -641,6 +659,38 @@ class Run:
             view_class, wrapper = VIEWS["item"]
             assert wrapper.delete_cache(view_class(), request, pk=pk) is (key in model.held)
             model.held.pop(key, None)
+
+    def refresh(self, model: Model, pk: int) -> None:
+        """``refresh()`` of one anonymous variant outside a request (as a
+        command or a rule's rewarm would): rendered now, and stored."""
+        rng = self.rng
+        # A plain request has no session to read (the middleware gives one).
+        query = rng.choice([query for query in QUERIES if ("cart", "1") not in query])
+        accept = pick_accept(rng, query)
+        extra = {} if accept is None else {"HTTP_ACCEPT": accept}
+        request = RequestFactory().get(f"/items/{pk}/", query, **extra)
+        media = media_of(query, accept)
+        key = key_of("item", "GET", pk, None, query, media)
+        view_class, wrapper = VIEWS["item"]
+        step = f"refresh /items/{pk}/?{query} accept={accept} failing={failing[0]}"
+        if failing[0] == "raise":
+            with pytest.raises(Unavailable):
+                wrapper.refresh(view_class(), request, pk=pk)
+            return  # a refresh that raises keeps the entry
+        response = wrapper.refresh(view_class(), request, pk=pk)
+        live = render_of("item", pk, None, "GET", query)
+        if failing[0] == "500" or any(name in UNSTORABLE for name, _ in query):
+            model.held.pop(key, None)  # a refresh whose response is not stored drops the entry
+            if failing[0] == "500":
+                live = {"error": "down", "view": "item"}
+            status = 500 if failing[0] else 200
+            expected = Expected(status, live, media, "REFRESH", status_line("fwd=request"))
+        else:
+            model.held[key] = Held(live, media, model.now)
+            expected = Expected(
+                200, live, media, "REFRESH", status_line("fwd=request", "stored"), model.now
+            )
+        check(response, expected, ("item", "GET", query), None, None, step)
 
 
 def run_model(seed: int, steps: int, commits) -> None:
