@@ -66,6 +66,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from restflow import _engine
+from restflow.caching import CACHE_MISSING, CacheStatus
 from restflow.caching.asynchronous import wait_for_async_refreshes
 from restflow.caching.cache_response import cache_response
 from restflow.caching.registry import CacheRegister
@@ -616,7 +617,7 @@ class Run:
     def change(self, model: Model) -> None:
         """A change of the data, and the invalidation the views' rules make."""
         rng = self.rng
-        kind = rng.choice(("item", "deleted", "mine", "epoch", "silent", "drop", "refresh"))
+        kind = rng.choice(("item", "deleted", "mine", "epoch", "silent", "drop", "refresh", "peek"))
         pk = rng.choice(PKS)
         if kind in ("item", "deleted"):
             # A real save (or delete) of the article: the views' rule drops
@@ -650,6 +651,8 @@ class Run:
             model.held.clear()
         elif kind == "refresh":
             self.refresh(model, pk)
+        elif kind == "peek":
+            self.peek(model, pk)
         else:  # one anonymous variant of one object, dropped outside a request
             query = rng.choice(QUERIES)
             accept = pick_accept(rng, query)
@@ -659,6 +662,39 @@ class Run:
             view_class, wrapper = VIEWS["item"]
             assert wrapper.delete_cache(view_class(), request, pk=pk) is (key in model.held)
             model.held.pop(key, None)
+
+    def peek(self, model: Model, pk: int) -> None:
+        """``get_cache_only`` and ``get_cached_metadata`` of one anonymous
+        variant outside a request: the entry if fresh or stale (an expired
+        one kept for stale-if-error is not served), never a render."""
+        rng = self.rng
+        query = rng.choice([query for query in QUERIES if ("cart", "1") not in query])
+        accept = pick_accept(rng, query)
+        extra = {} if accept is None else {"HTTP_ACCEPT": accept}
+        factory = RequestFactory()
+        media = media_of(query, accept)
+        key = key_of("item", "GET", pk, None, query, media)
+        view_class, wrapper = VIEWS["item"]
+        phase = model.phase(key)
+        held = model.held.get(key)
+        # A plain request sends no X-Tenant: an entry that varies on it is
+        # served only if it was rendered for none.
+        served = phase in ("fresh", "stale") and held.tenant is None
+        request = factory.get(f"/items/{pk}/", query, **extra)
+        response = wrapper.get_cache_only(view_class(), request, pk=pk)
+        request = factory.get(f"/items/{pk}/", query, **extra)
+        metadata = wrapper.get_cached_metadata(view_class(), request, pk=pk)
+        step = f"peek /items/{pk}/?{query} accept={accept} phase={phase}"
+        got = (
+            None if response is CACHE_MISSING else (response.status_code, response.content),
+            None if metadata is None else (metadata["cache_status"], metadata["cached_at"]),
+        )
+        status = {"fresh": CacheStatus.HIT, "stale": CacheStatus.STALE}.get(phase)
+        want = (
+            (200, content_of(held.body, media)) if served else None,
+            (status, iso(held.stored_at)) if status is not None else None,
+        )
+        assert got == want, step
 
     def refresh(self, model: Model, pk: int) -> None:
         """``refresh()`` of one anonymous variant outside a request (as a
