@@ -136,6 +136,26 @@ def test_bypass_method_and_refresh_say_why_the_view_ran(store):
     assert RUNS["article"] == 3 and "Age" not in refreshed
 
 
+def test_a_response_that_is_not_stored_carries_no_etag(store):
+    # ETag validates a stored body (README): a response the view rendered
+    # live and nothing kept (another method, bypass_cache, a Vary miss) has
+    # none, as one cache_if refused has none. Found by
+    # tests/test_cache_response_model.py.
+    factory = APIRequestFactory()
+    view = ArticleView()
+    posted = ArticleView.as_view()(factory.post("/"))
+    bypassed = ArticleView.get.bypass_cache(view, dispatched(view, factory.get("/")))
+    stored = get(TenantView, HTTP_X_TENANT="a")
+    vary_miss = get(TenantView, HTTP_X_TENANT="b")
+    assert [r["Cache-Status"] for r in (posted, bypassed, vary_miss)] == [
+        "restflow; fwd=method",
+        "restflow; fwd=bypass",
+        "restflow; fwd=vary-miss",
+    ]
+    assert [r.get("ETag") for r in (posted, bypassed, vary_miss)] == [None, None, None]
+    assert stored["ETag"] == body_etag(stored)
+
+
 class TenantView(APIView):
     renderer_classes = (JSONRenderer,)
 

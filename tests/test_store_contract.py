@@ -101,6 +101,27 @@ def test_partitions_wipe_and_versions(store):
     assert report.get_cache_only("b", 1) is CACHE_MISSING
 
 
+@pytest.mark.parametrize("store", [*ALL, "django-db"], indirect=True)
+def test_delete_cache_reports_no_entry_once_it_was_invalidated(store):
+    # delete_cache returns whether there was an entry. One that
+    # invalidate_all, delete_by_prefix or wipe already dropped is none
+    # (reads miss it), though a shared store still holds its bytes until
+    # they expire: found by tests/test_cache_response_model.py.
+    report("a", 1)
+    report("b", 1)
+    report("c", 1)
+    report.invalidate_all()
+    report("b", 1)  # stored again, under the new generation
+    report.delete_by_prefix(tenant="b")
+    report("c", 2)
+    TenantKey.wipe()
+    assert report.get_cache_only("a", 1) is CACHE_MISSING
+    assert [report.delete_cache(t, 1) for t in "abc"] == [False, False, False]
+    assert report.delete_cache("c", 2) is False
+    report("a", 1)
+    assert [report.delete_cache("a", 1), report.delete_cache("a", 1)] == [True, False]
+
+
 def test_delete_previous_versions_reaches_the_store(store):
     v1, v2 = versioned_constructor("versions", 1), versioned_constructor("versions", 2)
 

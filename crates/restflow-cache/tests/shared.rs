@@ -1737,6 +1737,32 @@ fn the_key_space_drops_a_function_its_partitions_and_its_older_versions() {
 }
 
 #[test]
+fn a_delete_reports_an_entry_only_of_the_current_generations() {
+    use restflow_cache::shared::{FunctionKeys, KeySpace};
+    let (_store, cache, _) = cache(true);
+    let cache = cache.with_keys(KeySpace::new("p:", false));
+    let f = FunctionKeys::new("app.f", "app.f", "app.Key", 1);
+    let keys = |tenant: &str| cache.keys().call_of(&f, "ns", ("app.f", tenant, "x"), true);
+    let serve = |keys: &KeySet| {
+        let answer = cache.get(keys, Span::ZERO, || produce("v"), |w| w.wait());
+        status(&answer.unwrap())
+    };
+    let (t7, t8) = (keys("t=7"), keys("t=8"));
+    assert_eq!((serve(&t7), serve(&t8)), (Status::Miss, Status::Miss));
+    // Retired by invalidations: their bytes are still under their keys,
+    // but no read finds them, so a delete finds no entry.
+    cache.drop_partitions(&f, [("app.f", "t=7")]).unwrap();
+    assert!(!cache.delete_fencing(&t7).unwrap());
+    assert_eq!(serve(&t8), Status::Hit);
+    cache.drop_function(&f).unwrap();
+    assert!(!cache.delete_fencing(&t8).unwrap());
+    // A current entry is reported, once.
+    assert_eq!(serve(&t8), Status::Miss);
+    assert!(cache.delete_fencing(&t8).unwrap());
+    assert!(!cache.delete_fencing(&t8).unwrap());
+}
+
+#[test]
 fn a_shared_error_is_raised_as_the_memory_stores_and_a_store_failure_apart() {
     use restflow_cache::GetError;
     let error = |e: &str| e.to_owned();

@@ -50,6 +50,13 @@ CACHED_METHODS = frozenset({"GET", "HEAD"})
 #: engine threads, whose renders nobody is waiting for.
 _live: ContextVar[list[Any] | None] = ContextVar("restflow_live_responses", default=None)
 
+#: Set by the wrapper around a call that runs the view live and stores
+#: nothing (``bypass_cache``, a method or a user the cache skips, a Vary
+#: miss): its render makes no entry, so its response gets no ``ETag`` (a
+#: validator of a stored body, which a later request could never match).
+#: Unset in engine threads, whose renders (background refreshes) store.
+_bypassing: ContextVar[bool] = ContextVar("restflow_bypassing", default=False)
+
 
 class HandlerCall:
     """Where a handler's request (and view) are among its arguments."""
@@ -160,6 +167,8 @@ def render_steps(
     live = _live.get()
     if live is not None:
         live.append(response)
+    if _bypassing.get():
+        return None  # nothing is stored: no entry to make, no ETag to give
     if private_reason(request, watch) is not None:
         return None
     if not (yield from storable(response, cache_if, cache_unless, args, kwargs)):
@@ -432,9 +441,11 @@ class CachedResponseWrapper:
         """The response to ``request`` and how it was found, before headers."""
         live: list[Any] = []
         token = _live.set(live)
+        bypassing = _bypassing.set(method == "bypass_cache_with_metadata")
         try:
             entry, metadata = yield self._cached(method)(*args, **kwargs)
         finally:
+            _bypassing.reset(bypassing)
             _live.reset(token)
         if live:
             return live[-1], Served(metadata, rendered_here=True)

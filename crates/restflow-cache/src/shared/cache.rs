@@ -499,8 +499,34 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     /// in any process (its lock or refresh claim held) learns of it: its
     /// value, computed from the data before the delete, is handed to its
     /// callers but not stored ([`SharedStore::delete_entry`]).
+    ///
+    /// Returns whether there was an entry of the current generations
+    /// there, as the memory store answers: the bytes of an entry that an
+    /// invalidation retired (`invalidate_all`, `delete_by_prefix`, a wipe)
+    /// stay under its key until they expire, but no read finds them, so
+    /// they are not one. That takes a lookup before the delete (one round
+    /// trip more); the two are not atomic, so an entry written between them
+    /// is deleted and not reported. A lookup that fails leaves the answer
+    /// to the delete alone.
     pub fn delete_fencing(&self, keys: &KeySet) -> Result<bool, StoreError> {
-        self.call(|store| store.delete_entry(keys))
+        let current = self
+            .call(|store| store.fetch(keys))
+            .map(|fetched| self.holds_current(&keys.data, &fetched));
+        let existed = self.call(|store| store.delete_entry(keys))?;
+        Ok(existed && current.unwrap_or(true))
+    }
+
+    /// Whether `fetched`, read from the entry `key`, holds an entry of the
+    /// current generations (fresh, stale or expired): one a read of the
+    /// key would still examine, not bytes an invalidation retired.
+    fn holds_current(&self, key: &str, fetched: &Fetched) -> bool {
+        let Some(payload) = &fetched.payload else {
+            return false;
+        };
+        match self.signer.decode(key, payload) {
+            Ok(decoded) => fetched.generations == Some(decoded.generations),
+            Err(_) => false,
+        }
     }
 
     /// Retires generation counters ([`super::KeySpace::function_counters`],
