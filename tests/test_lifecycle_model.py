@@ -28,6 +28,8 @@ import random
 import subprocess
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,6 +197,16 @@ class Model:
     def invalidate(self, keys) -> None:
         for key in list(keys):
             self.held.pop(key, None)
+
+
+@contextmanager
+def new_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop for one run's async calls, closed after it."""
+    loop = asyncio.new_event_loop()
+    try:
+        yield loop
+    finally:
+        loop.close()
 
 
 @dataclass
@@ -561,24 +573,15 @@ ASYNC_CONFIGS = [
 @pytest.mark.parametrize("seed", range(13, 19))
 @pytest.mark.parametrize(("store", "options"), ASYNC_CONFIGS, indirect=["store"])
 def test_async_calls_follow_the_model(store, options, seed):
-    loop = asyncio.new_event_loop()
-    try:
-        with store.configured(MAX_ENTRIES=100_000, **options):
-            api = AsyncApi(areport, near=bool(options.get("NEAR_CACHE")), loop=loop)
-            run_model(seed, api)
-    finally:
-        loop.close()
+    with store.configured(MAX_ENTRIES=100_000, **options), new_loop() as loop:
+        run_model(seed, AsyncApi(areport, near=bool(options.get("NEAR_CACHE")), loop=loop))
 
 
 @pytest.mark.parametrize("seed", range(19, 23))
 @pytest.mark.parametrize("store", ALL, indirect=True)
 def test_an_async_policy_that_turns_values_away_follows_the_model(store, seed):
-    loop = asyncio.new_event_loop()
-    try:
-        with store.configured(MAX_ENTRIES=100_000):
-            run_model(seed, AsyncApi(apicky, loop=loop), policy=True, steps=500)
-    finally:
-        loop.close()
+    with store.configured(MAX_ENTRIES=100_000), new_loop() as loop:
+        run_model(seed, AsyncApi(apicky, loop=loop), policy=True, steps=500)
 
 
 @pytest.mark.parametrize("seed", range(23, 27))
@@ -609,12 +612,8 @@ def test_a_ttl_chosen_per_value_follows_the_model(store, seed):
 @pytest.mark.parametrize("seed", range(31, 35))
 @pytest.mark.parametrize("store", ALL, indirect=True)
 def test_an_async_ttl_chosen_per_value_follows_the_model(store, seed):
-    loop = asyncio.new_event_loop()
-    try:
-        with store.configured(MAX_ENTRIES=100_000):
-            run_model(seed, AsyncApi(avarying, loop=loop), varies=True, steps=400)
-    finally:
-        loop.close()
+    with store.configured(MAX_ENTRIES=100_000), new_loop() as loop:
+        run_model(seed, AsyncApi(avarying, loop=loop), varies=True, steps=400)
 
 
 @pytest.mark.parametrize("seed", range(35, 39))

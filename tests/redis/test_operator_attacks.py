@@ -18,7 +18,7 @@ from tests.parking import wait_until
 from tests.redis.conftest import redis_settings
 from tests.redis.near_functions import value
 from tests.redis.test_near_cache import other_process, warm
-from tests.test_lifecycle_model import AsyncApi, SyncApi, run_model
+from tests.test_lifecycle_model import AsyncApi, SyncApi, new_loop, run_model
 from tests.test_lifecycle_model import areport as model_areport
 from tests.test_lifecycle_model import report as model_report
 from tests.timeouts import PAUSED
@@ -490,9 +490,6 @@ def test_calls_across_store_outages_follow_the_lifecycle_model(own_redis, seed):
 
 @pytest.mark.parametrize("seed", [54, 55])
 def test_async_calls_across_store_outages_follow_the_lifecycle_model(own_redis, seed):
-    loop = asyncio.new_event_loop()
-    try:
-        with override_settings(RESTFLOW_SETTINGS=redis_settings(own_redis.url)):
-            run_model(seed, AsyncApi(model_areport, loop=loop), outages=own_redis, steps=400)
-    finally:
-        loop.close()
+    settings = redis_settings(own_redis.url)
+    with override_settings(RESTFLOW_SETTINGS=settings), new_loop() as loop:
+        run_model(seed, AsyncApi(model_areport, loop=loop), outages=own_redis, steps=400)
