@@ -378,23 +378,12 @@ def run_model(
                 name = "refresh_with_metadata" if 0.45 <= op < 0.5 else "get_with_metadata"
                 if 0.58 <= op:
                     name = "bypass_cache_with_metadata"
-                if down:
-                    with pytest.raises(SourceDown):
-                        api.call(name, *key)
-                else:
-                    value, meta = api.call(name, *key)
-                    expected = (CacheStatus.BYPASS, (*key, versions[key]))
-                    assert (meta["cache_status"], value) == expected, f"{name} {where}"
+                check_call(api, name, key, live(CacheStatus.BYPASS, key), where)
                 continue
             if op < 0.45:
                 expected, phase = model.expected(key), model.phase(key)
                 tally.read(phase, expected)
-                if expected is None:
-                    with pytest.raises(SourceDown):
-                        api.call("get_with_metadata", *key)
-                else:
-                    value, meta = api.call("get_with_metadata", *key)
-                    assert (meta["cache_status"], value) == expected, f"read {where}"
+                check_call(api, "get_with_metadata", key, expected, where)
                 wait_for_refreshes()
                 if expected is None or expected[0] is not CacheStatus.HIT:
                     # A miss computes; a stale read refreshes in the
@@ -402,14 +391,9 @@ def run_model(
                     model.computed(key)
             elif op < 0.5:
                 tally.ran("refresh")
-                if down:
-                    with pytest.raises(SourceDown):
-                        api.call("refresh_with_metadata", *key)
-                else:
-                    value, meta = api.call("refresh_with_metadata", *key)
-                    expected = (CacheStatus.REFRESH, (*key, versions[key]))
-                    assert (meta["cache_status"], value) == expected, f"refresh {where}"
-                    model.computed(key)
+                expected = live(CacheStatus.REFRESH, key)
+                check_call(api, "refresh_with_metadata", key, expected, where)
+                model.computed(key)
             elif op < 0.58:
                 peeked = model.peeked(key)
                 meta = api.call("get_cached_metadata", *key)
@@ -420,13 +404,8 @@ def run_model(
                     assert (meta["cache_status"], value) == peeked, f"peek {where}"
             elif op < 0.6:
                 tally.ran("bypass")
-                if down:
-                    with pytest.raises(SourceDown):
-                        api.call("bypass_cache_with_metadata", *key)
-                else:
-                    value, meta = api.call("bypass_cache_with_metadata", *key)
-                    expected = (CacheStatus.BYPASS, (*key, versions[key]))
-                    assert (meta["cache_status"], value) == expected, f"bypass {where}"
+                expected = live(CacheStatus.BYPASS, key)
+                check_call(api, "bypass_cache_with_metadata", key, expected, where)
             elif op < 0.64:
                 down = not down
             elif op < 0.68:
@@ -457,6 +436,24 @@ def run_model(
                 model.now += seconds
             if counted is not None:
                 assert tally.of(counted.counters()) == tally.counts, f"counters {where}"
+
+
+def live(status: CacheStatus, key) -> Expected:
+    """What a call that runs the function now answers: the current value
+    as ``status``, or (``None``) the function's error while the source is
+    down."""
+    return None if down else (status, (*key, versions[key]))
+
+
+def check_call(api, name: str, key, expected: Expected, where: str) -> None:
+    """Calls ``name`` for ``key`` through ``api``: it must answer
+    ``expected`` exactly (``None``: raise the function's error)."""
+    if expected is None:
+        with pytest.raises(SourceDown):
+            api.call(name, *key)
+        return
+    value, meta = api.call(name, *key)
+    assert (meta["cache_status"], value) == expected, f"{name} {where}"
 
 
 class Tally:
