@@ -1,14 +1,18 @@
-"""A TCP proxy in front of a test redis-server that holds a refresh claim.
+"""A TCP proxy in front of a test redis-server that holds a refresh claim,
+or that slows the server's answers down as a slow link would.
 
 Hand-written (the standard library's sockets, a thread per direction)
 because no maintained package offers a proxy that can stop one command at
 a chosen moment: it forwards bytes untouched, except that a client chunk
-naming a refresh lock first passes a :class:`ClaimGate`."""
+naming a refresh lock first passes a :class:`ClaimGate`, and that with
+``paced = (size, seconds)`` the server's bytes pause for ``seconds`` after
+every ``size`` of them."""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 
 from tests.refresh_claim_race import ClaimGate
 
@@ -19,9 +23,16 @@ REFRESH_MARKER = b"restflow:refresh:"
 class GateProxy:
     """Listens on a free 127.0.0.1 port and forwards to ``upstream_port``."""
 
-    def __init__(self, upstream_port: int, gate: ClaimGate) -> None:
+    def __init__(
+        self,
+        upstream_port: int,
+        gate: ClaimGate | None = None,
+        *,
+        paced: tuple[int, float] | None = None,
+    ) -> None:
         self.upstream_port = upstream_port
         self.gate = gate
+        self.paced = paced
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.sockets: list[socket.socket] = []
@@ -45,11 +56,17 @@ class GateProxy:
             threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
 
     def _pump(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
+        size, pause = (None, 0.0) if from_client or self.paced is None else self.paced
+        since_pause = 0
         try:
             while chunk := source.recv(65536):
-                if from_client and REFRESH_MARKER in chunk:
+                if from_client and self.gate is not None and REFRESH_MARKER in chunk:
                     self.gate.pass_through()
                 sink.sendall(chunk)
+                since_pause += len(chunk)
+                if size is not None and since_pause >= size:
+                    time.sleep(pause)  # the slow link, not a synchronisation
+                    since_pause = 0
         except OSError:
             pass
         finally:

@@ -54,8 +54,8 @@ use super::payload::Generations;
 use super::pool::{Manage, Pool};
 use super::redis::{
     classify, counter_names, fetch_names, fetched, generations_answer, holder_kind, millis,
-    written, ForgetAfter, RedisConfig, DELETE_ENTRY, FENCE, GENERATIONS, LOCK_SCRIPT, PUT_CURRENT,
-    UNLOCK_SCRIPT,
+    payload_timeout, written, ForgetAfter, RedisConfig, DELETE_ENTRY, FENCE, GENERATIONS,
+    LOCK_SCRIPT, PUT_CURRENT, UNLOCK_SCRIPT,
 };
 use super::store::{fresh_epoch, Fetched, Holder, KeySet, SharedStore, StoreError, Written};
 use super::url::Parts;
@@ -424,6 +424,29 @@ impl ClusterStore {
         self.through_breaker(slot_of(key), || self.on_crate(run))
     }
 
+    /// [`Self::with`] for a command that writes `len` bytes of payload, on
+    /// a large one waiting as [`payload_timeout`] says (see
+    /// `RedisStore::with_payload`).
+    fn with_payload<T>(
+        &self,
+        key: &str,
+        len: usize,
+        run: impl FnOnce(&mut ClusterConnection) -> ::redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let Some(longer) = payload_timeout(self.config.read_timeout, len) else {
+            return self.with(key, run);
+        };
+        let usual = Some(self.config.read_timeout);
+        self.with(key, |c| {
+            c.set_read_timeout(Some(longer))?;
+            c.set_write_timeout(Some(longer))?;
+            let answer = run(c);
+            c.set_read_timeout(usual)?;
+            c.set_write_timeout(usual)?;
+            answer
+        })
+    }
+
     /// Runs `run` on a pooled (crate) cluster connection.
     fn on_crate<T>(
         &self,
@@ -533,7 +556,7 @@ impl SharedStore for ClusterStore {
 
     fn put(&self, key: &str, payload: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
         let _forget = self.forget_after([key]);
-        self.with(key, |c| {
+        self.with_payload(key, payload.len(), |c| {
             let mut cmd = ::redis::cmd("SET");
             cmd.arg(key).arg(payload);
             if let Some(ttl) = ttl {
@@ -630,7 +653,7 @@ impl SharedStore for ClusterStore {
         }
         let partitioned = keys.partition.is_some();
         let _forget = self.forget_after([keys.data.as_str()]);
-        self.with(&keys.data, |c| {
+        self.with_payload(&keys.data, payload.len(), |c| {
             self.put_current.run::<u8>(c, &names, |cmd| {
                 cmd.arg(payload)
                     .arg(ttl.map_or(0, millis))

@@ -9,7 +9,9 @@
 //!
 //! Invariants:
 //! - the socket is non-blocking once [`LookupConnection::connect`] returns;
-//!   every wait is bounded by the caller's timeout;
+//!   every wait is bounded by the caller's timeout: the wait for the answer
+//!   to start, and each wait for its next bytes (a large entry may stream
+//!   for longer than the timeout in all, as long as it keeps coming);
 //! - one command is in flight at a time, so the parser's buffer holds only
 //!   its answer; after any error the connection is [`broken`] and must be
 //!   dropped, since an unread answer may still arrive.
@@ -97,7 +99,9 @@ impl LookupConnection {
     }
 
     /// Sends `packed` (one command) and reads its answer, busy-waiting as
-    /// `spin` allows and sleeping otherwise, for at most `timeout` in all.
+    /// `spin` allows and sleeping otherwise. Fails when the server sends
+    /// nothing for `timeout`: before the answer starts, or in the middle
+    /// of it.
     pub fn query(
         &mut self,
         packed: &[u8],
@@ -109,7 +113,9 @@ impl LookupConnection {
         let answer = self.send(packed, deadline).and_then(|()| {
             let mut reader = Answer {
                 stream: &self.stream,
+                timeout,
                 deadline,
+                progressed: false,
                 spin: spin.begin(sent),
             };
             self.parser.parse_value(&mut reader)
@@ -137,10 +143,19 @@ impl LookupConnection {
 }
 
 /// The socket as the parser reads it: busy-waiting while the spin lasts,
-/// then sleeping in `poll(2)` until the deadline.
+/// then sleeping in `poll(2)` until the deadline, which bytes that arrive
+/// move to `timeout` after the wait that follows them.
+///
+/// Why the deadline moves: the timeout guards against a server that stopped
+/// answering, not against a large entry. A 30 MB entry takes about 100 ms
+/// to arrive even on loopback; a fixed deadline read it as a store that is
+/// down, which opens the circuit breaker for every function on the store.
 struct Answer<'a> {
     stream: &'a TcpStream,
+    timeout: Duration,
     deadline: Instant,
+    /// Bytes arrived since the deadline was last set.
+    progressed: bool,
     spin: Option<Spin<'a>>,
 }
 
@@ -152,6 +167,7 @@ impl Read for Answer<'_> {
                     if let Some(spin) = &self.spin {
                         spin.answered();
                     }
+                    self.progressed |= n > 0;
                     return Ok(n);
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -164,6 +180,9 @@ impl Read for Answer<'_> {
                     continue;
                 }
                 self.spin = None;
+            }
+            if std::mem::take(&mut self.progressed) {
+                self.deadline = Instant::now() + self.timeout;
             }
             wait_for(self.stream.as_raw_fd(), libc::POLLIN, self.deadline)?;
         }

@@ -106,6 +106,54 @@ fn an_answer_in_pieces_is_put_together_after_the_spin_misses() {
 }
 
 #[test]
+fn an_answer_that_keeps_coming_may_take_longer_than_the_timeout() {
+    // A large entry streams for longer than the read timeout: the timeout
+    // bounds each wait for the next bytes, not the whole transfer (a big
+    // value must not read as a store that is down, which trips the breaker
+    // for every function on the store).
+    let (url, server) = serve(vec![
+        Step::Expect(MGET),
+        Step::Send(b"*1\r\n$5\r\n"),
+        Step::Sleep(Duration::from_millis(150)),
+        Step::Send(b"v"),
+        Step::Sleep(Duration::from_millis(150)),
+        Step::Send(b"a"),
+        Step::Sleep(Duration::from_millis(150)),
+        Step::Send(b"l"),
+        Step::Sleep(Duration::from_millis(150)),
+        Step::Send(b"ue\r\n"),
+    ]);
+    let mut conn = connect(&url);
+    let spin = SpinPolicy::new(Duration::ZERO);
+    let started = Instant::now();
+    let value = conn.query(MGET, Duration::from_millis(400), &spin).unwrap();
+    assert!(started.elapsed() > Duration::from_millis(400));
+    assert_eq!(bulk(&value), b"value");
+    assert!(!conn.is_broken());
+    server.join().unwrap();
+}
+
+#[test]
+fn an_answer_that_stops_coming_times_out() {
+    // Bytes came, then none for longer than the timeout: a server that
+    // stalled mid-answer still fails the read.
+    let (url, server) = serve(vec![
+        Step::Expect(MGET),
+        Step::Send(b"*1\r\n$5\r\nva"),
+        Step::Hang,
+    ]);
+    let mut conn = connect(&url);
+    let spin = SpinPolicy::new(Duration::ZERO);
+    let error = conn
+        .query(MGET, Duration::from_millis(100), &spin)
+        .unwrap_err();
+    assert!(error.is_timeout(), "{error}");
+    assert!(conn.is_broken());
+    drop(conn);
+    server.join().unwrap();
+}
+
+#[test]
 fn no_answer_times_out_and_breaks_the_connection() {
     let (url, server) = serve(vec![Step::Expect(MGET), Step::Hang]);
     let mut conn = connect(&url);

@@ -232,6 +232,23 @@ pub(super) fn holder_kind(holder: Holder<'_>) -> &'static str {
     }
 }
 
+/// Values below this size are written under the plain read timeout.
+const LARGE_PAYLOAD: usize = 1 << 20;
+
+/// How long a write of `len` bytes may wait for its answer (and for room
+/// to send), when that is longer than `read_timeout`: `read_timeout` plus
+/// 10 ms per MB written.
+///
+/// Why: the server takes in a payload in time that grows with its size
+/// (about 3 ms per MB through a script's arguments on loopback, more on a
+/// loaded server), and the read timeout guards against a server that stopped
+/// answering, not against a large value. Under the plain read timeout, a
+/// 30 MB value timed out and counted as the store being down, which opens
+/// the circuit breaker for every function on the store.
+pub(super) fn payload_timeout(read_timeout: Duration, len: usize) -> Option<Duration> {
+    (len >= LARGE_PAYLOAD).then(|| read_timeout + Duration::from_nanos(len as u64 * 10))
+}
+
 /// Milliseconds for Redis: at least 1 (0 would mean "no expiry" to the
 /// scripts, and `PX 0` is refused).
 pub(super) fn millis(ttl: Duration) -> u64 {
@@ -455,6 +472,28 @@ impl RedisStore {
         let pool = &self.connections().commands;
         on_live_connection(pool, self.replace_closed_idle, |conn| {
             run(&mut conn.inner).inspect_err(|_| conn.broken.set(true))
+        })
+    }
+
+    /// [`Self::with`] for a command that writes `len` bytes of payload: on
+    /// a large one, the connection waits as [`payload_timeout`] says for
+    /// that command, then goes back to the read timeout.
+    fn with_payload<T>(
+        &self,
+        len: usize,
+        mut run: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let Some(longer) = payload_timeout(self.config.read_timeout, len) else {
+            return self.with(run);
+        };
+        let usual = Some(self.config.read_timeout);
+        self.with(|c| {
+            c.set_read_timeout(Some(longer))?;
+            c.set_write_timeout(Some(longer))?;
+            let answer = run(c);
+            c.set_read_timeout(usual)?;
+            c.set_write_timeout(usual)?;
+            answer
         })
     }
 }
@@ -714,7 +753,7 @@ impl SharedStore for RedisStore {
 
     fn put(&self, key: &str, payload: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
         let _forget = self.forget_after([key]);
-        self.with(|c| {
+        self.with_payload(payload.len(), |c| {
             let mut cmd = redis::cmd("SET");
             cmd.arg(key).arg(payload);
             if let Some(ttl) = ttl {
@@ -775,7 +814,8 @@ impl SharedStore for RedisStore {
             let (held, token) = holder.parts();
             invocation.key(held).arg(token).arg(holder_kind(holder));
         }
-        self.with(|c| invocation.invoke::<u8>(c)).map(written)
+        self.with_payload(payload.len(), |c| invocation.invoke::<u8>(c))
+            .map(written)
     }
 
     fn delete_entry(&self, keys: &KeySet) -> Result<bool, StoreError> {
@@ -913,6 +953,93 @@ mod tests {
             "{answer:?}"
         );
         assert_eq!(pool.open(), 0);
+    }
+
+    /// Reads one command (an array of bulk strings) off `conn`: its name
+    /// and the length of its longest argument; `None` at end of file.
+    fn read_command(conn: &mut std::io::BufReader<std::net::TcpStream>) -> Option<(String, usize)> {
+        use std::io::{BufRead, Read};
+        let mut line = String::new();
+        if conn.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let count: usize = line.trim_end().strip_prefix('*')?.parse().ok()?;
+        let (mut name, mut longest) = (String::new(), 0);
+        for n in 0..count {
+            line.clear();
+            conn.read_line(&mut line).ok()?;
+            let len: usize = line.trim_end().strip_prefix('$')?.parse().ok()?;
+            let mut bytes = vec![0; len + 2];
+            conn.read_exact(&mut bytes).ok()?;
+            if n == 0 {
+                name = String::from_utf8_lossy(&bytes[..len]).to_uppercase();
+            }
+            longest = longest.max(len);
+        }
+        Some((name, longest))
+    }
+
+    /// A server that answers `SET` after taking `pause` over it (as a
+    /// server takes a while over a large value), and `+OK` to anything
+    /// else (the client's set-up); the lengths of the values it was sent.
+    fn slow_setter(pause: Duration) -> (String, std::thread::JoinHandle<Vec<usize>>) {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            let mut writer = conn.try_clone().unwrap();
+            let mut reader = std::io::BufReader::new(conn);
+            let mut sets = Vec::new();
+            while let Some((name, longest)) = read_command(&mut reader) {
+                if name == "SET" {
+                    sets.push(longest);
+                    std::thread::sleep(pause);
+                }
+                if writer.write_all(b"+OK\r\n").is_err() {
+                    break;
+                }
+            }
+            sets
+        });
+        (url, server)
+    }
+
+    fn store_at(url: &str, read_timeout: Duration) -> RedisStore {
+        RedisStore::new(RedisConfig {
+            url: url.to_owned(),
+            pool_size: 1,
+            connect_timeout: Duration::from_secs(2),
+            read_timeout,
+            read_spin: Duration::ZERO,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_large_value_may_take_longer_than_the_read_timeout_to_write() {
+        // 64 MB: 640 ms more than the 100 ms read timeout, for a server
+        // that takes 400 ms over it.
+        let (url, server) = slow_setter(Duration::from_millis(400));
+        let store = store_at(&url, Duration::from_millis(100));
+        let value = vec![b'x'; 64 << 20];
+        store.put("big", &value, None).unwrap();
+        // The connection is back on the read timeout: a small write the
+        // server takes as long over fails.
+        let error = store.put("small", b"x", None).unwrap_err();
+        assert!(matches!(error, StoreError::Timeout(_)), "{error:?}");
+        drop(store);
+        assert_eq!(server.join().unwrap(), vec![64 << 20, "small".len()]);
+    }
+
+    #[test]
+    fn only_large_payloads_wait_longer() {
+        let second = Duration::from_secs(1);
+        assert_eq!(payload_timeout(second, (1 << 20) - 1), None);
+        assert_eq!(
+            payload_timeout(second, 100 << 20),
+            Some(second + Duration::from_nanos(10 * (100 << 20)))
+        );
     }
 
     #[test]
