@@ -54,8 +54,8 @@ use super::payload::Generations;
 use super::pool::{Manage, Pool};
 use super::redis::{
     classify, counter_names, fetch_names, fetched, generations_answer, holder_kind, millis,
-    payload_timeout, written, ForgetAfter, RedisConfig, DELETE_ENTRY, FENCE, GENERATIONS,
-    LOCK_SCRIPT, PUT_CURRENT, UNLOCK_SCRIPT,
+    writing, written, ForgetAfter, RedisConfig, DELETE_ENTRY, FENCE, GENERATIONS, LOCK_SCRIPT,
+    PUT_CURRENT, UNLOCK_SCRIPT,
 };
 use super::store::{fresh_epoch, Fetched, Holder, KeySet, SharedStore, StoreError, Written};
 use super::url::Parts;
@@ -425,7 +425,7 @@ impl ClusterStore {
     }
 
     /// [`Self::with`] for a command that writes `len` bytes of payload, on
-    /// a large one waiting as [`payload_timeout`] says (see
+    /// a large one waiting as [`writing`] says (see
     /// `RedisStore::with_payload`).
     fn with_payload<T>(
         &self,
@@ -433,18 +433,8 @@ impl ClusterStore {
         len: usize,
         run: impl FnOnce(&mut ClusterConnection) -> ::redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
-        let Some(longer) = payload_timeout(self.config.read_timeout, len) else {
-            return self.with(key, run);
-        };
-        let usual = Some(self.config.read_timeout);
-        self.with(key, |c| {
-            c.set_read_timeout(Some(longer))?;
-            c.set_write_timeout(Some(longer))?;
-            let answer = run(c);
-            c.set_read_timeout(usual)?;
-            c.set_write_timeout(usual)?;
-            answer
-        })
+        let sized = (self.config.read_timeout, len);
+        self.with(key, |c| writing(c, sized, run))
     }
 
     /// Runs `run` on a pooled (crate) cluster connection.

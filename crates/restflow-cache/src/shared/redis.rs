@@ -249,6 +249,43 @@ pub(super) fn payload_timeout(read_timeout: Duration, len: usize) -> Option<Dura
     (len >= LARGE_PAYLOAD).then(|| read_timeout + Duration::from_nanos(len as u64 * 10))
 }
 
+/// A connection whose read and write timeouts can be set: one server's, or
+/// a cluster's (all its nodes').
+pub(super) trait Timeouts {
+    /// Sets both timeouts to `timeout`.
+    fn set_timeouts(&self, timeout: Duration) -> redis::RedisResult<()>;
+}
+
+impl Timeouts for Connection {
+    fn set_timeouts(&self, timeout: Duration) -> redis::RedisResult<()> {
+        self.set_read_timeout(Some(timeout))?;
+        self.set_write_timeout(Some(timeout))
+    }
+}
+
+impl Timeouts for ::redis::cluster::ClusterConnection {
+    fn set_timeouts(&self, timeout: Duration) -> redis::RedisResult<()> {
+        self.set_read_timeout(Some(timeout))?;
+        self.set_write_timeout(Some(timeout))
+    }
+}
+
+/// Runs `run` (a command that writes `len` bytes of payload) on `conn`
+/// under [`payload_timeout`], then puts `conn` back on `read_timeout`.
+pub(super) fn writing<C: Timeouts, T>(
+    conn: &mut C,
+    (read_timeout, len): (Duration, usize),
+    run: impl FnOnce(&mut C) -> redis::RedisResult<T>,
+) -> redis::RedisResult<T> {
+    let Some(longer) = payload_timeout(read_timeout, len) else {
+        return run(conn);
+    };
+    conn.set_timeouts(longer)?;
+    let answer = run(conn);
+    conn.set_timeouts(read_timeout)?;
+    answer
+}
+
 /// Milliseconds for Redis: at least 1 (0 would mean "no expiry" to the
 /// scripts, and `PX 0` is refused).
 pub(super) fn millis(ttl: Duration) -> u64 {
@@ -483,18 +520,8 @@ impl RedisStore {
         len: usize,
         mut run: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
-        let Some(longer) = payload_timeout(self.config.read_timeout, len) else {
-            return self.with(run);
-        };
-        let usual = Some(self.config.read_timeout);
-        self.with(|c| {
-            c.set_read_timeout(Some(longer))?;
-            c.set_write_timeout(Some(longer))?;
-            let answer = run(c);
-            c.set_read_timeout(usual)?;
-            c.set_write_timeout(usual)?;
-            answer
-        })
+        let sized = (self.config.read_timeout, len);
+        self.with(|c| writing(c, sized, &mut run))
     }
 }
 
