@@ -621,8 +621,11 @@ async def _loop_hit(
             raise
     answered = loop.create_future()
     fd = connection.fileno()
+    #: Whether part of the answer came since the last wait began.
+    progressed = False
 
     def readable() -> None:
+        nonlocal progressed
         try:
             answer = connection.receive()
         except Exception as error:
@@ -630,7 +633,9 @@ async def _loop_hit(
             if not answered.done():
                 answered.set_exception(error)
             return
-        if answer is not None:
+        if answer is None:
+            progressed = True
+        else:
             loop.remove_reader(fd)
             if not answered.done():
                 answered.set_result(answer)
@@ -638,7 +643,15 @@ async def _loop_hit(
     try:
         connection.send(fetch.command)
         loop.add_reader(fd, readable)
-        answer = await asyncio.wait_for(answered, backend.read_timeout)
+        # READ_TIMEOUT bounds each wait for the next bytes, not the whole
+        # answer (as on the engine's lookups): a large entry that keeps
+        # coming is read here, not given up on and fetched again.
+        while not answered.done():
+            await asyncio.wait((answered,), timeout=backend.read_timeout)
+            if not answered.done() and not progressed:
+                raise TimeoutError("no answer from Redis within READ_TIMEOUT")
+            progressed = False
+        answer = answered.result()
     except BaseException as error:
         # Failed, timed out, cancelled or closed: the answer may still come,
         # so the connection is done.
