@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.test import Client, RequestFactory
 from rest_framework.decorators import api_view
 from rest_framework.response import Response
@@ -573,3 +574,39 @@ def test_spec_status_comparison_runs_unchanged():
         if metadata["cache_status"] == CacheStatus.MISS:
             log_cache_miss(value)
     assert logged == [({"id": 1},)]
+
+
+def test_migrating_query_params_payload():
+    """docs/migrating.md: the payload keeps request order; the key does unless sort_lists."""
+    from restflow.caching import QueryParamsKeyField
+
+    request = RequestFactory().get("/?sort=b&sort=a")
+
+    def view(request):
+        return None
+
+    field = QueryParamsKeyField(["sort"])
+    assert field.get_key_payload(view, (request,), {}) == {"query": {"sort": ["b", "a"]}}
+
+    @cache_result(ttl=1, key_constructor={"q": QueryParamsKeyField(["sort"])})
+    def ordered(request):
+        return 1
+
+    @cache_result(ttl=1, key_constructor={"q": QueryParamsKeyField(["sort"], sort_lists=True)})
+    def unordered(request):
+        return 1
+
+    other = RequestFactory().get("/?sort=a&sort=b")
+    assert ordered.get_cache_key(request) != ordered.get_cache_key(other)
+    assert unordered.get_cache_key(request) == unordered.get_cache_key(other)
+
+
+def test_settings_wording_matches_the_checks():
+    """The settings table's words for CACHE_STATUS_NAME and KEY_PREFIX."""
+    for good in ("restflow", "*edge", "cdn'1", "a:b/c"):
+        assert settings._validate({"CACHE_STATUS_NAME": good})["CACHE_STATUS_NAME"] == good
+    for bad in ("1cdn", "a b", "a,b", "a;b", 'a"b', "a(b"):
+        with pytest.raises(ImproperlyConfigured, match="must be an HTTP token"):
+            settings._validate({"CACHE_STATUS_NAME": bad})
+    with pytest.raises(ImproperlyConfigured, match='KEY_PREFIX"\\] must be a str without "::"'):
+        settings._validate({"KEY_PREFIX": "a::b"})
