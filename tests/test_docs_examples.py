@@ -29,6 +29,7 @@ import ast
 import asyncio
 import hashlib
 import re
+import string
 import sys
 import types
 from datetime import UTC, datetime, timedelta
@@ -99,7 +100,9 @@ def table_rows(text: str) -> list[list[str]]:
         following = lines[number + 1] if number + 1 < len(lines) else ""
         if not line.startswith("|") or _is_rule(line) or _is_rule(following):
             continue
-        rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+        # A cell's own "|" is written "\|" (GitHub's tables).
+        cells = re.split(r"(?<!\\)\|", line.strip().strip("|"))
+        rows.append([cell.strip().replace("\\|", "|") for cell in cells])
     return rows
 
 
@@ -466,6 +469,7 @@ def test_example(name):
 
 def test_settings_table_is_settings_defaults():
     rows = table_rows(section("## Settings"))
+    assert {len(row) for row in rows} == {3}
     documented: dict[str, str] = {}
     for row in rows:
         names = re.findall(r"`([A-Z_]+)`", row[0])
@@ -603,6 +607,15 @@ def test_migrating_query_params_payload():
 
 def test_settings_wording_matches_the_checks():
     """The settings table's words for CACHE_STATUS_NAME and KEY_PREFIX."""
+    row = next(r for r in table_rows(section("## Settings")) if r[0] == "`CACHE_STATUS_NAME`")
+    listed = re.search(r"``(.+?)``", row[2]).group(1)
+    for char in string.punctuation:
+        name = f"a{char}"
+        if char in listed:
+            assert settings._validate({"CACHE_STATUS_NAME": name})["CACHE_STATUS_NAME"] == name
+        else:
+            with pytest.raises(ImproperlyConfigured, match="must be an HTTP token"):
+                settings._validate({"CACHE_STATUS_NAME": name})
     for good in ("restflow", "*edge", "cdn'1", "a:b/c"):
         assert settings._validate({"CACHE_STATUS_NAME": good})["CACHE_STATUS_NAME"] == good
     for bad in ("1cdn", "a b", "a,b", "a;b", 'a"b', "a(b"):
