@@ -82,6 +82,15 @@ def test_inspect(store):
     assert fields["reset_at"] == reset_at
     assert fields["size"].endswith("bytes (pickled)")
     assert fields["backend"] == store.label
+    # The README promises both inspect and wipe say that a shell sees only
+    # its own process's memory entries: a MISSING there says nothing about
+    # a server's workers.
+    note = (
+        "note: the memory store lives in each process; this shows only this "
+        "process's entry (a server's workers each have their own)"
+    )
+    assert (note in missing.splitlines()) == (store.kind == "memory")
+    assert (note in out.splitlines()) == (store.kind == "memory")
 
 
 def test_inspect_and_wipe_say_what_is_wrong():

@@ -279,6 +279,13 @@ class Command(BaseCommand):
         width = max(len(name) for name, _ in lines)
         for name, value in lines:
             self.stdout.write(f"{name.ljust(width)}  {value}")
+        if backend is None:
+            # A shell's memory store is its own: MISSING here says nothing
+            # about what a server's workers hold, as wipe says too.
+            self.stdout.write(
+                "note: the memory store lives in each process; this shows only this "
+                "process's entry (a server's workers each have their own)"
+            )
 
     # -- wipe ----------------------------------------------------------------
 
