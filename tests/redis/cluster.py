@@ -103,13 +103,17 @@ class Cluster:
         wait_for(ready, "the cluster did not come up")
         return self
 
+    def listen(self, port: int) -> list[str]:
+        """The arguments that make a node listen on ``port``."""
+        return ["--port", str(port)]
+
     def spawn(self, port: int) -> None:
         """Starts the node on ``port`` (again, after ``kill``: it keeps its
         slots from its cluster config file, not its data)."""
         self.processes[port] = subprocess.Popen(
             [
                 str(self.binary),
-                "--port", str(port),
+                *self.listen(port),
                 "--bind", "127.0.0.1",
                 "--save", "",
                 "--appendonly", "no",

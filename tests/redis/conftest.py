@@ -98,6 +98,10 @@ class RedisServer:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
+    def listen(self) -> list[str]:
+        """The arguments that say where the server listens (and how)."""
+        return ["--port", str(self.port)]
+
     def start(self) -> RedisServer:
         if self.binary is None:
             raise RuntimeError("redis-server is not installed: run ./scripts/bootstrap.sh")
@@ -107,8 +111,7 @@ class RedisServer:
         self.process = subprocess.Popen(
             [
                 str(self.binary),
-                "--port",
-                str(self.port),
+                *self.listen(),
                 "--bind",
                 "127.0.0.1",
                 "--save",

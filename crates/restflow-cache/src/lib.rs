@@ -28,7 +28,8 @@
 //!
 //! The same lifecycle across processes and hosts is [`shared::SharedCache`]
 //! over a [`shared::SharedStore`] such as [`shared::RedisStore`] (feature
-//! `redis`, on by default): entries are signed, carry the generations they
+//! `redis`, on by default; feature `tls`, also on by default, adds
+//! `rediss://` URLs over rustls): entries are signed, carry the generations they
 //! were computed under, and one process computes a missing key while the
 //! others wait for it.
 //!
