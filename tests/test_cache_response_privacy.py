@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import UTC, datetime
 
 import pytest
+from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
@@ -34,8 +36,10 @@ from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
 from rest_framework.views import APIView
 
-from restflow.caching import KeyConstructor, RequestValueKeyField
+from restflow.caching import CACHE_MISSING, KeyConstructor, RequestValueKeyField
+from restflow.caching.asynchronous import wait_for_async_refreshes
 from restflow.caching.cache_response import ResponseCacheKeyConstructor, cache_response
+from restflow.caching.testing import frozen_clock, wait_for_refreshes
 
 STATUS = "X-Cache-status"
 RUNS: Counter = Counter()
@@ -260,6 +264,110 @@ def test_a_key_that_reads_the_vary_header_caches_every_variant(store):
     assert statuses == ["MISS", "MISS", "HIT", "HIT"]
     assert body(ask("globex")) == {"tenant": "globex"}
     assert RUNS["keyed-tenant"] == 2
+
+
+# A request of another variant that finds the entry stale is answered live,
+# and leaves the entry to the variant it was rendered for: the stale
+# entry's background refresh would run with this request (the one that
+# claimed it) and replace the entry with a render for the wrong variant.
+RENDERED: list[str | None] = []
+
+
+def tenant_body(request) -> Response:
+    RENDERED.append(request.headers.get("X-Tenant"))
+    response = Response({"tenant": request.headers.get("X-Tenant"), "n": len(RENDERED)})
+    response["Vary"] = "X-Tenant"
+    return response
+
+
+class StaleTenantView(APIView):
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, stale_while_revalidate=30, set_cache_headers=True)
+    def get(self, request):
+        return tenant_body(request)
+
+
+class AsyncStaleTenantView(AsyncAPIView):
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, stale_while_revalidate=30, set_cache_headers=True)
+    async def get(self, request):
+        return tenant_body(request)
+
+
+def stale_variant_scenario(ask, peek, settle):
+    """acme stored; 70 s later (stale) globex, then acme twice: what each
+    got, and the entry acme's request finds after globex's."""
+    RENDERED.clear()
+    with frozen_clock(datetime(2026, 1, 1, tzinfo=UTC)) as clock:
+        responses = [ask("acme")]
+        clock.advance(70)
+        responses.append(ask("globex"))
+        settle()
+        after_globex = (list(RENDERED), peek("acme"), peek("globex"))
+        responses.append(ask("acme"))  # STALE: its own refresh
+        settle()
+        responses.append(ask("acme"))
+    return responses, after_globex
+
+
+def check_stale_variant(responses, after_globex):
+    rendered, acme_peek, globex_peek = after_globex
+    # globex was rendered live, and nothing else ran: the entry is acme's.
+    assert rendered == ["acme", "globex"]
+    assert (acme_peek, globex_peek) == ({"tenant": "acme", "n": 1}, None)
+    assert [(r[STATUS], r["Cache-Status"]) for r in responses] == [
+        ("MISS", "restflow; fwd=miss; stored"),
+        ("MISS", "restflow; fwd=vary-miss"),
+        ("STALE", "restflow; fwd=stale; ttl=-10"),
+        ("HIT", "restflow; hit; ttl=60"),
+    ]
+    assert [body(r) for r in responses] == [
+        {"tenant": "acme", "n": 1},
+        {"tenant": "globex", "n": 2},
+        {"tenant": "acme", "n": 1},
+        {"tenant": "acme", "n": 3},  # acme's own refresh
+    ]
+    assert RENDERED == ["acme", "globex", "acme"]
+
+
+def test_a_vary_miss_on_a_stale_entry_does_not_refresh_it_with_the_other_variant(store):
+    factory = APIRequestFactory()
+
+    def ask(tenant):
+        return served(StaleTenantView, factory.get("/", HTTP_X_TENANT=tenant))
+
+    def peek(tenant):
+        request = factory.get("/", HTTP_X_TENANT=tenant)
+        found = StaleTenantView.get.get_cache_only(StaleTenantView(), request)
+        return None if found is CACHE_MISSING else body(found)
+
+    check_stale_variant(*stale_variant_scenario(ask, peek, wait_for_refreshes))
+
+
+def test_an_async_vary_miss_on_a_stale_entry_does_not_refresh_it_either(store):
+    factory = AsyncRequestFactory()
+
+    async def aask(tenant):
+        response = await AsyncStaleTenantView.as_view()(
+            factory.get("/", headers={"X-Tenant": tenant})
+        )
+        await wait_for_async_refreshes()
+        return response
+
+    async def apeek(tenant):
+        request = factory.get("/", headers={"X-Tenant": tenant})
+        found = await AsyncStaleTenantView.get.aget_cache_only(AsyncStaleTenantView(), request)
+        return None if found is CACHE_MISSING else body(found)
+
+    check_stale_variant(
+        *stale_variant_scenario(
+            lambda tenant: async_to_sync(aask)(tenant),
+            lambda tenant: async_to_sync(apeek)(tenant),
+            wait_for_refreshes,
+        )
+    )
 
 
 # --- Host, scheme and path ------------------------------------------------------------

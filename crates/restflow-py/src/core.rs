@@ -172,6 +172,14 @@ pub(crate) struct Core {
     /// whose instances must not share entries (a model's rows: see
     /// `restflow.caching.decorators.check_receiver`).
     pub receiver_check: Option<Py<PyAny>>,
+    /// `serves(value, args, kwargs) -> bool`: whether a call may be answered
+    /// with the value found for its key (`cache_response`: whether the
+    /// entry's `Vary` headers match the call's request). A call it may not
+    /// answer never refreshes that value: a stale (or early-refreshed)
+    /// entry's refresh runs with the call that claimed it, so a call of
+    /// another variant would replace the entry with its own. `None`: every
+    /// call may.
+    pub serves: Option<Py<PyAny>>,
     /// Counts and latencies of this function's calls (`wrapper.stats()`);
     /// shared with the `Counts` handles exporters keep (`wrapper.counts()`),
     /// which read the final counts once the wrapper is gone.
@@ -467,6 +475,23 @@ impl Core {
         Ok(Computed {
             value: Stored::new(value.unbind()),
             lifetime,
+        })
+    }
+
+    /// Whether `call` may refresh `value`, the value found for its key
+    /// (see [`Core::serves`]). A `serves` that raises is written as
+    /// unraisable and the refresh runs, as it would without one.
+    pub fn refreshes(&self, py: Python<'_>, value: &Py<PyAny>, call: &Call<'_>) -> bool {
+        let Some(serves) = &self.serves else {
+            return true;
+        };
+        let answer = serves
+            .bind(py)
+            .call1((value, &call.args, call.kwargs.as_ref()))
+            .and_then(|answer| answer.is_truthy());
+        answer.unwrap_or_else(|error| {
+            error.write_unraisable(py, Some(serves.bind(py)));
+            true
         })
     }
 

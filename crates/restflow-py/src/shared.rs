@@ -673,7 +673,11 @@ pub(crate) fn get(
     })?;
     let (served, claim) = on.answered(py, served);
     if let Some(claim) = claim {
-        schedule_refresh(py, core, backend, claim, owned);
+        // A call the value may not answer does not refresh it (see
+        // `Core::serves`): its claim is given back by a job that computes
+        // nothing, off this thread (a round trip), and the entry stays.
+        let refreshes = core.refreshes(py, &served.value, call);
+        schedule_refresh(py, core, backend, claim, refreshes.then_some(owned));
     }
     Ok(served)
 }
@@ -707,14 +711,16 @@ pub(crate) fn finish(
     Ok(served?.map(|served| own_served(py, served).0))
 }
 
-/// Queues the refresh this process claimed; the engine releases the claim
-/// (a lock in the store) when it ends, however it ends.
+/// Queues the refresh this process claimed with `call`; the engine
+/// releases the claim (a lock in the store) when it ends, however it ends.
+/// Without a call the job computes nothing (`Refreshed::Nothing`): the
+/// claim is given back and the stale entry stays.
 fn schedule_refresh(
     py: Python<'_>,
     core: &Arc<Core>,
     backend: &Py<SharedBackend>,
     claim: RefreshClaim,
-    call: OwnedCall,
+    call: Option<OwnedCall>,
 ) {
     let (job_core, job_backend) = (Arc::clone(core), backend.clone_ref(py));
     // The engine times the computation (an early refresh's delta) and
@@ -727,6 +733,9 @@ fn schedule_refresh(
     let compute = move || {
         Python::attach(move |py| {
             let (core, handle) = (&job_core, job_backend.get());
+            let Some(call) = call else {
+                return restflow_cache::shared::Refreshed::Nothing;
+            };
             match produce(py, core, handle, &call) {
                 Ok(produced) => produced.into_refreshed(),
                 Err(error) => {

@@ -269,12 +269,16 @@ class AsyncCachedWrapper(Generic[P, T]):
         func: Callable[P, Awaitable[T]],
         *,
         policy: Policy | None,
+        serves: Callable[[Any, tuple, dict], bool] | None = None,
     ) -> None:
         self._engine = engine
         #: The engine's lifecycle in steps (``restflow._engine.Steps``).
         self._steps = engine.steps
         self.func = func
         self._policy = policy  # None when what is stored never depends on the value
+        #: Whether a call may be answered with the value found for its key
+        #: (``cache_result``'s ``_serves``); None: every call may.
+        self._serves = serves
         functools.update_wrapper(self, func)
         # Lets inspect.iscoroutinefunction (3.12+), asyncio's, asgiref's and
         # so Django's see that calling the wrapper gives an awaitable.
@@ -369,7 +373,7 @@ class AsyncCachedWrapper(Generic[P, T]):
                 served = await self._run_lead(found, args, kwargs)
             else:
                 if found.refresh is not None:  # this call refreshes it
-                    self._spawn_refresh(found.refresh, args, kwargs)
+                    self._spawn_refresh(found.refresh, found.value, args, kwargs)
                 served = found.value, found.metadata
         except BaseException as error:
             if _going_away(error):
@@ -447,9 +451,15 @@ class AsyncCachedWrapper(Generic[P, T]):
         )
         return served
 
-    def _spawn_refresh(self, claim: Any, args: tuple, kwargs: dict) -> None:
+    def _spawn_refresh(self, claim: Any, value: Any, args: tuple, kwargs: dict) -> None:
         """A stale memory hit whose refresh the engine claimed for this
-        call: one task on the loop, that hands the value back to the claim."""
+        call: one task on the loop, that hands the value back to the claim.
+        A call that ``value`` may not answer (``_serves``) would refresh it
+        with the wrong request: its claim is given back, the entry stays."""
+        serves = self._serves
+        if serves is not None and not serves(value, args, kwargs):
+            self._release(claim)
+            return
         refresh = self._run_lead(claim, args, kwargs, background=True)
         task = asyncio.get_running_loop().create_task(refresh)
         _refreshes.add(task)
@@ -502,7 +512,7 @@ class AsyncCachedWrapper(Generic[P, T]):
         if found is None:
             return (await self._compute(args, kwargs))[0]
         if found.refresh is not None:  # this call refreshes it
-            self._spawn_refresh(found.refresh, args, kwargs)
+            self._spawn_refresh(found.refresh, found.value, args, kwargs)
         return found.value
 
     async def aget_with_metadata(self, /, *args: P.args, **kwargs: P.kwargs) -> tuple[T, dict]:
@@ -514,7 +524,7 @@ class AsyncCachedWrapper(Generic[P, T]):
         if found is None:
             return await self._compute(args, kwargs)
         if found.refresh is not None:  # this call refreshes it
-            self._spawn_refresh(found.refresh, args, kwargs)
+            self._spawn_refresh(found.refresh, found.value, args, kwargs)
         return found.value, found.metadata
 
     async def arefresh(self, /, *args: P.args, **kwargs: P.kwargs) -> T:

@@ -148,6 +148,7 @@ The wrapper's methods are the sync ones under ``a``-names, awaited:
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from datetime import timedelta
@@ -167,6 +168,7 @@ from restflow.caching.response_wrapper import (
     CachedResponseWrapper,
     HandlerCall,
     ResponseTtl,
+    entry_serves,
     is_entry,
     make_renderer,
 )
@@ -290,6 +292,7 @@ def cache_response(
             beta=beta,
             cache_if=is_entry,
             invalidates_on=invalidates_on,
+            _serves=functools.partial(entry_serves, call),
         )(render)
         wrapper_class = AsyncCachedResponseWrapper if is_async else CachedResponseWrapper
         return wrapper_class(func, cached, call, set_cache_headers, http)
