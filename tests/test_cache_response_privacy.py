@@ -28,6 +28,7 @@ from django.http import HttpResponse, JsonResponse
 from django.middleware.csrf import get_token
 from django.test import AsyncRequestFactory, override_settings
 from rest_framework.authentication import BaseAuthentication
+from rest_framework.exceptions import APIException
 from rest_framework.generics import GenericAPIView
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import BasePermission
@@ -368,6 +369,95 @@ def test_an_async_vary_miss_on_a_stale_entry_does_not_refresh_it_either(store):
             wait_for_refreshes,
         )
     )
+
+
+# A request whose render raises, answered with the entry kept for
+# stale-if-error, which is another variant's: the view's error is its
+# answer, with the view run once (not a second time to answer it live).
+FAILING = [False]
+
+
+class Down(APIException):
+    status_code = 503
+    default_detail = "down"
+
+
+def failing_tenant_body(request) -> Response:
+    if FAILING[0]:
+        RENDERED.append(request.headers.get("X-Tenant"))
+        raise Down()
+    return tenant_body(request)
+
+
+class KeptTenantView(APIView):
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, stale_while_revalidate=30, stale_if_error=100, set_cache_headers=True)
+    def get(self, request):
+        return failing_tenant_body(request)
+
+
+class AsyncKeptTenantView(AsyncAPIView):
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, stale_while_revalidate=30, stale_if_error=100, set_cache_headers=True)
+    async def get(self, request):
+        return failing_tenant_body(request)
+
+
+def rendered(response):
+    """A DRF response rendered (an error's is not yet); a rebuilt one as it is."""
+    if hasattr(response, "render"):
+        response.render()
+    return response
+
+
+def kept_variant_scenario(ask):
+    """acme stored; 100 s later (past the stale window, kept for
+    stale-if-error) the view fails: globex, then acme."""
+    RENDERED.clear()
+    with frozen_clock(datetime(2026, 1, 1, tzinfo=UTC)) as clock:
+        responses = [ask("acme")]
+        clock.advance(100)
+        FAILING[0] = True
+        try:
+            responses += [ask("globex"), ask("acme")]
+        finally:
+            FAILING[0] = False
+    return responses
+
+
+def check_kept_variant(responses):
+    assert [(r.status_code, r[STATUS], r["Cache-Status"]) for r in responses] == [
+        (200, "MISS", "restflow; fwd=miss; stored"),
+        (503, "MISS", "restflow; fwd=vary-miss"),
+        (200, "STALE", "restflow; fwd=stale; ttl=-40"),
+    ]
+    assert [body(r) for r in responses] == [
+        {"tenant": "acme", "n": 1},
+        {"detail": "down"},
+        {"tenant": "acme", "n": 1},  # the kept entry is acme's
+    ]
+    assert RENDERED == ["acme", "globex", "acme"]  # globex's failing view ran once
+
+
+def test_a_failed_render_answered_with_another_variants_kept_entry_is_the_error(store):
+    factory = APIRequestFactory()
+
+    def ask(tenant):
+        return rendered(served(KeptTenantView, factory.get("/", HTTP_X_TENANT=tenant)))
+
+    check_kept_variant(kept_variant_scenario(ask))
+
+
+def test_an_async_failed_render_answered_with_another_variants_kept_entry_too(store):
+    factory = AsyncRequestFactory()
+
+    async def aask(tenant):
+        request = factory.get("/", headers={"X-Tenant": tenant})
+        return rendered(await AsyncKeptTenantView.as_view()(request))
+
+    check_kept_variant(kept_variant_scenario(lambda tenant: async_to_sync(aask)(tenant)))
 
 
 # --- Host, scheme and path ------------------------------------------------------------

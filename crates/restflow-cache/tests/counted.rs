@@ -162,7 +162,10 @@ fn a_declined_refresh_gives_its_claim_back_and_leaves_the_entry() {
     let resolve = |value: u64, decline: bool| {
         let lookup = engine.cache().lookup(b"k");
         let refresh = |found: &u64| {
-            assert_eq!(*found, 1, "the refresh is offered the claimed entry's value");
+            assert_eq!(
+                *found, 1,
+                "the refresh is offered the claimed entry's value"
+            );
             (!decline).then_some(move || kept(value))
         };
         let compute = || kept(value);

@@ -65,7 +65,9 @@ was rendered for another:
 7. **The view's own ``Vary`` is honoured**: an entry whose response says
    ``Vary: X-Tenant`` records the X-Tenant its request sent, and is served
    only to requests sending the same; others run the view live (``MISS``,
-   nothing stored). ``Accept`` is keyed already (default 4). To cache every
+   nothing stored) and leave the entry as it is: one that finds it stale
+   does not refresh it (the refresh would render with its header, for
+   another variant). ``Accept`` is keyed already (default 4). To cache every
    value, key the header too (``RequestValueKeyField("META.HTTP_X_TENANT")``).
 8. **A background refresh renders like the request it replaces**: inside
    the stale window (``stale_while_revalidate``) the view runs again on an
@@ -81,12 +83,17 @@ HTTP caching headers (:mod:`restflow.caching.response_http`). Every response
 says how it was answered in ``Cache-Status`` (RFC 9211: ``restflow; hit;
 ttl=12``, ``restflow; fwd=miss; stored``, ``collapsed`` for a request that
 waited for another's render), and one served from an entry says how old it
-is in ``Age``. A stored response carries a strong ``ETag`` of its body
-(hashed once, when stored) and a ``Last-Modified`` of when it was stored; a
-GET or HEAD whose ``If-None-Match`` or ``If-Modified-Since`` matches an
-entry is answered ``304`` from the entry, without running the view. These
-are on by default (``cache_status=False`` / ``conditional=False`` turn them
-off): they describe only the response the client gets. ``Cache-Control`` is
+is in ``Age``. So does the response DRF makes of an exception the handler
+raised, as the same response returned would (``fwd=miss``, not stored):
+the view's ``handle_exception`` marks it (see
+:func:`~restflow.caching.response_wrapper.mark_when_handled`).
+
+A stored response carries a strong ``ETag`` of its body (hashed once, when
+stored) and a ``Last-Modified`` of when it was stored; a GET or HEAD whose
+``If-None-Match`` or ``If-Modified-Since`` matches an entry is answered
+``304`` from the entry, without running the view. These are on by default
+(``cache_status=False`` / ``conditional=False`` turn them off): they
+describe only the response the client gets. ``Cache-Control`` is
 written only when ``cache_control="public"`` or ``"private"`` is chosen:
 ``public`` lets a CDN hand one client's response to every client.
 

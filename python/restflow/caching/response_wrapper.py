@@ -40,6 +40,7 @@ __all__ = [
     "entry_serves",
     "is_entry",
     "make_renderer",
+    "mark_when_handled",
 ]
 
 #: Request methods whose responses may be served from the cache.
@@ -50,6 +51,11 @@ CACHED_METHODS = frozenset({"GET", "HEAD"})
 #: view produced (cookies, ``.data`` and all) rather than a copy; empty in
 #: engine threads, whose renders nobody is waiting for.
 _live: ContextVar[list[Any] | None] = ContextVar("restflow_live_responses", default=None)
+
+#: What the current call's own render raised, set beside ``_live``: a
+#: call whose render failed, and which the engine answered with the entry
+#: kept for stale-if-error, may find that entry is for another variant.
+_raised: ContextVar[list[Exception] | None] = ContextVar("restflow_raised", default=None)
 
 #: Set by the wrapper around a call that runs the view live and stores
 #: nothing (``bypass_cache``, a method or a user the cache skips, a Vary
@@ -224,14 +230,30 @@ def make_renderer(
     if asynchronous:
 
         async def arender(*args: Any, **kwargs: Any) -> Entry | None:
-            return await arun(steps(args, kwargs))
+            try:
+                return await arun(steps(args, kwargs))
+            except Exception as error:
+                _note_raised(error)
+                raise
 
         return functools.wraps(func)(arender)
 
     def render(*args: Any, **kwargs: Any) -> Entry | None:
-        return run(steps(args, kwargs))
+        try:
+            return run(steps(args, kwargs))
+        except Exception as error:
+            _note_raised(error)
+            raise
 
     return functools.wraps(func)(render)
+
+
+def _note_raised(error: Exception) -> None:
+    """Keeps what a render raised for the call that ran it (none in engine
+    threads: a background refresh's error is the engine's to log)."""
+    raised = _raised.get()
+    if raised is not None:
+        raised.append(error)
 
 
 def is_entry(entry: Entry | None, *args: Any, **kwargs: Any) -> bool:
@@ -460,7 +482,8 @@ class CachedResponseWrapper:
         """The response to ``request`` and how it was found, before headers
         (``raised``: how it was found should the view raise)."""
         live: list[Any] = []
-        token = _live.set(live)
+        failures: list[Exception] = []
+        token, failed = _live.set(live), _raised.set(failures)
         bypassing = _bypassing.set(method == "bypass_cache_with_metadata")
         try:
             entry, metadata = yield self._cached(method)(*args, **kwargs)
@@ -469,16 +492,25 @@ class CachedResponseWrapper:
             raise
         finally:
             _bypassing.reset(bypassing)
+            _raised.reset(failed)
             _live.reset(token)
         if live:
             return live[-1], Served(metadata, rendered_here=True)
         if entry is not None and serves(entry, request):
-            # Nothing ran here: a hit, or another request's render we waited for.
+            # Nothing ran here: a hit, the entry kept for stale-if-error when
+            # the render raised, or another request's render we waited for.
             return thaw(entry), Served(metadata, rendered_here=False)
+        unshared = _unshared(entry)
+        if failures:
+            # This call's render raised, and the entry kept for
+            # stale-if-error that answered it is another variant's: the
+            # error is this request's answer, as with no entry at all (a
+            # second render would only run the failing view again).
+            self._when_handled(args, request, failures[-1], unshared)
+            raise failures[-1]
         # Another request rendered this key at the same moment, and its
         # response may not be stored (it sets cookies, say), or the entry
         # varies on a header this request sends otherwise: not ours to share.
-        unshared = _unshared(entry)
         bypass = "bypass_cache_with_metadata"
         response = (yield from self._answer(bypass, args, kwargs, request, unshared))[0]
         return response, unshared
@@ -518,8 +550,10 @@ _RAISED_STATUS = {
 }
 
 #: Where a view keeps the exception a cached handler raised, beside how to
-#: mark the response DRF makes of it (see :func:`mark_when_handled`).
+#: mark the response DRF makes of it, and the flag that its
+#: ``handle_exception`` is wrapped (see :func:`mark_when_handled`).
 _RAISED_ATTR = "_restflow_raised"
+_HOOKED_ATTR = "_restflow_hooked"
 
 
 def mark_when_handled(view: Any, error: Exception, mark: Callable[[Any], Any]) -> None:
@@ -537,7 +571,7 @@ def mark_when_handled(view: Any, error: Exception, mark: Callable[[Any], Any]) -
     """
     own = vars(view)
     own[_RAISED_ATTR] = (error, mark)
-    if _RAISED_ATTR + "_hook" in own:
+    if _HOOKED_ATTR in own:
         return  # wrapped already, by an inner cached handler of this view
     previous = own.get("handle_exception")  # an instance's own, if it had one
     handle = view.handle_exception
@@ -547,7 +581,7 @@ def mark_when_handled(view: Any, error: Exception, mark: Callable[[Any], Any]) -
             del own["handle_exception"]
         else:
             own["handle_exception"] = previous
-        del own[_RAISED_ATTR + "_hook"]
+        del own[_HOOKED_ATTR]
         pending = own.pop(_RAISED_ATTR, None)
         response = handle(exc)
         if pending is not None and pending[0] is exc:
@@ -555,7 +589,7 @@ def mark_when_handled(view: Any, error: Exception, mark: Callable[[Any], Any]) -
         return response
 
     own["handle_exception"] = handle_exception
-    own[_RAISED_ATTR + "_hook"] = True
+    own[_HOOKED_ATTR] = True
 
 
 def _unshared(entry: Entry | None) -> Served:
