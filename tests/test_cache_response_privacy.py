@@ -204,6 +204,112 @@ def test_cookies_read_before_the_view_do_not_stop_caching(store):
     assert RUNS["plain-news"] == 1
 
 
+# A request whose render would read its session (here: one sending X-Cart)
+# finds a stale entry rendered without it: it is served the stale entry, and
+# the background refresh it claimed renders with its request, privately. That
+# render is not the entry's next value: the entry stays (not dropped), for a
+# request it answers to refresh, and nothing is logged or counted as an error.
+CART_RUNS: list[str | None] = []
+
+
+def cart_if_asked(request) -> Response:
+    cart = request.session.get("cart") if "X-Cart" in request.headers else None
+    CART_RUNS.append(cart)
+    return Response({"cart": cart, "n": len(CART_RUNS)})
+
+
+class StaleCartView(APIView):
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, stale_while_revalidate=30, set_cache_headers=True)
+    def get(self, request):
+        return cart_if_asked(request)
+
+
+class AsyncStaleCartView(AsyncAPIView):
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, stale_while_revalidate=30, set_cache_headers=True)
+    async def get(self, request):
+        return cart_if_asked(request)
+
+
+def stale_private_scenario(ask, peek, settle):
+    """A plain visitor's entry; 70 s later (stale) a visitor whose render
+    reads their cart, then the plain visitor twice."""
+    CART_RUNS.clear()
+    with frozen_clock(datetime(2026, 1, 1, tzinfo=UTC)) as clock:
+        responses = [ask(cart=False)]
+        clock.advance(70)
+        responses.append(ask(cart=True))
+        settle()
+        after_cart = (list(CART_RUNS), peek())
+        responses.append(ask(cart=False))  # STALE: its own refresh
+        settle()
+        responses.append(ask(cart=False))
+    return responses, after_cart
+
+
+def check_stale_private(responses, after_cart, wrapper, caplog):
+    # The cart visitor's refresh ran (privately) and the entry stayed.
+    assert after_cart == ([None, "alice's"], {"cart": None, "n": 1})
+    assert [(r[STATUS], r["Cache-Status"], body(r)) for r in responses] == [
+        ("MISS", "restflow; fwd=miss; stored", {"cart": None, "n": 1}),
+        ("STALE", "restflow; fwd=stale; ttl=-10", {"cart": None, "n": 1}),
+        ("STALE", "restflow; fwd=stale; ttl=-10", {"cart": None, "n": 1}),
+        ("HIT", "restflow; hit; ttl=60", {"cart": None, "n": 3}),
+    ]
+    assert CART_RUNS == [None, "alice's", None]
+    assert wrapper.cached_render.counters()["errors"] == 0
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("restflow")] == []
+
+
+@override_settings(**SESSIONS)
+def test_a_stale_entrys_refresh_private_to_its_requester_keeps_the_entry(store, caplog):
+    factory = APIRequestFactory()
+    view = StaleCartView.as_view()
+
+    def ask(cart):
+        if cart:
+            request = factory.get("/", HTTP_COOKIE=session_cookie(cart="alice's"), HTTP_X_CART="1")
+        else:
+            request = factory.get("/")
+        return SessionMiddleware(view)(request)
+
+    def peek():
+        found = StaleCartView.get.get_cache_only(StaleCartView(), factory.get("/"))
+        return None if found is CACHE_MISSING else body(found)
+
+    scenario = stale_private_scenario(ask, peek, wait_for_refreshes)
+    check_stale_private(*scenario, StaleCartView.get, caplog)
+
+
+@override_settings(**SESSIONS)
+def test_an_async_stale_entrys_private_refresh_keeps_the_entry_too(store, caplog):
+    view = SessionMiddleware(AsyncStaleCartView.as_view())
+
+    async def aask(cart):
+        factory = AsyncRequestFactory()
+        if cart:
+            factory.cookies.load(session_cookie(cart="alice's"))
+        request = factory.get("/", headers={"X-Cart": "1"} if cart else {})
+        response = await view(request)
+        await wait_for_async_refreshes()
+        return response
+
+    async def apeek():
+        request = AsyncRequestFactory().get("/")
+        found = await AsyncStaleCartView.get.aget_cache_only(AsyncStaleCartView(), request)
+        return None if found is CACHE_MISSING else body(found)
+
+    scenario = stale_private_scenario(
+        lambda cart: async_to_sync(aask)(cart),
+        lambda: async_to_sync(apeek)(),
+        wait_for_refreshes,
+    )
+    check_stale_private(*scenario, AsyncStaleCartView.get, caplog)
+
+
 # --- the view's own Vary ------------------------------------------------------------
 
 

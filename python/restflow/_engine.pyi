@@ -191,6 +191,11 @@ class Counts:
 class CacheBackendError(Exception):
     """A shared cache store failed and FAILURE_MODE is "raise"."""
 
+class RefreshDeclined(Exception):
+    """Raised by a function in a background refresh whose value is not one
+    to replace the entry with: the stale entry stays, its claim is given
+    back, and nothing is logged or counted as an error."""
+
 @final
 class SharedBackend:
     """A Redis store with its signing key, key prefix and serializer."""
@@ -258,6 +263,7 @@ def install(
     backend_for: Callable[[str | None], SharedBackend | None],
 ) -> None: ...
 def reconfigure() -> None: ...
+def in_background_refresh() -> bool: ...
 def clear() -> int: ...
 def entry_count() -> int: ...
 def max_entries() -> int: ...

@@ -580,14 +580,17 @@ fn own_served(py: Python<'_>, served: Served<Value>) -> (SharedServed, Option<Re
     )
 }
 
-/// Runs the function and serializes what is to be stored (see [`produced`]).
+/// Runs the function (as a background refresh when `background`: see
+/// `Core::compute_for_engine_as`) and serializes what is to be stored (see
+/// [`produced`]).
 fn produce(
     py: Python<'_>,
     core: &Core,
     backend: &SharedBackend,
     call: &OwnedCall,
+    background: bool,
 ) -> Result<Produced<Value>, SharedErr> {
-    let computed = core.compute_for_engine(py, &call.bind(py))?;
+    let computed = core.compute_for_engine_as(py, &call.bind(py), background)?;
     produced(py, &backend.codec(core), computed)
 }
 
@@ -668,7 +671,7 @@ pub(crate) fn get(
             (NearMode::past_lookup(near), window),
             &core.stats,
             &codec,
-            || Python::attach(|py| produce(py, core, handle, &owned)),
+            || Python::attach(|py| produce(py, core, handle, &owned, false)),
         )
     })?;
     let (served, claim) = on.answered(py, served);
@@ -736,7 +739,7 @@ fn schedule_refresh(
             let Some(call) = call else {
                 return restflow_cache::shared::Refreshed::Nothing;
             };
-            match produce(py, core, handle, &call) {
+            match produce(py, core, handle, &call, true) {
                 Ok(produced) => produced.into_refreshed(),
                 Err(error) => {
                     core.log_refresh_failure(py, &error);
@@ -797,7 +800,7 @@ pub(crate) fn refresh(
     let window = core.stale_if_error_window();
     let served = detached(py, core, || {
         handle.cache.refresh_served(&on.keys, window, || {
-            Python::attach(|py| produce(py, core, handle, &owned))
+            Python::attach(|py| produce(py, core, handle, &owned, false))
         })
     })?;
     Ok(on.answered(py, served).0)

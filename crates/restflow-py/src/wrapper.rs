@@ -544,7 +544,7 @@ impl CachedWrapper {
         let (core, call) = (Arc::clone(&self.core), OwnedCall::new(call));
         move || {
             Python::attach(|py| {
-                core.compute(py, &call.bind(py)).map_err(|error| {
+                core.compute_refresh(py, &call.bind(py)).map_err(|error| {
                     core.log_refresh_failure(py, &error);
                     Arc::new(error)
                 })

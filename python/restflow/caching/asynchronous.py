@@ -43,6 +43,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from restflow import _engine
@@ -52,6 +53,19 @@ from restflow.caching.status import CacheStatus
 from restflow.caching.twins import arun
 
 logger = logging.getLogger("restflow.caching")
+
+#: Set in the task of an async background refresh while it awaits the
+#: function (see :func:`in_background_refresh`).
+_refreshing: ContextVar[bool] = ContextVar("restflow_background_refresh", default=False)
+
+
+def in_background_refresh() -> bool:
+    """Whether the function running now runs as a background refresh (a
+    sync one on an engine refresh worker, or an async one's task), whose
+    value replaces a stale entry: it may raise
+    ``restflow._engine.RefreshDeclined`` to keep that entry instead."""
+    return _refreshing.get() or _engine.in_background_refresh()
+
 
 #: The wrapped function's parameters and result, for type checkers.
 P = ParamSpec("P")
@@ -315,10 +329,26 @@ class AsyncCachedWrapper(Generic[P, T]):
         """The key string of a call (no I/O, so not async)."""
         return self._engine.get_cache_key(*args, **kwargs)
 
-    async def _produce(self, args: tuple, kwargs: dict) -> tuple[Any, Any]:
+    async def _produce(
+        self, args: tuple, kwargs: dict, *, background: bool = False
+    ) -> tuple[Any, Any]:
         """The value and the policy's decision on it: the steps a sync
         function's engine runs, with async predicates and ttl awaited. A
-        coroutine object for a value (a missing ``await``) is refused."""
+        coroutine object for a value (a missing ``await``) is refused.
+        ``background``: a background refresh's (see
+        :func:`in_background_refresh`; a miss awaited inside one is not)."""
+        refreshing = _refreshing.set(background)
+        try:
+            return await self._produced(args, kwargs)
+        finally:
+            try:
+                _refreshing.reset(refreshing)
+            except ValueError:
+                # Closed outside its task's context (a pending task destroyed
+                # with its loop): that context is gone, nothing to restore.
+                pass
+
+    async def _produced(self, args: tuple, kwargs: dict) -> tuple[Any, Any]:
         value = await self.func(*args, **kwargs)
         if inspect.iscoroutine(value):
             # One caller could await it; cached or shared with the
@@ -403,7 +433,7 @@ class AsyncCachedWrapper(Generic[P, T]):
         ``background`` refresh whose loop goes away first starts over on
         restflow's own loop, with its claim."""
         try:
-            value, decision = await self._produce(args, kwargs)
+            value, decision = await self._produce(args, kwargs, background=background)
         except BaseException as error:
             if background and _going_away(error) and self._hand_over(lead, args, kwargs):
                 raise

@@ -41,7 +41,11 @@ was rendered for another:
    after the entry would be stored; reads before the view, by
    authentication, do not count); and those carrying a CSRF token (Django
    marked it used: the browsable API's pages, forms). They are returned as
-   they are. See :mod:`restflow.caching.response_privacy`.
+   they are. See :mod:`restflow.caching.response_privacy`. A render that
+   read the cookies or the session, or used the CSRF token, is its
+   requester's, not the resource's: a stale entry's background refresh
+   rendered so keeps the stale entry (``RefreshDeclined``) rather than
+   dropping it.
 4. **What was negotiated is part of the key**: the media type DRF chose
    (``request.accepted_media_type``), the API version (``request.version``),
    the active language (``get_language()``) and time zone, the scheme,

@@ -22,7 +22,8 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.utils import timezone, translation
 
-from restflow._engine import CachedWrapper
+from restflow._engine import CachedWrapper, RefreshDeclined
+from restflow.caching.asynchronous import in_background_refresh
 from restflow.caching.headers import set_response_cache_header
 from restflow.caching.response_entries import Entry, freeze, storable, thaw
 from restflow.caching.response_http import HttpSemantics, Served, tag
@@ -177,6 +178,14 @@ def render_steps(
     if _bypassing.get():
         return None  # nothing is stored: no entry to make, no ETag to give
     if private_reason(request, watch) is not None:
+        if in_background_refresh():
+            # The render is its requester's own (it read the session, say),
+            # not the stale entry's next value: the entry stays, for a
+            # request it answers to refresh, rather than being dropped.
+            raise RefreshDeclined(
+                f"{func.__qualname__} rendered a response private to the request that "
+                "found its entry stale; the stale entry is kept"
+            )
         return None
     if not (yield from storable(response, cache_if, cache_unless, args, kwargs)):
         return None
