@@ -37,10 +37,11 @@ from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
 from rest_framework.views import APIView
 
+from restflow import _engine
 from restflow.caching import CACHE_MISSING, KeyConstructor, RequestValueKeyField
 from restflow.caching.asynchronous import wait_for_async_refreshes
 from restflow.caching.cache_response import ResponseCacheKeyConstructor, cache_response
-from restflow.caching.testing import frozen_clock, wait_for_refreshes
+from restflow.caching.testing import frozen_clock, seeded_early_refresh, wait_for_refreshes
 
 STATUS = "X-Cache-status"
 RUNS: Counter = Counter()
@@ -475,6 +476,41 @@ def test_an_async_vary_miss_on_a_stale_entry_does_not_refresh_it_either(store):
             wait_for_refreshes,
         )
     )
+
+
+# The same for a fresh entry's early refresh (XFetch): a Vary miss that
+# draws it does not run it. The view takes 10 s on the engine clock and
+# beta is huge, so every read past the first draws the early refresh.
+class EarlyTenantView(APIView):
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, early_refresh=True, beta=1e9, set_cache_headers=True)
+    def get(self, request):
+        _engine.advance_clock(10)
+        return tenant_body(request)
+
+
+def test_a_vary_miss_that_draws_an_early_refresh_does_not_run_it(store):
+    factory = APIRequestFactory()
+    view = EarlyTenantView.as_view()
+    RENDERED.clear()
+    with frozen_clock(datetime(2026, 1, 1, tzinfo=UTC)), seeded_early_refresh(0):
+        acme = view(factory.get("/", HTTP_X_TENANT="acme"))
+        globex = view(factory.get("/", HTTP_X_TENANT="globex"))
+        wait_for_refreshes()
+        after_globex = list(RENDERED)
+        request = factory.get("/", HTTP_X_TENANT="acme")
+        kept = EarlyTenantView.get.get_cache_only(EarlyTenantView(), request)
+        again = view(factory.get("/", HTTP_X_TENANT="acme"))  # HIT, refreshed early
+        wait_for_refreshes()
+    assert after_globex == ["acme", "globex"]
+    assert body(kept) == {"tenant": "acme", "n": 1}
+    assert [(r[STATUS], body(r)) for r in (acme, globex, again)] == [
+        ("MISS", {"tenant": "acme", "n": 1}),
+        ("MISS", {"tenant": "globex", "n": 2}),
+        ("HIT", {"tenant": "acme", "n": 1}),
+    ]
+    assert RENDERED == ["acme", "globex", "acme"]  # acme's own early refresh
 
 
 # A request whose render raises, answered with the entry kept for
