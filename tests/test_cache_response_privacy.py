@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import UTC, datetime
 
 import pytest
+from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
@@ -26,6 +28,7 @@ from django.http import HttpResponse, JsonResponse
 from django.middleware.csrf import get_token
 from django.test import AsyncRequestFactory, override_settings
 from rest_framework.authentication import BaseAuthentication
+from rest_framework.exceptions import APIException
 from rest_framework.generics import GenericAPIView
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import BasePermission
@@ -34,8 +37,11 @@ from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
 from rest_framework.views import APIView
 
-from restflow.caching import KeyConstructor, RequestValueKeyField
+from restflow import _engine
+from restflow.caching import CACHE_MISSING, KeyConstructor, RequestValueKeyField
+from restflow.caching.asynchronous import wait_for_async_refreshes
 from restflow.caching.cache_response import ResponseCacheKeyConstructor, cache_response
+from restflow.caching.testing import frozen_clock, seeded_early_refresh, wait_for_refreshes
 
 STATUS = "X-Cache-status"
 RUNS: Counter = Counter()
@@ -199,6 +205,112 @@ def test_cookies_read_before_the_view_do_not_stop_caching(store):
     assert RUNS["plain-news"] == 1
 
 
+# A request whose render would read its session (here: one sending X-Cart)
+# finds a stale entry rendered without it: it is served the stale entry, and
+# the background refresh it claimed renders with its request, privately. That
+# render is not the entry's next value: the entry stays (not dropped), for a
+# request it answers to refresh, and nothing is logged or counted as an error.
+CART_RUNS: list[str | None] = []
+
+
+def cart_if_asked(request) -> Response:
+    cart = request.session.get("cart") if "X-Cart" in request.headers else None
+    CART_RUNS.append(cart)
+    return Response({"cart": cart, "n": len(CART_RUNS)})
+
+
+class StaleCartView(APIView):
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, stale_while_revalidate=30, set_cache_headers=True)
+    def get(self, request):
+        return cart_if_asked(request)
+
+
+class AsyncStaleCartView(AsyncAPIView):
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, stale_while_revalidate=30, set_cache_headers=True)
+    async def get(self, request):
+        return cart_if_asked(request)
+
+
+def stale_private_scenario(ask, peek, settle):
+    """A plain visitor's entry; 70 s later (stale) a visitor whose render
+    reads their cart, then the plain visitor twice."""
+    CART_RUNS.clear()
+    with frozen_clock(datetime(2026, 1, 1, tzinfo=UTC)) as clock:
+        responses = [ask(cart=False)]
+        clock.advance(70)
+        responses.append(ask(cart=True))
+        settle()
+        after_cart = (list(CART_RUNS), peek())
+        responses.append(ask(cart=False))  # STALE: its own refresh
+        settle()
+        responses.append(ask(cart=False))
+    return responses, after_cart
+
+
+def check_stale_private(responses, after_cart, wrapper, caplog):
+    # The cart visitor's refresh ran (privately) and the entry stayed.
+    assert after_cart == ([None, "alice's"], {"cart": None, "n": 1})
+    assert [(r[STATUS], r["Cache-Status"], body(r)) for r in responses] == [
+        ("MISS", "restflow; fwd=miss; stored", {"cart": None, "n": 1}),
+        ("STALE", "restflow; fwd=stale; ttl=-10", {"cart": None, "n": 1}),
+        ("STALE", "restflow; fwd=stale; ttl=-10", {"cart": None, "n": 1}),
+        ("HIT", "restflow; hit; ttl=60", {"cart": None, "n": 3}),
+    ]
+    assert CART_RUNS == [None, "alice's", None]
+    assert wrapper.cached_render.counters()["errors"] == 0
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("restflow")] == []
+
+
+@override_settings(**SESSIONS)
+def test_a_stale_entrys_refresh_private_to_its_requester_keeps_the_entry(store, caplog):
+    factory = APIRequestFactory()
+    view = StaleCartView.as_view()
+
+    def ask(cart):
+        if cart:
+            request = factory.get("/", HTTP_COOKIE=session_cookie(cart="alice's"), HTTP_X_CART="1")
+        else:
+            request = factory.get("/")
+        return SessionMiddleware(view)(request)
+
+    def peek():
+        found = StaleCartView.get.get_cache_only(StaleCartView(), factory.get("/"))
+        return None if found is CACHE_MISSING else body(found)
+
+    scenario = stale_private_scenario(ask, peek, wait_for_refreshes)
+    check_stale_private(*scenario, StaleCartView.get, caplog)
+
+
+@override_settings(**SESSIONS)
+def test_an_async_stale_entrys_private_refresh_keeps_the_entry_too(store, caplog):
+    view = SessionMiddleware(AsyncStaleCartView.as_view())
+
+    async def aask(cart):
+        factory = AsyncRequestFactory()
+        if cart:
+            factory.cookies.load(session_cookie(cart="alice's"))
+        request = factory.get("/", headers={"X-Cart": "1"} if cart else {})
+        response = await view(request)
+        await wait_for_async_refreshes()
+        return response
+
+    async def apeek():
+        request = AsyncRequestFactory().get("/")
+        found = await AsyncStaleCartView.get.aget_cache_only(AsyncStaleCartView(), request)
+        return None if found is CACHE_MISSING else body(found)
+
+    scenario = stale_private_scenario(
+        lambda cart: async_to_sync(aask)(cart),
+        lambda: async_to_sync(apeek)(),
+        wait_for_refreshes,
+    )
+    check_stale_private(*scenario, AsyncStaleCartView.get, caplog)
+
+
 # --- the view's own Vary ------------------------------------------------------------
 
 
@@ -260,6 +372,234 @@ def test_a_key_that_reads_the_vary_header_caches_every_variant(store):
     assert statuses == ["MISS", "MISS", "HIT", "HIT"]
     assert body(ask("globex")) == {"tenant": "globex"}
     assert RUNS["keyed-tenant"] == 2
+
+
+# A request of another variant that finds the entry stale is answered live,
+# and leaves the entry to the variant it was rendered for: the stale
+# entry's background refresh would run with this request (the one that
+# claimed it) and replace the entry with a render for the wrong variant.
+RENDERED: list[str | None] = []
+
+
+def tenant_body(request) -> Response:
+    RENDERED.append(request.headers.get("X-Tenant"))
+    response = Response({"tenant": request.headers.get("X-Tenant"), "n": len(RENDERED)})
+    response["Vary"] = "X-Tenant"
+    return response
+
+
+class StaleTenantView(APIView):
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, stale_while_revalidate=30, set_cache_headers=True)
+    def get(self, request):
+        return tenant_body(request)
+
+
+class AsyncStaleTenantView(AsyncAPIView):
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, stale_while_revalidate=30, set_cache_headers=True)
+    async def get(self, request):
+        return tenant_body(request)
+
+
+def stale_variant_scenario(ask, peek, settle):
+    """acme stored; 70 s later (stale) globex, then acme twice: what each
+    got, and the entry acme's request finds after globex's."""
+    RENDERED.clear()
+    with frozen_clock(datetime(2026, 1, 1, tzinfo=UTC)) as clock:
+        responses = [ask("acme")]
+        clock.advance(70)
+        responses.append(ask("globex"))
+        settle()
+        after_globex = (list(RENDERED), peek("acme"), peek("globex"))
+        responses.append(ask("acme"))  # STALE: its own refresh
+        settle()
+        responses.append(ask("acme"))
+    return responses, after_globex
+
+
+def check_stale_variant(responses, after_globex):
+    rendered, acme_peek, globex_peek = after_globex
+    # globex was rendered live, and nothing else ran: the entry is acme's.
+    assert rendered == ["acme", "globex"]
+    assert (acme_peek, globex_peek) == ({"tenant": "acme", "n": 1}, None)
+    assert [(r[STATUS], r["Cache-Status"]) for r in responses] == [
+        ("MISS", "restflow; fwd=miss; stored"),
+        ("MISS", "restflow; fwd=vary-miss"),
+        ("STALE", "restflow; fwd=stale; ttl=-10"),
+        ("HIT", "restflow; hit; ttl=60"),
+    ]
+    assert [body(r) for r in responses] == [
+        {"tenant": "acme", "n": 1},
+        {"tenant": "globex", "n": 2},
+        {"tenant": "acme", "n": 1},
+        {"tenant": "acme", "n": 3},  # acme's own refresh
+    ]
+    assert RENDERED == ["acme", "globex", "acme"]
+
+
+def test_a_vary_miss_on_a_stale_entry_does_not_refresh_it_with_the_other_variant(store):
+    factory = APIRequestFactory()
+
+    def ask(tenant):
+        return served(StaleTenantView, factory.get("/", HTTP_X_TENANT=tenant))
+
+    def peek(tenant):
+        request = factory.get("/", HTTP_X_TENANT=tenant)
+        found = StaleTenantView.get.get_cache_only(StaleTenantView(), request)
+        return None if found is CACHE_MISSING else body(found)
+
+    check_stale_variant(*stale_variant_scenario(ask, peek, wait_for_refreshes))
+
+
+def test_an_async_vary_miss_on_a_stale_entry_does_not_refresh_it_either(store):
+    factory = AsyncRequestFactory()
+
+    async def aask(tenant):
+        response = await AsyncStaleTenantView.as_view()(
+            factory.get("/", headers={"X-Tenant": tenant})
+        )
+        await wait_for_async_refreshes()
+        return response
+
+    async def apeek(tenant):
+        request = factory.get("/", headers={"X-Tenant": tenant})
+        found = await AsyncStaleTenantView.get.aget_cache_only(AsyncStaleTenantView(), request)
+        return None if found is CACHE_MISSING else body(found)
+
+    check_stale_variant(
+        *stale_variant_scenario(
+            lambda tenant: async_to_sync(aask)(tenant),
+            lambda tenant: async_to_sync(apeek)(tenant),
+            wait_for_refreshes,
+        )
+    )
+
+
+# The same for a fresh entry's early refresh (XFetch): a Vary miss that
+# draws it does not run it. The view takes 10 s on the engine clock and
+# beta is huge, so every read past the first draws the early refresh.
+class EarlyTenantView(APIView):
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, early_refresh=True, beta=1e9, set_cache_headers=True)
+    def get(self, request):
+        _engine.advance_clock(10)
+        return tenant_body(request)
+
+
+def test_a_vary_miss_that_draws_an_early_refresh_does_not_run_it(store):
+    factory = APIRequestFactory()
+    view = EarlyTenantView.as_view()
+    RENDERED.clear()
+    with frozen_clock(datetime(2026, 1, 1, tzinfo=UTC)), seeded_early_refresh(0):
+        acme = view(factory.get("/", HTTP_X_TENANT="acme"))
+        globex = view(factory.get("/", HTTP_X_TENANT="globex"))
+        wait_for_refreshes()
+        after_globex = list(RENDERED)
+        request = factory.get("/", HTTP_X_TENANT="acme")
+        kept = EarlyTenantView.get.get_cache_only(EarlyTenantView(), request)
+        again = view(factory.get("/", HTTP_X_TENANT="acme"))  # HIT, refreshed early
+        wait_for_refreshes()
+    assert after_globex == ["acme", "globex"]
+    assert body(kept) == {"tenant": "acme", "n": 1}
+    assert [(r[STATUS], body(r)) for r in (acme, globex, again)] == [
+        ("MISS", {"tenant": "acme", "n": 1}),
+        ("MISS", {"tenant": "globex", "n": 2}),
+        ("HIT", {"tenant": "acme", "n": 1}),
+    ]
+    assert RENDERED == ["acme", "globex", "acme"]  # acme's own early refresh
+
+
+# A request whose render raises, answered with the entry kept for
+# stale-if-error, which is another variant's: the view's error is its
+# answer, with the view run once (not a second time to answer it live).
+FAILING = [False]
+
+
+class Down(APIException):
+    status_code = 503
+    default_detail = "down"
+
+
+def failing_tenant_body(request) -> Response:
+    if FAILING[0]:
+        RENDERED.append(request.headers.get("X-Tenant"))
+        raise Down()
+    return tenant_body(request)
+
+
+class KeptTenantView(APIView):
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, stale_while_revalidate=30, stale_if_error=100, set_cache_headers=True)
+    def get(self, request):
+        return failing_tenant_body(request)
+
+
+class AsyncKeptTenantView(AsyncAPIView):
+    renderer_classes = (JSONRenderer,)
+
+    @cache_response(ttl=60, stale_while_revalidate=30, stale_if_error=100, set_cache_headers=True)
+    async def get(self, request):
+        return failing_tenant_body(request)
+
+
+def rendered(response):
+    """A DRF response rendered (an error's is not yet); a rebuilt one as it is."""
+    if hasattr(response, "render"):
+        response.render()
+    return response
+
+
+def kept_variant_scenario(ask):
+    """acme stored; 100 s later (past the stale window, kept for
+    stale-if-error) the view fails: globex, then acme."""
+    RENDERED.clear()
+    with frozen_clock(datetime(2026, 1, 1, tzinfo=UTC)) as clock:
+        responses = [ask("acme")]
+        clock.advance(100)
+        FAILING[0] = True
+        try:
+            responses += [ask("globex"), ask("acme")]
+        finally:
+            FAILING[0] = False
+    return responses
+
+
+def check_kept_variant(responses):
+    assert [(r.status_code, r[STATUS], r["Cache-Status"]) for r in responses] == [
+        (200, "MISS", "restflow; fwd=miss; stored"),
+        (503, "MISS", "restflow; fwd=vary-miss"),
+        (200, "STALE", "restflow; fwd=stale; ttl=-40"),
+    ]
+    assert [body(r) for r in responses] == [
+        {"tenant": "acme", "n": 1},
+        {"detail": "down"},
+        {"tenant": "acme", "n": 1},  # the kept entry is acme's
+    ]
+    assert RENDERED == ["acme", "globex", "acme"]  # globex's failing view ran once
+
+
+def test_a_failed_render_answered_with_another_variants_kept_entry_is_the_error(store):
+    factory = APIRequestFactory()
+
+    def ask(tenant):
+        return rendered(served(KeptTenantView, factory.get("/", HTTP_X_TENANT=tenant)))
+
+    check_kept_variant(kept_variant_scenario(ask))
+
+
+def test_an_async_failed_render_answered_with_another_variants_kept_entry_too(store):
+    factory = AsyncRequestFactory()
+
+    async def aask(tenant):
+        request = factory.get("/", headers={"X-Tenant": tenant})
+        return rendered(await AsyncKeptTenantView.as_view()(request))
+
+    check_kept_variant(kept_variant_scenario(lambda tenant: async_to_sync(aask)(tenant)))
 
 
 # --- Host, scheme and path ------------------------------------------------------------

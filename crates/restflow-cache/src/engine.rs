@@ -333,9 +333,15 @@ where
 
     /// [`Engine::resolve_counted`], queueing the background refresh the
     /// call claimed ([`Served::refresh_claimed`]) with the computation
-    /// `refresh` makes (called only then, so a caller makes its owned copy
-    /// of the call only for a claimed refresh): a synchronous caller's
-    /// whole lifecycle past its lookup.
+    /// `refresh` makes from the claimed entry's value (called only then, so
+    /// a caller makes its owned copy of the call only for a claimed
+    /// refresh): a synchronous caller's whole lifecycle past its lookup.
+    ///
+    /// `refresh` may decline with `None`: the caller will not use the value
+    /// it found (its request is not one the value may answer), so its call
+    /// is no call to refresh that value with. The claim is then given back
+    /// at once and the entry is left as it is, for a caller it does answer
+    /// to refresh.
     #[allow(clippy::too_many_arguments)]
     pub fn resolve_refreshing<C, W, R, F>(
         self: &Arc<Self>,
@@ -350,12 +356,15 @@ where
     where
         C: FnOnce() -> Result<Computed<V>, E>,
         W: FnMut(&Waiter<Shared<V>, E>) -> Outcome<Shared<V>, E>,
-        R: FnOnce() -> F,
+        R: FnOnce(&V) -> Option<F>,
         F: FnOnce() -> Result<Computed<V>, E> + Send + 'static,
     {
         let served = self.resolve_counted(key, lookup, fallback, stats, compute, wait)?;
         if served.refresh_claimed {
-            self.schedule_refresh(key, Arc::clone(&served.entry), refresh());
+            match refresh(served.entry.value()) {
+                Some(compute) => self.schedule_refresh(key, Arc::clone(&served.entry), compute),
+                None => served.entry.release_refresh(),
+            }
         }
         Ok(served)
     }

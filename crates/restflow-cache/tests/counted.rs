@@ -134,9 +134,9 @@ fn a_resolved_call_that_claims_a_refresh_queues_it_and_the_refresh_stores() {
     let made = std::sync::atomic::AtomicUsize::new(0);
     let resolve = |value: u64| {
         let lookup = engine.cache().lookup(b"k");
-        let refresh = || {
+        let refresh = |_: &u64| {
             made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            move || kept(value)
+            Some(move || kept(value))
         };
         let compute = || kept(value);
         engine.resolve_refreshing(b"k", lookup, None, &stats, compute, |w| w.wait(), refresh)
@@ -154,6 +154,40 @@ fn a_resolved_call_that_claims_a_refresh_queues_it_and_the_refresh_stores() {
     let hit = resolve(4).unwrap();
     assert_eq!((*hit.entry.value(), hit.status), (3, Status::Hit));
     assert_eq!(made.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_declined_refresh_gives_its_claim_back_and_leaves_the_entry() {
+    let (engine, stats) = (engine(), Stats::new());
+    let resolve = |value: u64, decline: bool| {
+        let lookup = engine.cache().lookup(b"k");
+        let refresh = |found: &u64| {
+            assert_eq!(
+                *found, 1,
+                "the refresh is offered the claimed entry's value"
+            );
+            (!decline).then_some(move || kept(value))
+        };
+        let compute = || kept(value);
+        engine.resolve_refreshing(b"k", lookup, None, &stats, compute, |w| w.wait(), refresh)
+    };
+    assert_eq!(resolve(1, false).unwrap().status, Status::Miss);
+    engine.cache().clock().advance(Span::from_secs(15));
+    let declined = resolve(2, true).unwrap();
+    assert!(declined.status == Status::Stale && declined.refresh_claimed);
+    assert!(engine
+        .refresher()
+        .wait_idle(std::time::Duration::from_secs(30)));
+    // Nothing ran, the entry is the one stored, and its claim is free: the
+    // next stale read claims it and refreshes.
+    let again = resolve(3, false).unwrap();
+    assert_eq!((*again.entry.value(), again.status), (1, Status::Stale));
+    assert!(again.refresh_claimed);
+    assert!(engine
+        .refresher()
+        .wait_idle(std::time::Duration::from_secs(30)));
+    let hit = resolve(4, false).unwrap();
+    assert_eq!((*hit.entry.value(), hit.status), (3, Status::Hit));
 }
 
 #[test]

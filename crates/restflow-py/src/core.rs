@@ -172,6 +172,14 @@ pub(crate) struct Core {
     /// whose instances must not share entries (a model's rows: see
     /// `restflow.caching.decorators.check_receiver`).
     pub receiver_check: Option<Py<PyAny>>,
+    /// `serves(value, args, kwargs) -> bool`: whether a call may be answered
+    /// with the value found for its key (`cache_response`: whether the
+    /// entry's `Vary` headers match the call's request). A call it may not
+    /// answer never refreshes that value: a stale (or early-refreshed)
+    /// entry's refresh runs with the call that claimed it, so a call of
+    /// another variant would replace the entry with its own. `None`: every
+    /// call may.
+    pub serves: Option<Py<PyAny>>,
     /// Counts and latencies of this function's calls (`wrapper.stats()`);
     /// shared with the `Counts` handles exporters keep (`wrapper.counts()`),
     /// which read the final counts once the wrapper is gone.
@@ -470,9 +478,29 @@ impl Core {
         })
     }
 
+    /// Whether `call` may refresh `value`, the value found for its key
+    /// (see [`Core::serves`]). A `serves` that raises is written as
+    /// unraisable and the refresh runs, as it would without one.
+    pub fn refreshes(&self, py: Python<'_>, value: &Py<PyAny>, call: &Call<'_>) -> bool {
+        let Some(serves) = &self.serves else {
+            return true;
+        };
+        let answer = serves
+            .bind(py)
+            .call1((value, &call.args, call.kwargs.as_ref()))
+            .and_then(|answer| answer.is_truthy());
+        answer.unwrap_or_else(|error| {
+            error.write_unraisable(py, Some(serves.bind(py)));
+            true
+        })
+    }
+
     /// Logs a background refresh that raised (its caller keeps serving the
-    /// stale value).
+    /// stale value); one that declined ([`RefreshDeclined`]) did not fail.
     pub fn log_refresh_failure(&self, py: Python<'_>, error: &PyErr) {
+        if declined(py, error) {
+            return;
+        }
         log_error(
             py,
             &format!(
@@ -487,11 +515,27 @@ impl Core {
     /// callers waiting on it and may answer it with an older value
     /// (stale-if-error): an interrupt is also parked for this caller, to be
     /// raised whatever the engine answers (see `crate::interrupt`).
+    ///
+    /// A computation for a caller (a miss, a forced refresh), even one
+    /// nested in a background refresh on its worker, is no background
+    /// refresh ([`in_background_refresh`] is false while it runs).
     pub fn compute_for_engine(
         &self,
         py: Python<'_>,
         call: &Call<'_>,
     ) -> Result<Computed<Stored>, crate::runtime::SharedErr> {
+        self.compute_for_engine_as(py, call, false)
+    }
+
+    /// [`Core::compute_for_engine`], as a background refresh when
+    /// `background` (a shared store's, which the engine ends).
+    pub fn compute_for_engine_as(
+        &self,
+        py: Python<'_>,
+        call: &Call<'_>,
+        background: bool,
+    ) -> Result<Computed<Stored>, crate::runtime::SharedErr> {
+        let _scope = Refreshing::scope(background);
         self.compute(py, call).map_err(|error| {
             if crate::interrupt::is_interrupt(py, &error) {
                 crate::interrupt::park(error.clone_ref(py));
@@ -503,8 +547,22 @@ impl Core {
     /// Runs the function and decides whether and how long to keep its
     /// value, counting the computation, its time and its failure.
     pub fn compute(&self, py: Python<'_>, call: &Call<'_>) -> PyResult<Computed<Stored>> {
-        self.stats
-            .count_compute(|| self.compute_uncounted(py, call))
+        let started = std::time::Instant::now();
+        let computed = self.compute_uncounted(py, call);
+        // A background refresh that declined did not fail.
+        let failed = computed
+            .as_ref()
+            .is_err_and(|error| !(in_background_refresh() && declined(py, error)));
+        self.stats.computed(started, failed);
+        computed
+    }
+
+    /// [`Core::compute`] as a background refresh: with
+    /// [`in_background_refresh`] true while the function runs, so it may
+    /// decline ([`RefreshDeclined`]).
+    pub fn compute_refresh(&self, py: Python<'_>, call: &Call<'_>) -> PyResult<Computed<Stored>> {
+        let _scope = Refreshing::scope(true);
+        self.compute(py, call)
     }
 
     fn compute_uncounted(&self, py: Python<'_>, call: &Call<'_>) -> PyResult<Computed<Stored>> {
@@ -567,4 +625,52 @@ pub(crate) fn items_key_parts(
             .map_err(|e| PyValueError::new_err(e.to_string()))
     };
     Ok((text(partition_items)?, text(suffix_items)?))
+}
+
+pyo3::create_exception!(
+    _engine,
+    RefreshDeclined,
+    pyo3::exceptions::PyException,
+    "Raised by a function in a background refresh (`in_background_refresh()`) \
+     whose value is not one to replace the entry with: the stale entry stays, \
+     its refresh claim is given back, and nothing is logged or counted as an \
+     error."
+);
+
+/// Whether `error` is a background refresh's [`RefreshDeclined`].
+pub(crate) fn declined(py: Python<'_>, error: &PyErr) -> bool {
+    error.is_instance_of::<RefreshDeclined>(py)
+}
+
+thread_local! {
+    /// Whether the function this thread runs is a background refresh's
+    /// ([`Refreshing`]).
+    static REFRESHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Says whether this thread runs a background refresh's function until
+/// dropped, then restores what it said before. Invariant: every
+/// computation enters one around the function's call (a background refresh
+/// `true`, any other `false`, so a miss computed inside a refresh is no
+/// refresh), and the flag is restored however the call ends (a worker runs
+/// other jobs after).
+pub(crate) struct Refreshing(bool);
+
+impl Refreshing {
+    pub(crate) fn scope(background: bool) -> Self {
+        Refreshing(REFRESHING.with(|flag| flag.replace(background)))
+    }
+}
+
+impl Drop for Refreshing {
+    fn drop(&mut self) {
+        REFRESHING.with(|flag| flag.set(self.0));
+    }
+}
+
+/// Whether the function running on this thread is a background refresh's
+/// (a synchronous one, on a refresh worker); an async refresh task is told
+/// apart by the async layer.
+pub(crate) fn in_background_refresh() -> bool {
+    REFRESHING.with(std::cell::Cell::get)
 }

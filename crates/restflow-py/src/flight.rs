@@ -383,7 +383,8 @@ impl Lead {
     /// The computation raised `error`. A shared store's miss: the value
     /// kept for stale-if-error (STALE), or `error` raised. A refresh: the
     /// claim is given back, `None` returned, and a background refresh's
-    /// error logged (a forced one's caller has it). Blocks on a shared
+    /// error logged and counted (a forced one's caller has it), unless it
+    /// declined (`RefreshDeclined`: nothing failed). Blocks on a shared
     /// store.
     fn fail<'py>(
         &mut self,
@@ -394,8 +395,10 @@ impl Lead {
         let Some(claim) = self.claim.take() else {
             return Ok(None);
         };
-        self.core.stats.computed(self.started, true);
-        if !self.forced && !claim.answers() {
+        let background = !self.forced && !claim.answers();
+        let declined = background && crate::core::declined(py, &error);
+        self.core.stats.computed(self.started, !declined);
+        if background {
             self.core.log_refresh_failure(py, &error);
         }
         self.end(py, claim, Some(Err(Arc::new(error))))

@@ -72,6 +72,14 @@ fn reconfigure() {
     RUNTIME.reconfigure();
 }
 
+/// Whether the function running on this thread runs as a synchronous
+/// background refresh (on a refresh worker): it may then raise
+/// `RefreshDeclined` to keep the stale entry.
+#[pyfunction]
+fn in_background_refresh() -> bool {
+    core::in_background_refresh()
+}
+
 /// Drops every entry of every cached function. Returns how many there were.
 #[pyfunction]
 fn clear() -> usize {
@@ -258,6 +266,11 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "CacheBackendError",
         m.py().get_type::<shared::CacheBackendError>(),
     )?;
+    m.add(
+        "RefreshDeclined",
+        m.py().get_type::<core::RefreshDeclined>(),
+    )?;
+    m.add_function(wrap_pyfunction!(in_background_refresh, m)?)?;
     m.add_function(wrap_pyfunction!(install, m)?)?;
     m.add_function(wrap_pyfunction!(reconfigure, m)?)?;
     m.add_function(wrap_pyfunction!(clear, m)?)?;

@@ -580,14 +580,17 @@ fn own_served(py: Python<'_>, served: Served<Value>) -> (SharedServed, Option<Re
     )
 }
 
-/// Runs the function and serializes what is to be stored (see [`produced`]).
+/// Runs the function (as a background refresh when `background`: see
+/// `Core::compute_for_engine_as`) and serializes what is to be stored (see
+/// [`produced`]).
 fn produce(
     py: Python<'_>,
     core: &Core,
     backend: &SharedBackend,
     call: &OwnedCall,
+    background: bool,
 ) -> Result<Produced<Value>, SharedErr> {
-    let computed = core.compute_for_engine(py, &call.bind(py))?;
+    let computed = core.compute_for_engine_as(py, &call.bind(py), background)?;
     produced(py, &backend.codec(core), computed)
 }
 
@@ -668,12 +671,16 @@ pub(crate) fn get(
             (NearMode::past_lookup(near), window),
             &core.stats,
             &codec,
-            || Python::attach(|py| produce(py, core, handle, &owned)),
+            || Python::attach(|py| produce(py, core, handle, &owned, false)),
         )
     })?;
     let (served, claim) = on.answered(py, served);
     if let Some(claim) = claim {
-        schedule_refresh(py, core, backend, claim, owned);
+        // A call the value may not answer does not refresh it (see
+        // `Core::serves`): its claim is given back by a job that computes
+        // nothing, off this thread (a round trip), and the entry stays.
+        let refreshes = core.refreshes(py, &served.value, call);
+        schedule_refresh(py, core, backend, claim, refreshes.then_some(owned));
     }
     Ok(served)
 }
@@ -707,14 +714,16 @@ pub(crate) fn finish(
     Ok(served?.map(|served| own_served(py, served).0))
 }
 
-/// Queues the refresh this process claimed; the engine releases the claim
-/// (a lock in the store) when it ends, however it ends.
+/// Queues the refresh this process claimed with `call`; the engine
+/// releases the claim (a lock in the store) when it ends, however it ends.
+/// Without a call the job computes nothing (`Refreshed::Nothing`): the
+/// claim is given back and the stale entry stays.
 fn schedule_refresh(
     py: Python<'_>,
     core: &Arc<Core>,
     backend: &Py<SharedBackend>,
     claim: RefreshClaim,
-    call: OwnedCall,
+    call: Option<OwnedCall>,
 ) {
     let (job_core, job_backend) = (Arc::clone(core), backend.clone_ref(py));
     // The engine times the computation (an early refresh's delta) and
@@ -727,7 +736,10 @@ fn schedule_refresh(
     let compute = move || {
         Python::attach(move |py| {
             let (core, handle) = (&job_core, job_backend.get());
-            match produce(py, core, handle, &call) {
+            let Some(call) = call else {
+                return restflow_cache::shared::Refreshed::Nothing;
+            };
+            match produce(py, core, handle, &call, true) {
                 Ok(produced) => produced.into_refreshed(),
                 Err(error) => {
                     core.log_refresh_failure(py, &error);
@@ -788,7 +800,7 @@ pub(crate) fn refresh(
     let window = core.stale_if_error_window();
     let served = detached(py, core, || {
         handle.cache.refresh_served(&on.keys, window, || {
-            Python::attach(|py| produce(py, core, handle, &owned))
+            Python::attach(|py| produce(py, core, handle, &owned, false))
         })
     })?;
     Ok(on.answered(py, served).0)

@@ -357,7 +357,11 @@ impl CachedWrapper {
                 &self.core.stats,
                 compute,
                 |waiter| wait_detached(py, waiter),
-                || self.background_refresh(call),
+                |value| {
+                    self.core
+                        .refreshes(py, value.value(), call)
+                        .then(|| self.background_refresh(call))
+                },
             );
             if ran.get() {
                 crate::interrupt::raise_parked()?;
@@ -540,7 +544,7 @@ impl CachedWrapper {
         let (core, call) = (Arc::clone(&self.core), OwnedCall::new(call));
         move || {
             Python::attach(|py| {
-                core.compute(py, &call.bind(py)).map_err(|error| {
+                core.compute_refresh(py, &call.bind(py)).map_err(|error| {
                     core.log_refresh_failure(py, &error);
                     Arc::new(error)
                 })
@@ -558,6 +562,7 @@ impl CachedWrapper {
         func, *, signature, method, ttl, stale, policy, namespace, function_id,
         owner, version, key_identifier, fields, backend = None, stale_if_error = None,
         claim = None, early_refresh_beta = None, near_cache = None, receiver_check = None,
+        serves = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn create<'py>(
@@ -580,6 +585,7 @@ impl CachedWrapper {
         early_refresh_beta: Option<f64>,
         near_cache: Option<bool>,
         receiver_check: Option<Bound<'py, PyAny>>,
+        serves: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, CachedWrapper>> {
         let lifetimes = Lifetimes::from_secs(ttl, stale, stale_if_error, early_refresh_beta)
             .map_err(PyValueError::new_err)?;
@@ -622,6 +628,7 @@ impl CachedWrapper {
             claim: claim.map(Bound::unbind),
             claimed: OnceValue::new(),
             receiver_check: receiver_check.map(Bound::unbind),
+            serves: serves.map(Bound::unbind),
             stats: Default::default(),
         });
         CachedWrapper::make(py, core, None)

@@ -43,6 +43,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from restflow import _engine
@@ -52,6 +53,19 @@ from restflow.caching.status import CacheStatus
 from restflow.caching.twins import arun
 
 logger = logging.getLogger("restflow.caching")
+
+#: Set in the task of an async background refresh while it awaits the
+#: function (see :func:`in_background_refresh`).
+_refreshing: ContextVar[bool] = ContextVar("restflow_background_refresh", default=False)
+
+
+def in_background_refresh() -> bool:
+    """Whether the function running now runs as a background refresh (a
+    sync one on an engine refresh worker, or an async one's task), whose
+    value replaces a stale entry: it may raise
+    ``restflow._engine.RefreshDeclined`` to keep that entry instead."""
+    return _refreshing.get() or _engine.in_background_refresh()
+
 
 #: The wrapped function's parameters and result, for type checkers.
 P = ParamSpec("P")
@@ -269,12 +283,16 @@ class AsyncCachedWrapper(Generic[P, T]):
         func: Callable[P, Awaitable[T]],
         *,
         policy: Policy | None,
+        serves: Callable[[Any, tuple, dict], bool] | None = None,
     ) -> None:
         self._engine = engine
         #: The engine's lifecycle in steps (``restflow._engine.Steps``).
         self._steps = engine.steps
         self.func = func
         self._policy = policy  # None when what is stored never depends on the value
+        #: Whether a call may be answered with the value found for its key
+        #: (``cache_result``'s ``_serves``); None: every call may.
+        self._serves = serves
         functools.update_wrapper(self, func)
         # Lets inspect.iscoroutinefunction (3.12+), asyncio's, asgiref's and
         # so Django's see that calling the wrapper gives an awaitable.
@@ -311,10 +329,26 @@ class AsyncCachedWrapper(Generic[P, T]):
         """The key string of a call (no I/O, so not async)."""
         return self._engine.get_cache_key(*args, **kwargs)
 
-    async def _produce(self, args: tuple, kwargs: dict) -> tuple[Any, Any]:
+    async def _produce(
+        self, args: tuple, kwargs: dict, *, background: bool = False
+    ) -> tuple[Any, Any]:
         """The value and the policy's decision on it: the steps a sync
         function's engine runs, with async predicates and ttl awaited. A
-        coroutine object for a value (a missing ``await``) is refused."""
+        coroutine object for a value (a missing ``await``) is refused.
+        ``background``: a background refresh's (see
+        :func:`in_background_refresh`; a miss awaited inside one is not)."""
+        refreshing = _refreshing.set(background)
+        try:
+            return await self._produced(args, kwargs)
+        finally:
+            try:
+                _refreshing.reset(refreshing)
+            except ValueError:
+                # Closed outside its task's context (a pending task destroyed
+                # with its loop): that context is gone, nothing to restore.
+                pass
+
+    async def _produced(self, args: tuple, kwargs: dict) -> tuple[Any, Any]:
         value = await self.func(*args, **kwargs)
         if inspect.iscoroutine(value):
             # One caller could await it; cached or shared with the
@@ -369,7 +403,7 @@ class AsyncCachedWrapper(Generic[P, T]):
                 served = await self._run_lead(found, args, kwargs)
             else:
                 if found.refresh is not None:  # this call refreshes it
-                    self._spawn_refresh(found.refresh, args, kwargs)
+                    self._spawn_refresh(found.refresh, found.value, args, kwargs)
                 served = found.value, found.metadata
         except BaseException as error:
             if _going_away(error):
@@ -399,7 +433,7 @@ class AsyncCachedWrapper(Generic[P, T]):
         ``background`` refresh whose loop goes away first starts over on
         restflow's own loop, with its claim."""
         try:
-            value, decision = await self._produce(args, kwargs)
+            value, decision = await self._produce(args, kwargs, background=background)
         except BaseException as error:
             if background and _going_away(error) and self._hand_over(lead, args, kwargs):
                 raise
@@ -447,9 +481,15 @@ class AsyncCachedWrapper(Generic[P, T]):
         )
         return served
 
-    def _spawn_refresh(self, claim: Any, args: tuple, kwargs: dict) -> None:
+    def _spawn_refresh(self, claim: Any, value: Any, args: tuple, kwargs: dict) -> None:
         """A stale memory hit whose refresh the engine claimed for this
-        call: one task on the loop, that hands the value back to the claim."""
+        call: one task on the loop, that hands the value back to the claim.
+        A call that ``value`` may not answer (``_serves``) would refresh it
+        with the wrong request: its claim is given back, the entry stays."""
+        serves = self._serves
+        if serves is not None and not serves(value, args, kwargs):
+            self._release(claim)
+            return
         refresh = self._run_lead(claim, args, kwargs, background=True)
         task = asyncio.get_running_loop().create_task(refresh)
         _refreshes.add(task)
@@ -502,7 +542,7 @@ class AsyncCachedWrapper(Generic[P, T]):
         if found is None:
             return (await self._compute(args, kwargs))[0]
         if found.refresh is not None:  # this call refreshes it
-            self._spawn_refresh(found.refresh, args, kwargs)
+            self._spawn_refresh(found.refresh, found.value, args, kwargs)
         return found.value
 
     async def aget_with_metadata(self, /, *args: P.args, **kwargs: P.kwargs) -> tuple[T, dict]:
@@ -514,7 +554,7 @@ class AsyncCachedWrapper(Generic[P, T]):
         if found is None:
             return await self._compute(args, kwargs)
         if found.refresh is not None:  # this call refreshes it
-            self._spawn_refresh(found.refresh, args, kwargs)
+            self._spawn_refresh(found.refresh, found.value, args, kwargs)
         return found.value, found.metadata
 
     async def arefresh(self, /, *args: P.args, **kwargs: P.kwargs) -> T:

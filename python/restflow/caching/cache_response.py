@@ -41,7 +41,11 @@ was rendered for another:
    after the entry would be stored; reads before the view, by
    authentication, do not count); and those carrying a CSRF token (Django
    marked it used: the browsable API's pages, forms). They are returned as
-   they are. See :mod:`restflow.caching.response_privacy`.
+   they are. See :mod:`restflow.caching.response_privacy`. A render that
+   read the cookies or the session, or used the CSRF token, is its
+   requester's, not the resource's: a stale entry's background refresh
+   rendered so keeps the stale entry (``RefreshDeclined``) rather than
+   dropping it.
 4. **What was negotiated is part of the key**: the media type DRF chose
    (``request.accepted_media_type``), the API version (``request.version``),
    the active language (``get_language()``) and time zone, the scheme,
@@ -65,7 +69,9 @@ was rendered for another:
 7. **The view's own ``Vary`` is honoured**: an entry whose response says
    ``Vary: X-Tenant`` records the X-Tenant its request sent, and is served
    only to requests sending the same; others run the view live (``MISS``,
-   nothing stored). ``Accept`` is keyed already (default 4). To cache every
+   nothing stored) and leave the entry as it is: one that finds it stale
+   does not refresh it (the refresh would render with its header, for
+   another variant). ``Accept`` is keyed already (default 4). To cache every
    value, key the header too (``RequestValueKeyField("META.HTTP_X_TENANT")``).
 8. **A background refresh renders like the request it replaces**: inside
    the stale window (``stale_while_revalidate``) the view runs again on an
@@ -81,12 +87,17 @@ HTTP caching headers (:mod:`restflow.caching.response_http`). Every response
 says how it was answered in ``Cache-Status`` (RFC 9211: ``restflow; hit;
 ttl=12``, ``restflow; fwd=miss; stored``, ``collapsed`` for a request that
 waited for another's render), and one served from an entry says how old it
-is in ``Age``. A stored response carries a strong ``ETag`` of its body
-(hashed once, when stored) and a ``Last-Modified`` of when it was stored; a
-GET or HEAD whose ``If-None-Match`` or ``If-Modified-Since`` matches an
-entry is answered ``304`` from the entry, without running the view. These
-are on by default (``cache_status=False`` / ``conditional=False`` turn them
-off): they describe only the response the client gets. ``Cache-Control`` is
+is in ``Age``. So does the response DRF makes of an exception the handler
+raised, as the same response returned would (``fwd=miss``, not stored):
+the view's ``handle_exception`` marks it (see
+:func:`~restflow.caching.response_wrapper.mark_when_handled`).
+
+A stored response carries a strong ``ETag`` of its body (hashed once, when
+stored) and a ``Last-Modified`` of when it was stored; a GET or HEAD whose
+``If-None-Match`` or ``If-Modified-Since`` matches an entry is answered
+``304`` from the entry, without running the view. These are on by default
+(``cache_status=False`` / ``conditional=False`` turn them off): they
+describe only the response the client gets. ``Cache-Control`` is
 written only when ``cache_control="public"`` or ``"private"`` is chosen:
 ``public`` lets a CDN hand one client's response to every client.
 
@@ -148,6 +159,7 @@ The wrapper's methods are the sync ones under ``a``-names, awaited:
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from datetime import timedelta
@@ -167,6 +179,7 @@ from restflow.caching.response_wrapper import (
     CachedResponseWrapper,
     HandlerCall,
     ResponseTtl,
+    entry_serves,
     is_entry,
     make_renderer,
 )
@@ -290,6 +303,7 @@ def cache_response(
             beta=beta,
             cache_if=is_entry,
             invalidates_on=invalidates_on,
+            _serves=functools.partial(entry_serves, call),
         )(render)
         wrapper_class = AsyncCachedResponseWrapper if is_async else CachedResponseWrapper
         return wrapper_class(func, cached, call, set_cache_headers, http)

@@ -328,6 +328,7 @@ def cache_result(
     early_refresh: bool = False,
     beta: float | None = None,
     near_cache: bool | None = None,
+    _serves: Callable[[Any, tuple[Any, ...], dict[str, Any] | None], bool] | None = None,
 ) -> CacheDecorator:
     """Caches what a function returns, per distinct call.
 
@@ -364,6 +365,10 @@ def cache_result(
         ``None`` takes the ``NEAR_CACHE`` setting. Turn it off for a
         function whose callers must see another process's change the
         moment that process's call returns.
+
+    ``_serves(value, args, kwargs)`` is ``cache_response``'s: whether a
+    call may be answered with the value found for its key (its ``Vary``
+    headers match); a call it may not answer never refreshes that value.
 
     The first five parameters may be given by position, in drf-restflow's
     order (``@cache_result(UserKey, 300)``); a number in the key
@@ -440,6 +445,7 @@ def cache_result(
             receiver_check=(
                 functools.partial(check_receiver, func, constructor) if method else None
             ),
+            serves=_serves,
         )
         functools.update_wrapper(wrapper, func)
         wrapper.key_constructor = constructor
@@ -449,7 +455,7 @@ def cache_result(
         if is_async:
             from restflow.caching.asynchronous import AsyncCachedWrapper
 
-            wrapper = AsyncCachedWrapper(wrapper, func, policy=policy)
+            wrapper = AsyncCachedWrapper(wrapper, func, policy=policy, serves=_serves)
         if invalidates_on:
             # Imported here: rules pull in Django's signals and models. They
             # get the wrapper the user sees: a rewarm of an async def awaits it.

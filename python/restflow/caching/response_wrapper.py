@@ -22,7 +22,8 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.utils import timezone, translation
 
-from restflow._engine import CachedWrapper
+from restflow._engine import CachedWrapper, RefreshDeclined
+from restflow.caching.asynchronous import in_background_refresh
 from restflow.caching.headers import set_response_cache_header
 from restflow.caching.response_entries import Entry, freeze, storable, thaw
 from restflow.caching.response_http import HttpSemantics, Served, tag
@@ -37,8 +38,10 @@ __all__ = [
     "CachedResponseWrapper",
     "HandlerCall",
     "ResponseTtl",
+    "entry_serves",
     "is_entry",
     "make_renderer",
+    "mark_when_handled",
 ]
 
 #: Request methods whose responses may be served from the cache.
@@ -49,6 +52,11 @@ CACHED_METHODS = frozenset({"GET", "HEAD"})
 #: view produced (cookies, ``.data`` and all) rather than a copy; empty in
 #: engine threads, whose renders nobody is waiting for.
 _live: ContextVar[list[Any] | None] = ContextVar("restflow_live_responses", default=None)
+
+#: What the current call's own render raised, set beside ``_live``: a
+#: call whose render failed, and which the engine answered with the entry
+#: kept for stale-if-error, may find that entry is for another variant.
+_raised: ContextVar[list[Exception] | None] = ContextVar("restflow_raised", default=None)
 
 #: Set by the wrapper around a call that runs the view live and stores
 #: nothing (``bypass_cache``, a method or a user the cache skips, a Vary
@@ -170,6 +178,14 @@ def render_steps(
     if _bypassing.get():
         return None  # nothing is stored: no entry to make, no ETag to give
     if private_reason(request, watch) is not None:
+        if in_background_refresh():
+            # The render is its requester's own (it read the session, say),
+            # not the stale entry's next value: the entry stays, for a
+            # request it answers to refresh, rather than being dropped.
+            raise RefreshDeclined(
+                f"{func.__qualname__} rendered a response private to the request that "
+                "found its entry stale; the stale entry is kept"
+            )
         return None
     if not (yield from storable(response, cache_if, cache_unless, args, kwargs)):
         return None
@@ -223,18 +239,44 @@ def make_renderer(
     if asynchronous:
 
         async def arender(*args: Any, **kwargs: Any) -> Entry | None:
-            return await arun(steps(args, kwargs))
+            try:
+                return await arun(steps(args, kwargs))
+            except Exception as error:
+                _note_raised(error)
+                raise
 
         return functools.wraps(func)(arender)
 
     def render(*args: Any, **kwargs: Any) -> Entry | None:
-        return run(steps(args, kwargs))
+        try:
+            return run(steps(args, kwargs))
+        except Exception as error:
+            _note_raised(error)
+            raise
 
     return functools.wraps(func)(render)
 
 
+def _note_raised(error: Exception) -> None:
+    """Keeps what a render raised for the call that ran it (none in engine
+    threads: a background refresh's error is the engine's to log)."""
+    raised = _raised.get()
+    if raised is not None:
+        raised.append(error)
+
+
 def is_entry(entry: Entry | None, *args: Any, **kwargs: Any) -> bool:
     return entry is not None
+
+
+def entry_serves(
+    call: HandlerCall, entry: Entry, args: tuple[Any, ...], kwargs: dict[str, Any] | None
+) -> bool:
+    """Whether the entry found for a call may answer its request (its
+    ``Vary`` headers match): the engine asks before it refreshes a stale
+    entry with that call, so a request of another variant, which is
+    answered live, never replaces the entry with its own render."""
+    return serves(entry, call.request(args, kwargs or {}))
 
 
 class CachedResponseWrapper:
@@ -430,33 +472,75 @@ class CachedResponseWrapper:
         if method == "get_with_metadata" and not _uses_cache(request):
             method = "bypass_cache_with_metadata"
             forward = _bypass_reason(request)
-        response, served = yield from self._answer(method, args, kwargs, request)
+        # How a response DRF makes of an exception the view raised is
+        # answered: as the same response returned, which is never stored.
+        raised = Served({"cache_status": _RAISED_STATUS[method]}, True, forward)
+        response, served = yield from self._answer(method, args, kwargs, request, raised)
         if forward is not None:
             served = Served(served.metadata, served.rendered_here, forward)
         return self._finish(request, response, served), served.metadata
 
     def _answer(
-        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], request: Any
+        self,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        request: Any,
+        raised: Served,
     ) -> Steps[tuple[Any, Served]]:
-        """The response to ``request`` and how it was found, before headers."""
+        """The response to ``request`` and how it was found, before headers
+        (``raised``: how it was found should the view raise)."""
         live: list[Any] = []
-        token = _live.set(live)
+        failures: list[Exception] = []
+        token, failed = _live.set(live), _raised.set(failures)
         bypassing = _bypassing.set(method == "bypass_cache_with_metadata")
         try:
             entry, metadata = yield self._cached(method)(*args, **kwargs)
+        except Exception as error:
+            self._when_handled(args, request, error, raised)
+            raise
         finally:
             _bypassing.reset(bypassing)
+            _raised.reset(failed)
             _live.reset(token)
         if live:
             return live[-1], Served(metadata, rendered_here=True)
         if entry is not None and serves(entry, request):
-            # Nothing ran here: a hit, or another request's render we waited for.
+            # Nothing ran here: a hit, the entry kept for stale-if-error when
+            # the render raised, or another request's render we waited for.
             return thaw(entry), Served(metadata, rendered_here=False)
+        unshared = _unshared(entry)
+        if failures:
+            # This call's render raised, and the entry kept for
+            # stale-if-error that answered it is another variant's: the
+            # error is this request's answer, as with no entry at all (a
+            # second render would only run the failing view again).
+            self._when_handled(args, request, failures[-1], unshared)
+            raise failures[-1]
         # Another request rendered this key at the same moment, and its
         # response may not be stored (it sets cookies, say), or the entry
         # varies on a header this request sends otherwise: not ours to share.
-        response = (yield from self._answer("bypass_cache_with_metadata", args, kwargs, request))[0]
-        return response, _unshared(entry)
+        bypass = "bypass_cache_with_metadata"
+        response = (yield from self._answer(bypass, args, kwargs, request, unshared))[0]
+        return response, unshared
+
+    def _when_handled(
+        self, args: tuple[Any, ...], request: Any, error: Exception, raised: Served
+    ) -> None:
+        """Has the response DRF makes of ``error`` carry the headers of the
+        same response returned (``raised``). DRF's dispatch turns what a
+        handler raises into a response outside the handler (the view's
+        ``handle_exception``), after this wrapper has returned; the view of
+        the call is asked to mark it there, so DRF's own handling (exception
+        handler, status, body, the re-raise of what it does not handle) is
+        unchanged. A plain Django view has no such step: Django answers
+        what it raises, without these headers."""
+        view = self._view(args)
+        if view is None:  # an @api_view function runs inside the APIView DRF made
+            view = (getattr(request, "parser_context", None) or {}).get("view")
+        if view is None or not callable(getattr(view, "handle_exception", None)):
+            return
+        mark_when_handled(view, error, lambda response: self._finish(request, response, raised))
 
     def _finish(self, request: Any, response: Any, served: Served) -> Any:
         """The response with its HTTP caching headers (or the 304 it becomes)."""
@@ -464,6 +548,57 @@ class CachedResponseWrapper:
         if self.set_cache_headers:
             set_response_cache_header(response, served.metadata)
         return response
+
+
+#: The status a call reports when the view raised, by the ``cached_render``
+#: method that ran it: the one it reports for a response it may not store.
+_RAISED_STATUS = {
+    "get_with_metadata": CacheStatus.MISS,
+    "bypass_cache_with_metadata": CacheStatus.BYPASS,
+    "refresh_with_metadata": CacheStatus.REFRESH,
+}
+
+#: Where a view keeps the exception a cached handler raised, beside how to
+#: mark the response DRF makes of it, and the flag that its
+#: ``handle_exception`` is wrapped (see :func:`mark_when_handled`).
+_RAISED_ATTR = "_restflow_raised"
+_HOOKED_ATTR = "_restflow_hooked"
+
+
+def mark_when_handled(view: Any, error: Exception, mark: Callable[[Any], Any]) -> None:
+    """Calls ``mark`` with the response ``view.handle_exception`` makes of
+    ``error``, when DRF's dispatch hands it the exception the handler raised.
+
+    The view's ``handle_exception`` is wrapped on this instance (a view
+    serves one request) until its next call, which restores it: that call
+    runs the view's own, once, as dispatch would (the exception handler,
+    ``raise_uncaught_exception`` and DEBUG's re-raise included), and marks
+    its response only when the exception is ``error`` itself. A call made
+    outside dispatch (a command's ``refresh()``) just raises: nothing calls
+    the wrapper, which goes with the view. Of cached handlers nested in one
+    view, the outermost's mark is the one kept: its response is the view's.
+    """
+    own = vars(view)
+    own[_RAISED_ATTR] = (error, mark)
+    if _HOOKED_ATTR in own:
+        return  # wrapped already, by an inner cached handler of this view
+    previous = own.get("handle_exception")  # an instance's own, if it had one
+    handle = view.handle_exception
+
+    def handle_exception(exc: Exception) -> Any:
+        if previous is None:
+            del own["handle_exception"]
+        else:
+            own["handle_exception"] = previous
+        del own[_HOOKED_ATTR]
+        pending = own.pop(_RAISED_ATTR, None)
+        response = handle(exc)
+        if pending is not None and pending[0] is exc:
+            pending[1](response)
+        return response
+
+    own["handle_exception"] = handle_exception
+    own[_HOOKED_ATTR] = True
 
 
 def _unshared(entry: Entry | None) -> Served:
