@@ -23,6 +23,12 @@
 //!   that is how a reloaded class is told from a clash (the module's old
 //!   class is gone), and it reads the entries stored under the path, as
 //!   the same class in another process would;
+//! - dead owners leave the table: when it has doubled since its last
+//!   prune (and holds at least [`PRUNE_FLOOR`] paths), the next
+//!   registration drops every dead one, so it holds fewer than twice as
+//!   many paths as were live at its last prune (or [`PRUNE_FLOOR`]), at an
+//!   amortized constant cost per registration. A program that makes and
+//!   drops classes of fresh names in a loop does not grow it without bound.
 //!
 //! The registry is generic over the embedder's classes ([`ClassHandles`]):
 //! it keeps a weak reference per path, and asks the embedder whether one
@@ -33,6 +39,10 @@ use std::collections::HashMap;
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::signature::Unsupported;
+
+/// The table's size below which it is never pruned (a prune then costs
+/// nothing worth saving).
+pub const PRUNE_FLOOR: usize = 64;
 
 /// What the registry needs from the embedder about its classes.
 ///
@@ -69,7 +79,9 @@ pub trait ClassHandles {
 ///
 /// Invariants: an entry's path is the path its class was keyed under; at
 /// most one class is keyed under a path while it lives (every other is
-/// refused).
+/// refused); and after every registration the table holds fewer than
+/// `prune_at` entries, where `prune_at` is at most twice the number of
+/// entries alive at the last prune (or [`PRUNE_FLOOR`]).
 ///
 /// The lock is held only for a lookup, an insertion or a prune, never
 /// while the embedder makes a reference, collects garbage or frees what
@@ -82,6 +94,8 @@ pub struct ValueClasses<R> {
 
 struct Table<R> {
     holders: HashMap<String, R>,
+    /// The size at which the next registration prunes the dead entries.
+    prune_at: usize,
 }
 
 /// Who holds a path, as one lookup found it.
@@ -98,6 +112,7 @@ impl<R> Table<R> {
     fn new() -> Self {
         Table {
             holders: HashMap::new(),
+            prune_at: PRUNE_FLOOR,
         }
     }
 
@@ -116,6 +131,30 @@ impl<R> Table<R> {
             true => Holder::Mine,
             false => Holder::Other(held),
         }
+    }
+
+    /// Keeps only the entries whose class lives, and sets the size of the
+    /// next prune to twice what is left. The dead references go to
+    /// `released`, and the live classes looked at to `looked`, to be dropped
+    /// with the lock released (dropping the last handle on a class may run
+    /// the embedder's finalizers).
+    fn prune<E: ClassHandles<Ref = R>>(
+        &mut self,
+        embedder: &E,
+        released: &mut Vec<R>,
+        looked: &mut Vec<E::Class>,
+    ) {
+        let holders = std::mem::take(&mut self.holders);
+        for (path, weak) in holders {
+            match embedder.upgrade(&weak) {
+                Some(class) => {
+                    looked.push(class);
+                    self.holders.insert(path, weak);
+                }
+                None => released.push(weak),
+            }
+        }
+        self.prune_at = (2 * self.holders.len()).max(PRUNE_FLOOR);
     }
 }
 
@@ -190,6 +229,7 @@ impl<R> ValueClasses<R> {
         // back here (a collection whose finalizers key a value).
         let mine = embedder.downgrade(class)?;
         let mut released = vec![];
+        let mut looked = vec![];
         let found = {
             let mut table = self.lock();
             let table = table.get_or_insert_with(Table::new);
@@ -199,6 +239,8 @@ impl<R> ValueClasses<R> {
                 Holder::Free => {
                     if let Some(dead) = table.holders.insert(path.to_owned(), mine) {
                         released.push(dead);
+                    } else if table.holders.len() >= table.prune_at {
+                        table.prune(embedder, &mut released, &mut looked);
                     }
                     None
                 }
@@ -214,6 +256,7 @@ impl<R> ValueClasses<R> {
         };
         // Freed with the lock released.
         drop(released);
+        drop(looked);
         found
     }
 }
@@ -256,6 +299,8 @@ mod tests {
     struct Fake {
         cycles: RefCell<Vec<Arc<Class>>>,
         collections: Cell<usize>,
+        /// Makes no weak reference (as an embedder out of memory).
+        no_refs: Cell<bool>,
     }
 
     impl ClassHandles for Fake {
@@ -263,7 +308,7 @@ mod tests {
         type Ref = Weak<Class>;
 
         fn downgrade(&self, class: &Arc<Class>) -> Option<Weak<Class>> {
-            Some(Arc::downgrade(class))
+            (!self.no_refs.get()).then(|| Arc::downgrade(class))
         }
         fn upgrade(&self, weak: &Weak<Class>) -> Option<Arc<Class>> {
             weak.upgrade()
@@ -374,5 +419,67 @@ mod tests {
         );
         assert_eq!(fake.collections.get(), 1);
         assert!(fake.cycles.borrow().is_empty());
+    }
+
+    #[test]
+    fn dead_owners_leave_the_table_so_classes_of_fresh_names_do_not_grow_it() {
+        let fake = Fake::default();
+        let registry = ValueClasses::new();
+        // A program that makes classes of fresh names in a loop, and keeps
+        // one in four alive.
+        let mut kept = vec![];
+        for i in 0..10_000 {
+            let path = format!("app.make.<locals>.Fresh{i}");
+            let fresh = class("Fresh");
+            assert_eq!(
+                registry.path_for(&fake, path.clone(), &fresh),
+                Ok(path.clone())
+            );
+            // Live at the last prune: the kept ones, and the class keyed.
+            let bound = (2 * (kept.len() + 1)).max(PRUNE_FLOOR);
+            assert!(
+                registry.len() < bound,
+                "{} paths after {} classes, {} of them alive",
+                registry.len(),
+                i + 1,
+                kept.len() + 1
+            );
+            if i % 4 == 0 {
+                kept.push((path, fresh));
+            }
+        }
+        // The live owners kept their paths through every prune.
+        for (path, owner) in &kept {
+            assert_eq!(
+                registry.path_for(&fake, path.clone(), owner),
+                Ok(path.clone())
+            );
+            assert!(registry
+                .path_for(&fake, path.clone(), &class("Fresh"))
+                .is_err());
+        }
+        assert_eq!(fake.collections.get(), kept.len());
+    }
+
+    #[test]
+    fn a_class_no_weak_reference_can_be_made_to_is_keyed_without_owning_its_path() {
+        let fake = Fake::default();
+        let registry = ValueClasses::new();
+        fake.no_refs.set(true);
+        let first = class("Color");
+        assert_eq!(
+            registry.path_for(&fake, "app.Color".into(), &first),
+            Ok("app.Color".to_owned())
+        );
+        assert!(registry.is_empty());
+        // The next class that can be referred to owns the path.
+        fake.no_refs.set(false);
+        let second = class("Color");
+        assert!(registry
+            .path_for(&fake, "app.Color".into(), &second)
+            .is_ok());
+        assert!(registry
+            .path_for(&fake, "app.Color".into(), &first)
+            .is_err());
     }
 }
