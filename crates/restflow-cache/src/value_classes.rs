@@ -116,6 +116,7 @@ impl<R> Table<R> {
         }
     }
 
+    #[inline(always)]
     fn holder<E: ClassHandles<Ref = R>>(
         &self,
         embedder: &E,
@@ -209,7 +210,9 @@ impl<R> ValueClasses<R> {
 
     /// Registers `class` as the owner of `path` when no live class owns it;
     /// `Some(other)`: the other live class that does. One lookup once
-    /// `class` owns it.
+    /// `class` owns it (inlined: every value of an enum class or subclass
+    /// comes here, the registration only once per class).
+    #[inline(always)]
     fn claim<E: ClassHandles<Ref = R>>(
         &self,
         embedder: &E,
@@ -221,10 +224,20 @@ impl<R> ValueClasses<R> {
             .as_ref()
             .map_or(Holder::Free, |table| table.holder(embedder, path, class));
         match found {
-            Holder::Mine => return None,
-            Holder::Other(held) => return Some(held),
-            Holder::Free => {}
+            Holder::Mine => None,
+            Holder::Other(held) => Some(held),
+            Holder::Free => self.register(embedder, path, class),
         }
+    }
+
+    /// [`ValueClasses::claim`] for a path no live class owned at its lookup.
+    #[cold]
+    fn register<E: ClassHandles<Ref = R>>(
+        &self,
+        embedder: &E,
+        path: &str,
+        class: &E::Class,
+    ) -> Option<E::Class> {
         // Made with the lock released: the embedder may run code that comes
         // back here (a collection whose finalizers key a value).
         let mine = embedder.downgrade(class)?;
