@@ -36,7 +36,7 @@
 
 use std::collections::HashMap;
 
-use parking_lot::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::signature::Unsupported;
 
@@ -87,7 +87,9 @@ pub trait ClassHandles {
 /// while the embedder makes a reference, collects garbage or frees what
 /// the table let go of (any of which may run code that keys a value and
 /// comes back here). An embedder that calls the registry only under its
-/// own interpreter lock never finds it contended, nor held at a fork.
+/// own interpreter lock never finds it contended, nor held at a fork; the
+/// lock is `std::sync`'s all the same, as every lock that threads may take
+/// freely ([`crate::fork`]).
 pub struct ValueClasses<R> {
     table: Mutex<Option<Table<R>>>,
 }
@@ -145,16 +147,16 @@ impl<R> Table<R> {
         released: &mut Vec<R>,
         looked: &mut Vec<E::Class>,
     ) {
-        let holders = std::mem::take(&mut self.holders);
-        for (path, weak) in holders {
-            match embedder.upgrade(&weak) {
-                Some(class) => {
-                    looked.push(class);
-                    self.holders.insert(path, weak);
-                }
-                None => released.push(weak),
+        // The dead paths first, then their removal: the table is left as it
+        // was if the embedder panics while being asked.
+        let mut dead = vec![];
+        for (path, weak) in &self.holders {
+            match embedder.upgrade(weak) {
+                Some(class) => looked.push(class),
+                None => dead.push(path.clone()),
             }
         }
+        released.extend(dead.iter().filter_map(|path| self.holders.remove(path)));
         self.prune_at = (2 * self.holders.len()).max(PRUNE_FLOOR);
     }
 }
@@ -167,8 +169,11 @@ impl<R> ValueClasses<R> {
         }
     }
 
+    /// The table. A panic while it was held (in an embedder's method)
+    /// left it whole: the embedder is only asked before a change, and every
+    /// change is one `insert` or the removal of paths found dead.
     fn lock(&self) -> MutexGuard<'_, Option<Table<R>>> {
-        self.table.lock()
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// How many paths the table holds, live or dead (for tests and
@@ -219,10 +224,10 @@ impl<R> ValueClasses<R> {
         path: &str,
         class: &E::Class,
     ) -> Option<E::Class> {
-        let found = self
-            .lock()
-            .as_ref()
-            .map_or(Holder::Free, |table| table.holder(embedder, path, class));
+        let found = match self.lock().as_ref() {
+            Some(table) => table.holder(embedder, path, class),
+            None => Holder::Free,
+        };
         match found {
             Holder::Mine => None,
             Holder::Other(held) => Some(held),
