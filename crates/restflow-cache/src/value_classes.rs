@@ -79,7 +79,8 @@ pub trait ClassHandles {
 ///
 /// Invariants: an entry's path is the path its class was keyed under; at
 /// most one class is keyed under a path while it lives (every other is
-/// refused); and after every registration the table holds fewer than
+/// refused), except one the embedder could make no weak reference to,
+/// which is keyed without owning it; and after every registration the table holds fewer than
 /// `prune_at` entries, where `prune_at` is at most twice the number of
 /// entries alive at the last prune (or [`PRUNE_FLOOR`]).
 ///

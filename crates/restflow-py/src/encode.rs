@@ -421,8 +421,8 @@ fn value_class_path(kind: &Bound<'_, PyType>) -> Result<String, Unsupported> {
 }
 
 /// Python classes for the registry: weak references, identity, `gc`.
-/// Called with the GIL held, which the registry's lock is only ever taken
-/// under: never contended, nor held at a fork.
+/// Used attached to the interpreter: with the GIL held (on a build that has
+/// one), the registry's lock is never contended, nor held at a fork.
 struct PyClasses<'py>(Python<'py>);
 
 impl<'py> ClassHandles for PyClasses<'py> {
