@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import enum
 import gc
+import subprocess
+import sys
+from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 
 from restflow.caching import ArgsKeyField, cache_result
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # Two classes of one dotted path, made by Enum's functional API.
 ColorA = enum.Enum("Color", "RED GREEN")
@@ -125,3 +130,44 @@ def test_a_class_whose_namesake_is_garbage_keeps_working(store):
     del first
     second = enum.Enum("Local", "A B")
     assert describe(second.B).startswith("Local@")
+
+
+# Makes, keys and drops 150 classes of fresh names (a program that makes
+# classes in a loop), collecting each, then prints how many weak references
+# to dead objects it holds more than before: the registry's dead entries.
+FRESH_CLASSES = """
+import gc, weakref
+import django
+from django.conf import settings
+settings.configure()
+django.setup()
+from restflow import _engine
+import restflow.caching
+
+def dead_references():
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if type(o) is weakref.ref and o() is None)
+
+before = dead_references()
+for i in range(150):
+    kind = type(f"Fresh{i}", (int,), {})
+    _engine.key_parts("", (), (("value", kind(1), False, False),))
+    del kind
+    gc.collect()
+print(dead_references() - before)
+"""
+
+
+def test_classes_of_fresh_names_made_in_a_loop_do_not_grow_the_registry():
+    # In a fresh interpreter, so the registry holds nothing else. Dead
+    # classes leave it: it stays under the engine's floor of 64 paths
+    # (restflow_cache::value_classes::PRUNE_FLOOR) when none is alive.
+    done = subprocess.run(
+        [sys.executable, "-c", FRESH_CLASSES],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) < 64

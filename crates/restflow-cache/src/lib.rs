@@ -96,6 +96,7 @@ pub mod stats;
 mod store;
 mod timestamp;
 pub mod value;
+pub mod value_classes;
 
 pub use cache::{Cache, Lookup};
 pub use clock::{Clock, JUDGING_MARGIN};

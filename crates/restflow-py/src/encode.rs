@@ -9,10 +9,8 @@
 //! Anything else is refused: a `repr()` could embed a memory address and
 //! silently make every call a miss, or two different objects equal.
 
-use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 
 use crate::once::{Attached, OnceValue};
 use pyo3::ffi;
@@ -23,6 +21,7 @@ use pyo3::types::{
 };
 use restflow_cache::key::KeyWriter;
 use restflow_cache::value::{self, ValueReader, View};
+use restflow_cache::value_classes::{ClassHandles, ValueClasses};
 
 /// A value the encoder cannot represent faithfully (the engine's type, so
 /// the parameter model can carry it).
@@ -408,100 +407,54 @@ fn read_other<'a, 'py>(value: &'a Bound<'py, PyAny>) -> Result<View<'a, Bound<'p
     })
 }
 
-/// Dotted path → the one live class a value's key names by it (a weak
-/// reference: a class that is garbage gives its path up).
-///
-/// Invariant: a key names a value's class by `module.qualname` only while
-/// no other live class has that path. Two classes alive at once with one
-/// path (two `Enum("Color", ...)` of one module, named tuples made by a
-/// factory, a class redefined while the old one lives) would otherwise key
-/// equal values alike and serve each other's entries; key strings must be
-/// the same in every process, so nothing but the path can name the class,
-/// and a value of the second is refused instead. A class whose namesake is
-/// garbage takes the path over (a module reload), and reads the entries
-/// stored under it, as the same class in another process would.
-///
-/// The lock is only taken with the GIL held and never held across anything
-/// that could release it, so it is never contended (nor held at a fork).
-static VALUE_CLASSES: Mutex<Option<HashMap<String, Py<PyWeakrefReference>>>> = Mutex::new(None);
+/// The registry of the classes values are keyed by (the engine's
+/// [`ValueClasses`], which owns the rules): a class's dotted path is its
+/// own while no other live class has it.
+static VALUE_CLASSES: ValueClasses<Py<PyWeakrefReference>> = ValueClasses::new();
 
-/// The dotted path a value of class `kind` is keyed by (see
-/// [`VALUE_CLASSES`]), or the refusal when another live class holds it.
-/// Only values of Enum classes and of subclasses of the built-in value
-/// types come here (the cold path); plain values never do.
+/// The dotted path a value of class `kind` is keyed by, or the refusal when
+/// another live class has it. Only values of Enum classes and of subclasses
+/// of the built-in value types come here (the cold path); plain values
+/// never do.
 fn value_class_path(kind: &Bound<'_, PyType>) -> Result<String, Unsupported> {
-    let path = type_path(kind);
-    let py = kind.py();
-    for attempt in 0..2 {
-        let held = holder(&path, kind);
-        let Some(held) = held else {
-            return Ok(path);
-        };
-        if attempt == 0 {
-            // The holder may be garbage kept by a reference cycle (an enum
-            // class's members name it): collect before refusing, which
-            // only ever happens on a clash, never per call.
-            drop(held);
-            if let Ok(gc) = py.import("gc") {
-                let _ = gc.call_method0("collect");
-            }
-            continue;
-        }
-        return Err(Unsupported {
-            what: format!("a value of class '{path}'"),
-            reason: Some(format!(
-                "another live class has that dotted path too ({} at {:#x}, and {} at {:#x}), \
-                 and keys name a value's class by its dotted path, the same in every process, \
-                 so the two would serve each other's entries. Define each class once at \
-                 module level under a name of its own (not in a function or by a factory, nor \
-                 twice by Enum's functional API), or pass a plain value instead (a member's \
-                 .value, a named tuple as a tuple), or key the argument by a plain attribute \
-                 with a key constructor (ArgsKeyField('<argument>', path='<attribute>')).",
-                repr_of(&held),
-                held.as_ptr() as usize,
-                repr_of(kind),
-                kind.as_ptr() as usize,
-            )),
-        });
-    }
-    unreachable!("the second attempt returns")
+    VALUE_CLASSES.path_for(&PyClasses(kind.py()), type_path(kind), kind.as_any())
 }
 
-/// Registers `kind` as the holder of `path` when no live class holds it;
-/// `Some(other)`: the other live class that does. One lookup once `kind`
-/// holds it.
-fn holder<'py>(path: &str, kind: &Bound<'py, PyType>) -> Option<Bound<'py, PyAny>> {
-    let py = kind.py();
-    let lock = || VALUE_CLASSES.lock().unwrap_or_else(|e| e.into_inner());
-    let live = |classes: &HashMap<String, Py<PyWeakrefReference>>| {
-        classes.get(path).and_then(|w| w.bind(py).upgrade())
-    };
-    if let Some(held) = lock().as_ref().and_then(live) {
-        return (!held.is(kind)).then_some(held);
-    }
-    // Made with the lock released: allocating may run a collection, whose
-    // finalizers may key a value and come back here.
-    let mine = PyWeakrefReference::new(kind.as_any()).ok()?.unbind();
-    let replaced = {
-        let mut classes = lock();
-        let classes = classes.get_or_insert_with(HashMap::new);
-        // Looked up again: a finalizer may have registered a class since.
-        if let Some(held) = live(classes) {
-            return (!held.is(kind)).then_some(held);
-        }
-        classes.insert(path.to_owned(), mine)
-    };
-    // A dead reference, freed with the lock released (freeing runs no
-    // Python code, but nothing is done under the lock that need not be).
-    drop(replaced);
-    None
-}
+/// Python classes for the registry: weak references, identity, `gc`.
+/// Used attached to the interpreter: with the GIL held (on a build that has
+/// one), the registry's lock is never contended, nor held at a fork.
+struct PyClasses<'py>(Python<'py>);
 
-fn repr_of(value: &Bound<'_, PyAny>) -> String {
-    value
-        .repr()
-        .map(|r| r.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "?".to_owned())
+impl<'py> ClassHandles for PyClasses<'py> {
+    type Class = Bound<'py, PyAny>;
+    type Ref = Py<PyWeakrefReference>;
+
+    fn downgrade(&self, class: &Self::Class) -> Option<Self::Ref> {
+        PyWeakrefReference::new(class).ok().map(Bound::unbind)
+    }
+
+    fn upgrade(&self, weak: &Self::Ref) -> Option<Self::Class> {
+        // Runs no Python code (the registry's lock is held).
+        weak.bind(self.0).upgrade()
+    }
+
+    fn same(&self, a: &Self::Class, b: &Self::Class) -> bool {
+        a.is(b)
+    }
+
+    fn collect_garbage(&self) {
+        if let Ok(gc) = self.0.import("gc") {
+            let _ = gc.call_method0("collect");
+        }
+    }
+
+    fn describe(&self, class: &Self::Class) -> String {
+        let repr = class
+            .repr()
+            .map(|r| r.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "?".to_owned());
+        format!("{repr} at {:#x}", class.as_ptr() as usize)
+    }
 }
 
 /// A `timedelta`'s `(days, seconds, microseconds)`.
