@@ -217,15 +217,17 @@ def _validate(user: Mapping[str, Any]) -> dict[str, Any]:
 
 def validate_backend(spec: Any, name: str = "BACKEND") -> str:
     """Checks a backend spec: ``"memory"``, ``"redis://..."``, ``"rediss://..."``,
-    ``"redis+cluster://..."``, ``"rediss+cluster://..."``,
-    ``"redis+sentinel://..."``, ``"rediss+sentinel://..."``, ``"django"`` or
-    ``"django:<alias>"``."""
+    ``"unix:///path"`` (or ``"redis+unix:///path"``), ``"redis+cluster://..."``,
+    ``"rediss+cluster://..."``, ``"redis+sentinel://..."``,
+    ``"rediss+sentinel://..."``, ``"django"`` or ``"django:<alias>"``."""
     if not isinstance(spec, str) or not (
         spec in ("memory", "django")
         or spec.startswith(
             (
                 "redis://",
                 "rediss://",
+                "unix://",
+                "redis+unix://",
                 "redis+cluster://",
                 "rediss+cluster://",
                 "redis+sentinel://",
@@ -236,9 +238,19 @@ def validate_backend(spec: Any, name: str = "BACKEND") -> str:
     ):
         raise configuration_error(
             f'{name} must be "memory", "redis://host:port/db", "rediss://...", '
+            f'"unix:///path/to/redis.sock[?db=N]", '
             f'"redis+cluster://host:port[,host:port...]", "rediss+cluster://...", '
             f'"redis+sentinel://host:port[,host:port...]/<service>[/db]", '
             f'"rediss+sentinel://...", "django" or "django:<alias>"; got {spec!r}.'
+        )
+    if spec.startswith(("unix://", "redis+unix://")) and re.search(
+        r"[?&](password|username)=", spec
+    ):
+        # redis-py's names; the engine's client reads "pass" and "user", and
+        # would connect without them (every call then a BYPASS: NOAUTH).
+        raise configuration_error(
+            f'{name}: a unix:// URL takes its credentials as "?pass=...&user=...", '
+            f'not "password=" or "username="; got {spec!r}.'
         )
     return spec
 
