@@ -291,7 +291,7 @@ class AsyncCachedWrapper(Generic[P, T]):
         self.func = func
         self._policy = policy  # None when what is stored never depends on the value
         #: Whether a call may be answered with the value found for its key
-        #: (``cache_result``'s ``_serves``); None: every call may.
+        #: (``result_cache``'s ``serves``); None: every call may.
         self._serves = serves
         functools.update_wrapper(self, func)
         # Lets inspect.iscoroutinefunction (3.12+), asyncio's, asgiref's and
@@ -484,7 +484,7 @@ class AsyncCachedWrapper(Generic[P, T]):
     def _spawn_refresh(self, claim: Any, value: Any, args: tuple, kwargs: dict) -> None:
         """A stale memory hit whose refresh the engine claimed for this
         call: one task on the loop, that hands the value back to the claim.
-        A call that ``value`` may not answer (``_serves``) would refresh it
+        A call that ``value`` may not answer (``serves``) would refresh it
         with the wrong request: its claim is given back, the entry stays."""
         serves = self._serves
         if serves is not None and not serves(value, args, kwargs):

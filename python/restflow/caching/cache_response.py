@@ -165,7 +165,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from restflow.caching.decorators import cache_result, check_policy, refuse_async_policy
+from restflow.caching.decorators import check_policy, refuse_async_policy, result_cache
 from restflow.caching.key_constructor import refuse_ttl_as_constructor
 from restflow.caching.response_async import AsyncCachedResponseWrapper
 from restflow.caching.response_http import HttpSemantics
@@ -294,16 +294,19 @@ def cache_response(
         if not is_async:
             refuse_async_policy(ttl, cache_if, cache_unless, target="view")
         render = make_renderer(func, call, cache_if, cache_unless, response_ttl, http.conditional)
-        cached = cache_result(
-            key_constructor=with_variant(constructor, call.name),
-            ttl=response_ttl or ttl,
+        cached = result_cache(
+            with_variant(constructor, call.name),
+            response_ttl or ttl,
+            invalidates_on,
+            is_entry,
+            None,
             stale_while_revalidate=stale_while_revalidate,
+            backend=None,
             stale_if_error=stale_if_error,
             early_refresh=early_refresh,
             beta=beta,
-            cache_if=is_entry,
-            invalidates_on=invalidates_on,
-            _serves=functools.partial(entry_serves, call),
+            near_cache=None,
+            serves=functools.partial(entry_serves, call),
         )(render)
         wrapper_class = AsyncCachedResponseWrapper if is_async else CachedResponseWrapper
         return wrapper_class(func, cached, call, set_cache_headers, http)

@@ -328,7 +328,6 @@ def cache_result(
     early_refresh: bool = False,
     beta: float | None = None,
     near_cache: bool | None = None,
-    _serves: Callable[[Any, tuple[Any, ...], dict[str, Any] | None], bool] | None = None,
 ) -> CacheDecorator:
     """Caches what a function returns, per distinct call.
 
@@ -366,10 +365,6 @@ def cache_result(
         function whose callers must see another process's change the
         moment that process's call returns.
 
-    ``_serves(value, args, kwargs)`` is ``cache_response``'s: whether a
-    call may be answered with the value found for its key (its ``Vary``
-    headers match); a call it may not answer never refreshes that value.
-
     The first five parameters may be given by position, in drf-restflow's
     order (``@cache_result(UserKey, 300)``); a number in the key
     constructor's place is refused with a ``TypeError`` that suggests
@@ -380,6 +375,41 @@ def cache_result(
     ``f(x=1)`` are one). On a method, ``self``/``cls`` is not part of the
     key, but its class is, so two subclasses never share entries.
     """
+    return result_cache(
+        key_constructor,
+        ttl,
+        invalidates_on,
+        cache_if,
+        cache_unless,
+        stale_while_revalidate=stale_while_revalidate,
+        backend=backend,
+        stale_if_error=stale_if_error,
+        early_refresh=early_refresh,
+        beta=beta,
+        near_cache=near_cache,
+    )
+
+
+def result_cache(
+    key_constructor: type[KeyConstructor] | KeyConstructor | dict[str, Any],
+    ttl: TtlArg,
+    invalidates_on: list[Any] | None,
+    cache_if: Callable[..., Any] | None,
+    cache_unless: Callable[..., Any] | None,
+    *,
+    stale_while_revalidate: int | float | timedelta | None,
+    backend: str | None,
+    stale_if_error: int | float | timedelta | None,
+    early_refresh: bool,
+    beta: float | None,
+    near_cache: bool | None,
+    serves: Callable[[Any, tuple[Any, ...], dict[str, Any] | None], bool] | None = None,
+) -> CacheDecorator:
+    """:func:`cache_result`, every parameter given, plus what
+    ``cache_response`` adds: ``serves(value, args, kwargs)``, whether a call
+    may be answered with the value found for its key (its ``Vary`` headers
+    match); a call it may not answer never refreshes that value. Kept out
+    of ``cache_result``'s signature: it is no user's to set."""
     refuse_ttl_as_constructor(key_constructor, "cache_result")
     fixed_ttl = check_policy(ttl, cache_if, cache_unless)
     stale = seconds(stale_while_revalidate, name="stale_while_revalidate", allow_none=True)
@@ -445,7 +475,7 @@ def cache_result(
             receiver_check=(
                 functools.partial(check_receiver, func, constructor) if method else None
             ),
-            serves=_serves,
+            serves=serves,
         )
         functools.update_wrapper(wrapper, func)
         wrapper.key_constructor = constructor
@@ -455,7 +485,7 @@ def cache_result(
         if is_async:
             from restflow.caching.asynchronous import AsyncCachedWrapper
 
-            wrapper = AsyncCachedWrapper(wrapper, func, policy=policy, serves=_serves)
+            wrapper = AsyncCachedWrapper(wrapper, func, policy=policy, serves=serves)
         if invalidates_on:
             # Imported here: rules pull in Django's signals and models. They
             # get the wrapper the user sees: a rewarm of an async def awaits it.
