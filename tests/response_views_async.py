@@ -14,6 +14,7 @@ import json
 from collections import Counter
 from datetime import timedelta
 
+from asgiref.sync import sync_to_async
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.template.response import SimpleTemplateResponse
 from django.urls import path
@@ -30,11 +31,26 @@ from tests.parking import Gate
 CALLS: Counter = Counter()
 
 
+async def user_of_request(request):
+    """The request's user, read without blocking the loop: ``auser()``
+    (Django 5.0+), else the lazy ``request.user`` in a thread."""
+    auser = getattr(request, "auser", None)
+    if auser is not None:
+        return await auser()
+
+    def load():
+        user = getattr(request, "user", None)
+        if user is not None:
+            user.is_authenticated  # noqa: B018 - evaluates the lazy user here
+        return user
+
+    return await sync_to_async(load)()
+
+
 async def payload(request, pk, counter):
     CALLS[counter] += 1
     await asyncio.sleep(0)  # a real await inside the view body
-    auser = getattr(request, "auser", None)
-    user = await auser() if auser is not None else None
+    user = await user_of_request(request)
     return {
         "id": int(pk),
         "language": get_language(),
@@ -72,7 +88,8 @@ class OtherArticleView(ArticleView):
 @cache_response(ttl=60, set_cache_headers=True)
 async def negotiated_view(request, pk):
     CALLS["negotiated_view"] += 1
-    if request.get_preferred_type(["application/json", "text/plain"]) == "text/plain":
+    # (get_preferred_type is Django 5.2+)
+    if request.accepts("text/plain") and not request.accepts("application/json"):
         return HttpResponse(f"text:{pk}", content_type="text/plain")
     return JsonResponse({"id": pk})
 

@@ -14,7 +14,7 @@ import json
 from datetime import datetime, timedelta
 
 import pytest
-from asgiref.sync import async_to_sync, iscoroutinefunction
+from asgiref.sync import async_to_sync, iscoroutinefunction, sync_to_async
 from django.contrib.auth.models import User
 from django.http import HttpResponse
 from django.test import AsyncClient, AsyncRequestFactory, override_settings
@@ -355,7 +355,7 @@ def test_authenticated_requests_are_keyed_by_user_and_anonymous_ones_share():
     async def as_user(user):
         client = AsyncClient()
         if user is not None:
-            await client.aforce_login(user)
+            await sync_to_async(client.force_login)(user)  # aforce_login: Django 5.0+
         return await client.get("/articles/1/")
 
     async def scenario():

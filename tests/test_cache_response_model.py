@@ -551,7 +551,7 @@ class Run:
             self.clients[name] = client
             aclient = AsyncClient()
             if name in ("alice", "bob"):
-                async_to_sync(aclient.aforce_login)(self.users[name])
+                aclient.force_login(self.users[name])
             self.aclients[name] = aclient
         self.headers = {"carol": {"Authorization": "Token carol"}, "apikey": {"X-Api-Key": "k1"}}
         #: ETags the clients were given, offered back now and then.

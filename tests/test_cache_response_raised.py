@@ -20,7 +20,7 @@ from asgiref.sync import async_to_sync
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
 from django.test import AsyncRequestFactory, override_settings
-from rest_framework import exceptions, viewsets
+from rest_framework import VERSION, exceptions, viewsets
 from rest_framework.decorators import api_view, renderer_classes
 from rest_framework.permissions import BasePermission
 from rest_framework.renderers import JSONRenderer
@@ -36,6 +36,10 @@ RAISE: list[BaseException | None] = [None]
 #: The exceptions the counting exception handler was handed.
 HANDLED: list[BaseException] = []
 
+#: DRF 3.15 keeps an ``Http404``'s message; 3.14 answers "Not found.".
+DRF_VERSION = tuple(int(part) for part in VERSION.split(".")[:2])
+HTTP404_DETAIL = "no such row" if DRF_VERSION >= (3, 15) else "Not found."
+
 #: DRF's answer to each exception: (status, body).
 CASES = {
     "not-found": (exceptions.NotFound(), 404, {"detail": "Not found."}),
@@ -45,7 +49,7 @@ CASES = {
         {"detail": "You do not have permission to perform this action."},
     ),
     "validation": (exceptions.ValidationError({"name": ["bad"]}), 400, {"name": ["bad"]}),
-    "http404": (Http404("no such row"), 404, {"detail": "no such row"}),
+    "http404": (Http404("no such row"), 404, {"detail": HTTP404_DETAIL}),
     "django-permission": (
         DjangoPermissionDenied(),
         403,
