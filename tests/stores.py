@@ -52,11 +52,20 @@ DJANGO_ALIASES = {"django": "locmem", "django-db": "db", "django-memcached": "me
 ALL = ("memory", "django", "django-memcached", *SERVERS)
 
 
-def memcached_caches(location: str) -> dict:
-    """``DJANGO_CACHES`` with the ``memcached`` alias on ``location``."""
+#: pymemcache's options restflow needs (README, "Any Django cache"): a
+#: failed connection raises at once instead of pymemcache answering empty
+#: results without asking the server; ``dead_timeout`` 0 tries the server
+#: again at the next call (a restarted server is used at once).
+MEMCACHED_OPTIONS = {"retry_attempts": 0, "dead_timeout": 0}
+
+
+def memcached_caches(location: str, **options) -> dict:
+    """``DJANGO_CACHES`` with the ``memcached`` alias on ``location``, with
+    ``MEMCACHED_OPTIONS`` (``options`` override them)."""
     memcached = {
         "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
         "LOCATION": location,
+        "OPTIONS": {**MEMCACHED_OPTIONS, **options},
     }
     return {**DJANGO_CACHES, "memcached": memcached}
 

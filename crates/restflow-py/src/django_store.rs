@@ -17,6 +17,25 @@ pub struct DjangoCache {
 
 static CACHES: OnceValue<Py<PyAny>> = OnceValue::new();
 
+/// `restflow.caching.django_errors.answered`: which errors are the cache's
+/// answer to one operation, not a cache that cannot be reached.
+static ANSWERED: OnceValue<Py<PyAny>> = OnceValue::new();
+
+/// `error` as a store error: [`StoreError::Protocol`] when the cache
+/// answered it (memcached refusing an item over its size limit: that one
+/// write fails, the breaker does not count it), else
+/// [`StoreError::Unavailable`] (a Django backend does not say more).
+fn store_error(py: Python<'_>, error: &PyErr) -> StoreError {
+    let answered = crate::once::import(&ANSWERED, py, "restflow.caching.django_errors", "answered")
+        .and_then(|answered| answered.call1((error.value(py),))?.is_truthy())
+        .unwrap_or(false);
+    if answered {
+        StoreError::Protocol(error.to_string())
+    } else {
+        StoreError::Unavailable(error.to_string())
+    }
+}
+
 impl DjangoCache {
     /// The shared store over the cache alias `alias`.
     pub fn store(alias: String) -> KvStore<DjangoCache> {
@@ -41,7 +60,7 @@ impl DjangoCache {
                     crate::interrupt::park(error);
                     return StoreError::Interrupted;
                 }
-                StoreError::Unavailable(error.to_string())
+                store_error(py, &error)
             };
             let cache = self.cache(py).map_err(failed)?;
             op(py, cache).map_err(failed)

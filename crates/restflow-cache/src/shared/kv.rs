@@ -93,10 +93,18 @@ pub fn safe(key: &str) -> String {
     }
 }
 
-/// A ttl as a cache timeout: seconds, at least a millisecond (0 means
-/// "expire now" to some caches, "never" to others).
+/// A ttl as a cache timeout: whole seconds, rounded up, plus one.
+///
+/// Django caches take whole seconds: memcached (and Django's own Redis
+/// backend) drop the fraction and read anything under a second as "expire
+/// now" (a 0.5 s lock or partition counter was gone before it was read:
+/// nothing was ever stored), and memcached's clock ticks once a second, so
+/// an item given `n` seconds lives between `n - 1` and `n`. Rounded up and
+/// one more, a key lives at least its ttl everywhere (and at most 2 s past
+/// it); never 0, which means "expire now" to some caches and "never" to
+/// others.
 fn timeout(ttl: Option<Duration>) -> Option<f64> {
-    ttl.map(|d| d.as_secs_f64().max(0.001))
+    ttl.map(|d| d.as_secs_f64().ceil() + 1.0)
 }
 
 /// The counters of `keys` as the cache names them: scope, version, then
@@ -371,8 +379,9 @@ mod tests {
             .unwrap()
             .contains_key(&safe(&keys.data)));
         assert!(safe(&keys.data).starts_with("restflow:h:"));
-        // The partition counter lives as long as the entry.
-        assert_eq!(store.0.values.lock().unwrap()["p:pgen"].1, Some(5.0));
+        // The partition counter lives as long as the entry (in whole
+        // seconds, and one more).
+        assert_eq!(store.0.values.lock().unwrap()["p:pgen"].1, Some(6.0));
 
         assert!(store.delete("p:pgen").unwrap());
         assert_eq!(store.fetch(&keys).unwrap().generations, None);
@@ -481,7 +490,7 @@ mod tests {
         // Garbage under the fence is replaced.
         store.0.set(&fence, KvWrite::Int(3), None).unwrap();
         assert_eq!(store.fence(&keys, "d", ttl).unwrap(), "d");
-        assert_eq!(store.0.values.lock().unwrap()[&fence].1, Some(5.0));
+        assert_eq!(store.0.values.lock().unwrap()[&fence].1, Some(6.0));
     }
 
     #[test]
@@ -490,8 +499,15 @@ mod tests {
         assert!(store.try_lock("p:lock", "a", Duration::ZERO).unwrap());
         assert_eq!(
             store.0.values.lock().unwrap()["p:lock"].1,
-            Some(0.001),
-            "a timeout of 0 is a millisecond, never 'forever'"
+            Some(1.0),
+            "a timeout of 0 is a second, never 'forever' or 'expire now'"
+        );
+        let half = Duration::from_millis(500);
+        assert!(store.try_lock("p:half", "a", half).unwrap());
+        assert_eq!(
+            store.0.values.lock().unwrap()["p:half"].1,
+            Some(2.0),
+            "half a second is 2 s: memcached would drop the fraction (expire now)"
         );
         assert!(!store
             .try_lock("p:lock", "b", Duration::from_secs(1))
