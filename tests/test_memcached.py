@@ -9,21 +9,18 @@ The suites that take the ``store`` fixture run on memcached too (store id
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
-from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
+from restflow._engine import CacheBackendError
 from restflow.caching import ArgsKeyField, CacheStatus, KeyConstructor, cache_result
 from tests.memcached import ITEM_LIMIT, MemcachedServer
-from tests.stores import MEMCACHED_OPTIONS, memcached_caches, on
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.stores import memcached_caches, on
+from tests.test_lifecycle_model import PeerApi, SyncApi, run_model
+from tests.test_lifecycle_model import report as model_report
 
 calls: list = []
 
@@ -69,6 +66,12 @@ def status(wrapper, *args):
     return wrapper.get_with_metadata(*args)[1]["cache_status"]
 
 
+def served(wrapper, *args):
+    """What a call serves, and its status."""
+    value, meta = wrapper.get_with_metadata(*args)
+    return value, meta["cache_status"]
+
+
 @pytest.mark.parametrize("store", on("django", "django-memcached"), indirect=True)
 def test_a_lock_timeout_under_a_second_still_stores(store):
     """memcached reads a timeout under a second as "expire now": a 0.5 s
@@ -112,3 +115,99 @@ def test_a_value_over_the_item_limit_is_served_and_reported_as_refused(store, ca
     assert "object too large for cache" in warnings[0]
     stats = large.shared_backend().stats()
     assert (stats["store_errors"], stats["breaker_trips"]) == (4, 0)
+
+
+@pytest.fixture
+def own_memcached():
+    """A memcached this test may stop and start again (on its port), as
+    the store of every function (``django:memcached``)."""
+    server = MemcachedServer().start()
+    settings = {"CACHE_SETTINGS": {"BACKEND": "django:memcached"}}
+    with override_settings(CACHES=memcached_caches(server.location), RESTFLOW_SETTINGS=settings):
+        yield server
+    server.stop()
+
+
+def in_a_thread(call):
+    """``call()``'s result in a thread of its own: with a Django cache
+    client of its own (Django keeps one per thread), as another worker."""
+    result = []
+    thread = threading.Thread(target=lambda: result.append(call()))
+    thread.start()
+    thread.join(30)
+    return result[0]
+
+
+def test_a_restarted_memcached_is_bypassed_while_down_then_used_again(own_memcached):
+    """Killed mid-run: calls compute live (BYPASS) and an invalidation
+    raises; started again on its port (empty): caching resumes at the next
+    call, and an invalidation made right after reaches it, seen by a
+    thread whose connection never failed."""
+    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.MISS)
+    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.HIT)
+    own_memcached.stop()
+    assert served(profile, 1) == ({"id": 1, "n": 2}, CacheStatus.BYPASS)
+    with pytest.raises(CacheBackendError):
+        profile.invalidate_all()
+    own_memcached.start()
+    assert served(profile, 1) == ({"id": 1, "n": 3}, CacheStatus.MISS)
+    assert served(profile, 1) == ({"id": 1, "n": 3}, CacheStatus.HIT)
+    assert in_a_thread(lambda: served(profile, 1)) == ({"id": 1, "n": 3}, CacheStatus.HIT)
+    profile.invalidate_all()
+    assert in_a_thread(lambda: served(profile, 1)) == ({"id": 1, "n": 4}, CacheStatus.MISS)
+    assert calls == [1, 1, 1, 1]
+
+
+def test_a_connection_idle_across_a_restart_is_not_a_failure(own_memcached):
+    """memcached restarted while this thread's connection sat idle: the
+    next call finds it closed (pymemcache's MemcacheUnexpectedCloseError),
+    and is made again on a new connection, as on Redis: a MISS (the
+    restart emptied memcached), not a BYPASS counted against the store."""
+    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.MISS)
+    own_memcached.stop()
+    own_memcached.start()
+    assert served(profile, 1) == ({"id": 1, "n": 2}, CacheStatus.MISS)
+    assert served(profile, 1) == ({"id": 1, "n": 2}, CacheStatus.HIT)
+    assert profile.shared_backend().stats()["store_errors"] == 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"retry_attempts": 1}, {"retry_attempts": 0, "ignore_exc": True}],
+    ids=["default", "retries", "ignore_exc"],
+)
+def test_a_memcached_client_that_answers_without_asking_is_refused(own_memcached, options):
+    """pymemcache's defaults (``retry_attempts`` 2) answer calls with
+    nothing, without sending them, for a second after a failed connection:
+    an invalidation made then was lost while reporting success, and other
+    workers went on serving the retired entry. Such an alias is refused,
+    with what to set."""
+    caches = memcached_caches(own_memcached.location)
+    caches["memcached"]["OPTIONS"] = options
+    with override_settings(CACHES=caches), pytest.raises(ImproperlyConfigured) as raised:
+        profile(1)
+    assert "CACHES['memcached']['OPTIONS']['retry_attempts'] = 0" in str(raised.value)
+    assert "an invalidation made then would be lost silently" in str(raised.value)
+    assert calls == []
+
+
+@pytest.mark.parametrize("seed", [56, 57])
+def test_calls_across_memcached_restarts_follow_the_lifecycle_model(own_memcached, seed):
+    """tests/test_lifecycle_model.py's model while memcached stops now and
+    then (every call BYPASS, live; an invalidation raises CacheBackendError;
+    nothing wrong is ever served) and starts again, empty, on its port."""
+    run_model(seed, SyncApi(model_report), outages=own_memcached, steps=400)
+
+
+@pytest.mark.parametrize("seed", [47, 48, 49])
+@pytest.mark.parametrize("store", on("django-memcached"), indirect=True)
+def test_two_processes_on_one_memcached_follow_the_lifecycle_model(store, seed):
+    """Each operation in one of two processes on one memcached: what one
+    stores, invalidates or refreshes, the other sees."""
+    settings = store.settings()
+    peer = PeerApi("report", settings, caches=memcached_caches(store.memcached.location))
+    try:
+        with override_settings(RESTFLOW_SETTINGS=settings):
+            run_model(seed, SyncApi(model_report), peer)
+    finally:
+        peer.close()

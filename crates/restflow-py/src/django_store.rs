@@ -17,19 +17,39 @@ pub struct DjangoCache {
 
 static CACHES: OnceValue<Py<PyAny>> = OnceValue::new();
 
-/// `restflow.caching.django_errors.answered`: which errors are the cache's
-/// answer to one operation, not a cache that cannot be reached.
-static ANSWERED: OnceValue<Py<PyAny>> = OnceValue::new();
+/// `restflow.caching.django_errors.classify`: what an error of a Django
+/// cache says.
+static CLASSIFY: OnceValue<Py<PyAny>> = OnceValue::new();
+
+/// What an error of a Django cache says (see
+/// `restflow.caching.django_errors`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Raised {
+    /// The cache answered: that one operation failed, the cache is up.
+    Answer,
+    /// The connection was closed before the answer (memcached restarted
+    /// since it was opened): the client opens a new one at its next call.
+    Closed,
+    /// Anything else: the cache could not be reached.
+    Failure,
+}
+
+fn classify(py: Python<'_>, error: &PyErr) -> Raised {
+    let said = crate::once::import(&CLASSIFY, py, "restflow.caching.django_errors", "classify")
+        .and_then(|classify| classify.call1((error.value(py),))?.extract::<String>());
+    match said.as_deref() {
+        Ok("answer") => Raised::Answer,
+        Ok("closed") => Raised::Closed,
+        _ => Raised::Failure,
+    }
+}
 
 /// `error` as a store error: [`StoreError::Protocol`] when the cache
 /// answered it (memcached refusing an item over its size limit: that one
 /// write fails, the breaker does not count it), else
 /// [`StoreError::Unavailable`] (a Django backend does not say more).
 fn store_error(py: Python<'_>, error: &PyErr) -> StoreError {
-    let answered = crate::once::import(&ANSWERED, py, "restflow.caching.django_errors", "answered")
-        .and_then(|answered| answered.call1((error.value(py),))?.is_truthy())
-        .unwrap_or(false);
-    if answered {
+    if classify(py, error) == Raised::Answer {
         StoreError::Protocol(error.to_string())
     } else {
         StoreError::Unavailable(error.to_string())
@@ -48,9 +68,13 @@ impl DjangoCache {
         crate::once::import(&CACHES, py, "django.core.cache", "caches")?.get_item(&self.alias)
     }
 
+    /// Runs `op` on the alias's cache. An operation whose connection turns
+    /// out closed (memcached restarted while it sat idle) is made once
+    /// more, on the new connection the client opens: not a failure, as for
+    /// Redis. Only once: a server that is down fails the second try too.
     fn run<T>(
         &self,
-        op: impl FnOnce(Python<'_>, Bound<'_, PyAny>) -> PyResult<T>,
+        op: impl Fn(Python<'_>, Bound<'_, PyAny>) -> PyResult<T>,
     ) -> Result<T, StoreError> {
         Python::attach(|py| {
             let failed = |error: PyErr| {
@@ -63,7 +87,12 @@ impl DjangoCache {
                 store_error(py, &error)
             };
             let cache = self.cache(py).map_err(failed)?;
-            op(py, cache).map_err(failed)
+            match op(py, cache.clone()) {
+                Err(error) if classify(py, &error) == Raised::Closed => {
+                    op(py, cache).map_err(failed)
+                }
+                done => done.map_err(failed),
+            }
         })
     }
 }

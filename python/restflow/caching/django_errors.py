@@ -17,6 +17,27 @@ import sys
 from django.core.cache.backends.base import InvalidCacheKey
 
 
+def classify(error: BaseException) -> str:
+    """What ``error`` from a Django cache call says: ``"answer"`` (see
+    :func:`answered`), ``"closed"`` (see :func:`closed`) or ``"failure"``
+    (the cache could not be reached, or anything else)."""
+    if answered(error):
+        return "answer"
+    return "closed" if closed(error) else "failure"
+
+
+def closed(error: BaseException) -> bool:
+    """Whether the connection was found closed when the call read its
+    answer (pymemcache's ``MemcacheUnexpectedCloseError``): memcached
+    restarted, or closed the connection, while it sat idle. pymemcache then
+    drops the socket and connects again at the next call, so the call is
+    made once more (a server that is down fails that one too). A connection
+    refused or reset is an ``OSError``, after which pymemcache stops using
+    the server for ``dead_timeout``: a failure."""
+    exceptions = sys.modules.get("pymemcache.exceptions")
+    return exceptions is not None and isinstance(error, exceptions.MemcacheUnexpectedCloseError)
+
+
 def answered(error: BaseException) -> bool:
     """Whether ``error`` is the cache's answer to one operation (it is up):
     memcached refusing an item over its size limit (``SERVER_ERROR object

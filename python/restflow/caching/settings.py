@@ -383,6 +383,47 @@ def _check_cache_alias(alias: str) -> None:
             f"The cache backend 'django:{alias}' names no alias in CACHES "
             f"(aliases: {', '.join(settings.CACHES) or 'none'})."
         )
+    _check_memcached_options(alias, settings.CACHES[alias])
+
+
+def _check_memcached_options(alias: str, params: Mapping) -> None:
+    """Refuses a ``PyMemcacheCache`` alias whose client answers without
+    asking memcached.
+
+    pymemcache's ``HashClient`` (what Django's ``PyMemcacheCache`` uses)
+    marks a server failed at its first connection error and then, for
+    ``retry_timeout`` seconds and up to ``retry_attempts`` times (1 s and 2
+    by default), answers every call without sending it: ``get_many`` finds
+    nothing, ``add`` and ``delete`` say False. A delete of a generation
+    counter (an invalidation) is then lost while the call reports success,
+    and other threads and processes, whose connections are fine, go on
+    serving the retired entries. With ``retry_attempts`` 0 the client
+    raises instead, so restflow computes live (BYPASS) and an invalidation
+    raises until memcached answers; ``ignore_exc`` would swallow every
+    error the same way.
+    """
+    from django.core.cache.backends.memcached import PyMemcacheCache
+    from django.utils.module_loading import import_string
+
+    try:
+        backend = import_string(params.get("BACKEND", ""))
+    except ImportError:
+        return  # Django's own error names it at the first use of the alias
+    if not (isinstance(backend, type) and issubclass(backend, PyMemcacheCache)):
+        return
+    options = params.get("OPTIONS") or {}
+    retries, ignores = options.get("retry_attempts", 2), options.get("ignore_exc", False)
+    if retries == 0 and not ignores:
+        return
+    raise configuration_error(
+        f"The cache backend 'django:{alias}' is a PyMemcacheCache whose client answers "
+        f"without asking memcached after a failed connection (retry_attempts={retries!r}, "
+        f"ignore_exc={ignores!r}): an invalidation made then would be lost silently. Set "
+        f"CACHES[{alias!r}]['OPTIONS']['retry_attempts'] = 0 (and leave ignore_exc False); "
+        "a failed connection then raises and restflow computes live (BYPASS) until memcached "
+        "answers. 'dead_timeout' (60 s by default) is how long pymemcache then waits before "
+        "trying the server again: 1 resumes caching within a second of its return."
+    )
 
 
 def backend_for(spec: str | None):
