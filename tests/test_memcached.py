@@ -211,3 +211,40 @@ def test_two_processes_on_one_memcached_follow_the_lifecycle_model(store, seed):
             run_model(seed, SyncApi(model_report), peer)
     finally:
         peer.close()
+
+
+@cache_result(ttl=60)
+def echo(text):
+    calls.append(text)
+    return text
+
+
+#: Arguments whose keys are near memcached's 250 bytes or hold what it
+#: refuses in a key (spaces, control characters, DEL, non-ASCII).
+ODD = ["a b", "tab\there", "\x00\x01\r\n", "\x7f", "ü€"]
+ODD += ["x" * n for n in (150, 180, 190, 200, 240, 1000)]
+
+
+@pytest.mark.parametrize("store", on("django-memcached"), indirect=True)
+def test_keys_near_250_bytes_or_with_odd_characters_are_cached(store):
+    for text in ODD:
+        assert served(echo, text) == (text, CacheStatus.MISS), repr(text)
+        assert served(echo, text) == (text, CacheStatus.HIT), repr(text)
+    assert calls == ODD
+
+
+@pytest.mark.parametrize("store", on("django-memcached"), indirect=True)
+def test_keys_fit_after_a_long_django_key_prefix(store):
+    """Django puts ``KEY_PREFIX:VERSION:`` before every key: with a 60-byte
+    prefix, keys restflow kept as they were (up to 200 bytes) passed 250,
+    Django refused them (InvalidCacheKey) and every call for them was
+    computed live (BYPASS). Names are fitted to what the alias leaves."""
+    caches = memcached_caches(store.memcached.location)
+    caches["memcached"]["KEY_PREFIX"] = "p" * 60
+    texts = ["x" * n for n in range(140, 160)]
+    with override_settings(CACHES=caches):
+        for text in texts:
+            assert served(echo, text) == (text, CacheStatus.MISS), len(text)
+            assert served(echo, text) == (text, CacheStatus.HIT), len(text)
+        assert all(len(key) <= 250 for key in store.memcached.keys())
+    assert calls == texts

@@ -8,11 +8,19 @@
 use crate::once::OnceValue;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyString};
-use restflow_cache::shared::{KvCache, KvStore, KvValue, KvWrite, StoreError};
+use restflow_cache::shared::{KvCache, KvStore, KvValue, KvWrite, StoreError, LONGEST_NAME};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// memcached's longest key, in bytes (Django's `MEMCACHE_MAX_KEY_LENGTH`).
+const MEMCACHED_KEY: usize = 250;
 
 /// A Django cache alias, as the engine's key-value cache.
 pub struct DjangoCache {
     alias: String,
+    /// [`KvCache::longest_name`], learnt from the alias at first use; 0
+    /// until then (an atomic, not a once-cell: nothing here may block a
+    /// forked child, and working it out twice is harmless).
+    longest: AtomicUsize,
 }
 
 static CACHES: OnceValue<Py<PyAny>> = OnceValue::new();
@@ -59,7 +67,10 @@ fn store_error(py: Python<'_>, error: &PyErr) -> StoreError {
 impl DjangoCache {
     /// The shared store over the cache alias `alias`.
     pub fn store(alias: String) -> KvStore<DjangoCache> {
-        KvStore(DjangoCache { alias })
+        KvStore(DjangoCache {
+            alias,
+            longest: AtomicUsize::new(0),
+        })
     }
 
     /// The alias's cache object for the calling thread (Django keeps one
@@ -164,6 +175,42 @@ impl KvCache for DjangoCache {
             let deleted = cache.call_method1("delete", (name,))?;
             Ok(deleted.is_truthy().unwrap_or(false))
         })
+    }
+
+    /// What fits in memcached's 250 bytes after the prefix the alias puts
+    /// before every key (`KEY_PREFIX:VERSION:`, what `make_key("")` adds),
+    /// at most [`LONGEST_NAME`]. A long `KEY_PREFIX` made keys of 190 to
+    /// 200 bytes too long for memcached: Django refused them, and every
+    /// call for them was computed live. (Every Django cache warns about
+    /// keys over 250 bytes, so this applies to all of them.)
+    fn longest_name(&self) -> usize {
+        let known = self.longest.load(Ordering::Relaxed);
+        if known != 0 {
+            return known;
+        }
+        let prefix = Python::attach(|py| {
+            let made = self
+                .cache(py)
+                .and_then(|cache| cache.call_method1("make_key", ("",))?.extract::<String>());
+            made.map_err(|error| {
+                if crate::interrupt::is_interrupt(py, &error) {
+                    crate::interrupt::park(error); // the caller gets it back
+                    return true;
+                }
+                false
+            })
+        });
+        let longest = match prefix {
+            Ok(prefix) => MEMCACHED_KEY
+                .saturating_sub(prefix.len())
+                .clamp(1, LONGEST_NAME),
+            // Interrupted: this call ends with it; learn it next time.
+            Err(true) => return LONGEST_NAME,
+            // A cache whose `make_key` fails or is not text: the default.
+            Err(false) => LONGEST_NAME,
+        };
+        self.longest.store(longest, Ordering::Relaxed);
+        longest
     }
 
     fn touch(&self, name: &str, timeout: Option<f64>) -> Result<(), StoreError> {
