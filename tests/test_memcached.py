@@ -12,6 +12,7 @@ import logging
 import threading
 
 import pytest
+from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
@@ -248,3 +249,30 @@ def test_keys_fit_after_a_long_django_key_prefix(store):
             assert served(echo, text) == (text, CacheStatus.HIT), len(text)
         assert all(len(key) <= 250 for key in store.memcached.keys())
     assert calls == texts
+
+
+@pytest.mark.parametrize("counter", ["restflow:gen:", "restflow:pgen:"])
+@pytest.mark.parametrize("store", on("django-memcached"), indirect=True)
+def test_an_evicted_counter_never_brings_back_an_entry(store, counter):
+    """memcached evicts each key on its own (LRU): a generation counter may
+    go while the entries written under it stay. Those entries are never
+    served again, across an invalidation made while the counter was gone
+    (it deletes nothing) or not: the counter starts again at a fresh
+    epoch."""
+
+    def evict() -> None:
+        (name,) = store.keys_with(counter)
+        assert caches["memcached"].delete(name)
+
+    entry = report.get_cache_key("a", 2)
+    assert served(report, "a", 2) == ("a/2/1", CacheStatus.MISS)
+    assert served(report, "a", 2) == ("a/2/1", CacheStatus.HIT)
+    evict()
+    assert store.raw(entry) is not None  # the entry outlived its counter
+    assert served(report, "a", 2) == ("a/2/2", CacheStatus.MISS)
+    assert served(report, "a", 2) == ("a/2/2", CacheStatus.HIT)
+    evict()
+    report.invalidate_all()  # the data changed: nothing left to delete
+    assert served(report, "a", 2) == ("a/2/3", CacheStatus.MISS)
+    assert served(report, "a", 2) == ("a/2/3", CacheStatus.HIT)
+    assert calls == [("a", 2)] * 3
