@@ -276,3 +276,26 @@ def test_an_evicted_counter_never_brings_back_an_entry(store, counter):
     assert served(report, "a", 2) == ("a/2/3", CacheStatus.MISS)
     assert served(report, "a", 2) == ("a/2/3", CacheStatus.HIT)
     assert calls == [("a", 2)] * 3
+
+
+@pytest.mark.parametrize("form", ["list", "string"])
+def test_a_memcached_alias_on_several_servers_is_refused(own_memcached, form):
+    """pymemcache drops a server it cannot reach from its ring: its keys go
+    to the other servers meanwhile, so an invalidation then deleted nothing
+    (and reported success), and when the server answered again it served
+    the entries retired meanwhile (checked by hand: one of two servers
+    paused for a call, ``invalidate_all()``, resumed: the old value was a
+    HIT). One server per alias, said clearly."""
+    other = MemcachedServer().start()
+    try:
+        setting = memcached_caches(own_memcached.location)
+        servers = [own_memcached.location, other.location]
+        location = servers if form == "list" else ";".join(servers)
+        setting["memcached"]["LOCATION"] = location
+        with override_settings(CACHES=setting), pytest.raises(ImproperlyConfigured) as raised:
+            profile(1)
+    finally:
+        other.stop()
+    assert "a PyMemcacheCache on several memcached servers" in str(raised.value)
+    assert "with one server in LOCATION" in str(raised.value)
+    assert calls == []

@@ -401,6 +401,12 @@ def _check_memcached_options(alias: str, params: Mapping) -> None:
     raises instead, so restflow computes live (BYPASS) and an invalidation
     raises until memcached answers; ``ignore_exc`` would swallow every
     error the same way.
+
+    Several servers are refused too: ``HashClient`` drops a server it
+    cannot reach from its ring, so that server's keys go to the others
+    meanwhile (a counter deleted there was never on them: the invalidation
+    reports success), and come back to it, entries and counters as they
+    were, when it answers again (a paused server, a network blip).
     """
     from django.core.cache.backends.memcached import PyMemcacheCache
     from django.utils.module_loading import import_string
@@ -413,6 +419,14 @@ def _check_memcached_options(alias: str, params: Mapping) -> None:
         return
     options = params.get("OPTIONS") or {}
     retries, ignores = options.get("retry_attempts", 2), options.get("ignore_exc", False)
+    if len(_memcached_servers(params.get("LOCATION", ""))) > 1:
+        raise configuration_error(
+            f"The cache backend 'django:{alias}' is a PyMemcacheCache on several memcached "
+            "servers: pymemcache moves the keys of a server it cannot reach to the others, "
+            "so an invalidation made then deletes nothing, and the server's entries are "
+            "served again when it comes back. Give restflow an alias with one server in "
+            "LOCATION (memcached keeps one server's keys to itself)."
+        )
     if retries == 0 and not ignores:
         return
     raise configuration_error(
@@ -424,6 +438,14 @@ def _check_memcached_options(alias: str, params: Mapping) -> None:
         "answers. 'dead_timeout' (60 s by default) is how long pymemcache then waits before "
         "trying the server again: 1 resumes caching within a second of its return."
     )
+
+
+def _memcached_servers(location: Any) -> list[str]:
+    """The servers of a memcached alias's ``LOCATION``, as Django reads it
+    (a list, or one string separated by ``;`` or ``,``)."""
+    if isinstance(location, str):
+        return [server for server in re.split("[;,]", location) if server.strip()]
+    return list(location)
 
 
 def backend_for(spec: str | None):
