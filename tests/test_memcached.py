@@ -20,7 +20,8 @@ from restflow._engine import CacheBackendError
 from restflow.caching import ArgsKeyField, CacheStatus, KeyConstructor, cache_result
 from tests.memcached import ITEM_LIMIT, MemcachedServer
 from tests.stores import memcached_caches, on
-from tests.test_lifecycle_model import PeerApi, SyncApi, run_model
+from tests.test_lifecycle_model import AsyncApi, PeerApi, SyncApi, new_loop, run_model
+from tests.test_lifecycle_model import areport as model_areport
 from tests.test_lifecycle_model import report as model_report
 
 calls: list = []
@@ -192,12 +193,19 @@ def test_a_memcached_client_that_answers_without_asking_is_refused(own_memcached
     assert calls == []
 
 
-@pytest.mark.parametrize("seed", [56, 57])
+@pytest.mark.parametrize("seed", [56, 57, 58, 59])
 def test_calls_across_memcached_restarts_follow_the_lifecycle_model(own_memcached, seed):
-    """tests/test_lifecycle_model.py's model while memcached stops now and
-    then (every call BYPASS, live; an invalidation raises CacheBackendError;
-    nothing wrong is ever served) and starts again, empty, on its port."""
+    """tests/test_lifecycle_model.py's model while memcached is killed now
+    and then (every call BYPASS, live; an invalidation raises
+    CacheBackendError; nothing wrong is ever served) and starts again,
+    empty, on its port."""
     run_model(seed, SyncApi(model_report), outages=own_memcached, steps=400)
+
+
+@pytest.mark.parametrize("seed", [60, 61])
+def test_async_calls_across_memcached_restarts_follow_the_lifecycle_model(own_memcached, seed):
+    with new_loop() as loop:
+        run_model(seed, AsyncApi(model_areport, loop=loop), outages=own_memcached, steps=400)
 
 
 @pytest.mark.parametrize("seed", [47, 48, 49])
@@ -299,3 +307,19 @@ def test_a_memcached_alias_on_several_servers_is_refused(own_memcached, form):
     assert "a PyMemcacheCache on several memcached servers" in str(raised.value)
     assert "with one server in LOCATION" in str(raised.value)
     assert calls == []
+
+
+@cache_result(ttl=40 * 86400)
+def monthly(n):
+    calls.append(n)
+    return n
+
+
+@pytest.mark.parametrize("store", on("django-memcached"), indirect=True)
+def test_a_ttl_over_30_days_is_kept(store):
+    """memcached reads a timeout over 30 days as a Unix time; Django
+    converts one (an entry of 40 days given as 3 456 001 s would have
+    expired in 1970). The entry, its lock and counters live."""
+    assert served(monthly, 1) == (1, CacheStatus.MISS)
+    assert served(monthly, 1) == (1, CacheStatus.HIT)
+    assert calls == [1]
