@@ -309,6 +309,19 @@ def test_a_memcached_alias_on_several_servers_is_refused(own_memcached, form):
     assert calls == []
 
 
+def test_a_memcached_client_that_does_not_wait_for_answers_is_refused(own_memcached):
+    """``default_noreply=True``: pymemcache's ``add`` says True without
+    waiting for memcached's answer (checked: a second ``add`` of a key
+    "succeeds", the value stays the first), and ``add`` is restflow's
+    only atomic claim (locks, fences, starting a counter)."""
+    setting = memcached_caches(own_memcached.location, default_noreply=True)
+    with override_settings(CACHES=setting), pytest.raises(ImproperlyConfigured) as raised:
+        profile(1)
+    assert "does not wait for memcached's answers (default_noreply=True)" in str(raised.value)
+    assert "['OPTIONS']['default_noreply'] False" in str(raised.value)
+    assert calls == []
+
+
 @cache_result(ttl=40 * 86400)
 def monthly(n):
     calls.append(n)

@@ -402,7 +402,9 @@ def _check_memcached_options(alias: str, params: Mapping) -> None:
     raises until memcached answers; ``ignore_exc`` would swallow every
     error the same way.
 
-    Several servers are refused too: ``HashClient`` drops a server it
+    ``default_noreply`` is refused: ``add`` then says True without waiting
+    for the answer, and it is restflow's only atomic claim (locks, fences,
+    the start of a counter). Several servers are refused too: ``HashClient`` drops a server it
     cannot reach from its ring, so that server's keys go to the others
     meanwhile (a counter deleted there was never on them: the invalidation
     reports success), and come back to it, entries and counters as they
@@ -426,6 +428,14 @@ def _check_memcached_options(alias: str, params: Mapping) -> None:
             "so an invalidation made then deletes nothing, and the server's entries are "
             "served again when it comes back. Give restflow an alias with one server in "
             "LOCATION (memcached keeps one server's keys to itself)."
+        )
+    if options.get("default_noreply", False):
+        raise configuration_error(
+            f"The cache backend 'django:{alias}' is a PyMemcacheCache whose client does not "
+            "wait for memcached's answers (default_noreply=True): its add, restflow's locks "
+            "and counters, would always say it stored, and a computation would not be "
+            "shared across processes. Leave CACHES"
+            f"[{alias!r}]['OPTIONS']['default_noreply'] False (Django's default)."
         )
     if retries == 0 and not ignores:
         return
