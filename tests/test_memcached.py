@@ -18,6 +18,7 @@ from django.test import override_settings
 
 from restflow._engine import CacheBackendError
 from restflow.caching import ArgsKeyField, CacheStatus, KeyConstructor, cache_result
+from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.memcached import ITEM_LIMIT, MemcachedServer
 from tests.stores import memcached_caches, on
 from tests.test_lifecycle_model import AsyncApi, PeerApi, SyncApi, new_loop, run_model
@@ -336,3 +337,35 @@ def test_a_ttl_over_30_days_is_kept(store):
     assert served(monthly, 1) == (1, CacheStatus.MISS)
     assert served(monthly, 1) == (1, CacheStatus.HIT)
     assert calls == [1]
+
+
+#: Whether ``grows`` returns ``LARGE`` (else a small value).
+growing = False
+
+
+@cache_result(ttl=30, stale_while_revalidate=30)
+def grows(n):
+    calls.append(n)
+    return LARGE if growing else b"small"
+
+
+@pytest.mark.parametrize("store", on("django-memcached"), indirect=True)
+def test_a_value_that_outgrows_the_item_limit_in_a_refresh(store):
+    """A stale entry's background refresh computes a value over 1 MB: the
+    stale value was served, the write is refused, and memcached drops the
+    old entry with it (a refused ``set`` deletes the key): the next call
+    computes live (BYPASS), never serving the old value again as fresh."""
+    global growing
+    growing = False
+    with frozen_clock() as clock:
+        assert served(grows, 1) == (b"small", CacheStatus.MISS)
+        clock.advance(40)
+        growing = True
+        try:
+            assert served(grows, 1) == (b"small", CacheStatus.STALE)
+            wait_for_refreshes()
+            assert store.raw(grows.get_cache_key(1)) is None
+            assert served(grows, 1) == (LARGE, CacheStatus.BYPASS)
+        finally:
+            growing = False
+    assert calls == [1, 1, 1]
