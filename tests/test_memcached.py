@@ -9,6 +9,7 @@ The suites that take the ``store`` fixture run on memcached too (store id
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 import pytest
@@ -369,3 +370,35 @@ def test_a_value_that_outgrows_the_item_limit_in_a_refresh(store):
         finally:
             growing = False
     assert calls == [1, 1, 1]
+
+
+def connections_made(server: MemcachedServer) -> int:
+    """How many connections memcached has accepted since it started,
+    this question's own included (each asks on a new one)."""
+    stats = server.command(b"stats", end=b"END\r\n").decode()
+    (line,) = [line for line in stats.splitlines() if line.startswith("STAT total_connections ")]
+    return int(line.split()[2])
+
+
+def test_a_forked_child_opens_its_own_memcached_connection(own_memcached):
+    """A process forked after it used memcached (a gunicorn ``--preload``
+    master that warmed its cache): the child inherits Django's cache
+    object, socket and all, and pymemcache never notices a fork, so both
+    wrote to one connection and could read each other's answers. The child
+    now connects again: memcached sees a new connection, and the parent
+    goes on using its own."""
+    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.MISS)
+    before = connections_made(own_memcached)
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 1
+        try:
+            code = 0 if served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.HIT) else 2
+        finally:
+            os._exit(code)
+    _, status_code = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status_code) == 0, "the child's read"
+    # The child's connection, and this question's.
+    assert connections_made(own_memcached) == before + 2
+    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.HIT)
+    assert connections_made(own_memcached) == before + 3  # this question's only

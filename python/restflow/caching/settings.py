@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import numbers
+import os
 import re
+import sys
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, NamedTuple
@@ -448,6 +450,36 @@ def _check_memcached_options(alias: str, params: Mapping) -> None:
         "answers. 'dead_timeout' (60 s by default) is how long pymemcache then waits before "
         "trying the server again: 1 resumes caching within a second of its return."
     )
+
+
+def _close_inherited_django_caches() -> None:
+    """In a forked child: closes the Django cache objects it inherited, so
+    its calls open connections of their own.
+
+    Django keeps one cache object per thread, and the child inherits the
+    forking thread's, sockets included. pymemcache (``PyMemcacheCache``)
+    never notices a fork: parent and child wrote to one memcached
+    connection and could read each other's answers (a call hung waiting
+    for an answer the other process had read, or took another's).
+    ``close()`` only drops the child's copy of the socket; the parent's
+    connection is untouched, and the next call connects again.
+    """
+    if "django.core.cache" not in sys.modules:
+        return  # nothing made yet
+    from django.core.cache import caches
+
+    try:
+        inherited = caches.all(initialized_only=True)
+    except Exception:  # settings not configured: no cache was made
+        return
+    for cache in inherited:
+        try:
+            cache.close()
+        except Exception:  # a backend whose close fails: leave it
+            pass
+
+
+os.register_at_fork(after_in_child=_close_inherited_django_caches)
 
 
 def _memcached_servers(location: Any) -> list[str]:
