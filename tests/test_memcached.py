@@ -1,6 +1,8 @@
 """What differs on memcached (Django's ``PyMemcacheCache`` on a real
 memcached, ``tests/memcached.py``): whole-second timeouts, the 1 MB item
-limit, keys near 250 bytes, a server restarted mid-run, two processes.
+limit, keys near 250 bytes, eviction, a server killed and restarted
+mid-run, two processes, a fork, and the pymemcache options restflow
+refuses (a client that answers without asking the server).
 
 The suites that take the ``store`` fixture run on memcached too (store id
 ``django-memcached``); these are the attacks on what only memcached does.
