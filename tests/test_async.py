@@ -14,6 +14,7 @@ fails instead of stalling the suite).
 import asyncio
 import contextvars
 import inspect
+import json
 import logging
 import os
 import subprocess
@@ -23,6 +24,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.test import AsyncClient
 
 from restflow.caching import (
@@ -460,7 +462,7 @@ def test_a_sync_call_on_the_loop_of_the_task_computing_its_key_fails_clearly(sto
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     backend = store.settings()["CACHE_SETTINGS"]["BACKEND"]
     done = subprocess.run(
-        [sys.executable, "-m", "tests.loop_block", backend],
+        [sys.executable, "-m", "tests.loop_block", backend, json.dumps(settings.CACHES)],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -228,3 +228,22 @@ def test_a_lock_release_that_fails_is_not_the_callers_problem(flaky):
     assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.MISS)
     flaky.clear()
     assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.HIT)
+
+
+def test_a_lock_timeout_under_a_second_stores_on_djangos_redis_backend(server_pool):
+    """Django's own Redis backend drops a timeout's fraction and deletes a
+    key given 0: a 0.5 s computation lock was gone at once, and nothing was
+    ever stored. Timeouts given to a Django cache are whole seconds,
+    rounded up, plus one (tests/test_memcached.py: memcached alike)."""
+    server = server_pool.get("redis")
+    djredis = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": server.url}
+    calls.clear()
+    settings = settings_for("djredis", LOCK_TIMEOUT=0.5)
+    with override_settings(CACHES={**CACHES, "djredis": djredis}, RESTFLOW_SETTINGS=settings):
+        caches["djredis"].clear()
+        try:
+            assert status(profile, 1) is CacheStatus.MISS
+            assert status(profile, 1) is CacheStatus.HIT
+        finally:
+            caches["djredis"].clear()
+    assert calls == [1]

@@ -348,9 +348,9 @@ def run_model(
             if forks is not None and rng.random() < 0.03:
                 keys = [(rng.choice(TENANTS), rng.choice(ITEMS)) for _ in range(4)]
                 read_in_a_child(model, api, keys, where=f"seed {seed}, step {step}")
-                # What the child stored, this process finds on Redis (the
-                # Django store here is LocMem: the child's is a copy).
-                if forks.kind == "redis":
+                # What the child stored, this process finds on Redis or
+                # memcached (in LocMem the child's entries are its copy's).
+                if forks.across_processes:
                     for key in keys:
                         expected = model.expected(key)
                         if expected is None or expected[0] is not CacheStatus.HIT:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import numbers
+import os
 import re
+import sys
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, NamedTuple
@@ -395,6 +397,109 @@ def _check_cache_alias(alias: str) -> None:
             f"The cache backend 'django:{alias}' names no alias in CACHES "
             f"(aliases: {', '.join(settings.CACHES) or 'none'})."
         )
+    _check_memcached_options(alias, settings.CACHES[alias])
+
+
+def _check_memcached_options(alias: str, params: Mapping) -> None:
+    """Refuses a ``PyMemcacheCache`` alias whose client answers without
+    asking memcached.
+
+    pymemcache's ``HashClient`` (what Django's ``PyMemcacheCache`` uses)
+    marks a server failed at its first connection error and then, for
+    ``retry_timeout`` seconds and up to ``retry_attempts`` times (1 s and 2
+    by default), answers every call without sending it: ``get_many`` finds
+    nothing, ``add`` and ``delete`` say False. A delete of a generation
+    counter (an invalidation) is then lost while the call reports success,
+    and other threads and processes, whose connections are fine, go on
+    serving the retired entries. With ``retry_attempts`` 0 the client
+    raises instead, so restflow computes live (BYPASS) and an invalidation
+    raises until memcached answers; ``ignore_exc`` would swallow every
+    error the same way.
+
+    ``default_noreply`` is refused: ``add`` then says True without waiting
+    for the answer, and it is restflow's only atomic claim (locks, fences,
+    the start of a counter). Several servers are refused too: ``HashClient`` drops a server it
+    cannot reach from its ring, so that server's keys go to the others
+    meanwhile (a counter deleted there was never on them: the invalidation
+    reports success), and come back to it, entries and counters as they
+    were, when it answers again (a paused server, a network blip).
+    """
+    from django.core.cache.backends.memcached import PyMemcacheCache
+    from django.utils.module_loading import import_string
+
+    try:
+        backend = import_string(params.get("BACKEND", ""))
+    except ImportError:
+        return  # Django's own error names it at the first use of the alias
+    if not (isinstance(backend, type) and issubclass(backend, PyMemcacheCache)):
+        return
+    options = params.get("OPTIONS") or {}
+    retries, ignores = options.get("retry_attempts", 2), options.get("ignore_exc", False)
+    if len(_memcached_servers(params.get("LOCATION", ""))) > 1:
+        raise configuration_error(
+            f"The cache backend 'django:{alias}' is a PyMemcacheCache on several memcached "
+            "servers: pymemcache moves the keys of a server it cannot reach to the others, "
+            "so an invalidation made then deletes nothing, and the server's entries are "
+            "served again when it comes back. Give restflow an alias with one server in "
+            "LOCATION (memcached keeps one server's keys to itself)."
+        )
+    if options.get("default_noreply", False):
+        raise configuration_error(
+            f"The cache backend 'django:{alias}' is a PyMemcacheCache whose client does not "
+            "wait for memcached's answers (default_noreply=True): its add, restflow's locks "
+            "and counters, would always say it stored, and a computation would not be "
+            "shared across processes. Leave CACHES"
+            f"[{alias!r}]['OPTIONS']['default_noreply'] False (Django's default)."
+        )
+    if retries == 0 and not ignores:
+        return
+    raise configuration_error(
+        f"The cache backend 'django:{alias}' is a PyMemcacheCache whose client answers "
+        f"without asking memcached after a failed connection (retry_attempts={retries!r}, "
+        f"ignore_exc={ignores!r}): an invalidation made then would be lost silently. Set "
+        f"CACHES[{alias!r}]['OPTIONS']['retry_attempts'] = 0 (and leave ignore_exc False); "
+        "a failed connection then raises and restflow computes live (BYPASS) until memcached "
+        "answers. 'dead_timeout' (60 s by default) is how long pymemcache then waits before "
+        "trying the server again: 1 resumes caching within a second of its return."
+    )
+
+
+def _close_inherited_django_caches() -> None:
+    """In a forked child: closes the Django cache objects it inherited, so
+    its calls open connections of their own.
+
+    Django keeps one cache object per thread, and the child inherits the
+    forking thread's, sockets included. pymemcache (``PyMemcacheCache``)
+    never notices a fork: parent and child wrote to one memcached
+    connection and could read each other's answers (a call hung waiting
+    for an answer the other process had read, or took another's).
+    ``close()`` only drops the child's copy of the socket; the parent's
+    connection is untouched, and the next call connects again.
+    """
+    if "django.core.cache" not in sys.modules:
+        return  # nothing made yet
+    from django.core.cache import caches
+
+    try:
+        inherited = caches.all(initialized_only=True)
+    except Exception:  # settings not configured: no cache was made
+        return
+    for cache in inherited:
+        try:
+            cache.close()
+        except Exception:  # a backend whose close fails: leave it
+            pass
+
+
+os.register_at_fork(after_in_child=_close_inherited_django_caches)
+
+
+def _memcached_servers(location: Any) -> list[str]:
+    """The servers of a memcached alias's ``LOCATION``, as Django reads it
+    (a list, or one string separated by ``;`` or ``,``)."""
+    if isinstance(location, str):
+        return [server for server in re.split("[;,]", location) if server.strip()]
+    return list(location)
 
 
 def backend_for(spec: str | None):

@@ -78,36 +78,54 @@ pub trait KvCache: Send + Sync {
     fn delete(&self, name: &str) -> Result<bool, StoreError>;
     /// Sets `name`'s timeout.
     fn touch(&self, name: &str, timeout: Option<f64>) -> Result<(), StoreError>;
+    /// The longest name (in bytes) the cache takes as it is: longer ones
+    /// are replaced by their digest. A Django cache on memcached refuses a
+    /// key over 250 bytes *after* its prefix; one with a long `KEY_PREFIX`
+    /// says less than [`LONGEST_NAME`] here.
+    fn longest_name(&self) -> usize {
+        LONGEST_NAME
+    }
 }
 
 /// A [`KvCache`] as a [`SharedStore`].
 pub struct KvStore<C>(pub C);
 
+/// The longest name a cache takes as it is by default
+/// ([`KvCache::longest_name`]): memcached's 250 bytes, less room for the
+/// prefix a Django cache puts before it (`:1:` and its `KEY_PREFIX`).
+pub const LONGEST_NAME: usize = 200;
+
 /// Cache keys must suit memcached: short, no spaces or control
 /// characters. Keys that do not are replaced by their digest.
 pub fn safe(key: &str) -> String {
-    if key.len() <= 200 && key.bytes().all(|b| b.is_ascii_graphic()) {
+    fitted(key, LONGEST_NAME)
+}
+
+/// `key` as it is if it has at most `longest` bytes, all printable ASCII
+/// without spaces; else its digest (`restflow:h:` and 32 hex digits).
+fn fitted(key: &str, longest: usize) -> String {
+    if key.len() <= longest && key.bytes().all(|b| b.is_ascii_graphic()) {
         key.to_owned()
     } else {
         format!("restflow:h:{}", key::digest(key.as_bytes()))
     }
 }
 
-/// A ttl as a cache timeout: seconds, at least a millisecond (0 means
-/// "expire now" to some caches, "never" to others).
+/// A ttl as a cache timeout: whole seconds, rounded up, plus one.
+///
+/// Django caches take whole seconds: memcached (and Django's own Redis
+/// backend) drop the fraction and read anything under a second as "expire
+/// now" (a 0.5 s lock or partition counter was gone before it was read:
+/// nothing was ever stored), and memcached's clock ticks once a second, so
+/// an item given `n` seconds lives between `n - 1` and `n`. Rounded up and
+/// one more, a key lives at least its ttl everywhere (and at most 2 s past
+/// it); never 0, which means "expire now" to some caches and "never" to
+/// others.
 fn timeout(ttl: Option<Duration>) -> Option<f64> {
-    ttl.map(|d| d.as_secs_f64().max(0.001))
+    ttl.map(|d| d.as_secs_f64().ceil() + 1.0)
 }
 
-/// The counters of `keys` as the cache names them: scope, version, then
-/// the partition's (the only one that expires).
-fn counter_names(keys: &KeySet) -> Vec<String> {
-    let mut names = vec![safe(&keys.scope), safe(&keys.version)];
-    names.extend(keys.partition.as_deref().map(safe));
-    names
-}
-
-/// Generations from counters read in [`counter_names`] order.
+/// Generations from counters read in `KvStore::counter_names` order.
 fn generations_of(epochs: &[Option<u64>]) -> Option<Generations> {
     Some(Generations {
         scope: (*epochs.first()?)?,
@@ -120,6 +138,20 @@ fn generations_of(epochs: &[Option<u64>]) -> Option<Generations> {
 }
 
 impl<C: KvCache> KvStore<C> {
+    /// `key` as the cache names it: as it is, or its digest when it does
+    /// not suit memcached (see [`safe`]) or is longer than the cache takes.
+    fn name(&self, key: &str) -> String {
+        fitted(key, self.0.longest_name().min(LONGEST_NAME))
+    }
+
+    /// The counters of `keys` as the cache names them: scope, version,
+    /// then the partition's (the only one that expires).
+    fn counter_names(&self, keys: &KeySet) -> Vec<String> {
+        let mut names = vec![self.name(&keys.scope), self.name(&keys.version)];
+        names.extend(keys.partition.as_deref().map(|p| self.name(p)));
+        names
+    }
+
     /// The epochs the counters `names` hold now (`get_many`: one round trip).
     fn epochs(&self, names: &[String]) -> Result<Vec<Option<u64>>, StoreError> {
         Ok(self.0.get_many(names)?.iter().map(KvValue::epoch).collect())
@@ -129,13 +161,13 @@ impl<C: KvCache> KvStore<C> {
 impl<C: KvCache> SharedStore for KvStore<C> {
     fn fetch(&self, keys: &KeySet) -> Result<Fetched, StoreError> {
         let mut names = vec![
-            safe(&keys.data),
-            safe(&keys.scope),
-            safe(&keys.version),
-            safe(&keys.lock),
+            self.name(&keys.data),
+            self.name(&keys.scope),
+            self.name(&keys.version),
+            self.name(&keys.lock),
         ];
         if let Some(partition) = &keys.partition {
-            names.push(safe(partition));
+            names.push(self.name(partition));
         }
         let mut found = self.0.get_many(&names)?.into_iter();
         let mut next = || found.next().unwrap_or(KvValue::Missing);
@@ -159,11 +191,11 @@ impl<C: KvCache> SharedStore for KvStore<C> {
 
     fn put(&self, key: &str, payload: &[u8], ttl: Option<Duration>) -> Result<(), StoreError> {
         self.0
-            .set(&safe(key), KvWrite::Bytes(payload), timeout(ttl))
+            .set(&self.name(key), KvWrite::Bytes(payload), timeout(ttl))
     }
 
     fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        self.0.delete(&safe(key))
+        self.0.delete(&self.name(key))
     }
 
     /// Deletes the entry and its claims outright: a Django cache cannot
@@ -175,10 +207,10 @@ impl<C: KvCache> SharedStore for KvStore<C> {
     /// whose set comes just after survives it (a window of one round trip,
     /// where Redis has none).
     fn delete_entry(&self, keys: &KeySet) -> Result<bool, StoreError> {
-        let existed = self.0.delete(&safe(&keys.data))?;
-        self.0.delete(&safe(&keys.lock))?;
-        self.0.delete(&safe(&keys.refresh))?;
-        self.0.delete(&safe(&keys.fence()))?;
+        let existed = self.0.delete(&self.name(&keys.data))?;
+        self.0.delete(&self.name(&keys.lock))?;
+        self.0.delete(&self.name(&keys.refresh))?;
+        self.0.delete(&self.name(&keys.fence()))?;
         Ok(existed)
     }
 
@@ -187,7 +219,7 @@ impl<C: KvCache> SharedStore for KvStore<C> {
     /// and the `touch` leaves nothing to touch, and the refresh, finding
     /// no token at its write, does not store (as the delete asks).
     fn fence(&self, keys: &KeySet, candidate: &str, ttl: Duration) -> Result<String, StoreError> {
-        let name = safe(&keys.fence());
+        let name = self.name(&keys.fence());
         let expiry = timeout(Some(ttl));
         if self.0.add(&name, KvWrite::Text(candidate), expiry)? {
             return Ok(candidate.to_owned());
@@ -202,7 +234,7 @@ impl<C: KvCache> SharedStore for KvStore<C> {
     }
 
     fn generations(&self, keys: &KeySet, floor: Duration) -> Result<Generations, StoreError> {
-        let names = counter_names(keys);
+        let names = self.counter_names(keys);
         let mut epochs = self.epochs(&names)?;
         for (at, (name, epoch)) in names.iter().zip(epochs.iter_mut()).enumerate() {
             if epoch.is_some() {
@@ -236,9 +268,9 @@ impl<C: KvCache> SharedStore for KvStore<C> {
         ttl: Option<Duration>,
         holder: Option<Holder<'_>>,
     ) -> Result<Written, StoreError> {
-        let names = counter_names(keys);
+        let names = self.counter_names(keys);
         let mut read = names.clone();
-        read.extend(holder.map(|holder| safe(holder.parts().0)));
+        read.extend(holder.map(|holder| self.name(holder.parts().0)));
         let mut found = self.0.get_many(&read)?;
         // The holder's claim or fence, read with the counters (one round
         // trip): one no longer holding its token was deleted with the
@@ -255,8 +287,11 @@ impl<C: KvCache> SharedStore for KvStore<C> {
             return Ok(Written::Refused);
         }
         let entry_timeout = timeout(ttl);
-        self.0
-            .set(&safe(&keys.data), KvWrite::Bytes(payload), entry_timeout)?;
+        self.0.set(
+            &self.name(&keys.data),
+            KvWrite::Bytes(payload),
+            entry_timeout,
+        )?;
         // The partition counter lives as long as its newest entry. (A
         // plain cache cannot read a timeout, so this may shorten it when a
         // callable ttl shrinks: older entries then become misses early.)
@@ -270,11 +305,11 @@ impl<C: KvCache> SharedStore for KvStore<C> {
 
     fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
         self.0
-            .add(&safe(key), KvWrite::Text(token), timeout(Some(ttl)))
+            .add(&self.name(key), KvWrite::Text(token), timeout(Some(ttl)))
     }
 
     fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
-        let key = safe(key);
+        let key = self.name(key);
         if matches!(self.0.get(&key)?, KvValue::Text(holder) if holder == token) {
             self.0.delete(&key)?;
         }
@@ -371,8 +406,9 @@ mod tests {
             .unwrap()
             .contains_key(&safe(&keys.data)));
         assert!(safe(&keys.data).starts_with("restflow:h:"));
-        // The partition counter lives as long as the entry.
-        assert_eq!(store.0.values.lock().unwrap()["p:pgen"].1, Some(5.0));
+        // The partition counter lives as long as the entry (in whole
+        // seconds, and one more).
+        assert_eq!(store.0.values.lock().unwrap()["p:pgen"].1, Some(6.0));
 
         assert!(store.delete("p:pgen").unwrap());
         assert_eq!(store.fetch(&keys).unwrap().generations, None);
@@ -481,7 +517,7 @@ mod tests {
         // Garbage under the fence is replaced.
         store.0.set(&fence, KvWrite::Int(3), None).unwrap();
         assert_eq!(store.fence(&keys, "d", ttl).unwrap(), "d");
-        assert_eq!(store.0.values.lock().unwrap()[&fence].1, Some(5.0));
+        assert_eq!(store.0.values.lock().unwrap()[&fence].1, Some(6.0));
     }
 
     #[test]
@@ -490,8 +526,15 @@ mod tests {
         assert!(store.try_lock("p:lock", "a", Duration::ZERO).unwrap());
         assert_eq!(
             store.0.values.lock().unwrap()["p:lock"].1,
-            Some(0.001),
-            "a timeout of 0 is a millisecond, never 'forever'"
+            Some(1.0),
+            "a timeout of 0 is a second, never 'forever' or 'expire now'"
+        );
+        let half = Duration::from_millis(500);
+        assert!(store.try_lock("p:half", "a", half).unwrap());
+        assert_eq!(
+            store.0.values.lock().unwrap()["p:half"].1,
+            Some(2.0),
+            "half a second is 2 s: memcached would drop the fraction (expire now)"
         );
         assert!(!store
             .try_lock("p:lock", "b", Duration::from_secs(1))

@@ -61,7 +61,7 @@ pub use counted::count_near_hit;
 pub use decode::{Served, Undecodable};
 pub use hot::{Hot, HotCache};
 pub use keyspace::{FunctionKeys, KeySpace};
-pub use kv::{KvCache, KvStore, KvValue, KvWrite};
+pub use kv::{KvCache, KvStore, KvValue, KvWrite, LONGEST_NAME};
 pub use lead::{HeldRefresh, SharedLead};
 /// For the Python bindings' event-loop socket only; not part of the API.
 #[cfg(all(feature = "redis", unix))]

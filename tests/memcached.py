@@ -1,0 +1,105 @@
+"""A real memcached for the Django store's memcached runs, on a free
+127.0.0.1 port (as ``tests/redis/conftest.py`` runs redis-server).
+
+Django's ``PyMemcacheCache`` (pymemcache) talks to it. The binary is
+Debian's ``memcached`` (``scripts/bootstrap.sh`` installs it); a missing one
+skips the memcached runs, or fails them under ``RESTFLOW_REQUIRE_SERVERS``
+(``scripts/test.sh`` sets it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from urllib.parse import unquote
+
+import pytest
+
+from tests.redis.conftest import free_port
+
+#: The memcached item size limit (``-I``): memcached's default, 1 MB.
+ITEM_LIMIT = 1024 * 1024
+
+
+def memcached_binary() -> str:
+    """The memcached binary; skips the test when it is missing, or fails it
+    under ``RESTFLOW_REQUIRE_SERVERS``."""
+    binary = shutil.which("memcached")
+    if binary is None:
+        why = "memcached not found; run ./scripts/bootstrap.sh"
+        if os.environ.get("RESTFLOW_REQUIRE_SERVERS"):
+            pytest.fail(why)
+        pytest.skip(why)
+    return binary
+
+
+class MemcachedServer:
+    """One memcached process on loopback: TCP only (``-U 0``), 64 MB."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def location(self) -> str:
+        """The ``LOCATION`` of a Django cache on this server."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> MemcachedServer:
+        command = [memcached_binary(), "-l", "127.0.0.1", "-p", str(self.port), "-U", "0"]
+        # One plain LRU per slab class, no background thread moving items
+        # between LRUs (hot, warm, cold): ``lru_crawler metadump`` (``keys``)
+        # skips items moved while it walks, and that thread moved them all
+        # the time (a counter set just before was missing from the dump).
+        command += ["-m", "64", "-o", "no_lru_maintainer"]
+        if os.geteuid() == 0:
+            command += ["-u", "root"]  # memcached refuses root without it
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert self.command(b"version").startswith(b"VERSION ")
+                return self
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Kills it (SIGKILL: it keeps nothing to save, and a terminated
+        memcached takes a second to wind its threads down)."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def command(self, line: bytes, end: bytes = b"\r\n") -> bytes:
+        """Sends one text-protocol command; its answer, up to ``end``."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            sock.sendall(line + b"\r\n")
+            answer = b""
+            while not answer.endswith(end):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+            return answer
+
+    def keys(self) -> list[str]:
+        """Every key the server holds (``lru_crawler metadump``), as Django
+        wrote it (with its ``:<version>:`` prefix)."""
+        dump = self.command(b"lru_crawler metadump all", end=b"END\r\n")
+        keys = []
+        for line in dump.decode().splitlines():
+            if line.startswith("key="):
+                keys.append(unquote(line.split(" ", 1)[0].removeprefix("key=")))
+        return keys
+
+    def flush(self) -> None:
+        assert self.command(b"flush_all") == b"OK\r\n"

@@ -1,0 +1,406 @@
+"""What differs on memcached (Django's ``PyMemcacheCache`` on a real
+memcached, ``tests/memcached.py``): whole-second timeouts, the 1 MB item
+limit, keys near 250 bytes, eviction, a server killed and restarted
+mid-run, two processes, a fork, and the pymemcache options restflow
+refuses (a client that answers without asking the server).
+
+The suites that take the ``store`` fixture run on memcached too (store id
+``django-memcached``); these are the attacks on what only memcached does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import pytest
+from django.core.cache import caches
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from restflow._engine import CacheBackendError
+from restflow.caching import ArgsKeyField, CacheStatus, KeyConstructor, cache_result
+from restflow.caching.testing import frozen_clock, wait_for_refreshes
+from tests.memcached import ITEM_LIMIT, MemcachedServer
+from tests.stores import memcached_caches, on
+from tests.test_lifecycle_model import AsyncApi, PeerApi, SyncApi, new_loop, run_model
+from tests.test_lifecycle_model import areport as model_areport
+from tests.test_lifecycle_model import report as model_report
+
+calls: list = []
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls():
+    calls.clear()
+
+
+class TenantKey(KeyConstructor):
+    tenant = ArgsKeyField("tenant", partition=True)
+    item = ArgsKeyField("item")
+
+
+@cache_result(ttl=60)
+def profile(user_id):
+    calls.append(user_id)
+    return {"id": user_id, "n": len(calls)}
+
+
+def short_for_item_1(value, tenant, item):
+    """Item 1's entry lives under a second in the store; the others a minute."""
+    return 0.4 if item == 1 else 60
+
+
+@cache_result(ttl=short_for_item_1, key_constructor=TenantKey)
+def report(tenant, item):
+    calls.append((tenant, item))
+    return f"{tenant}/{item}/{len(calls)}"
+
+
+#: A value over memcached's item limit (1 MB) once pickled and signed.
+LARGE = b"x" * (2 * ITEM_LIMIT)
+
+
+@cache_result(ttl=60)
+def large(n):
+    calls.append(n)
+    return LARGE
+
+
+def status(wrapper, *args):
+    return wrapper.get_with_metadata(*args)[1]["cache_status"]
+
+
+def served(wrapper, *args):
+    """What a call serves, and its status."""
+    value, meta = wrapper.get_with_metadata(*args)
+    return value, meta["cache_status"]
+
+
+@pytest.mark.parametrize("store", on("django", "django-memcached"), indirect=True)
+def test_a_lock_timeout_under_a_second_still_stores(store):
+    """memcached reads a timeout under a second as "expire now": a 0.5 s
+    computation lock was gone before the holder's write checked it, so
+    nothing was ever stored (every call a MISS). Timeouts are whole
+    seconds, rounded up, plus one."""
+    with store.configured(LOCK_TIMEOUT=0.5):
+        assert status(profile, 1) is CacheStatus.MISS
+        assert status(profile, 1) is CacheStatus.HIT
+    assert calls == [1]
+
+
+@pytest.mark.parametrize("store", on("django", "django-memcached"), indirect=True)
+def test_an_entry_living_under_a_second_leaves_its_partition_counter(store):
+    """An entry's write renews its partition counter's timeout to the
+    entry's: under a second, memcached deleted the counter, and every other
+    entry of the partition became a miss."""
+    assert status(report, "a", 2) is CacheStatus.MISS
+    assert status(report, "a", 1) is CacheStatus.MISS
+    assert status(report, "a", 2) is CacheStatus.HIT
+    assert calls == [("a", 2), ("a", 1)]
+
+
+@pytest.mark.parametrize("store", on("django-memcached"), indirect=True)
+def test_a_value_over_the_item_limit_is_served_and_reported_as_refused(store, caplog):
+    """memcached refuses an item over 1 MB (``SERVER_ERROR object too large
+    for cache``): an answer, not a store that is down. Each call computes
+    live (BYPASS, as for any write the store refuses); the warning says the
+    store refused the operation (once: warnings are rate-limited per
+    store), never that the store failed; other functions go on hitting."""
+    with caplog.at_level(logging.WARNING, logger="restflow"):
+        for call in range(4):
+            value, meta = large.get_with_metadata(1)
+            assert (value == LARGE, meta["cache_status"]) == (True, CacheStatus.BYPASS)
+            assert status(profile, 7) is (CacheStatus.HIT if call else CacheStatus.MISS)
+    assert calls == [1, 7, 1, 1, 1]
+    assert store.raw(large.get_cache_key(1)) is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "refused an operation" in warnings[0]
+    assert "object too large for cache" in warnings[0]
+    stats = large.shared_backend().stats()
+    assert (stats["store_errors"], stats["breaker_trips"]) == (4, 0)
+
+
+@pytest.fixture
+def own_memcached():
+    """A memcached this test may stop and start again (on its port), as
+    the store of every function (``django:memcached``)."""
+    server = MemcachedServer().start()
+    settings = {"CACHE_SETTINGS": {"BACKEND": "django:memcached"}}
+    with override_settings(CACHES=memcached_caches(server.location), RESTFLOW_SETTINGS=settings):
+        yield server
+    server.stop()
+
+
+def in_a_thread(call):
+    """``call()``'s result in a thread of its own: with a Django cache
+    client of its own (Django keeps one per thread), as another worker."""
+    result = []
+    thread = threading.Thread(target=lambda: result.append(call()))
+    thread.start()
+    thread.join(30)
+    return result[0]
+
+
+def test_a_restarted_memcached_is_bypassed_while_down_then_used_again(own_memcached):
+    """Killed mid-run: calls compute live (BYPASS) and an invalidation
+    raises; started again on its port (empty): caching resumes at the next
+    call, and an invalidation made right after reaches it, seen by a
+    thread whose connection never failed."""
+    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.MISS)
+    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.HIT)
+    own_memcached.stop()
+    assert served(profile, 1) == ({"id": 1, "n": 2}, CacheStatus.BYPASS)
+    with pytest.raises(CacheBackendError):
+        profile.invalidate_all()
+    own_memcached.start()
+    assert served(profile, 1) == ({"id": 1, "n": 3}, CacheStatus.MISS)
+    assert served(profile, 1) == ({"id": 1, "n": 3}, CacheStatus.HIT)
+    assert in_a_thread(lambda: served(profile, 1)) == ({"id": 1, "n": 3}, CacheStatus.HIT)
+    profile.invalidate_all()
+    assert in_a_thread(lambda: served(profile, 1)) == ({"id": 1, "n": 4}, CacheStatus.MISS)
+    assert calls == [1, 1, 1, 1]
+
+
+def test_a_connection_idle_across_a_restart_is_not_a_failure(own_memcached):
+    """memcached restarted while this thread's connection sat idle: the
+    next call finds it closed (pymemcache's MemcacheUnexpectedCloseError),
+    and is made again on a new connection, as on Redis: a MISS (the
+    restart emptied memcached), not a BYPASS counted against the store."""
+    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.MISS)
+    own_memcached.stop()
+    own_memcached.start()
+    assert served(profile, 1) == ({"id": 1, "n": 2}, CacheStatus.MISS)
+    assert served(profile, 1) == ({"id": 1, "n": 2}, CacheStatus.HIT)
+    assert profile.shared_backend().stats()["store_errors"] == 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"retry_attempts": 1}, {"retry_attempts": 0, "ignore_exc": True}],
+    ids=["default", "retries", "ignore_exc"],
+)
+def test_a_memcached_client_that_answers_without_asking_is_refused(own_memcached, options):
+    """pymemcache's defaults (``retry_attempts`` 2) answer calls with
+    nothing, without sending them, for a second after a failed connection:
+    an invalidation made then was lost while reporting success, and other
+    workers went on serving the retired entry. Such an alias is refused,
+    with what to set."""
+    caches = memcached_caches(own_memcached.location)
+    caches["memcached"]["OPTIONS"] = options
+    with override_settings(CACHES=caches), pytest.raises(ImproperlyConfigured) as raised:
+        profile(1)
+    assert "CACHES['memcached']['OPTIONS']['retry_attempts'] = 0" in str(raised.value)
+    assert "an invalidation made then would be lost silently" in str(raised.value)
+    assert calls == []
+
+
+@pytest.mark.parametrize("seed", [56, 57, 58, 59])
+def test_calls_across_memcached_restarts_follow_the_lifecycle_model(own_memcached, seed):
+    """tests/test_lifecycle_model.py's model while memcached is killed now
+    and then (every call BYPASS, live; an invalidation raises
+    CacheBackendError; nothing wrong is ever served) and starts again,
+    empty, on its port."""
+    run_model(seed, SyncApi(model_report), outages=own_memcached, steps=400)
+
+
+@pytest.mark.parametrize("seed", [60, 61])
+def test_async_calls_across_memcached_restarts_follow_the_lifecycle_model(own_memcached, seed):
+    with new_loop() as loop:
+        run_model(seed, AsyncApi(model_areport, loop=loop), outages=own_memcached, steps=400)
+
+
+@pytest.mark.parametrize("seed", [47, 48, 49])
+@pytest.mark.parametrize("store", on("django-memcached"), indirect=True)
+def test_two_processes_on_one_memcached_follow_the_lifecycle_model(store, seed):
+    """Each operation in one of two processes on one memcached: what one
+    stores, invalidates or refreshes, the other sees."""
+    settings = store.settings()
+    peer = PeerApi("report", settings, caches=memcached_caches(store.memcached.location))
+    try:
+        with override_settings(RESTFLOW_SETTINGS=settings):
+            run_model(seed, SyncApi(model_report), peer)
+    finally:
+        peer.close()
+
+
+@cache_result(ttl=60)
+def echo(text):
+    calls.append(text)
+    return text
+
+
+#: Arguments whose keys are near memcached's 250 bytes or hold what it
+#: refuses in a key (spaces, control characters, DEL, non-ASCII).
+ODD = ["a b", "tab\there", "\x00\x01\r\n", "\x7f", "ü€"]
+ODD += ["x" * n for n in (150, 180, 190, 200, 240, 1000)]
+
+
+@pytest.mark.parametrize("store", on("django-memcached"), indirect=True)
+def test_keys_near_250_bytes_or_with_odd_characters_are_cached(store):
+    for text in ODD:
+        assert served(echo, text) == (text, CacheStatus.MISS), repr(text)
+        assert served(echo, text) == (text, CacheStatus.HIT), repr(text)
+    assert calls == ODD
+
+
+@pytest.mark.parametrize("store", on("django-memcached"), indirect=True)
+def test_keys_fit_after_a_long_django_key_prefix(store):
+    """Django puts ``KEY_PREFIX:VERSION:`` before every key: with a 60-byte
+    prefix, keys restflow kept as they were (up to 200 bytes) passed 250,
+    Django refused them (InvalidCacheKey) and every call for them was
+    computed live (BYPASS). Names are fitted to what the alias leaves."""
+    caches = memcached_caches(store.memcached.location)
+    caches["memcached"]["KEY_PREFIX"] = "p" * 60
+    texts = ["x" * n for n in range(140, 160)]
+    with override_settings(CACHES=caches):
+        for text in texts:
+            assert served(echo, text) == (text, CacheStatus.MISS), len(text)
+            assert served(echo, text) == (text, CacheStatus.HIT), len(text)
+        assert all(len(key) <= 250 for key in store.memcached.keys())
+    assert calls == texts
+
+
+@pytest.mark.parametrize("counter", ["restflow:gen:", "restflow:pgen:"])
+@pytest.mark.parametrize("store", on("django-memcached"), indirect=True)
+def test_an_evicted_counter_never_brings_back_an_entry(store, counter):
+    """memcached evicts each key on its own (LRU): a generation counter may
+    go while the entries written under it stay. Those entries are never
+    served again, across an invalidation made while the counter was gone
+    (it deletes nothing) or not: the counter starts again at a fresh
+    epoch."""
+
+    def evict() -> None:
+        (name,) = store.keys_with(counter)
+        assert caches["memcached"].delete(name)
+
+    entry = report.get_cache_key("a", 2)
+    assert served(report, "a", 2) == ("a/2/1", CacheStatus.MISS)
+    assert served(report, "a", 2) == ("a/2/1", CacheStatus.HIT)
+    evict()
+    assert store.raw(entry) is not None  # the entry outlived its counter
+    assert served(report, "a", 2) == ("a/2/2", CacheStatus.MISS)
+    assert served(report, "a", 2) == ("a/2/2", CacheStatus.HIT)
+    evict()
+    report.invalidate_all()  # the data changed: nothing left to delete
+    assert served(report, "a", 2) == ("a/2/3", CacheStatus.MISS)
+    assert served(report, "a", 2) == ("a/2/3", CacheStatus.HIT)
+    assert calls == [("a", 2)] * 3
+
+
+@pytest.mark.parametrize("form", ["list", "string"])
+def test_a_memcached_alias_on_several_servers_is_refused(own_memcached, form):
+    """pymemcache drops a server it cannot reach from its ring: its keys go
+    to the other servers meanwhile, so an invalidation then deleted nothing
+    (and reported success), and when the server answered again it served
+    the entries retired meanwhile (checked by hand: one of two servers
+    paused for a call, ``invalidate_all()``, resumed: the old value was a
+    HIT). One server per alias, said clearly."""
+    other = MemcachedServer().start()
+    try:
+        setting = memcached_caches(own_memcached.location)
+        servers = [own_memcached.location, other.location]
+        location = servers if form == "list" else ";".join(servers)
+        setting["memcached"]["LOCATION"] = location
+        with override_settings(CACHES=setting), pytest.raises(ImproperlyConfigured) as raised:
+            profile(1)
+    finally:
+        other.stop()
+    assert "a PyMemcacheCache on several memcached servers" in str(raised.value)
+    assert "with one server in LOCATION" in str(raised.value)
+    assert calls == []
+
+
+def test_a_memcached_client_that_does_not_wait_for_answers_is_refused(own_memcached):
+    """``default_noreply=True``: pymemcache's ``add`` says True without
+    waiting for memcached's answer (checked: a second ``add`` of a key
+    "succeeds", the value stays the first), and ``add`` is restflow's
+    only atomic claim (locks, fences, starting a counter)."""
+    setting = memcached_caches(own_memcached.location, default_noreply=True)
+    with override_settings(CACHES=setting), pytest.raises(ImproperlyConfigured) as raised:
+        profile(1)
+    assert "does not wait for memcached's answers (default_noreply=True)" in str(raised.value)
+    assert "['OPTIONS']['default_noreply'] False" in str(raised.value)
+    assert calls == []
+
+
+@cache_result(ttl=40 * 86400)
+def monthly(n):
+    calls.append(n)
+    return n
+
+
+@pytest.mark.parametrize("store", on("django-memcached"), indirect=True)
+def test_a_ttl_over_30_days_is_kept(store):
+    """memcached reads a timeout over 30 days as a Unix time; Django
+    converts one (an entry of 40 days given as 3 456 001 s would have
+    expired in 1970). The entry, its lock and counters live."""
+    assert served(monthly, 1) == (1, CacheStatus.MISS)
+    assert served(monthly, 1) == (1, CacheStatus.HIT)
+    assert calls == [1]
+
+
+#: Whether ``grows`` returns ``LARGE`` (else a small value).
+growing = False
+
+
+@cache_result(ttl=30, stale_while_revalidate=30)
+def grows(n):
+    calls.append(n)
+    return LARGE if growing else b"small"
+
+
+@pytest.mark.parametrize("store", on("django-memcached"), indirect=True)
+def test_a_value_that_outgrows_the_item_limit_in_a_refresh(store):
+    """A stale entry's background refresh computes a value over 1 MB: the
+    stale value was served, the write is refused, and memcached drops the
+    old entry with it (a refused ``set`` deletes the key): the next call
+    computes live (BYPASS), never serving the old value again as fresh."""
+    global growing
+    growing = False
+    with frozen_clock() as clock:
+        assert served(grows, 1) == (b"small", CacheStatus.MISS)
+        clock.advance(40)
+        growing = True
+        try:
+            assert served(grows, 1) == (b"small", CacheStatus.STALE)
+            wait_for_refreshes()
+            assert store.raw(grows.get_cache_key(1)) is None
+            assert served(grows, 1) == (LARGE, CacheStatus.BYPASS)
+        finally:
+            growing = False
+    assert calls == [1, 1, 1]
+
+
+def connections_made(server: MemcachedServer) -> int:
+    """How many connections memcached has accepted since it started,
+    this question's own included (each asks on a new one)."""
+    stats = server.command(b"stats", end=b"END\r\n").decode()
+    (line,) = [line for line in stats.splitlines() if line.startswith("STAT total_connections ")]
+    return int(line.split()[2])
+
+
+def test_a_forked_child_opens_its_own_memcached_connection(own_memcached):
+    """A process forked after it used memcached (a gunicorn ``--preload``
+    master that warmed its cache): the child inherits Django's cache
+    object, socket and all, and pymemcache never notices a fork, so both
+    wrote to one connection and could read each other's answers. The child
+    now connects again: memcached sees a new connection, and the parent
+    goes on using its own."""
+    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.MISS)
+    before = connections_made(own_memcached)
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 1
+        try:
+            code = 0 if served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.HIT) else 2
+        finally:
+            os._exit(code)
+    _, status_code = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status_code) == 0, "the child's read"
+    # The child's connection, and this question's.
+    assert connections_made(own_memcached) == before + 2
+    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.HIT)
+    assert connections_made(own_memcached) == before + 3  # this question's only
