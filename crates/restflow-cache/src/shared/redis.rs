@@ -282,8 +282,10 @@ pub(super) fn writing<C: Timeouts, T>(
     };
     conn.set_timeouts(longer)?;
     let answer = run(conn);
-    conn.set_timeouts(read_timeout)?;
-    answer
+    // The command's own error wins (it says whether the store is down); a
+    // connection that fails either is marked broken by the caller.
+    let restored = conn.set_timeouts(read_timeout);
+    answer.and_then(|value| restored.map(|()| value))
 }
 
 /// Milliseconds for Redis: at least 1 (0 would mean "no expiry" to the
