@@ -228,7 +228,9 @@ impl SentinelStore {
 
     /// Runs `op` on the master; forgets a master that could not be reached
     /// or is a replica now, so the next call asks the sentinels again (and
-    /// so does the near cache's thread, at once). A
+    /// so does the near cache's thread, at once). Its failures name it
+    /// (`master host:port: ...`): the URL names only the sentinels, and a
+    /// master's fault (its certificate, say) is not theirs. A
     /// write a demoted master refused (`READONLY`) was not made: it is sent
     /// once more, at once, to the master the sentinels name now, so a lock
     /// or an invalidation is neither lost nor failed while the failover
@@ -245,7 +247,7 @@ impl SentinelStore {
         op: impl FnOnce(&RedisStore) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let store = self.master()?;
-        let answer = op(&store);
+        let answer = op(&store).map_err(|error| error.on(&format!("master {}", store.address())));
         if let Err(error) = &answer {
             let demoted = matches!(error, StoreError::ReadOnly(_));
             if error.is_connection_failure() || demoted {
@@ -374,5 +376,30 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_master_failure_names_the_master_and_keeps_its_kind() {
+        // The kind decides what follows (a READONLY write is sent again, a
+        // connection failure forgets the master): naming must not change it.
+        let on = |error: StoreError| error.on("master 10.0.0.5:6379");
+        assert_eq!(
+            on(StoreError::ReadOnly("READONLY".into())),
+            StoreError::ReadOnly("master 10.0.0.5:6379: READONLY".into())
+        );
+        assert_eq!(
+            on(StoreError::Unavailable("reset".into())),
+            StoreError::Unavailable("master 10.0.0.5:6379: reset".into())
+        );
+        assert_eq!(
+            on(StoreError::Timeout("slow".into())),
+            StoreError::Timeout("master 10.0.0.5:6379: slow".into())
+        );
+        assert_eq!(
+            on(StoreError::Protocol("odd".into())),
+            StoreError::Protocol("master 10.0.0.5:6379: odd".into())
+        );
+        assert_eq!(on(StoreError::Interrupted), StoreError::Interrupted);
+        assert_eq!(on(StoreError::CircuitOpen), StoreError::CircuitOpen);
     }
 }

@@ -1,0 +1,264 @@
+"""``rediss+sentinel://``: Redis Sentinel over TLS.
+
+A master, a replica and three sentinels, all speaking only TLS
+(``port 0``): the replica replicates over TLS and the sentinels watch the
+servers and talk to each other over TLS (``tls-replication yes``). One
+throwaway CA (``trustme``, tests/redis/test_tls.py) signed every
+certificate; the engine trusts it through ``SSL_CERT_FILE``. The store
+asks a sentinel over TLS for the master, then connects to the master over
+TLS: the lifecycle model runs through it, sync and async; a sentinel whose
+certificate no trusted CA signed is a store that fails (BYPASS, logged with
+the reason); and a ``SENTINEL FAILOVER`` with connections pooled on the
+old master is followed to the new one. Started once for the module."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import redis as redis_py
+from django.test import override_settings
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from restflow.caching import CacheStatus, cache_result, reset_stats, stats
+from tests.redis.cluster import wait_for
+from tests.redis.conftest import RedisServer, free_port, redis_settings, system_redis_server
+from tests.redis.test_sentinel import SERVICE, Sentinels, role
+from tests.redis.test_tls import Certificates
+from tests.test_lifecycle_model import AsyncApi, SyncApi, new_loop, run_model
+from tests.test_lifecycle_model import areport as model_areport
+from tests.test_lifecycle_model import report as model_report
+
+computed: list = []
+
+
+@cache_result(ttl=60)
+def tripled(n):
+    computed.append(n)
+    return n * 3
+
+
+def status(n):
+    return tripled.get_with_metadata(n)[1]["cache_status"]
+
+
+class Authorities:
+    """Two throwaway CAs, in subdirectories of ``directory``: ``servers``
+    signed the master's and the replica's certificates, ``sentinels`` the
+    sentinels'; ``bundle`` holds both (what the deployment trusts, and
+    what the engine is told to trust, unless a test leaves one out)."""
+
+    def __init__(self, directory) -> None:
+        (directory / "servers").mkdir()
+        (directory / "sentinels").mkdir()
+        self.servers = Certificates(directory / "servers")
+        self.sentinels = Certificates(directory / "sentinels")
+        self.bundle = directory / "both.pem"
+        self.bundle.write_text(self.servers.ca_file.read_text() + self.sentinels.ca_file.read_text())
+
+    def options(self, certificates: Certificates) -> dict[str, str]:
+        """A server's TLS options: the certificate ``certificates`` hold,
+        either CA trusted (for replication, and between the sentinels and
+        the servers), no client certificates."""
+        return {
+            "tls-cert-file": str(certificates.directory / "server.pem"),
+            "tls-key-file": str(certificates.directory / "server.key"),
+            "tls-ca-cert-file": str(self.bundle),
+            "tls-auth-clients": "no",
+            "tls-replication": "yes",
+        }
+
+
+class TlsServer(RedisServer):
+    """A master or replica on loopback that speaks only TLS, replication
+    included."""
+
+    def __init__(self, directory, authorities: Authorities) -> None:
+        super().__init__(directory=directory)
+        self.authorities = authorities
+
+    def listen(self) -> list[str]:
+        options = self.authorities.options(self.authorities.servers)
+        return [
+            "--port", "0", "--tls-port", str(self.port),
+            *(word for name, value in options.items() for word in (f"--{name}", value)),
+        ]  # fmt: skip
+
+    def client(self, db: int = 0):
+        return self.authorities.servers.client(self.port, db)
+
+
+class TlsSentinels(Sentinels):
+    """tests/redis/test_sentinel.py's deployment, asked over TLS."""
+
+    def __init__(self, servers, ports, authorities: Authorities) -> None:
+        url = "rediss+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in ports) + f"/{SERVICE}/0"
+        super().__init__(servers, ports, url)
+        self.authorities = authorities
+
+    def sentinel(self, index: int = 0) -> redis_py.Redis:
+        return self.authorities.sentinels.client(self.ports[index])
+
+
+def sentinel_conf(directory, port: int, master: RedisServer, authorities: Authorities) -> str:
+    """A TLS-only sentinel's configuration: it listens on ``port`` over TLS
+    only, and reaches the servers and the other sentinels over TLS."""
+    options = authorities.options(authorities.sentinels)
+    return (
+        f"port 0\ntls-port {port}\nbind 127.0.0.1\ndir {directory}\n"
+        + "".join(f"{name} {value}\n" for name, value in options.items())
+        + f"sentinel monitor {SERVICE} 127.0.0.1 {master.port} 2\n"
+        f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+        f"sentinel failover-timeout {SERVICE} 10000\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def tls_sentinels(tmp_path_factory):
+    if system_redis_server() is None:
+        pytest.fail("redis-server is not installed: run ./scripts/bootstrap.sh")
+    directory = tmp_path_factory.mktemp("sentinel-tls")
+    authorities = Authorities(directory)
+    master = TlsServer(directory, authorities).start()
+    replica = TlsServer(directory, authorities).start()
+    replica.client().replicaof("127.0.0.1", master.port)
+    ports = [free_port() for _ in range(3)]
+    processes = []
+    for port in ports:
+        conf = directory / f"sentinel-{port}.conf"
+        conf.write_text(sentinel_conf(directory, port, master, authorities))
+        processes.append(
+            subprocess.Popen(
+                [system_redis_server(), str(conf), "--sentinel"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    sentinels = TlsSentinels([master, replica], ports, authorities)
+
+    def ready() -> bool:
+        for index in range(len(ports)):
+            try:
+                known = sentinels.sentinel(index).sentinel_master(SERVICE)
+            except redis_py.ConnectionError:
+                return False  # not listening yet
+            if known["num-other-sentinels"] < 2 or known["num-slaves"] < 1:
+                return False
+        return replica.client().info("replication")["master_link_status"] == "up"
+
+    wait_for(ready, "the TLS sentinels did not find each other and the replica")
+    try:
+        yield sentinels
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait(10)
+        master.stop()
+        replica.stop()
+
+
+@pytest.fixture
+def trusted(tls_sentinels, monkeypatch):
+    """The test CA trusted, an empty master, and BACKEND on the sentinels."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_sentinels.authorities.bundle))
+    tls_sentinels.master().client().flushdb()
+    computed.clear()
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(tls_sentinels.url)):
+        yield tls_sentinels
+
+
+def test_the_deployment_speaks_only_tls(tls_sentinels):
+    # A plain connection to any of the five is refused: nothing is tested
+    # over plain TCP by mistake.
+    ports = [server.port for server in tls_sentinels.servers] + tls_sentinels.ports
+    for port in ports:
+        plain = redis_py.Redis(port=port, socket_timeout=2, retry=Retry(NoBackoff(), 0))
+        with pytest.raises(redis_py.ConnectionError):
+            plain.ping()
+    # The sentinels reach the replica and each other over TLS.
+    known = tls_sentinels.sentinel().sentinel_master(SERVICE)
+    assert (known["num-other-sentinels"], known["num-slaves"]) == (2, 1)
+
+
+def test_calls_are_cached_on_the_master_the_sentinels_name(trusted):
+    assert [status(4), status(4)] == [CacheStatus.MISS, CacheStatus.HIT]
+    assert computed == [4]
+    master = trusted.master()
+    assert master.client().exists(tripled.get_cache_key(4)) == 1
+    tripled.invalidate_all()
+    assert status(4) is CacheStatus.MISS
+    assert computed == [4, 4]
+
+
+@pytest.mark.parametrize("seed", [65, 66])
+def test_calls_follow_the_lifecycle_model(trusted, seed):
+    run_model(seed, SyncApi(model_report))
+
+
+def test_async_calls_follow_the_lifecycle_model(trusted):
+    with new_loop() as loop:
+        run_model(67, AsyncApi(model_areport, loop=loop))
+
+
+def refused(sentinels, trusted_ca, monkeypatch, caplog) -> str:
+    """What a call logs when the engine trusts only ``trusted_ca``: it is
+    a BYPASS, one store error, no trip yet."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(trusted_ca))
+    settings = redis_settings(sentinels.url, READ_TIMEOUT=5.0)
+    with override_settings(RESTFLOW_SETTINGS=settings):
+        reset_stats()
+        value, meta = tripled.get_with_metadata(5)
+        assert (value, meta["cache_status"]) == (15, CacheStatus.BYPASS)
+        backend = stats()["backends"][sentinels.url]
+        assert (backend["store_errors"], backend["breaker_trips"]) == (1, 0)
+    [record] = [r for r in caplog.records if "BYPASS" in r.getMessage()]
+    return record.getMessage()
+
+
+def test_a_sentinel_certificate_no_trusted_ca_signed_is_refused(
+    tls_sentinels, monkeypatch, caplog
+):
+    # The servers' CA only: the sentinels' certificates are unknown.
+    logged = refused(tls_sentinels, tls_sentinels.authorities.servers.ca_file, monkeypatch, caplog)
+    last = tls_sentinels.ports[-1]
+    assert f"(store unavailable: 127.0.0.1:{last}: invalid peer certificate: UnknownIssuer)" in logged
+
+
+def test_a_master_certificate_no_trusted_ca_signed_is_refused(tls_sentinels, monkeypatch, caplog):
+    # The sentinels' CA only: they answer, the master they name is unknown.
+    master = tls_sentinels.master()
+    logged = refused(tls_sentinels, tls_sentinels.authorities.sentinels.ca_file, monkeypatch, caplog)
+    assert (
+        f"(store unavailable: master 127.0.0.1:{master.port}: "
+        "invalid peer certificate: UnknownIssuer)"
+    ) in logged
+
+
+def test_a_failover_with_pooled_connections_is_followed(trusted):
+    """Last: the master changes. As tests/redis/test_sentinel.py's
+    hand-over, over TLS: a write the demoted master refuses (READONLY)
+    goes to the new master."""
+    old = trusted.master()
+    new = trusted.other(old)
+    first = tripled(1)
+    assert status(1) is CacheStatus.HIT  # the connections are pooled on `old`
+    old.client().wait(1, 5000)
+    assert trusted.sentinel().sentinel_failover(SERVICE)
+
+    def switched() -> bool:
+        return trusted.named_master() is new and role(new) == "master"
+
+    wait_for(switched, "the sentinels did not promote the replica")
+    old.client().replicaof("127.0.0.1", new.port)
+    wait_for(
+        lambda: old.client().info("replication")["master_link_status"] == "up",
+        "the old master did not follow the new one over TLS",
+    )
+    tripled.invalidate_all()
+    value, meta = tripled.get_with_metadata(1)
+    assert (value, meta["cache_status"]) == (first, CacheStatus.MISS)
+    assert computed == [1, 1]
+    assert status(1) is CacheStatus.HIT
+    assert new.client().exists(tripled.get_cache_key(1)) == 1
+    assert role(old) == "slave"
