@@ -204,29 +204,32 @@ def test_async_calls_follow_the_lifecycle_model(trusted):
         run_model(67, AsyncApi(model_areport, loop=loop))
 
 
-def refused(sentinels, trusted_ca, monkeypatch, caplog) -> str:
-    """What a call logs when the engine trusts only ``trusted_ca``: it is
-    a BYPASS, one store error, no trip yet."""
+def refused(url, trusted_ca, monkeypatch, caplog) -> str:
+    """What a call on ``url`` logs when the engine trusts only
+    ``trusted_ca``: it is a BYPASS, one store error, no trip yet."""
     monkeypatch.setenv("SSL_CERT_FILE", str(trusted_ca))
-    settings = redis_settings(sentinels.url, READ_TIMEOUT=5.0)
-    with override_settings(RESTFLOW_SETTINGS=settings):
+    with override_settings(RESTFLOW_SETTINGS=redis_settings(url, READ_TIMEOUT=5.0)):
         reset_stats()
         value, meta = tripled.get_with_metadata(5)
         assert (value, meta["cache_status"]) == (15, CacheStatus.BYPASS)
-        backend = stats()["backends"][sentinels.url]
+        backend = stats()["backends"][url]
         assert (backend["store_errors"], backend["breaker_trips"]) == (1, 0)
     [record] = [r for r in caplog.records if "BYPASS" in r.getMessage()]
     return record.getMessage()
 
 
 def test_a_sentinel_certificate_no_trusted_ca_signed_is_refused(tls_sentinels, monkeypatch, caplog):
-    # The servers' CA only: the sentinels' certificates are unknown. Each
-    # sentinel is asked in turn; the last one's reason is logged.
+    # The servers' CA only: the sentinels' certificates are unknown. A
+    # fourth sentinel listed last is down (as one may be): its refusal
+    # must not hide why the others were not asked.
+    down = free_port()
+    hosts = [f"127.0.0.1:{port}" for port in tls_sentinels.ports]
+    url = f"rediss+sentinel://{','.join(hosts)},127.0.0.1:{down}/{SERVICE}/0"
     servers_ca = tls_sentinels.authorities.servers.ca_file
-    logged = refused(tls_sentinels, servers_ca, monkeypatch, caplog)
-    last = tls_sentinels.ports[-1]
-    reason = f"127.0.0.1:{last}: invalid peer certificate: UnknownIssuer"
-    assert f"(store unavailable: {reason})" in logged
+    logged = refused(url, servers_ca, monkeypatch, caplog)
+    reasons = [f"{host}: invalid peer certificate: UnknownIssuer" for host in hosts]
+    reasons.append(f"127.0.0.1:{down}: Connection refused (os error 111)")
+    assert f"(store unavailable: no sentinel named the master: {'; '.join(reasons)})" in logged
 
 
 def test_a_master_certificate_no_trusted_ca_signed_is_refused(tls_sentinels, monkeypatch, caplog):
@@ -234,7 +237,7 @@ def test_a_master_certificate_no_trusted_ca_signed_is_refused(tls_sentinels, mon
     # The URL names only the sentinels: the reason names the master.
     master = tls_sentinels.master()
     sentinels_ca = tls_sentinels.authorities.sentinels.ca_file
-    logged = refused(tls_sentinels, sentinels_ca, monkeypatch, caplog)
+    logged = refused(tls_sentinels.url, sentinels_ca, monkeypatch, caplog)
     reason = f"master 127.0.0.1:{master.port}: invalid peer certificate: UnknownIssuer"
     assert f"(store unavailable: {reason})" in logged
 
