@@ -10,8 +10,10 @@ master, then connects to the master over TLS: the lifecycle model runs
 through it, sync and async, and a ``SENTINEL FAILOVER`` with connections
 pooled on the old master is followed to the new one. A certificate no
 trusted CA signed, a sentinel's or the master's, is a store that fails
-(BYPASS), logged with the reason and the server. Started once for the
-module (~5 s, the sentinels finding each other; the failover ~6 s)."""
+(BYPASS), logged with the reason and the server; so is a master whose
+certificate does not name the address the sentinels give for it (a
+second, small deployment). Started once for the module (~5 s: the
+sentinels find each other)."""
 
 from __future__ import annotations
 
@@ -47,14 +49,15 @@ def status(n):
 
 class Authorities:
     """Two throwaway CAs, in subdirectories of ``directory``: ``servers``
-    signed the master's and the replica's certificates, ``sentinels`` the
-    sentinels'; ``bundle`` holds both (what the deployment trusts, and
-    what the engine is told to trust, unless a test leaves one out)."""
+    signed the master's and the replica's certificates (for
+    ``server_names``), ``sentinels`` the sentinels'; ``bundle`` holds both
+    (what the deployment trusts, and what the engine is told to trust,
+    unless a test leaves one out)."""
 
-    def __init__(self, directory) -> None:
+    def __init__(self, directory, server_names=("127.0.0.1", "localhost")) -> None:
         (directory / "servers").mkdir()
         (directory / "sentinels").mkdir()
-        self.servers = Certificates(directory / "servers")
+        self.servers = Certificates(directory / "servers", server_names)
         self.sentinels = Certificates(directory / "sentinels")
         self.bundle = directory / "both.pem"
         both = self.servers.ca_file.read_text() + self.sentinels.ca_file.read_text()
@@ -104,17 +107,31 @@ class TlsSentinels(Sentinels):
         return self.authorities.sentinels.client(self.ports[index])
 
 
-def sentinel_conf(directory, port: int, master: RedisServer, authorities: Authorities) -> str:
-    """A TLS-only sentinel's configuration: it listens on ``port`` over TLS
-    only, and reaches the servers and the other sentinels over TLS."""
+def start_sentinel(directory, port: int, master: RedisServer, authorities, quorum: int):
+    """A TLS-only sentinel watching ``master``: it listens on ``port`` over
+    TLS only, and reaches the servers and the other sentinels over TLS."""
     options = authorities.options(authorities.sentinels)
-    return (
+    conf = directory / f"sentinel-{port}.conf"
+    conf.write_text(
         f"port 0\ntls-port {port}\nbind 127.0.0.1\ndir {directory}\n"
         + "".join(f"{name} {value}\n" for name, value in options.items())
-        + f"sentinel monitor {SERVICE} 127.0.0.1 {master.port} 2\n"
+        + f"sentinel monitor {SERVICE} 127.0.0.1 {master.port} {quorum}\n"
         f"sentinel down-after-milliseconds {SERVICE} 1000\n"
         f"sentinel failover-timeout {SERVICE} 10000\n"
     )
+    return subprocess.Popen(
+        [system_redis_server(), str(conf), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop(processes, servers) -> None:
+    for process in processes:
+        process.kill()
+        process.wait(10)
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -123,42 +140,30 @@ def tls_sentinels(tmp_path_factory):
         pytest.fail("redis-server is not installed: run ./scripts/bootstrap.sh")
     directory = tmp_path_factory.mktemp("sentinel-tls")
     authorities = Authorities(directory)
-    master = TlsServer(directory, authorities).start()
-    replica = TlsServer(directory, authorities).start()
-    replica.client().replicaof("127.0.0.1", master.port)
-    ports = [free_port() for _ in range(3)]
+    servers = [TlsServer(directory, authorities) for _ in range(2)]
     processes = []
-    for port in ports:
-        conf = directory / f"sentinel-{port}.conf"
-        conf.write_text(sentinel_conf(directory, port, master, authorities))
-        processes.append(
-            subprocess.Popen(
-                [system_redis_server(), str(conf), "--sentinel"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-    sentinels = TlsSentinels([master, replica], ports, authorities)
-
-    def ready() -> bool:
-        for index in range(len(ports)):
-            try:
-                known = sentinels.sentinel(index).sentinel_master(SERVICE)
-            except redis_py.ConnectionError:
-                return False  # not listening yet
-            if known["num-other-sentinels"] < 2 or known["num-slaves"] < 1:
-                return False
-        return replica.client().info("replication")["master_link_status"] == "up"
-
-    wait_for(ready, "the TLS sentinels did not find each other and the replica")
     try:
+        master, replica = (server.start() for server in servers)
+        replica.client().replicaof("127.0.0.1", master.port)
+        ports = [free_port() for _ in range(3)]
+        for port in ports:
+            processes.append(start_sentinel(directory, port, master, authorities, quorum=2))
+        sentinels = TlsSentinels([master, replica], ports, authorities)
+
+        def ready() -> bool:
+            for index in range(len(ports)):
+                try:
+                    known = sentinels.sentinel(index).sentinel_master(SERVICE)
+                except redis_py.ConnectionError:
+                    return False  # not listening yet
+                if known["num-other-sentinels"] < 2 or known["num-slaves"] < 1:
+                    return False
+            return replica.client().info("replication")["master_link_status"] == "up"
+
+        wait_for(ready, "the TLS sentinels did not find each other and the replica")
         yield sentinels
     finally:
-        for process in processes:
-            process.kill()
-            process.wait(10)
-        master.stop()
-        replica.stop()
+        stop(processes, servers)
 
 
 @pytest.fixture
@@ -239,6 +244,46 @@ def test_a_master_certificate_no_trusted_ca_signed_is_refused(tls_sentinels, mon
     sentinels_ca = tls_sentinels.authorities.sentinels.ca_file
     logged = refused(tls_sentinels.url, sentinels_ca, monkeypatch, caplog)
     reason = f"master 127.0.0.1:{master.port}: invalid peer certificate: UnknownIssuer"
+    assert f"(store unavailable: {reason})" in logged
+
+
+@pytest.fixture(scope="module")
+def misnamed(tmp_path_factory):
+    """A TLS master whose certificate names only ``localhost`` (a trusted
+    CA signed it) and one TLS sentinel that knows it as 127.0.0.1; the
+    ``rediss+sentinel://`` URL and the bundle of both CAs."""
+    directory = tmp_path_factory.mktemp("sentinel-tls-misnamed")
+    authorities = Authorities(directory, server_names=("localhost",))
+    master = TlsServer(directory, authorities)
+    port = free_port()
+    processes = []
+    try:
+        master.start()
+        processes.append(start_sentinel(directory, port, master, authorities, quorum=1))
+        sentinel = authorities.sentinels.client(port)
+        wait_for(lambda: ping(sentinel), "the sentinel did not start")
+        yield f"rediss+sentinel://127.0.0.1:{port}/{SERVICE}/0", master, authorities.bundle
+    finally:
+        stop(processes, [master])
+
+
+def ping(client) -> bool:
+    try:
+        return client.ping()
+    except redis_py.ConnectionError:
+        return False
+
+
+def test_the_master_certificate_must_name_the_address_the_sentinels_give(
+    misnamed, monkeypatch, caplog
+):
+    # A CA the engine trusts signed it, but for another name: refused.
+    url, master, bundle = misnamed
+    logged = refused(url, bundle, monkeypatch, caplog)
+    reason = (
+        f"master 127.0.0.1:{master.port}: invalid peer certificate: certificate not valid"
+        ' for name "127.0.0.1"; certificate is only valid for DnsName("localhost")'
+    )
     assert f"(store unavailable: {reason})" in logged
 
 
