@@ -47,6 +47,12 @@ def status(n):
     return tripled.get_with_metadata(n)[1]["cache_status"]
 
 
+@cache_result(ttl=60, near_cache=True)
+def near_tripled(n):
+    computed.append(n)
+    return n * 3
+
+
 class Authorities:
     """Two throwaway CAs, in subdirectories of ``directory``: ``servers``
     signed the master's and the replica's certificates (for
@@ -207,6 +213,17 @@ def test_calls_follow_the_lifecycle_model(trusted, seed):
 def test_async_calls_follow_the_lifecycle_model(trusted):
     with new_loop() as loop:
         run_model(67, AsyncApi(model_areport, loop=loop))
+
+
+def test_there_is_no_near_cache_over_tls(trusted):
+    # NEAR_CACHE asked for: as the README says, over TLS there is none;
+    # every call goes to the master, and nothing breaks.
+    statuses = [near_tripled.get_with_metadata(7)[1]["cache_status"] for _ in range(3)]
+    assert (statuses, computed) == ([CacheStatus.MISS, CacheStatus.HIT, CacheStatus.HIT], [7])
+    backend = near_tripled.shared_backend()
+    assert backend.near_sync(timeout=1) is False
+    assert backend.near_stats() is None
+    assert trusted.master().client().exists(near_tripled.get_cache_key(7)) == 1
 
 
 def refused(url, trusted_ca, monkeypatch, caplog) -> str:
