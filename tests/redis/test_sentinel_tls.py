@@ -30,6 +30,7 @@ from tests.redis.cluster import wait_for
 from tests.redis.conftest import RedisServer, free_port, redis_settings, system_redis_server
 from tests.redis.test_sentinel import SERVICE, Sentinels, role
 from tests.redis.test_tls import Certificates
+from tests.test_fork import run_forks
 from tests.test_lifecycle_model import AsyncApi, SyncApi, new_loop, run_model
 from tests.test_lifecycle_model import areport as model_areport
 from tests.test_lifecycle_model import report as model_report
@@ -213,6 +214,12 @@ def test_calls_follow_the_lifecycle_model(trusted, seed):
 def test_async_calls_follow_the_lifecycle_model(trusted):
     with new_loop() as loop:
         run_model(67, AsyncApi(model_areport, loop=loop))
+
+
+def test_children_forked_from_a_busy_process_cache_over_tls(trusted):
+    # Each child asks the sentinels and makes its TLS connections itself
+    # (tests/test_fork.py; SSL_CERT_FILE is inherited).
+    run_forks(trusted.url, "threads", 10)
 
 
 def test_there_is_no_near_cache_over_tls(trusted):
