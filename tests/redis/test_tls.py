@@ -32,14 +32,16 @@ def doubled(n):
 
 class Certificates:
     """A throwaway CA (``ca.pem``) and the certificate it issued for
-    127.0.0.1 (``server.pem``, ``server.key``), in ``directory``."""
+    ``names`` (``server.pem``, ``server.key``), in ``directory``; clients
+    connect to the first name."""
 
-    def __init__(self, directory) -> None:
+    def __init__(self, directory, names=("127.0.0.1", "localhost")) -> None:
         self.directory = directory
+        self.host = names[0]
         ca = trustme.CA()
         self.ca_file = directory / "ca.pem"
         ca.cert_pem.write_to_path(str(self.ca_file))
-        issued = ca.issue_cert("127.0.0.1", "localhost")
+        issued = ca.issue_cert(*names)
         issued.cert_chain_pems[0].write_to_path(str(directory / "server.pem"))
         issued.private_key_pem.write_to_path(str(directory / "server.key"))
 
@@ -56,7 +58,7 @@ class Certificates:
         import redis as redis_py
 
         return redis_py.Redis(
-            host="127.0.0.1",
+            host=self.host,
             port=port,
             db=db,
             ssl=True,

@@ -439,6 +439,12 @@ impl RedisStore {
         self
     }
 
+    /// The server's address (`host:port`, or a socket's path): never its
+    /// credentials, so it may be logged.
+    pub(super) fn address(&self) -> String {
+        self.client.get_connection_info().addr().to_string()
+    }
+
     /// Keeps a near cache of at most `capacity` entries in each process
     /// (see [`super::near`]), coherent through Redis's invalidation
     /// messages for the keys that start with one of `prefixes` (every key

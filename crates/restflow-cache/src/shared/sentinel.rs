@@ -91,13 +91,19 @@ pub struct SentinelStore {
 }
 
 /// The master's `redis://` URL, from the first of `parts`' sentinels that
-/// names it.
+/// names it. When none does, the error gives every sentinel's reason, in
+/// order: one sentinel down (refused) must not hide why the others were
+/// not asked (a certificate not trusted, say). Its kind is the last
+/// sentinel's.
 pub(super) fn ask_sentinels(
     parts: &Parts,
     connect_timeout: Duration,
     read_timeout: Duration,
 ) -> Result<String, StoreError> {
-    let mut last = StoreError::Unavailable("no sentinel answered".into());
+    let mut reasons = Vec::with_capacity(parts.sentinels.len());
+    // Whether the last sentinel answered something this client does not
+    // understand (else it could not be asked, or knows no such master).
+    let mut garbled = false;
     for sentinel in &parts.sentinels {
         let ask = || -> redis::RedisResult<Value> {
             let client = Client::open(format!("{}://{sentinel}", parts.scheme))?;
@@ -108,7 +114,8 @@ pub(super) fn ask_sentinels(
                 .arg(&parts.service)
                 .query(&mut conn)
         };
-        match ask() {
+        garbled = false;
+        let reason = match ask() {
             Ok(Value::Array(address)) => match address.as_slice() {
                 [Value::BulkString(host), Value::BulkString(port)] => {
                     let host = String::from_utf8_lossy(host);
@@ -122,18 +129,22 @@ pub(super) fn ask_sentinels(
                     } = parts;
                     return Ok(format!("{scheme}://{credentials}{host}:{port}{db}{query}"));
                 }
-                _ => last = StoreError::Protocol(format!("{sentinel}: odd address")),
+                _ => {
+                    garbled = true;
+                    format!("{sentinel}: odd address")
+                }
             },
-            Ok(_) => {
-                last = StoreError::Unavailable(format!(
-                    "sentinel {sentinel} knows no master {:?}",
-                    parts.service
-                ))
-            }
-            Err(error) => last = StoreError::Unavailable(format!("{sentinel}: {error}")),
-        }
+            Ok(_) => format!("sentinel {sentinel} knows no master {:?}", parts.service),
+            Err(error) => format!("{sentinel}: {error}"),
+        };
+        reasons.push(reason);
     }
-    Err(last)
+    let why = format!("no sentinel named the master: {}", reasons.join("; "));
+    Err(if garbled {
+        StoreError::Protocol(why)
+    } else {
+        StoreError::Unavailable(why)
+    })
 }
 
 impl SentinelStore {
@@ -228,7 +239,9 @@ impl SentinelStore {
 
     /// Runs `op` on the master; forgets a master that could not be reached
     /// or is a replica now, so the next call asks the sentinels again (and
-    /// so does the near cache's thread, at once). A
+    /// so does the near cache's thread, at once). Its failures name it
+    /// (`master host:port: ...`): the URL names only the sentinels, and a
+    /// master's fault (its certificate, say) is not theirs. A
     /// write a demoted master refused (`READONLY`) was not made: it is sent
     /// once more, at once, to the master the sentinels name now, so a lock
     /// or an invalidation is neither lost nor failed while the failover
@@ -245,7 +258,7 @@ impl SentinelStore {
         op: impl FnOnce(&RedisStore) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let store = self.master()?;
-        let answer = op(&store);
+        let answer = op(&store).map_err(|error| error.on(&format!("master {}", store.address())));
         if let Err(error) = &answer {
             let demoted = matches!(error, StoreError::ReadOnly(_));
             if error.is_connection_failure() || demoted {
@@ -374,5 +387,55 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn when_no_sentinel_names_the_master_every_reason_is_given() {
+        // Two ports nothing listens on: each refuses, and both say so.
+        let closed: Vec<u16> = (0..2)
+            .map(|_| {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                listener.local_addr().unwrap().port()
+            })
+            .collect();
+        let url = format!(
+            "redis+sentinel://127.0.0.1:{},127.0.0.1:{}/main",
+            closed[0], closed[1]
+        );
+        let second = Duration::from_secs(1);
+        let error = ask_sentinels(&parse(&url).unwrap(), second, second).unwrap_err();
+        let refused = "Connection refused (os error 111)";
+        assert_eq!(
+            error,
+            StoreError::Unavailable(format!(
+                "no sentinel named the master: 127.0.0.1:{}: {refused}; 127.0.0.1:{}: {refused}",
+                closed[0], closed[1]
+            ))
+        );
+    }
+
+    #[test]
+    fn a_master_failure_names_the_master_and_keeps_its_kind() {
+        // The kind decides what follows (a READONLY write is sent again, a
+        // connection failure forgets the master): naming must not change it.
+        let on = |error: StoreError| error.on("master 10.0.0.5:6379");
+        assert_eq!(
+            on(StoreError::ReadOnly("READONLY".into())),
+            StoreError::ReadOnly("master 10.0.0.5:6379: READONLY".into())
+        );
+        assert_eq!(
+            on(StoreError::Unavailable("reset".into())),
+            StoreError::Unavailable("master 10.0.0.5:6379: reset".into())
+        );
+        assert_eq!(
+            on(StoreError::Timeout("slow".into())),
+            StoreError::Timeout("master 10.0.0.5:6379: slow".into())
+        );
+        assert_eq!(
+            on(StoreError::Protocol("odd".into())),
+            StoreError::Protocol("master 10.0.0.5:6379: odd".into())
+        );
+        assert_eq!(on(StoreError::Interrupted), StoreError::Interrupted);
+        assert_eq!(on(StoreError::CircuitOpen), StoreError::CircuitOpen);
     }
 }

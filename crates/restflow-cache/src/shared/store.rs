@@ -154,6 +154,19 @@ impl StoreError {
     pub fn is_connection_failure(&self) -> bool {
         matches!(self, StoreError::Unavailable(_) | StoreError::Timeout(_))
     }
+
+    /// The same failure, its reason prefixed with `server` (`master
+    /// 10.0.0.5:6379`): for a store whose URL does not name the server
+    /// that failed (Sentinel's master), so the log does.
+    pub(super) fn on(self, server: &str) -> Self {
+        match self {
+            StoreError::Unavailable(why) => StoreError::Unavailable(format!("{server}: {why}")),
+            StoreError::Timeout(why) => StoreError::Timeout(format!("{server}: {why}")),
+            StoreError::Protocol(why) => StoreError::Protocol(format!("{server}: {why}")),
+            StoreError::ReadOnly(why) => StoreError::ReadOnly(format!("{server}: {why}")),
+            StoreError::CircuitOpen | StoreError::Interrupted => self,
+        }
+    }
 }
 
 /// A store several processes share (Redis, a Django cache).
