@@ -1,0 +1,208 @@
+"""What differs on django-redis (the third-party ``django_redis.cache.RedisCache``,
+the Django cache most DRF projects already have) as a Django store
+(``"django:<alias>"``): a server killed and restarted, a fork, its
+``OPTIONS`` (``IGNORE_EXCEPTIONS``, clients, serializers, compressors), the
+alias's ``KEY_PREFIX`` and ``VERSION``, and timeouts.
+
+The suites that take the ``store`` fixture run on django-redis too (store id
+``django-redis``); these are the attacks on what only django-redis does.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from restflow._engine import CacheBackendError
+from restflow.caching import ArgsKeyField, CacheStatus, KeyConstructor, cache_result
+from tests.redis.conftest import RedisServer
+from tests.stores import DJANGO_REDIS_DB, django_redis_caches, django_redis_url
+
+calls: list = []
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls():
+    calls.clear()
+
+
+class TenantKey(KeyConstructor):
+    tenant = ArgsKeyField("tenant", partition=True)
+    item = ArgsKeyField("item")
+
+
+@cache_result(ttl=60)
+def profile(user_id):
+    calls.append(user_id)
+    return {"id": user_id, "n": len(calls)}
+
+
+@cache_result(ttl=60, key_constructor=TenantKey)
+def report(tenant, item):
+    calls.append((tenant, item))
+    return f"{tenant}/{item}/{len(calls)}"
+
+
+def served(wrapper, *args):
+    """What a call serves, and its status."""
+    value, meta = wrapper.get_with_metadata(*args)
+    return value, meta["cache_status"]
+
+
+def in_a_thread(call):
+    """``call()``'s result in a thread of its own: with a Django cache
+    object of its own (Django keeps one per thread), as another worker."""
+    result = []
+    thread = threading.Thread(target=lambda: result.append(call()))
+    thread.start()
+    thread.join(30)
+    return result[0]
+
+
+SETTINGS = {"CACHE_SETTINGS": {"BACKEND": "django:djredis"}}
+
+
+@pytest.fixture
+def own_redis():
+    """A redis-server this test may stop and start again (on its port), as
+    the store of every function (``django:djredis``, django-redis's
+    defaults)."""
+    server = RedisServer().start()
+    setting = django_redis_caches(django_redis_url(server))
+    with override_settings(CACHES=setting, RESTFLOW_SETTINGS=SETTINGS):
+        yield server
+    server.stop()
+
+
+def test_a_restarted_redis_is_bypassed_while_down_then_used_again(own_redis):
+    """Killed mid-run: calls compute live (BYPASS) and an invalidation
+    raises; started again on its port (empty): caching resumes at the next
+    call, and an invalidation made right after reaches it, seen by a
+    thread whose connection never failed."""
+    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.MISS)
+    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.HIT)
+    own_redis.stop()
+    assert served(profile, 1) == ({"id": 1, "n": 2}, CacheStatus.BYPASS)
+    with pytest.raises(CacheBackendError):
+        profile.invalidate_all()
+    own_redis.start()
+    assert served(profile, 1) == ({"id": 1, "n": 3}, CacheStatus.MISS)
+    assert served(profile, 1) == ({"id": 1, "n": 3}, CacheStatus.HIT)
+    assert in_a_thread(lambda: served(profile, 1)) == ({"id": 1, "n": 3}, CacheStatus.HIT)
+    profile.invalidate_all()
+    assert in_a_thread(lambda: served(profile, 1)) == ({"id": 1, "n": 4}, CacheStatus.MISS)
+    assert calls == [1, 1, 1, 1]
+
+
+def test_a_connection_idle_across_a_restart_is_not_a_failure(own_redis):
+    """redis-server restarted while this process's pooled connection sat
+    idle: the next call finds it closed and redis-py connects again: a MISS
+    (the restart emptied Redis), not a BYPASS counted against the store."""
+    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.MISS)
+    own_redis.stop()
+    own_redis.start()
+    assert served(profile, 1) == ({"id": 1, "n": 2}, CacheStatus.MISS)
+    assert served(profile, 1) == ({"id": 1, "n": 2}, CacheStatus.HIT)
+    assert profile.shared_backend().stats()["store_errors"] == 0
+
+
+def refused(setting: dict, **django_settings) -> str:
+    """The ``ImproperlyConfigured`` message the first cached call on the
+    ``djredis`` alias of ``setting`` (CACHES) raises (nothing computed)."""
+    with (
+        override_settings(CACHES=setting, **django_settings),
+        pytest.raises(ImproperlyConfigured) as raised,
+    ):
+        profile(1)
+    assert calls == []
+    return str(raised.value)
+
+
+@pytest.mark.parametrize("where", ["OPTIONS", "setting"])
+def test_an_alias_that_ignores_connection_errors_is_refused(own_redis, where):
+    """django-redis's ``IGNORE_EXCEPTIONS`` answers a failed connection with
+    nothing instead of raising: an invalidation made then was lost while it
+    reported success, and the retired entry was served again (checked: a
+    connection refused for one ``invalidate_all()``, ``maxclients`` reached,
+    then a HIT of the old value; without the option the invalidation raises
+    ``CacheBackendError``). Refused, saying what to set."""
+    if where == "OPTIONS":
+        message = refused(django_redis_caches(django_redis_url(own_redis), IGNORE_EXCEPTIONS=True))
+    else:
+        message = refused(
+            django_redis_caches(django_redis_url(own_redis)), DJANGO_REDIS_IGNORE_EXCEPTIONS=True
+        )
+    assert "a django-redis RedisCache that ignores connection errors" in message
+    assert "an invalidation made then would be lost silently" in message
+    assert "Set CACHES['djredis']['OPTIONS']['IGNORE_EXCEPTIONS'] = False" in message
+
+
+def test_an_alias_that_raises_overrides_the_global_setting(own_redis):
+    """``OPTIONS`` ``IGNORE_EXCEPTIONS`` False overrides
+    ``DJANGO_REDIS_IGNORE_EXCEPTIONS`` (django-redis reads it first): what
+    the refusal tells a project that sets the global one to do."""
+    setting = django_redis_caches(django_redis_url(own_redis), IGNORE_EXCEPTIONS=False)
+    with override_settings(CACHES=setting, DJANGO_REDIS_IGNORE_EXCEPTIONS=True):
+        assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.MISS)
+        assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.HIT)
+        own_redis.stop()
+        with pytest.raises(CacheBackendError):
+            profile.invalidate_all()
+
+
+def test_the_herd_client_is_refused(own_redis):
+    """django-redis's ``HerdClient`` makes ``touch`` a ``get`` then a
+    ``set``: a partition invalidated between the two had its counter
+    written back, and the entry it retired was a HIT (checked by hand:
+    ``delete_by_prefix(tenant="a")`` run inside that window; on the
+    default client, whose ``touch`` is ``PEXPIRE``, the next call is a
+    MISS). It also keeps every key 60 s past its timeout, locks included."""
+    setting = django_redis_caches(
+        django_redis_url(own_redis), CLIENT_CLASS="django_redis.client.HerdClient"
+    )
+    message = refused(setting)
+    assert "with django-redis's HerdClient: its touch is a read then a write" in message
+    assert "Use django_redis.client.DefaultClient (the default)" in message
+
+
+@pytest.mark.parametrize("form", ["list", "string"])
+def test_an_alias_reading_from_replicas_is_refused(own_redis, form):
+    """django-redis reads from the other servers of ``LOCATION`` (its
+    replicas): one behind an invalidation served the entry it retired
+    (checked by hand: a replica whose link to the master was down, then
+    ``invalidate_all()`` on the master: the old value was a HIT)."""
+    servers = [django_redis_url(own_redis), django_redis_url(own_redis, DJANGO_REDIS_DB + 1)]
+    setting = django_redis_caches(django_redis_url(own_redis))
+    setting["djredis"]["LOCATION"] = servers if form == "list" else ",".join(servers)
+    message = refused(setting)
+    assert "a django-redis RedisCache that reads from replicas" in message
+    assert "with the master alone in LOCATION" in message
+
+
+def test_the_sentinel_client_is_refused(own_redis):
+    """django-redis's ``SentinelClient`` reads from the replicas too (its
+    code: a second pool, ``is_master=0``, for every read); refused before
+    it connects."""
+    setting = django_redis_caches(
+        "redis://mymaster/0", CLIENT_CLASS="django_redis.client.SentinelClient"
+    )
+    message = refused(setting)
+    assert "a django-redis RedisCache that reads from replicas" in message
+    assert "'redis+sentinel://...'" in message
+
+
+def test_a_serializer_that_cannot_store_bytes_is_refused(own_redis):
+    """django-redis's JSON serializer refuses bytes (restflow's entries):
+    every write failed, every call was a BYPASS, and the warning said the
+    store had failed and calls would be live "until it answers again",
+    which it never would."""
+    setting = django_redis_caches(
+        django_redis_url(own_redis), SERIALIZER="django_redis.serializers.json.JSONSerializer"
+    )
+    message = refused(setting)
+    assert "whose SERIALIZER (django_redis.serializers.json.JSONSerializer)" in message
+    assert "does not give back bytes values as they were" in message
+    assert "Use django_redis.serializers.pickle.PickleSerializer (the default)" in message
