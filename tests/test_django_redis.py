@@ -10,16 +10,21 @@ The suites that take the ``store`` fixture run on django-redis too (store id
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
+from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from restflow._engine import CacheBackendError
 from restflow.caching import ArgsKeyField, CacheStatus, KeyConstructor, cache_result
 from tests.redis.conftest import RedisServer
-from tests.stores import DJANGO_REDIS_DB, django_redis_caches, django_redis_url
+from tests.stores import DJANGO_REDIS_DB, django_redis_caches, django_redis_url, on
+from tests.test_lifecycle_model import AsyncApi, PeerApi, SyncApi, new_loop, run_model
+from tests.test_lifecycle_model import areport as model_areport
+from tests.test_lifecycle_model import report as model_report
 
 calls: list = []
 
@@ -206,3 +211,115 @@ def test_a_serializer_that_cannot_store_bytes_is_refused(own_redis):
     assert "whose SERIALIZER (django_redis.serializers.json.JSONSerializer)" in message
     assert "does not give back bytes values as they were" in message
     assert "Use django_redis.serializers.pickle.PickleSerializer (the default)" in message
+
+
+@pytest.mark.parametrize("seed", [62, 63])
+def test_calls_across_redis_restarts_follow_the_lifecycle_model(own_redis, seed):
+    """tests/test_lifecycle_model.py's model while redis-server is stopped
+    now and then (every call BYPASS, live; an invalidation raises
+    CacheBackendError; nothing wrong is ever served) and starts again,
+    empty, on its port."""
+    run_model(seed, SyncApi(model_report), outages=own_redis, steps=400)
+
+
+def test_async_calls_across_redis_restarts_follow_the_lifecycle_model(own_redis):
+    with new_loop() as loop:
+        run_model(64, AsyncApi(model_areport, loop=loop), outages=own_redis, steps=400)
+
+
+@pytest.mark.parametrize("seed", [65, 66])
+@pytest.mark.parametrize("store", on("django-redis"), indirect=True)
+def test_two_processes_on_one_django_redis_follow_the_lifecycle_model(store, seed):
+    """Each operation in one of two processes on one django-redis alias:
+    what one stores, invalidates or refreshes, the other sees."""
+    # The peer gets this process's CACHES: the alias on the same database.
+    peer = PeerApi("report", store.settings(), caches=django_settings.CACHES)
+    try:
+        run_model(seed, SyncApi(model_report), peer)
+    finally:
+        peer.close()
+
+
+def connections_received(admin) -> int:
+    """How many connections redis-server has accepted since it started
+    (``admin``'s own, a client of it already connected, included once)."""
+    return admin.info("stats")["total_connections_received"]
+
+
+def test_a_forked_child_opens_its_own_redis_connection(own_redis):
+    """A process forked after it used django-redis (a gunicorn
+    ``--preload`` master that warmed its cache): the child must not use
+    the connections it inherited in django-redis's pool (parent and child
+    would read each other's answers). It connects again (redis-py's pool
+    notices the new pid), and the parent goes on using its own."""
+    admin = own_redis.client()
+    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.MISS)
+    before = connections_received(admin)
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 1
+        try:
+            code = 0 if served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.HIT) else 2
+        finally:
+            os._exit(code)
+    _, status_code = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status_code) == 0, "the child's read"
+    assert connections_received(admin) == before + 1  # the child's
+    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.HIT)
+    assert connections_received(admin) == before + 1  # none new
+
+
+@pytest.mark.parametrize("store", on("django-redis"), indirect=True)
+def test_a_key_prefix_and_version_of_the_alias(store):
+    """The alias's ``KEY_PREFIX`` and ``VERSION`` go before every key
+    django-redis writes (``KEY_PREFIX:VERSION:key``): restflow's keys fit
+    after a long prefix, its invalidations reach them, and another
+    ``VERSION`` of the alias is another cache (nothing shared)."""
+    setting = {name: dict(alias) for name, alias in django_settings.CACHES.items()}
+    setting["djredis"] |= {"KEY_PREFIX": "p" * 60, "VERSION": 3}
+    with override_settings(CACHES=setting):
+        assert served(report, "a", 1) == ("a/1/1", CacheStatus.MISS)
+        assert served(report, "a", 1) == ("a/1/1", CacheStatus.HIT)
+        keys = [key.decode() for key in store.djredis.keys()]
+        assert keys and all(key.startswith("p" * 60 + ":3:") for key in keys), keys
+        report.delete_by_prefix(tenant="a")
+        assert served(report, "a", 1) == ("a/1/2", CacheStatus.MISS)
+        other = {**setting, "djredis": {**setting["djredis"], "VERSION": 4}}
+        with override_settings(CACHES=other):
+            assert served(report, "a", 1) == ("a/1/3", CacheStatus.MISS)
+        assert served(report, "a", 1) == ("a/1/2", CacheStatus.HIT)
+
+
+@cache_result(ttl=None)
+def forever(n):
+    calls.append(n)
+    return n
+
+
+@cache_result(ttl=1.5)
+def briefly(n):
+    calls.append(n)
+    return n
+
+
+def redis_ttl(store, key: str) -> int:
+    """The milliseconds Redis gives ``key`` (as restflow names it) to
+    live: -1 for never."""
+    return store.djredis.pttl(f":1:{key}")
+
+
+@pytest.mark.parametrize("store", on("django-redis"), indirect=True)
+def test_timeouts_on_django_redis(store):
+    """A ttl of None is an entry Redis never expires (django-redis
+    ``PERSIST``s it, no ``PX``); a fraction of a second is whole seconds,
+    rounded up, plus one (1.5 s: 3 s); a sub-second ``LOCK_TIMEOUT`` still
+    stores (tests/test_memcached.py: memcached alike)."""
+    assert served(forever, 1) == (1, CacheStatus.MISS)
+    assert served(forever, 1) == (1, CacheStatus.HIT)
+    assert redis_ttl(store, forever.get_cache_key(1)) == -1
+    assert served(briefly, 1) == (1, CacheStatus.MISS)
+    assert 2000 < redis_ttl(store, briefly.get_cache_key(1)) <= 3000
+    with store.configured(LOCK_TIMEOUT=0.5):
+        assert served(profile, 1) == ({"id": 1, "n": 3}, CacheStatus.MISS)
+        assert served(profile, 1) == ({"id": 1, "n": 3}, CacheStatus.HIT)
+    assert calls == [1, 1, 1]
