@@ -323,3 +323,31 @@ def test_timeouts_on_django_redis(store):
         assert served(profile, 1) == ({"id": 1, "n": 3}, CacheStatus.MISS)
         assert served(profile, 1) == ({"id": 1, "n": 3}, CacheStatus.HIT)
     assert calls == [1, 1, 1]
+
+
+@cache_result(ttl=60)
+def page(n):
+    calls.append(n)
+    return "row " * 500  # compressed: over every compressor's minimum length
+
+
+@pytest.mark.parametrize(
+    "compressor", ["zlib.ZlibCompressor", "lzma.LzmaCompressor", "gzip.GzipCompressor"]
+)
+@pytest.mark.parametrize("store", on("django-redis"), indirect=True)
+def test_a_compressed_alias(store, compressor):
+    """django-redis's ``COMPRESSOR`` compresses what restflow writes (its
+    entries, signed bytes, pickled, and its lock tokens): served as
+    written, and invalidated."""
+    setting = {**django_settings.CACHES}
+    options = {"COMPRESSOR": f"django_redis.compressors.{compressor}"}
+    setting["djredis"] = {**setting["djredis"], "OPTIONS": options}
+    with override_settings(CACHES=setting):
+        assert served(page, 1) == ("row " * 500, CacheStatus.MISS)
+        assert served(page, 1) == ("row " * 500, CacheStatus.HIT)
+        stored = store.djredis.get(f":1:{page.get_cache_key(1)}")
+        assert not stored.startswith(b"\x80"), "a pickle: not compressed"
+        assert len(stored) < 1000
+        page.invalidate_all()
+        assert served(page, 1) == ("row " * 500, CacheStatus.MISS)
+    assert calls == [1, 1]
