@@ -10,6 +10,7 @@ The suites that take the ``store`` fixture run on django-redis too (store id
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 
@@ -351,3 +352,29 @@ def test_a_compressed_alias(store, compressor):
         page.invalidate_all()
         assert served(page, 1) == ("row " * 500, CacheStatus.MISS)
     assert calls == [1, 1]
+
+
+def test_a_full_redis_refusing_writes_is_an_answer_not_a_failure(own_redis, caplog):
+    """Under ``maxmemory`` with ``noeviction`` Redis refuses every write
+    (``OOM command not allowed``: redis-py's ``OutOfMemoryError``, a
+    ``ResponseError``, which
+    django-redis and Django's own backend raise as they get it): that one
+    operation failed, the store is up. Misses are computed live (BYPASS),
+    entries already stored stay HITs (the circuit breaker does not open),
+    and an invalidation still lands (a full Redis takes ``DEL``), as on
+    restflow's own Redis backend."""
+    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.MISS)
+    own_redis.client().config_set("maxmemory", 1)
+    with caplog.at_level(logging.WARNING, logger="restflow"):
+        for user_id in (2, 3, 4, 5):  # more than the breaker's three in a row
+            assert served(profile, user_id) == ({"id": user_id, "n": user_id}, CacheStatus.BYPASS)
+        assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.HIT)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "refused an operation" in warnings[0]
+    assert "command not allowed when used memory > 'maxmemory'" in warnings[0]
+    stats = profile.shared_backend().stats()
+    assert stats["breaker_trips"] == 0
+    profile.invalidate_all()
+    assert served(profile, 1) == ({"id": 1, "n": 6}, CacheStatus.BYPASS)
+    assert calls == [1, 2, 3, 4, 5, 1]
