@@ -154,6 +154,65 @@ def test_a_change_by_another_process_is_never_served_once_received(near, redis_s
         assert meta["cache_status"] is CacheStatus.MISS
 
 
+def near_invalidations(function) -> int:
+    return function.stats()["near_invalidations"]
+
+
+@pytest.mark.parametrize(
+    ("operation", "dropped"), [("refresh", 1), ("delete", 1), ("invalidate_all", 2)]
+)
+def test_a_near_copy_another_process_changed_counts_for_its_function(
+    near, redis_server, operation, dropped
+):
+    """``near_invalidations`` counts the function's near copies dropped
+    because Redis reported a change: each once, and only the function's
+    own (it was never incremented and read 0)."""
+    warm(value, "k")
+    warm(value, "j")
+    warm(report, "a", 1)
+    before = (near_invalidations(value), near_invalidations(report))
+    other_process(redis_server.url, operation)  # changes "k" (or all of value)
+    assert value.shared_backend().near_sync()
+    after = (near_invalidations(value), near_invalidations(report))
+    assert (after[0] - before[0], after[1] - before[1]) == (dropped, 0)
+    if dropped == 1:
+        hits = near_hits(value)
+        value.get_with_metadata("j")
+        assert near_hits(value) == hits + 1, "the other copy stays near"
+
+
+def test_a_partition_dropped_by_another_process_counts_its_copies_only(near, redis_server):
+    # All stored before any is read near: a write in a partition can
+    # lengthen its counter's life, which Redis reports as a change of the
+    # counter (it drops the partition's near copies, and counts them).
+    copies = [("a", 1), ("a", 2), ("b", 1)]
+    for args in copies:
+        report(*args)
+    assert report.shared_backend().near_sync()
+    for args in copies:
+        report(*args)  # read from Redis, kept near
+    hits = near_hits(report)
+    for args in copies:
+        report.get_with_metadata(*args)
+    assert near_hits(report) == hits + 3, "all three held near"
+    before = near_invalidations(report)
+    assert other_process(redis_server.url, "delete_by_prefix") == "done"  # tenant "a"
+    assert report.shared_backend().near_sync()
+    assert near_invalidations(report) - before == 2
+
+
+def test_this_process_s_own_write_counts_its_dropped_copy_once(near):
+    """Forgotten at once by the write, then reported by Redis: one copy,
+    one count (the store-level ``near_stats()["invalidations"]`` counts
+    the names each time they are reported)."""
+    warm(value, "k")
+    before = near_invalidations(value)
+    value.refresh("k")
+    assert near_invalidations(value) - before == 1, "before Redis's message"
+    assert value.shared_backend().near_sync()
+    assert near_invalidations(value) - before == 1, "the message found nothing more"
+
+
 def test_a_partition_dropped_by_another_process_is_never_served_once_received(near, redis_server):
     old_a = warm(report, "a", 1)
     old_b = warm(report, "b", 1)

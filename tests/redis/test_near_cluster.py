@@ -67,8 +67,11 @@ def test_near_hits_on_every_master(cluster):
 @pytest.mark.parametrize("operation", ["refresh", "delete", "invalidate_all"])
 def test_a_change_by_another_process_is_never_served_once_received(cluster, operation):
     old, _ = warm_all(cluster)
+    dropped = value.stats()["near_invalidations"]
     printed = other_process(cluster.url, operation, str(len(KEYS)))
     assert value.shared_backend().near_sync(timeout=20)
+    # Every master's messages: each near copy dropped, and counted, once.
+    assert value.stats()["near_invalidations"] - dropped == len(KEYS)
     hits = near_hits(value)
     served = {key: value.get_with_metadata(key) for key in KEYS}
     assert near_hits(value) == hits, "nothing served near"

@@ -1409,7 +1409,7 @@ impl restflow_cache::shared::Codec<String> for TestCodec {
 fn serve_counted(
     cache: &SharedCache<Arc<FakeStore>, String>,
     (mode, keep): (NearMode, Span),
-    stats: &restflow_cache::Stats,
+    stats: &Arc<restflow_cache::Stats>,
     value: &str,
 ) -> Result<restflow_cache::shared::Served<String>, SharedError<String>> {
     cache.serve_counted(&keys(), (mode, keep), stats, &TestCodec, || {
@@ -1434,7 +1434,7 @@ fn counted(stats: &restflow_cache::Stats) -> (Vec<(&'static str, u64)>, u64) {
 #[test]
 fn a_counted_serve_counts_each_status_its_refresh_and_times_reads_served_without_computing() {
     let (_store, cache, clock) = cache(true);
-    let stats = restflow_cache::Stats::new();
+    let stats = Arc::new(restflow_cache::Stats::new());
     let off = (NearMode::Off, Span::ZERO);
     let miss = serve_counted(&cache, off, &stats, "v1").unwrap();
     assert_eq!(miss.status, Status::Miss);
@@ -1456,10 +1456,71 @@ fn a_counted_serve_counts_each_status_its_refresh_and_times_reads_served_without
     assert_eq!(counted(&stats), (expected, 2));
 }
 
+/// How many near copies of `stats`'s function invalidations dropped.
+fn near_invalidations(stats: &restflow_cache::Stats) -> u64 {
+    stats.snapshot().get(Counter::NearInvalidation)
+}
+
+#[test]
+fn a_near_copy_dropped_by_an_invalidation_is_counted_for_its_function_once() {
+    // `near_invalidations` was never incremented: it read 0 whatever the
+    // near cache dropped.
+    let (store, cache, _clock) = near_cache();
+    let near = near_of(&store);
+    let (f, g) = (
+        Arc::new(restflow_cache::Stats::new()),
+        Arc::new(restflow_cache::Stats::new()),
+    );
+    let fill = (NearMode::Fill, Span::ZERO);
+    let other = KeySet {
+        data: "ns::g::::x=i1".into(),
+        scope: "gen:g".into(),
+        ..keys()
+    };
+    let keep_g = || {
+        cache
+            .serve_counted(&other, fill, &g, &TestCodec, || produce("g1"))
+            .unwrap()
+    };
+    serve_counted(&cache, fill, &f, "v1").unwrap(); // a miss: stored
+    serve_counted(&cache, fill, &f, "unused").unwrap(); // read: kept near
+    keep_g();
+    keep_g();
+    assert_eq!(near.len(), 2);
+    // The store reports f's key: its copy is dropped, credited to f alone.
+    near.invalidate([keys().data.as_bytes()]);
+    assert_eq!((near_invalidations(&f), near_invalidations(&g)), (1, 0));
+    // Reported again (a write's own forget, then its message): nothing
+    // held any more, nothing counted.
+    near.invalidate([keys().data.as_bytes()]);
+    assert_eq!(near_invalidations(&f), 1);
+    // f's counter: its copy (kept again) is dropped; g's stays.
+    serve_counted(&cache, fill, &f, "unused").unwrap();
+    near.invalidate([keys().scope.as_bytes()]);
+    assert_eq!((near_invalidations(&f), near_invalidations(&g)), (2, 0));
+    assert_eq!(near.len(), 1, "dropped at once, not left to eviction");
+    // The version counter both were read under: g's copy goes; f's, gone
+    // already, is not counted twice.
+    near.invalidate([keys().version.as_bytes(), b"unrelated".as_slice()]);
+    assert_eq!((near_invalidations(&f), near_invalidations(&g)), (2, 1));
+    assert!(near.is_empty());
+    // Kept by the async layer's steps too; a flush is no invalidation.
+    serve_counted(&cache, fill, &f, "unused").unwrap();
+    let begun = Arc::new(cache)
+        .begin_counted(a_task(), &other, fill, &g, &TestCodec)
+        .unwrap();
+    assert!(matches!(begun, restflow_cache::shared::Begin::Served(_)));
+    assert_eq!(near.len(), 2);
+    near.flush();
+    assert_eq!((near_invalidations(&f), near_invalidations(&g)), (2, 1));
+    // The store-level count is of the names reported, held or not.
+    assert_eq!(near.counts().invalidations, 5);
+}
+
 #[test]
 fn a_counted_stale_after_its_own_failed_computation_is_stale_if_error_and_untimed() {
     let (_store, cache, clock) = cache_strict();
-    let stats = restflow_cache::Stats::new();
+    let stats = Arc::new(restflow_cache::Stats::new());
     get(&cache, "old");
     clock.advance(Span::from_secs(20)); // past ttl 10 + stale 5
     let keep = (NearMode::Off, Span::from_secs(60));
@@ -1480,7 +1541,7 @@ fn a_counted_stale_after_its_own_failed_computation_is_stale_if_error_and_untime
 fn a_counted_claim_counts_a_forced_recompute_as_refresh_and_a_fill_as_a_near_miss() {
     let (_store, cache, _) = cache(true);
     let cache = Arc::new(cache);
-    let stats = restflow_cache::Stats::new();
+    let stats = Arc::new(restflow_cache::Stats::new());
     let forced = cache.begin_refresh(&keys(), Span::ZERO).unwrap();
     let served = forced
         .finish_counted(produce("v1"), &TestCodec, &stats)
@@ -1595,7 +1656,7 @@ fn warning(
 fn a_store_failure_served_as_bypass_is_warned_about_at_most_once_a_minute() {
     let (store, cache, _) = cache(true);
     let (cache, logged) = warning(cache);
-    let stats = restflow_cache::Stats::new();
+    let stats = Arc::new(restflow_cache::Stats::new());
     let off = (NearMode::Off, Span::ZERO);
     // The write of a value computed under the lock is refused: BYPASS.
     store.refuse_writes.store(true, Ordering::SeqCst);
@@ -1664,7 +1725,7 @@ fn a_blocking_call_on_the_thread_of_the_task_holding_the_claim_is_refused_not_bl
 #[test]
 fn a_counted_near_read_serves_a_fresh_entry_as_a_hit_kept_for_a_hot_copy() {
     let (store, cache, clock) = near_cache();
-    let stats = restflow_cache::Stats::new();
+    let stats = Arc::new(restflow_cache::Stats::new());
     let near = |started| cache.near_counted(&keys(), &stats, started, decode);
     assert!(near(None).unwrap().is_none(), "holds nothing yet");
     get(&cache, "v1");
@@ -1820,7 +1881,7 @@ fn a_value_stored_by_another_process_just_before_the_lock_is_taken_is_not_comput
 fn refresh_lead(
     cache: &Arc<SharedCache<Arc<FakeStore>, String>>,
     clock: &Clock,
-    stats: &restflow_cache::Stats,
+    stats: &Arc<restflow_cache::Stats>,
 ) -> restflow_cache::shared::SharedLead<Arc<FakeStore>, String> {
     get(cache, "v1");
     clock.advance(Span::from_secs(12)); // stale: ttl 10, stale 5
@@ -1833,7 +1894,7 @@ fn refresh_lead(
 #[test]
 fn a_background_refresh_lead_stores_its_value_as_refresh_counts_nothing_and_frees_the_claim() {
     let (store, cache, clock) = cache(true);
-    let (cache, stats) = (Arc::new(cache), restflow_cache::Stats::new());
+    let (cache, stats) = (Arc::new(cache), Arc::new(restflow_cache::Stats::new()));
     let lead = refresh_lead(&cache, &clock, &stats);
     assert!(lead.is_background());
     assert!(store.values.lock().contains_key("refresh:f1"), "claimed");
@@ -1857,7 +1918,7 @@ fn a_background_refresh_lead_stores_its_value_as_refresh_counts_nothing_and_free
 #[test]
 fn a_failed_or_dropped_background_refresh_lead_gives_the_claim_back_and_the_stale_value_stays() {
     let (store, cache, clock) = cache(true);
-    let (cache, stats) = (Arc::new(cache), restflow_cache::Stats::new());
+    let (cache, stats) = (Arc::new(cache), Arc::new(restflow_cache::Stats::new()));
     let lead = refresh_lead(&cache, &clock, &stats);
     let failed = lead.finish_counted(Err("down".to_owned()), &TestCodec, &stats);
     assert!(matches!(failed, Ok(None)), "answers nothing");
@@ -1881,7 +1942,7 @@ fn a_failed_or_dropped_background_refresh_lead_gives_the_claim_back_and_the_stal
 #[test]
 fn a_computation_lead_answers_as_its_claim_and_frees_the_lock_when_dropped() {
     let (store, cache, _) = cache(true);
-    let (cache, stats) = (Arc::new(cache), restflow_cache::Stats::new());
+    let (cache, stats) = (Arc::new(cache), Arc::new(restflow_cache::Stats::new()));
     let off = (NearMode::Off, Span::ZERO);
     let begin = || cache.begin_counted(a_task(), &keys(), off, &stats, &TestCodec);
     let lead = restflow_cache::shared::SharedLead::compute(claim_of(begin().unwrap()));

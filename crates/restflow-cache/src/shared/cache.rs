@@ -699,7 +699,8 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         compute: impl FnOnce() -> Result<Produced<T>, E>,
         wait: impl FnMut(&crate::flight::Waiter<Handoff, E>) -> Outcome<Handoff, E>,
     ) -> Result<(Answer<T>, Option<Epoch>), SharedError<E>> {
-        match self.begin_near(Handle::Borrowed(self), keys, mode, stale_if_error, wait)? {
+        let near = (mode, None);
+        match self.begin_near(Handle::Borrowed(self), keys, near, stale_if_error, wait)? {
             Begun::Answered(answer, kept) => Ok((answer, kept)),
             Begun::Compute(claim) => Ok((claim.run(compute)?, None)),
         }
@@ -716,12 +717,14 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     }
 
     /// Everything of a lookup that blocks (see [`super::steps`]): an
-    /// answer, or the claim to compute it.
+    /// answer, or the claim to compute it. An entry it keeps near credits
+    /// `credit` (a cached function's statistics) when an invalidation
+    /// drops it.
     pub(super) fn begin_near<'a, T: Clone + Send + Sync + 'static>(
         &self,
         handle: Handle<'a, S, E>,
         keys: &KeySet,
-        mode: NearMode,
+        (mode, credit): (NearMode, Option<&Arc<Stats>>),
         stale_if_error: Span,
         mut wait: impl FnMut(&crate::flight::Waiter<Handoff, E>) -> Outcome<Handoff, E>,
     ) -> Result<Begun<'a, T, S, E>, SharedError<E>> {
@@ -767,7 +770,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
                     // read of it must reach the store to draw its refresh.
                     let kept = match (near, ticket, decoded.stamps.early) {
                         (Some(near), Some(ticket), None) => {
-                            near.insert(ticket, keys, NearEntry::from(&decoded))
+                            near.insert(ticket, keys, NearEntry::from(&decoded), credit)
                         }
                         _ => false,
                     };

@@ -421,7 +421,7 @@ mod tests {
             },
         };
         near.ticket()
-            .is_some_and(|ticket| near.insert(ticket, keys, entry))
+            .is_some_and(|ticket| near.insert(ticket, keys, entry, None))
     }
 
     /// Reports the channel of `address` as its node's current one would.

@@ -120,7 +120,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         &self,
         keys: &KeySet,
         (mode, stale_if_error): (NearMode, Span),
-        stats: &Stats,
+        stats: &Arc<Stats>,
         codec: &C,
         compute: impl FnOnce() -> Result<Produced<T>, E>,
     ) -> Result<Served<T>, SharedError<E>>
@@ -131,9 +131,9 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         count_near_miss(stats, mode);
         let started = Instant::now();
         let mut ran = false;
-        let served = self.serve(
+        let served = self.serve_crediting(
             keys,
-            mode,
+            (mode, Some(stats)),
             stale_if_error,
             || {
                 ran = true;
@@ -154,7 +154,7 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         owner: Owner,
         keys: &KeySet,
         (mode, stale_if_error): (NearMode, Span),
-        stats: &Stats,
+        stats: &Arc<Stats>,
         codec: &C,
     ) -> Result<Begin<'static, T, S, E>, SharedError<E>>
     where
@@ -163,10 +163,10 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
     {
         count_near_miss(stats, mode);
         let started = Instant::now();
-        let begun = self.begin(
+        let begun = self.begin_crediting(
             owner,
             keys,
-            mode,
+            (mode, Some(stats)),
             stale_if_error,
             |flags, bytes| codec.decode(flags, bytes),
             |waiter| counted_wait(stats, waiter),

@@ -26,6 +26,7 @@ use super::store::{KeySet, SharedStore, StoreError};
 use crate::engine::Status;
 use crate::entry::{Freshness, Stamps};
 use crate::flight::{Outcome, Owner, Waiter};
+use crate::stats::Stats;
 use crate::timestamp::Span;
 
 /// How many times a call reads the store before it gives up on entries
@@ -146,11 +147,26 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         mode: NearMode,
         stale_if_error: Span,
         compute: impl FnOnce() -> Result<Produced<T>, E>,
+        decode: impl FnMut(u8, &[u8]) -> Result<T, Undecodable<E>>,
+        wait: impl FnMut(&Waiter<Handoff, E>) -> Outcome<Handoff, E>,
+    ) -> Result<Served<T>, SharedError<E>> {
+        self.serve_crediting(keys, (mode, None), stale_if_error, compute, decode, wait)
+    }
+
+    /// [`SharedCache::serve`], an entry it keeps near crediting `credit`
+    /// (a cached function's statistics) when an invalidation drops it.
+    pub(super) fn serve_crediting<T: Clone + Send + Sync + 'static>(
+        &self,
+        keys: &KeySet,
+        (mode, credit): (NearMode, Option<&Arc<Stats>>),
+        stale_if_error: Span,
+        compute: impl FnOnce() -> Result<Produced<T>, E>,
         mut decode: impl FnMut(u8, &[u8]) -> Result<T, Undecodable<E>>,
         wait: impl FnMut(&Waiter<Handoff, E>) -> Outcome<Handoff, E>,
     ) -> Result<Served<T>, SharedError<E>> {
         let handle = Handle::Borrowed(self);
-        match self.begin_in(handle, keys, mode, stale_if_error, &mut decode, wait)? {
+        let near = (mode, credit);
+        match self.begin_in(handle, keys, near, stale_if_error, &mut decode, wait)? {
             Begin::Served(served) => Ok(served),
             Begin::Lead(claim) => match compute() {
                 Ok(produced) => claim.finish_served(produced),
@@ -190,11 +206,25 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         keys: &KeySet,
         mode: NearMode,
         stale_if_error: Span,
+        decode: impl FnMut(u8, &[u8]) -> Result<T, Undecodable<E>>,
+        wait: impl FnMut(&Waiter<Handoff, E>) -> Outcome<Handoff, E>,
+    ) -> Result<Begin<'static, T, S, E>, SharedError<E>> {
+        self.begin_crediting(owner, keys, (mode, None), stale_if_error, decode, wait)
+    }
+
+    /// [`SharedCache::begin`], an entry it keeps near crediting `credit`
+    /// (a cached function's statistics) when an invalidation drops it.
+    pub(super) fn begin_crediting<T: Clone + Send + Sync + 'static>(
+        self: &Arc<Self>,
+        owner: Owner,
+        keys: &KeySet,
+        near: (NearMode, Option<&Arc<Stats>>),
+        stale_if_error: Span,
         mut decode: impl FnMut(u8, &[u8]) -> Result<T, Undecodable<E>>,
         wait: impl FnMut(&Waiter<Handoff, E>) -> Outcome<Handoff, E>,
     ) -> Result<Begin<'static, T, S, E>, SharedError<E>> {
         let handle = Handle::Shared(Arc::clone(self), owner);
-        self.begin_in(handle, keys, mode, stale_if_error, &mut decode, wait)
+        self.begin_in(handle, keys, near, stale_if_error, &mut decode, wait)
     }
 
     /// The claim of a forced recompute (REFRESH) of `keys` (see
@@ -213,13 +243,13 @@ impl<S: SharedStore, E: Clone> SharedCache<S, E> {
         &self,
         handle: Handle<'a, S, E>,
         keys: &KeySet,
-        mode: NearMode,
+        near: (NearMode, Option<&Arc<Stats>>),
         stale_if_error: Span,
         decode: &mut impl FnMut(u8, &[u8]) -> Result<T, Undecodable<E>>,
         mut wait: impl FnMut(&Waiter<Handoff, E>) -> Outcome<Handoff, E>,
     ) -> Result<Begin<'a, T, S, E>, SharedError<E>> {
         for _ in 0..READS {
-            let begun = self.begin_near(handle.again(), keys, mode, stale_if_error, &mut wait)?;
+            let begun = self.begin_near(handle.again(), keys, near, stale_if_error, &mut wait)?;
             let (answer, kept) = match begun {
                 Begun::Compute(claim) => return Ok(Begin::Lead(*claim)),
                 Begun::Answered(answer, kept) => (answer, kept),

@@ -148,7 +148,7 @@ mod tests {
         near.set_live(true);
         let seen = near.epoch();
         let ticket = near.ticket().unwrap();
-        assert!(near.insert(ticket, &keys("a"), near_entry(stamps(60))));
+        assert!(near.insert(ticket, &keys("a"), near_entry(stamps(60)), None));
         let hot = HotCache::new(near.capacity());
         hot.insert(b"a", seen, "x", stamps(60));
         assert_eq!(hot.get(b"a", &near, clock).unwrap().value().value, "x");
@@ -188,7 +188,7 @@ mod tests {
         for i in 0..(4 * near.capacity() + 64) {
             let mut k = keys(&format!("k{i}"));
             k.scope = format!("gen{i}");
-            near.insert(near.ticket().unwrap(), &k, near_entry(stamps(60)));
+            near.insert(near.ticket().unwrap(), &k, near_entry(stamps(60)), None);
         }
         assert!(hot.get(b"a", &near, &clock).is_none());
     }

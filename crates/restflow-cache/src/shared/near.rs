@@ -15,6 +15,12 @@
 //!   (an invalidation of a counter forgets it, retiring every L1 entry
 //!   written under it at once, as in the store).
 //!
+//! An entry dropped because the store reported a change (its key, or a
+//! counter it was read under) is counted for the cached function whose
+//! read kept it (`near_invalidations` in that function's [`Stats`]), once:
+//! each known counter lists the entries kept under it, so its invalidation
+//! finds them without a scan of L1.
+//!
 //! Lanes: a store whose keys are reported by several channels (a Redis
 //! Cluster: one per master) splits its keys into lanes ([`NearCache::with_lanes`],
 //! a lane per slot), each live or down on its own, so a dead master stops
@@ -39,6 +45,12 @@
 //!   copy made from an entry served or kept after the epoch was read is
 //!   as good as the entry while the epoch is unchanged (see
 //!   [`super::hot`]);
+//! - every entry held is listed under each of its counters, and each of
+//!   them is known at the entry's epoch: what retires an entry (a counter
+//!   forgotten or read at another epoch) removes it, so an entry held is
+//!   one no invalidation retired yet, and an invalidation that removes it
+//!   credits its function exactly once (a listed entry no longer held, or
+//!   held anew under its key, is skipped);
 //! - the state lives behind one `std` mutex (see [`crate::fork`]: never a
 //!   `parking_lot` lock on a path used without the GIL); nothing that can
 //!   run foreign code (Python) is done under it.
@@ -53,6 +65,7 @@ use quick_cache::unsync::Cache as Bounded;
 use super::payload::Generations;
 use super::store::KeySet;
 use crate::entry::Stamps;
+use crate::stats::{Counter, Stats};
 
 /// How many invalidated keys are remembered for reads in flight. A read
 /// whose ticket is older than the oldest one remembered is not kept (it
@@ -108,7 +121,12 @@ pub struct NearStats {
     pub hits: AtomicU64,
     /// Lookups L1 could not serve (absent, invalidated, not fresh, channel down).
     pub misses: AtomicU64,
-    /// Keys invalidated by the store's messages or by this process's writes.
+    /// Names (entry keys and counters) invalidated by the store's messages
+    /// or by this process's writes, whether L1 held anything under them or
+    /// not: a write of this process is counted when it forgets its keys
+    /// and again when the store's message about it arrives. (The entries
+    /// actually dropped are counted per cached function, see the module
+    /// documentation.)
     pub invalidations: AtomicU64,
     /// Times L1 was emptied (channel lost or re-established, FLUSHALL/FLUSHDB).
     pub flushes: AtomicU64,
@@ -125,6 +143,56 @@ pub struct NearCounts {
     pub invalidations: u64,
     /// See [`NearStats::flushes`].
     pub flushes: u64,
+}
+
+/// An entry as L1 holds it.
+struct Held {
+    entry: Arc<NearEntry>,
+    /// Which insertion kept it (see [`State::kept`]): tells it from an
+    /// entry kept under the same key before or after it.
+    serial: u64,
+    /// The statistics of the function whose read kept it, credited when
+    /// an invalidation drops it.
+    owner: Option<Arc<Stats>>,
+}
+
+impl Held {
+    /// Counts it as dropped by an invalidation.
+    fn credit(&self) {
+        if let Some(owner) = &self.owner {
+            owner.add(Counter::NearInvalidation);
+        }
+    }
+}
+
+/// A counter known here: the epoch it was read at, and the entries kept
+/// under it, by key and serial (since perhaps replaced, evicted or
+/// dropped: a reference counts only while the entry held under its key
+/// has its serial).
+struct Known {
+    epoch: u64,
+    kept: Vec<(Arc<str>, u64)>,
+    /// When `kept` grows to this length, references to entries no longer
+    /// held are pruned (amortized: the bound doubles what is left).
+    prune_at: usize,
+}
+
+/// The least [`Known::prune_at`].
+const PRUNE_AT: usize = 8;
+
+impl Known {
+    fn new(epoch: u64) -> Self {
+        Known {
+            epoch,
+            kept: Vec::new(),
+            prune_at: PRUNE_AT,
+        }
+    }
+}
+
+/// Whether `entries` holds the entry kept as `serial` under `key`.
+fn holds(entries: &Bounded<Arc<str>, Held>, key: &str, serial: u64) -> bool {
+    entries.peek(key).is_some_and(|held| held.serial == serial)
 }
 
 /// Which lane a key belongs to (see [`NearCache::with_lanes`]).
@@ -149,9 +217,12 @@ struct State {
     flushed_at: u64,
     /// `(seq, key hash)` of the last [`RECENT`] invalidated keys, oldest first.
     recent: VecDeque<(u64, u64)>,
-    entries: Bounded<String, Arc<NearEntry>>,
-    /// The epoch each known counter held when last read.
-    counters: HashMap<String, u64>,
+    entries: Bounded<Arc<str>, Held>,
+    /// Entries kept so far: the next one's serial.
+    kept: u64,
+    /// Each known counter: the epoch it held when last read, and the
+    /// entries kept under it.
+    counters: HashMap<String, Known>,
     /// Hashes of the last sync keys whose invalidation arrived.
     synced: VecDeque<u64>,
 }
@@ -175,6 +246,18 @@ pub struct NearCache {
 /// not kept, never a wrong value served.
 fn key_hash(key: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(key.as_bytes())
+}
+
+/// Drops the entries `known` lists that `state` still holds, crediting
+/// their functions (see the module documentation): its counter was
+/// invalidated, or read at another epoch.
+fn retire(state: &mut State, known: Known) {
+    for (key, serial) in known.kept {
+        let listed = |held: &Held| held.serial == serial;
+        if let Some((_, held)) = state.entries.remove_if(&*key, listed) {
+            held.credit();
+        }
+    }
 }
 
 /// The counters of `keys` with the epochs `generations` gives them.
@@ -218,6 +301,7 @@ impl NearCache {
                 flushed_at: 0,
                 recent: VecDeque::with_capacity(RECENT),
                 entries: Bounded::new(capacity),
+                kept: 0,
                 counters: HashMap::new(),
             }),
             stats: NearStats::default(),
@@ -313,9 +397,9 @@ impl NearCache {
         if !state.lanes[self.lane(&state, &keys.data)].live {
             return None;
         }
-        let entry = state.entries.get(keys.data.as_str())?;
+        let entry = &state.entries.get(keys.data.as_str())?.entry;
         counters_of(keys, entry.generations)
-            .all(|(name, epoch)| state.counters.get(name) == Some(&epoch))
+            .all(|(name, epoch)| state.counters.get(name).map(|known| known.epoch) == Some(epoch))
             .then(|| Arc::clone(entry))
     }
 
@@ -338,8 +422,16 @@ impl NearCache {
 
     /// Keeps `entry`, read for `keys` after `ticket` was taken, unless
     /// something that concerns them was invalidated since (or the channel
-    /// went down). Returns whether it was kept.
-    pub fn insert(&self, ticket: Ticket, keys: &KeySet, entry: NearEntry) -> bool {
+    /// went down). Returns whether it was kept. `owner`: the statistics of
+    /// the cached function that read it, credited with a
+    /// [`Counter::NearInvalidation`] when an invalidation drops it.
+    pub fn insert(
+        &self,
+        ticket: Ticket,
+        keys: &KeySet,
+        entry: NearEntry,
+        owner: Option<&Arc<Stats>>,
+    ) -> bool {
         let entry = Arc::new(entry);
         let mut state = self.state();
         let lane = state.lanes[self.lane(&state, &keys.data)];
@@ -373,17 +465,49 @@ impl NearCache {
             }
         }
         // Counters are few (a function, a version, its partitions); bounded
-        // all the same: forgetting them all only makes L1 read again.
+        // all the same: forgetting them all, with the entries read under
+        // them, only makes L1 read again.
         if state.counters.len() >= 4 * self.capacity + 64 {
             state.counters.clear();
+            state.entries.clear();
             self.bump(&mut state);
         }
+        let key: Arc<str> = keys.data.as_str().into();
+        let serial = state.kept;
+        state.kept += 1;
         for (name, epoch) in counters_of(keys, entry.generations) {
-            if state.counters.get(name) != Some(&epoch) {
-                state.counters.insert(name.to_owned(), epoch);
+            if state.counters.get(name).map(|known| known.epoch) != Some(epoch) {
+                // Read at another epoch than the one known: the store
+                // changed the counter, and what was read under the old
+                // epoch is retired (as its message, still on its way, would
+                // retire it).
+                if let Some(stale) = state.counters.insert(name.to_owned(), Known::new(epoch)) {
+                    retire(&mut state, stale);
+                    self.bump(&mut state);
+                }
+            }
+            let State {
+                counters, entries, ..
+            } = &mut *state;
+            if let Some(known) = counters.get_mut(name) {
+                if known.kept.len() >= known.prune_at {
+                    known
+                        .kept
+                        .retain(|(key, serial)| holds(entries, key, *serial));
+                    known.prune_at = (2 * known.kept.len()).max(PRUNE_AT);
+                }
+                known.kept.push((Arc::clone(&key), serial));
             }
         }
-        state.entries.insert(keys.data.clone(), entry);
+        let owner = owner.cloned();
+        state.entries.insert(
+            key,
+            Held {
+                entry,
+                serial,
+                owner,
+            },
+        );
         true
     }
 
@@ -406,8 +530,12 @@ impl NearCache {
             };
             let hash = key_hash(name);
             state.recent.push_back((seq, hash));
-            state.entries.remove(name);
-            state.counters.remove(name);
+            if let Some((_, held)) = state.entries.remove(name) {
+                held.credit();
+            }
+            if let Some(known) = state.counters.remove(name) {
+                retire(&mut state, known);
+            }
             if name.starts_with(&self.sync_marker) {
                 if state.synced.len() == 64 {
                     state.synced.pop_front();
@@ -593,7 +721,7 @@ mod tests {
     fn serves_what_it_kept_until_the_key_is_invalidated() {
         let near = live(10);
         let k = keys("a", None);
-        assert!(near.insert(near.ticket().unwrap(), &k, entry("x", 1)));
+        assert!(near.insert(near.ticket().unwrap(), &k, entry("x", 1), None));
         assert_eq!(near.get(&k).unwrap().value, b"x");
         near.invalidate([b"a".as_slice()]);
         assert!(near.get(&k).is_none());
@@ -608,7 +736,12 @@ mod tests {
                 flushes: 1
             }
         );
-        assert!(near.insert(near.ticket().unwrap(), &keys("b", None), entry("y", 1)));
+        assert!(near.insert(
+            near.ticket().unwrap(),
+            &keys("b", None),
+            entry("y", 1),
+            None
+        ));
         let report = [
             ("hits", 1),
             ("misses", 1),
@@ -623,8 +756,8 @@ mod tests {
     fn a_counter_invalidation_retires_every_entry_under_it() {
         let near = live(10);
         let (a, b) = (keys("a", Some("p1")), keys("b", Some("p2")));
-        assert!(near.insert(near.ticket().unwrap(), &a, entry("x", 1)));
-        assert!(near.insert(near.ticket().unwrap(), &b, entry("y", 1)));
+        assert!(near.insert(near.ticket().unwrap(), &a, entry("x", 1), None));
+        assert!(near.insert(near.ticket().unwrap(), &b, entry("y", 1), None));
         near.invalidate([b"p1".as_slice()]);
         assert!(near.get(&a).is_none(), "its partition was invalidated");
         assert!(near.get(&b).is_some(), "another partition is untouched");
@@ -639,13 +772,13 @@ mod tests {
         for touched in ["a", "gen", "vgen", "p"] {
             let ticket = near.ticket().unwrap();
             near.invalidate([touched.as_bytes()]);
-            assert!(!near.insert(ticket, &k, entry("old", 1)), "{touched}");
+            assert!(!near.insert(ticket, &k, entry("old", 1), None), "{touched}");
             assert!(near.get(&k).is_none());
         }
         // An invalidation of another key does not stop it.
         let ticket = near.ticket().unwrap();
         near.invalidate([b"other".as_slice()]);
-        assert!(near.insert(ticket, &k, entry("new", 1)));
+        assert!(near.insert(ticket, &k, entry("new", 1), None));
     }
 
     #[test]
@@ -654,7 +787,7 @@ mod tests {
         let ticket = near.ticket().unwrap();
         let others: Vec<String> = (0..=RECENT).map(|i| format!("o{i}")).collect();
         near.invalidate(others.iter().map(|o| o.as_bytes()));
-        assert!(!near.insert(ticket, &keys("a", None), entry("x", 1)));
+        assert!(!near.insert(ticket, &keys("a", None), entry("x", 1), None));
     }
 
     #[test]
@@ -662,15 +795,15 @@ mod tests {
         let near = live(10);
         let k = keys("a", None);
         let ticket = near.ticket().unwrap();
-        assert!(near.insert(ticket, &k, entry("x", 1)));
+        assert!(near.insert(ticket, &k, entry("x", 1), None));
         near.set_live(false);
         assert!(near.ticket().is_none());
-        assert!(!near.insert(ticket, &k, entry("x", 1)));
+        assert!(!near.insert(ticket, &k, entry("x", 1), None));
         assert!(near.get(&k).is_none());
         near.set_live(true);
         assert!(near.get(&k).is_none(), "up again, but empty");
         assert!(
-            !near.insert(ticket, &k, entry("x", 1)),
+            !near.insert(ticket, &k, entry("x", 1), None),
             "a ticket from before"
         );
     }
@@ -680,10 +813,10 @@ mod tests {
         let near = live(10);
         let k = keys("a", None);
         let ticket = near.ticket().unwrap();
-        assert!(near.insert(ticket, &k, entry("x", 1)));
+        assert!(near.insert(ticket, &k, entry("x", 1), None));
         near.flush();
         assert!(near.get(&k).is_none());
-        assert!(!near.insert(ticket, &k, entry("x", 1)));
+        assert!(!near.insert(ticket, &k, entry("x", 1), None));
     }
 
     #[test]
@@ -733,24 +866,27 @@ mod tests {
     fn a_lane_going_down_stops_only_its_own_entries() {
         let near = slot_lanes(10);
         let (a, b) = (lane_keys(1), lane_keys(2));
-        assert!(near.insert(near.ticket().unwrap(), &a, entry("x", 1)));
+        assert!(near.insert(near.ticket().unwrap(), &a, entry("x", 1), None));
         let ticket = near.ticket().unwrap();
-        assert!(near.insert(ticket, &b, entry("y", 1)));
+        assert!(near.insert(ticket, &b, entry("y", 1), None));
         near.set_lanes_live(&[1], false);
         assert!(near.get(&a).is_none(), "its channel is down");
         assert_eq!(near.get(&b).unwrap().value, b"y", "another lane serves");
-        assert!(!near.insert(near.ticket().unwrap(), &a, entry("x", 1)));
+        assert!(!near.insert(near.ticket().unwrap(), &a, entry("x", 1), None));
         assert_eq!(near.lanes_live(), (3, 2));
         assert!(!near.is_live());
         // Up again: empty, and reads from before the flush are not kept.
         near.set_lanes_live(&[1], true);
         assert!(near.get(&a).is_none());
         assert!(
-            !near.insert(ticket, &a, entry("x", 1)),
+            !near.insert(ticket, &a, entry("x", 1), None),
             "a ticket from before"
         );
-        assert!(near.insert(ticket, &b, entry("y2", 1)), "another lane's");
-        assert!(near.insert(near.ticket().unwrap(), &a, entry("x2", 1)));
+        assert!(
+            near.insert(ticket, &b, entry("y2", 1), None),
+            "another lane's"
+        );
+        assert!(near.insert(near.ticket().unwrap(), &a, entry("x2", 1), None));
         assert_eq!(near.get(&a).unwrap().value, b"x2");
         assert_eq!(near.len(), 2);
     }
@@ -777,8 +913,101 @@ mod tests {
         let near = live(50);
         for i in 0..500 {
             let k = keys(&format!("k{i}"), None);
-            near.insert(near.ticket().unwrap(), &k, entry("x", 1));
+            near.insert(near.ticket().unwrap(), &k, entry("x", 1), None);
         }
         assert!(near.len() <= 50, "{}", near.len());
+    }
+
+    fn dropped(stats: &Stats) -> u64 {
+        stats.snapshot().get(Counter::NearInvalidation)
+    }
+
+    #[test]
+    fn an_invalidation_credits_each_entry_it_drops_to_its_function_once() {
+        let near = live(10);
+        let (f, g) = (Arc::new(Stats::new()), Arc::new(Stats::new()));
+        let (a, b, c) = (
+            keys("a", Some("p1")),
+            keys("b", Some("p1")),
+            keys("c", None),
+        );
+        let keep = |k: &KeySet, owner: &Arc<Stats>| {
+            assert!(near.insert(near.ticket().unwrap(), k, entry("x", 1), Some(owner)));
+        };
+        keep(&a, &f);
+        keep(&b, &g);
+        keep(&c, &f);
+        // A key and a counter of one entry in one message: dropped once.
+        near.invalidate([b"a".as_slice(), b"p1".as_slice()]);
+        assert_eq!((dropped(&f), dropped(&g)), (1, 1));
+        assert_eq!(near.len(), 1);
+        // The function's counter: only what is still held.
+        near.invalidate([b"gen".as_slice(), b"vgen".as_slice()]);
+        assert_eq!((dropped(&f), dropped(&g)), (2, 1));
+        assert!(near.is_empty());
+        // Kept without an owner: dropped, credited to nobody.
+        assert!(near.insert(near.ticket().unwrap(), &c, entry("x", 1), None));
+        near.invalidate([b"c".as_slice()]);
+        assert_eq!((dropped(&f), dropped(&g)), (2, 1));
+        // Flushes and lanes going down are no invalidations.
+        keep(&a, &f);
+        near.flush();
+        keep(&a, &f);
+        near.set_live(false);
+        assert_eq!(dropped(&f), 2);
+        assert_eq!(near.counts().invalidations, 5, "names reported");
+    }
+
+    #[test]
+    fn a_counter_read_at_a_new_epoch_retires_and_credits_what_was_read_under_the_old() {
+        let near = live(10);
+        let f = Arc::new(Stats::new());
+        let (a, b) = (keys("a", None), keys("b", None));
+        assert!(near.insert(near.ticket().unwrap(), &a, entry("x", 1), Some(&f)));
+        let epoch = near.epoch();
+        // `b` read after the function's counter changed in the store,
+        // before its message arrived: `a` was written under the old one.
+        assert!(near.insert(near.ticket().unwrap(), &b, entry("y", 2), Some(&f)));
+        assert_ne!(near.epoch(), epoch, "hot copies of `a` go too");
+        assert!(near.get(&a).is_none());
+        assert_eq!((near.len(), dropped(&f)), (1, 1));
+        // The message then arrives: it retires `b`, read under the new
+        // epoch (as before: the message cannot tell), once.
+        near.invalidate([b"gen".as_slice()]);
+        assert_eq!((near.len(), dropped(&f)), (0, 2));
+    }
+
+    #[test]
+    fn a_counters_list_of_entries_stays_bounded_by_what_is_held() {
+        let near = live(4);
+        let f = Arc::new(Stats::new());
+        for i in 0..1000 {
+            // The same keys read again and again, and others evicted.
+            let k = keys(&format!("k{}", i % 40), None);
+            near.insert(near.ticket().unwrap(), &k, entry("x", 1), Some(&f));
+        }
+        let listed = near.state().counters["gen"].kept.len();
+        assert!(listed <= 2 * near.len().max(PRUNE_AT), "{listed}");
+        // What is held is still found through the list.
+        let held = near.len() as u64;
+        near.invalidate([b"gen".as_slice()]);
+        assert_eq!((near.len(), dropped(&f)), (0, held));
+    }
+
+    #[test]
+    fn too_many_counters_forget_the_entries_under_them_uncredited() {
+        let near = live(1);
+        let f = Arc::new(Stats::new());
+        // 4 * capacity + 64 counters (two shared, one partition each): the
+        // next insertion forgets them all.
+        for i in 0..66 {
+            let k = keys(&format!("k{i}"), Some(&format!("p{i}")));
+            near.insert(near.ticket().unwrap(), &k, entry("x", 1), Some(&f));
+        }
+        assert_eq!(near.state().counters.len(), 68);
+        let k = keys("last", Some("p-last"));
+        near.insert(near.ticket().unwrap(), &k, entry("x", 1), Some(&f));
+        assert_eq!(near.state().counters.len(), 3);
+        assert_eq!((near.len(), dropped(&f)), (1, 0));
     }
 }
