@@ -201,6 +201,22 @@ def test_a_partition_dropped_by_another_process_counts_its_copies_only(near, red
     assert near_invalidations(report) - before == 2
 
 
+def test_another_entry_written_in_a_partition_keeps_its_near_copies(near):
+    """A write in a partition made its counter live as long as the entry
+    (``PEXPIRE``), which Redis reports as a change of the counter: every
+    process dropped every near copy of the partition at each write in it.
+    The counter is now given room to spare, so writes close together leave
+    it alone."""
+    kept = warm(report, "a", 1)
+    before = near_invalidations(report)
+    for item in range(2, 6):
+        report("a", item)  # MISS: written under partition "a"
+    assert report.shared_backend().near_sync()
+    hits = near_hits(report)
+    assert report("a", 1) == kept
+    assert (near_hits(report) - hits, near_invalidations(report) - before) == (1, 0)
+
+
 def test_this_process_s_own_write_counts_its_dropped_copy_once(near):
     """Forgotten at once by the write, then reported by Redis: one copy,
     one count (the store-level ``near_stats()["invalidations"]`` counts

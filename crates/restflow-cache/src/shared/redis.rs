@@ -177,7 +177,13 @@ return out
 /// ([`DELETE_ENTRY`]: it holds `deleted:<token>`), or a fence that no
 /// longer holds the token (a delete removed it), refuses the write: the
 /// value was computed before the delete. The partition counter is made to
-/// live at least as long as the entry. Returns 1 if it wrote, 2 if it
+/// live at least as long as the entry: when it would not, it is given the
+/// entry's expiry again on top (at most a day more), so the writes that
+/// follow close behind leave it alone. Lengthening it is a change of the
+/// counter to Redis, which tells every process's near cache to drop what
+/// it read under it: extending it to the entry's expiry exactly made
+/// every write in a partition drop the partition's near copies everywhere.
+/// Returns 1 if it wrote, 2 if it
 /// wrote over a key of another type (a list, a hash...: `MGET` reads one
 /// as a missing entry, so only here can it be counted), 0 if a counter
 /// moved on or the entry was deleted since the claim or fence was taken.
@@ -208,7 +214,9 @@ if counters == 3 then
     redis.call('persist', partition)
   else
     local left = redis.call('pttl', partition)
-    if left >= 0 and left < ttl then redis.call('pexpire', partition, ttl) end
+    if left >= 0 and left < ttl then
+      redis.call('pexpire', partition, ttl + math.min(ttl, 86400000))
+    end
   end
 end
 if kind ~= 'string' and kind ~= 'none' then return 2 end
