@@ -39,6 +39,14 @@ pub struct RedisConfig {
     /// that succeeds saves the thread's wake-up but burns the round trip
     /// as CPU; at saturation that CPU is worth more than the latency.
     pub read_spin: Duration,
+    /// How many replicas must acknowledge every delete (an invalidation)
+    /// before it counts as made: each is followed, on its connection, by
+    /// `WAIT <n> <read_timeout>`, and one fewer replicas acknowledged is
+    /// [`StoreError::Unreplicated`]. 0 (the default): no `WAIT`, a delete
+    /// is made once the master made it. Why: replication is asynchronous,
+    /// and a replica promoted before it received a delete (a failover)
+    /// serves what the delete retired again.
+    pub invalidation_replicas: u32,
 }
 
 /// A pooled connection that remembers whether it failed, so the pool
@@ -277,9 +285,58 @@ pub(super) fn writing<C: Timeouts, T>(
     (read_timeout, len): (Duration, usize),
     run: impl FnOnce(&mut C) -> redis::RedisResult<T>,
 ) -> redis::RedisResult<T> {
-    let Some(longer) = payload_timeout(read_timeout, len) else {
-        return run(conn);
-    };
+    match payload_timeout(read_timeout, len) {
+        Some(longer) => waiting_longer(conn, (longer, read_timeout), run),
+        None => run(conn),
+    }
+}
+
+/// Asks the server for the replicas' acknowledgement of every write made
+/// on `conn` so far (`WAIT`): how many of them acknowledged, waiting at
+/// most `read_timeout` for `replicas` of them. The server answers once
+/// they did or the time is up, so the connection waits for that answer
+/// `read_timeout` longer than its usual read timeout: a `WAIT` that runs
+/// its course is an answer, never a store that stopped answering.
+pub(super) fn replicas_acknowledged<C: Timeouts + ConnectionLike>(
+    conn: &mut C,
+    replicas: u32,
+    read_timeout: Duration,
+) -> redis::RedisResult<u64> {
+    let mut wait = redis::cmd("WAIT");
+    wait.arg(replicas).arg(millis(read_timeout));
+    let longer = read_timeout.saturating_add(read_timeout);
+    waiting_longer(conn, (longer, read_timeout), |c| wait.query(c))
+}
+
+/// A delete that `acknowledged` replicas acknowledged, where `wanted` had
+/// to (within `read_timeout`): made, or [`StoreError::Unreplicated`]
+/// saying what that means and what to change.
+pub(super) fn replicated(
+    wanted: u32,
+    acknowledged: u64,
+    read_timeout: Duration,
+) -> Result<(), StoreError> {
+    if acknowledged >= u64::from(wanted) {
+        return Ok(());
+    }
+    Err(StoreError::Unreplicated(format!(
+        "the master made it, but only {acknowledged} of the {wanted} replicas \
+         invalidation_replicas asks for acknowledged it within {} ms (the read timeout): \
+         should the master fail before they receive it, a promoted replica serves the \
+         invalidated entries again until they expire. Invalidate again once the replicas \
+         are back (check the master's INFO replication), or lower invalidation_replicas to \
+         the replicas that are up",
+        millis(read_timeout)
+    )))
+}
+
+/// Runs `run` on `conn` under the timeout `longer`, then puts `conn` back
+/// on `read_timeout`.
+fn waiting_longer<C: Timeouts, T>(
+    conn: &mut C,
+    (longer, read_timeout): (Duration, Duration),
+    run: impl FnOnce(&mut C) -> redis::RedisResult<T>,
+) -> redis::RedisResult<T> {
     conn.set_timeouts(longer)?;
     let answer = run(conn);
     // The command's own error wins (it says whether the store is down); a
@@ -524,6 +581,30 @@ impl RedisStore {
     ) -> Result<T, StoreError> {
         let sized = (self.config.read_timeout, len);
         self.with(|c| writing(c, sized, &mut run))
+    }
+
+    /// [`Self::with`] for a delete (an invalidation): with
+    /// [`RedisConfig::invalidation_replicas`] set, followed on the same
+    /// connection by a `WAIT` for that many replicas (`WAIT` counts the
+    /// writes of its own connection), and failed as
+    /// [`StoreError::Unreplicated`] when fewer acknowledged it. The delete
+    /// is made either way: only its replication is in doubt.
+    fn deleting<T>(
+        &self,
+        mut run: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let (wanted, read_timeout) = (
+            self.config.invalidation_replicas,
+            self.config.read_timeout,
+        );
+        if wanted == 0 {
+            return self.with(run);
+        }
+        let (done, acknowledged) = self.with(|c| {
+            let done = run(c)?;
+            Ok((done, replicas_acknowledged(c, wanted, read_timeout)?))
+        })?;
+        replicated(wanted, acknowledged, read_timeout).map(|()| done)
     }
 }
 
@@ -794,8 +875,26 @@ impl SharedStore for RedisStore {
 
     fn delete(&self, key: &str) -> Result<bool, StoreError> {
         let _forget = self.forget_after([key]);
-        self.with(|c| self.delete.key(key).invoke::<u64>(c))
+        self.deleting(|c| self.delete.key(key).invoke::<u64>(c))
             .map(|n| n > 0)
+    }
+
+    /// Every key on one connection, so one `WAIT` (with
+    /// [`RedisConfig::invalidation_replicas`]) covers them all.
+    fn delete_many(&self, keys: &[String]) -> Result<u64, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let removed = self.deleting(|c| {
+            keys.iter().try_fold(0, |removed, key| {
+                Ok(removed + self.delete.key(key).invoke::<u64>(c)?.min(1))
+            })
+        });
+        // After the deletes (made, or maybe made), as `forget_after` does.
+        if let Some(near) = self.near_if_started() {
+            near.invalidate(keys.iter().map(|key| key.as_bytes()));
+        }
+        removed
     }
 
     fn generations(&self, keys: &KeySet, floor: Duration) -> Result<Generations, StoreError> {
@@ -856,7 +955,7 @@ impl SharedStore for RedisStore {
             .key(&keys.lock)
             .key(&keys.refresh)
             .key(&fence);
-        self.with(|c| invocation.invoke::<u64>(c)).map(|n| n > 0)
+        self.deleting(|c| invocation.invoke::<u64>(c)).map(|n| n > 0)
     }
 
     fn fence(&self, keys: &KeySet, candidate: &str, ttl: Duration) -> Result<String, StoreError> {
@@ -1041,6 +1140,7 @@ mod tests {
             connect_timeout: Duration::from_secs(2),
             read_timeout,
             read_spin: Duration::ZERO,
+            invalidation_replicas: 0,
         })
         .unwrap()
     }
