@@ -70,8 +70,10 @@ class Replicated:
         assert self.master.client().wait(1, 30_000) == 1
 
     def fail_over(self) -> None:
-        """The master dies; the replica is promoted."""
-        self.master.stop()
+        """The master dies (killed: a crash, no shutdown that would wait
+        for the replica); the replica is promoted."""
+        self.master.process.kill()
+        self.master.process.wait(10)
         self.replica.client().replicaof("NO", "ONE")
         assert self.replica.client().info("replication")["role"] == "master"
 
@@ -80,6 +82,8 @@ class Replicated:
 def replicated(server_kind):
     binary = SERVERS[server_kind][0]
     master = RedisServer(binary=binary).start()
+    # The replica's full sync starts at once, not after 5 s (the default).
+    master.client().config_set("repl-diskless-sync-delay", 0)
     gate = GateProxy(master.port)
     replica = RedisServer(binary=binary).start()
     replica.client().replicaof("127.0.0.1", gate.port)

@@ -313,6 +313,16 @@ def _validate_backend_settings(merged: dict[str, Any]) -> None:
             f"acknowledge each invalidation; 0: none waited for; at most {_MAX_U32}); "
             f"got {replicas!r}."
         )
+    if replicas and merged["BACKEND"].startswith(
+        ("django", "redis+cluster://", "rediss+cluster://")
+    ):
+        # WAIT follows one master's writes: a Django cache has no replicas
+        # restflow can ask about, and a cluster's deletes go to many masters.
+        raise configuration_error(
+            f'{key}["INVALIDATION_REPLICAS"] must be 0 with BACKEND {merged["BACKEND"]!r}: '
+            "restflow waits for replicas only on one Redis server or behind Sentinel; "
+            f"got {replicas!r}."
+        )
     near = merged["NEAR_CACHE"]
     if not isinstance(near, bool) and not _count_within(near, 1, _MAX_U64):
         raise configuration_error(

@@ -240,6 +240,17 @@ mod tests {
             .err()
             .unwrap()
             .starts_with("lock_timeout must be"));
+        // A Django cache has no replicas restflow can wait for.
+        let bad = BackendSettings {
+            invalidation_replicas: 1,
+            ..settings("django:sessions")
+        };
+        assert_eq!(
+            build(&bad).err().unwrap(),
+            "invalidation_replicas must be 0 for \"django:sessions\": restflow waits for \
+             replicas only on one Redis server (redis://, rediss://, unix://) or behind \
+             Sentinel (redis+sentinel://), not on a Django cache"
+        );
     }
 
     #[cfg(feature = "redis")]

@@ -593,10 +593,7 @@ impl RedisStore {
         &self,
         mut run: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
-        let (wanted, read_timeout) = (
-            self.config.invalidation_replicas,
-            self.config.read_timeout,
-        );
+        let (wanted, read_timeout) = (self.config.invalidation_replicas, self.config.read_timeout);
         if wanted == 0 {
             return self.with(run);
         }
@@ -955,7 +952,8 @@ impl SharedStore for RedisStore {
             .key(&keys.lock)
             .key(&keys.refresh)
             .key(&fence);
-        self.deleting(|c| invocation.invoke::<u64>(c)).map(|n| n > 0)
+        self.deleting(|c| invocation.invoke::<u64>(c))
+            .map(|n| n > 0)
     }
 
     fn fence(&self, keys: &KeySet, candidate: &str, ttl: Duration) -> Result<String, StoreError> {
@@ -1159,6 +1157,160 @@ mod tests {
         assert!(matches!(error, StoreError::Timeout(_)), "{error:?}");
         drop(store);
         assert_eq!(server.join().unwrap(), vec![64 << 20, "small".len()]);
+    }
+
+    /// Reads one command off `conn`: its name (upper case) and arguments.
+    fn read_words(conn: &mut std::io::BufReader<std::net::TcpStream>) -> Option<Vec<String>> {
+        use std::io::{BufRead, Read};
+        let mut line = String::new();
+        conn.read_line(&mut line).ok()?;
+        let count: usize = line.trim_end().strip_prefix('*')?.parse().ok()?;
+        let mut words = Vec::with_capacity(count);
+        for _ in 0..count {
+            line.clear();
+            conn.read_line(&mut line).ok()?;
+            let len: usize = line.trim_end().strip_prefix('$')?.parse().ok()?;
+            let mut bytes = vec![0; len + 2];
+            conn.read_exact(&mut bytes).ok()?;
+            words.push(String::from_utf8_lossy(&bytes[..len]).into_owned());
+        }
+        words[0].make_ascii_uppercase();
+        Some(words)
+    }
+
+    /// A master as `WAIT` sees it: answers a script `:1` (a key deleted),
+    /// each `WAIT` with the next of `acknowledged` after `wait_pause` (as
+    /// Redis answers a `WAIT` whose replicas are missing once its timeout
+    /// ran out), a `SET` after `set_pause`, and `+OK` to anything else;
+    /// the commands it was sent, of the connection it accepted.
+    fn master(
+        acknowledged: Vec<u64>,
+        (wait_pause, set_pause): (Duration, Duration),
+    ) -> (String, std::thread::JoinHandle<Vec<Vec<String>>>) {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            let mut writer = conn.try_clone().unwrap();
+            let mut reader = std::io::BufReader::new(conn);
+            let mut acknowledged = acknowledged.into_iter();
+            let mut commands = Vec::new();
+            while let Some(words) = read_words(&mut reader) {
+                let answer = match words[0].as_str() {
+                    "EVALSHA" => ":1\r\n".to_owned(),
+                    "WAIT" => {
+                        std::thread::sleep(wait_pause);
+                        format!(":{}\r\n", acknowledged.next().unwrap())
+                    }
+                    "SET" => {
+                        std::thread::sleep(set_pause);
+                        "+OK\r\n".to_owned()
+                    }
+                    _ => "+OK\r\n".to_owned(),
+                };
+                commands.push(words);
+                if writer.write_all(answer.as_bytes()).is_err() {
+                    break;
+                }
+            }
+            commands
+        });
+        (url, server)
+    }
+
+    fn waiting_store(url: &str, read_timeout: Duration, replicas: u32) -> RedisStore {
+        RedisStore::new(RedisConfig {
+            invalidation_replicas: replicas,
+            ..store_at(url, read_timeout).config
+        })
+        .unwrap()
+    }
+
+    /// The commands' names, and `WAIT`'s arguments.
+    fn sent(commands: &[Vec<String>]) -> Vec<String> {
+        commands
+            .iter()
+            .map(|words| match words[0].as_str() {
+                "WAIT" => words.join(" "),
+                name => name.to_owned(),
+            })
+            .collect()
+    }
+
+    fn keys() -> KeySet {
+        KeySet {
+            data: "d".into(),
+            scope: "s".into(),
+            partition: None,
+            version: "v".into(),
+            lock: "l".into(),
+            refresh: "r".into(),
+        }
+    }
+
+    #[test]
+    fn every_delete_waits_for_the_replicas_on_its_own_connection() {
+        let read_timeout = Duration::from_millis(250);
+        let (url, server) = master(vec![2, 3, 2], (Duration::ZERO, Duration::ZERO));
+        let store = waiting_store(&url, read_timeout, 2);
+        assert_eq!(store.delete("k"), Ok(true));
+        // Several counters: one WAIT after them all.
+        assert_eq!(store.delete_many(&["a".into(), "b".into()]), Ok(2));
+        assert_eq!(store.delete_entry(&keys()), Ok(true));
+        // Not a delete: no WAIT.
+        store.put("p", b"x", None).unwrap();
+        drop(store);
+        let wait = "WAIT 2 250".to_owned();
+        let commands = sent(&server.join().unwrap());
+        assert_eq!(
+            commands,
+            ["EVALSHA", &wait, "EVALSHA", "EVALSHA", &wait, "EVALSHA", &wait, "SET"]
+        );
+    }
+
+    #[test]
+    fn a_delete_fewer_replicas_acknowledged_is_reported_not_a_store_down() {
+        // The WAIT runs its course (the read timeout) and answers 1 of 2:
+        // an answer, not a timeout.
+        let read_timeout = Duration::from_millis(250);
+        let (url, server) = master(vec![1], (read_timeout, 2 * read_timeout));
+        let store = waiting_store(&url, read_timeout, 2);
+        let error = store.delete("k").unwrap_err();
+        let StoreError::Unreplicated(why) = &error else {
+            panic!("{error:?}")
+        };
+        assert!(
+            why.starts_with(
+                "the master made it, but only 1 of the 2 replicas invalidation_replicas asks \
+                 for acknowledged it within 250 ms"
+            ),
+            "{why}"
+        );
+        assert!(!error.is_connection_failure());
+        // The connection is back on the read timeout: a write the server
+        // takes longer over than that times out.
+        let slow = store.put("p", b"x", None).unwrap_err();
+        assert!(matches!(slow, StoreError::Timeout(_)), "{slow:?}");
+        drop(store);
+        assert_eq!(
+            sent(&server.join().unwrap()),
+            ["EVALSHA", "WAIT 2 250", "SET"]
+        );
+    }
+
+    #[test]
+    fn without_invalidation_replicas_a_delete_does_not_wait() {
+        let (url, server) = master(vec![], (Duration::ZERO, Duration::ZERO));
+        let store = waiting_store(&url, Duration::from_secs(2), 0);
+        assert_eq!(store.delete("k"), Ok(true));
+        assert_eq!(store.delete_many(&["a".into()]), Ok(1));
+        assert_eq!(store.delete_entry(&keys()), Ok(true));
+        drop(store);
+        assert_eq!(
+            sent(&server.join().unwrap()),
+            ["EVALSHA", "EVALSHA", "EVALSHA"]
+        );
     }
 
     #[test]

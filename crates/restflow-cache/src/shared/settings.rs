@@ -401,6 +401,24 @@ mod tests {
             refused,
             "\"django:default\" names a Django cache, not a Redis store"
         );
+        // Replicas are waited for on one server or behind Sentinel only.
+        for url in ["redis://127.0.0.1:1/0", "redis+sentinel://127.0.0.1:1/m"] {
+            let waiting = RedisSettings {
+                invalidation_replicas: 2,
+                ..settings(url, 8)
+            };
+            assert!(redis_store(&waiting).is_ok(), "{url}");
+        }
+        let cluster = RedisSettings {
+            invalidation_replicas: 1,
+            ..settings("redis+cluster://127.0.0.1:1", 0)
+        };
+        assert_eq!(
+            redis_store(&cluster).err().unwrap(),
+            "invalidation_replicas must be 0 for \"redis+cluster://127.0.0.1:1\": restflow \
+             waits for replicas only on one Redis server (redis://, rediss://, unix://) or \
+             behind Sentinel (redis+sentinel://), not on a Redis Cluster"
+        );
         let bad = RedisSettings {
             read_timeout: 0.0,
             ..settings("redis://127.0.0.1:1/0", 0)
