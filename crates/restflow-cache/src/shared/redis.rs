@@ -1174,7 +1174,7 @@ mod tests {
             conn.read_exact(&mut bytes).ok()?;
             words.push(String::from_utf8_lossy(&bytes[..len]).into_owned());
         }
-        words[0].make_ascii_uppercase();
+        words.first_mut()?.make_ascii_uppercase();
         Some(words)
     }
 
