@@ -65,10 +65,10 @@ DEFAULTS: dict[str, Any] = {
     # thread sleeps; 0: always sleep. Spares a nearby Redis's hit the cost
     # of waking a sleeping thread; paused by itself when answers are slower.
     "READ_SPIN": 0.0,
-    # Replicas of a Redis master (redis://, or behind Sentinel) that must
-    # acknowledge every invalidation before it returns (WAIT, up to
-    # READ_TIMEOUT); one fewer acknowledged raises CacheBackendError, since
-    # a failover to a replica that missed it would undo it. 0: not waited for.
+    # Replicas of each Redis master an invalidation reaches that must
+    # acknowledge it before it returns (WAIT, up to READ_TIMEOUT); one fewer
+    # acknowledged raises CacheBackendError, since a failover to a replica
+    # that missed it would undo it. 0: not waited for. Not for Django caches.
     "INVALIDATION_REPLICAS": 0,
     # Whether an async caller's Redis hit is read by the event loop itself,
     # on a non-blocking socket of its own (True), or, like everything else
@@ -313,15 +313,11 @@ def _validate_backend_settings(merged: dict[str, Any]) -> None:
             f"acknowledge each invalidation; 0: none waited for; at most {_MAX_U32}); "
             f"got {replicas!r}."
         )
-    if replicas and merged["BACKEND"].startswith(
-        ("django", "redis+cluster://", "rediss+cluster://")
-    ):
-        # WAIT follows one master's writes: a Django cache has no replicas
-        # restflow can ask about, and a cluster's deletes go to many masters.
+    if replicas and merged["BACKEND"].startswith("django"):
+        # A Django cache has no replicas restflow can ask about (WAIT).
         raise configuration_error(
             f'{key}["INVALIDATION_REPLICAS"] must be 0 with BACKEND {merged["BACKEND"]!r}: '
-            "restflow waits for replicas only on one Redis server or behind Sentinel; "
-            f"got {replicas!r}."
+            f"restflow waits for replicas only on Redis; got {replicas!r}."
         )
     near = merged["NEAR_CACHE"]
     if not isinstance(near, bool) and not _count_within(near, 1, _MAX_U64):

@@ -248,8 +248,8 @@ mod tests {
         assert_eq!(
             build(&bad).err().unwrap(),
             "invalidation_replicas must be 0 for \"django:sessions\": restflow waits for \
-             replicas only on one Redis server (redis://, rediss://, unix://) or behind \
-             Sentinel (redis+sentinel://), not on a Django cache"
+             replicas only on Redis (redis://, rediss://, unix://, redis+sentinel://, \
+             redis+cluster://), not on a Django cache"
         );
     }
 

@@ -302,10 +302,27 @@ pub(super) fn replicas_acknowledged<C: Timeouts + ConnectionLike>(
     replicas: u32,
     read_timeout: Duration,
 ) -> redis::RedisResult<u64> {
+    let wait = wait_command(replicas, read_timeout);
+    waiting_for_replicas(conn, read_timeout, |c| wait.query(c))
+}
+
+/// `WAIT <replicas> <read_timeout in ms>`.
+pub(super) fn wait_command(replicas: u32, read_timeout: Duration) -> redis::Cmd {
     let mut wait = redis::cmd("WAIT");
     wait.arg(replicas).arg(millis(read_timeout));
+    wait
+}
+
+/// Runs `run` (`WAIT`s of [`wait_command`]) on `conn` waiting
+/// `read_timeout` longer than usual for each answer (see
+/// [`replicas_acknowledged`]).
+pub(super) fn waiting_for_replicas<C: Timeouts, T>(
+    conn: &mut C,
+    read_timeout: Duration,
+    run: impl FnOnce(&mut C) -> redis::RedisResult<T>,
+) -> redis::RedisResult<T> {
     let longer = read_timeout.saturating_add(read_timeout);
-    waiting_longer(conn, (longer, read_timeout), |c| wait.query(c))
+    waiting_longer(conn, (longer, read_timeout), run)
 }
 
 /// A delete that `acknowledged` replicas acknowledged, where `wanted` had

@@ -221,9 +221,6 @@ pub fn redis_store(settings: &RedisSettings<'_>) -> Result<Box<dyn super::Shared
                 settings.url
             ))
         }
-        StoreKind::Cluster if settings.invalidation_replicas > 0 => {
-            return Err(unreplicable(settings.url, "a Redis Cluster"))
-        }
         StoreKind::Cluster => near!(super::ClusterStore::new(config)),
         StoreKind::Sentinel => near!(super::SentinelStore::new(config)),
         StoreKind::Redis => near!(super::RedisStore::new(config)),
@@ -235,8 +232,8 @@ pub fn redis_store(settings: &RedisSettings<'_>) -> Result<Box<dyn super::Shared
 pub fn unreplicable(url: &str, what: &str) -> String {
     format!(
         "invalidation_replicas must be 0 for {url:?}: restflow waits for replicas only on \
-         one Redis server (redis://, rediss://, unix://) or behind Sentinel \
-         (redis+sentinel://), not on {what}"
+         Redis (redis://, rediss://, unix://, redis+sentinel://, redis+cluster://), not on \
+         {what}"
     )
 }
 
@@ -401,24 +398,18 @@ mod tests {
             refused,
             "\"django:default\" names a Django cache, not a Redis store"
         );
-        // Replicas are waited for on one server or behind Sentinel only.
-        for url in ["redis://127.0.0.1:1/0", "redis+sentinel://127.0.0.1:1/m"] {
+        // Every Redis store waits for replicas (a Django cache: backend.rs).
+        for url in [
+            "redis://127.0.0.1:1/0",
+            "redis+sentinel://127.0.0.1:1/m",
+            "redis+cluster://127.0.0.1:1",
+        ] {
             let waiting = RedisSettings {
                 invalidation_replicas: 2,
                 ..settings(url, 8)
             };
             assert!(redis_store(&waiting).is_ok(), "{url}");
         }
-        let cluster = RedisSettings {
-            invalidation_replicas: 1,
-            ..settings("redis+cluster://127.0.0.1:1", 0)
-        };
-        assert_eq!(
-            redis_store(&cluster).err().unwrap(),
-            "invalidation_replicas must be 0 for \"redis+cluster://127.0.0.1:1\": restflow \
-             waits for replicas only on one Redis server (redis://, rediss://, unix://) or \
-             behind Sentinel (redis+sentinel://), not on a Redis Cluster"
-        );
         let bad = RedisSettings {
             read_timeout: 0.0,
             ..settings("redis://127.0.0.1:1/0", 0)
