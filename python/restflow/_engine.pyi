@@ -211,6 +211,7 @@ class SharedBackend:
         connect_timeout: float = 0.5,
         read_timeout: float = 0.1,
         read_spin: float = 0.0,
+        invalidation_replicas: int = 0,
         lock_timeout: float = 10.0,
         wait_timeout: float | None = None,
         bypass_on_failure: bool = True,

@@ -1,6 +1,6 @@
 """A Redis Cluster on loopback for the cluster tests and benchmark: three
 masters (``redis-server --cluster-enabled yes``, or ``valkey-server``, on
-free 127.0.0.1 ports), every slot assigned, no replicas.
+free 127.0.0.1 ports), every slot assigned, no replicas unless asked for.
 
 The cluster is formed with plain commands (what ``redis-cli --cluster
 create`` sends: ``CLUSTER ADDSLOTS``, ``CLUSTER SET-CONFIG-EPOCH``,
@@ -53,14 +53,17 @@ SLOTS = 16384
 
 
 class Cluster:
-    """Three masters on loopback, every slot assigned, no replicas. A lost
-    master does not stop the others (``cluster-require-full-coverage no``).
-    ``binary`` is the server to run (the system redis-server by default)."""
+    """Three masters on loopback, every slot assigned, and ``replicas``
+    replicas per master (none by default). A lost master does not stop the
+    others (``cluster-require-full-coverage no``). ``binary`` is the
+    server to run (the system redis-server by default)."""
 
-    def __init__(self, directory: Path, binary: str | None = None) -> None:
+    def __init__(self, directory: Path, binary: str | None = None, replicas: int = 0) -> None:
         self.directory = directory
         self.binary = binary or system_redis_server()
         self.ports = [cluster_port() for _ in range(3)]
+        #: The replicas' ports: the master on ``ports[i % 3]`` has the i-th.
+        self.replica_ports = [cluster_port() for _ in range(3 * replicas)]
         self.processes: dict[int, subprocess.Popen] = {}
 
     @property
@@ -101,7 +104,50 @@ class Cluster:
             return True
 
         wait_for(ready, "the cluster did not come up")
+        if self.replica_ports:
+            self._add_replicas()
         return self
+
+    def _add_replicas(self) -> None:
+        """Joins the replicas, each to its master (``CLUSTER REPLICATE``),
+        and waits until each has synced."""
+        for port in self.ports:
+            # The replicas' full sync starts at once, not after 5 s.
+            self.client(port).config_set("repl-diskless-sync-delay", 0)
+        for port in self.replica_ports:
+            self.spawn(port)
+            wait_for(lambda port=port: self.client(port).ping(), "a replica did not start")
+            self.client(port).execute_command("CLUSTER MEET", "127.0.0.1", self.ports[0])
+        total = len(self.ports) + len(self.replica_ports)
+        wait_for(
+            lambda: all(
+                int(self.client(port).cluster("info")["cluster_known_nodes"]) == total
+                for port in self.processes
+            ),
+            "the replicas did not join the cluster",
+        )
+        for index, port in enumerate(self.replica_ports):
+            master = self.ports[index % len(self.ports)]
+            master_id = self.client(master).execute_command("CLUSTER MYID").decode()
+            self.client(port).execute_command("CLUSTER REPLICATE", master_id)
+        wait_for(
+            lambda: all(
+                self.client(port).info("replication")["master_link_status"] == "up"
+                for port in self.replica_ports
+            ),
+            "the replicas did not sync",
+        )
+
+    def master_holding(self, cache_key: str) -> int:
+        """The port of the master holding the entry of ``cache_key`` (a
+        ``get_cache_key()``: the Redis key is a prefix and a hash tag, then
+        it)."""
+        [port] = [
+            port
+            for port in self.ports
+            if any(key.endswith(cache_key.encode()) for key in self.keys(port))
+        ]
+        return port
 
     def listen(self, port: int) -> list[str]:
         """The arguments that make a node listen on ``port``."""
@@ -150,8 +196,9 @@ class Cluster:
         process.wait(10)
 
     def flush(self) -> None:
-        for port in self.processes:
-            self.client(port).flushall()
+        for port in self.ports:  # a replica follows its master
+            if port in self.processes:
+                self.client(port).flushall()
 
     def keys(self, port: int) -> list[bytes]:
         return self.client(port).keys("*")

@@ -18,7 +18,7 @@ import redis as redis_py
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from restflow.caching import CACHE_MISSING, CacheStatus, cache_result
+from restflow.caching import CACHE_MISSING, CacheBackendError, CacheStatus, cache_result
 from restflow.caching.settings import validate_backend
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.redis.cluster import Cluster
@@ -33,6 +33,7 @@ from tests.test_fork import run_forks
 from tests.test_lifecycle_model import SyncApi, run_model
 from tests.test_lifecycle_model import report as model_report
 from tests.test_store_contract import TenantKey, calls, profile, report
+from tests.timeouts import PAUSED
 
 #: The server kinds (tests/redis/conftest.py's ``SERVERS`` ids) clusters run on.
 CLUSTER_KINDS = ["redis", "valkey9"]
@@ -347,3 +348,48 @@ def test_calls_follow_the_lifecycle_model(cluster, seed):
     value exact through reads, refreshes, peeks and invalidations of one
     key, a partition (its shard's counter) and the function (every shard's)."""
     run_model(seed, SyncApi(model_report))
+
+
+def test_invalidations_wait_for_the_replicas_of_each_master_they_reached(tmp_path):
+    """INVALIDATION_REPLICAS on a cluster with one replica per master
+    (tests/redis/test_replication.py shows what it guards against): every
+    kind of invalidation returns once the replicas acknowledged it; asking
+    for 2 raises; and each master's own replica is asked (WAIT on that
+    master's connection): with one replica down, a delete on its master
+    raises, one on another master does not, and a function's invalidation
+    (a counter on every master) raises."""
+    nodes = Cluster(tmp_path, server_binary("redis"), replicas=1).start()
+    try:
+        calls.clear()
+        settings = redis_settings(nodes.url, INVALIDATION_REPLICAS=1)
+        with override_settings(RESTFLOW_SETTINGS=settings):
+            assert status(profile, 1) is CacheStatus.MISS
+            profile.invalidate_all()
+            assert status(profile, 1) is CacheStatus.MISS
+            assert profile.delete_cache(1) is True
+            assert status(report, "acme", 1) is CacheStatus.MISS
+            report.delete_by_prefix(tenant="acme")
+            assert status(report, "acme", 1) is CacheStatus.MISS
+        settings = redis_settings(nodes.url, INVALIDATION_REPLICAS=2, **PAUSED)
+        with override_settings(RESTFLOW_SETTINGS=settings):
+            with pytest.raises(CacheBackendError, match="only 1 of the 2 replicas"):
+                profile.invalidate_all()
+            assert status(profile, 1) is CacheStatus.MISS  # made on the masters
+            with pytest.raises(CacheBackendError, match="only 1 of the 2 replicas"):
+                profile.delete_cache(1)
+        # Two entries on different masters; the replica of the first is killed.
+        settings = redis_settings(nodes.url, INVALIDATION_REPLICAS=1, **PAUSED)
+        with override_settings(RESTFLOW_SETTINGS=settings):
+            holders = {}
+            for n in range(2, 40):
+                assert status(profile, n) is CacheStatus.MISS
+                holders.setdefault(nodes.master_holding(profile.get_cache_key(n)), n)
+            (down, gone), (_, kept) = list(holders.items())[:2]
+            nodes.kill(nodes.replica_ports[nodes.ports.index(down)])
+            with pytest.raises(CacheBackendError, match="only 0 of the 1 replicas"):
+                profile.delete_cache(gone)
+            assert profile.delete_cache(kept) is True
+            with pytest.raises(CacheBackendError, match="only 0 of the 1 replicas"):
+                profile.invalidate_all()
+    finally:
+        nodes.stop()

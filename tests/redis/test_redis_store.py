@@ -157,6 +157,13 @@ def test_failure_mode_raise(own_redis):
     assert calls == []
 
 
+INT_REPLICAS = r'\["INVALIDATION_REPLICAS"\] must be an int >= 0 \(the replicas'
+NO_REPLICAS = (
+    r'\["INVALIDATION_REPLICAS"\] must be 0 with BACKEND .*: restflow waits for replicas '
+    "only on Redis; got 1"
+)
+
+
 @pytest.mark.parametrize(
     ("setting", "match"),
     [
@@ -170,12 +177,40 @@ def test_failure_mode_raise(own_redis):
         ({"BACKEND": "redis://127.0.0.1:1/0", "LOOP_SOCKET": "yes"}, "LOOP_SOCKET"),
         ({"BACKEND": "redis://127.0.0.1:1/0", "KEY_PREFIX": "a::b"}, "KEY_PREFIX"),
         ({"BACKEND": "redis://127.0.0.1:1/0", "POOL_SIZE": 0}, "POOL_SIZE"),
+        *(
+            ({"BACKEND": "redis://127.0.0.1:1/0", "INVALIDATION_REPLICAS": bad}, INT_REPLICAS)
+            for bad in (-1, True, "1", 1.0, 2**32)
+        ),
+        *(
+            ({"BACKEND": backend, "INVALIDATION_REPLICAS": 1}, NO_REPLICAS)
+            for backend in ("django", "django:default")
+        ),
     ],
 )
 def test_settings_validation(setting, match):
     with override_settings(RESTFLOW_SETTINGS={"CACHE_SETTINGS": setting}):
         with pytest.raises(ImproperlyConfigured, match=match):
             profile(1)
+
+
+def test_a_backend_parameter_without_replicas_to_wait_for_is_refused():
+    """INVALIDATION_REPLICAS set for a Redis backend, and a function whose
+    backend= is a Django cache: refused when the function is first used
+    (the engine's check), saying which setting to change."""
+
+    @cache_result(ttl=30, backend="django")
+    def local(x):
+        return x
+
+    settings = redis_settings("redis://127.0.0.1:1/0", INVALIDATION_REPLICAS=1)
+    with override_settings(RESTFLOW_SETTINGS=settings):
+        with pytest.raises(ValueError) as refused:
+            local(1)
+    assert str(refused.value) == (
+        "backend= 'django' cannot be used: invalidation_replicas must be 0 for \"django\": "
+        "restflow waits for replicas only on Redis (redis://, rediss://, unix://, "
+        "redis+sentinel://, redis+cluster://), not on a Django cache."
+    )
 
 
 def test_a_bad_backend_parameter_fails_at_decoration():

@@ -15,7 +15,7 @@ import pytest
 import redis as redis_py
 from django.test import override_settings
 
-from restflow.caching import CacheStatus, cache_result
+from restflow.caching import CacheBackendError, CacheStatus, cache_result
 from restflow.caching.settings import validate_backend
 from tests.redis.cluster import wait_for
 from tests.redis.conftest import RedisServer, free_port, redis_settings, system_redis_server
@@ -28,6 +28,7 @@ from tests.test_fork import run_forks
 from tests.test_lifecycle_model import SyncApi, run_model
 from tests.test_lifecycle_model import report as model_report
 from tests.test_store_contract import calls, profile
+from tests.timeouts import PAUSED
 
 SERVICE = "restflow-test"
 
@@ -145,6 +146,33 @@ def test_calls_follow_the_lifecycle_model(sentinels, seed):
 def test_children_forked_from_a_busy_sentinel_cache_work(sentinels):
     # Each child asks the sentinels and connects itself (tests/test_fork.py).
     run_forks(sentinels.url, "threads", 10)
+
+
+def test_invalidations_wait_for_the_replicas_the_setting_names(sentinels):
+    """INVALIDATION_REPLICAS through the master the sentinels name: one
+    replica acknowledges (a plain invalidation), two cannot (it raises,
+    made on the master all the same). The failover it guards against:
+    tests/redis/test_replication.py."""
+    master = sentinels.master()
+    replica = sentinels.other(master)
+    wait_for(
+        lambda: replica.client().info("replication")["master_link_status"] == "up",
+        "the replica follows the master",
+    )
+    calls.clear()
+    with override_settings(
+        RESTFLOW_SETTINGS=redis_settings(sentinels.url, INVALIDATION_REPLICAS=1)
+    ):
+        assert status(1) is CacheStatus.MISS
+        profile.invalidate_all()
+        assert status(1) is CacheStatus.MISS
+        assert profile.delete_cache(1) is True
+    settings = redis_settings(sentinels.url, INVALIDATION_REPLICAS=2, **PAUSED)
+    with override_settings(RESTFLOW_SETTINGS=settings):
+        assert status(1) is CacheStatus.MISS
+        with pytest.raises(CacheBackendError, match="only 1 of the 2 replicas"):
+            profile.invalidate_all()
+        assert status(1) is CacheStatus.MISS
 
 
 def test_a_demoted_master_with_pooled_connections_hands_over_to_the_new_one(sentinels):

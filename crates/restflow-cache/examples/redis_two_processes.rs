@@ -45,6 +45,7 @@ fn open(url: &str) -> Result<Arc<Shared>, String> {
         connect_timeout: Duration::from_secs(2),
         read_timeout: Duration::from_secs(2),
         read_spin: Duration::ZERO,
+        invalidation_replicas: 0,
     })
     .map_err(|e| e.to_string())?;
     Ok(Arc::new(SharedCache::new(

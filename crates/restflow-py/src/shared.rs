@@ -224,7 +224,7 @@ impl SharedBackend {
     #[pyo3(signature = (
         url, *, signing_key, key_prefix = String::new(), serializer = "pickle",
         pool_size = 16, connect_timeout = 0.5, read_timeout = 0.1, read_spin = 0.0,
-        lock_timeout = 10.0, wait_timeout = None, bypass_on_failure = true,
+        invalidation_replicas = 0, lock_timeout = 10.0, wait_timeout = None, bypass_on_failure = true,
         near_cache_size = 0, near_cache_default = false,
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -237,6 +237,7 @@ impl SharedBackend {
         connect_timeout: f64,
         read_timeout: f64,
         read_spin: f64,
+        invalidation_replicas: u32,
         lock_timeout: f64,
         wait_timeout: Option<f64>,
         bypass_on_failure: bool,
@@ -252,6 +253,7 @@ impl SharedBackend {
             connect_timeout,
             read_timeout,
             read_spin,
+            invalidation_replicas,
             lock_timeout,
             wait_timeout,
             bypass_on_failure,

@@ -65,6 +65,11 @@ DEFAULTS: dict[str, Any] = {
     # thread sleeps; 0: always sleep. Spares a nearby Redis's hit the cost
     # of waking a sleeping thread; paused by itself when answers are slower.
     "READ_SPIN": 0.0,
+    # Replicas of each Redis master an invalidation reaches that must
+    # acknowledge it before it returns (WAIT, up to READ_TIMEOUT); one fewer
+    # acknowledged raises CacheBackendError, since a failover to a replica
+    # that missed it would undo it. 0: not waited for. Not for Django caches.
+    "INVALIDATION_REPLICAS": 0,
     # Whether an async caller's Redis hit is read by the event loop itself,
     # on a non-blocking socket of its own (True), or, like everything else
     # an async caller asks of a shared store, in a worker thread (False).
@@ -300,6 +305,19 @@ def _validate_backend_settings(merged: dict[str, Any]) -> None:
     if not _count_within(pool, 1, _MAX_U32):
         raise configuration_error(
             f'{key}["POOL_SIZE"] must be an int >= 1 (at most {_MAX_U32}); got {pool!r}.'
+        )
+    replicas = merged["INVALIDATION_REPLICAS"]
+    if not _count_within(replicas, 0, _MAX_U32):
+        raise configuration_error(
+            f'{key}["INVALIDATION_REPLICAS"] must be an int >= 0 (the replicas that must '
+            f"acknowledge each invalidation; 0: none waited for; at most {_MAX_U32}); "
+            f"got {replicas!r}."
+        )
+    if replicas and merged["BACKEND"].startswith("django"):
+        # A Django cache has no replicas restflow can ask about (WAIT).
+        raise configuration_error(
+            f'{key}["INVALIDATION_REPLICAS"] must be 0 with BACKEND {merged["BACKEND"]!r}: '
+            f"restflow waits for replicas only on Redis; got {replicas!r}."
         )
     near = merged["NEAR_CACHE"]
     if not isinstance(near, bool) and not _count_within(near, 1, _MAX_U64):
@@ -618,6 +636,7 @@ def backend_for(spec: str | None):
             connect_timeout=current["CONNECT_TIMEOUT"],
             read_timeout=current["READ_TIMEOUT"],
             read_spin=current["READ_SPIN"],
+            invalidation_replicas=current["INVALIDATION_REPLICAS"],
             lock_timeout=current["LOCK_TIMEOUT"],
             bypass_on_failure=current["FAILURE_MODE"] == "bypass",
             # Every Redis backend can keep one, made on first use by a function

@@ -42,6 +42,10 @@ pub struct BackendSettings<'a> {
     pub read_timeout: f64,
     /// How long a read busy-waits before it sleeps, in seconds (Redis).
     pub read_spin: f64,
+    /// Replicas that must acknowledge every invalidation (0: none waited
+    /// for; Redis and Sentinel only, see
+    /// [`super::RedisConfig::invalidation_replicas`]).
+    pub invalidation_replicas: u32,
     /// How long a computation lock lives, in seconds.
     pub lock_timeout: f64,
     /// How long a process polls another's computation, in seconds; `None`:
@@ -81,6 +85,9 @@ impl BackendSettings<'_> {
         settings::check_signing_key(self.signing_key)?;
         let kind = StoreKind::of(self.url)?;
         let store = match kind {
+            StoreKind::Django(_) if self.invalidation_replicas > 0 => {
+                return Err(settings::unreplicable(self.url, "a Django cache"))
+            }
             StoreKind::Django(alias) => foreign(alias),
             _ => self.redis_store()?,
         };
@@ -103,6 +110,7 @@ impl BackendSettings<'_> {
             connect_timeout: self.connect_timeout,
             read_timeout: self.read_timeout,
             read_spin: self.read_spin,
+            invalidation_replicas: self.invalidation_replicas,
             near_cache_size: self.near_cache_size,
             key_prefix: self.key_prefix,
         })
@@ -158,6 +166,7 @@ mod tests {
             connect_timeout: 0.5,
             read_timeout: 0.1,
             read_spin: 0.0,
+            invalidation_replicas: 0,
             lock_timeout: 2.0,
             wait_timeout: None,
             bypass_on_failure: true,
@@ -231,6 +240,17 @@ mod tests {
             .err()
             .unwrap()
             .starts_with("lock_timeout must be"));
+        // A Django cache has no replicas restflow can wait for.
+        let bad = BackendSettings {
+            invalidation_replicas: 1,
+            ..settings("django:sessions")
+        };
+        assert_eq!(
+            build(&bad).err().unwrap(),
+            "invalidation_replicas must be 0 for \"django:sessions\": restflow waits for \
+             replicas only on Redis (redis://, rediss://, unix://, redis+sentinel://, \
+             redis+cluster://), not on a Django cache"
+        );
     }
 
     #[cfg(feature = "redis")]

@@ -23,6 +23,11 @@
 //!   every master at once, which fails while one master is down; here a
 //!   `NOSCRIPT` answer is followed by an `EVAL` of the script on that node
 //!   only (which also caches it there).
+//! - **Deletes confirmed per master** (with
+//!   [`RedisConfig::invalidation_replicas`]): a `WAIT` to the master of
+//!   each slot a delete reached, on the connection that made it, never
+//!   one to every master (a master the delete did not reach says nothing
+//!   about it, and a dead one would fail every invalidation).
 //!
 //! The near cache (optional, [`ClusterStore::with_near_cache`]) has one
 //! invalidation channel per master and a lane per slot: see
@@ -54,8 +59,8 @@ use super::payload::Generations;
 use super::pool::{Manage, Pool};
 use super::redis::{
     classify, counter_names, fetch_names, fetched, generations_answer, holder_kind, millis,
-    writing, written, ForgetAfter, RedisConfig, DELETE_ENTRY, FENCE, GENERATIONS, LOCK_SCRIPT,
-    PUT_CURRENT, UNLOCK_SCRIPT,
+    replicated, wait_command, waiting_for_replicas, writing, written, ForgetAfter, RedisConfig,
+    DELETE_ENTRY, FENCE, GENERATIONS, LOCK_SCRIPT, PUT_CURRENT, UNLOCK_SCRIPT,
 };
 use super::store::{fresh_epoch, Fetched, Holder, KeySet, SharedStore, StoreError, Written};
 use super::url::Parts;
@@ -485,6 +490,51 @@ impl ClusterStore {
         answer
     }
 
+    /// With [`RedisConfig::invalidation_replicas`] set, the fewest
+    /// replicas that acknowledged the deletes `conn` made on the masters
+    /// of `slots`: one `WAIT` per slot, on the crate's connection to its
+    /// master (the one that made the deletes: `WAIT` counts its own
+    /// connection's writes), stopping at the first short answer. `None`
+    /// when the setting is 0 (nothing asked).
+    fn acknowledged(
+        &self,
+        conn: &mut ClusterConnection,
+        slots: &[usize],
+    ) -> ::redis::RedisResult<Option<u64>> {
+        use ::redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        let wanted = self.config.invalidation_replicas;
+        if wanted == 0 {
+            return Ok(None);
+        }
+        let wait = wait_command(wanted, self.config.read_timeout);
+        waiting_for_replicas(conn, self.config.read_timeout, |c| {
+            let mut fewest = u64::MAX;
+            for &slot in slots {
+                // A slot number below SLOTS (16384) fits a u16.
+                let master = Route::new(slot as u16, SlotAddr::Master);
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(master));
+                let answer = c.route_command(&wait, route)?;
+                fewest = fewest.min(::redis::from_redis_value::<u64>(answer)?);
+                if fewest < u64::from(wanted) {
+                    break;
+                }
+            }
+            Ok(Some(fewest))
+        })
+    }
+
+    /// An answer of [`Self::acknowledged`] as the delete's outcome.
+    fn replicated(&self, acknowledged: Option<u64>) -> Result<(), StoreError> {
+        match acknowledged {
+            Some(n) => replicated(
+                self.config.invalidation_replicas,
+                n,
+                self.config.read_timeout,
+            ),
+            None => Ok(()),
+        }
+    }
+
     /// This process's connections, made on first use.
     fn connections(&self) -> &Pool<Manager> {
         self.connections.get_or_init(|| {
@@ -558,8 +608,11 @@ impl SharedStore for ClusterStore {
 
     fn delete(&self, key: &str) -> Result<bool, StoreError> {
         let _forget = self.forget_after([key]);
-        self.with(key, |c| ::redis::cmd("DEL").arg(key).query::<u64>(c))
-            .map(|n| n > 0)
+        let (removed, acknowledged) = self.with(key, |c| {
+            let removed = ::redis::cmd("DEL").arg(key).query::<u64>(c)?;
+            Ok((removed, self.acknowledged(c, &[slot_of(key)])?))
+        })?;
+        self.replicated(acknowledged).map(|()| removed > 0)
     }
 
     /// One script: the entry and its claims share the entry's hash tag,
@@ -568,10 +621,11 @@ impl SharedStore for ClusterStore {
         let fence = keys.fence();
         let names: [&str; 4] = [&keys.data, &keys.lock, &keys.refresh, &fence];
         let _forget = self.forget_after([names[0], names[1], names[2]]);
-        self.with(&keys.data, |c| {
-            self.delete_entry.run::<u64>(c, &names, |_| {})
-        })
-        .map(|n| n > 0)
+        let (existed, acknowledged) = self.with(&keys.data, |c| {
+            let existed = self.delete_entry.run::<u64>(c, &names, |_| {})?;
+            Ok((existed, self.acknowledged(c, &[slot_of(&keys.data)])?))
+        })?;
+        self.replicated(acknowledged).map(|()| existed > 0)
     }
 
     /// The fence shares the entry's hash tag: one slot.
@@ -596,14 +650,21 @@ impl SharedStore for ClusterStore {
         for key in keys {
             pipe.cmd("DEL").arg(key);
         }
+        let mut slots: Vec<usize> = keys.iter().map(|key| slot_of(key)).collect();
+        slots.sort_unstable();
+        slots.dedup();
         let mut conn = self.connections().get()?;
         let removed = pipe
             .query::<Vec<u64>>(&mut conn.inner)
-            .map(|removed| removed.iter().sum())
+            .and_then(|removed| {
+                let acknowledged = self.acknowledged(&mut conn.inner, &slots)?;
+                Ok((removed.iter().sum(), acknowledged))
+            })
             .map_err(|error| {
                 conn.broken.set(true);
                 cluster_classify(&error)
-            });
+            })
+            .and_then(|(removed, acknowledged)| self.replicated(acknowledged).map(|()| removed));
         // After the deletes (made, or maybe made): this process reads its
         // own invalidation at once, as after every write.
         if let Some(near) = self.near_if_started() {

@@ -39,6 +39,14 @@ pub struct RedisConfig {
     /// that succeeds saves the thread's wake-up but burns the round trip
     /// as CPU; at saturation that CPU is worth more than the latency.
     pub read_spin: Duration,
+    /// How many replicas must acknowledge every delete (an invalidation)
+    /// before it counts as made: each is followed, on its connection, by
+    /// `WAIT <n> <read_timeout>`, and one fewer replicas acknowledged is
+    /// [`StoreError::Unreplicated`]. 0 (the default): no `WAIT`, a delete
+    /// is made once the master made it. Why: replication is asynchronous,
+    /// and a replica promoted before it received a delete (a failover)
+    /// serves what the delete retired again.
+    pub invalidation_replicas: u32,
 }
 
 /// A pooled connection that remembers whether it failed, so the pool
@@ -285,9 +293,75 @@ pub(super) fn writing<C: Timeouts, T>(
     (read_timeout, len): (Duration, usize),
     run: impl FnOnce(&mut C) -> redis::RedisResult<T>,
 ) -> redis::RedisResult<T> {
-    let Some(longer) = payload_timeout(read_timeout, len) else {
-        return run(conn);
-    };
+    match payload_timeout(read_timeout, len) {
+        Some(longer) => waiting_longer(conn, (longer, read_timeout), run),
+        None => run(conn),
+    }
+}
+
+/// Asks the server for the replicas' acknowledgement of every write made
+/// on `conn` so far (`WAIT`): how many of them acknowledged, waiting at
+/// most `read_timeout` for `replicas` of them. The server answers once
+/// they did or the time is up, so the connection waits for that answer
+/// `read_timeout` longer than its usual read timeout: a `WAIT` that runs
+/// its course is an answer, never a store that stopped answering.
+pub(super) fn replicas_acknowledged<C: Timeouts + ConnectionLike>(
+    conn: &mut C,
+    replicas: u32,
+    read_timeout: Duration,
+) -> redis::RedisResult<u64> {
+    let wait = wait_command(replicas, read_timeout);
+    waiting_for_replicas(conn, read_timeout, |c| wait.query(c))
+}
+
+/// `WAIT <replicas> <read_timeout in ms>`.
+pub(super) fn wait_command(replicas: u32, read_timeout: Duration) -> redis::Cmd {
+    let mut wait = redis::cmd("WAIT");
+    wait.arg(replicas).arg(millis(read_timeout));
+    wait
+}
+
+/// Runs `run` (`WAIT`s of [`wait_command`]) on `conn` waiting
+/// `read_timeout` longer than usual for each answer (see
+/// [`replicas_acknowledged`]).
+pub(super) fn waiting_for_replicas<C: Timeouts, T>(
+    conn: &mut C,
+    read_timeout: Duration,
+    run: impl FnOnce(&mut C) -> redis::RedisResult<T>,
+) -> redis::RedisResult<T> {
+    let longer = read_timeout.saturating_add(read_timeout);
+    waiting_longer(conn, (longer, read_timeout), run)
+}
+
+/// A delete that `acknowledged` replicas acknowledged, where `wanted` had
+/// to (within `read_timeout`): made, or [`StoreError::Unreplicated`]
+/// saying what that means and what to change.
+pub(super) fn replicated(
+    wanted: u32,
+    acknowledged: u64,
+    read_timeout: Duration,
+) -> Result<(), StoreError> {
+    if acknowledged >= u64::from(wanted) {
+        return Ok(());
+    }
+    Err(StoreError::Unreplicated(format!(
+        "the master made it, but only {acknowledged} of the {wanted} replicas \
+         invalidation_replicas asks for acknowledged it within {} ms (the read timeout): \
+         should the master fail before they receive it, a promoted replica serves the \
+         invalidated entries again until they expire. Invalidate again once the replicas \
+         are back (check the master's INFO replication), or lower invalidation_replicas to \
+         the replicas that are up",
+        millis(read_timeout)
+    )))
+}
+
+/// Runs `run` on `conn` under the timeout `longer`, then puts `conn` back
+/// on `read_timeout`.
+fn waiting_longer<C: Timeouts, T>(
+    conn: &mut C,
+    (longer, read_timeout): (Duration, Duration),
+    run: impl FnOnce(&mut C) -> redis::RedisResult<T>,
+) -> redis::RedisResult<T> {
     conn.set_timeouts(longer)?;
     let answer = run(conn);
     // The command's own error wins (it says whether the store is down); a
@@ -538,6 +612,27 @@ impl RedisStore {
     ) -> Result<T, StoreError> {
         let sized = (self.config.read_timeout, len);
         self.with(|c| writing(c, sized, &mut run))
+    }
+
+    /// [`Self::with`] for a delete (an invalidation): with
+    /// [`RedisConfig::invalidation_replicas`] set, followed on the same
+    /// connection by a `WAIT` for that many replicas (`WAIT` counts the
+    /// writes of its own connection), and failed as
+    /// [`StoreError::Unreplicated`] when fewer acknowledged it. The delete
+    /// is made either way: only its replication is in doubt.
+    fn deleting<T>(
+        &self,
+        mut run: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let (wanted, read_timeout) = (self.config.invalidation_replicas, self.config.read_timeout);
+        if wanted == 0 {
+            return self.with(run);
+        }
+        let (done, acknowledged) = self.with(|c| {
+            let done = run(c)?;
+            Ok((done, replicas_acknowledged(c, wanted, read_timeout)?))
+        })?;
+        replicated(wanted, acknowledged, read_timeout).map(|()| done)
     }
 }
 
@@ -808,8 +903,26 @@ impl SharedStore for RedisStore {
 
     fn delete(&self, key: &str) -> Result<bool, StoreError> {
         let _forget = self.forget_after([key]);
-        self.with(|c| self.delete.key(key).invoke::<u64>(c))
+        self.deleting(|c| self.delete.key(key).invoke::<u64>(c))
             .map(|n| n > 0)
+    }
+
+    /// Every key on one connection, so one `WAIT` (with
+    /// [`RedisConfig::invalidation_replicas`]) covers them all.
+    fn delete_many(&self, keys: &[String]) -> Result<u64, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let removed = self.deleting(|c| {
+            keys.iter().try_fold(0, |removed, key| {
+                Ok(removed + self.delete.key(key).invoke::<u64>(c)?.min(1))
+            })
+        });
+        // After the deletes (made, or maybe made), as `forget_after` does.
+        if let Some(near) = self.near_if_started() {
+            near.invalidate(keys.iter().map(|key| key.as_bytes()));
+        }
+        removed
     }
 
     fn generations(&self, keys: &KeySet, floor: Duration) -> Result<Generations, StoreError> {
@@ -870,7 +983,8 @@ impl SharedStore for RedisStore {
             .key(&keys.lock)
             .key(&keys.refresh)
             .key(&fence);
-        self.with(|c| invocation.invoke::<u64>(c)).map(|n| n > 0)
+        self.deleting(|c| invocation.invoke::<u64>(c))
+            .map(|n| n > 0)
     }
 
     fn fence(&self, keys: &KeySet, candidate: &str, ttl: Duration) -> Result<String, StoreError> {
@@ -1055,6 +1169,7 @@ mod tests {
             connect_timeout: Duration::from_secs(2),
             read_timeout,
             read_spin: Duration::ZERO,
+            invalidation_replicas: 0,
         })
         .unwrap()
     }
@@ -1073,6 +1188,160 @@ mod tests {
         assert!(matches!(error, StoreError::Timeout(_)), "{error:?}");
         drop(store);
         assert_eq!(server.join().unwrap(), vec![64 << 20, "small".len()]);
+    }
+
+    /// Reads one command off `conn`: its name (upper case) and arguments.
+    fn read_words(conn: &mut std::io::BufReader<std::net::TcpStream>) -> Option<Vec<String>> {
+        use std::io::{BufRead, Read};
+        let mut line = String::new();
+        conn.read_line(&mut line).ok()?;
+        let count: usize = line.trim_end().strip_prefix('*')?.parse().ok()?;
+        let mut words = Vec::with_capacity(count);
+        for _ in 0..count {
+            line.clear();
+            conn.read_line(&mut line).ok()?;
+            let len: usize = line.trim_end().strip_prefix('$')?.parse().ok()?;
+            let mut bytes = vec![0; len + 2];
+            conn.read_exact(&mut bytes).ok()?;
+            words.push(String::from_utf8_lossy(&bytes[..len]).into_owned());
+        }
+        words.first_mut()?.make_ascii_uppercase();
+        Some(words)
+    }
+
+    /// A master as `WAIT` sees it: answers a script `:1` (a key deleted),
+    /// each `WAIT` with the next of `acknowledged` after `wait_pause` (as
+    /// Redis answers a `WAIT` whose replicas are missing once its timeout
+    /// ran out), a `SET` after `set_pause`, and `+OK` to anything else;
+    /// the commands it was sent, of the connection it accepted.
+    fn master(
+        acknowledged: Vec<u64>,
+        (wait_pause, set_pause): (Duration, Duration),
+    ) -> (String, std::thread::JoinHandle<Vec<Vec<String>>>) {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            let mut writer = conn.try_clone().unwrap();
+            let mut reader = std::io::BufReader::new(conn);
+            let mut acknowledged = acknowledged.into_iter();
+            let mut commands = Vec::new();
+            while let Some(words) = read_words(&mut reader) {
+                let answer = match words[0].as_str() {
+                    "EVALSHA" => ":1\r\n".to_owned(),
+                    "WAIT" => {
+                        std::thread::sleep(wait_pause);
+                        format!(":{}\r\n", acknowledged.next().unwrap())
+                    }
+                    "SET" => {
+                        std::thread::sleep(set_pause);
+                        "+OK\r\n".to_owned()
+                    }
+                    _ => "+OK\r\n".to_owned(),
+                };
+                commands.push(words);
+                if writer.write_all(answer.as_bytes()).is_err() {
+                    break;
+                }
+            }
+            commands
+        });
+        (url, server)
+    }
+
+    fn waiting_store(url: &str, read_timeout: Duration, replicas: u32) -> RedisStore {
+        RedisStore::new(RedisConfig {
+            invalidation_replicas: replicas,
+            ..store_at(url, read_timeout).config
+        })
+        .unwrap()
+    }
+
+    /// The commands' names, and `WAIT`'s arguments.
+    fn sent(commands: &[Vec<String>]) -> Vec<String> {
+        commands
+            .iter()
+            .map(|words| match words[0].as_str() {
+                "WAIT" => words.join(" "),
+                name => name.to_owned(),
+            })
+            .collect()
+    }
+
+    fn keys() -> KeySet {
+        KeySet {
+            data: "d".into(),
+            scope: "s".into(),
+            partition: None,
+            version: "v".into(),
+            lock: "l".into(),
+            refresh: "r".into(),
+        }
+    }
+
+    #[test]
+    fn every_delete_waits_for_the_replicas_on_its_own_connection() {
+        let read_timeout = Duration::from_millis(250);
+        let (url, server) = master(vec![2, 3, 2], (Duration::ZERO, Duration::ZERO));
+        let store = waiting_store(&url, read_timeout, 2);
+        assert_eq!(store.delete("k"), Ok(true));
+        // Several counters: one WAIT after them all.
+        assert_eq!(store.delete_many(&["a".into(), "b".into()]), Ok(2));
+        assert_eq!(store.delete_entry(&keys()), Ok(true));
+        // Not a delete: no WAIT.
+        store.put("p", b"x", None).unwrap();
+        drop(store);
+        let wait = "WAIT 2 250".to_owned();
+        let commands = sent(&server.join().unwrap());
+        assert_eq!(
+            commands,
+            ["EVALSHA", &wait, "EVALSHA", "EVALSHA", &wait, "EVALSHA", &wait, "SET"]
+        );
+    }
+
+    #[test]
+    fn a_delete_fewer_replicas_acknowledged_is_reported_not_a_store_down() {
+        // The WAIT runs its course (the read timeout) and answers 1 of 2:
+        // an answer, not a timeout.
+        let read_timeout = Duration::from_millis(250);
+        let (url, server) = master(vec![1], (read_timeout, 2 * read_timeout));
+        let store = waiting_store(&url, read_timeout, 2);
+        let error = store.delete("k").unwrap_err();
+        let StoreError::Unreplicated(why) = &error else {
+            panic!("{error:?}")
+        };
+        assert!(
+            why.starts_with(
+                "the master made it, but only 1 of the 2 replicas invalidation_replicas asks \
+                 for acknowledged it within 250 ms"
+            ),
+            "{why}"
+        );
+        assert!(!error.is_connection_failure());
+        // The connection is back on the read timeout: a write the server
+        // takes longer over than that times out.
+        let slow = store.put("p", b"x", None).unwrap_err();
+        assert!(matches!(slow, StoreError::Timeout(_)), "{slow:?}");
+        drop(store);
+        assert_eq!(
+            sent(&server.join().unwrap()),
+            ["EVALSHA", "WAIT 2 250", "SET"]
+        );
+    }
+
+    #[test]
+    fn without_invalidation_replicas_a_delete_does_not_wait() {
+        let (url, server) = master(vec![], (Duration::ZERO, Duration::ZERO));
+        let store = waiting_store(&url, Duration::from_secs(2), 0);
+        assert_eq!(store.delete("k"), Ok(true));
+        assert_eq!(store.delete_many(&["a".into()]), Ok(1));
+        assert_eq!(store.delete_entry(&keys()), Ok(true));
+        drop(store);
+        assert_eq!(
+            sent(&server.join().unwrap()),
+            ["EVALSHA", "EVALSHA", "EVALSHA"]
+        );
     }
 
     #[test]

@@ -230,6 +230,7 @@ impl SentinelStore {
                 connect_timeout: self.config.connect_timeout,
                 read_timeout: self.config.read_timeout,
                 read_spin: self.config.read_spin,
+                invalidation_replicas: self.config.invalidation_replicas,
             })?
             .reporting_closed_idle(),
         );
@@ -298,6 +299,17 @@ impl SharedStore for SentinelStore {
     fn delete(&self, key: &str) -> Result<bool, StoreError> {
         let _forget = self.forget_after([key]);
         self.run(|s| s.delete(key))
+    }
+
+    /// On the master's one connection (one `WAIT` for them all, see
+    /// [`RedisConfig::invalidation_replicas`]).
+    fn delete_many(&self, keys: &[String]) -> Result<u64, StoreError> {
+        let removed = self.run(|s| s.delete_many(keys));
+        // After the deletes (made, or maybe made), as `forget_after` does.
+        if let Some(near) = self.near_if_started() {
+            near.invalidate(keys.iter().map(|key| key.as_bytes()));
+        }
+        removed
     }
 
     fn delete_entry(&self, keys: &KeySet) -> Result<bool, StoreError> {

@@ -133,6 +133,7 @@ pub fn redis_config(
     connect_timeout: f64,
     read_timeout: f64,
     read_spin: f64,
+    invalidation_replicas: u32,
 ) -> Result<super::RedisConfig, String> {
     Ok(super::RedisConfig {
         url: url.to_owned(),
@@ -149,6 +150,7 @@ pub fn redis_config(
                 ))
             }
         },
+        invalidation_replicas,
     })
 }
 
@@ -169,6 +171,9 @@ pub struct RedisSettings<'a> {
     /// How long a read busy-waits for its answer before it sleeps, in
     /// seconds (0: never).
     pub read_spin: f64,
+    /// Replicas that must acknowledge every delete (0: none waited for;
+    /// see [`super::RedisConfig::invalidation_replicas`]).
+    pub invalidation_replicas: u32,
     /// Entries of the near cache (0: none).
     pub near_cache_size: usize,
     /// The prefix of every key this store writes: a near cache tracks only
@@ -188,6 +193,7 @@ pub fn redis_store(settings: &RedisSettings<'_>) -> Result<Box<dyn super::Shared
         settings.connect_timeout,
         settings.read_timeout,
         settings.read_spin,
+        settings.invalidation_replicas,
     )?;
     let (size, prefix) = (settings.near_cache_size, settings.key_prefix);
     // Only this store's keys are tracked when they share a prefix; else
@@ -219,6 +225,16 @@ pub fn redis_store(settings: &RedisSettings<'_>) -> Result<Box<dyn super::Shared
         StoreKind::Sentinel => near!(super::SentinelStore::new(config)),
         StoreKind::Redis => near!(super::RedisStore::new(config)),
     })
+}
+
+/// The refusal of `invalidation_replicas` > 0 for the store at `url`,
+/// `what` (a store whose deletes restflow cannot follow by a `WAIT`).
+pub fn unreplicable(url: &str, what: &str) -> String {
+    format!(
+        "invalidation_replicas must be 0 for {url:?}: restflow waits for replicas only on \
+         Redis (redis://, rediss://, unix://, redis+sentinel://, redis+cluster://), not on \
+         {what}"
+    )
 }
 
 /// What a store's constructor refused, said as a setting to change.
@@ -288,7 +304,7 @@ impl WarnLimit {
 /// refused, or the store failing (calls computed live until it answers).
 pub fn warning(url: &str, error: &StoreError) -> String {
     match error {
-        StoreError::Protocol(_) | StoreError::ReadOnly(_) => format!(
+        StoreError::Protocol(_) | StoreError::ReadOnly(_) | StoreError::Unreplicated(_) => format!(
             "restflow: cache store {url} refused an operation ({error}); that call is \
              computed live (BYPASS), other operations go on"
         ),
@@ -346,11 +362,11 @@ mod tests {
     #[cfg(feature = "redis")]
     #[test]
     fn read_spin_may_be_zero_but_not_negative() {
-        let spin = |s| redis_config("redis://h", 4, 0.5, 0.1, s).map(|c| c.read_spin);
+        let spin = |s| redis_config("redis://h", 4, 0.5, 0.1, s, 0).map(|c| c.read_spin);
         assert_eq!(spin(0.0), Ok(Duration::ZERO));
         assert_eq!(spin(0.001), Ok(Duration::from_millis(1)));
         assert!(spin(-1.0).unwrap_err().starts_with("read_spin must be"));
-        assert!(redis_config("redis://h", 4, 0.0, 0.1, 0.0).is_err());
+        assert!(redis_config("redis://h", 4, 0.0, 0.1, 0.0, 0).is_err());
     }
 
     #[cfg(feature = "redis")]
@@ -362,6 +378,7 @@ mod tests {
             connect_timeout: 0.5,
             read_timeout: 0.1,
             read_spin: 0.0,
+            invalidation_replicas: 0,
             near_cache_size,
             key_prefix: "app",
         };
@@ -381,6 +398,18 @@ mod tests {
             refused,
             "\"django:default\" names a Django cache, not a Redis store"
         );
+        // Every Redis store waits for replicas (a Django cache: backend.rs).
+        for url in [
+            "redis://127.0.0.1:1/0",
+            "redis+sentinel://127.0.0.1:1/m",
+            "redis+cluster://127.0.0.1:1",
+        ] {
+            let waiting = RedisSettings {
+                invalidation_replicas: 2,
+                ..settings(url, 8)
+            };
+            assert!(redis_store(&waiting).is_ok(), "{url}");
+        }
         let bad = RedisSettings {
             read_timeout: 0.0,
             ..settings("redis://127.0.0.1:1/0", 0)

@@ -123,6 +123,12 @@ pub enum StoreError {
     /// demoted by a failover, or a URL that names a replica. The write
     /// was not made, so it may be sent again to the master.
     ReadOnly(String),
+    /// It made a delete (an invalidation), but fewer of its replicas than
+    /// asked for acknowledged it in time (`WAIT`, see
+    /// [`super::RedisConfig::invalidation_replicas`]): should the master
+    /// fail now, a promoted replica may still hold what was deleted. The
+    /// store answered, so it is not down (never a connection failure).
+    Unreplicated(String),
     /// The circuit breaker is open: the store was not asked.
     CircuitOpen,
     /// The caller was interrupted during the call (a signal, such as Ctrl-C
@@ -139,6 +145,7 @@ impl std::fmt::Display for StoreError {
             StoreError::Timeout(why) => write!(f, "store timed out: {why}"),
             StoreError::Protocol(why) => write!(f, "store answered garbage: {why}"),
             StoreError::ReadOnly(why) => write!(f, "store is a read-only replica: {why}"),
+            StoreError::Unreplicated(why) => write!(f, "store did not replicate a delete: {why}"),
             StoreError::CircuitOpen => f.write_str("store skipped: circuit breaker open"),
             StoreError::Interrupted => f.write_str("store call interrupted"),
         }
