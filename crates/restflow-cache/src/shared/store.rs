@@ -171,6 +171,7 @@ impl StoreError {
             StoreError::Timeout(why) => StoreError::Timeout(format!("{server}: {why}")),
             StoreError::Protocol(why) => StoreError::Protocol(format!("{server}: {why}")),
             StoreError::ReadOnly(why) => StoreError::ReadOnly(format!("{server}: {why}")),
+            StoreError::Unreplicated(why) => StoreError::Unreplicated(format!("{server}: {why}")),
             StoreError::CircuitOpen | StoreError::Interrupted => self,
         }
     }
