@@ -141,9 +141,7 @@ def measure(arity: int, rounds: int, number: int) -> dict[str, float]:
     # The call expression is compiled per contender so no lambda or
     # argument unpacking is timed: just `f(5)` or `f(1, "abc", 2.5)`.
     call, names = call_source(args)
-    timers = {
-        name: timeit.Timer(call, globals={**names, "f": f}) for name, f in contenders.items()
-    }
+    timers = {name: timeit.Timer(call, globals={**names, "f": f}) for name, f in contenders.items()}
     for _ in range(rounds):
         for name, timer in timers.items():  # interleaved: noise hits everyone alike
             samples[name].append(timer.timeit(number) / number * 1e9)

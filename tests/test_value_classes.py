@@ -202,6 +202,7 @@ def test_a_class_renamed_after_its_first_value_is_keyed_keeps_its_path(store):
     assert "enum:elsewhere.Renamed(" in describe.get_cache_key(other.DARK)
     describe(other.DARK)
     assert len(calls) == 3
+
     # A class renamed before its first value is keyed is keyed by its new
     # path.
     class Fresh(int):
