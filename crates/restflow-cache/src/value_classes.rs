@@ -120,7 +120,9 @@ struct Table<R> {
     holders: HashMap<Arc<str>, R>,
     /// A class's identity → the class and the path it owns: what a value
     /// of an already keyed class is looked up by (its path not read).
-    owned: HashMap<usize, Owned<R>>,
+    /// Hashed with foldhash (an address in a few instructions; the std
+    /// hasher's SipHash cost a hit about 150).
+    owned: HashMap<usize, Owned<R>, foldhash::fast::RandomState>,
     /// The size at which the next registration prunes the dead entries.
     prune_at: usize,
 }
@@ -145,7 +147,7 @@ impl<R> Table<R> {
     fn new() -> Self {
         Table {
             holders: HashMap::new(),
-            owned: HashMap::new(),
+            owned: HashMap::default(),
             prune_at: PRUNE_FLOOR,
         }
     }

@@ -352,7 +352,7 @@ fn read_other<'a, 'py>(value: &'a Bound<'py, PyAny>) -> Result<View<'a, Bound<'p
     let text = |v: &Bound<'_, PyAny>| -> Result<String, ()> {
         Ok(v.str().map_err(drop)?.to_string_lossy().into_owned())
     };
-    if value.is_instance(types.enum_type.bind(py)).unwrap_or(false) {
+    if is_enum(value, &kind, types) {
         let class = match value_class_path(&kind) {
             Ok(class) => class,
             Err(refused) => return Ok(View::Unsupported(refused)),
@@ -406,6 +406,20 @@ fn read_other<'a, 'py>(value: &'a Bound<'py, PyAny>) -> Result<View<'a, Bound<'p
         class,
         base: Box::new(base),
     })
+}
+
+/// Whether `value` is an enum member (`isinstance(value, enum.Enum)`).
+#[inline]
+fn is_enum(value: &Bound<'_, PyAny>, kind: &Bound<'_, PyType>, types: &StdTypes) -> bool {
+    let enum_type = types.enum_type.bind(value.py());
+    // SAFETY: both are live type objects. `PyType_IsSubtype` walks the
+    // type's MRO in C: when it finds `Enum`, `isinstance` says so too
+    // (Enum's metaclass keeps type's `__instancecheck__`, which asks the
+    // same first), without the metaclass's method called per value. Only
+    // when it does not is `isinstance` asked (a value whose `__class__`
+    // names another class).
+    let subtype = unsafe { ffi::PyType_IsSubtype(kind.as_type_ptr(), enum_type.as_type_ptr()) };
+    subtype != 0 || value.is_instance(enum_type).unwrap_or(false)
 }
 
 /// The registry of the classes values are keyed by (the engine's
