@@ -52,9 +52,10 @@ CONTENDERS = (
 
 
 #: The shapes by their name on the command line: ``f(5)``,
-#: ``f(1, "abc", 2.5)`` and ``f(Color.RED)`` (an argument keyed by its
-#: class's dotted path; passed as a global name, not a literal).
-SHAPES = {"1": 1, "3": 3, "enum": "enum"}
+#: ``f(1, "abc", 2.5)``, ``f(Color.RED)`` and ``f(Name("abc"))`` (an enum
+#: member and a ``str`` subclass's instance, each keyed by its class's
+#: dotted path; passed as a global name, not a literal).
+SHAPES = {"1": 1, "3": 3, "enum": "enum", "subclass": "subclass"}
 
 
 def run_child(arity: int | str, contender: str, number: int) -> None:
@@ -119,7 +120,7 @@ def main() -> int:
         "--arity",
         choices=tuple(SHAPES),
         action="append",
-        help="only this shape: 1, 3 or enum (repeatable)",
+        help="only this shape: 1, 3, enum or subclass (repeatable)",
     )
     parser.add_argument("--keep", type=Path, help="keep the callgrind output files in this dir")
     parser.add_argument("--json", action="store_true", help="also print the counts as JSON")

@@ -42,21 +42,27 @@ class Color(enum.Enum):
     GREEN = 2
 
 
+class Name(str):
+    """The ``str`` subclass whose instance the ``"subclass"`` shape passes
+    (hit_instructions.py only): keyed by its class's path and its text."""
+
+
 def make_contenders(arity: int | str):
     """The arguments and the contenders of one shape: ``1`` (``f(5)``),
-    ``3`` (``f(1, "abc", 2.5)``) or ``"enum"`` (``f(Color.RED)``)."""
+    ``3`` (``f(1, "abc", 2.5)``), ``"enum"`` (``f(Color.RED)``) or
+    ``"subclass"`` (``f(Name("abc"))``)."""
     if arity == 1:
 
         def plain(x):
             return x
 
         args = (5,)
-    elif arity == "enum":
+    elif arity in ("enum", "subclass"):
 
         def plain(x):
             return x
 
-        args = (Color.RED,)
+        args = (Color.RED,) if arity == "enum" else (Name("abc"),)
     else:
 
         def plain(a, b, c):
@@ -86,8 +92,13 @@ BARS = {
     (1, "restflow get_with_metadata hit"): 3.0,
     (3, "restflow get_with_metadata hit"): 3.0,
 }
-LABELS = {1: "f(5)", 3: 'f(1, "abc", 2.5)', "enum": "f(Color.RED)"}
-#: The shapes this script times (hit_instructions.py counts the enum too).
+LABELS = {
+    1: "f(5)",
+    3: 'f(1, "abc", 2.5)',
+    "enum": "f(Color.RED)",
+    "subclass": 'f(Name("abc"))',
+}
+#: The shapes this script times (hit_instructions.py counts all of them).
 TIMED = (1, 3)
 
 
