@@ -36,7 +36,7 @@ from pathlib import Path
 
 # hit_path.py, beside this file: the contenders and the table are shared.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hit_path import LABELS, make_contenders, print_footer, print_table
+from hit_path import LABELS, call_source, make_contenders, print_footer, print_table
 
 CALLS = 200_000
 WARM = 2_000
@@ -51,7 +51,14 @@ CONTENDERS = (
 )
 
 
-def run_child(arity: int, contender: str, number: int) -> None:
+#: The shapes by their name on the command line: ``f(5)``,
+#: ``f(1, "abc", 2.5)``, ``f(Color.RED)`` and ``f(Name("abc"))`` (an enum
+#: member and a ``str`` subclass's instance, each keyed by its class's
+#: dotted path; passed as a global name, not a literal).
+SHAPES = {"1": 1, "3": 3, "enum": "enum", "subclass": "subclass"}
+
+
+def run_child(arity: int | str, contender: str, number: int) -> None:
     """The measured process: sets up one contender and makes `number` calls.
 
     The calls go through `timeit` exactly as in hit_path.py (one compiled
@@ -61,8 +68,8 @@ def run_child(arity: int, contender: str, number: int) -> None:
     if contender == EMPTY:
         timer = timeit.Timer("pass")
     else:
-        call = ", ".join(repr(a) for a in args)
-        timer = timeit.Timer(f"f({call})", globals={"f": contenders[contender]})
+        call, names = call_source(args)
+        timer = timeit.Timer(call, globals={**names, "f": contenders[contender]})
     timer.timeit(number)
 
 
@@ -75,7 +82,7 @@ def callgrind_total(out_file: Path) -> int:
     return int(found.group(1))
 
 
-def count(arity: int, contender: str, number: int, out_file: Path) -> int:
+def count(arity: int | str, contender: str, number: int, out_file: Path) -> int:
     """Instructions of one child process making `number` calls."""
     command = [
         "valgrind",
@@ -97,7 +104,7 @@ def count(arity: int, contender: str, number: int, out_file: Path) -> int:
     return callgrind_total(out_file)
 
 
-def per_call(arity: int, contender: str, calls: int, warm: int, keep: Path) -> float:
+def per_call(arity: int | str, contender: str, calls: int, warm: int, keep: Path) -> float:
     """Instructions of one call of `contender` (loop included)."""
     name = f"{arity}-{contender.replace(' ', '_').replace('.', '_')}"
     short = count(arity, contender, warm, keep / f"{name}.short.out")
@@ -110,7 +117,10 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=CALLS, help="calls counted per contender")
     parser.add_argument("--warm", type=int, default=WARM, help="calls both runs of a pair make")
     parser.add_argument(
-        "--arity", type=int, choices=(1, 3), action="append", help="only this shape (repeatable)"
+        "--arity",
+        choices=tuple(SHAPES),
+        action="append",
+        help="only this shape: 1, 3, enum or subclass (repeatable)",
     )
     parser.add_argument("--keep", type=Path, help="keep the callgrind output files in this dir")
     parser.add_argument("--json", action="store_true", help="also print the counts as JSON")
@@ -121,7 +131,7 @@ def main() -> int:
 
     if options.child:
         arity, contender, number = options.child
-        run_child(int(arity), contender, int(number))
+        run_child(SHAPES[arity], contender, int(number))
         return 0
     if shutil.which("valgrind") is None:
         print("hit_instructions: valgrind is not installed; nothing measured.")
@@ -137,7 +147,7 @@ def main() -> int:
     failed = []
     with tempfile.TemporaryDirectory() as scratch:
         out_dir = keep_dir or Path(scratch)
-        for arity in options.arity or (1, 3):
+        for arity in [SHAPES[a] for a in options.arity or SHAPES]:
             label = LABELS[arity]
             gross = {
                 c: per_call(arity, c, options.calls, options.warm, out_dir) for c in CONTENDERS

@@ -18,6 +18,7 @@ The issue's bars (checked here and printed, never asserted in a unit test):
 from __future__ import annotations
 
 import argparse
+import enum
 import functools
 import json
 import platform
@@ -33,13 +34,35 @@ ROUNDS = 15
 NUMBER = 200_000
 
 
-def make_contenders(arity: int):
+class Color(enum.Enum):
+    """The enum whose member the ``"enum"`` shape passes (hit_instructions.py
+    only): a value keyed by its class's dotted path."""
+
+    RED = 1
+    GREEN = 2
+
+
+class Name(str):
+    """The ``str`` subclass whose instance the ``"subclass"`` shape passes
+    (hit_instructions.py only): keyed by its class's path and its text."""
+
+
+def make_contenders(arity: int | str):
+    """The arguments and the contenders of one shape: ``1`` (``f(5)``),
+    ``3`` (``f(1, "abc", 2.5)``), ``"enum"`` (``f(Color.RED)``) or
+    ``"subclass"`` (``f(Name("abc"))``)."""
     if arity == 1:
 
         def plain(x):
             return x
 
         args = (5,)
+    elif arity in ("enum", "subclass"):
+
+        def plain(x):
+            return x
+
+        args = (Color.RED,) if arity == "enum" else (Name("abc"),)
     else:
 
         def plain(a, b, c):
@@ -69,7 +92,29 @@ BARS = {
     (1, "restflow get_with_metadata hit"): 3.0,
     (3, "restflow get_with_metadata hit"): 3.0,
 }
-LABELS = {1: "f(5)", 3: 'f(1, "abc", 2.5)'}
+LABELS = {
+    1: "f(5)",
+    3: 'f(1, "abc", 2.5)',
+    "enum": "f(Color.RED)",
+    "subclass": 'f(Name("abc"))',
+}
+#: The shapes this script times (hit_instructions.py counts all of them).
+TIMED = (1, 3)
+
+
+def call_source(args: tuple) -> tuple[str, dict]:
+    """The timed statement ``f(...)`` for `args`, and the globals it needs
+    besides ``f``: an int, str or float is written as a literal (no lookup
+    is timed), anything else (an enum member) as a global name."""
+    names = {}
+    parts = []
+    for i, arg in enumerate(args):
+        if type(arg) in (int, str, float):
+            parts.append(repr(arg))
+        else:
+            names[f"arg{i}"] = arg
+            parts.append(f"arg{i}")
+    return f"f({', '.join(parts)})", names
 
 
 def print_table(arity: int, results: dict[str, float], unit: str) -> list[str]:
@@ -106,8 +151,8 @@ def measure(arity: int, rounds: int, number: int) -> dict[str, float]:
     samples: dict[str, list[float]] = {name: [] for name in contenders}
     # The call expression is compiled per contender so no lambda or
     # argument unpacking is timed: just `f(5)` or `f(1, "abc", 2.5)`.
-    call = ", ".join(repr(a) for a in args)
-    timers = {name: timeit.Timer(f"f({call})", globals={"f": f}) for name, f in contenders.items()}
+    call, names = call_source(args)
+    timers = {name: timeit.Timer(call, globals={**names, "f": f}) for name, f in contenders.items()}
     for _ in range(rounds):
         for name, timer in timers.items():  # interleaved: noise hits everyone alike
             samples[name].append(timer.timeit(number) / number * 1e9)
@@ -128,7 +173,8 @@ def main() -> int:
     print(f"# {machine}, {python}, {options.rounds} interleaved rounds x {options.number} calls")
     failed = []
     everything = {}
-    for arity, label in LABELS.items():
+    for arity in TIMED:
+        label = LABELS[arity]
         results = measure(arity, options.rounds, options.number)
         everything[label] = results
         print(f"\n{label}\n")

@@ -171,3 +171,42 @@ def test_classes_of_fresh_names_made_in_a_loop_do_not_grow_the_registry():
     )
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) < 64
+
+
+def test_a_class_renamed_after_its_first_value_is_keyed_keeps_its_path(store):
+    # A class's dotted path is read when its first value is keyed and kept
+    # for the class's life: reassigning __module__ or __qualname__ later
+    # changes neither its keys nor the path it keeps from other classes.
+    class Shade(enum.Enum):
+        DARK = 1
+
+    class Label(str):
+        pass
+
+    shade_path = f"{__name__}.{Shade.__qualname__}"
+    label_path = f"{__name__}.{Label.__qualname__}"
+    shade_key, label_key = describe.get_cache_key(Shade.DARK), describe.get_cache_key(Label("x"))
+    assert f"enum:{shade_path}(" in shade_key and f"{label_path}(" in label_key
+    first = (describe(Shade.DARK), describe(Label("x")))
+    for renamed in (Shade, Label):
+        renamed.__module__, renamed.__qualname__ = "elsewhere", "Renamed"
+    assert describe.get_cache_key(Shade.DARK) == shade_key
+    assert describe.get_cache_key(Label("x")) == label_key
+    assert (describe(Shade.DARK), describe(Label("x"))) == first
+    assert calls == ["<Shade.DARK: 1>", "'x'"]
+    # Another class of the path it was first keyed by is refused while it
+    # lives; the path it was renamed to is not its own.
+    namesake = enum.Enum("Shade", "DARK", module=__name__, qualname=shade_path[len(__name__) + 1 :])
+    assert f"'{shade_path}'" in refused(namesake.DARK)
+    other = enum.Enum("Renamed", "DARK", module="elsewhere", qualname="Renamed")
+    assert "enum:elsewhere.Renamed(" in describe.get_cache_key(other.DARK)
+    describe(other.DARK)
+    assert len(calls) == 3
+
+    # A class renamed before its first value is keyed is keyed by its new
+    # path.
+    class Fresh(int):
+        pass
+
+    Fresh.__qualname__ = "Chosen"
+    assert f"{__name__}.Chosen(" in describe.get_cache_key(Fresh(1))

@@ -295,6 +295,19 @@ impl KeyWriter {
         self.write_len_prefixed(tag::TAGGED, type_name.as_bytes())
     }
 
+    /// [`KeyWriter::begin_tagged`] of the name `prefix` then `name`, the
+    /// same bytes without joining the two first (an enum member's `enum:`
+    /// and its class's path, on every call that passes one).
+    pub fn begin_tagged_parts(&mut self, prefix: &str, name: &str) -> Result<(), TooLong> {
+        let len = len_u32(prefix.len().saturating_add(name.len()))?;
+        self.bytes.reserve(5 + len as usize);
+        self.bytes.push(tag::TAGGED);
+        self.bytes.extend_from_slice(&len.to_le_bytes());
+        self.bytes.extend_from_slice(prefix.as_bytes());
+        self.bytes.extend_from_slice(name.as_bytes());
+        Ok(())
+    }
+
     /// Checks the length before anything is read or written, so a value
     /// over [`MAX_LEN`] costs nothing and leaves the writer as it was.
     #[inline]
@@ -822,6 +835,20 @@ mod tests {
             render(w.as_bytes()).unwrap(),
             "N,F,i-7,i0x18ee90ff6c373e0ee4e3f0ad2,f2.5,b2:00ff,t1(s2:é),d1{s1:a=i1},x7:Decimal(s3:1.5)"
         );
+    }
+
+    #[test]
+    fn a_tag_in_two_parts_is_the_joined_tag() {
+        let joined = one(|w| {
+            w.begin_tagged("enum:app.Color").unwrap();
+            w.write_int(1);
+        });
+        let parts = one(|w| {
+            w.begin_tagged_parts("enum:", "app.Color").unwrap();
+            w.write_int(1);
+        });
+        assert_eq!(parts.as_bytes(), joined.as_bytes());
+        assert_eq!(render(parts.as_bytes()).unwrap(), "x14:enum:app.Color(i1)");
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! - a value the embedder cannot name faithfully is refused, never keyed by
 //!   what it prints (a `repr()` may hold a memory address).
 
+use std::sync::Arc;
+
 use crate::key::{KeyWriter, Sequence, Unordered};
 use crate::moment::{write_moment, Zone};
 use crate::signature::Unsupported;
@@ -58,8 +60,9 @@ pub enum View<'a, V> {
     Missing,
     /// An enum member: its class's dotted path and its value.
     Enum {
-        /// The class's dotted path.
-        class: String,
+        /// The class's dotted path (shared: the embedder keeps one per
+        /// class, [`crate::value_classes`]).
+        class: Arc<str>,
         /// The member's value.
         value: V,
     },
@@ -86,8 +89,8 @@ pub enum View<'a, V> {
     /// an `int` subclass): the subclass's dotted path, then the value as
     /// its base type.
     Subclass {
-        /// The subclass's dotted path.
-        class: String,
+        /// The subclass's dotted path (shared, as [`View::Enum`]'s).
+        class: Arc<str>,
         /// The value as its base type.
         base: Box<View<'a, V>>,
     },
@@ -213,7 +216,7 @@ fn write_view<R: ValueReader>(
         View::Enum { class, value } => {
             // A member is its class and its value: two enums with equal
             // values stay apart, and the key survives reordering members.
-            w.begin_tagged(&format!("enum:{class}"))?;
+            w.begin_tagged_parts("enum:", &class)?;
             write_at_depth(reader, w, &value, nested, sort)?;
         }
         View::Date(iso) => {

@@ -11,6 +11,7 @@
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::once::{Attached, OnceValue};
 use pyo3::ffi;
@@ -351,7 +352,7 @@ fn read_other<'a, 'py>(value: &'a Bound<'py, PyAny>) -> Result<View<'a, Bound<'p
     let text = |v: &Bound<'_, PyAny>| -> Result<String, ()> {
         Ok(v.str().map_err(drop)?.to_string_lossy().into_owned())
     };
-    if value.is_instance(types.enum_type.bind(py)).unwrap_or(false) {
+    if is_enum(value, &kind, types) {
         let class = match value_class_path(&kind) {
             Ok(class) => class,
             Err(refused) => return Ok(View::Unsupported(refused)),
@@ -407,6 +408,20 @@ fn read_other<'a, 'py>(value: &'a Bound<'py, PyAny>) -> Result<View<'a, Bound<'p
     })
 }
 
+/// Whether `value` is an enum member (`isinstance(value, enum.Enum)`).
+#[inline]
+fn is_enum(value: &Bound<'_, PyAny>, kind: &Bound<'_, PyType>, types: &StdTypes) -> bool {
+    let enum_type = types.enum_type.bind(value.py());
+    // SAFETY: both are live type objects. `PyType_IsSubtype` walks the
+    // type's MRO in C: when it finds `Enum`, `isinstance` says so too
+    // (Enum's metaclass keeps type's `__instancecheck__`, which asks the
+    // same first), without the metaclass's method called per value. Only
+    // when it does not is `isinstance` asked (a value whose `__class__`
+    // names another class).
+    let subtype = unsafe { ffi::PyType_IsSubtype(kind.as_type_ptr(), enum_type.as_type_ptr()) };
+    subtype != 0 || value.is_instance(enum_type).unwrap_or(false)
+}
+
 /// The registry of the classes values are keyed by (the engine's
 /// [`ValueClasses`], which owns the rules): a class's dotted path is its
 /// own while no other live class has it.
@@ -414,10 +429,16 @@ static VALUE_CLASSES: ValueClasses<Py<PyWeakrefReference>> = ValueClasses::new()
 
 /// The dotted path a value of class `kind` is keyed by, or the refusal when
 /// another live class has it. Only values of Enum classes and of subclasses
-/// of the built-in value types come here (the cold path); plain values
-/// never do.
-fn value_class_path(kind: &Bound<'_, PyType>) -> Result<String, Unsupported> {
-    VALUE_CLASSES.path_for(&PyClasses(kind.py()), type_path(kind), kind.as_any())
+/// of the built-in value types come here; plain values never do.
+///
+/// The path is read ([`type_path`]) when the class's first value is keyed
+/// and kept for the class's life: the registry finds it by the class's
+/// identity after that, without formatting anything. A class whose
+/// `__module__` or `__qualname__` is reassigned afterwards keeps its keys
+/// (and its path, from any other class); one reassigned before its first
+/// value is keyed is keyed by its new path.
+fn value_class_path(kind: &Bound<'_, PyType>) -> Result<Arc<str>, Unsupported> {
+    VALUE_CLASSES.path_for(&PyClasses(kind.py()), kind, || type_path(kind))
 }
 
 /// Python classes for the registry: weak references, identity, `gc`.
@@ -426,7 +447,7 @@ fn value_class_path(kind: &Bound<'_, PyType>) -> Result<String, Unsupported> {
 struct PyClasses<'py>(Python<'py>);
 
 impl<'py> ClassHandles for PyClasses<'py> {
-    type Class = Bound<'py, PyAny>;
+    type Class = Bound<'py, PyType>;
     type Ref = Py<PyWeakrefReference>;
 
     fn downgrade(&self, class: &Self::Class) -> Option<Self::Ref> {
@@ -435,11 +456,19 @@ impl<'py> ClassHandles for PyClasses<'py> {
 
     fn upgrade(&self, weak: &Self::Ref) -> Option<Self::Class> {
         // Runs no Python code (the registry's lock is held).
-        weak.bind(self.0).upgrade()
+        let class = weak.bind(self.0).upgrade()?;
+        // SAFETY: every reference in the registry was made to a class
+        // ([`PyClasses::downgrade`] takes only classes).
+        Some(unsafe { class.cast_into_unchecked::<PyType>() })
     }
 
     fn same(&self, a: &Self::Class, b: &Self::Class) -> bool {
         a.is(b)
+    }
+
+    fn identity(&self, class: &Self::Class) -> usize {
+        // An object's address: no two live objects share it.
+        class.as_ptr() as usize
     }
 
     fn collect_garbage(&self) {
