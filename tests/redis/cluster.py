@@ -35,17 +35,28 @@ def wait_for(check, what: str, timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
+#: Every port ``cluster_port`` handed out in this process.
+_handed_out: set[int] = set()
+
+
 def cluster_port() -> int:
-    """A free port whose cluster bus port (the port + 10000) is free too."""
+    """A free port whose cluster bus port (the port + 10000) is free too,
+    and that this process never handed out before. ``free_port``'s port is
+    free again once it returns, so two nodes of one cluster could be given
+    the same one: the second failed to start, the first answered for both
+    and was asked twice for a config epoch ("Node config epoch is already
+    non-zero", seen once in a full run). It also keeps a new node off the
+    address of a node a test killed in a cluster that is still up."""
     while True:
         port = free_port()
-        if port + 10000 > 65535:
+        if port + 10000 > 65535 or port in _handed_out:
             continue
         try:
             with socket.socket() as sock:
                 sock.bind(("127.0.0.1", port + 10000))
         except OSError:
             continue
+        _handed_out.add(port)
         return port
 
 
