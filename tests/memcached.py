@@ -39,8 +39,10 @@ def memcached_binary() -> str:
 class MemcachedServer:
     """One memcached process on loopback: TCP only (``-U 0``), 64 MB."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, connections: int | None = None) -> None:
         self.port = port or free_port()
+        #: The most connections it takes (``-c``); memcached's 1024 if None.
+        self.connections = connections
         self.process: subprocess.Popen | None = None
 
     @property
@@ -55,9 +57,11 @@ class MemcachedServer:
         # skips items moved while it walks, and that thread moved them all
         # the time (a counter set just before was missing from the dump).
         command += ["-m", "64", "-o", "no_lru_maintainer"]
-        # memcached's default 1024 connections: each thread holds one (Django
-        # keeps a cache object per thread), and those made under a replaced
-        # CACHES are closed (tests/stores.py, close_replaced_caches).
+        # memcached's 1024 connections unless told: each thread holds one
+        # (Django keeps a cache object per thread), and those made under a
+        # replaced CACHES are closed (tests/stores.py, close_replaced_caches).
+        if self.connections is not None:
+            command += ["-c", str(self.connections)]
         if os.geteuid() == 0:
             command += ["-u", "root"]  # memcached refuses root without it
         self.process = subprocess.Popen(
@@ -103,6 +107,22 @@ class MemcachedServer:
             if line.startswith("key="):
                 keys.append(unquote(line.split(" ", 1)[0].removeprefix("key=")))
         return keys
+
+    def connections_until_refused(self) -> list[socket.socket]:
+        """Connections opened until memcached refuses the next one (past
+        its ``-c``: it answers ``ERROR Too many open connections`` and
+        closes it); those it took, to close once done."""
+        held: list[socket.socket] = []
+        while len(held) <= 4096:
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+            sock.sendall(b"version\r\n")
+            answer = sock.recv(1024)
+            if answer.startswith(b"ERROR Too many open connections"):
+                sock.close()
+                return held
+            assert answer.startswith(b"VERSION "), answer
+            held.append(sock)
+        raise AssertionError("memcached took over 4096 connections")
 
     def connections_from_this_process(self) -> int:
         """How many connections this process holds open to the server: its

@@ -470,3 +470,37 @@ def test_restflows_async_workers_keep_no_connection_once_caches_change(memcached
         value, meta = loop.run_until_complete(aprofile.aget_with_metadata(3))
         assert (value, meta["cache_status"]) == ({"id": 3, "n": 4}, CacheStatus.HIT)
     assert server.connections_from_this_process() == 0
+
+
+def test_a_memcached_out_of_connections_is_a_store_that_is_down(caplog):
+    """Past its connection limit (``-c``) memcached answers a new
+    connection ``ERROR Too many open connections`` and closes it, which
+    pymemcache raises as ``MemcacheUnknownCommandError: b'get'`` (the
+    error seen once in a full run, when the suite ran the test memcached
+    out of connections). It is not an answer to that one operation, as a
+    value over the item limit is: calls are BYPASS, and three in a row
+    open the circuit breaker, as a server that is down does."""
+    server = MemcachedServer(connections=64).start()
+    settings = {"CACHE_SETTINGS": {"BACKEND": "django:memcached"}}
+    try:
+        with override_settings(
+            CACHES=memcached_caches(server.location), RESTFLOW_SETTINGS=settings
+        ):
+            held = server.connections_until_refused()
+            try:
+                with caplog.at_level(logging.WARNING, logger="restflow.caching"):
+                    for n in range(1, 4):
+                        assert served(profile, 1) == ({"id": 1, "n": n}, CacheStatus.BYPASS)
+                stats = profile.shared_backend().stats()
+                assert (stats["store_errors"], stats["breaker_trips"]) == (3, 1)
+                warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+                assert warnings == [
+                    "restflow: cache store django:memcached failed (store unavailable: "
+                    "MemcacheUnknownCommandError: b'get'); calls are computed live (BYPASS) "
+                    "until it answers again"
+                ]
+            finally:
+                for sock in held:
+                    sock.close()
+    finally:
+        server.stop()
