@@ -39,8 +39,10 @@ def memcached_binary() -> str:
 class MemcachedServer:
     """One memcached process on loopback: TCP only (``-U 0``), 64 MB."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, connections: int | None = None) -> None:
         self.port = port or free_port()
+        #: The most connections it takes (``-c``); memcached's 1024 if None.
+        self.connections = connections
         self.process: subprocess.Popen | None = None
 
     @property
@@ -55,12 +57,11 @@ class MemcachedServer:
         # skips items moved while it walks, and that thread moved them all
         # the time (a counter set just before was missing from the dump).
         command += ["-m", "64", "-o", "no_lru_maintainer"]
-        # The suite's async model runs leave Django cache objects (one open
-        # connection each) alive in the contexts they made, ~33 a run (not
-        # restflow's: a program awaiting cached calls in new loops holds one
-        # per worker thread, checked); past memcached's default 1024 the
-        # server answered "ERROR Too many open connections".
-        command += ["-c", "4096"]
+        # memcached's 1024 connections unless told: each thread holds one
+        # (Django keeps a cache object per thread), and those made under a
+        # replaced CACHES are closed (tests/stores.py, close_replaced_caches).
+        if self.connections is not None:
+            command += ["-c", str(self.connections)]
         if os.geteuid() == 0:
             command += ["-u", "root"]  # memcached refuses root without it
         self.process = subprocess.Popen(
@@ -106,6 +107,45 @@ class MemcachedServer:
             if line.startswith("key="):
                 keys.append(unquote(line.split(" ", 1)[0].removeprefix("key=")))
         return keys
+
+    def connections_until_refused(self) -> list[socket.socket]:
+        """Connections opened until memcached refuses the next one (past
+        its ``-c``: it answers ``ERROR Too many open connections`` and
+        closes it); those it took, to close once done."""
+        held: list[socket.socket] = []
+        while len(held) <= 4096:
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+            sock.sendall(b"version\r\n")
+            answer = sock.recv(1024)
+            if answer.startswith(b"ERROR Too many open connections"):
+                sock.close()
+                return held
+            assert answer.startswith(b"VERSION "), answer
+            held.append(sock)
+        raise AssertionError("memcached took over 4096 connections")
+
+    def connections_from_this_process(self) -> int:
+        """How many connections this process holds open to the server: its
+        sockets (``/proc/self/fd``) among the established connections to
+        the server's port (``/proc/net/tcp``; Linux)."""
+        sockets = set()
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:  # closed since it was listed
+                continue
+            if target.startswith("socket:["):
+                sockets.add(target.removeprefix("socket:[").removesuffix("]"))
+        count = 0
+        with open("/proc/net/tcp") as table:
+            next(table)  # the header
+            for line in table:
+                fields = line.split()
+                remote_port = int(fields[2].split(":")[1], 16)
+                established = fields[3] == "01"
+                if established and remote_port == self.port and fields[9] in sockets:
+                    count += 1
+        return count
 
     def flush(self) -> None:
         assert self.command(b"flush_all") == b"OK\r\n"

@@ -19,6 +19,8 @@ suite costs no extra server start.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ import pytest
 import redis as redis_py
 from django.core.cache import caches as django_caches
 from django.core.management import call_command
+from django.core.signals import setting_changed
 from django.test import override_settings
 
 from tests.memcached import MemcachedServer
@@ -94,6 +97,52 @@ def django_redis_caches(url: str, **options) -> dict:
 def django_redis_url(server: RedisServer, db: int = DJANGO_REDIS_DB) -> str:
     """The ``LOCATION`` of a django-redis alias on ``server``'s database ``db``."""
     return server.url.rsplit("/", 1)[0] + f"/{db}"
+
+
+#: Every Django cache object made (in any thread) since ``CACHES`` last
+#: changed; see ``close_replaced_caches``.
+_made_caches: weakref.WeakSet = weakref.WeakSet()
+_made_caches_lock = threading.Lock()
+
+
+def _tracking(create_connection):
+    def create(alias):
+        made = create_connection(alias)
+        with _made_caches_lock:
+            _made_caches.add(made)
+        return made
+
+    return create
+
+
+def close_replaced_caches(*, setting: str, **kwargs) -> None:
+    """When ``CACHES`` changes (``override_settings``, entered or left):
+    closes every Django cache object made under the replaced value, in
+    whichever thread made it.
+
+    Django's own receiver (``django.test.signals.clear_cache_handlers``)
+    closes only the calling thread's, then gives ``caches`` a new
+    ``asgiref`` ``Local``. Django keeps each thread's cache objects in a
+    context variable of that ``Local``, so a thread that lives on (each of
+    restflow's ``restflow-async`` workers, its refresh workers) keeps the
+    objects it made under every earlier ``CACHES`` in its context, never
+    used again and never closed: on memcached each is an open connection,
+    about 33 per async model run (32 workers and the refresh workers), and
+    past memcached's 1024 the server refused new ones (``ERROR Too many
+    open connections``, which pymemcache raises as
+    ``MemcacheUnknownCommandError: b'get'``). They stay referenced from
+    those contexts (only their own thread can drop them), closed."""
+    if setting != "CACHES":
+        return
+    with _made_caches_lock:
+        replaced = list(_made_caches)
+        _made_caches.clear()
+    for cache in replaced:
+        cache.close()
+
+
+django_caches.create_connection = _tracking(django_caches.create_connection)
+setting_changed.connect(close_replaced_caches, dispatch_uid="tests.stores.close_replaced_caches")
 
 
 def on(*kinds: str) -> list[str]:

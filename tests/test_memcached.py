@@ -404,3 +404,103 @@ def test_a_forked_child_opens_its_own_memcached_connection(own_memcached):
     assert connections_made(own_memcached) == before + 2
     assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.HIT)
     assert connections_made(own_memcached) == before + 3  # this question's only
+
+
+@cache_result(ttl=60)
+async def aprofile(user_id):
+    calls.append(user_id)
+    return {"id": user_id, "n": len(calls)}
+
+
+@pytest.fixture
+def memcached_settings():
+    """A memcached of this test's own, and the settings that make it the
+    store of every function (``django:memcached``), to enter and leave."""
+    server = MemcachedServer().start()
+    settings = {"CACHE_SETTINGS": {"BACKEND": "django:memcached"}}
+    yield (
+        server,
+        override_settings(CACHES=memcached_caches(server.location), RESTFLOW_SETTINGS=settings),
+    )
+    server.stop()
+
+
+def test_threads_that_live_on_keep_no_connection_once_caches_change(memcached_settings):
+    """Threads that outlive a ``CACHES`` (as restflow's workers outlive
+    each test's ``override_settings``) each hold their Django cache object,
+    one connection, in their context; Django closes only the calling
+    thread's when ``CACHES`` changes, so each change left one connection
+    open per such thread, and the suite ran memcached out of connections
+    (``tests/stores.py``, ``close_replaced_caches``): none is left open."""
+    server, memcached = memcached_settings
+    threads = 3
+    called = threading.Barrier(threads + 1)
+    done = threading.Event()
+    served_in = []
+
+    def worker(user_id):
+        served_in.append((user_id, served(profile, user_id)[1]))
+        called.wait(30)
+        done.wait(30)  # lives on past the change, its context with it
+
+    workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    try:
+        with memcached:
+            for thread in workers:
+                thread.start()
+            called.wait(30)
+            assert sorted(served_in) == [(n, CacheStatus.MISS) for n in range(threads)]
+            assert server.connections_from_this_process() == threads
+        assert server.connections_from_this_process() == 0
+    finally:
+        done.set()
+        for thread in workers:
+            thread.join(30)
+
+
+def test_restflows_async_workers_keep_no_connection_once_caches_change(memcached_settings):
+    """The async calls' round trips run on restflow's ``restflow-async``
+    workers, each with its own Django cache object: once ``CACHES``
+    changes, none of them still holds a connection (each async model run
+    left ~33 open before, one per worker)."""
+    server, memcached = memcached_settings
+    with memcached, new_loop() as loop:
+        for user_id in range(20):
+            assert loop.run_until_complete(aprofile(user_id)) == {"id": user_id, "n": user_id + 1}
+        value, meta = loop.run_until_complete(aprofile.aget_with_metadata(3))
+        assert (value, meta["cache_status"]) == ({"id": 3, "n": 4}, CacheStatus.HIT)
+    assert server.connections_from_this_process() == 0
+
+
+def test_a_memcached_out_of_connections_is_a_store_that_is_down(caplog):
+    """Past its connection limit (``-c``) memcached answers a new
+    connection ``ERROR Too many open connections`` and closes it, which
+    pymemcache raises as ``MemcacheUnknownCommandError: b'get'`` (the
+    error seen once in a full run, when the suite ran the test memcached
+    out of connections). It is not an answer to that one operation, as a
+    value over the item limit is: calls are BYPASS, and three in a row
+    open the circuit breaker, as a server that is down does."""
+    server = MemcachedServer(connections=64).start()
+    settings = {"CACHE_SETTINGS": {"BACKEND": "django:memcached"}}
+    try:
+        with override_settings(
+            CACHES=memcached_caches(server.location), RESTFLOW_SETTINGS=settings
+        ):
+            held = server.connections_until_refused()
+            try:
+                with caplog.at_level(logging.WARNING, logger="restflow.caching"):
+                    for n in range(1, 4):
+                        assert served(profile, 1) == ({"id": 1, "n": n}, CacheStatus.BYPASS)
+                stats = profile.shared_backend().stats()
+                assert (stats["store_errors"], stats["breaker_trips"]) == (3, 1)
+                warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+                assert warnings == [
+                    "restflow: cache store django:memcached failed (store unavailable: "
+                    "MemcacheUnknownCommandError: b'get'); calls are computed live (BYPASS) "
+                    "until it answers again"
+                ]
+            finally:
+                for sock in held:
+                    sock.close()
+    finally:
+        server.stop()

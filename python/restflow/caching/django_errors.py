@@ -47,7 +47,13 @@ def answered(error: BaseException) -> bool:
     ``noeviction`` refusing writes with ``OOM``, a replica refusing them
     with ``READONLY``), or Django refusing a key for memcached. A
     connection that closed mid-answer is not one: pymemcache raises it as
-    a server error too."""
+    a server error too. Nor is ``ERROR`` (pymemcache's
+    ``MemcacheUnknownCommandError``, a client error): to the commands
+    Django sends (``get``, ``set``, ``add``, ``delete``, ``touch``), all
+    memcached's own, memcached says it only on a connection it refuses,
+    past its connection limit (``-c``): ``ERROR Too many open
+    connections``, then it closes it. That server cannot be reached, as
+    one that is down."""
     if isinstance(error, InvalidCacheKey):
         return True
     # Loaded only if a Redis client could have raised it.
@@ -58,6 +64,7 @@ def answered(error: BaseException) -> bool:
     exceptions = sys.modules.get("pymemcache.exceptions")
     if exceptions is None:
         return False
-    if isinstance(error, exceptions.MemcacheUnexpectedCloseError):
+    refused = exceptions.MemcacheUnexpectedCloseError | exceptions.MemcacheUnknownCommandError
+    if isinstance(error, refused):
         return False
     return isinstance(error, exceptions.MemcacheClientError | exceptions.MemcacheServerError)
