@@ -1,8 +1,9 @@
 """What differs on django-redis (the third-party ``django_redis.cache.RedisCache``,
 the Django cache most DRF projects already have) as a Django store
-(``"django:<alias>"``): a server killed and restarted, a fork, its
-``OPTIONS`` (``IGNORE_EXCEPTIONS``, clients, serializers, compressors), the
-alias's ``KEY_PREFIX`` and ``VERSION``, and timeouts.
+(``"django:<alias>"``): its ``OPTIONS`` (``IGNORE_EXCEPTIONS``, clients,
+serializers, compressors), the alias's ``KEY_PREFIX`` and ``VERSION``, and
+timeouts. A server killed and restarted, two processes and a fork:
+tests/test_django_store_outages.py, shared with memcached.
 
 The suites that take the ``store`` fixture run on django-redis too (store id
 ``django-redis``); these are the attacks on what only django-redis does.
@@ -11,8 +12,6 @@ The suites that take the ``store`` fixture run on django-redis too (store id
 from __future__ import annotations
 
 import logging
-import os
-import threading
 
 import pytest
 from django.conf import settings as django_settings
@@ -23,9 +22,6 @@ from restflow._engine import CacheBackendError
 from restflow.caching import ArgsKeyField, CacheStatus, KeyConstructor, cache_result
 from tests.redis.conftest import RedisServer
 from tests.stores import DJANGO_REDIS_DB, django_redis_caches, django_redis_url, on
-from tests.test_lifecycle_model import AsyncApi, PeerApi, SyncApi, new_loop, run_model
-from tests.test_lifecycle_model import areport as model_areport
-from tests.test_lifecycle_model import report as model_report
 
 calls: list = []
 
@@ -58,16 +54,6 @@ def served(wrapper, *args):
     return value, meta["cache_status"]
 
 
-def in_a_thread(call):
-    """``call()``'s result in a thread of its own: with a Django cache
-    object of its own (Django keeps one per thread), as another worker."""
-    result = []
-    thread = threading.Thread(target=lambda: result.append(call()))
-    thread.start()
-    thread.join(30)
-    return result[0]
-
-
 SETTINGS = {"CACHE_SETTINGS": {"BACKEND": "django:djredis"}}
 
 
@@ -81,38 +67,6 @@ def own_redis():
     with override_settings(CACHES=setting, RESTFLOW_SETTINGS=SETTINGS):
         yield server
     server.stop()
-
-
-def test_a_restarted_redis_is_bypassed_while_down_then_used_again(own_redis):
-    """Killed mid-run: calls compute live (BYPASS) and an invalidation
-    raises; started again on its port (empty): caching resumes at the next
-    call, and an invalidation made right after reaches it, seen by a
-    thread whose connection never failed."""
-    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.MISS)
-    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.HIT)
-    own_redis.stop()
-    assert served(profile, 1) == ({"id": 1, "n": 2}, CacheStatus.BYPASS)
-    with pytest.raises(CacheBackendError):
-        profile.invalidate_all()
-    own_redis.start()
-    assert served(profile, 1) == ({"id": 1, "n": 3}, CacheStatus.MISS)
-    assert served(profile, 1) == ({"id": 1, "n": 3}, CacheStatus.HIT)
-    assert in_a_thread(lambda: served(profile, 1)) == ({"id": 1, "n": 3}, CacheStatus.HIT)
-    profile.invalidate_all()
-    assert in_a_thread(lambda: served(profile, 1)) == ({"id": 1, "n": 4}, CacheStatus.MISS)
-    assert calls == [1, 1, 1, 1]
-
-
-def test_a_connection_idle_across_a_restart_is_not_a_failure(own_redis):
-    """redis-server restarted while this process's pooled connection sat
-    idle: the next call finds it closed and redis-py connects again: a MISS
-    (the restart emptied Redis), not a BYPASS counted against the store."""
-    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.MISS)
-    own_redis.stop()
-    own_redis.start()
-    assert served(profile, 1) == ({"id": 1, "n": 2}, CacheStatus.MISS)
-    assert served(profile, 1) == ({"id": 1, "n": 2}, CacheStatus.HIT)
-    assert profile.shared_backend().stats()["store_errors"] == 0
 
 
 def refused(setting: dict, **django_settings) -> str:
@@ -212,62 +166,6 @@ def test_a_serializer_that_cannot_store_bytes_is_refused(own_redis):
     assert "whose SERIALIZER (django_redis.serializers.json.JSONSerializer)" in message
     assert "does not give back bytes values as they were" in message
     assert "Use django_redis.serializers.pickle.PickleSerializer (the default)" in message
-
-
-@pytest.mark.parametrize("seed", [62, 63])
-def test_calls_across_redis_restarts_follow_the_lifecycle_model(own_redis, seed):
-    """tests/test_lifecycle_model.py's model while redis-server is stopped
-    now and then (every call BYPASS, live; an invalidation raises
-    CacheBackendError; nothing wrong is ever served) and starts again,
-    empty, on its port."""
-    run_model(seed, SyncApi(model_report), outages=own_redis, steps=400)
-
-
-def test_async_calls_across_redis_restarts_follow_the_lifecycle_model(own_redis):
-    with new_loop() as loop:
-        run_model(64, AsyncApi(model_areport, loop=loop), outages=own_redis, steps=400)
-
-
-@pytest.mark.parametrize("seed", [65, 66])
-@pytest.mark.parametrize("store", on("django-redis"), indirect=True)
-def test_two_processes_on_one_django_redis_follow_the_lifecycle_model(store, seed):
-    """Each operation in one of two processes on one django-redis alias:
-    what one stores, invalidates or refreshes, the other sees."""
-    # The peer gets this process's CACHES: the alias on the same database.
-    peer = PeerApi("report", store.settings(), caches=django_settings.CACHES)
-    try:
-        run_model(seed, SyncApi(model_report), peer)
-    finally:
-        peer.close()
-
-
-def connections_received(admin) -> int:
-    """How many connections redis-server has accepted since it started
-    (``admin``'s own, a client of it already connected, included once)."""
-    return admin.info("stats")["total_connections_received"]
-
-
-def test_a_forked_child_opens_its_own_redis_connection(own_redis):
-    """A process forked after it used django-redis (a gunicorn
-    ``--preload`` master that warmed its cache): the child must not use
-    the connections it inherited in django-redis's pool (parent and child
-    would read each other's answers). It connects again (redis-py's pool
-    notices the new pid), and the parent goes on using its own."""
-    admin = own_redis.client()
-    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.MISS)
-    before = connections_received(admin)
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        code = 1
-        try:
-            code = 0 if served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.HIT) else 2
-        finally:
-            os._exit(code)
-    _, status_code = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status_code) == 0, "the child's read"
-    assert connections_received(admin) == before + 1  # the child's
-    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.HIT)
-    assert connections_received(admin) == before + 1  # none new
 
 
 @pytest.mark.parametrize("store", on("django-redis"), indirect=True)

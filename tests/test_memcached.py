@@ -1,8 +1,9 @@
 """What differs on memcached (Django's ``PyMemcacheCache`` on a real
 memcached, ``tests/memcached.py``): whole-second timeouts, the 1 MB item
-limit, keys near 250 bytes, eviction, a server killed and restarted
-mid-run, two processes, a fork, and the pymemcache options restflow
-refuses (a client that answers without asking the server).
+limit, keys near 250 bytes, eviction, and the pymemcache options restflow
+refuses (a client that answers without asking the server). A server
+killed and restarted mid-run, two processes and a fork:
+tests/test_django_store_outages.py, shared with django-redis.
 
 The suites that take the ``store`` fixture run on memcached too (store id
 ``django-memcached``); these are the attacks on what only memcached does.
@@ -11,7 +12,6 @@ The suites that take the ``store`` fixture run on memcached too (store id
 from __future__ import annotations
 
 import logging
-import os
 import threading
 
 import pytest
@@ -19,14 +19,11 @@ from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from restflow._engine import CacheBackendError
 from restflow.caching import ArgsKeyField, CacheStatus, KeyConstructor, cache_result
 from restflow.caching.testing import frozen_clock, wait_for_refreshes
 from tests.memcached import ITEM_LIMIT, MemcachedServer
 from tests.stores import memcached_caches, on
-from tests.test_lifecycle_model import AsyncApi, PeerApi, SyncApi, new_loop, run_model
-from tests.test_lifecycle_model import areport as model_areport
-from tests.test_lifecycle_model import report as model_report
+from tests.test_lifecycle_model import new_loop
 
 calls: list = []
 
@@ -134,49 +131,6 @@ def own_memcached():
     server.stop()
 
 
-def in_a_thread(call):
-    """``call()``'s result in a thread of its own: with a Django cache
-    client of its own (Django keeps one per thread), as another worker."""
-    result = []
-    thread = threading.Thread(target=lambda: result.append(call()))
-    thread.start()
-    thread.join(30)
-    return result[0]
-
-
-def test_a_restarted_memcached_is_bypassed_while_down_then_used_again(own_memcached):
-    """Killed mid-run: calls compute live (BYPASS) and an invalidation
-    raises; started again on its port (empty): caching resumes at the next
-    call, and an invalidation made right after reaches it, seen by a
-    thread whose connection never failed."""
-    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.MISS)
-    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.HIT)
-    own_memcached.stop()
-    assert served(profile, 1) == ({"id": 1, "n": 2}, CacheStatus.BYPASS)
-    with pytest.raises(CacheBackendError):
-        profile.invalidate_all()
-    own_memcached.start()
-    assert served(profile, 1) == ({"id": 1, "n": 3}, CacheStatus.MISS)
-    assert served(profile, 1) == ({"id": 1, "n": 3}, CacheStatus.HIT)
-    assert in_a_thread(lambda: served(profile, 1)) == ({"id": 1, "n": 3}, CacheStatus.HIT)
-    profile.invalidate_all()
-    assert in_a_thread(lambda: served(profile, 1)) == ({"id": 1, "n": 4}, CacheStatus.MISS)
-    assert calls == [1, 1, 1, 1]
-
-
-def test_a_connection_idle_across_a_restart_is_not_a_failure(own_memcached):
-    """memcached restarted while this thread's connection sat idle: the
-    next call finds it closed (pymemcache's MemcacheUnexpectedCloseError),
-    and is made again on a new connection, as on Redis: a MISS (the
-    restart emptied memcached), not a BYPASS counted against the store."""
-    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.MISS)
-    own_memcached.stop()
-    own_memcached.start()
-    assert served(profile, 1) == ({"id": 1, "n": 2}, CacheStatus.MISS)
-    assert served(profile, 1) == ({"id": 1, "n": 2}, CacheStatus.HIT)
-    assert profile.shared_backend().stats()["store_errors"] == 0
-
-
 @pytest.mark.parametrize(
     "options",
     [{}, {"retry_attempts": 1}, {"retry_attempts": 0, "ignore_exc": True}],
@@ -195,35 +149,6 @@ def test_a_memcached_client_that_answers_without_asking_is_refused(own_memcached
     assert "CACHES['memcached']['OPTIONS']['retry_attempts'] = 0" in str(raised.value)
     assert "an invalidation made then would be lost silently" in str(raised.value)
     assert calls == []
-
-
-@pytest.mark.parametrize("seed", [56, 57, 58, 59])
-def test_calls_across_memcached_restarts_follow_the_lifecycle_model(own_memcached, seed):
-    """tests/test_lifecycle_model.py's model while memcached is killed now
-    and then (every call BYPASS, live; an invalidation raises
-    CacheBackendError; nothing wrong is ever served) and starts again,
-    empty, on its port."""
-    run_model(seed, SyncApi(model_report), outages=own_memcached, steps=400)
-
-
-@pytest.mark.parametrize("seed", [60, 61])
-def test_async_calls_across_memcached_restarts_follow_the_lifecycle_model(own_memcached, seed):
-    with new_loop() as loop:
-        run_model(seed, AsyncApi(model_areport, loop=loop), outages=own_memcached, steps=400)
-
-
-@pytest.mark.parametrize("seed", [47, 48, 49])
-@pytest.mark.parametrize("store", on("django-memcached"), indirect=True)
-def test_two_processes_on_one_memcached_follow_the_lifecycle_model(store, seed):
-    """Each operation in one of two processes on one memcached: what one
-    stores, invalidates or refreshes, the other sees."""
-    settings = store.settings()
-    peer = PeerApi("report", settings, caches=memcached_caches(store.memcached.location))
-    try:
-        with override_settings(RESTFLOW_SETTINGS=settings):
-            run_model(seed, SyncApi(model_report), peer)
-    finally:
-        peer.close()
 
 
 @cache_result(ttl=60)
@@ -372,38 +297,6 @@ def test_a_value_that_outgrows_the_item_limit_in_a_refresh(store):
         finally:
             growing = False
     assert calls == [1, 1, 1]
-
-
-def connections_made(server: MemcachedServer) -> int:
-    """How many connections memcached has accepted since it started,
-    this question's own included (each asks on a new one)."""
-    stats = server.command(b"stats", end=b"END\r\n").decode()
-    (line,) = [line for line in stats.splitlines() if line.startswith("STAT total_connections ")]
-    return int(line.split()[2])
-
-
-def test_a_forked_child_opens_its_own_memcached_connection(own_memcached):
-    """A process forked after it used memcached (a gunicorn ``--preload``
-    master that warmed its cache): the child inherits Django's cache
-    object, socket and all, and pymemcache never notices a fork, so both
-    wrote to one connection and could read each other's answers. The child
-    now connects again: memcached sees a new connection, and the parent
-    goes on using its own."""
-    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.MISS)
-    before = connections_made(own_memcached)
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        code = 1
-        try:
-            code = 0 if served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.HIT) else 2
-        finally:
-            os._exit(code)
-    _, status_code = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status_code) == 0, "the child's read"
-    # The child's connection, and this question's.
-    assert connections_made(own_memcached) == before + 2
-    assert served(profile, 1) == ({"id": 1, "n": 1}, CacheStatus.HIT)
-    assert connections_made(own_memcached) == before + 3  # this question's only
 
 
 @cache_result(ttl=60)

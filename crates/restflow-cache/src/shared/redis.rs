@@ -1112,28 +1112,34 @@ mod tests {
         assert_eq!(pool.open(), 0);
     }
 
-    /// Reads one command (an array of bulk strings) off `conn`: its name
-    /// and the length of its longest argument; `None` at end of file.
-    fn read_command(conn: &mut std::io::BufReader<std::net::TcpStream>) -> Option<(String, usize)> {
+    /// Reads one command (an array of bulk strings) off `conn`: its
+    /// arguments, the name first; `None` at end of file.
+    fn read_args(conn: &mut std::io::BufReader<std::net::TcpStream>) -> Option<Vec<Vec<u8>>> {
         use std::io::{BufRead, Read};
         let mut line = String::new();
         if conn.read_line(&mut line).ok()? == 0 {
             return None;
         }
         let count: usize = line.trim_end().strip_prefix('*')?.parse().ok()?;
-        let (mut name, mut longest) = (String::new(), 0);
-        for n in 0..count {
+        let mut args = Vec::with_capacity(count);
+        for _ in 0..count {
             line.clear();
             conn.read_line(&mut line).ok()?;
             let len: usize = line.trim_end().strip_prefix('$')?.parse().ok()?;
             let mut bytes = vec![0; len + 2];
             conn.read_exact(&mut bytes).ok()?;
-            if n == 0 {
-                name = String::from_utf8_lossy(&bytes[..len]).to_uppercase();
-            }
-            longest = longest.max(len);
+            bytes.truncate(len);
+            args.push(bytes);
         }
-        Some((name, longest))
+        Some(args)
+    }
+
+    /// Reads one command off `conn`: its name (upper case) and the length
+    /// of its longest argument.
+    fn read_command(conn: &mut std::io::BufReader<std::net::TcpStream>) -> Option<(String, usize)> {
+        let args = read_args(conn)?;
+        let name = String::from_utf8_lossy(args.first()?).to_uppercase();
+        Some((name, args.iter().map(Vec::len).max()?))
     }
 
     /// A server that answers `SET` after taking `pause` over it (as a
@@ -1192,19 +1198,11 @@ mod tests {
 
     /// Reads one command off `conn`: its name (upper case) and arguments.
     fn read_words(conn: &mut std::io::BufReader<std::net::TcpStream>) -> Option<Vec<String>> {
-        use std::io::{BufRead, Read};
-        let mut line = String::new();
-        conn.read_line(&mut line).ok()?;
-        let count: usize = line.trim_end().strip_prefix('*')?.parse().ok()?;
-        let mut words = Vec::with_capacity(count);
-        for _ in 0..count {
-            line.clear();
-            conn.read_line(&mut line).ok()?;
-            let len: usize = line.trim_end().strip_prefix('$')?.parse().ok()?;
-            let mut bytes = vec![0; len + 2];
-            conn.read_exact(&mut bytes).ok()?;
-            words.push(String::from_utf8_lossy(&bytes[..len]).into_owned());
-        }
+        let args = read_args(conn)?;
+        let mut words: Vec<String> = args
+            .iter()
+            .map(|arg| String::from_utf8_lossy(arg).into_owned())
+            .collect();
         words.first_mut()?.make_ascii_uppercase();
         Some(words)
     }
