@@ -1134,18 +1134,27 @@ mod tests {
         Some(args)
     }
 
-    /// Reads one command off `conn`: its name (upper case) and the length
-    /// of its longest argument.
-    fn read_command(conn: &mut std::io::BufReader<std::net::TcpStream>) -> Option<(String, usize)> {
-        let args = read_args(conn)?;
-        let name = String::from_utf8_lossy(args.first()?).to_uppercase();
-        Some((name, args.iter().map(Vec::len).max()?))
-    }
-
     /// A server that answers `SET` after taking `pause` over it (as a
     /// server takes a while over a large value), and `+OK` to anything
     /// else (the client's set-up); the lengths of the values it was sent.
     fn slow_setter(pause: Duration) -> (String, std::thread::JoinHandle<Vec<usize>>) {
+        fake_redis(Vec::new(), move |sets, args| {
+            if String::from_utf8_lossy(&args[0]).eq_ignore_ascii_case("SET") {
+                sets.push(args.iter().map(Vec::len).max().unwrap_or(0));
+                std::thread::sleep(pause);
+            }
+            b"+OK\r\n".to_vec()
+        })
+    }
+
+    /// A server on a free loopback port that accepts one connection and
+    /// answers each command (its arguments, the name first; never none)
+    /// with what `answer` makes of it, keeping what it notes in `state`; `state` once
+    /// the client hung up. The URL to connect to, and the server's thread.
+    fn fake_redis<S: Send + 'static>(
+        mut state: S,
+        mut answer: impl FnMut(&mut S, Vec<Vec<u8>>) -> Vec<u8> + Send + 'static,
+    ) -> (String, std::thread::JoinHandle<S>) {
         use std::io::Write;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("redis://{}", listener.local_addr().unwrap());
@@ -1153,17 +1162,17 @@ mod tests {
             let (conn, _) = listener.accept().unwrap();
             let mut writer = conn.try_clone().unwrap();
             let mut reader = std::io::BufReader::new(conn);
-            let mut sets = Vec::new();
-            while let Some((name, longest)) = read_command(&mut reader) {
-                if name == "SET" {
-                    sets.push(longest);
-                    std::thread::sleep(pause);
-                }
-                if writer.write_all(b"+OK\r\n").is_err() {
+            while let Some(args) = read_args(&mut reader) {
+                let answered = if args.is_empty() {
+                    b"-ERR empty command\r\n".to_vec()
+                } else {
+                    answer(&mut state, args)
+                };
+                if writer.write_all(&answered).is_err() {
                     break;
                 }
             }
-            sets
+            state
         });
         (url, server)
     }
@@ -1196,17 +1205,6 @@ mod tests {
         assert_eq!(server.join().unwrap(), vec![64 << 20, "small".len()]);
     }
 
-    /// Reads one command off `conn`: its name (upper case) and arguments.
-    fn read_words(conn: &mut std::io::BufReader<std::net::TcpStream>) -> Option<Vec<String>> {
-        let args = read_args(conn)?;
-        let mut words: Vec<String> = args
-            .iter()
-            .map(|arg| String::from_utf8_lossy(arg).into_owned())
-            .collect();
-        words.first_mut()?.make_ascii_uppercase();
-        Some(words)
-    }
-
     /// A master as `WAIT` sees it: answers a script `:1` (a key deleted),
     /// each `WAIT` with the next of `acknowledged` after `wait_pause` (as
     /// Redis answers a `WAIT` whose replicas are missing once its timeout
@@ -1216,36 +1214,28 @@ mod tests {
         acknowledged: Vec<u64>,
         (wait_pause, set_pause): (Duration, Duration),
     ) -> (String, std::thread::JoinHandle<Vec<Vec<String>>>) {
-        use std::io::Write;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("redis://{}", listener.local_addr().unwrap());
-        let server = std::thread::spawn(move || {
-            let (conn, _) = listener.accept().unwrap();
-            let mut writer = conn.try_clone().unwrap();
-            let mut reader = std::io::BufReader::new(conn);
-            let mut acknowledged = acknowledged.into_iter();
-            let mut commands = Vec::new();
-            while let Some(words) = read_words(&mut reader) {
-                let answer = match words[0].as_str() {
-                    "EVALSHA" => ":1\r\n".to_owned(),
-                    "WAIT" => {
-                        std::thread::sleep(wait_pause);
-                        format!(":{}\r\n", acknowledged.next().unwrap())
-                    }
-                    "SET" => {
-                        std::thread::sleep(set_pause);
-                        "+OK\r\n".to_owned()
-                    }
-                    _ => "+OK\r\n".to_owned(),
-                };
-                commands.push(words);
-                if writer.write_all(answer.as_bytes()).is_err() {
-                    break;
+        let mut acknowledged = acknowledged.into_iter();
+        fake_redis(Vec::new(), move |commands, args| {
+            let mut words: Vec<String> = args
+                .iter()
+                .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                .collect();
+            words[0].make_ascii_uppercase();
+            let answer = match words[0].as_str() {
+                "EVALSHA" => ":1\r\n".to_owned(),
+                "WAIT" => {
+                    std::thread::sleep(wait_pause);
+                    format!(":{}\r\n", acknowledged.next().unwrap())
                 }
-            }
-            commands
-        });
-        (url, server)
+                "SET" => {
+                    std::thread::sleep(set_pause);
+                    "+OK\r\n".to_owned()
+                }
+                _ => "+OK\r\n".to_owned(),
+            };
+            commands.push(words);
+            answer.into_bytes()
+        })
     }
 
     fn waiting_store(url: &str, read_timeout: Duration, replicas: u32) -> RedisStore {
