@@ -34,8 +34,8 @@ if [ $# -eq 0 ]; then
     RESTFLOW_REQUIRE_SERVERS=1 .venv-oldest/bin/python -m pytest -q \
         tests/test_cache_response*.py tests/test_spec_views.py tests/test_adrf_views.py \
         tests/test_headers.py tests/test_invalidation_rules.py tests/test_invalidation_dispatchers.py \
-        tests/test_django_backend.py tests/test_django_redis.py tests/test_django_values.py \
-        tests/test_command.py \
+        tests/test_django_backend.py tests/test_django_redis.py tests/test_django_store_outages.py \
+        tests/test_django_values.py tests/test_command.py \
         tests/test_docs_examples.py tests/test_rule_identity.py tests/test_cache_register.py \
         tests/test_store_and_settings.py tests/test_key_constructors.py tests/compat
 fi
